@@ -1,0 +1,1 @@
+"""Pykka actors: thin shells around the domain (message -> domain -> persist -> tell)."""

@@ -1,0 +1,1 @@
+"""The broker edge: the only importer of alpaca-py."""

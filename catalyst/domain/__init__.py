@@ -1,0 +1,1 @@
+"""Pure trading domain: state machines, quantities, money. No I/O, no threads, no broker."""

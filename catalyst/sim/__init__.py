@@ -1,0 +1,1 @@
+"""An Alpaca-compatible exchange emulator: market replay, matching, REST + stream, faults."""
