@@ -1,0 +1,111 @@
+"""The `catalyst` command: one console script, one sub-command per job; every failure is one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from catalyst.errors import CatalystError, UsageError
+
+DEFAULT_CONFIG = "config.toml"
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so errors share one format and exit code."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, metavar="PATH",
+                   help=f"config file (default: ./{DEFAULT_CONFIG}); relative paths inside resolve against its folder")
+
+
+def _add_logging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=("text", "json"), help="override logging.format")
+    p.add_argument("--log-level", choices=("TRACE", "DEBUG", "INFO", "WARNING", "ERROR"), help="override logging.level")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="catalyst", description=__doc__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="run the trading daemon in the foreground (for systemd/supervisord)")
+    _add_config(run)
+    _add_logging(run)
+    run.add_argument("--broker-url", metavar="URL", help="an Alpaca-compatible broker in its own process, e.g. `catalyst exchange`")
+    run.add_argument("--i-mean-live", action="store_true", help="second confirmation required for broker.mode = live")
+    run.set_defaults(handler=_cmd_run)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
+    db_sub.required = True
+    upgrade = db_sub.add_parser("upgrade", help="create or migrate the database to the latest schema")
+    _add_config(upgrade)
+    upgrade.set_defaults(handler=_cmd_db_upgrade)
+
+    exchange = sub.add_parser("exchange", help="serve the Alpaca-compatible exchange emulator in this process")
+    exchange.add_argument("--host", default="127.0.0.1")
+    exchange.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    exchange.add_argument("--seed", type=int, default=7)
+    exchange.add_argument("--speed", type=float, default=720.0, help="simulated seconds per wall second (0: manual)")
+    exchange.add_argument("--start", metavar="YYYY-MM-DDTHH:MM:SS", help="exchange time (America/New_York) to start at")
+    exchange.add_argument("--data", type=Path, metavar="FILE", help="replay a minute or daily bar CSV instead of the synthetic market")
+    exchange.add_argument("--faults", default="", metavar="SPEC", help="e.g. http_5xx=0.05,drop=0.05 (off by default)")
+    exchange.add_argument("--cash", default="100000", help="starting cash of each account")
+    exchange.add_argument("--rate-limit", type=int, default=200, help="requests/minute per key (0: off)")
+    exchange.set_defaults(handler=_cmd_exchange)
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from catalyst.config import load_config
+
+    return load_config(args.config)
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from catalyst.store.migrate import upgrade
+
+    config = _load(args)
+    revision = upgrade(config.daemon.database_url)
+    print(f"database {config.database_path or config.daemon.database_url} is at revision {revision}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from catalyst.daemon import run_daemon
+
+    return run_daemon(args)
+
+
+def _cmd_exchange(args: argparse.Namespace) -> int:
+    from catalyst.sim.cli import run_exchange
+
+    return run_exchange(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args) or 0)
+    except CatalystError as exc:
+        print(f"catalyst: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("catalyst: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # --help and friends
+        return int(exc.code or 0)
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        print(f"catalyst: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

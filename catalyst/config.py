@@ -1,0 +1,221 @@
+"""config.toml, validated: one line naming the key and the problem on any error; secrets only from the environment.
+
+Precedence: environment (`CATALYST_<SECTION>__<KEY>`, e.g. `CATALYST_BROKER__MODE=paper`) over the file over
+defaults. Relative paths in the file resolve against the file's own folder, so the daemon behaves the same
+whatever directory a supervisor starts it in.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from catalyst.errors import ConfigError
+
+KEY_ID_ENV = "APCA_API_KEY_ID"
+SECRET_KEY_ENV = "APCA_API_SECRET_KEY"
+SECRET_LOOKING_KEYS = {"api_key", "api_secret", "key_id", "secret_key", "secret", "password", "token"}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonSettings(Section):
+    database_url: str = "sqlite+aiosqlite:///catalyst.db"
+    reports_dir: Path = Path("reports")
+    # A commit waits for the disk (FULL) so an order row survives power loss before the broker hears of it.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    state_table_interval_s: float = Field(default=60.0, gt=0)
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+
+
+class LoggingSettings(Section):
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+    file: Path | None = None
+    rotation: str = "50 MB"
+    retention: int = Field(default=10, ge=1)
+
+
+class BrokerSettings(Section):
+    mode: Literal["emulator", "paper", "live"] = "emulator"
+    # An emulator running in its own process (`catalyst exchange`), or any Alpaca-compatible base URL.
+    url: str | None = None
+    stream_url: str | None = None
+    data_url: str | None = None
+    timeout_s: float = Field(default=10.0, gt=0)
+    rate_limit_per_minute: int = Field(default=200, ge=0)
+    # Live trading needs this AND `--i-mean-live` on the command line.
+    live_confirmed: bool = False
+
+
+class ExchangeSettings(Section):
+    """The embedded exchange emulator used when broker.mode = "emulator" and no broker.url is given."""
+
+    seed: int = 7
+    speed: float = Field(default=720.0, ge=0)
+    start: datetime | None = None
+    starting_cash: Decimal = Field(default=Decimal("100000"), gt=0)
+    symbols: int = Field(default=50, ge=5, le=2000)
+    data_file: Path | None = None
+    data_kind: Literal["synthetic", "minute_csv", "daily_csv"] = "synthetic"
+    participation: Decimal = Field(default=Decimal("0.25"), gt=0, le=1)
+    rate_limit_per_minute: int = Field(default=200, ge=0)
+    faults: str = ""
+
+
+class Config(BaseSettings):
+    """The whole configuration. Sections other issues add plug in here."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CATALYST_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    daemon: DaemonSettings = DaemonSettings()
+    logging: LoggingSettings = LoggingSettings()
+    broker: BrokerSettings = BrokerSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
+    source: Path | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file, which arrives as init arguments.
+        return (env_settings, init_settings)
+
+    @field_validator("source")
+    @classmethod
+    def _source_is_absolute(cls, value: Path | None) -> Path | None:
+        return value.resolve() if value else None
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    @property
+    def database_path(self) -> Path | None:
+        """The SQLite file, when the database is SQLite."""
+        return sqlite_path(self.daemon.database_url)
+
+
+class Secrets(BaseModel):
+    """API keys, read from the environment only; SecretStr keeps them out of reprs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key_id: SecretStr | None = None
+    secret_key: SecretStr | None = None
+
+    @property
+    def present(self) -> bool:
+        return bool(self.key_id and self.secret_key)
+
+    def values(self) -> list[str]:
+        """The raw secret strings, for the log filter that keeps them out of every line."""
+        return [s.get_secret_value() for s in (self.key_id, self.secret_key) if s and s.get_secret_value()]
+
+
+def load_secrets(environ: dict[str, str] | None = None) -> Secrets:
+    env = os.environ if environ is None else environ
+    key_id, secret = env.get(KEY_ID_ENV, "").strip(), env.get(SECRET_KEY_ENV, "").strip()
+    if bool(key_id) != bool(secret):
+        missing = SECRET_KEY_ENV if key_id else KEY_ID_ENV
+        raise ConfigError(f"{missing} is not set: set both {KEY_ID_ENV} and {SECRET_KEY_ENV}, or neither")
+    return Secrets(key_id=SecretStr(key_id) if key_id else None, secret_key=SecretStr(secret) if secret else None)
+
+
+def sqlite_path(url: str) -> Path | None:
+    for prefix in ("sqlite+aiosqlite:///", "sqlite:///"):
+        if url.startswith(prefix):
+            return Path(url[len(prefix):].split("?", 1)[0])
+    return None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a config file; raise ConfigError with one line naming the file, key and problem."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (UTF-8 expected)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    _refuse_secrets(path, data)
+    try:
+        config = Config(**data, source=path)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
+    return _resolve_paths(config)
+
+
+def _refuse_secrets(path: Path, data: dict[str, Any], prefix: str = "") -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            _refuse_secrets(path, value, f"{dotted}.")
+        elif key.lower() in SECRET_LOOKING_KEYS:
+            raise ConfigError(
+                f"{path}: {dotted}: secrets are not read from config files; "
+                f"set {KEY_ID_ENV} and {SECRET_KEY_ENV} in the environment"
+            )
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first problem as `section.key: message (got VALUE)`, plus how many more there are."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        text = f"{where}: unknown key"
+    elif first["type"] == "missing":
+        text = f"{where}: required key is missing"
+    else:
+        got = first.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        text = f"{where}: {first['msg']}{shown}"
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return text
+
+
+def _resolve_paths(config: Config) -> Config:
+    base = config.base_dir
+
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    db_url = config.daemon.database_url
+    db_path = sqlite_path(db_url)
+    if db_path is not None and str(db_path) not in ("", ":memory:") and not db_path.is_absolute():
+        db_url = db_url[: db_url.index(":///") + 4] + str((base / db_path).resolve())
+    return config.model_copy(
+        update={
+            "daemon": config.daemon.model_copy(
+                update={"database_url": db_url, "reports_dir": absolute(config.daemon.reports_dir)}
+            ),
+            "logging": config.logging.model_copy(update={"file": absolute(config.logging.file)}),
+            "exchange": config.exchange.model_copy(update={"data_file": absolute(config.exchange.data_file)}),
+        }
+    )

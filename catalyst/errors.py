@@ -1,0 +1,37 @@
+"""Errors an operator sees: each carries the exit code the daemon ends with, so a supervisor can tell them apart."""
+
+from __future__ import annotations
+
+
+class CatalystError(Exception):
+    """A failure with a one-line explanation for the operator; never shown as a traceback."""
+
+    exit_code = 1
+
+
+class UsageError(CatalystError):
+    """Bad command-line arguments or config: the operator must change something before a restart helps."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """config.toml (or an environment override) is missing, unreadable or invalid."""
+
+
+class DatabaseError(CatalystError):
+    """The database cannot be opened, migrated or written."""
+
+    exit_code = 3
+
+
+class BrokerUnavailable(CatalystError):
+    """The broker cannot be reached or refuses our keys."""
+
+    exit_code = 4
+
+
+class AlreadyRunning(CatalystError):
+    """Another daemon holds the lock on this database."""
+
+    exit_code = 5

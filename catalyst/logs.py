@@ -1,0 +1,92 @@
+"""Logging for `tail -f`: loguru everywhere, stdlib loggers routed in, one line per event, secrets never written.
+
+Every line names its actor (`logger.bind(actor="router")`); lines without one are attributed to the stdlib
+logger they came from (`pykka`, `alpaca`, `sqlalchemy`, …). `--log-format json` writes one JSON object per line:
+{"ts", "level", "actor", "msg", ...extra fields}.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from loguru import logger
+
+TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {level:<7} {extra[actor]:<12} | {message}\n"
+REDACTED = "***"
+_secrets: tuple[str, ...] = ()
+
+
+def redact(text: str) -> str:
+    """Replace every configured secret in `text`."""
+    for secret in _secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _patch(record: dict[str, Any]) -> None:
+    record["extra"].setdefault("actor", record["name"].split(".")[0] if record["name"] else "-")
+    record["message"] = redact(record["message"])
+    for key, value in record["extra"].items():
+        if isinstance(value, str):
+            record["extra"][key] = redact(value)
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    payload: dict[str, Any] = {
+        "ts": record["time"].isoformat(timespec="milliseconds"),
+        "level": record["level"].name,
+        "actor": record["extra"].get("actor", "-"),
+        "msg": record["message"],
+    }
+    payload.update({k: v for k, v in record["extra"].items() if k != "actor"})
+    if record["exception"] is not None:
+        payload["exception"] = redact(f"{record['exception'].type.__name__}: {record['exception'].value}")
+    record["extra"]["_json"] = json.dumps(payload, default=str)
+    return "{extra[_json]}\n"
+
+
+class _InterceptHandler(logging.Handler):
+    """Send stdlib records (pykka, alpaca-py, SQLAlchemy, Alembic, aiohttp) to loguru, keeping their level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(exception=record.exc_info).bind(actor=record.name.split(".")[0]).log(
+            level, record.getMessage()
+        )
+
+
+def setup_logging(
+    level: str = "INFO",
+    fmt: str = "text",
+    file: Path | None = None,
+    rotation: str = "50 MB",
+    retention: int = 10,
+    secrets: Iterable[str] = (),
+) -> None:
+    """(Re)configure every sink. Called at start and on SIGHUP (which reopens the log file)."""
+    global _secrets
+    _secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
+    logger.remove()
+    logger.configure(patcher=_patch, extra={})
+    formatter: Any = _json_line if fmt == "json" else TEXT_FORMAT
+    logger.add(sys.stderr, level=level, format=formatter, backtrace=False, diagnose=False)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        logger.add(
+            file, level=level, format=formatter, rotation=rotation, retention=retention,
+            backtrace=False, diagnose=False, enqueue=False,
+        )
+        # Logs may name positions and P&L: readable by the owner only.
+        file.touch(exist_ok=True)
+        file.chmod(0o600)
+    logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
+    for noisy in ("sqlalchemy.engine", "aiohttp.access", "websockets", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
