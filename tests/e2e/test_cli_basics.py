@@ -1,0 +1,50 @@
+"""The `catalyst` command as a user runs it: help, and one-line errors with distinct exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def catalyst(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "catalyst.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
+
+
+def test_help_lists_the_sub_commands():
+    result = catalyst("--help")
+    assert result.returncode == 0
+    for command in ("run", "db", "exchange"):
+        assert command in result.stdout
+
+
+def test_unknown_sub_command_is_one_line_and_exit_2():
+    result = catalyst("frobnicate")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "invalid choice: 'frobnicate'" in result.stderr
+
+
+def test_missing_config_is_one_line_and_exit_2(tmp_path):
+    result = catalyst("run", "--config", str(tmp_path / "missing.toml"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"catalyst: error: {tmp_path / 'missing.toml'}: config file not found"
+    assert "Traceback" not in result.stderr
+
+
+def test_garbled_config_is_one_line_and_exit_2(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("[broker\nmode = 'paper'\n")
+    result = catalyst("run", "--config", str(config))
+    assert result.returncode == 2
+    assert "invalid TOML" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_paper_mode_without_keys_is_refused(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[broker]\nmode = "paper"\n')
+    env = {"PATH": "/usr/bin:/bin"}
+    result = catalyst("run", "--config", str(config), env=env)
+    assert result.returncode == 2
+    assert "needs APCA_API_KEY_ID and APCA_API_SECRET_KEY" in result.stderr

@@ -1,0 +1,78 @@
+"""Config: validation errors are one line naming the key; secrets only from the environment; paths resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from catalyst.config import load_config, load_secrets
+from catalyst.errors import ConfigError
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_is_valid_and_uses_the_emulator():
+    config = load_config(REPO_CONFIG)
+    assert config.broker.mode == "emulator"
+    assert config.exchange.symbols >= 50
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path):
+    path = write(tmp_path, '[daemon]\ndatabase_url = "sqlite+aiosqlite:///var/c.db"\nreports_dir = "out"\n')
+    config = load_config(path)
+    assert config.database_path == tmp_path / "var" / "c.db"
+    assert config.daemon.reports_dir == tmp_path / "out"
+
+
+def test_environment_overrides_the_file(tmp_path, monkeypatch):
+    path = write(tmp_path, '[broker]\ntimeout_s = 5\n')
+    monkeypatch.setenv("CATALYST_BROKER__TIMEOUT_S", "7.5")
+    assert load_config(path).broker.timeout_s == 7.5
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[broker]\nmode = "papr"\n', "broker.mode: Input should be 'emulator', 'paper' or 'live' (got 'papr')"),
+        ('[broker]\nbogus = 1\n', "broker.bogus: unknown key"),
+        ('[daemon]\nshutdown_timeout_s = "soon"\n', "daemon.shutdown_timeout_s: Input should be a valid number"),
+        ('[exchange]\nsymbols = 1\n', "exchange.symbols: Input should be greater than or equal to 5"),
+        ('[surprise]\nx = 1\n', "surprise: unknown key"),
+        ("x = \n", "invalid TOML"),
+        ('[broker]\nsecret_key = "abc"\n', "broker.secret_key: secrets are not read from config files"),
+    ],
+)
+def test_bad_config_names_the_key_and_the_problem(tmp_path, text, expected):
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    message = str(caught.value)
+    assert expected in message
+    assert "\n" not in message
+    assert caught.value.exit_code == 2
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.toml: config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_a_bad_environment_override_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATALYST_BROKER__MODE", "yolo")
+    with pytest.raises(ConfigError, match="broker.mode"):
+        load_config(write(tmp_path, ""))
+
+
+def test_secrets_come_in_pairs_from_the_environment():
+    assert not load_secrets({}).present
+    both = load_secrets({"APCA_API_KEY_ID": "AK1", "APCA_API_SECRET_KEY": "s3cr3t"})
+    assert both.present and both.values() == ["AK1", "s3cr3t"]
+    assert "s3cr3t" not in repr(both)
+    with pytest.raises(ConfigError, match="APCA_API_SECRET_KEY is not set"):
+        load_secrets({"APCA_API_KEY_ID": "AK1"})
