@@ -1,0 +1,120 @@
+"""Trading-cycle phase machine (spec §4) and the day's phase schedule in exchange time (America/New_York).
+
+Schedule decisions (spec §4.2 gives scanning 9:15-9:35 and evaluating 9:30-10:00, overlapping):
+
+- scanning 09:15: pre-market gap and news scans run before the bell.
+- evaluating 09:30: evaluation needs the opening prints (the real open for the gap, the first bars for
+  relative volume and the flag), so it starts at the bell, not inside the scanning window.
+- trading 09:35, right after evaluation: five one-minute bars are enough to approve; entries are
+  submitted from here.
+- monitoring 10:00: the end of the spec's evaluation window ends new entries; exits are managed until
+  the close.
+- flatten_at 15:55: not a phase but a deadline inside monitoring: every position is exited before the close.
+- closed 16:00. `completed` is never due by the clock: the conductor enters it once P&L and reports are
+  final. Trading days (weekends, holidays) are the calendar's business, not this module's.
+
+The conductor is event-driven inside these times too ("candidates found", "entries approved"): the
+schedule says which phase the clock *requires*, and the conductor catches up along `CYCLE_MACHINE.path`
+without ever going back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime, time
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from catalyst.domain.errors import IllegalTransition, InvalidSchedule, NaiveDatetime
+from catalyst.domain.machine import StateMachine
+
+EXCHANGE_TZ = ZoneInfo("America/New_York")
+"""The time zone every schedule time is read in."""
+
+
+class CyclePhase(StrEnum):
+    """Phase of the daily trading cycle (spec §4.2)."""
+
+    IDLE = "idle"
+    SCANNING = "scanning"
+    EVALUATING = "evaluating"
+    TRADING = "trading"
+    MONITORING = "monitoring"
+    CLOSED = "closed"
+    COMPLETED = "completed"
+
+
+_C = CyclePhase
+
+CYCLE_TRANSITIONS: dict[CyclePhase, frozenset[CyclePhase]] = {
+    _C.IDLE: frozenset({_C.SCANNING}),  # start_cycle()
+    _C.SCANNING: frozenset({_C.EVALUATING, _C.CLOSED}),  # candidates found / emergency stop
+    _C.EVALUATING: frozenset({_C.TRADING, _C.CLOSED}),  # entries approved / emergency stop
+    _C.TRADING: frozenset({_C.MONITORING, _C.CLOSED}),  # positions open / emergency stop
+    _C.MONITORING: frozenset({_C.CLOSED}),  # all positions closed (or emergency stop)
+    _C.CLOSED: frozenset({_C.COMPLETED, _C.IDLE}),  # end of day / the diagram's closed -> idle
+    _C.COMPLETED: frozenset({_C.IDLE}),  # next trading day
+}
+
+CYCLE_MACHINE: StateMachine[CyclePhase] = StateMachine("cycle", CYCLE_TRANSITIONS)
+"""The cycle machine; it has no terminal phase (completed leads to the next day's idle)."""
+
+ACTIVE_PHASES: frozenset[CyclePhase] = frozenset({_C.SCANNING, _C.EVALUATING, _C.TRADING, _C.MONITORING})
+"""Phases an emergency stop may interrupt."""
+
+
+def emergency_stop(phase: CyclePhase) -> CyclePhase:
+    """`closed` from any active phase; IllegalTransition from idle, closed or completed."""
+    phase = CyclePhase(phase)
+    if phase not in ACTIVE_PHASES:
+        raise IllegalTransition(CYCLE_MACHINE.name, "emergency stop", str(phase), str(_C.CLOSED))
+    return CYCLE_MACHINE.check(phase, _C.CLOSED, "emergency stop")
+
+
+@dataclass(frozen=True)
+class PhaseSchedule:
+    """Start times of the clock-driven phases, naive `time`s read in America/New_York, strictly increasing."""
+
+    scanning_at: time = time(9, 15)
+    evaluating_at: time = time(9, 30)
+    trading_at: time = time(9, 35)
+    monitoring_at: time = time(10, 0)
+    flatten_at: time = time(15, 55)
+    closed_at: time = time(16, 0)
+
+    def __post_init__(self) -> None:
+        named = [(field.name, getattr(self, field.name)) for field in fields(self)]
+        for name, value in named:
+            if not isinstance(value, time) or value.tzinfo is not None:
+                raise InvalidSchedule(f"{name} must be a naive datetime.time in New York time, got {value!r}")
+        for (earlier, a), (later, b) in zip(named, named[1:]):
+            if not a < b:
+                raise InvalidSchedule(f"schedule out of order: {earlier} {a} must be before {later} {b}")
+
+
+def exchange_time(now: datetime) -> time:
+    """The wall-clock time in New York for an aware `now`; NaiveDatetime for a naive one."""
+    if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
+        raise NaiveDatetime(f"need a timezone-aware datetime to read exchange time, got {now!r}")
+    return now.astimezone(EXCHANGE_TZ).time()
+
+
+def phase_due(schedule: PhaseSchedule, now: datetime) -> CyclePhase:
+    """The phase the clock requires at `now` (never `completed`, which follows the reports)."""
+    clock = exchange_time(now)
+    if clock >= schedule.closed_at:
+        return _C.CLOSED
+    if clock >= schedule.monitoring_at:
+        return _C.MONITORING
+    if clock >= schedule.trading_at:
+        return _C.TRADING
+    if clock >= schedule.evaluating_at:
+        return _C.EVALUATING
+    if clock >= schedule.scanning_at:
+        return _C.SCANNING
+    return _C.IDLE
+
+
+def flatten_due(schedule: PhaseSchedule, now: datetime) -> bool:
+    """True from `flatten_at` on: every position must be exited before the close."""
+    return exchange_time(now) >= schedule.flatten_at

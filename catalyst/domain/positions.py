@@ -1,0 +1,173 @@
+"""Position state machine (spec §3), quantity rules (§3.3), average prices and realized/unrealized P&L.
+
+Reading of the spec diagram: its arrows from `closed` to `failed`/`cancelled` are labelled "(if position
+never had fills)". A position that never had fills never reached `open`, so it cannot be `closed`: it
+ends `cancelled` or `failed` straight from `pending`, and `closed` is terminal. Decide `cancelled` only
+when the entry order is terminal AND its cumulative `filled_qty` (carried on every Alpaca order report) is
+0: a `canceled` entry with shares filled means fills still to apply (a reordered stream), not a
+cancelled position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from enum import StrEnum
+
+from catalyst.domain.errors import ExitExceedsPosition, InvalidQuantity
+from catalyst.domain.machine import StateMachine
+from catalyst.domain.money import MONEY_CONTEXT, ZERO, positive, weighted_average
+
+
+class PositionStatus(StrEnum):
+    """Lifecycle of a position (spec §3.2)."""
+
+    PENDING = "pending"
+    OPEN = "open"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class PositionSide(StrEnum):
+    """Direction of a position."""
+
+    LONG = "long"
+    SHORT = "short"
+
+
+class OrderSide(StrEnum):
+    """Direction of an order (Alpaca's `side`)."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+
+_P = PositionStatus
+_CTX = MONEY_CONTEXT
+
+POSITION_TRANSITIONS: dict[PositionStatus, frozenset[PositionStatus]] = {
+    _P.PENDING: frozenset({_P.OPEN, _P.CANCELLED, _P.FAILED}),  # entry fills / entry cancelled / rejected
+    _P.OPEN: frozenset({_P.CLOSED}),  # exit fills bring the quantity to 0
+    _P.CLOSED: frozenset(),
+    _P.CANCELLED: frozenset(),
+    _P.FAILED: frozenset(),
+}
+
+POSITION_MACHINE: StateMachine[PositionStatus] = StateMachine("position", POSITION_TRANSITIONS)
+"""The position machine; closed, cancelled and failed are terminal."""
+
+
+def entry_side(side: PositionSide) -> OrderSide:
+    """The order side that opens or adds to a position: buy for long, sell for short."""
+    return OrderSide.BUY if PositionSide(side) is PositionSide.LONG else OrderSide.SELL
+
+
+def exit_side(side: PositionSide) -> OrderSide:
+    """The order side that reduces or closes a position: sell for long, buy (cover) for short."""
+    return OrderSide.SELL if PositionSide(side) is PositionSide.LONG else OrderSide.BUY
+
+
+@dataclass(frozen=True)
+class Position:
+    """An immutable position; every change returns a new one. Quantity is unsigned; `side` gives direction.
+
+    Invariant: `quantity == entry_filled_qty - exit_filled_qty`, never negative, 0 unless open.
+    """
+
+    symbol: str
+    side: PositionSide
+    status: PositionStatus = PositionStatus.PENDING
+    quantity: Decimal = ZERO
+    avg_entry_price: Decimal | None = None
+    realized_pnl: Decimal = ZERO
+    avg_exit_price: Decimal | None = None
+    entry_filled_qty: Decimal = ZERO
+    exit_filled_qty: Decimal = ZERO
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "side", PositionSide(self.side))
+        object.__setattr__(self, "status", PositionStatus(self.status))
+        if self.quantity != self.entry_filled_qty - self.exit_filled_qty or self.quantity < 0:
+            raise InvalidQuantity(
+                f"position {self.symbol}: quantity {self.quantity} != entry {self.entry_filled_qty}"
+                f" - exit {self.exit_filled_qty}"
+            )
+        if (self.quantity > 0) != (self.status is PositionStatus.OPEN):
+            raise InvalidQuantity(f"position {self.symbol}: quantity {self.quantity} with status {self.status}")
+
+    @property
+    def entry_side(self) -> OrderSide:
+        """The order side that adds to this position."""
+        return entry_side(self.side)
+
+    @property
+    def exit_side(self) -> OrderSide:
+        """The order side that reduces this position."""
+        return exit_side(self.side)
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once closed, cancelled or failed: no fill may touch it again."""
+        return self.status in POSITION_MACHINE.terminal
+
+    def apply_fill(self, order_side: OrderSide, qty: Decimal, price: Decimal) -> Position:
+        """The position after one execution of `qty` shares at `price` (spec §3.3).
+
+        Entry-side fills add and re-average the entry price; exit-side fills reduce and realize P&L.
+        """
+        qty = positive(qty, f"fill qty for {self.symbol}")
+        price = positive(price, f"fill price for {self.symbol}")
+        if OrderSide(order_side) is self.entry_side:
+            return self._add(qty, price)
+        return self._reduce(qty, price)
+
+    def _add(self, qty: Decimal, price: Decimal) -> Position:
+        status = self.status
+        if status is not PositionStatus.OPEN:
+            # pending -> open on the first entry fill; closed/cancelled/failed raise IllegalTransition.
+            status = POSITION_MACHINE.check(status, PositionStatus.OPEN, self.symbol)
+        return replace(
+            self,
+            status=status,
+            quantity=_CTX.add(self.quantity, qty),
+            avg_entry_price=weighted_average(self.avg_entry_price or ZERO, self.quantity, price, qty),
+            entry_filled_qty=_CTX.add(self.entry_filled_qty, qty),
+        )
+
+    def _reduce(self, qty: Decimal, price: Decimal) -> Position:
+        # The spec clamps at 0 (`if quantity <= 0: quantity = 0`); that silently swallows a fill counted
+        # twice and leaves the P&L wrong, so an exit larger than the holding is refused instead.
+        if qty > self.quantity or self.avg_entry_price is None:
+            raise ExitExceedsPosition(self.symbol, self.quantity, qty)
+        remaining = _CTX.subtract(self.quantity, qty)
+        status = self.status
+        if remaining == 0:
+            status = POSITION_MACHINE.check(status, PositionStatus.CLOSED, self.symbol)
+        return replace(
+            self,
+            status=status,
+            quantity=remaining,
+            realized_pnl=_CTX.add(self.realized_pnl, _CTX.multiply(self._pnl_per_share(price), qty)),
+            avg_exit_price=weighted_average(self.avg_exit_price or ZERO, self.exit_filled_qty, price, qty),
+            exit_filled_qty=_CTX.add(self.exit_filled_qty, qty),
+        )
+
+    def _pnl_per_share(self, price: Decimal) -> Decimal:
+        avg = self.avg_entry_price or ZERO
+        return _CTX.subtract(price, avg) if self.side is PositionSide.LONG else _CTX.subtract(avg, price)
+
+    def unrealized_pnl(self, price: Decimal) -> Decimal:
+        """P&L of the shares still held if they were closed at `price`; 0 when nothing is held."""
+        price = positive(price, f"mark price for {self.symbol}")
+        if self.quantity == 0:
+            return ZERO
+        return _CTX.multiply(self._pnl_per_share(price), self.quantity)
+
+    def cancel(self) -> Position:
+        """pending -> cancelled: the entry ended without a single fill (see the module docstring)."""
+        return replace(self, status=POSITION_MACHINE.check(self.status, PositionStatus.CANCELLED, self.symbol))
+
+    def fail(self) -> Position:
+        """pending -> failed: the entry order was rejected."""
+        return replace(self, status=POSITION_MACHINE.check(self.status, PositionStatus.FAILED, self.symbol))
