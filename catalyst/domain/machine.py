@@ -65,7 +65,8 @@ class StateMachine(Generic[S]):
                 seen.add(target)
                 came_from[target] = state
                 if target == to_state:
-                    return self._walk_back(came_from, from_state, to_state)
+                    # `target` is the table's own member, even when the caller passed a plain str.
+                    return self._walk_back(came_from, from_state, target)
                 queue.append(target)
         return None
 
