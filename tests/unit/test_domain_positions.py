@@ -1,0 +1,221 @@
+"""Position machine (spec §3), quantity rules (§3.3), average prices and P&L, long and short."""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from catalyst.domain.errors import ExitExceedsPosition, IllegalTransition, InvalidQuantity
+from catalyst.domain.positions import (
+    POSITION_MACHINE,
+    OrderSide,
+    Position,
+    PositionSide,
+    PositionStatus,
+    entry_side,
+    exit_side,
+)
+
+D = Decimal
+
+# From the spec diagram (§3.1) as read in positions.py: a never-filled position ends from pending.
+LEGAL_POSITION_PAIRS = {
+    ("pending", "open"), ("pending", "cancelled"), ("pending", "failed"),
+    ("open", "closed"),
+}
+POSITION_STATES = ["pending", "open", "closed", "cancelled", "failed"]
+
+
+@pytest.mark.parametrize(("current", "target"), list(itertools.product(POSITION_STATES, repeat=2)))
+def test_every_position_state_pair_is_legal_exactly_when_the_spec_says(current, target):
+    legal = (current, target) in LEGAL_POSITION_PAIRS
+
+    assert POSITION_MACHINE.can(PositionStatus(current), PositionStatus(target)) is legal
+    if not legal:
+        with pytest.raises(IllegalTransition):
+            POSITION_MACHINE.check(PositionStatus(current), PositionStatus(target))
+
+
+def test_closed_cancelled_and_failed_are_terminal():
+    assert {str(status) for status in POSITION_MACHINE.terminal} == {"closed", "cancelled", "failed"}
+
+
+def test_entry_and_exit_sides_follow_the_position_side():
+    assert (entry_side(PositionSide.LONG), exit_side(PositionSide.LONG)) == (OrderSide.BUY, OrderSide.SELL)
+    assert (entry_side(PositionSide.SHORT), exit_side(PositionSide.SHORT)) == (OrderSide.SELL, OrderSide.BUY)
+
+
+def test_spec_example_long_round_trip_realizes_505():
+    position = Position("AAPL", PositionSide.LONG)
+
+    position = position.apply_fill(OrderSide.BUY, D(100), D("149.95"))
+    position = position.apply_fill(OrderSide.SELL, D(100), D("155.00"))
+
+    assert position.status == PositionStatus.CLOSED
+    assert position.quantity == 0
+    assert position.realized_pnl == D("505.00")
+    assert position.avg_exit_price == D("155.00")
+
+
+def test_first_entry_fill_opens_a_pending_position():
+    position = Position("AAPL", PositionSide.LONG).apply_fill(OrderSide.BUY, D(40), D("10.00"))
+
+    assert (position.status, position.quantity, position.avg_entry_price) == (PositionStatus.OPEN, 40, D("10.00"))
+
+
+def test_adding_to_a_long_re_averages_the_entry_price_by_weight():
+    position = Position("AAPL", PositionSide.LONG).apply_fill(OrderSide.BUY, D(100), D("10.00"))
+
+    position = position.apply_fill(OrderSide.BUY, D(300), D("12.00"))
+
+    assert position.quantity == 400
+    assert position.avg_entry_price == D("11.5")
+    assert position.entry_filled_qty == 400
+
+
+def test_partial_exit_of_a_long_realizes_only_the_sold_shares_and_keeps_the_average():
+    position = Position("AAPL", PositionSide.LONG).apply_fill(OrderSide.BUY, D(100), D("50.00"))
+
+    position = position.apply_fill(OrderSide.SELL, D(30), D("52.50"))
+
+    assert position.status == PositionStatus.OPEN
+    assert position.quantity == 70
+    assert position.avg_entry_price == D("50.00")
+    assert position.realized_pnl == D("75.00")
+
+
+def test_short_adds_on_sells_and_realizes_on_covering_buys():
+    position = Position("TSLA", PositionSide.SHORT)
+    position = position.apply_fill(OrderSide.SELL, D(10), D("200"))
+    position = position.apply_fill(OrderSide.SELL, D(10), D("210"))
+
+    position = position.apply_fill(OrderSide.BUY, D(5), D("190"))
+
+    assert position.avg_entry_price == D("205")
+    assert position.quantity == 15
+    assert position.realized_pnl == D("75")  # (205 - 190) * 5
+
+
+def test_a_short_covered_above_its_entry_loses():
+    position = Position("TSLA", PositionSide.SHORT).apply_fill(OrderSide.SELL, D(10), D("100"))
+
+    position = position.apply_fill(OrderSide.BUY, D(10), D("104.25"))
+
+    assert position.status == PositionStatus.CLOSED
+    assert position.realized_pnl == D("-42.50")
+
+
+def test_exit_fills_average_their_own_prices():
+    position = Position("AAPL", PositionSide.LONG).apply_fill(OrderSide.BUY, D(100), D("10"))
+
+    position = position.apply_fill(OrderSide.SELL, D(25), D("12")).apply_fill(OrderSide.SELL, D(75), D("16"))
+
+    assert position.avg_exit_price == D("15")
+    assert position.realized_pnl == D("500")
+
+
+def test_an_exit_larger_than_the_holding_is_refused_not_clamped():
+    position = Position("AAPL", PositionSide.LONG).apply_fill(OrderSide.BUY, D(100), D("10"))
+
+    with pytest.raises(ExitExceedsPosition, match="exit fill of 101 AAPL exceeds the 100 held"):
+        position.apply_fill(OrderSide.SELL, D(101), D("11"))
+
+
+def test_an_exit_fill_on_a_pending_position_is_refused():
+    with pytest.raises(ExitExceedsPosition):
+        Position("AAPL", PositionSide.LONG).apply_fill(OrderSide.SELL, D(1), D("11"))
+
+
+def test_a_closed_position_takes_no_new_entry_fill():
+    closed = (
+        Position("AAPL", PositionSide.LONG)
+        .apply_fill(OrderSide.BUY, D(1), D("10"))
+        .apply_fill(OrderSide.SELL, D(1), D("11"))
+    )
+
+    with pytest.raises(IllegalTransition, match="position transition AAPL: closed -> open"):
+        closed.apply_fill(OrderSide.BUY, D(1), D("10"))
+
+
+@pytest.mark.parametrize(("qty", "price"), [(D(0), D(1)), (D(1), D(0)), (D(-5), D(1)), (1.5, D(1)),
+                                            (D(1), 149.95), (D("NaN"), D(1)), (True, D(1))])
+def test_bad_fill_amounts_are_refused_with_a_named_error(qty, price):
+    with pytest.raises(InvalidQuantity, match="AAPL"):
+        Position("AAPL", PositionSide.LONG).apply_fill(OrderSide.BUY, qty, price)
+
+
+def test_unrealized_pnl_marks_the_held_shares_at_a_price():
+    long = Position("AAPL", PositionSide.LONG).apply_fill(OrderSide.BUY, D(100), D("149.95"))
+    short = Position("TSLA", PositionSide.SHORT).apply_fill(OrderSide.SELL, D(10), D("200"))
+
+    assert long.unrealized_pnl(D("151.00")) == D("105.00")
+    assert short.unrealized_pnl(D("201.50")) == D("-15.00")
+    assert Position("AAPL", PositionSide.LONG).unrealized_pnl(D("10")) == 0
+
+
+def test_a_pending_position_can_be_cancelled_or_failed_but_an_open_one_cannot():
+    pending = Position("AAPL", PositionSide.LONG)
+
+    assert pending.cancel().status == PositionStatus.CANCELLED
+    assert pending.fail().status == PositionStatus.FAILED
+    with pytest.raises(IllegalTransition):
+        pending.apply_fill(OrderSide.BUY, D(1), D("1")).cancel()
+
+
+def test_a_position_whose_quantity_contradicts_its_fills_cannot_be_built():
+    with pytest.raises(InvalidQuantity, match="quantity"):
+        Position("AAPL", PositionSide.LONG, PositionStatus.OPEN, quantity=D(5), entry_filled_qty=D(4))
+    with pytest.raises(InvalidQuantity, match="status closed"):
+        Position("AAPL", PositionSide.LONG, PositionStatus.CLOSED, quantity=D(5), entry_filled_qty=D(5))
+
+
+# --- properties --------------------------------------------------------------------------------
+
+fills = st.lists(
+    st.tuples(
+        st.booleans(),  # True: entry side
+        st.decimals(min_value=D("0.001"), max_value=D(500), places=3),
+        st.decimals(min_value=D("0.0001"), max_value=D(5000), places=4),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.sampled_from(list(PositionSide)), fills)
+def test_random_fills_keep_quantity_and_pnl_consistent(side, sequence):
+    position = Position("XYZ", side)
+    held, avg, realized, exact_realized = Fraction(0), Fraction(0), D(0), Fraction(0)
+    for is_entry, qty, price in sequence:
+        order_side = entry_side(side) if is_entry else exit_side(side)
+        if position.is_terminal or (not is_entry and qty > position.quantity):
+            with pytest.raises((IllegalTransition, ExitExceedsPosition)):
+                position.apply_fill(order_side, qty, price)
+            continue
+
+        before = position
+        position = position.apply_fill(order_side, qty, price)
+
+        if is_entry:
+            avg = (avg * held + Fraction(price) * Fraction(qty)) / (held + Fraction(qty))
+            held += Fraction(qty)
+        else:
+            per_share = Fraction(price) - avg if side is PositionSide.LONG else avg - Fraction(price)
+            exact_realized += per_share * Fraction(qty)
+            own = (price - before.avg_entry_price) if side is PositionSide.LONG else (before.avg_entry_price - price)
+            realized += own * qty
+            held -= Fraction(qty)
+        assert position.quantity >= 0
+        assert Fraction(position.quantity) == held
+        # Every accepted fill leaves the position open with shares, or closed with none.
+        assert position.status == (PositionStatus.OPEN if position.quantity > 0 else PositionStatus.CLOSED)
+    # Realized P&L is the sum of each exit fill's own amount, and matches exact arithmetic to 1e-12.
+    assert position.realized_pnl == realized
+    assert abs(Fraction(position.realized_pnl) - exact_realized) < Fraction(1, 10**12)
+    if position.avg_entry_price is not None:
+        assert abs(Fraction(position.avg_entry_price) - avg) < Fraction(1, 10**18)
