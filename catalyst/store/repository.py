@@ -1,0 +1,213 @@
+"""The Store: one method, one transaction, plain frozen records out (safe across actor threads).
+
+Each public method is a thin wrapper that runs one operation from *_ops.py / queries.py in its own
+transaction. The operations take a session and never commit, so a later group commit can run many
+of them in one transaction without changing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from catalyst.store import order_ops, position_ops, queries, security_ops
+from catalyst.store.errors import ConstraintViolationError
+from catalyst.store.records import (
+    CycleRecord, FillRecord, LiveBook, NewFinding, NewOrder, NewScanResult, OrderProgress,
+    OrderRecord, PositionRecord, ScanResultRecord, SecurityRecord,
+)  # fmt: skip
+
+T = TypeVar("T")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Store:
+    """Async access to the Catalyst database. `clock` stamps rows when a caller gives no time."""
+
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = utc_now) -> None:
+        self._engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._clock = clock
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def _transaction(
+        self, operation: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T:
+        try:
+            async with self._sessions() as session, session.begin():
+                return await operation(session, *args, **kwargs)
+        except IntegrityError as error:
+            detail = str(error.orig).splitlines()[0] if error.orig is not None else str(error)
+            raise ConstraintViolationError(f"{operation.__name__} refused by the database: {detail}") from error
+
+    def _at(self, at: datetime | None) -> datetime:
+        return self._clock() if at is None else at
+
+    # --- securities and cycles ------------------------------------------------------------
+    async def ensure_security(self, symbol: str, name: str | None = None, sector: str | None = None) -> SecurityRecord:
+        return await self._transaction(security_ops.ensure_security, symbol, name, sector)
+
+    async def get_or_create_cycle(self, day: date, at: datetime | None = None) -> CycleRecord:
+        return await self._transaction(security_ops.get_or_create_cycle, day, self._at(at))
+
+    async def get_cycle(self, day: date) -> CycleRecord | None:
+        return await self._transaction(security_ops.get_cycle, day)
+
+    async def set_cycle_phase(self, cycle_id: int, phase: str, at: datetime | None = None) -> CycleRecord:
+        return await self._transaction(security_ops.set_cycle_phase, cycle_id, phase, self._at(at))
+
+    async def set_cycle_state(
+        self, cycle_id: int, state: str, halt_reason: str | None = None, at: datetime | None = None
+    ) -> CycleRecord:
+        return await self._transaction(security_ops.set_cycle_state, cycle_id, state, self._at(at), halt_reason)
+
+    async def set_daily_pnl(self, cycle_id: int, daily_pnl: Decimal, at: datetime | None = None) -> CycleRecord:
+        return await self._transaction(security_ops.set_daily_pnl, cycle_id, daily_pnl, self._at(at))
+
+    # --- scans and findings ---------------------------------------------------------------
+    async def insert_scan_results(self, cycle_id: int, results: Sequence[NewScanResult]) -> list[int]:
+        return await self._transaction(security_ops.insert_scan_results, cycle_id, results)
+
+    async def set_scan_status(self, scan_id: int, status: str, reason: str | None = None) -> None:
+        await self._transaction(security_ops.set_scan_status, scan_id, status, reason)
+
+    async def scan_results(self, cycle_id: int) -> list[ScanResultRecord]:
+        return await self._transaction(security_ops.scan_results, cycle_id)
+
+    async def insert_findings(self, findings: Sequence[NewFinding]) -> list[int]:
+        return await self._transaction(security_ops.insert_findings, findings)
+
+    # --- orders ---------------------------------------------------------------------------
+    async def create_order(self, *, at: datetime | None = None, **fields: Any) -> OrderRecord:
+        """Insert one order (status created) with its client_order_id; fields are NewOrder's."""
+        (order,) = await self._transaction(order_ops.create_orders, [NewOrder(**fields)], self._at(at))
+        return order
+
+    async def create_orders(self, orders: Sequence[NewOrder], at: datetime | None = None) -> list[OrderRecord]:
+        """Several orders in one transaction (an OCO's stop-loss and take-profit legs)."""
+        return await self._transaction(order_ops.create_orders, list(orders), self._at(at))
+
+    async def mark_submitted(
+        self, order_id: int, alpaca_order_id: str, broker_status: str | None, submitted_at: datetime | None = None
+    ) -> OrderRecord:
+        return await self._transaction(
+            order_ops.mark_submitted, order_id, alpaca_order_id, broker_status, self._at(submitted_at)
+        )
+
+    async def record_submit_attempt(self, order_id: int, at: datetime | None = None) -> int:
+        """Count one more submit try before the broker call; returns the attempts so far."""
+        return await self._transaction(order_ops.record_submit_attempt, order_id, self._at(at))
+
+    async def set_outcome_unknown(self, order_id: int, unknown: bool = True, at: datetime | None = None) -> OrderRecord:
+        return await self._transaction(order_ops.set_outcome_unknown, order_id, unknown, self._at(at))
+
+    async def update_order_status(
+        self,
+        order_id: int,
+        status: str,
+        broker_status: str | None,
+        filled_qty: Decimal,
+        filled_avg_price: Decimal | None,
+        at: datetime | None = None,
+        reason: str | None = None,
+        replaced_by_order_id: int | None = None,
+    ) -> OrderRecord:
+        progress = OrderProgress(status, broker_status, filled_qty, filled_avg_price, reason)
+        return await self._transaction(
+            order_ops.update_order_status, order_id, progress, self._at(at), replaced_by_order_id
+        )
+
+    async def record_fill(self, *, received_at: datetime | None = None, **fill: Any) -> bool:
+        """Record an execution exactly once (False if its execution_id is known). With
+        `order_progress=OrderProgress(...)` the order's new state is written in the same transaction."""
+        return await self._transaction(order_ops.record_fill, received_at=self._at(received_at), **fill)
+
+    async def record_trade_update(
+        self,
+        event: str,
+        payload: dict[str, Any],
+        received_at: datetime | None = None,
+        alpaca_order_id: str | None = None,
+        client_order_id: str | None = None,
+        execution_id: str | None = None,
+    ) -> int:
+        return await self._transaction(
+            order_ops.record_trade_update,
+            event=event,
+            payload=payload,
+            received_at=self._at(received_at),
+            alpaca_order_id=alpaca_order_id,
+            client_order_id=client_order_id,
+            execution_id=execution_id,
+        )
+
+    # --- positions ------------------------------------------------------------------------
+    async def open_position_for_entry(
+        self,
+        entry_order_id: int,
+        quantity: Decimal,
+        entry_price: Decimal,
+        entry_time: datetime | None = None,
+        stop_loss: Decimal | None = None,
+        take_profit: Decimal | None = None,
+    ) -> PositionRecord:
+        return await self._transaction(
+            position_ops.open_position_for_entry,
+            entry_order_id, quantity, entry_price, self._at(entry_time), stop_loss, take_profit,
+        )  # fmt: skip
+
+    async def update_position(self, position_id: int, at: datetime | None = None, **changes: Any) -> PositionRecord:
+        return await self._transaction(position_ops.update_position, position_id, self._at(at), **changes)
+
+    async def close_position(
+        self, position_id: int, exit_price: Decimal, realized_pnl: Decimal, exit_time: datetime | None = None
+    ) -> PositionRecord:
+        return await self._transaction(
+            position_ops.close_position, position_id, exit_price, self._at(exit_time), realized_pnl
+        )
+
+    # --- reads ----------------------------------------------------------------------------
+    async def get_order(self, order_id: int) -> OrderRecord | None:
+        return await self._transaction(queries.get_order, order_id)
+
+    async def get_order_by_client_id(self, client_order_id: str) -> OrderRecord | None:
+        return await self._transaction(queries.get_order_by_client_id, client_order_id)
+
+    async def get_order_by_alpaca_id(self, alpaca_order_id: str) -> OrderRecord | None:
+        return await self._transaction(queries.get_order_by_alpaca_id, alpaca_order_id)
+
+    async def orders_for_position(self, position_id: int) -> list[OrderRecord]:
+        return await self._transaction(queries.orders_for_position, position_id)
+
+    async def working_orders(self) -> list[OrderRecord]:
+        return await self._transaction(queries.working_orders)
+
+    async def orders_with_unknown_outcome(self) -> list[OrderRecord]:
+        return await self._transaction(queries.orders_with_unknown_outcome)
+
+    async def orders_needing_reconciliation(self, older_than: datetime) -> list[OrderRecord]:
+        return await self._transaction(queries.orders_needing_reconciliation, older_than)
+
+    async def get_position(self, position_id: int) -> PositionRecord | None:
+        return await self._transaction(queries.get_position, position_id)
+
+    async def open_positions_for_reconciliation(self) -> list[PositionRecord]:
+        return await self._transaction(queries.open_positions_for_reconciliation)
+
+    async def live_positions(self) -> LiveBook:
+        return await self._transaction(queries.live_positions)
+
+    async def fills_for_order(self, order_id: int) -> list[FillRecord]:
+        return await self._transaction(queries.fills_for_order, order_id)
+
+

@@ -1,0 +1,224 @@
+"""The store on a real SQLite file, from an empty migration: a whole trade read back exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Coroutine, Iterator
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import text
+
+from catalyst.store.db import make_engine
+from catalyst.store.errors import ConstraintViolationError, InvalidValueError
+from catalyst.store.migrate import upgrade
+from catalyst.store.records import NewOrder, OrderProgress
+from catalyst.store.repository import Store
+
+T = TypeVar("T")
+T0 = datetime(2025, 12, 29, 14, 35, tzinfo=timezone.utc)
+
+
+class StoreOnLoop:
+    """A Store plus the event loop to drive it from plain test code."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.store = Store(make_engine(url))
+
+    def __call__(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
+
+    def close(self) -> None:
+        self(self.store.close())
+        self.loop.close()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture
+def run(db_url: str) -> Iterator[StoreOnLoop]:
+    on_loop = StoreOnLoop(db_url)
+    yield on_loop
+    on_loop.close()
+
+
+def test_whole_trade_reads_back_exactly(run: StoreOnLoop) -> None:
+    store = run.store
+    cycle = run(store.get_or_create_cycle(date(2025, 12, 29), at=T0))
+    security = run(store.ensure_security("AAPL", name="Apple Inc."))
+
+    entry = run(store.create_order(
+        cycle_id=cycle.cycle_id, symbol="AAPL", role="entry", side="buy", order_type="limit",
+        quantity=Decimal("100"), limit_price=Decimal("150.00"),
+        planned_stop_loss=Decimal("147.00"), planned_take_profit=Decimal("155.00"), at=T0,
+    ))  # fmt: skip
+    assert re.fullmatch(r"cat-[0-9a-f]{8}-" + str(entry.order_id), entry.client_order_id)
+    assert (entry.status, entry.position_id, entry.security_id) == ("created", None, security.security_id)
+
+    run(store.mark_submitted(entry.order_id, "alp-xyz-123", "accepted", T0 + timedelta(seconds=1)))
+    fill_time = T0 + timedelta(seconds=5)
+    assert run(store.record_fill(
+        execution_id="exec-1", alpaca_order_id="alp-xyz-123", symbol="AAPL", side="buy",
+        qty=Decimal("100"), price=Decimal("149.95"), occurred_at=fill_time, source="stream",
+        order_progress=OrderProgress("filled", "filled", Decimal("100"), Decimal("149.95")),
+    ))  # fmt: skip
+    position = run(store.open_position_for_entry(
+        entry.order_id, Decimal("100"), Decimal("149.95"), fill_time, Decimal("147.00"), Decimal("155.00")
+    ))  # fmt: skip
+
+    stop, target = run(store.create_orders([
+        NewOrder(cycle.cycle_id, "AAPL", "stop_loss", "sell", "stop", Decimal("100"), order_class="oco",
+                 stop_price=Decimal("147.00"), position_id=position.position_id, parent_order_id=entry.order_id),
+        NewOrder(cycle.cycle_id, "AAPL", "take_profit", "sell", "limit", Decimal("100"), order_class="oco",
+                 limit_price=Decimal("155.00"), position_id=position.position_id, parent_order_id=entry.order_id),
+    ], at=fill_time))  # fmt: skip
+    run(store.mark_submitted(stop.order_id, "alp-sl", "new", fill_time))
+    run(store.mark_submitted(target.order_id, "alp-tp", "held", fill_time))
+
+    exit_time = T0 + timedelta(minutes=30)
+    run(store.record_fill(
+        execution_id="exec-2", alpaca_order_id="alp-tp", symbol="AAPL", side="sell", qty=Decimal("100"),
+        price=Decimal("155.00"), position_qty=Decimal("0"), occurred_at=exit_time, source="stream",
+        order_progress=OrderProgress("filled", "filled", Decimal("100"), Decimal("155.00")),
+    ))  # fmt: skip
+    run(store.update_order_status(stop.order_id, "cancelled", "canceled", Decimal(0), None, exit_time, reason="OCO"))
+    run(store.close_position(position.position_id, Decimal("155.00"), Decimal("505.00"), exit_time))
+
+    entry_back = run(store.get_order_by_client_id(entry.client_order_id))
+    assert entry_back is not None
+    assert entry_back.status == "filled"
+    assert entry_back.filled_avg_price == Decimal("149.95")
+    assert str(entry_back.filled_avg_price) == "149.95"
+    stored = run(_scalar(store, f"SELECT filled_avg_price FROM orders WHERE order_id = {entry.order_id}"))
+    assert stored == "149.95"  # text in the file, never a float
+    assert entry_back.position_id == position.position_id
+    assert entry_back.alpaca_order_id == "alp-xyz-123"
+    assert entry_back.filled_at == fill_time
+    assert entry_back.filled_at.tzinfo is not None
+    assert entry_back.planned_stop_loss == Decimal("147.00")
+
+    legs = run(store.orders_for_position(position.position_id))
+    by_role = {order.role: order for order in legs}
+    assert set(by_role) == {"entry", "stop_loss", "take_profit"}
+    assert by_role["stop_loss"].parent_order_id == entry.order_id
+    assert (by_role["stop_loss"].status, by_role["stop_loss"].cancel_reason) == ("cancelled", "OCO")
+    assert by_role["stop_loss"].cancelled_at == exit_time
+    assert (by_role["take_profit"].status, by_role["take_profit"].filled_avg_price) == ("filled", Decimal("155.00"))
+
+    closed = run(store.get_position(position.position_id))
+    assert closed is not None
+    assert (closed.symbol, closed.side, closed.status, closed.quantity) == ("AAPL", "long", "closed", Decimal(0))
+    assert (closed.entry_price, closed.exit_price, closed.realized_pnl) == (
+        Decimal("149.95"), Decimal("155.00"), Decimal("505.00"),
+    )  # fmt: skip
+    assert (closed.entry_time, closed.exit_time) == (fill_time, exit_time)
+    assert [f.execution_id for f in run(store.fills_for_order(entry.order_id))] == ["exec-1"]
+    assert run(store.working_orders()) == []
+
+
+def test_same_execution_twice_is_recorded_once(run: StoreOnLoop) -> None:
+    fill = dict(
+        execution_id="exec-dup", alpaca_order_id="unknown-at-first", symbol="MSFT", side="buy",
+        qty=Decimal("10"), price=Decimal("410.10"), occurred_at=T0, source="stream",
+    )  # fmt: skip
+
+    first = run(run.store.record_fill(**fill))
+    second = run(run.store.record_fill(**{**fill, "source": "rest"}))
+
+    assert (first, second) == (True, False)
+    rows = run.loop.run_until_complete(_count(run.store, "fills"))
+    assert rows == 1
+
+
+async def _scalar(store: Store, sql: str) -> Any:
+    engine = make_engine(store_url(store))
+    try:
+        async with engine.connect() as connection:
+            return (await connection.execute(text(sql))).scalar_one()
+    finally:
+        await engine.dispose()
+
+
+def store_url(store: Store) -> str:
+    return store._engine.url.render_as_string()
+
+
+async def _count(store: Store, table: str) -> int:
+    return int(await _scalar(store, f"SELECT count(*) FROM {table}"))
+
+
+def test_fill_for_unknown_order_is_kept_without_an_order(run: StoreOnLoop) -> None:
+    recorded = run(run.store.record_fill(
+        execution_id="exec-orphan", alpaca_order_id="not-ours", symbol="TSLA", side="sell",
+        qty=Decimal("3"), price=Decimal("250.5"), occurred_at=T0, source="activity",
+    ))  # fmt: skip
+
+    assert recorded
+    assert run(_count(run.store, "fills")) == 1
+
+
+def test_trade_update_for_unknown_order_is_recorded_with_its_payload(run: StoreOnLoop) -> None:
+    payload = {"event": "fill", "order": {"id": "nobody", "filled_avg_price": Decimal("1.10")}}
+
+    update_id = run(run.store.record_trade_update("fill", payload, T0, alpaca_order_id="nobody"))
+
+    assert update_id >= 1
+    assert run(_count(run.store, "trade_updates")) == 1
+
+
+def test_float_money_is_refused_with_a_clear_message(run: StoreOnLoop) -> None:
+    cycle = run(run.store.get_or_create_cycle(date(2025, 12, 29), at=T0))
+
+    with pytest.raises(InvalidValueError, match="limit_price must be a Decimal"):
+        run(run.store.create_order(
+            cycle_id=cycle.cycle_id, symbol="AAPL", role="entry", side="buy", order_type="limit",
+            quantity=Decimal(1), limit_price=149.95,
+        ))  # fmt: skip
+    assert run(run.store.working_orders()) == []
+
+
+def test_naive_timestamp_is_refused(run: StoreOnLoop) -> None:
+    with pytest.raises(InvalidValueError, match="naive"):
+        run(run.store.get_or_create_cycle(date(2025, 12, 29), at=datetime(2025, 12, 29, 9, 30)))
+
+
+def test_unknown_status_is_refused_before_writing(run: StoreOnLoop) -> None:
+    cycle = run(run.store.get_or_create_cycle(date(2025, 12, 29), at=T0))
+    order = run(run.store.create_order(
+        cycle_id=cycle.cycle_id, symbol="AAPL", role="entry", side="buy", order_type="market", quantity=Decimal(5)
+    ))  # fmt: skip
+
+    with pytest.raises(InvalidValueError, match="order status 'done' is not one of"):
+        run(run.store.update_order_status(order.order_id, "done", None, Decimal(0), None, T0))
+    assert run(run.store.get_order(order.order_id)).status == "created"  # type: ignore[union-attr]
+
+
+def test_order_for_missing_cycle_is_refused_by_foreign_key(run: StoreOnLoop) -> None:
+    with pytest.raises(ConstraintViolationError, match="FOREIGN KEY"):
+        run(run.store.create_order(
+            cycle_id=999, symbol="AAPL", role="entry", side="buy", order_type="market", quantity=Decimal(5)
+        ))  # fmt: skip
+
+
+def test_second_open_for_one_entry_returns_the_same_position(run: StoreOnLoop) -> None:
+    cycle = run(run.store.get_or_create_cycle(date(2025, 12, 29), at=T0))
+    entry = run(run.store.create_order(
+        cycle_id=cycle.cycle_id, symbol="AMD", role="entry", side="sell", order_type="market", quantity=Decimal(7)
+    ))  # fmt: skip
+
+    first = run(run.store.open_position_for_entry(entry.order_id, Decimal(7), Decimal("120.01"), T0))
+    again = run(run.store.open_position_for_entry(entry.order_id, Decimal(7), Decimal("120.01"), T0))
+
+    assert again.position_id == first.position_id
+    assert first.side == "short"
+    assert run(_count(run.store, "positions")) == 1
