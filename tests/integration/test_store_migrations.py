@@ -1,0 +1,140 @@
+"""Migrations on real files: parity with the models, idempotent upgrade, clear errors for bad files."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, Table, text
+
+from catalyst.store import migrate
+from catalyst.store.db import make_engine
+from catalyst.store.errors import DatabaseTooNewError, NotADatabaseError, StoreError
+from catalyst.store.models import Base
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+async def pragmas(url: str, synchronous: str = "FULL") -> dict[str, object]:
+    engine = make_engine(url, synchronous=synchronous)
+    try:
+        async with engine.connect() as connection:
+            return {
+                name: (await connection.execute(text(f"PRAGMA {name}"))).scalar_one()
+                for name in ("journal_mode", "foreign_keys", "synchronous", "busy_timeout")
+            }
+    finally:
+        await engine.dispose()
+
+
+def test_connections_use_wal_foreign_keys_and_full_sync(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "pragmas.db")
+
+    found = asyncio.run(pragmas(url))
+
+    # synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+    assert found == {"journal_mode": "wal", "foreign_keys": 1, "synchronous": 2, "busy_timeout": 5000}
+
+
+def test_synchronous_level_is_an_argument(tmp_path: Path) -> None:
+    assert asyncio.run(pragmas(sqlite_url(tmp_path / "normal.db"), synchronous="NORMAL"))["synchronous"] == 1
+
+
+def test_migrated_schema_matches_the_models(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "parity.db")
+
+    assert migrate.upgrade(url) == migrate.head_revision()
+
+    assert migrate.schema_differences(url) == []
+
+
+def test_parity_check_notices_a_table_the_migration_lacks(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "drift.db")
+    migrate.upgrade(url)
+    extra = Table("not_migrated", Base.metadata, Column("id", Integer, primary_key=True))
+    try:
+        differences = migrate.schema_differences(url)
+    finally:
+        Base.metadata.remove(extra)
+
+    assert [d[0] for d in differences] == ["add_table"]
+
+
+def test_upgrade_twice_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "twice.db"
+    url = sqlite_url(path)
+    migrate.upgrade(url)
+    instance_before = sqlite3.connect(path).execute("SELECT instance_id FROM store_meta").fetchall()
+
+    head = migrate.upgrade(url)
+
+    assert head == migrate.current_revision(url) == "0001"
+    assert sqlite3.connect(path).execute("SELECT instance_id FROM store_meta").fetchall() == instance_before
+    assert len(instance_before) == 1 and len(instance_before[0][0]) == 8
+
+
+def test_empty_database_has_no_revision(tmp_path: Path) -> None:
+    assert migrate.current_revision(sqlite_url(tmp_path / "empty.db")) is None
+
+
+def test_each_new_database_gets_its_own_instance_id(tmp_path: Path) -> None:
+    ids = set()
+    for name in ("a.db", "b.db"):
+        migrate.upgrade(sqlite_url(tmp_path / name))
+        ids.add(sqlite3.connect(tmp_path / name).execute("SELECT instance_id FROM store_meta").fetchone()[0])
+
+    assert len(ids) == 2
+
+
+def test_text_file_is_refused_as_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("these are my trading notes, not a database\n" * 20)
+
+    with pytest.raises(NotADatabaseError) as raised:
+        migrate.upgrade(sqlite_url(path))
+
+    assert str(path) in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_corrupt_database_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    migrate.upgrade(sqlite_url(path))
+    data = bytearray(path.read_bytes())
+    data[16:] = b"\xff" * (len(data) - 16)  # keep the header, destroy page size and every page
+    path.write_bytes(bytes(data))
+    for leftover in (tmp_path / "corrupt.db-wal", tmp_path / "corrupt.db-shm"):
+        leftover.unlink(missing_ok=True)
+
+    with pytest.raises(NotADatabaseError) as raised:
+        migrate.upgrade(sqlite_url(path))
+
+    assert str(path) in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    url = sqlite_url(path)
+    migrate.upgrade(url)
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '9999'")
+
+    with pytest.raises(DatabaseTooNewError) as raised:
+        migrate.upgrade(url)
+
+    assert str(path) in str(raised.value)
+    assert "'9999'" in str(raised.value)
+    assert isinstance(raised.value, StoreError)
+
+
+def test_migrations_run_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    assert migrate.upgrade(sqlite_url(tmp_path / "cwd.db")) == "0001"
