@@ -1,0 +1,353 @@
+"""AlpacaBroker: the broker port over the real alpaca-py clients, returning neutral reports and classified errors."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any, Literal, Sequence
+from uuid import UUID
+
+from loguru import logger
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+from alpaca.common.enums import Sort
+from alpaca.data.historical import StockHistoricalDataClient
+from alpaca.data.historical.news import NewsClient
+from alpaca.data.historical.screener import ScreenerClient
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import QueryOrderStatus, TimeInForce
+from alpaca.trading.requests import (
+    ClosePositionRequest,
+    GetCalendarRequest,
+    GetOrderByIdRequest,
+    GetOrdersRequest,
+    ReplaceOrderRequest,
+)
+
+from catalyst.broker.errors import (
+    BrokerError,
+    DuplicateClientOrderId,
+    InvalidRequest,
+    MalformedResponse,
+    NotFound,
+    OutcomeUnknown,
+)
+from catalyst.broker.calls import Transport, harden, is_retryable_read_error
+from catalyst.broker.marketdata import MarketDataCalls
+from catalyst.broker.orders import NewOrder, alpaca_request
+from catalyst.broker.ratelimit import Priority, RateLimiter
+from catalyst.broker.reports import (
+    AccountReport,
+    CalendarDay,
+    CancelOutcome,
+    ClockReport,
+    FillReport,
+    OrderReport,
+    PositionReport,
+    account_report,
+    calendar_day,
+    clock_report,
+    fill_activity_report,
+    order_report,
+    position_report,
+)
+
+ORDERS_PAGE_SIZE = 500  # Alpaca's maximum `limit` for GET /v2/orders
+ACTIVITIES_PAGE_SIZE = 100  # Alpaca's maximum `page_size` for account activities
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+class AlpacaBroker(MarketDataCalls):
+    """The only object in Catalyst that talks to Alpaca (or the emulator: same clients, other URL)."""
+
+    def __init__(
+        self,
+        key_id: str,
+        secret: str,
+        trading_url: str | None = None,
+        data_url: str | None = None,
+        stream_url: str | None = None,
+        paper: bool = True,
+        timeout_s: float = 10.0,
+        limiter: RateLimiter | None = None,
+        *,
+        limiter_timeout_s: float = 30.0,
+        read_attempts: int = 3,
+        read_retry_budget_s: float = 15.0,
+        retry_wait_initial_s: float = 0.2,
+        retry_wait_max_s: float = 2.0,
+        name: str = "alpaca",
+        transport: Transport | None = None,
+    ) -> None:
+        super().__init__(
+            name=name,
+            secrets=(key_id, secret),
+            limiter=limiter,
+            limiter_timeout_s=limiter_timeout_s,
+            read_attempts=read_attempts,
+            read_retry_budget_s=read_retry_budget_s,
+            retry_wait_initial_s=retry_wait_initial_s,
+            retry_wait_max_s=retry_wait_max_s,
+        )
+        self.stream_url = stream_url
+        data_base = data_url or trading_url  # one emulator port serves trading and data
+        self._trading = TradingClient(key_id, secret, paper=paper, url_override=trading_url)
+        self._data = StockHistoricalDataClient(key_id, secret, url_override=data_base)
+        self._news = NewsClient(key_id, secret, url_override=data_base)
+        self._screener = ScreenerClient(key_id, secret, url_override=data_base)
+        for client in (self._trading, self._data, self._news, self._screener):
+            harden(client, timeout_s, transport)
+
+    def __repr__(self) -> str:  # never the keys
+        return f"AlpacaBroker(name={self.name!r})"
+
+    # ---- account, clock, calendar --------------------------------------------------------------
+
+    def account(self) -> AccountReport:
+        return self._read("account", lambda: account_report(self._trading.get_account()))
+
+    def clock(self) -> ClockReport:
+        return self._read("clock", lambda: clock_report(self._trading.get_clock()))
+
+    def calendar(self, start: date, end: date) -> list[CalendarDay]:
+        request = GetCalendarRequest(start=start, end=end)
+        return self._read(
+            f"calendar {start}..{end}", lambda: [calendar_day(d) for d in self._trading.get_calendar(request)]
+        )
+
+    # ---- orders --------------------------------------------------------------------------------
+
+    def submit_order(self, order: NewOrder, priority: Priority = Priority.ENTRY) -> OrderReport:
+        request = alpaca_request(order)
+        operation = f"submit {order.describe()}"
+        report = self._mutate(operation, lambda: order_report(self._trading.submit_order(request)), priority)
+        logger.info("broker {} submit {} cid={} → {} id={}", self.name, order.symbol, order.client_order_id,
+                    report.status, report.broker_id)
+        return report
+
+    def submit_oco_exit(
+        self,
+        symbol: str,
+        side: Literal["buy", "sell"],
+        qty: Any,
+        take_profit_limit: Any,
+        stop_price: Any,
+        client_order_id: str,
+        stop_limit: Any = None,
+        tif: Literal["day", "gtc"] = "day",
+    ) -> OrderReport:
+        order = NewOrder.oco_exit(symbol=symbol, side=side, qty=qty, take_profit_limit=take_profit_limit,
+                                  stop_price=stop_price, client_order_id=client_order_id, stop_limit=stop_limit,
+                                  tif=tif)
+        return self.submit_order(order, priority=Priority.PROTECT)
+
+    def submit_with_lookup(
+        self, order: NewOrder, priority: Priority = Priority.ENTRY, attempts: int = 3
+    ) -> OrderReport:
+        """Submit so that one NewOrder can never become two broker orders.
+
+        On OutcomeUnknown (or an unparseable answer) the order is looked up by client_order_id: found →
+        that is the answer; not found → resubmitting the SAME client_order_id is safe, because Alpaca
+        refuses a second order with it (DuplicateClientOrderId → look up again). Transient errors where
+        nothing was sent are resubmitted too. At most `attempts` submissions; then the last error.
+        """
+        cid = order.client_order_id
+
+        def attempt_once() -> OrderReport:
+            try:
+                return self.submit_order(order, priority)
+            except DuplicateClientOrderId:
+                found = self._lookup_after(cid, priority)
+                if found is None:
+                    raise
+                logger.info("broker {} submit {} cid={} already placed → id={}", self.name, order.symbol, cid,
+                            found.broker_id)
+                return found
+            except (OutcomeUnknown, MalformedResponse) as unknown:
+                try:
+                    found = self._lookup_after(cid, priority)
+                except BrokerError as lookup_error:
+                    raise OutcomeUnknown(f"{unknown.message}; lookup failed too: {lookup_error}",
+                                         status=unknown.status, code=unknown.code,
+                                         operation=unknown.operation) from lookup_error
+                if found is not None:
+                    logger.info("broker {} submit {} cid={} outcome settled by lookup → {} id={}", self.name,
+                                order.symbol, cid, found.status, found.broker_id)
+                    return found
+                logger.info("broker {} submit {} cid={} not at broker → resubmitting same cid", self.name,
+                            order.symbol, cid)
+                raise OutcomeUnknown(unknown.message, status=unknown.status, code=unknown.code,
+                                     operation=unknown.operation) from unknown
+
+        for attempt in Retrying(
+            stop=stop_after_attempt(attempts),
+            retry=retry_if_exception(lambda e: is_retryable_read_error(e) or isinstance(e, OutcomeUnknown)),
+            wait=self._wait,
+            reraise=True,
+        ):
+            with attempt:
+                return attempt_once()
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _lookup_after(self, cid: str, priority: Priority) -> OrderReport | None:
+        return self.get_order_by_client_id(cid, priority=priority)
+
+    def get_order(self, broker_id: str, priority: Priority = Priority.READ) -> OrderReport:
+        order_id = _uuid(broker_id)
+        request = GetOrderByIdRequest(nested=True)
+        return self._read(
+            f"order id={order_id}", lambda: order_report(self._trading.get_order_by_id(order_id, request)), priority
+        )
+
+    def get_order_by_client_id(self, client_order_id: str, priority: Priority = Priority.READ) -> OrderReport | None:
+        try:
+            return self._read(
+                f"order cid={client_order_id}",
+                lambda: order_report(self._trading.get_order_by_client_id(client_order_id)),
+                priority,
+            )
+        except NotFound:
+            return None
+
+    def list_orders(
+        self,
+        status: Literal["open", "closed", "all"] = "all",
+        after: datetime | None = None,
+        until: datetime | None = None,
+        symbols: Sequence[str] | None = None,
+        nested: bool = True,
+        direction: Literal["asc", "desc"] = "asc",
+    ) -> list[OrderReport]:
+        """Every matching order, paging 500 at a time.
+
+        Alpaca's list has no page token: pages walk forward in submission time with `after`. `after` is
+        exclusive, so each next page starts 1 µs before the last order seen (orders sharing that instant
+        are fetched again and de-duplicated by id, never skipped).
+        """
+        seen: dict[str, OrderReport] = {}
+        cursor = after
+        while True:
+            request = GetOrdersRequest(
+                status=QueryOrderStatus(status), limit=ORDERS_PAGE_SIZE, after=cursor, until=until,
+                direction=Sort.ASC, nested=nested, symbols=list(symbols) if symbols else None,
+            )
+            page = self._read(
+                f"orders {status} after={cursor}", lambda: [order_report(o) for o in self._trading.get_orders(request)]
+            )
+            fresh = [o for o in page if o.broker_id not in seen]
+            for o in fresh:
+                seen[o.broker_id] = o
+            if len(page) < ORDERS_PAGE_SIZE:
+                break
+            if not fresh:
+                raise MalformedResponse(
+                    f"cannot page past {len(page)} orders sharing submitted_at={page[-1].submitted_at}",
+                    field="submitted_at", operation="list orders",
+                )
+            cursor = max(o.submitted_at for o in page) - _ONE_MICROSECOND
+        ordered = sorted(seen.values(), key=lambda o: (o.submitted_at, o.broker_id), reverse=direction == "desc")
+        logger.debug("broker {} list orders {} → {} orders", self.name, status, len(ordered))
+        return ordered
+
+    def cancel_order(self, broker_id: str, priority: Priority = Priority.CANCEL) -> None:
+        order_id = _uuid(broker_id)
+        self._mutate(f"cancel id={order_id}", lambda: self._trading.cancel_order_by_id(order_id), priority)
+        logger.info("broker {} cancel id={} → requested", self.name, order_id)
+
+    def cancel_all(self, priority: Priority = Priority.CANCEL) -> list[CancelOutcome]:
+        responses = self._mutate("cancel all", self._trading.cancel_orders, priority)
+        outcomes = [CancelOutcome(broker_id=str(r.id), http_status=r.status, body=r.body) for r in responses]
+        logger.info("broker {} cancel all → {} orders", self.name, len(outcomes))
+        return outcomes
+
+    def replace_order(
+        self,
+        broker_id: str,
+        *,
+        qty: Any = None,
+        limit_price: Any = None,
+        stop_price: Any = None,
+        tif: str | None = None,
+        client_order_id: str | None = None,
+        priority: Priority = Priority.PROTECT,  # mostly resizing a stop after a partial fill
+    ) -> OrderReport:
+        """PATCH an order: the broker answers a NEW order (new id, `replaces` = old id)."""
+        order_id = _uuid(broker_id)
+        if qty is not None and int(qty) != qty:
+            raise InvalidRequest(f"replace id={order_id}: qty {qty} is not a whole number of shares")
+        try:
+            request = ReplaceOrderRequest(
+                qty=int(qty) if qty is not None else None,
+                time_in_force=TimeInForce(tif) if tif else None,
+                limit_price=float(limit_price) if limit_price is not None else None,
+                stop_price=float(stop_price) if stop_price is not None else None,
+                client_order_id=client_order_id,
+            )
+        except ValueError as exc:
+            raise InvalidRequest(f"replace id={order_id}: {exc}") from exc
+        report = self._mutate(
+            f"replace id={order_id}",
+            lambda: order_report(self._trading.replace_order_by_id(order_id, request)),
+            priority,
+        )
+        logger.info("broker {} replace id={} → {} id={}", self.name, order_id, report.status, report.broker_id)
+        return report
+
+    # ---- positions and fills -------------------------------------------------------------------
+
+    def positions(self) -> list[PositionReport]:
+        return self._read("positions", lambda: [position_report(p) for p in self._trading.get_all_positions()])
+
+    def position(self, symbol: str) -> PositionReport | None:
+        try:
+            return self._read(f"position {symbol}", lambda: position_report(self._trading.get_open_position(symbol)))
+        except NotFound:
+            return None
+
+    def close_position(self, symbol: str, qty: Any = None, priority: Priority = Priority.PROTECT) -> OrderReport:
+        options = ClosePositionRequest(qty=str(qty)) if qty is not None else None
+        report = self._mutate(
+            f"close {symbol} qty={qty or 'all'}",
+            lambda: order_report(self._trading.close_position(symbol, options)),
+            priority,
+        )
+        logger.info("broker {} close {} qty={} → {} id={}", self.name, symbol, qty or "all", report.status,
+                    report.broker_id)
+        return report
+
+    def fill_activities(self, after: datetime | None = None) -> list[FillReport]:
+        """Every FILL activity after `after`, oldest first (alpaca-py has no typed call: parsed here)."""
+        fills: dict[str, FillReport] = {}
+        page_token: str | None = None
+        while True:
+            params: dict[str, Any] = {"direction": "asc", "page_size": ACTIVITIES_PAGE_SIZE}
+            if after is not None:
+                params["after"] = after.isoformat()
+            if page_token:
+                params["page_token"] = page_token
+            page = self._read(
+                f"fill activities after={after} page={page_token}",
+                lambda: _fill_page(self._trading.get("/account/activities/FILL", dict(params))),
+            )
+            fresh = [f for f in page if f.execution_id not in fills]
+            for fill in fresh:
+                fills[fill.execution_id] = fill
+            # Stop on a short page, and on a page of nothing new (a server that ignores page_token).
+            if len(page) < ACTIVITIES_PAGE_SIZE or not fresh:
+                break
+            page_token = page[-1].execution_id
+        return sorted(fills.values(), key=lambda f: (f.at, f.execution_id))
+
+
+def _fill_page(raw: Any) -> list[FillReport]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise MalformedResponse(f"fill activities answer is {type(raw).__name__}, not a list", field="<body>")
+    return [fill_activity_report(item) for item in raw if item.get("activity_type", "FILL") == "FILL"]
+
+
+def _uuid(broker_id: str) -> str:
+    try:
+        return str(UUID(str(broker_id)))
+    except ValueError:
+        raise InvalidRequest(f"broker order id {broker_id!r} is not a UUID") from None

@@ -1,0 +1,115 @@
+"""How every broker call is made: a timeout on alpaca-py's sessions, the rate budget, classification, read retries."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from loguru import logger
+from requests import PreparedRequest, Response
+from requests.adapters import HTTPAdapter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import wait_exponential_jitter
+
+from alpaca.common.rest import RESTClient
+
+from catalyst.broker.errors import NotFound, RateLimited, TransientError, classify
+from catalyst.broker.ratelimit import Priority, RateLimiter, RateLimitTimeout
+
+T = TypeVar("T")
+Transport = Callable[[PreparedRequest, Any], Response]  # (request, timeout) -> response
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """alpaca-py calls `session.request` with NO timeout, so a hung broker would hang the daemon
+    forever; this transport adapter supplies one to every request that does not set its own.
+    max_retries=0: urllib3 must not silently resend a POST either.
+    `send` replaces the network (tests: one small function from PreparedRequest to Response)."""
+
+    def __init__(self, timeout_s: float, send: Transport | None = None) -> None:
+        super().__init__(max_retries=0)
+        self._timeout_s = timeout_s
+        self._send = send
+
+    def send(self, request: PreparedRequest, **kwargs: Any) -> Response:  # type: ignore[override]
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout_s
+        if self._send is not None:
+            return self._send(request, kwargs["timeout"])
+        return super().send(request, **kwargs)
+
+
+def harden(client: RESTClient, timeout_s: float, transport: Transport | None = None) -> None:
+    adapter = _TimeoutAdapter(timeout_s, transport)
+    client._session.mount("http://", adapter)
+    client._session.mount("https://", adapter)
+    # alpaca-py retries 429/504 itself (3 x 3 s, invisible to us): retry policy is ours, so turn it off.
+    client._retry = 0
+    client._retry_codes = []
+
+
+def is_retryable_read_error(exc: BaseException) -> bool:
+    return isinstance(exc, TransientError) and not isinstance(exc, RateLimitTimeout)
+
+
+class BrokerCalls:
+    """The call policy shared by the trading and market-data halves of AlpacaBroker."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        secrets: tuple[str, ...],
+        limiter: RateLimiter | None,
+        limiter_timeout_s: float,
+        read_attempts: int,
+        read_retry_budget_s: float,
+        retry_wait_initial_s: float,
+        retry_wait_max_s: float,
+    ) -> None:
+        self.name = name
+        self.limiter = limiter if limiter is not None else RateLimiter()
+        self._secrets = secrets
+        self._limiter_timeout_s = limiter_timeout_s
+        self._read_attempts = read_attempts
+        self._read_budget_s = read_retry_budget_s
+        self._wait = wait_exponential_jitter(initial=retry_wait_initial_s, max=retry_wait_max_s)
+
+    def _once(self, operation: str, call: Callable[[], T], *, priority: Priority | None, mutating: bool) -> T:
+        if priority is not None:
+            self.limiter.acquire(priority, self._limiter_timeout_s)
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - every failure leaves here classified
+            error = classify(exc, mutating=mutating, operation=operation, secrets=self._secrets)
+            if not isinstance(error, NotFound):
+                logger.warning("broker {} {} → {}", self.name, operation, error)
+            raise error from exc
+
+    def _wait_for(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = self._wait(state)
+        if isinstance(exc, RateLimited) and exc.retry_after_s is not None:
+            return max(backoff, min(exc.retry_after_s, self._read_budget_s))
+        return backoff
+
+    def _read(self, operation: str, call: Callable[[], T], priority: Priority | None = Priority.READ) -> T:
+        """A read: retried on transient errors within the attempt and time budget (tenacity).
+        priority None = market data, which has its own budget at Alpaca and spends no trading token."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self._read_attempts) | stop_after_delay(self._read_budget_s),
+            retry=retry_if_exception(is_retryable_read_error),
+            wait=self._wait_for,
+            reraise=True,
+            before_sleep=lambda s: logger.info(
+                "broker {} {} retry {} after {}", self.name, operation, s.attempt_number, s.outcome.exception()
+            ),
+        )
+        for attempt in retrying:
+            with attempt:
+                return self._once(operation, call, priority=priority, mutating=False)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _mutate(self, operation: str, call: Callable[[], T], priority: Priority) -> T:
+        """A mutating call: never retried here (the router decides; see submit_with_lookup)."""
+        return self._once(operation, call, priority=priority, mutating=True)
+

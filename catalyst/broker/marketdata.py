@@ -1,0 +1,220 @@
+"""Market-data half of the broker port: neutral bar/trade/snapshot/news/screener reports and the calls that fetch them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Sequence
+
+from alpaca.data.enums import MostActivesBy
+from alpaca.data.historical import StockHistoricalDataClient
+from alpaca.data.historical.news import NewsClient
+from alpaca.data.historical.screener import ScreenerClient
+from alpaca.data.models import Bar, Snapshot, Trade
+from alpaca.data.requests import (
+    MarketMoversRequest,
+    MostActivesRequest,
+    NewsRequest,
+    StockBarsRequest,
+    StockLatestTradeRequest,
+    StockSnapshotRequest,
+)
+from alpaca.data.timeframe import TimeFrame
+
+from catalyst.broker.calls import BrokerCalls
+from catalyst.broker.reports import Report, dec
+
+class BarTimeframe(StrEnum):
+    MINUTE = "1Min"
+    DAY = "1Day"
+
+
+_TIMEFRAMES = {BarTimeframe.MINUTE: TimeFrame.Minute, BarTimeframe.DAY: TimeFrame.Day}
+
+
+class TradeTick(Report):
+    symbol: str
+    price: Decimal
+    size: Decimal
+    at: datetime
+
+
+class BarReport(Report):
+    symbol: str
+    start: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trade_count: Decimal | None = None
+    vwap: Decimal | None = None
+
+
+class SnapshotReport(Report):
+    symbol: str
+    latest_trade: TradeTick | None
+    minute_bar: BarReport | None
+    daily_bar: BarReport | None
+    previous_daily_bar: BarReport | None
+
+
+class NewsReport(Report):
+    id: int
+    headline: str
+    summary: str
+    source: str
+    author: str
+    url: str | None
+    symbols: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+class MoverReport(Report):
+    symbol: str
+    percent_change: Decimal
+    change: Decimal
+    price: Decimal
+
+
+class MoversReport(Report):
+    gainers: tuple[MoverReport, ...]
+    losers: tuple[MoverReport, ...]
+    at: datetime
+
+
+class ActiveReport(Report):
+    symbol: str
+    volume: Decimal
+    trade_count: Decimal
+
+
+def trade_tick(trade: Trade) -> TradeTick:
+    return TradeTick(symbol=trade.symbol, price=dec(trade.price), size=dec(trade.size), at=trade.timestamp)
+
+
+def bar_report(bar: Bar) -> BarReport:
+    return BarReport(
+        symbol=bar.symbol,
+        start=bar.timestamp,
+        open=dec(bar.open),
+        high=dec(bar.high),
+        low=dec(bar.low),
+        close=dec(bar.close),
+        volume=dec(bar.volume),
+        trade_count=dec(bar.trade_count),
+        vwap=dec(bar.vwap),
+    )
+
+
+def snapshot_report(symbol: str, snap: Snapshot) -> SnapshotReport:
+    return SnapshotReport(
+        symbol=symbol,
+        latest_trade=trade_tick(snap.latest_trade) if snap.latest_trade else None,
+        minute_bar=bar_report(snap.minute_bar) if snap.minute_bar else None,
+        daily_bar=bar_report(snap.daily_bar) if snap.daily_bar else None,
+        previous_daily_bar=bar_report(snap.previous_daily_bar) if snap.previous_daily_bar else None,
+    )
+
+
+class MarketDataCalls(BrokerCalls):
+    """Mixed into AlpacaBroker: market-data calls (their own 200/min budget: not the trading limiter)."""
+
+    _data: StockHistoricalDataClient
+    _news: NewsClient
+    _screener: ScreenerClient
+
+    def latest_trades(self, symbols: Sequence[str]) -> dict[str, TradeTick]:
+        request = StockLatestTradeRequest(symbol_or_symbols=list(symbols))
+        return self._read(
+            f"latest trades {_names(symbols)}",
+            lambda: {sym: trade_tick(t) for sym, t in self._data.get_stock_latest_trade(request).items()},
+            priority=None,
+        )
+
+    def snapshots(self, symbols: Sequence[str]) -> dict[str, SnapshotReport]:
+        request = StockSnapshotRequest(symbol_or_symbols=list(symbols))
+        return self._read(
+            f"snapshots {_names(symbols)}",
+            lambda: {sym: snapshot_report(sym, s) for sym, s in self._data.get_stock_snapshot(request).items()},
+            priority=None,
+        )
+
+    def bars(
+        self,
+        symbols: Sequence[str],
+        timeframe: BarTimeframe | str,
+        start: datetime,
+        end: datetime | None = None,
+    ) -> dict[str, list[BarReport]]:
+        frame = _TIMEFRAMES[BarTimeframe(timeframe)]
+        request = StockBarsRequest(symbol_or_symbols=list(symbols), timeframe=frame, start=start, end=end)
+
+        def fetch() -> dict[str, list[BarReport]]:
+            bar_set = self._data.get_stock_bars(request)
+            return {sym: [bar_report(b) for b in bars] for sym, bars in bar_set.data.items()}
+
+        return self._read(f"bars {timeframe} {_names(symbols)}", fetch, priority=None)
+
+    def news(
+        self,
+        symbols: Sequence[str] | None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[NewsReport]:
+        request = NewsRequest(
+            symbols=",".join(symbols) if symbols else None, start=start, end=end, limit=limit
+        )
+
+        def fetch() -> list[NewsReport]:
+            items = self._news.get_news(request).data.get("news", [])
+            return [
+                NewsReport(
+                    id=n.id,
+                    headline=n.headline,
+                    summary=n.summary,
+                    source=n.source,
+                    author=n.author,
+                    url=n.url,
+                    symbols=tuple(n.symbols),
+                    created_at=n.created_at,
+                    updated_at=n.updated_at,
+                )
+                for n in items
+            ]
+
+        return self._read(f"news {_names(symbols or ['*'])}", fetch, priority=None)
+
+    def movers(self, top: int = 10) -> MoversReport:
+        def fetch() -> MoversReport:
+            m = self._screener.get_market_movers(MarketMoversRequest(top=top))
+
+            def conv(items: Sequence[object]) -> tuple[MoverReport, ...]:
+                return tuple(
+                    MoverReport(symbol=x.symbol, percent_change=dec(x.percent_change), change=dec(x.change),
+                                price=dec(x.price))
+                    for x in items  # type: ignore[attr-defined]
+                )
+
+            return MoversReport(gainers=conv(m.gainers), losers=conv(m.losers), at=m.last_updated)
+
+        return self._read(f"movers top={top}", fetch, priority=None)
+
+    def most_actives(self, top: int = 10, by: str = "volume") -> list[ActiveReport]:
+        request = MostActivesRequest(top=top, by=MostActivesBy(by))
+        return self._read(
+            f"most actives top={top}",
+            lambda: [
+                ActiveReport(symbol=a.symbol, volume=dec(a.volume), trade_count=dec(a.trade_count))
+                for a in self._screener.get_most_actives(request).most_actives
+            ],
+            priority=None,
+        )
+
+
+def _names(symbols: Sequence[str]) -> str:
+    shown = ",".join(list(symbols)[:5])
+    return shown + (f",+{len(symbols) - 5}" if len(symbols) > 5 else "")

@@ -1,0 +1,275 @@
+"""Neutral, frozen broker reports (Alpaca's status spelling, Decimal money) and converters from alpaca-py models."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict
+
+from alpaca.trading.models import Calendar, Clock, Order, Position, TradeAccount
+
+EXCHANGE_TZ = ZoneInfo("America/New_York")
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OrderReport(Report):
+    broker_id: str
+    client_order_id: str
+    symbol: str
+    side: str  # buy / sell
+    type: str  # market / limit / stop / stop_limit / trailing_stop
+    order_class: str  # simple / bracket / oco / oto
+    tif: str
+    qty: Decimal | None
+    filled_qty: Decimal
+    filled_avg_price: Decimal | None
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    status: str  # Alpaca's spelling: "canceled", not the spec's "cancelled"
+    created_at: datetime
+    updated_at: datetime
+    submitted_at: datetime
+    filled_at: datetime | None
+    canceled_at: datetime | None
+    legs: tuple[OrderReport, ...] = ()
+    replaced_by: str | None = None
+    replaces: str | None = None
+
+
+class FillReport(Report):
+    execution_id: str  # the stream's execution_id or the FILL activity's id
+    broker_order_id: str
+    client_order_id: str | None
+    symbol: str
+    side: str
+    qty: Decimal  # this execution's quantity, not the order's cumulative one
+    price: Decimal
+    cum_qty: Decimal | None
+    leaves_qty: Decimal | None
+    order_status: str
+    at: datetime
+
+
+class PositionReport(Report):
+    symbol: str
+    side: str  # long / short
+    qty: Decimal  # always positive; Alpaca reports shorts as negative qty
+    avg_entry_price: Decimal
+    market_value: Decimal | None
+    unrealized_pl: Decimal | None
+    current_price: Decimal | None
+
+
+class AccountReport(Report):
+    account_id: str
+    account_number: str
+    status: str
+    currency: str | None
+    cash: Decimal | None
+    equity: Decimal | None
+    last_equity: Decimal | None
+    buying_power: Decimal | None
+    long_market_value: Decimal | None
+    short_market_value: Decimal | None
+    trading_blocked: bool
+    account_blocked: bool
+    shorting_enabled: bool | None
+
+
+class TradeUpdateReport(Report):
+    event: str
+    order: OrderReport
+    at: datetime
+    execution_id: str | None = None
+    price: Decimal | None = None  # this execution's price (fill events only)
+    qty: Decimal | None = None  # this execution's quantity (fill events only)
+    position_qty: Decimal | None = None
+
+
+class ClockReport(Report):
+    at: datetime
+    is_open: bool
+    next_open: datetime
+    next_close: datetime
+
+
+class CalendarDay(Report):
+    day: date
+    open: datetime  # timezone-aware, America/New_York
+    close: datetime
+
+
+class CancelOutcome(Report):
+    broker_id: str
+    http_status: int
+    body: dict[str, Any] | None = None
+
+
+def dec(value: object) -> Decimal | None:
+    """Decimal from Alpaca's str-or-float money fields; floats go through str() so 105.89 stays 105.89."""
+    if value is None or value == "":
+        return None
+    return Decimal(str(value))
+
+
+def _enum_text(value: object) -> str:
+    return str(getattr(value, "value", value)) if value is not None else ""
+
+
+def order_report(order: Order) -> OrderReport:
+    return OrderReport(
+        broker_id=str(order.id),
+        client_order_id=order.client_order_id,
+        symbol=order.symbol or "",
+        side=_enum_text(order.side),
+        type=_enum_text(order.type or order.order_type),
+        order_class=_enum_text(order.order_class),
+        tif=_enum_text(order.time_in_force),
+        qty=dec(order.qty),
+        filled_qty=dec(order.filled_qty) or Decimal(0),
+        filled_avg_price=dec(order.filled_avg_price),
+        limit_price=dec(order.limit_price),
+        stop_price=dec(order.stop_price),
+        status=_enum_text(order.status),
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+        submitted_at=order.submitted_at,
+        filled_at=order.filled_at,
+        canceled_at=order.canceled_at,
+        legs=tuple(order_report(leg) for leg in order.legs or ()),
+        replaced_by=str(order.replaced_by) if order.replaced_by else None,
+        replaces=str(order.replaces) if order.replaces else None,
+    )
+
+
+def position_report(position: Position) -> PositionReport:
+    qty = dec(position.qty) or Decimal(0)
+    return PositionReport(
+        symbol=position.symbol,
+        side=_enum_text(position.side),
+        qty=abs(qty),
+        avg_entry_price=dec(position.avg_entry_price) or Decimal(0),
+        market_value=dec(position.market_value),
+        unrealized_pl=dec(position.unrealized_pl),
+        current_price=dec(position.current_price),
+    )
+
+
+def account_report(account: TradeAccount) -> AccountReport:
+    return AccountReport(
+        account_id=str(account.id),
+        account_number=account.account_number,
+        status=_enum_text(account.status),
+        currency=account.currency,
+        cash=dec(account.cash),
+        equity=dec(account.equity),
+        last_equity=dec(account.last_equity),
+        buying_power=dec(account.buying_power),
+        long_market_value=dec(account.long_market_value),
+        short_market_value=dec(account.short_market_value),
+        trading_blocked=bool(account.trading_blocked),
+        account_blocked=bool(account.account_blocked),
+        shorting_enabled=account.shorting_enabled,
+    )
+
+
+def clock_report(clock: Clock) -> ClockReport:
+    return ClockReport(at=clock.timestamp, is_open=clock.is_open, next_open=clock.next_open, next_close=clock.next_close)
+
+
+def calendar_day(day: Calendar) -> CalendarDay:
+    # alpaca-py builds naive datetimes from "HH:MM" strings that are exchange-local time.
+    return CalendarDay(day=day.date, open=_exchange_local(day.open), close=_exchange_local(day.close))
+
+
+def _exchange_local(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=EXCHANGE_TZ)
+
+
+def trade_update_report(data: Mapping[str, Any]) -> TradeUpdateReport:
+    """From the raw `data` of a trade_updates message; raw so that price/qty stay exact decimals
+    (alpaca-py's TradeUpdate model turns them into floats)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"trade update data is {type(data).__name__}, not an object")
+    if "order" not in data or not isinstance(data["order"], Mapping):
+        raise ValueError("trade update has no order object")
+    if "event" not in data:
+        raise ValueError("trade update has no event")
+    if "timestamp" not in data:
+        raise ValueError("trade update has no timestamp")
+    execution_id = data.get("execution_id")
+    return TradeUpdateReport.model_validate(
+        {
+            "event": str(data["event"]),
+            "order": order_report(Order(**data["order"])),
+            "at": data["timestamp"],
+            "execution_id": str(execution_id) if execution_id else None,
+            "price": dec(data.get("price")),
+            "qty": dec(data.get("qty")),
+            "position_qty": dec(data.get("position_qty")),
+        }
+    )
+
+
+def fill_from_update(update: TradeUpdateReport) -> FillReport | None:
+    """The execution carried by a fill/partial_fill event; None for other events."""
+    if update.event not in ("fill", "partial_fill") or update.qty is None or update.price is None:
+        return None
+    order = update.order
+    return FillReport(
+        execution_id=update.execution_id or f"{order.broker_id}:{order.filled_qty}",
+        broker_order_id=order.broker_id,
+        client_order_id=order.client_order_id,
+        symbol=order.symbol,
+        side=order.side,
+        qty=update.qty,
+        price=update.price,
+        cum_qty=order.filled_qty,
+        leaves_qty=(order.qty - order.filled_qty) if order.qty is not None else None,
+        order_status=order.status,
+        at=update.at,
+    )
+
+
+class _FillActivityWire(BaseModel):
+    """GET /v2/account/activities/FILL item; parsed here because alpaca-py has no typed call for it
+    and its TradeActivity model uses floats."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    activity_type: str = "FILL"
+    transaction_time: datetime
+    type: str = "fill"
+    price: Decimal
+    qty: Decimal
+    side: str
+    symbol: str
+    leaves_qty: Decimal | None = None
+    cum_qty: Decimal | None = None
+    order_id: str
+    order_status: str = ""
+    client_order_id: str | None = None
+
+
+def fill_activity_report(raw: Mapping[str, Any]) -> FillReport:
+    wire = _FillActivityWire.model_validate(raw)
+    return FillReport(
+        execution_id=wire.id,
+        broker_order_id=wire.order_id,
+        client_order_id=wire.client_order_id,
+        symbol=wire.symbol,
+        side=wire.side,
+        qty=wire.qty,
+        price=wire.price,
+        cum_qty=wire.cum_qty,
+        leaves_qty=wire.leaves_qty,
+        order_status=wire.order_status,
+        at=wire.transaction_time,
+    )
