@@ -219,6 +219,8 @@ async def record_trade_update(
     return row.id
 
 
-async def find_orders(session: AsyncSession, *conditions: Any, order_by: Any = Order.order_id) -> list[OrderRecord]:
-    result = await session.execute(ORDERS_WITH_SYMBOL.where(*conditions).order_by(order_by))
+async def find_orders(
+    session: AsyncSession, *conditions: Any, order_by: tuple[Any, ...] = (Order.order_id,)
+) -> list[OrderRecord]:
+    result = await session.execute(ORDERS_WITH_SYMBOL.where(*conditions).order_by(*order_by))
     return [order_record(row, symbol) for row, symbol in result.all()]

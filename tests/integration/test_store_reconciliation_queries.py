@@ -1,0 +1,124 @@
+"""The spec §7 reconciliation queries and the restart book return exactly the right rows."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from catalyst.store.db import make_engine
+from catalyst.store.migrate import upgrade
+from catalyst.store.records import OrderRecord
+from catalyst.store.repository import Store
+
+T0 = datetime(2025, 12, 29, 15, 0, tzinfo=timezone.utc)
+
+
+class Book:
+    """A migrated store on a file, driven synchronously, with shorthands for making orders."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.store = Store(make_engine(url))
+        self.cycle_id = self.run(self.store.get_or_create_cycle(date(2025, 12, 29), at=T0)).cycle_id
+
+    def run(self, coroutine):  # type: ignore[no-untyped-def]
+        return self.loop.run_until_complete(coroutine)
+
+    def order(self, symbol: str, *, at: datetime, role: str = "entry", **fields: object) -> OrderRecord:
+        return self.run(self.store.create_order(
+            cycle_id=self.cycle_id, symbol=symbol, role=role, side="buy", order_type="market",
+            quantity=Decimal(10), at=at, **fields,
+        ))  # fmt: skip
+
+    def submitted(self, symbol: str, *, at: datetime) -> OrderRecord:
+        order = self.order(symbol, at=at)
+        return self.run(self.store.mark_submitted(order.order_id, f"alp-{symbol}", "new", at))
+
+    def status(self, order: OrderRecord, status: str, at: datetime, filled: Decimal = Decimal(0)) -> None:
+        price = Decimal("10.5") if filled else None
+        self.run(self.store.update_order_status(order.order_id, status, status, filled, price, at))
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> Iterator[Book]:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'recon.db'}"
+    upgrade(url)
+    made = Book(url)
+    yield made
+    made.run(made.store.close())
+    made.loop.close()
+
+
+def test_orders_needing_reconciliation_are_stale_live_orders_at_the_broker(book: Book) -> None:
+    old = T0 - timedelta(minutes=10)
+    stale_accepted = book.submitted("AAA", at=old)
+    book.status(stale_accepted, "accepted", old)
+    stale_partial = book.submitted("BBB", at=old - timedelta(minutes=1))
+    book.status(stale_partial, "partial_fill", old, Decimal(4))
+    book.submitted("FRESH", at=T0)  # updated just now: not stale
+    book.order("LOCAL", at=old)  # never reached the broker: nothing to ask about
+    for symbol, final in (("FILLED", "filled"), ("CANCELD", "cancelled"), ("REPLCD", "replaced")):
+        book.status(book.submitted(symbol, at=old), final, old, Decimal(10) if final == "filled" else Decimal(0))
+
+    found = book.run(book.store.orders_needing_reconciliation(T0 - timedelta(minutes=1)))
+
+    # Oldest submission first, as in spec §7.1.
+    assert [(o.symbol, o.status) for o in found] == [("BBB", "partial_fill"), ("AAA", "accepted")]
+    assert found[0].filled_qty == Decimal(4)
+
+
+def test_open_positions_for_reconciliation_skip_closed_and_empty(book: Book) -> None:
+    held = book.order("HELD", at=T0)
+    book.run(book.store.open_position_for_entry(held.order_id, Decimal(10), Decimal("20.25"), T0))
+    gone = book.order("GONE", at=T0)
+    closed = book.run(book.store.open_position_for_entry(gone.order_id, Decimal(5), Decimal("30"), T0))
+    book.run(book.store.close_position(closed.position_id, Decimal("31"), Decimal("5"), T0))
+    flat = book.order("FLAT", at=T0)
+    emptied = book.run(book.store.open_position_for_entry(flat.order_id, Decimal(5), Decimal("30"), T0))
+    book.run(book.store.update_position(emptied.position_id, T0, quantity=Decimal(0)))
+
+    found = book.run(book.store.open_positions_for_reconciliation())
+
+    assert [(p.symbol, p.quantity, p.side) for p in found] == [("HELD", Decimal(10), "long")]
+
+
+def test_unknown_outcome_orders_are_listed_until_settled(book: Book) -> None:
+    timed_out = book.order("TIMEOUT", at=T0)
+    book.run(book.store.record_submit_attempt(timed_out.order_id, T0))
+    book.run(book.store.set_outcome_unknown(timed_out.order_id, True, T0))
+    book.order("CALM", at=T0)
+
+    before = book.run(book.store.orders_with_unknown_outcome())
+    book.run(book.store.mark_submitted(timed_out.order_id, "alp-found-by-lookup", "accepted", T0))
+    after = book.run(book.store.orders_with_unknown_outcome())
+
+    assert [(o.symbol, o.submit_attempts) for o in before] == [("TIMEOUT", 1)]
+    assert after == []
+
+
+def test_live_book_has_pending_entries_with_their_plan_and_open_positions(book: Book) -> None:
+    waiting = book.order("WAIT", at=T0, planned_stop_loss=Decimal("9.50"), planned_take_profit=Decimal("12"))
+    book.run(book.store.mark_submitted(waiting.order_id, "alp-wait", "new", T0))
+    filled = book.order("FILL", at=T0)
+    book.run(book.store.open_position_for_entry(filled.order_id, Decimal(10), Decimal("11"), T0))
+    book.status(book.order("DEAD", at=T0), "rejected", T0)
+
+    live = book.run(book.store.live_positions())
+
+    assert [(o.symbol, o.planned_stop_loss, o.planned_take_profit) for o in live.pending_entries] == [
+        ("WAIT", Decimal("9.50"), Decimal("12")),
+    ]
+    assert [p.symbol for p in live.open_positions] == ["FILL"]
+
+
+def test_working_orders_exclude_terminal_ones(book: Book) -> None:
+    created = book.order("NEW", at=T0)
+    book.status(book.submitted("DONE", at=T0), "filled", T0, Decimal(10))
+    book.status(book.submitted("GONE", at=T0), "expired", T0)
+
+    assert [o.order_id for o in book.run(book.store.working_orders())] == [created.order_id]
