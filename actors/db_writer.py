@@ -77,9 +77,9 @@ class DbWriter(pykka.ThreadingActor):
         self._loop.close()
         self._loop, self._store = None, None
 
-    def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    def _run(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         assert self._loop is not None and self._store is not None, "DbWriter used before start or after stop"
-        return self._loop.run_until_complete(getattr(self._store, name)(*args, **kwargs))
+        return self._loop.run_until_complete(getattr(self._store, method)(*args, **kwargs))
 
 
 def _expose(name: str) -> Callable[..., Any]:

@@ -67,8 +67,9 @@ async def cycle_row(session: AsyncSession, cycle_id: int) -> TradingCycle:
 
 
 async def set_cycle_phase(session: AsyncSession, cycle_id: int, phase: str, at: datetime) -> CycleRecord:
+    phase = checks.one_of("cycle phase", phase, CYCLE_PHASES)
     row = await cycle_row(session, cycle_id)
-    row.phase = checks.one_of("cycle phase", phase, CYCLE_PHASES)
+    row.phase = phase
     row.updated_at = checks.utc("at", at)
     return cycle_record(row)
 
@@ -76,8 +77,9 @@ async def set_cycle_phase(session: AsyncSession, cycle_id: int, phase: str, at: 
 async def set_cycle_state(
     session: AsyncSession, cycle_id: int, state: str, at: datetime, halt_reason: str | None = None
 ) -> CycleRecord:
+    state = checks.one_of("cycle state", state, CYCLE_STATES)
     row = await cycle_row(session, cycle_id)
-    row.cycle_state = checks.one_of("cycle state", state, CYCLE_STATES)
+    row.cycle_state = state
     row.halt_reason = halt_reason
     row.updated_at = checks.utc("at", at)
     return cycle_record(row)
