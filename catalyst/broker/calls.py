@@ -72,7 +72,8 @@ class BrokerCalls:
         self._limiter_timeout_s = limiter_timeout_s
         self._read_attempts = read_attempts
         self._read_budget_s = read_retry_budget_s
-        self._wait = wait_exponential_jitter(initial=retry_wait_initial_s, max=retry_wait_max_s)
+        # jitter scales with the first wait so a zero wait (tests) really is zero
+        self._wait = wait_exponential_jitter(multiplier=retry_wait_initial_s, max=retry_wait_max_s, jitter=retry_wait_initial_s)
 
     def _once(self, operation: str, call: Callable[[], T], *, priority: Priority | None, mutating: bool) -> T:
         if priority is not None:

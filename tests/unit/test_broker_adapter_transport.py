@@ -1,0 +1,242 @@
+"""AlpacaBroker over a scripted transport: the real alpaca-py clients, a fake network of one small function."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from loguru import logger
+from requests import PreparedRequest, Response
+
+from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.errors import MalformedResponse, OutcomeUnknown, RateLimited
+from catalyst.broker.orders import NewOrder
+from catalyst.broker.ratelimit import RateLimiter
+
+KEY, SECRET = "PKTESTKEY0001", "test-secret-do-not-log"
+T0 = datetime(2025, 1, 2, 15, 0, tzinfo=timezone.utc)
+
+
+def order_json(cid: str, submitted_at: datetime = T0, status: str = "accepted", **extra: Any) -> dict[str, Any]:
+    stamp = submitted_at.isoformat().replace("+00:00", "Z")
+    body = {
+        "id": str(uuid.uuid4()), "client_order_id": cid, "created_at": stamp, "updated_at": stamp,
+        "submitted_at": stamp, "symbol": "AAPL", "qty": "10", "filled_qty": "0", "side": "buy",
+        "type": "market", "order_class": "", "time_in_force": "day", "status": status, "extended_hours": False,
+    }
+    body.update(extra)
+    return body
+
+
+def respond(request: PreparedRequest, status: int, body: Any = None) -> Response:
+    response = Response()
+    response.status_code = status
+    response._content = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    response.headers["Content-Type"] = "application/json"
+    response.request, response.url, response.encoding = request, request.url or "", "utf-8"
+    return response
+
+
+class FakeNetwork:
+    """Records every request; `route` decides each answer."""
+
+    def __init__(self, route: Callable[[PreparedRequest, str, dict[str, list[str]]], Response]) -> None:
+        self.route = route
+        self.seen: list[tuple[str, str]] = []
+        self.timeouts: list[Any] = []
+
+    def __call__(self, request: PreparedRequest, timeout: Any) -> Response:
+        parts = urlsplit(request.url or "")
+        self.seen.append((request.method or "", parts.path))
+        self.timeouts.append(timeout)
+        return self.route(request, parts.path, parse_qs(parts.query))
+
+    def count(self, method: str, path_prefix: str) -> int:
+        return sum(1 for m, p in self.seen if m == method and p.startswith(path_prefix))
+
+
+def make_broker(network: FakeNetwork, **kw: Any) -> AlpacaBroker:
+    return AlpacaBroker(KEY, SECRET, "http://127.0.0.1:9", timeout_s=7, limiter=RateLimiter(0), transport=network,
+                        retry_wait_initial_s=0, retry_wait_max_s=0, **kw)
+
+
+def buy(cid: str = "cat-1") -> NewOrder:
+    return NewOrder(symbol="AAPL", side="buy", qty=Decimal(10), client_order_id=cid)
+
+
+def test_submit_sends_the_client_order_id_with_a_timeout_and_returns_a_neutral_report() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
+        bodies.append(json.loads(request.body or b"{}"))
+        return respond(request, 200, order_json("cat-1", filled_avg_price=105.89))
+
+    network = FakeNetwork(route)
+    report = make_broker(network).submit_order(buy("cat-1"))
+
+    assert bodies[0]["client_order_id"] == "cat-1" and bodies[0]["symbol"] == "AAPL"
+    assert network.timeouts == [7]  # alpaca-py sets none: ours is installed on the session
+    assert report.client_order_id == "cat-1" and report.status == "accepted" and report.order_class == "simple"
+    assert report.filled_avg_price == Decimal("105.89") and report.qty == Decimal(10)
+
+
+def test_a_429_on_submit_is_raised_at_once_without_alpaca_pys_hidden_retries() -> None:
+    network = FakeNetwork(lambda request, path, q: respond(request, 429, b"Too Many Requests"))
+
+    with pytest.raises(RateLimited):
+        make_broker(network).submit_order(buy())
+
+    assert network.count("POST", "/v2/orders") == 1
+
+
+def test_a_read_that_meets_a_503_is_retried_and_succeeds() -> None:
+    answers = iter([503, 200])
+    oid = str(uuid.uuid4())
+
+    def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
+        status = next(answers)
+        return respond(request, status, order_json("cat-1", id=oid) if status == 200 else b"Service Unavailable")
+
+    network = FakeNetwork(route)
+    report = make_broker(network).get_order(oid)
+
+    assert report.broker_id == oid and network.count("GET", f"/v2/orders/{oid}") == 2
+
+
+def test_lookup_by_client_order_id_answers_none_when_the_broker_has_no_such_order() -> None:
+    network = FakeNetwork(lambda request, p, q: respond(request, 404, {"code": 40410000, "message": "order not found"}))
+
+    assert make_broker(network).get_order_by_client_id("cat-missing") is None
+
+
+class LossyBroker:
+    """Stores each accepted order; can lose the reply of the first submit after acting, or before."""
+
+    def __init__(self, *, act_before_timeout: bool) -> None:
+        self.act_before_timeout = act_before_timeout
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.submits = 0
+
+    def __call__(self, request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
+        if request.method == "POST":
+            self.submits += 1
+            cid = json.loads(request.body or b"{}")["client_order_id"]
+            if cid in self.orders:
+                return respond(request, 422, {"code": 40010001, "message": "client_order_id must be unique"})
+            if self.submits == 1:
+                if self.act_before_timeout:
+                    self.orders[cid] = order_json(cid)
+                raise requests.exceptions.ReadTimeout("Read timed out. (read timeout=7)")
+            self.orders[cid] = order_json(cid)
+            return respond(request, 200, self.orders[cid])
+        cid = query["client_order_id"][0]
+        if cid in self.orders:
+            return respond(request, 200, self.orders[cid])
+        return respond(request, 404, {"code": 40410000, "message": "order not found"})
+
+
+def test_submit_with_lookup_finds_the_order_a_lost_reply_had_placed_and_does_not_resubmit() -> None:
+    fake = LossyBroker(act_before_timeout=True)
+    broker = make_broker(FakeNetwork(fake))
+
+    with pytest.raises(OutcomeUnknown):
+        broker.submit_order(buy("cat-7"))
+    report = broker.submit_with_lookup(buy("cat-7"))
+
+    assert report.client_order_id == "cat-7" and len(fake.orders) == 1 and fake.submits == 2
+
+
+def test_submit_with_lookup_resubmits_the_same_client_order_id_when_the_broker_never_got_it() -> None:
+    fake = LossyBroker(act_before_timeout=False)
+
+    report = make_broker(FakeNetwork(fake)).submit_with_lookup(buy("cat-8"))
+
+    assert report.client_order_id == "cat-8" and list(fake.orders) == ["cat-8"] and fake.submits == 2
+
+
+def test_submit_with_lookup_after_a_timeout_that_acted_places_exactly_one_order() -> None:
+    fake = LossyBroker(act_before_timeout=True)
+
+    report = make_broker(FakeNetwork(fake)).submit_with_lookup(buy("cat-9"))
+
+    assert report.client_order_id == "cat-9" and list(fake.orders) == ["cat-9"] and fake.submits == 1
+
+
+def test_list_orders_pages_past_500_without_losing_orders_that_share_a_boundary_instant() -> None:
+    # 1203 orders; every 7 share one submission instant, so page edges fall inside groups of equal times.
+    stored = [order_json(f"cat-{i}", submitted_at=T0 + timedelta(seconds=i // 7)) for i in range(1203)]
+
+    def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
+        after = datetime.fromisoformat(query["after"][0]) if "after" in query else None
+        limit = int(query["limit"][0])
+        matching = [o for o in stored
+                    if after is None or datetime.fromisoformat(o["submitted_at"].replace("Z", "+00:00")) > after]
+        return respond(request, 200, matching[:limit])
+
+    network = FakeNetwork(route)
+    orders = make_broker(network).list_orders(status="all")
+
+    assert len(orders) == 1203 and len({o.broker_id for o in orders}) == 1203
+    assert network.count("GET", "/v2/orders") >= 3
+
+
+def test_fill_activities_page_by_token_and_keep_exact_decimals() -> None:
+    fills = [
+        {"id": f"20250102150000000::{uuid.uuid4()}", "activity_type": "FILL", "transaction_time": "2025-01-02T15:00:00Z",
+         "type": "fill", "price": "105.89", "qty": "1", "side": "buy", "symbol": "AAPL", "leaves_qty": "0",
+         "cum_qty": "1", "order_id": str(uuid.uuid4()), "order_status": "filled"}
+        for _ in range(230)
+    ]
+
+    def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
+        size = int(query["page_size"][0])
+        start = 0
+        if "page_token" in query:
+            start = [f["id"] for f in fills].index(query["page_token"][0]) + 1
+        return respond(request, 200, fills[start:start + size])
+
+    network = FakeNetwork(route)
+    reports = make_broker(network).fill_activities()
+
+    assert len(reports) == 230 and network.count("GET", "/v2/account/activities/FILL") == 3
+    assert reports[0].price == Decimal("105.89") and reports[0].client_order_id is None
+
+
+def test_an_order_alpaca_pys_model_rejects_is_malformed_naming_the_field() -> None:
+    oid = str(uuid.uuid4())
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, order_json("cat-1", id=oid, updated_at=None)))
+
+    with pytest.raises(MalformedResponse, match="updated_at"):
+        make_broker(network).get_order(oid)
+
+
+def test_a_calendar_with_seconds_in_its_times_is_malformed_not_a_crash() -> None:
+    network = FakeNetwork(
+        lambda request, p, q: respond(request, 200, [{"date": "2025-01-02", "open": "09:30:00", "close": "16:00"}])
+    )
+
+    with pytest.raises(MalformedResponse):
+        make_broker(network).calendar(T0.date(), T0.date())
+
+
+def test_keys_never_reach_the_log_even_when_calls_fail() -> None:
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG")
+    try:
+        network = FakeNetwork(lambda request, p, q: respond(request, 500, {"code": 1, "message": "boom"}))
+        broker = make_broker(network, read_attempts=2)
+        with pytest.raises(OutcomeUnknown):
+            broker.submit_order(buy())
+        with pytest.raises(Exception):
+            broker.account()
+    finally:
+        logger.remove(sink)
+
+    assert lines and not any(KEY in line or SECRET in line for line in lines)
+    assert KEY not in repr(broker) and SECRET not in repr(broker)
