@@ -97,6 +97,21 @@ def test_spec_rows_map_as_the_spec_says(alpaca_status, expected):
     assert status_from_broker(alpaca_status, Decimal(0), Decimal(10)) == expected
 
 
+@pytest.mark.parametrize(
+    ("alpaca_status", "unfilled", "partly"),
+    [
+        ("pending_review", "submitted", "submitted"),  # not yet accepted by Alpaca
+        ("accepted_for_bidding", "accepted", "accepted"),  # waiting for the auction
+        ("held", "accepted", "accepted"),  # a bracket/OCO leg parked at the broker, cancellable
+        ("pending_replace", "accepted", "partial_fill"),  # still working until the replacement lands
+        ("suspended", "accepted", "partial_fill"),  # not tradable for now, not dead
+    ],
+)
+def test_statuses_beyond_the_spec_map_as_decided(alpaca_status, unfilled, partly):
+    assert status_from_broker(alpaca_status, Decimal(0), Decimal(10)) == unfilled
+    assert status_from_broker(alpaca_status, Decimal(4), Decimal(10)) == partly
+
+
 @pytest.mark.parametrize("alpaca_status", ["done_for_day", "calculated", "stopped"])
 def test_fill_dependent_statuses_follow_the_fill(alpaca_status):
     assert status_from_broker(alpaca_status, Decimal(0), Decimal(10)) == OrderStatus.ACCEPTED
