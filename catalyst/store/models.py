@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import datetime as dt
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -72,7 +73,7 @@ class TradingCycle(Base):
     __tablename__ = "trading_cycles"
     __table_args__ = (one_of("phase", CYCLE_PHASES), one_of("cycle_state", CYCLE_STATES))
     cycle_id: Mapped[int] = mapped_column(primary_key=True)
-    date: Mapped[date] = mapped_column(Date, unique=True)
+    date: Mapped[dt.date] = mapped_column(Date, unique=True)
     phase: Mapped[str] = mapped_column(String(16))
     cycle_state: Mapped[str] = mapped_column(String(24))
     halt_reason: Mapped[str | None] = mapped_column(Text)

@@ -76,7 +76,9 @@ async def open_position_for_entry(
 
 
 # Columns update_position may change; anything else (side, ids, entry_time) is fixed at open.
-UPDATABLE_DECIMALS = ("quantity", "entry_price", "stop_loss", "take_profit", "last_price", "unrealized_pnl", "realized_pnl")
+UPDATABLE_DECIMALS = (
+    "quantity", "entry_price", "stop_loss", "take_profit", "last_price", "unrealized_pnl", "realized_pnl",
+)  # fmt: skip
 
 
 async def update_position(session: AsyncSession, position_id: int, at: datetime, **changes: Any) -> PositionRecord:
@@ -88,7 +90,8 @@ async def update_position(session: AsyncSession, position_id: int, at: datetime,
         elif name == "status":
             row.status = checks.one_of("position status", value, POSITION_STATUSES)
         else:
-            raise InvalidValueError(f"update_position cannot change {name!r}; allowed: status, {', '.join(UPDATABLE_DECIMALS)}")
+            allowed = ", ".join(("status", *UPDATABLE_DECIMALS))
+            raise InvalidValueError(f"update_position cannot change {name!r}; allowed: {allowed}")
     row.updated_at = checks.utc("at", at)
     return await position_with_symbol(session, row)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+import datetime as dt
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +22,7 @@ class SecurityRecord:
 @dataclass(frozen=True, slots=True)
 class CycleRecord:
     cycle_id: int
-    date: date
+    date: dt.date
     phase: str
     cycle_state: str
     halt_reason: str | None

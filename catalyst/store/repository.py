@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from catalyst.store import order_ops, position_ops, queries, security_ops
+from catalyst.store import order_ops, position_ops, queries, recovery_ops, security_ops
 from catalyst.store.errors import ConstraintViolationError
 from catalyst.store.records import (
     CycleRecord, FillRecord, LiveBook, NewFinding, NewOrder, NewScanResult, OrderProgress,
@@ -209,5 +209,13 @@ class Store:
 
     async def fills_for_order(self, order_id: int) -> list[FillRecord]:
         return await self._transaction(queries.fills_for_order, order_id)
+
+    async def position_book(self, entry_order_id: int) -> recovery_ops.PositionBook | None:
+        """A position actor's whole history, to rebuild it after a crash or a restart."""
+        return await self._transaction(recovery_ops.position_book, entry_order_id)
+
+    async def live_entry_ids(self) -> list[int]:
+        """Entry order ids of every position that needs an actor: working entries and open positions."""
+        return await self._transaction(recovery_ops.entry_order_ids_of_live_positions)
 
 

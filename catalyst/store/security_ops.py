@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.store import checks
 from catalyst.store.errors import InvalidValueError, RecordNotFoundError
-from catalyst.store.models import CYCLE_PHASES, CYCLE_STATES, SCAN_STATUSES, DoctorFinding, ScanResult, Security, TradingCycle
+from catalyst.store.models import (
+    CYCLE_PHASES, CYCLE_STATES, SCAN_STATUSES, DoctorFinding, ScanResult, Security, TradingCycle,
+)  # fmt: skip
 from catalyst.store.records import (
     CycleRecord, NewFinding, NewScanResult, ScanResultRecord, SecurityRecord,
     cycle_record, finding_columns, scan_result_record, security_record,

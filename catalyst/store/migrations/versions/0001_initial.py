@@ -69,7 +69,10 @@ def upgrade() -> None:
         _col("updated_at", TIMESTAMP),
         sa.PrimaryKeyConstraint("cycle_id", name="pk_trading_cycles"),
         sa.UniqueConstraint("date", name="uq_trading_cycles_date"),
-        _one_of("trading_cycles", "phase", ("idle", "scanning", "evaluating", "trading", "monitoring", "closed", "completed")),
+        _one_of(
+            "trading_cycles", "phase",
+            ("idle", "scanning", "evaluating", "trading", "monitoring", "closed", "completed"),
+        ),  # fmt: skip
         _one_of("trading_cycles", "cycle_state", ("active", "halted", "emergency_stopped")),
     )
     op.create_table(
@@ -84,8 +87,12 @@ def upgrade() -> None:
         _col("reason", sa.Text(), True),
         _col("score_parts", sa.JSON()),
         sa.PrimaryKeyConstraint("scan_id", name="pk_scan_results"),
-        sa.ForeignKeyConstraint(["cycle_id"], ["trading_cycles.cycle_id"], name="fk_scan_results_cycle_id_trading_cycles"),
-        sa.ForeignKeyConstraint(["security_id"], ["securities.security_id"], name="fk_scan_results_security_id_securities"),
+        sa.ForeignKeyConstraint(
+            ["cycle_id"], ["trading_cycles.cycle_id"], name="fk_scan_results_cycle_id_trading_cycles"
+        ),
+        sa.ForeignKeyConstraint(
+            ["security_id"], ["securities.security_id"], name="fk_scan_results_security_id_securities"
+        ),
         _one_of("scan_results", "status", ("candidate", "approved", "rejected", "entered")),
     )
     op.create_index("ix_scan_results_cycle_id_rank_in_scan", "scan_results", ["cycle_id", "rank_in_scan"])
@@ -111,8 +118,12 @@ def upgrade() -> None:
         _col("created_at", TIMESTAMP),
         _col("updated_at", TIMESTAMP),
         sa.PrimaryKeyConstraint("position_id", name="pk_positions"),
-        sa.ForeignKeyConstraint(["cycle_id"], ["trading_cycles.cycle_id"], name="fk_positions_cycle_id_trading_cycles"),
-        sa.ForeignKeyConstraint(["security_id"], ["securities.security_id"], name="fk_positions_security_id_securities"),
+        sa.ForeignKeyConstraint(
+            ["cycle_id"], ["trading_cycles.cycle_id"], name="fk_positions_cycle_id_trading_cycles"
+        ),
+        sa.ForeignKeyConstraint(
+            ["security_id"], ["securities.security_id"], name="fk_positions_security_id_securities"
+        ),
         _one_of("positions", "side", ("long", "short")),
         _one_of("positions", "status", ("pending", "open", "closed", "cancelled", "failed")),
     )
@@ -155,10 +166,18 @@ def upgrade() -> None:
         _col("outcome_unknown", sa.Boolean()),
         sa.UniqueConstraint("client_order_id", name="uq_orders_client_order_id"),
         sa.UniqueConstraint("alpaca_order_id", name="uq_orders_alpaca_order_id"),
-        sa.ForeignKeyConstraint(["cycle_id"], ["trading_cycles.cycle_id"], name="fk_orders_cycle_id_trading_cycles"),
-        sa.ForeignKeyConstraint(["security_id"], ["securities.security_id"], name="fk_orders_security_id_securities"),
-        sa.ForeignKeyConstraint(["position_id"], ["positions.position_id"], name="fk_orders_position_id_positions"),
-        sa.ForeignKeyConstraint(["parent_order_id"], ["orders.order_id"], name="fk_orders_parent_order_id_orders"),
+        sa.ForeignKeyConstraint(
+            ["cycle_id"], ["trading_cycles.cycle_id"], name="fk_orders_cycle_id_trading_cycles"
+        ),
+        sa.ForeignKeyConstraint(
+            ["security_id"], ["securities.security_id"], name="fk_orders_security_id_securities"
+        ),
+        sa.ForeignKeyConstraint(
+            ["position_id"], ["positions.position_id"], name="fk_orders_position_id_positions"
+        ),
+        sa.ForeignKeyConstraint(
+            ["parent_order_id"], ["orders.order_id"], name="fk_orders_parent_order_id_orders"
+        ),
         sa.ForeignKeyConstraint(
             ["replaced_by_order_id"], ["orders.order_id"], name="fk_orders_replaced_by_order_id_orders"
         ),
@@ -169,7 +188,10 @@ def upgrade() -> None:
         _one_of(
             "orders",
             "status",
-            ("created", "submitted", "accepted", "partial_fill", "filled", "cancelled", "rejected", "expired", "replaced"),
+            (
+                "created", "submitted", "accepted", "partial_fill",
+                "filled", "cancelled", "rejected", "expired", "replaced",
+            ),  # fmt: skip
         ),
         # AUTOINCREMENT: an order_id is never reused, so neither is its client_order_id.
         sqlite_autoincrement=True,

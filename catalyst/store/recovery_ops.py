@@ -1,0 +1,54 @@
+"""What a position actor is rebuilt from after a crash or a restart: its entry, its orders and their fills."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from catalyst.store.models import TERMINAL_ORDER_STATUSES, Fill, Order, Position
+from catalyst.store.order_ops import find_orders
+from catalyst.store.position_ops import find_positions
+from catalyst.store.records import FillRecord, OrderRecord, PositionRecord, fill_record
+
+
+@dataclass(frozen=True, slots=True)
+class PositionBook:
+    entry: OrderRecord
+    position: PositionRecord | None
+    orders: tuple[OrderRecord, ...]  # the entry and every order of the position, by order_id
+    fills: tuple[FillRecord, ...]  # every recorded execution of those orders, in the order they happened
+
+
+async def position_book(session: AsyncSession, entry_order_id: int) -> PositionBook | None:
+    entries = await find_orders(session, Order.order_id == entry_order_id, Order.role == "entry")
+    if not entries:
+        return None
+    entry = entries[0]
+    position = None
+    orders = [entry]
+    if entry.position_id is not None:
+        found = await find_positions(session, Position.position_id == entry.position_id)
+        position = found[0] if found else None
+        orders += [o for o in await find_orders(session, Order.position_id == entry.position_id)
+                   if o.order_id != entry.order_id]
+    orders.sort(key=lambda o: o.order_id)
+    ids = [o.order_id for o in orders]
+    rows = await session.scalars(
+        select(Fill).where(Fill.order_id.in_(ids)).order_by(Fill.occurred_at, Fill.fill_id)
+    )
+    return PositionBook(entry=entry, position=position, orders=tuple(orders), fills=tuple(fill_record(r) for r in rows))
+
+
+async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
+    """Entries still working without a position, plus the entries of open positions."""
+    pending = await session.scalars(
+        select(Order.order_id).where(Order.role == "entry", Order.position_id.is_(None),
+                                     Order.status.notin_(TERMINAL_ORDER_STATUSES))
+    )
+    opened = await session.scalars(
+        select(Order.order_id).join(Position, Position.position_id == Order.position_id)
+        .where(Order.role == "entry", Position.status == "open")
+    )
+    return sorted({*pending, *opened})
