@@ -36,7 +36,7 @@ from catalyst.sim.market import EXCHANGE_TZ, Market
 from catalyst.sim.ratelimit import RateLimiter
 from catalyst.sim.scripted import ScriptedMarket
 from catalyst.sim.stream import StreamHub
-from catalyst.sim.trading_routes import add_trading_routes
+from catalyst.sim.trading_routes import KEY_ID, add_trading_routes
 from catalyst.sim.orders import ExchangeError
 
 T = TypeVar("T")
@@ -147,7 +147,7 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
         decision = state.limiter.check(key_id, bucket)
         if not decision.allowed:
             return _error(429, {"code": 42910000, "message": "rate limit exceeded"}, decision.headers)
-        request["key_id"] = key_id
+        request[KEY_ID] = key_id
         if plan.hits("http_5xx"):
             return _error(503, {"code": 50310000, "message": "service unavailable (injected)"}, decision.headers)
         if plan.hits("timeout"):

@@ -13,6 +13,7 @@ from catalyst.sim.order_entry import decimal_field, parse_order_body
 from catalyst.sim.orders import ExchangeError, SimOrder, asset_id_for, iso_z, not_found, unprocessable
 
 ENGINE = web.AppKey("engine", Engine)
+KEY_ID = web.RequestKey("key_id", str)  # set by the auth middleware
 MAX_ORDERS, DEFAULT_ORDERS, MAX_PAGE = 500, 50, 100
 
 
@@ -21,7 +22,7 @@ def _engine(request: web.Request) -> Engine:
 
 
 def _key(request: web.Request) -> str:
-    return str(request["key_id"])
+    return request[KEY_ID]
 
 
 async def _body(request: web.Request) -> Any:
