@@ -179,7 +179,8 @@ def test_a_position_whose_quantity_contradicts_its_fills_cannot_be_built():
 fills = st.lists(
     st.tuples(
         st.booleans(),  # True: entry side
-        st.decimals(min_value=D("0.001"), max_value=D(500), places=3),
+        # None: exactly what is held (random decimals alone would rarely close a position).
+        st.none() | st.decimals(min_value=D("0.001"), max_value=D(500), places=3),
         st.decimals(min_value=D("0.0001"), max_value=D(5000), places=4),
     ),
     max_size=30,
@@ -193,6 +194,8 @@ def test_random_fills_keep_quantity_and_pnl_consistent(side, sequence):
     held, avg, realized, exact_realized = Fraction(0), Fraction(0), D(0), Fraction(0)
     for is_entry, qty, price in sequence:
         order_side = entry_side(side) if is_entry else exit_side(side)
+        if qty is None:
+            qty = position.quantity if position.quantity > 0 else D(1)
         if position.is_terminal or (not is_entry and qty > position.quantity):
             with pytest.raises((IllegalTransition, ExitExceedsPosition)):
                 position.apply_fill(order_side, qty, price)
