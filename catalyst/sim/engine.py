@@ -275,12 +275,16 @@ class Engine:
         bar_end = bar.start + ONE_MINUTE
         cap = capacity(self.participation, bar.volume)
         for account in self.accounts.values():
-            for order in list(account.orders.values()):
-                if (order.symbol != bar.symbol or not order.is_open or not order.active
-                        or order.status is Status.ACCEPTED or order.working_since is None
-                        or order.working_since >= bar_end):
-                    continue
-                if not regular and not (order.extended_hours and session is not None):
+            # Decide who may trade in this bar before anything executes: exits activated by an entry fill
+            # inside this bar start with the next one (the bar's low may have come before the fill).
+            eligible = [
+                order for order in account.orders.values()
+                if order.symbol == bar.symbol and order.is_open and order.active
+                and order.status is not Status.ACCEPTED and order.working_since is not None
+                and order.working_since < bar_end and (regular or (order.extended_hours and session is not None))
+            ]
+            for order in eligible:
+                if not order.is_open:  # canceled by a sibling's fill earlier in this bar
                     continue
                 price = price_in_bar(order, bar, working_before_bar=order.working_since <= bar.start)
                 if price is None:
