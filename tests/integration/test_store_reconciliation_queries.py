@@ -122,3 +122,26 @@ def test_working_orders_exclude_terminal_ones(book: Book) -> None:
     book.status(book.submitted("GONE", at=T0), "expired", T0)
 
     assert [o.order_id for o in book.run(book.store.working_orders())] == [created.order_id]
+
+
+def test_restart_book_lists_live_entries_and_gathers_each_trade(book: Book) -> None:
+    waiting = book.order("WAIT", at=T0)
+    filled = book.order("FILL", at=T0)
+    position = book.run(book.store.open_position_for_entry(filled.order_id, Decimal(10), Decimal("11"), T0))
+    book.run(book.store.record_fill(
+        execution_id="e-1", order_id=filled.order_id, symbol="FILL", side="buy", qty=Decimal(10),
+        price=Decimal("11"), occurred_at=T0, source="stream",
+    ))  # fmt: skip
+    stop = book.order("FILL", at=T0, role="stop_loss", position_id=position.position_id, parent_order_id=filled.order_id)
+    finished = book.order("DONE", at=T0)
+    done = book.run(book.store.open_position_for_entry(finished.order_id, Decimal(1), Decimal("5"), T0))
+    book.run(book.store.close_position(done.position_id, Decimal("6"), Decimal("1"), T0))
+
+    live_ids = book.run(book.store.live_entry_ids())
+    trade = book.run(book.store.position_book(filled.order_id))
+
+    assert live_ids == [waiting.order_id, filled.order_id]
+    assert trade is not None and trade.position is not None
+    assert [o.order_id for o in trade.orders] == [filled.order_id, stop.order_id]
+    assert [(f.execution_id, f.price) for f in trade.fills] == [("e-1", Decimal("11"))]
+    assert book.run(book.store.position_book(99999)) is None
