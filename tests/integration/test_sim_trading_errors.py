@@ -1,0 +1,138 @@
+"""Alpaca's error answers, the rate limit and injected faults on the emulator, seen through alpaca-py."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from alpaca.common.exceptions import APIError
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
+from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+from pydantic import ValidationError
+
+from catalyst.sim.faults import FaultSpecError
+from catalyst.sim.server import ExchangeConfig
+
+
+def buy(symbol: str, qty: int, client_order_id: str | None = None) -> MarketOrderRequest:
+    return MarketOrderRequest(symbol=symbol, qty=qty, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
+                              client_order_id=client_order_id)
+
+
+def api_error(call) -> APIError:
+    with pytest.raises(APIError) as caught:
+        call()
+    return caught.value
+
+
+def test_missing_or_wrong_keys_are_not_authorized(exchange_factory):
+    exchange = exchange_factory(keys={"PKGOOD": "right"})
+
+    wrong = api_error(lambda: TradingClient("PKGOOD", "wrong", url_override=exchange.base_url).get_account())
+    bare = requests.get(f"{exchange.base_url}/v2/account", timeout=5)
+
+    assert (wrong.status_code, wrong.code, wrong.message) == (401, 40110000, "request is not authorized")
+    assert bare.status_code == 401 and bare.json()["code"] == 40110000
+    assert TradingClient("PKGOOD", "right", url_override=exchange.base_url).get_account().status == "ACTIVE"
+
+
+def test_each_key_is_its_own_account(exchange, trading):
+    other = TradingClient("PKOTHER", "x", url_override=exchange.base_url)
+
+    trading.submit_order(buy("AAPL", 10))
+
+    assert other.get_all_positions() == [] and len(trading.get_all_positions()) == 1
+
+
+def test_insufficient_buying_power_is_403(trading):
+    error = api_error(lambda: trading.submit_order(buy("AAPL", 2000)))
+
+    assert (error.status_code, error.code) == (403, 40310000)
+    assert "buying power" in error.message
+
+
+def test_selling_more_than_the_long_position_is_403_insufficient_qty(trading):
+    trading.submit_order(buy("AAPL", 10))
+
+    error = api_error(lambda: trading.submit_order(MarketOrderRequest(
+        symbol="AAPL", qty=15, side=OrderSide.SELL, time_in_force=TimeInForce.DAY)))
+
+    assert (error.status_code, error.code) == (403, 40310000) and "insufficient qty" in error.message
+
+
+def test_unknown_order_and_missing_position_are_404(trading):
+    missing_order = api_error(lambda: trading.get_order_by_id("1b4e28ba-2fa1-11d2-883f-0016d3cca427"))
+    missing_client_id = api_error(lambda: trading.get_order_by_client_id("never-sent"))
+    missing_position = api_error(lambda: trading.get_open_position("MSFT"))
+
+    assert (missing_order.status_code, missing_order.code) == (404, 40410000)
+    assert missing_client_id.status_code == 404
+    assert (missing_position.status_code, missing_position.message) == (404, "position does not exist")
+
+
+def test_duplicate_client_order_id_is_422(trading):
+    trading.submit_order(buy("AAPL", 1, "same-id"))
+
+    error = api_error(lambda: trading.submit_order(buy("AAPL", 1, "same-id")))
+
+    assert (error.status_code, error.code) == (422, 40010001)
+
+
+def test_limit_order_without_a_price_is_an_invalid_combination(exchange):
+    response = requests.post(f"{exchange.base_url}/v2/orders", timeout=5,
+                             headers={"APCA-API-KEY-ID": "k", "APCA-API-SECRET-KEY": "s"},
+                             json={"symbol": "AAPL", "qty": "1", "side": "buy", "type": "limit", "time_in_force": "day"})
+
+    assert response.status_code == 422 and response.json()["code"] == 42210000
+    assert "limit_price" in response.json()["message"]
+
+
+def test_rate_limit_headers_on_every_response_and_429_when_exhausted(exchange_factory):
+    exchange = exchange_factory(rate_limit_per_minute=3)
+    headers = {"APCA-API-KEY-ID": "k", "APCA-API-SECRET-KEY": "s"}
+
+    answers = [requests.get(f"{exchange.base_url}/v2/account", headers=headers, timeout=5) for _ in range(4)]
+
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert [a.headers["X-RateLimit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
+    assert all(a.headers["X-RateLimit-Limit"] == "3" and int(a.headers["X-RateLimit-Reset"]) > 0 for a in answers)
+    assert answers[3].json()["code"] == 42910000
+    other_key = requests.get(f"{exchange.base_url}/v2/account", timeout=5,
+                             headers={"APCA-API-KEY-ID": "k2", "APCA-API-SECRET-KEY": "s"})
+    assert other_key.status_code == 200  # the budget is per key
+
+
+def test_lost_reply_still_places_the_order_and_lookup_by_client_id_finds_it(exchange, trading):
+    exchange.set_faults("reply_lost=1,hang_s=0.2")
+
+    with pytest.raises((APIError, requests.exceptions.ConnectionError)):
+        trading.submit_order(LimitOrderRequest(symbol="AAPL", qty=2, side=OrderSide.BUY, limit_price=90,
+                                               time_in_force=TimeInForce.DAY, client_order_id="lost-reply"))
+    exchange.set_faults("")
+
+    found = trading.get_order_by_client_id("lost-reply")
+    assert found.status == OrderStatus.NEW and len(trading.get_orders()) == 1
+
+
+def test_injected_5xx_fails_before_acting(exchange, trading):
+    exchange.set_faults("http_5xx=1")
+
+    error = api_error(lambda: trading.submit_order(buy("AAPL", 1, "never-placed")))
+    exchange.set_faults("")
+
+    assert error.status_code == 503
+    assert api_error(lambda: trading.get_order_by_client_id("never-placed")).status_code == 404
+
+
+def test_bad_fault_spec_names_the_bad_item(exchange):
+    with pytest.raises(FaultSpecError, match="'drop=lots'"):
+        exchange.set_faults("delay=0.1,drop=lots")
+    with pytest.raises(FaultSpecError, match="unknown fault 'explode'"):
+        exchange.set_faults("explode=0.5")
+
+
+def test_config_refuses_a_non_loopback_host_unless_allowed():
+    with pytest.raises(ValidationError, match="not loopback"):
+        ExchangeConfig(host="0.0.0.0")
+
+    assert ExchangeConfig(host="0.0.0.0", allow_non_loopback=True).host == "0.0.0.0"
