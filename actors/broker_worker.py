@@ -1,0 +1,126 @@
+"""Broker workers: the actors that make broker calls, so a slow broker never stalls fill routing.
+
+The router keeps two small pools: one for protection, exits and cancels, one for entries, lookups and catch-up,
+so an entry waiting on a slow broker never delays a stop-loss. Each worker owns its own alpaca-py clients.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pykka
+from loguru import logger
+
+from actors import messages as m
+from pydantic import ValidationError
+
+from catalyst.broker.errors import BrokerError, NotFound, PermanentError
+from catalyst.broker.orders import NewOrder
+from catalyst.broker.ratelimit import Priority
+
+log = logger.bind(actor="broker")
+
+
+class SubmitOrder(m.Message):
+    row: Any
+    reply_to: Any
+
+
+class SubmitOco(m.Message):
+    take_profit: Any
+    stop_loss: Any
+    reply_to: Any
+
+
+class Cancel(m.Message):
+    order_id: int
+    broker_id: str
+    reply_to: Any
+
+
+class Verify(m.Message):
+    orders: tuple[tuple[int, str], ...]  # (order id, broker id)
+    reply_to: Any
+
+
+class CatchUp(m.Message):
+    since: datetime
+    reply_to: Any
+
+
+class BrokerWorker(pykka.ThreadingActor):
+    def __init__(self, broker: Any, name: str) -> None:
+        super().__init__()
+        self.broker = broker
+        self.name = name
+
+    def on_receive(self, message: Any) -> None:
+        if isinstance(message, SubmitOrder):
+            self._submit(message)
+        elif isinstance(message, SubmitOco):
+            self._submit_oco(message)
+        elif isinstance(message, Cancel):
+            self._cancel(message)
+        elif isinstance(message, Verify):
+            self._verify(message)
+        elif isinstance(message, CatchUp):
+            self._catch_up(message)
+
+    def _submit(self, msg: SubmitOrder) -> None:
+        row = msg.row
+        priority = Priority.ENTRY if row.role == "entry" else Priority.PROTECT
+        msg.reply_to.tell(self._result((row.order_id,), lambda: self.broker.submit_with_lookup(NewOrder(
+            symbol=row.symbol, side=row.side, qty=row.quantity, type=row.order_type, tif=row.time_in_force,
+            limit_price=row.limit_price, stop_price=row.stop_price, client_order_id=row.client_order_id,
+        ), priority=priority)))
+
+    def _submit_oco(self, msg: SubmitOco) -> None:
+        tp, sl = msg.take_profit, msg.stop_loss
+        ids = (tp.order_id, sl.order_id)
+        msg.reply_to.tell(self._result(ids, lambda: self.broker.submit_with_lookup(NewOrder.oco_exit(
+            symbol=tp.symbol, side=tp.side, qty=tp.quantity, take_profit_limit=tp.limit_price,
+            stop_price=sl.stop_price, client_order_id=tp.client_order_id,
+        ), priority=Priority.PROTECT)))
+
+    def _result(self, order_ids: tuple[int, ...], call: Any) -> m.SubmitResult:
+        try:
+            return m.SubmitResult(order_ids=order_ids, report=call())
+        except PermanentError as exc:
+            return m.SubmitResult(order_ids=order_ids, rejected=str(exc))
+        except ValidationError as exc:  # a row the broker request cannot express: refuse it, never send it
+            return m.SubmitResult(order_ids=order_ids, rejected=f"invalid order: {exc.errors()[0]['msg']}")
+        except BrokerError as exc:
+            return m.SubmitResult(order_ids=order_ids, unknown=str(exc))
+
+    def _cancel(self, msg: Cancel) -> None:
+        try:
+            self.broker.cancel_order(msg.broker_id)
+            msg.reply_to.tell(m.CancelResult(order_id=msg.order_id, ok=True))
+        except BrokerError as exc:
+            # 422 "order is not cancelable" typically means it already filled or was canceled: verify by REST.
+            msg.reply_to.tell(m.CancelResult(order_id=msg.order_id, ok=False, detail=str(exc)))
+
+    def _verify(self, msg: Verify) -> None:
+        reports, missing = [], []
+        for order_id, broker_id in msg.orders:
+            try:
+                reports.append(self.broker.get_order(broker_id))
+            except NotFound:
+                missing.append(order_id)
+            except BrokerError as exc:
+                log.warning(f"broker verify o-{order_id} failed: {exc}")
+        msg.reply_to.tell(m.OrdersVerified(reports=tuple(reports), missing=tuple(missing)))
+
+    def _catch_up(self, msg: CatchUp) -> None:
+        try:
+            orders = self.broker.list_orders(status="all", after=msg.since, nested=True)
+            fills = self.broker.fill_activities(after=msg.since)
+        except BrokerError as exc:
+            log.warning(f"broker catch-up since {msg.since:%H:%M:%S} failed: {exc}; the doctor retries")
+            return
+        flat = []
+        for order in orders:
+            flat.append(order)
+            flat.extend(order.legs)
+        msg.reply_to.tell(m.CatchUpResult(orders=tuple(flat), fills=tuple(fills), since=msg.since))

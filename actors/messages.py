@@ -1,0 +1,165 @@
+"""Messages between actors: frozen pydantic models (pykka does not copy messages between threads).
+
+Commands are imperative (`PlaceEntry`), events past tense (`OrderUpdated`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
+from catalyst.domain.orders import OrderStatus
+from catalyst.domain.positions import OrderSide, PositionSide
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class TradePlan(Message):
+    """What a position actor is started with: everything a restart needs is also on the entry order row."""
+
+    symbol: str
+    side: PositionSide
+    qty: Decimal
+    order_type: str = "market"  # market | limit
+    limit_price: Decimal | None = None
+    stop_loss: Decimal
+    take_profit: Decimal
+    cycle_id: int
+    scan_id: int | None = None
+
+
+# --- to the order router -------------------------------------------------------------------------------------
+
+class PlaceEntry(Message):
+    owner: Any  # pykka.ActorRef of the position actor
+    plan: TradePlan
+
+
+class PlaceProtection(Message):
+    """One OCO exit (take-profit limit + stop-loss) for `qty` more shares of an open position."""
+
+    owner: Any
+    position_id: int
+    entry_order_id: int
+    cycle_id: int
+    symbol: str
+    side: OrderSide  # the exit side
+    qty: Decimal
+    stop_loss: Decimal
+    take_profit: Decimal
+
+
+class PlaceExit(Message):
+    """A market exit (flatten) for `qty` shares."""
+
+    owner: Any
+    position_id: int
+    cycle_id: int
+    symbol: str
+    side: OrderSide
+    qty: Decimal
+    reason: str
+
+
+class CancelOrders(Message):
+    order_ids: tuple[int, ...]
+    reason: str
+
+
+class VerifyOrders(Message):
+    """Ask the broker (REST) for these orders' truth: an OCO sibling's cancel may come with no event."""
+
+    order_ids: tuple[int, ...]
+
+
+class Register(Message):
+    """A rebuilt position actor claims its orders after a restart."""
+
+    owner: Any
+    order_ids: tuple[int, ...]
+
+
+class TradeUpdateReceived(Message):
+    update: TradeUpdateReport
+
+
+class StreamConnected(Message):
+    count: int
+
+
+class StreamLoginFailed(Message):
+    reason: str
+
+
+class SubmitResult(Message):
+    """A broker worker's answer for one submission (a simple order or an OCO pair)."""
+
+    order_ids: tuple[int, ...]
+    report: OrderReport | None = None
+    rejected: str | None = None
+    unknown: str | None = None  # outcome still unknown after the lookup budget: the doctor settles it
+
+
+class CancelResult(Message):
+    order_id: int
+    ok: bool
+    detail: str = ""
+
+
+class OrdersVerified(Message):
+    reports: tuple[OrderReport, ...]
+    missing: tuple[int, ...] = ()
+
+
+class CatchUpResult(Message):
+    orders: tuple[OrderReport, ...]
+    fills: tuple[FillReport, ...]
+    since: datetime
+
+
+# --- to a position actor -------------------------------------------------------------------------------------
+
+class Execution(Message):
+    key: str  # `<broker order id>:<cumulative qty>`, see OrderRouter
+    qty: Decimal
+    price: Decimal
+    at: datetime
+
+
+class OrderUpdated(Message):
+    order_id: int
+    role: str
+    status: OrderStatus
+    filled_qty: Decimal
+    execution: Execution | None = None
+    reason: str | None = None
+
+
+class OrdersCreated(Message):
+    """Rows committed (order first!) before any broker call: the owner now knows its order ids."""
+
+    roles: dict[str, int]
+
+
+class Flatten(Message):
+    reason: str
+
+
+# --- to the system --------------------------------------------------------------------------------------------
+
+class PositionFinished(Message):
+    key: str
+    status: str
+    realized_pnl: Decimal
+
+
+class PositionCrashed(Message):
+    key: str
+    entry_order_id: int
+    error: str

@@ -1,0 +1,327 @@
+"""The order router: order-first persistence, submission through broker workers, the trade stream, fill routing.
+
+Invariants it keeps:
+- No broker call for an order that is not committed: rows are created here, then handed to a worker.
+- It is the only actor that moves an order's status, always along the order machine (catching up through
+  intermediate states); a stale report is ignored, a conflicting one is logged for the doctor.
+- Every execution is recorded once. Its key is `<broker order id>:<cumulative filled qty after it>`: the stream's
+  execution_id and a FILL activity's id are different identifiers at Alpaca, but both sources carry the order and
+  its cumulative quantity, so the same execution learned twice (duplicate event, stream + REST catch-up) has one key.
+- An update for an order it cannot place is recorded (trade_updates) and kept until its order is known.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pykka
+from loguru import logger
+
+from actors import messages as m
+from actors.broker_worker import Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
+from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
+from catalyst.domain.orders import CatchUpKind, OrderStatus, plan_catch_up, status_from_broker
+from catalyst.domain.positions import entry_side
+from catalyst.store.records import NewOrder as NewOrderRow
+
+log = logger.bind(actor="router")
+MAX_UNMATCHED = 10_000
+
+
+@dataclass
+class Tracked:
+    order_id: int
+    client_order_id: str
+    role: str
+    symbol: str
+    side: str
+    qty: Decimal
+    status: OrderStatus
+    filled_qty: Decimal = Decimal(0)
+    broker_id: str | None = None
+    owner: Any = None
+    cancel_reason: str | None = None
+    pending_cancel: bool = False
+    keys: set[str] = field(default_factory=set)
+
+    @property
+    def label(self) -> str:
+        return f"{self.symbol}#o-{self.order_id}"
+
+
+def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
+    return f"{broker_order_id}:{cum_qty.normalize():f}"
+
+
+class OrderRouter(pykka.ThreadingActor):
+    def __init__(self, writer: Any, protect_workers: list[Any], general_workers: list[Any], clock: Any) -> None:
+        super().__init__()
+        self.writer = writer
+        self._protect = itertools.cycle(protect_workers)
+        self._general = itertools.cycle(general_workers)
+        self.clock = clock
+        self.by_order: dict[int, Tracked] = {}
+        self.by_cid: dict[str, Tracked] = {}
+        self.by_broker: dict[str, Tracked] = {}
+        self.unmatched: dict[str, list[TradeUpdateReport]] = {}
+        self.last_update_at: datetime | None = None
+        self.stream_connections = 0
+
+    # --- messages --------------------------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        handler = getattr(self, f"_on_{type(message).__name__}", None)
+        if handler is None:
+            log.warning(f"router ignores unknown message {type(message).__name__}")
+            return None
+        return handler(message)
+
+    def _on_PlaceEntry(self, msg: m.PlaceEntry) -> None:
+        plan = msg.plan
+        row = self.writer.create_order(
+            cycle_id=plan.cycle_id, symbol=plan.symbol, role="entry", side=str(entry_side(plan.side)),
+            order_type=plan.order_type, time_in_force="day", quantity=plan.qty, limit_price=plan.limit_price,
+            planned_stop_loss=plan.stop_loss, planned_take_profit=plan.take_profit,
+        ).get()
+        tracked = self._track(row, msg.owner)
+        msg.owner.tell(m.OrdersCreated(roles={"entry": row.order_id}))
+        log.info(f"order {tracked.label} created entry {tracked.side} {plan.qty} {plan.order_type} cid={row.client_order_id}")
+        next(self._general).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
+
+    def _on_PlaceProtection(self, msg: m.PlaceProtection) -> None:
+        common = dict(cycle_id=msg.cycle_id, symbol=msg.symbol, side=str(msg.side), quantity=msg.qty,
+                      position_id=msg.position_id, parent_order_id=msg.entry_order_id, order_class="oco")
+        take_profit, stop_loss = self.writer.create_orders([
+            NewOrderRow(role="take_profit", order_type="limit", limit_price=msg.take_profit, **common),
+            NewOrderRow(role="stop_loss", order_type="stop", stop_price=msg.stop_loss, **common),
+        ]).get()
+        tp, sl = self._track(take_profit, msg.owner), self._track(stop_loss, msg.owner)
+        msg.owner.tell(m.OrdersCreated(roles={"take_profit": tp.order_id, "stop_loss": sl.order_id}))
+        log.info(
+            f"order {tp.label}+{sl.label} created OCO {msg.side} {msg.qty} tp={msg.take_profit} sl={msg.stop_loss}"
+        )
+        next(self._protect).tell(SubmitOco(take_profit=take_profit, stop_loss=stop_loss, reply_to=self.actor_ref))
+
+    def _on_PlaceExit(self, msg: m.PlaceExit) -> None:
+        row = self.writer.create_order(
+            cycle_id=msg.cycle_id, symbol=msg.symbol, role="flatten", side=str(msg.side), order_type="market",
+            time_in_force="day", quantity=msg.qty, position_id=msg.position_id,
+        ).get()
+        tracked = self._track(row, msg.owner)
+        msg.owner.tell(m.OrdersCreated(roles={"flatten": row.order_id}))
+        log.info(f"order {tracked.label} created flatten {msg.side} {msg.qty} market ({msg.reason})")
+        next(self._protect).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
+
+    def _on_Register(self, msg: m.Register) -> None:
+        for order_id in msg.order_ids:
+            tracked = self.by_order.get(order_id)
+            if tracked is None:
+                row = self.writer.get_order(order_id).get()
+                if row is None:
+                    log.error(f"router cannot register unknown order o-{order_id}")
+                    continue
+                tracked = self._track(row, msg.owner)
+            tracked.owner = msg.owner
+            self._replay_unmatched(tracked)
+
+    def _on_CancelOrders(self, msg: m.CancelOrders) -> None:
+        for order_id in msg.order_ids:
+            tracked = self.by_order.get(order_id)
+            if tracked is None or tracked.status in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED,
+                                                     OrderStatus.EXPIRED, OrderStatus.REPLACED):
+                continue
+            tracked.cancel_reason = msg.reason
+            if tracked.broker_id is None:
+                tracked.pending_cancel = True  # cancelled as soon as the broker acknowledges it
+                continue
+            log.info(f"order {tracked.label} cancel requested ({msg.reason})")
+            next(self._protect).tell(Cancel(order_id=tracked.order_id, broker_id=tracked.broker_id, reply_to=self.actor_ref))
+
+    def _on_VerifyOrders(self, msg: m.VerifyOrders) -> None:
+        known = [(t.order_id, t.broker_id) for t in map(self.by_order.get, msg.order_ids) if t and t.broker_id]
+        if known:
+            next(self._general).tell(Verify(orders=tuple(known), reply_to=self.actor_ref))
+
+    def _on_SubmitResult(self, msg: m.SubmitResult) -> None:
+        rows = [self.by_order[i] for i in msg.order_ids if i in self.by_order]
+        if msg.rejected is not None:
+            for tracked in rows:
+                self._move(tracked, OrderStatus.REJECTED, broker_status="rejected", reason=msg.rejected)
+            return
+        if msg.report is None:
+            for tracked in rows:
+                self.writer.set_outcome_unknown(tracked.order_id, True).get()
+                log.warning(f"order {tracked.label} outcome unknown after submit: {msg.unknown}; the doctor settles it")
+            return
+        reports = [msg.report, *msg.report.legs]
+        for tracked, report in zip(rows, reports):
+            self._acknowledge(tracked, report)
+
+    def _on_CancelResult(self, msg: m.CancelResult) -> None:
+        tracked = self.by_order.get(msg.order_id)
+        if tracked is not None and not msg.ok:
+            log.warning(f"order {tracked.label} cancel not accepted: {msg.detail}")
+            next(self._general).tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref))
+
+    def _on_OrdersVerified(self, msg: m.OrdersVerified) -> None:
+        for report in msg.reports:
+            self._apply_report(report, at=report.updated_at, execution=None)
+
+    def _on_TradeUpdateReceived(self, msg: m.TradeUpdateReceived) -> None:
+        update = msg.update
+        self.last_update_at = max(self.last_update_at or update.at, update.at)
+        self.writer.record_trade_update(
+            event=update.event, payload=update.model_dump(mode="json"), alpaca_order_id=update.order.broker_id,
+            client_order_id=update.order.client_order_id, execution_id=update.execution_id,
+        ).get()
+        tracked = self._find(update.order)
+        if tracked is None:
+            self._keep_unmatched(update)
+            return
+        execution = None
+        if update.qty is not None and update.price is not None and update.event in ("fill", "partial_fill"):
+            execution = FillReport(
+                execution_id=update.execution_id or "", broker_order_id=update.order.broker_id,
+                client_order_id=update.order.client_order_id, symbol=update.order.symbol, side=update.order.side,
+                qty=update.qty, price=update.price, cum_qty=update.order.filled_qty, leaves_qty=None,
+                order_status=update.order.status, at=update.at,
+            )
+        self._apply_report(update.order, at=update.at, execution=execution, tracked=tracked)
+
+    def _on_StreamConnected(self, msg: m.StreamConnected) -> None:
+        self.stream_connections = msg.count
+        since = (self.last_update_at or self.clock.now()) - timedelta(minutes=5)
+        log.info(f"router stream connected (#{msg.count}); catching up over REST since {since:%H:%M:%S}")
+        next(self._general).tell(CatchUp(since=since, reply_to=self.actor_ref))
+
+    def _on_StreamLoginFailed(self, msg: m.StreamLoginFailed) -> None:
+        log.error(f"router trade stream login failed: {msg.reason}; fills arrive only by REST catch-up until fixed")
+
+    def _on_CatchUpResult(self, msg: m.CatchUpResult) -> None:
+        # Executions first (positions need their shares), then statuses.
+        for fill in sorted(msg.fills, key=lambda f: (f.at, f.cum_qty or 0)):
+            tracked = self.by_broker.get(fill.broker_order_id) or self._lookup_row(fill.client_order_id, fill.broker_order_id)
+            if tracked is not None:
+                self._record_execution(tracked, fill, source="activity")
+        for report in msg.orders:
+            if self._find(report) is not None:
+                self._apply_report(report, at=report.updated_at, execution=None)
+        log.info(f"router catch-up applied {len(msg.fills)} fills, {len(msg.orders)} orders since {msg.since:%H:%M:%S}")
+
+    # --- the machine ------------------------------------------------------------------------------------------
+
+    def _acknowledge(self, tracked: Tracked, report: OrderReport) -> None:
+        tracked.broker_id = report.broker_id
+        self.by_broker[report.broker_id] = tracked
+        self.writer.mark_submitted(tracked.order_id, report.broker_id, report.status, report.submitted_at).get()
+        if tracked.status is OrderStatus.CREATED:
+            self._move(tracked, OrderStatus.SUBMITTED, broker_status=report.status)
+        self._apply_report(report, at=report.updated_at, execution=None, tracked=tracked)
+        self._replay_unmatched(tracked)
+        if tracked.pending_cancel:
+            tracked.pending_cancel = False
+            self._on_CancelOrders(m.CancelOrders(order_ids=(tracked.order_id,), reason=tracked.cancel_reason or "cancel"))
+
+    def _apply_report(self, report: OrderReport, at: datetime, execution: FillReport | None,
+                      tracked: Tracked | None = None) -> None:
+        tracked = tracked or self._find(report)
+        if tracked is None:
+            return
+        fresh = self._record_execution(tracked, execution, source="stream") if execution else None
+        try:
+            reported = status_from_broker(report.status, report.filled_qty, report.qty or tracked.qty)
+        except ValueError as exc:
+            log.error(f"order {tracked.label} broker status not understood: {exc}")
+            return
+        plan = plan_catch_up(tracked.status, reported)
+        if plan.kind is CatchUpKind.CONFLICT:
+            log.error(f"order {tracked.label} conflict: local {tracked.status}, broker {report.status}; left for the doctor")
+        elif plan.kind is CatchUpKind.ADVANCE:
+            reason = self._cancel_reason(tracked) if reported is OrderStatus.CANCELLED else None
+            for step in plan.path:
+                self._move(tracked, step, broker_status=report.status, filled_qty=report.filled_qty,
+                           avg_price=report.filled_avg_price, at=at, reason=reason)
+        if plan.kind is CatchUpKind.ADVANCE or fresh is not None:
+            self._tell_owner(tracked, fresh)
+
+    def _record_execution(self, tracked: Tracked, fill: FillReport, source: str) -> m.Execution | None:
+        cum = fill.cum_qty if fill.cum_qty is not None else tracked.filled_qty + fill.qty
+        key = execution_key(fill.broker_order_id, cum)
+        if key in tracked.keys:
+            return None
+        inserted = self.writer.record_fill(
+            execution_id=key, order_id=tracked.order_id, alpaca_order_id=fill.broker_order_id, symbol=fill.symbol,
+            side=fill.side, qty=fill.qty, price=fill.price, position_qty=None, occurred_at=fill.at, source=source,
+        ).get()
+        tracked.keys.add(key)
+        if not inserted:
+            return None
+        tracked.filled_qty = max(tracked.filled_qty, cum)
+        log.info(f"order {tracked.label} execution {fill.qty} @ {fill.price} (cum {cum}) via {source}")
+        return m.Execution(key=key, qty=fill.qty, price=fill.price, at=fill.at)
+
+    def _move(self, tracked: Tracked, status: OrderStatus, broker_status: str, filled_qty: Decimal | None = None,
+              avg_price: Decimal | None = None, at: datetime | None = None, reason: str | None = None) -> None:
+        before = tracked.status
+        tracked.status = status
+        self.writer.update_order_status(
+            tracked.order_id, status=str(status), broker_status=broker_status,
+            filled_qty=tracked.filled_qty if filled_qty is None else max(filled_qty, tracked.filled_qty),
+            filled_avg_price=avg_price, at=at or self.clock.now(), reason=reason,
+        ).get()
+        log.info(f"order {tracked.label} {before} → {status}" + (f" ({reason})" if reason else ""))
+        if status is OrderStatus.REJECTED:
+            self._tell_owner(tracked, None, reason=reason)
+
+    def _tell_owner(self, tracked: Tracked, execution: m.Execution | None, reason: str | None = None) -> None:
+        if tracked.owner is None:
+            return
+        tracked.owner.tell(m.OrderUpdated(
+            order_id=tracked.order_id, role=tracked.role, status=tracked.status, filled_qty=tracked.filled_qty,
+            execution=execution, reason=reason,
+        ))
+
+    def _cancel_reason(self, tracked: Tracked) -> str:
+        if tracked.cancel_reason:
+            return tracked.cancel_reason
+        return "OCO" if tracked.role in ("stop_loss", "take_profit") else "canceled at the broker"
+
+    # --- bookkeeping ------------------------------------------------------------------------------------------
+
+    def _track(self, row: Any, owner: Any) -> Tracked:
+        tracked = Tracked(
+            order_id=row.order_id, client_order_id=row.client_order_id, role=row.role, symbol=row.symbol,
+            side=row.side, qty=row.quantity, status=OrderStatus(row.status), filled_qty=row.filled_qty,
+            broker_id=row.alpaca_order_id, owner=owner,
+        )
+        self.by_order[tracked.order_id] = tracked
+        self.by_cid[tracked.client_order_id] = tracked
+        if tracked.broker_id:
+            self.by_broker[tracked.broker_id] = tracked
+        return tracked
+
+    def _find(self, report: OrderReport) -> Tracked | None:
+        return (self.by_broker.get(report.broker_id) or self.by_cid.get(report.client_order_id)
+                or self._lookup_row(report.client_order_id, report.broker_id))
+
+    def _lookup_row(self, client_order_id: str | None, broker_id: str | None) -> Tracked | None:
+        row = self.writer.get_order_by_alpaca_id(broker_id).get() if broker_id else None
+        if row is None and client_order_id:
+            row = self.writer.get_order_by_client_id(client_order_id).get()
+        return self._track(row, owner=None) if row is not None else None
+
+    def _keep_unmatched(self, update: TradeUpdateReport) -> None:
+        log.warning(
+            f"router update {update.event} for unknown order {update.order.symbol} id={update.order.broker_id} "
+            f"cid={update.order.client_order_id}: recorded, held until its order is known"
+        )
+        if sum(len(v) for v in self.unmatched.values()) < MAX_UNMATCHED:
+            self.unmatched.setdefault(update.order.broker_id, []).append(update)
+
+    def _replay_unmatched(self, tracked: Tracked) -> None:
+        for update in self.unmatched.pop(tracked.broker_id or "", []):
+            self._on_TradeUpdateReceived(m.TradeUpdateReceived(update=update))

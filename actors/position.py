@@ -1,0 +1,265 @@
+"""One actor per live position: owns its state machine (spec §3) and its orders, and keeps every share protected.
+
+Protection rule: after every entry fill the actor asks for one more OCO (take-profit + stop-loss) covering exactly
+the shares not yet covered, so protected quantity == position quantity with no window where a filled share has no
+stop, and without cancelling and re-placing a working stop after a partial fill. A rejected OCO means the price
+already ran through the stop: the actor flattens at market instead of retrying forever.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pykka
+from loguru import logger
+
+from actors import messages as m
+from catalyst.clock import wall_seconds
+from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
+from catalyst.domain.positions import Position, PositionStatus
+
+SIBLING_GRACE_S = 30.0  # exchange seconds to wait for an OCO sibling's cancel event before asking by REST
+
+
+class CheckSiblings(m.Message):
+    pass
+
+
+@dataclass
+class OrderView:
+    role: str
+    status: OrderStatus = OrderStatus.CREATED
+    filled_qty: Decimal = Decimal(0)
+
+    @property
+    def working(self) -> bool:
+        return self.status not in ORDER_MACHINE.terminal
+
+
+@dataclass
+class OcoPair:
+    take_profit: int
+    stop_loss: int
+    qty: Decimal
+
+
+class PositionActor(pykka.ThreadingActor):
+    def __init__(self, plan: m.TradePlan, router: Any, writer: Any, system: Any, clock: Any,
+                 restored: Any = None) -> None:
+        super().__init__()
+        self.plan, self.router, self.writer, self.system, self.clock = plan, router, writer, system, clock
+        self.position = Position(symbol=plan.symbol, side=plan.side)
+        self.position_id: int | None = None
+        self.entry_order_id: int | None = None
+        self.orders: dict[int, OrderView] = {}
+        self.pairs: list[OcoPair] = []
+        self.in_flight = Decimal(0)
+        self.flattening = False
+        self._timer: threading.Timer | None = None
+        self.restored = restored
+        self.log = logger.bind(actor="position")
+
+    @property
+    def label(self) -> str:
+        ident = f"p-{self.position_id}" if self.position_id else f"o-{self.entry_order_id or '?'}"
+        return f"{self.plan.symbol}#{ident}"
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        if self.restored is not None:
+            self._restore(self.restored)
+            self.restored = None
+        else:
+            self.router.tell(m.PlaceEntry(owner=self.actor_ref, plan=self.plan))
+
+    def on_stop(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        self.log.error(f"position {self.label} crashed: {exception_type.__name__}: {exception_value}")
+        if self.entry_order_id is not None:
+            self.system.tell(m.PositionCrashed(key=self.label, entry_order_id=self.entry_order_id, error=str(exception_value)))
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, m.OrderUpdated):
+            self._on_order_updated(message)
+        elif isinstance(message, m.OrdersCreated):
+            self._on_orders_created(message)
+        elif isinstance(message, m.Flatten):
+            self._flatten(message.reason)
+        elif isinstance(message, CheckSiblings):
+            self._check_siblings()
+        return None
+
+    def state(self) -> dict[str, Any]:
+        """For the state table and SIGUSR1 dumps."""
+        return {
+            "position": self.label, "status": str(self.position.status), "qty": str(self.position.quantity),
+            "avg": str(self.position.avg_entry_price), "protected": str(self.protected_qty()),
+            "orders": {i: f"{v.role}:{v.status}" for i, v in self.orders.items()},
+        }
+
+    # --- handlers ---------------------------------------------------------------------------------------------
+
+    def _on_orders_created(self, msg: m.OrdersCreated) -> None:
+        for role, order_id in msg.roles.items():
+            self.orders[order_id] = OrderView(role=role)
+            if role == "entry":
+                self.entry_order_id = order_id
+                self.log.info(f"position {self.label} pending {self.plan.side} {self.plan.qty} "
+                              f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
+        if "take_profit" in msg.roles:
+            qty = self.in_flight
+            self.pairs.append(OcoPair(msg.roles["take_profit"], msg.roles["stop_loss"], qty))
+            self.in_flight = Decimal(0)
+
+    def _on_order_updated(self, msg: m.OrderUpdated) -> None:
+        view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
+        view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
+        if msg.execution is not None:
+            self._apply_execution(msg.role, msg.execution)
+        if msg.role == "entry":
+            self._after_entry_status(msg)
+        elif not self.position.is_terminal and self.position.status is PositionStatus.OPEN:
+            if msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss"):
+                self._flatten(f"protection rejected ({msg.reason}); the stop is already through")
+                return
+            self._protect()
+        self._finish_if_done()
+
+    def _apply_execution(self, role: str, execution: m.Execution) -> None:
+        before = self.position
+        side = before.entry_side if role == "entry" else before.exit_side
+        after = before.apply_fill(side, execution.qty, execution.price)
+        self.position = after
+        if role == "entry" and self.position_id is None:
+            self.position_id = self.writer.open_position_for_entry(
+                entry_order_id=self.entry_order_id, quantity=after.quantity, entry_price=after.avg_entry_price,
+                entry_time=execution.at, stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
+            ).get().position_id
+        elif after.status is PositionStatus.CLOSED:
+            self.writer.close_position(
+                self.position_id, exit_price=after.avg_exit_price, exit_time=execution.at,
+                realized_pnl=after.realized_pnl,
+            ).get()
+        else:
+            self.writer.update_position(
+                self.position_id, quantity=after.quantity, entry_price=after.avg_entry_price,
+                realized_pnl=after.realized_pnl,
+            ).get()
+        if before.status is not after.status:
+            self.log.info(f"position {self.label} {before.status} → {after.status} qty={after.quantity} "
+                          f"avg={after.avg_entry_price}" + (f" realized={after.realized_pnl}" if after.status is PositionStatus.CLOSED else ""))
+        else:
+            self.log.info(f"position {self.label} {role} fill {execution.qty} @ {execution.price} → qty={after.quantity}")
+        if role == "entry":
+            self._protect()
+        elif after.status is PositionStatus.CLOSED:
+            self._after_close()
+
+    def _after_entry_status(self, msg: m.OrderUpdated) -> None:
+        if self.position.status is not PositionStatus.PENDING:
+            return
+        if msg.status is OrderStatus.REJECTED:
+            self.position = self.position.fail()
+            self.log.warning(f"position {self.label} pending → failed: entry rejected ({msg.reason})")
+        elif msg.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED) and msg.filled_qty == 0:
+            # Only an entry that never filled cancels the position: a cancel event can overtake a fill event,
+            # and the cumulative filled_qty on the order is the truth either way.
+            self.position = self.position.cancel()
+            self.log.info(f"position {self.label} pending → cancelled: entry {msg.status} unfilled")
+
+    # --- protection -------------------------------------------------------------------------------------------
+
+    def protected_qty(self) -> Decimal:
+        total = Decimal(0)
+        for pair in self.pairs:
+            stop, target = self.orders.get(pair.stop_loss), self.orders.get(pair.take_profit)
+            if stop and target and stop.working and target.working:
+                total += pair.qty - stop.filled_qty - target.filled_qty
+        return total
+
+    def _protect(self) -> None:
+        if self.flattening or self.position.status is not PositionStatus.OPEN:
+            return
+        missing = self.position.quantity - self.protected_qty() - self.in_flight
+        if missing <= 0:
+            return
+        self.in_flight += missing
+        self.router.tell(m.PlaceProtection(
+            owner=self.actor_ref, position_id=self.position_id, entry_order_id=self.entry_order_id,
+            cycle_id=self.plan.cycle_id, symbol=self.plan.symbol, side=self.position.exit_side, qty=missing,
+            stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
+        ))
+
+    def _flatten(self, reason: str) -> None:
+        if self.flattening or self.position.is_terminal:
+            return
+        working = tuple(i for i, v in self.orders.items() if v.working)
+        if self.position.status is PositionStatus.PENDING:
+            self.router.tell(m.CancelOrders(order_ids=working, reason=reason))
+            return
+        self.flattening = True
+        self.log.warning(f"position {self.label} flattening {self.position.quantity}: {reason}")
+        # Cancel the protection first so the market exit cannot be doubled by a stop firing at the same moment.
+        self.router.tell(m.CancelOrders(order_ids=working, reason=f"flatten: {reason}"))
+        self.router.tell(m.PlaceExit(
+            owner=self.actor_ref, position_id=self.position_id, cycle_id=self.plan.cycle_id,
+            symbol=self.plan.symbol, side=self.position.exit_side, qty=self.position.quantity, reason=reason,
+        ))
+
+    # --- closing ----------------------------------------------------------------------------------------------
+
+    def _after_close(self) -> None:
+        working = tuple(i for i, v in self.orders.items() if v.working)
+        if working:
+            self._timer = threading.Timer(wall_seconds(self.clock, SIBLING_GRACE_S), self._tell_check)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _tell_check(self) -> None:
+        try:
+            self.actor_ref.tell(CheckSiblings())
+        except pykka.ActorDeadError:
+            pass
+
+    def _check_siblings(self) -> None:
+        working = tuple(i for i, v in self.orders.items() if v.working)
+        if not working:
+            return
+        self.log.info(f"position {self.label} closed; no cancel event yet for {working}: asking the broker")
+        self.router.tell(m.VerifyOrders(order_ids=working))
+        self.router.tell(m.CancelOrders(order_ids=working, reason="position closed"))
+
+    def _finish_if_done(self) -> None:
+        if not self.position.is_terminal or any(v.working for v in self.orders.values()):
+            return
+        self.system.tell(m.PositionFinished(key=self.label, status=str(self.position.status),
+                                            realized_pnl=self.position.realized_pnl))
+        self.log.info(f"position {self.label} done ({self.position.status}); actor stops")
+        self.stop()
+
+    def _restore(self, restored: Any) -> None:
+        """Rebuild from the database after a restart or a crash: replay the recorded fills, re-register orders."""
+        self.entry_order_id = restored.entry_order_id
+        self.position_id = restored.position_id
+        for order in restored.orders:
+            self.orders[order.order_id] = OrderView(role=order.role, status=OrderStatus(order.status),
+                                                    filled_qty=order.filled_qty)
+        for tp, sl, qty in restored.pairs:
+            self.pairs.append(OcoPair(tp, sl, qty))
+        for role, fill_qty, price in restored.fills:
+            side = self.position.entry_side if role == "entry" else self.position.exit_side
+            self.position = self.position.apply_fill(side, fill_qty, price)
+        self.router.tell(m.Register(owner=self.actor_ref, order_ids=tuple(self.orders)))
+        self.log.info(f"position {self.label} restored {self.position.status} qty={self.position.quantity} "
+                      f"protected={self.protected_qty()}")
+        self._protect()
+        if self.position.status is PositionStatus.CLOSED:
+            self._after_close()
+        self._finish_if_done()

@@ -1,0 +1,202 @@
+"""The actor system: starts actors in dependency order, stops them in reverse, and supervises position actors.
+
+pykka has no supervision: a position actor that dies tells the supervisor (`PositionCrashed` from its
+`on_failure`), and the supervisor rebuilds it from the database (its orders and recorded fills), so a crash
+loses nothing and its shares stay protected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable
+
+import pykka
+from loguru import logger
+
+from actors import messages as m
+from actors.broker_worker import BrokerWorker
+from actors.db_writer import DbWriter
+from actors.order_router import OrderRouter
+from actors.position import PositionActor
+from catalyst.domain.positions import PositionSide
+
+log = logger.bind(actor="system")
+MAX_REBUILDS = 3  # per position; a position that keeps crashing is left to the doctor, loudly
+
+
+def plan_from_entry(entry: Any) -> m.TradePlan:
+    """The trade plan a pending entry was placed with: it is all on the entry order row."""
+    return m.TradePlan(
+        symbol=entry.symbol, side=PositionSide.LONG if entry.side == "buy" else PositionSide.SHORT,
+        qty=entry.quantity, order_type=entry.order_type, limit_price=entry.limit_price,
+        stop_loss=entry.planned_stop_loss, take_profit=entry.planned_take_profit, cycle_id=entry.cycle_id,
+    )
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What PositionActor._restore reads, derived from a store PositionBook."""
+
+    entry_order_id: int
+    position_id: int | None
+    orders: tuple[Any, ...]
+    pairs: tuple[tuple[int, int, Decimal], ...]
+    fills: tuple[tuple[str, Decimal, Decimal], ...]
+
+    @classmethod
+    def from_book(cls, book: Any) -> Restored:
+        roles = {o.order_id: o.role for o in book.orders}
+        # The stop-loss row is created right after its take-profit, in the same transaction (PlaceProtection).
+        pairs = tuple(
+            (o.order_id, o.order_id + 1, o.quantity) for o in book.orders
+            if o.role == "take_profit" and roles.get(o.order_id + 1) == "stop_loss"
+        )
+        fills = tuple((roles[f.order_id], f.qty, f.price) for f in book.fills if f.order_id in roles)
+        return cls(book.entry.order_id, book.entry.position_id, book.orders, pairs, fills)
+
+
+class Supervisor(pykka.ThreadingActor):
+    """Keeps the registry of live position actors and rebuilds crashed ones."""
+
+    def __init__(self, writer: Any, make_position: Callable[..., Any]) -> None:
+        super().__init__()
+        self.writer = writer
+        self.make_position = make_position
+        self.live: dict[str, Any] = {}  # actor urn -> ActorRef
+        self.rebuilds: dict[int, int] = {}
+        self.finished: list[m.PositionFinished] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, m.PositionFinished):
+            self.finished.append(message)
+            self.live = {k: v for k, v in self.live.items() if v.is_alive()}
+        elif isinstance(message, m.PositionCrashed):
+            self._rebuild(message)
+        elif isinstance(message, _Adopt):
+            self.live[message.ref.actor_urn] = message.ref
+        return None
+
+    def restore(self, entry_order_id: int) -> Any:
+        book = self.writer.position_book(entry_order_id).get()
+        if book is None:
+            log.error(f"system cannot restore entry o-{entry_order_id}: not in the database")
+            return None
+        ref = self.make_position(plan_from_entry(book.entry), restored=Restored.from_book(book))
+        self.live[ref.actor_urn] = ref
+        return ref
+
+    def _rebuild(self, msg: m.PositionCrashed) -> None:
+        count = self.rebuilds.get(msg.entry_order_id, 0) + 1
+        self.rebuilds[msg.entry_order_id] = count
+        if count > MAX_REBUILDS:
+            log.critical(f"system position {msg.key} crashed {count} times ({msg.error}); not rebuilt again — "
+                         "its broker-side protection stays in place; the doctor will report it")
+            return
+        log.warning(f"system position {msg.key} crashed ({msg.error}); rebuilding from the database (#{count})")
+        self.restore(msg.entry_order_id)
+
+    def live_count(self) -> int:
+        return sum(1 for ref in self.live.values() if ref.is_alive())
+
+    def live_refs(self) -> list[Any]:
+        return [ref for ref in self.live.values() if ref.is_alive()]
+
+
+@dataclass
+class TradingSystem:
+    """Wires the actors. `broker_factory(name)` returns a new AlpacaBroker; `stream_factory(router_ref)` a
+    started-later TradeStream whose callbacks tell the router."""
+
+    database_url: str
+    broker_factory: Callable[[str], Any]
+    stream_factory: Callable[[Any], Any] | None
+    clock: Any
+    protect_workers: int = 2
+    general_workers: int = 2
+    synchronous: str = "FULL"
+    refs: list[Any] = field(default_factory=list)
+
+    def start(self) -> TradingSystem:
+        try:
+            self.writer_ref = DbWriter.start(self.database_url, clock=self.clock.now, synchronous=self.synchronous)
+            self.refs.append(self.writer_ref)
+            self.writer = self.writer_ref.proxy()
+            protect = [self._worker(f"protect-{i}") for i in range(self.protect_workers)]
+            general = [self._worker(f"general-{i}") for i in range(self.general_workers)]
+            self.router = OrderRouter.start(self.writer, protect, general, self.clock)
+            self.refs.append(self.router)
+            self.supervisor_ref = Supervisor.start(self.writer, self._make_position)
+            self.refs.append(self.supervisor_ref)
+            self.supervisor = self.supervisor_ref.proxy()
+            for entry_id in self.writer.live_entry_ids().get():
+                self.supervisor.restore(entry_id).get()
+            self.stream = self.stream_factory(self.router) if self.stream_factory else None
+            if self.stream is not None:
+                self.stream.start()
+            log.info(f"system started: writer, {len(protect) + len(general)} broker workers, router, supervisor"
+                     f", {self.supervisor.live_count().get()} positions restored")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _worker(self, name: str) -> Any:
+        ref = BrokerWorker.start(self.broker_factory(name), name)
+        self.refs.append(ref)
+        return ref
+
+    def _make_position(self, plan: m.TradePlan, restored: Any = None) -> Any:
+        return PositionActor.start(plan, self.router, self.writer, self.supervisor_ref, self.clock, restored)
+
+    def open_position(self, plan: m.TradePlan) -> Any:
+        """Start a position actor for a new trade (the cycle's job; tests and `catalyst trade` call it too)."""
+        ref = self._make_position(plan)
+        # Registered under its entry id once the router has created the entry row.
+        self.supervisor_ref.tell(_Adopt(ref=ref))
+        return ref
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Reverse order: stream first (no new events), then the actors, then anything left."""
+        stream = getattr(self, "stream", None)
+        if stream is not None:
+            stream.stop()
+        for ref in getattr(self, "supervisor_ref", None) and self.supervisor.live_refs().get() or []:
+            ref.stop(block=True, timeout=timeout)
+        for ref in reversed(self.refs):
+            try:
+                ref.stop(block=True, timeout=timeout)
+            except pykka.ActorDeadError:
+                pass
+        self.refs.clear()
+        log.info("system stopped")
+
+
+class _Adopt(m.Message):
+    ref: Any
+
+
+def alpaca_factories(key_id: str, secret: str, trading_url: str | None, stream_url: str | None, *,
+                     paper: bool = True, timeout_s: float = 10.0, limiter: Any = None,
+                     ) -> tuple[Callable[[str], Any], Callable[[Any], Any]]:
+    """Broker and stream factories over the real alpaca-py clients (emulator, paper or live: only URLs differ).
+
+    All workers share one rate limiter: Alpaca's 200 requests/minute is per account, not per connection.
+    """
+    from catalyst.broker.adapter import AlpacaBroker
+    from catalyst.broker.stream import TradeStream
+
+    def broker(name: str) -> Any:
+        return AlpacaBroker(key_id, secret, trading_url=trading_url, stream_url=stream_url, paper=paper,
+                            timeout_s=timeout_s, limiter=limiter, name=name)
+
+    def stream(router: Any) -> Any:
+        return TradeStream(
+            key_id, secret, stream_url,
+            on_update=lambda report: router.tell(m.TradeUpdateReceived(update=report)),
+            on_connected=lambda count: router.tell(m.StreamConnected(count=count)),
+            on_auth_failed=lambda reason: router.tell(m.StreamLoginFailed(reason=reason)),
+            paper=paper,
+        )
+
+    return broker, stream

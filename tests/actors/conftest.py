@@ -1,0 +1,107 @@
+"""Actor-test fixtures: the real actor system, alpaca-py against the embedded exchange on 127.0.0.1, SQLite on disk."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Callable, Iterator, TypeVar
+
+import pytest
+
+from actors.messages import TradePlan
+from actors.system import TradingSystem, alpaca_factories
+from catalyst.broker.ratelimit import RateLimiter
+from catalyst.domain.positions import PositionSide
+from catalyst.sim.clock import SimClock
+from catalyst.sim.market import EXCHANGE_TZ
+from catalyst.sim.scripted import ScriptedMarket
+from catalyst.sim.server import EmbeddedExchange, ExchangeConfig
+
+T = TypeVar("T")
+START = datetime(2024, 3, 4, 9, 45, tzinfo=EXCHANGE_TZ)  # a Monday, inside the regular session
+SYMBOLS = ("AAPL", "MSFT", "TSLA")
+_keys = itertools.count(1)
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout: float = 20.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def exchange() -> Iterator[EmbeddedExchange]:
+    clock = SimClock(START, 0)
+    market = ScriptedMarket(SYMBOLS, START)
+    with EmbeddedExchange(ExchangeConfig(speed=0, start=START, rate_limit_per_minute=0), market, clock) as ex:
+        yield ex
+
+
+class Trading:
+    """The daemon's actor system wired to the exchange, plus the views a test asserts on."""
+
+    wait_for = staticmethod(wait_for)
+
+    def __init__(self, exchange: EmbeddedExchange, db_url: str) -> None:
+        self.exchange = exchange
+        self.key = f"PKACTORS{next(_keys):04d}"
+        self.db_url = db_url
+        self.system: TradingSystem | None = None
+
+    def start(self) -> Trading:
+        broker, stream = alpaca_factories(self.key, "secret", self.exchange.base_url, self.exchange.stream_url,
+                                          timeout_s=2.0, limiter=RateLimiter(0))
+        self.system = TradingSystem(self.db_url, broker, stream, self.exchange.clock).start()
+        wait_for(lambda: self.exchange.stream_connected(self.key), "the trade stream to connect")
+        return self
+
+    def stop(self) -> None:
+        if self.system is not None:
+            self.system.stop()
+            self.system = None
+
+    @property
+    def writer(self) -> Any:
+        assert self.system is not None
+        return self.system.writer
+
+    def cycle_id(self) -> int:
+        return self.writer.get_or_create_cycle(date(2024, 3, 4)).get().cycle_id
+
+    def plan(self, symbol: str = "AAPL", side: PositionSide = PositionSide.LONG, qty: str = "100",
+             stop: str = "147.00", target: str = "155.00", **kw: Any) -> TradePlan:
+        return TradePlan(symbol=symbol, side=side, qty=Decimal(qty), stop_loss=Decimal(stop),
+                         take_profit=Decimal(target), cycle_id=self.cycle_id(), **kw)
+
+    def trade(self, symbol: str, price: str, volume: int | None = None) -> None:
+        """A print at `price`, then one minute passes so resting orders match against that minute's bar."""
+        self.exchange.set_price(symbol, price, volume=volume) if volume else self.exchange.set_price(symbol, price)
+        self.exchange.advance(timedelta(minutes=1))
+
+    def open(self, plan: TradePlan) -> Any:
+        assert self.system is not None
+        return self.system.open_position(plan)
+
+    def all_orders(self, symbol: str = "AAPL") -> list[Any]:
+        rows, order_id = [], 1
+        while (row := self.writer.get_order(order_id).get()) is not None:
+            rows.append(row)
+            order_id += 1
+        return [r for r in rows if r.symbol == symbol]
+
+    def broker_view(self) -> dict[str, Any]:
+        return self.exchange.account_snapshot(self.key)
+
+
+@pytest.fixture
+def trading(exchange: EmbeddedExchange, tmp_path) -> Iterator[Trading]:
+    harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}").start()
+    yield harness
+    harness.stop()
