@@ -74,7 +74,7 @@ def iso_z(moment: datetime | None) -> str | None:
 def money(value: Decimal | None) -> str | None:
     if value is None:
         return None
-    return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+    return format(value.normalize(), "f")  # "100", "98.75": no exponent, no trailing zeros
 
 
 @dataclass

@@ -238,6 +238,10 @@ class EmbeddedExchange(ControlMethods):
             started.set()
             loop.run_forever()
             loop.run_until_complete(self._shutdown())
+            leftovers = asyncio.all_tasks(loop)  # e.g. requests hanging in an injected timeout
+            for task in leftovers:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
             loop.close()
 
         self._loop = loop
