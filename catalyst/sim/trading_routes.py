@@ -10,7 +10,7 @@ from aiohttp import web
 
 from catalyst.sim.engine import Engine
 from catalyst.sim.order_entry import decimal_field, parse_order_body
-from catalyst.sim.orders import ExchangeError, SimOrder, asset_id_for, iso_z, not_found, unprocessable
+from catalyst.sim.orders import ExchangeError, SimOrder, asset_id_for, not_found, unprocessable
 
 ENGINE = web.AppKey("engine", Engine)
 KEY_ID = web.RequestKey("key_id", str)  # set by the auth middleware

@@ -211,3 +211,22 @@ def test_order_is_found_by_id_and_by_client_order_id(trading):
 
     assert trading.get_order_by_client_id("entry-42").id == order.id
     assert trading.get_order_by_id(order.id, GetOrderByIdRequest(nested=True)).client_order_id == "entry-42"
+
+
+def test_extended_hours_limit_fills_pre_market_and_a_regular_one_waits(exchange, trading):
+    exchange.jump_to(datetime(2024, 3, 5, 8, 0, tzinfo=EXCHANGE_TZ))
+    extended = trading.submit_order(limit("AAPL", 5, OrderSide.BUY, 99, extended_hours=True))
+    regular = trading.submit_order(limit("AAPL", 5, OrderSide.BUY, 99))
+
+    exchange.set_price("AAPL", "98")
+    exchange.advance(timedelta(minutes=1))
+
+    assert trading.get_order_by_id(extended.id).status == OrderStatus.FILLED
+    assert trading.get_order_by_id(regular.id).status == OrderStatus.ACCEPTED
+
+
+def test_extended_hours_market_order_is_an_invalid_combination(trading):
+    with pytest.raises(APIError) as error:
+        trading.submit_order(market("AAPL", 1, OrderSide.BUY, extended_hours=True))
+
+    assert (error.value.status_code, error.value.code) == (422, 42210000)
