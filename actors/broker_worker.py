@@ -118,6 +118,7 @@ class BrokerWorker(pykka.ThreadingActor):
             fills = self.broker.fill_activities(after=msg.since)
         except BrokerError as exc:
             log.warning(f"broker catch-up since {msg.since:%H:%M:%S} failed: {exc}; the doctor retries")
+            msg.reply_to.tell(m.CatchUpResult(orders=(), fills=(), since=msg.since))
             return
         flat = []
         for order in orders:

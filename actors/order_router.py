@@ -70,6 +70,7 @@ class OrderRouter(pykka.ThreadingActor):
         self.unmatched: dict[str, list[TradeUpdateReport]] = {}
         self.last_update_at: datetime | None = None
         self.stream_connections = 0
+        self.catching_up = False
 
     # --- messages --------------------------------------------------------------------------------------------
 
@@ -195,18 +196,25 @@ class OrderRouter(pykka.ThreadingActor):
     def _on_StreamConnected(self, msg: m.StreamConnected) -> None:
         self.stream_connections = msg.count
         since = (self.last_update_at or self.clock.now()) - timedelta(minutes=5)
-        log.info(f"router stream connected (#{msg.count}); catching up over REST since {since:%H:%M:%S}")
+        self._catch_up(since, why=f"stream connected (#{msg.count})", force=True)
+
+    def _catch_up(self, since: datetime, why: str, force: bool = False) -> None:
+        if self.catching_up and not force:
+            return
+        self.catching_up = True
+        log.info(f"router catching up over REST since {since:%H:%M:%S}: {why}")
         next(self._general).tell(CatchUp(since=since, reply_to=self.actor_ref))
 
     def _on_StreamLoginFailed(self, msg: m.StreamLoginFailed) -> None:
         log.error(f"router trade stream login failed: {msg.reason}; fills arrive only by REST catch-up until fixed")
 
     def _on_CatchUpResult(self, msg: m.CatchUpResult) -> None:
+        self.catching_up = False
         # Executions first (positions need their shares), then statuses.
         for fill in sorted(msg.fills, key=lambda f: (f.at, f.cum_qty or 0)):
             tracked = self.by_broker.get(fill.broker_order_id) or self._lookup_row(fill.client_order_id, fill.broker_order_id)
-            if tracked is not None:
-                self._record_execution(tracked, fill, source="activity")
+            if tracked is not None and (fresh := self._record_execution(tracked, fill, source="activity")):
+                self._tell_owner(tracked, fresh)
         for report in msg.orders:
             if self._find(report) is not None:
                 self._apply_report(report, at=report.updated_at, execution=None)
@@ -232,6 +240,10 @@ class OrderRouter(pykka.ThreadingActor):
         if tracked is None:
             return
         fresh = self._record_execution(tracked, execution, source="stream") if execution else None
+        if execution is None and report.filled_qty > tracked.filled_qty:
+            # The broker says more shares filled than we have executions for: a fill event was lost (stream
+            # gap, dropped frame). Fetch the executions over REST rather than inventing one from the total.
+            self._catch_up(report.submitted_at - timedelta(minutes=1), why=f"{tracked.label} missing executions")
         try:
             reported = status_from_broker(report.status, report.filled_qty, report.qty or tracked.qty)
         except ValueError as exc:

@@ -1,0 +1,160 @@
+"""Issue 4's scenarios: partial fills, stop-loss, short, rejection, lost replies, bad streams, a crashing actor.
+
+Each asserts the database AND the emulator's own view of the account.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pykka
+
+from actors import messages as m
+from actors.position import PositionActor
+from catalyst.domain.orders import OrderStatus
+from catalyst.domain.positions import PositionSide
+
+
+def position_of(trading, symbol="AAPL"):
+    entry = next((o for o in trading.all_orders(symbol) if o.role == "entry"), None)
+    return trading.writer.get_position(entry.position_id).get() if entry and entry.position_id else None
+
+
+def legs(trading, symbol="AAPL"):
+    return [o for o in trading.all_orders(symbol) if o.role in ("take_profit", "stop_loss")]
+
+
+def protected_qty(trading, symbol="AAPL"):
+    return sum((o.quantity - o.filled_qty for o in legs(trading, symbol)
+                if o.role == "stop_loss" and o.status in ("submitted", "accepted") and o.alpaca_order_id), Decimal(0))
+
+
+def broker_working_stop_qty(trading, symbol="AAPL"):
+    return sum((Decimal(o["qty"]) - Decimal(o["filled_qty"]) for o in trading.broker_view()["orders"]
+                if o["symbol"] == symbol and o["type"] == "stop" and o["status"] in ("new", "held", "accepted")),
+               Decimal(0))
+
+
+def wait_closed(trading, symbol="AAPL"):
+    return trading.wait_for(lambda: (p := position_of(trading, symbol=symbol)) and p.status == "closed"
+                            and not any(o.status in ("submitted", "accepted") for o in legs(trading, symbol)) and p,
+                            f"{symbol} to close with no working protection")
+
+
+def test_partial_entry_fills_are_each_protected_so_protection_always_equals_the_position(trading):
+    trading.exchange.set_price("AAPL", "50.00", volume=800)  # 25% participation: 200 shares a minute
+    trading.open(trading.plan(qty="500", stop="48.00", target="55.00"))
+    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal("200"), "the first partial fill")
+    for _ in range(3):
+        trading.trade("AAPL", "50.00", volume=800)
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal("500") and p,
+                                "the entry to fill completely")
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("500"), "protection to cover all 500 shares")
+    assert position.entry_price == Decimal("50.00")
+    assert broker_working_stop_qty(trading) == Decimal("500")
+    assert len(legs(trading)) >= 4  # one OCO per batch of fills, never a cancel-and-replace gap
+
+
+def test_a_stop_loss_exit_closes_the_position_at_a_loss_and_cancels_the_take_profit(trading):
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan())
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
+    trading.trade("AAPL", "146.50")
+    position = wait_closed(trading)
+    stop = next(o for o in legs(trading) if o.role == "stop_loss")
+    take_profit = next(o for o in legs(trading) if o.role == "take_profit")
+    assert stop.status == "filled" and take_profit.status == "cancelled" and take_profit.cancel_reason == "OCO"
+    assert position.realized_pnl == (stop.filled_avg_price - Decimal("149.95")) * 100 < 0
+    assert all(Decimal(p["qty"]) == 0 for p in trading.broker_view()["positions"])
+
+
+def test_a_short_position_is_protected_above_and_closed_by_a_buy_to_cover(trading):
+    trading.exchange.set_price("TSLA", "50.00")
+    trading.open(trading.plan(symbol="TSLA", side=PositionSide.SHORT, stop="52.00", target="48.00"))
+    trading.wait_for(lambda: protected_qty(trading, "TSLA") == Decimal("100"), "protection of the short")
+    entry = next(o for o in trading.all_orders("TSLA") if o.role == "entry")
+    assert entry.side == "sell" and all(o.side == "buy" for o in legs(trading, "TSLA"))
+    trading.trade("TSLA", "47.90")
+    position = wait_closed(trading, "TSLA")
+    assert position.side == "short" and position.realized_pnl == Decimal("200.00")
+
+
+def test_an_entry_rejected_for_buying_power_fails_the_position_with_the_reason(trading):
+    trading.exchange.set_price("AAPL", "149.95")
+    ref = trading.open(trading.plan(qty="100000"))
+    entry = trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status == "rejected" and o[0],
+                             "the entry to be rejected")
+    assert "buying power" in (entry.rejection_reason or "")
+    assert entry.position_id is None and legs(trading) == []
+    trading.wait_for(lambda: not ref.is_alive(), "the failed position's actor to stop")
+    assert trading.broker_view()["orders"] == [] or all(o["status"] == "rejected" for o in trading.broker_view()["orders"])
+
+
+def test_a_lost_reply_on_submit_yields_exactly_one_broker_order(trading):
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.exchange.set_faults("reply_lost=1.0")
+    trading.open(trading.plan())
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].alpaca_order_id, "the lookup to settle the entry",
+                     timeout=30)
+    trading.exchange.set_faults("")
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection", timeout=30)
+    entry = trading.all_orders()[0]
+    broker_entries = [o for o in trading.broker_view()["orders"] if o["client_order_id"] == entry.client_order_id]
+    assert len(broker_entries) == 1 and entry.status == "filled"
+    assert position_of(trading).quantity == Decimal("100")
+
+
+def test_duplicated_fill_events_are_applied_once(trading):
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.exchange.set_faults("duplicate=1.0")
+    trading.open(trading.plan())
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
+    trading.trade("AAPL", "155.05")
+    position = wait_closed(trading)
+    assert position.realized_pnl == Decimal("505.00")
+    entry = trading.all_orders()[0]
+    assert len(trading.writer.fills_for_order(entry.order_id).get()) == 1
+
+
+def test_fill_events_lost_on_the_stream_are_recovered_over_rest(trading):
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.exchange.set_faults("drop=1.0")
+    trading.open(trading.plan())
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "open" and p,
+                                "the entry fill to arrive by REST catch-up")
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection without the stream")
+    assert position.quantity == Decimal("100")
+    fills = trading.writer.fills_for_order(trading.all_orders()[0].order_id).get()
+    assert [f.source for f in fills] == ["activity"]
+
+
+def test_a_stream_disconnect_mid_trade_is_caught_up(trading):
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan())
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
+    trading.exchange.set_faults("drop=1.0")
+    trading.trade("AAPL", "155.05")  # the exit happens while its events are lost
+    trading.exchange.set_faults("")
+    trading.exchange.drop_stream_connections()  # alpaca-py reconnects; the router catches up over REST
+    position = wait_closed(trading)
+    take_profit = next(o for o in legs(trading) if o.role == "take_profit")
+    broker_tp = next(o for o in trading.broker_view()["orders"] if o["id"] == take_profit.alpaca_order_id)
+    assert take_profit.filled_avg_price == Decimal(broker_tp["filled_avg_price"])
+    assert position.realized_pnl == (take_profit.filled_avg_price - Decimal("149.95")) * 100
+
+
+def test_a_crashed_position_actor_is_rebuilt_from_the_database_and_still_closes(trading):
+    trading.exchange.set_price("AAPL", "149.95")
+    ref = trading.open(trading.plan())
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
+    entry = trading.all_orders()[0]
+    bogus = m.Execution(key="bogus:1", qty=Decimal("999"), price=Decimal("1"), at=entry.updated_at)
+    ref.tell(m.OrderUpdated(order_id=entry.order_id + 1, role="take_profit", status=OrderStatus.FILLED,
+                            filled_qty=Decimal("999"), execution=bogus))  # an exit larger than the position
+    trading.wait_for(lambda: not ref.is_alive(), "the poisoned actor to die")
+    rebuilt = trading.wait_for(
+        lambda: [r for r in pykka.ActorRegistry.get_by_class(PositionActor) if r.is_alive()], "a rebuilt actor")
+    assert rebuilt[0] is not ref
+    assert position_of(trading).quantity == Decimal("100") and protected_qty(trading) == Decimal("100")
+    trading.trade("AAPL", "155.05")
+    assert wait_closed(trading).realized_pnl == Decimal("505.00")
