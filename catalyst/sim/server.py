@@ -293,12 +293,13 @@ class EmbeddedExchange(ControlMethods):
         return asyncio.run_coroutine_threadsafe(coroutine(), self._loop).result(timeout=30)  # type: ignore[arg-type]
 
 
-def serve(config: ExchangeConfig) -> None:
+def serve(config: ExchangeConfig, market: Market | None = None) -> None:
     """Runs the exchange in the foreground until SIGINT/SIGTERM; prints one ready line when listening."""
 
     async def main() -> None:
-        clock, market = default_clock(config), default_market(config)
-        app, state = build_app(config, market, clock)
+        clock = default_clock(config)
+        market_ = market if market is not None else default_market(config)
+        app, state = build_app(config, market_, clock)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         await web.TCPSite(runner, config.host, config.port).start()
