@@ -1,0 +1,143 @@
+"""Shared benchmark pieces: machine facts, latency statistics, goals, deadline polling and a log probe."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+T = TypeVar("T")
+
+
+def machine_facts() -> dict[str, Any]:
+    """What a reader needs to judge the figures: the CPU, how many cores, Python, and the load at the start."""
+    return {
+        "cpu": _cpu_model(),
+        "cores_logical": os.cpu_count(),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def latency_ms(samples_s: Iterable[float]) -> dict[str, float | int]:
+    """p50/p99/max/mean in milliseconds over the samples (nearest-rank percentiles: no interpolation)."""
+    ordered = sorted(samples_s)
+    if not ordered:
+        return {"n": 0}
+
+    def rank(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+    return {
+        "n": len(ordered),
+        "p50_ms": round(rank(50) * 1000, 3),
+        "p99_ms": round(rank(99) * 1000, 3),
+        "max_ms": round(ordered[-1] * 1000, 3),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 3),
+    }
+
+
+def goal(what: str, target: str, measured: float | None, met: bool | None) -> dict[str, Any]:
+    """One line of the verdict; `met=None` marks a baseline figure that has no goal of its own."""
+    return {"what": what, "target": target, "measured": measured, "met": None if met is None else bool(met)}
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return round(numerator / denominator, 2) if denominator else float("inf")
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.002) -> T:
+    """Poll until `predicate()` is truthy; a benchmark that never gets there fails loudly, naming what."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class LogProbe:
+    """A loguru sink stamping matching lines with perf_counter as they are written, on the writing thread.
+
+    This observes the actors from outside (they already log every step) instead of changing actor code.
+    """
+
+    patterns: tuple[re.Pattern[str], ...]
+    lines: list[tuple[float, re.Match[str]]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, message: Any) -> None:
+        stamp = time.perf_counter()
+        text = message.record["message"]
+        for pattern in self.patterns:
+            if (match := pattern.search(text)) is not None:
+                with self._lock:
+                    self.lines.append((stamp, match))
+                return
+
+    def matches(self, pattern: re.Pattern[str]) -> list[tuple[float, re.Match[str]]]:
+        with self._lock:
+            return [(t, m) for t, m in self.lines if m.re is pattern]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.lines.clear()
+
+
+def quiet_logs(probe: LogProbe | None = None) -> None:
+    """Drop loguru's stderr handler (a terminal full of actor lines is not the daemon's cost) and add the probe."""
+    import logging
+
+    from loguru import logger
+
+    logging.getLogger("alpaca").setLevel(logging.ERROR)  # its "websocket error, restarting" on every stop
+    logger.remove()
+    if probe is not None:
+        logger.add(probe, level="INFO", format="{message}", catch=False)
+
+
+def process_facts() -> dict[str, Any]:
+    proc = psutil.Process()
+    return {"rss_mb": round(proc.memory_info().rss / 2**20, 1), "threads": proc.num_threads()}
+
+
+SCRATCH_ROOT = Path(__file__).resolve().parent / "results" / "scratch"
+
+
+@contextmanager
+def scratch_dir(name: str) -> Iterator[Path]:
+    """A fresh directory on the project's disk (not a tmpfs) for database files; removed afterwards."""
+    SCRATCH_ROOT.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=SCRATCH_ROOT))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
