@@ -42,6 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--i-mean-live", action="store_true", help="second confirmation required for broker.mode = live")
     run.set_defaults(handler=_cmd_run)
 
+    sim = sub.add_parser("sim", help="run N simulated trading days against the built-in exchange, then exit")
+    _add_config(sim)
+    _add_logging(sim)
+    sim.add_argument("--days", type=_positive_int, default=1, help="trading days to simulate (default 1)")
+    sim.add_argument("--seed", type=int, help="market seed (default: exchange.seed)")
+    sim.add_argument("--speed", type=_positive_float, help="simulated seconds per wall second (default: exchange.speed)")
+    sim.set_defaults(handler=_cmd_sim)
+
+    stop = sub.add_parser("stop", help="stop the running daemon (graceful: protection stays at the broker)")
+    _add_config(stop)
+    stop.add_argument("--emergency", action="store_true",
+                      help="cancel working entries, flatten every position, close the cycle")
+    stop.set_defaults(handler=_cmd_stop)
+
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
     db_sub.required = True
@@ -82,6 +96,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from catalyst.daemon import run_daemon
 
     return run_daemon(args)
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from catalyst.daemon import run_sim
+
+    return run_sim(args)
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from catalyst.control import stop_daemon
+
+    return stop_daemon(_load(args), emergency=args.emergency)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
 
 
 def _cmd_exchange(args: argparse.Namespace) -> int:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 import tomllib
-from datetime import datetime
+from datetime import datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from catalyst.domain.cycle import PhaseSchedule
+from catalyst.domain.errors import InvalidSchedule
+from catalyst.domain.risk import RiskSettings
 from catalyst.errors import ConfigError
 
 KEY_ID_ENV = "APCA_API_KEY_ID"
@@ -72,6 +75,28 @@ class ExchangeSettings(Section):
     faults: str = ""
 
 
+class CycleSettings(Section):
+    """The day's schedule in exchange time (America/New_York), spec §4.2."""
+
+    scanning_at: time = time(9, 15)
+    evaluating_at: time = time(9, 30)
+    trading_at: time = time(9, 35)
+    monitoring_at: time = time(10, 0)
+    flatten_at: time = time(15, 55)
+    closed_at: time = time(16, 0)
+
+    def schedule(self) -> PhaseSchedule:
+        return PhaseSchedule(**self.model_dump())
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CycleSettings:
+        try:
+            self.schedule()
+        except InvalidSchedule as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class Config(BaseSettings):
     """The whole configuration. Sections other issues add plug in here."""
 
@@ -83,6 +108,8 @@ class Config(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     broker: BrokerSettings = BrokerSettings()
     exchange: ExchangeSettings = ExchangeSettings()
+    cycle: CycleSettings = CycleSettings()
+    risk: RiskSettings = RiskSettings()
     source: Path | None = Field(default=None, exclude=True)
 
     @classmethod

@@ -1,18 +1,36 @@
-"""`catalyst run`: the foreground daemon a supervisor manages."""
+"""`catalyst run` and `catalyst sim`: the foreground daemon a supervisor manages.
+
+Start order: lock → database → broker endpoint → actor system (writer, workers, router, supervisor, positions
+rebuilt from the database) → scanner → doctor (a pass at start-up) → cycle. Stop order is the reverse; protection
+orders stay at the broker on a graceful stop. Signals: TERM/INT stop gracefully, HUP reopens logs, USR1 dumps every
+actor's state and thread stacks into the log, USR2 is the emergency stop (`catalyst stop --emergency`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
 from catalyst.config import Config, load_config, load_secrets
-from catalyst.errors import UsageError
+from catalyst.errors import BrokerUnavailable, UsageError
+from catalyst.instance import InstanceLock
 from catalyst.logs import setup_logging
+from catalyst.runtime import Endpoint, open_endpoint, sim_database_url
+
+log = logger.bind(actor="system")
 
 
-def prepare(args: argparse.Namespace) -> tuple[Config, list[str]]:
-    """Load and check everything a run needs before any actor starts; returns the config and the secrets to redact."""
+def prepare(args: argparse.Namespace) -> tuple[Config, Any]:
+    """Load and check everything a run needs before any actor starts."""
     config = load_config(args.config)
     if getattr(args, "broker_url", None):
         config = config.model_copy(update={"broker": config.broker.model_copy(update={"url": args.broker_url})})
@@ -20,24 +38,177 @@ def prepare(args: argparse.Namespace) -> tuple[Config, list[str]]:
     setup_logging(
         level=getattr(args, "log_level", None) or config.logging.level,
         fmt=getattr(args, "log_format", None) or config.logging.format,
-        file=config.logging.file,
-        rotation=config.logging.rotation,
-        retention=config.logging.retention,
+        file=config.logging.file, rotation=config.logging.rotation, retention=config.logging.retention,
         secrets=secrets.values(),
     )
     if config.broker.mode in ("paper", "live") and not secrets.present:
         raise UsageError(f"broker.mode = {config.broker.mode} needs APCA_API_KEY_ID and APCA_API_SECRET_KEY in the environment")
     if config.broker.mode == "live" and not (config.broker.live_confirmed and getattr(args, "i_mean_live", False)):
         raise UsageError("broker.mode = live needs broker.live_confirmed = true in the config AND --i-mean-live")
-    return config, secrets.values()
+    return config, secrets
+
+
+@dataclass
+class Daemon:
+    config: Config
+    endpoint: Endpoint
+    database_url: str
+    days: int | None = None  # stop after this many completed days (simulation)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    completed: list[tuple[date, Path]] = field(default_factory=list)
+    parts: list[Any] = field(default_factory=list)
+
+    def start(self) -> Daemon:
+        from actors.cycle import CycleActor
+        from actors.system import TradingSystem, alpaca_factories
+        from catalyst.broker.ratelimit import RateLimiter
+        from catalyst.hooks import CycleHooks
+
+        ep = self.endpoint
+        accelerated = ep.simulated and ep.clock.speed > 1
+        limiter = RateLimiter(0 if accelerated else self.config.broker.rate_limit_per_minute)
+        broker_factory, stream_factory = alpaca_factories(
+            ep.key_id, ep.secret, ep.trading_url, ep.stream_url, paper=ep.paper,
+            timeout_s=self.config.broker.timeout_s, limiter=limiter,
+        )
+        self.broker = broker_factory("daemon")
+        self._check_broker()
+        self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
+                                    synchronous=self.config.daemon.sqlite_synchronous).start()
+        self.parts.append(self.system)
+        self.hooks = CycleHooks(self, broker_factory)
+        self.cycle = CycleActor.start(self.system.writer, self.system, ep.clock, self.config.cycle.schedule(),
+                                      self.hooks.as_dict())
+        self.parts.append(self.cycle)
+        return self
+
+    def _check_broker(self) -> None:
+        from catalyst.broker.errors import AuthError, BrokerError
+
+        try:
+            account = self.broker.account()
+        except AuthError as exc:
+            raise BrokerUnavailable(f"the broker refused our keys: {exc}") from None
+        except BrokerError as exc:
+            raise BrokerUnavailable(f"broker unreachable at {self.endpoint.trading_url or 'Alpaca'}: {exc}") from None
+        log.info(f"system broker {self.endpoint.mode} account {account.account_number} status {account.status} "
+                 f"equity {account.equity} buying power {account.buying_power}")
+
+    def day_completed(self, day: date, report: Path) -> None:
+        self.completed.append((day, report))
+        if self.days is not None and len(self.completed) >= self.days:
+            self.stop_event.set()
+
+    def dump_state(self) -> None:
+        log.info(f"state cycle {self.cycle.proxy().state().get(timeout=5)}")
+        for ref in self.system.supervisor.live_refs().get(timeout=5):
+            log.info(f"state position {ref.proxy().state().get(timeout=5)}")
+        names = {t.ident: t.name for t in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            where = " <- ".join(f"{f.name}:{f.lineno}" for f in reversed(traceback.extract_stack(frame)[-4:]))
+            log.info(f"state thread {names.get(ident, ident)}: {where}")
+
+    def log_state_table(self) -> None:
+        try:
+            cycle = self.cycle.proxy().state().get(timeout=5)
+            positions = [ref.proxy().state().get(timeout=5) for ref in self.system.supervisor.live_refs().get(timeout=5)]
+        except Exception as exc:  # a busy actor must not kill the reporter
+            log.warning(f"state table skipped: {type(exc).__name__}: {exc}")
+            return
+        log.info(f"state {self.endpoint.clock.now():%Y-%m-%d %H:%M} phase={cycle['phase']} live={len(positions)} "
+                 f"halted={cycle['halted'] or 'no'}")
+        for p in positions:
+            log.info(f"state   {p['position']:<14} {p['status']:<8} qty={p['qty']:<6} avg={p['avg']:<8} "
+                     f"protected={p['protected']}")
+
+    def stop(self) -> None:
+        for part in reversed(self.parts):
+            try:
+                part.stop() if hasattr(part, "refs") else part.stop(block=True, timeout=10)
+            except Exception as exc:
+                log.warning(f"system stopping {type(part).__name__}: {type(exc).__name__}: {exc}")
+        self.parts.clear()
+
+
+def _install_signals(daemon: Daemon, config: Config, secrets: Any, args: argparse.Namespace) -> None:
+    def graceful(signum: int, _frame: Any) -> None:
+        log.info(f"system {signal.Signals(signum).name}: graceful stop (protection stays at the broker)")
+        daemon.stop_event.set()
+
+    def reopen(_signum: int, _frame: Any) -> None:
+        setup_logging(level=getattr(args, "log_level", None) or config.logging.level,
+                      fmt=getattr(args, "log_format", None) or config.logging.format, file=config.logging.file,
+                      rotation=config.logging.rotation, retention=config.logging.retention, secrets=secrets.values())
+        log.info("system SIGHUP: log files reopened")
+
+    def dump(_signum: int, _frame: Any) -> None:
+        threading.Thread(target=daemon.dump_state, name="state-dump", daemon=True).start()
+
+    def emergency(_signum: int, _frame: Any) -> None:
+        from actors.cycle import EmergencyStop
+
+        daemon.cycle.tell(EmergencyStop(reason="operator: catalyst stop --emergency"))
+
+    signal.signal(signal.SIGTERM, graceful)
+    signal.signal(signal.SIGINT, graceful)
+    signal.signal(signal.SIGHUP, reopen)
+    signal.signal(signal.SIGUSR1, dump)
+    signal.signal(signal.SIGUSR2, emergency)
+
+
+def _serve(args: argparse.Namespace, config: Config, secrets: Any, endpoint: Endpoint, database_url: str,
+           days: int | None, what: str) -> Daemon:
+    from catalyst.config import sqlite_path
+
+    db_path = sqlite_path(database_url)
+    try:
+        lock = InstanceLock(db_path).acquire(what) if db_path else None
+    except BaseException:
+        endpoint.close()
+        raise
+    daemon = Daemon(config, endpoint, database_url, days=days)
+    try:
+        if endpoint.exchange is not None and db_path is not None:
+            _wipe(db_path)
+        daemon.start()
+        _install_signals(daemon, config, secrets, args)
+        interval = config.daemon.state_table_interval_s
+        while not daemon.stop_event.wait(timeout=interval):
+            daemon.log_state_table()
+    finally:
+        daemon.stop()
+        endpoint.close()
+        if lock:
+            lock.release()
+    return daemon
 
 
 def run_daemon(args: argparse.Namespace) -> int:
-    config, _ = prepare(args)
-    from catalyst.store.migrate import upgrade
-
-    revision = upgrade(config.daemon.database_url)
-    logger.bind(actor="system").info(
-        f"config {config.source} ok; database {config.database_path} at revision {revision}; broker mode {config.broker.mode}"
-    )
+    config, secrets = prepare(args)
+    endpoint = open_endpoint(config, secrets)
+    database_url = sim_database_url(config) if endpoint.exchange is not None else config.daemon.database_url
+    log.info(f"system catalyst run: config {config.source}, broker {endpoint.mode}, database {database_url}")
+    _serve(args, config, secrets, endpoint, database_url, None, "catalyst run")
+    log.info("system stopped cleanly")
     return 0
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    config, secrets = prepare(args)
+    config = config.model_copy(update={"broker": config.broker.model_copy(update={"mode": "emulator", "url": None})})
+    endpoint = open_endpoint(config, secrets, speed=args.speed, seed=args.seed)
+    database_url = sim_database_url(config)
+    daemon = _serve(args, config, secrets, endpoint, database_url, args.days, f"catalyst sim --days {args.days}")
+    for day, report in daemon.completed:
+        print(f"{day}: report {report}")
+    if len(daemon.completed) < args.days:
+        print(f"stopped after {len(daemon.completed)} of {args.days} days")
+        return 1
+    return 0
+
+
+def _wipe(path: Path) -> None:
+    """The embedded exchange's accounts are new every run, so the simulation's database is too (under the lock)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    log.info(f"system simulation database {path} starts empty (the embedded exchange's accounts are new too)")

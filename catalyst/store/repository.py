@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from catalyst.store import order_ops, position_ops, queries, recovery_ops, security_ops
+from catalyst.store import cycle_ops, order_ops, position_ops, queries, recovery_ops, security_ops
 from catalyst.store.errors import ConstraintViolationError
 from catalyst.store.records import (
     CycleRecord, FillRecord, LiveBook, NewFinding, NewOrder, NewScanResult, OrderProgress,
@@ -213,6 +213,10 @@ class Store:
     async def position_book(self, entry_order_id: int) -> recovery_ops.PositionBook | None:
         """A position actor's whole history, to rebuild it after a crash or a restart."""
         return await self._transaction(recovery_ops.position_book, entry_order_id)
+
+    async def cycle_pnl(self, cycle_id: int) -> tuple[Decimal, Decimal]:
+        """(realized, unrealized) P&L of the cycle's positions."""
+        return await self._transaction(cycle_ops.cycle_pnl, cycle_id)
 
     async def live_entry_ids(self) -> list[int]:
         """Entry order ids of every position that needs an actor: working entries and open positions."""

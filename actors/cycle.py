@@ -1,0 +1,209 @@
+"""The day's conductor (spec §4): drives the cycle's phases by the exchange clock, persists each one, resumes after a
+restart from the persisted phase, approves entries, flattens before the close, and writes the day's report.
+
+It never blocks on an actor that can wait on it: it asks the scanner, the doctor and the writer (none of which ask
+back) and only tells position actors.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Callable
+
+import pykka
+from loguru import logger
+
+from actors import messages as m
+from catalyst.clock import wall_seconds
+from catalyst.domain.cycle import CYCLE_MACHINE, CyclePhase, PhaseSchedule, emergency_stop, flatten_due, phase_due
+
+log = logger.bind(actor="cycle")
+TICK_EXCHANGE_S = 30.0
+SETTLE_AFTER_CLOSE = timedelta(minutes=10)  # exchange time to wait for exits to settle before the report
+
+
+class Tick(m.Message):
+    pass
+
+
+class EmergencyStop(m.Message):
+    reason: str
+
+
+@dataclass
+class DayState:
+    day: date
+    cycle_id: int
+    phase: CyclePhase
+    candidates: list[Any] = field(default_factory=list)
+    flattened: bool = False
+    halted: str | None = None
+    closed_at: datetime | None = None
+
+
+class CycleActor(pykka.ThreadingActor):
+    """`hooks` are plain callables the daemon provides: scan(cycle_id, now) -> candidates,
+    approve(candidates, now) -> list of TradePlan, daily_pnl(cycle_id) -> (realized, unrealized),
+    loss_limit_breached(realized, unrealized) -> bool, write_report(day) -> path, is_trading_day(day) -> bool,
+    entries_allowed() -> (bool, reason), doctor_pass(reason), and optionally skip_to(datetime) (simulation only:
+    jump the exchange clock over nights) and day_completed(day, report_path)."""
+
+    def __init__(self, writer: Any, system: Any, clock: Any, schedule: PhaseSchedule, hooks: dict[str, Callable]) -> None:
+        super().__init__()
+        self.writer, self.system, self.clock, self.schedule, self.hooks = writer, system, clock, schedule, hooks
+        self.today: DayState | None = None
+        self._timer: threading.Timer | None = None
+        self._stopping = False
+
+    def on_start(self) -> None:
+        self._schedule_tick(0.0)
+
+    def on_stop(self) -> None:
+        self._stopping = True
+        if self._timer:
+            self._timer.cancel()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Tick):
+            try:
+                self._advance()
+            finally:
+                self._schedule_tick(wall_seconds(self.clock, TICK_EXCHANGE_S))
+        elif isinstance(message, EmergencyStop):
+            self._emergency(message.reason)
+        return None
+
+    def state(self) -> dict[str, Any]:
+        day = self.today
+        return {"day": str(day.day) if day else None, "phase": str(day.phase) if day else "idle",
+                "candidates": len(day.candidates) if day else 0, "halted": day.halted if day else None}
+
+    # --- the clock drives the machine ---------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        now = self.clock.now()
+        day = self._day(now)
+        if day is None or day.phase is CyclePhase.COMPLETED:
+            return
+        due = phase_due(self.schedule, now)
+        if day.phase in (CyclePhase.MONITORING, CyclePhase.TRADING) and flatten_due(self.schedule, now):
+            self._flatten_all("end of day", day)
+        if day.phase is CyclePhase.MONITORING:
+            self._check_loss_limit(day)
+        if day.phase is CyclePhase.CLOSED:
+            self._finish_day(day, now)
+            return
+        path = CYCLE_MACHINE.path(day.phase, due) if due is not day.phase else ()
+        for step in path or ():
+            self._enter(day, step, now)
+
+    def _day(self, now: datetime) -> DayState | None:
+        today = now.date()
+        if self.today is not None and self.today.day == today:
+            return self.today
+        if not self.hooks["is_trading_day"](today):
+            self._skip(now, "not a trading day")
+            return None
+        cycle = self.writer.get_or_create_cycle(today).get()
+        phase = CyclePhase(cycle.phase)
+        self.today = DayState(today, cycle.cycle_id, phase, halted=cycle.halt_reason)
+        log.info(f"cycle {today} #{cycle.cycle_id} {'resumed in' if phase is not CyclePhase.IDLE else 'starts'} {phase}")
+        return self.today
+
+    def _enter(self, day: DayState, phase: CyclePhase, now: datetime) -> None:
+        CYCLE_MACHINE.check(day.phase, phase, f"cycle {day.day}")
+        if phase is CyclePhase.SCANNING:
+            day.candidates = self.hooks["scan"](day.cycle_id, now)
+        elif phase is CyclePhase.EVALUATING:
+            day.candidates = self.hooks["scan"](day.cycle_id, now) or day.candidates  # with the opening prints
+        elif phase is CyclePhase.TRADING:
+            self._open_approved(day, now)
+        elif phase is CyclePhase.CLOSED:
+            day.closed_at = now
+            self._flatten_all("market close", day)
+        self._persist(day, phase)
+
+    def _persist(self, day: DayState, phase: CyclePhase) -> None:
+        before, day.phase = day.phase, phase
+        self.writer.set_cycle_phase(day.cycle_id, str(phase), self.clock.now()).get()
+        log.info(f"cycle {day.day} #{day.cycle_id} {before} → {phase}")
+
+    def _open_approved(self, day: DayState, now: datetime) -> None:
+        allowed, why = self.hooks["entries_allowed"]()
+        if now.timetz().replace(tzinfo=None) >= self.schedule.monitoring_at:
+            allowed, why = False, f"past {self.schedule.monitoring_at:%H:%M}, the end of the entry window (resumed late?)"
+        if day.halted or not allowed:
+            log.warning(f"cycle {day.day} no new entries: {day.halted or why}")
+            return
+        plans = self.hooks["approve"](day.cycle_id, day.candidates, now)
+        for plan in plans:
+            self.system.open_position(plan)
+        log.info(f"cycle {day.day} #{day.cycle_id} opened {len(plans)} positions from {len(day.candidates)} candidates")
+
+    def _flatten_all(self, reason: str, day: DayState) -> None:
+        if day.flattened:
+            return
+        day.flattened = True
+        refs = self.system.supervisor.live_refs().get()
+        log.info(f"cycle {day.day} flattening {len(refs)} live positions: {reason}")
+        for ref in refs:
+            ref.tell(m.Flatten(reason=reason))
+
+    def _check_loss_limit(self, day: DayState) -> None:
+        realized, unrealized = self.hooks["daily_pnl"](day.cycle_id)
+        if self.hooks["loss_limit_breached"](realized, unrealized):
+            self._emergency(f"daily loss limit: realized {realized} + unrealized {unrealized}")
+
+    def _emergency(self, reason: str) -> None:
+        day = self.today
+        if day is None or day.phase not in (CyclePhase.SCANNING, CyclePhase.EVALUATING, CyclePhase.TRADING,
+                                            CyclePhase.MONITORING):
+            log.warning(f"cycle emergency stop requested ({reason}) outside an active phase: flattening anyway")
+            for ref in self.system.supervisor.live_refs().get():
+                ref.tell(m.Flatten(reason=f"emergency: {reason}"))
+            return
+        log.critical(f"cycle {day.day} EMERGENCY STOP: {reason}")
+        day.halted = reason
+        self.writer.set_cycle_state(day.cycle_id, "emergency_stopped", reason).get()
+        self._flatten_all(f"emergency: {reason}", day)
+        day.closed_at = self.clock.now()
+        self._persist(day, emergency_stop(day.phase))
+
+    def _finish_day(self, day: DayState, now: datetime) -> None:
+        live = self.system.supervisor.live_count().get()
+        settled = day.closed_at is not None and now - day.closed_at >= SETTLE_AFTER_CLOSE
+        if live and not settled:
+            return
+        if live:
+            log.error(f"cycle {day.day} {live} positions still live after the close; completing the day anyway")
+        self.hooks["doctor_pass"]("end of day")
+        realized, unrealized = self.hooks["daily_pnl"](day.cycle_id)
+        self.writer.set_daily_pnl(day.cycle_id, realized + unrealized, now).get()
+        path = self.hooks["write_report"](day.day)
+        self._persist(day, CyclePhase.COMPLETED)
+        log.info(f"cycle {day.day} completed: P&L {realized + unrealized:+.2f}; report {path}")
+        if "day_completed" in self.hooks:
+            self.hooks["day_completed"](day.day, path)
+        self._skip(now, "day completed")
+
+    def _skip(self, now: datetime, why: str) -> None:
+        skip_to = self.hooks.get("skip_to")
+        if skip_to is not None and not self._stopping:
+            target = skip_to(now)
+            if target is not None:
+                log.info(f"cycle {why}: exchange clock jumps to {target:%Y-%m-%d %H:%M}")
+
+    def _schedule_tick(self, delay: float) -> None:
+        if self._stopping:
+            return
+        self._timer = threading.Timer(delay, self._tell_tick)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _tell_tick(self) -> None:
+        try:
+            self.actor_ref.tell(Tick())
+        except pykka.ActorDeadError:
+            pass

@@ -1,0 +1,57 @@
+"""Talking to a running daemon: `catalyst stop [--emergency]` signals the process that holds the lock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from catalyst.config import Config, sqlite_path
+from catalyst.errors import CatalystError
+from catalyst.instance import InstanceLock, read_pid
+from catalyst.runtime import sim_database_url
+
+
+class NotRunning(CatalystError):
+    exit_code = 6
+
+
+def running_daemon(config: Config) -> tuple[int, str] | None:
+    """(pid, what) of the daemon holding this config's database (or its simulation database)."""
+    for url in (config.daemon.database_url, sim_database_url(config)):
+        path = sqlite_path(url)
+        if path is None:
+            continue
+        info = read_pid(InstanceLock(path).pid_path)
+        if info and _alive(info["pid"]):
+            return info["pid"], info.get("what", "daemon")
+    return None
+
+
+def stop_daemon(config: Config, emergency: bool, wait_s: float = 60.0) -> int:
+    found = running_daemon(config)
+    if found is None:
+        raise NotRunning(f"no running catalyst daemon for {config.source}")
+    pid, what = found
+    os.kill(pid, signal.SIGUSR2 if emergency else signal.SIGTERM)
+    if emergency:
+        print(f"emergency stop sent to pid {pid} ({what}): entries cancelled, positions flattening; "
+              "it keeps running until you `catalyst stop`")
+        return 0
+    deadline = time.monotonic() + wait_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        raise CatalystError(f"pid {pid} ({what}) still running after {wait_s:.0f} s")
+    print(f"stopped pid {pid} ({what})")
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,131 @@
+"""What the cycle conductor calls: the scanner, risk approval, the doctor, P&L, the calendar and the report.
+
+Kept out of the cycle actor so it stays a thin state machine, and so each hook can be exercised on its own.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable
+
+from loguru import logger
+
+from actors.messages import TradePlan
+from catalyst.domain import risk
+from catalyst.domain.positions import PositionSide
+from catalyst.runtime import next_session_start
+
+log = logger.bind(actor="cycle")
+
+
+class CycleHooks:
+    def __init__(self, daemon: Any, broker_factory: Callable[[str], Any]) -> None:
+        from actors.doctor import DoctorActor
+        from actors.scanner import ScannerActor
+
+        self.daemon = daemon
+        self.config = daemon.config
+        self.endpoint = daemon.endpoint
+        self.broker = daemon.broker
+        system = daemon.system
+        self.writer = system.writer
+        self.scanner = ScannerActor.start(broker_factory("scanner"), self.writer, self.config.scanner).proxy()
+        self.doctor = DoctorActor.start(self.writer, broker_factory("doctor"), system.router, system.supervisor,
+                                        self.endpoint.clock, self.config.doctor).proxy()
+        daemon.parts.extend([self.scanner.actor_ref, self.doctor.actor_ref])
+        self._trading_days: dict[date, bool] = {}
+        self.doctor.run_pass(reason="start-up").get()
+
+    def as_dict(self) -> dict[str, Callable[..., Any]]:
+        hooks = {
+            "scan": self.scan, "approve": self.approve, "daily_pnl": self.daily_pnl,
+            "loss_limit_breached": self.loss_limit_breached, "write_report": self.write_report,
+            "is_trading_day": self.is_trading_day, "entries_allowed": self.entries_allowed,
+            "doctor_pass": self.doctor_pass, "day_completed": self.daemon.day_completed,
+        }
+        if self.endpoint.exchange is not None:
+            hooks["skip_to"] = self.skip_to
+        return hooks
+
+    def scan(self, cycle_id: int, now: datetime) -> list[Any]:
+        return list(self.scanner.scan(cycle_id, now).get(timeout=120))
+
+    def approve(self, cycle_id: int, candidates: list[Any], now: datetime) -> list[TradePlan]:
+        account = self.broker.account()
+        realized, unrealized = self.daily_pnl(cycle_id)
+        book = self._book()
+        decisions = risk.approve(
+            [risk.Candidate(symbol=c.symbol, entry=c.price, stop=c.stop, scan_id=c.scan_id) for c in candidates],
+            book, risk.Account(equity=account.equity, buying_power=account.buying_power,
+                               realized_pnl=realized, unrealized_pnl=unrealized),
+            self.config.risk,
+        )
+        plans = []
+        for decision in decisions:
+            scan_id = decision.candidate.scan_id
+            if decision.approved:
+                log.info(f"cycle approve {decision.symbol} qty={decision.qty} entry≈{decision.entry} "
+                         f"stop={decision.stop} target={decision.target} R={decision.risk_per_share}")
+                plans.append(TradePlan(symbol=decision.symbol, side=PositionSide.LONG, qty=decision.qty,
+                                       stop_loss=decision.stop, take_profit=decision.target, cycle_id=cycle_id,
+                                       scan_id=scan_id))
+            else:
+                log.info(f"cycle reject {decision.symbol}: {decision.reason}")
+            if scan_id is not None:
+                self.writer.set_scan_status(scan_id, "approved" if decision.approved else "rejected",
+                                            None if decision.approved else decision.reason).get()
+        if any(d.emergency_stop for d in decisions):
+            from actors.cycle import EmergencyStop
+
+            self.daemon.cycle.tell(EmergencyStop(reason="daily loss limit reached at approval"))
+        return plans
+
+    def _book(self) -> risk.Book:
+        live = self.writer.live_positions().get()
+        holdings = [risk.Holding(p.symbol, p.quantity * (p.entry_price or Decimal(0))) for p in live.open_positions]
+        # A working entry's price is not known yet: its planned stop is a floor for the money it will tie up.
+        holdings += [risk.Holding(o.symbol, o.quantity * (o.limit_price or o.planned_stop_loss or Decimal(0)))
+                     for o in live.pending_entries]
+        return risk.Book(tuple(holdings))
+
+    def daily_pnl(self, cycle_id: int) -> tuple[Decimal, Decimal]:
+        return self.writer.cycle_pnl(cycle_id).get()
+
+    def loss_limit_breached(self, realized: Decimal, unrealized: Decimal) -> bool:
+        return risk.daily_loss_breached(realized, unrealized, self.config.risk)
+
+    def entries_allowed(self) -> tuple[bool, str]:
+        allowed = self.doctor.entries_allowed().get(timeout=30)
+        return allowed if isinstance(allowed, tuple) else (bool(allowed), "the doctor halted new entries")
+
+    def doctor_pass(self, reason: str) -> None:
+        self.doctor.run_pass(reason=reason).get(timeout=300)
+
+    def is_trading_day(self, day: date) -> bool:
+        if day not in self._trading_days:
+            sessions = self.broker.calendar(day, day + timedelta(days=7))
+            for offset in range(8):
+                d = day + timedelta(days=offset)
+                self._trading_days[d] = any(s.day == d for s in sessions)
+        return self._trading_days[day]
+
+    def skip_to(self, now: datetime) -> datetime | None:
+        """Simulation only: jump the exchange clock to 08:00 of the next session, not through the night."""
+        exchange = self.endpoint.exchange
+        target = next_session_start(exchange.market, now + timedelta(days=1) if now.hour >= 8 else now)
+        if target <= now:
+            return None
+        exchange.jump_to(target)
+        return target
+
+    def write_report(self, day: date) -> Path:
+        from catalyst.report import write_daily_report
+
+        exchange = self.endpoint.exchange
+        prices = None
+        if exchange is not None:
+            def prices(symbol: str, start: datetime, end: datetime) -> list[tuple[datetime, Decimal]]:
+                return [(bar.start, bar.close) for bar in exchange.market.minute_bars(symbol, start, end)]
+        return write_daily_report(self.daemon.database_url, day, self.config.daemon.reports_dir, prices)

@@ -1,0 +1,54 @@
+"""One daemon per database: an OS lock beside the database file, released by the kernel even after `kill -9`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from catalyst.errors import AlreadyRunning, DatabaseError
+
+
+class InstanceLock:
+    """`<db>.lock` held for the daemon's life; `<db>.pid` says who holds it, for `catalyst stop` and the error."""
+
+    def __init__(self, database_path: Path) -> None:
+        self.lock_path = database_path.with_name(database_path.name + ".lock")
+        self.pid_path = database_path.with_name(database_path.name + ".pid")
+        self._lock = FileLock(str(self.lock_path), timeout=0)
+
+    def acquire(self, what: str) -> InstanceLock:
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise DatabaseError(f"{self.lock_path.parent}: cannot create the database folder: {exc.strerror}") from None
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise AlreadyRunning(f"another catalyst daemon holds {self.lock_path} ({describe(self.pid_path)}); "
+                                 "stop it first (`catalyst stop`)") from None
+        except OSError as exc:
+            raise DatabaseError(f"{self.lock_path}: cannot take the instance lock: {exc.strerror}") from None
+        self.pid_path.write_text(json.dumps({"pid": os.getpid(), "what": what}))
+        self.pid_path.chmod(0o600)
+        return self
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self.pid_path.unlink(missing_ok=True)
+            self._lock.release()
+
+
+def describe(pid_path: Path) -> str:
+    info = read_pid(pid_path)
+    return f"pid {info['pid']}, {info.get('what', 'daemon')}" if info else "pid unknown"
+
+
+def read_pid(pid_path: Path) -> dict | None:
+    try:
+        info = json.loads(pid_path.read_text())
+        return info if isinstance(info, dict) and isinstance(info.get("pid"), int) else None
+    except (OSError, ValueError):
+        return None
