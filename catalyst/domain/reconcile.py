@@ -1,0 +1,366 @@
+"""Reconciliation (spec §7): a pure diff of the database's view against the broker's, as findings with a policy.
+
+Rules it keeps (see DESIGN "Broker truth wins, through the machine"):
+- An order status only ever catches up along the order machine (`plan_catch_up`); a report with no legal path
+  is a conflict, never forced.
+- Shares move only by executions the broker reported (its fills). A position difference that the broker's fills
+  explain is healed by applying those fills; one they do not explain is never papered over: it halts new entries.
+- Protection is judged by what is WORKING AT THE BROKER, not by what the database believes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from catalyst.domain.money import ZERO
+from catalyst.domain.orders import ORDER_MACHINE, CatchUpKind, OrderStatus, plan_catch_up, status_from_broker
+
+
+class FindingType(StrEnum):
+    ORDER_STATUS_MISMATCH = "ORDER_STATUS_MISMATCH"  # local behind the broker: catch up along the machine
+    ORDER_STATUS_CONFLICT = "ORDER_STATUS_CONFLICT"  # no legal path, or the broker has a live order the DB closed
+    ORDER_NOT_AT_BROKER = "ORDER_NOT_AT_BROKER"
+    ORPHAN_ORDER = "ORPHAN_ORDER"  # at the broker, not in the DB: placed by hand
+    ORPHAN_POSITION = "ORPHAN_POSITION"
+    PHANTOM_POSITION = "PHANTOM_POSITION"
+    POSITION_QTY_MISMATCH = "POSITION_QTY_MISMATCH"
+    MISSING_FILL = "MISSING_FILL"  # a broker execution not recorded
+    STUCK_CREATED = "STUCK_CREATED"  # created, never sent
+    STUCK_SUBMITTED = "STUCK_SUBMITTED"  # sent, never acknowledged by the broker
+    OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # a submit whose answer was lost: settled by client_order_id
+    MISSING_PROTECTION = "MISSING_PROTECTION"  # working stop quantity at the broker < position quantity
+    EXCESS_PROTECTION = "EXCESS_PROTECTION"
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Policy(StrEnum):
+    """What the doctor does with a finding. `heal` is each type's own repair (catch up, apply the fill,
+    re-protect, close from the broker's fills, settle); `halt` halts new entries."""
+
+    HEAL = "heal"
+    ADOPT = "adopt"
+    FLATTEN = "flatten"
+    ALERT = "alert"
+    HALT = "halt"
+
+
+_T = FindingType
+SEVERITY: dict[FindingType, Severity] = {
+    _T.ORDER_STATUS_MISMATCH: Severity.INFO, _T.ORDER_STATUS_CONFLICT: Severity.CRITICAL,
+    _T.ORDER_NOT_AT_BROKER: Severity.WARNING, _T.ORPHAN_ORDER: Severity.WARNING,
+    _T.ORPHAN_POSITION: Severity.CRITICAL, _T.PHANTOM_POSITION: Severity.CRITICAL,
+    _T.POSITION_QTY_MISMATCH: Severity.CRITICAL, _T.MISSING_FILL: Severity.WARNING,
+    _T.STUCK_CREATED: Severity.WARNING, _T.STUCK_SUBMITTED: Severity.WARNING,
+    _T.OUTCOME_UNKNOWN: Severity.WARNING, _T.MISSING_PROTECTION: Severity.CRITICAL,
+    _T.EXCESS_PROTECTION: Severity.WARNING,
+}  # fmt: skip
+
+DEFAULT_POLICIES: dict[FindingType, Policy] = {
+    _T.ORDER_STATUS_MISMATCH: Policy.HEAL, _T.ORDER_STATUS_CONFLICT: Policy.HALT,
+    _T.ORDER_NOT_AT_BROKER: Policy.ALERT, _T.ORPHAN_ORDER: Policy.ALERT,
+    _T.ORPHAN_POSITION: Policy.ADOPT, _T.PHANTOM_POSITION: Policy.HEAL,
+    _T.POSITION_QTY_MISMATCH: Policy.HALT, _T.MISSING_FILL: Policy.HEAL,
+    _T.STUCK_CREATED: Policy.ALERT, _T.STUCK_SUBMITTED: Policy.ALERT,
+    _T.OUTCOME_UNKNOWN: Policy.HEAL, _T.MISSING_PROTECTION: Policy.HEAL,
+    _T.EXCESS_PROTECTION: Policy.ALERT,
+}  # fmt: skip
+
+HEAL_ACTIONS: dict[FindingType, str] = {
+    _T.MISSING_PROTECTION: "re-protect", _T.MISSING_FILL: "apply fill", _T.PHANTOM_POSITION: "close from fills",
+    _T.OUTCOME_UNKNOWN: "settle", _T.POSITION_QTY_MISMATCH: "apply fills",
+}
+POLICY_ACTIONS = {Policy.HEAL: "heal", Policy.ADOPT: "adopt and protect", Policy.FLATTEN: "flatten",
+                  Policy.ALERT: "alert", Policy.HALT: "halt entries"}
+
+
+class DoctorSettings(BaseModel):
+    """Config section `[doctor]`. Times are exchange seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval_s: float = Field(300.0, gt=0)
+    stuck_after_s: float = Field(120.0, ge=0)  # created/submitted/unknown this long means stuck, not in flight
+    list_margin_s: float = Field(300.0, ge=0)  # list broker orders from the oldest working one minus this
+    lookback_s: float = Field(86_400.0, ge=0)  # and at least this far back (hand orders, today's fills)
+    adopt_stop_pct: Decimal = Field(Decimal("0.03"), gt=0, lt=1)  # stop of an adopted position, from its price
+    adopt_target_pct: Decimal = Field(Decimal("0.06"), gt=0)
+    policies: dict[FindingType, Policy] = Field(default_factory=lambda: dict(DEFAULT_POLICIES))
+
+    def policy(self, kind: FindingType) -> Policy:
+        return self.policies.get(kind, DEFAULT_POLICIES[kind])
+
+
+# --- the views ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LocalOrder:
+    order_id: int
+    client_order_id: str
+    broker_id: str | None
+    symbol: str
+    role: str
+    side: str
+    qty: Decimal
+    status: OrderStatus
+    filled_qty: Decimal
+    position_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    outcome_unknown: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.symbol}#o-{self.order_id}"
+
+
+@dataclass(frozen=True)
+class LocalPosition:
+    position_id: int
+    symbol: str
+    side: str  # long / short
+    qty: Decimal
+
+
+@dataclass(frozen=True)
+class LocalView:
+    orders: tuple[LocalOrder, ...] = ()
+    positions: tuple[LocalPosition, ...] = ()
+    execution_keys: frozenset[str] = frozenset()  # `<broker order id>:<cum qty>` of every recorded execution
+
+
+@dataclass(frozen=True)
+class BrokerOrder:
+    broker_id: str
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: Decimal
+    filled_qty: Decimal
+    status: str  # Alpaca's spelling
+    type: str = "market"
+    parent_id: str | None = None  # set on a flattened OCO/bracket leg
+
+
+@dataclass(frozen=True)
+class BrokerPosition:
+    symbol: str
+    side: str
+    qty: Decimal
+
+
+@dataclass(frozen=True)
+class BrokerFill:
+    broker_order_id: str
+    cum_qty: Decimal
+    qty: Decimal
+    price: Decimal
+    at: datetime
+
+
+@dataclass(frozen=True)
+class BrokerView:
+    orders: tuple[BrokerOrder, ...] = ()
+    positions: tuple[BrokerPosition, ...] = ()
+    fills: tuple[BrokerFill, ...] = ()
+
+
+@dataclass(frozen=True)
+class Finding:
+    type: FindingType
+    severity: Severity
+    subject: str
+    db_value: str | None
+    broker_value: str | None
+    policy: Policy
+    action: str
+    symbol: str = ""
+    order_id: int | None = None
+    position_id: int | None = None
+    broker_ids: tuple[str, ...] = ()  # broker orders the heal applies (the order, or the fills' orders)
+    reason: str = ""
+
+    def line(self) -> str:
+        return f"doctor {self.type} {self.subject} db={self.db_value} broker={self.broker_value} → {self.action}"
+
+
+def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
+    """The router's exactly-once key for an execution (see actors/order_router.py)."""
+    return f"{broker_order_id}:{cum_qty.normalize():f}"
+
+
+WORKING_BROKER = frozenset({"new", "accepted", "held", "partially_filled", "pending_new", "pending_replace",
+                            "accepted_for_bidding", "calculated", "stopped", "suspended", "done_for_day"})
+STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
+UNACKNOWLEDGED = frozenset({"pending_new", "pending_review"})
+
+
+def _signed(side: str, qty: Decimal) -> Decimal:
+    return qty if side in ("buy", "long") else -qty
+
+
+@dataclass
+class _Diff:
+    settings: DoctorSettings
+    now: datetime
+    findings: list[Finding] = field(default_factory=list)
+
+    def add(self, kind: FindingType, subject: str, db: object, broker: object, *, explained: bool = True,
+            **extra: object) -> None:
+        policy = self.settings.policy(kind)
+        if not explained and policy in (Policy.HEAL, Policy.ADOPT):
+            policy = Policy.HALT  # a repair needs the broker's fills to explain the difference
+        action = HEAL_ACTIONS.get(kind, "heal") if policy is Policy.HEAL else POLICY_ACTIONS[policy]
+        self.findings.append(Finding(kind, SEVERITY[kind], subject, None if db is None else str(db),
+                                     None if broker is None else str(broker), policy, action, **extra))  # type: ignore[arg-type]
+
+    def old(self, at: datetime) -> bool:
+        return (self.now - at).total_seconds() >= self.settings.stuck_after_s
+
+
+def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: DoctorSettings) -> list[Finding]:
+    """Every difference between the database and the broker, each with its policy's action."""
+    diff = _Diff(settings, now)
+    by_id = {o.broker_id: o for o in broker.orders}
+    by_cid = {o.client_order_id: o for o in broker.orders}
+    matched: dict[str, LocalOrder] = {}
+    for order in local.orders:
+        seen = by_id.get(order.broker_id or "") or by_cid.get(order.client_order_id)
+        if seen is not None:
+            matched[seen.broker_id] = order
+        _order(diff, order, seen)
+    orphans = [o for o in broker.orders if o.broker_id not in matched]
+    orphan_ids = {o.broker_id for o in orphans}
+    for order in orphans:
+        if order.parent_id not in orphan_ids:  # one finding per hand-placed order, not one per leg
+            diff.add(_T.ORPHAN_ORDER, f"order {order.symbol}#{order.broker_id[:8]}", None,
+                     f"{order.side} {order.qty} {order.type} {order.status} filled={order.filled_qty}",
+                     symbol=order.symbol, broker_ids=(order.broker_id,))
+    missing, orphan_moves = _fills(diff, local, broker, matched, orphan_ids, by_id)
+    _positions(diff, local, broker, missing, orphan_moves)
+    _protection(diff, local, broker)
+    return diff.findings
+
+
+def _order(diff: _Diff, order: LocalOrder, seen: BrokerOrder | None) -> None:
+    subject = f"order {order.label}"
+    ids = (seen.broker_id,) if seen else ()
+    common = dict(symbol=order.symbol, order_id=order.order_id, position_id=order.position_id, broker_ids=ids)
+    status = OrderStatus(order.status)
+    if order.outcome_unknown or (status is OrderStatus.CREATED and seen is not None):
+        if seen is not None:
+            diff.add(_T.OUTCOME_UNKNOWN, subject, f"{status} unknown", seen.status, **common)
+        elif diff.old(order.updated_at):
+            diff.add(_T.ORDER_NOT_AT_BROKER, subject, f"{status} unknown", None, **common)
+        return
+    if status is OrderStatus.CREATED:
+        if diff.old(order.created_at):
+            diff.add(_T.STUCK_CREATED, subject, status, None, **common)
+        return
+    if seen is None:
+        if status not in ORDER_MACHINE.terminal and order.broker_id and diff.old(order.updated_at):
+            diff.add(_T.ORDER_NOT_AT_BROKER, subject, status, None, **common)
+        return
+    try:
+        reported = status_from_broker(seen.status, seen.filled_qty, seen.qty or order.qty)
+    except ValueError as exc:
+        diff.add(_T.ORDER_STATUS_CONFLICT, subject, status, seen.status, explained=False, reason=str(exc), **common)
+        return
+    plan = plan_catch_up(status, reported)
+    if plan.kind is CatchUpKind.ADVANCE:
+        diff.add(_T.ORDER_STATUS_MISMATCH, subject, status, seen.status, reason=str(plan), **common)
+    elif plan.kind is CatchUpKind.CONFLICT or (plan.kind is CatchUpKind.STALE and status in ORDER_MACHINE.terminal
+                                               and reported not in ORDER_MACHINE.terminal):
+        # A broker order still working that the DB holds for done can fill with nobody watching it.
+        diff.add(_T.ORDER_STATUS_CONFLICT, subject, status, seen.status, explained=False,
+                 reason=f"{subject}: database {status}, broker {seen.status}", **common)
+    elif seen.filled_qty < order.filled_qty:
+        diff.add(_T.ORDER_STATUS_CONFLICT, subject, f"filled {order.filled_qty}", f"filled {seen.filled_qty}",
+                 explained=False, reason=f"{subject}: database has more shares filled than the broker", **common)
+    elif status is OrderStatus.SUBMITTED and seen.status in UNACKNOWLEDGED and diff.old(order.updated_at):
+        diff.add(_T.STUCK_SUBMITTED, subject, status, seen.status, **common)
+
+
+def _fills(diff: _Diff, local: LocalView, broker: BrokerView, matched: dict[str, LocalOrder],
+           orphan_ids: set[str], by_id: dict[str, BrokerOrder]) -> tuple[dict[str, Decimal], dict[str, list[str]]]:
+    """MISSING_FILL per unrecorded execution of a known order. Returns the signed shares those missing fills
+    move per symbol, and the hand-placed orders that moved shares per symbol."""
+    missing: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    orphan_moves: dict[str, list[str]] = defaultdict(list)
+    for fill in broker.fills:
+        order = matched.get(fill.broker_order_id)
+        if order is not None and execution_key(fill.broker_order_id, fill.cum_qty) not in local.execution_keys:
+            missing[order.symbol] += _signed(order.side, fill.qty)
+            diff.add(_T.MISSING_FILL, f"order {order.label}", f"filled {order.filled_qty}",
+                     f"{fill.qty} @ {fill.price} (cum {fill.cum_qty})", symbol=order.symbol, order_id=order.order_id,
+                     position_id=order.position_id, broker_ids=(fill.broker_order_id,))
+        elif fill.broker_order_id in orphan_ids:
+            hand = by_id[fill.broker_order_id]
+            if fill.broker_order_id not in orphan_moves[hand.symbol]:
+                orphan_moves[hand.symbol].append(fill.broker_order_id)
+    return missing, orphan_moves
+
+
+def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
+    orders = {o.broker_id: o for o in broker.orders}
+    return sum((_signed(orders[i].side, orders[i].filled_qty) for i in ids), ZERO)
+
+
+def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
+               orphan_moves: dict[str, list[str]]) -> None:
+    held: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    first: dict[str, LocalPosition] = {}
+    for position in local.positions:
+        held[position.symbol] += _signed(position.side, position.qty)
+        first.setdefault(position.symbol, position)
+    at_broker = {p.symbol: _signed(p.side, p.qty) for p in broker.positions if p.qty != 0}
+    for symbol in sorted(set(held) | set(at_broker)):
+        ours, theirs = held[symbol] + missing[symbol], at_broker.get(symbol, ZERO)
+        if ours == theirs:
+            continue  # equal, or made equal by the missing fills the MISSING_FILL findings apply
+        hand = orphan_moves.get(symbol, [])
+        explained = ours + _hand_shares(broker, hand) == theirs
+        if symbol not in first:
+            diff.add(_T.ORPHAN_POSITION, f"position {symbol}", 0, theirs, symbol=symbol, broker_ids=tuple(hand),
+                     reason="" if explained else f"{symbol}: broker holds {theirs} not explained by its fills")
+            continue
+        position = first[symbol]
+        common = dict(symbol=symbol, position_id=position.position_id, broker_ids=tuple(hand))
+        subject = f"position {symbol}#p-{position.position_id}"
+        # Only hand orders that reduce our position can be attached to it (an exit by hand); anything else halts.
+        reduces = explained and abs(theirs) < abs(ours) and (theirs == 0 or (theirs > 0) == (ours > 0))
+        reason = "" if reduces else f"{subject}: database {ours}, broker {theirs}, not explained by broker fills"
+        kind = _T.PHANTOM_POSITION if symbol not in at_broker else _T.POSITION_QTY_MISMATCH
+        diff.add(kind, subject, ours, theirs, explained=reduces, reason=reason, **common)
+
+
+def _protection(diff: _Diff, local: LocalView, broker: BrokerView) -> None:
+    at_broker = {p.symbol: p.qty for p in broker.positions}
+    for symbol in sorted({p.symbol for p in local.positions}):
+        positions = [p for p in local.positions if p.symbol == symbol]
+        qty = sum((p.qty for p in positions), ZERO)
+        if symbol not in at_broker or at_broker[symbol] != qty:
+            continue  # a position finding comes first; protecting a quantity we are unsure of could oversell
+        exit_side = "sell" if positions[0].side == "long" else "buy"
+        working = sum((o.qty - o.filled_qty for o in broker.orders if o.symbol == symbol and o.side == exit_side
+                       and o.type in STOP_TYPES and o.status in WORKING_BROKER), ZERO)
+        ids = {p.position_id for p in positions}
+        # Stops created locally but not yet at the broker are on their way: not missing, just in flight.
+        in_flight = sum((o.qty for o in local.orders if o.position_id in ids and o.role == "stop_loss"
+                         and o.status is OrderStatus.CREATED and not o.outcome_unknown), ZERO)
+        subject = f"position {symbol}#p-{positions[0].position_id}"
+        common = dict(symbol=symbol, position_id=positions[0].position_id)
+        if working + in_flight < qty:
+            diff.add(_T.MISSING_PROTECTION, subject, qty, working, **common)
+        elif working > qty:
+            diff.add(_T.EXCESS_PROTECTION, subject, qty, working, **common)

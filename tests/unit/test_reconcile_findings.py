@@ -1,0 +1,201 @@
+"""reconcile() on hand-built views: one test per finding type, plus the rules that keep it honest."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal as D
+
+import pytest
+
+from catalyst.domain.orders import OrderStatus, status_from_broker
+from catalyst.domain.reconcile import (
+    BrokerFill, BrokerOrder, BrokerPosition, BrokerView, DoctorSettings, FindingType as T, LocalOrder,
+    LocalPosition, LocalView, Policy, Severity, execution_key, reconcile,
+)  # fmt: skip
+
+NOW = datetime(2024, 3, 4, 15, 0, tzinfo=timezone.utc)
+OLD = NOW - timedelta(minutes=10)
+SETTINGS = DoctorSettings()
+
+
+def order(order_id=1, status="accepted", broker_id="b-1", role="entry", side="buy", qty="100", filled="0",
+          position_id=None, at=OLD, unknown=False, symbol="AAPL") -> LocalOrder:
+    return LocalOrder(order_id, f"cat-x-{order_id}", broker_id, symbol, role, side, D(qty), OrderStatus(status),
+                      D(filled), position_id, at, at, unknown)
+
+
+def border(broker_id="b-1", status="new", side="buy", qty="100", filled="0", cid="cat-x-1", type="market",
+           parent=None, symbol="AAPL") -> BrokerOrder:
+    return BrokerOrder(broker_id, cid, symbol, side, D(qty), D(filled), status, type, parent)
+
+
+def position(qty="100", position_id=3, side="long", symbol="AAPL") -> LocalPosition:
+    return LocalPosition(position_id, symbol, side, D(qty))
+
+
+def stop(qty="100", status="held", broker_id="b-sl", cid="cat-x-3") -> BrokerOrder:
+    return border(broker_id, status, "sell", qty, cid=cid, type="stop")
+
+
+def ours(*stops: BrokerOrder, position_id: int = 3) -> tuple[LocalOrder, ...]:
+    """The local rows of our own broker stop orders, in the status the broker reports."""
+    return tuple(LocalOrder(10 + i, s.client_order_id, s.broker_id, s.symbol, "stop_loss", s.side, s.qty,
+                            status_from_broker(s.status, s.filled_qty, s.qty), s.filled_qty, position_id, OLD, OLD)
+                 for i, s in enumerate(stops))
+
+
+def kinds(findings):
+    return [f.type for f in findings]
+
+
+def run(local: LocalView, broker: BrokerView, settings: DoctorSettings = SETTINGS):
+    return reconcile(local, broker, NOW, settings)
+
+
+def test_views_that_agree_yield_no_findings():
+    local = LocalView(orders=(order(status="filled", filled="100", position_id=3),
+                              order(3, "accepted", "b-sl", "stop_loss", "sell", position_id=3)),
+                      positions=(position(),), execution_keys=frozenset({execution_key("b-1", D(100))}))
+    broker = BrokerView(orders=(border(status="filled", filled="100"), stop()),
+                        positions=(BrokerPosition("AAPL", "long", D(100)),),
+                        fills=(BrokerFill("b-1", D(100), D(100), D("150"), OLD),))
+    assert run(local, broker) == []
+
+
+def test_an_order_behind_the_broker_is_a_status_mismatch_healed_along_the_machine():
+    (finding,) = run(LocalView(orders=(order(status="submitted"),)),
+                     BrokerView(orders=(border(status="filled", filled="100"),)))
+    assert finding.type is T.ORDER_STATUS_MISMATCH and finding.policy is Policy.HEAL
+    assert (finding.db_value, finding.broker_value) == ("submitted", "filled")
+    assert "submitted -> accepted -> filled" in finding.reason and finding.subject == "order AAPL#o-1"
+
+
+def test_a_stale_broker_report_is_not_a_finding():
+    assert run(LocalView(orders=(order(status="partial_fill", filled="10"),)),
+               BrokerView(orders=(border(status="accepted", filled="10"),))) == []
+
+
+def test_a_live_broker_order_the_database_holds_for_cancelled_is_a_conflict_that_halts():
+    (finding,) = run(LocalView(orders=(order(status="cancelled"),)), BrokerView(orders=(border(status="new"),)))
+    assert finding.type is T.ORDER_STATUS_CONFLICT and finding.policy is Policy.HALT
+    assert finding.severity is Severity.CRITICAL and "cancelled" in finding.reason
+
+
+def test_filled_locally_but_cancelled_at_the_broker_is_a_conflict():
+    (finding,) = run(LocalView(orders=(order(status="filled", filled="100"),)),
+                     BrokerView(orders=(border(status="canceled", filled="0"),)))
+    assert finding.type is T.ORDER_STATUS_CONFLICT
+
+
+def test_a_working_order_the_broker_does_not_know_is_not_at_broker():
+    (finding,) = run(LocalView(orders=(order(status="accepted"),)), BrokerView())
+    assert finding.type is T.ORDER_NOT_AT_BROKER and finding.policy is Policy.ALERT
+
+
+def test_a_fresh_order_missing_from_the_list_is_given_time():
+    assert run(LocalView(orders=(order(status="accepted", at=NOW),)), BrokerView()) == []
+
+
+def test_a_broker_order_not_in_the_database_is_an_orphan_reported_once_with_its_legs():
+    parent = border("b-9", "new", "sell", cid="hand-1", type="limit")
+    leg = border("b-10", "held", "sell", cid="hand-1-leg", type="stop", parent="b-9")
+    (finding,) = run(LocalView(), BrokerView(orders=(parent, leg)))
+    assert finding.type is T.ORPHAN_ORDER and finding.broker_ids == ("b-9",)
+
+
+def test_a_broker_position_with_no_local_one_is_an_orphan_to_adopt():
+    hand = border("b-9", "filled", "buy", "50", "50", cid="hand-1")
+    findings = run(LocalView(), BrokerView(orders=(hand,), positions=(BrokerPosition("AAPL", "long", D(50)),),
+                                           fills=(BrokerFill("b-9", D(50), D(50), D(150), OLD),)))
+    assert kinds(findings) == [T.ORPHAN_ORDER, T.ORPHAN_POSITION]
+    assert findings[1].policy is Policy.ADOPT and findings[1].broker_ids == ("b-9",)
+    assert (findings[1].db_value, findings[1].broker_value) == ("0", "50")
+
+
+def test_a_position_closed_by_hand_is_a_phantom_closed_from_the_hand_orders_fills():
+    hand = border("b-9", "filled", "sell", "100", "100", cid="hand-1")
+    local = LocalView(orders=(order(status="filled", filled="100", position_id=3),), positions=(position(),),
+                      execution_keys=frozenset({execution_key("b-1", D(100))}))
+    findings = run(local, BrokerView(orders=(border(status="filled", filled="100"), hand),
+                                     fills=(BrokerFill("b-1", D(100), D(100), D(150), OLD),
+                                            BrokerFill("b-9", D(100), D(100), D(152), OLD))))
+    phantom = next(f for f in findings if f.type is T.PHANTOM_POSITION)
+    assert phantom.policy is Policy.HEAL and phantom.action == "close from fills"
+    assert phantom.broker_ids == ("b-9",) and phantom.position_id == 3
+
+
+def test_a_phantom_no_broker_fill_explains_halts_entries():
+    (finding,) = run(LocalView(positions=(position(),)), BrokerView())
+    assert finding.type is T.PHANTOM_POSITION and finding.policy is Policy.HALT and finding.reason
+
+
+def test_a_quantity_difference_no_fill_explains_is_a_mismatch_that_halts():
+    (finding,) = run(LocalView(orders=ours(stop("100")), positions=(position("100"),)),
+                     BrokerView(orders=(stop("100"),), positions=(BrokerPosition("AAPL", "long", D(60)),)))
+    assert finding.type is T.POSITION_QTY_MISMATCH and finding.policy is Policy.HALT
+    assert (finding.db_value, finding.broker_value) == ("100", "60")
+
+
+def test_an_unrecorded_execution_is_a_missing_fill_and_explains_the_quantity():
+    local = LocalView(orders=(order(status="partial_fill", filled="40", position_id=3), *ours(stop("100"))),
+                      positions=(position("40"),), execution_keys=frozenset({execution_key("b-1", D(40))}))
+    broker = BrokerView(orders=(border(status="filled", filled="100"), stop("100")),
+                        positions=(BrokerPosition("AAPL", "long", D(100)),),
+                        fills=(BrokerFill("b-1", D(40), D(40), D(150), OLD), BrokerFill("b-1", D(100), D(60), D(151), OLD)))
+    findings = run(local, broker)
+    assert kinds(findings) == [T.ORDER_STATUS_MISMATCH, T.MISSING_FILL]
+    assert findings[1].policy is Policy.HEAL and findings[1].action == "apply fill"
+    assert findings[1].broker_value == "60 @ 151 (cum 100)"
+
+
+def test_an_old_created_order_never_sent_is_stuck_created():
+    (finding,) = run(LocalView(orders=(order(status="created", broker_id=None),)), BrokerView())
+    assert finding.type is T.STUCK_CREATED
+
+
+def test_a_submitted_order_the_broker_never_acknowledged_is_stuck_submitted():
+    (finding,) = run(LocalView(orders=(order(status="submitted"),)), BrokerView(orders=(border(status="pending_new"),)))
+    assert finding.type is T.STUCK_SUBMITTED
+
+
+def test_an_unknown_outcome_found_by_client_order_id_is_settled():
+    (finding,) = run(LocalView(orders=(order(status="created", broker_id=None, unknown=True),)),
+                     BrokerView(orders=(border(status="new"),)))
+    assert finding.type is T.OUTCOME_UNKNOWN and finding.action == "settle" and finding.broker_ids == ("b-1",)
+
+
+def test_a_position_whose_broker_stop_covers_less_than_its_quantity_is_missing_protection():
+    stops = (stop("40"), stop("60", status="canceled", broker_id="b-sl2", cid="c2"))
+    (finding,) = run(LocalView(orders=ours(*stops), positions=(position(),)),
+                     BrokerView(orders=stops,
+                                positions=(BrokerPosition("AAPL", "long", D(100)),)))
+    assert finding.type is T.MISSING_PROTECTION and finding.action == "re-protect"
+    assert finding.line() == "doctor MISSING_PROTECTION position AAPL#p-3 db=100 broker=40 → re-protect"
+
+
+def test_a_stop_created_locally_but_not_yet_sent_counts_as_in_flight():
+    local = LocalView(orders=(order(4, "created", None, "stop_loss", "sell", position_id=3, at=NOW),),
+                      positions=(position(),))
+    assert run(local, BrokerView(positions=(BrokerPosition("AAPL", "long", D(100)),))) == []
+
+
+def test_stops_for_more_than_the_position_are_excess_protection():
+    stops = (stop("100"), stop("50", broker_id="b-sl2", cid="c2"))
+    (finding,) = run(LocalView(orders=ours(*stops), positions=(position(),)),
+                     BrokerView(orders=stops,
+                                positions=(BrokerPosition("AAPL", "long", D(100)),)))
+    assert finding.type is T.EXCESS_PROTECTION and finding.broker_value == "150"
+
+
+def test_a_configured_policy_replaces_the_default():
+    settings = DoctorSettings(policies={T.MISSING_PROTECTION: Policy.FLATTEN})
+    (finding,) = run(LocalView(positions=(position(),)),
+                     BrokerView(positions=(BrokerPosition("AAPL", "long", D(100)),)), settings)
+    assert finding.policy is Policy.FLATTEN and finding.action == "flatten"
+
+
+def test_settings_refuse_unknown_keys_and_policies():
+    with pytest.raises(ValueError):
+        DoctorSettings(interval=5)
+    with pytest.raises(ValueError):
+        DoctorSettings(policies={"MISSING_PROTECTION": "ignore"})
