@@ -47,3 +47,12 @@ def protections(probe: LogProbe) -> list[Protection]:
 
 def acknowledged_count(probe: LogProbe) -> int:
     return sum(1 for p in protections(probe) if p.acknowledged_at is not None)
+
+
+def acknowledged_ids(probe: LogProbe) -> set[int]:
+    return {int(m["id"]) for _, m in probe.matches(ACKNOWLEDGED)}
+
+
+def entries_acknowledged(probe: LogProbe, count: int) -> bool:
+    known = entries(probe)
+    return len(known) >= count and {order_id for order_id, _ in known.values()} <= acknowledged_ids(probe)
