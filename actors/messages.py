@@ -151,6 +151,18 @@ class Flatten(Message):
     reason: str
 
 
+class CheckProtection(Message):
+    """The doctor found the broker's working stop short of the position: protect what is not covered."""
+
+
+# --- to the doctor -------------------------------------------------------------------------------------------
+
+class StreamReconnected(Message):
+    """The trade stream came back: events may have been lost in the gap, so reconcile now."""
+
+    count: int = 0
+
+
 # --- to the system --------------------------------------------------------------------------------------------
 
 class PositionFinished(Message):

@@ -94,6 +94,8 @@ class PositionActor(pykka.ThreadingActor):
             self._flatten(message.reason)
         elif isinstance(message, CheckSiblings):
             self._check_siblings()
+        elif isinstance(message, m.CheckProtection):
+            self._protect()
         return None
 
     def state(self) -> dict[str, Any]:
