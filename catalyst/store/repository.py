@@ -222,4 +222,21 @@ class Store:
         """Entry order ids of every position that needs an actor: working entries and open positions."""
         return await self._transaction(recovery_ops.entry_order_ids_of_live_positions)
 
+    # --- the doctor -----------------------------------------------------------------------
+    async def reconciliation_orders(self, since: datetime) -> list[OrderRecord]:
+        """Working and unknown-outcome orders plus every order created since `since`."""
+        return await self._transaction(doctor_ops.reconciliation_orders, since)
 
+    async def execution_keys(self, order_ids: Sequence[int]) -> list[str]:
+        """The recorded execution keys of these orders."""
+        return await self._transaction(doctor_ops.execution_keys, list(order_ids))
+
+    async def adopt_order(self, spec: doctor_ops.BrokerOrderRow, at: datetime | None = None) -> OrderRecord:
+        """A broker order placed by hand, written as one of ours with the broker's ids."""
+        return await self._transaction(doctor_ops.adopt_order, spec, self._at(at))
+
+    async def adopt_position(
+        self, entry: doctor_ops.BrokerOrderRow, fills: Sequence[doctor_ops.AdoptedFill], at: datetime | None = None
+    ) -> tuple[OrderRecord, PositionRecord]:
+        """A broker position we did not open: its adopted entry, executions and open position, in one go."""
+        return await self._transaction(doctor_ops.adopt_position, entry, list(fills), self._at(at))
