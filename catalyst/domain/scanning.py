@@ -50,7 +50,7 @@ PREMARKET_VOLUME_CURVE: tuple[tuple[int, Decimal], ...] = tuple((m, Decimal(s)) 
 ))
 DEFAULT_KEYWORDS = (
     "earnings beat", "beats estimates", "record revenue", "fda approval", "fda approves", "fda clearance",
-    "contract", "guidance raise", "raises guidance", "upgrade", "acquisition", "acquire", "merger",
+    "contract", "guidance raise", "upgrade", "acquisition", "acquire", "merger",
     "buyout", "partnership",
 )
 _SCORE_PLACES, _RATIO_PLACES, _CENT = Decimal("0.0001"), Decimal("0.01"), Decimal("0.01")
