@@ -1,0 +1,235 @@
+"""The daily report from a real SQLite file written through the DbWriter: numbers, charts, file modes, read-only."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+
+from actors.db_writer import DbWriter
+from catalyst.domain.cycle import EXCHANGE_TZ
+from catalyst.report import ReportError, read_only_engine, write_daily_report
+from catalyst.store.migrate import upgrade
+from catalyst.store.records import NewFinding, NewOrder, NewScanResult, OrderProgress
+
+D = Decimal
+DAY = date(2024, 3, 4)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def at(hh: int, mm: int, ss: int = 0, day: date = DAY) -> datetime:
+    return datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=EXCHANGE_TZ)
+
+
+@dataclass(frozen=True)
+class Planned:
+    symbol: str
+    qty: Decimal
+    entry: Decimal
+    stop: Decimal
+    target: Decimal
+    entry_at: datetime
+    exit_role: str  # take_profit | stop_loss
+    exit_price: Decimal
+    exit_at: datetime
+
+
+WINNER = Planned("AAPL", D("100"), D("150.00"), D("147.00"), D("156.00"), at(10, 0), "take_profit", D("156.00"),
+                 at(10, 30))  # fmt: skip
+LOSER = Planned("MSFT", D("50"), D("400.00"), D("396.00"), D("408.00"), at(10, 10), "stop_loss", D("396.00"),
+                at(10, 52, 15))  # fmt: skip
+
+
+def record_trade(writer: Any, cycle_id: int, plan: Planned) -> int:
+    """Spec §1.3 through the store: entry order first, fill, position, OCO legs, one leg fills, close."""
+    entry = writer.create_order(
+        cycle_id=cycle_id, symbol=plan.symbol, role="entry", side="buy", order_type="market", quantity=plan.qty,
+        planned_stop_loss=plan.stop, planned_take_profit=plan.target, at=plan.entry_at - timedelta(seconds=2),
+    ).get()  # fmt: skip
+    writer.mark_submitted(entry.order_id, f"alp-{plan.symbol}-entry", "accepted", plan.entry_at).get()
+    writer.record_fill(
+        execution_id=f"alp-{plan.symbol}-entry:{plan.qty}", alpaca_order_id=f"alp-{plan.symbol}-entry",
+        symbol=plan.symbol, side="buy", qty=plan.qty, price=plan.entry, occurred_at=plan.entry_at, source="stream",
+        order_progress=OrderProgress("filled", "filled", plan.qty, plan.entry),
+    ).get()  # fmt: skip
+    position = writer.open_position_for_entry(
+        entry.order_id, plan.qty, plan.entry, plan.entry_at, plan.stop, plan.target
+    ).get()
+    common: dict[str, Any] = dict(order_class="oco", position_id=position.position_id, parent_order_id=entry.order_id)
+    take_profit, stop_loss = writer.create_orders([
+        NewOrder(cycle_id, plan.symbol, "take_profit", "sell", "limit", plan.qty, limit_price=plan.target, **common),
+        NewOrder(cycle_id, plan.symbol, "stop_loss", "sell", "stop", plan.qty, stop_price=plan.stop, **common),
+    ], at=plan.entry_at).get()  # fmt: skip
+    legs = {"take_profit": take_profit, "stop_loss": stop_loss}
+    for role, leg in legs.items():
+        writer.mark_submitted(leg.order_id, f"alp-{plan.symbol}-{role}", "new", plan.entry_at).get()
+    filled = legs[plan.exit_role]
+    sibling = legs["stop_loss" if plan.exit_role == "take_profit" else "take_profit"]
+    writer.record_fill(
+        execution_id=f"alp-{plan.symbol}-{plan.exit_role}:{plan.qty}", alpaca_order_id=filled.alpaca_order_id
+        or f"alp-{plan.symbol}-{plan.exit_role}", symbol=plan.symbol, side="sell", qty=plan.qty,
+        price=plan.exit_price, occurred_at=plan.exit_at, source="stream",
+        order_progress=OrderProgress("filled", "filled", plan.qty, plan.exit_price),
+    ).get()  # fmt: skip
+    writer.update_order_status(sibling.order_id, "cancelled", "canceled", D(0), None, plan.exit_at, reason="OCO").get()
+    pnl = (plan.exit_price - plan.entry) * plan.qty
+    writer.close_position(position.position_id, plan.exit_price, pnl, plan.exit_at).get()
+    return position.position_id
+
+
+@pytest.fixture
+def trading_day(tmp_path: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    """A finished day: two closed trades (one winner, one loser), three scan results and two findings."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}"
+    upgrade(url)
+    ref = DbWriter.start(url)
+    writer = ref.proxy()
+    try:
+        cycle = writer.get_or_create_cycle(DAY, at=at(9, 15)).get()
+        writer.insert_scan_results(cycle.cycle_id, [
+            NewScanResult("AAPL", 1, D("87.5"), at(9, 30), {"gap_pct": "5.1", "rvol": 3.2}, status="entered"),
+            NewScanResult("MSFT", 2, D("71.25"), at(9, 30), {"gap_pct": "3.4", "rvol": 2.1}, status="entered"),
+            NewScanResult("TSLA", 3, D("55"), at(9, 30), {"gap_pct": "2"}, status="rejected",
+                          reason="max open positions reached"),
+        ]).get()  # fmt: skip
+        ids = {"AAPL": record_trade(writer, cycle.cycle_id, WINNER), "MSFT": record_trade(writer, cycle.cycle_id, LOSER)}
+        writer.insert_findings([
+            NewFinding(at(10, 40), "pass-7", "ORDER_STATUS_MISMATCH", "warning", "order 4 | MSFT",
+                       db_value="accepted", broker_value="filled", action="catch_up", outcome="moved to filled"),
+            NewFinding(at(15, 0, day=DAY - timedelta(days=1)), "pass-1", "YESTERDAY_ONLY", "info", "old"),
+        ]).get()  # fmt: skip
+        writer.set_cycle_phase(cycle.cycle_id, "completed", at=at(16, 0)).get()
+    finally:
+        ref.stop()
+    yield url, ids
+
+
+def minute_prices(symbol: str, start: datetime, end: datetime) -> list[tuple[datetime, Decimal]]:
+    base = {"AAPL": D("150"), "MSFT": D("400")}[symbol]
+    minutes = int((end - start).total_seconds() // 60)
+    return [(start + timedelta(minutes=i), base + D(i % 7) / 2 - D("1.5")) for i in range(minutes + 1)]
+
+
+def test_report_headline_and_trade_rows_carry_the_days_numbers(trading_day, tmp_path: Path) -> None:
+    url, ids = trading_day
+
+    index = write_daily_report(url, DAY, tmp_path / "reports", minute_prices)
+
+    assert index == tmp_path / "reports" / "2024-03-04" / "index.md"
+    report = index.read_text()
+    assert "**Trades:** 2 closed (1 won, 1 lost)" in report
+    assert "**Win rate:** 50.0%" in report
+    assert "**Realized P&L:** +$400.00" in report
+    assert "**Largest win:** +$600.00 (AAPL)" in report
+    assert "**Largest loss:** -$200.00 (MSFT)" in report
+    # The curve goes 0 → +600 (AAPL target) → +400 (MSFT stop): a $200 fall from the +600 peak.
+    assert "**Max drawdown:** -$200.00" in report
+    aapl_row = f"| {ids['AAPL']} | [AAPL](trade-AAPL-{ids['AAPL']}.png) | long | 10:00:00 | 150.00 | 10:30:00 | 156.00 "
+    assert aapl_row + "| 100 | +$600.00 | +2.00R | 30m 00s | take-profit |" in report
+    msft_row = f"| {ids['MSFT']} | [MSFT](trade-MSFT-{ids['MSFT']}.png) | long | 10:10:00 | 400.00 | 10:52:15 | 396.00 "
+    assert msft_row + "| 50 | -$200.00 | -1.00R | 42m 15s | stop-loss |" in report
+
+
+def test_report_lists_scan_results_and_only_the_days_findings(trading_day, tmp_path: Path) -> None:
+    url, _ = trading_day
+
+    report = write_daily_report(url, DAY, tmp_path / "reports").read_text()
+
+    assert "| 1 | AAPL | 87.50 | gap_pct 5.10, rvol 3.20 | entered |" in report
+    assert "| 3 | TSLA | 55.00 | gap_pct 2.00 | rejected: max open positions reached |" in report
+    assert "| 10:40:00 | warning | ORDER_STATUS_MISMATCH | order 4 \\| MSFT | catch_up | moved to filled |" in report
+    assert "YESTERDAY_ONLY" not in report
+    assert "phase **completed**" in report
+    assert report.index("## Headline") < report.index("## Trades") < report.index("## Scan results") < report.index(
+        "## Doctor findings"
+    )
+
+
+@pytest.mark.parametrize("prices", [minute_prices, None], ids=["minute-prices", "fills-only"])
+def test_charts_are_real_pngs_and_every_file_is_owner_only(trading_day, tmp_path: Path, prices: Any) -> None:
+    url, ids = trading_day
+
+    folder = write_daily_report(url, DAY, tmp_path / "reports", prices).parent
+
+    names = {"index.md", "pnl.png", f"trade-AAPL-{ids['AAPL']}.png", f"trade-MSFT-{ids['MSFT']}.png"}
+    assert {p.name for p in folder.iterdir()} == names  # no temporary files left behind
+    for name in names - {"index.md"}:
+        content = (folder / name).read_bytes()
+        assert content.startswith(PNG_MAGIC), name
+        assert len(content) > 10_000, f"{name} is only {len(content)} bytes"
+    for name in names:
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_a_failing_price_source_still_gives_a_chart_from_the_fills(trading_day, tmp_path: Path) -> None:
+    url, ids = trading_day
+
+    def broken(symbol: str, start: datetime, end: datetime) -> list[tuple[datetime, Decimal]]:
+        raise ConnectionError("market data down")
+
+    folder = write_daily_report(url, DAY, tmp_path / "reports", broken).parent
+
+    assert (folder / f"trade-AAPL-{ids['AAPL']}.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_rerun_replaces_the_report_and_keeps_modes(trading_day, tmp_path: Path) -> None:
+    url, _ = trading_day
+    first = write_daily_report(url, DAY, tmp_path / "reports")
+    os.chmod(first, 0o644)
+    os.chmod(first.parent, 0o755)
+
+    second = write_daily_report(url, DAY, tmp_path / "reports")
+
+    assert second == first and "+$400.00" in second.read_text()
+    assert stat.S_IMODE(second.stat().st_mode) == 0o600
+    assert stat.S_IMODE(second.parent.stat().st_mode) == 0o700
+
+
+def test_day_without_a_cycle_still_gets_a_report(trading_day, tmp_path: Path) -> None:
+    url, _ = trading_day
+
+    report = write_daily_report(url, DAY + timedelta(days=1), tmp_path / "reports").read_text()
+
+    assert "No trading cycle was recorded for this day." in report
+    assert "**Trades:** 0 closed (0 won, 0 lost)" in report
+    assert (tmp_path / "reports" / "2024-03-05" / "pnl.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_report_reader_refuses_writes_and_leaves_the_data_unchanged(trading_day, tmp_path: Path) -> None:
+    url, _ = trading_day
+    engine = read_only_engine(url)
+    try:
+        with engine.connect() as connection:
+            before = connection.execute(text("SELECT count(*) FROM fills")).scalar_one()
+            with pytest.raises(OperationalError, match="readonly"):
+                connection.execute(text("DELETE FROM fills"))
+    finally:
+        engine.dispose()
+
+    write_daily_report(url, DAY, tmp_path / "reports")
+
+    engine = read_only_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM fills")).scalar_one() == before == 4
+    finally:
+        engine.dispose()
+
+
+def test_missing_database_is_named_and_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.db"
+
+    with pytest.raises(ReportError, match="nowhere.db does not exist"):
+        write_daily_report(f"sqlite+aiosqlite:///{missing}", DAY, tmp_path / "reports")
+
+    assert not missing.exists()
