@@ -56,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="cancel working entries, flatten every position, close the cycle")
     stop.set_defaults(handler=_cmd_stop)
 
+    status = sub.add_parser("status", help="today's phase, positions, working orders, P&L and the last findings")
+    _add_config(status)
+    status.add_argument("--sim", action="store_true", help="read the simulation database (`catalyst sim`, embedded run)")
+    status.set_defaults(handler=_cmd_status)
+
+    tail = sub.add_parser("tail", help="pretty-print (and follow) the daemon's JSON log")
+    _add_config(tail)
+    tail.add_argument("--file", type=Path, help="log file (default: logging.file from the config)")
+    tail.add_argument("--actor", help="only lines of this actor (router, position, cycle, doctor, scanner, …)")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep reading as the log grows (survives rotation)")
+    tail.set_defaults(handler=_cmd_tail)
+
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
     db_sub.required = True
@@ -108,6 +120,24 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     from catalyst.control import stop_daemon
 
     return stop_daemon(_load(args), emergency=args.emergency)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from catalyst.status import status_text
+
+    print(status_text(_load(args), simulation=args.sim))
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from catalyst.tail import tail
+
+    path = args.file
+    if path is None:
+        path = _load(args).logging.file
+        if path is None:
+            raise UsageError("no log file: pass --file or set logging.file in the config")
+    return tail(path, args.actor, args.follow)
 
 
 def _positive_int(text: str) -> int:

@@ -20,11 +20,12 @@ from typing import Any
 
 from loguru import logger
 
-from catalyst.config import Config, load_config, load_secrets
+from catalyst.config import Config, load_config, load_secrets, sqlite_path
 from catalyst.errors import BrokerUnavailable, UsageError
 from catalyst.instance import InstanceLock
 from catalyst.logs import setup_logging
 from catalyst.runtime import Endpoint, open_endpoint, sim_database_url
+from catalyst.status import write_state_snapshot
 
 log = logger.bind(actor="system")
 
@@ -115,8 +116,13 @@ class Daemon:
         except Exception as exc:  # a busy actor must not kill the reporter
             log.warning(f"state table skipped: {type(exc).__name__}: {exc}")
             return
-        log.info(f"state {self.endpoint.clock.now():%Y-%m-%d %H:%M} phase={cycle['phase']} live={len(positions)} "
+        now = self.endpoint.clock.now()
+        log.info(f"state {now:%Y-%m-%d %H:%M} phase={cycle['phase']} live={len(positions)} "
                  f"halted={cycle['halted'] or 'no'}")
+        db_path = sqlite_path(self.database_url)
+        if db_path is not None:
+            write_state_snapshot(db_path, {"at": now.isoformat(), "phase": cycle["phase"], "halted": cycle["halted"],
+                                           "positions": positions})
         for p in positions:
             log.info(f"state   {p['position']:<14} {p['status']:<8} qty={p['qty']:<6} avg={p['avg']:<8} "
                      f"protected={p['protected']}")
@@ -158,8 +164,6 @@ def _install_signals(daemon: Daemon, config: Config, secrets: Any, args: argpars
 
 def _serve(args: argparse.Namespace, config: Config, secrets: Any, endpoint: Endpoint, database_url: str,
            days: int | None, what: str) -> Daemon:
-    from catalyst.config import sqlite_path
-
     db_path = sqlite_path(database_url)
     try:
         lock = InstanceLock(db_path).acquire(what) if db_path else None

@@ -1,0 +1,107 @@
+"""`catalyst status`: a readable table from the database (read-only) and the running daemon's last state snapshot."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from catalyst.config import Config, sqlite_path
+from catalyst.errors import DatabaseError
+from catalyst.runtime import sim_database_url
+
+WORKING = ("created", "submitted", "accepted", "partial_fill")
+
+
+def state_snapshot_path(database_path: Path) -> Path:
+    return database_path.with_name(database_path.name + ".state.json")
+
+
+def write_state_snapshot(database_path: Path, snapshot: dict[str, Any]) -> None:
+    """Written by the daemon with every state table; `catalyst status` shows it. Owner-readable only."""
+    path = state_snapshot_path(database_path)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(snapshot, default=str))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise DatabaseError(f"{path}: no database yet (run `catalyst db upgrade` or start the daemon)")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        conn.execute("SELECT 1 FROM orders LIMIT 1")
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"{path}: cannot read the database: {exc}") from None
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def status_text(config: Config, simulation: bool = False) -> str:
+    url = sim_database_url(config) if simulation else config.daemon.database_url
+    path = sqlite_path(url)
+    if path is None:
+        raise DatabaseError(f"{url}: `catalyst status` reads SQLite databases only")
+    with _open(path) as conn:
+        return "\n".join(_render(conn, path))
+
+
+def _render(conn: sqlite3.Connection, path: Path) -> list[str]:
+    out = [f"database {path}"]
+    cycle = conn.execute("SELECT * FROM trading_cycles ORDER BY date DESC LIMIT 1").fetchone()
+    if cycle is None:
+        out.append("no trading cycle yet")
+    else:
+        out.append(f"cycle {cycle['date']} phase {cycle['phase']} state {cycle['cycle_state']}"
+                   + (f" ({cycle['halt_reason']})" if cycle["halt_reason"] else "")
+                   + f" daily P&L {Decimal(cycle['daily_pnl']):+.2f}")
+    positions = conn.execute(
+        "SELECT p.*, s.symbol FROM positions p JOIN securities s USING (security_id) "
+        "WHERE p.cycle_id = ? ORDER BY p.position_id", (cycle["cycle_id"] if cycle else -1,)).fetchall()
+    out.append("")
+    out.append(f"{'position':<14}{'status':<9}{'side':<6}{'qty':>7}{'entry':>10}{'exit':>10}{'stop':>9}{'target':>9}"
+               f"{'realized':>11}{'unrealized':>12}")
+    for p in positions:
+        out.append(f"{p['symbol'] + '#p-' + str(p['position_id']):<14}{p['status']:<9}{p['side']:<6}"
+                   f"{_n(p['quantity']):>7}{_n(p['entry_price']):>10}{_n(p['exit_price']):>10}{_n(p['stop_loss']):>9}"
+                   f"{_n(p['take_profit']):>9}{_n(p['realized_pnl']):>11}{_n(p['unrealized_pnl']):>12}")
+    if not positions:
+        out.append("(no positions today)")
+    realized = sum((Decimal(p["realized_pnl"]) for p in positions), Decimal(0))
+    unrealized = sum((Decimal(p["unrealized_pnl"]) for p in positions if p["status"] == "open"), Decimal(0))
+    out.append(f"realized {realized:+.2f}  unrealized {unrealized:+.2f}")
+    working = conn.execute(
+        f"SELECT o.*, s.symbol FROM orders o JOIN securities s USING (security_id) "
+        f"WHERE o.status IN ({','.join('?' * len(WORKING))}) ORDER BY o.order_id", WORKING).fetchall()
+    out.append("")
+    out.append(f"working orders: {len(working)}")
+    for o in working:
+        price = o["limit_price"] or o["stop_price"] or ""
+        out.append(f"  {o['symbol']}#o-{o['order_id']:<6} {o['role']:<12} {o['side']:<5} {_n(o['quantity']):>7} "
+                   f"{o['order_type']:<6} {_n(price):>9} {o['status']}" + ("  OUTCOME UNKNOWN" if o["outcome_unknown"] else ""))
+    findings = conn.execute("SELECT * FROM doctor_findings ORDER BY finding_id DESC LIMIT 5").fetchall()
+    out.append("")
+    out.append(f"last doctor findings: {len(findings)}")
+    for f in findings:
+        out.append(f"  {f['found_at'][:19]} {f['severity']:<8} {f['type']:<22} {f['subject']} → {f['action'] or '-'}"
+                   f" ({f['outcome'] or '-'})")
+    snapshot = state_snapshot_path(path)
+    if snapshot.exists():
+        try:
+            state = json.loads(snapshot.read_text())
+            out.append("")
+            out.append(f"daemon snapshot at {state.get('at')}: phase {state.get('phase')}, "
+                       f"{len(state.get('positions', []))} live position actors, halted: {state.get('halted') or 'no'}")
+        except (OSError, ValueError):
+            out.append(f"(daemon snapshot {snapshot} unreadable)")
+    return out
+
+
+def _n(value: Any) -> str:
+    if value in (None, ""):
+        return "-"
+    number = Decimal(str(value))
+    return f"{number:.2f}" if number != number.to_integral_value() else f"{number:.0f}"
