@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from catalyst.store import cycle_ops, order_ops, position_ops, queries, recovery_ops, security_ops
+from catalyst.store import cycle_ops, doctor_ops, order_ops, position_ops, queries, recovery_ops, security_ops
 from catalyst.store.errors import ConstraintViolationError
 from catalyst.store.records import (
     CycleRecord, FillRecord, LiveBook, NewFinding, NewOrder, NewScanResult, OrderProgress,
