@@ -80,7 +80,10 @@ def write_daily_report(
             continue
         name = f"trade-{re.sub(r'[^A-Za-z0-9.-]', '_', trade.symbol)}-{trade.position_id}.png"
         prices, note = _prices_for(trade, market_prices)
-        _write_private(folder / name, trade_chart_png(trade, prices, note))
+        r = f", {trade.r_multiple:+.2f}R" if trade.r_multiple is not None else ""
+        title = (f"{trade.symbol} {trade.side} {_qty(trade.qty)} (position {trade.position_id}): "
+                 f"{trade.exit_reason}, {_money(trade.realized_pnl)}{r}{note}")  # fmt: skip
+        _write_private(folder / name, trade_chart_png(trade, prices, title))
         charts[trade.position_id] = name
     index = folder / "index.md"
     _write_private(index, render_markdown(data, curve, max_drawdown(curve), charts, notes).encode("utf-8"))
@@ -166,7 +169,9 @@ def load_day(session: Session, day: date) -> DayData:
         select(PositionRow, Security.symbol).join(Security, PositionRow.security_id == Security.security_id)
         .where(PositionRow.cycle_id == cycle_id).order_by(PositionRow.entry_time, PositionRow.position_id)
     ).all()  # fmt: skip
-    trades = tuple(_trade(row, symbol, orders_by_position[row.position_id], fills_by_order) for row, symbol in positions)
+    trades = tuple(
+        _trade(row, symbol, orders_by_position[row.position_id], fills_by_order) for row, symbol in positions
+    )
     return DayData(day, cycle_record(cycle), trades, scans, findings)
 
 
@@ -233,8 +238,10 @@ def render_markdown(
     ]  # fmt: skip
     lines += ["## Trades", ""]
     if data.trades:
-        lines += ["| # | Symbol | Side | Entry | Entry price | Exit | Exit price | Qty | P&L | R | Duration | Exit reason |",
-                  "|---:|---|---|---|---:|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+        lines += [
+            "| # | Symbol | Side | Entry | Entry price | Exit | Exit price | Qty | P&L | R | Duration | Exit reason |",
+            "|---:|---|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+        ]
         for t in data.trades:
             r = f"{t.r_multiple:+.2f}R" if t.r_multiple is not None else "—"
             symbol = f"[{_cell(t.symbol)}]({charts[t.position_id]})" if t.position_id in charts else _cell(t.symbol)

@@ -166,14 +166,14 @@ def pnl_chart_png(day: str, curve: Sequence[tuple[datetime, Decimal]]) -> bytes:
     return _png(figure)
 
 
-def trade_chart_png(trade: Trade, prices: Sequence[tuple[datetime, Decimal]], title_note: str = "") -> bytes:
+def trade_chart_png(trade: Trade, prices: Sequence[tuple[datetime, Decimal]], title: str) -> bytes:
     """Minute prices (or just the fills) with the entry, stop, target and exit marked."""
     if trade.entry_time is None or trade.entry_price is None:
         raise ValueError(f"position {trade.position_id} has no entry to chart")
     entry_time, entry_price = trade.entry_time, trade.entry_price
     figure = _figure()
     axes = figure.add_subplot()
-    axes.set_title(f"{trade.symbol} {trade.side}: {trade.exit_reason}{title_note}")
+    axes.set_title(title)
     axes.set_ylabel("price (USD)")
     if prices:
         axes.plot([t for t, _ in prices], [float(p) for _, p in prices], color=PRICE, linewidth=1.2, label="price")

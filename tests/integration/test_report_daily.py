@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import sessionmaker
 
 from actors.db_writer import DbWriter
 from catalyst.domain.cycle import EXCHANGE_TZ
@@ -101,7 +102,7 @@ def trading_day(tmp_path: Path) -> Iterator[tuple[str, dict[str, int]]]:
             NewScanResult("TSLA", 3, D("55"), at(9, 30), {"gap_pct": "2"}, status="rejected",
                           reason="max open positions reached"),
         ]).get()  # fmt: skip
-        ids = {"AAPL": record_trade(writer, cycle.cycle_id, WINNER), "MSFT": record_trade(writer, cycle.cycle_id, LOSER)}
+        ids = {plan.symbol: record_trade(writer, cycle.cycle_id, plan) for plan in (WINNER, LOSER)}
         writer.insert_findings([
             NewFinding(at(10, 40), "pass-7", "ORDER_STATUS_MISMATCH", "warning", "order 4 | MSFT",
                        db_value="accepted", broker_value="filled", action="catch_up", outcome="moved to filled"),
@@ -233,3 +234,56 @@ def test_missing_database_is_named_and_not_created(tmp_path: Path) -> None:
         write_daily_report(f"sqlite+aiosqlite:///{missing}", DAY, tmp_path / "reports")
 
     assert not missing.exists()
+
+
+def test_partial_take_profit_then_flatten_shows_both_exits_and_two_curve_steps(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'partial.db'}"
+    upgrade(url)
+    ref = DbWriter.start(url)
+    writer = ref.proxy()
+    try:
+        cycle = writer.get_or_create_cycle(DAY, at=at(9, 15)).get()
+        entry = writer.create_order(
+            cycle_id=cycle.cycle_id, symbol="NVDA", role="entry", side="buy", order_type="market",
+            quantity=D("20"), planned_stop_loss=D("95"), planned_take_profit=D("110"), at=at(9, 59),
+        ).get()  # fmt: skip
+        writer.record_fill(execution_id="e1", order_id=entry.order_id, symbol="NVDA", side="buy", qty=D("20"),
+                           price=D("100"), occurred_at=at(10, 0), source="stream").get()  # fmt: skip
+        position = writer.open_position_for_entry(entry.order_id, D("20"), D("100"), at(10, 0), D("95"), D("110")).get()
+        tp, flatten = writer.create_orders([
+            NewOrder(cycle.cycle_id, "NVDA", "take_profit", "sell", "limit", D("20"), limit_price=D("110"),
+                     position_id=position.position_id, parent_order_id=entry.order_id),
+            NewOrder(cycle.cycle_id, "NVDA", "flatten", "sell", "market", D("10"), position_id=position.position_id),
+        ], at=at(10, 0)).get()  # fmt: skip
+        writer.record_fill(execution_id="e2", order_id=tp.order_id, symbol="NVDA", side="sell", qty=D("10"),
+                           price=D("110"), occurred_at=at(11, 0), source="stream").get()  # fmt: skip
+        writer.record_fill(execution_id="e3", order_id=flatten.order_id, symbol="NVDA", side="sell", qty=D("10"),
+                           price=D("98"), occurred_at=at(15, 55), source="stream").get()  # fmt: skip
+        writer.close_position(position.position_id, D("104"), D("80"), at(15, 55)).get()
+    finally:
+        ref.stop()
+    engine = read_only_engine(url)
+    try:
+        index = write_daily_report(sessionmaker(engine), DAY, tmp_path / "reports")
+    finally:
+        engine.dispose()
+
+    report = index.read_text()
+    # R = 80 / (20 × |100 − 95|) = 0.8; +100 at 11:00 then −20 at 15:55: a $20 drawdown from the +100 peak.
+    assert "| 20 | +$80.00 | +0.80R | 5h 55m | take-profit + flatten |" in report
+    assert "**Max drawdown:** -$20.00" in report
+    assert "Note:" not in report
+
+
+def test_fills_that_disagree_with_the_position_are_noted_not_hidden(trading_day, tmp_path: Path) -> None:
+    url, ids = trading_day
+    ref = DbWriter.start(url)
+    try:  # the position claims more than its fills give
+        ref.proxy().close_position(ids["AAPL"], D("156.00"), D("650.00"), at(10, 30)).get()
+    finally:
+        ref.stop()
+
+    report = write_daily_report(url, DAY, tmp_path / "reports").read_text()
+
+    assert f"> Note: AAPL (position {ids['AAPL']}): fills give 600.00 but the position records 650.00" in report
+    assert "**Realized P&L:** +$450.00" in report
