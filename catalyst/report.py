@@ -99,22 +99,27 @@ def read_only_engine(database_url: str) -> Engine:
     backend, _, driver = parsed.drivername.partition("+")
     if driver in ASYNC_DRIVERS:
         parsed = parsed.set(drivername=backend)
-    if is_sqlite(parsed):
-        path = parsed.database or ""
+    database = parsed.database or ":memory:"
+    if is_sqlite(parsed) and database != ":memory:" and not database.startswith("file:"):
+        path = Path(database)
         # Connecting would create a missing file: the report must never create or change the database.
-        if path not in ("", ":memory:") and not path.startswith("file:") and not Path(path).is_file():
+        if not path.is_file():
             raise ReportError(f"database {path} does not exist: nothing to report")
         try:
             check_database_file(parsed)
         except StoreError as error:
             raise ReportError(f"cannot read the database: {error}") from None
+        # SQLite's read-only open: the main file is never written, not even by the checkpoint a last
+        # closing connection would run. (It may leave empty -wal/-shm files beside a closed database.)
+        read_only = {**parsed.query, "mode": "ro", "uri": "true"}
+        parsed = parsed.set(database=path.resolve().as_uri(), query=read_only)
     engine = create_engine(parsed)
     if is_sqlite(parsed):
 
         @event.listens_for(engine, "connect")
         def _read_only(dbapi_connection: Any, _record: Any) -> None:
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA query_only=ON")  # the daemon's writer owns the file; we only look
+            cursor.execute("PRAGMA query_only=ON")  # also for a URL we could not open read-only
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
 

@@ -217,8 +217,12 @@ def test_report_reader_refuses_writes_and_leaves_the_data_unchanged(trading_day,
     finally:
         engine.dispose()
 
+    database_file = tmp_path / "catalyst.db"
+    content_before = database_file.read_bytes()
+
     write_daily_report(url, DAY, tmp_path / "reports")
 
+    assert database_file.read_bytes() == content_before
     engine = read_only_engine(url)
     try:
         with engine.connect() as connection:
