@@ -1,0 +1,352 @@
+"""The doctor: reconciles the database with the broker in bulk (spec §7) and heals each finding by its policy.
+
+It never moves state itself: broker truth goes through the router (the only actor that moves orders, along the
+machine, recording executions exactly once), protection through the position actors, adoption through the
+supervisor. Broker calls per pass: the order list (paged, 500 a page), positions, fill activities, and one
+market-data read for marks; never one call per order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pykka
+from loguru import logger
+
+from actors import messages as m
+from catalyst.broker.errors import BrokerError
+from catalyst.broker.reports import FillReport, OrderReport, PositionReport
+from catalyst.clock import wall_seconds
+from catalyst.domain.orders import OrderStatus
+from catalyst.domain.positions import Position, PositionSide, PositionStatus
+from catalyst.domain.reconcile import (
+    BrokerFill, BrokerOrder, BrokerPosition, BrokerView, DoctorSettings, Finding, FindingType, LocalOrder,
+    LocalPosition, LocalView, Policy, execution_key, reconcile,
+)  # fmt: skip
+from catalyst.store.doctor_ops import ADOPTED_ENTRY_ROLE, AdoptedFill, BrokerOrderRow
+from catalyst.store.records import NewFinding
+
+log = logger.bind(actor="doctor")
+_T = FindingType
+CENT = Decimal("0.01")
+
+
+class Tick(m.Message):
+    pass
+
+
+@dataclass(frozen=True)
+class PassReport:
+    pass_id: str
+    number: int
+    reason: str
+    dry_run: bool
+    findings: tuple[Finding, ...]
+    outcomes: tuple[str, ...]
+    healed: int
+    alerts: int
+    entries_allowed: bool
+    halt_reason: str | None
+    error: str | None = None
+
+
+@dataclass
+class _Pass:
+    """What one pass gathered, kept for healing."""
+
+    pass_id: str
+    after: datetime
+    local: dict[int, Any]
+    reports: dict[str, OrderReport]
+    fills: list[FillReport]
+    positions: dict[str, PositionReport]
+    cum: dict[str, Decimal]  # execution id → cumulative qty after it
+
+
+class DoctorActor(pykka.ThreadingActor):
+    def __init__(self, writer: Any, broker: Any, router: Any, supervisor: Any, clock: Any,
+                 settings: DoctorSettings | None = None) -> None:
+        super().__init__()
+        self.writer, self.broker, self.router, self.supervisor, self.clock = writer, broker, router, supervisor, clock
+        self.settings = settings or DoctorSettings()
+        self.halted = False
+        self.halt_reason: str | None = None
+        self._numbers = itertools.count(1)
+        self._timer: threading.Timer | None = None
+        self._last_pass_at: datetime | None = None
+
+    # --- lifecycle and messages -------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self._last_pass_at = self.clock.now()
+        self._schedule()
+
+    def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Tick):
+            # The timer only polls: a pass is due after interval_s of EXCHANGE time (a manual clock never runs one).
+            if self._last_pass_at is None or (self.clock.now() - self._last_pass_at).total_seconds() >= self.settings.interval_s:
+                self.run_pass(reason="periodic")
+            self._schedule()
+        elif isinstance(message, m.StreamReconnected):
+            self.run_pass(reason=f"stream reconnected #{message.count}")
+        return None
+
+    def _schedule(self) -> None:
+        self._timer = threading.Timer(wall_seconds(self.clock, self.settings.interval_s), self._tell_tick)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _tell_tick(self) -> None:
+        try:
+            self.actor_ref.tell(Tick())
+        except pykka.ActorDeadError:
+            pass
+
+    def entries_allowed(self) -> bool:
+        """The cycle asks before approving an entry: False once a finding's policy halted entries."""
+        return not self.halted
+
+    def resume(self, why: str) -> None:
+        """A human looked at the halt reason: allow entries again."""
+        log.warning(f"doctor entries allowed again ({why}); was halted: {self.halt_reason}")
+        self.halted, self.halt_reason = False, None
+
+    # --- one pass ---------------------------------------------------------------------------------------------
+
+    def run_pass(self, dry_run: bool = False, reason: str = "periodic") -> PassReport:
+        number = next(self._numbers)
+        now = self.clock.now()
+        self._last_pass_at = now
+        pass_id = f"{now:%Y%m%dT%H%M%S}-{number}"
+        try:
+            gathered, local, broker = self._gather(pass_id, now)
+        except BrokerError as exc:
+            log.error(f"doctor pass #{number} ({reason}): broker unavailable, nothing reconciled: {exc}")
+            return PassReport(pass_id, number, reason, dry_run, (), (), 0, 0, not self.halted, self.halt_reason, str(exc))
+        findings = reconcile(local, broker, now, self.settings)
+        outcomes: list[str] = []
+        batch: tuple[list[OrderReport], list[FillReport]] = ([], [])
+        for finding in findings:
+            log.log("WARNING" if finding.severity != "info" else "INFO", finding.line())
+            outcomes.append("dry run" if dry_run else self._heal(finding, gathered, batch))
+        if not dry_run:
+            if batch[0] or batch[1]:
+                self.router.tell(m.CatchUpResult(orders=tuple(batch[0]), fills=tuple(batch[1]), since=gathered.after))
+            self._mark_to_market(local)
+            if findings:
+                self.writer.insert_findings([_record(f, now, pass_id, o) for f, o in zip(findings, outcomes)]).get()
+        healed = sum(o == "healed" for o in outcomes)
+        alerts = sum(o == "alerted" for o in outcomes)
+        state = "entries allowed" if not self.halted else f"entries HALTED: {self.halt_reason}"
+        log.info(f"doctor pass #{number} ({reason}{', dry run' if dry_run else ''}): {len(findings)} findings, "
+                 f"{healed} healed, {alerts} alerts, {state}")
+        return PassReport(pass_id, number, reason, dry_run, tuple(findings), tuple(outcomes), healed, alerts,
+                          not self.halted, self.halt_reason)
+
+    def _gather(self, pass_id: str, now: datetime) -> tuple[_Pass, LocalView, BrokerView]:
+        floor = now - timedelta(seconds=self.settings.lookback_s)
+        working = self.writer.working_orders().get() + self.writer.orders_with_unknown_outcome().get()
+        after = min([o.created_at for o in working] + [floor]) - timedelta(seconds=self.settings.list_margin_s)
+        rows = self.writer.reconciliation_orders(after).get()
+        positions = self.writer.open_positions_for_reconciliation().get()
+        keys = frozenset(self.writer.execution_keys([r.order_id for r in rows]).get())
+        reports = self.broker.list_orders(status="all", after=after, nested=True)
+        broker_positions = self.broker.positions()
+        fills = self.broker.fill_activities(after=after)
+        flat: dict[str, OrderReport] = {}
+        orders: list[BrokerOrder] = []
+        for report in reports:
+            for item, parent in ((report, None), *((leg, report.broker_id) for leg in report.legs)):
+                flat[item.broker_id] = item
+                orders.append(BrokerOrder(item.broker_id, item.client_order_id, item.symbol, item.side,
+                                          item.qty or Decimal(0), item.filled_qty, item.status, item.type, parent))
+        cum = _cumulative(fills)
+        local = LocalView(
+            orders=tuple(LocalOrder(r.order_id, r.client_order_id, r.alpaca_order_id, r.symbol, r.role, r.side,
+                                    r.quantity, OrderStatus(r.status), r.filled_qty, r.position_id, r.created_at,
+                                    r.updated_at, r.outcome_unknown) for r in rows),
+            positions=tuple(LocalPosition(p.position_id, p.symbol, p.side, p.quantity) for p in positions),
+            execution_keys=keys,
+        )
+        broker = BrokerView(
+            orders=tuple(orders),
+            positions=tuple(BrokerPosition(p.symbol, p.side, p.qty) for p in broker_positions),
+            fills=tuple(BrokerFill(f.broker_order_id, cum[f.execution_id], f.qty, f.price, f.at) for f in fills),
+        )
+        gathered = _Pass(pass_id, after, {r.order_id: r for r in rows}, flat, fills,
+                         {p.symbol: p for p in broker_positions}, cum)
+        return gathered, local, broker
+
+    # --- healing ----------------------------------------------------------------------------------------------
+
+    def _heal(self, finding: Finding, got: _Pass, batch: tuple[list[OrderReport], list[FillReport]]) -> str:
+        try:
+            if finding.policy is Policy.ALERT:
+                return "alerted"
+            if finding.policy is Policy.HALT:
+                self._halt(finding.reason or f"{finding.type} {finding.subject}")
+                return "halted"
+            if finding.policy is Policy.ADOPT and finding.type is _T.ORPHAN_POSITION:
+                self._adopt(finding, got)
+                return "healed"
+            if finding.policy is Policy.FLATTEN:
+                return self._flatten(finding, got)
+            if finding.policy is Policy.HEAL:
+                return self._repair(finding, got, batch)
+            return "alerted"  # a policy that does not apply to this finding type: say so, do nothing
+        except Exception as exc:  # noqa: BLE001 - one failed heal must not stop the pass; it is recorded
+            log.error(f"doctor could not heal {finding.type} {finding.subject}: {type(exc).__name__}: {exc}")
+            return f"failed: {exc}"
+
+    def _repair(self, finding: Finding, got: _Pass, batch: tuple[list[OrderReport], list[FillReport]]) -> str:
+        kind = finding.type
+        if kind is _T.ORDER_STATUS_MISMATCH:
+            batch[0].extend(got.reports[i] for i in finding.broker_ids)
+        elif kind is _T.MISSING_FILL:
+            (broker_id,) = finding.broker_ids
+            known = {f.execution_id for f in batch[1]}
+            batch[1].extend(f for f in got.fills if f.broker_order_id == broker_id and f.execution_id not in known)
+        elif kind is _T.OUTCOME_UNKNOWN:
+            self._settle(finding, got)
+        elif kind is _T.MISSING_PROTECTION:
+            ref = self._position_ref(finding)
+            if ref is not None:
+                ref.tell(m.CheckProtection())
+        elif kind in (_T.PHANTOM_POSITION, _T.POSITION_QTY_MISMATCH):
+            self._attach_hand_exits(finding, got, batch)
+        else:
+            return "alerted"
+        return "healed"
+
+    def _settle(self, finding: Finding, got: _Pass) -> None:
+        report = got.reports[finding.broker_ids[0]]
+        row = got.local[finding.order_id]
+        ids = [row.order_id]
+        sibling = got.local.get(row.order_id + 1)
+        # An OCO is submitted as its take-profit with the stop-loss as its leg (rows created together, tp first).
+        if report.legs and row.role == "take_profit" and sibling is not None and sibling.role == "stop_loss":
+            ids.append(sibling.order_id)
+        self.router.tell(m.SubmitResult(order_ids=tuple(ids), report=report))
+
+    def _attach_hand_exits(self, finding: Finding, got: _Pass, batch: tuple[list[OrderReport], list[FillReport]]) -> None:
+        """A position reduced or closed by hand: write the hand orders as exits of the position and let the router
+        apply their real fills, so the position actor closes it at the broker's prices."""
+        ref = self._position_ref(finding)
+        cycle_id = self.writer.get_position(finding.position_id).get().cycle_id
+        for broker_id in finding.broker_ids:
+            report = got.reports[broker_id]
+            row = self.writer.adopt_order(BrokerOrderRow(
+                cycle_id=cycle_id, symbol=report.symbol, role="exit", side=report.side, order_type=_order_type(report),
+                quantity=report.qty or report.filled_qty, alpaca_order_id=broker_id,
+                client_order_id=report.client_order_id, position_id=finding.position_id,
+            )).get()
+            if ref is not None:
+                self.router.tell(m.Register(owner=ref, order_ids=(row.order_id,)))
+            batch[0].append(report)
+            batch[1].extend(f for f in got.fills if f.broker_order_id == broker_id)
+            log.info(f"doctor attached hand order {report.symbol}#{broker_id[:8]} as exit {report.symbol}#o-{row.order_id}")
+
+    def _adopt(self, finding: Finding, got: _Pass) -> Any:
+        held = got.positions[finding.symbol]
+        side = "buy" if held.side == "long" else "sell"
+        hand = [got.reports[i] for i in finding.broker_ids]
+        fills = [f for f in got.fills if f.broker_order_id in finding.broker_ids]
+        if fills and sum(f.qty if f.side == side else -f.qty for f in fills) == held.qty:
+            executions = [AdoptedFill(execution_key(f.broker_order_id, got.cum[f.execution_id]), f.broker_order_id,
+                                      f.qty, f.price, f.at) for f in fills if f.side == side]
+        else:
+            # No fill in the window explains it (opened before it, or elsewhere): the broker's holding at its
+            # average price is the only truth there is; recorded as such (source rest), never as a hand execution.
+            executions = [AdoptedFill(f"position:{held.symbol}:{got.pass_id}", None, held.qty,
+                                      held.avg_entry_price, self.clock.now(), source="rest")]
+        mark = held.current_price or held.avg_entry_price
+        pct, target_pct = self.settings.adopt_stop_pct, self.settings.adopt_target_pct
+        stop, target = ((mark * (1 - pct), mark * (1 + target_pct)) if side == "buy"
+                        else (mark * (1 + pct), mark * (1 - target_pct)))
+        single = hand[0] if len(hand) == 1 else None
+        cycle_id = self.writer.get_or_create_cycle(self.clock.now().date()).get().cycle_id
+        entry, position = self.writer.adopt_position(BrokerOrderRow(
+            cycle_id=cycle_id, symbol=held.symbol, role=ADOPTED_ENTRY_ROLE, side=side, order_type="market",
+            quantity=held.qty, alpaca_order_id=single.broker_id if single else None,
+            client_order_id=single.client_order_id if single else f"adopt-{held.symbol}-{got.pass_id}",
+            status="filled", filled_qty=held.qty, filled_avg_price=held.avg_entry_price,
+            planned_stop_loss=stop.quantize(CENT), planned_take_profit=target.quantize(CENT),
+        ), executions).get()
+        log.warning(f"doctor adopted {held.symbol} {held.side} {held.qty} as {held.symbol}#p-{position.position_id} "
+                    f"(entry o-{entry.order_id}, stop {stop.quantize(CENT)}); its actor protects it")
+        return self.supervisor.restore(entry.order_id).get()
+
+    def _flatten(self, finding: Finding, got: _Pass) -> str:
+        ref = self._adopt(finding, got) if finding.type is _T.ORPHAN_POSITION else self._position_ref(finding)
+        if ref is None:
+            return "failed: no position actor to flatten"
+        ref.tell(m.Flatten(reason=f"doctor: {finding.type} {finding.subject}"))
+        return "healed"
+
+    def _halt(self, reason: str) -> None:
+        if not self.halted:
+            log.critical(f"doctor HALTS new entries: {reason}")
+        self.halted, self.halt_reason = True, self.halt_reason or reason
+
+    def _position_ref(self, finding: Finding) -> Any:
+        """The live actor of the finding's position, rebuilt from the database when it has none."""
+        label = f"{finding.symbol}#p-{finding.position_id}"
+        for ref in self.supervisor.live_refs().get():
+            try:
+                if ref.proxy().state().get(timeout=5)["position"] == label:
+                    return ref
+            except (pykka.ActorDeadError, pykka.Timeout):
+                continue
+        entry = next((o for o in self.writer.orders_for_position(finding.position_id).get() if o.role == "entry"), None)
+        return self.supervisor.restore(entry.order_id).get() if entry is not None else None
+
+    # --- marks ------------------------------------------------------------------------------------------------
+
+    def _mark_to_market(self, local: LocalView) -> None:
+        symbols = sorted({p.symbol for p in local.positions})
+        if not symbols:
+            return
+        try:
+            trades = self.broker.latest_trades(symbols)
+        except BrokerError as exc:
+            log.warning(f"doctor marks not updated: {exc}")
+            return
+        for row in self.writer.open_positions_for_reconciliation().get():
+            tick = trades.get(row.symbol)
+            if tick is None or row.entry_price is None:
+                continue
+            held = Position(row.symbol, PositionSide(row.side), PositionStatus.OPEN, row.quantity, row.entry_price,
+                            entry_filled_qty=row.quantity)
+            self.writer.update_position(row.position_id, last_price=tick.price,
+                                        unrealized_pnl=held.unrealized_pnl(tick.price)).get()
+
+
+def _record(finding: Finding, at: datetime, pass_id: str, outcome: str) -> NewFinding:
+    return NewFinding(found_at=at, pass_id=pass_id, type=str(finding.type), severity=str(finding.severity),
+                      subject=finding.subject, db_value=finding.db_value, broker_value=finding.broker_value,
+                      action=finding.action, outcome=outcome, details={"reason": finding.reason} if finding.reason else None)
+
+
+def _cumulative(fills: list[FillReport]) -> dict[str, Decimal]:
+    """Cumulative qty after each execution: the broker's when it says, else summed per order in time order."""
+    running: dict[str, Decimal] = {}
+    cum: dict[str, Decimal] = {}
+    for fill in sorted(fills, key=lambda f: (f.at, f.cum_qty or 0)):
+        total = fill.cum_qty if fill.cum_qty is not None else running.get(fill.broker_order_id, Decimal(0)) + fill.qty
+        running[fill.broker_order_id] = total
+        cum[fill.execution_id] = total
+    return cum
+
+
+def _order_type(report: OrderReport) -> str:
+    return report.type if report.type in ("market", "limit", "stop", "stop_limit") else "market"
+

@@ -1,0 +1,231 @@
+"""The doctor against the real actor system and the emulator: each finding provoked by acting behind the daemon's
+back (alpaca-py's TradingClient with the same key, the exchange's fault controls), then healed by policy."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+import sqlite3
+from decimal import Decimal
+from typing import Any, Iterator
+
+import pytest
+
+from actors.doctor import DoctorActor
+from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.ratelimit import RateLimiter
+from catalyst.domain.reconcile import DoctorSettings, FindingType as T
+from alpaca.trading.client import TradingClient
+from alpaca.trading.enums import OrderSide, TimeInForce
+from alpaca.trading.requests import LimitOrderRequest
+
+
+class CountingLimiter(RateLimiter):
+    """Every trading HTTP request takes one token: counting tokens counts the calls that reach the broker."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.calls = 0
+
+    def acquire(self, priority: Any, timeout: float | None = None) -> None:
+        self.calls += 1
+        super().acquire(priority, timeout)
+
+
+class CountingBroker:
+    """A proxy around the broker counting method calls by name."""
+
+    def __init__(self, broker: AlpacaBroker) -> None:
+        self._broker = broker
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._broker, name)
+        if not callable(target):
+            return target
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return target(*args, **kwargs)
+
+        return counted
+
+
+@pytest.fixture
+def doctor_broker(trading) -> CountingBroker:
+    return CountingBroker(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, timeout_s=5.0,
+                                       limiter=CountingLimiter(), name="doctor"))
+
+
+@pytest.fixture
+def doctor(trading, doctor_broker) -> Iterator[Any]:
+    system = trading.system
+    ref = DoctorActor.start(system.writer, doctor_broker, system.router, system.supervisor, trading.exchange.clock,
+                            DoctorSettings(stuck_after_s=60))
+    yield ref.proxy()
+    ref.stop()
+
+
+@pytest.fixture
+def by_hand(trading) -> TradingClient:
+    return TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+
+
+def position_of(trading, symbol="AAPL"):
+    entry = next((o for o in trading.all_orders(symbol) if o.role == "entry"), None)
+    return trading.writer.get_position(entry.position_id).get() if entry and entry.position_id else None
+
+
+def broker_working_stop_qty(trading, symbol="AAPL"):
+    return sum((Decimal(o["qty"]) - Decimal(o["filled_qty"]) for o in trading.broker_view()["orders"]
+               if o["symbol"] == symbol and o["type"] == "stop" and o["status"] in ("new", "held", "accepted")),
+               Decimal(0))
+
+
+def protected(trading, qty="100", symbol="AAPL"):
+    return trading.wait_for(lambda: broker_working_stop_qty(trading, symbol) == Decimal(qty), f"{qty} {symbol} protected")
+
+
+def open_protected(trading, **plan):
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan(**plan))
+    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal(100), "the entry to fill")
+    protected(trading)
+    # the DB knows the legs are at the broker too
+    trading.wait_for(lambda: sum(1 for o in trading.all_orders() if o.role in ("stop_loss", "take_profit")
+                                 and o.status in ("submitted", "accepted") and o.alpaca_order_id) == 2,
+                     "both legs acknowledged")
+
+
+def working_stop_ids(trading, symbol="AAPL"):
+    return [o["id"] for o in trading.broker_view()["orders"]
+            if o["symbol"] == symbol and o["type"] == "stop" and o["status"] in ("new", "held", "accepted")]
+
+
+def kinds(report):
+    return sorted(str(f.type) for f in report.findings)
+
+
+def row_counts(trading) -> dict[str, int]:
+    path = trading.db_url.split("///", 1)[1]
+    with sqlite3.connect(path) as db:
+        return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("orders", "positions", "fills", "doctor_findings", "trade_updates")}
+
+
+def test_a_hand_placed_order_is_an_orphan_and_its_fill_an_orphan_position_adopted_and_protected(trading, doctor, by_hand):
+    trading.exchange.set_price("MSFT", "400.00")
+    hand = by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=50, side=OrderSide.BUY,
+                                                  time_in_force=TimeInForce.DAY, limit_price=398))
+    first = doctor.run_pass(reason="test").get()
+    assert kinds(first) == ["ORPHAN_ORDER"] and first.outcomes == ("alerted",)
+    trading.trade("MSFT", "397.50")  # trades through the hand limit
+    trading.wait_for(lambda: any(p["symbol"] == "MSFT" for p in trading.broker_view()["positions"]), "the hand fill")
+    second = doctor.run_pass(reason="test").get()
+    assert T.ORPHAN_POSITION in [f.type for f in second.findings]
+    protected(trading, "50", "MSFT")
+    adopted = position_of(trading, "MSFT")
+    filled = by_hand.get_order_by_id(hand.id)
+    assert adopted.status == "open" and adopted.quantity == Decimal(50)
+    assert adopted.entry_price == Decimal(str(filled.filled_avg_price))
+    assert doctor.run_pass(reason="after").get().findings == ()
+    assert doctor.entries_allowed().get()
+
+
+def test_a_position_closed_by_hand_is_a_phantom_closed_with_the_brokers_real_fill_price(trading, doctor, by_hand):
+    open_protected(trading)
+    trading.exchange.set_faults("drop=1.0")  # the daemon sees none of what follows
+    by_hand.cancel_order_by_id(working_stop_ids(trading)[0])  # cancels the OCO pair
+    trading.exchange.set_price("AAPL", "151.20")
+    closing = by_hand.close_position("AAPL")
+    trading.exchange.set_faults("")
+    report = doctor.run_pass(reason="test").get()
+    assert T.PHANTOM_POSITION in [f.type for f in report.findings]
+    closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "the phantom closed")
+    price = Decimal(str(by_hand.get_order_by_id(closing.id).filled_avg_price))
+    assert closed.exit_price == price and closed.realized_pnl == (price - Decimal("149.95")) * 100
+    trading.wait_for(lambda: not any(o.status in ("submitted", "accepted") for o in trading.all_orders()),
+                     "no order left working in the DB")
+    assert trading.broker_view()["positions"] == [] or all(Decimal(p["qty"]) == 0 for p in trading.broker_view()["positions"])
+    assert working_stop_ids(trading) == []  # nothing re-protected a position that no longer exists
+
+
+def test_a_dropped_fill_event_is_a_missing_fill_the_doctor_applies(trading, doctor):
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status == "submitted", "the entry resting")
+    trading.exchange.set_faults("drop=1.0")
+    trading.trade("AAPL", "148.50")
+    trading.wait_for(lambda: any(p["symbol"] == "AAPL" for p in trading.broker_view()["positions"]), "the fill")
+    trading.exchange.set_faults("")
+    assert trading.all_orders()[0].status == "submitted"  # the daemon did not see it
+    report = doctor.run_pass(reason="test").get()
+    assert kinds(report) == ["MISSING_FILL", "ORDER_STATUS_MISMATCH"]
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "open" and p, "the fill applied")
+    entry = trading.all_orders()[0]
+    fills = trading.writer.fills_for_order(entry.order_id).get()
+    assert position.quantity == Decimal(100) and [f.source for f in fills] == ["activity"]
+    assert entry.status == "filled"
+    protected(trading)
+
+
+def test_a_protection_cancelled_by_hand_is_re_protected_for_the_full_quantity(trading, doctor, by_hand):
+    open_protected(trading)
+    trading.exchange.set_faults("drop=1.0")
+    by_hand.cancel_order_by_id(working_stop_ids(trading)[0])
+    trading.exchange.set_faults("")
+    assert broker_working_stop_qty(trading) == 0
+    report = doctor.run_pass(reason="test").get()
+    missing = next(f for f in report.findings if f.type is T.MISSING_PROTECTION)
+    assert missing.line().startswith("doctor MISSING_PROTECTION position AAPL#p-") and missing.action == "re-protect"
+    protected(trading)
+    assert doctor.entries_allowed().get()
+
+
+def test_a_conflict_halts_new_entries_and_says_why(trading, doctor):
+    open_protected(trading)
+    stop = next(o for o in trading.all_orders() if o.role == "stop_loss")
+    # The database holds the stop for cancelled while the broker still works it.
+    trading.writer.update_order_status(stop.order_id, "cancelled", "canceled", Decimal(0), None).get()
+    report = doctor.run_pass(reason="test").get()
+    assert kinds(report) == ["ORDER_STATUS_CONFLICT"] and report.outcomes == ("halted",)
+    assert not doctor.entries_allowed().get() and not report.entries_allowed
+    assert f"AAPL#o-{stop.order_id}" in doctor.halt_reason.get()
+    (saved,) = [r for r in _findings(trading) if r[0] == "ORDER_STATUS_CONFLICT"]
+    assert saved[1:] == ("cancelled", "held", "halt entries", "halted")
+
+
+def _findings(trading):
+    path = trading.db_url.split("///", 1)[1]
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT type, db_value, broker_value, action, outcome FROM doctor_findings").fetchall()
+
+
+def test_a_dry_run_reports_findings_and_changes_nothing(trading, doctor, by_hand):
+    open_protected(trading)
+    trading.exchange.set_faults("drop=1.0")
+    by_hand.cancel_order_by_id(working_stop_ids(trading)[0])
+    before = row_counts(trading)
+    report = doctor.run_pass(dry_run=True, reason="test").get()
+    assert T.MISSING_PROTECTION in [f.type for f in report.findings]
+    assert set(report.outcomes) == {"dry run"}
+    assert row_counts(trading) == before and broker_working_stop_qty(trading) == 0
+
+
+def test_a_pass_over_many_orders_costs_a_bounded_number_of_broker_calls(trading, doctor, doctor_broker, by_hand):
+    count = 520  # more than one page of 500
+    trading.exchange.set_price("TSLA", "2.00")  # cheap: 520 resting buys within the buying power
+    cycle_id = trading.cycle_id()
+    for _ in range(count):
+        row = trading.writer.create_order(cycle_id=cycle_id, symbol="TSLA", role="entry", side="buy",
+                                          order_type="limit", quantity=Decimal(1), limit_price=Decimal("1.5")).get()
+        placed = by_hand.submit_order(LimitOrderRequest(symbol="TSLA", qty=1, side=OrderSide.BUY, limit_price=1.5,
+                                                        time_in_force=TimeInForce.DAY, client_order_id=row.client_order_id))
+        trading.writer.mark_submitted(row.order_id, str(placed.id), "new").get()
+        trading.exchange.advance(timedelta(milliseconds=100))  # distinct submission times, as in real life
+    limiter = doctor_broker.limiter
+    limiter.calls, doctor_broker.calls = 0, {}
+    report = doctor.run_pass(reason="test").get()
+    assert report.findings == () and report.error is None
+    assert limiter.calls <= math.ceil(count / 500) + 3
+    assert doctor_broker.calls.get("get_order", 0) == 0 and doctor_broker.calls.get("get_order_by_client_id", 0) == 0
