@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 from actors.doctor import DoctorActor
+from actors.messages import StreamReconnected
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.reconcile import DoctorSettings, FindingType as T
@@ -229,3 +230,21 @@ def test_a_pass_over_many_orders_costs_a_bounded_number_of_broker_calls(trading,
     assert report.findings == () and report.error is None
     assert limiter.calls <= math.ceil(count / 500) + 3
     assert doctor_broker.calls.get("get_order", 0) == 0 and doctor_broker.calls.get("get_order_by_client_id", 0) == 0
+
+
+def test_a_pass_marks_open_positions_to_the_latest_trade(trading, doctor):
+    open_protected(trading)
+    trading.exchange.set_price("AAPL", "151.00")
+    doctor.run_pass(reason="test").get()
+    marked = position_of(trading)
+    assert marked.last_price == Decimal("151.00") and marked.unrealized_pnl == Decimal("105.00")
+
+
+def test_a_stream_reconnect_runs_a_pass_that_heals(trading, doctor, by_hand):
+    open_protected(trading)
+    trading.exchange.set_faults("drop=1.0")
+    by_hand.cancel_order_by_id(working_stop_ids(trading)[0])
+    trading.exchange.set_faults("")
+    doctor.actor_ref.tell(StreamReconnected(count=2))
+    protected(trading)
+    assert any(r[0] == "MISSING_PROTECTION" and r[4] == "healed" for r in _findings(trading))
