@@ -247,4 +247,5 @@ def test_a_stream_reconnect_runs_a_pass_that_heals(trading, doctor, by_hand):
     trading.exchange.set_faults("")
     doctor.actor_ref.tell(StreamReconnected(count=2))
     protected(trading)
-    assert any(r[0] == "MISSING_PROTECTION" and r[4] == "healed" for r in _findings(trading))
+    trading.wait_for(lambda: any(r[0] == "MISSING_PROTECTION" and r[4] == "healed" for r in _findings(trading)),
+                     "the pass's findings recorded")
