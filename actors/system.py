@@ -178,11 +178,22 @@ class _Adopt(m.Message):
 
 def alpaca_factories(key_id: str, secret: str, trading_url: str | None, stream_url: str | None, *,
                      paper: bool = True, timeout_s: float = 10.0, limiter: Any = None,
+                     reconnect_listeners: list[Any] | None = None,
                      ) -> tuple[Callable[[str], Any], Callable[[Any], Any]]:
     """Broker and stream factories over the real alpaca-py clients (emulator, paper or live: only URLs differ).
 
     All workers share one rate limiter: Alpaca's 200 requests/minute is per account, not per connection.
+    Every stream (re)connection is told to the router (REST catch-up); reconnections after the first are also
+    told to `reconnect_listeners` (the doctor), since events in the gap are never replayed.
     """
+    listeners = reconnect_listeners if reconnect_listeners is not None else []
+
+    def connected(router: Any, count: int) -> None:
+        router.tell(m.StreamConnected(count=count))
+        if count > 1:
+            for listener in listeners:
+                listener.tell(m.StreamReconnected(count=count))
+
     from catalyst.broker.adapter import AlpacaBroker
     from catalyst.broker.stream import TradeStream
 
@@ -194,7 +205,7 @@ def alpaca_factories(key_id: str, secret: str, trading_url: str | None, stream_u
         return TradeStream(
             key_id, secret, stream_url,
             on_update=lambda report: router.tell(m.TradeUpdateReceived(update=report)),
-            on_connected=lambda count: router.tell(m.StreamConnected(count=count)),
+            on_connected=lambda count: connected(router, count),
             on_auth_failed=lambda reason: router.tell(m.StreamLoginFailed(reason=reason)),
             paper=paper,
         )

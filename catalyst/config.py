@@ -19,7 +19,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from catalyst.domain.cycle import PhaseSchedule
 from catalyst.domain.errors import InvalidSchedule
+from catalyst.domain.reconcile import DoctorSettings
 from catalyst.domain.risk import RiskSettings
+from catalyst.domain.scanning import ScannerSettings
 from catalyst.errors import ConfigError
 
 KEY_ID_ENV = "APCA_API_KEY_ID"
@@ -110,6 +112,8 @@ class Config(BaseSettings):
     exchange: ExchangeSettings = ExchangeSettings()
     cycle: CycleSettings = CycleSettings()
     risk: RiskSettings = RiskSettings()
+    scanner: ScannerSettings = ScannerSettings()
+    doctor: DoctorSettings = DoctorSettings()
     source: Path | None = Field(default=None, exclude=True)
 
     @classmethod

@@ -14,6 +14,7 @@ from loguru import logger
 
 from actors.messages import TradePlan
 from catalyst.domain import risk
+from catalyst.domain.money import to_tick
 from catalyst.domain.positions import PositionSide
 from catalyst.runtime import next_session_start
 
@@ -35,6 +36,7 @@ class CycleHooks:
         self.doctor = DoctorActor.start(self.writer, broker_factory("doctor"), system.router, system.supervisor,
                                         self.endpoint.clock, self.config.doctor).proxy()
         daemon.parts.extend([self.scanner.actor_ref, self.doctor.actor_ref])
+        daemon.reconnect_listeners.append(self.doctor.actor_ref)
         self._trading_days: dict[date, bool] = {}
         self.doctor.run_pass(reason="start-up").get()
 
@@ -67,10 +69,10 @@ class CycleHooks:
             scan_id = decision.candidate.scan_id
             if decision.approved:
                 log.info(f"cycle approve {decision.symbol} qty={decision.qty} entry≈{decision.entry} "
-                         f"stop={decision.stop} target={decision.target} R={decision.risk_per_share}")
+                         f"stop={to_tick(decision.stop)} target={to_tick(decision.target)} R={decision.risk_per_share}")
                 plans.append(TradePlan(symbol=decision.symbol, side=PositionSide.LONG, qty=decision.qty,
-                                       stop_loss=decision.stop, take_profit=decision.target, cycle_id=cycle_id,
-                                       scan_id=scan_id))
+                                       stop_loss=to_tick(decision.stop), take_profit=to_tick(decision.target),
+                                       cycle_id=cycle_id, scan_id=scan_id))
             else:
                 log.info(f"cycle reject {decision.symbol}: {decision.reason}")
             if scan_id is not None:

@@ -15,7 +15,8 @@ from typing import Any, Iterable
 
 from loguru import logger
 
-TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {level:<7} {extra[actor]:<12} | {message}\n"
+# loguru appends the newline (and any exception) itself to a string format.
+TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {level:<7} {extra[actor]:<12} | {message}"
 REDACTED = "***"
 _secrets: tuple[str, ...] = ()
 
@@ -29,11 +30,17 @@ def redact(text: str) -> str:
 
 
 def _patch(record: dict[str, Any]) -> None:
-    record["extra"].setdefault("actor", record["name"].split(".")[0] if record["name"] else "-")
+    record["extra"].setdefault("actor", _actor_of(record["name"] or "-"))
     record["message"] = redact(record["message"])
     for key, value in record["extra"].items():
         if isinstance(value, str):
             record["extra"][key] = redact(value)
+
+
+def _actor_of(module: str) -> str:
+    """`catalyst.broker.stream` → broker; `pykka.actor` → pykka: unbound lines still name their part."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "catalyst" and len(parts) > 1 else parts[0]
 
 
 def _json_line(record: dict[str, Any]) -> str:
@@ -58,7 +65,7 @@ class _InterceptHandler(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.opt(exception=record.exc_info).bind(actor=record.name.split(".")[0]).log(
+        logger.opt(exception=record.exc_info).bind(actor=_actor_of(record.name)).log(
             level, record.getMessage()
         )
 
@@ -88,5 +95,5 @@ def setup_logging(
         file.touch(exist_ok=True)
         file.chmod(0o600)
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
-    for noisy in ("sqlalchemy.engine", "aiohttp.access", "websockets", "urllib3"):
+    for noisy in ("sqlalchemy.engine", "aiohttp.access", "websockets", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

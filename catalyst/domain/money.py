@@ -34,3 +34,9 @@ def weighted_average(avg: Decimal, quantity: Decimal, price: Decimal, qty: Decim
     ctx = MONEY_CONTEXT
     cost = ctx.add(ctx.multiply(avg, quantity), ctx.multiply(price, qty))
     return ctx.divide(cost, ctx.add(quantity, qty))
+
+
+def to_tick(price: Decimal) -> Decimal:
+    """A price on a valid tick: Alpaca refuses sub-penny prices at or above $1, and allows 4 decimals below."""
+    tick = Decimal("0.01") if price >= 1 else Decimal("0.0001")
+    return price.quantize(tick, rounding=ROUND_HALF_EVEN)
