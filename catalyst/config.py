@@ -57,6 +57,8 @@ class BrokerSettings(Section):
     stream_url: str | None = None
     data_url: str | None = None
     timeout_s: float = Field(default=10.0, gt=0)
+    # How long start-up waits (with backoff) for an unreachable broker before exiting with code 4.
+    startup_wait_s: float = Field(default=300.0, ge=0)
     rate_limit_per_minute: int = Field(default=200, ge=0)
     # Live trading needs this AND `--i-mean-live` on the command line.
     live_confirmed: bool = False

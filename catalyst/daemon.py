@@ -85,14 +85,30 @@ class Daemon:
         return self
 
     def _check_broker(self) -> None:
+        """Wait for the broker with backoff (a supervisor restart loop helps nobody); refused keys fail at once."""
+        from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
         from catalyst.broker.errors import AuthError, BrokerError
 
+        where = self.endpoint.trading_url or "Alpaca"
+
+        def before_sleep(state: Any) -> None:
+            log.warning(f"system broker unreachable at {where} ({state.outcome.exception()}); "
+                        f"retrying in {state.next_action.sleep:.0f} s")
+
         try:
-            account = self.broker.account()
+            for attempt in Retrying(
+                retry=retry_if_exception_type(BrokerError) & ~retry_if_exception_type(AuthError),
+                wait=wait_exponential(multiplier=1, min=1, max=30),
+                stop=stop_after_delay(self.config.broker.startup_wait_s), before_sleep=before_sleep,
+            ):
+                with attempt:
+                    account = self.broker.account()
         except AuthError as exc:
             raise BrokerUnavailable(f"the broker refused our keys: {exc}") from None
-        except BrokerError as exc:
-            raise BrokerUnavailable(f"broker unreachable at {self.endpoint.trading_url or 'Alpaca'}: {exc}") from None
+        except (BrokerError, RetryError) as exc:
+            raise BrokerUnavailable(f"broker unreachable at {where} for {self.config.broker.startup_wait_s:.0f} s: "
+                                    f"{exc}") from None
         log.info(f"system broker {self.endpoint.mode} account {account.account_number} status {account.status} "
                  f"equity {account.equity} buying power {account.buying_power}")
 

@@ -58,13 +58,29 @@ def open_endpoint(config: Config, secrets: Any, speed: float | None = None, seed
         return _embedded(config, speed, seed)
     if broker.mode == "emulator":
         key, secret = _keys_or_sim(secrets)
-        try:
-            clock = FollowedClock(broker.url)
-        except Exception as exc:  # any failure to read its clock means we cannot follow it
-            raise BrokerUnavailable(f"emulator at {broker.url} does not answer /sim/v1/clock: {exc}") from None
+        clock = _follow(broker.url, broker.startup_wait_s)
         return Endpoint("emulator", broker.url, broker.stream_url or stream_url_for(broker.url), key, secret, clock)
     key, secret = secrets.key_id.get_secret_value(), secrets.secret_key.get_secret_value()
     return Endpoint(broker.mode, broker.url, broker.stream_url, key, secret, WallClock(), paper=broker.mode == "paper")
+
+
+def _follow(url: str, wait_s: float) -> FollowedClock:
+    """An emulator's clock, waiting for it with backoff (it may be starting alongside us)."""
+    from tenacity import RetryError, Retrying, stop_after_delay, wait_exponential
+
+    def before_sleep(state: Any) -> None:
+        log.warning(f"system emulator at {url} not answering ({type(state.outcome.exception()).__name__}); "
+                    f"retrying in {state.next_action.sleep:.0f} s")
+
+    try:
+        for attempt in Retrying(wait=wait_exponential(min=1, max=30), stop=stop_after_delay(wait_s),
+                                before_sleep=before_sleep, reraise=True):
+            with attempt:
+                return FollowedClock(url)
+    except Exception as exc:  # any failure to read its clock means we cannot follow it
+        raise BrokerUnavailable(f"emulator at {url} does not answer /sim/v1/clock after {wait_s:.0f} s: "
+                                f"{type(exc).__name__}") from None
+    raise BrokerUnavailable(f"emulator at {url} does not answer")  # pragma: no cover
 
 
 def _keys_or_sim(secrets: Any) -> tuple[str, str]:
