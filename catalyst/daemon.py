@@ -86,7 +86,7 @@ class Daemon:
 
     def _check_broker(self) -> None:
         """Wait for the broker with backoff (a supervisor restart loop helps nobody); refused keys fail at once."""
-        from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+        from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
         from catalyst.broker.errors import AuthError, BrokerError
 
@@ -98,7 +98,8 @@ class Daemon:
 
         try:
             for attempt in Retrying(
-                retry=retry_if_exception_type(BrokerError) & ~retry_if_exception_type(AuthError),
+                # tenacity has no negation of a retry condition: refused keys must not be retried.
+                retry=retry_if_exception(lambda exc: isinstance(exc, BrokerError) and not isinstance(exc, AuthError)),
                 wait=wait_exponential(multiplier=1, min=1, max=30),
                 stop=stop_after_delay(self.config.broker.startup_wait_s), before_sleep=before_sleep,
             ):
