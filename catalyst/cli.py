@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,6 +27,11 @@ def _add_config(p: argparse.ArgumentParser) -> None:
                    help=f"config file (default: ./{DEFAULT_CONFIG}); relative paths inside resolve against its folder")
 
 
+def _add_env_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env-file", type=Path, metavar="PATH",
+                   help="read APCA_API_KEY_ID and APCA_API_SECRET_KEY from this NAME=VALUE file (refused unless mode 0600)")
+
+
 def _add_logging(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=("text", "json"), help="override logging.format")
     p.add_argument("--log-level", choices=("TRACE", "DEBUG", "INFO", "WARNING", "ERROR"), help="override logging.level")
@@ -38,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the trading daemon in the foreground (for systemd/supervisord)")
     _add_config(run)
     _add_logging(run)
+    _add_env_file(run)
     run.add_argument("--broker-url", metavar="URL", help="an Alpaca-compatible broker in its own process, e.g. `catalyst exchange`")
     run.add_argument("--i-mean-live", action="store_true", help="second confirmation required for broker.mode = live")
     run.set_defaults(handler=_cmd_run)
@@ -45,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("sim", help="run N simulated trading days against the built-in exchange, then exit")
     _add_config(sim)
     _add_logging(sim)
+    _add_env_file(sim)
     sim.add_argument("--days", type=_positive_int, default=1, help="trading days to simulate (default 1)")
     sim.add_argument("--seed", type=int, help="market seed (default: exchange.seed)")
     sim.add_argument("--speed", type=_positive_float, help="simulated seconds per wall second (default: exchange.speed)")
@@ -172,8 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except SystemExit as exc:  # --help and friends
         return int(exc.code or 0)
-    except Exception as exc:  # the last line of defence: one line, never a traceback
+    except Exception as exc:  # the last line of defence: one line, never a traceback (unless asked for)
         print(f"catalyst: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("CATALYST_TRACEBACK"):
+            traceback.print_exc()
+        else:
+            print("catalyst: set CATALYST_TRACEBACK=1 to see where", file=sys.stderr)
         return 1
 
 

@@ -4,14 +4,18 @@ Start order: lock → database → broker endpoint → actor system (writer, wor
 rebuilt from the database) → scanner → doctor (a pass at start-up) → cycle. Stop order is the reverse; protection
 orders stay at the broker on a graceful stop. Signals: TERM/INT stop gracefully, HUP reopens logs, USR1 dumps every
 actor's state and thread stacks into the log, USR2 is the emergency stop (`catalyst stop --emergency`).
+SIGHUP also reloads the safe part of the config (logging.*, daemon.state_table_interval_s); any other change is
+named in the log and waits for a restart. A stop that overruns daemon.shutdown_timeout_s exits 1 (one line).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import date
@@ -20,28 +24,66 @@ from typing import Any
 
 from loguru import logger
 
-from catalyst.config import Config, load_config, load_secrets, sqlite_path
-from catalyst.errors import BrokerUnavailable, UsageError
+from catalyst.config import KEY_ID_ENV, SECRET_KEY_ENV, Config, load_config, load_secrets, sqlite_path
+from catalyst.errors import BrokerUnavailable, CatalystError, UsageError
 from catalyst.instance import InstanceLock
 from catalyst.logs import setup_logging
 from catalyst.runtime import Endpoint, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
 
 log = logger.bind(actor="system")
+# What SIGHUP may change in a running daemon; everything else is wired into running actors and needs a restart.
+RELOADABLE = ("logging.", "daemon.state_table_interval_s")
 
 
-def prepare(args: argparse.Namespace) -> tuple[Config, Any]:
-    """Load and check everything a run needs before any actor starts."""
+def _load(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
     if getattr(args, "broker_url", None):
         config = config.model_copy(update={"broker": config.broker.model_copy(update={"url": args.broker_url})})
-    secrets = load_secrets()
+    return config
+
+
+def _setup_logging(args: argparse.Namespace, config: Config, secrets: Any) -> None:
+    """The command line (--log-format, --log-level) wins over the config, also after a SIGHUP reload."""
     setup_logging(
         level=getattr(args, "log_level", None) or config.logging.level,
         fmt=getattr(args, "log_format", None) or config.logging.format,
         file=config.logging.file, rotation=config.logging.rotation, retention=config.logging.retention,
         secrets=secrets.values(),
     )
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The API keys from a `KEY=VALUE` file (systemd EnvironmentFile style), refused unless only its owner can read it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the environment file: {exc.strerror}") from None
+    if mode & 0o077:
+        raise UsageError(f"{path}: environment file has mode {mode:04o}, others could read the keys; "
+                         f"run `chmod 600 {path}`")
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not name.strip().isidentifier():
+            # Never echo the line: it may hold a key.
+            raise UsageError(f"{path}:{number}: expected NAME=VALUE")
+        values[name.strip()] = value.strip().strip("\"'")
+    return {k: v for k, v in values.items() if k in (KEY_ID_ENV, SECRET_KEY_ENV)}
+
+
+def prepare(args: argparse.Namespace) -> tuple[Config, Any]:
+    """Load and check everything a run needs before any actor starts."""
+    # The database, its WAL, logs, snapshots and reports may name positions and P&L: owner-only, whatever the umask.
+    os.umask(0o077)
+    config = _load(args)
+    env_file = getattr(args, "env_file", None)
+    secrets = load_secrets({**os.environ, **read_env_file(env_file)} if env_file else None)
+    _setup_logging(args, config, secrets)
     if config.broker.mode in ("paper", "live") and not secrets.present:
         raise UsageError(f"broker.mode = {config.broker.mode} needs APCA_API_KEY_ID and APCA_API_SECRET_KEY in the environment")
     if config.broker.mode == "live" and not (config.broker.live_confirmed and getattr(args, "i_mean_live", False)):
@@ -58,6 +100,7 @@ class Daemon:
     stop_event: threading.Event = field(default_factory=threading.Event)
     completed: list[tuple[date, Path]] = field(default_factory=list)
     parts: list[Any] = field(default_factory=list)
+    reload_requested: bool = False
 
     def start(self) -> Daemon:
         from actors.cycle import CycleActor
@@ -101,7 +144,7 @@ class Daemon:
                 # tenacity has no negation of a retry condition: refused keys must not be retried.
                 retry=retry_if_exception(lambda exc: isinstance(exc, BrokerError) and not isinstance(exc, AuthError)),
                 wait=wait_exponential(multiplier=1, min=1, max=30),
-                stop=stop_after_delay(self.config.broker.startup_wait_s), before_sleep=before_sleep,
+                stop=stop_after_delay(self.config.broker.startup_wait_s), before_sleep=before_sleep, reraise=True,
             ):
                 with attempt:
                     account = self.broker.account()
@@ -145,6 +188,24 @@ class Daemon:
             log.info(f"state   {p['position']:<14} {p['status']:<8} qty={p['qty']:<6} avg={p['avg']:<8} "
                      f"protected={p['protected']}")
 
+    def reload(self, args: argparse.Namespace, secrets: Any) -> None:
+        """SIGHUP: reopen log files and apply the safe part of a re-read config; name what needs a restart."""
+        try:
+            fresh = _load(args)
+        except CatalystError as exc:
+            _setup_logging(args, self.config, secrets)
+            log.error(f"system SIGHUP: config not reloaded, the running one stays: {exc}")
+            return
+        daemon_part = self.config.daemon.model_copy(
+            update={"state_table_interval_s": fresh.daemon.state_table_interval_s})
+        waiting = [key for key in _changed(self.config.model_dump(), fresh.model_dump()) if not key.startswith(RELOADABLE)]
+        self.config = self.config.model_copy(update={"logging": fresh.logging, "daemon": daemon_part})
+        _setup_logging(args, self.config, secrets)
+        log.info(f"system SIGHUP: log files reopened, logging.* and daemon.state_table_interval_s reloaded "
+                 f"(state table every {daemon_part.state_table_interval_s:g} s)")
+        if waiting:
+            log.warning(f"system SIGHUP: {', '.join(waiting)} changed; that takes a restart")
+
     def stop(self) -> None:
         for part in reversed(self.parts):
             try:
@@ -160,10 +221,8 @@ def _install_signals(daemon: Daemon, config: Config, secrets: Any, args: argpars
         daemon.stop_event.set()
 
     def reopen(_signum: int, _frame: Any) -> None:
-        setup_logging(level=getattr(args, "log_level", None) or config.logging.level,
-                      fmt=getattr(args, "log_format", None) or config.logging.format, file=config.logging.file,
-                      rotation=config.logging.rotation, retention=config.logging.retention, secrets=secrets.values())
-        log.info("system SIGHUP: log files reopened")
+        # Handled by the main loop, not here: reconfiguring loguru inside a handler could meet its own sink lock.
+        daemon.reload_requested = True
 
     def dump(_signum: int, _frame: Any) -> None:
         threading.Thread(target=daemon.dump_state, name="state-dump", daemon=True).start()
@@ -194,15 +253,46 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, endpoint: End
             _wipe(db_path)
         daemon.start()
         _install_signals(daemon, config, secrets, args)
-        interval = config.daemon.state_table_interval_s
-        while not daemon.stop_event.wait(timeout=interval):
-            daemon.log_state_table()
+        last_table = time.monotonic()
+        while not daemon.stop_event.wait(timeout=0.2):
+            if daemon.reload_requested:
+                daemon.reload_requested = False
+                daemon.reload(args, secrets)
+            if time.monotonic() - last_table >= daemon.config.daemon.state_table_interval_s:
+                last_table = time.monotonic()
+                daemon.log_state_table()
     finally:
+        watchdog = _shutdown_watchdog(daemon.config.daemon.shutdown_timeout_s)
         daemon.stop()
         endpoint.close()
         if lock:
             lock.release()
+        watchdog.cancel()
     return daemon
+
+
+def _shutdown_watchdog(bound_s: float) -> threading.Timer:
+    """A stop must end within daemon.shutdown_timeout_s so the supervisor is not left waiting; past it, exit 1."""
+    def overrun() -> None:
+        log.error(f"system stop did not finish within daemon.shutdown_timeout_s = {bound_s:g} s; exiting now "
+                  "(protection stays at the broker; the next start reconciles)")
+        os._exit(1)
+
+    timer = threading.Timer(bound_s, overrun)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def run_daemon(args: argparse.Namespace) -> int:
