@@ -1,0 +1,266 @@
+"""Processes for crash and chaos runs: `catalyst exchange` and `catalyst run`, started, watched, killed, always stopped.
+
+Why separate processes: the broker must outlive the daemon, and `kill -9` must hit the real daemon, not a thread.
+Every wait has a deadline; every process started here is stopped here (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+COMMAND_ENV = "CATALYST_CHAOS_COMMAND"  # e.g. "/opt/catalyst/bin/catalyst" to test an installed build
+READY_LINE = re.compile(r"catalyst exchange ready at (http://\S+)")
+DAEMON_READY = re.compile(r"cycle \d{4}-\d\d-\d\d #\d+ (starts|resumed in)")
+
+
+class HarnessError(RuntimeError):
+    """A process did not start, answer or stop in time; the message says which and what it printed last."""
+
+
+def catalyst_command() -> list[str]:
+    """The `catalyst` console command: this interpreter's module unless overridden by the environment."""
+    override = os.environ.get(COMMAND_ENV, "").strip()
+    return shlex.split(override) if override else [sys.executable, "-m", "catalyst.cli"]
+
+
+class LineLog:
+    """Collects a process's output lines (a reader thread), mirrors them to a file, and lets callers wait for one."""
+
+    def __init__(self, stream: Any, mirror: Path) -> None:
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._mirror = mirror.open("a", encoding="utf-8")
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True, name=f"lines-{mirror.name}")
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for raw in stream:
+            line = raw.rstrip("\n")
+            self._mirror.write(raw)
+            self._mirror.flush()
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._mirror.close()
+
+    def wait_for(self, pattern: re.Pattern[str] | str, timeout_s: float, start: int = 0) -> tuple[int, re.Match[str]]:
+        """The first line at or after index `start` matching `pattern`: (index, match). HarnessError after timeout."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout_s
+        index = start
+        with self._cond:
+            while True:
+                while index < len(self.lines):
+                    found = regex.search(self.lines[index])
+                    if found:
+                        return index, found
+                    index += 1
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    raise HarnessError(f"no line matching {regex.pattern!r} within {timeout_s:.0f} s "
+                                       f"({'process ended' if self._closed else 'timed out'}); last: "
+                                       f"{self.lines[-1] if self.lines else '(nothing)'}")
+                self._cond.wait(timeout=min(left, 0.5))
+
+    def count(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+
+def _terminate(process: subprocess.Popen[str] | None, timeout_s: float) -> int | None:
+    if process is None or process.poll() is not None:
+        return None if process is None else process.returncode
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(timeout=10)
+
+
+@dataclass
+class ExchangeProcess:
+    """`catalyst exchange` in its own process on a free port, with its /sim/v1 control routes."""
+
+    folder: Path
+    seed: int = 7
+    speed: float = 0.0
+    start_at: datetime | None = None
+    faults: str = ""
+    cash: str = "100000"
+    ready_timeout_s: float = 60.0
+    process: subprocess.Popen[str] | None = None
+    url: str = ""
+    output: LineLog | None = None
+
+    def start(self) -> ExchangeProcess:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        command = [*catalyst_command(), "exchange", "--port", "0", "--seed", str(self.seed), "--speed",
+                   f"{self.speed:g}", "--cash", self.cash, "--rate-limit", "0"]
+        if self.start_at is not None:
+            command += ["--start", self.start_at.strftime("%Y-%m-%dT%H:%M:%S")]
+        if self.faults:
+            command += ["--faults", self.faults]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True)
+        self.output = LineLog(self.process.stdout, self.folder / "exchange.log")
+        try:
+            _, found = self.output.wait_for(READY_LINE, self.ready_timeout_s)
+        except HarnessError as exc:
+            self.stop()
+            raise HarnessError(f"catalyst exchange did not start: {exc}") from None
+        self.url = found.group(1)
+        return self
+
+    def stop(self) -> None:
+        _terminate(self.process, 20)
+
+    def __enter__(self) -> ExchangeProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- /sim/v1 control -------------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = requests.request(method, f"{self.url}/sim/v1/{path}", json=body, timeout=30)
+        if response.status_code >= 400:
+            raise HarnessError(f"{method} /sim/v1/{path}: HTTP {response.status_code}: {response.text[:200]}")
+        return response.json()
+
+    def clock(self) -> datetime:
+        return datetime.fromisoformat(self._call("GET", "clock")["timestamp"].replace("Z", "+00:00"))
+
+    def advance(self, seconds: float) -> datetime:
+        body = self._call("POST", "clock/advance", {"seconds": seconds})
+        return datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
+
+    def jump(self, at: datetime) -> datetime:
+        body = self._call("POST", "clock/jump", {"timestamp": at.isoformat()})
+        return datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
+
+    def set_price(self, symbol: str, price: str, volume: int | None = None) -> None:
+        self._call("POST", "price", {"symbol": symbol, "price": price, "volume": volume})
+
+    def set_faults(self, spec: str) -> None:
+        self._call("PUT", "faults", {"spec": spec})
+
+    def drop_streams(self) -> int:
+        return int(self._call("POST", "streams/drop")["dropped"])
+
+    def snapshot(self, key_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"accounts/{key_id}/snapshot"))
+
+
+CONFIG_TEMPLATE = """# written by the chaos harness
+[daemon]
+database_url = "sqlite+aiosqlite:///catalyst.db"
+reports_dir = "reports"
+state_table_interval_s = 5
+shutdown_timeout_s = 10
+
+[broker]
+mode = "emulator"
+startup_wait_s = 60
+timeout_s = 5
+"""
+
+
+@dataclass
+class DaemonProcess:
+    """`catalyst run --broker-url URL --config <folder>/config.toml`: start, wait until ready, kill -9, restart."""
+
+    folder: Path
+    broker_url: str
+    ready_timeout_s: float = 90.0
+    extra_config: str = ""
+    process: subprocess.Popen[str] | None = None
+    output: LineLog | None = None
+    starts: int = 0
+    kills: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+
+    @property
+    def config_path(self) -> Path:
+        return self.folder / "config.toml"
+
+    @property
+    def database_path(self) -> Path:
+        return self.folder / "catalyst.db"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, wait_ready: bool = True) -> DaemonProcess:
+        if self.running:
+            raise HarnessError("the daemon is already running")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists():
+            self.config_path.write_text(CONFIG_TEMPLATE + self.extra_config, encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CATALYST_")}
+        command = [*catalyst_command(), "run", "--broker-url", self.broker_url, "--config", str(self.config_path)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                        cwd=self.folder, env=env, start_new_session=True)
+        self.starts += 1
+        self.output = LineLog(self.process.stderr, self.folder / f"daemon-{self.starts}.log")
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        try:
+            self.wait_for(DAEMON_READY, self.ready_timeout_s)
+        except HarnessError as exc:
+            code = self.process.poll() if self.process else None
+            raise HarnessError(f"catalyst run (start #{self.starts}) not ready"
+                               + (f", exited {code}" if code is not None else "") + f": {exc}") from None
+
+    def wait_for(self, pattern: re.Pattern[str] | str, timeout_s: float, start: int = 0) -> tuple[int, re.Match[str]]:
+        if self.output is None:
+            raise HarnessError("the daemon was never started")
+        return self.output.wait_for(pattern, timeout_s, start)
+
+    def kill9(self) -> None:
+        """SIGKILL: no handler runs, no buffer is flushed, the lock is left to the OS."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.kill()
+        self.exit_codes.append(self.process.wait(timeout=30))
+        self.kills += 1
+
+    def restart(self, wait_ready: bool = True) -> DaemonProcess:
+        self.kill9()
+        return self.start(wait_ready)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """Graceful stop (SIGTERM), SIGKILL after `timeout_s`."""
+        code = _terminate(self.process, timeout_s)
+        if code is not None and self.process is not None:
+            self.exit_codes.append(code)
+        self.process = None
+        return code
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

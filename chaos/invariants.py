@@ -1,0 +1,181 @@
+"""The invariant checker: the daemon's SQLite database (opened read-only) against the emulator's own truth.
+
+Invariants (docs/RELIABILITY.md): nothing lost, nothing doubled, no fill applied twice, every open position
+protected, positions equal, cash explained by the recorded fills. Each broken one is a `Violation` naming the order or
+symbol, so a chaos log says exactly what to look at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ZERO = Decimal(0)
+# Alpaca statuses after which an order can no longer fill; anything else (new, accepted, held, partially_filled,
+# pending_*) still protects its shares.
+BROKER_TERMINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"})
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str  # lost | doubled | fill_twice | fill_missing | unprotected | positions | cash | status
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class DbOrder:
+    order_id: int
+    client_order_id: str
+    broker_id: str | None
+    symbol: str
+    role: str
+    status: str
+    filled_qty: Decimal
+
+
+@dataclass
+class DbView:
+    orders: list[DbOrder]
+    fills_by_broker_id: dict[str, Decimal]
+    fill_cash: Decimal  # sells minus buys over every recorded fill
+    open_positions: dict[str, Decimal]  # symbol -> signed quantity
+
+
+@dataclass
+class Report:
+    violations: list[Violation] = field(default_factory=list)
+    broker_orders: int = 0
+    db_orders: int = 0
+    fills: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        kinds = defaultdict(int)
+        for v in self.violations:
+            kinds[v.kind] += 1
+        listed = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "none"
+        return (f"{self.broker_orders} broker orders, {self.db_orders} db orders, {self.fills} broker fills; "
+                f"violations: {listed}")
+
+
+def _decimal(value: Any) -> Decimal:
+    return ZERO if value in (None, "") else Decimal(str(value))
+
+
+def read_database(path: Path) -> DbView:
+    """Read the daemon's tables without ever writing the file (mode=ro): the daemon may be running or killed."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no database at {path}")
+    connection = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = connection.execute(
+            "SELECT o.order_id, o.client_order_id, o.alpaca_order_id, s.symbol, o.role, o.status, o.filled_qty "
+            "FROM orders o JOIN securities s ON s.security_id = o.security_id ORDER BY o.order_id").fetchall()
+        orders = [DbOrder(r[0], r[1], r[2], r[3], r[4], r[5], _decimal(r[6])) for r in rows]
+        fills: dict[str, Decimal] = defaultdict(lambda: ZERO)
+        cash = ZERO
+        for broker_id, side, qty, price in connection.execute(
+                "SELECT alpaca_order_id, side, qty, price FROM fills"):
+            fills[broker_id or "?"] += _decimal(qty)
+            amount = _decimal(qty) * _decimal(price)
+            cash += amount if side == "sell" else -amount
+        positions: dict[str, Decimal] = defaultdict(lambda: ZERO)
+        for symbol, side, qty in connection.execute(
+                "SELECT s.symbol, p.side, p.quantity FROM positions p JOIN securities s ON s.security_id = p.security_id "
+                "WHERE p.status = 'open'"):
+            positions[symbol] += _decimal(qty) if side == "long" else -_decimal(qty)
+    finally:
+        connection.close()
+    return DbView(orders, dict(fills), cash, {s: q for s, q in positions.items() if q != 0})
+
+
+def check(db: DbView, snapshot: dict[str, Any], starting_cash: Decimal | None = None) -> Report:
+    """Every invariant over one database view and one broker snapshot (`GET /sim/v1/accounts/{key}/snapshot`)."""
+    broker_orders: list[dict[str, Any]] = list(snapshot.get("orders") or [])
+    report = Report(broker_orders=len(broker_orders), db_orders=len(db.orders), fills=len(snapshot.get("fills") or []))
+    out = report.violations
+    by_cid = {o.client_order_id: o for o in db.orders}
+    by_broker_id = {o.broker_id: o for o in db.orders if o.broker_id}
+    broker_by_id = {str(o["id"]): o for o in broker_orders}
+    broker_cid_count: dict[str, int] = defaultdict(int)
+    for order in broker_orders:
+        broker_cid_count[str(order.get("client_order_id"))] += 1
+
+    for order in broker_orders:
+        cid, bid = str(order.get("client_order_id")), str(order["id"])
+        # An OCO leg carries the broker's own client_order_id: it is matched by its broker id instead.
+        if cid not in by_cid and bid not in by_broker_id:
+            out.append(Violation("lost", f"broker order {bid} cid={cid} {order.get('side')} {order.get('qty')} "
+                                         f"{order.get('symbol')} {order.get('type')} ({order.get('status')}) is not in the database"))
+        if broker_cid_count[cid] > 1:
+            out.append(Violation("doubled", f"{broker_cid_count[cid]} broker orders carry cid={cid}"))
+    for row in db.orders:
+        same_cid = [o for o in broker_orders if o.get("client_order_id") == row.client_order_id]
+        if row.broker_id and row.broker_id not in broker_by_id:
+            out.append(Violation("lost", f"o-{row.order_id} {row.symbol} {row.role} has broker id {row.broker_id} "
+                                         f"the broker does not know"))
+        if row.broker_id and same_cid and str(same_cid[0]["id"]) != row.broker_id:
+            out.append(Violation("doubled", f"o-{row.order_id} {row.symbol} {row.role} cid={row.client_order_id} has "
+                                            f"broker id {row.broker_id} in the database and {same_cid[0]['id']} at the broker"))
+    _check_fills(db, broker_orders, by_broker_id, by_cid, out)
+    _check_positions(db, snapshot, broker_orders, out)
+    if starting_cash is not None:
+        expected = starting_cash + db.fill_cash
+        actual = _decimal(snapshot.get("cash"))
+        if abs(expected - actual) > Decimal("0.01"):
+            out.append(Violation("cash", f"broker cash {actual} but starting cash + recorded fills = {expected}"))
+    return report
+
+
+def _check_fills(db: DbView, broker_orders: list[dict[str, Any]], by_broker_id: dict[str, DbOrder],
+                 by_cid: dict[str, DbOrder], out: list[Violation]) -> None:
+    for order in broker_orders:
+        bid = str(order["id"])
+        broker_filled = _decimal(order.get("filled_qty"))
+        recorded = db.fills_by_broker_id.get(bid, ZERO)
+        row = by_broker_id.get(bid) or by_cid.get(str(order.get("client_order_id")))
+        label = f"o-{row.order_id} {row.symbol} {row.role}" if row else f"broker order {bid}"
+        if recorded > broker_filled:
+            out.append(Violation("fill_twice", f"{label}: fills rows sum to {recorded}, the broker filled {broker_filled}"))
+        elif recorded < broker_filled:
+            out.append(Violation("fill_missing", f"{label}: fills rows sum to {recorded}, the broker filled {broker_filled}"))
+        if row is not None and row.filled_qty != broker_filled:
+            out.append(Violation("status", f"{label}: filled_qty {row.filled_qty} in the database, {broker_filled} at the broker"))
+    known = {str(o["id"]) for o in broker_orders}
+    for bid, qty in db.fills_by_broker_id.items():
+        if bid not in known:
+            out.append(Violation("fill_twice", f"fills rows of {qty} shares for broker order {bid} the broker does not know"))
+
+
+def _check_positions(db: DbView, snapshot: dict[str, Any], broker_orders: list[dict[str, Any]],
+                     out: list[Violation]) -> None:
+    broker_positions: dict[str, Decimal] = {}
+    for position in snapshot.get("positions") or []:
+        qty = _decimal(position.get("qty"))
+        if qty != 0:
+            broker_positions[str(position["symbol"])] = qty
+    for symbol in sorted(set(broker_positions) | set(db.open_positions)):
+        broker_qty, db_qty = broker_positions.get(symbol, ZERO), db.open_positions.get(symbol, ZERO)
+        if broker_qty != db_qty:
+            out.append(Violation("positions", f"{symbol}: {broker_qty} at the broker, {db_qty} open in the database"))
+    for symbol, qty in sorted(broker_positions.items()):
+        exit_side = "sell" if qty > 0 else "buy"
+        stops = sum((_decimal(o.get("qty")) - _decimal(o.get("filled_qty")) for o in broker_orders
+                     if o.get("symbol") == symbol and o.get("side") == exit_side
+                     and o.get("type") in ("stop", "stop_limit") and o.get("status") not in BROKER_TERMINAL), ZERO)
+        if stops != abs(qty):
+            out.append(Violation("unprotected", f"{symbol}: position {qty}, working stop quantity {stops} at the broker"))
+
+
+def check_files(database: Path, snapshot: dict[str, Any], starting_cash: Decimal | None = None) -> Report:
+    return check(read_database(database), snapshot, starting_cash)
