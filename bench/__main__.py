@@ -12,7 +12,8 @@ from typing import Any
 from bench import report
 from bench.common import machine_facts
 
-BENCHMARKS = ("emulator_roundtrip", "fill_to_oco", "simultaneous_entries", "many_positions", "durable_events")
+BENCHMARKS = ("emulator_roundtrip", "fill_to_oco", "simultaneous_entries", "many_positions", "durable_events",
+              "reconcile_orders", "stream_loss", "sim_day")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 
