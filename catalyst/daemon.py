@@ -208,6 +208,8 @@ class Daemon:
 
     def stop(self) -> None:
         for part in reversed(self.parts):
+            name = type(part).__name__ if hasattr(part, "refs") else part.actor_class.__name__
+            log.info(f"system stopping {name}")  # one line each, so the reverse order can be read in the log
             try:
                 part.stop() if hasattr(part, "refs") else part.stop(block=True, timeout=10)
             except Exception as exc:
