@@ -25,7 +25,7 @@ from typing import Any
 from loguru import logger
 
 from catalyst.config import KEY_ID_ENV, SECRET_KEY_ENV, Config, load_config, load_secrets, sqlite_path
-from catalyst.errors import BrokerUnavailable, CatalystError, UsageError
+from catalyst.errors import BrokerUnavailable, CatalystError, DatabaseError, UsageError
 from catalyst.instance import InstanceLock
 from catalyst.logs import setup_logging
 from catalyst.runtime import Endpoint, open_endpoint, sim_database_url
@@ -107,6 +107,7 @@ class Daemon:
         from actors.system import TradingSystem, alpaca_factories
         from catalyst.broker.ratelimit import RateLimiter
         from catalyst.hooks import CycleHooks
+        from catalyst.store.errors import DatabaseFileError
 
         ep = self.endpoint
         accelerated = ep.simulated and ep.clock.speed > 1
@@ -118,8 +119,11 @@ class Daemon:
         )
         self.broker = broker_factory("daemon")
         self._check_broker()
-        self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
-                                    synchronous=self.config.daemon.sqlite_synchronous).start()
+        try:
+            self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
+                                        synchronous=self.config.daemon.sqlite_synchronous).start()
+        except DatabaseFileError as exc:  # corrupt, locked by another process, too new: exit 3, not "internal"
+            raise DatabaseError(str(exc)) from None
         self.parts.append(self.system)
         self.hooks = CycleHooks(self, broker_factory)
         self.cycle = CycleActor.start(self.system.writer, self.system, ep.clock, self.config.cycle.schedule(),
