@@ -22,7 +22,7 @@ BROKER_TERMINAL = frozenset({"filled", "canceled", "expired", "rejected", "repla
 
 @dataclass(frozen=True)
 class Violation:
-    kind: str  # lost | doubled | fill_twice | fill_missing | unprotected | positions | cash | status
+    kind: str  # lost | doubled | fill_twice | fill_missing | fill_invented | unprotected | positions | cash | status
     detail: str
 
     def __str__(self) -> str:
@@ -44,6 +44,7 @@ class DbOrder:
 class DbView:
     orders: list[DbOrder]
     fills_by_broker_id: dict[str, Decimal]
+    invented: dict[int, Decimal]  # DB order id -> shares of fills recorded with no broker order behind them
     fill_cash: Decimal  # sells minus buys over every recorded fill
     open_positions: dict[str, Decimal]  # symbol -> signed quantity
 
@@ -83,10 +84,14 @@ def read_database(path: Path) -> DbView:
             "FROM orders o JOIN securities s ON s.security_id = o.security_id ORDER BY o.order_id").fetchall()
         orders = [DbOrder(r[0], r[1], r[2], r[3], r[4], r[5], _decimal(r[6])) for r in rows]
         fills: dict[str, Decimal] = defaultdict(lambda: ZERO)
+        invented: dict[int, Decimal] = defaultdict(lambda: ZERO)
         cash = ZERO
-        for broker_id, side, qty, price in connection.execute(
-                "SELECT alpaca_order_id, side, qty, price FROM fills"):
-            fills[broker_id or "?"] += _decimal(qty)
+        for order_id, broker_id, side, qty, price in connection.execute(
+                "SELECT order_id, alpaca_order_id, side, qty, price FROM fills"):
+            if broker_id:
+                fills[broker_id] += _decimal(qty)
+            else:
+                invented[order_id or 0] += _decimal(qty)
             amount = _decimal(qty) * _decimal(price)
             cash += amount if side == "sell" else -amount
         positions: dict[str, Decimal] = defaultdict(lambda: ZERO)
@@ -96,7 +101,7 @@ def read_database(path: Path) -> DbView:
             positions[symbol] += _decimal(qty) if side == "long" else -_decimal(qty)
     finally:
         connection.close()
-    return DbView(orders, dict(fills), cash, {s: q for s, q in positions.items() if q != 0})
+    return DbView(orders, dict(fills), dict(invented), cash, {s: q for s, q in positions.items() if q != 0})
 
 
 def check(db: DbView, snapshot: dict[str, Any], starting_cash: Decimal | None = None) -> Report:
@@ -155,6 +160,12 @@ def _check_fills(db: DbView, broker_orders: list[dict[str, Any]], by_broker_id: 
     for bid, qty in db.fills_by_broker_id.items():
         if bid not in known:
             out.append(Violation("fill_twice", f"fills rows of {qty} shares for broker order {bid} the broker does not know"))
+    by_id = {o.order_id: o for o in db.orders}
+    for order_id, qty in db.invented.items():
+        row = by_id.get(order_id)
+        label = f"o-{order_id} {row.symbol} {row.role} cid={row.client_order_id}" if row else "fills with no order"
+        out.append(Violation("fill_invented", f"{label}: {qty} shares of fills with no broker order behind them "
+                                              f"(the broker never executed them)"))
 
 
 def _check_positions(db: DbView, snapshot: dict[str, Any], broker_orders: list[dict[str, Any]],

@@ -1,0 +1,203 @@
+"""`python -m chaos`: seeded simulated days with broker faults and random `kill -9`s of the daemon, then the checker.
+
+Each run: `catalyst exchange` (own process, faults on, accelerated clock) and `catalyst run --broker-url` against it;
+the daemon is killed at random moments of the trading day and restarted at once. When the day is over the faults go
+off, the daemon gets one last quiet restart (its start-up doctor pass reconciles), and the invariant checker compares
+its database with the emulator's truth. One summary line; exit 1 on any violation, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chaos.harness import DaemonProcess, ExchangeProcess, HarnessError
+from chaos.invariants import Report, Violation, check_files
+from catalyst.sim.faults import FaultPlan, FaultSpecError
+from catalyst.sim.market import EXCHANGE_TZ
+
+DEFAULT_FAULTS = "http_5xx=0.05,reply_lost=0.05,drop=0.05,duplicate=0.05,reorder=0.05,disconnect=0.01"
+SIM_KEY_ID = "CATALYST-SIM"
+DAY_DONE = r"cycle \d{4}-\d\d-\d\d completed"
+
+
+class ChaosSettings(BaseModel):
+    """One chaos campaign. Defaults are the full on-demand run; `short()` is the CI one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    runs: int = Field(default=1, ge=1)
+    kills: int = Field(default=24, ge=0)  # per run
+    seed: int = 1
+    faults: str = DEFAULT_FAULTS
+    speed: float = Field(default=240.0, gt=0)  # exchange seconds per wall second
+    day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
+    opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
+    busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
+    # how long the final reconciliation may take; well under a night at the run's speed, or the next day trades
+    settle_timeout_s: float = Field(default=30.0, gt=0)
+    starting_cash: Decimal = Decimal("100000")
+
+    @classmethod
+    def short(cls, **overrides: object) -> ChaosSettings:
+        return cls(**{"kills": 4, "speed": 720.0, **overrides})
+
+
+@dataclass
+class RunResult:
+    seed: int
+    kills: int = 0
+    restarts: int = 0
+    violations: list[Violation] = field(default_factory=list)
+    report: Report | None = None
+    wall_s: float = 0.0
+    folder: Path | None = None
+
+    def line(self) -> str:
+        checked = self.report.summary() if self.report else "not checked"
+        return (f"chaos run seed {self.seed}: {self.kills} kills, {len(self.violations)} violations, "
+                f"{self.wall_s:.0f} s; {checked}")
+
+
+def _at(settings: ChaosSettings, hhmm: str) -> datetime:
+    return datetime.fromisoformat(f"{settings.day}T{hhmm}").replace(tzinfo=EXCHANGE_TZ)
+
+
+def kill_moments(settings: ChaosSettings, rng: random.Random) -> list[datetime]:
+    """Exchange times to kill at: a share in the entry window (entries, fills, first protection), the rest all day."""
+    busy = round(settings.kills * settings.busy_share)
+    moments = []
+    for index in range(settings.kills):
+        start, end = (("09:33", "10:30") if index < busy else ("09:20", "15:58"))
+        low, high = _at(settings, start), _at(settings, end)
+        moments.append(low + timedelta(seconds=rng.uniform(0, (high - low).total_seconds())))
+    return sorted(moments)
+
+
+def _wait_clock(exchange: ExchangeProcess, target: datetime, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while exchange.clock() < target:
+        if time.monotonic() > deadline:
+            raise HarnessError(f"the exchange clock did not reach {target:%H:%M:%S} within {timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> RunResult:
+    """One seeded day with faults and kills; always stops both processes."""
+    rng = random.Random(seed)
+    result = RunResult(seed=seed, folder=folder)
+    began = time.monotonic()
+    day_wall_s = (_at(settings, "16:15") - _at(settings, settings.opens_at)).total_seconds() / settings.speed
+    with ExchangeProcess(folder, seed=seed, speed=settings.speed, start_at=_at(settings, settings.opens_at),
+                         faults=settings.faults, cash=str(settings.starting_cash)) as exchange:
+        daemon = DaemonProcess(folder / "daemon", exchange.url)
+        try:
+            daemon.start()
+            for moment in kill_moments(settings, rng):
+                _wait_clock(exchange, moment, timeout_s=day_wall_s + 60)
+                time.sleep(rng.uniform(0, 0.5))  # off the clock poll's rhythm
+                daemon.kill9()
+                result.kills += 1
+                try:
+                    daemon.start()
+                    result.restarts += 1
+                except HarnessError as exc:
+                    result.violations.append(Violation("restart", str(exc)))
+                    daemon.stop()
+                    daemon.start()
+            daemon.wait_for(DAY_DONE, timeout_s=day_wall_s + 120)
+            result.violations += settle(exchange, daemon, settings)
+        except HarnessError as exc:
+            result.violations.append(Violation("harness", str(exc)))
+        finally:
+            code = daemon.stop()
+            if code not in (0, None):
+                result.violations.append(Violation("exit", f"catalyst run exited {code} on SIGTERM"))
+        try:
+            result.report = check_files(daemon.database_path, exchange.snapshot(SIM_KEY_ID), settings.starting_cash)
+        except (HarnessError, OSError) as exc:
+            result.violations.append(Violation("harness", f"final check impossible: {exc}"))
+        else:
+            result.violations += result.report.violations
+    result.wall_s = time.monotonic() - began
+    return result
+
+
+def settle(exchange: ExchangeProcess, daemon: DaemonProcess, settings: ChaosSettings) -> list[Violation]:
+    """Faults off, one last quiet restart, and poll the checker until it holds or the deadline passes."""
+    exchange.set_faults("")
+    daemon.kill9()
+    daemon.start()
+    daemon.wait_for(r"doctor pass #1 ", timeout_s=settings.settle_timeout_s)
+    deadline = time.monotonic() + settings.settle_timeout_s
+    while True:
+        report = check_files(daemon.database_path, exchange.snapshot(SIM_KEY_ID), settings.starting_cash)
+        if report.ok or time.monotonic() > deadline:
+            return []  # the caller's final check (after the graceful stop) records what is still wrong
+        time.sleep(1.0)
+
+
+def run_chaos(settings: ChaosSettings, root: Path, say=print) -> list[RunResult]:
+    results = []
+    for index in range(settings.runs):
+        seed = settings.seed + index
+        result = run_once(settings, seed, root / f"run-{index + 1}-seed-{seed}", say)
+        say(result.line())
+        for violation in result.violations:
+            say(f"  {violation}")
+        results.append(result)
+    return results
+
+
+def summary(results: list[RunResult]) -> str:
+    runs = len(results)
+    kills = sum(r.kills for r in results)
+    violations = sum(len(r.violations) for r in results)
+    return f"chaos: {runs} run{'s' if runs != 1 else ''}, {kills} kills, {violations} violations"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, help="simulated days (default 1)")
+    parser.add_argument("--kills", type=int, help="kill -9 per run (default 24; --short: 4)")
+    parser.add_argument("--seed", type=int, help="first run's seed (market, faults, kill moments; default 1)")
+    parser.add_argument("--faults", help=f"emulator fault spec (default {DEFAULT_FAULTS!r}; '' for none)")
+    parser.add_argument("--speed", type=float, help="exchange seconds per wall second (default 240; --short: 720)")
+    parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    given = {k: v for k, v in dict(runs=args.runs, kills=args.kills, seed=args.seed, faults=args.faults,
+                                   speed=args.speed).items() if v is not None}
+    try:
+        FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
+        settings = ChaosSettings.short(**given) if args.short else ChaosSettings(**given)
+    except (FaultSpecError, ValueError) as exc:
+        print(f"chaos: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
+          f"faults {settings.faults or 'none'}", flush=True)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        results = run_chaos(settings, args.keep, say=lambda s: print(s, flush=True))
+    else:
+        with tempfile.TemporaryDirectory(prefix="catalyst-chaos-") as root:
+            results = run_chaos(settings, Path(root), say=lambda s: print(s, flush=True))
+    print(summary(results), flush=True)
+    return 1 if any(r.violations for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
