@@ -9,7 +9,8 @@ import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
-from catalyst.errors import CatalystError, UsageError
+from catalyst.errors import CatalystError, DatabaseError, UsageError
+from catalyst.store.errors import StoreError
 
 DEFAULT_CONFIG = "config.toml"
 Handler = Callable[[argparse.Namespace], int]
@@ -108,6 +109,11 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from catalyst.store.migrate import upgrade
 
     config = _load(args)
+    if config.database_path is not None:
+        try:
+            config.database_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise DatabaseError(f"{config.database_path.parent}: cannot create the database folder: {exc.strerror}") from None
     revision = upgrade(config.daemon.database_url)
     print(f"database {config.database_path or config.daemon.database_url} is at revision {revision}")
     return 0
@@ -176,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CatalystError as exc:
         print(f"catalyst: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except StoreError as exc:  # the database file or schema: not a bug of ours, an operator's matter
+        print(f"catalyst: error: {exc}", file=sys.stderr)
+        return DatabaseError.exit_code
     except KeyboardInterrupt:
         print("catalyst: interrupted", file=sys.stderr)
         return 130

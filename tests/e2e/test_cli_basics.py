@@ -48,3 +48,24 @@ def test_paper_mode_without_keys_is_refused(tmp_path):
     result = catalyst("run", "--config", str(config), env=env)
     assert result.returncode == 2
     assert "needs APCA_API_KEY_ID and APCA_API_SECRET_KEY" in result.stderr
+
+
+def test_db_upgrade_creates_the_database_beside_the_config_and_is_idempotent(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///var/c.db"\n')
+    first = catalyst("db", "upgrade", "--config", str(config), cwd=Path("/"))
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "var" / "c.db").exists()
+    assert first.stdout.strip().endswith("is at revision 0001")
+    again = catalyst("db", "upgrade", "--config", str(config))
+    assert again.returncode == 0 and again.stdout == first.stdout
+
+
+def test_db_upgrade_on_a_file_that_is_not_a_database_is_one_line_and_exit_3(tmp_path):
+    (tmp_path / "c.db").write_text("these are my trading notes, not a database\n" * 100)
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///c.db"\n')
+    result = catalyst("db", "upgrade", "--config", str(config))
+    assert result.returncode == 3, result.stderr
+    assert str(tmp_path / "c.db") in result.stderr and result.stderr.count("\n") == 1
+    assert (tmp_path / "c.db").read_text().startswith("these are my trading notes")  # nothing lost
