@@ -1,20 +1,23 @@
 """The Store: one method, one transaction, plain frozen records out (safe across actor threads).
 
 Each public method is a thin wrapper that runs one operation from *_ops.py / queries.py in its own
-transaction. The operations take a session and never commit, so a later group commit can run many
-of them in one transaction without changing them.
+transaction. The operations take a session and never commit, so `batch` runs many of them in one
+transaction and one commit, a failing call rolled back alone while the others still commit (group
+commit, see actors/db_writer.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from catalyst.store.batch import CallOutcome, StoreCall
 from catalyst.store import cycle_ops, doctor_ops, order_ops, position_ops, queries, recovery_ops, security_ops
 from catalyst.store.errors import ConstraintViolationError
 from catalyst.store.records import (
@@ -23,6 +26,14 @@ from catalyst.store.records import (
 )  # fmt: skip
 
 T = TypeVar("T")
+
+# The batch being run, if any (its session, and whether each call has its own savepoint): Store methods
+# called inside `batch` join its transaction.
+_BATCH: ContextVar[tuple[AsyncSession, bool] | None] = ContextVar("catalyst_store_batch", default=None)
+
+
+class _CallFailed(Exception):
+    """A call failed in an optimistic batch: roll it all back and run again with savepoints."""
 
 
 def utc_now() -> datetime:
@@ -44,11 +55,64 @@ class Store:
         self, operation: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
     ) -> T:
         try:
+            enclosing = _BATCH.get()
+            if enclosing is not None:
+                return await operation(enclosing[0], *args, **kwargs)
             async with self._sessions() as session, session.begin():
                 return await operation(session, *args, **kwargs)
         except IntegrityError as error:
             detail = str(error.orig).splitlines()[0] if error.orig is not None else str(error)
             raise ConstraintViolationError(f"{operation.__name__} refused by the database: {detail}") from error
+
+    async def batch(self, calls: Sequence[StoreCall]) -> list[CallOutcome]:
+        """Run the calls in order in ONE transaction with ONE commit; each gets its own outcome.
+
+        Optimistic first: the calls run back to back in one transaction. If any raises, that
+        transaction is rolled back and the batch runs again with each call under its own savepoint,
+        so the failing call is rolled back alone and the others commit (savepoints cost about as
+        much as the call itself, so they are paid only when needed). If the commit fails, nothing is
+        written and every outcome carries that error. Inside another batch, the calls join it.
+        """
+        enclosing = _BATCH.get()
+        if enclosing is not None:
+            session, isolated = enclosing
+            return [await self._one(session, one, isolated) for one in calls]
+        try:
+            return await self._batch_transaction(calls, isolated=False)
+        except _CallFailed:
+            return await self._batch_transaction(calls, isolated=True)
+
+    async def _batch_transaction(self, calls: Sequence[StoreCall], isolated: bool) -> list[CallOutcome]:
+        async with self._sessions() as session:
+            token = _BATCH.set((session, isolated))
+            try:
+                async with session.begin():
+                    outcomes = [await self._one(session, one, isolated) for one in calls]
+            except _CallFailed:
+                raise
+            except Exception as error:  # the commit (or BEGIN) failed: no call's writes reached the disk
+                return [CallOutcome(error=error) for _ in calls]
+            finally:
+                _BATCH.reset(token)
+        return outcomes
+
+    async def _one(self, session: AsyncSession, one: StoreCall, isolated: bool) -> CallOutcome:
+        method = getattr(self, one.method, None)
+        if one.method.startswith("_") or one.method == "close" or method is None:
+            return CallOutcome(error=AttributeError(f"Store has no batchable method {one.method!r}"))
+        if not isolated:
+            try:
+                return CallOutcome(value=await method(*one.args, **one.kwargs))
+            except Exception as error:
+                raise _CallFailed from error
+        try:
+            async with session.begin_nested():
+                return CallOutcome(value=await method(*one.args, **one.kwargs))
+        except IntegrityError as error:  # raised when the savepoint is released (flushed), not inside the method
+            detail = str(error.orig).splitlines()[0] if error.orig is not None else str(error)
+            return CallOutcome(error=ConstraintViolationError(f"{one.method} refused by the database: {detail}"))
+        except Exception as error:  # noqa: BLE001 - the caller gets it; the other calls carry on
+            return CallOutcome(error=error)
 
     def _at(self, at: datetime | None) -> datetime:
         return self._clock() if at is None else at

@@ -1,0 +1,137 @@
+"""Store.batch on a real SQLite file: many calls, one transaction and one commit, each call its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Coroutine, Iterator
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import event
+
+from catalyst.store.batch import call, unwrap_all
+from catalyst.store.db import make_engine
+from catalyst.store.errors import InvalidValueError, RecordNotFoundError
+from catalyst.store.migrate import upgrade
+from catalyst.store.records import NewOrder, OrderRecord
+from catalyst.store.repository import Store
+
+T = TypeVar("T")
+T0 = datetime(2025, 12, 29, 14, 35, tzinfo=timezone.utc)
+
+
+class CountingStore:
+    """A Store on its own loop that counts the transactions its engine commits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        url = f"sqlite+aiosqlite:///{path}"
+        upgrade(url)
+        engine = make_engine(url)
+        self.commits = 0
+        event.listen(engine.sync_engine, "commit", self._count)
+        self.loop = asyncio.new_event_loop()
+        self.store = Store(engine, clock=lambda: T0)
+
+    def _count(self, _connection: Any) -> None:
+        self.commits += 1
+
+    def __call__(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coroutine)
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.path) as db:  # a separate connection sees only what was committed
+            return db.execute(sql).fetchall()
+
+    def close(self) -> None:
+        self(self.store.close())
+        self.loop.close()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[CountingStore]:
+    counting = CountingStore(tmp_path / "batch.db")
+    yield counting
+    counting.close()
+
+
+def entry(cycle_id: int, symbol: str, role: str = "entry") -> NewOrder:
+    return NewOrder(cycle_id=cycle_id, symbol=symbol, role=role, side="buy", order_type="market",
+                    quantity=Decimal(100))
+
+
+def test_batch_of_writes_is_one_commit_and_every_row_is_durable(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    before = db.commits
+
+    outcomes = db(db.store.batch([
+        call("create_orders", [entry(cycle_id, "AAPL")]),
+        call("record_trade_update", "new", {"n": 1}),
+        call("record_trade_update", "fill", {"n": 2}),
+    ]))
+
+    (order,), first, second = unwrap_all(outcomes)
+    assert isinstance(order, OrderRecord) and first < second
+    assert db.commits - before == 1
+    assert db.rows("SELECT event FROM trade_updates ORDER BY id") == [("new",), ("fill",)]
+    assert db.rows("SELECT client_order_id FROM orders") == [(order.client_order_id,)]
+
+
+def test_failing_call_is_rolled_back_alone_and_the_others_commit(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+
+    good_before, bad, good_after = db(db.store.batch([
+        call("record_trade_update", "new", {"n": 1}),
+        # Its first row is inserted before the second is refused: the savepoint must take that row back too.
+        call("create_orders", [entry(cycle_id, "MSFT"), entry(cycle_id, "MSFT", role="bogus")]),
+        call("record_trade_update", "fill", {"n": 2}),
+    ]))
+
+    assert isinstance(bad.error, InvalidValueError) and "bogus" in str(bad.error)
+    assert good_before.error is None and good_after.error is None
+    assert db.rows("SELECT event FROM trade_updates ORDER BY id") == [("new",), ("fill",)]
+    assert db.rows("SELECT count(*) FROM orders") == [(0,)]
+    with pytest.raises(InvalidValueError):
+        unwrap_all([good_before, bad, good_after])
+
+
+def test_calls_in_a_batch_see_the_writes_of_the_calls_before_them(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    (order,) = db(db.store.create_orders([entry(cycle_id, "NVDA")]))
+
+    submitted, found, missing = unwrap_all(db(db.store.batch([
+        call("mark_submitted", order.order_id, "broker-1", "new", T0),
+        call("get_order_by_alpaca_id", "broker-1"),
+        call("get_order_by_alpaca_id", "broker-2"),
+    ])))
+
+    assert submitted.status == "submitted" and found.order_id == order.order_id and missing is None
+
+
+def test_nested_batch_joins_the_enclosing_transaction(db: CountingStore) -> None:
+    before = db.commits
+
+    inner, outer = db(db.store.batch([
+        call("batch", [call("record_trade_update", "new", {}), call("update_order_status", 999, "filled",
+                                                                     "filled", Decimal(1), None)]),
+        call("record_trade_update", "fill", {}),
+    ]))
+
+    created, refused = inner.value
+    assert isinstance(created.value, int) and isinstance(refused.error, RecordNotFoundError)
+    assert outer.error is None
+    assert db.commits - before == 1
+    assert db.rows("SELECT event FROM trade_updates ORDER BY id") == [("new",), ("fill",)]
+
+
+def test_unknown_or_private_method_is_refused_by_name_without_harming_the_batch(db: CountingStore) -> None:
+    unknown, private, fine = db(db.store.batch([
+        call("drop_everything"), call("_transaction", None), call("record_trade_update", "new", {}),
+    ]))
+
+    assert "drop_everything" in str(unknown.error) and "_transaction" in str(private.error)
+    assert fine.error is None and db.rows("SELECT count(*) FROM trade_updates") == [(1,)]
