@@ -314,6 +314,9 @@ def trading_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TradingDay
         pump.hold()
         run2.send(signal.SIGTERM)
         facts["run2_rc"] = run2.wait_exit(timeout=60)
+        # For a reader of a failed run: what the tests judged.
+        (folder / "facts.json").write_text(json.dumps({k: v for k, v in facts.items() if k != "status_running"},
+                                                      default=str, indent=1))
         yield day
     finally:
         if pump is not None:
@@ -330,3 +333,9 @@ def _all_filled_entries_protected(db: Path) -> bool:
         db, f"SELECT position_id FROM orders WHERE role = 'stop_loss' AND status IN ({','.join('?' * len(WORKING))})",
         WORKING)}
     return bool(positions) and all(p["position_id"] in stops for p in positions)
+
+
+@pytest.fixture(scope="session")
+def e2e() -> Any:
+    """This module's helpers for the test files (--import-mode=importlib: a conftest cannot be imported by name)."""
+    return sys.modules[__name__]
