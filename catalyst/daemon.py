@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from loguru import logger
 
@@ -245,13 +245,17 @@ def _install_signals(daemon: Daemon, config: Config, secrets: Any, args: argpars
     signal.signal(signal.SIGUSR2, emergency)
 
 
-def _serve(args: argparse.Namespace, config: Config, secrets: Any, endpoint: Endpoint, database_url: str,
+def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Callable[[], Endpoint], database_url: str,
            days: int | None, what: str) -> Daemon:
+    # The lock comes before the broker: a second daemon, or an unusable database folder, must say so at once,
+    # not after waiting broker.startup_wait_s for a broker.
     db_path = sqlite_path(database_url)
+    lock = InstanceLock(db_path).acquire(what) if db_path else None
     try:
-        lock = InstanceLock(db_path).acquire(what) if db_path else None
+        endpoint = open_ep()
     except BaseException:
-        endpoint.close()
+        if lock:
+            lock.release()
         raise
     daemon = Daemon(config, endpoint, database_url, days=days)
     try:
@@ -303,10 +307,10 @@ def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list
 
 def run_daemon(args: argparse.Namespace) -> int:
     config, secrets = prepare(args)
-    endpoint = open_endpoint(config, secrets)
-    database_url = sim_database_url(config) if endpoint.exchange is not None else config.daemon.database_url
-    log.info(f"system catalyst run: config {config.source}, broker {endpoint.mode}, database {database_url}")
-    _serve(args, config, secrets, endpoint, database_url, None, "catalyst run")
+    embedded = config.broker.mode == "emulator" and not config.broker.url  # as open_endpoint decides
+    database_url = sim_database_url(config) if embedded else config.daemon.database_url
+    log.info(f"system catalyst run: config {config.source}, broker {config.broker.mode}, database {database_url}")
+    _serve(args, config, secrets, lambda: open_endpoint(config, secrets), database_url, None, "catalyst run")
     log.info("system stopped cleanly")
     return 0
 
@@ -314,9 +318,9 @@ def run_daemon(args: argparse.Namespace) -> int:
 def run_sim(args: argparse.Namespace) -> int:
     config, secrets = prepare(args)
     config = config.model_copy(update={"broker": config.broker.model_copy(update={"mode": "emulator", "url": None})})
-    endpoint = open_endpoint(config, secrets, speed=args.speed, seed=args.seed)
     database_url = sim_database_url(config)
-    daemon = _serve(args, config, secrets, endpoint, database_url, args.days, f"catalyst sim --days {args.days}")
+    daemon = _serve(args, config, secrets, lambda: open_endpoint(config, secrets, speed=args.speed, seed=args.seed),
+                    database_url, args.days, f"catalyst sim --days {args.days}")
     for day, report in daemon.completed:
         print(f"{day}: report {report}")
     if len(daemon.completed) < args.days:

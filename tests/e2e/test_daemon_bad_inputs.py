@@ -1,0 +1,99 @@
+"""Bad inputs to `catalyst run`: each one clear line on stderr, a distinct exit code, and nothing lost or overwritten."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run(e2e, config, *extra: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    return subprocess.run([*e2e.CATALYST, "run", "--config", str(config), *extra], capture_output=True, text=True,
+                          timeout=timeout, env=e2e.clean_env(), cwd=config.parent)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("catalyst:")]
+
+
+def test_an_unknown_config_key_is_one_line_naming_it_and_exit_2(tmp_path, e2e):
+    config = e2e.write_config(tmp_path, "[risk]\nmax_open_positionz = 3\n")
+
+    done = run(e2e, config)
+
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"catalyst: error: {config}: risk.max_open_positionz: unknown key"
+
+
+def test_a_bad_config_value_is_one_line_naming_the_key_and_exit_2(tmp_path, e2e):
+    config = e2e.write_config(tmp_path, '[logging]\nformat = "xml"\n')
+
+    done = run(e2e, config)
+
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "logging.format" in done.stderr and "'xml'" in done.stderr
+
+
+def test_an_unwritable_database_path_is_one_line_and_exit_3(tmp_path, e2e):
+    (tmp_path / "var").write_text("a file where the database folder should be")
+    config = e2e.write_config(tmp_path)
+
+    done = run(e2e, config, "--broker-url", "http://127.0.0.1:9")
+
+    assert done.returncode == 3
+    errors = error_lines(done.stderr)
+    assert len(errors) == 1 and errors[0].startswith(f"catalyst: error: {tmp_path / 'var'}: cannot create the database folder: ")
+    assert (tmp_path / "var").read_text() == "a file where the database folder should be"
+
+
+def test_a_corrupt_database_file_is_one_line_exit_3_and_left_as_it_was(tmp_path, spawner, e2e):
+    exchange = e2e.start_exchange(spawner, speed=0)
+    config = e2e.write_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    garbage = bytes(range(256)) * 64
+    (tmp_path / "var" / "catalyst.db").write_bytes(garbage)
+
+    done = run(e2e, config, "--broker-url", exchange.url)
+
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert error_lines(done.stderr) == [f"catalyst: error: {tmp_path / 'var' / 'catalyst.db'}: not an SQLite database "
+                                        "(wrong file header)"]
+    assert (tmp_path / "var" / "catalyst.db").read_bytes() == garbage
+
+
+def test_a_database_locked_by_another_process_is_one_line_exit_3_and_its_rows_survive(tmp_path, spawner, e2e):
+    exchange = e2e.start_exchange(spawner, speed=0)
+    config = e2e.write_config(tmp_path)
+    db = tmp_path / "var" / "catalyst.db"
+    db.parent.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlite3, sys, time\n"
+         f"c = sqlite3.connect({str(db)!r}, isolation_level=None)\n"
+         "c.execute('CREATE TABLE keep (x)'); c.execute(\"INSERT INTO keep VALUES ('precious')\")\n"
+         "c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(120)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+
+        done = run(e2e, config, "--broker-url", exchange.url)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert error_lines(done.stderr) == [f"catalyst: error: {db}: cannot use the database (database is locked)"]
+    assert [tuple(r) for r in e2e.db_rows(db, "SELECT x FROM keep")] == [("precious",)]
+
+
+def test_an_unreachable_broker_is_retried_with_backoff_then_one_line_and_exit_4(tmp_path, e2e):
+    config = e2e.write_config(tmp_path)  # broker.startup_wait_s = 5
+    url = "http://127.0.0.1:9"  # discard port: nothing listens
+
+    done = run(e2e, config, "--broker-url", url)
+
+    assert done.returncode == 4
+    retries = [line for line in done.stderr.splitlines() if f"emulator at {url} not answering" in line]
+    assert len(retries) >= 2 and "retrying in" in retries[0]
+    assert error_lines(done.stderr) == [f"catalyst: error: emulator at {url} does not answer /sim/v1/clock after 5 s: "
+                                        "ConnectionError"]
+    assert "Traceback" not in done.stderr
