@@ -22,6 +22,7 @@ from catalyst.broker.marketdata import (
     ActiveReport, BarReport, BarTimeframe, MoversReport, NewsReport, SnapshotReport,
 )
 from catalyst.domain.cycle import EXCHANGE_TZ
+from catalyst.domain.errors import DomainError
 from catalyst.domain.scanning import (
     CandidateInputs, Ranked, Ranking, ScannerSettings, average_daily_volume, detect_bull_flag, gap_pct,
     news_catalyst, rank, suggested_exits,
@@ -85,6 +86,9 @@ class ScannerActor(pykka.ThreadingActor):
             return []
         except StoreError as exc:
             self.log.error(f"scanner scan at {_hhmm(now)} not saved: {exc}")
+            return []
+        except DomainError as exc:  # market data the maths refuses (a negative volume, ...): named, not raised
+            self.log.error(f"scanner scan at {_hhmm(now)} abandoned on bad market data: {exc}")
             return []
         for candidate in candidates:
             self.log.info(_candidate_line(candidate))

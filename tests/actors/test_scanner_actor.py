@@ -12,7 +12,9 @@ from loguru import logger
 from actors.db_writer import DbWriter
 from actors.scanner import Candidate, ScannerActor
 from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.marketdata import BarReport, MoverReport, MoversReport, SnapshotReport, TradeTick
 from catalyst.broker.ratelimit import RateLimiter
+from catalyst.domain.scanning import ScannerSettings
 from catalyst.sim.clock import SimClock
 from catalyst.sim.market import EXCHANGE_TZ, NewsItem
 from catalyst.sim.scripted import ScriptedMarket
@@ -106,7 +108,8 @@ class CountingBroker:
     """The real AlpacaBroker, counting the market-data requests a scan makes."""
 
     def __init__(self, broker: AlpacaBroker) -> None:
-        self.broker, self.calls = broker, []  # type: ignore[var-annotated]
+        self.broker = broker
+        self.calls: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.broker, name)
@@ -139,8 +142,6 @@ def log_lines() -> Iterator[list[str]]:
 
 
 def scan(broker: Any, writer: Any, now: datetime = NOW, **settings: Any) -> tuple[int, list[Candidate]]:
-    from catalyst.domain.scanning import ScannerSettings
-
     cycle_id = writer.get_or_create_cycle(now.date()).get().cycle_id
     scanner = ScannerActor.start(broker, writer, ScannerSettings(**settings)).proxy()
     return cycle_id, scanner.scan(cycle_id, now).get()
@@ -211,11 +212,47 @@ def test_a_broker_failure_returns_no_candidates_and_logs_one_line(
 def test_the_scanner_survives_a_failed_scan_and_scans_again(crafted_exchange: EmbeddedExchange, writer: Any) -> None:
     broker = broker_for(crafted_exchange, read_attempts=1)
     cycle_id = writer.get_or_create_cycle(DAY).get().cycle_id
-    from catalyst.domain.scanning import ScannerSettings
-
     scanner = ScannerActor.start(broker, writer, ScannerSettings()).proxy()
     crafted_exchange.set_faults("http_5xx=1")
     assert scanner.scan(cycle_id, NOW).get() == []
     crafted_exchange.set_faults("")
 
     assert [c.symbol for c in scanner.scan(cycle_id, NOW).get()] == ["AAPL", "NVDA"]
+
+
+class NegativeVolumeMarket:
+    """A hand-written market-data fake whose minute bar carries a negative volume (a corrupt payload)."""
+
+    def movers(self, top: int = 10) -> MoversReport:
+        return MoversReport(gainers=(MoverReport(symbol="BAD", percent_change=Decimal("10"), change=Decimal("10"),
+                                                 price=Decimal("110")),), losers=(), at=NOW)
+
+    def most_actives(self, top: int = 10, by: str = "volume") -> list[Any]:
+        return []
+
+    def snapshots(self, symbols: Sequence[str]) -> dict[str, SnapshotReport]:
+        yesterday = report_bar(datetime.combine(DAY - timedelta(days=3), time(0), tzinfo=EXCHANGE_TZ), "100", 10**6)
+        trade = TradeTick(symbol="BAD", price=Decimal("110"), size=Decimal(100), at=NOW)
+        return {"BAD": SnapshotReport(symbol="BAD", latest_trade=trade, minute_bar=None, daily_bar=yesterday,
+                                      previous_daily_bar=None)}
+
+    def bars(self, symbols: Sequence[str], timeframe: Any, start: datetime, end: datetime | None = None) -> Any:
+        if timeframe == "1Day":
+            return {"BAD": [report_bar(datetime.combine(DAY - timedelta(days=3), time(0), tzinfo=EXCHANGE_TZ),
+                                       "100", 10**6)]}
+        return {"BAD": [report_bar(at(9, 0), "110", -500)]}
+
+    def news(self, symbols: Any, start: Any = None, end: Any = None, limit: Any = None) -> list[Any]:
+        return []
+
+
+def report_bar(start: datetime, price: str, volume: int) -> BarReport:
+    value = Decimal(price)
+    return BarReport(symbol="BAD", start=start, open=value, high=value, low=value, close=value, volume=Decimal(volume))
+
+
+def test_corrupt_market_data_is_named_in_one_line_and_scans_nothing(writer: Any, log_lines: list[str]) -> None:
+    _, candidates = scan(NegativeVolumeMarket(), writer)
+
+    assert candidates == []
+    assert any("bad market data" in line and "volume so far must not be negative" in line for line in log_lines)
