@@ -18,11 +18,12 @@ ZERO = Decimal(0)
 # Alpaca statuses after which an order can no longer fill; anything else (new, accepted, held, partially_filled,
 # pending_*) still protects its shares.
 BROKER_TERMINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"})
+DB_WORKING = frozenset({"created", "submitted", "accepted", "partial_fill"})
 
 
 @dataclass(frozen=True)
 class Violation:
-    kind: str  # lost | doubled | fill_twice | fill_missing | fill_invented | unprotected | positions | cash | status
+    kind: str  # lost | doubled | stale | fill_twice | fill_missing | fill_invented | unprotected | positions | cash | status
     detail: str
 
     def __str__(self) -> str:
@@ -132,6 +133,12 @@ def check(db: DbView, snapshot: dict[str, Any], starting_cash: Decimal | None = 
         if row.broker_id and same_cid and str(same_cid[0]["id"]) != row.broker_id:
             out.append(Violation("doubled", f"o-{row.order_id} {row.symbol} {row.role} cid={row.client_order_id} has "
                                             f"broker id {row.broker_id} in the database and {same_cid[0]['id']} at the broker"))
+        broker = broker_by_id.get(row.broker_id or "") or (same_cid[0] if same_cid else None)
+        label = f"o-{row.order_id} {row.symbol} {row.role} cid={row.client_order_id}"
+        if row.status in DB_WORKING and broker is None:
+            out.append(Violation("stale", f"{label} is {row.status} in the database but the broker has no such order"))
+        elif broker is not None and (row.status in DB_WORKING) == (broker.get("status") in BROKER_TERMINAL):
+            out.append(Violation("status", f"{label} is {row.status} in the database, {broker.get('status')} at the broker"))
     _check_fills(db, broker_orders, by_broker_id, by_cid, out)
     _check_positions(db, snapshot, broker_orders, out)
     if starting_cash is not None:
