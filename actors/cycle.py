@@ -110,6 +110,10 @@ class CycleActor(pykka.ThreadingActor):
         phase = CyclePhase(cycle.phase)
         self.today = DayState(today, cycle.cycle_id, phase, halted=cycle.halt_reason)
         log.info(f"cycle {today} #{cycle.cycle_id} {'resumed in' if phase is not CyclePhase.IDLE else 'starts'} {phase}")
+        if phase is CyclePhase.EVALUATING:
+            # Candidates live in memory only: resumed between the bell and trading_at, evaluate again (as entering
+            # evaluating would) or the trading phase would approve nothing.
+            self.today.candidates = self.hooks["scan"](cycle.cycle_id, now)
         return self.today
 
     def _enter(self, day: DayState, phase: CyclePhase, now: datetime) -> None:

@@ -1,0 +1,109 @@
+"""The cycle conductor resumed from a persisted phase (spec §4): the day's candidates live in memory only, so a
+daemon restarted between the bell and trading_at must evaluate again rather than trade nothing; a restart after
+the entries went out must not enter again.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from actors.cycle import CycleActor
+from actors.messages import TradePlan
+from catalyst.domain.cycle import PhaseSchedule
+from catalyst.domain.positions import PositionSide
+from catalyst.sim.clock import SimClock
+from catalyst.sim.market import EXCHANGE_TZ
+from catalyst.sim.scripted import ScriptedMarket
+from catalyst.sim.server import EmbeddedExchange, ExchangeConfig
+
+DAY = date(2024, 3, 4)
+AFTER_THE_BELL = datetime(2024, 3, 4, 9, 32, tzinfo=EXCHANGE_TZ)  # evaluating: 09:30-09:35
+
+
+@pytest.fixture
+def exchange() -> Iterator[EmbeddedExchange]:
+    """Overrides the actor conftest's exchange (09:45) so the day starts inside the evaluating window."""
+    market = ScriptedMarket(("AAPL", "MSFT"), AFTER_THE_BELL)
+    config = ExchangeConfig(speed=0, start=AFTER_THE_BELL, rate_limit_per_minute=0)
+    with EmbeddedExchange(config, market, SimClock(AFTER_THE_BELL, 0)) as ex:
+        yield ex
+
+
+class Hooks:
+    """A scanner that always finds AAPL and an approval that sizes 100 shares of each candidate it is given."""
+
+    def __init__(self, trading: Any) -> None:
+        self.trading = trading
+        self.scans: list[datetime] = []
+
+    def as_dict(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "scan": self.scan, "approve": self.approve,
+            "daily_pnl": lambda cycle_id: self.trading.writer.cycle_pnl(cycle_id).get(),
+            "loss_limit_breached": lambda realized, unrealized: False,
+            "write_report": lambda day: None, "is_trading_day": lambda day: True,
+            "entries_allowed": lambda: (True, ""), "doctor_pass": lambda reason: None,
+        }
+
+    def scan(self, cycle_id: int, now: datetime) -> list[str]:
+        self.scans.append(now)
+        return ["AAPL"]
+
+    def approve(self, cycle_id: int, candidates: list[str], now: datetime) -> list[TradePlan]:
+        return [TradePlan(symbol=symbol, side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
+                          take_profit=Decimal("55.00"), cycle_id=cycle_id) for symbol in candidates]
+
+
+@pytest.fixture
+def start_cycle(trading) -> Iterator[Callable[[Hooks], Any]]:
+    refs: list[Any] = []
+
+    def start(hooks: Hooks) -> Any:
+        refs.append(CycleActor.start(trading.writer, trading.system, trading.exchange.clock, PhaseSchedule(),
+                                     hooks.as_dict()))
+        return refs[-1]
+
+    yield start
+    for ref in refs:
+        ref.stop()
+
+
+def persisted_phase(trading, phase: str) -> int:
+    """The row a daemon stopped in `phase` left behind."""
+    cycle = trading.writer.get_or_create_cycle(DAY).get()
+    trading.writer.set_cycle_phase(cycle.cycle_id, phase, AFTER_THE_BELL).get()
+    return cycle.cycle_id
+
+
+def entries(trading) -> list[Any]:
+    return [o for o in trading.all_orders("AAPL") if o.role == "entry"]
+
+
+def test_a_restart_in_evaluating_evaluates_again_and_trades_the_candidates(trading, start_cycle):
+    persisted_phase(trading, "evaluating")  # scanned at 09:15 and 09:30, then the process died
+    trading.exchange.set_price("AAPL", "50.00")
+    hooks = Hooks(trading)
+    cycle = start_cycle(hooks)
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "evaluating", "the cycle to resume")
+
+    trading.exchange.advance(timedelta(minutes=4))  # 09:36: trading is due
+
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "trading", "the trading phase")
+    assert [o.quantity for o in trading.wait_for(lambda: entries(trading), "the entry")] == [Decimal("100")]
+    assert len(hooks.scans) == 1
+
+
+def test_a_restart_in_trading_does_not_enter_again(trading, start_cycle):
+    persisted_phase(trading, "trading")
+    trading.exchange.advance(timedelta(minutes=4))  # 09:36, inside the entry window
+    hooks = Hooks(trading)
+    cycle = start_cycle(hooks)
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "trading", "the cycle to resume")
+    trading.exchange.advance(timedelta(minutes=25))  # 10:01: monitoring
+
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "monitoring", "the monitoring phase")
+    assert hooks.scans == [] and entries(trading) == []
