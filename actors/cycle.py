@@ -90,7 +90,7 @@ class CycleActor(pykka.ThreadingActor):
         due = phase_due(self.schedule, now)
         if day.phase in (CyclePhase.MONITORING, CyclePhase.TRADING) and flatten_due(self.schedule, now):
             self._flatten_all("end of day", day)
-        if day.phase is CyclePhase.MONITORING:
+        if day.phase in (CyclePhase.TRADING, CyclePhase.MONITORING):  # from the first entry on
             self._check_loss_limit(day)
         if day.phase is CyclePhase.CLOSED:
             self._finish_day(day, now)

@@ -148,3 +148,20 @@ def test_a_day_the_calendar_does_not_trade_gets_no_cycle_and_no_scan(trading, do
     assert cycle.proxy().state().get()["phase"] == "idle"
     assert trading.writer.get_cycle(date(2024, 3, 4)).get() is None
     assert hooks.scans == [] and trading.all_orders("AAPL") == []
+
+
+def test_the_loss_limit_is_watched_from_the_first_entry_not_only_after_the_entry_window(
+        trading, doctor, start_cycle, tmp_path):
+    trading.exchange.set_price("AAPL", "50.00")
+    start_cycle(DayHooks(trading, doctor, TIGHT_RISK, tmp_path))  # 09:45: trading, monitoring starts at 10:00
+    trading.wait_for(lambda: (p := aapl_position(trading)) and p.status == "open", "the entry")
+    trading.wait_for(lambda: protected_by_the_broker(trading), "OCO protection at the broker")
+
+    for _ in range(10):  # until 09:55, still the trading phase; the doctor marks every 5 minutes
+        trading.trade("AAPL", "49.50")
+    cycle = trading.wait_for(lambda: (c := cycle_row(trading)) and c.cycle_state == "emergency_stopped" and c,
+                             "the emergency stop inside the trading phase")
+
+    assert trading.exchange.clock.now().time() < PhaseSchedule().monitoring_at
+    assert "daily loss limit" in cycle.halt_reason
+    trading.wait_for(lambda: aapl_position(trading).status == "closed", "the position to be flattened")
