@@ -1,0 +1,35 @@
+"""Issue 8 in CI: `python -m chaos --short` (one seeded day at 720x, faults on, 4 kill -9s) ends with zero violations.
+
+It runs the real command in a subprocess, as an operator would, and judges it by its summary line and exit code.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def run_chaos(*args: str, timeout_s: float = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chaos", *args], cwd=PROJECT, capture_output=True, text=True,
+                          timeout=timeout_s)
+
+
+def test_short_chaos_run_kills_the_daemon_and_finds_no_violation(tmp_path):
+    result = run_chaos("--short", "--seed", "3", "--keep", str(tmp_path))
+
+    summary = re.search(r"^chaos: 1 run, (\d+) kills, (\d+) violations$", result.stdout, re.MULTILINE)
+    assert summary, f"no summary line in:\n{result.stdout}\n{result.stderr[-2000:]}"
+    assert int(summary.group(1)) == 4
+    assert int(summary.group(2)) == 0, result.stdout
+    assert result.returncode == 0
+
+
+def test_chaos_refuses_a_bad_fault_spec_in_one_line():
+    result = run_chaos("--short", "--faults", "gremlins=0.5", timeout_s=60)
+
+    assert result.returncode == 2
+    assert "unknown fault 'gremlins'" in result.stderr and result.stderr.count("\n") == 1
