@@ -167,6 +167,12 @@ class CycleActor(pykka.ThreadingActor):
             log.warning(f"cycle emergency stop requested ({reason}) outside an active phase: flattening anyway")
             for ref in self.system.supervisor.live_refs().get():
                 ref.tell(m.Flatten(reason=f"emergency: {reason}"))
+            if day is not None and day.phase is CyclePhase.IDLE and not day.halted:
+                # Before the scan there is no phase to close, but the stop must still hold: no entries today,
+                # persisted so a restart remembers it.
+                day.halted = reason
+                self.writer.set_cycle_state(day.cycle_id, "emergency_stopped", reason).get()
+                log.critical(f"cycle {day.day} EMERGENCY STOP before the scan: no entries today ({reason})")
             return
         log.critical(f"cycle {day.day} EMERGENCY STOP: {reason}")
         day.halted = reason

@@ -1,6 +1,6 @@
 """The cycle conductor resumed from a persisted phase (spec §4): the day's candidates live in memory only, so a
 daemon restarted between the bell and trading_at must evaluate again rather than trade nothing; a restart after
-the entries went out must not enter again.
+the entries went out must not enter again. An operator's emergency stop before the scan halts the day's entries.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from actors.cycle import CycleActor
+from actors.cycle import CycleActor, EmergencyStop
 from actors.messages import TradePlan
 from catalyst.domain.cycle import PhaseSchedule
 from catalyst.domain.positions import PositionSide
@@ -21,15 +21,16 @@ from catalyst.sim.scripted import ScriptedMarket
 from catalyst.sim.server import EmbeddedExchange, ExchangeConfig
 
 DAY = date(2024, 3, 4)
-AFTER_THE_BELL = datetime(2024, 3, 4, 9, 32, tzinfo=EXCHANGE_TZ)  # evaluating: 09:30-09:35
+PRE_MARKET = datetime(2024, 3, 4, 9, 0, tzinfo=EXCHANGE_TZ)  # idle until scanning at 09:15
+TO_THE_BELL = timedelta(minutes=32)  # 09:32, evaluating: 09:30-09:35
 
 
 @pytest.fixture
 def exchange() -> Iterator[EmbeddedExchange]:
-    """Overrides the actor conftest's exchange (09:45) so the day starts inside the evaluating window."""
-    market = ScriptedMarket(("AAPL", "MSFT"), AFTER_THE_BELL)
-    config = ExchangeConfig(speed=0, start=AFTER_THE_BELL, rate_limit_per_minute=0)
-    with EmbeddedExchange(config, market, SimClock(AFTER_THE_BELL, 0)) as ex:
+    """Overrides the actor conftest's exchange (09:45) so the day starts before the scan."""
+    market = ScriptedMarket(("AAPL", "MSFT"), PRE_MARKET)
+    config = ExchangeConfig(speed=0, start=PRE_MARKET, rate_limit_per_minute=0)
+    with EmbeddedExchange(config, market, SimClock(PRE_MARKET, 0)) as ex:
         yield ex
 
 
@@ -75,7 +76,7 @@ def start_cycle(trading) -> Iterator[Callable[[Hooks], Any]]:
 def persisted_phase(trading, phase: str) -> int:
     """The row a daemon stopped in `phase` left behind."""
     cycle = trading.writer.get_or_create_cycle(DAY).get()
-    trading.writer.set_cycle_phase(cycle.cycle_id, phase, AFTER_THE_BELL).get()
+    trading.writer.set_cycle_phase(cycle.cycle_id, phase, trading.exchange.clock.now()).get()
     return cycle.cycle_id
 
 
@@ -84,6 +85,7 @@ def entries(trading) -> list[Any]:
 
 
 def test_a_restart_in_evaluating_evaluates_again_and_trades_the_candidates(trading, start_cycle):
+    trading.exchange.advance(TO_THE_BELL)
     persisted_phase(trading, "evaluating")  # scanned at 09:15 and 09:30, then the process died
     trading.exchange.set_price("AAPL", "50.00")
     hooks = Hooks(trading)
@@ -99,7 +101,7 @@ def test_a_restart_in_evaluating_evaluates_again_and_trades_the_candidates(tradi
 
 def test_a_restart_in_trading_does_not_enter_again(trading, start_cycle):
     persisted_phase(trading, "trading")
-    trading.exchange.advance(timedelta(minutes=4))  # 09:36, inside the entry window
+    trading.exchange.advance(TO_THE_BELL + timedelta(minutes=4))  # 09:36, inside the entry window
     hooks = Hooks(trading)
     cycle = start_cycle(hooks)
     trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "trading", "the cycle to resume")
@@ -107,3 +109,18 @@ def test_a_restart_in_trading_does_not_enter_again(trading, start_cycle):
 
     trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "monitoring", "the monitoring phase")
     assert hooks.scans == [] and entries(trading) == []
+
+
+def test_an_emergency_stop_before_the_scan_halts_the_days_entries(trading, start_cycle):
+    trading.exchange.set_price("AAPL", "50.00")
+    cycle = start_cycle(Hooks(trading))
+    trading.wait_for(lambda: trading.writer.get_cycle(DAY).get(), "the day's cycle row (idle)")
+
+    cycle.tell(EmergencyStop(reason="operator: catalyst stop --emergency"))
+    trading.wait_for(lambda: cycle.proxy().state().get()["halted"], "the stop to be taken")
+    trading.exchange.advance(TO_THE_BELL + timedelta(minutes=4))  # 09:36: trading is due
+
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "trading", "the trading phase")
+    row = trading.writer.get_cycle(DAY).get()
+    assert (row.cycle_state, row.halt_reason) == ("emergency_stopped", "operator: catalyst stop --emergency")
+    assert entries(trading) == []
