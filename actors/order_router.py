@@ -8,11 +8,19 @@ Invariants it keeps:
   execution_id and a FILL activity's id are different identifiers at Alpaca, but both sources carry the order and
   its cumulative quantity, so the same execution learned twice (duplicate event, stream + REST catch-up) has one key.
 - An update for an order it cannot place is recorded (trade_updates) and kept until its order is known.
+- One commit per step (the write path's cost is per transaction, not per row): a stream update's trade_updates
+  row, its execution and the order's new status go in one transaction; an acknowledgement's broker id and status,
+  for both legs of an OCO, in one. Decisions are made first, then written, and only then logged and announced to
+  the owner, so no log line or message describes a state that is not committed.
+- A submit response (or a REST report) saying more shares filled than the executions we hold usually means the
+  stream's fill event is still in flight: the router waits `missing_execution_grace_s` of wall time before asking
+  the broker for the executions over REST.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,16 +28,34 @@ from typing import Any
 
 import pykka
 from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field
 
 from actors import messages as m
 from actors.broker_worker import Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.orders import CatchUpKind, OrderStatus, plan_catch_up, status_from_broker
 from catalyst.domain.positions import entry_side
+from catalyst.store.batch import WriteGroup, call
 from catalyst.store.records import NewOrder as NewOrderRow
 
 log = logger.bind(actor="router")
 MAX_UNMATCHED = 10_000
+
+
+class RouterSettings(BaseModel):
+    """Order router tuning (the `[router]` section)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Wall seconds a fill the broker reports (submit response, REST) may wait for its stream event before the
+    # router fetches executions over REST: a marketable entry's response says "filled" before the event lands.
+    missing_execution_grace_s: float = Field(default=2.0, ge=0)
+
+
+class CheckExecutions(m.Message):
+    """The grace period is over: fetch executions over REST if the order still has fewer than the broker said."""
+
+    order_id: int
 
 
 @dataclass
@@ -58,8 +84,11 @@ def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
 
 
 class OrderRouter(pykka.ThreadingActor):
-    def __init__(self, writer: Any, protect_workers: list[Any], general_workers: list[Any], clock: Any) -> None:
+    def __init__(self, writer: Any, protect_workers: list[Any], general_workers: list[Any], clock: Any,
+                 settings: RouterSettings | None = None) -> None:
         super().__init__()
+        self.settings = settings or RouterSettings()
+        self._grace_timers: dict[int, tuple[threading.Timer, Decimal, datetime]] = {}
         self.writer = writer
         self._protect = itertools.cycle(protect_workers)
         self._general = itertools.cycle(general_workers)
@@ -71,6 +100,11 @@ class OrderRouter(pykka.ThreadingActor):
         self.last_update_at: datetime | None = None
         self.stream_connections = 0
         self.catching_up = False
+
+    def on_stop(self) -> None:
+        for timer, _, _ in self._grace_timers.values():
+            timer.cancel()
+        self._grace_timers.clear()
 
     # --- messages --------------------------------------------------------------------------------------------
 
@@ -149,18 +183,19 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _on_SubmitResult(self, msg: m.SubmitResult) -> None:
         rows = [self.by_order[i] for i in msg.order_ids if i in self.by_order]
+        group = WriteGroup()  # both legs of an OCO in one commit
         if msg.rejected is not None:
             for tracked in rows:
-                self._move(tracked, OrderStatus.REJECTED, broker_status="rejected", reason=msg.rejected)
-            return
-        if msg.report is None:
+                self._move(tracked, OrderStatus.REJECTED, broker_status="rejected", reason=msg.rejected, group=group)
+        elif msg.report is None:
             for tracked in rows:
-                self.writer.set_outcome_unknown(tracked.order_id, True).get()
-                log.warning(f"order {tracked.label} outcome unknown after submit: {msg.unknown}; the doctor settles it")
-            return
-        reports = [msg.report, *msg.report.legs]
-        for tracked, report in zip(rows, reports):
-            self._acknowledge(tracked, report)
+                group.add(call("set_outcome_unknown", tracked.order_id, True))
+                group.then(lambda _, t=tracked: log.warning(
+                    f"order {t.label} outcome unknown after submit: {msg.unknown}; the doctor settles it"))
+        else:
+            for tracked, report in zip(rows, [msg.report, *msg.report.legs]):
+                self._acknowledge(tracked, report, group)
+        group.commit(self.writer)
 
     def _on_CancelResult(self, msg: m.CancelResult) -> None:
         tracked = self.by_order.get(msg.order_id)
@@ -175,12 +210,15 @@ class OrderRouter(pykka.ThreadingActor):
     def _on_TradeUpdateReceived(self, msg: m.TradeUpdateReceived) -> None:
         update = msg.update
         self.last_update_at = max(self.last_update_at or update.at, update.at)
-        self.writer.record_trade_update(
-            event=update.event, payload=update.model_dump(mode="json"), alpaca_order_id=update.order.broker_id,
-            client_order_id=update.order.client_order_id, execution_id=update.execution_id,
-        ).get()
+        group = WriteGroup()  # the raw update, its execution and the order's new status: one commit
+        group.add(call(
+            "record_trade_update", event=update.event, payload=update.model_dump(mode="json"),
+            alpaca_order_id=update.order.broker_id, client_order_id=update.order.client_order_id,
+            execution_id=update.execution_id,
+        ))
         tracked = self._find(update.order)
         if tracked is None:
+            group.commit(self.writer)
             self._keep_unmatched(update)
             return
         execution = None
@@ -191,7 +229,8 @@ class OrderRouter(pykka.ThreadingActor):
                 qty=update.qty, price=update.price, cum_qty=update.order.filled_qty, leaves_qty=None,
                 order_status=update.order.status, at=update.at,
             )
-        self._apply_report(update.order, at=update.at, execution=execution, tracked=tracked)
+        self._apply_report(update.order, at=update.at, execution=execution, tracked=tracked, group=group)
+        group.commit(self.writer)
 
     def _on_StreamConnected(self, msg: m.StreamConnected) -> None:
         self.stream_connections = msg.count
@@ -210,11 +249,14 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _on_CatchUpResult(self, msg: m.CatchUpResult) -> None:
         self.catching_up = False
-        # Executions first (positions need their shares), then statuses.
+        # Executions first (positions need their shares), then statuses; one commit each (not the hot path).
         for fill in sorted(msg.fills, key=lambda f: (f.at, f.cum_qty or 0)):
             tracked = self.by_broker.get(fill.broker_order_id) or self._lookup_row(fill.client_order_id, fill.broker_order_id)
-            if tracked is not None and (fresh := self._record_execution(tracked, fill, source="activity")):
-                self._tell_owner(tracked, fresh)
+            if tracked is not None:
+                group = WriteGroup()
+                recorded = self._plan_execution(tracked, fill, "activity", group)
+                if (fresh := recorded(group.commit(self.writer))) is not None:
+                    self._tell_owner(tracked, fresh)
         for report in msg.orders:
             if self._find(report) is not None:
                 self._apply_report(report, at=report.updated_at, execution=None)
@@ -222,72 +264,138 @@ class OrderRouter(pykka.ThreadingActor):
 
     # --- the machine ------------------------------------------------------------------------------------------
 
-    def _acknowledge(self, tracked: Tracked, report: OrderReport) -> None:
+    def _acknowledge(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> None:
         tracked.broker_id = report.broker_id
         self.by_broker[report.broker_id] = tracked
-        self.writer.mark_submitted(tracked.order_id, report.broker_id, report.status, report.submitted_at).get()
+        # mark_submitted moves a created row to submitted itself: the move below only logs it.
+        group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status, report.submitted_at))
         if tracked.status is OrderStatus.CREATED:
-            self._move(tracked, OrderStatus.SUBMITTED, broker_status=report.status)
-        self._apply_report(report, at=report.updated_at, execution=None, tracked=tracked)
+            self._move(tracked, OrderStatus.SUBMITTED, broker_status=report.status, group=group, write=False)
+        self._apply_report(report, at=report.updated_at, execution=None, tracked=tracked, group=group)
+        group.then(lambda _: self._after_acknowledged(tracked))
+
+    def _after_acknowledged(self, tracked: Tracked) -> None:
         self._replay_unmatched(tracked)
         if tracked.pending_cancel:
             tracked.pending_cancel = False
             self._on_CancelOrders(m.CancelOrders(order_ids=(tracked.order_id,), reason=tracked.cancel_reason or "cancel"))
 
     def _apply_report(self, report: OrderReport, at: datetime, execution: FillReport | None,
-                      tracked: Tracked | None = None) -> None:
+                      tracked: Tracked | None = None, group: WriteGroup | None = None) -> None:
+        """Decide what the report changes, queue the writes on `group` (committed here if none is given)."""
+        own = group is None
+        group = group if group is not None else WriteGroup()
         tracked = tracked or self._find(report)
-        if tracked is None:
-            return
-        fresh = self._record_execution(tracked, execution, source="stream") if execution else None
+        if tracked is not None:
+            self._plan_report(tracked, report, at, execution, group)
+        if own:
+            group.commit(self.writer)
+
+    def _plan_report(self, tracked: Tracked, report: OrderReport, at: datetime, execution: FillReport | None,
+                     group: WriteGroup) -> None:
+        fresh: list[m.Execution | None] = [None]  # filled in after the commit: was the execution new?
+        if execution is not None:
+            recorded = self._plan_execution(tracked, execution, "stream", group)
+            group.then(lambda values: fresh.__setitem__(0, recorded(values)))
         if execution is None and report.filled_qty > tracked.filled_qty:
-            # The broker says more shares filled than we have executions for: a fill event was lost (stream
-            # gap, dropped frame). Fetch the executions over REST rather than inventing one from the total.
-            self._catch_up(report.submitted_at - timedelta(minutes=1), why=f"{tracked.label} missing executions")
+            # The broker says more shares filled than we have executions for. Usually the stream's fill event is
+            # on its way (a marketable order's response says filled first); if it is still missing after a grace
+            # period, it was lost (stream gap, dropped frame): fetch executions over REST, never invent one.
+            self._expect_executions(tracked, report.filled_qty, since=report.submitted_at - timedelta(minutes=1))
+        advanced = False
         try:
             reported = status_from_broker(report.status, report.filled_qty, report.qty or tracked.qty)
         except ValueError as exc:
             log.error(f"order {tracked.label} broker status not understood: {exc}")
-            return
-        plan = plan_catch_up(tracked.status, reported)
-        if plan.kind is CatchUpKind.CONFLICT:
-            log.error(f"order {tracked.label} conflict: local {tracked.status}, broker {report.status}; left for the doctor")
-        elif plan.kind is CatchUpKind.ADVANCE:
-            reason = self._cancel_reason(tracked) if reported is OrderStatus.CANCELLED else None
-            for step in plan.path:
-                self._move(tracked, step, broker_status=report.status, filled_qty=report.filled_qty,
-                           avg_price=report.filled_avg_price, at=at, reason=reason)
-        if plan.kind is CatchUpKind.ADVANCE or fresh is not None:
-            self._tell_owner(tracked, fresh)
+            reported = None
+        if reported is not None:
+            plan = plan_catch_up(tracked.status, reported)
+            if plan.kind is CatchUpKind.CONFLICT:
+                log.error(f"order {tracked.label} conflict: local {tracked.status}, broker {report.status}; left for the doctor")
+            elif plan.kind is CatchUpKind.ADVANCE:
+                advanced = True
+                reason = self._cancel_reason(tracked) if reported is OrderStatus.CANCELLED else None
+                pending_cum = (execution.cum_qty or Decimal(0)) if execution is not None else Decimal(0)
+                filled = max(report.filled_qty, tracked.filled_qty, pending_cum)
+                for index, step in enumerate(plan.path):  # only the last step is written: one row, one state
+                    self._move(tracked, step, broker_status=report.status, filled_qty=filled,
+                               avg_price=report.filled_avg_price, at=at, reason=reason, group=group,
+                               write=index == len(plan.path) - 1)
 
-    def _record_execution(self, tracked: Tracked, fill: FillReport, source: str) -> m.Execution | None:
+        def tell(_: list[Any]) -> None:
+            if advanced or fresh[0] is not None:
+                self._tell_owner(tracked, fresh[0])
+
+        group.then(tell)
+
+    def _plan_execution(self, tracked: Tracked, fill: FillReport, source: str,
+                        group: WriteGroup) -> Any:
+        """Queue the execution's exactly-once insert; the returned callback logs it and gives the fresh Execution."""
         cum = fill.cum_qty if fill.cum_qty is not None else tracked.filled_qty + fill.qty
         key = execution_key(fill.broker_order_id, cum)
         if key in tracked.keys:
-            return None
-        inserted = self.writer.record_fill(
-            execution_id=key, order_id=tracked.order_id, alpaca_order_id=fill.broker_order_id, symbol=fill.symbol,
-            side=fill.side, qty=fill.qty, price=fill.price, position_qty=None, occurred_at=fill.at, source=source,
-        ).get()
-        tracked.keys.add(key)
-        if not inserted:
-            return None
-        tracked.filled_qty = max(tracked.filled_qty, cum)
-        log.info(f"order {tracked.label} execution {fill.qty} @ {fill.price} (cum {cum}) via {source}")
-        return m.Execution(key=key, qty=fill.qty, price=fill.price, at=fill.at)
+            return lambda _: None
+        index = group.add(call(
+            "record_fill", execution_id=key, order_id=tracked.order_id, alpaca_order_id=fill.broker_order_id,
+            symbol=fill.symbol, side=fill.side, qty=fill.qty, price=fill.price, position_qty=None,
+            occurred_at=fill.at, source=source,
+        ))
 
-    def _move(self, tracked: Tracked, status: OrderStatus, broker_status: str, filled_qty: Decimal | None = None,
-              avg_price: Decimal | None = None, at: datetime | None = None, reason: str | None = None) -> None:
+        def recorded(values: list[Any]) -> m.Execution | None:
+            tracked.keys.add(key)
+            if not values[index]:
+                return None  # known already (a restart's catch-up, a duplicate event): no second execution
+            tracked.filled_qty = max(tracked.filled_qty, cum)
+            log.info(f"order {tracked.label} execution {fill.qty} @ {fill.price} (cum {cum}) via {source}")
+            return m.Execution(key=key, qty=fill.qty, price=fill.price, at=fill.at)
+
+        return recorded
+
+    def _move(self, tracked: Tracked, status: OrderStatus, broker_status: str, group: WriteGroup,
+              filled_qty: Decimal | None = None, avg_price: Decimal | None = None, at: datetime | None = None,
+              reason: str | None = None, write: bool = True) -> None:
+        """Move the tracked order now (later decisions in the same group build on it); log it after the commit."""
         before = tracked.status
         tracked.status = status
-        self.writer.update_order_status(
-            tracked.order_id, status=str(status), broker_status=broker_status,
-            filled_qty=tracked.filled_qty if filled_qty is None else max(filled_qty, tracked.filled_qty),
-            filled_avg_price=avg_price, at=at or self.clock.now(), reason=reason,
-        ).get()
-        log.info(f"order {tracked.label} {before} → {status}" + (f" ({reason})" if reason else ""))
-        if status is OrderStatus.REJECTED:
-            self._tell_owner(tracked, None, reason=reason)
+        if write:
+            group.add(call(
+                "update_order_status", tracked.order_id, status=str(status), broker_status=broker_status,
+                filled_qty=tracked.filled_qty if filled_qty is None else max(filled_qty, tracked.filled_qty),
+                filled_avg_price=avg_price, at=at or self.clock.now(), reason=reason,
+            ))
+
+        def announce(_: list[Any]) -> None:
+            log.info(f"order {tracked.label} {before} → {status}" + (f" ({reason})" if reason else ""))
+            if status is OrderStatus.REJECTED:
+                self._tell_owner(tracked, None, reason=reason)
+
+        group.then(announce)
+
+    def _expect_executions(self, tracked: Tracked, filled_qty: Decimal, since: datetime) -> None:
+        pending = self._grace_timers.get(tracked.order_id)
+        if pending is not None:
+            timer, expected, first_since = pending
+            self._grace_timers[tracked.order_id] = (timer, max(expected, filled_qty), min(first_since, since))
+            return
+        timer = threading.Timer(self.settings.missing_execution_grace_s, self._tell_check, args=(tracked.order_id,))
+        timer.daemon = True
+        self._grace_timers[tracked.order_id] = (timer, filled_qty, since)
+        timer.start()
+
+    def _tell_check(self, order_id: int) -> None:
+        try:
+            self.actor_ref.tell(CheckExecutions(order_id=order_id))
+        except pykka.ActorDeadError:
+            pass
+
+    def _on_CheckExecutions(self, msg: CheckExecutions) -> None:
+        pending = self._grace_timers.pop(msg.order_id, None)
+        tracked = self.by_order.get(msg.order_id)
+        if pending is None or tracked is None:
+            return
+        _, expected, since = pending
+        if tracked.filled_qty < expected:
+            self._catch_up(since, why=f"{tracked.label} missing executions ({tracked.filled_qty} of {expected})")
 
     def _tell_owner(self, tracked: Tracked, execution: m.Execution | None, reason: str | None = None) -> None:
         if tracked.owner is None:

@@ -1,0 +1,231 @@
+"""The router's write path: one commit per step, announcements after the commit, a grace period before REST catch-up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pykka
+import pytest
+
+from actors import messages as m
+from actors.broker_worker import CatchUp, SubmitOco, SubmitOrder
+from actors.db_writer import DbWriter
+from actors.order_router import CheckExecutions, OrderRouter, RouterSettings
+from catalyst.broker.reports import OrderReport, TradeUpdateReport
+from catalyst.domain.orders import OrderStatus
+from catalyst.domain.positions import OrderSide, PositionSide
+
+T = TypeVar("T")
+T0 = datetime(2024, 3, 4, 14, 45, tzinfo=timezone.utc)
+
+
+class RecordingWriter(DbWriter):
+    """The real DbWriter that also remembers every call it served, in order (batches by their inner methods)."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(database_url)
+        self.served: list[tuple[str, ...]] = []
+
+    def _run(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        self._remember(method, args)
+        return super()._run(method, *args, **kwargs)
+
+    def _drain_waiting_calls(self) -> list[Any]:
+        waiting = super()._drain_waiting_calls()  # calls that join this one's group commit
+        for envelope in waiting:
+            self._remember(envelope.message.attr_path[0], envelope.message.args)
+        return waiting
+
+    def _remember(self, method: str, args: tuple[Any, ...]) -> None:
+        if method == "batch":
+            self.served.append(("batch", *(one.method for one in args[0])))
+        elif method not in ("get_order", "fills_for_order"):  # the test's own reads
+            self.served.append((method,))
+
+    def take_served(self) -> list[tuple[str, ...]]:
+        served, self.served = self.served, []
+        return served
+
+
+class Inbox(pykka.ThreadingActor):
+    """Stands in for a broker worker or a position actor: keeps what it is told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[Any] = []
+
+    def on_receive(self, message: Any) -> None:
+        self.messages.append(message)
+
+    def received(self) -> list[Any]:
+        return list(self.messages)
+
+
+class FixedClock:
+    speed = 0.0
+
+    def now(self) -> datetime:
+        return T0
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout: float = 15.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, grace_s: float) -> None:
+        self.writer_ref = RecordingWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}")
+        self.writer = self.writer_ref.proxy()
+        self.protect, self.general, self.owner = Inbox.start(), Inbox.start(), Inbox.start()
+        self.router = OrderRouter.start(self.writer, [self.protect], [self.general], FixedClock(),
+                                        RouterSettings(missing_execution_grace_s=grace_s))
+        self.cycle_id = self.writer.get_or_create_cycle(date(2024, 3, 4), at=T0).get().cycle_id
+
+    def told(self, inbox: Any, kind: type, count: int = 1) -> list[Any]:
+        return wait_for(lambda: (found := [x for x in inbox.proxy().received().get() if isinstance(x, kind)])
+                        and len(found) >= count and found, f"{count} {kind.__name__}")
+
+    def served(self) -> list[tuple[str, ...]]:
+        return self.writer.take_served().get()
+
+    def stop(self) -> None:
+        for ref in (self.router, self.protect, self.general, self.owner, self.writer_ref):
+            if ref.is_alive():
+                ref.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    made = Rig(tmp_path, grace_s=0.2)
+    yield made
+    made.stop()
+
+
+def order_report(row: Any, status: str, filled: str = "0", broker_id: str = "b-entry", **extra: Any) -> OrderReport:
+    return OrderReport(
+        broker_id=broker_id, client_order_id=row.client_order_id, symbol=row.symbol, side=row.side,
+        type=row.order_type, order_class=row.order_class, tif="day", qty=row.quantity, filled_qty=Decimal(filled),
+        filled_avg_price=Decimal("10") if filled != "0" else None, limit_price=row.limit_price,
+        stop_price=row.stop_price, status=status, created_at=T0, updated_at=T0, submitted_at=T0, filled_at=None,
+        canceled_at=None, **extra,
+    )
+
+
+def enter(rig: Rig) -> Any:
+    plan = m.TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal(100), stop_loss=Decimal("9"),
+                       take_profit=Decimal("11"), cycle_id=rig.cycle_id)
+    rig.router.tell(m.PlaceEntry(owner=rig.owner, plan=plan))
+    return rig.told(rig.general, SubmitOrder)[0].row
+
+
+def fill_event(row: Any) -> m.TradeUpdateReceived:
+    order = order_report(row, "filled", filled="100")
+    return m.TradeUpdateReceived(update=TradeUpdateReport(
+        event="fill", order=order, at=T0, execution_id="exec-1", price=Decimal("10"), qty=Decimal(100)))
+
+
+def test_a_stream_fill_is_one_commit_of_update_execution_and_status(rig: Rig) -> None:
+    row = enter(rig)
+    rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "accepted")))
+    rig.told(rig.general, SubmitOrder)
+    wait_for(lambda: rig.writer.get_order(row.order_id).get().status == "accepted", "the acknowledgement")
+    rig.served()
+
+    rig.router.tell(fill_event(row))
+    update = wait_for(lambda: next((u for u in rig.owner.proxy().received().get()
+                                    if isinstance(u, m.OrderUpdated) and u.execution), None), "the execution")
+
+    assert rig.served() == [("batch", "record_trade_update", "record_fill", "update_order_status")]
+    assert update.status is OrderStatus.FILLED and update.execution is not None
+    stored = rig.writer.get_order(row.order_id).get()
+    assert (stored.status, stored.filled_qty) == ("filled", Decimal(100))
+    assert len(rig.writer.fills_for_order(row.order_id).get()) == 1
+
+
+def test_the_same_fill_twice_is_recorded_once_and_announced_once(rig: Rig) -> None:
+    row = enter(rig)
+    rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "accepted")))
+
+    rig.router.tell(fill_event(row))
+    rig.router.tell(fill_event(row))
+    rig.told(rig.owner, m.OrderUpdated)
+    rig.router.proxy().by_order.get()  # the router has handled both events once this answers
+
+    executions = [u for u in rig.owner.proxy().received().get() if isinstance(u, m.OrderUpdated) and u.execution]
+    assert len(executions) == 1
+    assert len(rig.writer.fills_for_order(row.order_id).get()) == 1
+
+
+def test_an_oco_acknowledgement_is_one_commit_for_both_legs(rig: Rig) -> None:
+    entry = enter(rig)
+    position = rig.writer.open_position_for_entry(entry.order_id, Decimal(100), Decimal(10), T0).get()
+    rig.router.tell(m.PlaceProtection(
+        owner=rig.owner, position_id=position.position_id, entry_order_id=entry.order_id, cycle_id=rig.cycle_id, symbol="AAPL",
+        side=OrderSide.SELL, qty=Decimal(100), stop_loss=Decimal("9"), take_profit=Decimal("11")))
+    oco = rig.told(rig.protect, SubmitOco)[0]
+    rig.served()
+    stop_leg = order_report(oco.stop_loss, "accepted", broker_id="b-sl")
+    report = order_report(oco.take_profit, "accepted", broker_id="b-tp", legs=(stop_leg,))
+
+    rig.router.tell(m.SubmitResult(order_ids=(oco.take_profit.order_id, oco.stop_loss.order_id), report=report))
+    wait_for(lambda: rig.writer.get_order(oco.stop_loss.order_id).get().alpaca_order_id == "b-sl", "both legs")
+
+    served = [s for s in rig.served() if s[0] == "batch"]
+    assert served == [("batch", "mark_submitted", "update_order_status", "mark_submitted", "update_order_status")]
+    assert {rig.writer.get_order(i).get().status for i in (oco.take_profit.order_id, oco.stop_loss.order_id)} \
+        == {"accepted"}
+
+
+def test_a_filled_submit_response_waits_for_the_stream_before_asking_the_broker(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, grace_s=3600)  # the test plays the timer itself, below
+    try:
+        row = enter(rig)
+        rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "filled", filled="100")))
+        rig.router.tell(fill_event(row))  # the stream's event lands within the grace period
+        rig.told(rig.owner, m.OrderUpdated)
+        no_catch_up_yet = not [x for x in rig.general.proxy().received().get() if isinstance(x, CatchUp)]
+
+        rig.router.tell(CheckExecutions(order_id=row.order_id))  # the grace period ends
+        rig.router.proxy().by_order.get()  # answered once the check above was handled
+
+        assert no_catch_up_yet
+        assert not [x for x in rig.general.proxy().received().get() if isinstance(x, CatchUp)]
+    finally:
+        rig.stop()
+
+
+def test_a_fill_the_stream_never_delivers_is_fetched_after_the_grace_period(rig: Rig) -> None:
+    row = enter(rig)
+
+    rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "filled", filled="100")))
+
+    catch_up = rig.told(rig.general, CatchUp)[0]
+    assert catch_up.since < T0
+
+
+def test_the_owner_hears_of_a_status_only_once_it_is_committed(rig: Rig) -> None:
+    row = enter(rig)
+    order = ["created", "submitted", "accepted", "filled"]
+    rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "accepted")))
+    rig.router.tell(fill_event(row))
+
+    seen: list[tuple[str, str]] = []
+    for _ in range(200):  # read the row as each announcement arrives: it is never behind what was announced
+        for update in [u for u in rig.owner.proxy().received().get() if isinstance(u, m.OrderUpdated)]:
+            seen.append((str(update.status), rig.writer.get_order(row.order_id).get().status))
+        if any(told == "filled" for told, _ in seen):
+            break
+        time.sleep(0.005)
+
+    assert any(told == "filled" for told, _ in seen)
+    assert all(order.index(stored) >= order.index(told) for told, stored in seen)
