@@ -66,10 +66,10 @@ def test_supervisord_runs_restarts_after_kill_9_and_stops_with_exit_0(tmp_path, 
     supervisord = subprocess.Popen([str(BIN / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, env=e2e.clean_env(), cwd=tmp_path)
     try:
-        first = e2e.wait_until(lambda: running_pid(conf), 60, "supervisord to report catalyst RUNNING")
+        first = e2e.wait_until(lambda: running_pid(conf), 90, "supervisord to report catalyst RUNNING")  # after startsecs
         e2e.wait_until(lambda: log.exists() and "doctor pass #1 (start-up)" in log.read_text(), 60, "the start-up pass")
         pump.go()
-        e2e.wait_until(lambda: e2e._all_filled_entries_protected(db), 90, "protected positions")
+        e2e.wait_until(lambda: e2e._all_filled_entries_protected(db), 120, "protected positions")
         pump.hold()
         live = len(e2e.db_rows(db, "SELECT 1 FROM positions WHERE status = 'open'"))
 
@@ -83,6 +83,9 @@ def test_supervisord_runs_restarts_after_kill_9_and_stops_with_exit_0(tmp_path, 
         e2e.wait_until(lambda: "exit status 0" in (tmp_path / "supervisord.log").read_text()
                        and "STOPPED" in ctl(conf, "status", "catalyst"), 60, "a clean stop")
     finally:
+        for name in ("supervisord.log", "catalyst.log"):  # shown by pytest only when the test fails
+            path = tmp_path / name
+            print(f"--- {name}\n" + (path.read_text()[-4000:] if path.exists() else "(none)"))
         ctl(conf, "shutdown")
         try:
             supervisord.wait(timeout=60)
