@@ -64,6 +64,8 @@ class RunResult:
 
     def line(self) -> str:
         checked = self.report.summary() if self.report else "not checked"
+        if self.report and self.report.broker_orders == 0:
+            checked += " (NO TRADE: this run proves nothing about orders)"
         return (f"chaos run seed {self.seed}: {self.kills} kills, {len(self.violations)} violations, "
                 f"{self.wall_s:.0f} s; {checked}")
 
