@@ -72,6 +72,7 @@ class Tracked:
     owner: Any = None
     cancel_reason: str | None = None
     pending_cancel: bool = False
+    resent: bool = False
     keys: set[str] = field(default_factory=set)
 
     @property
@@ -162,6 +163,30 @@ class OrderRouter(pykka.ThreadingActor):
                 tracked = self._track(row, msg.owner)
             tracked.owner = msg.owner
             self._replay_unmatched(tracked)
+        for order_id in msg.order_ids:
+            self._send_if_never_acknowledged(self.by_order.get(order_id))
+
+    def _send_if_never_acknowledged(self, tracked: Tracked | None) -> None:
+        """A row still `created` after a restart was committed but its submission never acknowledged: the crash
+        came between the two. Send it now with the SAME client_order_id: if the first attempt did reach the broker,
+        Alpaca refuses the duplicate and the worker's lookup returns the existing order, so nothing is doubled."""
+        if tracked is None or tracked.status is not OrderStatus.CREATED or tracked.broker_id or tracked.resent:
+            return
+        if tracked.role == "stop_loss":
+            return  # travels with its take-profit as one OCO
+        row = self.writer.get_order(tracked.order_id).get()
+        tracked.resent = True
+        if tracked.role == "take_profit":
+            leg = self.writer.get_order(tracked.order_id + 1).get()
+            if leg is None or leg.role != "stop_loss":
+                log.error(f"order {tracked.label} take-profit without its stop-loss row; left for the doctor")
+                return
+            log.warning(f"order {tracked.label} OCO created but never acknowledged before a restart: sending it now")
+            next(self._protect).tell(SubmitOco(take_profit=row, stop_loss=leg, reply_to=self.actor_ref))
+            return
+        log.warning(f"order {tracked.label} {tracked.role} created but never acknowledged before a restart: sending it now")
+        pool = self._general if tracked.role == "entry" else self._protect
+        next(pool).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
 
     def _on_CancelOrders(self, msg: m.CancelOrders) -> None:
         for order_id in msg.order_ids:

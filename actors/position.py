@@ -258,6 +258,13 @@ class PositionActor(pykka.ThreadingActor):
         for role, fill_qty, price in restored.fills:
             side = self.position.entry_side if role == "entry" else self.position.exit_side
             self.position = self.position.apply_fill(side, fill_qty, price)
+        if self.position.status is PositionStatus.OPEN and self.position_id is None:
+            # Killed after the entry's fill was committed but before the position row: write it now (idempotent).
+            self.position_id = self.writer.open_position_for_entry(
+                entry_order_id=self.entry_order_id, quantity=self.position.quantity,
+                entry_price=self.position.avg_entry_price, entry_time=self.clock.now(),
+                stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
+            ).get().position_id
         self.router.tell(m.Register(owner=self.actor_ref, order_ids=tuple(self.orders)))
         self.log.info(f"position {self.label} restored {self.position.status} qty={self.position.quantity} "
                       f"protected={self.protected_qty()}")

@@ -5,6 +5,7 @@ Kept out of the cycle actor so it stays a thin state machine, and so each hook c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +20,14 @@ from catalyst.domain.positions import PositionSide
 from catalyst.runtime import next_session_start
 
 log = logger.bind(actor="cycle")
+
+
+@dataclass(frozen=True)
+class PersistedCandidate:
+    symbol: str
+    price: Decimal
+    stop: Decimal
+    scan_id: int
 
 
 class CycleHooks:
@@ -52,7 +61,27 @@ class CycleHooks:
         return hooks
 
     def scan(self, cycle_id: int, now: datetime) -> list[Any]:
-        return list(self.scanner.scan(cycle_id, now).get(timeout=120))
+        found = list(self.scanner.scan(cycle_id, now).get(timeout=120))
+        return found or self.persisted_candidates(cycle_id)
+
+    def persisted_candidates(self, cycle_id: int) -> list[PersistedCandidate]:
+        """Today's latest ranked candidates from scan_results: a restart must not forget the morning's scan
+        when a later scan finds nothing (gappers fade after the open)."""
+        rows = [r for r in self.writer.scan_results(cycle_id).get() if r.status == "candidate"]
+        if not rows:
+            return []
+        latest = max(r.scanned_at for r in rows)
+        picked = []
+        for row in sorted((r for r in rows if r.scanned_at == latest), key=lambda r: r.rank_in_scan):
+            try:
+                parts = row.score_parts
+                picked.append(PersistedCandidate(row.symbol, Decimal(str(parts["price"])),
+                                                 Decimal(str(parts["stop"])), row.scan_id))
+            except (KeyError, ArithmeticError, TypeError):
+                log.warning(f"cycle scan row {row.scan_id} ({row.symbol}) has no usable price/stop; skipped")
+        if picked:
+            log.info(f"cycle using {len(picked)} candidates persisted at {latest:%H:%M} (this scan found none)")
+        return picked
 
     def approve(self, cycle_id: int, candidates: list[Any], now: datetime) -> list[TradePlan]:
         account = self.broker.account()

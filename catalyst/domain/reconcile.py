@@ -324,6 +324,12 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         held[position.symbol] += _signed(position.side, position.qty)
         first.setdefault(position.symbol, position)
     at_broker = {p.symbol: _signed(p.side, p.qty) for p in broker.positions if p.qty != 0}
+    for order in local.orders:
+        # An entry whose fills are recorded but whose position row a crash prevented is being rebuilt by its
+        # position actor: the broker's shares are ours. Adopting them as an orphan would book them twice.
+        if (order.role == "entry" and order.position_id is None and order.filled_qty > 0
+                and order.symbol in at_broker and order.symbol not in first):
+            held[order.symbol] += _signed(order.side, order.filled_qty)
     for symbol in sorted(set(held) | set(at_broker)):
         ours, theirs = held[symbol] + missing[symbol], at_broker.get(symbol, ZERO)
         if ours == theirs:

@@ -42,11 +42,19 @@ async def position_book(session: AsyncSession, entry_order_id: int) -> PositionB
 
 
 async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
-    """Entries still working without a position, plus the entries of open positions."""
+    """Entries still working without a position, entries that filled before a crash let their position row be
+    written, plus the entries of open positions."""
     pending = await session.scalars(
         select(Order.order_id).where(Order.role == "entry", Order.position_id.is_(None),
                                      Order.status.notin_(TERMINAL_ORDER_STATUSES))
     )
+    # A kill between the entry's fill commit and the position row leaves a filled entry with no position: it
+    # must be rebuilt from its recorded fills, or the doctor would see an orphan and book the shares twice.
+    unlinked = (await session.execute(
+        select(Order.order_id, Order.filled_qty).where(Order.role == "entry", Order.position_id.is_(None),
+                                                       Order.status.in_(TERMINAL_ORDER_STATUSES))
+    )).all()
+    pending = [*pending, *(order_id for order_id, filled in unlinked if filled and filled > 0)]
     opened = await session.scalars(
         select(Order.order_id).join(Position, Position.position_id == Order.position_id)
         .where(Order.role == "entry", Position.status == "open")
