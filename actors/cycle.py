@@ -191,8 +191,12 @@ class CycleActor(pykka.ThreadingActor):
         self.hooks["doctor_pass"]("end of day")
         realized, unrealized = self.hooks["daily_pnl"](day.cycle_id)
         self.writer.set_daily_pnl(day.cycle_id, realized + unrealized, now).get()
-        path = self.hooks["write_report"](day.day)
-        self._persist(day, CyclePhase.COMPLETED)
+        self._persist(day, CyclePhase.COMPLETED)  # first, so the report shows the finished day as completed
+        try:
+            path = self.hooks["write_report"](day.day)
+        except Exception as exc:  # a report failure must not undo a finished trading day
+            log.error(f"cycle {day.day} report not written: {type(exc).__name__}: {exc}")
+            path = None
         log.info(f"cycle {day.day} completed: P&L {realized + unrealized:+.2f}; report {path}")
         if "day_completed" in self.hooks:
             self.hooks["day_completed"](day.day, path)

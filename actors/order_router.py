@@ -28,9 +28,9 @@ from typing import Any
 
 import pykka
 from loguru import logger
-from pydantic import BaseModel, ConfigDict, Field
 
 from actors import messages as m
+from catalyst.router_settings import RouterSettings
 from actors.broker_worker import Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.orders import CatchUpKind, OrderStatus, plan_catch_up, status_from_broker
@@ -40,16 +40,6 @@ from catalyst.store.records import NewOrder as NewOrderRow
 
 log = logger.bind(actor="router")
 MAX_UNMATCHED = 10_000
-
-
-class RouterSettings(BaseModel):
-    """Order router tuning (the `[router]` section)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    # Wall seconds a fill the broker reports (submit response, REST) may wait for its stream event before the
-    # router fetches executions over REST: a marketable entry's response says "filled" before the event lands.
-    missing_execution_grace_s: float = Field(default=2.0, ge=0)
 
 
 class CheckExecutions(m.Message):

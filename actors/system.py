@@ -115,6 +115,7 @@ class TradingSystem:
     protect_workers: int = 2
     general_workers: int = 2
     synchronous: str = "FULL"
+    router_settings: Any = None
     refs: list[Any] = field(default_factory=list)
 
     def start(self) -> TradingSystem:
@@ -124,7 +125,7 @@ class TradingSystem:
             self.writer = self.writer_ref.proxy()
             protect = [self._worker(f"protect-{i}") for i in range(self.protect_workers)]
             general = [self._worker(f"general-{i}") for i in range(self.general_workers)]
-            self.router = OrderRouter.start(self.writer, protect, general, self.clock)
+            self.router = OrderRouter.start(self.writer, protect, general, self.clock, settings=self.router_settings)
             self.refs.append(self.router)
             self.supervisor_ref = Supervisor.start(self.writer, self._make_position)
             self.refs.append(self.supervisor_ref)

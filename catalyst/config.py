@@ -22,6 +22,7 @@ from catalyst.domain.errors import InvalidSchedule
 from catalyst.domain.reconcile import DoctorSettings
 from catalyst.domain.risk import RiskSettings
 from catalyst.domain.scanning import ScannerSettings
+from catalyst.router_settings import RouterSettings
 from catalyst.errors import ConfigError
 
 KEY_ID_ENV = "APCA_API_KEY_ID"
@@ -116,6 +117,7 @@ class Config(BaseSettings):
     risk: RiskSettings = RiskSettings()
     scanner: ScannerSettings = ScannerSettings()
     doctor: DoctorSettings = DoctorSettings()
+    router: RouterSettings = RouterSettings()
     source: Path | None = Field(default=None, exclude=True)
 
     @classmethod

@@ -48,10 +48,12 @@ def stop_daemon(config: Config, emergency: bool, wait_s: float = 60.0) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Running, and not a zombie: an exited daemon its parent has not reaped yet has stopped."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    return True

@@ -121,7 +121,8 @@ class Daemon:
         self._check_broker()
         try:
             self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
-                                        synchronous=self.config.daemon.sqlite_synchronous).start()
+                                        synchronous=self.config.daemon.sqlite_synchronous,
+                                    router_settings=self.config.router).start()
         except DatabaseFileError as exc:  # corrupt, locked by another process, too new: exit 3, not "internal"
             raise DatabaseError(str(exc)) from None
         self.parts.append(self.system)

@@ -1,0 +1,15 @@
+"""The `[router]` section: order-router tuning (here, not in actors/, so config never imports an actor)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RouterSettings(BaseModel):
+    """Order router tuning (the `[router]` section)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Wall seconds a fill the broker reports (submit response, REST) may wait for its stream event before the
+    # router fetches executions over REST: a marketable entry's response says "filled" before the event lands.
+    missing_execution_grace_s: float = Field(default=2.0, ge=0)
