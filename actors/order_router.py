@@ -249,7 +249,13 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _on_StreamConnected(self, msg: m.StreamConnected) -> None:
         self.stream_connections = msg.count
-        since = (self.last_update_at or self.clock.now()) - timedelta(minutes=5)
+        if self.last_update_at is None:
+            # The first connection after a start: whatever happened while we were down is today's, so catch up
+            # over the whole exchange day (a bounded number of paged calls), not just the last few minutes.
+            now = self.clock.now()
+            since = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        else:
+            since = self.last_update_at - timedelta(minutes=5)
         self._catch_up(since, why=f"stream connected (#{msg.count})", force=True)
 
     def _catch_up(self, since: datetime, why: str, force: bool = False) -> None:

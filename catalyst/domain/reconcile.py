@@ -300,7 +300,8 @@ def _fills(diff: _Diff, local: LocalView, broker: BrokerView, matched: dict[str,
     for fill in broker.fills:
         order = matched.get(fill.broker_order_id)
         if order is not None and execution_key(fill.broker_order_id, fill.cum_qty) not in local.execution_keys:
-            missing[order.symbol] += _signed(order.side, fill.qty)
+            if not _unlinked_entry(order):  # those shares are counted from the entry's filled_qty (_positions)
+                missing[order.symbol] += _signed(order.side, fill.qty)
             diff.add(_T.MISSING_FILL, f"order {order.label}", f"filled {order.filled_qty}",
                      f"{fill.qty} @ {fill.price} (cum {fill.cum_qty})", symbol=order.symbol, order_id=order.order_id,
                      position_id=order.position_id, broker_ids=(fill.broker_order_id,))
@@ -309,6 +310,11 @@ def _fills(diff: _Diff, local: LocalView, broker: BrokerView, matched: dict[str,
             if fill.broker_order_id not in orphan_moves[hand.symbol]:
                 orphan_moves[hand.symbol].append(fill.broker_order_id)
     return missing, orphan_moves
+
+
+def _unlinked_entry(order: LocalOrder) -> bool:
+    """An entry the broker filled (filled_qty > 0) that has no position row yet: a crash came in between."""
+    return order.role == "entry" and order.position_id is None and order.filled_qty > 0
 
 
 def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
@@ -327,8 +333,7 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
     for order in local.orders:
         # An entry whose fills are recorded but whose position row a crash prevented is being rebuilt by its
         # position actor: the broker's shares are ours. Adopting them as an orphan would book them twice.
-        if (order.role == "entry" and order.position_id is None and order.filled_qty > 0
-                and order.symbol in at_broker and order.symbol not in first):
+        if _unlinked_entry(order) and order.symbol in at_broker and order.symbol not in first:
             held[order.symbol] += _signed(order.side, order.filled_qty)
     for symbol in sorted(set(held) | set(at_broker)):
         ours, theirs = held[symbol] + missing[symbol], at_broker.get(symbol, ZERO)
