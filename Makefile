@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup sim test bench chaos clean
+.PHONY: setup sim test test-quick bench chaos clean
 
 $(BIN)/catalyst: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ sim: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The everyday run: everything but the slow process-level suites (crash, chaos, supervisord, bench harness).
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/python -m bench

@@ -9,6 +9,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.slow  # minutes of real processes: CI runs it; the everyday run skips it
 
 PROJECT = Path(__file__).resolve().parents[2]
 MINE = ("reconcile_orders", "stream_loss", "sim_day")

@@ -23,6 +23,8 @@ from chaos.harness import DaemonProcess, ExchangeProcess, HarnessError
 from chaos.invariants import Report, check_files
 from catalyst.sim.market import EXCHANGE_TZ
 
+pytestmark = pytest.mark.slow  # minutes of real processes: CI runs it; the everyday run skips it
+
 SEED = 1  # this seed's 2026-03-02 has four catalysts the risk rules approve at 09:35
 DAY = "2026-03-02"
 SIM_KEY = "CATALYST-SIM"

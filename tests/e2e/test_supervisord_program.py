@@ -11,6 +11,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+import pytest
+
+pytestmark = pytest.mark.slow  # minutes of real processes: CI runs it; the everyday run skips it
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
