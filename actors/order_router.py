@@ -270,6 +270,7 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _on_CatchUpResult(self, msg: m.CatchUpResult) -> None:
         self.catching_up = False
+        self._learn_broker_ids(msg.orders)
         # Executions first (positions need their shares), then statuses; one commit each (not the hot path).
         for fill in sorted(msg.fills, key=lambda f: (f.at, f.cum_qty or 0)):
             tracked = self.by_broker.get(fill.broker_order_id) or self._lookup_row(fill.client_order_id, fill.broker_order_id)
@@ -282,6 +283,21 @@ class OrderRouter(pykka.ThreadingActor):
             if self._find(report) is not None:
                 self._apply_report(report, at=report.updated_at, execution=None)
         log.info(f"router catch-up applied {len(msg.fills)} fills, {len(msg.orders)} orders since {msg.since:%H:%M:%S}")
+
+    def _learn_broker_ids(self, reports: tuple[OrderReport, ...]) -> None:
+        """Rows a crash left without their broker id get it first, so the fills (which name only the broker id)
+        in the same catch-up can find their order."""
+        group = WriteGroup()
+        for report in reports:
+            tracked = self.by_broker.get(report.broker_id) or self.by_cid.get(report.client_order_id) \
+                or self._lookup_row(report.client_order_id, None)
+            if tracked is not None and tracked.broker_id is None and report.client_order_id == tracked.client_order_id:
+                tracked.broker_id = report.broker_id
+                self.by_broker[report.broker_id] = tracked
+                group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status,
+                               report.submitted_at))
+                log.info(f"order {tracked.label} broker id {report.broker_id} learned from the broker's list")
+        group.commit(self.writer)
 
     # --- the machine ------------------------------------------------------------------------------------------
 
@@ -308,6 +324,14 @@ class OrderRouter(pykka.ThreadingActor):
         group = group if group is not None else WriteGroup()
         tracked = tracked or self._find(report)
         if tracked is not None:
+            if tracked.broker_id is None and report.broker_id and report.client_order_id == tracked.client_order_id:
+                # Matched by client_order_id only (a crash came between the broker's answer and our commit):
+                # record the broker id now, or the fills, which name only the broker id, could never find it.
+                tracked.broker_id = report.broker_id
+                self.by_broker[report.broker_id] = tracked
+                group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status,
+                               report.submitted_at))
+                log.info(f"order {tracked.label} broker id {report.broker_id} learned from a report (after a restart)")
             self._plan_report(tracked, report, at, execution, group)
         if own:
             group.commit(self.writer)
