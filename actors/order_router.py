@@ -297,6 +297,18 @@ class OrderRouter(pykka.ThreadingActor):
                 group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status,
                                report.submitted_at))
                 log.info(f"order {tracked.label} broker id {report.broker_id} learned from the broker's list")
+                if tracked.role == "take_profit" and report.legs:
+                    # The OCO's stop leg carries a client_order_id Alpaca made up: pair it by our row order
+                    # (the stop-loss row is created right after its take-profit, in one transaction).
+                    leg = self.by_order.get(tracked.order_id + 1)
+                    if leg is None:
+                        row = self.writer.get_order(tracked.order_id + 1).get()
+                        leg = self._track(row, owner=None) if row is not None else None
+                    if leg is not None and leg.role == "stop_loss" and leg.broker_id is None:
+                        leg.broker_id = report.legs[0].broker_id
+                        self.by_broker[leg.broker_id] = leg
+                        group.add(call("mark_submitted", leg.order_id, leg.broker_id, report.legs[0].status,
+                                       report.legs[0].submitted_at))
         group.commit(self.writer)
 
     # --- the machine ------------------------------------------------------------------------------------------
