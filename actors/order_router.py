@@ -70,6 +70,15 @@ class Tracked:
         return f"{self.symbol}#o-{self.order_id}"
 
 
+def _tell(owner: Any, message: m.Message) -> None:
+    """Tell a position actor; one that has just stopped (closed, or crashed and being rebuilt) is not an error:
+    its rebuilt successor reads the committed state from the database."""
+    try:
+        owner.tell(message)
+    except pykka.ActorDeadError:
+        log.info(f"router {type(message).__name__} for a stopped position actor: it is in the database")
+
+
 def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
     return f"{broker_order_id}:{cum_qty.normalize():f}"
 
@@ -104,7 +113,13 @@ class OrderRouter(pykka.ThreadingActor):
         if handler is None:
             log.warning(f"router ignores unknown message {type(message).__name__}")
             return None
-        return handler(message)
+        try:
+            return handler(message)
+        except Exception as exc:
+            # pykka stops an actor whose tell handler raises. One bad message must never stop the routing of
+            # every other fill: log it on one line and carry on; the doctor reconciles whatever it left behind.
+            log.error(f"router failed handling {type(message).__name__}: {type(exc).__name__}: {exc}")
+            return None
 
     def _on_PlaceEntry(self, msg: m.PlaceEntry) -> None:
         plan = msg.plan
@@ -114,7 +129,7 @@ class OrderRouter(pykka.ThreadingActor):
             planned_stop_loss=plan.stop_loss, planned_take_profit=plan.take_profit,
         ).get()
         tracked = self._track(row, msg.owner)
-        msg.owner.tell(m.OrdersCreated(roles={"entry": row.order_id}))
+        _tell(msg.owner, m.OrdersCreated(roles={"entry": row.order_id}))
         log.info(f"order {tracked.label} created entry {tracked.side} {plan.qty} {plan.order_type} cid={row.client_order_id}")
         next(self._general).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
 
@@ -126,7 +141,7 @@ class OrderRouter(pykka.ThreadingActor):
             NewOrderRow(role="stop_loss", order_type="stop", stop_price=msg.stop_loss, **common),
         ]).get()
         tp, sl = self._track(take_profit, msg.owner), self._track(stop_loss, msg.owner)
-        msg.owner.tell(m.OrdersCreated(roles={"take_profit": tp.order_id, "stop_loss": sl.order_id}))
+        _tell(msg.owner, m.OrdersCreated(roles={"take_profit": tp.order_id, "stop_loss": sl.order_id}))
         log.info(
             f"order {tp.label}+{sl.label} created OCO {msg.side} {msg.qty} tp={msg.take_profit} sl={msg.stop_loss}"
         )
@@ -138,7 +153,7 @@ class OrderRouter(pykka.ThreadingActor):
             time_in_force="day", quantity=msg.qty, position_id=msg.position_id,
         ).get()
         tracked = self._track(row, msg.owner)
-        msg.owner.tell(m.OrdersCreated(roles={"flatten": row.order_id}))
+        _tell(msg.owner, m.OrdersCreated(roles={"flatten": row.order_id}))
         log.info(f"order {tracked.label} created flatten {msg.side} {msg.qty} market ({msg.reason})")
         next(self._protect).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
 
@@ -457,7 +472,7 @@ class OrderRouter(pykka.ThreadingActor):
     def _tell_owner(self, tracked: Tracked, execution: m.Execution | None, reason: str | None = None) -> None:
         if tracked.owner is None:
             return
-        tracked.owner.tell(m.OrderUpdated(
+        _tell(tracked.owner, m.OrderUpdated(
             order_id=tracked.order_id, role=tracked.role, status=tracked.status, filled_qty=tracked.filled_qty,
             execution=execution, reason=reason,
         ))
