@@ -306,33 +306,37 @@ class OrderRouter(pykka.ThreadingActor):
         for report in reports:
             tracked = self.by_broker.get(report.broker_id) or self.by_cid.get(report.client_order_id) \
                 or self._lookup_row(report.client_order_id, None)
-            if tracked is not None and tracked.broker_id is None and report.client_order_id == tracked.client_order_id:
-                tracked.broker_id = report.broker_id
-                self.by_broker[report.broker_id] = tracked
-                group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status,
-                               report.submitted_at))
-                log.info(f"order {tracked.label} broker id {report.broker_id} learned from the broker's list")
-                if tracked.role == "take_profit" and report.legs:
-                    # The OCO's stop leg carries a client_order_id Alpaca made up: pair it by our row order
-                    # (the stop-loss row is created right after its take-profit, in one transaction).
-                    leg = self.by_order.get(tracked.order_id + 1)
-                    if leg is None:
-                        row = self.writer.get_order(tracked.order_id + 1).get()
-                        leg = self._track(row, owner=None) if row is not None else None
-                    if leg is not None and leg.role == "stop_loss" and leg.broker_id is None:
-                        leg.broker_id = report.legs[0].broker_id
-                        self.by_broker[leg.broker_id] = leg
-                        group.add(call("mark_submitted", leg.order_id, leg.broker_id, report.legs[0].status,
-                                       report.legs[0].submitted_at))
+            if tracked is not None:
+                self._learn_broker_id(tracked, report, group, "the broker's list")
         group.commit(self.writer)
+
+    def _learn_broker_id(self, tracked: Tracked, report: OrderReport, group: WriteGroup, source: str) -> None:
+        """A row matched by client_order_id alone has no broker id: a crash came between the broker's answer and
+        our commit. Record it now, or the fills, which name only the broker id, could never find their order. An
+        OCO's stop leg carries a client_order_id Alpaca made up, so it is paired by our row order instead (the
+        stop-loss row is created right after its take-profit, in one transaction)."""
+        if tracked.broker_id is not None or not report.broker_id or report.client_order_id != tracked.client_order_id:
+            return
+        self._record_broker_id(tracked, report, group)
+        log.info(f"order {tracked.label} broker id {report.broker_id} learned from {source} (after a restart)")
+        if tracked.role == "take_profit" and report.legs:
+            leg = self.by_order.get(tracked.order_id + 1)
+            if leg is None:
+                row = self.writer.get_order(tracked.order_id + 1).get()
+                leg = self._track(row, owner=None) if row is not None else None
+            if leg is not None and leg.role == "stop_loss" and leg.broker_id is None:
+                self._record_broker_id(leg, report.legs[0], group)
+
+    def _record_broker_id(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> None:
+        tracked.broker_id = report.broker_id
+        self.by_broker[report.broker_id] = tracked
+        # mark_submitted moves a created row to submitted itself, and never moves a row backwards.
+        group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status, report.submitted_at))
 
     # --- the machine ------------------------------------------------------------------------------------------
 
     def _acknowledge(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> None:
-        tracked.broker_id = report.broker_id
-        self.by_broker[report.broker_id] = tracked
-        # mark_submitted moves a created row to submitted itself: the move below only logs it.
-        group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status, report.submitted_at))
+        self._record_broker_id(tracked, report, group)  # the move below only logs the created → submitted
         if tracked.status is OrderStatus.CREATED:
             self._move(tracked, OrderStatus.SUBMITTED, broker_status=report.status, group=group, write=False)
         self._apply_report(report, at=report.updated_at, execution=None, tracked=tracked, group=group)
@@ -351,14 +355,7 @@ class OrderRouter(pykka.ThreadingActor):
         group = group if group is not None else WriteGroup()
         tracked = tracked or self._find(report)
         if tracked is not None:
-            if tracked.broker_id is None and report.broker_id and report.client_order_id == tracked.client_order_id:
-                # Matched by client_order_id only (a crash came between the broker's answer and our commit):
-                # record the broker id now, or the fills, which name only the broker id, could never find it.
-                tracked.broker_id = report.broker_id
-                self.by_broker[report.broker_id] = tracked
-                group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status,
-                               report.submitted_at))
-                log.info(f"order {tracked.label} broker id {report.broker_id} learned from a report (after a restart)")
+            self._learn_broker_id(tracked, report, group, "a report")
             self._plan_report(tracked, report, at, execution, group)
         if own:
             group.commit(self.writer)
