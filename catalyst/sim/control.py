@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -56,16 +58,18 @@ class ExchangeState:
                 "paused": getattr(self.clock, "paused", False)}
 
 
-class ControlMethods:
+class ControlMethods(ABC):
     """Mixed into EmbeddedExchange: each call runs on the server loop and waits for it."""
 
     state: ExchangeState
 
+    @abstractmethod
     def _call(self, action: Callable[[], T]) -> T:
-        raise NotImplementedError
+        """Run `action` on the server's event loop and return its result."""
 
+    @abstractmethod
     def _await(self, coroutine: Callable[[], Awaitable[T]]) -> T:
-        raise NotImplementedError
+        """Await `coroutine()` on the server's event loop and return its result."""
 
     def set_price(self, symbol: str, price: Decimal | str | float, volume: int | None = None) -> None:
         self._call(lambda: self.state.set_price(symbol, price, volume))

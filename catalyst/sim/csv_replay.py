@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import bisect
 import csv
 import threading
@@ -57,7 +59,7 @@ def _parse_ohlcv(path: Path, line: int, fields: list[str]) -> _OHLCV:
     return o, h, lo, c, volume
 
 
-class _ReplayMarket:
+class _ReplayMarket(ABC):
     """What both replays share: per symbol-day minute arrays, sessions from the file, no news."""
 
     def __init__(self) -> None:
@@ -104,8 +106,9 @@ class _ReplayMarket:
     def news(self, symbols: Sequence[str] | None, start: datetime, end: datetime) -> list[NewsItem]:
         return []  # the files carry no news
 
+    @abstractmethod
     def day_minutes(self, symbol: str, day: date) -> DayMinutes:
-        raise NotImplementedError
+        """The symbol's minute path for one session (the two replays build it differently)."""
 
 
 def _daily_bar(symbol: str, day: date, o: int, h: int, lo: int, c: int, volume: int) -> Bar:
