@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from catalyst.store.errors import NotADatabaseError
+from catalyst.store.inline_sqlite import connect_inline
 
 DEFAULT_SQLITE_DRIVER = "sqlite+aiosqlite"
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -79,10 +80,19 @@ def make_engine(url: str | URL, *, synchronous: str = "FULL") -> AsyncEngine:
     if level not in SYNCHRONOUS_LEVELS:
         raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, not {synchronous!r}")
     parsed = normalise_url(url)
-    engine = create_async_engine(parsed, json_serializer=json_dumps)
-    if parsed.get_backend_name() == "sqlite":
-        _configure_sqlite(engine, level)
+    if parsed.drivername != DEFAULT_SQLITE_DRIVER:
+        return create_async_engine(parsed, json_serializer=json_dumps)
+    engine = create_async_engine(parsed, json_serializer=json_dumps, creator=lambda: _inline_connection(engine))
+    _configure_sqlite(engine, level)
     return engine
+
+
+def _inline_connection(engine: AsyncEngine) -> Any:
+    # The dialect's own connect, with the URL's own arguments, handing it an aiosqlite connection that runs
+    # statements inline (see inline_sqlite for why).
+    dialect = engine.sync_engine.dialect
+    cargs, cparams = dialect.create_connect_args(engine.sync_engine.url)
+    return dialect.dbapi.connect(*cargs, async_creator_fn=connect_inline, **cparams)  # type: ignore[union-attr]
 
 
 def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:

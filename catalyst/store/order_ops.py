@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalyst.store import checks
+from catalyst.store import checks, raw_sql
+from catalyst.store.db import json_dumps
 from catalyst.store.errors import InvalidValueError, RecordNotFoundError
 from catalyst.store.models import (
     FILL_SOURCES, ORDER_CLASSES, ORDER_ROLES, ORDER_SIDES, ORDER_STATUSES, ORDER_TYPES,
-    Fill, Order, Security, StoreMeta, TradeUpdate,
+    Order, Security,
 )  # fmt: skip
 from catalyst.store.records import NewOrder, OrderProgress, OrderRecord, order_record
-from catalyst.store.security_ops import ensure_security_row
 
 ORDERS_WITH_SYMBOL = select(Order, Security.symbol).join(Security, Order.security_id == Security.security_id)
-
-
-async def instance_id(session: AsyncSession) -> str:
-    meta = await session.get(StoreMeta, 1)
-    if meta is None:
-        raise RecordNotFoundError("store_meta has no row: the database was not created by catalyst.store.migrate")
-    return meta.instance_id
 
 
 def client_order_id_for(instance: str, order_id: int) -> str:
@@ -35,44 +28,61 @@ def client_order_id_for(instance: str, order_id: int) -> str:
     return f"cat-{instance}-{order_id}"
 
 
+ORDER_READER = raw_sql.RowReader(Order.__table__, OrderRecord)
+_INSERT_ORDER = (
+    "INSERT INTO orders (client_order_id, cycle_id, security_id, position_id, parent_order_id, role, side, "
+    "order_type, order_class, time_in_force, quantity, limit_price, stop_price, planned_stop_loss, "
+    "planned_take_profit, status, filled_qty, created_at, updated_at, submit_attempts, outcome_unknown) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'created', '0', ?, ?, 0, 0)"
+)
+
+
 async def create_orders(session: AsyncSession, specs: Sequence[NewOrder], at: datetime) -> list[OrderRecord]:
     """Insert the rows and give each its client_order_id in the same transaction."""
-    at = checks.utc("created_at", at)
-    instance = await instance_id(session)
-    rows: list[tuple[Order, str]] = []
+    stamp = raw_sql.db_time(at, "created_at")
+    raw = await raw_sql.connection(session)
+    instance = raw_instance_id(raw)
+    order_ids = []
     for spec in specs:
-        security = await ensure_security_row(session, spec.symbol)
-        row = Order(
-            # Placeholder only until the flush assigns order_id, a few lines below, same transaction.
-            client_order_id=f"new-{uuid.uuid4().hex}",
-            cycle_id=spec.cycle_id,
-            security_id=security.security_id,
-            position_id=spec.position_id,
-            parent_order_id=spec.parent_order_id,
-            role=checks.one_of("order role", spec.role, ORDER_ROLES),
-            side=checks.one_of("order side", spec.side, ORDER_SIDES),
-            order_type=checks.one_of("order type", spec.order_type, ORDER_TYPES),
-            order_class=checks.one_of("order class", spec.order_class, ORDER_CLASSES),
-            time_in_force=str(spec.time_in_force),
-            quantity=checks.positive("order quantity", spec.quantity),
-            limit_price=checks.optional_decimal("limit_price", spec.limit_price),
-            stop_price=checks.optional_decimal("stop_price", spec.stop_price),
-            planned_stop_loss=checks.optional_decimal("planned_stop_loss", spec.planned_stop_loss),
-            planned_take_profit=checks.optional_decimal("planned_take_profit", spec.planned_take_profit),
-            status="created",
-            filled_qty=Decimal(0),
-            created_at=at,
-            updated_at=at,
-            submit_attempts=0,
-            outcome_unknown=False,
+        values = (
+            # Placeholder only until the insert assigns order_id, on the next statement, same transaction.
+            f"new-{uuid.uuid4().hex}", spec.cycle_id, raw_security_id(raw, spec.symbol), spec.position_id,
+            spec.parent_order_id, checks.one_of("order role", spec.role, ORDER_ROLES),
+            checks.one_of("order side", spec.side, ORDER_SIDES),
+            checks.one_of("order type", spec.order_type, ORDER_TYPES),
+            checks.one_of("order class", spec.order_class, ORDER_CLASSES), str(spec.time_in_force),
+            format(checks.positive("order quantity", spec.quantity), "f"),
+            raw_sql.db_decimal(spec.limit_price, "limit_price"), raw_sql.db_decimal(spec.stop_price, "stop_price"),
+            raw_sql.db_decimal(spec.planned_stop_loss, "planned_stop_loss"),
+            raw_sql.db_decimal(spec.planned_take_profit, "planned_take_profit"), stamp, stamp,
         )
-        session.add(row)
-        rows.append((row, security.symbol))
-    await session.flush()
-    for row, _ in rows:
-        row.client_order_id = client_order_id_for(instance, row.order_id)
-    await session.flush()
-    return [order_record(row, symbol) for row, symbol in rows]
+        order_id = raw_sql.execute(raw, "create_orders", _INSERT_ORDER, values).lastrowid
+        raw_sql.execute(raw, "create_orders", "UPDATE orders SET client_order_id = ? WHERE order_id = ?",
+                        (client_order_id_for(instance, order_id), order_id))
+        order_ids.append(order_id)
+    return [ORDER_READER.one(raw, order_id) for order_id in order_ids]
+
+
+def raw_instance_id(raw: sqlite3.Connection) -> str:
+    row = raw.execute("SELECT instance_id FROM store_meta WHERE id = 1").fetchone()
+    if row is None:
+        raise RecordNotFoundError("store_meta has no row: the database was not created by catalyst.store.migrate")
+    return str(row[0])
+
+
+def raw_security_id(raw: sqlite3.Connection, symbol: str) -> int:
+    symbol = checks.symbol(symbol)
+    row = raw.execute("SELECT security_id FROM securities WHERE symbol = ?", (symbol,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    return int(raw_sql.execute(raw, "securities", "INSERT INTO securities (symbol) VALUES (?)", (symbol,)).lastrowid)
+
+
+def raw_order(raw: sqlite3.Connection, order_id: int) -> OrderRecord:
+    record = ORDER_READER.one(raw, order_id)
+    if record is None:
+        raise RecordNotFoundError(f"order {order_id} is not in the database")
+    return record
 
 
 async def order_row(session: AsyncSession, order_id: int) -> Order:
@@ -90,15 +100,17 @@ async def order_with_symbol(session: AsyncSession, row: Order) -> OrderRecord:
 async def mark_submitted(
     session: AsyncSession, order_id: int, alpaca_order_id: str, broker_status: str | None, submitted_at: datetime
 ) -> OrderRecord:
-    row = await order_row(session, order_id)
-    row.alpaca_order_id = alpaca_order_id
-    row.broker_status = broker_status
-    row.submitted_at = checks.utc("submitted_at", submitted_at)
-    if row.status == "created":  # a fast fill update may already have moved it further
-        row.status = "submitted"
-    row.outcome_unknown = False
-    row.updated_at = row.submitted_at
-    return await order_with_symbol(session, row)
+    stamp = raw_sql.db_time(submitted_at, "submitted_at")
+    raw = await raw_sql.connection(session)
+    changed = raw_sql.execute(raw, "mark_submitted", (
+        "UPDATE orders SET alpaca_order_id = ?, broker_status = ?, submitted_at = ?, updated_at = ?, "
+        # a fast fill update may already have moved it further: only `created` becomes `submitted`
+        "status = CASE WHEN status = 'created' THEN 'submitted' ELSE status END, outcome_unknown = 0 "
+        "WHERE order_id = ?"
+    ), (alpaca_order_id, broker_status, stamp, stamp, order_id)).rowcount
+    if not changed:
+        raise RecordNotFoundError(f"order {order_id} is not in the database")
+    return raw_order(raw, order_id)
 
 
 async def record_submit_attempt(session: AsyncSession, order_id: int, at: datetime) -> int:
@@ -115,24 +127,31 @@ async def set_outcome_unknown(session: AsyncSession, order_id: int, unknown: boo
     return await order_with_symbol(session, row)
 
 
-def apply_status(row: Order, progress: OrderProgress, at: datetime, replaced_by_order_id: int | None) -> None:
+_APPLY_STATUS = (
+    "UPDATE orders SET status = :status, broker_status = :broker_status, filled_qty = :filled_qty, "
+    "filled_avg_price = :avg, updated_at = :at, "
+    "filled_at = CASE WHEN :status = 'filled' AND filled_at IS NULL THEN :at ELSE filled_at END, "
+    "cancelled_at = CASE WHEN :status IN ('cancelled', 'expired', 'replaced') AND cancelled_at IS NULL "
+    "THEN :at ELSE cancelled_at END, "
+    "rejection_reason = CASE WHEN :reason IS NOT NULL AND :status = 'rejected' THEN :reason ELSE rejection_reason END, "
+    "cancel_reason = CASE WHEN :reason IS NOT NULL AND :status <> 'rejected' THEN :reason ELSE cancel_reason END, "
+    "replaced_by_order_id = COALESCE(:replaced_by, replaced_by_order_id) WHERE order_id = :order_id"
+)
+
+
+def apply_status(raw: sqlite3.Connection, order_id: int, progress: OrderProgress, at: datetime,
+                 replaced_by_order_id: int | None) -> None:
     """Write the state the domain decided on; the store does not judge transitions (catalyst.domain does)."""
-    row.status = checks.one_of("order status", progress.status, ORDER_STATUSES)
-    row.broker_status = progress.broker_status
-    row.filled_qty = checks.decimal("filled_qty", progress.filled_qty)
-    row.filled_avg_price = checks.optional_decimal("filled_avg_price", progress.filled_avg_price)
-    row.updated_at = at
-    if row.status == "filled" and row.filled_at is None:
-        row.filled_at = at
-    if row.status in ("cancelled", "expired", "replaced") and row.cancelled_at is None:
-        row.cancelled_at = at
-    if progress.reason is not None:
-        if row.status == "rejected":
-            row.rejection_reason = progress.reason
-        else:
-            row.cancel_reason = progress.reason
-    if replaced_by_order_id is not None:
-        row.replaced_by_order_id = replaced_by_order_id
+    parameters = {
+        "status": checks.one_of("order status", progress.status, ORDER_STATUSES),
+        "broker_status": progress.broker_status,
+        "filled_qty": format(checks.decimal("filled_qty", progress.filled_qty), "f"),
+        "avg": raw_sql.db_decimal(progress.filled_avg_price, "filled_avg_price"),
+        "at": raw_sql.db_time(at, "at"), "reason": progress.reason, "replaced_by": replaced_by_order_id,
+        "order_id": order_id,
+    }
+    if not raw_sql.execute(raw, "update_order_status", _APPLY_STATUS, parameters).rowcount:  # type: ignore[arg-type]
+        raise RecordNotFoundError(f"order {order_id} is not in the database")
 
 
 async def update_order_status(
@@ -142,9 +161,15 @@ async def update_order_status(
     at: datetime,
     replaced_by_order_id: int | None = None,
 ) -> OrderRecord:
-    row = await order_row(session, order_id)
-    apply_status(row, progress, checks.utc("at", at), replaced_by_order_id)
-    return await order_with_symbol(session, row)
+    raw = await raw_sql.connection(session)
+    apply_status(raw, order_id, progress, at, replaced_by_order_id)
+    return raw_order(raw, order_id)
+
+
+_INSERT_FILL = (
+    "INSERT INTO fills (execution_id, order_id, alpaca_order_id, symbol, side, qty, price, position_qty, "
+    "occurred_at, received_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 async def record_fill(
@@ -166,31 +191,27 @@ async def record_fill(
     """Record one execution exactly once; False (and nothing changed) when execution_id is known."""
     if not isinstance(execution_id, str) or not execution_id:
         raise InvalidValueError(f"execution_id {execution_id!r} must be a non-empty string")
-    if await session.scalar(select(Fill.fill_id).where(Fill.execution_id == execution_id)) is not None:
+    values = (
+        checks.symbol(symbol), checks.one_of("fill side", side, ORDER_SIDES),
+        format(checks.positive("fill qty", qty), "f"), format(checks.decimal("fill price", price), "f"),
+        raw_sql.db_decimal(position_qty, "position_qty"), raw_sql.db_time(occurred_at, "occurred_at"),
+        raw_sql.db_time(received_at, "received_at"), checks.one_of("fill source", source, FILL_SOURCES),
+    )
+    raw = await raw_sql.connection(session)
+    if raw.execute("SELECT 1 FROM fills WHERE execution_id = ?", (execution_id,)).fetchone() is not None:
         return False
     if order_id is None and alpaca_order_id is not None:
-        order_id = await session.scalar(select(Order.order_id).where(Order.alpaca_order_id == alpaca_order_id))
-    occurred = checks.utc("occurred_at", occurred_at)
-    session.add(
-        Fill(
-            execution_id=execution_id,
-            order_id=order_id,
-            alpaca_order_id=alpaca_order_id,
-            symbol=checks.symbol(symbol),
-            side=checks.one_of("fill side", side, ORDER_SIDES),
-            qty=checks.positive("fill qty", qty),
-            price=checks.decimal("fill price", price),
-            position_qty=checks.optional_decimal("position_qty", position_qty),
-            occurred_at=occurred,
-            received_at=checks.utc("received_at", received_at),
-            source=checks.one_of("fill source", source, FILL_SOURCES),
-        )
-    )
+        found = raw.execute("SELECT order_id FROM orders WHERE alpaca_order_id = ?", (alpaca_order_id,)).fetchone()
+        order_id = found[0] if found else None
+    symbol_, side_, qty_, price_, position_qty_, occurred, received, source_ = values
+    raw_sql.execute(raw, "record_fill", _INSERT_FILL, (
+        execution_id, order_id, alpaca_order_id, symbol_, side_, qty_, price_, position_qty_, occurred, received,
+        source_,
+    ))
     if order_progress is not None:
         if order_id is None:
             raise RecordNotFoundError(f"fill {execution_id}: no order to apply progress to")
-        apply_status(await order_row(session, order_id), order_progress, occurred, None)
-    await session.flush()
+        apply_status(raw, order_id, order_progress, occurred_at, None)
     return True
 
 
@@ -206,17 +227,13 @@ async def record_trade_update(
 ) -> int:
     if not isinstance(payload, dict):
         raise InvalidValueError(f"trade update payload must be a dict, not {type(payload).__name__}")
-    row = TradeUpdate(
-        received_at=checks.utc("received_at", received_at),
-        event=str(event),
-        alpaca_order_id=alpaca_order_id,
-        client_order_id=client_order_id,
-        execution_id=execution_id,
-        payload=payload,
-    )
-    session.add(row)
-    await session.flush()
-    return row.id
+    values = (raw_sql.db_time(received_at, "received_at"), str(event), alpaca_order_id, client_order_id,
+              execution_id, json_dumps(payload))
+    raw = await raw_sql.connection(session)
+    return int(raw_sql.execute(raw, "record_trade_update", (
+        "INSERT INTO trade_updates (received_at, event, alpaca_order_id, client_order_id, execution_id, payload) "
+        "VALUES (?, ?, ?, ?, ?, ?)"
+    ), values).lastrowid)
 
 
 async def find_orders(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -9,11 +11,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalyst.store import checks
+from catalyst.store import checks, raw_sql
 from catalyst.store.errors import InvalidValueError, RecordNotFoundError
 from catalyst.store.models import POSITION_STATUSES, Position, Security
-from catalyst.store.order_ops import order_row
-from catalyst.store.records import PositionRecord, position_record
+from catalyst.store.order_ops import create_orders
+from catalyst.store.records import NewOrder, OrderRecord, PositionRecord, position_record
 
 POSITION_SIDE_FOR_ENTRY = {"buy": "long", "sell": "short"}
 POSITIONS_WITH_SYMBOL = select(Position, Security.symbol).join(Security, Position.security_id == Security.security_id)
@@ -31,6 +33,9 @@ async def position_with_symbol(session: AsyncSession, row: Position) -> Position
     return position_record(row, symbol or "")
 
 
+POSITION_READER = raw_sql.RowReader(Position.__table__, PositionRecord)
+
+
 async def open_position_for_entry(
     session: AsyncSession,
     entry_order_id: int,
@@ -45,34 +50,49 @@ async def open_position_for_entry(
     Idempotent: an entry already linked returns its position unchanged, so a replayed first fill
     (restart, REST catch-up after a stream gap) never creates a second position.
     """
-    entry = await order_row(session, entry_order_id)
-    if entry.position_id is not None:
-        return await position_with_symbol(session, await position_row(session, entry.position_id))
-    if entry.role not in ("entry", "adopted"):
-        raise InvalidValueError(f"order {entry_order_id} is a {entry.role} order, not an entry")
-    at = checks.utc("entry_time", entry_time)
-    price = checks.decimal("entry_price", entry_price)
-    row = Position(
-        cycle_id=entry.cycle_id,
-        security_id=entry.security_id,
-        side=POSITION_SIDE_FOR_ENTRY[entry.side],
-        quantity=checks.positive("position quantity", quantity),
-        entry_price=price,
-        entry_time=at,
-        stop_loss=checks.optional_decimal("stop_loss", stop_loss),
-        take_profit=checks.optional_decimal("take_profit", take_profit),
-        status="open",
-        realized_pnl=Decimal(0),
-        unrealized_pnl=Decimal(0),
-        last_price=price,
-        created_at=at,
-        updated_at=at,
-    )
-    session.add(row)
-    await session.flush()
-    entry.position_id = row.position_id
-    entry.updated_at = max(entry.updated_at, at)
-    return await position_with_symbol(session, row)
+    raw = await raw_sql.connection(session)
+    entry = raw.execute("SELECT position_id, role, cycle_id, security_id, side FROM orders WHERE order_id = ?",
+                        (entry_order_id,)).fetchone()
+    if entry is None:
+        raise RecordNotFoundError(f"order {entry_order_id} is not in the database")
+    position_id, role, cycle_id, security_id, side = entry
+    if position_id is not None:
+        return POSITION_READER.one(raw, position_id)
+    if role not in ("entry", "adopted"):
+        raise InvalidValueError(f"order {entry_order_id} is a {role} order, not an entry")
+    at = raw_sql.db_time(entry_time, "entry_time")
+    price = format(checks.decimal("entry_price", entry_price), "f")
+    position_id = raw_sql.execute(raw, "open_position_for_entry", (
+        "INSERT INTO positions (cycle_id, security_id, side, quantity, entry_price, entry_time, stop_loss, "
+        "take_profit, status, realized_pnl, unrealized_pnl, last_price, created_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', '0', '0', ?, ?, ?)"
+    ), (
+        cycle_id, security_id, POSITION_SIDE_FOR_ENTRY[side], format(checks.positive("position quantity", quantity), "f"),
+        price, at, raw_sql.db_decimal(stop_loss, "stop_loss"), raw_sql.db_decimal(take_profit, "take_profit"),
+        price, at, at,
+    )).lastrowid
+    raw_sql.execute(raw, "open_position_for_entry",
+                    "UPDATE orders SET position_id = ?, updated_at = MAX(updated_at, ?) WHERE order_id = ?",
+                    (position_id, at, entry_order_id))
+    return POSITION_READER.one(raw, position_id)
+
+
+async def open_position_with_orders(
+    session: AsyncSession,
+    entry_order_id: int,
+    quantity: Any,
+    entry_price: Any,
+    entry_time: datetime,
+    stop_loss: Any,
+    take_profit: Any,
+    orders: Sequence[NewOrder],
+    created_at: datetime,
+) -> tuple[PositionRecord, list[OrderRecord]]:
+    """The position opened by its first entry fill and its first protection rows, which belong to it: one commit."""
+    position = await open_position_for_entry(
+        session, entry_order_id, quantity, entry_price, entry_time, stop_loss, take_profit)
+    owned = [replace(order, position_id=position.position_id) for order in orders]
+    return position, (await create_orders(session, owned, created_at) if owned else [])
 
 
 # Columns update_position may change; anything else (side, ids, entry_time) is fixed at open.

@@ -230,6 +230,23 @@ class Store:
             entry_order_id, quantity, entry_price, self._at(entry_time), stop_loss, take_profit,
         )  # fmt: skip
 
+    async def open_position_with_orders(
+        self,
+        entry_order_id: int,
+        quantity: Decimal,
+        entry_price: Decimal,
+        entry_time: datetime,
+        stop_loss: Decimal | None,
+        take_profit: Decimal | None,
+        orders: Sequence[NewOrder],
+        at: datetime | None = None,
+    ) -> tuple[PositionRecord, list[OrderRecord]]:
+        """open_position_for_entry and its first protection rows (their position_id filled in), one transaction."""
+        return await self._transaction(
+            position_ops.open_position_with_orders,
+            entry_order_id, quantity, entry_price, entry_time, stop_loss, take_profit, list(orders), self._at(at),
+        )  # fmt: skip
+
     async def update_position(self, position_id: int, at: datetime | None = None, **changes: Any) -> PositionRecord:
         return await self._transaction(position_ops.update_position, position_id, self._at(at), **changes)
 
