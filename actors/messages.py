@@ -41,18 +41,16 @@ class PlaceEntry(Message):
     plan: TradePlan
 
 
-class PlaceProtection(Message):
-    """One OCO exit (take-profit limit + stop-loss) for `qty` more shares of an open position."""
+class SubmitProtection(Message):
+    """An OCO exit whose two rows (take-profit limit + stop-loss) the position actor has committed: send it.
+
+    The position actor writes these rows in the same commit as the fill's position change (order first, and one
+    commit fewer between a fill and its stop); the router tracks them and hands them to a protection worker.
+    """
 
     owner: Any
-    position_id: int
-    entry_order_id: int
-    cycle_id: int
-    symbol: str
-    side: OrderSide  # the exit side
-    qty: Decimal
-    stop_loss: Decimal
-    take_profit: Decimal
+    take_profit: Any  # OrderRecord
+    stop_loss: Any  # OrderRecord
 
 
 class PlaceExit(Message):

@@ -1,7 +1,8 @@
 """The order router: order-first persistence, submission through broker workers, the trade stream, fill routing.
 
 Invariants it keeps:
-- No broker call for an order that is not committed: rows are created here, then handed to a worker.
+- No broker call for an order that is not committed: entry and flatten rows are created here, OCO rows by the
+  position actor in the commit of the fill they protect; either way a worker gets a row only once it is on disk.
 - It is the only actor that moves an order's status, always along the order machine (catching up through
   intermediate states); a stale report is ignored, a conflicting one is logged for the doctor.
 - Every execution is recorded once. Its key is `<broker order id>:<cumulative filled qty after it>`: the stream's
@@ -36,7 +37,6 @@ from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.orders import CatchUpKind, OrderStatus, plan_catch_up, status_from_broker
 from catalyst.domain.positions import entry_side
 from catalyst.store.batch import WriteGroup, call
-from catalyst.store.records import NewOrder as NewOrderRow
 
 log = logger.bind(actor="router")
 MAX_UNMATCHED = 10_000
@@ -133,18 +133,11 @@ class OrderRouter(pykka.ThreadingActor):
         log.info(f"order {tracked.label} created entry {tracked.side} {plan.qty} {plan.order_type} cid={row.client_order_id}")
         next(self._general).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
 
-    def _on_PlaceProtection(self, msg: m.PlaceProtection) -> None:
-        common = dict(cycle_id=msg.cycle_id, symbol=msg.symbol, side=str(msg.side), quantity=msg.qty,
-                      position_id=msg.position_id, parent_order_id=msg.entry_order_id, order_class="oco")
-        take_profit, stop_loss = self.writer.create_orders([
-            NewOrderRow(role="take_profit", order_type="limit", limit_price=msg.take_profit, **common),
-            NewOrderRow(role="stop_loss", order_type="stop", stop_price=msg.stop_loss, **common),
-        ]).get()
+    def _on_SubmitProtection(self, msg: m.SubmitProtection) -> None:
+        take_profit, stop_loss = msg.take_profit, msg.stop_loss
         tp, sl = self._track(take_profit, msg.owner), self._track(stop_loss, msg.owner)
-        _tell(msg.owner, m.OrdersCreated(roles={"take_profit": tp.order_id, "stop_loss": sl.order_id}))
-        log.info(
-            f"order {tp.label}+{sl.label} created OCO {msg.side} {msg.qty} tp={msg.take_profit} sl={msg.stop_loss}"
-        )
+        log.info(f"order {tp.label}+{sl.label} created OCO {take_profit.side} {take_profit.quantity} "
+                 f"tp={take_profit.limit_price} sl={stop_loss.stop_price}")
         next(self._protect).tell(SubmitOco(take_profit=take_profit, stop_loss=stop_loss, reply_to=self.actor_ref))
 
     def _on_PlaceExit(self, msg: m.PlaceExit) -> None:

@@ -1,8 +1,9 @@
 """One actor per live position: owns its state machine (spec §3) and its orders, and keeps every share protected.
 
-Protection rule: after every entry fill the actor asks for one more OCO (take-profit + stop-loss) covering exactly
-the shares not yet covered, so protected quantity == position quantity with no window where a filled share has no
-stop, and without cancelling and re-placing a working stop after a partial fill. A rejected OCO means the price
+Protection rule: every entry fill is committed together with the rows of one more OCO (take-profit + stop-loss)
+covering exactly the shares not yet covered, which then go straight to the broker, so protected quantity == position
+quantity with no window where a filled share has no stop, and without cancelling and re-placing a working stop after
+a partial fill. A rejected OCO means the price
 already ran through the stop: the actor flattens at market instead of retrying forever.
 """
 
@@ -20,6 +21,8 @@ from actors import messages as m
 from catalyst.clock import wall_seconds
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
 from catalyst.domain.positions import Position, PositionStatus
+from catalyst.store.batch import call, unwrap_all
+from catalyst.store.records import NewOrder as NewOrderRow
 
 SIBLING_GRACE_S = 30.0  # exchange seconds to wait for an OCO sibling's cancel event before asking by REST
 
@@ -56,7 +59,6 @@ class PositionActor(pykka.ThreadingActor):
         self.entry_order_id: int | None = None
         self.orders: dict[int, OrderView] = {}
         self.pairs: list[OcoPair] = []
-        self.in_flight = Decimal(0)
         self.flattening = False
         self._timer: threading.Timer | None = None
         self.restored = restored
@@ -115,10 +117,6 @@ class PositionActor(pykka.ThreadingActor):
                 self.entry_order_id = order_id
                 self.log.info(f"position {self.label} pending {self.plan.side} {self.plan.qty} "
                               f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
-        if "take_profit" in msg.roles:
-            qty = self.in_flight
-            self.pairs.append(OcoPair(msg.roles["take_profit"], msg.roles["stop_loss"], qty))
-            self.in_flight = Decimal(0)
 
     def _on_order_updated(self, msg: m.OrderUpdated) -> None:
         view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
@@ -139,11 +137,10 @@ class PositionActor(pykka.ThreadingActor):
         side = before.entry_side if role == "entry" else before.exit_side
         after = before.apply_fill(side, execution.qty, execution.price)
         self.position = after
-        if role == "entry" and self.position_id is None:
-            self.position_id = self.writer.open_position_for_entry(
-                entry_order_id=self.entry_order_id, quantity=after.quantity, entry_price=after.avg_entry_price,
-                entry_time=execution.at, stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
-            ).get().position_id
+        protection: list[Any] = []
+        if role == "entry":
+            # The fill's position change and the OCO covering its shares: one commit, then the broker call.
+            protection = self._write_entry_fill(after, execution)
         elif after.status is PositionStatus.CLOSED:
             self.writer.close_position(
                 self.position_id, exit_price=after.avg_exit_price, exit_time=execution.at,
@@ -159,10 +156,29 @@ class PositionActor(pykka.ThreadingActor):
                           f"avg={after.avg_entry_price}" + (f" realized={after.realized_pnl}" if after.status is PositionStatus.CLOSED else ""))
         else:
             self.log.info(f"position {self.label} {role} fill {execution.qty} @ {execution.price} → qty={after.quantity}")
-        if role == "entry":
-            self._protect()
+        if protection:
+            self._submit_protection(protection)
         elif after.status is PositionStatus.CLOSED:
             self._after_close()
+
+    def _write_entry_fill(self, after: Position, execution: m.Execution) -> list[Any]:
+        """Commit the entry fill's position row and the protection rows for its unprotected shares; the rows."""
+        missing = self._unprotected_qty()
+        orders = self._protection_orders(missing) if missing > 0 and not self.flattening else []
+        if self.position_id is None:
+            position, rows = self.writer.open_position_with_orders(
+                entry_order_id=self.entry_order_id, quantity=after.quantity, entry_price=after.avg_entry_price,
+                entry_time=execution.at, stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
+                orders=orders,
+            ).get()
+            self.position_id = position.position_id
+            return list(rows)
+        calls = [call("update_position", self.position_id, quantity=after.quantity,
+                      entry_price=after.avg_entry_price, realized_pnl=after.realized_pnl)]
+        if orders:
+            calls.append(call("create_orders", orders))
+        values = unwrap_all(self.writer.batch(calls).get())
+        return list(values[1]) if orders else []
 
     def _after_entry_status(self, msg: m.OrderUpdated) -> None:
         if self.position.status is not PositionStatus.PENDING:
@@ -186,18 +202,35 @@ class PositionActor(pykka.ThreadingActor):
                 total += pair.qty - stop.filled_qty - target.filled_qty
         return total
 
+    def _unprotected_qty(self) -> Decimal:
+        if self.position.status is not PositionStatus.OPEN:
+            return Decimal(0)
+        return self.position.quantity - self.protected_qty()
+
+    def _protection_orders(self, qty: Decimal) -> list[NewOrderRow]:
+        common = dict(cycle_id=self.plan.cycle_id, symbol=self.plan.symbol, side=str(self.position.exit_side),
+                      quantity=qty, position_id=self.position_id, parent_order_id=self.entry_order_id,
+                      order_class="oco")
+        return [
+            NewOrderRow(role="take_profit", order_type="limit", limit_price=self.plan.take_profit, **common),
+            NewOrderRow(role="stop_loss", order_type="stop", stop_price=self.plan.stop_loss, **common),
+        ]
+
     def _protect(self) -> None:
         if self.flattening or self.position.status is not PositionStatus.OPEN:
             return
-        missing = self.position.quantity - self.protected_qty() - self.in_flight
-        if missing <= 0:
-            return
-        self.in_flight += missing
-        self.router.tell(m.PlaceProtection(
-            owner=self.actor_ref, position_id=self.position_id, entry_order_id=self.entry_order_id,
-            cycle_id=self.plan.cycle_id, symbol=self.plan.symbol, side=self.position.exit_side, qty=missing,
-            stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
-        ))
+        missing = self._unprotected_qty()
+        if missing > 0:
+            self._submit_protection(self.writer.create_orders(self._protection_orders(missing)).get())
+
+    def _submit_protection(self, rows: list[Any]) -> None:
+        """Rows committed: count them as protection at once (so no second OCO is asked for the same shares) and
+        hand them to the router for the broker."""
+        take_profit, stop_loss = rows
+        self.orders[take_profit.order_id] = OrderView(role="take_profit")
+        self.orders[stop_loss.order_id] = OrderView(role="stop_loss")
+        self.pairs.append(OcoPair(take_profit.order_id, stop_loss.order_id, take_profit.quantity))
+        self.router.tell(m.SubmitProtection(owner=self.actor_ref, take_profit=take_profit, stop_loss=stop_loss))
 
     def _flatten(self, reason: str) -> None:
         if self.flattening or self.position.is_terminal:

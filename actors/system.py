@@ -47,7 +47,7 @@ class Restored:
     @classmethod
     def from_book(cls, book: Any) -> Restored:
         roles = {o.order_id: o.role for o in book.orders}
-        # The stop-loss row is created right after its take-profit, in the same transaction (PlaceProtection).
+        # The stop-loss row is created right after its take-profit, in the same transaction (PositionActor._protection_orders).
         pairs = tuple(
             (o.order_id, o.order_id + 1, o.quantity) for o in book.orders
             if o.role == "take_profit" and roles.get(o.order_id + 1) == "stop_loss"

@@ -18,7 +18,8 @@ from actors.db_writer import DbWriter
 from actors.order_router import CheckExecutions, OrderRouter, RouterSettings
 from catalyst.broker.reports import OrderReport, TradeUpdateReport
 from catalyst.domain.orders import OrderStatus
-from catalyst.domain.positions import OrderSide, PositionSide
+from catalyst.domain.positions import PositionSide
+from catalyst.store.records import NewOrder
 
 T = TypeVar("T")
 T0 = datetime(2024, 3, 4, 14, 45, tzinfo=timezone.utc)
@@ -168,10 +169,14 @@ def test_the_same_fill_twice_is_recorded_once_and_announced_once(rig: Rig) -> No
 
 def test_an_oco_acknowledgement_is_one_commit_for_both_legs(rig: Rig) -> None:
     entry = enter(rig)
-    position = rig.writer.open_position_for_entry(entry.order_id, Decimal(100), Decimal(10), T0).get()
-    rig.router.tell(m.PlaceProtection(
-        owner=rig.owner, position_id=position.position_id, entry_order_id=entry.order_id, cycle_id=rig.cycle_id, symbol="AAPL",
-        side=OrderSide.SELL, qty=Decimal(100), stop_loss=Decimal("9"), take_profit=Decimal("11")))
+    common = dict(cycle_id=rig.cycle_id, symbol="AAPL", side="sell", quantity=Decimal(100),
+                  parent_order_id=entry.order_id, order_class="oco")
+    _, (take_profit, stop_loss) = rig.writer.open_position_with_orders(
+        entry.order_id, Decimal(100), Decimal(10), T0, Decimal("9"), Decimal("11"), [
+            NewOrder(role="take_profit", order_type="limit", limit_price=Decimal("11"), **common),
+            NewOrder(role="stop_loss", order_type="stop", stop_price=Decimal("9"), **common),
+        ]).get()
+    rig.router.tell(m.SubmitProtection(owner=rig.owner, take_profit=take_profit, stop_loss=stop_loss))
     oco = rig.told(rig.protect, SubmitOco)[0]
     rig.served()
     stop_leg = order_report(oco.stop_loss, "accepted", broker_id="b-sl")
