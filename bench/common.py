@@ -71,16 +71,25 @@ def ratio(numerator: float, denominator: float) -> float:
     return round(numerator / denominator, 2) if denominator else float("inf")
 
 
-def wait_for(predicate: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.002) -> T:
-    """Poll until `predicate()` is truthy; a benchmark that never gets there fails loudly, naming what."""
+def wait_for(predicate: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.002,
+             probe: LogProbe | None = None) -> T:
+    """Poll until `predicate()` is truthy; a benchmark that never gets there fails loudly, naming what.
+
+    With `probe`, the predicate is evaluated again only when the probe has caught a new line: a waiting benchmark
+    then sleeps on a condition instead of taking the GIL every `interval` from the threads it is timing.
+    """
     deadline = time.monotonic() + timeout
     while True:
+        seen = probe.count if probe is not None else 0
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
+        if probe is not None:
+            probe.wait_past(seen, timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+        else:
+            time.sleep(interval)
 
 
 @dataclass
@@ -92,7 +101,7 @@ class LogProbe:
 
     patterns: tuple[re.Pattern[str], ...]
     lines: list[tuple[float, re.Match[str]]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def __call__(self, message: Any) -> None:
         stamp = time.perf_counter()
@@ -101,7 +110,18 @@ class LogProbe:
             if (match := pattern.search(text)) is not None:
                 with self._lock:
                     self.lines.append((stamp, match))
+                    self._lock.notify_all()
                 return
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.lines)
+
+    def wait_past(self, seen: int, timeout: float) -> None:
+        """Block until more than `seen` lines are caught (or `timeout` seconds pass)."""
+        with self._lock:
+            self._lock.wait_for(lambda: len(self.lines) != seen, timeout=timeout)
 
     def matches(self, pattern: re.Pattern[str]) -> list[tuple[float, re.Match[str]]]:
         with self._lock:

@@ -8,7 +8,8 @@ from typing import Any
 
 from bench import watch
 from bench.common import goal, machine_facts, quiet_logs, ratio, scratch_dir, wait_for
-from bench.rig import SystemRig, market_buy, new_key, oco_sell, raw_client, scripted_exchange, symbols
+from bench.remote_exchange import exchange_process
+from bench.rig import SystemRig, market_buy, new_key, oco_sell, raw_client, symbols
 
 NAME = "simultaneous_entries"
 ISSUE = "4"
@@ -20,19 +21,19 @@ def run(quick: bool) -> dict[str, Any]:
     names = symbols(positions)
     probe = watch.new_probe()
     quiet_logs(probe)
-    with scripted_exchange(names, price="10.05") as exchange, scratch_dir(NAME) as scratch:
+    with exchange_process(names, price="10.05") as exchange, scratch_dir(NAME) as scratch:
         rig = SystemRig(exchange, scratch / "catalyst.db").start()
         try:
             for name in names:
                 rig.open(rig.plan(name, limit=ENTRY_LIMIT))
             wait_for(lambda: watch.entries_acknowledged(probe, positions), "every entry to rest at the broker",
-                     timeout=120)
+                     timeout=120, probe=probe)
             for name in names:
                 exchange.set_price(name, "9.98")
             moved = time.perf_counter()
             exchange.advance(timedelta(minutes=1))  # the minute closes: every entry trades through its limit
             wait_for(lambda: watch.acknowledged_count(probe) >= positions, f"{positions} OCOs acknowledged",
-                     timeout=300, interval=0.005)
+                     timeout=300, probe=probe)
             system_s = max(p.acknowledged_at or 0.0 for p in watch.protections(probe)) - moved
             working = working_oco_legs(exchange, rig.key)
         finally:
@@ -54,6 +55,7 @@ def run(quick: bool) -> dict[str, Any]:
             "timed from that advance to the last OCO leg's 'created → submitted' line (rows committed).",
             "Raw: a second account holding the same positions submits the same OCO exits one by one with "
             "alpaca-py, no database; the same emulator, right after the system's run.",
+            "The exchange runs in its own process (bench/remote_exchange.py), as Alpaca is another machine.",
             "The system has 2 protection workers (TradingSystem's default), so two OCO submits can be in flight.",
         ],
     }

@@ -160,6 +160,10 @@ async def snapshot_get(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].engine.snapshot(request.match_info["key_id"]))
 
 
+async def streams_get(request: web.Request) -> web.Response:
+    return web.json_response({"connected_keys": sorted(request.app[STATE].hub.connected_keys())})
+
+
 async def streams_drop(request: web.Request) -> web.Response:
     return web.json_response({"dropped": await request.app[STATE].hub.drop_all()})
 
@@ -174,5 +178,6 @@ def add_control_routes(app: web.Application, state: ExchangeState) -> None:
     app.router.add_put("/sim/v1/faults", faults_put)
     app.router.add_post("/sim/v1/price", price_post)
     app.router.add_get("/sim/v1/accounts/{key_id}/snapshot", snapshot_get)
+    app.router.add_get("/sim/v1/streams", streams_get)
     app.router.add_post("/sim/v1/streams/drop", streams_drop)
 
