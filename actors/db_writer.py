@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import queue
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +31,7 @@ from typing import Any
 import pykka
 from pykka.messages import ProxyCall
 
+from actors.inbox import PeekableInbox
 from catalyst.store.batch import StoreCall
 from catalyst.store.db import make_engine
 from catalyst.store.migrate import upgrade
@@ -45,29 +44,6 @@ EXPOSED_METHODS = tuple(
     if inspect.iscoroutinefunction(member) and not name.startswith("_") and name != "close"
 )
 MAX_GROUP = 256  # calls per group commit: bounds one transaction's size and the wait of the first caller
-
-
-class WriterInbox:
-    """The mailbox: a queue that the actor thread can peek into without blocking and push one message back to."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._front: deque[Any] = deque()  # touched by the actor thread only
-
-    def put(self, envelope: Any, /) -> None:
-        self._queue.put(envelope)
-
-    def get(self) -> Any:
-        return self._front.popleft() if self._front else self._queue.get()
-
-    def get_nowait(self) -> Any:
-        return self._front.popleft() if self._front else self._queue.get_nowait()
-
-    def push_front(self, envelope: Any) -> None:
-        self._front.appendleft(envelope)
-
-    def empty(self) -> bool:
-        return not self._front and self._queue.empty()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +85,7 @@ class DbWriter(pykka.ThreadingActor):
 
     @staticmethod
     def _create_actor_inbox() -> Any:
-        return WriterInbox()
+        return PeekableInbox()
 
     def on_start(self) -> None:
         self._loop = asyncio.new_event_loop()
@@ -153,20 +129,13 @@ class DbWriter(pykka.ThreadingActor):
 
     def _drain_waiting_calls(self) -> list[Any]:
         inbox = self.actor_inbox
-        assert isinstance(inbox, WriterInbox)
-        waiting: list[Any] = []
-        while len(waiting) < MAX_GROUP - 1:
-            try:
-                envelope = inbox.get_nowait()
-            except queue.Empty:
-                break
-            message = envelope.message
-            if not (isinstance(message, ProxyCall) and len(message.attr_path) == 1
-                    and message.attr_path[0] in EXPOSED_METHODS):
-                inbox.push_front(envelope)  # a stop or any other message keeps its place in line
-                break
-            waiting.append(envelope)
-        return waiting
+        assert isinstance(inbox, PeekableInbox)
+        return inbox.take_waiting(_is_store_call, MAX_GROUP - 1)
+
+
+def _is_store_call(envelope: Any) -> bool:
+    message = envelope.message
+    return isinstance(message, ProxyCall) and len(message.attr_path) == 1 and message.attr_path[0] in EXPOSED_METHODS
 
 
 def _expose(name: str) -> Callable[..., Any]:

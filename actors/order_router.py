@@ -11,8 +11,9 @@ Invariants it keeps:
 - An update for an order it cannot place is recorded (trade_updates) and kept until its order is known.
 - One commit per step (the write path's cost is per transaction, not per row): a stream update's trade_updates
   row, its execution and the order's new status go in one transaction; an acknowledgement's broker id and status,
-  for both legs of an OCO, in one. Decisions are made first, then written, and only then logged and announced to
-  the owner, so no log line or message describes a state that is not committed.
+  for both legs of an OCO, in one; updates and submit results already waiting in the mailbox share that commit.
+  Decisions are made first, then written, and only then logged and announced to the owner, so no log line or
+  message describes a state that is not committed.
 - A submit response (or a REST report) saying more shares filled than the executions we hold usually means the
   stream's fill event is still in flight: the router waits `missing_execution_grace_s` of wall time before asking
   the broker for the executions over REST.
@@ -31,15 +32,18 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
+from actors.inbox import PeekableInbox
 from catalyst.router_settings import RouterSettings
 from actors.broker_worker import Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.orders import CatchUpKind, OrderStatus, plan_catch_up, status_from_broker
 from catalyst.domain.positions import entry_side
-from catalyst.store.batch import WriteGroup, call
+from catalyst.store.batch import WriteGroup, call, commit_together
 
 log = logger.bind(actor="router")
 MAX_UNMATCHED = 10_000
+TOGETHER = (m.TradeUpdateReceived, m.SubmitResult)  # decided one by one, committed together when waiting together
+MAX_TOGETHER = 128  # bounds one commit's size and the wait of the first update in it
 
 
 class CheckExecutions(m.Message):
@@ -108,7 +112,14 @@ class OrderRouter(pykka.ThreadingActor):
 
     # --- messages --------------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return PeekableInbox()
+
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, TOGETHER):
+            self._handle_together([message, *self._waiting_updates()])
+            return None
         handler = getattr(self, f"_on_{type(message).__name__}", None)
         if handler is None:
             log.warning(f"router ignores unknown message {type(message).__name__}")
@@ -120,6 +131,34 @@ class OrderRouter(pykka.ThreadingActor):
             # every other fill: log it on one line and carry on; the doctor reconciles whatever it left behind.
             log.error(f"router failed handling {type(message).__name__}: {type(exc).__name__}: {exc}")
             return None
+
+    def _waiting_updates(self) -> list[m.Message]:
+        inbox = self.actor_inbox
+        assert isinstance(inbox, PeekableInbox)
+        waiting = inbox.take_waiting(lambda e: e.reply_to is None and isinstance(e.message, TOGETHER), MAX_TOGETHER - 1)
+        return [envelope.message for envelope in waiting]
+
+    def _handle_together(self, messages: list[m.Message]) -> None:
+        """Trade updates and submit results that arrived together (100 entries filling in one minute): each is
+        decided in turn, on the state the ones before it left, then all are committed in ONE transaction, then
+        each is logged and announced on its own. One that fails is logged and skipped; the others go on."""
+        planned: list[tuple[m.Message, WriteGroup]] = []
+        for message in messages:
+            group = WriteGroup()
+            try:
+                getattr(self, f"_plan_{type(message).__name__}")(message, group)
+            except Exception as exc:
+                log.error(f"router failed handling {type(message).__name__}: {type(exc).__name__}: {exc}")
+                continue
+            planned.append((message, group))
+        try:
+            errors = commit_together([group for _, group in planned], self.writer)
+        except Exception as exc:  # the writer itself is gone: nothing was committed, nothing is announced
+            log.error(f"router failed committing {len(planned)} updates: {type(exc).__name__}: {exc}")
+            return
+        for (message, _), error in zip(planned, errors):
+            if error is not None:
+                log.error(f"router failed handling {type(message).__name__}: {type(error).__name__}: {error}")
 
     def _on_PlaceEntry(self, msg: m.PlaceEntry) -> None:
         plan = msg.plan
@@ -204,10 +243,9 @@ class OrderRouter(pykka.ThreadingActor):
         if known:
             next(self._general).tell(Verify(orders=tuple(known), reply_to=self.actor_ref))
 
-    def _on_SubmitResult(self, msg: m.SubmitResult) -> None:
+    def _plan_SubmitResult(self, msg: m.SubmitResult, group: WriteGroup) -> None:
         rows = [self.by_order[i] for i in msg.order_ids if i in self.by_order]
-        group = WriteGroup()  # both legs of an OCO in one commit
-        if msg.rejected is not None:
+        if msg.rejected is not None:  # both legs of an OCO in the same commit
             for tracked in rows:
                 self._move(tracked, OrderStatus.REJECTED, broker_status="rejected", reason=msg.rejected, group=group)
         elif msg.report is None:
@@ -218,7 +256,6 @@ class OrderRouter(pykka.ThreadingActor):
         else:
             for tracked, report in zip(rows, [msg.report, *msg.report.legs]):
                 self._acknowledge(tracked, report, group)
-        group.commit(self.writer)
 
     def _on_CancelResult(self, msg: m.CancelResult) -> None:
         tracked = self.by_order.get(msg.order_id)
@@ -231,9 +268,12 @@ class OrderRouter(pykka.ThreadingActor):
             self._apply_report(report, at=report.updated_at, execution=None)
 
     def _on_TradeUpdateReceived(self, msg: m.TradeUpdateReceived) -> None:
+        self._handle_together([msg])
+
+    def _plan_TradeUpdateReceived(self, msg: m.TradeUpdateReceived, group: WriteGroup) -> None:
+        """The raw update, its execution and the order's new status: one commit (shared with updates beside it)."""
         update = msg.update
         self.last_update_at = max(self.last_update_at or update.at, update.at)
-        group = WriteGroup()  # the raw update, its execution and the order's new status: one commit
         group.add(call(
             "record_trade_update", event=update.event, payload=update.model_dump(mode="json"),
             alpaca_order_id=update.order.broker_id, client_order_id=update.order.client_order_id,
@@ -241,8 +281,7 @@ class OrderRouter(pykka.ThreadingActor):
         ))
         tracked = self._find(update.order)
         if tracked is None:
-            group.commit(self.writer)
-            self._keep_unmatched(update)
+            group.then(lambda _: self._keep_unmatched(update))
             return
         execution = None
         if update.qty is not None and update.price is not None and update.event in ("fill", "partial_fill"):
@@ -253,7 +292,6 @@ class OrderRouter(pykka.ThreadingActor):
                 order_status=update.order.status, at=update.at,
             )
         self._apply_report(update.order, at=update.at, execution=execution, tracked=tracked, group=group)
-        group.commit(self.writer)
 
     def _on_StreamConnected(self, msg: m.StreamConnected) -> None:
         self.stream_connections = msg.count

@@ -66,3 +66,30 @@ class WriteGroup:
         for callback in self.after:
             callback(values)
         return values
+
+    def announce(self, outcomes: list[CallOutcome]) -> None:
+        """Run the callbacks with this group's own outcomes; raises the first failed call's exception instead."""
+        values = unwrap_all(outcomes)
+        for callback in self.after:
+            callback(values)
+
+
+def commit_together(groups: list[WriteGroup], writer: Any) -> list[BaseException | None]:
+    """Several groups' calls in ONE `batch` (one commit), then each group's callbacks with its own values.
+
+    Each group stands alone after the commit: one whose call failed (or whose callback raised) gets that error in
+    the returned list, in order, and does not stop the others from being announced.
+    """
+    calls = [one for group in groups for one in group.calls]
+    outcomes = writer.batch(calls).get() if calls else []
+    errors: list[BaseException | None] = []
+    start = 0
+    for group in groups:
+        mine, start = outcomes[start:start + len(group.calls)], start + len(group.calls)
+        try:
+            group.announce(mine)
+        except Exception as error:  # noqa: BLE001 - reported to the caller, per group
+            errors.append(error)
+        else:
+            errors.append(None)
+    return errors

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, timezone
@@ -28,11 +29,15 @@ T0 = datetime(2024, 3, 4, 14, 45, tzinfo=timezone.utc)
 class RecordingWriter(DbWriter):
     """The real DbWriter that also remembers every call it served, in order (batches by their inner methods)."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, gate: threading.Event, held: threading.Event) -> None:
         super().__init__(database_url)
         self.served: list[tuple[str, ...]] = []
+        self.gate, self.held = gate, held  # a test closes the gate to make the router wait on its commit
 
     def _run(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        if not self.gate.is_set():
+            self.held.set()
+            self.gate.wait(timeout=30)
         self._remember(method, args)
         return super()._run(method, *args, **kwargs)
 
@@ -85,7 +90,9 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = 15.0) -> T:
 
 class Rig:
     def __init__(self, tmp_path: Path, grace_s: float) -> None:
-        self.writer_ref = RecordingWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}")
+        self.gate, self.held = threading.Event(), threading.Event()
+        self.gate.set()
+        self.writer_ref = RecordingWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}", self.gate, self.held)
         self.writer = self.writer_ref.proxy()
         self.protect, self.general, self.owner = Inbox.start(), Inbox.start(), Inbox.start()
         self.router = OrderRouter.start(self.writer, [self.protect], [self.general], FixedClock(),
@@ -100,6 +107,7 @@ class Rig:
         return self.writer.take_served().get()
 
     def stop(self) -> None:
+        self.gate.set()
         for ref in (self.router, self.protect, self.general, self.owner, self.writer_ref):
             if ref.is_alive():
                 ref.stop()
@@ -129,8 +137,8 @@ def enter(rig: Rig) -> Any:
     return rig.told(rig.general, SubmitOrder)[0].row
 
 
-def fill_event(row: Any) -> m.TradeUpdateReceived:
-    order = order_report(row, "filled", filled="100")
+def fill_event(row: Any, broker_id: str = "b-entry") -> m.TradeUpdateReceived:
+    order = order_report(row, "filled", filled="100", broker_id=broker_id)
     return m.TradeUpdateReceived(update=TradeUpdateReport(
         event="fill", order=order, at=T0, execution_id="exec-1", price=Decimal("10"), qty=Decimal(100)))
 
@@ -234,3 +242,31 @@ def test_the_owner_hears_of_a_status_only_once_it_is_committed(rig: Rig) -> None
 
     assert any(told == "filled" for told, _ in seen)
     assert all(order.index(stored) >= order.index(told) for told, stored in seen)
+
+
+def test_updates_waiting_together_are_committed_together_and_each_announced(rig: Rig) -> None:
+    symbols = ("AAPL", "MSFT", "NVDA")
+    for symbol in symbols:
+        rig.router.tell(m.PlaceEntry(owner=rig.owner, plan=m.TradePlan(
+            symbol=symbol, side=PositionSide.LONG, qty=Decimal(100), stop_loss=Decimal("9"),
+            take_profit=Decimal("11"), cycle_id=rig.cycle_id)))
+    rows = [s.row for s in rig.told(rig.general, SubmitOrder, count=3)]
+    for row, symbol in zip(rows, symbols):
+        rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "accepted", broker_id=symbol)))
+    rig.router.proxy().by_order.get()  # answered once the acknowledgements are handled
+    rig.served()
+
+    rig.gate.clear()  # the writer stops serving: the router's first commit waits...
+    rig.router.tell(fill_event(rows[0], broker_id=symbols[0]))
+    assert rig.held.wait(10)
+    for row, symbol in zip(rows[1:], symbols[1:]):  # ...while two more fills queue up behind it
+        rig.router.tell(fill_event(row, broker_id=symbol))
+    rig.gate.set()
+
+    executions = wait_for(lambda: len(found := [u for u in rig.owner.proxy().received().get()
+                                                if isinstance(u, m.OrderUpdated) and u.execution]) >= 3 and found,
+                          "three executions announced")
+    one_fill = ("record_trade_update", "record_fill", "update_order_status")
+    assert rig.served() == [("batch", *one_fill), ("batch", *one_fill, *one_fill)]
+    assert sorted(u.order_id for u in executions) == [row.order_id for row in rows]
+    assert {rig.writer.get_order(row.order_id).get().status for row in rows} == {"filled"}

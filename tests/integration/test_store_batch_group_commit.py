@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Coroutine, Iterator
 from datetime import date, datetime, timezone
@@ -13,7 +14,8 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import event
 
-from catalyst.store.batch import call, unwrap_all
+from actors.db_writer import DbWriter
+from catalyst.store.batch import WriteGroup, call, commit_together, unwrap_all
 from catalyst.store.db import make_engine
 from catalyst.store.errors import InvalidValueError, RecordNotFoundError
 from catalyst.store.migrate import upgrade
@@ -135,3 +137,28 @@ def test_unknown_or_private_method_is_refused_by_name_without_harming_the_batch(
 
     assert "drop_everything" in str(unknown.error) and "_transaction" in str(private.error)
     assert fine.error is None and db.rows("SELECT count(*) FROM trade_updates") == [(1,)]
+
+
+def test_groups_committed_together_share_one_commit_and_each_is_announced_on_its_own(tmp_path: Path) -> None:
+    writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'together.db'}")
+    try:
+        writer = writer_ref.proxy()
+        announced: list[tuple[str, Any]] = []
+        groups = []
+        for name, payload in (("first", {"n": 1}), ("bad", "not a dict"), ("last", {"n": 3})):
+            group = WriteGroup()
+            index = group.add(call("record_trade_update", "fill", payload))
+            group.then(lambda values, name=name, index=index: announced.append((name, values[index])))
+            groups.append(group)
+        before = writer.stats().get().transactions
+
+        errors = commit_together(groups, writer)
+
+        assert writer.stats().get().transactions - before == 1
+        assert errors[0] is None and errors[2] is None and isinstance(errors[1], InvalidValueError)
+        assert [name for name, _ in announced] == ["first", "last"]  # the bad one is not announced, nor in the way
+        rows = sqlite3.connect(tmp_path / "together.db").execute("SELECT id, payload FROM trade_updates").fetchall()
+        assert [(row_id, json.loads(payload)) for row_id, payload in rows] == \
+            [(announced[0][1], {"n": 1}), (announced[1][1], {"n": 3})]
+    finally:
+        writer_ref.stop()
