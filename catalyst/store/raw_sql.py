@@ -39,15 +39,17 @@ async def connection(session: AsyncSession) -> sqlite3.Connection:
             await session.flush()
         session.expunge_all()
     # Asking the session for its connection is what begins a pending SAVEPOINT (Store.batch's per-call
-    # isolation) on it: never skip it, even though the sqlite3 connection under it is known already.
-    sa_connection = await session.connection()
-    raw = session.info.get("catalyst_sqlite3")
-    if raw is None:
-        driver = (await sa_connection.get_raw_connection()).driver_connection
-        raw = getattr(driver, "sqlite3_connection", None)
-        if raw is None:  # only an InlineConnection may be used from this thread (see inline_sqlite)
-            raise InvalidValueError("the store needs catalyst's inline SQLite connection (make_engine)")
-        session.info["catalyst_sqlite3"] = raw
+    # isolation) on it: ask once per (sub)transaction, even though the sqlite3 connection under it is known.
+    sync = session.sync_session
+    current = sync.get_nested_transaction() or sync.get_transaction()
+    cached = session.info.get("catalyst_sqlite3")
+    if cached is not None and cached[1] is current:
+        return cached[0]
+    driver = (await (await session.connection()).get_raw_connection()).driver_connection
+    raw = getattr(driver, "sqlite3_connection", None)
+    if raw is None:  # only an InlineConnection may be used from this thread (see inline_sqlite)
+        raise InvalidValueError("the store needs catalyst's inline SQLite connection (make_engine)")
+    session.info["catalyst_sqlite3"] = (raw, current)
     return raw
 
 
