@@ -155,8 +155,10 @@ class CycleHooks:
         from catalyst.report import write_daily_report
 
         exchange = self.endpoint.exchange
-        prices = None
-        if exchange is not None:
-            def prices(symbol: str, start: datetime, end: datetime) -> list[tuple[datetime, Decimal]]:
-                return [(bar.start, bar.close) for bar in exchange.market.minute_bars(symbol, start, end)]
-        return write_daily_report(self.daemon.database_url, day, self.config.daemon.reports_dir, prices)
+
+        def prices(symbol: str, start: datetime, end: datetime) -> list[tuple[datetime, Decimal]]:
+            assert exchange is not None
+            return [(bar.start, bar.close) for bar in exchange.market.minute_bars(symbol, start, end)]
+
+        return write_daily_report(self.daemon.database_url, day, self.config.daemon.reports_dir,
+                                  prices if exchange is not None else None)

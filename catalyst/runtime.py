@@ -66,7 +66,7 @@ def open_endpoint(config: Config, secrets: Any, speed: float | None = None, seed
 
 def _follow(url: str, wait_s: float) -> FollowedClock:
     """An emulator's clock, waiting for it with backoff (it may be starting alongside us)."""
-    from tenacity import RetryError, Retrying, stop_after_delay, wait_exponential
+    from tenacity import Retrying, stop_after_delay, wait_exponential
 
     def before_sleep(state: Any) -> None:
         log.warning(f"system emulator at {url} not answering ({type(state.outcome.exception()).__name__}); "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from catalyst.domain.positions import PositionSide
 
 
 def test_spec_walk_through_ends_exactly_as_the_complete_block(trading):
