@@ -57,6 +57,9 @@ def _json_line(record: dict[str, Any]) -> str:
     return "{extra[_json]}\n"
 
 
+CLEAN_CLOSE = "sent 1000 (OK); then received 1000 (OK)"
+
+
 class _InterceptHandler(logging.Handler):
     """Send stdlib records (pykka, alpaca-py, SQLAlchemy, Alembic, aiohttp) to loguru, keeping their level."""
 
@@ -65,9 +68,12 @@ class _InterceptHandler(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        logger.opt(exception=record.exc_info).bind(actor=_actor_of(record.name)).log(
-            level, record.getMessage()
-        )
+        message = record.getMessage()
+        if record.name.startswith("alpaca") and CLEAN_CLOSE in message:
+            # alpaca-py warns "websocket error, restarting" even when we closed the stream ourselves (close code
+            # 1000 both ways, at every stop): not a warning an operator should have to learn to ignore.
+            level = "INFO"
+        logger.opt(exception=record.exc_info).bind(actor=_actor_of(record.name)).log(level, message)
 
 
 def setup_logging(

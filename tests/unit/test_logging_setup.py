@@ -31,3 +31,14 @@ def test_text_lines_carry_the_actor_column(capsys):
     logger.remove()
     err = capsys.readouterr().err
     assert "position" in err and "| position AAPL#p-12 pending → open qty=100" in err
+
+
+def test_alpacas_warning_on_our_own_clean_stream_close_is_info_but_a_real_error_stays_a_warning(tmp_path):
+    log_file = tmp_path / "catalyst.log"
+    setup_logging(fmt="json", file=log_file)
+    stream_log = logging.getLogger("alpaca.trading.stream")
+    stream_log.warning("trading stream websocket error, restarting  connection: sent 1000 (OK); then received 1000 (OK)")
+    stream_log.warning("trading stream websocket error, restarting  connection: no close frame received or sent")
+    logger.remove()
+    levels = [json.loads(line)["level"] for line in log_file.read_text().splitlines()]
+    assert levels == ["INFO", "WARNING"]
