@@ -25,9 +25,21 @@ from catalyst.store.batch import call, unwrap_all
 from catalyst.store.records import NewOrder as NewOrderRow
 
 SIBLING_GRACE_S = 30.0  # exchange seconds to wait for an OCO sibling's cancel event before asking by REST
+# Wall seconds before a flatten still waiting on its cancels asks the broker again. A backstop only: a cancel the
+# broker refuses or whose reply is lost is verified by the router at once.
+FLATTEN_RECHECK_S = 2.0
+
+
+# A market exit that ends in one of these without a share filled has failed. (FILLED can be announced before its
+# execution, with filled_qty still 0: it is never a failure.)
+EXIT_FAILED = (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)
 
 
 class CheckSiblings(m.Message):
+    pass
+
+
+class CheckFlatten(m.Message):
     pass
 
 
@@ -60,6 +72,9 @@ class PositionActor(pykka.ThreadingActor):
         self.orders: dict[int, OrderView] = {}
         self.pairs: list[OcoPair] = []
         self.flattening = False
+        self.flatten_reason = ""
+        self.exit_sent = False
+        self._flatten_timer: threading.Timer | None = None
         self._timer: threading.Timer | None = None
         self.restored = restored
         self.log = logger.bind(actor="position")
@@ -79,8 +94,9 @@ class PositionActor(pykka.ThreadingActor):
             self.router.tell(m.PlaceEntry(owner=self.actor_ref, plan=self.plan))
 
     def on_stop(self) -> None:
-        if self._timer:
-            self._timer.cancel()
+        for timer in (self._timer, self._flatten_timer):
+            if timer:
+                timer.cancel()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self.log.error(f"position {self.label} crashed: {exception_type.__name__}: {exception_value}")
@@ -96,6 +112,8 @@ class PositionActor(pykka.ThreadingActor):
             self._flatten(message.reason)
         elif isinstance(message, CheckSiblings):
             self._check_siblings()
+        elif isinstance(message, CheckFlatten):
+            self._check_flatten()
         elif isinstance(message, m.CheckProtection):
             self._protect()
         return None
@@ -125,11 +143,14 @@ class PositionActor(pykka.ThreadingActor):
             self._apply_execution(msg.role, msg.execution)
         if msg.role == "entry":
             self._after_entry_status(msg)
+        elif msg.role == "flatten" and msg.status in EXIT_FAILED and msg.filled_qty == 0 and self.exit_sent:
+            self._exit_failed(msg)
         elif not self.position.is_terminal and self.position.status is PositionStatus.OPEN:
             if msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss"):
                 self._flatten(f"protection rejected ({msg.reason}); the stop is already through")
                 return
             self._protect()
+        self._exit_when_clear()
         self._finish_if_done()
 
     def _apply_execution(self, role: str, execution: m.Execution) -> None:
@@ -239,14 +260,52 @@ class PositionActor(pykka.ThreadingActor):
         if self.position.status is PositionStatus.PENDING:
             self.router.tell(m.CancelOrders(order_ids=working, reason=reason))
             return
-        self.flattening = True
-        self.log.warning(f"position {self.label} flattening {self.position.quantity}: {reason}")
-        # Cancel the protection first so the market exit cannot be doubled by a stop firing at the same moment.
-        self.router.tell(m.CancelOrders(order_ids=working, reason=f"flatten: {reason}"))
+        self.flattening, self.flatten_reason = True, reason
+        self.log.warning(f"position {self.label} flattening {self.position.quantity}: {reason}; "
+                         f"cancelling {len(working)} working orders before the market exit")
+        # The market exit waits until every other order of the position has ended. Sent beside the cancels, it
+        # can fill in the same moment as a stop that is already through (after a restart, or a fast market): both
+        # fill, the exit is doubled and the account ends up short. Cancelled first, a stop that fills instead
+        # simply leaves less (or nothing) to exit.
+        if working:
+            self.router.tell(m.CancelOrders(order_ids=working, reason=f"flatten: {reason}"))
+            self._start_flatten_timer()
+        self._exit_when_clear()
+
+    def _exit_when_clear(self) -> None:
+        if not self.flattening or self.exit_sent or self.position.status is not PositionStatus.OPEN:
+            return
+        if any(v.working for v in self.orders.values()):
+            return
+        self.exit_sent = True
+        self.log.info(f"position {self.label} every other order has ended: market exit of {self.position.quantity}")
         self.router.tell(m.PlaceExit(
-            owner=self.actor_ref, position_id=self.position_id, cycle_id=self.plan.cycle_id,
-            symbol=self.plan.symbol, side=self.position.exit_side, qty=self.position.quantity, reason=reason,
+            owner=self.actor_ref, position_id=self.position_id, cycle_id=self.plan.cycle_id, symbol=self.plan.symbol,
+            side=self.position.exit_side, qty=self.position.quantity, reason=self.flatten_reason,
         ))
+
+    def _exit_failed(self, msg: m.OrderUpdated) -> None:
+        """The market exit ended unfilled (rejected, cancelled): the shares are protected again, never left bare."""
+        self.log.error(f"position {self.label} market exit o-{msg.order_id} {msg.status} unfilled "
+                       f"({msg.reason or 'no reason given'}); protecting the {self.position.quantity} shares again")
+        self.flattening, self.exit_sent = False, False
+        self._protect()
+
+    def _start_flatten_timer(self) -> None:
+        if self._flatten_timer:
+            self._flatten_timer.cancel()
+        self._flatten_timer = threading.Timer(FLATTEN_RECHECK_S, self._tell, args=(CheckFlatten(),))
+        self._flatten_timer.daemon = True
+        self._flatten_timer.start()
+
+    def _check_flatten(self) -> None:
+        working = tuple(i for i, v in self.orders.items() if v.working and v.role != "flatten")
+        if not self.flattening or self.exit_sent or not working:
+            return
+        self.log.warning(f"position {self.label} flatten still waiting for {working} to end: asking the broker again")
+        self.router.tell(m.VerifyOrders(order_ids=working))
+        self.router.tell(m.CancelOrders(order_ids=working, reason=f"flatten: {self.flatten_reason}"))
+        self._start_flatten_timer()
 
     # --- closing ----------------------------------------------------------------------------------------------
 
@@ -258,8 +317,11 @@ class PositionActor(pykka.ThreadingActor):
             self._timer.start()
 
     def _tell_check(self) -> None:
+        self._tell(CheckSiblings())
+
+    def _tell(self, message: m.Message) -> None:
         try:
-            self.actor_ref.tell(CheckSiblings())
+            self.actor_ref.tell(message)
         except pykka.ActorDeadError:
             pass
 
@@ -278,6 +340,25 @@ class PositionActor(pykka.ThreadingActor):
                                             realized_pnl=self.position.realized_pnl))
         self.log.info(f"position {self.label} done ({self.position.status}); actor stops")
         self.stop()
+
+    def _settle_position_row(self, restored: Any) -> None:
+        """A kill between an exit fill's commit and the positions row's leaves that row behind the fills: the
+        doctor would call it a phantom and halt entries. The recorded fills are the truth; bring the row to them."""
+        row = restored.position_row
+        if row is None or row.status != "open" or self.position_id is None:
+            return
+        after = self.position
+        if after.status is PositionStatus.CLOSED:
+            self.writer.close_position(self.position_id, exit_price=after.avg_exit_price,
+                                       exit_time=restored.last_fill_at or self.clock.now(),
+                                       realized_pnl=after.realized_pnl).get()
+            self.log.warning(f"position {self.label} was closed by fills recorded before a restart: row closed "
+                             f"realized={after.realized_pnl}")
+        elif after.status is PositionStatus.OPEN and after.quantity != row.quantity:
+            self.writer.update_position(self.position_id, quantity=after.quantity, entry_price=after.avg_entry_price,
+                                        realized_pnl=after.realized_pnl).get()
+            self.log.warning(f"position {self.label} row said {row.quantity}, the recorded fills {after.quantity}: "
+                             f"row updated")
 
     def _restore(self, restored: Any) -> None:
         """Rebuild from the database after a restart or a crash: replay the recorded fills, re-register orders."""
@@ -298,6 +379,7 @@ class PositionActor(pykka.ThreadingActor):
                 entry_price=self.position.avg_entry_price, entry_time=self.clock.now(),
                 stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
             ).get().position_id
+        self._settle_position_row(restored)
         self.router.tell(m.Register(owner=self.actor_ref, order_ids=tuple(self.orders)))
         self.log.info(f"position {self.label} restored {self.position.status} qty={self.position.quantity} "
                       f"protected={self.protected_qty()}")

@@ -43,6 +43,8 @@ class Restored:
     orders: tuple[Any, ...]
     pairs: tuple[tuple[int, int, Decimal], ...]
     fills: tuple[tuple[str, Decimal, Decimal], ...]
+    position_row: Any = None  # the positions row as committed (PositionRecord), if there is one
+    last_fill_at: Any = None  # when the last recorded execution happened
 
     @classmethod
     def from_book(cls, book: Any) -> Restored:
@@ -52,8 +54,10 @@ class Restored:
             (o.order_id, o.order_id + 1, o.quantity) for o in book.orders
             if o.role == "take_profit" and roles.get(o.order_id + 1) == "stop_loss"
         )
-        fills = tuple((roles[f.order_id], f.qty, f.price) for f in book.fills if f.order_id in roles)
-        return cls(book.entry.order_id, book.entry.position_id, book.orders, pairs, fills)
+        mine = [f for f in book.fills if f.order_id in roles]
+        fills = tuple((roles[f.order_id], f.qty, f.price) for f in mine)
+        return cls(book.entry.order_id, book.entry.position_id, book.orders, pairs, fills, book.position,
+                   mine[-1].occurred_at if mine else None)
 
 
 class Supervisor(pykka.ThreadingActor):

@@ -1,0 +1,170 @@
+"""A flatten never doubles the exit: the market order waits until every other order of the position has ended.
+
+The position actor is driven message by message, as the router would drive it, with the real DbWriter on a SQLite
+file; the router is a recorder here because what is under test is what the position actor asks of it, and when.
+(A crash test found the bug: after a restart the stop, already through, filled in the same moment as the market
+exit sent beside its cancel, and the account ended short.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+
+from actors import messages as m
+from actors.db_writer import DbWriter
+from actors.position import PositionActor
+from actors.system import Restored
+from catalyst.domain.orders import OrderStatus
+from catalyst.domain.positions import PositionSide
+from catalyst.sim.clock import SimClock
+from catalyst.store.records import NewOrder
+
+T0 = datetime(2024, 3, 4, 20, 55, tzinfo=timezone.utc)
+
+
+class Recorder(pykka.ThreadingActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[Any] = []
+
+    def on_receive(self, message: Any) -> None:
+        self.messages.append(message)
+
+    def received(self) -> list[Any]:
+        return list(self.messages)
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Rig:
+    def __init__(self, tmp_path: Path) -> None:
+        self.writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'flatten.db'}")
+        self.writer = self.writer_ref.proxy()
+        self.router, self.system = Recorder.start(), Recorder.start()
+        cycle_id = self.writer.get_or_create_cycle(date(2024, 3, 4), at=T0).get().cycle_id
+        self.plan = m.TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal(100), stop_loss=Decimal("48"),
+                                take_profit=Decimal("55"), cycle_id=cycle_id)
+        self.entry = self.writer.create_order(
+            cycle_id=cycle_id, symbol="AAPL", role="entry", side="buy", order_type="market", time_in_force="day",
+            quantity=Decimal(100), planned_stop_loss=Decimal("48"), planned_take_profit=Decimal("55"), at=T0).get()
+        self.position = PositionActor.start(self.plan, self.router, self.writer, self.system, SimClock(T0, 0))
+
+    def told(self, kind: type) -> list[Any]:
+        return [x for x in self.router.proxy().received().get() if isinstance(x, kind)]
+
+    def update(self, order_id: int, role: str, status: OrderStatus, filled: str = "0",
+               execution: m.Execution | None = None) -> None:
+        self.position.tell(m.OrderUpdated(order_id=order_id, role=role, status=status, filled_qty=Decimal(filled),
+                                          execution=execution))
+
+    def settled(self) -> dict[str, Any]:
+        return self.position.proxy().state().get()  # answered once every message told before it is handled
+
+    def open_and_protect(self) -> tuple[Any, Any]:
+        self.position.tell(m.OrdersCreated(roles={"entry": self.entry.order_id}))
+        self.update(self.entry.order_id, "entry", OrderStatus.FILLED, "100",
+                    m.Execution(key="b-entry:100", qty=Decimal(100), price=Decimal("50"), at=T0))
+        protection = wait_for(lambda: self.told(m.SubmitProtection), "the OCO rows")[0]
+        tp, sl = protection.take_profit, protection.stop_loss
+        self.update(tp.order_id, "take_profit", OrderStatus.ACCEPTED)
+        self.update(sl.order_id, "stop_loss", OrderStatus.ACCEPTED)
+        return tp, sl
+
+    def stop(self) -> None:
+        for ref in (self.position, self.router, self.system, self.writer_ref):
+            if ref.is_alive():
+                ref.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    made = Rig(tmp_path)
+    yield made
+    made.stop()
+
+
+def test_the_market_exit_waits_for_the_protection_to_be_cancelled(rig: Rig) -> None:
+    tp, sl = rig.open_and_protect()
+
+    rig.position.tell(m.Flatten(reason="end of day"))
+    rig.settled()
+    cancels = rig.told(m.CancelOrders)
+    assert cancels and set(cancels[0].order_ids) == {tp.order_id, sl.order_id}
+    assert not rig.told(m.PlaceExit)  # not while a stop may still fire
+
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.settled()
+    assert not rig.told(m.PlaceExit)  # the stop is still working
+
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    exit_order = wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    assert len(exit_order) == 1 and exit_order[0].qty == Decimal(100) and exit_order[0].reason == "end of day"
+
+
+def test_a_stop_that_fills_instead_of_cancelling_leaves_nothing_to_exit(rig: Rig) -> None:
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.Flatten(reason="end of day"))
+
+    rig.update(sl.order_id, "stop_loss", OrderStatus.FILLED, "100",
+               m.Execution(key="b-sl:100", qty=Decimal(100), price=Decimal("47.90"), at=T0))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+
+    wait_for(lambda: not rig.position.is_alive(), "the closed position's actor to stop")
+    assert not rig.told(m.PlaceExit)  # the old way sent it beside the cancels: two exits, the account short 100
+    position = rig.writer.get_position(rig.writer.get_order(rig.entry.order_id).get().position_id).get()
+    assert position.status == "closed" and position.realized_pnl == Decimal("-210.00")
+
+
+def test_a_market_exit_that_fails_unfilled_protects_the_shares_again(rig: Rig) -> None:
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.Flatten(reason="end of day"))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
+
+    rig.update(999, "flatten", OrderStatus.REJECTED)
+
+    again = wait_for(lambda: len(rig.told(m.SubmitProtection)) == 2 and rig.told(m.SubmitProtection)[1],
+                     "protection again")
+    assert again.take_profit.quantity == Decimal(100)
+    assert rig.settled()["status"] == "open"
+
+
+def test_a_restart_after_an_exit_fill_whose_position_row_was_not_written_closes_the_row(rig: Rig) -> None:
+    # What a kill between the exit fill's commit and close_position leaves: the fills say closed, the row open.
+    rig.position.stop()
+    writer, entry = rig.writer, rig.entry
+    position, (tp, _) = writer.open_position_with_orders(
+        entry.order_id, Decimal(100), Decimal("50"), T0, Decimal("48"), Decimal("55"), [
+            NewOrder(cycle_id=entry.cycle_id, symbol="AAPL", role=role, side="sell", order_type=kind,
+                     quantity=Decimal(100), order_class="oco", parent_order_id=entry.order_id, **price)
+            for role, kind, price in (("take_profit", "limit", {"limit_price": Decimal("55")}),
+                                      ("stop_loss", "stop", {"stop_price": Decimal("48")}))
+        ]).get()
+    for order_id, side, price, key in ((entry.order_id, "buy", "50", "b-e:100"), (tp.order_id, "sell", "55", "b-tp:100")):
+        writer.record_fill(execution_id=key, order_id=order_id, symbol="AAPL", side=side, qty=Decimal(100),
+                           price=Decimal(price), occurred_at=T0, source="stream").get()
+    assert writer.get_position(position.position_id).get().status == "open"
+
+    restored = Restored.from_book(writer.position_book(entry.order_id).get())
+    PositionActor.start(rig.plan, rig.router, writer, rig.system, SimClock(T0, 0), restored=restored)
+
+    closed = wait_for(lambda: (p := writer.get_position(position.position_id).get()).status == "closed" and p,
+                      "the row to be closed from the recorded fills")
+    assert closed.realized_pnl == Decimal("500") and closed.quantity == 0 and closed.exit_price == Decimal("55")
