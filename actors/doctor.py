@@ -196,8 +196,7 @@ class DoctorActor(pykka.ThreadingActor):
                 self._halt(finding.reason or f"{finding.type} {finding.subject}")
                 return "halted"
             if finding.policy is Policy.ADOPT and finding.type is _T.ORPHAN_POSITION:
-                self._adopt(finding, got)
-                return "healed"
+                return "healed" if self._adopt(finding, got) is not None else "halted"
             if finding.policy is Policy.FLATTEN:
                 return self._flatten(finding, got)
             if finding.policy is Policy.HEAL:
@@ -260,14 +259,14 @@ class DoctorActor(pykka.ThreadingActor):
         side = "buy" if held.side == "long" else "sell"
         hand = [got.reports[i] for i in finding.broker_ids]
         fills = [f for f in got.fills if f.broker_order_id in finding.broker_ids]
-        if fills and sum(f.qty if f.side == side else -f.qty for f in fills) == held.qty:
-            executions = [AdoptedFill(execution_key(f.broker_order_id, got.cum[f.execution_id]), f.broker_order_id,
-                                      f.qty, f.price, f.at) for f in fills if f.side == side]
-        else:
-            # No fill in the window explains it (opened before it, or elsewhere): the broker's holding at its
-            # average price is the only truth there is; recorded as such (source rest), never as a hand execution.
-            executions = [AdoptedFill(f"position:{held.symbol}:{got.pass_id}", None, held.qty,
-                                      held.avg_entry_price, self.clock.now(), source="rest")]
+        if not fills or sum(f.qty if f.side == side else -f.qty for f in fills) != held.qty:
+            # No fill in the window explains the holding (opened before it, or elsewhere). Writing the broker's
+            # average price as a fill would invent an execution the broker never reported: halt and say so.
+            self._halt(f"{held.symbol}: broker holds {held.qty} that no reported fill explains; not adopted "
+                       f"(flatten it by hand, or restart once its fills are reported)")
+            return None
+        executions = [AdoptedFill(execution_key(f.broker_order_id, got.cum[f.execution_id]), f.broker_order_id,
+                                  f.qty, f.price, f.at) for f in fills if f.side == side]
         mark = held.current_price or held.avg_entry_price
         pct, target_pct = self.settings.adopt_stop_pct, self.settings.adopt_target_pct
         stop, target = ((mark * (1 - pct), mark * (1 + target_pct)) if side == "buy"

@@ -247,7 +247,7 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
                      f"{order.side} {order.qty} {order.type} {order.status} filled={order.filled_qty}",
                      symbol=order.symbol, broker_ids=(order.broker_id,))
     missing, orphan_moves = _fills(diff, local, broker, matched, orphan_ids, by_id)
-    _positions(diff, local, broker, missing, orphan_moves)
+    _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id))
     _protection(diff, local, broker)
     return diff.findings
 
@@ -317,13 +317,25 @@ def _unlinked_entry(order: LocalOrder) -> bool:
     return order.role == "entry" and order.position_id is None and order.filled_qty > 0
 
 
+def _own_shares(matched: dict[str, LocalOrder], by_id: dict[str, BrokerOrder]) -> dict[str, tuple[Decimal, datetime]]:
+    """Per symbol: the signed shares the broker filled for orders that are ours (matched to a database row), and
+    the latest update of those rows."""
+    own: dict[str, tuple[Decimal, datetime]] = {}
+    for broker_id, order in matched.items():
+        seen = by_id[broker_id]
+        if seen.filled_qty:
+            shares, latest = own.get(order.symbol, (ZERO, order.updated_at))
+            own[order.symbol] = (shares + _signed(seen.side, seen.filled_qty), max(latest, order.updated_at))
+    return own
+
+
 def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
     orders = {o.broker_id: o for o in broker.orders}
     return sum((_signed(orders[i].side, orders[i].filled_qty) for i in ids), ZERO)
 
 
 def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
-               orphan_moves: dict[str, list[str]]) -> None:
+               orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]]) -> None:
     held: dict[str, Decimal] = defaultdict(lambda: ZERO)
     first: dict[str, LocalPosition] = {}
     for position in local.positions:
@@ -342,7 +354,20 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         hand = orphan_moves.get(symbol, [])
         explained = ours + _hand_shares(broker, hand) == theirs
         if symbol not in first:
+            own_shares, latest = own.get(symbol, (ZERO, diff.now))
+            if own_shares:
+                # Shares our own orders bought are never adopted: that would book them a second time. Usually a
+                # fill and its position row are being written right now (a restart's catch-up, a race with this
+                # pass): the next pass sees them. Still missing once those orders have settled, the database has
+                # lost track of them: halt and say so, never invent a position for them.
+                if diff.old(latest):
+                    diff.add(_T.ORPHAN_POSITION, f"position {symbol}", 0, theirs, symbol=symbol,
+                             broker_ids=tuple(hand), explained=False,
+                             reason=f"{symbol}: broker holds {theirs}, {own_shares} of them filled for our own "
+                                    f"orders, but the database has no open position")
+                continue
             diff.add(_T.ORPHAN_POSITION, f"position {symbol}", 0, theirs, symbol=symbol, broker_ids=tuple(hand),
+                     explained=explained,
                      reason="" if explained else f"{symbol}: broker holds {theirs} not explained by its fills")
             continue
         position = first[symbol]

@@ -199,3 +199,33 @@ def test_settings_refuse_unknown_keys_and_policies():
         DoctorSettings(interval=5)
     with pytest.raises(ValueError):
         DoctorSettings(policies={"MISSING_PROTECTION": "ignore"})
+
+
+def test_shares_our_own_entry_filled_are_never_adopted_while_its_fill_is_being_recorded():
+    # The race a restart's catch-up opens: the execution is recorded, the entry row not yet moved to filled and
+    # its position row not yet written, when the doctor reads the database. Adopting would book the shares twice.
+    just_now = NOW - timedelta(seconds=1)
+    local = LocalView(orders=(order(status="submitted", at=just_now),),
+                      execution_keys=frozenset({execution_key("b-1", D(188))}))
+    broker = BrokerView(orders=(border(status="filled", qty="188", filled="188"),),
+                        positions=(BrokerPosition("AAPL", "long", D(188)),),
+                        fills=(BrokerFill("b-1", D(188), D(188), D("54.86"), just_now),))
+
+    assert T.ORPHAN_POSITION not in kinds(run(local, broker))
+
+
+def test_shares_our_own_orders_filled_with_no_position_row_long_after_halt_and_are_not_adopted():
+    local = LocalView(orders=(order(status="accepted", qty="188"),),
+                      execution_keys=frozenset({execution_key("b-1", D(188))}))
+    broker = BrokerView(orders=(border(status="filled", qty="188", filled="188"),),
+                        positions=(BrokerPosition("AAPL", "long", D(188)),),
+                        fills=(BrokerFill("b-1", D(188), D(188), D("54.86"), OLD),))
+
+    (finding,) = [f for f in run(local, broker) if f.type is T.ORPHAN_POSITION]
+    assert finding.policy is Policy.HALT and "our own orders" in finding.reason
+
+
+def test_a_broker_position_no_reported_fill_explains_halts_instead_of_being_adopted():
+    findings = run(LocalView(), BrokerView(positions=(BrokerPosition("AAPL", "long", D(50)),)))
+    assert kinds(findings) == [T.ORPHAN_POSITION]
+    assert findings[0].policy is Policy.HALT and "not explained" in findings[0].reason
