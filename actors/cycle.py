@@ -16,6 +16,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
+from actors.refs import tell_if_alive
 from catalyst.clock import wall_seconds
 from catalyst.domain.cycle import CYCLE_MACHINE, CyclePhase, PhaseSchedule, emergency_stop, flatten_due, phase_due
 
@@ -151,9 +152,9 @@ class CycleActor(pykka.ThreadingActor):
             return
         day.flattened = True
         refs = self.system.supervisor.live_refs().get()
-        log.info(f"cycle {day.day} flattening {len(refs)} live positions: {reason}")
-        for ref in refs:
-            ref.tell(m.Flatten(reason=reason))
+        told = sum(tell_if_alive(ref, m.Flatten(reason=reason)) for ref in refs)
+        log.info(f"cycle {day.day} flattening {told} live positions: {reason}"
+                 + (f" ({len(refs) - told} finished meanwhile)" if told < len(refs) else ""))
 
     def _check_loss_limit(self, day: DayState) -> None:
         realized, unrealized = self.hooks["daily_pnl"](day.cycle_id)
@@ -166,7 +167,7 @@ class CycleActor(pykka.ThreadingActor):
                                             CyclePhase.MONITORING):
             log.warning(f"cycle emergency stop requested ({reason}) outside an active phase: flattening anyway")
             for ref in self.system.supervisor.live_refs().get():
-                ref.tell(m.Flatten(reason=f"emergency: {reason}"))
+                tell_if_alive(ref, m.Flatten(reason=f"emergency: {reason}"))
             if day is not None and day.phase is CyclePhase.IDLE and not day.halted:
                 # Before the scan there is no phase to close, but the stop must still hold: no entries today,
                 # persisted so a restart remembers it.

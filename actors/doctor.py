@@ -19,6 +19,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
+from actors.refs import tell_if_alive
 from catalyst.broker.errors import BrokerError
 from catalyst.broker.reports import FillReport, OrderReport, PositionReport
 from catalyst.clock import wall_seconds
@@ -219,7 +220,7 @@ class DoctorActor(pykka.ThreadingActor):
         elif kind is _T.MISSING_PROTECTION:
             ref = self._position_ref(finding)
             if ref is not None:
-                ref.tell(m.CheckProtection())
+                tell_if_alive(ref, m.CheckProtection())
         elif kind in (_T.PHANTOM_POSITION, _T.POSITION_QTY_MISMATCH):
             self._attach_hand_exits(finding, got, batch)
         else:
@@ -288,7 +289,8 @@ class DoctorActor(pykka.ThreadingActor):
         ref = self._adopt(finding, got) if finding.type is _T.ORPHAN_POSITION else self._position_ref(finding)
         if ref is None:
             return "failed: no position actor to flatten"
-        ref.tell(m.Flatten(reason=f"doctor: {finding.type} {finding.subject}"))
+        if not tell_if_alive(ref, m.Flatten(reason=f"doctor: {finding.type} {finding.subject}")):
+            return "failed: the position actor stopped (its position is done)"
         return "healed"
 
     def _halt(self, reason: str) -> None:

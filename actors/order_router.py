@@ -33,6 +33,7 @@ from loguru import logger
 
 from actors import messages as m
 from actors.inbox import PeekableInbox
+from actors.refs import tell_if_alive
 from catalyst.router_settings import RouterSettings
 from actors.broker_worker import Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
@@ -77,9 +78,7 @@ class Tracked:
 def _tell(owner: Any, message: m.Message) -> None:
     """Tell a position actor; one that has just stopped (closed, or crashed and being rebuilt) is not an error:
     its rebuilt successor reads the committed state from the database."""
-    try:
-        owner.tell(message)
-    except pykka.ActorDeadError:
+    if not tell_if_alive(owner, message):
         log.info(f"router {type(message).__name__} for a stopped position actor: it is in the database")
 
 
