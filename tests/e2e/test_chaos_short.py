@@ -21,10 +21,6 @@ def run_chaos(*args: str, timeout_s: float = 400) -> subprocess.CompletedProcess
                           timeout=timeout_s)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN BUG (issues 5 and 8 open): depending on where the random kills land, the doctor can adopt an orphan "
-    "position it should have matched to a crashed entry or OCO, recording a fill the broker never made "
-    "(fill_invented). The run passes when no kill lands in that window; see docs/RELIABILITY.md."))
 def test_short_chaos_run_kills_the_daemon_and_finds_no_violation(tmp_path):
     result = run_chaos("--short", "--seed", "3", "--keep", str(tmp_path))
 

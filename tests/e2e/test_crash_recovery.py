@@ -124,11 +124,6 @@ def test_kill_during_entry_and_protection_then_restart_loses_and_doubles_nothing
     restart_and_resume(exchange, daemon)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN BUG (issue 5 open): a kill between an OCO's submission and the commit of its acknowledgement leaves the "
-    "stop leg's broker id unrecorded; after the restart the doctor reports that leg as an ORPHAN_ORDER, the 15:55 "
-    "flatten races the still-working legs, and a later pass adopts the flattened symbols with invented fills. "
-    "Not strict: whether the kill lands in that window depends on timing."))
 def test_kill_after_the_exit_fill_then_restart_loses_and_doubles_nothing(broker_and_daemon):
     exchange, daemon = broker_and_daemon
     drive_to_entries(exchange)
