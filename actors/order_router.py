@@ -341,14 +341,15 @@ class OrderRouter(pykka.ThreadingActor):
         group.commit(self.writer)
 
     def _learn_broker_id(self, tracked: Tracked, report: OrderReport, group: WriteGroup, source: str) -> None:
-        """A row matched by client_order_id alone has no broker id: a crash came between the broker's answer and
-        our commit. Record it now, or the fills, which name only the broker id, could never find their order. An
-        OCO's stop leg carries a client_order_id Alpaca made up, so it is paired by our row order instead (the
-        stop-loss row is created right after its take-profit, in one transaction)."""
+        """A row matched by client_order_id alone has no broker id: the stream's first event overtook the submit
+        reply, or a crash came between the broker's answer and our commit. Record it now, or the fills, which name
+        only the broker id, could never find their order. An OCO's stop leg carries a client_order_id Alpaca made
+        up, so it is paired by our row order instead (the stop-loss row is created right after its take-profit, in
+        one transaction)."""
         if tracked.broker_id is not None or not report.broker_id or report.client_order_id != tracked.client_order_id:
             return
         self._record_broker_id(tracked, report, group)
-        log.info(f"order {tracked.label} broker id {report.broker_id} learned from {source} (after a restart)")
+        log.info(f"order {tracked.label} broker id {report.broker_id} learned from {source}")
         if tracked.role == "take_profit" and report.legs:
             leg = self.by_order.get(tracked.order_id + 1)
             if leg is None:
