@@ -28,7 +28,8 @@ from catalyst.sim.market import EXCHANGE_TZ
 
 DEFAULT_FAULTS = "http_5xx=0.05,reply_lost=0.05,drop=0.05,duplicate=0.05,reorder=0.05,disconnect=0.01"
 SIM_KEY_ID = "CATALYST-SIM"
-DAY_DONE = r"cycle \d{4}-\d\d-\d\d completed"
+# The day is done when the cycle completes, or when a restart after the last kill finds it completed already.
+DAY_DONE = r"cycle \d{4}-\d\d-\d\d (#\d+ resumed in )?completed"
 
 
 class ChaosSettings(BaseModel):
