@@ -8,6 +8,7 @@ commit, see actors/db_writer.py).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from datetime import date, datetime, timezone
@@ -15,10 +16,10 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from catalyst.store.batch import CallOutcome, StoreCall
-from catalyst.store import cycle_ops, doctor_ops, order_ops, position_ops, queries, recovery_ops, security_ops
+from catalyst.store import cycle_ops, doctor_ops, order_ops, position_ops, queries, raw_sql, recovery_ops, security_ops
 from catalyst.store.errors import ConstraintViolationError
 from catalyst.store.records import (
     CycleRecord, FillRecord, LiveBook, NewFinding, NewOrder, NewScanResult, OrderProgress,
@@ -27,9 +28,23 @@ from catalyst.store.records import (
 
 T = TypeVar("T")
 
-# The batch being run, if any (its session, and whether each call has its own savepoint): Store methods
-# called inside `batch` join its transaction.
-_BATCH: ContextVar[tuple[AsyncSession, bool] | None] = ContextVar("catalyst_store_batch", default=None)
+# The batch being run, if any (its session or plain transaction, and whether each call has its own savepoint):
+# Store methods called inside `batch` join its transaction.
+_BATCH: ContextVar[tuple[AsyncSession | raw_sql.PlainTransaction, bool] | None] = ContextVar(
+    "catalyst_store_batch", default=None)
+
+# The operations that are plain SQL only (raw_sql), and the Store methods that run nothing else: a batch made only
+# of these methods, or one of these operations alone, runs in a raw_sql.PlainTransaction, not an ORM session. The
+# operations on the fill → protection path are all here. A method listed here whose operation touched the ORM
+# would fail in every plain batch (tests/unit/test_store_plain.py runs each one that way).
+PLAIN_SQL_OPERATIONS = frozenset({
+    order_ops.create_orders, order_ops.mark_submitted, order_ops.update_order_status, order_ops.record_fill,
+    order_ops.record_trade_update, position_ops.open_position_for_entry, position_ops.open_position_with_orders,
+})
+PLAIN_SQL_METHODS = frozenset({
+    "create_order", "create_orders", "mark_submitted", "update_order_status", "record_fill", "record_trade_update",
+    "open_position_for_entry", "open_position_with_orders",
+})
 
 
 class _CallFailed(Exception):
@@ -47,9 +62,25 @@ class Store:
         self._engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
+        # A pool connection held for PlainTransactions, opened on first use, and its sqlite3 connection.
+        self._plain: tuple[AsyncConnection, sqlite3.Connection] | None = None
 
     async def close(self) -> None:
+        if self._plain is not None:
+            await self._plain[0].close()
+            self._plain = None
         await self._engine.dispose()
+
+    async def _plain_sqlite3(self) -> sqlite3.Connection:
+        if self._plain is None:
+            held = await self._engine.connect()
+            try:
+                raw = raw_sql.inline_sqlite3((await held.get_raw_connection()).driver_connection)
+            except Exception:
+                await held.close()
+                raise
+            self._plain = (held, raw)
+        return self._plain[1]
 
     async def _transaction(
         self, operation: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
@@ -58,6 +89,8 @@ class Store:
             enclosing = _BATCH.get()
             if enclosing is not None:
                 return await operation(enclosing[0], *args, **kwargs)
+            if operation in PLAIN_SQL_OPERATIONS:
+                return await self._plain_transaction(operation, *args, **kwargs)
             async with self._sessions() as session, session.begin():
                 return await operation(session, *args, **kwargs)
         except IntegrityError as error:
@@ -77,10 +110,44 @@ class Store:
         if enclosing is not None:
             session, isolated = enclosing
             return [await self._one(session, one, isolated) for one in calls]
+        run = self._plain_batch if all(one.method in PLAIN_SQL_METHODS for one in calls) else self._batch_transaction
         try:
-            return await self._batch_transaction(calls, isolated=False)
+            return await run(calls, isolated=False)
         except _CallFailed:
-            return await self._batch_transaction(calls, isolated=True)
+            return await run(calls, isolated=True)
+
+    async def _plain_transaction(self, operation: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        raw = await self._plain_sqlite3()
+        token = _BATCH.set((raw_sql.PlainTransaction(raw), False))
+        raw.execute("BEGIN")
+        try:
+            result = await operation(_BATCH.get()[0], *args, **kwargs)  # type: ignore[index]
+            raw.execute("COMMIT")
+            return result
+        finally:
+            _BATCH.reset(token)
+            if raw.in_transaction:  # the operation or the COMMIT failed: nothing of it stays
+                raw.execute("ROLLBACK")
+
+    async def _plain_batch(self, calls: Sequence[StoreCall], isolated: bool) -> list[CallOutcome]:
+        """`_batch_transaction` on the held sqlite3 connection: BEGIN, the calls (each in a SAVEPOINT if isolated),
+        COMMIT; the same outcomes, the same all-or-one-by-one error handling."""
+        raw = await self._plain_sqlite3()
+        plain = raw_sql.PlainTransaction(raw)
+        token = _BATCH.set((plain, isolated))
+        try:
+            raw.execute("BEGIN")
+            outcomes = [await self._one(plain, one, isolated) for one in calls]
+            raw.execute("COMMIT")
+        except _CallFailed:
+            raise
+        except Exception as error:  # the commit (or BEGIN) failed: no call's writes reached the disk
+            return [CallOutcome(error=error) for _ in calls]
+        finally:
+            _BATCH.reset(token)
+            if raw.in_transaction:
+                raw.execute("ROLLBACK")
+        return outcomes
 
     async def _batch_transaction(self, calls: Sequence[StoreCall], isolated: bool) -> list[CallOutcome]:
         async with self._sessions() as session:
@@ -96,7 +163,8 @@ class Store:
                 _BATCH.reset(token)
         return outcomes
 
-    async def _one(self, session: AsyncSession, one: StoreCall, isolated: bool) -> CallOutcome:
+    async def _one(self, session: AsyncSession | raw_sql.PlainTransaction, one: StoreCall,
+                   isolated: bool) -> CallOutcome:
         method = getattr(self, one.method, None)
         if one.method.startswith("_") or one.method == "close" or method is None:
             return CallOutcome(error=AttributeError(f"Store has no batchable method {one.method!r}"))
@@ -105,6 +173,8 @@ class Store:
                 return CallOutcome(value=await method(*one.args, **one.kwargs))
             except Exception as error:
                 raise _CallFailed from error
+        if isinstance(session, raw_sql.PlainTransaction):
+            return await self._one_in_savepoint(session.raw, method, one)
         try:
             async with session.begin_nested():
                 return CallOutcome(value=await method(*one.args, **one.kwargs))
@@ -113,6 +183,17 @@ class Store:
             return CallOutcome(error=ConstraintViolationError(f"{one.method} refused by the database: {detail}"))
         except Exception as error:  # noqa: BLE001 - the caller gets it; the other calls carry on
             return CallOutcome(error=error)
+
+    @staticmethod
+    async def _one_in_savepoint(raw: sqlite3.Connection, method: Any, one: StoreCall) -> CallOutcome:
+        raw.execute("SAVEPOINT catalyst_call")
+        try:
+            outcome = CallOutcome(value=await method(*one.args, **one.kwargs))
+        except Exception as error:  # noqa: BLE001 - the caller gets it; the other calls carry on
+            raw.execute("ROLLBACK TO catalyst_call")
+            outcome = CallOutcome(error=error)
+        raw.execute("RELEASE catalyst_call")
+        return outcome
 
     def _at(self, at: datetime | None) -> datetime:
         return self._clock() if at is None else at

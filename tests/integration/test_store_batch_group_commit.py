@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Coroutine, Iterator
@@ -17,17 +18,21 @@ from sqlalchemy import event
 from actors.db_writer import DbWriter
 from catalyst.store.batch import WriteGroup, call, commit_together, unwrap_all
 from catalyst.store.db import make_engine
-from catalyst.store.errors import InvalidValueError, RecordNotFoundError
+from catalyst.store.errors import ConstraintViolationError, InvalidValueError, RecordNotFoundError
 from catalyst.store.migrate import upgrade
 from catalyst.store.records import NewOrder, OrderRecord
-from catalyst.store.repository import Store
+from catalyst.store.repository import PLAIN_SQL_METHODS, Store
 
 T = TypeVar("T")
 T0 = datetime(2025, 12, 29, 14, 35, tzinfo=timezone.utc)
 
 
 class CountingStore:
-    """A Store on its own loop that counts the transactions its engine commits."""
+    """A Store on its own loop that counts the transactions committed on its SQLite connections.
+
+    Counted as SQLite sees them (every COMMIT statement on every connection the engine opens), so a batch run in
+    an ORM session and one run in a plain transaction (raw_sql.PlainTransaction) are counted alike.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -35,12 +40,21 @@ class CountingStore:
         upgrade(url)
         engine = make_engine(url)
         self.commits = 0
-        event.listen(engine.sync_engine, "commit", self._count)
+        self.orm_transactions = 0  # transactions begun through SQLAlchemy (an ORM session's), not plain ones
+        event.listen(engine.sync_engine, "connect", self._trace)
+        event.listen(engine.sync_engine, "begin", self._orm_begin)
         self.loop = asyncio.new_event_loop()
         self.store = Store(engine, clock=lambda: T0)
 
-    def _count(self, _connection: Any) -> None:
-        self.commits += 1
+    def _trace(self, dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.sqlite3_connection.set_trace_callback(self._count)
+
+    def _orm_begin(self, _connection: Any) -> None:
+        self.orm_transactions += 1
+
+    def _count(self, statement: str) -> None:
+        if statement.strip().upper() in ("COMMIT", "END"):
+            self.commits += 1
 
     def __call__(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
@@ -59,6 +73,10 @@ def db(tmp_path: Path) -> Iterator[CountingStore]:
     counting = CountingStore(tmp_path / "batch.db")
     yield counting
     counting.close()
+
+
+def fields(order: NewOrder) -> dict[str, Any]:
+    return dataclasses.asdict(order)
 
 
 def entry(cycle_id: int, symbol: str, role: str = "entry") -> NewOrder:
@@ -162,3 +180,91 @@ def test_groups_committed_together_share_one_commit_and_each_is_announced_on_its
             [(announced[0][1], {"n": 1}), (announced[1][1], {"n": 3})]
     finally:
         writer_ref.stop()
+
+
+# --- plain transactions: batches of plain-SQL operations run on the held sqlite3 connection, no ORM session ---------
+
+def test_a_batch_of_plain_sql_operations_commits_once_without_an_orm_session(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    commits, orm = db.commits, db.orm_transactions
+
+    (order,), _ = unwrap_all(db(db.store.batch([
+        call("create_orders", [entry(cycle_id, "AAPL")]),
+        call("record_trade_update", "new", {"n": 1}),
+    ])))
+
+    assert (db.commits - commits, db.orm_transactions - orm) == (1, 0)
+    # The ORM reads what the plain transaction wrote, and a batch with an ORM call still runs in a session.
+    (read,) = unwrap_all(db(db.store.batch([call("get_order", order.order_id)])))
+    assert read == order and db.orm_transactions - orm == 1
+
+
+def test_every_plain_sql_method_runs_in_a_plain_batch_and_the_orm_sees_its_writes(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    first, second, third = (db(db.store.create_order(**fields(entry(cycle_id, s)))) for s in ("AMD", "INTC", "TSM"))
+    exit_leg = NewOrder(cycle_id=cycle_id, symbol="TSM", role="take_profit", side="sell", order_type="limit",
+                        quantity=Decimal(100), limit_price=Decimal("12"))
+    calls = {
+        "create_order": call("create_order", **fields(entry(cycle_id, "QCOM"))),
+        "create_orders": call("create_orders", [entry(cycle_id, "ARM")]),
+        "mark_submitted": call("mark_submitted", first.order_id, "b-1", "new", T0),
+        "update_order_status": call("update_order_status", first.order_id, "filled", "filled", Decimal(100),
+                                    Decimal("10.5"), T0),
+        "record_fill": call("record_fill", execution_id="b-1:100", order_id=first.order_id, alpaca_order_id="b-1",
+                            symbol="AMD", side="buy", qty=Decimal(100), price=Decimal("10.5"), occurred_at=T0,
+                            source="stream"),
+        "record_trade_update": call("record_trade_update", "fill", {"n": 3}, alpaca_order_id="b-1"),
+        "open_position_for_entry": call("open_position_for_entry", second.order_id, Decimal(100), Decimal("20"), T0),
+        "open_position_with_orders": call("open_position_with_orders", third.order_id, Decimal(100), Decimal("10"),
+                                          T0, Decimal("9"), Decimal("12"), [exit_leg]),
+    }
+    assert set(calls) == PLAIN_SQL_METHODS  # a method added to the plain set is added here too
+    orm = db.orm_transactions
+
+    values = {name: unwrap_all(db(db.store.batch([one])))[0] for name, one in calls.items()}
+
+    assert db.orm_transactions == orm
+    assert db(db.store.get_order(first.order_id)).status == "filled"
+    assert [f.execution_id for f in db(db.store.fills_for_order(first.order_id))] == ["b-1:100"]
+    position, (leg,) = values["open_position_with_orders"]
+    assert db(db.store.get_order(leg.order_id)).position_id == position.position_id
+    assert db(db.store.get_position(values["open_position_for_entry"].position_id)).quantity == Decimal(100)
+    assert db.rows("SELECT symbol FROM securities WHERE symbol IN ('QCOM', 'ARM') ORDER BY symbol") == [
+        ("ARM",), ("QCOM",)]
+
+
+def test_a_lone_plain_operation_that_fails_leaves_nothing_and_the_next_one_commits(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    orm = db.orm_transactions
+    first = db(db.store.create_order(**fields(entry(cycle_id, "AMD"))))
+    second = db(db.store.create_order(**fields(entry(cycle_id, "INTC"))))
+    db(db.store.mark_submitted(first.order_id, "b-1", "new", T0))
+    assert db.orm_transactions == orm  # a lone plain-SQL operation runs in a plain transaction too
+
+    with pytest.raises(InvalidValueError):  # its first row is inserted before the second is refused
+        db(db.store.create_orders([entry(cycle_id, "MSFT"), entry(cycle_id, "MSFT", role="bogus")]))
+    with pytest.raises(ConstraintViolationError, match="mark_submitted refused by the database"):
+        db(db.store.mark_submitted(second.order_id, "b-1", "new", T0))  # a broker id belongs to one order
+
+    assert db.rows("SELECT count(*) FROM orders") == [(2,)]
+    assert db.rows(f"SELECT alpaca_order_id FROM orders WHERE order_id = {second.order_id}") == [(None,)]
+    assert db(db.store.mark_submitted(second.order_id, "b-2", "new", T0)).alpaca_order_id == "b-2"
+    assert db.rows(f"SELECT alpaca_order_id FROM orders WHERE order_id = {second.order_id}") == [("b-2",)]
+
+
+def test_a_plain_batch_whose_call_violates_a_constraint_commits_the_others(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    first = db(db.store.create_order(**fields(entry(cycle_id, "AMD"))))
+    second = db(db.store.create_order(**fields(entry(cycle_id, "INTC"))))
+    commits = db.commits
+
+    ok, refused, after = db(db.store.batch([
+        call("mark_submitted", first.order_id, "b-1", "new", T0),
+        call("mark_submitted", second.order_id, "b-1", "new", T0),
+        call("record_trade_update", "new", {"n": 1}),
+    ]))
+
+    assert ok.error is None and after.error is None and isinstance(refused.error, ConstraintViolationError)
+    assert db.commits - commits == 1
+    assert db.rows("SELECT order_id, alpaca_order_id FROM orders ORDER BY order_id") == [
+        (first.order_id, "b-1"), (second.order_id, None)]
