@@ -240,3 +240,30 @@ def test_keys_never_reach_the_log_even_when_calls_fail() -> None:
 
     assert lines and not any(KEY in line or SECRET in line for line in lines)
     assert KEY not in repr(broker) and SECRET not in repr(broker)
+
+
+# --- the environment's proxy and CA settings, read once ------------------------------------------------------------
+
+def test_proxy_and_ca_variables_are_read_once_at_start_and_honour_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from alpaca.trading.client import TradingClient
+
+    from catalyst.broker.calls import harden
+
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corporate.pem")
+    remote = TradingClient(KEY, SECRET, paper=True)
+    harden(remote, timeout_s=1.0)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    local = TradingClient(KEY, SECRET, paper=True, url_override="http://127.0.0.1:9")
+    harden(local, timeout_s=1.0)
+    monkeypatch.setenv("HTTPS_PROXY", "http://changed.example:1")  # later changes are not read per request
+
+    assert remote._session.trust_env is False and local._session.trust_env is False
+    assert remote._session.proxies.get("https") == "http://proxy.example:3128"
+    assert "https" not in local._session.proxies and "http" not in local._session.proxies
+    assert remote._session.verify == "/etc/ssl/corporate.pem"
+    prepared = remote._session.prepare_request(requests.Request("GET", "https://paper-api.alpaca.markets/v2/account"))
+    settings = remote._session.merge_environment_settings(prepared.url, {}, None, None, None)
+    assert settings["proxies"].get("https") == "http://proxy.example:3128" and settings["verify"] == "/etc/ssl/corporate.pem"
