@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from catalyst.store.batch import CallOutcome, StoreCall
 from catalyst.store import cycle_ops, doctor_ops, order_ops, position_ops, queries, raw_sql, recovery_ops, security_ops
@@ -60,27 +60,34 @@ class Store:
 
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = utc_now) -> None:
         self._engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._clock = clock
-        # A pool connection held for PlainTransactions, opened on first use, and its sqlite3 connection.
-        self._plain: tuple[AsyncConnection, sqlite3.Connection] | None = None
+        # The store's one connection, opened on first use and held: ORM sessions are bound to it and plain
+        # transactions run on its sqlite3 connection. One connection, not one per kind: SQLite drops a connection's
+        # page cache whenever another connection has written, so a second writer connection made every read after a
+        # write start cold (a restart rebuilding 900 positions took a third longer).
+        self._held: AsyncConnection | None = None
+        self._held_sqlite3: sqlite3.Connection | None = None  # its sqlite3 connection, once a plain one needed it
 
     async def close(self) -> None:
-        if self._plain is not None:
-            await self._plain[0].close()
-            self._plain = None
+        if self._held is not None:
+            await self._held.close()
+            self._held, self._held_sqlite3 = None, None
         await self._engine.dispose()
 
+    async def _connection(self) -> AsyncConnection:
+        if self._held is None:
+            self._held = await self._engine.connect()
+        return self._held
+
+    async def _session(self) -> AsyncSession:
+        """A session on the held connection: it begins, commits or rolls back its own transaction there."""
+        return AsyncSession(bind=await self._connection(), expire_on_commit=False)
+
     async def _plain_sqlite3(self) -> sqlite3.Connection:
-        if self._plain is None:
-            held = await self._engine.connect()
-            try:
-                raw = raw_sql.inline_sqlite3((await held.get_raw_connection()).driver_connection)
-            except Exception:
-                await held.close()
-                raise
-            self._plain = (held, raw)
-        return self._plain[1]
+        if self._held_sqlite3 is None:
+            driver = (await (await self._connection()).get_raw_connection()).driver_connection
+            self._held_sqlite3 = raw_sql.inline_sqlite3(driver)
+        return self._held_sqlite3
 
     async def _transaction(
         self, operation: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
@@ -91,7 +98,7 @@ class Store:
                 return await operation(enclosing[0], *args, **kwargs)
             if operation in PLAIN_SQL_OPERATIONS:
                 return await self._plain_transaction(operation, *args, **kwargs)
-            async with self._sessions() as session, session.begin():
+            async with await self._session() as session, session.begin():
                 return await operation(session, *args, **kwargs)
         except IntegrityError as error:
             detail = str(error.orig).splitlines()[0] if error.orig is not None else str(error)
@@ -150,7 +157,7 @@ class Store:
         return outcomes
 
     async def _batch_transaction(self, calls: Sequence[StoreCall], isolated: bool) -> list[CallOutcome]:
-        async with self._sessions() as session:
+        async with await self._session() as session:
             token = _BATCH.set((session, isolated))
             try:
                 async with session.begin():
