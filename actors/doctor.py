@@ -223,8 +223,33 @@ class DoctorActor(pykka.ThreadingActor):
                 tell_if_alive(ref, m.CheckProtection())
         elif kind in (_T.PHANTOM_POSITION, _T.POSITION_QTY_MISMATCH):
             self._attach_hand_exits(finding, got, batch)
+        elif kind is _T.STUCK_CREATED:
+            return self._retire_unsent(finding)
         else:
             return "alerted"
+        return "healed"
+
+    def _retire_unsent(self, finding: Finding) -> str:
+        """A row created but never sent, whose position has closed: no actor will send it (a closed position keeps
+        none, and a restart rebuilds only live ones), and sending it now would trade shares nobody holds. If the
+        broker has no order with its client_order_id, the router retires it as cancelled. A row of a live position
+        is only reported: its actor resends it with the same client_order_id at the next restart."""
+        row = self.writer.get_order(finding.order_id).get()
+        position = self.writer.get_position(row.position_id).get() if row and row.position_id else None
+        if row is None or position is None or position.status != "closed":
+            log.info(f"doctor {finding.subject} stays created: its position is not closed; its actor sends it at "
+                     "the next restart")
+            return "alerted"
+        asked = row
+        if row.role == "stop_loss":  # an OCO travels as its take-profit, the stop a leg Alpaca names itself
+            sibling = self.writer.get_order(row.order_id - 1).get()
+            asked = sibling if sibling is not None and sibling.role == "take_profit" else row
+        if self.broker.get_order_by_client_id(asked.client_order_id) is not None:
+            log.warning(f"doctor {finding.subject} is at the broker after all ({asked.client_order_id}); "
+                        "left for the next pass to settle")
+            return "alerted"
+        self.router.tell(m.RetireUnsent(order_ids=(row.order_id,),
+                                        reason=f"never sent: position {row.symbol}#p-{row.position_id} closed first"))
         return "healed"
 
     def _settle(self, finding: Finding, got: _Pass) -> None:

@@ -83,6 +83,14 @@ class Register(Message):
     order_ids: tuple[int, ...]
 
 
+class RetireUnsent(Message):
+    """From the doctor: rows created but never sent, of positions that have closed, unknown to the broker by their
+    client_order_id. Nothing will send them now; they end as cancelled with `reason`."""
+
+    order_ids: tuple[int, ...]
+    reason: str
+
+
 class TradeUpdateReceived(Message):
     update: TradeUpdateReport
 

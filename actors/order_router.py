@@ -237,6 +237,20 @@ class OrderRouter(pykka.ThreadingActor):
             log.info(f"order {tracked.label} cancel requested ({msg.reason})")
             next(self._protect).tell(Cancel(order_id=tracked.order_id, broker_id=tracked.broker_id, reply_to=self.actor_ref))
 
+    def _on_RetireUnsent(self, msg: m.RetireUnsent) -> None:
+        """Each row still `created`, with no broker id and no submission in flight, ends as cancelled; a row that
+        moved on while the doctor looked is left alone (its own updates tell its story)."""
+        group = WriteGroup()
+        for order_id in msg.order_ids:
+            tracked = self.by_order.get(order_id)
+            if tracked is None:
+                row = self.writer.get_order(order_id).get()
+                tracked = self._track(row, owner=None) if row is not None else None
+            if tracked is None or tracked.status is not OrderStatus.CREATED or tracked.broker_id or tracked.resent:
+                continue
+            self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group, reason=msg.reason)
+        group.commit(self.writer)
+
     def _on_VerifyOrders(self, msg: m.VerifyOrders) -> None:
         known = [(t.order_id, t.broker_id) for t in map(self.by_order.get, msg.order_ids) if t and t.broker_id]
         if known:
@@ -451,7 +465,7 @@ class OrderRouter(pykka.ThreadingActor):
 
         return recorded
 
-    def _move(self, tracked: Tracked, status: OrderStatus, broker_status: str, group: WriteGroup,
+    def _move(self, tracked: Tracked, status: OrderStatus, broker_status: str | None, group: WriteGroup,
               filled_qty: Decimal | None = None, avg_price: Decimal | None = None, at: datetime | None = None,
               reason: str | None = None, write: bool = True) -> None:
         """Move the tracked order now (later decisions in the same group build on it); log it after the commit."""

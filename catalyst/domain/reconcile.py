@@ -71,7 +71,7 @@ DEFAULT_POLICIES: dict[FindingType, Policy] = {
     _T.ORDER_NOT_AT_BROKER: Policy.ALERT, _T.ORPHAN_ORDER: Policy.ALERT,
     _T.ORPHAN_POSITION: Policy.ADOPT, _T.PHANTOM_POSITION: Policy.HEAL,
     _T.POSITION_QTY_MISMATCH: Policy.HALT, _T.MISSING_FILL: Policy.HEAL,
-    _T.STUCK_CREATED: Policy.ALERT, _T.STUCK_SUBMITTED: Policy.ALERT,
+    _T.STUCK_CREATED: Policy.HEAL, _T.STUCK_SUBMITTED: Policy.ALERT,
     _T.OUTCOME_UNKNOWN: Policy.HEAL, _T.MISSING_PROTECTION: Policy.HEAL,
     _T.EXCESS_PROTECTION: Policy.ALERT,
 }  # fmt: skip
@@ -79,6 +79,7 @@ DEFAULT_POLICIES: dict[FindingType, Policy] = {
 HEAL_ACTIONS: dict[FindingType, str] = {
     _T.MISSING_PROTECTION: "re-protect", _T.MISSING_FILL: "apply fill", _T.PHANTOM_POSITION: "close from fills",
     _T.OUTCOME_UNKNOWN: "settle", _T.POSITION_QTY_MISMATCH: "apply fills",
+    _T.STUCK_CREATED: "retire if its position closed",
 }
 POLICY_ACTIONS = {Policy.HEAL: "heal", Policy.ADOPT: "adopt and protect", Policy.FLATTEN: "flatten",
                   Policy.ALERT: "alert", Policy.HALT: "halt entries"}

@@ -249,3 +249,55 @@ def test_a_stream_reconnect_runs_a_pass_that_heals(trading, doctor, by_hand):
     protected(trading)
     trading.wait_for(lambda: any(r[0] == "MISSING_PROTECTION" and r[4] == "healed" for r in _findings(trading)),
                      "the pass's findings recorded")
+
+
+def _close_at_the_target(trading):
+    open_protected(trading)
+    trading.trade("AAPL", "155.50")
+    return trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "the target to close it")
+
+
+def _stuck_rows(trading, position, roles):
+    """Rows a crash could leave: committed `created` for the position, never sent, ten minutes ago."""
+    from catalyst.store.records import NewOrder
+
+    at = trading.exchange.clock.now() - timedelta(minutes=10)
+    specs = [NewOrder(cycle_id=position.cycle_id, symbol="AAPL", role=role, side="sell",
+                      order_type="limit" if role == "take_profit" else "stop", quantity=Decimal(100),
+                      limit_price=Decimal("155.00") if role == "take_profit" else None,
+                      stop_price=Decimal("147.00") if role == "stop_loss" else None,
+                      position_id=position.position_id) for role in roles]
+    return trading.writer.create_orders(specs, at=at).get()
+
+
+def test_a_never_sent_row_of_a_closed_position_is_retired_as_cancelled_and_nothing_is_sent(trading, doctor):
+    position = _close_at_the_target(trading)
+    take_profit, stop_loss = _stuck_rows(trading, position, ("take_profit", "stop_loss"))
+    broker_orders = len(trading.broker_view()["orders"])
+
+    report = doctor.run_pass(reason="test").get()
+
+    stuck = [f for f in report.findings if f.type is T.STUCK_CREATED]
+    assert sorted(f.order_id for f in stuck) == [take_profit.order_id, stop_loss.order_id]
+    assert {f.action for f in stuck} == {"retire if its position closed"}
+    assert [report.outcomes[report.findings.index(f)] for f in stuck] == ["healed", "healed"]
+    for row in (take_profit, stop_loss):
+        retired = trading.wait_for(lambda r=row: (o := trading.writer.get_order(r.order_id).get()).status == "cancelled"
+                                   and o, f"o-{row.order_id} retired")
+        assert retired.cancel_reason == f"never sent: position AAPL#p-{position.position_id} closed first"
+        assert retired.alpaca_order_id is None
+    assert len(trading.broker_view()["orders"]) == broker_orders  # nothing was sent to the broker
+    assert T.STUCK_CREATED not in [f.type for f in doctor.run_pass(reason="test").get().findings]
+    assert doctor.entries_allowed().get()
+
+
+def test_a_never_sent_row_of_an_open_position_is_only_reported(trading, doctor):
+    open_protected(trading)
+    position = position_of(trading)
+    (row,) = _stuck_rows(trading, position, ("take_profit",))
+
+    report = doctor.run_pass(reason="test").get()
+
+    (stuck,) = [f for f in report.findings if f.type is T.STUCK_CREATED]
+    assert stuck.order_id == row.order_id and report.outcomes[report.findings.index(stuck)] == "alerted"
+    assert trading.writer.get_order(row.order_id).get().status == "created"
