@@ -9,7 +9,8 @@ commit, see actors/db_writer.py).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -98,7 +99,7 @@ class Store:
                 return await operation(enclosing[0], *args, **kwargs)
             if operation in PLAIN_SQL_OPERATIONS:
                 return await self._plain_transaction(operation, *args, **kwargs)
-            async with await self._session() as session, session.begin():
+            async with self._session_scope() as session:
                 return await operation(session, *args, **kwargs)
         except IntegrityError as error:
             detail = str(error.orig).splitlines()[0] if error.orig is not None else str(error)
@@ -117,57 +118,50 @@ class Store:
         if enclosing is not None:
             session, isolated = enclosing
             return [await self._one(session, one, isolated) for one in calls]
-        run = self._plain_batch if all(one.method in PLAIN_SQL_METHODS for one in calls) else self._batch_transaction
+        plain = all(one.method in PLAIN_SQL_METHODS for one in calls)
         try:
-            return await run(calls, isolated=False)
+            return await self._batch_transaction(calls, isolated=False, plain=plain)
         except _CallFailed:
-            return await run(calls, isolated=True)
+            return await self._batch_transaction(calls, isolated=True, plain=plain)
 
-    async def _plain_transaction(self, operation: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    @asynccontextmanager
+    async def _plain_scope(self) -> AsyncIterator[raw_sql.PlainTransaction]:
+        """BEGIN … COMMIT on the held sqlite3 connection; anything raised (the COMMIT included) rolls it all back."""
         raw = await self._plain_sqlite3()
-        token = _BATCH.set((raw_sql.PlainTransaction(raw), False))
         raw.execute("BEGIN")
         try:
-            result = await operation(_BATCH.get()[0], *args, **kwargs)  # type: ignore[index]
+            yield raw_sql.PlainTransaction(raw)
             raw.execute("COMMIT")
-            return result
         finally:
-            _BATCH.reset(token)
-            if raw.in_transaction:  # the operation or the COMMIT failed: nothing of it stays
+            if raw.in_transaction:  # the work or the COMMIT failed: nothing of it stays
                 raw.execute("ROLLBACK")
 
-    async def _plain_batch(self, calls: Sequence[StoreCall], isolated: bool) -> list[CallOutcome]:
-        """`_batch_transaction` on the held sqlite3 connection: BEGIN, the calls (each in a SAVEPOINT if isolated),
-        COMMIT; the same outcomes, the same all-or-one-by-one error handling."""
-        raw = await self._plain_sqlite3()
-        plain = raw_sql.PlainTransaction(raw)
-        token = _BATCH.set((plain, isolated))
+    @asynccontextmanager
+    async def _session_scope(self) -> AsyncIterator[AsyncSession]:
+        async with await self._session() as session, session.begin():
+            yield session
+
+    async def _plain_transaction(self, operation: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        async with self._plain_scope() as plain:
+            token = _BATCH.set((plain, False))
+            try:
+                return await operation(plain, *args, **kwargs)
+            finally:
+                _BATCH.reset(token)
+
+    async def _batch_transaction(self, calls: Sequence[StoreCall], isolated: bool, plain: bool) -> list[CallOutcome]:
+        """The calls in one transaction, a plain one or an ORM session's (each call in a SAVEPOINT if isolated)."""
         try:
-            raw.execute("BEGIN")
-            outcomes = [await self._one(plain, one, isolated) for one in calls]
-            raw.execute("COMMIT")
+            async with (self._plain_scope() if plain else self._session_scope()) as transaction:
+                token = _BATCH.set((transaction, isolated))
+                try:
+                    outcomes = [await self._one(transaction, one, isolated) for one in calls]
+                finally:
+                    _BATCH.reset(token)
         except _CallFailed:
             raise
         except Exception as error:  # the commit (or BEGIN) failed: no call's writes reached the disk
             return [CallOutcome(error=error) for _ in calls]
-        finally:
-            _BATCH.reset(token)
-            if raw.in_transaction:
-                raw.execute("ROLLBACK")
-        return outcomes
-
-    async def _batch_transaction(self, calls: Sequence[StoreCall], isolated: bool) -> list[CallOutcome]:
-        async with await self._session() as session:
-            token = _BATCH.set((session, isolated))
-            try:
-                async with session.begin():
-                    outcomes = [await self._one(session, one, isolated) for one in calls]
-            except _CallFailed:
-                raise
-            except Exception as error:  # the commit (or BEGIN) failed: no call's writes reached the disk
-                return [CallOutcome(error=error) for _ in calls]
-            finally:
-                _BATCH.reset(token)
         return outcomes
 
     async def _one(self, session: AsyncSession | raw_sql.PlainTransaction, one: StoreCall,
