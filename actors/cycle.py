@@ -16,7 +16,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
-from actors.refs import tell_if_alive
+from actors.refs import tell_if_alive, tell_later
 from catalyst.clock import wall_seconds
 from catalyst.domain.cycle import CYCLE_MACHINE, CyclePhase, PhaseSchedule, emergency_stop, flatten_due, phase_due
 
@@ -213,12 +213,4 @@ class CycleActor(pykka.ThreadingActor):
     def _schedule_tick(self, delay: float) -> None:
         if self._stopping:
             return
-        self._timer = threading.Timer(delay, self._tell_tick)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _tell_tick(self) -> None:
-        try:
-            self.actor_ref.tell(Tick())
-        except pykka.ActorDeadError:
-            pass
+        self._timer = tell_later(self.actor_ref, delay, Tick())

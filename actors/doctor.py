@@ -19,7 +19,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
-from actors.refs import tell_if_alive
+from actors.refs import tell_if_alive, tell_later
 from catalyst.broker.errors import BrokerError
 from catalyst.broker.reports import FillReport, OrderReport, PositionReport
 from catalyst.clock import wall_seconds
@@ -102,15 +102,7 @@ class DoctorActor(pykka.ThreadingActor):
         return None
 
     def _schedule(self) -> None:
-        self._timer = threading.Timer(wall_seconds(self.clock, self.settings.interval_s), self._tell_tick)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _tell_tick(self) -> None:
-        try:
-            self.actor_ref.tell(Tick())
-        except pykka.ActorDeadError:
-            pass
+        self._timer = tell_later(self.actor_ref, wall_seconds(self.clock, self.settings.interval_s), Tick())
 
     def entries_allowed(self) -> bool:
         """The cycle asks before approving an entry: False once a finding's policy halted entries."""

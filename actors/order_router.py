@@ -33,7 +33,7 @@ from loguru import logger
 
 from actors import messages as m
 from actors.inbox import PeekableInbox
-from actors.refs import tell_if_alive
+from actors.refs import tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
 from actors.broker_worker import Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
@@ -491,16 +491,9 @@ class OrderRouter(pykka.ThreadingActor):
             timer, expected, first_since = pending
             self._grace_timers[tracked.order_id] = (timer, max(expected, filled_qty), min(first_since, since))
             return
-        timer = threading.Timer(self.settings.missing_execution_grace_s, self._tell_check, args=(tracked.order_id,))
-        timer.daemon = True
+        timer = tell_later(self.actor_ref, self.settings.missing_execution_grace_s,
+                           CheckExecutions(order_id=tracked.order_id))
         self._grace_timers[tracked.order_id] = (timer, filled_qty, since)
-        timer.start()
-
-    def _tell_check(self, order_id: int) -> None:
-        try:
-            self.actor_ref.tell(CheckExecutions(order_id=order_id))
-        except pykka.ActorDeadError:
-            pass
 
     def _on_CheckExecutions(self, msg: CheckExecutions) -> None:
         pending = self._grace_timers.pop(msg.order_id, None)

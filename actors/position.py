@@ -18,6 +18,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
+from actors.refs import tell_later
 from catalyst.clock import wall_seconds
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
 from catalyst.domain.positions import Position, PositionStatus
@@ -162,16 +163,8 @@ class PositionActor(pykka.ThreadingActor):
         if role == "entry":
             # The fill's position change and the OCO covering its shares: one commit, then the broker call.
             protection = self._write_entry_fill(after, execution)
-        elif after.status is PositionStatus.CLOSED:
-            self.writer.close_position(
-                self.position_id, exit_price=after.avg_exit_price, exit_time=execution.at,
-                realized_pnl=after.realized_pnl,
-            ).get()
         else:
-            self.writer.update_position(
-                self.position_id, quantity=after.quantity, entry_price=after.avg_entry_price,
-                realized_pnl=after.realized_pnl,
-            ).get()
+            self._write_position(after, execution.at)
         if before.status is not after.status:
             self.log.info(f"position {self.label} {before.status} → {after.status} qty={after.quantity} "
                           f"avg={after.avg_entry_price}" + (f" realized={after.realized_pnl}" if after.status is PositionStatus.CLOSED else ""))
@@ -294,9 +287,7 @@ class PositionActor(pykka.ThreadingActor):
     def _start_flatten_timer(self) -> None:
         if self._flatten_timer:
             self._flatten_timer.cancel()
-        self._flatten_timer = threading.Timer(FLATTEN_RECHECK_S, self._tell, args=(CheckFlatten(),))
-        self._flatten_timer.daemon = True
-        self._flatten_timer.start()
+        self._flatten_timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckFlatten())
 
     def _check_flatten(self) -> None:
         working = tuple(i for i, v in self.orders.items() if v.working and v.role != "flatten")
@@ -312,18 +303,7 @@ class PositionActor(pykka.ThreadingActor):
     def _after_close(self) -> None:
         working = tuple(i for i, v in self.orders.items() if v.working)
         if working:
-            self._timer = threading.Timer(wall_seconds(self.clock, SIBLING_GRACE_S), self._tell_check)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _tell_check(self) -> None:
-        self._tell(CheckSiblings())
-
-    def _tell(self, message: m.Message) -> None:
-        try:
-            self.actor_ref.tell(message)
-        except pykka.ActorDeadError:
-            pass
+            self._timer = tell_later(self.actor_ref, wall_seconds(self.clock, SIBLING_GRACE_S), CheckSiblings())
 
     def _check_siblings(self) -> None:
         working = tuple(i for i, v in self.orders.items() if v.working)
@@ -349,16 +329,22 @@ class PositionActor(pykka.ThreadingActor):
             return
         after = self.position
         if after.status is PositionStatus.CLOSED:
-            self.writer.close_position(self.position_id, exit_price=after.avg_exit_price,
-                                       exit_time=restored.last_fill_at or self.clock.now(),
-                                       realized_pnl=after.realized_pnl).get()
+            self._write_position(after, restored.last_fill_at or self.clock.now())
             self.log.warning(f"position {self.label} was closed by fills recorded before a restart: row closed "
                              f"realized={after.realized_pnl}")
         elif after.status is PositionStatus.OPEN and after.quantity != row.quantity:
-            self.writer.update_position(self.position_id, quantity=after.quantity, entry_price=after.avg_entry_price,
-                                        realized_pnl=after.realized_pnl).get()
+            self._write_position(after, self.clock.now())
             self.log.warning(f"position {self.label} row said {row.quantity}, the recorded fills {after.quantity}: "
                              f"row updated")
+
+    def _write_position(self, after: Position, at: Any) -> None:
+        """The positions row brought to `after`: closed with its exit price and realized P&L, or its new quantity."""
+        if after.status is PositionStatus.CLOSED:
+            self.writer.close_position(self.position_id, exit_price=after.avg_exit_price, exit_time=at,
+                                       realized_pnl=after.realized_pnl).get()
+        else:
+            self.writer.update_position(self.position_id, quantity=after.quantity, entry_price=after.avg_entry_price,
+                                        realized_pnl=after.realized_pnl).get()
 
     def _restore(self, restored: Any) -> None:
         """Rebuild from the database after a restart or a crash: replay the recorded fills, re-register orders."""

@@ -1,7 +1,8 @@
-"""Telling a position actor that may have stopped a moment ago."""
+"""Telling an actor that may have stopped a moment ago, now or after a delay."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pykka
@@ -16,3 +17,12 @@ def tell_if_alive(ref: Any, message: Any) -> bool:
     except pykka.ActorDeadError:
         return False
     return True
+
+
+def tell_later(ref: Any, delay_s: float, message: Any) -> threading.Timer:
+    """Tell `ref` after `delay_s` wall seconds, if its actor is still alive then (an actor's own ticks, grace
+    periods and rechecks). A daemon timer, so a pending one never holds the process open; cancel it to call it off."""
+    timer = threading.Timer(delay_s, tell_if_alive, args=(ref, message))
+    timer.daemon = True
+    timer.start()
+    return timer
