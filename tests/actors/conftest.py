@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Iterator, TypeVar
 
+import pykka
 import pytest
 
 from actors.messages import TradePlan
@@ -23,6 +24,35 @@ T = TypeVar("T")
 START = datetime(2024, 3, 4, 9, 45, tzinfo=EXCHANGE_TZ)  # a Monday, inside the regular session
 SYMBOLS = ("AAPL", "MSFT", "TSLA")
 _keys = itertools.count(1)
+
+
+class RecordingActor(pykka.ThreadingActor):
+    """Stands in for a router, a broker worker, a position actor or the system: keeps every message it is told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[Any] = []
+
+    def on_receive(self, message: Any) -> None:
+        self.messages.append(message)
+
+    def received(self) -> list[Any]:
+        return list(self.messages)
+
+
+@pytest.fixture
+def recording_actor() -> Iterator[Callable[[], Any]]:
+    """Starts RecordingActors (call it once per stand-in); those still alive are stopped after the test."""
+    started: list[Any] = []
+
+    def start() -> Any:
+        started.append(RecordingActor.start())
+        return started[-1]
+
+    yield start
+    for ref in started:
+        if ref.is_alive():
+            ref.stop()
 
 
 def wait_for(predicate: Callable[[], T], what: str, timeout: float = 20.0) -> T:

@@ -15,7 +15,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pykka
 import pytest
 
 from actors import messages as m
@@ -30,18 +29,6 @@ from catalyst.store.records import NewOrder
 T0 = datetime(2024, 3, 4, 20, 55, tzinfo=timezone.utc)
 
 
-class Recorder(pykka.ThreadingActor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[Any] = []
-
-    def on_receive(self, message: Any) -> None:
-        self.messages.append(message)
-
-    def received(self) -> list[Any]:
-        return list(self.messages)
-
-
 def wait_for(predicate: Any, what: str, timeout: float = 10.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -52,10 +39,10 @@ def wait_for(predicate: Any, what: str, timeout: float = 10.0) -> Any:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, recording_actor: Any) -> None:
         self.writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'flatten.db'}")
         self.writer = self.writer_ref.proxy()
-        self.router, self.system = Recorder.start(), Recorder.start()
+        self.router, self.system = recording_actor(), recording_actor()
         cycle_id = self.writer.get_or_create_cycle(date(2024, 3, 4), at=T0).get().cycle_id
         self.plan = m.TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal(100), stop_loss=Decimal("48"),
                                 take_profit=Decimal("55"), cycle_id=cycle_id)
@@ -92,8 +79,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    made = Rig(tmp_path)
+def rig(tmp_path: Path, recording_actor: Any) -> Iterator[Rig]:
+    made = Rig(tmp_path, recording_actor)
     yield made
     made.stop()
 

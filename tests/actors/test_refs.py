@@ -7,7 +7,6 @@ from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
-import pykka
 
 from actors import messages as m
 from actors.cycle import CycleActor, DayState
@@ -15,20 +14,8 @@ from actors.refs import tell_if_alive
 from catalyst.domain.cycle import CyclePhase, PhaseSchedule
 
 
-class Recorder(pykka.ThreadingActor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[Any] = []
-
-    def on_receive(self, message: Any) -> None:
-        self.messages.append(message)
-
-    def received(self) -> list[Any]:
-        return list(self.messages)
-
-
-def test_telling_a_stopped_actor_says_so_instead_of_raising() -> None:
-    stopped, live = Recorder.start(), Recorder.start()
+def test_telling_a_stopped_actor_says_so_instead_of_raising(recording_actor: Any) -> None:
+    stopped, live = recording_actor(), recording_actor()
     stopped.stop()
     try:
         assert tell_if_alive(stopped, m.Flatten(reason="end of day")) is False
@@ -37,8 +24,9 @@ def test_telling_a_stopped_actor_says_so_instead_of_raising() -> None:
         live.stop()
 
 
-def test_the_end_of_day_flatten_skips_a_position_that_just_finished_and_flattens_the_others() -> None:
-    finished, live = Recorder.start(), Recorder.start()
+def test_the_end_of_day_flatten_skips_a_position_that_just_finished_and_flattens_the_others(
+        recording_actor: Any) -> None:
+    finished, live = recording_actor(), recording_actor()
     finished.stop()
     system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: SimpleNamespace(get=lambda: [finished, live])))
     cycle = CycleActor(writer=None, system=system, clock=None, schedule=PhaseSchedule(), hooks={})

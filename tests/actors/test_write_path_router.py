@@ -10,7 +10,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pykka
 import pytest
 
 from actors import messages as m
@@ -58,20 +57,6 @@ class RecordingWriter(DbWriter):
         return served
 
 
-class Inbox(pykka.ThreadingActor):
-    """Stands in for a broker worker or a position actor: keeps what it is told."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[Any] = []
-
-    def on_receive(self, message: Any) -> None:
-        self.messages.append(message)
-
-    def received(self) -> list[Any]:
-        return list(self.messages)
-
-
 class FixedClock:
     speed = 0.0
 
@@ -89,12 +74,12 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = 15.0) -> T:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, grace_s: float) -> None:
+    def __init__(self, tmp_path: Path, grace_s: float, recording_actor: Any) -> None:
         self.gate, self.held = threading.Event(), threading.Event()
         self.gate.set()
         self.writer_ref = RecordingWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}", self.gate, self.held)
         self.writer = self.writer_ref.proxy()
-        self.protect, self.general, self.owner = Inbox.start(), Inbox.start(), Inbox.start()
+        self.protect, self.general, self.owner = recording_actor(), recording_actor(), recording_actor()
         self.router = OrderRouter.start(self.writer, [self.protect], [self.general], FixedClock(),
                                         RouterSettings(missing_execution_grace_s=grace_s))
         self.cycle_id = self.writer.get_or_create_cycle(date(2024, 3, 4), at=T0).get().cycle_id
@@ -114,8 +99,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    made = Rig(tmp_path, grace_s=0.2)
+def rig(tmp_path: Path, recording_actor: Any) -> Iterator[Rig]:
+    made = Rig(tmp_path, grace_s=0.2, recording_actor=recording_actor)
     yield made
     made.stop()
 
@@ -199,8 +184,9 @@ def test_an_oco_acknowledgement_is_one_commit_for_both_legs(rig: Rig) -> None:
         == {"accepted"}
 
 
-def test_a_filled_submit_response_waits_for_the_stream_before_asking_the_broker(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, grace_s=3600)  # the test plays the timer itself, below
+def test_a_filled_submit_response_waits_for_the_stream_before_asking_the_broker(tmp_path: Path,
+                                                                                 recording_actor: Any) -> None:
+    rig = Rig(tmp_path, grace_s=3600, recording_actor=recording_actor)  # the test plays the timer itself, below
     try:
         row = enter(rig)
         rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "filled", filled="100")))
