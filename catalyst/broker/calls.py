@@ -16,6 +16,7 @@ from alpaca.common.rest import RESTClient
 
 from catalyst.broker.errors import NotFound, RateLimited, TransientError, classify
 from catalyst.broker.ratelimit import Priority, RateLimiter, RateLimitTimeout
+from catalyst.broker.session import LeanSession
 
 T = TypeVar("T")
 Transport = Callable[[PreparedRequest, Any], Response]  # (request, timeout) -> response
@@ -41,6 +42,7 @@ class _TimeoutAdapter(HTTPAdapter):
 
 
 def harden(client: RESTClient, timeout_s: float, transport: Transport | None = None) -> None:
+    client._session = LeanSession()
     adapter = _TimeoutAdapter(timeout_s, transport)
     client._session.mount("http://", adapter)
     client._session.mount("https://", adapter)
