@@ -64,6 +64,7 @@ class DbWriter(pykka.ThreadingActor):
         *,
         clock: Callable[[], datetime] = utc_now,
         synchronous: str = "FULL",
+        defer_report_sync: bool = True,
         migrate: bool = True,
     ) -> None:
         super().__init__()
@@ -74,6 +75,7 @@ class DbWriter(pykka.ThreadingActor):
         self._database_url = database_url
         self._clock = clock
         self._synchronous = synchronous
+        self._defer_report_sync = defer_report_sync
         self._loop: asyncio.AbstractEventLoop | None = None
         self._store: Store | None = None
         self._transactions = 0
@@ -89,7 +91,8 @@ class DbWriter(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self._loop = asyncio.new_event_loop()
-        self._store = Store(make_engine(self._database_url, synchronous=self._synchronous), clock=self._clock)
+        self._store = Store(make_engine(self._database_url, synchronous=self._synchronous), clock=self._clock,
+                            synchronous=self._synchronous, defer_report_sync=self._defer_report_sync)
 
     def on_stop(self) -> None:
         self._close()

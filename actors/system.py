@@ -119,12 +119,14 @@ class TradingSystem:
     protect_workers: int = 2
     general_workers: int = 2
     synchronous: str = "FULL"
+    defer_report_sync: bool = True
     router_settings: Any = None
     refs: list[Any] = field(default_factory=list)
 
     def start(self) -> TradingSystem:
         try:
-            self.writer_ref = DbWriter.start(self.database_url, clock=self.clock.now, synchronous=self.synchronous)
+            self.writer_ref = DbWriter.start(self.database_url, clock=self.clock.now, synchronous=self.synchronous,
+                                           defer_report_sync=self.defer_report_sync)
             self.refs.append(self.writer_ref)
             self.writer = self.writer_ref.proxy()
             protect = [self._worker(f"protect-{i}") for i in range(self.protect_workers)]

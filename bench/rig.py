@@ -94,11 +94,12 @@ class SystemRig:
     """The daemon's actor system wired to the exchange over alpaca-py, with a SQLite file on disk."""
 
     def __init__(self, exchange: EmbeddedExchange, db_path: Path, *, synchronous: str = "FULL",
-                 key: str | None = None) -> None:
+                 defer_report_sync: bool = True, key: str | None = None) -> None:
         self.exchange = exchange
         self.db_path = db_path
         self.db_url = f"sqlite+aiosqlite:///{db_path}"
         self.synchronous = synchronous
+        self.defer_report_sync = defer_report_sync
         self.key = key or new_key("sys")
         self.stamps = StreamStamps()
         self.system: TradingSystem | None = None
@@ -108,7 +109,7 @@ class SystemRig:
         broker, _ = alpaca_factories(self.key, "secret", self.exchange.base_url, self.exchange.stream_url,
                                      timeout_s=10.0, limiter=RateLimiter(0))
         self.system = TradingSystem(self.db_url, broker, self._stream_factory, self.exchange.clock,
-                                    synchronous=self.synchronous).start()
+                                    synchronous=self.synchronous, defer_report_sync=self.defer_report_sync).start()
         wait_for(lambda: self.exchange.stream_connected(self.key), "the trade stream to connect", timeout=20)
         return self
 

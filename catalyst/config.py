@@ -39,6 +39,9 @@ class DaemonSettings(Section):
     reports_dir: Path = Path("reports")
     # A commit waits for the disk (FULL) so an order row survives power loss before the broker hears of it.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    # With FULL: a commit that only records what the broker reported (statuses, broker ids, executions) does not
+    # wait for its fsync; the next order row's commit carries it to disk, and the broker holds it until then.
+    sqlite_defer_report_sync: bool = True
     state_table_interval_s: float = Field(default=60.0, gt=0)
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
 

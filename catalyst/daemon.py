@@ -122,6 +122,7 @@ class Daemon:
         try:
             self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
                                         synchronous=self.config.daemon.sqlite_synchronous,
+                                        defer_report_sync=self.config.daemon.sqlite_defer_report_sync,
                                     router_settings=self.config.router).start()
         except DatabaseFileError as exc:  # corrupt, locked by another process, too new: exit 3, not "internal"
             raise DatabaseError(str(exc)) from None

@@ -47,6 +47,15 @@ PLAIN_SQL_METHODS = frozenset({
     "open_position_for_entry", "open_position_with_orders",
 })
 
+# The Store methods that only record what the broker has reported: a status, a broker id, an execution, a raw trade
+# update. With `defer_report_sync`, a transaction made only of these commits without waiting for its fsync (see
+# Store). Creating an order row is never among them: that commit is the one a broker call waits on.
+REPORT_METHODS = frozenset({"mark_submitted", "update_order_status", "record_fill", "record_trade_update"})
+REPORT_OPERATIONS = frozenset({
+    order_ops.mark_submitted, order_ops.update_order_status, order_ops.record_fill, order_ops.record_trade_update,
+})
+_WAITS_FOR_FSYNC = ("FULL", "EXTRA")
+
 
 class _CallFailed(Exception):
     """A call failed in an optimistic batch: roll it all back and run again with savepoints."""
@@ -57,11 +66,24 @@ def utc_now() -> datetime:
 
 
 class Store:
-    """Async access to the Catalyst database. `clock` stamps rows when a caller gives no time."""
+    """Async access to the Catalyst database. `clock` stamps rows when a caller gives no time.
 
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = utc_now) -> None:
+    `synchronous` is the level the engine set on its connections (make_engine). With `defer_report_sync` and a
+    level that fsyncs every commit (FULL, EXTRA), a transaction that only records broker reports (REPORT_METHODS)
+    runs at NORMAL: committed in the WAL, so it survives the process being killed, but not waited on until the next
+    fsync'd commit, which carries it to the disk with its own (the WAL is one file, written in order). Why that is
+    safe: every broker call is preceded by an fsync'd commit (the order row it sends), and whatever a power loss
+    could still take back is held by the broker and re-learned at the restart's catch-up (statuses, broker ids by
+    client_order_id, executions from the fill activities). Why it matters: two of the three commits between a
+    fill and its acknowledged stop-loss are such records, and an fsync is half of each.
+    """
+
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = utc_now, *, synchronous: str = "FULL",
+                 defer_report_sync: bool = False) -> None:
         self._engine = engine
         self._clock = clock
+        self._synchronous = synchronous.upper()
+        self._defer_report_sync = defer_report_sync and self._synchronous in _WAITS_FOR_FSYNC
         # The store's one connection, opened on first use and held: ORM sessions are bound to it and plain
         # transactions run on its sqlite3 connection. One connection, not one per kind: SQLite drops a connection's
         # page cache whenever another connection has written, so a second writer connection made every read after a
@@ -98,7 +120,7 @@ class Store:
             if enclosing is not None:
                 return await operation(enclosing[0], *args, **kwargs)
             if operation in PLAIN_SQL_OPERATIONS:
-                return await self._plain_transaction(operation, *args, **kwargs)
+                return await self._plain_transaction(operation, operation in REPORT_OPERATIONS, *args, **kwargs)
             async with self._session_scope() as session:
                 return await operation(session, *args, **kwargs)
         except IntegrityError as error:
@@ -119,40 +141,51 @@ class Store:
             session, isolated = enclosing
             return [await self._one(session, one, isolated) for one in calls]
         plain = all(one.method in PLAIN_SQL_METHODS for one in calls)
+        reports = all(one.method in REPORT_METHODS for one in calls)
         try:
-            return await self._batch_transaction(calls, isolated=False, plain=plain)
+            return await self._batch_transaction(calls, isolated=False, plain=plain, reports=reports)
         except _CallFailed:
-            return await self._batch_transaction(calls, isolated=True, plain=plain)
+            return await self._batch_transaction(calls, isolated=True, plain=plain, reports=reports)
 
     @asynccontextmanager
-    async def _plain_scope(self) -> AsyncIterator[raw_sql.PlainTransaction]:
-        """BEGIN … COMMIT on the held sqlite3 connection; anything raised (the COMMIT included) rolls it all back."""
+    async def _plain_scope(self, reports: bool = False) -> AsyncIterator[raw_sql.PlainTransaction]:
+        """BEGIN … COMMIT on the held sqlite3 connection; anything raised (the COMMIT included) rolls it all back.
+        `reports`: the transaction only records broker reports, so its commit may skip the fsync (see Store)."""
         raw = await self._plain_sqlite3()
-        raw.execute("BEGIN")
+        deferred = reports and self._defer_report_sync
+        if deferred:
+            raw.execute("PRAGMA synchronous=NORMAL")
         try:
-            yield raw_sql.PlainTransaction(raw)
-            raw.execute("COMMIT")
+            raw.execute("BEGIN")
+            try:
+                yield raw_sql.PlainTransaction(raw)
+                raw.execute("COMMIT")
+            finally:
+                if raw.in_transaction:  # the work or the COMMIT failed: nothing of it stays
+                    raw.execute("ROLLBACK")
         finally:
-            if raw.in_transaction:  # the work or the COMMIT failed: nothing of it stays
-                raw.execute("ROLLBACK")
+            if deferred:  # every other commit on this connection waits for its fsync again
+                raw.execute(f"PRAGMA synchronous={self._synchronous}")
 
     @asynccontextmanager
     async def _session_scope(self) -> AsyncIterator[AsyncSession]:
         async with await self._session() as session, session.begin():
             yield session
 
-    async def _plain_transaction(self, operation: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
-        async with self._plain_scope() as plain:
+    async def _plain_transaction(self, operation: Callable[..., Awaitable[T]], reports: bool, *args: Any,
+                                 **kwargs: Any) -> T:
+        async with self._plain_scope(reports) as plain:
             token = _BATCH.set((plain, False))
             try:
                 return await operation(plain, *args, **kwargs)
             finally:
                 _BATCH.reset(token)
 
-    async def _batch_transaction(self, calls: Sequence[StoreCall], isolated: bool, plain: bool) -> list[CallOutcome]:
+    async def _batch_transaction(self, calls: Sequence[StoreCall], isolated: bool, plain: bool,
+                                 reports: bool) -> list[CallOutcome]:
         """The calls in one transaction, a plain one or an ORM session's (each call in a SAVEPOINT if isolated)."""
         try:
-            async with (self._plain_scope() if plain else self._session_scope()) as transaction:
+            async with (self._plain_scope(reports) if plain else self._session_scope()) as transaction:
                 token = _BATCH.set((transaction, isolated))
                 try:
                     outcomes = [await self._one(transaction, one, isolated) for one in calls]

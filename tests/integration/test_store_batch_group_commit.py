@@ -34,17 +34,19 @@ class CountingStore:
     an ORM session and one run in a plain transaction (raw_sql.PlainTransaction) are counted alike.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, defer_report_sync: bool = False) -> None:
         self.path = path
         url = f"sqlite+aiosqlite:///{path}"
         upgrade(url)
         engine = make_engine(url)
         self.commits = 0
+        self.level = "FULL"  # the synchronous level in force on the connection, as the PRAGMAs sent set it
+        self.levels_at_commit: list[str] = []
         self.orm_transactions = 0  # transactions begun through SQLAlchemy (an ORM session's), not plain ones
         event.listen(engine.sync_engine, "connect", self._trace)
         event.listen(engine.sync_engine, "begin", self._orm_begin)
         self.loop = asyncio.new_event_loop()
-        self.store = Store(engine, clock=lambda: T0)
+        self.store = Store(engine, clock=lambda: T0, synchronous="FULL", defer_report_sync=defer_report_sync)
 
     def _trace(self, dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.driver_connection.sqlite3_connection.set_trace_callback(self._count)
@@ -53,8 +55,12 @@ class CountingStore:
         self.orm_transactions += 1
 
     def _count(self, statement: str) -> None:
-        if statement.strip().upper() in ("COMMIT", "END"):
+        text = statement.strip().upper()
+        if text.startswith("PRAGMA SYNCHRONOUS="):
+            self.level = text.split("=", 1)[1]
+        if text in ("COMMIT", "END"):
             self.commits += 1
+            self.levels_at_commit.append(self.level)
 
     def __call__(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coroutine)
@@ -268,3 +274,42 @@ def test_a_plain_batch_whose_call_violates_a_constraint_commits_the_others(db: C
     assert db.commits - commits == 1
     assert db.rows("SELECT order_id, alpaca_order_id FROM orders ORDER BY order_id") == [
         (first.order_id, "b-1"), (second.order_id, None)]
+
+
+def test_only_commits_of_broker_reports_skip_the_fsync_and_every_order_row_waits_for_it(tmp_path: Path) -> None:
+    db = CountingStore(tmp_path / "deferred.db", defer_report_sync=True)
+    try:
+        cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+        db.levels_at_commit.clear()
+        order = db(db.store.create_order(**fields(entry(cycle_id, "AAPL"))))  # a broker call will wait on this
+        db(db.store.mark_submitted(order.order_id, "b-1", "new", T0))  # what the broker answered
+        unwrap_all(db(db.store.batch([
+            call("record_trade_update", "fill", {"n": 1}),
+            call("record_fill", execution_id="b-1:100", order_id=order.order_id, alpaca_order_id="b-1",
+                 symbol="AAPL", side="buy", qty=Decimal(100), price=Decimal("10.00"), occurred_at=T0, source="stream"),
+            call("update_order_status", order.order_id, status="filled", broker_status="filled",
+                 filled_qty=Decimal(100), filled_avg_price=Decimal("10.00"), at=T0),
+        ])))
+        db(db.store.batch([call("record_trade_update", "new", {"n": 2}),
+                           call("create_orders", [entry(cycle_id, "MSFT")])]))  # one order row: all of it waits
+        assert db.levels_at_commit == ["FULL", "NORMAL", "NORMAL", "FULL"]
+
+        refused = db(db.store.batch([call("mark_submitted", order.order_id + 1, "b-1", "new", T0)]))[0]
+        assert isinstance(refused.error, ConstraintViolationError)
+        with sqlite3.connect(db.path) as other:  # the deferred commits are in the database for any reader
+            assert other.execute("SELECT alpaca_order_id FROM orders WHERE order_id = ?",
+                                 (order.order_id,)).fetchone() == ("b-1",)
+            assert other.execute("SELECT count(*) FROM fills").fetchone() == (1,)
+        assert db.level == "FULL"  # a failed report batch leaves the connection at FULL again
+        db(db.store.create_order(**fields(entry(cycle_id, "AMD"))))
+        assert db.levels_at_commit[-1] == "FULL"
+    finally:
+        db.close()
+
+
+def test_without_deferral_every_commit_waits_for_the_fsync(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    order = db(db.store.create_order(**fields(entry(cycle_id, "AAPL"))))
+    db(db.store.mark_submitted(order.order_id, "b-1", "new", T0))
+    db(db.store.batch([call("record_trade_update", "fill", {"n": 1})]))
+    assert set(db.levels_at_commit) == {"FULL"}
