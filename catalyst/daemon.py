@@ -311,7 +311,11 @@ def run_daemon(args: argparse.Namespace) -> int:
     config, secrets = prepare(args)
     embedded = config.broker.mode == "emulator" and not config.broker.url  # as open_endpoint decides
     database_url = sim_database_url(config) if embedded else config.daemon.database_url
-    log.info(f"system catalyst run: config {config.source}, broker {config.broker.mode}, database {database_url}")
+    durability = config.daemon.sqlite_synchronous
+    if durability == "FULL" and config.daemon.sqlite_defer_report_sync:
+        durability += " for order rows, broker reports deferred"
+    log.info(f"system catalyst run: config {config.source}, broker {config.broker.mode}, database {database_url}, "
+             f"sync {durability}")
     _serve(args, config, secrets, lambda: open_endpoint(config, secrets), database_url, None, "catalyst run")
     log.info("system stopped cleanly")
     return 0

@@ -105,3 +105,10 @@ def test_catalyst_status_prints_a_readable_table_while_the_daemon_runs(trading_d
     assert re.search(r"working orders: [1-9]", done.stdout)
     assert "daemon snapshot at 2024-03-04" in done.stdout
     assert e2e.PLANTED_KEY_ID not in done.stdout
+
+
+def test_the_first_line_says_which_config_broker_database_and_durability_the_daemon_runs_with(trading_day, e2e):
+    first = next(r["msg"] for r in e2e.json_lines(trading_day.runs[0].stderr())
+                 if r["msg"].startswith("system catalyst run:"))
+    assert "broker emulator" in first and "database sqlite" in first
+    assert first.endswith("sync FULL for order rows, broker reports deferred")  # the defaults: FULL, deferred reports
