@@ -51,9 +51,7 @@ PLAIN_SQL_METHODS = frozenset({
 # update. With `defer_report_sync`, a transaction made only of these commits without waiting for its fsync (see
 # Store). Creating an order row is never among them: that commit is the one a broker call waits on.
 REPORT_METHODS = frozenset({"mark_submitted", "update_order_status", "record_fill", "record_trade_update"})
-REPORT_OPERATIONS = frozenset({
-    order_ops.mark_submitted, order_ops.update_order_status, order_ops.record_fill, order_ops.record_trade_update,
-})
+REPORT_OPERATIONS = frozenset(getattr(order_ops, name) for name in REPORT_METHODS)  # each method's own operation
 _WAITS_FOR_FSYNC = ("FULL", "EXTRA")
 
 
@@ -75,7 +73,7 @@ class Store:
     safe: every broker call is preceded by an fsync'd commit (the order row it sends), and whatever a power loss
     could still take back is held by the broker and re-learned at the restart's catch-up (statuses, broker ids by
     client_order_id, executions from the fill activities). Why it matters: two of the three commits between a
-    fill and its acknowledged stop-loss are such records, and an fsync is half of each.
+    fill and its acknowledged stop-loss are such records, and an fsync is a third to a half of each here.
     """
 
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = utc_now, *, synchronous: str = "FULL",
