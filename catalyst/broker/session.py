@@ -37,8 +37,9 @@ class LeanSession(Session):
         timeout: Any = None,
         **unexpected: Any,
     ) -> Response:
-        if data is not None or allow_redirects or unexpected:
-            # Not a shape alpaca-py sends: take requests' full path rather than guess.
+        if data is not None or allow_redirects or unexpected or not url.startswith(("http://", "https://")):
+            # Not a shape alpaca-py sends (or a URL requests must judge, with its own clear error): take requests'
+            # full path rather than guess.
             return super().request(method, url, params=params, data=data, headers=headers, json=json,
                                    allow_redirects=allow_redirects, timeout=timeout, **unexpected)
         prepared = PreparedRequest()

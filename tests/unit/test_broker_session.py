@@ -99,3 +99,8 @@ def test_harden_puts_alpaca_py_on_the_lean_session_and_its_calls_arrive_intact()
     assert b'"client_order_id": "cid-1"' in post.body and post.headers["Content-Length"] == str(len(post.body))
     assert get.method == "GET" and "status=closed" in get.url and "after=2025-01-02T15%3A00%3A00" in get.url
     assert capture.timeouts == [4.0, 4.0]
+
+
+def test_a_url_without_a_scheme_gets_requests_own_clear_error() -> None:
+    with pytest.raises(requests.exceptions.MissingSchema):
+        LeanSession().request("GET", "/v2/clock", headers={})
