@@ -64,7 +64,7 @@ class DbWriter(pykka.ThreadingActor):
         *,
         clock: Callable[[], datetime] = utc_now,
         synchronous: str = "FULL",
-        defer_report_sync: bool = True,
+        defer_report_sync: bool = False,
         migrate: bool = True,
     ) -> None:
         super().__init__()

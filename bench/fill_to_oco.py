@@ -98,7 +98,8 @@ def measure_mode(rig: SystemRig, probe: LogProbe, client: Any, raw_symbol: str, 
         to_rows.append(oco.created_at - filled)
         rows_to_ack.append(oco.acknowledged_at - oco.created_at)
     return {
-        "synchronous": rig.synchronous, "defer_report_sync": rig.defer_report_sync, "fill_to_protected": latency_ms(total),
+        "synchronous": rig.synchronous, "defer_report_sync": rig.defer_report_sync,
+        "fill_to_protected": latency_ms(total),
         "breakdown": {"fill_to_oco_rows_created": latency_ms(to_rows),
                       "oco_rows_created_to_both_acked": latency_ms(rows_to_ack)},
     }
