@@ -23,7 +23,7 @@ from actors.refs import tell_if_alive, tell_later
 from catalyst.broker.errors import BrokerError
 from catalyst.broker.reports import FillReport, OrderReport, PositionReport
 from catalyst.clock import wall_seconds
-from catalyst.domain.orders import OrderStatus
+from catalyst.domain.orders import OrderStatus, oco_stop_leg_id, oco_take_profit_id
 from catalyst.domain.positions import Position, PositionSide, PositionStatus
 from catalyst.domain.reconcile import (
     BrokerFill, BrokerOrder, BrokerPosition, BrokerView, DoctorSettings, Finding, FindingType, LocalOrder,
@@ -234,7 +234,7 @@ class DoctorActor(pykka.ThreadingActor):
             return "alerted"
         asked = row
         if row.role == "stop_loss":  # an OCO travels as its take-profit, the stop a leg Alpaca names itself
-            sibling = self.writer.get_order(row.order_id - 1).get()
+            sibling = self.writer.get_order(oco_take_profit_id(row.order_id)).get()
             asked = sibling if sibling is not None and sibling.role == "take_profit" else row
         if self.broker.get_order_by_client_id(asked.client_order_id) is not None:
             log.warning(f"doctor {finding.subject} is at the broker after all ({asked.client_order_id}); "
@@ -248,8 +248,8 @@ class DoctorActor(pykka.ThreadingActor):
         report = got.reports[finding.broker_ids[0]]
         row = got.local[finding.order_id]
         ids = [row.order_id]
-        sibling = got.local.get(row.order_id + 1)
-        # An OCO is submitted as its take-profit with the stop-loss as its leg (rows created together, tp first).
+        sibling = got.local.get(oco_stop_leg_id(row.order_id))
+        # An OCO is submitted as its take-profit with the stop-loss as its leg.
         if report.legs and row.role == "take_profit" and sibling is not None and sibling.role == "stop_loss":
             ids.append(sibling.order_id)
         self.router.tell(m.SubmitResult(order_ids=tuple(ids), report=report))

@@ -37,7 +37,7 @@ from actors.refs import tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
 from actors.broker_worker import Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
-from catalyst.domain.orders import CatchUpKind, OrderStatus, plan_catch_up, status_from_broker
+from catalyst.domain.orders import CatchUpKind, OrderStatus, oco_stop_leg_id, plan_catch_up, status_from_broker
 from catalyst.domain.positions import entry_side
 from catalyst.store.batch import WriteGroup, call, commit_together
 
@@ -213,7 +213,7 @@ class OrderRouter(pykka.ThreadingActor):
         row = self.writer.get_order(tracked.order_id).get()
         tracked.resent = True
         if tracked.role == "take_profit":
-            leg = self.writer.get_order(tracked.order_id + 1).get()
+            leg = self.writer.get_order(oco_stop_leg_id(tracked.order_id)).get()
             if leg is None or leg.role != "stop_loss":
                 log.error(f"order {tracked.label} take-profit without its stop-loss row; left for the doctor")
                 return
@@ -358,16 +358,15 @@ class OrderRouter(pykka.ThreadingActor):
         """A row matched by client_order_id alone has no broker id: the stream's first event overtook the submit
         reply, or a crash came between the broker's answer and our commit. Record it now, or the fills, which name
         only the broker id, could never find their order. An OCO's stop leg carries a client_order_id Alpaca made
-        up, so it is paired by our row order instead (the stop-loss row is created right after its take-profit, in
-        one transaction)."""
+        up, so it is paired by our row order instead (oco_stop_leg_id)."""
         if tracked.broker_id is not None or not report.broker_id or report.client_order_id != tracked.client_order_id:
             return
         self._record_broker_id(tracked, report, group)
         log.info(f"order {tracked.label} broker id {report.broker_id} learned from {source}")
         if tracked.role == "take_profit" and report.legs:
-            leg = self.by_order.get(tracked.order_id + 1)
+            leg = self.by_order.get(oco_stop_leg_id(tracked.order_id))
             if leg is None:
-                row = self.writer.get_order(tracked.order_id + 1).get()
+                row = self.writer.get_order(oco_stop_leg_id(tracked.order_id)).get()
                 leg = self._track(row, owner=None) if row is not None else None
             if leg is not None and leg.role == "stop_loss" and leg.broker_id is None:
                 self._record_broker_id(leg, report.legs[0], group)

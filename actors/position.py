@@ -225,7 +225,7 @@ class PositionActor(pykka.ThreadingActor):
         common = dict(cycle_id=self.plan.cycle_id, symbol=self.plan.symbol, side=str(self.position.exit_side),
                       quantity=qty, position_id=self.position_id, parent_order_id=self.entry_order_id,
                       order_class="oco")
-        return [
+        return [  # take-profit first: readers pair the rows by id (catalyst.domain.orders.oco_stop_leg_id)
             NewOrderRow(role="take_profit", order_type="limit", limit_price=self.plan.take_profit, **common),
             NewOrderRow(role="stop_loss", order_type="stop", stop_price=self.plan.stop_loss, **common),
         ]

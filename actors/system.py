@@ -19,6 +19,7 @@ from actors.broker_worker import BrokerWorker
 from actors.db_writer import DbWriter
 from actors.order_router import OrderRouter
 from actors.position import PositionActor
+from catalyst.domain.orders import oco_stop_leg_id
 from catalyst.domain.positions import PositionSide
 
 log = logger.bind(actor="system")
@@ -49,10 +50,9 @@ class Restored:
     @classmethod
     def from_book(cls, book: Any) -> Restored:
         roles = {o.order_id: o.role for o in book.orders}
-        # The stop-loss row is created right after its take-profit, in the same transaction (PositionActor._protection_orders).
         pairs = tuple(
-            (o.order_id, o.order_id + 1, o.quantity) for o in book.orders
-            if o.role == "take_profit" and roles.get(o.order_id + 1) == "stop_loss"
+            (o.order_id, oco_stop_leg_id(o.order_id), o.quantity) for o in book.orders
+            if o.role == "take_profit" and roles.get(oco_stop_leg_id(o.order_id)) == "stop_loss"
         )
         mine = [f for f in book.fills if f.order_id in roles]
         fills = tuple((roles[f.order_id], f.qty, f.price) for f in mine)

@@ -113,6 +113,18 @@ ALPACA_STATUS_MAP: dict[str, OrderStatus | ByFill] = {
 _SPELLINGS = {"cancelled": "canceled"}
 
 
+def oco_stop_leg_id(take_profit_order_id: int) -> int:
+    """The row id of an OCO's stop-loss, given its take-profit's. The position actor creates the two rows together,
+    take-profit first, in one transaction, so the stop-loss is always the next id. The rows are paired this way
+    because the stop leg's client_order_id at the broker is one Alpaca makes up, not ours."""
+    return take_profit_order_id + 1
+
+
+def oco_take_profit_id(stop_loss_order_id: int) -> int:
+    """The row id of an OCO's take-profit, given its stop-loss's (see oco_stop_leg_id)."""
+    return stop_loss_order_id - 1
+
+
 def status_from_broker(alpaca_status: str, filled_qty: Decimal, qty: Decimal) -> OrderStatus:
     """Local status for an Alpaca status string, deciding fill-dependent ones by `filled_qty` of `qty`."""
     if not isinstance(alpaca_status, str):
