@@ -7,7 +7,6 @@ back) and only tells position actors.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Callable
@@ -16,7 +15,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
-from actors.refs import tell_if_alive, tell_later
+from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.clock import wall_seconds
 from catalyst.domain.cycle import CYCLE_MACHINE, CyclePhase, PhaseSchedule, emergency_stop, flatten_due, phase_due
 
@@ -55,7 +54,7 @@ class CycleActor(pykka.ThreadingActor):
         super().__init__()
         self.writer, self.system, self.clock, self.schedule, self.hooks = writer, system, clock, schedule, hooks
         self.today: DayState | None = None
-        self._timer: threading.Timer | None = None
+        self._timer: Delayed | None = None
         self._stopping = False
 
     def on_start(self) -> None:

@@ -9,7 +9,6 @@ market-data read for marks; never one call per order.
 from __future__ import annotations
 
 import itertools
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -19,7 +18,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
-from actors.refs import tell_if_alive, tell_later
+from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.broker.errors import BrokerError
 from catalyst.broker.reports import FillReport, OrderReport, PositionReport
 from catalyst.clock import wall_seconds
@@ -78,7 +77,7 @@ class DoctorActor(pykka.ThreadingActor):
         self.halted = False
         self.halt_reason: str | None = None
         self._numbers = itertools.count(1)
-        self._timer: threading.Timer | None = None
+        self._timer: Delayed | None = None
         self._last_pass_at: datetime | None = None
 
     # --- lifecycle and messages -------------------------------------------------------------------------------

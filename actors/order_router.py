@@ -22,7 +22,6 @@ Invariants it keeps:
 from __future__ import annotations
 
 import itertools
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -33,7 +32,7 @@ from loguru import logger
 
 from actors import messages as m
 from actors.inbox import PeekableInbox
-from actors.refs import tell_if_alive, tell_later
+from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
 from actors.broker_worker import Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
@@ -91,7 +90,7 @@ class OrderRouter(pykka.ThreadingActor):
                  settings: RouterSettings | None = None) -> None:
         super().__init__()
         self.settings = settings or RouterSettings()
-        self._grace_timers: dict[int, tuple[threading.Timer, Decimal, datetime]] = {}
+        self._grace_timers: dict[int, tuple[Delayed, Decimal, datetime]] = {}
         self.writer = writer
         self._protect = itertools.cycle(protect_workers)
         self._general = itertools.cycle(general_workers)

@@ -9,7 +9,6 @@ already ran through the stop: the actor flattens at market instead of retrying f
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -18,7 +17,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
-from actors.refs import tell_later
+from actors.refs import Delayed, tell_later
 from catalyst.clock import wall_seconds
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
 from catalyst.domain.positions import Position, PositionStatus
@@ -75,8 +74,8 @@ class PositionActor(pykka.ThreadingActor):
         self.flattening = False
         self.flatten_reason = ""
         self.exit_sent = False
-        self._flatten_timer: threading.Timer | None = None
-        self._timer: threading.Timer | None = None
+        self._flatten_timer: Delayed | None = None
+        self._timer: Delayed | None = None
         self.restored = restored
         self.log = logger.bind(actor="position")
 

@@ -7,10 +7,12 @@ from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
+import threading
+import time
 
 from actors import messages as m
 from actors.cycle import CycleActor, DayState
-from actors.refs import tell_if_alive
+from actors.refs import tell_if_alive, tell_later
 from catalyst.domain.cycle import CyclePhase, PhaseSchedule
 
 
@@ -38,3 +40,30 @@ def test_the_end_of_day_flatten_skips_a_position_that_just_finished_and_flattens
         assert [type(x) for x in live.proxy().received().get()] == [m.Flatten]
     finally:
         live.stop()
+
+
+def test_delayed_tells_arrive_in_due_order_and_a_cancelled_one_never_arrives(recording_actor: Any) -> None:
+    target = recording_actor()
+    late = tell_later(target, 0.30, m.Flatten(reason="late"))
+    dropped = tell_later(target, 0.10, m.Flatten(reason="cancelled"))
+    early = tell_later(target, 0.05, m.Flatten(reason="early"))  # due before the one the thread already waits for
+    dropped.cancel()
+    time.sleep(0.12)
+    assert [x.reason for x in target.proxy().received().get()] == ["early"]
+    time.sleep(0.35)
+    assert [x.reason for x in target.proxy().received().get()] == ["early", "late"]
+    assert not early.cancelled and not late.cancelled
+
+
+def test_delayed_tells_share_one_thread_and_a_stopped_target_does_not_stop_it(recording_actor: Any) -> None:
+    gone, live = recording_actor(), recording_actor()
+    before = threading.active_count()
+    tell_later(gone, 0.02, m.Flatten(reason="to a stopped actor"))
+    for index in range(50):
+        tell_later(live, 0.05, m.Flatten(reason=str(index)))
+    gone.stop()
+    assert threading.active_count() <= before + 1  # at most the one serving thread, never one per tell
+    deadline = time.monotonic() + 5
+    while len(live.proxy().received().get()) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(int(x.reason) for x in live.proxy().received().get()) == list(range(50))
