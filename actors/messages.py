@@ -147,6 +147,28 @@ class OrderUpdated(Message):
     reason: str | None = None
 
 
+class PrepareEntryFill(Message):
+    """Asked by the router before it commits a fresh entry execution: the owner's writes for it (position row, the
+    OCO rows covering the new shares), so the execution, the position and its protection land in ONE commit. The
+    owner changes nothing yet; the answer is an EntryFillPlan, or None to be told the usual way after the commit."""
+
+    order_id: int
+    execution: Execution
+
+
+class EntryFillPlan(Message):
+    calls: tuple[Any, ...]  # StoreCalls, run after the router's own writes for the execution, in the same commit
+    protection_at: int | None = None  # index of the call whose value holds the OCO rows (take-profit, stop-loss)
+
+
+class EntryFillCommitted(Message):
+    """The router committed the execution with the owner's planned writes; `values` are those calls' results. The
+    OCO rows, if any, are already on their way to the broker (the router sent them on at once)."""
+
+    update: OrderUpdated
+    values: tuple[Any, ...]
+
+
 class OrdersCreated(Message):
     """Rows committed (order first!) before any broker call: the owner now knows its order ids."""
 

@@ -44,6 +44,7 @@ log = logger.bind(actor="router")
 MAX_UNMATCHED = 10_000
 TOGETHER = (m.TradeUpdateReceived, m.SubmitResult)  # decided one by one, committed together when waiting together
 MAX_TOGETHER = 128  # bounds one commit's size and the wait of the first update in it
+OWNER_ANSWER_S = 2.0  # a position actor plans an entry fill's writes in well under a millisecond
 
 
 class CheckExecutions(m.Message):
@@ -68,6 +69,9 @@ class Tracked:
     pending_cancel: bool = False
     resent: bool = False
     keys: set[str] = field(default_factory=set)
+    # Created by this router, so every execution of it recorded in the database went through `keys`: an
+    # execution not in `keys` is certainly new (the fast path of an entry fill relies on it).
+    keys_complete: bool = False
 
     @property
     def label(self) -> str:
@@ -102,6 +106,8 @@ class OrderRouter(pykka.ThreadingActor):
         self.last_update_at: datetime | None = None
         self.stream_connections = 0
         self.catching_up = False
+        self._asked_owners: set[Any] = set()  # owners asked for an entry fill's writes, not yet told the outcome
+        self._owner_groups: list[tuple[WriteGroup, Any]] = []  # their writes, for the message being planned
 
     def on_stop(self) -> None:
         for timer, _, _ in self._grace_timers.values():
@@ -141,22 +147,32 @@ class OrderRouter(pykka.ThreadingActor):
         decided in turn, on the state the ones before it left, then all are committed in ONE transaction, then
         each is logged and announced on its own. One that fails is logged and skipped; the others go on."""
         planned: list[tuple[m.Message, WriteGroup]] = []
+        fallbacks: dict[int, Any] = {}  # id(owner's group) → what to do if the owner's writes fail
         for message in messages:
             group = WriteGroup()
+            self._owner_groups = []
             try:
                 getattr(self, f"_plan_{type(message).__name__}")(message, group)
             except Exception as exc:
                 log.error(f"router failed handling {type(message).__name__}: {type(exc).__name__}: {exc}")
                 continue
             planned.append((message, group))
+            for owner_group, fallback in self._owner_groups:
+                planned.append((message, owner_group))
+                fallbacks[id(owner_group)] = fallback
         try:
             errors = commit_together([group for _, group in planned], self.writer)
         except Exception as exc:  # the writer itself is gone: nothing was committed, nothing is announced
             log.error(f"router failed committing {len(planned)} updates: {type(exc).__name__}: {exc}")
+            for fallback in fallbacks.values():
+                fallback()
             return
-        for (message, _), error in zip(planned, errors):
-            if error is not None:
-                log.error(f"router failed handling {type(message).__name__}: {type(error).__name__}: {error}")
+        for (message, group), error in zip(planned, errors):
+            if error is None:
+                continue
+            log.error(f"router failed handling {type(message).__name__}: {type(error).__name__}: {error}")
+            if id(group) in fallbacks:
+                fallbacks[id(group)]()
 
     def _on_PlaceEntry(self, msg: m.PlaceEntry) -> None:
         plan = msg.plan
@@ -166,6 +182,7 @@ class OrderRouter(pykka.ThreadingActor):
             planned_stop_loss=plan.stop_loss, planned_take_profit=plan.take_profit,
         ).get()
         tracked = self._track(row, msg.owner)
+        tracked.keys_complete = True
         _tell(msg.owner, m.OrdersCreated(roles={"entry": row.order_id}))
         log.info(f"order {tracked.label} created entry {tracked.side} {plan.qty} {plan.order_type} cid={row.client_order_id}")
         next(self._general).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
@@ -173,9 +190,9 @@ class OrderRouter(pykka.ThreadingActor):
     def _on_SubmitProtection(self, msg: m.SubmitProtection) -> None:
         take_profit, stop_loss = msg.take_profit, msg.stop_loss
         tp, sl = self._track(take_profit, msg.owner), self._track(stop_loss, msg.owner)
+        next(self._protect).tell(SubmitOco(take_profit=take_profit, stop_loss=stop_loss, reply_to=self.actor_ref))
         log.info(f"order {tp.label}+{sl.label} created OCO {take_profit.side} {take_profit.quantity} "
                  f"tp={take_profit.limit_price} sl={stop_loss.stop_price}")
-        next(self._protect).tell(SubmitOco(take_profit=take_profit, stop_loss=stop_loss, reply_to=self.actor_ref))
 
     def _on_PlaceExit(self, msg: m.PlaceExit) -> None:
         row = self.writer.create_order(
@@ -406,9 +423,11 @@ class OrderRouter(pykka.ThreadingActor):
     def _plan_report(self, tracked: Tracked, report: OrderReport, at: datetime, execution: FillReport | None,
                      group: WriteGroup) -> None:
         fresh: list[m.Execution | None] = [None]  # filled in after the commit: was the execution new?
+        owner_writes = False  # the owner's writes for this execution share its commit, and tell the owner
         if execution is not None:
             recorded = self._plan_execution(tracked, execution, "stream", group)
             group.then(lambda values: fresh.__setitem__(0, recorded(values)))
+            owner_writes = self._plan_owner_writes(tracked, execution, fresh)
         if execution is None and report.filled_qty > tracked.filled_qty:
             # The broker says more shares filled than we have executions for. Usually the stream's fill event is
             # on its way (a marketable order's response says filled first); if it is still missing after a grace
@@ -435,10 +454,68 @@ class OrderRouter(pykka.ThreadingActor):
                                write=index == len(plan.path) - 1)
 
         def tell(_: list[Any]) -> None:
-            if advanced or fresh[0] is not None:
+            if (advanced or fresh[0] is not None) and not owner_writes:
                 self._tell_owner(tracked, fresh[0])
 
         group.then(tell)
+
+    def _plan_owner_writes(self, tracked: Tracked, fill: FillReport, fresh: list[m.Execution | None]) -> bool:
+        """The hot path of an entry fill: ask the position actor for its writes (positions row, OCO rows) and commit
+        them with the execution, in the same commit, in the golden rule's order (execution, position, protection);
+        then the OCO goes to a protection worker straight from here and the owner hears what was committed.
+        Saves a commit and four actor hand-offs between a fill and its stop. Only for an execution certainly new
+        (so the owner never counts one twice) and an owner with no other plan awaiting its commit (a plan assumes
+        the owner's current state); anything else, or an owner that does not answer, takes the usual path: commit,
+        then tell.
+
+        The position never waits on the router, so this question cannot deadlock."""
+        if tracked.role != "entry" or tracked.owner is None or not tracked.keys_complete:
+            return False
+        key = execution_key(fill.broker_order_id, fill.cum_qty if fill.cum_qty is not None
+                            else tracked.filled_qty + fill.qty)
+        if key in tracked.keys or tracked.owner in self._asked_owners:
+            return False
+        execution = m.Execution(key=key, qty=fill.qty, price=fill.price, at=fill.at)
+        try:
+            plan = tracked.owner.ask(m.PrepareEntryFill(order_id=tracked.order_id, execution=execution),
+                                     timeout=OWNER_ANSWER_S)
+        except pykka.ActorDeadError:
+            return False
+        except pykka.Timeout:
+            log.warning(f"order {tracked.label} owner did not plan its fill within {OWNER_ANSWER_S}s: told after")
+            return False
+        if not isinstance(plan, m.EntryFillPlan):
+            return False
+        self._asked_owners.add(tracked.owner)  # asked again only once told this outcome (FIFO, so it has applied it)
+        owner_group = WriteGroup()
+        owner_group.add(call("together", plan.calls))  # all or none: never a position row without its OCO rows
+
+        told = [False]
+
+        def committed(outcome: list[Any]) -> None:
+            told[0] = True
+            self._asked_owners.discard(tracked.owner)
+            values = outcome[0]
+            if fresh[0] is None:  # cannot happen while keys_complete holds; the owner's rows are written regardless
+                log.error(f"order {tracked.label} execution {key} was not new, yet its owner's writes committed")
+            rows = values[plan.protection_at] if plan.protection_at is not None else None
+            if rows is not None:  # an OCO's rows, committed: straight to the broker, before anything else
+                take_profit, stop_loss = rows[1] if isinstance(rows, tuple) else rows
+                self._on_SubmitProtection(m.SubmitProtection(owner=tracked.owner, take_profit=take_profit,
+                                                             stop_loss=stop_loss))
+            self._tell_owner(tracked, execution, committed=tuple(values))
+
+        def failed() -> None:
+            """The owner's writes did not commit (none of them: one `together` call). If the execution did, tell
+            the owner the usual way and it writes them itself; if nothing did, it hears nothing, as before."""
+            self._asked_owners.discard(tracked.owner)
+            if not told[0] and fresh[0] is not None:
+                told[0] = True
+                self._tell_owner(tracked, fresh[0])
+
+        owner_group.then(committed)
+        self._owner_groups.append((owner_group, failed))
+        return True
 
     def _plan_execution(self, tracked: Tracked, fill: FillReport, source: str,
                         group: WriteGroup) -> Any:
@@ -502,13 +579,15 @@ class OrderRouter(pykka.ThreadingActor):
         if tracked.filled_qty < expected:
             self._catch_up(since, why=f"{tracked.label} missing executions ({tracked.filled_qty} of {expected})")
 
-    def _tell_owner(self, tracked: Tracked, execution: m.Execution | None, reason: str | None = None) -> None:
+    def _tell_owner(self, tracked: Tracked, execution: m.Execution | None, reason: str | None = None,
+                    committed: tuple[Any, ...] | None = None) -> None:
         if tracked.owner is None:
             return
-        _tell(tracked.owner, m.OrderUpdated(
+        update = m.OrderUpdated(
             order_id=tracked.order_id, role=tracked.role, status=tracked.status, filled_qty=tracked.filled_qty,
             execution=execution, reason=reason,
-        ))
+        )
+        _tell(tracked.owner, update if committed is None else m.EntryFillCommitted(update=update, values=committed))
 
     def _cancel_reason(self, tracked: Tracked) -> str:
         if tracked.cancel_reason:

@@ -35,6 +35,15 @@ FLATTEN_RECHECK_S = 2.0
 EXIT_FAILED = (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)
 
 
+def _protection_rows(values: list[Any], at: int | None) -> list[Any]:
+    """The OCO rows among an entry fill's write results: open_position_with_orders yields (position, rows),
+    create_orders the rows."""
+    if at is None:
+        return []
+    value = values[at]
+    return list(value[1] if isinstance(value, tuple) else value)
+
+
 class CheckSiblings(m.Message):
     pass
 
@@ -106,6 +115,10 @@ class PositionActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, m.OrderUpdated):
             self._on_order_updated(message)
+        elif isinstance(message, m.PrepareEntryFill):
+            return self._prepare_entry_fill(message)
+        elif isinstance(message, m.EntryFillCommitted):
+            self._on_order_updated(message.update, committed=message.values)
         elif isinstance(message, m.OrdersCreated):
             self._on_orders_created(message)
         elif isinstance(message, m.Flatten):
@@ -136,11 +149,13 @@ class PositionActor(pykka.ThreadingActor):
                 self.log.info(f"position {self.label} pending {self.plan.side} {self.plan.qty} "
                               f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
 
-    def _on_order_updated(self, msg: m.OrderUpdated) -> None:
+    def _on_order_updated(self, msg: m.OrderUpdated, committed: tuple[Any, ...] | None = None) -> None:
+        """An order of ours moved. `committed`: the router already committed this entry execution together with the
+        writes _prepare_entry_fill planned for it (their results), and sent the OCO on."""
         view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
         view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
         if msg.execution is not None:
-            self._apply_execution(msg.role, msg.execution)
+            self._apply_execution(msg.role, msg.execution, committed)
         if msg.role == "entry":
             self._after_entry_status(msg)
         elif msg.role == "flatten" and msg.status in EXIT_FAILED and msg.filled_qty == 0 and self.exit_sent:
@@ -153,16 +168,28 @@ class PositionActor(pykka.ThreadingActor):
         self._exit_when_clear()
         self._finish_if_done()
 
-    def _apply_execution(self, role: str, execution: m.Execution) -> None:
+    def _prepare_entry_fill(self, msg: m.PrepareEntryFill) -> m.EntryFillPlan | None:
+        """The writes an entry execution calls for, for the router to commit with the execution itself. Changes
+        nothing here: the router's EntryFillCommitted (or, if it could not, a plain OrderUpdated) follows."""
+        if self.position.is_terminal or msg.order_id != self.entry_order_id:
+            return None
+        _, calls, protection_at = self._entry_fill_writes(msg.execution)
+        return m.EntryFillPlan(calls=tuple(calls), protection_at=protection_at)
+
+    def _apply_execution(self, role: str, execution: m.Execution, committed: tuple[Any, ...] | None = None) -> None:
         before = self.position
-        side = before.entry_side if role == "entry" else before.exit_side
-        after = before.apply_fill(side, execution.qty, execution.price)
-        self.position = after
         protection: list[Any] = []
         if role == "entry":
             # The fill's position change and the OCO covering its shares: one commit, then the broker call.
-            protection = self._write_entry_fill(after, execution)
+            after, calls, protection_at = self._entry_fill_writes(execution)
+            values = list(committed) if committed is not None else unwrap_all(self.writer.batch(calls).get())
+            if self.position_id is None:
+                self.position_id = values[0][0].position_id
+            protection = _protection_rows(values, protection_at)
         else:
+            after = before.apply_fill(before.exit_side, execution.qty, execution.price)
+        self.position = after
+        if role != "entry":
             self._write_position(after, execution.at)
         if before.status is not after.status:
             self.log.info(f"position {self.label} {before.status} → {after.status} qty={after.quantity} "
@@ -170,28 +197,33 @@ class PositionActor(pykka.ThreadingActor):
         else:
             self.log.info(f"position {self.label} {role} fill {execution.qty} @ {execution.price} → qty={after.quantity}")
         if protection:
-            self._submit_protection(protection)
+            self._count_protection(protection)
+            if committed is None:
+                self.router.tell(m.SubmitProtection(owner=self.actor_ref, take_profit=protection[0],
+                                                    stop_loss=protection[1]))
+            elif self.flattening:  # a flatten came between the router's question and its commit: call the OCO off
+                self.router.tell(m.CancelOrders(order_ids=tuple(r.order_id for r in protection),
+                                                reason=f"flatten: {self.flatten_reason}"))
         elif after.status is PositionStatus.CLOSED:
             self._after_close()
 
-    def _write_entry_fill(self, after: Position, execution: m.Execution) -> list[Any]:
-        """Commit the entry fill's position row and the protection rows for its unprotected shares; the rows."""
-        missing = self._unprotected_qty()
+    def _entry_fill_writes(self, execution: m.Execution) -> tuple[Position, list[Any], int | None]:
+        """The position after an entry execution, and the writes for it: the positions row (opened on the first
+        fill) and the rows of one OCO for its unprotected shares; the index of the call that yields those rows."""
+        after = self.position.apply_fill(self.position.entry_side, execution.qty, execution.price)
+        missing = after.quantity - self.protected_qty() if after.status is PositionStatus.OPEN else Decimal(0)
         orders = self._protection_orders(missing) if missing > 0 and not self.flattening else []
         if self.position_id is None:
-            position, rows = self.writer.open_position_with_orders(
-                entry_order_id=self.entry_order_id, quantity=after.quantity, entry_price=after.avg_entry_price,
-                entry_time=execution.at, stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
-                orders=orders,
-            ).get()
-            self.position_id = position.position_id
-            return list(rows)
+            return after, [call(
+                "open_position_with_orders", entry_order_id=self.entry_order_id, quantity=after.quantity,
+                entry_price=after.avg_entry_price, entry_time=execution.at, stop_loss=self.plan.stop_loss,
+                take_profit=self.plan.take_profit, orders=orders,
+            )], (0 if orders else None)
         calls = [call("update_position", self.position_id, quantity=after.quantity,
                       entry_price=after.avg_entry_price, realized_pnl=after.realized_pnl)]
         if orders:
             calls.append(call("create_orders", orders))
-        values = unwrap_all(self.writer.batch(calls).get())
-        return list(values[1]) if orders else []
+        return after, calls, (1 if orders else None)
 
     def _after_entry_status(self, msg: m.OrderUpdated) -> None:
         if self.position.status is not PositionStatus.PENDING:
@@ -239,11 +271,15 @@ class PositionActor(pykka.ThreadingActor):
     def _submit_protection(self, rows: list[Any]) -> None:
         """Rows committed: count them as protection at once (so no second OCO is asked for the same shares) and
         hand them to the router for the broker."""
+        take_profit, stop_loss = self._count_protection(rows)
+        self.router.tell(m.SubmitProtection(owner=self.actor_ref, take_profit=take_profit, stop_loss=stop_loss))
+
+    def _count_protection(self, rows: list[Any]) -> tuple[Any, Any]:
         take_profit, stop_loss = rows
         self.orders[take_profit.order_id] = OrderView(role="take_profit")
         self.orders[stop_loss.order_id] = OrderView(role="stop_loss")
         self.pairs.append(OcoPair(take_profit.order_id, stop_loss.order_id, take_profit.quantity))
-        self.router.tell(m.SubmitProtection(owner=self.actor_ref, take_profit=take_profit, stop_loss=stop_loss))
+        return take_profit, stop_loss
 
     def _flatten(self, reason: str) -> None:
         if self.flattening or self.position.is_terminal:

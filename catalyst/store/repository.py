@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from catalyst.store.batch import CallOutcome, StoreCall
+from catalyst.store.batch import CallOutcome, StoreCall, unwrap_all
 from catalyst.store import cycle_ops, doctor_ops, order_ops, position_ops, queries, raw_sql, recovery_ops, security_ops
 from catalyst.store.errors import ConstraintViolationError
 from catalyst.store.records import (
@@ -53,6 +53,12 @@ PLAIN_SQL_METHODS = frozenset({
 REPORT_METHODS = frozenset({"mark_submitted", "update_order_status", "record_fill", "record_trade_update"})
 REPORT_OPERATIONS = frozenset(getattr(order_ops, name) for name in REPORT_METHODS)  # each method's own operation
 _WAITS_FOR_FSYNC = ("FULL", "EXTRA")
+
+
+def _plain_call(one: StoreCall) -> bool:
+    if one.method == "together":
+        return all(_plain_call(inner) for inner in one.args[0])
+    return one.method in PLAIN_SQL_METHODS
 
 
 class _CallFailed(Exception):
@@ -138,12 +144,29 @@ class Store:
         if enclosing is not None:
             session, isolated = enclosing
             return [await self._one(session, one, isolated) for one in calls]
-        plain = all(one.method in PLAIN_SQL_METHODS for one in calls)
+        plain = all(_plain_call(one) for one in calls)
         reports = all(one.method in REPORT_METHODS for one in calls)
         try:
             return await self._batch_transaction(calls, isolated=False, plain=plain, reports=reports)
         except _CallFailed:
             return await self._batch_transaction(calls, isolated=True, plain=plain, reports=reports)
+
+    async def together(self, calls: Sequence[StoreCall]) -> list[Any]:
+        """The calls in order, all or none: their values, or the first one's exception with none of them written.
+
+        In a batch, a call that fails is rolled back alone and the others commit; calls that only make sense
+        together (a position row and the OCO rows protecting it, planned by one actor) go in as ONE `together`
+        call, so a failure in one never leaves the others committed half-done."""
+        enclosing = _BATCH.get()
+        if enclosing is None:
+            return unwrap_all(await self.batch([StoreCall("together", (tuple(calls),))]))[0]
+        values = []
+        for one in calls:
+            method = getattr(self, one.method, None)
+            if one.method.startswith("_") or one.method in ("close", "batch") or method is None:
+                raise AttributeError(f"Store has no batchable method {one.method!r}")
+            values.append(await method(*one.args, **one.kwargs))
+        return values
 
     @asynccontextmanager
     async def _plain_scope(self, reports: bool = False) -> AsyncIterator[raw_sql.PlainTransaction]:

@@ -313,3 +313,35 @@ def test_without_deferral_every_commit_waits_for_the_fsync(db: CountingStore) ->
     db(db.store.mark_submitted(order.order_id, "b-1", "new", T0))
     db(db.store.batch([call("record_trade_update", "fill", {"n": 1})]))
     assert set(db.levels_at_commit) == {"FULL"}
+
+
+def test_calls_together_commit_all_or_none_inside_a_batch_and_on_their_own(tmp_path: Path) -> None:
+    db = CountingStore(tmp_path / "together.db", defer_report_sync=True)
+    try:
+        cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+        db.levels_at_commit.clear()
+        db.orm_transactions = 0
+        fill, failed, done = db(db.store.batch([
+            call("record_trade_update", "fill", {"n": 1}),
+            # The first row is fine, the second is refused: together, neither stays.
+            call("together", (call("create_orders", [entry(cycle_id, "AAPL")]),
+                              call("create_orders", [entry(cycle_id, "AAPL", role="bogus")]))),
+            call("together", (call("create_orders", [entry(cycle_id, "MSFT")]),
+                              call("record_trade_update", "new", {"n": 2}))),
+        ]))
+
+        assert fill.error is None and isinstance(failed.error, InvalidValueError)
+        (msft,), update_id = done.unwrap()
+        assert msft.symbol == "MSFT" and update_id > fill.value
+        assert db.rows("SELECT symbol FROM orders JOIN securities USING (security_id)") == [("MSFT",)]
+        assert db.orm_transactions == 0  # plain SQL all the way down: its calls are all plain ones
+        assert db.levels_at_commit[-1] == "FULL"  # it writes order rows: its commit waits for the fsync
+
+        values = db(db.store.together([call("create_orders", [entry(cycle_id, "NVDA")])]))
+        assert values[0][0].symbol == "NVDA"
+        with pytest.raises(InvalidValueError):
+            db(db.store.together([call("create_orders", [entry(cycle_id, "AMD")]),
+                                  call("create_orders", [entry(cycle_id, "AMD", role="bogus")])]))
+        assert db.rows("SELECT count(*) FROM orders") == [(2,)]
+    finally:
+        db.close()
