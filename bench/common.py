@@ -101,6 +101,7 @@ class LogProbe:
 
     patterns: tuple[re.Pattern[str], ...]
     lines: list[tuple[float, re.Match[str]]] = field(default_factory=list)
+    generation: int = 0  # bumped by clear()
     _lock: threading.Condition = field(default_factory=threading.Condition)
 
     def __call__(self, message: Any) -> None:
@@ -130,6 +131,13 @@ class LogProbe:
     def clear(self) -> None:
         with self._lock:
             self.lines.clear()
+            self.generation += 1
+
+    def since(self, seen: int, generation: int) -> tuple[list[tuple[float, re.Match[str]]], int]:
+        """The lines caught after the first `seen` (all of them if cleared since `generation`), and the generation:
+        readers that keep their place pay for new lines only, not for every line so far on every wake."""
+        with self._lock:
+            return list(self.lines[seen if generation == self.generation else 0:]), self.generation
 
 
 def quiet_logs(probe: LogProbe | None = None) -> None:

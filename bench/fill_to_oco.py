@@ -106,4 +106,5 @@ def measure_mode(rig: SystemRig, probe: LogProbe, client: Any, raw_symbol: str, 
 
 
 def _acked(probe: LogProbe, symbol: str) -> watch.Protection | None:
-    return next((p for p in watch.protections(probe) if p.symbol == symbol and p.acknowledged_at is not None), None)
+    found = watch.protection_of(probe, symbol)
+    return found if found is not None and found.acknowledged_at is not None else None

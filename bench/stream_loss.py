@@ -97,7 +97,8 @@ def lose_a_fill(rig: SystemRig, probe: LogProbe, symbol: str) -> dict[str, float
 
 
 def _protected(probe: LogProbe, symbol: str) -> bool:
-    return any(p.symbol == symbol and p.acknowledged_at is not None for p in watch.protections(probe))
+    found = watch.protection_of(probe, symbol)
+    return found is not None and found.acknowledged_at is not None
 
 
 def _broker_flat(rig: SystemRig, symbol: str) -> bool:
