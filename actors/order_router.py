@@ -188,9 +188,15 @@ class OrderRouter(pykka.ThreadingActor):
         next(self._general).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
 
     def _on_SubmitProtection(self, msg: m.SubmitProtection) -> None:
-        take_profit, stop_loss = msg.take_profit, msg.stop_loss
-        tp, sl = self._track(take_profit, msg.owner), self._track(stop_loss, msg.owner)
+        self._log_protection(*self._send_protection(msg.take_profit, msg.stop_loss, msg.owner))
+
+    def _send_protection(self, take_profit: Any, stop_loss: Any, owner: Any) -> tuple[Tracked, Tracked, Any, Any]:
+        tp, sl = self._track(take_profit, owner), self._track(stop_loss, owner)
         next(self._protect).tell(SubmitOco(take_profit=take_profit, stop_loss=stop_loss, reply_to=self.actor_ref))
+        return tp, sl, take_profit, stop_loss
+
+    @staticmethod
+    def _log_protection(tp: Tracked, sl: Tracked, take_profit: Any, stop_loss: Any) -> None:
         log.info(f"order {tp.label}+{sl.label} created OCO {take_profit.side} {take_profit.quantity} "
                  f"tp={take_profit.limit_price} sl={stop_loss.stop_price}")
 
@@ -491,19 +497,24 @@ class OrderRouter(pykka.ThreadingActor):
         owner_group.add(call("together", plan.calls))  # all or none: never a position row without its OCO rows
 
         told = [False]
+        protection: list[Any] = []
+
+        def send_protection(outcome: list[Any]) -> None:
+            """First after the commit, before any log line or message of the batch: the OCO to the broker."""
+            told[0] = True
+            values = outcome[0]
+            rows = values[plan.protection_at] if plan.protection_at is not None else None
+            if rows is not None:
+                take_profit, stop_loss = rows[1] if isinstance(rows, tuple) else rows
+                protection.append(self._send_protection(take_profit, stop_loss, tracked.owner))
 
         def committed(outcome: list[Any]) -> None:
-            told[0] = True
             self._asked_owners.discard(tracked.owner)
-            values = outcome[0]
             if fresh[0] is None:  # cannot happen while keys_complete holds; the owner's rows are written regardless
                 log.error(f"order {tracked.label} execution {key} was not new, yet its owner's writes committed")
-            rows = values[plan.protection_at] if plan.protection_at is not None else None
-            if rows is not None:  # an OCO's rows, committed: straight to the broker, before anything else
-                take_profit, stop_loss = rows[1] if isinstance(rows, tuple) else rows
-                self._on_SubmitProtection(m.SubmitProtection(owner=tracked.owner, take_profit=take_profit,
-                                                             stop_loss=stop_loss))
-            self._tell_owner(tracked, execution, committed=tuple(values))
+            for sent in protection:
+                self._log_protection(*sent)
+            self._tell_owner(tracked, execution, committed=tuple(outcome[0]))
 
         def failed() -> None:
             """The owner's writes did not commit (none of them: one `together` call). If the execution did, tell
@@ -513,6 +524,7 @@ class OrderRouter(pykka.ThreadingActor):
                 told[0] = True
                 self._tell_owner(tracked, fresh[0])
 
+        owner_group.first(send_protection)
         owner_group.then(committed)
         self._owner_groups.append((owner_group, failed))
         return True

@@ -47,6 +47,7 @@ class WriteGroup:
 
     def __init__(self) -> None:
         self.calls: list[StoreCall] = []
+        self.urgent: list[Callable[[list[Any]], None]] = []
         self.after: list[Callable[[list[Any]], None]] = []
 
     def add(self, store_call: StoreCall) -> int:
@@ -57,20 +58,25 @@ class WriteGroup:
     def then(self, callback: Callable[[list[Any]], None]) -> None:
         self.after.append(callback)
 
+    def first(self, callback: Callable[[list[Any]], None]) -> None:
+        """A callback that runs before every `then` callback of the groups committed with this one: a broker call
+        waiting on this commit (a stop-loss) goes out before the log lines and messages of the others."""
+        self.urgent.append(callback)
+
     def commit(self, writer: Any) -> list[Any]:
         """One `batch` through the DbWriter proxy (nothing if empty), then the callbacks in order.
 
         The first failed call's exception is raised after the commit, as a lone call's would be.
         """
         values = unwrap_all(writer.batch(self.calls).get()) if self.calls else []
-        for callback in self.after:
+        for callback in (*self.urgent, *self.after):
             callback(values)
         return values
 
     def announce(self, outcomes: list[CallOutcome]) -> None:
         """Run the callbacks with this group's own outcomes; raises the first failed call's exception instead."""
         values = unwrap_all(outcomes)
-        for callback in self.after:
+        for callback in (*self.urgent, *self.after):
             callback(values)
 
 
@@ -83,13 +89,26 @@ def commit_together(groups: list[WriteGroup], writer: Any) -> list[BaseException
     calls = [one for group in groups for one in group.calls]
     outcomes = writer.batch(calls).get() if calls else []
     errors: list[BaseException | None] = []
+    settled: list[list[Any] | None] = []
     start = 0
-    for group in groups:
+    for group in groups:  # each group's outcome, and the urgent callbacks of those that committed
         mine, start = outcomes[start:start + len(group.calls)], start + len(group.calls)
         try:
-            group.announce(mine)
+            values = unwrap_all(mine)
+            for callback in group.urgent:
+                callback(values)
         except Exception as error:  # noqa: BLE001 - reported to the caller, per group
             errors.append(error)
+            settled.append(None)
         else:
             errors.append(None)
+            settled.append(values)
+    for index, (group, values) in enumerate(zip(groups, settled)):
+        if values is None:
+            continue
+        try:
+            for callback in group.after:
+                callback(values)
+        except Exception as error:  # noqa: BLE001 - reported to the caller, per group
+            errors[index] = error
     return errors

@@ -188,6 +188,28 @@ def test_groups_committed_together_share_one_commit_and_each_is_announced_on_its
         writer_ref.stop()
 
 
+def test_urgent_callbacks_of_groups_committed_together_run_before_any_announcement(tmp_path: Path) -> None:
+    writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'urgent.db'}")
+    try:
+        writer = writer_ref.proxy()
+        ran: list[str] = []
+        groups = []
+        for name, payload in (("logs", {"n": 1}), ("bad", "not a dict"), ("stop-loss", {"n": 3})):
+            group = WriteGroup()
+            group.add(call("record_trade_update", "fill", payload))
+            group.then(lambda _, name=name: ran.append(f"then {name}"))
+            groups.append(group)
+        groups[1].first(lambda _: ran.append("first bad"))
+        groups[2].first(lambda _: ran.append("first stop-loss"))
+
+        errors = commit_together(groups, writer)
+
+        assert ran == ["first stop-loss", "then logs", "then stop-loss"]  # and nothing of the failed group
+        assert errors[0] is None and errors[2] is None and isinstance(errors[1], InvalidValueError)
+    finally:
+        writer_ref.stop()
+
+
 # --- plain transactions: batches of plain-SQL operations run on the held sqlite3 connection, no ORM session ---------
 
 def test_a_batch_of_plain_sql_operations_commits_once_without_an_orm_session(db: CountingStore) -> None:
