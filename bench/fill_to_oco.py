@@ -64,10 +64,11 @@ def run(quick: bool) -> dict[str, Any]:
             "stream callback). End: the second OCO leg's 'created → submitted' log line, written after "
             "mark_submitted and update_order_status committed, i.e. both protection rows carry broker ids.",
             "One trade at a time, a raw submit interleaved before each, on the same emulator in the same run.",
-            "FULL is the shipped setting: the commit of the position row and its OCO rows (the one the broker call "
-            "waits on) is fsync'd; the records of broker reports (the fill, the acknowledgements) are not waited on "
-            "(sqlite_defer_report_sync) and reach the disk with the next fsync. FULL_EVERY_COMMIT fsyncs all three "
-            "commits; NORMAL none.",
+            "Two commits on the path: the execution with the position row and its OCO rows (the router asks the "
+            "position actor for its writes and commits them with the execution), then both acknowledgements. FULL "
+            "is the shipped setting: the first, which the broker call waits on, is fsync'd; the second only records "
+            "broker reports and is not waited on (sqlite_defer_report_sync): it reaches the disk with the next "
+            "fsync. FULL_EVERY_COMMIT fsyncs both; NORMAL neither.",
             "Market entries fill on submit in the emulator; each trade uses its own symbol.",
             "The exchange runs in its own process (bench/remote_exchange.py), as Alpaca is another machine: the raw "
             "client and the daemon reach it the same way, and its work does not take the GIL from either.",
