@@ -160,12 +160,21 @@ class EntryFillPlan(Message):
     calls: tuple[Any, ...]  # StoreCalls, run after the router's own writes for the execution, in the same commit
     protection_at: int | None = None  # index of the call whose value holds the OCO rows (take-profit, stop-loss)
 
+    def protection_rows(self, values: Any) -> list[Any]:
+        """The OCO rows among the calls' results (none, or take-profit and stop-loss): open_position_with_orders
+        yields (position, rows), create_orders the rows."""
+        if self.protection_at is None:
+            return []
+        value = values[self.protection_at]
+        return list(value[1] if isinstance(value, tuple) else value)
+
 
 class EntryFillCommitted(Message):
     """The router committed the execution with the owner's planned writes; `values` are those calls' results. The
     OCO rows, if any, are already on their way to the broker (the router sent them on at once)."""
 
     update: OrderUpdated
+    plan: EntryFillPlan  # the plan the owner answered with: its state may have moved since (a flatten)
     values: tuple[Any, ...]
 
 

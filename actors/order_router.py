@@ -496,17 +496,15 @@ class OrderRouter(pykka.ThreadingActor):
         owner_group = WriteGroup()
         owner_group.add(call("together", plan.calls))  # all or none: never a position row without its OCO rows
 
-        told = [False]
+        settled = [False]  # the owner's writes committed: it hears of them as EntryFillCommitted, never twice
         protection: list[Any] = []
 
         def send_protection(outcome: list[Any]) -> None:
             """First after the commit, before any log line or message of the batch: the OCO to the broker."""
-            told[0] = True
-            values = outcome[0]
-            rows = values[plan.protection_at] if plan.protection_at is not None else None
-            if rows is not None:
-                take_profit, stop_loss = rows[1] if isinstance(rows, tuple) else rows
-                protection.append(self._send_protection(take_profit, stop_loss, tracked.owner))
+            settled[0] = True
+            rows = plan.protection_rows(outcome[0])
+            if rows:
+                protection.append(self._send_protection(*rows, tracked.owner))
 
         def committed(outcome: list[Any]) -> None:
             self._asked_owners.discard(tracked.owner)
@@ -514,14 +512,14 @@ class OrderRouter(pykka.ThreadingActor):
                 log.error(f"order {tracked.label} execution {key} was not new, yet its owner's writes committed")
             for sent in protection:
                 self._log_protection(*sent)
-            self._tell_owner(tracked, execution, committed=tuple(outcome[0]))
+            self._tell_owner(tracked, execution, committed=(plan, tuple(outcome[0])))
 
         def failed() -> None:
             """The owner's writes did not commit (none of them: one `together` call). If the execution did, tell
             the owner the usual way and it writes them itself; if nothing did, it hears nothing, as before."""
             self._asked_owners.discard(tracked.owner)
-            if not told[0] and fresh[0] is not None:
-                told[0] = True
+            if not settled[0] and fresh[0] is not None:
+                settled[0] = True
                 self._tell_owner(tracked, fresh[0])
 
         owner_group.first(send_protection)
@@ -592,14 +590,15 @@ class OrderRouter(pykka.ThreadingActor):
             self._catch_up(since, why=f"{tracked.label} missing executions ({tracked.filled_qty} of {expected})")
 
     def _tell_owner(self, tracked: Tracked, execution: m.Execution | None, reason: str | None = None,
-                    committed: tuple[Any, ...] | None = None) -> None:
+                    committed: tuple[m.EntryFillPlan, tuple[Any, ...]] | None = None) -> None:
         if tracked.owner is None:
             return
         update = m.OrderUpdated(
             order_id=tracked.order_id, role=tracked.role, status=tracked.status, filled_qty=tracked.filled_qty,
             execution=execution, reason=reason,
         )
-        _tell(tracked.owner, update if committed is None else m.EntryFillCommitted(update=update, values=committed))
+        _tell(tracked.owner, update if committed is None
+              else m.EntryFillCommitted(update=update, plan=committed[0], values=committed[1]))
 
     def _cancel_reason(self, tracked: Tracked) -> str:
         if tracked.cancel_reason:

@@ -35,15 +35,6 @@ FLATTEN_RECHECK_S = 2.0
 EXIT_FAILED = (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)
 
 
-def _protection_rows(values: list[Any], at: int | None) -> list[Any]:
-    """The OCO rows among an entry fill's write results: open_position_with_orders yields (position, rows),
-    create_orders the rows."""
-    if at is None:
-        return []
-    value = values[at]
-    return list(value[1] if isinstance(value, tuple) else value)
-
-
 class CheckSiblings(m.Message):
     pass
 
@@ -118,7 +109,7 @@ class PositionActor(pykka.ThreadingActor):
         elif isinstance(message, m.PrepareEntryFill):
             return self._prepare_entry_fill(message)
         elif isinstance(message, m.EntryFillCommitted):
-            self._on_order_updated(message.update, committed=message.values)
+            self._on_order_updated(message.update, committed=message)
         elif isinstance(message, m.OrdersCreated):
             self._on_orders_created(message)
         elif isinstance(message, m.Flatten):
@@ -149,9 +140,9 @@ class PositionActor(pykka.ThreadingActor):
                 self.log.info(f"position {self.label} pending {self.plan.side} {self.plan.qty} "
                               f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
 
-    def _on_order_updated(self, msg: m.OrderUpdated, committed: tuple[Any, ...] | None = None) -> None:
+    def _on_order_updated(self, msg: m.OrderUpdated, committed: m.EntryFillCommitted | None = None) -> None:
         """An order of ours moved. `committed`: the router already committed this entry execution together with the
-        writes _prepare_entry_fill planned for it (their results), and sent the OCO on."""
+        writes _prepare_entry_fill planned for it, and sent the OCO on."""
         view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
         view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
         if msg.execution is not None:
@@ -173,19 +164,22 @@ class PositionActor(pykka.ThreadingActor):
         nothing here: the router's EntryFillCommitted (or, if it could not, a plain OrderUpdated) follows."""
         if self.position.is_terminal or msg.order_id != self.entry_order_id:
             return None
-        _, calls, protection_at = self._entry_fill_writes(msg.execution)
-        return m.EntryFillPlan(calls=tuple(calls), protection_at=protection_at)
+        return self._entry_fill_writes(msg.execution)[1]
 
-    def _apply_execution(self, role: str, execution: m.Execution, committed: tuple[Any, ...] | None = None) -> None:
+    def _apply_execution(self, role: str, execution: m.Execution,
+                         committed: m.EntryFillCommitted | None = None) -> None:
         before = self.position
         protection: list[Any] = []
         if role == "entry":
             # The fill's position change and the OCO covering its shares: one commit, then the broker call.
-            after, calls, protection_at = self._entry_fill_writes(execution)
-            values = list(committed) if committed is not None else unwrap_all(self.writer.batch(calls).get())
+            after, plan = self._entry_fill_writes(execution)
+            if committed is not None:  # what was committed is the plan answered then, whatever happened since
+                plan, values = committed.plan, list(committed.values)
+            else:
+                values = unwrap_all(self.writer.batch(plan.calls).get())
             if self.position_id is None:
-                self.position_id = values[0][0].position_id
-            protection = _protection_rows(values, protection_at)
+                self.position_id = values[0][0].position_id  # open_position_with_orders: (position, rows)
+            protection = plan.protection_rows(values)
         else:
             after = before.apply_fill(before.exit_side, execution.qty, execution.price)
         self.position = after
@@ -196,34 +190,33 @@ class PositionActor(pykka.ThreadingActor):
                           f"avg={after.avg_entry_price}" + (f" realized={after.realized_pnl}" if after.status is PositionStatus.CLOSED else ""))
         else:
             self.log.info(f"position {self.label} {role} fill {execution.qty} @ {execution.price} → qty={after.quantity}")
-        if protection:
+        if protection and committed is None:
+            self._submit_protection(protection)
+        elif protection:  # the router has sent this OCO on already
             self._count_protection(protection)
-            if committed is None:
-                self.router.tell(m.SubmitProtection(owner=self.actor_ref, take_profit=protection[0],
-                                                    stop_loss=protection[1]))
-            elif self.flattening:  # a flatten came between the router's question and its commit: call the OCO off
+            if self.flattening:  # a flatten came between the router's question and its commit: call the OCO off
                 self.router.tell(m.CancelOrders(order_ids=tuple(r.order_id for r in protection),
                                                 reason=f"flatten: {self.flatten_reason}"))
         elif after.status is PositionStatus.CLOSED:
             self._after_close()
 
-    def _entry_fill_writes(self, execution: m.Execution) -> tuple[Position, list[Any], int | None]:
+    def _entry_fill_writes(self, execution: m.Execution) -> tuple[Position, m.EntryFillPlan]:
         """The position after an entry execution, and the writes for it: the positions row (opened on the first
-        fill) and the rows of one OCO for its unprotected shares; the index of the call that yields those rows."""
+        fill) and the rows of one OCO for its unprotected shares."""
         after = self.position.apply_fill(self.position.entry_side, execution.qty, execution.price)
         missing = after.quantity - self.protected_qty() if after.status is PositionStatus.OPEN else Decimal(0)
         orders = self._protection_orders(missing) if missing > 0 and not self.flattening else []
         if self.position_id is None:
-            return after, [call(
+            return after, m.EntryFillPlan(calls=(call(
                 "open_position_with_orders", entry_order_id=self.entry_order_id, quantity=after.quantity,
                 entry_price=after.avg_entry_price, entry_time=execution.at, stop_loss=self.plan.stop_loss,
                 take_profit=self.plan.take_profit, orders=orders,
-            )], (0 if orders else None)
+            ),), protection_at=0 if orders else None)
         calls = [call("update_position", self.position_id, quantity=after.quantity,
                       entry_price=after.avg_entry_price, realized_pnl=after.realized_pnl)]
         if orders:
             calls.append(call("create_orders", orders))
-        return after, calls, (1 if orders else None)
+        return after, m.EntryFillPlan(calls=tuple(calls), protection_at=1 if orders else None)
 
     def _after_entry_status(self, msg: m.OrderUpdated) -> None:
         if self.position.status is not PositionStatus.PENDING:

@@ -118,3 +118,36 @@ def test_a_second_fill_in_the_same_batch_is_told_after_the_commit_and_protected_
         assert batches[2] == ("batch", "update_position", "create_orders")  # the second fill, by the owner
     finally:
         position.stop()
+
+
+class FlattenedWhileAsked(PositionActor):
+    """A flatten reaches the position between its answer to the router and the router's commit."""
+
+    def _prepare_entry_fill(self, msg: m.PrepareEntryFill) -> m.EntryFillPlan | None:
+        planned = super()._prepare_entry_fill(msg)
+        if self.position_id is not None:  # the second fill: the position is open, so a flatten takes effect
+            self.actor_ref.tell(m.Flatten(reason="loss limit"))
+        return planned
+
+
+def test_an_oco_committed_after_a_flatten_began_is_called_off_not_left_working(rig: Rig) -> None:
+    position, entry = start_position(rig, FlattenedWhileAsked)
+    try:
+        whole = fill_event(entry)
+        part = whole.update.model_copy(update={
+            "qty": Decimal(40), "order": whole.update.order.model_copy(update={"filled_qty": Decimal(40)})})
+        rig.router.tell(m.TradeUpdateReceived(update=part))
+        first = rig.told(rig.protect, SubmitOco)[0]
+        rig.router.tell(m.TradeUpdateReceived(update=whole.update.model_copy(update={"qty": Decimal(60)})))
+        second = rig.told(rig.protect, SubmitOco, count=2)[1]
+
+        def called_off() -> bool:
+            tracked = rig.router.proxy().by_order.get()
+            return all(tracked[o.order_id].pending_cancel for o in (second.take_profit, second.stop_loss))
+
+        assert wait_for(called_off, "the second OCO called off")  # cancelled as soon as the broker acknowledges it
+        assert second.take_profit.quantity == Decimal(60) and first.take_profit.quantity == Decimal(40)
+        state = position.proxy().state().get()
+        assert state["qty"] == "100" and state["status"] == "open"
+    finally:
+        position.stop()
