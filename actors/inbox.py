@@ -34,6 +34,20 @@ class PeekableInbox:
     def empty(self) -> bool:
         return not self._front and self._queue.empty()
 
+    def take_next(self, wanted: Callable[[Any], bool], timeout: float) -> Any | None:
+        """The next envelope if `wanted(envelope)`, waiting at most `timeout` seconds for one to arrive; None on
+        timeout or when the next one is not wanted (it keeps its place in line)."""
+        if timeout <= 0:
+            return None
+        try:
+            envelope = self._front.popleft() if self._front else self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if not wanted(envelope):
+            self.push_front(envelope)
+            return None
+        return envelope
+
     def take_waiting(self, wanted: Callable[[Any], bool], limit: int) -> list[Any]:
         """The envelopes already waiting, in order, while `wanted(envelope)` holds (at most `limit`).
 

@@ -22,6 +22,7 @@ Invariants it keeps:
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -85,6 +86,10 @@ def _tell(owner: Any, message: m.Message) -> None:
         log.info(f"router {type(message).__name__} for a stopped position actor: it is in the database")
 
 
+def _is_fill(update: TradeUpdateReport) -> bool:
+    return update.event in ("fill", "partial_fill")
+
+
 def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
     return f"{broker_order_id}:{cum_qty.normalize():f}"
 
@@ -122,7 +127,7 @@ class OrderRouter(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, TOGETHER):
-            self._handle_together([message, *self._waiting_updates()])
+            self._handle_together(self._with_awaited_fills([message, *self._waiting_updates()]))
             return None
         handler = getattr(self, f"_on_{type(message).__name__}", None)
         if handler is None:
@@ -141,6 +146,41 @@ class OrderRouter(pykka.ThreadingActor):
         assert isinstance(inbox, PeekableInbox)
         waiting = inbox.take_waiting(lambda e: e.reply_to is None and isinstance(e.message, TOGETHER), MAX_TOGETHER - 1)
         return [envelope.message for envelope in waiting]
+
+    def _with_awaited_fills(self, batch: list[m.Message]) -> list[m.Message]:
+        """A submit result saying an order filled is nearly always a millisecond ahead of the fill's stream event
+        (a marketable entry). Hold the batch up to `fill_event_wait_s` for those events, so both are decided and
+        committed together instead of the fill queueing behind the result's own commit; no broker call waits on
+        the result's commit. Whatever else arrives meanwhile joins the batch; anything that is not a trade update
+        or submit result ends the wait."""
+        awaited = self._fills_awaited(batch)
+        deadline = time.monotonic() + self.settings.fill_event_wait_s
+        inbox = self.actor_inbox
+        assert isinstance(inbox, PeekableInbox)
+        while awaited and len(batch) < MAX_TOGETHER:
+            envelope = inbox.take_next(lambda e: e.reply_to is None and isinstance(e.message, TOGETHER),
+                                       deadline - time.monotonic())
+            if envelope is None:
+                break
+            batch.append(envelope.message)
+            if isinstance(envelope.message, m.TradeUpdateReceived) and _is_fill(envelope.message.update):
+                awaited.discard(envelope.message.update.order.broker_id)
+        return batch
+
+    def _fills_awaited(self, batch: list[m.Message]) -> set[str]:
+        """Broker ids of orders a submit result in `batch` says filled beyond the executions held, with no fill
+        event for them in `batch`."""
+        awaited: set[str] = set()
+        for message in batch:
+            if isinstance(message, m.SubmitResult) and message.report is not None:
+                for order_id, report in zip(message.order_ids, [message.report, *message.report.legs]):
+                    tracked = self.by_order.get(order_id)
+                    if tracked is not None and report.filled_qty > tracked.filled_qty:
+                        awaited.add(report.broker_id)
+        for message in batch:
+            if isinstance(message, m.TradeUpdateReceived) and _is_fill(message.update):
+                awaited.discard(message.update.order.broker_id)
+        return awaited
 
     def _handle_together(self, messages: list[m.Message]) -> None:
         """Trade updates and submit results that arrived together (100 entries filling in one minute): each is
@@ -319,7 +359,7 @@ class OrderRouter(pykka.ThreadingActor):
             group.then(lambda _: self._keep_unmatched(update))
             return
         execution = None
-        if update.qty is not None and update.price is not None and update.event in ("fill", "partial_fill"):
+        if update.qty is not None and update.price is not None and _is_fill(update):
             execution = FillReport(
                 execution_id=update.execution_id or "", broker_order_id=update.order.broker_id,
                 client_order_id=update.order.client_order_id, symbol=update.order.symbol, side=update.order.side,

@@ -13,3 +13,6 @@ class RouterSettings(BaseModel):
     # Wall seconds a fill the broker reports (submit response, REST) may wait for its stream event before the
     # router fetches executions over REST: a marketable entry's response says "filled" before the event lands.
     missing_execution_grace_s: float = Field(default=2.0, ge=0)
+    # Wall seconds the router holds a submit result saying "filled" for that fill's stream event, which is usually
+    # a millisecond behind it: both then go in one commit, and the fill does not queue behind the result's own.
+    fill_event_wait_s: float = Field(default=0.002, ge=0, le=1.0)

@@ -74,14 +74,15 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = 15.0) -> T:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, grace_s: float, recording_actor: Any) -> None:
+    def __init__(self, tmp_path: Path, grace_s: float, recording_actor: Any, fill_wait_s: float = 0.002) -> None:
         self.gate, self.held = threading.Event(), threading.Event()
         self.gate.set()
         self.writer_ref = RecordingWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}", self.gate, self.held)
         self.writer = self.writer_ref.proxy()
         self.protect, self.general, self.owner = recording_actor(), recording_actor(), recording_actor()
         self.router = OrderRouter.start(self.writer, [self.protect], [self.general], FixedClock(),
-                                        RouterSettings(missing_execution_grace_s=grace_s))
+                                        RouterSettings(missing_execution_grace_s=grace_s,
+                                                       fill_event_wait_s=fill_wait_s))
         self.cycle_id = self.writer.get_or_create_cycle(date(2024, 3, 4), at=T0).get().cycle_id
 
     def told(self, inbox: Any, kind: type, count: int = 1) -> list[Any]:
@@ -256,3 +257,40 @@ def test_updates_waiting_together_are_committed_together_and_each_announced(rig:
     assert rig.served() == [("batch", *one_fill), ("batch", *one_fill, *one_fill)]
     assert sorted(u.order_id for u in executions) == [row.order_id for row in rows]
     assert {rig.writer.get_order(row.order_id).get().status for row in rows} == {"filled"}
+
+
+def test_a_filled_submit_result_waits_briefly_for_its_fill_event_and_both_are_one_commit(
+        tmp_path: Path, recording_actor: Any) -> None:
+    rig = Rig(tmp_path, grace_s=3600, recording_actor=recording_actor, fill_wait_s=0.5)
+    try:
+        row = enter(rig)
+        rig.served()
+        rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "filled", filled="100")))
+        time.sleep(0.05)  # the stream's event lands a moment after the reply, as it does for a marketable entry
+        rig.router.tell(fill_event(row))
+        update = wait_for(lambda: next((u for u in rig.owner.proxy().received().get()
+                                        if isinstance(u, m.OrderUpdated) and u.execution), None), "the execution")
+
+        assert rig.served() == [("batch", "mark_submitted", "update_order_status", "record_trade_update",
+                                 "record_fill")]
+        assert update.status is OrderStatus.FILLED
+        assert len(rig.writer.fills_for_order(row.order_id).get()) == 1
+    finally:
+        rig.stop()
+
+
+def test_a_filled_submit_result_whose_event_never_comes_is_committed_after_the_wait(
+        tmp_path: Path, recording_actor: Any) -> None:
+    rig = Rig(tmp_path, grace_s=3600, recording_actor=recording_actor, fill_wait_s=0.3)
+    try:
+        row = enter(rig)
+        rig.served()
+        sent = time.monotonic()
+        rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "filled", filled="100")))
+        wait_for(lambda: rig.writer.get_order(row.order_id).get().status == "filled", "the result committed")
+        waited = time.monotonic() - sent
+
+        assert 0.25 <= waited < 5  # held for the event, then committed on its own
+        assert rig.served() == [("batch", "mark_submitted", "update_order_status")]
+    finally:
+        rig.stop()
