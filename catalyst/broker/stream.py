@@ -14,7 +14,6 @@ from alpaca.trading.stream import TradingStream
 from catalyst.broker.reports import TradeUpdateReport, trade_update_report
 
 _AUTH_REPLY_TIMEOUT_S = 10.0
-_POLL_S = 0.25  # how often the consume loop looks for a stop request (alpaca-py: every 5 s)
 
 
 class _CatalystTradingStream(TradingStream):
@@ -24,7 +23,10 @@ class _CatalystTradingStream(TradingStream):
       nothing, so the owner must be told to catch up over REST each time.
     - `_auth`: alpaca-py retries a refused login forever and only logs it; we surface it.
     - `_consume`/`_dispatch`: a malformed message is logged as one line and skipped instead of
-      raising into alpaca-py's loop (which logs a traceback), and a stop is noticed within _POLL_S.
+      raising into alpaca-py's loop (which logs a traceback). The receive waits without a timeout:
+      alpaca-py wraps every receive in `wait_for` (a task and a timer per message, on the thread that
+      hands fills to the router, at the moments fills arrive) only to poll its stop queue; `stop_now`
+      closes the socket instead, which ends a pending receive at once.
     """
 
     def __init__(self, owner: TradeStream, key_id: str, secret: str, url: str | None, paper: bool) -> None:
@@ -58,10 +60,7 @@ class _CatalystTradingStream(TradingStream):
                 self._stop_stream_queue.get_nowait()
                 await self.close()
                 break
-            try:
-                raw = await asyncio.wait_for(self._ws.recv(), _POLL_S)
-            except asyncio.TimeoutError:
-                continue
+            raw = await self._ws.recv()
             try:
                 msg = json.loads(raw)
             except ValueError:
