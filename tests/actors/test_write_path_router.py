@@ -259,13 +259,19 @@ def test_updates_waiting_together_are_committed_together_and_each_announced(rig:
     assert {rig.writer.get_order(row.order_id).get().status for row in rows} == {"filled"}
 
 
+def reply_filled(rig: Rig) -> Any:
+    """An entry whose submit reply says it filled (a marketable order at the emulator); the writer's log cleared."""
+    row = enter(rig)
+    rig.served()
+    rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "filled", filled="100")))
+    return row
+
+
 def test_a_filled_submit_result_waits_briefly_for_its_fill_event_and_both_are_one_commit(
         tmp_path: Path, recording_actor: Any) -> None:
     rig = Rig(tmp_path, grace_s=3600, recording_actor=recording_actor, fill_wait_s=0.5)
     try:
-        row = enter(rig)
-        rig.served()
-        rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "filled", filled="100")))
+        row = reply_filled(rig)
         time.sleep(0.05)  # the stream's event lands a moment after the reply, as it does for a marketable entry
         rig.router.tell(fill_event(row))
         update = wait_for(lambda: next((u for u in rig.owner.proxy().received().get()
@@ -283,10 +289,8 @@ def test_a_filled_submit_result_whose_event_never_comes_is_committed_after_the_w
         tmp_path: Path, recording_actor: Any) -> None:
     rig = Rig(tmp_path, grace_s=3600, recording_actor=recording_actor, fill_wait_s=0.3)
     try:
-        row = enter(rig)
-        rig.served()
         sent = time.monotonic()
-        rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "filled", filled="100")))
+        row = reply_filled(rig)
         wait_for(lambda: rig.writer.get_order(row.order_id).get().status == "filled", "the result committed")
         waited = time.monotonic() - sent
 
