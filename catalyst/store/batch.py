@@ -73,12 +73,6 @@ class WriteGroup:
             callback(values)
         return values
 
-    def announce(self, outcomes: list[CallOutcome]) -> None:
-        """Run the callbacks with this group's own outcomes; raises the first failed call's exception instead."""
-        values = unwrap_all(outcomes)
-        for callback in (*self.urgent, *self.after):
-            callback(values)
-
 
 def commit_together(groups: list[WriteGroup], writer: Any) -> list[BaseException | None]:
     """Several groups' calls in ONE `batch` (one commit), then each group's callbacks with its own values.

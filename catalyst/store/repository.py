@@ -162,11 +162,17 @@ class Store:
             return unwrap_all(await self.batch([StoreCall("together", (tuple(calls),))]))[0]
         values = []
         for one in calls:
-            method = getattr(self, one.method, None)
-            if one.method.startswith("_") or one.method in ("close", "batch") or method is None:
-                raise AttributeError(f"Store has no batchable method {one.method!r}")
-            values.append(await method(*one.args, **one.kwargs))
+            if one.method == "batch":  # its calls would each be isolated again: not all or none
+                raise AttributeError("Store has no batchable method 'batch' inside together")
+            values.append(await self._batchable(one)(*one.args, **one.kwargs))
         return values
+
+    def _batchable(self, one: StoreCall) -> Callable[..., Awaitable[Any]]:
+        """The public Store coroutine a StoreCall names; AttributeError for anything else (private, lifecycle)."""
+        method = getattr(self, one.method, None)
+        if one.method.startswith("_") or one.method == "close" or method is None:
+            raise AttributeError(f"Store has no batchable method {one.method!r}")
+        return method
 
     @asynccontextmanager
     async def _plain_scope(self, reports: bool = False) -> AsyncIterator[raw_sql.PlainTransaction]:
@@ -220,9 +226,10 @@ class Store:
 
     async def _one(self, session: AsyncSession | raw_sql.PlainTransaction, one: StoreCall,
                    isolated: bool) -> CallOutcome:
-        method = getattr(self, one.method, None)
-        if one.method.startswith("_") or one.method == "close" or method is None:
-            return CallOutcome(error=AttributeError(f"Store has no batchable method {one.method!r}"))
+        try:
+            method = self._batchable(one)
+        except AttributeError as error:
+            return CallOutcome(error=error)
         if not isolated:
             try:
                 return CallOutcome(value=await method(*one.args, **one.kwargs))
