@@ -12,8 +12,10 @@ from bench.rig import SystemRig, market_buy, raw_client, symbols
 
 NAME = "fill_to_oco"
 ISSUE = "4"
-# (mode, synchronous, defer_report_sync): the shipped setting first, then every commit fsync'd, then no fsync at all.
-MODES = (("FULL", "FULL", True), ("FULL_EVERY_COMMIT", "FULL", False), ("NORMAL", "NORMAL", True))
+# (mode, synchronous, defer_report_sync, daemon.cpu): the shipped settings first, then every commit fsync'd, then no
+# fsync at all, then the shipped durability with the daemon's threads left on every CPU.
+MODES = (("FULL", "FULL", True, "auto"), ("FULL_EVERY_COMMIT", "FULL", False, "auto"), ("NORMAL", "NORMAL", True, "auto"),
+         ("FULL_ALL_CPUS", "FULL", True, "all"))
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -28,11 +30,11 @@ def run(quick: bool) -> dict[str, Any]:
         client = raw_client(exchange)
         for _ in range(warmup):
             client.submit_order(market_buy(raw_symbol, 1))
-        for index, (mode, synchronous, defer) in enumerate(MODES):
+        for index, (mode, synchronous, defer, cpu_setting) in enumerate(MODES):
             mine = names[index * (trades + warmup):(index + 1) * (trades + warmup)]
             probe.clear()  # a new database numbers its orders from 1 again
             rig = SystemRig(exchange, scratch / f"catalyst-{mode}.db", synchronous=synchronous,
-                            defer_report_sync=defer)
+                            defer_report_sync=defer, cpu_setting=cpu_setting)
             rig.start()
             try:
                 modes[mode] = measure_mode(rig, probe, client, raw_symbol, mine, warmup, raw)
@@ -46,11 +48,14 @@ def run(quick: bool) -> dict[str, Any]:
         "figures": {
             "raw_submit_roundtrip": raw_stats,
             "synchronous_full": modes["FULL"], "synchronous_full_every_commit": modes["FULL_EVERY_COMMIT"],
-            "synchronous_normal": modes["NORMAL"],
+            "synchronous_normal": modes["NORMAL"], "full_all_cpus": modes["FULL_ALL_CPUS"],
             "ratio_p50_full_vs_raw": p50_ratio, "ratio_p99_full_vs_raw": p99_ratio,
             "ratio_p50_full_every_commit_vs_raw": ratio(
                 modes["FULL_EVERY_COMMIT"]["fill_to_protected"]["p50_ms"], raw_stats["p50_ms"]),
             "ratio_p50_normal_vs_raw": ratio(modes["NORMAL"]["fill_to_protected"]["p50_ms"], raw_stats["p50_ms"]),
+            "ratio_p50_full_all_cpus_vs_raw": ratio(
+                modes["FULL_ALL_CPUS"]["fill_to_protected"]["p50_ms"], raw_stats["p50_ms"]),
+            "one_cpu_saves_p50_ms": round(modes["FULL_ALL_CPUS"]["fill_to_protected"]["p50_ms"] - full["p50_ms"], 3),
             "fsync_cost_p50_ms": round(full["p50_ms"] - modes["NORMAL"]["fill_to_protected"]["p50_ms"], 3),
             "deferred_report_sync_saves_p50_ms": round(
                 modes["FULL_EVERY_COMMIT"]["fill_to_protected"]["p50_ms"] - full["p50_ms"], 3),
@@ -69,6 +74,9 @@ def run(quick: bool) -> dict[str, Any]:
             "is the shipped setting: the first, which the broker call waits on, is fsync'd; the second only records "
             "broker reports and is not waited on (sqlite_defer_report_sync): it reaches the disk with the next "
             "fsync. FULL_EVERY_COMMIT fsyncs both; NORMAL neither.",
+            "daemon.cpu: the first three modes run as shipped (auto: every thread of the process on one CPU, the "
+            "raw client's included); FULL_ALL_CPUS is FULL with the threads left on every CPU (daemon.cpu = all). "
+            "The exchange process may always use every CPU.",
             "Market entries fill on submit in the emulator; each trade uses its own symbol.",
             "The exchange runs in its own process (bench/remote_exchange.py), as Alpaca is another machine: the raw "
             "client and the daemon reach it the same way, and its work does not take the GIL from either.",
@@ -99,7 +107,7 @@ def measure_mode(rig: SystemRig, probe: LogProbe, client: Any, raw_symbol: str, 
         to_rows.append(oco.created_at - filled)
         rows_to_ack.append(oco.acknowledged_at - oco.created_at)
     return {
-        "synchronous": rig.synchronous, "defer_report_sync": rig.defer_report_sync,
+        "synchronous": rig.synchronous, "defer_report_sync": rig.defer_report_sync, "cpu": rig.cpu_placement,
         "fill_to_protected": latency_ms(total),
         "breakdown": {"fill_to_oco_rows_created": latency_ms(to_rows),
                       "oco_rows_created_to_both_acked": latency_ms(rows_to_ack)},

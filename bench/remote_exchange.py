@@ -12,6 +12,7 @@ prints its URLs as one JSON line, and stops when its stdin closes.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import requests
 
+from catalyst import cpu
 from catalyst.clock import FollowedClock
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -62,8 +64,11 @@ class RemoteExchange:
 
 @contextmanager
 def exchange_process(names: list[str], price: str = "10.00") -> Iterator[RemoteExchange]:
+    # Alpaca is another machine: the exchange never shares the CPU a benchmark pins the daemon to (its child
+    # would inherit the pin), it may use every CPU this process could when it started.
+    cpus = ",".join(map(str, sorted(cpu.allowed_at_start()))) if cpu.supported() else ""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.remote_exchange", ",".join(names), price], cwd=PROJECT,
+        [sys.executable, "-m", "bench.remote_exchange", ",".join(names), price, cpus], cwd=PROJECT,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -87,6 +92,8 @@ def main(argv: list[str]) -> int:
     from bench.rig import scripted_exchange  # the child's only heavy import
 
     names, price = argv[0].split(","), argv[1]
+    if len(argv) > 2 and argv[2]:
+        os.sched_setaffinity(0, {int(n) for n in argv[2].split(",")})  # before any thread of its own starts
     with scripted_exchange(names, price) as exchange:
         print(json.dumps({"base_url": exchange.base_url, "stream_url": exchange.stream_url}), flush=True)
         sys.stdin.read()  # until the parent closes it (or dies)

@@ -19,6 +19,9 @@ from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest, StopL
 
 from actors import messages as m
 from actors.system import TradingSystem, alpaca_factories
+from catalyst import cpu
+from catalyst.config import DaemonSettings
+from catalyst.cpu import CpuSetting
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.broker.stream import TradeStream
 from catalyst.domain.positions import PositionSide
@@ -94,18 +97,24 @@ class SystemRig:
     """The daemon's actor system wired to the exchange over alpaca-py, with a SQLite file on disk."""
 
     def __init__(self, exchange: EmbeddedExchange, db_path: Path, *, synchronous: str = "FULL",
-                 defer_report_sync: bool = True, key: str | None = None) -> None:
+                 defer_report_sync: bool = True, key: str | None = None,
+                 cpu_setting: CpuSetting = DaemonSettings().cpu) -> None:
         self.exchange = exchange
         self.db_path = db_path
         self.db_url = f"sqlite+aiosqlite:///{db_path}"
         self.synchronous = synchronous
         self.defer_report_sync = defer_report_sync
+        self.cpu_setting = cpu_setting  # the daemon's default unless a benchmark compares
+        self.cpu_placement = ""
         self.key = key or new_key("sys")
         self.stamps = StreamStamps()
         self.system: TradingSystem | None = None
         self._cycle_id: int | None = None
 
     def start(self) -> SystemRig:
+        # As `catalyst run` does before its actors start: the whole process, this harness's raw client included,
+        # which measured no different either way (docs/BENCHMARKS.md).
+        self.cpu_placement = cpu.apply(self.cpu_setting)
         broker, _ = alpaca_factories(self.key, "secret", self.exchange.base_url, self.exchange.stream_url,
                                      timeout_s=10.0, limiter=RateLimiter(0))
         self.system = TradingSystem(self.db_url, broker, self._stream_factory, self.exchange.clock,
@@ -129,6 +138,7 @@ class SystemRig:
         if self.system is not None:
             self.system.stop(timeout=30.0)
             self.system = None
+        cpu.apply("all")  # the next benchmark in this process starts where the process started
 
     @property
     def writer(self) -> Any:

@@ -22,22 +22,8 @@ def run(quick: bool) -> dict[str, Any]:
     probe = watch.new_probe()
     quiet_logs(probe)
     with exchange_process(names, price="10.05") as exchange, scratch_dir(NAME) as scratch:
-        rig = SystemRig(exchange, scratch / "catalyst.db").start()
-        try:
-            for name in names:
-                rig.open(rig.plan(name, limit=ENTRY_LIMIT))
-            wait_for(lambda: watch.entries_acknowledged(probe, positions), "every entry to rest at the broker",
-                     timeout=120, probe=probe)
-            for name in names:
-                exchange.set_price(name, "9.98")
-            moved = time.perf_counter()
-            exchange.advance(timedelta(minutes=1))  # the minute closes: every entry trades through its limit
-            wait_for(lambda: watch.acknowledged_count(probe) >= positions, f"{positions} OCOs acknowledged",
-                     timeout=300, probe=probe)
-            system_s = max(p.acknowledged_at or 0.0 for p in watch.protections(probe)) - moved
-            working = working_oco_legs(exchange, rig.key)
-        finally:
-            rig.stop()
+        system_s, working, placement = burst(exchange, names, probe, scratch / "catalyst.db", "auto")
+        all_cpus_s, _, all_placement = burst(exchange, names, probe, scratch / "catalyst-all.db", "all")
         raw_s = raw_sequential_ocos(exchange, names)
     return {
         "name": NAME, "issue": ISSUE, "quick": quick, "machine": machine_facts(),
@@ -46,19 +32,48 @@ def run(quick: bool) -> dict[str, Any]:
             "raw_sequential_oco_submits_s": round(raw_s, 3), "ratio_system_vs_raw": ratio(system_s, raw_s),
             "system_per_position_ms": round(system_s / positions * 1000, 2),
             "raw_per_submit_ms": round(raw_s / positions * 1000, 2),
-            "working_oco_legs_at_broker": working,
+            "working_oco_legs_at_broker": working, "system_cpu": placement,
+            "all_cpus_price_move_to_all_protected_s": round(all_cpus_s, 3), "all_cpus_cpu": all_placement,
+            "ratio_all_cpus_vs_raw": ratio(all_cpus_s, raw_s),
         },
         "goals": [goal(f"{positions} fills → {positions} working OCOs vs {positions} raw OCO submits",
                        "≤ 1× (no slower)", ratio(system_s, raw_s), system_s <= raw_s)],
         "notes": [
             "System: limit entries rest, every symbol prints below the limit, one advance(1 minute) fills them all; "
             "timed from that advance to the last OCO leg's 'created → submitted' line (rows committed).",
-            "Raw: a second account holding the same positions submits the same OCO exits one by one with "
-            "alpaca-py, no database; the same emulator, right after the system's run.",
+            "Raw: a third account holding the same positions submits the same OCO exits one by one with "
+            "alpaca-py, no database; the same emulator, right after the systems' runs.",
+            "The system runs twice, each on an account of its own: as shipped (daemon.cpu = auto: every thread of "
+            "the process on one CPU), then with its threads left on every CPU (daemon.cpu = all); the price goes "
+            "back above the limits in between.",
             "The exchange runs in its own process (bench/remote_exchange.py), as Alpaca is another machine.",
             "The system has 2 protection workers (TradingSystem's default), so two OCO submits can be in flight.",
         ],
     }
+
+
+def burst(exchange: Any, names: list[str], probe: Any, db_path: Any, cpu_setting: Any) -> tuple[float, int, str]:
+    """One system on its own account: entries rest, the price crosses them all at once; seconds until every OCO
+    is acknowledged, the OCO legs working at the broker, and where the threads ran."""
+    probe.clear()
+    for name in names:
+        exchange.set_price(name, "10.05")
+    rig = SystemRig(exchange, db_path, cpu_setting=cpu_setting).start()
+    try:
+        for name in names:
+            rig.open(rig.plan(name, limit=ENTRY_LIMIT))
+        wait_for(lambda: watch.entries_acknowledged(probe, len(names)), "every entry to rest at the broker",
+                 timeout=120, probe=probe)
+        for name in names:
+            exchange.set_price(name, "9.98")
+        moved = time.perf_counter()
+        exchange.advance(timedelta(minutes=1))  # the minute closes: every entry trades through its limit
+        wait_for(lambda: watch.acknowledged_count(probe) >= len(names), f"{len(names)} OCOs acknowledged",
+                 timeout=300, probe=probe)
+        took = max(p.acknowledged_at or 0.0 for p in watch.protections(probe)) - moved
+        return took, working_oco_legs(exchange, rig.key), rig.cpu_placement
+    finally:
+        rig.stop()
 
 
 def working_oco_legs(exchange: Any, key: str) -> int:

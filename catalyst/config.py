@@ -44,6 +44,20 @@ class DaemonSettings(Section):
     sqlite_defer_report_sync: bool = True
     state_table_interval_s: float = Field(default=60.0, gt=0)
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    # "auto": every thread on one CPU (CPython runs one thread's Python at a time; see catalyst/cpu.py), a CPU
+    # number, or "all" to let the operating system place them.
+    cpu: Literal["auto", "all"] | int = "auto"
+
+    @field_validator("cpu", mode="before")
+    @classmethod
+    def _cpu_setting(cls, value: Any) -> Any:
+        if value in ("auto", "all"):
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)  # from the environment: CATALYST_DAEMON__CPU=1
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise ValueError('must be "auto", "all" or a CPU number (0, 1, ...)')
 
 
 class LoggingSettings(Section):
@@ -232,7 +246,8 @@ def describe_validation_error(exc: ValidationError) -> str:
     else:
         got = first.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        text = f"{where}: {first['msg']}{shown}"
+        message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        text = f"{where}: {message}{shown}"
     if len(errors) > 1:
         text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return text

@@ -59,6 +59,17 @@ def test_sim_exits_0_and_prints_where_the_report_is(sim_day):
     assert "Traceback" not in sim_day.result.stderr
 
 
+def test_the_log_says_which_cpu_the_daemon_runs_on(sim_day):
+    from catalyst import cpu
+
+    if cpu.supported():
+        last = max(cpu.allowed_at_start())
+        placed = f"pinned to CPU {last} of" if len(cpu.allowed_at_start()) > 1 else f"on CPU {last} "
+        assert f"system runs {placed}" in sim_day.result.stderr and "(daemon.cpu = auto)" in sim_day.result.stderr
+    else:
+        assert "system runs on every CPU (daemon.cpu is not supported on this platform)" in sim_day.result.stderr
+
+
 def test_the_weekend_is_skipped_and_only_monday_gets_a_cycle(sim_day):
     assert f"not a trading day: exchange clock jumps to {MONDAY} 08:00" in sim_day.result.stderr
     assert [r["date"] for r in sim_day.rows("SELECT date FROM trading_cycles")] == [MONDAY]

@@ -47,6 +47,8 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
         ('[surprise]\nx = 1\n', "surprise: unknown key"),
         ("x = \n", "invalid TOML"),
         ('[broker]\nsecret_key = "abc"\n', "broker.secret_key: secrets are not read from config files"),
+        ('[daemon]\ncpu = "fast"\n', 'daemon.cpu: must be "auto", "all" or a CPU number (0, 1, ...) (got \'fast\')'),
+        ('[daemon]\ncpu = -1\n', 'daemon.cpu: must be "auto", "all" or a CPU number (0, 1, ...) (got -1)'),
     ],
 )
 def test_bad_config_names_the_key_and_the_problem(tmp_path, text, expected):
@@ -56,6 +58,13 @@ def test_bad_config_names_the_key_and_the_problem(tmp_path, text, expected):
     assert expected in message
     assert "\n" not in message
     assert caught.value.exit_code == 2
+
+
+def test_daemon_cpu_is_one_cpu_by_default_and_takes_a_number_from_the_environment(tmp_path, monkeypatch):
+    assert load_config(REPO_CONFIG).daemon.cpu == "auto"
+    assert load_config(write(tmp_path, '[daemon]\ncpu = "all"\n')).daemon.cpu == "all"
+    monkeypatch.setenv("CATALYST_DAEMON__CPU", "1")
+    assert load_config(write(tmp_path, "")).daemon.cpu == 1
 
 
 def test_missing_config_file_is_named(tmp_path):
