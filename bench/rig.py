@@ -114,7 +114,7 @@ class SystemRig:
     def start(self) -> SystemRig:
         # As `catalyst run` does before its actors start: the whole process, this harness's raw client included,
         # which measured no different either way (docs/BENCHMARKS.md).
-        self.cpu_placement = cpu.apply(self.cpu_setting)
+        self.cpu_placement = str(cpu.apply(self.cpu_setting))
         broker, _ = alpaca_factories(self.key, "secret", self.exchange.base_url, self.exchange.stream_url,
                                      timeout_s=10.0, limiter=RateLimiter(0))
         self.system = TradingSystem(self.db_url, broker, self._stream_factory, self.exchange.clock,

@@ -16,12 +16,24 @@ or "all" (every CPU this process could use when it started: the operating system
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Literal
 
 from catalyst.errors import ConfigError
 
 CpuSetting = Literal["auto", "all"] | int
 _started_with: frozenset[int] | None = None  # the process's CPUs before the first pin
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What `apply` did, for the start-up log line; `as_asked` is False when the system refused or cannot."""
+
+    said: str
+    as_asked: bool = True
+
+    def __str__(self) -> str:
+        return self.said
 
 
 def supported() -> bool:
@@ -46,21 +58,25 @@ def chosen(setting: CpuSetting, allowed: frozenset[int]) -> frozenset[int]:
     return frozenset({setting})
 
 
-def apply(setting: CpuSetting) -> str:
+def apply(setting: CpuSetting) -> Placement:
     """Put every thread of the process (those running now and, by inheritance, those started later) on the CPUs
     `setting` chooses. Returns what was done, for the start-up log line."""
     if not supported():
-        return "on every CPU (daemon.cpu is not supported on this platform)"
+        return Placement("on every CPU (daemon.cpu is not supported on this platform)", as_asked=setting == "all")
     allowed = allowed_at_start()
     cpus = chosen(setting, allowed)
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except ProcessLookupError:  # a thread that ended after the listing
-            continue
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except ProcessLookupError:  # a thread that ended after the listing
+                continue
+    except OSError as exc:  # a sandbox that forbids the call (seccomp): run unpinned rather than not at all
+        return Placement(f"on every CPU it may use, {_spans(allowed)}: CPU placement refused by the system "
+                         f"({exc.strerror or exc}; daemon.cpu = {setting})", as_asked=False)
     if len(cpus) == len(allowed):
-        return f"on CPU {_spans(cpus)} (daemon.cpu = {setting})"
-    return f"pinned to CPU {_spans(cpus)} of {_spans(allowed)} (daemon.cpu = {setting})"
+        return Placement(f"on CPU {_spans(cpus)} (daemon.cpu = {setting})")
+    return Placement(f"pinned to CPU {_spans(cpus)} of {_spans(allowed)} (daemon.cpu = {setting})")
 
 
 def _spans(cpus: frozenset[int]) -> str:

@@ -251,7 +251,8 @@ def _install_signals(daemon: Daemon, config: Config, secrets: Any, args: argpars
 def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Callable[[], Endpoint], database_url: str,
            days: int | None, what: str) -> Daemon:
     # Before any thread of ours starts (they inherit it); every thread already running is moved too.
-    log.info(f"system runs {cpu.apply(config.daemon.cpu)}")
+    placement = cpu.apply(config.daemon.cpu)
+    (log.info if placement.as_asked else log.warning)(f"system runs {placement}")
     # The lock comes before the broker: a second daemon, or an unusable database folder, must say so at once,
     # not after waiting broker.startup_wait_s for a broker.
     db_path = sqlite_path(database_url)

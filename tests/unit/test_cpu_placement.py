@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def idle():
     time.sleep(30)
 before = threading.Thread(target=idle, daemon=True)
 before.start(); started.wait()
-said = cpu.apply({setting!r})
+said = str(cpu.apply({setting!r}))
 after = threading.Thread(target=idle, daemon=True)
 after.start()
 print(json.dumps({{"said": said, "allowed": sorted(cpu.allowed_at_start()),
@@ -69,3 +70,36 @@ def test_auto_puts_threads_already_running_and_threads_started_later_on_one_cpu(
 def test_all_leaves_every_thread_on_every_cpu_the_process_may_use() -> None:
     seen = placement("all")
     assert seen["main"] == seen["before"] == seen["after"] == seen["allowed"]
+
+
+def test_a_system_that_refuses_the_call_leaves_the_daemon_running_unpinned_and_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(cpu.os, "sched_setaffinity", refuse)
+    monkeypatch.setattr(cpu, "supported", lambda: True)
+    monkeypatch.setattr(cpu, "allowed_at_start", lambda: frozenset({0, 1}))
+    monkeypatch.setattr(cpu.os, "listdir", lambda _: ["1"])
+
+    placement = cpu.apply("auto")
+
+    assert str(placement) == ("on every CPU it may use, 0-1: CPU placement refused by the system "
+                              "(Operation not permitted; daemon.cpu = auto)")
+    assert not placement.as_asked  # the daemon logs it as a warning
+
+
+@pytest.mark.skipif(not cpu.supported(), reason="thread CPU affinity is Linux's")
+def test_a_cpu_the_machine_does_not_offer_stops_the_daemon_before_it_starts_with_exit_2(tmp_path: Path) -> None:
+    beyond = max(cpu.allowed_at_start()) + 1
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "CATALYST_"))}
+    env["CATALYST_DAEMON__CPU"] = str(beyond)
+    (tmp_path / "config.toml").write_text((ROOT / "config.toml").read_text())
+    done = subprocess.run([sys.executable, "-m", "catalyst.cli", "sim", "--days", "1", "--config",
+                           str(tmp_path / "config.toml")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"catalyst: error: daemon.cpu = {beyond}: this process may only use CPU {cpu._spans(cpu.allowed_at_start())}")
+    assert "Traceback" not in done.stderr and not (tmp_path / "var" / "sim.db").exists()  # nothing started
