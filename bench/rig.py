@@ -20,10 +20,9 @@ from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest, StopL
 from actors import messages as m
 from actors.system import TradingSystem, alpaca_factories
 from catalyst import cpu
-from catalyst.config import DaemonSettings
-from catalyst.cpu import CpuSetting
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.broker.stream import TradeStream
+from catalyst.config import DaemonSettings
 from catalyst.domain.positions import PositionSide
 from catalyst.sim.clock import SimClock
 from catalyst.sim.market import EXCHANGE_TZ
@@ -98,7 +97,7 @@ class SystemRig:
 
     def __init__(self, exchange: EmbeddedExchange, db_path: Path, *, synchronous: str = "FULL",
                  defer_report_sync: bool = True, key: str | None = None,
-                 cpu_setting: CpuSetting = DaemonSettings().cpu) -> None:
+                 cpu_setting: cpu.CpuSetting = DaemonSettings().cpu) -> None:
         self.exchange = exchange
         self.db_path = db_path
         self.db_url = f"sqlite+aiosqlite:///{db_path}"

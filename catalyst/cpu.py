@@ -5,9 +5,9 @@ use more than one CPU's worth of Python anyway. Left to roam, every hand-off (st
 can wake a thread on the other CPU, and the interpreter's working set follows it from one CPU cache to the other.
 Measured on the benchmark machine (docs/BENCHMARKS.md), side by side in six runs: fill → OCO p50 12-28 % lower in
 five (3 % higher in one, where a slow disk dominated), 100 simultaneous fills protected 22-44 % sooner in five (level
-in one), a quarter less CPU time for the same work. The cost
-is the little work that runs outside the GIL (SQLite statements, socket and fsync system calls), which no longer
-overlaps Python code on a second CPU: the measurements include it.
+in one), a quarter less CPU time for the same work. The cost is the little work that runs outside the GIL (SQLite
+statements, socket and fsync system calls), which no longer overlaps Python code on a second CPU: the measurements
+include it.
 
 Settings: "auto" (one CPU: the last this process may use, as CPU 0 usually serves most interrupts), a CPU number,
 or "all" (every CPU this process could use when it started: the operating system decides).
