@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+from catalyst import cpu
+
 from bench import watch
-from bench.common import goal, machine_facts, quiet_logs, ratio, scratch_dir, wait_for
+from bench.common import LogProbe, goal, machine_facts, quiet_logs, ratio, scratch_dir, wait_for
 from bench.remote_exchange import exchange_process
 from bench.rig import SystemRig, market_buy, new_key, oco_sell, raw_client, symbols
 
@@ -52,7 +55,8 @@ def run(quick: bool) -> dict[str, Any]:
     }
 
 
-def burst(exchange: Any, names: list[str], probe: Any, db_path: Any, cpu_setting: Any) -> tuple[float, int, str]:
+def burst(exchange: Any, names: list[str], probe: LogProbe, db_path: Path,
+          cpu_setting: cpu.CpuSetting) -> tuple[float, int, str]:
     """One system on its own account: entries rest, the price crosses them all at once; seconds until every OCO
     is acknowledged, the OCO legs working at the broker, and where the threads ran."""
     probe.clear()
