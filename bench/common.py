@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import re
@@ -150,6 +151,32 @@ def quiet_logs(probe: LogProbe | None = None) -> None:
     logger.remove()
     if probe is not None:
         logger.add(probe, level="INFO", format="{message}", catch=False)
+
+
+class GcPauses:
+    """Every garbage collection while in the `with` block (gc.callbacks): how many, and how long each held the GIL,
+    i.e. stood every actor still."""
+
+    def __init__(self) -> None:
+        self.pauses_s: list[float] = []
+        self._started = 0.0
+
+    def _seen(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_s.append(time.perf_counter() - self._started)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._seen)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        gc.callbacks.remove(self._seen)
+
+    def figures(self) -> dict[str, Any]:
+        return {"collections": len(self.pauses_s), "total_ms": round(sum(self.pauses_s) * 1000, 1),
+                "longest_ms": round(max(self.pauses_s, default=0.0) * 1000, 1)}
 
 
 def process_facts() -> dict[str, Any]:

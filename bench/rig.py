@@ -19,7 +19,7 @@ from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest, StopL
 
 from actors import messages as m
 from actors.system import TradingSystem, alpaca_factories
-from catalyst import cpu
+from catalyst import collector, cpu
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.broker.stream import TradeStream
 from catalyst.config import DaemonSettings
@@ -97,7 +97,7 @@ class SystemRig:
 
     def __init__(self, exchange: EmbeddedExchange, db_path: Path, *, synchronous: str = "FULL",
                  defer_report_sync: bool = True, key: str | None = None,
-                 cpu_setting: cpu.CpuSetting = DaemonSettings().cpu) -> None:
+                 cpu_setting: cpu.CpuSetting = DaemonSettings().cpu, gc_settled: bool = True) -> None:
         self.exchange = exchange
         self.db_path = db_path
         self.db_url = f"sqlite+aiosqlite:///{db_path}"
@@ -105,6 +105,7 @@ class SystemRig:
         self.defer_report_sync = defer_report_sync
         self.cpu_setting = cpu_setting  # the daemon's default unless a benchmark compares
         self.cpu_placement = ""
+        self.gc_settled = gc_settled  # as `catalyst run` does after start-up, unless a benchmark compares
         self.key = key or new_key("sys")
         self.stamps = StreamStamps()
         self.system: TradingSystem | None = None
@@ -119,6 +120,8 @@ class SystemRig:
         self.system = TradingSystem(self.db_url, broker, self._stream_factory, self.exchange.clock,
                                     synchronous=self.synchronous, defer_report_sync=self.defer_report_sync).start()
         wait_for(lambda: self.exchange.stream_connected(self.key), "the trade stream to connect", timeout=20)
+        if self.gc_settled:
+            collector.settle()
         return self
 
     def _stream_factory(self, router: Any) -> TradeStream:
@@ -138,6 +141,7 @@ class SystemRig:
             self.system.stop(timeout=30.0)
             self.system = None
         cpu.apply("all")  # the next benchmark in this process starts where the process started
+        collector.restore()
 
     @property
     def writer(self) -> Any:

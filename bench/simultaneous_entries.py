@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from catalyst import cpu
 
 from bench import watch
-from bench.common import LogProbe, goal, machine_facts, quiet_logs, ratio, scratch_dir, wait_for
+from bench.common import GcPauses, LogProbe, goal, machine_facts, quiet_logs, ratio, scratch_dir, wait_for
 from bench.remote_exchange import exchange_process
 from bench.rig import SystemRig, market_buy, new_key, oco_sell, raw_client, symbols
 
@@ -25,9 +25,11 @@ def run(quick: bool) -> dict[str, Any]:
     probe = watch.new_probe()
     quiet_logs(probe)
     with exchange_process(names, price="10.05") as exchange, scratch_dir(NAME) as scratch:
-        system_s, working, placement = burst(exchange, names, probe, scratch / "catalyst.db", "auto")
-        all_cpus_s, _, all_placement = burst(exchange, names, probe, scratch / "catalyst-all.db", "all")
+        shipped = burst(exchange, names, probe, scratch / "catalyst.db", "auto")
+        all_cpus = burst(exchange, names, probe, scratch / "catalyst-all.db", "all")
+        gc_defaults = burst(exchange, names, probe, scratch / "catalyst-gc.db", "auto", gc_settled=False)
         raw_s = raw_sequential_ocos(exchange, names)
+    system_s = shipped.seconds
     return {
         "name": NAME, "issue": ISSUE, "quick": quick, "machine": machine_facts(),
         "figures": {
@@ -35,34 +37,46 @@ def run(quick: bool) -> dict[str, Any]:
             "raw_sequential_oco_submits_s": round(raw_s, 3), "ratio_system_vs_raw": ratio(system_s, raw_s),
             "system_per_position_ms": round(system_s / positions * 1000, 2),
             "raw_per_submit_ms": round(raw_s / positions * 1000, 2),
-            "working_oco_legs_at_broker": working, "system_cpu": placement,
-            "all_cpus_price_move_to_all_protected_s": round(all_cpus_s, 3), "all_cpus_cpu": all_placement,
-            "ratio_all_cpus_vs_raw": ratio(all_cpus_s, raw_s),
+            "working_oco_legs_at_broker": shipped.working, "system_cpu": shipped.placement,
+            "system_gc_pauses": shipped.gc,
+            "all_cpus_price_move_to_all_protected_s": round(all_cpus.seconds, 3), "all_cpus_cpu": all_cpus.placement,
+            "ratio_all_cpus_vs_raw": ratio(all_cpus.seconds, raw_s),
+            "python_gc_defaults_price_move_to_all_protected_s": round(gc_defaults.seconds, 3),
+            "ratio_python_gc_defaults_vs_raw": ratio(gc_defaults.seconds, raw_s),
+            "python_gc_defaults_gc_pauses": gc_defaults.gc,
         },
         "goals": [goal(f"{positions} fills → {positions} working OCOs vs {positions} raw OCO submits",
                        "≤ 1× (no slower)", ratio(system_s, raw_s), system_s <= raw_s)],
         "notes": [
             "System: limit entries rest, every symbol prints below the limit, one advance(1 minute) fills them all; "
             "timed from that advance to the last OCO leg's 'created → submitted' line (rows committed).",
-            "Raw: a third account holding the same positions submits the same OCO exits one by one with "
+            "Raw: a fourth account holding the same positions submits the same OCO exits one by one with "
             "alpaca-py, no database; the same emulator, right after the systems' runs.",
-            "The system runs twice, each on an account of its own: as shipped (daemon.cpu = auto: every thread of "
-            "the process on one CPU), then with its threads left on every CPU (daemon.cpu = all); the price goes "
-            "back above the limits in between.",
+            "The system runs three times, each on an account of its own: as shipped (daemon.cpu = auto: every "
+            "thread of the process on one CPU; start-up objects frozen out of garbage collection, catalyst/"
+            "collector.py), then with its threads left on every CPU (daemon.cpu = all), then as shipped but with "
+            "Python's garbage-collector defaults; the price goes back above the limits in between.",
+            "gc_pauses: every garbage collection during the timed burst, in any thread (each holds the GIL).",
             "The exchange runs in its own process (bench/remote_exchange.py), as Alpaca is another machine.",
             "The system has 2 protection workers (TradingSystem's default), so two OCO submits can be in flight.",
         ],
     }
 
 
-def burst(exchange: Any, names: list[str], probe: LogProbe, db_path: Path,
-          cpu_setting: cpu.CpuSetting) -> tuple[float, int, str]:
-    """One system on its own account: entries rest, the price crosses them all at once; seconds until every OCO
-    is acknowledged, the OCO legs working at the broker, and where the threads ran."""
+class Burst(NamedTuple):
+    seconds: float  # from the price move to the last OCO acknowledged
+    working: int  # OCO legs working at the broker afterwards
+    placement: str  # where the threads ran
+    gc: dict[str, Any]  # garbage collections during the burst
+
+
+def burst(exchange: Any, names: list[str], probe: LogProbe, db_path: Path, cpu_setting: cpu.CpuSetting,
+          gc_settled: bool = True) -> Burst:
+    """One system on its own account: entries rest, the price crosses them all at once."""
     probe.clear()
     for name in names:
         exchange.set_price(name, "10.05")
-    rig = SystemRig(exchange, db_path, cpu_setting=cpu_setting).start()
+    rig = SystemRig(exchange, db_path, cpu_setting=cpu_setting, gc_settled=gc_settled).start()
     try:
         for name in names:
             rig.open(rig.plan(name, limit=ENTRY_LIMIT))
@@ -70,12 +84,13 @@ def burst(exchange: Any, names: list[str], probe: LogProbe, db_path: Path,
                  timeout=120, probe=probe)
         for name in names:
             exchange.set_price(name, "9.98")
-        moved = time.perf_counter()
-        exchange.advance(timedelta(minutes=1))  # the minute closes: every entry trades through its limit
-        wait_for(lambda: watch.acknowledged_count(probe) >= len(names), f"{len(names)} OCOs acknowledged",
-                 timeout=300, probe=probe)
+        with GcPauses() as pauses:
+            moved = time.perf_counter()
+            exchange.advance(timedelta(minutes=1))  # the minute closes: every entry trades through its limit
+            wait_for(lambda: watch.acknowledged_count(probe) >= len(names), f"{len(names)} OCOs acknowledged",
+                     timeout=300, probe=probe)
         took = max(p.acknowledged_at or 0.0 for p in watch.protections(probe)) - moved
-        return took, working_oco_legs(exchange, rig.key), rig.cpu_placement
+        return Burst(took, working_oco_legs(exchange, rig.key), rig.cpu_placement, pauses.figures())
     finally:
         rig.stop()
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from loguru import logger
 
-from catalyst import cpu
+from catalyst import collector, cpu
 from catalyst.config import KEY_ID_ENV, SECRET_KEY_ENV, Config, load_config, load_secrets, sqlite_path
 from catalyst.errors import BrokerUnavailable, CatalystError, DatabaseError, UsageError
 from catalyst.instance import InstanceLock
@@ -268,6 +268,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         if endpoint.exchange is not None and db_path is not None:
             _wipe(db_path)
         daemon.start()
+        log.info(f"system {collector.settle()}")  # after start-up: what it made lives as long as the process
         _install_signals(daemon, config, secrets, args)
         last_table = time.monotonic()
         while not daemon.stop_event.wait(timeout=0.2):

@@ -8,6 +8,7 @@ One subprocess run (~45 s wall at 720x) is shared by the module's tests.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -68,6 +69,13 @@ def test_the_log_says_which_cpu_the_daemon_runs_on(sim_day):
         assert f"system runs {placed}" in sim_day.result.stderr and "(daemon.cpu = auto)" in sim_day.result.stderr
     else:
         assert "system runs on every CPU (daemon.cpu is not supported on this platform)" in sim_day.result.stderr
+
+
+def test_the_log_says_start_up_objects_were_frozen_out_of_garbage_collection(sim_day):
+    frozen = re.search(r"system gc: ([\d,]+) start-up objects frozen out of collection, young collections every "
+                       r"10,000 allocations", sim_day.result.stderr)
+    assert frozen is not None, sim_day.result.stderr[-3000:]
+    assert int(frozen[1].replace(",", "")) > 50_000  # the libraries, the actors and the embedded exchange
 
 
 def test_the_weekend_is_skipped_and_only_monday_gets_a_cycle(sim_day):
