@@ -268,8 +268,10 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         if endpoint.exchange is not None and db_path is not None:
             _wipe(db_path)
         daemon.start()
-        log.info(f"system {collector.settle()}")  # after start-up: what it made lives as long as the process
         _install_signals(daemon, config, secrets, args)
+        # After start-up, as what it made lives as long as the process; after the signal handlers, as the one
+        # collection takes a moment and a SIGTERM then must still mean a graceful stop.
+        log.info(f"system {collector.settle()}")
         last_table = time.monotonic()
         while not daemon.stop_event.wait(timeout=0.2):
             if daemon.reload_requested:
