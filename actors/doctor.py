@@ -28,6 +28,7 @@ from catalyst.domain.reconcile import (
     BrokerFill, BrokerOrder, BrokerPosition, BrokerView, DoctorSettings, Finding, FindingType, LocalOrder,
     LocalPosition, LocalView, Policy, execution_key, reconcile,
 )  # fmt: skip
+from catalyst.store.batch import call
 from catalyst.store.doctor_ops import ADOPTED_ENTRY_ROLE, AdoptedFill, BrokerOrderRow
 from catalyst.store.records import NewFinding
 
@@ -148,12 +149,22 @@ class DoctorActor(pykka.ThreadingActor):
         floor = now - timedelta(seconds=self.settings.lookback_s)
         working = self.writer.working_orders().get() + self.writer.orders_with_unknown_outcome().get()
         after = min([o.created_at for o in working] + [floor]) - timedelta(seconds=self.settings.list_margin_s)
-        rows = self.writer.reconciliation_orders(after).get()
-        positions = self.writer.open_positions_for_reconciliation().get()
-        keys = frozenset(self.writer.execution_keys([r.order_id for r in rows]).get())
+        known = self.writer.reconciliation_orders(after).get()
+        # The shares we hold and the executions they came from, as ONE snapshot (one transaction): read apart, a
+        # fill committed in between would show as shares the broker has and we lack, or the other way round.
+        positions, key_list = self.writer.together([
+            call("open_positions_for_reconciliation"), call("execution_keys", [r.order_id for r in known]),
+        ]).get()
+        keys = frozenset(key_list)
         reports = self.broker.list_orders(status="all", after=after, nested=True)
         broker_positions = self.broker.positions()
         fills = self.broker.fill_activities(after=after)
+        # The orders are read again AFTER the broker: every order we sent was committed before it was sent (the
+        # golden rule), so this read holds every one of ours the broker just listed. Read only before, an entry
+        # placed while this pass talked to the broker looked placed by hand: an orphan order, and its shares an
+        # orphan position the doctor would adopt, i.e. protect a second time. Its executions are not among `keys`
+        # (read before), so they count as fills still to apply, consistent with `positions`.
+        rows = self.writer.reconciliation_orders(after).get()
         flat: dict[str, OrderReport] = {}
         orders: list[BrokerOrder] = []
         for report in reports:

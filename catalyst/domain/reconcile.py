@@ -240,7 +240,9 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
         if seen is not None:
             matched[seen.broker_id] = order
         _order(diff, order, seen)
-    orphans = [o for o in broker.orders if o.broker_id not in matched]
+    # A leg of one of our own OCOs is ours even while its row has no broker id yet (the submit reply is not committed):
+    # Alpaca makes up a leg's client_order_id, so until then only its parent matches a row.
+    orphans = [o for o in broker.orders if o.broker_id not in matched and o.parent_id not in matched]
     orphan_ids = {o.broker_id for o in orphans}
     for order in orphans:
         if order.parent_id not in orphan_ids:  # one finding per hand-placed order, not one per leg

@@ -301,3 +301,41 @@ def test_a_never_sent_row_of_an_open_position_is_only_reported(trading, doctor):
     (stuck,) = [f for f in report.findings if f.type is T.STUCK_CREATED]
     assert stuck.order_id == row.order_id and report.outcomes[report.findings.index(stuck)] == "alerted"
     assert trading.writer.get_order(row.order_id).get().status == "created"
+
+
+class EntryDuringPass(CountingBroker):
+    """The race a doctor pass meets in a busy minute: its database read is done, and before it lists the broker's
+    orders the cycle's entry is created, sent and filled. Placed here, on the doctor's thread, it is certain."""
+
+    def __init__(self, broker: AlpacaBroker, trading: Any) -> None:
+        super().__init__(broker)
+        self._trading, self._placed = trading, False
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "list_orders" and not self._placed:
+            self._placed = True
+            self._trading.open(self._trading.plan())
+            self._trading.wait_for(lambda: any(p["symbol"] == "AAPL" for p in self._trading.broker_view()["positions"]),
+                                   "the entry filled at the broker")
+        return super().__getattr__(name)
+
+
+def test_an_entry_placed_while_a_pass_reads_the_broker_is_ours_never_an_orphan_adopted_twice(trading, doctor_broker):
+    trading.exchange.set_price("AAPL", "149.95")
+    racing = EntryDuringPass(doctor_broker._broker, trading)
+    system = trading.system
+    ref = DoctorActor.start(system.writer, racing, system.router, system.supervisor, trading.exchange.clock,
+                            DoctorSettings(stuck_after_s=60))
+    try:
+        report = ref.proxy().run_pass(reason="test").get()
+        assert racing._placed
+        assert not {T.ORPHAN_ORDER, T.ORPHAN_POSITION} & {f.type for f in report.findings}, kinds(report)
+        assert report.entries_allowed and report.alerts == 0
+        protected(trading)  # the router's own protection, for the 100 shares, once
+        trading.wait_for(lambda: sum(1 for o in trading.all_orders() if o.alpaca_order_id) == 3, "all acknowledged")
+        assert broker_working_stop_qty(trading) == Decimal(100)
+        assert row_counts(trading)["positions"] == 1 and position_of(trading).quantity == Decimal(100)
+        assert len(trading.broker_view()["orders"]) == 3  # the entry and one OCO (two legs): nothing adopted
+        assert ref.proxy().run_pass(reason="after").get().findings == ()
+    finally:
+        ref.stop()

@@ -103,6 +103,22 @@ def test_a_broker_order_not_in_the_database_is_an_orphan_reported_once_with_its_
     assert finding.type is T.ORPHAN_ORDER and finding.broker_ids == ("b-9",)
 
 
+def test_the_stop_leg_of_our_own_oco_is_not_an_orphan_while_its_row_waits_for_the_broker_id():
+    # The OCO was sent and the broker lists it; our take-profit row matches by client_order_id, but the stop-loss
+    # row gets the leg's broker id only when the submit reply is committed (Alpaca makes up a leg's cid).
+    local = LocalView(orders=(order(status="filled", filled="100", position_id=3),
+                              order(2, "created", None, "take_profit", "sell", position_id=3, at=NOW),
+                              order(3, "created", None, "stop_loss", "sell", position_id=3, at=NOW)),
+                      positions=(position(),), execution_keys=frozenset({execution_key("b-1", D(100))}))
+    tp = border("b-tp", "new", "sell", cid="cat-x-2", type="limit")
+    leg = border("b-sl", "held", "sell", cid="made-up-by-alpaca", type="stop", parent="b-tp")
+    broker = BrokerView(orders=(border(status="filled", filled="100"), tp, leg),
+                        positions=(BrokerPosition("AAPL", "long", D(100)),),
+                        fills=(BrokerFill("b-1", D(100), D(100), D(150), OLD),))
+
+    assert T.ORPHAN_ORDER not in kinds(run(local, broker))
+
+
 def test_a_broker_position_with_no_local_one_is_an_orphan_to_adopt():
     hand = border("b-9", "filled", "buy", "50", "50", cid="hand-1")
     findings = run(LocalView(), BrokerView(orders=(hand,), positions=(BrokerPosition("AAPL", "long", D(50)),),
