@@ -149,11 +149,11 @@ class DoctorActor(pykka.ThreadingActor):
         floor = now - timedelta(seconds=self.settings.lookback_s)
         working = self.writer.working_orders().get() + self.writer.orders_with_unknown_outcome().get()
         after = min([o.created_at for o in working] + [floor]) - timedelta(seconds=self.settings.list_margin_s)
-        known = self.writer.reconciliation_orders(after).get()
+        rows = self.writer.reconciliation_orders(after).get()
         # The shares we hold and the executions they came from, as ONE snapshot (one transaction): read apart, a
         # fill committed in between would show as shares the broker has and we lack, or the other way round.
         positions, key_list = self.writer.together([
-            call("open_positions_for_reconciliation"), call("execution_keys", [r.order_id for r in known]),
+            call("open_positions_for_reconciliation"), call("execution_keys", [r.order_id for r in rows]),
         ]).get()
         keys = frozenset(key_list)
         reports = self.broker.list_orders(status="all", after=after, nested=True)
@@ -162,9 +162,11 @@ class DoctorActor(pykka.ThreadingActor):
         # The orders are read again AFTER the broker: every order we sent was committed before it was sent (the
         # golden rule), so this read holds every one of ours the broker just listed. Read only before, an entry
         # placed while this pass talked to the broker looked placed by hand: an orphan order, and its shares an
-        # orphan position the doctor would adopt, i.e. protect a second time. Its executions are not among `keys`
-        # (read before), so they count as fills still to apply, consistent with `positions`.
-        rows = self.writer.reconciliation_orders(after).get()
+        # orphan position the doctor would adopt, i.e. protect a second time. Those late rows only say which broker
+        # orders are ours (their status may be ahead of the broker's answer); their executions are not among
+        # `keys`, so they count as fills still to apply, consistent with `positions`.
+        seen_first = {r.order_id for r in rows}
+        late = [r for r in self.writer.reconciliation_orders(after).get() if r.order_id not in seen_first]
         flat: dict[str, OrderReport] = {}
         orders: list[BrokerOrder] = []
         for report in reports:
@@ -174,18 +176,16 @@ class DoctorActor(pykka.ThreadingActor):
                                           item.qty or Decimal(0), item.filled_qty, item.status, item.type, parent))
         cum = _cumulative(fills)
         local = LocalView(
-            orders=tuple(LocalOrder(r.order_id, r.client_order_id, r.alpaca_order_id, r.symbol, r.role, r.side,
-                                    r.quantity, OrderStatus(r.status), r.filled_qty, r.position_id, r.created_at,
-                                    r.updated_at, r.outcome_unknown) for r in rows),
+            orders=tuple(_local_order(r) for r in rows),
             positions=tuple(LocalPosition(p.position_id, p.symbol, p.side, p.quantity) for p in positions),
-            execution_keys=keys,
+            execution_keys=keys, placed_during_pass=tuple(_local_order(r) for r in late),
         )
         broker = BrokerView(
             orders=tuple(orders),
             positions=tuple(BrokerPosition(p.symbol, p.side, p.qty) for p in broker_positions),
             fills=tuple(BrokerFill(f.broker_order_id, cum[f.execution_id], f.qty, f.price, f.at) for f in fills),
         )
-        gathered = _Pass(pass_id, after, {r.order_id: r for r in rows}, flat, fills,
+        gathered = _Pass(pass_id, after, {r.order_id: r for r in (*rows, *late)}, flat, fills,
                          {p.symbol: p for p in broker_positions}, cum)
         return gathered, local, broker
 
@@ -356,6 +356,12 @@ class DoctorActor(pykka.ThreadingActor):
                             entry_filled_qty=row.quantity)
             self.writer.update_position(row.position_id, last_price=tick.price,
                                         unrealized_pnl=held.unrealized_pnl(tick.price)).get()
+
+
+def _local_order(row: Any) -> LocalOrder:
+    return LocalOrder(row.order_id, row.client_order_id, row.alpaca_order_id, row.symbol, row.role, row.side,
+                      row.quantity, OrderStatus(row.status), row.filled_qty, row.position_id, row.created_at,
+                      row.updated_at, row.outcome_unknown)
 
 
 def _record(finding: Finding, at: datetime, pass_id: str, outcome: str) -> NewFinding:

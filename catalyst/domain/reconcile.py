@@ -138,6 +138,10 @@ class LocalView:
     orders: tuple[LocalOrder, ...] = ()
     positions: tuple[LocalPosition, ...] = ()
     execution_keys: frozenset[str] = frozenset()  # `<broker order id>:<cum qty>` of every recorded execution
+    # Orders committed after the snapshot above, read again once the broker had answered: every order of ours the
+    # broker lists is among `orders` or these (the golden rule). They only say which broker orders are ours: their
+    # status may already be ahead of the broker's answer, so it is not judged (the next pass does).
+    placed_during_pass: tuple[LocalOrder, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -240,6 +244,10 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
         if seen is not None:
             matched[seen.broker_id] = order
         _order(diff, order, seen)
+    for order in local.placed_during_pass:
+        seen = by_id.get(order.broker_id or "") or by_cid.get(order.client_order_id)
+        if seen is not None and seen.broker_id not in matched:
+            matched[seen.broker_id] = order
     # A leg of one of our own OCOs is ours even while its row has no broker id yet (the submit reply is not committed):
     # Alpaca makes up a leg's client_order_id, so until then only its parent matches a row.
     orphans = [o for o in broker.orders if o.broker_id not in matched and o.parent_id not in matched]
@@ -395,7 +403,8 @@ def _protection(diff: _Diff, local: LocalView, broker: BrokerView) -> None:
                        and o.type in STOP_TYPES and o.status in WORKING_BROKER), ZERO)
         ids = {p.position_id for p in positions}
         # Stops created locally but not yet at the broker are on their way: not missing, just in flight.
-        in_flight = sum((o.qty for o in local.orders if o.position_id in ids and o.role == "stop_loss"
+        in_flight = sum((o.qty for o in (*local.orders, *local.placed_during_pass)
+                         if o.position_id in ids and o.role == "stop_loss"
                          and o.status is OrderStatus.CREATED and not o.outcome_unknown), ZERO)
         subject = f"position {symbol}#p-{positions[0].position_id}"
         common = dict(symbol=symbol, position_id=positions[0].position_id)
