@@ -164,7 +164,7 @@ class DoctorActor(pykka.ThreadingActor):
         # placed while this pass talked to the broker looked placed by hand: an orphan order, and its shares an
         # orphan position the doctor would adopt, i.e. protect a second time. Those late rows only say which broker
         # orders are ours (their status may be ahead of the broker's answer); their executions are not among
-        # `keys`, so they count as fills still to apply, consistent with `positions`.
+        # `keys`, so they count as shares still being recorded, consistent with `positions`.
         seen_first = {r.order_id for r in rows}
         late = [r for r in self.writer.reconciliation_orders(after).get() if r.order_id not in seen_first]
         flat: dict[str, OrderReport] = {}

@@ -308,11 +308,14 @@ def _fills(diff: _Diff, local: LocalView, broker: BrokerView, matched: dict[str,
     move per symbol, and the hand-placed orders that moved shares per symbol."""
     missing: dict[str, Decimal] = defaultdict(lambda: ZERO)
     orphan_moves: dict[str, list[str]] = defaultdict(list)
+    late = {o.order_id for o in local.placed_during_pass}
     for fill in broker.fills:
         order = matched.get(fill.broker_order_id)
         if order is not None and execution_key(fill.broker_order_id, fill.cum_qty) not in local.execution_keys:
             if not _unlinked_entry(order):  # those shares are counted from the entry's filled_qty (_positions)
                 missing[order.symbol] += _signed(order.side, fill.qty)
+            if order.order_id in late:
+                continue  # placed during the pass: the router is applying its fills; the next pass judges them
             diff.add(_T.MISSING_FILL, f"order {order.label}", f"filled {order.filled_qty}",
                      f"{fill.qty} @ {fill.price} (cum {fill.cum_qty})", symbol=order.symbol, order_id=order.order_id,
                      position_id=order.position_id, broker_ids=(fill.broker_order_id,))
