@@ -1,16 +1,16 @@
 """Python's cyclic garbage collector, set for a daemon whose every thread waits on the same interpreter lock.
 
 Why: a collection runs on whichever thread happens to allocate, holding the GIL, so it stalls every actor at once:
-fill routing, protection, the writer. Measured during a 100-fill burst with Python's defaults (docs/BENCHMARKS.md):
-20-30 young collections (10-27 ms in all), and in some bursts a full collection of 100-113 ms, as it scans every
-object the process ever made: the imported libraries, the actor system, the embedded exchange of a simulation.
+fill routing, protection, the writer. Measured during 100-fill bursts with Python's defaults (docs/BENCHMARKS.md):
+20-29 young collections a burst (8.5-27 ms in all), and in 2 bursts of 16 a full collection of 102-113 ms, as it
+scans every object the process ever made: the imported libraries, the actor system, a simulation's exchange.
 Nearly all of those live as long as the process, so scanning them again and again finds nothing.
 
 After start-up, `settle` collects once, then freezes what is left (`gc.freeze`): those objects are never scanned
 again, and a full collection only walks what was made since. It also raises the young generation's threshold from
 700 to YOUNG_THRESHOLD allocations: the same garbage is found, about fourteen times less often, for a pause of a
 few milliseconds. Reference counting frees everything that is not a cycle as before; only cycles wait a little
-longer, and there are few (a burst of 100 fills made one young collection instead of 25).
+longer, and there are few (a burst of 100 fills made 0-1 young collection instead of 20-29).
 """
 
 from __future__ import annotations

@@ -239,13 +239,17 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
     by_id = {o.broker_id: o for o in broker.orders}
     by_cid = {o.client_order_id: o for o in broker.orders}
     matched: dict[str, LocalOrder] = {}
+
+    def at_broker(order: LocalOrder) -> BrokerOrder | None:
+        return by_id.get(order.broker_id or "") or by_cid.get(order.client_order_id)
+
     for order in local.orders:
-        seen = by_id.get(order.broker_id or "") or by_cid.get(order.client_order_id)
+        seen = at_broker(order)
         if seen is not None:
             matched[seen.broker_id] = order
         _order(diff, order, seen)
     for order in local.placed_during_pass:
-        seen = by_id.get(order.broker_id or "") or by_cid.get(order.client_order_id)
+        seen = at_broker(order)
         if seen is not None and seen.broker_id not in matched:
             matched[seen.broker_id] = order
     # A leg of one of our own OCOs is ours even while its row has no broker id yet (the submit reply is not committed):

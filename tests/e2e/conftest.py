@@ -155,6 +155,19 @@ def start_daemon(spawner: Spawner, config: Path, broker_url: str | None, *extra:
     return spawner.spawn(name, args, env=env, cwd=config.parent)
 
 
+def run_quick_bench(names: tuple[str, ...], out: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """`python -m bench --quick --only NAME ... --out OUT`, which must succeed and leave docs/BENCHMARKS.md alone
+    (quick runs never rewrite it); the finished process and each benchmark's JSON result by name."""
+    docs = PROJECT / "docs" / "BENCHMARKS.md"
+    docs_before = docs.read_text()
+    only = [arg for name in names for arg in ("--only", name)]
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", *only, "--out", str(out)], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert docs.read_text() == docs_before
+    return done, {name: json.loads((out / f"{name}.json").read_text()) for name in names}
+
+
 def db_rows(path: Path, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     conn.row_factory = sqlite3.Row

@@ -6,28 +6,17 @@ speed (machines are shared and noisy).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow  # real processes for tens of seconds: CI runs it; the everyday run skips it
 
-PROJECT = Path(__file__).resolve().parents[2]
 MINE = ("fill_to_oco", "simultaneous_entries")
 
 
-def test_quick_fill_to_oco_and_simultaneous_entries_measure_every_mode_and_protect_every_position(tmp_path):
-    docs_before = (PROJECT / "docs" / "BENCHMARKS.md").read_text()
-    only = [arg for name in MINE for arg in ("--only", name)]
+def test_quick_fill_to_oco_and_simultaneous_entries_measure_every_mode_and_protect_every_position(tmp_path, e2e):
+    _, results = e2e.run_quick_bench(MINE, tmp_path)
 
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick", *only, "--out", str(tmp_path)], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=600)
-
-    assert done.returncode == 0, done.stdout + done.stderr
-    results = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in MINE}
     for result in results.values():
         assert result["quick"] is True and "error" not in result and result["machine"]["python"]
         assert result["goals"] and {g["met"] for g in result["goals"]} <= {True, False}
@@ -45,4 +34,3 @@ def test_quick_fill_to_oco_and_simultaneous_entries_measure_every_mode_and_prote
     # with Python's defaults the same burst collects again and again.
     shipped, defaults = burst["system_gc_pauses"], burst["python_gc_defaults_gc_pauses"]
     assert shipped["collections"] < defaults["collections"]
-    assert (PROJECT / "docs" / "BENCHMARKS.md").read_text() == docs_before  # quick runs never rewrite the docs

@@ -5,30 +5,19 @@ It asserts that figures are printed and JSON written, nothing about speed (machi
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow  # minutes of real processes: CI runs it; the everyday run skips it
 
-PROJECT = Path(__file__).resolve().parents[2]
 MINE = ("reconcile_orders", "stream_loss", "sim_day")
 
 
-def test_quick_reconcile_stream_loss_and_sim_day_print_their_figures_and_write_json(tmp_path):
-    docs_before = (PROJECT / "docs" / "BENCHMARKS.md").read_text()
-    only = [arg for name in MINE for arg in ("--only", name)]
+def test_quick_reconcile_stream_loss_and_sim_day_print_their_figures_and_write_json(tmp_path, e2e):
+    done, results = e2e.run_quick_bench(MINE, tmp_path)
 
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick", *only, "--out", str(tmp_path)], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=600)
-
-    assert done.returncode == 0, done.stdout + done.stderr
     for line in ("doctor pass broker HTTP calls over 1000 open orders", "stream drop → missed take-profit applied",
                  "simulated s / wall s, one day"):
         assert line in done.stdout
-    results = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in MINE}
     for result in results.values():
         assert result["quick"] is True and "error" not in result and result["machine"]["python"]
         assert result["goals"] and {g["met"] for g in result["goals"]} <= {True, False, None}
@@ -40,4 +29,3 @@ def test_quick_reconcile_stream_loss_and_sim_day_print_their_figures_and_write_j
     (day,) = [v for k, v in results["sim_day"]["figures"].items() if k.startswith("speed_")]
     assert day["simulated_s"] > 0 and day["wall_s"] > 0 and day["report"]["exists"] is True
     assert list(tmp_path.glob("summary-*.md"))
-    assert (PROJECT / "docs" / "BENCHMARKS.md").read_text() == docs_before  # quick runs never rewrite the docs
