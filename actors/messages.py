@@ -142,7 +142,7 @@ class OrderUpdated(Message):
     order_id: int
     role: str
     status: OrderStatus
-    filled_qty: Decimal
+    filled_qty: Decimal  # the broker's cumulative filled quantity (may be ahead of the executions told so far)
     execution: Execution | None = None
     reason: str | None = None
 

@@ -63,7 +63,8 @@ class Tracked:
     side: str
     qty: Decimal
     status: OrderStatus
-    filled_qty: Decimal = Decimal(0)
+    filled_qty: Decimal = Decimal(0)  # what its recorded executions add up to
+    reported_filled_qty: Decimal = Decimal(0)  # the broker's cumulative filled quantity, often ahead of executions
     broker_id: str | None = None
     owner: Any = None
     cancel_reason: str | None = None
@@ -470,6 +471,7 @@ class OrderRouter(pykka.ThreadingActor):
                      group: WriteGroup) -> None:
         fresh: list[m.Execution | None] = [None]  # filled in after the commit: was the execution new?
         owner_writes = False  # the owner's writes for this execution share its commit, and tell the owner
+        tracked.reported_filled_qty = max(tracked.reported_filled_qty, report.filled_qty)
         if execution is not None:
             recorded = self._plan_execution(tracked, execution, "stream", group)
             group.then(lambda values: fresh.__setitem__(0, recorded(values)))
@@ -633,9 +635,11 @@ class OrderRouter(pykka.ThreadingActor):
                     committed: tuple[m.EntryFillPlan, tuple[Any, ...]] | None = None) -> None:
         if tracked.owner is None:
             return
+        # The broker's cumulative quantity: a reply saying "filled" overtakes the fill's execution, and the owner must
+        # know those shares are gone (not protect them again) before the execution reaches it.
         update = m.OrderUpdated(
-            order_id=tracked.order_id, role=tracked.role, status=tracked.status, filled_qty=tracked.filled_qty,
-            execution=execution, reason=reason,
+            order_id=tracked.order_id, role=tracked.role, status=tracked.status,
+            filled_qty=max(tracked.filled_qty, tracked.reported_filled_qty), execution=execution, reason=reason,
         )
         _tell(tracked.owner, update if committed is None
               else m.EntryFillCommitted(update=update, plan=committed[0], values=committed[1]))

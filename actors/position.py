@@ -47,7 +47,8 @@ class CheckFlatten(m.Message):
 class OrderView:
     role: str
     status: OrderStatus = OrderStatus.CREATED
-    filled_qty: Decimal = Decimal(0)
+    filled_qty: Decimal = Decimal(0)  # as the broker last reported it
+    applied_qty: Decimal = Decimal(0)  # an exit's shares taken off the position by executions so far
 
     @property
     def working(self) -> bool:
@@ -147,6 +148,8 @@ class PositionActor(pykka.ThreadingActor):
         view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
         if msg.execution is not None:
             self._apply_execution(msg.role, msg.execution, committed)
+            if msg.role != "entry":
+                view.applied_qty += msg.execution.qty
         if msg.role == "entry":
             self._after_entry_status(msg)
         elif msg.role == "flatten" and msg.status in EXIT_FAILED and msg.filled_qty == 0 and self.exit_sent:
@@ -204,7 +207,7 @@ class PositionActor(pykka.ThreadingActor):
         """The position after an entry execution, and the writes for it: the positions row (opened on the first
         fill) and the rows of one OCO for its unprotected shares."""
         after = self.position.apply_fill(self.position.entry_side, execution.qty, execution.price)
-        missing = after.quantity - self.protected_qty() if after.status is PositionStatus.OPEN else Decimal(0)
+        missing = self._unprotected_of(after.quantity) if after.status is PositionStatus.OPEN else Decimal(0)
         orders = self._protection_orders(missing) if missing > 0 and not self.flattening else []
         if self.position_id is None:
             return after, m.EntryFillPlan(calls=(call(
@@ -243,7 +246,15 @@ class PositionActor(pykka.ThreadingActor):
     def _unprotected_qty(self) -> Decimal:
         if self.position.status is not PositionStatus.OPEN:
             return Decimal(0)
-        return self.position.quantity - self.protected_qty()
+        return self._unprotected_of(self.position.quantity)
+
+    def _unprotected_of(self, quantity: Decimal) -> Decimal:
+        """Shares of `quantity` with no working stop. Shares an exit order has filled at the broker are leaving even
+        before their execution reaches us: a submit reply saying "filled" (a take-profit marketable when sent)
+        overtakes the fill's execution, and protecting those shares again would sell them twice."""
+        leaving = sum((v.filled_qty - v.applied_qty for v in self.orders.values()
+                       if v.role != "entry" and v.filled_qty > v.applied_qty), Decimal(0))
+        return quantity - leaving - self.protected_qty()
 
     def _protection_orders(self, qty: Decimal) -> list[NewOrderRow]:
         common = dict(cycle_id=self.plan.cycle_id, symbol=self.plan.symbol, side=str(self.position.exit_side),
@@ -379,8 +390,10 @@ class PositionActor(pykka.ThreadingActor):
         self.entry_order_id = restored.entry_order_id
         self.position_id = restored.position_id
         for order in restored.orders:
+            # The recorded fills are replayed below: whatever an exit filled is applied, as before the restart.
             self.orders[order.order_id] = OrderView(role=order.role, status=OrderStatus(order.status),
-                                                    filled_qty=order.filled_qty)
+                                                    filled_qty=order.filled_qty,
+                                                    applied_qty=order.filled_qty if order.role != "entry" else Decimal(0))
         for tp, sl, qty in restored.pairs:
             self.pairs.append(OcoPair(tp, sl, qty))
         for role, fill_qty, price in restored.fills:

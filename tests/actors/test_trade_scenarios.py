@@ -158,3 +158,21 @@ def test_a_crashed_position_actor_is_rebuilt_from_the_database_and_still_closes(
     assert position_of(trading).quantity == Decimal("100") and protected_qty(trading) == Decimal("100")
     trading.trade("AAPL", "155.05")
     assert wait_closed(trading).realized_pnl == Decimal("505.00")
+
+
+def test_a_take_profit_filled_on_submit_closes_the_position_without_a_second_oco(trading):
+    # The entry fills above its target, so the OCO's take-profit is marketable and fills the moment it is sent:
+    # the submit reply (TP filled, stop leg cancelled) reaches the position before the fill's execution does.
+    # Those shares are leaving; protecting them again sent a second OCO for shares already sold (make sim, seed 2).
+    trading.exchange.set_price("AAPL", "156.00")
+    trading.open(trading.plan(stop="147.00", target="155.00"))
+
+    closed = wait_closed(trading)
+
+    assert closed.quantity == Decimal(0) or closed.status == "closed"
+    rows = trading.all_orders()
+    assert sorted(o.role for o in rows) == ["entry", "stop_loss", "take_profit"], [(o.role, o.status) for o in rows]
+    assert not [o for o in rows if o.status == "rejected"]
+    at_broker = [o for o in trading.broker_view()["orders"] if o["symbol"] == "AAPL"]
+    assert len(at_broker) == 3  # the entry and one OCO (two legs): nothing sent twice
+    assert not [o for o in trading.broker_view()["positions"] if o["symbol"] == "AAPL" and Decimal(o["qty"]) != 0]
