@@ -167,6 +167,7 @@ class DoctorActor(pykka.ThreadingActor):
         # `keys`, so they count as shares still being recorded, consistent with `positions`.
         seen_first = {r.order_id for r in rows}
         late = [r for r in self.writer.reconciliation_orders(after).get() if r.order_id not in seen_first]
+        recorded_since = frozenset(self.writer.execution_keys([r.order_id for r in rows]).get()) - keys
         flat: dict[str, OrderReport] = {}
         orders: list[BrokerOrder] = []
         for report in reports:
@@ -179,6 +180,7 @@ class DoctorActor(pykka.ThreadingActor):
             orders=tuple(_local_order(r) for r in rows),
             positions=tuple(LocalPosition(p.position_id, p.symbol, p.side, p.quantity) for p in positions),
             execution_keys=keys, placed_during_pass=tuple(_local_order(r) for r in late),
+            recorded_since=recorded_since,
         )
         broker = BrokerView(
             orders=tuple(orders),

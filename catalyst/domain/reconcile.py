@@ -142,6 +142,9 @@ class LocalView:
     # broker lists is among `orders` or these (the golden rule). They only say which broker orders are ours: their
     # status may already be ahead of the broker's answer, so it is not judged (the next pass does).
     placed_during_pass: tuple[LocalOrder, ...] = ()
+    # Execution keys recorded by the time the broker had answered: a fill the router recorded while the pass talked
+    # to the broker is not missing, though the snapshot above (which its shares are counted against) lacks it.
+    recorded_since: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -315,11 +318,12 @@ def _fills(diff: _Diff, local: LocalView, broker: BrokerView, matched: dict[str,
     late = {o.order_id for o in local.placed_during_pass}
     for fill in broker.fills:
         order = matched.get(fill.broker_order_id)
-        if order is not None and execution_key(fill.broker_order_id, fill.cum_qty) not in local.execution_keys:
+        key = execution_key(fill.broker_order_id, fill.cum_qty)
+        if order is not None and key not in local.execution_keys:
             if not _unlinked_entry(order):  # those shares are counted from the entry's filled_qty (_positions)
                 missing[order.symbol] += _signed(order.side, fill.qty)
-            if order.order_id in late:
-                continue  # placed during the pass: the router is applying its fills; the next pass judges them
+            if order.order_id in late or key in local.recorded_since:
+                continue  # the router is applying (or has applied) it: not missing, and the next pass judges it
             diff.add(_T.MISSING_FILL, f"order {order.label}", f"filled {order.filled_qty}",
                      f"{fill.qty} @ {fill.price} (cum {fill.cum_qty})", symbol=order.symbol, order_id=order.order_id,
                      position_id=order.position_id, broker_ids=(fill.broker_order_id,))

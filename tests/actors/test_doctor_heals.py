@@ -339,3 +339,39 @@ def test_an_entry_placed_while_a_pass_reads_the_broker_is_ours_never_an_orphan_a
         assert ref.proxy().run_pass(reason="after").get().findings == ()
     finally:
         ref.stop()
+
+
+class FillDuringPass(CountingBroker):
+    """A resting entry, in the pass's first read, fills before the pass lists the broker's orders, and the router
+    records its execution meanwhile."""
+
+    def __init__(self, broker: AlpacaBroker, trading: Any) -> None:
+        super().__init__(broker)
+        self._trading, self._filled = trading, False
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "list_orders" and not self._filled:
+            self._filled = True
+            self._trading.trade("AAPL", "148.50")
+            self._trading.wait_for(lambda: (p := position_of(self._trading)) and p.quantity == Decimal(100),
+                                   "the router to record the fill")
+        return super().__getattr__(name)
+
+
+def test_a_fill_recorded_while_a_pass_reads_the_broker_is_not_reported_missing(trading, doctor_broker):
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status == "submitted", "the entry resting")
+    racing = FillDuringPass(doctor_broker._broker, trading)
+    system = trading.system
+    ref = DoctorActor.start(system.writer, racing, system.router, system.supervisor, trading.exchange.clock,
+                            DoctorSettings(stuck_after_s=60))
+    try:
+        report = ref.proxy().run_pass(reason="test").get()
+        assert racing._filled
+        # The router had it: a MISSING_FILL warning would be a false alarm. The status catch-up is info, and harmless.
+        assert kinds(report) == ["ORDER_STATUS_MISMATCH"] and {str(f.severity) for f in report.findings} == {"info"}
+        protected(trading)
+        assert row_counts(trading)["fills"] == 1 and ref.proxy().run_pass(reason="after").get().findings == ()
+    finally:
+        ref.stop()

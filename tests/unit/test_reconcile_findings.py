@@ -135,6 +135,18 @@ def test_orders_placed_during_the_pass_make_the_broker_orders_ours_without_their
         [T.ORDER_STATUS_CONFLICT]  # the same row in the first read would be
 
 
+def test_a_fill_the_router_recorded_while_the_pass_read_the_broker_is_not_missing():
+    # The snapshot (positions and execution keys) was read before the broker; the fill came in between and the
+    # router recorded it before the pass read the keys again. Its shares still count against the snapshot.
+    key = execution_key("b-1", D(100))
+    local = LocalView(orders=(order(status="accepted", at=NOW),), recorded_since=frozenset({key}))
+    broker = BrokerView(orders=(border(status="filled", filled="100"),),
+                        positions=(BrokerPosition("AAPL", "long", D(100)),),
+                        fills=(BrokerFill("b-1", D(100), D(100), D(150), NOW),))
+    assert kinds(run(local, broker)) == [T.ORDER_STATUS_MISMATCH]  # the status catch-up only (info, harmless)
+    assert kinds(run(LocalView(orders=local.orders), broker)) == [T.ORDER_STATUS_MISMATCH, T.MISSING_FILL]
+
+
 def test_a_broker_position_with_no_local_one_is_an_orphan_to_adopt():
     hand = border("b-9", "filled", "buy", "50", "50", cid="hand-1")
     findings = run(LocalView(), BrokerView(orders=(hand,), positions=(BrokerPosition("AAPL", "long", D(50)),),
