@@ -7,7 +7,8 @@ import math
 from datetime import timedelta
 import sqlite3
 from decimal import Decimal
-from typing import Any, Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -58,13 +59,22 @@ def doctor_broker(trading) -> CountingBroker:
                                        limiter=CountingLimiter(), name="doctor"))
 
 
+@contextmanager
+def doctor_on(trading, broker: Any) -> Iterator[Any]:
+    """A DoctorActor over the trading system, talking to the broker through `broker`; stopped afterwards."""
+    system = trading.system
+    ref = DoctorActor.start(system.writer, broker, system.router, system.supervisor, trading.exchange.clock,
+                            DoctorSettings(stuck_after_s=60))
+    try:
+        yield ref.proxy()
+    finally:
+        ref.stop()
+
+
 @pytest.fixture
 def doctor(trading, doctor_broker) -> Iterator[Any]:
-    system = trading.system
-    ref = DoctorActor.start(system.writer, doctor_broker, system.router, system.supervisor, trading.exchange.clock,
-                            DoctorSettings(stuck_after_s=60))
-    yield ref.proxy()
-    ref.stop()
+    with doctor_on(trading, doctor_broker) as proxy:
+        yield proxy
 
 
 @pytest.fixture
@@ -303,32 +313,33 @@ def test_a_never_sent_row_of_an_open_position_is_only_reported(trading, doctor):
     assert trading.writer.get_order(row.order_id).get().status == "created"
 
 
-class EntryDuringPass(CountingBroker):
-    """The race a doctor pass meets in a busy minute: its database read is done, and before it lists the broker's
-    orders the cycle's entry is created, sent and filled. Placed here, on the doctor's thread, it is certain."""
+class MeanwhileBroker(CountingBroker):
+    """The races a doctor pass meets in a busy minute: its database read is done, and before it lists the broker's
+    orders something happens (`meanwhile`, once). Run here, on the doctor's thread, the race is certain."""
 
-    def __init__(self, broker: AlpacaBroker, trading: Any) -> None:
+    def __init__(self, broker: AlpacaBroker, meanwhile: Callable[[], Any]) -> None:
         super().__init__(broker)
-        self._trading, self._placed = trading, False
+        self._meanwhile, self.happened = meanwhile, False
 
     def __getattr__(self, name: str) -> Any:
-        if name == "list_orders" and not self._placed:
-            self._placed = True
-            self._trading.open(self._trading.plan())
-            self._trading.wait_for(lambda: any(p["symbol"] == "AAPL" for p in self._trading.broker_view()["positions"]),
-                                   "the entry filled at the broker")
+        if name == "list_orders" and not self.happened:
+            self.happened = True
+            self._meanwhile()
         return super().__getattr__(name)
 
 
 def test_an_entry_placed_while_a_pass_reads_the_broker_is_ours_never_an_orphan_adopted_twice(trading, doctor_broker):
     trading.exchange.set_price("AAPL", "149.95")
-    racing = EntryDuringPass(doctor_broker._broker, trading)
-    system = trading.system
-    ref = DoctorActor.start(system.writer, racing, system.router, system.supervisor, trading.exchange.clock,
-                            DoctorSettings(stuck_after_s=60))
-    try:
-        report = ref.proxy().run_pass(reason="test").get()
-        assert racing._placed
+
+    def entry_created_sent_and_filled() -> None:
+        trading.open(trading.plan())
+        trading.wait_for(lambda: any(p["symbol"] == "AAPL" for p in trading.broker_view()["positions"]),
+                         "the entry filled at the broker")
+
+    racing = MeanwhileBroker(doctor_broker._broker, entry_created_sent_and_filled)
+    with doctor_on(trading, racing) as doctor:
+        report = doctor.run_pass(reason="test").get()
+        assert racing.happened
         assert report.findings == (), kinds(report)  # in flight, not placed by hand: nothing to say about it
         assert report.entries_allowed and report.alerts == 0
         protected(trading)  # the router's own protection, for the 100 shares, once
@@ -336,42 +347,24 @@ def test_an_entry_placed_while_a_pass_reads_the_broker_is_ours_never_an_orphan_a
         assert broker_working_stop_qty(trading) == Decimal(100)
         assert row_counts(trading)["positions"] == 1 and position_of(trading).quantity == Decimal(100)
         assert len(trading.broker_view()["orders"]) == 3  # the entry and one OCO (two legs): nothing adopted
-        assert ref.proxy().run_pass(reason="after").get().findings == ()
-    finally:
-        ref.stop()
-
-
-class FillDuringPass(CountingBroker):
-    """A resting entry, in the pass's first read, fills before the pass lists the broker's orders, and the router
-    records its execution meanwhile."""
-
-    def __init__(self, broker: AlpacaBroker, trading: Any) -> None:
-        super().__init__(broker)
-        self._trading, self._filled = trading, False
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "list_orders" and not self._filled:
-            self._filled = True
-            self._trading.trade("AAPL", "148.50")
-            self._trading.wait_for(lambda: (p := position_of(self._trading)) and p.quantity == Decimal(100),
-                                   "the router to record the fill")
-        return super().__getattr__(name)
+        assert doctor.run_pass(reason="after").get().findings == ()
 
 
 def test_a_fill_recorded_while_a_pass_reads_the_broker_is_not_reported_missing(trading, doctor_broker):
     trading.exchange.set_price("AAPL", "150.00")
     trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
     trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status == "submitted", "the entry resting")
-    racing = FillDuringPass(doctor_broker._broker, trading)
-    system = trading.system
-    ref = DoctorActor.start(system.writer, racing, system.router, system.supervisor, trading.exchange.clock,
-                            DoctorSettings(stuck_after_s=60))
-    try:
-        report = ref.proxy().run_pass(reason="test").get()
-        assert racing._filled
+
+    def resting_entry_filled_and_recorded() -> None:
+        trading.trade("AAPL", "148.50")
+        trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal(100),
+                         "the router to record the fill")
+
+    racing = MeanwhileBroker(doctor_broker._broker, resting_entry_filled_and_recorded)
+    with doctor_on(trading, racing) as doctor:
+        report = doctor.run_pass(reason="test").get()
+        assert racing.happened
         # The router had it: a MISSING_FILL warning would be a false alarm. The status catch-up is info, and harmless.
         assert kinds(report) == ["ORDER_STATUS_MISMATCH"] and {str(f.severity) for f in report.findings} == {"info"}
         protected(trading)
-        assert row_counts(trading)["fills"] == 1 and ref.proxy().run_pass(reason="after").get().findings == ()
-    finally:
-        ref.stop()
+        assert row_counts(trading)["fills"] == 1 and doctor.run_pass(reason="after").get().findings == ()
