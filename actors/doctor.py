@@ -166,7 +166,12 @@ class DoctorActor(pykka.ThreadingActor):
         # orders are ours (their status may be ahead of the broker's answer); their executions are not among
         # `keys`, so they count as shares still being recorded, consistent with `positions`.
         seen_first = {r.order_id for r in rows}
-        late = [r for r in self.writer.reconciliation_orders(after).get() if r.order_id not in seen_first]
+        reread = self.writer.reconciliation_orders(after).get()
+        late = [r for r in reread if r.order_id not in seen_first]
+        # A row the snapshot had `created` (no broker id) may have been sent and acknowledged since: that is an
+        # order in flight, not an outcome to settle (settling it said a false OUTCOME_UNKNOWN WARNING).
+        unsent_first = {r.order_id for r in rows if r.alpaca_order_id is None}
+        acknowledged = frozenset(r.order_id for r in reread if r.order_id in unsent_first and r.alpaca_order_id)
         recorded_since = frozenset(self.writer.execution_keys([r.order_id for r in rows]).get()) - keys
         flat: dict[str, OrderReport] = {}
         orders: list[BrokerOrder] = []
@@ -180,7 +185,7 @@ class DoctorActor(pykka.ThreadingActor):
             orders=tuple(_local_order(r) for r in rows),
             positions=tuple(LocalPosition(p.position_id, p.symbol, p.side, p.quantity) for p in positions),
             execution_keys=keys, placed_during_pass=tuple(_local_order(r) for r in late),
-            recorded_since=recorded_since,
+            recorded_since=recorded_since, acknowledged_during_pass=acknowledged,
         )
         broker = BrokerView(
             orders=tuple(orders),

@@ -145,6 +145,9 @@ class LocalView:
     # Execution keys recorded by the time the broker had answered: a fill the router recorded while the pass talked
     # to the broker is not missing, though the snapshot above (which its shares are counted against) lacks it.
     recorded_since: frozenset[str] = frozenset()
+    # Orders of the snapshot with no broker id there that had one by the time the broker had answered: the router
+    # recorded the broker's answer to their submit while the pass ran, so their outcome is known, not to settle.
+    acknowledged_during_pass: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,7 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
         seen = at_broker(order)
         if seen is not None:
             matched[seen.broker_id] = order
-        _order(diff, order, seen)
+        _order(diff, order, seen, order.order_id in local.acknowledged_during_pass)
     for order in local.placed_during_pass:
         seen = at_broker(order)
         if seen is not None and seen.broker_id not in matched:
@@ -270,12 +273,14 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
     return diff.findings
 
 
-def _order(diff: _Diff, order: LocalOrder, seen: BrokerOrder | None) -> None:
+def _order(diff: _Diff, order: LocalOrder, seen: BrokerOrder | None, acknowledged_since: bool = False) -> None:
     subject = f"order {order.label}"
     ids = (seen.broker_id,) if seen else ()
     common = dict(symbol=order.symbol, order_id=order.order_id, position_id=order.position_id, broker_ids=ids)
     status = OrderStatus(order.status)
     if order.outcome_unknown or (status is OrderStatus.CREATED and seen is not None):
+        if seen is not None and acknowledged_since:
+            return  # sent while the pass ran, its answer already recorded: the next pass judges its status
         if seen is not None:
             diff.add(_T.OUTCOME_UNKNOWN, subject, f"{status} unknown", seen.status, **common)
         elif diff.old(order.updated_at):

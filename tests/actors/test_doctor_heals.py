@@ -368,3 +368,28 @@ def test_a_fill_recorded_while_a_pass_reads_the_broker_is_not_reported_missing(t
         assert kinds(report) == ["ORDER_STATUS_MISMATCH"] and {str(f.severity) for f in report.findings} == {"info"}
         protected(trading)
         assert row_counts(trading)["fills"] == 1 and doctor.run_pass(reason="after").get().findings == ()
+
+
+def test_an_order_sent_while_a_pass_reads_the_broker_is_not_reported_as_an_unknown_outcome(trading, doctor_broker):
+    # The pass reads the entry row `created` (a restart's row, never acknowledged); before it lists the broker's
+    # orders, the rebuilt position sends it and the router records the broker's answer. In flight, not unknown.
+    from catalyst.store.records import NewOrder
+
+    trading.exchange.set_price("AAPL", "149.95")
+    (entry,) = trading.writer.create_orders([NewOrder(
+        cycle_id=trading.cycle_id(), symbol="AAPL", role="entry", side="buy", order_type="market",
+        quantity=Decimal(100), planned_stop_loss=Decimal("147.00"), planned_take_profit=Decimal("155.00"))]).get()
+
+    def rebuilt_sent_and_protected() -> None:
+        trading.system.supervisor.restore(entry.order_id).get()
+        protected(trading)
+        trading.wait_for(lambda: sum(1 for o in trading.all_orders() if o.alpaca_order_id) == 3, "all acknowledged")
+
+    racing = MeanwhileBroker(doctor_broker._broker, rebuilt_sent_and_protected)
+    with doctor_on(trading, racing) as doctor:
+        report = doctor.run_pass(reason="test").get()
+        assert racing.happened
+        assert T.OUTCOME_UNKNOWN not in [f.type for f in report.findings], kinds(report)
+        assert {str(f.severity) for f in report.findings} <= {"info"}, kinds(report)  # no WARNING for a tail -f
+        assert len(trading.broker_view()["orders"]) == 3 and broker_working_stop_qty(trading) == Decimal(100)
+        assert doctor.run_pass(reason="after").get().findings == ()

@@ -208,6 +208,19 @@ def test_an_unknown_outcome_found_by_client_order_id_is_settled():
     assert finding.type is T.OUTCOME_UNKNOWN and finding.action == "settle" and finding.broker_ids == ("b-1",)
 
 
+def test_an_order_the_router_sent_and_recorded_while_the_pass_ran_is_not_an_outcome_to_settle():
+    # The snapshot had the row `created`; before the pass read our orders again, the submit reply was recorded.
+    created = order(status="created", broker_id=None, at=NOW)
+    broker = BrokerView(orders=(border(status="new"),))
+    assert run(LocalView(orders=(created,), acknowledged_during_pass=frozenset({1})), broker) == []
+    (finding,) = run(LocalView(orders=(created,)), broker)  # still unanswered in the second read: settled
+    assert finding.type is T.OUTCOME_UNKNOWN and finding.action == "settle"
+    # Only the orders the broker lists: a row it does not know is judged as before.
+    stuck = order(status="created", broker_id=None)
+    assert kinds(run(LocalView(orders=(stuck,), acknowledged_during_pass=frozenset({1})), BrokerView())) == \
+        [T.STUCK_CREATED]
+
+
 def test_a_position_whose_broker_stop_covers_less_than_its_quantity_is_missing_protection():
     stops = (stop("40"), stop("60", status="canceled", broker_id="b-sl2", cid="c2"))
     (finding,) = run(LocalView(orders=ours(*stops), positions=(position(),)),
