@@ -164,11 +164,16 @@ class TradingSystem:
         return ref
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Reverse order: stream first (no new events), then the actors, then anything left."""
+        """Reverse order: stream first (no new events), then the actors, then anything left. Twice is once: a
+        start that failed stops itself, and its owner may stop it again."""
         stream = getattr(self, "stream", None)
+        if stream is None and not self.refs:
+            return
         if stream is not None:
             stream.stop()
-        for ref in getattr(self, "supervisor_ref", None) and self.supervisor.live_refs().get() or []:
+            self.stream = None
+        supervisor = getattr(self, "supervisor_ref", None)
+        for ref in supervisor is not None and supervisor.is_alive() and self.supervisor.live_refs().get() or []:
             ref.stop(block=True, timeout=timeout)
         for ref in reversed(self.refs):
             try:

@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
-from catalyst.errors import CatalystError, DatabaseError, UsageError
+from catalyst.errors import CatalystError, DatabaseError, StopDuringStartup, UsageError
 from catalyst.store.errors import StoreError
 
 DEFAULT_CONFIG = "config.toml"
@@ -185,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:  # the database file or schema: not a bug of ours, an operator's matter
         print(f"catalyst: error: {exc}", file=sys.stderr)
         return DatabaseError.exit_code
+    except StopDuringStartup as stop:  # a stop asked and done: as clean as one after start-up
+        print(f"catalyst: stopped by {stop} during start-up", file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
         print("catalyst: interrupted", file=sys.stderr)
         return 130

@@ -2,8 +2,9 @@
 
 Start order: lock → database → broker endpoint → actor system (writer, workers, router, supervisor, positions
 rebuilt from the database) → scanner → doctor (a pass at start-up) → cycle. Stop order is the reverse; protection
-orders stay at the broker on a graceful stop. Signals: TERM/INT stop gracefully, HUP reopens logs, USR1 dumps every
-actor's state and thread stacks into the log, USR2 is the emergency stop (`catalyst stop --emergency`).
+orders stay at the broker on a graceful stop. Signals: TERM/INT stop gracefully (during start-up too: see Signals),
+HUP reopens logs, USR1 dumps every actor's state and thread stacks into the log, USR2 is the emergency stop
+(`catalyst stop --emergency`).
 SIGHUP also reloads the safe part of the config (logging.*, daemon.state_table_interval_s); any other change is
 named in the log and waits for a restart. A stop that overruns daemon.shutdown_timeout_s exits 1 (one line).
 """
@@ -26,7 +27,7 @@ from loguru import logger
 
 from catalyst import collector, cpu
 from catalyst.config import KEY_ID_ENV, SECRET_KEY_ENV, Config, load_config, load_secrets, sqlite_path
-from catalyst.errors import BrokerUnavailable, CatalystError, DatabaseError, UsageError
+from catalyst.errors import BrokerUnavailable, CatalystError, DatabaseError, StopDuringStartup, UsageError
 from catalyst.instance import InstanceLock
 from catalyst.logs import setup_logging
 from catalyst.runtime import Endpoint, open_endpoint, sim_database_url
@@ -120,14 +121,15 @@ class Daemon:
         )
         self.broker = broker_factory("daemon")
         self._check_broker()
+        self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
+                                    synchronous=self.config.daemon.sqlite_synchronous,
+                                    defer_report_sync=self.config.daemon.sqlite_defer_report_sync,
+                                    router_settings=self.config.router)
+        self.parts.append(self.system)  # before it starts: a stop during start-up then stops what it started
         try:
-            self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
-                                        synchronous=self.config.daemon.sqlite_synchronous,
-                                        defer_report_sync=self.config.daemon.sqlite_defer_report_sync,
-                                    router_settings=self.config.router).start()
+            self.system.start()
         except DatabaseFileError as exc:  # corrupt, locked by another process, too new: exit 3, not "internal"
             raise DatabaseError(str(exc)) from None
-        self.parts.append(self.system)
         self.hooks = CycleHooks(self, broker_factory)
         self.cycle = CycleActor.start(self.system.writer, self.system, ep.clock, self.config.cycle.schedule(),
                                       self.hooks.as_dict())
@@ -224,32 +226,68 @@ class Daemon:
         self.parts.clear()
 
 
-def _install_signals(daemon: Daemon, config: Config, secrets: Any, args: argparse.Namespace) -> None:
-    def graceful(signum: int, _frame: Any) -> None:
-        log.info(f"system {signal.Signals(signum).name}: graceful stop (protection stays at the broker)")
-        daemon.stop_event.set()
+class Signals:
+    """The daemon's signal handlers, installed before start-up begins so a supervisor's stop is never the default
+    action (death without a word). Until `running`, TERM/INT unwind start-up (StopDuringStartup) and HUP/USR1/USR2
+    are kept for when it is up; after, TERM/INT set the stop event the main loop waits on."""
 
-    def reopen(_signum: int, _frame: Any) -> None:
+    def __init__(self, stop_event: threading.Event) -> None:
+        self.stop_event = stop_event
+        self.daemon: Daemon | None = None
+        self.unwinding = False  # a stop during start-up is under way: a second signal must not interrupt its cleanup
+        self.reload_requested = False
+        self.emergency_requested = False
+
+    def install(self) -> Signals:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._reopen)
+        signal.signal(signal.SIGUSR1, self._dump)
+        signal.signal(signal.SIGUSR2, self._emergency)
+        return self
+
+    def running(self, daemon: Daemon) -> None:
+        """Start-up is done: what was asked meanwhile applies now."""
+        self.daemon = daemon
+        daemon.reload_requested = daemon.reload_requested or self.reload_requested
+        if self.emergency_requested:
+            self._emergency(signal.SIGUSR2, None)
+
+    def _stop(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if self.daemon is None:
+            if not self.unwinding:
+                self.unwinding = True
+                self.stop_event.set()
+                # No log line here: the main thread may be inside a log call; whoever catches it logs.
+                raise StopDuringStartup(name)
+            return
+        log.info(f"system {name}: graceful stop (protection stays at the broker)")
+        self.stop_event.set()
+
+    def _reopen(self, _signum: int, _frame: Any) -> None:
         # Handled by the main loop, not here: reconfiguring loguru inside a handler could meet its own sink lock.
-        daemon.reload_requested = True
+        if self.daemon is None:
+            self.reload_requested = True
+        else:
+            self.daemon.reload_requested = True
 
-    def dump(_signum: int, _frame: Any) -> None:
-        threading.Thread(target=daemon.dump_state, name="state-dump", daemon=True).start()
+    def _dump(self, _signum: int, _frame: Any) -> None:
+        if self.daemon is not None:
+            threading.Thread(target=self.daemon.dump_state, name="state-dump", daemon=True).start()
 
-    def emergency(_signum: int, _frame: Any) -> None:
+    def _emergency(self, _signum: int, _frame: Any) -> None:
         from actors.cycle import EmergencyStop
 
-        daemon.cycle.tell(EmergencyStop(reason="operator: catalyst stop --emergency"))
-
-    signal.signal(signal.SIGTERM, graceful)
-    signal.signal(signal.SIGINT, graceful)
-    signal.signal(signal.SIGHUP, reopen)
-    signal.signal(signal.SIGUSR1, dump)
-    signal.signal(signal.SIGUSR2, emergency)
+        if self.daemon is None:
+            self.emergency_requested = True  # sent to the cycle once it exists
+            return
+        self.daemon.cycle.tell(EmergencyStop(reason="operator: catalyst stop --emergency"))
 
 
 def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Callable[[], Endpoint], database_url: str,
            days: int | None, what: str) -> Daemon:
+    signals = Signals(threading.Event()).install()
     # Before any thread of ours starts (they inherit it); every thread already running is moved too.
     placement = cpu.apply(config.daemon.cpu)
     (log.info if placement.as_asked else log.warning)(f"system runs {placement}")
@@ -263,14 +301,13 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         if lock:
             lock.release()
         raise
-    daemon = Daemon(config, endpoint, database_url, days=days)
+    daemon = Daemon(config, endpoint, database_url, days=days, stop_event=signals.stop_event)
     try:
         if endpoint.exchange is not None and db_path is not None:
             _wipe(db_path)
         daemon.start()
-        _install_signals(daemon, config, secrets, args)
-        # After start-up, as what it made lives as long as the process; after the signal handlers, as the one
-        # collection takes a moment and a SIGTERM then must still mean a graceful stop.
+        signals.running(daemon)
+        # After start-up, as what it made lives as long as the process.
         log.info(f"system {collector.settle()}")
         last_table = time.monotonic()
         while not daemon.stop_event.wait(timeout=0.2):
@@ -280,6 +317,9 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
             if time.monotonic() - last_table >= daemon.config.daemon.state_table_interval_s:
                 last_table = time.monotonic()
                 daemon.log_state_table()
+    except StopDuringStartup as stop:
+        log.info(f"system {stop} during start-up: stopping what has started (protection stays at the broker)")
+        raise
     finally:
         watchdog = _shutdown_watchdog(daemon.config.daemon.shutdown_timeout_s)
         daemon.stop()

@@ -35,3 +35,9 @@ class AlreadyRunning(CatalystError):
     """Another daemon holds the lock on this database."""
 
     exit_code = 5
+
+
+class StopDuringStartup(KeyboardInterrupt):
+    """SIGTERM or SIGINT before the daemon is up. Raised in the main thread wherever start-up is (a broker wait, a
+    restore), like Ctrl-C, so what already started is stopped in reverse order; the stop was asked, so exit 0.
+    A KeyboardInterrupt so no `except Exception` on the way swallows it."""

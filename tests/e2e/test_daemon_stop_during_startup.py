@@ -1,0 +1,55 @@
+"""A supervisor's stop while `catalyst run` is still starting: a clean exit 0 that says so, never the default action
+of SIGTERM (death without a word) and never a traceback. The slow part of a start met here is a broker wait."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+NOBODY = "http://127.0.0.1:9"  # the discard port: nothing listens, so the start waits for its broker with backoff
+
+
+def config_for(tmp_path, broker: str):
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///var/catalyst.db"\nshutdown_timeout_s = 30\n'
+                      f'[broker]\nstartup_wait_s = 120\n{broker}')
+    return config
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_while_waiting_for_the_paper_broker_exits_0_and_says_so(tmp_path, spawner, e2e, stop):
+    # Paper mode: the daemon object exists and `start` waits for the account, inside the serve loop's cleanup.
+    config = config_for(tmp_path, f'mode = "paper"\nurl = "{NOBODY}"\n')
+    env = e2e.clean_env(APCA_API_KEY_ID="PKSTARTUP", APCA_API_SECRET_KEY="not-a-real-secret")
+    daemon = spawner.spawn("daemon", ["run", "--config", str(config)], env=env, cwd=tmp_path)
+    daemon.wait_for(r"broker unreachable at .* retrying in", timeout=60)
+
+    asked = time.monotonic()
+    daemon.send(stop)
+    rc = daemon.wait_exit(timeout=30)
+
+    err = daemon.stderr()
+    assert rc == 0, err[-3000:]
+    assert time.monotonic() - asked < 15  # not the rest of startup_wait_s
+    assert f"system {stop.name} during start-up: stopping what has started" in err
+    assert err.rstrip().splitlines()[-1] == f"catalyst: stopped by {stop.name} during start-up"
+    assert "Traceback" not in err and "not-a-real-secret" not in err
+
+
+def test_a_stop_while_waiting_for_the_emulator_exits_0_and_frees_the_database_lock(tmp_path, spawner, e2e):
+    # An emulator at a URL: the wait for its clock comes before the daemon object, right after the instance lock.
+    config = config_for(tmp_path, f'mode = "emulator"\nurl = "{NOBODY}"\n')
+    daemon = spawner.spawn("daemon", ["run", "--config", str(config)], cwd=tmp_path)
+    daemon.wait_for(r"emulator at .* not answering .* retrying in", timeout=60)
+
+    daemon.send(signal.SIGTERM)
+
+    assert daemon.wait_exit(timeout=30) == 0, daemon.stderr()[-3000:]
+    assert daemon.stderr().rstrip().splitlines()[-1] == "catalyst: stopped by SIGTERM during start-up"
+    # The lock went with it: the next start gets as far as the broker wait again, not "already running".
+    again = spawner.spawn("again", ["run", "--config", str(config)], cwd=tmp_path)
+    again.wait_for(r"emulator at .* not answering .* retrying in", timeout=60)
+    again.send(signal.SIGTERM)
+    assert again.wait_exit(timeout=30) == 0
