@@ -116,6 +116,7 @@ class CancelResult(Message):
     order_id: int
     ok: bool
     detail: str = ""
+    ended: bool = False  # refused as not cancelable: the order had already ended (filled, or cancelled with its OCO)
 
 
 class OrdersVerified(Message):

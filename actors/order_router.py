@@ -336,7 +336,11 @@ class OrderRouter(pykka.ThreadingActor):
     def _on_CancelResult(self, msg: m.CancelResult) -> None:
         tracked = self.by_order.get(msg.order_id)
         if tracked is not None and not msg.ok:
-            log.warning(f"order {tracked.label} cancel not accepted: {msg.detail}")
+            if msg.ended:  # the usual case: the OCO sibling of a leg cancelled first went with it
+                log.info(f"order {tracked.label} cancel not needed, it had already ended at the broker: reading its "
+                         f"status ({msg.detail})")
+            else:
+                log.warning(f"order {tracked.label} cancel not accepted: {msg.detail}")
             next(self._general).tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref))
 
     def _on_OrdersVerified(self, msg: m.OrdersVerified) -> None:

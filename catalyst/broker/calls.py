@@ -14,7 +14,7 @@ from tenacity import wait_exponential_jitter
 
 from alpaca.common.rest import RESTClient
 
-from catalyst.broker.errors import NotFound, RateLimited, TransientError, classify
+from catalyst.broker.errors import NotFound, RateLimited, Rejected, RejectReason, TransientError, classify
 from catalyst.broker.ratelimit import Priority, RateLimiter, RateLimitTimeout
 from catalyst.broker.session import LeanSession
 
@@ -104,7 +104,10 @@ class BrokerCalls:
         except Exception as exc:  # noqa: BLE001 - every failure leaves here classified
             error = classify(exc, mutating=mutating, operation=operation, secrets=self._secrets)
             if not isinstance(error, NotFound):
-                logger.warning("broker {} {} → {}", self.name, operation, error)
+                # "not cancelable" answers a cancel of an order that already ended (an OCO's sibling, cancelled with
+                # the leg cancelled first): the caller reads its status; nothing went wrong.
+                ended = isinstance(error, Rejected) and error.reason is RejectReason.NOT_CANCELABLE
+                logger.log("INFO" if ended else "WARNING", "broker {} {} → {}", self.name, operation, error)
             raise error from exc
 
     def _wait_for(self, state: RetryCallState) -> float:
