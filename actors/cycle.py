@@ -89,7 +89,7 @@ class CycleActor(pykka.ThreadingActor):
             return
         due = phase_due(self.schedule, now)
         if day.phase in (CyclePhase.MONITORING, CyclePhase.TRADING) and flatten_due(self.schedule, now):
-            self._flatten_all("end of day", day)
+            self._flatten_all("end of day", day, scheduled=True)
         if day.phase in (CyclePhase.TRADING, CyclePhase.MONITORING):  # from the first entry on
             self._check_loss_limit(day)
         if day.phase is CyclePhase.CLOSED:
@@ -126,7 +126,7 @@ class CycleActor(pykka.ThreadingActor):
             self._open_approved(day, now)
         elif phase is CyclePhase.CLOSED:
             day.closed_at = now
-            self._flatten_all("market close", day)
+            self._flatten_all("market close", day, scheduled=True)
         self._persist(day, phase)
 
     def _persist(self, day: DayState, phase: CyclePhase) -> None:
@@ -146,12 +146,12 @@ class CycleActor(pykka.ThreadingActor):
             self.system.open_position(plan)
         log.info(f"cycle {day.day} #{day.cycle_id} opened {len(plans)} positions from {len(day.candidates)} candidates")
 
-    def _flatten_all(self, reason: str, day: DayState) -> None:
+    def _flatten_all(self, reason: str, day: DayState, scheduled: bool = False) -> None:
         if day.flattened:
             return
         day.flattened = True
         refs = self.system.supervisor.live_refs().get()
-        told = sum(tell_if_alive(ref, m.Flatten(reason=reason)) for ref in refs)
+        told = sum(tell_if_alive(ref, m.Flatten(reason=reason, scheduled=scheduled)) for ref in refs)
         log.info(f"cycle {day.day} flattening {told} live positions: {reason}"
                  + (f" ({len(refs) - told} finished meanwhile)" if told < len(refs) else ""))
 

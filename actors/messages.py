@@ -187,6 +187,7 @@ class OrdersCreated(Message):
 
 class Flatten(Message):
     reason: str
+    scheduled: bool = False  # the day's planned flatten before the close: news, not a warning
 
 
 class CheckProtection(Message):

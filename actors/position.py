@@ -114,7 +114,7 @@ class PositionActor(pykka.ThreadingActor):
         elif isinstance(message, m.OrdersCreated):
             self._on_orders_created(message)
         elif isinstance(message, m.Flatten):
-            self._flatten(message.reason)
+            self._flatten(message.reason, scheduled=message.scheduled)
         elif isinstance(message, CheckSiblings):
             self._check_siblings()
         elif isinstance(message, CheckFlatten):
@@ -285,7 +285,7 @@ class PositionActor(pykka.ThreadingActor):
         self.pairs.append(OcoPair(take_profit.order_id, stop_loss.order_id, take_profit.quantity))
         return take_profit, stop_loss
 
-    def _flatten(self, reason: str) -> None:
+    def _flatten(self, reason: str, scheduled: bool = False) -> None:
         if self.flattening or self.position.is_terminal:
             return
         working = tuple(i for i, v in self.orders.items() if v.working)
@@ -293,8 +293,8 @@ class PositionActor(pykka.ThreadingActor):
             self.router.tell(m.CancelOrders(order_ids=working, reason=reason))
             return
         self.flattening, self.flatten_reason = True, reason
-        self.log.warning(f"position {self.label} flattening {self.position.quantity}: {reason}; "
-                         f"cancelling {len(working)} working orders before the market exit")
+        self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
+                     f"{reason}; cancelling {len(working)} working orders before the market exit")
         # The market exit waits until every other order of the position has ended. Sent beside the cancels, it
         # can fill in the same moment as a stop that is already through (after a restart, or a fast market): both
         # fill, the exit is doubled and the account ends up short. Cancelled first, a stop that fills instead

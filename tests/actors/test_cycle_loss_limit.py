@@ -143,6 +143,7 @@ def test_the_daily_loss_limit_trips_the_emergency_stop_flattens_everything_and_c
     # What a trader tailing the log is warned of: the stop and the flatten, not the OCO sibling that went with the
     # leg cancelled first (its own cancel is refused as not cancelable: expected, said at INFO).
     assert [w for w in warnings if "flatten" not in w and "emergency" not in w and "daily loss limit" not in w] == []
+    assert any(w.startswith("position AAPL#p-") and " flattening 250: emergency: daily loss limit" in w for w in warnings)
 
 
 def test_a_day_the_calendar_does_not_trade_gets_no_cycle_and_no_scan(trading, doctor, start_cycle, tmp_path):

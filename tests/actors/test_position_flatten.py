@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 
 from actors import messages as m
 from actors.db_writer import DbWriter
@@ -101,6 +102,22 @@ def test_the_market_exit_waits_for_the_protection_to_be_cancelled(rig: Rig) -> N
     rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
     exit_order = wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
     assert len(exit_order) == 1 and exit_order[0].qty == Decimal(100) and exit_order[0].reason == "end of day"
+
+
+def test_the_days_scheduled_flatten_is_logged_as_news_and_any_other_as_a_warning(rig: Rig) -> None:
+    rig.open_and_protect()
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="INFO", filter=lambda record: " flattening " in record["message"])
+    try:
+        rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+        rig.position.tell(m.Flatten(reason="emergency: operator"))  # already flattening: ignored, no second line
+        wait_for(lambda: rig.told(m.CancelOrders), "the cancels")
+        rig.settled()
+    finally:
+        logger.remove(sink)
+    assert lines == [("INFO", "position AAPL#p-1 flattening 100: end of day; cancelling 2 working orders before the "
+                              "market exit")]
 
 
 def test_a_stop_that_fills_instead_of_cancelling_leaves_nothing_to_exit(rig: Rig) -> None:

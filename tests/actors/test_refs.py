@@ -34,10 +34,10 @@ def test_the_end_of_day_flatten_skips_a_position_that_just_finished_and_flattens
     cycle = CycleActor(writer=None, system=system, clock=None, schedule=PhaseSchedule(), hooks={})
     try:
         day = DayState(day=date(2026, 3, 2), cycle_id=1, phase=CyclePhase.TRADING)
-        cycle._flatten_all("end of day", day)  # the handler's own code, on the test's thread
+        cycle._flatten_all("end of day", day, scheduled=True)  # the handler's own code, on the test's thread
 
         assert day.flattened
-        assert [type(x) for x in live.proxy().received().get()] == [m.Flatten]
+        assert live.proxy().received().get() == [m.Flatten(reason="end of day", scheduled=True)]  # news, not a warning
     finally:
         live.stop()
 
