@@ -126,7 +126,7 @@ class CycleActor(pykka.ThreadingActor):
             self._open_approved(day, now)
         elif phase is CyclePhase.CLOSED:
             day.closed_at = now
-            self._flatten_all("market close", day, scheduled=True)
+            self._flatten_all("market close", day)  # only if the end-of-day one never ran: worth a warning
         self._persist(day, phase)
 
     def _persist(self, day: DayState, phase: CyclePhase) -> None:
