@@ -1,0 +1,58 @@
+"""The daemon's signal handlers before and after start-up, called as the interpreter calls them (no real signals:
+the test's own process must not be stopped)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from actors.cycle import EmergencyStop
+from catalyst.daemon import Signals
+from catalyst.errors import StopDuringStartup
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.told: list[Any] = []
+
+    def tell(self, message: Any) -> None:
+        self.told.append(message)
+
+
+def started_daemon() -> Any:
+    return SimpleNamespace(cycle=Cycle(), reload_requested=False)
+
+
+def test_a_stop_during_start_up_unwinds_it_once_and_a_second_signal_leaves_the_cleanup_alone():
+    signals = Signals(threading.Event())
+
+    with pytest.raises(StopDuringStartup, match="SIGTERM"):
+        signals._stop(signal.SIGTERM, None)
+    assert signals.stop_event.is_set()
+    signals._stop(signal.SIGINT, None)  # while what started is being stopped: no second exception in its cleanup
+
+
+def test_after_start_up_a_stop_only_sets_the_event_the_main_loop_waits_on():
+    signals = Signals(threading.Event())
+    signals.running(started_daemon())
+
+    signals._stop(signal.SIGTERM, None)  # no exception: the main loop stops gracefully
+
+    assert signals.stop_event.is_set()
+
+
+def test_an_emergency_stop_and_a_reload_asked_during_start_up_apply_once_it_is_up():
+    signals = Signals(threading.Event())
+    signals._emergency(signal.SIGUSR2, None)
+    signals._reopen(signal.SIGHUP, None)
+    signals._dump(signal.SIGUSR1, None)  # nothing to dump yet: ignored, not a crash
+    daemon = started_daemon()
+
+    signals.running(daemon)
+
+    assert daemon.cycle.told == [EmergencyStop(reason="operator: catalyst stop --emergency")]
+    assert daemon.reload_requested and not signals.stop_event.is_set()
