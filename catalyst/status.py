@@ -28,9 +28,9 @@ def write_state_snapshot(database_path: Path, snapshot: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _open(path: Path) -> sqlite3.Connection:
+def _open(path: Path, hint: str = "") -> sqlite3.Connection:
     if not path.exists():
-        raise DatabaseError(f"{path}: no database yet (run `catalyst db upgrade` or start the daemon)")
+        raise DatabaseError(f"{path}: no database yet (run `catalyst db upgrade` or start the daemon){hint}")
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         conn.execute("SELECT 1 FROM orders LIMIT 1")
@@ -45,7 +45,11 @@ def status_text(config: Config, simulation: bool = False) -> str:
     path = sqlite_path(url)
     if path is None:
         raise DatabaseError(f"{url}: `catalyst status` reads SQLite databases only")
-    with _open(path) as conn:
+    simulated = sqlite_path(sim_database_url(config))
+    # `make sim` leaves its day in the simulation's database: say where, rather than only that this one is missing.
+    hint = "; the simulation's is read with `catalyst status --sim`" if (
+        not simulation and simulated is not None and simulated.exists()) else ""
+    with _open(path, hint) as conn:
         return "\n".join(_render(conn, path))
 
 

@@ -1,0 +1,26 @@
+"""`catalyst status` before the daemon ever ran: one line naming the missing file, and where a simulated day is."""
+
+from __future__ import annotations
+
+import pytest
+
+from catalyst.config import load_config
+from catalyst.errors import DatabaseError
+from catalyst.status import status_text
+
+
+def test_a_missing_database_is_named_and_the_simulations_pointed_to_when_make_sim_left_one(tmp_path):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///var/catalyst.db"\n')
+    config = load_config(config_file)
+
+    with pytest.raises(DatabaseError) as alone:
+        status_text(config)
+    assert str(alone.value) == (f"{tmp_path / 'var' / 'catalyst.db'}: no database yet (run `catalyst db upgrade` or "
+                                "start the daemon)")
+
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "sim.db").write_bytes(b"")  # what `make sim` leaves beside it
+    with pytest.raises(DatabaseError) as beside_a_sim:
+        status_text(config)
+    assert str(beside_a_sim.value).endswith("; the simulation's is read with `catalyst status --sim`")
