@@ -186,6 +186,7 @@ class DoctorActor(pykka.ThreadingActor):
             positions=tuple(LocalPosition(p.position_id, p.symbol, p.side, p.quantity) for p in positions),
             execution_keys=keys, placed_during_pass=tuple(_local_order(r) for r in late),
             recorded_since=recorded_since, acknowledged_during_pass=acknowledged,
+            orders_after_broker=tuple(_local_order(r) for r in reread),
         )
         broker = BrokerView(
             orders=tuple(orders),
@@ -368,7 +369,7 @@ class DoctorActor(pykka.ThreadingActor):
 def _local_order(row: Any) -> LocalOrder:
     return LocalOrder(row.order_id, row.client_order_id, row.alpaca_order_id, row.symbol, row.role, row.side,
                       row.quantity, OrderStatus(row.status), row.filled_qty, row.position_id, row.created_at,
-                      row.updated_at, row.outcome_unknown)
+                      row.updated_at, row.outcome_unknown, row.cancel_reason)
 
 
 def _record(finding: Finding, at: datetime, pass_id: str, outcome: str) -> NewFinding:

@@ -21,6 +21,7 @@ from actors.refs import Delayed, tell_later
 from catalyst.clock import wall_seconds
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
 from catalyst.domain.positions import Position, PositionStatus
+from catalyst.domain.reconcile import FLATTEN_REASON_PREFIX
 from catalyst.store.batch import call, unwrap_all
 from catalyst.store.records import NewOrder as NewOrderRow
 
@@ -300,7 +301,7 @@ class PositionActor(pykka.ThreadingActor):
         # fill, the exit is doubled and the account ends up short. Cancelled first, a stop that fills instead
         # simply leaves less (or nothing) to exit.
         if working:
-            self.router.tell(m.CancelOrders(order_ids=working, reason=f"flatten: {reason}"))
+            self.router.tell(m.CancelOrders(order_ids=working, reason=f"{FLATTEN_REASON_PREFIX}{reason}"))
             self._start_flatten_timer()
         self._exit_when_clear()
 
