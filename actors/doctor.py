@@ -125,7 +125,14 @@ class DoctorActor(pykka.ThreadingActor):
         except BrokerError as exc:
             log.error(f"doctor pass #{number} ({reason}): broker unavailable, nothing reconciled: {exc}")
             return PassReport(pass_id, number, reason, dry_run, (), (), 0, 0, not self.halted, self.halt_reason, str(exc))
-        findings = reconcile(local, broker, now, self.settings)
+        findings = []
+        for finding in reconcile(local, broker, now, self.settings):
+            why = self._flattening(finding, now)
+            if why is None:
+                findings.append(finding)
+            else:
+                log.info(f"doctor {finding.subject} has no stop at the broker while it flattens ({why}): its exit is "
+                         "under way, nothing to heal")
         outcomes: list[str] = []
         batch: tuple[list[OrderReport], list[FillReport]] = ([], [])
         for finding in findings:
@@ -186,7 +193,6 @@ class DoctorActor(pykka.ThreadingActor):
             positions=tuple(LocalPosition(p.position_id, p.symbol, p.side, p.quantity) for p in positions),
             execution_keys=keys, placed_during_pass=tuple(_local_order(r) for r in late),
             recorded_since=recorded_since, acknowledged_during_pass=acknowledged,
-            orders_after_broker=tuple(_local_order(r) for r in reread),
         )
         broker = BrokerView(
             orders=tuple(orders),
@@ -335,15 +341,37 @@ class DoctorActor(pykka.ThreadingActor):
 
     def _position_ref(self, finding: Finding) -> Any:
         """The live actor of the finding's position, rebuilt from the database when it has none."""
+        live = self._live_position(finding)
+        if live is not None:
+            return live[0]
+        entry = next((o for o in self.writer.orders_for_position(finding.position_id).get() if o.role == "entry"), None)
+        return self.supervisor.restore(entry.order_id).get() if entry is not None else None
+
+    def _live_position(self, finding: Finding) -> tuple[Any, dict[str, Any]] | None:
+        """The finding's position actor, if one is live, and its state."""
         label = f"{finding.symbol}#p-{finding.position_id}"
         for ref in self.supervisor.live_refs().get():
             try:
-                if ref.proxy().state().get(timeout=5)["position"] == label:
-                    return ref
+                state = ref.proxy().state().get(timeout=5)
             except (pykka.ActorDeadError, pykka.Timeout):
                 continue
-        entry = next((o for o in self.writer.orders_for_position(finding.position_id).get() if o.role == "entry"), None)
-        return self.supervisor.restore(entry.order_id).get() if entry is not None else None
+            if state["position"] == label:
+                return ref, state
+        return None
+
+    def _flattening(self, finding: Finding, now: datetime) -> str | None:
+        """Why the finding's position is flattening, if it is and began less than stuck_after_s ago.
+
+        A flattening position cancels its OCO first and sends its market exit only once the broker confirms
+        (sent beside the cancels, a stop already through could fill as well: a doubled exit). In between the broker
+        holds the shares with no stop, and the actor refuses to re-protect shares it is selling: a pass meeting that
+        moment has nothing to heal. One stuck past stuck_after_s is reported as before.
+        """
+        live = self._live_position(finding) if finding.type is _T.MISSING_PROTECTION else None
+        if live is None or not live[1].get("flattening"):
+            return None
+        since = datetime.fromisoformat(live[1]["flattening_since"])
+        return live[1]["flattening"] if (now - since).total_seconds() < self.settings.stuck_after_s else None
 
     # --- marks ------------------------------------------------------------------------------------------------
 
@@ -369,7 +397,7 @@ class DoctorActor(pykka.ThreadingActor):
 def _local_order(row: Any) -> LocalOrder:
     return LocalOrder(row.order_id, row.client_order_id, row.alpaca_order_id, row.symbol, row.role, row.side,
                       row.quantity, OrderStatus(row.status), row.filled_qty, row.position_id, row.created_at,
-                      row.updated_at, row.outcome_unknown, row.cancel_reason)
+                      row.updated_at, row.outcome_unknown)
 
 
 def _record(finding: Finding, at: datetime, pass_id: str, outcome: str) -> NewFinding:

@@ -10,6 +10,7 @@ already ran through the stop: the actor flattens at market instead of retrying f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +22,6 @@ from actors.refs import Delayed, tell_later
 from catalyst.clock import wall_seconds
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
 from catalyst.domain.positions import Position, PositionStatus
-from catalyst.domain.reconcile import FLATTEN_REASON_PREFIX
 from catalyst.store.batch import call, unwrap_all
 from catalyst.store.records import NewOrder as NewOrderRow
 
@@ -75,6 +75,7 @@ class PositionActor(pykka.ThreadingActor):
         self.pairs: list[OcoPair] = []
         self.flattening = False
         self.flatten_reason = ""
+        self.flatten_since: datetime | None = None  # exchange time the flatten began (the doctor's stuck test)
         self.exit_sent = False
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
@@ -130,6 +131,8 @@ class PositionActor(pykka.ThreadingActor):
             "position": self.label, "status": str(self.position.status), "qty": str(self.position.quantity),
             "avg": str(self.position.avg_entry_price), "protected": str(self.protected_qty()),
             "orders": {i: f"{v.role}:{v.status}" for i, v in self.orders.items()},
+            "flattening": self.flatten_reason if self.flattening else None,
+            "flattening_since": self.flatten_since.isoformat() if self.flattening and self.flatten_since else None,
         }
 
     # --- handlers ---------------------------------------------------------------------------------------------
@@ -293,7 +296,7 @@ class PositionActor(pykka.ThreadingActor):
         if self.position.status is PositionStatus.PENDING:
             self.router.tell(m.CancelOrders(order_ids=working, reason=reason))
             return
-        self.flattening, self.flatten_reason = True, reason
+        self.flattening, self.flatten_reason, self.flatten_since = True, reason, self.clock.now()
         self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
                      f"{reason}; cancelling {len(working)} working orders before the market exit")
         # The market exit waits until every other order of the position has ended. Sent beside the cancels, it
@@ -301,7 +304,7 @@ class PositionActor(pykka.ThreadingActor):
         # fill, the exit is doubled and the account ends up short. Cancelled first, a stop that fills instead
         # simply leaves less (or nothing) to exit.
         if working:
-            self.router.tell(m.CancelOrders(order_ids=working, reason=f"{FLATTEN_REASON_PREFIX}{reason}"))
+            self.router.tell(m.CancelOrders(order_ids=working, reason=f"flatten: {reason}"))
             self._start_flatten_timer()
         self._exit_when_clear()
 

@@ -119,7 +119,6 @@ class LocalOrder:
     created_at: datetime
     updated_at: datetime
     outcome_unknown: bool = False
-    cancel_reason: str | None = None
 
     @property
     def label(self) -> str:
@@ -149,8 +148,6 @@ class LocalView:
     # Orders of the snapshot with no broker id there that had one by the time the broker had answered: the router
     # recorded the broker's answer to their submit while the pass ran, so their outcome is known, not to settle.
     acknowledged_during_pass: frozenset[int] = frozenset()
-    # Every order as read again after the broker had answered (the newest local truth; see `_exiting`).
-    orders_after_broker: tuple[LocalOrder, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,8 +214,6 @@ WORKING_BROKER = frozenset({"new", "accepted", "held", "partially_filled", "pend
                             "accepted_for_bidding", "calculated", "stopped", "suspended", "done_for_day"})
 STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
 UNACKNOWLEDGED = frozenset({"pending_new", "pending_review"})
-FLATTEN_REASON_PREFIX = "flatten: "  # the cancel reason a position gives its protection when it flattens
-EXIT_ROLES = frozenset({"flatten", "exit"})
 
 
 def _signed(side: str, qty: Decimal) -> Decimal:
@@ -429,24 +424,7 @@ def _protection(diff: _Diff, local: LocalView, broker: BrokerView) -> None:
                          and o.status is OrderStatus.CREATED and not o.outcome_unknown), ZERO)
         subject = f"position {symbol}#p-{positions[0].position_id}"
         common = dict(symbol=symbol, position_id=positions[0].position_id)
-        if working + in_flight < qty and not _exiting(diff, local, ids):
+        if working + in_flight < qty:
             diff.add(_T.MISSING_PROTECTION, subject, qty, working, **common)
         elif working > qty:
             diff.add(_T.EXCESS_PROTECTION, subject, qty, working, **common)
-
-
-def _exiting(diff: _Diff, local: LocalView, position_ids: set[int]) -> bool:
-    """The position is being flattened: its protection was cancelled for that, or its market exit is on its way.
-
-    Its actor refuses to protect shares it is selling (protection sent beside the exit could sell them twice), so
-    "re-protect" would be a false alarm. Judged on the orders read after the broker, the newest local truth. Only
-    while recent: a flatten stuck past `stuck_after_s` with no stop is worth the warning again.
-    """
-    mine = [o for o in local.orders_after_broker if o.position_id in position_ids]
-    if any(o.role in EXIT_ROLES and o.status not in ORDER_MACHINE.terminal and not diff.old(o.updated_at)
-           for o in mine):
-        return True
-    stops = [o for o in mine if o.role == "stop_loss"]
-    latest = max(stops, key=lambda o: o.order_id, default=None)  # a re-protection after a failed exit is newer
-    return (latest is not None and latest.status is OrderStatus.CANCELLED and not diff.old(latest.updated_at)
-            and (latest.cancel_reason or "").startswith(FLATTEN_REASON_PREFIX))

@@ -395,30 +395,31 @@ def test_an_order_sent_while_a_pass_reads_the_broker_is_not_reported_as_an_unkno
         assert doctor.run_pass(reason="after").get().findings == ()
 
 
-def test_a_position_flattened_while_a_pass_reads_the_broker_is_not_missing_protection(trading, doctor_broker):
-    # The pass reads the OCO working; before it lists the broker's orders, the position flattens: the legs are
-    # cancelled and the market exit goes out, filled before or after the pass reads the broker's positions (either
-    # timing happens here). No WARNING either way, and one exit: the doctor neither re-protects nor adopts what the
-    # flatten sells. The narrower timing seen in CI (the legs cancelled, the exit not yet filled) is pinned in
-    # tests/unit/test_reconcile_findings.py.
+
+def test_a_position_waiting_for_its_flatten_cancels_is_not_missing_protection(trading, doctor):
+    # A flatten cancels the OCO first and sends the market exit only once the broker confirms (a stop already
+    # through could otherwise fill beside it: a doubled exit). A pass meeting that moment sees the shares with no
+    # stop at the broker. The actor refuses to re-protect shares it is selling, so it is not a finding, and no
+    # WARNING in the log of every flatten a pass happens to meet (seen in CI in one loss-limit test run in six).
     from actors import messages as m
 
     open_protected(trading)
-    entry = next(o for o in trading.all_orders() if o.role == "entry")
+    live = trading.system.supervisor.live_refs().get()
+    trading.exchange.set_faults("drop=1.0")  # the cancels' events never arrive: the actor waits for its recheck
+    live[0].tell(m.Flatten(reason="end of day", scheduled=True))
+    trading.wait_for(lambda: broker_working_stop_qty(trading) == 0, "the OCO cancelled at the broker")
+    assert live[0].proxy().state().get()["flattening"] == "end of day"
 
-    def flattened() -> None:
-        ref = next(r for r in trading.system.supervisor.live_refs().get()
-                   if r.proxy().state().get()["position"].endswith(f"#p-{entry.position_id}"))
-        ref.tell(m.Flatten(reason="end of day", scheduled=True))
-        trading.wait_for(lambda: all(o.status == "cancelled" for o in trading.all_orders()
-                                     if o.role in ("take_profit", "stop_loss")), "the legs cancelled for the flatten")
+    # Dry runs: a pass's heal would hand the actor the broker's cancels, and the flatten would move on.
+    report = doctor.run_pass(reason="test", dry_run=True).get()
 
-    racing = MeanwhileBroker(doctor_broker._broker, flattened)
-    with doctor_on(trading, racing) as doctor:
-        report = doctor.run_pass(reason="test").get()
-        assert racing.happened
-        assert T.MISSING_PROTECTION not in [f.type for f in report.findings], kinds(report)
-        assert {str(f.severity) for f in report.findings} <= {"info"}, kinds(report)
-        closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "the exit")
-        assert closed.quantity == 0 and not trading.broker_view()["positions"]
-        assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]  # one exit, not two
+    assert T.MISSING_PROTECTION not in [f.type for f in report.findings], kinds(report)
+    assert {str(f.severity) for f in report.findings} <= {"info"}, kinds(report)  # the legs' catch-up only
+    trading.exchange.advance(timedelta(seconds=61))  # past stuck_after_s (60): a flatten stuck that long is said
+    assert "MISSING_PROTECTION" in kinds(doctor.run_pass(reason="stuck", dry_run=True).get())
+    trading.exchange.set_faults("")
+    closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "the exit",
+                              timeout=30)
+    assert closed.quantity == 0 and not trading.broker_view()["positions"]
+    assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]  # one exit, no OCO again
+    assert [o for o in trading.broker_view()["orders"] if o["status"] in ("new", "held", "accepted")] == []

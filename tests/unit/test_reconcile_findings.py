@@ -230,30 +230,6 @@ def test_a_position_whose_broker_stop_covers_less_than_its_quantity_is_missing_p
     assert finding.line() == "doctor MISSING_PROTECTION position AAPL#p-3 db=100 broker=40 → re-protect"
 
 
-def test_a_position_being_flattened_is_not_missing_protection_while_its_exit_is_recent():
-    # The pass read the legs working, then the broker had them cancelled: the position is flattening. Its actor
-    # refuses to protect shares it is selling, so "re-protect" would be a false WARNING.
-    broker = BrokerView(orders=(stop(status="canceled"),), positions=(BrokerPosition("AAPL", "long", D(100)),))
-
-    def view(*after: LocalOrder) -> LocalView:
-        return LocalView(orders=ours(stop()), positions=(position(),), orders_after_broker=after)
-
-    def leg(order_id=10, reason="flatten: end of day", at=NOW, status="cancelled", role="stop_loss") -> LocalOrder:
-        return LocalOrder(order_id, f"cat-x-{order_id}", f"b-{order_id}", "AAPL", role, "sell", D(100),
-                          OrderStatus(status), D(0), 3, at, at, cancel_reason=reason)
-
-    def missing(local: LocalView) -> bool:  # the legs' status catch-up (info) is beside the point here
-        return T.MISSING_PROTECTION in kinds(run(local, broker))
-
-    assert missing(view())  # what the first read alone said
-    assert not missing(view(leg()))  # cancelled for the flatten a moment ago
-    assert missing(view(leg(at=OLD)))  # a flatten stuck that long: say so
-    assert missing(view(leg(reason="by hand")))
-    assert missing(view(leg(), leg(20, "by hand")))  # re-protected since
-    assert not missing(view(leg(), leg(11, None, status="submitted", role="flatten")))
-    assert not missing(view(leg(11, None, status="submitted", role="flatten")))  # the exit is out
-
-
 def test_a_stop_created_locally_but_not_yet_sent_counts_as_in_flight():
     local = LocalView(orders=(order(4, "created", None, "stop_loss", "sell", position_id=3, at=NOW),),
                       positions=(position(),))
