@@ -197,7 +197,7 @@ class DoctorActor(pykka.ThreadingActor):
         broker = BrokerView(
             orders=tuple(orders),
             positions=tuple(BrokerPosition(p.symbol, p.side, p.qty) for p in broker_positions),
-            fills=tuple(BrokerFill(f.broker_order_id, cum[f.execution_id], f.qty, f.price, f.at) for f in fills),
+            fills=tuple(BrokerFill(f.broker_order_id, cum[f.execution_id], f.qty, f.price, f.at, f.symbol) for f in fills),
         )
         gathered = _Pass(pass_id, after, {r.order_id: r for r in (*rows, *late)}, flat, fills,
                          {p.symbol: p for p in broker_positions}, cum)

@@ -177,6 +177,7 @@ class BrokerFill:
     qty: Decimal
     price: Decimal
     at: datetime
+    symbol: str = ""
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,10 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
                      f"{order.side} {order.qty} {order.type} {order.status} filled={order.filled_qty}",
                      symbol=order.symbol, broker_ids=(order.broker_id,))
     missing, orphan_moves = _fills(diff, local, broker, matched, orphan_ids, by_id)
-    _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id))
+    # An order placed after the broker listed its orders, filled before it listed positions and fills (a flatten's
+    # market exit, say): the pass cannot tell whose it is or explain what it moved. The next pass can.
+    moved_unlisted = {f.symbol for f in broker.fills if f.broker_order_id not in by_id}
+    _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id), moved_unlisted)
     _protection(diff, local, broker)
     return diff.findings
 
@@ -362,7 +366,8 @@ def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
 
 
 def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
-               orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]]) -> None:
+               orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]],
+               moved_unlisted: set[str]) -> None:
     held: dict[str, Decimal] = defaultdict(lambda: ZERO)
     first: dict[str, LocalPosition] = {}
     for position in local.positions:
@@ -378,6 +383,8 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         ours, theirs = held[symbol] + missing[symbol], at_broker.get(symbol, ZERO)
         if ours == theirs:
             continue  # equal, or made equal by the missing fills the MISSING_FILL findings apply
+        if symbol in moved_unlisted:
+            continue  # judged by the next pass (see reconcile)
         hand = orphan_moves.get(symbol, [])
         explained = ours + _hand_shares(broker, hand) == theirs
         if symbol not in first:
