@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -215,6 +215,7 @@ WORKING_BROKER = frozenset({"new", "accepted", "held", "partially_filled", "pend
                             "accepted_for_bidding", "calculated", "stopped", "suspended", "done_for_day"})
 STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
 UNACKNOWLEDGED = frozenset({"pending_new", "pending_review"})
+CLOCK_SKEW = timedelta(seconds=5)  # between our clock and the broker's timestamps
 
 
 def _signed(side: str, qty: Decimal) -> Decimal:
@@ -270,8 +271,11 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
                      symbol=order.symbol, broker_ids=(order.broker_id,))
     missing, orphan_moves = _fills(diff, local, broker, matched, orphan_ids, by_id)
     # An order placed after the broker listed its orders, filled before it listed positions and fills (a flatten's
-    # market exit, say): the pass cannot tell whose it is or explain what it moved. The next pass can.
-    moved_unlisted = {f.symbol for f in broker.fills if f.broker_order_id not in by_id}
+    # market exit, say): the pass cannot tell whose it is or explain what it moved. The next pass can. Only fills
+    # made during the pass: an older one of an unlisted order (a hand-placed order older than the listing window)
+    # is judged as before, or it would go unreported for as long as it stays in the window.
+    during = now - CLOCK_SKEW
+    moved_unlisted = {f.symbol for f in broker.fills if f.broker_order_id not in by_id and f.at >= during}
     _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id), moved_unlisted)
     _protection(diff, local, broker)
     return diff.findings

@@ -241,6 +241,9 @@ def test_shares_moved_by_an_order_placed_after_the_broker_listed_its_orders_are_
     unknown_symbol = BrokerFill("b-exit", D(100), D(100), D("149.50"), NOW)
     assert kinds(run(local, BrokerView(orders=broker.orders, fills=(unknown_symbol,)))) == [T.PHANTOM_POSITION]
     assert kinds(run(local, BrokerView(orders=broker.orders))) == [T.PHANTOM_POSITION]  # no fill at all: halts
+    # An unlisted order's fill from before the pass (a hand-placed order older than the listing window): as before.
+    older = BrokerFill("b-exit", D(100), D(100), D("149.50"), NOW - timedelta(minutes=1), symbol="AAPL")
+    assert kinds(run(local, BrokerView(orders=broker.orders, fills=(older,)))) == [T.PHANTOM_POSITION]
 
 
 def test_a_stop_created_locally_but_not_yet_sent_counts_as_in_flight():
