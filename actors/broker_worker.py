@@ -15,7 +15,7 @@ from loguru import logger
 from actors import messages as m
 from pydantic import ValidationError
 
-from catalyst.broker.errors import BrokerError, NotFound, PermanentError, Rejected, RejectReason
+from catalyst.broker.errors import BrokerError, NotFound, PermanentError, is_not_cancelable
 from catalyst.broker.orders import NewOrder
 from catalyst.broker.ratelimit import Priority
 
@@ -99,8 +99,8 @@ class BrokerWorker(pykka.ThreadingActor):
             msg.reply_to.tell(m.CancelResult(order_id=msg.order_id, ok=True))
         except BrokerError as exc:
             # 422 "order is not cancelable" typically means it already filled or was canceled: verify by REST.
-            ended = isinstance(exc, Rejected) and exc.reason is RejectReason.NOT_CANCELABLE
-            msg.reply_to.tell(m.CancelResult(order_id=msg.order_id, ok=False, detail=str(exc), ended=ended))
+            msg.reply_to.tell(m.CancelResult(order_id=msg.order_id, ok=False, detail=str(exc),
+                                             ended=is_not_cancelable(exc)))
 
     def _verify(self, msg: Verify) -> None:
         reports, missing = [], []

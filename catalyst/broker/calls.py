@@ -14,7 +14,7 @@ from tenacity import wait_exponential_jitter
 
 from alpaca.common.rest import RESTClient
 
-from catalyst.broker.errors import NotFound, RateLimited, Rejected, RejectReason, TransientError, classify
+from catalyst.broker.errors import NotFound, RateLimited, TransientError, classify, is_not_cancelable
 from catalyst.broker.ratelimit import Priority, RateLimiter, RateLimitTimeout
 from catalyst.broker.session import LeanSession
 
@@ -106,8 +106,8 @@ class BrokerCalls:
             if not isinstance(error, NotFound):
                 # "not cancelable" answers a cancel of an order that already ended (an OCO's sibling, cancelled with
                 # the leg cancelled first): the caller reads its status; nothing went wrong.
-                ended = isinstance(error, Rejected) and error.reason is RejectReason.NOT_CANCELABLE
-                logger.log("INFO" if ended else "WARNING", "broker {} {} → {}", self.name, operation, error)
+                level = "INFO" if is_not_cancelable(error) else "WARNING"
+                logger.log(level, "broker {} {} → {}", self.name, operation, error)
             raise error from exc
 
     def _wait_for(self, state: RetryCallState) -> float:

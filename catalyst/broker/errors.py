@@ -103,6 +103,11 @@ class Rejected(PermanentError):
         return super().__str__().replace("rejected", f"rejected[{self.reason}]", 1)
 
 
+def is_not_cancelable(exc: BaseException) -> bool:
+    """A cancel refused because the order had already ended (filled, or cancelled with its OCO sibling)."""
+    return isinstance(exc, Rejected) and exc.reason is RejectReason.NOT_CANCELABLE
+
+
 class InvalidRequest(PermanentError):
     kind = "invalid request (not sent)"
 
