@@ -9,6 +9,7 @@ market-data read for marks; never one call per order.
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -122,17 +123,12 @@ class DoctorActor(pykka.ThreadingActor):
         pass_id = f"{now:%Y%m%dT%H%M%S}-{number}"
         try:
             gathered, local, broker = self._gather(pass_id, now)
+            findings = self._judge(local, broker, now)
+            if any(f.policy is Policy.HALT for f in findings):
+                gathered, local, broker, findings = self._look_again(pass_id, findings)
         except BrokerError as exc:
             log.error(f"doctor pass #{number} ({reason}): broker unavailable, nothing reconciled: {exc}")
             return PassReport(pass_id, number, reason, dry_run, (), (), 0, 0, not self.halted, self.halt_reason, str(exc))
-        findings = []
-        for finding in reconcile(local, broker, now, self.settings):
-            why = self._flattening(finding, now)
-            if why is None:
-                findings.append(finding)
-            else:
-                log.info(f"doctor {finding.subject} has no stop at the broker while it flattens ({why}): its exit is "
-                         "under way, nothing to heal")
         outcomes: list[str] = []
         batch: tuple[list[OrderReport], list[FillReport]] = ([], [])
         for finding in findings:
@@ -151,6 +147,42 @@ class DoctorActor(pykka.ThreadingActor):
                  f"{healed} healed, {alerts} alerts, {state}")
         return PassReport(pass_id, number, reason, dry_run, tuple(findings), tuple(outcomes), healed, alerts,
                           not self.halted, self.halt_reason)
+
+    def _judge(self, local: LocalView, broker: BrokerView, now: datetime) -> list[Finding]:
+        findings = []
+        for finding in reconcile(local, broker, now, self.settings):
+            why = self._flattening(finding, now)
+            if why is None:
+                findings.append(finding)
+            else:
+                log.info(f"doctor {finding.subject} has no stop at the broker while it flattens ({why}): its exit is "
+                         "under way, nothing to heal")
+        return findings
+
+    def _look_again(self, pass_id: str, first: list[Finding]) -> tuple[_Pass, LocalView, BrokerView, list[Finding]]:
+        """A halt stops the trader's entries for the day, so it must hold on a second look a moment later.
+
+        The database and the broker are read at different moments while the daemon trades: an exit's execution
+        recorded before its position row is updated, or a fill the broker lists before the router has it, looks
+        like a position nobody can explain for a few milliseconds. The second look decides the whole pass (the
+        first one's other findings are seen again); a halting finding counts only if both looks have it, and one
+        seen only in the second is left to the next pass.
+        """
+        halting = {(f.type, f.subject) for f in first if f.policy is Policy.HALT}
+        time.sleep(self.settings.confirm_halt_after_s)
+        now = self.clock.now()
+        gathered, local, broker = self._gather(pass_id, now)
+        findings = []
+        for finding in self._judge(local, broker, now):
+            if finding.policy is Policy.HALT and (finding.type, finding.subject) not in halting:
+                log.info(f"doctor {finding.type} {finding.subject} seen on the second look only: left to the next pass")
+                continue
+            findings.append(finding)
+        again = {(f.type, f.subject) for f in findings}
+        for kind, subject in sorted(halting - again):
+            log.info(f"doctor {kind} {subject} gone on a second look {self.settings.confirm_halt_after_s:g} s later: "
+                     "the daemon was still writing what the broker already showed, not a difference")
+        return gathered, local, broker, findings
 
     def _gather(self, pass_id: str, now: datetime) -> tuple[_Pass, LocalView, BrokerView]:
         floor = now - timedelta(seconds=self.settings.lookback_s)
@@ -197,7 +229,7 @@ class DoctorActor(pykka.ThreadingActor):
         broker = BrokerView(
             orders=tuple(orders),
             positions=tuple(BrokerPosition(p.symbol, p.side, p.qty) for p in broker_positions),
-            fills=tuple(BrokerFill(f.broker_order_id, cum[f.execution_id], f.qty, f.price, f.at, f.symbol) for f in fills),
+            fills=tuple(BrokerFill(f.broker_order_id, cum[f.execution_id], f.qty, f.price, f.at) for f in fills),
         )
         gathered = _Pass(pass_id, after, {r.order_id: r for r in (*rows, *late)}, flat, fills,
                          {p.symbol: p for p in broker_positions}, cum)

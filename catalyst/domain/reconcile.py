@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -94,6 +94,7 @@ class DoctorSettings(BaseModel):
     stuck_after_s: float = Field(120.0, ge=0)  # created/submitted/unknown this long means stuck, not in flight
     list_margin_s: float = Field(300.0, ge=0)  # list broker orders from the oldest working one minus this
     lookback_s: float = Field(86_400.0, ge=0)  # and at least this far back (hand orders, today's fills)
+    confirm_halt_after_s: float = Field(1.0, ge=0)  # WALL seconds: a halt must hold on a second look this much later
     adopt_stop_pct: Decimal = Field(Decimal("0.03"), gt=0, lt=1)  # stop of an adopted position, from its price
     adopt_target_pct: Decimal = Field(Decimal("0.06"), gt=0)
     policies: dict[FindingType, Policy] = Field(default_factory=lambda: dict(DEFAULT_POLICIES))
@@ -177,7 +178,6 @@ class BrokerFill:
     qty: Decimal
     price: Decimal
     at: datetime
-    symbol: str = ""
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,6 @@ WORKING_BROKER = frozenset({"new", "accepted", "held", "partially_filled", "pend
                             "accepted_for_bidding", "calculated", "stopped", "suspended", "done_for_day"})
 STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
 UNACKNOWLEDGED = frozenset({"pending_new", "pending_review"})
-CLOCK_SKEW = timedelta(seconds=5)  # between our clock and the broker's timestamps
 
 
 def _signed(side: str, qty: Decimal) -> Decimal:
@@ -270,13 +269,7 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
                      f"{order.side} {order.qty} {order.type} {order.status} filled={order.filled_qty}",
                      symbol=order.symbol, broker_ids=(order.broker_id,))
     missing, orphan_moves = _fills(diff, local, broker, matched, orphan_ids, by_id)
-    # An order placed after the broker listed its orders, filled before it listed positions and fills (a flatten's
-    # market exit, say): the pass cannot tell whose it is or explain what it moved. The next pass can. Only fills
-    # made during the pass: an older one of an unlisted order (a hand-placed order older than the listing window)
-    # is judged as before, or it would go unreported for as long as it stays in the window.
-    during = now - CLOCK_SKEW
-    moved_unlisted = {f.symbol for f in broker.fills if f.broker_order_id not in by_id and f.at >= during}
-    _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id), moved_unlisted)
+    _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id))
     _protection(diff, local, broker)
     return diff.findings
 
@@ -370,8 +363,7 @@ def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
 
 
 def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
-               orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]],
-               moved_unlisted: set[str]) -> None:
+               orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]]) -> None:
     held: dict[str, Decimal] = defaultdict(lambda: ZERO)
     first: dict[str, LocalPosition] = {}
     for position in local.positions:
@@ -387,8 +379,6 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         ours, theirs = held[symbol] + missing[symbol], at_broker.get(symbol, ZERO)
         if ours == theirs:
             continue  # equal, or made equal by the missing fills the MISSING_FILL findings apply
-        if symbol in moved_unlisted:
-            continue  # judged by the next pass (see reconcile)
         hand = orphan_moves.get(symbol, [])
         explained = ours + _hand_shares(broker, hand) == theirs
         if symbol not in first:

@@ -230,22 +230,6 @@ def test_a_position_whose_broker_stop_covers_less_than_its_quantity_is_missing_p
     assert finding.line() == "doctor MISSING_PROTECTION position AAPL#p-3 db=100 broker=40 → re-protect"
 
 
-def test_shares_moved_by_an_order_placed_after_the_broker_listed_its_orders_are_judged_by_the_next_pass():
-    # A flatten's market exit went out after the pass listed the broker's orders and filled before it read the
-    # positions: the broker holds 0 against our 100, and the one fill that explains it belongs to an order the
-    # listing does not have. Not a phantom to halt entries for: the next pass sees the order and its fill.
-    local = LocalView(orders=ours(stop(status="canceled")), positions=(position(),))
-    exit_fill = BrokerFill("b-exit", D(100), D(100), D("149.50"), NOW, symbol="AAPL")
-    broker = BrokerView(orders=(stop(status="canceled"),), positions=(), fills=(exit_fill,))
-    assert run(local, broker) == []
-    unknown_symbol = BrokerFill("b-exit", D(100), D(100), D("149.50"), NOW)
-    assert kinds(run(local, BrokerView(orders=broker.orders, fills=(unknown_symbol,)))) == [T.PHANTOM_POSITION]
-    assert kinds(run(local, BrokerView(orders=broker.orders))) == [T.PHANTOM_POSITION]  # no fill at all: halts
-    # An unlisted order's fill from before the pass (a hand-placed order older than the listing window): as before.
-    older = BrokerFill("b-exit", D(100), D(100), D("149.50"), NOW - timedelta(minutes=1), symbol="AAPL")
-    assert kinds(run(local, BrokerView(orders=broker.orders, fills=(older,)))) == [T.PHANTOM_POSITION]
-
-
 def test_a_stop_created_locally_but_not_yet_sent_counts_as_in_flight():
     local = LocalView(orders=(order(4, "created", None, "stop_loss", "sell", position_id=3, at=NOW),),
                       positions=(position(),))
