@@ -188,7 +188,11 @@ class DoctorActor(pykka.ThreadingActor):
         floor = now - timedelta(seconds=self.settings.lookback_s)
         working = self.writer.working_orders().get() + self.writer.orders_with_unknown_outcome().get()
         after = min([o.created_at for o in working] + [floor]) - timedelta(seconds=self.settings.list_margin_s)
-        rows = self.writer.reconciliation_orders(after).get()
+        # Our rows from further back than the broker's listing: a row is created before its order is sent, so an
+        # order the broker lists as submitted just after `after` can have a row created just before it (seen at
+        # 720x, where those milliseconds are seconds): read alike, it looked placed by hand, an ORPHAN_ORDER.
+        since = after - timedelta(seconds=self.settings.list_margin_s)
+        rows = self.writer.reconciliation_orders(since).get()
         # The shares we hold and the executions they came from, as ONE snapshot (one transaction): read apart, a
         # fill committed in between would show as shares the broker has and we lack, or the other way round.
         positions, key_list = self.writer.together([
@@ -205,7 +209,7 @@ class DoctorActor(pykka.ThreadingActor):
         # orders are ours (their status may be ahead of the broker's answer); their executions are not among
         # `keys`, so they count as shares still being recorded, consistent with `positions`.
         seen_first = {r.order_id for r in rows}
-        reread = self.writer.reconciliation_orders(after).get()
+        reread = self.writer.reconciliation_orders(since).get()
         late = [r for r in reread if r.order_id not in seen_first]
         # A row the snapshot had `created` (no broker id) may have been sent and acknowledged since: that is an
         # order in flight, not an outcome to settle (settling it said a false OUTCOME_UNKNOWN WARNING).

@@ -1,0 +1,66 @@
+"""The doctor reads our orders from further back than it lists the broker's: every order the broker lists has its
+row among ours, though the row is created (our clock) a moment before the broker stamps the order submitted."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from typing import Any
+
+from actors.doctor import DoctorActor
+from catalyst.domain.reconcile import DoctorSettings
+
+NOW = datetime(2024, 3, 4, 15, 0, tzinfo=timezone.utc)
+
+
+def answer(value: Any) -> Any:
+    return SimpleNamespace(get=lambda timeout=None: value)
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.since: list[datetime] = []
+
+    def working_orders(self) -> Any:
+        return answer([])
+
+    def orders_with_unknown_outcome(self) -> Any:
+        return answer([])
+
+    def reconciliation_orders(self, since: datetime) -> Any:
+        self.since.append(since)
+        return answer([])
+
+    def together(self, calls: Any) -> Any:
+        return answer([[], []])
+
+    def execution_keys(self, order_ids: Any) -> Any:
+        return answer([])
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.after: list[datetime] = []
+
+    def list_orders(self, status: str, after: datetime, nested: bool) -> list[Any]:
+        self.after.append(after)
+        return []
+
+    def positions(self) -> list[Any]:
+        return []
+
+    def fill_activities(self, after: datetime) -> list[Any]:
+        self.after.append(after)
+        return []
+
+
+def test_our_orders_are_read_from_further_back_than_the_brokers_are_listed():
+    writer, broker = Writer(), Broker()
+    settings = DoctorSettings(lookback_s=3600, list_margin_s=300)
+    doctor = DoctorActor(writer, broker, router=None, supervisor=None, clock=None, settings=settings)
+
+    doctor._gather("pass-1", NOW)
+
+    listed_after = NOW - timedelta(seconds=3600 + 300)
+    assert broker.after == [listed_after, listed_after]
+    assert writer.since == [listed_after - timedelta(seconds=300)] * 2  # the snapshot and the read after the broker
