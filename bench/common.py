@@ -179,6 +179,34 @@ class GcPauses:
                 "longest_ms": round(max(self.pauses_s, default=0.0) * 1000, 1)}
 
 
+class CpuUse:
+    """CPU time (user + system, every thread) that each named process spent while in the `with` block.
+
+    Why: the burst is judged against raw submits on the same two cores, with the exchange on them too, so
+    whether a ratio is the daemon's code or the machine's limit shows in how much CPU each side used. psutil
+    reads /proc's clock ticks (10 ms here): over a burst of a few hundred ms that is a few per cent."""
+
+    def __init__(self, **pids: int) -> None:
+        self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._start: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+
+    @staticmethod
+    def _used(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return float(times.user + times.system)
+
+    def __enter__(self) -> CpuUse:
+        self._start = {name: self._used(process) for name, process in self._processes.items()}
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.seconds = {name: self._used(process) - self._start[name] for name, process in self._processes.items()}
+
+    def per_item_ms(self, items: int) -> dict[str, float]:
+        return {name: round(used / items * 1000, 2) for name, used in self.seconds.items()}
+
+
 def process_facts() -> dict[str, Any]:
     proc = psutil.Process()
     return {"rss_mb": round(proc.memory_info().rss / 2**20, 1), "threads": proc.num_threads()}

@@ -34,8 +34,9 @@ START_TIMEOUT_S = 60.0
 class RemoteExchange:
     """The subset of EmbeddedExchange's control methods the benchmarks use, over HTTP."""
 
-    def __init__(self, base_url: str, stream_url: str) -> None:
+    def __init__(self, base_url: str, stream_url: str, pid: int) -> None:
         self.base_url, self.stream_url = base_url, stream_url
+        self.pid = pid  # the exchange process, for the CPU it spends
         self._http = requests.Session()
         self.clock = FollowedClock(base_url)
 
@@ -77,7 +78,7 @@ def exchange_process(names: list[str], price: str = "10.00") -> Iterator[RemoteE
         if not line:
             raise RuntimeError(f"the benchmark exchange process exited with {process.wait(START_TIMEOUT_S)}")
         urls = json.loads(line)
-        yield RemoteExchange(urls["base_url"], urls["stream_url"])
+        yield RemoteExchange(urls["base_url"], urls["stream_url"], process.pid)
     finally:
         if process.stdin is not None:
             process.stdin.close()  # the child's signal to stop

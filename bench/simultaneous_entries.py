@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, NamedTuple
 from catalyst import cpu
 
 from bench import watch
-from bench.common import GcPauses, LogProbe, goal, machine_facts, quiet_logs, ratio, scratch_dir, wait_for
+from bench.common import CpuUse, GcPauses, LogProbe, goal, machine_facts, quiet_logs, ratio, scratch_dir, wait_for
 from bench.remote_exchange import exchange_process
 from bench.rig import SystemRig, market_buy, new_key, oco_sell, raw_client, symbols
 
@@ -28,8 +29,10 @@ def run(quick: bool) -> dict[str, Any]:
         shipped = burst(exchange, names, probe, scratch / "catalyst.db", "auto")
         all_cpus = burst(exchange, names, probe, scratch / "catalyst-all.db", "all")
         gc_defaults = burst(exchange, names, probe, scratch / "catalyst-gc.db", "auto", gc_settled=False)
-        raw_s = raw_sequential_ocos(exchange, names)
+        raw_s, raw_cpu = raw_sequential_ocos(exchange, names)
     system_s = shipped.seconds
+    daemon_ms, exchange_ms = shipped.cpu_ms["daemon"], shipped.cpu_ms["exchange"]
+    raw_ms = raw_s / positions * 1000
     return {
         "name": NAME, "issue": ISSUE, "quick": quick, "machine": machine_facts(),
         "figures": {
@@ -44,6 +47,9 @@ def run(quick: bool) -> dict[str, Any]:
             "python_gc_defaults_price_move_to_all_protected_s": round(gc_defaults.seconds, 3),
             "ratio_python_gc_defaults_vs_raw": ratio(gc_defaults.seconds, raw_s),
             "python_gc_defaults_gc_pauses": gc_defaults.gc,
+            "system_cpu_ms_per_position": shipped.cpu_ms, "raw_cpu_ms_per_submit": raw_cpu,
+            "ratio_daemon_cpu_vs_raw_wall": ratio(daemon_ms, raw_ms),
+            "ratio_both_cpus_floor_vs_raw_wall": ratio((daemon_ms + exchange_ms) / 2, raw_ms),
         },
         "goals": [goal(f"{positions} fills → {positions} working OCOs vs {positions} raw OCO submits",
                        "≤ 1× (no slower)", ratio(system_s, raw_s), system_s <= raw_s)],
@@ -59,6 +65,7 @@ def run(quick: bool) -> dict[str, Any]:
             "gc_pauses: every garbage collection during the timed burst, in any thread (each holds the GIL).",
             "The exchange runs in its own process (bench/remote_exchange.py), as Alpaca is another machine.",
             "The system has 2 protection workers (TradingSystem's default), so two OCO submits can be in flight.",
+            "CPU (psutil, user + system, 10 ms ticks) of the benchmark process (the daemon; its harness thread is idle during the burst) and of the exchange process, during the shipped burst and during the raw submits. ratio_daemon_cpu_vs_raw_wall: the daemon's CPU per position over a raw submit's wall time; its Python runs on one CPU (one GIL, and the pin), so the burst cannot beat that ratio. ratio_both_cpus_floor_vs_raw_wall: the daemon's and the exchange's CPU per position spread perfectly over both cores, the bound for any placement of the daemon's work on this machine.",
         ],
     }
 
@@ -68,6 +75,7 @@ class Burst(NamedTuple):
     working: int  # OCO legs working at the broker afterwards
     placement: str  # where the threads ran
     gc: dict[str, Any]  # garbage collections during the burst
+    cpu_ms: dict[str, float]  # CPU per position of the daemon (this process) and of the exchange process
 
 
 def burst(exchange: Any, names: list[str], probe: LogProbe, db_path: Path, cpu_setting: cpu.CpuSetting,
@@ -84,13 +92,14 @@ def burst(exchange: Any, names: list[str], probe: LogProbe, db_path: Path, cpu_s
                  timeout=120, probe=probe)
         for name in names:
             exchange.set_price(name, "9.98")
-        with GcPauses() as pauses:
+        with GcPauses() as pauses, CpuUse(daemon=os.getpid(), exchange=exchange.pid) as used:
             moved = time.perf_counter()
             exchange.advance(timedelta(minutes=1))  # the minute closes: every entry trades through its limit
             wait_for(lambda: watch.acknowledged_count(probe) >= len(names), f"{len(names)} OCOs acknowledged",
                      timeout=300, probe=probe)
         took = max(p.acknowledged_at or 0.0 for p in watch.protections(probe)) - moved
-        return Burst(took, working_oco_legs(exchange, rig.key), rig.cpu_placement, pauses.figures())
+        return Burst(took, working_oco_legs(exchange, rig.key), rig.cpu_placement, pauses.figures(),
+                     used.per_item_ms(len(names)))
     finally:
         rig.stop()
 
@@ -100,11 +109,13 @@ def working_oco_legs(exchange: Any, key: str) -> int:
                if o["order_class"] == "oco" and o["status"] in ("new", "held", "accepted"))
 
 
-def raw_sequential_ocos(exchange: Any, names: list[str]) -> float:
+def raw_sequential_ocos(exchange: Any, names: list[str]) -> tuple[float, dict[str, float]]:
     client = raw_client(exchange, new_key("rawoco"))
     for name in names:  # untimed setup: the same positions, held by a plain account
         client.submit_order(market_buy(name, 100))
-    started = time.perf_counter()
-    for name in names:
-        client.submit_order(oco_sell(name, 100, stop="9.00", target="11.00"))
-    return time.perf_counter() - started
+    with CpuUse(client=os.getpid(), exchange=exchange.pid) as used:
+        started = time.perf_counter()
+        for name in names:
+            client.submit_order(oco_sell(name, 100, stop="9.00", target="11.00"))
+        took = time.perf_counter() - started
+    return took, used.per_item_ms(len(names))
