@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Sequence
 
+from catalyst.sim.clock import MAX_SPEED
 from catalyst.errors import CatalystError, DatabaseError, StopDuringStartup, UsageError
 from catalyst.store.errors import StoreError
 
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_env_file(sim)
     sim.add_argument("--days", type=_positive_int, default=1, help="trading days to simulate (default 1)")
     sim.add_argument("--seed", type=int, help="market seed (default: exchange.seed)")
-    sim.add_argument("--speed", type=_positive_float, help="simulated seconds per wall second (default: exchange.speed)")
+    sim.add_argument("--speed", type=_sim_speed, help="simulated seconds per wall second (default: exchange.speed)")
     sim.set_defaults(handler=_cmd_sim)
 
     stop = sub.add_parser("stop", help="stop the running daemon (graceful: protection stays at the broker)")
@@ -156,16 +157,22 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+def _sim_speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0 < value <= MAX_SPEED:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most {MAX_SPEED:,.0f}, got {text!r}")
     return value
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from catalyst.domain.cycle import PhaseSchedule
+from catalyst.sim.clock import MAX_SPEED
 from catalyst.domain.errors import InvalidSchedule
 from catalyst.domain.reconcile import DoctorSettings
 from catalyst.domain.risk import RiskSettings
@@ -86,7 +87,7 @@ class ExchangeSettings(Section):
     """The embedded exchange emulator used when broker.mode = "emulator" and no broker.url is given."""
 
     seed: int = 7
-    speed: float = Field(default=720.0, ge=0)
+    speed: float = Field(default=720.0, ge=0, le=MAX_SPEED, allow_inf_nan=False)  # 0 = manual clock
     start: datetime | None = None
     starting_cash: Decimal = Field(default=Decimal("100000"), gt=0)
     symbols: int = Field(default=50, ge=5, le=2000)

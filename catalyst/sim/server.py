@@ -29,6 +29,7 @@ from aiohttp import web
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from catalyst.sim.clock import MAX_SPEED
 from catalyst.sim.control import ControlMethods, ExchangeState, add_control_routes
 from catalyst.sim.engine import Engine
 from catalyst.sim.faults import FaultPlan
@@ -59,7 +60,8 @@ class ExchangeConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
     seed: int = 0
-    speed: float = Field(1.0, ge=0)  # virtual seconds per real second; 0 = manual (advance/jump only)
+    # virtual seconds per real second; 0 = manual (advance/jump only); no NaN or infinity
+    speed: float = Field(1.0, ge=0, le=MAX_SPEED, allow_inf_nan=False)
     start: datetime = Field(default_factory=default_start)
     starting_cash: Decimal = Field(Decimal("100000"), gt=0)
     participation: Decimal = Field(Decimal("0.25"), gt=0, le=1)

@@ -47,6 +47,8 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
         ('[surprise]\nx = 1\n', "surprise: unknown key"),
         ("x = \n", "invalid TOML"),
         ('[broker]\nsecret_key = "abc"\n', "broker.secret_key: secrets are not read from config files"),
+        ('[exchange]\nspeed = nan\n', "exchange.speed: Input should be a finite number"),
+        ('[exchange]\nspeed = 1e9\n', "exchange.speed: Input should be less than or equal to 10000"),
         ('[daemon]\ncpu = "fast"\n', 'daemon.cpu: must be "auto", "all" or a CPU number (0, 1, ...) (got \'fast\')'),
         ('[daemon]\ncpu = -1\n', 'daemon.cpu: must be "auto", "all" or a CPU number (0, 1, ...) (got -1)'),
     ],

@@ -93,3 +93,13 @@ def test_naive_times_and_negative_speeds_are_named_errors() -> None:
         SimClock(START, speed=-1)
     with pytest.raises(ClockError, match="speed"):
         SimClock(START, speed=1).set_speed(-2)
+
+
+@pytest.mark.parametrize("speed", [-1.0, float("nan"), float("inf"), 10_001.0])
+def test_a_speed_outside_0_to_10000_is_refused_at_start_and_when_changed(speed: float) -> None:
+    with pytest.raises(ClockError, match="between 0 and 10,000"):
+        SimClock(START, speed=speed)
+    clock = SimClock(START, speed=0)
+    with pytest.raises(ClockError, match="between 0 and 10,000"):
+        clock.set_speed(speed)
+    assert clock.speed == 0

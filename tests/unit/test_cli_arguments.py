@@ -1,0 +1,31 @@
+"""Bad command-line numbers get one line naming the argument and the value, exit 2, and start nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from catalyst.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["sim", "--days", "x"], "argument --days: must be a whole number, got 'x'"),
+        (["sim", "--days", "0"], "argument --days: must be at least 1, got 0"),
+        (["sim", "--speed", "fast"], "argument --speed: must be a number, got 'fast'"),
+        (["sim", "--speed", "nan"], "argument --speed: must be greater than 0 and at most 10,000, got 'nan'"),
+        (["sim", "--speed", "inf"], "argument --speed: must be greater than 0 and at most 10,000, got 'inf'"),
+        (["sim", "--speed", "1e9"], "argument --speed: must be greater than 0 and at most 10,000, got '1e9'"),
+        (["sim", "--speed", "0"], "argument --speed: must be greater than 0 and at most 10,000, got '0'"),
+        (["exchange", "--speed", "nan"], "exchange: speed: Input should be a finite number"),
+        (["exchange", "--speed", "20000"], "exchange: speed: Input should be less than or equal to 10000"),
+    ],
+)
+def test_a_bad_number_is_one_line_naming_the_argument(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be created: no database, no var/, no reports/
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert expected in err[0]
+    assert "Traceback" not in err[0] and "_positive" not in err[0] and "_sim_speed" not in err[0]
+    assert list(tmp_path.iterdir()) == []
