@@ -32,7 +32,9 @@ SECRET_LOOKING_KEYS = {"api_key", "api_secret", "key_id", "secret_key", "secret"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: TOML spells inf and nan, and a timeout or an interval of inf means "never" where a trader
+    # meant a number (a doctor that never runs, a stop that never ends): refused like any other bad value.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DaemonSettings(Section):
@@ -87,7 +89,7 @@ class ExchangeSettings(Section):
     """The embedded exchange emulator used when broker.mode = "emulator" and no broker.url is given."""
 
     seed: int = 7
-    speed: float = Field(default=720.0, ge=0, le=MAX_SPEED, allow_inf_nan=False)  # 0 = manual clock
+    speed: float = Field(default=720.0, ge=0, le=MAX_SPEED)  # 0 = manual clock
     start: datetime | None = None
     starting_cash: Decimal = Field(default=Decimal("100000"), gt=0)
     symbols: int = Field(default=50, ge=5, le=2000)
@@ -124,7 +126,7 @@ class Config(BaseSettings):
     """The whole configuration. Sections other issues add plug in here."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CATALYST_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="CATALYST_", env_nested_delimiter="__", extra="forbid", frozen=True, allow_inf_nan=False
     )
 
     daemon: DaemonSettings = DaemonSettings()

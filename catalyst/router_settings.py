@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class RouterSettings(BaseModel):
     """Order router tuning (the `[router]` section)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # see catalyst.config.Section
 
     # Wall seconds a fill the broker reports (submit response, REST) may wait for its stream event before the
     # router fetches executions over REST: a marketable entry's response says "filled" before the event lands.

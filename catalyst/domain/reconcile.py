@@ -88,7 +88,7 @@ POLICY_ACTIONS = {Policy.HEAL: "heal", Policy.ADOPT: "adopt and protect", Policy
 class DoctorSettings(BaseModel):
     """Config section `[doctor]`. Times are exchange seconds."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # see catalyst.config.Section
 
     interval_s: float = Field(300.0, gt=0)
     stuck_after_s: float = Field(120.0, ge=0)  # created/submitted/unknown this long means stuck, not in flight

@@ -20,7 +20,7 @@ HUNDRED = Decimal(100)
 class RiskSettings(BaseModel):
     """The `[risk]` section. Percentages are in percent (0.5 means 0.5 %), money in account currency."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # see catalyst.config.Section
 
     risk_per_trade_pct: Decimal = Field(default=Decimal("0.5"), gt=0, le=100)
     max_open_positions: int = Field(default=5, ge=1)

@@ -58,7 +58,7 @@ _WORD_ENDINGS = ("", "s", "es", "d", "ed", "ing")  # "beat" matches "beats", "ra
 
 
 class ScoreWeights(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # see catalyst.config.Section
 
     gap: Decimal = Field(default=Decimal("0.30"), ge=0)
     relative_volume: Decimal = Field(default=Decimal("0.30"), ge=0)
@@ -70,7 +70,7 @@ class ScoreWeights(BaseModel):
 class ScannerSettings(BaseModel):
     """What the scanner looks for (config `[scanner]`, `[scanner.flag]`, `[scanner.weights]`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # see catalyst.config.Section
 
     min_gap_pct: Decimal = Field(default=Decimal("5"), ge=0)
     min_relative_volume: Decimal = Field(default=Decimal("3"), ge=0)

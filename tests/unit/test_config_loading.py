@@ -87,3 +87,33 @@ def test_secrets_come_in_pairs_from_the_environment():
     assert "s3cr3t" not in repr(both)
     with pytest.raises(ConfigError, match="APCA_API_SECRET_KEY is not set"):
         load_secrets({"APCA_API_KEY_ID": "AK1"})
+
+
+def _numeric_keys(model: type, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    import decimal
+    import typing
+
+    from pydantic import BaseModel
+
+    keys = []
+    hints = typing.get_type_hints(model)
+    for name in model.model_fields:
+        for kind in typing.get_args(hints[name]) or (hints[name],):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                keys += _numeric_keys(kind, prefix + (name,))
+            elif kind is float or kind is decimal.Decimal:
+                keys.append(prefix + (name,))
+    return keys
+
+
+def test_no_numeric_key_takes_infinity_or_nan(tmp_path):
+    """TOML spells inf and nan; a timeout or an interval of inf would mean never (a doctor that never runs)."""
+    from catalyst.config import Config
+
+    keys = _numeric_keys(Config)
+    assert len(keys) >= 40 and ("doctor", "interval_s") in keys and ("risk", "daily_loss_limit") in keys
+    for key in keys:
+        for value in ("inf", "-inf", "nan"):
+            with pytest.raises(ConfigError) as caught:
+                load_config(write(tmp_path, f"[{'.'.join(key[:-1])}]\n{key[-1]} = {value}\n"))
+            assert str(caught.value).startswith(f"{tmp_path / 'config.toml'}: {'.'.join(key)}: "), caught.value
