@@ -27,9 +27,11 @@ from loguru import logger
 
 from catalyst import collector, cpu
 from catalyst.config import KEY_ID_ENV, SECRET_KEY_ENV, Config, load_config, load_secrets, sqlite_path
-from catalyst.errors import BrokerUnavailable, CatalystError, DatabaseError, StopDuringStartup, UsageError
+from catalyst.errors import (
+    BrokerUnavailable, CatalystError, ConfigError, DatabaseError, StopDuringStartup, UsageError,
+)
 from catalyst.instance import InstanceLock
-from catalyst.logs import setup_logging
+from catalyst.logs import LogFileError, setup_logging
 from catalyst.runtime import Endpoint, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
 
@@ -46,13 +48,17 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _setup_logging(args: argparse.Namespace, config: Config, secrets: Any) -> None:
-    """The command line (--log-format, --log-level) wins over the config, also after a SIGHUP reload."""
-    setup_logging(
-        level=getattr(args, "log_level", None) or config.logging.level,
-        fmt=getattr(args, "log_format", None) or config.logging.format,
-        file=config.logging.file, rotation=config.logging.rotation, retention=config.logging.retention,
-        secrets=secrets.values(),
-    )
+    """The command line (--log-format, --log-level) wins over the config, also after a SIGHUP reload.
+    A log file that cannot be set up as configured is a ConfigError naming the file and the key."""
+    try:
+        setup_logging(
+            level=getattr(args, "log_level", None) or config.logging.level,
+            fmt=getattr(args, "log_format", None) or config.logging.format,
+            file=config.logging.file, rotation=config.logging.rotation, retention=config.logging.retention,
+            secrets=secrets.values(),
+        )
+    except LogFileError as exc:
+        raise ConfigError(f"{args.config}: {exc}") from None
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -197,19 +203,31 @@ class Daemon:
             log.info(f"state   {p['position']:<14} {p['status']:<8} qty={p['qty']:<6} avg={p['avg']:<8} "
                      f"protected={p['protected']}")
 
+    def _reopen_running_logs(self, args: argparse.Namespace, secrets: Any) -> None:
+        try:
+            _setup_logging(args, self.config, secrets)
+        except ConfigError as exc:  # the file it wrote to has gone bad meanwhile (a removed mount, permissions)
+            log.error(f"system SIGHUP: log file not reopened, logging to stderr only: {exc}")
+
     def reload(self, args: argparse.Namespace, secrets: Any) -> None:
         """SIGHUP: reopen log files and apply the safe part of a re-read config; name what needs a restart."""
         try:
             fresh = _load(args)
         except CatalystError as exc:
-            _setup_logging(args, self.config, secrets)
+            self._reopen_running_logs(args, secrets)
             log.error(f"system SIGHUP: config not reloaded, the running one stays: {exc}")
             return
         daemon_part = self.config.daemon.model_copy(
             update={"state_table_interval_s": fresh.daemon.state_table_interval_s})
         waiting = [key for key in _changed(self.config.model_dump(), fresh.model_dump()) if not key.startswith(RELOADABLE)]
-        self.config = self.config.model_copy(update={"logging": fresh.logging, "daemon": daemon_part})
-        _setup_logging(args, self.config, secrets)
+        candidate = self.config.model_copy(update={"logging": fresh.logging, "daemon": daemon_part})
+        try:
+            _setup_logging(args, candidate, secrets)
+        except ConfigError as exc:  # e.g. a new logging.file nobody may write: keep logging where it did
+            self._reopen_running_logs(args, secrets)
+            log.error(f"system SIGHUP: config not reloaded, the running one stays: {exc}")
+            return
+        self.config = candidate
         log.info(f"system SIGHUP: log files reopened, logging.* and daemon.state_table_interval_s reloaded "
                  f"(state table every {daemon_part.state_table_interval_s:g} s)")
         if waiting:

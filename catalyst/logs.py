@@ -21,6 +21,10 @@ REDACTED = "***"
 _secrets: tuple[str, ...] = ()
 
 
+class LogFileError(ValueError):
+    """The log file cannot be set up as configured; the message names the config key (logging.file/rotation)."""
+
+
 def redact(text: str) -> str:
     """Replace every configured secret in `text`."""
     for secret in _secrets:
@@ -76,6 +80,23 @@ class _InterceptHandler(logging.Handler):
         logger.opt(exception=record.exc_info).bind(actor=_actor_of(record.name)).log(level, message)
 
 
+def _add_file_sink(file: Path, level: str, formatter: Any, rotation: str, retention: int) -> None:
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        logger.add(
+            file, level=level, format=formatter, rotation=rotation, retention=retention,
+            backtrace=False, diagnose=False, enqueue=False,
+        )
+        # Logs may name positions and P&L: readable by the owner only.
+        file.touch(exist_ok=True)
+        file.chmod(0o600)
+    except OSError as exc:
+        raise LogFileError(f"logging.file: cannot write {file}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # loguru parses the rotation only here: "Cannot parse rotation from: 'fifty'"
+        raise LogFileError(f'logging.rotation: {exc} (a size like "50 MB", an interval like "1 day", '
+                           f'or a time like "00:00")') from None
+
+
 def setup_logging(
     level: str = "INFO",
     fmt: str = "text",
@@ -92,14 +113,7 @@ def setup_logging(
     formatter: Any = _json_line if fmt == "json" else TEXT_FORMAT
     logger.add(sys.stderr, level=level, format=formatter, backtrace=False, diagnose=False)
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(
-            file, level=level, format=formatter, rotation=rotation, retention=retention,
-            backtrace=False, diagnose=False, enqueue=False,
-        )
-        # Logs may name positions and P&L: readable by the owner only.
-        file.touch(exist_ok=True)
-        file.chmod(0o600)
+        _add_file_sink(file, level, formatter, rotation, retention)  # stderr keeps logging if this raises
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
     for noisy in ("sqlalchemy.engine", "aiohttp.access", "websockets", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -42,3 +42,53 @@ def test_alpacas_warning_on_our_own_clean_stream_close_is_info_but_a_real_error_
     logger.remove()
     levels = [json.loads(line)["level"] for line in log_file.read_text().splitlines()]
     assert levels == ["INFO", "WARNING"]
+
+
+def _config(tmp_path, logging_lines: str):
+    path = tmp_path / "config.toml"
+    path.write_text(f"[logging]\nformat = \"json\"\n{logging_lines}")
+    return path
+
+
+def test_a_log_file_that_cannot_be_set_up_is_a_config_error_naming_the_key(tmp_path):
+    import argparse
+
+    import pytest
+
+    from catalyst.config import load_config, load_secrets
+    from catalyst.daemon import _setup_logging
+    from catalyst.errors import ConfigError
+
+    (tmp_path / "plain-file").write_text("")
+    cases = [('file = "x.log"\nrotation = "fifty"\n', "logging.rotation: Cannot parse rotation from: 'fifty'"),
+             ('file = "plain-file/x.log"\n', f"logging.file: cannot write {tmp_path / 'plain-file' / 'x.log'}")]
+    for lines, expected in cases:
+        path = _config(tmp_path, lines)
+        args = argparse.Namespace(config=path, log_level=None, log_format=None)
+        with pytest.raises(ConfigError) as caught:
+            _setup_logging(args, load_config(path), load_secrets({}))
+        assert str(caught.value).startswith(f"{path}: {expected}") and "\n" not in str(caught.value)
+        assert caught.value.exit_code == 2
+    logger.remove()
+
+
+def test_sighup_with_a_log_file_nobody_can_write_keeps_the_running_config_and_its_log_file(tmp_path):
+    import argparse
+
+    from catalyst.config import load_config, load_secrets
+    from catalyst.daemon import Daemon, _setup_logging
+
+    path = _config(tmp_path, 'file = "good.log"\n')
+    args, secrets = argparse.Namespace(config=path, log_level=None, log_format=None), load_secrets({})
+    daemon = Daemon(config=load_config(path), endpoint=None, database_url="")  # type: ignore[arg-type]
+    _setup_logging(args, daemon.config, secrets)
+    (tmp_path / "plain-file").write_text("")
+    _config(tmp_path, 'file = "plain-file/x.log"\n')
+    daemon.reload(args, secrets)  # the old code raised NotADirectoryError out of the signal handling here
+    logger.bind(actor="system").info("still logging")
+    logger.remove()
+    assert daemon.config.logging.file == tmp_path / "good.log"
+    lines = [json.loads(line)["msg"] for line in (tmp_path / "good.log").read_text().splitlines()]
+    assert any(m.startswith("system SIGHUP: config not reloaded, the running one stays: ") and "logging.file: cannot write"
+               in m for m in lines), lines
+    assert lines[-1] == "still logging"
