@@ -61,6 +61,16 @@ def _setup_logging(args: argparse.Namespace, config: Config, secrets: Any) -> No
         raise ConfigError(f"{args.config}: {exc}") from None
 
 
+def _check_reports_dir(args: argparse.Namespace, reports_dir: Path) -> None:
+    """Now, while the operator watches the start, not at 16:00 when the day's report would be lost."""
+    try:
+        reports_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"{args.config}: daemon.reports_dir: cannot create {reports_dir}: {exc.strerror or exc}") from None
+    if not os.access(reports_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"{args.config}: daemon.reports_dir: {reports_dir} is not writable by this user")
+
+
 def read_env_file(path: Path) -> dict[str, str]:
     """The API keys from a `KEY=VALUE` file (systemd EnvironmentFile style), refused unless only its owner can read it."""
     try:
@@ -92,6 +102,7 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Any]:
     env_file = getattr(args, "env_file", None)
     secrets = load_secrets({**os.environ, **read_env_file(env_file)} if env_file else None)
     _setup_logging(args, config, secrets)
+    _check_reports_dir(args, config.daemon.reports_dir)
     if config.broker.mode in ("paper", "live") and not secrets.present:
         raise UsageError(f"broker.mode = {config.broker.mode} needs APCA_API_KEY_ID and APCA_API_SECRET_KEY in the environment")
     if config.broker.mode == "live" and not (config.broker.live_confirmed and getattr(args, "i_mean_live", False)):

@@ -29,3 +29,21 @@ def test_a_bad_number_is_one_line_naming_the_argument(argv, expected, capsys, tm
     assert expected in err[0]
     assert "Traceback" not in err[0] and "_positive" not in err[0] and "_sim_speed" not in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_reports_dir_that_cannot_be_created_stops_catalyst_run_at_start_with_one_line(capsys, tmp_path):
+    import os
+
+    (tmp_path / "plain-file").write_text("")
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\nreports_dir = "plain-file/reports"\ndatabase_url = "sqlite+aiosqlite:///c.db"\n')
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        assert main(["run", "--config", str(config)]) == 2
+    finally:
+        os.umask(umask)  # `catalyst run` narrows it for the daemon's files; not for the rest of the suite
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"catalyst: error: {config}: daemon.reports_dir: cannot create "
+                       f"{tmp_path / 'plain-file' / 'reports'}: Not a directory"), err
+    assert not (tmp_path / "c.db").exists()  # refused before the database was touched
