@@ -51,6 +51,14 @@ class DaemonSettings(Section):
     # number, or "all" to let the operating system place them.
     cpu: Literal["auto", "all"] | int = "auto"
 
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_file(cls, value: str) -> str:
+        path = sqlite_path(value)
+        if path is None or str(path) in ("", ":memory:"):  # the orders must outlive the process
+            raise ValueError('must name an SQLite file: "sqlite+aiosqlite:///PATH"')
+        return value
+
     @field_validator("cpu", mode="before")
     @classmethod
     def _cpu_setting(cls, value: Any) -> Any:

@@ -32,7 +32,7 @@ from catalyst.errors import (
 )
 from catalyst.instance import InstanceLock
 from catalyst.logs import LogFileError, setup_logging
-from catalyst.runtime import Endpoint, open_endpoint, sim_database_url
+from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
 
 log = logger.bind(actor="system")
@@ -325,6 +325,8 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
     db_path = sqlite_path(database_url)
     lock = InstanceLock(db_path).acquire(what) if db_path else None
     try:
+        if not embedded_exchange(config):  # (the embedded exchange's database is wiped, whatever it holds)
+            _check_database_before_the_broker(database_url)
         endpoint = open_ep()
     except BaseException:
         if lock:
@@ -359,6 +361,22 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
     return daemon
 
 
+def _check_database_before_the_broker(database_url: str) -> None:
+    """A file that is not a database must say so now, not after broker.startup_wait_s of waiting for a broker."""
+    from catalyst.store.db import check_database_file
+    from catalyst.store.errors import DatabaseFileError
+
+    path = sqlite_path(database_url)
+    if path is not None and path.is_dir():
+        raise DatabaseError(f"{path}: is a directory, not a database file")
+    try:
+        check_database_file(database_url)
+    except DatabaseFileError as exc:
+        raise DatabaseError(str(exc)) from None
+    except OSError as exc:
+        raise DatabaseError(f"{path}: cannot read the database file: {exc.strerror or exc}") from None
+
+
 def _shutdown_watchdog(bound_s: float) -> threading.Timer:
     """A stop must end within daemon.shutdown_timeout_s so the supervisor is not left waiting; past it, exit 1."""
     def overrun() -> None:
@@ -385,8 +403,7 @@ def _changed(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list
 
 def run_daemon(args: argparse.Namespace) -> int:
     config, secrets = prepare(args)
-    embedded = config.broker.mode == "emulator" and not config.broker.url  # as open_endpoint decides
-    database_url = sim_database_url(config) if embedded else config.daemon.database_url
+    database_url = sim_database_url(config) if embedded_exchange(config) else config.daemon.database_url
     durability = config.daemon.sqlite_synchronous
     if durability == "FULL" and config.daemon.sqlite_defer_report_sync:
         durability += " for order rows, broker reports deferred"

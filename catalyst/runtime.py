@@ -51,10 +51,15 @@ def next_session_start(market: Any, after: datetime, at: time = time(8, 0)) -> d
     return datetime.combine(sessions[0].day, at, EXCHANGE_TZ)
 
 
+def embedded_exchange(config: Config) -> bool:
+    """The daemon starts its own exchange in-process (and trades in a simulation database of its own)."""
+    return config.broker.mode == "emulator" and not config.broker.url
+
+
 def open_endpoint(config: Config, secrets: Any, speed: float | None = None, seed: int | None = None) -> Endpoint:
     """Start (or locate) the broker the daemon will trade with."""
     broker = config.broker
-    if broker.mode == "emulator" and not broker.url:
+    if embedded_exchange(config):
         return _embedded(config, speed, seed)
     if broker.mode == "emulator":
         key, secret = _keys_or_sim(secrets)

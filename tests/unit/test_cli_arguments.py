@@ -47,3 +47,29 @@ def test_a_reports_dir_that_cannot_be_created_stops_catalyst_run_at_start_with_o
     assert err[-1] == (f"catalyst: error: {config}: daemon.reports_dir: cannot create "
                        f"{tmp_path / 'plain-file' / 'reports'}: Not a directory"), err
     assert not (tmp_path / "c.db").exists()  # refused before the database was touched
+
+
+@pytest.mark.parametrize("kind", ["garbage", "directory"])
+def test_a_database_that_is_not_one_is_refused_before_waiting_for_the_broker(kind, tmp_path):
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    database = tmp_path / "catalyst.db"
+    if kind == "garbage":
+        database.write_text("these are not the orders you are looking for\n")
+    else:
+        database.mkdir()
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n[broker]\nstartup_wait_s = 60\n')
+    started = time.monotonic()
+    done = subprocess.run(  # a process of its own: `catalyst run` installs signal handlers and narrows the umask
+        [sys.executable, "-m", "catalyst.cli", "run", "--config", str(config), "--broker-url", "http://127.0.0.1:9"],
+        capture_output=True, text=True, timeout=50, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 3, done.stderr[-2000:]
+    expected = "not an SQLite database (wrong file header)" if kind == "garbage" else "is a directory, not a database file"
+    assert done.stderr.strip().splitlines()[-1] == f"catalyst: error: {database}: {expected}"
+    assert "not answering" not in done.stderr and "unreachable" not in done.stderr  # it never waited for one
+    assert time.monotonic() - started < 40
