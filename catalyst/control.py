@@ -8,7 +8,7 @@ import time
 
 from catalyst.config import Config, sqlite_path
 from catalyst.errors import CatalystError
-from catalyst.instance import InstanceLock, read_pid
+from catalyst.instance import InstanceLock
 from catalyst.runtime import sim_database_url
 
 
@@ -22,9 +22,17 @@ def running_daemon(config: Config) -> tuple[int, str] | None:
         path = sqlite_path(url)
         if path is None:
             continue
-        info = read_pid(InstanceLock(path).pid_path)
-        if info and _alive(info["pid"]):
-            return info["pid"], info.get("what", "daemon")
+        lock = InstanceLock(path)
+        try:
+            info = lock.holder()
+        except OSError as exc:
+            raise CatalystError(f"{lock.lock_path}: cannot tell whether a daemon holds it: {exc.strerror or exc}") from None
+        if info is None:
+            continue  # a pid file without the lock held is a daemon's leftover: its pid is not ours to signal
+        if info["pid"] is None or not _alive(info["pid"]):
+            raise CatalystError(f"a catalyst daemon holds {lock.lock_path} but {lock.pid_path} does not say which "
+                                "process; stop it by its supervisor")
+        return info["pid"], info.get("what", "daemon")
     return None
 
 

@@ -35,6 +35,19 @@ class InstanceLock:
         self.pid_path.chmod(0o600)
         return self
 
+    def holder(self) -> dict | None:
+        """Who holds the lock now, from `<db>.pid`; None when nobody does. The lock decides, not the pid file: a
+        daemon killed with `kill -9` leaves its pid file behind, and that pid may belong to any process by now."""
+        if not self.lock_path.exists():
+            return None
+        probe = FileLock(str(self.lock_path), timeout=0)
+        try:
+            probe.acquire()
+        except Timeout:
+            return read_pid(self.pid_path) or {"pid": None}
+        probe.release()
+        return None
+
     def release(self) -> None:
         if self._lock.is_locked:
             self.pid_path.unlink(missing_ok=True)

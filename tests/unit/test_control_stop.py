@@ -1,0 +1,62 @@
+"""`catalyst stop` signals the process holding the database's lock, and nothing else: a pid file left behind by a
+daemon killed with `kill -9` may name any process by now."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from catalyst.config import load_config
+from catalyst.control import NotRunning, running_daemon, stop_daemon
+from catalyst.instance import InstanceLock
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def config_for(tmp_path: Path):
+    path = tmp_path / "config.toml"
+    path.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n')
+    return load_config(path)
+
+
+def test_a_pid_file_left_by_a_killed_daemon_does_not_get_its_pid_signalled(tmp_path):
+    config = config_for(tmp_path)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = InstanceLock(tmp_path / "catalyst.db")
+        lock.lock_path.write_text("")  # as the daemon that was killed left them: the lock file, and its pid file
+        lock.pid_path.write_text(json.dumps({"pid": bystander.pid, "what": "catalyst run"}))
+
+        assert running_daemon(config) is None
+        with pytest.raises(NotRunning):
+            stop_daemon(config, emergency=False, wait_s=1)
+        with pytest.raises(NotRunning):
+            stop_daemon(config, emergency=True, wait_s=1)
+        time.sleep(0.2)
+        assert bystander.poll() is None  # still running: nobody sent it TERM or USR2
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_the_process_holding_the_lock_is_the_one_stopped(tmp_path):
+    config = config_for(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from catalyst.instance import InstanceLock; "
+         f"held = InstanceLock(Path({str(tmp_path / 'catalyst.db')!r})).acquire('catalyst run'); print('held', flush=True); "
+         "time.sleep(60)"],
+        cwd=PROJECT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert running_daemon(config) == (holder.pid, "catalyst run")
+        assert stop_daemon(config, emergency=False, wait_s=10) == 0
+        assert holder.wait(5) != 0  # SIGTERM's default action: it was this process that got it
+    finally:
+        holder.kill()
+        holder.wait()
