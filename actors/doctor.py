@@ -81,6 +81,7 @@ class DoctorActor(pykka.ThreadingActor):
         self._numbers = itertools.count(1)
         self._timer: Delayed | None = None
         self._last_pass_at: datetime | None = None
+        self._instance: str | None = None  # this database's id, read once
 
     # --- lifecycle and messages -------------------------------------------------------------------------------
 
@@ -184,6 +185,11 @@ class DoctorActor(pykka.ThreadingActor):
                      "the daemon was still writing what the broker already showed, not a difference")
         return gathered, local, broker, findings
 
+    def _instance_id(self) -> str:
+        if self._instance is None:
+            self._instance = self.writer.instance_id().get()
+        return self._instance
+
     def _gather(self, pass_id: str, now: datetime) -> tuple[_Pass, LocalView, BrokerView]:
         floor = now - timedelta(seconds=self.settings.lookback_s)
         working = self.writer.working_orders().get() + self.writer.orders_with_unknown_outcome().get()
@@ -228,7 +234,7 @@ class DoctorActor(pykka.ThreadingActor):
             orders=tuple(_local_order(r) for r in rows),
             positions=tuple(LocalPosition(p.position_id, p.symbol, p.side, p.quantity) for p in positions),
             execution_keys=keys, placed_during_pass=tuple(_local_order(r) for r in late),
-            recorded_since=recorded_since, acknowledged_during_pass=acknowledged,
+            recorded_since=recorded_since, acknowledged_during_pass=acknowledged, instance_id=self._instance_id(),
         )
         broker = BrokerView(
             orders=tuple(orders),

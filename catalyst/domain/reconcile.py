@@ -10,6 +10,7 @@ Rules it keeps (see DESIGN "Broker truth wins, through the machine"):
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,7 @@ class FindingType(StrEnum):
     OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"  # a submit whose answer was lost: settled by client_order_id
     MISSING_PROTECTION = "MISSING_PROTECTION"  # working stop quantity at the broker < position quantity
     EXCESS_PROTECTION = "EXCESS_PROTECTION"
+    OTHER_INSTANCE = "OTHER_INSTANCE"  # a working order another catalyst daemon (another database) placed here
 
 
 class Severity(StrEnum):
@@ -63,7 +65,7 @@ SEVERITY: dict[FindingType, Severity] = {
     _T.POSITION_QTY_MISMATCH: Severity.CRITICAL, _T.MISSING_FILL: Severity.WARNING,
     _T.STUCK_CREATED: Severity.WARNING, _T.STUCK_SUBMITTED: Severity.WARNING,
     _T.OUTCOME_UNKNOWN: Severity.WARNING, _T.MISSING_PROTECTION: Severity.CRITICAL,
-    _T.EXCESS_PROTECTION: Severity.WARNING,
+    _T.EXCESS_PROTECTION: Severity.WARNING, _T.OTHER_INSTANCE: Severity.CRITICAL,
 }  # fmt: skip
 
 DEFAULT_POLICIES: dict[FindingType, Policy] = {
@@ -73,7 +75,7 @@ DEFAULT_POLICIES: dict[FindingType, Policy] = {
     _T.POSITION_QTY_MISMATCH: Policy.HALT, _T.MISSING_FILL: Policy.HEAL,
     _T.STUCK_CREATED: Policy.HEAL, _T.STUCK_SUBMITTED: Policy.ALERT,
     _T.OUTCOME_UNKNOWN: Policy.HEAL, _T.MISSING_PROTECTION: Policy.HEAL,
-    _T.EXCESS_PROTECTION: Policy.ALERT,
+    _T.EXCESS_PROTECTION: Policy.ALERT, _T.OTHER_INSTANCE: Policy.HALT,
 }  # fmt: skip
 
 HEAL_ACTIONS: dict[FindingType, str] = {
@@ -149,6 +151,8 @@ class LocalView:
     # Orders of the snapshot with no broker id there that had one by the time the broker had answered: the router
     # recorded the broker's answer to their submit while the pass ran, so their outcome is known, not to settle.
     acknowledged_during_pass: frozenset[int] = frozenset()
+    # This database's id, the middle of its client_order_ids: an order with another one came from another daemon.
+    instance_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,16 @@ class Finding:
 
     def line(self) -> str:
         return f"doctor {self.type} {self.subject} db={self.db_value} broker={self.broker_value} → {self.action}"
+
+
+# Every order a catalyst database makes is `cat-<its instance id>-<order id>` (catalyst.store.order_ops).
+_CATALYST_CLIENT_ID = re.compile(r"^cat-([0-9a-z]+)-\d+$")
+
+
+def catalyst_instance(client_order_id: str) -> str | None:
+    """The database that made this client_order_id, if catalyst did; None for an order placed any other way."""
+    found = _CATALYST_CLIENT_ID.match(client_order_id or "")
+    return found.group(1) if found else None
 
 
 def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
@@ -263,14 +277,29 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
     # Alpaca makes up a leg's client_order_id, so until then only its parent matches a row.
     orphans = [o for o in broker.orders if o.broker_id not in matched and o.parent_id not in matched]
     orphan_ids = {o.broker_id for o in orphans}
+    others = _other_instances(orphans, local.instance_id)
     for order in orphans:
-        if order.parent_id not in orphan_ids:  # one finding per hand-placed order, not one per leg
-            diff.add(_T.ORPHAN_ORDER, f"order {order.symbol}#{order.broker_id[:8]}", None,
-                     f"{order.side} {order.qty} {order.type} {order.status} filled={order.filled_qty}",
-                     symbol=order.symbol, broker_ids=(order.broker_id,))
-    missing, orphan_moves = _fills(diff, local, broker, matched, orphan_ids, by_id)
-    _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id))
-    _protection(diff, local, broker)
+        if order.parent_id in orphan_ids:
+            continue  # one finding per hand-placed order, not one per leg
+        subject, shown = f"order {order.symbol}#{order.broker_id[:8]}", \
+            f"{order.side} {order.qty} {order.type} {order.status} filled={order.filled_qty}"
+        other = others.get(order.broker_id)
+        working = order.status in WORKING_BROKER or any(
+            leg.parent_id == order.broker_id and leg.status in WORKING_BROKER for leg in orphans)
+        if other is not None and working:
+            diff.add(_T.OTHER_INSTANCE, subject, None, f"{shown} cid={order.client_order_id}", symbol=order.symbol,
+                     broker_ids=(order.broker_id,), explained=False,
+                     reason=f"another catalyst daemon (database {other}) has working orders on this account: run one "
+                            f"daemon per account; if none runs, they are an earlier database's orders: cancel them "
+                            f"at the broker or go back to that database")
+        else:
+            diff.add(_T.ORPHAN_ORDER, subject, None, shown, symbol=order.symbol, broker_ids=(order.broker_id,))
+    # Another daemon's fills are not hand trades to attach or adopt: its shares are its own, so a difference they
+    # make stays unexplained here, and halts (adopting them would protect the same shares twice).
+    missing, orphan_moves = _fills(diff, local, broker, matched, orphan_ids - set(others), by_id)
+    _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id),
+               {by_id[i].symbol: other for i, other in others.items()})
+    _protection(diff, local, broker, set(others))
     return diff.findings
 
 
@@ -340,6 +369,19 @@ def _fills(diff: _Diff, local: LocalView, broker: BrokerView, matched: dict[str,
     return missing, orphan_moves
 
 
+def _other_instances(orphans: list[BrokerOrder], ours: str) -> dict[str, str]:
+    """Broker id → the other catalyst database that placed it, for orders (and their legs, whose client ids Alpaca
+    makes up) with a catalyst client_order_id that is not this database's. None without our own id to compare."""
+    if not ours:
+        return {}
+    others = {o.broker_id: instance for o in orphans
+              if (instance := catalyst_instance(o.client_order_id)) is not None and instance != ours}
+    for order in orphans:
+        if order.parent_id in others:
+            others[order.broker_id] = others[order.parent_id]
+    return others
+
+
 def _unlinked_entry(order: LocalOrder) -> bool:
     """An entry the broker filled (filled_qty > 0) that has no position row yet: a crash came in between."""
     return order.role == "entry" and order.position_id is None and order.filled_qty > 0
@@ -363,7 +405,8 @@ def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
 
 
 def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
-               orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]]) -> None:
+               orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]],
+               other_traders: dict[str, str]) -> None:
     held: dict[str, Decimal] = defaultdict(lambda: ZERO)
     first: dict[str, LocalPosition] = {}
     for position in local.positions:
@@ -394,9 +437,12 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
                              reason=f"{symbol}: broker holds {theirs}, {own_shares} of them filled for our own "
                                     f"orders, but the database has no open position")
                 continue
+            reason = "" if explained else f"{symbol}: broker holds {theirs} not explained by its fills"
+            if symbol in other_traders:
+                reason = (f"{symbol}: broker holds {theirs}, traded by another catalyst daemon (database "
+                          f"{other_traders[symbol]}): its shares are not ours to adopt")
             diff.add(_T.ORPHAN_POSITION, f"position {symbol}", 0, theirs, symbol=symbol, broker_ids=tuple(hand),
-                     explained=explained,
-                     reason="" if explained else f"{symbol}: broker holds {theirs} not explained by its fills")
+                     explained=explained, reason=reason)
             continue
         position = first[symbol]
         common = dict(symbol=symbol, position_id=position.position_id, broker_ids=tuple(hand))
@@ -404,11 +450,14 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         # Only hand orders that reduce our position can be attached to it (an exit by hand); anything else halts.
         reduces = explained and abs(theirs) < abs(ours) and (theirs == 0 or (theirs > 0) == (ours > 0))
         reason = "" if reduces else f"{subject}: database {ours}, broker {theirs}, not explained by broker fills"
+        if not reduces and symbol in other_traders:
+            reason += f" (another catalyst daemon, database {other_traders[symbol]}, trades it too)"
         kind = _T.PHANTOM_POSITION if symbol not in at_broker else _T.POSITION_QTY_MISMATCH
         diff.add(kind, subject, ours, theirs, explained=reduces, reason=reason, **common)
 
 
-def _protection(diff: _Diff, local: LocalView, broker: BrokerView) -> None:
+def _protection(diff: _Diff, local: LocalView, broker: BrokerView, not_ours: set[str]) -> None:
+    """`not_ours`: another daemon's orders, which protect its shares, not ours."""
     at_broker = {p.symbol: p.qty for p in broker.positions}
     for symbol in sorted({p.symbol for p in local.positions}):
         positions = [p for p in local.positions if p.symbol == symbol]
@@ -417,7 +466,7 @@ def _protection(diff: _Diff, local: LocalView, broker: BrokerView) -> None:
             continue  # a position finding comes first; protecting a quantity we are unsure of could oversell
         exit_side = "sell" if positions[0].side == "long" else "buy"
         working = sum((o.qty - o.filled_qty for o in broker.orders if o.symbol == symbol and o.side == exit_side
-                       and o.type in STOP_TYPES and o.status in WORKING_BROKER), ZERO)
+                       and o.type in STOP_TYPES and o.status in WORKING_BROKER and o.broker_id not in not_ours), ZERO)
         ids = {p.position_id for p in positions}
         # Stops created locally but not yet at the broker are on their way: not missing, just in flight.
         in_flight = sum((o.qty for o in (*local.orders, *local.placed_during_pass)

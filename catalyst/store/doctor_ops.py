@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.store import checks
 from catalyst.store.models import ORDER_ROLES, ORDER_SIDES, ORDER_STATUSES, ORDER_TYPES, WORKING_ORDER_STATUSES, Fill, Order
+from catalyst.store.models import StoreMeta
+from catalyst.store.errors import RecordNotFoundError
 from catalyst.store.order_ops import find_orders, order_with_symbol
 from catalyst.store.position_ops import open_position_for_entry
 from catalyst.store.records import OrderRecord, PositionRecord
@@ -52,6 +54,14 @@ class AdoptedFill:
     price: Decimal
     occurred_at: datetime
     source: str = "activity"
+
+
+async def instance_id(session: AsyncSession) -> str:
+    """This database's id, the middle of every client_order_id it made (`cat-<instance>-<order id>`)."""
+    found = await session.scalar(select(StoreMeta.instance_id).where(StoreMeta.id == 1))
+    if found is None:
+        raise RecordNotFoundError("store_meta has no row: the database was not created by catalyst.store.migrate")
+    return str(found)
 
 
 async def reconciliation_orders(session: AsyncSession, since: datetime) -> list[OrderRecord]:

@@ -447,6 +447,10 @@ class Store:
         return await self._transaction(recovery_ops.entry_order_ids_of_live_positions)
 
     # --- the doctor -----------------------------------------------------------------------
+    async def instance_id(self) -> str:
+        """This database's id, part of every client_order_id it made: the doctor tells another daemon's orders by it."""
+        return await self._transaction(doctor_ops.instance_id)
+
     async def reconciliation_orders(self, since: datetime) -> list[OrderRecord]:
         """Working and unknown-outcome orders plus every order created since `since`."""
         return await self._transaction(doctor_ops.reconciliation_orders, since)

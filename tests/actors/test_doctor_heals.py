@@ -476,3 +476,32 @@ def test_a_difference_that_is_gone_on_a_second_look_does_not_halt_entries(tradin
     assert stale.served
     assert report.entries_allowed and report.findings == (), kinds(report)
 
+
+
+def test_another_daemons_position_on_the_account_halts_entries_and_is_neither_adopted_nor_protected_again(
+        trading, doctor, by_hand):
+    """Two daemons on one account (two databases): the other's client ids carry its own instance id. Adopting its
+    shares would put a second stop on them; the doctor halts entries and says why instead."""
+    from alpaca.trading.enums import OrderClass
+    from alpaca.trading.requests import MarketOrderRequest, StopLossRequest, TakeProfitRequest
+
+    trading.exchange.set_price("MSFT", "400.00")
+    by_hand.submit_order(MarketOrderRequest(symbol="MSFT", qty=50, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
+                                            client_order_id="cat-0th3r000-1"))
+    trading.wait_for(lambda: any(p["symbol"] == "MSFT" for p in trading.broker_view()["positions"]), "their fill")
+    by_hand.submit_order(LimitOrderRequest(
+        symbol="MSFT", qty=50, side=OrderSide.SELL, time_in_force=TimeInForce.DAY, order_class=OrderClass.OCO,
+        limit_price=420, take_profit=TakeProfitRequest(limit_price=420), stop_loss=StopLossRequest(stop_price=380),
+        client_order_id="cat-0th3r000-2"))
+    protected(trading, "50", "MSFT")
+    before = row_counts(trading)
+
+    report = doctor.run_pass(reason="test").get()
+
+    assert kinds(report) == ["ORPHAN_ORDER", "ORPHAN_POSITION", "OTHER_INSTANCE"]  # their filled entry: reported
+    assert not report.entries_allowed and not doctor.entries_allowed().get()
+    assert "another catalyst daemon (database 0th3r000)" in doctor.halt_reason.get()
+    assert position_of(trading, "MSFT") is None
+    assert broker_working_stop_qty(trading, "MSFT") == Decimal(50)  # their stop only: none of ours beside it
+    after = row_counts(trading)
+    assert (after["orders"], after["positions"]) == (before["orders"], before["positions"])

@@ -286,3 +286,48 @@ def test_a_broker_position_no_reported_fill_explains_halts_instead_of_being_adop
     findings = run(LocalView(), BrokerView(positions=(BrokerPosition("AAPL", "long", D(50)),)))
     assert kinds(findings) == [T.ORPHAN_POSITION]
     assert findings[0].policy is Policy.HALT and "not explained" in findings[0].reason
+
+
+# --- another catalyst daemon on the same account -------------------------------------------------------------
+
+def test_another_daemons_working_oco_halts_entries_once_and_its_shares_are_not_adopted():
+    """A second daemon on the account (another database: its client ids carry another instance id). Its shares are
+    not ours to adopt: adopting them would protect the same shares twice."""
+    entry = border("b-7", "filled", "buy", "100", "100", cid="cat-0th3r000-4")
+    tp = border("b-8", "new", "sell", "100", cid="cat-0th3r000-5", type="limit")
+    sl = border("b-9", "held", "sell", "100", cid="b-8-leg", type="stop", parent="b-8")
+    local = LocalView(instance_id="0ur5elf0")
+    findings = run(local, BrokerView(orders=(entry, tp, sl), positions=(BrokerPosition("AAPL", "long", D(100)),),
+                                     fills=(BrokerFill("b-7", D(100), D(100), D(150), OLD),)))
+
+    assert kinds(findings) == [T.ORPHAN_ORDER, T.OTHER_INSTANCE, T.ORPHAN_POSITION]
+    other = findings[1]
+    assert other.policy is Policy.HALT and other.severity is Severity.CRITICAL and other.broker_ids == ("b-8",)
+    assert "cid=cat-0th3r000-5" in (other.broker_value or "")
+    assert other.reason.startswith("another catalyst daemon (database 0th3r000) has working orders on this account")
+    assert findings[2].policy is Policy.HALT  # not ADOPT
+    assert findings[2].reason == ("AAPL: broker holds 100, traded by another catalyst daemon (database 0th3r000): "
+                                  "its shares are not ours to adopt")
+
+
+def test_another_daemons_stop_does_not_count_as_protection_of_our_position():
+    local = LocalView(orders=(order(status="filled", filled="100", position_id=3),), positions=(position(),),
+                      execution_keys=frozenset({execution_key("b-1", D(100))}), instance_id="x")
+    theirs = stop(broker_id="b-their-sl", cid="cat-0th3r000-9")
+    findings = run(local, BrokerView(orders=(border(status="filled", filled="100"), theirs),
+                                     positions=(BrokerPosition("AAPL", "long", D(100)),)))
+    assert kinds(findings) == [T.OTHER_INSTANCE, T.MISSING_PROTECTION]
+
+
+def test_orders_of_an_earlier_database_that_are_done_are_only_reported_and_hand_orders_stay_hand_orders():
+    done = border("b-5", "canceled", "buy", cid="cat-0ld00000-1", type="limit")
+    hand = border("b-6", "new", "buy", cid="my-own-order", type="limit")
+    ours_unsent = border("b-7", "new", "buy", cid="cat-x-77", type="limit")  # ours: same instance, row not read
+    findings = run(LocalView(instance_id="x"), BrokerView(orders=(done, hand, ours_unsent)))
+    assert kinds(findings) == [T.ORPHAN_ORDER, T.ORPHAN_ORDER, T.ORPHAN_ORDER]
+    assert all(f.policy is Policy.ALERT for f in findings)
+
+
+def test_without_our_own_instance_id_no_order_is_taken_for_another_daemons():
+    findings = run(LocalView(), BrokerView(orders=(border("b-8", "new", "sell", cid="cat-0th3r000-5", type="limit"),)))
+    assert kinds(findings) == [T.ORPHAN_ORDER]
