@@ -101,7 +101,7 @@ class Spawner:
         out, err = self.folder / f"{name}.out", self.folder / f"{name}.err"
         with out.open("wb") as stdout, err.open("wb") as stderr:
             process = subprocess.Popen([*CATALYST, *args], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
-                                       env=env or clean_env(), cwd=cwd or self.folder)
+                                       env=env or clean_env(), cwd=cwd or self.folder, preexec_fn=_as_from_a_terminal)
         proc = Proc(process, out, err)
         self.started.append(proc)
         return proc
@@ -109,6 +109,13 @@ class Spawner:
     def kill_all(self) -> None:
         for proc in reversed(self.started):
             proc.kill()
+
+
+def _as_from_a_terminal() -> None:
+    """In the child before exec: SIGINT back to its default. A suite started in the background by a shell without
+    job control inherits SIGINT ignored, and Python then never turns it into KeyboardInterrupt, so a test sending
+    SIGINT (Ctrl-C) would wait for nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @dataclass
