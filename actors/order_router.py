@@ -111,6 +111,7 @@ class OrderRouter(pykka.ThreadingActor):
         self.unmatched: dict[str, list[TradeUpdateReport]] = {}
         self.last_update_at: datetime | None = None
         self.stream_connections = 0
+        self.stream_refusals = 0  # refused logins since the last connection: the first is news, the rest retries
         self.catching_up = False
         self._asked_owners: set[Any] = set()  # owners asked for an entry fill's writes, not yet told the outcome
         self._owner_groups: list[tuple[WriteGroup, Any]] = []  # their writes, for the message being planned
@@ -375,6 +376,9 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _on_StreamConnected(self, msg: m.StreamConnected) -> None:
         self.stream_connections = msg.count
+        if self.stream_refusals:
+            log.info(f"router trade stream logged in after {self.stream_refusals} refused login(s)")
+        self.stream_refusals = 0
         if self.last_update_at is None:
             # The first connection after a start: whatever happened while we were down is today's, so catch up
             # over the whole exchange day (a bounded number of paged calls), not just the last few minutes.
@@ -392,7 +396,10 @@ class OrderRouter(pykka.ThreadingActor):
         next(self._general).tell(CatchUp(since=since, reply_to=self.actor_ref))
 
     def _on_StreamLoginFailed(self, msg: m.StreamLoginFailed) -> None:
-        log.error(f"router trade stream login failed: {msg.reason}; fills arrive only by REST catch-up until fixed")
+        self.stream_refusals += 1
+        if self.stream_refusals == 1:  # the stream says each retry itself (broker stream ... login refused)
+            log.error(f"router trade stream login failed: {msg.reason}; fills arrive only by REST catch-up (the "
+                      f"doctor's passes) until it logs in")
 
     def _on_CatchUpResult(self, msg: m.CatchUpResult) -> None:
         self.catching_up = False

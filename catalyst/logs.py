@@ -62,6 +62,7 @@ def _json_line(record: dict[str, Any]) -> str:
 
 
 CLEAN_CLOSE = "sent 1000 (OK); then received 1000 (OK)"
+LOGIN_REFUSED = "error during websocket communication: login refused"  # alpaca-py's words around ours
 
 
 class _InterceptHandler(logging.Handler):
@@ -73,11 +74,18 @@ class _InterceptHandler(logging.Handler):
         except ValueError:
             level = record.levelno
         message = record.getMessage()
-        if record.name.startswith("alpaca") and CLEAN_CLOSE in message:
-            # alpaca-py warns "websocket error, restarting" even when we closed the stream ourselves (close code
-            # 1000 both ways, at every stop): not a warning an operator should have to learn to ignore.
-            level = "INFO"
-        logger.opt(exception=record.exc_info).bind(actor=_actor_of(record.name)).log(level, message)
+        exc_info = record.exc_info
+        if record.name.startswith("alpaca"):
+            # alpaca-py logs its stream's errors with a traceback (log.exception) while it retries by itself; the
+            # message already names the error, and what it means is ours to say (catalyst.broker.stream): one line.
+            exc_info = None
+            if CLEAN_CLOSE in message:
+                # alpaca-py warns "websocket error, restarting" even when we closed the stream ourselves (close code
+                # 1000 both ways, at every stop): not a warning an operator should have to learn to ignore.
+                level = "INFO"
+            elif LOGIN_REFUSED in message:
+                level = "DEBUG"  # our own refusal, raised to make alpaca-py retry: `broker stream … login refused` said it
+        logger.opt(exception=exc_info).bind(actor=_actor_of(record.name)).log(level, message)
 
 
 def _add_file_sink(file: Path, level: str, formatter: Any, rotation: str, retention: int) -> None:

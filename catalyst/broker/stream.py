@@ -173,7 +173,11 @@ class TradeStream:
         _safely(self.name, "on_connected", self._on_connected, self._connections)
 
     def _auth_failed(self, reason: str) -> None:
-        logger.error("broker stream {} {}", self.name, reason)
+        hint = ""
+        if "connection limit" in reason:  # Alpaca allows ONE trade_updates connection per account
+            hint = (" (one trade stream per account: another program, or another catalyst daemon, is connected "
+                    "with these keys)")
+        logger.error("broker stream {} {}{}", self.name, reason, hint)
         _safely(self.name, "on_auth_failed", self._on_auth_failed, reason)
 
     def _deliver(self, report: TradeUpdateReport) -> None:
