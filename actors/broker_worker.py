@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from catalyst.broker.errors import BrokerError, NotFound, PermanentError, is_not_cancelable
 from catalyst.broker.orders import NewOrder
 from catalyst.broker.ratelimit import Priority
+from catalyst.domain.cycle import exchange_time
 
 log = logger.bind(actor="broker")
 
@@ -118,7 +119,7 @@ class BrokerWorker(pykka.ThreadingActor):
             orders = self.broker.list_orders(status="all", after=msg.since, nested=True)
             fills = self.broker.fill_activities(after=msg.since)
         except BrokerError as exc:
-            log.warning(f"broker catch-up since {msg.since:%H:%M:%S} failed: {exc}; the doctor retries")
+            log.warning(f"broker catch-up since {exchange_time(msg.since):%H:%M:%S} failed: {exc}; the doctor retries")
             msg.reply_to.tell(m.CatchUpResult(orders=(), fills=(), since=msg.since))
             return
         flat = []

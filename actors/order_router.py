@@ -37,6 +37,7 @@ from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
 from actors.broker_worker import Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
+from catalyst.domain.cycle import exchange_time
 from catalyst.domain.orders import CatchUpKind, OrderStatus, oco_stop_leg_id, plan_catch_up, status_from_broker
 from catalyst.domain.positions import entry_side
 from catalyst.store.batch import WriteGroup, call, commit_together
@@ -392,7 +393,7 @@ class OrderRouter(pykka.ThreadingActor):
         if self.catching_up and not force:
             return
         self.catching_up = True
-        log.info(f"router catching up over REST since {since:%H:%M:%S}: {why}")
+        log.info(f"router catching up over REST since {exchange_time(since):%H:%M:%S}: {why}")
         next(self._general).tell(CatchUp(since=since, reply_to=self.actor_ref))
 
     def _on_StreamLoginFailed(self, msg: m.StreamLoginFailed) -> None:
@@ -415,7 +416,7 @@ class OrderRouter(pykka.ThreadingActor):
         for report in msg.orders:
             if self._find(report) is not None:
                 self._apply_report(report, at=report.updated_at, execution=None)
-        log.info(f"router catch-up applied {len(msg.fills)} fills, {len(msg.orders)} orders since {msg.since:%H:%M:%S}")
+        log.info(f"router catch-up applied {len(msg.fills)} fills, {len(msg.orders)} orders since {exchange_time(msg.since):%H:%M:%S}")
 
     def _learn_broker_ids(self, reports: tuple[OrderReport, ...]) -> None:
         """Rows a crash left without their broker id get it first, so the fills (which name only the broker id)

@@ -15,6 +15,7 @@ from loguru import logger
 
 from actors.messages import TradePlan
 from catalyst.domain import risk
+from catalyst.domain.cycle import exchange_time
 from catalyst.domain.money import to_tick
 from catalyst.domain.positions import PositionSide
 from catalyst.runtime import next_session_start
@@ -80,7 +81,7 @@ class CycleHooks:
             except (KeyError, ArithmeticError, TypeError):
                 log.warning(f"cycle scan row {row.scan_id} ({row.symbol}) has no usable price/stop; skipped")
         if picked:
-            log.info(f"cycle using {len(picked)} candidates persisted at {latest:%H:%M} (this scan found none)")
+            log.info(f"cycle using {len(picked)} candidates persisted at {exchange_time(latest):%H:%M} (this scan found none)")
         return picked
 
     def approve(self, cycle_id: int, candidates: list[Any], now: datetime) -> list[TradePlan]:

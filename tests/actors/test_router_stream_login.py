@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta, timezone
+
 from loguru import logger
 
 from actors import messages as m
+from catalyst.domain.cycle import EXCHANGE_TZ
 
 
 def test_refused_logins_are_one_router_error_then_quiet_until_the_stream_logs_in(trading):
@@ -25,3 +28,22 @@ def test_refused_logins_are_one_router_error_then_quiet_until_the_stream_logs_in
                   "REST catch-up (the doctor's passes) until it logs in"),
         ("INFO", "router trade stream logged in after 3 refused login(s)"),
     ]
+
+
+def test_a_reconnects_catch_up_names_exchange_time_not_utc(trading):
+    """The router's `since` comes from the last trade update's time, which Alpaca stamps in UTC: the log speaks New
+    York time, as every other line does."""
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan())
+    router = trading.system.router.proxy()
+    last = trading.wait_for(lambda: router.last_update_at.get(), "a trade update")
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    try:
+        trading.system.router.tell(m.StreamConnected(count=2))
+        trading.wait_for(lambda: any("catch-up applied" in text for text in lines), "the catch-up")
+    finally:
+        logger.remove(sink)
+    since = last - timedelta(minutes=5)  # the router looks back a little before the last update it saw
+    assert since.astimezone(EXCHANGE_TZ).hour != since.astimezone(timezone.utc).hour  # the test can tell them apart
+    assert f"router catching up over REST since {since.astimezone(EXCHANGE_TZ):%H:%M:%S}: stream connected (#2)" in lines
