@@ -82,6 +82,10 @@ class DoctorActor(pykka.ThreadingActor):
         self._timer: Delayed | None = None
         self._last_pass_at: datetime | None = None
         self._instance: str | None = None  # this database's id, read once
+        # Findings the last pass only reported (alerts, halts in force), as they read: the same one again is said
+        # at DEBUG, or a hand order from the morning would be a WARNING every pass all day, and warnings that
+        # repeat are warnings a trader learns to skip. A change (a new status) or a heal makes it news again.
+        self._reported: set[str] = set()
 
     # --- lifecycle and messages -------------------------------------------------------------------------------
 
@@ -132,9 +136,19 @@ class DoctorActor(pykka.ThreadingActor):
             return PassReport(pass_id, number, reason, dry_run, (), (), 0, 0, not self.halted, self.halt_reason, str(exc))
         outcomes: list[str] = []
         batch: tuple[list[OrderReport], list[FillReport]] = ([], [])
+        repeated, reported = 0, set()
         for finding in findings:
-            log.log("WARNING" if finding.severity != "info" else "INFO", finding.line())
-            outcomes.append("dry run" if dry_run else self._heal(finding, gathered, batch))
+            line = finding.line()
+            again = line in self._reported and (finding.policy is Policy.ALERT or (
+                finding.policy is Policy.HALT and self.halted))
+            repeated += again
+            log.log("DEBUG" if again else "WARNING" if finding.severity != "info" else "INFO", line)
+            outcome = "dry run" if dry_run else self._heal(finding, gathered, batch)
+            outcomes.append(outcome)
+            if outcome in ("alerted", "halted"):
+                reported.add(line)
+        if not dry_run:
+            self._reported = reported
         if not dry_run:
             if batch[0] or batch[1]:
                 self.router.tell(m.CatchUpResult(orders=tuple(batch[0]), fills=tuple(batch[1]), since=gathered.after))
@@ -144,7 +158,8 @@ class DoctorActor(pykka.ThreadingActor):
         healed = sum(o == "healed" for o in outcomes)
         alerts = sum(o == "alerted" for o in outcomes)
         state = "entries allowed" if not self.halted else f"entries HALTED: {self.halt_reason}"
-        log.info(f"doctor pass #{number} ({reason}{', dry run' if dry_run else ''}): {len(findings)} findings, "
+        known = f" ({repeated} as in the last pass)" if repeated else ""
+        log.info(f"doctor pass #{number} ({reason}{', dry run' if dry_run else ''}): {len(findings)} findings{known}, "
                  f"{healed} healed, {alerts} alerts, {state}")
         return PassReport(pass_id, number, reason, dry_run, tuple(findings), tuple(outcomes), healed, alerts,
                           not self.halted, self.halt_reason)

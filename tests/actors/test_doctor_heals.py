@@ -505,3 +505,27 @@ def test_another_daemons_position_on_the_account_halts_entries_and_is_neither_ad
     assert broker_working_stop_qty(trading, "MSFT") == Decimal(50)  # their stop only: none of ours beside it
     after = row_counts(trading)
     assert (after["orders"], after["positions"]) == (before["orders"], before["positions"])
+
+
+def test_a_finding_only_reported_is_a_warning_once_and_again_only_when_it_changes(trading, doctor, by_hand):
+    from loguru import logger
+
+    trading.exchange.set_price("MSFT", "400.00")
+    hand = by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=50, side=OrderSide.BUY,
+                                                  time_in_force=TimeInForce.DAY, limit_price=390))
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="DEBUG")
+    try:
+        reports = [doctor.run_pass(reason="test").get() for _ in range(3)]
+        by_hand.cancel_order_by_id(hand.id)
+        reports.append(doctor.run_pass(reason="test").get())
+    finally:
+        logger.remove(sink)
+    assert [kinds(r) for r in reports] == [["ORPHAN_ORDER"]] * 4
+    orphan = [(level, text) for level, text in lines if text.startswith("doctor ORPHAN_ORDER")]
+    assert [level for level, _ in orphan] == ["WARNING", "DEBUG", "DEBUG", "WARNING"]
+    assert "new" in orphan[0][1] and "canceled" in orphan[3][1]
+    passes = [text for _, text in lines if text.startswith("doctor pass #")]
+    assert ["as in the last pass" in text for text in passes] == [False, True, True, False]
+    assert "1 findings (1 as in the last pass), 0 healed, 1 alerts" in passes[1]
