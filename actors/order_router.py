@@ -40,6 +40,7 @@ from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.cycle import exchange_time
 from catalyst.domain.orders import CatchUpKind, OrderStatus, oco_stop_leg_id, plan_catch_up, status_from_broker
 from catalyst.domain.positions import entry_side
+from catalyst.domain.reconcile import catalyst_instance
 from catalyst.store.batch import WriteGroup, call, commit_together
 
 log = logger.bind(actor="router")
@@ -110,6 +111,8 @@ class OrderRouter(pykka.ThreadingActor):
         self.by_cid: dict[str, Tracked] = {}
         self.by_broker: dict[str, Tracked] = {}
         self.unmatched: dict[str, list[TradeUpdateReport]] = {}
+        self._instance: str | None = None  # this database's id (client ids `cat-<id>-<n>`), read when first needed
+        self._others_seen: set[str] = set()  # broker ids of another daemon's orders already named in the log
         self.last_update_at: datetime | None = None
         self.stream_connections = 0
         self.stream_refusals = 0  # refused logins since the last connection: the first is news, the rest retries
@@ -686,12 +689,28 @@ class OrderRouter(pykka.ThreadingActor):
         return self._track(row, owner=None) if row is not None else None
 
     def _keep_unmatched(self, update: TradeUpdateReport) -> None:
+        other = catalyst_instance(update.order.client_order_id)
+        if other is not None and other != self._our_instance():
+            # Another daemon's order (another database on this account): it will never be ours, so it is not held
+            # for an order to come; named once, as the doctor's OTHER_INSTANCE halt says what to do about it.
+            first = update.order.broker_id not in self._others_seen
+            if first and len(self._others_seen) < MAX_UNMATCHED:
+                self._others_seen.add(update.order.broker_id)
+            log.log("WARNING" if first else "DEBUG",
+                    f"router update {update.event} for {update.order.symbol} cid={update.order.client_order_id}: an "
+                    f"order of another catalyst daemon (database {other}) on this account: recorded, not ours")
+            return
         log.warning(
             f"router update {update.event} for unknown order {update.order.symbol} id={update.order.broker_id} "
             f"cid={update.order.client_order_id}: recorded, held until its order is known"
         )
         if sum(len(v) for v in self.unmatched.values()) < MAX_UNMATCHED:
             self.unmatched.setdefault(update.order.broker_id, []).append(update)
+
+    def _our_instance(self) -> str:
+        if self._instance is None:
+            self._instance = self.writer.instance_id().get()
+        return self._instance
 
     def _replay_unmatched(self, tracked: Tracked) -> None:
         for update in self.unmatched.pop(tracked.broker_id or "", []):
