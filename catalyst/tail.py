@@ -1,9 +1,10 @@
-"""`catalyst tail`: pretty-print and filter the daemon's JSON log (`logging.format = "json"`), optionally following it."""
+"""`catalyst tail`: pretty-print and filter the daemon's log file (`logging.file`, text or JSON), optionally following it."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -12,14 +13,16 @@ from typing import IO, Iterator
 from catalyst.errors import UsageError
 
 LEVEL_MARK = {"WARNING": "!", "ERROR": "E", "CRITICAL": "X"}
+# A line of the text format (catalyst.logs.TEXT_FORMAT): "2026-11-23 10:00:01.123 INFO    router       | message".
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d (?P<time>\d\d:\d\d:\d\d\.\d{3}) (?P<level>[A-Z]+) +(?P<actor>\S+) +\| (?P<msg>.*)$")
 
 
 def render(line: str, actor: str | None) -> str | None:
-    """One readable line, or None when filtered out; a non-JSON line passes through unless filtering by actor."""
+    """One readable line, or None when filtered out. A line in neither format passes through unless filtering."""
     try:
         record = json.loads(line)
     except ValueError:
-        return None if actor else line.rstrip("\n")
+        return _render_text(line.rstrip("\n"), actor)
     if not isinstance(record, dict):
         return None if actor else line.rstrip("\n")
     who = str(record.get("actor", "-"))
@@ -30,6 +33,15 @@ def render(line: str, actor: str | None) -> str | None:
     extra = {k: v for k, v in record.items() if k not in ("ts", "level", "actor", "msg")}
     tail = ("  " + " ".join(f"{k}={v}" for k, v in extra.items())) if extra else ""
     return f"{ts} {LEVEL_MARK.get(level, ' ')} {who:<10} {record.get('msg', '')}{tail}"
+
+
+def _render_text(text: str, actor: str | None) -> str | None:
+    found = TEXT_LINE.match(text)
+    if found is None:
+        return None if actor else text
+    if actor and found["actor"] != actor:
+        return None
+    return f"{found['time']} {LEVEL_MARK.get(found['level'], ' ')} {found['actor']:<10} {found['msg']}"
 
 
 def _lines(handle: IO[str], follow: bool, path: Path) -> Iterator[str]:
@@ -55,7 +67,7 @@ def tail(path: Path, actor: str | None, follow: bool, out: IO[str] = sys.stdout)
     try:
         handle = path.open(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        raise UsageError(f"{path}: no log file (set logging.file and logging.format = \"json\" in the config)") from None
+        raise UsageError(f"{path}: no log file (set logging.file in the config)") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the log: {exc.strerror}") from None
     try:

@@ -29,3 +29,23 @@ def test_tail_prints_only_the_chosen_actor(tmp_path):
     out = io.StringIO()
     assert tail(log, "position", follow=False, out=out) == 0
     assert [l.split()[-1] for l in out.getvalue().splitlines()] == ["b", "c"]
+
+
+def test_a_text_format_line_is_rendered_and_filtered_like_a_json_one(tmp_path):
+    """The default `logging.format = "text"` file: the same layout, and `--actor` keeps working on it."""
+    from loguru import logger
+
+    from catalyst.logs import setup_logging
+
+    log = tmp_path / "catalyst.log"
+    setup_logging(fmt="text", file=log)  # the daemon's own text lines, not a hand-written imitation
+    logger.bind(actor="router").info("order AAPL#o-1 created → submitted")
+    logger.bind(actor="doctor").warning("doctor ORPHAN_ORDER order AAPL#b-1 → alert")
+    logger.remove()
+    out = io.StringIO()
+    assert tail(log, "doctor", follow=False, out=out) == 0
+    (shown,) = out.getvalue().splitlines()
+    assert shown.endswith(" ! doctor     doctor ORPHAN_ORDER order AAPL#b-1 → alert") and shown[2] == ":"
+    out = io.StringIO()
+    assert tail(log, None, follow=False, out=out) == 0
+    assert [l.split(None, 2)[1:] for l in out.getvalue().splitlines()][0] == ["router", "order AAPL#o-1 created → submitted"]
