@@ -447,8 +447,7 @@ class DoctorActor(pykka.ThreadingActor):
                 continue
             held = Position(row.symbol, PositionSide(row.side), PositionStatus.OPEN, row.quantity, row.entry_price,
                             entry_filled_qty=row.quantity)
-            self.writer.update_position(row.position_id, last_price=tick.price,
-                                        unrealized_pnl=held.unrealized_pnl(tick.price)).get()
+            self.writer.mark_open_position(row.position_id, tick.price, held.unrealized_pnl(tick.price)).get()
 
 
 def _local_order(row: Any) -> LocalOrder:

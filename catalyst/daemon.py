@@ -200,15 +200,17 @@ class Daemon:
         try:
             cycle = self.cycle.proxy().state().get(timeout=5)
             positions = [ref.proxy().state().get(timeout=5) for ref in self.system.supervisor.live_refs().get(timeout=5)]
+            # Entries stop for the cycle's own halt (the loss limit) or the doctor's: either is "halted".
+            halted = cycle["halted"] or self.hooks.doctor.halt_reason.get(timeout=5)
         except Exception as exc:  # a busy actor must not kill the reporter
             log.warning(f"state table skipped: {type(exc).__name__}: {exc}")
             return
         now = self.endpoint.clock.now()
         log.info(f"state {now:%Y-%m-%d %H:%M} phase={cycle['phase']} live={len(positions)} "
-                 f"halted={cycle['halted'] or 'no'}")
+                 f"halted={halted or 'no'}")
         db_path = sqlite_path(self.database_url)
         if db_path is not None:
-            write_state_snapshot(db_path, {"at": now.isoformat(), "phase": cycle["phase"], "halted": cycle["halted"],
+            write_state_snapshot(db_path, {"at": now.isoformat(), "phase": cycle["phase"], "halted": halted,
                                            "positions": positions})
         for p in positions:
             log.info(f"state   {p['position']:<14} {p['status']:<8} qty={p['qty']:<6} avg={p['avg']:<8} "

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from catalyst.config import Config, sqlite_path
+from catalyst.domain.cycle import EXCHANGE_TZ
 from catalyst.errors import DatabaseError
 from catalyst.runtime import sim_database_url
 
@@ -56,26 +58,29 @@ def status_text(config: Config, simulation: bool = False) -> str:
 def _render(conn: sqlite3.Connection, path: Path) -> list[str]:
     out = [f"database {path}"]
     cycle = conn.execute("SELECT * FROM trading_cycles ORDER BY date DESC LIMIT 1").fetchone()
-    if cycle is None:
-        out.append("no trading cycle yet")
-    else:
-        out.append(f"cycle {cycle['date']} phase {cycle['phase']} state {cycle['cycle_state']}"
-                   + (f" ({cycle['halt_reason']})" if cycle["halt_reason"] else "")
-                   + f" daily P&L {Decimal(cycle['daily_pnl']):+.2f}")
     positions = conn.execute(
         "SELECT p.*, s.symbol FROM positions p JOIN securities s USING (security_id) "
         "WHERE p.cycle_id = ? ORDER BY p.position_id", (cycle["cycle_id"] if cycle else -1,)).fetchall()
+    realized = sum((Decimal(p["realized_pnl"]) for p in positions), Decimal(0))
+    unrealized = sum((Decimal(p["unrealized_pnl"]) for p in positions if p["status"] == "open"), Decimal(0))
+    if cycle is None:
+        out.append("no trading cycle yet")
+    else:
+        # The cycle's daily_pnl is written when the day completes; before that, the day so far from its positions.
+        pnl = (f"daily P&L {Decimal(cycle['daily_pnl']):+.2f}" if cycle["phase"] == "completed"
+               else f"P&L so far {realized + unrealized:+.2f}")
+        out.append(f"cycle {cycle['date']} phase {cycle['phase']} state {cycle['cycle_state']}"
+                   + (f" ({cycle['halt_reason']})" if cycle["halt_reason"] else "") + f" {pnl}")
     out.append("")
     out.append(f"{'position':<14}{'status':<9}{'side':<6}{'qty':>7}{'entry':>10}{'exit':>10}{'stop':>9}{'target':>9}"
                f"{'realized':>11}{'unrealized':>12}")
     for p in positions:
         out.append(f"{p['symbol'] + '#p-' + str(p['position_id']):<14}{p['status']:<9}{p['side']:<6}"
                    f"{_n(p['quantity']):>7}{_n(p['entry_price']):>10}{_n(p['exit_price']):>10}{_n(p['stop_loss']):>9}"
-                   f"{_n(p['take_profit']):>9}{_n(p['realized_pnl']):>11}{_n(p['unrealized_pnl']):>12}")
+                   f"{_n(p['take_profit']):>9}{_n(p['realized_pnl']):>11}"
+                   f"{_n(p['unrealized_pnl'] if p['status'] == 'open' else None):>12}")
     if not positions:
         out.append("(no positions today)")
-    realized = sum((Decimal(p["realized_pnl"]) for p in positions), Decimal(0))
-    unrealized = sum((Decimal(p["unrealized_pnl"]) for p in positions if p["status"] == "open"), Decimal(0))
     out.append(f"realized {realized:+.2f}  unrealized {unrealized:+.2f}")
     working = conn.execute(
         f"SELECT o.*, s.symbol FROM orders o JOIN securities s USING (security_id) "
@@ -90,7 +95,7 @@ def _render(conn: sqlite3.Connection, path: Path) -> list[str]:
     out.append("")
     out.append(f"last doctor findings: {len(findings)}")
     for f in findings:
-        out.append(f"  {f['found_at'][:19]} {f['severity']:<8} {f['type']:<22} {f['subject']} → {f['action'] or '-'}"
+        out.append(f"  {_new_york(f['found_at'])} {f['severity']:<8} {f['type']:<22} {f['subject']} → {f['action'] or '-'}"
                    f" ({f['outcome'] or '-'})")
     snapshot = state_snapshot_path(path)
     if snapshot.exists():
@@ -102,6 +107,15 @@ def _render(conn: sqlite3.Connection, path: Path) -> list[str]:
         except (OSError, ValueError):
             out.append(f"(daemon snapshot {snapshot} unreadable)")
     return out
+
+
+def _new_york(stored: str) -> str:
+    """A stored timestamp (naive UTC text) as the log shows time: New York."""
+    try:
+        at = datetime.fromisoformat(stored).replace(tzinfo=timezone.utc)
+    except (TypeError, ValueError):
+        return str(stored)[:19]
+    return f"{at.astimezone(EXCHANGE_TZ):%Y-%m-%d %H:%M:%S}"
 
 
 def _n(value: Any) -> str:

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.store import checks, raw_sql
@@ -114,6 +114,17 @@ async def update_position(session: AsyncSession, position_id: int, at: datetime,
             raise InvalidValueError(f"update_position cannot change {name!r}; allowed: {allowed}")
     row.updated_at = checks.utc("at", at)
     return await position_with_symbol(session, row)
+
+
+async def mark_open_position(session: AsyncSession, position_id: int, last_price: Any, unrealized_pnl: Any,
+                             at: datetime) -> bool:
+    """The doctor's mark to market, only while the position is still open: one that closed since the doctor read it
+    keeps the zero its close wrote (a mark after it showed a closed position with unrealized P&L). False if not open."""
+    result = await session.execute(
+        update(Position).where(Position.position_id == position_id, Position.status == "open").values(
+            last_price=checks.decimal("last_price", last_price),
+            unrealized_pnl=checks.decimal("unrealized_pnl", unrealized_pnl), updated_at=checks.utc("at", at)))
+    return bool(result.rowcount)
 
 
 async def close_position(

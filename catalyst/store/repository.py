@@ -393,6 +393,12 @@ class Store:
     async def update_position(self, position_id: int, at: datetime | None = None, **changes: Any) -> PositionRecord:
         return await self._transaction(position_ops.update_position, position_id, self._at(at), **changes)
 
+    async def mark_open_position(self, position_id: int, last_price: Decimal, unrealized_pnl: Decimal,
+                                 at: datetime | None = None) -> bool:
+        """Mark an open position to a price; a position closed meanwhile is left as its close wrote it (False)."""
+        return await self._transaction(position_ops.mark_open_position, position_id, last_price, unrealized_pnl,
+                                       self._at(at))
+
     async def close_position(
         self, position_id: int, exit_price: Decimal, realized_pnl: Decimal, exit_time: datetime | None = None
     ) -> PositionRecord:

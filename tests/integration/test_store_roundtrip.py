@@ -222,3 +222,45 @@ def test_second_open_for_one_entry_returns_the_same_position(run: StoreOnLoop) -
     assert again.position_id == first.position_id
     assert first.side == "short"
     assert run(_count(run.store, "positions")) == 1
+
+
+def test_a_mark_to_market_after_the_close_leaves_the_closed_position_at_zero_unrealized(run: StoreOnLoop) -> None:
+    """The doctor reads the open positions, then marks each: one that closed in between keeps its close's zero."""
+    cycle = run(run.store.get_or_create_cycle(date(2025, 12, 29), at=T0))
+    entries = [run(run.store.create_order(cycle_id=cycle.cycle_id, symbol=symbol, role="entry", side="buy",
+                                          order_type="market", quantity=Decimal(10))) for symbol in ("AMD", "NVDA")]
+    still_open, closing = (run(run.store.open_position_for_entry(e.order_id, Decimal(10), Decimal("100.00"), T0))
+                           for e in entries)
+    run(run.store.close_position(closing.position_id, Decimal("101.00"), Decimal("10.00"), T0 + timedelta(minutes=1)))
+
+    assert run(run.store.mark_open_position(closing.position_id, Decimal("99.00"), Decimal("-10.00"))) is False
+    assert run(run.store.mark_open_position(still_open.position_id, Decimal("99.00"), Decimal("-10.00"))) is True
+    closed, marked = (run(run.store.get_position(p.position_id)) for p in (closing, still_open))
+    assert (closed.status, closed.unrealized_pnl, closed.realized_pnl) == ("closed", Decimal(0), Decimal("10.00"))
+    assert (marked.last_price, marked.unrealized_pnl) == (Decimal("99.00"), Decimal("-10.00"))
+
+
+def test_catalyst_status_reads_the_day_so_far_in_new_york_time(run: StoreOnLoop, tmp_path: Path) -> None:
+    """Mid-day: the cycle's daily_pnl is only written when the day completes, so status sums the day so far; a closed
+    position has no unrealized P&L; the doctor's findings read in New York time like the log."""
+    from catalyst.config import load_config
+    from catalyst.status import status_text
+    from catalyst.store.records import NewFinding
+
+    cycle = run(run.store.get_or_create_cycle(date(2025, 12, 29), at=T0))
+    entries = [run(run.store.create_order(cycle_id=cycle.cycle_id, symbol=symbol, role="entry", side="buy",
+                                          order_type="market", quantity=Decimal(10))) for symbol in ("AMD", "NVDA")]
+    held, sold = (run(run.store.open_position_for_entry(e.order_id, Decimal(10), Decimal("100.00"), T0)) for e in entries)
+    run(run.store.mark_open_position(held.position_id, Decimal("102.50"), Decimal("25.00")))
+    run(run.store.close_position(sold.position_id, Decimal("101.00"), Decimal("10.00"), T0 + timedelta(minutes=1)))
+    run(run.store.insert_findings([NewFinding(found_at=T0, pass_id="p-1", type="ORPHAN_ORDER", severity="warning",
+                                              subject="order AAPL#12345678", action="alert", outcome="alerted")]))
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[daemon]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "catalyst.db"}"\n')
+
+    lines = status_text(load_config(config_file)).splitlines()
+
+    assert lines[1].endswith(" P&L so far +35.00")  # realized 10 + unrealized 25
+    (closed,) = [line for line in lines if line.startswith(f"NVDA#p-{sold.position_id} ")]
+    assert closed.split()[-2:] == ["10", "-"]
+    assert any(line.startswith("  2025-12-29 09:35:00 warning  ORPHAN_ORDER") for line in lines)  # T0: 14:35 UTC
