@@ -149,7 +149,6 @@ class DoctorActor(pykka.ThreadingActor):
                 reported.add(line)
         if not dry_run:
             self._reported = reported
-        if not dry_run:
             if batch[0] or batch[1]:
                 self.router.tell(m.CatchUpResult(orders=tuple(batch[0]), fills=tuple(batch[1]), since=gathered.after))
             self._mark_to_market(local)

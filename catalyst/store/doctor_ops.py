@@ -11,9 +11,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.store import checks
-from catalyst.store.models import ORDER_ROLES, ORDER_SIDES, ORDER_STATUSES, ORDER_TYPES, WORKING_ORDER_STATUSES, Fill, Order
-from catalyst.store.models import StoreMeta
 from catalyst.store.errors import RecordNotFoundError
+from catalyst.store.models import (
+    ORDER_ROLES, ORDER_SIDES, ORDER_STATUSES, ORDER_TYPES, WORKING_ORDER_STATUSES, Fill, Order, StoreMeta,
+)  # fmt: skip
 from catalyst.store.order_ops import find_orders, order_with_symbol
 from catalyst.store.position_ops import open_position_for_entry
 from catalyst.store.records import OrderRecord, PositionRecord
