@@ -77,6 +77,7 @@ class PositionActor(pykka.ThreadingActor):
         self.flatten_reason = ""
         self.flatten_since: datetime | None = None  # exchange time the flatten began (the doctor's stuck test)
         self.exit_sent = False
+        self._waiting_for_exit_fills = False  # said once: a flatten found its exits filled at the broker
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
         self.restored = restored
@@ -256,9 +257,12 @@ class PositionActor(pykka.ThreadingActor):
         """Shares of `quantity` with no working stop. Shares an exit order has filled at the broker are leaving even
         before their execution reaches us: a submit reply saying "filled" (a take-profit marketable when sent)
         overtakes the fill's execution, and protecting those shares again would sell them twice."""
-        leaving = sum((v.filled_qty - v.applied_qty for v in self.orders.values()
-                       if v.role != "entry" and v.filled_qty > v.applied_qty), Decimal(0))
-        return quantity - leaving - self.protected_qty()
+        return quantity - self._leaving() - self.protected_qty()
+
+    def _leaving(self) -> Decimal:
+        """Shares our exit orders have filled at the broker whose executions have not reached the position yet."""
+        return sum((v.filled_qty - v.applied_qty for v in self.orders.values()
+                    if v.role != "entry" and v.filled_qty > v.applied_qty), Decimal(0))
 
     def _protection_orders(self, qty: Decimal) -> list[NewOrderRow]:
         common = dict(cycle_id=self.plan.cycle_id, symbol=self.plan.symbol, side=str(self.position.exit_side),
@@ -313,11 +317,23 @@ class PositionActor(pykka.ThreadingActor):
             return
         if any(v.working for v in self.orders.values()):
             return
+        # An exit that filled at the broker (its fill event lost, its status read by REST: "not cancelable, filled")
+        # has sold those shares already; its execution comes later (the doctor's pass, a catch-up). A market exit
+        # for them too would sell them twice and leave the account short.
+        leaving = self._leaving()
+        remaining = self.position.quantity - leaving
+        if remaining <= 0:
+            if not self._waiting_for_exit_fills:
+                self._waiting_for_exit_fills = True
+                self.log.info(f"position {self.label} every other order has ended and its exits filled {leaving} at "
+                              f"the broker: no market exit, waiting for their executions")
+            return
         self.exit_sent = True
-        self.log.info(f"position {self.label} every other order has ended: market exit of {self.position.quantity}")
+        self.log.info(f"position {self.label} every other order has ended: market exit of {remaining}"
+                      + (f" ({leaving} already sold by its exits at the broker)" if leaving else ""))
         self.router.tell(m.PlaceExit(
             owner=self.actor_ref, position_id=self.position_id, cycle_id=self.plan.cycle_id, symbol=self.plan.symbol,
-            side=self.position.exit_side, qty=self.position.quantity, reason=self.flatten_reason,
+            side=self.position.exit_side, qty=remaining, reason=self.flatten_reason,
         ))
 
     def _exit_failed(self, msg: m.OrderUpdated) -> None:

@@ -529,3 +529,28 @@ def test_a_finding_only_reported_is_a_warning_once_and_again_only_when_it_change
     passes = [text for _, text in lines if text.startswith("doctor pass #")]
     assert ["as in the last pass" in text for text in passes] == [False, True, True, False]
     assert "1 findings (1 as in the last pass), 0 healed, 1 alerts" in passes[1]
+
+
+def test_a_flatten_after_a_take_profit_filled_unseen_sends_no_second_exit(trading, doctor):
+    """Found with the emulator's default faults (`catalyst run` against `catalyst exchange --faults …`): the take-profit
+    filled at the broker and its fill event was lost; a flatten then cancelled the legs, the broker answered "not
+    cancelable (filled)", and the position, its legs ended, sold its shares AGAIN with a market exit: short 43 at the
+    broker. The exit's shares filled at the broker are leaving: no market exit for them; their execution follows."""
+    from actors import messages as m
+
+    open_protected(trading)
+    live = trading.system.supervisor.live_refs().get()
+    trading.exchange.set_faults("drop=1.0")  # the take-profit's fill and the stop's cancel never arrive by stream
+    trading.trade("AAPL", "156.00")  # through the 155.00 target: the take-profit fills, the broker cancels the stop
+    trading.wait_for(lambda: not trading.broker_view()["positions"], "the take-profit filled at the broker")
+    live[0].tell(m.Flatten(reason="end of day", scheduled=True))
+    trading.wait_for(lambda: not live[0].is_alive() or live[0].proxy().state().get()["flattening"], "the flatten")
+    doctor.run_pass(reason="test").get()  # brings the take-profit's execution: the position closes from it
+    trading.exchange.set_faults("")
+
+    closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "the close",
+                              timeout=30)
+    assert closed.quantity == 0 and closed.exit_price == Decimal("155.00")
+    assert not trading.broker_view()["positions"]  # not short: nothing sold twice
+    assert [o for o in trading.all_orders() if o.role == "flatten"] == []
+    assert [o["side"] for o in trading.broker_view()["orders"] if o["status"] == "filled"] == ["buy", "sell"]
