@@ -98,8 +98,11 @@ async def order_with_symbol(session: AsyncSession, row: Order) -> OrderRecord:
 
 
 async def mark_submitted(
-    session: AsyncSession, order_id: int, alpaca_order_id: str, broker_status: str | None, submitted_at: datetime
-) -> OrderRecord:
+    session: AsyncSession, order_id: int, alpaca_order_id: str, broker_status: str | None, submitted_at: datetime,
+    read_back: bool = True,
+) -> OrderRecord | None:
+    """The broker's id and status on the row; the row as written, or None with `read_back=False` (the router's
+    hot path, which keeps its own view and would throw the record away)."""
     stamp = raw_sql.db_time(submitted_at, "submitted_at")
     raw = await raw_sql.connection(session)
     changed = raw_sql.execute(raw, "mark_submitted", (
@@ -110,7 +113,7 @@ async def mark_submitted(
     ), (alpaca_order_id, broker_status, stamp, stamp, order_id)).rowcount
     if not changed:
         raise RecordNotFoundError(f"order {order_id} is not in the database")
-    return raw_order(raw, order_id)
+    return raw_order(raw, order_id) if read_back else None
 
 
 async def record_submit_attempt(session: AsyncSession, order_id: int, at: datetime) -> int:
@@ -160,10 +163,12 @@ async def update_order_status(
     progress: OrderProgress,
     at: datetime,
     replaced_by_order_id: int | None = None,
-) -> OrderRecord:
+    read_back: bool = True,
+) -> OrderRecord | None:
+    """The order's new state; the row as written, or None with `read_back=False` (as mark_submitted)."""
     raw = await raw_sql.connection(session)
     apply_status(raw, order_id, progress, at, replaced_by_order_id)
-    return raw_order(raw, order_id)
+    return raw_order(raw, order_id) if read_back else None
 
 
 _INSERT_FILL = (

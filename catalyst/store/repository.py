@@ -56,9 +56,15 @@ _WAITS_FOR_FSYNC = ("FULL", "EXTRA")
 
 
 def _plain_call(one: StoreCall) -> bool:
-    if one.method == "together":
-        return all(_plain_call(inner) for inner in one.args[0])
+    if one.method in ("together", "batch"):
+        return bool(one.args) and all(_plain_call(inner) for inner in one.args[0])
     return one.method in PLAIN_SQL_METHODS
+
+
+def runs_plain(calls: Sequence[StoreCall]) -> bool:
+    """Whether these calls, alone or batched, run only plain SQL (no ORM session): such a call's coroutine never
+    needs a running event loop once the store is open (Store.open)."""
+    return all(_plain_call(one) for one in calls)
 
 
 class _CallFailed(Exception):
@@ -94,6 +100,10 @@ class Store:
         # write start cold (a restart rebuilding 900 positions took a third longer).
         self._held: AsyncConnection | None = None
         self._held_sqlite3: sqlite3.Connection | None = None  # its sqlite3 connection, once a plain one needed it
+
+    async def open(self) -> None:
+        """Open the store's connection now rather than on first use (its plain transactions then need no loop)."""
+        await self._plain_sqlite3()
 
     async def close(self) -> None:
         if self._held is not None:
@@ -305,10 +315,12 @@ class Store:
         return await self._transaction(order_ops.create_orders, list(orders), self._at(at))
 
     async def mark_submitted(
-        self, order_id: int, alpaca_order_id: str, broker_status: str | None, submitted_at: datetime | None = None
-    ) -> OrderRecord:
+        self, order_id: int, alpaca_order_id: str, broker_status: str | None, submitted_at: datetime | None = None,
+        read_back: bool = True,
+    ) -> OrderRecord | None:
+        """The broker's id and status on the row: the row as written, or None with `read_back=False`."""
         return await self._transaction(
-            order_ops.mark_submitted, order_id, alpaca_order_id, broker_status, self._at(submitted_at)
+            order_ops.mark_submitted, order_id, alpaca_order_id, broker_status, self._at(submitted_at), read_back
         )
 
     async def record_submit_attempt(self, order_id: int, at: datetime | None = None) -> int:
@@ -328,10 +340,12 @@ class Store:
         at: datetime | None = None,
         reason: str | None = None,
         replaced_by_order_id: int | None = None,
-    ) -> OrderRecord:
+        read_back: bool = True,
+    ) -> OrderRecord | None:
+        """The order's new state: the row as written, or None with `read_back=False`."""
         progress = OrderProgress(status, broker_status, filled_qty, filled_avg_price, reason)
         return await self._transaction(
-            order_ops.update_order_status, order_id, progress, self._at(at), replaced_by_order_id
+            order_ops.update_order_status, order_id, progress, self._at(at), replaced_by_order_id, read_back
         )
 
     async def record_fill(self, *, received_at: datetime | None = None, **fill: Any) -> bool:

@@ -43,6 +43,7 @@ class CountingStore:
         self.level = "FULL"  # the synchronous level in force on the connection, as the PRAGMAs sent set it
         self.levels_at_commit: list[str] = []
         self.orm_transactions = 0  # transactions begun through SQLAlchemy (an ORM session's), not plain ones
+        self.statements: list[str] = []  # every statement SQLite ran, in order
         event.listen(engine.sync_engine, "connect", self._trace)
         event.listen(engine.sync_engine, "begin", self._orm_begin)
         self.loop = asyncio.new_event_loop()
@@ -55,6 +56,7 @@ class CountingStore:
         self.orm_transactions += 1
 
     def _count(self, statement: str) -> None:
+        self.statements.append(statement)
         text = statement.strip().upper()
         if text.startswith("PRAGMA SYNCHRONOUS="):
             self.level = text.split("=", 1)[1]
@@ -367,3 +369,19 @@ def test_calls_together_commit_all_or_none_inside_a_batch_and_on_their_own(tmp_p
         assert db.rows("SELECT count(*) FROM orders") == [(2,)]
     finally:
         db.close()
+
+
+def test_writes_asked_without_read_back_are_made_and_return_nothing(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    order = db(db.store.create_order(**fields(entry(cycle_id, "AMD"))))
+    statements = len(db.statements)
+
+    submitted = db(db.store.mark_submitted(order.order_id, "b-1", "new", T0, read_back=False))
+    moved = db(db.store.update_order_status(order.order_id, "accepted", "accepted", Decimal(0), None, T0,
+                                            read_back=False))
+
+    assert (submitted, moved) == (None, None)
+    assert not [s for s in db.statements[statements:] if s.lstrip().upper().startswith("SELECT")]  # no row read back
+    assert db.rows(f"SELECT alpaca_order_id, status FROM orders WHERE order_id = {order.order_id}") == [
+        ("b-1", "accepted")]
+    assert db(db.store.mark_submitted(order.order_id, "b-1", "new", T0)).alpaca_order_id == "b-1"  # default: the row
