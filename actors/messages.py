@@ -93,6 +93,7 @@ class RetireUnsent(Message):
 
 class TradeUpdateReceived(Message):
     update: TradeUpdateReport
+    received_at: datetime | None = None  # when the stream handed it over (its trade_updates row's received_at)
 
 
 class StreamConnected(Message):

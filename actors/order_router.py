@@ -22,6 +22,7 @@ Invariants it keeps:
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -47,7 +48,13 @@ log = logger.bind(actor="router")
 MAX_UNMATCHED = 10_000
 TOGETHER = (m.TradeUpdateReceived, m.SubmitResult)  # decided one by one, committed together when waiting together
 MAX_TOGETHER = 128  # bounds one commit's size and the wait of the first update in it
+ROUTINE_EVENTS = frozenset({"new", "pending_new", "accepted"})  # acknowledgements only: no shares, no end
+ROUTINE_QUIET_S = 0.05  # the router idle this long: a burst of fills is over, set-aside updates are applied
 OWNER_ANSWER_S = 2.0  # a position actor plans an entry fill's writes in well under a millisecond
+
+
+class ApplyRoutineUpdates(m.Message):
+    """The set-aside acknowledgement-only updates have waited long enough (see OrderRouter._park_routine)."""
 
 
 class CheckExecutions(m.Message):
@@ -93,6 +100,11 @@ def _is_fill(update: TradeUpdateReport) -> bool:
     return update.event in ("fill", "partial_fill")
 
 
+def _yield_cpu() -> None:
+    if hasattr(os, "sched_yield"):  # releases the GIL around the call
+        os.sched_yield()
+
+
 def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
     return f"{broker_order_id}:{cum_qty.normalize():f}"
 
@@ -119,8 +131,18 @@ class OrderRouter(pykka.ThreadingActor):
         self.catching_up = False
         self._asked_owners: set[Any] = set()  # owners asked for an entry fill's writes, not yet told the outcome
         self._owner_groups: list[tuple[WriteGroup, Any]] = []  # their writes, for the message being planned
+        self._routine: list[m.TradeUpdateReceived] = []  # acknowledgement-only updates set aside (_park_routine)
+        self._routine_since = 0.0  # monotonic time the oldest of them was set aside
+        self._routine_wake_at = 0.0  # monotonic time the pending look-again timer fires
+        self._busy_at = 0.0  # monotonic time something other than a set-aside update was last handled
+        self._protecting: set[int] = set()  # order ids sent to a protection worker, their submit result not yet in
 
     def on_stop(self) -> None:
+        if self._routine:  # recorded before the writer stops (it stops after the router)
+            try:
+                self._apply_routine()
+            except Exception as exc:  # noqa: BLE001 - stopping must go on; the doctor re-reads these statuses
+                log.warning(f"router could not record {len(self._routine)} acknowledgements while stopping: {exc}")
         for timer, _, _ in self._grace_timers.values():
             timer.cancel()
         self._grace_timers.clear()
@@ -132,13 +154,23 @@ class OrderRouter(pykka.ThreadingActor):
         return PeekableInbox()
 
     def on_receive(self, message: Any) -> Any:
+        try:
+            return self._receive(message)
+        finally:
+            self._apply_routine_when_due()
+
+    def _receive(self, message: Any) -> Any:
         if isinstance(message, TOGETHER):
-            self._handle_together(self._with_awaited_fills([message, *self._waiting_updates()]))
+            batch = self._park_routine(self._with_awaited_fills([message, *self._waiting_updates()]))
+            if batch:
+                self._handle_together(batch)
             return None
         handler = getattr(self, f"_on_{type(message).__name__}", None)
         if handler is None:
             log.warning(f"router ignores unknown message {type(message).__name__}")
             return None
+        if not isinstance(message, ApplyRoutineUpdates):
+            self._busy_at = time.monotonic()
         try:
             return handler(message)
         except Exception as exc:
@@ -146,6 +178,63 @@ class OrderRouter(pykka.ThreadingActor):
             # every other fill: log it on one line and carry on; the doctor reconciles whatever it left behind.
             log.error(f"router failed handling {type(message).__name__}: {type(exc).__name__}: {exc}")
             return None
+
+    # --- routine updates wait while shares are being protected -------------------------------------------------
+
+    def _park_routine(self, batch: list[m.Message]) -> list[m.Message]:
+        """Set aside the acknowledgement-only updates (new, pending_new, accepted) of orders already tracked; the
+        rest of the batch is handled now.
+
+        Why: when a hundred entries fill in one minute, the OCO of each is acknowledged twice, by its submit reply and
+        by a "new" event a moment before it, and recording and applying that event costs about a tenth of what
+        protecting a position costs, on the same GIL. It carries no shares and ends nothing, so it waits until the
+        burst is over (see _apply_routine_when_due) and the stops go out first. Such an update arriving late is
+        harmless: the order machine treats a status behind the order's as stale. Updates of orders not tracked are
+        never set aside (they may be how a lost submit reply's broker id is learned, and they are held as
+        unmatched)."""
+        if self.settings.routine_update_wait_s <= 0:
+            return batch
+        now: list[m.Message] = []
+        for message in batch:
+            if isinstance(message, m.TradeUpdateReceived) and self._is_routine(message.update):
+                if not self._routine:
+                    self._routine_since = time.monotonic()
+                self._routine.append(m.TradeUpdateReceived(update=message.update, received_at=self.clock.now()))
+            else:
+                now.append(message)
+        if now:
+            self._busy_at = time.monotonic()
+        return now
+
+    def _is_routine(self, update: TradeUpdateReport) -> bool:
+        if update.event not in ROUTINE_EVENTS or update.qty is not None:
+            return False
+        order = update.order
+        return order.broker_id in self.by_broker or order.client_order_id in self.by_cid
+
+    def _apply_routine_when_due(self) -> None:
+        """The set-aside updates, once the burst is over: the mailbox empty, no protection or exit submit in flight
+        and nothing else handled for ROUTINE_QUIET_S; or once the oldest has waited `routine_update_wait_s`. Until
+        then a timer looks again every ROUTINE_QUIET_S (one at a time)."""
+        if not self._routine:
+            return
+        now = time.monotonic()
+        waiting = now - self._routine_since < self.settings.routine_update_wait_s
+        busy = bool(self._protecting) or not self.actor_inbox.empty() or now - self._busy_at < ROUTINE_QUIET_S
+        if waiting and busy:
+            if now >= self._routine_wake_at:
+                self._routine_wake_at = now + ROUTINE_QUIET_S
+                tell_later(self.actor_ref, ROUTINE_QUIET_S, ApplyRoutineUpdates())
+            return
+        self._apply_routine()
+
+    def _apply_routine(self) -> None:
+        routine, self._routine = self._routine, []
+        for start in range(0, len(routine), MAX_TOGETHER):
+            self._handle_together(routine[start:start + MAX_TOGETHER])
+
+    def _on_ApplyRoutineUpdates(self, _: ApplyRoutineUpdates) -> None:
+        """The timer of _apply_routine_when_due: on_receive looks again once this returns."""
 
     def _waiting_updates(self) -> list[m.Message]:
         inbox = self.actor_inbox
@@ -238,7 +327,8 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _send_protection(self, take_profit: Any, stop_loss: Any, owner: Any) -> tuple[Tracked, Tracked, Any, Any]:
         tp, sl = self._track(take_profit, owner), self._track(stop_loss, owner)
-        next(self._protect).tell(SubmitOco(take_profit=take_profit, stop_loss=stop_loss, reply_to=self.actor_ref))
+        self._to_protection(SubmitOco(take_profit=take_profit, stop_loss=stop_loss, reply_to=self.actor_ref),
+                            take_profit.order_id)
         return tp, sl, take_profit, stop_loss
 
     @staticmethod
@@ -254,7 +344,7 @@ class OrderRouter(pykka.ThreadingActor):
         tracked = self._track(row, msg.owner)
         _tell(msg.owner, m.OrdersCreated(roles={"flatten": row.order_id}))
         log.info(f"order {tracked.label} created flatten {msg.side} {msg.qty} market ({msg.reason})")
-        next(self._protect).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
+        self._to_protection(SubmitOrder(row=row, reply_to=self.actor_ref), row.order_id)
 
     def _on_Register(self, msg: m.Register) -> None:
         for order_id in msg.order_ids:
@@ -286,11 +376,13 @@ class OrderRouter(pykka.ThreadingActor):
                 log.error(f"order {tracked.label} take-profit without its stop-loss row; left for the doctor")
                 return
             log.warning(f"order {tracked.label} OCO created but never acknowledged before a restart: sending it now")
-            next(self._protect).tell(SubmitOco(take_profit=row, stop_loss=leg, reply_to=self.actor_ref))
+            self._to_protection(SubmitOco(take_profit=row, stop_loss=leg, reply_to=self.actor_ref), row.order_id)
             return
         log.warning(f"order {tracked.label} {tracked.role} created but never acknowledged before a restart: sending it now")
-        pool = self._general if tracked.role == "entry" else self._protect
-        next(pool).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
+        if tracked.role == "entry":
+            next(self._general).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
+        else:
+            self._to_protection(SubmitOrder(row=row, reply_to=self.actor_ref), row.order_id)
 
     def _on_CancelOrders(self, msg: m.CancelOrders) -> None:
         for order_id in msg.order_ids:
@@ -324,7 +416,16 @@ class OrderRouter(pykka.ThreadingActor):
         if known:
             next(self._general).tell(Verify(orders=tuple(known), reply_to=self.actor_ref))
 
+    def _to_protection(self, submit: SubmitOrder | SubmitOco, order_id: int) -> None:
+        """A stop, an OCO or an exit to a protection worker; routine updates wait until its result is in."""
+        self._protecting.add(order_id)
+        next(self._protect).tell(submit)
+        # Hand the CPU to the worker now, so its request is on the wire while this thread logs and announces: the
+        # daemon's threads share one CPU and one GIL, and the worker would otherwise wait for the next switch.
+        _yield_cpu()
+
     def _plan_SubmitResult(self, msg: m.SubmitResult, group: WriteGroup) -> None:
+        self._protecting.difference_update(msg.order_ids)
         rows = [self.by_order[i] for i in msg.order_ids if i in self.by_order]
         if msg.rejected is not None:  # both legs of an OCO in the same commit
             for tracked in rows:
@@ -361,8 +462,8 @@ class OrderRouter(pykka.ThreadingActor):
         self.last_update_at = max(self.last_update_at or update.at, update.at)
         group.add(call(
             "record_trade_update", event=update.event, payload=update.model_dump(mode="json"),
-            alpaca_order_id=update.order.broker_id, client_order_id=update.order.client_order_id,
-            execution_id=update.execution_id,
+            received_at=msg.received_at, alpaca_order_id=update.order.broker_id,
+            client_order_id=update.order.client_order_id, execution_id=update.execution_id,
         ))
         tracked = self._find(update.order)
         if tracked is None:
@@ -453,7 +554,8 @@ class OrderRouter(pykka.ThreadingActor):
         tracked.broker_id = report.broker_id
         self.by_broker[report.broker_id] = tracked
         # mark_submitted moves a created row to submitted itself, and never moves a row backwards.
-        group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status, report.submitted_at))
+        group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status, report.submitted_at,
+                       read_back=False))
 
     # --- the machine ------------------------------------------------------------------------------------------
 
@@ -617,7 +719,7 @@ class OrderRouter(pykka.ThreadingActor):
             group.add(call(
                 "update_order_status", tracked.order_id, status=str(status), broker_status=broker_status,
                 filled_qty=tracked.filled_qty if filled_qty is None else max(filled_qty, tracked.filled_qty),
-                filled_avg_price=avg_price, at=at or self.clock.now(), reason=reason,
+                filled_avg_price=avg_price, at=at or self.clock.now(), reason=reason, read_back=False,
             ))
 
         def announce(_: list[Any]) -> None:

@@ -16,3 +16,7 @@ class RouterSettings(BaseModel):
     # Wall seconds the router holds a submit result saying "filled" for that fill's stream event, which is usually
     # a millisecond behind it: both then go in one commit, and the fill does not queue behind the result's own.
     fill_event_wait_s: float = Field(default=0.002, ge=0, le=1.0)
+    # Wall seconds an acknowledgement-only trade update (new, pending_new, accepted) of an order the router already
+    # tracks may wait while fills and protection submits are being handled: it carries no shares and no end, and
+    # it is recorded and applied as soon as the router is idle, or after this long at the latest. 0: never waits.
+    routine_update_wait_s: float = Field(default=1.0, ge=0, le=60.0)

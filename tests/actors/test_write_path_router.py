@@ -74,7 +74,8 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = 15.0) -> T:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, grace_s: float, recording_actor: Any, fill_wait_s: float = 0.002) -> None:
+    def __init__(self, tmp_path: Path, grace_s: float, recording_actor: Any, fill_wait_s: float = 0.002,
+                 routine_wait_s: float = 1.0) -> None:
         self.gate, self.held = threading.Event(), threading.Event()
         self.gate.set()
         self.writer_ref = RecordingWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}", self.gate, self.held)
@@ -82,7 +83,9 @@ class Rig:
         self.protect, self.general, self.owner = recording_actor(), recording_actor(), recording_actor()
         self.router = OrderRouter.start(self.writer, [self.protect], [self.general], FixedClock(),
                                         RouterSettings(missing_execution_grace_s=grace_s,
-                                                       fill_event_wait_s=fill_wait_s))
+                                                       fill_event_wait_s=fill_wait_s,
+                                                       routine_update_wait_s=routine_wait_s))
+        self.path = tmp_path / "router.db"
         self.cycle_id = self.writer.get_or_create_cycle(date(2024, 3, 4), at=T0).get().cycle_id
 
     def told(self, inbox: Any, kind: type, count: int = 1) -> list[Any]:
