@@ -49,7 +49,7 @@ MAX_UNMATCHED = 10_000
 TOGETHER = (m.TradeUpdateReceived, m.SubmitResult)  # decided one by one, committed together when waiting together
 MAX_TOGETHER = 128  # bounds one commit's size and the wait of the first update in it
 ROUTINE_EVENTS = frozenset({"new", "pending_new", "accepted"})  # acknowledgements only: no shares, no end
-ROUTINE_QUIET_S = 0.05  # the router idle this long: a burst of fills is over, set-aside updates are applied
+ROUTINE_QUIET_S = 0.005  # idle this long (and no protection in flight): a burst of fills is over, apply them
 OWNER_ANSWER_S = 2.0  # a position actor plans an entry fill's writes in well under a millisecond
 
 

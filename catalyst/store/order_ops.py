@@ -37,16 +37,37 @@ _INSERT_ORDER = (
 )
 
 
+_INSERTED_COLUMNS = (
+    "client_order_id", "cycle_id", "security_id", "position_id", "parent_order_id", "role", "side", "order_type",
+    "order_class", "time_in_force", "quantity", "limit_price", "stop_price", "planned_stop_loss",
+    "planned_take_profit", "created_at", "updated_at",
+)
+# What the insert leaves to _INSERT_ORDER's constants and to NULL, as stored.
+_NEW_ORDER_DEFAULTS = {
+    "status": "created", "filled_qty": "0", "submit_attempts": 0, "outcome_unknown": 0, "alpaca_order_id": None,
+    "broker_status": None, "filled_avg_price": None, "submitted_at": None, "filled_at": None, "cancelled_at": None,
+    "cancel_reason": None, "rejection_reason": None, "replaced_by_order_id": None,
+}
+
+
 async def create_orders(session: AsyncSession, specs: Sequence[NewOrder], at: datetime) -> list[OrderRecord]:
-    """Insert the rows and give each its client_order_id in the same transaction."""
+    """Insert the rows and give each its client_order_id in the same transaction.
+
+    The records returned are built from the values written, not read back: an OCO's two rows are on the path
+    between a fill and its stop (tests/integration/test_store_batch_group_commit.py holds them equal to a read)."""
     stamp = raw_sql.db_time(at, "created_at")
     raw = await raw_sql.connection(session)
     instance = raw_instance_id(raw)
-    order_ids = []
+    securities: dict[str, tuple[str, int]] = {}  # an OCO's legs share their symbol: one lookup
+    records = []
     for spec in specs:
+        if spec.symbol not in securities:
+            symbol = checks.symbol(spec.symbol)
+            securities[spec.symbol] = (symbol, raw_security_id(raw, symbol))
+        symbol, security_id = securities[spec.symbol]
         values = (
             # Placeholder only until the insert assigns order_id, on the next statement, same transaction.
-            f"new-{uuid.uuid4().hex}", spec.cycle_id, raw_security_id(raw, spec.symbol), spec.position_id,
+            f"new-{uuid.uuid4().hex}", spec.cycle_id, security_id, spec.position_id,
             spec.parent_order_id, checks.one_of("order role", spec.role, ORDER_ROLES),
             checks.one_of("order side", spec.side, ORDER_SIDES),
             checks.one_of("order type", spec.order_type, ORDER_TYPES),
@@ -57,10 +78,13 @@ async def create_orders(session: AsyncSession, specs: Sequence[NewOrder], at: da
             raw_sql.db_decimal(spec.planned_take_profit, "planned_take_profit"), stamp, stamp,
         )
         order_id = raw_sql.execute(raw, "create_orders", _INSERT_ORDER, values).lastrowid
+        client_order_id = client_order_id_for(instance, order_id)
         raw_sql.execute(raw, "create_orders", "UPDATE orders SET client_order_id = ? WHERE order_id = ?",
-                        (client_order_id_for(instance, order_id), order_id))
-        order_ids.append(order_id)
-    return [ORDER_READER.one(raw, order_id) for order_id in order_ids]
+                        (client_order_id, order_id))
+        stored = dict(zip(_INSERTED_COLUMNS, values), **_NEW_ORDER_DEFAULTS)
+        stored.update(order_id=order_id, client_order_id=client_order_id)
+        records.append(ORDER_READER.written(stored, symbol))
+    return records
 
 
 def raw_instance_id(raw: sqlite3.Connection) -> str:

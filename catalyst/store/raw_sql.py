@@ -123,3 +123,9 @@ class RowReader:
             return None
         values = {name: (read(value) if read else value) for (name, read), value in zip(self.readers, row)}
         return self.record_type(symbol=row[-1], **values)
+
+    def written(self, stored: dict[str, Any], symbol: str) -> Any:
+        """The record a read of the row just written would give, from the values as stored (decimals and times as
+        their text): every column must be given, so a column added to the table is never silently left out."""
+        values = {name: (read(stored[name]) if read else stored[name]) for name, read in self.readers}
+        return self.record_type(symbol=symbol, **values)

@@ -11,6 +11,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import event
@@ -385,3 +386,19 @@ def test_writes_asked_without_read_back_are_made_and_return_nothing(db: Counting
     assert db.rows(f"SELECT alpaca_order_id, status FROM orders WHERE order_id = {order.order_id}") == [
         ("b-1", "accepted")]
     assert db(db.store.mark_submitted(order.order_id, "b-1", "new", T0)).alpaca_order_id == "b-1"  # default: the row
+
+
+def test_created_orders_are_returned_exactly_as_a_read_of_their_rows_gives_them(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    parent = db(db.store.create_order(**fields(entry(cycle_id, "amd"))))  # symbols are stored upper-case
+    common = dict(cycle_id=cycle_id, symbol="amd", side="sell", quantity=Decimal("100.50"),
+                  parent_order_id=parent.order_id, order_class="oco", time_in_force="gtc")
+    made = db(db.store.create_orders([
+        NewOrder(role="take_profit", order_type="limit", limit_price=Decimal("11.10"), **common),
+        NewOrder(role="stop_loss", order_type="stop", stop_price=Decimal("9.0"), planned_stop_loss=Decimal("9"),
+                 **common),
+    ], at=datetime(2025, 12, 29, 9, 35, 1, 250, tzinfo=ZoneInfo("America/New_York"))))
+
+    assert [db(db.store.get_order(order.order_id)) for order in made] == made
+    assert [db(db.store.get_order(parent.order_id))] == [parent]
+    assert made[0].symbol == "AMD" and made[0].limit_price == Decimal("11.10") and made[1].stop_price == Decimal("9.0")
