@@ -40,39 +40,43 @@ class FollowedClock:
     """An emulator in another process: poll its `/sim/v1/clock` and extrapolate by its speed in between.
 
     Why: the daemon must follow the broker's time even when the broker outlives it (crash tests), and one HTTP
-    call per `now()` would cost more than the trading itself.
+    call per `now()` would cost more than the trading itself. The poll runs on whichever actor thread asks first once
+    `resync_s` has passed, over one kept-alive connection (a new one per poll cost milliseconds of that thread's
+    time, inside whatever it was doing, e.g. protecting a fill); a thread asking while another polls extrapolates.
     """
 
     def __init__(self, base_url: str, resync_s: float = 1.0, timeout_s: float = 5.0) -> None:
         self._url = base_url.rstrip("/") + "/sim/v1/clock"
         self._resync_s = resync_s
         self._timeout_s = timeout_s
-        self._lock = threading.Lock()
+        self._polling = threading.Lock()  # held by the one thread polling; guards the session too
+        self._http = requests.Session()
         self._anchor: tuple[datetime, float, float] | None = None  # (exchange time, wall monotonic, speed)
-        self._sync()
+        with self._polling:
+            self._sync()
 
     @property
     def speed(self) -> float:
         return self._anchor[2] if self._anchor else 1.0
 
     def now(self) -> datetime:
-        with self._lock:
+        anchor = self._anchor  # replaced whole, never changed in place: reading it needs no lock
+        if (anchor is None or time.monotonic() - anchor[1] > self._resync_s) and self._polling.acquire(blocking=False):
+            try:
+                self._sync()
+            finally:
+                self._polling.release()
             anchor = self._anchor
-        if anchor is None or time.monotonic() - anchor[1] > self._resync_s:
-            self._sync()
-            anchor = self._anchor
-        assert anchor is not None
+        assert anchor is not None  # the first reading is taken in __init__
         at, wall, speed = anchor
         return at + timedelta(seconds=(time.monotonic() - wall) * speed)
 
     def _sync(self) -> None:
         try:
-            body = requests.get(self._url, timeout=self._timeout_s).json()
+            body = self._http.get(self._url, timeout=self._timeout_s).json()
             at = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00")).astimezone(EXCHANGE_TZ)
-            anchor = (at, time.monotonic(), float(body.get("speed", 1.0)))
+            self._anchor = (at, time.monotonic(), float(body.get("speed", 1.0)))
         except (requests.RequestException, ValueError, KeyError, TypeError):
             if self._anchor is None:
                 raise
-            return  # keep extrapolating from the last good reading; the next call tries again
-        with self._lock:
-            self._anchor = anchor
+            # keep extrapolating from the last good reading; the next call tries again
