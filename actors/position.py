@@ -180,10 +180,11 @@ class PositionActor(pykka.ThreadingActor):
         protection: list[Any] = []
         if role == "entry":
             # The fill's position change and the OCO covering its shares: one commit, then the broker call.
-            after, plan = self._entry_fill_writes(execution)
             if committed is not None:  # what was committed is the plan answered then, whatever happened since
+                after = self._after_entry_fill(execution)  # the plan itself was made when the router asked
                 plan, values = committed.plan, list(committed.values)
             else:
+                after, plan = self._entry_fill_writes(execution)
                 values = unwrap_all(self.writer.batch(plan.calls).get())
             if self.position_id is None:
                 self.position_id = values[0][0].position_id  # open_position_with_orders: (position, rows)
@@ -208,10 +209,13 @@ class PositionActor(pykka.ThreadingActor):
         elif after.status is PositionStatus.CLOSED:
             self._after_close()
 
+    def _after_entry_fill(self, execution: m.Execution) -> Position:
+        return self.position.apply_fill(self.position.entry_side, execution.qty, execution.price)
+
     def _entry_fill_writes(self, execution: m.Execution) -> tuple[Position, m.EntryFillPlan]:
         """The position after an entry execution, and the writes for it: the positions row (opened on the first
         fill) and the rows of one OCO for its unprotected shares."""
-        after = self.position.apply_fill(self.position.entry_side, execution.qty, execution.price)
+        after = self._after_entry_fill(execution)
         missing = self._unprotected_of(after.quantity) if after.status is PositionStatus.OPEN else Decimal(0)
         orders = self._protection_orders(missing) if missing > 0 and not self.flattening else []
         if self.position_id is None:
