@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -42,7 +42,8 @@ from catalyst.domain.cycle import exchange_time
 from catalyst.domain.orders import CatchUpKind, OrderStatus, oco_stop_leg_id, plan_catch_up, status_from_broker
 from catalyst.domain.positions import entry_side
 from catalyst.domain.reconcile import catalyst_instance
-from catalyst.store.batch import WriteGroup, call, commit_together
+from catalyst.store.batch import StoreCall, WriteGroup, call, commit_together
+from catalyst.store.records import OrderProgress
 
 log = logger.bind(actor="router")
 MAX_UNMATCHED = 10_000
@@ -135,6 +136,7 @@ class OrderRouter(pykka.ThreadingActor):
         self._routine_since = 0.0  # monotonic time the oldest of them was set aside
         self._routine_wake_at = 0.0  # monotonic time the pending look-again timer fires
         self._busy_at = 0.0  # monotonic time something other than a set-aside update was last handled
+        self._acknowledging: tuple[WriteGroup, StoreCall] | None = None  # the acknowledgement being planned
         self._protecting: set[int] = set()  # order ids sent to a protection worker, their submit result not yet in
 
     def on_stop(self) -> None:
@@ -550,20 +552,26 @@ class OrderRouter(pykka.ThreadingActor):
             if leg is not None and leg.role == "stop_loss" and leg.broker_id is None:
                 self._record_broker_id(leg, report.legs[0], group)
 
-    def _record_broker_id(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> None:
+    def _record_broker_id(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> StoreCall:
         tracked.broker_id = report.broker_id
         self.by_broker[report.broker_id] = tracked
         # mark_submitted moves a created row to submitted itself, and never moves a row backwards.
-        group.add(call("mark_submitted", tracked.order_id, report.broker_id, report.status, report.submitted_at,
-                       read_back=False))
+        acknowledgement = call("mark_submitted", tracked.order_id, report.broker_id, report.status,
+                               report.submitted_at, read_back=False)
+        group.add(acknowledgement)
+        return acknowledgement
 
     # --- the machine ------------------------------------------------------------------------------------------
 
     def _acknowledge(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> None:
-        self._record_broker_id(tracked, report, group)  # the move below only logs the created → submitted
+        acknowledgement = self._record_broker_id(tracked, report, group)  # the move below only logs created → submitted
         if tracked.status is OrderStatus.CREATED:
             self._move(tracked, OrderStatus.SUBMITTED, broker_status=report.status, group=group, write=False)
-        self._apply_report(report, at=report.updated_at, execution=None, tracked=tracked, group=group)
+        self._acknowledging = (group, acknowledgement)  # a move the report calls for joins this write (_move)
+        try:
+            self._apply_report(report, at=report.updated_at, execution=None, tracked=tracked, group=group)
+        finally:
+            self._acknowledging = None
         group.then(lambda _: self._after_acknowledged(tracked))
 
     def _after_acknowledged(self, tracked: Tracked) -> None:
@@ -716,11 +724,20 @@ class OrderRouter(pykka.ThreadingActor):
         before = tracked.status
         tracked.status = status
         if write:
-            group.add(call(
-                "update_order_status", tracked.order_id, status=str(status), broker_status=broker_status,
-                filled_qty=tracked.filled_qty if filled_qty is None else max(filled_qty, tracked.filled_qty),
-                filled_avg_price=avg_price, at=at or self.clock.now(), reason=reason, read_back=False,
-            ))
+            filled = tracked.filled_qty if filled_qty is None else max(filled_qty, tracked.filled_qty)
+            pending = self._acknowledging
+            if pending is not None and pending[0] is group and group.calls and group.calls[-1] is pending[1] \
+                    and pending[1].args[0] == tracked.order_id:
+                # The acknowledgement just queued for this order takes its new state too: one row write, not two.
+                progress = OrderProgress(str(status), broker_status, filled, avg_price, reason)
+                group.calls[-1] = replace(pending[1], kwargs={**pending[1].kwargs, "progress": progress,
+                                                              "at": at or self.clock.now()})
+            else:
+                group.add(call(
+                    "update_order_status", tracked.order_id, status=str(status), broker_status=broker_status,
+                    filled_qty=filled, filled_avg_price=avg_price, at=at or self.clock.now(), reason=reason,
+                    read_back=False,
+                ))
 
         def announce(_: list[Any]) -> None:
             log.info(f"order {tracked.label} {before} → {status}" + (f" ({reason})" if reason else ""))

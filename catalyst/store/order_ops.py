@@ -123,12 +123,18 @@ async def order_with_symbol(session: AsyncSession, row: Order) -> OrderRecord:
 
 async def mark_submitted(
     session: AsyncSession, order_id: int, alpaca_order_id: str, broker_status: str | None, submitted_at: datetime,
-    read_back: bool = True,
+    read_back: bool = True, progress: OrderProgress | None = None, at: datetime | None = None,
 ) -> OrderRecord | None:
     """The broker's id and status on the row; the row as written, or None with `read_back=False` (the router's
-    hot path, which keeps its own view and would throw the record away)."""
-    stamp = raw_sql.db_time(submitted_at, "submitted_at")
+    hot path, which keeps its own view and would throw the record away). With `progress` (stamped `at`), the
+    order's new state goes in the same statement: an acknowledgement that also moves the order (a stop leg
+    "held", an entry already filled) is one row write, not two."""
     raw = await raw_sql.connection(session)
+    if progress is not None:
+        apply_status(raw, order_id, progress, at or submitted_at, None,
+                     submitted=(alpaca_order_id, raw_sql.db_time(submitted_at, "submitted_at")))
+        return raw_order(raw, order_id) if read_back else None
+    stamp = raw_sql.db_time(submitted_at, "submitted_at")
     changed = raw_sql.execute(raw, "mark_submitted", (
         "UPDATE orders SET alpaca_order_id = ?, broker_status = ?, submitted_at = ?, updated_at = ?, "
         # a fast fill update may already have moved it further: only `created` becomes `submitted`
@@ -164,11 +170,15 @@ _APPLY_STATUS = (
     "cancel_reason = CASE WHEN :reason IS NOT NULL AND :status <> 'rejected' THEN :reason ELSE cancel_reason END, "
     "replaced_by_order_id = COALESCE(:replaced_by, replaced_by_order_id) WHERE order_id = :order_id"
 )
+_APPLY_STATUS_SUBMITTED = _APPLY_STATUS.replace(
+    "updated_at = :at, ", "updated_at = :at, alpaca_order_id = :alpaca_order_id, submitted_at = :submitted_at, "
+    "outcome_unknown = 0, ")
 
 
 def apply_status(raw: sqlite3.Connection, order_id: int, progress: OrderProgress, at: datetime,
-                 replaced_by_order_id: int | None) -> None:
-    """Write the state the domain decided on; the store does not judge transitions (catalyst.domain does)."""
+                 replaced_by_order_id: int | None, submitted: tuple[str, str | None] | None = None) -> None:
+    """Write the state the domain decided on; the store does not judge transitions (catalyst.domain does).
+    `submitted`: the broker id and submitted_at (as stored) of an acknowledgement written with it."""
     parameters = {
         "status": checks.one_of("order status", progress.status, ORDER_STATUSES),
         "broker_status": progress.broker_status,
@@ -177,7 +187,11 @@ def apply_status(raw: sqlite3.Connection, order_id: int, progress: OrderProgress
         "at": raw_sql.db_time(at, "at"), "reason": progress.reason, "replaced_by": replaced_by_order_id,
         "order_id": order_id,
     }
-    if not raw_sql.execute(raw, "update_order_status", _APPLY_STATUS, parameters).rowcount:  # type: ignore[arg-type]
+    sql = _APPLY_STATUS
+    if submitted is not None:
+        sql = _APPLY_STATUS_SUBMITTED
+        parameters["alpaca_order_id"], parameters["submitted_at"] = submitted
+    if not raw_sql.execute(raw, "update_order_status", sql, parameters).rowcount:  # type: ignore[arg-type]
         raise RecordNotFoundError(f"order {order_id} is not in the database")
 
 

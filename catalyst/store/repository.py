@@ -316,11 +316,13 @@ class Store:
 
     async def mark_submitted(
         self, order_id: int, alpaca_order_id: str, broker_status: str | None, submitted_at: datetime | None = None,
-        read_back: bool = True,
+        read_back: bool = True, progress: OrderProgress | None = None, at: datetime | None = None,
     ) -> OrderRecord | None:
-        """The broker's id and status on the row: the row as written, or None with `read_back=False`."""
+        """The broker's id and status on the row: the row as written, or None with `read_back=False`. With
+        `progress`, the order's new state (update_order_status's) in the same write, stamped `at`."""
         return await self._transaction(
-            order_ops.mark_submitted, order_id, alpaca_order_id, broker_status, self._at(submitted_at), read_back
+            order_ops.mark_submitted, order_id, alpaca_order_id, broker_status, self._at(submitted_at), read_back,
+            progress, at,
         )
 
     async def record_submit_attempt(self, order_id: int, at: datetime | None = None) -> int:

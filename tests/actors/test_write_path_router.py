@@ -183,9 +183,11 @@ def test_an_oco_acknowledgement_is_one_commit_for_both_legs(rig: Rig) -> None:
     wait_for(lambda: rig.writer.get_order(oco.stop_loss.order_id).get().alpaca_order_id == "b-sl", "both legs")
 
     served = [s for s in rig.served() if s[0] == "batch"]
-    assert served == [("batch", "mark_submitted", "update_order_status", "mark_submitted", "update_order_status")]
-    assert {rig.writer.get_order(i).get().status for i in (oco.take_profit.order_id, oco.stop_loss.order_id)} \
-        == {"accepted"}
+    assert served == [("batch", "mark_submitted", "mark_submitted")]  # each leg's id and new state: one write
+    legs = [rig.writer.get_order(i).get() for i in (oco.take_profit.order_id, oco.stop_loss.order_id)]
+    assert [(leg.alpaca_order_id, leg.status, leg.broker_status) for leg in legs] == [
+        ("b-tp", "accepted", "accepted"), ("b-sl", "accepted", "accepted")]
+    assert all(leg.submitted_at is not None and not leg.outcome_unknown for leg in legs)
 
 
 def test_a_filled_submit_response_waits_for_the_stream_before_asking_the_broker(tmp_path: Path,
@@ -280,9 +282,10 @@ def test_a_filled_submit_result_waits_briefly_for_its_fill_event_and_both_are_on
         update = wait_for(lambda: next((u for u in rig.owner.proxy().received().get()
                                         if isinstance(u, m.OrderUpdated) and u.execution), None), "the execution")
 
-        assert rig.served() == [("batch", "mark_submitted", "update_order_status", "record_trade_update",
-                                 "record_fill")]
+        assert rig.served() == [("batch", "mark_submitted", "record_trade_update", "record_fill")]
         assert update.status is OrderStatus.FILLED
+        stored = rig.writer.get_order(row.order_id).get()
+        assert (stored.status, stored.alpaca_order_id, stored.filled_qty) == ("filled", "b-entry", Decimal(100))
         assert len(rig.writer.fills_for_order(row.order_id).get()) == 1
     finally:
         rig.stop()
@@ -298,6 +301,6 @@ def test_a_filled_submit_result_whose_event_never_comes_is_committed_after_the_w
         waited = time.monotonic() - sent
 
         assert 0.25 <= waited < 5  # held for the event, then committed on its own
-        assert rig.served() == [("batch", "mark_submitted", "update_order_status")]
+        assert rig.served() == [("batch", "mark_submitted")]  # the broker id and "filled" in one write
     finally:
         rig.stop()

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sqlite3
 from collections.abc import Coroutine, Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +21,7 @@ from catalyst.store.batch import WriteGroup, call, commit_together, unwrap_all
 from catalyst.store.db import make_engine
 from catalyst.store.errors import ConstraintViolationError, InvalidValueError, RecordNotFoundError
 from catalyst.store.migrate import upgrade
-from catalyst.store.records import NewOrder, OrderRecord
+from catalyst.store.records import NewOrder, OrderProgress, OrderRecord
 from catalyst.store.repository import PLAIN_SQL_METHODS, Store
 
 T = TypeVar("T")
@@ -402,3 +402,20 @@ def test_created_orders_are_returned_exactly_as_a_read_of_their_rows_gives_them(
     assert [db(db.store.get_order(order.order_id)) for order in made] == made
     assert [db(db.store.get_order(parent.order_id))] == [parent]
     assert made[0].symbol == "AMD" and made[0].limit_price == Decimal("11.10") and made[1].stop_price == Decimal("9.0")
+
+
+def test_an_acknowledgement_with_the_orders_new_state_is_one_write_of_both(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    order = db(db.store.create_order(**fields(entry(cycle_id, "AMD"))))
+    db(db.store.set_outcome_unknown(order.order_id, True))
+    statements = len(db.statements)
+    filled_at = T0 + timedelta(seconds=2)
+
+    row = db(db.store.mark_submitted(order.order_id, "b-1", "filled", T0, at=filled_at, progress=OrderProgress(
+        "filled", "filled", Decimal(100), Decimal("10.05"), None)))
+
+    writes = [s for s in db.statements[statements:] if s.lstrip().upper().startswith("UPDATE")]
+    assert len(writes) == 1
+    assert (row.alpaca_order_id, row.status, row.broker_status, row.filled_qty, row.filled_avg_price) == (
+        "b-1", "filled", "filled", Decimal(100), Decimal("10.05"))
+    assert (row.submitted_at, row.filled_at, row.updated_at, row.outcome_unknown) == (T0, filled_at, filled_at, False)
