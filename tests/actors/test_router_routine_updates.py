@@ -5,15 +5,30 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import time
-from decimal import Decimal
 from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import pytest
 
 from actors import messages as m
 from actors.broker_worker import SubmitOco
 from catalyst.broker.reports import TradeUpdateReport
-from catalyst.store.records import NewOrder
-from tests.actors.test_write_path_router import T0, Rig, enter, order_report, wait_for
+from tests.actors.test_write_path_router import T0, Rig, oco_in_flight, order_report, wait_for
+
+
+@pytest.fixture
+def router_waiting(tmp_path: Path, recording_actor: Any) -> Iterator[Callable[[float], Rig]]:
+    """A router rig whose acknowledgement-only updates wait up to the given seconds; stopped afterwards."""
+    made: list[Rig] = []
+
+    def start(routine_wait_s: float) -> Rig:
+        made.append(Rig(tmp_path, grace_s=60, recording_actor=recording_actor, routine_wait_s=routine_wait_s))
+        return made[-1]
+
+    yield start
+    for rig in made:
+        rig.stop()
 
 
 def recorded_events(rig: Rig) -> list[tuple[str, str | None, str]]:
@@ -26,22 +41,20 @@ def handled(rig: Rig) -> None:
     rig.router.proxy().by_order.get()  # answered once every message told before it is handled
 
 
-def oco_in_flight(rig: Rig) -> SubmitOco:
-    entry = enter(rig)
-    common = dict(cycle_id=rig.cycle_id, symbol="AAPL", side="sell", quantity=Decimal(100),
-                  parent_order_id=entry.order_id, order_class="oco")
-    _, (take_profit, stop_loss) = rig.writer.open_position_with_orders(
-        entry.order_id, Decimal(100), Decimal(10), T0, Decimal("9"), Decimal("11"), [
-            NewOrder(role="take_profit", order_type="limit", limit_price=Decimal("11"), **common),
-            NewOrder(role="stop_loss", order_type="stop", stop_price=Decimal("9"), **common),
-        ]).get()
-    rig.router.tell(m.SubmitProtection(owner=rig.owner, take_profit=take_profit, stop_loss=stop_loss))
-    return rig.told(rig.protect, SubmitOco)[0]
+def recorded_for(rig: Rig, oco: SubmitOco) -> list[tuple[str, str | None, str]]:
+    return [row for row in recorded_events(rig) if row[1] == oco.take_profit.client_order_id]
+
+
+def tell_new_event(rig: Rig, oco: SubmitOco) -> list[tuple[str, str | None, str]]:
+    """The stream's "new" for the OCO, handled: what trade_updates holds of it right then."""
+    rig.router.tell(new_event(oco.take_profit, "b-tp"))
+    handled(rig)
+    return recorded_for(rig, oco)
 
 
 def new_event(row: Any, broker_id: str) -> m.TradeUpdateReceived:
-    return m.TradeUpdateReceived(update=TradeUpdateReport(event="new", order=order_report(row, "new", broker_id=broker_id),
-                                                          at=T0))
+    order = order_report(row, "new", broker_id=broker_id)
+    return m.TradeUpdateReceived(update=TradeUpdateReport(event="new", order=order, at=T0))
 
 
 def acknowledged(oco: SubmitOco) -> m.SubmitResult:
@@ -51,82 +64,57 @@ def acknowledged(oco: SubmitOco) -> m.SubmitResult:
 
 
 def test_a_new_event_waits_while_its_oco_is_in_flight_and_is_recorded_once_the_router_is_idle(
-        tmp_path: Path, recording_actor: Any) -> None:
-    rig = Rig(tmp_path, grace_s=60, recording_actor=recording_actor, routine_wait_s=30)
-    try:
-        oco = oco_in_flight(rig)
-        rig.router.tell(new_event(oco.take_profit, "b-tp"))  # the stream's "new" overtakes the submit reply
-        handled(rig)
-        waiting = [event for event, *_ in recorded_events(rig)]
+        router_waiting: Callable[[float], Rig]) -> None:
+    rig = router_waiting(30)
+    oco = oco_in_flight(rig)
+    waiting = tell_new_event(rig, oco)  # the stream's "new" overtakes the submit reply
 
-        rig.router.tell(acknowledged(oco))
-        recorded = wait_for(lambda: [r for r in recorded_events(rig) if r[1] == oco.take_profit.client_order_id],
-                            "the new event recorded once the reply is in")
+    rig.router.tell(acknowledged(oco))
+    recorded = wait_for(lambda: recorded_for(rig, oco), "the new event recorded once the reply is in")
 
-        assert "new" not in waiting[1:] and waiting.count("new") <= 1  # at most the entry's, never the OCO's
-        assert recorded == [("new", oco.take_profit.client_order_id, "2024-03-04 14:45:00.000000")]
-        take_profit = rig.writer.get_order(oco.take_profit.order_id).get()
-        assert (take_profit.alpaca_order_id, take_profit.status) == ("b-tp", "accepted")  # not moved back by it
-    finally:
-        rig.stop()
+    assert waiting == []
+    assert recorded == [("new", oco.take_profit.client_order_id, "2024-03-04 14:45:00.000000")]
+    take_profit = rig.writer.get_order(oco.take_profit.order_id).get()
+    assert (take_profit.alpaca_order_id, take_profit.status) == ("b-tp", "accepted")  # not moved back by it
 
 
-def test_with_no_wait_configured_a_new_event_is_recorded_at_once(tmp_path: Path, recording_actor: Any) -> None:
-    rig = Rig(tmp_path, grace_s=60, recording_actor=recording_actor, routine_wait_s=0)
-    try:
-        oco = oco_in_flight(rig)
-        rig.router.tell(new_event(oco.take_profit, "b-tp"))
-        handled(rig)
+def test_with_no_wait_configured_a_new_event_is_recorded_at_once(router_waiting: Callable[[float], Rig]) -> None:
+    rig = router_waiting(0)
+    oco = oco_in_flight(rig)
 
-        assert [r[0] for r in recorded_events(rig) if r[1] == oco.take_profit.client_order_id] == ["new"]
-        assert rig.writer.get_order(oco.take_profit.order_id).get().alpaca_order_id == "b-tp"  # learned from it
-    finally:
-        rig.stop()
+    assert [event for event, *_ in tell_new_event(rig, oco)] == ["new"]
+    assert rig.writer.get_order(oco.take_profit.order_id).get().alpaca_order_id == "b-tp"  # learned from it
 
 
-def test_a_new_event_waits_no_longer_than_routine_update_wait_s(tmp_path: Path, recording_actor: Any) -> None:
-    rig = Rig(tmp_path, grace_s=60, recording_actor=recording_actor, routine_wait_s=0.5)
-    try:
-        oco = oco_in_flight(rig)  # its reply never comes: the router stays busy protecting
-        told = time.monotonic()
-        rig.router.tell(new_event(oco.take_profit, "b-tp"))
-        handled(rig)
-        at_first = [r for r in recorded_events(rig) if r[1] == oco.take_profit.client_order_id]
+def test_a_new_event_waits_no_longer_than_routine_update_wait_s(router_waiting: Callable[[float], Rig]) -> None:
+    rig = router_waiting(0.5)
+    oco = oco_in_flight(rig)  # its reply never comes: the router stays busy protecting
+    told = time.monotonic()
+    at_first = tell_new_event(rig, oco)
 
-        wait_for(lambda: [r for r in recorded_events(rig) if r[1] == oco.take_profit.client_order_id],
-                 "the new event recorded after the longest wait")
+    wait_for(lambda: recorded_for(rig, oco), "the new event recorded after the longest wait")
 
-        assert at_first == []
-        assert time.monotonic() - told >= 0.5
-        assert rig.writer.get_order(oco.take_profit.order_id).get().alpaca_order_id == "b-tp"
-    finally:
-        rig.stop()
+    assert at_first == []
+    assert time.monotonic() - told >= 0.5
+    assert rig.writer.get_order(oco.take_profit.order_id).get().alpaca_order_id == "b-tp"
 
 
-def test_new_events_still_waiting_are_recorded_when_the_router_stops(tmp_path: Path, recording_actor: Any) -> None:
-    rig = Rig(tmp_path, grace_s=60, recording_actor=recording_actor, routine_wait_s=60)
-    try:
-        oco = oco_in_flight(rig)
-        rig.router.tell(new_event(oco.take_profit, "b-tp"))
-        handled(rig)
-        waiting = [r for r in recorded_events(rig) if r[1] == oco.take_profit.client_order_id]
+def test_new_events_still_waiting_are_recorded_when_the_router_stops(router_waiting: Callable[[float], Rig]) -> None:
+    rig = router_waiting(60)
+    oco = oco_in_flight(rig)
+    waiting = tell_new_event(rig, oco)
 
-        rig.router.stop()
+    rig.router.stop()
 
-        assert waiting == []
-        assert [r[0] for r in recorded_events(rig) if r[1] == oco.take_profit.client_order_id] == ["new"]
-    finally:
-        rig.stop()
+    assert waiting == []
+    assert [event for event, *_ in recorded_for(rig, oco)] == ["new"]
 
 
-def test_an_update_of_an_order_the_router_does_not_track_never_waits(tmp_path: Path, recording_actor: Any) -> None:
-    rig = Rig(tmp_path, grace_s=60, recording_actor=recording_actor, routine_wait_s=60)
-    try:
-        oco = oco_in_flight(rig)  # busy protecting
-        stranger = dataclasses.replace(oco.take_profit, client_order_id="placed-by-hand-1")
-        rig.router.tell(new_event(stranger, "b-by-hand"))
-        handled(rig)
+def test_an_update_of_an_order_the_router_does_not_track_never_waits(router_waiting: Callable[[float], Rig]) -> None:
+    rig = router_waiting(60)
+    oco = oco_in_flight(rig)  # busy protecting
+    stranger = dataclasses.replace(oco.take_profit, client_order_id="placed-by-hand-1")
+    rig.router.tell(new_event(stranger, "b-by-hand"))
+    handled(rig)
 
-        assert [r[0] for r in recorded_events(rig) if r[1] == "placed-by-hand-1"] == ["new"]
-    finally:
-        rig.stop()
+    assert [r[0] for r in recorded_events(rig) if r[1] == "placed-by-hand-1"] == ["new"]

@@ -164,7 +164,8 @@ def test_the_same_fill_twice_is_recorded_once_and_announced_once(rig: Rig) -> No
     assert len(rig.writer.fills_for_order(row.order_id).get()) == 1
 
 
-def test_an_oco_acknowledgement_is_one_commit_for_both_legs(rig: Rig) -> None:
+def oco_in_flight(rig: Rig) -> SubmitOco:
+    """An entry, its position and OCO rows committed, the OCO handed to the protection worker (no reply yet)."""
     entry = enter(rig)
     common = dict(cycle_id=rig.cycle_id, symbol="AAPL", side="sell", quantity=Decimal(100),
                   parent_order_id=entry.order_id, order_class="oco")
@@ -174,7 +175,11 @@ def test_an_oco_acknowledgement_is_one_commit_for_both_legs(rig: Rig) -> None:
             NewOrder(role="stop_loss", order_type="stop", stop_price=Decimal("9"), **common),
         ]).get()
     rig.router.tell(m.SubmitProtection(owner=rig.owner, take_profit=take_profit, stop_loss=stop_loss))
-    oco = rig.told(rig.protect, SubmitOco)[0]
+    return rig.told(rig.protect, SubmitOco)[0]
+
+
+def test_an_oco_acknowledgement_is_one_commit_for_both_legs(rig: Rig) -> None:
+    oco = oco_in_flight(rig)
     rig.served()
     stop_leg = order_report(oco.stop_loss, "accepted", broker_id="b-sl")
     report = order_report(oco.take_profit, "accepted", broker_id="b-tp", legs=(stop_leg,))
