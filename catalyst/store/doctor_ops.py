@@ -10,12 +10,11 @@ from decimal import Decimal
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalyst.store import checks
-from catalyst.store.errors import RecordNotFoundError
+from catalyst.store import checks, raw_sql
 from catalyst.store.models import (
-    ORDER_ROLES, ORDER_SIDES, ORDER_STATUSES, ORDER_TYPES, WORKING_ORDER_STATUSES, Fill, Order, StoreMeta,
+    ORDER_ROLES, ORDER_SIDES, ORDER_STATUSES, ORDER_TYPES, WORKING_ORDER_STATUSES, Fill, Order,
 )  # fmt: skip
-from catalyst.store.order_ops import find_orders, order_with_symbol
+from catalyst.store.order_ops import find_orders, order_with_symbol, raw_instance_id
 from catalyst.store.position_ops import open_position_for_entry
 from catalyst.store.records import OrderRecord, PositionRecord
 from catalyst.store.security_ops import ensure_security_row
@@ -59,10 +58,7 @@ class AdoptedFill:
 
 async def instance_id(session: AsyncSession) -> str:
     """This database's id, the middle of every client_order_id it made (`cat-<instance>-<order id>`)."""
-    found = await session.scalar(select(StoreMeta.instance_id).where(StoreMeta.id == 1))
-    if found is None:
-        raise RecordNotFoundError("store_meta has no row: the database was not created by catalyst.store.migrate")
-    return str(found)
+    return raw_instance_id(await raw_sql.connection(session))
 
 
 async def reconciliation_orders(session: AsyncSession, since: datetime) -> list[OrderRecord]:

@@ -173,6 +173,7 @@ _APPLY_STATUS = (
 _APPLY_STATUS_SUBMITTED = _APPLY_STATUS.replace(
     "updated_at = :at, ", "updated_at = :at, alpaca_order_id = :alpaca_order_id, submitted_at = :submitted_at, "
     "outcome_unknown = 0, ")
+assert _APPLY_STATUS_SUBMITTED != _APPLY_STATUS, "_APPLY_STATUS no longer sets updated_at as expected"
 
 
 def apply_status(raw: sqlite3.Connection, order_id: int, progress: OrderProgress, at: datetime,
