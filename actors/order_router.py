@@ -90,6 +90,16 @@ class Tracked:
         return f"{self.symbol}#o-{self.order_id}"
 
 
+@dataclass(eq=False)
+class _AnnouncedPath:
+    """One order's moves planned in one write group, logged as ONE line once it commits."""
+
+    group: WriteGroup
+    tracked: Tracked
+    path: list[OrderStatus]
+    reason: str | None
+
+
 def _tell(owner: Any, message: m.Message) -> None:
     """Tell a position actor; one that has just stopped (closed, or crashed and being rebuilt) is not an error:
     its rebuilt successor reads the committed state from the database."""
@@ -137,6 +147,7 @@ class OrderRouter(pykka.ThreadingActor):
         self._routine_wake_at = 0.0  # monotonic time the pending look-again timer fires
         self._busy_at = 0.0  # monotonic time something other than a set-aside update was last handled
         self._acknowledging: tuple[WriteGroup, StoreCall] | None = None  # the acknowledgement being planned
+        self._announcing: _AnnouncedPath | None = None  # the latest move's log line, still open to more steps
         self._protecting: set[int] = set()  # order ids sent to a protection worker, their submit result not yet in
 
     def on_stop(self) -> None:
@@ -739,10 +750,20 @@ class OrderRouter(pykka.ThreadingActor):
                     read_back=False,
                 ))
 
+        last = self._announcing
+        if last is not None and last.group is group and last.tracked is tracked and last.path[-1] is before:
+            # A catch-up (submitted → accepted → filled) or an acknowledgement that also moves its order (a stop
+            # leg created → submitted → accepted) is one line for `tail -f`, not one per step.
+            last.path.append(status)
+            last.reason = reason
+            return
+        path = _AnnouncedPath(group, tracked, [before, status], reason)
+        self._announcing = path
+
         def announce(_: list[Any]) -> None:
-            log.info(f"order {tracked.label} {before} → {status}" + (f" ({reason})" if reason else ""))
-            if status is OrderStatus.REJECTED:
-                self._tell_owner(tracked, None, reason=reason)
+            log.info(f"order {tracked.label} {' → '.join(path.path)}" + (f" ({path.reason})" if path.reason else ""))
+            if path.path[-1] is OrderStatus.REJECTED:
+                self._tell_owner(tracked, None, reason=path.reason)
 
         group.then(announce)
 

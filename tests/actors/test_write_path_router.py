@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from loguru import logger
 
 from actors import messages as m
 from actors.broker_worker import CatchUp, SubmitOco, SubmitOrder
@@ -309,3 +310,47 @@ def test_a_filled_submit_result_whose_event_never_comes_is_committed_after_the_w
         assert rig.served() == [("batch", "mark_submitted")]  # the broker id and "filled" in one write
     finally:
         rig.stop()
+
+
+@pytest.fixture
+def router_lines() -> Iterator[list[str]]:
+    """The messages the router logs at INFO, in order."""
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
+                      filter=lambda record: record["name"] == "actors.order_router")
+    yield lines
+    logger.remove(sink)
+
+
+def test_a_catch_up_through_several_states_is_one_log_line(rig: Rig, router_lines: list[str]) -> None:
+    row = enter(rig)
+    rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "new")))
+    wait_for(lambda: rig.writer.get_order(row.order_id).get().status == "submitted", "the acknowledgement")
+
+    rig.router.tell(fill_event(row))  # submitted → (accepted) → filled: the machine walks through accepted
+    wait_for(lambda: rig.writer.get_order(row.order_id).get().status == "filled", "the fill")
+    rig.router.proxy().by_order.get()  # handled, logged
+
+    moves = [line for line in router_lines if line.startswith(f"order AAPL#o-{row.order_id} ") and "→" in line]
+    assert moves == [f"order AAPL#o-{row.order_id} created → submitted",
+                     f"order AAPL#o-{row.order_id} submitted → accepted → filled"]
+
+
+def test_a_stop_leg_acknowledged_as_held_is_one_log_line(rig: Rig, router_lines: list[str]) -> None:
+    oco = oco_in_flight(rig)
+    rig.router.tell(acknowledged_as_held(oco))
+    wait_for(lambda: rig.writer.get_order(oco.stop_loss.order_id).get().alpaca_order_id == "b-sl", "both legs")
+    rig.router.proxy().by_order.get()
+
+    def moves(order_id: int) -> list[str]:
+        return [line for line in router_lines if line.startswith(f"order AAPL#o-{order_id} ") and "→" in line]
+
+    assert moves(oco.take_profit.order_id) == [f"order AAPL#o-{oco.take_profit.order_id} created → submitted"]  # "new"
+    assert moves(oco.stop_loss.order_id) == [f"order AAPL#o-{oco.stop_loss.order_id} created → submitted → accepted"]
+    assert rig.writer.get_order(oco.stop_loss.order_id).get().status == "accepted"
+
+
+def acknowledged_as_held(oco: SubmitOco) -> m.SubmitResult:
+    stop_leg = order_report(oco.stop_loss, "held", broker_id="b-sl")
+    report = order_report(oco.take_profit, "new", broker_id="b-tp", legs=(stop_leg,))
+    return m.SubmitResult(order_ids=(oco.take_profit.order_id, oco.stop_loss.order_id), report=report)
