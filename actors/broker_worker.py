@@ -6,6 +6,7 @@ so an entry waiting on a slow broker never delays a stop-loss. Each worker owns 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 
 from catalyst.broker.errors import BrokerError, NotFound, PermanentError, is_not_cancelable
 from catalyst.broker.orders import NewOrder
+from catalyst.broker.reports import OrderReport
 from catalyst.broker.ratelimit import Priority
 from catalyst.domain.cycle import exchange_time
 
@@ -71,18 +73,32 @@ class BrokerWorker(pykka.ThreadingActor):
     def _submit(self, msg: SubmitOrder) -> None:
         row = msg.row
         priority = Priority.ENTRY if row.role == "entry" else Priority.PROTECT
-        msg.reply_to.tell(self._result((row.order_id,), lambda: self.broker.submit_with_lookup(NewOrder(
+        self._send((row.order_id,), lambda: NewOrder(
             symbol=row.symbol, side=row.side, qty=row.quantity, type=row.order_type, tif=row.time_in_force,
             limit_price=row.limit_price, stop_price=row.stop_price, client_order_id=row.client_order_id,
-        ), priority=priority)))
+        ), priority, msg.reply_to)
 
     def _submit_oco(self, msg: SubmitOco) -> None:
         tp, sl = msg.take_profit, msg.stop_loss
-        ids = (tp.order_id, sl.order_id)
-        msg.reply_to.tell(self._result(ids, lambda: self.broker.submit_with_lookup(NewOrder.oco_exit(
+        self._send((tp.order_id, sl.order_id), lambda: NewOrder.oco_exit(
             symbol=tp.symbol, side=tp.side, qty=tp.quantity, take_profit_limit=tp.limit_price,
             stop_price=sl.stop_price, client_order_id=tp.client_order_id,
-        ), priority=Priority.PROTECT)))
+        ), Priority.PROTECT, msg.reply_to)
+
+    def _send(self, order_ids: tuple[int, ...], make_order: Callable[[], NewOrder], priority: Priority,
+              reply_to: Any) -> None:
+        """Submit, tell the router, and only then log the broker's answer: the acknowledgement (and, for a stop, the
+        end of the wait for protection) is not held up by a log line."""
+        sent: list[NewOrder] = []
+
+        def submit() -> OrderReport:
+            sent.append(make_order())  # built inside _result: a row alpaca-py cannot express is refused, not sent
+            return self.broker.submit_with_lookup(sent[0], priority=priority, announce=False)
+
+        result = self._result(order_ids, submit)
+        reply_to.tell(result)
+        if result.report is not None:
+            self.broker.announce_submit(sent[0], result.report)
 
     def _result(self, order_ids: tuple[int, ...], call: Any) -> m.SubmitResult:
         try:

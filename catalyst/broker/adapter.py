@@ -116,13 +116,19 @@ class AlpacaBroker(MarketDataCalls):
 
     # ---- orders --------------------------------------------------------------------------------
 
-    def submit_order(self, order: NewOrder, priority: Priority = Priority.ENTRY) -> OrderReport:
+    def submit_order(self, order: NewOrder, priority: Priority = Priority.ENTRY, announce: bool = True) -> OrderReport:
+        """`announce=False`: the caller logs the submit line itself (announce_submit), after it has passed the
+        report on: a broker worker tells the router first, so the acknowledgement is not behind a log line."""
         request = alpaca_request(order)
         operation = f"submit {order.describe()}"
         report = self._mutate(operation, lambda: order_report(self._trading.submit_order(request)), priority)
+        if announce:
+            self.announce_submit(order, report)
+        return report
+
+    def announce_submit(self, order: NewOrder, report: OrderReport) -> None:
         logger.info("broker {} submit {} cid={} → {} id={}", self.name, order.symbol, order.client_order_id,
                     report.status, report.broker_id)
-        return report
 
     def submit_oco_exit(
         self,
@@ -141,7 +147,7 @@ class AlpacaBroker(MarketDataCalls):
         return self.submit_order(order, priority=Priority.PROTECT)
 
     def submit_with_lookup(
-        self, order: NewOrder, priority: Priority = Priority.ENTRY, attempts: int = 3
+        self, order: NewOrder, priority: Priority = Priority.ENTRY, attempts: int = 3, announce: bool = True
     ) -> OrderReport:
         """Submit so that one NewOrder can never become two broker orders.
 
@@ -154,7 +160,7 @@ class AlpacaBroker(MarketDataCalls):
 
         def attempt_once() -> OrderReport:
             try:
-                return self.submit_order(order, priority)
+                return self.submit_order(order, priority, announce)
             except DuplicateClientOrderId:
                 found = self._lookup_after(cid, priority)
                 if found is None:
