@@ -78,7 +78,11 @@ def exchange_process(names: list[str], price: str = "10.00") -> Iterator[RemoteE
         if not line:
             raise RuntimeError(f"the benchmark exchange process exited with {process.wait(START_TIMEOUT_S)}")
         urls = json.loads(line)
-        yield RemoteExchange(urls["base_url"], urls["stream_url"], process.pid)
+        remote = RemoteExchange(urls["base_url"], urls["stream_url"], process.pid)
+        try:
+            yield remote
+        finally:
+            remote.clock.close()
     finally:
         if process.stdin is not None:
             process.stdin.close()  # the child's signal to stop

@@ -37,23 +37,29 @@ class WallClock:
 
 
 class FollowedClock:
-    """An emulator in another process: poll its `/sim/v1/clock` and extrapolate by its speed in between.
+    """An emulator in another process: its `/sim/v1/clock`, read every `resync_s` by a thread of its own over one
+    kept-alive connection, extrapolated by its speed in between.
 
-    Why: the daemon must follow the broker's time even when the broker outlives it (crash tests), and one HTTP
-    call per `now()` would cost more than the trading itself. The poll runs on whichever actor thread asks first once
-    `resync_s` has passed, over one kept-alive connection (a new one per poll cost milliseconds of that thread's
-    time, inside whatever it was doing, e.g. protecting a fill); a thread asking while another polls extrapolates.
+    Why a thread of its own: the daemon must follow the broker's time even when the broker outlives it (crash tests),
+    and one HTTP call per `now()` would cost more than the trading itself. Read inline by whichever actor asked first
+    once `resync_s` had passed, the clock put a loopback round trip (1–3 ms) inside that actor's step once a second (a
+    fill's commit, a stop's submit): the slowest trades of a simulated day were the clock's, not the trading's. Now
+    `now()` never waits for the network; a reading that fails leaves the last one extrapolated, and the next is tried
+    `resync_s` later.
     """
+
+    MIN_RESYNC_S = 0.01  # a zero would be a busy loop of HTTP requests
 
     def __init__(self, base_url: str, resync_s: float = 1.0, timeout_s: float = 5.0) -> None:
         self._url = base_url.rstrip("/") + "/sim/v1/clock"
-        self._resync_s = resync_s
+        self._resync_s = max(resync_s, self.MIN_RESYNC_S)
         self._timeout_s = timeout_s
-        self._polling = threading.Lock()  # held by the one thread polling; guards the session too
-        self._http = requests.Session()
+        self._http = requests.Session()  # used by one thread at a time: __init__, then the follower only
         self._anchor: tuple[datetime, float, float] | None = None  # (exchange time, wall monotonic, speed)
-        with self._polling:
-            self._sync()
+        self._sync()  # the first reading is taken here: an emulator that does not answer raises
+        self._closed = threading.Event()
+        self._follower = threading.Thread(target=self._follow, name="clock-follower", daemon=True)
+        self._follower.start()
 
     @property
     def speed(self) -> float:
@@ -61,15 +67,20 @@ class FollowedClock:
 
     def now(self) -> datetime:
         anchor = self._anchor  # replaced whole, never changed in place: reading it needs no lock
-        if (anchor is None or time.monotonic() - anchor[1] > self._resync_s) and self._polling.acquire(blocking=False):
-            try:
-                self._sync()
-            finally:
-                self._polling.release()
-            anchor = self._anchor
         assert anchor is not None  # the first reading is taken in __init__
         at, wall, speed = anchor
         return at + timedelta(seconds=(time.monotonic() - wall) * speed)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop following (the last reading goes on being extrapolated) and close the connection."""
+        self._closed.set()
+        if self._follower is not threading.current_thread():
+            self._follower.join(timeout)
+        self._http.close()
+
+    def _follow(self) -> None:
+        while not self._closed.wait(self._resync_s):
+            self._sync()
 
     def _sync(self) -> None:
         try:
@@ -79,4 +90,4 @@ class FollowedClock:
         except (requests.RequestException, ValueError, KeyError, TypeError):
             if self._anchor is None:
                 raise
-            # keep extrapolating from the last good reading; the next call tries again
+            # keep extrapolating from the last good reading; the next one is tried resync_s later

@@ -37,6 +37,9 @@ class Endpoint:
         if self.exchange is not None:
             self.exchange.stop()
             self.exchange = None
+        close_clock = getattr(self.clock, "close", None)  # a followed emulator's clock has a thread to stop
+        if close_clock is not None:
+            close_clock()
 
 
 def stream_url_for(base_url: str) -> str:

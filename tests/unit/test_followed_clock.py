@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -59,39 +59,71 @@ def server() -> Iterator[ClockServer]:
     made.server_close()
 
 
-def test_reads_once_per_resync_over_one_connection_and_extrapolates_between(server: ClockServer) -> None:
-    clock = FollowedClock(server.url, resync_s=0.3)
+@pytest.fixture
+def following(server: ClockServer) -> Iterator[Callable[..., FollowedClock]]:
+    made: list[FollowedClock] = []
+
+    def follow(resync_s: float) -> FollowedClock:
+        made.append(FollowedClock(server.url, resync_s=resync_s))
+        return made[-1]
+
+    yield follow
+    for clock in made:
+        clock.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_now_never_reads_the_emulator_a_thread_of_its_own_does_over_one_connection(
+        server: ClockServer, following: Callable[..., FollowedClock]) -> None:
+    clock = following(resync_s=0.3)
     first = clock.now()
-    later = [clock.now() for _ in range(50)]
+    later = [clock.now() for _ in range(200)]
     read_in_a_burst = server.requests
-    time.sleep(0.35)
-    clock.now()
+    wait_until(lambda: server.requests >= read_in_a_burst + 2)  # two more readings, asked by no one
 
     assert first >= datetime(2026, 3, 2, 14, 30, tzinfo=timezone.utc) and later[-1] >= first
     assert read_in_a_burst <= 2  # the first reading (and one more only if this machine stalled 0.3 s)
-    assert server.requests == read_in_a_burst + 1  # read again once resync_s has passed
     assert len(server.peers) == 1  # one kept-alive connection
     assert clock.speed == 60.0
 
 
-def test_a_thread_asking_while_another_reads_is_not_held_up(server: ClockServer) -> None:
-    clock = FollowedClock(server.url, resync_s=0.0)
+def test_now_does_not_wait_while_a_reading_is_slow(server: ClockServer,
+                                                   following: Callable[..., FollowedClock]) -> None:
+    clock = following(resync_s=0.05)
     server.delay_s = 0.5
-    reader = threading.Thread(target=clock.now)
-    reader.start()
-    time.sleep(0.1)  # the reader is inside its slow poll
+    wait_until(lambda: server.requests >= 2)  # the follower is inside its slow reading
     started = time.monotonic()
-    clock.now()
+    for _ in range(100):
+        clock.now()
     asked_for = time.monotonic() - started
-    reader.join()
 
     assert asked_for < 0.25
 
 
-def test_an_emulator_that_stops_answering_is_extrapolated_from_the_last_reading(server: ClockServer) -> None:
-    clock = FollowedClock(server.url, resync_s=0.0)
+def test_an_emulator_that_stops_answering_is_extrapolated_from_the_last_reading(
+        server: ClockServer, following: Callable[..., FollowedClock]) -> None:
+    clock = following(resync_s=0.02)
     before = clock.now()
     server.down = True
-    time.sleep(0.02)
+    wait_until(lambda: server.requests >= 3)  # readings refused since
 
     assert clock.now() > before
+
+
+def test_closed_it_reads_no_more_and_goes_on_extrapolating(server: ClockServer) -> None:
+    clock = FollowedClock(server.url, resync_s=0.02)
+    wait_until(lambda: server.requests >= 2)
+    clock.close()
+    read = server.requests
+    before = clock.now()
+    time.sleep(0.1)
+
+    assert server.requests == read
+    assert clock.now() > before
+    assert not any(t.name == "clock-follower" and t.is_alive() for t in threading.enumerate())
