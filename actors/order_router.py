@@ -148,7 +148,8 @@ class OrderRouter(pykka.ThreadingActor):
         self._busy_at = 0.0  # monotonic time something other than a set-aside update was last handled
         self._acknowledging: tuple[WriteGroup, StoreCall] | None = None  # the acknowledgement being planned
         self._announcing: _AnnouncedPath | None = None  # the latest move's log line, still open to more steps
-        self._protecting: set[int] = set()  # order ids sent to a protection worker, their submit result not yet in
+        # Order ids sent to a protection worker, their submit result not yet in, with when they were sent.
+        self._protecting: dict[int, float] = {}
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -233,13 +234,22 @@ class OrderRouter(pykka.ThreadingActor):
             return
         now = time.monotonic()
         waiting = now - self._routine_since < self.settings.routine_update_wait_s
-        busy = bool(self._protecting) or not self.actor_inbox.empty() or now - self._busy_at < ROUTINE_QUIET_S
+        busy = self._protection_in_flight(now) or not self.actor_inbox.empty() or now - self._busy_at < ROUTINE_QUIET_S
         if waiting and busy:
             if now >= self._routine_wake_at:
                 self._routine_wake_at = now + ROUTINE_QUIET_S
                 tell_later(self.actor_ref, ROUTINE_QUIET_S, ApplyRoutineUpdates())
             return
         self._apply_routine()
+
+    def _protection_in_flight(self, now: float) -> bool:
+        """A protection submit sent less than `routine_update_wait_s` ago whose result is not in. One whose result
+        never comes (a worker that died with it; the doctor settles the row) stops counting then: otherwise every
+        later acknowledgement would wait the full `routine_update_wait_s`, for the rest of the day."""
+        oldest_counted = now - self.settings.routine_update_wait_s
+        for order_id in [i for i, sent in self._protecting.items() if sent < oldest_counted]:
+            del self._protecting[order_id]
+        return bool(self._protecting)
 
     def _apply_routine(self) -> None:
         routine, self._routine = self._routine, []
@@ -431,14 +441,15 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _to_protection(self, submit: SubmitOrder | SubmitOco, order_id: int) -> None:
         """A stop, an OCO or an exit to a protection worker; routine updates wait until its result is in."""
-        self._protecting.add(order_id)
+        self._protecting[order_id] = time.monotonic()
         next(self._protect).tell(submit)
         # Hand the CPU to the worker now, so its request is on the wire while this thread logs and announces: the
         # daemon's threads share one CPU and one GIL, and the worker would otherwise wait for the next switch.
         _yield_cpu()
 
     def _plan_SubmitResult(self, msg: m.SubmitResult, group: WriteGroup) -> None:
-        self._protecting.difference_update(msg.order_ids)
+        for order_id in msg.order_ids:
+            self._protecting.pop(order_id, None)
         rows = [self.by_order[i] for i in msg.order_ids if i in self.by_order]
         if msg.rejected is not None:  # both legs of an OCO in the same commit
             for tracked in rows:

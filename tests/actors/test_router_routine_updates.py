@@ -88,15 +88,28 @@ def test_with_no_wait_configured_a_new_event_is_recorded_at_once(router_waiting:
 
 def test_a_new_event_waits_no_longer_than_routine_update_wait_s(router_waiting: Callable[[float], Rig]) -> None:
     rig = router_waiting(0.5)
+    before_sending = time.monotonic()
     oco = oco_in_flight(rig)  # its reply never comes: the router stays busy protecting
-    told = time.monotonic()
     at_first = tell_new_event(rig, oco)
 
     wait_for(lambda: recorded_for(rig, oco), "the new event recorded after the longest wait")
 
     assert at_first == []
-    assert time.monotonic() - told >= 0.5
+    assert time.monotonic() - before_sending >= 0.5
     assert rig.writer.get_order(oco.take_profit.order_id).get().alpaca_order_id == "b-tp"
+
+
+def test_a_submit_whose_result_never_comes_holds_later_updates_only_for_routine_update_wait_s(
+        router_waiting: Callable[[float], Rig]) -> None:
+    rig = router_waiting(1.0)
+    oco = oco_in_flight(rig)  # its reply never comes (a worker that died with it)
+    time.sleep(1.1)  # longer than routine_update_wait_s since it was sent
+    told = time.monotonic()
+    tell_new_event(rig, oco)
+
+    wait_for(lambda: recorded_for(rig, oco), "the new event recorded", timeout=5)
+
+    assert time.monotonic() - told < 0.5  # recorded once the router is idle, not after another full second
 
 
 def test_new_events_still_waiting_are_recorded_when_the_router_stops(router_waiting: Callable[[float], Rig]) -> None:
