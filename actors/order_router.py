@@ -766,7 +766,7 @@ class OrderRouter(pykka.ThreadingActor):
             # A catch-up (submitted → accepted → filled) or an acknowledgement that also moves its order (a stop
             # leg created → submitted → accepted) is one line for `tail -f`, not one per step.
             last.path.append(status)
-            last.reason = reason
+            last.reason = reason or last.reason
             return
         path = _AnnouncedPath(group, tracked, [before, status], reason)
         self._announcing = path
