@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import pykka
 from loguru import logger
@@ -90,6 +90,11 @@ class Tracked:
         return f"{self.symbol}#o-{self.order_id}"
 
 
+class TradeStreamState(NamedTuple):
+    logged_in: bool
+    why: str
+
+
 @dataclass(eq=False)
 class _AnnouncedPath:
     """One order's moves planned in one write group, logged as ONE line once it commits."""
@@ -139,6 +144,7 @@ class OrderRouter(pykka.ThreadingActor):
         self.last_update_at: datetime | None = None
         self.stream_connections = 0
         self.stream_refusals = 0  # refused logins since the last connection: the first is news, the rest retries
+        self.stream_refused: str | None = None  # why the latest login was refused, until the stream logs in
         self.catching_up = False
         self._asked_owners: set[Any] = set()  # owners asked for an entry fill's writes, not yet told the outcome
         self._owner_groups: list[tuple[WriteGroup, Any]] = []  # their writes, for the message being planned
@@ -507,7 +513,7 @@ class OrderRouter(pykka.ThreadingActor):
         self.stream_connections = msg.count
         if self.stream_refusals:
             log.info(f"router trade stream logged in after {self.stream_refusals} refused login(s)")
-        self.stream_refusals = 0
+        self.stream_refusals, self.stream_refused = 0, None
         if self.last_update_at is None:
             # The first connection after a start: whatever happened while we were down is today's, so catch up
             # over the whole exchange day (a bounded number of paged calls), not just the last few minutes.
@@ -516,6 +522,14 @@ class OrderRouter(pykka.ThreadingActor):
         else:
             since = self.last_update_at - timedelta(minutes=5)
         self._catch_up(since, why=f"stream connected (#{msg.count})", force=True)
+
+    def trade_stream(self) -> TradeStreamState:
+        """Whether the trade stream is logged in, and if not, why: the cycle opens no position without it."""
+        if self.stream_refused is not None:
+            return TradeStreamState(False, f"its login was refused: {self.stream_refused}")
+        if not self.stream_connections:
+            return TradeStreamState(False, "it has not logged in yet")
+        return TradeStreamState(True, f"logged in, connection #{self.stream_connections}")
 
     def _catch_up(self, since: datetime, why: str, force: bool = False) -> None:
         if self.catching_up and not force:
@@ -526,6 +540,7 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _on_StreamLoginFailed(self, msg: m.StreamLoginFailed) -> None:
         self.stream_refusals += 1
+        self.stream_refused = msg.reason
         if self.stream_refusals == 1:  # the stream says each retry itself (broker stream ... login refused)
             log.error(f"router trade stream login failed: {msg.reason}; fills arrive only by REST catch-up (the "
                       f"doctor's passes) until it logs in")

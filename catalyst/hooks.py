@@ -5,6 +5,7 @@ Kept out of the cycle actor so it stays a thin state machine, and so each hook c
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -21,6 +22,7 @@ from catalyst.domain.positions import PositionSide
 from catalyst.runtime import next_session_start
 
 log = logger.bind(actor="cycle")
+STREAM_LOGIN_WAIT_S = 10.0  # wall seconds a first trade-stream login may take before entries are refused
 
 
 @dataclass(frozen=True)
@@ -130,7 +132,25 @@ class CycleHooks:
 
     def entries_allowed(self) -> tuple[bool, str]:
         allowed = self.doctor.entries_allowed().get(timeout=30)
-        return allowed if isinstance(allowed, tuple) else (bool(allowed), "the doctor halted new entries")
+        ok, why = allowed if isinstance(allowed, tuple) else (bool(allowed), "the doctor halted new entries")
+        return (ok, why) if not ok else self.trade_stream_ready()
+
+    def trade_stream_ready(self) -> tuple[bool, str]:
+        """No position is opened without the trade stream: its entry's fill would be learned only at the doctor's
+        next pass over REST, and its stop placed that much later. A login under way, or refused and being retried
+        (Alpaca allows one trade stream per account: a daemon restarted after a crash may be refused until the broker
+        drops the dead connection), is waited for a little; still not in, entries stop with the reason (another
+        program, or another catalyst daemon, holding the stream: two daemons on one account trade over each other)."""
+        router = self.daemon.system.router.proxy()
+        deadline = time.monotonic() + STREAM_LOGIN_WAIT_S
+        state = router.trade_stream().get(timeout=30)
+        while not state.logged_in and time.monotonic() < deadline:
+            time.sleep(0.2)
+            state = router.trade_stream().get(timeout=30)
+        if state.logged_in:
+            return True, f"the trade stream is {state.why}"
+        return False, (f"the trade stream is not logged in after {STREAM_LOGIN_WAIT_S:.0f} s ({state.why}): a fill "
+                       f"would be learned only at the doctor's next REST pass, its stop placed late")
 
     def doctor_pass(self, reason: str) -> None:
         self.doctor.run_pass(reason=reason).get(timeout=300)

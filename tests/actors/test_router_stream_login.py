@@ -47,3 +47,18 @@ def test_a_reconnects_catch_up_names_exchange_time_not_utc(trading):
     since = last - timedelta(minutes=5)  # the router looks back a little before the last update it saw
     assert since.astimezone(EXCHANGE_TZ).hour != since.astimezone(timezone.utc).hour  # the test can tell them apart
     assert f"router catching up over REST since {since.astimezone(EXCHANGE_TZ):%H:%M:%S}: stream connected (#2)" in lines
+
+
+def test_the_router_says_whether_its_trade_stream_is_logged_in_and_why_not(trading):
+    router = trading.system.router
+    proxy = router.proxy()
+    first = trading.wait_for(lambda: proxy.trade_stream().get().logged_in and proxy.trade_stream().get(), "a login")
+
+    router.tell(m.StreamLoginFailed(reason="login refused: connection limit exceeded"))
+    refused = proxy.trade_stream().get()
+    router.tell(m.StreamConnected(count=2))
+    again = proxy.trade_stream().get()
+
+    assert first.why.startswith("logged in")
+    assert not refused.logged_in and refused.why == "its login was refused: login refused: connection limit exceeded"
+    assert again.logged_in
