@@ -15,6 +15,7 @@ timestamps as naive UTC text in SQLAlchemy's SQLite format, booleans as 0/1.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -121,11 +122,14 @@ class RowReader:
         row = raw.execute(self.select, (key,)).fetchone()
         if row is None:
             return None
-        values = {name: (read(value) if read else value) for (name, read), value in zip(self.readers, row)}
-        return self.record_type(symbol=row[-1], **values)
+        return self._record(zip(self.readers, row), row[-1])  # the row's last column is the symbol
 
     def written(self, stored: dict[str, Any], symbol: str) -> Any:
         """The record a read of the row just written would give, from the values as stored (decimals and times as
         their text): every column must be given, so a column added to the table is never silently left out."""
-        values = {name: (read(stored[name]) if read else stored[name]) for name, read in self.readers}
-        return self.record_type(symbol=symbol, **values)
+        return self._record(((reader, stored[reader[0]]) for reader in self.readers), symbol)
+
+    def _record(self, stored: Iterable[tuple[tuple[str, Any], Any]], symbol: str) -> Any:
+        """((column, its reader), value as stored) pairs → the record, each value read as the ORM would."""
+        return self.record_type(symbol=symbol, **{name: (read(value) if read else value)
+                                                   for (name, read), value in stored})
