@@ -1,8 +1,9 @@
 """`python -m chaos`: seeded simulated days with broker faults and random `kill -9`s of the daemon, then the checker.
 
 Each run: `catalyst exchange` (own process, faults on, accelerated clock) and `catalyst run --broker-url` against it;
-the daemon is killed at random moments of the trading day and restarted at once. When the day is over the faults go
-off, the daemon gets one last quiet restart (its start-up doctor pass reconciles), and the invariant checker compares
+the daemon is killed at random moments of the trading day and restarted at once; right after each kill the database it
+left is checked against the broker for what must hold at any moment (every order it sent has its row, nothing doubled,
+no fill recorded twice). When the day is over the faults go off, the daemon gets one last quiet restart (its start-up doctor pass reconciles), and the invariant checker compares
 its database with the emulator's truth. One summary line; exit 1 on any violation, 2 on bad arguments.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sqlite3
 import sys
 import tempfile
 import time
@@ -22,7 +24,7 @@ from typing import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from chaos.harness import DaemonProcess, ExchangeProcess, HarnessError
-from chaos.invariants import Report, Violation, check_files
+from chaos.invariants import Report, Violation, check_files, check_mid_flight, read_database
 from catalyst.sim.faults import FaultPlan, FaultSpecError
 from catalyst.sim.market import EXCHANGE_TZ
 
@@ -110,6 +112,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                 time.sleep(rng.uniform(0, 0.5))  # off the clock poll's rhythm
                 daemon.kill9()
                 result.kills += 1
+                result.violations += at_the_kill(exchange, daemon, result.kills)
                 try:
                     daemon.start()
                     result.restarts += 1
@@ -133,6 +136,16 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
             result.violations += result.report.violations
     result.wall_s = time.monotonic() - began
     return result
+
+
+def at_the_kill(exchange: ExchangeProcess, daemon: DaemonProcess, kill: int) -> list[Violation]:
+    """The mid-flight invariants on the database the killed daemon left, against the broker as it is now (it only
+    ever gains orders and fills, so what held when the daemon died still holds)."""
+    try:
+        report = check_mid_flight(read_database(daemon.database_path), exchange.snapshot(SIM_KEY_ID))
+    except (HarnessError, OSError, sqlite3.Error) as exc:
+        return [Violation("harness", f"at kill {kill}: mid-flight check impossible: {exc}")]
+    return [Violation(v.kind, f"at kill {kill}: {v.detail}") for v in report.violations]
 
 
 def settle(exchange: ExchangeProcess, daemon: DaemonProcess, settings: ChaosSettings) -> list[Violation]:

@@ -1,7 +1,8 @@
 """The invariant checker: the daemon's SQLite database (opened read-only) against the emulator's own truth.
 
 Invariants (docs/RELIABILITY.md): nothing lost, nothing doubled, no fill applied twice, every open position
-protected, positions equal, cash explained by the recorded fills. Each broken one is a `Violation` naming the order or
+protected, positions equal, cash explained by the recorded fills (`check`, the daemon at rest); the subset that holds at
+every moment, order-first above all (`check_mid_flight`, right after a kill -9). Each broken one is a `Violation` naming the order or
 symbol, so a chaos log says exactly what to look at.
 """
 
@@ -19,6 +20,9 @@ ZERO = Decimal(0)
 # pending_*) still protects its shares.
 BROKER_TERMINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"})
 DB_WORKING = frozenset({"created", "submitted", "accepted", "partial_fill"})
+# Every order row's client_order_id starts so (catalyst.store.order_ops.client_order_id_for: cat-<database id>-<n>);
+# an OCO leg's is the broker's own.
+OUR_CLIENT_ID_PREFIX = "cat-"
 
 
 @dataclass(frozen=True)
@@ -107,20 +111,71 @@ def read_database(path: Path) -> DbView:
 
 def check(db: DbView, snapshot: dict[str, Any], starting_cash: Decimal | None = None) -> Report:
     """Every invariant over one database view and one broker snapshot (`GET /sim/v1/accounts/{key}/snapshot`)."""
-    broker_orders: list[dict[str, Any]] = list(snapshot.get("orders") or [])
-    report = Report(broker_orders=len(broker_orders), db_orders=len(db.orders), fills=len(snapshot.get("fills") or []))
+    report, broker_orders = _report(db, snapshot)
     out = report.violations
-    by_cid = {o.client_order_id: o for o in db.orders}
-    by_broker_id = {o.broker_id: o for o in db.orders if o.broker_id}
+    by_cid, by_broker_id = _db_indexes(db)
+    broker_by_id = {str(o["id"]): o for o in broker_orders}
+    # An OCO leg carries the broker's own client_order_id: at rest it is matched by its broker id instead.
+    _check_known(db, broker_orders, by_cid, by_broker_id, out, leg_ids_recorded=True)
+    for row in db.orders:
+        same_cid = [o for o in broker_orders if o.get("client_order_id") == row.client_order_id]
+        broker = broker_by_id.get(row.broker_id or "") or (same_cid[0] if same_cid else None)
+        label = f"o-{row.order_id} {row.symbol} {row.role} cid={row.client_order_id}"
+        if row.status in DB_WORKING and broker is None:
+            out.append(Violation("stale", f"{label} is {row.status} in the database but the broker has no such order"))
+        elif broker is not None and (row.status in DB_WORKING) == (broker.get("status") in BROKER_TERMINAL):
+            out.append(Violation("status", f"{label} is {row.status} in the database, {broker.get('status')} at the broker"))
+    _check_fills(db, broker_orders, by_broker_id, by_cid, out, at_rest=True)
+    _check_positions(db, snapshot, broker_orders, out)
+    if starting_cash is not None:
+        expected = starting_cash + db.fill_cash
+        actual = _decimal(snapshot.get("cash"))
+        if abs(expected - actual) > Decimal("0.01"):
+            out.append(Violation("cash", f"broker cash {actual} but starting cash + recorded fills = {expected}"))
+    return report
+
+
+def check_mid_flight(db: DbView, snapshot: dict[str, Any]) -> Report:
+    """What must hold at ANY moment, not only once the daemon has caught up: checked on the database a daemon left
+    when it was killed (-9) in the middle of its work, against the broker right after.
+
+    - order first: every broker order carrying one of our client ids has its row (the row is committed before the
+      order is sent, so a kill can never leave the broker with an order the database never had);
+    - nothing doubled: no client id on two broker orders, no row whose broker id is another order's;
+    - no broker id in the database that the broker does not know;
+    - no fill recorded twice or invented: the fills rows of an order never exceed what the broker executed.
+    Statuses, missing fills, positions, protection and cash may lag at a kill (the restart's catch-up settles them):
+    `check` judges those once the daemon is quiet.
+    """
+    report, broker_orders = _report(db, snapshot)
+    by_cid, by_broker_id = _db_indexes(db)
+    _check_known(db, broker_orders, by_cid, by_broker_id, report.violations, leg_ids_recorded=False)
+    _check_fills(db, broker_orders, by_broker_id, by_cid, report.violations, at_rest=False)
+    return report
+
+
+def _report(db: DbView, snapshot: dict[str, Any]) -> tuple[Report, list[dict[str, Any]]]:
+    broker_orders: list[dict[str, Any]] = list(snapshot.get("orders") or [])
+    return Report(broker_orders=len(broker_orders), db_orders=len(db.orders),
+                  fills=len(snapshot.get("fills") or [])), broker_orders
+
+
+def _db_indexes(db: DbView) -> tuple[dict[str, DbOrder], dict[str, DbOrder]]:
+    return {o.client_order_id: o for o in db.orders}, {o.broker_id: o for o in db.orders if o.broker_id}
+
+
+def _check_known(db: DbView, broker_orders: list[dict[str, Any]], by_cid: dict[str, DbOrder],
+                 by_broker_id: dict[str, DbOrder], out: list[Violation], leg_ids_recorded: bool) -> None:
+    """Lost and doubled orders. `leg_ids_recorded=False` (mid-flight): an OCO leg, whose client id is the broker's
+    own, may not have its broker id recorded yet; its parent, which carries our client id, stands for it."""
     broker_by_id = {str(o["id"]): o for o in broker_orders}
     broker_cid_count: dict[str, int] = defaultdict(int)
     for order in broker_orders:
         broker_cid_count[str(order.get("client_order_id"))] += 1
-
     for order in broker_orders:
         cid, bid = str(order.get("client_order_id")), str(order["id"])
-        # An OCO leg carries the broker's own client_order_id: it is matched by its broker id instead.
-        if cid not in by_cid and bid not in by_broker_id:
+        ours = cid.startswith(OUR_CLIENT_ID_PREFIX)
+        if cid not in by_cid and bid not in by_broker_id and (leg_ids_recorded or ours):
             out.append(Violation("lost", f"broker order {bid} cid={cid} {order.get('side')} {order.get('qty')} "
                                          f"{order.get('symbol')} {order.get('type')} ({order.get('status')}) is not in the database"))
         if broker_cid_count[cid] > 1:
@@ -133,24 +188,11 @@ def check(db: DbView, snapshot: dict[str, Any], starting_cash: Decimal | None = 
         if row.broker_id and same_cid and str(same_cid[0]["id"]) != row.broker_id:
             out.append(Violation("doubled", f"o-{row.order_id} {row.symbol} {row.role} cid={row.client_order_id} has "
                                             f"broker id {row.broker_id} in the database and {same_cid[0]['id']} at the broker"))
-        broker = broker_by_id.get(row.broker_id or "") or (same_cid[0] if same_cid else None)
-        label = f"o-{row.order_id} {row.symbol} {row.role} cid={row.client_order_id}"
-        if row.status in DB_WORKING and broker is None:
-            out.append(Violation("stale", f"{label} is {row.status} in the database but the broker has no such order"))
-        elif broker is not None and (row.status in DB_WORKING) == (broker.get("status") in BROKER_TERMINAL):
-            out.append(Violation("status", f"{label} is {row.status} in the database, {broker.get('status')} at the broker"))
-    _check_fills(db, broker_orders, by_broker_id, by_cid, out)
-    _check_positions(db, snapshot, broker_orders, out)
-    if starting_cash is not None:
-        expected = starting_cash + db.fill_cash
-        actual = _decimal(snapshot.get("cash"))
-        if abs(expected - actual) > Decimal("0.01"):
-            out.append(Violation("cash", f"broker cash {actual} but starting cash + recorded fills = {expected}"))
-    return report
 
 
 def _check_fills(db: DbView, broker_orders: list[dict[str, Any]], by_broker_id: dict[str, DbOrder],
-                 by_cid: dict[str, DbOrder], out: list[Violation]) -> None:
+                 by_cid: dict[str, DbOrder], out: list[Violation], at_rest: bool) -> None:
+    """Fills recorded twice or invented, always; at rest (`at_rest`) also fills missing and filled_qty behind."""
     for order in broker_orders:
         bid = str(order["id"])
         broker_filled = _decimal(order.get("filled_qty"))
@@ -159,9 +201,9 @@ def _check_fills(db: DbView, broker_orders: list[dict[str, Any]], by_broker_id: 
         label = f"o-{row.order_id} {row.symbol} {row.role}" if row else f"broker order {bid}"
         if recorded > broker_filled:
             out.append(Violation("fill_twice", f"{label}: fills rows sum to {recorded}, the broker filled {broker_filled}"))
-        elif recorded < broker_filled:
+        elif recorded < broker_filled and at_rest:
             out.append(Violation("fill_missing", f"{label}: fills rows sum to {recorded}, the broker filled {broker_filled}"))
-        if row is not None and row.filled_qty != broker_filled:
+        if at_rest and row is not None and row.filled_qty != broker_filled:
             out.append(Violation("status", f"{label}: filled_qty {row.filled_qty} in the database, {broker_filled} at the broker"))
     known = {str(o["id"]) for o in broker_orders}
     for bid, qty in db.fills_by_broker_id.items():

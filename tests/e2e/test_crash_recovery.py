@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from chaos.harness import DaemonProcess, ExchangeProcess, HarnessError
-from chaos.invariants import Report, check_files
+from chaos.invariants import Report, check_files, check_mid_flight, read_database
 from catalyst.sim.market import EXCHANGE_TZ
 
 pytestmark = pytest.mark.slow  # minutes of real processes: CI runs it; the everyday run skips it
@@ -75,8 +75,11 @@ def step_until(exchange: ExchangeProcess, daemon: DaemonProcess, pattern: str, s
 
 
 def kill_at(exchange: ExchangeProcess, daemon: DaemonProcess, pattern: str) -> None:
+    """Kill -9 once the daemon logs `pattern`; the database it left must already hold every order it sent."""
     step_until(exchange, daemon, pattern)
     daemon.kill9()
+    mid = check_mid_flight(read_database(daemon.database_path), exchange.snapshot(SIM_KEY))
+    assert mid.ok, "at the kill: " + "; ".join(map(str, mid.violations))
 
 
 def check(exchange: ExchangeProcess, daemon: DaemonProcess) -> Report:
