@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import requests
+from loguru import logger
 
 from catalyst.sim.market import EXCHANGE_TZ
 
@@ -45,15 +46,21 @@ class FollowedClock:
     once `resync_s` had passed, the clock put a loopback round trip (1–3 ms) inside that actor's step once a second (a
     fill's commit, a stop's submit): the slowest trades of a simulated day were the clock's, not the trading's. Now
     `now()` never waits for the network; a reading that fails leaves the last one extrapolated, and the next is tried
-    `resync_s` later.
+    `resync_s` later. Readings failing for `silent_for_s` give one WARNING (the time is then a guess: a paused or
+    stepped emulator is not followed), and one INFO line when they come back.
     """
 
     MIN_RESYNC_S = 0.01  # a zero would be a busy loop of HTTP requests
+    SILENT_FOR_S = 10.0
 
-    def __init__(self, base_url: str, resync_s: float = 1.0, timeout_s: float = 5.0) -> None:
+    def __init__(self, base_url: str, resync_s: float = 1.0, timeout_s: float = 5.0,
+                 silent_for_s: float = SILENT_FOR_S) -> None:
         self._url = base_url.rstrip("/") + "/sim/v1/clock"
         self._resync_s = max(resync_s, self.MIN_RESYNC_S)
         self._timeout_s = timeout_s
+        self._silent_for_s = silent_for_s
+        self._failing_since: float | None = None  # monotonic time of the first failed reading in a row
+        self._warned = False
         self._http = requests.Session()  # used by one thread at a time: __init__, then the follower only
         self._anchor: tuple[datetime, float, float] | None = None  # (exchange time, wall monotonic, speed)
         self._sync()  # the first reading is taken here: an emulator that does not answer raises
@@ -87,7 +94,28 @@ class FollowedClock:
             body = self._http.get(self._url, timeout=self._timeout_s).json()
             at = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00")).astimezone(EXCHANGE_TZ)
             self._anchor = (at, time.monotonic(), float(body.get("speed", 1.0)))
-        except (requests.RequestException, ValueError, KeyError, TypeError):
+        except (requests.RequestException, ValueError, KeyError, TypeError) as error:
             if self._anchor is None:
                 raise
             # keep extrapolating from the last good reading; the next one is tried resync_s later
+            self._failed(error)
+        else:
+            self._answered()
+
+    def _failed(self, error: Exception) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        if not self._warned and now - self._failing_since >= self._silent_for_s:
+            self._warned = True
+            assert self._anchor is not None  # a failure before the first reading raised in __init__
+            at, _, speed = self._anchor
+            logger.warning("exchange clock {}: no reading for {:.0f} s ({}); the time goes on from the last one "
+                           "({:%H:%M:%S}) at {:g}x, and a paused or stepped exchange is not followed",
+                           self._url, now - self._failing_since, " ".join(str(error).split())[:160], at, speed)
+
+    def _answered(self) -> None:
+        if self._warned and self._failing_since is not None:
+            logger.info("exchange clock {}: readings back after {:.0f} s", self._url,
+                        time.monotonic() - self._failing_since)
+        self._failing_since, self._warned = None, False

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loguru import logger
 
 from catalyst.clock import FollowedClock
 
@@ -127,3 +128,25 @@ def test_closed_it_reads_no_more_and_goes_on_extrapolating(server: ClockServer) 
     assert server.requests == read
     assert clock.now() > before
     assert not any(t.name == "clock-follower" and t.is_alive() for t in threading.enumerate())
+
+
+def test_readings_failing_for_a_while_give_one_warning_and_their_return_one_line(server: ClockServer) -> None:
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), level="INFO")
+    clock = FollowedClock(server.url, resync_s=0.02, silent_for_s=0.2)
+    try:
+        server.down = True
+        wait_until(lambda: any(level == "WARNING" for level, _ in lines))
+        failing = server.requests
+        wait_until(lambda: server.requests >= failing + 5)  # still refused: no second warning
+        server.down = False
+        wait_until(lambda: any("readings back" in text for _, text in lines))
+    finally:
+        clock.close()
+        logger.remove(sink)
+
+    warnings = [text for level, text in lines if level == "WARNING"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"exchange clock {server.url}/sim/v1/clock: no reading for ")
+    assert "(09:30:00) at 60x" in warnings[0]  # the last reading (14:30Z, New York time) it goes on from
+    assert [level for level, text in lines if "readings back" in text] == ["INFO"]
