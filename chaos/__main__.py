@@ -64,13 +64,17 @@ class RunResult:
     report: Report | None = None
     wall_s: float = 0.0
     folder: Path | None = None
+    orders_at_kills: list[int] = field(default_factory=list)  # broker orders the mid-flight check saw, per kill
 
     def line(self) -> str:
         checked = self.report.summary() if self.report else "not checked"
         if self.report and self.report.broker_orders == 0:
             checked += " (NO TRADE: this run proves nothing about orders)"
+        seen = self.orders_at_kills
+        mid_flight = (f"; mid-flight checks at {len(seen)} kills, {sum(1 for n in seen if n)} with broker orders "
+                      f"(up to {max(seen)})" if seen else "")
         return (f"chaos run seed {self.seed}: {self.kills} kills, {len(self.violations)} violations, "
-                f"{self.wall_s:.0f} s; {checked}")
+                f"{self.wall_s:.0f} s; {checked}{mid_flight}")
 
 
 def _at(settings: ChaosSettings, hhmm: str) -> datetime:
@@ -112,7 +116,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                 time.sleep(rng.uniform(0, 0.5))  # off the clock poll's rhythm
                 daemon.kill9()
                 result.kills += 1
-                result.violations += at_the_kill(exchange, daemon, result.kills)
+                at_the_kill(exchange, daemon, result)
                 try:
                     daemon.start()
                     result.restarts += 1
@@ -138,14 +142,17 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
     return result
 
 
-def at_the_kill(exchange: ExchangeProcess, daemon: DaemonProcess, kill: int) -> list[Violation]:
+def at_the_kill(exchange: ExchangeProcess, daemon: DaemonProcess, result: RunResult) -> None:
     """The mid-flight invariants on the database the killed daemon left, against the broker as it is now (it only
     ever gains orders and fills, so what held when the daemon died still holds)."""
+    kill = result.kills
     try:
         report = check_mid_flight(read_database(daemon.database_path), exchange.snapshot(SIM_KEY_ID))
     except (HarnessError, OSError, sqlite3.Error) as exc:
-        return [Violation("harness", f"at kill {kill}: mid-flight check impossible: {exc}")]
-    return [Violation(v.kind, f"at kill {kill}: {v.detail}") for v in report.violations]
+        result.violations.append(Violation("harness", f"at kill {kill}: mid-flight check impossible: {exc}"))
+        return
+    result.orders_at_kills.append(report.broker_orders)
+    result.violations += [Violation(v.kind, f"at kill {kill}: {v.detail}") for v in report.violations]
 
 
 def settle(exchange: ExchangeProcess, daemon: DaemonProcess, settings: ChaosSettings) -> list[Violation]:

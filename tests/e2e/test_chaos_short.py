@@ -28,6 +28,7 @@ def test_short_chaos_run_kills_the_daemon_and_finds_no_violation(tmp_path):
     assert summary, f"no summary line in:\n{result.stdout}\n{result.stderr[-2000:]}"
     assert int(summary.group(1)) == 4
     assert int(summary.group(2)) == 0, result.stdout
+    assert "mid-flight checks at 4 kills" in result.stdout  # the database each kill left was checked, every time
     assert result.returncode == 0
 
 
