@@ -52,10 +52,19 @@ MAX_TOGETHER = 128  # bounds one commit's size and the wait of the first update 
 ROUTINE_EVENTS = frozenset({"new", "pending_new", "accepted"})  # acknowledgements only: no shares, no end
 ROUTINE_QUIET_S = 0.005  # idle this long (and no protection in flight): a burst of fills is over, apply them
 OWNER_ANSWER_S = 2.0  # a position actor plans an entry fill's writes in well under a millisecond
+MARKET_FILL_CHECK_MAX_S = 60.0  # the last REST look at an unfilled market order; the doctor's passes after that
+STILL_WORKING = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.PARTIAL_FILL})
 
 
 class ApplyRoutineUpdates(m.Message):
     """The set-aside acknowledgement-only updates have waited long enough (see OrderRouter._park_routine)."""
+
+
+class CheckMarketFill(m.Message):
+    """A market order acknowledged `check_s` ago: ask the broker for it if it has still not filled."""
+
+    order_id: int
+    check_s: float
 
 
 class CheckExecutions(m.Message):
@@ -84,6 +93,7 @@ class Tracked:
     # Created by this router, so every execution of it recorded in the database went through `keys`: an
     # execution not in `keys` is certainly new (the fast path of an entry fill relies on it).
     keys_complete: bool = False
+    market: bool = False  # a market order: it fills at once in the session, so a long silence is suspicious
 
     @property
     def label(self) -> str:
@@ -131,6 +141,7 @@ class OrderRouter(pykka.ThreadingActor):
         super().__init__()
         self.settings = settings or RouterSettings()
         self._grace_timers: dict[int, tuple[Delayed, Decimal, datetime]] = {}
+        self._market_checks: dict[int, Delayed] = {}  # market orders acknowledged and not yet seen filled
         self.writer = writer
         self._protect = itertools.cycle(protect_workers)
         self._general = itertools.cycle(general_workers)
@@ -166,6 +177,9 @@ class OrderRouter(pykka.ThreadingActor):
         for timer, _, _ in self._grace_timers.values():
             timer.cancel()
         self._grace_timers.clear()
+        for timer in self._market_checks.values():
+            timer.cancel()
+        self._market_checks.clear()
 
     # --- messages --------------------------------------------------------------------------------------------
 
@@ -613,6 +627,7 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _after_acknowledged(self, tracked: Tracked) -> None:
         self._replay_unmatched(tracked)
+        self._check_market_fill_later(tracked, self.settings.market_fill_check_s)
         if tracked.pending_cancel:
             tracked.pending_cancel = False
             self._on_CancelOrders(m.CancelOrders(order_ids=(tracked.order_id,), reason=tracked.cancel_reason or "cancel"))
@@ -640,8 +655,9 @@ class OrderRouter(pykka.ThreadingActor):
             owner_writes = self._plan_owner_writes(tracked, execution, fresh)
         if execution is None and report.filled_qty > tracked.filled_qty:
             # The broker says more shares filled than we have executions for. Usually the stream's fill event is
-            # on its way (a marketable order's response says filled first); if it is still missing after a grace
-            # period, it was lost (stream gap, dropped frame): fetch executions over REST, never invent one.
+            # on its way (a REST report, or a reply saying filled, can be ahead of it); if it is still missing
+            # after a grace period, it was lost (stream gap, dropped frame): fetch executions over REST, never
+            # invent one.
             self._expect_executions(tracked, report.filled_qty, since=report.submitted_at - timedelta(minutes=1))
         advanced = False
         try:
@@ -803,6 +819,34 @@ class OrderRouter(pykka.ThreadingActor):
                            CheckExecutions(order_id=tracked.order_id))
         self._grace_timers[tracked.order_id] = (timer, filled_qty, since)
 
+    def _check_market_fill_later(self, tracked: Tracked, check_s: float) -> None:
+        if not tracked.market or check_s <= 0 or check_s > MARKET_FILL_CHECK_MAX_S or not self._unfilled(tracked):
+            return
+        previous = self._market_checks.pop(tracked.order_id, None)
+        if previous is not None:
+            previous.cancel()
+        self._market_checks[tracked.order_id] = tell_later(
+            self.actor_ref, check_s, CheckMarketFill(order_id=tracked.order_id, check_s=check_s))
+
+    @staticmethod
+    def _unfilled(tracked: Tracked) -> bool:
+        return (tracked.status in STILL_WORKING and tracked.broker_id is not None
+                and max(tracked.filled_qty, tracked.reported_filled_qty) < tracked.qty)
+
+    def _on_CheckMarketFill(self, msg: CheckMarketFill) -> None:
+        """Ask the broker for a market order still unfilled: its report, applied like any other, starts the usual
+        REST catch-up of executions when it says shares filled that the stream never brought."""
+        self._market_checks.pop(msg.order_id, None)
+        tracked = self.by_order.get(msg.order_id)
+        if tracked is None or not self._unfilled(tracked):
+            return
+        assert tracked.broker_id is not None  # _unfilled
+        log.info(f"order {tracked.label} market order with no fill {msg.check_s:g}s after its acknowledgement "
+                 f"({tracked.status}, {tracked.filled_qty} of {tracked.qty}): asking the broker")
+        next(self._general).tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref))
+        if msg.check_s < MARKET_FILL_CHECK_MAX_S:  # 2, 4, 8 … 60 s, then only the doctor's passes
+            self._check_market_fill_later(tracked, min(msg.check_s * 2, MARKET_FILL_CHECK_MAX_S))
+
     def _on_CheckExecutions(self, msg: CheckExecutions) -> None:
         pending = self._grace_timers.pop(msg.order_id, None)
         tracked = self.by_order.get(msg.order_id)
@@ -836,7 +880,7 @@ class OrderRouter(pykka.ThreadingActor):
         tracked = Tracked(
             order_id=row.order_id, client_order_id=row.client_order_id, role=row.role, symbol=row.symbol,
             side=row.side, qty=row.quantity, status=OrderStatus(row.status), filled_qty=row.filled_qty,
-            broker_id=row.alpaca_order_id, owner=owner,
+            broker_id=row.alpaca_order_id, owner=owner, market=row.order_type == "market",
         )
         self.by_order[tracked.order_id] = tracked
         self.by_cid[tracked.client_order_id] = tracked

@@ -11,12 +11,19 @@ class RouterSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # see catalyst.config.Section
 
     # Wall seconds a fill the broker reports (submit response, REST) may wait for its stream event before the
-    # router fetches executions over REST: a marketable entry's response says "filled" before the event lands.
+    # router fetches executions over REST: a REST report (or a submit reply saying "filled") can be ahead of it.
     missing_execution_grace_s: float = Field(default=2.0, ge=0)
     # Wall seconds the router holds a submit result saying "filled" for that fill's stream event, which is usually
     # a millisecond behind it: both then go in one commit, and the fill does not queue behind the result's own.
+    # (Alpaca answers a market order `accepted`; a broker or emulator answering `filled` is served all the same.)
     fill_event_wait_s: float = Field(default=0.002, ge=0, le=1.0)
     # Wall seconds an acknowledgement-only trade update (new, pending_new, accepted) of an order the router already
     # tracks may wait while fills and protection submits are being handled: it carries no shares and no end, and
     # it is recorded and applied as soon as the router is idle, or after this long at the latest. 0: never waits.
     routine_update_wait_s: float = Field(default=1.0, ge=0, le=60.0)
+    # Wall seconds a market order may stay acknowledged without a fill before the router asks the broker for it over
+    # REST; then again after twice as long, up to MARKET_FILL_CHECK_MAX_S, after which the doctor's passes take over.
+    # Alpaca answers a market order `accepted` and reports its fills only by the stream: a fill event lost without a
+    # disconnect (no reconnect, so no catch-up) would otherwise leave the shares unprotected until the doctor's next
+    # pass. A market order fills in milliseconds in the session, so a healthy day makes no such call. 0: never asks.
+    market_fill_check_s: float = Field(default=2.0, ge=0, le=60.0)

@@ -6,6 +6,7 @@ Not thread-safe by design: the server runs every call on its one event loop thre
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Protocol
@@ -31,6 +32,20 @@ class Clock(Protocol):
 
 def minute_of(moment: datetime) -> datetime:
     return moment.astimezone(EXCHANGE_TZ).replace(second=0, microsecond=0)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A new order and Alpaca's answer to its POST: the order as accepted, before it was routed or executed.
+
+    Why not the order as it stands after its first fill: Alpaca answers a market order during the session with
+    `status: accepted` and `filled_qty: "0"` (both examples of POST /v2/orders in its OpenAPI file), then routes it;
+    the `new` and `fill` updates come by the stream. A client must learn fills from the stream (or by REST), never
+    from the submit reply, and the emulator makes it so.
+    """
+
+    order: SimOrder
+    answer: dict[str, Any]
 
 
 class Engine:
@@ -106,7 +121,7 @@ class Engine:
         self.emit(account, event, order)
 
     # -- submission --
-    def submit(self, key_id: str, spec: OrderSpec) -> SimOrder:
+    def submit(self, key_id: str, spec: OrderSpec) -> Submitted:
         account = self.account(key_id)
         if spec.client_order_id is not None and spec.client_order_id in account.by_client_id:
             raise ExchangeError(422, 40010001, "client_order_id must be unique")
@@ -115,20 +130,25 @@ class Engine:
         reserve = self._check_funds(account, spec)
         parent, legs = oco.build(spec, self.clock.now(), uuid.uuid4)
         parent.reserve_price = reserve
-        self._place(account, parent, legs)
-        return parent
+        self._accept(account, parent, legs)
+        answer = self.order_json(account, parent)
+        self._route(account, parent)
+        return Submitted(parent, answer)
 
-    def _place(self, account: Account, order: SimOrder, legs: list[SimOrder]) -> None:
+    def _accept(self, account: Account, order: SimOrder, legs: list[SimOrder]) -> None:
         now = self.clock.now()
-        tradeable = self.can_trade_now(order.extended_hours)
+        order.status = Status.ACCEPTED  # received, not yet routed: what Alpaca's answer to the POST says
         for item in (order, *legs):
             item.working_since = now
             if item.time_in_force is TimeInForce.DAY:
                 session = self.next_session(now)
                 item.session_day = session.day if session else None
             account.add(item)
-        if order.status is Status.NEW and not tradeable and order.time_in_force not in (TimeInForce.IOC, TimeInForce.FOK):
-            order.status = Status.ACCEPTED  # queued for the next open (Alpaca does the same after hours)
+
+    def _route(self, account: Account, order: SimOrder) -> None:
+        tradeable = self.can_trade_now(order.extended_hours)
+        if tradeable or order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK):
+            order.status = Status.NEW  # routed; after hours it stays accepted, queued for the next open
         self.emit(account, "accepted" if order.status is Status.ACCEPTED else "new", order)
         if order.time_in_force in (TimeInForce.IOC, TimeInForce.FOK) and not tradeable:
             self.finish(account, order, Status.CANCELED, "canceled")
@@ -216,7 +236,7 @@ class Engine:
         return new
 
     # -- positions --
-    def close_position(self, key_id: str, symbol: str, qty: Decimal | None, percentage: Decimal | None) -> SimOrder:
+    def close_position(self, key_id: str, symbol: str, qty: Decimal | None, percentage: Decimal | None) -> Submitted:
         account = self.account(key_id)
         position = account.positions.get(symbol.upper())
         if position is None:

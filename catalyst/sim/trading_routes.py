@@ -78,8 +78,8 @@ async def get_account(request: web.Request) -> web.Response:
 
 async def submit_order(request: web.Request) -> web.Response:
     engine = _engine(request)
-    order = engine.submit(_key(request), parse_order_body(await _body(request), engine.market.symbols))
-    return web.json_response(engine.order_json(engine.account(_key(request)), order))
+    submitted = engine.submit(_key(request), parse_order_body(await _body(request), engine.market.symbols))
+    return web.json_response(submitted.answer)
 
 
 async def list_orders(request: web.Request) -> web.Response:
@@ -164,8 +164,8 @@ async def close_position(request: web.Request) -> web.Response:
     qty, percentage = decimal_field(query, "qty"), decimal_field(query, "percentage")
     if qty is not None and percentage is not None:
         raise unprocessable("give qty or percentage, not both")
-    order = engine.close_position(_key(request), request.match_info["symbol"], qty, percentage)
-    return web.json_response(engine.order_json(engine.account(_key(request)), order))
+    submitted = engine.close_position(_key(request), request.match_info["symbol"], qty, percentage)
+    return web.json_response(submitted.answer)
 
 
 async def close_all_positions(request: web.Request) -> web.Response:
@@ -176,9 +176,9 @@ async def close_all_positions(request: web.Request) -> web.Response:
     results: list[dict[str, Any]] = []
     for symbol in list(engine.account(key).positions):
         try:
-            order = engine.close_position(key, symbol, None, None)
-            results.append({"symbol": symbol, "status": 200, "order_id": str(order.id),
-                            "body": engine.order_json(engine.account(key), order)})
+            submitted = engine.close_position(key, symbol, None, None)
+            results.append({"symbol": symbol, "status": 200, "order_id": str(submitted.order.id),
+                            "body": submitted.answer})
         except ExchangeError as error:
             results.append({"symbol": symbol, "status": error.status,
                             "body": {"code": error.code, "message": error.message, "symbol": symbol}})

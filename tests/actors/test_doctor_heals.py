@@ -164,12 +164,12 @@ def test_a_position_closed_by_hand_is_a_phantom_closed_with_the_brokers_real_fil
 def test_a_dropped_fill_event_is_a_missing_fill_the_doctor_applies(trading, doctor):
     trading.exchange.set_price("AAPL", "150.00")
     trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
-    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status == "submitted", "the entry resting")
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
     trading.exchange.set_faults("drop=1.0")
     trading.trade("AAPL", "148.50")
     trading.wait_for(lambda: any(p["symbol"] == "AAPL" for p in trading.broker_view()["positions"]), "the fill")
     trading.exchange.set_faults("")
-    assert trading.all_orders()[0].status == "submitted"  # the daemon did not see it
+    assert trading.all_orders()[0].status in ("submitted", "accepted")  # the daemon did not see it
     report = doctor.run_pass(reason="test").get()
     assert kinds(report) == ["MISSING_FILL", "ORDER_STATUS_MISMATCH"]
     position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "open" and p, "the fill applied")
@@ -353,7 +353,7 @@ def test_an_entry_placed_while_a_pass_reads_the_broker_is_ours_never_an_orphan_a
 def test_a_fill_recorded_while_a_pass_reads_the_broker_is_not_reported_missing(trading, doctor_broker):
     trading.exchange.set_price("AAPL", "150.00")
     trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
-    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status == "submitted", "the entry resting")
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
 
     def resting_entry_filled_and_recorded() -> None:
         trading.trade("AAPL", "148.50")

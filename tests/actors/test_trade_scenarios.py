@@ -5,14 +5,19 @@ Each asserts the database AND the emulator's own view of the account.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pykka
+import pytest
+from loguru import logger
 
 from actors import messages as m
 from actors.position import PositionActor
 from catalyst.domain.orders import OrderStatus
 from catalyst.domain.positions import PositionSide
+from catalyst.router_settings import RouterSettings
 
 
 def position_of(trading, symbol="AAPL"):
@@ -116,7 +121,18 @@ def test_duplicated_fill_events_are_applied_once(trading):
     assert len(trading.writer.fills_for_order(entry.order_id).get()) == 1
 
 
-def test_fill_events_lost_on_the_stream_are_recovered_over_rest(trading):
+@pytest.fixture
+def router_lines() -> Iterator[list[str]]:
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
+                      filter=lambda record: record["name"] == "actors.order_router")
+    yield lines
+    logger.remove(sink)
+
+
+def test_fill_events_lost_on_the_stream_are_recovered_over_rest(trading, router_lines):
+    # Alpaca answers a market order `accepted` and tells its fill only by the stream: with every event lost and no
+    # disconnect (so no catch-up), only the router's own look at the unfilled market order finds the fill.
     trading.exchange.set_price("AAPL", "149.95")
     trading.exchange.set_faults("drop=1.0")
     trading.open(trading.plan())
@@ -126,6 +142,18 @@ def test_fill_events_lost_on_the_stream_are_recovered_over_rest(trading):
     assert position.quantity == Decimal("100")
     fills = trading.writer.fills_for_order(trading.all_orders()[0].order_id).get()
     assert [f.source for f in fills] == ["activity"]
+    entry = trading.all_orders()[0]
+    assert any(line.startswith(f"order AAPL#o-{entry.order_id} market order with no fill 2s after its "
+                               "acknowledgement (accepted, 0 of 100): asking the broker") for line in router_lines)
+
+
+def test_a_market_entry_whose_fill_event_arrives_costs_no_extra_broker_call(trading, router_lines):
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan())
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
+    time.sleep(RouterSettings().market_fill_check_s + 0.5)  # past the moment a look would be due
+
+    assert not [line for line in router_lines if "asking the broker" in line]
 
 
 def test_a_stream_disconnect_mid_trade_is_caught_up(trading):

@@ -291,7 +291,7 @@ def trading_day(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TradingDay
         day.runs.append(run1)
         run1.wait_for(r"doctor pass #1 \(start-up\)", timeout=60)
         pump.go()
-        run1.wait_for(r"broker protect-\d+ submit \S+ cid=\S+ \\u2192 new|broker protect-\d+ submit \S+ cid=\S+ → new",
+        run1.wait_for(r"broker protect-\d+ submit \S+ cid=\S+ (\\u2192|→) (new|accepted)",
                       timeout=90)
         pump.hold()  # nothing fills while we poke at the daemon: the state we stop in is the state we check
         wait_until(lambda: _all_filled_entries_protected(day.db), 30, "protection for every filled entry")

@@ -34,7 +34,8 @@ def test_close_position_by_qty_and_by_percentage_answers_orders(trading):
     by_qty = trading.close_position("AAPL", ClosePositionRequest(qty="4"))
     by_percentage = trading.close_position("AAPL", ClosePositionRequest(percentage="50"))
 
-    assert (by_qty.side, by_qty.status, Decimal(str(by_qty.qty))) == (OrderSide.SELL, OrderStatus.FILLED, 4)
+    assert (by_qty.side, by_qty.status, Decimal(str(by_qty.qty))) == (OrderSide.SELL, OrderStatus.ACCEPTED, 4)
+    assert trading.get_order_by_id(by_qty.id).status == OrderStatus.FILLED  # the answer is the order as accepted
     assert Decimal(str(by_percentage.qty)) == 3
     assert trading.get_open_position("AAPL").qty == "3"
 

@@ -35,8 +35,12 @@ def test_account_reports_money_as_strings_and_active_status(trading):
 
 
 def test_market_order_fills_on_submit_at_the_last_trade(trading):
-    order = trading.submit_order(market("AAPL", 10, OrderSide.BUY, client_order_id="buy-1"))
+    answer = trading.submit_order(market("AAPL", 10, OrderSide.BUY, client_order_id="buy-1"))
+    order = trading.get_order_by_id(answer.id)
 
+    # Alpaca's answer is the order as accepted (its OpenAPI examples: `accepted`, filled_qty "0"); the fill is
+    # reported by the stream and by REST afterwards.
+    assert (answer.status, Decimal(str(answer.filled_qty)), answer.filled_avg_price) == (OrderStatus.ACCEPTED, 0, None)
     assert order.status == OrderStatus.FILLED
     assert Decimal(str(order.filled_qty)) == 10 and Decimal(str(order.filled_avg_price)) == 100
     position = trading.get_open_position("AAPL")
@@ -46,7 +50,8 @@ def test_market_order_fills_on_submit_at_the_last_trade(trading):
 
 def test_limit_order_partially_fills_against_bar_volume_then_fills(exchange, trading):
     order = trading.submit_order(limit("AAPL", 50, OrderSide.BUY, 99))
-    assert order.status == OrderStatus.NEW
+    assert order.status == OrderStatus.ACCEPTED
+    assert trading.get_order_by_id(order.id).status == OrderStatus.NEW  # routed, resting below the market
 
     exchange.set_price("AAPL", "98", volume=100)  # participation 0.25 -> 25 shares this minute
     exchange.advance(timedelta(minutes=1))
@@ -101,8 +106,9 @@ def test_stop_limit_rests_as_a_limit_after_triggering(exchange, trading):
 def test_ioc_fills_what_it_can_and_cancels_the_rest(exchange, trading):
     exchange.set_price("MSFT", "200", volume=40)  # 10 shares of liquidity
 
-    order = trading.submit_order(MarketOrderRequest(symbol="MSFT", qty=30, side=OrderSide.BUY,
-                                                    time_in_force=TimeInForce.IOC))
+    answer = trading.submit_order(MarketOrderRequest(symbol="MSFT", qty=30, side=OrderSide.BUY,
+                                                     time_in_force=TimeInForce.IOC))
+    order = trading.get_order_by_id(answer.id)
 
     assert order.status == OrderStatus.CANCELED
     assert Decimal(str(order.filled_qty)) == 10
@@ -111,10 +117,10 @@ def test_ioc_fills_what_it_can_and_cancels_the_rest(exchange, trading):
 def test_fok_fills_nothing_when_it_cannot_fill_everything(exchange, trading):
     exchange.set_price("MSFT", "200", volume=40)
 
-    order = trading.submit_order(MarketOrderRequest(symbol="MSFT", qty=30, side=OrderSide.BUY,
-                                                    time_in_force=TimeInForce.FOK))
-    full = trading.submit_order(MarketOrderRequest(symbol="MSFT", qty=5, side=OrderSide.BUY,
-                                                   time_in_force=TimeInForce.FOK))
+    order = trading.get_order_by_id(trading.submit_order(MarketOrderRequest(
+        symbol="MSFT", qty=30, side=OrderSide.BUY, time_in_force=TimeInForce.FOK)).id)
+    full = trading.get_order_by_id(trading.submit_order(MarketOrderRequest(
+        symbol="MSFT", qty=5, side=OrderSide.BUY, time_in_force=TimeInForce.FOK)).id)
 
     assert (order.status, Decimal(str(order.filled_qty))) == (OrderStatus.CANCELED, 0)
     assert (full.status, Decimal(str(full.filled_qty))) == (OrderStatus.FILLED, 5)
@@ -145,7 +151,7 @@ def test_market_order_after_hours_is_queued_and_fills_at_the_open(exchange, trad
 
 
 def test_selling_without_a_position_opens_a_short(trading):
-    order = trading.submit_order(market("TSLA", 20, OrderSide.SELL))
+    order = trading.get_order_by_id(trading.submit_order(market("TSLA", 20, OrderSide.SELL)).id)
 
     position = trading.get_open_position("TSLA")
     account = trading.get_account()
