@@ -776,6 +776,8 @@ class OrderRouter(pykka.ThreadingActor):
         """Move the tracked order now (later decisions in the same group build on it); log it after the commit."""
         before = tracked.status
         tracked.status = status
+        if status not in STILL_WORKING and tracked.order_id in self._market_checks:  # filled or ended: no look due
+            self._market_checks.pop(tracked.order_id).cancel()
         if write:
             filled = tracked.filled_qty if filled_qty is None else max(filled_qty, tracked.filled_qty)
             pending = self._acknowledging
