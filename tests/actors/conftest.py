@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pykka
 import pytest
+from loguru import logger
 
 from actors.messages import TradePlan
 from actors.system import TradingSystem, alpaca_factories
@@ -135,3 +136,13 @@ def trading(exchange: EmbeddedExchange, tmp_path) -> Iterator[Trading]:
     harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}").start()
     yield harness
     harness.stop()
+
+
+@pytest.fixture
+def router_lines() -> Iterator[list[str]]:
+    """The messages the router logs at INFO, in order."""
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
+                      filter=lambda record: record["name"] == "actors.order_router")
+    yield lines
+    logger.remove(sink)

@@ -6,12 +6,9 @@ Each asserts the database AND the emulator's own view of the account.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pykka
-import pytest
-from loguru import logger
 
 from actors import messages as m
 from actors.position import PositionActor
@@ -119,15 +116,6 @@ def test_duplicated_fill_events_are_applied_once(trading):
     assert position.realized_pnl == Decimal("505.00")
     entry = trading.all_orders()[0]
     assert len(trading.writer.fills_for_order(entry.order_id).get()) == 1
-
-
-@pytest.fixture
-def router_lines() -> Iterator[list[str]]:
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
-                      filter=lambda record: record["name"] == "actors.order_router")
-    yield lines
-    logger.remove(sink)
 
 
 def test_fill_events_lost_on_the_stream_are_recovered_over_rest(trading, router_lines):

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from loguru import logger
 
 from actors import messages as m
 from actors.broker_worker import CatchUp, SubmitOco, SubmitOrder
@@ -310,16 +309,6 @@ def test_a_filled_submit_result_whose_event_never_comes_is_committed_after_the_w
         assert rig.served() == [("batch", "mark_submitted")]  # the broker id and "filled" in one write
     finally:
         rig.stop()
-
-
-@pytest.fixture
-def router_lines() -> Iterator[list[str]]:
-    """The messages the router logs at INFO, in order."""
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
-                      filter=lambda record: record["name"] == "actors.order_router")
-    yield lines
-    logger.remove(sink)
 
 
 def test_a_catch_up_through_several_states_is_one_log_line(rig: Rig, router_lines: list[str]) -> None:
