@@ -822,7 +822,7 @@ class OrderRouter(pykka.ThreadingActor):
         self._grace_timers[tracked.order_id] = (timer, filled_qty, since)
 
     def _check_market_fill_later(self, tracked: Tracked, check_s: float) -> None:
-        if not tracked.market or check_s <= 0 or check_s > MARKET_FILL_CHECK_MAX_S or not self._unfilled(tracked):
+        if not tracked.market or check_s <= 0 or not self._unfilled(tracked):
             return
         previous = self._market_checks.pop(tracked.order_id, None)
         if previous is not None:
