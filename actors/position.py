@@ -80,6 +80,7 @@ class PositionActor(pykka.ThreadingActor):
         self._waiting_for_exit_fills = False  # said once: a flatten found its exits filled at the broker
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
+        self._finished = False  # told the system and asked to stop: messages still queued must not do it again
         self.restored = restored
         self.log = logger.bind(actor="position")
 
@@ -377,8 +378,11 @@ class PositionActor(pykka.ThreadingActor):
         self.router.tell(m.CancelOrders(order_ids=working, reason="position closed"))
 
     def _finish_if_done(self) -> None:
-        if not self.position.is_terminal or any(v.working for v in self.orders.values()):
+        # stop() takes effect after the messages already queued (an OCO sibling's cancel beside the exit fill, a
+        # timer): each would otherwise find the position done again, log it again and tell the system again.
+        if self._finished or not self.position.is_terminal or any(v.working for v in self.orders.values()):
             return
+        self._finished = True
         self.system.tell(m.PositionFinished(key=self.label, status=str(self.position.status),
                                             realized_pnl=self.position.realized_pnl))
         self.log.info(f"position {self.label} done ({self.position.status}); actor stops")
