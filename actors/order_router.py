@@ -142,6 +142,7 @@ class OrderRouter(pykka.ThreadingActor):
         self.settings = settings or RouterSettings()
         self._grace_timers: dict[int, tuple[Delayed, Decimal, datetime]] = {}
         self._market_checks: dict[int, Delayed] = {}  # market orders acknowledged and not yet seen filled
+        self._market_looks: set[int] = set()  # market orders that look has asked for, while they still work
         self.writer = writer
         self._protect = itertools.cycle(protect_workers)
         self._general = itertools.cycle(general_workers)
@@ -776,8 +777,10 @@ class OrderRouter(pykka.ThreadingActor):
         """Move the tracked order now (later decisions in the same group build on it); log it after the commit."""
         before = tracked.status
         tracked.status = status
-        if status not in STILL_WORKING and tracked.order_id in self._market_checks:  # filled or ended: no look due
-            self._market_checks.pop(tracked.order_id).cancel()
+        if status not in STILL_WORKING:  # filled or ended: no look due
+            if tracked.order_id in self._market_checks:
+                self._market_checks.pop(tracked.order_id).cancel()
+            self._market_looks.discard(tracked.order_id)
         if write:
             filled = tracked.filled_qty if filled_qty is None else max(filled_qty, tracked.filled_qty)
             pending = self._acknowledging
@@ -817,8 +820,9 @@ class OrderRouter(pykka.ThreadingActor):
             timer, expected, first_since = pending
             self._grace_timers[tracked.order_id] = (timer, max(expected, filled_qty), min(first_since, since))
             return
-        timer = tell_later(self.actor_ref, self.settings.missing_execution_grace_s,
-                           CheckExecutions(order_id=tracked.order_id))
+        # A fill found by the look at a silent market order has had its stream event overdue for seconds already.
+        grace_s = 0.0 if tracked.order_id in self._market_looks else self.settings.missing_execution_grace_s
+        timer = tell_later(self.actor_ref, grace_s, CheckExecutions(order_id=tracked.order_id))
         self._grace_timers[tracked.order_id] = (timer, filled_qty, since)
 
     def _check_market_fill_later(self, tracked: Tracked, check_s: float) -> None:
@@ -845,6 +849,7 @@ class OrderRouter(pykka.ThreadingActor):
         assert tracked.broker_id is not None  # _unfilled
         log.info(f"order {tracked.label} market order with no fill {msg.check_s:g}s after its acknowledgement "
                  f"({tracked.status}, {tracked.filled_qty} of {tracked.qty}): asking the broker")
+        self._market_looks.add(tracked.order_id)
         next(self._general).tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref))
         if msg.check_s < MARKET_FILL_CHECK_MAX_S:  # 2, 4, 8 … 60 s, then only the doctor's passes
             self._check_market_fill_later(tracked, min(msg.check_s * 2, MARKET_FILL_CHECK_MAX_S))

@@ -15,6 +15,7 @@ from actors.position import PositionActor
 from catalyst.domain.orders import OrderStatus
 from catalyst.domain.positions import PositionSide
 from catalyst.router_settings import RouterSettings
+from tests.actors.conftest import Trading
 
 
 def position_of(trading, symbol="AAPL"):
@@ -133,6 +134,22 @@ def test_fill_events_lost_on_the_stream_are_recovered_over_rest(trading, router_
     entry = trading.all_orders()[0]
     assert any(line.startswith(f"order AAPL#o-{entry.order_id} market order with no fill 2s after its "
                                "acknowledgement (accepted, 0 of 100): asking the broker") for line in router_lines)
+
+
+def test_a_fill_the_market_order_look_finds_is_fetched_at_once_not_after_the_usual_grace(exchange, tmp_path):
+    # The usual wait for a reported fill's stream event is longer than this test waits for protection: only a fill
+    # found by the look at a silent market order, its event overdue for seconds already, skips it.
+    slow_grace = RouterSettings(missing_execution_grace_s=60.0)
+    trading = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}", router_settings=slow_grace).start()
+    try:
+        trading.exchange.set_price("AAPL", "149.95")
+        trading.exchange.set_faults("drop=1.0")
+        trading.open(trading.plan())
+        trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection without the stream", timeout=20)
+        entry = trading.all_orders()[0]
+        assert [f.source for f in trading.writer.fills_for_order(entry.order_id).get()] == ["activity"]
+    finally:
+        trading.stop()
 
 
 def test_a_market_entry_whose_fill_event_arrives_costs_no_extra_broker_call(trading, router_lines):
