@@ -111,22 +111,19 @@ def read_database(path: Path) -> DbView:
 
 def check(db: DbView, snapshot: dict[str, Any], starting_cash: Decimal | None = None) -> Report:
     """Every invariant over one database view and one broker snapshot (`GET /sim/v1/accounts/{key}/snapshot`)."""
-    report, broker_orders = _report(db, snapshot)
+    report, seen = _report(db, snapshot)
     out = report.violations
-    by_cid, by_broker_id = _db_indexes(db)
-    broker_by_id = {str(o["id"]): o for o in broker_orders}
     # An OCO leg carries the broker's own client_order_id: at rest it is matched by its broker id instead.
-    _check_known(db, broker_orders, by_cid, by_broker_id, out, leg_ids_recorded=True)
+    _check_known(db, seen, out, leg_ids_recorded=True)
     for row in db.orders:
-        same_cid = [o for o in broker_orders if o.get("client_order_id") == row.client_order_id]
-        broker = broker_by_id.get(row.broker_id or "") or (same_cid[0] if same_cid else None)
+        broker = seen.broker_by_id.get(row.broker_id or "") or seen.broker_by_cid.get(row.client_order_id)
         label = f"o-{row.order_id} {row.symbol} {row.role} cid={row.client_order_id}"
         if row.status in DB_WORKING and broker is None:
             out.append(Violation("stale", f"{label} is {row.status} in the database but the broker has no such order"))
         elif broker is not None and (row.status in DB_WORKING) == (broker.get("status") in BROKER_TERMINAL):
             out.append(Violation("status", f"{label} is {row.status} in the database, {broker.get('status')} at the broker"))
-    _check_fills(db, broker_orders, by_broker_id, by_cid, out, at_rest=True)
-    _check_positions(db, snapshot, broker_orders, out)
+    _check_fills(db, seen, out, at_rest=True)
+    _check_positions(db, snapshot, seen.broker_orders, out)
     if starting_cash is not None:
         expected = starting_cash + db.fill_cash
         actual = _decimal(snapshot.get("cash"))
@@ -147,52 +144,62 @@ def check_mid_flight(db: DbView, snapshot: dict[str, Any]) -> Report:
     Statuses, missing fills, positions, protection and cash may lag at a kill (the restart's catch-up settles them):
     `check` judges those once the daemon is quiet.
     """
-    report, broker_orders = _report(db, snapshot)
-    by_cid, by_broker_id = _db_indexes(db)
-    _check_known(db, broker_orders, by_cid, by_broker_id, report.violations, leg_ids_recorded=False)
-    _check_fills(db, broker_orders, by_broker_id, by_cid, report.violations, at_rest=False)
+    report, seen = _report(db, snapshot)
+    _check_known(db, seen, report.violations, leg_ids_recorded=False)
+    _check_fills(db, seen, report.violations, at_rest=False)
     return report
 
 
-def _report(db: DbView, snapshot: dict[str, Any]) -> tuple[Report, list[dict[str, Any]]]:
+@dataclass
+class _Seen:
+    """Both sides indexed once per check."""
+
+    broker_orders: list[dict[str, Any]]
+    db_by_cid: dict[str, DbOrder]
+    db_by_broker_id: dict[str, DbOrder]
+    broker_by_id: dict[str, dict[str, Any]]
+    broker_by_cid: dict[str, dict[str, Any]]  # the first broker order carrying each client id
+    broker_cid_count: dict[str, int]
+
+
+def _report(db: DbView, snapshot: dict[str, Any]) -> tuple[Report, _Seen]:
     broker_orders: list[dict[str, Any]] = list(snapshot.get("orders") or [])
-    return Report(broker_orders=len(broker_orders), db_orders=len(db.orders),
-                  fills=len(snapshot.get("fills") or [])), broker_orders
+    by_cid: dict[str, dict[str, Any]] = {}
+    count: dict[str, int] = defaultdict(int)
+    for order in broker_orders:
+        by_cid.setdefault(order.get("client_order_id"), order)
+        count[str(order.get("client_order_id"))] += 1
+    seen = _Seen(broker_orders, {o.client_order_id: o for o in db.orders},
+                 {o.broker_id: o for o in db.orders if o.broker_id}, {str(o["id"]): o for o in broker_orders},
+                 by_cid, count)
+    report = Report(broker_orders=len(broker_orders), db_orders=len(db.orders), fills=len(snapshot.get("fills") or []))
+    return report, seen
 
 
-def _db_indexes(db: DbView) -> tuple[dict[str, DbOrder], dict[str, DbOrder]]:
-    return {o.client_order_id: o for o in db.orders}, {o.broker_id: o for o in db.orders if o.broker_id}
-
-
-def _check_known(db: DbView, broker_orders: list[dict[str, Any]], by_cid: dict[str, DbOrder],
-                 by_broker_id: dict[str, DbOrder], out: list[Violation], leg_ids_recorded: bool) -> None:
+def _check_known(db: DbView, seen: _Seen, out: list[Violation], leg_ids_recorded: bool) -> None:
     """Lost and doubled orders. `leg_ids_recorded=False` (mid-flight): an OCO leg, whose client id is the broker's
     own, may not have its broker id recorded yet; its parent, which carries our client id, stands for it."""
-    broker_by_id = {str(o["id"]): o for o in broker_orders}
-    broker_cid_count: dict[str, int] = defaultdict(int)
-    for order in broker_orders:
-        broker_cid_count[str(order.get("client_order_id"))] += 1
-    for order in broker_orders:
+    for order in seen.broker_orders:
         cid, bid = str(order.get("client_order_id")), str(order["id"])
         ours = cid.startswith(OUR_CLIENT_ID_PREFIX)
-        if cid not in by_cid and bid not in by_broker_id and (leg_ids_recorded or ours):
+        if cid not in seen.db_by_cid and bid not in seen.db_by_broker_id and (leg_ids_recorded or ours):
             out.append(Violation("lost", f"broker order {bid} cid={cid} {order.get('side')} {order.get('qty')} "
                                          f"{order.get('symbol')} {order.get('type')} ({order.get('status')}) is not in the database"))
-        if broker_cid_count[cid] > 1:
-            out.append(Violation("doubled", f"{broker_cid_count[cid]} broker orders carry cid={cid}"))
+        if seen.broker_cid_count[cid] > 1:
+            out.append(Violation("doubled", f"{seen.broker_cid_count[cid]} broker orders carry cid={cid}"))
     for row in db.orders:
-        same_cid = [o for o in broker_orders if o.get("client_order_id") == row.client_order_id]
-        if row.broker_id and row.broker_id not in broker_by_id:
+        same_cid = seen.broker_by_cid.get(row.client_order_id)
+        if row.broker_id and row.broker_id not in seen.broker_by_id:
             out.append(Violation("lost", f"o-{row.order_id} {row.symbol} {row.role} has broker id {row.broker_id} "
                                          f"the broker does not know"))
-        if row.broker_id and same_cid and str(same_cid[0]["id"]) != row.broker_id:
+        if row.broker_id and same_cid is not None and str(same_cid["id"]) != row.broker_id:
             out.append(Violation("doubled", f"o-{row.order_id} {row.symbol} {row.role} cid={row.client_order_id} has "
-                                            f"broker id {row.broker_id} in the database and {same_cid[0]['id']} at the broker"))
+                                            f"broker id {row.broker_id} in the database and {same_cid['id']} at the broker"))
 
 
-def _check_fills(db: DbView, broker_orders: list[dict[str, Any]], by_broker_id: dict[str, DbOrder],
-                 by_cid: dict[str, DbOrder], out: list[Violation], at_rest: bool) -> None:
+def _check_fills(db: DbView, seen: _Seen, out: list[Violation], at_rest: bool) -> None:
     """Fills recorded twice or invented, always; at rest (`at_rest`) also fills missing and filled_qty behind."""
+    broker_orders, by_broker_id, by_cid = seen.broker_orders, seen.db_by_broker_id, seen.db_by_cid
     for order in broker_orders:
         bid = str(order["id"])
         broker_filled = _decimal(order.get("filled_qty"))
