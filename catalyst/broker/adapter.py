@@ -91,10 +91,12 @@ class AlpacaBroker(MarketDataCalls):
         self.stream_url = stream_url
         data_base = data_url or trading_url  # one emulator port serves trading and data
         self._trading = TradingClient(key_id, secret, paper=paper, url_override=trading_url)
+        # Order calls answer raw JSON, read straight into OrderReports (reports.order_report says why).
+        self._orders = TradingClient(key_id, secret, paper=paper, url_override=trading_url, raw_data=True)
         self._data = StockHistoricalDataClient(key_id, secret, url_override=data_base)
         self._news = NewsClient(key_id, secret, url_override=data_base)
         self._screener = ScreenerClient(key_id, secret, url_override=data_base)
-        for client in (self._trading, self._data, self._news, self._screener):
+        for client in (self._trading, self._orders, self._data, self._news, self._screener):
             harden(client, timeout_s, transport)
 
     def __repr__(self) -> str:  # never the keys
@@ -121,7 +123,7 @@ class AlpacaBroker(MarketDataCalls):
         report on: a broker worker tells the router first, so the acknowledgement is not behind a log line."""
         request = alpaca_request(order)
         operation = f"submit {order.describe()}"
-        report = self._mutate(operation, lambda: order_report(self._trading.submit_order(request)), priority)
+        report = self._mutate(operation, lambda: order_report(self._orders.submit_order(request)), priority)
         if announce:
             self.announce_submit(order, report)
         return report
@@ -201,14 +203,14 @@ class AlpacaBroker(MarketDataCalls):
         order_id = _uuid(broker_id)
         request = GetOrderByIdRequest(nested=True)
         return self._read(
-            f"order id={order_id}", lambda: order_report(self._trading.get_order_by_id(order_id, request)), priority
+            f"order id={order_id}", lambda: order_report(self._orders.get_order_by_id(order_id, request)), priority
         )
 
     def get_order_by_client_id(self, client_order_id: str, priority: Priority = Priority.READ) -> OrderReport | None:
         try:
             return self._read(
                 f"order cid={client_order_id}",
-                lambda: order_report(self._trading.get_order_by_client_id(client_order_id)),
+                lambda: order_report(self._orders.get_order_by_client_id(client_order_id)),
                 priority,
             )
         except NotFound:
@@ -237,7 +239,7 @@ class AlpacaBroker(MarketDataCalls):
                 direction=Sort.ASC, nested=nested, symbols=list(symbols) if symbols else None,
             )
             page = self._read(
-                f"orders {status} after={cursor}", lambda: [order_report(o) for o in self._trading.get_orders(request)]
+                f"orders {status} after={cursor}", lambda: [order_report(o) for o in self._orders.get_orders(request)]
             )
             fresh = [o for o in page if o.broker_id not in seen]
             for o in fresh:
@@ -292,7 +294,7 @@ class AlpacaBroker(MarketDataCalls):
             raise InvalidRequest(f"replace id={order_id}: {exc}") from exc
         report = self._mutate(
             f"replace id={order_id}",
-            lambda: order_report(self._trading.replace_order_by_id(order_id, request)),
+            lambda: order_report(self._orders.replace_order_by_id(order_id, request)),
             priority,
         )
         logger.info("broker {} replace id={} → {} id={}", self.name, order_id, report.status, report.broker_id)
@@ -313,7 +315,7 @@ class AlpacaBroker(MarketDataCalls):
         options = ClosePositionRequest(qty=str(qty)) if qty is not None else None
         report = self._mutate(
             f"close {symbol} qty={qty or 'all'}",
-            lambda: order_report(self._trading.close_position(symbol, options)),
+            lambda: order_report(self._orders.close_position(symbol, options)),
             priority,
         )
         logger.info("broker {} close {} qty={} → {} id={}", self.name, symbol, qty or "all", report.status,

@@ -216,6 +216,33 @@ def test_an_order_alpaca_pys_model_rejects_is_malformed_naming_the_field() -> No
         make_broker(network).get_order(oid)
 
 
+@pytest.mark.parametrize(("field", "value", "named"), [
+    ("status", "pending_fill", "status"), ("side", "hold", "side"), ("time_in_force", None, "time_in_force"),
+    ("id", None, "id"), ("filled_qty", "ten", "filled_qty"), ("legs", {"id": "x"}, "legs"),
+])
+def test_an_order_answer_alpaca_does_not_send_is_malformed_naming_the_field(field: str, value: Any, named: str) -> None:
+    oid = str(uuid.uuid4())
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, order_json("cat-1", id=oid, **{field: value})))
+
+    with pytest.raises(MalformedResponse, match=named):
+        make_broker(network).get_order(oid)
+
+
+def test_an_oco_answer_reads_both_legs_with_exact_prices() -> None:
+    oid, leg_id = str(uuid.uuid4()), str(uuid.uuid4())
+    leg = order_json("cat-2", id=leg_id, type="stop", side="sell", order_class="oco", stop_price="9.07",
+                     status="held", legs=None)
+    body = order_json("cat-1", id=oid, type="limit", side="sell", order_class="oco", limit_price=11.1, legs=[leg])
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, body))
+
+    report = make_broker(network).get_order(oid)
+
+    assert (report.broker_id, report.order_class, report.type, report.limit_price) == (oid, "oco", "limit",
+                                                                                       Decimal("11.1"))
+    assert [(r.broker_id, r.status, r.type, r.stop_price) for r in report.legs] == [
+        (leg_id, "held", "stop", Decimal("9.07"))]
+
+
 def test_a_calendar_with_seconds_in_its_times_is_malformed_not_a_crash() -> None:
     network = FakeNetwork(
         lambda request, p, q: respond(request, 200, [{"date": "2025-01-02", "open": "09:30:00", "close": "16:00"}])
