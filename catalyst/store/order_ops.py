@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -23,22 +22,32 @@ from catalyst.store.records import NewOrder, OrderProgress, OrderRecord, order_r
 ORDERS_WITH_SYMBOL = select(Order, Security.symbol).join(Security, Order.security_id == Security.security_id)
 
 
+def client_order_id_prefix(instance: str) -> str:
+    return f"cat-{instance}-"
+
+
 def client_order_id_for(instance: str, order_id: int) -> str:
     """Derived from the row, never regenerated: a resubmission reuses it, so Alpaca refuses a duplicate."""
-    return f"cat-{instance}-{order_id}"
+    return f"{client_order_id_prefix(instance)}{order_id}"
 
 
 ORDER_READER = raw_sql.RowReader(Order.__table__, OrderRecord)
+# The row and its client_order_id in one statement: the id is the one AUTOINCREMENT would give (one past the largest
+# ever used, kept in sqlite_sequence, or past the largest present), and the client id is made from it (the first
+# parameter is client_order_id_prefix). Computed inside the INSERT, under the write lock, so no other writer can
+# take the same id in between; a separate UPDATE per row used to set the client id after a placeholder.
 _INSERT_ORDER = (
-    "INSERT INTO orders (client_order_id, cycle_id, security_id, position_id, parent_order_id, role, side, "
+    "INSERT INTO orders (order_id, client_order_id, cycle_id, security_id, position_id, parent_order_id, role, side, "
     "order_type, order_class, time_in_force, quantity, limit_price, stop_price, planned_stop_loss, "
     "planned_take_profit, status, filled_qty, created_at, updated_at, submit_attempts, outcome_unknown) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'created', '0', ?, ?, 0, 0)"
+    "SELECT next.id, ? || next.id, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'created', '0', ?, ?, 0, 0 FROM ("
+    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'orders'), 0), "
+    "COALESCE((SELECT MAX(order_id) FROM orders), 0)) + 1 AS id) AS next"
 )
 
 
 _INSERTED_COLUMNS = (
-    "client_order_id", "cycle_id", "security_id", "position_id", "parent_order_id", "role", "side", "order_type",
+    "cycle_id", "security_id", "position_id", "parent_order_id", "role", "side", "order_type",
     "order_class", "time_in_force", "quantity", "limit_price", "stop_price", "planned_stop_loss",
     "planned_take_profit", "created_at", "updated_at",
 )
@@ -50,15 +59,20 @@ _NEW_ORDER_DEFAULTS = {
 }
 
 
-async def create_orders(session: AsyncSession, specs: Sequence[NewOrder], at: datetime) -> list[OrderRecord]:
-    """Insert the rows and give each its client_order_id in the same transaction.
+async def create_orders(session: AsyncSession, specs: Sequence[NewOrder], at: datetime,
+                        security: tuple[str, int] | None = None) -> list[OrderRecord]:
+    """Insert the rows, each with its client_order_id, in the caller's transaction.
 
-    The records returned are built from the values written, not read back: an OCO's two rows are on the path
-    between a fill and its stop (tests/integration/test_store_batch_group_commit.py holds them equal to a read)."""
+    `security`: (symbol, security_id) already read in this transaction (a position's protection rows are for its
+    own symbol), so it is not looked up again. The records returned are built from the values written, not read
+    back: an OCO's two rows are on the path between a fill and its stop (tests/integration/
+    test_store_batch_group_commit.py holds them equal to a read)."""
     stamp = raw_sql.db_time(at, "created_at")
     raw = await raw_sql.connection(session)
-    instance = raw_instance_id(raw)
+    prefix = client_order_id_prefix(raw_instance_id(raw))
     securities: dict[str, tuple[str, int]] = {}  # an OCO's legs share their symbol: one lookup
+    if security is not None:
+        securities[security[0]] = security
     records = []
     for spec in specs:
         if spec.symbol not in securities:
@@ -66,8 +80,7 @@ async def create_orders(session: AsyncSession, specs: Sequence[NewOrder], at: da
             securities[spec.symbol] = (symbol, raw_security_id(raw, symbol))
         symbol, security_id = securities[spec.symbol]
         values = (
-            # Placeholder only until the insert assigns order_id, on the next statement, same transaction.
-            f"new-{uuid.uuid4().hex}", spec.cycle_id, security_id, spec.position_id,
+            spec.cycle_id, security_id, spec.position_id,
             spec.parent_order_id, checks.one_of("order role", spec.role, ORDER_ROLES),
             checks.one_of("order side", spec.side, ORDER_SIDES),
             checks.one_of("order type", spec.order_type, ORDER_TYPES),
@@ -77,12 +90,9 @@ async def create_orders(session: AsyncSession, specs: Sequence[NewOrder], at: da
             raw_sql.db_decimal(spec.planned_stop_loss, "planned_stop_loss"),
             raw_sql.db_decimal(spec.planned_take_profit, "planned_take_profit"), stamp, stamp,
         )
-        order_id = raw_sql.execute(raw, "create_orders", _INSERT_ORDER, values).lastrowid
-        client_order_id = client_order_id_for(instance, order_id)
-        raw_sql.execute(raw, "create_orders", "UPDATE orders SET client_order_id = ? WHERE order_id = ?",
-                        (client_order_id, order_id))
+        order_id = raw_sql.execute(raw, "create_orders", _INSERT_ORDER, (prefix, *values)).lastrowid
         stored = dict(zip(_INSERTED_COLUMNS, values), **_NEW_ORDER_DEFAULTS)
-        stored.update(order_id=order_id, client_order_id=client_order_id)
+        stored.update(order_id=order_id, client_order_id=f"{prefix}{order_id}")
         records.append(ORDER_READER.written(stored, symbol))
     return records
 
@@ -212,7 +222,8 @@ async def update_order_status(
 
 _INSERT_FILL = (
     "INSERT INTO fills (execution_id, order_id, alpaca_order_id, symbol, side, qty, price, position_qty, "
-    "occurred_at, received_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "occurred_at, received_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (execution_id) DO NOTHING"
 )
 
 
@@ -242,16 +253,15 @@ async def record_fill(
         raw_sql.db_time(received_at, "received_at"), checks.one_of("fill source", source, FILL_SOURCES),
     )
     raw = await raw_sql.connection(session)
-    if raw.execute("SELECT 1 FROM fills WHERE execution_id = ?", (execution_id,)).fetchone() is not None:
-        return False
     if order_id is None and alpaca_order_id is not None:
         found = raw.execute("SELECT order_id FROM orders WHERE alpaca_order_id = ?", (alpaca_order_id,)).fetchone()
         order_id = found[0] if found else None
     symbol_, side_, qty_, price_, position_qty_, occurred, received, source_ = values
-    raw_sql.execute(raw, "record_fill", _INSERT_FILL, (
+    if not raw_sql.execute(raw, "record_fill", _INSERT_FILL, (
         execution_id, order_id, alpaca_order_id, symbol_, side_, qty_, price_, position_qty_, occurred, received,
         source_,
-    ))
+    )).rowcount:
+        return False  # execution_id known: only that conflict is passed over (_INSERT_FILL), any other refuses
     if order_progress is not None:
         if order_id is None:
             raise RecordNotFoundError(f"fill {execution_id}: no order to apply progress to")

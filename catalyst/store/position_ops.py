@@ -48,33 +48,38 @@ async def open_position_for_entry(
     """Spec §1.3 steps 7-8 in one transaction: create the open position and link its entry order.
 
     Idempotent: an entry already linked returns its position unchanged, so a replayed first fill
-    (restart, REST catch-up after a stream gap) never creates a second position.
+    (restart, REST catch-up after a stream gap) never creates a second position. The position returned is built
+    from the values written, not read back (it is on the path between a fill and its stop).
     """
     raw = await raw_sql.connection(session)
-    entry = raw.execute("SELECT position_id, role, cycle_id, security_id, side FROM orders WHERE order_id = ?",
+    entry = raw.execute("SELECT o.position_id, o.role, o.cycle_id, o.security_id, o.side, s.symbol FROM orders o "
+                        "JOIN securities s ON s.security_id = o.security_id WHERE o.order_id = ?",
                         (entry_order_id,)).fetchone()
     if entry is None:
         raise RecordNotFoundError(f"order {entry_order_id} is not in the database")
-    position_id, role, cycle_id, security_id, side = entry
+    position_id, role, cycle_id, security_id, side, symbol = entry
     if position_id is not None:
         return POSITION_READER.one(raw, position_id)
     if role not in ("entry", "adopted"):
         raise InvalidValueError(f"order {entry_order_id} is a {role} order, not an entry")
     at = raw_sql.db_time(entry_time, "entry_time")
     price = format(checks.decimal("entry_price", entry_price), "f")
-    position_id = raw_sql.execute(raw, "open_position_for_entry", (
-        "INSERT INTO positions (cycle_id, security_id, side, quantity, entry_price, entry_time, stop_loss, "
-        "take_profit, status, realized_pnl, unrealized_pnl, last_price, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', '0', '0', ?, ?, ?)"
-    ), (
-        cycle_id, security_id, POSITION_SIDE_FOR_ENTRY[side], format(checks.positive("position quantity", quantity), "f"),
-        price, at, raw_sql.db_decimal(stop_loss, "stop_loss"), raw_sql.db_decimal(take_profit, "take_profit"),
-        price, at, at,
-    )).lastrowid
+    stored = {
+        "cycle_id": cycle_id, "security_id": security_id, "side": POSITION_SIDE_FOR_ENTRY[side],
+        "quantity": format(checks.positive("position quantity", quantity), "f"), "entry_price": price,
+        "entry_time": at, "stop_loss": raw_sql.db_decimal(stop_loss, "stop_loss"),
+        "take_profit": raw_sql.db_decimal(take_profit, "take_profit"), "status": "open", "realized_pnl": "0",
+        "unrealized_pnl": "0", "last_price": price, "created_at": at, "updated_at": at,
+    }
+    stored["position_id"] = raw_sql.execute(
+        raw, "open_position_for_entry",
+        f"INSERT INTO positions ({', '.join(stored)}) VALUES ({', '.join('?' * len(stored))})",
+        tuple(stored.values()),
+    ).lastrowid
     raw_sql.execute(raw, "open_position_for_entry",
                     "UPDATE orders SET position_id = ?, updated_at = MAX(updated_at, ?) WHERE order_id = ?",
-                    (position_id, at, entry_order_id))
-    return POSITION_READER.one(raw, position_id)
+                    (stored["position_id"], at, entry_order_id))
+    return POSITION_READER.written({**stored, "exit_price": None, "exit_time": None}, symbol)
 
 
 async def open_position_with_orders(
@@ -92,7 +97,8 @@ async def open_position_with_orders(
     position = await open_position_for_entry(
         session, entry_order_id, quantity, entry_price, entry_time, stop_loss, take_profit)
     owned = [replace(order, position_id=position.position_id) for order in orders]
-    return position, (await create_orders(session, owned, created_at) if owned else [])
+    security = (position.symbol, position.security_id)
+    return position, (await create_orders(session, owned, created_at, security) if owned else [])
 
 
 # Columns update_position may change; anything else (side, ids, entry_time) is fixed at open.

@@ -419,3 +419,52 @@ def test_an_acknowledgement_with_the_orders_new_state_is_one_write_of_both(db: C
     assert (row.alpaca_order_id, row.status, row.broker_status, row.filled_qty, row.filled_avg_price) == (
         "b-1", "filled", "filled", Decimal(100), Decimal("10.05"))
     assert (row.submitted_at, row.filled_at, row.updated_at, row.outcome_unknown) == (T0, filled_at, filled_at, False)
+
+
+def test_an_entry_fills_position_and_oco_rows_are_written_without_reading_back_and_equal_a_read(
+        db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    order = db(db.store.create_order(**fields(entry(cycle_id, "AMD"))))
+    common = dict(cycle_id=cycle_id, symbol="AMD", side="sell", quantity=Decimal("100"),
+                  parent_order_id=order.order_id, order_class="oco")
+    statements = len(db.statements)
+
+    position, (take_profit, stop_loss) = db(db.store.open_position_with_orders(
+        order.order_id, Decimal("100"), Decimal("10.05"), T0, Decimal("9.5"), Decimal("11"), [
+            NewOrder(role="take_profit", order_type="limit", limit_price=Decimal("11"), **common),
+            NewOrder(role="stop_loss", order_type="stop", stop_price=Decimal("9.5"), **common),
+        ], T0))
+
+    written = [" ".join(s.split()) for s in db.statements[statements:]]
+    assert not [s for s in written if s.startswith(("SELECT t.", "SELECT security_id", "UPDATE orders SET client"))]
+    assert db(db.store.get_position(position.position_id)) == position
+    assert [db(db.store.get_order(o.order_id)) for o in (take_profit, stop_loss)] == [take_profit, stop_loss]
+    instance = db(db.store.instance_id())
+    assert (take_profit.client_order_id, stop_loss.client_order_id) == (
+        f"cat-{instance}-{order.order_id + 1}", f"cat-{instance}-{order.order_id + 2}")
+
+
+def test_order_ids_are_never_reused_even_after_the_newest_row_is_gone(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    first = db(db.store.create_order(**fields(entry(cycle_id, "AMD"))))
+    second = db(db.store.create_order(**fields(entry(cycle_id, "AMD"))))
+    with sqlite3.connect(db.path) as other:  # as an operator's hand might (no foreign key points at it)
+        other.execute("DELETE FROM orders WHERE order_id = ?", (second.order_id,))
+
+    third = db(db.store.create_order(**fields(entry(cycle_id, "AMD"))))
+
+    assert (first.order_id, second.order_id, third.order_id) == (1, 2, 3)
+    assert third.client_order_id.endswith("-3") and third.client_order_id != second.client_order_id
+
+
+def test_an_execution_is_recorded_once_and_a_fill_for_an_unknown_order_is_refused(db: CountingStore) -> None:
+    cycle_id = db(db.store.get_or_create_cycle(date(2025, 12, 29))).cycle_id
+    order = db(db.store.create_order(**fields(entry(cycle_id, "AMD"))))
+    fill = dict(execution_id="e-1", order_id=order.order_id, symbol="AMD", side="buy", qty=Decimal(100),
+                price=Decimal("10.05"), occurred_at=T0, source="stream")
+
+    assert db(db.store.record_fill(**fill)) is True
+    assert db(db.store.record_fill(**{**fill, "qty": Decimal(50)})) is False
+    with pytest.raises(ConstraintViolationError, match="record_fill"):
+        db(db.store.record_fill(**{**fill, "execution_id": "e-2", "order_id": order.order_id + 99}))
+    assert db.rows("SELECT execution_id, qty FROM fills") == [("e-1", "100")]
