@@ -21,7 +21,6 @@ Invariants it keeps:
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -36,7 +35,7 @@ from actors import messages as m
 from actors.inbox import PeekableInbox
 from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
-from actors.broker_worker import Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
+from actors.broker_worker import BrokerPool, Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.cycle import exchange_time
 from catalyst.domain.orders import CatchUpKind, OrderStatus, oco_stop_leg_id, plan_catch_up, status_from_broker
@@ -136,7 +135,7 @@ def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
 
 
 class OrderRouter(pykka.ThreadingActor):
-    def __init__(self, writer: Any, protect_workers: list[Any], general_workers: list[Any], clock: Any,
+    def __init__(self, writer: Any, protect: BrokerPool, general: BrokerPool, clock: Any,
                  settings: RouterSettings | None = None) -> None:
         super().__init__()
         self.settings = settings or RouterSettings()
@@ -144,8 +143,8 @@ class OrderRouter(pykka.ThreadingActor):
         self._market_checks: dict[int, Delayed] = {}  # market orders acknowledged and not yet seen filled
         self._market_looks: set[int] = set()  # market orders that look has asked for, while they still work
         self.writer = writer
-        self._protect = itertools.cycle(protect_workers)
-        self._general = itertools.cycle(general_workers)
+        self._protect = protect  # stops, OCOs, exits and cancels
+        self._general = general  # entries, lookups and catch-up
         self.clock = clock
         self.by_order: dict[int, Tracked] = {}
         self.by_cid: dict[str, Tracked] = {}
@@ -364,7 +363,7 @@ class OrderRouter(pykka.ThreadingActor):
         tracked.keys_complete = True
         _tell(msg.owner, m.OrdersCreated(roles={"entry": row.order_id}))
         log.info(f"order {tracked.label} created entry {tracked.side} {plan.qty} {plan.order_type} cid={row.client_order_id}")
-        next(self._general).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
+        self._general.tell(SubmitOrder(row=row, reply_to=self.actor_ref))
 
     def _on_SubmitProtection(self, msg: m.SubmitProtection) -> None:
         self._log_protection(*self._send_protection(msg.take_profit, msg.stop_loss, msg.owner))
@@ -424,7 +423,7 @@ class OrderRouter(pykka.ThreadingActor):
             return
         log.warning(f"order {tracked.label} {tracked.role} created but never acknowledged before a restart: sending it now")
         if tracked.role == "entry":
-            next(self._general).tell(SubmitOrder(row=row, reply_to=self.actor_ref))
+            self._general.tell(SubmitOrder(row=row, reply_to=self.actor_ref))
         else:
             self._to_protection(SubmitOrder(row=row, reply_to=self.actor_ref), row.order_id)
 
@@ -436,10 +435,28 @@ class OrderRouter(pykka.ThreadingActor):
                 continue
             tracked.cancel_reason = msg.reason
             if tracked.broker_id is None:
+                if self._withdraw(tracked, msg.reason):
+                    continue
                 tracked.pending_cancel = True  # cancelled as soon as the broker acknowledges it
                 continue
             log.info(f"order {tracked.label} cancel requested ({msg.reason})")
-            next(self._protect).tell(Cancel(order_id=tracked.order_id, broker_id=tracked.broker_id, reply_to=self.actor_ref))
+            self._protect.tell(Cancel(order_id=tracked.order_id, broker_id=tracked.broker_id, reply_to=self.actor_ref))
+
+    def _withdraw(self, tracked: Tracked, reason: str) -> bool:
+        """An order still waiting in a pool's line for a free worker is taken back before it is ever sent: its row
+        ends cancelled and its owner hears so, as for a cancel at the broker. (Sent later, an entry cancelled while
+        it waited would fill after its position was told to stand down: an emergency stop's flatten, say.)"""
+        if tracked.status is not OrderStatus.CREATED or tracked.resent:
+            return False
+        if not (self._general.withdraw(tracked.order_id) or self._protect.withdraw(tracked.order_id)):
+            return False
+        self._protecting.pop(tracked.order_id, None)
+        group = WriteGroup()
+        self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group,
+                   reason=f"{reason}; withdrawn before it was sent")
+        group.then(lambda _: self._tell_owner(tracked, None))
+        group.commit(self.writer)
+        return True
 
     def _on_RetireUnsent(self, msg: m.RetireUnsent) -> None:
         """Each row still `created`, with no broker id and no submission in flight, ends as cancelled; a row that
@@ -452,18 +469,20 @@ class OrderRouter(pykka.ThreadingActor):
                 tracked = self._track(row, owner=None) if row is not None else None
             if tracked is None or tracked.status is not OrderStatus.CREATED or tracked.broker_id or tracked.resent:
                 continue
+            # A closed position's row is not normally still waiting in a pool's line; if it is, it must not go.
+            self._general.withdraw(order_id) or self._protect.withdraw(order_id)
             self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group, reason=msg.reason)
         group.commit(self.writer)
 
     def _on_VerifyOrders(self, msg: m.VerifyOrders) -> None:
         known = [(t.order_id, t.broker_id) for t in map(self.by_order.get, msg.order_ids) if t and t.broker_id]
         if known:
-            next(self._general).tell(Verify(orders=tuple(known), reply_to=self.actor_ref))
+            self._general.tell(Verify(orders=tuple(known), reply_to=self.actor_ref))
 
     def _to_protection(self, submit: SubmitOrder | SubmitOco, order_id: int) -> None:
         """A stop, an OCO or an exit to a protection worker; routine updates wait until its result is in."""
         self._protecting[order_id] = time.monotonic()
-        next(self._protect).tell(submit)
+        self._protect.tell(submit)
         # Hand the CPU to the worker now, so its request is on the wire while this thread logs and announces: the
         # daemon's threads share one CPU and one GIL, and the worker would otherwise wait for the next switch.
         _yield_cpu()
@@ -492,7 +511,7 @@ class OrderRouter(pykka.ThreadingActor):
                          f"status ({msg.detail})")
             else:
                 log.warning(f"order {tracked.label} cancel not accepted: {msg.detail}")
-            next(self._general).tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref))
+            self._general.tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref))
 
     def _on_OrdersVerified(self, msg: m.OrdersVerified) -> None:
         for report in msg.reports:
@@ -551,7 +570,7 @@ class OrderRouter(pykka.ThreadingActor):
             return
         self.catching_up = True
         log.info(f"router catching up over REST since {exchange_time(since):%H:%M:%S}: {why}")
-        next(self._general).tell(CatchUp(since=since, reply_to=self.actor_ref))
+        self._general.tell(CatchUp(since=since, reply_to=self.actor_ref))
 
     def _on_StreamLoginFailed(self, msg: m.StreamLoginFailed) -> None:
         self.stream_refusals += 1
@@ -850,7 +869,7 @@ class OrderRouter(pykka.ThreadingActor):
         log.info(f"order {tracked.label} market order with no fill {msg.check_s:g}s after its acknowledgement "
                  f"({tracked.status}, {tracked.filled_qty} of {tracked.qty}): asking the broker")
         self._market_looks.add(tracked.order_id)
-        next(self._general).tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref))
+        self._general.tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref))
         if msg.check_s < MARKET_FILL_CHECK_MAX_S:  # 2, 4, 8 … 60 s, then only the doctor's passes
             self._check_market_fill_later(tracked, min(msg.check_s * 2, MARKET_FILL_CHECK_MAX_S))
 

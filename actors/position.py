@@ -81,6 +81,7 @@ class PositionActor(pykka.ThreadingActor):
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
+        self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
         self.restored = restored
         self.log = logger.bind(actor="position")
 
@@ -165,6 +166,9 @@ class PositionActor(pykka.ThreadingActor):
                 self._flatten(f"protection rejected ({msg.reason}); the stop is already through")
                 return
             self._protect()
+        if self._flatten_when_open is not None and self.position.status is PositionStatus.OPEN:
+            reason, self._flatten_when_open = self._flatten_when_open, None
+            self._flatten(f"{reason} (asked while its entry was pending)")
         self._exit_when_clear()
         self._finish_if_done()
 
@@ -303,6 +307,12 @@ class PositionActor(pykka.ThreadingActor):
             return
         working = tuple(i for i, v in self.orders.items() if v.working)
         if self.position.status is PositionStatus.PENDING:
+            # The entry is cancelled; if it fills all the same (the cancel came too late), the shares are protected,
+            # then sold at once: a flatten asked of a pending position still means flat.
+            if self._flatten_when_open is None:
+                self.log.info(f"position {self.label} pending: {reason}; cancelling its entry (shares that fill "
+                              f"anyway are flattened)")
+            self._flatten_when_open = reason
             self.router.tell(m.CancelOrders(order_ids=working, reason=reason))
             return
         self.flattening, self.flatten_reason, self.flatten_since = True, reason, self.clock.now()

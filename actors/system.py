@@ -15,7 +15,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
-from actors.broker_worker import BrokerWorker
+from actors.broker_worker import BrokerPool, BrokerWorker
 from actors.db_writer import DbWriter
 from actors.order_router import OrderRouter
 from actors.position import PositionActor
@@ -129,8 +129,8 @@ class TradingSystem:
                                            defer_report_sync=self.defer_report_sync)
             self.refs.append(self.writer_ref)
             self.writer = self.writer_ref.proxy()
-            protect = [self._worker(f"protect-{i}") for i in range(self.protect_workers)]
-            general = [self._worker(f"general-{i}") for i in range(self.general_workers)]
+            protect = self._pool("protect", self.protect_workers)
+            general = self._pool("general", self.general_workers)
             self.router = OrderRouter.start(self.writer, protect, general, self.clock, settings=self.router_settings)
             self.refs.append(self.router)
             self.supervisor_ref = Supervisor.start(self.writer, self._make_position)
@@ -141,17 +141,20 @@ class TradingSystem:
             self.stream = self.stream_factory(self.router) if self.stream_factory else None
             if self.stream is not None:
                 self.stream.start()
-            log.info(f"system started: writer, {len(protect) + len(general)} broker workers, router, supervisor"
+            log.info(f"system started: writer, {len(protect.workers) + len(general.workers)} broker workers, router, supervisor"
                      f", {self.supervisor.live_count().get()} positions restored")
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _worker(self, name: str) -> Any:
-        ref = BrokerWorker.start(self.broker_factory(name), name)
-        self.refs.append(ref)
-        return ref
+    def _pool(self, name: str, size: int) -> BrokerPool:
+        pool = BrokerPool(name)
+        for i in range(size):
+            ref = BrokerWorker.start(self.broker_factory(f"{name}-{i}"), f"{name}-{i}", pool)
+            self.refs.append(ref)
+            pool.add(ref)
+        return pool
 
     def _make_position(self, plan: m.TradePlan, restored: Any = None) -> Any:
         return PositionActor.start(plan, self.router, self.writer, self.supervisor_ref, self.clock, restored)

@@ -80,18 +80,20 @@ class Trading:
 
     wait_for = staticmethod(wait_for)
 
-    def __init__(self, exchange: EmbeddedExchange, db_url: str, router_settings: Any = None) -> None:
+    def __init__(self, exchange: EmbeddedExchange, db_url: str, router_settings: Any = None,
+                 **system_options: Any) -> None:
         self.exchange = exchange
         self.key = f"PKACTORS{next(_keys):04d}"
         self.db_url = db_url
         self.router_settings = router_settings
+        self.system_options = system_options  # TradingSystem fields: protect_workers, general_workers
         self.system: TradingSystem | None = None
 
     def start(self) -> Trading:
         broker, stream = alpaca_factories(self.key, "secret", self.exchange.base_url, self.exchange.stream_url,
                                           timeout_s=2.0, limiter=RateLimiter(0))
         self.system = TradingSystem(self.db_url, broker, stream, self.exchange.clock,
-                                    router_settings=self.router_settings).start()
+                                    router_settings=self.router_settings, **self.system_options).start()
         wait_for(lambda: self.exchange.stream_connected(self.key), "the trade stream to connect")
         return self
 

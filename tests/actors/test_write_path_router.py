@@ -73,6 +73,20 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = 15.0) -> T:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class Recorded:
+    """A broker pool standing in for the router's two: each job goes straight to a recording actor, none is ever
+    waiting to be taken back."""
+
+    def __init__(self, ref: Any) -> None:
+        self.ref = ref
+
+    def tell(self, job: Any) -> None:
+        self.ref.tell(job)
+
+    def withdraw(self, order_id: int) -> bool:
+        return False
+
+
 class Rig:
     def __init__(self, tmp_path: Path, grace_s: float, recording_actor: Any, fill_wait_s: float = 0.002,
                  routine_wait_s: float = 1.0) -> None:
@@ -81,7 +95,7 @@ class Rig:
         self.writer_ref = RecordingWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}", self.gate, self.held)
         self.writer = self.writer_ref.proxy()
         self.protect, self.general, self.owner = recording_actor(), recording_actor(), recording_actor()
-        self.router = OrderRouter.start(self.writer, [self.protect], [self.general], FixedClock(),
+        self.router = OrderRouter.start(self.writer, Recorded(self.protect), Recorded(self.general), FixedClock(),
                                         RouterSettings(missing_execution_grace_s=grace_s,
                                                        fill_event_wait_s=fill_wait_s,
                                                        routine_update_wait_s=routine_wait_s))
