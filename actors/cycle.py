@@ -39,6 +39,7 @@ class DayState:
     phase: CyclePhase
     candidates: list[Any] = field(default_factory=list)
     flattened: bool = False
+    kept_overnight: bool = False  # the market closed before the end-of-day flatten ran (_keep_overnight)
     halted: str | None = None
     closed_at: datetime | None = None
 
@@ -89,7 +90,10 @@ class CycleActor(pykka.ThreadingActor):
             return
         due = phase_due(self.schedule, now)
         if day.phase in (CyclePhase.MONITORING, CyclePhase.TRADING) and flatten_due(self.schedule, now):
-            self._flatten_all("end of day", day, scheduled=True)
+            if due is CyclePhase.CLOSED:
+                self._keep_overnight(day)
+            else:
+                self._flatten_all("end of day", day, scheduled=True)
         if day.phase in (CyclePhase.TRADING, CyclePhase.MONITORING):  # from the first entry on
             self._check_loss_limit(day)
         if day.phase is CyclePhase.CLOSED:
@@ -121,12 +125,13 @@ class CycleActor(pykka.ThreadingActor):
         if phase is CyclePhase.SCANNING:
             day.candidates = self.hooks["scan"](day.cycle_id, now)
         elif phase is CyclePhase.EVALUATING:
+            self._flatten_carried(day)  # the market is open: an exit fills now
             day.candidates = self.hooks["scan"](day.cycle_id, now) or day.candidates  # with the opening prints
         elif phase is CyclePhase.TRADING:
             self._open_approved(day, now)
         elif phase is CyclePhase.CLOSED:
             day.closed_at = now
-            self._flatten_all("market close", day)  # only if the end-of-day one never ran: worth a warning
+            self._keep_overnight(day)  # only if the end-of-day flatten never ran
         self._persist(day, phase)
 
     def _persist(self, day: DayState, phase: CyclePhase) -> None:
@@ -154,6 +159,30 @@ class CycleActor(pykka.ThreadingActor):
         told = sum(tell_if_alive(ref, m.Flatten(reason=reason, scheduled=scheduled)) for ref in refs)
         log.info(f"cycle {day.day} flattening {told} live positions: {reason}"
                  + (f" ({len(refs) - told} finished meanwhile)" if told < len(refs) else ""))
+
+    def _keep_overnight(self, day: DayState) -> None:
+        """The market has closed before the end-of-day flatten ran (the daemon was down at 15:55): a market exit
+        could not fill before the next open, and cancelling the stops first, as a flatten does, would leave the
+        shares bare all night. They stay under their stops (re-placed as the day's expire) and are flattened when
+        the market next opens (_flatten_carried)."""
+        if day.flattened:
+            return
+        day.flattened = day.kept_overnight = True
+        live = self.system.supervisor.live_count().get()
+        if live:
+            log.warning(f"cycle {day.day} the market closed before the end-of-day flatten ran: {live} positions kept "
+                        f"under their stops overnight, flattened at the next open")
+
+    def _flatten_carried(self, day: DayState) -> None:
+        """Positions of an earlier day (kept overnight, or found at a start): exited at the open."""
+        for ref in self.system.supervisor.live_refs().get():
+            try:
+                state = ref.proxy().state().get(timeout=5)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                continue
+            if state.get("cycle_id") not in (None, day.cycle_id) and state.get("status") == "open":
+                tell_if_alive(ref, m.Flatten(reason=f"carried over from an earlier day ({state['position']}): "
+                                                    "flattened at the open", scheduled=True))
 
     def _check_loss_limit(self, day: DayState) -> None:
         realized, unrealized = self.hooks["daily_pnl"](day.cycle_id)
@@ -186,7 +215,9 @@ class CycleActor(pykka.ThreadingActor):
         settled = day.closed_at is not None and now - day.closed_at >= SETTLE_AFTER_CLOSE
         if live and not settled:
             return
-        if live:
+        if live and day.kept_overnight:
+            log.warning(f"cycle {day.day} {live} positions kept overnight under their stops; completing the day")
+        elif live:
             log.error(f"cycle {day.day} {live} positions still live after the close; completing the day anyway")
         self.hooks["doctor_pass"]("end of day")
         realized, unrealized = self.hooks["daily_pnl"](day.cycle_id)

@@ -124,3 +124,36 @@ def test_an_emergency_stop_before_the_scan_halts_the_days_entries(trading, start
     row = trading.writer.get_cycle(DAY).get()
     assert (row.cycle_state, row.halt_reason) == ("emergency_stopped", "operator: catalyst stop --emergency")
     assert entries(trading) == []
+
+
+def working_stops(trading) -> list[Any]:
+    return [o for o in trading.broker_view()["orders"]
+            if o["symbol"] == "AAPL" and o["type"] == "stop" and o["status"] in ("new", "accepted", "held")]
+
+
+def test_a_restart_after_the_close_keeps_the_positions_under_their_stops_and_the_next_open_flattens_them(
+        trading, start_cycle):
+    # The daemon was down at 15:55, when the day's flatten runs, and starts again after the close: a market exit
+    # could not fill before the next open, so cancelling the stops to send it would leave the shares bare all night.
+    trading.exchange.set_price("AAPL", "50.00")
+    trading.exchange.advance(timedelta(minutes=40))  # 09:40
+    cycle_id = persisted_phase(trading, "monitoring")
+    trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
+                           take_profit=Decimal("55.00"), cycle_id=cycle_id))
+    trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker")
+    trading.exchange.advance(timedelta(hours=6, minutes=30))  # 16:10: the day's orders expire at the close
+
+    cycle = start_cycle(Hooks(trading))
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "closed", "the cycle to close the day")
+    trading.exchange.advance(timedelta(minutes=10))  # settled: the day completes
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "completed", "the day to complete")
+
+    stops = trading.wait_for(lambda: working_stops(trading), "a stop for the night (the day's expired)")
+    assert [Decimal(o["qty"]) for o in stops] == [Decimal("100")]
+    assert trading.broker_view()["positions"] and not [o for o in trading.all_orders() if o.role == "flatten"]
+
+    trading.exchange.advance(timedelta(hours=17, minutes=11))  # the next day, 09:31: the market is open
+    trading.wait_for(lambda: not trading.broker_view()["positions"], "the carried position to be flattened",
+                     timeout=30)
+    assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
+    assert working_stops(trading) == []
