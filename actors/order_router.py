@@ -448,7 +448,7 @@ class OrderRouter(pykka.ThreadingActor):
         it waited would fill after its position was told to stand down: an emergency stop's flatten, say.)"""
         if tracked.status is not OrderStatus.CREATED or tracked.resent:
             return False
-        if not (self._general.withdraw(tracked.order_id) or self._protect.withdraw(tracked.order_id)):
+        if not self._take_back(tracked.order_id):
             return False
         self._protecting.pop(tracked.order_id, None)
         group = WriteGroup()
@@ -457,6 +457,10 @@ class OrderRouter(pykka.ThreadingActor):
         group.then(lambda _: self._tell_owner(tracked, None))
         group.commit(self.writer)
         return True
+
+    def _take_back(self, order_id: int) -> bool:
+        """True if the order's submit was still waiting in a pool's line: it will never be sent."""
+        return self._general.withdraw(order_id) or self._protect.withdraw(order_id)
 
     def _on_RetireUnsent(self, msg: m.RetireUnsent) -> None:
         """Each row still `created`, with no broker id and no submission in flight, ends as cancelled; a row that
@@ -469,8 +473,7 @@ class OrderRouter(pykka.ThreadingActor):
                 tracked = self._track(row, owner=None) if row is not None else None
             if tracked is None or tracked.status is not OrderStatus.CREATED or tracked.broker_id or tracked.resent:
                 continue
-            # A closed position's row is not normally still waiting in a pool's line; if it is, it must not go.
-            self._general.withdraw(order_id) or self._protect.withdraw(order_id)
+            self._take_back(order_id)  # a closed position's row is not normally still in a pool's line: it must not go
             self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group, reason=msg.reason)
         group.commit(self.writer)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
+
+import pytest
 
 from actors import messages as m
 from actors.broker_worker import BrokerPool, BrokerWorker, SubmitOrder
@@ -38,70 +40,73 @@ class HangingBroker:
         pass
 
 
-def pool_of(size: int, hang: set[str], release: threading.Event, sent: list[str]) -> BrokerPool:
-    pool = BrokerPool("general")
-    for i in range(size):
-        pool.add(BrokerWorker.start(HangingBroker(hang, release, sent), f"general-{i}", pool))
-    return pool
+class HungPool:
+    """A pool of `size` workers whose first submit (cat-test-1) hangs until `release`; its answers go to `router`."""
 
+    def __init__(self, size: int, router: Any) -> None:
+        self.router, self.release, self.sent = router, threading.Event(), []
+        self.pool = BrokerPool("general")
+        for i in range(size):
+            self.pool.add(BrokerWorker.start(HangingBroker({"cat-test-1"}, self.release, self.sent), f"general-{i}",
+                                             self.pool))
+        self.tell(1)
+        wait_for(lambda: self.sent == ["cat-test-1"], "the first submit to hang")
 
-def entry(order_id: int) -> Any:
-    return row(order_id, "entry", f"cat-test-{order_id}")
+    def tell(self, order_id: int) -> None:
+        self.pool.tell(SubmitOrder(row=row(order_id, "entry", f"cat-test-{order_id}"), reply_to=self.router))
 
+    def answered(self) -> list[tuple[int, ...]]:
+        return [r.order_ids for r in self.router.proxy().received().get() if isinstance(r, m.SubmitResult)]
 
-def answered(router: Any) -> list[tuple[int, ...]]:
-    return [r.order_ids for r in router.proxy().received().get() if isinstance(r, m.SubmitResult)]
-
-
-def test_no_job_waits_behind_a_hanging_call_while_another_worker_is_free(recording_actor: Callable[[], Any]) -> None:
-    router, release, sent = recording_actor(), threading.Event(), []
-    pool = pool_of(2, {"cat-test-1"}, release, sent)
-    try:
-        pool.tell(SubmitOrder(row=entry(1), reply_to=router))
-        wait_for(lambda: sent == ["cat-test-1"], "the first submit to hang")
-        for order_id in (2, 3, 4):  # dealt in turn, 3 would have waited behind 1 on the same worker
-            pool.tell(SubmitOrder(row=entry(order_id), reply_to=router))
-
-        wait_for(lambda: len(answered(router)) == 3, "the three other submits to be answered")
-        assert answered(router) == [(2,), (3,), (4,)]  # the first still hangs
-        release.set()
-        wait_for(lambda: len(answered(router)) == 4, "the first submit's answer")
-    finally:
-        release.set()
-        for worker in pool.workers:
+    def stop(self) -> None:
+        self.release.set()
+        for worker in self.pool.workers:
             worker.stop()
 
 
-def test_a_job_not_yet_taken_is_withdrawn_and_never_sent_one_taken_is_not(recording_actor: Callable[[], Any]) -> None:
-    router, release, sent = recording_actor(), threading.Event(), []
-    pool = pool_of(1, {"cat-test-1"}, release, sent)
-    try:
-        pool.tell(SubmitOrder(row=entry(1), reply_to=router))
-        wait_for(lambda: sent == ["cat-test-1"], "the first submit to hang")
-        pool.tell(SubmitOrder(row=entry(2), reply_to=router))
-        pool.tell(SubmitOrder(row=entry(3), reply_to=router))
+@pytest.fixture
+def hung_pool(recording_actor: Callable[[], Any]) -> Iterator[Callable[[int], HungPool]]:
+    made: list[HungPool] = []
 
-        assert pool.withdraw(2) is True
-        assert pool.withdraw(1) is False  # being sent: only its acknowledgement can tell
-        assert pool.withdraw(2) is False  # already taken back
-        release.set()
-        wait_for(lambda: len(answered(router)) == 2, "the two submits left")
-        assert sent == ["cat-test-1", "cat-test-3"] and answered(router) == [(1,), (3,)]
-    finally:
-        release.set()
-        for worker in pool.workers:
-            worker.stop()
+    def make(size: int) -> HungPool:
+        made.append(HungPool(size, recording_actor()))
+        return made[-1]
+
+    yield make
+    for pool in made:
+        pool.stop()
 
 
-def test_jobs_told_before_the_workers_are_stopped_are_sent_before_they_stop(recording_actor: Callable[[], Any]) -> None:
-    router, release, sent = recording_actor(), threading.Event(), []
-    pool = pool_of(1, {"cat-test-1"}, release, sent)
-    pool.tell(SubmitOrder(row=entry(1), reply_to=router))
-    wait_for(lambda: sent == ["cat-test-1"], "the first submit to hang")
-    pool.tell(SubmitOrder(row=entry(2), reply_to=router))
-    stopping = threading.Thread(target=lambda: [w.stop() for w in pool.workers])
+def test_no_job_waits_behind_a_hanging_call_while_another_worker_is_free(hung_pool: Any) -> None:
+    rig = hung_pool(2)
+    for order_id in (2, 3, 4):  # dealt in turn, 3 would have waited behind 1 on the same worker
+        rig.tell(order_id)
+
+    wait_for(lambda: len(rig.answered()) == 3, "the three other submits to be answered")
+    assert rig.answered() == [(2,), (3,), (4,)]  # the first still hangs
+    rig.release.set()
+    wait_for(lambda: len(rig.answered()) == 4, "the first submit's answer")
+
+
+def test_a_job_not_yet_taken_is_withdrawn_and_never_sent_one_taken_is_not(hung_pool: Any) -> None:
+    rig = hung_pool(1)
+    rig.tell(2)
+    rig.tell(3)
+
+    assert rig.pool.withdraw(2) is True
+    assert rig.pool.withdraw(1) is False  # being sent: only its acknowledgement can tell
+    assert rig.pool.withdraw(2) is False  # already taken back
+    rig.release.set()
+    wait_for(lambda: len(rig.answered()) == 2, "the two submits left")
+    assert rig.sent == ["cat-test-1", "cat-test-3"] and rig.answered() == [(1,), (3,)]
+
+
+def test_jobs_told_before_the_workers_are_stopped_are_sent_before_they_stop(hung_pool: Any) -> None:
+    rig = hung_pool(1)
+    rig.tell(2)
+    stopping = threading.Thread(target=lambda: [w.stop() for w in rig.pool.workers])
     stopping.start()
-    release.set()
+    rig.release.set()
     stopping.join(30)
 
-    assert sent == ["cat-test-1", "cat-test-2"] and answered(router) == [(1,), (2,)]
+    assert rig.sent == ["cat-test-1", "cat-test-2"] and rig.answered() == [(1,), (2,)]
