@@ -77,8 +77,7 @@ class BrokerPool:
     finds the line empty is marked idle; the next job wakes one idle worker, so no job waits while a worker is free
     and no worker is woken for nothing."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._jobs: deque[Job] = deque()
         self._idle: list[Any] = []  # refs of the workers waiting for a job

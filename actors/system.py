@@ -149,7 +149,7 @@ class TradingSystem:
         return self
 
     def _pool(self, name: str, size: int) -> BrokerPool:
-        pool = BrokerPool(name)
+        pool = BrokerPool()
         for i in range(size):
             ref = BrokerWorker.start(self.broker_factory(f"{name}-{i}"), f"{name}-{i}", pool)
             self.refs.append(ref)

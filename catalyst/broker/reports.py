@@ -139,8 +139,9 @@ def order_report(raw: Mapping[str, Any]) -> OrderReport:
     checks what the daemon reads of it: ids, enum values, quantities and prices, timestamps.
 
     Why not through that model: building it, then this report from it, cost twice the parsing on every submit
-    answer and every trade update (about 0.13 ms per OCO answer, more on a busy CPU), on the path between a fill
-    and its stop. The REST client is asked for the raw JSON (alpaca-py's `raw_data`), as the stream already is."""
+    answer and every trade update (60–68 µs of CPU per OCO answer in a loop against 25–36 µs read directly, more
+    on a busy CPU), on the path between a fill and its stop. The REST client is asked for the raw JSON (alpaca-py's
+    `raw_data`), as the stream already is."""
     if not isinstance(raw, Mapping):
         raise ValueError(f"order is {type(raw).__name__}, not an object")
     kind = _enum_field(raw, "type", required=False) or _enum_field(raw, "order_type", "type", required=False)

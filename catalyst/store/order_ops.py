@@ -69,7 +69,8 @@ async def create_orders(session: AsyncSession, specs: Sequence[NewOrder], at: da
     test_store_batch_group_commit.py holds them equal to a read)."""
     stamp = raw_sql.db_time(at, "created_at")
     raw = await raw_sql.connection(session)
-    prefix = client_order_id_prefix(raw_instance_id(raw))
+    instance = raw_instance_id(raw)
+    prefix = client_order_id_prefix(instance)
     securities: dict[str, tuple[str, int]] = {}  # an OCO's legs share their symbol: one lookup
     if security is not None:
         securities[security[0]] = security
@@ -92,7 +93,7 @@ async def create_orders(session: AsyncSession, specs: Sequence[NewOrder], at: da
         )
         order_id = raw_sql.execute(raw, "create_orders", _INSERT_ORDER, (prefix, *values)).lastrowid
         stored = dict(zip(_INSERTED_COLUMNS, values), **_NEW_ORDER_DEFAULTS)
-        stored.update(order_id=order_id, client_order_id=f"{prefix}{order_id}")
+        stored.update(order_id=order_id, client_order_id=client_order_id_for(instance, order_id))  # as the INSERT made it
         records.append(ORDER_READER.written(stored, symbol))
     return records
 

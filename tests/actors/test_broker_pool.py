@@ -45,7 +45,7 @@ class HungPool:
 
     def __init__(self, size: int, router: Any) -> None:
         self.router, self.release, self.sent = router, threading.Event(), []
-        self.pool = BrokerPool("general")
+        self.pool = BrokerPool()
         for i in range(size):
             self.pool.add(BrokerWorker.start(HangingBroker({"cat-test-1"}, self.release, self.sent), f"general-{i}",
                                              self.pool))
