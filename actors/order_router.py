@@ -125,6 +125,20 @@ def _is_fill(update: TradeUpdateReport) -> bool:
     return update.event in ("fill", "partial_fill")
 
 
+def _fill_on_its_heels(tracked: Tracked, report: OrderReport) -> bool:
+    """A market order acknowledged live with nothing filled yet: in the session its fill event is usually right
+    behind the reply (Alpaca answers a market order `accepted` or `new`, then fills it). Awaited briefly, the two are
+    committed together: the acknowledgement's own commit would otherwise run first, and the fill, whose protection
+    waits on that fill's commit, would queue behind it."""
+    if not tracked.market or tracked.filled_qty or report.filled_qty:
+        return False
+    try:
+        reported = status_from_broker(report.status, report.filled_qty, report.qty or tracked.qty)
+    except ValueError:
+        return False  # logged where the report is applied
+    return reported in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED)
+
+
 def _yield_cpu() -> None:
     if hasattr(os, "sched_yield"):  # releases the GIL around the call
         os.sched_yield()
@@ -287,7 +301,8 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _with_awaited_fills(self, batch: list[m.Message]) -> list[m.Message]:
         """A submit result saying an order filled is nearly always a millisecond ahead of the fill's stream event
-        (a marketable entry). Hold the batch up to `fill_event_wait_s` for those events, so both are decided and
+        (a marketable entry), and so is one acknowledging a market order (_fill_on_its_heels). Hold the batch up to
+        `fill_event_wait_s` for those events, so both are decided and
         committed together instead of the fill queueing behind the result's own commit; no broker call waits on
         the result's commit. Whatever else arrives meanwhile joins the batch; anything that is not a trade update
         or submit result ends the wait."""
@@ -313,7 +328,8 @@ class OrderRouter(pykka.ThreadingActor):
             if isinstance(message, m.SubmitResult) and message.report is not None:
                 for order_id, report in zip(message.order_ids, [message.report, *message.report.legs]):
                     tracked = self.by_order.get(order_id)
-                    if tracked is not None and report.filled_qty > tracked.filled_qty:
+                    if tracked is not None and (report.filled_qty > tracked.filled_qty
+                                                or _fill_on_its_heels(tracked, report)):
                         awaited.add(report.broker_id)
         for message in batch:
             if isinstance(message, m.TradeUpdateReceived) and _is_fill(message.update):

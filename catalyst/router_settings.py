@@ -13,9 +13,10 @@ class RouterSettings(BaseModel):
     # Wall seconds a fill the broker reports (submit response, REST) may wait for its stream event before the
     # router fetches executions over REST: a REST report (or a submit reply saying "filled") can be ahead of it.
     missing_execution_grace_s: float = Field(default=2.0, ge=0)
-    # Wall seconds the router holds a submit result saying "filled" for that fill's stream event, which is usually
-    # a millisecond behind it: both then go in one commit, and the fill does not queue behind the result's own.
-    # (Alpaca answers a market order `accepted`; a broker or emulator answering `filled` is served all the same.)
+    # Wall seconds the router holds a submit result saying "filled", or acknowledging a market order with nothing
+    # filled yet (Alpaca answers a market order `accepted`, then fills it), for that fill's stream event, usually a
+    # millisecond or so behind it: both then go in one commit, and the fill does not queue behind the result's own.
+    # A limit or stop order's acknowledgement is never held.
     fill_event_wait_s: float = Field(default=0.002, ge=0, le=1.0)
     # Wall seconds an acknowledgement-only trade update (new, pending_new, accepted) of an order the router already
     # tracks may wait while fills and protection submits are being handled: it carries no shares and no end, and

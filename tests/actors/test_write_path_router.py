@@ -325,6 +325,45 @@ def test_a_filled_submit_result_whose_event_never_comes_is_committed_after_the_w
         rig.stop()
 
 
+def test_an_accepted_market_entry_waits_briefly_for_its_fill_event_and_both_are_one_commit(
+        tmp_path: Path, recording_actor: Any) -> None:
+    """Alpaca answers a market order `accepted`; its fill follows on the stream a moment later. Committed apart, the
+    fill (whose protection waits on its commit) would queue behind the acknowledgement's own commit."""
+    rig = Rig(tmp_path, grace_s=3600, recording_actor=recording_actor, fill_wait_s=0.5)
+    try:
+        row = enter(rig)
+        rig.served()
+        rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "accepted")))
+        time.sleep(0.05)
+        rig.router.tell(fill_event(row))
+        wait_for(lambda: any(isinstance(u, m.OrderUpdated) and u.execution for u in rig.owner.proxy().received().get()),
+                 "the execution")
+
+        assert rig.served() == [("batch", "mark_submitted", "record_trade_update", "record_fill",
+                                  "update_order_status")]
+        stored = rig.writer.get_order(row.order_id).get()
+        assert (stored.status, stored.alpaca_order_id, stored.filled_qty) == ("filled", "b-entry", Decimal(100))
+    finally:
+        rig.stop()
+
+
+def test_an_accepted_limit_entry_is_committed_without_waiting(tmp_path: Path, recording_actor: Any) -> None:
+    rig = Rig(tmp_path, grace_s=3600, recording_actor=recording_actor, fill_wait_s=1.0)
+    try:
+        plan = m.TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal(100), stop_loss=Decimal("9"),
+                           take_profit=Decimal("11"), cycle_id=rig.cycle_id, order_type="limit",
+                           limit_price=Decimal("10"))
+        rig.router.tell(m.PlaceEntry(owner=rig.owner, plan=plan))
+        row = rig.told(rig.general, SubmitOrder)[0].row
+        sent = time.monotonic()
+        rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "accepted")))
+        wait_for(lambda: rig.writer.get_order(row.order_id).get().status == "accepted", "the acknowledgement")
+
+        assert time.monotonic() - sent < 0.5  # a resting limit order's fill may be hours away: never held for it
+    finally:
+        rig.stop()
+
+
 def test_a_catch_up_through_several_states_is_one_log_line(rig: Rig, router_lines: list[str]) -> None:
     row = enter(rig)
     rig.router.tell(m.SubmitResult(order_ids=(row.order_id,), report=order_report(row, "new")))
