@@ -114,6 +114,10 @@ class CycleActor(pykka.ThreadingActor):
         phase = CyclePhase(cycle.phase)
         self.today = DayState(today, cycle.cycle_id, phase, halted=cycle.halt_reason)
         log.info(f"cycle {today} #{cycle.cycle_id} {'resumed in' if phase is not CyclePhase.IDLE else 'starts'} {phase}")
+        if phase in (CyclePhase.EVALUATING, CyclePhase.TRADING, CyclePhase.MONITORING):
+            # Resumed past the moment entering evaluating flattens what earlier days left: the market is open, so
+            # do it now rather than leave those positions to the end-of-day flatten.
+            self._flatten_carried(self.today)
         if phase is CyclePhase.EVALUATING:
             # Candidates live in memory only: resumed between the bell and trading_at, evaluate again (as entering
             # evaluating would) or the trading phase would approve nothing.

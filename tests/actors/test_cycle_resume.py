@@ -157,3 +157,26 @@ def test_a_restart_after_the_close_keeps_the_positions_under_their_stops_and_the
                      timeout=30)
     assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
     assert working_stops(trading) == []
+
+
+def test_a_restart_of_a_day_already_trading_flattens_a_position_carried_from_an_earlier_day(trading, start_cycle):
+    # Entering evaluating at 09:30 flattens what earlier days left; a daemon killed at that moment and started again
+    # later in the day resumes in a phase past it, and must not leave those shares to the 15:55 flatten.
+    trading.exchange.set_price("AAPL", "50.00")
+    trading.exchange.advance(timedelta(minutes=40))  # 09:40 on the first day
+    yesterday = persisted_phase(trading, "monitoring")
+    trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
+                           take_profit=Decimal("55.00"), cycle_id=yesterday))
+    trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker")
+    trading.exchange.advance(timedelta(days=1, minutes=5))  # 09:45 the next day: the market is open
+    trading.wait_for(lambda: working_stops(trading), "a stop for the new day (the first day's expired)")
+    today = trading.writer.get_or_create_cycle(DAY + timedelta(days=1)).get()
+    trading.writer.set_cycle_phase(today.cycle_id, "trading", trading.exchange.clock.now()).get()
+
+    cycle = start_cycle(Hooks(trading))
+
+    trading.wait_for(lambda: not trading.broker_view()["positions"], "the carried position to be flattened",
+                     timeout=30)
+    assert cycle.proxy().state().get()["phase"] == "trading"
+    assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
+    assert working_stops(trading) == []
