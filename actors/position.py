@@ -29,6 +29,9 @@ SIBLING_GRACE_S = 30.0  # exchange seconds to wait for an OCO sibling's cancel e
 # Wall seconds before a flatten still waiting on its cancels asks the broker again. A backstop only: a cancel the
 # broker refuses or whose reply is lost is verified by the router at once.
 FLATTEN_RECHECK_S = 2.0
+# Wall seconds an OCO leg may stay working alone (its sibling ended unfilled) before the broker is asked about it: in
+# the normal case the broker cancelled the sibling because this leg filled, and that fill's event is a moment behind.
+LONE_LEG_GRACE_S = 2.0
 
 
 # A market exit that ends in one of these without a share filled has failed. (FILLED can be announced before its
@@ -41,6 +44,10 @@ class CheckSiblings(m.Message):
 
 
 class CheckFlatten(m.Message):
+    pass
+
+
+class CheckLoneLegs(m.Message):
     pass
 
 
@@ -80,6 +87,7 @@ class PositionActor(pykka.ThreadingActor):
         self._waiting_for_exit_fills = False  # said once: a flatten found its exits filled at the broker
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
+        self._lone_timer: Delayed | None = None
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
         self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
         self.restored = restored
@@ -100,7 +108,7 @@ class PositionActor(pykka.ThreadingActor):
             self.router.tell(m.PlaceEntry(owner=self.actor_ref, plan=self.plan))
 
     def on_stop(self) -> None:
-        for timer in (self._timer, self._flatten_timer):
+        for timer in (self._timer, self._flatten_timer, self._lone_timer):
             if timer:
                 timer.cancel()
 
@@ -124,6 +132,8 @@ class PositionActor(pykka.ThreadingActor):
             self._check_siblings()
         elif isinstance(message, CheckFlatten):
             self._check_flatten()
+        elif isinstance(message, CheckLoneLegs):
+            self._check_lone_legs()
         elif isinstance(message, m.CheckProtection):
             self._protect()
         return None
@@ -264,10 +274,11 @@ class PositionActor(pykka.ThreadingActor):
         return self._unprotected_of(self.position.quantity)
 
     def _unprotected_of(self, quantity: Decimal) -> Decimal:
-        """Shares of `quantity` with no working stop. Shares an exit order has filled at the broker are leaving even
-        before their execution reaches us: a submit reply saying "filled" (a take-profit marketable when sent)
-        overtakes the fill's execution, and protecting those shares again would sell them twice."""
-        return quantity - self._leaving() - self.protected_qty()
+        """Shares of `quantity` with no working stop that may be protected now. Shares an exit order has filled at
+        the broker are leaving even before their execution reaches us: a submit reply saying "filled" (a take-profit
+        marketable when sent) overtakes the fill's execution, and protecting those shares again would sell them
+        twice. Shares a lone OCO leg holds wait for it (_lone_legs)."""
+        return quantity - self._leaving() - self.protected_qty() - self._held_by_lone_legs()
 
     def _leaving(self) -> Decimal:
         """Shares our exit orders have filled at the broker whose executions have not reached the position yet."""
@@ -286,9 +297,54 @@ class PositionActor(pykka.ThreadingActor):
     def _protect(self) -> None:
         if self.flattening or self.position.status is not PositionStatus.OPEN:
             return
+        if self._lone_legs():
+            self._expect_lone_legs_to_end()
         missing = self._unprotected_qty()
         if missing > 0:
             self._submit_protection(self.writer.create_orders(self._protection_orders(missing)).get())
+
+    def _lone_legs(self) -> tuple[int, ...]:
+        """Working legs of OCO pairs whose other leg has ended.
+
+        At the broker that nearly always means the lone leg is filling (an OCO cancels one leg when the other
+        executes) and its fill event is a moment behind the cancel's. Its shares are neither protected nor free: a
+        new OCO for them would sell them twice (Alpaca refuses it while the lone leg holds them, and a refused
+        protection flattens the position: a market sell of shares already sold). So they wait for the lone leg; one
+        still working after LONE_LEG_GRACE_S is cancelled (_check_lone_legs) and its shares protected anew."""
+        lone: list[int] = []
+        for pair in self.pairs:
+            take_profit, stop_loss = self.orders.get(pair.take_profit), self.orders.get(pair.stop_loss)
+            if take_profit is not None and stop_loss is not None and take_profit.working != stop_loss.working:
+                lone.append(pair.take_profit if take_profit.working else pair.stop_loss)
+        return tuple(lone)
+
+    def _held_by_lone_legs(self) -> Decimal:
+        held = Decimal(0)
+        for pair in self.pairs:
+            take_profit, stop_loss = self.orders.get(pair.take_profit), self.orders.get(pair.stop_loss)
+            if take_profit is not None and stop_loss is not None and take_profit.working != stop_loss.working:
+                held += max(pair.qty - take_profit.filled_qty - stop_loss.filled_qty, Decimal(0))
+        return held
+
+    def _expect_lone_legs_to_end(self) -> None:
+        if self._lone_timer is not None:
+            return
+        lone = ", ".join(f"o-{i}" for i in self._lone_legs())
+        self.log.info(f"position {self.label} an OCO leg ended while {lone} still works: waiting for it (its fill, "
+                      f"usually) before protecting those shares again")
+        self._lone_timer = tell_later(self.actor_ref, LONE_LEG_GRACE_S, CheckLoneLegs())
+
+    def _check_lone_legs(self) -> None:
+        self._lone_timer = None
+        lone = self._lone_legs()
+        if not lone or self.position.status is not PositionStatus.OPEN or self.flattening:
+            return
+        named = ", ".join(f"o-{i}" for i in lone)
+        self.log.warning(f"position {self.label} OCO leg {named} still works alone after {LONE_LEG_GRACE_S:g}s: asking "
+                         f"the broker and cancelling it; its shares are protected anew once it has ended")
+        self.router.tell(m.VerifyOrders(order_ids=lone))
+        self.router.tell(m.CancelOrders(order_ids=lone, reason="its OCO sibling ended: protection renewed"))
+        self._lone_timer = tell_later(self.actor_ref, LONE_LEG_GRACE_S, CheckLoneLegs())
 
     def _submit_protection(self, rows: list[Any]) -> None:
         """Rows committed: count them as protection at once (so no second OCO is asked for the same shares) and

@@ -1,0 +1,66 @@
+"""An OCO leg that ends while its sibling still works: the sibling is usually filling, so its shares wait for it.
+
+Found in a faults-only trading day (exchange seed 19): the broker cancelled the stop leg because its take-profit had
+filled, the cancel's event reached the position before the fill's, and the position placed a second OCO for the
+1,111 shares already sold. The emulator refused it (the shares were gone); had it been refused while the take-profit
+still held them, the position would have flattened them: a market sell of shares already sold.
+
+Driven message by message as the router would, with the real DbWriter on a SQLite file (tests/actors/
+test_position_flatten.py's rig): what is under test is what the position asks of the router, and when.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors import messages as m
+from actors import position as position_module
+from catalyst.domain.orders import OrderStatus
+from tests.actors.test_position_flatten import T0, Rig, wait_for
+
+
+@pytest.fixture
+def rig(tmp_path: Path, recording_actor: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    monkeypatch.setattr(position_module, "LONE_LEG_GRACE_S", 0.3)
+    made = Rig(tmp_path, recording_actor)
+    yield made
+    made.stop()
+
+
+def test_a_stop_leg_cancelled_before_its_take_profits_fill_arrives_draws_no_second_oco(rig: Rig) -> None:
+    tp, sl = rig.open_and_protect()
+
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)  # the broker's OCO cancel, ahead of the fill
+    rig.settled()
+    assert len(rig.told(m.SubmitProtection)) == 1  # only the first OCO
+    rig.update(tp.order_id, "take_profit", OrderStatus.FILLED, "100",
+               m.Execution(key="b-tp:100", qty=Decimal(100), price=Decimal("55"), at=T0))
+
+    wait_for(lambda: not rig.position.is_alive(), "the closed position's actor to stop")
+    assert len(rig.told(m.SubmitProtection)) == 1
+    assert not rig.told(m.PlaceExit) and not rig.told(m.CancelOrders)
+    position_id = rig.writer.get_order(rig.entry.order_id).get().position_id
+    assert sorted(o.role for o in rig.writer.orders_for_position(position_id).get()) == \
+        ["entry", "stop_loss", "take_profit"]  # no rows of a second OCO either
+    position = rig.writer.get_position(position_id).get()
+    assert position.status == "closed" and position.realized_pnl == Decimal("500.00")
+
+
+def test_a_leg_still_working_alone_after_the_grace_is_cancelled_and_the_shares_protected_anew(rig: Rig) -> None:
+    tp, sl = rig.open_and_protect()
+
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)  # cancelled at the broker for some other reason
+    cancels = wait_for(lambda: rig.told(m.CancelOrders), "the lone take-profit to be cancelled")
+    assert cancels[0].order_ids == (tp.order_id,)
+    assert rig.told(m.VerifyOrders)[0].order_ids == (tp.order_id,)
+    assert len(rig.told(m.SubmitProtection)) == 1  # nothing new while the lone leg may still sell the shares
+
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    renewed = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "a new OCO")
+    assert renewed[0].take_profit.quantity == renewed[0].stop_loss.quantity == Decimal(100)
+    assert rig.settled()["protected"] == "100"  # counted at once, so no third OCO is asked for the same shares
