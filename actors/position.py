@@ -311,20 +311,21 @@ class PositionActor(pykka.ThreadingActor):
         new OCO for them would sell them twice (Alpaca refuses it while the lone leg holds them, and a refused
         protection flattens the position: a market sell of shares already sold). So they wait for the lone leg; one
         still working after LONE_LEG_GRACE_S is cancelled (_check_lone_legs) and its shares protected anew."""
-        lone: list[int] = []
-        for pair in self.pairs:
-            take_profit, stop_loss = self.orders.get(pair.take_profit), self.orders.get(pair.stop_loss)
-            if take_profit is not None and stop_loss is not None and take_profit.working != stop_loss.working:
-                lone.append(pair.take_profit if take_profit.working else pair.stop_loss)
-        return tuple(lone)
+        return tuple(pair.take_profit if take_profit.working else pair.stop_loss
+                     for pair, take_profit, _ in self._broken_pairs())
 
     def _held_by_lone_legs(self) -> Decimal:
-        held = Decimal(0)
+        return sum((max(pair.qty - take_profit.filled_qty - stop_loss.filled_qty, Decimal(0))
+                    for pair, take_profit, stop_loss in self._broken_pairs()), Decimal(0))
+
+    def _broken_pairs(self) -> list[tuple[OcoPair, OrderView, OrderView]]:
+        """OCO pairs with one leg ended and the other still working, with their (take-profit, stop-loss) views."""
+        broken = []
         for pair in self.pairs:
             take_profit, stop_loss = self.orders.get(pair.take_profit), self.orders.get(pair.stop_loss)
             if take_profit is not None and stop_loss is not None and take_profit.working != stop_loss.working:
-                held += max(pair.qty - take_profit.filled_qty - stop_loss.filled_qty, Decimal(0))
-        return held
+                broken.append((pair, take_profit, stop_loss))
+        return broken
 
     def _expect_lone_legs_to_end(self) -> None:
         if self._lone_timer is not None:
