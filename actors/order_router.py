@@ -302,10 +302,9 @@ class OrderRouter(pykka.ThreadingActor):
     def _with_awaited_fills(self, batch: list[m.Message]) -> list[m.Message]:
         """A submit result saying an order filled is nearly always a millisecond ahead of the fill's stream event
         (a marketable entry), and so is one acknowledging a market order (_fill_on_its_heels). Hold the batch up to
-        `fill_event_wait_s` for those events, so both are decided and
-        committed together instead of the fill queueing behind the result's own commit; no broker call waits on
-        the result's commit. Whatever else arrives meanwhile joins the batch; anything that is not a trade update
-        or submit result ends the wait."""
+        `fill_event_wait_s` for those events, so both are decided and committed together instead of the fill
+        queueing behind the result's own commit; no broker call waits on the result's commit. Whatever else arrives
+        meanwhile joins the batch; anything that is not a trade update or submit result ends the wait."""
         awaited = self._fills_awaited(batch)
         deadline = time.monotonic() + self.settings.fill_event_wait_s
         inbox = self.actor_inbox
