@@ -121,6 +121,12 @@ def _tell(owner: Any, message: m.Message) -> None:
         log.info(f"router {type(message).__name__} for a stopped position actor: it is in the database")
 
 
+def _order_ids(submit: SubmitOrder | SubmitOco) -> tuple[int, ...]:
+    if isinstance(submit, SubmitOco):
+        return submit.take_profit.order_id, submit.stop_loss.order_id
+    return (submit.row.order_id,)
+
+
 def _is_fill(update: TradeUpdateReport) -> bool:
     return update.event in ("fill", "partial_fill")
 
@@ -181,6 +187,9 @@ class OrderRouter(pykka.ThreadingActor):
         self._announcing: _AnnouncedPath | None = None  # the latest move's log line, still open to more steps
         # Order ids sent to a protection worker, their submit result not yet in, with when they were sent.
         self._protecting: dict[int, float] = {}
+        # Order ids whose submit is in a pool's line or at a worker, its result not yet in: never aged out, so a row
+        # being sent is never retired as "never sent" (_on_RetireUnsent).
+        self._sending: set[int] = set()
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -378,7 +387,7 @@ class OrderRouter(pykka.ThreadingActor):
         tracked.keys_complete = True
         _tell(msg.owner, m.OrdersCreated(roles={"entry": row.order_id}))
         log.info(f"order {tracked.label} created entry {tracked.side} {plan.qty} {plan.order_type} cid={row.client_order_id}")
-        self._general.tell(SubmitOrder(row=row, reply_to=self.actor_ref))
+        self._to_general(SubmitOrder(row=row, reply_to=self.actor_ref))
 
     def _on_SubmitProtection(self, msg: m.SubmitProtection) -> None:
         self._log_protection(*self._send_protection(msg.take_profit, msg.stop_loss, msg.owner))
@@ -438,7 +447,7 @@ class OrderRouter(pykka.ThreadingActor):
             return
         log.warning(f"order {tracked.label} {tracked.role} created but never acknowledged before a restart: sending it now")
         if tracked.role == "entry":
-            self._general.tell(SubmitOrder(row=row, reply_to=self.actor_ref))
+            self._to_general(SubmitOrder(row=row, reply_to=self.actor_ref))
         else:
             self._to_protection(SubmitOrder(row=row, reply_to=self.actor_ref), row.order_id)
 
@@ -475,7 +484,10 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _take_back(self, order_id: int) -> bool:
         """True if the order's submit was still waiting in a pool's line: it will never be sent."""
-        return self._general.withdraw(order_id) or self._protect.withdraw(order_id)
+        if self._general.withdraw(order_id) or self._protect.withdraw(order_id):
+            self._sending.discard(order_id)
+            return True
+        return False
 
     def _on_RetireUnsent(self, msg: m.RetireUnsent) -> None:
         """Each row still `created`, with no broker id and no submission in flight, ends as cancelled; a row that
@@ -488,7 +500,12 @@ class OrderRouter(pykka.ThreadingActor):
                 tracked = self._track(row, owner=None) if row is not None else None
             if tracked is None or tracked.status is not OrderStatus.CREATED or tracked.broker_id or tracked.resent:
                 continue
-            self._take_back(order_id)  # a closed position's row is not normally still in a pool's line: it must not go
+            # A closed position's row is not normally still in a pool's line: if it is, it must not go. One a worker
+            # is sending (or an OCO's, which is never withdrawn) may reach the broker after the doctor looked there:
+            # retired now, it would be a working order, or shares bought or sold, under a row saying cancelled.
+            if not self._take_back(order_id) and order_id in self._sending:
+                log.info(f"order {tracked.label} not retired: its submit is in flight; its answer tells")
+                continue
             self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group, reason=msg.reason)
         group.commit(self.writer)
 
@@ -497,9 +514,15 @@ class OrderRouter(pykka.ThreadingActor):
         if known:
             self._general.tell(Verify(orders=tuple(known), reply_to=self.actor_ref))
 
+    def _to_general(self, submit: SubmitOrder) -> None:
+        """An entry to a general worker."""
+        self._sending.add(submit.row.order_id)
+        self._general.tell(submit)
+
     def _to_protection(self, submit: SubmitOrder | SubmitOco, order_id: int) -> None:
         """A stop, an OCO or an exit to a protection worker; routine updates wait until its result is in."""
         self._protecting[order_id] = time.monotonic()
+        self._sending.update(_order_ids(submit))
         self._protect.tell(submit)
         # Hand the CPU to the worker now, so its request is on the wire while this thread logs and announces: the
         # daemon's threads share one CPU and one GIL, and the worker would otherwise wait for the next switch.
@@ -508,6 +531,7 @@ class OrderRouter(pykka.ThreadingActor):
     def _plan_SubmitResult(self, msg: m.SubmitResult, group: WriteGroup) -> None:
         for order_id in msg.order_ids:
             self._protecting.pop(order_id, None)
+            self._sending.discard(order_id)
         rows = [self.by_order[i] for i in msg.order_ids if i in self.by_order]
         if msg.rejected is not None:  # both legs of an OCO in the same commit
             for tracked in rows:
