@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import threading
 import time
 from datetime import datetime, timedelta
@@ -123,10 +125,18 @@ class StreamRecorder:
             f"{event} event of order {order_id}")
 
     def stop(self) -> None:
-        # stop() needs the stream's loop running; the client polls its stop queue every 5 s
+        # alpaca-py's stop() only queues a request its recv loop reads every 5 s: ask, then close the socket so the
+        # pending recv ends at once (as catalyst/broker/stream.py stop_now does).
         wait_until(lambda: self.stream._loop is not None, "stream loop to start")
-        self.stream.stop()
+        loop = self.stream._loop
+
+        async def stop_now() -> None:
+            await self.stream.stop_ws()
+            await self.stream.close()
+
+        asyncio.run_coroutine_threadsafe(stop_now(), loop).result(timeout=5)
         self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), f"stream of {self.key} did not stop"
 
 
 @pytest.fixture
