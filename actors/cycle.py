@@ -40,6 +40,7 @@ class DayState:
     candidates: list[Any] = field(default_factory=list)
     flattened: bool = False
     kept_overnight: bool = False  # the market closed before the end-of-day flatten ran (_keep_overnight)
+    overnight_told: bool = False  # the live positions were told KeepOvernight (once a day)
     halted: str | None = None
     closed_at: datetime | None = None
 
@@ -118,6 +119,14 @@ class CycleActor(pykka.ThreadingActor):
             # Resumed past the moment entering evaluating flattens what earlier days left: the market is open, so
             # do it now rather than leave those positions to the end-of-day flatten.
             self._flatten_carried(self.today)
+        if phase is CyclePhase.CLOSED:
+            # When the day closed lives in memory only: the settling before the report counts from this start (else a
+            # day kept overnight, restarted once closed, would wait for it forever). Past the close, what is still
+            # live is kept under its stops until the next open, whatever was under way when the daemon stopped.
+            self.today.closed_at = now
+            if phase_due(self.schedule, now) is CyclePhase.CLOSED:
+                self.today.flattened = True
+                self._keep_overnight(self.today)
         if phase is CyclePhase.EVALUATING:
             # Candidates live in memory only: resumed between the bell and trading_at, evaluate again (as entering
             # evaluating would) or the trading phase would approve nothing.
@@ -168,11 +177,19 @@ class CycleActor(pykka.ThreadingActor):
         """The market has closed before the end-of-day flatten ran (the daemon was down at 15:55): a market exit
         could not fill before the next open, and cancelling the stops first, as a flatten does, would leave the
         shares bare all night. They stay under their stops (re-placed as the day's expire) and are flattened when
-        the market next opens (_flatten_carried)."""
+        the market next opens (_flatten_carried). A position whose flatten did run but has not ended (its market exit
+        unfilled at the close, or still waiting for its stops' cancels) is kept the same way (KeepOvernight)."""
+        refs = self.system.supervisor.live_refs().get()
+        if not day.overnight_told:
+            day.overnight_told = True
+            for ref in refs:
+                tell_if_alive(ref, m.KeepOvernight())
+            if day.flattened and refs:
+                day.kept_overnight = True
         if day.flattened:
             return
         day.flattened = day.kept_overnight = True
-        live = self.system.supervisor.live_count().get()
+        live = len(refs)
         if live:
             log.warning(f"cycle {day.day} the market closed before the end-of-day flatten ran: {live} positions kept "
                         f"under their stops overnight, flattened at the next open")

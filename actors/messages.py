@@ -191,6 +191,11 @@ class Flatten(Message):
     scheduled: bool = False  # the day's planned flatten before the close: news, not a warning
 
 
+class KeepOvernight(Message):
+    """The market has closed: a position still flattening stops it and keeps its shares under stops overnight (an exit
+    that has not filled by the close cannot fill before the next open); the next open flattens it."""
+
+
 class CheckProtection(Message):
     """The doctor found the broker's working stop short of the position: protect what is not covered."""
 

@@ -85,6 +85,7 @@ class PositionActor(pykka.ThreadingActor):
         self.flatten_since: datetime | None = None  # exchange time the flatten began (the doctor's stuck test)
         self.exit_sent = False
         self._waiting_for_exit_fills = False  # said once: a flatten found its exits filled at the broker
+        self._kept_overnight = False  # the market closed while flattening (KeepOvernight): its exit was cancelled
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
         self._lone_timer: Delayed | None = None
@@ -136,6 +137,8 @@ class PositionActor(pykka.ThreadingActor):
             self._check_lone_legs()
         elif isinstance(message, m.CheckProtection):
             self._protect()
+        elif isinstance(message, m.KeepOvernight):
+            self._keep_overnight()
         return None
 
     def state(self) -> dict[str, Any]:
@@ -411,9 +414,32 @@ class PositionActor(pykka.ThreadingActor):
 
     def _exit_failed(self, msg: m.OrderUpdated) -> None:
         """The market exit ended unfilled (rejected, cancelled): the shares are protected again, never left bare."""
-        self.log.error(f"position {self.label} market exit o-{msg.order_id} {msg.status} unfilled "
-                       f"({msg.reason or 'no reason given'}); protecting the {self.position.quantity} shares again")
+        level = "WARNING" if self._kept_overnight else "ERROR"  # cancelled on purpose at the close, or a failure
+        self.log.log(level, f"position {self.label} market exit o-{msg.order_id} {msg.status} unfilled "
+                     f"({msg.reason or 'no reason given'}); protecting the {self.position.quantity} shares again")
         self.flattening, self.exit_sent = False, False
+        self._protect()
+
+    def _keep_overnight(self) -> None:
+        """The market closed while this position was flattening (KeepOvernight). A market exit not filled by the close
+        waits for the next open (Alpaca queues one sent after the close; a day order sent before it expires), with
+        no stop under the shares meanwhile: it is cancelled, and once it has ended unfilled the shares are protected
+        again (_exit_failed). A flatten still waiting for its stops' cancels stops there: the shares are protected
+        anew as those end. The next open flattens the position (the cycle's carried-position flatten)."""
+        if not self.flattening or self.position.status is not PositionStatus.OPEN:
+            return
+        self._kept_overnight = True
+        exits = tuple(i for i, v in self.orders.items() if v.working and v.role == "flatten")
+        self.log.warning(f"position {self.label} the market closed before its flatten ended ({self.flatten_reason}): "
+                         f"kept under stops overnight, flattened at the next open"
+                         + (f"; cancelling its market exit {', '.join(f'o-{i}' for i in exits)}" if exits else ""))
+        if exits:
+            self.router.tell(m.CancelOrders(order_ids=exits, reason="the market closed before it filled; kept under "
+                                                                    "stops overnight"))
+            return
+        self.flattening, self.exit_sent = False, False
+        if self._flatten_timer:
+            self._flatten_timer.cancel()
         self._protect()
 
     def _start_flatten_timer(self) -> None:
@@ -503,6 +529,13 @@ class PositionActor(pykka.ThreadingActor):
                 stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
             ).get().position_id
         self._settle_position_row(restored)
+        exits = [i for i, v in self.orders.items() if v.role == "flatten" and v.working]
+        if exits and self.position.status is PositionStatus.OPEN:
+            # Killed while its market exit worked: the shares are the exit's. Resume waiting for it (its fill closes
+            # the position; ended unfilled, the shares are protected again) instead of protecting them, which the
+            # broker refuses while the exit holds them (and a refused protection would flatten once more).
+            self.flattening, self.exit_sent, self.flatten_since = True, True, self.clock.now()
+            self.flatten_reason = f"resumed after a restart: its market exit {', '.join(f'o-{i}' for i in exits)} works"
         self.router.tell(m.Register(owner=self.actor_ref, order_ids=tuple(self.orders)))
         self.log.info(f"position {self.label} restored {self.position.status} qty={self.position.quantity} "
                       f"protected={self.protected_qty()}")

@@ -180,3 +180,26 @@ def test_a_restart_of_a_day_already_trading_flattens_a_position_carried_from_an_
     assert cycle.proxy().state().get()["phase"] == "trading"
     assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
     assert working_stops(trading) == []
+
+
+def test_a_restart_of_a_day_already_closed_with_a_position_kept_overnight_completes_it(trading, start_cycle):
+    # Found by chaos (seed 51): killed after it closed the day, a position kept under its stops, the daemon started
+    # again in `closed` and never completed the day: when it closed lived in memory only, so the settling it waits
+    # for before the report never began.
+    trading.exchange.set_price("AAPL", "50.00")
+    trading.exchange.advance(timedelta(minutes=40))  # 09:40
+    cycle_id = persisted_phase(trading, "monitoring")
+    trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
+                           take_profit=Decimal("55.00"), cycle_id=cycle_id))
+    trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker")
+    trading.exchange.advance(timedelta(hours=6, minutes=30))  # 16:10
+    persisted_phase(trading, "closed")
+
+    cycle = start_cycle(Hooks(trading))
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "closed", "the cycle to resume closed")
+    trading.exchange.advance(timedelta(minutes=10))  # settled, counted from the restart
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "completed", "the day to complete", timeout=15)
+
+    stops = trading.wait_for(lambda: working_stops(trading), "a stop for the night (the day's expired)")
+    assert [Decimal(o["qty"]) for o in stops] == [Decimal("100")]
+    assert trading.broker_view()["positions"] and not [o for o in trading.all_orders() if o.role == "flatten"]
