@@ -18,6 +18,9 @@ def test_a_row_whose_submit_is_in_flight_is_not_retired_and_ends_as_the_broker_s
     trading = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}", general_workers=1).start()
     try:
         exchange.set_price("AAPL", "149.95")
+        # The start's catch-up takes the one general worker first: once it is done, the entry is sent at once.
+        trading.wait_for(lambda: any(line.startswith("router catch-up applied") for line in router_lines),
+                         "the start's catch-up")
         # The submit hangs (nothing placed) until the client gives up after 2 s; it is then looked up and resent.
         exchange.set_faults("timeout=1.0,hang_s=30")
         trading.open(trading.plan("AAPL"))
