@@ -131,17 +131,22 @@ def working_stops(trading) -> list[Any]:
             if o["symbol"] == "AAPL" and o["type"] == "stop" and o["status"] in ("new", "accepted", "held")]
 
 
-def test_a_restart_after_the_close_keeps_the_positions_under_their_stops_and_the_next_open_flattens_them(
-        trading, start_cycle):
-    # The daemon was down at 15:55, when the day's flatten runs, and starts again after the close: a market exit
-    # could not fill before the next open, so cancelling the stops to send it would leave the shares bare all night.
+def a_position_protected_then_the_close(trading) -> None:
+    """A position opened at 09:40 by a daemon whose day row says `monitoring`, under its stop; then 16:10 comes."""
     trading.exchange.set_price("AAPL", "50.00")
     trading.exchange.advance(timedelta(minutes=40))  # 09:40
     cycle_id = persisted_phase(trading, "monitoring")
     trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
                            take_profit=Decimal("55.00"), cycle_id=cycle_id))
     trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker")
-    trading.exchange.advance(timedelta(hours=6, minutes=30))  # 16:10: the day's orders expire at the close
+    trading.exchange.advance(timedelta(hours=6, minutes=30))
+
+
+def test_a_restart_after_the_close_keeps_the_positions_under_their_stops_and_the_next_open_flattens_them(
+        trading, start_cycle):
+    # The daemon was down at 15:55, when the day's flatten runs, and starts again after the close: a market exit
+    # could not fill before the next open, so cancelling the stops to send it would leave the shares bare all night.
+    a_position_protected_then_the_close(trading)  # 16:10: the day's orders expire at the close
 
     cycle = start_cycle(Hooks(trading))
     trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "closed", "the cycle to close the day")
@@ -186,13 +191,7 @@ def test_a_restart_of_a_day_already_closed_with_a_position_kept_overnight_comple
     # Found by chaos (seed 51): killed after it closed the day, a position kept under its stops, the daemon started
     # again in `closed` and never completed the day: when it closed lived in memory only, so the settling it waits
     # for before the report never began.
-    trading.exchange.set_price("AAPL", "50.00")
-    trading.exchange.advance(timedelta(minutes=40))  # 09:40
-    cycle_id = persisted_phase(trading, "monitoring")
-    trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
-                           take_profit=Decimal("55.00"), cycle_id=cycle_id))
-    trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker")
-    trading.exchange.advance(timedelta(hours=6, minutes=30))  # 16:10
+    a_position_protected_then_the_close(trading)
     persisted_phase(trading, "closed")
 
     cycle = start_cycle(Hooks(trading))

@@ -79,6 +79,18 @@ class Rig:
                 ref.stop()
 
 
+def open_with_oco_rows(writer: Any, entry: Any) -> tuple[Any, list[Any]]:
+    """The position row of `entry`'s 100 shares at 50 and its OCO rows (55 / 48), as the entry fill's commit writes
+    them: what a restart finds."""
+    return writer.open_position_with_orders(
+        entry.order_id, Decimal(100), Decimal("50"), T0, Decimal("48"), Decimal("55"), [
+            NewOrder(cycle_id=entry.cycle_id, symbol="AAPL", role=role, side="sell", order_type=kind,
+                     quantity=Decimal(100), order_class="oco", parent_order_id=entry.order_id, **price)
+            for role, kind, price in (("take_profit", "limit", {"limit_price": Decimal("55")}),
+                                      ("stop_loss", "stop", {"stop_price": Decimal("48")}))
+        ]).get()
+
+
 @pytest.fixture
 def rig(tmp_path: Path, recording_actor: Any) -> Iterator[Rig]:
     made = Rig(tmp_path, recording_actor)
@@ -154,13 +166,7 @@ def test_a_restart_after_an_exit_fill_whose_position_row_was_not_written_closes_
     # What a kill between the exit fill's commit and close_position leaves: the fills say closed, the row open.
     rig.position.stop()
     writer, entry = rig.writer, rig.entry
-    position, (tp, _) = writer.open_position_with_orders(
-        entry.order_id, Decimal(100), Decimal("50"), T0, Decimal("48"), Decimal("55"), [
-            NewOrder(cycle_id=entry.cycle_id, symbol="AAPL", role=role, side="sell", order_type=kind,
-                     quantity=Decimal(100), order_class="oco", parent_order_id=entry.order_id, **price)
-            for role, kind, price in (("take_profit", "limit", {"limit_price": Decimal("55")}),
-                                      ("stop_loss", "stop", {"stop_price": Decimal("48")}))
-        ]).get()
+    position, (tp, _) = open_with_oco_rows(writer, entry)
     for order_id, side, price, key in ((entry.order_id, "buy", "50", "b-e:100"), (tp.order_id, "sell", "55", "b-tp:100")):
         writer.record_fill(execution_id=key, order_id=order_id, symbol="AAPL", side=side, qty=Decimal(100),
                            price=Decimal(price), occurred_at=T0, source="stream").get()

@@ -16,8 +16,7 @@ from actors.position import PositionActor
 from actors.system import Restored
 from catalyst.domain.orders import OrderStatus
 from catalyst.sim.clock import SimClock
-from catalyst.store.records import NewOrder
-from tests.actors.test_position_flatten import T0, Rig, rig, wait_for  # noqa: F401 - rig is the fixture
+from tests.actors.test_position_flatten import T0, Rig, open_with_oco_rows, rig, wait_for  # noqa: F401 - rig is the fixture
 
 FLATTEN_ID = 90  # the market exit's order id, as the router would create it
 
@@ -58,13 +57,7 @@ def test_a_flatten_still_cancelling_its_stops_at_the_close_keeps_them_and_sends_
 def test_a_restart_while_the_market_exit_works_waits_for_it_instead_of_protecting(rig: Rig) -> None:
     rig.position.stop()
     writer, entry = rig.writer, rig.entry
-    position, (tp, sl) = writer.open_position_with_orders(
-        entry.order_id, Decimal(100), Decimal("50"), T0, Decimal("48"), Decimal("55"), [
-            NewOrder(cycle_id=entry.cycle_id, symbol="AAPL", role=role, side="sell", order_type=kind,
-                     quantity=Decimal(100), order_class="oco", parent_order_id=entry.order_id, **price)
-            for role, kind, price in (("take_profit", "limit", {"limit_price": Decimal("55")}),
-                                      ("stop_loss", "stop", {"stop_price": Decimal("48")}))
-        ]).get()
+    position, (tp, sl) = open_with_oco_rows(writer, entry)
     writer.record_fill(execution_id="b-e:100", order_id=entry.order_id, symbol="AAPL", side="buy", qty=Decimal(100),
                        price=Decimal("50"), occurred_at=T0, source="stream").get()
     for leg in (tp, sl):
