@@ -29,6 +29,7 @@ SIBLING_GRACE_S = 30.0  # exchange seconds to wait for an OCO sibling's cancel e
 # Wall seconds before a flatten still waiting on its cancels asks the broker again. A backstop only: a cancel the
 # broker refuses or whose reply is lost is verified by the router at once.
 FLATTEN_RECHECK_S = 2.0
+OVERNIGHT_CANCEL = "the market closed before it filled; kept under stops overnight"
 # Wall seconds an OCO leg may stay working alone (its sibling ended unfilled) before the broker is asked about it: in
 # the normal case the broker cancelled the sibling because this leg filled, and that fill's event is a moment behind.
 LONE_LEG_GRACE_S = 2.0
@@ -377,6 +378,7 @@ class PositionActor(pykka.ThreadingActor):
             self.router.tell(m.CancelOrders(order_ids=working, reason=reason))
             return
         self.flattening, self.flatten_reason, self.flatten_since = True, reason, self.clock.now()
+        self._kept_overnight = False  # a new flatten (the next open's): its own cancels, its own exit
         self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
                      f"{reason}; cancelling {len(working)} working orders before the market exit")
         # The market exit waits until every other order of the position has ended. Sent beside the cancels, it
@@ -434,8 +436,8 @@ class PositionActor(pykka.ThreadingActor):
                          f"kept under stops overnight, flattened at the next open"
                          + (f"; cancelling its market exit {', '.join(f'o-{i}' for i in exits)}" if exits else ""))
         if exits:
-            self.router.tell(m.CancelOrders(order_ids=exits, reason="the market closed before it filled; kept under "
-                                                                    "stops overnight"))
+            self.router.tell(m.CancelOrders(order_ids=exits, reason=OVERNIGHT_CANCEL))
+            self._start_flatten_timer()  # a cancel that fails (an outcome unknown) is asked again
             return
         self.flattening, self.exit_sent = False, False
         if self._flatten_timer:
@@ -448,12 +450,17 @@ class PositionActor(pykka.ThreadingActor):
         self._flatten_timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckFlatten())
 
     def _check_flatten(self) -> None:
-        working = tuple(i for i, v in self.orders.items() if v.working and v.role != "flatten")
-        if not self.flattening or self.exit_sent or not working:
+        if self._kept_overnight:  # the market exit being cancelled at the close (_keep_overnight)
+            working = tuple(i for i, v in self.orders.items() if v.working and v.role == "flatten")
+            reason = OVERNIGHT_CANCEL
+        else:
+            working = tuple(i for i, v in self.orders.items() if v.working and v.role != "flatten")
+            reason = f"flatten: {self.flatten_reason}"
+        if not self.flattening or (self.exit_sent and not self._kept_overnight) or not working:
             return
         self.log.warning(f"position {self.label} flatten still waiting for {working} to end: asking the broker again")
         self.router.tell(m.VerifyOrders(order_ids=working))
-        self.router.tell(m.CancelOrders(order_ids=working, reason=f"flatten: {self.flatten_reason}"))
+        self.router.tell(m.CancelOrders(order_ids=working, reason=reason))
         self._start_flatten_timer()
 
     # --- closing ----------------------------------------------------------------------------------------------

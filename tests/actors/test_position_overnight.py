@@ -83,3 +83,30 @@ def test_a_restart_while_the_market_exit_works_waits_for_it_instead_of_protectin
                       "the exit's fill to close the position")
     assert closed.realized_pnl == Decimal("100")
     assert not rig.told(m.SubmitProtection) and not rig.told(m.PlaceExit)
+
+
+def test_a_close_time_cancel_of_the_exit_that_goes_unanswered_is_asked_again_and_the_next_flatten_is_its_own(
+        rig: Rig) -> None:
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    rig.position.tell(m.OrdersCreated(roles={"flatten": FLATTEN_ID}))
+    rig.update(FLATTEN_ID, "flatten", OrderStatus.ACCEPTED)
+
+    rig.position.tell(m.KeepOvernight())  # its cancel's outcome unknown: no update comes
+    again = wait_for(lambda: [c for c in rig.told(m.CancelOrders) if FLATTEN_ID in c.order_ids][1:],
+                     "the exit's cancel asked again", timeout=5)
+    assert again[0].order_ids == (FLATTEN_ID,)
+    assert [v.order_ids for v in rig.told(m.VerifyOrders)] == [(FLATTEN_ID,)]
+
+    rig.update(FLATTEN_ID, "flatten", OrderStatus.CANCELLED)
+    protection = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the shares protected again")[0]
+    rig.update(protection.take_profit.order_id, "take_profit", OrderStatus.ACCEPTED)
+    rig.update(protection.stop_loss.order_id, "stop_loss", OrderStatus.ACCEPTED)
+    # The next open's flatten cancels the new stops, and its own backstop asks about them, not about the old exit.
+    rig.position.tell(m.Flatten(reason="carried over from an earlier day", scheduled=True))
+    legs = {protection.take_profit.order_id, protection.stop_loss.order_id}
+    wait_for(lambda: [v for v in rig.told(m.VerifyOrders) if set(v.order_ids) == legs], "the next flatten's backstop",
+             timeout=5)
