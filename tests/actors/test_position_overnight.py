@@ -21,14 +21,20 @@ from tests.actors.test_position_flatten import T0, Rig, open_with_oco_rows, rig,
 FLATTEN_ID = 90  # the market exit's order id, as the router would create it
 
 
-def test_a_flatten_whose_exit_has_not_filled_at_the_close_cancels_it_and_protects_the_shares(rig: Rig) -> None:
+def an_exit_queued_after_the_close(rig: Rig) -> None:
+    """A protected position flattened: its stops cancelled, its market exit accepted after the close (queued for the
+    next open)."""
     tp, sl = rig.open_and_protect()
     rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
     rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
     rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
     wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
     rig.position.tell(m.OrdersCreated(roles={"flatten": FLATTEN_ID}))
-    rig.update(FLATTEN_ID, "flatten", OrderStatus.ACCEPTED)  # after the close: queued for the next open
+    rig.update(FLATTEN_ID, "flatten", OrderStatus.ACCEPTED)
+
+
+def test_a_flatten_whose_exit_has_not_filled_at_the_close_cancels_it_and_protects_the_shares(rig: Rig) -> None:
+    an_exit_queued_after_the_close(rig)
     assert len(rig.told(m.SubmitProtection)) == 1
 
     rig.position.tell(m.KeepOvernight())
@@ -87,13 +93,7 @@ def test_a_restart_while_the_market_exit_works_waits_for_it_instead_of_protectin
 
 def test_a_close_time_cancel_of_the_exit_that_goes_unanswered_is_asked_again_and_the_next_flatten_is_its_own(
         rig: Rig) -> None:
-    tp, sl = rig.open_and_protect()
-    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
-    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
-    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
-    wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
-    rig.position.tell(m.OrdersCreated(roles={"flatten": FLATTEN_ID}))
-    rig.update(FLATTEN_ID, "flatten", OrderStatus.ACCEPTED)
+    an_exit_queued_after_the_close(rig)
 
     rig.position.tell(m.KeepOvernight())  # its cancel's outcome unknown: no update comes
     again = wait_for(lambda: [c for c in rig.told(m.CancelOrders) if FLATTEN_ID in c.order_ids][1:],
