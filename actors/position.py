@@ -431,7 +431,7 @@ class PositionActor(pykka.ThreadingActor):
         if not self.flattening or self.position.status is not PositionStatus.OPEN:
             return
         self._kept_overnight = True
-        exits = tuple(i for i, v in self.orders.items() if v.working and v.role == "flatten")
+        exits = self._working_exits()
         self.log.warning(f"position {self.label} the market closed before its flatten ended ({self.flatten_reason}): "
                          f"kept under stops overnight, flattened at the next open"
                          + (f"; cancelling its market exit {', '.join(f'o-{i}' for i in exits)}" if exits else ""))
@@ -444,6 +444,9 @@ class PositionActor(pykka.ThreadingActor):
             self._flatten_timer.cancel()
         self._protect()
 
+    def _working_exits(self) -> tuple[int, ...]:
+        return tuple(i for i, v in self.orders.items() if v.working and v.role == "flatten")
+
     def _start_flatten_timer(self) -> None:
         if self._flatten_timer:
             self._flatten_timer.cancel()
@@ -451,7 +454,7 @@ class PositionActor(pykka.ThreadingActor):
 
     def _check_flatten(self) -> None:
         if self._kept_overnight:  # the market exit being cancelled at the close (_keep_overnight)
-            working = tuple(i for i, v in self.orders.items() if v.working and v.role == "flatten")
+            working = self._working_exits()
             reason = OVERNIGHT_CANCEL
         else:
             working = tuple(i for i, v in self.orders.items() if v.working and v.role != "flatten")
@@ -536,7 +539,7 @@ class PositionActor(pykka.ThreadingActor):
                 stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
             ).get().position_id
         self._settle_position_row(restored)
-        exits = [i for i, v in self.orders.items() if v.role == "flatten" and v.working]
+        exits = self._working_exits()
         if exits and self.position.status is PositionStatus.OPEN:
             # Killed while its market exit worked: the shares are the exit's. Resume waiting for it (its fill closes
             # the position; ended unfilled, the shares are protected again) instead of protecting them, which the
