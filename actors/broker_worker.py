@@ -63,6 +63,25 @@ class CatchUp(m.Message):
 Job = SubmitOrder | SubmitOco | Cancel | Verify | CatchUp
 
 
+def submit_order_ids(submit: SubmitOrder | SubmitOco) -> tuple[int, ...]:
+    """The rows a submit carries: one, or an OCO's two legs (take-profit first)."""
+    if isinstance(submit, SubmitOco):
+        return submit.take_profit.order_id, submit.stop_loss.order_id
+    return (submit.row.order_id,)
+
+
+def _job_orders(job: Any) -> str:
+    if isinstance(job, SubmitOrder | SubmitOco):
+        ids: tuple[int, ...] = submit_order_ids(job)
+    elif isinstance(job, Cancel):
+        ids = (job.order_id,)
+    elif isinstance(job, Verify):
+        ids = tuple(order_id for order_id, _ in job.orders)
+    else:
+        return ""
+    return "for " + ", ".join(f"o-{i}" for i in ids)
+
+
 class _TakeJobs(m.Message):
     """To an idle worker: its pool has a job."""
 
@@ -127,9 +146,23 @@ class BrokerWorker(pykka.ThreadingActor):
         if isinstance(message, _TakeJobs):
             assert self.pool is not None, "_TakeJobs is sent by a pool"
             while (job := self.pool.take(self.actor_ref)) is not None:
-                self._handle(job)
+                self._survive(job)
             return
-        self._handle(message)
+        self._survive(message)
+
+    def _survive(self, job: Any) -> None:
+        """A job that fails in a way no broker error explains (a bug) is logged and answered; the worker lives on.
+        Left to pykka, the worker would die quietly mid-line: its pool's jobs would wait for workers that are gone,
+        and a submit's row, never answered, would stay `created` with its position waiting. A submit is answered
+        `outcome unknown` (it may have reached the broker): the doctor then looks it up by its client id."""
+        try:
+            self._handle(job)
+        except Exception as exc:  # noqa: BLE001 - the last guard; each call's broker errors are handled below
+            log.error(f"broker worker {self.name}: {type(job).__name__} {_job_orders(job)} failed unexpectedly: "
+                      f"{type(exc).__name__}: {exc}")
+            if isinstance(job, SubmitOrder | SubmitOco):
+                tell_if_alive(job.reply_to, m.SubmitResult(order_ids=submit_order_ids(job),
+                                                           unknown=f"unexpected {type(exc).__name__}: {exc}"))
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, SubmitOrder):
@@ -171,7 +204,11 @@ class BrokerWorker(pykka.ThreadingActor):
         result = self._result(order_ids, submit)
         tell_if_alive(reply_to, result)  # a router stopped first (shutdown): the row is resent at the next start
         if result.report is not None:
-            self.broker.announce_submit(sent[0], result.report)
+            try:  # answered already: a failure here must not answer the submit a second time (_survive)
+                self.broker.announce_submit(sent[0], result.report)
+            except Exception as exc:  # noqa: BLE001
+                log.error(f"broker worker {self.name}: logging the answer for o-{order_ids[0]} failed: "
+                          f"{type(exc).__name__}: {exc}")
 
     def _result(self, order_ids: tuple[int, ...], call: Any) -> m.SubmitResult:
         try:

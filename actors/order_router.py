@@ -35,7 +35,7 @@ from actors import messages as m
 from actors.inbox import PeekableInbox
 from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
-from actors.broker_worker import BrokerPool, Cancel, CatchUp, SubmitOco, SubmitOrder, Verify
+from actors.broker_worker import BrokerPool, Cancel, CatchUp, SubmitOco, SubmitOrder, Verify, submit_order_ids
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.cycle import exchange_time
 from catalyst.domain.orders import CatchUpKind, OrderStatus, oco_stop_leg_id, plan_catch_up, status_from_broker
@@ -119,12 +119,6 @@ def _tell(owner: Any, message: m.Message) -> None:
     its rebuilt successor reads the committed state from the database."""
     if not tell_if_alive(owner, message):
         log.info(f"router {type(message).__name__} for a stopped position actor: it is in the database")
-
-
-def _order_ids(submit: SubmitOrder | SubmitOco) -> tuple[int, ...]:
-    if isinstance(submit, SubmitOco):
-        return submit.take_profit.order_id, submit.stop_loss.order_id
-    return (submit.row.order_id,)
 
 
 def _is_fill(update: TradeUpdateReport) -> bool:
@@ -522,7 +516,7 @@ class OrderRouter(pykka.ThreadingActor):
     def _to_protection(self, submit: SubmitOrder | SubmitOco, order_id: int) -> None:
         """A stop, an OCO or an exit to a protection worker; routine updates wait until its result is in."""
         self._protecting[order_id] = time.monotonic()
-        self._sending.update(_order_ids(submit))
+        self._sending.update(submit_order_ids(submit))
         self._protect.tell(submit)
         # Hand the CPU to the worker now, so its request is on the wire while this thread logs and announces: the
         # daemon's threads share one CPU and one GIL, and the worker would otherwise wait for the next switch.

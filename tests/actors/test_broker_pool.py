@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterator
 
 import pytest
+from loguru import logger
 
 from actors import messages as m
 from actors.broker_worker import BrokerPool, BrokerWorker, SubmitOrder
@@ -110,3 +111,38 @@ def test_jobs_told_before_the_workers_are_stopped_are_sent_before_they_stop(hung
     stopping.join(30)
 
     assert rig.sent == ["cat-test-1", "cat-test-2"] and rig.answered() == [(1,), (2,)]
+
+
+class BuggyBroker(HangingBroker):
+    """Fails one submit with an error no broker call explains (a bug, not a broker answer)."""
+
+    def submit_with_lookup(self, order: Any, priority: Any, announce: bool) -> OrderReport:
+        if order.client_order_id == "cat-test-1":
+            self.sent.append(order.client_order_id)
+            raise RuntimeError("a bug in the port")
+        return super().submit_with_lookup(order, priority, announce)
+
+
+def test_a_job_failing_unexpectedly_is_answered_outcome_unknown_and_the_worker_takes_the_next(
+        recording_actor: Callable[[], Any]) -> None:
+    router, sent, errors = recording_actor(), [], []
+    sink = logger.add(lambda message: errors.append(message.record["message"]), level="ERROR",
+                      filter=lambda record: record["name"] == "actors.broker_worker")
+    pool = BrokerPool()
+    pool.add(BrokerWorker.start(BuggyBroker(set(), threading.Event(), sent), "protection-0", pool))
+    try:
+        for order_id in (1, 2):
+            pool.tell(SubmitOrder(row=row(order_id, "entry", f"cat-test-{order_id}"), reply_to=router))
+        wait_for(lambda: len([r for r in router.proxy().received().get() if isinstance(r, m.SubmitResult)]) == 2,
+                 "both submits answered")
+    finally:
+        for worker in pool.workers:
+            worker.stop()
+        logger.remove(sink)
+
+    first, second = [r for r in router.proxy().received().get() if isinstance(r, m.SubmitResult)]
+    assert first.order_ids == (1,) and first.report is None and "RuntimeError: a bug in the port" in first.unknown
+    assert second.order_ids == (2,) and second.report is not None  # the worker lived on
+    assert sent == ["cat-test-1", "cat-test-2"]
+    assert errors == ["broker worker protection-0: SubmitOrder for o-1 failed unexpectedly: "
+                      "RuntimeError: a bug in the port"]
