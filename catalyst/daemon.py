@@ -28,7 +28,7 @@ from loguru import logger
 from catalyst import collector, cpu
 from catalyst.config import KEY_ID_ENV, SECRET_KEY_ENV, Config, load_config, load_secrets, sqlite_path
 from catalyst.errors import (
-    BrokerUnavailable, CatalystError, ConfigError, DatabaseError, StopDuringStartup, UsageError,
+    ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, StopDuringStartup, UsageError,
 )
 from catalyst.instance import InstanceLock
 from catalyst.logs import LogFileError, setup_logging
@@ -187,6 +187,27 @@ class Daemon:
         if self.days is not None and len(self.completed) >= self.days:
             self.stop_event.set()
 
+    def dead_actors(self) -> list[str]:
+        """The daemon's own actors (not the position actors, which the supervisor rebuilds) that are no longer alive.
+        pykka stops an actor whose handler raises and only logs it; one of these gone (the router, the writer,
+        the cycle, …) leaves a daemon that looks alive and trades wrongly or not at all."""
+        dead = []
+        for part in self.parts:
+            refs = part.refs if hasattr(part, "refs") else [part]
+            dead.extend(ref.actor_class.__name__ for ref in refs if not ref.is_alive())
+        return dead
+
+    def check_actors(self) -> None:
+        """Raise ActorDied if one of the daemon's actors died: exiting lets the supervisor restart the daemon,
+        which rebuilds every position from the database (protection stays at the broker meanwhile)."""
+        dead = self.dead_actors()
+        if dead:
+            log.critical(f"system actor {', '.join(dead)} died (its error is logged above): stopping so the "
+                         "supervisor restarts the daemon; protection stays at the broker, a restart rebuilds from "
+                         "the database")
+            raise ActorDied(f"actor {', '.join(dead)} died unexpectedly (its error is in the log); restart the "
+                            "daemon: it rebuilds every position from the database")
+
     def dump_state(self) -> None:
         log.info(f"state cycle {self.cycle.proxy().state().get(timeout=5)}")
         for ref in self.system.supervisor.live_refs().get(timeout=5):
@@ -344,6 +365,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         log.info(f"system {collector.settle()}")
         last_table = time.monotonic()
         while not daemon.stop_event.wait(timeout=0.2):
+            daemon.check_actors()
             if daemon.reload_requested:
                 daemon.reload_requested = False
                 daemon.reload(args, secrets)

@@ -9,6 +9,10 @@ class CatalystError(Exception):
     exit_code = 1
 
 
+class ActorDied(CatalystError):
+    """One of the daemon's actors died of an unexpected error (a bug): exit 1, so the supervisor restarts it."""
+
+
 class UsageError(CatalystError):
     """Bad command-line arguments or config: the operator must change something before a restart helps."""
 

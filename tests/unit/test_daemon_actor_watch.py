@@ -1,0 +1,114 @@
+"""A daemon whose own actor died (pykka stops an actor whose handler raises, and only logs it) says so and exits,
+so its supervisor restarts it and the restart rebuilds everything from the database."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pykka
+import pytest
+from loguru import logger
+
+from catalyst import daemon as daemon_module
+from catalyst.cli import main
+from catalyst.config import load_config
+from catalyst.daemon import Daemon
+from catalyst.errors import ActorDied
+
+
+class Steady(pykka.ThreadingActor):
+    def on_receive(self, message: Any) -> Any:
+        if message == "bug":
+            raise ValueError("a bug")
+        return message
+
+
+class Fragile(Steady):
+    pass
+
+
+@pytest.fixture
+def actors() -> Iterator[dict[str, Any]]:
+    refs = {"worker": Steady.start(), "router": Fragile.start(), "cycle": Steady.start()}
+    yield refs
+    for ref in refs.values():
+        if ref.is_alive():
+            ref.stop()
+
+
+def a_daemon(actors: dict[str, Any]) -> Daemon:
+    daemon = Daemon(SimpleNamespace(), SimpleNamespace(), "sqlite+aiosqlite:///unused.db")  # type: ignore[arg-type]
+    # As in Daemon.start: the trading system (its refs), then the cycle's ref.
+    daemon.parts = [SimpleNamespace(refs=[actors["worker"], actors["router"]]), actors["cycle"]]
+    return daemon
+
+
+def test_all_alive_passes_the_check(actors: dict[str, Any]) -> None:
+    daemon = a_daemon(actors)
+    daemon.check_actors()
+    assert daemon.dead_actors() == []
+
+
+def test_an_actor_that_died_of_an_error_stops_the_daemon_naming_it(actors: dict[str, Any]) -> None:
+    daemon = a_daemon(actors)
+    with pytest.raises(pykka.ActorDeadError):  # the tell is handled, the actor is gone after it
+        actors["router"].tell("bug")
+        for _ in range(200):
+            actors["router"].ask("still there?", timeout=5)
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="CRITICAL")
+    try:
+        with pytest.raises(ActorDied, match="actor Fragile died unexpectedly") as died:
+            daemon.check_actors()
+    finally:
+        logger.remove(sink)
+    assert lines == ["system actor Fragile died (its error is logged above): stopping so the supervisor restarts "
+                     "the daemon; protection stays at the broker, a restart rebuilds from the database"]
+    assert died.value.exit_code == 1 and actors["worker"].is_alive() and actors["cycle"].is_alive()
+
+
+def test_the_cli_turns_it_into_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    def dies(_args: Any) -> int:
+        raise ActorDied("actor OrderRouter died unexpectedly (its error is in the log); restart the daemon: it "
+                        "rebuilds every position from the database")
+    monkeypatch.setattr("catalyst.daemon.run_daemon", dies)
+    assert main(["run"]) == 1
+    assert capsys.readouterr().err == ("catalyst: error: actor OrderRouter died unexpectedly (its error is in the "
+                                       "log); restart the daemon: it rebuilds every position from the database\n")
+
+
+def test_the_running_daemon_checks_its_actors_and_stops_everything_when_one_died(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, actors: dict[str, Any]) -> None:
+    """Through the main loop itself: a `catalyst run` whose router dies exits with ActorDied, the rest stopped."""
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[daemon]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "catalyst.db"}"\ncpu = "all"\n'
+                           '[broker]\nurl = "http://127.0.0.1:9"\n')
+    config = load_config(config_file)
+
+    def start(self: Daemon) -> Daemon:
+        self.parts = [SimpleNamespace(refs=[actors["worker"], actors["router"]], stop=lambda: None), actors["cycle"]]
+        actors["router"].tell("bug")  # dies a moment after start-up
+        return self
+
+    monkeypatch.setattr(Daemon, "start", start)
+    monkeypatch.setattr(daemon_module, "_check_database_before_the_broker", lambda url: None)
+    endpoint = SimpleNamespace(exchange=None, close=lambda: None)
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    before = {sig: signal.getsignal(sig) for sig in handled}  # _serve installs the daemon's: pytest's come back
+    # Without the check the loop would wait for ever: a SIGTERM after 20 s ends it (and the test fails).
+    deadline = threading.Timer(20, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    deadline.start()
+    try:
+        with pytest.raises(ActorDied, match="Fragile"):
+            daemon_module._serve(argparse.Namespace(config=config_file), config, SimpleNamespace(), lambda: endpoint,
+                                 config.daemon.database_url, None, "catalyst run")
+    finally:
+        deadline.cancel()
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    assert not actors["cycle"].is_alive()  # the daemon stopped what was left
