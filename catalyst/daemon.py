@@ -195,6 +195,9 @@ class Daemon:
         for part in self.parts:
             refs = part.refs if hasattr(part, "refs") else [part]
             dead.extend(ref.actor_class.__name__ for ref in refs if not ref.is_alive())
+            stream = getattr(part, "stream", None)  # the trading system's: fills reach the router through it
+            if stream is not None and not stream.running:
+                dead.append("trade stream")
         return dead
 
     def check_actors(self) -> None:

@@ -130,6 +130,11 @@ class TradeStream:
         self._thread.start()
         self._started.wait(5.0)
 
+    @property
+    def running(self) -> bool:
+        """Its thread is alive: started and not ended (alpaca-py's loop reconnects for ever; only a stop ends it)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop and wait for the thread; True if it ended within `timeout`."""
         thread, loop = self._thread, self._loop

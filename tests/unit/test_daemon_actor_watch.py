@@ -72,6 +72,15 @@ def test_an_actor_that_died_of_an_error_stops_the_daemon_naming_it(actors: dict[
     assert died.value.exit_code == 1 and actors["worker"].is_alive() and actors["cycle"].is_alive()
 
 
+def test_a_trade_stream_whose_thread_ended_is_named_too(actors: dict[str, Any]) -> None:
+    daemon = a_daemon(actors)
+    stream = SimpleNamespace(running=True)
+    daemon.parts[0].stream = stream
+    assert daemon.dead_actors() == []
+    stream.running = False
+    assert daemon.dead_actors() == ["trade stream"]
+
+
 def test_the_cli_turns_it_into_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     def dies(_args: Any) -> int:
         raise ActorDied("actor OrderRouter died unexpectedly (its error is in the log); restart the daemon: it "
