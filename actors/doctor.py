@@ -23,6 +23,7 @@ from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.broker.errors import BrokerError
 from catalyst.broker.reports import FillReport, OrderReport, PositionReport
 from catalyst.clock import wall_seconds
+from catalyst.domain.cycle import exchange_time
 from catalyst.domain.orders import OrderStatus, oco_stop_leg_id, oco_take_profit_id
 from catalyst.domain.positions import Position, PositionSide, PositionStatus
 from catalyst.domain.reconcile import (
@@ -70,6 +71,9 @@ class _Pass:
     cum: dict[str, Decimal]  # execution id → cumulative qty after it
 
 
+UNAVAILABLE_PASSES_BEFORE_ERROR = 3  # a broker failing this many passes in a row is an ERROR, before that a WARNING
+
+
 class DoctorActor(pykka.ThreadingActor):
     def __init__(self, writer: Any, broker: Any, router: Any, supervisor: Any, clock: Any,
                  settings: DoctorSettings | None = None) -> None:
@@ -86,6 +90,10 @@ class DoctorActor(pykka.ThreadingActor):
         # at DEBUG, or a hand order from the morning would be a WARNING every pass all day, and warnings that
         # repeat are warnings a trader learns to skip. A change (a new status) or a heal makes it news again.
         self._reported: set[str] = set()
+        # Passes in a row the broker failed (each call already retried): one is a blip the next pass covers, a
+        # run of them means nothing has been reconciled for a while, which the operator must hear as an ERROR.
+        self._unavailable_in_row = 0
+        self._reconciled_at: datetime | None = None
 
     # --- lifecycle and messages -------------------------------------------------------------------------------
 
@@ -132,8 +140,18 @@ class DoctorActor(pykka.ThreadingActor):
             if any(f.policy is Policy.HALT for f in findings):
                 gathered, local, broker, findings = self._look_again(pass_id, findings)
         except BrokerError as exc:
-            log.error(f"doctor pass #{number} ({reason}): broker unavailable, nothing reconciled: {exc}")
+            self._unavailable_in_row += 1
+            since = (f"nothing reconciled since {exchange_time(self._reconciled_at):%H:%M:%S}"
+                     if self._reconciled_at else "nothing reconciled yet")
+            alarming = self._unavailable_in_row >= UNAVAILABLE_PASSES_BEFORE_ERROR
+            log.log("ERROR" if alarming else "WARNING",
+                    f"doctor pass #{number} ({reason}): broker unavailable, {self._unavailable_in_row} pass"
+                    f"{'es' if self._unavailable_in_row > 1 else ''} in a row, {since}: {exc}")
             return PassReport(pass_id, number, reason, dry_run, (), (), 0, 0, not self.halted, self.halt_reason, str(exc))
+        if self._unavailable_in_row:
+            log.info(f"doctor pass #{number} ({reason}): the broker answers again after {self._unavailable_in_row} "
+                     f"failed pass{'es' if self._unavailable_in_row > 1 else ''}")
+        self._unavailable_in_row, self._reconciled_at = 0, now
         outcomes: list[str] = []
         batch: tuple[list[OrderReport], list[FillReport]] = ([], [])
         repeated, reported = 0, set()

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import pytest
+from loguru import logger
 
 from actors.doctor import DoctorActor
 from actors.messages import StreamReconnected
@@ -554,3 +555,26 @@ def test_a_flatten_after_a_take_profit_filled_unseen_sends_no_second_exit(tradin
     assert not trading.broker_view()["positions"]  # not short: nothing sold twice
     assert [o for o in trading.all_orders() if o.role == "flatten"] == []
     assert [o["side"] for o in trading.broker_view()["orders"] if o["status"] == "filled"] == ["buy", "sell"]
+
+
+def test_a_broker_failing_pass_after_pass_is_a_warning_then_an_error_and_its_return_is_said(trading, doctor):
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="INFO", filter=lambda record: record["name"] == "actors.doctor")
+    try:
+        doctor.run_pass(reason="before").get()
+        trading.exchange.set_faults("http_5xx=1.0")  # every call refused, its retries too
+        try:
+            reports = [doctor.run_pass(reason=f"outage {i}").get() for i in range(1, 4)]
+        finally:
+            trading.exchange.set_faults("")
+        doctor.run_pass(reason="after").get()
+    finally:
+        logger.remove(sink)
+
+    assert all(r.error and "service unavailable" in r.error for r in reports)
+    said = [(level, text) for level, text in lines if "broker" in text]
+    assert [level for level, _ in said] == ["WARNING", "WARNING", "ERROR", "INFO"]
+    assert "broker unavailable, 1 pass in a row, nothing reconciled since " in said[0][1]
+    assert "(outage 3): broker unavailable, 3 passes in a row, nothing reconciled since " in said[2][1]
+    assert said[3][1].endswith("(after): the broker answers again after 3 failed passes")
