@@ -16,12 +16,18 @@ from loguru import logger
 
 from actors import messages as m
 from actors.refs import Delayed, tell_if_alive, tell_later
+from catalyst.broker.errors import BrokerError
 from catalyst.clock import wall_seconds
-from catalyst.domain.cycle import CYCLE_MACHINE, CyclePhase, PhaseSchedule, emergency_stop, flatten_due, phase_due
+from catalyst.domain.cycle import (
+    CYCLE_MACHINE, CyclePhase, PhaseSchedule, emergency_stop, exchange_time, flatten_due, phase_due,
+    schedule_for_close,
+)
+from catalyst.domain.errors import InvalidSchedule
 
 log = logger.bind(actor="cycle")
 TICK_EXCHANGE_S = 30.0
 SETTLE_AFTER_CLOSE = timedelta(minutes=10)  # exchange time to wait for exits to settle before the report
+OUTAGE_ERROR_AFTER = timedelta(minutes=5)  # exchange time a broker step may keep failing before it is an ERROR
 
 
 class Tick(m.Message):
@@ -43,19 +49,24 @@ class DayState:
     overnight_told: bool = False  # the live positions were told KeepOvernight (once a day)
     halted: str | None = None
     closed_at: datetime | None = None
+    schedule: PhaseSchedule = field(default_factory=PhaseSchedule)  # the configured one, moved for an early close
 
 
 class CycleActor(pykka.ThreadingActor):
     """`hooks` are plain callables the daemon provides: scan(cycle_id, now) -> candidates,
     approve(candidates, now) -> list of TradePlan, daily_pnl(cycle_id) -> (realized, unrealized),
     loss_limit_breached(realized, unrealized) -> bool, write_report(day) -> path, is_trading_day(day) -> bool,
-    entries_allowed() -> (bool, reason), doctor_pass(reason), and optionally skip_to(datetime) (simulation only:
-    jump the exchange clock over nights) and day_completed(day, report_path)."""
+    entries_allowed() -> (bool, reason), doctor_pass(reason), and optionally session_close(day) -> time (the
+    broker calendar's close, exchange time), skip_to(datetime) (simulation only: jump the exchange clock over
+    nights) and day_completed(day, report_path)."""
 
     def __init__(self, writer: Any, system: Any, clock: Any, schedule: PhaseSchedule, hooks: dict[str, Callable]) -> None:
         super().__init__()
         self.writer, self.system, self.clock, self.schedule, self.hooks = writer, system, clock, schedule, hooks
         self.today: DayState | None = None
+        self._too_short: set[date] = set()  # days whose early close leaves no room for the schedule (said once)
+        self._outage_since: datetime | None = None  # the first tick a broker step failed, in a run of failures
+        self._outage_loud = False
         self._timer: Delayed | None = None
         self._stopping = False
 
@@ -71,11 +82,35 @@ class CycleActor(pykka.ThreadingActor):
         if isinstance(message, Tick):
             try:
                 self._advance()
+                self._outage_over()
+            except (BrokerError, pykka.Timeout) as exc:
+                self._outage(exc)
             finally:
                 self._schedule_tick(wall_seconds(self.clock, TICK_EXCHANGE_S))
         elif isinstance(message, EmergencyStop):
             self._emergency(message.reason)
         return None
+
+    def _outage(self, exc: Exception) -> None:
+        """A step that needs the broker (the calendar, a scan) failed after its retries: nothing of it was recorded,
+        so the next tick simply tries again. Said once as a WARNING, once as an ERROR if it lasts OUTAGE_ERROR_AFTER,
+        and when it ends: a tick every 30 exchange seconds must not flood the log with one outage."""
+        now = self.clock.now()
+        what = f"{type(exc).__name__}: {exc}" if isinstance(exc, pykka.Timeout) else str(exc)
+        if self._outage_since is None:
+            self._outage_since, self._outage_loud = now, False
+            log.warning(f"cycle step failed, tried again every {TICK_EXCHANGE_S:g} exchange s: {what}")
+        elif not self._outage_loud and now - self._outage_since >= OUTAGE_ERROR_AFTER:
+            self._outage_loud = True
+            log.error(f"cycle stalled since {exchange_time(self._outage_since):%H:%M:%S}: the broker keeps failing "
+                      f"({what}); the day's phases wait for it, positions keep their stops")
+        else:
+            log.debug(f"cycle step failed again: {what}")
+
+    def _outage_over(self) -> None:
+        if self._outage_since is not None:
+            log.info(f"cycle steps go through again (failing since {exchange_time(self._outage_since):%H:%M:%S})")
+            self._outage_since = None
 
     def state(self) -> dict[str, Any]:
         day = self.today
@@ -89,8 +124,8 @@ class CycleActor(pykka.ThreadingActor):
         day = self._day(now)
         if day is None or day.phase is CyclePhase.COMPLETED:
             return
-        due = phase_due(self.schedule, now)
-        if day.phase in (CyclePhase.MONITORING, CyclePhase.TRADING) and flatten_due(self.schedule, now):
+        due = phase_due(day.schedule, now)
+        if day.phase in (CyclePhase.MONITORING, CyclePhase.TRADING) and flatten_due(day.schedule, now):
             if due is CyclePhase.CLOSED:
                 self._keep_overnight(day)
             else:
@@ -111,10 +146,17 @@ class CycleActor(pykka.ThreadingActor):
         if not self.hooks["is_trading_day"](today):
             self._skip(now, "not a trading day")
             return None
+        schedule = self._schedule_for(today)
+        if schedule is None:
+            self._skip(now, "the session is too short for the schedule")
+            return None
         cycle = self.writer.get_or_create_cycle(today).get()
         phase = CyclePhase(cycle.phase)
-        self.today = DayState(today, cycle.cycle_id, phase, halted=cycle.halt_reason)
+        self.today = DayState(today, cycle.cycle_id, phase, halted=cycle.halt_reason, schedule=schedule)
         log.info(f"cycle {today} #{cycle.cycle_id} {'resumed in' if phase is not CyclePhase.IDLE else 'starts'} {phase}")
+        if schedule is not self.schedule:
+            log.info(f"cycle {today} early close at {schedule.closed_at:%H:%M}: positions are flattened at "
+                     f"{schedule.flatten_at:%H:%M}")
         if phase in (CyclePhase.EVALUATING, CyclePhase.TRADING, CyclePhase.MONITORING):
             # Resumed past the moment entering evaluating flattens what earlier days left: the market is open, so
             # do it now rather than leave those positions to the end-of-day flatten.
@@ -124,7 +166,7 @@ class CycleActor(pykka.ThreadingActor):
             # day kept overnight, restarted once closed, would wait for it forever). Past the close, what is still
             # live is kept under its stops until the next open, whatever was under way when the daemon stopped.
             self.today.closed_at = now
-            if phase_due(self.schedule, now) is CyclePhase.CLOSED:
+            if phase_due(schedule, now) is CyclePhase.CLOSED:
                 self.today.flattened = True
                 self._keep_overnight(self.today)
         if phase is CyclePhase.EVALUATING:
@@ -132,6 +174,21 @@ class CycleActor(pykka.ThreadingActor):
             # evaluating would) or the trading phase would approve nothing.
             self.today.candidates = self.hooks["scan"](cycle.cycle_id, now)
         return self.today
+
+    def _schedule_for(self, day: date) -> PhaseSchedule | None:
+        """The configured schedule, its flatten and close moved to an early close; None (said once) for a session
+        too short to hold it. Without a session_close hook (tests, a broker without a calendar) the configured one."""
+        close = self.hooks["session_close"](day) if "session_close" in self.hooks else None
+        if close is None:
+            return self.schedule
+        try:
+            return schedule_for_close(self.schedule, close)
+        except InvalidSchedule as exc:
+            if day not in self._too_short:
+                self._too_short.add(day)
+                log.warning(f"cycle {day} not traded: the market closes at {close:%H:%M}, too early for the "
+                            f"configured schedule ({exc})")
+            return None
 
     def _enter(self, day: DayState, phase: CyclePhase, now: datetime) -> None:
         CYCLE_MACHINE.check(day.phase, phase, f"cycle {day.day}")
@@ -154,8 +211,8 @@ class CycleActor(pykka.ThreadingActor):
 
     def _open_approved(self, day: DayState, now: datetime) -> None:
         allowed, why = self.hooks["entries_allowed"]()
-        if now.timetz().replace(tzinfo=None) >= self.schedule.monitoring_at:
-            allowed, why = False, f"past {self.schedule.monitoring_at:%H:%M}, the end of the entry window (resumed late?)"
+        if now.timetz().replace(tzinfo=None) >= day.schedule.monitoring_at:
+            allowed, why = False, f"past {day.schedule.monitoring_at:%H:%M}, the end of the entry window (resumed late?)"
         if day.halted or not allowed:
             log.warning(f"cycle {day.day} no new entries: {day.halted or why}")
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +17,7 @@ from loguru import logger
 
 from actors.messages import TradePlan
 from catalyst.domain import risk
-from catalyst.domain.cycle import exchange_time
+from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.money import to_tick
 from catalyst.domain.positions import PositionSide
 from catalyst.runtime import next_session_start
@@ -31,6 +32,30 @@ class PersistedCandidate:
     price: Decimal
     stop: Decimal
     scan_id: int
+
+
+class TradingCalendar:
+    """The broker's calendar, read a week at a time: which days trade, and when each closes."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+        self._sessions: dict[date, Any] = {}  # day → its CalendarDay, or None: not a trading day
+
+    def is_trading_day(self, day: date) -> bool:
+        return self._session(day) is not None
+
+    def session_close(self, day: date) -> dt_time | None:
+        """When the market closes on `day`, exchange time (13:00 on a half day); None if it does not open."""
+        session = self._session(day)
+        return session.close.astimezone(EXCHANGE_TZ).time() if session is not None else None
+
+    def _session(self, day: date) -> Any:
+        if day not in self._sessions:
+            sessions = {s.day: s for s in self.broker.calendar(day, day + timedelta(days=7))}
+            for offset in range(8):
+                d = day + timedelta(days=offset)
+                self._sessions[d] = sessions.get(d)
+        return self._sessions[day]
 
 
 class CycleHooks:
@@ -49,14 +74,15 @@ class CycleHooks:
                                         self.endpoint.clock, self.config.doctor).proxy()
         daemon.parts.extend([self.scanner.actor_ref, self.doctor.actor_ref])
         daemon.reconnect_listeners.append(self.doctor.actor_ref)
-        self._trading_days: dict[date, bool] = {}
+        self.calendar = TradingCalendar(self.broker)
         self.doctor.run_pass(reason="start-up").get()
 
     def as_dict(self) -> dict[str, Callable[..., Any]]:
         hooks = {
             "scan": self.scan, "approve": self.approve, "daily_pnl": self.daily_pnl,
             "loss_limit_breached": self.loss_limit_breached, "write_report": self.write_report,
-            "is_trading_day": self.is_trading_day, "entries_allowed": self.entries_allowed,
+            "is_trading_day": self.calendar.is_trading_day, "session_close": self.calendar.session_close,
+            "entries_allowed": self.entries_allowed,
             "doctor_pass": self.doctor_pass, "day_completed": self.daemon.day_completed,
         }
         if self.endpoint.exchange is not None:
@@ -154,14 +180,6 @@ class CycleHooks:
 
     def doctor_pass(self, reason: str) -> None:
         self.doctor.run_pass(reason=reason).get(timeout=300)
-
-    def is_trading_day(self, day: date) -> bool:
-        if day not in self._trading_days:
-            sessions = self.broker.calendar(day, day + timedelta(days=7))
-            for offset in range(8):
-                d = day + timedelta(days=offset)
-                self._trading_days[d] = any(s.day == d for s in sessions)
-        return self._trading_days[day]
 
     def skip_to(self, now: datetime) -> datetime | None:
         """Simulation only: jump the exchange clock to 08:00 of the next session, not through the night."""

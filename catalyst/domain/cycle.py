@@ -20,8 +20,8 @@ without ever going back.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from datetime import datetime, time
+from dataclasses import dataclass, fields, replace
+from datetime import date, datetime, time
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -90,6 +90,20 @@ class PhaseSchedule:
         for (earlier, a), (later, b) in zip(named, named[1:]):
             if not a < b:
                 raise InvalidSchedule(f"schedule out of order: {earlier} {a} must be before {later} {b}")
+
+
+def schedule_for_close(schedule: PhaseSchedule, close: time) -> PhaseSchedule:
+    """The day's schedule when the market closes at `close` (exchange time, from the broker's calendar): on an early
+    close (13:00 on NYSE's half days) `closed_at` moves to the close and `flatten_at` keeps its lead before it, so
+    positions are still exited before the bell. A close at or after `closed_at` changes nothing. InvalidSchedule if
+    the flatten would then come at or before `monitoring_at` (a day too short for the configured entry window)."""
+    if close >= schedule.closed_at:
+        return schedule
+    lead = datetime.combine(date.min, schedule.closed_at) - datetime.combine(date.min, schedule.flatten_at)
+    if datetime.combine(date.min, close) - datetime.min < lead:
+        raise InvalidSchedule(f"a close at {close} leaves no room for flatten_at {lead} before it")
+    flatten_at = (datetime.combine(date.min, close) - lead).time()
+    return replace(schedule, flatten_at=flatten_at, closed_at=close)
 
 
 def exchange_time(now: datetime) -> time:

@@ -1,4 +1,4 @@
-"""NYSE trading sessions: weekdays minus NYSE holidays, regular hours 09:30-16:00 ET."""
+"""NYSE trading sessions: weekdays minus NYSE holidays, regular hours 09:30-16:00 ET (13:00 on early closes)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from catalyst.sim.market import EXCHANGE_TZ, Session
 
 REGULAR_OPEN = time(9, 30)
 REGULAR_CLOSE = time(16, 0)
+EARLY_CLOSE = time(13, 0)
 PREMARKET_OPEN = time(4, 0)
 AFTER_HOURS_CLOSE = time(20, 0)
 
@@ -26,16 +27,23 @@ def is_trading_day(day: date) -> bool:
     return day.weekday() < 5 and day not in _nyse_holidays(day.year)
 
 
-def session_for(day: date) -> Session:
-    """The regular session of `day` (the caller checks `is_trading_day`).
+def is_early_close(day: date) -> bool:
+    """NYSE closes at 13:00 on the day after Thanksgiving, and on July 3rd and Christmas Eve when they are trading
+    days (a July 3rd that is the observed holiday, or a Christmas Eve on a weekend, has none: 2020, 2022, 2026).
+    The `holidays` package knows the closures, not the half days, so these three rules are written here."""
+    if not is_trading_day(day):
+        return False
+    thanksgiving = date(day.year, 11, 1) + timedelta(days=(3 - date(day.year, 11, 1).weekday()) % 7 + 21)
+    return day in (thanksgiving + timedelta(days=1), date(day.year, 7, 3), date(day.year, 12, 24))
 
-    Early closes (13:00 on the day after Thanksgiving, Christmas Eve, July 3rd) are NOT modelled:
-    every session here runs the full 09:30-16:00.
-    """
+
+def session_for(day: date) -> Session:
+    """The regular session of `day` (the caller checks `is_trading_day`): 09:30-16:00, or 09:30-13:00 on an early
+    close."""
     return Session(
         day=day,
         open=datetime.combine(day, REGULAR_OPEN, tzinfo=EXCHANGE_TZ),
-        close=datetime.combine(day, REGULAR_CLOSE, tzinfo=EXCHANGE_TZ),
+        close=datetime.combine(day, EARLY_CLOSE if is_early_close(day) else REGULAR_CLOSE, tzinfo=EXCHANGE_TZ),
     )
 
 

@@ -7,6 +7,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Sequence
 
+from catalyst.sim import calendar
 from catalyst.sim.market import EXCHANGE_TZ, Bar, NewsItem, Session
 
 DEFAULT_VOLUME = 1_000_000
@@ -62,14 +63,7 @@ class ScriptedMarket:
             )
 
     def sessions(self, start: date, end: date) -> list[Session]:
-        days = []
-        day = start
-        while day <= end:
-            if day.weekday() < 5:
-                days.append(Session(day, datetime.combine(day, time(9, 30), tzinfo=EXCHANGE_TZ),
-                                    datetime.combine(day, time(16, 0), tzinfo=EXCHANGE_TZ)))
-            day += timedelta(days=1)
-        return days
+        return calendar.trading_sessions(start, end)  # NYSE's, holidays and early closes included
 
     def minute_bars(self, symbol: str, start: datetime, end: datetime) -> list[Bar]:
         with self._lock:

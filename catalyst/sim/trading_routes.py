@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from catalyst.sim.engine import Engine
+from catalyst.sim.engine import EXTENDED_CLOSE, Engine
 from catalyst.sim.order_entry import decimal_field, parse_order_body
 from catalyst.sim.orders import ExchangeError, SimOrder, asset_id_for, not_found, unprocessable
 
@@ -206,7 +206,8 @@ async def get_calendar(request: web.Request) -> web.Response:
     return web.json_response([
         # "HH:MM" exactly: alpaca-py's Calendar parses with %H:%M and crashes on seconds.
         {"date": s.day.isoformat(), "open": s.open.strftime("%H:%M"), "close": s.close.strftime("%H:%M"),
-         "session_open": "0400", "session_close": "2000", "settlement_date": s.day.isoformat()}
+         "session_open": "0400", "session_close": (s.close + EXTENDED_CLOSE).strftime("%H%M"),  # 1700 on a half day
+         "settlement_date": s.day.isoformat()}
         for s in engine.market.sessions(start, end)
     ])
 

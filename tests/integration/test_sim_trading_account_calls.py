@@ -71,6 +71,13 @@ def test_calendar_lists_sessions_with_hour_minute_times(trading):
     assert (days[0].open.hour, days[0].open.minute, days[0].close.hour) == (9, 30, 16)
 
 
+def test_calendar_gives_an_early_close_as_alpaca_does(trading):
+    days = trading.get_calendar(GetCalendarRequest(start=date(2026, 12, 23), end=date(2026, 12, 28)))
+
+    assert [(d.date, d.close.hour, d.close.minute) for d in days] == [
+        (date(2026, 12, 23), 16, 0), (date(2026, 12, 24), 13, 0), (date(2026, 12, 28), 16, 0)]
+
+
 def test_assets_list_and_lookup(trading):
     assets = trading.get_all_assets()
     one = trading.get_asset("MSFT")

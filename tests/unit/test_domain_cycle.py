@@ -15,6 +15,7 @@ from catalyst.domain.cycle import (
     emergency_stop,
     flatten_due,
     phase_due,
+    schedule_for_close,
 )
 from catalyst.domain.errors import IllegalTransition, InvalidSchedule, NaiveDatetime
 
@@ -130,3 +131,20 @@ def test_a_schedule_time_with_a_zone_or_of_the_wrong_type_is_refused():
 def test_a_naive_clock_reading_is_refused():
     with pytest.raises(NaiveDatetime, match="timezone-aware"):
         phase_due(PhaseSchedule(), datetime(2025, 3, 10, 9, 30))
+
+
+def test_an_early_close_moves_the_flatten_and_the_close_keeping_the_flattens_lead():
+    half_day = schedule_for_close(PhaseSchedule(), time(13, 0))
+    assert (half_day.flatten_at, half_day.closed_at) == (time(12, 55), time(13, 0))
+    assert half_day.monitoring_at == time(10, 0) and half_day.scanning_at == time(9, 15)
+    custom = schedule_for_close(PhaseSchedule(flatten_at=time(15, 45), closed_at=time(16, 0)), time(13, 0))
+    assert custom.flatten_at == time(12, 45)
+    regular = PhaseSchedule()
+    assert schedule_for_close(regular, time(16, 0)) is regular
+
+
+def test_a_close_too_early_for_the_entry_window_is_refused():
+    with pytest.raises(InvalidSchedule, match="monitoring_at 10:00:00 must be before flatten_at 09:55:00"):
+        schedule_for_close(PhaseSchedule(), time(10, 0))
+    with pytest.raises(InvalidSchedule, match="no room"):
+        schedule_for_close(PhaseSchedule(), time(0, 2))

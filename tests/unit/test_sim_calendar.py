@@ -1,4 +1,4 @@
-"""NYSE sessions for the emulator: weekdays minus exchange holidays, 09:30-16:00 ET."""
+"""NYSE sessions for the emulator: weekdays minus exchange holidays, 09:30-16:00 ET (13:00 on half days)."""
 
 from __future__ import annotations
 
@@ -43,3 +43,17 @@ def test_neighbouring_trading_days_skip_weekends_and_holidays() -> None:
 
 def test_an_empty_range_has_no_sessions() -> None:
     assert trading_sessions(date(2026, 3, 5), date(2026, 3, 4)) == []
+
+
+def test_early_closes_at_1300_follow_the_nyse_rules() -> None:
+    early = {d for y in range(2019, 2028) for s in trading_sessions(date(y, 1, 1), date(y, 12, 31))
+             if s.close.hour == 13 for d in [s.day]}
+    assert early == {  # NYSE's published half days
+        date(2019, 7, 3), date(2019, 11, 29), date(2019, 12, 24), date(2020, 11, 27), date(2020, 12, 24),
+        date(2021, 11, 26), date(2022, 11, 25), date(2023, 7, 3), date(2023, 11, 24), date(2024, 7, 3),
+        date(2024, 11, 29), date(2024, 12, 24), date(2025, 7, 3), date(2025, 11, 28), date(2025, 12, 24),
+        date(2026, 11, 27), date(2026, 12, 24), date(2027, 11, 26),
+    }
+    christmas_eve = trading_sessions(date(2026, 12, 24), date(2026, 12, 24))[0]
+    assert (christmas_eve.open, christmas_eve.close) == (datetime(2026, 12, 24, 9, 30, tzinfo=ET),
+                                                         datetime(2026, 12, 24, 13, 0, tzinfo=ET))

@@ -1,0 +1,63 @@
+"""A cycle step that needs the broker (the calendar, a scan) failing after its retries does not stop the day: the
+cycle says so once, tries again every tick, says ERROR once if it lasts, and carries on when the broker answers.
+Found by chaos with 429 bursts: the calendar read at the start of a day failed, the cycle actor died (pykka only
+logged it), and the daemon ran on with no cycle: no entries, no end-of-day flatten, no report."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Iterator
+
+import pytest
+from loguru import logger
+
+from actors.cycle import CycleActor
+from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.ratelimit import RateLimiter
+from catalyst.domain.cycle import PhaseSchedule
+from catalyst.hooks import TradingCalendar
+from catalyst.sim.clock import SimClock
+from catalyst.sim.market import EXCHANGE_TZ
+from catalyst.sim.scripted import ScriptedMarket
+from catalyst.sim.server import EmbeddedExchange, ExchangeConfig
+from tests.actors.test_cycle_resume import Hooks
+
+PRE_MARKET = datetime(2024, 3, 4, 9, 0, tzinfo=EXCHANGE_TZ)
+
+
+@pytest.fixture
+def exchange() -> Iterator[EmbeddedExchange]:
+    market = ScriptedMarket(("AAPL", "MSFT"), PRE_MARKET)
+    config = ExchangeConfig(speed=0, start=PRE_MARKET, rate_limit_per_minute=0)
+    with EmbeddedExchange(config, market, SimClock(PRE_MARKET, 0)) as ex:
+        yield ex
+
+
+def test_a_calendar_the_broker_keeps_refusing_stalls_the_cycle_loudly_then_it_carries_on(trading) -> None:
+    calendar = TradingCalendar(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url,
+                                            limiter=RateLimiter(0), name="cycle"))
+    hooks = {**Hooks(trading).as_dict(), "is_trading_day": calendar.is_trading_day,
+             "session_close": calendar.session_close}
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="INFO", filter=lambda record: record["name"] == "actors.cycle")
+    trading.exchange.set_faults("http_5xx=1.0")  # every call refused, its retries too
+    cycle: Any = CycleActor.start(trading.writer, trading.system, trading.exchange.clock, PhaseSchedule(), hooks)
+    try:
+        trading.wait_for(lambda: [text for level, text in lines if level == "WARNING"], "the first failure")
+        trading.exchange.advance(timedelta(minutes=6))  # 09:06: failing for longer than 5 exchange minutes
+        trading.wait_for(lambda: [text for level, text in lines if level == "ERROR"], "the outage to be an ERROR")
+        assert cycle.is_alive()
+
+        trading.exchange.set_faults("")
+        trading.exchange.advance(timedelta(minutes=10))  # 09:16: scanning is due
+        trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "scanning", "the day to go on")
+    finally:
+        logger.remove(sink)
+        cycle.stop()
+
+    said = [(level, text) for level, text in lines if level != "INFO" or "again" in text]
+    assert [level for level, _ in said] == ["WARNING", "ERROR", "INFO"]
+    assert said[0][1].startswith("cycle step failed, tried again every 30 exchange s: server error HTTP 503")
+    assert said[1][1].startswith("cycle stalled since 09:00:00: the broker keeps failing (server error HTTP 503")
+    assert said[2][1] == "cycle steps go through again (failing since 09:00:00)"

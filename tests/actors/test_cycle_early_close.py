@@ -1,0 +1,78 @@
+"""A half day (NYSE closes at 13:00 on the day after Thanksgiving, Christmas Eve, July 3rd): the broker's calendar
+says so, and the day's flatten comes before that close, not at 15:55, when the exits could no longer fill and the
+day's stops would have expired at 13:00."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Iterator
+
+import pytest
+from loguru import logger
+
+from actors.cycle import CycleActor
+from actors.messages import TradePlan
+from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.ratelimit import RateLimiter
+from catalyst.domain.cycle import PhaseSchedule
+from catalyst.domain.positions import PositionSide
+from catalyst.hooks import TradingCalendar
+from catalyst.sim.clock import SimClock
+from catalyst.sim.market import EXCHANGE_TZ
+from catalyst.sim.scripted import ScriptedMarket
+from catalyst.sim.server import EmbeddedExchange, ExchangeConfig
+from tests.actors.test_cycle_resume import Hooks, working_stops
+
+HALF_DAY = date(2026, 11, 27)  # the day after Thanksgiving
+MIDDAY = datetime(2026, 11, 27, 12, 30, tzinfo=EXCHANGE_TZ)
+
+
+@pytest.fixture
+def exchange() -> Iterator[EmbeddedExchange]:
+    """Overrides the actor conftest's exchange: 12:30 on a half day, the market open."""
+    market = ScriptedMarket(("AAPL", "MSFT"), MIDDAY)
+    config = ExchangeConfig(speed=0, start=MIDDAY, rate_limit_per_minute=0)
+    with EmbeddedExchange(config, market, SimClock(MIDDAY, 0)) as ex:
+        yield ex
+
+
+def test_the_broker_calendar_gives_the_half_days_close(trading) -> None:
+    calendar = TradingCalendar(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url,
+                                            limiter=RateLimiter(0), name="cycle"))
+    assert calendar.session_close(HALF_DAY) == time(13, 0)
+    assert calendar.session_close(HALF_DAY + timedelta(days=3)) == time(16, 0)  # Monday
+    assert calendar.session_close(HALF_DAY + timedelta(days=1)) is None and not calendar.is_trading_day(
+        HALF_DAY + timedelta(days=1))
+
+
+def test_on_a_half_day_positions_are_flattened_before_the_1300_close(trading) -> None:
+    trading.exchange.set_price("AAPL", "50.00")
+    cycle_row = trading.writer.get_or_create_cycle(HALF_DAY).get()
+    trading.writer.set_cycle_phase(cycle_row.cycle_id, "monitoring", trading.exchange.clock.now()).get()
+    trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
+                           take_profit=Decimal("55.00"), cycle_id=cycle_row.cycle_id))
+    trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker")
+    calendar = TradingCalendar(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url,
+                                            limiter=RateLimiter(0), name="cycle"))
+    hooks = {**Hooks(trading).as_dict(), "is_trading_day": calendar.is_trading_day,
+             "session_close": calendar.session_close}
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
+                      filter=lambda record: record["name"] == "actors.cycle")
+    cycle = CycleActor.start(trading.writer, trading.system, trading.exchange.clock, PhaseSchedule(), hooks)
+    try:
+        trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "monitoring", "the cycle to resume")
+        trading.exchange.advance(timedelta(minutes=26))  # 12:56: the flatten is due, the market still open
+
+        trading.wait_for(lambda: not trading.broker_view()["positions"], "the position to be flattened", timeout=30)
+        assert trading.exchange.clock.now() < datetime(2026, 11, 27, 13, 0, tzinfo=EXCHANGE_TZ)
+        assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
+        assert working_stops(trading) == []
+        trading.exchange.advance(timedelta(minutes=5))  # 13:01: closed
+        trading.wait_for(lambda: cycle.proxy().state().get()["phase"] in ("closed", "completed"), "the close")
+    finally:
+        cycle.stop()
+        logger.remove(sink)
+    assert f"cycle {HALF_DAY} early close at 13:00: positions are flattened at 12:55" in lines
+    assert any(line.startswith(f"cycle {HALF_DAY} flattening 1 live positions: end of day") for line in lines)
