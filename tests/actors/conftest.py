@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, Iterator, TypeVar
@@ -67,11 +68,19 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = 20.0) -> T:
         time.sleep(0.02)
 
 
+@contextmanager
+def exchange_at(start: datetime, symbols: tuple[str, ...] = SYMBOLS) -> Iterator[EmbeddedExchange]:
+    """An embedded exchange with scripted prices on a manual clock standing at `start` (a test module's own
+    `exchange` fixture uses it to start its day elsewhere)."""
+    market = ScriptedMarket(symbols, start)
+    config = ExchangeConfig(speed=0, start=start, rate_limit_per_minute=0)
+    with EmbeddedExchange(config, market, SimClock(start, 0)) as ex:
+        yield ex
+
+
 @pytest.fixture
 def exchange() -> Iterator[EmbeddedExchange]:
-    clock = SimClock(START, 0)
-    market = ScriptedMarket(SYMBOLS, START)
-    with EmbeddedExchange(ExchangeConfig(speed=0, start=START, rate_limit_per_minute=0), market, clock) as ex:
+    with exchange_at(START) as ex:
         yield ex
 
 

@@ -12,32 +12,23 @@ import pytest
 from loguru import logger
 
 from actors.cycle import CycleActor
-from catalyst.broker.adapter import AlpacaBroker
-from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.cycle import PhaseSchedule
-from catalyst.hooks import TradingCalendar
-from catalyst.sim.clock import SimClock
 from catalyst.sim.market import EXCHANGE_TZ
-from catalyst.sim.scripted import ScriptedMarket
-from catalyst.sim.server import EmbeddedExchange, ExchangeConfig
-from tests.actors.test_cycle_resume import Hooks
+from catalyst.sim.server import EmbeddedExchange
+from tests.actors.conftest import exchange_at
+from tests.actors.test_cycle_early_close import hooks_with_the_broker_calendar
 
 PRE_MARKET = datetime(2024, 3, 4, 9, 0, tzinfo=EXCHANGE_TZ)
 
 
 @pytest.fixture
 def exchange() -> Iterator[EmbeddedExchange]:
-    market = ScriptedMarket(("AAPL", "MSFT"), PRE_MARKET)
-    config = ExchangeConfig(speed=0, start=PRE_MARKET, rate_limit_per_minute=0)
-    with EmbeddedExchange(config, market, SimClock(PRE_MARKET, 0)) as ex:
+    with exchange_at(PRE_MARKET, ("AAPL", "MSFT")) as ex:
         yield ex
 
 
 def test_a_calendar_the_broker_keeps_refusing_stalls_the_cycle_loudly_then_it_carries_on(trading) -> None:
-    calendar = TradingCalendar(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url,
-                                            limiter=RateLimiter(0), name="cycle"))
-    hooks = {**Hooks(trading).as_dict(), "is_trading_day": calendar.is_trading_day,
-             "session_close": calendar.session_close}
+    hooks = hooks_with_the_broker_calendar(trading)
     lines: list[tuple[str, str]] = []
     sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
                       level="INFO", filter=lambda record: record["name"] == "actors.cycle")

@@ -18,10 +18,9 @@ from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.cycle import PhaseSchedule
 from catalyst.domain.positions import PositionSide
 from catalyst.hooks import TradingCalendar
-from catalyst.sim.clock import SimClock
 from catalyst.sim.market import EXCHANGE_TZ
-from catalyst.sim.scripted import ScriptedMarket
-from catalyst.sim.server import EmbeddedExchange, ExchangeConfig
+from catalyst.sim.server import EmbeddedExchange
+from tests.actors.conftest import exchange_at
 from tests.actors.test_cycle_resume import Hooks, working_stops
 
 HALF_DAY = date(2026, 11, 27)  # the day after Thanksgiving
@@ -31,15 +30,25 @@ MIDDAY = datetime(2026, 11, 27, 12, 30, tzinfo=EXCHANGE_TZ)
 @pytest.fixture
 def exchange() -> Iterator[EmbeddedExchange]:
     """Overrides the actor conftest's exchange: 12:30 on a half day, the market open."""
-    market = ScriptedMarket(("AAPL", "MSFT"), MIDDAY)
-    config = ExchangeConfig(speed=0, start=MIDDAY, rate_limit_per_minute=0)
-    with EmbeddedExchange(config, market, SimClock(MIDDAY, 0)) as ex:
+    with exchange_at(MIDDAY, ("AAPL", "MSFT")) as ex:
         yield ex
 
 
+def broker_calendar(trading) -> TradingCalendar:
+    """The cycle's calendar hooks as the daemon wires them: the broker's calendar, through alpaca-py."""
+    return TradingCalendar(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url,
+                                        limiter=RateLimiter(0), name="cycle"))
+
+
+def hooks_with_the_broker_calendar(trading) -> dict[str, Any]:
+    """The resume tests' scan and approval, with the daemon's calendar hooks."""
+    calendar = broker_calendar(trading)
+    return {**Hooks(trading).as_dict(), "is_trading_day": calendar.is_trading_day,
+            "session_close": calendar.session_close}
+
+
 def test_the_broker_calendar_gives_the_half_days_close(trading) -> None:
-    calendar = TradingCalendar(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url,
-                                            limiter=RateLimiter(0), name="cycle"))
+    calendar = broker_calendar(trading)
     assert calendar.session_close(HALF_DAY) == time(13, 0)
     assert calendar.session_close(HALF_DAY + timedelta(days=3)) == time(16, 0)  # Monday
     assert calendar.session_close(HALF_DAY + timedelta(days=1)) is None and not calendar.is_trading_day(
@@ -53,10 +62,7 @@ def test_on_a_half_day_positions_are_flattened_before_the_1300_close(trading) ->
     trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
                            take_profit=Decimal("55.00"), cycle_id=cycle_row.cycle_id))
     trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker")
-    calendar = TradingCalendar(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url,
-                                            limiter=RateLimiter(0), name="cycle"))
-    hooks = {**Hooks(trading).as_dict(), "is_trading_day": calendar.is_trading_day,
-             "session_close": calendar.session_close}
+    hooks = hooks_with_the_broker_calendar(trading)
     lines: list[str] = []
     sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
                       filter=lambda record: record["name"] == "actors.cycle")

@@ -15,10 +15,9 @@ from actors.cycle import CycleActor, EmergencyStop
 from actors.messages import TradePlan
 from catalyst.domain.cycle import PhaseSchedule
 from catalyst.domain.positions import PositionSide
-from catalyst.sim.clock import SimClock
 from catalyst.sim.market import EXCHANGE_TZ
-from catalyst.sim.scripted import ScriptedMarket
-from catalyst.sim.server import EmbeddedExchange, ExchangeConfig
+from catalyst.sim.server import EmbeddedExchange
+from tests.actors.conftest import exchange_at
 
 DAY = date(2024, 3, 4)
 PRE_MARKET = datetime(2024, 3, 4, 9, 0, tzinfo=EXCHANGE_TZ)  # idle until scanning at 09:15
@@ -28,9 +27,7 @@ TO_THE_BELL = timedelta(minutes=32)  # 09:32, evaluating: 09:30-09:35
 @pytest.fixture
 def exchange() -> Iterator[EmbeddedExchange]:
     """Overrides the actor conftest's exchange (09:45) so the day starts before the scan."""
-    market = ScriptedMarket(("AAPL", "MSFT"), PRE_MARKET)
-    config = ExchangeConfig(speed=0, start=PRE_MARKET, rate_limit_per_minute=0)
-    with EmbeddedExchange(config, market, SimClock(PRE_MARKET, 0)) as ex:
+    with exchange_at(PRE_MARKET, ("AAPL", "MSFT")) as ex:
         yield ex
 
 
