@@ -327,8 +327,8 @@ class DoctorActor(pykka.ThreadingActor):
         row = self.writer.get_order(finding.order_id).get()
         position = self.writer.get_position(row.position_id).get() if row and row.position_id else None
         if row is None or position is None or position.status != "closed":
-            log.info(f"doctor {finding.subject} stays created: its position is not closed; its actor sends it at "
-                     "the next restart")
+            log.info(f"doctor {finding.subject} stays created: its position is not closed (its submit may still be "
+                     "in flight, a hung call waits out its timeout; if not, its actor resends it at the next restart)")
             return "alerted"
         asked = row
         if row.role == "stop_loss":  # an OCO travels as its take-profit, the stop a leg Alpaca names itself
