@@ -211,7 +211,7 @@ class CycleActor(pykka.ThreadingActor):
 
     def _open_approved(self, day: DayState, now: datetime) -> None:
         allowed, why = self.hooks["entries_allowed"]()
-        if now.timetz().replace(tzinfo=None) >= day.schedule.monitoring_at:
+        if exchange_time(now) >= day.schedule.monitoring_at:
             allowed, why = False, f"past {day.schedule.monitoring_at:%H:%M}, the end of the entry window (resumed late?)"
         if day.halted or not allowed:
             log.warning(f"cycle {day.day} no new entries: {day.halted or why}")
