@@ -79,7 +79,7 @@ def _job_orders(job: Any) -> str:
         ids = tuple(order_id for order_id, _ in job.orders)
     else:
         return ""
-    return "for " + ", ".join(f"o-{i}" for i in ids)
+    return " for " + ", ".join(f"o-{i}" for i in ids)
 
 
 class _TakeJobs(m.Message):
@@ -158,7 +158,7 @@ class BrokerWorker(pykka.ThreadingActor):
         try:
             self._handle(job)
         except Exception as exc:  # noqa: BLE001 - the last guard; each call's broker errors are handled below
-            log.error(f"broker worker {self.name}: {type(job).__name__} {_job_orders(job)} failed unexpectedly: "
+            log.error(f"broker worker {self.name}: {type(job).__name__}{_job_orders(job)} failed unexpectedly: "
                       f"{type(exc).__name__}: {exc}")
             if isinstance(job, SubmitOrder | SubmitOco):
                 tell_if_alive(job.reply_to, m.SubmitResult(order_ids=submit_order_ids(job),
