@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     exchange.add_argument("--faults", default="", metavar="SPEC", help="e.g. http_5xx=0.05,drop=0.05 (off by default)")
     exchange.add_argument("--cash", default="100000", help="starting cash of each account")
     exchange.add_argument("--rate-limit", type=int, default=200, help="requests/minute per key (0: off)")
+    exchange.add_argument("--latency-ms", type=float, default=0.0,
+                          help="one-way network delay added to every request, reply and stream event (default 0)")
     exchange.set_defaults(handler=_cmd_exchange)
     return parser
 

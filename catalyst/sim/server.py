@@ -44,6 +44,7 @@ T = TypeVar("T")
 DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMD", "TSLA")
 TICK_SECONDS = 0.02
 UNAUTHORIZED = {"code": 40110000, "message": "request is not authorized"}
+MAX_LATENCY_MS = 10_000.0  # a delay past the daemon's own timeouts is the `timeout` fault's job, not latency's
 
 
 def default_start() -> datetime:
@@ -67,6 +68,9 @@ class ExchangeConfig(BaseModel):
     participation: Decimal = Field(Decimal("0.25"), gt=0, le=1)
     rate_limit_per_minute: int = Field(200, ge=0)  # 0 = off
     faults: str = ""
+    # One-way network delay added to every REST request, every REST reply and every stream frame: a broker across
+    # a network rather than on loopback (0: none). Real time, whatever the clock's speed.
+    latency_ms: float = Field(0.0, ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
     keys: dict[str, str] | None = None  # {key_id: secret}; None = any pair, one account per key id
     allow_non_loopback: bool = False
 
@@ -128,7 +132,8 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
         return config.keys is None or config.keys.get(key_id) == secret
 
     state_box: list[ExchangeState] = []
-    hub = StreamHub(authenticate, lambda: state_box[0].faults)
+    one_way_s = config.latency_ms / 1000
+    hub = StreamHub(authenticate, lambda: state_box[0].faults, one_way_s)
     engine = Engine(market, clock, starting_cash=config.starting_cash, participation=config.participation,
                     sink=hub.publish)
     state = ExchangeState(clock, market, engine, hub, RateLimiter(config.rate_limit_per_minute),
@@ -139,6 +144,14 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
     async def alpaca_edge(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         if request.path.startswith("/sim/") or request.path == "/stream":
             return await handler(request)
+        if not one_way_s:
+            return await broker_answer(request, handler)
+        await asyncio.sleep(one_way_s)  # the request's way to the broker
+        response = await broker_answer(request, handler)
+        await asyncio.sleep(one_way_s)  # the reply's way back
+        return response
+
+    async def broker_answer(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         key_id = request.headers.get("APCA-API-KEY-ID", "")
         if not authenticate(key_id, request.headers.get("APCA-API-SECRET-KEY", "")):
             return _error(401, UNAUTHORIZED)

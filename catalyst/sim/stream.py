@@ -26,14 +26,22 @@ def _authorization(status: str, message: str | None = None) -> str:
 class _Connection:
     key_id: str
     ws: web.WebSocketResponse
-    queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    latency_s: float = 0.0  # the network's one-way delay: each item leaves the wire this long after it was put
+    queue: asyncio.Queue[tuple[float, object]] = field(default_factory=asyncio.Queue)
     listening: bool = False
     held_back: str | None = None  # one event kept back by the `reorder` fault until the next one
     writer: asyncio.Task[None] | None = None
 
+    def put(self, item: object) -> None:
+        """Queue a frame (or _CLOSE). One FIFO with one fixed delay keeps the order the exchange sent."""
+        self.queue.put_nowait((asyncio.get_running_loop().time() + self.latency_s, item))
+
     async def write_forever(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            item = await self.queue.get()
+            due, item = await self.queue.get()
+            if (wait := due - loop.time()) > 0:
+                await asyncio.sleep(wait)
             if item is _CLOSE:
                 await self.ws.close()
                 return
@@ -45,9 +53,11 @@ class StreamHub:
     """One stream connection per API key (a second is refused, as on Alpaca). Events published while a
     key has no listening connection are lost, as on Alpaca: clients must catch up over REST."""
 
-    def __init__(self, authenticate: Callable[[str, str], bool], faults: Callable[[], FaultPlan]) -> None:
+    def __init__(self, authenticate: Callable[[str, str], bool], faults: Callable[[], FaultPlan],
+                 latency_s: float = 0.0) -> None:
         self._authenticate = authenticate
         self._faults = faults
+        self._latency_s = latency_s
         self._connections: dict[str, _Connection] = {}
 
     def connected_keys(self) -> list[str]:
@@ -74,7 +84,7 @@ class StreamHub:
                 elif action == "listen" and connection is not None:
                     streams = [s for s in (data.get("streams") or []) if s == "trade_updates"]
                     reply = json.dumps({"stream": "listening", "data": {"streams": streams}})
-                    connection.queue.put_nowait(reply)
+                    connection.put(reply)
                     connection.listening = bool(streams)
                 elif connection is None:
                     await ws.send_str(_authorization("unauthorized", "authenticate first"))
@@ -99,7 +109,7 @@ class StreamHub:
             await ws.send_str(_authorization("unauthorized", "connection limit exceeded"))
             return None
         await ws.send_str(_authorization("authorized"))
-        connection = _Connection(key_id, ws)
+        connection = _Connection(key_id, ws, self._latency_s)
         connection.writer = asyncio.get_running_loop().create_task(connection.write_forever())
         self._connections[key_id] = connection
         return connection
@@ -107,7 +117,7 @@ class StreamHub:
     async def _send_error(self, ws: web.WebSocketResponse, connection: _Connection | None, text: str) -> None:
         error = json.dumps({"stream": "error", "data": {"error_message": text}})
         if connection is not None:
-            connection.queue.put_nowait(error)
+            connection.put(error)
         else:
             await ws.send_str(error)
 
@@ -125,18 +135,18 @@ class StreamHub:
         if plan.hits("delay"):
             loop = asyncio.get_running_loop()
             for _ in range(copies):
-                loop.call_later(plan.knob("delay_s"), connection.queue.put_nowait, text)
+                loop.call_later(plan.knob("delay_s"), connection.put, text)
         elif connection.held_back is None and plan.hits("reorder"):
             connection.held_back = text
             return
         else:
             for _ in range(copies):
-                connection.queue.put_nowait(text)
+                connection.put(text)
         if connection.held_back is not None:
-            connection.queue.put_nowait(connection.held_back)
+            connection.put(connection.held_back)
             connection.held_back = None
         if plan.hits("disconnect"):
-            connection.queue.put_nowait(_CLOSE)
+            connection.put(_CLOSE)
 
     async def drop_all(self) -> int:
         """Closes every stream connection (clients reconnect by themselves); returns how many."""

@@ -103,9 +103,11 @@ class StreamRecorder:
     def __init__(self, exchange: EmbeddedExchange, key: str = KEY, secret: str = SECRET) -> None:
         self.exchange, self.key = exchange, key
         self.updates: list[TradeUpdate] = []
+        self.arrived: list[float] = []  # perf_counter when each update reached the handler
         self.stream = TradingStream(key, secret, paper=True, url_override=exchange.stream_url)
 
         async def keep(update: TradeUpdate) -> None:
+            self.arrived.append(time.perf_counter())
             self.updates.append(update)
 
         self.stream.subscribe_trade_updates(keep)
