@@ -21,6 +21,7 @@ from actors.order_router import OrderRouter
 from actors.position import PositionActor
 from catalyst.domain.orders import oco_stop_leg_id
 from catalyst.domain.positions import PositionSide
+from catalyst.router_settings import RouterSettings
 
 log = logger.bind(actor="system")
 MAX_REBUILDS = 3  # per position; a position that keeps crashing is left to the doctor, loudly
@@ -116,8 +117,8 @@ class TradingSystem:
     broker_factory: Callable[[str], Any]
     stream_factory: Callable[[Any], Any] | None
     clock: Any
-    protect_workers: int = 2
-    general_workers: int = 2
+    protect_workers: int | None = None  # None: the router settings' protection_workers
+    general_workers: int | None = None  # None: the router settings' general_workers
     synchronous: str = "FULL"
     defer_report_sync: bool = True
     router_settings: Any = None
@@ -129,8 +130,9 @@ class TradingSystem:
                                            defer_report_sync=self.defer_report_sync)
             self.refs.append(self.writer_ref)
             self.writer = self.writer_ref.proxy()
-            protect = self._pool("protect", self.protect_workers)
-            general = self._pool("general", self.general_workers)
+            settings = self.router_settings or RouterSettings()
+            protect = self._pool("protect", self.protect_workers or settings.protection_workers)
+            general = self._pool("general", self.general_workers or settings.general_workers)
             self.router = OrderRouter.start(self.writer, protect, general, self.clock, settings=self.router_settings)
             self.refs.append(self.router)
             self.supervisor_ref = Supervisor.start(self.writer, self._make_position)
@@ -141,7 +143,8 @@ class TradingSystem:
             self.stream = self.stream_factory(self.router) if self.stream_factory else None
             if self.stream is not None:
                 self.stream.start()
-            log.info(f"system started: writer, {len(protect.workers) + len(general.workers)} broker workers, router, supervisor"
+            log.info(f"system started: writer, {len(protect.workers)} protection + {len(general.workers)} general broker"
+                     f" workers, router, supervisor"
                      f", {self.supervisor.live_count().get()} positions restored")
         except BaseException:
             self.stop()

@@ -28,3 +28,9 @@ class RouterSettings(BaseModel):
     # disconnect (no reconnect, so no catch-up) would otherwise leave the shares unprotected until the doctor's next
     # pass. A market order fills in milliseconds in the session, so a healthy day makes no such call. 0: never asks.
     market_fill_check_s: float = Field(default=2.0, ge=0, le=60.0)
+    # Broker workers, each with its own connection: how many protection submits (stop-losses, OCOs, exits) can be on
+    # the wire at once, and how many entries, cancels and reads. Every fill's protection waits for a free protection
+    # worker: against a broker 20 ms away, 100 fills are protected in 1.6-1.7 s with 2 and 0.53-0.56 s with 8, and on
+    # loopback 8 measured no slower than 2 (docs/BENCHMARKS.md, broker_distance). All share one rate budget.
+    protection_workers: int = Field(default=8, ge=1, le=32)
+    general_workers: int = Field(default=2, ge=1, le=32)

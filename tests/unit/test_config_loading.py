@@ -22,6 +22,7 @@ def test_shipped_config_is_valid_and_uses_the_emulator():
     config = load_config(REPO_CONFIG)
     assert config.broker.mode == "emulator"
     assert config.exchange.symbols >= 50
+    assert (config.router.protection_workers, config.router.general_workers) == (8, 2)
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path):
@@ -54,6 +55,8 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
         ('[exchange]\nspeed = 1e9\n', "exchange.speed: Input should be less than or equal to 10000"),
         ('[daemon]\ncpu = "fast"\n', 'daemon.cpu: must be "auto", "all" or a CPU number (0, 1, ...) (got \'fast\')'),
         ('[daemon]\ncpu = -1\n', 'daemon.cpu: must be "auto", "all" or a CPU number (0, 1, ...) (got -1)'),
+        ('[router]\nprotection_workers = 0\n', "router.protection_workers: Input should be greater than or equal to 1"),
+        ('[router]\ngeneral_workers = 33\n', "router.general_workers: Input should be less than or equal to 32"),
     ],
 )
 def test_bad_config_names_the_key_and_the_problem(tmp_path, text, expected):
