@@ -13,7 +13,7 @@ from bench import report
 from bench.common import machine_facts
 
 BENCHMARKS = ("emulator_roundtrip", "fill_to_oco", "simultaneous_entries", "many_positions", "durable_events",
-              "reconcile_orders", "stream_loss", "sim_day")
+              "reconcile_orders", "stream_loss", "sim_day", "broker_distance")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 

@@ -5,8 +5,8 @@ matches and every event it streams, from the very threads being timed, and a raw
 daemon idles would not pay that. In its own process the exchange runs beside the daemon as the broker does, and
 the raw client and the daemon both reach it over loopback, the same way.
 
-`python -m bench.remote_exchange NAMES PRICE` serves a ScriptedMarket of NAMES (comma-separated) printed at PRICE,
-prints its URLs as one JSON line, and stops when its stdin closes.
+`python -m bench.remote_exchange NAMES PRICE [CPUS [LATENCY_MS]]` serves a ScriptedMarket of NAMES (comma-separated)
+printed at PRICE, prints its URLs as one JSON line, and stops when its stdin closes.
 """
 
 from __future__ import annotations
@@ -64,12 +64,12 @@ class RemoteExchange:
 
 
 @contextmanager
-def exchange_process(names: list[str], price: str = "10.00") -> Iterator[RemoteExchange]:
+def exchange_process(names: list[str], price: str = "10.00", latency_ms: float = 0.0) -> Iterator[RemoteExchange]:
     # Alpaca is another machine: the exchange never shares the CPU a benchmark pins the daemon to (its child
     # would inherit the pin), it may use every CPU this process could when it started.
     cpus = ",".join(map(str, sorted(cpu.allowed_at_start()))) if cpu.supported() else ""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.remote_exchange", ",".join(names), price, cpus], cwd=PROJECT,
+        [sys.executable, "-m", "bench.remote_exchange", ",".join(names), price, cpus, str(latency_ms)], cwd=PROJECT,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -99,7 +99,8 @@ def main(argv: list[str]) -> int:
     names, price = argv[0].split(","), argv[1]
     if len(argv) > 2 and argv[2]:
         os.sched_setaffinity(0, {int(n) for n in argv[2].split(",")})  # before any thread of its own starts
-    with scripted_exchange(names, price) as exchange:
+    latency_ms = float(argv[3]) if len(argv) > 3 else 0.0
+    with scripted_exchange(names, price, latency_ms) as exchange:
         print(json.dumps({"base_url": exchange.base_url, "stream_url": exchange.stream_url}), flush=True)
         sys.stdin.read()  # until the parent closes it (or dies)
     return 0

@@ -47,10 +47,11 @@ def new_key(prefix: str) -> str:
 
 
 @contextmanager
-def scripted_exchange(names: list[str], price: str = "10.00") -> Iterator[EmbeddedExchange]:
-    """A manual-clock exchange (speed 0) over a ScriptedMarket, every symbol printed at `price`, rate limit off."""
+def scripted_exchange(names: list[str], price: str = "10.00", latency_ms: float = 0.0) -> Iterator[EmbeddedExchange]:
+    """A manual-clock exchange (speed 0) over a ScriptedMarket, every symbol printed at `price`, rate limit off;
+    `latency_ms` one way on every request, reply and stream event (0: loopback as it is)."""
     market = ScriptedMarket(names, START)
-    config = ExchangeConfig(speed=0, start=START, rate_limit_per_minute=0, starting_cash=CASH)
+    config = ExchangeConfig(speed=0, start=START, rate_limit_per_minute=0, starting_cash=CASH, latency_ms=latency_ms)
     with EmbeddedExchange(config, market, SimClock(START, 0)) as exchange:
         for name in names:
             exchange.set_price(name, price)
