@@ -157,7 +157,7 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
             return _error(401, UNAUTHORIZED)
         plan = state.faults
         if plan.hits("burst_429"):
-            state.limiter.force_burst(key_id, int(plan.knob("burst_len")))
+            state.limiter.force_burst(key_id, plan.knob("burst_s"))
         bucket = "data" if request.path.startswith(("/v2/stocks", "/v1beta1")) else "trading"
         decision = state.limiter.check(key_id, bucket)
         if not decision.allowed:

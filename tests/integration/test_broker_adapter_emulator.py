@@ -150,3 +150,22 @@ def test_submit_with_lookup_through_503s_before_acting_places_one_order(exchange
     exchange.set_faults("")
     for i, report in enumerate(reports):
         assert report.client_order_id == f"cat-5xx-{i}" and len(orders_with_cid(exchange, f"cat-5xx-{i}")) == 1
+
+
+def test_a_read_refused_by_a_429_burst_waits_for_its_reset_and_is_then_served(exchange: EmbeddedExchange) -> None:
+    import time
+
+    import requests
+
+    headers = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}
+    exchange.set_faults("burst_429=1,burst_s=1.5")  # the next call starts 1.5 s of refusals for this key
+    started = requests.get(f"{exchange.base_url}/v2/clock", headers=headers, timeout=5)
+    reset = int(started.headers["X-RateLimit-Reset"])
+    exchange.set_faults("")  # no further bursts: the one started runs its course
+    broker = broker_for(exchange, read_attempts=3, read_retry_budget_s=5.0)
+
+    clock = broker.clock()
+
+    assert started.status_code == 429
+    assert clock.at is not None
+    assert time.time() >= reset - 1  # served only once the burst the Reset named was over

@@ -126,4 +126,37 @@ def test_rate_limit_zero_means_off_and_bursts_force_429s():
     limiter = RateLimiter(0)
     limiter.force_burst("k", 2)
 
-    assert [limiter.check("k").allowed for _ in range(4)] == [False, False, True, True]
+    assert [limiter.check("k").allowed for _ in range(4)] == [False, False, False, False]
+    assert limiter.check("other").allowed
+
+
+def test_a_429_burst_lasts_its_seconds_and_its_reset_header_says_when_it_ends():
+    clock = [1000.2]
+    limiter = RateLimiter(200, now=lambda: clock[0])
+    limiter.force_burst("k", 5)
+
+    refused = [limiter.check("k") for _ in range(3)]
+    clock[0] = 1005.1
+    still = limiter.check("k")
+    clock[0] = 1006.0  # the moment the Reset named: a client that waited for it is served
+    served = limiter.check("k")
+
+    assert [d.allowed for d in refused] == [False, False, False] and not still.allowed
+    assert {d.headers["X-RateLimit-Reset"] for d in [*refused, still]} == {"1006"}
+    assert served.allowed
+
+
+def test_a_burst_starting_inside_another_extends_it_and_never_shortens_it():
+    clock = [1000.0]
+    limiter = RateLimiter(0, now=lambda: clock[0])
+    limiter.force_burst("k", 10)
+    clock[0] = 1002.0
+    limiter.force_burst("k", 3)  # would end at 1005: the first still runs to 1010
+
+    clock[0] = 1009.5
+    assert not limiter.check("k").allowed
+    limiter.force_burst("k", 5)
+    clock[0] = 1012.0
+    assert not limiter.check("k").allowed
+    clock[0] = 1014.5
+    assert limiter.check("k").allowed
