@@ -98,7 +98,8 @@ class SystemRig:
 
     def __init__(self, exchange: EmbeddedExchange, db_path: Path, *, synchronous: str = "FULL",
                  defer_report_sync: bool = True, key: str | None = None,
-                 cpu_setting: cpu.CpuSetting = DaemonSettings().cpu, gc_settled: bool = True) -> None:
+                 cpu_setting: cpu.CpuSetting = DaemonSettings().cpu, gc_settled: bool = True,
+                 protect_workers: int | None = None) -> None:
         self.exchange = exchange
         self.db_path = db_path
         self.db_url = f"sqlite+aiosqlite:///{db_path}"
@@ -107,6 +108,7 @@ class SystemRig:
         self.cpu_setting = cpu_setting  # the daemon's default unless a benchmark compares
         self.cpu_placement = ""
         self.gc_settled = gc_settled  # as `catalyst run` does after start-up, unless a benchmark compares
+        self.protect_workers = protect_workers  # None: the shipped router.protection_workers
         self.key = key or new_key("sys")
         self.stamps = StreamStamps()
         self.system: TradingSystem | None = None
@@ -119,7 +121,8 @@ class SystemRig:
         broker, _ = alpaca_factories(self.key, "secret", self.exchange.base_url, self.exchange.stream_url,
                                      timeout_s=10.0, limiter=RateLimiter(0))
         self.system = TradingSystem(self.db_url, broker, self._stream_factory, self.exchange.clock,
-                                    synchronous=self.synchronous, defer_report_sync=self.defer_report_sync).start()
+                                    synchronous=self.synchronous, defer_report_sync=self.defer_report_sync,
+                                    protect_workers=self.protect_workers).start()
         wait_for(lambda: self.exchange.stream_connected(self.key), "the trade stream to connect", timeout=20)
         if self.gc_settled:
             collector.settle()

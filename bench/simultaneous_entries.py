@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from catalyst import cpu
+from catalyst.router_settings import RouterSettings
 
 from bench import watch
 from bench.common import CpuUse, GcPauses, LogProbe, goal, machine_facts, quiet_logs, ratio, scratch_dir, wait_for
@@ -29,6 +30,7 @@ def run(quick: bool) -> dict[str, Any]:
         shipped = burst(exchange, names, probe, scratch / "catalyst.db", "auto")
         all_cpus = burst(exchange, names, probe, scratch / "catalyst-all.db", "all")
         gc_defaults = burst(exchange, names, probe, scratch / "catalyst-gc.db", "auto", gc_settled=False)
+        two_workers = burst(exchange, names, probe, scratch / "catalyst-2w.db", "auto", protect_workers=2)
         raw_s, raw_cpu = raw_sequential_ocos(exchange, names)
     system_s = shipped.seconds
     daemon_ms, exchange_ms = shipped.cpu_ms["daemon"], shipped.cpu_ms["exchange"]
@@ -47,6 +49,8 @@ def run(quick: bool) -> dict[str, Any]:
             "python_gc_defaults_price_move_to_all_protected_s": round(gc_defaults.seconds, 3),
             "ratio_python_gc_defaults_vs_raw": ratio(gc_defaults.seconds, raw_s),
             "python_gc_defaults_gc_pauses": gc_defaults.gc,
+            "two_protection_workers_price_move_to_all_protected_s": round(two_workers.seconds, 3),
+            "ratio_two_protection_workers_vs_raw": ratio(two_workers.seconds, raw_s),
             "system_cpu_ms_per_position": shipped.cpu_ms, "raw_cpu_ms_per_submit": raw_cpu,
             "ratio_daemon_cpu_vs_raw_wall": ratio(daemon_ms, raw_ms),
             "ratio_both_cpus_floor_vs_raw_wall": ratio((daemon_ms + exchange_ms) / 2, raw_ms),
@@ -56,15 +60,18 @@ def run(quick: bool) -> dict[str, Any]:
         "notes": [
             "System: limit entries rest, every symbol prints below the limit, one advance(1 minute) fills them all; "
             "timed from that advance to the last OCO leg's 'created → submitted' line (rows committed).",
-            "Raw: a fourth account holding the same positions submits the same OCO exits one by one with "
+            "Raw: a fifth account holding the same positions submits the same OCO exits one by one with "
             "alpaca-py, no database; the same emulator, right after the systems' runs.",
-            "The system runs three times, each on an account of its own: as shipped (daemon.cpu = auto: every "
+            "The system runs four times, each on an account of its own: as shipped (daemon.cpu = auto: every "
             "thread of the process on one CPU; start-up objects frozen out of garbage collection, catalyst/"
             "collector.py), then with its threads left on every CPU (daemon.cpu = all), then as shipped but with "
-            "Python's garbage-collector defaults; the price goes back above the limits in between.",
+            "Python's garbage-collector defaults, then as shipped but with 2 protection workers; the price goes back "
+            "above the limits in between.",
             "gc_pauses: every garbage collection during the timed burst, in any thread (each holds the GIL).",
             "The exchange runs in its own process (bench/remote_exchange.py), as Alpaca is another machine.",
-            "The system has 2 protection workers (TradingSystem's default), so two OCO submits can be in flight.",
+            f"The system has {RouterSettings().protection_workers} protection workers (router.protection_workers, "
+            "shipped), so as many OCO submits can be in flight; the fourth run has 2 (the count before the eleventh "
+            "session).",
             "CPU (psutil, user + system, 10 ms ticks) of the benchmark process (the daemon; its harness thread is idle during the burst) and of the exchange process, during the shipped burst and during the raw submits. ratio_daemon_cpu_vs_raw_wall: the daemon's CPU per position over a raw submit's wall time; its Python runs on one CPU (one GIL, and the pin), so the burst cannot beat that ratio. ratio_both_cpus_floor_vs_raw_wall: the daemon's and the exchange's CPU per position spread perfectly over both cores, the bound for any placement of the daemon's work on this machine.",
         ],
     }
@@ -79,12 +86,13 @@ class Burst(NamedTuple):
 
 
 def burst(exchange: Any, names: list[str], probe: LogProbe, db_path: Path, cpu_setting: cpu.CpuSetting,
-          gc_settled: bool = True) -> Burst:
+          gc_settled: bool = True, protect_workers: int | None = None) -> Burst:
     """One system on its own account: entries rest, the price crosses them all at once."""
     probe.clear()
     for name in names:
         exchange.set_price(name, "10.05")
-    rig = SystemRig(exchange, db_path, cpu_setting=cpu_setting, gc_settled=gc_settled).start()
+    rig = SystemRig(exchange, db_path, cpu_setting=cpu_setting, gc_settled=gc_settled,
+                    protect_workers=protect_workers).start()
     try:
         for name in names:
             rig.open(rig.plan(name, limit=ENTRY_LIMIT))
