@@ -86,10 +86,12 @@ class DoctorActor(pykka.ThreadingActor):
         self._timer: Delayed | None = None
         self._last_pass_at: datetime | None = None
         self._instance: str | None = None  # this database's id, read once
-        # Findings the last pass only reported (alerts, halts in force), as they read: the same one again is said
-        # at DEBUG, or a hand order from the morning would be a WARNING every pass all day, and warnings that
-        # repeat are warnings a trader learns to skip. A change (a new status) or a heal makes it news again.
-        self._reported: set[str] = set()
+        # Findings the last pass only reported (alerted, or halted on), as they read, with that outcome: the same one
+        # again is said at DEBUG, or a hand order from the morning would be a WARNING every pass all day, and
+        # warnings that repeat are warnings a trader learns to skip. That holds for a finding the doctor would heal
+        # but could only report (a live position's `created` row whose submit hangs in flight). A change (a new
+        # status), a heal, or a halt since lifted makes it news again.
+        self._reported: dict[str, str] = {}
         # Passes in a row the broker failed (each call already retried): one is a blip the next pass covers, a
         # run of them means nothing has been reconciled for a while, which the operator must hear as an ERROR.
         self._unavailable_in_row = 0
@@ -154,17 +156,17 @@ class DoctorActor(pykka.ThreadingActor):
         self._unavailable_in_row, self._reconciled_at = 0, now
         outcomes: list[str] = []
         batch: tuple[list[OrderReport], list[FillReport]] = ([], [])
-        repeated, reported = 0, set()
+        repeated, reported = 0, {}
         for finding in findings:
             line = finding.line()
-            again = line in self._reported and (finding.policy is Policy.ALERT or (
-                finding.policy is Policy.HALT and self.halted))
+            before = self._reported.get(line)
+            again = before == "alerted" or (before == "halted" and self.halted)
             repeated += again
             log.log("DEBUG" if again else "WARNING" if finding.severity != "info" else "INFO", line)
             outcome = "dry run" if dry_run else self._heal(finding, gathered, batch)
             outcomes.append(outcome)
             if outcome in ("alerted", "halted"):
-                reported.add(line)
+                reported[line] = outcome
         if not dry_run:
             self._reported = reported
             if batch[0] or batch[1]:

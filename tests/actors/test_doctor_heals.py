@@ -314,6 +314,27 @@ def test_a_never_sent_row_of_an_open_position_is_only_reported(trading, doctor):
     assert trading.writer.get_order(row.order_id).get().status == "created"
 
 
+def test_a_never_sent_row_of_an_open_position_is_a_warning_once_while_it_stays_so(trading, doctor):
+    """Found on heavy-faults days at 240x: a live position's row whose submit hung in flight was a WARNING at every
+    pass (every 1.3 wall s) until the call's timeout; the doctor can only report it, so the repeat is DEBUG."""
+    from loguru import logger
+
+    open_protected(trading)
+    (row,) = _stuck_rows(trading, position_of(trading), ("take_profit",))
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="DEBUG")
+    try:
+        reports = [doctor.run_pass(reason="test").get() for _ in range(3)]
+    finally:
+        logger.remove(sink)
+
+    assert all(T.STUCK_CREATED in [f.type for f in r.findings] for r in reports)
+    stuck = [level for level, text in lines if text.startswith("doctor STUCK_CREATED")]
+    assert stuck == ["WARNING", "DEBUG", "DEBUG"]
+    assert trading.writer.get_order(row.order_id).get().status == "created"
+
+
 class MeanwhileBroker(CountingBroker):
     """The races a doctor pass meets in a busy minute: its database read is done, and before it lists the broker's
     orders something happens (`meanwhile`, once). Run here, on the doctor's thread, the race is certain."""
