@@ -28,8 +28,8 @@ class RouterSettings(BaseModel):
     # disconnect (no reconnect, so no catch-up) would otherwise leave the shares unprotected until the doctor's next
     # pass. A market order fills in milliseconds in the session, so a healthy day makes no such call. 0: never asks.
     market_fill_check_s: float = Field(default=2.0, ge=0, le=60.0)
-    # Broker workers, each with its own connection: how many protection submits (stop-losses, OCOs, exits) can be on
-    # the wire at once, and how many entries, cancels and reads. Every fill's protection waits for a free protection
+    # Broker workers, each with its own connection: how many protection calls (stop-losses, OCOs, exits, cancels) can
+    # be on the wire at once, and how many entries, lookups and catch-up reads. Every fill's protection waits for a free protection
     # worker: against a broker 20 ms away, 100 fills are protected in 1.6-1.7 s with 2 and 0.53-0.56 s with 8. On
     # loopback the burst is mostly faster with 8 too, while 1,000 live positions route closes slower (more calls on
     # the one GIL): docs/BENCHMARKS.md, eleventh session. All workers share one rate budget.
