@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chaos.harness import DaemonProcess, ExchangeProcess, HarnessError
 from chaos.invariants import Report, Violation, check_files, check_mid_flight, read_database
@@ -43,6 +43,9 @@ class ChaosSettings(BaseModel):
     seed: int = 1
     faults: str = DEFAULT_FAULTS
     speed: float = Field(default=240.0, gt=0)  # exchange seconds per wall second
+    # the broker a network away: every request, reply and stream event this late, one way (real ms); more kills
+    # land while the broker has acted and the daemon has not heard yet
+    latency_ms: float = Field(default=0.0, ge=0, le=10_000)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -107,7 +110,8 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
     began = time.monotonic()
     day_wall_s = (_at(settings, "16:15") - _at(settings, settings.opens_at)).total_seconds() / settings.speed
     with ExchangeProcess(folder, seed=seed, speed=settings.speed, start_at=_at(settings, settings.opens_at),
-                         faults=settings.faults, cash=str(settings.starting_cash)) as exchange:
+                         faults=settings.faults, cash=str(settings.starting_cash),
+                         latency_ms=settings.latency_ms) as exchange:
         daemon = DaemonProcess(folder / "daemon", exchange.url)
         try:
             daemon.start()
@@ -195,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="first run's seed (market, faults, kill moments; default 1)")
     parser.add_argument("--faults", help=f"emulator fault spec (default {DEFAULT_FAULTS!r}; '' for none)")
     parser.add_argument("--speed", type=float, help="exchange seconds per wall second (default 240; --short: 720)")
+    parser.add_argument("--latency-ms", type=float, help="the broker's one-way network delay, ms (default 0)")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -203,15 +208,20 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     given = {k: v for k, v in dict(runs=args.runs, kills=args.kills, seed=args.seed, faults=args.faults,
-                                   speed=args.speed).items() if v is not None}
+                                   speed=args.speed, latency_ms=args.latency_ms).items() if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
         settings = ChaosSettings.short(**given) if args.short else ChaosSettings(**given)
-    except (FaultSpecError, ValueError) as exc:
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        print(f"chaos: error: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", file=sys.stderr)
+        return 2
+    except FaultSpecError as exc:
         print(f"chaos: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
+    distance = f", broker {settings.latency_ms:g} ms away" if settings.latency_ms else ""
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
-          f"faults {settings.faults or 'none'}", flush=True)
+          f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         results = run_chaos(settings, args.keep, say=lambda s: print(s, flush=True))

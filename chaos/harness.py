@@ -105,6 +105,7 @@ class ExchangeProcess:
     start_at: datetime | None = None
     faults: str = ""
     cash: str = "100000"
+    latency_ms: float = 0.0
     ready_timeout_s: float = 60.0
     process: subprocess.Popen[str] | None = None
     url: str = ""
@@ -118,6 +119,8 @@ class ExchangeProcess:
             command += ["--start", self.start_at.strftime("%Y-%m-%dT%H:%M:%S")]
         if self.faults:
             command += ["--faults", self.faults]
+        if self.latency_ms:
+            command += ["--latency-ms", f"{self.latency_ms:g}"]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         start_new_session=True)
         self.output = LineLog(self.process.stdout, self.folder / "exchange.log")

@@ -37,3 +37,14 @@ def test_chaos_refuses_a_bad_fault_spec_in_one_line():
 
     assert result.returncode == 2
     assert "unknown fault 'gremlins'" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--speed", "-1"), "chaos: error: --speed: Input should be greater than 0"),
+    (("--latency-ms", "20000"), "chaos: error: --latency-ms: Input should be less than or equal to 10000"),
+])
+def test_chaos_refuses_a_bad_setting_in_one_line_naming_it(args, expected):
+    result = run_chaos("--short", *args, timeout_s=60)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == expected
