@@ -37,7 +37,7 @@ DAY_DONE = r"cycle \d{4}-\d\d-\d\d (#\d+ resumed in )?completed"
 class ChaosSettings(BaseModel):
     """One chaos campaign. Defaults are the full on-demand run; `short()` is the CI one."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     runs: int = Field(default=1, ge=1)
     kills: int = Field(default=24, ge=0)  # per run
     seed: int = 1

@@ -42,6 +42,7 @@ def test_chaos_refuses_a_bad_fault_spec_in_one_line():
 @pytest.mark.parametrize(("args", "expected"), [
     (("--speed", "-1"), "chaos: error: --speed: Input should be greater than 0"),
     (("--latency-ms", "20000"), "chaos: error: --latency-ms: Input should be less than or equal to 10000"),
+    (("--speed", "inf"), "chaos: error: --speed: Input should be a finite number"),
 ])
 def test_chaos_refuses_a_bad_setting_in_one_line_naming_it(args, expected):
     result = run_chaos("--short", *args, timeout_s=60)
