@@ -1,6 +1,6 @@
 """Issue 4's two latency measures again, with the broker a network away instead of on loopback.
 
-Why: the goals are judged on loopback (fill_to_oco, simultaneous_entries), where a raw submit is 3–6 ms of local
+Why: the goals are judged on loopback (fill_to_oco, simultaneous_entries), where a raw submit is 3–8 ms of local
 CPU. Alpaca is never that close: the daemon's own work between a fill and its stop (two commits, the actors'
 hand-offs) is a fixed cost, and what a trader sees is that cost beside a real round trip. The emulator delays every
 request, reply and stream frame by `latency_ms` one way (its `--latency-ms`); the raw client pays the same delay.
@@ -76,8 +76,9 @@ def run(quick: bool) -> dict[str, Any]:
             "Per distance: fill → OCO as fill_to_oco's shipped mode (FULL, deferred report sync, daemon.cpu auto), "
             "one trade at a time with the raw market buy and raw OCO beside each, on one exchange; then the burst "
             "as simultaneous_entries' shipped run and its raw sequential OCO submits, each on a fresh exchange.",
-            "The daemon's work per trade does not change with the distance; only the broker's part of the time "
-            "does. In the burst, as many OCO submits can be on the wire at once as there are protection workers "
+            "The daemon does the same work at any distance, but its share of the time grew with it in traced "
+            "trades (an entry's reply and its fill event now arrive together, and threads wake from idle). In the "
+            "burst, as many OCO submits can be on the wire at once as there are protection workers "
             "(router.protection_workers).",
         ],
     }

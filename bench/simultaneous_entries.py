@@ -29,15 +29,18 @@ def run(quick: bool) -> dict[str, Any]:
     with scratch_dir(NAME) as scratch:
         # Each run on an exchange of its own: the emulator's matching walks every account's orders at each bar, so a
         # run after others pays for their books (100 raw submits after four bursts: 12 % slower than before them).
-        with exchange_process(names, price="10.05") as exchange:
+        def fresh() -> Any:
+            return exchange_process(names, price="10.05")
+
+        with fresh() as exchange:
             shipped = burst(exchange, names, probe, scratch / "catalyst.db", "auto")
-        with exchange_process(names, price="10.05") as exchange:
+        with fresh() as exchange:
             raw_s, raw_cpu = raw_sequential_ocos(exchange, names)
-        with exchange_process(names, price="10.05") as exchange:
+        with fresh() as exchange:
             two_workers = burst(exchange, names, probe, scratch / "catalyst-2w.db", "auto", protect_workers=2)
-        with exchange_process(names, price="10.05") as exchange:
+        with fresh() as exchange:
             all_cpus = burst(exchange, names, probe, scratch / "catalyst-all.db", "all")
-        with exchange_process(names, price="10.05") as exchange:
+        with fresh() as exchange:
             gc_defaults = burst(exchange, names, probe, scratch / "catalyst-gc.db", "auto", gc_settled=False)
     system_s = shipped.seconds
     daemon_ms, exchange_ms = shipped.cpu_ms["daemon"], shipped.cpu_ms["exchange"]

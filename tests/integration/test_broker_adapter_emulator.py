@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Callable
 
 import pytest
+import requests
 
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.errors import NotFound, OutcomeUnknown, Rejected
@@ -153,10 +155,6 @@ def test_submit_with_lookup_through_503s_before_acting_places_one_order(exchange
 
 
 def test_a_read_refused_by_a_429_burst_waits_for_its_reset_and_is_then_served(exchange: EmbeddedExchange) -> None:
-    import time
-
-    import requests
-
     headers = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}
     exchange.set_faults("burst_429=1,burst_s=1.5")  # the next call starts 1.5 s of refusals for this key
     started = requests.get(f"{exchange.base_url}/v2/clock", headers=headers, timeout=5)
