@@ -23,6 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Callable
 
+import pykka
 from loguru import logger
 
 from catalyst import collector, cpu
@@ -36,6 +37,28 @@ from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_dat
 from catalyst.status import write_state_snapshot
 
 log = logger.bind(actor="system")
+STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, all together
+_BUSY = object()  # an actor that did not answer the state table in time
+
+
+def _busy(who: str) -> str:
+    return f"unknown (the {who} is busy: no answer in {STATE_ANSWER_S:g} s)"
+
+
+class _Asked:
+    """Answers to questions sent to actors at once, waited for up to STATE_ANSWER_S in all (not each)."""
+
+    def __init__(self) -> None:
+        self.deadline = time.monotonic() + STATE_ANSWER_S
+
+    def answer(self, future: Any) -> Any:
+        """The future's value, or _BUSY if its actor has not answered by the deadline."""
+        try:
+            return future.get(timeout=max(self.deadline - time.monotonic(), 0.001))
+        except pykka.Timeout:
+            return _BUSY
+
+
 # What SIGHUP may change in a running daemon; everything else is wired into running actors and needs a restart.
 RELOADABLE = ("logging.", "daemon.state_table_interval_s")
 
@@ -212,31 +235,61 @@ class Daemon:
                             "daemon: it rebuilds every position from the database")
 
     def dump_state(self) -> None:
-        log.info(f"state cycle {self.cycle.proxy().state().get(timeout=5)}")
-        for ref in self.system.supervisor.live_refs().get(timeout=5):
-            log.info(f"state position {ref.proxy().state().get(timeout=5)}")
+        """SIGUSR1: every thread's stack, then every actor's state. The stacks come first and always: an operator
+        sends USR1 when something looks stuck, and a stuck actor's stack is what says why it does not answer."""
         names = {t.ident: t.name for t in threading.enumerate()}
         for ident, frame in sys._current_frames().items():
             where = " <- ".join(f"{f.name}:{f.lineno}" for f in reversed(traceback.extract_stack(frame)[-4:]))
             log.info(f"state thread {names.get(ident, ident)}: {where}")
+        asked = _Asked()
+        try:
+            cycle, refs = self.cycle.proxy().state(), asked.answer(self.system.supervisor.live_refs())
+            positions = [] if refs is _BUSY else [ref.proxy().state() for ref in refs]
+            cycle_state = asked.answer(cycle)
+            log.info(f"state cycle {_busy('cycle') if cycle_state is _BUSY else cycle_state}")
+            if refs is _BUSY:
+                log.info(f"state positions {_busy('position supervisor')}")
+            for state in positions:
+                answered = asked.answer(state)
+                log.info(f"state position {_busy('position actor') if answered is _BUSY else answered}")
+        except Exception as exc:  # noqa: BLE001 - an actor gone (a stop under way): the stacks are out already
+            log.warning(f"state dump stopped: {type(exc).__name__}: {exc}")
 
     def log_state_table(self) -> None:
+        """The periodic `state` lines and the snapshot `catalyst status` shows. Every actor is asked at once and
+        waited for up to STATE_ANSWER_S in all; one that is busy (the doctor in a pass whose broker read hangs, the
+        cycle in a calendar read) is named in the table as busy, and the rest is shown: a busy doctor used to hide
+        every position's line behind `state table skipped: Timeout: 5 seconds`."""
+        asked = _Asked()
+        asking = "the cycle"
         try:
-            cycle = self.cycle.proxy().state().get(timeout=5)
-            positions = [ref.proxy().state().get(timeout=5) for ref in self.system.supervisor.live_refs().get(timeout=5)]
+            cycle_state = self.cycle.proxy().state()
+            doctor_halt = self.hooks.doctor.halt_reason
+            asking = "the position supervisor"
+            refs = asked.answer(self.system.supervisor.live_refs())
+            asking = "the position actors"
+            position_states = [] if refs is _BUSY else [ref.proxy().state() for ref in refs]
+            cycle, positions = asked.answer(cycle_state), [asked.answer(state) for state in position_states]
             # Entries stop for the cycle's own halt (the loss limit) or the doctor's: either is "halted".
-            halted = cycle["halted"] or self.hooks.doctor.halt_reason.get(timeout=5)
-        except Exception as exc:  # a busy actor must not kill the reporter
-            log.warning(f"state table skipped: {type(exc).__name__}: {exc}")
+            halted = cycle["halted"] if cycle is not _BUSY else None
+            if not halted:
+                asking = "the doctor"
+                doctor = asked.answer(doctor_halt)
+                halted = _busy("doctor") if doctor is _BUSY else doctor
+        except Exception as exc:  # noqa: BLE001 - an actor gone (a stop under way) must not kill the reporter
+            log.warning(f"state table skipped: asking {asking}: {type(exc).__name__}: {exc}")
             return
         now = self.endpoint.clock.now()
-        log.info(f"state {now:%Y-%m-%d %H:%M} phase={cycle['phase']} live={len(positions)} "
-                 f"halted={halted or 'no'}")
+        phase = _busy("cycle") if cycle is _BUSY else cycle["phase"]
+        known = [p for p in positions if p is not _BUSY]
+        live = _busy("position supervisor") if refs is _BUSY else str(len(positions)) + (
+            f" ({len(positions) - len(known)} busy: no answer in {STATE_ANSWER_S:g} s)" if len(known) < len(positions) else "")
+        log.info(f"state {now:%Y-%m-%d %H:%M} phase={phase} live={live} halted={halted or 'no'}")
         db_path = sqlite_path(self.database_url)
         if db_path is not None:
-            write_state_snapshot(db_path, {"at": now.isoformat(), "phase": cycle["phase"], "halted": halted,
-                                           "positions": positions})
-        for p in positions:
+            write_state_snapshot(db_path, {"at": now.isoformat(), "phase": phase, "halted": halted,
+                                           "positions": known})
+        for p in known:
             log.info(f"state   {p['position']:<14} {p['status']:<8} qty={p['qty']:<6} avg={p['avg']:<8} "
                      f"protected={p['protected']}")
 

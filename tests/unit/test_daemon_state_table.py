@@ -1,18 +1,23 @@
 """The periodic state table (and the snapshot `catalyst status` shows) says entries are halted when the doctor halted
-them, not only when the cycle did (the loss limit)."""
+them, not only when the cycle did (the loss limit); an actor too busy to answer is named, and the rest is shown."""
 
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
+import pykka
 from loguru import logger
 
 from catalyst.config import load_config
 from catalyst.daemon import Daemon
 from catalyst.status import state_snapshot_path
+
+
+NOW = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 
 
 def answer(value: Any) -> Any:
@@ -38,3 +43,104 @@ def test_a_doctor_halt_shows_in_the_state_table_and_the_snapshot(tmp_path):
     assert lines == ["state 2026-03-02 15:00 phase=monitoring live=0 halted=another catalyst daemon (database x)"]
     snapshot = json.loads(state_snapshot_path(tmp_path / "catalyst.db").read_text())
     assert snapshot["halted"] == "another catalyst daemon (database x)"
+
+
+class Busy(pykka.ThreadingActor):
+    """An actor held in a long call, as the doctor is in a pass whose broker read hangs."""
+
+    def __init__(self, answer_when_free: dict[str, Any] | str | None) -> None:
+        super().__init__()
+        self.halt_reason = answer_when_free
+        self.answer_when_free = answer_when_free
+
+    def hold(self, until: threading.Event) -> None:
+        until.wait(10)
+
+    def state(self) -> Any:
+        return self.answer_when_free
+
+
+def position(label: str) -> dict[str, Any]:
+    return {"position": label, "status": "open", "qty": "35", "avg": "461.17", "protected": "35"}
+
+
+def test_a_busy_actor_is_named_in_the_state_table_and_the_rest_is_shown(tmp_path, monkeypatch):
+    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 0.3)
+    daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
+                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
+    free = threading.Event()
+    doctor = Busy.start(None)
+    stuck_position = Busy.start(position("COBS#p-4"))
+    daemon.cycle = Busy.start({"phase": "monitoring", "halted": None})
+    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(
+        live_refs=lambda: answer([Busy.start(position("KERB#p-3")), stuck_position])))
+    daemon.hooks = SimpleNamespace(doctor=doctor.proxy())
+    doctor.proxy().hold(free)
+    stuck_position.proxy().hold(free)
+    try:
+        lines = _table(daemon)
+    finally:
+        free.set()
+    assert lines == [
+        "state 2026-03-02 15:00 phase=monitoring live=2 (1 busy: no answer in 0.3 s) "
+        "halted=unknown (the doctor is busy: no answer in 0.3 s)",
+        "state   KERB#p-3       open     qty=35     avg=461.17   protected=35",
+    ]
+    snapshot = json.loads(state_snapshot_path(tmp_path / "catalyst.db").read_text())
+    assert snapshot["halted"] == "unknown (the doctor is busy: no answer in 0.3 s)"
+    assert [p["position"] for p in snapshot["positions"]] == ["KERB#p-3"]
+
+
+def test_a_busy_cycle_shows_its_phase_as_unknown_and_asks_the_doctor(tmp_path, monkeypatch):
+    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 0.3)
+    daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
+                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
+    free = threading.Event()
+    daemon.cycle = Busy.start({"phase": "monitoring", "halted": None})
+    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer([])))
+    daemon.hooks = SimpleNamespace(doctor=Busy.start("broker positions disagree").proxy())
+    daemon.cycle.proxy().hold(free)
+    try:
+        lines = _table(daemon)
+    finally:
+        free.set()
+    assert lines == ["state 2026-03-02 15:00 phase=unknown (the cycle is busy: no answer in 0.3 s) live=0 "
+                     "halted=broker positions disagree"]
+
+
+def _config(tmp_path: Any) -> Any:
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n')
+    return config_file
+
+
+def _table(daemon: Daemon) -> list[str]:
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    try:
+        daemon.log_state_table()
+    finally:
+        logger.remove(sink)
+    return lines
+
+
+def test_usr1_dumps_every_stack_and_names_a_busy_actor_instead_of_dying_on_it(tmp_path, monkeypatch):
+    """SIGUSR1 is what an operator sends when something looks stuck: the busy actor's stack must be in the dump."""
+    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 0.3)
+    daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
+                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
+    free = threading.Event()
+    daemon.cycle = Busy.start({"phase": "monitoring", "halted": None})
+    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(
+        live_refs=lambda: answer([Busy.start(position("KERB#p-3"))])))
+    daemon.cycle.proxy().hold(free)
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    try:
+        daemon.dump_state()
+    finally:
+        logger.remove(sink)
+        free.set()
+    assert any(line.startswith("state thread ") and "hold:" in line for line in lines), lines
+    assert "state cycle unknown (the cycle is busy: no answer in 0.3 s)" in lines
+    assert f"state position {position('KERB#p-3')}" in lines
