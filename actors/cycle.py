@@ -25,6 +25,7 @@ from catalyst.domain.cycle import (
 from catalyst.domain.errors import InvalidSchedule
 
 log = logger.bind(actor="cycle")
+POSITION_ANSWER_S = 5.0  # a position actor answers its state at once unless something holds it
 TICK_EXCHANGE_S = 30.0
 SETTLE_AFTER_CLOSE = timedelta(minutes=10)  # exchange time to wait for exits to settle before the report
 OUTAGE_ERROR_AFTER = timedelta(minutes=5)  # exchange time a broker step may keep failing before it is an ERROR
@@ -255,8 +256,12 @@ class CycleActor(pykka.ThreadingActor):
         """Positions of an earlier day (kept overnight, or found at a start): exited at the open."""
         for ref in self.system.supervisor.live_refs().get():
             try:
-                state = ref.proxy().state().get(timeout=5)
-            except (pykka.ActorDeadError, pykka.Timeout):
+                state = ref.proxy().state().get(timeout=POSITION_ANSWER_S)
+            except pykka.ActorDeadError:
+                continue  # closed meanwhile
+            except pykka.Timeout:
+                log.warning(f"cycle {day.day} a position actor did not answer within {POSITION_ANSWER_S:g} s: if it "
+                            "was carried over from an earlier day, it stays under its stops until the end-of-day flatten")
                 continue
             if state.get("cycle_id") not in (None, day.cycle_id) and state.get("status") == "open":
                 tell_if_alive(ref, m.Flatten(reason=f"carried over from an earlier day ({state['position']}): "
