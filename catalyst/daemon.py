@@ -275,7 +275,8 @@ class Daemon:
             if not halted:
                 asking = "the doctor"
                 doctor = asked.answer(doctor_halt)
-                halted = _busy("doctor") if doctor is _BUSY else doctor
+                # Never "no" on a guess: a busy cycle may have halted for the loss limit.
+                halted = _busy("doctor") if doctor is _BUSY else doctor or (_busy("cycle") if cycle is _BUSY else None)
         except Exception as exc:  # noqa: BLE001 - an actor gone (a stop under way) must not kill the reporter
             log.warning(f"state table skipped: asking {asking}: {type(exc).__name__}: {exc}")
             return

@@ -40,7 +40,7 @@ class PositionStandIn(pykka.ThreadingActor):
 
 
 def test_a_busy_position_is_named_and_the_other_carried_one_is_flattened(monkeypatch):
-    monkeypatch.setattr("actors.cycle.POSITION_ANSWER_S", 0.3)
+    monkeypatch.setattr("actors.cycle.POSITION_ANSWER_S", 1.0)
     carried = {"position": "KERB#p-3", "cycle_id": 1, "status": "open"}
     free = threading.Event()
     busy, idle = PositionStandIn.start(dict(carried, position="COBS#p-4")), PositionStandIn.start(carried)
@@ -54,7 +54,7 @@ def test_a_busy_position_is_named_and_the_other_carried_one_is_flattened(monkeyp
     finally:
         logger.remove(sink)
         free.set()
-    assert lines == ["cycle 2026-03-03 a position actor did not answer within 0.3 s: if it was carried over from an "
+    assert lines == ["cycle 2026-03-03 a position actor did not answer within 1 s: if it was carried over from an "
                      "earlier day, it stays under its stops until the end-of-day flatten"]
     told = idle.proxy().received().get(timeout=5)
     assert [type(t) for t in told] == [m.Flatten] and told[0].scheduled

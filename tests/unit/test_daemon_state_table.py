@@ -65,15 +65,15 @@ def position(label: str) -> dict[str, Any]:
 
 
 def test_a_busy_actor_is_named_in_the_state_table_and_the_rest_is_shown(tmp_path, monkeypatch):
-    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 0.3)
+    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 1.0)
     daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
                     f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
     free = threading.Event()
     doctor = Busy.start(None)
     stuck_position = Busy.start(position("COBS#p-4"))
     daemon.cycle = Busy.start({"phase": "monitoring", "halted": None})
-    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(
-        live_refs=lambda: answer([Busy.start(position("KERB#p-3")), stuck_position])))
+    live = [Busy.start(position("KERB#p-3")), stuck_position]
+    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer(live)))
     daemon.hooks = SimpleNamespace(doctor=doctor.proxy())
     doctor.proxy().hold(free)
     stuck_position.proxy().hold(free)
@@ -82,17 +82,17 @@ def test_a_busy_actor_is_named_in_the_state_table_and_the_rest_is_shown(tmp_path
     finally:
         free.set()
     assert lines == [
-        "state 2026-03-02 15:00 phase=monitoring live=2 (1 busy: no answer in 0.3 s) "
-        "halted=unknown (the doctor is busy: no answer in 0.3 s)",
+        "state 2026-03-02 15:00 phase=monitoring live=2 (1 busy: no answer in 1 s) "
+        "halted=unknown (the doctor is busy: no answer in 1 s)",
         "state   KERB#p-3       open     qty=35     avg=461.17   protected=35",
     ]
     snapshot = json.loads(state_snapshot_path(tmp_path / "catalyst.db").read_text())
-    assert snapshot["halted"] == "unknown (the doctor is busy: no answer in 0.3 s)"
+    assert snapshot["halted"] == "unknown (the doctor is busy: no answer in 1 s)"
     assert [p["position"] for p in snapshot["positions"]] == ["KERB#p-3"]
 
 
 def test_a_busy_cycle_shows_its_phase_as_unknown_and_asks_the_doctor(tmp_path, monkeypatch):
-    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 0.3)
+    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 1.0)
     daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
                     f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
     free = threading.Event()
@@ -104,8 +104,26 @@ def test_a_busy_cycle_shows_its_phase_as_unknown_and_asks_the_doctor(tmp_path, m
         lines = _table(daemon)
     finally:
         free.set()
-    assert lines == ["state 2026-03-02 15:00 phase=unknown (the cycle is busy: no answer in 0.3 s) live=0 "
+    assert lines == ["state 2026-03-02 15:00 phase=unknown (the cycle is busy: no answer in 1 s) live=0 "
                      "halted=broker positions disagree"]
+
+
+def test_a_busy_cycle_is_never_shown_as_not_halted(tmp_path, monkeypatch):
+    """The cycle halts entries itself at the loss limit: while it is busy, "halted=no" would be a guess."""
+    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 1.0)
+    daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
+                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
+    free = threading.Event()
+    daemon.cycle = Busy.start({"phase": "monitoring", "halted": "daily loss limit"})
+    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer([])))
+    daemon.hooks = SimpleNamespace(doctor=Busy.start(None).proxy())
+    daemon.cycle.proxy().hold(free)
+    try:
+        lines = _table(daemon)
+    finally:
+        free.set()
+    assert lines == ["state 2026-03-02 15:00 phase=unknown (the cycle is busy: no answer in 1 s) live=0 "
+                     "halted=unknown (the cycle is busy: no answer in 1 s)"]
 
 
 def _config(tmp_path: Any) -> Any:
@@ -126,13 +144,13 @@ def _table(daemon: Daemon) -> list[str]:
 
 def test_usr1_dumps_every_stack_and_names_a_busy_actor_instead_of_dying_on_it(tmp_path, monkeypatch):
     """SIGUSR1 is what an operator sends when something looks stuck: the busy actor's stack must be in the dump."""
-    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 0.3)
+    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 1.0)
     daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
                     f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
     free = threading.Event()
     daemon.cycle = Busy.start({"phase": "monitoring", "halted": None})
-    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(
-        live_refs=lambda: answer([Busy.start(position("KERB#p-3"))])))
+    live = [Busy.start(position("KERB#p-3"))]
+    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer(live)))
     daemon.cycle.proxy().hold(free)
     lines: list[str] = []
     sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
@@ -142,5 +160,5 @@ def test_usr1_dumps_every_stack_and_names_a_busy_actor_instead_of_dying_on_it(tm
         logger.remove(sink)
         free.set()
     assert any(line.startswith("state thread ") and "hold:" in line for line in lines), lines
-    assert "state cycle unknown (the cycle is busy: no answer in 0.3 s)" in lines
+    assert "state cycle unknown (the cycle is busy: no answer in 1 s)" in lines
     assert f"state position {position('KERB#p-3')}" in lines
