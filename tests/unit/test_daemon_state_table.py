@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
 import pykka
+import pytest
 from loguru import logger
 
 from catalyst.config import load_config
 from catalyst.daemon import Daemon
 from catalyst.status import state_snapshot_path
-
 
 NOW = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
 
@@ -64,24 +65,48 @@ def position(label: str) -> dict[str, Any]:
     return {"position": label, "status": "open", "qty": "35", "avg": "461.17", "protected": "35"}
 
 
-def test_a_busy_actor_is_named_in_the_state_table_and_the_rest_is_shown(tmp_path, monkeypatch):
+@pytest.fixture
+def quick(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Daemon:
+    """A daemon whose state table waits 1 s for its answers (5 s as shipped)."""
     monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 1.0)
-    daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
-                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
-    free = threading.Event()
-    doctor = Busy.start(None)
-    stuck_position = Busy.start(position("COBS#p-4"))
-    daemon.cycle = Busy.start({"phase": "monitoring", "halted": None})
-    live = [Busy.start(position("KERB#p-3")), stuck_position]
-    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer(live)))
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n')
+    return Daemon(load_config(config_file), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
+                  f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
+
+
+@pytest.fixture
+def free() -> Iterator[threading.Event]:
+    """Set at the end of the test: every actor held by `wire` is let go."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+def wire(daemon: Daemon, free: threading.Event, cycle: Any, positions: list[Any], doctor: Any,
+         held: tuple[Any, ...]) -> None:
+    daemon.cycle = cycle
+    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer(positions)))
     daemon.hooks = SimpleNamespace(doctor=doctor.proxy())
-    doctor.proxy().hold(free)
-    stuck_position.proxy().hold(free)
+    for actor in held:
+        actor.proxy().hold(free)
+
+
+def logged(step: Any) -> list[str]:
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
     try:
-        lines = _table(daemon)
+        step()
     finally:
-        free.set()
-    assert lines == [
+        logger.remove(sink)
+    return lines
+
+
+def test_a_busy_actor_is_named_in_the_state_table_and_the_rest_is_shown(quick, free, tmp_path):
+    doctor, stuck_position = Busy.start(None), Busy.start(position("COBS#p-4"))
+    wire(quick, free, Busy.start({"phase": "monitoring", "halted": None}),
+         [Busy.start(position("KERB#p-3")), stuck_position], doctor, held=(doctor, stuck_position))
+    assert logged(quick.log_state_table) == [
         "state 2026-03-02 15:00 phase=monitoring live=2 (1 busy: no answer in 1 s) "
         "halted=unknown (the doctor is busy: no answer in 1 s)",
         "state   KERB#p-3       open     qty=35     avg=461.17   protected=35",
@@ -91,74 +116,28 @@ def test_a_busy_actor_is_named_in_the_state_table_and_the_rest_is_shown(tmp_path
     assert [p["position"] for p in snapshot["positions"]] == ["KERB#p-3"]
 
 
-def test_a_busy_cycle_shows_its_phase_as_unknown_and_asks_the_doctor(tmp_path, monkeypatch):
-    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 1.0)
-    daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
-                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
-    free = threading.Event()
-    daemon.cycle = Busy.start({"phase": "monitoring", "halted": None})
-    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer([])))
-    daemon.hooks = SimpleNamespace(doctor=Busy.start("broker positions disagree").proxy())
-    daemon.cycle.proxy().hold(free)
-    try:
-        lines = _table(daemon)
-    finally:
-        free.set()
-    assert lines == ["state 2026-03-02 15:00 phase=unknown (the cycle is busy: no answer in 1 s) live=0 "
-                     "halted=broker positions disagree"]
+def test_a_busy_cycle_shows_its_phase_as_unknown_and_asks_the_doctor(quick, free):
+    cycle = Busy.start({"phase": "monitoring", "halted": None})
+    wire(quick, free, cycle, [], Busy.start("broker positions disagree"), held=(cycle,))
+    assert logged(quick.log_state_table) == [
+        "state 2026-03-02 15:00 phase=unknown (the cycle is busy: no answer in 1 s) live=0 "
+        "halted=broker positions disagree"]
 
 
-def test_a_busy_cycle_is_never_shown_as_not_halted(tmp_path, monkeypatch):
+def test_a_busy_cycle_is_never_shown_as_not_halted(quick, free):
     """The cycle halts entries itself at the loss limit: while it is busy, "halted=no" would be a guess."""
-    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 1.0)
-    daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
-                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
-    free = threading.Event()
-    daemon.cycle = Busy.start({"phase": "monitoring", "halted": "daily loss limit"})
-    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer([])))
-    daemon.hooks = SimpleNamespace(doctor=Busy.start(None).proxy())
-    daemon.cycle.proxy().hold(free)
-    try:
-        lines = _table(daemon)
-    finally:
-        free.set()
-    assert lines == ["state 2026-03-02 15:00 phase=unknown (the cycle is busy: no answer in 1 s) live=0 "
-                     "halted=unknown (the cycle is busy: no answer in 1 s)"]
+    cycle = Busy.start({"phase": "monitoring", "halted": "daily loss limit"})
+    wire(quick, free, cycle, [], Busy.start(None), held=(cycle,))
+    assert logged(quick.log_state_table) == [
+        "state 2026-03-02 15:00 phase=unknown (the cycle is busy: no answer in 1 s) live=0 "
+        "halted=unknown (the cycle is busy: no answer in 1 s)"]
 
 
-def _config(tmp_path: Any) -> Any:
-    config_file = tmp_path / "config.toml"
-    config_file.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n')
-    return config_file
-
-
-def _table(daemon: Daemon) -> list[str]:
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
-    try:
-        daemon.log_state_table()
-    finally:
-        logger.remove(sink)
-    return lines
-
-
-def test_usr1_dumps_every_stack_and_names_a_busy_actor_instead_of_dying_on_it(tmp_path, monkeypatch):
+def test_usr1_dumps_every_stack_and_names_a_busy_actor_instead_of_dying_on_it(quick, free):
     """SIGUSR1 is what an operator sends when something looks stuck: the busy actor's stack must be in the dump."""
-    monkeypatch.setattr("catalyst.daemon.STATE_ANSWER_S", 1.0)
-    daemon = Daemon(load_config(_config(tmp_path)), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
-                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
-    free = threading.Event()
-    daemon.cycle = Busy.start({"phase": "monitoring", "halted": None})
-    live = [Busy.start(position("KERB#p-3"))]
-    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer(live)))
-    daemon.cycle.proxy().hold(free)
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
-    try:
-        daemon.dump_state()
-    finally:
-        logger.remove(sink)
-        free.set()
+    cycle = Busy.start({"phase": "monitoring", "halted": None})
+    wire(quick, free, cycle, [Busy.start(position("KERB#p-3"))], Busy.start(None), held=(cycle,))
+    lines = logged(quick.dump_state)
     assert any(line.startswith("state thread ") and "hold:" in line for line in lines), lines
     assert "state cycle unknown (the cycle is busy: no answer in 1 s)" in lines
     assert f"state position {position('KERB#p-3')}" in lines
