@@ -54,7 +54,8 @@ class Busy(pykka.ThreadingActor):
         self.halt_reason = answer_when_free
         self.answer_when_free = answer_when_free
 
-    def hold(self, until: threading.Event) -> None:
+    def hold(self, until: threading.Event, holding: threading.Event) -> None:
+        holding.set()
         until.wait(10)
 
     def state(self) -> Any:
@@ -88,8 +89,10 @@ def wire(daemon: Daemon, free: threading.Event, cycle: Any, positions: list[Any]
     daemon.cycle = cycle
     daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer(positions)))
     daemon.hooks = SimpleNamespace(doctor=doctor.proxy())
-    for actor in held:
-        actor.proxy().hold(free)
+    for actor in held:  # each inside its long call before the test goes on (its stack shows it there)
+        holding = threading.Event()
+        actor.proxy().hold(free, holding)
+        assert holding.wait(10), "the actor never started its long call"
 
 
 def logged(step: Any) -> list[str]:
