@@ -72,6 +72,11 @@ class _Pass:
 
 
 UNAVAILABLE_PASSES_BEFORE_ERROR = 3  # a broker failing this many passes in a row is an ERROR, before that a WARNING
+POSITION_ANSWER_S = 5.0  # a position actor answers its state at once unless something holds it
+
+
+class PositionBusy(Exception):
+    """A live position actor did not answer, and none that did is the finding's: it may be the one."""
 
 
 class DoctorActor(pykka.ThreadingActor):
@@ -295,6 +300,9 @@ class DoctorActor(pykka.ThreadingActor):
             if finding.policy is Policy.HEAL:
                 return self._repair(finding, got, batch)
             return "alerted"  # a policy that does not apply to this finding type: say so, do nothing
+        except PositionBusy as busy:
+            log.warning(f"doctor {finding.type} {finding.subject} left for the next pass: {busy}")
+            return f"failed: {busy}"
         except Exception as exc:  # noqa: BLE001 - one failed heal must not stop the pass; it is recorded
             log.error(f"doctor could not heal {finding.type} {finding.subject}: {type(exc).__name__}: {exc}")
             return f"failed: {exc}"
@@ -424,15 +432,33 @@ class DoctorActor(pykka.ThreadingActor):
         return self.supervisor.restore(entry.order_id).get() if entry is not None else None
 
     def _live_position(self, finding: Finding) -> tuple[Any, dict[str, Any]] | None:
-        """The finding's position actor, if one is live, and its state."""
+        """The finding's position actor, if one is live, and its state.
+
+        Raises PositionBusy when an actor did not answer and none that did is the finding's: taking that for "no live
+        actor" would rebuild the position beside its own actor, two actors placing stops and exits for one position."""
         label = f"{finding.symbol}#p-{finding.position_id}"
-        for ref in self.supervisor.live_refs().get():
+        refs = self.supervisor.live_refs().get()
+        deadline = time.monotonic() + POSITION_ANSWER_S
+        asked = []  # all at once: busy actors cost the wait once, not each
+        for ref in refs:
             try:
-                state = ref.proxy().state().get(timeout=5)
-            except (pykka.ActorDeadError, pykka.Timeout):
+                asked.append((ref, ref.proxy().state()))
+            except pykka.ActorDeadError:
+                continue  # its position ended since
+        busy = 0
+        for ref, future in asked:
+            try:
+                state = future.get(timeout=max(deadline - time.monotonic(), 0.001))
+            except pykka.ActorDeadError:
+                continue
+            except pykka.Timeout:
+                busy += 1
                 continue
             if state["position"] == label:
                 return ref, state
+        if busy:
+            raise PositionBusy(f"{busy} position actor(s) did not answer within {POSITION_ANSWER_S:g} s, and {label}'s "
+                               "may be one of them: not rebuilt beside it")
         return None
 
     def _flattening(self, finding: Finding, now: datetime) -> str | None:
@@ -443,7 +469,10 @@ class DoctorActor(pykka.ThreadingActor):
         holds the shares with no stop, and the actor refuses to re-protect shares it is selling: a pass meeting that
         moment has nothing to heal. One stuck past stuck_after_s is reported as before.
         """
-        live = self._live_position(finding) if finding.type is _T.MISSING_PROTECTION else None
+        try:
+            live = self._live_position(finding) if finding.type is _T.MISSING_PROTECTION else None
+        except PositionBusy:
+            return None  # not known to be flattening: the finding stands, and its heal says why it waits
         if live is None or not live[1].get("flattening"):
             return None
         since = datetime.fromisoformat(live[1]["flattening_since"])

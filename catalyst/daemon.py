@@ -39,6 +39,7 @@ from catalyst.status import write_state_snapshot
 log = logger.bind(actor="system")
 STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, all together
 _BUSY = object()  # an actor that did not answer the state table in time
+_GONE = object()  # an actor that stopped before answering (a position that just closed)
 
 
 def _busy(who: str) -> str:
@@ -52,11 +53,25 @@ class _Asked:
         self.deadline = time.monotonic() + STATE_ANSWER_S
 
     def answer(self, future: Any) -> Any:
-        """The future's value, or _BUSY if its actor has not answered by the deadline."""
+        """The future's value, or _BUSY if its actor has not answered by the deadline (_GONE: it stopped)."""
         try:
             return future.get(timeout=max(self.deadline - time.monotonic(), 0.001))
         except pykka.Timeout:
             return _BUSY
+        except pykka.ActorDeadError:
+            return _GONE
+
+    def positions(self, refs: Any) -> list[Any]:
+        """The live positions' states (a position that closed meanwhile is left out; a busy one is _BUSY)."""
+        if refs is _BUSY:
+            return []
+        asked = []
+        for ref in refs:
+            try:
+                asked.append(ref.proxy().state())
+            except pykka.ActorDeadError:
+                continue
+        return [state for state in map(self.answer, asked) if state is not _GONE]
 
 
 # What SIGHUP may change in a running daemon; everything else is wired into running actors and needs a restart.
@@ -244,14 +259,13 @@ class Daemon:
         asked = _Asked()
         try:
             cycle, refs = self.cycle.proxy().state(), asked.answer(self.system.supervisor.live_refs())
-            positions = [] if refs is _BUSY else [ref.proxy().state() for ref in refs]
+            positions = asked.positions(refs)
             cycle_state = asked.answer(cycle)
             log.info(f"state cycle {_busy('cycle') if cycle_state is _BUSY else cycle_state}")
             if refs is _BUSY:
                 log.info(f"state positions {_busy('position supervisor')}")
             for state in positions:
-                answered = asked.answer(state)
-                log.info(f"state position {_busy('position actor') if answered is _BUSY else answered}")
+                log.info(f"state position {_busy('position actor') if state is _BUSY else state}")
         except Exception as exc:  # noqa: BLE001 - an actor gone (a stop under way): the stacks are out already
             log.warning(f"state dump stopped: {type(exc).__name__}: {exc}")
 
@@ -268,13 +282,18 @@ class Daemon:
             asking = "the position supervisor"
             refs = asked.answer(self.system.supervisor.live_refs())
             asking = "the position actors"
-            position_states = [] if refs is _BUSY else [ref.proxy().state() for ref in refs]
-            cycle, positions = asked.answer(cycle_state), [asked.answer(state) for state in position_states]
+            positions = asked.positions(refs)
+            asking = "the cycle"
+            cycle = asked.answer(cycle_state)
+            if cycle is _GONE:
+                raise pykka.ActorDeadError("the cycle actor has stopped")
             # Entries stop for the cycle's own halt (the loss limit) or the doctor's: either is "halted".
             halted = cycle["halted"] if cycle is not _BUSY else None
             if not halted:
                 asking = "the doctor"
                 doctor = asked.answer(doctor_halt)
+                if doctor is _GONE:
+                    raise pykka.ActorDeadError("the doctor actor has stopped")
                 # Never "no" on a guess: a busy cycle may have halted for the loss limit.
                 halted = _busy("doctor") if doctor is _BUSY else doctor or (_busy("cycle") if cycle is _BUSY else None)
         except Exception as exc:  # noqa: BLE001 - an actor gone (a stop under way) must not kill the reporter

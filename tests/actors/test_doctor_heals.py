@@ -4,8 +4,9 @@ back (alpaca-py's TradingClient with the same key, the exchange's fault controls
 from __future__ import annotations
 
 import math
-from datetime import timedelta
 import sqlite3
+import threading
+from datetime import timedelta
 from decimal import Decimal
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 from loguru import logger
 
 from actors.doctor import DoctorActor
+from actors.position import PositionActor
 from actors.messages import StreamReconnected
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.ratelimit import RateLimiter
@@ -599,3 +601,26 @@ def test_a_broker_failing_pass_after_pass_is_a_warning_then_an_error_and_its_ret
     assert "broker unavailable, 1 pass in a row, nothing reconciled since " in said[0][1]
     assert "(outage 3): broker unavailable, 3 passes in a row, nothing reconciled since " in said[2][1]
     assert said[3][1].endswith("(after): the broker answers again after 3 failed passes")
+
+
+def test_a_position_actor_too_busy_to_answer_is_never_rebuilt_beside_itself(trading, doctor, by_hand, monkeypatch):
+    """Taking a busy actor for "no live actor" rebuilt the position from the database beside it: two actors placing
+    stops and exits for one position. The heal waits for a pass that can tell."""
+    open_protected(trading)
+    trading.exchange.set_faults("drop=1.0")
+    by_hand.cancel_order_by_id(working_stop_ids(trading)[0])
+    trading.exchange.set_faults("")
+    monkeypatch.setattr("actors.doctor.POSITION_ANSWER_S", 0.5)
+    free, answering = threading.Event(), PositionActor.state
+    monkeypatch.setattr(PositionActor, "state", lambda actor: (free.wait(10), answering(actor))[1])
+    try:
+        report = doctor.run_pass(reason="test").get()
+        live = trading.system.supervisor.live_refs().get()
+    finally:
+        free.set()
+    missing = next(o for f, o in zip(report.findings, report.outcomes) if f.type is T.MISSING_PROTECTION)
+    assert missing.startswith("failed: 1 position actor(s) did not answer within 0.5 s") and len(live) == 1
+    monkeypatch.setattr(PositionActor, "state", answering)
+    doctor.run_pass(reason="the actor answers again").get()
+    protected(trading)
+    assert len(trading.system.supervisor.live_refs().get()) == 1

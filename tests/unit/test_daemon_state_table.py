@@ -144,3 +144,14 @@ def test_usr1_dumps_every_stack_and_names_a_busy_actor_instead_of_dying_on_it(qu
     assert any(line.startswith("state thread ") and "hold:" in line for line in lines), lines
     assert "state cycle unknown (the cycle is busy: no answer in 1 s)" in lines
     assert f"state position {position('KERB#p-3')}" in lines
+
+
+def test_a_position_that_closed_meanwhile_is_left_out_and_the_table_shown(quick, free):
+    closed = Busy.start(position("SOSW#p-2"))
+    closed.stop()  # a closed position's actor stops: between the supervisor's list and the question, it may
+    wire(quick, free, Busy.start({"phase": "monitoring", "halted": None}),
+         [Busy.start(position("KERB#p-3")), closed], Busy.start(None), held=())
+    assert logged(quick.log_state_table) == [
+        "state 2026-03-02 15:00 phase=monitoring live=1 halted=no",
+        "state   KERB#p-3       open     qty=35     avg=461.17   protected=35",
+    ]
