@@ -216,6 +216,13 @@ class PositionFinished(Message):
     realized_pnl: Decimal
 
 
+class PositionEntry(Message):
+    """A position actor's entry order id, told to the supervisor once the router has created the row."""
+
+    entry_order_id: int
+    owner: Any
+
+
 class PositionCrashed(Message):
     key: str
     entry_order_id: int

@@ -160,6 +160,7 @@ class PositionActor(pykka.ThreadingActor):
             self.orders[order_id] = OrderView(role=role)
             if role == "entry":
                 self.entry_order_id = order_id
+                self.system.tell(m.PositionEntry(entry_order_id=order_id, owner=self.actor_ref))
                 self.log.info(f"position {self.label} pending {self.plan.side} {self.plan.qty} "
                               f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
 

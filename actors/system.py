@@ -69,6 +69,7 @@ class Supervisor(pykka.ThreadingActor):
         self.writer = writer
         self.make_position = make_position
         self.live: dict[str, Any] = {}  # actor urn -> ActorRef
+        self.by_entry: dict[int, Any] = {}  # entry order id -> the position's ActorRef
         self.rebuilds: dict[int, int] = {}
         self.finished: list[m.PositionFinished] = []
 
@@ -76,19 +77,29 @@ class Supervisor(pykka.ThreadingActor):
         if isinstance(message, m.PositionFinished):
             self.finished.append(message)
             self.live = {k: v for k, v in self.live.items() if v.is_alive()}
+            self.by_entry = {k: v for k, v in self.by_entry.items() if v.is_alive()}
         elif isinstance(message, m.PositionCrashed):
             self._rebuild(message)
         elif isinstance(message, _Adopt):
             self.live[message.ref.actor_urn] = message.ref
+        elif isinstance(message, m.PositionEntry):
+            self.by_entry[message.entry_order_id] = message.owner
         return None
 
     def restore(self, entry_order_id: int) -> Any:
+        """A position actor rebuilt from the database, or the live one if its entry has one: two actors for one
+        position would each place stops and exits for it."""
+        owner = self.by_entry.get(entry_order_id)
+        if owner is not None and owner.is_alive():
+            log.warning(f"system entry o-{entry_order_id} has a live position actor: not rebuilt beside it")
+            return owner
         book = self.writer.position_book(entry_order_id).get()
         if book is None:
             log.error(f"system cannot restore entry o-{entry_order_id}: not in the database")
             return None
         ref = self.make_position(plan_from_entry(book.entry), restored=Restored.from_book(book))
         self.live[ref.actor_urn] = ref
+        self.by_entry[entry_order_id] = ref
         return ref
 
     def _rebuild(self, msg: m.PositionCrashed) -> None:
@@ -99,6 +110,7 @@ class Supervisor(pykka.ThreadingActor):
                          "its broker-side protection stays in place; the doctor will report it")
             return
         log.warning(f"system position {msg.key} crashed ({msg.error}); rebuilding from the database (#{count})")
+        self.by_entry.pop(msg.entry_order_id, None)  # it tells of its crash before pykka marks it stopped
         self.restore(msg.entry_order_id)
 
     def live_count(self) -> int:

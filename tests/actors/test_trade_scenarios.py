@@ -193,6 +193,20 @@ def test_a_crashed_position_actor_is_rebuilt_from_the_database_and_still_closes(
     assert wait_closed(trading).realized_pnl == Decimal("505.00")
 
 
+def test_restoring_a_position_whose_actor_is_live_gives_that_actor_not_a_second_one(trading):
+    """Two actors for one position would each place stops and exits for it: whoever asks the supervisor to rebuild
+    a position (the doctor, healing) gets the live actor back while there is one."""
+    trading.exchange.set_price("AAPL", "149.95")
+    ref = trading.open(trading.plan())
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
+    entry = trading.all_orders()[0]
+    assert trading.system.supervisor.restore(entry.order_id).get() == ref
+    assert [r for r in pykka.ActorRegistry.get_by_class(PositionActor) if r.is_alive()] == [ref]
+    trading.trade("AAPL", "155.05")
+    assert wait_closed(trading).realized_pnl == Decimal("505.00")
+    assert len([o for o in trading.broker_view()["orders"] if o["symbol"] == "AAPL"]) == 3  # entry + one OCO
+
+
 def test_a_take_profit_filled_on_submit_closes_the_position_without_a_second_oco(trading):
     # The entry fills above its target, so the OCO's take-profit is marketable and fills the moment it is sent:
     # the submit reply (TP filled, stop leg cancelled) reaches the position before the fill's execution does.
