@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
+import pykka
 from loguru import logger
 
 from actors.messages import TradePlan
@@ -24,6 +25,17 @@ from catalyst.runtime import next_session_start
 
 log = logger.bind(actor="cycle")
 STREAM_LOGIN_WAIT_S = 10.0  # wall seconds a first trade-stream login may take before entries are refused
+
+
+def answer_of(who: str, future: Any, timeout: float) -> Any:
+    """The actor's answer; a pykka.Timeout naming the actor if it has none in `timeout` seconds. The cycle takes a
+    timeout for a failed step and tries again at its next tick, and its log line then says who kept it waiting
+    (pykka's own message is only `Timeout: 30 seconds`)."""
+    try:
+        return future.get(timeout=timeout)
+    except pykka.Timeout:
+        raise pykka.Timeout(f"the {who} did not answer within {timeout:g} s (busy: a broker call that hangs, a long "
+                            "pass)") from None
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ class CycleHooks:
         return hooks
 
     def scan(self, cycle_id: int, now: datetime) -> list[Any]:
-        found = list(self.scanner.scan(cycle_id, now).get(timeout=120))
+        found = list(answer_of("scanner", self.scanner.scan(cycle_id, now), 120))
         return found or self.persisted_candidates(cycle_id)
 
     def persisted_candidates(self, cycle_id: int) -> list[PersistedCandidate]:
@@ -157,7 +169,7 @@ class CycleHooks:
         return risk.daily_loss_breached(realized, unrealized, self.config.risk)
 
     def entries_allowed(self) -> tuple[bool, str]:
-        allowed = self.doctor.entries_allowed().get(timeout=30)
+        allowed = answer_of("doctor", self.doctor.entries_allowed(), 30)
         ok, why = allowed if isinstance(allowed, tuple) else (bool(allowed), "the doctor halted new entries")
         return (ok, why) if not ok else self.trade_stream_ready()
 
@@ -169,17 +181,17 @@ class CycleHooks:
         program, or another catalyst daemon, holding the stream: two daemons on one account trade over each other)."""
         router = self.daemon.system.router.proxy()
         deadline = time.monotonic() + STREAM_LOGIN_WAIT_S
-        state = router.trade_stream().get(timeout=30)
+        state = answer_of("router", router.trade_stream(), 30)
         while not state.logged_in and time.monotonic() < deadline:
             time.sleep(0.2)
-            state = router.trade_stream().get(timeout=30)
+            state = answer_of("router", router.trade_stream(), 30)
         if state.logged_in:
             return True, f"the trade stream is {state.why}"
         return False, (f"the trade stream is not logged in after {STREAM_LOGIN_WAIT_S:.0f} s ({state.why}): a fill "
                        f"would be learned only at the doctor's next REST pass, its stop placed late")
 
     def doctor_pass(self, reason: str) -> None:
-        self.doctor.run_pass(reason=reason).get(timeout=300)
+        answer_of("doctor", self.doctor.run_pass(reason=reason), 300)
 
     def skip_to(self, now: datetime) -> datetime | None:
         """Simulation only: jump the exchange clock to 08:00 of the next session, not through the night."""
