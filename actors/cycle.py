@@ -15,7 +15,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
-from actors.refs import Delayed, tell_if_alive, tell_later
+from actors.refs import BUSY, Answers, Delayed, tell_if_alive, tell_later
 from catalyst.broker.errors import BrokerError
 from catalyst.clock import wall_seconds
 from catalyst.domain.cycle import (
@@ -254,12 +254,8 @@ class CycleActor(pykka.ThreadingActor):
 
     def _flatten_carried(self, day: DayState) -> None:
         """Positions of an earlier day (kept overnight, or found at a start): exited at the open."""
-        for ref in self.system.supervisor.live_refs().get():
-            try:
-                state = ref.proxy().state().get(timeout=POSITION_ANSWER_S)
-            except pykka.ActorDeadError:
-                continue  # closed meanwhile
-            except pykka.Timeout:
+        for ref, state in Answers(POSITION_ANSWER_S).states(self.system.supervisor.live_refs().get()):
+            if state is BUSY:
                 log.warning(f"cycle {day.day} a position actor did not answer within {POSITION_ANSWER_S:g} s: if it "
                             "was carried over from an earlier day, it stays under its stops until the end-of-day flatten")
                 continue

@@ -19,7 +19,7 @@ import pykka
 from loguru import logger
 
 from actors import messages as m
-from actors.refs import Delayed, tell_if_alive, tell_later
+from actors.refs import BUSY, Answers, Delayed, tell_if_alive, tell_later
 from catalyst.broker.errors import BrokerError
 from catalyst.broker.reports import FillReport, OrderReport, PositionReport
 from catalyst.clock import wall_seconds
@@ -437,24 +437,11 @@ class DoctorActor(pykka.ThreadingActor):
         Raises PositionBusy when an actor did not answer and none that did is the finding's: taking that for "no live
         actor" would rebuild the position beside its own actor, two actors placing stops and exits for one position."""
         label = f"{finding.symbol}#p-{finding.position_id}"
-        refs = self.supervisor.live_refs().get()
-        deadline = time.monotonic() + POSITION_ANSWER_S
-        asked = []  # all at once: busy actors cost the wait once, not each
-        for ref in refs:
-            try:
-                asked.append((ref, ref.proxy().state()))
-            except pykka.ActorDeadError:
-                continue  # its position ended since
         busy = 0
-        for ref, future in asked:
-            try:
-                state = future.get(timeout=max(deadline - time.monotonic(), 0.001))
-            except pykka.ActorDeadError:
-                continue
-            except pykka.Timeout:
+        for ref, state in Answers(POSITION_ANSWER_S).states(self.supervisor.live_refs().get()):
+            if state is BUSY:
                 busy += 1
-                continue
-            if state["position"] == label:
+            elif state["position"] == label:
                 return ref, state
         if busy:
             raise PositionBusy(f"{busy} position actor(s) did not answer within {POSITION_ANSWER_S:g} s, and {label}'s "

@@ -77,3 +77,36 @@ def tell_later(ref: Any, delay_s: float, message: Any) -> Delayed:
     periods and rechecks). Served by one daemon thread, so a pending tell never holds the process open; cancel the
     returned handle to call it off."""
     return _DELAYED.add(delay_s, ref, message)
+
+
+BUSY = object()  # an actor that had not answered by the deadline
+GONE = object()  # an actor that stopped before answering (a position that closed meanwhile)
+
+
+class Answers:
+    """Questions put to several actors at once, their answers waited for up to `within_s` in all, not each: a busy
+    actor (the doctor in a pass whose broker read hangs) costs the wait once, and is told apart from one that has
+    stopped. Taking a busy actor for a missing one once rebuilt a live position beside its own actor."""
+
+    def __init__(self, within_s: float) -> None:
+        self.deadline = time.monotonic() + within_s
+
+    def answer(self, future: Any) -> Any:
+        """The future's value; BUSY if its actor has not answered by the deadline, GONE if it stopped."""
+        try:
+            return future.get(timeout=max(self.deadline - time.monotonic(), 0.001))
+        except pykka.Timeout:
+            return BUSY
+        except pykka.ActorDeadError:
+            return GONE
+
+    def states(self, refs: Any) -> list[tuple[Any, Any]]:
+        """(ref, its `state()` or BUSY) for each actor, all asked before any answer is awaited; stopped ones left out."""
+        asked = []
+        for ref in refs:
+            try:
+                asked.append((ref, ref.proxy().state()))
+            except pykka.ActorDeadError:
+                continue
+        answered = [(ref, self.answer(future)) for ref, future in asked]
+        return [(ref, state) for ref, state in answered if state is not GONE]

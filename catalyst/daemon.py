@@ -26,6 +26,7 @@ from typing import Any, Callable
 import pykka
 from loguru import logger
 
+from actors.refs import BUSY, GONE, Answers
 from catalyst import collector, cpu
 from catalyst.config import KEY_ID_ENV, SECRET_KEY_ENV, Config, load_config, load_secrets, sqlite_path
 from catalyst.errors import (
@@ -38,40 +39,10 @@ from catalyst.status import write_state_snapshot
 
 log = logger.bind(actor="system")
 STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, all together
-_BUSY = object()  # an actor that did not answer the state table in time
-_GONE = object()  # an actor that stopped before answering (a position that just closed)
 
 
 def _busy(who: str) -> str:
     return f"unknown (the {who} is busy: no answer in {STATE_ANSWER_S:g} s)"
-
-
-class _Asked:
-    """Answers to questions sent to actors at once, waited for up to STATE_ANSWER_S in all (not each)."""
-
-    def __init__(self) -> None:
-        self.deadline = time.monotonic() + STATE_ANSWER_S
-
-    def answer(self, future: Any) -> Any:
-        """The future's value, or _BUSY if its actor has not answered by the deadline (_GONE: it stopped)."""
-        try:
-            return future.get(timeout=max(self.deadline - time.monotonic(), 0.001))
-        except pykka.Timeout:
-            return _BUSY
-        except pykka.ActorDeadError:
-            return _GONE
-
-    def positions(self, refs: Any) -> list[Any]:
-        """The live positions' states (a position that closed meanwhile is left out; a busy one is _BUSY)."""
-        if refs is _BUSY:
-            return []
-        asked = []
-        for ref in refs:
-            try:
-                asked.append(ref.proxy().state())
-            except pykka.ActorDeadError:
-                continue
-        return [state for state in map(self.answer, asked) if state is not _GONE]
 
 
 # What SIGHUP may change in a running daemon; everything else is wired into running actors and needs a restart.
@@ -256,16 +227,16 @@ class Daemon:
         for ident, frame in sys._current_frames().items():
             where = " <- ".join(f"{f.name}:{f.lineno}" for f in reversed(traceback.extract_stack(frame)[-4:]))
             log.info(f"state thread {names.get(ident, ident)}: {where}")
-        asked = _Asked()
+        asked = Answers(STATE_ANSWER_S)
         try:
             cycle, refs = self.cycle.proxy().state(), asked.answer(self.system.supervisor.live_refs())
-            positions = asked.positions(refs)
+            positions = [] if refs is BUSY else [state for _, state in asked.states(refs)]
             cycle_state = asked.answer(cycle)
-            log.info(f"state cycle {_busy('cycle') if cycle_state is _BUSY else cycle_state}")
-            if refs is _BUSY:
+            log.info(f"state cycle {_busy('cycle') if cycle_state is BUSY else cycle_state}")
+            if refs is BUSY:
                 log.info(f"state positions {_busy('position supervisor')}")
             for state in positions:
-                log.info(f"state position {_busy('position actor') if state is _BUSY else state}")
+                log.info(f"state position {_busy('position actor') if state is BUSY else state}")
         except Exception as exc:  # noqa: BLE001 - an actor gone (a stop under way): the stacks are out already
             log.warning(f"state dump stopped: {type(exc).__name__}: {exc}")
 
@@ -274,7 +245,7 @@ class Daemon:
         waited for up to STATE_ANSWER_S in all; one that is busy (the doctor in a pass whose broker read hangs, the
         cycle in a calendar read) is named in the table as busy, and the rest is shown: a busy doctor used to hide
         every position's line behind `state table skipped: Timeout: 5 seconds`."""
-        asked = _Asked()
+        asked = Answers(STATE_ANSWER_S)
         asking = "the cycle"
         try:
             cycle_state = self.cycle.proxy().state()
@@ -282,27 +253,27 @@ class Daemon:
             asking = "the position supervisor"
             refs = asked.answer(self.system.supervisor.live_refs())
             asking = "the position actors"
-            positions = asked.positions(refs)
+            positions = [] if refs is BUSY else [state for _, state in asked.states(refs)]
             asking = "the cycle"
             cycle = asked.answer(cycle_state)
-            if cycle is _GONE:
+            if cycle is GONE:
                 raise pykka.ActorDeadError("the cycle actor has stopped")
             # Entries stop for the cycle's own halt (the loss limit) or the doctor's: either is "halted".
-            halted = cycle["halted"] if cycle is not _BUSY else None
+            halted = cycle["halted"] if cycle is not BUSY else None
             if not halted:
                 asking = "the doctor"
                 doctor = asked.answer(doctor_halt)
-                if doctor is _GONE:
+                if doctor is GONE:
                     raise pykka.ActorDeadError("the doctor actor has stopped")
                 # Never "no" on a guess: a busy cycle may have halted for the loss limit.
-                halted = _busy("doctor") if doctor is _BUSY else doctor or (_busy("cycle") if cycle is _BUSY else None)
+                halted = _busy("doctor") if doctor is BUSY else doctor or (_busy("cycle") if cycle is BUSY else None)
         except Exception as exc:  # noqa: BLE001 - an actor gone (a stop under way) must not kill the reporter
             log.warning(f"state table skipped: asking {asking}: {type(exc).__name__}: {exc}")
             return
         now = self.endpoint.clock.now()
-        phase = _busy("cycle") if cycle is _BUSY else cycle["phase"]
-        known = [p for p in positions if p is not _BUSY]
-        live = _busy("position supervisor") if refs is _BUSY else str(len(positions)) + (
+        phase = _busy("cycle") if cycle is BUSY else cycle["phase"]
+        known = [p for p in positions if p is not BUSY]
+        live = _busy("position supervisor") if refs is BUSY else str(len(positions)) + (
             f" ({len(positions) - len(known)} busy: no answer in {STATE_ANSWER_S:g} s)" if len(known) < len(positions) else "")
         log.info(f"state {now:%Y-%m-%d %H:%M} phase={phase} live={live} halted={halted or 'no'}")
         db_path = sqlite_path(self.database_url)

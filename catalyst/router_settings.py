@@ -29,9 +29,9 @@ class RouterSettings(BaseModel):
     # pass. A market order fills in milliseconds in the session, so a healthy day makes no such call. 0: never asks.
     market_fill_check_s: float = Field(default=2.0, ge=0, le=60.0)
     # Broker workers, each with its own connection: how many protection calls (stop-losses, OCOs, exits, cancels) can
-    # be on the wire at once, and how many entries, lookups and catch-up reads. Every fill's protection waits for a free protection
-    # worker: against a broker 20 ms away, 100 fills are protected in 1.6-1.7 s with 2 and 0.53-0.56 s with 8. On
-    # loopback the burst is mostly faster with 8 too, while 1,000 live positions route closes slower (more calls on
-    # the one GIL): docs/BENCHMARKS.md, eleventh session. All workers share one rate budget.
+    # be on the wire at once, and how many entries, lookups and catch-up reads. Every fill's protection waits for a
+    # free protection worker: against a broker 20 ms away, 100 fills are protected in 1.6-1.7 s with 2 and
+    # 0.53-0.56 s with 8. On loopback the burst is mostly faster with 8 too, while 1,000 live positions route closes
+    # slower (more calls on the one GIL): docs/BENCHMARKS.md, eleventh session. All workers share one rate budget.
     protection_workers: int = Field(default=8, ge=1, le=32)
     general_workers: int = Field(default=2, ge=1, le=32)
