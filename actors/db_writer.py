@@ -30,11 +30,14 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import pykka
+from loguru import logger
 from pykka.messages import ProxyCall
+from sqlalchemy.engine import make_url
 
 from actors.inbox import PeekableInbox
 from catalyst.store.batch import StoreCall
 from catalyst.store.db import make_engine
+from catalyst.store.errors import storage_fault
 from catalyst.store.migrate import upgrade
 from catalyst.store.repository import Store, runs_plain, utc_now
 
@@ -45,6 +48,7 @@ EXPOSED_METHODS = tuple(
     if inspect.iscoroutinefunction(member) and not name.startswith("_") and name != "close"
 )
 T = TypeVar("T")
+log = logger.bind(actor="writer")
 MAX_GROUP = 256  # calls per group commit: bounds one transaction's size and the wait of the first caller
 
 
@@ -55,6 +59,17 @@ class WriterStats:
     transactions: int
     calls: int
     largest_group: int
+
+
+class StorageHealth:
+    """The writer's word on the disk under the database, read by the daemon's main loop from its own thread.
+
+    `fault` is set once, by the first write the disk refused (full, read-only, I/O error: storage_fault), and never
+    cleared: with nothing recordable no order may be sent (the golden rule), so the daemon stops on it with one
+    clear line (Daemon.check_actors) instead of dying actor by actor, each with a traceback, as its writes fail."""
+
+    def __init__(self) -> None:
+        self.fault: str | None = None
 
 
 class DbWriter(pykka.ThreadingActor):
@@ -68,8 +83,10 @@ class DbWriter(pykka.ThreadingActor):
         synchronous: str = "FULL",
         defer_report_sync: bool = False,
         migrate: bool = True,
+        health: StorageHealth | None = None,
     ) -> None:
         super().__init__()
+        self.health = health if health is not None else StorageHealth()
         if migrate:
             # Runs in the caller's thread inside DbWriter.start(), so an unusable file (not SQLite,
             # corrupt, newer schema) raises its StoreError right there, not in a dying actor thread.
@@ -112,6 +129,29 @@ class DbWriter(pykka.ThreadingActor):
         self._loop, self._store = None, None
 
     def _run(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = self._run_calls(method, *args, **kwargs)
+        except Exception as error:  # the caller gets it either way; a failing disk is also the daemon's matter
+            self._note_storage_fault(error)
+            raise
+        if method == "batch":  # its calls' errors come back as outcomes, not raised
+            self._note_batch_errors(result)
+        return result
+
+    def _note_batch_errors(self, outcomes: Any) -> None:
+        for outcome in outcomes:
+            if outcome.error is not None:
+                self._note_storage_fault(outcome.error)
+
+    def _note_storage_fault(self, error: BaseException) -> None:
+        fault = storage_fault(error)
+        if fault is None or self.health.fault is not None:
+            return
+        self.health.fault = fault
+        log.error(f"writer database {make_url(self._database_url).database} refused a write: {fault}; nothing more "
+                  "can be recorded, so no order can be sent")
+
+    def _run_calls(self, method: str, /, *args: Any, **kwargs: Any) -> Any:
         assert self._loop is not None and self._store is not None, "DbWriter used before start or after stop"
         waiting = self._drain_waiting_calls()
         self._transactions += 1
@@ -129,9 +169,12 @@ class DbWriter(pykka.ThreadingActor):
             if envelope.reply_to is None:
                 continue
             if outcome.error is None:
+                if envelope.message.attr_path[0] == "batch":
+                    self._note_batch_errors(outcome.value)
                 envelope.reply_to.set(outcome.value)
             else:
                 error = outcome.error
+                self._note_storage_fault(error)
                 envelope.reply_to.set_exception(exc_info=(type(error), error, error.__traceback__))
         return mine.unwrap()
 

@@ -16,7 +16,7 @@ from loguru import logger
 
 from actors import messages as m
 from actors.broker_worker import BrokerPool, BrokerWorker
-from actors.db_writer import DbWriter
+from actors.db_writer import DbWriter, StorageHealth
 from actors.order_router import OrderRouter
 from actors.position import PositionActor
 from catalyst.domain.orders import oco_stop_leg_id
@@ -135,11 +135,12 @@ class TradingSystem:
     defer_report_sync: bool = True
     router_settings: Any = None
     refs: list[Any] = field(default_factory=list)
+    storage: StorageHealth = field(default_factory=StorageHealth)  # the writer's word on the disk (Daemon reads it)
 
     def start(self) -> TradingSystem:
         try:
             self.writer_ref = DbWriter.start(self.database_url, clock=self.clock.now, synchronous=self.synchronous,
-                                           defer_report_sync=self.defer_report_sync)
+                                           defer_report_sync=self.defer_report_sync, health=self.storage)
             self.refs.append(self.writer_ref)
             self.writer = self.writer_ref.proxy()
             settings = self.router_settings or RouterSettings()

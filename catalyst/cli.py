@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 from catalyst.sim.clock import MAX_SPEED
 from catalyst.errors import CatalystError, DatabaseError, StopDuringStartup, UsageError
-from catalyst.store.errors import StoreError
+from catalyst.store.errors import StoreError, storage_fault
 
 DEFAULT_CONFIG = "config.toml"
 Handler = Callable[[argparse.Namespace], int]
@@ -203,6 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help and friends
         return int(exc.code or 0)
     except Exception as exc:  # the last line of defence: one line, never a traceback (unless asked for)
+        fault = storage_fault(exc)
+        if fault is not None:  # the disk under the database (full, read-only, failing), wherever it was met
+            print(f"catalyst: error: the database's disk failed: {fault}; free disk space or repair the disk, then "
+                  "run again", file=sys.stderr)
+            return DatabaseError.exit_code
         print(f"catalyst: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         if os.environ.get("CATALYST_TRACEBACK"):
             traceback.print_exc()

@@ -36,6 +36,7 @@ from catalyst.instance import InstanceLock
 from catalyst.logs import LogFileError, setup_logging
 from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
+from catalyst.store.errors import storage_fault
 
 log = logger.bind(actor="system")
 STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, all together
@@ -156,6 +157,11 @@ class Daemon:
             self.system.start()
         except DatabaseFileError as exc:  # corrupt, locked by another process, too new: exit 3, not "internal"
             raise DatabaseError(str(exc)) from None
+        except Exception as exc:  # restoring positions writes: a full or read-only disk says so, exit 3
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            raise DatabaseError(self._storage_failed(fault)) from None
         self.hooks = CycleHooks(self, broker_factory)
         self.cycle = CycleActor.start(self.system.writer, self.system, ep.clock, self.config.cycle.schedule(),
                                       self.hooks.as_dict())
@@ -211,7 +217,16 @@ class Daemon:
 
     def check_actors(self) -> None:
         """Raise ActorDied if one of the daemon's actors died: exiting lets the supervisor restart the daemon,
-        which rebuilds every position from the database (protection stays at the broker meanwhile)."""
+        which rebuilds every position from the database (protection stays at the broker meanwhile). First, raise
+        DatabaseError if the disk under the database refused a write (the writer's StorageHealth): the actors whose
+        writes fail die of it one by one, and the cause, not the first actor to die, is what the operator must read."""
+        system = next((part for part in self.parts if hasattr(part, "storage")), None)
+        fault = system.storage.fault if system is not None else None
+        if fault is not None:
+            log.critical(f"system stopping: the database refused a write ({fault}); nothing more can be recorded, "
+                         "so no order can be sent. Stops already at the broker stay; a fill not yet recorded is "
+                         "protected by the catch-up of the restart once the disk is fixed")
+            raise DatabaseError(self._storage_failed(fault))
         dead = self.dead_actors()
         if dead:
             log.critical(f"system actor {', '.join(dead)} died (its error is logged above): stopping so the "
@@ -219,6 +234,12 @@ class Daemon:
                          "the database")
             raise ActorDied(f"actor {', '.join(dead)} died unexpectedly (its error is in the log); restart the "
                             "daemon: it rebuilds every position from the database")
+
+    def _storage_failed(self, fault: str) -> str:
+        where = sqlite_path(self.database_url) or self.database_url
+        return (f"{where}: {fault}: nothing more could be recorded, so the daemon stopped (protection stays at the "
+                "broker); free disk space or repair the disk, then restart: it rebuilds every position from the "
+                "database and catches up with the broker")
 
     def dump_state(self) -> None:
         """SIGUSR1: every thread's stack, then every actor's state. The stacks come first and always: an operator
@@ -422,6 +443,11 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
     except StopDuringStartup as stop:
         log.info(f"system {stop} during start-up: stopping what has started (protection stays at the broker)")
         raise
+    except Exception as exc:  # a write refused at start-up (the doctor's first pass, a restore): name the file
+        fault = storage_fault(exc)
+        if fault is None:
+            raise
+        raise DatabaseError(daemon._storage_failed(fault)) from None
     finally:
         watchdog = _shutdown_watchdog(daemon.config.daemon.shutdown_timeout_s)
         daemon.stop()

@@ -15,6 +15,8 @@ from typing import Any, Iterable
 
 from loguru import logger
 
+from catalyst.store.errors import storage_fault
+
 # loguru appends the newline (and any exception) itself to a string format.
 TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {level:<7} {extra[actor]:<12} | {message}"
 REDACTED = "***"
@@ -85,6 +87,11 @@ class _InterceptHandler(logging.Handler):
                 level = "INFO"
             elif LOGIN_REFUSED in message:
                 level = "DEBUG"  # our own refusal, raised to make alpaca-py retry: `broker stream … login refused` said it
+        elif exc_info is not None and (fault := storage_fault(exc_info[1])) is not None:
+            # pykka logs each actor a failing disk kills ("Unhandled exception in DoctorActor …") and each write it
+            # refused ("Exception returned from DbWriter … to caller") with a 100-line traceback that says nothing
+            # beyond SQLite's few words; the writer and the daemon say what it means (Daemon.check_actors).
+            exc_info, message = None, f"{message.rstrip(': ')}: {fault} (the database's disk failed)"
         logger.opt(exception=exc_info).bind(actor=_actor_of(record.name)).log(level, message)
 
 

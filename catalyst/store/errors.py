@@ -7,6 +7,9 @@
     ├── InvalidValueError           an argument the schema would reject (status, float money, naive time)
     ├── RecordNotFoundError         an id that is not in the database
     └── ConstraintViolationError    the database refused a write (unique / foreign key / check)
+
+storage_fault(error) tells a failure of the disk under the database (full, read-only, I/O error, corrupt) from a
+failure of one statement: SQLite raises both as OperationalError/DatabaseError, and only the first needs a human.
 """
 
 from __future__ import annotations
@@ -43,3 +46,24 @@ class RecordNotFoundError(StoreError, LookupError):
 
 class ConstraintViolationError(StoreError):
     """The database refused a write: a unique, foreign-key or check constraint."""
+
+
+# SQLite's result codes (and their extended forms, e.g. SQLITE_IOERR_WRITE) that mean the disk under the database
+# failed, not the statement: nothing more can be written until someone frees space, remounts or repairs it, so
+# retrying is pointless. SQLITE_BUSY/LOCKED (another writer) and SQLITE_CONSTRAINT (a refused row) are not here.
+STORAGE_FAULT_CODES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_CORRUPT",
+                       "SQLITE_NOTADB")
+
+
+def storage_fault(error: BaseException | None) -> str | None:
+    """SQLite's own words ("database or disk is full") if `error`, or what it wraps (SQLAlchemy's `.orig`, a
+    `raise … from` chain), is a failure of the disk under the database; None for anything else."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        code = getattr(error, "sqlite_errorname", None)
+        if isinstance(code, str) and code.startswith(STORAGE_FAULT_CODES):
+            return str(error)
+        wrapped = getattr(error, "orig", None)
+        error = wrapped if isinstance(wrapped, BaseException) else (error.__cause__ or error.__context__)
+    return None
