@@ -7,9 +7,11 @@ logger they came from (`pykka`, `alpaca`, `sqlalchemy`, …). `--log-format json
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -95,13 +97,54 @@ class _InterceptHandler(logging.Handler):
         logger.opt(exception=exc_info).bind(actor=_actor_of(record.name)).log(level, message)
 
 
-def _add_file_sink(file: Path, level: str, formatter: Any, rotation: str, retention: int) -> None:
+class _LogFile:
+    """The log file, written through a loguru logger of its own (loguru's documented `copy.deepcopy` recipe) whose
+    write errors come back here instead of being printed: with the default, a full disk under the log file printed
+    a ten-line "Logging error in Loguru Handler" traceback to stderr for every line, hundreds a minute, around the
+    lines that matter. Now its failure and its recovery are said once each, on the daemon's other sinks; meanwhile
+    every line still goes to stderr (the supervisor's journal), and each tries the file again."""
+
+    def __init__(self, file: Path, level: str, rotation: str, retention: int, blank: Any) -> None:
+        self.file = file
+        self.failing: str | None = None
+        self._logger = blank
+        self._logger.add(file, level=level, format="{message}", rotation=rotation, retention=retention,
+                         backtrace=False, diagnose=False, enqueue=False, catch=False)
+
+    def write(self, message: Any) -> None:
+        try:
+            self._logger.opt(raw=True).log(message.record["level"].name, str(message))
+        except Exception as exc:  # noqa: BLE001 - a log line must never take its caller down
+            if self.failing is None:
+                self.failing = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+                self._say(f"log file {self.file} cannot be written ({self.failing}): lines go to stderr only until "
+                          "it can (each line tries it again)", "ERROR")
+        else:
+            if self.failing is not None:
+                self.failing = None
+                self._say(f"log file {self.file} written again", "WARNING")
+
+    @staticmethod
+    def _say(text: str, level: str) -> None:
+        # From another thread: this sink runs under its handler's lock, which a log call from here would take again.
+        threading.Thread(target=lambda: logger.bind(actor="logs").log(level, text), name="log-file-report").start()
+
+    def close(self) -> None:
+        try:
+            self._logger.remove()
+        except OSError:  # its last flush on a full disk: those lines reached stderr, the file is let go regardless
+            pass
+
+
+_log_file: _LogFile | None = None
+
+
+def _add_file_sink(file: Path, level: str, formatter: Any, rotation: str, retention: int, blank: Any) -> None:
+    global _log_file
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(
-            file, level=level, format=formatter, rotation=rotation, retention=retention,
-            backtrace=False, diagnose=False, enqueue=False,
-        )
+        _log_file = _LogFile(file, level, rotation, retention, blank)
+        logger.add(_log_file.write, level=level, format=formatter, backtrace=False, diagnose=False, enqueue=False)
         # Logs may name positions and P&L: readable by the owner only.
         file.touch(exist_ok=True)
         file.chmod(0o600)
@@ -123,12 +166,17 @@ def setup_logging(
     """(Re)configure every sink. Called at start and on SIGHUP (which reopens the log file)."""
     global _secrets
     _secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
+    global _log_file
     logger.remove()
+    if _log_file is not None:  # SIGHUP: the old file is closed, the new one opened below
+        _log_file.close()
+        _log_file = None
+    blank = copy.deepcopy(logger)  # no sinks, no patcher: the log file's own logger (_LogFile)
     logger.configure(patcher=_patch, extra={})
     formatter: Any = _json_line if fmt == "json" else TEXT_FORMAT
     logger.add(sys.stderr, level=level, format=formatter, backtrace=False, diagnose=False)
     if file is not None:
-        _add_file_sink(file, level, formatter, rotation, retention)  # stderr keeps logging if this raises
+        _add_file_sink(file, level, formatter, rotation, retention, blank)  # stderr keeps logging if this raises
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
     for noisy in ("sqlalchemy.engine", "aiohttp.access", "websockets", "urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

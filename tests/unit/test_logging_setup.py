@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 from loguru import logger
 
+from catalyst import logs
 from catalyst.logs import setup_logging
 
 
@@ -92,3 +94,57 @@ def test_sighup_with_a_log_file_nobody_can_write_keeps_the_running_config_and_it
     assert any(m.startswith("system SIGHUP: config not reloaded, the running one stays: ") and "logging.file: cannot write"
                in m for m in lines), lines
     assert lines[-1] == "still logging"
+
+
+def test_a_log_file_on_a_full_disk_is_said_once_not_as_a_traceback_per_line_and_its_return_too(tmp_path, capsys):
+    log_file = tmp_path / "catalyst.log"
+    setup_logging(fmt="text", file=log_file)
+    file_sink = logs._log_file
+    assert file_sink is not None
+    log = logger.bind(actor="doctor")
+    log.info("doctor pass #1: 0 findings")
+
+    def disk(path: str) -> None:  # what the log file's writes meet from now on (/dev/full: ENOSPC on every write)
+        file_sink.close()
+        file_sink._logger.add(path, format="{message}", catch=False)
+
+    def reports() -> list[str]:
+        for thread in threading.enumerate():
+            if thread.name == "log-file-report":
+                thread.join(5)
+        return [line for line in capsys.readouterr().err.splitlines() if "| log file" in line]
+
+    disk("/dev/full")
+    for n in range(2, 12):
+        log.info(f"doctor pass #{n}: 0 findings")
+    said = reports()
+    disk(str(log_file))
+    log.info("doctor pass #12: 0 findings")
+    said_again = reports()
+    logger.remove()
+    file_sink.close()
+
+    assert said == [f"{said[0][:24]}ERROR   logs         | log file {log_file} cannot be written (No space left on "
+                    "device): lines go to stderr only until it can (each line tries it again)"]
+    assert said_again == [f"{said_again[0][:24]}WARNING logs         | log file {log_file} written again"]
+    written = log_file.read_text()
+    assert "doctor pass #1: 0 findings" in written and "doctor pass #12: 0 findings" in written
+    assert "doctor pass #5" not in written
+
+
+def test_a_log_file_on_a_full_disk_never_prints_loguru_tracebacks(tmp_path, capfd):
+    setup_logging(fmt="text", file=tmp_path / "catalyst.log")
+    file_sink = logs._log_file
+    assert file_sink is not None
+    file_sink.close()
+    file_sink._logger.add("/dev/full", format="{message}", catch=False)
+    for n in range(20):
+        logger.bind(actor="router").info(f"order AAPL#o-{n} created")
+    for thread in threading.enumerate():
+        if thread.name == "log-file-report":
+            thread.join(5)
+    logger.remove()
+    file_sink.close()
+    err = capfd.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err
+    assert err.count("order AAPL#o-") == 20  # every line still reached stderr
