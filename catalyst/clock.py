@@ -22,6 +22,17 @@ class Clock(Protocol):
     def speed(self) -> float: ...
 
 
+def clock_skew_s(before: datetime, broker_at: datetime, after: datetime) -> float:
+    """Seconds the broker's clock is ahead of ours (negative: behind), from one reading of it taken between two of
+    ours: the broker stamped its answer somewhere in that interval, so it is compared with the midpoint."""
+    return (broker_at - (before + (after - before) / 2)).total_seconds()
+
+
+def describe_skew(skew_s: float) -> str:
+    """`this machine's clock is 95.2 s behind the broker's` (or ahead of)."""
+    return f"this machine's clock is {abs(skew_s):.1f} s {'behind' if skew_s > 0 else 'ahead of'} the broker's"
+
+
 def wall_seconds(clock: Clock, exchange_seconds: float) -> float:
     """How long to sleep on the wall for `exchange_seconds` to pass on `clock` (a manual clock: a short poll)."""
     speed = clock.speed

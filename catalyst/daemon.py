@@ -57,6 +57,9 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
+CLOCK_SKEW_WARN_S = 2.0  # this machine's clock this far from the broker's is said as a WARNING at start
+
+
 def _setup_logging(args: argparse.Namespace, config: Config, secrets: Any) -> None:
     """The command line (--log-format, --log-level) wins over the config, also after a SIGHUP reload.
     A log file that cannot be set up as configured is a ConfigError naming the file and the key."""
@@ -196,6 +199,52 @@ class Daemon:
                                     f"{exc}") from None
         log.info(f"system broker {self.endpoint.mode} account {account.account_number} status {account.status} "
                  f"equity {account.equity} buying power {account.buying_power}")
+        self._check_clock()
+
+    def _check_clock(self) -> None:
+        """On the wall clock (paper, live), this machine's time against the broker's: the entry window and the 15:55
+        flatten run on this machine's clock, so one minutes off would flatten after the close. Beyond
+        broker.max_clock_skew_s, wait for time sync (a machine just booted may not have it yet) with backoff within
+        broker.startup_wait_s, then refuse: exit 2, a restart cannot help until someone fixes the time."""
+        from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
+
+        from catalyst.broker.errors import BrokerError
+        from catalyst.clock import clock_skew_s, describe_skew
+
+        clock, limit = self.endpoint.clock, self.config.broker.max_clock_skew_s
+        if clock.speed != 1:  # an emulator's accelerated or manual time, which the daemon follows: nothing to compare
+            return
+
+        def skew() -> float:
+            before = clock.now()
+            broker_at = self.broker.clock().at
+            return clock_skew_s(before, broker_at, clock.now())
+
+        def before_sleep(state: Any) -> None:
+            log.warning(f"system {describe_skew(state.outcome.result())} (at most {limit:g} s allowed): waiting for "
+                        f"this machine's time sync; checking again in {state.next_action.sleep:.0f} s")
+
+        try:
+            measured = None
+            for attempt in Retrying(retry=retry_if_result(lambda s: abs(s) > limit),
+                                    wait=wait_exponential(multiplier=1, min=1, max=30),
+                                    stop=stop_after_delay(self.config.broker.startup_wait_s),
+                                    before_sleep=before_sleep, retry_error_callback=lambda state: state.outcome.result()):
+                with attempt:
+                    measured = skew()
+                if not attempt.retry_state.outcome.failed:
+                    attempt.retry_state.set_result(measured)
+        except BrokerError as exc:  # it answered the account a moment ago: say so and go on, the schedule still runs
+            log.warning(f"system could not read the broker's clock to compare with this machine's: {exc}")
+            return
+        assert measured is not None
+        if abs(measured) > limit:
+            raise UsageError(f"{describe_skew(measured)} (broker.max_clock_skew_s = {limit:g}): the entry window and "
+                             "the 15:55 flatten run on this machine's clock; fix its time sync (timedatectl, "
+                             "chronyc tracking), then start again")
+        level = "WARNING" if abs(measured) > CLOCK_SKEW_WARN_S else "INFO"
+        log.log(level, f"system {describe_skew(measured)}" + (" (fix its time sync: the schedule runs on it)"
+                                                              if level == "WARNING" else ""))
 
     def day_completed(self, day: date, report: Path) -> None:
         self.completed.append((day, report))

@@ -1,0 +1,49 @@
+"""On the wall clock (paper, live) the schedule runs on this machine's clock, so start-up compares it with the
+broker's (/v2/clock): far off, the daemon waits for time sync and then refuses in one line (exit 2); close, it says
+how close. The broker here is `catalyst exchange` at real speed, started on a time of the test's choosing."""
+
+from __future__ import annotations
+
+import signal
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+ET = ZoneInfo("America/New_York")
+
+
+def exchange_starting(e2e, spawner, offset: timedelta):
+    start = (datetime.now(ET) + offset).strftime("%Y-%m-%dT%H:%M:%S")
+    return e2e.start_exchange(spawner, speed=1, start=start)
+
+
+def paper_daemon(e2e, spawner, tmp_path, url: str, max_skew: str = ""):
+    config = e2e.write_config(tmp_path, f'mode = "paper"\nurl = "{url}"\nstream_url = "{url.replace("http", "ws")}/stream"\n'
+                                        f"{max_skew}")
+    env = e2e.clean_env(APCA_API_KEY_ID="PKCLOCK", APCA_API_SECRET_KEY="not-a-real-secret")
+    return spawner.spawn("daemon", ["run", "--config", str(config)], env=env, cwd=tmp_path)
+
+
+def test_a_machine_clock_minutes_off_the_brokers_is_refused_in_one_line_after_waiting_for_time_sync(
+        tmp_path, spawner, e2e):
+    exchange = exchange_starting(e2e, spawner, timedelta(minutes=-5))  # the broker 5 min behind: we are ahead
+    daemon = paper_daemon(e2e, spawner, tmp_path, exchange.url)
+    rc = daemon.wait_exit(timeout=60)
+    err = daemon.stderr()
+    assert rc == 2, err[-3000:]
+    waits = [line for line in err.splitlines() if "waiting for this machine's time sync" in line]
+    assert waits and all(" ahead of the broker's (at most 60 s allowed)" in line for line in waits)
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith("catalyst: error: this machine's clock is 30") and " s ahead of the broker's " \
+        "(broker.max_clock_skew_s = 60): the entry window and the 15:55 flatten run on this machine's clock; " \
+        "fix its time sync" in last, last
+    assert "Traceback" not in err and "not-a-real-secret" not in err
+
+
+def test_a_machine_clock_close_to_the_brokers_starts_and_says_how_close(tmp_path, spawner, e2e):
+    exchange = exchange_starting(e2e, spawner, timedelta(0))
+    daemon = paper_daemon(e2e, spawner, tmp_path, exchange.url)
+    said = daemon.wait_for(r"INFO +system +\| system this machine's clock is (\d+\.\d) s (behind|ahead of) the "
+                           r"broker's\n", timeout=60)
+    assert float(said.group(1)) <= 2.0  # the exchange's start is whole seconds: up to 1 s off, by construction
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=60) == 0, daemon.stderr()[-3000:]
