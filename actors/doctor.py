@@ -318,6 +318,7 @@ class DoctorActor(pykka.ThreadingActor):
         elif kind is _T.OUTCOME_UNKNOWN:
             self._settle(finding, got)
         elif kind is _T.MISSING_PROTECTION:
+            self._resend_lost_protection(finding, got)
             ref = self._position_ref(finding)
             if ref is not None:
                 tell_if_alive(ref, m.CheckProtection())
@@ -328,6 +329,38 @@ class DoctorActor(pykka.ThreadingActor):
         else:
             return "alerted"
         return "healed"
+
+    def _resend_lost_protection(self, finding: Finding, got: _Pass) -> None:
+        """Protection rows of this position whose submit ended with its outcome unknown (retries spent on 429s,
+        5xx or a dropped connection) stay `created`, and the position actor counts them as working: its re-protect
+        does nothing while the broker holds the shares with no stop. Each such OCO, unknown for stuck_after_s, is
+        looked up by its client_order_id (an OCO travels as its take-profit): there, the next pass settles it;
+        absent, the router sends it again with that same id, so a first attempt landing late is refused as a
+        duplicate instead of doubling the stop."""
+        now = self.clock.now()
+        lost = [o for o in got.local.values() if o.position_id == finding.position_id and o.outcome_unknown
+                and o.status == OrderStatus.CREATED and o.alpaca_order_id is None
+                and o.role in ("take_profit", "stop_loss", "stop")
+                and (now - o.updated_at).total_seconds() >= self.settings.stuck_after_s]
+        asked = {}
+        for row in lost:
+            sent_as = got.local.get(oco_take_profit_id(row.order_id)) if row.role == "stop_loss" else None
+            sent_as = sent_as if sent_as is not None and sent_as.role == "take_profit" else row
+            asked[sent_as.order_id] = sent_as
+        resend = []
+        for row in asked.values():
+            label, cid = f"{row.symbol}#o-{row.order_id}", row.client_order_id
+            if self.broker.get_order_by_client_id(cid) is not None:
+                log.warning(f"doctor {finding.subject}: {label} is at the broker after all ({cid}); left for the "
+                            "next pass to settle")
+                continue
+            resend.append(row.order_id)
+            log.warning(f"doctor {finding.subject}: {label} never reached the broker (its submit's outcome was "
+                        f"unknown; no order has client_order_id {cid}): sending it again with that id")
+        if resend:
+            self.router.tell(m.ResendUnsent(order_ids=tuple(resend),
+                                            reason="never reached the broker (outcome unknown, not found by its "
+                                                   "client_order_id)"))
 
     def _retire_unsent(self, finding: Finding) -> str:
         """A row created but never sent, whose position has closed: no actor will send it (a closed position keeps

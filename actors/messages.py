@@ -83,6 +83,15 @@ class Register(Message):
     order_ids: tuple[int, ...]
 
 
+class ResendUnsent(Message):
+    """From the doctor: protection rows of a live position whose submit ended with its outcome unknown, which the
+    broker does not have under their client_order_id. Sent again with that same id (so a late first attempt is
+    refused as a duplicate, never doubled); an OCO is named by its take-profit row."""
+
+    order_ids: tuple[int, ...]
+    reason: str
+
+
 class RetireUnsent(Message):
     """From the doctor: rows created but never sent, of positions that have closed, unknown to the broker by their
     client_order_id. Nothing will send them now; they end as cancelled with `reason`."""

@@ -421,10 +421,23 @@ class OrderRouter(pykka.ThreadingActor):
         for order_id in msg.order_ids:
             self._send_if_never_acknowledged(self.by_order.get(order_id))
 
-    def _send_if_never_acknowledged(self, tracked: Tracked | None) -> None:
+    def _on_ResendUnsent(self, msg: m.ResendUnsent) -> None:
+        for order_id in msg.order_ids:
+            tracked = self.by_order.get(order_id)
+            if tracked is None:
+                row = self.writer.get_order(order_id).get()
+                tracked = self._track(row, owner=None) if row is not None else None
+            if tracked is None or order_id in self._sending:  # gone, or a submit of it is already under way
+                continue
+            tracked.resent = False  # its first submit ended (outcome unknown): this is the one resend
+            self._send_if_never_acknowledged(tracked, why=msg.reason)
+
+    def _send_if_never_acknowledged(self, tracked: Tracked | None,
+                                    why: str = "created but never acknowledged before a restart") -> None:
         """A row still `created` after a restart was committed but its submission never acknowledged: the crash
-        came between the two. Send it now with the SAME client_order_id: if the first attempt did reach the broker,
-        Alpaca refuses the duplicate and the worker's lookup returns the existing order, so nothing is doubled."""
+        came between the two (or, `why` says, its submit ended with its outcome unknown and the broker does not have
+        it). Send it now with the SAME client_order_id: if the first attempt did reach the broker, Alpaca refuses
+        the duplicate and the worker's lookup returns the existing order, so nothing is doubled."""
         if tracked is None or tracked.status is not OrderStatus.CREATED or tracked.broker_id or tracked.resent:
             return
         if tracked.role == "stop_loss":
@@ -436,10 +449,10 @@ class OrderRouter(pykka.ThreadingActor):
             if leg is None or leg.role != "stop_loss":
                 log.error(f"order {tracked.label} take-profit without its stop-loss row; left for the doctor")
                 return
-            log.warning(f"order {tracked.label} OCO created but never acknowledged before a restart: sending it now")
+            log.warning(f"order {tracked.label} OCO {why}: sending it now")
             self._to_protection(SubmitOco(take_profit=row, stop_loss=leg, reply_to=self.actor_ref), row.order_id)
             return
-        log.warning(f"order {tracked.label} {tracked.role} created but never acknowledged before a restart: sending it now")
+        log.warning(f"order {tracked.label} {tracked.role} {why}: sending it now")
         if tracked.role == "entry":
             self._to_general(SubmitOrder(row=row, reply_to=self.actor_ref))
         else:

@@ -624,3 +624,70 @@ def test_a_position_actor_too_busy_to_answer_is_never_rebuilt_beside_itself(trad
     doctor.run_pass(reason="the actor answers again").get()
     protected(trading)
     assert len(trading.system.supervisor.live_refs().get()) == 1
+
+
+def test_an_oco_whose_submit_never_reached_the_broker_is_sent_again_with_its_client_order_id(trading, doctor):
+    """Found at 3000x against `catalyst exchange`: an entry filled while every submit of its OCO was refused (429s
+    there, 503s here) until the worker gave up, leaving both legs `created`, outcome unknown. The broker had no such
+    order, the position actor counted the legs as working, and the doctor's "re-protect" did nothing, pass after
+    pass: the shares stayed without a stop until a restart. Now the doctor looks the OCO up by its client_order_id
+    and, absent, has the router send it again with that same id (a late first attempt would then be refused as a
+    duplicate, never doubled)."""
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
+    trading.exchange.set_faults("http_5xx=1")  # every REST call refused with 503, before it acts
+    trading.trade("AAPL", "148.50")  # the entry fills: its event comes by the stream, which stays up
+
+    def legs_unknown():
+        legs = [o for o in trading.all_orders() if o.role in ("take_profit", "stop_loss")]
+        return len(legs) == 2 and all(o.outcome_unknown and o.status == "created" for o in legs) and legs
+    legs = trading.wait_for(legs_unknown, "the OCO's submit to end with its outcome unknown", timeout=60)
+    trading.exchange.set_faults("")
+    assert [o for o in trading.broker_view()["orders"] if o["side"] == "sell"] == []
+    trading.exchange.advance(timedelta(minutes=2))  # past the doctor's stuck_after_s
+
+    report = doctor.run_pass(reason="test").get()
+
+    assert "MISSING_PROTECTION" in kinds(report)
+    protected(trading)
+    take_profit = next(o for o in legs if o.role == "take_profit")
+    sells = [o for o in trading.broker_view()["orders"] if o["side"] == "sell"]
+    assert len(sells) == 2 and {o["type"] for o in sells} == {"limit", "stop"}
+    assert take_profit.client_order_id in {o["client_order_id"] for o in sells}
+    trading.wait_for(lambda: all(o.alpaca_order_id and not o.outcome_unknown for o in trading.all_orders()
+                                 if o.role in ("take_profit", "stop_loss")), "both legs acknowledged")
+    assert len([o for o in trading.all_orders() if o.role in ("take_profit", "stop_loss")]) == 2  # no new rows
+    after = doctor.run_pass(reason="after").get()
+    assert "MISSING_PROTECTION" not in kinds(after) and "ORDER_NOT_AT_BROKER" not in kinds(after)
+
+
+def test_a_flatten_waiting_on_an_oco_that_never_reached_the_broker_ends_with_one_exit(trading, doctor):
+    """The 3000x run's case: the position began flattening while its OCO's outcome was unknown, and waited for legs
+    that could never end (no broker id to cancel or to hear from), every 2 s until the close, with no stop at the
+    broker. The doctor's resend gives them a broker id; the flatten's pending cancel then ends them, and the market
+    exit follows: one exit, nothing left working."""
+    from actors import messages as m
+
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
+    trading.exchange.set_faults("http_5xx=1")
+    trading.trade("AAPL", "148.50")
+    trading.wait_for(lambda: sum(1 for o in trading.all_orders() if o.outcome_unknown) == 2,
+                     "the OCO's submit to end with its outcome unknown", timeout=60)
+    trading.exchange.set_faults("")
+    (live,) = trading.system.supervisor.live_refs().get()
+    live.tell(m.Flatten(reason="end of day", scheduled=True))
+    trading.wait_for(lambda: live.proxy().state().get()["flattening"] == "end of day", "the flatten to begin")
+    trading.exchange.advance(timedelta(minutes=2))  # past stuck_after_s: the flatten is stuck, and the legs lost
+
+    doctor.run_pass(reason="test").get()
+
+    closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "the exit",
+                              timeout=30)
+    assert closed.quantity == 0 and not trading.broker_view()["positions"]
+    assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
+    legs = [o for o in trading.all_orders() if o.role in ("take_profit", "stop_loss")]
+    assert len(legs) == 2 and all(o.status == "cancelled" and o.alpaca_order_id for o in legs)
+    assert [o for o in trading.broker_view()["orders"] if o["status"] in ("new", "held", "accepted")] == []
