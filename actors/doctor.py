@@ -318,7 +318,7 @@ class DoctorActor(pykka.ThreadingActor):
         elif kind is _T.OUTCOME_UNKNOWN:
             self._settle(finding, got)
         elif kind is _T.MISSING_PROTECTION:
-            self._resend_lost_protection(finding, got)
+            self._resend_lost(finding, got)
             ref = self._position_ref(finding)
             if ref is not None:
                 tell_if_alive(ref, m.CheckProtection())
@@ -330,17 +330,17 @@ class DoctorActor(pykka.ThreadingActor):
             return "alerted"
         return "healed"
 
-    def _resend_lost_protection(self, finding: Finding, got: _Pass) -> None:
-        """Protection rows of this position whose submit ended with its outcome unknown (retries spent on 429s,
-        5xx or a dropped connection) stay `created`, and the position actor counts them as working: its re-protect
-        does nothing while the broker holds the shares with no stop. Each such OCO, unknown for stuck_after_s, is
-        looked up by its client_order_id (an OCO travels as its take-profit): there, the next pass settles it;
-        absent, the router sends it again with that same id, so a first attempt landing late is refused as a
-        duplicate instead of doubling the stop."""
+    def _resend_lost(self, finding: Finding, got: _Pass) -> None:
+        """This position's stops and exits whose submit ended with its outcome unknown (retries spent on 429s, 5xx
+        or a dropped connection) stay `created`, and the position actor counts them as working: it neither
+        re-protects the shares nor stops waiting for its exit, while the broker holds them with no stop. Each such
+        order, unknown for stuck_after_s, is looked up by its client_order_id (an OCO travels as its take-profit):
+        there, the next pass settles it; absent, the router sends it again with that same id, so a first attempt
+        landing late is refused as a duplicate instead of doubling the stop or the exit."""
         now = self.clock.now()
         lost = [o for o in got.local.values() if o.position_id == finding.position_id and o.outcome_unknown
                 and o.status == OrderStatus.CREATED and o.alpaca_order_id is None
-                and o.role in ("take_profit", "stop_loss", "stop")
+                and o.role in ("take_profit", "stop_loss", "flatten", "exit")
                 and (now - o.updated_at).total_seconds() >= self.settings.stuck_after_s]
         asked = {}
         for row in lost:

@@ -84,7 +84,7 @@ class Register(Message):
 
 
 class ResendUnsent(Message):
-    """From the doctor: protection rows of a live position whose submit ended with its outcome unknown, which the
+    """From the doctor: stops and exits of a live position whose submit ended with its outcome unknown, which the
     broker does not have under their client_order_id. Sent again with that same id (so a late first attempt is
     refused as a duplicate, never doubled); an OCO is named by its take-profit row."""
 

@@ -7,7 +7,8 @@ import threading
 from dataclasses import dataclass, field
 
 # share-of-calls faults (0..1), and knobs that are not shares
-RATES = ("http_5xx", "timeout", "reply_lost", "drop", "duplicate", "delay", "reorder", "disconnect", "burst_429")
+RATES = ("http_5xx", "submit_5xx", "timeout", "reply_lost", "drop", "duplicate", "delay", "reorder", "disconnect",
+         "burst_429")
 KNOBS = {"hang_s": 30.0, "delay_s": 0.5, "burst_s": 5.0}
 
 
@@ -17,10 +18,11 @@ class FaultSpecError(ValueError):
 
 @dataclass
 class FaultPlan:
-    """`http_5xx`: a REST call fails with 503 before acting. `timeout`: it hangs `hang_s` seconds, then the
-    connection is closed without an answer, also before acting. `reply_lost`: a mutating call IS carried out
-    but its answer is a 5xx or a hang. `drop`/`duplicate`/`delay`/`reorder`: stream events lost, sent twice,
-    sent `delay_s` late, or held back behind the next one. `disconnect`: the stream is closed after an event.
+    """`http_5xx`: a REST call fails with 503 before acting; `submit_5xx`: only an order submit (POST /v2/orders)
+    does, so cancels and look-ups still work (an outage of order entry alone). `timeout`: it hangs `hang_s`
+    seconds, then the connection is closed without an answer, also before acting. `reply_lost`: a mutating call IS
+    carried out but its answer is a 5xx or a hang. `drop`/`duplicate`/`delay`/`reorder`: stream events lost, sent
+    twice, sent `delay_s` late, or held back behind the next one. `disconnect`: the stream is closed after an event.
     `burst_429`: a call starts `burst_s` (real) seconds of 429 answers for that key, their Reset header naming its end.
 
     Each fault draws from its own generator seeded from (seed, name), so one fault's rate does not shift

@@ -163,7 +163,8 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
         if not decision.allowed:
             return _error(429, {"code": 42910000, "message": "rate limit exceeded"}, decision.headers)
         request[KEY_ID] = key_id
-        if plan.hits("http_5xx"):
+        if plan.hits("http_5xx") or (request.method == "POST" and request.path == "/v2/orders"
+                                     and plan.hits("submit_5xx")):
             return _error(503, {"code": 50310000, "message": "service unavailable (injected)"}, decision.headers)
         if plan.hits("timeout"):
             return await _hang(request, plan)

@@ -691,3 +691,34 @@ def test_a_flatten_waiting_on_an_oco_that_never_reached_the_broker_ends_with_one
     legs = [o for o in trading.all_orders() if o.role in ("take_profit", "stop_loss")]
     assert len(legs) == 2 and all(o.status == "cancelled" and o.alpaca_order_id for o in legs)
     assert [o for o in trading.broker_view()["orders"] if o["status"] in ("new", "held", "accepted")] == []
+
+
+def test_a_flatten_exit_that_never_reached_the_broker_is_sent_again_and_closes_the_position(trading, doctor):
+    """The same loss for the market exit of a flatten: its OCO cancelled (the shares have no stop now), every submit
+    of the exit refused while cancels and look-ups work (`submit_5xx`), so the exit stays `created`, outcome unknown,
+    and the actor waits for its fill. The doctor finds it absent by its client_order_id and has it sent again with
+    that id: one exit, the position closed."""
+    from actors import messages as m
+
+    open_protected(trading)
+    (live,) = trading.system.supervisor.live_refs().get()
+    trading.exchange.set_faults("submit_5xx=1")  # order entry down; cancels and look-ups answer
+    live.tell(m.Flatten(reason="end of day", scheduled=True))
+
+    def exit_unknown():
+        return [o for o in trading.all_orders() if o.role == "flatten" and o.outcome_unknown and o.status == "created"]
+    (exit_row,) = trading.wait_for(exit_unknown, "the exit's submit to end with its outcome unknown", timeout=60)
+    assert broker_working_stop_qty(trading) == 0  # the OCO went first: nothing protects the shares meanwhile
+    trading.exchange.set_faults("")
+    trading.exchange.advance(timedelta(minutes=2))  # past stuck_after_s
+
+    report = doctor.run_pass(reason="test").get()
+
+    assert "MISSING_PROTECTION" in kinds(report)
+    closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "the exit",
+                              timeout=30)
+    assert closed.quantity == 0 and not trading.broker_view()["positions"]
+    exits = [o for o in trading.all_orders() if o.role == "flatten"]
+    assert [(o.order_id, o.status) for o in exits] == [(exit_row.order_id, "filled")]
+    market_sells = [o for o in trading.broker_view()["orders"] if o["side"] == "sell" and o["type"] == "market"]
+    assert [o["client_order_id"] for o in market_sells] == [exit_row.client_order_id]
