@@ -93,8 +93,9 @@ class ResendUnsent(Message):
 
 
 class RetireUnsent(Message):
-    """From the doctor: rows created but never sent, of positions that have closed, unknown to the broker by their
-    client_order_id. Nothing will send them now; they end as cancelled with `reason`."""
+    """From the doctor: rows created but never sent, of positions that have closed (or a pending position's entry
+    whose submit's outcome stayed unknown), unknown to the broker by their client_order_id. Nothing will send them
+    now; they end as cancelled with `reason`, and a live owner hears it."""
 
     order_ids: tuple[int, ...]
     reason: str

@@ -514,6 +514,8 @@ class OrderRouter(pykka.ThreadingActor):
                 log.info(f"order {tracked.label} not retired: its submit is in flight; its answer tells")
                 continue
             self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group, reason=msg.reason)
+            if tracked.owner is not None:  # a live position's lost entry: it stands down (cancelled, no shares)
+                group.then(lambda _, t=tracked: self._tell_owner(t, None))
         group.commit(self.writer)
 
     def _on_VerifyOrders(self, msg: m.VerifyOrders) -> None:

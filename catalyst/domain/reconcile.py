@@ -81,7 +81,7 @@ DEFAULT_POLICIES: dict[FindingType, Policy] = {
 HEAL_ACTIONS: dict[FindingType, str] = {
     _T.MISSING_PROTECTION: "re-protect", _T.MISSING_FILL: "apply fill", _T.PHANTOM_POSITION: "close from fills",
     _T.OUTCOME_UNKNOWN: "settle", _T.POSITION_QTY_MISMATCH: "apply fills",
-    _T.STUCK_CREATED: "retire if its position closed",
+    _T.STUCK_CREATED: "retire if its position closed (or an entry lost)",
 }
 POLICY_ACTIONS = {Policy.HEAL: "heal", Policy.ADOPT: "adopt and protect", Policy.FLATTEN: "flatten",
                   Policy.ALERT: "alert", Policy.HALT: "halt entries"}
@@ -314,7 +314,11 @@ def _order(diff: _Diff, order: LocalOrder, seen: BrokerOrder | None, acknowledge
         if seen is not None:
             diff.add(_T.OUTCOME_UNKNOWN, subject, f"{status} unknown", seen.status, **common)
         elif diff.old(order.updated_at):
-            diff.add(_T.ORDER_NOT_AT_BROKER, subject, f"{status} unknown", None, **common)
+            # An entry lost this way holds its position pending (no shares) until a restart would send it, late:
+            # retired instead, once the broker is asked by its client_order_id (its heal). Any other is reported
+            # here; a stop or exit lost this way is sent again by MISSING_PROTECTION's heal.
+            entry = order.role == "entry" and status is OrderStatus.CREATED
+            diff.add(_T.STUCK_CREATED if entry else _T.ORDER_NOT_AT_BROKER, subject, f"{status} unknown", None, **common)
         return
     if status is OrderStatus.CREATED:
         if diff.old(order.created_at):

@@ -292,7 +292,7 @@ def test_a_never_sent_row_of_a_closed_position_is_retired_as_cancelled_and_nothi
 
     stuck = [f for f in report.findings if f.type is T.STUCK_CREATED]
     assert sorted(f.order_id for f in stuck) == [take_profit.order_id, stop_loss.order_id]
-    assert {f.action for f in stuck} == {"retire if its position closed"}
+    assert {f.action for f in stuck} == {"retire if its position closed (or an entry lost)"}
     assert [report.outcomes[report.findings.index(f)] for f in stuck] == ["healed", "healed"]
     for row in (take_profit, stop_loss):
         retired = trading.wait_for(lambda r=row: (o := trading.writer.get_order(r.order_id).get()).status == "cancelled"
@@ -722,3 +722,30 @@ def test_a_flatten_exit_that_never_reached_the_broker_is_sent_again_and_closes_t
     assert [(o.order_id, o.status) for o in exits] == [(exit_row.order_id, "filled")]
     market_sells = [o for o in trading.broker_view()["orders"] if o["side"] == "sell" and o["type"] == "market"]
     assert [o["client_order_id"] for o in market_sells] == [exit_row.client_order_id]
+
+
+def test_an_entry_that_never_reached_the_broker_is_retired_and_its_position_stands_down(trading, doctor):
+    """Seen in a faults-only day (`submit_5xx=0.5`): an entry whose every submit was refused stayed `created`,
+    outcome unknown; its position stayed pending all day (an emergency stop's cancel waited for an acknowledgement
+    that could not come), the close said `1 positions still live after the close`, and a restart would have sent the
+    entry then: a market buy hours late. Now the doctor asks the broker for it by its client_order_id and, absent,
+    retires it; the pending position stands down (its actor stops), nothing is sent."""
+    trading.exchange.set_faults("submit_5xx=1")
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan())
+    (entry,) = trading.wait_for(lambda: [o for o in trading.all_orders() if o.role == "entry" and o.outcome_unknown],
+                                "the entry's submit to end with its outcome unknown", timeout=60)
+    trading.exchange.set_faults("")
+    trading.exchange.advance(timedelta(minutes=2))  # past stuck_after_s
+
+    report = doctor.run_pass(reason="test").get()
+
+    (lost,) = [f for f in report.findings if f.type is T.STUCK_CREATED]
+    assert lost.order_id == entry.order_id and report.outcomes[report.findings.index(lost)] == "healed"
+    retired = trading.wait_for(lambda: (o := trading.writer.get_order(entry.order_id).get()).status == "cancelled"
+                               and o, "the entry retired")
+    assert retired.cancel_reason == "never reached the broker (outcome unknown, not found by its client_order_id)"
+    trading.wait_for(lambda: trading.system.supervisor.live_count().get() == 0, "the position actor to stop")
+    assert entry.position_id is None and trading.writer.get_order(entry.order_id).get().position_id is None
+    assert trading.broker_view()["orders"] == []
+    assert doctor.run_pass(reason="after").get().findings == ()

@@ -197,6 +197,16 @@ def test_an_old_created_order_never_sent_is_stuck_created():
     assert finding.type is T.STUCK_CREATED
 
 
+def test_an_entry_lost_with_its_outcome_unknown_is_stuck_created_to_be_retired_but_a_lost_stop_is_reported():
+    (entry,) = run(LocalView(orders=(order(status="created", broker_id=None, unknown=True),)), BrokerView())
+    assert entry.type is T.STUCK_CREATED and entry.policy is Policy.HEAL and entry.db_value == "created unknown"
+    (stop_leg,) = run(LocalView(orders=(order(status="created", broker_id=None, unknown=True, role="stop_loss",
+                                              side="sell"),)), BrokerView())
+    assert stop_leg.type is T.ORDER_NOT_AT_BROKER and stop_leg.policy is Policy.ALERT  # MISSING_PROTECTION resends it
+    fresh = run(LocalView(orders=(order(status="created", broker_id=None, unknown=True, at=NOW),)), BrokerView())
+    assert fresh == []  # not yet stuck_after_s: a hung first attempt may still land
+
+
 def test_a_submitted_order_the_broker_never_acknowledged_is_stuck_submitted():
     (finding,) = run(LocalView(orders=(order(status="submitted"),)), BrokerView(orders=(border(status="pending_new"),)))
     assert finding.type is T.STUCK_SUBMITTED
