@@ -160,11 +160,6 @@ class Daemon:
             self.system.start()
         except DatabaseFileError as exc:  # corrupt, locked by another process, too new: exit 3, not "internal"
             raise DatabaseError(str(exc)) from None
-        except Exception as exc:  # restoring positions writes: a full or read-only disk says so, exit 3
-            fault = storage_fault(exc)
-            if fault is None:
-                raise
-            raise DatabaseError(self._storage_failed(fault)) from None
         self.hooks = CycleHooks(self, broker_factory)
         self.cycle = CycleActor.start(self.system.writer, self.system, ep.clock, self.config.cycle.schedule(),
                                       self.hooks.as_dict())
@@ -225,19 +220,14 @@ class Daemon:
                         f"this machine's time sync; checking again in {state.next_action.sleep:.0f} s")
 
         try:
-            measured = None
-            for attempt in Retrying(retry=retry_if_result(lambda s: abs(s) > limit),
-                                    wait=wait_exponential(multiplier=1, min=1, max=30),
-                                    stop=stop_after_delay(self.config.broker.startup_wait_s),
-                                    before_sleep=before_sleep, retry_error_callback=lambda state: state.outcome.result()):
-                with attempt:
-                    measured = skew()
-                if not attempt.retry_state.outcome.failed:
-                    attempt.retry_state.set_result(measured)
+            measured: float = Retrying(retry=retry_if_result(lambda s: abs(s) > limit),
+                                       wait=wait_exponential(multiplier=1, min=1, max=30),
+                                       stop=stop_after_delay(self.config.broker.startup_wait_s),
+                                       before_sleep=before_sleep,
+                                       retry_error_callback=lambda state: state.outcome.result())(skew)
         except BrokerError as exc:  # it answered the account a moment ago: say so and go on, the schedule still runs
             log.warning(f"system could not read the broker's clock to compare with this machine's: {exc}")
             return
-        assert measured is not None
         if abs(measured) > limit:
             raise UsageError(f"{describe_skew(measured)} (broker.max_clock_skew_s = {limit:g}): the entry window and "
                              "the 15:55 flatten run on this machine's clock; fix its time sync (timedatectl, "
@@ -348,8 +338,11 @@ class Daemon:
         log.info(f"state {now:%Y-%m-%d %H:%M} phase={phase} live={live} halted={halted or 'no'}")
         db_path = sqlite_path(self.database_url)
         if db_path is not None:
-            write_state_snapshot(db_path, {"at": now.isoformat(), "phase": phase, "halted": halted,
-                                           "positions": known})
+            try:
+                write_state_snapshot(db_path, {"at": now.isoformat(), "phase": phase, "halted": halted,
+                                               "positions": known})
+            except OSError as exc:  # `catalyst status` shows an older one; the table below is what counts
+                log.warning(f"state snapshot for `catalyst status` not written: {exc.strerror or exc}")
         for p in known:
             log.info(f"state   {p['position']:<14} {p['status']:<8} qty={p['qty']:<6} avg={p['avg']:<8} "
                      f"protected={p['protected']}")
@@ -492,7 +485,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
     except StopDuringStartup as stop:
         log.info(f"system {stop} during start-up: stopping what has started (protection stays at the broker)")
         raise
-    except Exception as exc:  # a write refused at start-up (the doctor's first pass, a restore): name the file
+    except Exception as exc:  # a write the disk refused at start-up (a restore, the doctor's first pass): exit 3
         fault = storage_fault(exc)
         if fault is None:
             raise

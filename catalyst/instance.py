@@ -31,8 +31,13 @@ class InstanceLock:
                                  "stop it first (`catalyst stop`)") from None
         except OSError as exc:
             raise DatabaseError(f"{self.lock_path}: cannot take the instance lock: {exc.strerror}") from None
-        self.pid_path.write_text(json.dumps({"pid": os.getpid(), "what": what}))
-        self.pid_path.chmod(0o600)
+        try:
+            self.pid_path.write_text(json.dumps({"pid": os.getpid(), "what": what}))
+            self.pid_path.chmod(0o600)
+        except OSError as exc:  # a full or read-only disk under the database: the database cannot be written either
+            self._lock.release()
+            raise DatabaseError(f"{self.pid_path}: cannot write the pid file: {exc.strerror or exc}; free disk "
+                                "space or repair the disk, then start again") from None
         return self
 
     def holder(self) -> dict | None:

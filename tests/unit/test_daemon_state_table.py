@@ -155,3 +155,24 @@ def test_a_position_that_closed_meanwhile_is_left_out_and_the_table_shown(quick,
         "state 2026-03-02 15:00 phase=monitoring live=1 halted=no",
         "state   KERB#p-3       open     qty=35     avg=461.17   protected=35",
     ]
+
+
+def test_a_state_snapshot_that_cannot_be_written_is_a_warning_and_the_table_is_still_logged(tmp_path):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n')
+    daemon = Daemon(load_config(config_file), SimpleNamespace(clock=SimpleNamespace(now=lambda: NOW)),  # type: ignore[arg-type]
+                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
+    daemon.cycle = SimpleNamespace(proxy=lambda: SimpleNamespace(state=lambda: answer({"phase": "monitoring",
+                                                                                        "halted": None})))
+    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer([])))
+    daemon.hooks = SimpleNamespace(doctor=SimpleNamespace(halt_reason=answer(None)))
+    state_snapshot_path(tmp_path / "catalyst.db").with_suffix(".tmp").mkdir()  # where the snapshot is written first
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="INFO")
+    try:
+        daemon.log_state_table()
+    finally:
+        logger.remove(sink)
+    assert lines[0] == ("INFO", "state 2026-03-02 15:00 phase=monitoring live=0 halted=no")
+    assert lines[1] == ("WARNING", "state snapshot for `catalyst status` not written: Is a directory")
