@@ -369,10 +369,10 @@ class DoctorActor(pykka.ThreadingActor):
         is only reported: its actor resends it with the same client_order_id at the next restart."""
         row = self.writer.get_order(finding.order_id).get()
         position = self.writer.get_position(row.position_id).get() if row and row.position_id else None
-        # An entry whose submit ended with its outcome unknown, of a position still pending (no positions row until
-        # a fill): sent at the next restart it would buy late, maybe after the entry window or an emergency stop;
-        # retired instead.
-        lost_entry = row is not None and row.role == "entry" and row.outcome_unknown and row.position_id is None
+        # An entry of a position still pending (no positions row until a fill) whose submit ended with its outcome
+        # unknown, or that a restart found too old to send (the router's entry_resend_max_age_s): sent later it would
+        # buy late, maybe after the entry window or an emergency stop; retired instead.
+        lost_entry = row is not None and row.role == "entry" and row.position_id is None
         if row is None or (not lost_entry and (position is None or position.status != "closed")):
             log.info(f"doctor {finding.subject} stays created: its position is not closed (its submit may still be "
                      "in flight, a hung call waits out its timeout; if not, its actor resends it at the next restart)")
@@ -385,8 +385,9 @@ class DoctorActor(pykka.ThreadingActor):
             log.warning(f"doctor {finding.subject} is at the broker after all ({asked.client_order_id}); "
                         "left for the next pass to settle")
             return "alerted"
-        reason = ("never reached the broker (outcome unknown, not found by its client_order_id)" if lost_entry
-                  else f"never sent: position {row.symbol}#p-{row.position_id} closed first")
+        reason = (f"never sent: position {row.symbol}#p-{row.position_id} closed first" if not lost_entry
+                  else "never reached the broker (outcome unknown, not found by its client_order_id)"
+                  if row.outcome_unknown else "never sent: too late after a restart (not found by its client_order_id)")
         self.router.tell(m.RetireUnsent(order_ids=(row.order_id,), reason=reason))
         return "healed"
 

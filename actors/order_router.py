@@ -443,6 +443,12 @@ class OrderRouter(pykka.ThreadingActor):
         if tracked.role == "stop_loss":
             return  # travels with its take-profit as one OCO
         row = self.writer.get_order(tracked.order_id).get()
+        if tracked.role == "entry":
+            age_s = (self.clock.now() - row.created_at).total_seconds()
+            if age_s > self.settings.entry_resend_max_age_s:
+                log.warning(f"order {tracked.label} entry {why}, {age_s:.0f} s ago: too late to send now; the doctor "
+                            "asks the broker for it and retires it if absent")
+                return
         tracked.resent = True
         if tracked.role == "take_profit":
             leg = self.writer.get_order(oco_stop_leg_id(tracked.order_id)).get()

@@ -33,5 +33,9 @@ class RouterSettings(BaseModel):
     # free protection worker: against a broker 20 ms away, 100 fills are protected in 1.6-1.7 s with 2 and
     # 0.53-0.56 s with 8. On loopback the burst is mostly faster with 8 too, while 1,000 live positions route closes
     # slower (more calls on the one GIL): docs/BENCHMARKS.md, eleventh session. All workers share one rate budget.
+    # Exchange seconds an entry row may have waited, created but never acknowledged, for a restart to still send
+    # it (a crash between its commit and its submit): older, it is not sent, a market buy nobody decided now; the
+    # doctor asks the broker for it by its client_order_id and retires it if absent.
+    entry_resend_max_age_s: float = Field(default=120.0, gt=0)
     protection_workers: int = Field(default=8, ge=1, le=32)
     general_workers: int = Field(default=2, ge=1, le=32)

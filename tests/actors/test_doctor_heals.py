@@ -749,3 +749,38 @@ def test_an_entry_that_never_reached_the_broker_is_retired_and_its_position_stan
     assert entry.position_id is None and trading.writer.get_order(entry.order_id).get().position_id is None
     assert trading.broker_view()["orders"] == []
     assert doctor.run_pass(reason="after").get().findings == ()
+
+
+def test_an_entry_left_unacknowledged_by_a_crash_long_ago_is_not_sent_at_the_restart_but_retired(trading, doctor):
+    """A crash between an entry's commit and its submit, and a restart that comes long after (the supervisor gave
+    up, someone restarts by hand): sent then, the entry would be a market buy nobody decided now. The router sends
+    it only if it is younger than router.entry_resend_max_age_s; older, the doctor asks the broker for it by its
+    client_order_id and retires it. A young one is still sent (`test_an_order_sent_while_a_pass_reads_the_broker_is_
+    not_reported_as_an_unknown_outcome` above)."""
+    from catalyst.store.records import NewOrder
+
+    trading.exchange.set_price("AAPL", "149.95")
+    long_ago = trading.exchange.clock.now() - timedelta(minutes=10)
+    (entry,) = trading.writer.create_orders([NewOrder(
+        cycle_id=trading.cycle_id(), symbol="AAPL", role="entry", side="buy", order_type="market",
+        quantity=Decimal(100), planned_stop_loss=Decimal("147.00"), planned_take_profit=Decimal("155.00"))],
+        at=long_ago).get()
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="WARNING")
+    try:
+        trading.system.supervisor.restore(entry.order_id).get()
+        trading.wait_for(lambda: any("too late to send now" in line for line in lines), "the router to say so")
+    finally:
+        logger.remove(sink)
+    assert f"order AAPL#o-{entry.order_id} entry created but never acknowledged before a restart, 600 s ago: too " \
+           "late to send now; the doctor asks the broker for it and retires it if absent" in lines
+
+    report = doctor.run_pass(reason="start-up").get()
+
+    (stuck,) = [f for f in report.findings if f.type is T.STUCK_CREATED]
+    assert report.outcomes[report.findings.index(stuck)] == "healed"
+    retired = trading.wait_for(lambda: (o := trading.writer.get_order(entry.order_id).get()).status == "cancelled"
+                               and o, "the entry retired")
+    assert retired.cancel_reason == "never sent: too late after a restart (not found by its client_order_id)"
+    trading.wait_for(lambda: trading.system.supervisor.live_count().get() == 0, "the position actor to stop")
+    assert trading.broker_view()["orders"] == []
