@@ -104,7 +104,7 @@ class _LogFile:
     lines that matter. Now its failure and its recovery are said once each, on the daemon's other sinks; meanwhile
     every line still goes to stderr (the supervisor's journal), and each tries the file again."""
 
-    def __init__(self, file: Path, level: str, rotation: str, retention: int, blank: Any) -> None:
+    def __init__(self, file: Path, rotation: str, retention: int, blank: Any) -> None:
         self.file = file
         self.failing: str | None = None
         self._logger = blank
@@ -157,7 +157,7 @@ def _add_file_sink(file: Path, level: str, formatter: Any, rotation: str, retent
     global _log_file
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        _log_file = _LogFile(file, level, rotation, retention, blank)
+        _log_file = _LogFile(file, rotation, retention, blank)
         logger.add(_log_file.write, level=level, format=formatter, backtrace=False, diagnose=False, enqueue=False)
         # Logs may name positions and P&L: readable by the owner only.
         file.touch(exist_ok=True)
