@@ -331,8 +331,9 @@ class DoctorActor(pykka.ThreadingActor):
         return "healed"
 
     def _resend_lost(self, finding: Finding, got: _Pass) -> None:
-        """This position's stops and exits whose submit ended with its outcome unknown (retries spent on 429s, 5xx
-        or a dropped connection) stay `created`, and the position actor counts them as working: it neither
+        """This position's stops and exits whose submit ended with its outcome unknown (retries spent on 5xx, hangs
+        or a dropped connection; a submit only ever refused before the broker acted, 429s, the router sends again
+        itself) stay `created`, and the position actor counts them as working: it neither
         re-protects the shares nor stops waiting for its exit, while the broker holds them with no stop. Each such
         order, unknown for stuck_after_s, is looked up by its client_order_id (an OCO travels as its take-profit):
         there, the next pass settles it; absent, the router sends it again with that same id, so a first attempt
@@ -370,8 +371,8 @@ class DoctorActor(pykka.ThreadingActor):
         row = self.writer.get_order(finding.order_id).get()
         position = self.writer.get_position(row.position_id).get() if row and row.position_id else None
         # An entry of a position still pending (no positions row until a fill) whose submit ended with its outcome
-        # unknown, or that a restart found too old to send (the router's entry_resend_max_age_s): sent later it would
-        # buy late, maybe after the entry window or an emergency stop; retired instead.
+        # unknown, or that a restart or a wait after refusals found too old to send (entry_resend_max_age_s): sent
+        # later it would buy late, maybe after the entry window or an emergency stop; retired instead.
         lost_entry = row is not None and row.role == "entry" and row.position_id is None
         if row is None or (not lost_entry and (position is None or position.status != "closed")):
             log.info(f"doctor {finding.subject} stays created: its position is not closed (its submit may still be "
@@ -387,7 +388,7 @@ class DoctorActor(pykka.ThreadingActor):
             return "alerted"
         reason = (f"never sent: position {row.symbol}#p-{row.position_id} closed first" if not lost_entry
                   else "never reached the broker (outcome unknown, not found by its client_order_id)"
-                  if row.outcome_unknown else "never sent: too late after a restart (not found by its client_order_id)")
+                  if row.outcome_unknown else "never sent: too late to send now (not found by its client_order_id)")
         self.router.tell(m.RetireUnsent(order_ids=(row.order_id,), reason=reason))
         return "healed"
 

@@ -121,6 +121,10 @@ class SubmitResult(Message):
     report: OrderReport | None = None
     rejected: str | None = None
     unknown: str | None = None  # outcome still unknown after the lookup budget: the doctor settles it
+    # Every attempt refused before the broker acted (429s, a refused connection, the rate budget): nothing placed;
+    # the router sends it again with the same client_order_id, after `retry_after_s` if the broker named a reset.
+    refused: str | None = None
+    retry_after_s: float | None = None
 
 
 class CancelResult(Message):

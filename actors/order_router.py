@@ -53,6 +53,9 @@ ROUTINE_QUIET_S = 0.005  # idle this long (and no protection in flight): a burst
 OWNER_ANSWER_S = 2.0  # a position actor plans an entry fill's writes in well under a millisecond
 MARKET_FILL_CHECK_MAX_S = 60.0  # the last REST look at an unfilled market order; the doctor's passes after that
 STILL_WORKING = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.PARTIAL_FILL})
+REFUSED_BACKOFF_MAX_S = 15.0  # wall seconds between sends of a submit the broker keeps refusing (unless it names a
+# later reset)
+REFUSED_RESET_MAX_S = 60.0  # Alpaca's budget is per minute: a reset named further off is waited for a minute only
 
 
 class ApplyRoutineUpdates(m.Message):
@@ -64,6 +67,22 @@ class CheckMarketFill(m.Message):
 
     order_id: int
     check_s: float
+
+
+class ResendRefused(m.Message):
+    """The wait after a submit the broker refused before acting is over: send it again (same client_order_id)."""
+
+    order_id: int
+
+
+@dataclass
+class _Refused:
+    """A submit refused before the broker acted, waiting to be sent again."""
+
+    timer: Delayed
+    refusals: int
+    never_placed: bool  # no submit of the row may have reached the broker: a cancel can simply withdraw it
+    simple: bool  # one row (an OCO's two legs are never withdrawn: they go, then are cancelled)
 
 
 class CheckExecutions(m.Message):
@@ -184,6 +203,7 @@ class OrderRouter(pykka.ThreadingActor):
         # Order ids whose submit is in a pool's line or at a worker, its result not yet in: never aged out, so a row
         # being sent is never retired as "never sent" (_on_RetireUnsent).
         self._sending: set[int] = set()
+        self._refused: dict[int, _Refused] = {}  # by the submit's first row (an OCO's take-profit)
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -197,6 +217,9 @@ class OrderRouter(pykka.ThreadingActor):
         for timer in self._market_checks.values():
             timer.cancel()
         self._market_checks.clear()
+        for waiting in self._refused.values():  # still `created`: the next start sends them
+            waiting.timer.cancel()
+        self._refused.clear()
 
     # --- messages --------------------------------------------------------------------------------------------
 
@@ -483,10 +506,15 @@ class OrderRouter(pykka.ThreadingActor):
         """An order still waiting in a pool's line for a free worker is taken back before it is ever sent: its row
         ends cancelled and its owner hears so, as for a cancel at the broker. (Sent later, an entry cancelled while
         it waited would fill after its position was told to stand down: an emergency stop's flatten, say.)"""
-        if tracked.status is not OrderStatus.CREATED or tracked.resent:
+        waiting = self._refused.get(tracked.order_id)
+        never_placed = waiting.never_placed and waiting.simple if waiting is not None else not tracked.resent
+        if tracked.status is not OrderStatus.CREATED or not never_placed:
             return False
-        if not self._take_back(tracked.order_id):
+        if not self._take_back(tracked.order_id) and (waiting is None or tracked.order_id in self._sending):
             return False
+        if waiting is not None:  # refused by the broker, waiting to be sent again: it never will be
+            waiting.timer.cancel()
+            del self._refused[tracked.order_id]
         self._protecting.pop(tracked.order_id, None)
         group = WriteGroup()
         self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group,
@@ -548,6 +576,10 @@ class OrderRouter(pykka.ThreadingActor):
             self._protecting.pop(order_id, None)
             self._sending.discard(order_id)
         rows = [self.by_order[i] for i in msg.order_ids if i in self.by_order]
+        if msg.refused is not None:
+            self._send_again_later(rows, msg)
+            return
+        self._refused.pop(msg.order_ids[0], None)  # answered at last
         if msg.rejected is not None:  # both legs of an OCO in the same commit
             for tracked in rows:
                 self._move(tracked, OrderStatus.REJECTED, broker_status="rejected", reason=msg.rejected, group=group)
@@ -559,6 +591,52 @@ class OrderRouter(pykka.ThreadingActor):
         else:
             for tracked, report in zip(rows, [msg.report, *msg.report.legs]):
                 self._acknowledge(tracked, report, group)
+
+    def _send_again_later(self, rows: list[Tracked], msg: m.SubmitResult) -> None:
+        """Every attempt of this submit was refused before the broker acted (429s in a burst, a refused connection):
+        nothing was placed and nothing is unknown, so it is not left for the doctor, which waits stuck_after_s for a
+        hung attempt to land, while a stop's shares sit unprotected. It goes again with the same client_order_id
+        once the broker's named reset has passed (at most a minute), and no sooner than 1, 2, 4 … 15 s after the
+        previous refusal. A stop or an exit keeps going until placed; an entry only while young enough
+        (router.entry_resend_max_age_s), after which the doctor asks the broker for it and retires it."""
+        if not rows:
+            return
+        first = rows[0]
+        earlier = self._refused.pop(first.order_id, None)
+        refusals = earlier.refusals + 1 if earlier is not None else 1
+        delay_s = min(2.0 ** (refusals - 1), REFUSED_BACKOFF_MAX_S)
+        if msg.retry_after_s is not None:
+            delay_s = max(delay_s, min(msg.retry_after_s, REFUSED_RESET_MAX_S))
+        self._refused[first.order_id] = _Refused(
+            timer=tell_later(self.actor_ref, delay_s, ResendRefused(order_id=first.order_id)), refusals=refusals,
+            never_placed=earlier.never_placed if earlier is not None else not first.resent, simple=len(rows) == 1)
+        what = "OCO" if len(rows) > 1 else first.role
+        log.warning(f"order {'+'.join(t.label for t in rows)} {what} {msg.refused}: nothing placed; sending it again "
+                    f"with the same client_order_id in {delay_s:.1f}s (refusal {refusals})")
+
+    def _on_ResendRefused(self, msg: ResendRefused) -> None:
+        waiting = self._refused.get(msg.order_id)
+        tracked = self.by_order.get(msg.order_id)
+        if waiting is None or tracked is None or tracked.status is not OrderStatus.CREATED or tracked.broker_id:
+            self._refused.pop(msg.order_id, None)  # answered, withdrawn or retired meanwhile
+            return
+        if tracked.pending_cancel and self._withdraw(tracked, tracked.cancel_reason or "cancel"):
+            return  # cancelled while its submit was being refused, and never placed: it ends here
+        if tracked.pending_cancel and tracked.role == "entry":
+            # Cancelled while it waited, yet an earlier submit of it (before a restart, or one whose outcome was
+            # unknown) may be at the broker: never sent again (a market buy would fill at once); the doctor asks the
+            # broker for it by its client_order_id, then settles or retires it.
+            del self._refused[msg.order_id]
+            group = WriteGroup()
+            group.add(call("set_outcome_unknown", tracked.order_id, True))
+            group.then(lambda _: log.warning(f"order {tracked.label} entry cancelled while it waited to be sent again: "
+                                             "not sent; the doctor asks the broker for it by its client_order_id"))
+            group.commit(self.writer)
+            return
+        tracked.resent = False  # each refused submit placed nothing: this is not a second resend
+        self._send_if_never_acknowledged(tracked, why=f"refused {waiting.refusals}x")
+        if not tracked.resent:  # not sent: an entry too old now, or an OCO without its stop-loss row
+            del self._refused[msg.order_id]
 
     def _on_CancelResult(self, msg: m.CancelResult) -> None:
         tracked = self.by_order.get(msg.order_id)

@@ -25,16 +25,19 @@ from alpaca.trading.requests import (
 
 from catalyst.broker.errors import (
     BrokerError,
+    ConnectionFailed,
     DuplicateClientOrderId,
     InvalidRequest,
     MalformedResponse,
     NotFound,
     OutcomeUnknown,
+    RateLimited,
+    SubmitRefused,
 )
 from catalyst.broker.calls import Transport, harden, is_retryable_read_error
 from catalyst.broker.marketdata import MarketDataCalls
 from catalyst.broker.orders import NewOrder, alpaca_request
-from catalyst.broker.ratelimit import Priority, RateLimiter
+from catalyst.broker.ratelimit import Priority, RateLimiter, RateLimitTimeout
 from catalyst.broker.reports import (
     AccountReport,
     CalendarDay,
@@ -54,6 +57,11 @@ from catalyst.broker.reports import (
 ORDERS_PAGE_SIZE = 500  # Alpaca's maximum `limit` for GET /v2/orders
 ACTIVITIES_PAGE_SIZE = 100  # Alpaca's maximum `page_size` for account activities
 _ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+# A mutating request refused with one of these was never acted on: a 429 is answered before the order is looked
+# at, a refused connection never carried it, and our own rate budget never sent it.
+_REFUSED_BEFORE_ACTING = (RateLimited, ConnectionFailed, RateLimitTimeout)
 
 
 class AlpacaBroker(MarketDataCalls):
@@ -156,13 +164,25 @@ class AlpacaBroker(MarketDataCalls):
         On OutcomeUnknown (or an unparseable answer) the order is looked up by client_order_id: found →
         that is the answer; not found → resubmitting the SAME client_order_id is safe, because Alpaca
         refuses a second order with it (DuplicateClientOrderId → look up again). Transient errors where
-        nothing was sent are resubmitted too. At most `attempts` submissions; then the last error.
+        nothing was sent are resubmitted too. At most `attempts` submissions; then the last error, or SubmitRefused
+        when every attempt was refused before the broker acted (429s, a refused connection, our own rate budget):
+        then no attempt placed an order, and the caller may send the same client_order_id again later without a
+        look-up.
         """
         cid = order.client_order_id
+        may_have_acted = [False]  # an attempt whose request the broker may have acted on
 
         def attempt_once() -> OrderReport:
             try:
                 return self.submit_order(order, priority, announce)
+            except BrokerError as error:
+                if not isinstance(error, _REFUSED_BEFORE_ACTING):  # a broker that read the request, or may have
+                    may_have_acted[0] = True
+                raise
+
+        def attempt_settled() -> OrderReport:
+            try:
+                return attempt_once()
             except DuplicateClientOrderId:
                 found = self._lookup_after(cid, priority)
                 if found is None:
@@ -186,14 +206,20 @@ class AlpacaBroker(MarketDataCalls):
                 raise OutcomeUnknown(unknown.message, status=unknown.status, code=unknown.code,
                                      operation=unknown.operation) from unknown
 
-        for attempt in Retrying(
-            stop=stop_after_attempt(attempts),
-            retry=retry_if_exception(lambda e: is_retryable_read_error(e) or isinstance(e, OutcomeUnknown)),
-            wait=self._wait,
-            reraise=True,
-        ):
-            with attempt:
-                return attempt_once()
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(attempts),
+                retry=retry_if_exception(lambda e: is_retryable_read_error(e) or isinstance(e, OutcomeUnknown)),
+                wait=self._wait,
+                reraise=True,
+            ):
+                with attempt:
+                    return attempt_settled()
+        except _REFUSED_BEFORE_ACTING as refused:
+            if may_have_acted[0]:
+                raise
+            raise SubmitRefused(refused.message, retry_after_s=getattr(refused, "retry_after_s", None),
+                                status=refused.status, code=refused.code, operation=refused.operation) from refused
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _lookup_after(self, cid: str, priority: Priority) -> OrderReport | None:

@@ -13,7 +13,9 @@ The tree (catch at the level whose recovery action you implement)::
     │   ├── RateLimited              429 (`retry_after_s` when the broker said when)
     │   ├── ServerError              5xx on a read (nothing can have acted)
     │   ├── ConnectionFailed         the request never left: connect refused / connect timeout
-    │   └── ReadInterrupted          a READ timed out or lost its connection after sending
+    │   ├── ReadInterrupted          a READ timed out or lost its connection after sending
+    │   └── SubmitRefused            every attempt of a submit refused before the broker acted (429,
+    │                                connection refused, our own rate budget): nothing placed
     ├── OutcomeUnknown               a MUTATING request may have acted (read timeout, 5xx, reset after
     │                                sending): resolve ONLY by looking the order up by client_order_id
     ├── DuplicateClientOrderId       422 40010001: an order with this client_order_id already exists
@@ -142,6 +144,17 @@ class ConnectionFailed(TransientError):
 
 class ReadInterrupted(TransientError):
     kind = "read interrupted"
+
+
+class SubmitRefused(TransientError):
+    """Every attempt of one submit was refused before the broker acted on it, so none of them placed an order: the
+    same client_order_id may be sent again (when `retry_after_s` says, if the broker said), with nothing to look up."""
+
+    kind = "refused before the broker acted"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: object) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message, **kw)  # type: ignore[arg-type]
 
 
 class OutcomeUnknown(BrokerError):

@@ -7,8 +7,8 @@ import threading
 from dataclasses import dataclass, field
 
 # share-of-calls faults (0..1), and knobs that are not shares
-RATES = ("http_5xx", "submit_5xx", "timeout", "reply_lost", "drop", "duplicate", "delay", "reorder", "disconnect",
-         "burst_429")
+RATES = ("http_5xx", "submit_5xx", "submit_429", "timeout", "reply_lost", "drop", "duplicate", "delay", "reorder",
+         "disconnect", "burst_429")
 KNOBS = {"hang_s": 30.0, "delay_s": 0.5, "burst_s": 5.0}
 
 
@@ -19,7 +19,9 @@ class FaultSpecError(ValueError):
 @dataclass
 class FaultPlan:
     """`http_5xx`: a REST call fails with 503 before acting; `submit_5xx`: only an order submit (POST /v2/orders)
-    does, so cancels and look-ups still work (an outage of order entry alone). `timeout`: it hangs `hang_s`
+    does, so cancels and look-ups still work (an outage of order entry alone); `submit_429`: an order submit is
+    refused with a 429 (the Reset header naming the current window's end), as when other clients of the same key
+    spent its budget. `timeout`: it hangs `hang_s`
     seconds, then the connection is closed without an answer, also before acting. `reply_lost`: a mutating call IS
     carried out but its answer is a 5xx or a hang. `drop`/`duplicate`/`delay`/`reorder`: stream events lost, sent
     twice, sent `delay_s` late, or held back behind the next one. `disconnect`: the stream is closed after an event.

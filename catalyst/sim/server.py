@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import signal
 import threading
 from datetime import datetime, time, timedelta
@@ -162,6 +163,10 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
         decision = state.limiter.check(key_id, bucket)
         if not decision.allowed:
             return _error(429, {"code": 42910000, "message": "rate limit exceeded"}, decision.headers)
+        if request.method == "POST" and request.path == "/v2/orders" and plan.hits("submit_429"):
+            refused_until = str(math.ceil(state.limiter.now()) + 1)  # a budget spent elsewhere, back next second
+            return _error(429, {"code": 42910000, "message": "rate limit exceeded"},
+                          {**decision.headers, "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": refused_until})
         request[KEY_ID] = key_id
         if plan.hits("http_5xx") or (request.method == "POST" and request.path == "/v2/orders"
                                      and plan.hits("submit_5xx")):

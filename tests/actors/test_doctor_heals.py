@@ -781,6 +781,6 @@ def test_an_entry_left_unacknowledged_by_a_crash_long_ago_is_not_sent_at_the_res
     assert report.outcomes[report.findings.index(stuck)] == "healed"
     retired = trading.wait_for(lambda: (o := trading.writer.get_order(entry.order_id).get()).status == "cancelled"
                                and o, "the entry retired")
-    assert retired.cancel_reason == "never sent: too late after a restart (not found by its client_order_id)"
+    assert retired.cancel_reason == "never sent: too late to send now (not found by its client_order_id)"
     trading.wait_for(lambda: trading.system.supervisor.live_count().get() == 0, "the position actor to stop")
     assert trading.broker_view()["orders"] == []

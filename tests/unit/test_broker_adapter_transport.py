@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -15,7 +16,7 @@ from loguru import logger
 from requests import PreparedRequest, Response
 
 from catalyst.broker.adapter import AlpacaBroker
-from catalyst.broker.errors import MalformedResponse, OutcomeUnknown, RateLimited
+from catalyst.broker.errors import MalformedResponse, OutcomeUnknown, RateLimited, SubmitRefused
 from catalyst.broker.orders import NewOrder
 from catalyst.broker.ratelimit import RateLimiter
 
@@ -93,6 +94,38 @@ def test_a_429_on_submit_is_raised_at_once_without_alpaca_pys_hidden_retries() -
         make_broker(network).submit_order(buy())
 
     assert network.count("POST", "/v2/orders") == 1
+
+
+def test_a_submit_refused_with_429s_every_time_is_reported_as_never_placed_with_the_brokers_reset() -> None:
+    def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
+        refused = respond(request, 429, {"code": 42910000, "message": "rate limit exceeded"})
+        refused.headers["X-RateLimit-Reset"] = str(int(time.time()) + 30)
+        return refused
+
+    network = FakeNetwork(route)
+    with pytest.raises(SubmitRefused) as refused:
+        make_broker(network).submit_with_lookup(buy("cat-429"))
+
+    assert network.count("POST", "/v2/orders") == 3 and network.count("GET", "/v2/orders") == 0  # nothing to look up
+    assert refused.value.retry_after_s is not None and 25 < refused.value.retry_after_s <= 30
+    assert str(refused.value).startswith("refused before the broker acted HTTP 429 code 42910000: rate limit exceeded")
+
+
+def test_a_submit_whose_first_attempt_may_have_acted_is_not_reported_as_never_placed() -> None:
+    """A 503 after the request left (the broker may have placed it), then 429s: the order may exist, so the caller
+    must settle it by its client_order_id, not take it for never placed."""
+    answers = iter([503, 429, 429])
+
+    def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
+        if request.method == "GET":
+            return respond(request, 404, {"code": 40410000, "message": "order not found"})
+        return respond(request, next(answers), {"code": 50010000, "message": "nope"})
+
+    network = FakeNetwork(route)
+    with pytest.raises(RateLimited) as raised:
+        make_broker(network).submit_with_lookup(buy("cat-503"))
+
+    assert not isinstance(raised.value, SubmitRefused) and network.count("POST", "/v2/orders") == 3
 
 
 def test_a_read_that_meets_a_503_is_retried_and_succeeds() -> None:

@@ -1,0 +1,88 @@
+"""A submit the broker refuses before acting on it (429s until the worker's retries are spent) placed nothing: the
+router sends it again with the same client_order_id at the broker's reset, instead of leaving a stop's shares
+unprotected until the doctor's stuck_after_s (alpaca-py against the emulator, the database on disk; no doctor runs)."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+from actors import messages as m
+from tests.actors.test_trade_scenarios import position_of
+
+
+def refusal_lines(router_lines: list[str]) -> list[str]:
+    return [line for line in router_lines if "refused before the broker acted" in line]
+
+
+def legs(trading):
+    return [o for o in trading.all_orders() if o.role in ("take_profit", "stop_loss")]
+
+
+def test_an_oco_refused_with_429s_is_sent_again_at_the_reset_with_its_client_order_id(trading, router_lines):
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
+    trading.exchange.set_faults("submit_429=1")  # every order submit refused with a 429; cancels and reads answer
+    trading.trade("AAPL", "148.50")  # the entry fills: its event comes by the stream
+
+    (refused,) = trading.wait_for(lambda: refusal_lines(router_lines), "the OCO's submit to be refused", timeout=30)
+    waiting = legs(trading)
+    assert len(waiting) == 2 and all(o.status == "created" and not o.outcome_unknown for o in waiting)
+    take_profit, stop_loss = sorted(waiting, key=lambda o: o.order_id)
+    assert refused.startswith(f"order AAPL#o-{take_profit.order_id}+AAPL#o-{stop_loss.order_id} OCO refused before "
+                              "the broker acted HTTP 429 code 42910000: rate limit exceeded")
+    assert f"cid={take_profit.client_order_id}): nothing placed; sending it again with the same client_order_id in" \
+        in refused
+    assert refused.endswith("(refusal 1)")
+    trading.exchange.set_faults("")
+
+    acked = trading.wait_for(lambda: (rows := legs(trading)) and all(o.alpaca_order_id for o in rows) and rows,
+                             "both legs acknowledged without the doctor", timeout=20)
+    assert all(o.status in ("submitted", "accepted") and not o.outcome_unknown for o in acked)
+    sells = [o for o in trading.broker_view()["orders"] if o["side"] == "sell"]
+    assert len(sells) == 2 and {o["type"] for o in sells} == {"limit", "stop"}
+    assert take_profit.client_order_id in {o["client_order_id"] for o in sells}
+    assert len(legs(trading)) == 2  # the same rows, not new ones
+    assert position_of(trading).status == "open"
+
+
+def test_a_refused_submit_is_sent_again_with_growing_waits_until_placed(trading, router_lines):
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.exchange.set_faults("submit_429=1")
+    trading.open(trading.plan())  # a market entry, refused again and again
+
+    trading.wait_for(lambda: len(refusal_lines(router_lines)) >= 2, "two refusals", timeout=30)
+    first, second = refusal_lines(router_lines)[:2]
+    assert first.endswith("(refusal 1)") and second.endswith("(refusal 2)")
+    (entry,) = trading.all_orders()
+    assert entry.status == "created" and not entry.outcome_unknown
+    assert trading.broker_view()["orders"] == []
+    trading.exchange.set_faults("")
+
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "open" and p,
+                                "the entry placed at last, filled and protected", timeout=30)
+    assert position.quantity == Decimal(100)
+    assert [o["client_order_id"] for o in trading.broker_view()["orders"] if o["side"] == "buy"] == \
+        [entry.client_order_id]
+
+
+def test_an_entry_cancelled_while_its_refused_submit_waits_is_withdrawn_and_never_sent(trading, router_lines):
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.exchange.set_faults("submit_429=1")
+    actor = trading.open(trading.plan())
+
+    trading.wait_for(lambda: refusal_lines(router_lines), "the entry's submit to be refused", timeout=30)
+    (entry,) = trading.all_orders()
+    actor.tell(m.Flatten(reason="emergency: daily loss limit"))
+    withdrawn = trading.wait_for(lambda: (row := trading.writer.get_order(entry.order_id).get())
+                                 and row.status == "cancelled" and row, "the entry to be withdrawn", timeout=20)
+    trading.exchange.set_faults("")
+
+    assert withdrawn.alpaca_order_id is None and not withdrawn.outcome_unknown
+    assert withdrawn.cancel_reason == "emergency: daily loss limit; withdrawn before it was sent"
+    trading.wait_for(lambda: not actor.is_alive() or actor.proxy().state().get()["status"] == "cancelled",
+                     "the position to stand down")
+    time.sleep(2.5)  # past the longest wait the refusals had set: nothing is sent late
+    assert trading.broker_view()["orders"] == []
+    assert trading.broker_view()["positions"] == []
