@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -343,25 +344,36 @@ class DoctorActor(pykka.ThreadingActor):
                 and o.status == OrderStatus.CREATED and o.alpaca_order_id is None
                 and o.role in ("take_profit", "stop_loss", "flatten", "exit")
                 and (now - o.updated_at).total_seconds() >= self.settings.stuck_after_s]
-        asked = {}
-        for row in lost:
-            sent_as = got.local.get(oco_take_profit_id(row.order_id)) if row.role == "stop_loss" else None
-            sent_as = sent_as if sent_as is not None and sent_as.role == "take_profit" else row
-            asked[sent_as.order_id] = sent_as
+        asked = {sent.order_id: sent for sent in (self._sent_as(row, got.local.get) for row in lost)}
         resend = []
         for row in asked.values():
-            label, cid = f"{row.symbol}#o-{row.order_id}", row.client_order_id
-            if self.broker.get_order_by_client_id(cid) is not None:
-                log.warning(f"doctor {finding.subject}: {label} is at the broker after all ({cid}); left for the "
-                            "next pass to settle")
+            if self._at_broker_after_all(f"{finding.subject}: {row.symbol}#o-{row.order_id}", row):
                 continue
             resend.append(row.order_id)
-            log.warning(f"doctor {finding.subject}: {label} never reached the broker (its submit's outcome was "
-                        f"unknown; no order has client_order_id {cid}): sending it again with that id")
+            log.warning(f"doctor {finding.subject}: {row.symbol}#o-{row.order_id} never reached the broker (its "
+                        f"submit's outcome was unknown; no order has client_order_id {row.client_order_id}): sending "
+                        "it again with that id")
         if resend:
             self.router.tell(m.ResendUnsent(order_ids=tuple(resend),
                                             reason="never reached the broker (outcome unknown, not found by its "
                                                    "client_order_id)"))
+
+    @staticmethod
+    def _sent_as(row: Any, get_row: Callable[[int], Any]) -> Any:
+        """The row whose client_order_id the broker knows the order by: an OCO travels as its take-profit, its
+        stop-loss a leg Alpaca names itself."""
+        if row.role != "stop_loss":
+            return row
+        take_profit = get_row(oco_take_profit_id(row.order_id))
+        return take_profit if take_profit is not None and take_profit.role == "take_profit" else row
+
+    def _at_broker_after_all(self, subject: str, row: Any) -> bool:
+        """Asks the broker for the row by its client_order_id; there after all, the next pass settles it."""
+        if self.broker.get_order_by_client_id(row.client_order_id) is None:
+            return False
+        log.warning(f"doctor {subject} is at the broker after all ({row.client_order_id}); left for the next pass "
+                    "to settle")
+        return True
 
     def _retire_unsent(self, finding: Finding) -> str:
         """A row created but never sent, whose position has closed: no actor will send it (a closed position keeps
@@ -378,13 +390,7 @@ class DoctorActor(pykka.ThreadingActor):
             log.info(f"doctor {finding.subject} stays created: its position is not closed (its submit may still be "
                      "in flight, a hung call waits out its timeout; if not, its actor resends it at the next restart)")
             return "alerted"
-        asked = row
-        if row.role == "stop_loss":  # an OCO travels as its take-profit, the stop a leg Alpaca names itself
-            sibling = self.writer.get_order(oco_take_profit_id(row.order_id)).get()
-            asked = sibling if sibling is not None and sibling.role == "take_profit" else row
-        if self.broker.get_order_by_client_id(asked.client_order_id) is not None:
-            log.warning(f"doctor {finding.subject} is at the broker after all ({asked.client_order_id}); "
-                        "left for the next pass to settle")
+        if self._at_broker_after_all(finding.subject, self._sent_as(row, lambda i: self.writer.get_order(i).get())):
             return "alerted"
         reason = (f"never sent: position {row.symbol}#p-{row.position_id} closed first" if not lost_entry
                   else "never reached the broker (outcome unknown, not found by its client_order_id)"
