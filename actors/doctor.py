@@ -23,7 +23,7 @@ from actors import messages as m
 from actors.refs import BUSY, Answers, Delayed, tell_if_alive, tell_later
 from catalyst.broker.errors import BrokerError
 from catalyst.broker.reports import FillReport, OrderReport, PositionReport
-from catalyst.clock import wall_seconds
+from catalyst.clock import CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, clock_skew_s, describe_skew, wall_seconds
 from catalyst.domain.cycle import exchange_time
 from catalyst.domain.orders import OrderStatus, oco_stop_leg_id, oco_take_profit_id
 from catalyst.domain.positions import Position, PositionSide, PositionStatus
@@ -82,10 +82,14 @@ class PositionBusy(Exception):
 
 class DoctorActor(pykka.ThreadingActor):
     def __init__(self, writer: Any, broker: Any, router: Any, supervisor: Any, clock: Any,
-                 settings: DoctorSettings | None = None) -> None:
+                 settings: DoctorSettings | None = None, clock_limit_s: float | None = None) -> None:
         super().__init__()
         self.writer, self.broker, self.router, self.supervisor, self.clock = writer, broker, router, supervisor, clock
         self.settings = settings or DoctorSettings()
+        # On the wall clock (paper, live): broker.max_clock_skew_s, for the periodic look at this machine's clock
+        # against the broker's (check_clock); None on an emulator's clock, which the daemon follows.
+        self.clock_limit_s = clock_limit_s
+        self._clock_said: str | None = None  # the level last said of the clock (None: within CLOCK_SKEW_WARN_S)
         self.halted = False
         self.halt_reason: str | None = None
         self._numbers = itertools.count(1)
@@ -118,10 +122,37 @@ class DoctorActor(pykka.ThreadingActor):
             # The timer only polls: a pass is due after interval_s of EXCHANGE time (a manual clock never runs one).
             if self._last_pass_at is None or (self.clock.now() - self._last_pass_at).total_seconds() >= self.settings.interval_s:
                 self.run_pass(reason="periodic")
+                self.check_clock()
             self._schedule()
         elif isinstance(message, m.StreamReconnected):
             self.run_pass(reason=f"stream reconnected #{message.count}")
         return None
+
+    def check_clock(self) -> None:
+        """This machine's clock against the broker's, again each periodic pass: start-up compared them once, but a
+        time sync that steps the clock, or stops and lets it drift, changes that mid-day. Said when it changes: a
+        WARNING past CLOCK_SKEW_WARN_S, an ERROR past broker.max_clock_skew_s, INFO once it is back within."""
+        if self.clock_limit_s is None:
+            return
+        try:
+            before = self.clock.now()
+            broker_at = self.broker.clock().at
+            skew = clock_skew_s(before, broker_at, self.clock.now())
+        except BrokerError as exc:  # the pass reports an unavailable broker; this look waits for the next one
+            log.debug(f"doctor could not read the broker's clock: {exc}")
+            return
+        level = ("ERROR" if abs(skew) > self.clock_limit_s else "WARNING" if abs(skew) > CLOCK_SKEW_WARN_S
+                 else None)
+        if level == self._clock_said:
+            return
+        self._clock_said = level
+        if level is None:
+            log.info(f"doctor {describe_skew(skew)}: within {CLOCK_SKEW_WARN_S:g} s again")
+        elif level == "ERROR":
+            log.error(f"doctor {describe_skew(skew)} (broker.max_clock_skew_s = {self.clock_limit_s:g}): "
+                      f"{FIX_TIME_SYNC}")
+        else:
+            log.warning(f"doctor {describe_skew(skew)}: {FIX_TIME_SYNC}")
 
     def _schedule(self) -> None:
         self._timer = tell_later(self.actor_ref, wall_seconds(self.clock, self.settings.interval_s), Tick())

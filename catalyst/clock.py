@@ -22,6 +22,11 @@ class Clock(Protocol):
     def speed(self) -> float: ...
 
 
+CLOCK_SKEW_WARN_S = 2.0  # this machine's clock this far from the broker's is said as a WARNING
+FIX_TIME_SYNC = ("the entry window and the 15:55 flatten run on this machine's clock; fix its time sync (timedatectl, "
+                 "chronyc tracking)")
+
+
 def clock_skew_s(before: datetime, broker_at: datetime, after: datetime) -> float:
     """Seconds the broker's clock is ahead of ours (negative: behind), from one reading of it taken between two of
     ours: the broker stamped its answer somewhere in that interval, so it is compared with the midpoint."""

@@ -57,9 +57,6 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
-CLOCK_SKEW_WARN_S = 2.0  # this machine's clock this far from the broker's is said as a WARNING at start
-
-
 def _setup_logging(args: argparse.Namespace, config: Config, secrets: Any) -> None:
     """The command line (--log-format, --log-level) wins over the config, also after a SIGHUP reload.
     A log file that cannot be set up as configured is a ConfigError naming the file and the key."""
@@ -204,7 +201,7 @@ class Daemon:
         from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
 
         from catalyst.broker.errors import BrokerError
-        from catalyst.clock import clock_skew_s, describe_skew
+        from catalyst.clock import CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, clock_skew_s, describe_skew
 
         clock, limit = self.endpoint.clock, self.config.broker.max_clock_skew_s
         if clock.speed != 1:  # an emulator's accelerated or manual time, which the daemon follows: nothing to compare
@@ -229,9 +226,8 @@ class Daemon:
             log.warning(f"system could not read the broker's clock to compare with this machine's: {exc}")
             return
         if abs(measured) > limit:
-            raise UsageError(f"{describe_skew(measured)} (broker.max_clock_skew_s = {limit:g}): the entry window and "
-                             "the 15:55 flatten run on this machine's clock; fix its time sync (timedatectl, "
-                             "chronyc tracking), then start again")
+            raise UsageError(f"{describe_skew(measured)} (broker.max_clock_skew_s = {limit:g}): {FIX_TIME_SYNC}, "
+                             "then start again")
         level = "WARNING" if abs(measured) > CLOCK_SKEW_WARN_S else "INFO"
         log.log(level, f"system {describe_skew(measured)}" + (" (fix its time sync: the schedule runs on it)"
                                                               if level == "WARNING" else ""))

@@ -82,8 +82,9 @@ class CycleHooks:
         system = daemon.system
         self.writer = system.writer
         self.scanner = ScannerActor.start(broker_factory("scanner"), self.writer, self.config.scanner).proxy()
+        clock_limit_s = self.config.broker.max_clock_skew_s if self.endpoint.clock.speed == 1 else None
         self.doctor = DoctorActor.start(self.writer, broker_factory("doctor"), system.router, system.supervisor,
-                                        self.endpoint.clock, self.config.doctor).proxy()
+                                        self.endpoint.clock, self.config.doctor, clock_limit_s).proxy()
         daemon.parts.extend([self.scanner.actor_ref, self.doctor.actor_ref])
         daemon.reconnect_listeners.append(self.doctor.actor_ref)
         self.calendar = TradingCalendar(self.broker)
