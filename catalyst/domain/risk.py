@@ -14,6 +14,7 @@ from catalyst.domain.money import MONEY_CONTEXT, ZERO, positive
 from catalyst.domain.positions import PositionSide
 
 _CTX = MONEY_CONTEXT
+_ONE_SHARE = Decimal(1)
 HUNDRED = Decimal(100)
 
 
@@ -274,8 +275,9 @@ def _shares(
 
 
 def _whole(shares: Decimal) -> Decimal:
-    # Always down: rounding up would exceed the budget or the cap it was computed from.
-    return shares.to_integral_value(rounding=ROUND_FLOOR)
+    # Always down: rounding up would exceed the budget or the cap it was computed from. quantize, not
+    # to_integral_value, which keeps a quotient's exponent: 500 / 0.08 stays 6.25E+3, and log lines said "buy 6.25E+3".
+    return shares.quantize(_ONE_SHARE, rounding=ROUND_FLOOR)
 
 
 def _direction(side: PositionSide) -> int:

@@ -41,6 +41,12 @@ def test_size_rounds_down_to_whole_shares() -> None:
     assert size_position(D("100000"), D("50"), D("47"), ROOMY) == D("166")
 
 
+def test_a_size_is_written_as_plain_whole_shares_never_with_an_exponent() -> None:
+    # $500 of risk at $0.08 a share is 6,250 shares; the quotient is Decimal('6.25E+3'), which logs as "6.25E+3".
+    shares = size_position(D("100000"), D("2.48"), D("2.40"), ROOMY)
+    assert shares == D("6250") and str(shares) == "6250"
+
+
 def test_size_is_capped_by_max_position_notional() -> None:
     capped = RiskSettings(max_position_notional=D("10000"), max_total_notional=D("1000000"))
     # Risk allows 250 shares ($12,500); the $10,000 cap allows 200.
