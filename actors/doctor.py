@@ -418,8 +418,9 @@ class DoctorActor(pykka.ThreadingActor):
         # later it would buy late, maybe after the entry window or an emergency stop; retired instead.
         lost_entry = row is not None and row.role == "entry" and row.position_id is None
         if row is None or (not lost_entry and (position is None or position.status != "closed")):
-            log.info(f"doctor {finding.subject} stays created: its position is not closed (its submit may still be "
-                     "in flight, a hung call waits out its timeout; if not, its actor resends it at the next restart)")
+            log.info(f"doctor {finding.subject} stays created: its position is not closed (its submit is in flight, "
+                     "a hung call waiting out its timeout, or waits to go again after the broker refused it; else a "
+                     "restart resends it)")
             return "alerted"
         if self._at_broker_after_all(finding.subject, self._sent_as(row, lambda i: self.writer.get_order(i).get())):
             return "alerted"

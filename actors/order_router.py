@@ -539,7 +539,9 @@ class OrderRouter(pykka.ThreadingActor):
             if tracked is None:
                 row = self.writer.get_order(order_id).get()
                 tracked = self._track(row, owner=None) if row is not None else None
-            if tracked is None or tracked.status is not OrderStatus.CREATED or tracked.broker_id or tracked.resent:
+            waiting = self._refused.get(order_id)  # refused before the broker acted, so never placed: retirable
+            if (tracked is None or tracked.status is not OrderStatus.CREATED or tracked.broker_id
+                    or (tracked.resent and waiting is None)):
                 continue
             # A closed position's row is not normally still in a pool's line: if it is, it must not go. One a worker
             # is sending (or an OCO's, which is never withdrawn) may reach the broker after the doctor looked there:
@@ -547,6 +549,9 @@ class OrderRouter(pykka.ThreadingActor):
             if not self._take_back(order_id) and order_id in self._sending:
                 log.info(f"order {tracked.label} not retired: its submit is in flight; its answer tells")
                 continue
+            if waiting is not None:
+                waiting.timer.cancel()
+                del self._refused[order_id]
             self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group, reason=msg.reason)
             if tracked.owner is not None:  # a live position's lost entry: it stands down (cancelled, no shares)
                 group.then(lambda _, t=tracked: self._tell_owner(t, None))

@@ -86,3 +86,24 @@ def test_an_entry_cancelled_while_its_refused_submit_waits_is_withdrawn_and_neve
     time.sleep(2.5)  # past the longest wait the refusals had set: nothing is sent late
     assert trading.broker_view()["orders"] == []
     assert trading.broker_view()["positions"] == []
+
+
+def test_an_entry_the_doctor_retires_while_its_refused_submit_waits_is_never_sent(trading, router_lines):
+    """Seen by hand at 10x: the doctor's retirement of an entry lost this long was skipped while it waited after a
+    second refusal (the router took it for a resend in flight), and came only a pass later."""
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.exchange.set_faults("submit_429=1")
+    actor = trading.open(trading.plan())
+    trading.wait_for(lambda: len(refusal_lines(router_lines)) >= 2, "a second refusal", timeout=30)
+    (entry,) = trading.all_orders()
+
+    trading.system.router.tell(m.RetireUnsent(order_ids=(entry.order_id,), reason="never sent: too late to send now"))
+    retired = trading.wait_for(lambda: (row := trading.writer.get_order(entry.order_id).get())
+                               and row.status == "cancelled" and row, "the entry to be retired", timeout=10)
+    trading.exchange.set_faults("")
+
+    assert retired.cancel_reason == "never sent: too late to send now" and retired.alpaca_order_id is None
+    trading.wait_for(lambda: not actor.is_alive() or actor.proxy().state().get()["status"] == "cancelled",
+                     "the position to stand down")
+    time.sleep(4.5)  # past the wait the second refusal had set: nothing is sent late
+    assert trading.broker_view()["orders"] == []
