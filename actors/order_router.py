@@ -512,9 +512,7 @@ class OrderRouter(pykka.ThreadingActor):
             return False
         if not self._take_back(tracked.order_id) and (waiting is None or tracked.order_id in self._sending):
             return False
-        if waiting is not None:  # refused by the broker, waiting to be sent again: it never will be
-            waiting.timer.cancel()
-            del self._refused[tracked.order_id]
+        self._stop_waiting(tracked.order_id)
         self._protecting.pop(tracked.order_id, None)
         group = WriteGroup()
         self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group,
@@ -549,9 +547,7 @@ class OrderRouter(pykka.ThreadingActor):
             if not self._take_back(order_id) and order_id in self._sending:
                 log.info(f"order {tracked.label} not retired: its submit is in flight; its answer tells")
                 continue
-            if waiting is not None:
-                waiting.timer.cancel()
-                del self._refused[order_id]
+            self._stop_waiting(order_id)
             self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group, reason=msg.reason)
             if tracked.owner is not None:  # a live position's lost entry: it stands down (cancelled, no shares)
                 group.then(lambda _, t=tracked: self._tell_owner(t, None))
@@ -618,6 +614,12 @@ class OrderRouter(pykka.ThreadingActor):
         what = "OCO" if len(rows) > 1 else first.role
         log.warning(f"order {'+'.join(t.label for t in rows)} {what} {msg.refused}: nothing placed; sending it again "
                     f"with the same client_order_id in {delay_s:.1f}s (refusal {refusals})")
+
+    def _stop_waiting(self, order_id: int) -> None:
+        """A refused submit waiting to go again never will: withdrawn or retired."""
+        waiting = self._refused.pop(order_id, None)
+        if waiting is not None:
+            waiting.timer.cancel()
 
     def _on_ResendRefused(self, msg: ResendRefused) -> None:
         waiting = self._refused.get(msg.order_id)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+from loguru import logger
+
 from actors import messages as m
 from tests.actors.test_trade_scenarios import position_of
 
@@ -107,3 +109,36 @@ def test_an_entry_the_doctor_retires_while_its_refused_submit_waits_is_never_sen
                      "the position to stand down")
     time.sleep(4.5)  # past the wait the second refusal had set: nothing is sent late
     assert trading.broker_view()["orders"] == []
+
+
+def test_an_entry_resent_at_a_restart_refused_then_cancelled_is_not_sent_but_left_to_the_doctors_look_up(trading):
+    """A restart resends an entry left `created` by a crash: its first submit, before the crash, may have reached the
+    broker. Refused now, then cancelled while it waits (an emergency stop), it cannot simply be withdrawn as never
+    placed: it is not sent again (a market buy would fill at once) and is marked for the doctor, which asks the
+    broker for it by its client_order_id."""
+    from catalyst.store.records import NewOrder
+
+    trading.exchange.set_price("AAPL", "149.95")
+    (entry,) = trading.writer.create_orders([NewOrder(
+        cycle_id=trading.cycle_id(), symbol="AAPL", role="entry", side="buy", order_type="market",
+        quantity=Decimal(100), planned_stop_loss=Decimal("147.00"), planned_take_profit=Decimal("155.00"))],
+        at=trading.exchange.clock.now()).get()
+    trading.exchange.set_faults("submit_429=1")
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="WARNING",
+                      filter=lambda record: record["name"] == "actors.order_router")
+    try:
+        trading.system.supervisor.restore(entry.order_id).get()
+        trading.wait_for(lambda: refusal_lines(lines), "the resent entry to be refused", timeout=30)
+        (live,) = trading.system.supervisor.live_refs().get()
+        live.tell(m.Flatten(reason="emergency: daily loss limit"))
+        marked = trading.wait_for(lambda: (row := trading.writer.get_order(entry.order_id).get())
+                                  and row.outcome_unknown and row, "the entry marked for the doctor", timeout=20)
+        trading.exchange.set_faults("")
+        assert marked.status == "created" and marked.alpaca_order_id is None
+        assert f"order AAPL#o-{entry.order_id} entry cancelled while it waited to be sent again: not sent; the doctor " \
+               "asks the broker for it by its client_order_id" in lines
+        time.sleep(2.5)  # past the wait the refusal had set: nothing is sent late
+        assert trading.broker_view()["orders"] == []
+    finally:
+        logger.remove(sink)
