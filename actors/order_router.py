@@ -80,7 +80,7 @@ class _Refused:
     """A submit refused before the broker acted, waiting to be sent again."""
 
     timer: Delayed
-    refusals: int
+    tries: int  # sends that went unanswered so far
     never_placed: bool  # no submit of the row may have reached the broker: a cancel can simply withdraw it
     simple: bool  # one row (an OCO's two legs are never withdrawn: they go, then are cancelled)
 
@@ -452,6 +452,7 @@ class OrderRouter(pykka.ThreadingActor):
                 tracked = self._track(row, owner=None) if row is not None else None
             if tracked is None or order_id in self._sending:  # gone, or a submit of it is already under way
                 continue
+            self._stop_waiting(order_id)  # the router's own resend is not needed now
             tracked.resent = False  # its first submit ended (outcome unknown): this is the one resend
             self._send_if_never_acknowledged(tracked, why=msg.reason)
 
@@ -578,42 +579,59 @@ class OrderRouter(pykka.ThreadingActor):
             self._sending.discard(order_id)
         rows = [self.by_order[i] for i in msg.order_ids if i in self.by_order]
         if msg.refused is not None:
-            self._send_again_later(rows, msg)
+            self._send_again_later(rows, msg.refused, msg.retry_after_s, maybe_placed=False)
             return
-        self._refused.pop(msg.order_ids[0], None)  # answered at last
+        if msg.report is not None or msg.rejected is not None:
+            self._refused.pop(msg.order_ids[0], None)  # answered at last
         if msg.rejected is not None:  # both legs of an OCO in the same commit
             for tracked in rows:
                 self._move(tracked, OrderStatus.REJECTED, broker_status="rejected", reason=msg.rejected, group=group)
         elif msg.report is None:
             for tracked in rows:
                 group.add(call("set_outcome_unknown", tracked.order_id, True))
-                group.then(lambda _, t=tracked: log.warning(
-                    f"order {t.label} outcome unknown after submit: {msg.unknown}; the doctor settles it"))
+            earlier = self._refused.get(msg.order_ids[0])
+            if rows and rows[0].role != "entry" and (earlier.tries if earlier else 0) < self.settings.unknown_resends:
+                group.then(lambda _: self._send_again_later(rows, f"outcome unknown after submit: {msg.unknown}",
+                                                            None, maybe_placed=True))
+            else:
+                self._stop_waiting(msg.order_ids[0])
+                for tracked in rows:
+                    group.then(lambda _, t=tracked: log.warning(
+                        f"order {t.label} outcome unknown after submit: {msg.unknown}; the doctor settles it"))
         else:
             for tracked, report in zip(rows, [msg.report, *msg.report.legs]):
                 self._acknowledge(tracked, report, group)
 
-    def _send_again_later(self, rows: list[Tracked], msg: m.SubmitResult) -> None:
-        """Every attempt of this submit was refused before the broker acted (429s in a burst, a refused connection):
-        nothing was placed and nothing is unknown, so it is not left for the doctor, which waits stuck_after_s for a
-        hung attempt to land, while a stop's shares sit unprotected. It goes again with the same client_order_id
-        once the broker's named reset has passed (at most a minute), and no sooner than 1, 2, 4 … 15 s after the
-        previous refusal. A stop or an exit keeps going until placed; an entry only while young enough
-        (router.entry_resend_max_age_s), after which the doctor asks the broker for it and retires it."""
+    def _send_again_later(self, rows: list[Tracked], why: str, retry_after_s: float | None,
+                          maybe_placed: bool) -> None:
+        """A submit that did not get its answer goes again with the same client_order_id, after 1, 2, 4 … 15 s.
+
+        Refused before the broker acted (every attempt a 429, a refused connection, our own rate budget): nothing
+        was placed, so it is not left for the doctor, which waits stuck_after_s for a hung attempt to land while a
+        stop's shares sit unprotected; it goes once the broker's named reset has passed (at most a minute) too. A stop
+        or an exit keeps going until placed; an entry only while young enough (router.entry_resend_max_age_s), after
+        which the doctor asks the broker for it and retires it.
+
+        Its outcome unknown (`maybe_placed`: a stop or an exit only, router.unknown_resends times): if a first
+        attempt did land, the broker refuses the same id as a duplicate and the worker's look-up answers with it."""
         if not rows:
             return
         first = rows[0]
         earlier = self._refused.pop(first.order_id, None)
-        refusals = earlier.refusals + 1 if earlier is not None else 1
-        delay_s = min(2.0 ** (refusals - 1), REFUSED_BACKOFF_MAX_S)
-        if msg.retry_after_s is not None:
-            delay_s = max(delay_s, min(msg.retry_after_s, REFUSED_RESET_MAX_S))
+        tries = earlier.tries + 1 if earlier is not None else 1
+        delay_s = min(2.0 ** (tries - 1), REFUSED_BACKOFF_MAX_S)
+        if retry_after_s is not None:
+            delay_s = max(delay_s, min(retry_after_s, REFUSED_RESET_MAX_S))
+        never_placed = (earlier.never_placed if earlier is not None else not first.resent) and not maybe_placed
         self._refused[first.order_id] = _Refused(
-            timer=tell_later(self.actor_ref, delay_s, ResendRefused(order_id=first.order_id)), refusals=refusals,
-            never_placed=earlier.never_placed if earlier is not None else not first.resent, simple=len(rows) == 1)
+            timer=tell_later(self.actor_ref, delay_s, ResendRefused(order_id=first.order_id)), tries=tries,
+            never_placed=never_placed, simple=len(rows) == 1)
         what = "OCO" if len(rows) > 1 else first.role
-        log.warning(f"order {'+'.join(t.label for t in rows)} {what} {msg.refused}: nothing placed; sending it again "
-                    f"with the same client_order_id in {delay_s:.1f}s (refusal {refusals})")
+        outcome = (f"(try {tries} of {self.settings.unknown_resends}; a duplicate is refused, then looked up)"
+                   if maybe_placed else f"(refusal {tries})")
+        log.warning(f"order {'+'.join(t.label for t in rows)} {what} {why}: "
+                    f"{'' if maybe_placed else 'nothing placed; '}sending it again with the same client_order_id in "
+                    f"{delay_s:.1f}s {outcome}")
 
     def _stop_waiting(self, order_id: int) -> None:
         """A refused submit waiting to go again never will: withdrawn or retired."""
@@ -641,7 +659,7 @@ class OrderRouter(pykka.ThreadingActor):
             group.commit(self.writer)
             return
         tracked.resent = False  # each refused submit placed nothing: this is not a second resend
-        self._send_if_never_acknowledged(tracked, why=f"refused {waiting.refusals}x")
+        self._send_if_never_acknowledged(tracked, why=f"unanswered {waiting.tries}x")
         if not tracked.resent:  # not sent: an entry too old now, or an OCO without its stop-loss row
             del self._refused[msg.order_id]
 

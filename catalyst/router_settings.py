@@ -37,5 +37,11 @@ class RouterSettings(BaseModel):
     # it (a crash between its commit and its submit): older, it is not sent, a market buy nobody decided now; the
     # doctor asks the broker for it by its client_order_id and retires it if absent.
     entry_resend_max_age_s: float = Field(default=120.0, gt=0)
+    # Times a stop's, an OCO's or an exit's submit that ended with its outcome unknown (5xx, timeouts, the look-up
+    # failing too) is sent again by the router, with the same client_order_id (so a first attempt that did land
+    # makes the broker refuse it as a duplicate, and the look-up that follows answers), 1, 2, 4 … s apart, before it
+    # is left to the doctor's look-up after doctor.stuck_after_s: a few seconds of a failing broker then cost a
+    # stop a few seconds, not minutes. An entry is never sent again this way. 0: left to the doctor at once.
+    unknown_resends: int = Field(default=3, ge=0, le=20)
     protection_workers: int = Field(default=8, ge=1, le=32)
     general_workers: int = Field(default=2, ge=1, le=32)

@@ -20,6 +20,8 @@ from actors.messages import StreamReconnected
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.reconcile import DoctorSettings, FindingType as T
+from catalyst.router_settings import RouterSettings
+from tests.actors.conftest import Trading
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest
@@ -54,6 +56,17 @@ class CountingBroker:
             return target(*args, **kwargs)
 
         return counted
+
+
+@pytest.fixture
+def trading(exchange, tmp_path) -> Iterator[Trading]:
+    """The actor system with the router's own resends of unknown outcomes off (router.unknown_resends = 0): these
+    tests are of the doctor's heals, the backstop once the router has given up (tests/actors/test_submit_refused.py
+    has the router's resends)."""
+    harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}",
+                      router_settings=RouterSettings(unknown_resends=0)).start()
+    yield harness
+    harness.stop()
 
 
 @pytest.fixture

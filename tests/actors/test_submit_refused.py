@@ -142,3 +142,50 @@ def test_an_entry_resent_at_a_restart_refused_then_cancelled_is_not_sent_but_lef
         assert trading.broker_view()["orders"] == []
     finally:
         logger.remove(sink)
+
+
+def unknown_lines(router_lines: list[str]) -> list[str]:
+    return [line for line in router_lines if "outcome unknown after submit" in line]
+
+
+def test_an_oco_whose_outcome_is_unknown_is_sent_again_by_the_router_with_its_client_order_id(trading, router_lines):
+    """503s on every order submit while the entry fills (look-ups answer: no such order). The OCO's outcome is
+    unknown, so its rows are marked for the doctor; the router sends it again itself a second later with the same
+    client_order_id, and once order entry answers it is placed: seconds without a stop, not the doctor's minutes."""
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
+    trading.exchange.set_faults("submit_5xx=1")
+    trading.trade("AAPL", "148.50")
+
+    (first,) = trading.wait_for(lambda: unknown_lines(router_lines), "the OCO's outcome to be unknown", timeout=30)
+    take_profit, stop_loss = sorted(legs(trading), key=lambda o: o.order_id)
+    assert first.startswith(f"order AAPL#o-{take_profit.order_id}+AAPL#o-{stop_loss.order_id} OCO outcome unknown "
+                            "after submit: outcome unknown (look up by client_order_id) HTTP 503")
+    assert first.endswith("sending it again with the same client_order_id in 1.0s (try 1 of 3; a duplicate is "
+                          "refused, then looked up)")
+    assert all(o.outcome_unknown for o in legs(trading))
+    trading.exchange.set_faults("")
+
+    acked = trading.wait_for(lambda: (rows := legs(trading)) and all(o.alpaca_order_id for o in rows) and rows,
+                             "both legs acknowledged without the doctor", timeout=20)
+    assert all(not o.outcome_unknown for o in acked) and len(acked) == 2
+    sells = [o for o in trading.broker_view()["orders"] if o["side"] == "sell"]
+    assert len(sells) == 2 and take_profit.client_order_id in {o["client_order_id"] for o in sells}
+
+
+def test_after_its_unknown_resends_a_stop_is_left_to_the_doctor(trading, router_lines):
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
+    trading.exchange.set_faults("submit_5xx=1")
+    trading.trade("AAPL", "148.50")
+
+    trading.wait_for(lambda: any("the doctor settles it" in line for line in router_lines),
+                     "the router to give the OCO up to the doctor", timeout=60)
+    trading.exchange.set_faults("")
+    tries = [line for line in unknown_lines(router_lines) if "(try " in line]
+    assert [line.split("(try ")[1][:6] for line in tries] == ["1 of 3", "2 of 3", "3 of 3"]
+    assert all(o.outcome_unknown and o.status == "created" for o in legs(trading))
+    time.sleep(2.0)
+    assert [o for o in trading.broker_view()["orders"] if o["side"] == "sell"] == []  # nothing more from the router
