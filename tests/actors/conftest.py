@@ -15,6 +15,7 @@ from loguru import logger
 
 from actors.messages import TradePlan
 from actors.system import TradingSystem, alpaca_factories
+from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.positions import PositionSide
 from catalyst.sim.clock import SimClock
@@ -160,3 +161,40 @@ def router_lines() -> Iterator[list[str]]:
                       filter=lambda record: record["name"] == "actors.order_router")
     yield lines
     logger.remove(sink)
+
+
+class CountingLimiter(RateLimiter):
+    """Every trading HTTP request takes one token: counting tokens counts the calls that reach the broker."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.calls = 0
+
+    def acquire(self, priority: Any, timeout: float | None = None) -> None:
+        self.calls += 1
+        super().acquire(priority, timeout)
+
+
+class CountingBroker:
+    """A proxy around the broker counting method calls by name."""
+
+    def __init__(self, broker: AlpacaBroker) -> None:
+        self._broker = broker
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._broker, name)
+        if not callable(target):
+            return target
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return target(*args, **kwargs)
+
+        return counted
+
+
+@pytest.fixture
+def doctor_broker(trading) -> CountingBroker:
+    return CountingBroker(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, timeout_s=5.0,
+                                       limiter=CountingLimiter(), name="doctor"))

@@ -11,7 +11,6 @@ from loguru import logger
 
 from actors.doctor import DoctorActor
 from catalyst.domain.reconcile import DoctorSettings
-from tests.actors.test_doctor_heals import doctor_broker  # noqa: F401  (fixture)
 
 
 class MachineClock:
@@ -28,7 +27,7 @@ class MachineClock:
         return self.exchange.clock.now() + timedelta(seconds=self.off_s + ran_s)
 
 
-def test_a_clock_that_drifts_mid_day_is_said_once_per_change_and_once_back(trading, doctor_broker):  # noqa: F811
+def test_a_clock_that_drifts_mid_day_is_said_once_per_change_and_once_back(trading, doctor_broker):
     lines: list[tuple[str, str]] = []
     sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
                       level="INFO", filter=lambda record: record["name"] == "actors.doctor")
@@ -59,7 +58,7 @@ def test_a_clock_that_drifts_mid_day_is_said_once_per_change_and_once_back(tradi
         logger.remove(sink)
 
 
-def test_on_the_emulators_clock_the_doctor_does_not_look(trading, doctor_broker):  # noqa: F811
+def test_on_the_emulators_clock_the_doctor_does_not_look(trading, doctor_broker):
     """The daemon follows an emulator's clock: there is nothing to compare, and no broker call is made."""
     system = trading.system
     ref = DoctorActor.start(system.writer, doctor_broker, system.router, system.supervisor, trading.exchange.clock,
@@ -71,7 +70,7 @@ def test_on_the_emulators_clock_the_doctor_does_not_look(trading, doctor_broker)
         ref.stop()
 
 
-def test_each_look_at_the_wall_clock_asks_the_broker(trading, doctor_broker):  # noqa: F811
+def test_each_look_at_the_wall_clock_asks_the_broker(trading, doctor_broker):
     system = trading.system
     ref = DoctorActor.start(system.writer, doctor_broker, system.router, system.supervisor,
                             MachineClock(trading.exchange), DoctorSettings(), clock_limit_s=60)
@@ -83,7 +82,7 @@ def test_each_look_at_the_wall_clock_asks_the_broker(trading, doctor_broker):  #
         ref.stop()
 
 
-def test_the_periodic_pass_looks_at_the_clock(trading, doctor_broker):  # noqa: F811
+def test_the_periodic_pass_looks_at_the_clock(trading, doctor_broker):
     warnings: list[str] = []
     sink = logger.add(lambda message: warnings.append(message.record["message"]), level="WARNING",
                       filter=lambda record: record["name"] == "actors.doctor" and "clock" in record["message"])

@@ -18,44 +18,12 @@ from actors.doctor import DoctorActor
 from actors.position import PositionActor
 from actors.messages import StreamReconnected
 from catalyst.broker.adapter import AlpacaBroker
-from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.reconcile import DoctorSettings, FindingType as T
 from catalyst.router_settings import RouterSettings
-from tests.actors.conftest import Trading
+from tests.actors.conftest import CountingBroker, Trading
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest
-
-
-class CountingLimiter(RateLimiter):
-    """Every trading HTTP request takes one token: counting tokens counts the calls that reach the broker."""
-
-    def __init__(self) -> None:
-        super().__init__(0)
-        self.calls = 0
-
-    def acquire(self, priority: Any, timeout: float | None = None) -> None:
-        self.calls += 1
-        super().acquire(priority, timeout)
-
-
-class CountingBroker:
-    """A proxy around the broker counting method calls by name."""
-
-    def __init__(self, broker: AlpacaBroker) -> None:
-        self._broker = broker
-        self.calls: dict[str, int] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._broker, name)
-        if not callable(target):
-            return target
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] = self.calls.get(name, 0) + 1
-            return target(*args, **kwargs)
-
-        return counted
 
 
 @pytest.fixture
@@ -67,12 +35,6 @@ def trading(exchange, tmp_path) -> Iterator[Trading]:
                       router_settings=RouterSettings(unknown_resends=0)).start()
     yield harness
     harness.stop()
-
-
-@pytest.fixture
-def doctor_broker(trading) -> CountingBroker:
-    return CountingBroker(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, timeout_s=5.0,
-                                       limiter=CountingLimiter(), name="doctor"))
 
 
 @contextmanager

@@ -17,16 +17,22 @@ def refusal_lines(router_lines: list[str]) -> list[str]:
     return [line for line in router_lines if "refused before the broker acted" in line]
 
 
+def fill_a_resting_entry_under(trading, faults: str) -> None:
+    """A limit entry resting at the broker, then the faults on, then a print through its limit: the fill comes by
+    the stream, and the OCO for it meets the faults."""
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
+    trading.exchange.set_faults(faults)
+    trading.trade("AAPL", "148.50")
+
+
 def legs(trading):
     return [o for o in trading.all_orders() if o.role in ("take_profit", "stop_loss")]
 
 
 def test_an_oco_refused_with_429s_is_sent_again_at_the_reset_with_its_client_order_id(trading, router_lines):
-    trading.exchange.set_price("AAPL", "150.00")
-    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
-    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
-    trading.exchange.set_faults("submit_429=1")  # every order submit refused with a 429; cancels and reads answer
-    trading.trade("AAPL", "148.50")  # the entry fills: its event comes by the stream
+    fill_a_resting_entry_under(trading, "submit_429=1")  # every order submit refused with a 429; reads answer
 
     (refused,) = trading.wait_for(lambda: refusal_lines(router_lines), "the OCO's submit to be refused", timeout=30)
     waiting = legs(trading)
@@ -152,11 +158,7 @@ def test_an_oco_whose_outcome_is_unknown_is_sent_again_by_the_router_with_its_cl
     """503s on every order submit while the entry fills (look-ups answer: no such order). The OCO's outcome is
     unknown, so its rows are marked for the doctor; the router sends it again itself a second later with the same
     client_order_id, and once order entry answers it is placed: seconds without a stop, not the doctor's minutes."""
-    trading.exchange.set_price("AAPL", "150.00")
-    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
-    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
-    trading.exchange.set_faults("submit_5xx=1")
-    trading.trade("AAPL", "148.50")
+    fill_a_resting_entry_under(trading, "submit_5xx=1")
 
     (first,) = trading.wait_for(lambda: unknown_lines(router_lines), "the OCO's outcome to be unknown", timeout=30)
     take_profit, stop_loss = sorted(legs(trading), key=lambda o: o.order_id)
@@ -175,11 +177,7 @@ def test_an_oco_whose_outcome_is_unknown_is_sent_again_by_the_router_with_its_cl
 
 
 def test_after_its_unknown_resends_a_stop_is_left_to_the_doctor(trading, router_lines):
-    trading.exchange.set_price("AAPL", "150.00")
-    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
-    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
-    trading.exchange.set_faults("submit_5xx=1")
-    trading.trade("AAPL", "148.50")
+    fill_a_resting_entry_under(trading, "submit_5xx=1")
 
     trading.wait_for(lambda: any("the doctor settles it" in line for line in router_lines),
                      "the router to give the OCO up to the doctor", timeout=60)
