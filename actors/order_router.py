@@ -550,6 +550,7 @@ class OrderRouter(pykka.ThreadingActor):
                 continue
             self._stop_waiting(order_id)
             self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group, reason=msg.reason)
+            group.add(call("set_outcome_unknown", order_id, False))  # the doctor asked: it is not at the broker
             if tracked.owner is not None:  # a live position's lost entry: it stands down (cancelled, no shares)
                 group.then(lambda _, t=tracked: self._tell_owner(t, None))
         group.commit(self.writer)

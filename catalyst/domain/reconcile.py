@@ -313,7 +313,8 @@ def _order(diff: _Diff, order: LocalOrder, seen: BrokerOrder | None, acknowledge
             return  # sent while the pass ran, its answer already recorded: the next pass judges its status
         if seen is not None:
             diff.add(_T.OUTCOME_UNKNOWN, subject, f"{status} unknown", seen.status, **common)
-        elif diff.old(order.updated_at):
+        elif status not in ORDER_MACHINE.terminal and diff.old(order.updated_at):
+            # Ended (retired after the broker was asked for it) and still not at the broker: settled, no finding.
             # An entry lost this way holds its position pending (no shares) until a restart would send it, late:
             # retired instead, once the broker is asked by its client_order_id (its heal). Any other is reported
             # here; a stop or exit lost this way is sent again by MISSING_PROTECTION's heal.

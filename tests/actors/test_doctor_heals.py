@@ -720,10 +720,13 @@ def test_an_entry_that_never_reached_the_broker_is_retired_and_its_position_stan
     retired = trading.wait_for(lambda: (o := trading.writer.get_order(entry.order_id).get()).status == "cancelled"
                                and o, "the entry retired")
     assert retired.cancel_reason == "never reached the broker (outcome unknown, not found by its client_order_id)"
+    assert not retired.outcome_unknown  # asked and settled: not at the broker
     trading.wait_for(lambda: trading.system.supervisor.live_count().get() == 0, "the position actor to stop")
     assert entry.position_id is None and trading.writer.get_order(entry.order_id).get().position_id is None
     assert trading.broker_view()["orders"] == []
     assert doctor.run_pass(reason="after").get().findings == ()
+    trading.exchange.advance(timedelta(minutes=3))  # past stuck_after_s: the retired row is no finding later either
+    assert doctor.run_pass(reason="later").get().findings == ()
 
 
 def test_an_entry_left_unacknowledged_by_a_crash_long_ago_is_not_sent_at_the_restart_but_retired(trading, doctor):

@@ -207,6 +207,13 @@ def test_an_entry_lost_with_its_outcome_unknown_is_stuck_created_to_be_retired_b
     assert fresh == []  # not yet stuck_after_s: a hung first attempt may still land
 
 
+def test_an_order_retired_after_its_outcome_was_unknown_is_no_finding():
+    """Seen in a chaos run: an entry lost with its outcome unknown, retired as cancelled after the broker was asked,
+    kept its mark, and every later pass (and every restart) reported it as ORDER_NOT_AT_BROKER. Ended, it is settled."""
+    for status in ("cancelled", "rejected", "expired"):
+        assert run(LocalView(orders=(order(status=status, broker_id=None, unknown=True),)), BrokerView()) == [], status
+
+
 def test_a_submitted_order_the_broker_never_acknowledged_is_stuck_submitted():
     (finding,) = run(LocalView(orders=(order(status="submitted"),)), BrokerView(orders=(border(status="pending_new"),)))
     assert finding.type is T.STUCK_SUBMITTED
