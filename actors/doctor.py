@@ -363,9 +363,10 @@ class DoctorActor(pykka.ThreadingActor):
         return "healed"
 
     def _resend_lost(self, finding: Finding, got: _Pass) -> None:
-        """This position's stops and exits whose submit ended with its outcome unknown (retries spent on 5xx, hangs
-        or a dropped connection; a submit only ever refused before the broker acted, 429s, the router sends again
-        itself) stay `created`, and the position actor counts them as working: it neither
+        """This position's stops and exits whose submit ended with its outcome unknown (5xx, hangs or a dropped
+        connection, after the router's own resends, router.unknown_resends; one only ever refused before the broker
+        acted, 429s, the router keeps sending itself) stay `created`, and the position actor counts them as working:
+        it neither
         re-protects the shares nor stops waiting for its exit, while the broker holds them with no stop. Each such
         order, unknown for stuck_after_s, is looked up by its client_order_id (an OCO travels as its take-profit):
         there, the next pass settles it; absent, the router sends it again with that same id, so a first attempt
