@@ -15,6 +15,7 @@ from loguru import logger
 
 from actors.messages import TradePlan
 from actors.system import TradingSystem, alpaca_factories
+from bench.reconcile_orders import CountingBroker, CountingLimiter  # the benchmark counts the doctor's calls too
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.positions import PositionSide
@@ -161,37 +162,6 @@ def router_lines() -> Iterator[list[str]]:
                       filter=lambda record: record["name"] == "actors.order_router")
     yield lines
     logger.remove(sink)
-
-
-class CountingLimiter(RateLimiter):
-    """Every trading HTTP request takes one token: counting tokens counts the calls that reach the broker."""
-
-    def __init__(self) -> None:
-        super().__init__(0)
-        self.calls = 0
-
-    def acquire(self, priority: Any, timeout: float | None = None) -> None:
-        self.calls += 1
-        super().acquire(priority, timeout)
-
-
-class CountingBroker:
-    """A proxy around the broker counting method calls by name."""
-
-    def __init__(self, broker: AlpacaBroker) -> None:
-        self._broker = broker
-        self.calls: dict[str, int] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._broker, name)
-        if not callable(target):
-            return target
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] = self.calls.get(name, 0) + 1
-            return target(*args, **kwargs)
-
-        return counted
 
 
 @pytest.fixture
