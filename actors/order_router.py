@@ -38,7 +38,8 @@ from catalyst.router_settings import RouterSettings
 from actors.broker_worker import BrokerPool, Cancel, CatchUp, SubmitOco, SubmitOrder, Verify, submit_order_ids
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.cycle import exchange_time
-from catalyst.domain.orders import CatchUpKind, OrderStatus, oco_stop_leg_id, plan_catch_up, status_from_broker
+from catalyst.domain.orders import (CatchUpKind, OrderStatus, oco_stop_leg_id, oco_take_profit_id, plan_catch_up,
+                                    status_from_broker)
 from catalyst.domain.positions import entry_side
 from catalyst.domain.reconcile import catalyst_instance
 from catalyst.store.batch import StoreCall, WriteGroup, call, commit_together
@@ -82,7 +83,7 @@ class _Refused:
     timer: Delayed
     tries: int  # sends that went unanswered so far
     never_placed: bool  # no submit of the row may have reached the broker: a cancel can simply withdraw it
-    simple: bool  # one row (an OCO's two legs are never withdrawn: they go, then are cancelled)
+    simple: bool  # one row, not an OCO's two (withdrawn together, _withdraw_oco)
 
 
 class CheckExecutions(m.Message):
@@ -496,7 +497,7 @@ class OrderRouter(pykka.ThreadingActor):
                 continue
             tracked.cancel_reason = msg.reason
             if tracked.broker_id is None:
-                if self._withdraw(tracked, msg.reason):
+                if self._withdraw(tracked, msg.reason) or self._withdraw_oco(tracked, msg.reason):
                     continue
                 tracked.pending_cancel = True  # cancelled as soon as the broker acknowledges it
                 continue
@@ -513,14 +514,36 @@ class OrderRouter(pykka.ThreadingActor):
             return False
         if not self._take_back(tracked.order_id) and (waiting is None or tracked.order_id in self._sending):
             return False
-        self._stop_waiting(tracked.order_id)
-        self._protecting.pop(tracked.order_id, None)
-        group = WriteGroup()
-        self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group,
-                   reason=f"{reason}; withdrawn before it was sent")
-        group.then(lambda _: self._tell_owner(tracked, None))
-        group.commit(self.writer)
+        self._end_withdrawn([tracked], reason)
         return True
+
+    def _withdraw_oco(self, tracked: Tracked, reason: str) -> bool:
+        """Either leg of an OCO waiting to be sent again after the broker refused every submit of it before acting:
+        never placed, so both legs end here together, as Alpaca ends an OCO's other leg when one is cancelled. (Sent
+        at the reset and then cancelled, it would hold a flatten's exit back for up to a minute, and spend two calls
+        of a rate budget the broker has just said is spent.)"""
+        if tracked.role not in ("take_profit", "stop_loss"):
+            return False
+        take_profit_id = tracked.order_id if tracked.role == "take_profit" else oco_take_profit_id(tracked.order_id)
+        waiting = self._refused.get(take_profit_id)
+        legs = [self.by_order.get(take_profit_id), self.by_order.get(oco_stop_leg_id(take_profit_id))]
+        if (waiting is None or waiting.simple or not waiting.never_placed or take_profit_id in self._sending
+                or any(leg is None or leg.status is not OrderStatus.CREATED or leg.broker_id for leg in legs)):
+            return False
+        self._end_withdrawn([leg for leg in legs if leg is not None], reason)
+        return True
+
+    def _end_withdrawn(self, rows: list[Tracked], reason: str) -> None:
+        """Rows taken back before any submit of them reached the broker end cancelled; their owner hears so."""
+        self._stop_waiting(rows[0].order_id)
+        self._protecting.pop(rows[0].order_id, None)
+        group = WriteGroup()
+        for tracked in rows:
+            tracked.cancel_reason = reason
+            self._move(tracked, OrderStatus.CANCELLED, broker_status=None, group=group,
+                       reason=f"{reason}; withdrawn before it was sent")
+            group.then(lambda _, t=tracked: self._tell_owner(t, None))
+        group.commit(self.writer)
 
     def _take_back(self, order_id: int) -> bool:
         """True if the order's submit was still waiting in a pool's line: it will never be sent."""

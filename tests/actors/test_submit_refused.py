@@ -17,14 +17,15 @@ def refusal_lines(router_lines: list[str]) -> list[str]:
     return [line for line in router_lines if "refused before the broker acted" in line]
 
 
-def fill_a_resting_entry_under(trading, faults: str) -> None:
+def fill_a_resting_entry_under(trading, faults: str):
     """A limit entry resting at the broker, then the faults on, then a print through its limit: the fill comes by
-    the stream, and the OCO for it meets the faults."""
+    the stream, and the OCO for it meets the faults. Returns the position's actor."""
     trading.exchange.set_price("AAPL", "150.00")
-    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    actor = trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
     trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
     trading.exchange.set_faults(faults)
     trading.trade("AAPL", "148.50")
+    return actor
 
 
 def legs(trading):
@@ -53,6 +54,30 @@ def test_an_oco_refused_with_429s_is_sent_again_at_the_reset_with_its_client_ord
     assert take_profit.client_order_id in {o["client_order_id"] for o in sells}
     assert len(legs(trading)) == 2  # the same rows, not new ones
     assert position_of(trading).status == "open"
+
+
+def test_an_oco_cancelled_while_its_refused_submit_waits_is_withdrawn_and_the_flatten_exits_at_once(
+        trading, router_lines):
+    """A flatten (an emergency stop) while the OCO waits out a 429: both legs were never placed, so both end here,
+    withdrawn, and the one market exit goes now, not after the OCO has been sent at the reset and then cancelled."""
+    actor = fill_a_resting_entry_under(trading, "submit_429=1")
+    trading.wait_for(lambda: refusal_lines(router_lines), "the OCO's submit to be refused", timeout=30)
+    take_profit, stop_loss = sorted(legs(trading), key=lambda o: o.order_id)
+    trading.exchange.set_faults("")  # the exit is not refused; the OCO waits out its refusal all the same
+
+    actor.tell(m.Flatten(reason="emergency: daily loss limit"))
+    closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                              "the position closed by its exit", timeout=20)
+
+    withdrawn = [trading.writer.get_order(o.order_id).get() for o in (take_profit, stop_loss)]
+    assert [(o.status, o.alpaca_order_id, o.outcome_unknown) for o in withdrawn] == [("cancelled", None, False)] * 2
+    assert {o.cancel_reason for o in withdrawn} == {"flatten: emergency: daily loss limit; withdrawn before it was sent"}
+    assert closed.quantity == 0 and closed.realized_pnl == Decimal("-50")  # bought 149.00, sold 148.50
+    time.sleep(2.5)  # past the wait the refusal had set: the OCO is never sent late
+    sells = [o for o in trading.broker_view()["orders"] if o["side"] == "sell"]
+    assert [(o["type"], o["status"]) for o in sells] == [("market", "filled")]
+    assert take_profit.client_order_id not in {o["client_order_id"] for o in trading.broker_view()["orders"]}
+    assert trading.broker_view()["positions"] == []
 
 
 def test_a_refused_submit_is_sent_again_with_growing_waits_until_placed(trading, router_lines):
