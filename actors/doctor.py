@@ -22,13 +22,13 @@ from loguru import logger
 from actors import messages as m
 from actors.refs import BUSY, Answers, Delayed, tell_if_alive, tell_later
 from catalyst.broker.errors import BrokerError
-from catalyst.broker.reports import FillReport, OrderReport, PositionReport
+from catalyst.broker.reports import FillReport, OrderReport, PositionReport, order_views, position_view
 from catalyst.clock import CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, clock_skew_s, describe_skew, wall_seconds
 from catalyst.domain.cycle import exchange_time
 from catalyst.domain.orders import OrderStatus, oco_stop_leg_id, oco_take_profit_id
 from catalyst.domain.positions import Position, PositionSide, PositionStatus
 from catalyst.domain.reconcile import (
-    BrokerFill, BrokerOrder, BrokerPosition, BrokerView, DoctorSettings, Finding, FindingType, LocalOrder,
+    BrokerFill, BrokerView, DoctorSettings, Finding, FindingType, LocalOrder,
     LocalPosition, LocalView, Policy, execution_key, reconcile,
 )  # fmt: skip
 from catalyst.store.batch import call
@@ -293,13 +293,8 @@ class DoctorActor(pykka.ThreadingActor):
         unsent_first = {r.order_id for r in rows if r.alpaca_order_id is None}
         acknowledged = frozenset(r.order_id for r in reread if r.order_id in unsent_first and r.alpaca_order_id)
         recorded_since = frozenset(self.writer.execution_keys([r.order_id for r in rows]).get()) - keys
-        flat: dict[str, OrderReport] = {}
-        orders: list[BrokerOrder] = []
-        for report in reports:
-            for item, parent in ((report, None), *((leg, report.broker_id) for leg in report.legs)):
-                flat[item.broker_id] = item
-                orders.append(BrokerOrder(item.broker_id, item.client_order_id, item.symbol, item.side,
-                                          item.qty or Decimal(0), item.filled_qty, item.status, item.type, parent))
+        views = order_views(reports)
+        flat = {item.broker_id: item for item, _ in views}
         cum = _cumulative(fills)
         local = LocalView(
             orders=tuple(_local_order(r) for r in rows),
@@ -308,8 +303,8 @@ class DoctorActor(pykka.ThreadingActor):
             recorded_since=recorded_since, acknowledged_during_pass=acknowledged, instance_id=self._instance_id(),
         )
         broker = BrokerView(
-            orders=tuple(orders),
-            positions=tuple(BrokerPosition(p.symbol, p.side, p.qty) for p in broker_positions),
+            orders=tuple(view for _, view in views),
+            positions=tuple(position_view(p) for p in broker_positions),
             fills=tuple(BrokerFill(f.broker_order_id, cum[f.execution_id], f.qty, f.price, f.at) for f in fills),
         )
         gathered = _Pass(pass_id, after, {r.order_id: r for r in (*rows, *late)}, flat, fills,

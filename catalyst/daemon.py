@@ -261,7 +261,7 @@ class Daemon:
             log.critical(f"system stopping: the database refused a write ({fault}); nothing more can be recorded, "
                          "so no order can be sent. Stops already at the broker stay; a fill not yet recorded is "
                          "protected by the catch-up of the restart once the disk is fixed")
-            raise DatabaseError(self._storage_failed(fault))
+            raise DatabaseError(self._storage_failed(fault, self._shares_without_a_stop()))
         dead = self.dead_actors()
         if dead:
             log.critical(f"system actor {', '.join(dead)} died (its error is logged above): stopping so the "
@@ -270,11 +270,40 @@ class Daemon:
             raise ActorDied(f"actor {', '.join(dead)} died unexpectedly (its error is in the log); restart the "
                             "daemon: it rebuilds every position from the database")
 
-    def _storage_failed(self, fault: str) -> str:
+    def _storage_failed(self, fault: str, at_broker: str) -> str:
         where = sqlite_path(self.database_url) or self.database_url
         return (f"{where}: {fault}: nothing more could be recorded, so the daemon stopped (protection stays at the "
-                "broker); free disk space or repair the disk, then restart: it rebuilds every position from the "
-                "database and catches up with the broker")
+                f"broker; {at_broker}); free disk space or repair the disk, then restart: it rebuilds every position "
+                "from the database and catches up with the broker")
+
+    def _shares_without_a_stop(self) -> str:
+        """With the database refusing writes no order may be sent (order first), so a fill whose stop was not yet
+        placed stays unprotected until the disk is fixed and the daemon restarted: ask the broker (a read needs no
+        row) which shares its working stops leave uncovered, and name each, so the operator can protect them by
+        hand meanwhile. One line for the exit message; a CRITICAL line per position."""
+        from catalyst.broker.reports import order_views, position_view
+        from catalyst.domain.reconcile import BrokerView, uncovered_at_broker
+
+        broker = getattr(self, "broker", None)
+        if broker is None:
+            return "which shares have no stop is for you to check at the broker"
+        try:
+            orders = broker.list_orders(status="open", nested=True)
+            positions = broker.positions()
+        except Exception as exc:  # noqa: BLE001 - stopping goes on; the operator is told to look instead
+            log.error(f"system could not ask the broker which shares have no stop ({type(exc).__name__}: {exc}): "
+                      "check every position there")
+            return "the broker could not be asked which shares have no stop: check every position there"
+        view = BrokerView(orders=tuple(v for _, v in order_views(orders)),
+                          positions=tuple(position_view(p) for p in positions))
+        uncovered = uncovered_at_broker(view)
+        for shares in uncovered:
+            log.critical(f"system position {shares.symbol} at the broker: {shares.describe()}; no order can be sent "
+                         "while the database refuses writes: protect it by hand at the broker, or fix the disk and "
+                         "restart")
+        if not uncovered:
+            return f"every share of the {len(positions)} positions at the broker is under a working stop"
+        return "NOT under a working stop at the broker: " + "; ".join(s.describe() for s in uncovered)
 
     def dump_state(self) -> None:
         """SIGUSR1: every thread's stack, then every actor's state. The stacks come first and always: an operator

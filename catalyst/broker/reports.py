@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict
 from alpaca.trading.enums import OrderClass, OrderSide, OrderStatus, OrderType, TimeInForce
 from alpaca.trading.models import Calendar, Clock, Position, TradeAccount
 
+from catalyst.domain.reconcile import BrokerOrder, BrokerPosition
+
 EXCHANGE_TZ = ZoneInfo("America/New_York")
 
 
@@ -65,6 +67,18 @@ class PositionReport(Report):
     market_value: Decimal | None
     unrealized_pl: Decimal | None
     current_price: Decimal | None
+
+
+def order_views(reports: list[OrderReport]) -> list[tuple[OrderReport, BrokerOrder]]:
+    """Each order and each leg of it (an OCO's stop leg travels inside its take-profit), with reconciliation's view."""
+    return [(item, BrokerOrder(item.broker_id, item.client_order_id, item.symbol, item.side, item.qty or Decimal(0),
+                               item.filled_qty, item.status, item.type, parent))
+            for report in reports
+            for item, parent in ((report, None), *((leg, report.broker_id) for leg in report.legs))]
+
+
+def position_view(position: PositionReport) -> BrokerPosition:
+    return BrokerPosition(position.symbol, position.side, position.qty)
 
 
 class AccountReport(Report):

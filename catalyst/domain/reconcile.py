@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from catalyst.domain.money import ZERO
 from catalyst.domain.orders import ORDER_MACHINE, CatchUpKind, OrderStatus, plan_catch_up, status_from_broker
+from catalyst.domain.positions import exit_side
 
 
 class FindingType(StrEnum):
@@ -461,6 +462,38 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         diff.add(kind, subject, ours, theirs, explained=reduces, reason=reason, **common)
 
 
+def working_stop_qty(orders: tuple[BrokerOrder, ...], symbol: str, exit_side: str,
+                     not_ours: set[str] | frozenset[str] = frozenset()) -> Decimal:
+    """Shares of `symbol` a working stop at the broker would close (an OCO's stop leg is `held` until triggered)."""
+    return sum((o.qty - o.filled_qty for o in orders if o.symbol == symbol and o.side == exit_side
+                and o.type in STOP_TYPES and o.status in WORKING_BROKER and o.broker_id not in not_ours), ZERO)
+
+
+@dataclass(frozen=True)
+class Uncovered:
+    """Shares held at the broker beyond what its working stops would close."""
+
+    symbol: str
+    side: str  # long or short
+    held: Decimal
+    covered: Decimal
+
+    def describe(self) -> str:
+        return f"{self.symbol} {self.held:f} {self.side}, {self.covered:f} under a working stop"
+
+
+def uncovered_at_broker(broker: BrokerView) -> tuple[Uncovered, ...]:
+    """Every position the broker holds whose shares its working stops do not all cover, whoever placed either: what
+    an operator must protect by hand when the daemon cannot send an order (its database refuses writes)."""
+    found = []
+    for position in sorted(broker.positions, key=lambda p: p.symbol):
+        held = abs(position.qty)
+        covered = working_stop_qty(broker.orders, position.symbol, exit_side(position.side))
+        if held and covered < held:
+            found.append(Uncovered(position.symbol, position.side, held, covered))
+    return tuple(found)
+
+
 def _protection(diff: _Diff, local: LocalView, broker: BrokerView, not_ours: set[str]) -> None:
     """`not_ours`: another daemon's orders, which protect its shares, not ours."""
     at_broker = {p.symbol: p.qty for p in broker.positions}
@@ -469,9 +502,7 @@ def _protection(diff: _Diff, local: LocalView, broker: BrokerView, not_ours: set
         qty = sum((p.qty for p in positions), ZERO)
         if symbol not in at_broker or at_broker[symbol] != qty:
             continue  # a position finding comes first; protecting a quantity we are unsure of could oversell
-        exit_side = "sell" if positions[0].side == "long" else "buy"
-        working = sum((o.qty - o.filled_qty for o in broker.orders if o.symbol == symbol and o.side == exit_side
-                       and o.type in STOP_TYPES and o.status in WORKING_BROKER and o.broker_id not in not_ours), ZERO)
+        working = working_stop_qty(broker.orders, symbol, exit_side(positions[0].side), not_ours)
         ids = {p.position_id for p in positions}
         # Stops created locally but not yet at the broker are on their way: not missing, just in flight.
         in_flight = sum((o.qty for o in (*local.orders, *local.placed_during_pass)

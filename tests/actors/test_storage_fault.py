@@ -6,6 +6,7 @@ SQLITE_READONLY, as on a filesystem the kernel remounted read-only)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +14,8 @@ from loguru import logger
 
 import actors.system
 from actors.db_writer import DbWriter
+from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.ratelimit import RateLimiter
 from catalyst.config import load_config
 from catalyst.daemon import Daemon
 from catalyst.errors import DatabaseError
@@ -64,12 +67,54 @@ def test_a_disk_that_refuses_writes_sends_no_order_and_stops_the_daemon_naming_t
     reports = [message for level, message in lines if "refused a write" in message]
     assert len(reports) == 1 and reports[0].startswith(f"writer database {tmp_path / 'catalyst.db'} refused a write")
 
+    daemon = daemon_over(trading, tmp_path)
+    with pytest.raises(DatabaseError) as stopped:
+        daemon.check_actors()
+    assert str(stopped.value).startswith(f"{tmp_path / 'catalyst.db'}: attempt to write a readonly database: "
+                                         "nothing more could be recorded, so the daemon stopped (protection stays at "
+                                         "the broker; every share of the 1 positions at the broker is under a "
+                                         "working stop)")
+    assert stopped.value.exit_code == 3
+
+
+def daemon_over(trading: Trading, tmp_path) -> Daemon:
+    """The daemon's own stop check over the harness's actors, with the broker port `catalyst run` gives it."""
     config_file = tmp_path / "config.toml"
     config_file.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n')
     daemon = Daemon(load_config(config_file), SimpleNamespace(), trading.db_url,  # type: ignore[arg-type]
                     parts=[trading.system])
-    with pytest.raises(DatabaseError) as stopped:
-        daemon.check_actors()
-    assert str(stopped.value).startswith(f"{tmp_path / 'catalyst.db'}: attempt to write a readonly database: "
-                                         "nothing more could be recorded, so the daemon stopped")
-    assert stopped.value.exit_code == 3
+    daemon.broker = AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, timeout_s=5.0,
+                                 limiter=RateLimiter(0), name="daemon")
+    return daemon
+
+
+def test_a_fill_the_disk_would_not_record_is_named_unprotected_when_the_daemon_stops(failing_disk, tmp_path):
+    """The gap the golden rule leaves: a fill whose commit the disk refuses cannot have its stop sent (no row, no
+    order). The daemon cannot close it, but it asks the broker which shares no working stop covers and names them, in
+    a CRITICAL line and in its exit message, so the operator can protect them by hand until the disk is fixed."""
+    trading = failing_disk
+    trading.exchange.set_price("MSFT", "410.00")
+    trading.open(trading.plan(symbol="MSFT", qty="10", stop="400.00", target="420.00", order_type="limit",
+                              limit_price=Decimal("409.00")))
+    trading.wait_for(lambda: (o := trading.all_orders("MSFT")) and o[0].status in ("submitted", "accepted"),
+                     "the entry resting at the broker")
+    assert trading.system is not None
+    trading.system.writer_ref.proxy().refuse_writes().get()
+    trading.trade("MSFT", "408.50")
+    trading.wait_for(lambda: trading.system.storage.fault is not None, "the fill's commit to be refused")
+    trading.wait_for(lambda: trading.broker_view()["positions"], "the shares bought at the broker")
+    assert [o["symbol"] for o in trading.broker_view()["orders"]] == ["MSFT"], "an order with no row was sent"
+
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="INFO")
+    try:
+        with pytest.raises(DatabaseError) as stopped:
+            daemon_over(trading, tmp_path).check_actors()
+    finally:
+        logger.remove(sink)
+    assert "(protection stays at the broker; NOT under a working stop at the broker: MSFT 10 long, 0 under a working " \
+           "stop); free disk space" in str(stopped.value)
+    assert ("CRITICAL", "system position MSFT at the broker: MSFT 10 long, 0 under a working stop; no order can be "
+            "sent while the database refuses writes: protect it by hand at the broker, or fix the disk and restart") \
+        in lines
