@@ -23,7 +23,9 @@ from actors import messages as m
 from actors.refs import BUSY, Answers, Delayed, tell_if_alive, tell_later
 from catalyst.broker.errors import BrokerError
 from catalyst.broker.reports import FillReport, OrderReport, PositionReport, order_views, position_view
-from catalyst.clock import CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, clock_skew_s, describe_skew, wall_seconds
+from catalyst.clock import (
+    CLOCK_READING_MAX_S, CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, FOLLOWING_BROKER, clock_skew_s, describe_skew, wall_seconds,
+)
 from catalyst.domain.cycle import exchange_time
 from catalyst.domain.orders import OrderStatus, oco_stop_leg_id, oco_take_profit_id
 from catalyst.domain.positions import Position, PositionSide, PositionStatus
@@ -130,29 +132,40 @@ class DoctorActor(pykka.ThreadingActor):
 
     def check_clock(self) -> None:
         """This machine's clock against the broker's, again each periodic pass: start-up compared them once, but a
-        time sync that steps the clock, or stops and lets it drift, changes that mid-day. Said when it changes: a
-        WARNING past CLOCK_SKEW_WARN_S, an ERROR past broker.max_clock_skew_s, INFO once it is back within."""
+        time sync that steps the clock, or stops and lets it drift, changes that mid-day. Past CLOCK_SKEW_WARN_S the
+        daemon's clock follows the broker's (WallClock.follow), so the 15:55 flatten stays at the exchange's 15:55.
+        Said when it changes: a WARNING past CLOCK_SKEW_WARN_S, an ERROR past broker.max_clock_skew_s, INFO once it is
+        back within."""
         if self.clock_limit_s is None:
             return
         try:
             before = self.clock.now()
             broker_at = self.broker.clock().at
-            skew = clock_skew_s(before, broker_at, self.clock.now())
+            after = self.clock.now()
         except BrokerError as exc:  # the pass reports an unavailable broker; this look waits for the next one
             log.debug(f"doctor could not read the broker's clock: {exc}")
             return
+        if (after - before).total_seconds() > CLOCK_READING_MAX_S:
+            log.debug(f"doctor the broker's clock took {(after - before).total_seconds():.1f} s to answer: too loose "
+                      "a reading to compare clocks by; the next pass looks again")
+            return
+        measured = clock_skew_s(before, broker_at, after)
+        # The wall clock corrects itself to the broker's (WallClock.follow); a clock without that only reports.
+        follow = getattr(self.clock, "follow", None)
+        skew = follow(measured) if follow is not None else measured
         level = ("ERROR" if abs(skew) > self.clock_limit_s else "WARNING" if abs(skew) > CLOCK_SKEW_WARN_S
                  else None)
         if level == self._clock_said:
             return
-        self._clock_said = level
+        was, self._clock_said = self._clock_said, level
+        advice = FOLLOWING_BROKER if follow is not None else FIX_TIME_SYNC
         if level is None:
-            log.info(f"doctor {describe_skew(skew)}: within {CLOCK_SKEW_WARN_S:g} s again")
+            again = "; the schedule runs on this machine's clock again" if was and follow is not None else ""
+            log.info(f"doctor {describe_skew(skew)}: within {CLOCK_SKEW_WARN_S:g} s again{again}")
         elif level == "ERROR":
-            log.error(f"doctor {describe_skew(skew)} (broker.max_clock_skew_s = {self.clock_limit_s:g}): "
-                      f"{FIX_TIME_SYNC}")
+            log.error(f"doctor {describe_skew(skew)} (broker.max_clock_skew_s = {self.clock_limit_s:g}): {advice}")
         else:
-            log.warning(f"doctor {describe_skew(skew)}: {FIX_TIME_SYNC}")
+            log.warning(f"doctor {describe_skew(skew)}: {advice}")
 
     def _schedule(self) -> None:
         self._timer = tell_later(self.actor_ref, wall_seconds(self.clock, self.settings.interval_s), Tick())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Callable, Protocol
 
 import requests
 from loguru import logger
@@ -22,9 +22,12 @@ class Clock(Protocol):
     def speed(self) -> float: ...
 
 
-CLOCK_SKEW_WARN_S = 2.0  # this machine's clock this far from the broker's is said as a WARNING
+CLOCK_SKEW_WARN_S = 2.0  # this machine's clock this far from the broker's is said as a WARNING, and corrected
+CLOCK_READING_MAX_S = 1.0  # a reading of the broker's clock that took longer places it too loosely to correct by
 FIX_TIME_SYNC = ("the entry window and the 15:55 flatten run on this machine's clock; fix its time sync (timedatectl, "
                  "chronyc tracking)")
+FOLLOWING_BROKER = ("the entry window and the 15:55 flatten follow the broker's clock meanwhile; fix this machine's "
+                    "time sync (timedatectl, chronyc tracking)")
 
 
 def clock_skew_s(before: datetime, broker_at: datetime, after: datetime) -> float:
@@ -45,12 +48,27 @@ def wall_seconds(clock: Clock, exchange_seconds: float) -> float:
 
 
 class WallClock:
-    """Live trading: the machine's clock in New York."""
+    """Live trading: the machine's clock in New York, corrected to the broker's once it is found more than
+    CLOCK_SKEW_WARN_S off (follow): the entry window and the 15:55 flatten are the exchange's times, and a machine
+    whose time sync broke mid-day would otherwise flatten late, after the close if it drifts far enough."""
 
     speed = 1.0
 
+    def __init__(self, source: Callable[[], datetime] = lambda: datetime.now(EXCHANGE_TZ)) -> None:
+        self._source = source  # this machine's own time (tests put it off the exchange's)
+        self.correction_s = 0.0  # added to the machine's time; set by the start-up check and the doctor only
+
     def now(self) -> datetime:
-        return datetime.now(EXCHANGE_TZ)
+        correction_s = self.correction_s  # one read: another thread may set it meanwhile
+        return self._source() + timedelta(seconds=correction_s) if correction_s else self._source()
+
+    def follow(self, measured_s: float) -> float:
+        """`measured_s`: how far the broker's clock was found ahead of now()'s (clock_skew_s). Returns how far this
+        machine's own clock is from the broker's; beyond CLOCK_SKEW_WARN_S now() follows the broker from here on,
+        within it (time sync fixed, or a measurement's noise) the machine's own clock again."""
+        own_s = self.correction_s + measured_s
+        self.correction_s = own_s if abs(own_s) > CLOCK_SKEW_WARN_S else 0.0
+        return own_s
 
 
 class FollowedClock:

@@ -195,22 +195,29 @@ class Daemon:
 
     def _check_clock(self) -> None:
         """On the wall clock (paper, live), this machine's time against the broker's: the entry window and the 15:55
-        flatten run on this machine's clock, so one minutes off would flatten after the close. Beyond
-        broker.max_clock_skew_s, wait for time sync (a machine just booted may not have it yet) with backoff within
-        broker.startup_wait_s, then refuse: exit 2, a restart cannot help until someone fixes the time."""
+        flatten are the exchange's times, so a clock minutes off would flatten after the close. Past
+        CLOCK_SKEW_WARN_S the daemon's clock follows the broker's (WallClock.follow; the doctor keeps it so all day).
+        Beyond broker.max_clock_skew_s, wait for time sync (a machine just booted may not have it yet) with backoff
+        within broker.startup_wait_s, then refuse: exit 2, something is badly wrong with this machine's time."""
         from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
 
         from catalyst.broker.errors import BrokerError
-        from catalyst.clock import CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, clock_skew_s, describe_skew
+        from catalyst.clock import (
+            CLOCK_READING_MAX_S, CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, FOLLOWING_BROKER, clock_skew_s, describe_skew,
+        )
 
         clock, limit = self.endpoint.clock, self.config.broker.max_clock_skew_s
         if clock.speed != 1:  # an emulator's accelerated or manual time, which the daemon follows: nothing to compare
             return
 
+        took_s = [0.0]  # the last reading's round trip
+
         def skew() -> float:
             before = clock.now()
             broker_at = self.broker.clock().at
-            return clock_skew_s(before, broker_at, clock.now())
+            after = clock.now()
+            took_s[0] = (after - before).total_seconds()
+            return clock_skew_s(before, broker_at, after)
 
         def before_sleep(state: Any) -> None:
             log.warning(f"system {describe_skew(state.outcome.result())} (at most {limit:g} s allowed): waiting for "
@@ -228,9 +235,13 @@ class Daemon:
         if abs(measured) > limit:
             raise UsageError(f"{describe_skew(measured)} (broker.max_clock_skew_s = {limit:g}): {FIX_TIME_SYNC}, "
                              "then start again")
-        level = "WARNING" if abs(measured) > CLOCK_SKEW_WARN_S else "INFO"
-        log.log(level, f"system {describe_skew(measured)}" + (" (fix its time sync: the schedule runs on it)"
-                                                              if level == "WARNING" else ""))
+        if abs(measured) <= CLOCK_SKEW_WARN_S:
+            log.info(f"system {describe_skew(measured)}")
+        elif took_s[0] <= CLOCK_READING_MAX_S and hasattr(clock, "follow"):
+            clock.follow(measured)
+            log.warning(f"system {describe_skew(measured)}: {FOLLOWING_BROKER}")
+        else:  # a reading too slow to correct by: the doctor's next passes look again
+            log.warning(f"system {describe_skew(measured)} (fix its time sync: the schedule runs on it)")
 
     def day_completed(self, day: date, report: Path) -> None:
         self.completed.append((day, report))

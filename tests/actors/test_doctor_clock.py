@@ -7,27 +7,28 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import pytest
 from loguru import logger
 
 from actors.doctor import DoctorActor
+from catalyst.clock import WallClock
 from catalyst.domain.reconcile import DoctorSettings
 
 
-class MachineClock:
-    """This machine's clock on the wall (speed 1), `off_s` seconds from the exchange's manual one (which stands
-    still; `moving`: this one runs on, so periodic passes come due)."""
-
-    speed = 1.0
+class MachineClock(WallClock):
+    """The daemon's wall clock, its machine's time `off_s` seconds from the exchange's manual one (which stands still;
+    `moving`: the machine's runs on, so periodic passes come due)."""
 
     def __init__(self, exchange, moving: bool = False) -> None:
+        super().__init__(source=self._machine_time)
         self.exchange, self.off_s, self.moving, self.started = exchange, 0.0, moving, time.monotonic()
 
-    def now(self):
+    def _machine_time(self):
         ran_s = time.monotonic() - self.started if self.moving else 0.0
         return self.exchange.clock.now() + timedelta(seconds=self.off_s + ran_s)
 
 
-def test_a_clock_that_drifts_mid_day_is_said_once_per_change_and_once_back(trading, doctor_broker):
+def test_a_clock_off_mid_day_is_followed_to_the_brokers_and_said_once_per_change(trading, doctor_broker):
     lines: list[tuple[str, str]] = []
     sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
                       level="INFO", filter=lambda record: record["name"] == "actors.doctor")
@@ -43,16 +44,50 @@ def test_a_clock_that_drifts_mid_day_is_said_once_per_change_and_once_back(tradi
             doctor.check_clock().get()
             return lines[before:]
 
-        assert said_now(0.3) == []  # within 2 s: nothing to say
+        def off_the_exchange_s() -> float:
+            return (machine.now() - trading.exchange.clock.now()).total_seconds()
+
+        assert said_now(0.3) == []  # within 2 s: nothing to say, nothing corrected
+        assert off_the_exchange_s() == pytest.approx(0.3)
         assert said_now(-5.0) == [("WARNING", "doctor this machine's clock is 5.0 s behind the broker's: the entry "
-                                   "window and the 15:55 flatten run on this machine's clock; fix its time sync "
-                                   "(timedatectl, chronyc tracking)")]
-        assert said_now(-6.0) == []  # the same state again: not repeated every pass
+                                   "window and the 15:55 flatten follow the broker's clock meanwhile; fix this "
+                                   "machine's time sync (timedatectl, chronyc tracking)")]
+        assert off_the_exchange_s() == pytest.approx(0.0, abs=1e-3)  # the daemon's times are the exchange's now
+        assert said_now(-6.0) == []  # the same state again: not repeated every pass, but followed
+        assert off_the_exchange_s() == pytest.approx(0.0, abs=1e-3)
         (level, text), = said_now(95.0)
-        assert level == "ERROR" and text.startswith("doctor this machine's clock is 95.0 s ahead of the broker's "
-                                                    "(broker.max_clock_skew_s = 60): the entry window")
+        assert level == "ERROR" and text == ("doctor this machine's clock is 95.0 s ahead of the broker's "
+                                             "(broker.max_clock_skew_s = 60): the entry window and the 15:55 flatten "
+                                             "follow the broker's clock meanwhile; fix this machine's time sync "
+                                             "(timedatectl, chronyc tracking)")
+        assert off_the_exchange_s() == pytest.approx(0.0, abs=1e-3)  # 15:55 is the exchange's 15:55 all the same
         assert said_now(0.5) == [("INFO", "doctor this machine's clock is 0.5 s ahead of the broker's: within 2 s "
-                                  "again")]
+                                  "again; the schedule runs on this machine's clock again")]
+        assert off_the_exchange_s() == pytest.approx(0.5)  # no correction within 2 s
+    finally:
+        ref.stop()
+        logger.remove(sink)
+
+
+def test_a_clock_without_a_correction_is_only_reported(trading, doctor_broker):
+    """A clock that cannot follow the broker's (none of the daemon's today but the wall clock can) is said as before."""
+
+    class ReportOnly:
+        speed = 1.0
+
+        def now(self):
+            return trading.exchange.clock.now() - timedelta(seconds=7)
+
+    system = trading.system
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="WARNING",
+                      filter=lambda record: record["name"] == "actors.doctor")
+    ref = DoctorActor.start(system.writer, doctor_broker, system.router, system.supervisor, ReportOnly(),
+                            DoctorSettings(), clock_limit_s=60)
+    try:
+        ref.proxy().check_clock().get()
+        assert lines == ["doctor this machine's clock is 7.0 s behind the broker's: the entry window and the 15:55 "
+                         "flatten run on this machine's clock; fix its time sync (timedatectl, chronyc tracking)"]
     finally:
         ref.stop()
         logger.remove(sink)

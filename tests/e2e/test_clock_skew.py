@@ -47,3 +47,14 @@ def test_a_machine_clock_close_to_the_brokers_starts_and_says_how_close(tmp_path
     assert float(said.group(1)) <= 2.0  # the exchange's start is whole seconds: up to 1 s off, by construction
     daemon.send(signal.SIGTERM)
     assert daemon.wait_exit(timeout=60) == 0, daemon.stderr()[-3000:]
+
+
+def test_a_machine_clock_seconds_off_the_brokers_starts_following_the_brokers_clock(tmp_path, spawner, e2e):
+    exchange = exchange_starting(e2e, spawner, timedelta(seconds=20))  # the broker 20 s ahead: we are behind
+    daemon = paper_daemon(e2e, spawner, tmp_path, exchange.url)
+    said = daemon.wait_for(r"WARNING +system +\| system this machine's clock is (\d+\.\d) s behind the broker's: the "
+                           r"entry window and the 15:55 flatten follow the broker's clock meanwhile; fix this "
+                           r"machine's time sync \(timedatectl, chronyc tracking\)\n", timeout=60)
+    assert 18.0 <= float(said.group(1)) <= 21.0  # the exchange's start is whole seconds
+    daemon.send(signal.SIGTERM)
+    assert daemon.wait_exit(timeout=60) == 0, daemon.stderr()[-3000:]
