@@ -203,7 +203,7 @@ class Daemon:
 
         from catalyst.broker.errors import BrokerError
         from catalyst.clock import (
-            CLOCK_READING_MAX_S, CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, FOLLOWING_BROKER, clock_skew_s, describe_skew,
+            CLOCK_READING_MAX_S, CLOCK_SKEW_WARN_S, FOLLOWING_BROKER, clock_skew_s, describe_skew,
         )
 
         clock, limit = self.endpoint.clock, self.config.broker.max_clock_skew_s
@@ -233,8 +233,9 @@ class Daemon:
             log.warning(f"system could not read the broker's clock to compare with this machine's: {exc}")
             return
         if abs(measured) > limit:
-            raise UsageError(f"{describe_skew(measured)} (broker.max_clock_skew_s = {limit:g}): {FIX_TIME_SYNC}, "
-                             "then start again")
+            raise UsageError(f"{describe_skew(measured)} (broker.max_clock_skew_s = {limit:g}): too far off to "
+                             "trust either clock; fix this machine's time sync (timedatectl, chronyc tracking), then "
+                             "start again")
         if abs(measured) <= CLOCK_SKEW_WARN_S:
             log.info(f"system {describe_skew(measured)}")
         elif took_s[0] <= CLOCK_READING_MAX_S and hasattr(clock, "follow"):

@@ -1,6 +1,6 @@
-"""On the wall clock (paper, live) the schedule runs on this machine's clock, so start-up compares it with the
-broker's (/v2/clock): far off, the daemon waits for time sync and then refuses in one line (exit 2); close, it says
-how close. The broker here is `catalyst exchange` at real speed, started on a time of the test's choosing."""
+"""On the wall clock (paper, live) the schedule is the exchange's, so start-up compares this machine's clock with the
+broker's (/v2/clock): far off, the daemon waits for time sync and then refuses in one line (exit 2); a few seconds
+off, it follows the broker's clock and says so; close, it says how close. The broker here is `catalyst exchange` at real speed, started on a time of the test's choosing."""
 
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def test_a_machine_clock_minutes_off_the_brokers_is_refused_in_one_line_after_wa
     assert waits and all(" ahead of the broker's (at most 60 s allowed)" in line for line in waits)
     last = err.rstrip().splitlines()[-1]
     assert last.startswith("catalyst: error: this machine's clock is 30") and " s ahead of the broker's " \
-        "(broker.max_clock_skew_s = 60): the entry window and the 15:55 flatten run on this machine's clock; " \
-        "fix its time sync" in last, last
+        "(broker.max_clock_skew_s = 60): too far off to trust either clock; fix this machine's time sync " \
+        "(timedatectl, chronyc tracking), then start again" in last, last
     assert "Traceback" not in err and "not-a-real-secret" not in err
 
 
