@@ -91,9 +91,9 @@ class BrokerSettings(Section):
     rate_limit_per_minute: int = Field(default=200, ge=0)
     # Live trading needs this AND `--i-mean-live` on the command line.
     live_confirmed: bool = False
-    # This machine's clock against the broker's (/v2/clock), checked at start on the wall clock (paper, live): the
-    # entry window and the 15:55 flatten run on this machine's clock. Beyond this, start-up waits for time sync
-    # (within startup_wait_s), then refuses with exit 2.
+    # This machine's clock against the broker's (/v2/clock), checked at start and by each doctor pass on the wall
+    # clock (paper, live); past 2 s off the daemon's clock follows the broker's. Beyond this, start-up waits for time
+    # sync (within startup_wait_s), then refuses with exit 2; mid-day it is an ERROR line.
     max_clock_skew_s: float = Field(default=60.0, gt=0)
 
 
