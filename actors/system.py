@@ -7,6 +7,8 @@ loses nothing and its shares stay protected.
 
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Callable
@@ -111,7 +113,11 @@ class Supervisor(pykka.ThreadingActor):
             return
         log.warning(f"system position {msg.key} crashed ({msg.error}); rebuilding from the database (#{count})")
         self.by_entry.pop(msg.entry_order_id, None)  # it tells of its crash before pykka marks it stopped
-        self.restore(msg.entry_order_id)
+        try:
+            self.restore(msg.entry_order_id)
+        except Exception as exc:  # noqa: BLE001 - the supervisor must outlive one rebuild (a disk refusing reads)
+            log.error(f"system position {msg.key} could not be rebuilt: {type(exc).__name__}: {exc}; its broker-side "
+                      "protection stays in place; a restart rebuilds it from the database")
 
     def live_count(self) -> int:
         return sum(1 for ref in self.live.values() if ref.is_alive())
@@ -136,6 +142,11 @@ class TradingSystem:
     router_settings: Any = None
     refs: list[Any] = field(default_factory=list)
     storage: StorageHealth = field(default_factory=StorageHealth)  # the writer's word on the disk (Daemon reads it)
+    # Every position actor this system started, so stop() ends them even if the supervisor that knows them is gone:
+    # one left running is a thread that keeps the process from exiting after it said it stopped.
+    _positions: list[Any] = field(default_factory=list, init=False, repr=False)
+    _positions_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _positions_kept: int = field(default=16, init=False, repr=False)
 
     def start(self) -> TradingSystem:
         try:
@@ -173,7 +184,13 @@ class TradingSystem:
         return pool
 
     def _make_position(self, plan: m.TradePlan, restored: Any = None) -> Any:
-        return PositionActor.start(plan, self.router, self.writer, self.supervisor_ref, self.clock, restored)
+        ref = PositionActor.start(plan, self.router, self.writer, self.supervisor_ref, self.clock, restored)
+        with self._positions_lock:  # the supervisor's thread (rebuilds) and the cycle's (new trades) both start them
+            self._positions.append(ref)
+            if len(self._positions) >= 2 * self._positions_kept:  # closed ones let go now and then, not every time
+                self._positions = [known for known in self._positions if known.is_alive()]
+                self._positions_kept = max(len(self._positions), 16)
+        return ref
 
     def open_position(self, plan: m.TradePlan) -> Any:
         """Start a position actor for a new trade (the cycle's job; tests and `catalyst trade` call it too)."""
@@ -191,9 +208,13 @@ class TradingSystem:
         if stream is not None:
             stream.stop()
             self.stream = None
-        supervisor = getattr(self, "supervisor_ref", None)
-        for ref in supervisor is not None and supervisor.is_alive() and self.supervisor.live_refs().get() or []:
-            ref.stop(block=True, timeout=timeout)
+        with self._positions_lock:
+            positions, self._positions = self._positions, []
+        for ref in positions:
+            try:
+                ref.stop(block=True, timeout=timeout)
+            except pykka.ActorDeadError:  # closed, or crashed, meanwhile
+                pass
         for ref in reversed(self.refs):
             try:
                 ref.stop(block=True, timeout=timeout)

@@ -313,8 +313,11 @@ class Daemon:
             log.critical(f"system position {shares.symbol} at the broker: {shares.describe()}; no order can be sent "
                          "while the database refuses writes: protect it by hand at the broker, or fix the disk and "
                          "restart")
+        if not positions:
+            return "no position is held at the broker"
         if not uncovered:
-            return f"every share of the {len(positions)} positions at the broker is under a working stop"
+            held = f"{len(positions)} positions" if len(positions) > 1 else "1 position"
+            return f"every share of the {held} at the broker is under a working stop"
         return "NOT under a working stop at the broker: " + "; ".join(s.describe() for s in uncovered)
 
     def dump_state(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import sys
 import threading
 from pathlib import Path
@@ -39,10 +40,21 @@ def redact(text: str) -> str:
 
 def _patch(record: dict[str, Any]) -> None:
     record["extra"].setdefault("actor", _actor_of(record["name"] or "-"))
-    record["message"] = redact(record["message"])
+    record["message"] = one_line(redact(record["message"]))
     for key, value in record["extra"].items():
         if isinstance(value, str):
             record["extra"][key] = redact(value)
+
+
+_SQLALCHEMY_LINK = re.compile(r"\s*\(Background on this error at: \S+\)")
+
+
+def one_line(message: str) -> str:
+    """Every event on ONE line, whatever an exception's text brings (SQLAlchemy's errors end in a second line, a link
+    to its docs, dropped here): an operator greps and tails the log by line."""
+    if "\n" not in message and "\r" not in message:
+        return message
+    return " ".join(part.strip() for part in _SQLALCHEMY_LINK.sub("", message).splitlines() if part.strip())
 
 
 def _actor_of(module: str) -> str:

@@ -72,7 +72,7 @@ def test_a_disk_that_refuses_writes_sends_no_order_and_stops_the_daemon_naming_t
         daemon.check_actors()
     assert str(stopped.value).startswith(f"{tmp_path / 'catalyst.db'}: attempt to write a readonly database: "
                                          "nothing more could be recorded, so the daemon stopped (protection stays at "
-                                         "the broker; every share of the 1 positions at the broker is under a "
+                                         "the broker; every share of the 1 position at the broker is under a "
                                          "working stop)")
     assert stopped.value.exit_code == 3
 

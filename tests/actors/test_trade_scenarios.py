@@ -223,3 +223,41 @@ def test_a_take_profit_filled_on_submit_closes_the_position_without_a_second_oco
     at_broker = [o for o in trading.broker_view()["orders"] if o["symbol"] == "AAPL"]
     assert len(at_broker) == 3  # the entry and one OCO (two legs): nothing sent twice
     assert not [o for o in trading.broker_view()["positions"] if o["symbol"] == "AAPL" and Decimal(o["qty"]) != 0]
+
+
+def test_a_rebuild_that_fails_leaves_the_supervisor_alive():
+    """Found filling the disk under a running daemon: a position crashed on the refused write, its rebuild's read
+    failed too, and the supervisor died of it; the system's stop then asked the dead supervisor for the live
+    positions, stopped none, and their threads kept the process from exiting after `catalyst: error: …`."""
+    from actors.system import Supervisor
+
+    class DiskGone:
+        """A writer failing every call, as the DbWriter does on a disk that refuses it."""
+
+        def __getattr__(self, name):
+            def refuse(*args, **kwargs):
+                raise OSError(28, "No space left on device")
+            return refuse
+
+    started: list[object] = []
+    supervisor = Supervisor.start(DiskGone(), lambda *args, **kwargs: started.append(args))
+    try:
+        supervisor.tell(m.PositionCrashed(entry_order_id=1, key="AAPL#p-1", error="database or disk is full"))
+        assert supervisor.proxy().live_count().get() == 0  # answered after the failed rebuild: still alive
+        assert supervisor.is_alive() and started == []
+    finally:
+        supervisor.stop()
+
+
+def test_the_systems_stop_ends_every_position_actor_even_with_its_supervisor_gone(exchange, tmp_path):
+    from tests.actors.conftest import Trading
+
+    harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}").start()
+    try:
+        harness.exchange.set_price("AAPL", "149.95")
+        ref = harness.open(harness.plan())
+        harness.wait_for(lambda: protected_qty(harness) == Decimal("100"), "protection")
+        harness.system.supervisor_ref.stop()
+    finally:
+        harness.stop()
+    assert not ref.is_alive(), "a position actor outlived the system's stop: its thread would hold the process"

@@ -35,6 +35,26 @@ def test_text_lines_carry_the_actor_column(capsys):
     assert "position" in err and "| position AAPL#p-12 pending → open qty=100" in err
 
 
+def test_an_error_text_with_line_breaks_is_logged_on_one_line_without_sqlalchemys_link(capsys):
+    """Seen filling the disk under a running daemon: `router failed committing 8 updates: OperationalError: …` went
+    on with a second line, SQLAlchemy's `(Background on this error at: https://sqlalche.me/e/…)`."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    error = OperationalError("COMMIT", (), sqlite3.OperationalError("database or disk is full"))
+    assert "\n" in str(error)
+    setup_logging(fmt="text")
+    logger.bind(actor="router").error(f"router failed committing 8 updates: {type(error).__name__}: {error}")
+    logger.bind(actor="system").warning("system first line\r\n  second line\n\nthird")
+    logger.remove()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    assert lines[0].endswith("| router failed committing 8 updates: OperationalError: (sqlite3.OperationalError) "
+                             "database or disk is full [SQL: COMMIT]")
+    assert lines[1].endswith("| system first line second line third")
+
+
 def test_alpacas_warning_on_our_own_clean_stream_close_is_info_but_a_real_error_stays_a_warning(tmp_path):
     log_file = tmp_path / "catalyst.log"
     setup_logging(fmt="json", file=log_file)
