@@ -273,7 +273,7 @@ class Daemon:
             log.critical(f"system stopping: the database refused a write ({fault}); nothing more can be recorded, "
                          "so no order can be sent. Stops already at the broker stay; a fill not yet recorded is "
                          "protected by the catch-up of the restart once the disk is fixed")
-            raise DatabaseError(self._storage_failed(fault, self._shares_without_a_stop()))
+            raise DatabaseError(self._storage_failed(fault))
         dead = self.dead_actors()
         if dead:
             log.critical(f"system actor {', '.join(dead)} died (its error is logged above): stopping so the "
@@ -282,10 +282,10 @@ class Daemon:
             raise ActorDied(f"actor {', '.join(dead)} died unexpectedly (its error is in the log); restart the "
                             "daemon: it rebuilds every position from the database")
 
-    def _storage_failed(self, fault: str, at_broker: str) -> str:
+    def _storage_failed(self, fault: str) -> str:
         where = sqlite_path(self.database_url) or self.database_url
         return (f"{where}: {fault}: nothing more could be recorded, so the daemon stopped (protection stays at the "
-                f"broker; {at_broker}); free disk space or repair the disk, then restart: it rebuilds every position "
+                f"broker; {self._shares_without_a_stop()}); free disk space or repair the disk, then restart: it rebuilds every position "
                 "from the database and catches up with the broker")
 
     def _shares_without_a_stop(self) -> str:
@@ -533,11 +533,26 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
     finally:
         watchdog = _shutdown_watchdog(daemon.config.daemon.shutdown_timeout_s)
         daemon.stop()
+        _stop_leftover_actors()
         endpoint.close()
         if lock:
             lock.release()
         watchdog.cancel()
     return daemon
+
+
+def _stop_leftover_actors() -> None:
+    """The last guard of the process's exit: an actor thread still running after the daemon's stop (a part that lost
+    track of it) would keep the process alive after it said it stopped, and a supervisor never restarts a daemon
+    that has not exited. Stopped here, and named, so the leak is seen and fixed."""
+    left = [ref for ref in pykka.ActorRegistry.get_all() if ref.is_alive()]
+    if not left:
+        return
+    names = ", ".join(sorted({ref.actor_class.__name__ for ref in left}))
+    count = f"{len(left)} actors" if len(left) > 1 else "1 actor"
+    log.warning(f"system {count} still running after the stop ({names}): stopping {'them' if len(left) > 1 else 'it'} "
+                "so the process can exit")
+    pykka.ActorRegistry.stop_all(block=True, timeout=10)
 
 
 def _check_database_before_the_broker(database_url: str) -> None:

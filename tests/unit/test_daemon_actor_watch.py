@@ -121,3 +121,31 @@ def test_the_running_daemon_checks_its_actors_and_stops_everything_when_one_died
         for sig, handler in before.items():
             signal.signal(sig, handler)
     assert not actors["cycle"].is_alive()  # the daemon stopped what was left
+
+
+def test_an_actor_left_running_after_the_stop_is_named_and_stopped_so_the_process_exits() -> None:
+    """Seen on a full disk: position actors nobody stopped kept `catalyst run` alive after its error line."""
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="INFO")
+    left = Fragile.start()
+    try:
+        daemon_module._stop_leftover_actors()
+    finally:
+        logger.remove(sink)
+        if left.is_alive():
+            left.stop()
+            pytest.fail("the leftover actor was not stopped")
+    assert ("WARNING", "system 1 actor still running after the stop (Fragile): stopping it so the process can "
+            "exit") in lines
+    daemon_module._stop_leftover_actors()  # none left: nothing said
+    assert len(lines) == 1
+
+
+def test_a_storage_fault_with_no_broker_to_ask_tells_the_operator_to_check_there(tmp_path) -> None:
+    """Start-up can meet the full disk before the broker is connected: the exit line still says where to look."""
+    daemon = Daemon(SimpleNamespace(), SimpleNamespace(), f"sqlite+aiosqlite:///{tmp_path}/c.db")  # type: ignore[arg-type]
+    assert daemon._storage_failed("database or disk is full") == (
+        f"{tmp_path}/c.db: database or disk is full: nothing more could be recorded, so the daemon stopped (protection "
+        "stays at the broker; which shares have no stop is for you to check at the broker); free disk space or repair "
+        "the disk, then restart: it rebuilds every position from the database and catches up with the broker")
