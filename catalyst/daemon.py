@@ -375,7 +375,9 @@ class Daemon:
         known = [p for p in positions if p is not BUSY]
         live = _busy("position supervisor") if refs is BUSY else str(len(positions)) + (
             f" ({len(positions) - len(known)} busy: no answer in {STATE_ANSWER_S:g} s)" if len(known) < len(positions) else "")
-        log.info(f"state {now:%Y-%m-%d %H:%M} phase={phase} live={live} halted={halted or 'no'}")
+        correction_s = getattr(self.endpoint.clock, "correction_s", 0.0)  # the wall clock following the broker's
+        following = f" clock=broker's ({correction_s:+.1f} s on this machine's)" if correction_s else ""
+        log.info(f"state {now:%Y-%m-%d %H:%M} phase={phase} live={live} halted={halted or 'no'}{following}")
         db_path = sqlite_path(self.database_url)
         if db_path is not None:
             try:

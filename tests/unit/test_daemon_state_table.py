@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,6 +14,7 @@ import pykka
 import pytest
 from loguru import logger
 
+from catalyst.clock import WallClock
 from catalyst.config import load_config
 from catalyst.daemon import Daemon
 from catalyst.status import state_snapshot_path
@@ -44,6 +45,28 @@ def test_a_doctor_halt_shows_in_the_state_table_and_the_snapshot(tmp_path):
     assert lines == ["state 2026-03-02 15:00 phase=monitoring live=0 halted=another catalyst daemon (database x)"]
     snapshot = json.loads(state_snapshot_path(tmp_path / "catalyst.db").read_text())
     assert snapshot["halted"] == "another catalyst daemon (database x)"
+
+
+def test_a_clock_following_the_brokers_says_so_in_the_state_line(tmp_path):
+    """An operator tailing the log sees the correction the daemon runs on (catalyst.clock.WallClock.follow)."""
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n')
+    clock = WallClock(source=lambda: NOW - timedelta(seconds=20.3))
+    clock.follow(20.3)
+    daemon = Daemon(load_config(config_file), SimpleNamespace(clock=clock),  # type: ignore[arg-type]
+                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
+    daemon.cycle = SimpleNamespace(proxy=lambda: SimpleNamespace(state=lambda: answer({"phase": "trading",
+                                                                                        "halted": None})))
+    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer([])))
+    daemon.hooks = SimpleNamespace(doctor=SimpleNamespace(halt_reason=answer(None)))
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
+    try:
+        daemon.log_state_table()
+    finally:
+        logger.remove(sink)
+    assert lines == ["state 2026-03-02 15:00 phase=trading live=0 halted=no clock=broker's (+20.3 s on this "
+                     "machine's)"]
 
 
 class Busy(pykka.ThreadingActor):
