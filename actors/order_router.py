@@ -669,7 +669,8 @@ class OrderRouter(pykka.ThreadingActor):
         if waiting is None or tracked is None or tracked.status is not OrderStatus.CREATED or tracked.broker_id:
             self._refused.pop(msg.order_id, None)  # answered, withdrawn or retired meanwhile
             return
-        if tracked.pending_cancel and self._withdraw(tracked, tracked.cancel_reason or "cancel"):
+        reason = tracked.cancel_reason or "cancel"
+        if tracked.pending_cancel and (self._withdraw(tracked, reason) or self._withdraw_oco(tracked, reason)):
             return  # cancelled while its submit was being refused, and never placed: it ends here
         if tracked.pending_cancel and tracked.role == "entry":
             # Cancelled while it waited, yet an earlier submit of it (before a restart, or one whose outcome was

@@ -80,6 +80,32 @@ def test_an_oco_cancelled_while_its_refused_submit_waits_is_withdrawn_and_the_fl
     assert trading.broker_view()["positions"] == []
 
 
+def test_an_oco_cancelled_while_the_submit_it_is_refused_on_is_in_flight_is_withdrawn_at_its_resend(
+        trading, router_lines):
+    """The flatten's cancel comes while the worker is still meeting the 429s (the OCO is in flight, so it cannot be
+    taken back yet); once the submit ends refused, the resend it waits for withdraws both legs instead of sending."""
+    attempts: list[str] = []
+    sink = logger.add(lambda message: attempts.append(message.record["message"]), level="WARNING",
+                      filter=lambda record: "oco/limit" in record["message"] and "rate limited" in record["message"])
+    try:
+        actor = fill_a_resting_entry_under(trading, "submit_429=1")
+        trading.wait_for(lambda: attempts, "the OCO's first attempt refused, the worker still trying", timeout=30)
+        assert not refusal_lines(router_lines), "the submit ended before the cancel could come while it was in flight"
+        actor.tell(m.Flatten(reason="emergency: daily loss limit"))
+        trading.wait_for(lambda: refusal_lines(router_lines), "the OCO's submit to end refused", timeout=30)
+        trading.exchange.set_faults("")
+        closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                  "the position closed by its exit", timeout=20)
+    finally:
+        logger.remove(sink)
+    withdrawn = [o for o in legs(trading)]
+    assert [(o.status, o.alpaca_order_id) for o in withdrawn] == [("cancelled", None)] * 2
+    assert all(o.cancel_reason.endswith("withdrawn before it was sent") for o in withdrawn)
+    assert closed.quantity == 0
+    sells = [o for o in trading.broker_view()["orders"] if o["side"] == "sell"]
+    assert [(o["type"], o["status"]) for o in sells] == [("market", "filled")]
+
+
 def test_a_refused_submit_is_sent_again_with_growing_waits_until_placed(trading, router_lines):
     trading.exchange.set_price("AAPL", "150.00")
     trading.exchange.set_faults("submit_429=1")
