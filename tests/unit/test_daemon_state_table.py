@@ -26,22 +26,28 @@ def answer(value: Any) -> Any:
     return SimpleNamespace(get=lambda timeout=None: value)
 
 
-def test_a_doctor_halt_shows_in_the_state_table_and_the_snapshot(tmp_path):
+def state_lines(tmp_path, clock: Any, phase: str, doctor_halt: str | None) -> list[str]:
+    """The state table of a daemon over answering stand-ins for its cycle, supervisor and doctor: the lines logged."""
     config_file = tmp_path / "config.toml"
     config_file.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n')
-    now = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
-    daemon = Daemon(load_config(config_file), SimpleNamespace(clock=SimpleNamespace(now=lambda: now)),  # type: ignore[arg-type]
+    daemon = Daemon(load_config(config_file), SimpleNamespace(clock=clock),  # type: ignore[arg-type]
                     f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
-    daemon.cycle = SimpleNamespace(proxy=lambda: SimpleNamespace(state=lambda: answer({"phase": "monitoring",
+    daemon.cycle = SimpleNamespace(proxy=lambda: SimpleNamespace(state=lambda: answer({"phase": phase,
                                                                                         "halted": None})))
     daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer([])))
-    daemon.hooks = SimpleNamespace(doctor=SimpleNamespace(halt_reason=answer("another catalyst daemon (database x)")))
+    daemon.hooks = SimpleNamespace(doctor=SimpleNamespace(halt_reason=answer(doctor_halt)))
     lines: list[str] = []
     sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
     try:
         daemon.log_state_table()
     finally:
         logger.remove(sink)
+    return lines
+
+
+def test_a_doctor_halt_shows_in_the_state_table_and_the_snapshot(tmp_path):
+    now = datetime(2026, 3, 2, 15, 0, tzinfo=timezone.utc)
+    lines = state_lines(tmp_path, SimpleNamespace(now=lambda: now), "monitoring", "another catalyst daemon (database x)")
     assert lines == ["state 2026-03-02 15:00 phase=monitoring live=0 halted=another catalyst daemon (database x)"]
     snapshot = json.loads(state_snapshot_path(tmp_path / "catalyst.db").read_text())
     assert snapshot["halted"] == "another catalyst daemon (database x)"
@@ -49,24 +55,10 @@ def test_a_doctor_halt_shows_in_the_state_table_and_the_snapshot(tmp_path):
 
 def test_a_clock_following_the_brokers_says_so_in_the_state_line(tmp_path):
     """An operator tailing the log sees the correction the daemon runs on (catalyst.clock.WallClock.follow)."""
-    config_file = tmp_path / "config.toml"
-    config_file.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n')
     clock = WallClock(source=lambda: NOW - timedelta(seconds=20.3))
     clock.follow(20.3)
-    daemon = Daemon(load_config(config_file), SimpleNamespace(clock=clock),  # type: ignore[arg-type]
-                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
-    daemon.cycle = SimpleNamespace(proxy=lambda: SimpleNamespace(state=lambda: answer({"phase": "trading",
-                                                                                        "halted": None})))
-    daemon.system = SimpleNamespace(supervisor=SimpleNamespace(live_refs=lambda: answer([])))
-    daemon.hooks = SimpleNamespace(doctor=SimpleNamespace(halt_reason=answer(None)))
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO")
-    try:
-        daemon.log_state_table()
-    finally:
-        logger.remove(sink)
-    assert lines == ["state 2026-03-02 15:00 phase=trading live=0 halted=no clock=broker's (+20.3 s on this "
-                     "machine's)"]
+    assert state_lines(tmp_path, clock, "trading", None) == [
+        "state 2026-03-02 15:00 phase=trading live=0 halted=no clock=broker's (+20.3 s on this machine's)"]
 
 
 class Busy(pykka.ThreadingActor):
