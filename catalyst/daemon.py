@@ -30,7 +30,8 @@ from actors.refs import BUSY, GONE, Answers
 from catalyst import collector, cpu
 from catalyst.config import KEY_ID_ENV, SECRET_KEY_ENV, Config, load_config, load_secrets, sqlite_path
 from catalyst.errors import (
-    ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, StopDuringStartup, UsageError,
+    AccountCannotTrade, ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, StopDuringStartup,
+    UsageError,
 )
 from catalyst.instance import InstanceLock
 from catalyst.logs import LogFileError, setup_logging
@@ -191,6 +192,11 @@ class Daemon:
                                     f"{exc}") from None
         log.info(f"system broker {self.endpoint.mode} account {account.account_number} status {account.status} "
                  f"equity {account.equity} buying power {account.buying_power}")
+        refused = account.why_no_orders()
+        if refused is not None:  # every entry, stop and exit would be refused: trading on it helps nobody
+            raise AccountCannotTrade(f"the broker account {account.account_number} cannot place orders ({refused}); "
+                                     "no entry, stop or exit would be accepted, and stops already at the broker stay: "
+                                     "settle it with Alpaca, then start again")
         self._check_clock()
 
     def _check_clock(self) -> None:

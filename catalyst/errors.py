@@ -19,6 +19,11 @@ class UsageError(CatalystError):
     exit_code = 2
 
 
+class AccountCannotTrade(UsageError):
+    """The broker account may not place orders (blocked, suspended, not active): a human must settle it with Alpaca
+    before a restart helps, so it ends as a usage error does (exit 2, which the unit file does not restart)."""
+
+
 class ConfigError(UsageError):
     """config.toml (or an environment override) is missing, unreadable or invalid."""
 

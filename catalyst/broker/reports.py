@@ -95,6 +95,17 @@ class AccountReport(Report):
     trading_blocked: bool
     account_blocked: bool
     shorting_enabled: bool | None
+    trade_suspended_by_user: bool = False
+
+    def why_no_orders(self) -> str | None:
+        """Why Alpaca would refuse every order of this account (its status and restrictions), or None."""
+        reasons = [why for flagged, why in (
+            (self.account_blocked, "account_blocked: the account's activity is prohibited"),
+            (self.trading_blocked, "trading_blocked: the account may not place orders"),
+            (self.trade_suspended_by_user, "trade_suspended_by_user: trading is suspended in the account's settings"),
+            (self.status.upper() != "ACTIVE", f"status {self.status}: only an ACTIVE account trades"),
+        ) if flagged]
+        return "; ".join(reasons) or None
 
 
 class TradeUpdateReport(Report):
@@ -242,6 +253,7 @@ def account_report(account: TradeAccount) -> AccountReport:
         trading_blocked=bool(account.trading_blocked),
         account_blocked=bool(account.account_blocked),
         shorting_enabled=account.shorting_enabled,
+        trade_suspended_by_user=bool(account.trade_suspended_by_user),
     )
 
 

@@ -93,9 +93,19 @@ class Account:
     orders: dict[UUID, SimOrder] = field(default_factory=dict)  # insertion order = submission order
     by_client_id: dict[str, UUID] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
+    # What Alpaca reports of an account that may not trade (set through /sim/v1/accounts/{key}/restrictions).
+    status: str = "ACTIVE"
+    trading_blocked: bool = False
+    account_blocked: bool = False
+    trade_suspended_by_user: bool = False
 
     def __post_init__(self) -> None:
         self.id = uuid5(ACCOUNT_NAMESPACE, self.key_id)
+
+    @property
+    def may_trade(self) -> bool:
+        return self.status == "ACTIVE" and not (self.trading_blocked or self.account_blocked
+                                                or self.trade_suspended_by_user)
 
     def add(self, order: SimOrder) -> None:
         self.orders[order.id] = order
@@ -174,7 +184,7 @@ class Account:
         return {
             "id": str(self.id),
             "account_number": f"SIM{str(self.id.int)[:9]}",
-            "status": "ACTIVE",
+            "status": self.status,
             "crypto_status": "INACTIVE",
             "currency": "USD",
             "buying_power": money(buying_power),
@@ -197,9 +207,9 @@ class Account:
             "multiplier": "1",
             "shorting_enabled": True,
             "pattern_day_trader": False,
-            "trading_blocked": False,
+            "trading_blocked": self.trading_blocked,
             "transfers_blocked": False,
-            "account_blocked": False,
-            "trade_suspended_by_user": False,
+            "account_blocked": self.account_blocked,
+            "trade_suspended_by_user": self.trade_suspended_by_user,
             "daytrade_count": 0,
         }

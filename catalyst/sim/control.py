@@ -160,6 +160,23 @@ async def snapshot_get(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].engine.snapshot(request.match_info["key_id"]))
 
 
+RESTRICTIONS = {"status": str, "trading_blocked": bool, "account_blocked": bool, "trade_suspended_by_user": bool}
+
+
+async def restrictions_put(request: web.Request) -> web.Response:
+    """An account Alpaca would not let trade (blocked, suspended, not yet ACTIVE): its /v2/account says so, and its
+    order submits are refused with a 403."""
+    state, body = request.app[STATE], await _json(request)
+    unknown = sorted(set(body) - set(RESTRICTIONS))
+    wrong = sorted(name for name, kind in RESTRICTIONS.items() if name in body and not isinstance(body[name], kind))
+    if unknown or wrong:
+        return _bad(f"cannot set restrictions: unknown {unknown}, wrong type {wrong} (expected {list(RESTRICTIONS)})")
+    account = state.engine.account(request.match_info["key_id"])
+    for name, value in body.items():
+        setattr(account, name, value)
+    return web.json_response({name: getattr(account, name) for name in RESTRICTIONS})
+
+
 async def streams_get(request: web.Request) -> web.Response:
     return web.json_response({"connected_keys": sorted(request.app[STATE].hub.connected_keys())})
 
@@ -178,6 +195,7 @@ def add_control_routes(app: web.Application, state: ExchangeState) -> None:
     app.router.add_put("/sim/v1/faults", faults_put)
     app.router.add_post("/sim/v1/price", price_post)
     app.router.add_get("/sim/v1/accounts/{key_id}/snapshot", snapshot_get)
+    app.router.add_put("/sim/v1/accounts/{key_id}/restrictions", restrictions_put)
     app.router.add_get("/sim/v1/streams", streams_get)
     app.router.add_post("/sim/v1/streams/drop", streams_drop)
 

@@ -123,6 +123,8 @@ class Engine:
     # -- submission --
     def submit(self, key_id: str, spec: OrderSpec) -> Submitted:
         account = self.account(key_id)
+        if not account.may_trade:
+            raise forbidden("account is not allowed to trade")
         if spec.client_order_id is not None and spec.client_order_id in account.by_client_id:
             raise ExchangeError(422, 40010001, "client_order_id must be unique")
         if spec.order_class is OrderClass.OCO:

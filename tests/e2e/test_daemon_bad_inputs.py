@@ -97,3 +97,28 @@ def test_an_unreachable_broker_is_retried_with_backoff_then_one_line_and_exit_4(
     assert error_lines(done.stderr) == [f"catalyst: error: emulator at {url} does not answer /sim/v1/clock after 5 s: "
                                         "ConnectionError"]
     assert "Traceback" not in done.stderr
+
+
+def test_an_account_that_may_not_trade_is_refused_in_one_line_exit_2_before_any_order(tmp_path, spawner, e2e):
+    """Alpaca answers every order of a blocked, suspended or inactive account with a 403: rather than a day of
+    rejected entries, the daemon refuses to start, naming why (exit 2: a human must settle it with Alpaca)."""
+    import requests
+
+    from catalyst.runtime import SIM_KEY_ID
+
+    exchange = e2e.start_exchange(spawner, speed=0)
+    said = requests.put(f"{exchange.url}/sim/v1/accounts/{SIM_KEY_ID}/restrictions", json={"trading_blocked": True},
+                        timeout=5).json()
+    assert said["trading_blocked"] is True and said["status"] == "ACTIVE"
+    config = e2e.write_config(tmp_path)
+
+    done = run(e2e, config, "--broker-url", exchange.url)
+
+    assert done.returncode == 2, done.stderr[-2000:]
+    (line,) = error_lines(done.stderr)
+    assert line.startswith("catalyst: error: the broker account SIM") and line.endswith(
+        " cannot place orders (trading_blocked: the account may not place orders); no entry, stop or exit would be "
+        "accepted, and stops already at the broker stay: settle it with Alpaca, then start again")
+    snapshot = requests.get(f"{exchange.url}/sim/v1/accounts/{SIM_KEY_ID}/snapshot", timeout=5).json()
+    assert snapshot["orders"] == []
+    assert "Traceback" not in done.stderr

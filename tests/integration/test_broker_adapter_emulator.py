@@ -64,6 +64,33 @@ def test_an_order_beyond_buying_power_is_rejected_with_a_reason(exchange: Embedd
     assert caught.value.status == 403
 
 
+@pytest.mark.parametrize("restriction, why", [
+    ({"trading_blocked": True}, "trading_blocked: the account may not place orders"),
+    ({"account_blocked": True}, "account_blocked: the account's activity is prohibited"),
+    ({"trade_suspended_by_user": True}, "trade_suspended_by_user: trading is suspended in the account's settings"),
+    ({"status": "ACCOUNT_UPDATED"}, "status ACCOUNT_UPDATED: only an ACTIVE account trades"),
+])
+def test_an_account_that_may_not_trade_says_why_and_its_orders_are_refused(
+        exchange: EmbeddedExchange, restriction: dict[str, Any], why: str) -> None:
+    broker = broker_for(exchange)
+    assert broker.account().why_no_orders() is None
+    requests.put(f"{exchange.base_url}/sim/v1/accounts/{KEY}/restrictions", json=restriction, timeout=5)
+
+    assert broker.account().why_no_orders() == why
+    with pytest.raises(Rejected) as caught:
+        broker.submit_order(resting_buy("cat-int-blocked"))
+    assert caught.value.status == 403 and "account is not allowed to trade" in str(caught.value)
+    assert orders_with_cid(exchange, "cat-int-blocked") == []
+
+
+def test_restrictions_the_emulator_does_not_know_are_refused_naming_them(exchange: EmbeddedExchange) -> None:
+    answer = requests.put(f"{exchange.base_url}/sim/v1/accounts/{KEY}/restrictions",
+                          json={"trading_blocked": "yes", "frozen": True}, timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["message"].startswith("cannot set restrictions: unknown ['frozen'], wrong type "
+                                               "['trading_blocked']")
+
+
 def test_list_orders_pages_through_more_than_500(exchange_factory: Callable[..., EmbeddedExchange]) -> None:
     exchange = exchange_factory(rate_limit_per_minute=0, starting_cash=Decimal("10000000"))
     broker = broker_for(exchange)
