@@ -29,6 +29,8 @@ SIBLING_GRACE_S = 30.0  # exchange seconds to wait for an OCO sibling's cancel e
 # Wall seconds before a flatten still waiting on its cancels asks the broker again. A backstop only: a cancel the
 # broker refuses or whose reply is lost is verified by the router at once.
 FLATTEN_RECHECK_S = 2.0
+# Wall seconds before protecting again when the broker rejected both the stop and the market exit: 2, 4, 8 … 60.
+PROTECT_RETRY_FIRST_S, PROTECT_RETRY_MAX_S = 2.0, 60.0
 OVERNIGHT_CANCEL = "the market closed before it filled; kept under stops overnight"
 # Wall seconds an OCO leg may stay working alone (its sibling ended unfilled) before the broker is asked about it: in
 # the normal case the broker cancelled the sibling because this leg filled, and that fill's event is a moment behind.
@@ -38,6 +40,7 @@ LONE_LEG_GRACE_S = 2.0
 # A market exit that ends in one of these without a share filled has failed. (FILLED can be announced before its
 # execution, with filled_qty still 0: it is never a failure.)
 EXIT_FAILED = (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)
+ACKNOWLEDGED = (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED)  # at the broker, working
 
 
 class CheckSiblings(m.Message):
@@ -92,6 +95,10 @@ class PositionActor(pykka.ThreadingActor):
         self._lone_timer: Delayed | None = None
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
         self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
+        # Protections the broker rejected since one was last accepted: with the exit they fall back on rejected too,
+        # the broker takes neither, and trying both again at once would loop as fast as it answers (_exit_failed).
+        self._protection_rejections = 0
+        self._retry_timer: Delayed | None = None
         self.restored = restored
         self.log = logger.bind(actor="position")
 
@@ -110,7 +117,7 @@ class PositionActor(pykka.ThreadingActor):
             self.router.tell(m.PlaceEntry(owner=self.actor_ref, plan=self.plan))
 
     def on_stop(self) -> None:
-        for timer in (self._timer, self._flatten_timer, self._lone_timer):
+        for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer):
             if timer:
                 timer.cancel()
 
@@ -179,9 +186,15 @@ class PositionActor(pykka.ThreadingActor):
             self._exit_failed(msg)
         elif not self.position.is_terminal and self.position.status is PositionStatus.OPEN:
             if msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss"):
-                self._flatten(f"protection rejected ({msg.reason}); the stop is already through")
-                return
-            self._protect()
+                # Usually a stop already through the market; whatever the reason, a market exit instead. Its other
+                # leg's rejection comes next, and with no order left working the exit goes (_exit_when_clear below).
+                if not self.flattening:
+                    self._protection_rejections += 1
+                self._flatten(f"protection rejected ({msg.reason}): a market exit instead")
+            else:
+                if msg.role in ("take_profit", "stop_loss") and msg.status in ACKNOWLEDGED:
+                    self._protection_rejections = 0
+                self._protect()
         if self._flatten_when_open is not None and self.position.status is PositionStatus.OPEN:
             reason, self._flatten_when_open = self._flatten_when_open, None
             self._flatten(f"{reason} (asked while its entry was pending)")
@@ -416,11 +429,22 @@ class PositionActor(pykka.ThreadingActor):
         ))
 
     def _exit_failed(self, msg: m.OrderUpdated) -> None:
-        """The market exit ended unfilled (rejected, cancelled): the shares are protected again, never left bare."""
+        """The market exit ended unfilled (rejected, cancelled): the shares are protected again, never left bare.
+        If their protection was rejected too, the broker takes neither: tried again after a growing wait, not at
+        once, which would place and reject a stop and an exit as fast as the broker answers."""
+        self.flattening, self.exit_sent = False, False
+        if msg.status is OrderStatus.REJECTED and self._protection_rejections:
+            wait_s = min(PROTECT_RETRY_FIRST_S * 2 ** (self._protection_rejections - 1), PROTECT_RETRY_MAX_S)
+            self.log.critical(f"position {self.label} the broker rejects both its stop and its market exit "
+                              f"({msg.reason or 'no reason given'}): {self.position.quantity} shares without a stop; "
+                              f"trying again in {wait_s:.0f} s; protect them by hand at the broker if this lasts")
+            if self._retry_timer:
+                self._retry_timer.cancel()
+            self._retry_timer = tell_later(self.actor_ref, wait_s, m.CheckProtection())
+            return
         level = "WARNING" if self._kept_overnight else "ERROR"  # cancelled on purpose at the close, or a failure
         self.log.log(level, f"position {self.label} market exit o-{msg.order_id} {msg.status} unfilled "
                      f"({msg.reason or 'no reason given'}); protecting the {self.position.quantity} shares again")
-        self.flattening, self.exit_sent = False, False
         self._protect()
 
     def _keep_overnight(self) -> None:
