@@ -484,7 +484,11 @@ class PositionActor(pykka.ThreadingActor):
         else:
             working = tuple(i for i, v in self.orders.items() if v.working and v.role != "flatten")
             reason = f"flatten: {self.flatten_reason}"
-        if not self.flattening or (self.exit_sent and not self._kept_overnight) or not working:
+        if not self.flattening or (self.exit_sent and not self._kept_overnight):
+            return
+        if not working:
+            if not self._kept_overnight:  # nothing left to wait for: the exit goes now (a backstop for a missed step)
+                self._exit_when_clear()
             return
         self.log.warning(f"position {self.label} flatten still waiting for {working} to end: asking the broker again")
         self.router.tell(m.VerifyOrders(order_ids=working))

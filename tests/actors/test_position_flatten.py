@@ -178,3 +178,21 @@ def test_a_restart_after_an_exit_fill_whose_position_row_was_not_written_closes_
     closed = wait_for(lambda: (p := writer.get_position(position.position_id).get()).status == "closed" and p,
                       "the row to be closed from the recorded fills")
     assert closed.realized_pnl == Decimal("500") and closed.quantity == 0 and closed.exit_price == Decimal("55")
+
+
+def test_a_rejected_oco_is_followed_by_exactly_one_market_exit(rig: Rig) -> None:
+    """Both legs rejected (their updates one after the other, as the router commits them): the first begins the
+    flatten while the second still looks working; the second's must let the exit go. It used to return first, and
+    the shares sat with neither a stop nor an exit."""
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
+               m.Execution(key="b-entry:100", qty=Decimal(100), price=Decimal("50"), at=T0))
+    protection = wait_for(lambda: rig.told(m.SubmitProtection), "the OCO rows")[0]
+    rig.update(protection.take_profit.order_id, "take_profit", OrderStatus.REJECTED)
+    rig.update(protection.stop_loss.order_id, "stop_loss", OrderStatus.REJECTED)
+
+    exit_order = wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    rig.settled()
+    assert len(rig.told(m.PlaceExit)) == 1 and exit_order[0].qty == Decimal(100)
+    assert exit_order[0].reason.startswith("protection rejected (") and exit_order[0].reason.endswith(
+        "): a market exit instead")
