@@ -63,3 +63,25 @@ def test_a_rejected_oco_is_followed_by_the_exit_and_if_both_are_rejected_protect
     assert rows_then == 4
     assert [(o.role, o.status) for o in trading.all_orders()][:4] == [
         ("entry", "filled"), ("take_profit", "rejected"), ("stop_loss", "rejected"), ("flatten", "rejected")]
+
+
+def test_a_flatten_whose_exit_is_rejected_says_it_is_not_done_and_protects_the_shares_again(trading):
+    from actors import messages as m
+    from tests.actors.test_trade_scenarios import protected_qty
+
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="INFO", filter=lambda record: record["name"] == "actors.position")
+    try:
+        trading.exchange.set_price("AAPL", "149.95")
+        actor = trading.open(trading.plan())
+        trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
+        restrict(trading, trading_blocked=True)
+        actor.tell(m.Flatten(reason="emergency: test"))
+        said = trading.wait_for(lambda: [text for level, text in lines if level == "ERROR"], "the exit's rejection")
+    finally:
+        logger.remove(sink)
+    assert said[0].startswith("position AAPL#p-1 market exit o-4 rejected unfilled (rejected[other] HTTP 403 code "
+                              "40310000: account is not allowed to trade")
+    assert said[0].endswith("protecting the 100 shares again; its flatten (emergency: test) is not done and not "
+                            "retried")
