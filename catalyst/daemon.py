@@ -291,8 +291,8 @@ class Daemon:
     def _storage_failed(self, fault: str) -> str:
         where = sqlite_path(self.database_url) or self.database_url
         return (f"{where}: {fault}: nothing more could be recorded, so the daemon stopped (protection stays at the "
-                f"broker; {self._shares_without_a_stop()}); free disk space or repair the disk, then restart: it rebuilds every position "
-                "from the database and catches up with the broker")
+                f"broker; {self._shares_without_a_stop()}); free disk space or repair the disk, then restart: it "
+                "rebuilds every position from the database and catches up with the broker")
 
     def _shares_without_a_stop(self) -> str:
         """With the database refusing writes no order may be sent (order first), so a fill whose stop was not yet

@@ -1,6 +1,7 @@
 """On the wall clock (paper, live) the schedule is the exchange's, so start-up compares this machine's clock with the
 broker's (/v2/clock): far off, the daemon waits for time sync and then refuses in one line (exit 2); a few seconds
-off, it follows the broker's clock and says so; close, it says how close. The broker here is `catalyst exchange` at real speed, started on a time of the test's choosing."""
+off, it follows the broker's clock and says so; close, it says how close. The broker here is `catalyst exchange` at
+real speed, started on a time of the test's choosing."""
 
 from __future__ import annotations
 
