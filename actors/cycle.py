@@ -19,8 +19,8 @@ from actors.refs import BUSY, Answers, Delayed, tell_if_alive, tell_later
 from catalyst.broker.errors import BrokerError
 from catalyst.clock import wall_seconds
 from catalyst.domain.cycle import (
-    CYCLE_MACHINE, CyclePhase, PhaseSchedule, emergency_stop, exchange_time, flatten_due, phase_due,
-    schedule_for_close,
+    CYCLE_MACHINE, FLATTEN_RETRY_WAITS, CyclePhase, FlattenRetry, FlattenStep, PhaseSchedule, emergency_stop,
+    exchange_time, flatten_due, market_open, phase_due, schedule_for_close, undone_flatten,
 )
 from catalyst.domain.errors import InvalidSchedule
 
@@ -46,6 +46,9 @@ class DayState:
     phase: CyclePhase
     candidates: list[Any] = field(default_factory=list)
     flattened: bool = False
+    flatten_reason: str | None = None  # why every live position was flattened (end of day, emergency)
+    carried: dict[str, str] = field(default_factory=dict)  # positions of earlier days flattened at the open: why
+    flatten_retries: dict[str, FlattenRetry] = field(default_factory=dict)  # undone flattens, by position
     kept_overnight: bool = False  # the market closed before the end-of-day flatten ran (_keep_overnight)
     overnight_told: bool = False  # the live positions were told KeepOvernight (once a day)
     halted: str | None = None
@@ -123,7 +126,10 @@ class CycleActor(pykka.ThreadingActor):
     def _advance(self) -> None:
         now = self.clock.now()
         day = self._day(now)
-        if day is None or day.phase is CyclePhase.COMPLETED:
+        if day is None:
+            return
+        self._retry_undone_flattens(day, now)  # on a completed day too: an emergency stop completes it early
+        if day.phase is CyclePhase.COMPLETED:
             return
         due = phase_due(day.schedule, now)
         if day.phase in (CyclePhase.MONITORING, CyclePhase.TRADING) and flatten_due(day.schedule, now):
@@ -225,7 +231,7 @@ class CycleActor(pykka.ThreadingActor):
     def _flatten_all(self, reason: str, day: DayState, scheduled: bool = False) -> None:
         if day.flattened:
             return
-        day.flattened = True
+        day.flattened, day.flatten_reason = True, reason
         refs = self.system.supervisor.live_refs().get()
         told = sum(tell_if_alive(ref, m.Flatten(reason=reason, scheduled=scheduled)) for ref in refs)
         log.info(f"cycle {day.day} flattening {told} live positions: {reason}"
@@ -260,8 +266,37 @@ class CycleActor(pykka.ThreadingActor):
                             "was carried over from an earlier day, it stays under its stops until the end-of-day flatten")
                 continue
             if state.get("cycle_id") not in (None, day.cycle_id) and state.get("status") == "open":
-                tell_if_alive(ref, m.Flatten(reason=f"carried over from an earlier day ({state['position']}): "
-                                                    "flattened at the open", scheduled=True))
+                reason = f"carried over from an earlier day ({state['position']}): flattened at the open"
+                day.carried[state["position"]] = reason
+                tell_if_alive(ref, m.Flatten(reason=reason, scheduled=True))
+
+    def _retry_undone_flattens(self, day: DayState, now: datetime) -> None:
+        """A flatten asked for here whose market exit failed leaves its position open under stops again
+        (actors.position's _exit_failed): it is asked for again after growing waits (FLATTEN_RETRY_WAITS) while the
+        market is open, and never after the close, when a market exit would wait all night with the stops taken off."""
+        if not (day.flatten_reason or day.carried) or day.overnight_told or not market_open(day.schedule, now):
+            return
+        if not self.system.supervisor.live_count().get():
+            return
+        for ref, state in Answers(POSITION_ANSWER_S).states(self.system.supervisor.live_refs().get()):
+            if state is BUSY or state.get("status") != "open" or state.get("flattening"):
+                continue  # a busy one is looked at again next tick
+            label = state["position"]
+            reason = day.flatten_reason or day.carried.get(label)
+            if reason is None:
+                continue
+            retry, step = undone_flatten(day.flatten_retries.get(label), now)
+            day.flatten_retries[label] = retry
+            tries = len(FLATTEN_RETRY_WAITS)
+            if step is FlattenStep.NOTED:
+                log.warning(f"cycle {day.day} position {label} still open after its flatten ({reason}): its market "
+                            f"exit failed; flattening it again at {exchange_time(retry.due_at):%H:%M:%S} "
+                            f"(up to {tries} tries while the market is open)")
+            elif step is FlattenStep.RETRY:
+                tell_if_alive(ref, m.Flatten(reason=f"{reason}; again, try {retry.attempts} of {tries}"))
+            elif step is FlattenStep.GIVE_UP:
+                log.error(f"cycle {day.day} position {label} still open after {tries} more flattens ({reason}): "
+                          f"left under its stops; flatten it by hand at the broker")
 
     def _check_loss_limit(self, day: DayState) -> None:
         realized, unrealized = self.hooks["daily_pnl"](day.cycle_id)

@@ -443,8 +443,9 @@ class PositionActor(pykka.ThreadingActor):
             self._retry_timer = tell_later(self.actor_ref, wait_s, m.CheckProtection())
             return
         level = "WARNING" if self._kept_overnight else "ERROR"  # cancelled on purpose at the close, or a failure
-        # Not flattened again by itself: a flatten retried after the close would take the stop off for the night.
-        undone = "" if self._kept_overnight else f"; its flatten ({self.flatten_reason}) is not done and not retried"
+        # Not flattened again by itself: the position does not know the close, and a flatten retried after it would
+        # take the stop off for the night. The cycle, which does, asks again (CycleActor._retry_undone_flattens).
+        undone = "" if self._kept_overnight else f"; its flatten ({self.flatten_reason}) is not done"
         self.log.log(level, f"position {self.label} market exit o-{msg.order_id} {msg.status} unfilled "
                      f"({msg.reason or 'no reason given'}); protecting the {self.position.quantity} shares again"
                      f"{undone}")

@@ -21,7 +21,7 @@ without ever going back.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -132,3 +132,48 @@ def phase_due(schedule: PhaseSchedule, now: datetime) -> CyclePhase:
 def flatten_due(schedule: PhaseSchedule, now: datetime) -> bool:
     """True from `flatten_at` on: every position must be exited before the close."""
     return exchange_time(now) >= schedule.flatten_at
+
+
+def market_open(schedule: PhaseSchedule, now: datetime) -> bool:
+    """True between the bell (`evaluating_at`) and the close: a market exit sent now can fill today."""
+    return schedule.evaluating_at <= exchange_time(now) < schedule.closed_at
+
+
+FLATTEN_RETRY_WAITS: tuple[timedelta, ...] = (
+    timedelta(seconds=30), timedelta(minutes=1), timedelta(minutes=2), timedelta(minutes=4), timedelta(minutes=8),
+)
+"""Exchange time before a flatten found undone is asked for again, then between tries; one try per wait, after the
+last the position is left under its stops for a human. Waits, not a loop: an exit the broker refuses for a lasting
+reason (a restricted account, day-trade protection) costs a stop cancelled and placed again on every try."""
+
+
+class FlattenStep(StrEnum):
+    """What the conductor does about a position still open, and no longer flattening, after it was flattened."""
+
+    NOTED = "noted"  # first seen undone: the first retry is scheduled
+    WAIT = "wait"
+    RETRY = "retry"
+    GIVE_UP = "give up"  # said once
+
+
+@dataclass(frozen=True)
+class FlattenRetry:
+    """One undone flatten's tries: how many the conductor asked for again, and when the next is due."""
+
+    due_at: datetime
+    attempts: int = 0
+    given_up: bool = False
+
+
+def undone_flatten(retry: FlattenRetry | None, now: datetime) -> tuple[FlattenRetry, FlattenStep]:
+    """The next step for a flatten found undone at `now` (its market exit failed, the shares back under their stops),
+    given its tries so far (None: first seen). Exchange time throughout."""
+    if retry is None:
+        return FlattenRetry(due_at=now + FLATTEN_RETRY_WAITS[0]), FlattenStep.NOTED
+    if retry.given_up or now < retry.due_at:
+        return retry, FlattenStep.WAIT
+    if retry.attempts >= len(FLATTEN_RETRY_WAITS):
+        return replace(retry, given_up=True), FlattenStep.GIVE_UP
+    attempts = retry.attempts + 1
+    wait = FLATTEN_RETRY_WAITS[min(attempts, len(FLATTEN_RETRY_WAITS) - 1)]
+    return FlattenRetry(due_at=now + wait, attempts=attempts), FlattenStep.RETRY

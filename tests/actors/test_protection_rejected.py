@@ -83,5 +83,4 @@ def test_a_flatten_whose_exit_is_rejected_says_it_is_not_done_and_protects_the_s
         logger.remove(sink)
     assert said[0].startswith("position AAPL#p-1 market exit o-4 rejected unfilled (rejected[other] HTTP 403 code "
                               "40310000: account is not allowed to trade")
-    assert said[0].endswith("protecting the 100 shares again; its flatten (emergency: test) is not done and not "
-                            "retried")
+    assert said[0].endswith("protecting the 100 shares again; its flatten (emergency: test) is not done")
