@@ -168,6 +168,11 @@ class CycleActor(pykka.ThreadingActor):
             # Resumed past the moment entering evaluating flattens what earlier days left: the market is open, so
             # do it now rather than leave those positions to the end-of-day flatten.
             self._flatten_carried(self.today)
+        if (phase in (CyclePhase.CLOSED, CyclePhase.COMPLETED) and cycle.cycle_state == "emergency_stopped"
+                and market_open(schedule, now) and self.system.supervisor.live_count().get()):
+            # An emergency stop means flat after a restart too: killed during its flatten (the stops cancelled, the
+            # exit not sent yet), the restart rebuilt the positions under new stops, and the flatten lived in memory.
+            self._flatten_all(f"emergency: {cycle.halt_reason} (resumed after a restart)", self.today)
         if phase is CyclePhase.CLOSED:
             # When the day closed lives in memory only: the settling before the report counts from this start (else a
             # day kept overnight, restarted once closed, would wait for it forever). Past the close, what is still

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, Callable, Iterator
 
 import pytest
+from loguru import logger
 
 from actors.cycle import CycleActor, EmergencyStop
 from actors.messages import TradePlan
@@ -199,3 +200,28 @@ def test_a_restart_of_a_day_already_closed_with_a_position_kept_overnight_comple
     stops = trading.wait_for(lambda: working_stops(trading), "a stop for the night (the day's expired)")
     assert [Decimal(o["qty"]) for o in stops] == [Decimal("100")]
     assert trading.broker_view()["positions"] and not [o for o in trading.all_orders() if o.role == "flatten"]
+
+
+def test_a_restart_after_an_emergency_stop_flattens_the_positions_it_left_open(trading, start_cycle):
+    # Killed during an emergency stop's flatten (its stops cancelled, its market exit not sent yet), the daemon's
+    # restart rebuilds the position and protects it again, and the day's row says `closed`, emergency_stopped: the
+    # flatten lived in memory only, and the position stayed open under its stop until the next day's open.
+    trading.exchange.set_price("AAPL", "50.00")
+    trading.exchange.advance(timedelta(minutes=40))  # 09:40: the market is open
+    cycle_id = persisted_phase(trading, "closed")
+    trading.writer.set_cycle_state(cycle_id, "emergency_stopped", "operator: catalyst stop --emergency").get()
+    trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
+                           take_profit=Decimal("55.00"), cycle_id=cycle_id))
+    trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker (as rebuilt)")
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
+                      filter=lambda record: record["name"] == "actors.cycle")
+    try:
+        start_cycle(Hooks(trading))
+        trading.wait_for(lambda: not trading.broker_view()["positions"], "the position to be flattened", timeout=30)
+    finally:
+        logger.remove(sink)
+    assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
+    assert working_stops(trading) == []
+    assert f"cycle {DAY} flattening 1 live positions: emergency: operator: catalyst stop --emergency (resumed after " \
+           "a restart)" in lines
