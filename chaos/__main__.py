@@ -3,7 +3,9 @@
 Each run: `catalyst exchange` (own process, faults on, accelerated clock) and `catalyst run --broker-url` against it;
 the daemon is killed at random moments of the trading day and restarted at once; right after each kill the database it
 left is checked against the broker for what must hold at any moment (every order it sent has its row, nothing doubled,
-no fill recorded twice). When the day is over the faults go off, the daemon gets one last quiet restart (its start-up doctor pass reconciles), and the invariant checker compares
+no fill recorded twice). With `--disk-full N`, N of those restarts cap the size of every file the daemon writes
+just above its largest one: a disk that fills up at a moment nobody chose; the daemon must stop by itself (exit 3,
+its error line naming what is and is not under a stop) and is checked like a killed one, then started as usual. When the day is over the faults go off, the daemon gets one last quiet restart (its start-up doctor pass reconciles), and the invariant checker compares
 its database with the emulator's truth. One summary line; exit 1 on any violation, 2 on bad arguments.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import sqlite3
 import sys
 import tempfile
@@ -23,7 +26,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chaos.harness import DaemonProcess, ExchangeProcess, HarnessError
+from chaos.harness import STORAGE_FAULT_EXIT, DaemonProcess, ExchangeProcess, HarnessError
 from chaos.invariants import Report, Violation, check_files, check_mid_flight, read_database
 from catalyst.sim.faults import FaultPlan, FaultSpecError
 from catalyst.sim.market import EXCHANGE_TZ
@@ -32,6 +35,10 @@ DEFAULT_FAULTS = "http_5xx=0.05,reply_lost=0.05,drop=0.05,duplicate=0.05,reorder
 SIM_KEY_ID = "CATALYST-SIM"
 # The day is done when the cycle completes, or when a restart after the last kill finds it completed already.
 DAY_DONE = r"cycle \d{4}-\d\d-\d\d (#\d+ resumed in )?completed"
+# What a daemon stopped by a refused write must say last (catalyst.daemon's storage fault exit).
+STORAGE_FAULT_LINE = re.compile(r"^catalyst: error: .+: nothing more could be recorded, so the daemon stopped "
+                                r"\(protection stays at the broker; .+\); free disk space or repair the disk")
+DISK_HEADROOM_KB = (64, 512)  # a capped start may write this much more than its largest file (drawn per start)
 
 
 class ChaosSettings(BaseModel):
@@ -49,6 +56,7 @@ class ChaosSettings(BaseModel):
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
+    disk_full: int = Field(default=0, ge=0)  # restarts (after kills, never the last) whose disk fills up
     # how long the final reconciliation may take; well under a night at the run's speed, or the next day trades
     settle_timeout_s: float = Field(default=30.0, gt=0)
     starting_cash: Decimal = Decimal("100000")
@@ -68,6 +76,8 @@ class RunResult:
     wall_s: float = 0.0
     folder: Path | None = None
     orders_at_kills: list[int] = field(default_factory=list)  # broker orders the mid-flight check saw, per kill
+    disk_full_starts: int = 0  # starts with the daemon's files capped
+    disk_full_stops: int = 0  # of those, the daemon stopped by itself on the refused write, as it must
 
     def line(self) -> str:
         checked = self.report.summary() if self.report else "not checked"
@@ -76,8 +86,10 @@ class RunResult:
         seen = self.orders_at_kills
         mid_flight = (f"; mid-flight checks at {len(seen)} kills, {sum(1 for n in seen if n)} with broker orders "
                       f"(up to {max(seen)})" if seen else "")
+        disk = (f"; {self.disk_full_starts} starts on a filling disk, {self.disk_full_stops} stopped by the refused "
+                f"write" if self.disk_full_starts else "")
         return (f"chaos run seed {self.seed}: {self.kills} kills, {len(self.violations)} violations, "
-                f"{self.wall_s:.0f} s; {checked}{mid_flight}")
+                f"{self.wall_s:.0f} s; {checked}{mid_flight}{disk}")
 
 
 def _at(settings: ChaosSettings, hhmm: str) -> datetime:
@@ -93,6 +105,13 @@ def kill_moments(settings: ChaosSettings, rng: random.Random) -> list[datetime]:
         low, high = _at(settings, start), _at(settings, end)
         moments.append(low + timedelta(seconds=rng.uniform(0, (high - low).total_seconds())))
     return sorted(moments)
+
+
+def disk_full_restarts(settings: ChaosSettings, seed: int) -> set[int]:
+    """Indexes of the kills after which the daemon starts on a filling disk: never after the last, which must run
+    the day to its end. Drawn from a generator of their own, so a seed's kill moments are those without the option."""
+    candidates = range(max(settings.kills - 1, 0))
+    return set(random.Random(f"disk-full-{seed}").sample(candidates, min(settings.disk_full, len(candidates))))
 
 
 def _wait_clock(exchange: ExchangeProcess, target: datetime, timeout_s: float) -> None:
@@ -113,21 +132,29 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                          faults=settings.faults, cash=str(settings.starting_cash),
                          latency_ms=settings.latency_ms) as exchange:
         daemon = DaemonProcess(folder / "daemon", exchange.url)
+        disk_full = disk_full_restarts(settings, seed)
+        disk_rng = random.Random(f"disk-headroom-{seed}")
         try:
             daemon.start()
-            for moment in kill_moments(settings, rng):
+            for index, moment in enumerate(kill_moments(settings, rng)):
                 _wait_clock(exchange, moment, timeout_s=day_wall_s + 60)
                 time.sleep(rng.uniform(0, 0.5))  # off the clock poll's rhythm
-                daemon.kill9()
-                result.kills += 1
+                if not stopped_by_itself(daemon, result):
+                    daemon.kill9()
+                    result.kills += 1
                 at_the_kill(exchange, daemon, result)
                 try:
-                    daemon.start()
+                    if index in disk_full:
+                        start_on_a_filling_disk(daemon, result, disk_rng)
+                    else:
+                        daemon.start()
                     result.restarts += 1
                 except HarnessError as exc:
                     result.violations.append(Violation("restart", str(exc)))
                     daemon.stop()
                     daemon.start()
+            if stopped_by_itself(daemon, result):
+                daemon.start()
             daemon.wait_for(DAY_DONE, timeout_s=day_wall_s + 120)
             result.violations += settle(exchange, daemon, settings)
         except HarnessError as exc:
@@ -144,6 +171,38 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
             result.violations += result.report.violations
     result.wall_s = time.monotonic() - began
     return result
+
+
+def start_on_a_filling_disk(daemon: DaemonProcess, result: RunResult, rng: random.Random) -> None:
+    """Start the daemon with no file allowed to grow past a little more than its largest: its disk fills up at some
+    moment of what follows. A daemon that meets it before it is ready stops there, as it must (stopped_by_itself)."""
+    cap = daemon.largest_file() + rng.randint(*DISK_HEADROOM_KB) * 1024
+    daemon.start(wait_ready=False, file_size_cap=cap)
+    result.disk_full_starts += 1
+    try:
+        daemon.wait_ready()
+    except HarnessError:
+        if daemon.process is not None:
+            daemon.process.wait(timeout=30)
+        if not stopped_by_itself(daemon, result):
+            raise
+
+
+def stopped_by_itself(daemon: DaemonProcess, result: RunResult) -> bool:
+    """True if the daemon is not running though the harness did not stop it. Only a start on a filling disk may do
+    that, with exit 3 and the storage fault's line; anything else is a violation."""
+    capped = daemon.file_size_cap is not None
+    code = daemon.exited_by_itself()
+    if code is None:
+        return False
+    lines = daemon.output.lines if daemon.output else []
+    said = next((line for line in reversed(lines) if line.startswith("catalyst: ")), "(nothing)")
+    if capped and code == STORAGE_FAULT_EXIT and STORAGE_FAULT_LINE.search(said):
+        result.disk_full_stops += 1
+    else:
+        result.violations.append(Violation("exit", f"catalyst run (start #{daemon.starts}) stopped by itself, exit "
+                                                   f"{code}{' on a filling disk' if capped else ''}: {said}"))
+    return True
 
 
 def at_the_kill(exchange: ExchangeProcess, daemon: DaemonProcess, result: RunResult) -> None:
@@ -200,6 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--faults", help=f"emulator fault spec (default {DEFAULT_FAULTS!r}; '' for none)")
     parser.add_argument("--speed", type=float, help="exchange seconds per wall second (default 240; --short: 720)")
     parser.add_argument("--latency-ms", type=float, help="the broker's one-way network delay, ms (default 0)")
+    parser.add_argument("--disk-full", type=int, metavar="N",
+                        help="N restarts on a disk that fills up: the daemon must stop by itself (default 0)")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -208,7 +269,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     given = {k: v for k, v in dict(runs=args.runs, kills=args.kills, seed=args.seed, faults=args.faults,
-                                   speed=args.speed, latency_ms=args.latency_ms).items() if v is not None}
+                                   speed=args.speed, latency_ms=args.latency_ms, disk_full=args.disk_full).items()
+             if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
         settings = ChaosSettings.short(**given) if args.short else ChaosSettings(**given)
@@ -220,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chaos: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     distance = f", broker {settings.latency_ms:g} ms away" if settings.latency_ms else ""
+    distance += f", {settings.disk_full} restarts on a filling disk" if settings.disk_full else ""
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:

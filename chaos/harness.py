@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import requests
 COMMAND_ENV = "CATALYST_CHAOS_COMMAND"  # e.g. "/opt/catalyst/bin/catalyst" to test an installed build
 READY_LINE = re.compile(r"catalyst exchange ready at (http://\S+)")
 DAEMON_READY = re.compile(r"cycle \d{4}-\d\d-\d\d #\d+ (starts|resumed in)")
+STORAGE_FAULT_EXIT = 3  # catalyst run's exit code when its database refused a write
 
 
 class HarnessError(RuntimeError):
@@ -200,6 +202,7 @@ class DaemonProcess:
     starts: int = 0
     kills: int = 0
     exit_codes: list[int] = field(default_factory=list)
+    file_size_cap: int | None = None  # the running start's (start)
 
     @property
     def config_path(self) -> Path:
@@ -213,7 +216,10 @@ class DaemonProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def start(self, wait_ready: bool = True) -> DaemonProcess:
+    def start(self, wait_ready: bool = True, file_size_cap: int | None = None) -> DaemonProcess:
+        """`file_size_cap`: no file the daemon writes may grow past this many bytes (RLIMIT_FSIZE): a disk that
+        fills up at a moment nobody chose. A write past it fails with EFBIG (CPython ignores SIGXFSZ), which SQLite
+        reports as a disk I/O error: the daemon's refused-write path, as with a full disk."""
         if self.running:
             raise HarnessError("the daemon is already running")
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -221,8 +227,11 @@ class DaemonProcess:
             self.config_path.write_text(CONFIG_TEMPLATE + self.extra_config, encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("CATALYST_")}
         command = [*catalyst_command(), "run", "--broker-url", self.broker_url, "--config", str(self.config_path)]
+        self.file_size_cap = file_size_cap
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                         cwd=self.folder, env=env, start_new_session=True)
+        if file_size_cap is not None:  # set from outside (Linux's prlimit): a preexec_fn is unsafe beside threads
+            resource.prlimit(self.process.pid, resource.RLIMIT_FSIZE, (file_size_cap, file_size_cap))
         self.starts += 1
         self.output = LineLog(self.process.stderr, self.folder / f"daemon-{self.starts}.log")
         if wait_ready:
@@ -241,6 +250,19 @@ class DaemonProcess:
         if self.output is None:
             raise HarnessError("the daemon was never started")
         return self.output.wait_for(pattern, timeout_s, start)
+
+    def largest_file(self) -> int:
+        """Bytes of the largest file in the daemon's folder (its database or write-ahead log, usually)."""
+        return max((path.stat().st_size for path in self.folder.iterdir() if path.is_file()), default=0)
+
+    def exited_by_itself(self) -> int | None:
+        """The exit code if the daemon has stopped without being stopped here (recorded once), else None."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        code = self.process.returncode
+        self.exit_codes.append(code)
+        self.process = None
+        return code
 
     def kill9(self) -> None:
         """SIGKILL: no handler runs, no buffer is flushed, the lock is left to the OS."""

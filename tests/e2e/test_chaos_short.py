@@ -32,6 +32,18 @@ def test_short_chaos_run_kills_the_daemon_and_finds_no_violation(tmp_path):
     assert result.returncode == 0
 
 
+def test_short_chaos_run_with_restarts_on_a_filling_disk_finds_no_violation(tmp_path):
+    # Whether a capped daemon meets its refused write before the next kill depends on the run's timing; when it does,
+    # it must have stopped by itself with exit 3 and the storage fault's line (else an `exit` violation is counted).
+    result = run_chaos("--short", "--seed", "130", "--disk-full", "2", "--keep", str(tmp_path))
+
+    line = re.search(r"^chaos run seed 130: \d+ kills, (\d+) violations.*; 2 starts on a filling disk, (\d) stopped "
+                     r"by the refused write$", result.stdout, re.MULTILINE)
+    assert line, f"no run line in:\n{result.stdout}\n{result.stderr[-2000:]}"
+    assert int(line.group(1)) == 0, result.stdout
+    assert result.returncode == 0
+
+
 def test_chaos_refuses_a_bad_fault_spec_in_one_line():
     result = run_chaos("--short", "--faults", "gremlins=0.5", timeout_s=60)
 
@@ -43,6 +55,7 @@ def test_chaos_refuses_a_bad_fault_spec_in_one_line():
     (("--speed", "-1"), "chaos: error: --speed: Input should be greater than 0"),
     (("--latency-ms", "20000"), "chaos: error: --latency-ms: Input should be less than or equal to 10000"),
     (("--speed", "inf"), "chaos: error: --speed: Input should be a finite number"),
+    (("--disk-full", "-1"), "chaos: error: --disk-full: Input should be greater than or equal to 0"),
 ])
 def test_chaos_refuses_a_bad_setting_in_one_line_naming_it(args, expected):
     result = run_chaos("--short", *args, timeout_s=60)
