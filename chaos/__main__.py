@@ -4,7 +4,7 @@ Each run: `catalyst exchange` (own process, faults on, accelerated clock) and `c
 the daemon is killed at random moments of the trading day and restarted at once; right after each kill the database it
 left is checked against the broker for what must hold at any moment (every order it sent has its row, nothing doubled,
 no fill recorded twice). With `--disk-full N`, N of those restarts cap the size of every file the daemon writes
-just above its largest one: a disk that fills up at a moment nobody chose; the daemon must stop by itself (exit 3,
+a little above its database file's: a disk that fills up at a moment nobody chose; the daemon must stop by itself (exit 3,
 its error line naming what is and is not under a stop) and is checked like a killed one, then started as usual. When the day is over the faults go off, the daemon gets one last quiet restart (its start-up doctor pass reconciles), and the invariant checker compares
 its database with the emulator's truth. One summary line; exit 1 on any violation, 2 on bad arguments.
 """
@@ -38,7 +38,7 @@ DAY_DONE = r"cycle \d{4}-\d\d-\d\d (#\d+ resumed in )?completed"
 # What a daemon stopped by a refused write must say last (catalyst.daemon's storage fault exit).
 STORAGE_FAULT_LINE = re.compile(r"^catalyst: error: .+: nothing more could be recorded, so the daemon stopped "
                                 r"\(protection stays at the broker; .+\); free disk space or repair the disk")
-DISK_HEADROOM_KB = (64, 512)  # a capped start may write this much more than its largest file (drawn per start)
+DISK_HEADROOM_KB = (16, 256)  # a capped start's files may grow this far past its database file (drawn per start)
 
 
 class ChaosSettings(BaseModel):
@@ -174,9 +174,9 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
 
 
 def start_on_a_filling_disk(daemon: DaemonProcess, result: RunResult, rng: random.Random) -> None:
-    """Start the daemon with no file allowed to grow past a little more than its largest: its disk fills up at some
-    moment of what follows. A daemon that meets it before it is ready stops there, as it must (stopped_by_itself)."""
-    cap = daemon.largest_file() + rng.randint(*DISK_HEADROOM_KB) * 1024
+    """Start the daemon with no file allowed to grow much past its database file (the write-ahead log, which starts
+    over after the restart's checkpoint, included): its disk fills up at some moment of what follows. A daemon that meets it before it is ready stops there, as it must (stopped_by_itself)."""
+    cap = daemon.database_size() + rng.randint(*DISK_HEADROOM_KB) * 1024
     daemon.start(wait_ready=False, file_size_cap=cap)
     result.disk_full_starts += 1
     try:

@@ -251,9 +251,9 @@ class DaemonProcess:
             raise HarnessError("the daemon was never started")
         return self.output.wait_for(pattern, timeout_s, start)
 
-    def largest_file(self) -> int:
-        """Bytes of the largest file in the daemon's folder (its database or write-ahead log, usually)."""
-        return max((path.stat().st_size for path in self.folder.iterdir() if path.is_file()), default=0)
+    def database_size(self) -> int:
+        """Bytes of the daemon's database file (its write-ahead log starts over small after a restart's checkpoint)."""
+        return self.database_path.stat().st_size if self.database_path.exists() else 0
 
     def exited_by_itself(self) -> int | None:
         """The exit code if the daemon has stopped without being stopped here (recorded once), else None."""
