@@ -99,6 +99,8 @@ class PositionActor(pykka.ThreadingActor):
         # the broker takes neither, and trying both again at once would loop as fast as it answers (_exit_failed).
         self._protection_rejections = 0
         self._retry_timer: Delayed | None = None
+        self._cancels_asked: set[int] = set()  # orders this actor asked the router to cancel
+        self._cancelled_elsewhere: set[int] = set()  # OCO pairs (by take-profit id) said cancelled at the broker
         self.restored = restored
         self.log = logger.bind(actor="position")
 
@@ -194,6 +196,8 @@ class PositionActor(pykka.ThreadingActor):
             else:
                 if msg.role in ("take_profit", "stop_loss") and msg.status in ACKNOWLEDGED:
                     self._protection_rejections = 0
+                if msg.status is OrderStatus.CANCELLED and msg.role in ("take_profit", "stop_loss"):
+                    self._say_if_cancelled_elsewhere()
                 self._protect()
         if self._flatten_when_open is not None and self.position.status is PositionStatus.OPEN:
             reason, self._flatten_when_open = self._flatten_when_open, None
@@ -238,8 +242,7 @@ class PositionActor(pykka.ThreadingActor):
         elif protection:  # the router has sent this OCO on already
             self._count_protection(protection)
             if self.flattening:  # a flatten came between the router's question and its commit: call the OCO off
-                self.router.tell(m.CancelOrders(order_ids=tuple(r.order_id for r in protection),
-                                                reason=f"flatten: {self.flatten_reason}"))
+                self._cancel(tuple(r.order_id for r in protection), reason=f"flatten: {self.flatten_reason}")
         elif after.status is PositionStatus.CLOSED:
             self._after_close()
 
@@ -362,8 +365,29 @@ class PositionActor(pykka.ThreadingActor):
         self.log.warning(f"position {self.label} OCO leg {named} still works alone after {LONE_LEG_GRACE_S:g}s: asking "
                          f"the broker and cancelling it; its shares are protected anew once it has ended")
         self.router.tell(m.VerifyOrders(order_ids=lone))
-        self.router.tell(m.CancelOrders(order_ids=lone, reason="its OCO sibling ended: protection renewed"))
+        self._cancel(lone, reason="its OCO sibling ended: protection renewed")
         self._lone_timer = tell_later(self.actor_ref, LONE_LEG_GRACE_S, CheckLoneLegs())
+
+    def _say_if_cancelled_elsewhere(self) -> None:
+        """An OCO whose legs both ended cancelled, neither filled nor asked by this actor, was cancelled at the broker by
+        someone else (by hand in Alpaca's dashboard, another program on the key), or asked before a restart. It is
+        protected again at once, as any shares without a stop are; said as a WARNING, once per pair, so whoever took
+        the stop off learns why it is back."""
+        for pair in self.pairs:
+            legs = (self.orders.get(pair.take_profit), self.orders.get(pair.stop_loss))
+            if pair.take_profit in self._cancelled_elsewhere or any(
+                    leg is None or leg.status is not OrderStatus.CANCELLED or leg.filled_qty > 0 for leg in legs):
+                continue
+            if {pair.take_profit, pair.stop_loss} & self._cancels_asked:
+                continue
+            self._cancelled_elsewhere.add(pair.take_profit)
+            self.log.warning(f"position {self.label} its stop o-{pair.stop_loss} and take-profit o-{pair.take_profit} "
+                             f"were cancelled at the broker, not by Catalyst (by hand, or before a restart): "
+                             f"protecting the shares again; to manage a position by hand, stop Catalyst first")
+
+    def _cancel(self, order_ids: tuple[int, ...], reason: str) -> None:
+        self._cancels_asked.update(order_ids)
+        self.router.tell(m.CancelOrders(order_ids=order_ids, reason=reason))
 
     def _submit_protection(self, rows: list[Any]) -> None:
         """Rows committed: count them as protection at once (so no second OCO is asked for the same shares) and
@@ -389,7 +413,7 @@ class PositionActor(pykka.ThreadingActor):
                 self.log.info(f"position {self.label} pending: {reason}; cancelling its entry (shares that fill "
                               f"anyway are flattened)")
             self._flatten_when_open = reason
-            self.router.tell(m.CancelOrders(order_ids=working, reason=reason))
+            self._cancel(working, reason=reason)
             return
         self.flattening, self.flatten_reason, self.flatten_since = True, reason, self.clock.now()
         self._kept_overnight = False  # a new flatten (the next open's): its own cancels, its own exit
@@ -400,7 +424,7 @@ class PositionActor(pykka.ThreadingActor):
         # fill, the exit is doubled and the account ends up short. Cancelled first, a stop that fills instead
         # simply leaves less (or nothing) to exit.
         if working:
-            self.router.tell(m.CancelOrders(order_ids=working, reason=f"flatten: {reason}"))
+            self._cancel(working, reason=f"flatten: {reason}")
             self._start_flatten_timer()
         self._exit_when_clear()
 
@@ -465,7 +489,7 @@ class PositionActor(pykka.ThreadingActor):
                          f"kept under stops overnight, flattened at the next open"
                          + (f"; cancelling its market exit {', '.join(f'o-{i}' for i in exits)}" if exits else ""))
         if exits:
-            self.router.tell(m.CancelOrders(order_ids=exits, reason=OVERNIGHT_CANCEL))
+            self._cancel(exits, reason=OVERNIGHT_CANCEL)
             self._start_flatten_timer()  # a cancel that fails (an outcome unknown) is asked again
             return
         self.flattening, self.exit_sent = False, False
@@ -496,7 +520,7 @@ class PositionActor(pykka.ThreadingActor):
             return
         self.log.warning(f"position {self.label} flatten still waiting for {working} to end: asking the broker again")
         self.router.tell(m.VerifyOrders(order_ids=working))
-        self.router.tell(m.CancelOrders(order_ids=working, reason=reason))
+        self._cancel(working, reason=reason)
         self._start_flatten_timer()
 
     # --- closing ----------------------------------------------------------------------------------------------
@@ -512,7 +536,7 @@ class PositionActor(pykka.ThreadingActor):
             return
         self.log.info(f"position {self.label} closed; no cancel event yet for {working}: asking the broker")
         self.router.tell(m.VerifyOrders(order_ids=working))
-        self.router.tell(m.CancelOrders(order_ids=working, reason="position closed"))
+        self._cancel(working, reason="position closed")
 
     def _finish_if_done(self) -> None:
         # stop() takes effect after the messages already queued (an OCO sibling's cancel beside the exit fill, a
