@@ -61,6 +61,7 @@ class OrderView:
     status: OrderStatus = OrderStatus.CREATED
     filled_qty: Decimal = Decimal(0)  # as the broker last reported it
     applied_qty: Decimal = Decimal(0)  # an exit's shares taken off the position by executions so far
+    acknowledged: bool = False  # seen working at the broker (submitted or accepted)
 
     @property
     def working(self) -> bool:
@@ -178,6 +179,7 @@ class PositionActor(pykka.ThreadingActor):
         writes _prepare_entry_fill planned for it, and sent the OCO on."""
         view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
         view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
+        view.acknowledged = view.acknowledged or msg.status in ACKNOWLEDGED
         if msg.execution is not None:
             self._apply_execution(msg.role, msg.execution, committed)
             if msg.role != "entry":
@@ -197,7 +199,7 @@ class PositionActor(pykka.ThreadingActor):
                 if msg.role in ("take_profit", "stop_loss") and msg.status in ACKNOWLEDGED:
                     self._protection_rejections = 0
                 if msg.status is OrderStatus.CANCELLED and msg.role in ("take_profit", "stop_loss"):
-                    self._say_if_cancelled_elsewhere()
+                    self._say_if_cancelled_elsewhere(msg.order_id)
                 self._protect()
         if self._flatten_when_open is not None and self.position.status is PositionStatus.OPEN:
             reason, self._flatten_when_open = self._flatten_when_open, None
@@ -368,17 +370,17 @@ class PositionActor(pykka.ThreadingActor):
         self._cancel(lone, reason="its OCO sibling ended: protection renewed")
         self._lone_timer = tell_later(self.actor_ref, LONE_LEG_GRACE_S, CheckLoneLegs())
 
-    def _say_if_cancelled_elsewhere(self) -> None:
-        """An OCO whose legs both ended cancelled, neither filled nor asked by this actor, was cancelled at the broker by
-        someone else (by hand in Alpaca's dashboard, another program on the key), or asked before a restart. It is
-        protected again at once, as any shares without a stop are; said as a WARNING, once per pair, so whoever took
-        the stop off learns why it is back."""
+    def _say_if_cancelled_elsewhere(self, order_id: int) -> None:
+        """An OCO whose legs, both seen working at the broker, both ended cancelled, neither filled nor asked by this
+        actor, was cancelled at the broker by someone else (by hand in Alpaca's dashboard, another program on the key),
+        or asked before a restart. It is protected again at once, as any shares without a stop are; said as a WARNING,
+        once per pair, so whoever took the stop off learns why it is back."""
         for pair in self.pairs:
-            legs = (self.orders.get(pair.take_profit), self.orders.get(pair.stop_loss))
-            if pair.take_profit in self._cancelled_elsewhere or any(
-                    leg is None or leg.status is not OrderStatus.CANCELLED or leg.filled_qty > 0 for leg in legs):
+            if order_id not in (pair.take_profit, pair.stop_loss) or pair.take_profit in self._cancelled_elsewhere:
                 continue
-            if {pair.take_profit, pair.stop_loss} & self._cancels_asked:
+            legs = (self.orders.get(pair.take_profit), self.orders.get(pair.stop_loss))
+            if any(leg is None or leg.status is not OrderStatus.CANCELLED or leg.filled_qty > 0 or not leg.acknowledged
+                   for leg in legs) or {pair.take_profit, pair.stop_loss} & self._cancels_asked:
                 continue
             self._cancelled_elsewhere.add(pair.take_profit)
             self.log.warning(f"position {self.label} its stop o-{pair.stop_loss} and take-profit o-{pair.take_profit} "
@@ -582,6 +584,7 @@ class PositionActor(pykka.ThreadingActor):
             # The recorded fills are replayed below: whatever an exit filled is applied, as before the restart.
             self.orders[order.order_id] = OrderView(role=order.role, status=OrderStatus(order.status),
                                                     filled_qty=order.filled_qty,
+                                                    acknowledged=OrderStatus(order.status) in ACKNOWLEDGED,
                                                     applied_qty=order.filled_qty if order.role != "entry" else Decimal(0))
         for tp, sl, qty in restored.pairs:
             self.pairs.append(OcoPair(tp, sl, qty))

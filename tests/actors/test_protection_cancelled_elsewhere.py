@@ -69,3 +69,26 @@ def test_a_take_profit_fill_and_a_flatten_say_nothing_of_it(trading, warnings):
     trading.wait_for(lambda: any(o.role == "flatten" and o.status == "filled" for o in trading.all_orders("MSFT")),
                      "the flatten's exit filled")
     assert not [w for w in warnings if ELSEWHERE in w]
+
+
+def test_an_oco_retired_before_it_reached_the_broker_is_not_said_cancelled_there(tmp_path, recording_actor, warnings):
+    """Legs the router ends as cancelled without the broker ever having them (a submit found never to have arrived,
+    retired) were not taken off by anyone: protected again without the line. Message by message, the router a
+    recorder (tests/actors/test_position_flatten.py's rig)."""
+    from catalyst.domain.orders import OrderStatus
+    from tests.actors.test_position_flatten import T0, Rig, wait_for
+
+    rig = Rig(tmp_path, recording_actor)
+    try:
+        rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+        rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
+                   m.Execution(key="b-entry:100", qty=Decimal(100), price=Decimal("50"), at=T0))
+        first = wait_for(lambda: rig.told(m.SubmitProtection), "the OCO rows")[0]
+        rig.update(first.take_profit.order_id, "take_profit", OrderStatus.CANCELLED)
+        rig.update(first.stop_loss.order_id, "stop_loss", OrderStatus.CANCELLED)
+        again = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the shares protected again")
+        rig.settled()
+    finally:
+        rig.stop()
+    assert again[0].stop_loss.quantity == Decimal(100)
+    assert not [w for w in warnings if ELSEWHERE in w]
