@@ -315,6 +315,8 @@ class CycleActor(pykka.ThreadingActor):
             log.warning(f"cycle emergency stop requested ({reason}) outside an active phase: flattening anyway")
             for ref in self.system.supervisor.live_refs().get():
                 tell_if_alive(ref, m.Flatten(reason=f"emergency: {reason}"))
+            if day is not None and day.flatten_reason is None:
+                day.flatten_reason = f"emergency: {reason}"  # one whose exit fails is asked again (market open)
             if day is not None and day.phase is CyclePhase.IDLE and not day.halted:
                 # Before the scan there is no phase to close, but the stop must still hold: no entries today,
                 # persisted so a restart remembers it.

@@ -90,3 +90,19 @@ def test_nothing_is_flattened_again_once_the_market_has_closed():
     finally:
         undone.stop()
     assert told == ["end of day; again, try 1 of 5"]
+
+
+def test_an_emergency_stop_after_the_day_completed_is_asked_for_again_too():
+    # The day completed early (an earlier emergency stop, or the report written), the market still open: a new
+    # emergency stop flattens "anyway", and one whose exit fails is tried again like any other.
+    undone = stand_in("KERB#p-3")
+    conductor = conductor_of(undone)
+    conductor.today = DayState(DAY, 2, CyclePhase.COMPLETED)
+    try:
+        CycleActor._emergency(conductor, "operator: catalyst stop --emergency")  # type: ignore[arg-type]
+        ticks(conductor, conductor.today, MIDDAY, timedelta(seconds=30), 2)
+        told = flattens(undone)
+    finally:
+        undone.stop()
+    assert told == ["emergency: operator: catalyst stop --emergency",
+                    "emergency: operator: catalyst stop --emergency; again, try 1 of 5"]
