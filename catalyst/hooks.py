@@ -129,10 +129,15 @@ class CycleHooks:
         account = self.broker.account()
         realized, unrealized = self.daily_pnl(cycle_id)
         book = self._book()
+        day_trades_left = risk.day_trades_left(account.last_equity, account.daytrade_count, len(book.holdings))
+        if day_trades_left is not None:
+            log.info(f"cycle day-trade protection: equity at the last close {account.last_equity} (under "
+                     f"{risk.PDT_EQUITY}), {account.daytrade_count} day trades in five business days, "
+                     f"{len(book.holdings)} positions open or entering today: {day_trades_left} more may be opened")
         decisions = risk.approve(
             [risk.Candidate(symbol=c.symbol, entry=c.price, stop=c.stop, scan_id=c.scan_id) for c in candidates],
             book, risk.Account(equity=account.equity, buying_power=account.buying_power,
-                               realized_pnl=realized, unrealized_pnl=unrealized),
+                               realized_pnl=realized, unrealized_pnl=unrealized, day_trades_left=day_trades_left),
             self.config.risk,
         )
         plans = []

@@ -96,6 +96,7 @@ class AccountReport(Report):
     account_blocked: bool
     shorting_enabled: bool | None
     trade_suspended_by_user: bool = False
+    daytrade_count: int | None = None  # day trades in the last five business days, as Alpaca counts them
 
     def why_no_orders(self) -> str | None:
         """Why Alpaca would refuse every order of this account (its status and restrictions), or None."""
@@ -254,6 +255,7 @@ def account_report(account: TradeAccount) -> AccountReport:
         account_blocked=bool(account.account_blocked),
         shorting_enabled=account.shorting_enabled,
         trade_suspended_by_user=bool(account.trade_suspended_by_user),
+        daytrade_count=account.daytrade_count,
     )
 
 

@@ -50,6 +50,8 @@ class RejectionReason(StrEnum):
     MAX_POSITION_NOTIONAL = "max position notional buys fewer than min_shares"
     MAX_TOTAL_NOTIONAL = "max total notional reached"
     BUYING_POWER = "not enough buying power"
+    DAY_TRADES = ("day-trade protection: the account's equity at the last close is under $25,000 and its day trades "
+                  "in five business days would reach 4, which Alpaca refuses (the stop and the exit with it)")
 
 
 APPROVED = "approved"
@@ -98,14 +100,34 @@ class Book:
         return sum((h.notional for h in self.holdings), ZERO)
 
 
+PDT_EQUITY = Decimal("25000")
+PDT_DAY_TRADES = 3
+
+
+def day_trades_left(last_equity: Decimal | None, daytrade_count: int | None, opened_today: int) -> int | None:
+    """Positions that may still be opened today on an account Alpaca's pattern day trader protection watches, or None
+    when it does not (equity at the last close of $25,000 or more, or not reported).
+
+    Why a limit, not a retry: under $25,000 Alpaca refuses any order that could make a 4th day trade in five business
+    days, and it judges the order that would close the position, not the one that opens it. Every position opened
+    here closes the same day (its stop, its target or the 15:55 flatten): a day trade. An entry past the limit would
+    fill, and then its OCO and its market exit would both be refused: shares with no stop until the next day.
+    Positions opened today and still open count already (Alpaca counts pending orders as potential day trades)."""
+    if last_equity is None or daytrade_count is None or last_equity >= PDT_EQUITY:
+        return None
+    return max(PDT_DAY_TRADES - daytrade_count - opened_today, 0)
+
+
 @dataclass(frozen=True)
 class Account:
-    """The broker account now: equity, buying power left, and today's P&L so far."""
+    """The broker account now: equity, buying power left, today's P&L so far, and, on an account the pattern day
+    trader protection watches, how many positions it may still open today (day_trades_left; None: no such limit)."""
 
     equity: Decimal
     buying_power: Decimal
     realized_pnl: Decimal = ZERO
     unrealized_pnl: Decimal = ZERO
+    day_trades_left: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "equity", positive(self.equity, "account equity"))
@@ -152,6 +174,7 @@ class _Room:
     total_notional_left: Decimal
     buying_power_left: Decimal
     budget: Decimal = field(default=ZERO)
+    day_trades_left: int | None = None
 
 
 def risk_budget(equity: Decimal, settings: RiskSettings) -> Decimal:
@@ -213,6 +236,7 @@ def approve(
         total_notional_left=_CTX.subtract(settings.max_total_notional, book.notional),
         buying_power_left=account.buying_power,
         budget=risk_budget(account.equity, settings),
+        day_trades_left=account.day_trades_left,
     )
     return [_decide(candidate, room, settings) for candidate in candidates]
 
@@ -236,6 +260,8 @@ def _decide(candidate: Candidate, room: _Room, settings: RiskSettings) -> Decisi
         return rejected(RejectionReason.MAX_OPEN_POSITIONS)
     if risk_per_share <= 0:
         return rejected(RejectionReason.INVALID_STOP)
+    if room.day_trades_left is not None and room.day_trades_left <= 0:
+        return rejected(RejectionReason.DAY_TRADES)
     qty, binding = _shares(
         room.budget, risk_per_share, entry,
         settings.max_position_notional, room.total_notional_left, room.buying_power_left,
@@ -247,6 +273,8 @@ def _decide(candidate: Candidate, room: _Room, settings: RiskSettings) -> Decisi
     room.open_count += 1
     room.total_notional_left = _CTX.subtract(room.total_notional_left, notional)
     room.buying_power_left = _CTX.subtract(room.buying_power_left, notional)
+    if room.day_trades_left is not None:
+        room.day_trades_left -= 1
     return Decision(candidate, True, APPROVED, qty=qty, **plan)
 
 

@@ -98,6 +98,7 @@ class Account:
     trading_blocked: bool = False
     account_blocked: bool = False
     trade_suspended_by_user: bool = False
+    daytrade_count: int = 0  # reported only: the emulator does not enforce the pattern day trader rule
 
     def __post_init__(self) -> None:
         self.id = uuid5(ACCOUNT_NAMESPACE, self.key_id)
@@ -211,5 +212,5 @@ class Account:
             "transfers_blocked": False,
             "account_blocked": self.account_blocked,
             "trade_suspended_by_user": self.trade_suspended_by_user,
-            "daytrade_count": 0,
+            "daytrade_count": self.daytrade_count,
         }

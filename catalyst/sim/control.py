@@ -160,15 +160,16 @@ async def snapshot_get(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].engine.snapshot(request.match_info["key_id"]))
 
 
-RESTRICTIONS = {"status": str, "trading_blocked": bool, "account_blocked": bool, "trade_suspended_by_user": bool}
+RESTRICTIONS = {"status": str, "trading_blocked": bool, "account_blocked": bool, "trade_suspended_by_user": bool,
+                "daytrade_count": int}
 
 
 async def restrictions_put(request: web.Request) -> web.Response:
     """An account Alpaca would not let trade (blocked, suspended, not yet ACTIVE): its /v2/account says so, and its
-    order submits are refused with a 403."""
+    order submits are refused with a 403. `daytrade_count` is reported by /v2/account only (no rule enforced)."""
     state, body = request.app[STATE], await _json(request)
     unknown = sorted(set(body) - set(RESTRICTIONS))
-    wrong = sorted(name for name, kind in RESTRICTIONS.items() if name in body and not isinstance(body[name], kind))
+    wrong = sorted(name for name, kind in RESTRICTIONS.items() if name in body and type(body[name]) is not kind)
     if unknown or wrong:
         return _bad(f"cannot set restrictions: unknown {unknown}, wrong type {wrong} (expected {list(RESTRICTIONS)})")
     account = state.engine.account(request.match_info["key_id"])

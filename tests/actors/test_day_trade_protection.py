@@ -1,0 +1,77 @@
+"""Alpaca's pattern day trader protection: on an account whose equity at the last close is under $25,000 it refuses
+any order that could make a 4th day trade in five business days, and it judges the order that CLOSES a position. An
+entry past that limit would fill and then find its OCO and its market exit refused: shares with no stop until the
+next day. So approval opens no more positions than the account's day trades left allow, and says why. The account
+through alpaca-py from the emulator (its cash 20,000; its day-trade count set through /sim/v1), SQLite on disk."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+import requests
+from loguru import logger
+
+from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.ratelimit import RateLimiter
+from catalyst.domain import risk
+from catalyst.hooks import CycleHooks
+from catalyst.sim.clock import SimClock
+from catalyst.sim.scripted import ScriptedMarket
+from catalyst.sim.server import EmbeddedExchange, ExchangeConfig
+from tests.actors.conftest import START
+
+CANDIDATES = [SimpleNamespace(symbol=symbol, price=Decimal("50.00"), stop=Decimal("49.00"), scan_id=None)
+              for symbol in ("AAPL", "MSFT", "TSLA")]
+
+
+@pytest.fixture
+def exchange() -> Iterator[EmbeddedExchange]:
+    """Overrides the actor conftest's exchange: an account of 20,000, under the $25,000 the rule watches."""
+    market = ScriptedMarket(("AAPL", "MSFT", "TSLA"), START)
+    config = ExchangeConfig(speed=0, start=START, rate_limit_per_minute=0, starting_cash=Decimal("20000"))
+    with EmbeddedExchange(config, market, SimClock(START, 0)) as ex:
+        yield ex
+
+
+def approval(trading, daytrade_count: int) -> tuple[list[Any], list[str]]:
+    answer = requests.put(f"{trading.exchange.base_url}/sim/v1/accounts/{trading.key}/restrictions",
+                          json={"daytrade_count": daytrade_count}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    hooks = object.__new__(CycleHooks)  # the approval's own parts: the broker, the writer, the risk settings
+    hooks.broker = AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, limiter=RateLimiter(0),
+                                name="cycle")
+    hooks.writer = trading.writer
+    hooks.config = SimpleNamespace(risk=risk.RiskSettings())
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
+                      filter=lambda record: record["name"] == "catalyst.hooks")
+    try:
+        plans = hooks.approve(trading.cycle_id(), CANDIDATES, START)
+    finally:
+        logger.remove(sink)
+    return plans, lines
+
+
+def test_an_account_with_three_day_trades_opens_nothing_and_says_why(trading):
+    plans, lines = approval(trading, 3)
+
+    assert plans == []
+    assert "cycle day-trade protection: equity at the last close 20000 (under 25000), 3 day trades in five business " \
+           "days, 0 positions open or entering today: 0 more may be opened" in lines
+    assert f"cycle reject AAPL: {risk.RejectionReason.DAY_TRADES.value}" in lines
+
+
+def test_an_account_with_one_day_trade_opens_two_and_counts_the_one_already_open(trading):
+    plans, _ = approval(trading, 1)
+    assert [p.symbol for p in plans] == ["AAPL", "MSFT"]
+
+    trading.exchange.set_price("AAPL", "50.00")
+    trading.open(plans[0])  # one of them entered: it closes today, a day trade on its way
+    trading.wait_for(lambda: trading.writer.live_positions().get().open_positions, "the open position")
+    again, lines = approval(trading, 1)
+    assert [p.symbol for p in again] == ["MSFT"]
+    assert any("1 positions open or entering today: 1 more may be opened" in line for line in lines)
+
