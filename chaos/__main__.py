@@ -3,10 +3,11 @@
 Each run: `catalyst exchange` (own process, faults on, accelerated clock) and `catalyst run --broker-url` against it;
 the daemon is killed at random moments of the trading day and restarted at once; right after each kill the database it
 left is checked against the broker for what must hold at any moment (every order it sent has its row, nothing doubled,
-no fill recorded twice). With `--disk-full N`, N of those restarts cap the size of every file the daemon writes
-a little above its database file's: a disk that fills up at a moment nobody chose; the daemon must stop by itself (exit 3,
-its error line naming what is and is not under a stop) and is checked like a killed one, then started as usual. When the day is over the faults go off, the daemon gets one last quiet restart (its start-up doctor pass reconciles), and the invariant checker compares
-its database with the emulator's truth. One summary line; exit 1 on any violation, 2 on bad arguments.
+no fill recorded twice). With `--disk-full N`, N of those restarts cap the size of every file the daemon writes a
+little above its database file's: a disk that fills up at a moment nobody chose; the daemon must stop by itself (exit
+3, its error line naming what is and is not under a stop) and is checked like a killed one, then started as usual.
+When the day is over the faults go off, the daemon gets one last quiet restart (its start-up doctor pass reconciles),
+and the invariant checker compares its database with the emulator's truth. One summary line; exit 1 on any violation, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
             for index, moment in enumerate(kill_moments(settings, rng)):
                 _wait_clock(exchange, moment, timeout_s=day_wall_s + 60)
                 time.sleep(rng.uniform(0, 0.5))  # off the clock poll's rhythm
-                if not stopped_by_itself(daemon, result):
+                if not stopped_by_itself(daemon, result) and daemon.running:
                     daemon.kill9()
                     result.kills += 1
                 at_the_kill(exchange, daemon, result)
@@ -153,7 +154,8 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                     result.violations.append(Violation("restart", str(exc)))
                     daemon.stop()
                     daemon.start()
-            if stopped_by_itself(daemon, result):
+            stopped_by_itself(daemon, result)
+            if not daemon.running:  # stopped by a refused write since the last kill
                 daemon.start()
             daemon.wait_for(DAY_DONE, timeout_s=day_wall_s + 120)
             result.violations += settle(exchange, daemon, settings)
@@ -175,7 +177,8 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
 
 def start_on_a_filling_disk(daemon: DaemonProcess, result: RunResult, rng: random.Random) -> None:
     """Start the daemon with no file allowed to grow much past its database file (the write-ahead log, which starts
-    over after the restart's checkpoint, included): its disk fills up at some moment of what follows. A daemon that meets it before it is ready stops there, as it must (stopped_by_itself)."""
+    over after the restart's checkpoint, included): its disk fills up at some moment of what follows. A daemon that
+    meets it before it is ready stops there, as it must (stopped_by_itself)."""
     cap = daemon.database_size() + rng.randint(*DISK_HEADROOM_KB) * 1024
     daemon.start(wait_ready=False, file_size_cap=cap)
     result.disk_full_starts += 1
@@ -195,6 +198,8 @@ def stopped_by_itself(daemon: DaemonProcess, result: RunResult) -> bool:
     code = daemon.exited_by_itself()
     if code is None:
         return False
+    if daemon.output is not None:
+        daemon.output.wait_closed(timeout_s=10)  # its last line read
     lines = daemon.output.lines if daemon.output else []
     said = next((line for line in reversed(lines) if line.startswith("catalyst: ")), "(nothing)")
     if capped and code == STORAGE_FAULT_EXIT and STORAGE_FAULT_LINE.search(said):

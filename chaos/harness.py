@@ -81,6 +81,11 @@ class LineLog:
                                        f"{self.lines[-1] if self.lines else '(nothing)'}")
                 self._cond.wait(timeout=min(left, 0.5))
 
+    def wait_closed(self, timeout_s: float) -> bool:
+        """True once the process's output has ended and every line of it is read (within `timeout_s`)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._closed, timeout=timeout_s)
+
     def count(self) -> int:
         with self._cond:
             return len(self.lines)

@@ -47,7 +47,6 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exit_code: int, said: 
 def finished(daemon: DaemonProcess) -> None:
     assert daemon.process is not None
     daemon.process.wait(timeout=30)
-    daemon.output._thread.join(timeout=10)  # every line read
 
 
 def test_the_storage_fault_line_is_the_daemons_own():
