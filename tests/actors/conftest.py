@@ -154,14 +154,23 @@ def trading(exchange: EmbeddedExchange, tmp_path) -> Iterator[Trading]:
     harness.stop()
 
 
+@contextmanager
+def logged_lines(module: str, level: str) -> Iterator[list[str]]:
+    """The messages `module` (a logger name, e.g. "actors.position") logs at `level` or above, in order."""
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level=level,
+                      filter=lambda record: record["name"] == module)
+    try:
+        yield lines
+    finally:
+        logger.remove(sink)
+
+
 @pytest.fixture
 def router_lines() -> Iterator[list[str]]:
     """The messages the router logs at INFO, in order."""
-    lines: list[str] = []
-    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
-                      filter=lambda record: record["name"] == "actors.order_router")
-    yield lines
-    logger.remove(sink)
+    with logged_lines("actors.order_router", "INFO") as lines:
+        yield lines
 
 
 @pytest.fixture

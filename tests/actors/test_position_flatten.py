@@ -63,11 +63,15 @@ class Rig:
     def settled(self) -> dict[str, Any]:
         return self.position.proxy().state().get()  # answered once every message told before it is handled
 
-    def open_and_protect(self) -> tuple[Any, Any]:
+    def fill_entry(self) -> Any:
+        """The entry fills 100 at 50: the SubmitProtection of the OCO rows the position wrote for them."""
         self.position.tell(m.OrdersCreated(roles={"entry": self.entry.order_id}))
         self.update(self.entry.order_id, "entry", OrderStatus.FILLED, "100",
                     m.Execution(key="b-entry:100", qty=Decimal(100), price=Decimal("50"), at=T0))
-        protection = wait_for(lambda: self.told(m.SubmitProtection), "the OCO rows")[0]
+        return wait_for(lambda: self.told(m.SubmitProtection), "the OCO rows")[0]
+
+    def open_and_protect(self) -> tuple[Any, Any]:
+        protection = self.fill_entry()
         tp, sl = protection.take_profit, protection.stop_loss
         self.update(tp.order_id, "take_profit", OrderStatus.ACCEPTED)
         self.update(sl.order_id, "stop_loss", OrderStatus.ACCEPTED)
@@ -184,10 +188,7 @@ def test_a_rejected_oco_is_followed_by_exactly_one_market_exit(rig: Rig) -> None
     """Both legs rejected (their updates one after the other, as the router commits them): the first begins the
     flatten while the second still looks working; the second's must let the exit go. It used to return first, and
     the shares sat with neither a stop nor an exit."""
-    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
-    rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
-               m.Execution(key="b-entry:100", qty=Decimal(100), price=Decimal("50"), at=T0))
-    protection = wait_for(lambda: rig.told(m.SubmitProtection), "the OCO rows")[0]
+    protection = rig.fill_entry()
     rig.update(protection.take_profit.order_id, "take_profit", OrderStatus.REJECTED)
     rig.update(protection.stop_loss.order_id, "stop_loss", OrderStatus.REJECTED)
 

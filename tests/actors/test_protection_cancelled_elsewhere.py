@@ -10,9 +10,9 @@ from typing import Iterator
 
 import pytest
 from alpaca.trading.client import TradingClient
-from loguru import logger
 
 from actors import messages as m
+from tests.actors.conftest import logged_lines
 from tests.actors.test_trade_scenarios import position_of, protected_qty
 
 ELSEWHERE = "were cancelled at the broker, not by Catalyst"
@@ -20,11 +20,8 @@ ELSEWHERE = "were cancelled at the broker, not by Catalyst"
 
 @pytest.fixture
 def warnings() -> Iterator[list[str]]:
-    said: list[str] = []
-    sink = logger.add(lambda message: said.append(message.record["message"]), level="WARNING",
-                      filter=lambda record: record["name"] == "actors.position")
-    yield said
-    logger.remove(sink)
+    with logged_lines("actors.position", "WARNING") as said:
+        yield said
 
 
 def legs(trading) -> list:
@@ -76,14 +73,11 @@ def test_an_oco_retired_before_it_reached_the_broker_is_not_said_cancelled_there
     retired) were not taken off by anyone: protected again without the line. Message by message, the router a
     recorder (tests/actors/test_position_flatten.py's rig)."""
     from catalyst.domain.orders import OrderStatus
-    from tests.actors.test_position_flatten import T0, Rig, wait_for
+    from tests.actors.test_position_flatten import Rig, wait_for
 
     rig = Rig(tmp_path, recording_actor)
     try:
-        rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
-        rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
-                   m.Execution(key="b-entry:100", qty=Decimal(100), price=Decimal("50"), at=T0))
-        first = wait_for(lambda: rig.told(m.SubmitProtection), "the OCO rows")[0]
+        first = rig.fill_entry()
         rig.update(first.take_profit.order_id, "take_profit", OrderStatus.CANCELLED)
         rig.update(first.stop_loss.order_id, "stop_loss", OrderStatus.CANCELLED)
         again = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the shares protected again")
