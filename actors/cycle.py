@@ -281,9 +281,10 @@ class CycleActor(pykka.ThreadingActor):
         market is open, and never after the close, when a market exit would wait all night with the stops taken off."""
         if not (day.flatten_reason or day.carried) or day.overnight_told or not market_open(day.schedule, now):
             return
-        if not self.system.supervisor.live_count().get():
+        refs = self.system.supervisor.live_refs().get()
+        if not refs:
             return
-        for ref, state in Answers(POSITION_ANSWER_S).states(self.system.supervisor.live_refs().get()):
+        for ref, state in Answers(POSITION_ANSWER_S).states(refs):
             if state is BUSY or state.get("status") != "open" or state.get("flattening"):
                 continue  # a busy one is looked at again next tick
             label = state["position"]

@@ -22,10 +22,12 @@ from typing import Any
 
 import requests
 
+from catalyst.errors import DatabaseError
+
 COMMAND_ENV = "CATALYST_CHAOS_COMMAND"  # e.g. "/opt/catalyst/bin/catalyst" to test an installed build
 READY_LINE = re.compile(r"catalyst exchange ready at (http://\S+)")
 DAEMON_READY = re.compile(r"cycle \d{4}-\d\d-\d\d #\d+ (starts|resumed in)")
-STORAGE_FAULT_EXIT = 3  # catalyst run's exit code when its database refused a write
+STORAGE_FAULT_EXIT = DatabaseError.exit_code  # catalyst run's exit code when its database refused a write
 
 
 class HarnessError(RuntimeError):
