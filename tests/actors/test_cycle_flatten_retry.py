@@ -50,7 +50,8 @@ def exits(trading) -> list[str]:
 
 def a_flatten_the_broker_refuses(trading, lines) -> Any:
     """A protected position; the cycle resumed in monitoring; the account restricted; 15:55: the flatten's exit
-    is rejected, then the stop put back, then (the restriction lifted) the shares are under a stop again."""
+    is rejected, the stop put back is refused and so is the next exit; the restriction lifted, the position's retry
+    puts the shares under a stop again."""
     trading.exchange.set_price("AAPL", "50.00")
     cycle_row = trading.writer.get_or_create_cycle(BEFORE_FLATTEN.date()).get()
     trading.writer.set_cycle_phase(cycle_row.cycle_id, "monitoring", trading.exchange.clock.now()).get()
@@ -62,7 +63,10 @@ def a_flatten_the_broker_refuses(trading, lines) -> Any:
     trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "monitoring", "the cycle to resume")
     restrict(trading, trading_blocked=True)
     trading.exchange.advance(timedelta(minutes=5))  # 15:55: the flatten is due
-    trading.wait_for(lambda: "rejected" in exits(trading), "the flatten's market exit rejected")
+    # Lifted only once both the stop put back and the second exit were refused (the CRITICAL line, its retry 2 s
+    # later): lifted sooner, the second exit may fill and the position close, with no undone flatten to retry.
+    trading.wait_for(lambda: [text for _, level, text in lines if level == "CRITICAL"],
+                     "the stop and the exit both refused")
     restrict(trading, trading_blocked=False)
     trading.wait_for(lambda: working_stops(trading), "the shares under a stop again", timeout=15)
     return cycle
