@@ -35,11 +35,12 @@ from pykka.messages import ProxyCall
 from sqlalchemy.engine import make_url
 
 from actors.inbox import PeekableInbox
-from catalyst.store.batch import StoreCall
+from catalyst.store.batch import CallOutcome, StoreCall
 from catalyst.store.db import make_engine
-from catalyst.store.errors import storage_fault
+from catalyst.store.errors import storage_fault, storage_fault_code
 from catalyst.store.migrate import upgrade
 from catalyst.store.repository import Store, runs_plain, utc_now
+from catalyst.store.reserve import DiskReserve
 
 # Store coroutines served by the actor (everything public except lifecycle).
 EXPOSED_METHODS = tuple(
@@ -70,6 +71,10 @@ class StorageHealth:
 
     def __init__(self) -> None:
         self.fault: str | None = None
+        # Set once, when a write refused for a full disk went through on the disk reserve's space: what was in flight
+        # is recorded, nothing more should be (the space is shared with whatever filled the disk), so the daemon
+        # opens no new position and stops once every filled share is under a stop (Daemon.check_actors).
+        self.reserve_used: str | None = None
 
 
 class DbWriter(pykka.ThreadingActor):
@@ -84,6 +89,7 @@ class DbWriter(pykka.ThreadingActor):
         defer_report_sync: bool = False,
         migrate: bool = True,
         health: StorageHealth | None = None,
+        reserve: DiskReserve | None = None,
     ) -> None:
         super().__init__()
         self.health = health if health is not None else StorageHealth()
@@ -91,6 +97,10 @@ class DbWriter(pykka.ThreadingActor):
             # Runs in the caller's thread inside DbWriter.start(), so an unusable file (not SQLite,
             # corrupt, newer schema) raises its StoreError right there, not in a dying actor thread.
             upgrade(database_url)
+        self._reserve = reserve
+        if reserve is not None:
+            well, said = reserve.set_aside()
+            (log.info if well else log.warning)(f"writer {said}")
         self._database_url = database_url
         self._clock = clock
         self._synchronous = synchronous
@@ -159,11 +169,11 @@ class DbWriter(pykka.ThreadingActor):
         self._largest_group = max(self._largest_group, 1 + len(waiting))
         calls = [StoreCall(method, args, kwargs)]
         calls += [StoreCall(e.message.attr_path[0], e.message.args, e.message.kwargs) for e in waiting]
-        loop = self._loop
+        loop, store = self._loop, self._store
         run = (lambda coroutine: run_to_end(loop, coroutine)) if runs_plain(calls) else loop.run_until_complete
         if not waiting:
-            return run(getattr(self._store, method)(*args, **kwargs))
-        mine, *theirs = run(self._store.batch(calls))
+            return self._on_the_reserve_if_full(lambda: run(getattr(store, method)(*args, **kwargs)), calls)
+        mine, *theirs = self._on_the_reserve_if_full(lambda: run(store.batch(calls)), calls)
         # The commit is on disk (or failed for all): only now may any caller see its outcome.
         for envelope, outcome in zip(waiting, theirs):
             if envelope.reply_to is None:
@@ -177,6 +187,36 @@ class DbWriter(pykka.ThreadingActor):
                 self._note_storage_fault(error)
                 envelope.reply_to.set_exception(exc_info=(type(error), error, error.__traceback__))
         return mine.unwrap()
+
+    def _on_the_reserve_if_full(self, attempt: Callable[[], T], calls: list[StoreCall]) -> T:
+        """`attempt()`; if the disk refused it for want of space and nothing of it was written, once only: give the
+        disk reserve's space back and make the attempt again. A fill in flight is then recorded and its stop can be
+        sent, where without the reserve its shares would stay unprotected until the disk is fixed."""
+        try:
+            result = attempt()
+        except Exception as error:  # a lone call: its transaction was rolled back, nothing of it written
+            if not self._release_reserve(error, calls):
+                raise
+            return attempt()
+        refused = _commit_refused(result)
+        if refused is not None and self._release_reserve(refused, calls):
+            return attempt()
+        return result
+
+    def _release_reserve(self, error: BaseException, calls: list[StoreCall]) -> bool:
+        reserve = self._reserve
+        if reserve is None or not reserve.may_help(storage_fault_code(error)) or not reserve.release():
+            return False
+        database = make_url(self._database_url).database
+        what = ", ".join(sorted({one.method for one in calls}))
+        self.health.reserve_used = (f"the disk under {database} is full ({storage_fault(error)}); its "
+                                    f"{reserve.size_bytes / (1024 * 1024):g} MB reserve was given back to record "
+                                    f"what was in flight")
+        log.error(f"writer database {database} refused a write ({what}) for a full disk: gave back the "
+                  f"{reserve.size_bytes / (1024 * 1024):g} MB disk reserve ({reserve.path}) and wrote it again; "
+                  "no new position will be opened, and the daemon stops once every filled share is under a stop: "
+                  "free disk space, then restart")
+        return True
 
     def _drain_waiting_calls(self) -> list[Any]:
         inbox = self.actor_inbox
@@ -213,6 +253,15 @@ async def _finish(coroutine: Coroutine[Any, Any, T], waiting_on: Any) -> T:
             waiting_on = coroutine.send(None)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
+
+
+def _commit_refused(result: Any) -> BaseException | None:
+    """The error every outcome of a batch carries when its COMMIT (or BEGIN) failed, so that nothing of it was
+    written (Store.batch); None for any other result, one where some calls committed included."""
+    if not isinstance(result, list) or not result or not all(isinstance(o, CallOutcome) for o in result):
+        return None
+    first = result[0].error
+    return first if first is not None and all(o.error is first for o in result) else None
 
 
 def _is_store_call(envelope: Any) -> bool:

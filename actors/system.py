@@ -23,7 +23,9 @@ from actors.order_router import OrderRouter
 from actors.position import PositionActor
 from catalyst.domain.orders import oco_stop_leg_id
 from catalyst.domain.positions import PositionSide
+from catalyst.config import sqlite_path
 from catalyst.router_settings import RouterSettings
+from catalyst.store.reserve import DiskReserve
 
 log = logger.bind(actor="system")
 MAX_REBUILDS = 3  # per position; a position that keeps crashing is left to the doctor, loudly
@@ -140,6 +142,7 @@ class TradingSystem:
     synchronous: str = "FULL"
     defer_report_sync: bool = True
     router_settings: Any = None
+    disk_reserve_mb: int = 0  # space set aside beside the database for a write a full disk refuses (DiskReserve)
     refs: list[Any] = field(default_factory=list)
     storage: StorageHealth = field(default_factory=StorageHealth)  # the writer's word on the disk (Daemon reads it)
     # Every position actor this system started, so stop() ends them even if the supervisor that knows them is gone:
@@ -151,7 +154,8 @@ class TradingSystem:
     def start(self) -> TradingSystem:
         try:
             self.writer_ref = DbWriter.start(self.database_url, clock=self.clock.now, synchronous=self.synchronous,
-                                           defer_report_sync=self.defer_report_sync, health=self.storage)
+                                           defer_report_sync=self.defer_report_sync, health=self.storage,
+                                           reserve=self._disk_reserve())
             self.refs.append(self.writer_ref)
             self.writer = self.writer_ref.proxy()
             settings = self.router_settings or RouterSettings()
@@ -174,6 +178,10 @@ class TradingSystem:
             self.stop()
             raise
         return self
+
+    def _disk_reserve(self) -> DiskReserve | None:
+        database = sqlite_path(self.database_url)
+        return DiskReserve.beside(database, self.disk_reserve_mb) if database and self.disk_reserve_mb else None
 
     def _pool(self, name: str, size: int) -> BrokerPool:
         pool = BrokerPool()

@@ -50,6 +50,9 @@ class DaemonSettings(Section):
     # "auto": every thread on one CPU (CPython runs one thread's Python at a time; see catalyst/cpu.py), a CPU
     # number, or "all" to let the operating system place them.
     cpu: Literal["auto", "all"] | int = "auto"
+    # Space set aside beside the database (`<database>-reserve`), given back when a full disk refuses a write, so the
+    # fill in flight is recorded and its stop sent before the daemon stops (catalyst/store/reserve.py). 0: none.
+    disk_reserve_mb: int = Field(default=8, ge=0, le=1024)
 
     @field_validator("database_url")
     @classmethod

@@ -20,6 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +42,9 @@ from catalyst.store.errors import storage_fault
 
 log = logger.bind(actor="system")
 STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, all together
+# On a full disk, once the reserve's space recorded what was in flight: how long the daemon waits (wall seconds) for
+# every filled share to be under a working stop before it stops anyway, naming what is not.
+RESERVE_DRAIN_S = 30.0
 
 
 def _busy(who: str) -> str:
@@ -131,6 +135,7 @@ class Daemon:
     completed: list[tuple[date, Path]] = field(default_factory=list)
     parts: list[Any] = field(default_factory=list)
     reload_requested: bool = False
+    full_disk_since: float | None = None  # monotonic time the writer first wrote on the disk reserve's space
 
     def start(self) -> Daemon:
         from actors.cycle import CycleActor
@@ -152,7 +157,8 @@ class Daemon:
         self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
                                     synchronous=self.config.daemon.sqlite_synchronous,
                                     defer_report_sync=self.config.daemon.sqlite_defer_report_sync,
-                                    router_settings=self.config.router)
+                                    router_settings=self.config.router,
+                                    disk_reserve_mb=self.config.daemon.disk_reserve_mb)
         self.parts.append(self.system)  # before it starts: a stop during start-up then stops what it started
         try:
             self.system.start()
@@ -280,6 +286,9 @@ class Daemon:
                          "so no order can be sent. Stops already at the broker stay; a fill not yet recorded is "
                          "protected by the catch-up of the restart once the disk is fixed")
             raise DatabaseError(self._storage_failed(fault))
+        reserve_used = system.storage.reserve_used if system is not None else None
+        if reserve_used is not None:
+            self._stop_once_protected(system, reserve_used)
         dead = self.dead_actors()
         if dead:
             log.critical(f"system actor {', '.join(dead)} died (its error is logged above): stopping so the "
@@ -287,6 +296,31 @@ class Daemon:
                          "the database")
             raise ActorDied(f"actor {', '.join(dead)} died unexpectedly (its error is in the log); restart the "
                             "daemon: it rebuilds every position from the database")
+
+    def _stop_once_protected(self, system: Any, reserve_used: str) -> None:
+        """The disk is full and the reserve's space let the writes in flight through: open nothing more (the cycle's
+        entries_allowed hook says no), wait until every filled share is under a working stop, then stop with exit 3
+        as on any refused write. Bounded by RESERVE_DRAIN_S: the freed space is shared with whatever filled the disk,
+        and a position whose stop does not come is named at the broker in the exit line instead."""
+        now = time.monotonic()
+        if self.full_disk_since is None:
+            self.full_disk_since = now
+            log.critical(f"system {reserve_used}: no new position will be opened; stopping once every filled share "
+                         f"is under a working stop (at most {RESERVE_DRAIN_S:g} s)")
+        waiting = _positions_not_yet_protected(system)
+        if waiting and now - self.full_disk_since < RESERVE_DRAIN_S:
+            return
+        where = sqlite_path(self.database_url) or self.database_url
+        if waiting:
+            log.critical(f"system stopping on a full disk after {RESERVE_DRAIN_S:g} s with {', '.join(waiting)} "
+                         "not yet under a working stop")
+        else:
+            log.critical("system stopping on a full disk: every filled share of the live positions is under a working "
+                         "stop")
+        raise DatabaseError(f"{where}: {reserve_used}, so the daemon stopped opening positions and then stopped "
+                            f"(protection stays at the broker; {self._shares_without_a_stop()}); free disk space, "
+                            "then restart: it sets the reserve aside again, rebuilds every position from the database "
+                            "and catches up with the broker")
 
     def _storage_failed(self, fault: str) -> str:
         where = sqlite_path(self.database_url) or self.database_url
@@ -434,6 +468,21 @@ class Daemon:
             except Exception as exc:
                 log.warning(f"system stopping {type(part).__name__}: {type(exc).__name__}: {exc}")
         self.parts.clear()
+
+
+def _positions_not_yet_protected(system: Any) -> list[str]:
+    """The live positions holding shares that their working stops do not all cover yet (or that do not answer)."""
+    asked = Answers(STATE_ANSWER_S)
+    try:
+        refs = asked.answer(system.supervisor.live_refs())
+    except Exception:  # noqa: BLE001 - a supervisor gone: the exit line asks the broker instead
+        return []
+    if refs is BUSY:
+        return ["the position supervisor (busy)"]
+    if refs is GONE:
+        return []
+    return [_busy("position actor") if state is BUSY else state["position"] for _, state in asked.states(refs)
+            if state is BUSY or Decimal(state["protected"]) < Decimal(state["qty"])]
 
 
 class Signals:

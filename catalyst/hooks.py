@@ -175,6 +175,9 @@ class CycleHooks:
         return risk.daily_loss_breached(realized, unrealized, self.config.risk)
 
     def entries_allowed(self) -> tuple[bool, str]:
+        reserve_used = self.daemon.system.storage.reserve_used
+        if reserve_used is not None:  # what the freed space holds is for the positions already open: the daemon stops
+            return False, f"{reserve_used}; the daemon stops once every filled share is under a stop"
         allowed = answer_of("doctor", self.doctor.entries_allowed(), 30)
         ok, why = allowed if isinstance(allowed, tuple) else (bool(allowed), "the doctor halted new entries")
         return (ok, why) if not ok else self.trade_stream_ready()

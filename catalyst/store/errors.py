@@ -58,12 +58,23 @@ STORAGE_FAULT_CODES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE
 def storage_fault(error: BaseException | None) -> str | None:
     """SQLite's own words ("database or disk is full") if `error`, or what it wraps (SQLAlchemy's `.orig`, a
     `raise … from` chain), is a failure of the disk under the database; None for anything else."""
+    found = _storage_failure(error)
+    return str(found) if found is not None else None
+
+
+def storage_fault_code(error: BaseException | None) -> str | None:
+    """SQLite's error name ("SQLITE_FULL", "SQLITE_IOERR_WRITE", …) of the storage failure in `error`, if any."""
+    found = _storage_failure(error)
+    return getattr(found, "sqlite_errorname", None) if found is not None else None
+
+
+def _storage_failure(error: BaseException | None) -> BaseException | None:
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         code = getattr(error, "sqlite_errorname", None)
         if isinstance(code, str) and code.startswith(STORAGE_FAULT_CODES):
-            return str(error)
+            return error
         wrapped = getattr(error, "orig", None)
         error = wrapped if isinstance(wrapped, BaseException) else (error.__cause__ or error.__context__)
     return None

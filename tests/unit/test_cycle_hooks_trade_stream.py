@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from actors.db_writer import StorageHealth
 from actors.order_router import TradeStreamState
 from catalyst import hooks as hooks_module
 from catalyst.hooks import CycleHooks
@@ -29,7 +30,8 @@ def hooks_with(doctor_allows: bool, states: list[TradeStreamState]) -> tuple[Cyc
     hooks = object.__new__(CycleHooks)  # only the doctor and the router are needed here
     hooks.doctor = SimpleNamespace(entries_allowed=lambda: answer(doctor_allows))
     router = SimpleNamespace(trade_stream=trade_stream)
-    hooks.daemon = SimpleNamespace(system=SimpleNamespace(router=SimpleNamespace(proxy=lambda: router)))
+    hooks.daemon = SimpleNamespace(system=SimpleNamespace(router=SimpleNamespace(proxy=lambda: router),
+                                                          storage=StorageHealth()))
     return hooks, asked
 
 

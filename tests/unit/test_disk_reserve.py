@@ -1,0 +1,80 @@
+"""DiskReserve: real blocks set aside beside the database, given back once, only for a disk out of room."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from actors.db_writer import StorageHealth, _commit_refused
+from catalyst.hooks import CycleHooks
+from catalyst.store.batch import CallOutcome
+from catalyst.store.reserve import MB, DiskReserve, reserve_path
+
+
+def test_the_reserve_is_real_blocks_beside_the_database_and_set_aside_once(tmp_path):
+    reserve = DiskReserve.beside(tmp_path / "catalyst.db", 2)
+    assert reserve.path == tmp_path / "catalyst.db-reserve" == reserve_path(tmp_path / "catalyst.db")
+    said = reserve.set_aside()
+    assert said == (True, f"a disk reserve of 2 MB is set aside at {tmp_path / 'catalyst.db-reserve'}")
+    stat = reserve.path.stat()
+    assert stat.st_size == 2 * MB and stat.st_blocks * 512 >= 2 * MB  # allocated, not a sparse file
+    before = stat.st_mtime_ns
+    assert reserve.set_aside() == said and reserve.path.stat().st_mtime_ns == before  # a restart keeps it
+
+
+def test_a_reserve_too_short_is_made_whole_again(tmp_path):
+    reserve = DiskReserve.beside(tmp_path / "catalyst.db", 1)
+    reserve.path.write_bytes(b"x" * 1000)  # left half-made by a crash
+    reserve.set_aside()
+    assert reserve.path.stat().st_size == MB
+
+
+def test_no_room_for_the_reserve_is_said_and_leaves_no_file(tmp_path):
+    reserve = DiskReserve(tmp_path / "missing-folder" / "catalyst.db-reserve", MB)
+    well, said = reserve.set_aside()
+    assert not well and said.startswith(f"NO disk reserve: {reserve.path} could not be set aside (No such file or directory")
+    assert said.endswith("a fill whose commit meets a full disk will have no stop until the disk is freed and the "
+                         "daemon restarted")
+    assert not reserve.path.exists()
+    assert not reserve.release()  # nothing to give back
+
+
+def test_the_reserve_helps_a_full_disk_only_and_is_given_back_once(tmp_path):
+    reserve = DiskReserve.beside(tmp_path / "catalyst.db", 1)
+    reserve.set_aside()
+    assert reserve.may_help("SQLITE_FULL")
+    assert not reserve.may_help("SQLITE_READONLY") and not reserve.may_help("SQLITE_CORRUPT")
+    assert not reserve.may_help(None)
+    # An I/O error with room left on the disk (a failing disk, a file size limit) is not for the reserve.
+    assert not reserve.may_help("SQLITE_IOERR_WRITE")
+    huge = DiskReserve(reserve.path, 1 << 62)  # more than any disk has free: the disk counts as out of room
+    assert huge.may_help("SQLITE_IOERR_WRITE")
+    assert reserve.release() and not reserve.path.exists()
+    assert not reserve.release() and not reserve.may_help("SQLITE_FULL")  # once only
+
+
+def test_only_a_batch_whose_commit_failed_counts_as_nothing_written():
+    full = OSError("database or disk is full")
+    assert _commit_refused([CallOutcome(error=full), CallOutcome(error=full)]) is full
+    # One call refused in its savepoint while the others committed: retrying the batch would write them twice.
+    assert _commit_refused([CallOutcome(value=1), CallOutcome(error=full)]) is None
+    assert _commit_refused([CallOutcome(error=full), CallOutcome(error=OSError("other"))]) is None
+    assert _commit_refused([]) is None and _commit_refused(None) is None and _commit_refused([1, 2]) is None
+
+
+def test_no_entry_is_opened_once_the_reserve_was_used():
+    health = StorageHealth()
+    health.reserve_used = "the disk under var/catalyst.db is full (database or disk is full); its 8 MB reserve …"
+    hooks = SimpleNamespace(daemon=SimpleNamespace(system=SimpleNamespace(storage=health)))
+    assert CycleHooks.entries_allowed(hooks) == (  # type: ignore[arg-type]
+        False, f"{health.reserve_used}; the daemon stops once every filled share is under a stop")
+
+
+
+def test_a_disk_left_with_less_room_than_the_reserve_is_said(tmp_path, monkeypatch):
+    reserve = DiskReserve.beside(tmp_path / "catalyst.db", 1)
+    monkeypatch.setattr("catalyst.store.reserve._free_bytes", lambda _directory: MB // 2)
+    well, said = reserve.set_aside()
+    assert not well and said == (f"a disk reserve of 1 MB is set aside at {reserve.path}, but the disk has only 0.5 MB "
+                                 "free beside it: free disk space (when it is full, the reserve records what is in "
+                                 "flight and the daemon stops)")
+    assert reserve.path.stat().st_size == MB
