@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from catalyst.errors import DatabaseError
 from catalyst.store.reserve import reserve_path
 from tests.actors.conftest import Trading, logged_lines
 from tests.actors.test_protection_rejected import restrict
-from tests.actors.test_storage_fault import daemon_over
+from tests.actors.test_storage_fault import daemon_over, rest_an_entry
 
 
 class WalTruncated(DbWriter):
@@ -71,12 +70,7 @@ def on_small_disk(exchange, small_disk, monkeypatch):
 
 
 def rest_an_entry_then_fill_the_disk(trading: Trading, disk: Path) -> None:
-    trading.exchange.set_price("MSFT", "410.00")
-    trading.open(trading.plan(symbol="MSFT", qty="10", stop="400.00", target="420.00", order_type="limit",
-                              limit_price=Decimal("409.00")))
-    trading.wait_for(lambda: (o := trading.all_orders("MSFT")) and o[0].status in ("submitted", "accepted"),
-                     "the entry resting at the broker")
-    assert trading.system is not None
+    rest_an_entry(trading)
     trading.system.writer_ref.proxy().truncate_wal().get()
     fill_up(disk)
 

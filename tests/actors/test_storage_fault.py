@@ -88,17 +88,22 @@ def daemon_over(trading: Trading, tmp_path) -> Daemon:
     return daemon
 
 
-def test_a_fill_the_disk_would_not_record_is_named_unprotected_when_the_daemon_stops(failing_disk, tmp_path):
-    """The gap the golden rule leaves: a fill whose commit the disk refuses cannot have its stop sent (no row, no
-    order). The daemon cannot close it, but it asks the broker which shares no working stop covers and names them, in
-    a CRITICAL line and in its exit message, so the operator can protect them by hand until the disk is fixed."""
-    trading = failing_disk
+def rest_an_entry(trading: Trading) -> None:
+    """A limit entry of 10 MSFT at 409.00 resting at the broker (a print at 408.50 then fills it)."""
     trading.exchange.set_price("MSFT", "410.00")
     trading.open(trading.plan(symbol="MSFT", qty="10", stop="400.00", target="420.00", order_type="limit",
                               limit_price=Decimal("409.00")))
     trading.wait_for(lambda: (o := trading.all_orders("MSFT")) and o[0].status in ("submitted", "accepted"),
                      "the entry resting at the broker")
     assert trading.system is not None
+
+
+def test_a_fill_the_disk_would_not_record_is_named_unprotected_when_the_daemon_stops(failing_disk, tmp_path):
+    """The gap the golden rule leaves: a fill whose commit the disk refuses cannot have its stop sent (no row, no
+    order). The daemon cannot close it, but it asks the broker which shares no working stop covers and names them, in
+    a CRITICAL line and in its exit message, so the operator can protect them by hand until the disk is fixed."""
+    trading = failing_disk
+    rest_an_entry(trading)
     trading.system.writer_ref.proxy().refuse_writes().get()
     trading.trade("MSFT", "408.50")
     trading.wait_for(lambda: trading.system.storage.fault is not None, "the fill's commit to be refused")
