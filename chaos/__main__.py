@@ -6,6 +6,9 @@ left is checked against the broker for what must hold at any moment (every order
 no fill recorded twice). With `--disk-full N`, N of those restarts cap the size of every file the daemon writes a
 little above its database file's: a disk that fills up at a moment nobody chose; the daemon must stop by itself (exit
 3, its error line naming what is and is not under a stop) and is checked like a killed one, then started as usual.
+With `--fill-disk N` the database lives on a tmpfs of its own (root only), and N kill moments fill that disk instead,
+as another program would: the daemon must record what is in flight on its disk reserve and stop by itself, every
+share at the broker under a working stop (checked against the broker); the disk is then freed and the daemon started.
 When the day is over the faults go off, the daemon gets one last quiet restart (its start-up doctor pass reconciles),
 and the invariant checker compares its database with the emulator's truth. One summary line; exit 1 on any violation, 2 on bad arguments.
 """
@@ -27,8 +30,8 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chaos.harness import STORAGE_FAULT_EXIT, DaemonProcess, ExchangeProcess, HarnessError
-from chaos.invariants import Report, Violation, check_files, check_mid_flight, read_database
+from chaos.harness import STORAGE_FAULT_EXIT, DaemonProcess, ExchangeProcess, HarnessError, SmallDisk
+from chaos.invariants import Report, Violation, check_files, check_mid_flight, read_database, unprotected_at_broker
 from catalyst.sim.faults import FaultPlan, FaultSpecError
 from catalyst.sim.market import EXCHANGE_TZ
 
@@ -43,6 +46,13 @@ DISK_HEADROOM_KB = (16, 256)  # a capped start's files may grow this far past it
 # Kill moments a daemon on a filling disk is left running through, waiting for its refused write: between two kills
 # its write-ahead log may not grow enough to meet the cap (outside the entry window, at 12 kills a day).
 DISK_FULL_PATIENCE = 2
+# What a daemon whose disk filled up must say last: its disk reserve recorded what was in flight, and every share at the
+# broker is under a working stop (catalyst.daemon's _stop_once_protected).
+RESERVE_STOP_LINE = re.compile(r"^catalyst: error: .+: the disk under .+ is full .+; its [\d.]+ MB reserve was given "
+                               r"back to record what was in flight, so the daemon stopped opening positions and then "
+                               r"stopped \(protection stays at the broker; (?P<held>.+)\); free disk space")
+RESERVE_USED = "for a full disk: gave back the"  # the writer's ERROR line when it writes on the reserve's space
+FILL_PATIENCE_S = 60.0  # wall seconds a daemon on a disk just filled has to meet it in a write and stop
 
 
 class ChaosSettings(BaseModel):
@@ -61,6 +71,8 @@ class ChaosSettings(BaseModel):
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
     disk_full: int = Field(default=0, ge=0)  # restarts (after kills, never the last) whose disk fills up
+    # kill moments (never the last) where the disk under the database (a tmpfs of its own) is filled instead
+    fill_disk: int = Field(default=0, ge=0)
     # how long the final reconciliation may take; well under a night at the run's speed, or the next day trades
     settle_timeout_s: float = Field(default=30.0, gt=0)
     starting_cash: Decimal = Decimal("100000")
@@ -82,6 +94,8 @@ class RunResult:
     orders_at_kills: list[int] = field(default_factory=list)  # broker orders the mid-flight check saw, per kill
     disk_full_starts: int = 0  # starts with the daemon's files capped
     disk_full_stops: int = 0  # of those, the daemon stopped by itself on the refused write, as it must
+    disk_fills: int = 0  # moments the disk under the running daemon was filled up
+    disk_fill_stops: int = 0  # of those, the daemon stopped on its reserve, every share under a stop
 
     def line(self) -> str:
         checked = self.report.summary() if self.report else "not checked"
@@ -92,6 +106,8 @@ class RunResult:
                       f"(up to {max(seen)})" if seen else "")
         disk = (f"; {self.disk_full_starts} starts on a filling disk, {self.disk_full_stops} stopped by the refused "
                 f"write" if self.disk_full_starts else "")
+        disk += (f"; {self.disk_fills} disks filled under the running daemon, {self.disk_fill_stops} stopped on the "
+                 f"reserve with every share under a stop" if self.disk_fills else "")
         return (f"chaos run seed {self.seed}: {self.kills} kills, {len(self.violations)} violations, "
                 f"{self.wall_s:.0f} s; {checked}{mid_flight}{disk}")
 
@@ -118,6 +134,13 @@ def disk_full_restarts(settings: ChaosSettings, seed: int) -> set[int]:
     return set(random.Random(f"disk-full-{seed}").sample(candidates, min(settings.disk_full, len(candidates))))
 
 
+def disk_fill_moments(settings: ChaosSettings, seed: int, restarts_on_a_filling_disk: set[int]) -> set[int]:
+    """Indexes of the kill moments where the disk is filled instead: never the last, never one followed by a start on
+    a filling disk (`--disk-full`), from a generator of their own."""
+    candidates = [i for i in range(max(settings.kills - 1, 0)) if i not in restarts_on_a_filling_disk]
+    return set(random.Random(f"fill-disk-{seed}").sample(candidates, min(settings.fill_disk, len(candidates))))
+
+
 def _wait_clock(exchange: ExchangeProcess, target: datetime, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while exchange.clock() < target:
@@ -135,15 +158,25 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
     with ExchangeProcess(folder, seed=seed, speed=settings.speed, start_at=_at(settings, settings.opens_at),
                          faults=settings.faults, cash=str(settings.starting_cash),
                          latency_ms=settings.latency_ms) as exchange:
-        daemon = DaemonProcess(folder / "daemon", exchange.url)
+        disk = SmallDisk(folder / "daemon" / "disk") if settings.fill_disk else None
+        daemon = DaemonProcess(folder / "daemon", exchange.url, database_dir="disk" if disk else "")
         disk_full = disk_full_restarts(settings, seed)
+        fills = disk_fill_moments(settings, seed, disk_full)
         disk_rng = random.Random(f"disk-headroom-{seed}")
         spared = 0  # kill moments the running daemon on a filling disk was left through
         try:
+            if disk is not None:
+                disk.mount()
             daemon.start()
             for index, moment in enumerate(kill_moments(settings, rng)):
                 _wait_clock(exchange, moment, timeout_s=day_wall_s + 60)
                 time.sleep(rng.uniform(0, 0.5))  # off the clock poll's rhythm
+                if disk is not None and index in fills and not stopped_by_itself(daemon, result) and daemon.running:
+                    if fill_the_disk(disk, exchange, daemon, result):
+                        at_the_kill(exchange, daemon, result)
+                        daemon.start()
+                        result.restarts += 1
+                    continue
                 if not stopped_by_itself(daemon, result) and daemon.running:
                     if daemon.file_size_cap is not None and spared < DISK_FULL_PATIENCE:
                         spared += 1
@@ -179,6 +212,9 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
             result.violations.append(Violation("harness", f"final check impossible: {exc}"))
         else:
             result.violations += result.report.violations
+        finally:
+            if disk is not None:
+                disk.unmount()
     result.wall_s = time.monotonic() - began
     return result
 
@@ -197,6 +233,41 @@ def start_on_a_filling_disk(daemon: DaemonProcess, result: RunResult, rng: rando
             daemon.process.wait(timeout=30)
         if not stopped_by_itself(daemon, result):
             raise
+
+
+def fill_the_disk(disk: SmallDisk, exchange: ExchangeProcess, daemon: DaemonProcess, result: RunResult) -> bool:
+    """Fill the disk under the running daemon's database, as another program would. The daemon must meet it in its
+    next write, record what is in flight on its reserve, and stop by itself with exit 3 and every share at the broker
+    under a working stop, checked here against the broker's own view. True if it stopped (so is to be started again,
+    the disk freed first); a daemon that wrote nothing within FILL_PATIENCE_S is left running on the freed disk."""
+    disk.fill()
+    result.disk_fills += 1
+    deadline = time.monotonic() + FILL_PATIENCE_S
+    while daemon.running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if daemon.running and daemon.output is not None and any(RESERVE_USED in line for line in daemon.output.lines):
+        daemon.process.wait(timeout=60)  # met it at the last moment: its stop waits for protection (up to 30 s)
+    code = daemon.exited_by_itself()
+    if code is None:
+        disk.free()
+        return False
+    snapshot = exchange.snapshot(SIM_KEY_ID)  # at once: a stop or target may fill as time goes on, never unfill
+    if daemon.output is not None:
+        daemon.output.wait_closed(timeout_s=10)
+    lines = daemon.output.lines if daemon.output else []
+    said = next((line for line in reversed(lines) if line.startswith("catalyst: ")), "(nothing)")
+    stop = RESERVE_STOP_LINE.search(said)
+    if code != STORAGE_FAULT_EXIT or stop is None:
+        result.violations.append(Violation("exit", f"catalyst run (start #{daemon.starts}) on a disk just filled "
+                                                   f"stopped with exit {code}, not on its reserve: {said}"))
+    elif stop["held"].startswith("NOT under"):
+        result.violations.append(Violation("unprotected", f"on a disk just filled the daemon stopped saying: {said}"))
+    else:
+        result.disk_fill_stops += 1
+    result.violations += [Violation(v.kind, f"when the daemon stopped on a full disk: {v.detail}")
+                          for v in unprotected_at_broker(snapshot)]
+    disk.free()
+    return True
 
 
 def stopped_by_itself(daemon: DaemonProcess, result: RunResult) -> bool:
@@ -274,6 +345,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-ms", type=float, help="the broker's one-way network delay, ms (default 0)")
     parser.add_argument("--disk-full", type=int, metavar="N",
                         help="N restarts on a disk that fills up: the daemon must stop by itself (default 0)")
+    parser.add_argument("--fill-disk", type=int, metavar="N",
+                        help="N kill moments fill the database's disk (a tmpfs; needs root) instead: the daemon must "
+                             "protect what is in flight on its reserve and stop by itself (default 0)")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -282,7 +356,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     given = {k: v for k, v in dict(runs=args.runs, kills=args.kills, seed=args.seed, faults=args.faults,
-                                   speed=args.speed, latency_ms=args.latency_ms, disk_full=args.disk_full).items()
+                                   speed=args.speed, latency_ms=args.latency_ms, disk_full=args.disk_full,
+                                   fill_disk=args.fill_disk).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -296,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     distance = f", broker {settings.latency_ms:g} ms away" if settings.latency_ms else ""
     distance += f", {settings.disk_full} restarts on a filling disk" if settings.disk_full else ""
+    distance += f", {settings.fill_disk} moments filling the disk" if settings.fill_disk else ""
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:

@@ -6,6 +6,7 @@ Every wait has a deadline; every process started here is stopped here (SIGTERM, 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import resource
@@ -184,7 +185,7 @@ class ExchangeProcess:
 
 CONFIG_TEMPLATE = """# written by the chaos harness
 [daemon]
-database_url = "sqlite+aiosqlite:///catalyst.db"
+database_url = "sqlite+aiosqlite:///{database}"
 reports_dir = "reports"
 state_table_interval_s = 5
 shutdown_timeout_s = 10
@@ -210,6 +211,7 @@ class DaemonProcess:
     kills: int = 0
     exit_codes: list[int] = field(default_factory=list)
     file_size_cap: int | None = None  # the running start's (start)
+    database_dir: str = ""  # a folder under `folder` for the database (a disk of its own: SmallDisk), or `folder`
 
     @property
     def config_path(self) -> Path:
@@ -217,7 +219,7 @@ class DaemonProcess:
 
     @property
     def database_path(self) -> Path:
-        return self.folder / "catalyst.db"
+        return self.folder / self.database_dir / "catalyst.db"
 
     @property
     def running(self) -> bool:
@@ -231,7 +233,9 @@ class DaemonProcess:
             raise HarnessError("the daemon is already running")
         self.folder.mkdir(parents=True, exist_ok=True)
         if not self.config_path.exists():
-            self.config_path.write_text(CONFIG_TEMPLATE + self.extra_config, encoding="utf-8")
+            database = f"{self.database_dir}/catalyst.db" if self.database_dir else "catalyst.db"
+            self.config_path.write_text(CONFIG_TEMPLATE.format(database=database) + self.extra_config,
+                                        encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("CATALYST_")}
         command = [*catalyst_command(), "run", "--broker-url", self.broker_url, "--config", str(self.config_path)]
         self.file_size_cap = file_size_cap
@@ -296,3 +300,49 @@ class DaemonProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class SmallDisk:
+    """A tmpfs of its own (root only), which the harness can fill up as another program would: the kernel then
+    refuses every write to it with ENOSPC, which SQLite reports as "database or disk is full"."""
+
+    path: Path
+    size_mb: int = 64
+    mounted: bool = False
+
+    def mount(self) -> SmallDisk:
+        self.path.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size_mb}m", "tmpfs", str(self.path)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            why = done.stderr.strip() or f"mount exited {done.returncode}"
+            raise HarnessError(f"cannot mount a tmpfs at {self.path} (needs root): {why}")
+        self.mounted = True
+        return self
+
+    @property
+    def filler(self) -> Path:
+        return self.path / "another-program.log"
+
+    def fill(self) -> int:
+        """Write until the kernel says the disk is full; the bytes written."""
+        chunk, written = b"\0" * 65536, 0
+        with open(self.filler, "ab", buffering=0) as file:
+            while True:
+                try:
+                    written += file.write(chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise HarnessError(f"filling {self.path}: {exc}") from None
+                    if len(chunk) <= 512:
+                        return written
+                    chunk = chunk[: len(chunk) // 8]  # the last scraps too
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def unmount(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+            self.mounted = False

@@ -235,13 +235,25 @@ def _check_positions(db: DbView, snapshot: dict[str, Any], broker_orders: list[d
         broker_qty, db_qty = broker_positions.get(symbol, ZERO), db.open_positions.get(symbol, ZERO)
         if broker_qty != db_qty:
             out.append(Violation("positions", f"{symbol}: {broker_qty} at the broker, {db_qty} open in the database"))
-    for symbol, qty in sorted(broker_positions.items()):
+    out += unprotected_at_broker(snapshot)
+
+
+def unprotected_at_broker(snapshot: dict[str, Any]) -> list[Violation]:
+    """Every position at the broker whose working stops do not cover exactly its quantity."""
+    found = []
+    broker_orders: list[dict[str, Any]] = list(snapshot.get("orders") or [])
+    for position in sorted(snapshot.get("positions") or [], key=lambda p: str(p["symbol"])):
+        symbol, qty = str(position["symbol"]), _decimal(position.get("qty"))
+        if qty == 0:
+            continue
         exit_side = "sell" if qty > 0 else "buy"
         stops = sum((_decimal(o.get("qty")) - _decimal(o.get("filled_qty")) for o in broker_orders
                      if o.get("symbol") == symbol and o.get("side") == exit_side
                      and o.get("type") in ("stop", "stop_limit") and o.get("status") not in BROKER_TERMINAL), ZERO)
         if stops != abs(qty):
-            out.append(Violation("unprotected", f"{symbol}: position {qty}, working stop quantity {stops} at the broker"))
+            found.append(Violation("unprotected", f"{symbol}: position {qty}, working stop quantity {stops} at the "
+                                                  "broker"))
+    return found
 
 
 def check_files(database: Path, snapshot: dict[str, Any], starting_cash: Decimal | None = None) -> Report:

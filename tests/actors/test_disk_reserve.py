@@ -19,6 +19,7 @@ import catalyst.daemon
 from actors.db_writer import DbWriter
 from catalyst.errors import DatabaseError
 from catalyst.store.reserve import reserve_path
+from chaos.__main__ import RESERVE_STOP_LINE
 from tests.actors.conftest import Trading, logged_lines
 from tests.actors.test_protection_rejected import restrict
 from tests.actors.test_storage_fault import daemon_over, rest_an_entry
@@ -113,6 +114,9 @@ def test_a_fill_whose_commit_meets_a_full_disk_is_recorded_on_the_reserve_and_pr
         "stopped (protection stays at the broker; every share of the 1 position at the broker is under a working "
         "stop); free disk space, then restart: it sets the reserve aside again, rebuilds every position from the "
         "database and catches up with the broker")
+    # The chaos harness judges a daemon stopped on a filled disk by this line: it must read the daemon's own words.
+    said = RESERVE_STOP_LINE.search(f"catalyst: error: {stopped.value}")
+    assert said and said["held"] == "every share of the 1 position at the broker is under a working stop"
 
 
 def test_a_stop_that_does_not_come_is_waited_for_a_bounded_time_then_named_at_the_broker(on_small_disk, small_disk,
@@ -138,4 +142,6 @@ def test_a_stop_that_does_not_come_is_waited_for_a_bounded_time_then_named_at_th
     assert critical[1] == "system stopping on a full disk after 1 s with MSFT#p-1 not yet under a working stop"
     assert "(protection stays at the broker; NOT under a working stop at the broker: MSFT 10 long, 0 under a working " \
            "stop); free disk space, then restart" in str(stopped.value)
+    said = RESERVE_STOP_LINE.search(f"catalyst: error: {stopped.value}")
+    assert said and said["held"].startswith("NOT under a working stop")
     assert [o["symbol"] for o in trading.broker_view()["orders"]] == ["MSFT"]
