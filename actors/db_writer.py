@@ -209,11 +209,10 @@ class DbWriter(pykka.ThreadingActor):
             return False
         database = make_url(self._database_url).database
         what = ", ".join(sorted({one.method for one in calls}))
-        self.health.reserve_used = (f"the disk under {database} is full ({storage_fault(error)}); its "
-                                    f"{reserve.size_bytes / (1024 * 1024):g} MB reserve was given back to record "
-                                    f"what was in flight")
+        self.health.reserve_used = (f"the disk under {database} is full ({storage_fault(error)}); its {reserve.size} "
+                                    "reserve was given back to record what was in flight")
         log.error(f"writer database {database} refused a write ({what}) for a full disk: gave back the "
-                  f"{reserve.size_bytes / (1024 * 1024):g} MB disk reserve ({reserve.path}) and wrote it again; "
+                  f"{reserve.size} disk reserve ({reserve.path}) and wrote it again; "
                   "no new position will be opened, and the daemon stops once every filled share is under a stop: "
                   "free disk space, then restart")
         return True

@@ -21,9 +21,9 @@ from actors.broker_worker import BrokerPool, BrokerWorker
 from actors.db_writer import DbWriter, StorageHealth
 from actors.order_router import OrderRouter
 from actors.position import PositionActor
+from catalyst.config import sqlite_path
 from catalyst.domain.orders import oco_stop_leg_id
 from catalyst.domain.positions import PositionSide
-from catalyst.config import sqlite_path
 from catalyst.router_settings import RouterSettings
 from catalyst.store.reserve import DiskReserve
 

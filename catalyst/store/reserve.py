@@ -35,6 +35,10 @@ class DiskReserve:
     def beside(cls, database: Path, size_mb: int) -> DiskReserve:
         return cls(reserve_path(database), size_mb * MB)
 
+    @property
+    def size(self) -> str:
+        return f"{self.size_bytes / MB:g} MB"
+
     def set_aside(self) -> tuple[bool, str]:
         """Make sure the reserve exists at its full size: (all well, a phrase for the start-up line).
 
@@ -42,7 +46,6 @@ class DiskReserve:
         a start-up is never refused for it; a write it cannot make then fails as a storage fault would anyway. A
         disk left with less free space than the reserve holds is said too: a restart on a disk still full retakes
         the space the last stop gave back, and runs until the next write refused gives it back again."""
-        size_mb = f"{self.size_bytes / MB:g} MB"
         try:
             if not (self.path.exists() and self.path.stat().st_size >= self.size_bytes):
                 with open(self.path, "wb") as file:
@@ -56,7 +59,7 @@ class DiskReserve:
             return False, (f"NO disk reserve: {self.path} could not be set aside ({exc.strerror or exc}{room}); a fill "
                            "whose commit meets a full disk will have no stop until the disk is freed and the daemon "
                            "restarted")
-        said = f"a disk reserve of {size_mb} is set aside at {self.path}"
+        said = f"a disk reserve of {self.size} is set aside at {self.path}"
         free = _free_bytes(self.path.parent)
         if free is not None and free < self.size_bytes:
             return False, (f"{said}, but the disk has only {free / MB:.1f} MB free beside it: free disk space (when "
