@@ -257,10 +257,12 @@ async def _finish(coroutine: Coroutine[Any, Any, T], waiting_on: Any) -> T:
 def _commit_refused(result: Any) -> BaseException | None:
     """The error every outcome of a batch carries when its COMMIT (or BEGIN) failed, so that nothing of it was
     written (Store.batch); None for any other result, one where some calls committed included."""
-    if not isinstance(result, list) or not result or not all(isinstance(o, CallOutcome) for o in result):
-        return None
+    if not isinstance(result, list) or not result or not isinstance(result[0], CallOutcome):
+        return None  # every write's result passes here: the common answers first
     first = result[0].error
-    return first if first is not None and all(o.error is first for o in result) else None
+    if first is None:
+        return None
+    return first if all(isinstance(o, CallOutcome) and o.error is first for o in result) else None
 
 
 def _is_store_call(envelope: Any) -> bool:

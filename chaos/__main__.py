@@ -172,12 +172,9 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                 _wait_clock(exchange, moment, timeout_s=day_wall_s + 60)
                 time.sleep(rng.uniform(0, 0.5))  # off the clock poll's rhythm
                 if disk is not None and index in fills and not stopped_by_itself(daemon, result) and daemon.running:
-                    if fill_the_disk(disk, exchange, daemon, result):
-                        at_the_kill(exchange, daemon, result)
-                        daemon.start()
-                        result.restarts += 1
-                    continue
-                if not stopped_by_itself(daemon, result) and daemon.running:
+                    if not fill_the_disk(disk, exchange, daemon, result):
+                        continue  # nothing written meanwhile: left running on the freed disk
+                elif not stopped_by_itself(daemon, result) and daemon.running:
                     if daemon.file_size_cap is not None and spared < DISK_FULL_PATIENCE:
                         spared += 1
                         continue
@@ -246,7 +243,12 @@ def fill_the_disk(disk: SmallDisk, exchange: ExchangeProcess, daemon: DaemonProc
     while daemon.running and time.monotonic() < deadline:
         time.sleep(0.1)
     if daemon.running and daemon.output is not None and any(RESERVE_USED in line for line in daemon.output.lines):
-        daemon.process.wait(timeout=60)  # met it at the last moment: its stop waits for protection (up to 30 s)
+        deadline += 60  # met it at the last moment: its stop waits for protection (up to 30 s)
+        while daemon.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if daemon.running:
+            result.violations.append(Violation("exit", f"catalyst run (start #{daemon.starts}) wrote on its disk "
+                                                       "reserve but had not stopped 60 s later"))
     code = daemon.exited_by_itself()
     if code is None:
         disk.free()
