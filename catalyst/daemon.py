@@ -27,7 +27,8 @@ from typing import Any, Callable
 import pykka
 from loguru import logger
 
-from actors.refs import BUSY, GONE, Answers
+from actors.messages import Flatten
+from actors.refs import BUSY, GONE, Answers, tell_if_alive
 from catalyst import collector, cpu
 from catalyst.config import KEY_ID_ENV, SECRET_KEY_ENV, Config, load_config, load_secrets, sqlite_path
 from catalyst.errors import (
@@ -305,8 +306,10 @@ class Daemon:
         now = time.monotonic()
         if self.full_disk_since is None:
             self.full_disk_since = now
-            log.critical(f"system {reserve_used}: no new position will be opened; stopping once every filled share "
-                         f"is under a working stop (at most {RESERVE_DRAIN_S:g} s)")
+            log.critical(f"system {reserve_used}: no new position will be opened; cancelling the entries still "
+                         f"working, stopping once every filled share is under a working stop (at most "
+                         f"{RESERVE_DRAIN_S:g} s)")
+            _cancel_working_entries(system)
         waiting = _positions_not_yet_protected(system)
         if waiting and now - self.full_disk_since < RESERVE_DRAIN_S:
             return
@@ -470,19 +473,38 @@ class Daemon:
         self.parts.clear()
 
 
-def _positions_not_yet_protected(system: Any) -> list[str]:
-    """The live positions holding shares that their working stops do not all cover yet (or that do not answer)."""
+def _live_position_states(system: Any) -> list[tuple[Any, Any]] | str:
+    """(ref, state or BUSY) of every live position; a phrase instead if the supervisor does not say which are live."""
     asked = Answers(STATE_ANSWER_S)
     try:
         refs = asked.answer(system.supervisor.live_refs())
     except Exception:  # noqa: BLE001 - a supervisor gone: the exit line asks the broker instead
-        return []
-    if refs is BUSY:
-        return ["the position supervisor (busy)"]
-    if refs is GONE:
-        return []
-    return [_busy("position actor") if state is BUSY else state["position"] for _, state in asked.states(refs)
-            if state is BUSY or Decimal(state["protected"]) < Decimal(state["qty"])]
+        return "the position supervisor (gone)"
+    if refs is BUSY or refs is GONE:
+        return f"the position supervisor ({'busy' if refs is BUSY else 'gone'})"
+    return asked.states(refs)
+
+
+def _cancel_working_entries(system: Any) -> None:
+    """A pending position's entry still working at the broker could fill after the daemon stops on a full disk, and
+    stay without a stop until the disk is freed: cancel it now (a flatten asked of a pending position cancels its
+    entry, and sells at once whatever fills anyway, once protected)."""
+    states = _live_position_states(system)
+    if isinstance(states, str):
+        return
+    for ref, state in states:
+        if state is not BUSY and state["status"] == "pending":
+            tell_if_alive(ref, Flatten(reason="the disk under the database is full: no new position"))
+
+
+def _positions_not_yet_protected(system: Any) -> list[str]:
+    """The live positions holding shares their working stops do not all cover yet, or whose entry is still working
+    (being cancelled), or that do not answer."""
+    states = _live_position_states(system)
+    if isinstance(states, str):
+        return [] if states.endswith("(gone)") else [states]
+    return [_busy("position actor") if state is BUSY else state["position"] for _, state in states
+            if state is BUSY or state["status"] == "pending" or Decimal(state["protected"]) < Decimal(state["qty"])]
 
 
 class Signals:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -104,8 +105,9 @@ def test_a_fill_whose_commit_meets_a_full_disk_is_recorded_on_the_reserve_and_pr
     with logged_lines("catalyst.daemon", "CRITICAL") as critical:
         with pytest.raises(DatabaseError) as stopped:
             daemon_over(trading, small_disk.parent).check_actors()
-    assert critical == [f"system {storage.reserve_used}: no new position will be opened; stopping once every filled "
-                        f"share is under a working stop (at most {catalyst.daemon.RESERVE_DRAIN_S:g} s)",
+    assert critical == [f"system {storage.reserve_used}: no new position will be opened; cancelling the entries still "
+                        "working, stopping once every filled share is under a working stop (at most "
+                        f"{catalyst.daemon.RESERVE_DRAIN_S:g} s)",
                         "system stopping on a full disk: every filled share of the live positions is under a working "
                         "stop"]
     assert stopped.value.exit_code == 3
@@ -145,3 +147,29 @@ def test_a_stop_that_does_not_come_is_waited_for_a_bounded_time_then_named_at_th
     said = RESERVE_STOP_LINE.search(f"catalyst: error: {stopped.value}")
     assert said and said["held"].startswith("NOT under a working stop")
     assert [o["symbol"] for o in trading.broker_view()["orders"]] == ["MSFT"]
+
+
+def test_entries_still_working_are_cancelled_before_the_daemon_stops_on_a_full_disk(on_small_disk, small_disk):
+    """An entry left working at the broker could fill once the daemon has stopped, its shares without a stop until
+    the disk is freed: the daemon cancels every working entry first. Here the write that meets the full disk is a new
+    entry's own row (written on the reserve, sent like any write in flight), so two entries rest when it stops."""
+    trading = on_small_disk
+    rest_an_entry_then_fill_the_disk(trading, small_disk)
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    storage = trading.system.storage
+    trading.wait_for(lambda: storage.reserve_used is not None, "the new entry's row written on the reserve's space")
+    trading.wait_for(lambda: len(trading.broker_view()["orders"]) == 2, "both entries resting at the broker")
+
+    daemon = daemon_over(trading, small_disk.parent)
+    with logged_lines("catalyst.daemon", "CRITICAL") as critical:
+        with pytest.raises(DatabaseError) as stopped:
+            trading.wait_for(lambda: daemon.check_actors(), "the daemon to stop on the full disk", timeout=10)
+    assert critical[0].endswith("no new position will be opened; cancelling the entries still working, stopping once "
+                                "every filled share is under a working stop (at most 30 s)")
+    assert critical[1] == "system stopping on a full disk: every filled share of the live positions is under a working " \
+                          "stop"
+    assert sorted((o["symbol"], o["status"]) for o in trading.broker_view()["orders"]) == [
+        ("AAPL", "canceled"), ("MSFT", "canceled")]
+    assert "(protection stays at the broker; no position is held at the broker)" in str(stopped.value)
+    assert [o.status for o in trading.all_orders("AAPL") + trading.all_orders("MSFT")] == ["cancelled", "cancelled"]
