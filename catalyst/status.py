@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -13,6 +14,7 @@ from catalyst.config import Config, sqlite_path
 from catalyst.domain.cycle import EXCHANGE_TZ
 from catalyst.errors import DatabaseError
 from catalyst.runtime import sim_database_url
+from catalyst.store.reserve import MB, reserve_path
 
 WORKING = ("created", "submitted", "accepted", "partial_fill")
 
@@ -52,7 +54,22 @@ def status_text(config: Config, simulation: bool = False) -> str:
     hint = "; the simulation's is read with `catalyst status --sim`" if (
         not simulation and simulated is not None and simulated.exists()) else ""
     with _open(path, hint) as conn:
-        return "\n".join(_render(conn, path))
+        return "\n".join([*_render(conn, path), "", disk_line(path, config.daemon.disk_reserve_mb)])
+
+
+def disk_line(database: Path, reserve_mb: int) -> str:
+    """The disk under the database and its reserve: after a stop on a full disk, what an operator checks first."""
+    try:
+        free = f"{shutil.disk_usage(database.parent).free / MB:,.1f} MB free on the disk under the database"
+    except OSError as exc:
+        free = f"free space under the database unknown ({exc.strerror or exc})"
+    if not reserve_mb:
+        return f"disk: {free}; no disk reserve (daemon.disk_reserve_mb = 0)"
+    reserve = reserve_path(database)
+    if reserve.exists() and reserve.stat().st_size >= reserve_mb * MB:
+        return f"disk: {free}; the {reserve_mb} MB disk reserve is set aside ({reserve})"
+    return (f"disk: {free}; the {reserve_mb} MB disk reserve is NOT set aside ({reserve}: given back on a full disk, "
+            "or no room for it): free disk space, the daemon's next start sets it aside")
 
 
 def _render(conn: sqlite3.Connection, path: Path) -> list[str]:

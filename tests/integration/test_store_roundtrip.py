@@ -264,3 +264,5 @@ def test_catalyst_status_reads_the_day_so_far_in_new_york_time(run: StoreOnLoop,
     (closed,) = [line for line in lines if line.startswith(f"NVDA#p-{sold.position_id} ")]
     assert closed.split()[-2:] == ["10", "-"]
     assert any(line.startswith("  2025-12-29 09:35:00 warning  ORPHAN_ORDER") for line in lines)  # T0: 14:35 UTC
+    # Last, the disk under the database: this store was never a daemon's, so no reserve was set aside beside it.
+    assert lines[-1].startswith("disk: ") and "the 8 MB disk reserve is NOT set aside" in lines[-1]

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from actors.db_writer import StorageHealth, _commit_refused
 from catalyst.hooks import CycleHooks
+from catalyst.status import disk_line
 from catalyst.store.batch import CallOutcome
 from catalyst.store.reserve import MB, DiskReserve, reserve_path
 
@@ -78,3 +79,19 @@ def test_a_disk_left_with_less_room_than_the_reserve_is_said(tmp_path, monkeypat
                                  "free beside it: free disk space (when it is full, the reserve records what is in "
                                  "flight and the daemon stops)")
     assert reserve.path.stat().st_size == MB
+
+
+def test_catalyst_status_says_whether_the_reserve_is_set_aside(tmp_path, monkeypatch):
+    database = tmp_path / "catalyst.db"
+    monkeypatch.setattr("catalyst.status.shutil.disk_usage", lambda _folder: SimpleNamespace(free=int(2.5 * MB)))
+    missing = disk_line(database, 8)
+    assert missing == (f"disk: 2.5 MB free on the disk under the database; the 8 MB disk reserve is NOT set aside "
+                       f"({tmp_path / 'catalyst.db-reserve'}: given back on a full disk, or no room for it): free disk "
+                       "space, the daemon's next start sets it aside")
+    DiskReserve.beside(database, 1).set_aside()
+    assert disk_line(database, 1) == (f"disk: 2.5 MB free on the disk under the database; the 1 MB disk reserve is "
+                                      f"set aside ({tmp_path / 'catalyst.db-reserve'})")
+    assert disk_line(database, 8).startswith("disk: 2.5 MB free on the disk under the database; the 8 MB disk reserve "
+                                             "is NOT set aside")  # a smaller one than configured does not count
+    assert disk_line(database, 0) == "disk: 2.5 MB free on the disk under the database; no disk reserve " \
+                                     "(daemon.disk_reserve_mb = 0)"
