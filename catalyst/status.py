@@ -68,8 +68,8 @@ def disk_line(database: Path, reserve_mb: int) -> str:
     reserve = reserve_path(database)
     if reserve.exists() and reserve.stat().st_size >= reserve_mb * MB:
         return f"disk: {free}; the {reserve_mb} MB disk reserve is set aside ({reserve})"
-    return (f"disk: {free}; the {reserve_mb} MB disk reserve is NOT set aside ({reserve}: given back on a full disk, "
-            "or no room for it): free disk space, the daemon's next start sets it aside")
+    return (f"disk: {free}; the {reserve_mb} MB disk reserve is NOT set aside ({reserve}): the daemon's next start "
+            "sets it aside if the disk has room (it is given back when the disk fills up)")
 
 
 def _render(conn: sqlite3.Connection, path: Path) -> list[str]:

@@ -86,8 +86,8 @@ def test_catalyst_status_says_whether_the_reserve_is_set_aside(tmp_path, monkeyp
     monkeypatch.setattr("catalyst.status.shutil.disk_usage", lambda _folder: SimpleNamespace(free=int(2.5 * MB)))
     missing = disk_line(database, 8)
     assert missing == (f"disk: 2.5 MB free on the disk under the database; the 8 MB disk reserve is NOT set aside "
-                       f"({tmp_path / 'catalyst.db-reserve'}: given back on a full disk, or no room for it): free disk "
-                       "space, the daemon's next start sets it aside")
+                       f"({tmp_path / 'catalyst.db-reserve'}): the daemon's next start sets it aside if the disk has "
+                       "room (it is given back when the disk fills up)")
     DiskReserve.beside(database, 1).set_aside()
     assert disk_line(database, 1) == (f"disk: 2.5 MB free on the disk under the database; the 1 MB disk reserve is "
                                       f"set aside ({tmp_path / 'catalyst.db-reserve'})")
