@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -40,12 +41,16 @@ from catalyst.logs import LogFileError, setup_logging
 from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
 from catalyst.store.errors import storage_fault
+from catalyst.store.reserve import MB
 
 log = logger.bind(actor="system")
 STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, all together
 # On a full disk, once the reserve's space recorded what was in flight: how long the daemon waits (wall seconds) for
 # every filled share to be under a working stop before it stops anyway, naming what is not.
 RESERVE_DRAIN_S = 30.0
+# Below this much free space under the database the operator is warned (once, and told when it is back above): a
+# trading day writes a few MB, so this is hours of warning before the disk reserve has to be given back.
+LOW_DISK_MB = 100
 
 
 def _busy(who: str) -> str:
@@ -137,6 +142,7 @@ class Daemon:
     parts: list[Any] = field(default_factory=list)
     reload_requested: bool = False
     full_disk_since: float | None = None  # monotonic time the writer first wrote on the disk reserve's space
+    disk_low: bool = False  # the last check_disk_room found less than LOW_DISK_MB free
 
     def start(self) -> Daemon:
         from actors.cycle import CycleActor
@@ -297,6 +303,25 @@ class Daemon:
                          "the database")
             raise ActorDied(f"actor {', '.join(dead)} died unexpectedly (its error is in the log); restart the "
                             "daemon: it rebuilds every position from the database")
+
+    def check_disk_room(self) -> None:
+        """Warn before the disk under the database fills up, not only once it has: free space below LOW_DISK_MB is said
+        once (and again once it is back above), at start-up and with each state table."""
+        database = sqlite_path(self.database_url)
+        if database is None:
+            return
+        try:
+            free_mb = shutil.disk_usage(database.parent).free / MB
+        except OSError:
+            return  # the writer meets whatever is wrong with the folder, and says so
+        low = free_mb < LOW_DISK_MB
+        if low and not self.disk_low:
+            log.warning(f"system the disk under {database} has only {free_mb:.1f} MB free (under {LOW_DISK_MB} MB): "
+                        "free disk space; once it is full the daemon records what is in flight on its disk reserve "
+                        "and stops")
+        elif self.disk_low and not low:
+            log.info(f"system the disk under {database} has {free_mb:,.1f} MB free again")
+        self.disk_low = low
 
     def _stop_once_protected(self, system: Any, reserve_used: str) -> None:
         """The disk is full and the reserve's space let the writes in flight through: open nothing more (the cycle's
@@ -592,6 +617,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         signals.running(daemon)
         # After start-up, as what it made lives as long as the process.
         log.info(f"system {collector.settle()}")
+        daemon.check_disk_room()
         last_table = time.monotonic()
         while not daemon.stop_event.wait(timeout=0.2):
             daemon.check_actors()
@@ -601,6 +627,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
             if time.monotonic() - last_table >= daemon.config.daemon.state_table_interval_s:
                 last_table = time.monotonic()
                 daemon.log_state_table()
+                daemon.check_disk_room()
     except StopDuringStartup as stop:
         log.info(f"system {stop} during start-up: stopping what has started (protection stays at the broker)")
         raise

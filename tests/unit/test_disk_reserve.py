@@ -95,3 +95,29 @@ def test_catalyst_status_says_whether_the_reserve_is_set_aside(tmp_path, monkeyp
                                              "is NOT set aside")  # a smaller one than configured does not count
     assert disk_line(database, 0) == "disk: 2.5 MB free on the disk under the database; no disk reserve " \
                                      "(daemon.disk_reserve_mb = 0)"
+
+
+def test_the_daemon_warns_once_when_the_disk_runs_low_and_says_when_it_has_room_again(tmp_path, monkeypatch):
+    from loguru import logger
+
+    import catalyst.daemon
+    from catalyst.config import load_config
+    from catalyst.daemon import Daemon
+
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n')
+    daemon = Daemon(load_config(config_file), SimpleNamespace(),  # type: ignore[arg-type]
+                    f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
+    free = [500 * MB, 40 * MB, 30 * MB, 250 * MB]
+    monkeypatch.setattr(catalyst.daemon.shutil, "disk_usage", lambda _folder: SimpleNamespace(free=free.pop(0)))
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), level="INFO")
+    try:
+        for _ in range(4):
+            daemon.check_disk_room()
+    finally:
+        logger.remove(sink)
+    assert lines == [
+        ("WARNING", f"system the disk under {tmp_path / 'catalyst.db'} has only 40.0 MB free (under 100 MB): free disk "
+                    "space; once it is full the daemon records what is in flight on its disk reserve and stops"),
+        ("INFO", f"system the disk under {tmp_path / 'catalyst.db'} has 250.0 MB free again")]
