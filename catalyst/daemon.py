@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -41,7 +40,7 @@ from catalyst.logs import LogFileError, setup_logging
 from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
 from catalyst.store.errors import storage_fault
-from catalyst.store.reserve import MB
+from catalyst.store.reserve import MB, free_bytes
 
 log = logger.bind(actor="system")
 STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, all together
@@ -310,10 +309,10 @@ class Daemon:
         database = sqlite_path(self.database_url)
         if database is None:
             return
-        try:
-            free_mb = shutil.disk_usage(database.parent).free / MB
-        except OSError:
+        free = free_bytes(database.parent)
+        if free is None:
             return  # the writer meets whatever is wrong with the folder, and says so
+        free_mb = free / MB
         low = free_mb < LOW_DISK_MB
         if low and not self.disk_low:
             log.warning(f"system the disk under {database} has only {free_mb:.1f} MB free (under {LOW_DISK_MB} MB): "
@@ -334,8 +333,11 @@ class Daemon:
             log.critical(f"system {reserve_used}: no new position will be opened; cancelling the entries still "
                          f"working, stopping once every filled share is under a working stop (at most "
                          f"{RESERVE_DRAIN_S:g} s)")
-            _cancel_working_entries(system)
-        waiting = _positions_not_yet_protected(system)
+            states = _live_position_states(system)
+            _cancel_working_entries(states)
+        else:
+            states = _live_position_states(system)
+        waiting = _positions_not_yet_protected(states)
         if waiting and now - self.full_disk_since < RESERVE_DRAIN_S:
             return
         where = sqlite_path(self.database_url) or self.database_url
@@ -510,11 +512,10 @@ def _live_position_states(system: Any) -> list[tuple[Any, Any]] | str:
     return asked.states(refs)
 
 
-def _cancel_working_entries(system: Any) -> None:
+def _cancel_working_entries(states: list[tuple[Any, Any]] | str) -> None:
     """A pending position's entry still working at the broker could fill after the daemon stops on a full disk, and
     stay without a stop until the disk is freed: cancel it now (a flatten asked of a pending position cancels its
     entry, and sells at once whatever fills anyway, once protected)."""
-    states = _live_position_states(system)
     if isinstance(states, str):
         return
     for ref, state in states:
@@ -522,10 +523,9 @@ def _cancel_working_entries(system: Any) -> None:
             tell_if_alive(ref, Flatten(reason="the disk under the database is full: no new position"))
 
 
-def _positions_not_yet_protected(system: Any) -> list[str]:
+def _positions_not_yet_protected(states: list[tuple[Any, Any]] | str) -> list[str]:
     """The live positions holding shares their working stops do not all cover yet, or whose entry is still working
     (being cancelled), or that do not answer."""
-    states = _live_position_states(system)
     if isinstance(states, str):
         return [] if states.endswith("(gone)") else [states]
     return [_busy("position actor") if state is BUSY else state["position"] for _, state in states

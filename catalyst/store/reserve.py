@@ -54,13 +54,13 @@ class DiskReserve:
                     os.fsync(file.fileno())
         except OSError as exc:
             self.path.unlink(missing_ok=True)
-            free = _free_bytes(self.path.parent)
+            free = free_bytes(self.path.parent)
             room = f", {free / MB:.1f} MB free" if free is not None else ""
             return False, (f"NO disk reserve: {self.path} could not be set aside ({exc.strerror or exc}{room}); a fill "
                            "whose commit meets a full disk will have no stop until the disk is freed and the daemon "
                            "restarted")
         said = f"a disk reserve of {self.size} is set aside at {self.path}"
-        free = _free_bytes(self.path.parent)
+        free = free_bytes(self.path.parent)
         if free is not None and free < self.size_bytes:
             return False, (f"{said}, but the disk has only {free / MB:.1f} MB free beside it: free disk space (when "
                            "it is full, the reserve records what is in flight and the daemon stops)")
@@ -85,12 +85,13 @@ class DiskReserve:
             return False
         if sqlite_code.startswith("SQLITE_FULL"):
             return True
-        free = _free_bytes(self.path.parent)
+        free = free_bytes(self.path.parent)
         return sqlite_code.startswith("SQLITE_IOERR") and free is not None and free < self.size_bytes
 
 
-def _free_bytes(directory: Path) -> int | None:
+def free_bytes(directory: Path) -> int | None:
+    """Bytes an unprivileged writer may still use on the disk under `directory`; None if it cannot be read."""
     try:
-        return shutil.disk_usage(directory).free  # what an unprivileged writer may still use (f_bavail)
+        return shutil.disk_usage(directory).free  # f_bavail: the root-reserved blocks are not ours
     except OSError:
         return None

@@ -73,7 +73,7 @@ def test_no_entry_is_opened_once_the_reserve_was_used():
 
 def test_a_disk_left_with_less_room_than_the_reserve_is_said(tmp_path, monkeypatch):
     reserve = DiskReserve.beside(tmp_path / "catalyst.db", 1)
-    monkeypatch.setattr("catalyst.store.reserve._free_bytes", lambda _directory: MB // 2)
+    monkeypatch.setattr("catalyst.store.reserve.free_bytes", lambda _directory: MB // 2)
     well, said = reserve.set_aside()
     assert not well and said == (f"a disk reserve of 1 MB is set aside at {reserve.path}, but the disk has only 0.5 MB "
                                  "free beside it: free disk space (when it is full, the reserve records what is in "
@@ -100,7 +100,6 @@ def test_catalyst_status_says_whether_the_reserve_is_set_aside(tmp_path, monkeyp
 def test_the_daemon_warns_once_when_the_disk_runs_low_and_says_when_it_has_room_again(tmp_path, monkeypatch):
     from loguru import logger
 
-    import catalyst.daemon
     from catalyst.config import load_config
     from catalyst.daemon import Daemon
 
@@ -109,7 +108,7 @@ def test_the_daemon_warns_once_when_the_disk_runs_low_and_says_when_it_has_room_
     daemon = Daemon(load_config(config_file), SimpleNamespace(),  # type: ignore[arg-type]
                     f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
     free = [500 * MB, 40 * MB, 30 * MB, 250 * MB]
-    monkeypatch.setattr(catalyst.daemon.shutil, "disk_usage", lambda _folder: SimpleNamespace(free=free.pop(0)))
+    monkeypatch.setattr("shutil.disk_usage", lambda _folder: SimpleNamespace(free=free.pop(0)))
     lines: list[tuple[str, str]] = []
     sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), level="INFO")
     try:
