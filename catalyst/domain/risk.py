@@ -106,7 +106,13 @@ PDT_DAY_TRADES = 3
 
 def day_trades_left(last_equity: Decimal | None, daytrade_count: int | None, opened_today: int) -> int | None:
     """Positions that may still be opened today on an account Alpaca's pattern day trader protection watches, or None
-    when it does not (equity at the last close of $25,000 or more, or not reported).
+    when it does not (equity at the last close of $25,000 or more, or no day-trade count reported).
+
+    Alpaca ended that protection on 2026-07-06 (FINRA's intraday margin standards replaced the rule) and no longer
+    reports `daytrade_count`, so against Alpaca today this is None. Kept for an account that still reports a count:
+        there the rule's cost, shares without a stop, is too high to assume it gone. (The new standards let a broker block
+    a transaction that would create or increase an intraday margin deficit: an entry, refused like any rejected entry;
+    an exit lowers the exposure and so is not the order they block.)
 
     Why a limit, not a retry: under $25,000 Alpaca refuses any order that could make a 4th day trade in five business
     days, and it judges the order that would close the position, not the one that opens it. Every position opened

@@ -98,7 +98,10 @@ class Account:
     trading_blocked: bool = False
     account_blocked: bool = False
     trade_suspended_by_user: bool = False
-    daytrade_count: int = 0  # reported only: the emulator does not enforce the pattern day trader rule
+    # Alpaca retired its pattern day trader protection on 2026-07-06 (FINRA's intraday margin standards replaced the
+    # rule) and dropped `daytrade_count` and `pattern_day_trader` from /v2/account: None reports neither, as Alpaca
+    # does now; a number reports both, as Alpaca did before (set through /sim/v1; reported only, never enforced).
+    daytrade_count: int | None = None
 
     def __post_init__(self) -> None:
         self.id = uuid5(ACCOUNT_NAMESPACE, self.key_id)
@@ -207,10 +210,10 @@ class Account:
             "sma": "0",
             "multiplier": "1",
             "shorting_enabled": True,
-            "pattern_day_trader": False,
             "trading_blocked": self.trading_blocked,
             "transfers_blocked": False,
             "account_blocked": self.account_blocked,
             "trade_suspended_by_user": self.trade_suspended_by_user,
-            "daytrade_count": self.daytrade_count,
+            **({} if self.daytrade_count is None
+               else {"pattern_day_trader": False, "daytrade_count": self.daytrade_count}),
         }

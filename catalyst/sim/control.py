@@ -160,16 +160,20 @@ async def snapshot_get(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].engine.snapshot(request.match_info["key_id"]))
 
 
-RESTRICTIONS = {"status": str, "trading_blocked": bool, "account_blocked": bool, "trade_suspended_by_user": bool,
-                "daytrade_count": int}
+RESTRICTIONS: dict[str, tuple[type, ...]] = {
+    "status": (str,), "trading_blocked": (bool,), "account_blocked": (bool,), "trade_suspended_by_user": (bool,),
+    "daytrade_count": (int, type(None)),
+}
 
 
 async def restrictions_put(request: web.Request) -> web.Response:
     """An account Alpaca would not let trade (blocked, suspended, not yet ACTIVE): its /v2/account says so, and its
-    order submits are refused with a 403. `daytrade_count` is reported by /v2/account only (no rule enforced)."""
+    order submits are refused with a 403. `daytrade_count`: a number makes /v2/account report it and
+    `pattern_day_trader`, as Alpaca did until its pattern day trader protection ended on 2026-07-06 (reported only,
+    no rule enforced); null stops reporting them, as Alpaca does now and the emulator does by default."""
     state, body = request.app[STATE], await _json(request)
     unknown = sorted(set(body) - set(RESTRICTIONS))
-    wrong = sorted(name for name, kind in RESTRICTIONS.items() if name in body and type(body[name]) is not kind)
+    wrong = sorted(name for name, kinds in RESTRICTIONS.items() if name in body and type(body[name]) not in kinds)
     if unknown or wrong:
         return _bad(f"cannot set restrictions: unknown {unknown}, wrong type {wrong} (expected {list(RESTRICTIONS)})")
     account = state.engine.account(request.match_info["key_id"])

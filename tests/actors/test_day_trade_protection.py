@@ -1,7 +1,8 @@
-"""Alpaca's pattern day trader protection: on an account whose equity at the last close is under $25,000 it refuses
-any order that could make a 4th day trade in five business days, and it judges the order that CLOSES a position. An
-entry past that limit would fill and then find its OCO and its market exit refused: shares with no stop until the
-next day. So approval opens no more positions than the account's day trades left allow, and says why. The account
+"""Alpaca's pattern day trader protection, until 2026-07-06: on an account whose equity at the last close was under
+$25,000 it refused any order that could make a 4th day trade in five business days, and it judged the order that
+CLOSES a position. An entry past that limit would fill and then find its OCO and its market exit refused: shares with
+no stop until the next day. So on an account that reports a day-trade count, approval opens no more positions than
+its day trades left allow, and says why; Alpaca no longer reports one, and then nothing is limited. The account
 through alpaca-py from the emulator (its cash 20,000; its day-trade count set through /sim/v1), SQLite on disk."""
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ CANDIDATES = [SimpleNamespace(symbol=symbol, price=Decimal("50.00"), stop=Decima
 @pytest.fixture
 def exchange() -> Iterator[EmbeddedExchange]:
     """Overrides the actor conftest's exchange: an account of 20,000, under the $25,000 the rule watches."""
-    market = ScriptedMarket(("AAPL", "MSFT", "TSLA"), START)
+    market = ScriptedMarket(("AAPL", "MSFT", "TSLA", "NVDA"), START)
     config = ExchangeConfig(speed=0, start=START, rate_limit_per_minute=0, starting_cash=Decimal("20000"))
     with EmbeddedExchange(config, market, SimClock(START, 0)) as ex:
         yield ex
 
 
-def approval(trading, daytrade_count: int) -> tuple[list[Any], list[str]]:
+def approval(trading, daytrade_count: int | None, candidates: list[Any] = CANDIDATES) -> tuple[list[Any], list[str]]:
+    """The approval of `candidates` on the account with `daytrade_count` reported (None: not reported, as today)."""
     answer = requests.put(f"{trading.exchange.base_url}/sim/v1/accounts/{trading.key}/restrictions",
                           json={"daytrade_count": daytrade_count}, timeout=5)
     assert answer.status_code == 200, answer.text
@@ -49,7 +51,7 @@ def approval(trading, daytrade_count: int) -> tuple[list[Any], list[str]]:
     sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
                       filter=lambda record: record["name"] == "catalyst.hooks")
     try:
-        plans = hooks.approve(trading.cycle_id(), CANDIDATES, START)
+        plans = hooks.approve(trading.cycle_id(), candidates, START)
     finally:
         logger.remove(sink)
     return plans, lines
@@ -75,3 +77,18 @@ def test_an_account_with_one_day_trade_opens_two_and_counts_the_one_already_open
     assert [p.symbol for p in again] == ["MSFT"]
     assert any("1 positions open or entering today: 1 more may be opened" in line for line in lines)
 
+
+
+def test_an_account_alpaca_reports_no_day_trades_for_is_not_limited_and_nothing_is_said_of_the_rule(trading):
+    """Alpaca ended its pattern day trader protection on 2026-07-06 (FINRA's intraday margin standards replaced the
+    rule) and no longer reports `daytrade_count`: the same account of 20,000 then opens every candidate risk approves,
+    a fourth included, where a count of 0 would have stopped at three."""
+    four = [*CANDIDATES, SimpleNamespace(symbol="NVDA", price=Decimal("50.00"), stop=Decimal("49.00"), scan_id=None)]
+    trading.exchange.set_price("NVDA", "50.00")
+
+    counted, _ = approval(trading, 0, four)
+    plans, lines = approval(trading, None, four)
+
+    assert [p.symbol for p in counted] == ["AAPL", "MSFT", "TSLA"]
+    assert [p.symbol for p in plans] == ["AAPL", "MSFT", "TSLA", "NVDA"]
+    assert not any("day-trade" in line for line in lines)

@@ -91,6 +91,33 @@ def test_restrictions_the_emulator_does_not_know_are_refused_naming_them(exchang
                                                "['trading_blocked']")
 
 
+def test_the_account_reports_day_trades_only_when_set_as_alpaca_did_before_its_pdt_protection_ended(
+        exchange: EmbeddedExchange) -> None:
+    """Alpaca dropped `daytrade_count` and `pattern_day_trader` from /v2/account on 2026-07-06: by default neither is
+    there, and alpaca-py and the adapter read that as not reported; a count set through /sim/v1 brings both back."""
+    broker = broker_for(exchange)
+    account_url = f"{exchange.base_url}/v2/account"
+    headers = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}
+
+    def set_count(count: int | None) -> None:
+        answer = requests.put(f"{exchange.base_url}/sim/v1/accounts/{KEY}/restrictions",
+                              json={"daytrade_count": count}, timeout=5)
+        assert answer.status_code == 200, answer.text
+
+    payload = requests.get(account_url, headers=headers, timeout=5).json()
+    assert "daytrade_count" not in payload and "pattern_day_trader" not in payload
+    assert broker.account().daytrade_count is None
+
+    set_count(2)
+    payload = requests.get(account_url, headers=headers, timeout=5).json()
+    assert (payload["daytrade_count"], payload["pattern_day_trader"]) == (2, False)
+    assert broker.account().daytrade_count == 2
+
+    set_count(None)
+    assert "daytrade_count" not in requests.get(account_url, headers=headers, timeout=5).json()
+    assert broker.account().daytrade_count is None
+
+
 def test_list_orders_pages_through_more_than_500(exchange_factory: Callable[..., EmbeddedExchange]) -> None:
     exchange = exchange_factory(rate_limit_per_minute=0, starting_cash=Decimal("10000000"))
     broker = broker_for(exchange)
