@@ -959,9 +959,11 @@ class OrderRouter(pykka.ThreadingActor):
         key = execution_key(fill.broker_order_id, cum)
         if key in tracked.keys:
             return lambda _: None
+        # The order's side, not the report's: an execution is on its order's side, and a FILL activity may name it in
+        # Alpaca's longer list (`sell_short`, `cross`, ...), which the fills table does not take.
         index = group.add(call(
             "record_fill", execution_id=key, order_id=tracked.order_id, alpaca_order_id=fill.broker_order_id,
-            symbol=fill.symbol, side=fill.side, qty=fill.qty, price=fill.price, position_qty=None,
+            symbol=fill.symbol, side=tracked.side, qty=fill.qty, price=fill.price, position_qty=None,
             occurred_at=fill.at, source=source,
         ))
 

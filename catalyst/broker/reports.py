@@ -338,6 +338,18 @@ class _FillActivityWire(BaseModel):
     client_order_id: str | None = None
 
 
+# A FILL activity's side is the execution's, from a longer list than an order's buy/sell (Alpaca's TradeActivitySide):
+# a short sale is `sell_short`. Our records keep the order's side; "cross"-like values name no direction and are
+# passed on unchanged for the caller to judge against the order it knows.
+_EXECUTION_SIDES = {"buy": "buy", "buy_minus": "buy", "sell": "sell", "sell_plus": "sell", "sell_short": "sell",
+                    "sell_short_exempt": "sell"}
+
+
+def execution_side(side: str) -> str:
+    """The order side (buy/sell) of a FILL activity's execution side, as far as the side itself tells it."""
+    return _EXECUTION_SIDES.get(side, side)
+
+
 def fill_activity_report(raw: Mapping[str, Any]) -> FillReport:
     wire = _FillActivityWire.model_validate(raw)
     return FillReport(
@@ -345,7 +357,7 @@ def fill_activity_report(raw: Mapping[str, Any]) -> FillReport:
         broker_order_id=wire.order_id,
         client_order_id=wire.client_order_id,
         symbol=wire.symbol,
-        side=wire.side,
+        side=execution_side(wire.side),
         qty=wire.qty,
         price=wire.price,
         cum_qty=wire.cum_qty,

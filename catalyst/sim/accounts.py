@@ -60,6 +60,13 @@ class Fill:
     cum_qty: Decimal
     leaves_qty: Decimal
     order_status: Status
+    short_sale: bool = False  # a sell with no long shares under it: opens or adds to a short
+
+    @property
+    def activity_side(self) -> str:
+        # Alpaca's FILL activities give an execution's side, not its order's: a short sale is `sell_short` there
+        # (its order and its stream events say `sell`).
+        return "sell_short" if self.short_sale else self.side.value
 
     @property
     def activity_id(self) -> str:
@@ -75,7 +82,7 @@ class Fill:
             "type": "fill" if self.leaves_qty == ZERO else "partial_fill",
             "price": money(self.price),
             "qty": money(self.qty),
-            "side": self.side.value,
+            "side": self.activity_side,
             "symbol": self.symbol,
             "leaves_qty": money(self.leaves_qty),
             "order_id": str(self.order_id),
@@ -122,6 +129,7 @@ class Account:
     def apply_fill(self, order: SimOrder, qty: Decimal, price: Decimal, at: datetime) -> Fill:
         """Moves cash and position for one execution and records it; the order's status follows."""
         signed = qty if order.side is Side.BUY else -qty
+        short_sale = order.side is Side.SELL and self.position_qty(order.symbol) <= ZERO
         self.cash -= signed * price
         position = self.positions.get(order.symbol)
         if position is None:
@@ -143,7 +151,7 @@ class Account:
         order.filled_notional += qty * price
         order.touch(Status.FILLED if order.remaining == ZERO else Status.PARTIALLY_FILLED, at)
         fill = Fill(uuid4(), order.id, order.symbol, order.side, qty, price, at,
-                    order.filled_qty, order.remaining, order.status)
+                    order.filled_qty, order.remaining, order.status, short_sale)
         self.fills.append(fill)
         return fill
 

@@ -119,6 +119,21 @@ def test_duplicated_fill_events_are_applied_once(trading):
     assert len(trading.writer.fills_for_order(entry.order_id).get()) == 1
 
 
+def test_a_short_entrys_fill_lost_on_the_stream_is_recovered_over_rest_and_protected(trading):
+    # Alpaca's FILL activities name a short sale's side `sell_short`, where its order says `sell`: the recovered
+    # execution is recorded on the order's side and the short is protected above, as with its stream event.
+    trading.exchange.set_price("TSLA", "50.00")
+    trading.exchange.set_faults("drop=1.0")
+    trading.open(trading.plan(symbol="TSLA", side=PositionSide.SHORT, stop="52.00", target="48.00"))
+    trading.wait_for(lambda: protected_qty(trading, "TSLA") == Decimal("100"), "protection of the short without the stream")
+    entry = next(o for o in trading.all_orders("TSLA") if o.role == "entry")
+    fills = trading.writer.fills_for_order(entry.order_id).get()
+    assert [(f.source, f.side, f.qty) for f in fills] == [("activity", "sell", Decimal("100"))]
+    assert [f["side"] for f in trading.broker_view()["fills"]] == ["sell_short"]
+    assert broker_working_stop_qty(trading, "TSLA") == Decimal("100")
+    trading.exchange.set_faults("")
+
+
 def test_fill_events_lost_on_the_stream_are_recovered_over_rest(trading, router_lines):
     # Alpaca answers a market order `accepted` and tells its fill only by the stream: with every event lost and no
     # disconnect (so no catch-up), only the router's own look at the unfilled market order finds the fill.

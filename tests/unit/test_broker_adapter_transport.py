@@ -241,6 +241,20 @@ def test_fill_activities_page_by_token_and_keep_exact_decimals() -> None:
     assert reports[0].price == Decimal("105.89") and reports[0].client_order_id is None
 
 
+@pytest.mark.parametrize(("activity_side", "side"), [
+    ("buy", "buy"), ("buy_minus", "buy"), ("sell", "sell"), ("sell_plus", "sell"), ("sell_short", "sell"),
+    ("sell_short_exempt", "sell"), ("cross", "cross"),
+])
+def test_a_fill_activitys_execution_side_is_read_as_its_orders_side(activity_side: str, side: str) -> None:
+    # Alpaca's FILL activities say `sell_short` for a short sale (its TradeActivitySide), where the order says `sell`.
+    fill = {"id": f"20250102150000000::{uuid.uuid4()}", "activity_type": "FILL", "transaction_time": "2025-01-02T15:00:00Z",
+            "type": "fill", "price": "50", "qty": "100", "side": activity_side, "symbol": "TSLA", "leaves_qty": "0",
+            "cum_qty": "100", "order_id": str(uuid.uuid4()), "order_status": "filled"}
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, [fill] if "page_token" not in q else []))
+
+    assert [report.side for report in make_broker(network).fill_activities()] == [side]
+
+
 def test_an_order_alpaca_pys_model_rejects_is_malformed_naming_the_field() -> None:
     oid = str(uuid.uuid4())
     network = FakeNetwork(lambda request, p, q: respond(request, 200, order_json("cat-1", id=oid, updated_at=None)))
