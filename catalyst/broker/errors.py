@@ -56,7 +56,9 @@ _REASON_PATTERNS: tuple[tuple[RejectReason, re.Pattern[str]], ...] = (
     (RejectReason.INSUFFICIENT_QTY, re.compile(r"insufficient.*(qty|quantity)|qty.*available", re.I)),
     (RejectReason.WASH_TRADE, re.compile(r"wash.?trade", re.I)),
     (RejectReason.MARKET_CLOSED, re.compile(r"market.*(closed|not open)|outside.*hours", re.I)),
-    (RejectReason.NOT_CANCELABLE, re.compile(r"not.*cancel", re.I)),
+    # A cancel of an order that already ended: "order is not cancelable", or Alpaca's wording since 2026, 'order is
+    # already in "filled" state' (its code, 42210000, is shared with other refusals: the text decides).
+    (RejectReason.NOT_CANCELABLE, re.compile(r"not.*cancel|already in \W*\w+\W* state", re.I)),
 )
 
 

@@ -201,7 +201,6 @@ class Account:
             "currency": "USD",
             "buying_power": money(buying_power),
             "regt_buying_power": money(buying_power),
-            "daytrading_buying_power": money(buying_power),
             "non_marginable_buying_power": money(buying_power),
             "cash": money(self.cash),
             "accrued_fees": "0",

@@ -206,7 +206,8 @@ class Engine:
         account = self.account(key_id)
         order = self.order(account, order_id)
         if not order.is_open:
-            raise unprocessable(f"order is not cancelable (status {order.status})")
+            # Alpaca's answer since 2026 (422, code 42210000); it said "order is not cancelable" before.
+            raise unprocessable(f'order is already in "{order.status}" state')
         for member in oco.group(account, order):
             self.finish(account, member, Status.CANCELED, "canceled")
 

@@ -105,7 +105,7 @@ def test_the_account_reports_day_trades_only_when_set_as_alpaca_did_before_its_p
         assert answer.status_code == 200, answer.text
 
     payload = requests.get(account_url, headers=headers, timeout=5).json()
-    assert "daytrade_count" not in payload and "pattern_day_trader" not in payload
+    assert not {"daytrade_count", "pattern_day_trader", "daytrading_buying_power"} & set(payload)
     assert broker.account().daytrade_count is None
 
     set_count(2)

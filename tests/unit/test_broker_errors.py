@@ -30,6 +30,7 @@ from catalyst.broker.errors import (
     ServerError,
     TransientError,
     classify,
+    is_not_cancelable,
 )
 
 URL = "http://127.0.0.1:9/v2/orders"
@@ -77,6 +78,16 @@ def test_forbidden_trading_messages_map_to_named_reasons(message: str, reason: R
 def test_invalid_order_combination_is_rejected_as_invalid_order() -> None:
     error = classify(api_error(422, alpaca_body(42210000, "oco orders must be limit")), mutating=True)
     assert isinstance(error, Rejected) and error.reason == RejectReason.INVALID_ORDER
+
+
+@pytest.mark.parametrize("message", [
+    'order is already in "filled" state',  # Alpaca's answer in 2026 (422, code 42210000)
+    'order is already in "canceled" state',
+    "order is not cancelable",  # its answer before
+])
+def test_a_cancel_of_an_order_that_already_ended_is_told_apart_from_an_invalid_order(message: str) -> None:
+    error = classify(api_error(422, alpaca_body(42210000, message)), mutating=True, operation="cancel o-7")
+    assert isinstance(error, Rejected) and error.reason == RejectReason.NOT_CANCELABLE and is_not_cancelable(error)
 
 
 def test_duplicate_client_order_id_is_its_own_kind() -> None:
