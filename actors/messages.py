@@ -32,6 +32,9 @@ class TradePlan(Message):
     take_profit: Decimal
     cycle_id: int
     scan_id: int | None = None
+    # The price risk sized the trade at. Given, the first entry fill moves the stop and target by its difference
+    # from it (catalyst.domain.positions.exits_from_fill); None (a restart's plan, a test's): they stay as planned.
+    entry_price: Decimal | None = None
 
 
 # --- to the order router -------------------------------------------------------------------------------------

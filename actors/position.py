@@ -21,7 +21,7 @@ from actors import messages as m
 from actors.refs import Delayed, tell_later
 from catalyst.clock import wall_seconds
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
-from catalyst.domain.positions import Position, PositionStatus
+from catalyst.domain.positions import Position, PositionStatus, exits_from_fill
 from catalyst.store.batch import call, unwrap_all
 from catalyst.store.records import NewOrder as NewOrderRow
 
@@ -83,6 +83,7 @@ class PositionActor(pykka.ThreadingActor):
         self.position = Position(symbol=plan.symbol, side=plan.side)
         self.position_id: int | None = None
         self.entry_order_id: int | None = None
+        self.exits: tuple[Decimal, Decimal] | None = None  # (stop, target), fixed by the first entry fill
         self.orders: dict[int, OrderView] = {}
         self.pairs: list[OcoPair] = []
         self.flattening = False
@@ -228,6 +229,7 @@ class PositionActor(pykka.ThreadingActor):
                 values = unwrap_all(self.writer.batch(plan.calls).get())
             if self.position_id is None:
                 self.position_id = values[0][0].position_id  # open_position_with_orders: (position, rows)
+            self._fix_exits(execution)  # as the writes just committed were planned: before it, with this fill
             protection = plan.protection_rows(values)
         else:
             after = before.apply_fill(before.exit_side, execution.qty, execution.price)
@@ -251,17 +253,38 @@ class PositionActor(pykka.ThreadingActor):
     def _after_entry_fill(self, execution: m.Execution) -> Position:
         return self.position.apply_fill(self.position.entry_side, execution.qty, execution.price)
 
+    def _exits_for(self, execution: m.Execution) -> tuple[Decimal, Decimal]:
+        """(stop, target) for the position's OCOs: fixed by its first entry fill, the plan's moved by that fill's
+        slippage when the plan says what price it was sized at."""
+        if self.exits is not None:
+            return self.exits
+        if self.plan.entry_price is None:
+            return self.plan.stop_loss, self.plan.take_profit
+        return exits_from_fill(self.plan.entry_price, self.plan.stop_loss, self.plan.take_profit, execution.price)
+
+    def _fix_exits(self, execution: m.Execution) -> None:
+        if self.exits is not None:
+            return
+        self.exits = self._exits_for(execution)
+        if self.exits != (self.plan.stop_loss, self.plan.take_profit):
+            moved = execution.price - self.plan.entry_price  # type: ignore[operator]  # set, or exits would not move
+            self.log.info(f"position {self.label} entry filled at {execution.price}, {abs(moved)} "
+                          f"{'above' if moved > 0 else 'below'} the {self.plan.entry_price} it was sized at: stop "
+                          f"{self.exits[0]} and target {self.exits[1]} (planned {self.plan.stop_loss} and "
+                          f"{self.plan.take_profit}) keep their distances, so the loss at the stop stays the budget")
+
     def _entry_fill_writes(self, execution: m.Execution) -> tuple[Position, m.EntryFillPlan]:
         """The position after an entry execution, and the writes for it: the positions row (opened on the first
         fill) and the rows of one OCO for its unprotected shares."""
         after = self._after_entry_fill(execution)
+        stop, target = self._exits_for(execution)
         missing = self._unprotected_of(after.quantity) if after.status is PositionStatus.OPEN else Decimal(0)
-        orders = self._protection_orders(missing) if missing > 0 and not self.flattening else []
+        orders = self._protection_orders(missing, stop, target) if missing > 0 and not self.flattening else []
         if self.position_id is None:
             return after, m.EntryFillPlan(calls=(call(
                 "open_position_with_orders", entry_order_id=self.entry_order_id, quantity=after.quantity,
-                entry_price=after.avg_entry_price, entry_time=execution.at, stop_loss=self.plan.stop_loss,
-                take_profit=self.plan.take_profit, orders=orders,
+                entry_price=after.avg_entry_price, entry_time=execution.at, stop_loss=stop,
+                take_profit=target, orders=orders,
             ),), protection_at=0 if orders else None)
         calls = [call("update_position", self.position_id, quantity=after.quantity,
                       entry_price=after.avg_entry_price, realized_pnl=after.realized_pnl)]
@@ -308,13 +331,13 @@ class PositionActor(pykka.ThreadingActor):
         return sum((v.filled_qty - v.applied_qty for v in self.orders.values()
                     if v.role != "entry" and v.filled_qty > v.applied_qty), Decimal(0))
 
-    def _protection_orders(self, qty: Decimal) -> list[NewOrderRow]:
+    def _protection_orders(self, qty: Decimal, stop: Decimal, target: Decimal) -> list[NewOrderRow]:
         common = dict(cycle_id=self.plan.cycle_id, symbol=self.plan.symbol, side=str(self.position.exit_side),
                       quantity=qty, position_id=self.position_id, parent_order_id=self.entry_order_id,
                       order_class="oco")
         return [  # take-profit first: readers pair the rows by id (catalyst.domain.orders.oco_stop_leg_id)
-            NewOrderRow(role="take_profit", order_type="limit", limit_price=self.plan.take_profit, **common),
-            NewOrderRow(role="stop_loss", order_type="stop", stop_price=self.plan.stop_loss, **common),
+            NewOrderRow(role="take_profit", order_type="limit", limit_price=target, **common),
+            NewOrderRow(role="stop_loss", order_type="stop", stop_price=stop, **common),
         ]
 
     def _protect(self) -> None:
@@ -324,7 +347,8 @@ class PositionActor(pykka.ThreadingActor):
             self._expect_lone_legs_to_end()
         missing = self._unprotected_qty()
         if missing > 0:
-            self._submit_protection(self.writer.create_orders(self._protection_orders(missing)).get())
+            stop, target = self.exits or (self.plan.stop_loss, self.plan.take_profit)
+            self._submit_protection(self.writer.create_orders(self._protection_orders(missing, stop, target)).get())
 
     def _lone_legs(self) -> tuple[int, ...]:
         """Working legs of OCO pairs whose other leg has ended.
@@ -580,6 +604,9 @@ class PositionActor(pykka.ThreadingActor):
         """Rebuild from the database after a restart or a crash: replay the recorded fills, re-register orders."""
         self.entry_order_id = restored.entry_order_id
         self.position_id = restored.position_id
+        row = restored.position_row
+        if row is not None and row.stop_loss is not None and row.take_profit is not None:
+            self.exits = (row.stop_loss, row.take_profit)  # as its first fill fixed them (the plan's may differ)
         for order in restored.orders:
             # The recorded fills are replayed below: whatever an exit filled is applied, as before the restart.
             self.orders[order.order_id] = OrderView(role=order.role, status=OrderStatus(order.status),

@@ -6,7 +6,7 @@ Kept out of the cycle actor so it stays a thin state machine, and so each hook c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
@@ -17,6 +17,7 @@ import pykka
 from loguru import logger
 
 from actors.messages import TradePlan
+from catalyst.broker.errors import BrokerError
 from catalyst.domain import risk
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.money import to_tick
@@ -104,7 +105,35 @@ class CycleHooks:
 
     def scan(self, cycle_id: int, now: datetime) -> list[Any]:
         found = list(answer_of("scanner", self.scanner.scan(cycle_id, now), 120))
-        return found or self.persisted_candidates(cycle_id)
+        return found or self.repriced(self.persisted_candidates(cycle_id))
+
+    def repriced(self, picked: list[PersistedCandidate]) -> list[PersistedCandidate]:
+        """Candidates persisted by an earlier scan, at their latest trade price; none whose price cannot be read.
+
+        Why: the scan that persisted them may be a quarter of an hour old (09:15, before the open), and a gapper moves
+        several percent by the open. Sized and bracketed at the old price, an entry filled far from it: its stop
+        twice the risk budget away, or its take-profit below the fill. At the latest price, risk sizes the position
+        to the real distance to the pattern's stop (rejecting one already through it) and puts the target above
+        the price the entry will pay."""
+        if not picked:
+            return picked
+        try:
+            trades = self.broker.latest_trades([c.symbol for c in picked])
+        except BrokerError as exc:
+            log.warning(f"cycle cannot read the latest prices of {len(picked)} candidates from an earlier scan "
+                        f"({exc}): none is entered on its old price")
+            return []
+        fresh, moves, missing = [], [], []
+        for candidate in picked:
+            trade = trades.get(candidate.symbol)
+            if trade is None:
+                missing.append(candidate.symbol)
+                continue
+            fresh.append(replace(candidate, price=trade.price))
+            moves.append(f"{candidate.symbol} {candidate.price} → {trade.price}")
+        log.info(f"cycle re-priced {len(fresh)} candidates from an earlier scan: {', '.join(moves) or 'none'}"
+                 + (f"; no latest trade for {', '.join(missing)}: not entered" if missing else ""))
+        return fresh
 
     def persisted_candidates(self, cycle_id: int) -> list[PersistedCandidate]:
         """Today's latest ranked candidates from scan_results: a restart must not forget the morning's scan
@@ -148,7 +177,7 @@ class CycleHooks:
                          f"stop={to_tick(decision.stop)} target={to_tick(decision.target)} R={decision.risk_per_share}")
                 plans.append(TradePlan(symbol=decision.symbol, side=PositionSide.LONG, qty=decision.qty,
                                        stop_loss=to_tick(decision.stop), take_profit=to_tick(decision.target),
-                                       cycle_id=cycle_id, scan_id=scan_id))
+                                       cycle_id=cycle_id, scan_id=scan_id, entry_price=decision.entry))
             else:
                 log.info(f"cycle reject {decision.symbol}: {decision.reason}")
             if scan_id is not None:

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from catalyst.domain.errors import ExitExceedsPosition, InvalidQuantity
 from catalyst.domain.machine import StateMachine
-from catalyst.domain.money import MONEY_CONTEXT, ZERO, positive, weighted_average
+from catalyst.domain.money import MONEY_CONTEXT, ZERO, positive, to_tick, weighted_average
 
 
 class PositionStatus(StrEnum):
@@ -171,3 +171,18 @@ class Position:
     def fail(self) -> Position:
         """pending -> failed: the entry order was rejected."""
         return replace(self, status=POSITION_MACHINE.check(self.status, PositionStatus.FAILED, self.symbol))
+
+
+def exits_from_fill(planned_entry: Decimal, stop: Decimal, target: Decimal, fill: Decimal) -> tuple[Decimal, Decimal]:
+    """The plan's stop and target moved by the entry's slippage: as far from the price the entry paid as from the
+    price risk sized it at, so the loss at the stop stays what risk allowed and the target stays beyond the fill.
+
+    A market entry on a gapper at the open can fill several percent from the last price before it; left where they
+    were, a long's take-profit may sit below its fill (an instant exit called a take-profit) or its stop twice the
+    risk budget away. Either direction, either side: both move by the same amount. Prices that would not be
+    positive keep the plan's."""
+    moved = fill - planned_entry
+    new_stop, new_target = to_tick(stop + moved), to_tick(target + moved)
+    if new_stop <= 0 or new_target <= 0:
+        return stop, target
+    return new_stop, new_target
