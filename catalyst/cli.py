@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 from catalyst.sim.clock import MAX_SPEED
 from catalyst.errors import CatalystError, DatabaseError, StopDuringStartup, UsageError
+from catalyst.logs import to_log_file_only
 from catalyst.store.errors import StoreError, storage_fault
 
 DEFAULT_CONFIG = "config.toml"
@@ -184,19 +185,23 @@ def _cmd_exchange(args: argparse.Namespace) -> int:
     return run_exchange(args)
 
 
+def _exit_with(line: str, code: int) -> int:
+    """`line` on stderr, and as the last line of the log file when the command logs to one (a daemon's exit)."""
+    print(line, file=sys.stderr)
+    to_log_file_only("INFO" if code == 0 else "CRITICAL", f"system exiting with code {code}: {line}")
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
     except CatalystError as exc:
-        print(f"catalyst: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _exit_with(f"catalyst: error: {exc}", exc.exit_code)
     except StoreError as exc:  # the database file or schema: not a bug of ours, an operator's matter
-        print(f"catalyst: error: {exc}", file=sys.stderr)
-        return DatabaseError.exit_code
+        return _exit_with(f"catalyst: error: {exc}", DatabaseError.exit_code)
     except StopDuringStartup as stop:  # a stop asked and done: as clean as one after start-up
-        print(f"catalyst: stopped by {stop} during start-up", file=sys.stderr)
-        return 0
+        return _exit_with(f"catalyst: stopped by {stop} during start-up", 0)
     except KeyboardInterrupt:
         print("catalyst: interrupted", file=sys.stderr)
         return 130
@@ -205,10 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the last line of defence: one line, never a traceback (unless asked for)
         fault = storage_fault(exc)
         if fault is not None:  # the disk under the database (full, read-only, failing), wherever it was met
-            print(f"catalyst: error: the database's disk failed: {fault}; free disk space or repair the disk, then "
-                  "run again", file=sys.stderr)
-            return DatabaseError.exit_code
-        print(f"catalyst: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return _exit_with(f"catalyst: error: the database's disk failed: {fault}; free disk space or repair the "
+                              "disk, then run again", DatabaseError.exit_code)
+        _exit_with(f"catalyst: internal error: {type(exc).__name__}: {exc}", 1)
         if os.environ.get("CATALYST_TRACEBACK"):
             traceback.print_exc()
         else:

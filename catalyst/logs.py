@@ -70,7 +70,8 @@ def _json_line(record: dict[str, Any]) -> str:
         "actor": record["extra"].get("actor", "-"),
         "msg": record["message"],
     }
-    payload.update({k: v for k, v in record["extra"].items() if k != "actor"})
+    # Not `_json`: the sink before this one (stderr, then the file) left its own line there.
+    payload.update({k: v for k, v in record["extra"].items() if k != "actor" and not k.startswith("_")})
     if record["exception"] is not None:
         payload["exception"] = redact(f"{record['exception'].type.__name__}: {record['exception'].value}")
     record["extra"]["_json"] = json.dumps(payload, default=str)
@@ -181,6 +182,17 @@ def _add_file_sink(file: Path, level: str, formatter: Any, rotation: str, retent
                            f'or a time like "00:00")') from None
 
 
+def _not_file_only(record: dict[str, Any]) -> bool:
+    return not record["extra"].get("_file_only")
+
+
+def to_log_file_only(level: str, message: str) -> None:
+    """A `system` line for the log file alone, when there is one: the caller has said it on stderr already. So the
+    reason a daemon exits (printed by the command line) is also the last line of the file its operator tails."""
+    if _log_file is not None:
+        logger.bind(actor="system", _file_only=True).log(level, message)
+
+
 def setup_logging(
     level: str = "INFO",
     fmt: str = "text",
@@ -200,7 +212,7 @@ def setup_logging(
     blank = copy.deepcopy(logger)  # no sinks, no patcher: the log file's own logger (_LogFile)
     logger.configure(patcher=_patch, extra={})
     formatter: Any = _json_line if fmt == "json" else TEXT_FORMAT
-    logger.add(sys.stderr, level=level, format=formatter, backtrace=False, diagnose=False)
+    logger.add(sys.stderr, level=level, format=formatter, backtrace=False, diagnose=False, filter=_not_file_only)
     if file is not None:
         _add_file_sink(file, level, formatter, rotation, retention, blank)  # stderr keeps logging if this raises
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)

@@ -86,7 +86,7 @@ def test_a_database_locked_by_another_process_is_one_line_exit_3_and_its_rows_su
 
 
 def test_an_unreachable_broker_is_retried_with_backoff_then_one_line_and_exit_4(tmp_path, e2e):
-    config = e2e.write_config(tmp_path)  # broker.startup_wait_s = 5
+    config = e2e.write_config(tmp_path, '[logging]\nfile = "var/catalyst.log"\n')  # broker.startup_wait_s = 5
     url = "http://127.0.0.1:9"  # discard port: nothing listens
 
     done = run(e2e, config, "--broker-url", url)
@@ -94,9 +94,13 @@ def test_an_unreachable_broker_is_retried_with_backoff_then_one_line_and_exit_4(
     assert done.returncode == 4
     retries = [line for line in done.stderr.splitlines() if f"emulator at {url} not answering" in line]
     assert len(retries) >= 2 and "retrying in" in retries[0]
-    assert error_lines(done.stderr) == [f"catalyst: error: emulator at {url} does not answer /sim/v1/clock after 5 s: "
-                                        "ConnectionError"]
+    said = f"catalyst: error: emulator at {url} does not answer /sim/v1/clock after 5 s: ConnectionError"
+    assert error_lines(done.stderr) == [said]
     assert "Traceback" not in done.stderr
+    # The operator tailing the log file learns why the daemon is gone: its last line, said there only once.
+    last = (tmp_path / "var" / "catalyst.log").read_text().splitlines()[-1]
+    assert last.endswith(f"| system exiting with code 4: {said}") and "CRITICAL" in last
+    assert done.stderr.count("system exiting with code") == 0
 
 
 def test_an_account_that_may_not_trade_is_refused_in_one_line_exit_2_before_any_order(tmp_path, spawner, e2e):

@@ -19,6 +19,8 @@ def test_json_lines_name_the_actor_and_redact_secrets(tmp_path, capsys):
     logging.getLogger("pykka.actor").warning("stdlib says hunter2-secret")
     logger.remove()
     lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    # Each line once: the file's copy carried stderr's whole line in an `_json` key (seen under --log-format json).
+    assert set(lines[0]) == {"ts", "level", "actor", "msg", "order"} and set(lines[1]) == {"ts", "level", "actor", "msg"}
     assert lines[0]["actor"] == "router" and lines[0]["order"] == "o-1"
     assert lines[0]["msg"] == "submitting with key *** and ***"
     assert lines[1]["actor"] == "pykka" and lines[1]["level"] == "WARNING"
