@@ -205,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("catalyst: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `catalyst tail | head`: the reader has what it wanted and left
+        # As Python's docs advise: whatever is still buffered goes nowhere, not into a second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except SystemExit as exc:  # --help and friends
         return int(exc.code or 0)
     except Exception as exc:  # the last line of defence: one line, never a traceback (unless asked for)

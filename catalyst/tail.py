@@ -67,7 +67,7 @@ def tail(path: Path, actor: str | None, follow: bool, out: IO[str] = sys.stdout)
     try:
         handle = path.open(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        raise UsageError(f"{path}: no log file (set logging.file in the config)") from None
+        raise UsageError(f"{path}: no such log file (the daemon writes one where logging.file says, once it runs)") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the log: {exc.strerror}") from None
     try:

@@ -30,6 +30,7 @@ from aiohttp import web
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from catalyst.errors import UsageError
 from catalyst.sim.clock import MAX_SPEED
 from catalyst.sim.control import ControlMethods, ExchangeState, add_control_routes
 from catalyst.sim.engine import Engine
@@ -323,7 +324,11 @@ def serve(config: ExchangeConfig, market: Market | None = None) -> None:
         app, state = build_app(config, market_, clock)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        await web.TCPSite(runner, config.host, config.port).start()
+        try:
+            await web.TCPSite(runner, config.host, config.port).start()
+        except OSError as exc:  # the port taken (another exchange, a daemon's leftover), the host not ours
+            await runner.cleanup()
+            raise UsageError(f"exchange: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
         port = runner.addresses[0][1]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -69,3 +69,43 @@ def test_db_upgrade_on_a_file_that_is_not_a_database_is_one_line_and_exit_3(tmp_
     assert result.returncode == 3, result.stderr
     assert str(tmp_path / "c.db") in result.stderr and result.stderr.count("\n") == 1
     assert (tmp_path / "c.db").read_text().startswith("these are my trading notes")  # nothing lost
+
+
+def test_tail_piped_into_a_reader_that_stops_early_exits_quietly(tmp_path):
+    """`catalyst tail | head -1`: the reader leaves, and that is no error of ours (it was `internal error:
+    BrokenPipeError`, exit 1)."""
+    log = tmp_path / "catalyst.log"
+    log.write_text("".join(f"2024-03-04 09:45:00.000 INFO    router       | order AAPL#o-{i} created\n"
+                           for i in range(20000)))
+    reader = subprocess.Popen([sys.executable, "-m", "catalyst.cli", "tail", "--file", str(log)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stderr is not None
+    first = reader.stdout.readline()
+    reader.stdout.close()  # as `head -1` does once it has its line
+    returncode = reader.wait(timeout=60)
+    error = reader.stderr.read().decode()
+    reader.stderr.close()
+
+    assert b"AAPL#o-0 created" in first
+    assert returncode == 0 and error == ""
+
+
+def test_tail_of_a_missing_file_says_so(tmp_path):
+    result = catalyst("tail", "--file", str(tmp_path / "nowhere.log"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"catalyst: error: {tmp_path / 'nowhere.log'}: no such log file (the daemon "
+                                     "writes one where logging.file says, once it runs)")
+
+
+def test_an_exchange_on_a_port_in_use_is_one_line_and_exit_2():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = catalyst("exchange", "--port", str(port))
+
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(f"catalyst: error: exchange: cannot listen on 127.0.0.1:{port}: ")
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
