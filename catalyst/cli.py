@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--days", type=_positive_int, default=1, help="trading days to simulate (default 1)")
     sim.add_argument("--seed", type=int, help="market seed (default: exchange.seed)")
     sim.add_argument("--speed", type=_sim_speed, help="simulated seconds per wall second (default: exchange.speed)")
-    sim.set_defaults(handler=_cmd_sim)
+    sim.set_defaults(handler=_cmd_sim, simulation=True)
 
     stop = sub.add_parser("stop", help="stop the running daemon (graceful: protection stays at the broker)")
     _add_config(stop)

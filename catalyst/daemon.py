@@ -64,7 +64,22 @@ def _load(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
     if getattr(args, "broker_url", None):
         config = config.model_copy(update={"broker": config.broker.model_copy(update={"url": args.broker_url})})
+    if getattr(args, "simulation", False):
+        config = simulation_config(config)
     return config
+
+
+def simulation_config(config: Config) -> Config:
+    """`catalyst sim` with a daemon's config: its own log file and reports folder beside the daemon's, as it has its
+    own database. Sharing them, a simulated day's lines (`position AUEN#p-2 open → closed`, of the simulation's
+    AUEN#p-2) went into the log a trader tails for the live daemon, and its report overwrote the live day's."""
+    log_file = config.logging.file
+    if log_file is not None:
+        log_file = log_file.with_name(f"{log_file.stem}-sim{log_file.suffix}")
+    return config.model_copy(update={
+        "logging": config.logging.model_copy(update={"file": log_file}),
+        "daemon": config.daemon.model_copy(update={"reports_dir": config.daemon.reports_dir / "sim"}),
+    })
 
 
 def _setup_logging(args: argparse.Namespace, config: Config, secrets: Any) -> None:

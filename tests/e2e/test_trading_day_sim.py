@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -45,7 +44,10 @@ def daemon_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def sim_day(tmp_path_factory) -> SimRun:
     folder = tmp_path_factory.mktemp("sim-day")
-    shutil.copy(REPO / "config.toml", folder / "config.toml")
+    # The shipped config with its log file on, as a live daemon's would be: the simulation must leave it alone.
+    config = (REPO / "config.toml").read_text()
+    assert '# file = "var/catalyst.log"' in config
+    (folder / "config.toml").write_text(config.replace('# file = "var/catalyst.log"', 'file = "var/catalyst.log"', 1))
     result = subprocess.run(
         [sys.executable, "-m", "catalyst.cli", "sim", "--days", "1", "--seed", "7", "--speed", "720",
          "--config", str(folder / "config.toml")],
@@ -56,8 +58,16 @@ def sim_day(tmp_path_factory) -> SimRun:
 
 def test_sim_exits_0_and_prints_where_the_report_is(sim_day):
     assert sim_day.result.returncode == 0, sim_day.result.stderr[-3000:]
-    assert sim_day.result.stdout.strip() == f"{MONDAY}: report {sim_day.folder / 'reports' / MONDAY / 'index.md'}"
+    assert sim_day.result.stdout.strip() == f"{MONDAY}: report {sim_day.folder / 'reports' / 'sim' / MONDAY / 'index.md'}"
     assert "Traceback" not in sim_day.result.stderr
+
+
+def test_a_simulation_logs_and_reports_beside_a_daemons_files_never_into_them(sim_day):
+    """Run with a live daemon's config, it wrote into that daemon's log and overwrote its day's report."""
+    assert not (sim_day.folder / "var" / "catalyst.log").exists()
+    sim_log = (sim_day.folder / "var" / "catalyst-sim.log").read_text()
+    assert "position " in sim_log and "system stopped" in sim_log
+    assert not (sim_day.folder / "reports" / MONDAY).exists() and (sim_day.folder / "reports" / "sim" / MONDAY).is_dir()
 
 
 def test_the_log_says_which_cpu_the_daemon_runs_on(sim_day):
@@ -114,7 +124,7 @@ def test_every_position_was_protected_by_an_oco_the_broker_knew_and_exited_by_th
 
 
 def test_the_report_has_its_charts_as_real_png_files(sim_day):
-    folder = sim_day.folder / "reports" / MONDAY
+    folder = sim_day.folder / "reports" / "sim" / MONDAY
     index = (folder / "index.md").read_text()
     charts = sorted(folder.glob("*.png"))
     assert f"daily report — {MONDAY}" in index and "## Trades" in index
