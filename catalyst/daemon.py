@@ -39,7 +39,7 @@ from catalyst.instance import InstanceLock
 from catalyst.logs import LogFileError, setup_logging
 from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
-from catalyst.store.errors import storage_fault
+from catalyst.store.errors import DAMAGED_ADVICE, is_damage, storage_fault
 from catalyst.store.reserve import MB, free_bytes
 
 log = logger.bind(actor="system")
@@ -369,9 +369,12 @@ class Daemon:
 
     def _storage_failed(self, fault: str) -> str:
         where = sqlite_path(self.database_url) or self.database_url
-        return (f"{where}: {fault}: nothing more could be recorded, so the daemon stopped (protection stays at the "
-                f"broker; {self._shares_without_a_stop()}); free disk space or repair the disk, then restart: it "
-                "rebuilds every position from the database and catches up with the broker")
+        stopped = (f"{where}: {fault}: nothing more could be recorded, so the daemon stopped (protection stays at the "
+                   f"broker; {self._shares_without_a_stop()}); ")
+        if is_damage(fault):  # the file itself, not the disk's space: a restart would rebuild from the damage
+            return stopped + f"the database file is damaged: {DAMAGED_ADVICE}"
+        return stopped + ("free disk space or repair the disk, then restart: it rebuilds every position from the "
+                          "database and catches up with the broker")
 
     def _shares_without_a_stop(self) -> str:
         """With the database refusing writes no order may be sent (order first), so a fill whose stop was not yet

@@ -32,6 +32,18 @@ class NotADatabaseError(DatabaseFileError):
     """The file is not an SQLite database, or it is corrupt."""
 
 
+# What to do about a damaged database file: not the disk's space, and never a restart on it (a restart rebuilds every
+# position from this file). SQLite's own `.recover` salvages what the damaged pages still hold.
+DAMAGED_ADVICE = ("keep a copy of it and of its -wal file, then recover it (sqlite3 FILE .recover | sqlite3 NEW) or "
+                  "restore a backup before starting on it again")
+
+
+def is_damage(fault: str) -> bool:
+    """SQLite's words for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB), as opposed to a full or failing disk."""
+    lowered = fault.lower()
+    return "malformed" in lowered or "not a database" in lowered
+
+
 class DatabaseTooNewError(DatabaseFileError):
     """The schema revision in the file is unknown to this version of Catalyst."""
 

@@ -117,6 +117,30 @@ def test_corrupt_database_is_refused_naming_the_file(tmp_path: Path) -> None:
     assert "\n" not in str(raised.value)
 
 
+def test_a_database_with_a_damaged_page_is_refused_at_start_not_met_mid_trade(tmp_path: Path) -> None:
+    """Its first page intact, it opened and traded until a statement reached the damage (seen: a whole morning)."""
+    path = tmp_path / "damaged.db"
+    migrate.upgrade(sqlite_url(path))
+    connection = sqlite3.connect(path)
+    connection.executemany(
+        "INSERT INTO trade_updates (received_at, event, payload) VALUES ('2024-03-04 14:45:00.000000', 'new', ?)",
+        [(f'{{"n": {i}, "pad": "{"x" * 300}"}}',) for i in range(2000)])
+    connection.commit()
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file itself
+    connection.close()
+    pages = path.stat().st_size // 4096
+    with path.open("r+b") as file:  # one page in the middle of the table's b-tree, overwritten
+        file.seek((pages // 2) * 4096)
+        file.write(bytes(range(256)) * 16)
+
+    with pytest.raises(NotADatabaseError) as raised:
+        migrate.upgrade(sqlite_url(path))
+
+    said = str(raised.value)
+    assert said.startswith(f"{path}: ") and "damaged" in said and "\n" not in said
+    assert "recover it (sqlite3 FILE .recover | sqlite3 NEW) or restore a backup" in said
+
+
 def test_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     url = sqlite_url(path)

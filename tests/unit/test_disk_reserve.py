@@ -120,3 +120,11 @@ def test_the_daemon_warns_once_when_the_disk_runs_low_and_says_when_it_has_room_
         ("WARNING", f"system the disk under {tmp_path / 'catalyst.db'} has only 40.0 MB free (under 100 MB): free disk "
                     "space; once it is full the daemon records what is in flight on its disk reserve and stops"),
         ("INFO", f"system the disk under {tmp_path / 'catalyst.db'} has 250.0 MB free again")]
+
+
+def test_a_damaged_file_is_told_apart_from_a_full_or_failing_disk():
+    from catalyst.store.errors import is_damage
+
+    assert is_damage("database disk image is malformed") and is_damage("file is not a database")
+    assert not is_damage("database or disk is full") and not is_damage("disk I/O error")
+    assert not is_damage("attempt to write a readonly database")
