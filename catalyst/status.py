@@ -13,6 +13,7 @@ from typing import Any
 from catalyst.config import Config, sqlite_path
 from catalyst.domain.cycle import EXCHANGE_TZ
 from catalyst.errors import DatabaseError
+from catalyst.instance import InstanceLock
 from catalyst.runtime import sim_database_url
 from catalyst.store.reserve import MB, reserve_path
 
@@ -53,8 +54,25 @@ def status_text(config: Config, simulation: bool = False) -> str:
     # `make sim` leaves its day in the simulation's database: say where, rather than only that this one is missing.
     hint = "; the simulation's is read with `catalyst status --sim`" if (
         not simulation and simulated is not None and simulated.exists()) else ""
+    running = daemon_line(path)
+    if not path.exists() and running.startswith("daemon: running"):
+        return f"{running}; starting up: its database {path} is not created yet"
     with _open(path, hint) as conn:
-        return "\n".join([*_render(conn, path), "", disk_line(path, config.daemon.disk_reserve_mb)])
+        return "\n".join([running, *_render(conn, path, running.startswith("daemon: running")), "",
+                          disk_line(path, config.daemon.disk_reserve_mb)])
+
+
+def daemon_line(database: Path) -> str:
+    """Whether a daemon runs on this database now, by its instance lock (which the kernel frees even after kill -9):
+    the tables below are the database's, and a snapshot the last one a daemon wrote, running or not."""
+    try:
+        holder = InstanceLock(database).holder()
+    except OSError as exc:  # the lock file not ours to open (another user's daemon, a read-only folder)
+        return f"daemon: unknown (its lock {database}.lock cannot be read: {exc.strerror or exc})"
+    if holder is None:
+        return "daemon: not running"
+    what = f", {holder['what']}" if holder.get("what") else ""
+    return f"daemon: running (pid {holder.get('pid') or 'unknown'}{what})"
 
 
 def disk_line(database: Path, reserve_mb: int) -> str:
@@ -72,7 +90,7 @@ def disk_line(database: Path, reserve_mb: int) -> str:
             "sets it aside if the disk has room (it is given back when the disk fills up)")
 
 
-def _render(conn: sqlite3.Connection, path: Path) -> list[str]:
+def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[str]:
     out = [f"database {path}"]
     cycle = conn.execute("SELECT * FROM trading_cycles ORDER BY date DESC LIMIT 1").fetchone()
     positions = conn.execute(
@@ -120,7 +138,8 @@ def _render(conn: sqlite3.Connection, path: Path) -> list[str]:
             state = json.loads(snapshot.read_text())
             out.append("")
             out.append(f"daemon snapshot at {state.get('at')}: phase {state.get('phase')}, "
-                       f"{len(state.get('positions', []))} live position actors, halted: {state.get('halted') or 'no'}")
+                       f"{len(state.get('positions', []))} live position actors, halted: {state.get('halted') or 'no'}"
+                       + ("" if running else " (its last run's: no daemon runs now)"))
         except (OSError, ValueError):
             out.append(f"(daemon snapshot {snapshot} unreadable)")
     return out

@@ -103,7 +103,8 @@ def test_catalyst_status_prints_a_readable_table_while_the_daemon_runs(trading_d
     assert re.search(r"cycle 2024-03-04 phase \w+ state", done.stdout)
     assert re.search(r"^\w+#p-\d+ +open ", done.stdout, re.MULTILINE)
     assert re.search(r"working orders: [1-9]", done.stdout)
-    assert "daemon snapshot at 2024-03-04" in done.stdout
+    assert "daemon snapshot at 2024-03-04" in done.stdout and "(its last run's" not in done.stdout
+    assert done.stdout.startswith("daemon: running (pid ")
     assert e2e.PLANTED_KEY_ID not in done.stdout
 
 

@@ -260,9 +260,47 @@ def test_catalyst_status_reads_the_day_so_far_in_new_york_time(run: StoreOnLoop,
 
     lines = status_text(load_config(config_file)).splitlines()
 
-    assert lines[1].endswith(" P&L so far +35.00")  # realized 10 + unrealized 25
+    assert lines[0] == "daemon: not running"
+    assert lines[2].endswith(" P&L so far +35.00")  # realized 10 + unrealized 25
     (closed,) = [line for line in lines if line.startswith(f"NVDA#p-{sold.position_id} ")]
     assert closed.split()[-2:] == ["10", "-"]
     assert any(line.startswith("  2025-12-29 09:35:00 warning  ORPHAN_ORDER") for line in lines)  # T0: 14:35 UTC
     # Last, the disk under the database: this store was never a daemon's, so no reserve was set aside beside it.
     assert lines[-1].startswith("disk: ") and "the 8 MB disk reserve is NOT set aside" in lines[-1]
+
+
+def test_catalyst_status_says_whether_a_daemon_runs_and_whose_snapshot_it_shows(run: StoreOnLoop,
+                                                                               tmp_path: Path) -> None:
+    """After a kill -9 it showed the dead daemon's last snapshot as if it were running, and during start-up (the
+    database not created yet) it failed with `no database yet`."""
+    import os
+
+    from catalyst.config import load_config
+    from catalyst.instance import InstanceLock
+    from catalyst.status import status_text, write_state_snapshot
+
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[daemon]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "fresh" / "catalyst.db"}"\n')
+    lock = InstanceLock(tmp_path / "fresh" / "catalyst.db").acquire("catalyst run --config config.toml")
+    try:
+        assert status_text(load_config(config_file)) == (
+            f"daemon: running (pid {os.getpid()}, catalyst run --config config.toml); starting up: its database "
+            f"{tmp_path / 'fresh' / 'catalyst.db'} is not created yet")
+    finally:
+        lock.release()
+
+    run(run.store.get_or_create_cycle(date(2025, 12, 29), at=T0))
+    database = tmp_path / "catalyst.db"
+    config_file.write_text(f'[daemon]\ndatabase_url = "sqlite+aiosqlite:///{database}"\n')
+    write_state_snapshot(database, {"at": "2025-12-29T10:45:00", "phase": "monitoring", "positions": [{}, {}]})
+    snapshot = "daemon snapshot at 2025-12-29T10:45:00: phase monitoring, 2 live position actors, halted: no"
+
+    lines = status_text(load_config(config_file)).splitlines()
+    assert lines[0] == "daemon: not running" and f"{snapshot} (its last run's: no daemon runs now)" in lines
+
+    lock = InstanceLock(database).acquire("catalyst run")
+    try:
+        lines = status_text(load_config(config_file)).splitlines()
+    finally:
+        lock.release()
+    assert lines[0] == f"daemon: running (pid {os.getpid()}, catalyst run)" and snapshot in lines
