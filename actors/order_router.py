@@ -768,17 +768,24 @@ class OrderRouter(pykka.ThreadingActor):
         self.catching_up = False
         self._learn_broker_ids(msg.orders)
         # Executions first (positions need their shares), then statuses; one commit each (not the hot path).
+        new = ours = 0
         for fill in sorted(msg.fills, key=lambda f: (f.at, f.cum_qty or 0)):
             tracked = self.by_broker.get(fill.broker_order_id) or self._lookup_row(fill.client_order_id, fill.broker_order_id)
             if tracked is not None:
+                ours += 1
                 group = WriteGroup()
                 recorded = self._plan_execution(tracked, fill, "activity", group)
                 if (fresh := recorded(group.commit(self.writer))) is not None:
+                    new += 1
                     self._tell_owner(tracked, fresh)
         for report in msg.orders:
             if self._find(report) is not None:
                 self._apply_report(report, at=report.updated_at, execution=None)
-        log.info(f"router catch-up applied {len(msg.fills)} fills, {len(msg.orders)} orders since {exchange_time(msg.since):%H:%M:%S}")
+        # How many were news: after a crash the operator's question is whether any fill was missed, not how many the
+        # broker listed (all of the day's, most recorded long ago).
+        log.info(f"router catch-up applied {len(msg.fills)} fills ({new} new, {ours - new} recorded already, "
+                 f"{len(msg.fills) - ours} not ours), {len(msg.orders)} orders since "
+                 f"{exchange_time(msg.since):%H:%M:%S}")
 
     def _learn_broker_ids(self, reports: tuple[OrderReport, ...]) -> None:
         """Rows a crash left without their broker id get it first, so the fills (which name only the broker id)

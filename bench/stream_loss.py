@@ -20,7 +20,7 @@ ISSUES = "5/8"
 GOAL_S = 2.0
 # The router's own lines around a reconnection (actors/order_router.py); a change there breaks these loudly.
 CATCHING_UP = re.compile(r"^router catching up over REST since \S+: stream connected \(#(?P<count>\d+)\)")
-CAUGHT_UP = re.compile(r"^router catch-up applied (?P<fills>\d+) fills, (?P<orders>\d+) orders")
+CAUGHT_UP = re.compile(r"^router catch-up applied (?P<fills>\d+) fills \((?P<new>\d+) new[^)]*\), (?P<orders>\d+) orders")
 
 
 def run(quick: bool) -> dict[str, Any]:

@@ -47,6 +47,9 @@ def test_a_reconnects_catch_up_names_exchange_time_not_utc(trading):
     since = last - timedelta(minutes=5)  # the router looks back a little before the last update it saw
     assert since.astimezone(EXCHANGE_TZ).hour != since.astimezone(timezone.utc).hour  # the test can tell them apart
     assert f"router catching up over REST since {since.astimezone(EXCHANGE_TZ):%H:%M:%S}: stream connected (#2)" in lines
+    # The entry's fill came by the stream already: the catch-up says it brought nothing new, not "applied 1 fills".
+    (caught_up,) = [text for text in lines if text.startswith("router catch-up applied")]
+    assert caught_up.startswith("router catch-up applied 1 fills (0 new, 1 recorded already, 0 not ours), ")
 
 
 def test_the_router_says_whether_its_trade_stream_is_logged_in_and_why_not(trading):
