@@ -233,11 +233,37 @@ def load_config(path: str | Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     _refuse_secrets(path, data)
+    _refuse_unknown_sections_in_environment(path)
     try:
         config = Config(**data, source=path)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {describe_validation_error(exc)}") from None
+        raise ConfigError(f"{_source_of(exc, path)}: {describe_validation_error(exc)}") from None
     return _resolve_paths(config)
+
+
+def _environment_names() -> dict[str, str]:
+    """CATALYST_… variables by their upper-case name (pydantic-settings reads them regardless of case)."""
+    return {name.upper(): name for name in os.environ if name.upper().startswith("CATALYST_")}
+
+
+def _source_of(exc: ValidationError, path: Path) -> str:
+    """Where the bad value came from: the environment variable that overrides the file's key, or the file. A value
+    set in the environment was blamed on the file, whose own value was fine."""
+    where = [str(part) for part in exc.errors(include_url=False)[0]["loc"]]
+    variable = _environment_names().get("CATALYST_" + "__".join(where).upper())
+    return f"{variable} (environment, over {path})" if variable else str(path)
+
+
+def _refuse_unknown_sections_in_environment(path: Path) -> None:
+    """A CATALYST_<SECTION>__<KEY> whose section does not exist would be ignored without a word (pydantic-settings
+    reads only the sections it knows): the operator believes a setting that is not in force. Names without `__`
+    are not overrides (CATALYST_TRACEBACK and the like)."""
+    sections = set(Config.model_fields) - {"source"}
+    for upper, name in sorted(_environment_names().items()):
+        section, nested, _ = upper.removeprefix("CATALYST_").partition("__")
+        if nested and section.lower() not in sections:
+            raise ConfigError(f"{name} (environment, over {path}): no config section {section.lower()!r} "
+                              f"(sections: {', '.join(sorted(sections))})")
 
 
 def _refuse_secrets(path: Path, data: dict[str, Any], prefix: str = "") -> None:

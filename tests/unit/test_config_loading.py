@@ -86,6 +86,33 @@ def test_a_bad_environment_override_is_named(tmp_path, monkeypatch):
         load_config(write(tmp_path, ""))
 
 
+def test_a_bad_value_from_the_environment_is_blamed_on_its_variable_not_on_the_file(tmp_path, monkeypatch):
+    config = write(tmp_path, "[risk]\nmax_open_positions = 5\n")
+    monkeypatch.setenv("CATALYST_RISK__MAX_OPEN_POSITIONS", "abc")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value).startswith(f"CATALYST_RISK__MAX_OPEN_POSITIONS (environment, over {config}): "
+                                        "risk.max_open_positions: ")
+
+    monkeypatch.delenv("CATALYST_RISK__MAX_OPEN_POSITIONS")
+    monkeypatch.setenv("CATALYST_RISK__MAX_OPEN_POSITON", "3")  # a typo'd key
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == (f"CATALYST_RISK__MAX_OPEN_POSITON (environment, over {config}): "
+                                 "risk.max_open_positon: unknown key")
+
+
+def test_an_override_for_a_section_that_does_not_exist_is_refused_not_ignored(tmp_path, monkeypatch):
+    config = write(tmp_path, "")
+    monkeypatch.setenv("CATALYST_RISKS__MAX_OPEN_POSITIONS", "3")
+    monkeypatch.setenv("CATALYST_TRACEBACK", "1")  # not an override (no `__`): left alone
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value).startswith(f"CATALYST_RISKS__MAX_OPEN_POSITIONS (environment, over {config}): no "
+                                        "config section 'risks' (sections: ")
+    assert "risk" in str(raised.value)
+
+
 def test_secrets_come_in_pairs_from_the_environment():
     assert not load_secrets({}).present
     both = load_secrets({"APCA_API_KEY_ID": "AK1", "APCA_API_SECRET_KEY": "s3cr3t"})
