@@ -98,8 +98,9 @@ class _InterceptHandler(logging.Handler):
             exc_info = None
             if CLEAN_CLOSE in message:
                 # alpaca-py warns "websocket error, restarting" even when we closed the stream ourselves (close code
-                # 1000 both ways, at every stop): not a warning an operator should have to learn to ignore.
-                level = "INFO"
+                # 1000 both ways, at every stop): not a warning an operator should have to learn to ignore, nor
+                # words ("error, restarting") that sound like one.
+                level, message = "INFO", "trading stream closed cleanly (close code 1000 both ways: ours, at a stop)"
             elif LOGIN_REFUSED in message:
                 level = "DEBUG"  # our own refusal, raised to make alpaca-py retry: `broker stream … login refused` said it
         elif exc_info is not None and (fault := storage_fault(exc_info[1])) is not None:

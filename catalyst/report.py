@@ -232,7 +232,8 @@ def render_markdown(
     rate = f"{Decimal(len(wins)) * 100 / len(closed):.1f}%" if closed else "—"
     lines += [
         "## Headline", "",
-        f"- **Trades:** {len(closed)} closed ({len(wins)} won, {len(losses)} lost)"
+        f"- **Trades:** {len(closed)} closed ({len(wins)} won, {len(losses)} lost"
+        + (f", {len(closed) - len(wins) - len(losses)} even)" if len(wins) + len(losses) < len(closed) else ")")
         + (f", {len(data.trades) - len(closed)} still open" if len(closed) < len(data.trades) else ""),
         f"- **Win rate:** {rate}",
         f"- **Realized P&L:** {_money(sum((t.realized_pnl for t in closed), ZERO))}",

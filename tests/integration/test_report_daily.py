@@ -291,3 +291,27 @@ def test_fills_that_disagree_with_the_position_are_noted_not_hidden(trading_day,
 
     assert f"> Note: AAPL (position {ids['AAPL']}): fills give 600.00 but the position records 650.00" in report
     assert "**Realized P&L:** +$450.00" in report
+
+
+def test_a_trade_closed_at_its_entry_price_is_counted_as_even(tmp_path: Path) -> None:
+    """`4 closed (2 won, 1 lost)` left a reader to find the fourth; make sim has such trades (an exit at the fill)."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}"
+    upgrade(url)
+    ref = DbWriter.start(url)
+    writer = ref.proxy()
+    try:
+        cycle = writer.get_or_create_cycle(DAY, at=at(9, 15)).get()
+        even = Planned("NVDA", D("10"), D("90.00"), D("88.00"), D("94.00"), at(10, 0), "take_profit", D("90.00"),
+                       at(10, 5))  # fmt: skip
+        for plan in (WINNER, even):
+            record_trade(writer, cycle.cycle_id, plan)
+    finally:
+        ref.stop()
+
+    report = write_daily_report(url, DAY, tmp_path / "reports", minute_prices_with_nvda).read_text()
+
+    assert "**Trades:** 2 closed (1 won, 0 lost, 1 even)" in report
+
+
+def minute_prices_with_nvda(symbol: str, start: datetime, end: datetime) -> list[tuple[datetime, Decimal]]:
+    return [(start, D("90"))] if symbol == "NVDA" else minute_prices(symbol, start, end)

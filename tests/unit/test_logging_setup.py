@@ -64,8 +64,9 @@ def test_alpacas_warning_on_our_own_clean_stream_close_is_info_but_a_real_error_
     stream_log.warning("trading stream websocket error, restarting  connection: sent 1000 (OK); then received 1000 (OK)")
     stream_log.warning("trading stream websocket error, restarting  connection: no close frame received or sent")
     logger.remove()
-    levels = [json.loads(line)["level"] for line in log_file.read_text().splitlines()]
-    assert levels == ["INFO", "WARNING"]
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [line["level"] for line in lines] == ["INFO", "WARNING"]
+    assert lines[0]["msg"] == "trading stream closed cleanly (close code 1000 both ways: ours, at a stop)"
 
 
 def _config(tmp_path, logging_lines: str):
