@@ -21,6 +21,8 @@ from catalyst.sim.orders import (
     not_found, unprocessable,
 )
 
+CENT = Decimal("0.01")
+
 EventSink = Callable[[str, dict[str, Any]], None]  # (key_id, trade_updates `data` payload)
 EXTENDED_OPEN, EXTENDED_CLOSE = timedelta(hours=-5, minutes=-30), timedelta(hours=4)  # 04:00 / 20:00 from 09:30 / 16:00
 ONE_MINUTE = timedelta(minutes=1)
@@ -129,6 +131,7 @@ class Engine:
             raise ExchangeError(422, 40010001, "client_order_id must be unique")
         if spec.order_class is OrderClass.OCO:
             self._require_exit(account, spec)
+            self._require_stop_clear_of_base(spec)
         reserve = self._check_funds(account, spec)
         parent, legs = oco.build(spec, self.clock.now(), uuid.uuid4)
         parent.reserve_price = reserve
@@ -172,6 +175,20 @@ class Engine:
             self.execute(account, order, qty, price, now, minute)
         if order.time_in_force is TimeInForce.IOC and order.is_open:
             self.finish(account, order, Status.CANCELED, "canceled")  # the unfilled rest of an IOC
+
+    def _require_stop_clear_of_base(self, spec: OrderSpec) -> None:
+        """Alpaca refuses an OCO whose stop is not a cent clear of its "base price": the take-profit's limit, and
+        also the current market price (its orders docs, "Threshold on stop price of stop-loss orders"; the answer
+        `422 stop_loss.stop_price must be <= base_price - 0.01`). A stop already through the market is refused,
+        not filled at once."""
+        stop = spec.stop_loss_stop
+        if stop is None:
+            return
+        bases = [p for p in (spec.take_profit_limit, self.price_of(spec.symbol)) if p is not None]
+        if spec.side is Side.SELL and bases and stop > min(bases) - CENT:
+            raise unprocessable("stop_loss.stop_price must be <= base_price - 0.01")
+        if spec.side is Side.BUY and bases and stop < max(bases) + CENT:
+            raise unprocessable("stop_loss.stop_price must be >= base_price + 0.01")
 
     def _require_exit(self, account: Account, spec: OrderSpec) -> None:
         held = account.position_qty(spec.symbol)

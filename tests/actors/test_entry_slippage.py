@@ -69,3 +69,17 @@ def test_a_plan_that_does_not_say_its_sized_price_keeps_its_stop_and_target(trad
     trading.open(trading.plan(stop="147.00", target="155.00"))
     trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
     assert working_legs_at_broker(trading) == legs("155.00", "147.00")
+
+
+def test_a_stop_already_through_the_market_when_the_oco_goes_out_is_refused_and_the_shares_leave_at_market(trading):
+    # Alpaca refuses an OCO whose stop is not a cent below the market (its "base price"): the fill went through the
+    # stop before protection could be placed. The position exits at market instead of holding unprotected shares.
+    trading.exchange.set_price("AAPL", "149.95")
+    with logged_lines("actors.position", "WARNING") as said:
+        trading.open(trading.plan(stop="150.00", target="155.00"))
+        position = wait_closed(trading)
+
+    assert position.quantity == Decimal("0") and position.exit_price == Decimal("149.95")
+    assert any("protection rejected" in line and "stop_loss.stop_price must be <= base_price - 0.01" in line
+               for line in said)
+    assert not [o for o in trading.broker_view()["orders"] if o["status"] in ("new", "held", "accepted")]

@@ -83,6 +83,24 @@ def test_oco_that_is_not_a_limit_order_is_refused(trading):
     assert (error.value.status_code, error.value.code) == (422, 42210000)
 
 
+@pytest.mark.parametrize(("take_profit", "stop"), [
+    (110, 100.00),  # the market's 100: a stop already at (or through) it
+    (110, 99.995),  # less than a cent below it
+    (99, 98.995),  # a take-profit below the market is the base then
+])
+def test_an_oco_whose_stop_is_not_a_cent_clear_of_its_base_price_is_refused_as_alpaca_does(trading, take_profit, stop):
+    # Alpaca: "The stop price input has to be at least $0.01 below (for stop-loss sell) the base price": the
+    # take-profit's limit for an OCO, and also the current market price.
+    buy_now(trading, 10)
+
+    with pytest.raises(APIError) as error:
+        trading.submit_order(oco_exit(10, take_profit, stop))
+
+    assert (error.value.status_code, error.value.code) == (422, 42210000)
+    assert error.value.message == "stop_loss.stop_price must be <= base_price - 0.01"
+    assert trading.submit_order(oco_exit(10, 110, 99.99)).status is not None  # a cent clear: taken
+
+
 def test_oco_for_more_shares_than_held_is_refused(trading):
     buy_now(trading, 5)
 
