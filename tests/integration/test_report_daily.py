@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import os
 import stat
 from collections.abc import Iterator
@@ -85,6 +87,18 @@ def record_trade(writer: Any, cycle_id: int, plan: Planned) -> int:
     pnl = (plan.exit_price - plan.entry) * plan.qty
     writer.close_position(position.position_id, plan.exit_price, pnl, plan.exit_at).get()
     return position.position_id
+
+
+@contextmanager
+def day_writer(url: str) -> Iterator[tuple[Any, Any]]:
+    """A fresh database at `url` with a writer and the day's cycle, for a test to record its own trades."""
+    upgrade(url)
+    ref = DbWriter.start(url)
+    writer = ref.proxy()
+    try:
+        yield writer, writer.get_or_create_cycle(DAY, at=at(9, 15)).get()
+    finally:
+        ref.stop()
 
 
 @pytest.fixture
@@ -242,11 +256,7 @@ def test_missing_database_is_named_and_not_created(tmp_path: Path) -> None:
 
 def test_partial_take_profit_then_flatten_shows_both_exits_and_two_curve_steps(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'partial.db'}"
-    upgrade(url)
-    ref = DbWriter.start(url)
-    writer = ref.proxy()
-    try:
-        cycle = writer.get_or_create_cycle(DAY, at=at(9, 15)).get()
+    with day_writer(url) as (writer, cycle):
         entry = writer.create_order(
             cycle_id=cycle.cycle_id, symbol="NVDA", role="entry", side="buy", order_type="market",
             quantity=D("20"), planned_stop_loss=D("95"), planned_take_profit=D("110"), at=at(9, 59),
@@ -264,8 +274,6 @@ def test_partial_take_profit_then_flatten_shows_both_exits_and_two_curve_steps(t
         writer.record_fill(execution_id="e3", order_id=flatten.order_id, symbol="NVDA", side="sell", qty=D("10"),
                            price=D("98"), occurred_at=at(15, 55), source="stream").get()  # fmt: skip
         writer.close_position(position.position_id, D("104"), D("80"), at(15, 55)).get()
-    finally:
-        ref.stop()
     engine = read_only_engine(url)
     try:
         index = write_daily_report(sessionmaker(engine), DAY, tmp_path / "reports")
@@ -296,17 +304,11 @@ def test_fills_that_disagree_with_the_position_are_noted_not_hidden(trading_day,
 def test_a_trade_closed_at_its_entry_price_is_counted_as_even(tmp_path: Path) -> None:
     """`4 closed (2 won, 1 lost)` left a reader to find the fourth; make sim has such trades (an exit at the fill)."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}"
-    upgrade(url)
-    ref = DbWriter.start(url)
-    writer = ref.proxy()
-    try:
-        cycle = writer.get_or_create_cycle(DAY, at=at(9, 15)).get()
-        even = Planned("NVDA", D("10"), D("90.00"), D("88.00"), D("94.00"), at(10, 0), "take_profit", D("90.00"),
-                       at(10, 5))  # fmt: skip
+    even = Planned("NVDA", D("10"), D("90.00"), D("88.00"), D("94.00"), at(10, 0), "take_profit", D("90.00"),
+                   at(10, 5))  # fmt: skip
+    with day_writer(url) as (writer, cycle):
         for plan in (WINNER, even):
             record_trade(writer, cycle.cycle_id, plan)
-    finally:
-        ref.stop()
 
     report = write_daily_report(url, DAY, tmp_path / "reports", minute_prices_with_nvda).read_text()
 
