@@ -260,7 +260,8 @@ class PositionActor(pykka.ThreadingActor):
             return self.exits
         if self.plan.entry_price is None:
             return self.plan.stop_loss, self.plan.take_profit
-        return exits_from_fill(self.plan.entry_price, self.plan.stop_loss, self.plan.take_profit, execution.price)
+        return exits_from_fill(self.plan.side, self.plan.entry_price, self.plan.stop_loss, self.plan.take_profit,
+                               execution.price)
 
     def _fix_exits(self, execution: m.Execution) -> None:
         if self.exits is not None:
@@ -272,6 +273,7 @@ class PositionActor(pykka.ThreadingActor):
                           f"{'above' if moved > 0 else 'below'} the {self.plan.entry_price} it was sized at: stop "
                           f"{self.exits[0]} and target {self.exits[1]} (planned {self.plan.stop_loss} and "
                           f"{self.plan.take_profit}) keep their distances, so the loss at the stop stays the budget")
+        # A fill at or better than planned keeps the plan's prices (exits_from_fill): nothing to say.
 
     def _entry_fill_writes(self, execution: m.Execution) -> tuple[Position, m.EntryFillPlan]:
         """The position after an entry execution, and the writes for it: the positions row (opened on the first

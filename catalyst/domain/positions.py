@@ -173,15 +173,21 @@ class Position:
         return replace(self, status=POSITION_MACHINE.check(self.status, PositionStatus.FAILED, self.symbol))
 
 
-def exits_from_fill(planned_entry: Decimal, stop: Decimal, target: Decimal, fill: Decimal) -> tuple[Decimal, Decimal]:
-    """The plan's stop and target moved by the entry's slippage: as far from the price the entry paid as from the
-    price risk sized it at, so the loss at the stop stays what risk allowed and the target stays beyond the fill.
+def exits_from_fill(side: PositionSide, planned_entry: Decimal, stop: Decimal, target: Decimal,
+                    fill: Decimal) -> tuple[Decimal, Decimal]:
+    """The plan's stop and target, moved by the entry's slippage when it paid worse than the price risk sized the
+    trade at: as far from the fill as from that price, so the loss at the stop stays what risk allowed and the
+    target stays beyond the fill.
 
     A market entry on a gapper at the open can fill several percent from the last price before it; left where they
     were, a long's take-profit may sit below its fill (an instant exit called a take-profit) or its stop twice the
-    risk budget away. Either direction, either side: both move by the same amount. Prices that would not be
-    positive keep the plan's."""
+    risk budget away. A fill at or better than planned keeps the plan's prices: less risk than budgeted, and a stop
+    still at the level the pattern chose (one the fill went through is refused by the broker, and the position
+    leaves at market, as its plan said). Prices that would not be positive keep the plan's too."""
     moved = fill - planned_entry
+    worse = moved > 0 if side is PositionSide.LONG else moved < 0
+    if not worse:
+        return stop, target
     new_stop, new_target = to_tick(stop + moved), to_tick(target + moved)
     if new_stop <= 0 or new_target <= 0:
         return stop, target

@@ -225,14 +225,16 @@ def test_random_fills_keep_quantity_and_pnl_consistent(side, sequence):
         assert abs(Fraction(position.avg_entry_price) - avg) < Fraction(1, 10**18)
 
 
-@pytest.mark.parametrize(("planned", "stop", "target", "fill", "expected"), [
-    ("103.41", "101.34", "107.55", "108.88", ("106.81", "113.02")),  # a long filled above: both up by 5.47
-    ("42.90", "41.86", "44.98", "42.50", ("41.46", "44.58")),  # a long filled below: both down
-    ("50.00", "52.00", "48.00", "50.30", ("52.30", "48.30")),  # a short: the stop stays above, the target below
-    ("4.43", "4.39", "4.51", "4.5327", ("4.49", "4.61")),  # at or above $1 on whole cents (Alpaca: no sub-penny)
-    ("0.9000", "0.8000", "1.1000", "0.95005", ("0.8500", "1.15")),  # sub-dollar prices keep 4 decimals
-    ("10.00", "2.00", "26.00", "1.50", ("2.00", "26.00")),  # a stop that would not be positive: the plan's
+@pytest.mark.parametrize(("side", "planned", "stop", "target", "fill", "expected"), [
+    ("long", "103.41", "101.34", "107.55", "108.88", ("106.81", "113.02")),  # paid 5.47 more: both up by it
+    ("long", "42.90", "41.86", "44.98", "42.50", ("41.86", "44.98")),  # paid less: the plan's prices
+    ("long", "42.90", "41.86", "44.98", "41.00", ("41.86", "44.98")),  # through its stop: the plan's (refused, exit)
+    ("short", "50.00", "52.00", "48.00", "49.70", ("51.70", "47.70")),  # a short sold lower: both down
+    ("short", "50.00", "52.00", "48.00", "50.30", ("52.00", "48.00")),  # a short sold higher: the plan's
+    ("long", "4.43", "4.39", "4.51", "4.5327", ("4.49", "4.61")),  # at or above $1 on whole cents (no sub-penny)
+    ("long", "0.9000", "0.8000", "1.1000", "0.95005", ("0.8500", "1.15")),  # under $1: 4 decimals
+    ("short", "10.00", "26.00", "2.00", "1.50", ("26.00", "2.00")),  # a target that would not be positive: the plan's
 ])
-def test_exits_move_by_the_entrys_slippage_keeping_their_distances(planned, stop, target, fill, expected):
-    moved = exits_from_fill(Decimal(planned), Decimal(stop), Decimal(target), Decimal(fill))
+def test_exits_move_by_a_worse_fills_slippage_keeping_their_distances(side, planned, stop, target, fill, expected):
+    moved = exits_from_fill(PositionSide(side), Decimal(planned), Decimal(stop), Decimal(target), Decimal(fill))
     assert moved == (Decimal(expected[0]), Decimal(expected[1]))
