@@ -244,11 +244,12 @@ class _Diff:
 
     def add(self, kind: FindingType, subject: str, db: object, broker: object, *, explained: bool = True,
             **extra: object) -> None:
+        severity = extra.pop("severity", SEVERITY[kind])
         policy = self.settings.policy(kind)
         if not explained and policy in (Policy.HEAL, Policy.ADOPT):
             policy = Policy.HALT  # a repair needs the broker's fills to explain the difference
         action = HEAL_ACTIONS.get(kind, "heal") if policy is Policy.HEAL else POLICY_ACTIONS[policy]
-        self.findings.append(Finding(kind, SEVERITY[kind], subject, None if db is None else str(db),
+        self.findings.append(Finding(kind, severity, subject, None if db is None else str(db),  # type: ignore[arg-type]
                                      None if broker is None else str(broker), policy, action, **extra))  # type: ignore[arg-type]
 
     def old(self, at: datetime) -> bool:
@@ -293,6 +294,12 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
                      reason=f"another catalyst daemon (database {other}) has working orders on this account: run one "
                             f"daemon per account; if none runs, they are an earlier database's orders: cancel them "
                             f"at the broker or go back to that database")
+        elif other is not None:
+            # An earlier database's order that has ended: worth a line (the account has a history), not a warning
+            # per order on a fresh database's first pass.
+            diff.add(_T.ORPHAN_ORDER, subject, None, f"{shown} cid={order.client_order_id}", symbol=order.symbol,
+                     broker_ids=(order.broker_id,), severity=Severity.INFO,
+                     reason=f"an order of another catalyst database ({other}), ended: nothing of ours at stake")
         else:
             diff.add(_T.ORPHAN_ORDER, subject, None, shown, symbol=order.symbol, broker_ids=(order.broker_id,))
     # Another daemon's fills are not hand trades to attach or adopt: its shares are its own, so a difference they

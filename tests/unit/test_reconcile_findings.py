@@ -343,6 +343,11 @@ def test_orders_of_an_earlier_database_that_are_done_are_only_reported_and_hand_
     findings = run(LocalView(instance_id="x"), BrokerView(orders=(done, hand, ours_unsent)))
     assert kinds(findings) == [T.ORPHAN_ORDER, T.ORPHAN_ORDER, T.ORPHAN_ORDER]
     assert all(f.policy is Policy.ALERT for f in findings)
+    # The earlier database's ended order is said at INFO, naming whose it is (a fresh database on a used account
+    # gave a WARNING per such order on its first pass); a hand order still warns.
+    assert [f.severity for f in findings] == [Severity.INFO, Severity.WARNING, Severity.WARNING]
+    assert "cid=cat-0ld00000-1" in (findings[0].broker_value or "")
+    assert findings[0].reason == "an order of another catalyst database (0ld00000), ended: nothing of ours at stake"
 
 
 def test_without_our_own_instance_id_no_order_is_taken_for_another_daemons():
