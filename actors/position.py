@@ -229,7 +229,7 @@ class PositionActor(pykka.ThreadingActor):
                 values = unwrap_all(self.writer.batch(plan.calls).get())
             if self.position_id is None:
                 self.position_id = values[0][0].position_id  # open_position_with_orders: (position, rows)
-            self._fix_exits(execution)  # as the writes just committed were planned: before it, with this fill
+            self._note_exits(execution)  # as the writes just committed were planned: from this fill
             protection = plan.protection_rows(values)
         else:
             after = before.apply_fill(before.exit_side, execution.qty, execution.price)
@@ -254,26 +254,27 @@ class PositionActor(pykka.ThreadingActor):
         return self.position.apply_fill(self.position.entry_side, execution.qty, execution.price)
 
     def _exits_for(self, execution: m.Execution) -> tuple[Decimal, Decimal]:
-        """(stop, target) for the position's OCOs: fixed by its first entry fill, the plan's moved by that fill's
-        slippage when the plan says what price it was sized at."""
-        if self.exits is not None:
-            return self.exits
+        """(stop, target) of the OCO covering this entry fill's shares: the plan's, moved by this fill's slippage when
+        it paid worse than the price risk sized the trade at; every share is then a planned distance from its own
+        price (a second fill 0.60 higher gets a target 0.60 higher, not one below the market). Without that price
+        (a restart's plan), the prices the first fill fixed, or else the plan's."""
         if self.plan.entry_price is None:
-            return self.plan.stop_loss, self.plan.take_profit
+            return self.exits or (self.plan.stop_loss, self.plan.take_profit)
         return exits_from_fill(self.plan.side, self.plan.entry_price, self.plan.stop_loss, self.plan.take_profit,
                                execution.price)
 
-    def _fix_exits(self, execution: m.Execution) -> None:
-        if self.exits is not None:
-            return
-        self.exits = self._exits_for(execution)
-        if self.exits != (self.plan.stop_loss, self.plan.take_profit):
-            moved = execution.price - self.plan.entry_price  # type: ignore[operator]  # set, or exits would not move
+    def _note_exits(self, execution: m.Execution) -> None:
+        """After an entry fill's commit: the first fixes the position's stop and target (its row, a re-protection);
+        each whose OCO moved from the plan says so."""
+        exits = self._exits_for(execution)
+        if self.exits is None:
+            self.exits = exits
+        if exits != (self.plan.stop_loss, self.plan.take_profit) and self.plan.entry_price is not None:
+            moved = execution.price - self.plan.entry_price
             self.log.info(f"position {self.label} entry filled at {execution.price}, {abs(moved)} "
                           f"{'above' if moved > 0 else 'below'} the {self.plan.entry_price} it was sized at: stop "
-                          f"{self.exits[0]} and target {self.exits[1]} (planned {self.plan.stop_loss} and "
+                          f"{exits[0]} and target {exits[1]} (planned {self.plan.stop_loss} and "
                           f"{self.plan.take_profit}) keep their distances, so the loss at the stop stays the budget")
-        # A fill at or better than planned keeps the plan's prices (exits_from_fill): nothing to say.
 
     def _entry_fill_writes(self, execution: m.Execution) -> tuple[Position, m.EntryFillPlan]:
         """The position after an entry execution, and the writes for it: the positions row (opened on the first

@@ -192,7 +192,12 @@ def _exit_with(line: str, code: int) -> int:
     return code
 
 
+# Commands whose output is read by another program (`catalyst tail | head`): a reader that leaves early is no error.
+READERS = ("tail", "status")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
@@ -205,10 +210,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("catalyst: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `catalyst tail | head`: the reader has what it wanted and left
+    except BrokenPipeError as exc:
         # As Python's docs advise: whatever is still buffered goes nowhere, not into a second error at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        if getattr(args, "command", None) in READERS:  # `catalyst tail | head`: the reader has what it wanted
+            return 0
+        # A daemon whose output pipe broke (a `tee` that exited) has failed: a supervisor must see it and restart it.
+        return _exit_with(f"catalyst: error: its output pipe broke ({exc.strerror or exc}): nothing reads it", 1)
     except SystemExit as exc:  # --help and friends
         return int(exc.code or 0)
     except Exception as exc:  # the last line of defence: one line, never a traceback (unless asked for)

@@ -6,7 +6,7 @@ Kept out of the cycle actor so it stays a thin state machine, and so each hook c
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
@@ -22,6 +22,7 @@ from catalyst.domain import risk
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.money import to_tick
 from catalyst.domain.positions import PositionSide
+from catalyst.domain.scanning import suggested_exits
 from catalyst.runtime import next_session_start
 
 log = logger.bind(actor="cycle")
@@ -45,6 +46,7 @@ class PersistedCandidate:
     price: Decimal
     stop: Decimal
     scan_id: int
+    bull_flag: bool = False  # its stop is the flag's low, not a percentage of its price
 
 
 class TradingCalendar:
@@ -105,35 +107,41 @@ class CycleHooks:
 
     def scan(self, cycle_id: int, now: datetime) -> list[Any]:
         found = list(answer_of("scanner", self.scanner.scan(cycle_id, now), 120))
-        return found or self.repriced(self.persisted_candidates(cycle_id))
+        return found or self.persisted_candidates(cycle_id)
 
-    def repriced(self, picked: list[PersistedCandidate]) -> list[PersistedCandidate]:
-        """Candidates persisted by an earlier scan, at their latest trade price; none whose price cannot be read.
+    def priced_now(self, candidates: list[Any]) -> list[risk.Candidate] | None:
+        """The candidates at their latest trade price, for risk to size them; None if the prices cannot be read (then
+        nothing is entered: sizing on old prices is what this prevents). A candidate with no latest trade is left
+        out; a stop that is a percentage of the price moves with it, a bull flag's low stays where the pattern put it.
 
-        Why: the scan that persisted them may be a quarter of an hour old (09:15, before the open), and a gapper moves
-        several percent by the open. Sized and bracketed at the old price, an entry filled far from it: its stop
-        twice the risk budget away, or its take-profit below the fill. At the latest price, risk sizes the position
-        to the real distance to the pattern's stop (rejecting one already through it) and puts the target above
-        the price the entry will pay."""
-        if not picked:
-            return picked
-        try:
-            trades = self.broker.latest_trades([c.symbol for c in picked])
-        except BrokerError as exc:
-            log.warning(f"cycle cannot read the latest prices of {len(picked)} candidates from an earlier scan "
-                        f"({exc}): none is entered on its old price")
+        Why, at approval and not at the scan: the candidates may be a quarter of an hour old (the 09:15 scan before
+        the open, when the 09:30 one finds none), and even the 09:30 scan's are five minutes old by the 09:35
+        approval; a gapper moves several percent meanwhile. Sized and bracketed at the old price, an entry filled
+        far from it: its stop twice the risk budget away, or its take-profit below the fill."""
+        if not candidates:
             return []
-        fresh, moves, missing = [], [], []
-        for candidate in picked:
+        try:
+            trades = self.broker.latest_trades([c.symbol for c in candidates])
+        except BrokerError as exc:
+            log.warning(f"cycle cannot read the latest prices of {len(candidates)} candidates ({exc}): none is "
+                        "entered on an older price")
+            return None
+        priced, moves, missing = [], [], []
+        for candidate in candidates:
             trade = trades.get(candidate.symbol)
             if trade is None:
                 missing.append(candidate.symbol)
                 continue
-            fresh.append(replace(candidate, price=trade.price))
-            moves.append(f"{candidate.symbol} {candidate.price} → {trade.price}")
-        log.info(f"cycle re-priced {len(fresh)} candidates from an earlier scan: {', '.join(moves) or 'none'}"
+            stop = candidate.stop
+            if not getattr(candidate, "bull_flag", False):
+                stop = suggested_exits(trade.price, None, self.config.scanner)[0]
+            priced.append(risk.Candidate(symbol=candidate.symbol, entry=trade.price, stop=stop,
+                                         scan_id=candidate.scan_id))
+            moves.append(f"{candidate.symbol} {candidate.price} → {trade.price}"
+                         + (f" (stop {candidate.stop} → {stop})" if stop != candidate.stop else ""))
+        log.info(f"cycle priced {len(priced)} candidates at their latest trade: {', '.join(moves) or 'none'}"
                  + (f"; no latest trade for {', '.join(missing)}: not entered" if missing else ""))
-        return fresh
+        return priced
 
     def persisted_candidates(self, cycle_id: int) -> list[PersistedCandidate]:
         """Today's latest ranked candidates from scan_results: a restart must not forget the morning's scan
@@ -147,7 +155,8 @@ class CycleHooks:
             try:
                 parts = row.score_parts
                 picked.append(PersistedCandidate(row.symbol, Decimal(str(parts["price"])),
-                                                 Decimal(str(parts["stop"])), row.scan_id))
+                                                 Decimal(str(parts["stop"])), row.scan_id,
+                                                 bull_flag=parts.get("flag") is not None))
             except (KeyError, ArithmeticError, TypeError):
                 log.warning(f"cycle scan row {row.scan_id} ({row.symbol}) has no usable price/stop; skipped")
         if picked:
@@ -155,6 +164,9 @@ class CycleHooks:
         return picked
 
     def approve(self, cycle_id: int, candidates: list[Any], now: datetime) -> list[TradePlan]:
+        priced = self.priced_now(candidates)
+        if priced is None:
+            return []
         account = self.broker.account()
         realized, unrealized = self.daily_pnl(cycle_id)
         book = self._book()
@@ -164,8 +176,7 @@ class CycleHooks:
                      f"{risk.PDT_EQUITY}), {account.daytrade_count} day trades in five business days, "
                      f"{len(book.holdings)} positions open or entering today: {day_trades_left} more may be opened")
         decisions = risk.approve(
-            [risk.Candidate(symbol=c.symbol, entry=c.price, stop=c.stop, scan_id=c.scan_id) for c in candidates],
-            book, risk.Account(equity=account.equity, buying_power=account.buying_power,
+            priced, book, risk.Account(equity=account.equity, buying_power=account.buying_power,
                                realized_pnl=realized, unrealized_pnl=unrealized, day_trades_left=day_trades_left),
             self.config.risk,
         )

@@ -11,6 +11,9 @@ from filelock import FileLock, Timeout
 from catalyst.errors import AlreadyRunning, DatabaseError
 
 
+PROBED_FOR_S = 1.0  # how long a start waits out another command's look at the lock
+
+
 class InstanceLock:
     """`<db>.lock` held for the daemon's life; `<db>.pid` says who holds it, for `catalyst stop` and the error."""
 
@@ -25,7 +28,9 @@ class InstanceLock:
         except OSError as exc:
             raise DatabaseError(f"{self.lock_path.parent}: cannot create the database folder: {exc.strerror}") from None
         try:
-            self._lock.acquire()
+            # Not at once: `catalyst status` and `catalyst stop` probe the lock by taking it for a moment, and a start
+            # landing in that moment would be refused as if a daemon ran.
+            self._lock.acquire(timeout=PROBED_FOR_S)
         except Timeout:
             raise AlreadyRunning(f"another catalyst daemon holds {self.lock_path} ({describe(self.pid_path)}); "
                                  "stop it first (`catalyst stop`)") from None

@@ -1,6 +1,7 @@
-"""Candidates the cycle takes from an earlier scan (the 09:30 scan found none, or a restart) are priced afresh before
-risk sizes them: a gapper scanned at 09:15 is several percent away by the open, and sized and bracketed at the old
-price its entry filled far from it, its stop twice the risk budget away or its take-profit below the fill.
+"""Approval sizes each candidate at its latest trade price, not at its scan's: the 09:15 scan's candidates (the 09:30
+scan finds none before the session has volume) are a quarter of an hour old by the 09:35 approval, and a gapper moves
+several percent meanwhile. Sized and bracketed at the old price, an entry filled far from it: its stop twice the risk
+budget away, or its take-profit below the fill.
 
 The approval's own parts through alpaca-py against the emulator (its latest-trade route), SQLite on disk."""
 
@@ -16,29 +17,32 @@ from loguru import logger
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain import risk
+from catalyst.domain.scanning import ScannerSettings
 from catalyst.hooks import CycleHooks
 from catalyst.store.records import NewScanResult
 
 SCANNED = datetime(2024, 3, 4, 14, 15, tzinfo=timezone.utc)  # 09:15 in New York, before the open
 SETTINGS = risk.RiskSettings()
+FLAG = {"impulse_low": "150.00", "impulse_high": "170.00", "pullback_low": "160.53", "breakout_price": "166.00",
+        "volume_ratio": "2.0", "breakout_at": "2024-03-04T09:10:00-05:00"}
 
 
 def hooks_for(trading: Any) -> CycleHooks:
-    hooks = object.__new__(CycleHooks)  # the approval's own parts: the broker, the writer, the risk settings
+    hooks = object.__new__(CycleHooks)  # the approval's own parts: the broker, the writer, the settings
     url = trading.exchange.base_url
     hooks.broker = AlpacaBroker(trading.key, "secret", trading_url=url, data_url=url, limiter=RateLimiter(0),
                                 name="cycle", read_attempts=1)
     hooks.writer = trading.writer
-    hooks.config = SimpleNamespace(risk=SETTINGS)
+    hooks.config = SimpleNamespace(risk=SETTINGS, scanner=ScannerSettings())
     return hooks
 
 
-def persist(trading: Any, symbol: str, price: str, stop: str) -> int:
+def persisted(trading: Any, hooks: CycleHooks, symbol: str, price: str, stop: str, flag: bool) -> tuple[int, list]:
     cycle_id = trading.cycle_id()
     trading.writer.insert_scan_results(cycle_id, [NewScanResult(
         symbol=symbol, rank_in_scan=1, composite_score=Decimal("1"), scanned_at=SCANNED,
-        score_parts={"price": price, "stop": stop})]).get()
-    return cycle_id
+        score_parts={"price": price, "stop": stop, "flag": FLAG if flag else None})]).get()
+    return cycle_id, hooks.persisted_candidates(cycle_id)
 
 
 def logged(call: Any) -> tuple[Any, list[str]]:
@@ -51,46 +55,55 @@ def logged(call: Any) -> tuple[Any, list[str]]:
         logger.remove(sink)
 
 
-def test_a_candidate_from_an_earlier_scan_is_sized_and_bracketed_at_its_latest_price(trading):
-    cycle_id = persist(trading, "AAPL", "165.50", "160.53")
-    trading.exchange.set_price("AAPL", "180.77")  # the gap ran on between the 09:15 scan and now
+def test_a_flag_candidate_is_sized_at_its_latest_price_to_the_flags_low(trading):
     hooks = hooks_for(trading)
-    stale = hooks.persisted_candidates(cycle_id)
+    cycle_id, stale = persisted(trading, hooks, "AAPL", "165.50", "160.53", flag=True)
+    trading.exchange.set_price("AAPL", "180.77")  # the gap ran on between the 09:15 scan and the approval
 
-    fresh, lines = logged(lambda: hooks.repriced(stale))
-    (plan,) = hooks.approve(cycle_id, fresh, SCANNED)
+    (plan,), lines = logged(lambda: hooks.approve(cycle_id, stale, SCANNED))
 
-    assert [c.price for c in fresh] == [Decimal("180.77")] and fresh[0].stop == Decimal("160.53")
-    assert "cycle re-priced 1 candidates from an earlier scan: AAPL 165.50 → 180.77" in lines
+    assert "cycle priced 1 candidates at their latest trade: AAPL 165.50 → 180.77" in lines
     budget = risk.risk_budget(hooks.broker.account().equity, SETTINGS)
+    assert plan.stop_loss == Decimal("160.53") and plan.entry_price == Decimal("180.77")
     assert plan.qty * (Decimal("180.77") - plan.stop_loss) <= budget  # the loss at the stop, from today's price
     assert plan.take_profit > Decimal("180.77")
-    (stale_plan,) = hooks.approve(cycle_id, stale, SCANNED)  # what the old price gave: over budget, target below
-    assert stale_plan.qty * (Decimal("180.77") - stale_plan.stop_loss) > budget
-    assert stale_plan.take_profit < Decimal("180.77")
+    # What the old price gave (the same pure step, as before this change): over budget, target below the price.
+    (old,) = risk.approve([risk.Candidate("AAPL", Decimal("165.50"), Decimal("160.53"))], risk.Book(()),
+                          risk.Account(equity=hooks.broker.account().equity, buying_power=Decimal("1e9")), SETTINGS)
+    assert old.qty * (Decimal("180.77") - old.stop) > budget and old.target < Decimal("180.77")
 
 
-def test_a_candidate_whose_price_fell_through_its_stop_is_not_entered(trading):
-    cycle_id = persist(trading, "AAPL", "165.50", "160.53")
-    trading.exchange.set_price("AAPL", "159.00")
+def test_a_percentage_stop_moves_with_the_price(trading):
     hooks = hooks_for(trading)
+    cycle_id, stale = persisted(trading, hooks, "AAPL", "100.00", "97.00", flag=False)  # 3 % below, no pattern
+    trading.exchange.set_price("AAPL", "110.00")
 
-    plans, lines = logged(lambda: hooks.approve(cycle_id, hooks.repriced(hooks.persisted_candidates(cycle_id)),
-                                                SCANNED))
+    (plan,), lines = logged(lambda: hooks.approve(cycle_id, stale, SCANNED))
+
+    assert plan.stop_loss == Decimal("106.70") and plan.entry_price == Decimal("110.00")
+    assert "cycle priced 1 candidates at their latest trade: AAPL 100.00 → 110.0 (stop 97.00 → 106.70)" in lines
+
+
+def test_a_flag_candidate_whose_price_fell_through_its_low_is_not_entered(trading):
+    hooks = hooks_for(trading)
+    cycle_id, stale = persisted(trading, hooks, "AAPL", "165.50", "160.53", flag=True)
+    trading.exchange.set_price("AAPL", "159.00")
+
+    plans, lines = logged(lambda: hooks.approve(cycle_id, stale, SCANNED))
 
     assert plans == []
     assert f"cycle reject AAPL: {risk.RejectionReason.INVALID_STOP.value}" in lines
 
 
-def test_without_the_latest_prices_nothing_from_an_earlier_scan_is_entered(trading):
-    cycle_id = persist(trading, "AAPL", "165.50", "160.53")
-    trading.exchange.set_faults("http_5xx=1.0")
+def test_without_the_latest_prices_nothing_is_entered(trading):
     hooks = hooks_for(trading)
+    cycle_id, stale = persisted(trading, hooks, "AAPL", "165.50", "160.53", flag=True)
+    trading.exchange.set_faults("http_5xx=1.0")
     try:
-        fresh, lines = logged(lambda: hooks.repriced(hooks.persisted_candidates(cycle_id)))
+        plans, lines = logged(lambda: hooks.approve(cycle_id, stale, SCANNED))
     finally:
         trading.exchange.set_faults("")
 
-    assert fresh == []
-    assert any(line.startswith("cycle cannot read the latest prices of 1 candidates from an earlier scan (")
-               and line.endswith("): none is entered on its old price") for line in lines)
+    assert plans == []
+    assert any(line.startswith("cycle cannot read the latest prices of 1 candidates (")
+               and line.endswith("): none is entered on an older price") for line in lines)

@@ -18,6 +18,7 @@ from loguru import logger
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain import risk
+from catalyst.domain.scanning import ScannerSettings
 from catalyst.hooks import CycleHooks
 from catalyst.sim.clock import SimClock
 from catalyst.sim.scripted import ScriptedMarket
@@ -43,10 +44,12 @@ def approval(trading, daytrade_count: int | None, candidates: list[Any] = CANDID
                           json={"daytrade_count": daytrade_count}, timeout=5)
     assert answer.status_code == 200, answer.text
     hooks = object.__new__(CycleHooks)  # the approval's own parts: the broker, the writer, the risk settings
-    hooks.broker = AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, limiter=RateLimiter(0),
-                                name="cycle")
+    hooks.broker = AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url,
+                                data_url=trading.exchange.base_url, limiter=RateLimiter(0), name="cycle")
+    for candidate in candidates:  # approval sizes at the latest trade: the candidates' own price
+        trading.exchange.set_price(candidate.symbol, str(candidate.price))
     hooks.writer = trading.writer
-    hooks.config = SimpleNamespace(risk=risk.RiskSettings())
+    hooks.config = SimpleNamespace(risk=risk.RiskSettings(), scanner=ScannerSettings())
     lines: list[str] = []
     sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
                       filter=lambda record: record["name"] == "catalyst.hooks")

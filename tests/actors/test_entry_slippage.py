@@ -83,3 +83,19 @@ def test_a_stop_already_through_the_market_when_the_oco_goes_out_is_refused_and_
     assert any("protection rejected" in line and "stop_loss.stop_price must be <= base_price - 0.01" in line
                for line in said)
     assert not [o for o in trading.broker_view()["orders"] if o["status"] in ("new", "held", "accepted")]
+
+
+def test_each_partial_fill_is_protected_at_the_plans_distances_from_its_own_price(trading):
+    """A gapper filling in pieces, each higher: with the first fill's prices for all, the second piece's take-profit
+    would sit below the market it was bought at (it would sell at once)."""
+    trading.exchange.set_price("AAPL", "50.00", volume=800)  # 25% participation: 200 shares a minute
+    trading.open(trading.plan(qty="400", stop="48.00", target="54.00", entry_price=Decimal("49.00")))
+    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal("200"), "the first piece")
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("200"), "its protection")
+    for _ in range(2):  # the second piece, 2.00 higher (a minute passes before it trades there)
+        trading.trade("AAPL", "52.00", volume=800)
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("400"), "protection of all 400 shares")
+
+    assert sorted(working_legs_at_broker(trading)) == sorted(legs("55.00", "49.00") + legs("57.00", "51.00"))
+    position = position_of(trading)  # the row keeps the first piece's prices
+    assert (position.stop_loss, position.take_profit) == (Decimal("49.00"), Decimal("55.00"))

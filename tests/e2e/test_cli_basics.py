@@ -109,3 +109,14 @@ def test_an_exchange_on_a_port_in_use_is_one_line_and_exit_2():
     assert result.returncode == 2
     assert result.stderr.strip().startswith(f"catalyst: error: exchange: cannot listen on 127.0.0.1:{port}: ")
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_broken_output_pipe_is_a_failure_for_anything_but_a_reader():
+    """A daemon whose stdout pipe broke (a `tee` that exited) must not exit 0: its supervisor would not restart it."""
+    script = ("import sys, catalyst.cli as cli\n"
+              "def broken(args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+              "cli._cmd_stop = broken\n"
+              "sys.exit(cli.main(['stop']))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "catalyst: error: its output pipe broke (Broken pipe): nothing reads it"

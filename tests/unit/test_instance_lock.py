@@ -20,3 +20,40 @@ def test_a_pid_file_that_cannot_be_written_is_a_database_error_and_the_lock_is_r
     (tmp_path / "catalyst.db.pid").rmdir()
     again = InstanceLock(database).acquire("daemon")  # the lock was let go
     again.release()
+
+
+def test_a_start_during_another_commands_look_at_the_lock_waits_it_out_instead_of_being_refused(tmp_path):
+    """`catalyst status` and `stop` find the running daemon by taking the lock for a moment: a daemon starting in
+    that moment was refused with `another catalyst daemon holds … (pid unknown)`."""
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    from catalyst.errors import AlreadyRunning
+
+    database = tmp_path / "catalyst.db"
+    probe = FileLock(str(tmp_path / "catalyst.db.lock"), timeout=0)
+    probe.acquire()  # as InstanceLock.holder() does
+    starting: list[object] = []
+    start = threading.Thread(target=lambda: starting.append(_acquired_or_refused(database)))
+    start.start()
+    time.sleep(0.2)
+    probe.release()
+    start.join(timeout=10)
+    (started,) = starting
+    assert isinstance(started, InstanceLock)  # it waited the look out
+    try:
+        with pytest.raises(AlreadyRunning):  # a daemon that keeps the lock still refuses the second one
+            InstanceLock(database).acquire("daemon")
+    finally:
+        started.release()
+
+
+def _acquired_or_refused(database):
+    from catalyst.errors import AlreadyRunning
+
+    try:
+        return InstanceLock(database).acquire("daemon")
+    except AlreadyRunning as refused:
+        return refused
