@@ -259,9 +259,14 @@ class PositionActor(pykka.ThreadingActor):
         price (a second fill 0.60 higher gets a target 0.60 higher, not one below the market). Without that price
         (a restart's plan), the prices the first fill fixed, or else the plan's."""
         if self.plan.entry_price is None:
-            return self.exits or (self.plan.stop_loss, self.plan.take_profit)
+            return self._position_exits
         return exits_from_fill(self.plan.side, self.plan.entry_price, self.plan.stop_loss, self.plan.take_profit,
                                execution.price)
+
+    @property
+    def _position_exits(self) -> tuple[Decimal, Decimal]:
+        """The position's stop and target: as its first entry fill fixed them, or the plan's before one."""
+        return self.exits or (self.plan.stop_loss, self.plan.take_profit)
 
     def _note_exits(self, execution: m.Execution) -> None:
         """After an entry fill's commit: the first fixes the position's stop and target (its row, a re-protection);
@@ -350,8 +355,7 @@ class PositionActor(pykka.ThreadingActor):
             self._expect_lone_legs_to_end()
         missing = self._unprotected_qty()
         if missing > 0:
-            stop, target = self.exits or (self.plan.stop_loss, self.plan.take_profit)
-            self._submit_protection(self.writer.create_orders(self._protection_orders(missing, stop, target)).get())
+            self._submit_protection(self.writer.create_orders(self._protection_orders(missing, *self._position_exits)).get())
 
     def _lone_legs(self) -> tuple[int, ...]:
         """Working legs of OCO pairs whose other leg has ended.
