@@ -83,7 +83,10 @@ class PositionActor(pykka.ThreadingActor):
         self.position = Position(symbol=plan.symbol, side=plan.side)
         self.position_id: int | None = None
         self.entry_order_id: int | None = None
-        self.exits: tuple[Decimal, Decimal] | None = None  # (stop, target), fixed by the first entry fill
+        # (price, stop, target): the stop and target planned for an entry at that price; an entry paying worse gets
+        # them moved by the difference (exits_from_fill). The plan's sized price; after a rebuild, the first fill's.
+        self.exits_basis: tuple[Decimal, Decimal, Decimal] | None = (
+            None if plan.entry_price is None else (plan.entry_price, plan.stop_loss, plan.take_profit))
         self.orders: dict[int, OrderView] = {}
         self.pairs: list[OcoPair] = []
         self.flattening = False
@@ -229,7 +232,7 @@ class PositionActor(pykka.ThreadingActor):
                 values = unwrap_all(self.writer.batch(plan.calls).get())
             if self.position_id is None:
                 self.position_id = values[0][0].position_id  # open_position_with_orders: (position, rows)
-            self._note_exits(execution)  # as the writes just committed were planned: from this fill
+            self._say_exits(execution, self._exits_at(execution.price))  # as the writes just committed were planned
             protection = plan.protection_rows(values)
         else:
             after = before.apply_fill(before.exit_side, execution.qty, execution.price)
@@ -253,39 +256,29 @@ class PositionActor(pykka.ThreadingActor):
     def _after_entry_fill(self, execution: m.Execution) -> Position:
         return self.position.apply_fill(self.position.entry_side, execution.qty, execution.price)
 
-    def _exits_for(self, execution: m.Execution) -> tuple[Decimal, Decimal]:
-        """(stop, target) of the OCO covering this entry fill's shares: the plan's, moved by this fill's slippage when
-        it paid worse than the price risk sized the trade at; every share is then a planned distance from its own
-        price (a second fill 0.60 higher gets a target 0.60 higher, not one below the market). Without that price
-        (a restart's plan), the prices the first fill fixed, or else the plan's."""
-        if self.plan.entry_price is None:
-            return self._position_exits
-        return exits_from_fill(self.plan.side, self.plan.entry_price, self.plan.stop_loss, self.plan.take_profit,
-                               execution.price)
+    def _exits_at(self, price: Decimal) -> tuple[Decimal, Decimal]:
+        """(stop, target) for shares bought (sold short) at `price`: the planned distances from it when it is worse
+        than the price they were planned for, so every share's loss at its stop stays what risk allowed; the plan's
+        own prices when it is not, or when no such price is known (a plan without one, a rebuild before any fill)."""
+        if self.exits_basis is None:
+            return self.plan.stop_loss, self.plan.take_profit
+        return exits_from_fill(self.plan.side, *self.exits_basis, price)
 
-    @property
-    def _position_exits(self) -> tuple[Decimal, Decimal]:
-        """The position's stop and target: as its first entry fill fixed them, or the plan's before one."""
-        return self.exits or (self.plan.stop_loss, self.plan.take_profit)
-
-    def _note_exits(self, execution: m.Execution) -> None:
-        """After an entry fill's commit: the first fixes the position's stop and target (its row, a re-protection);
-        each whose OCO moved from the plan says so."""
-        exits = self._exits_for(execution)
-        if self.exits is None:
-            self.exits = exits
-        if exits != (self.plan.stop_loss, self.plan.take_profit) and self.plan.entry_price is not None:
-            moved = execution.price - self.plan.entry_price
-            self.log.info(f"position {self.label} entry filled at {execution.price}, {abs(moved)} "
-                          f"{'above' if moved > 0 else 'below'} the {self.plan.entry_price} it was sized at: stop "
-                          f"{exits[0]} and target {exits[1]} (planned {self.plan.stop_loss} and "
-                          f"{self.plan.take_profit}) keep their distances, so the loss at the stop stays the budget")
+    def _say_exits(self, execution: m.Execution, exits: tuple[Decimal, Decimal]) -> None:
+        if self.exits_basis is None or exits == self.exits_basis[1:]:
+            return
+        planned_at, planned_stop, planned_target = self.exits_basis
+        moved = execution.price - planned_at
+        self.log.info(f"position {self.label} entry filled at {execution.price}, {abs(moved)} "
+                      f"{'above' if moved > 0 else 'below'} the {planned_at} it was sized at: stop {exits[0]} and "
+                      f"target {exits[1]} (planned {planned_stop} and {planned_target}) keep their distances, so the "
+                      "loss at the stop stays the budget")
 
     def _entry_fill_writes(self, execution: m.Execution) -> tuple[Position, m.EntryFillPlan]:
         """The position after an entry execution, and the writes for it: the positions row (opened on the first
         fill) and the rows of one OCO for its unprotected shares."""
         after = self._after_entry_fill(execution)
-        stop, target = self._exits_for(execution)
+        stop, target = self._exits_at(execution.price)  # this fill's own shares, from its own price
         missing = self._unprotected_of(after.quantity) if after.status is PositionStatus.OPEN else Decimal(0)
         orders = self._protection_orders(missing, stop, target) if missing > 0 and not self.flattening else []
         if self.position_id is None:
@@ -355,7 +348,9 @@ class PositionActor(pykka.ThreadingActor):
             self._expect_lone_legs_to_end()
         missing = self._unprotected_qty()
         if missing > 0:
-            self._submit_protection(self.writer.create_orders(self._protection_orders(missing, *self._position_exits)).get())
+            # The whole position's missing shares: from its average price (pieces bought higher move it up).
+            exits = self._exits_at(self.position.avg_entry_price)
+            self._submit_protection(self.writer.create_orders(self._protection_orders(missing, *exits)).get())
 
     def _lone_legs(self) -> tuple[int, ...]:
         """Working legs of OCO pairs whose other leg has ended.
@@ -612,8 +607,11 @@ class PositionActor(pykka.ThreadingActor):
         self.entry_order_id = restored.entry_order_id
         self.position_id = restored.position_id
         row = restored.position_row
-        if row is not None and row.stop_loss is not None and row.take_profit is not None:
-            self.exits = (row.stop_loss, row.take_profit)  # as its first fill fixed them (the plan's may differ)
+        first_fill = next((price for role, _, price in restored.fills if role == "entry"), None)
+        if row is not None and row.stop_loss is not None and row.take_profit is not None and first_fill is not None:
+            # The row's stop and target are its first fill's (the plan's sized price is not kept): measured from
+            # that fill, a later piece or a re-protection keeps at most the planned risk per share.
+            self.exits_basis = (first_fill, row.stop_loss, row.take_profit)
         for order in restored.orders:
             # The recorded fills are replayed below: whatever an exit filled is applied, as before the restart.
             self.orders[order.order_id] = OrderView(role=order.role, status=OrderStatus(order.status),

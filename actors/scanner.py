@@ -62,6 +62,7 @@ class Candidate(BaseModel):
     relative_volume: Decimal
     headline: str | None
     bull_flag: bool
+    pattern_stop: bool = False  # the stop is the flag's low (under the price), not a percentage of the price
 
 
 class ScannerActor(pykka.ThreadingActor):
@@ -190,7 +191,8 @@ class ScannerActor(pykka.ThreadingActor):
                       price=r.inputs.price, stop=stop, target=target, scan_id=scan_id,  # type: ignore[arg-type]
                       gap_pct=r.score.gap_pct, relative_volume=r.score.relative_volume,
                       headline=r.inputs.news.headline if r.inputs.news else None,
-                      bull_flag=r.inputs.flag is not None)
+                      bull_flag=r.inputs.flag is not None,
+                      pattern_stop=r.inputs.flag is not None and r.inputs.flag.pullback_low < r.inputs.price)
             for r, (stop, target), scan_id in zip(ranking.candidates, exits, scan_ids)
         ]
 

@@ -187,8 +187,11 @@ def _cmd_exchange(args: argparse.Namespace) -> int:
 
 def _exit_with(line: str, code: int) -> int:
     """`line` on stderr, and as the last line of the log file when the command logs to one (a daemon's exit)."""
-    print(line, file=sys.stderr)
     to_log_file_only("INFO" if code == 0 else "CRITICAL", f"system exiting with code {code}: {line}")
+    try:
+        print(line, file=sys.stderr)
+    except OSError:  # stderr is the pipe that broke (`catalyst run 2>&1 | tee`): the log file has the line
+        pass
     return code
 
 

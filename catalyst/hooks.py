@@ -46,7 +46,7 @@ class PersistedCandidate:
     price: Decimal
     stop: Decimal
     scan_id: int
-    bull_flag: bool = False  # its stop is the flag's low, not a percentage of its price
+    pattern_stop: bool = False  # its stop is a bull flag's low, not a percentage of its price
 
 
 class TradingCalendar:
@@ -109,10 +109,11 @@ class CycleHooks:
         found = list(answer_of("scanner", self.scanner.scan(cycle_id, now), 120))
         return found or self.persisted_candidates(cycle_id)
 
-    def priced_now(self, candidates: list[Any]) -> list[risk.Candidate] | None:
-        """The candidates at their latest trade price, for risk to size them; None if the prices cannot be read (then
-        nothing is entered: sizing on old prices is what this prevents). A candidate with no latest trade is left
-        out; a stop that is a percentage of the price moves with it, a bull flag's low stays where the pattern put it.
+    def priced_now(self, cycle_id: int, candidates: list[Any]) -> list[risk.Candidate]:
+        """The candidates at their latest trade price, for risk to size them. If the prices cannot be read the
+        BrokerError goes up: the cycle tries the approval again at its next tick, until the entry window closes
+        (sizing on old prices is what this prevents). A candidate with no latest trade is rejected; a stop that is a
+        percentage of the price moves with it, a bull flag's low stays where the pattern put it.
 
         Why, at approval and not at the scan: the candidates may be a quarter of an hour old (the 09:15 scan before
         the open, when the 09:30 one finds none), and even the 09:30 scan's are five minutes old by the 09:35
@@ -124,16 +125,18 @@ class CycleHooks:
             trades = self.broker.latest_trades([c.symbol for c in candidates])
         except BrokerError as exc:
             log.warning(f"cycle cannot read the latest prices of {len(candidates)} candidates ({exc}): none is "
-                        "entered on an older price")
-            return None
+                        "entered on an older price; the approval is tried again at the next tick")
+            raise
         priced, moves, missing = [], [], []
         for candidate in candidates:
             trade = trades.get(candidate.symbol)
             if trade is None:
                 missing.append(candidate.symbol)
+                if candidate.scan_id is not None:
+                    self.writer.set_scan_status(candidate.scan_id, "rejected", "no latest trade at approval").get()
                 continue
             stop = candidate.stop
-            if not getattr(candidate, "bull_flag", False):
+            if not getattr(candidate, "pattern_stop", False):
                 stop = suggested_exits(trade.price, None, self.config.scanner)[0]
             priced.append(risk.Candidate(symbol=candidate.symbol, entry=trade.price, stop=stop,
                                          scan_id=candidate.scan_id))
@@ -154,9 +157,10 @@ class CycleHooks:
         for row in sorted((r for r in rows if r.scanned_at == latest), key=lambda r: r.rank_in_scan):
             try:
                 parts = row.score_parts
-                picked.append(PersistedCandidate(row.symbol, Decimal(str(parts["price"])),
-                                                 Decimal(str(parts["stop"])), row.scan_id,
-                                                 bull_flag=parts.get("flag") is not None))
+                price, stop, flag = Decimal(str(parts["price"])), Decimal(str(parts["stop"])), parts.get("flag")
+                # A flag whose low was not under the price gave a percentage stop (suggested_exits): not a level.
+                pattern_stop = flag is not None and Decimal(str(flag["pullback_low"])) < price
+                picked.append(PersistedCandidate(row.symbol, price, stop, row.scan_id, pattern_stop=pattern_stop))
             except (KeyError, ArithmeticError, TypeError):
                 log.warning(f"cycle scan row {row.scan_id} ({row.symbol}) has no usable price/stop; skipped")
         if picked:
@@ -164,10 +168,9 @@ class CycleHooks:
         return picked
 
     def approve(self, cycle_id: int, candidates: list[Any], now: datetime) -> list[TradePlan]:
-        priced = self.priced_now(candidates)
-        if priced is None:
-            return []
+        priced = self.priced_now(cycle_id, candidates)
         account = self.broker.account()
+        self._equity = account.equity  # the percent daily loss limit's base for the rest of the day
         realized, unrealized = self.daily_pnl(cycle_id)
         book = self._book()
         day_trades_left = risk.day_trades_left(account.last_equity, account.daytrade_count, len(book.holdings))
@@ -212,7 +215,9 @@ class CycleHooks:
         return self.writer.cycle_pnl(cycle_id).get()
 
     def loss_limit_breached(self, realized: Decimal, unrealized: Decimal) -> bool:
-        return risk.daily_loss_breached(realized, unrealized, self.config.risk)
+        # With daily_loss_limit_pct, the limit is a percent of the equity read at approval: without it the
+        # tick's check knew only the dollar limit, and the percent one was met at approval alone.
+        return risk.daily_loss_breached(realized, unrealized, self.config.risk, getattr(self, "_equity", None))
 
     def entries_allowed(self) -> tuple[bool, str]:
         reserve_used = self.daemon.system.storage.reserve_used

@@ -12,9 +12,11 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from loguru import logger
 
 from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.errors import BrokerError
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain import risk
 from catalyst.domain.scanning import ScannerSettings
@@ -95,15 +97,68 @@ def test_a_flag_candidate_whose_price_fell_through_its_low_is_not_entered(tradin
     assert f"cycle reject AAPL: {risk.RejectionReason.INVALID_STOP.value}" in lines
 
 
-def test_without_the_latest_prices_nothing_is_entered(trading):
+def test_without_the_latest_prices_the_approval_fails_so_the_cycle_tries_it_again(trading):
+    """Returning no plan would have cost the day: the cycle records the trading phase once its approval returns.
+    Raised, the approval is tried again at the cycle's next tick (until the entry window closes)."""
     hooks = hooks_for(trading)
     cycle_id, stale = persisted(trading, hooks, "AAPL", "165.50", "160.53", flag=True)
     trading.exchange.set_faults("http_5xx=1.0")
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="INFO",
+                      filter=lambda record: record["name"] == "catalyst.hooks")
     try:
-        plans, lines = logged(lambda: hooks.approve(cycle_id, stale, SCANNED))
+        with pytest.raises(BrokerError):
+            hooks.approve(cycle_id, stale, SCANNED)
     finally:
+        logger.remove(sink)
         trading.exchange.set_faults("")
+    assert any(line.startswith("cycle cannot read the latest prices of 1 candidates (") and line.endswith(
+        "): none is entered on an older price; the approval is tried again at the next tick") for line in lines)
 
-    assert plans == []
-    assert any(line.startswith("cycle cannot read the latest prices of 1 candidates (")
-               and line.endswith("): none is entered on an older price") for line in lines)
+    trading.exchange.set_price("AAPL", "166.00")  # the next tick, the broker answering again
+    assert [plan.symbol for plan in hooks.approve(cycle_id, stale, SCANNED)] == ["AAPL"]
+
+
+def test_a_candidate_with_no_latest_trade_is_rejected_saying_so(trading):
+    hooks = hooks_for(trading)
+    cycle_id, _ = persisted(trading, hooks, "AAPL", "165.50", "160.53", flag=True)
+    trading.writer.insert_scan_results(cycle_id, [NewScanResult(
+        symbol="MSFT", rank_in_scan=2, composite_score=Decimal("1"), scanned_at=SCANNED,
+        score_parts={"price": "400.00", "stop": "388.00", "flag": None})]).get()
+    trading.exchange.set_price("AAPL", "166.00")  # MSFT has no trade at all
+
+    plans, lines = logged(lambda: hooks.approve(cycle_id, hooks.persisted_candidates(cycle_id), SCANNED))
+
+    assert [plan.symbol for plan in plans] == ["AAPL"]
+    assert any(line.endswith("; no latest trade for MSFT: not entered") for line in lines)
+    (msft,) = [r for r in trading.writer.scan_results(cycle_id).get() if r.symbol == "MSFT"]
+    assert (msft.status, msft.reason) == ("rejected", "no latest trade at approval")
+
+
+def test_a_flag_whose_low_was_not_under_the_price_gave_a_percentage_stop_which_moves(trading):
+    hooks = hooks_for(trading)
+    cycle_id = trading.cycle_id()
+    high_low = {**FLAG, "pullback_low": "170.00"}  # above the 165.50 price: the scanner used 3 % instead
+    trading.writer.insert_scan_results(cycle_id, [NewScanResult(
+        symbol="AAPL", rank_in_scan=1, composite_score=Decimal("1"), scanned_at=SCANNED,
+        score_parts={"price": "165.50", "stop": "160.53", "flag": high_low})]).get()
+    trading.exchange.set_price("AAPL", "180.00")
+
+    (plan,) = hooks.approve(cycle_id, hooks.persisted_candidates(cycle_id), SCANNED)
+
+    assert plan.stop_loss == Decimal("174.60")  # 3 % under 180.00, not the stale 160.53
+
+
+def test_a_percent_daily_loss_limit_holds_at_every_tick_not_only_at_approval(trading):
+    """The tick's check had no equity, so with daily_loss_limit_pct only the dollar limit was enforced after 09:35."""
+    hooks = hooks_for(trading)
+    hooks.config = SimpleNamespace(risk=risk.RiskSettings(daily_loss_limit_pct=Decimal("0.5")),
+                                   scanner=ScannerSettings())
+    cycle_id, stale = persisted(trading, hooks, "AAPL", "165.50", "160.53", flag=True)
+    trading.exchange.set_price("AAPL", "166.00")
+    assert not hooks.loss_limit_breached(Decimal("-600"), Decimal("0"))  # before approval: the $1,000 limit only
+
+    hooks.approve(cycle_id, stale, SCANNED)  # reads the equity: 100,000, so 0.5 % is 500
+
+    assert hooks.loss_limit_breached(Decimal("-600"), Decimal("0"))
+    assert not hooks.loss_limit_breached(Decimal("-400"), Decimal("0"))

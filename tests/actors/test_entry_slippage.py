@@ -99,3 +99,13 @@ def test_each_partial_fill_is_protected_at_the_plans_distances_from_its_own_pric
     assert sorted(working_legs_at_broker(trading)) == sorted(legs("55.00", "49.00") + legs("57.00", "51.00"))
     position = position_of(trading)  # the row keeps the first piece's prices
     assert (position.stop_loss, position.take_profit) == (Decimal("49.00"), Decimal("55.00"))
+
+    # Both OCOs cancelled by hand: the 400 shares are protected again from their average price (51.00), not at the
+    # first piece's 49.00 stop, which would put 400 × 2.00 at risk where the plan allowed 400 × 1.00.
+    by_hand = TradingClient("k", "s", url_override=trading.exchange.base_url)
+    by_hand._api_key = trading.key
+    for take_profit in [o for o in trading.all_orders() if o.role == "take_profit"]:
+        by_hand.cancel_order_by_id(take_profit.alpaca_order_id)
+    trading.wait_for(lambda: len([o for o in trading.all_orders() if o.role == "take_profit"]) >= 4
+                     and protected_qty(trading) == Decimal("400"), "the 400 shares protected again")
+    assert sorted(working_legs_at_broker(trading)) == sorted(legs("56.00", "50.00") * 2)

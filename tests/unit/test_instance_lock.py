@@ -30,30 +30,40 @@ def test_a_start_during_another_commands_look_at_the_lock_waits_it_out_instead_o
 
     from filelock import FileLock
 
-    from catalyst.errors import AlreadyRunning
-
     database = tmp_path / "catalyst.db"
-    probe = FileLock(str(tmp_path / "catalyst.db.lock"), timeout=0)
-    probe.acquire()  # as InstanceLock.holder() does
-    starting: list[object] = []
-    start = threading.Thread(target=lambda: starting.append(_acquired_or_refused(database)))
-    start.start()
-    time.sleep(0.2)
-    probe.release()
-    start.join(timeout=10)
-    (started,) = starting
-    assert isinstance(started, InstanceLock)  # it waited the look out
+    looking = threading.Event()
+
+    def look() -> None:  # as InstanceLock.holder() does, in a thread of its own (filelock's locks are per thread)
+        probe = FileLock(str(tmp_path / "catalyst.db.lock"), timeout=0)
+        probe.acquire()
+        looking.set()
+        time.sleep(0.2)
+        probe.release()
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    looking.wait(timeout=10)
+    started = InstanceLock(database).acquire("daemon")  # waits the 0.2 s out, in this thread
+    looker.join(timeout=10)
     try:
-        with pytest.raises(AlreadyRunning):  # a daemon that keeps the lock still refuses the second one
-            InstanceLock(database).acquire("daemon")
+        refused = threading.Thread(target=lambda: _expect_refused(database))  # a second daemon still is
+        refused.start()
+        refused.join(timeout=10)
+        assert not _failures
     finally:
         started.release()
+    again = InstanceLock(database).acquire("daemon")  # released for real: taken at once
+    again.release()
 
 
-def _acquired_or_refused(database):
+_failures: list[str] = []
+
+
+def _expect_refused(database) -> None:
     from catalyst.errors import AlreadyRunning
 
     try:
-        return InstanceLock(database).acquire("daemon")
-    except AlreadyRunning as refused:
-        return refused
+        InstanceLock(database).acquire("daemon").release()
+        _failures.append("a second daemon was let in")
+    except AlreadyRunning:
+        pass
