@@ -232,7 +232,7 @@ class PositionActor(pykka.ThreadingActor):
                 values = unwrap_all(self.writer.batch(plan.calls).get())
             if self.position_id is None:
                 self.position_id = values[0][0].position_id  # open_position_with_orders: (position, rows)
-            self._say_exits(execution, self._exits_at(execution.price))  # as the writes just committed were planned
+            self._say_exits(execution)  # as the writes just committed were planned
             protection = plan.protection_rows(values)
         else:
             after = before.apply_fill(before.exit_side, execution.qty, execution.price)
@@ -264,7 +264,8 @@ class PositionActor(pykka.ThreadingActor):
             return self.plan.stop_loss, self.plan.take_profit
         return exits_from_fill(self.plan.side, *self.exits_basis, price)
 
-    def _say_exits(self, execution: m.Execution, exits: tuple[Decimal, Decimal]) -> None:
+    def _say_exits(self, execution: m.Execution) -> None:
+        exits = self._exits_at(execution.price)
         if self.exits_basis is None or exits == self.exits_basis[1:]:
             return
         planned_at, planned_stop, planned_target = self.exits_basis

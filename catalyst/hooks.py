@@ -74,6 +74,8 @@ class TradingCalendar:
 
 
 class CycleHooks:
+    _equity: Decimal | None = None  # read at approval: the percent daily loss limit's base for the rest of the day
+
     def __init__(self, daemon: Any, broker_factory: Callable[[str], Any]) -> None:
         from actors.doctor import DoctorActor
         from actors.scanner import ScannerActor
@@ -109,7 +111,7 @@ class CycleHooks:
         found = list(answer_of("scanner", self.scanner.scan(cycle_id, now), 120))
         return found or self.persisted_candidates(cycle_id)
 
-    def priced_now(self, cycle_id: int, candidates: list[Any]) -> list[risk.Candidate]:
+    def priced_now(self, candidates: list[Any]) -> list[risk.Candidate]:
         """The candidates at their latest trade price, for risk to size them. If the prices cannot be read the
         BrokerError goes up: the cycle tries the approval again at its next tick, until the entry window closes
         (sizing on old prices is what this prevents). A candidate with no latest trade is rejected; a stop that is a
@@ -168,9 +170,9 @@ class CycleHooks:
         return picked
 
     def approve(self, cycle_id: int, candidates: list[Any], now: datetime) -> list[TradePlan]:
-        priced = self.priced_now(cycle_id, candidates)
+        priced = self.priced_now(candidates)
         account = self.broker.account()
-        self._equity = account.equity  # the percent daily loss limit's base for the rest of the day
+        self._equity = account.equity
         realized, unrealized = self.daily_pnl(cycle_id)
         book = self._book()
         day_trades_left = risk.day_trades_left(account.last_equity, account.daytrade_count, len(book.holdings))
@@ -217,7 +219,7 @@ class CycleHooks:
     def loss_limit_breached(self, realized: Decimal, unrealized: Decimal) -> bool:
         # With daily_loss_limit_pct, the limit is a percent of the equity read at approval: without it the
         # tick's check knew only the dollar limit, and the percent one was met at approval alone.
-        return risk.daily_loss_breached(realized, unrealized, self.config.risk, getattr(self, "_equity", None))
+        return risk.daily_loss_breached(realized, unrealized, self.config.risk, self._equity)
 
     def entries_allowed(self) -> tuple[bool, str]:
         reserve_used = self.daemon.system.storage.reserve_used

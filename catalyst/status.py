@@ -54,25 +54,24 @@ def status_text(config: Config, simulation: bool = False) -> str:
     # `make sim` leaves its day in the simulation's database: say where, rather than only that this one is missing.
     hint = "; the simulation's is read with `catalyst status --sim`" if (
         not simulation and simulated is not None and simulated.exists()) else ""
-    running = daemon_line(path)
-    if not path.exists() and running.startswith("daemon: running"):
-        return f"{running}; starting up: its database {path} is not created yet"
+    running, said = daemon_line(path)
+    if not path.exists() and running:
+        return f"{said}; starting up: its database {path} is not created yet"
     with _open(path, hint) as conn:
-        return "\n".join([running, *_render(conn, path, running.startswith("daemon: running")), "",
-                          disk_line(path, config.daemon.disk_reserve_mb)])
+        return "\n".join([said, *_render(conn, path, running), "", disk_line(path, config.daemon.disk_reserve_mb)])
 
 
-def daemon_line(database: Path) -> str:
-    """Whether a daemon runs on this database now, by its instance lock (which the kernel frees even after kill -9):
-    the tables below are the database's, and a snapshot the last one a daemon wrote, running or not."""
+def daemon_line(database: Path) -> tuple[bool, str]:
+    """Whether a daemon runs on this database now, by its instance lock (which the kernel frees even after kill -9),
+    and the line saying so: the tables below are the database's, and a snapshot the last one a daemon wrote."""
     try:
         holder = InstanceLock(database).holder()
     except OSError as exc:  # the lock file not ours to open (another user's daemon, a read-only folder)
-        return f"daemon: unknown (its lock {database}.lock cannot be read: {exc.strerror or exc})"
+        return False, f"daemon: unknown (its lock {database}.lock cannot be read: {exc.strerror or exc})"
     if holder is None:
-        return "daemon: not running"
+        return False, "daemon: not running"
     what = f", {holder['what']}" if holder.get("what") else ""
-    return f"daemon: running (pid {holder.get('pid') or 'unknown'}{what})"
+    return True, f"daemon: running (pid {holder.get('pid') or 'unknown'}{what})"
 
 
 def disk_line(database: Path, reserve_mb: int) -> str:
