@@ -237,12 +237,25 @@ class DoctorActor(pykka.ThreadingActor):
         findings = []
         for finding in reconcile(local, broker, now, self.settings):
             why = self._flattening(finding, now)
-            if why is None:
+            if why is None and self._closed_since_read(finding):
+                log.info(f"doctor {finding.subject} had no stop at the broker as its exit filled: closed since the "
+                         "pass read it, nothing to heal")
+            elif why is None:
                 findings.append(finding)
             else:
                 log.info(f"doctor {finding.subject} has no stop at the broker while it flattens ({why}): its exit is "
                          "under way, nothing to heal")
         return findings
+
+    def _closed_since_read(self, finding: Finding) -> bool:
+        """Whether an unprotected position closed between the pass's reads and its judgement.
+
+        A flatten's exit can fill and close the position after the pass read it open with its OCO cancelled, and
+        its actor stops: no live actor says it was flattening, yet the shares are gone, not unprotected."""
+        if finding.type is not _T.MISSING_PROTECTION or finding.position_id is None:
+            return False
+        position = self.writer.get_position(finding.position_id).get()
+        return position is not None and position.status == "closed"
 
     def _look_again(self, pass_id: str, first: list[Finding]) -> tuple[_Pass, LocalView, BrokerView, list[Finding]]:
         """A halt stops the trader's entries for the day, so it must hold on a second look a moment later.

@@ -424,6 +424,35 @@ def test_a_position_waiting_for_its_flatten_cancels_is_not_missing_protection(tr
     assert [o for o in trading.broker_view()["orders"] if o["status"] in ("new", "held", "accepted")] == []
 
 
+def test_a_flatten_that_closes_while_a_pass_reads_the_broker_is_not_missing_protection(trading, doctor_broker):
+    # The pass reads the position open and the broker's OCO cancelled (the flatten waits for the cancels), and before
+    # it judges, the market exit fills and the actor stops: no live actor says it was flattening. Judged from the
+    # reads alone, that was a MISSING_PROTECTION WARNING and a rebuild of a closed position (seen in CI, the
+    # loss-limit test, 2026-12-05).
+    from actors import messages as m
+
+    open_protected(trading)
+    live = trading.system.supervisor.live_refs().get()
+    trading.exchange.set_faults("drop=1.0")  # the cancels' events never arrive: the actor waits for its recheck
+    live[0].tell(m.Flatten(reason="end of day", scheduled=True))
+    trading.wait_for(lambda: broker_working_stop_qty(trading) == 0, "the OCO cancelled at the broker")
+
+    def exit_filled_and_closed() -> None:
+        trading.exchange.set_faults("")
+        trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed", "the exit", timeout=30)
+        trading.wait_for(lambda: not trading.system.supervisor.live_refs().get(), "the actor stopped")
+
+    racing = MeanwhileBroker(doctor_broker._broker, exit_filled_and_closed, before="fill_activities")
+    with doctor_on(trading, racing) as doctor:
+        report = doctor.run_pass(reason="test").get()
+        assert racing.happened
+        assert T.MISSING_PROTECTION not in [f.type for f in report.findings], kinds(report)
+        assert {str(f.severity) for f in report.findings} <= {"info"}, kinds(report)
+        assert report.entries_allowed and report.alerts == 0, kinds(report)
+        assert trading.system.supervisor.live_refs().get() == []  # the closed position was not rebuilt
+        assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
+
+
 def test_a_flatten_filled_after_a_pass_listed_the_orders_is_not_a_phantom_position(trading, doctor_broker):
     # The pass lists the broker's orders (the OCO working), then the position flattens and its market exit fills
     # before the pass reads the broker's positions: 0 there against 100 here, explained only by the fill of an
