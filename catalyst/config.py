@@ -8,6 +8,7 @@ whatever directory a supervisor starts it in.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import datetime, time
 from decimal import Decimal
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from catalyst.domain.cycle import PhaseSchedule
 from catalyst.sim.clock import MAX_SPEED
@@ -238,6 +239,8 @@ def load_config(path: str | Path) -> Config:
         config = Config(**data, source=path)
     except ValidationError as exc:
         raise ConfigError(f"{_source_of(exc, path)}: {describe_validation_error(exc)}") from None
+    except SettingsError as exc:
+        raise ConfigError(_unparsable_environment(exc, path)) from None
     return _resolve_paths(config)
 
 
@@ -250,8 +253,23 @@ def _source_of(exc: ValidationError, path: Path) -> str:
     """Where the bad value came from: the environment variable that overrides the file's key, or the file. A value
     set in the environment was blamed on the file, whose own value was fine."""
     where = [str(part) for part in exc.errors(include_url=False)[0]["loc"]]
-    variable = _environment_names().get("CATALYST_" + "__".join(where).upper())
-    return f"{variable} (environment, over {path})" if variable else str(path)
+    names = _environment_names()
+    # The key's own variable, else a section's (CATALYST_RISK='{"max_open_positions": 5}' sets the whole section).
+    for depth in range(len(where), 0, -1):
+        variable = names.get("CATALYST_" + "__".join(where[:depth]).upper())
+        if variable:
+            return f"{variable} (environment, over {path})"
+    return str(path)
+
+
+def _unparsable_environment(exc: SettingsError, path: Path) -> str:
+    """pydantic-settings reads a CATALYST_<SECTION> variable as JSON, and says only the field when it is not."""
+    field = re.search(r'field "([^"]+)"', str(exc))
+    variable = _environment_names().get(f"CATALYST_{field.group(1)}".upper()) if field else None
+    if variable is None:
+        return f"environment, over {path}: {exc}"
+    return (f"{variable} (environment, over {path}): not valid JSON for the [{field.group(1)}] section; "
+            f"set one key as {variable}__<KEY>=VALUE instead")
 
 
 def _refuse_unknown_sections_in_environment(path: Path) -> None:

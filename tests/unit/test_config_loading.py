@@ -102,6 +102,24 @@ def test_a_bad_value_from_the_environment_is_blamed_on_its_variable_not_on_the_f
                                  "risk.max_open_positon: unknown key")
 
 
+def test_a_whole_section_set_from_the_environment_is_merged_and_its_faults_are_named(tmp_path, monkeypatch):
+    config = write(tmp_path, "[risk]\nmax_open_positions = 5\nallow_short = true\n")
+    monkeypatch.setenv("CATALYST_RISK", '{"max_open_positions": 3}')  # pydantic-settings reads a section as JSON
+    loaded = load_config(config)
+    assert loaded.risk.max_open_positions == 3 and loaded.risk.allow_short  # merged over the file's section
+
+    monkeypatch.setenv("CATALYST_RISK", '{"max_open_positions": "abc"}')
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value).startswith(f"CATALYST_RISK (environment, over {config}): risk.max_open_positions: ")
+
+    monkeypatch.setenv("CATALYST_RISK", "{max_open_positions: 3")  # not JSON: was an "internal error" traceback
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == (f"CATALYST_RISK (environment, over {config}): not valid JSON for the [risk] section; "
+                                 "set one key as CATALYST_RISK__<KEY>=VALUE instead")
+
+
 def test_an_override_for_a_section_that_does_not_exist_is_refused_not_ignored(tmp_path, monkeypatch):
     config = write(tmp_path, "")
     monkeypatch.setenv("CATALYST_RISKS__MAX_OPEN_POSITIONS", "3")
