@@ -400,6 +400,7 @@ class OrderRouter(pykka.ThreadingActor):
             cycle_id=plan.cycle_id, symbol=plan.symbol, role="entry", side=str(entry_side(plan.side)),
             order_type=plan.order_type, time_in_force="day", quantity=plan.qty, limit_price=plan.limit_price,
             planned_stop_loss=plan.stop_loss, planned_take_profit=plan.take_profit,
+            planned_entry_price=plan.entry_price,
         ).get()
         tracked = self._track(row, msg.owner)
         tracked.keys_complete = True

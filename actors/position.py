@@ -625,11 +625,14 @@ class PositionActor(pykka.ThreadingActor):
             side = self.position.entry_side if role == "entry" else self.position.exit_side
             self.position = self.position.apply_fill(side, fill_qty, price)
         if self.position.status is PositionStatus.OPEN and self.position_id is None:
-            # Killed after the entry's fill was committed but before the position row: write it now (idempotent).
+            # Killed after the entry's fill was committed but before the position row: write it now (idempotent),
+            # with the first fill's stop and target, as that fill's own writes would have.
+            stop, target = self._exits_at(first_fill) if first_fill is not None else (
+                self.plan.stop_loss, self.plan.take_profit)
             self.position_id = self.writer.open_position_for_entry(
                 entry_order_id=self.entry_order_id, quantity=self.position.quantity,
                 entry_price=self.position.avg_entry_price, entry_time=self.clock.now(),
-                stop_loss=self.plan.stop_loss, take_profit=self.plan.take_profit,
+                stop_loss=stop, take_profit=target,
             ).get().position_id
         self._settle_position_row(restored)
         exits = self._working_exits()

@@ -37,6 +37,7 @@ def plan_from_entry(entry: Any) -> m.TradePlan:
         symbol=entry.symbol, side=PositionSide.LONG if entry.side == "buy" else PositionSide.SHORT,
         qty=entry.quantity, order_type=entry.order_type, limit_price=entry.limit_price,
         stop_loss=entry.planned_stop_loss, take_profit=entry.planned_take_profit, cycle_id=entry.cycle_id,
+        entry_price=entry.planned_entry_price,
     )
 
 

@@ -147,6 +147,8 @@ class Order(Base):
     stop_price: Mapped[Decimal | None]
     planned_stop_loss: Mapped[Decimal | None]
     planned_take_profit: Mapped[Decimal | None]
+    # An entry's: the price risk sized it at, so a restart before its first fill still measures that fill's slippage.
+    planned_entry_price: Mapped[Decimal | None]
     status: Mapped[str] = mapped_column(String(16))
     broker_status: Mapped[str | None] = mapped_column(String(32))
     filled_qty: Mapped[Decimal]

@@ -39,8 +39,9 @@ ORDER_READER = raw_sql.RowReader(Order.__table__, OrderRecord)
 _INSERT_ORDER = (
     "INSERT INTO orders (order_id, client_order_id, cycle_id, security_id, position_id, parent_order_id, role, side, "
     "order_type, order_class, time_in_force, quantity, limit_price, stop_price, planned_stop_loss, "
-    "planned_take_profit, status, filled_qty, created_at, updated_at, submit_attempts, outcome_unknown) "
-    "SELECT next.id, ? || next.id, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'created', '0', ?, ?, 0, 0 FROM ("
+    "planned_take_profit, planned_entry_price, status, filled_qty, created_at, updated_at, submit_attempts, "
+    "outcome_unknown) "
+    "SELECT next.id, ? || next.id, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'created', '0', ?, ?, 0, 0 FROM ("
     "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'orders'), 0), "
     "COALESCE((SELECT MAX(order_id) FROM orders), 0)) + 1 AS id) AS next"
 )
@@ -49,7 +50,7 @@ _INSERT_ORDER = (
 _INSERTED_COLUMNS = (
     "cycle_id", "security_id", "position_id", "parent_order_id", "role", "side", "order_type",
     "order_class", "time_in_force", "quantity", "limit_price", "stop_price", "planned_stop_loss",
-    "planned_take_profit", "created_at", "updated_at",
+    "planned_take_profit", "planned_entry_price", "created_at", "updated_at",
 )
 # What the insert leaves to _INSERT_ORDER's constants and to NULL, as stored.
 _NEW_ORDER_DEFAULTS = {
@@ -89,7 +90,8 @@ async def create_orders(session: AsyncSession, specs: Sequence[NewOrder], at: da
             format(checks.positive("order quantity", spec.quantity), "f"),
             raw_sql.db_decimal(spec.limit_price, "limit_price"), raw_sql.db_decimal(spec.stop_price, "stop_price"),
             raw_sql.db_decimal(spec.planned_stop_loss, "planned_stop_loss"),
-            raw_sql.db_decimal(spec.planned_take_profit, "planned_take_profit"), stamp, stamp,
+            raw_sql.db_decimal(spec.planned_take_profit, "planned_take_profit"),
+            raw_sql.db_decimal(spec.planned_entry_price, "planned_entry_price"), stamp, stamp,
         )
         order_id = raw_sql.execute(raw, "create_orders", _INSERT_ORDER, (prefix, *values)).lastrowid
         stored = dict(zip(_INSERTED_COLUMNS, values), **_NEW_ORDER_DEFAULTS)

@@ -49,6 +49,7 @@ class NewOrder:
     parent_order_id: int | None = None
     planned_stop_loss: Decimal | None = None
     planned_take_profit: Decimal | None = None
+    planned_entry_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,7 @@ class OrderRecord:
     stop_price: Decimal | None
     planned_stop_loss: Decimal | None
     planned_take_profit: Decimal | None
+    planned_entry_price: Decimal | None
     status: str
     broker_status: str | None
     filled_qty: Decimal

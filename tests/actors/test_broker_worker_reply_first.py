@@ -22,9 +22,9 @@ def row(order_id: int, role: str, client_order_id: str, **fields: Any) -> OrderR
         order_id=order_id, client_order_id=client_order_id, alpaca_order_id=None, cycle_id=1, security_id=1,
         symbol="AAPL", position_id=None, parent_order_id=None, role=role, side="buy", order_type="market",
         order_class="simple", time_in_force="day", quantity=Decimal(10), limit_price=None, stop_price=None,
-        planned_stop_loss=None, planned_take_profit=None, status="created", broker_status=None,
-        filled_qty=Decimal(0), filled_avg_price=None, submitted_at=None, filled_at=None, cancelled_at=None,
-        cancel_reason=None, rejection_reason=None, replaced_by_order_id=None, submit_attempts=0,
+        planned_stop_loss=None, planned_take_profit=None, planned_entry_price=None, status="created",
+        broker_status=None, filled_qty=Decimal(0), filled_avg_price=None, submitted_at=None, filled_at=None,
+        cancelled_at=None, cancel_reason=None, rejection_reason=None, replaced_by_order_id=None, submit_attempts=0,
         outcome_unknown=False, created_at=START, updated_at=START)
     values.update(fields)
     return OrderRecord(**values)

@@ -109,3 +109,23 @@ def test_each_partial_fill_is_protected_at_the_plans_distances_from_its_own_pric
     trading.wait_for(lambda: len([o for o in trading.all_orders() if o.role == "take_profit"]) >= 4
                      and protected_qty(trading) == Decimal("400"), "the 400 shares protected again")
     assert sorted(working_legs_at_broker(trading)) == sorted(legs("56.00", "50.00") * 2)
+
+
+def test_a_restart_before_the_first_fill_still_measures_that_fill_from_the_sized_price(trading):
+    # The entry is working (no trade in AAPL yet: a market order rests) when the daemon restarts. The rebuilt plan
+    # reads the sized price from the entry's row (orders.planned_entry_price); without it, the fill 4.95 above it
+    # kept the planned 142.00 stop, 7.95 a share at risk where the budget was 3.00.
+    trading.open(trading.plan(stop="142.00", target="151.00", entry_price=Decimal("145.00")))
+    entry = trading.wait_for(lambda: (rows := trading.all_orders()) and rows[0].alpaca_order_id and rows[0],
+                             "the entry acknowledged")
+    assert entry.planned_entry_price == Decimal("145.00") and entry.filled_qty == 0
+    trading.stop()
+    trading.start()  # a new actor system on the same database: the pending entry is rebuilt from its row
+
+    trading.trade("AAPL", "149.95")
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
+
+    assert working_legs_at_broker(trading) == legs("155.95", "146.95")
+    position = position_of(trading)
+    assert (position.entry_price, position.stop_loss, position.take_profit) == (
+        Decimal("149.95"), Decimal("146.95"), Decimal("155.95"))

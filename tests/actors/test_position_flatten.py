@@ -184,6 +184,30 @@ def test_a_restart_after_an_exit_fill_whose_position_row_was_not_written_closes_
     assert closed.realized_pnl == Decimal("500") and closed.quantity == 0 and closed.exit_price == Decimal("55")
 
 
+def test_a_restart_after_an_entry_fill_whose_position_row_was_not_written_opens_it_at_the_fills_exits(rig: Rig) -> None:
+    # Killed between the entry fill's commit and its position row: the row the rebuild writes carries the stop and
+    # target of that fill (the planned distances from its price, 2.00 worse than sized), not the plan's prices.
+    from actors.system import plan_from_entry
+
+    rig.position.stop()
+    writer = rig.writer
+    entry = writer.create_order(
+        cycle_id=rig.entry.cycle_id, symbol="AAPL", role="entry", side="buy", order_type="market",
+        time_in_force="day", quantity=Decimal(100), planned_stop_loss=Decimal("48"), planned_take_profit=Decimal("55"),
+        planned_entry_price=Decimal("50"), at=T0).get()
+    writer.record_fill(execution_id="b-e2:100", order_id=entry.order_id, symbol="AAPL", side="buy", qty=Decimal(100),
+                       price=Decimal("52"), occurred_at=T0, source="stream").get()
+
+    restored = Restored.from_book(writer.position_book(entry.order_id).get())
+    assert restored.position_id is None
+    PositionActor.start(plan_from_entry(writer.get_order(entry.order_id).get()), rig.router, writer, rig.system,
+                        SimClock(T0, 0), restored=restored)
+
+    linked = wait_for(lambda: writer.get_order(entry.order_id).get().position_id, "the position row")
+    opened = writer.get_position(linked).get()
+    assert (opened.entry_price, opened.stop_loss, opened.take_profit) == (Decimal("52"), Decimal("50"), Decimal("57"))
+
+
 def test_a_rejected_oco_is_followed_by_exactly_one_market_exit(rig: Rig) -> None:
     """Both legs rejected (their updates one after the other, as the router commits them): the first begins the
     flatten while the second still looks working; the second's must let the exit go. It used to return first, and

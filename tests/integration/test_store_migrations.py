@@ -72,7 +72,7 @@ def test_upgrade_twice_changes_nothing(tmp_path: Path) -> None:
 
     head = migrate.upgrade(url)
 
-    assert head == migrate.current_revision(url) == "0001"
+    assert head == migrate.current_revision(url) == "0002"
     assert sqlite3.connect(path).execute("SELECT instance_id FROM store_meta").fetchall() == instance_before
     assert len(instance_before) == 1 and len(instance_before[0][0]) == 8
 
@@ -161,4 +161,37 @@ def test_migrations_run_from_any_working_directory(tmp_path: Path, monkeypatch: 
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
 
-    assert migrate.upgrade(sqlite_url(tmp_path / "cwd.db")) == "0001"
+    assert migrate.upgrade(sqlite_url(tmp_path / "cwd.db")) == "0002"
+
+
+def test_a_database_of_the_first_schema_is_upgraded_in_place_keeping_its_orders(tmp_path: Path) -> None:
+    # A daemon updated between two trading days opens yesterday's database: 0002 adds orders.planned_entry_price
+    # (NULL for the rows written before it) and every row stays.
+    from alembic import command
+
+    path = tmp_path / "yesterday.db"
+    url = sqlite_url(path)
+
+    def to_first_schema(connection):
+        config = migrate.alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+
+    migrate._with_connection(url, to_first_schema)
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO trading_cycles (cycle_id, date, phase, cycle_state, daily_pnl, started_at, updated_at) "
+                   "VALUES (1, '2026-12-04', 'closed', 'active', '0', '2026-12-04 14:00:00', '2026-12-04 21:00:00')")
+        db.execute("INSERT INTO securities (security_id, symbol) VALUES (1, 'AAPL')")
+        db.execute("INSERT INTO orders (order_id, client_order_id, cycle_id, security_id, role, side, order_type, "
+                   "order_class, time_in_force, quantity, planned_stop_loss, planned_take_profit, status, filled_qty, "
+                   "created_at, updated_at, submit_attempts, outcome_unknown) VALUES (1, 'cat-x-1', 1, 1, 'entry', "
+                   "'buy', 'market', 'simple', 'day', '100', '147.00', '156.00', 'filled', '100', "
+                   "'2026-12-04 14:30:00', '2026-12-04 14:30:01', 1, 0)")
+    assert migrate.current_revision(url) == "0001"
+
+    assert migrate.upgrade(url) == "0002" == migrate.head_revision()
+
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT order_id, planned_stop_loss, planned_entry_price FROM orders").fetchall()
+    assert rows == [(1, "147.00", None)]
+    assert migrate.schema_differences(url) == []
