@@ -110,6 +110,7 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from catalyst.instance import InstanceLock
     from catalyst.store.migrate import upgrade
 
     config = _load(args)
@@ -118,7 +119,14 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
             config.database_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise DatabaseError(f"{config.database_path.parent}: cannot create the database folder: {exc.strerror}") from None
-    revision = upgrade(config.daemon.database_url)
+    # Under the daemon's instance lock: a migration may rebuild a table, which must not happen under a running
+    # daemon's feet (it upgrades the database itself at every start).
+    lock = InstanceLock(config.database_path).acquire("catalyst db upgrade") if config.database_path else None
+    try:
+        revision = upgrade(config.daemon.database_url)
+    finally:
+        if lock is not None:
+            lock.release()
     print(f"database {config.database_path or config.daemon.database_url} is at revision {revision}")
     return 0
 

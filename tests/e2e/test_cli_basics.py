@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from catalyst.store.migrate import head_revision
+
 
 def catalyst(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -56,9 +58,25 @@ def test_db_upgrade_creates_the_database_beside_the_config_and_is_idempotent(tmp
     first = catalyst("db", "upgrade", "--config", str(config), cwd=Path("/"))
     assert first.returncode == 0, first.stderr
     assert (tmp_path / "var" / "c.db").exists()
-    assert first.stdout.strip().endswith("is at revision 0001")
+    assert first.stdout.strip().endswith(f"is at revision {head_revision()}")
     again = catalyst("db", "upgrade", "--config", str(config))
     assert again.returncode == 0 and again.stdout == first.stdout
+
+
+def test_db_upgrade_refuses_while_a_daemon_holds_the_database(tmp_path):
+    from catalyst.instance import InstanceLock
+
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///c.db"\n')
+    lock = InstanceLock(tmp_path / "c.db").acquire("catalyst run --config config.toml")
+    try:
+        refused = catalyst("db", "upgrade", "--config", str(config))
+    finally:
+        lock.release()
+    assert refused.returncode != 0 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "holds" in refused.stderr and "stop it first" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "c.db").exists()  # nothing was created or migrated under it
+    assert catalyst("db", "upgrade", "--config", str(config)).returncode == 0  # and once it is gone, it runs
 
 
 def test_db_upgrade_on_a_file_that_is_not_a_database_is_one_line_and_exit_3(tmp_path):
