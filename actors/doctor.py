@@ -76,6 +76,14 @@ class _Pass:
 
 UNAVAILABLE_PASSES_BEFORE_ERROR = 3  # a broker failing this many passes in a row is an ERROR, before that a WARNING
 POSITION_ANSWER_S = 5.0  # a position actor answers its state at once unless something holds it
+# Findings the daemon's own writes in flight can explain for a few milliseconds (a fill the router is recording, an
+# OCO acknowledged between two reads, a submit's answer waiting in the router's mailbox): each one, like a halt,
+# counts only if a second look a moment later sees it again. None of them is older than a pass can wait for.
+CONFIRMED_ON_A_SECOND_LOOK = frozenset({_T.MISSING_FILL, _T.MISSING_PROTECTION, _T.OUTCOME_UNKNOWN})
+
+
+def needs_a_second_look(finding: Finding) -> bool:
+    return finding.policy is Policy.HALT or finding.type in CONFIRMED_ON_A_SECOND_LOOK
 
 
 class PositionBusy(Exception):
@@ -189,7 +197,7 @@ class DoctorActor(pykka.ThreadingActor):
         try:
             gathered, local, broker = self._gather(pass_id, now)
             findings = self._judge(local, broker, now)
-            if any(f.policy is Policy.HALT for f in findings):
+            if any(needs_a_second_look(f) for f in findings):
                 gathered, local, broker, findings = self._look_again(pass_id, findings)
         except BrokerError as exc:
             self._unavailable_in_row += 1
@@ -258,21 +266,22 @@ class DoctorActor(pykka.ThreadingActor):
         return position is not None and position.status == "closed"
 
     def _look_again(self, pass_id: str, first: list[Finding]) -> tuple[_Pass, LocalView, BrokerView, list[Finding]]:
-        """A halt stops the trader's entries for the day, so it must hold on a second look a moment later.
+        """A halt stops the trader's entries for the day, so it must hold on a second look a moment later; so must
+        a missing fill, missing protection or unknown outcome, each a WARNING an operator acts on.
 
         The database and the broker are read at different moments while the daemon trades: an exit's execution
         recorded before its position row is updated, or a fill the broker lists before the router has it, looks
         like a position nobody can explain for a few milliseconds. The second look decides the whole pass (the
-        first one's other findings are seen again); a halting finding counts only if both looks have it, and one
+        first one's other findings are seen again); a finding needing it counts only if both looks have it, and one
         seen only in the second is left to the next pass.
         """
-        halting = {(f.type, f.subject) for f in first if f.policy is Policy.HALT}
+        halting = {(f.type, f.subject) for f in first if needs_a_second_look(f)}
         time.sleep(self.settings.confirm_halt_after_s)
         now = self.clock.now()
         gathered, local, broker = self._gather(pass_id, now)
         findings = []
         for finding in self._judge(local, broker, now):
-            if finding.policy is Policy.HALT and (finding.type, finding.subject) not in halting:
+            if needs_a_second_look(finding) and (finding.type, finding.subject) not in halting:
                 log.info(f"doctor {finding.type} {finding.subject} seen on the second look only: left to the next pass")
                 continue
             findings.append(finding)

@@ -97,7 +97,9 @@ class DoctorSettings(BaseModel):
     stuck_after_s: float = Field(120.0, ge=0)  # created/submitted/unknown this long means stuck, not in flight
     list_margin_s: float = Field(300.0, ge=0)  # list broker orders from the oldest working one minus this
     lookback_s: float = Field(86_400.0, ge=0)  # and at least this far back (hand orders, today's fills)
-    confirm_halt_after_s: float = Field(1.0, ge=0)  # WALL seconds: a halt must hold on a second look this much later
+    # WALL seconds: a halt (or a missing fill, missing protection, unknown outcome) must hold on a second look this
+    # much later
+    confirm_halt_after_s: float = Field(1.0, ge=0)
     adopt_stop_pct: Decimal = Field(Decimal("0.03"), gt=0, lt=1)  # stop of an adopted position, from its price
     adopt_target_pct: Decimal = Field(Decimal("0.06"), gt=0)
     policies: dict[FindingType, Policy] = Field(default_factory=lambda: dict(DEFAULT_POLICIES))
