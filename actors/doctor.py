@@ -3,7 +3,7 @@
 It never moves state itself: broker truth goes through the router (the only actor that moves orders, along the
 machine, recording executions exactly once), protection through the position actors, adoption through the
 supervisor. Broker calls per pass: the order list (paged, 500 a page), positions, fill activities, and one
-market-data read for marks; never one call per order.
+market-data read for marks (the first three twice when a finding needs a second look); never one call per order.
 """
 
 from __future__ import annotations
@@ -245,25 +245,12 @@ class DoctorActor(pykka.ThreadingActor):
         findings = []
         for finding in reconcile(local, broker, now, self.settings):
             why = self._flattening(finding, now)
-            if why is None and self._closed_since_read(finding):
-                log.info(f"doctor {finding.subject} had no stop at the broker as its exit filled: closed since the "
-                         "pass read it, nothing to heal")
-            elif why is None:
+            if why is None:
                 findings.append(finding)
             else:
                 log.info(f"doctor {finding.subject} has no stop at the broker while it flattens ({why}): its exit is "
                          "under way, nothing to heal")
         return findings
-
-    def _closed_since_read(self, finding: Finding) -> bool:
-        """Whether an unprotected position closed between the pass's reads and its judgement.
-
-        A flatten's exit can fill and close the position after the pass read it open with its OCO cancelled, and
-        its actor stops: no live actor says it was flattening, yet the shares are gone, not unprotected."""
-        if finding.type is not _T.MISSING_PROTECTION or finding.position_id is None:
-            return False
-        position = self.writer.get_position(finding.position_id).get()
-        return position is not None and position.status == "closed"
 
     def _look_again(self, pass_id: str, first: list[Finding]) -> tuple[_Pass, LocalView, BrokerView, list[Finding]]:
         """A halt stops the trader's entries for the day, so it must hold on a second look a moment later; so must
@@ -275,18 +262,18 @@ class DoctorActor(pykka.ThreadingActor):
         first one's other findings are seen again); a finding needing it counts only if both looks have it, and one
         seen only in the second is left to the next pass.
         """
-        halting = {(f.type, f.subject) for f in first if needs_a_second_look(f)}
+        to_confirm = {(f.type, f.subject) for f in first if needs_a_second_look(f)}
         time.sleep(self.settings.confirm_halt_after_s)
         now = self.clock.now()
         gathered, local, broker = self._gather(pass_id, now)
         findings = []
         for finding in self._judge(local, broker, now):
-            if needs_a_second_look(finding) and (finding.type, finding.subject) not in halting:
+            if needs_a_second_look(finding) and (finding.type, finding.subject) not in to_confirm:
                 log.info(f"doctor {finding.type} {finding.subject} seen on the second look only: left to the next pass")
                 continue
             findings.append(finding)
         again = {(f.type, f.subject) for f in findings}
-        for kind, subject in sorted(halting - again):
+        for kind, subject in sorted(to_confirm - again):
             log.info(f"doctor {kind} {subject} gone on a second look {self.settings.confirm_halt_after_s:g} s later: "
                      "the daemon was still writing what the broker already showed, not a difference")
         return gathered, local, broker, findings

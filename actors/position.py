@@ -610,8 +610,8 @@ class PositionActor(pykka.ThreadingActor):
         row = restored.position_row
         first_fill = next((price for role, _, price in restored.fills if role == "entry"), None)
         if row is not None and row.stop_loss is not None and row.take_profit is not None and first_fill is not None:
-            # The row's stop and target are its first fill's (the plan's sized price is not kept): measured from
-            # that fill, a later piece or a re-protection keeps at most the planned risk per share.
+            # The row's stop and target are its first fill's: measured from that fill, a later piece or a
+            # re-protection keeps at most the planned risk per share.
             self.exits_basis = (first_fill, row.stop_loss, row.take_profit)
         for order in restored.orders:
             # The recorded fills are replayed below: whatever an exit filled is applied, as before the restart.
@@ -634,6 +634,8 @@ class PositionActor(pykka.ThreadingActor):
                 entry_price=self.position.avg_entry_price, entry_time=self.clock.now(),
                 stop_loss=stop, take_profit=target,
             ).get().position_id
+            if first_fill is not None:
+                self.exits_basis = (first_fill, stop, target)  # as the row-exists branch above measures
         self._settle_position_row(restored)
         exits = self._working_exits()
         if exits and self.position.status is PositionStatus.OPEN:

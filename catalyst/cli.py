@@ -7,7 +7,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from catalyst.sim.clock import MAX_SPEED
 from catalyst.errors import CatalystError, DatabaseError, StopDuringStartup, UsageError
@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade = db_sub.add_parser("upgrade", help="create or migrate the database to the latest schema")
     _add_config(upgrade)
     upgrade.set_defaults(handler=_cmd_db_upgrade)
+    downgrade = db_sub.add_parser("downgrade", help="take the database back to an older schema (before running an "
+                                  "older Catalyst on it)")
+    _add_config(downgrade)
+    downgrade.add_argument("revision", metavar="REVISION", help="the schema revision to go back to, e.g. 0001")
+    downgrade.set_defaults(handler=_cmd_db_downgrade)
 
     exchange = sub.add_parser("exchange", help="serve the Alpaca-compatible exchange emulator in this process")
     exchange.add_argument("--host", default="127.0.0.1")
@@ -110,7 +115,6 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from catalyst.instance import InstanceLock
     from catalyst.store.migrate import upgrade
 
     config = _load(args)
@@ -119,16 +123,34 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
             config.database_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise DatabaseError(f"{config.database_path.parent}: cannot create the database folder: {exc.strerror}") from None
-    # Under the daemon's instance lock: a migration may rebuild a table, which must not happen under a running
-    # daemon's feet (it upgrades the database itself at every start).
-    lock = InstanceLock(config.database_path).acquire("catalyst db upgrade") if config.database_path else None
+    revision = _migrating(config, "catalyst db upgrade", lambda: upgrade(config.daemon.database_url))
+    print(f"database {config.database_path or config.daemon.database_url} is at revision {revision}")
+    return 0
+
+
+def _cmd_db_downgrade(args: argparse.Namespace) -> int:
+    from catalyst.store.migrate import downgrade
+
+    config = _load(args)
+    if config.database_path is not None and not config.database_path.is_file():
+        raise DatabaseError(f"{config.database_path}: no database to take back")  # not created to be taken back
+    revision = _migrating(config, "catalyst db downgrade",
+                          lambda: downgrade(config.daemon.database_url, args.revision))
+    print(f"database {config.database_path or config.daemon.database_url} is at revision {revision}")
+    return 0
+
+
+def _migrating(config: Any, what: str, migrate: Callable[[], str]) -> str:
+    """Under the daemon's instance lock: a migration may rebuild a table, which must not happen under a running
+    daemon's feet (the daemon upgrades the database itself at every start)."""
+    from catalyst.instance import InstanceLock
+
+    lock = InstanceLock(config.database_path).acquire(what) if config.database_path else None
     try:
-        revision = upgrade(config.daemon.database_url)
+        return migrate()
     finally:
         if lock is not None:
             lock.release()
-    print(f"database {config.database_path or config.daemon.database_url} is at revision {revision}")
-    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

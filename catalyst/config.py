@@ -7,6 +7,7 @@ whatever directory a supervisor starts it in.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
@@ -254,22 +255,41 @@ def _source_of(exc: ValidationError, path: Path) -> str:
     set in the environment was blamed on the file, whose own value was fine."""
     where = [str(part) for part in exc.errors(include_url=False)[0]["loc"]]
     names = _environment_names()
-    # The key's own variable, else a section's (CATALYST_RISK='{"max_open_positions": 5}' sets the whole section).
+    # The key's own variable, else a section's that sets the key (CATALYST_RISK='{"max_open_positions": 5}').
     for depth in range(len(where), 0, -1):
         variable = names.get("CATALYST_" + "__".join(where[:depth]).upper())
-        if variable:
+        if variable and (depth == len(where) or _json_sets(os.environ[variable], where[depth:])):
             return f"{variable} (environment, over {path})"
     return str(path)
 
 
+def _json_sets(text: str, keys: list[str]) -> bool:
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        return False
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return False
+        value = value[key]
+    return True
+
+
 def _unparsable_environment(exc: SettingsError, path: Path) -> str:
-    """pydantic-settings reads a CATALYST_<SECTION> variable as JSON, and says only the field when it is not."""
+    """pydantic-settings reads a section (or a list or table setting) from the environment as JSON, and when it
+    does not parse says only the field: name the variable."""
     field = re.search(r'field "([^"]+)"', str(exc))
-    variable = _environment_names().get(f"CATALYST_{field.group(1)}".upper()) if field else None
-    if variable is None:
+    if field is None:
         return f"environment, over {path}: {exc}"
-    return (f"{variable} (environment, over {path}): not valid JSON for the [{field.group(1)}] section; "
-            f"set one key as {variable}__<KEY>=VALUE instead")
+    section = field.group(1)
+    names = _environment_names()
+    whole = names.get(f"CATALYST_{section}".upper())
+    if whole is not None:
+        return (f"{whole} (environment, over {path}): not valid JSON for the [{section}] section; "
+                f"set one key as {whole}__<KEY>=VALUE instead")
+    nested = sorted(name for upper, name in names.items() if upper.startswith(f"CATALYST_{section}__".upper()))
+    return (f"{' or '.join(nested) or 'a CATALYST_' + section.upper() + ' variable'} (environment, over {path}): "
+            f"a [{section}] setting that is a list or table must be valid JSON")
 
 
 def _refuse_unknown_sections_in_environment(path: Path) -> None:

@@ -60,6 +60,30 @@ def upgrade(database_url: str) -> str:
     return _with_connection(database_url, run)
 
 
+def downgrade(database_url: str, revision: str) -> str:
+    """Take the database back to `revision` (an older Catalyst refuses a schema newer than it knows); returns it.
+    Raises StoreError for a revision this Catalyst does not know or that is not older than the database's."""
+
+    def run(connection: Connection) -> str:
+        _refuse_damaged(connection, database_url)
+        _refuse_unknown_revision(connection, database_url)
+        scripts = ScriptDirectory.from_config(alembic_config())
+        known = [script.revision for script in scripts.walk_revisions()]
+        current = MigrationContext.configure(connection).get_current_revision()
+        if revision not in known:
+            raise StoreError(f"{describe_database(database_url)}: no schema revision {revision!r} "
+                             f"(known: {', '.join(sorted(known))})")
+        if current is None or known.index(revision) <= known.index(current):
+            raise StoreError(f"{describe_database(database_url)}: is at revision {current or 'none'}, not newer than "
+                             f"{revision}: nothing to take back")
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+        return revision
+
+    return _with_connection(database_url, run)
+
+
 def current_revision(database_url: str) -> str | None:
     """The schema revision recorded in the database, None for an empty one."""
     return _with_connection(database_url, lambda c: MigrationContext.configure(c).get_current_revision())

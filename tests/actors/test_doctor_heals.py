@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
+from types import SimpleNamespace
 from datetime import timedelta
 from decimal import Decimal
 from contextlib import contextmanager
@@ -538,26 +539,41 @@ def test_protection_missing_on_one_look_only_is_no_warning_and_no_heal(trading, 
     assert len([o for o in trading.all_orders() if o.role == "stop_loss"]) == 1  # nothing placed again
 
 
-def test_a_fill_the_router_records_a_moment_after_the_pass_read_it_is_not_missing(trading, doctor_broker):
-    # The take-profit fills just before the pass reads the broker's positions, and its stream event reaches the router
-    # 0.4 s later: for one look, a fill the broker has and the database lacks. It was a MISSING_FILL WARNING (and an
-    # "apply fill" the router then found recorded already); a second look a second later sees it recorded.
+def test_a_fill_the_router_records_a_moment_after_the_pass_read_it_is_not_missing(trading, doctor_broker,
+                                                                                   monkeypatch):
+    # For one look, a fill the broker has and the database lacks, which the router records a moment later. It was a
+    # MISSING_FILL WARNING (and an "apply fill" the router then found recorded already); it must hold on a second
+    # look, which sees it recorded. Both moments are made certain on the doctor's own thread: the take-profit fills
+    # (its stream event dropped) just before the first look reads the broker's positions, and the router records it
+    # (a reconnect's REST catch-up) while the doctor waits to look again.
+    import actors.doctor
+
     open_protected(trading)
-    trading.exchange.set_faults("delay=1.0,delay_s=0.4")
 
     def take_profit_filled() -> None:
+        trading.exchange.set_faults("drop=1.0")
         trading.trade("AAPL", "156.00")
         trading.wait_for(lambda: not trading.broker_view()["positions"], "the take-profit filled at the broker")
 
-    racing = MeanwhileBroker(doctor_broker._broker, take_profit_filled, before="positions")
-    with logged_lines("actors.doctor", "WARNING") as warned, doctor_on(trading, racing) as doctor:
-        report = doctor.run_pass(reason="test").get()
-        assert racing.happened
-        assert "MISSING_FILL" not in kinds(report) and warned == [], (kinds(report), warned)
-        assert {str(f.severity) for f in report.findings} <= {"info"}, kinds(report)
+    waits: list[float] = []
+
+    def recorded_while_waiting(seconds: float) -> None:
+        waits.append(seconds)
         trading.exchange.set_faults("")
-        closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "the close")
-        assert closed.realized_pnl == Decimal("505.00")  # 100 × (155.00 − 149.95), recorded once
+        trading.exchange.drop_stream_connections()
+        trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed",
+                         "the fill recorded by the reconnect's catch-up", timeout=30)
+
+    monkeypatch.setattr(actors.doctor, "time", SimpleNamespace(sleep=recorded_while_waiting))
+    racing = MeanwhileBroker(doctor_broker._broker, take_profit_filled, before="positions")
+    with logged_lines("actors.doctor", "INFO") as said, doctor_on(trading, racing) as doctor:
+        report = doctor.run_pass(reason="test").get()
+    assert racing.happened and waits == [1.0]  # one second look
+    assert any(line.startswith("doctor MISSING_FILL order AAPL#o-2 gone on a second look") for line in said), said
+    assert "MISSING_FILL" not in kinds(report) and report.healed == 0, kinds(report)
+    assert {str(f.severity) for f in report.findings} <= {"info"}, kinds(report)
+    closed = position_of(trading)
+    assert closed.status == "closed" and closed.realized_pnl == Decimal("505.00")  # 100 × (155.00 − 149.95), once
 
 
 def test_another_daemons_position_on_the_account_halts_entries_and_is_neither_adopted_nor_protected_again(

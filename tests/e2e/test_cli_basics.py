@@ -79,6 +79,25 @@ def test_db_upgrade_refuses_while_a_daemon_holds_the_database(tmp_path):
     assert catalyst("db", "upgrade", "--config", str(config)).returncode == 0  # and once it is gone, it runs
 
 
+def test_db_downgrade_takes_the_database_back_for_an_older_catalyst_and_says_what_it_cannot(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///c.db"\n')
+    missing = catalyst("db", "downgrade", "0001", "--config", str(config))
+    assert missing.returncode == 3
+    assert missing.stderr == f"catalyst: error: {tmp_path / 'c.db'}: no database to take back\n"
+    assert not (tmp_path / "c.db").exists()
+
+    assert catalyst("db", "upgrade", "--config", str(config)).returncode == 0
+    back = catalyst("db", "downgrade", "0001", "--config", str(config))
+    assert back.returncode == 0, back.stderr
+    assert back.stdout == f"database {tmp_path / 'c.db'} is at revision 0001\n"
+    for revision, said in (("0001", "is at revision 0001, not newer than 0001: nothing to take back"),
+                           ("0009", "no schema revision '0009' (known: ")):
+        refused = catalyst("db", "downgrade", revision, "--config", str(config))
+        assert refused.returncode == 3 and said in refused.stderr and refused.stderr.count("\n") == 1, refused.stderr
+    assert catalyst("db", "upgrade", "--config", str(config)).stdout.endswith(f"revision {head_revision()}\n")
+
+
 def test_db_upgrade_on_a_file_that_is_not_a_database_is_one_line_and_exit_3(tmp_path):
     (tmp_path / "c.db").write_text("these are my trading notes, not a database\n" * 100)
     config = tmp_path / "config.toml"

@@ -195,3 +195,42 @@ def test_a_database_of_the_first_schema_is_upgraded_in_place_keeping_its_orders(
         rows = db.execute("SELECT order_id, planned_stop_loss, planned_entry_price FROM orders").fetchall()
     assert rows == [(1, "147.00", None)]
     assert migrate.schema_differences(url) == []
+
+
+def test_the_second_schema_downgrades_with_trades_in_it(tmp_path: Path) -> None:
+    # The way back to a Catalyst that knows only 0001 (which refuses a 0002 database as made by a newer version):
+    # `alembic downgrade 0001`. alembic's batch copy of the orders table was refused by the foreign keys as soon as a
+    # fill pointed at an order; SQLite's own DROP COLUMN keeps every row.
+    from alembic import command
+
+    path = tmp_path / "today.db"
+    url = sqlite_url(path)
+    migrate.upgrade(url)
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO trading_cycles (cycle_id, date, phase, cycle_state, daily_pnl, started_at, updated_at) "
+                   "VALUES (1, '2026-12-05', 'closed', 'active', '0', '2026-12-05 14:00:00', '2026-12-05 21:00:00')")
+        db.execute("INSERT INTO securities (security_id, symbol) VALUES (1, 'AAPL')")
+        db.execute("INSERT INTO orders (order_id, client_order_id, cycle_id, security_id, role, side, order_type, "
+                   "order_class, time_in_force, quantity, planned_entry_price, status, filled_qty, created_at, "
+                   "updated_at, submit_attempts, outcome_unknown) VALUES (1, 'cat-x-1', 1, 1, 'entry', 'buy', "
+                   "'market', 'simple', 'day', '100', '145.00', 'filled', '100', '2026-12-05 14:30:00', "
+                   "'2026-12-05 14:30:01', 1, 0)")
+        db.execute("INSERT INTO fills (fill_id, execution_id, order_id, symbol, side, qty, price, occurred_at, "
+                   "received_at, source) VALUES (1, 'b-1:100', 1, 'AAPL', 'buy', '100', '149.95', "
+                   "'2026-12-05 14:30:01', '2026-12-05 14:30:01', 'stream')")
+
+    def to_first_schema(connection):
+        config = migrate.alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0001")
+
+    migrate._with_connection(url, to_first_schema)
+
+    assert migrate.current_revision(url) == "0001"
+    with sqlite3.connect(path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(orders)")]
+        assert "planned_entry_price" not in columns
+        assert db.execute("SELECT o.order_id, f.price FROM fills f JOIN orders o USING (order_id)").fetchall() == [
+            (1, "149.95")]
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert migrate.upgrade(url) == "0002"  # and forward again

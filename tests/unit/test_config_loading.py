@@ -119,6 +119,21 @@ def test_a_whole_section_set_from_the_environment_is_merged_and_its_faults_are_n
     assert str(raised.value) == (f"CATALYST_RISK (environment, over {config}): not valid JSON for the [risk] section; "
                                  "set one key as CATALYST_RISK__<KEY>=VALUE instead")
 
+    # The section's variable sets other keys: a bad value in the file is the file's.
+    bad_file = tmp_path / "bad.toml"
+    bad_file.write_text('[risk]\nmax_open_positions = "abc"\n')
+    monkeypatch.setenv("CATALYST_RISK", '{"allow_short": true}')
+    with pytest.raises(ConfigError) as raised:
+        load_config(bad_file)
+    assert str(raised.value).startswith(f"{bad_file}: risk.max_open_positions: ")
+    monkeypatch.delenv("CATALYST_RISK")
+
+    monkeypatch.setenv("CATALYST_DOCTOR__POLICIES", "notjson")  # a table setting is read as JSON too
+    with pytest.raises(ConfigError) as raised:
+        load_config(config)
+    assert str(raised.value) == (f"CATALYST_DOCTOR__POLICIES (environment, over {config}): a [doctor] setting that is "
+                                 "a list or table must be valid JSON")
+
 
 def test_an_override_for_a_section_that_does_not_exist_is_refused_not_ignored(tmp_path, monkeypatch):
     config = write(tmp_path, "")

@@ -28,5 +28,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("orders") as batch:
-        batch.drop_column("planned_entry_price")
+    # SQLite's own DROP COLUMN (3.35+), not alembic's batch copy of the table: the copy is refused under the foreign
+    # keys every connection enables as soon as a fill or a child order points at an order.
+    op.execute("ALTER TABLE orders DROP COLUMN planned_entry_price")
