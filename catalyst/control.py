@@ -42,13 +42,18 @@ def stop_daemon(config: Config, emergency: bool, wait_s: float = 60.0) -> int:
         raise NotRunning(f"no running catalyst daemon for {config.source}")
     pid, what = found
     os.kill(pid, signal.SIGUSR2 if emergency else signal.SIGTERM)
-    if emergency:
-        print(f"emergency stop sent to pid {pid} ({what}): entries cancelled, positions flattening; "
-              "it keeps running until you `catalyst stop`")
-        return 0
     deadline = time.monotonic() + wait_s
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
+    if emergency:
+        # The daemon flattens everything and then exits by itself; a position the market will not take out now
+        # (closed) keeps it running until it can, so not having exited yet is no error.
+        if _alive(pid):
+            print(f"emergency stop under way in pid {pid} ({what}): entries cancelled, positions flattening; it stops "
+                  "by itself once no position is left (`catalyst tail -f` to follow)")
+        else:
+            print(f"emergency stop done: pid {pid} ({what}) flattened every position and stopped")
+        return 0
     if _alive(pid):
         raise CatalystError(f"pid {pid} ({what}) still running after {wait_s:.0f} s")
     print(f"stopped pid {pid} ({what})")

@@ -156,6 +156,7 @@ class Daemon:
     parts: list[Any] = field(default_factory=list)
     reload_requested: bool = False
     full_disk_since: float | None = None  # monotonic time the writer first wrote on the disk reserve's space
+    emergency_flatten: Any = None  # the cycle's answer to the operator's emergency stop, once asked
     disk_low: bool = False  # the last check_disk_room found less than LOW_DISK_MB free
 
     def start(self) -> Daemon:
@@ -295,6 +296,40 @@ class Daemon:
                 dead.append("trade stream")
         return dead
 
+    def emergency_stop(self, reason: str) -> None:
+        """The operator's emergency stop: the cycle cancels entries and flattens every position, and the daemon stops
+        once none is left, so it does not trade again the next morning on its own (a supervisor does not restart
+        an exit 0). The daily loss limit's emergency stop is the cycle's alone: the daemon trades the next day."""
+        from actors.cycle import EmergencyStop
+
+        log.critical(f"system emergency stop ({reason}): every position is flattened, then the daemon stops; start "
+                     "it again to trade")
+        self.emergency_flatten = self.cycle.ask(EmergencyStop(reason=reason), block=False)
+
+    def _stop_once_flat(self, system: Any) -> None:
+        """Stop (exit 0) once the cycle has asked every position to flatten and none is left. A position whose exit
+        cannot be sent now (the market closed) keeps the daemon running until it is flat."""
+        try:
+            self.emergency_flatten.get(timeout=0)
+        except pykka.Timeout:
+            return  # the cycle has not told every position yet: one not yet told would be left behind
+        except Exception as exc:  # noqa: BLE001 - the cycle's own error: the positions are flattened all the same
+            log.error(f"system emergency stop: the cycle failed ({type(exc).__name__}: {exc}); asking every live "
+                      "position to flatten directly")
+            states = _live_position_states(system)
+            for ref, _ in [] if isinstance(states, str) else states:
+                tell_if_alive(ref, Flatten(reason="emergency: operator: catalyst stop --emergency"))
+            self.emergency_flatten = pykka.ThreadingFuture()
+            self.emergency_flatten.set(None)  # asked: only the wait for flat is left
+            return
+        states = _live_position_states(system)
+        if isinstance(states, str) or states:
+            return
+        log.critical("system emergency stop done: no position left, every entry cancelled; stopping (start the "
+                     "daemon again to trade)")
+        self.emergency_flatten = None
+        self.stop_event.set()
+
     def check_actors(self) -> None:
         """Raise ActorDied if one of the daemon's actors died: exiting lets the supervisor restart the daemon,
         which rebuilds every position from the database (protection stays at the broker meanwhile). First, raise
@@ -310,6 +345,8 @@ class Daemon:
         reserve_used = system.storage.reserve_used if system is not None else None
         if reserve_used is not None:
             self._stop_once_protected(system, reserve_used)
+        if self.emergency_flatten is not None and system is not None:
+            self._stop_once_flat(system)
         dead = self.dead_actors()
         if dead:
             log.critical(f"system actor {', '.join(dead)} died (its error is logged above): stopping so the "
@@ -601,12 +638,10 @@ class Signals:
             threading.Thread(target=self.daemon.dump_state, name="state-dump", daemon=True).start()
 
     def _emergency(self, _signum: int, _frame: Any) -> None:
-        from actors.cycle import EmergencyStop
-
         if self.daemon is None:
             self.emergency_requested = True  # sent to the cycle once it exists
             return
-        self.daemon.cycle.tell(EmergencyStop(reason="operator: catalyst stop --emergency"))
+        self.daemon.emergency_stop("operator: catalyst stop --emergency")
 
 
 def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Callable[[], Endpoint], database_url: str,

@@ -175,12 +175,15 @@ def test_a_restart_in_monitoring_resumes_the_phase_without_a_second_scan_and_kee
     assert broker_held_and_stop_protected(view, symbol) == (Decimal(position["quantity"]),) * 2
 
 
-def test_stop_emergency_flattens_every_position_and_closes_the_cycle_of_a_running_daemon(day):
+def test_stop_emergency_flattens_every_position_closes_the_cycle_and_then_stops_the_daemon(day):
+    # Stopping once flat, exit 0 (no supervisor restarts it): it used to keep running, and its next morning's cycle
+    # traded again on its own (found by a README audit: `cycle … evaluating → trading`, a new entry).
     day.start_daemon()
     day.wait_for(day.protected_open_position, "a protected open position")
 
     result = day.catalyst("stop", "--emergency")
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("emergency stop "), result.stdout
     cycle = day.wait_for(lambda: (c := day.cycle()) and c["cycle_state"] == "emergency_stopped" and c,
                          "the emergency stop to be recorded")
     day.wait_for(lambda: day.rows("SELECT * FROM positions") and not day.rows(
@@ -192,6 +195,6 @@ def test_stop_emergency_flattens_every_position_and_closes_the_cycle_of_a_runnin
     assert "EMERGENCY STOP" in day.log()
     assert all(Decimal(p["qty"]) == 0 for p in view["positions"])
     assert not [o for o in view["orders"] if o["status"] in WORKING]
-    assert day.daemon.poll() is None  # it keeps running until told to stop
-    stopped, exit_code = day.stop_daemon()
-    assert stopped.returncode == 0 and exit_code == 0, stopped.stderr
+    assert day.daemon.wait(timeout=60) == 0  # it stops by itself once flat
+    assert "system emergency stop done: no position left" in day.log()
+    assert day.catalyst("status").stdout.startswith("daemon: not running")

@@ -44,10 +44,10 @@ def daemon_env() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def sim_day(tmp_path_factory) -> SimRun:
     folder = tmp_path_factory.mktemp("sim-day")
-    # The shipped config with its log file on, as a live daemon's would be: the simulation must leave it alone.
+    # The shipped config, its log file on as a live daemon's is: the simulation must leave that file alone.
     config = (REPO / "config.toml").read_text()
-    assert '# file = "var/catalyst.log"' in config
-    (folder / "config.toml").write_text(config.replace('# file = "var/catalyst.log"', 'file = "var/catalyst.log"', 1))
+    assert '\nfile = "var/catalyst.log"' in config
+    (folder / "config.toml").write_text(config)
     result = subprocess.run(
         [sys.executable, "-m", "catalyst.cli", "sim", "--days", "1", "--seed", "7", "--speed", "720",
          "--config", str(folder / "config.toml")],

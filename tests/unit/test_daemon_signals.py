@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from actors.cycle import EmergencyStop
 from catalyst.daemon import Signals
 from catalyst.errors import StopDuringStartup
 
@@ -24,7 +23,9 @@ class Cycle:
 
 
 def started_daemon() -> Any:
-    return SimpleNamespace(cycle=Cycle(), reload_requested=False)
+    daemon = SimpleNamespace(cycle=Cycle(), reload_requested=False, emergencies=[])
+    daemon.emergency_stop = daemon.emergencies.append
+    return daemon
 
 
 def test_a_stop_during_start_up_unwinds_it_once_and_a_second_signal_leaves_the_cleanup_alone():
@@ -54,5 +55,5 @@ def test_an_emergency_stop_and_a_reload_asked_during_start_up_apply_once_it_is_u
 
     signals.running(daemon)
 
-    assert daemon.cycle.told == [EmergencyStop(reason="operator: catalyst stop --emergency")]
+    assert daemon.emergencies == ["operator: catalyst stop --emergency"]
     assert daemon.reload_requested and not signals.stop_event.is_set()
