@@ -304,7 +304,11 @@ class Daemon:
 
         log.critical(f"system emergency stop ({reason}): every position is flattened, then the daemon stops; start "
                      "it again to trade")
-        self.emergency_flatten = self.cycle.ask(EmergencyStop(reason=reason), block=False)
+        try:
+            self.emergency_flatten = self.cycle.ask(EmergencyStop(reason=reason), block=False)
+        except pykka.ActorDeadError:  # the main loop's actor check stops the daemon on it (exit 1) at once
+            log.critical("system emergency stop not done: the cycle actor is gone, so nothing was flattened; the "
+                         "daemon stops on it: flatten at the broker by hand")
 
     def _stop_once_flat(self, system: Any) -> None:
         """Stop (exit 0) once the cycle has asked every position to flatten and none is left. A position whose exit
