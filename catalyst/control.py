@@ -52,7 +52,8 @@ def stop_daemon(config: Config, emergency: bool, wait_s: float = 60.0) -> int:
             print(f"emergency stop under way in pid {pid} ({what}): entries cancelled, positions flattening; it stops "
                   "by itself once no position is left (`catalyst tail -f` to follow)")
         else:
-            print(f"emergency stop done: pid {pid} ({what}) flattened every position and stopped")
+            print(f"pid {pid} ({what}) stopped after the emergency stop; `catalyst status` shows what is left (its "
+                  "last lines in the log say whether it was flat)")
         return 0
     if _alive(pid):
         raise CatalystError(f"pid {pid} ({what}) still running after {wait_s:.0f} s")

@@ -44,6 +44,9 @@ from catalyst.store.reserve import MB, free_bytes
 
 log = logger.bind(actor="system")
 STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, all together
+# After an emergency stop is flat: the cycle writes the day's report at its next tick (30 exchange seconds); a report
+# that does not come in this long (wall seconds) is not waited for.
+EMERGENCY_REPORT_WAIT_S = 120.0
 # On a full disk, once the reserve's space recorded what was in flight: how long the daemon waits (wall seconds) for
 # every filled share to be under a working stop before it stops anyway, naming what is not.
 RESERVE_DRAIN_S = 30.0
@@ -157,6 +160,9 @@ class Daemon:
     reload_requested: bool = False
     full_disk_since: float | None = None  # monotonic time the writer first wrote on the disk reserve's space
     emergency_flatten: Any = None  # the cycle's answer to the operator's emergency stop, once asked
+    emergency_requested: bool = False  # set by USR2's handler; the main loop asks the cycle (no pykka in a handler)
+    emergency_flat_since: float | None = None  # monotonic: no live position and none at the broker since then
+    emergency_said: str = ""  # what the wait for flat last said, so it is said once, not every 0.2 s
     disk_low: bool = False  # the last check_disk_room found less than LOW_DISK_MB free
 
     def start(self) -> Daemon:
@@ -296,23 +302,33 @@ class Daemon:
                 dead.append("trade stream")
         return dead
 
-    def emergency_stop(self, reason: str) -> None:
-        """The operator's emergency stop: the cycle cancels entries and flattens every position, and the daemon stops
-        once none is left, so it does not trade again the next morning on its own (a supervisor does not restart
-        an exit 0). The daily loss limit's emergency stop is the cycle's alone: the daemon trades the next day."""
+    def emergency_stop(self, reason: str, resumed: bool = False) -> None:
+        """The operator's emergency stop: no new entry, the cycle cancels entries and flattens every position, and
+        the daemon stops (exit 0, which no supervisor restarts) once none is left at the broker and the day's report
+        is written, so it does not trade again the next morning on its own. Kept in `<db>.emergency` until done: a
+        daemon restarted meanwhile (a crash, a supervisor) goes on with it. The daily loss limit's emergency stop is
+        the cycle's alone: flat for the day, trading the next."""
         from actors.cycle import EmergencyStop
 
-        log.critical(f"system emergency stop ({reason}): every position is flattened, then the daemon stops; start "
-                     "it again to trade")
+        marker = emergency_marker(self.database_url)
+        if marker is not None and not resumed:
+            try:
+                marker.write_text(reason)
+            except OSError as exc:  # said, and the stop goes on: only a restart before it is done would forget it
+                log.error(f"system emergency stop not remembered across a restart ({marker}: {exc.strerror or exc})")
+        log.critical(f"system emergency stop ({reason}){' resumed after a restart' if resumed else ''}: no new "
+                     "entry, every position is flattened, then the daemon stops; start it again to trade")
+        self.emergency_flat_since, self.emergency_said = None, ""
         try:
             self.emergency_flatten = self.cycle.ask(EmergencyStop(reason=reason), block=False)
         except pykka.ActorDeadError:  # the main loop's actor check stops the daemon on it (exit 1) at once
             log.critical("system emergency stop not done: the cycle actor is gone, so nothing was flattened; the "
-                         "daemon stops on it: flatten at the broker by hand")
+                         "daemon stops on it, and its restart goes on with the emergency stop")
 
     def _stop_once_flat(self, system: Any) -> None:
-        """Stop (exit 0) once the cycle has asked every position to flatten and none is left. A position whose exit
-        cannot be sent now (the market closed) keeps the daemon running until it is flat."""
+        """Stop (exit 0) once the cycle has asked every position to flatten, no position actor is left, the broker
+        holds no share and no working order, and the day's report is written (or EMERGENCY_REPORT_WAIT_S has
+        passed). A position the market cannot take out now (closed) keeps the daemon running until it can."""
         try:
             self.emergency_flatten.get(timeout=0)
         except pykka.Timeout:
@@ -328,11 +344,51 @@ class Daemon:
             return
         states = _live_position_states(system)
         if isinstance(states, str) or states:
+            self.emergency_flat_since = None
             return
-        log.critical("system emergency stop done: no position left, every entry cancelled; stopping (start the "
-                     "daemon again to trade)")
+        now = time.monotonic()
+        if self.emergency_flat_since is None:
+            held = self._held_at_broker()
+            if held:  # an adopted or rebuilt position's actor may come; the doctor adopts what is ours
+                self._say_once(f"system emergency stop waiting: no position actor is left, but the broker holds "
+                               f"{held}")
+                return
+            self.emergency_flat_since = now
+        if not self._day_reported() and now - self.emergency_flat_since < EMERGENCY_REPORT_WAIT_S:
+            self._say_once("system emergency stop: flat; waiting for the day's report before stopping")
+            return
+        marker = emergency_marker(self.database_url)
+        if marker is not None:
+            marker.unlink(missing_ok=True)
+        log.critical("system emergency stop done: no position left at the broker, every entry cancelled; stopping "
+                     "(start the daemon again to trade)")
         self.emergency_flatten = None
         self.stop_event.set()
+
+    def _say_once(self, line: str) -> None:
+        if line != self.emergency_said:
+            self.emergency_said = line
+            log.warning(line)
+
+    def _held_at_broker(self) -> str:
+        """The shares and working orders the broker still has, in a few words; "" when none (or when it cannot be
+        asked: the position actors, all ended, are the record then)."""
+        from catalyst.broker.errors import BrokerError
+
+        try:
+            positions = [p for p in self.broker.positions() if p.qty]
+            working = self.broker.list_orders(status="open")
+        except BrokerError as exc:
+            log.warning(f"system emergency stop: the broker could not be asked what it holds ({exc})")
+            return ""
+        held = [f"{p.symbol} {p.qty}" for p in positions] + [f"{len(working)} working orders"] * bool(working)
+        return ", ".join(held)
+
+    def _day_reported(self) -> bool:
+        """Whether the cycle has no closed day waiting for its report (the emergency stop closes the day; its report
+        comes at the cycle's next tick)."""
+        state = Answers(STATE_ANSWER_S).answer(self.cycle.proxy().state())
+        return isinstance(state, dict) and state.get("phase") != "closed"
 
     def check_actors(self) -> None:
         """Raise ActorDied if one of the daemon's actors died: exiting lets the supervisor restart the daemon,
@@ -591,6 +647,19 @@ def _positions_not_yet_protected(states: list[tuple[Any, Any]] | str) -> list[st
             if state is BUSY or state["status"] == "pending" or Decimal(state["protected"]) < Decimal(state["qty"])]
 
 
+def emergency_marker(database_url: str) -> Path | None:
+    """`<db>.emergency`: an operator's emergency stop under way, kept until the daemon is flat and stops."""
+    path = sqlite_path(database_url)
+    return path.with_name(path.name + ".emergency") if path is not None else None
+
+
+def _read_reason(marker: Path) -> str:
+    try:
+        return marker.read_text().strip() or "operator: catalyst stop --emergency"
+    except OSError:
+        return "operator: catalyst stop --emergency"
+
+
 class Signals:
     """The daemon's signal handlers, installed before start-up begins so a supervisor's stop is never the default
     action (death without a word). Until `running`, TERM/INT unwind start-up (StopDuringStartup) and HUP/USR1/USR2
@@ -615,8 +684,7 @@ class Signals:
         """Start-up is done: what was asked meanwhile applies now."""
         self.daemon = daemon
         daemon.reload_requested = daemon.reload_requested or self.reload_requested
-        if self.emergency_requested:
-            self._emergency(signal.SIGUSR2, None)
+        daemon.emergency_requested = daemon.emergency_requested or self.emergency_requested
 
     def _stop(self, signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -642,10 +710,12 @@ class Signals:
             threading.Thread(target=self.daemon.dump_state, name="state-dump", daemon=True).start()
 
     def _emergency(self, _signum: int, _frame: Any) -> None:
+        # A flag only, as HUP's: logging or a pykka call in a handler can deadlock on a lock the interrupted main
+        # thread holds (loguru refuses it outright), and the emergency would be lost.
         if self.daemon is None:
-            self.emergency_requested = True  # sent to the cycle once it exists
-            return
-        self.daemon.emergency_stop("operator: catalyst stop --emergency")
+            self.emergency_requested = True  # applied once it is up
+        else:
+            self.daemon.emergency_requested = True
 
 
 def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Callable[[], Endpoint], database_url: str,
@@ -676,7 +746,13 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         log.info(f"system {collector.settle()}")
         daemon.check_disk_room()
         last_table = time.monotonic()
+        marker = emergency_marker(database_url)
+        if marker is not None and marker.exists() and not daemon.emergency_requested:
+            daemon.emergency_stop(_read_reason(marker), resumed=True)
         while not daemon.stop_event.wait(timeout=0.2):
+            if daemon.emergency_requested:
+                daemon.emergency_requested = False
+                daemon.emergency_stop("operator: catalyst stop --emergency")
             daemon.check_actors()
             if daemon.reload_requested:
                 daemon.reload_requested = False

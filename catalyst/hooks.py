@@ -222,6 +222,10 @@ class CycleHooks:
         return risk.daily_loss_breached(realized, unrealized, self.config.risk, self._equity)
 
     def entries_allowed(self) -> tuple[bool, str]:
+        if self.daemon.emergency_flatten is not None or self.daemon.emergency_requested:
+            # Not only today's: the daemon waits to be flat, and a position the market could not take out today
+            # must not let the next morning's cycle trade.
+            return False, "the operator's emergency stop: the daemon stops once flat"
         reserve_used = self.daemon.system.storage.reserve_used
         if reserve_used is not None:  # what the freed space holds is for the positions already open: the daemon stops
             return False, f"{reserve_used}; the daemon stops once every filled share is under a stop"

@@ -31,7 +31,8 @@ def hooks_with(doctor_allows: bool, states: list[TradeStreamState]) -> tuple[Cyc
     hooks.doctor = SimpleNamespace(entries_allowed=lambda: answer(doctor_allows))
     router = SimpleNamespace(trade_stream=trade_stream)
     hooks.daemon = SimpleNamespace(system=SimpleNamespace(router=SimpleNamespace(proxy=lambda: router),
-                                                          storage=StorageHealth()))
+                                                          storage=StorageHealth()),
+                                   emergency_flatten=None, emergency_requested=False)
     return hooks, asked
 
 
@@ -77,3 +78,13 @@ def test_a_stream_that_never_logs_in_stops_entries_after_the_wait(monkeypatch: p
 def test_a_doctors_halt_is_its_own_reason_and_the_stream_is_not_asked() -> None:
     hooks, asked = hooks_with(False, [LOGGED_IN])
     assert hooks.entries_allowed() == (False, "the doctor halted new entries") and asked == []
+
+
+def test_no_entry_while_an_operators_emergency_stop_is_under_way() -> None:
+    # Not only on the day it was asked: a daemon still waiting to be flat must not let the next morning's cycle trade.
+    hooks, asked = hooks_with(True, [LOGGED_IN])
+    hooks.daemon.emergency_requested = True  # asked, the main loop not yet at it
+    assert hooks.entries_allowed() == (False, "the operator's emergency stop: the daemon stops once flat")
+    hooks.daemon.emergency_requested, hooks.daemon.emergency_flatten = False, object()  # under way
+    assert hooks.entries_allowed() == (False, "the operator's emergency stop: the daemon stops once flat")
+    assert asked == []

@@ -65,7 +65,8 @@ def test_only_a_batch_whose_commit_failed_counts_as_nothing_written():
 def test_no_entry_is_opened_once_the_reserve_was_used():
     health = StorageHealth()
     health.reserve_used = "the disk under var/catalyst.db is full (database or disk is full); its 8 MB reserve …"
-    hooks = SimpleNamespace(daemon=SimpleNamespace(system=SimpleNamespace(storage=health)))
+    hooks = SimpleNamespace(daemon=SimpleNamespace(system=SimpleNamespace(storage=health), emergency_flatten=None,
+                                                   emergency_requested=False))
     assert CycleHooks.entries_allowed(hooks) == (  # type: ignore[arg-type]
         False, f"{health.reserve_used}; the daemon stops once every filled share is under a stop")
 
