@@ -313,9 +313,15 @@ class CycleActor(pykka.ThreadingActor):
         day = self.today
         if day is None or day.phase not in (CyclePhase.SCANNING, CyclePhase.EVALUATING, CyclePhase.TRADING,
                                             CyclePhase.MONITORING):
-            log.warning(f"cycle emergency stop requested ({reason}) outside an active phase: flattening anyway")
-            for ref in self.system.supervisor.live_refs().get():
-                tell_if_alive(ref, m.Flatten(reason=f"emergency: {reason}"))
+            if day is not None and market_open(day.schedule, self.clock.now()):
+                log.warning(f"cycle emergency stop requested ({reason}) outside an active phase: flattening anyway")
+                for ref in self.system.supervisor.live_refs().get():
+                    tell_if_alive(ref, m.Flatten(reason=f"emergency: {reason}"))
+            else:
+                # A market exit sent now waits for the open with the stops taken off: the shares would be bare all
+                # night. They stay under their stops; the next open's flatten of what earlier days left takes them.
+                log.warning(f"cycle emergency stop requested ({reason}) while the market is closed: the positions "
+                            "stay under their stops and are flattened at the next open")
             if day is not None and day.flatten_reason is None:
                 day.flatten_reason = f"emergency: {reason}"  # one whose exit fails is asked again (market open)
             if day is not None and day.phase is CyclePhase.IDLE and not day.halted:

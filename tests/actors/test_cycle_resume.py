@@ -225,3 +225,23 @@ def test_a_restart_after_an_emergency_stop_flattens_the_positions_it_left_open(t
     assert working_stops(trading) == []
     assert f"cycle {DAY} flattening 1 live positions: emergency: operator: catalyst stop --emergency (resumed after " \
            "a restart)" in lines
+
+
+def test_an_emergency_stop_after_the_close_keeps_the_stops_and_the_next_open_flattens(trading, start_cycle):
+    # Flattening at once would cancel the stops and queue a market exit for the open: the shares bare all night.
+    a_position_protected_then_the_close(trading)  # 16:10
+    cycle = start_cycle(Hooks(trading))
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "closed", "the cycle to close the day")
+    trading.exchange.advance(timedelta(minutes=10))
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "completed", "the day to complete")
+    trading.wait_for(lambda: working_stops(trading), "a stop for the night (the day's expired)")
+
+    cycle.ask(EmergencyStop(reason="operator: catalyst stop --emergency"))
+
+    stops = working_stops(trading)
+    assert [Decimal(o["qty"]) for o in stops] == [Decimal("100")]
+    assert not [o for o in trading.all_orders() if o.role == "flatten"]
+    trading.exchange.advance(timedelta(hours=17, minutes=11))  # the next day, 09:31: the market is open
+    trading.wait_for(lambda: not trading.broker_view()["positions"], "the position flattened at the open", timeout=30)
+    assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
+    assert working_stops(trading) == []
