@@ -396,19 +396,26 @@ def test_an_order_sent_while_a_pass_reads_the_broker_is_not_reported_as_an_unkno
 
 
 
+def flattening_with_its_cancels_unheard(trading) -> Any:
+    """A protected position told to flatten whose OCO cancels' events never arrive: it waits for its recheck, the
+    broker holding the shares with no stop. Returns its actor."""
+    from actors import messages as m
+
+    open_protected(trading)
+    live = trading.system.supervisor.live_refs().get()
+    trading.exchange.set_faults("drop=1.0")
+    live[0].tell(m.Flatten(reason="end of day", scheduled=True))
+    trading.wait_for(lambda: broker_working_stop_qty(trading) == 0, "the OCO cancelled at the broker")
+    return live[0]
+
+
 def test_a_position_waiting_for_its_flatten_cancels_is_not_missing_protection(trading, doctor):
     # A flatten cancels the OCO first and sends the market exit only once the broker confirms (a stop already
     # through could otherwise fill beside it: a doubled exit). A pass meeting that moment sees the shares with no
     # stop at the broker. The actor refuses to re-protect shares it is selling, so it is not a finding, and no
     # WARNING in the log of every flatten a pass happens to meet (seen in CI in one loss-limit test run in six).
-    from actors import messages as m
-
-    open_protected(trading)
-    live = trading.system.supervisor.live_refs().get()
-    trading.exchange.set_faults("drop=1.0")  # the cancels' events never arrive: the actor waits for its recheck
-    live[0].tell(m.Flatten(reason="end of day", scheduled=True))
-    trading.wait_for(lambda: broker_working_stop_qty(trading) == 0, "the OCO cancelled at the broker")
-    assert live[0].proxy().state().get()["flattening"] == "end of day"
+    flattening = flattening_with_its_cancels_unheard(trading)
+    assert flattening.proxy().state().get()["flattening"] == "end of day"
 
     # Dry runs: a pass's heal would hand the actor the broker's cancels, and the flatten would move on.
     report = doctor.run_pass(reason="test", dry_run=True).get()
@@ -430,13 +437,7 @@ def test_a_flatten_that_closes_while_a_pass_reads_the_broker_is_not_missing_prot
     # it judges, the market exit fills and the actor stops: no live actor says it was flattening. Judged from the
     # reads alone, that was a MISSING_PROTECTION WARNING and a rebuild of a closed position (seen in CI, the
     # loss-limit test, 2026-12-05).
-    from actors import messages as m
-
-    open_protected(trading)
-    live = trading.system.supervisor.live_refs().get()
-    trading.exchange.set_faults("drop=1.0")  # the cancels' events never arrive: the actor waits for its recheck
-    live[0].tell(m.Flatten(reason="end of day", scheduled=True))
-    trading.wait_for(lambda: broker_working_stop_qty(trading) == 0, "the OCO cancelled at the broker")
+    flattening_with_its_cancels_unheard(trading)
 
     def exit_filled_and_closed() -> None:
         trading.exchange.set_faults("")
