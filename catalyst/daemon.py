@@ -47,6 +47,7 @@ STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, 
 # After an emergency stop is flat: the cycle writes the day's report at its next tick (30 exchange seconds); a report
 # that does not come in this long (wall seconds) is not waited for.
 EMERGENCY_REPORT_WAIT_S = 120.0
+EMERGENCY_BROKER_EVERY_S = 10.0  # while no position actor is left but the broker may still hold something
 # On a full disk, once the reserve's space recorded what was in flight: how long the daemon waits (wall seconds) for
 # every filled share to be under a working stop before it stops anyway, naming what is not.
 RESERVE_DRAIN_S = 30.0
@@ -163,6 +164,7 @@ class Daemon:
     emergency_requested: bool = False  # set by USR2's handler; the main loop asks the cycle (no pykka in a handler)
     emergency_flat_since: float | None = None  # monotonic: no live position and none at the broker since then
     emergency_said: str = ""  # what the wait for flat last said, so it is said once, not every 0.2 s
+    emergency_broker_asked: float = 0.0  # monotonic: the broker is asked what it holds at most every 10 s
     disk_low: bool = False  # the last check_disk_room found less than LOW_DISK_MB free
 
     def start(self) -> Daemon:
@@ -348,6 +350,9 @@ class Daemon:
             return
         now = time.monotonic()
         if self.emergency_flat_since is None:
+            if now - self.emergency_broker_asked < EMERGENCY_BROKER_EVERY_S:
+                return  # not a broker call every 0.2 s of the main loop: the rate limit is the positions' too
+            self.emergency_broker_asked = now
             held = self._held_at_broker()
             if held:  # an adopted or rebuilt position's actor may come; the doctor adopts what is ours
                 self._say_once(f"system emergency stop waiting: no position actor is left, but the broker holds "
