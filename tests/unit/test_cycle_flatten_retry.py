@@ -24,7 +24,7 @@ MIDDAY = datetime(2026, 3, 3, 11, 0, tzinfo=EXCHANGE_TZ)
 def conductor_of(*positions: Any) -> Any:
     supervisor = SimpleNamespace(live_refs=lambda: SimpleNamespace(get=lambda: list(positions)),
                                  live_count=lambda: SimpleNamespace(get=lambda: len(positions)))
-    return SimpleNamespace(system=SimpleNamespace(supervisor=supervisor))
+    return SimpleNamespace(system=SimpleNamespace(supervisor=supervisor), clock=SimpleNamespace(now=lambda: MIDDAY))
 
 
 def stand_in(label: str, cycle_id: int = 2, flattening: str | None = None) -> Any:
