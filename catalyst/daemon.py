@@ -867,7 +867,8 @@ def run_sim(args: argparse.Namespace) -> int:
 
 
 def _wipe(path: Path) -> None:
-    """The embedded exchange's accounts are new every run, so the simulation's database is too (under the lock)."""
-    for suffix in ("", "-wal", "-shm"):
+    """The embedded exchange's accounts are new every run, so the simulation's database is too (under the lock), and
+    an emergency stop a killed run left under way (its positions were at an exchange that is gone)."""
+    for suffix in ("", "-wal", "-shm", ".emergency"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     log.info(f"system simulation database {path} starts empty (the embedded exchange's accounts are new too)")
