@@ -70,6 +70,7 @@ class CycleActor(pykka.ThreadingActor):
         self.today: DayState | None = None
         self._too_short: set[date] = set()  # days whose early close leaves no room for the schedule (said once)
         self._outage_since: datetime | None = None  # the first tick a broker step failed, in a run of failures
+        self._emergency_waiting: str | None = None  # an emergency stop asked before the day could be read
         self._outage_loud = False
         self._timer: Delayed | None = None
         self._stopping = False
@@ -87,6 +88,8 @@ class CycleActor(pykka.ThreadingActor):
             try:
                 self._advance()
                 self._outage_over()
+                if self._emergency_waiting is not None:
+                    self._emergency(self._emergency_waiting)
             except (BrokerError, pykka.Timeout) as exc:
                 self._outage(exc)
             finally:
@@ -310,7 +313,18 @@ class CycleActor(pykka.ThreadingActor):
             self._emergency(f"daily loss limit: realized {realized} + unrealized {unrealized}")
 
     def _emergency(self, reason: str) -> None:
-        day = self.today
+        # Asked before the first tick (a daemon resuming an emergency stop at start), the day is read first, as the
+        # tick would: without it a market-hours stop would look like one at night and leave the positions open. If
+        # the broker cannot say (the calendar), the positions keep their stops and the next tick applies it.
+        try:
+            day = self.today if self.today is not None else self._day(self.clock.now())
+        except (BrokerError, pykka.Timeout) as exc:
+            if self._emergency_waiting is None:
+                log.warning(f"cycle emergency stop ({reason}) waits for the broker ({exc}): the positions keep "
+                            "their stops, and the next tick applies it")
+            self._emergency_waiting = reason
+            return
+        self._emergency_waiting = None
         if day is None or day.phase not in (CyclePhase.SCANNING, CyclePhase.EVALUATING, CyclePhase.TRADING,
                                             CyclePhase.MONITORING):
             if day is not None and market_open(day.schedule, self.clock.now()):

@@ -245,3 +245,22 @@ def test_an_emergency_stop_after_the_close_keeps_the_stops_and_the_next_open_fla
     trading.wait_for(lambda: not trading.broker_view()["positions"], "the position flattened at the open", timeout=30)
     assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
     assert working_stops(trading) == []
+
+
+def test_an_emergency_stop_asked_before_the_first_tick_reads_the_day_and_flattens(trading, start_cycle, monkeypatch):
+    # A daemon resuming an operator's emergency stop at start asks before the cycle's first tick has read the day:
+    # taken for a stop at night, the positions were left open in the middle of the session.
+    trading.exchange.set_price("AAPL", "50.00")
+    trading.exchange.advance(timedelta(minutes=40))  # 09:40: the market is open
+    cycle_id = persisted_phase(trading, "monitoring")
+    trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
+                           take_profit=Decimal("55.00"), cycle_id=cycle_id))
+    trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker")
+    monkeypatch.setattr(CycleActor, "on_start", lambda self: None)  # no tick comes: the stop is certainly first
+
+    cycle = start_cycle(Hooks(trading))
+    cycle.ask(EmergencyStop(reason="operator: catalyst stop --emergency"))
+
+    trading.wait_for(lambda: not trading.broker_view()["positions"], "the position flattened", timeout=30)
+    assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
+    assert trading.writer.get_cycle(DAY).get().cycle_state == "emergency_stopped"
