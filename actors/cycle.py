@@ -327,7 +327,9 @@ class CycleActor(pykka.ThreadingActor):
         self._emergency_waiting = None
         if day is None or day.phase not in (CyclePhase.SCANNING, CyclePhase.EVALUATING, CyclePhase.TRADING,
                                             CyclePhase.MONITORING):
-            if day is not None and market_open(day.schedule, self.clock.now()):
+            now = self.clock.now()
+            # Today's session only: on a weekend or a holiday `today` is still the last trading day.
+            if day is not None and day.day == now.date() and market_open(day.schedule, now):
                 log.warning(f"cycle emergency stop requested ({reason}) outside an active phase: flattening anyway")
                 for ref in self.system.supervisor.live_refs().get():
                     tell_if_alive(ref, m.Flatten(reason=f"emergency: {reason}"))

@@ -48,6 +48,7 @@ STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, 
 # that does not come in this long (wall seconds) is not waited for.
 EMERGENCY_REPORT_WAIT_S = 120.0
 EMERGENCY_BROKER_EVERY_S = 10.0  # while no position actor is left but the broker may still hold something
+EMERGENCY_ANSWER_S = 0.5  # the main loop runs every 0.2 s: a busy actor is asked again on the next round
 # On a full disk, once the reserve's space recorded what was in flight: how long the daemon waits (wall seconds) for
 # every filled share to be under a working stop before it stops anyway, naming what is not.
 RESERVE_DRAIN_S = 30.0
@@ -165,6 +166,8 @@ class Daemon:
     emergency_flat_since: float | None = None  # monotonic: no live position and none at the broker since then
     emergency_said: str = ""  # what the wait for flat last said, so it is said once, not every 0.2 s
     emergency_broker_asked: float = 0.0  # monotonic: the broker is asked what it holds at most every 10 s
+    emergency_resumed: str | None = None  # the reason in `<db>.emergency` found at start: a stop to go on with
+    emergency_done: bool = False  # flat and stopping: `_serve` removes the marker once the stop went through
     disk_low: bool = False  # the last check_disk_room found less than LOW_DISK_MB free
 
     def start(self) -> Daemon:
@@ -313,7 +316,10 @@ class Daemon:
         from actors.cycle import EmergencyStop
 
         marker = emergency_marker(self.database_url)
-        if marker is not None and not resumed:
+        if marker is None:
+            log.warning("system emergency stop not remembered across a restart: the database is not an SQLite file, "
+                        "so there is no <db>.emergency beside it")
+        elif not resumed:
             try:
                 marker.write_text(reason)
             except OSError as exc:  # said, and the stop goes on: only a restart before it is done would forget it
@@ -344,8 +350,8 @@ class Daemon:
             self.emergency_flatten = pykka.ThreadingFuture()
             self.emergency_flatten.set(None)  # asked: only the wait for flat is left
             return
-        states = _live_position_states(system)
-        if isinstance(states, str) or states:
+        live = Answers(EMERGENCY_ANSWER_S).answer(system.supervisor.live_count())
+        if live is BUSY or live is GONE or live:
             self.emergency_flat_since = None
             return
         now = time.monotonic()
@@ -355,19 +361,21 @@ class Daemon:
             self.emergency_broker_asked = now
             held = self._held_at_broker()
             if held:  # an adopted or rebuilt position's actor may come; the doctor adopts what is ours
+                marker = emergency_marker(self.database_url)
                 self._say_once(f"system emergency stop waiting: no position actor is left, but the broker holds "
-                               f"{held}")
+                               f"{held}; it stops once they are gone (close them at the broker; or, to give up the "
+                               f"emergency stop, `catalyst stop` and remove {marker})")
                 return
             self.emergency_flat_since = now
-        if not self._day_reported() and now - self.emergency_flat_since < EMERGENCY_REPORT_WAIT_S:
+        reported = self._day_reported()
+        if reported is None:
+            return  # the cycle is busy (writing the report, a doctor pass): not counted against the wait
+        if not reported and now - self.emergency_flat_since < EMERGENCY_REPORT_WAIT_S:
             self._say_once("system emergency stop: flat; waiting for the day's report before stopping")
             return
-        marker = emergency_marker(self.database_url)
-        if marker is not None:
-            marker.unlink(missing_ok=True)
         log.critical("system emergency stop done: no position left at the broker, every entry cancelled; stopping "
                      "(start the daemon again to trade)")
-        self.emergency_flatten = None
+        self.emergency_flatten, self.emergency_done = None, True
         self.stop_event.set()
 
     def _say_once(self, line: str) -> None:
@@ -389,11 +397,14 @@ class Daemon:
         held = [f"{p.symbol} {p.qty}" for p in positions] + [f"{len(working)} working orders"] * bool(working)
         return ", ".join(held)
 
-    def _day_reported(self) -> bool:
+    def _day_reported(self) -> bool | None:
         """Whether the cycle has no closed day waiting for its report (the emergency stop closes the day; its report
-        comes at the cycle's next tick)."""
-        state = Answers(STATE_ANSWER_S).answer(self.cycle.proxy().state())
-        return isinstance(state, dict) and state.get("phase") != "closed"
+        comes at the cycle's next tick); None while it is too busy to say."""
+        try:
+            state = Answers(EMERGENCY_ANSWER_S).answer(self.cycle.proxy().state())
+        except pykka.ActorDeadError:
+            return None  # the actor check stops the daemon on it
+        return state.get("phase") != "closed" if isinstance(state, dict) else None
 
     def check_actors(self) -> None:
         """Raise ActorDied if one of the daemon's actors died: exiting lets the supervisor restart the daemon,
@@ -410,8 +421,6 @@ class Daemon:
         reserve_used = system.storage.reserve_used if system is not None else None
         if reserve_used is not None:
             self._stop_once_protected(system, reserve_used)
-        if self.emergency_flatten is not None and system is not None:
-            self._stop_once_flat(system)
         dead = self.dead_actors()
         if dead:
             log.critical(f"system actor {', '.join(dead)} died (its error is logged above): stopping so the "
@@ -419,6 +428,8 @@ class Daemon:
                          "the database")
             raise ActorDied(f"actor {', '.join(dead)} died unexpectedly (its error is in the log); restart the "
                             "daemon: it rebuilds every position from the database")
+        if self.emergency_flatten is not None and system is not None:
+            self._stop_once_flat(system)
 
     def check_disk_room(self) -> None:
         """Warn before the disk under the database fills up, not only once it has: free space below LOW_DISK_MB is said
@@ -745,19 +756,21 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
     try:
         if endpoint.exchange is not None and db_path is not None:
             _wipe(db_path)
+        marker = emergency_marker(database_url)
+        if marker is not None and marker.exists():
+            # Before start-up: the cycle's first tick must already find entries refused.
+            daemon.emergency_resumed, daemon.emergency_requested = _read_reason(marker), True
         daemon.start()
         signals.running(daemon)
         # After start-up, as what it made lives as long as the process.
         log.info(f"system {collector.settle()}")
         daemon.check_disk_room()
         last_table = time.monotonic()
-        marker = emergency_marker(database_url)
-        if marker is not None and marker.exists() and not daemon.emergency_requested:
-            daemon.emergency_stop(_read_reason(marker), resumed=True)
         while not daemon.stop_event.wait(timeout=0.2):
             if daemon.emergency_requested:
-                daemon.emergency_requested = False
-                daemon.emergency_stop("operator: catalyst stop --emergency")
+                resumed, daemon.emergency_resumed = daemon.emergency_resumed, None
+                daemon.emergency_stop(resumed or "operator: catalyst stop --emergency", resumed=resumed is not None)
+                daemon.emergency_requested = False  # after: entries stay refused until the cycle has the stop
             daemon.check_actors()
             if daemon.reload_requested:
                 daemon.reload_requested = False
@@ -779,6 +792,9 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         daemon.stop()
         _stop_leftover_actors()
         endpoint.close()
+        marker = emergency_marker(database_url)
+        if daemon.emergency_done and marker is not None:
+            marker.unlink(missing_ok=True)  # only now: a stop that did not go through leaves it for the restart
         if lock:
             lock.release()
         watchdog.cancel()

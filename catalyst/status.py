@@ -58,7 +58,18 @@ def status_text(config: Config, simulation: bool = False) -> str:
     if not path.exists() and running:
         return f"{said}; starting up: its database {path} is not created yet"
     with _open(path, hint) as conn:
-        return "\n".join([said, *_render(conn, path, running), "", disk_line(path, config.daemon.disk_reserve_mb)])
+        return "\n".join([said, *_emergency_line(path), *_render(conn, path, running), "",
+                          disk_line(path, config.daemon.disk_reserve_mb)])
+
+
+def _emergency_line(database: Path) -> list[str]:
+    """An operator's emergency stop under way (`<db>.emergency`): the daemon opens nothing and stops once flat, and a
+    start goes on with it, so a trader wondering why nothing trades reads it here first."""
+    marker = database.with_name(database.name + ".emergency")
+    if not marker.exists():
+        return []
+    return [f"emergency stop under way ({marker}): no new entry; the daemon stops once flat, and a start goes on "
+            "with it (remove the file, with no daemon running, to give it up)"]
 
 
 def daemon_line(database: Path) -> tuple[bool, str]:

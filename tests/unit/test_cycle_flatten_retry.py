@@ -106,3 +106,18 @@ def test_an_emergency_stop_after_the_day_completed_is_asked_for_again_too():
         undone.stop()
     assert told == ["emergency: operator: catalyst stop --emergency",
                     "emergency: operator: catalyst stop --emergency; again, try 1 of 5"]
+
+
+def test_an_emergency_stop_on_a_weekend_keeps_the_stops_even_at_midday():
+    # `today` is still the last trading day (Tuesday, completed) and 11:00 is inside its session's hours: taken for
+    # an open market, the stops were cancelled and market exits queued until Monday.
+    held = stand_in("KERB#p-3")
+    conductor = conductor_of(held)
+    conductor.today = DayState(DAY, 2, CyclePhase.COMPLETED)
+    conductor.clock = SimpleNamespace(now=lambda: MIDDAY + timedelta(days=4))  # Saturday 11:00
+    try:
+        CycleActor._emergency(conductor, "operator: catalyst stop --emergency")  # type: ignore[arg-type]
+        told = flattens(held)
+    finally:
+        held.stop()
+    assert told == []  # Monday's open flattens what earlier days left

@@ -19,3 +19,12 @@ def test_a_simulation_starting_afresh_drops_an_emergency_stop_a_killed_run_left(
     _wipe(database)
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sim.db.lock"]  # the lock is the running one's
+
+
+def test_status_says_an_emergency_stop_is_under_way(tmp_path):
+    from catalyst.status import _emergency_line
+
+    database = tmp_path / "catalyst.db"
+    assert _emergency_line(database) == []
+    (tmp_path / "catalyst.db.emergency").write_text("operator: catalyst stop --emergency")
+    assert _emergency_line(database)[0].startswith(f"emergency stop under way ({tmp_path / 'catalyst.db.emergency'})")
