@@ -19,6 +19,7 @@ from loguru import logger
 
 from actors import messages as m
 from actors.refs import Delayed, tell_later
+from catalyst.broker.errors import RejectReason
 from catalyst.clock import wall_seconds
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
 from catalyst.domain.positions import Position, PositionStatus, exits_from_fill
@@ -41,6 +42,8 @@ LONE_LEG_GRACE_S = 2.0
 # execution, with filled_qty still 0: it is never a failure.)
 EXIT_FAILED = (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)
 ACKNOWLEDGED = (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED)  # at the broker, working
+# A broker refusal that means the shares are not there to sell: a market exit would sell short (broker.errors).
+NO_SHARES_AVAILABLE = f"rejected[{RejectReason.INSUFFICIENT_QTY}]"
 
 
 class CheckSiblings(m.Message):
@@ -103,6 +106,7 @@ class PositionActor(pykka.ThreadingActor):
         # Protections the broker rejected since one was last accepted: with the exit they fall back on rejected too,
         # the broker takes neither, and trying both again at once would loop as fast as it answers (_exit_failed).
         self._protection_rejections = 0
+        self._said_no_shares: Decimal | None = None  # the quantity the broker last had no free shares for
         self._retry_timer: Delayed | None = None
         self._cancels_asked: set[int] = set()  # orders this actor asked the router to cancel
         self._cancelled_elsewhere: set[int] = set()  # OCO pairs (by take-profit id) said cancelled at the broker
@@ -193,7 +197,19 @@ class PositionActor(pykka.ThreadingActor):
         elif msg.role == "flatten" and msg.status in EXIT_FAILED and msg.filled_qty == 0 and self.exit_sent:
             self._exit_failed(msg)
         elif not self.position.is_terminal and self.position.status is PositionStatus.OPEN:
-            if msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss"):
+            if (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
+                    and NO_SHARES_AVAILABLE in (msg.reason or "")):
+                # The broker has none of these shares free: they are sold already (an exit's fills not recorded yet,
+                # e.g. their stream events lost before a restart) or held by orders still working. A market exit
+                # would be refused for the same reason, or, the shares gone, sell short (seen in chaos, seed 153: a
+                # restart before a stop's last executions were recorded, the account ended 2,008 short). The router's
+                # catch-up and the doctor bring the record level with the broker.
+                if self._said_no_shares != self.position.quantity:  # once, not for each leg of each OCO
+                    self._said_no_shares = self.position.quantity
+                    self.log.warning(f"position {self.label} protection refused: the broker has none of its "
+                                     f"{self.position.quantity} shares free ({msg.reason}); not selling at market, "
+                                     "which could sell short: waiting for the fills the broker has and we lack")
+            elif msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss"):
                 # Usually a stop already through the market; whatever the reason, a market exit instead. Its other
                 # leg's rejection comes next, and with no order left working the exit goes (_exit_when_clear below).
                 if not self.flattening:

@@ -208,6 +208,22 @@ def test_a_restart_after_an_entry_fill_whose_position_row_was_not_written_opens_
     assert (opened.entry_price, opened.stop_loss, opened.take_profit) == (Decimal("52"), Decimal("50"), Decimal("57"))
 
 
+def test_protection_refused_for_shares_the_broker_does_not_have_is_no_market_exit(rig: Rig) -> None:
+    # Chaos, seed 153: restarted before a stop's last executions were recorded, the position thought 2,008 shares
+    # unprotected; the broker refused their OCO (`insufficient qty available … available: 0`), and the market exit
+    # sent instead sold 2,008 short. The broker has no share to sell: nothing is sent, and the catch-up's fills close it.
+    protection = rig.fill_entry()
+    refused = ("rejected[insufficient_qty] HTTP 403 code 40310000: insufficient qty available for order (requested: "
+               "100.0, available: 0)")
+    for order, role in ((protection.take_profit, "take_profit"), (protection.stop_loss, "stop_loss")):
+        rig.position.tell(m.OrderUpdated(order_id=order.order_id, role=role, status=OrderStatus.REJECTED,
+                                         filled_qty=Decimal(0), reason=refused))
+    state = rig.settled()
+
+    assert not rig.told(m.PlaceExit) and not rig.told(m.CancelOrders)
+    assert state["status"] == "open" and not state["flattening"]
+
+
 def test_a_rejected_oco_is_followed_by_exactly_one_market_exit(rig: Rig) -> None:
     """Both legs rejected (their updates one after the other, as the router commits them): the first begins the
     flatten while the second still looks working; the second's must let the exit go. It used to return first, and
