@@ -35,7 +35,7 @@ from catalyst.errors import (
     AccountCannotTrade, ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, StopDuringStartup,
     UsageError,
 )
-from catalyst.instance import InstanceLock
+from catalyst.instance import InstanceLock, emergency_path
 from catalyst.logs import LogFileError, setup_logging
 from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
@@ -48,6 +48,7 @@ STATE_ANSWER_S = 5.0  # how long the state table waits for the actors' answers, 
 # that does not come in this long (wall seconds) is not waited for.
 EMERGENCY_REPORT_WAIT_S = 120.0
 EMERGENCY_BROKER_EVERY_S = 10.0  # while no position actor is left but the broker may still hold something
+OPERATOR_EMERGENCY = "operator: catalyst stop --emergency"  # the reason the cycle records and every line says
 EMERGENCY_ANSWER_S = 0.5  # the main loop runs every 0.2 s: a busy actor is asked again on the next round
 # On a full disk, once the reserve's space recorded what was in flight: how long the daemon waits (wall seconds) for
 # every filled share to be under a working stop before it stops anyway, naming what is not.
@@ -346,7 +347,7 @@ class Daemon:
                       "position to flatten directly")
             states = _live_position_states(system)
             for ref, _ in [] if isinstance(states, str) else states:
-                tell_if_alive(ref, Flatten(reason="emergency: operator: catalyst stop --emergency"))
+                tell_if_alive(ref, Flatten(reason=f"emergency: {OPERATOR_EMERGENCY}"))
             self.emergency_flatten = pykka.ThreadingFuture()
             self.emergency_flatten.set(None)  # asked: only the wait for flat is left
             return
@@ -664,16 +665,15 @@ def _positions_not_yet_protected(states: list[tuple[Any, Any]] | str) -> list[st
 
 
 def emergency_marker(database_url: str) -> Path | None:
-    """`<db>.emergency`: an operator's emergency stop under way, kept until the daemon is flat and stops."""
     path = sqlite_path(database_url)
-    return path.with_name(path.name + ".emergency") if path is not None else None
+    return emergency_path(path) if path is not None else None
 
 
 def _read_reason(marker: Path) -> str:
     try:
-        return marker.read_text().strip() or "operator: catalyst stop --emergency"
+        return marker.read_text().strip() or OPERATOR_EMERGENCY
     except OSError:
-        return "operator: catalyst stop --emergency"
+        return OPERATOR_EMERGENCY
 
 
 class Signals:
@@ -769,7 +769,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         while not daemon.stop_event.wait(timeout=0.2):
             if daemon.emergency_requested:
                 resumed, daemon.emergency_resumed = daemon.emergency_resumed, None
-                daemon.emergency_stop(resumed or "operator: catalyst stop --emergency", resumed=resumed is not None)
+                daemon.emergency_stop(resumed or OPERATOR_EMERGENCY, resumed=resumed is not None)
                 daemon.emergency_requested = False  # after: entries stay refused until the cycle has the stop
             daemon.check_actors()
             if daemon.reload_requested:

@@ -14,6 +14,12 @@ from catalyst.errors import AlreadyRunning, DatabaseError
 PROBED_FOR_S = 1.0  # how long a start waits out another command's look at the lock
 
 
+def emergency_path(database_path: Path) -> Path:
+    """`<db>.emergency`: an operator's emergency stop under way, kept until the daemon is flat and stops (beside the
+    lock and pid files, read by the daemon at start and by `catalyst status`)."""
+    return database_path.with_name(database_path.name + ".emergency")
+
+
 class InstanceLock:
     """`<db>.lock` held for the daemon's life; `<db>.pid` says who holds it, for `catalyst stop` and the error."""
 

@@ -13,7 +13,7 @@ from typing import Any
 from catalyst.config import Config, sqlite_path
 from catalyst.domain.cycle import EXCHANGE_TZ
 from catalyst.errors import DatabaseError
-from catalyst.instance import InstanceLock
+from catalyst.instance import InstanceLock, emergency_path
 from catalyst.runtime import sim_database_url
 from catalyst.store.reserve import MB, reserve_path
 
@@ -65,7 +65,7 @@ def status_text(config: Config, simulation: bool = False) -> str:
 def _emergency_line(database: Path) -> list[str]:
     """An operator's emergency stop under way (`<db>.emergency`): the daemon opens nothing and stops once flat, and a
     start goes on with it, so a trader wondering why nothing trades reads it here first."""
-    marker = database.with_name(database.name + ".emergency")
+    marker = emergency_path(database)
     if not marker.exists():
         return []
     return [f"emergency stop under way ({marker}): no new entry; the daemon stops once flat, and a start goes on "
