@@ -629,12 +629,18 @@ class PositionActor(pykka.ThreadingActor):
             # The row's stop and target are its first fill's: measured from that fill, a later piece or a
             # re-protection keeps at most the planned risk per share.
             self.exits_basis = (first_fill, row.stop_loss, row.take_profit)
+        recorded = dict(restored.recorded)
         for order in restored.orders:
-            # The recorded fills are replayed below: whatever an exit filled is applied, as before the restart.
+            # The recorded fills are replayed below: an exit's recorded executions are applied, as before the restart.
+            # Its row may say more filled than they add up to (a status report committed, the last piece's execution
+            # not yet: its stream event lost before a kill). Those shares are sold at the broker, so they count as
+            # leaving (_leaving) until their execution comes, not as shares to protect: their OCO would be refused
+            # for want of shares (chaos, seed 153), and a market exit instead would sell short.
             self.orders[order.order_id] = OrderView(role=order.role, status=OrderStatus(order.status),
                                                     filled_qty=order.filled_qty,
                                                     acknowledged=OrderStatus(order.status) in ACKNOWLEDGED,
-                                                    applied_qty=order.filled_qty if order.role != "entry" else Decimal(0))
+                                                    applied_qty=recorded.get(order.order_id, Decimal(0))
+                                                    if order.role != "entry" else Decimal(0))
         for tp, sl, qty in restored.pairs:
             self.pairs.append(OcoPair(tp, sl, qty))
         for role, fill_qty, price in restored.fills:
@@ -661,8 +667,11 @@ class PositionActor(pykka.ThreadingActor):
             self.flattening, self.exit_sent, self.flatten_since = True, True, self.clock.now()
             self.flatten_reason = f"resumed after a restart: its market exit {', '.join(f'o-{i}' for i in exits)} works"
         self.router.tell(m.Register(owner=self.actor_ref, order_ids=tuple(self.orders)))
+        leaving = self._leaving() if self.position.status is PositionStatus.OPEN else Decimal(0)
         self.log.info(f"position {self.label} restored {self.position.status} qty={self.position.quantity} "
-                      f"protected={self.protected_qty()}")
+                      f"protected={self.protected_qty()}"
+                      + (f" leaving={leaving} (filled at the broker, executions not recorded yet: the catch-up brings "
+                         "them)" if leaving else ""))
         self._protect()
         if self.position.status is PositionStatus.CLOSED:
             self._after_close()

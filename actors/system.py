@@ -52,6 +52,7 @@ class Restored:
     fills: tuple[tuple[str, Decimal, Decimal], ...]
     position_row: Any = None  # the positions row as committed (PositionRecord), if there is one
     last_fill_at: Any = None  # when the last recorded execution happened
+    recorded: tuple[tuple[int, Decimal], ...] = ()  # (order id, shares of its recorded executions), per order
 
     @classmethod
     def from_book(cls, book: Any) -> Restored:
@@ -62,8 +63,11 @@ class Restored:
         )
         mine = [f for f in book.fills if f.order_id in roles]
         fills = tuple((roles[f.order_id], f.qty, f.price) for f in mine)
+        recorded: dict[int, Decimal] = {}
+        for f in mine:
+            recorded[f.order_id] = recorded.get(f.order_id, Decimal(0)) + f.qty
         return cls(book.entry.order_id, book.entry.position_id, book.orders, pairs, fills, book.position,
-                   mine[-1].occurred_at if mine else None)
+                   mine[-1].occurred_at if mine else None, tuple(recorded.items()))
 
 
 class Supervisor(pykka.ThreadingActor):

@@ -208,6 +208,36 @@ def test_a_restart_after_an_entry_fill_whose_position_row_was_not_written_opens_
     assert (opened.entry_price, opened.stop_loss, opened.take_profit) == (Decimal("52"), Decimal("50"), Decimal("57"))
 
 
+def test_a_restart_before_an_exits_reported_fills_were_recorded_protects_none_of_those_shares(rig: Rig) -> None:
+    # Chaos, seed 153: the stop's row said 100 filled (its status report committed), but only 60 shares of
+    # executions were recorded when the daemon was killed (the last piece's stream event lost). The rebuild counted
+    # the row's 40 as sold and the position as 40 unprotected; their OCO was refused (the broker has no such shares)
+    # and the market exit sent instead sold 40 short. The 40 are leaving: no OCO, no exit; their execution closes it.
+    rig.position.stop()
+    writer, entry = rig.writer, rig.entry
+    position, (tp, sl) = open_with_oco_rows(writer, entry)
+    writer.record_fill(execution_id="b-e:100", order_id=entry.order_id, symbol="AAPL", side="buy", qty=Decimal(100),
+                       price=Decimal("50"), occurred_at=T0, source="stream").get()
+    writer.record_fill(execution_id="b-sl:60", order_id=sl.order_id, symbol="AAPL", side="sell", qty=Decimal(60),
+                       price=Decimal("48"), occurred_at=T0, source="stream").get()
+    writer.update_order_status(sl.order_id, "filled", "filled", Decimal(100), Decimal("48")).get()
+    writer.update_order_status(tp.order_id, "cancelled", "canceled", Decimal(0), None).get()
+
+    restored = Restored.from_book(writer.position_book(entry.order_id).get())
+    actor = PositionActor.start(rig.plan, rig.router, writer, rig.system, SimClock(T0, 0), restored=restored)
+    state = actor.proxy().state().get()
+
+    assert state["status"] == "open" and state["qty"] == "40" and not state["flattening"]
+    assert not rig.told(m.SubmitProtection) and not rig.told(m.PlaceExit)
+
+    actor.tell(m.OrderUpdated(order_id=sl.order_id, role="stop_loss", status=OrderStatus.FILLED,
+                              filled_qty=Decimal(100),
+                              execution=m.Execution(key="b-sl:100", qty=Decimal(40), price=Decimal("48"), at=T0)))
+    closed = wait_for(lambda: (p := writer.get_position(position.position_id).get()).status == "closed" and p,
+                      "the missing execution to close the position")
+    assert closed.realized_pnl == Decimal("-200") and not rig.told(m.SubmitProtection) and not rig.told(m.PlaceExit)
+
+
 def test_protection_refused_for_shares_the_broker_does_not_have_is_no_market_exit(rig: Rig) -> None:
     # Chaos, seed 153: restarted before a stop's last executions were recorded, the position thought 2,008 shares
     # unprotected; the broker refused their OCO (`insufficient qty available … available: 0`), and the market exit
