@@ -228,7 +228,8 @@ class DoctorActor(pykka.ThreadingActor):
         if not dry_run:
             self._reported = reported
             if batch[0] or batch[1]:
-                self.router.tell(m.CatchUpResult(orders=tuple(batch[0]), fills=tuple(batch[1]), since=gathered.after))
+                self.router.tell(m.CatchUpResult(orders=tuple(batch[0]), fills=tuple(batch[1]), since=gathered.after,
+                                                 from_doctor=True))
             self._mark_to_market(local)
             if findings:
                 self.writer.insert_findings([_record(f, now, pass_id, o) for f, o in zip(findings, outcomes)]).get()

@@ -146,6 +146,7 @@ class CatchUpResult(Message):
     orders: tuple[OrderReport, ...]
     fills: tuple[FillReport, ...]
     since: datetime
+    from_doctor: bool = False  # the doctor's healing batch, not the answer to the router's own CatchUp
 
 
 # --- to a position actor -------------------------------------------------------------------------------------

@@ -190,7 +190,8 @@ class OrderRouter(pykka.ThreadingActor):
         self.stream_connections = 0
         self.stream_refusals = 0  # refused logins since the last connection: the first is news, the rest retries
         self.stream_refused: str | None = None  # why the latest login was refused, until the stream logs in
-        self.catching_up = False
+        self.catching_up = False  # our own CatchUp is with the broker worker, its result not back yet
+        self._catch_up_after: tuple[datetime, str] | None = None  # one asked meanwhile: run once that result is in
         self._asked_owners: set[Any] = set()  # owners asked for an entry fill's writes, not yet told the outcome
         self._owner_groups: list[tuple[WriteGroup, Any]] = []  # their writes, for the message being planned
         self._routine: list[m.TradeUpdateReceived] = []  # acknowledgement-only updates set aside (_park_routine)
@@ -753,6 +754,13 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _catch_up(self, since: datetime, why: str, force: bool = False) -> None:
         if self.catching_up and not force:
+            # The one in flight may have read the broker before this fill happened: run again once it is back, from
+            # the earliest moment asked (dropping it left an entry's shares without their stop until a doctor pass).
+            if self._catch_up_after is None:
+                self._catch_up_after = (since, why)
+            else:
+                first_since, first_why = self._catch_up_after
+                self._catch_up_after = (min(since, first_since), first_why.removesuffix(" and more") + " and more")
             return
         self.catching_up = True
         log.info(f"router catching up over REST since {exchange_time(since):%H:%M:%S}: {why}")
@@ -766,7 +774,8 @@ class OrderRouter(pykka.ThreadingActor):
                       f"doctor's passes) until it logs in")
 
     def _on_CatchUpResult(self, msg: m.CatchUpResult) -> None:
-        self.catching_up = False
+        if not msg.from_doctor:  # the doctor's healing batch is not the answer to ours, which may still be reading
+            self.catching_up = False
         self._learn_broker_ids(msg.orders)
         # Executions first (positions need their shares), then statuses; one commit each (not the hot path).
         new = ours = 0
@@ -787,6 +796,9 @@ class OrderRouter(pykka.ThreadingActor):
         log.info(f"router catch-up applied {len(msg.fills)} fills ({new} new, {ours - new} recorded already, "
                  f"{len(msg.fills) - ours} not ours), {len(msg.orders)} orders since "
                  f"{exchange_time(msg.since):%H:%M:%S}")
+        if not self.catching_up and self._catch_up_after is not None:
+            (since, why), self._catch_up_after = self._catch_up_after, None
+            self._catch_up(since, why=f"asked while the last one ran: {why}")
 
     def _learn_broker_ids(self, reports: tuple[OrderReport, ...]) -> None:
         """Rows a crash left without their broker id get it first, so the fills (which name only the broker id)

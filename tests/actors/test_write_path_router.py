@@ -237,6 +237,42 @@ def test_a_fill_the_stream_never_delivers_is_fetched_after_the_grace_period(rig:
     assert catch_up.since < T0
 
 
+def catch_ups(rig: Rig) -> list[CatchUp]:
+    rig.router.proxy().by_order.get()  # answered once every message told before it is handled
+    return [x for x in rig.general.proxy().received().get() if isinstance(x, CatchUp)]
+
+
+def test_a_fill_missing_while_a_catch_up_runs_is_fetched_once_it_is_back(tmp_path: Path,
+                                                                         recording_actor: Any) -> None:
+    # A second entry's execution goes missing while the first's catch-up is with the broker worker. That read may
+    # have been taken before the second fill: the second is asked for once it is back, not dropped (its shares would
+    # wait for a doctor pass for their stop), and not sent beside it either (the doctor's own healing batch, which
+    # used to clear the router's flag, is not the answer to it).
+    rig = Rig(tmp_path, grace_s=3600, recording_actor=recording_actor)  # the test plays the timers itself
+    try:
+        first = enter(rig)
+        rig.router.tell(m.PlaceEntry(owner=rig.owner, plan=m.TradePlan(
+            symbol="MSFT", side=PositionSide.LONG, qty=Decimal(100), stop_loss=Decimal("9"), take_profit=Decimal("11"),
+            cycle_id=rig.cycle_id)))
+        second = rig.told(rig.general, SubmitOrder, count=2)[1].row
+        rig.router.tell(m.SubmitResult(order_ids=(first.order_id,), report=order_report(first, "filled", "100")))
+        rig.router.tell(CheckExecutions(order_id=first.order_id))
+        assert len(catch_ups(rig)) == 1
+
+        rig.router.tell(m.CatchUpResult(orders=(), fills=(), since=T0, from_doctor=True))
+        rig.router.tell(m.SubmitResult(order_ids=(second.order_id,),
+                                       report=order_report(second, "filled", "100", broker_id="b-second")))
+        rig.router.tell(CheckExecutions(order_id=second.order_id))
+        while_the_first_runs = len(catch_ups(rig))
+
+        rig.router.tell(m.CatchUpResult(orders=(), fills=(), since=catch_ups(rig)[0].since))  # the first's answer
+        after_it = catch_ups(rig)
+
+        assert while_the_first_runs == 1
+        assert len(after_it) == 2 and after_it[1].since <= T0
+    finally:
+        rig.stop()
+
 def test_the_owner_hears_of_a_status_only_once_it_is_committed(rig: Rig) -> None:
     row = enter(rig)
     order = ["created", "submitted", "accepted", "filled"]
