@@ -84,6 +84,9 @@ class Register(Message):
 
     owner: Any
     order_ids: tuple[int, ...]
+    # Some of them report more filled than their recorded executions add up to: catch up from this moment on.
+    executions_missing_since: datetime | None = None
+    executions_missing: str | None = None  # which, for the log: "o-7 60 of 100"
 
 
 class ResendUnsent(Message):

@@ -37,7 +37,7 @@ from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
 from actors.broker_worker import BrokerPool, Cancel, CatchUp, SubmitOco, SubmitOrder, Verify, submit_order_ids
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
-from catalyst.domain.cycle import exchange_time
+from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.orders import (CatchUpKind, OrderStatus, oco_stop_leg_id, oco_take_profit_id, plan_catch_up,
                                     status_from_broker)
 from catalyst.domain.positions import entry_side
@@ -446,6 +446,10 @@ class OrderRouter(pykka.ThreadingActor):
             self._replay_unmatched(tracked)
         for order_id in msg.order_ids:
             self._send_if_never_acknowledged(self.by_order.get(order_id))
+        if msg.executions_missing_since is not None:
+            # Rebuilt from rows that say more filled than the recorded executions: the catch-up on the stream's
+            # connection covers today only, and a fill older than that would be waited for until a doctor pass.
+            self._catch_up(msg.executions_missing_since, why=f"executions missing at a rebuild: {msg.executions_missing}")
 
     def _on_ResendUnsent(self, msg: m.ResendUnsent) -> None:
         for order_id in msg.order_ids:
@@ -763,7 +767,9 @@ class OrderRouter(pykka.ThreadingActor):
                 self._catch_up_after = (min(since, first_since), first_why.removesuffix(" and more") + " and more")
             return
         self.catching_up = True
-        log.info(f"router catching up over REST since {exchange_time(since):%H:%M:%S}: {why}")
+        when = (f"{exchange_time(since):%H:%M:%S}" if self.clock.now() - since < timedelta(hours=12)
+                else f"{since.astimezone(EXCHANGE_TZ):%Y-%m-%d %H:%M:%S}")  # a rebuild may ask for days back
+        log.info(f"router catching up over REST since {when}: {why}")
         self._general.tell(CatchUp(since=since, reply_to=self.actor_ref))
 
     def _on_StreamLoginFailed(self, msg: m.StreamLoginFailed) -> None:

@@ -50,9 +50,11 @@ class Restored:
     orders: tuple[Any, ...]
     pairs: tuple[tuple[int, int, Decimal], ...]
     fills: tuple[tuple[str, Decimal, Decimal], ...]
+    # (order id, shares of its recorded executions), per order; no default: without it every exit's reported fills
+    # would count as leaving, never protected
+    recorded: tuple[tuple[int, Decimal], ...]
     position_row: Any = None  # the positions row as committed (PositionRecord), if there is one
     last_fill_at: Any = None  # when the last recorded execution happened
-    recorded: tuple[tuple[int, Decimal], ...] = ()  # (order id, shares of its recorded executions), per order
 
     @classmethod
     def from_book(cls, book: Any) -> Restored:
@@ -66,8 +68,8 @@ class Restored:
         recorded: dict[int, Decimal] = {}
         for f in mine:
             recorded[f.order_id] = recorded.get(f.order_id, Decimal(0)) + f.qty
-        return cls(book.entry.order_id, book.entry.position_id, book.orders, pairs, fills, book.position,
-                   mine[-1].occurred_at if mine else None, tuple(recorded.items()))
+        return cls(book.entry.order_id, book.entry.position_id, book.orders, pairs, fills, tuple(recorded.items()),
+                   book.position, mine[-1].occurred_at if mine else None)
 
 
 class Supervisor(pykka.ThreadingActor):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -229,6 +229,14 @@ def test_a_restart_before_an_exits_reported_fills_were_recorded_protects_none_of
 
     assert state["status"] == "open" and state["qty"] == "40" and not state["flattening"]
     assert not rig.told(m.SubmitProtection) and not rig.told(m.PlaceExit)
+    register = rig.told(m.Register)[0]  # the router is asked to fetch what the row reports and we lack
+    assert register.executions_missing == f"o-{sl.order_id} 60 of 100"
+    stop_row = writer.get_order(sl.order_id).get()  # never submitted here: from its creation, with a margin
+    assert register.executions_missing_since == stop_row.created_at - timedelta(minutes=5)
+
+    actor.tell(m.Flatten(reason="end of day"))  # the broker holds none of the 40: nothing to sell at market
+    actor.proxy().state().get()
+    assert not rig.told(m.PlaceExit)
 
     actor.tell(m.OrderUpdated(order_id=sl.order_id, role="stop_loss", status=OrderStatus.FILLED,
                               filled_qty=Decimal(100),

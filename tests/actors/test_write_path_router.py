@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -272,6 +272,15 @@ def test_a_fill_missing_while_a_catch_up_runs_is_fetched_once_it_is_back(tmp_pat
         assert len(after_it) == 2 and after_it[1].since <= T0
     finally:
         rig.stop()
+
+def test_a_rebuilt_position_missing_executions_has_the_router_fetch_them_from_the_moment_it_names(rig: Rig) -> None:
+    # A kill on a Friday before a stop's last execution was recorded: the stream's catch-up on Monday covers Monday.
+    row = enter(rig)
+    friday = T0 - timedelta(days=3)
+    rig.router.tell(m.Register(owner=rig.owner, order_ids=(row.order_id,), executions_missing_since=friday,
+                               executions_missing=f"o-{row.order_id} 60 of 100"))
+
+    assert [c.since for c in catch_ups(rig)] == [friday]
 
 def test_the_owner_hears_of_a_status_only_once_it_is_committed(rig: Rig) -> None:
     row = enter(rig)
