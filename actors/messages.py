@@ -87,6 +87,9 @@ class Register(Message):
     # Some of them report more filled than their recorded executions add up to: catch up from this moment on.
     executions_missing_since: datetime | None = None
     executions_missing: str | None = None  # which, for the log: "o-7 60 of 100"
+    # The executions it was rebuilt from: one the router records between the book's read and this message went to
+    # the actor it replaces, and is told to this one instead.
+    known_executions: tuple[str, ...] = ()
 
 
 class ResendUnsent(Message):

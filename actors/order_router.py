@@ -434,6 +434,8 @@ class OrderRouter(pykka.ThreadingActor):
         self._to_protection(SubmitOrder(row=row, reply_to=self.actor_ref), row.order_id)
 
     def _on_Register(self, msg: m.Register) -> None:
+        # Tracked already: routed to the actor this one replaces (a crash), or seen before it registered (a start).
+        handed_over = any(order_id in self.by_order for order_id in msg.order_ids)
         for order_id in msg.order_ids:
             tracked = self.by_order.get(order_id)
             if tracked is None:
@@ -446,10 +448,27 @@ class OrderRouter(pykka.ThreadingActor):
             self._replay_unmatched(tracked)
         for order_id in msg.order_ids:
             self._send_if_never_acknowledged(self.by_order.get(order_id))
+        if handed_over:
+            self._tell_recorded_since_the_book(msg)
         if msg.executions_missing_since is not None:
             # Rebuilt from rows that say more filled than the recorded executions: the catch-up on the stream's
             # connection covers today only, and a fill older than that would be waited for until a doctor pass.
             self._catch_up(msg.executions_missing_since, why=f"executions missing at a rebuild: {msg.executions_missing}")
+
+    def _tell_recorded_since_the_book(self, msg: m.Register) -> None:
+        """Executions recorded after the new owner's book was read were told to the actor it replaces (or to none):
+        the new one would never apply them, and would protect shares already sold or leave bought ones bare."""
+        known = set(msg.known_executions)
+        if all(key in known for key in self.writer.execution_keys(msg.order_ids).get()):
+            return
+        missed = sorted(((fill, self.by_order[order_id]) for order_id in msg.order_ids if order_id in self.by_order
+                         for fill in self.writer.fills_for_order(order_id).get() if fill.execution_id not in known),
+                        key=lambda pair: (pair[0].occurred_at, pair[0].fill_id))
+        for fill, tracked in missed:
+            log.warning(f"order {tracked.label} execution {fill.execution_id} ({fill.qty} @ {fill.price}) was "
+                        "recorded while its position was being rebuilt: told to the rebuilt actor")
+            self._tell_owner(tracked, m.Execution(key=fill.execution_id, qty=fill.qty, price=fill.price,
+                                                  at=fill.occurred_at))
 
     def _on_ResendUnsent(self, msg: m.ResendUnsent) -> None:
         for order_id in msg.order_ids:

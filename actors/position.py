@@ -619,7 +619,7 @@ class PositionActor(pykka.ThreadingActor):
             self.writer.update_position(self.position_id, quantity=after.quantity, entry_price=after.avg_entry_price,
                                         realized_pnl=after.realized_pnl).get()
 
-    def _register(self, orders: Any, recorded: dict[int, Decimal]) -> m.Register:
+    def _register(self, orders: Any, recorded: dict[int, Decimal], executions: tuple[str, ...]) -> m.Register:
         """Our orders claimed from the router, which is asked to fetch any execution a row reports and we lack."""
         short = [o for o in orders if o.filled_qty > recorded.get(o.order_id, Decimal(0))]
         since = min(((o.submitted_at or o.created_at) for o in short), default=None)
@@ -627,7 +627,8 @@ class PositionActor(pykka.ThreadingActor):
             owner=self.actor_ref, order_ids=tuple(self.orders),
             executions_missing_since=since - timedelta(minutes=5) if since is not None else None,
             executions_missing=", ".join(f"o-{o.order_id} {recorded.get(o.order_id, Decimal(0))} of {o.filled_qty}"
-                                         for o in short) or None)
+                                         for o in short) or None,
+            known_executions=executions)
 
     def _restore(self, restored: Any) -> None:
         """Rebuild from the database after a restart or a crash: replay the recorded fills, re-register orders."""
@@ -676,7 +677,7 @@ class PositionActor(pykka.ThreadingActor):
             # broker refuses while the exit holds them (and a refused protection would flatten once more).
             self.flattening, self.exit_sent, self.flatten_since = True, True, self.clock.now()
             self.flatten_reason = f"resumed after a restart: its market exit {', '.join(f'o-{i}' for i in exits)} works"
-        self.router.tell(self._register(restored.orders, recorded))
+        self.router.tell(self._register(restored.orders, recorded, restored.executions))
         leaving = self._leaving() if self.position.status is PositionStatus.OPEN else Decimal(0)
         self.log.info(f"position {self.label} restored {self.position.status} qty={self.position.quantity} "
                       f"protected={self.protected_qty()}"

@@ -53,6 +53,7 @@ class Restored:
     # (order id, shares of its recorded executions), per order; no default: without it every exit's reported fills
     # would count as leaving, never protected
     recorded: tuple[tuple[int, Decimal], ...]
+    executions: tuple[str, ...]  # the execution ids of those fills
     position_row: Any = None  # the positions row as committed (PositionRecord), if there is one
     last_fill_at: Any = None  # when the last recorded execution happened
 
@@ -69,7 +70,7 @@ class Restored:
         for f in mine:
             recorded[f.order_id] = recorded.get(f.order_id, Decimal(0)) + f.qty
         return cls(book.entry.order_id, book.entry.position_id, book.orders, pairs, fills, tuple(recorded.items()),
-                   book.position, mine[-1].occurred_at if mine else None)
+                   tuple(f.execution_id for f in mine), book.position, mine[-1].occurred_at if mine else None)
 
 
 class Supervisor(pykka.ThreadingActor):

@@ -3,7 +3,8 @@ position actor and DbWriter on a SQLite file; the broker workers are recorders, 
 
 The stop's row says 100 filled, 60 are recorded: the 40 were sold at the broker and their stream event was lost
 before a kill. They must be neither protected again (an OCO the broker refuses, then a market exit that sold short)
-nor counted twice when the stream or the catch-up delivers what is recorded already.
+nor counted twice when the stream or the catch-up delivers what is recorded already. And an execution the router
+records while a crashed position is being rebuilt, after its book was read, reaches the rebuilt actor.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class Restart:
     stop_loss: Any
 
 
-def the_database_a_kill_left(writer: Any) -> tuple[Any, int, Any]:
-    """Long 100 at 50 under an OCO (55 / 48); the stop filled 100 at 48, of which 60 are recorded."""
+def protected_long(writer: Any) -> tuple[Any, int, Any, Any]:
+    """Long 100 at 50, its fill recorded, under an acknowledged OCO (55 / 48): entry, position id, the two legs."""
     cycle_id = writer.get_or_create_cycle(date(2024, 3, 4), at=T0).get().cycle_id
     entry = writer.create_order(
         cycle_id=cycle_id, symbol="AAPL", role="entry", side="buy", order_type="market", time_in_force="day",
@@ -57,13 +58,19 @@ def the_database_a_kill_left(writer: Any) -> tuple[Any, int, Any]:
     writer.update_order_status(entry.order_id, "filled", "filled", Decimal(100), Decimal("50")).get()
     writer.record_fill(execution_id="b-e:100", order_id=entry.order_id, symbol="AAPL", side="buy", qty=Decimal(100),
                        price=Decimal("50"), occurred_at=T0, source="stream").get()
+    return entry, position.position_id, take_profit, stop_loss
+
+
+def the_database_a_kill_left(writer: Any) -> tuple[Any, int, Any]:
+    """protected_long's, then the stop filled 100 at 48, of which 60 are recorded."""
+    entry, position_id, take_profit, stop_loss = protected_long(writer)
     writer.record_fill(execution_id="b-sl:60", order_id=stop_loss.order_id, symbol="AAPL", side="sell",
                        qty=Decimal(60), price=Decimal("48"), occurred_at=T0, source="stream").get()
-    writer.update_position(position.position_id, quantity=Decimal(40), entry_price=Decimal("50"),
+    writer.update_position(position_id, quantity=Decimal(40), entry_price=Decimal("50"),
                            realized_pnl=Decimal("-120")).get()
     writer.update_order_status(stop_loss.order_id, "filled", "filled", Decimal(100), Decimal("48")).get()
     writer.update_order_status(take_profit.order_id, "cancelled", "canceled", Decimal(0), None).get()
-    return entry, position.position_id, stop_loss
+    return entry, position_id, stop_loss
 
 
 @pytest.fixture
@@ -89,6 +96,14 @@ def activity(broker_id: str, cum: int, qty: int, price: str, side: str) -> FillR
                       leaves_qty=None, order_status="filled", at=T0)
 
 
+def stop_report(stop: Any, status: str, filled: int) -> OrderReport:
+    return OrderReport(
+        broker_id="b-sl", client_order_id=stop.client_order_id, symbol="AAPL", side="sell", type="stop",
+        order_class="oco", tif="day", qty=Decimal(100), filled_qty=Decimal(filled), filled_avg_price=Decimal("48"),
+        limit_price=None, stop_price=Decimal("48"), status=status, created_at=T0, updated_at=T0, submitted_at=T0,
+        filled_at=None, canceled_at=None)
+
+
 def sent_to_broker(inbox: Any) -> list[Any]:
     return [x for x in inbox.proxy().received().get() if isinstance(x, (SubmitOco, SubmitOrder))]
 
@@ -105,13 +120,9 @@ def test_the_rebuild_asks_the_router_to_fetch_the_missing_execution_and_protects
 
 def test_the_catch_up_closes_the_position_once_and_a_redelivered_execution_changes_nothing(restart: Restart) -> None:
     stop = restart.stop_loss
-    report = OrderReport(
-        broker_id="b-sl", client_order_id=stop.client_order_id, symbol="AAPL", side="sell", type="stop",
-        order_class="oco", tif="day", qty=Decimal(100), filled_qty=Decimal(60), filled_avg_price=Decimal("48"),
-        limit_price=None, stop_price=Decimal("48"), status="partially_filled", created_at=T0, updated_at=T0,
-        submitted_at=T0, filled_at=None, canceled_at=None)
     restart.router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(  # the recorded 60 again, from the stream
-        event="partial_fill", order=report, at=T0, execution_id="again", price=Decimal("48"), qty=Decimal(60))))
+        event="partial_fill", order=stop_report(stop, "partially_filled", 60), at=T0, execution_id="again",
+        price=Decimal("48"), qty=Decimal(60))))
     restart.router.proxy().by_order.get()
     after_the_redelivery = restart.position.proxy().state().get()["qty"]
 
@@ -126,3 +137,38 @@ def test_the_catch_up_closes_the_position_once_and_a_redelivered_execution_chang
     assert sum(f.qty for f in restart.writer.fills_for_order(stop.order_id).get()) == Decimal(100)
     wait_for(lambda: not restart.position.is_alive(), "the closed position's actor to stop")
     assert sent_to_broker(restart.protect) == [] and sent_to_broker(restart.general) == []
+
+
+
+def test_an_execution_recorded_while_the_position_is_rebuilt_reaches_the_rebuilt_actor(
+        tmp_path: Path, recording_actor: Any) -> None:
+    # A crash rebuild reads the position's book; a stop's fill the router records before the new actor's Register
+    # is handled goes to the crashed actor. The rebuilt one must apply it, not keep 100 shares where 40 are left.
+    writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'rebuild.db'}")
+    writer = writer_ref.proxy()
+    entry, position_id, take_profit, stop = protected_long(writer)
+    protect, general, system, crashed = recording_actor(), recording_actor(), recording_actor(), recording_actor()
+    router = OrderRouter.start(writer, Recorded(protect), Recorded(general), FixedClock(),
+                               RouterSettings(missing_execution_grace_s=60))
+    rebuilt = None
+    try:
+        router.tell(m.Register(owner=crashed, order_ids=(entry.order_id, take_profit.order_id, stop.order_id)))
+        crashed.stop()
+        book = writer.position_book(entry.order_id).get()  # the supervisor reads the book ...
+        router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(  # ... the stop fills 60 ...
+            event="partial_fill", order=stop_report(stop, "partially_filled", 60), at=T0, execution_id="x-60",
+            price=Decimal("48"), qty=Decimal(60))))
+        router.proxy().by_order.get()
+        assert sum(f.qty for f in writer.fills_for_order(stop.order_id).get()) == 60  # recorded, told to no one alive
+        rebuilt = PositionActor.start(plan_from_entry(book.entry), router, writer, system, SimClock(T0, 0),
+                                      restored=Restored.from_book(book))  # ... and the new actor starts from it
+
+        left = wait_for(lambda: (p := writer.get_position(position_id).get()).quantity == 40 and p,
+                        "the rebuilt actor to apply the 60")
+        state = rebuilt.proxy().state().get()
+        assert state["qty"] == "40" and state["protected"] == "40" and left.status == "open"
+        assert sent_to_broker(protect) == [] and sent_to_broker(general) == []  # the OCO left covers the 40
+    finally:
+        for ref in (rebuilt, router, protect, general, system, crashed, writer_ref):
+            if ref is not None and ref.is_alive():
+                ref.stop()
