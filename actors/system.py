@@ -245,7 +245,7 @@ class _Adopt(m.Message):
 
 
 def alpaca_factories(key_id: str, secret: str, trading_url: str | None, stream_url: str | None, *,
-                     paper: bool = True, timeout_s: float = 10.0, limiter: Any = None,
+                     paper: bool = True, timeout_s: float = 10.0, limiter: Any = None, data_url: str | None = None,
                      reconnect_listeners: list[Any] | None = None,
                      ) -> tuple[Callable[[str], Any], Callable[[Any], Any]]:
     """Broker and stream factories over the real alpaca-py clients (emulator, paper or live: only URLs differ).
@@ -266,8 +266,8 @@ def alpaca_factories(key_id: str, secret: str, trading_url: str | None, stream_u
     from catalyst.broker.stream import TradeStream
 
     def broker(name: str) -> Any:
-        return AlpacaBroker(key_id, secret, trading_url=trading_url, stream_url=stream_url, paper=paper,
-                            timeout_s=timeout_s, limiter=limiter, name=name)
+        return AlpacaBroker(key_id, secret, trading_url=trading_url, stream_url=stream_url, data_url=data_url,
+                            paper=paper, timeout_s=timeout_s, limiter=limiter, name=name)
 
     def stream(router: Any) -> Any:
         return TradeStream(

@@ -15,6 +15,7 @@ from datetime import datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
@@ -84,6 +85,10 @@ class LoggingSettings(Section):
     retention: int = Field(default=10, ge=1)
 
 
+# Alpaca's live trading and trade-stream host (alpaca.common.enums.BaseURL: TRADING_LIVE, TRADING_STREAM_LIVE).
+LIVE_HOSTS = frozenset({"api.alpaca.markets"})
+
+
 class BrokerSettings(Section):
     mode: Literal["emulator", "paper", "live"] = "emulator"
     # An emulator running in its own process (`catalyst exchange`), or any Alpaca-compatible base URL.
@@ -100,6 +105,28 @@ class BrokerSettings(Section):
     # clock (paper, live); past 2 s off the daemon's clock follows the broker's. Beyond this, start-up waits for time
     # sync (within startup_wait_s), then refuses with exit 2; mid-day it is an ERROR line.
     max_clock_skew_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _urls_match_the_mode(self) -> BrokerSettings:
+        """alpaca-py sends orders wherever `url_override` points, whatever `paper` says: a paper or emulator config
+        with the live API's URL (and live keys in the environment) would trade real money without live_confirmed
+        and --i-mean-live. A URL must be the mode's own."""
+        for key in ("url", "stream_url", "data_url"):
+            host = (urlsplit(getattr(self, key) or "").hostname or "").lower()
+            if not host.endswith("alpaca.markets"):
+                continue
+            live_host = host in LIVE_HOSTS
+            if self.mode != "live" and live_host:
+                raise ValueError(f"broker.{key} = {getattr(self, key)!r} is Alpaca's live API, but broker.mode = "
+                                 f"{self.mode}: live trading is broker.mode = \"live\" (with live_confirmed and "
+                                 "--i-mean-live)")
+            if self.mode == "emulator" and key != "data_url":
+                raise ValueError(f"broker.{key} = {getattr(self, key)!r} is Alpaca, but broker.mode = emulator: "
+                                 "use broker.mode = \"paper\" for Alpaca's paper account")
+            if self.mode == "live" and host.startswith("paper-api."):
+                raise ValueError(f"broker.{key} = {getattr(self, key)!r} is Alpaca's paper API, but broker.mode = "
+                                 "live: use broker.mode = \"paper\", or leave the URL out")
+        return self
 
 
 class ExchangeSettings(Section):

@@ -183,7 +183,7 @@ class Daemon:
         limiter = RateLimiter(0 if accelerated else self.config.broker.rate_limit_per_minute)
         self.reconnect_listeners: list[Any] = []
         broker_factory, stream_factory = alpaca_factories(
-            ep.key_id, ep.secret, ep.trading_url, ep.stream_url, paper=ep.paper,
+            ep.key_id, ep.secret, ep.trading_url, ep.stream_url, paper=ep.paper, data_url=ep.data_url,
             timeout_s=self.config.broker.timeout_s, limiter=limiter, reconnect_listeners=self.reconnect_listeners,
         )
         self.broker = broker_factory("daemon")

@@ -7,6 +7,7 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from alpaca.common.enums import BaseURL
 from loguru import logger
 
 from catalyst.clock import FollowedClock, WallClock
@@ -28,6 +29,7 @@ class Endpoint:
     clock: Any
     exchange: Any = None  # the EmbeddedExchange when the daemon runs its own
     paper: bool = True
+    data_url: str | None = None  # market data; None: the trading URL's (an emulator serves both on one port)
 
     @property
     def simulated(self) -> bool:
@@ -67,9 +69,12 @@ def open_endpoint(config: Config, secrets: Any, speed: float | None = None, seed
     if broker.mode == "emulator":
         key, secret = _keys_or_sim(secrets)
         clock = _follow(broker.url, broker.startup_wait_s)
-        return Endpoint("emulator", broker.url, broker.stream_url or stream_url_for(broker.url), key, secret, clock)
+        return Endpoint("emulator", broker.url, broker.stream_url or stream_url_for(broker.url), key, secret, clock,
+                        data_url=broker.data_url)
     key, secret = secrets.key_id.get_secret_value(), secrets.secret_key.get_secret_value()
-    return Endpoint(broker.mode, broker.url, broker.stream_url, key, secret, WallClock(), paper=broker.mode == "paper")
+    # Alpaca's market data has a host of its own for paper and live alike: never the trading URL's.
+    return Endpoint(broker.mode, broker.url, broker.stream_url, key, secret, WallClock(), paper=broker.mode == "paper",
+                    data_url=broker.data_url or BaseURL.DATA.value)
 
 
 def _follow(url: str, wait_s: float) -> FollowedClock:

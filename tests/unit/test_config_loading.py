@@ -57,6 +57,17 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
         ('[daemon]\ncpu = -1\n', 'daemon.cpu: must be "auto", "all" or a CPU number (0, 1, ...) (got -1)'),
         ('[router]\nprotection_workers = 0\n', "router.protection_workers: Input should be greater than or equal to 1"),
         ('[router]\ngeneral_workers = 33\n', "router.general_workers: Input should be less than or equal to 32"),
+        # alpaca-py sends orders wherever url_override points, whatever `paper` says: live keys and this config
+        # would trade real money without live_confirmed and --i-mean-live
+        ('[broker]\nmode = "paper"\nurl = "https://api.alpaca.markets"\n',
+         "broker.url = 'https://api.alpaca.markets' is Alpaca's live API, but broker.mode = paper"),
+        ('[broker]\nmode = "paper"\nstream_url = "wss://api.alpaca.markets/stream"\n',
+         "broker.stream_url = 'wss://api.alpaca.markets/stream' is Alpaca's live API, but broker.mode = paper"),
+        ('[broker]\nurl = "https://API.alpaca.markets/"\n', "is Alpaca's live API, but broker.mode = emulator"),
+        ('[broker]\nurl = "https://paper-api.alpaca.markets"\n',
+         "is Alpaca, but broker.mode = emulator: use broker.mode = \"paper\" for Alpaca's paper account"),
+        ('[broker]\nmode = "live"\nurl = "https://paper-api.alpaca.markets"\n',
+         "is Alpaca's paper API, but broker.mode = live"),
     ],
 )
 def test_bad_config_names_the_key_and_the_problem(tmp_path, text, expected):
@@ -73,6 +84,13 @@ def test_daemon_cpu_is_one_cpu_by_default_and_takes_a_number_from_the_environmen
     assert load_config(write(tmp_path, '[daemon]\ncpu = "all"\n')).daemon.cpu == "all"
     monkeypatch.setenv("CATALYST_DAEMON__CPU", "1")
     assert load_config(write(tmp_path, "")).daemon.cpu == 1
+
+
+def test_each_mode_takes_its_own_alpaca_urls(tmp_path):
+    paper = load_config(write(tmp_path, '[broker]\nmode = "paper"\nurl = "https://paper-api.alpaca.markets"\n'
+                                        'data_url = "https://data.alpaca.markets"\n'))
+    live = load_config(write(tmp_path, '[broker]\nmode = "live"\nurl = "https://api.alpaca.markets"\n'))
+    assert (paper.broker.url, live.broker.url) == ("https://paper-api.alpaca.markets", "https://api.alpaca.markets")
 
 
 def test_missing_config_file_is_named(tmp_path):
