@@ -44,6 +44,7 @@ EXIT_FAILED = (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)
 ACKNOWLEDGED = (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED)  # at the broker, working
 # A broker refusal that means the shares are not there to sell: a market exit would sell short (broker.errors).
 NO_SHARES_AVAILABLE = f"rejected[{RejectReason.INSUFFICIENT_QTY}]"
+WASH_TRADE = f"rejected[{RejectReason.WASH_TRADE}]"
 
 
 class CheckSiblings(m.Message):
@@ -107,6 +108,9 @@ class PositionActor(pykka.ThreadingActor):
         # the broker takes neither, and trying both again at once would loop as fast as it answers (_exit_failed).
         self._protection_rejections = 0
         self._said_no_shares: Decimal | None = None  # the quantity the broker last had no free shares for
+        # Protection refused as a potential wash trade while the entry still worked: the entry's rest is being
+        # cancelled, and its shares are protected once it has ended (an OCO before that is refused the same way).
+        self._protect_after_entry = False
         self._retry_timer: Delayed | None = None
         self._cancels_asked: set[int] = set()  # orders this actor asked the router to cancel
         self._cancelled_elsewhere: set[int] = set()  # OCO pairs (by take-profit id) said cancelled at the broker
@@ -194,6 +198,9 @@ class PositionActor(pykka.ThreadingActor):
                 view.applied_qty += msg.execution.qty
         if msg.role == "entry":
             self._after_entry_status(msg)
+            if self._protect_after_entry and not view.working:
+                self._protect_after_entry = False
+                self._protect()
         elif msg.role == "flatten" and msg.status in EXIT_FAILED and msg.filled_qty == 0 and self.exit_sent:
             self._exit_failed(msg)
         elif not self.position.is_terminal and self.position.status is PositionStatus.OPEN:
@@ -209,6 +216,17 @@ class PositionActor(pykka.ThreadingActor):
                     self.log.warning(f"position {self.label} protection refused: the broker has none of its "
                                      f"{self.position.quantity} shares free ({msg.reason}); not selling at market, "
                                      "which could sell short: waiting for the fills the broker has and we lack")
+            elif (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
+                    and WASH_TRADE in (msg.reason or "") and self._entry_working()):
+                # Alpaca refuses an order while one of the other side works in the symbol ("potential wash trade
+                # detected"): here our own entry, still filling. A market exit would be refused alike; the entry's
+                # rest is cancelled instead, and its shares are protected once it has ended.
+                if not self._protect_after_entry:
+                    self._protect_after_entry = True
+                    self.log.warning(f"position {self.label} protection refused as a potential wash trade while its "
+                                     f"entry works ({msg.reason}): cancelling the entry's rest, then protecting its "
+                                     f"{self.position.quantity} shares")
+                    self._cancel((self.entry_order_id,), reason="its protection was refused as a potential wash trade")
             elif msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss"):
                 # Usually a stop already through the market; whatever the reason, a market exit instead. Its other
                 # leg's rejection comes next, and with no order left working the exit goes (_exit_when_clear below).
@@ -297,7 +315,8 @@ class PositionActor(pykka.ThreadingActor):
         after = self._after_entry_fill(execution)
         stop, target = self._exits_at(execution.price)  # this fill's own shares, from its own price
         missing = self._unprotected_of(after.quantity) if after.status is PositionStatus.OPEN else Decimal(0)
-        orders = self._protection_orders(missing, stop, target) if missing > 0 and not self.flattening else []
+        holding = self.flattening or self._protect_after_entry
+        orders = self._protection_orders(missing, stop, target) if missing > 0 and not holding else []
         if self.position_id is None:
             return after, m.EntryFillPlan(calls=(call(
                 "open_position_with_orders", entry_order_id=self.entry_order_id, quantity=after.quantity,
@@ -358,8 +377,14 @@ class PositionActor(pykka.ThreadingActor):
             NewOrderRow(role="stop_loss", order_type="stop", stop_price=stop, **common),
         ]
 
+    def _entry_working(self) -> bool:
+        entry = self.orders.get(self.entry_order_id) if self.entry_order_id is not None else None
+        return entry is not None and entry.working
+
     def _protect(self) -> None:
         if self.flattening or self.position.status is not PositionStatus.OPEN:
+            return
+        if self._protect_after_entry and self._entry_working():
             return
         if self._lone_legs():
             self._expect_lone_legs_to_end()

@@ -17,7 +17,7 @@ import pykka
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
-from catalyst.broker.errors import BrokerError
+from catalyst.broker.errors import AuthError, BrokerError
 from catalyst.broker.marketdata import (
     ActiveReport, BarReport, BarTimeframe, MoversReport, NewsReport, SnapshotReport,
 )
@@ -83,7 +83,9 @@ class ScannerActor(pykka.ThreadingActor):
             ranking = rank(universe, self.settings)
             candidates = self._persist(cycle_id, now, ranking)
         except BrokerError as exc:
-            self.log.warning(f"scanner scan at {_hhmm(now)} abandoned: {exc} (the cycle retries at its next slot)")
+            # Refused keys or a market-data plan that lacks the feed: every later scan meets it too, so an ERROR.
+            self.log.log("ERROR" if isinstance(exc, AuthError) else "WARNING",
+                         f"scanner scan at {_hhmm(now)} abandoned: {exc} (the cycle retries at its next slot)")
             return []
         except StoreError as exc:
             self.log.error(f"scanner scan at {_hhmm(now)} not saved: {exc}")

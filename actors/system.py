@@ -246,6 +246,7 @@ class _Adopt(m.Message):
 
 def alpaca_factories(key_id: str, secret: str, trading_url: str | None, stream_url: str | None, *,
                      paper: bool = True, timeout_s: float = 10.0, limiter: Any = None, data_url: str | None = None,
+                     data_feed: str = "auto",
                      reconnect_listeners: list[Any] | None = None,
                      ) -> tuple[Callable[[str], Any], Callable[[Any], Any]]:
     """Broker and stream factories over the real alpaca-py clients (emulator, paper or live: only URLs differ).
@@ -267,7 +268,7 @@ def alpaca_factories(key_id: str, secret: str, trading_url: str | None, stream_u
 
     def broker(name: str) -> Any:
         return AlpacaBroker(key_id, secret, trading_url=trading_url, stream_url=stream_url, data_url=data_url,
-                            paper=paper, timeout_s=timeout_s, limiter=limiter, name=name)
+                            paper=paper, timeout_s=timeout_s, limiter=limiter, name=name, data_feed=data_feed)
 
     def stream(router: Any) -> Any:
         return TradeStream(

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     exchange.add_argument("--rate-limit", type=int, default=200, help="requests/minute per key (0: off)")
     exchange.add_argument("--latency-ms", type=float, default=0.0,
                           help="one-way network delay added to every request, reply and stream event (default 0)")
+    exchange.add_argument("--data-plan", choices=("unlimited", "basic"), default="unlimited",
+                          help="market-data plan: basic (Alpaca's free one) refuses recent SIP data (default unlimited)")
     exchange.set_defaults(handler=_cmd_exchange)
     return parser
 

@@ -95,6 +95,9 @@ class BrokerSettings(Section):
     url: str | None = None
     stream_url: str | None = None
     data_url: str | None = None
+    # Market data's feed: "auto" lets Alpaca pick for the account's plan and falls back to "iex" if the plan refuses
+    # it; "iex" (every plan; a few percent of the tape's volume), "sip" (the whole tape, needs a subscription).
+    data_feed: Literal["auto", "iex", "sip", "delayed_sip"] = "auto"
     timeout_s: float = Field(default=10.0, gt=0)
     # How long start-up waits (with backoff) for an unreachable broker before exiting with code 4.
     startup_wait_s: float = Field(default=300.0, ge=0)
@@ -142,6 +145,8 @@ class ExchangeSettings(Section):
     participation: Decimal = Field(default=Decimal("0.25"), gt=0, le=1)
     rate_limit_per_minute: int = Field(default=200, ge=0)
     faults: str = ""
+    # Its market-data plan: "basic" (Alpaca's free one) refuses recent SIP data, as a free paper account would.
+    data_plan: Literal["unlimited", "basic"] = "unlimited"
 
 
 class CycleSettings(Section):

@@ -184,6 +184,7 @@ class Daemon:
         self.reconnect_listeners: list[Any] = []
         broker_factory, stream_factory = alpaca_factories(
             ep.key_id, ep.secret, ep.trading_url, ep.stream_url, paper=ep.paper, data_url=ep.data_url,
+            data_feed=self.config.broker.data_feed,
             timeout_s=self.config.broker.timeout_s, limiter=limiter, reconnect_listeners=self.reconnect_listeners,
         )
         self.broker = broker_factory("daemon")

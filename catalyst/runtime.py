@@ -122,7 +122,8 @@ def _embedded(config: Config, speed: float | None, seed: int | None) -> Endpoint
     limit = ex.rate_limit_per_minute if speed <= 1 else 0
     exchange = EmbeddedExchange(
         ExchangeConfig(seed=seed, speed=speed, start=start, starting_cash=ex.starting_cash,
-                       participation=ex.participation, rate_limit_per_minute=limit, faults=ex.faults),
+                       participation=ex.participation, rate_limit_per_minute=limit, faults=ex.faults,
+                       data_plan=ex.data_plan),
         market, SimClock(start, speed),
     ).start()
     log.info(f"system embedded exchange at {exchange.base_url} ({type(market).__name__}, seed {seed}, "

@@ -85,6 +85,7 @@ class AlpacaBroker(MarketDataCalls):
         retry_wait_max_s: float = 2.0,
         name: str = "alpaca",
         transport: Transport | None = None,
+        data_feed: str = "auto",
     ) -> None:
         super().__init__(
             name=name,
@@ -97,6 +98,7 @@ class AlpacaBroker(MarketDataCalls):
             retry_wait_max_s=retry_wait_max_s,
         )
         self.stream_url = stream_url
+        self.data_feed = data_feed
         data_base = data_url or trading_url  # one emulator port serves trading and data
         self._trading = TradingClient(key_id, secret, paper=paper, url_override=trading_url)
         # Order calls answer raw JSON, read straight into OrderReports (reports.order_report says why).

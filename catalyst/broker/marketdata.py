@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
-from alpaca.data.enums import MostActivesBy
+from alpaca.data.enums import DataFeed, MostActivesBy
 from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.data.historical.news import NewsClient
 from alpaca.data.historical.screener import ScreenerClient
@@ -21,8 +21,10 @@ from alpaca.data.requests import (
     StockSnapshotRequest,
 )
 from alpaca.data.timeframe import TimeFrame
+from loguru import logger
 
 from catalyst.broker.calls import BrokerCalls
+from catalyst.broker.errors import AuthError
 from catalyst.broker.reports import Report, dec
 
 class BarTimeframe(StrEnum):
@@ -119,28 +121,63 @@ def snapshot_report(symbol: str, snap: Snapshot) -> SnapshotReport:
     )
 
 
+T = TypeVar("T")
+
+
+def refused_by_the_plan(exc: AuthError) -> bool:
+    """Alpaca's 403 for data the market-data plan does not cover ("subscription does not permit querying recent SIP
+    data"): not a key problem, a feed problem."""
+    return "subscription" in exc.message.lower()
+
+
 class MarketDataCalls(BrokerCalls):
     """Mixed into AlpacaBroker: market-data calls (their own 200/min budget: not the trading limiter)."""
 
     _data: StockHistoricalDataClient
     _news: NewsClient
     _screener: ScreenerClient
+    data_feed: str = "auto"
+    _plan_refused = False  # "auto" met a refusal for the plan: IEX, which every plan has, from then on
+
+    def _feed(self) -> DataFeed | None:
+        if self.data_feed == "auto":
+            return DataFeed.IEX if self._plan_refused else None
+        return DataFeed(self.data_feed)
+
+    def _feed_read(self, operation: str, fetch: Callable[[DataFeed | None], T]) -> T:
+        """A market-data read on the configured feed. With "auto", Alpaca's default feed; refused for the plan (a free
+        account asking recent SIP data), IEX from then on, said once as an ERROR; any other feed refused for the plan
+        is an error naming the setting."""
+        try:
+            return self._read(operation, lambda: fetch(self._feed()), priority=None)
+        except AuthError as exc:
+            if not refused_by_the_plan(exc):
+                raise
+            if self.data_feed != "auto" or self._plan_refused:
+                feed = self._feed()
+                raise AuthError(f"{exc.message}: the market-data feed {feed.value if feed else 'default'} is not in "
+                                "this account's plan; set broker.data_feed = \"iex\" (every plan has it)",
+                                status=exc.status, code=exc.code, operation=exc.operation) from None
+            self._plan_refused = True
+            logger.error(f"broker {self.name} market data refused for this account's plan ({exc.message}): reading "
+                         "the IEX feed from now on (broker.data_feed = \"auto\"; set \"iex\" to start there, or "
+                         "\"sip\" with a market-data subscription). IEX trades are a few percent of the consolidated "
+                         "tape: the scanner's volume floors see that much less")
+            return self._read(operation, lambda: fetch(self._feed()), priority=None)
 
     def latest_trades(self, symbols: Sequence[str]) -> dict[str, TradeTick]:
-        request = StockLatestTradeRequest(symbol_or_symbols=list(symbols))
-        return self._read(
-            f"latest trades {_names(symbols)}",
-            lambda: {sym: trade_tick(t) for sym, t in self._data.get_stock_latest_trade(request).items()},
-            priority=None,
-        )
+        def fetch(feed: DataFeed | None) -> dict[str, TradeTick]:
+            request = StockLatestTradeRequest(symbol_or_symbols=list(symbols), feed=feed)
+            return {sym: trade_tick(t) for sym, t in self._data.get_stock_latest_trade(request).items()}
+
+        return self._feed_read(f"latest trades {_names(symbols)}", fetch)
 
     def snapshots(self, symbols: Sequence[str]) -> dict[str, SnapshotReport]:
-        request = StockSnapshotRequest(symbol_or_symbols=list(symbols))
-        return self._read(
-            f"snapshots {_names(symbols)}",
-            lambda: {sym: snapshot_report(sym, s) for sym, s in self._data.get_stock_snapshot(request).items()},
-            priority=None,
-        )
+        def fetch(feed: DataFeed | None) -> dict[str, SnapshotReport]:
+            request = StockSnapshotRequest(symbol_or_symbols=list(symbols), feed=feed)
+            return {sym: snapshot_report(sym, s) for sym, s in self._data.get_stock_snapshot(request).items()}
+
+        return self._feed_read(f"snapshots {_names(symbols)}", fetch)
 
     def bars(
         self,
@@ -150,13 +187,13 @@ class MarketDataCalls(BrokerCalls):
         end: datetime | None = None,
     ) -> dict[str, list[BarReport]]:
         frame = _TIMEFRAMES[BarTimeframe(timeframe)]
-        request = StockBarsRequest(symbol_or_symbols=list(symbols), timeframe=frame, start=start, end=end)
 
-        def fetch() -> dict[str, list[BarReport]]:
+        def fetch(feed: DataFeed | None) -> dict[str, list[BarReport]]:
+            request = StockBarsRequest(symbol_or_symbols=list(symbols), timeframe=frame, start=start, end=end, feed=feed)
             bar_set = self._data.get_stock_bars(request)
             return {sym: [bar_report(b) for b in bars] for sym, bars in bar_set.data.items()}
 
-        return self._read(f"bars {timeframe} {_names(symbols)}", fetch, priority=None)
+        return self._feed_read(f"bars {timeframe} {_names(symbols)}", fetch)
 
     def news(
         self,

@@ -52,8 +52,9 @@ class Submitted:
 
 class Engine:
     def __init__(self, market: Market, clock: Clock, *, starting_cash: Decimal, participation: Decimal,
-                 sink: EventSink) -> None:
+                 sink: EventSink, wash_trade_check: bool = False) -> None:
         self.market, self.clock = market, clock
+        self.wash_trade_check = wash_trade_check
         self.starting_cash, self.participation = starting_cash, participation
         self.accounts: dict[str, Account] = {}
         self._sink = sink
@@ -129,6 +130,9 @@ class Engine:
             raise forbidden("account is not allowed to trade")
         if spec.client_order_id is not None and spec.client_order_id in account.by_client_id:
             raise ExchangeError(422, 40010001, "client_order_id must be unique")
+        if self.wash_trade_check and any(o.is_open and o.symbol == spec.symbol and o.side is not spec.side
+                                         for o in account.orders.values()):
+            raise forbidden("potential wash trade detected. use complex orders")
         if spec.order_class is OrderClass.OCO:
             self._require_exit(account, spec)
             self._require_stop_clear_of_base(spec)

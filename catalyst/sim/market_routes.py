@@ -26,8 +26,16 @@ _FEEDS = {"iex", "sip", "delayed_sip", "otc", "boats", "overnight"}
 _ADJUSTMENTS = {"raw", "split", "dividend", "all"}
 
 
-def add_market_data_routes(app: web.Application, market: Market, clock: SimClock) -> None:
-    routes = _MarketDataRoutes(market, clock)
+_RECENT = timedelta(minutes=15)  # what Alpaca's basic plan calls recent SIP data
+_SUBSCRIPTION_FEEDS = {"sip", "otc"}  # `sip` and `otc` "are only available to those with a subscription" (OpenAPI)
+
+
+class NotPermitted(Exception):
+    """A request the account's market-data plan does not cover: 403, as Alpaca answers it."""
+
+
+def add_market_data_routes(app: web.Application, market: Market, clock: SimClock, data_plan: str = "unlimited") -> None:
+    routes = _MarketDataRoutes(market, clock, data_plan)
     for path, handler in (
         ("/v2/stocks/bars", routes.bars),
         ("/v2/stocks/bars/latest", routes.latest_bars),
@@ -49,13 +57,23 @@ def _answering_bad_parameters(
             return web.json_response(handler(request))
         except BadParameter as error:
             return web.json_response({"code": 42210000, "message": str(error)}, status=422)
+        except NotPermitted as error:
+            return web.json_response({"message": str(error)}, status=403)
 
     return wrapped
 
 
 class _MarketDataRoutes:
-    def __init__(self, market: Market, clock: SimClock) -> None:
-        self.market, self.clock = market, clock
+    def __init__(self, market: Market, clock: SimClock, data_plan: str = "unlimited") -> None:
+        self.market, self.clock, self.data_plan = market, clock, data_plan
+
+    def _feed(self, request: web.Request, until: datetime | None = None) -> None:
+        """The `feed` parameter checked, and against the plan: `until` is the end of the data asked for (None: the
+        latest, always recent)."""
+        feed = self._choice(request, "feed", _FEEDS) or "sip"
+        recent = until is None or until > self.clock.now() - _RECENT
+        if self.data_plan == "basic" and feed in _SUBSCRIPTION_FEEDS and recent:
+            raise NotPermitted(f"subscription does not permit querying recent {feed.upper()} data")
 
     # -- parameters --
     def _symbols(self, request: web.Request, required: bool = True) -> list[str]:
@@ -106,9 +124,9 @@ class _MarketDataRoutes:
             raise BadParameter(f"invalid timeframe: {timeframe!r} (the emulator serves 1Min and 1Day)")
         limit = self._int(request, "limit", 1000, 1, 10000)
         descending = self._choice(request, "sort", {"asc", "desc"}, "asc") == "desc"
-        self._choice(request, "feed", _FEEDS)
         self._choice(request, "adjustment", _ADJUSTMENTS)
         start, end = self._window(request, now)
+        self._feed(request, until=end)
         every: list[tuple[str, Bar]] = []
         for symbol in symbols:
             if timeframe in ("1Min", "1T"):
@@ -170,7 +188,7 @@ class _MarketDataRoutes:
 
     def latest_bars(self, request: web.Request) -> dict[str, Any]:
         now, symbols = self.clock.now(), self._symbols(request)
-        self._choice(request, "feed", _FEEDS)
+        self._feed(request)
         latest = {s: self._latest_minute_bar(s, now) for s in symbols}
         return {"bars": {s: bar_json(bar) for s, bar in latest.items() if bar is not None}}
 
@@ -187,19 +205,19 @@ class _MarketDataRoutes:
 
     def latest_trades(self, request: web.Request) -> dict[str, Any]:
         now, symbols = self.clock.now(), self._symbols(request)
-        self._choice(request, "feed", _FEEDS)
+        self._feed(request)
         trades = {s: self._last_trade(s, now) for s in symbols}
         return {"trades": {s: trade_json(*t) for s, t in trades.items() if t is not None}}
 
     def latest_quotes(self, request: web.Request) -> dict[str, Any]:
         now, symbols = self.clock.now(), self._symbols(request)
-        self._choice(request, "feed", _FEEDS)
+        self._feed(request)
         trades = {s: self._last_trade(s, now) for s in symbols}
         return {"quotes": {s: quote_json(*t) for s, t in trades.items() if t is not None}}
 
     def snapshots(self, request: web.Request) -> dict[str, Any]:
         now, symbols = self.clock.now(), self._symbols(request)
-        self._choice(request, "feed", _FEEDS)
+        self._feed(request)
         answer: dict[str, Any] = {}
         for symbol in symbols:
             trade = self._last_trade(symbol, now)

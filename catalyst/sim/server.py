@@ -24,7 +24,7 @@ import signal
 import threading
 from datetime import datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Literal, TypeVar
 
 from aiohttp import web
 from loguru import logger
@@ -74,6 +74,15 @@ class ExchangeConfig(BaseModel):
     # a network rather than on loopback (0: none). Real time, whatever the clock's speed.
     latency_ms: float = Field(0.0, ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
     keys: dict[str, str] | None = None  # {key_id: secret}; None = any pair, one account per key id
+    # The market-data plan: "basic" (Alpaca's free one) refuses recent SIP data, 403 "subscription does not permit
+    # querying recent SIP data", and a request naming no feed is taken as SIP (the stricter of the readings of
+    # Alpaca's docs); "unlimited" serves every feed.
+    data_plan: Literal["unlimited", "basic"] = "unlimited"
+    # Alpaca's wash-trade protection: an order refused, 403 "potential wash trade detected. use complex orders",
+    # while the account has an open order of the other side in the same symbol (what its staff describe; the exact
+    # rule is not published). Off by default: the emulator fills a market order over minutes (participation), where
+    # Alpaca fills it in a moment, so on by default it would refuse far more protection than Alpaca does.
+    wash_trade_check: bool = False
     allow_non_loopback: bool = False
 
     @field_validator("start")
@@ -137,7 +146,7 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
     one_way_s = config.latency_ms / 1000
     hub = StreamHub(authenticate, lambda: state_box[0].faults, one_way_s)
     engine = Engine(market, clock, starting_cash=config.starting_cash, participation=config.participation,
-                    sink=hub.publish)
+                    sink=hub.publish, wash_trade_check=config.wash_trade_check)
     state = ExchangeState(clock, market, engine, hub, RateLimiter(config.rate_limit_per_minute),
                           FaultPlan.parse(config.faults, config.seed), config.seed)
     state_box.append(state)
@@ -201,7 +210,7 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
     except ImportError:
         logger.debug("market-data routes not available: serving trading only")
     else:
-        add_market_data_routes(app, market, clock)
+        add_market_data_routes(app, market, clock, data_plan=config.data_plan)
     return app, state
 
 

@@ -72,11 +72,12 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = 20.0) -> T:
 
 @contextmanager
 def exchange_at(start: datetime, symbols: tuple[str, ...] = SYMBOLS,
-                latency_ms: float = 0.0) -> Iterator[EmbeddedExchange]:
+                latency_ms: float = 0.0, **config: Any) -> Iterator[EmbeddedExchange]:
     """An embedded exchange with scripted prices on a manual clock standing at `start` (a test module's own
-    `exchange` fixture uses it to start its day elsewhere, or to put the broker `latency_ms` away)."""
+    `exchange` fixture uses it to start its day elsewhere, or to put the broker `latency_ms` away; `config`: other
+    ExchangeConfig fields)."""
     market = ScriptedMarket(symbols, start)
-    config = ExchangeConfig(speed=0, start=start, rate_limit_per_minute=0, latency_ms=latency_ms)
+    config = ExchangeConfig(speed=0, start=start, rate_limit_per_minute=0, latency_ms=latency_ms, **config)
     with EmbeddedExchange(config, market, SimClock(start, 0)) as ex:
         yield ex
 

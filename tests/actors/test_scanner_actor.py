@@ -94,13 +94,18 @@ def others(market: NewsScriptedMarket) -> None:
     market.set_price("TSLA", "201.00", at=at(9, 10), volume=50_000)  # quiet: a 0.5% gap
 
 
-@pytest.fixture
-def crafted_exchange() -> Iterator[EmbeddedExchange]:
+def crafted(data_plan: str = "unlimited") -> EmbeddedExchange:
     market = NewsScriptedMarket(list(PREV_CLOSES), NOW)
     history(market)
     spec_example(market)
     others(market)
-    with EmbeddedExchange(ExchangeConfig(speed=0, start=NOW, rate_limit_per_minute=0), market, SimClock(NOW, 0)) as ex:
+    return EmbeddedExchange(ExchangeConfig(speed=0, start=NOW, rate_limit_per_minute=0, data_plan=data_plan), market,
+                            SimClock(NOW, 0))
+
+
+@pytest.fixture
+def crafted_exchange() -> Iterator[EmbeddedExchange]:
+    with crafted() as ex:
         yield ex
 
 
@@ -207,6 +212,21 @@ def test_a_broker_failure_returns_no_candidates_and_logs_one_line(
     assert writer.scan_results(cycle_id).get() == []
     failures = [line for line in log_lines if "abandoned" in line]
     assert len(failures) == 1 and "\n" not in failures[0]
+
+
+def test_on_a_free_data_plan_auto_finds_the_same_candidates_on_iex_and_a_sip_setting_is_an_error_naming_it(
+    writer: Any, log_lines: list[str]
+) -> None:
+    # A free paper account: Alpaca refuses recent SIP data. Every scan of the first paper run was abandoned with a
+    # WARNING; "auto" now reads IEX once refused (the emulator's IEX is its one tape: the same candidates).
+    with crafted("basic") as free:
+        _, on_iex = scan(broker_for(free, data_feed="auto"), writer)
+        _, on_sip = scan(broker_for(free, data_feed="sip", read_attempts=1), writer)
+
+    assert [c.symbol for c in on_iex][:1] == ["AAPL"]
+    assert on_sip == []
+    abandoned = [line for line in log_lines if "abandoned" in line]
+    assert len(abandoned) == 1 and 'set broker.data_feed = "iex"' in abandoned[0]
 
 
 def test_the_scanner_survives_a_failed_scan_and_scans_again(crafted_exchange: EmbeddedExchange, writer: Any) -> None:

@@ -136,3 +136,19 @@ def test_config_refuses_a_non_loopback_host_unless_allowed():
         ExchangeConfig(host="0.0.0.0")
 
     assert ExchangeConfig(host="0.0.0.0", allow_non_loopback=True).host == "0.0.0.0"
+
+
+def test_with_its_wash_trade_check_an_order_against_a_working_one_of_the_other_side_is_403(exchange_factory):
+    exchange = exchange_factory(wash_trade_check=True)
+    client = TradingClient("PKWASH", "x", url_override=exchange.base_url)
+    client.submit_order(buy("AAPL", 10))  # filled at once: nothing of it works any more
+    resting = client.submit_order(LimitOrderRequest(symbol="AAPL", qty=5, side=OrderSide.BUY, limit_price=90,
+                                                    time_in_force=TimeInForce.DAY))
+    sell = LimitOrderRequest(symbol="AAPL", qty=5, side=OrderSide.SELL, limit_price=120, time_in_force=TimeInForce.DAY)
+
+    error = api_error(lambda: client.submit_order(sell))
+    client.cancel_order_by_id(resting.id)
+
+    assert (error.status_code, error.code, error.message) == (
+        403, 40310000, "potential wash trade detected. use complex orders")
+    assert client.submit_order(sell).status in (OrderStatus.NEW, OrderStatus.ACCEPTED)  # none works against it now
