@@ -59,6 +59,10 @@ class CheckLoneLegs(m.Message):
     pass
 
 
+class CheckEntryCancel(m.Message):
+    """The entry's rest was asked to be cancelled so its shares can be protected: is it gone yet?"""
+
+
 @dataclass
 class OrderView:
     role: str
@@ -111,6 +115,9 @@ class PositionActor(pykka.ThreadingActor):
         # Protection refused as a potential wash trade while the entry still worked: the entry's rest is being
         # cancelled, and its shares are protected once it has ended (an OCO before that is refused the same way).
         self._protect_after_entry = False
+        self._entry_cancel_timer: Delayed | None = None
+        self._wash_refused: set[int] = set()  # OCO pairs (by take-profit id) refused as a potential wash trade
+        self._reprotected_after_wash = False  # once: a refusal that came after the entry had ended
         self._retry_timer: Delayed | None = None
         self._cancels_asked: set[int] = set()  # orders this actor asked the router to cancel
         self._cancelled_elsewhere: set[int] = set()  # OCO pairs (by take-profit id) said cancelled at the broker
@@ -132,7 +139,7 @@ class PositionActor(pykka.ThreadingActor):
             self.router.tell(m.PlaceEntry(owner=self.actor_ref, plan=self.plan))
 
     def on_stop(self) -> None:
-        for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer):
+        for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer, self._entry_cancel_timer):
             if timer:
                 timer.cancel()
 
@@ -158,6 +165,8 @@ class PositionActor(pykka.ThreadingActor):
             self._check_flatten()
         elif isinstance(message, CheckLoneLegs):
             self._check_lone_legs()
+        elif isinstance(message, CheckEntryCancel):
+            self._check_entry_cancel()
         elif isinstance(message, m.CheckProtection):
             self._protect()
         elif isinstance(message, m.KeepOvernight):
@@ -201,6 +210,10 @@ class PositionActor(pykka.ThreadingActor):
             if self._protect_after_entry and not view.working:
                 self._protect_after_entry = False
                 self._protect()
+            elif msg.execution is not None and not self._protect_after_entry:
+                # Shares whose fill was planned while protection waited for the entry's cancel (the router's plan,
+                # then this cancel, then the fill's commit): no OCO came with them. A no-op when one did.
+                self._protect()
         elif msg.role == "flatten" and msg.status in EXIT_FAILED and msg.filled_qty == 0 and self.exit_sent:
             self._exit_failed(msg)
         elif not self.position.is_terminal and self.position.status is PositionStatus.OPEN:
@@ -217,16 +230,8 @@ class PositionActor(pykka.ThreadingActor):
                                      f"{self.position.quantity} shares free ({msg.reason}); not selling at market, "
                                      "which could sell short: waiting for the fills the broker has and we lack")
             elif (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
-                    and WASH_TRADE in (msg.reason or "") and self._entry_working()):
-                # Alpaca refuses an order while one of the other side works in the symbol ("potential wash trade
-                # detected"): here our own entry, still filling. A market exit would be refused alike; the entry's
-                # rest is cancelled instead, and its shares are protected once it has ended.
-                if not self._protect_after_entry:
-                    self._protect_after_entry = True
-                    self.log.warning(f"position {self.label} protection refused as a potential wash trade while its "
-                                     f"entry works ({msg.reason}): cancelling the entry's rest, then protecting its "
-                                     f"{self.position.quantity} shares")
-                    self._cancel((self.entry_order_id,), reason="its protection was refused as a potential wash trade")
+                    and WASH_TRADE in (msg.reason or "") and self._on_wash_trade_refusal(msg)):
+                pass
             elif msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss"):
                 # Usually a stop already through the market; whatever the reason, a market exit instead. Its other
                 # leg's rejection comes next, and with no order left working the exit goes (_exit_when_clear below).
@@ -376,6 +381,52 @@ class PositionActor(pykka.ThreadingActor):
             NewOrderRow(role="take_profit", order_type="limit", limit_price=target, **common),
             NewOrderRow(role="stop_loss", order_type="stop", stop_price=stop, **common),
         ]
+
+    def _on_wash_trade_refusal(self, msg: m.OrderUpdated) -> bool:
+        """Alpaca refuses an order while one of the other side works in the symbol ("potential wash trade
+        detected"): our own entry, still filling, or one that ended a moment before the refusal was handled. A
+        market exit would be refused alike while the entry works: its rest is cancelled instead, and its shares
+        are protected once it has ended. False: not ours to handle (a second refusal after the entry ended, an
+        order of someone else's): the usual way, a market exit."""
+        pair = next((p for p in self.pairs if msg.order_id in (p.take_profit, p.stop_loss)), None)
+        key = pair.take_profit if pair is not None else msg.order_id
+        if key in self._wash_refused:
+            self._protect()  # its other leg, refused with it: the pair has ended (until now one leg "worked")
+            return True
+        if self._entry_working():
+            self._wash_refused.add(key)
+            if not self._protect_after_entry:
+                self._protect_after_entry = True
+                self.log.warning(f"position {self.label} protection refused as a potential wash trade while its "
+                                 f"entry works ({msg.reason}): cancelling the entry's rest, then protecting its "
+                                 f"{self.position.quantity} shares")
+                self._ask_entry_cancel()
+            return True
+        if self._reprotected_after_wash:
+            return False
+        self._wash_refused.add(key)
+        self._reprotected_after_wash = True
+        self.log.warning(f"position {self.label} protection refused as a potential wash trade, but the entry has "
+                         f"ended since ({msg.reason}): protecting its {self.position.quantity} shares again, once")
+        self._protect()
+        return True
+
+    def _ask_entry_cancel(self) -> None:
+        """Asked again every few seconds until the entry has ended: a cancel lost to a 5xx or a timeout is not
+        retried by the router, and the shares wait for it without a stop."""
+        assert self.entry_order_id is not None
+        self._cancel((self.entry_order_id,), reason="its protection was refused as a potential wash trade")
+        if self._entry_cancel_timer:
+            self._entry_cancel_timer.cancel()
+        self._entry_cancel_timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckEntryCancel())
+
+    def _check_entry_cancel(self) -> None:
+        if not self._protect_after_entry or not self._entry_working() or self.position.is_terminal:
+            return
+        self.log.warning(f"position {self.label} entry o-{self.entry_order_id} still works after its cancel was "
+                         f"asked ({self.position.quantity} shares wait for their stop): asking the broker again")
+        self.router.tell(m.VerifyOrders(order_ids=(self.entry_order_id,)))
+        self._ask_entry_cancel()
 
     def _entry_working(self) -> bool:
         entry = self.orders.get(self.entry_order_id) if self.entry_order_id is not None else None

@@ -115,7 +115,8 @@ class BrokerSettings(Section):
         with the live API's URL (and live keys in the environment) would trade real money without live_confirmed
         and --i-mean-live. A URL must be the mode's own."""
         for key in ("url", "stream_url", "data_url"):
-            host = (urlsplit(getattr(self, key) or "").hostname or "").lower()
+            # hostname is lower-cased; a trailing dot names the same host (and passes the certificate check)
+            host = (urlsplit(getattr(self, key) or "").hostname or "").rstrip(".")
             if not host.endswith("alpaca.markets"):
                 continue
             live_host = host in LIVE_HOSTS

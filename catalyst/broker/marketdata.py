@@ -146,24 +146,35 @@ class MarketDataCalls(BrokerCalls):
 
     def _feed_read(self, operation: str, fetch: Callable[[DataFeed | None], T]) -> T:
         """A market-data read on the configured feed. With "auto", Alpaca's default feed; refused for the plan (a free
-        account asking recent SIP data), IEX from then on, said once as an ERROR; any other feed refused for the plan
-        is an error naming the setting."""
+        account asking recent SIP data), IEX from then on, said once as an ERROR; a feed refused for the plan
+        otherwise is an error naming the setting."""
         try:
             return self._read(operation, lambda: fetch(self._feed()), priority=None)
         except AuthError as exc:
             if not refused_by_the_plan(exc):
                 raise
-            if self.data_feed != "auto" or self._plan_refused:
-                feed = self._feed()
-                raise AuthError(f"{exc.message}: the market-data feed {feed.value if feed else 'default'} is not in "
-                                "this account's plan; set broker.data_feed = \"iex\" (every plan has it)",
-                                status=exc.status, code=exc.code, operation=exc.operation) from None
+            refused = exc
+        if self.data_feed == "auto" and not self._plan_refused:
             self._plan_refused = True
-            logger.error(f"broker {self.name} market data refused for this account's plan ({exc.message}): reading "
-                         "the IEX feed from now on (broker.data_feed = \"auto\"; set \"iex\" to start there, or "
-                         "\"sip\" with a market-data subscription). IEX trades are a few percent of the consolidated "
-                         "tape: the scanner's volume floors see that much less")
-            return self._read(operation, lambda: fetch(self._feed()), priority=None)
+            logger.error(f"broker {self.name} market data refused for this account's plan ({refused.message}): "
+                         "reading the IEX feed from now on (broker.data_feed = \"auto\"; set \"iex\" to start there, "
+                         "or \"sip\" with a market-data subscription). IEX trades are a few percent of the "
+                         "consolidated tape: the scanner's volume floors see that much less")
+            try:
+                return self._read(operation, lambda: fetch(self._feed()), priority=None)
+            except AuthError as exc:
+                if not refused_by_the_plan(exc):
+                    raise
+                refused = exc
+        raise self._refused_for_the_plan(refused) from None
+
+    def _refused_for_the_plan(self, exc: AuthError) -> AuthError:
+        feed = self._feed()
+        name = feed.value if feed is not None else "default"
+        fix = ("set broker.data_feed = \"iex\" (every plan has it)" if feed is not DataFeed.IEX
+               else "even IEX: see the account's market-data plan at Alpaca")
+        return AuthError(f"{exc.message}: the market-data feed {name} is not in this account's plan; {fix}",
+                         status=exc.status, code=exc.code, operation=exc.operation)
 
     def latest_trades(self, symbols: Sequence[str]) -> dict[str, TradeTick]:
         def fetch(feed: DataFeed | None) -> dict[str, TradeTick]:

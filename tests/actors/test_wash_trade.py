@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
+from actors import messages as m
+from actors.position import FLATTEN_RECHECK_S
+from catalyst.domain.orders import OrderStatus
+from catalyst.store.batch import unwrap_all
 from tests.actors.conftest import START, Trading, exchange_at, logged_lines
+from tests.actors.test_position_flatten import T0, Rig, wait_for
 from tests.actors.test_trade_scenarios import broker_working_stop_qty, legs, position_of, protected_qty
 
 
@@ -46,3 +51,82 @@ def test_a_partly_filled_entry_whose_oco_is_refused_as_a_wash_trade_is_cut_short
     assert Decimal(next(p["qty"] for p in trading.broker_view()["positions"] if p["symbol"] == "AAPL")) == 200
     said = [line for line in lines if "potential wash trade" in line]
     assert len(said) == 1 and "cancelling the entry's rest, then protecting its 200 shares" in said[0]
+
+
+# --- the position actor alone, driven message by message as the router would (tests/actors/test_position_flatten.py)
+
+WASH = "rejected[wash_trade] HTTP 403 code 40310000: potential wash trade detected. use complex orders"
+
+
+@pytest.fixture
+def rig(tmp_path: Path, recording_actor: Any) -> Iterator[Rig]:
+    made = Rig(tmp_path, recording_actor)
+    yield made
+    made.stop()
+
+
+def refuse_as_wash_trade(rig: Rig, protection: Any) -> None:
+    for order, role in ((protection.take_profit, "take_profit"), (protection.stop_loss, "stop_loss")):
+        rig.position.tell(m.OrderUpdated(order_id=order.order_id, role=role, status=OrderStatus.REJECTED,
+                                         filled_qty=Decimal(0), reason=WASH))
+
+
+def entry_cancels(rig: Rig) -> list[Any]:
+    return [c for c in rig.told(m.CancelOrders) if c.order_ids == (rig.entry.order_id,)]
+
+
+def test_an_entry_cancel_that_does_not_land_is_asked_again_until_the_entry_ends(rig: Rig) -> None:
+    # A cancel lost to a 5xx or a timeout is not retried by the router: the 40 bought would wait without a stop
+    # for as long as the entry works (a resting limit: until the close).
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    rig.update(rig.entry.order_id, "entry", OrderStatus.PARTIAL_FILL, "40",
+               m.Execution(key="b-entry:40", qty=Decimal(40), price=Decimal("50"), at=T0))
+    first = wait_for(lambda: rig.told(m.SubmitProtection), "the first OCO")[0]
+    refuse_as_wash_trade(rig, first)
+
+    asked_again = wait_for(lambda: len(entry_cancels(rig)) >= 2 and entry_cancels(rig), "the cancel asked again",
+                           timeout=FLATTEN_RECHECK_S * 3)
+    verified = [v for v in rig.told(m.VerifyOrders) if v.order_ids == (rig.entry.order_id,)]
+    assert len(asked_again) >= 2 and verified and len(rig.told(m.SubmitProtection)) == 1  # none while it works
+
+    rig.update(rig.entry.order_id, "entry", OrderStatus.CANCELLED, "40")
+    again = wait_for(lambda: len(rig.told(m.SubmitProtection)) == 2 and rig.told(m.SubmitProtection)[1], "protection")
+    assert again.take_profit.quantity == Decimal(40) and not rig.told(m.PlaceExit)
+
+
+def test_a_refusal_handled_after_the_entry_filled_protects_again_once_and_then_exits(rig: Rig) -> None:
+    # A market entry fills in a burst on Alpaca: its FILLED update can be handled before the 403 of the OCO sent
+    # for its first piece. Protecting again now succeeds; a market exit instead sold a position just opened.
+    first = rig.fill_entry()
+    refuse_as_wash_trade(rig, first)
+
+    again = wait_for(lambda: len(rig.told(m.SubmitProtection)) == 2 and rig.told(m.SubmitProtection)[1], "again")
+    state = rig.settled()
+    assert again.take_profit.quantity == Decimal(100) and state["status"] == "open" and not state["flattening"]
+    assert not rig.told(m.PlaceExit) and not rig.told(m.CancelOrders)
+
+    refuse_as_wash_trade(rig, again)  # refused again with no entry of ours working: someone else's order; exit
+    assert rig.settled()["flattening"]
+    assert wait_for(lambda: rig.told(m.PlaceExit), "the market exit")[0].qty == Decimal(100)
+
+
+def test_a_fill_planned_while_protection_waited_for_the_cancel_is_protected_when_it_lands(rig: Rig) -> None:
+    # The router's batch [entry cancelled with 70 filled, the last 30's execution]: it asks the fill's plan (no OCO:
+    # protection waits for the cancel), the cancel is told first and protects the 40 applied, then the 30 arrive.
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    rig.update(rig.entry.order_id, "entry", OrderStatus.PARTIAL_FILL, "40",
+               m.Execution(key="b-entry:40", qty=Decimal(40), price=Decimal("50"), at=T0))
+    refuse_as_wash_trade(rig, wait_for(lambda: rig.told(m.SubmitProtection), "the first OCO")[0])
+    rig.settled()
+    late = m.Execution(key="b-entry:70", qty=Decimal(30), price=Decimal("50"), at=T0)
+    plan = rig.position.ask(m.PrepareEntryFill(order_id=rig.entry.order_id, execution=late))
+    values = unwrap_all(rig.writer.batch(plan.calls).get())  # committed by the router, as it does
+    rig.update(rig.entry.order_id, "entry", OrderStatus.CANCELLED, "70")
+    rig.position.tell(m.EntryFillCommitted(
+        update=m.OrderUpdated(order_id=rig.entry.order_id, role="entry", status=OrderStatus.CANCELLED,
+                              filled_qty=Decimal(70), execution=late), plan=plan, values=tuple(values)))
+    state = rig.settled()
+
+    assert plan.protection_at is None  # planned while protection waited
+    assert state["qty"] == "70" and state["protected"] == "70"
+    assert [s.take_profit.quantity for s in rig.told(m.SubmitProtection)[1:]] == [Decimal(40), Decimal(30)]

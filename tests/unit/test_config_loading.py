@@ -64,6 +64,7 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
         ('[broker]\nmode = "paper"\nstream_url = "wss://api.alpaca.markets/stream"\n',
          "broker.stream_url = 'wss://api.alpaca.markets/stream' is Alpaca's live API, but broker.mode = paper"),
         ('[broker]\nurl = "https://API.alpaca.markets/"\n', "is Alpaca's live API, but broker.mode = emulator"),
+        ('[broker]\nmode = "paper"\nurl = "https://api.alpaca.markets.:443/"\n', "is Alpaca's live API"),
         ('[broker]\nurl = "https://paper-api.alpaca.markets"\n',
          "is Alpaca, but broker.mode = emulator: use broker.mode = \"paper\" for Alpaca's paper account"),
         ('[broker]\nmode = "live"\nurl = "https://paper-api.alpaca.markets"\n',
