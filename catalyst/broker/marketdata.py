@@ -148,25 +148,20 @@ class MarketDataCalls(BrokerCalls):
         """A market-data read on the configured feed. With "auto", Alpaca's default feed; refused for the plan (a free
         account asking recent SIP data), IEX from then on, said once as an ERROR; a feed refused for the plan
         otherwise is an error naming the setting."""
-        try:
-            return self._read(operation, lambda: fetch(self._feed()), priority=None)
-        except AuthError as exc:
-            if not refused_by_the_plan(exc):
-                raise
-            refused = exc
-        if self.data_feed == "auto" and not self._plan_refused:
-            self._plan_refused = True
-            logger.error(f"broker {self.name} market data refused for this account's plan ({refused.message}): "
-                         "reading the IEX feed from now on (broker.data_feed = \"auto\"; set \"iex\" to start there, "
-                         "or \"sip\" with a market-data subscription). IEX trades are a few percent of the "
-                         "consolidated tape: the scanner's volume floors see that much less")
+        while True:  # twice at most: once refused, "auto" reads IEX, and a second refusal is final
             try:
                 return self._read(operation, lambda: fetch(self._feed()), priority=None)
             except AuthError as exc:
                 if not refused_by_the_plan(exc):
                     raise
-                refused = exc
-        raise self._refused_for_the_plan(refused) from None
+                if self.data_feed != "auto" or self._plan_refused:
+                    raise self._refused_for_the_plan(exc) from None
+                refused = exc.message
+            self._plan_refused = True
+            logger.error(f"broker {self.name} market data refused for this account's plan ({refused}): reading the "
+                         "IEX feed from now on (broker.data_feed = \"auto\"; set \"iex\" to start there, or \"sip\" "
+                         "with a market-data subscription). IEX trades are a few percent of the consolidated tape: "
+                         "the scanner's volume floors see that much less")
 
     def _refused_for_the_plan(self, exc: AuthError) -> AuthError:
         feed = self._feed()
