@@ -56,10 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(results))
     summary = report.write_summary(args.out, report.markdown(results, machine, args.quick))
     print(f"\nsummary: {summary}")
-    if not args.quick:
-        complete = report.full_results(args.out, list(BENCHMARKS))
+    complete = report.full_results(args.out, list(BENCHMARKS)) if not args.quick else []
+    if len(complete) == len(BENCHMARKS):
         report.regenerate_docs(report.markdown(complete, machine, quick=False))
         print(f"figures section regenerated: {report.DOCS}")
+    elif not args.quick:
+        # An --only run into a directory without the others' full results (--out elsewhere) would have replaced the
+        # page's figures with its own alone.
+        missing = [name for name in BENCHMARKS if name not in {r["name"] for r in complete}]
+        print(f"figures section not regenerated: {args.out} has no full result of {', '.join(missing)}")
     return 1 if any("error" in r for r in results) else 0
 
 
