@@ -453,7 +453,8 @@ class OrderRouter(pykka.ThreadingActor):
         if msg.executions_missing_since is not None:
             # Rebuilt from rows that say more filled than the recorded executions: the catch-up on the stream's
             # connection covers today only, and a fill older than that would be waited for until a doctor pass.
-            self._catch_up(msg.executions_missing_since, why=f"executions missing at a rebuild: {msg.executions_missing}")
+            self._catch_up(msg.executions_missing_since,
+                           why=f"executions missing at a rebuild: {msg.executions_missing}")
 
     def _tell_recorded_since_the_book(self, msg: m.Register) -> None:
         """Executions recorded after the new owner's book was read were told to the actor it replaces (or to none):

@@ -119,8 +119,7 @@ class BrokerSettings(Section):
             host = (urlsplit(getattr(self, key) or "").hostname or "").rstrip(".")
             if not host.endswith("alpaca.markets"):
                 continue
-            live_host = host in LIVE_HOSTS
-            if self.mode != "live" and live_host:
+            if self.mode != "live" and host in LIVE_HOSTS:
                 raise ValueError(f"broker.{key} = {getattr(self, key)!r} is Alpaca's live API, but broker.mode = "
                                  f"{self.mode}: live trading is broker.mode = \"live\" (with live_confirmed and "
                                  "--i-mean-live)")
