@@ -116,6 +116,7 @@ class ExchangeProcess:
     faults: str = ""
     cash: str = "100000"
     latency_ms: float = 0.0
+    wash_trade_check: bool = False
     ready_timeout_s: float = 60.0
     process: subprocess.Popen[str] | None = None
     url: str = ""
@@ -131,6 +132,8 @@ class ExchangeProcess:
             command += ["--faults", self.faults]
         if self.latency_ms:
             command += ["--latency-ms", f"{self.latency_ms:g}"]
+        if self.wash_trade_check:
+            command += ["--wash-trade-check"]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         start_new_session=True)
         self.output = LineLog(self.process.stdout, self.folder / "exchange.log")
