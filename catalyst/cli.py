@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="one-way network delay added to every request, reply and stream event (default 0)")
     exchange.add_argument("--data-plan", choices=("unlimited", "basic"), default="unlimited",
                           help="market-data plan: basic (Alpaca's free one) refuses recent SIP data (default unlimited)")
+    exchange.add_argument("--participation", default="0.25",
+                          help="share of a minute bar's volume one order may take (default 0.25): lower, more partial fills")
     exchange.add_argument("--wash-trade-check", action="store_true",
                           help="refuse an order while one of the other side works in the symbol, as Alpaca does")
     exchange.set_defaults(handler=_cmd_exchange)

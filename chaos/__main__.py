@@ -69,6 +69,8 @@ class ChaosSettings(BaseModel):
     latency_ms: float = Field(default=0.0, ge=0, le=10_000)
     # Alpaca's wash-trade refusal on: a partly filled entry's OCO is refused, and the entry cut short
     wash_trade_check: bool = False
+    # share of a minute bar's volume an order may take: lower, entries fill in more pieces over more minutes
+    participation: Decimal = Field(default=Decimal("0.25"), gt=0, le=1)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -159,7 +161,8 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
     day_wall_s = (_at(settings, "16:15") - _at(settings, settings.opens_at)).total_seconds() / settings.speed
     with ExchangeProcess(folder, seed=seed, speed=settings.speed, start_at=_at(settings, settings.opens_at),
                          faults=settings.faults, cash=str(settings.starting_cash),
-                         latency_ms=settings.latency_ms, wash_trade_check=settings.wash_trade_check) as exchange:
+                         latency_ms=settings.latency_ms, wash_trade_check=settings.wash_trade_check,
+                         participation=str(settings.participation)) as exchange:
         disk = SmallDisk(folder / "daemon" / "disk") if settings.fill_disk else None
         daemon = DaemonProcess(folder / "daemon", exchange.url, database_dir="disk" if disk else "")
         disk_full = disk_full_restarts(settings, seed)
@@ -354,6 +357,8 @@ def _parser() -> argparse.ArgumentParser:
                              "protect what is in flight on its reserve and stop by itself (default 0)")
     parser.add_argument("--wash-trade-check", action="store_true", default=None,
                         help="the emulator refuses an order while one of the other side works, as Alpaca does")
+    parser.add_argument("--participation", type=Decimal, help="share of a minute bar's volume an order may take "
+                        "(default 0.25; lower: more partial fills)")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -363,7 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     given = {k: v for k, v in dict(runs=args.runs, kills=args.kills, seed=args.seed, faults=args.faults,
                                    speed=args.speed, latency_ms=args.latency_ms, disk_full=args.disk_full,
-                                   fill_disk=args.fill_disk, wash_trade_check=args.wash_trade_check).items()
+                                   fill_disk=args.fill_disk, wash_trade_check=args.wash_trade_check,
+                                   participation=args.participation).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -379,6 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     distance += f", {settings.disk_full} restarts on a filling disk" if settings.disk_full else ""
     distance += f", {settings.fill_disk} moments filling the disk" if settings.fill_disk else ""
     distance += ", the wash-trade check on" if settings.wash_trade_check else ""
+    distance += f", participation {settings.participation}" if settings.participation != Decimal("0.25") else ""
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:

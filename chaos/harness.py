@@ -117,6 +117,7 @@ class ExchangeProcess:
     cash: str = "100000"
     latency_ms: float = 0.0
     wash_trade_check: bool = False
+    participation: str = "0.25"
     ready_timeout_s: float = 60.0
     process: subprocess.Popen[str] | None = None
     url: str = ""
@@ -134,6 +135,8 @@ class ExchangeProcess:
             command += ["--latency-ms", f"{self.latency_ms:g}"]
         if self.wash_trade_check:
             command += ["--wash-trade-check"]
+        if self.participation != "0.25":
+            command += ["--participation", self.participation]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         start_new_session=True)
         self.output = LineLog(self.process.stdout, self.folder / "exchange.log")

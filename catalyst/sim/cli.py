@@ -74,6 +74,10 @@ def run_exchange(args: argparse.Namespace) -> int:
         cash = Decimal(args.cash)
     except InvalidOperation:
         raise UsageError(f"--cash {args.cash!r}: not a number") from None
+    try:
+        participation = Decimal(getattr(args, "participation", "0.25"))
+    except InvalidOperation:
+        raise UsageError(f"--participation {args.participation!r}: not a number") from None
     data = args.data.resolve() if args.data else None
     market = None
     if data is not None:
@@ -82,7 +86,8 @@ def run_exchange(args: argparse.Namespace) -> int:
     fields = dict(host=args.host, port=args.port, seed=args.seed, speed=args.speed, starting_cash=cash,
                   rate_limit_per_minute=args.rate_limit, faults=args.faults, latency_ms=args.latency_ms,
                   data_plan=getattr(args, "data_plan", "unlimited"),
-                  wash_trade_check=getattr(args, "wash_trade_check", False))
+                  wash_trade_check=getattr(args, "wash_trade_check", False),
+                  participation=participation)
     if start is not None:
         fields["start"] = start
     try:
