@@ -722,12 +722,13 @@ class PositionActor(pykka.ThreadingActor):
             # Its row may say more filled than they add up to (a status report committed, the last piece's execution
             # not yet: its stream event lost before a kill). Those shares are sold at the broker, so they count as
             # leaving (_leaving) until their execution comes, not as shares to protect: their OCO would be refused
-            # for want of shares (chaos, seed 153), and a market exit instead would sell short.
+            # for want of shares (chaos, seed 153), and a market exit instead would sell short. The other way round,
+            # executions recorded past the row's last status: the broker filled at least those.
+            executed = recorded.get(order.order_id, Decimal(0))
             self.orders[order.order_id] = OrderView(role=order.role, status=OrderStatus(order.status),
-                                                    filled_qty=order.filled_qty,
+                                                    filled_qty=max(order.filled_qty, executed),
                                                     acknowledged=OrderStatus(order.status) in ACKNOWLEDGED,
-                                                    applied_qty=recorded.get(order.order_id, Decimal(0))
-                                                    if order.role != "entry" else Decimal(0))
+                                                    applied_qty=executed if order.role != "entry" else Decimal(0))
         for tp, sl, qty in restored.pairs:
             self.pairs.append(OcoPair(tp, sl, qty))
         for role, fill_qty, price in restored.fills:

@@ -246,6 +246,30 @@ def test_a_restart_before_an_exits_reported_fills_were_recorded_protects_none_of
     assert closed.realized_pnl == Decimal("-200") and not rig.told(m.SubmitProtection) and not rig.told(m.PlaceExit)
 
 
+def test_a_restart_after_executions_recorded_past_the_rows_status_counts_protection_from_the_executions(
+        rig: Rig) -> None:
+    # Chaos, seed 170: the stop's row said 60 filled, its recorded executions 90 (the row's status behind them). The
+    # rebuild counted the stop as covering 100 - 60 = 40 of the 10 shares left: `restored open qty=10 protected=40`,
+    # and a real shortfall of protection would have been hidden by it.
+    rig.position.stop()
+    writer, entry = rig.writer, rig.entry
+    _, (tp, sl) = open_with_oco_rows(writer, entry)
+    writer.record_fill(execution_id="b-e:100", order_id=entry.order_id, symbol="AAPL", side="buy", qty=Decimal(100),
+                       price=Decimal("50"), occurred_at=T0, source="stream").get()
+    for leg in (tp, sl):
+        writer.mark_submitted(leg.order_id, f"b-{leg.order_id}", "accepted", T0).get()
+    writer.update_order_status(sl.order_id, "partial_fill", "partially_filled", Decimal(60), Decimal("48")).get()
+    for key, qty in (("b-sl:60", 60), ("b-sl:90", 30)):
+        writer.record_fill(execution_id=key, order_id=sl.order_id, symbol="AAPL", side="sell", qty=Decimal(qty),
+                           price=Decimal("48"), occurred_at=T0, source="stream").get()
+
+    restored = Restored.from_book(writer.position_book(entry.order_id).get())
+    state = PositionActor.start(rig.plan, rig.router, writer, rig.system, SimClock(T0, 0),
+                                restored=restored).proxy().state().get()
+
+    assert (state["qty"], state["protected"]) == ("10", "10")
+    assert not rig.told(m.SubmitProtection)
+
 def test_protection_refused_for_shares_the_broker_does_not_have_is_no_market_exit(rig: Rig) -> None:
     # Chaos, seed 153: restarted before a stop's last executions were recorded, the position thought 2,008 shares
     # unprotected; the broker refused their OCO (`insufficient qty available … available: 0`), and the market exit
