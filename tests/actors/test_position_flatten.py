@@ -95,6 +95,16 @@ def open_with_oco_rows(writer: Any, entry: Any) -> tuple[Any, list[Any]]:
         ]).get()
 
 
+def killed_with_the_entry_filled(rig: Rig) -> tuple[Any, Any, Any]:
+    """What a restart finds after a kill: the rig's entry 100 bought at 50 (its execution recorded), the position row
+    and its OCO rows (open_with_oco_rows); the rig's first actor stopped. (position, take-profit, stop-loss)"""
+    rig.position.stop()
+    position, (tp, sl) = open_with_oco_rows(rig.writer, rig.entry)
+    rig.writer.record_fill(execution_id="b-e:100", order_id=rig.entry.order_id, symbol="AAPL", side="buy",
+                           qty=Decimal(100), price=Decimal("50"), occurred_at=T0, source="stream").get()
+    return position, tp, sl
+
+
 @pytest.fixture
 def rig(tmp_path: Path, recording_actor: Any) -> Iterator[Rig]:
     made = Rig(tmp_path, recording_actor)
@@ -213,11 +223,8 @@ def test_a_restart_before_an_exits_reported_fills_were_recorded_protects_none_of
     # executions were recorded when the daemon was killed (the last piece's stream event lost). The rebuild counted
     # the row's 40 as sold and the position as 40 unprotected; their OCO was refused (the broker has no such shares)
     # and the market exit sent instead sold 40 short. The 40 are leaving: no OCO, no exit; their execution closes it.
-    rig.position.stop()
     writer, entry = rig.writer, rig.entry
-    position, (tp, sl) = open_with_oco_rows(writer, entry)
-    writer.record_fill(execution_id="b-e:100", order_id=entry.order_id, symbol="AAPL", side="buy", qty=Decimal(100),
-                       price=Decimal("50"), occurred_at=T0, source="stream").get()
+    position, tp, sl = killed_with_the_entry_filled(rig)
     writer.record_fill(execution_id="b-sl:60", order_id=sl.order_id, symbol="AAPL", side="sell", qty=Decimal(60),
                        price=Decimal("48"), occurred_at=T0, source="stream").get()
     writer.update_order_status(sl.order_id, "filled", "filled", Decimal(100), Decimal("48")).get()
@@ -251,11 +258,8 @@ def test_a_restart_after_executions_recorded_past_the_rows_status_counts_protect
     # Chaos, seed 170: the stop's row said 60 filled, its recorded executions 90 (the row's status behind them). The
     # rebuild counted the stop as covering 100 - 60 = 40 of the 10 shares left: `restored open qty=10 protected=40`,
     # and a real shortfall of protection would have been hidden by it.
-    rig.position.stop()
     writer, entry = rig.writer, rig.entry
-    _, (tp, sl) = open_with_oco_rows(writer, entry)
-    writer.record_fill(execution_id="b-e:100", order_id=entry.order_id, symbol="AAPL", side="buy", qty=Decimal(100),
-                       price=Decimal("50"), occurred_at=T0, source="stream").get()
+    _, tp, sl = killed_with_the_entry_filled(rig)
     for leg in (tp, sl):
         writer.mark_submitted(leg.order_id, f"b-{leg.order_id}", "accepted", T0).get()
     writer.update_order_status(sl.order_id, "partial_fill", "partially_filled", Decimal(60), Decimal("48")).get()

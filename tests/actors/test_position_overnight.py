@@ -21,7 +21,7 @@ from actors.position import PositionActor
 from actors.system import Restored
 from catalyst.domain.orders import OrderStatus
 from catalyst.sim.clock import SimClock
-from tests.actors.test_position_flatten import T0, Rig, open_with_oco_rows, wait_for
+from tests.actors.test_position_flatten import T0, Rig, killed_with_the_entry_filled, wait_for
 
 FLATTEN_ID = 90  # the market exit's order id, as the router would create it
 
@@ -73,11 +73,8 @@ def test_a_flatten_still_cancelling_its_stops_at_the_close_keeps_them_and_sends_
 
 
 def test_a_restart_while_the_market_exit_works_waits_for_it_instead_of_protecting(rig: Rig) -> None:
-    rig.position.stop()
     writer, entry = rig.writer, rig.entry
-    position, (tp, sl) = open_with_oco_rows(writer, entry)
-    writer.record_fill(execution_id="b-e:100", order_id=entry.order_id, symbol="AAPL", side="buy", qty=Decimal(100),
-                       price=Decimal("50"), occurred_at=T0, source="stream").get()
+    position, tp, sl = killed_with_the_entry_filled(rig)
     for leg in (tp, sl):
         writer.update_order_status(leg.order_id, "cancelled", "canceled", Decimal(0), None).get()
     exit_row = writer.create_order(cycle_id=entry.cycle_id, symbol="AAPL", role="flatten", side="sell",
