@@ -12,6 +12,7 @@ from typing import Any, Callable, Sequence
 from catalyst.sim.clock import MAX_SPEED
 from catalyst.errors import CatalystError, DatabaseError, StopDuringStartup, UsageError
 from catalyst.logs import to_log_file_only
+from catalyst.sim.wash_trade import WASH_TRADE_CHECKS
 from catalyst.store.errors import StoreError, storage_fault
 
 DEFAULT_CONFIG = "config.toml"
@@ -108,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="market-data plan: basic (Alpaca's free one) refuses recent SIP data (default unlimited)")
     exchange.add_argument("--participation", default="0.25",
                           help="share of a minute bar's volume one order may take (default 0.25): lower, more partial fills")
-    exchange.add_argument("--wash-trade-check", action="store_true",
-                          help="refuse an order while one of the other side works in the symbol, as Alpaca does")
+    exchange.add_argument("--wash-trade-check", choices=WASH_TRADE_CHECKS, default="alpaca",
+                          help="Alpaca's wash-trade refusal: alpaca, its published table (complex orders exempt; the "
+                               "default); strict, complex orders refused too, as some users report; off")
     exchange.set_defaults(handler=_cmd_exchange)
     return parser
 

@@ -147,6 +147,9 @@ class ExchangeSettings(Section):
     faults: str = ""
     # Its market-data plan: "basic" (Alpaca's free one) refuses recent SIP data, as a free paper account would.
     data_plan: Literal["unlimited", "basic"] = "unlimited"
+    # Alpaca's wash-trade refusal: "alpaca", its published table (complex orders exempt); "strict", OCOs refused
+    # too, as some users report; "off" (catalyst/sim/wash_trade.py).
+    wash_trade_check: Literal["off", "alpaca", "strict"] = "alpaca"
 
 
 class CycleSettings(Section):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -67,8 +67,9 @@ class ChaosSettings(BaseModel):
     # the broker a network away: every request, reply and stream event this late, one way (real ms); more kills
     # land while the broker has acted and the daemon has not heard yet
     latency_ms: float = Field(default=0.0, ge=0, le=10_000)
-    # Alpaca's wash-trade refusal on: a partly filled entry's OCO is refused, and the entry cut short
-    wash_trade_check: bool = False
+    # Alpaca's wash-trade refusal (catalyst/sim/wash_trade.py): "alpaca", its published table, OCOs exempt;
+    # "strict", OCOs refused too: a partly filled entry's OCO is refused, and the entry cut short
+    wash_trade_check: Literal["off", "alpaca", "strict"] = "alpaca"
     # share of a minute bar's volume an order may take: lower, entries fill in more pieces over more minutes
     participation: Decimal = Field(default=Decimal("0.25"), gt=0, le=1)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
@@ -355,8 +356,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fill-disk", type=int, metavar="N",
                         help="N kill moments fill the database's disk (a tmpfs; needs root) instead: the daemon must "
                              "protect what is in flight on its reserve and stop by itself (default 0)")
-    parser.add_argument("--wash-trade-check", action="store_true", default=None,
-                        help="the emulator refuses an order while one of the other side works, as Alpaca does")
+    parser.add_argument("--wash-trade-check", choices=("off", "alpaca", "strict"),
+                        help="the emulator's wash-trade refusal: alpaca, Alpaca's published table (OCOs exempt; "
+                             "the default); strict, OCOs refused too, as some users report; off")
     parser.add_argument("--participation", type=Decimal, help="share of a minute bar's volume an order may take "
                         "(default 0.25; lower: more partial fills)")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
@@ -384,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     distance = f", broker {settings.latency_ms:g} ms away" if settings.latency_ms else ""
     distance += f", {settings.disk_full} restarts on a filling disk" if settings.disk_full else ""
     distance += f", {settings.fill_disk} moments filling the disk" if settings.fill_disk else ""
-    distance += ", the wash-trade check on" if settings.wash_trade_check else ""
+    distance += f", the wash-trade check {settings.wash_trade_check}" if settings.wash_trade_check != "alpaca" else ""
     distance += f", participation {settings.participation}" if settings.participation != Decimal("0.25") else ""
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)

@@ -116,7 +116,7 @@ class ExchangeProcess:
     faults: str = ""
     cash: str = "100000"
     latency_ms: float = 0.0
-    wash_trade_check: bool = False
+    wash_trade_check: str = "alpaca"  # off | alpaca | strict (catalyst/sim/wash_trade.py)
     participation: str = "0.25"
     ready_timeout_s: float = 60.0
     process: subprocess.Popen[str] | None = None
@@ -133,8 +133,8 @@ class ExchangeProcess:
             command += ["--faults", self.faults]
         if self.latency_ms:
             command += ["--latency-ms", f"{self.latency_ms:g}"]
-        if self.wash_trade_check:
-            command += ["--wash-trade-check"]
+        if self.wash_trade_check != "alpaca":
+            command += ["--wash-trade-check", self.wash_trade_check]
         if self.participation != "0.25":
             command += ["--participation", self.participation]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -86,7 +86,7 @@ def run_exchange(args: argparse.Namespace) -> int:
     fields = dict(host=args.host, port=args.port, seed=args.seed, speed=args.speed, starting_cash=cash,
                   rate_limit_per_minute=args.rate_limit, faults=args.faults, latency_ms=args.latency_ms,
                   data_plan=getattr(args, "data_plan", "unlimited"),
-                  wash_trade_check=getattr(args, "wash_trade_check", False),
+                  wash_trade_check=getattr(args, "wash_trade_check", "alpaca"),
                   participation=participation)
     if start is not None:
         fields["start"] = start

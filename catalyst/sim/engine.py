@@ -16,6 +16,7 @@ from catalyst.sim.accounts import Account
 from catalyst.sim.market import EXCHANGE_TZ, Market, Session
 from catalyst.sim.matching import capacity, executable_qty, price_in_bar, price_on_submit
 from catalyst.sim.order_entry import OrderSpec
+from catalyst.sim.wash_trade import WASH_TRADE_MESSAGE, WashTradeCheck, wash_trade_conflict
 from catalyst.sim.orders import (
     ZERO, ExchangeError, OrderClass, OrderType, Side, SimOrder, Status, TimeInForce, forbidden, iso_z, money,
     not_found, unprocessable,
@@ -52,7 +53,7 @@ class Submitted:
 
 class Engine:
     def __init__(self, market: Market, clock: Clock, *, starting_cash: Decimal, participation: Decimal,
-                 sink: EventSink, wash_trade_check: bool = False) -> None:
+                 sink: EventSink, wash_trade_check: WashTradeCheck = "off") -> None:
         self.market, self.clock = market, clock
         self.wash_trade_check = wash_trade_check
         self.starting_cash, self.participation = starting_cash, participation
@@ -130,9 +131,8 @@ class Engine:
             raise forbidden("account is not allowed to trade")
         if spec.client_order_id is not None and spec.client_order_id in account.by_client_id:
             raise ExchangeError(422, 40010001, "client_order_id must be unique")
-        if self.wash_trade_check and any(o.is_open and o.symbol == spec.symbol and o.side is not spec.side
-                                         for o in account.orders.values()):
-            raise forbidden("potential wash trade detected. use complex orders")
+        if wash_trade_conflict(self.wash_trade_check, spec, account.orders.values()) is not None:
+            raise forbidden(WASH_TRADE_MESSAGE)
         if spec.order_class is OrderClass.OCO:
             self._require_exit(account, spec)
             self._require_stop_clear_of_base(spec)

@@ -41,6 +41,7 @@ from catalyst.sim.scripted import ScriptedMarket
 from catalyst.sim.stream import StreamHub
 from catalyst.sim.trading_routes import KEY_ID, add_trading_routes
 from catalyst.sim.orders import ExchangeError
+from catalyst.sim.wash_trade import WashTradeCheck
 
 T = TypeVar("T")
 DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMD", "TSLA")
@@ -78,11 +79,9 @@ class ExchangeConfig(BaseModel):
     # querying recent SIP data", and a request naming no feed is taken as SIP (the stricter of the readings of
     # Alpaca's docs); "unlimited" serves every feed.
     data_plan: Literal["unlimited", "basic"] = "unlimited"
-    # Alpaca's wash-trade protection: an order refused, 403 "potential wash trade detected. use complex orders",
-    # while the account has an open order of the other side in the same symbol (what its staff describe; the exact
-    # rule is not published). Off by default: the emulator fills a market order over minutes (participation), where
-    # Alpaca fills it in a moment, so on by default it would refuse far more protection than Alpaca does.
-    wash_trade_check: bool = False
+    # Alpaca's wash-trade protection (catalyst/sim/wash_trade.py): "alpaca", its published table (complex orders
+    # exempt); "strict", complex orders refused too, as some users report; "off".
+    wash_trade_check: WashTradeCheck = "alpaca"
     allow_non_loopback: bool = False
 
     @field_validator("start")

@@ -25,7 +25,7 @@ from tests.actors.test_trade_scenarios import broker_working_stop_qty, legs, pos
 
 @pytest.fixture
 def trading(tmp_path: Path) -> Iterator[Trading]:
-    with exchange_at(START, wash_trade_check=True) as exchange:
+    with exchange_at(START, wash_trade_check="strict") as exchange:
         harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}").start()
         yield harness
         harness.stop()

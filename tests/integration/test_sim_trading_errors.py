@@ -6,8 +6,10 @@ import pytest
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
-from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+from alpaca.trading.enums import OrderClass, OrderSide, OrderStatus, TimeInForce
+from alpaca.trading.requests import (
+    LimitOrderRequest, MarketOrderRequest, StopLossRequest, StopOrderRequest, TakeProfitRequest,
+)
 from pydantic import ValidationError
 
 from catalyst.sim.faults import FaultSpecError
@@ -138,17 +140,68 @@ def test_config_refuses_a_non_loopback_host_unless_allowed():
     assert ExchangeConfig(host="0.0.0.0", allow_non_loopback=True).host == "0.0.0.0"
 
 
-def test_with_its_wash_trade_check_an_order_against_a_working_one_of_the_other_side_is_403(exchange_factory):
-    exchange = exchange_factory(wash_trade_check=True)
+WASH_TRADE = (403, 40310000, "potential wash trade detected. use complex orders")
+
+
+def limit(side: OrderSide, qty: int, price: float) -> LimitOrderRequest:
+    return LimitOrderRequest(symbol="AAPL", qty=qty, side=side, limit_price=price, time_in_force=TimeInForce.DAY)
+
+
+def oco_sell(qty: int, target: float, stop: float) -> LimitOrderRequest:
+    return LimitOrderRequest(symbol="AAPL", qty=qty, side=OrderSide.SELL, limit_price=target,
+                             time_in_force=TimeInForce.DAY, order_class=OrderClass.OCO,
+                             take_profit=TakeProfitRequest(limit_price=target),
+                             stop_loss=StopLossRequest(stop_price=stop))
+
+
+def refusal(client: TradingClient, order) -> tuple[int, int, str] | None:
+    try:
+        client.submit_order(order)
+    except APIError as error:
+        return error.status_code, error.code, error.message
+    return None
+
+
+def test_alpacas_published_wash_trade_table_against_a_working_buy_limit(exchange_factory):
+    """docs.alpaca.markets/us/docs/user-protection: against a limit buy, a market or stop sell is always refused, a
+    limit sell only at or below the buy's limit; complex orders (OCO) are exempt. The emulator's default."""
+    exchange = exchange_factory()
     client = TradingClient("PKWASH", "x", url_override=exchange.base_url)
     client.submit_order(buy("AAPL", 10))  # filled at once: nothing of it works any more
-    resting = client.submit_order(LimitOrderRequest(symbol="AAPL", qty=5, side=OrderSide.BUY, limit_price=90,
-                                                    time_in_force=TimeInForce.DAY))
-    sell = LimitOrderRequest(symbol="AAPL", qty=5, side=OrderSide.SELL, limit_price=120, time_in_force=TimeInForce.DAY)
+    client.submit_order(limit(OrderSide.BUY, 5, 90))  # rests below the market
 
-    error = api_error(lambda: client.submit_order(sell))
-    client.cancel_order_by_id(resting.id)
+    assert refusal(client, buy("AAPL", 1)) is None  # the same side is never a wash trade
+    assert refusal(client, MarketOrderRequest(symbol="AAPL", qty=1, side=OrderSide.SELL,
+                                              time_in_force=TimeInForce.DAY)) == WASH_TRADE
+    assert refusal(client, StopOrderRequest(symbol="AAPL", qty=1, side=OrderSide.SELL, stop_price=80,
+                                            time_in_force=TimeInForce.DAY)) == WASH_TRADE
+    assert refusal(client, limit(OrderSide.SELL, 1, 90)) == WASH_TRADE  # buy limit 90 >= sell limit 90
+    assert refusal(client, limit(OrderSide.SELL, 1, 120)) is None  # cannot cross the buy at 90
+    assert refusal(client, oco_sell(5, target=130, stop=80)) is None  # complex orders are exempt
 
-    assert (error.status_code, error.code, error.message) == (
-        403, 40310000, "potential wash trade detected. use complex orders")
-    assert client.submit_order(sell).status in (OrderStatus.NEW, OrderStatus.ACCEPTED)  # none works against it now
+
+def test_a_working_ocos_legs_refuse_a_market_buy_of_the_symbol(exchange_factory):
+    """The table read as written: an existing order counts whatever its class (the stricter reading)."""
+    exchange = exchange_factory()
+    client = TradingClient("PKWASH", "x", url_override=exchange.base_url)
+    client.submit_order(buy("AAPL", 10))
+    client.submit_order(oco_sell(10, target=130, stop=80))
+
+    assert refusal(client, buy("AAPL", 1)) == WASH_TRADE
+    # Below the take-profit's 130, but the stop leg is a stop sell: "always rejected".
+    assert refusal(client, limit(OrderSide.BUY, 1, 90)) == WASH_TRADE
+
+
+def test_the_strict_wash_trade_check_refuses_an_oco_and_off_refuses_nothing(exchange_factory):
+    strict = TradingClient("PKWASH", "x", url_override=exchange_factory(wash_trade_check="strict").base_url)
+    strict.submit_order(buy("AAPL", 10))
+    resting = strict.submit_order(limit(OrderSide.BUY, 5, 90))
+    assert refusal(strict, oco_sell(5, target=130, stop=80)) == WASH_TRADE
+    strict.cancel_order_by_id(resting.id)
+    assert refusal(strict, oco_sell(5, target=130, stop=80)) is None  # nothing of the other side works now
+
+    off = TradingClient("PKWASH", "x", url_override=exchange_factory(wash_trade_check="off").base_url)
+    off.submit_order(buy("AAPL", 10))
+    off.submit_order(limit(OrderSide.BUY, 5, 90))
+    assert refusal(off, MarketOrderRequest(symbol="AAPL", qty=1, side=OrderSide.SELL,
+                                           time_in_force=TimeInForce.DAY)) is None
