@@ -90,6 +90,9 @@ class Register(Message):
     # The executions it was rebuilt from: one the router records between the book's read and this message went to
     # the actor it replaces, and is told to this one instead.
     known_executions: tuple[str, ...] = ()
+    # Each order's status as the book read it: a move the router made since without an execution (a leg cancelled,
+    # an OCO rejected) also went to the actor it replaces, and is told to this one.
+    book_statuses: tuple[tuple[int, str], ...] = ()
 
 
 class ResendUnsent(Message):

@@ -449,19 +449,21 @@ class OrderRouter(pykka.ThreadingActor):
         for order_id in msg.order_ids:
             self._send_if_never_acknowledged(self.by_order.get(order_id))
         if handed_over:
-            self._tell_recorded_since_the_book(msg)
+            told = self._tell_recorded_since_the_book(msg)
+            self._tell_moved_since_the_book(msg, told)
         if msg.executions_missing_since is not None:
             # Rebuilt from rows that say more filled than the recorded executions: the catch-up on the stream's
             # connection covers today only, and a fill older than that would be waited for until a doctor pass.
             self._catch_up(msg.executions_missing_since,
                            why=f"executions missing at a rebuild: {msg.executions_missing}")
 
-    def _tell_recorded_since_the_book(self, msg: m.Register) -> None:
+    def _tell_recorded_since_the_book(self, msg: m.Register) -> set[int]:
         """Executions recorded after the new owner's book was read were told to the actor it replaces (or to none):
-        the new one would never apply them, and would protect shares already sold or leave bought ones bare."""
+        the new one would never apply them, and would protect shares already sold or leave bought ones bare. The
+        orders told of (each with its current status)."""
         known = set(msg.known_executions)
         if all(key in known for key in self.writer.execution_keys(msg.order_ids).get()):
-            return
+            return set()
         missed = sorted(((fill, self.by_order[order_id]) for order_id in msg.order_ids if order_id in self.by_order
                          for fill in self.writer.fills_for_order(order_id).get() if fill.execution_id not in known),
                         key=lambda pair: (pair[0].occurred_at, pair[0].fill_id))
@@ -470,6 +472,19 @@ class OrderRouter(pykka.ThreadingActor):
                         "recorded while its position was being rebuilt: told to the rebuilt actor")
             self._tell_owner(tracked, m.Execution(key=fill.execution_id, qty=fill.qty, price=fill.price,
                                                   at=fill.occurred_at))
+        return {tracked.order_id for _, tracked in missed}
+
+    def _tell_moved_since_the_book(self, msg: m.Register, told: set[int]) -> None:
+        """A status the router moved an order to after the new owner's book was read, with no execution (a leg
+        cancelled, an OCO rejected), went to the actor it replaces: the new one would count a cancelled stop as
+        protection, and no later report of that same status would tell it."""
+        for order_id, status in msg.book_statuses:
+            tracked = self.by_order.get(order_id)
+            if tracked is None or order_id in told or str(tracked.status) == status:
+                continue
+            log.warning(f"order {tracked.label} moved {status} → {tracked.status} while its position was being "
+                        "rebuilt: told to the rebuilt actor")
+            self._tell_owner(tracked, None)
 
     def _on_ResendUnsent(self, msg: m.ResendUnsent) -> None:
         for order_id in msg.order_ids:

@@ -9,6 +9,7 @@ already ran through the stop: the actor flattens at market instead of retrying f
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -36,6 +37,10 @@ OVERNIGHT_CANCEL = "the market closed before it filled; kept under stops overnig
 # Wall seconds an OCO leg may stay working alone (its sibling ended unfilled) before the broker is asked about it: in
 # the normal case the broker cancelled the sibling because this leg filled, and that fill's event is a moment behind.
 LONE_LEG_GRACE_S = 2.0
+# Wall seconds a flatten holds its market exit for entry shares the broker reports bought and we have no execution
+# for (the router's catch-up brings them in seconds). Past it, the recorded shares go and those are left to the
+# doctor: a catch-up that cannot find them must not keep every share of the position without a stop.
+ENTRY_FILLS_WAIT_S = 30.0
 
 
 # A market exit that ends in one of these without a share filled has failed. (FILLED can be announced before its
@@ -68,7 +73,7 @@ class OrderView:
     role: str
     status: OrderStatus = OrderStatus.CREATED
     filled_qty: Decimal = Decimal(0)  # as the broker last reported it
-    applied_qty: Decimal = Decimal(0)  # an exit's shares taken off the position by executions so far
+    applied_qty: Decimal = Decimal(0)  # its shares put on (entry) or taken off (exit) the position by executions so far
     acknowledged: bool = False  # seen working at the broker (submitted or accepted)
 
     @property
@@ -102,6 +107,8 @@ class PositionActor(pykka.ThreadingActor):
         self.flatten_since: datetime | None = None  # exchange time the flatten began (the doctor's stuck test)
         self.exit_sent = False
         self._waiting_for_exit_fills = False  # said once: a flatten found its exits filled at the broker
+        self._waiting_for_entry_fills = Decimal(0)  # said once per quantity: a flatten waits for entry executions
+        self._entry_fills_waited_since: float | None = None  # time.monotonic() the flatten began waiting for them
         self._kept_overnight = False  # the market closed while flattening (KeepOvernight): its exit was cancelled
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
@@ -203,8 +210,7 @@ class PositionActor(pykka.ThreadingActor):
         view.acknowledged = view.acknowledged or msg.status in ACKNOWLEDGED
         if msg.execution is not None:
             self._apply_execution(msg.role, msg.execution, committed)
-            if msg.role != "entry":
-                view.applied_qty += msg.execution.qty
+            view.applied_qty += msg.execution.qty
         if msg.role == "entry":
             self._after_entry_status(msg)
             if self._protect_after_entry and not view.working:
@@ -214,7 +220,9 @@ class PositionActor(pykka.ThreadingActor):
                 # Shares whose fill was planned while protection waited for the entry's cancel (the router's plan,
                 # then this cancel, then the fill's commit): no OCO came with them. A no-op when one did.
                 self._protect()
-        elif msg.role == "flatten" and msg.status in EXIT_FAILED and msg.filled_qty == 0 and self.exit_sent:
+        elif msg.role == "flatten" and msg.status in EXIT_FAILED and self.exit_sent:
+            # Unfilled, or partly: an exit cancelled at the close or expired with shares left (a thin stock at
+            # 15:55). Those shares are protected again, never left bare under a flatten that has nothing working.
             self._exit_failed(msg)
         elif not self.position.is_terminal and self.position.status is PositionStatus.OPEN:
             if (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
@@ -367,6 +375,13 @@ class PositionActor(pykka.ThreadingActor):
         marketable when sent) overtakes the fill's execution, and protecting those shares again would sell them
         twice. Shares a lone OCO leg holds wait for it (_lone_legs)."""
         return quantity - self._leaving() - self.protected_qty() - self._held_by_lone_legs()
+
+    def _arriving(self) -> Decimal:
+        """Entry shares the broker reports filled whose executions have not reached the position yet: a fill event
+        lost, the order's status read by REST (a cancel answered "already filled"). The router's catch-up brings
+        them."""
+        entry = self.orders.get(self.entry_order_id) if self.entry_order_id is not None else None
+        return max(entry.filled_qty - entry.applied_qty, Decimal(0)) if entry is not None else Decimal(0)
 
     def _leaving(self) -> Decimal:
         """Shares our exit orders have filled at the broker whose executions have not reached the position yet."""
@@ -557,6 +572,17 @@ class PositionActor(pykka.ThreadingActor):
         # An exit that filled at the broker (its fill event lost, its status read by REST: "not cancelable, filled")
         # has sold those shares already; its execution comes later (the doctor's pass, a catch-up). A market exit
         # for them too would sell them twice and leave the account short.
+        arriving = self._arriving()
+        if arriving > 0 and not self._done_waiting_for_entry_fills(arriving):
+            # Those shares are at the broker, not in the position yet: an exit of what is recorded would leave them
+            # behind, bare (the position closed, its actor gone when their execution comes). One exit for all.
+            if self._waiting_for_entry_fills != arriving:
+                self._waiting_for_entry_fills = arriving
+                self.log.warning(f"position {self.label} every other order has ended, but its entry filled {arriving} "
+                                 f"more at the broker than its executions say: market exit once they are recorded "
+                                 f"(the router's catch-up brings them)")
+            self._start_flatten_timer()  # asks the broker again if they are slow to come
+            return
         leaving = self._leaving()
         remaining = self.position.quantity - leaving
         if remaining <= 0:
@@ -573,8 +599,20 @@ class PositionActor(pykka.ThreadingActor):
             side=self.position.exit_side, qty=remaining, reason=self.flatten_reason,
         ))
 
+    def _done_waiting_for_entry_fills(self, arriving: Decimal) -> bool:
+        now = time.monotonic()
+        if self._entry_fills_waited_since is None:
+            self._entry_fills_waited_since = now
+        if now - self._entry_fills_waited_since < ENTRY_FILLS_WAIT_S:
+            return False
+        self.log.error(f"position {self.label} its entry's {arriving} shares the broker reports bought have no "
+                       f"recorded execution after {ENTRY_FILLS_WAIT_S:.0f} s: exiting the {self.position.quantity} "
+                       f"recorded; those {arriving} are left to the doctor's pass (check them at the broker)")
+        return True
+
     def _exit_failed(self, msg: m.OrderUpdated) -> None:
-        """The market exit ended unfilled (rejected, cancelled): the shares are protected again, never left bare.
+        """The market exit ended unfilled or partly filled (rejected, cancelled, expired): the shares left are protected
+        again, never left bare.
         If their protection was rejected too, the broker takes neither: tried again after a growing wait, not at
         once, which would place and reject a stop and an exit as fast as the broker answers."""
         self.flattening, self.exit_sent = False, False
@@ -591,7 +629,8 @@ class PositionActor(pykka.ThreadingActor):
         # Not flattened again by itself: the position does not know the close, and a flatten retried after it would
         # take the stop off for the night. The cycle, which does, asks again (CycleActor._retry_undone_flattens).
         undone = "" if self._kept_overnight else f"; its flatten ({self.flatten_reason}) is not done"
-        self.log.log(level, f"position {self.label} market exit o-{msg.order_id} {msg.status} unfilled "
+        filled = "unfilled" if msg.filled_qty == 0 else f"with {msg.filled_qty} filled"
+        self.log.log(level, f"position {self.label} market exit o-{msg.order_id} {msg.status} {filled} "
                      f"({msg.reason or 'no reason given'}); protecting the {self.position.quantity} shares again"
                      f"{undone}")
         self._protect()
@@ -636,8 +675,12 @@ class PositionActor(pykka.ThreadingActor):
         if not self.flattening or (self.exit_sent and not self._kept_overnight):
             return
         if not working:
-            if not self._kept_overnight:  # nothing left to wait for: the exit goes now (a backstop for a missed step)
-                self._exit_when_clear()
+            if self._kept_overnight:
+                return
+            if self._arriving() > 0 and self.entry_order_id is not None:
+                # The entry's missing executions: its report, read again, restarts the router's catch-up.
+                self.router.tell(m.VerifyOrders(order_ids=(self.entry_order_id,)))
+            self._exit_when_clear()  # the exit goes now if nothing is left to wait for (a backstop for a missed step)
             return
         self.log.warning(f"position {self.label} flatten still waiting for {working} to end: asking the broker again")
         self.router.tell(m.VerifyOrders(order_ids=working))
@@ -704,7 +747,7 @@ class PositionActor(pykka.ThreadingActor):
             executions_missing_since=since - timedelta(minutes=5) if since is not None else None,
             executions_missing=", ".join(f"o-{o.order_id} {recorded.get(o.order_id, Decimal(0))} of {o.filled_qty}"
                                          for o in short) or None,
-            known_executions=executions)
+            known_executions=executions, book_statuses=tuple((o.order_id, str(o.status)) for o in orders))
 
     def _restore(self, restored: Any) -> None:
         """Rebuild from the database after a restart or a crash: replay the recorded fills, re-register orders."""
@@ -728,7 +771,7 @@ class PositionActor(pykka.ThreadingActor):
             self.orders[order.order_id] = OrderView(role=order.role, status=OrderStatus(order.status),
                                                     filled_qty=max(order.filled_qty, executed),
                                                     acknowledged=OrderStatus(order.status) in ACKNOWLEDGED,
-                                                    applied_qty=executed if order.role != "entry" else Decimal(0))
+                                                    applied_qty=executed)
         for tp, sl, qty in restored.pairs:
             self.pairs.append(OcoPair(tp, sl, qty))
         for role, fill_qty, price in restored.fills:

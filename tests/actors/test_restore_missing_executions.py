@@ -172,3 +172,44 @@ def test_an_execution_recorded_while_the_position_is_rebuilt_reaches_the_rebuilt
         for ref in (rebuilt, router, protect, general, system, crashed, writer_ref):
             if ref is not None and ref.is_alive():
                 ref.stop()
+
+
+def leg_report(leg: Any, broker_id: str, status: str) -> OrderReport:
+    return OrderReport(
+        broker_id=broker_id, client_order_id=leg.client_order_id, symbol="AAPL", side="sell", type=leg.order_type,
+        order_class="oco", tif="day", qty=Decimal(100), filled_qty=Decimal(0), filled_avg_price=None,
+        limit_price=leg.limit_price, stop_price=leg.stop_price, status=status, created_at=T0, updated_at=T0,
+        submitted_at=T0, filled_at=None, canceled_at=T0)
+
+
+def test_a_leg_cancelled_while_its_position_is_rebuilt_reaches_the_rebuilt_actor(
+        tmp_path: Path, recording_actor: Any) -> None:
+    # As above, with a move that carries no execution: both legs cancelled at the broker after the book was read.
+    # The rebuilt actor would count the cancelled OCO as its 100 shares' protection, and no later report of the same
+    # status would tell it otherwise (found by a review).
+    writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'rebuild.db'}")
+    writer = writer_ref.proxy()
+    entry, position_id, take_profit, stop = protected_long(writer)
+    protect, general, system, crashed = recording_actor(), recording_actor(), recording_actor(), recording_actor()
+    router = OrderRouter.start(writer, Recorded(protect), Recorded(general), FixedClock(),
+                               RouterSettings(missing_execution_grace_s=60))
+    rebuilt = None
+    try:
+        router.tell(m.Register(owner=crashed, order_ids=(entry.order_id, take_profit.order_id, stop.order_id)))
+        crashed.stop()
+        book = writer.position_book(entry.order_id).get()
+        for leg, broker_id in ((take_profit, "b-tp"), (stop, "b-sl")):
+            router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(
+                event="canceled", order=leg_report(leg, broker_id, "canceled"), at=T0)))
+        wait_for(lambda: all(writer.get_order(o.order_id).get().status == "cancelled" for o in (take_profit, stop)),
+                 "both legs recorded cancelled")
+        rebuilt = PositionActor.start(plan_from_entry(book.entry), router, writer, system, SimClock(T0, 0),
+                                      restored=Restored.from_book(book))
+
+        again = wait_for(lambda: sent_to_broker(protect), "the 100 shares protected again")
+        assert len(again) == 1 and isinstance(again[0], SubmitOco)
+        assert again[0].take_profit.quantity == Decimal(100)
+    finally:
+        for ref in (rebuilt, router, protect, general, system, crashed, writer_ref):
+            if ref is not None and ref.is_alive():
+                ref.stop()
