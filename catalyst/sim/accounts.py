@@ -105,9 +105,10 @@ class Account:
     trading_blocked: bool = False
     account_blocked: bool = False
     trade_suspended_by_user: bool = False
-    # Alpaca retired its pattern day trader protection on 2026-07-06 (FINRA's intraday margin standards replaced the
-    # rule) and dropped `daytrade_count` and `pattern_day_trader` from /v2/account: None reports neither, as Alpaca
-    # does now; a number reports both, as Alpaca did before (set through /sim/v1; reported only, never enforced).
+    # Alpaca stopped flagging pattern day traders in June 2026 (its changelog of 2026-06-03: FINRA's intraday margin
+    # standards replaced the rule) and dropped `daytrade_count` and `pattern_day_trader` from /v2/account on
+    # 2026-07-06: None reports neither, as Alpaca does now; a number reports both, as Alpaca did before (set through
+    # /sim/v1; reported only, never enforced).
     daytrade_count: int | None = None
 
     def __post_init__(self) -> None:

@@ -169,8 +169,8 @@ RESTRICTIONS: dict[str, tuple[type, ...]] = {
 async def restrictions_put(request: web.Request) -> web.Response:
     """An account Alpaca would not let trade (blocked, suspended, not yet ACTIVE): its /v2/account says so, and its
     order submits are refused with a 403. `daytrade_count`: a number makes /v2/account report it and
-    `pattern_day_trader`, as Alpaca did until its pattern day trader protection ended on 2026-07-06 (reported only,
-    no rule enforced); null stops reporting them, as Alpaca does now and the emulator does by default."""
+    `pattern_day_trader`, as Alpaca did until it dropped the fields on 2026-07-06 (flagging ended in June; reported
+    only, no rule enforced); null stops reporting them, as Alpaca does now and the emulator does by default."""
     state, body = request.app[STATE], await _json(request)
     unknown = sorted(set(body) - set(RESTRICTIONS))
     wrong = sorted(name for name, kinds in RESTRICTIONS.items() if name in body and type(body[name]) not in kinds)
