@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pykka
 import pytest
 
 from actors import messages as m
@@ -140,38 +141,59 @@ def test_the_catch_up_closes_the_position_once_and_a_redelivered_execution_chang
 
 
 
-def test_an_execution_recorded_while_the_position_is_rebuilt_reaches_the_rebuilt_actor(
-        tmp_path: Path, recording_actor: Any) -> None:
-    # A crash rebuild reads the position's book; a stop's fill the router records before the new actor's Register
-    # is handled goes to the crashed actor. The rebuilt one must apply it, not keep 100 shares where 40 are left.
+@dataclass
+class Crashed:
+    """A long protected by its OCO (protected_long) whose position actor has crashed after registering its orders: the
+    router still routes to the dead actor until a rebuilt one registers."""
+    writer: Any
+    router: Any
+    protect: Any
+    general: Any
+    system: Any
+    entry: Any
+    position_id: int
+    take_profit: Any
+    stop: Any
+
+    def rebuild(self, book: Any) -> Any:
+        """The new actor, started from `book` (the supervisor read it before whatever the test did since)."""
+        return PositionActor.start(plan_from_entry(book.entry), self.router, self.writer, self.system,
+                                   SimClock(T0, 0), restored=Restored.from_book(book))
+
+
+@pytest.fixture
+def crashed(tmp_path: Path, recording_actor: Any) -> Iterator[Crashed]:
     writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'rebuild.db'}")
     writer = writer_ref.proxy()
     entry, position_id, take_profit, stop = protected_long(writer)
-    protect, general, system, crashed = recording_actor(), recording_actor(), recording_actor(), recording_actor()
+    protect, general, system, dead = recording_actor(), recording_actor(), recording_actor(), recording_actor()
     router = OrderRouter.start(writer, Recorded(protect), Recorded(general), FixedClock(),
                                RouterSettings(missing_execution_grace_s=60))
-    rebuilt = None
-    try:
-        router.tell(m.Register(owner=crashed, order_ids=(entry.order_id, take_profit.order_id, stop.order_id)))
-        crashed.stop()
-        book = writer.position_book(entry.order_id).get()  # the supervisor reads the book ...
-        router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(  # ... the stop fills 60 ...
-            event="partial_fill", order=stop_report(stop, "partially_filled", 60), at=T0, execution_id="x-60",
-            price=Decimal("48"), qty=Decimal(60))))
-        router.proxy().by_order.get()
-        assert sum(f.qty for f in writer.fills_for_order(stop.order_id).get()) == 60  # recorded, told to no one alive
-        rebuilt = PositionActor.start(plan_from_entry(book.entry), router, writer, system, SimClock(T0, 0),
-                                      restored=Restored.from_book(book))  # ... and the new actor starts from it
+    router.tell(m.Register(owner=dead, order_ids=(entry.order_id, take_profit.order_id, stop.order_id)))
+    dead.stop()
+    yield Crashed(writer, router, protect, general, system, entry, position_id, take_profit, stop)
+    for ref in (*pykka.ActorRegistry.get_by_class(PositionActor), router, protect, general, system, writer_ref):
+        if ref.is_alive():
+            ref.stop()
 
-        left = wait_for(lambda: (p := writer.get_position(position_id).get()).quantity == 40 and p,
-                        "the rebuilt actor to apply the 60")
-        state = rebuilt.proxy().state().get()
-        assert state["qty"] == "40" and state["protected"] == "40" and left.status == "open"
-        assert sent_to_broker(protect) == [] and sent_to_broker(general) == []  # the OCO left covers the 40
-    finally:
-        for ref in (rebuilt, router, protect, general, system, crashed, writer_ref):
-            if ref is not None and ref.is_alive():
-                ref.stop()
+
+def test_an_execution_recorded_while_the_position_is_rebuilt_reaches_the_rebuilt_actor(crashed: Crashed) -> None:
+    # A crash rebuild reads the position's book; a stop's fill the router records before the new actor's Register
+    # is handled goes to the crashed actor. The rebuilt one must apply it, not keep 100 shares where 40 are left.
+    writer, router, stop = crashed.writer, crashed.router, crashed.stop
+    book = writer.position_book(crashed.entry.order_id).get()  # the supervisor reads the book ...
+    router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(  # ... the stop fills 60 ...
+        event="partial_fill", order=stop_report(stop, "partially_filled", 60), at=T0, execution_id="x-60",
+        price=Decimal("48"), qty=Decimal(60))))
+    router.proxy().by_order.get()
+    assert sum(f.qty for f in writer.fills_for_order(stop.order_id).get()) == 60  # recorded, told to no one alive
+    rebuilt = crashed.rebuild(book)  # ... and the new actor starts from it
+
+    left = wait_for(lambda: (p := writer.get_position(crashed.position_id).get()).quantity == 40 and p,
+                    "the rebuilt actor to apply the 60")
+    state = rebuilt.proxy().state().get()
+    assert state["qty"] == "40" and state["protected"] == "40" and left.status == "open"
+    assert sent_to_broker(crashed.protect) == [] and sent_to_broker(crashed.general) == []  # the OCO left covers 40
 
 
 def leg_report(leg: Any, broker_id: str, status: str) -> OrderReport:
@@ -182,34 +204,19 @@ def leg_report(leg: Any, broker_id: str, status: str) -> OrderReport:
         submitted_at=T0, filled_at=None, canceled_at=T0)
 
 
-def test_a_leg_cancelled_while_its_position_is_rebuilt_reaches_the_rebuilt_actor(
-        tmp_path: Path, recording_actor: Any) -> None:
+def test_a_leg_cancelled_while_its_position_is_rebuilt_reaches_the_rebuilt_actor(crashed: Crashed) -> None:
     # As above, with a move that carries no execution: both legs cancelled at the broker after the book was read.
     # The rebuilt actor would count the cancelled OCO as its 100 shares' protection, and no later report of the same
     # status would tell it otherwise (found by a review).
-    writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'rebuild.db'}")
-    writer = writer_ref.proxy()
-    entry, position_id, take_profit, stop = protected_long(writer)
-    protect, general, system, crashed = recording_actor(), recording_actor(), recording_actor(), recording_actor()
-    router = OrderRouter.start(writer, Recorded(protect), Recorded(general), FixedClock(),
-                               RouterSettings(missing_execution_grace_s=60))
-    rebuilt = None
-    try:
-        router.tell(m.Register(owner=crashed, order_ids=(entry.order_id, take_profit.order_id, stop.order_id)))
-        crashed.stop()
-        book = writer.position_book(entry.order_id).get()
-        for leg, broker_id in ((take_profit, "b-tp"), (stop, "b-sl")):
-            router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(
-                event="canceled", order=leg_report(leg, broker_id, "canceled"), at=T0)))
-        wait_for(lambda: all(writer.get_order(o.order_id).get().status == "cancelled" for o in (take_profit, stop)),
-                 "both legs recorded cancelled")
-        rebuilt = PositionActor.start(plan_from_entry(book.entry), router, writer, system, SimClock(T0, 0),
-                                      restored=Restored.from_book(book))
+    writer, legs = crashed.writer, (crashed.take_profit, crashed.stop)
+    book = writer.position_book(crashed.entry.order_id).get()
+    for leg, broker_id in zip(legs, ("b-tp", "b-sl")):
+        crashed.router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(
+            event="canceled", order=leg_report(leg, broker_id, "canceled"), at=T0)))
+    wait_for(lambda: all(writer.get_order(leg.order_id).get().status == "cancelled" for leg in legs),
+             "both legs recorded cancelled")
+    crashed.rebuild(book)
 
-        again = wait_for(lambda: sent_to_broker(protect), "the 100 shares protected again")
-        assert len(again) == 1 and isinstance(again[0], SubmitOco)
-        assert again[0].take_profit.quantity == Decimal(100)
-    finally:
-        for ref in (rebuilt, router, protect, general, system, crashed, writer_ref):
-            if ref is not None and ref.is_alive():
-                ref.stop()
+    again = wait_for(lambda: sent_to_broker(crashed.protect), "the 100 shares protected again")
+    assert len(again) == 1 and isinstance(again[0], SubmitOco)
+    assert again[0].take_profit.quantity == Decimal(100)
