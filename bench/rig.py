@@ -28,6 +28,7 @@ from catalyst.sim.clock import SimClock
 from catalyst.sim.market import EXCHANGE_TZ
 from catalyst.sim.scripted import ScriptedMarket
 from catalyst.sim.server import EmbeddedExchange, ExchangeConfig
+from catalyst.sim.wash_trade import WashTradeCheck
 
 from bench.common import wait_for
 
@@ -47,11 +48,13 @@ def new_key(prefix: str) -> str:
 
 
 @contextmanager
-def scripted_exchange(names: list[str], price: str = "10.00", latency_ms: float = 0.0) -> Iterator[EmbeddedExchange]:
+def scripted_exchange(names: list[str], price: str = "10.00", latency_ms: float = 0.0,
+                      wash_trade_check: WashTradeCheck = "alpaca") -> Iterator[EmbeddedExchange]:
     """A manual-clock exchange (speed 0) over a ScriptedMarket, every symbol printed at `price`, rate limit off;
     `latency_ms` one way on every request, reply and stream event (0: loopback as it is)."""
     market = ScriptedMarket(names, START)
-    config = ExchangeConfig(speed=0, start=START, rate_limit_per_minute=0, starting_cash=CASH, latency_ms=latency_ms)
+    config = ExchangeConfig(speed=0, start=START, rate_limit_per_minute=0, starting_cash=CASH, latency_ms=latency_ms,
+                            wash_trade_check=wash_trade_check)
     with EmbeddedExchange(config, market, SimClock(START, 0)) as exchange:
         for name in names:
             exchange.set_price(name, price)
