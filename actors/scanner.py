@@ -1,8 +1,9 @@
 """ScannerActor: fetches the universe's market data in a few batched calls, scores, ranks, persists scan_results.
 
-Rate budget: one movers call, one most-actives call, then per chunk of `symbols_per_request` symbols one
-snapshots call; only symbols that pass the price and gap screens (known from the snapshot) cost a daily-bars,
-a minute-bars and a news call per chunk. A scan is about six requests, never one per symbol.
+Rate budget: the universe (scanner.universe): "all", one call for the account's tradable symbols, once a day;
+"screener", one movers call and one most-actives call. Then per chunk of `symbols_per_request` symbols one snapshots
+call (about 110 for Alpaca's whole market); only symbols that pass the price and gap screens (known from the
+snapshot) cost a daily-bars, a minute-bars and a news call per chunk. Never one call per symbol.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ REGULAR_OPEN, PREMARKET_OPEN, REGULAR_CLOSE = time(9, 30), time(4, 0), time(16, 
 class MarketData(Protocol):
     """The market-data half of AlpacaBroker the scanner uses."""
 
+    def tradable_symbols(self) -> list[str]: ...
     def movers(self, top: int = 10) -> MoversReport: ...
     def most_actives(self, top: int = 10, by: str = "volume") -> list[ActiveReport]: ...
     def snapshots(self, symbols: Sequence[str]) -> dict[str, SnapshotReport]: ...
@@ -75,6 +77,7 @@ class ScannerActor(pykka.ThreadingActor):
         self.settings = settings or ScannerSettings()
         self.log = logger.bind(actor="scanner")
         self._calls = 0
+        self._tradable: tuple[date, list[str]] | None = None  # the day's tradable symbols, read once a day
 
     def scan(self, cycle_id: int, now: datetime) -> list[Candidate]:
         self._calls = 0
@@ -108,7 +111,7 @@ class ScannerActor(pykka.ThreadingActor):
     def _gather(self, now: datetime) -> list[CandidateInputs]:
         s = self.settings
         today = now.astimezone(EXCHANGE_TZ).date()
-        symbols = self._universe()
+        symbols = self._universe(today)
         snapshots: dict[str, SnapshotReport] = {}
         for chunk in self._chunks(symbols):
             snapshots.update(self._call(lambda c=chunk: self.broker.snapshots(c)))
@@ -130,12 +133,16 @@ class ScannerActor(pykka.ThreadingActor):
             ))
         return inputs
 
-    def _universe(self) -> list[str]:
+    def _universe(self, today: date) -> list[str]:
         s = self.settings
         found: list[str] = []
-        if s.movers_top:
+        if s.universe == "all":
+            if self._tradable is None or self._tradable[0] != today:
+                self._tradable = (today, self._call(self.broker.tradable_symbols))
+            found += self._tradable[1]
+        elif s.movers_top:
             found += [m.symbol for m in self._call(lambda: self.broker.movers(top=s.movers_top)).gainers]
-        if s.most_actives_top:
+        if s.universe == "screener" and s.most_actives_top:
             found += [a.symbol for a in self._call(lambda: self.broker.most_actives(top=s.most_actives_top))]
         found += [sym.upper() for sym in s.watchlist]
         return list(dict.fromkeys(found))  # first mention wins, order kept

@@ -14,9 +14,10 @@ from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.data.historical.news import NewsClient
 from alpaca.data.historical.screener import ScreenerClient
 from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import QueryOrderStatus, TimeInForce
+from alpaca.trading.enums import AssetClass, AssetExchange, AssetStatus, QueryOrderStatus, TimeInForce
 from alpaca.trading.requests import (
     ClosePositionRequest,
+    GetAssetsRequest,
     GetCalendarRequest,
     GetOrderByIdRequest,
     GetOrdersRequest,
@@ -119,6 +120,12 @@ class AlpacaBroker(MarketDataCalls):
 
     def clock(self) -> ClockReport:
         return self._read("clock", lambda: clock_report(self._trading.get_clock()))
+
+    def tradable_symbols(self) -> list[str]:
+        """Every US equity this account may trade, OTC excepted (one call: about 11,000 symbols at Alpaca)."""
+        request = GetAssetsRequest(status=AssetStatus.ACTIVE, asset_class=AssetClass.US_EQUITY)
+        assets = self._read("assets", lambda: self._trading.get_all_assets(request))
+        return sorted({a.symbol for a in assets if a.tradable and a.exchange is not AssetExchange.OTC})
 
     def calendar(self, start: date, end: date) -> list[CalendarDay]:
         request = GetCalendarRequest(start=start, end=end)

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, time
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
-from typing import Sequence
+from typing import Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -83,6 +83,12 @@ class ScannerSettings(BaseModel):
     min_price: Decimal = Field(default=Decimal("2"), ge=0)
     max_price: Decimal = Field(default=Decimal("500"), gt=0)
     min_avg_dollar_volume: Decimal = Field(default=Decimal("1000000"), ge=0)
+    # Where the scan's symbols come from. "all": every US equity the account may trade, each read by snapshot (about
+    # 110 calls at Alpaca, once a scan); "screener": Alpaca's movers and most-actives lists, two calls. Before the
+    # open Alpaca's movers are still the previous day's (its docs: they reset at the open), so a 09:15 scan on the
+    # screener ranks yesterday's gainers and finds today's gappers only among the most active. The watchlist is
+    # scanned either way.
+    universe: Literal["all", "screener"] = "all"
     movers_top: int = Field(default=20, ge=0, le=50)
     most_actives_top: int = Field(default=20, ge=0, le=100)
     watchlist: tuple[str, ...] = ()

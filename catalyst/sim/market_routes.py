@@ -262,14 +262,24 @@ class _MarketDataRoutes:
             sessions = sessions[:-1]  # before 04:00 today has not started
         return (sessions[-1], sessions[-2]) if len(sessions) >= 2 else None
 
+    def _movers_sessions(self, now: datetime) -> tuple[Session, Session, datetime] | None:
+        """(the session whose movers are shown, the one before it, the moment priced). Alpaca's movers "reset at market
+        open. Until then, it shows the previous market day's movers" (its API reference): before today's open, the
+        last session's, priced at its close."""
+        sessions = [s for s in self.market.sessions(now.date() - timedelta(days=20), now.date()) if s.open <= now]
+        if len(sessions) < 2:
+            return None
+        shown, before = sessions[-1], sessions[-2]
+        return shown, before, now if shown.day == now.date() else min(now, shown.close)
+
     def movers(self, request: web.Request) -> dict[str, Any]:
         now = self.clock.now()
         top = self._int(request, "top", 10, 1, 50)
-        reference = self._reference_sessions(now)
+        reference = self._movers_sessions(now)
         changes: list[tuple[str, Decimal, Decimal, Decimal]] = []
         for symbol in self.market.symbols if reference else ():
             previous = self.market.daily_bars(symbol, reference[1].day, reference[1].day)
-            price = self.market.price_at(symbol, now)
+            price = self.market.price_at(symbol, reference[2])
             if previous and price is not None:
                 change = price - previous[0].close
                 changes.append((symbol, change / previous[0].close * 100, change, price))

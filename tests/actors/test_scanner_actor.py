@@ -193,12 +193,28 @@ def test_each_candidate_and_the_summary_are_logged_with_rejection_reasons(
     assert "no news catalyst 2" in summary and "below gap 1" in summary
 
 
-def test_a_scan_costs_a_few_batched_requests(crafted_exchange: EmbeddedExchange, writer: Any) -> None:
+@pytest.mark.parametrize(("universe", "lists"), [("all", ["tradable_symbols"]),
+                                                 ("screener", ["most_actives", "movers"])])
+def test_a_scan_costs_a_few_batched_requests(crafted_exchange: EmbeddedExchange, writer: Any, universe: str,
+                                             lists: list[str]) -> None:
     broker = broker_for(crafted_exchange)
 
-    scan(broker, writer)
+    _, candidates = scan(broker, writer, universe=universe)
 
-    assert sorted(broker.calls) == ["bars", "bars", "most_actives", "movers", "news", "snapshots"]
+    assert sorted(broker.calls) == sorted(["bars", "bars", "news", "snapshots", *lists])
+    assert [c.symbol for c in candidates] == ["AAPL", "NVDA"]
+
+
+def test_the_tradable_symbols_are_read_once_a_day(crafted_exchange: EmbeddedExchange, writer: Any) -> None:
+    broker = broker_for(crafted_exchange)
+    cycle_id = writer.get_or_create_cycle(DAY).get().cycle_id
+    scanner = ScannerActor.start(broker, writer, ScannerSettings()).proxy()
+
+    scanner.scan(cycle_id, NOW).get()
+    scanner.scan(cycle_id, NOW + timedelta(minutes=10)).get()
+    scanner.scan(cycle_id, NOW + timedelta(days=1)).get()
+
+    assert broker.calls.count("tradable_symbols") == 2
 
 
 def test_a_broker_failure_returns_no_candidates_and_logs_one_line(
@@ -242,6 +258,9 @@ def test_the_scanner_survives_a_failed_scan_and_scans_again(crafted_exchange: Em
 
 class NegativeVolumeMarket:
     """A hand-written market-data fake whose minute bar carries a negative volume (a corrupt payload)."""
+
+    def tradable_symbols(self) -> list[str]:
+        return ["BAD"]
 
     def movers(self, top: int = 10) -> MoversReport:
         return MoversReport(gainers=(MoverReport(symbol="BAD", percent_change=Decimal("10"), change=Decimal("10"),

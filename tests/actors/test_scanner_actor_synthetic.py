@@ -38,22 +38,25 @@ class CountingBroker(AlpacaBroker):
         return super()._read(*args, **kwargs)
 
 
-def scan_synthetic(seed: int, now: datetime, writer: Any) -> tuple[SyntheticMarket, list[Any], CountingBroker]:
+def scan_synthetic(seed: int, now: datetime, writer: Any,
+                   **settings: Any) -> tuple[SyntheticMarket, list[Any], CountingBroker]:
     market = SyntheticMarket(seed, DAY)
     config = ExchangeConfig(speed=0, start=now, rate_limit_per_minute=0)
     with EmbeddedExchange(config, market, SimClock(now, 0)) as exchange:
         broker = CountingBroker("PKSYNTH", "secret", trading_url=exchange.base_url, limiter=RateLimiter(0))
-        scanner = ScannerActor.start(broker, writer, ScannerSettings()).proxy()
+        scanner = ScannerActor.start(broker, writer, ScannerSettings(**settings)).proxy()
         cycle_id = writer.get_or_create_cycle(DAY).get().cycle_id
         candidates = scanner.scan(cycle_id, now).get()
     return market, candidates, broker
 
 
+@pytest.mark.parametrize("universe", ["all", "screener"])
 @pytest.mark.parametrize("seed, hhmm", [(1, (9, 25)), (3, (9, 20)), (6, (9, 34))])
-def test_the_generators_catalyst_names_are_the_candidates(seed: int, hhmm: tuple[int, int], writer: Any) -> None:
+def test_the_generators_catalyst_names_are_the_candidates(seed: int, hhmm: tuple[int, int], universe: str,
+                                                          writer: Any) -> None:
     now = datetime.combine(DAY, time(*hhmm), tzinfo=EXCHANGE_TZ)
 
-    market, candidates, _ = scan_synthetic(seed, now, writer)
+    market, candidates, _ = scan_synthetic(seed, now, writer, universe=universe)
 
     truth = {pick.symbol for pick in market.catalyst_symbols(DAY)}
     assert len(truth) >= 2

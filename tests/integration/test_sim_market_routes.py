@@ -220,6 +220,23 @@ def test_movers_and_most_actives_come_from_today_so_far(emulator, market) -> Non
     assert actives.most_actives[0].volume >= actives.most_actives[1].volume >= actives.most_actives[2].volume
 
 
+def test_before_the_open_the_movers_are_the_previous_sessions(market) -> None:
+    """Alpaca's API reference: the movers "reset at market open. Until then, it shows the previous market day's
+    movers". At 09:15 on Monday they are Friday's, against Thursday's close, priced at Friday's."""
+    server = Emulator(market, SimClock(datetime(2026, 3, 2, 9, 15, tzinfo=ET), speed=0))
+    server.start()
+    try:
+        movers = ScreenerClient("key", "secret", url_override=server.url).get_market_movers(MarketMoversRequest(top=50))
+    finally:
+        server.stop()
+    friday, thursday = date(2026, 2, 27), date(2026, 2, 26)
+    expected = {}
+    for symbol in market.symbols:
+        (close,), (before,) = market.daily_bars(symbol, friday, friday), market.daily_bars(symbol, thursday, thursday)
+        expected[symbol] = (float(close.close), round(float((close.close - before.close) / before.close * 100), 2))
+    assert movers.gainers and all(expected[g.symbol] == (g.price, g.percent_change) for g in movers.gainers)
+
+
 def test_unknown_symbols_give_empty_results_never_null(data, emulator) -> None:
     assert emulator.get("/v2/stocks/bars?symbols=NOPE&timeframe=1Min") == (200, {"bars": {}, "next_page_token": None})
     assert emulator.get("/v2/stocks/snapshots?symbols=NOPE") == (200, {})

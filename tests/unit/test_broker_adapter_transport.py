@@ -341,3 +341,23 @@ def test_proxy_and_ca_variables_are_read_once_at_start_and_honour_no_proxy(monke
     prepared = remote._session.prepare_request(requests.Request("GET", "https://paper-api.alpaca.markets/v2/account"))
     settings = remote._session.merge_environment_settings(prepared.url, {}, None, None, None)
     assert settings["proxies"].get("https") == "http://proxy.example:3128" and settings["verify"] == "/etc/ssl/corporate.pem"
+
+
+def test_the_tradable_symbols_are_the_active_us_equities_the_account_may_trade_otc_excepted() -> None:
+    def asset(symbol: str, exchange: str = "NASDAQ", tradable: bool = True) -> dict[str, Any]:
+        return {"id": f"00000000-0000-0000-0000-{len(symbol):012d}", "class": "us_equity", "exchange": exchange,
+                "symbol": symbol, "name": symbol, "status": "active", "tradable": tradable, "marginable": True,
+                "shortable": True, "easy_to_borrow": True, "fractionable": True, "attributes": []}
+
+    queries: list[dict[str, list[str]]] = []
+
+    def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
+        queries.append(query)
+        return respond(request, 200, [asset("MSFT"), asset("AAPL"), asset("BRK.B", "NYSE"), asset("GRAYU", "OTC"),
+                                      asset("HALT", tradable=False)])
+
+    network = FakeNetwork(route)
+
+    assert make_broker(network).tradable_symbols() == ["AAPL", "BRK.B", "MSFT"]
+    assert network.seen == [("GET", "/v2/assets")]
+    assert queries == [{"status": ["active"], "asset_class": ["us_equity"]}]

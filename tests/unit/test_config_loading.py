@@ -57,6 +57,7 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
         ('[daemon]\ncpu = -1\n', 'daemon.cpu: must be "auto", "all" or a CPU number (0, 1, ...) (got -1)'),
         ('[router]\nprotection_workers = 0\n', "router.protection_workers: Input should be greater than or equal to 1"),
         ('[router]\ngeneral_workers = 33\n', "router.general_workers: Input should be less than or equal to 32"),
+        ('[scanner]\nuniverse = "everything"\n', "scanner.universe: Input should be 'all' or 'screener'"),
         ('[exchange]\nwash_trade_check = true\n',
          "exchange.wash_trade_check: Input should be 'off', 'alpaca' or 'strict' (got True)"),
         # alpaca-py sends orders wherever url_override points, whatever `paper` says: live keys and this config
