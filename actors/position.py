@@ -106,6 +106,7 @@ class PositionActor(pykka.ThreadingActor):
         self.flatten_reason = ""
         self.flatten_since: datetime | None = None  # exchange time the flatten began (the doctor's stuck test)
         self.exit_sent = False
+        self.exit_order_id: int | None = None  # the market exit now working: only its ending fails the flatten
         self._waiting_for_exit_fills = False  # said once: a flatten found its exits filled at the broker
         self._waiting_for_entry_fills = Decimal(0)  # said once per quantity: a flatten waits for entry executions
         self._entry_fills_waited_since: float | None = None  # time.monotonic() the flatten began waiting for them
@@ -198,6 +199,8 @@ class PositionActor(pykka.ThreadingActor):
             self.orders[order_id] = OrderView(role=role)
             if role == "entry":
                 self.entry_order_id = order_id
+            elif role == "flatten":
+                self.exit_order_id = order_id
                 self.system.tell(m.PositionEntry(entry_order_id=order_id, owner=self.actor_ref))
                 self.log.info(f"position {self.label} pending {self.plan.side} {self.plan.qty} "
                               f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
@@ -220,9 +223,12 @@ class PositionActor(pykka.ThreadingActor):
                 # Shares whose fill was planned while protection waited for the entry's cancel (the router's plan,
                 # then this cancel, then the fill's commit): no OCO came with them. A no-op when one did.
                 self._protect()
-        elif msg.role == "flatten" and msg.status in EXIT_FAILED and self.exit_sent:
+        elif (msg.role == "flatten" and msg.status in EXIT_FAILED and self.exit_sent
+              and msg.order_id == self.exit_order_id):
             # Unfilled, or partly: an exit cancelled at the close or expired with shares left (a thin stock at
             # 15:55). Those shares are protected again, never left bare under a flatten that has nothing working.
+            # Only the exit now working: an earlier one's late execution comes with its status (cancelled), and
+            # would otherwise fail the flatten in progress and put an OCO beside its working exit.
             self._exit_failed(msg)
         elif not self.position.is_terminal and self.position.status is PositionStatus.OPEN:
             if (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
@@ -630,8 +636,9 @@ class PositionActor(pykka.ThreadingActor):
         # take the stop off for the night. The cycle, which does, asks again (CycleActor._retry_undone_flattens).
         undone = "" if self._kept_overnight else f"; its flatten ({self.flatten_reason}) is not done"
         filled = "unfilled" if msg.filled_qty == 0 else f"with {msg.filled_qty} filled"
+        left = self.position.quantity - self._leaving()  # an exit's executions can follow its cancel's report
         self.log.log(level, f"position {self.label} market exit o-{msg.order_id} {msg.status} {filled} "
-                     f"({msg.reason or 'no reason given'}); protecting the {self.position.quantity} shares again"
+                     f"({msg.reason or 'no reason given'}); protecting the {left} shares again"
                      f"{undone}")
         self._protect()
 
@@ -796,6 +803,7 @@ class PositionActor(pykka.ThreadingActor):
             # the position; ended unfilled, the shares are protected again) instead of protecting them, which the
             # broker refuses while the exit holds them (and a refused protection would flatten once more).
             self.flattening, self.exit_sent, self.flatten_since = True, True, self.clock.now()
+            self.exit_order_id = exits[-1]
             self.flatten_reason = f"resumed after a restart: its market exit {', '.join(f'o-{i}' for i in exits)} works"
         self.router.tell(self._register(restored.orders, recorded, restored.executions))
         leaving = self._leaving() if self.position.status is PositionStatus.OPEN else Decimal(0)

@@ -122,10 +122,17 @@ class AlpacaBroker(MarketDataCalls):
         return self._read("clock", lambda: clock_report(self._trading.get_clock()))
 
     def tradable_symbols(self) -> list[str]:
-        """Every US equity this account may trade, OTC excepted (one call: about 11,000 symbols at Alpaca)."""
+        """Every US equity this account may trade, OTC excepted (one call: about 11,000 symbols at Alpaca). Read from
+        the raw JSON, three fields: alpaca-py's Asset model has refused the whole list over one enum value it did not
+        know yet (a new exchange or asset class: its issues #276, #340, #624), which would stop every scan."""
         request = GetAssetsRequest(status=AssetStatus.ACTIVE, asset_class=AssetClass.US_EQUITY)
-        assets = self._read("assets", lambda: self._trading.get_all_assets(request))
-        return sorted({a.symbol for a in assets if a.tradable and a.exchange is not AssetExchange.OTC})
+        assets = self._read("assets", lambda: self._orders.get_all_assets(request))
+        if not isinstance(assets, list):
+            raise MalformedResponse(f"assets: a list expected, got {type(assets).__name__}", field="assets",
+                                    operation="assets")
+        return sorted({a["symbol"] for a in assets
+                       if isinstance(a, dict) and isinstance(a.get("symbol"), str) and a["symbol"]
+                       and a.get("tradable") is True and a.get("exchange") != AssetExchange.OTC.value})
 
     def calendar(self, start: date, end: date) -> list[CalendarDay]:
         request = GetCalendarRequest(start=start, end=end)

@@ -388,3 +388,35 @@ def test_a_partly_filled_exit_that_ends_protects_the_rest_and_the_next_flatten_i
     assert state["flattening"] == "carried over from an earlier day"
     assert {again[0].take_profit.order_id, again[0].stop_loss.order_id} <= {
         i for c in rig.told(m.CancelOrders) for i in c.order_ids}
+
+
+def test_an_earlier_exits_late_execution_does_not_fail_the_exit_now_working(rig: Rig) -> None:
+    """Exit o-999 cancelled with 70 filled, its report ahead of its executions: the 30 left are protected. A second
+    flatten sends exit o-1000 for them; then o-999's 70 arrive, with its status (cancelled). Taken for the working
+    exit's failure, that put an OCO for the 30 beside o-1000, which sells the same 30 (found by a review)."""
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.Flatten(reason="emergency: operator"))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    wait_for(lambda: rig.told(m.PlaceExit), "the first exit")
+    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
+    rig.update(999, "flatten", OrderStatus.ACCEPTED)
+    rig.update(999, "flatten", OrderStatus.CANCELLED, "70")
+    again = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the 30 left protected")[0]
+    assert again.take_profit.quantity == Decimal(30)
+    rig.update(again.take_profit.order_id, "take_profit", OrderStatus.ACCEPTED)
+    rig.update(again.stop_loss.order_id, "stop_loss", OrderStatus.ACCEPTED)
+
+    rig.position.tell(m.Flatten(reason="emergency: operator again"))
+    rig.update(again.take_profit.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(again.stop_loss.order_id, "stop_loss", OrderStatus.CANCELLED)
+    second = wait_for(lambda: rig.told(m.PlaceExit)[1:], "the second exit")[0]
+    assert second.qty == Decimal(30)
+    rig.position.tell(m.OrdersCreated(roles={"flatten": 1000}))
+    rig.update(1000, "flatten", OrderStatus.ACCEPTED)
+    rig.update(999, "flatten", OrderStatus.CANCELLED, "70",
+               m.Execution(key="b-x:70", qty=Decimal(70), price=Decimal("50"), at=T0))
+
+    state = rig.settled()
+    assert (state["qty"], state["flattening"]) == ("30", "emergency: operator again")
+    assert len(rig.told(m.SubmitProtection)) == 2  # no OCO beside the working exit

@@ -354,10 +354,19 @@ def test_the_tradable_symbols_are_the_active_us_equities_the_account_may_trade_o
     def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
         queries.append(query)
         return respond(request, 200, [asset("MSFT"), asset("AAPL"), asset("BRK.B", "NYSE"), asset("GRAYU", "OTC"),
-                                      asset("HALT", tradable=False)])
+                                      asset("HALT", tradable=False),
+                                      # an exchange alpaca-py's enum does not know yet: its model refused the list
+                                      asset("NEWX", "SOMENEWVENUE"), {"symbol": None}, "garbage"])
 
     network = FakeNetwork(route)
 
-    assert make_broker(network).tradable_symbols() == ["AAPL", "BRK.B", "MSFT"]
+    assert make_broker(network).tradable_symbols() == ["AAPL", "BRK.B", "MSFT", "NEWX"]
     assert network.seen == [("GET", "/v2/assets")]
     assert queries == [{"status": ["active"], "asset_class": ["us_equity"]}]
+
+
+def test_an_asset_list_that_is_not_a_list_is_malformed_not_a_crash() -> None:
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, {"message": "surprise"}))
+
+    with pytest.raises(MalformedResponse, match="assets: a list expected, got dict"):
+        make_broker(network).tradable_symbols()
