@@ -78,6 +78,17 @@ class Rig:
         self.update(sl.order_id, "stop_loss", OrderStatus.ACCEPTED)
         return tp, sl
 
+    def flatten_to_market_exit(self, exit_id: int = 999, **flatten: Any) -> Any:
+        """Open and protected, then flattened (`flatten`: Flatten's fields): its OCO cancelled, the market exit asked
+        for and its row `exit_id` created. The PlaceExit."""
+        tp, sl = self.open_and_protect()
+        self.position.tell(m.Flatten(**flatten))
+        self.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+        self.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+        placed = wait_for(lambda: self.told(m.PlaceExit), "the market exit")[0]
+        self.position.tell(m.OrdersCreated(roles={"flatten": exit_id}))
+        return placed
+
     def stop(self) -> None:
         for ref in (self.position, self.router, self.system, self.writer_ref):
             if ref.is_alive():
@@ -162,12 +173,7 @@ def test_a_stop_that_fills_instead_of_cancelling_leaves_nothing_to_exit(rig: Rig
 
 
 def test_a_market_exit_that_fails_unfilled_protects_the_shares_again(rig: Rig) -> None:
-    tp, sl = rig.open_and_protect()
-    rig.position.tell(m.Flatten(reason="end of day"))
-    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
-    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
-    wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
-    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
+    rig.flatten_to_market_exit(reason="end of day")
 
     rig.update(999, "flatten", OrderStatus.REJECTED)
 
@@ -357,12 +363,7 @@ def test_a_flatten_waits_for_missing_entry_executions_only_so_long(rig: Rig, mon
 
 def partly_filled_exit(rig: Rig) -> None:
     """End of day: the OCO cancelled, the market exit of 100 sent and 30 of it filled (a thin stock at 15:55)."""
-    tp, sl = rig.open_and_protect()
-    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
-    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
-    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
-    wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
-    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
+    rig.flatten_to_market_exit(reason="end of day", scheduled=True)
     rig.update(999, "flatten", OrderStatus.ACCEPTED)
     rig.update(999, "flatten", OrderStatus.PARTIAL_FILL, "30",
                m.Execution(key="b-x:30", qty=Decimal(30), price=Decimal("50"), at=T0))
@@ -394,12 +395,7 @@ def test_an_earlier_exits_late_execution_does_not_fail_the_exit_now_working(rig:
     """Exit o-999 cancelled with 70 filled, its report ahead of its executions: the 30 left are protected. A second
     flatten sends exit o-1000 for them; then o-999's 70 arrive, with its status (cancelled). Taken for the working
     exit's failure, that put an OCO for the 30 beside o-1000, which sells the same 30 (found by a review)."""
-    tp, sl = rig.open_and_protect()
-    rig.position.tell(m.Flatten(reason="emergency: operator"))
-    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
-    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
-    wait_for(lambda: rig.told(m.PlaceExit), "the first exit")
-    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
+    rig.flatten_to_market_exit(reason="emergency: operator")
     rig.update(999, "flatten", OrderStatus.ACCEPTED)
     rig.update(999, "flatten", OrderStatus.CANCELLED, "70")
     again = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the 30 left protected")[0]
