@@ -199,11 +199,11 @@ class PositionActor(pykka.ThreadingActor):
             self.orders[order_id] = OrderView(role=role)
             if role == "entry":
                 self.entry_order_id = order_id
-            elif role == "flatten":
-                self.exit_order_id = order_id
                 self.system.tell(m.PositionEntry(entry_order_id=order_id, owner=self.actor_ref))
                 self.log.info(f"position {self.label} pending {self.plan.side} {self.plan.qty} "
                               f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
+            elif role == "flatten":
+                self.exit_order_id = order_id
 
     def _on_order_updated(self, msg: m.OrderUpdated, committed: m.EntryFillCommitted | None = None) -> None:
         """An order of ours moved. `committed`: the router already committed this entry execution together with the
