@@ -43,8 +43,8 @@ LONE_LEG_GRACE_S = 2.0
 ENTRY_FILLS_WAIT_S = 30.0
 
 
-# A market exit that ends in one of these without a share filled has failed. (FILLED can be announced before its
-# execution, with filled_qty still 0: it is never a failure.)
+# A market exit that ends in one of these has failed, for the shares it left (_exit_failed). (FILLED can be announced
+# before its execution, with filled_qty still 0: it is never a failure.)
 EXIT_FAILED = (OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)
 ACKNOWLEDGED = (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED)  # at the broker, working
 # A broker refusal that means the shares are not there to sell: a market exit would sell short (broker.errors).
@@ -73,7 +73,7 @@ class OrderView:
     role: str
     status: OrderStatus = OrderStatus.CREATED
     filled_qty: Decimal = Decimal(0)  # as the broker last reported it
-    applied_qty: Decimal = Decimal(0)  # its shares put on (entry) or taken off (exit) the position by executions so far
+    applied_qty: Decimal = Decimal(0)  # shares its executions put on (entry) or took off (exit) the position
     acknowledged: bool = False  # seen working at the broker (submitted or accepted)
 
     @property
@@ -110,6 +110,7 @@ class PositionActor(pykka.ThreadingActor):
         self._waiting_for_exit_fills = False  # said once: a flatten found its exits filled at the broker
         self._waiting_for_entry_fills = Decimal(0)  # said once per quantity: a flatten waits for entry executions
         self._entry_fills_waited_since: float | None = None  # time.monotonic() the flatten began waiting for them
+        self._gave_up_on_entry_fills = False  # said once: past ENTRY_FILLS_WAIT_S, the recorded shares went
         self._kept_overnight = False  # the market closed while flattening (KeepOvernight): its exit was cancelled
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
@@ -575,11 +576,10 @@ class PositionActor(pykka.ThreadingActor):
             return
         if any(v.working for v in self.orders.values()):
             return
-        # An exit that filled at the broker (its fill event lost, its status read by REST: "not cancelable, filled")
-        # has sold those shares already; its execution comes later (the doctor's pass, a catch-up). A market exit
-        # for them too would sell them twice and leave the account short.
         arriving = self._arriving()
-        if arriving > 0 and not self._done_waiting_for_entry_fills(arriving):
+        if arriving == 0:
+            self._entry_fills_waited_since, self._gave_up_on_entry_fills = None, False  # a later flatten waits afresh
+        elif not self._done_waiting_for_entry_fills(arriving):
             # Those shares are at the broker, not in the position yet: an exit of what is recorded would leave them
             # behind, bare (the position closed, its actor gone when their execution comes). One exit for all.
             if self._waiting_for_entry_fills != arriving:
@@ -589,6 +589,9 @@ class PositionActor(pykka.ThreadingActor):
                                  f"(the router's catch-up brings them)")
             self._start_flatten_timer()  # asks the broker again if they are slow to come
             return
+        # An exit that filled at the broker (its fill event lost, its status read by REST: "not cancelable, filled")
+        # has sold those shares already; its execution comes later (the doctor's pass, a catch-up). A market exit
+        # for them too would sell them twice and leave the account short.
         leaving = self._leaving()
         remaining = self.position.quantity - leaving
         if remaining <= 0:
@@ -611,6 +614,9 @@ class PositionActor(pykka.ThreadingActor):
             self._entry_fills_waited_since = now
         if now - self._entry_fills_waited_since < ENTRY_FILLS_WAIT_S:
             return False
+        if self._gave_up_on_entry_fills:
+            return True
+        self._gave_up_on_entry_fills = True
         self.log.error(f"position {self.label} its entry's {arriving} shares the broker reports bought have no "
                        f"recorded execution after {ENTRY_FILLS_WAIT_S:.0f} s: exiting the {self.position.quantity} "
                        f"recorded; those {arriving} are left to the doctor's pass (check them at the broker)")
