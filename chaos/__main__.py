@@ -101,6 +101,7 @@ class RunResult:
     disk_full_stops: int = 0  # of those, the daemon stopped by itself on the refused write, as it must
     disk_fills: int = 0  # moments the disk under the running daemon was filled up
     disk_fill_stops: int = 0  # of those, the daemon stopped on its reserve, every share under a stop
+    disk_fill_idle: int = 0  # of those, the daemon wrote nothing within FILL_PATIENCE_S (its day over): left running
 
     def line(self) -> str:
         checked = self.report.summary() if self.report else "not checked"
@@ -113,6 +114,8 @@ class RunResult:
                 f"write" if self.disk_full_starts else "")
         disk += (f"; {self.disk_fills} disks filled under the running daemon, {self.disk_fill_stops} stopped on the "
                  f"reserve with every share under a stop" if self.disk_fills else "")
+        disk += (f", {self.disk_fill_idle} met no write (left running on the freed disk)" if self.disk_fill_idle
+                 else "")
         return (f"chaos run seed {self.seed}: {self.kills} kills, {len(self.violations)} violations, "
                 f"{self.wall_s:.0f} s; {checked}{mid_flight}{disk}")
 
@@ -257,6 +260,7 @@ def fill_the_disk(disk: SmallDisk, exchange: ExchangeProcess, daemon: DaemonProc
                                                        "reserve but had not stopped 60 s later"))
     code = daemon.exited_by_itself()
     if code is None:
+        result.disk_fill_idle += 1  # nothing to write (a day already over): said in the run's line
         disk.free()
         return False
     snapshot = exchange.snapshot(SIM_KEY_ID)  # at once: a stop or target may fill as time goes on, never unfill

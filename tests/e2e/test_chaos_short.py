@@ -55,10 +55,14 @@ def test_short_chaos_run_filling_the_disk_under_the_daemon_stops_it_with_every_s
     result = run_chaos("--short", "--seed", "131", "--fill-disk", "2", "--keep", str(tmp_path))
 
     line = re.search(r"^chaos run seed 131: \d+ kills, (\d+) violations.*; ([12]) disks filled under the running "
-                     r"daemon, (\d) stopped on the reserve with every share under a stop$", result.stdout, re.MULTILINE)
+                     r"daemon, (\d) stopped on the reserve with every share under a stop"
+                     r"(?:, (\d) met no write \(left running on the freed disk\))?$", result.stdout, re.MULTILINE)
     assert line, f"no run line in:\n{result.stdout}\n{result.stderr[-2000:]}"
     assert int(line.group(1)) == 0, result.stdout
-    assert line.group(3) == line.group(2), result.stdout
+    # A fill can land after the day's last write (a loss limit ended the day early in one CI run): the daemon has
+    # nothing to meet it with and is left running. Every other fill must have stopped it on its reserve.
+    stopped, idle = int(line.group(3)), int(line.group(4) or 0)
+    assert stopped >= 1 and stopped + idle == int(line.group(2)), result.stdout
     assert result.returncode == 0
 
 

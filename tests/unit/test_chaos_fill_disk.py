@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from chaos.__main__ import ChaosSettings, disk_fill_moments, disk_full_restarts, main
+from chaos.__main__ import ChaosSettings, RunResult, disk_fill_moments, disk_full_restarts, main
 from chaos.harness import SmallDisk
 from chaos.invariants import unprotected_at_broker
 
@@ -54,3 +54,12 @@ def test_a_position_its_working_stops_do_not_cover_is_named():
 def test_a_negative_count_is_refused_in_one_line(capsys):
     assert main(["--fill-disk", "-1"]) == 2
     assert capsys.readouterr().err == "chaos: error: --fill-disk: Input should be greater than or equal to 0\n"
+
+
+def test_a_run_line_says_how_many_filled_disks_met_no_write():
+    # A fill after the day's last write (a loss limit ended the day early) stops nothing: said, not hidden in the count.
+    result = RunResult(seed=131, kills=2, disk_fills=2, disk_fill_stops=1, disk_fill_idle=1)
+
+    assert result.line().endswith("; 2 disks filled under the running daemon, 1 stopped on the reserve with every "
+                                  "share under a stop, 1 met no write (left running on the freed disk)")
+    assert RunResult(seed=1, disk_fills=1, disk_fill_stops=1).line().endswith("with every share under a stop")
