@@ -270,7 +270,7 @@ class _MarketDataRoutes:
         if len(sessions) < 2:
             return None
         shown, before = sessions[-1], sessions[-2]
-        return shown, before, now if shown.day == now.date() else min(now, shown.close)
+        return shown, before, now if shown.day == now.date() else shown.close
 
     def movers(self, request: web.Request) -> dict[str, Any]:
         now = self.clock.now()
