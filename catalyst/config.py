@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from catalyst.domain.cycle import PhaseSchedule
 from catalyst.sim.clock import MAX_SPEED
+from catalyst.sim.wash_trade import WashTradeCheck
 from catalyst.domain.errors import InvalidSchedule
 from catalyst.domain.reconcile import DoctorSettings
 from catalyst.domain.risk import RiskSettings
@@ -149,7 +150,7 @@ class ExchangeSettings(Section):
     data_plan: Literal["unlimited", "basic"] = "unlimited"
     # Alpaca's wash-trade refusal: "alpaca", its published table (complex orders exempt); "strict", OCOs refused
     # too, as some users report; "off" (catalyst/sim/wash_trade.py).
-    wash_trade_check: Literal["off", "alpaca", "strict"] = "alpaca"
+    wash_trade_check: WashTradeCheck = "alpaca"
 
 
 class CycleSettings(Section):

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -34,6 +34,7 @@ from chaos.harness import STORAGE_FAULT_EXIT, DaemonProcess, ExchangeProcess, Ha
 from chaos.invariants import Report, Violation, check_files, check_mid_flight, read_database, unprotected_at_broker
 from catalyst.sim.faults import FaultPlan, FaultSpecError
 from catalyst.sim.market import EXCHANGE_TZ
+from catalyst.sim.wash_trade import WASH_TRADE_CHECKS, WashTradeCheck
 
 DEFAULT_FAULTS = "http_5xx=0.05,reply_lost=0.05,drop=0.05,duplicate=0.05,reorder=0.05,disconnect=0.01"
 SIM_KEY_ID = "CATALYST-SIM"
@@ -69,7 +70,7 @@ class ChaosSettings(BaseModel):
     latency_ms: float = Field(default=0.0, ge=0, le=10_000)
     # Alpaca's wash-trade refusal (catalyst/sim/wash_trade.py): "alpaca", its published table, OCOs exempt;
     # "strict", OCOs refused too: a partly filled entry's OCO is refused, and the entry cut short
-    wash_trade_check: Literal["off", "alpaca", "strict"] = "alpaca"
+    wash_trade_check: WashTradeCheck = "alpaca"
     # share of a minute bar's volume an order may take: lower, entries fill in more pieces over more minutes
     participation: Decimal = Field(default=Decimal("0.25"), gt=0, le=1)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
@@ -360,7 +361,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fill-disk", type=int, metavar="N",
                         help="N kill moments fill the database's disk (a tmpfs; needs root) instead: the daemon must "
                              "protect what is in flight on its reserve and stop by itself (default 0)")
-    parser.add_argument("--wash-trade-check", choices=("off", "alpaca", "strict"),
+    parser.add_argument("--wash-trade-check", choices=WASH_TRADE_CHECKS,
                         help="the emulator's wash-trade refusal: alpaca, Alpaca's published table (OCOs exempt; "
                              "the default); strict, OCOs refused too, as some users report; off")
     parser.add_argument("--participation", type=Decimal, help="share of a minute bar's volume an order may take "

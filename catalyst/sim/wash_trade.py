@@ -13,13 +13,13 @@ of the same symbol worked), kept so the daemon's handling of such a refusal can 
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from typing import Iterable, Literal, get_args
 
 from catalyst.sim.order_entry import OrderSpec
 from catalyst.sim.orders import OrderClass, OrderType, Side, SimOrder
 
 WashTradeCheck = Literal["off", "alpaca", "strict"]
-WASH_TRADE_CHECKS: tuple[str, ...] = ("off", "alpaca", "strict")
+WASH_TRADE_CHECKS: tuple[str, ...] = get_args(WashTradeCheck)
 WASH_TRADE_MESSAGE = "potential wash trade detected. use complex orders"
 
 _COMPLEX = frozenset({OrderClass.OCO, OrderClass.BRACKET, OrderClass.OTO})
