@@ -254,3 +254,17 @@ class PositionCrashed(Message):
     key: str
     entry_order_id: int
     error: str
+
+
+class LateEntryShares(Message):
+    """Entry shares recorded after their position closed (their fill event lost, brought by a catch-up or the
+    doctor): at the broker with no stop, and no actor left to sell them. The supervisor rebuilds the position from
+    the database; its recorded fills say those shares are still held, and the rebuilt actor sells them.
+
+    `handed_over_by`: the closed position's own actor, which heard of them and stops (not a live owner to leave
+    them to)."""
+
+    entry_order_id: int
+    subject: str  # the order or position that names them in the log
+    qty: Decimal
+    handed_over_by: Any = None

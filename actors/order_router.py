@@ -134,11 +134,13 @@ class _AnnouncedPath:
     reason: str | None
 
 
-def _tell(owner: Any, message: m.Message) -> None:
+def _tell(owner: Any, message: m.Message) -> bool:
     """Tell a position actor; one that has just stopped (closed, or crashed and being rebuilt) is not an error:
-    its rebuilt successor reads the committed state from the database."""
+    its rebuilt successor reads the committed state from the database. False: it had stopped."""
     if not tell_if_alive(owner, message):
         log.info(f"router {type(message).__name__} for a stopped position actor: it is in the database")
+        return False
+    return True
 
 
 def _is_fill(update: TradeUpdateReport) -> bool:
@@ -170,9 +172,10 @@ def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
 
 class OrderRouter(pykka.ThreadingActor):
     def __init__(self, writer: Any, protect: BrokerPool, general: BrokerPool, clock: Any,
-                 settings: RouterSettings | None = None) -> None:
+                 settings: RouterSettings | None = None, supervisor: Any = None) -> None:
         super().__init__()
         self.settings = settings or RouterSettings()
+        self.supervisor = supervisor  # told of entry shares recorded after their position's actor stopped
         self._grace_timers: dict[int, tuple[Delayed, Decimal, datetime]] = {}
         self._market_checks: dict[int, Delayed] = {}  # market orders acknowledged and not yet seen filled
         self._market_looks: set[int] = set()  # market orders that look has asked for, while they still work
@@ -1133,6 +1136,7 @@ class OrderRouter(pykka.ThreadingActor):
     def _tell_owner(self, tracked: Tracked, execution: m.Execution | None, reason: str | None = None,
                     committed: tuple[m.EntryFillPlan, tuple[Any, ...]] | None = None) -> None:
         if tracked.owner is None:
+            self._late_entry_shares(tracked, execution)
             return
         # The broker's cumulative quantity: a reply saying "filled" overtakes the fill's execution, and the owner must
         # know those shares are gone (not protect them again) before the execution reaches it.
@@ -1140,8 +1144,19 @@ class OrderRouter(pykka.ThreadingActor):
             order_id=tracked.order_id, role=tracked.role, status=tracked.status,
             filled_qty=max(tracked.filled_qty, tracked.reported_filled_qty), execution=execution, reason=reason,
         )
-        _tell(tracked.owner, update if committed is None
-              else m.EntryFillCommitted(update=update, plan=committed[0], values=committed[1]))
+        if not _tell(tracked.owner, update if committed is None
+                     else m.EntryFillCommitted(update=update, plan=committed[0], values=committed[1])):
+            self._late_entry_shares(tracked, execution)
+
+    def _late_entry_shares(self, tracked: Tracked, execution: m.Execution | None) -> None:
+        """A new entry execution with no live actor to take it: its position closed (by its stop, say) before this
+        execution was recorded (its fill event lost, brought by a catch-up or the doctor). Those shares are at the
+        broker with no stop; the supervisor rebuilds the position to sell them. Not for an actor crashed and being
+        rebuilt: the supervisor leaves those to the rebuilt one, which reads this execution from the database."""
+        if tracked.role != "entry" or execution is None or self.supervisor is None:
+            return
+        tell_if_alive(self.supervisor, m.LateEntryShares(entry_order_id=tracked.order_id, subject=f"order {tracked.label}",
+                                                         qty=execution.qty))
 
     def _cancel_reason(self, tracked: Tracked) -> str:
         if tracked.cancel_reason:

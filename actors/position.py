@@ -23,7 +23,7 @@ from actors.refs import Delayed, tell_later
 from catalyst.broker.errors import RejectReason
 from catalyst.clock import wall_seconds
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
-from catalyst.domain.positions import Position, PositionStatus, exits_from_fill
+from catalyst.domain.positions import Position, PositionStatus, exits_from_fill, replay_fills
 from catalyst.store.batch import call, unwrap_all
 from catalyst.store.records import NewOrder as NewOrderRow
 
@@ -116,6 +116,7 @@ class PositionActor(pykka.ThreadingActor):
         self._timer: Delayed | None = None
         self._lone_timer: Delayed | None = None
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
+        self._handed_over = False  # stopped for a rebuild: entry shares came after the close
         self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
         # Protections the broker rejected since one was last accepted: with the exit they fall back on rejected too,
         # the broker takes neither, and trying both again at once would loop as fast as it answers (_exit_failed).
@@ -209,6 +210,9 @@ class PositionActor(pykka.ThreadingActor):
     def _on_order_updated(self, msg: m.OrderUpdated, committed: m.EntryFillCommitted | None = None) -> None:
         """An order of ours moved. `committed`: the router already committed this entry execution together with the
         writes _prepare_entry_fill planned for it, and sent the OCO on."""
+        if msg.execution is not None and msg.role == "entry" and self.position.status is PositionStatus.CLOSED:
+            self._hand_over_late_entry_shares(msg.execution)
+            return
         view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
         view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
         view.acknowledged = view.acknowledged or msg.status in ACKNOWLEDGED
@@ -703,6 +707,12 @@ class PositionActor(pykka.ThreadingActor):
     # --- closing ----------------------------------------------------------------------------------------------
 
     def _after_close(self) -> None:
+        if self._entry_working() and self.entry_order_id not in self._cancels_asked:
+            # The trade is over, and the entry's rest could still buy: a limit the falling price made marketable, or
+            # one that has filled already and whose event is late or lost. Not left for the siblings' grace.
+            self.log.info(f"position {self.label} closed while its entry o-{self.entry_order_id} still works: "
+                          "cancelling its rest")
+            self._cancel((self.entry_order_id,), reason="position closed")
         working = tuple(i for i, v in self.orders.items() if v.working)
         if working:
             self._timer = tell_later(self.actor_ref, wall_seconds(self.clock, SIBLING_GRACE_S), CheckSiblings())
@@ -725,6 +735,34 @@ class PositionActor(pykka.ThreadingActor):
                                             realized_pnl=self.position.realized_pnl))
         self.log.info(f"position {self.label} done ({self.position.status}); actor stops")
         self.stop()
+
+    def _hand_over_late_entry_shares(self, execution: m.Execution) -> None:
+        """An entry execution recorded after this position closed (its stop filled the shares recorded while the
+        entry's last fill event was lost). A closed position takes no more shares, and those are at the broker with
+        no stop: this actor stops, and the supervisor rebuilds the position from its recorded fills, which hold them
+        (_restore sells them)."""
+        if self._handed_over:
+            return  # a second late execution: the rebuilt actor reads it from the database too
+        self.log.warning(f"position {self.label} its entry's execution of {execution.qty} @ {execution.price} was "
+                         "recorded after the position closed: those shares are at the broker with no stop; handing "
+                         "the position over to be rebuilt from its recorded fills and sold")
+        self._finished = self._handed_over = True
+        self.system.tell(m.LateEntryShares(entry_order_id=self.entry_order_id, subject=f"position {self.label}",
+                                           qty=execution.qty, handed_over_by=self.actor_ref))
+        self.stop()
+
+    def _sell_late_entry_shares(self, restored: Any) -> None:
+        """Rebuilt with its row closed while its recorded fills still hold shares: entry executions recorded after
+        the close (_hand_over_late_entry_shares, or the router finding no actor for them). The trade is over (its
+        stop or target filled, or its flatten), so those shares are sold at market, as its exit would have sold them
+        had they been recorded in time; their fills then close the row again, its P&L counting every share."""
+        row = restored.position_row
+        if row is None or row.status != "closed" or self.position.status is not PositionStatus.OPEN:
+            return
+        self.log.warning(f"position {self.label} its row is closed but its recorded fills hold "
+                         f"{self.position.quantity} more shares (entry executions recorded after the close): a market "
+                         f"{self.position.exit_side} of them")
+        self._flatten("entry shares recorded after the position closed")
 
     def _settle_position_row(self, restored: Any) -> None:
         """A kill between an exit fill's commit and the positions row's leaves that row behind the fills: the
@@ -787,9 +825,9 @@ class PositionActor(pykka.ThreadingActor):
                                                     applied_qty=executed)
         for tp, sl, qty in restored.pairs:
             self.pairs.append(OcoPair(tp, sl, qty))
-        for role, fill_qty, price in restored.fills:
-            side = self.position.entry_side if role == "entry" else self.position.exit_side
-            self.position = self.position.apply_fill(side, fill_qty, price)
+        self.position = replay_fills(self.position, [
+            (self.position.entry_side if role == "entry" else self.position.exit_side, fill_qty, price)
+            for role, fill_qty, price in restored.fills])
         if self.position.status is PositionStatus.OPEN and self.position_id is None:
             # Killed after the entry's fill was committed but before the position row: write it now (idempotent),
             # with the first fill's stop and target, as that fill's own writes would have.
@@ -817,6 +855,7 @@ class PositionActor(pykka.ThreadingActor):
                       f"protected={self.protected_qty()}"
                       + (f" leaving={leaving} (filled at the broker, executions not recorded yet: the catch-up brings "
                          "them)" if leaving else ""))
+        self._sell_late_entry_shares(restored)  # after Register: its exit's events come to this actor
         self._protect()
         if self.position.status is PositionStatus.CLOSED:
             self._after_close()

@@ -92,6 +92,8 @@ class Supervisor(pykka.ThreadingActor):
             self.by_entry = {k: v for k, v in self.by_entry.items() if v.is_alive()}
         elif isinstance(message, m.PositionCrashed):
             self._rebuild(message)
+        elif isinstance(message, m.LateEntryShares):
+            self._rebuild_for_late_shares(message)
         elif isinstance(message, _Adopt):
             self.live[message.ref.actor_urn] = message.ref
         elif isinstance(message, m.PositionEntry):
@@ -128,6 +130,26 @@ class Supervisor(pykka.ThreadingActor):
         except Exception as exc:  # noqa: BLE001 - the supervisor must outlive one rebuild (a disk refusing reads)
             log.error(f"system position {msg.key} could not be rebuilt: {type(exc).__name__}: {exc}; its broker-side "
                       "protection stays in place; a restart rebuilds it from the database")
+
+    def _rebuild_for_late_shares(self, msg: m.LateEntryShares) -> None:
+        owner = self.by_entry.get(msg.entry_order_id)
+        handing_over = msg.handed_over_by is not None and owner is not None and (
+            owner.actor_urn == msg.handed_over_by.actor_urn)
+        if owner is not None and owner.is_alive() and not handing_over:
+            return  # its live actor (a rebuild already under way) hears of them itself
+        if self.rebuilds.get(msg.entry_order_id, 0) > MAX_REBUILDS:
+            log.critical(f"system {msg.subject}: {msg.qty} entry shares recorded after its position closed, at the "
+                         "broker with no stop; the position keeps crashing and is not rebuilt again: sell or protect "
+                         "them by hand")
+            return
+        log.warning(f"system {msg.subject}: {msg.qty} entry shares recorded after its position closed, at the broker "
+                    f"with no stop: rebuilding the position from the database to sell them")
+        self.by_entry.pop(msg.entry_order_id, None)  # the closed actor stops; the rebuilt one takes its orders
+        try:
+            self.restore(msg.entry_order_id)
+        except Exception as exc:  # noqa: BLE001 - the supervisor must outlive one rebuild (a disk refusing reads)
+            log.error(f"system {msg.subject} could not be rebuilt for its late entry shares: {type(exc).__name__}: "
+                      f"{exc}; they are at the broker with no stop, and the doctor's pass reports them")
 
     def live_count(self) -> int:
         return sum(1 for ref in self.live.values() if ref.is_alive())
@@ -169,11 +191,13 @@ class TradingSystem:
             settings = self.router_settings or RouterSettings()
             protect = self._pool("protect", self.protect_workers or settings.protection_workers)
             general = self._pool("general", self.general_workers or settings.general_workers)
-            self.router = OrderRouter.start(self.writer, protect, general, self.clock, settings=self.router_settings)
-            self.refs.append(self.router)
+            # The supervisor before the router, which tells it of entry shares recorded after their position closed.
             self.supervisor_ref = Supervisor.start(self.writer, self._make_position)
             self.refs.append(self.supervisor_ref)
             self.supervisor = self.supervisor_ref.proxy()
+            self.router = OrderRouter.start(self.writer, protect, general, self.clock, settings=self.router_settings,
+                                            supervisor=self.supervisor_ref)
+            self.refs.append(self.router)
             for entry_id in self.writer.live_entry_ids().get():
                 self.supervisor.restore(entry_id).get()
             self.stream = self.stream_factory(self.router) if self.stream_factory else None

@@ -10,11 +10,12 @@ cancelled position.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 
-from catalyst.domain.errors import ExitExceedsPosition, InvalidQuantity
+from catalyst.domain.errors import ExitExceedsPosition, IllegalTransition, InvalidQuantity
 from catalyst.domain.machine import StateMachine
 from catalyst.domain.money import MONEY_CONTEXT, ZERO, positive, to_tick, weighted_average
 
@@ -171,6 +172,26 @@ class Position:
     def fail(self) -> Position:
         """pending -> failed: the entry order was rejected."""
         return replace(self, status=POSITION_MACHINE.check(self.status, PositionStatus.FAILED, self.symbol))
+
+
+def replay_fills(position: Position, fills: Sequence[tuple[OrderSide, Decimal, Decimal]]) -> Position:
+    """`position` after `fills` ((side, qty, price) in the order they happened), as a rebuild finds it.
+
+    Entry shares can be recorded after the exit that closed the position: a stop filled the shares recorded while
+    the entry's last fill event was lost, or the entry's rest filled in the moment after its stop. In time order
+    they would reopen a closed position, which is terminal: such a book is replayed with its entries first. The
+    shares it still holds are the same; so is the realized P&L once they are sold too (sells minus buys)."""
+    try:
+        return _applied(position, fills)
+    except IllegalTransition:
+        entries_first = sorted(fills, key=lambda fill: OrderSide(fill[0]) is not position.entry_side)
+        return _applied(position, entries_first)
+
+
+def _applied(position: Position, fills: Sequence[tuple[OrderSide, Decimal, Decimal]]) -> Position:
+    for side, qty, price in fills:
+        position = position.apply_fill(side, qty, price)
+    return position
 
 
 def exits_from_fill(side: PositionSide, planned_entry: Decimal, stop: Decimal, target: Decimal,

@@ -175,6 +175,17 @@ def router_lines() -> Iterator[list[str]]:
 
 
 @pytest.fixture
+def rig(tmp_path, recording_actor: Callable[[], Any]) -> Iterator[Any]:
+    """A position actor driven message by message, the router and supervisor recorders, the real DbWriter on a
+    SQLite file (tests.actors.test_position_flatten.Rig)."""
+    from tests.actors.test_position_flatten import Rig
+
+    made = Rig(tmp_path, recording_actor)
+    yield made
+    made.stop()
+
+
+@pytest.fixture
 def doctor_broker(trading) -> CountingBroker:
     return CountingBroker(AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, timeout_s=5.0,
                                        limiter=CountingLimiter(), name="doctor"))

@@ -9,7 +9,6 @@ exit sent beside its cancel, and the account ended short.)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -115,13 +114,6 @@ def killed_with_the_entry_filled(rig: Rig) -> tuple[Any, Any, Any]:
     rig.writer.record_fill(execution_id="b-e:100", order_id=rig.entry.order_id, symbol="AAPL", side="buy",
                            qty=Decimal(100), price=Decimal("50"), occurred_at=T0, source="stream").get()
     return position, tp, sl
-
-
-@pytest.fixture
-def rig(tmp_path: Path, recording_actor: Any) -> Iterator[Rig]:
-    made = Rig(tmp_path, recording_actor)
-    yield made
-    made.stop()
 
 
 def test_the_market_exit_waits_for_the_protection_to_be_cancelled(rig: Rig) -> None:

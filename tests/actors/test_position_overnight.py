@@ -9,12 +9,7 @@ SQLite file; the router is a recorder here (tests/actors/test_position_flatten.p
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
-
-import pytest
 
 from actors import messages as m
 from actors.position import PositionActor
@@ -24,13 +19,6 @@ from catalyst.sim.clock import SimClock
 from tests.actors.test_position_flatten import T0, Rig, killed_with_the_entry_filled, wait_for
 
 FLATTEN_ID = 90  # the market exit's order id, as the router would create it
-
-
-@pytest.fixture
-def rig(tmp_path: Path, recording_actor: Any) -> Iterator[Rig]:
-    made = Rig(tmp_path, recording_actor)
-    yield made
-    made.stop()
 
 
 def an_exit_queued_after_the_close(rig: Rig) -> None:

@@ -58,13 +58,6 @@ def test_a_partly_filled_entry_whose_oco_is_refused_as_a_wash_trade_is_cut_short
 WASH = "rejected[wash_trade] HTTP 403 code 40310000: potential wash trade detected. use complex orders"
 
 
-@pytest.fixture
-def rig(tmp_path: Path, recording_actor: Any) -> Iterator[Rig]:
-    made = Rig(tmp_path, recording_actor)
-    yield made
-    made.stop()
-
-
 def refuse_as_wash_trade(rig: Rig, protection: Any) -> None:
     for order, role in ((protection.take_profit, "take_profit"), (protection.stop_loss, "stop_loss")):
         rig.position.tell(m.OrderUpdated(order_id=order.order_id, role=role, status=OrderStatus.REJECTED,

@@ -20,6 +20,7 @@ from catalyst.domain.positions import (
     entry_side,
     exits_from_fill,
     exit_side,
+    replay_fills,
 )
 
 D = Decimal
@@ -238,3 +239,37 @@ def test_random_fills_keep_quantity_and_pnl_consistent(side, sequence):
 def test_exits_move_by_a_worse_fills_slippage_keeping_their_distances(side, planned, stop, target, fill, expected):
     moved = exits_from_fill(PositionSide(side), Decimal(planned), Decimal(stop), Decimal(target), Decimal(fill))
     assert moved == (Decimal(expected[0]), Decimal(expected[1]))
+
+
+# --- replay_fills ----------------------------------------------------------------------------------------------
+
+BUY, SELL = OrderSide.BUY, OrderSide.SELL
+
+
+def test_replay_in_time_order_when_the_book_allows_it():
+    fills = [(BUY, D("100"), D("50")), (SELL, D("40"), D("55")), (BUY, D("20"), D("52"))]
+    replayed = replay_fills(Position("AAPL", PositionSide.LONG), fills)
+    # Time order: 40 sold 5 over 50, then 20 more at 52 (entries first would average 50.33 and realize 186.67).
+    assert (replayed.status, replayed.quantity, replayed.avg_entry_price, replayed.realized_pnl) == (
+        PositionStatus.OPEN, D("80"), D("50.5"), D("200"))
+
+
+def test_entry_shares_recorded_after_the_close_replay_as_still_held():
+    # The stop sold the 60 recorded; the entry's other 40 were recorded after it: held, not a closed position reopened.
+    fills = [(BUY, D("60"), D("50")), (SELL, D("60"), D("48")), (BUY, D("40"), D("49"))]
+    replayed = replay_fills(Position("AAPL", PositionSide.LONG), fills)
+    assert (replayed.status, replayed.quantity) == (PositionStatus.OPEN, D("40"))
+    sold = replayed.apply_fill(SELL, D("40"), D("47"))
+    assert (sold.status, sold.realized_pnl) == (PositionStatus.CLOSED, D("-200"))  # sells 4,760 minus buys 4,960
+
+
+def test_a_short_replays_its_late_entry_shares_alike():
+    fills = [(SELL, D("60"), D("50")), (BUY, D("60"), D("52")), (SELL, D("40"), D("51"))]
+    replayed = replay_fills(Position("AAPL", PositionSide.SHORT), fills)
+    assert (replayed.status, replayed.quantity) == (PositionStatus.OPEN, D("40"))
+
+
+def test_a_book_selling_more_than_it_bought_is_still_refused():
+    with pytest.raises(ExitExceedsPosition):
+        replay_fills(Position("AAPL", PositionSide.LONG), [(BUY, D("60"), D("50")), (SELL, D("60"), D("48")),
+                                                          (SELL, D("10"), D("48"))])

@@ -1,0 +1,152 @@
+"""Entry shares recorded after their position closed are sold, not left at the broker with no stop.
+
+The entry's last fill event was lost; the stop then filled the shares recorded and the position closed, its actor
+stopped. The router's catch-up (a stream reconnect) brought the lost execution for an actor that was gone: before,
+those shares stayed at the broker with no stop until the doctor's pass halted entries over them.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+
+import pytest
+
+from actors import messages as m
+from actors.position import PositionActor
+from actors.system import Restored
+from catalyst.domain.orders import OrderStatus
+from catalyst.sim.clock import SimClock
+from tests.actors.conftest import logged_lines
+from tests.actors.test_position_flatten import T0, Rig, wait_for
+from tests.actors.test_trade_scenarios import broker_working_stop_qty, position_of, protected_qty
+
+
+@pytest.mark.parametrize("reconnect", [False, True], ids=["router-alone", "stream-reconnect"])
+def test_entry_shares_recorded_after_the_stop_closed_the_position_are_sold(trading, reconnect):
+    # router-alone: the close cancels the entry's rest, the broker answers "already filled", and the router fetches
+    # the executions that answer says it lacks. stream-reconnect: the reconnect's catch-up records them first.
+    trading.exchange.set_price("AAPL", "50.00", volume=800)  # 200 shares a minute may trade
+    trading.open(trading.plan(qty="500", stop="48.00", target="55.00"))
+    trading.wait_for(lambda: (p := position_of(trading)) is not None and p.quantity == Decimal("200"),
+                     "the entry's first 200")
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("200"), "their OCO")
+    trading.exchange.set_faults("drop=1.0")
+    trading.trade("AAPL", "50.00", volume=2000)  # the entry's other 300 fill; their event is lost
+    trading.exchange.set_faults("")
+
+    with logged_lines("actors.system", "WARNING") as system_lines:
+        trading.trade("AAPL", "47.50", volume=2000)  # through the stop: it sells the 200 recorded
+        trading.wait_for(lambda: (p := position_of(trading)) is not None and p.status == "closed", "the stop's close")
+        assert trading.broker_view()["positions"][0]["qty"] == "300"  # bought, not recorded, no stop
+
+        if reconnect:
+            trading.exchange.drop_stream_connections()  # alpaca-py reconnects; its catch-up records the lost 300
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and trading.broker_view()["positions"]:
+            trading.trade("AAPL", "47.50", volume=2000)  # minutes go by: the market exit can fill
+            time.sleep(0.3)
+
+    assert trading.broker_view()["positions"] == []
+    assert any("300 entry shares recorded after its position closed" in line for line in system_lines)
+    position = position_of(trading)
+    assert (position.status, position.quantity) == ("closed", Decimal(0))
+    orders = trading.all_orders()
+    entry = next(o for o in orders if o.role == "entry")
+    stop = next(o for o in orders if o.role == "stop_loss")
+    exits = [o for o in orders if o.role == "flatten"]
+    assert (entry.filled_qty, stop.filled_qty) == (Decimal(500), Decimal(200))
+    assert [(o.quantity, o.filled_qty) for o in exits] == [(Decimal(300), Decimal(300))]
+    # Every share counted: what the sells brought in minus what the buys paid.
+    bought = entry.filled_qty * entry.filled_avg_price
+    sold = sum((o.filled_qty * o.filled_avg_price for o in (stop, *exits)), Decimal(0))
+    assert position.realized_pnl == sold - bought
+    assert broker_working_stop_qty(trading) == 0
+
+
+def execution(key: str, qty: int, price: str) -> m.Execution:
+    return m.Execution(key=key, qty=Decimal(qty), price=Decimal(price), at=T0)
+
+
+def closed_by_its_stop_with_the_entry_working(rig: Rig) -> None:
+    """The entry fills 60 of 100, protected; the stop sells the 60: closed while the entry still works."""
+    entry_id = rig.entry.order_id
+    rig.position.tell(m.OrdersCreated(roles={"entry": entry_id}))
+    rig.update(entry_id, "entry", OrderStatus.PARTIAL_FILL, "60", execution("b-e:60", 60, "50"))
+    protection = wait_for(lambda: rig.told(m.SubmitProtection), "the OCO rows")[0]
+    tp, sl = protection.take_profit, protection.stop_loss
+    rig.update(tp.order_id, "take_profit", OrderStatus.ACCEPTED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.ACCEPTED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.FILLED, "60", execution("b-s:60", 60, "48"))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    assert rig.settled()["status"] == "closed"
+    rig.settled_position_id = int(rig.settled()["position"].split("#p-")[1])
+
+
+def test_a_position_closed_while_its_entry_works_cancels_the_entrys_rest_at_once(rig: Rig) -> None:
+    closed_by_its_stop_with_the_entry_working(rig)
+    cancels = [c for c in rig.told(m.CancelOrders) if rig.entry.order_id in c.order_ids]
+    assert [c.reason for c in cancels] == ["position closed"]  # not after the siblings' 30 s grace
+
+
+def test_a_closed_actor_told_of_a_late_entry_execution_hands_the_position_over_without_crashing(rig: Rig) -> None:
+    closed_by_its_stop_with_the_entry_working(rig)
+    with logged_lines("actors.position", "WARNING") as lines:
+        rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100", execution("b-e:100", 40, "49"))
+        wait_for(lambda: not rig.position.is_alive(), "the closed actor to stop")
+
+    received = rig.system.proxy().received().get()
+    assert not [x for x in received if isinstance(x, m.PositionCrashed)]
+    (handed,) = [x for x in received if isinstance(x, m.LateEntryShares)]
+    assert (handed.entry_order_id, handed.qty) == (rig.entry.order_id, Decimal(40))
+    assert handed.handed_over_by.actor_urn == rig.position.actor_urn
+    assert any("execution of 40 @ 49 was recorded after the position closed" in line for line in lines)
+    assert not [x for x in received if isinstance(x, m.PositionFinished)]  # its rebuilt successor says that
+
+
+def test_a_rebuild_whose_recorded_fills_hold_shares_its_closed_row_does_not_sells_them(rig: Rig) -> None:
+    closed_by_its_stop_with_the_entry_working(rig)
+    rig.position.stop()
+    # The rows as the router would have left them: the entry filled 100, the stop 60, the take-profit cancelled.
+    legs = [o for o in rig.writer.orders_for_position(rig.settled_position_id).get() if o.role != "entry"]
+    for row, status, filled in ((rig.entry, "filled", 100), *((o, "filled" if o.role == "stop_loss" else "cancelled",
+                                                               60 if o.role == "stop_loss" else 0) for o in legs)):
+        rig.writer.update_order_status(row.order_id, status, status, Decimal(filled), None, at=T0).get()
+    # The executions the router recorded: the entry's 60, the stop's 60, then (the closed actor gone) the late 40,
+    # after the stop's in the book's order.
+    stop_id = next(o.order_id for o in legs if o.role == "stop_loss")
+    for key, order_id, side, qty, price, minute in (("b-e:60", rig.entry.order_id, "buy", 60, "50", 55),
+                                                     ("b-s:60", stop_id, "sell", 60, "48", 56),
+                                                     ("b-e:100", rig.entry.order_id, "buy", 40, "49", 57)):
+        rig.writer.record_fill(execution_id=key, order_id=order_id, symbol="AAPL", side=side, qty=Decimal(qty),
+                               price=Decimal(price), occurred_at=T0.replace(minute=minute), source="stream").get()
+    book = rig.writer.position_book(rig.entry.order_id).get()
+    assert book.position.status == "closed"
+    rebuilt = PositionActor.start(rig.plan, rig.router, rig.writer, rig.system, SimClock(T0, 0), Restored.from_book(book))
+    try:
+        exit_ = wait_for(lambda: [x for x in rig.told(m.PlaceExit) if x.owner == rebuilt], "the market exit")[0]
+        assert (exit_.qty, exit_.side, exit_.position_id) == (Decimal(40), "sell", book.position.position_id)
+        rebuilt.tell(m.OrdersCreated(roles={"flatten": 999}))
+        rebuilt.tell(m.OrderUpdated(order_id=999, role="flatten", status=OrderStatus.FILLED, filled_qty=Decimal(40),
+                                    execution=execution("b-x:40", 40, "47")))
+        wait_for(lambda: not rebuilt.is_alive(), "the rebuilt actor to finish")
+    finally:
+        if rebuilt.is_alive():
+            rebuilt.stop()
+    row = rig.writer.get_position(book.position.position_id).get()
+    # Sells 60 @ 48 + 40 @ 47 minus buys 60 @ 50 + 40 @ 49: every share counted.
+    assert (row.status, row.quantity, row.realized_pnl) == ("closed", Decimal(0), Decimal("-200"))
+
+
+def test_the_supervisor_leaves_late_entry_shares_to_a_live_position_actor(trading):
+    # The router tells of late shares whenever the owner it knows has stopped; after a crash, a rebuilt actor may be
+    # live already, and it reads them from the database: a second actor would sell them twice.
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan())
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
+    entry = next(o for o in trading.all_orders() if o.role == "entry")
+    with logged_lines("actors.system", "WARNING") as lines:
+        trading.system.supervisor_ref.tell(m.LateEntryShares(entry_order_id=entry.order_id, subject="order AAPL#o-1",
+                                                             qty=Decimal(10)))
+        assert trading.system.supervisor.live_count().get() == 1
+    assert lines == []
