@@ -174,6 +174,9 @@ class OrderUpdated(Message):
     filled_qty: Decimal  # the broker's cumulative filled quantity (may be ahead of the executions told so far)
     execution: Execution | None = None
     reason: str | None = None
+    # Cancelled at Catalyst's request (the router sent the cancel): maybe asked by an actor since rebuilt, which must
+    # not take it for a cancel made by hand at the broker.
+    cancel_asked: bool = False
 
 
 class PrepareEntryFill(Message):

@@ -487,7 +487,8 @@ class OrderRouter(pykka.ThreadingActor):
                 continue
             log.warning(f"order {tracked.label} moved {status} → {tracked.status} while its position was being "
                         "rebuilt: told to the rebuilt actor")
-            self._tell_owner(tracked, None)
+            self._tell_owner(tracked, None, reason=self._cancel_reason(tracked)
+                             if tracked.status is OrderStatus.CANCELLED else None)
 
     def _on_ResendUnsent(self, msg: m.ResendUnsent) -> None:
         for order_id in msg.order_ids:
@@ -1143,6 +1144,7 @@ class OrderRouter(pykka.ThreadingActor):
         update = m.OrderUpdated(
             order_id=tracked.order_id, role=tracked.role, status=tracked.status,
             filled_qty=max(tracked.filled_qty, tracked.reported_filled_qty), execution=execution, reason=reason,
+            cancel_asked=tracked.status is OrderStatus.CANCELLED and tracked.cancel_reason is not None,
         )
         if not _tell(tracked.owner, update if committed is None
                      else m.EntryFillCommitted(update=update, plan=committed[0], values=committed[1])):

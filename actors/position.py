@@ -213,6 +213,8 @@ class PositionActor(pykka.ThreadingActor):
         if msg.execution is not None and msg.role == "entry" and self.position.status is PositionStatus.CLOSED:
             self._hand_over_late_entry_shares(msg.execution)
             return
+        if msg.cancel_asked:  # by this actor, or by the one it was rebuilt from: not a cancel made by hand
+            self._cancels_asked.add(msg.order_id)
         view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
         view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
         view.acknowledged = view.acknowledged or msg.status in ACKNOWLEDGED

@@ -86,3 +86,31 @@ def test_an_oco_retired_before_it_reached_the_broker_is_not_said_cancelled_there
         rig.stop()
     assert again[0].stop_loss.quantity == Decimal(100)
     assert not [w for w in warnings if ELSEWHERE in w]
+
+
+def test_a_flattens_cancels_confirmed_to_the_actor_rebuilt_after_a_crash_are_not_said_cancelled_elsewhere(
+        trading, warnings):
+    """The flatten asked for the OCO's cancel; its actor crashed before the cancel events came (lost here, brought by
+    a reconnect's catch-up). The rebuilt actor never asked for that cancel, but Catalyst did: no WARNING blaming the
+    dashboard. (The shares are protected again: the flatten is the cycle's to ask again, in market hours.)"""
+    import pykka
+
+    from actors.position import PositionActor
+    from catalyst.domain.orders import OrderStatus
+
+    actor = open_protected(trading)
+    trading.exchange.set_faults("drop=1.0")  # the cancel events are lost
+    entry = trading.all_orders()[0]
+    bogus = m.Execution(key="bogus:1", qty=Decimal("999"), price=Decimal("1"), at=entry.updated_at)
+    actor.tell(m.Flatten(reason="test"))  # the OCO's cancel asked ...
+    actor.tell(m.OrderUpdated(order_id=entry.order_id + 1, role="take_profit", status=OrderStatus.FILLED,
+                              filled_qty=Decimal("999"), execution=bogus))  # ... then a crash (an exit too large)
+    trading.wait_for(lambda: [r for r in pykka.ActorRegistry.get_by_class(PositionActor)
+                              if r.is_alive() and r is not actor], "the rebuilt actor")
+    trading.exchange.set_faults("")
+    trading.exchange.drop_stream_connections()  # the catch-up brings the cancels, to the rebuilt actor
+
+    trading.wait_for(lambda: [(o.role, o.status) for o in legs(trading)][:2]
+                     == [("take_profit", "cancelled"), ("stop_loss", "cancelled")], "the cancels recorded")
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "the shares protected again")
+    assert not [w for w in warnings if ELSEWHERE in w]
