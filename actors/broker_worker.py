@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import pykka
@@ -60,7 +61,12 @@ class CatchUp(m.Message):
     reply_to: Any
 
 
-Job = SubmitOrder | SubmitOco | Cancel | Verify | CatchUp
+class ReadPosition(m.Message):
+    symbol: str
+    reply_to: Any
+
+
+Job = SubmitOrder | SubmitOco | Cancel | Verify | CatchUp | ReadPosition
 
 
 def submit_order_ids(submit: SubmitOrder | SubmitOco) -> tuple[int, ...]:
@@ -175,6 +181,8 @@ class BrokerWorker(pykka.ThreadingActor):
             self._verify(message)
         elif isinstance(message, CatchUp):
             self._catch_up(message)
+        elif isinstance(message, ReadPosition):
+            self._read_position(message)
 
     def _submit(self, msg: SubmitOrder) -> None:
         row = msg.row
@@ -241,6 +249,15 @@ class BrokerWorker(pykka.ThreadingActor):
             except BrokerError as exc:
                 log.warning(f"broker verify o-{order_id} failed: {exc}")
         tell_if_alive(msg.reply_to, m.OrdersVerified(reports=tuple(reports), missing=tuple(missing)))
+
+    def _read_position(self, msg: ReadPosition) -> None:
+        try:
+            held = self.broker.position(msg.symbol)
+        except BrokerError as exc:
+            tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, error=str(exc)))
+            return
+        qty = Decimal(0) if held is None else (held.qty if held.side == "long" else -held.qty)
+        tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, qty=qty))
 
     def _catch_up(self, msg: CatchUp) -> None:
         try:

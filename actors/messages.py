@@ -79,6 +79,22 @@ class VerifyOrders(Message):
     order_ids: tuple[int, ...]
 
 
+class ReadBrokerPosition(Message):
+    """Ask the broker (REST) what it holds of `symbol`; the answer (BrokerPositionRead) goes to `reply_to`."""
+
+    symbol: str
+    reply_to: Any
+
+
+class BrokerPositionRead(Message):
+    """The broker's position in `symbol`: signed quantity (a short negative, 0 if it holds none), or why it could
+    not be read."""
+
+    symbol: str
+    qty: Decimal = Decimal(0)
+    error: str | None = None
+
+
 class Register(Message):
     """A rebuilt position actor claims its orders after a restart."""
 
@@ -257,6 +273,7 @@ class PositionCrashed(Message):
     key: str
     entry_order_id: int
     error: str
+    owner: Any = None  # the actor that crashed: a live actor under its entry is another one, not rebuilt beside
 
 
 class LateEntryShares(Message):

@@ -35,7 +35,8 @@ from actors import messages as m
 from actors.inbox import PeekableInbox
 from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
-from actors.broker_worker import BrokerPool, Cancel, CatchUp, SubmitOco, SubmitOrder, Verify, submit_order_ids
+from actors.broker_worker import (BrokerPool, Cancel, CatchUp, ReadPosition, SubmitOco, SubmitOrder, Verify,
+                                  submit_order_ids)
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.orders import (CatchUpKind, OrderStatus, oco_stop_leg_id, oco_take_profit_id, plan_catch_up,
@@ -627,6 +628,9 @@ class OrderRouter(pykka.ThreadingActor):
         known = [(t.order_id, t.broker_id) for t in map(self.by_order.get, msg.order_ids) if t and t.broker_id]
         if known:
             self._general.tell(Verify(orders=tuple(known), reply_to=self.actor_ref))
+
+    def _on_ReadBrokerPosition(self, msg: m.ReadBrokerPosition) -> None:
+        self._general.tell(ReadPosition(symbol=msg.symbol, reply_to=msg.reply_to))
 
     def _to_general(self, submit: SubmitOrder) -> None:
         """An entry to a general worker."""

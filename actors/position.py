@@ -23,7 +23,7 @@ from actors.refs import Delayed, tell_later
 from catalyst.broker.errors import RejectReason
 from catalyst.clock import wall_seconds
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
-from catalyst.domain.positions import Position, PositionStatus, exits_from_fill, replay_fills
+from catalyst.domain.positions import Position, PositionSide, PositionStatus, exits_from_fill, replay_fills
 from catalyst.store.batch import call, unwrap_all
 from catalyst.store.records import NewOrder as NewOrderRow
 
@@ -41,6 +41,10 @@ LONE_LEG_GRACE_S = 2.0
 # for (the router's catch-up brings them in seconds). Past it, the recorded shares go and those are left to the
 # doctor: a catch-up that cannot find them must not keep every share of the position without a stop.
 ENTRY_FILLS_WAIT_S = 30.0
+# Late entry shares (_sell_late_entry_shares): the broker is asked what it holds this many times, LATE_SHARES_RETRY_S
+# apart, before they are left to the doctor.
+LATE_SHARES_READS = 5
+LATE_SHARES_RETRY_S = 5.0
 
 
 # A market exit that ends in one of these has failed, for the shares it left (_exit_failed). (FILLED can be announced
@@ -62,6 +66,10 @@ class CheckFlatten(m.Message):
 
 class CheckLoneLegs(m.Message):
     pass
+
+
+class CheckLateShares(m.Message):
+    """Ask the broker again what it holds: its last answer was an error."""
 
 
 class CheckEntryCancel(m.Message):
@@ -117,6 +125,10 @@ class PositionActor(pykka.ThreadingActor):
         self._lone_timer: Delayed | None = None
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
         self._handed_over = False  # stopped for a rebuild: entry shares came after the close
+        # Rebuilt for entry shares recorded after the close: how many, while the broker is asked whether it holds them
+        # (None otherwise), and how many times it has been asked.
+        self._late_shares: Decimal | None = None
+        self._late_share_reads = 0
         self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
         # Protections the broker rejected since one was last accepted: with the exit they fall back on rejected too,
         # the broker takes neither, and trying both again at once would loop as fast as it answers (_exit_failed).
@@ -156,7 +168,8 @@ class PositionActor(pykka.ThreadingActor):
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         self.log.error(f"position {self.label} crashed: {exception_type.__name__}: {exception_value}")
         if self.entry_order_id is not None:
-            self.system.tell(m.PositionCrashed(key=self.label, entry_order_id=self.entry_order_id, error=str(exception_value)))
+            self.system.tell(m.PositionCrashed(key=self.label, entry_order_id=self.entry_order_id,
+                                               error=str(exception_value), owner=self.actor_ref))
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, m.OrderUpdated):
@@ -177,6 +190,10 @@ class PositionActor(pykka.ThreadingActor):
             self._check_lone_legs()
         elif isinstance(message, CheckEntryCancel):
             self._check_entry_cancel()
+        elif isinstance(message, m.BrokerPositionRead):
+            self._on_broker_position(message)
+        elif isinstance(message, CheckLateShares):
+            self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref))
         elif isinstance(message, m.CheckProtection):
             self._protect()
         elif isinstance(message, m.KeepOvernight):
@@ -461,7 +478,7 @@ class PositionActor(pykka.ThreadingActor):
         return entry is not None and entry.working
 
     def _protect(self) -> None:
-        if self.flattening or self.position.status is not PositionStatus.OPEN:
+        if self.flattening or self.position.status is not PositionStatus.OPEN or self._late_shares is not None:
             return
         if self._protect_after_entry and self._entry_working():
             return
@@ -757,14 +774,52 @@ class PositionActor(pykka.ThreadingActor):
         """Rebuilt with its row closed while its recorded fills still hold shares: entry executions recorded after
         the close (_hand_over_late_entry_shares, or the router finding no actor for them). The trade is over (its
         stop or target filled, or its flatten), so those shares are sold at market, as its exit would have sold them
-        had they been recorded in time; their fills then close the row again, its P&L counting every share."""
+        had they been recorded in time; their fills then close the row again, its P&L counting every share.
+
+        Only once the broker says it holds them: shares sold by hand meanwhile (the doctor's halt over them says to)
+        are recorded nowhere here, and selling them again would leave the account short."""
         row = restored.position_row
         if row is None or row.status != "closed" or self.position.status is not PositionStatus.OPEN:
             return
-        self.log.warning(f"position {self.label} its row is closed but its recorded fills hold "
-                         f"{self.position.quantity} more shares (entry executions recorded after the close): a market "
-                         f"{self.position.exit_side} of them")
+        self._late_shares = self.position.quantity
+        self.log.warning(f"position {self.label} its row is closed but its recorded fills hold {self._late_shares} "
+                         f"more shares (entry executions recorded after the close): a market {self.position.exit_side} "
+                         f"of them once the broker says it holds them")
+        self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref))
+
+    def _on_broker_position(self, msg: m.BrokerPositionRead) -> None:
+        late = self._late_shares
+        if late is None or self._finished:
+            return
+        self._late_share_reads += 1
+        if msg.error is not None:
+            if self._late_share_reads < LATE_SHARES_READS:
+                self.log.warning(f"position {self.label} could not read the broker's {self.plan.symbol} position "
+                                 f"({msg.error}): asking again in {LATE_SHARES_RETRY_S:g} s; its {late} late shares "
+                                 "wait without a stop")
+                self._retry_timer = tell_later(self.actor_ref, LATE_SHARES_RETRY_S, CheckLateShares())
+                return
+            return self._leave_late_shares(f"the broker's position could not be read {self._late_share_reads} times "
+                                           f"({msg.error})")
+        sign = Decimal(1) if self.position.side is PositionSide.LONG else Decimal(-1)
+        others = sum((p.quantity if p.side == "long" else -p.quantity
+                      for p in self.writer.open_positions_for_reconciliation().get()
+                      if p.symbol == self.plan.symbol and p.position_id != self.position_id), Decimal(0))
+        theirs = (msg.qty - others) * sign  # what the broker holds beyond the open positions' shares, on our side
+        if theirs < late:
+            return self._leave_late_shares(f"the broker holds {msg.qty} {self.plan.symbol} and the open positions "
+                                           f"{others}, so at most {max(theirs, Decimal(0))} can be these (sold by "
+                                           "hand?)")
+        self._late_shares = None
         self._flatten("entry shares recorded after the position closed")
+
+    def _leave_late_shares(self, why: str) -> None:
+        """Not sold: the row stays closed, and the doctor's pass compares the broker with the database."""
+        self.log.error(f"position {self.label} its {self._late_shares} late entry shares are not sold: {why}; check "
+                       f"{self.plan.symbol} at the broker")
+        self._late_shares = None
+        self._finished = True
+        self.stop()
 
     def _settle_position_row(self, restored: Any) -> None:
         """A kill between an exit fill's commit and the positions row's leaves that row behind the fills: the

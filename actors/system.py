@@ -84,6 +84,7 @@ class Supervisor(pykka.ThreadingActor):
         self.by_entry: dict[int, Any] = {}  # entry order id -> the position's ActorRef
         self.rebuilds: dict[int, int] = {}
         self.finished: list[m.PositionFinished] = []
+        self.stopping = False  # the system is stopping: nothing is rebuilt (the next start rebuilds from the database)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, m.PositionFinished):
@@ -98,6 +99,8 @@ class Supervisor(pykka.ThreadingActor):
             self.live[message.ref.actor_urn] = message.ref
         elif isinstance(message, m.PositionEntry):
             self.by_entry[message.entry_order_id] = message.owner
+        elif isinstance(message, _Stopping):
+            self.stopping = True
         return None
 
     def restore(self, entry_order_id: int) -> Any:
@@ -107,6 +110,11 @@ class Supervisor(pykka.ThreadingActor):
         if owner is not None and owner.is_alive():
             log.warning(f"system entry o-{entry_order_id} has a live position actor: not rebuilt beside it")
             return owner
+        if self.stopping:
+            # An actor started now would outlive the stop (the position actors are stopped already) and keep the
+            # process from exiting. What it would have done waits in the database for the next start.
+            log.info(f"system entry o-{entry_order_id} not rebuilt: the system is stopping; the next start rebuilds it")
+            return None
         book = self.writer.position_book(entry_order_id).get()
         if book is None:
             log.error(f"system cannot restore entry o-{entry_order_id}: not in the database")
@@ -117,6 +125,12 @@ class Supervisor(pykka.ThreadingActor):
         return ref
 
     def _rebuild(self, msg: m.PositionCrashed) -> None:
+        live = self.by_entry.get(msg.entry_order_id)
+        if live is not None and live.is_alive() and (msg.owner is None or live.actor_urn != msg.owner.actor_urn):
+            # Rebuilt already, for its late entry shares: the router found the crashed actor dead (pykka marks it
+            # stopped before its on_failure tells us) and that rebuild came first. A second would sell them twice.
+            log.warning(f"system position {msg.key} crashed ({msg.error}); rebuilt already: not rebuilt again")
+            return
         count = self.rebuilds.get(msg.entry_order_id, 0) + 1
         self.rebuilds[msg.entry_order_id] = count
         if count > MAX_REBUILDS:
@@ -124,7 +138,7 @@ class Supervisor(pykka.ThreadingActor):
                          "its broker-side protection stays in place; the doctor will report it")
             return
         log.warning(f"system position {msg.key} crashed ({msg.error}); rebuilding from the database (#{count})")
-        self.by_entry.pop(msg.entry_order_id, None)  # it tells of its crash before pykka marks it stopped
+        self.by_entry.pop(msg.entry_order_id, None)  # the crashed actor: never handed out again
         try:
             self.restore(msg.entry_order_id)
         except Exception as exc:  # noqa: BLE001 - the supervisor must outlive one rebuild (a disk refusing reads)
@@ -137,13 +151,15 @@ class Supervisor(pykka.ThreadingActor):
             owner.actor_urn == msg.handed_over_by.actor_urn)
         if owner is not None and owner.is_alive() and not handing_over:
             return  # its live actor (a rebuild already under way) hears of them itself
-        if self.rebuilds.get(msg.entry_order_id, 0) > MAX_REBUILDS:
-            log.critical(f"system {msg.subject}: {msg.qty} entry shares recorded after its position closed, at the "
-                         "broker with no stop; the position keeps crashing and is not rebuilt again: sell or protect "
-                         "them by hand")
+        count = self.rebuilds.get(msg.entry_order_id, 0) + 1
+        self.rebuilds[msg.entry_order_id] = count
+        if count > MAX_REBUILDS:
+            log.critical(f"system {msg.subject}: {msg.qty} entry shares recorded with no live position actor; the "
+                         f"position has been rebuilt {count - 1} times and is not rebuilt again: if it is closed, "
+                         "those shares are at the broker with no stop: sell or protect them by hand")
             return
-        log.warning(f"system {msg.subject}: {msg.qty} entry shares recorded after its position closed, at the broker "
-                    f"with no stop: rebuilding the position from the database to sell them")
+        log.warning(f"system {msg.subject}: {msg.qty} entry shares recorded with no live position actor (closed "
+                    f"before they were): rebuilding the position from the database; a closed one sells them")
         self.by_entry.pop(msg.entry_order_id, None)  # the closed actor stops; the rebuilt one takes its orders
         try:
             self.restore(msg.entry_order_id)
@@ -248,6 +264,12 @@ class TradingSystem:
         if stream is not None:
             stream.stop()
             self.stream = None
+        supervisor = getattr(self, "supervisor_ref", None)
+        if supervisor is not None:
+            try:  # before the positions stop: none is rebuilt behind them (late entry shares, a crash)
+                supervisor.ask(_Stopping(), timeout=timeout)
+            except (pykka.ActorDeadError, pykka.Timeout):
+                pass
         with self._positions_lock:
             positions, self._positions = self._positions, []
         for ref in positions:
@@ -266,6 +288,10 @@ class TradingSystem:
 
 class _Adopt(m.Message):
     ref: Any
+
+
+class _Stopping(m.Message):
+    """The system is stopping: rebuild nothing from now on."""
 
 
 def alpaca_factories(key_id: str, secret: str, trading_url: str | None, stream_url: str | None, *,

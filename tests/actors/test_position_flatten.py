@@ -89,7 +89,9 @@ class Rig:
         return placed
 
     def stop(self) -> None:
-        for ref in (self.position, self.router, self.system, self.writer_ref):
+        for ref in (getattr(self, "rebuilt", None), self.position, self.router, self.system, self.writer_ref):
+            if ref is None:
+                continue
             if ref.is_alive():
                 ref.stop()
 
