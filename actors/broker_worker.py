@@ -169,6 +169,9 @@ class BrokerWorker(pykka.ThreadingActor):
             if isinstance(job, SubmitOrder | SubmitOco):
                 tell_if_alive(job.reply_to, m.SubmitResult(order_ids=submit_order_ids(job),
                                                            unknown=f"unexpected {type(exc).__name__}: {exc}"))
+            elif isinstance(job, ReadPosition):  # its asker waits for an answer, with shares and no stop
+                tell_if_alive(job.reply_to, m.BrokerPositionRead(symbol=job.symbol,
+                                                                 error=f"unexpected {type(exc).__name__}: {exc}"))
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, SubmitOrder):

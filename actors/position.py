@@ -68,6 +68,10 @@ class CheckLoneLegs(m.Message):
     pass
 
 
+class CheckLateEntryFills(m.Message):
+    """Closed while its entry's last shares have no recorded execution: have they come?"""
+
+
 class CheckLateShares(m.Message):
     """Ask the broker again what it holds: its last answer was an error."""
 
@@ -128,6 +132,7 @@ class PositionActor(pykka.ThreadingActor):
         # Rebuilt for entry shares recorded after the close: how many, while the broker is asked whether it holds them
         # (None otherwise), and how many times it has been asked.
         self._late_shares: Decimal | None = None
+        self._late_fills_waited_since: float | None = None  # time.monotonic() a closed position began waiting for them
         self._late_share_reads = 0
         self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
         # Protections the broker rejected since one was last accepted: with the exit they fall back on rejected too,
@@ -192,6 +197,8 @@ class PositionActor(pykka.ThreadingActor):
             self._check_entry_cancel()
         elif isinstance(message, m.BrokerPositionRead):
             self._on_broker_position(message)
+        elif isinstance(message, CheckLateEntryFills):
+            self._finish_if_done()
         elif isinstance(message, CheckLateShares):
             self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref))
         elif isinstance(message, m.CheckProtection):
@@ -358,7 +365,7 @@ class PositionActor(pykka.ThreadingActor):
         after = self._after_entry_fill(execution)
         stop, target = self._exits_at(execution.price)  # this fill's own shares, from its own price
         missing = self._unprotected_of(after.quantity) if after.status is PositionStatus.OPEN else Decimal(0)
-        holding = self.flattening or self._protect_after_entry
+        holding = self.flattening or self._protect_after_entry or self._late_shares is not None
         orders = self._protection_orders(missing, stop, target) if missing > 0 and not holding else []
         if self.position_id is None:
             return after, m.EntryFillPlan(calls=(call(
@@ -571,6 +578,12 @@ class PositionActor(pykka.ThreadingActor):
     def _flatten(self, reason: str, scheduled: bool = False) -> None:
         if self.flattening or self.position.is_terminal:
             return
+        if self._late_shares is not None:
+            # Rebuilt for late entry shares and asking the broker whether it holds them: their market exit goes
+            # once it says so, and none if it does not (sold by hand). An exit now could sell what is not there.
+            self.log.info(f"position {self.label} {reason}: its late entry shares are sold once the broker says it "
+                          "holds them")
+            return
         working = tuple(i for i, v in self.orders.items() if v.working)
         if self.position.status is PositionStatus.PENDING:
             # The entry is cancelled; if it fills all the same (the cancel came too late), the shares are protected,
@@ -749,6 +762,8 @@ class PositionActor(pykka.ThreadingActor):
         # timer): each would otherwise find the position done again, log it again and tell the system again.
         if self._finished or not self.position.is_terminal or any(v.working for v in self.orders.values()):
             return
+        if self._awaiting_late_entry_fills():
+            return
         self._finished = True
         self.system.tell(m.PositionFinished(key=self.label, status=str(self.position.status),
                                             realized_pnl=self.position.realized_pnl))
@@ -806,6 +821,7 @@ class PositionActor(pykka.ThreadingActor):
                       for p in self.writer.open_positions_for_reconciliation().get()
                       if p.symbol == self.plan.symbol and p.position_id != self.position_id), Decimal(0))
         theirs = (msg.qty - others) * sign  # what the broker holds beyond the open positions' shares, on our side
+        late = self.position.quantity - self._leaving()  # with any recorded since the question (no OCO was placed)
         if theirs < late:
             return self._leave_late_shares(f"the broker holds {msg.qty} {self.plan.symbol} and the open positions "
                                            f"{others}, so at most {max(theirs, Decimal(0))} can be these (sold by "
@@ -814,12 +830,41 @@ class PositionActor(pykka.ThreadingActor):
         self._flatten("entry shares recorded after the position closed")
 
     def _leave_late_shares(self, why: str) -> None:
-        """Not sold: the row stays closed, and the doctor's pass compares the broker with the database."""
-        self.log.error(f"position {self.label} its {self._late_shares} late entry shares are not sold: {why}; check "
-                       f"{self.plan.symbol} at the broker")
+        """Not sold: the row stays closed, and the doctor's pass compares the broker with the database. An order of
+        the position still working (a leg whose cancel has not come yet) is cancelled: no actor is left to own it."""
+        self.log.error(f"position {self.label} its {self.position.quantity} late entry shares are not sold: {why}; "
+                       f"check {self.plan.symbol} at the broker")
+        working = tuple(i for i, v in self.orders.items() if v.working)
+        if working:
+            self._cancel(working, reason="position closed")
         self._late_shares = None
         self._finished = True
         self.stop()
+
+    def _awaiting_late_entry_fills(self) -> bool:
+        """Closed while its entry reports more shares filled than its executions (their fill event lost): those
+        shares are at the broker with no stop. The actor waits for their executions, asking about the entry every
+        FLATTEN_RECHECK_S (the router's catch-up brings them), and hands the position over to sell them
+        (_hand_over_late_entry_shares). Stopping at once instead, an execution told in the instant before the stop
+        is dropped with it. Capped at ENTRY_FILLS_WAIT_S: then they are the doctor's."""
+        arriving = self._arriving()
+        if arriving == 0 or self.position.status is not PositionStatus.CLOSED or self.entry_order_id is None:
+            return False
+        now = time.monotonic()
+        if self._late_fills_waited_since is None:
+            self._late_fills_waited_since = now
+            self.log.warning(f"position {self.label} closed, but its entry filled {arriving} more at the broker than "
+                             "its executions say: waiting for them, to sell them")
+        elif now - self._late_fills_waited_since >= ENTRY_FILLS_WAIT_S:
+            self.log.error(f"position {self.label} closed; its entry's {arriving} shares the broker reports bought "
+                           f"have no recorded execution after {ENTRY_FILLS_WAIT_S:.0f} s: left to the doctor's pass "
+                           "(check them at the broker)")
+            return False
+        self.router.tell(m.VerifyOrders(order_ids=(self.entry_order_id,)))
+        if self._timer:
+            self._timer.cancel()
+        self._timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckLateEntryFills())
+        return True
 
     def _settle_position_row(self, restored: Any) -> None:
         """A kill between an exit fill's commit and the positions row's leaves that row behind the fills: the

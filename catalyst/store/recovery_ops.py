@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Float, case, cast, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.store.models import TERMINAL_ORDER_STATUSES, Fill, Order, Position
 from catalyst.store.order_ops import find_orders
 from catalyst.store.position_ops import find_positions
 from catalyst.store.records import FillRecord, OrderRecord, PositionRecord, fill_record
-
-
-SHARE_EPSILON = 1e-9  # below any fraction of a share Alpaca trades (9 decimal places)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +59,4 @@ async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
         select(Order.order_id).join(Position, Position.position_id == Order.position_id)
         .where(Order.role == "entry", Position.status == "open")
     )
-    return sorted({*pending, *opened, *await _closed_holding_shares(session)})
-
-
-async def _closed_holding_shares(session: AsyncSession) -> list[int]:
-    """Entries of closed positions whose recorded fills still hold shares: entry executions recorded after the
-    close (their fill event lost), not yet sold when the daemon stopped. Rebuilt, their actor sells them
-    (actors.position's _sell_late_entry_shares). The sum is a float filter only; the rebuild counts in Decimal."""
-    signed = case((Order.role == "entry", cast(Fill.qty, Float)), else_=-cast(Fill.qty, Float))
-    holding = (
-        select(Order.position_id).join(Fill, Fill.order_id == Order.order_id)
-        .join(Position, Position.position_id == Order.position_id)
-        .where(Position.status == "closed").group_by(Order.position_id).having(func.sum(signed) > SHARE_EPSILON)
-    )
-    return list(await session.scalars(
-        select(Order.order_id).where(Order.role == "entry", Order.position_id.in_(holding))))
+    return sorted({*pending, *opened})

@@ -146,24 +146,3 @@ def test_restart_book_lists_live_entries_and_gathers_each_trade(book: Book) -> N
     assert [(f.execution_id, f.price) for f in trade.fills] == [("e-1", Decimal("11"))]
     assert book.run(book.store.position_book(99999)) is None
 
-
-def test_restart_book_lists_a_closed_position_whose_recorded_fills_still_hold_shares(book: Book) -> None:
-    # Entry shares recorded after their position closed, the daemon stopped before they were sold: rebuilt at the
-    # start so its actor sells them. A closed position whose fills balance is not.
-    def closed_with_fills(symbol: str, bought: list[str], sold: list[str]) -> OrderRecord:
-        entry = book.order(symbol, at=T0)
-        position = book.run(book.store.open_position_for_entry(entry.order_id, Decimal(1), Decimal("5"), T0))
-        stop = book.order(symbol, at=T0, role="stop_loss", position_id=position.position_id,
-                          parent_order_id=entry.order_id)
-        for index, (order, side, qty) in enumerate([*((entry, "buy", q) for q in bought),
-                                                    *((stop, "sell", q) for q in sold)]):
-            book.run(book.store.record_fill(
-                execution_id=f"{symbol}-{index}", order_id=order.order_id, symbol=symbol, side=side,
-                qty=Decimal(qty), price=Decimal("5"), occurred_at=T0, source="stream"))
-        book.run(book.store.close_position(position.position_id, Decimal("5"), Decimal(0), T0))
-        return entry
-
-    late = closed_with_fills("LATE", bought=["60", "0.5", "40"], sold=["60.5"])
-    closed_with_fills("EVEN", bought=["60", "0.25"], sold=["60", "0.25"])
-
-    assert book.run(book.store.live_entry_ids()) == [late.order_id]
