@@ -11,19 +11,17 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+import pykka
+
 from actors import messages as m
-from tests.actors.test_trade_scenarios import broker_working_stop_qty, position_of, protected_qty
+from actors.position import PositionActor
+from tests.actors.test_late_entry_shares import bought_500_with_300_unrecorded
+from tests.actors.test_trade_scenarios import broker_working_stop_qty, position_of
 
 
 def test_a_flatten_while_the_entrys_last_fill_event_is_lost_leaves_no_share_behind(trading):
-    trading.exchange.set_price("AAPL", "50.00", volume=800)  # 200 shares a minute may trade
-    ref = trading.open(trading.plan(qty="500", stop="48.00", target="55.00"))
-    trading.wait_for(lambda: (p := position_of(trading)) is not None and p.quantity == Decimal("200"),
-                     "the entry's first 200")
-    trading.wait_for(lambda: protected_qty(trading) == Decimal("200"), "their OCO")
-    trading.exchange.set_faults("drop=1.0")
-    trading.trade("AAPL", "50.00", volume=2000)  # the entry's other 300 fill; their event is lost
-    trading.exchange.set_faults("")
+    bought_500_with_300_unrecorded(trading)
+    (ref,) = [r for r in pykka.ActorRegistry.get_by_class(PositionActor) if r.is_alive()]
 
     ref.tell(m.Flatten(reason="emergency: test"))
     deadline = time.monotonic() + 20

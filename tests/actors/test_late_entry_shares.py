@@ -28,10 +28,9 @@ from tests.actors.test_position_flatten import T0, Rig, wait_for
 from tests.actors.test_trade_scenarios import broker_working_stop_qty, position_of, protected_qty
 
 
-@pytest.mark.parametrize("reconnect", [False, True], ids=["router-alone", "stream-reconnect"])
-def test_entry_shares_recorded_after_the_stop_closed_the_position_are_sold(trading, reconnect):
-    # router-alone: the close cancels the entry's rest, the broker answers "already filled", and the router fetches
-    # the executions that answer says it lacks. stream-reconnect: the reconnect's catch-up records them first.
+def bought_500_with_300_unrecorded(trading: Any) -> None:
+    """A long of 500 AAPL at 50 (stop 48): its first 200 recorded and protected, its other 300 filled at the broker
+    with their fill event lost."""
     trading.exchange.set_price("AAPL", "50.00", volume=800)  # 200 shares a minute may trade
     trading.open(trading.plan(qty="500", stop="48.00", target="55.00"))
     trading.wait_for(lambda: (p := position_of(trading)) is not None and p.quantity == Decimal("200"),
@@ -41,9 +40,20 @@ def test_entry_shares_recorded_after_the_stop_closed_the_position_are_sold(tradi
     trading.trade("AAPL", "50.00", volume=2000)  # the entry's other 300 fill; their event is lost
     trading.exchange.set_faults("")
 
+
+def stopped_out(trading: Any) -> None:
+    """Through the stop: it sells the 200 recorded, and the position closes."""
+    trading.trade("AAPL", "47.50", volume=2000)
+    trading.wait_for(lambda: (p := position_of(trading)) is not None and p.status == "closed", "the stop's close")
+
+
+@pytest.mark.parametrize("reconnect", [False, True], ids=["router-alone", "stream-reconnect"])
+def test_entry_shares_recorded_after_the_stop_closed_the_position_are_sold(trading, reconnect):
+    # router-alone: the close cancels the entry's rest, the broker answers "already filled", and the router fetches
+    # the executions that answer says it lacks. stream-reconnect: the reconnect's catch-up records them first.
+    bought_500_with_300_unrecorded(trading)
     with logged_lines("actors.system", "WARNING") as system_lines:
-        trading.trade("AAPL", "47.50", volume=2000)  # through the stop: it sells the 200 recorded
-        trading.wait_for(lambda: (p := position_of(trading)) is not None and p.status == "closed", "the stop's close")
+        stopped_out(trading)
         assert trading.broker_view()["positions"][0]["qty"] == "300"  # bought, not recorded, no stop
 
         if reconnect:
@@ -211,14 +221,8 @@ def test_the_supervisor_leaves_late_entry_shares_to_a_live_position_actor(tradin
 def test_entry_shares_left_unsold_by_a_stop_of_the_daemon_are_sold_after_the_restart(trading):
     # Stopped just after the stop closed the position, the lost 300 not recorded yet: the restart's catch-up records
     # them with no actor to own them, and they go the same way.
-    trading.exchange.set_price("AAPL", "50.00", volume=800)
-    trading.open(trading.plan(qty="500", stop="48.00", target="55.00"))
-    trading.wait_for(lambda: protected_qty(trading) == Decimal("200"), "the first 200 protected")
-    trading.exchange.set_faults("drop=1.0")
-    trading.trade("AAPL", "50.00", volume=2000)
-    trading.exchange.set_faults("")
-    trading.trade("AAPL", "47.50", volume=2000)
-    trading.wait_for(lambda: (p := position_of(trading)) is not None and p.status == "closed", "the stop's close")
+    bought_500_with_300_unrecorded(trading)
+    stopped_out(trading)
     trading.stop()
 
     trading.start()
@@ -285,14 +289,8 @@ def test_nothing_is_rebuilt_while_the_system_stops(exchange, tmp_path):
 def test_late_shares_sold_by_hand_while_the_daemon_was_stopped_are_not_sold_again(trading):
     # The operator saw the bare shares and sold them by hand while Catalyst was stopped; the restart's catch-up then
     # records the lost execution. Selling them again would leave the account 300 short. Found by a review.
-    trading.exchange.set_price("AAPL", "50.00", volume=800)
-    trading.open(trading.plan(qty="500", stop="48.00", target="55.00"))
-    trading.wait_for(lambda: protected_qty(trading) == Decimal("200"), "the first 200 protected")
-    trading.exchange.set_faults("drop=1.0")
-    trading.trade("AAPL", "50.00", volume=2000)
-    trading.exchange.set_faults("")
-    trading.trade("AAPL", "47.50", volume=2000)
-    trading.wait_for(lambda: (p := position_of(trading)) is not None and p.status == "closed", "the stop's close")
+    bought_500_with_300_unrecorded(trading)
+    stopped_out(trading)
     trading.stop()
     by_hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
     by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=300, side=OrderSide.SELL, time_in_force=TimeInForce.DAY))
