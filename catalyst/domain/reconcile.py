@@ -397,6 +397,14 @@ def _other_instances(orphans: list[BrokerOrder], ours: str) -> dict[str, str]:
     return others
 
 
+def _being_sold(orders: tuple[LocalOrder, ...], symbol: str, held: Decimal) -> bool:
+    """Our working market exits (role `flatten` or `exit`) of `symbol` cover the `held` shares (signed)."""
+    side = "sell" if held > 0 else "buy"
+    selling = sum((o.qty - o.filled_qty for o in orders if o.symbol == symbol and o.role in ("flatten", "exit")
+                   and o.side == side and o.status not in ORDER_MACHINE.terminal), ZERO)
+    return selling >= abs(held)
+
+
 def _unlinked_entry(order: LocalOrder) -> bool:
     """An entry the broker filled (filled_qty > 0) that has no position row yet: a crash came in between."""
     return order.role == "entry" and order.position_id is None and order.filled_qty > 0
@@ -441,6 +449,10 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         explained = ours + _hand_shares(broker, hand) == theirs
         if symbol not in first:
             own_shares, latest = own.get(symbol, (ZERO, diff.now))
+            if own_shares and _being_sold(local.orders, symbol, theirs):
+                # Entry shares recorded after their position closed, their market exit working (queued for the open
+                # if the market is closed): its fill settles them. "Flatten it by hand" now would sell them twice.
+                continue
             if own_shares:
                 # Shares our own orders bought are never adopted: that would book them a second time. Usually a
                 # fill and its position row are being written right now (a restart's catch-up, a race with this

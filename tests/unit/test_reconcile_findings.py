@@ -299,6 +299,26 @@ def test_shares_our_own_orders_filled_with_no_position_row_long_after_halt_and_a
     assert finding.policy is Policy.HALT and "our own orders" in finding.reason
 
 
+@pytest.mark.parametrize("exit_qty, exit_status, halts", [("188", "accepted", False), ("100", "accepted", True),
+                                                           ("188", "cancelled", True)],
+                         ids=["covered", "short-of-them", "exit-ended"])
+def test_shares_our_own_orders_filled_with_no_position_row_and_our_exit_working_for_them_are_being_sold(
+        exit_qty, exit_status, halts):
+    # Entry shares recorded after their position closed: the rebuilt position's market exit for them works (queued
+    # for the open, say). Halting with "flatten it by hand" would have the operator sell them a second time.
+    local = LocalView(orders=(order(status="filled", qty="188", filled="188", position_id=3),
+                              order(order_id=2, broker_id="b-2", role="flatten", side="sell", qty=exit_qty,
+                                    status=exit_status, position_id=3)),
+                      execution_keys=frozenset({execution_key("b-1", D(188))}))
+    broker = BrokerView(orders=(border(status="filled", qty="188", filled="188"),
+                                border("b-2", {"accepted": "accepted", "cancelled": "canceled"}[exit_status], "sell",
+                                       exit_qty, cid="cat-x-2")),
+                        positions=(BrokerPosition("AAPL", "long", D(188)),),
+                        fills=(BrokerFill("b-1", D(188), D(188), D("54.86"), OLD),))
+
+    assert (T.ORPHAN_POSITION in kinds(run(local, broker))) is halts
+
+
 def test_a_broker_position_no_reported_fill_explains_halts_instead_of_being_adopted():
     findings = run(LocalView(), BrokerView(positions=(BrokerPosition("AAPL", "long", D(50)),)))
     assert kinds(findings) == [T.ORPHAN_POSITION]
