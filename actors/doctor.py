@@ -322,6 +322,7 @@ class DoctorActor(pykka.ThreadingActor):
         local = LocalView(
             orders=tuple(_local_order(r) for r in rows),
             positions=tuple(LocalPosition(p.position_id, p.symbol, p.side, p.quantity) for p in positions),
+            closed_holding=self._closed_holding(positions, broker_positions, now),
             execution_keys=keys, placed_during_pass=tuple(_local_order(r) for r in late),
             recorded_since=recorded_since, acknowledged_during_pass=acknowledged, instance_id=self._instance_id(),
         )
@@ -334,6 +335,17 @@ class DoctorActor(pykka.ThreadingActor):
                          {p.symbol: p for p in broker_positions}, cum)
         return gathered, local, broker
 
+    def _closed_holding(self, positions: list[Any], broker_positions: list[Any],
+                        now: datetime) -> tuple[LocalPosition, ...]:
+        """Closed positions still holding shares by their recorded fills, for symbols the broker holds and no open
+        position of ours does: the only place such shares can come from (LocalView.closed_holding)."""
+        unexplained = {p.symbol for p in broker_positions if p.qty} - {p.symbol for p in positions}
+        if not unexplained:
+            return ()
+        since = now - timedelta(seconds=self.settings.lookback_s)
+        return tuple(LocalPosition(p.position_id, p.symbol, p.side, p.quantity)
+                     for p in self.writer.closed_positions_holding_shares(sorted(unexplained), since).get())
+
     # --- healing ----------------------------------------------------------------------------------------------
 
     def _heal(self, finding: Finding, got: _Pass, batch: tuple[list[OrderReport], list[FillReport]]) -> str:
@@ -343,6 +355,11 @@ class DoctorActor(pykka.ThreadingActor):
             if finding.policy is Policy.HALT:
                 self._halt(finding.reason or f"{finding.type} {finding.subject}")
                 return "halted"
+            if finding.type is _T.ORPHAN_POSITION and finding.position_id is not None:
+                # Entry shares of a closed position recorded after it closed, never sold: its actor, rebuilt, sells
+                # them once the broker says it holds them (PositionActor._sell_late_entry_shares).
+                rebuilt = self._position_ref(finding) is not None
+                return "healed" if rebuilt else "failed: the position could not be rebuilt"
             if finding.policy is Policy.ADOPT and finding.type is _T.ORPHAN_POSITION:
                 return "healed" if self._adopt(finding, got) is not None else "halted"
             if finding.policy is Policy.FLATTEN:

@@ -156,6 +156,10 @@ class LocalView:
     acknowledged_during_pass: frozenset[int] = frozenset()
     # This database's id, the middle of its client_order_ids: an order with another one came from another daemon.
     instance_id: str = ""
+    # Closed positions (of symbols the broker holds and no open position does) whose recorded fills still hold
+    # shares, `qty` those shares: entry executions recorded after the close, not sold (a stop of the daemon came
+    # between). Their own position actor, rebuilt, sells them once the broker says it holds them.
+    closed_holding: tuple[LocalPosition, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -247,10 +251,13 @@ class _Diff:
     def add(self, kind: FindingType, subject: str, db: object, broker: object, *, explained: bool = True,
             **extra: object) -> None:
         severity = extra.pop("severity", SEVERITY[kind])
+        acting = extra.pop("action", None)  # what a policy that acts does here, when it is not the type's usual
         policy = self.settings.policy(kind)
         if not explained and policy in (Policy.HEAL, Policy.ADOPT):
             policy = Policy.HALT  # a repair needs the broker's fills to explain the difference
         action = HEAL_ACTIONS.get(kind, "heal") if policy is Policy.HEAL else POLICY_ACTIONS[policy]
+        if acting is not None and policy in (Policy.HEAL, Policy.ADOPT, Policy.FLATTEN):
+            action = str(acting)
         self.findings.append(Finding(kind, severity, subject, None if db is None else str(db),  # type: ignore[arg-type]
                                      None if broker is None else str(broker), policy, action, **extra))  # type: ignore[arg-type]
 
@@ -452,6 +459,14 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
             if own_shares and _being_sold(local.orders, symbol, theirs):
                 # Entry shares recorded after their position closed, their market exit working (queued for the open
                 # if the market is closed): its fill settles them. "Flatten it by hand" now would sell them twice.
+                continue
+            late = [p for p in local.closed_holding if p.symbol == symbol]
+            if own_shares and diff.old(latest) and len(late) == 1 and _signed(late[0].side, late[0].qty) == theirs:
+                (closed,) = late
+                diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{closed.position_id}", 0, theirs, symbol=symbol,
+                         position_id=closed.position_id, broker_ids=tuple(hand), action="rebuild and sell",
+                         reason=f"{symbol}: broker holds {theirs}, the entry shares of closed position "
+                                f"#p-{closed.position_id} recorded after it closed: rebuilt to sell them")
                 continue
             if own_shares:
                 # Shares our own orders bought are never adopted: that would book them a second time. Usually a

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.store import checks, raw_sql
 from catalyst.store.models import (
-    ORDER_ROLES, ORDER_SIDES, ORDER_STATUSES, ORDER_TYPES, WORKING_ORDER_STATUSES, Fill, Order,
+    ORDER_ROLES, ORDER_SIDES, ORDER_STATUSES, ORDER_TYPES, WORKING_ORDER_STATUSES, Fill, Order, Position, Security,
 )  # fmt: skip
 from catalyst.store.order_ops import find_orders, order_with_symbol, raw_instance_id
-from catalyst.store.position_ops import open_position_for_entry
+from catalyst.store.position_ops import find_positions, open_position_for_entry
 from catalyst.store.records import OrderRecord, PositionRecord
 from catalyst.store.security_ops import ensure_security_row
 
@@ -77,6 +77,25 @@ async def execution_keys(session: AsyncSession, order_ids: Sequence[int]) -> lis
     for start in range(0, len(ids), _CHUNK):
         keys += await session.scalars(select(Fill.execution_id).where(Fill.order_id.in_(ids[start:start + _CHUNK])))
     return keys
+
+
+async def closed_positions_holding_shares(session: AsyncSession, symbols: Sequence[str],
+                                          closed_since: datetime) -> list[PositionRecord]:
+    """Positions of `symbols` closed since `closed_since` whose recorded fills still hold shares: entry executions
+    recorded after the close (their fill event lost), not sold. Each record's `quantity` is the shares they hold."""
+    if not symbols:
+        return []
+    closed = await find_positions(session, Position.status == "closed", Security.symbol.in_(list(symbols)),
+                                  Position.exit_time >= checks.utc("closed_since", closed_since))
+    holding = []
+    for position in closed:
+        rows = (await session.execute(
+            select(Order.role, Fill.qty).join(Fill, Fill.order_id == Order.order_id)
+            .where(Order.position_id == position.position_id))).all()
+        held = sum((qty if role in ("entry", "adopted") else -qty for role, qty in rows), Decimal(0))
+        if held > 0:
+            holding.append(replace(position, quantity=held))
+    return holding
 
 
 async def adopt_order(session: AsyncSession, spec: BrokerOrderRow, at: datetime) -> OrderRecord:

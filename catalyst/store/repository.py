@@ -481,6 +481,10 @@ class Store:
         """The recorded execution keys of these orders."""
         return await self._transaction(doctor_ops.execution_keys, list(order_ids))
 
+    async def closed_positions_holding_shares(self, symbols: Sequence[str],
+                                              closed_since: datetime) -> list[PositionRecord]:
+        return await self._transaction(doctor_ops.closed_positions_holding_shares, list(symbols), closed_since)
+
     async def adopt_order(self, spec: doctor_ops.BrokerOrderRow, at: datetime | None = None) -> OrderRecord:
         """A broker order placed by hand, written as one of ours with the broker's ids."""
         return await self._transaction(doctor_ops.adopt_order, spec, self._at(at))

@@ -18,6 +18,8 @@ from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
 from actors import messages as m
+from actors.db_writer import DbWriter
+from actors.order_router import execution_key
 from actors import position as position_module
 from actors.position import PositionActor
 from actors.system import Restored
@@ -390,3 +392,42 @@ def test_a_closed_position_waits_for_its_entrys_last_shares_only_so_long(rig: Ri
                       "broker)"]
     finished = [x for x in rig.system.proxy().received().get() if isinstance(x, m.PositionFinished)]
     assert [f.status for f in finished] == ["closed"]
+
+
+def test_late_shares_recorded_but_left_unsold_by_a_stop_of_the_daemon_are_sold_by_the_doctors_heal(
+        trading, doctor_broker):
+    # Recorded, then the daemon stopped before their sale: the next start rebuilds no closed position, and the
+    # restart's catch-up finds them known. The doctor's pass finds the broker's 300 explained by no open position, and
+    # by one closed position's recorded fills exactly: it rebuilds that position, which sells them.
+    from tests.actors.test_doctor_heals import doctor_on
+
+    bought_500_with_300_unrecorded(trading)
+    stopped_out(trading)
+    entry = next(o for o in trading.all_orders() if o.role == "entry")
+    trading.stop()
+    writer_ref = DbWriter.start(trading.db_url)
+    try:  # as the router records them, under the key its catch-up would use
+        writer_ref.proxy().record_fill(
+            execution_id=execution_key(entry.alpaca_order_id, Decimal(500)), order_id=entry.order_id,
+            alpaca_order_id=entry.alpaca_order_id, symbol="AAPL", side="buy", qty=Decimal(300), price=Decimal("50.00"),
+            occurred_at=entry.updated_at, source="activity").get()
+    finally:
+        writer_ref.stop()
+    trading.start()
+    trading.trade("AAPL", "47.50", volume=2000)
+    trading.trade("AAPL", "47.50", volume=2000)  # minutes go by: settled, not being recorded right now
+    assert trading.broker_view()["positions"][0]["qty"] == "300"
+
+    with doctor_on(trading, doctor_broker) as doctor:
+        report = doctor.run_pass(reason="test").get()
+        (finding,) = [f for f in report.findings if f.type == "ORPHAN_POSITION"]
+        assert (finding.position_id, finding.action) == (1, "rebuild and sell")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and trading.broker_view()["positions"]:
+            trading.trade("AAPL", "47.50", volume=2000)
+            time.sleep(0.3)
+        assert doctor.halted.get() is False
+    assert trading.broker_view()["positions"] == []
+    assert [(o.quantity, o.filled_qty) for o in trading.all_orders() if o.role == "flatten"] == [
+        (Decimal(300), Decimal(300))]
+    assert position_of(trading).realized_pnl == Decimal("-1250.00")

@@ -146,3 +146,28 @@ def test_restart_book_lists_live_entries_and_gathers_each_trade(book: Book) -> N
     assert [(f.execution_id, f.price) for f in trade.fills] == [("e-1", Decimal("11"))]
     assert book.run(book.store.position_book(99999)) is None
 
+
+
+def test_closed_positions_whose_recorded_fills_still_hold_shares(book: Book) -> None:
+    def closed_with_fills(symbol: str, bought: list[str], sold: list[str], closed_at: datetime = T0) -> int:
+        entry = book.order(symbol, at=T0)
+        position = book.run(book.store.open_position_for_entry(entry.order_id, Decimal(1), Decimal("5"), T0))
+        stop = book.order(symbol, at=T0, role="stop_loss", position_id=position.position_id,
+                          parent_order_id=entry.order_id)
+        for index, (order, side, qty) in enumerate([*((entry, "buy", q) for q in bought),
+                                                    *((stop, "sell", q) for q in sold)]):
+            book.run(book.store.record_fill(
+                execution_id=f"{symbol}-{position.position_id}-{index}", order_id=order.order_id, symbol=symbol,
+                side=side, qty=Decimal(qty), price=Decimal("5"), occurred_at=T0, source="stream"))
+        book.run(book.store.close_position(position.position_id, Decimal("5"), Decimal(0), closed_at))
+        return position.position_id
+
+    late = closed_with_fills("LATE", bought=["60", "0.5", "40"], sold=["60.5"])
+    closed_with_fills("EVEN", bought=["60", "0.25"], sold=["60", "0.25"])
+    closed_with_fills("LATE", bought=["10", "5"], sold=["10"], closed_at=T0 - timedelta(days=3))  # before `since`
+    closed_with_fills("ELSE", bought=["10", "5"], sold=["10"])  # not asked for
+
+    found = book.run(book.store.closed_positions_holding_shares(["LATE", "EVEN"], T0 - timedelta(days=1)))
+
+    assert [(p.position_id, p.symbol, p.quantity) for p in found] == [(late, "LATE", Decimal("40.0"))]
+    assert book.run(book.store.closed_positions_holding_shares([], T0)) == []
