@@ -79,6 +79,7 @@ POSITION_ANSWER_S = 5.0  # a position actor answers its state at once unless som
 # Findings the daemon's own writes in flight can explain for a few milliseconds (a fill the router is recording, an
 # OCO acknowledged between two reads, a submit's answer waiting in the router's mailbox): each one, like a halt,
 # counts only if a second look a moment later sees it again. None of them is older than a pass can wait for.
+LATE_SHARE_REBUILDS = 3  # a closed position rebuilt this often for its late entry shares, still holding them: halt
 CONFIRMED_ON_A_SECOND_LOOK = frozenset({_T.MISSING_FILL, _T.MISSING_PROTECTION, _T.OUTCOME_UNKNOWN})
 
 
@@ -112,6 +113,7 @@ class DoctorActor(pykka.ThreadingActor):
         # but could only report (a live position's `created` row whose submit hangs in flight). A change (a new
         # status), a heal, or a halt since lifted makes it news again.
         self._reported: dict[str, str] = {}
+        self._late_share_rebuilds: dict[int, int] = {}  # closed positions rebuilt to sell their late entry shares
         # Passes in a row the broker failed (each call already retried): one is a blip the next pass covers, a
         # run of them means nothing has been reconciled for a while, which the operator must hear as an ERROR.
         self._unavailable_in_row = 0
@@ -356,10 +358,7 @@ class DoctorActor(pykka.ThreadingActor):
                 self._halt(finding.reason or f"{finding.type} {finding.subject}")
                 return "halted"
             if finding.type is _T.ORPHAN_POSITION and finding.position_id is not None:
-                # Entry shares of a closed position recorded after it closed, never sold: its actor, rebuilt, sells
-                # them once the broker says it holds them (PositionActor._sell_late_entry_shares).
-                rebuilt = self._position_ref(finding) is not None
-                return "healed" if rebuilt else "failed: the position could not be rebuilt"
+                return self._rebuild_to_sell(finding)
             if finding.policy is Policy.ADOPT and finding.type is _T.ORPHAN_POSITION:
                 return "healed" if self._adopt(finding, got) is not None else "halted"
             if finding.policy is Policy.FLATTEN:
@@ -531,6 +530,22 @@ class DoctorActor(pykka.ThreadingActor):
         if not tell_if_alive(ref, m.Flatten(reason=f"doctor: {finding.type} {finding.subject}")):
             return "failed: the position actor stopped (its position is done)"
         return "healed"
+
+    def _rebuild_to_sell(self, finding: Finding) -> str:
+        """Entry shares of a closed position recorded after it closed, never sold: its actor, rebuilt, sells them once
+        the broker says it holds them (PositionActor._sell_late_entry_shares). One already live is at it (its broker
+        read, its exit): reported, not rebuilt. Rebuilt LATE_SHARE_REBUILDS times and still there, they halt."""
+        assert finding.position_id is not None
+        if self._live_position(finding) is not None:
+            return "alerted"
+        count = self._late_share_rebuilds.get(finding.position_id, 0) + 1
+        self._late_share_rebuilds[finding.position_id] = count
+        if count > LATE_SHARE_REBUILDS:
+            self._halt(f"{finding.reason}; rebuilt {LATE_SHARE_REBUILDS} times and still not sold: check "
+                       f"{finding.symbol} at the broker")
+            return "halted"
+        restored = self._position_ref(finding)
+        return "healed" if restored is not None else "failed: the position could not be rebuilt"
 
     def _halt(self, reason: str) -> None:
         if not self.halted:

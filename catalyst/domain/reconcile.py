@@ -404,12 +404,24 @@ def _other_instances(orphans: list[BrokerOrder], ours: str) -> dict[str, str]:
     return others
 
 
-def _being_sold(orders: tuple[LocalOrder, ...], symbol: str, held: Decimal) -> bool:
-    """Our working market exits (role `flatten` or `exit`) of `symbol` cover the `held` shares (signed)."""
+def _late_shares_of(local: LocalView, symbol: str, held: Decimal, own_shares: Decimal, hand: list[str],
+                    other_traders: dict[str, str]) -> LocalPosition | None:
+    """The one closed position whose recorded fills hold exactly the broker's `held` shares (signed), when those are
+    ours alone: every one bought by our own orders, none moved by hand or by another daemon. Its late entry shares,
+    then; anything less exact is not this case (and halts)."""
+    late = [p for p in local.closed_holding if p.symbol == symbol]
+    if (len(late) != 1 or _signed(late[0].side, late[0].qty) != held or own_shares != held or hand
+            or symbol in other_traders):
+        return None
+    return late[0]
+
+
+def _being_sold(orders: tuple[LocalOrder, ...], late: LocalPosition, held: Decimal) -> bool:
+    """The position's own working market exits (`flatten` rows) are for exactly the `held` shares (signed)."""
     side = "sell" if held > 0 else "buy"
-    selling = sum((o.qty - o.filled_qty for o in orders if o.symbol == symbol and o.role in ("flatten", "exit")
+    selling = sum((o.qty - o.filled_qty for o in orders if o.position_id == late.position_id and o.role == "flatten"
                    and o.side == side and o.status not in ORDER_MACHINE.terminal), ZERO)
-    return selling >= abs(held)
+    return selling == abs(held)
 
 
 def _unlinked_entry(order: LocalOrder) -> bool:
@@ -456,17 +468,16 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         explained = ours + _hand_shares(broker, hand) == theirs
         if symbol not in first:
             own_shares, latest = own.get(symbol, (ZERO, diff.now))
-            if own_shares and _being_sold(local.orders, symbol, theirs):
-                # Entry shares recorded after their position closed, their market exit working (queued for the open
-                # if the market is closed): its fill settles them. "Flatten it by hand" now would sell them twice.
+            late = _late_shares_of(local, symbol, theirs, own_shares, hand, other_traders)
+            if late is not None and _being_sold(local.orders, late, theirs):
+                # Entry shares recorded after their position closed, its market exit for them working (queued for
+                # the open if the market is closed): its fill settles them. "Flatten it by hand" would sell them twice.
                 continue
-            late = [p for p in local.closed_holding if p.symbol == symbol]
-            if own_shares and diff.old(latest) and len(late) == 1 and _signed(late[0].side, late[0].qty) == theirs:
-                (closed,) = late
-                diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{closed.position_id}", 0, theirs, symbol=symbol,
-                         position_id=closed.position_id, broker_ids=tuple(hand), action="rebuild and sell",
+            if late is not None and diff.old(latest):
+                diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{late.position_id}", 0, theirs, symbol=symbol,
+                         position_id=late.position_id, action="rebuild and sell",
                          reason=f"{symbol}: broker holds {theirs}, the entry shares of closed position "
-                                f"#p-{closed.position_id} recorded after it closed: rebuilt to sell them")
+                                f"#p-{late.position_id} recorded after it closed: rebuilt to sell them")
                 continue
             if own_shares:
                 # Shares our own orders bought are never adopted: that would book them a second time. Usually a

@@ -87,15 +87,12 @@ async def closed_positions_holding_shares(session: AsyncSession, symbols: Sequen
         return []
     closed = await find_positions(session, Position.status == "closed", Security.symbol.in_(list(symbols)),
                                   Position.exit_time >= checks.utc("closed_since", closed_since))
-    holding = []
-    for position in closed:
-        rows = (await session.execute(
-            select(Order.role, Fill.qty).join(Fill, Fill.order_id == Order.order_id)
-            .where(Order.position_id == position.position_id))).all()
-        held = sum((qty if role in ("entry", "adopted") else -qty for role, qty in rows), Decimal(0))
-        if held > 0:
-            holding.append(replace(position, quantity=held))
-    return holding
+    held: dict[int, Decimal] = {p.position_id: Decimal(0) for p in closed}
+    rows = await session.execute(select(Order.position_id, Order.role, Fill.qty)
+                                 .join(Fill, Fill.order_id == Order.order_id).where(Order.position_id.in_(list(held))))
+    for position_id, role, qty in rows.all():
+        held[position_id] += qty if role in ("entry", "adopted") else -qty
+    return [replace(p, quantity=held[p.position_id]) for p in closed if held[p.position_id] > 0]
 
 
 async def adopt_order(session: AsyncSession, spec: BrokerOrderRow, at: datetime) -> OrderRecord:

@@ -431,3 +431,25 @@ def test_late_shares_recorded_but_left_unsold_by_a_stop_of_the_daemon_are_sold_b
     assert [(o.quantity, o.filled_qty) for o in trading.all_orders() if o.role == "flatten"] == [
         (Decimal(300), Decimal(300))]
     assert position_of(trading).realized_pnl == Decimal("-1250.00")
+
+
+def test_the_doctor_leaves_late_shares_to_a_live_actor_and_halts_after_three_rebuilds(monkeypatch) -> None:
+    # From a review: each pass found the same shares and rebuilt (or called "healed") the position again, an actor
+    # that gives up rebuilt every 5 minutes for good. One live is at it: reported. Three rebuilds and still there: halt.
+    from actors.doctor import LATE_SHARE_REBUILDS, DoctorActor
+    from catalyst.domain.reconcile import Finding, FindingType, Policy, Severity
+
+    doctor = DoctorActor(writer=None, broker=None, router=None, supervisor=None, clock=None)
+    finding = Finding(FindingType.ORPHAN_POSITION, Severity.CRITICAL, "position AAPL#p-1", "0", "300", Policy.ADOPT,
+                      "rebuild and sell", symbol="AAPL", position_id=1, reason="AAPL: broker holds 300, …")
+    live: list[Any] = ["an actor"]
+    rebuilt: list[int] = []
+    monkeypatch.setattr(doctor, "_live_position", lambda f: (live[0], {}) if live else None)
+    monkeypatch.setattr(doctor, "_position_ref", lambda f: rebuilt.append(f.position_id) or "a new actor")
+
+    assert doctor._rebuild_to_sell(finding) == "alerted" and rebuilt == []
+    live.clear()
+    assert [doctor._rebuild_to_sell(finding) for _ in range(LATE_SHARE_REBUILDS)] == ["healed"] * LATE_SHARE_REBUILDS
+    assert doctor._rebuild_to_sell(finding) == "halted"
+    assert rebuilt == [1] * LATE_SHARE_REBUILDS and doctor.halted
+    assert doctor.halt_reason == "AAPL: broker holds 300, …; rebuilt 3 times and still not sold: check AAPL at the broker"
