@@ -125,47 +125,37 @@ class Supervisor(pykka.ThreadingActor):
         return ref
 
     def _rebuild(self, msg: m.PositionCrashed) -> None:
-        live = self.by_entry.get(msg.entry_order_id)
-        if live is not None and live.is_alive() and (msg.owner is None or live.actor_urn != msg.owner.actor_urn):
-            # Rebuilt already, for its late entry shares: the router found the crashed actor dead (pykka marks it
-            # stopped before its on_failure tells us) and that rebuild came first. A second would sell them twice.
-            log.warning(f"system position {msg.key} crashed ({msg.error}); rebuilt already: not rebuilt again")
-            return
-        count = self.rebuilds.get(msg.entry_order_id, 0) + 1
-        self.rebuilds[msg.entry_order_id] = count
-        if count > MAX_REBUILDS:
-            log.critical(f"system position {msg.key} crashed {count} times ({msg.error}); not rebuilt again — "
-                         "its broker-side protection stays in place; the doctor will report it")
-            return
-        log.warning(f"system position {msg.key} crashed ({msg.error}); rebuilding from the database (#{count})")
-        self.by_entry.pop(msg.entry_order_id, None)  # the crashed actor: never handed out again
-        try:
-            self.restore(msg.entry_order_id)
-        except Exception as exc:  # noqa: BLE001 - the supervisor must outlive one rebuild (a disk refusing reads)
-            log.error(f"system position {msg.key} could not be rebuilt: {type(exc).__name__}: {exc}; its broker-side "
-                      "protection stays in place; a restart rebuilds it from the database")
+        self._rebuild_in_place_of(msg.entry_order_id, msg.owner, f"position {msg.key}", f"crashed ({msg.error})",
+                                  if_not="its broker-side protection stays in place; the doctor will report it, and a "
+                                         "restart rebuilds it from the database")
 
     def _rebuild_for_late_shares(self, msg: m.LateEntryShares) -> None:
-        owner = self.by_entry.get(msg.entry_order_id)
-        handing_over = msg.handed_over_by is not None and owner is not None and (
-            owner.actor_urn == msg.handed_over_by.actor_urn)
-        if owner is not None and owner.is_alive() and not handing_over:
-            return  # its live actor (a rebuild already under way) hears of them itself
-        count = self.rebuilds.get(msg.entry_order_id, 0) + 1
-        self.rebuilds[msg.entry_order_id] = count
-        if count > MAX_REBUILDS:
-            log.critical(f"system {msg.subject}: {msg.qty} entry shares recorded with no live position actor; the "
-                         f"position has been rebuilt {count - 1} times and is not rebuilt again: if it is closed, "
-                         "those shares are at the broker with no stop: sell or protect them by hand")
+        self._rebuild_in_place_of(msg.entry_order_id, msg.handed_over_by, msg.subject,
+                                  f"{msg.qty} entry shares recorded with no live position actor (closed before they "
+                                  "were; a closed one rebuilt sells them)",
+                                  if_not="if its position is closed, those shares are at the broker with no stop; the "
+                                         "doctor's pass reports them")
+
+    def _rebuild_in_place_of(self, entry_order_id: int, leaving: Any, subject: str, why: str, if_not: str) -> None:
+        """The position of `entry_order_id` rebuilt from the database in place of `leaving`, its actor that crashed or
+        hands it over (None: not known). Not beside another live actor: a rebuild already made (the router can find
+        a crashing actor dead, and tell of its late shares, before its on_failure tells of the crash: pykka marks it
+        stopped first); two would each sell and protect the same shares. At most MAX_REBUILDS times a position."""
+        live = self.by_entry.get(entry_order_id)
+        if live is not None and live.is_alive() and (leaving is None or live.actor_urn != leaving.actor_urn):
+            log.info(f"system {subject} {why}; its position has a live actor (rebuilt already): not rebuilt again")
             return
-        log.warning(f"system {msg.subject}: {msg.qty} entry shares recorded with no live position actor (closed "
-                    f"before they were): rebuilding the position from the database; a closed one sells them")
-        self.by_entry.pop(msg.entry_order_id, None)  # the closed actor stops; the rebuilt one takes its orders
+        count = self.rebuilds.get(entry_order_id, 0) + 1
+        self.rebuilds[entry_order_id] = count
+        if count > MAX_REBUILDS:
+            log.critical(f"system {subject} {why}; rebuilt {count - 1} times already, not again: {if_not}")
+            return
+        log.warning(f"system {subject} {why}: rebuilding it from the database (#{count})")
+        self.by_entry.pop(entry_order_id, None)  # the actor leaving: never handed out again
         try:
-            self.restore(msg.entry_order_id)
+            self.restore(entry_order_id)
         except Exception as exc:  # noqa: BLE001 - the supervisor must outlive one rebuild (a disk refusing reads)
-            log.error(f"system {msg.subject} could not be rebuilt for its late entry shares: {type(exc).__name__}: "
-                      f"{exc}; they are at the broker with no stop, and the doctor's pass reports them")
+            log.error(f"system {subject} could not be rebuilt: {type(exc).__name__}: {exc}; {if_not}")
 
     def live_count(self) -> int:
         return sum(1 for ref in self.live.values() if ref.is_alive())
