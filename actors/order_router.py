@@ -1161,8 +1161,8 @@ class OrderRouter(pykka.ThreadingActor):
         rebuilt: the supervisor leaves those to the rebuilt one, which reads this execution from the database."""
         if tracked.role != "entry" or execution is None or self.supervisor is None:
             return
-        tell_if_alive(self.supervisor, m.LateEntryShares(entry_order_id=tracked.order_id, subject=f"order {tracked.label}",
-                                                         qty=execution.qty))
+        tell_if_alive(self.supervisor, m.LateEntryShares(entry_order_id=tracked.order_id,
+                                                         subject=f"order {tracked.label}", qty=execution.qty))
 
     def _cancel_reason(self, tracked: Tracked) -> str:
         if tracked.cancel_reason:

@@ -129,9 +129,9 @@ class PositionActor(pykka.ThreadingActor):
         self._lone_timer: Delayed | None = None
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
         self._handed_over = False  # stopped for a rebuild: entry shares came after the close
-        # Rebuilt for entry shares recorded after the close: how many, while the broker is asked whether it holds them
-        # (None otherwise), and how many times it has been asked.
-        self._late_shares: Decimal | None = None
+        # Rebuilt for entry shares recorded after the close: asking the broker whether it holds them (nothing is sent
+        # meanwhile), and how many times it has been asked.
+        self._asking_broker = False
         self._late_fills_waited_since: float | None = None  # time.monotonic() a closed position began waiting for them
         self._late_share_reads = 0
         self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
@@ -365,7 +365,7 @@ class PositionActor(pykka.ThreadingActor):
         after = self._after_entry_fill(execution)
         stop, target = self._exits_at(execution.price)  # this fill's own shares, from its own price
         missing = self._unprotected_of(after.quantity) if after.status is PositionStatus.OPEN else Decimal(0)
-        holding = self.flattening or self._protect_after_entry or self._late_shares is not None
+        holding = self.flattening or self._protect_after_entry or self._asking_broker
         orders = self._protection_orders(missing, stop, target) if missing > 0 and not holding else []
         if self.position_id is None:
             return after, m.EntryFillPlan(calls=(call(
@@ -485,7 +485,7 @@ class PositionActor(pykka.ThreadingActor):
         return entry is not None and entry.working
 
     def _protect(self) -> None:
-        if self.flattening or self.position.status is not PositionStatus.OPEN or self._late_shares is not None:
+        if self.flattening or self.position.status is not PositionStatus.OPEN or self._asking_broker:
             return
         if self._protect_after_entry and self._entry_working():
             return
@@ -578,7 +578,7 @@ class PositionActor(pykka.ThreadingActor):
     def _flatten(self, reason: str, scheduled: bool = False) -> None:
         if self.flattening or self.position.is_terminal:
             return
-        if self._late_shares is not None:
+        if self._asking_broker:
             # Rebuilt for late entry shares and asking the broker whether it holds them: their market exit goes
             # once it says so, and none if it does not (sold by hand). An exit now could sell what is not there.
             self.log.info(f"position {self.label} {reason}: its late entry shares are sold once the broker says it "
@@ -796,22 +796,21 @@ class PositionActor(pykka.ThreadingActor):
         row = restored.position_row
         if row is None or row.status != "closed" or self.position.status is not PositionStatus.OPEN:
             return
-        self._late_shares = self.position.quantity
-        self.log.warning(f"position {self.label} its row is closed but its recorded fills hold {self._late_shares} "
-                         f"more shares (entry executions recorded after the close): a market {self.position.exit_side} "
-                         f"of them once the broker says it holds them")
+        self._asking_broker = True
+        self.log.warning(f"position {self.label} its row is closed but its recorded fills hold "
+                         f"{self.position.quantity} more shares (entry executions recorded after the close): a market "
+                         f"{self.position.exit_side} of them once the broker says it holds them")
         self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref))
 
     def _on_broker_position(self, msg: m.BrokerPositionRead) -> None:
-        late = self._late_shares
-        if late is None or self._finished:
+        if not self._asking_broker or self._finished:
             return
         self._late_share_reads += 1
         if msg.error is not None:
             if self._late_share_reads < LATE_SHARES_READS:
                 self.log.warning(f"position {self.label} could not read the broker's {self.plan.symbol} position "
-                                 f"({msg.error}): asking again in {LATE_SHARES_RETRY_S:g} s; its {late} late shares "
-                                 "wait without a stop")
+                                 f"({msg.error}): asking again in {LATE_SHARES_RETRY_S:g} s; its "
+                                 f"{self.position.quantity} late shares wait without a stop")
                 self._retry_timer = tell_later(self.actor_ref, LATE_SHARES_RETRY_S, CheckLateShares())
                 return
             return self._leave_late_shares(f"the broker's position could not be read {self._late_share_reads} times "
@@ -826,7 +825,7 @@ class PositionActor(pykka.ThreadingActor):
             return self._leave_late_shares(f"the broker holds {msg.qty} {self.plan.symbol} and the open positions "
                                            f"{others}, so at most {max(theirs, Decimal(0))} can be these (sold by "
                                            "hand?)")
-        self._late_shares = None
+        self._asking_broker = False
         self._flatten("entry shares recorded after the position closed")
 
     def _leave_late_shares(self, why: str) -> None:
@@ -837,7 +836,7 @@ class PositionActor(pykka.ThreadingActor):
         working = tuple(i for i, v in self.orders.items() if v.working)
         if working:
             self._cancel(working, reason="position closed")
-        self._late_shares = None
+        self._asking_broker = False
         self._finished = True
         self.stop()
 
