@@ -674,6 +674,13 @@ class OrderRouter(pykka.ThreadingActor):
         else:
             for tracked, report in zip(rows, [msg.report, *msg.report.legs]):
                 self._acknowledge(tracked, report, group)
+            if len(rows) > 1 + len(msg.report.legs):
+                # An OCO answered without its stop leg (a reply read un-nested): the leg's row has no broker id, so
+                # its fill could find no order. Its take-profit, read by id and nested, names it (_learn_broker_id).
+                first = rows[0]
+                group.then(lambda _: (
+                    log.warning(f"order {first.label} acknowledged without its stop leg: asking the broker for it"),
+                    self._on_VerifyOrders(m.VerifyOrders(order_ids=(first.order_id,)))))
 
     def _send_again_later(self, rows: list[Tracked], why: str, retry_after_s: float | None,
                           maybe_placed: bool) -> None:
@@ -865,17 +872,22 @@ class OrderRouter(pykka.ThreadingActor):
         reply, or a crash came between the broker's answer and our commit. Record it now, or the fills, which name
         only the broker id, could never find their order. An OCO's stop leg carries a client_order_id Alpaca made
         up, so it is paired by our row order instead (oco_stop_leg_id)."""
-        if tracked.broker_id is not None or not report.broker_id or report.client_order_id != tracked.client_order_id:
-            return
-        self._record_broker_id(tracked, report, group)
-        log.info(f"order {tracked.label} broker id {report.broker_id} learned from {source}")
-        if tracked.role == "take_profit" and report.legs:
+        if report.broker_id and tracked.broker_id is None and report.client_order_id == tracked.client_order_id:
+            self._record_broker_id(tracked, report, group)
+            log.info(f"order {tracked.label} broker id {report.broker_id} learned from {source}")
+        # The stop leg is paired even when the take-profit knew its id already: an acknowledgement that came without
+        # the legs (a look-up by client_order_id reads un-nested) left only the leg without one.
+        if tracked.role == "take_profit" and report.legs and tracked.broker_id == report.broker_id \
+                and self._acknowledging is None:  # an acknowledgement pairs its own legs (_plan_SubmitResult)
             leg = self.by_order.get(oco_stop_leg_id(tracked.order_id))
             if leg is None:
                 row = self.writer.get_order(oco_stop_leg_id(tracked.order_id)).get()
                 leg = self._track(row, owner=None) if row is not None else None
             if leg is not None and leg.role == "stop_loss" and leg.broker_id is None:
                 self._record_broker_id(leg, report.legs[0], group)
+                log.info(f"order {leg.label} broker id {report.legs[0].broker_id} learned from {source} (its "
+                         f"take-profit's leg)")
+                group.then(lambda _: self._replay_unmatched(leg))  # its fill may have come first, held unmatched
 
     def _record_broker_id(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> StoreCall:
         tracked.broker_id = report.broker_id

@@ -250,13 +250,20 @@ class AlpacaBroker(MarketDataCalls):
 
     def get_order_by_client_id(self, client_order_id: str, priority: Priority = Priority.READ) -> OrderReport | None:
         try:
-            return self._read(
+            found = self._read(
                 f"order cid={client_order_id}",
                 lambda: order_report(self._orders.get_order_by_client_id(client_order_id)),
                 priority,
             )
         except NotFound:
             return None
+        if found.order_class == "oco" and found.type == "limit" and not found.legs:
+            # Alpaca's look-up by client_order_id takes no `nested` (alpaca-py sends only the id), and an order read
+            # un-nested carries `legs: null`. An OCO's stop leg has a client_order_id Alpaca made up, so it is found
+            # only inside its take-profit: read again by id, nested, or the stop's row never learns its broker id
+            # and the stop's fill is never recorded (an OCO settled by this look-up after its reply was lost).
+            return self.get_order(found.broker_id, priority=priority)
+        return found
 
     def list_orders(
         self,

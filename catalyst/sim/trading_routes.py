@@ -122,7 +122,9 @@ async def get_order_by_client_id(request: web.Request) -> web.Response:
     order_id = account.by_client_id.get(request.query.get("client_order_id", ""))
     if order_id is None:
         raise not_found()
-    return web.json_response(engine.order_json(account, account.orders[order_id]))
+    # Alpaca's look-up by client_order_id has no `nested` parameter: an OCO's stop leg is not rolled up into it
+    # (read it again by id with nested=true). Answered un-nested here too, so the daemon's path for it is exercised.
+    return web.json_response(engine.order_json(account, account.orders[order_id], nested=False))
 
 
 async def replace_order(request: web.Request) -> web.Response:
