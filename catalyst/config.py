@@ -110,6 +110,23 @@ class BrokerSettings(Section):
     # sync (within startup_wait_s), then refuses with exit 2; mid-day it is an ERROR line.
     max_clock_skew_s: float = Field(default=60.0, gt=0)
 
+    @field_validator("url", "stream_url", "data_url")
+    @classmethod
+    def _a_url(cls, value: str | None, info: Any) -> str | None:
+        """A URL without its scheme or host (`127.0.0.1:8765`) is refused here: alpaca-py's requests would fail on
+        it at every call, which start-up took for an unreachable broker and waited startup_wait_s for."""
+        if value is None:
+            return value
+        schemes = ("http", "https", "ws", "wss") if info.field_name == "stream_url" else ("http", "https")
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # a port that is not a number raises here
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"not a URL (expected {' or '.join(f'{s}://' for s in schemes)} and a host)")
+        return value
+
     @model_validator(mode="after")
     def _urls_match_the_mode(self) -> BrokerSettings:
         """alpaca-py sends orders wherever `url_override` points, whatever `paper` says: a paper or emulator config

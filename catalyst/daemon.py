@@ -26,11 +26,13 @@ from typing import Any, Callable
 
 import pykka
 from loguru import logger
+from pydantic import ValidationError
 
 from actors.messages import Flatten
 from actors.refs import BUSY, GONE, Answers, tell_if_alive
 from catalyst import collector, cpu
-from catalyst.config import KEY_ID_ENV, SECRET_KEY_ENV, Config, load_config, load_secrets, sqlite_path
+from catalyst.config import (KEY_ID_ENV, SECRET_KEY_ENV, BrokerSettings, Config, describe_validation_error, load_config,
+                             load_secrets, sqlite_path)
 from catalyst.errors import (
     AccountCannotTrade, ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, StopDuringStartup,
     UsageError,
@@ -69,7 +71,14 @@ RELOADABLE = ("logging.", "daemon.state_table_interval_s")
 def _load(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
     if getattr(args, "broker_url", None):
-        config = config.model_copy(update={"broker": config.broker.model_copy(update={"url": args.broker_url})})
+        # Validated as if the config said it: model_copy skips validators, and this one keeps a paper or emulator
+        # config off Alpaca's live API (BrokerSettings._urls_match_the_mode).
+        try:
+            broker = BrokerSettings.model_validate({**config.broker.model_dump(), "url": args.broker_url})
+        except ValidationError as exc:
+            problem = describe_validation_error(exc).removeprefix("(top level): ").removeprefix("url: ")
+            raise ConfigError(f"--broker-url {args.broker_url!r}: {problem}") from None
+        config = config.model_copy(update={"broker": broker})
     if getattr(args, "simulation", False):
         config = simulation_config(config)
     return config

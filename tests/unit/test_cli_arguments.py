@@ -49,6 +49,29 @@ def test_a_reports_dir_that_cannot_be_created_stops_catalyst_run_at_start_with_o
     assert not (tmp_path / "c.db").exists()  # refused before the database was touched
 
 
+@pytest.mark.parametrize(
+    ("mode", "url", "expected"),
+    [
+        # With live keys in the environment this paper config would have traded real money: --broker-url used to be
+        # copied into the config without its checks
+        ("paper", "https://api.alpaca.markets", "is Alpaca's live API, but broker.mode = paper"),
+        ("emulator", "https://paper-api.alpaca.markets", "is Alpaca, but broker.mode = emulator"),
+        ("emulator", "not a url", "not a URL (expected http:// or https:// and a host) (got 'not a url')"),
+    ],
+)
+def test_a_broker_url_on_the_command_line_is_checked_as_the_configs_own(mode, url, expected, capsys, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setenv("APCA_API_KEY_ID", "PKLIVEKEY")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "SKLIVESECRET")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[broker]\nmode = "{mode}"\n[daemon]\ndatabase_url = "sqlite+aiosqlite:///c.db"\n')
+    assert main(["run", "--config", str(config), "--broker-url", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"catalyst: error: --broker-url {url!r}: ") and expected in err[-1], err
+    assert "SKLIVESECRET" not in "\n".join(err)
+    assert not (tmp_path / "c.db").exists()  # refused before anything was touched
+
+
 @pytest.mark.parametrize("kind", ["garbage", "directory"])
 def test_a_database_that_is_not_one_is_refused_before_waiting_for_the_broker(kind, tmp_path):
     import subprocess

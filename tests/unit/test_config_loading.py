@@ -72,6 +72,13 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
          "is Alpaca, but broker.mode = emulator: use broker.mode = \"paper\" for Alpaca's paper account"),
         ('[broker]\nmode = "live"\nurl = "https://paper-api.alpaca.markets"\n',
          "is Alpaca's paper API, but broker.mode = live"),
+        # Without a scheme or a host every request fails, which start-up took for a broker down for startup_wait_s
+        ('[broker]\nmode = "paper"\nurl = "127.0.0.1:8765"\n',
+         "broker.url: not a URL (expected http:// or https:// and a host) (got '127.0.0.1:8765')"),
+        ('[broker]\nurl = "http://127.0.0.1:99999"\n', "broker.url: not a URL: Port out of range 0-65535"),
+        ('[broker]\nstream_url = "ftp://127.0.0.1/stream"\n',
+         "broker.stream_url: not a URL (expected http:// or https:// or ws:// or wss:// and a host)"),
+        ('[broker]\ndata_url = "https://"\n', "broker.data_url: not a URL (expected http:// or https:// and a host)"),
     ],
 )
 def test_bad_config_names_the_key_and_the_problem(tmp_path, text, expected):
