@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from catalyst.domain.cycle import PhaseSchedule
 from catalyst.sim.clock import MAX_SPEED
+from catalyst.sim.faults import FaultPlan, FaultSpecError
 from catalyst.sim.wash_trade import WashTradeCheck
 from catalyst.domain.errors import InvalidSchedule
 from catalyst.domain.reconcile import DoctorSettings
@@ -169,6 +170,16 @@ class ExchangeSettings(Section):
     # too, as some users report; "off" (catalyst/sim/wash_trade.py).
     wash_trade_check: WashTradeCheck = "alpaca"
 
+    @field_validator("faults")
+    @classmethod
+    def _a_fault_plan(cls, value: str) -> str:
+        """Checked with the config, not when the exchange starts (a pydantic dump of the emulator's own model)."""
+        try:
+            FaultPlan.parse(value)
+        except FaultSpecError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
 
 class CycleSettings(Section):
     """The day's schedule in exchange time (America/New_York), spec §4.2."""
@@ -260,6 +271,13 @@ def load_secrets(environ: dict[str, str] | None = None) -> Secrets:
     if bool(key_id) != bool(secret):
         missing = SECRET_KEY_ENV if key_id else KEY_ID_ENV
         raise ConfigError(f"{missing} is not set: set both {KEY_ID_ENV} and {SECRET_KEY_ENV}, or neither")
+    for name, value in ((KEY_ID_ENV, key_id), (SECRET_KEY_ENV, secret)):
+        # Alpaca's keys are letters and digits. Anything else (a pasted newline, a quote, a non-Latin-1 character)
+        # fails inside the HTTP client, whose error shows the value escaped (b'...\n...'), which the log filter,
+        # matching the value itself, would let through; and start-up took the failure for a broker that is down.
+        if not value.isascii() or not value.isprintable() or any(c.isspace() or c in "'\"\\" for c in value):
+            raise ConfigError(f"{name} holds a character an API key cannot have (a space, a quote, a control or "
+                              "non-ASCII character): copy the key again from Alpaca's dashboard")
     return Secrets(key_id=SecretStr(key_id) if key_id else None, secret_key=SecretStr(secret) if secret else None)
 
 

@@ -153,6 +153,8 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Any]:
     secrets = load_secrets({**os.environ, **read_env_file(env_file)} if env_file else None)
     _setup_logging(args, config, secrets)
     _check_reports_dir(args, config.daemon.reports_dir)
+    if getattr(args, "simulation", False):
+        return config, secrets  # `catalyst sim` trades at its own embedded exchange, whatever the config's broker
     if config.broker.mode in ("paper", "live") and not secrets.present:
         raise UsageError(f"broker.mode = {config.broker.mode} needs APCA_API_KEY_ID and APCA_API_SECRET_KEY in the environment")
     if config.broker.mode == "live" and not (config.broker.live_confirmed and getattr(args, "i_mean_live", False)):
@@ -880,8 +882,12 @@ def run_daemon(args: argparse.Namespace) -> int:
 
 def run_sim(args: argparse.Namespace) -> int:
     config, secrets = prepare(args)
-    config = config.model_copy(update={"broker": config.broker.model_copy(update={"mode": "emulator", "url": None})})
     database_url = sim_database_url(config)
+    if not embedded_exchange(config) and sqlite_path(database_url) == config.database_path:
+        # The simulation's database is emptied at every run: never the daemon's own, holding its orders.
+        raise ConfigError(f"{config.source}: daemon.database_url is {config.database_path}, the file `catalyst sim` "
+                          "empties at every run: give the daemon's database another name")
+    config = config.model_copy(update={"broker": config.broker.model_copy(update={"mode": "emulator", "url": None})})
     daemon = _serve(args, config, secrets, lambda: open_endpoint(config, secrets, speed=args.speed, seed=args.seed),
                     database_url, args.days, f"catalyst sim --days {args.days}")
     for day, report in daemon.completed:

@@ -96,3 +96,20 @@ def test_a_database_that_is_not_one_is_refused_before_waiting_for_the_broker(kin
     assert done.stderr.strip().splitlines()[-1] == f"catalyst: error: {database}: {expected}"
     assert "not answering" not in done.stderr and "unreachable" not in done.stderr  # it never waited for one
     assert time.monotonic() - started < 40
+
+
+def test_catalyst_sim_refuses_a_daemon_database_named_as_its_own_and_leaves_it_whole(capsys, tmp_path, monkeypatch):
+    # `catalyst sim` empties <database folder>/sim.db at every run: a paper daemon's database of that name was
+    # deleted with its WAL. (No keys in the environment: a simulation trades at its own exchange and needs none.)
+    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
+    monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)
+    (tmp_path / "var").mkdir()
+    for suffix in ("", "-wal"):
+        (tmp_path / "var" / f"sim.db{suffix}").write_bytes(b"the paper daemon's orders")
+    config = tmp_path / "config.toml"
+    config.write_text('[broker]\nmode = "paper"\n[daemon]\ndatabase_url = "sqlite+aiosqlite:///var/sim.db"\n')
+    assert main(["sim", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"catalyst: error: {config}: daemon.database_url is {tmp_path / 'var' / 'sim.db'}, the file "
+                       "`catalyst sim` empties at every run: give the daemon's database another name"), err
+    assert all((tmp_path / "var" / f"sim.db{s}").read_bytes() == b"the paper daemon's orders" for s in ("", "-wal"))
