@@ -308,7 +308,9 @@ def load_config(path: str | Path) -> Config:
     _refuse_secrets(path, data)
     _refuse_unknown_sections_in_environment(path)
     try:
-        config = Config(**data, source=path)
+        # The file's own path, whatever the environment says: CATALYST_SOURCE would otherwise move every relative
+        # path (the database's among them) somewhere else.
+        config = Config(**data).model_copy(update={"source": path.resolve()})
     except ValidationError as exc:
         raise ConfigError(f"{_source_of(exc, path)}: {describe_validation_error(exc)}") from None
     except SettingsError as exc:
@@ -331,7 +333,10 @@ def _source_of(exc: ValidationError, path: Path) -> str:
         variable = names.get("CATALYST_" + "__".join(where[:depth]).upper())
         if variable and (depth == len(where) or _json_sets(os.environ[variable], where[depth:])):
             return f"{variable} (environment, over {path})"
-    return str(path)
+    # A variable naming a key below the bad one (CATALYST_RISK__MAX_OPEN_POSITIONS__X=1 makes the key a table).
+    below = "CATALYST_" + "__".join(where).upper() + "__"
+    variable = next((names[n] for n in sorted(names) if n.startswith(below)), None)
+    return f"{variable} (environment, over {path})" if variable else str(path)
 
 
 def _json_sets(text: str, keys: list[str]) -> bool:

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from catalyst.domain.money import ZERO
 from catalyst.domain.orders import ORDER_MACHINE, CatchUpKind, OrderStatus, plan_catch_up, status_from_broker
@@ -103,6 +104,15 @@ class DoctorSettings(BaseModel):
     adopt_stop_pct: Decimal = Field(Decimal("0.03"), gt=0, lt=1)  # stop of an adopted position, from its price
     adopt_target_pct: Decimal = Field(Decimal("0.06"), gt=0)
     policies: dict[FindingType, Policy] = Field(default_factory=lambda: dict(DEFAULT_POLICIES))
+
+    @field_validator("policies", mode="before")
+    @classmethod
+    def _finding_types_in_any_case(cls, value: Any) -> Any:
+        # pydantic-settings lower-cases environment names: CATALYST_DOCTOR__POLICIES__ORPHAN_ORDER=halt arrives as
+        # {"orphan_order": "halt"}, which the README says overrides the file's ORPHAN_ORDER.
+        if isinstance(value, dict):
+            return {key.upper() if isinstance(key, str) else key: policy for key, policy in value.items()}
+        return value
 
     def policy(self, kind: FindingType) -> Policy:
         return self.policies.get(kind, DEFAULT_POLICIES[kind])

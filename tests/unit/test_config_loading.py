@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from catalyst.config import load_config, load_secrets
+from catalyst.domain.reconcile import FindingType, Policy
 from catalyst.errors import ConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
@@ -229,3 +230,21 @@ def test_an_api_key_with_a_character_no_key_has_is_refused_without_showing_it(ke
     with pytest.raises(ConfigError, match="^APCA_API_SECRET_KEY holds"):
         load_secrets({"APCA_API_KEY_ID": "PKFINE123", "APCA_API_SECRET_KEY": key_id.replace("PK", "SK")})
     assert load_secrets({"APCA_API_KEY_ID": " PKFINE123\n", "APCA_API_SECRET_KEY": "SKFINE123"}).present  # trimmed
+
+
+def test_environment_overrides_of_doctor_policies_and_sources_are_taken_as_the_readme_says(tmp_path, monkeypatch):
+    # pydantic-settings lower-cases environment names: a valid override was refused, and blamed on the file
+    monkeypatch.setenv("CATALYST_DOCTOR__POLICIES__ORPHAN_ORDER", "halt")
+    config = load_config(write(tmp_path, ""))
+    assert config.doctor.policy(FindingType.ORPHAN_ORDER) is Policy.HALT
+    monkeypatch.delenv("CATALYST_DOCTOR__POLICIES__ORPHAN_ORDER")
+    # a variable naming a key below the bad one is named, not the file
+    monkeypatch.setenv("CATALYST_RISK__MAX_OPEN_POSITIONS__X", "1")
+    with pytest.raises(ConfigError, match=r"^CATALYST_RISK__MAX_OPEN_POSITIONS__X \(environment, over .*\): "
+                                          r"risk.max_open_positions: "):
+        load_config(write(tmp_path, ""))
+    monkeypatch.delenv("CATALYST_RISK__MAX_OPEN_POSITIONS__X")
+    # CATALYST_SOURCE moved every relative path (the database's) somewhere else
+    monkeypatch.setenv("CATALYST_SOURCE", "/etc/passwd")
+    config = load_config(write(tmp_path, '[daemon]\ndatabase_url = "sqlite+aiosqlite:///var/c.db"\n'))
+    assert config.database_path == tmp_path / "var" / "c.db"
