@@ -291,6 +291,8 @@ def sqlite_path(url: str) -> Path | None:
 def load_config(path: str | Path) -> Config:
     """Read and validate a config file; raise ConfigError with one line naming the file, key and problem."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise ConfigError(f"{path}: not a regular file (a pipe or a device would be read forever)")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:

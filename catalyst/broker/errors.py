@@ -215,7 +215,7 @@ def _classify(exc: BaseException, *, mutating: bool, operation: str) -> BrokerEr
         return MalformedResponse(f"answer is not JSON: {exc}", field="<body>", operation=operation)
     if isinstance(exc, requests.exceptions.ConnectionError):
         if _never_sent(exc):
-            return ConnectionFailed(str(exc), operation=operation)
+            return ConnectionFailed(_connection_reason(exc), operation=operation)
         if mutating:
             return OutcomeUnknown(f"connection lost after sending: {exc}", operation=operation)
         return ReadInterrupted(f"connection lost: {exc}", operation=operation)
@@ -324,6 +324,17 @@ def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
         marker in text
         for marker in ("NewConnectionError", "ConnectTimeoutError", "NameResolutionError", "Connection refused")
     )
+
+
+def _connection_reason(exc: requests.exceptions.ConnectionError) -> str:
+    """requests nests the cause three deep and its text runs past the line's limit before the OS's reason
+    (`[Errno 111] Connection refused`), which is what an operator needs: that reason and the host, where there is one."""
+    text = str(exc)
+    reason = re.search(r"\[Errno -?\d+\] [^'\"()]+", text)
+    host = re.search(r"host='([^']+)', port=(\d+)", text)
+    if reason is None:
+        return str(exc)
+    return reason.group(0).strip() + (f" ({host.group(1)}:{host.group(2)})" if host else "")
 
 
 def _one_line(text: str) -> str:

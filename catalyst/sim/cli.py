@@ -66,6 +66,10 @@ def parse_start(text: str | None) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=EXCHANGE_TZ)
 
 
+# The emulator's config fields named by the `catalyst exchange` flag that sets them, where the two differ.
+_FLAGS = {"starting_cash": "--cash", "rate_limit_per_minute": "--rate-limit"}
+
+
 def run_exchange(args: argparse.Namespace) -> int:
     from catalyst.sim.server import ExchangeConfig, serve
 
@@ -94,7 +98,12 @@ def run_exchange(args: argparse.Namespace) -> int:
         config = ExchangeConfig(**fields)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        raise UsageError(f"exchange: {'.'.join(map(str, first['loc'])) or 'config'}: {first['msg']}") from None
+        field = ".".join(map(str, first["loc"]))
+        message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        if not field and message.startswith("host "):  # the loopback check sees the whole config
+            field, message = "host", message.split(" unless ")[0]
+        flag = _FLAGS.get(field, f"--{field.replace('_', '-')}") if field else "arguments"
+        raise UsageError(f"exchange: {flag}: {message}") from None
     if market is None:
         market = build_market("synthetic", None, args.seed, config.start)
     serve(config, market)

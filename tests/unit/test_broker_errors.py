@@ -151,6 +151,16 @@ def test_connection_refused_never_left_so_even_a_submit_is_transient() -> None:
     assert isinstance(classify(exc, mutating=True), ConnectionFailed)
 
 
+def test_a_refused_connection_says_the_os_reason_and_the_host_within_the_line() -> None:
+    # requests' own text ran past the line's limit before the reason: "…Failed to establish a new connection:…"
+    try:
+        requests.get("http://127.0.0.1:9/v2/account", timeout=2)
+    except requests.exceptions.ConnectionError as exc:
+        error = classify(exc, mutating=False, operation="account")
+    assert isinstance(error, ConnectionFailed)
+    assert "[Errno 111] Connection refused (127.0.0.1:9)" in str(error) and "…" not in str(error)
+
+
 def test_connection_dropped_after_sending_a_submit_means_unknown() -> None:
     reset = ProtocolError("Connection aborted.", RemoteDisconnected("Remote end closed connection"))
     exc = requests.exceptions.ConnectionError(reset)

@@ -17,8 +17,13 @@ from catalyst.cli import main
         (["sim", "--speed", "inf"], "argument --speed: must be greater than 0 and at most 10,000, got 'inf'"),
         (["sim", "--speed", "1e9"], "argument --speed: must be greater than 0 and at most 10,000, got '1e9'"),
         (["sim", "--speed", "0"], "argument --speed: must be greater than 0 and at most 10,000, got '0'"),
-        (["exchange", "--speed", "nan"], "exchange: speed: Input should be a finite number"),
-        (["exchange", "--speed", "20000"], "exchange: speed: Input should be less than or equal to 10000"),
+        (["exchange", "--speed", "nan"], "exchange: --speed: Input should be a finite number"),
+        (["exchange", "--speed", "20000"], "exchange: --speed: Input should be less than or equal to 10000"),
+        # named by the flag that sets them, not the emulator's own field names (starting_cash, allow_non_loopback=True)
+        (["exchange", "--cash", "-5"], "exchange: --cash: Input should be greater than 0"),
+        (["exchange", "--rate-limit", "-1"], "exchange: --rate-limit: Input should be greater than or equal to 0"),
+        (["exchange", "--host", "0.0.0.0"], "exchange: --host: host '0.0.0.0' is not loopback: the emulator has no "
+                                            "real auth, so it only binds 127.0.0.1/::1"),
     ],
 )
 def test_a_bad_number_is_one_line_naming_the_argument(argv, expected, capsys, tmp_path, monkeypatch):
@@ -28,6 +33,7 @@ def test_a_bad_number_is_one_line_naming_the_argument(argv, expected, capsys, tm
     assert len(err) == 1, err
     assert expected in err[0]
     assert "Traceback" not in err[0] and "_positive" not in err[0] and "_sim_speed" not in err[0]
+    assert "allow_non_loopback" not in err[0] and "starting_cash" not in err[0]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -248,3 +248,11 @@ def test_environment_overrides_of_doctor_policies_and_sources_are_taken_as_the_r
     monkeypatch.setenv("CATALYST_SOURCE", "/etc/passwd")
     config = load_config(write(tmp_path, '[daemon]\ndatabase_url = "sqlite+aiosqlite:///var/c.db"\n'))
     assert config.database_path == tmp_path / "var" / "c.db"
+
+
+def test_a_config_that_is_a_pipe_is_refused_instead_of_read_forever(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "config.toml")
+    with pytest.raises(ConfigError, match=r"config.toml: not a regular file \(a pipe or a device would be read forever\)$"):
+        load_config(tmp_path / "config.toml")
