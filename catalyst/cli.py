@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -161,13 +162,26 @@ def _migrating(config: Any, what: str, migrate: Callable[[], str]) -> str:
             lock.release()
 
 
+def _stop_while_importing() -> None:
+    """TERM or INT while the daemon's modules load (most of a second): a supervisor's stop then is a clean exit 0
+    with its line, as during the rest of start-up, not death by the default action. The daemon's own handlers
+    replace these (catalyst.daemon.Signals)."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise StopDuringStartup(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    _stop_while_importing()
     from catalyst.daemon import run_daemon
 
     return run_daemon(args)
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
+    _stop_while_importing()
     from catalyst.daemon import run_sim
 
     return run_sim(args)

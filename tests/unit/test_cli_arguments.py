@@ -119,3 +119,28 @@ def test_catalyst_sim_refuses_a_daemon_database_named_as_its_own_and_leaves_it_w
     assert err[-1] == (f"catalyst: error: {config}: daemon.database_url is {tmp_path / 'var' / 'sim.db'}, the file "
                        "`catalyst sim` empties at every run: give the daemon's database another name"), err
     assert all((tmp_path / "var" / f"sim.db{s}").read_bytes() == b"the paper daemon's orders" for s in ("", "-wal"))
+
+
+@pytest.mark.parametrize("command", ["run", "sim"])
+def test_a_stop_while_the_daemons_modules_load_is_a_clean_exit(command, tmp_path):
+    # Loading the daemon's modules takes most of a second, before its own handlers: a TERM then killed the process
+    # by the default action (exit -15, no line), where the README promises a clean stop during start-up.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, signal, sys, time, types
+        daemon = types.ModuleType("catalyst.daemon")  # stands in for the import: a TERM in the middle of it
+        def arrives_while_loading(args):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            return 3
+        daemon.run_daemon = daemon.run_sim = arrives_while_loading
+        sys.modules["catalyst.daemon"] = daemon
+        from catalyst.cli import main
+        sys.exit(main(["{command}"]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert done.stderr.strip() == "catalyst: stopped by SIGTERM during start-up"
