@@ -887,7 +887,10 @@ class OrderRouter(pykka.ThreadingActor):
                 self._record_broker_id(leg, report.legs[0], group)
                 log.info(f"order {leg.label} broker id {report.legs[0].broker_id} learned from {source} (its "
                          f"take-profit's leg)")
-                group.then(lambda _: self._replay_unmatched(leg))  # its fill may have come first, held unmatched
+                # What the leg has done meanwhile (filled, its events lost) is in the same report: planned now, as a
+                # verify's reports are only the take-profits'. Its fill events held unmatched follow.
+                self._plan_report(leg, report.legs[0], report.legs[0].updated_at, None, group)
+                group.then(lambda _: self._replay_unmatched(leg))
 
     def _record_broker_id(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> StoreCall:
         tracked.broker_id = report.broker_id

@@ -261,8 +261,14 @@ class AlpacaBroker(MarketDataCalls):
             # Alpaca's look-up by client_order_id takes no `nested` (alpaca-py sends only the id), and an order read
             # un-nested carries `legs: null`. An OCO's stop leg has a client_order_id Alpaca made up, so it is found
             # only inside its take-profit: read again by id, nested, or the stop's row never learns its broker id
-            # and the stop's fill is never recorded (an OCO settled by this look-up after its reply was lost).
-            return self.get_order(found.broker_id, priority=priority)
+            # and the stop's fill is never recorded (an OCO settled by this look-up after its reply was lost). A re-read
+            # that fails answers un-nested: the order is placed (a 404 here must not read as a refused submit), and
+            # the router asks for a take-profit acknowledged without its leg again.
+            try:
+                return self.get_order(found.broker_id, priority=priority)
+            except BrokerError as exc:
+                logger.warning("broker {} order cid={} found, its OCO legs not read ({}): answered without them",
+                               self.name, client_order_id, exc)
         return found
 
     def list_orders(

@@ -61,3 +61,30 @@ def test_an_oco_acknowledged_without_its_stop_leg_asks_the_broker_for_it(trading
         trading.exchange.set_faults("")
         _through_the_stop_leg(trading)
     assert any("acknowledged without its stop leg: asking the broker for it" in line for line in warnings)
+
+
+def test_a_placed_oco_whose_nested_re_read_fails_is_answered_un_nested_not_refused(trading, monkeypatch):
+    # A review of the re-read: a 404 (or any refusal) of it escaped the look-up, and a resend's duplicate answer then
+    # read as a permanently refused submit: both legs recorded REJECTED while the OCO worked at the broker.
+    from datetime import timedelta
+
+    from catalyst.broker.errors import NotFound
+    from catalyst.broker.orders import NewOrder
+    from catalyst.broker.ratelimit import RateLimiter
+
+    trading.exchange.set_price("AAPL", "149.95")
+    broker = AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, timeout_s=2.0,
+                          limiter=RateLimiter(0), name="probe")
+    broker.submit_with_lookup(NewOrder(symbol="AAPL", side="buy", qty=Decimal(100), type="market", tif="day",
+                                       client_order_id="probe-entry"))
+    trading.exchange.advance(timedelta(minutes=1))
+    oco = NewOrder.oco_exit(symbol="AAPL", side="sell", qty=Decimal(100), take_profit_limit=Decimal("155"),
+                            stop_price=Decimal("147"), client_order_id="probe-oco")
+    placed = broker.submit_with_lookup(oco)
+
+    def not_found(self, broker_id, priority=None):
+        raise NotFound("order not found", operation="order id")
+    monkeypatch.setattr(AlpacaBroker, "get_order", not_found)
+    again = broker.submit_with_lookup(oco)  # a resend: refused as a duplicate, found by its client_order_id
+    assert (again.broker_id, again.client_order_id, again.legs) == (placed.broker_id, "probe-oco", ())
+    assert [o["status"] for o in trading.broker_view()["orders"] if o["type"] in ("limit", "stop")] == ["new", "held"]

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from actors import messages as m
-from actors.broker_worker import CatchUp, SubmitOco, SubmitOrder
+from actors.broker_worker import CatchUp, SubmitOco, SubmitOrder, Verify
 from actors.db_writer import DbWriter
 from actors.order_router import CheckExecutions, OrderRouter, RouterSettings
 from catalyst.broker.reports import OrderReport, TradeUpdateReport
@@ -435,6 +435,28 @@ def test_a_stop_leg_acknowledged_as_held_is_one_log_line(rig: Rig, router_lines:
     assert moves(oco.take_profit.order_id) == [f"order AAPL#o-{oco.take_profit.order_id} created → submitted"]  # "new"
     assert moves(oco.stop_loss.order_id) == [f"order AAPL#o-{oco.stop_loss.order_id} created → submitted → accepted"]
     assert rig.writer.get_order(oco.stop_loss.order_id).get().status == "accepted"
+
+
+def test_an_oco_acknowledged_without_its_leg_learns_the_leg_and_what_it_did_from_the_take_profits_verify(
+        rig: Rig, router_lines: list[str]) -> None:
+    # A look-up's answer read un-nested: the stop row has no broker id. The take-profit is verified (by id, nested),
+    # and by then the stop has filled with its events lost: the leg's id AND its fill are taken from that report
+    # (a verify's reports are the take-profits' alone), and its execution is fetched.
+    oco = oco_in_flight(rig)
+    rig.router.tell(m.SubmitResult(order_ids=(oco.take_profit.order_id, oco.stop_loss.order_id),
+                                   report=order_report(oco.take_profit, "new", broker_id="b-tp")))
+    verify = rig.told(rig.general, Verify)[0]
+    assert verify.orders == ((oco.take_profit.order_id, "b-tp"),)
+    assert rig.writer.get_order(oco.stop_loss.order_id).get().alpaca_order_id is None
+    stop_leg = order_report(oco.stop_loss, "filled", filled="100", broker_id="b-sl")
+    rig.router.tell(m.OrdersVerified(reports=(order_report(oco.take_profit, "canceled", broker_id="b-tp",
+                                                           legs=(stop_leg,)),)))
+    stop = wait_for(lambda: (row := rig.writer.get_order(oco.stop_loss.order_id).get()).status == "filled" and row,
+                    "the stop leg's fill from the verify")
+    assert stop.alpaca_order_id == "b-sl"
+    assert rig.told(rig.general, CatchUp)  # its execution, which no event brought, fetched over REST
+    assert f"order AAPL#o-{oco.take_profit.order_id} acknowledged without its stop leg: asking the broker for it" \
+        in router_lines
 
 
 def acknowledged_as_held(oco: SubmitOco) -> m.SubmitResult:
