@@ -116,8 +116,8 @@ class BrokerSettings(Section):
     def _a_url(cls, value: str | None, info: Any) -> str | None:
         """A URL without its scheme or host (`127.0.0.1:8765`) is refused here: alpaca-py's requests would fail on
         it at every call, which start-up took for an unreachable broker and waited startup_wait_s for."""
-        if value is None:
-            return value
+        if value is None or not value.strip():
+            return None  # CATALYST_BROKER__URL="" unsets the file's URL (the embedded exchange, for an emulator config)
         schemes = ("http", "https", "ws", "wss") if info.field_name == "stream_url" else ("http", "https")
         try:
             parts = urlsplit(value)

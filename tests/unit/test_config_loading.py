@@ -256,3 +256,8 @@ def test_a_config_that_is_a_pipe_is_refused_instead_of_read_forever(tmp_path):
     os.mkfifo(tmp_path / "config.toml")
     with pytest.raises(ConfigError, match=r"config.toml: not a regular file \(a pipe or a device would be read forever\)$"):
         load_config(tmp_path / "config.toml")
+
+
+def test_an_empty_broker_url_from_the_environment_unsets_the_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATALYST_BROKER__URL", "")
+    assert load_config(write(tmp_path, '[broker]\nurl = "http://127.0.0.1:8765"\n')).broker.url is None
