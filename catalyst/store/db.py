@@ -54,20 +54,31 @@ def describe_database(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def check_database_file(url: str | URL) -> None:
-    """Refuse a file that exists but is not SQLite, before SQLAlchemy gives a vaguer error."""
+def sqlite_file(url: str | URL) -> Path | None:
+    """The SQLite database file `url` names; None for another database, an in-memory one or a `file:` URI."""
     if not is_sqlite(url):
-        return
+        return None
     database = make_url(url).database
     if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def holds_data(path: Path) -> bool:
+    """Whether the file exists with something in it (SQLite creates a missing one, and an empty file is a valid new
+    database)."""
+    return path.is_file() and path.stat().st_size > 0
+
+
+def check_database_file(url: str | URL) -> None:
+    """Refuse a file that exists but is not SQLite, before SQLAlchemy gives a vaguer error."""
+    path = sqlite_file(url)
+    if path is None or not holds_data(path):
         return
-    path = Path(database)
-    if not path.is_file() or path.stat().st_size == 0:
-        return  # SQLite creates it (an empty file is a valid new database)
     with path.open("rb") as handle:
         header = handle.read(len(SQLITE_HEADER))
     if header != SQLITE_HEADER:
-        raise NotADatabaseError(database, "not an SQLite database (wrong file header)")
+        raise NotADatabaseError(describe_database(url), "not an SQLite database (wrong file header)")
 
 
 def make_engine(url: str | URL, *, synchronous: str = "FULL") -> AsyncEngine:

@@ -3,7 +3,8 @@
     StoreError                      anything the persistence layer refuses or cannot do
     ├── DatabaseFileError           the database itself is unusable (names the file; needs a human)
     │   ├── NotADatabaseError       not an SQLite file, or corrupt
-    │   └── DatabaseTooNewError     made by a newer Catalyst (unknown schema revision)
+    │   ├── DatabaseTooNewError     made by a newer Catalyst (unknown schema revision)
+    │   └── SchemaMismatchError     its tables or columns are not what its schema revision says
     ├── InvalidValueError           an argument the schema would reject (status, float money, naive time)
     ├── RecordNotFoundError         an id that is not in the database
     └── ConstraintViolationError    the database refused a write (unique / foreign key / check)
@@ -46,6 +47,10 @@ def is_damage(fault: str) -> bool:
 
 class DatabaseTooNewError(DatabaseFileError):
     """The schema revision in the file is unknown to this version of Catalyst."""
+
+
+class SchemaMismatchError(DatabaseFileError):
+    """The tables, columns or indexes differ from the models of the revision the database is labelled with."""
 
 
 class InvalidValueError(StoreError, ValueError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 
@@ -126,3 +127,29 @@ def test_an_account_that_may_not_trade_is_refused_in_one_line_exit_2_before_any_
     snapshot = requests.get(f"{exchange.url}/sim/v1/accounts/{SIM_KEY_ID}/snapshot", timeout=5).json()
     assert snapshot["orders"] == []
     assert "Traceback" not in done.stderr
+
+
+def test_a_database_whose_schema_is_not_its_revisions_is_one_line_exit_3_before_any_order(tmp_path, spawner, e2e):
+    """Labelled 0002 with its fills table dropped, a daemon started on it placed entries, was filled, and only then
+    failed to record the fills, telling its supervisor to restart it."""
+    from catalyst.runtime import SIM_KEY_ID
+    from catalyst.store.migrate import upgrade
+
+    exchange = e2e.start_exchange(spawner, speed=0)
+    config = e2e.write_config(tmp_path)
+    db = tmp_path / "var" / "catalyst.db"
+    db.parent.mkdir()
+    upgrade(f"sqlite+aiosqlite:///{db}")
+    with sqlite3.connect(db) as connection:
+        connection.execute("DROP TABLE fills")
+    connection.close()
+
+    done = run(e2e, config, "--broker-url", exchange.url, timeout=60)
+
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert error_lines(done.stderr) == [
+        f"catalyst: error: {db}: its schema does not match its revision 0002: missing table fills; it was changed "
+        "outside Catalyst's migrations: keep a copy of it, then restore a backup or put back what differs before "
+        "starting on it again"]
+    assert "Traceback" not in done.stderr
+    assert exchange.snapshot(SIM_KEY_ID)["orders"] == []

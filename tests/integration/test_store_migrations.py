@@ -11,7 +11,7 @@ from sqlalchemy import Column, Integer, Table, text
 
 from catalyst.store import migrate
 from catalyst.store.db import make_engine
-from catalyst.store.errors import DatabaseTooNewError, NotADatabaseError, StoreError
+from catalyst.store.errors import DatabaseTooNewError, NotADatabaseError, SchemaMismatchError, StoreError
 from catalyst.store.models import Base
 
 
@@ -154,6 +154,65 @@ def test_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     assert str(path) in str(raised.value)
     assert "'9999'" in str(raised.value)
     assert isinstance(raised.value, StoreError)
+
+
+def changed_by_hand(path: Path, *statements: str) -> None:
+    with sqlite3.connect(path) as connection:
+        for statement in statements:
+            connection.execute(statement)
+    connection.close()
+
+
+MISMATCH_ADVICE = ("it was changed outside Catalyst's migrations: keep a copy of it, then restore a backup or put back "
+                   "what differs before starting on it again")
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ("DROP TABLE fills", "missing table fills"),
+    ("ALTER TABLE orders DROP COLUMN planned_entry_price", "missing column orders.planned_entry_price"),
+    ("ALTER TABLE orders ADD COLUMN note TEXT NOT NULL DEFAULT ''", "unexpected column orders.note"),
+])
+def test_a_database_whose_schema_is_not_its_revisions_is_refused_naming_what_differs(tmp_path: Path, change: str,
+                                                                                      named: str) -> None:
+    """Labelled 0002 with its fills table dropped, a daemon started on it, traded, and failed to record the fills."""
+    path = tmp_path / "edited.db"
+    url = sqlite_url(path)
+    migrate.upgrade(url)
+    changed_by_hand(path, "PRAGMA foreign_keys = OFF", change)
+    before = path.read_bytes()
+
+    with pytest.raises(SchemaMismatchError) as raised:
+        migrate.upgrade(url)
+
+    assert str(raised.value) == f"{path}: its schema does not match its revision 0002: {named}; {MISMATCH_ADVICE}"
+    assert path.read_bytes() == before
+
+
+def test_an_older_database_whose_schema_is_not_its_revisions_is_refused_once_migrated_and_left_at_its_revision(
+        tmp_path: Path) -> None:
+    path = tmp_path / "yesterday-edited.db"
+    url = sqlite_url(path)
+    migrate._with_connection(url, to_revision("0001"))
+    changed_by_hand(path, "DROP TABLE fills")
+
+    with pytest.raises(SchemaMismatchError) as raised:
+        migrate.upgrade(url)
+
+    assert str(raised.value) == f"{path}: its schema does not match its revision 0002: missing table fills; {MISMATCH_ADVICE}"
+    assert migrate.current_revision(url) == "0001"  # the migration's transaction rolled back with the refusal
+    with sqlite3.connect(path) as db:
+        assert "planned_entry_price" not in [row[1] for row in db.execute("PRAGMA table_info(orders)")]
+
+
+def to_revision(revision: str):
+    from alembic import command
+
+    def migrate_to(connection):
+        config = migrate.alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    return migrate_to
 
 
 def test_migrations_run_from_any_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
