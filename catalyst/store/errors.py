@@ -3,6 +3,7 @@
     StoreError                      anything the persistence layer refuses or cannot do
     ├── DatabaseFileError           the database itself is unusable (names the file; needs a human)
     │   ├── NotADatabaseError       not an SQLite file, or corrupt
+    │   ├── NotCatalystDatabaseError    another application's SQLite file (tables, but no schema revision)
     │   ├── DatabaseTooNewError     made by a newer Catalyst (unknown schema revision)
     │   └── SchemaMismatchError     its tables or columns are not what its schema revision says
     ├── InvalidValueError           an argument the schema would reject (status, float money, naive time)
@@ -43,6 +44,10 @@ def is_damage(fault: str) -> bool:
     """SQLite's words for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB), as opposed to a full or failing disk."""
     lowered = fault.lower()
     return "malformed" in lowered or "not a database" in lowered
+
+
+class NotCatalystDatabaseError(DatabaseFileError):
+    """An SQLite file holding tables but no alembic_version: another application's, not one Catalyst made."""
 
 
 class DatabaseTooNewError(DatabaseFileError):

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, create_engine, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -24,6 +24,7 @@ from catalyst.store.errors import (
     DatabaseFileError,
     DatabaseTooNewError,
     NotADatabaseError,
+    NotCatalystDatabaseError,
     SchemaMismatchError,
     StoreError,
 )
@@ -32,6 +33,7 @@ from catalyst.store.models import Base
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 T = TypeVar("T")
 MAX_DIFFERENCES_SAID = 3  # one line stays readable; the first few say what happened to the file
+MAX_TABLES_SAID = 3  # enough of another application's tables for its owner to recognise the file
 
 
 def alembic_config() -> Config:
@@ -68,8 +70,9 @@ def upgrade(database_url: str) -> str:
 
 
 def verify(database_url: str) -> None:
-    """Refuse a database this Catalyst must not start on: not SQLite, damaged, made by a newer Catalyst, or with a
-    schema that is not its revision's (compared only at the head revision, the one the models describe).
+    """Refuse a database this Catalyst must not start on: not SQLite, damaged, another application's, made by a newer
+    Catalyst, or with a schema that is not its revision's (compared only at the head revision, the one the models
+    describe).
 
     Read-only, so the daemon runs it before anything else, a wait for the broker included: an unusable database is
     named at once rather than after broker.startup_wait_s, and a file it refuses is left exactly as it was. A
@@ -77,6 +80,7 @@ def verify(database_url: str) -> None:
 
     def check(connection: Connection) -> None:
         _refuse_damaged(connection, database_url)
+        _refuse_another_applications(connection, database_url)
         _refuse_unknown_revision(connection, database_url)
         if MigrationContext.configure(connection).get_current_revision() == head_revision():
             _refuse_schema_differences(connection, database_url)
@@ -180,6 +184,22 @@ def _refuse_damaged(connection: Connection, database_url: str) -> None:
     if found != ["ok"]:
         raise NotADatabaseError(describe_database(database_url),
                                 f"the database file is damaged (quick_check: {'; '.join(found)}): {DAMAGED_ADVICE}")
+
+
+def _refuse_another_applications(connection: Connection, database_url: str) -> None:
+    """Why: migrations add Catalyst's tables beside whatever a file holds, so a database_url naming another
+    application's SQLite file had them added into it, and `catalyst status` then read that application's `orders`
+    table as ours. Every database Catalyst made has its version table from its first migration on."""
+    tables = inspect(connection).get_table_names()
+    version_table = MigrationContext.configure(connection).version_table
+    if not tables or version_table in tables:
+        return
+    held = ", ".join(tables[:MAX_TABLES_SAID]) + (", …" if len(tables) > MAX_TABLES_SAID else "")
+    raise NotCatalystDatabaseError(
+        describe_database(database_url),
+        f"not a Catalyst database (it holds tables {held} but no {version_table} table): point daemon.database_url "
+        "at Catalyst's database, or at a new file for Catalyst to create",
+    )
 
 
 def _refuse_unknown_revision(connection: Connection, database_url: str) -> None:

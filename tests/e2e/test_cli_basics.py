@@ -108,6 +108,28 @@ def test_db_upgrade_on_a_file_that_is_not_a_database_is_one_line_and_exit_3(tmp_
     assert (tmp_path / "c.db").read_text().startswith("these are my trading notes")  # nothing lost
 
 
+def test_db_upgrade_on_another_applications_sqlite_file_is_one_line_exit_3_and_adds_nothing(tmp_path):
+    import sqlite3
+
+    theirs = tmp_path / "c.db"
+    with sqlite3.connect(theirs) as connection:
+        connection.execute("CREATE TABLE foo (x TEXT)")
+        connection.execute("INSERT INTO foo VALUES ('theirs')")
+    connection.close()
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///c.db"\n')
+
+    result = catalyst("db", "upgrade", "--config", str(config))
+
+    assert result.returncode == 3, result.stderr
+    assert result.stderr == (f"catalyst: error: {theirs}: not a Catalyst database (it holds tables foo but no "
+                             "alembic_version table): point daemon.database_url at Catalyst's database, or at a new "
+                             "file for Catalyst to create\n")
+    connection = sqlite3.connect(theirs)
+    assert connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == [("foo",)]
+    connection.close()
+
+
 def test_tail_piped_into_a_reader_that_stops_early_exits_quietly(tmp_path):
     """`catalyst tail | head -1`: the reader leaves, and that is no error of ours (it was `internal error:
     BrokenPipeError`, exit 1)."""

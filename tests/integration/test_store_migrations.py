@@ -11,7 +11,13 @@ from sqlalchemy import Column, Integer, Table, text
 
 from catalyst.store import migrate
 from catalyst.store.db import make_engine
-from catalyst.store.errors import DatabaseTooNewError, NotADatabaseError, SchemaMismatchError, StoreError
+from catalyst.store.errors import (
+    DatabaseTooNewError,
+    NotADatabaseError,
+    NotCatalystDatabaseError,
+    SchemaMismatchError,
+    StoreError,
+)
 from catalyst.store.models import Base
 
 
@@ -139,6 +145,33 @@ def test_a_database_with_a_damaged_page_is_refused_at_start_not_met_mid_trade(tm
     said = str(raised.value)
     assert said.startswith(f"{path}: ") and "damaged" in said and "\n" not in said
     assert "recover it (sqlite3 FILE .recover | sqlite3 NEW) or restore a backup" in said
+
+
+@pytest.mark.parametrize("tables", [("foo",), ("orders", "notes", "people", "tags")])
+def test_another_applications_sqlite_file_is_refused_and_left_as_it_was(tmp_path: Path, tables: tuple[str, ...]) -> None:
+    """Catalyst's tables were added into it, and `catalyst status` read its own `orders` table as ours."""
+    path = tmp_path / "their.db"
+    changed_by_hand(path, *(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, what TEXT)" for table in tables),
+                    "INSERT INTO foo (what) VALUES ('theirs')" if "foo" in tables else "SELECT 1")
+    before = path.read_bytes()
+
+    with pytest.raises(NotCatalystDatabaseError) as raised:
+        migrate.upgrade(sqlite_url(path))
+
+    held = "foo" if tables == ("foo",) else "notes, orders, people, …"
+    assert str(raised.value) == (f"{path}: not a Catalyst database (it holds tables {held} but no alembic_version "
+                                 "table): point daemon.database_url at Catalyst's database, or at a new file for "
+                                 "Catalyst to create")
+    assert path.read_bytes() == before
+    assert sorted(path.parent.iterdir()) == [path]  # no journal either: it was only read
+
+
+def test_an_sqlite_file_without_tables_becomes_a_catalyst_database(tmp_path: Path) -> None:
+    path = tmp_path / "blank.db"
+    changed_by_hand(path, "PRAGMA user_version = 1", "VACUUM")
+    assert path.stat().st_size > 0
+
+    assert migrate.upgrade(sqlite_url(path)) == migrate.head_revision()
 
 
 def test_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
