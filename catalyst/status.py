@@ -15,6 +15,8 @@ from catalyst.domain.cycle import EXCHANGE_TZ
 from catalyst.errors import DatabaseError
 from catalyst.instance import InstanceLock, emergency_path
 from catalyst.runtime import sim_database_url
+from catalyst.store.errors import DatabaseTooNewError
+from catalyst.store.migrate import verify
 from catalyst.store.reserve import MB, reserve_path
 
 WORKING = ("created", "submitted", "accepted", "partial_fill")
@@ -40,9 +42,26 @@ def _open(path: Path, hint: str = "") -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         conn.execute("SELECT 1 FROM orders LIMIT 1")
     except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"{path}: cannot read the database: {exc}") from None
+        raise _unreadable(path, exc) from None
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def _unreadable(path: Path, error: sqlite3.Error) -> DatabaseError:
+    return DatabaseError(f"{path}: cannot read the database: {error}")
+
+
+def _database_warnings(url: str) -> list[str]:
+    """The checks the daemon's start runs, read-only: another application's file, a damaged one or one whose schema
+    is not its revision's is refused in one line, as its tables would be misread. A newer Catalyst's database is
+    shown under a warning rather than refused: reading harms nothing, and an operator whose `catalyst` lags the
+    daemon's (mid-upgrade, or after a downgrade of the package) still needs its positions; a table or column this
+    version no longer finds is then one line too."""
+    try:
+        verify(url)
+    except DatabaseTooNewError as exc:
+        return [f"warning: {exc}; shown as this Catalyst reads it, which may miss or misread what that version changed"]
+    return []
 
 
 def status_text(config: Config, simulation: bool = False) -> str:
@@ -57,8 +76,13 @@ def status_text(config: Config, simulation: bool = False) -> str:
     running, said = daemon_line(path)
     if not path.exists() and running:
         return f"{said}; starting up: its database {path} is not created yet"
+    warnings = _database_warnings(url)
     with _open(path, hint) as conn:
-        return "\n".join([said, *_emergency_line(path), *_render(conn, path, running), "",
+        try:
+            tables = _render(conn, path, running)
+        except sqlite3.Error as exc:  # a table or column missing, a damaged page met, a lock held too long
+            raise _unreadable(path, exc) from None
+        return "\n".join([said, *warnings, *_emergency_line(path), *tables, "",
                           disk_line(path, config.daemon.disk_reserve_mb)])
 
 
