@@ -828,15 +828,17 @@ def _stop_leftover_actors() -> None:
 
 
 def _check_database_before_the_broker(database_url: str) -> None:
-    """A file that is not a database must say so now, not after broker.startup_wait_s of waiting for a broker."""
-    from catalyst.store.db import check_database_file
+    """A database the daemon would refuse (not SQLite, damaged, another application's, made by a newer Catalyst, a
+    schema not its revision's) must say so now, not after broker.startup_wait_s of waiting for a broker as "broker
+    unreachable". Read-only: the migration itself still comes after the broker answers."""
     from catalyst.store.errors import DatabaseFileError
+    from catalyst.store.migrate import verify
 
     path = sqlite_path(database_url)
     if path is not None and path.is_dir():
         raise DatabaseError(f"{path}: is a directory, not a database file")
     try:
-        check_database_file(database_url)
+        verify(database_url)
     except DatabaseFileError as exc:
         raise DatabaseError(str(exc)) from None
     except OSError as exc:

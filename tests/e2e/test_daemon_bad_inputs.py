@@ -6,6 +6,8 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 
 def run(e2e, config, *extra: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run([*e2e.CATALYST, "run", "--config", str(config), *extra], capture_output=True, text=True,
@@ -153,3 +155,53 @@ def test_a_database_whose_schema_is_not_its_revisions_is_one_line_exit_3_before_
         "starting on it again"]
     assert "Traceback" not in done.stderr
     assert exchange.snapshot(SIM_KEY_ID)["orders"] == []
+
+
+def newer_catalysts(db):
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0099'")
+    connection.close()
+    return f"{db}: schema revision '0099' is unknown to this Catalyst (newest known: 0002); it was made by a newer version"
+
+
+def truncated(db):
+    with sqlite3.connect(db) as connection:
+        connection.executemany("INSERT INTO trade_updates (received_at, event, payload) VALUES (?, 'new', ?)",
+                               [("2024-03-04 14:45:00.000000", f'{{"n": {i}, "pad": "{"x" * 300}"}}') for i in range(500)])
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    with db.open("r+b") as file:  # a copy cut short: its header still says SQLite
+        file.truncate(db.stat().st_size // 2)
+    return (f"{db}: not a usable SQLite database (database disk image is malformed): keep a copy of it and of its -wal "
+            "file, then recover it (sqlite3 FILE .recover | sqlite3 NEW) or restore a backup before starting on it again")
+
+
+def without_its_fills_table(db):
+    with sqlite3.connect(db) as connection:
+        connection.execute("DROP TABLE fills")
+    connection.close()
+    return (f"{db}: its schema does not match its revision 0002: missing table fills; it was changed outside "
+            "Catalyst's migrations: keep a copy of it, then restore a backup or put back what differs before starting "
+            "on it again")
+
+
+@pytest.mark.parametrize("spoil", [newer_catalysts, truncated, without_its_fills_table])
+def test_a_database_the_daemon_refuses_is_named_at_once_not_after_waiting_for_an_unreachable_broker(tmp_path, e2e,
+                                                                                                     spoil):
+    """It was said after broker.startup_wait_s (300 s by default) as "broker unreachable", exit 4: a supervisor and
+    its operator looked at the network while the database was the problem."""
+    from catalyst.store.migrate import upgrade
+
+    config = e2e.write_config(tmp_path)  # broker.startup_wait_s = 5
+    db = tmp_path / "var" / "catalyst.db"
+    db.parent.mkdir()
+    upgrade(f"sqlite+aiosqlite:///{db}")
+    said = spoil(db)
+    before = db.read_bytes()
+
+    done = run(e2e, config, "--broker-url", "http://127.0.0.1:9")  # discard port: nothing listens
+
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert error_lines(done.stderr) == [f"catalyst: error: {said}"]
+    assert "retrying" not in done.stderr
+    assert db.read_bytes() == before
