@@ -199,7 +199,7 @@ class BrokerWorker(pykka.ThreadingActor):
         tp, sl = msg.take_profit, msg.stop_loss
         self._send((tp.order_id, sl.order_id), lambda: NewOrder.oco_exit(
             symbol=tp.symbol, side=tp.side, qty=tp.quantity, take_profit_limit=tp.limit_price,
-            stop_price=sl.stop_price, client_order_id=tp.client_order_id,
+            stop_price=sl.stop_price, client_order_id=tp.client_order_id, tif=tp.time_in_force,
         ), Priority.PROTECT, msg.reply_to)
 
     def _send(self, order_ids: tuple[int, ...], make_order: Callable[[], NewOrder], priority: Priority,

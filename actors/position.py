@@ -428,7 +428,10 @@ class PositionActor(pykka.ThreadingActor):
     def _protection_orders(self, qty: Decimal, stop: Decimal, target: Decimal) -> list[NewOrderRow]:
         common = dict(cycle_id=self.plan.cycle_id, symbol=self.plan.symbol, side=str(self.position.exit_side),
                       quantity=qty, position_id=self.position_id, parent_order_id=self.entry_order_id,
-                      order_class="oco")
+                      order_class="oco", time_in_force="gtc")
+        # Good till cancelled: a day OCO expires at the close, and a daemon down across it (a crash, a machine off)
+        # left the shares with no stop at the next open until it started again. The position's own flatten or
+        # close cancels them; a day's entries and market exits stay `day`.
         return [  # take-profit first: readers pair the rows by id (catalyst.domain.orders.oco_stop_leg_id)
             NewOrderRow(role="take_profit", order_type="limit", limit_price=target, **common),
             NewOrderRow(role="stop_loss", order_type="stop", stop_price=stop, **common),

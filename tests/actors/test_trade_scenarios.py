@@ -6,6 +6,7 @@ Each asserts the database AND the emulator's own view of the account.
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pykka
@@ -276,3 +277,21 @@ def test_the_systems_stop_ends_every_position_actor_even_with_its_supervisor_gon
     finally:
         harness.stop()
     assert not ref.is_alive(), "a position actor outlived the system's stop: its thread would hold the process"
+
+
+def test_protection_outlives_a_daemon_down_across_the_close(trading):
+    # A day OCO expired at the close: a daemon down across it (a crash, a machine off) left the shares with no stop
+    # at the next open until it started again and its doctor noticed. The legs are good till cancelled now.
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan())
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "protection")
+    assert {o.time_in_force for o in legs(trading)} == {"gtc"}
+    trading.stop()
+    trading.exchange.advance(timedelta(hours=23, minutes=46))  # Tuesday 09:31, the market open again
+    assert broker_working_stop_qty(trading) == Decimal("100")  # still there, through the close and the night
+    oco_orders = [o for o in trading.broker_view()["orders"] if o["type"] in ("limit", "stop")]
+    trading.start()
+    trading.trade("AAPL", "146.50")  # through the stop at 147
+    position = wait_closed(trading)
+    assert position.realized_pnl == Decimal("-345.00")  # the morning's print at 146.50 was the stop's first chance
+    assert len([o for o in trading.broker_view()["orders"] if o["type"] in ("limit", "stop")]) == len(oco_orders) == 2
