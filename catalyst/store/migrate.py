@@ -129,7 +129,8 @@ def _compare_with_models(connection: Connection) -> list[Any]:
 def _refuse_schema_differences(connection: Connection, database_url: str) -> None:
     """Why: the revision is only a label. A table or column changed by hand (a dropped `fills`) kept it, and a daemon
     started on it placed entries, was filled, and only then failed to record the fills."""
-    differences = [_describe_difference(found) for found in _beyond_named_tables(_compare_with_models(connection))]
+    differences = [_describe_difference(found) for found in _beyond_named_tables(_compare_with_models(connection))
+                   if not _harmless(found)]
     if not differences:
         return
     shown = "; ".join(differences[:MAX_DIFFERENCES_SAID])
@@ -139,8 +140,19 @@ def _refuse_schema_differences(connection: Connection, database_url: str) -> Non
     raise SchemaMismatchError(
         describe_database(database_url),
         f"its schema does not match its revision {revision}: {shown}; it was changed outside Catalyst's migrations: "
-        "keep a copy of it, then restore a backup or put back what differs before starting on it again",
+        "keep a copy of it, then put back what differs before starting on it again (a backup restored instead "
+        "would lose the orders written since)",
     )
+
+
+def _harmless(difference: Any) -> bool:
+    """What an operator adds for their own queries and Catalyst never meets: a table of their own, or an index that
+    enforces nothing (a unique one could refuse Catalyst's writes). Refused, it stopped a daemon over a report's
+    index."""
+    if not isinstance(difference, tuple):
+        return False
+    kind, item = difference[0], difference[1]
+    return kind == "remove_table" or (kind == "remove_index" and not getattr(item, "unique", False))
 
 
 def _beyond_named_tables(differences: list[Any]) -> list[Any]:
@@ -218,7 +230,9 @@ def _refuse_unknown_revision(connection: Connection, database_url: str) -> None:
 
 def _with_read_only_connection(database_url: str, work: Callable[[Connection], None]) -> None:
     """Run `work` on an SQLite file opened read-only: a check must not change the file it may refuse (make_engine
-    would switch its journal to WAL), nor create it. Another database, or an in-memory one, is read as usual."""
+    would switch its journal to WAL), nor create it. (SQLite still leaves `-wal` and `-shm` files beside a database
+    already in WAL mode: a read-only connection cannot remove them; the file itself is unchanged.) Another database,
+    or an in-memory one, is read as usual."""
     check_database_file(database_url)
     path = sqlite_file(database_url)
     if path is None:

@@ -151,8 +151,8 @@ def test_a_database_whose_schema_is_not_its_revisions_is_one_line_exit_3_before_
     assert done.returncode == 3, done.stderr[-2000:]
     assert error_lines(done.stderr) == [
         f"catalyst: error: {db}: its schema does not match its revision 0002: missing table fills; it was changed "
-        "outside Catalyst's migrations: keep a copy of it, then restore a backup or put back what differs before "
-        "starting on it again"]
+        "outside Catalyst's migrations: keep a copy of it, then put back what differs before starting on it again "
+        "(a backup restored instead would lose the orders written since)"]
     assert "Traceback" not in done.stderr
     assert exchange.snapshot(SIM_KEY_ID)["orders"] == []
 
@@ -181,8 +181,8 @@ def without_its_fills_table(db):
         connection.execute("DROP TABLE fills")
     connection.close()
     return (f"{db}: its schema does not match its revision 0002: missing table fills; it was changed outside "
-            "Catalyst's migrations: keep a copy of it, then restore a backup or put back what differs before starting "
-            "on it again")
+            "Catalyst's migrations: keep a copy of it, then put back what differs before starting on it again (a "
+            "backup restored instead would lose the orders written since)")
 
 
 @pytest.mark.parametrize("spoil", [newer_catalysts, truncated, without_its_fills_table])

@@ -196,8 +196,8 @@ def changed_by_hand(path: Path, *statements: str) -> None:
     connection.close()
 
 
-MISMATCH_ADVICE = ("it was changed outside Catalyst's migrations: keep a copy of it, then restore a backup or put back "
-                   "what differs before starting on it again")
+MISMATCH_ADVICE = ("it was changed outside Catalyst's migrations: keep a copy of it, then put back what differs before "
+                   "starting on it again (a backup restored instead would lose the orders written since)")
 
 
 @pytest.mark.parametrize(("change", "named"), [
@@ -326,3 +326,25 @@ def test_the_second_schema_downgrades_with_trades_in_it(tmp_path: Path) -> None:
             (1, "149.95")]
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     assert migrate.upgrade(url) == "0002"  # and forward again
+
+
+@pytest.mark.parametrize("change", ["CREATE INDEX my_fills_by_symbol ON fills(symbol)",
+                                    "CREATE TABLE my_notes (id INTEGER PRIMARY KEY, body TEXT)"])
+def test_an_index_or_a_table_an_operator_adds_for_their_own_queries_is_no_reason_to_refuse(tmp_path: Path,
+                                                                                           change: str) -> None:
+    # A review: a report's index stopped the daemon from starting, and `catalyst status` from showing the positions.
+    path = tmp_path / "with-my-index.db"
+    url = sqlite_url(path)
+    migrate.upgrade(url)
+    changed_by_hand(path, change)
+    migrate.verify(url)  # the daemon's check before the broker, and catalyst status's
+    assert migrate.upgrade(url) == migrate.head_revision()
+
+
+def test_a_unique_index_added_by_hand_is_refused_as_it_could_refuse_catalysts_writes(tmp_path: Path) -> None:
+    path = tmp_path / "with-a-unique-index.db"
+    url = sqlite_url(path)
+    migrate.upgrade(url)
+    changed_by_hand(path, "CREATE UNIQUE INDEX one_fill_a_symbol ON fills(symbol)")
+    with pytest.raises(SchemaMismatchError, match="unexpected index one_fill_a_symbol on fills"):
+        migrate.verify(url)
