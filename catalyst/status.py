@@ -127,11 +127,16 @@ def disk_line(database: Path, reserve_mb: int) -> str:
 def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[str]:
     out = [f"database {path}"]
     cycle = conn.execute("SELECT * FROM trading_cycles ORDER BY date DESC LIMIT 1").fetchone()
+    today_id = cycle["cycle_id"] if cycle else -1
+    # Today's positions, and any still open from an earlier day (kept overnight under their stops): "no positions
+    # today" over shares held since yesterday hid them from the operator. The day's P&L counts today's only.
     positions = conn.execute(
         "SELECT p.*, s.symbol FROM positions p JOIN securities s USING (security_id) "
-        "WHERE p.cycle_id = ? ORDER BY p.position_id", (cycle["cycle_id"] if cycle else -1,)).fetchall()
-    realized = sum((Decimal(p["realized_pnl"]) for p in positions), Decimal(0))
-    unrealized = sum((Decimal(p["unrealized_pnl"]) for p in positions if p["status"] == "open"), Decimal(0))
+        "WHERE p.cycle_id = ? OR p.status = 'open' ORDER BY p.position_id", (today_id,)).fetchall()
+    today = [p for p in positions if p["cycle_id"] == today_id]
+    carried = [p for p in positions if p["cycle_id"] != today_id]
+    realized = sum((Decimal(p["realized_pnl"]) for p in today), Decimal(0))
+    unrealized = sum((Decimal(p["unrealized_pnl"]) for p in today if p["status"] == "open"), Decimal(0))
     if cycle is None:
         out.append("no trading cycle yet")
     else:
@@ -144,13 +149,18 @@ def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[
     out.append(f"{'position':<14}{'status':<9}{'side':<6}{'qty':>7}{'entry':>10}{'exit':>10}{'stop':>9}{'target':>9}"
                f"{'realized':>11}{'unrealized':>12}")
     for p in positions:
-        out.append(f"{p['symbol'] + '#p-' + str(p['position_id']):<14}{p['status']:<9}{p['side']:<6}"
+        label = p["symbol"] + "#p-" + str(p["position_id"]) + ("*" if p["cycle_id"] != today_id else "")
+        out.append(f"{label:<14}{p['status']:<9}{p['side']:<6}"
                    f"{_n(p['quantity']):>7}{_n(p['entry_price']):>10}{_n(p['exit_price']):>10}{_n(p['stop_loss']):>9}"
                    f"{_n(p['take_profit']):>9}{_n(p['realized_pnl']):>11}"
                    f"{_n(p['unrealized_pnl'] if p['status'] == 'open' else None):>12}")
     if not positions:
         out.append("(no positions today)")
     out.append(f"realized {realized:+.2f}  unrealized {unrealized:+.2f}")
+    if carried:
+        held = sum((Decimal(p["unrealized_pnl"]) for p in carried), Decimal(0))
+        out.append(f"* {len(carried)} open from an earlier day (kept overnight), unrealized {held:+.2f}, not in the "
+                   "day's P&L")
     working = conn.execute(
         f"SELECT o.*, s.symbol FROM orders o JOIN securities s USING (security_id) "
         f"WHERE o.status IN ({','.join('?' * len(WORKING))}) ORDER BY o.order_id", WORKING).fetchall()

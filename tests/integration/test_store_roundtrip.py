@@ -269,6 +269,30 @@ def test_catalyst_status_reads_the_day_so_far_in_new_york_time(run: StoreOnLoop,
     assert lines[-1].startswith("disk: ") and "the 8 MB disk reserve is NOT set aside" in lines[-1]
 
 
+def test_catalyst_status_shows_a_position_kept_overnight_beside_the_days_own(run: StoreOnLoop, tmp_path: Path) -> None:
+    """The day after a position was kept overnight under its stops, status said `(no positions today)`: it listed
+    only the latest cycle's positions, while the shares were held and their stops worked."""
+    from catalyst.config import load_config
+    from catalyst.status import status_text
+
+    yesterday = run(run.store.get_or_create_cycle(date(2025, 12, 29), at=T0))
+    entry = run(run.store.create_order(cycle_id=yesterday.cycle_id, symbol="AMD", role="entry", side="buy",
+                                       order_type="market", quantity=Decimal(10)))
+    kept = run(run.store.open_position_for_entry(entry.order_id, Decimal(10), Decimal("100.00"), T0))
+    run(run.store.mark_open_position(kept.position_id, Decimal("98.00"), Decimal("-20.00")))
+    run(run.store.get_or_create_cycle(date(2025, 12, 30), at=T0 + timedelta(days=1)))
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[daemon]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "catalyst.db"}"\n')
+
+    lines = status_text(load_config(config_file)).splitlines()
+
+    assert "(no positions today)" not in lines
+    (row,) = [line for line in lines if line.startswith(f"AMD#p-{kept.position_id}* ")]
+    assert row.split()[1:3] == ["open", "long"]
+    assert "realized +0.00  unrealized +0.00" in lines  # the day's own P&L: nothing traded today
+    assert "* 1 open from an earlier day (kept overnight), unrealized -20.00, not in the day's P&L" in lines
+
+
 def test_catalyst_status_says_whether_a_daemon_runs_and_whose_snapshot_it_shows(run: StoreOnLoop,
                                                                                tmp_path: Path) -> None:
     """After a kill -9 it showed the dead daemon's last snapshot as if it were running, and during start-up (the
