@@ -57,13 +57,15 @@ def upgrade(database_url: str) -> str:
     verify(database_url)
 
     def run(connection: Connection) -> str:
+        migrated = MigrationContext.configure(connection).get_current_revision() != head_revision()
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-        # Compared again once at head: a database at an older revision can only be compared with the models (the
-        # head's) after its migrations ran. A difference raises here, inside the migration's transaction, so the
-        # file is left at the revision it had.
-        _refuse_schema_differences(connection, database_url)
+        if migrated:
+            # A database at an older revision (or a new one) can only be compared with the models (the head's) after
+            # its migrations ran; one at head was compared by verify. A difference raises here, inside the
+            # migration's transaction, so the file is left at the revision it had.
+            _refuse_schema_differences(connection, database_url)
         return head_revision()
 
     return _with_connection(database_url, run)
