@@ -22,6 +22,7 @@ from actors import messages as m
 from actors.refs import Delayed, tell_later
 from catalyst.broker.errors import RejectReason
 from catalyst.clock import wall_seconds
+from catalyst.domain.money import lots_average
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
 from catalyst.domain.positions import Position, PositionSide, PositionStatus, exits_from_fill, replay_fills
 from catalyst.store.batch import call, unwrap_all
@@ -37,6 +38,13 @@ OVERNIGHT_CANCEL = "the market closed before it filled; kept under stops overnig
 # Wall seconds an OCO leg may stay working alone (its sibling ended unfilled) before the broker is asked about it: in
 # the normal case the broker cancelled the sibling because this leg filled, and that fill's event is a moment behind.
 LONE_LEG_GRACE_S = 2.0
+# Wall seconds an entry's new shares may wait for the OCO still on its way to the broker (rows committed, no answer
+# yet) while the entry keeps filling, to be protected with the shares that follow in one OCO once it is answered.
+# Pieces recorded together (a restart's catch-up, a burst of partial fills) otherwise sent one OCO each, all on the
+# wire before the first answer: Alpaca refusing the first (a potential wash trade while the entry works) refused every
+# one of them, and a thin stock's entry split into dozens of small OCOs, each a call of the 200 a minute. Past this,
+# they are protected without waiting: an answer lost or held back (a 429) never holds them longer.
+PROTECTION_COALESCE_S = 1.0
 # Wall seconds a flatten holds its market exit for entry shares the broker reports bought and we have no execution
 # for (the router's catch-up brings them in seconds). Past it, the recorded shares go and those are left to the
 # doctor: a catch-up that cannot find them must not keep every share of the position without a stop.
@@ -146,6 +154,11 @@ class PositionActor(pykka.ThreadingActor):
         self._wash_refused: set[int] = set()  # OCO pairs (by take-profit id) refused as a potential wash trade
         self._reprotected_after_wash = False  # once: a refusal that came after the entry had ended
         self._retry_timer: Delayed | None = None
+        self._coalesce_timer: Delayed | None = None
+        self._sent_at: dict[int, float] = {}  # OCO pairs (by take-profit id): time.monotonic() their rows were counted
+        # Entry executions applied with no OCO of their own, (qty, price), since protection was last sent: their own
+        # prices set the stop and target of the OCO that covers them (_protect).
+        self._unprotected_pieces: list[tuple[Decimal, Decimal]] = []
         self._cancels_asked: set[int] = set()  # orders this actor asked the router to cancel
         self._cancelled_elsewhere: set[int] = set()  # OCO pairs (by take-profit id) said cancelled at the broker
         self.restored = restored
@@ -166,7 +179,8 @@ class PositionActor(pykka.ThreadingActor):
             self.router.tell(m.PlaceEntry(owner=self.actor_ref, plan=self.plan))
 
     def on_stop(self) -> None:
-        for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer, self._entry_cancel_timer):
+        for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer, self._entry_cancel_timer,
+                      self._coalesce_timer):
             if timer:
                 timer.cancel()
 
@@ -328,6 +342,13 @@ class PositionActor(pykka.ThreadingActor):
                           f"avg={after.avg_entry_price}" + (f" realized={after.realized_pnl}" if after.status is PositionStatus.CLOSED else ""))
         else:
             self.log.info(f"position {self.label} {role} fill {execution.qty} @ {execution.price} → qty={after.quantity}")
+        if role == "entry":
+            if protection:
+                self._unprotected_pieces.clear()  # the plan's OCO covered every unprotected share (_entry_fill_writes)
+            elif after.status is PositionStatus.OPEN:
+                self._unprotected_pieces.append((execution.qty, execution.price))
+                if self._waits_for_protection_in_flight():
+                    self._arm_coalesce_timer()
         if protection and committed is None:
             self._submit_protection(protection)
         elif protection:  # the router has sent this OCO on already
@@ -363,9 +384,11 @@ class PositionActor(pykka.ThreadingActor):
         """The position after an entry execution, and the writes for it: the positions row (opened on the first
         fill) and the rows of one OCO for its unprotected shares."""
         after = self._after_entry_fill(execution)
-        stop, target = self._exits_at(execution.price)  # this fill's own shares, from its own price
+        # This fill's own shares from its own price; with pieces that waited for an OCO in flight, from theirs too.
+        stop, target = self._exits_at(lots_average([*self._unprotected_pieces, (execution.qty, execution.price)]))
         missing = self._unprotected_of(after.quantity) if after.status is PositionStatus.OPEN else Decimal(0)
-        holding = self.flattening or self._protect_after_entry or self._asking_broker
+        holding = (self.flattening or self._protect_after_entry or self._asking_broker
+                   or (after.quantity < self.plan.qty and self._waits_for_protection_in_flight()))
         orders = self._protection_orders(missing, stop, target) if missing > 0 and not holding else []
         if self.position_id is None:
             return after, m.EntryFillPlan(calls=(call(
@@ -495,10 +518,32 @@ class PositionActor(pykka.ThreadingActor):
         if self._lone_legs():
             self._expect_lone_legs_to_end()
         missing = self._unprotected_qty()
-        if missing > 0:
-            # The whole position's missing shares: from its average price (pieces bought higher move it up).
-            exits = self._exits_at(self.position.avg_entry_price)
+        if missing > 0 and self._waits_for_protection_in_flight():
+            self._arm_coalesce_timer()  # its answer (or the timer) protects them, with the pieces that follow
+        elif missing > 0:
+            # Pieces that waited for an OCO in flight: from their own prices. Otherwise the whole position's missing
+            # shares (a stop cancelled by hand, a refused OCO): from its average price (pieces bought higher move it
+            # up).
+            pieces = self._unprotected_pieces
+            price = (lots_average(pieces) if sum((q for q, _ in pieces), Decimal(0)) == missing
+                     else self.position.avg_entry_price)
+            self._unprotected_pieces = []
+            exits = self._exits_at(price)
             self._submit_protection(self.writer.create_orders(self._protection_orders(missing, *exits)).get())
+
+    def _waits_for_protection_in_flight(self) -> bool:
+        """The entry still works and an OCO of this position is on its way to the broker, sent less than
+        PROTECTION_COALESCE_S ago: new shares wait for its answer, then go in one OCO."""
+        if not self._entry_working():
+            return False
+        now = time.monotonic()
+        return any(now - sent_at < PROTECTION_COALESCE_S and (view := self.orders.get(take_profit)) is not None
+                   and view.status is OrderStatus.CREATED for take_profit, sent_at in self._sent_at.items())
+
+    def _arm_coalesce_timer(self) -> None:
+        if self._coalesce_timer:
+            self._coalesce_timer.cancel()
+        self._coalesce_timer = tell_later(self.actor_ref, PROTECTION_COALESCE_S, m.CheckProtection())
 
     def _lone_legs(self) -> tuple[int, ...]:
         """Working legs of OCO pairs whose other leg has ended.
@@ -576,6 +621,7 @@ class PositionActor(pykka.ThreadingActor):
         self.orders[take_profit.order_id] = OrderView(role="take_profit")
         self.orders[stop_loss.order_id] = OrderView(role="stop_loss")
         self.pairs.append(OcoPair(take_profit.order_id, stop_loss.order_id, take_profit.quantity))
+        self._sent_at[take_profit.order_id] = time.monotonic()
         return take_profit, stop_loss
 
     def _flatten(self, reason: str, scheduled: bool = False) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Sequence
 
 from catalyst.domain.errors import InvalidQuantity
 
@@ -34,6 +35,14 @@ def weighted_average(avg: Decimal, quantity: Decimal, price: Decimal, qty: Decim
     ctx = MONEY_CONTEXT
     cost = ctx.add(ctx.multiply(avg, quantity), ctx.multiply(price, qty))
     return ctx.divide(cost, ctx.add(quantity, qty))
+
+
+def lots_average(lots: Sequence[tuple[Decimal, Decimal]]) -> Decimal:
+    """Average price of (qty, price) lots, weighted by quantity; at least one lot."""
+    avg, quantity = ZERO, ZERO
+    for qty, price in lots:
+        avg, quantity = weighted_average(avg, quantity, price, qty), MONEY_CONTEXT.add(quantity, qty)
+    return avg
 
 
 def to_tick(price: Decimal) -> Decimal:

@@ -1,0 +1,126 @@
+"""An entry's pieces that come while the OCO of an earlier piece is still on its way wait for its answer, then go in
+one OCO, priced from their own fills (actors.position.PROTECTION_COALESCE_S).
+
+Before, each piece sent its own OCO at once. Pieces recorded together (a restart's catch-up) put one OCO each on the
+wire before the first answer: with Alpaca refusing an OCO while the entry works ("potential wash trade"), every one
+was refused (chaos, seed 201: seven refused OCOs, fourteen calls); a thin stock's entry split into many small OCOs.
+
+The position actor is driven message by message as the router would (tests/actors/test_position_flatten.py's Rig,
+the real DbWriter on a SQLite file); the last test runs the whole actor system against the emulator.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from actors import messages as m
+from actors.position import PROTECTION_COALESCE_S, PositionActor
+from catalyst.domain.orders import OrderStatus
+from catalyst.sim.clock import SimClock
+from tests.actors.conftest import START, Trading, exchange_at
+from tests.actors.test_position_flatten import T0, Rig, wait_for
+from tests.actors.test_trade_scenarios import broker_working_stop_qty, legs, position_of, protected_qty
+
+
+def piece(rig: Rig, cum: int, qty: int, price: str, status: OrderStatus = OrderStatus.PARTIAL_FILL) -> None:
+    rig.update(rig.entry.order_id, "entry", status, str(cum),
+               m.Execution(key=f"b-entry:{cum}", qty=Decimal(qty), price=Decimal(price), at=T0))
+
+
+def acknowledge(rig: Rig, protection: Any) -> None:
+    rig.update(protection.take_profit.order_id, "take_profit", OrderStatus.ACCEPTED)
+    rig.update(protection.stop_loss.order_id, "stop_loss", OrderStatus.ACCEPTED)
+
+
+def sized_at_50(rig: Rig) -> None:
+    """The rig's position actor again, with a plan sized at 50.00 (stop 48, target 55): a piece that pays more moves
+    its stop and target by the difference."""
+    rig.position.stop()
+    rig.position = PositionActor.start(rig.plan.model_copy(update={"entry_price": Decimal("50")}), rig.router,
+                                       rig.writer, rig.system, SimClock(T0, 0))
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+
+
+def test_pieces_filled_while_an_oco_is_on_its_way_go_in_one_oco_once_it_is_answered(rig: Rig) -> None:
+    sized_at_50(rig)
+    piece(rig, 40, 40, "50.00")
+    first = wait_for(lambda: rig.told(m.SubmitProtection), "the first piece's OCO")[0]
+    piece(rig, 70, 30, "51.00")
+    piece(rig, 90, 20, "52.00")
+    state = rig.settled()
+    assert state["qty"] == "90" and state["protected"] == "40"
+    assert len(rig.told(m.SubmitProtection)) == 1  # nothing more on the wire before the first OCO's answer
+
+    acknowledge(rig, first)
+    second = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the held pieces' OCO")[0]
+    assert second.take_profit.quantity == second.stop_loss.quantity == Decimal(50)
+    # From their own average, 51.40: 1.40 above the 50.00 sized at, so 49.40 and 56.40 (the first piece's 48 and 55
+    # would put these 50 shares 3.40 from their stop where the budget allowed 2.00).
+    assert (second.stop_loss.stop_price, second.take_profit.limit_price) == (Decimal("49.40"), Decimal("56.40"))
+    assert (first.stop_loss.stop_price, first.take_profit.limit_price) == (Decimal("48"), Decimal("55"))
+    assert rig.settled()["protected"] == "90" and len(rig.told(m.SubmitProtection)) == 2
+
+
+def test_pieces_are_protected_after_the_wait_when_the_oco_on_its_way_is_never_answered(rig: Rig) -> None:
+    # Its answer lost or held back (a 429, a reply lost and left to the doctor): the pieces do not wait for it.
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    piece(rig, 40, 40, "50.00")
+    wait_for(lambda: rig.told(m.SubmitProtection), "the first piece's OCO")
+    started = time.monotonic()
+    piece(rig, 70, 30, "50.00")
+    second = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the second piece's OCO",
+                      timeout=PROTECTION_COALESCE_S * 5)[0]
+    assert time.monotonic() - started >= PROTECTION_COALESCE_S * 0.9
+    assert second.take_profit.quantity == Decimal(30) and rig.settled()["protected"] == "70"
+
+
+def test_the_entrys_last_piece_is_protected_at_once_with_those_that_waited(rig: Rig) -> None:
+    # The entry has ended: nothing more is coming to wait for, and no order of ours works against the OCO.
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    piece(rig, 40, 40, "50.00")
+    wait_for(lambda: rig.told(m.SubmitProtection), "the first piece's OCO")
+    piece(rig, 70, 30, "50.00")
+    piece(rig, 100, 30, "50.00", status=OrderStatus.FILLED)
+    second = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the last pieces' OCO", timeout=0.5)[0]
+    assert second.take_profit.quantity == Decimal(60) and rig.settled()["protected"] == "100"
+
+
+def test_an_answered_oco_does_not_hold_the_next_piece(rig: Rig) -> None:
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    piece(rig, 40, 40, "50.00")
+    acknowledge(rig, wait_for(lambda: rig.told(m.SubmitProtection), "the first piece's OCO")[0])
+    piece(rig, 70, 30, "50.00")
+    second = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the second piece's OCO", timeout=0.5)[0]
+    assert second.take_profit.quantity == Decimal(30)
+
+
+# --- the whole actor system against the emulator, Alpaca's wash-trade check on -----------------------------------
+
+@pytest.fixture
+def strict(tmp_path: Path) -> Iterator[Trading]:
+    with exchange_at(START, wash_trade_check="strict") as exchange:
+        harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}").start()
+        yield harness
+        harness.stop()
+
+
+def test_a_restarts_catch_up_of_several_pieces_sends_one_oco_not_one_per_piece(strict: Trading) -> None:
+    trading = strict
+    trading.open(trading.plan(qty="800", stop="48.00", target="55.00"))  # rests: no trade in AAPL yet
+    trading.wait_for(lambda: (rows := trading.all_orders()) and rows[0].alpaca_order_id, "the entry acknowledged")
+    trading.stop()
+    for _ in range(3):  # 25% participation, 200 a minute: three pieces while the daemon is down, 200 still to buy
+        trading.trade("AAPL", "50.00", volume=800)
+    trading.start()  # the catch-up records the three pieces at once
+
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("600"), "the 600 bought to be protected")
+    entry = next(o for o in trading.all_orders() if o.role == "entry")
+    refused = [o for o in legs(trading) if o.status == "rejected"]
+    assert entry.status == "cancelled" and entry.filled_qty == Decimal("600")
+    assert position_of(trading).quantity == Decimal("600") and broker_working_stop_qty(trading) == Decimal("600")
+    assert len(refused) <= 2 and all("wash trade" in (o.rejection_reason or "") for o in refused)  # one OCO at most
