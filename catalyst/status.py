@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from catalyst.config import Config, sqlite_path
-from catalyst.domain.cycle import EXCHANGE_TZ
+from catalyst.domain.cycle import EXCHANGE_TZ, exchange_day
+from catalyst.domain.positions import DayPosition, counts_in_day, day_pnl
 from catalyst.errors import DatabaseError
 from catalyst.instance import InstanceLock, emergency_path
 from catalyst.runtime import sim_database_url
@@ -128,15 +129,21 @@ def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[
     out = [f"database {path}"]
     cycle = conn.execute("SELECT * FROM trading_cycles ORDER BY date DESC LIMIT 1").fetchone()
     today_id = cycle["cycle_id"] if cycle else -1
-    # Today's positions, and any still open from an earlier day (kept overnight under their stops): "no positions
-    # today" over shares held since yesterday hid them from the operator. The day's P&L counts today's only.
+    day = exchange_day(date.fromisoformat(cycle["date"])) if cycle else None
+    start, end = (_stored(at) for at in day) if day else ("", "")
+    # Today's positions, those kept from an earlier day and closed today (their P&L is today's), and any still open
+    # from an earlier day (kept overnight under their stops): "no positions today" over shares held since yesterday
+    # hid them from the operator.
     positions = conn.execute(
         "SELECT p.*, s.symbol FROM positions p JOIN securities s USING (security_id) "
-        "WHERE p.cycle_id = ? OR p.status = 'open' ORDER BY p.position_id", (today_id,)).fetchall()
-    today = [p for p in positions if p["cycle_id"] == today_id]
-    carried = [p for p in positions if p["cycle_id"] != today_id]
-    realized = sum((Decimal(p["realized_pnl"]) for p in today), Decimal(0))
-    unrealized = sum((Decimal(p["unrealized_pnl"]) for p in today if p["status"] == "open"), Decimal(0))
+        "WHERE p.cycle_id = ? OR p.status = 'open' OR (p.status = 'closed' AND p.exit_time >= ? AND p.exit_time < ?) "
+        "ORDER BY p.position_id", (today_id, start, end)).fetchall()
+    rows = [DayPosition(p["cycle_id"], p["status"], Decimal(p["realized_pnl"]), Decimal(p["unrealized_pnl"]),
+                        _utc(p["exit_time"])) for p in positions]
+    realized, unrealized = day_pnl(rows, today_id, day) if day else (Decimal(0), Decimal(0))
+    carried = [p for p in positions if p["cycle_id"] != today_id and p["status"] == "open"]
+    closed_today = [p for p, row in zip(positions, rows)
+                    if p["cycle_id"] != today_id and day and row.status == "closed" and counts_in_day(row, today_id, day)]
     if cycle is None:
         out.append("no trading cycle yet")
     else:
@@ -157,6 +164,9 @@ def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[
     if not positions:
         out.append("(no positions today)")
     out.append(f"realized {realized:+.2f}  unrealized {unrealized:+.2f}")
+    if closed_today:
+        out.append(f"* {len(closed_today)} kept from an earlier day closed today, realized "
+                   f"{sum((Decimal(p['realized_pnl']) for p in closed_today), Decimal(0)):+.2f}, in the day's P&L")
     if carried:
         held = sum((Decimal(p["unrealized_pnl"]) for p in carried), Decimal(0))
         out.append(f"* {len(carried)} open from an earlier day (kept overnight), unrealized {held:+.2f}, not in the "
@@ -187,6 +197,18 @@ def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[
         except (OSError, ValueError):
             out.append(f"(daemon snapshot {snapshot} unreadable)")
     return out
+
+
+def _stored(at: datetime) -> str:
+    """`at` as SQLite holds a timestamp (naive UTC text), for comparisons in SQL."""
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _utc(stored: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(stored).replace(tzinfo=timezone.utc) if stored else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _new_york(stored: str) -> str:

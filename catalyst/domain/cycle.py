@@ -32,6 +32,12 @@ EXCHANGE_TZ = ZoneInfo("America/New_York")
 """The time zone every schedule time is read in."""
 
 
+def exchange_day(day: date) -> tuple[datetime, datetime]:
+    """[start, end) of `day` in exchange time: its midnight and the next one (23, 24 or 25 hours apart)."""
+    return (datetime.combine(day, time(0), EXCHANGE_TZ),
+            datetime.combine(day + timedelta(days=1), time(0), EXCHANGE_TZ))
+
+
 class CyclePhase(StrEnum):
     """Phase of the daily trading cycle (spec §4.2)."""
 

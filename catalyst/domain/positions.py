@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -213,3 +214,37 @@ def exits_from_fill(side: PositionSide, planned_entry: Decimal, stop: Decimal, t
     if new_stop <= 0 or new_target <= 0:
         return stop, target
     return new_stop, new_target
+
+
+@dataclass(frozen=True)
+class DayPosition:
+    """What a day's P&L reads of a positions row."""
+
+    cycle_id: int
+    status: str
+    realized_pnl: Decimal
+    unrealized_pnl: Decimal
+    exit_time: datetime | None  # timezone-aware
+
+
+def counts_in_day(position: DayPosition, cycle_id: int, day: tuple[datetime, datetime]) -> bool:
+    """Whether `position` belongs in the P&L of the day [start, end) whose cycle is `cycle_id`: one of that day's own,
+    unless it closed on a later day; or one kept from an earlier day that closed on this one. A gain or loss is the
+    day's it is realized on: a stop (good till cancelled) that sells yesterday's shares at today's open is today's
+    loss, for today's daily loss limit, status and report; yesterday's figure was written at its close, with those
+    shares' unrealized P&L then."""
+    start, end = day
+    closed_at = position.exit_time if position.status == PositionStatus.CLOSED else None
+    if position.cycle_id == cycle_id:
+        return closed_at is None or closed_at < end
+    return closed_at is not None and start <= closed_at < end
+
+
+def day_pnl(positions: Sequence[DayPosition], cycle_id: int, day: tuple[datetime, datetime]) -> tuple[Decimal, Decimal]:
+    """(realized, unrealized) of the day: realized over the positions that count in it (counts_in_day), unrealized
+    over the day's own still open."""
+    counted = [p for p in positions if counts_in_day(p, cycle_id, day)]
+    realized = sum((p.realized_pnl for p in counted), ZERO)
+    unrealized = sum((p.unrealized_pnl for p in counted if p.cycle_id == cycle_id and p.status == PositionStatus.OPEN),
+                     ZERO)
+    return realized, unrealized

@@ -293,6 +293,35 @@ def test_catalyst_status_shows_a_position_kept_overnight_beside_the_days_own(run
     assert "* 1 open from an earlier day (kept overnight), unrealized -20.00, not in the day's P&L" in lines
 
 
+def test_a_loss_realized_on_the_day_after_entry_is_that_days(run: StoreOnLoop, tmp_path: Path) -> None:
+    """A position kept overnight under its stop (good till cancelled) that the stop sells at the next open: its loss
+    went on the entry's day, whose figure was already written at its close, and today's P&L (the daily loss limit's
+    input, risk's realized P&L, `catalyst status`) read 0 after it."""
+    from catalyst.config import load_config
+    from catalyst.status import status_text
+
+    yesterday = run(run.store.get_or_create_cycle(date(2025, 12, 29), at=T0))
+    entries = [run(run.store.create_order(cycle_id=yesterday.cycle_id, symbol=symbol, role="entry", side="buy",
+                                          order_type="market", quantity=Decimal(10))) for symbol in ("AMD", "NVDA")]
+    kept, sold = (run(run.store.open_position_for_entry(e.order_id, Decimal(10), Decimal("100.00"), T0)) for e in entries)
+    run(run.store.close_position(sold.position_id, Decimal("101.00"), Decimal("10.00"), T0 + timedelta(hours=1)))
+    today = run(run.store.get_or_create_cycle(date(2025, 12, 30), at=T0 + timedelta(days=1)))
+    # 09:30 New York on the 30th: the stop fills at the open, 5.00 below the entry.
+    run(run.store.close_position(kept.position_id, Decimal("95.00"), Decimal("-50.00"), T0 + timedelta(days=1, minutes=-5)))
+
+    assert run(run.store.cycle_pnl(today.cycle_id)) == (Decimal("-50.00"), Decimal(0))
+    assert run(run.store.cycle_pnl(yesterday.cycle_id)) == (Decimal("10.00"), Decimal(0))  # counted once, not twice
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[daemon]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path / "catalyst.db"}"\n')
+    lines = status_text(load_config(config_file)).splitlines()
+
+    assert lines[2].endswith(" P&L so far -50.00")
+    (row,) = [line for line in lines if line.startswith(f"AMD#p-{kept.position_id}* ")]
+    assert row.split()[1] == "closed"
+    assert not [line for line in lines if line.startswith(f"NVDA#p-{sold.position_id}")]  # yesterday's own day
+    assert "* 1 kept from an earlier day closed today, realized -50.00, in the day's P&L" in lines
+
+
 def test_catalyst_status_says_whether_a_daemon_runs_and_whose_snapshot_it_shows(run: StoreOnLoop,
                                                                                tmp_path: Path) -> None:
     """After a kill -9 it showed the dead daemon's last snapshot as if it were running, and during start-up (the
