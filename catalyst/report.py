@@ -7,7 +7,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalyst.domain.cycle import EXCHANGE_TZ
+from catalyst.domain.cycle import EXCHANGE_TZ, exchange_day
 from catalyst.domain.money import ZERO
 from catalyst.errors import CatalystError
 from catalyst.report_charts import (
@@ -57,6 +57,9 @@ class DayData:
     trades: tuple[Trade, ...]
     scans: tuple[ScanResultRecord, ...]
     findings: tuple[FindingLine, ...]
+    # Positions kept from an earlier day that closed on this one, (symbol, position id, realized): their P&L is this
+    # day's (catalyst.domain.positions.counts_in_day); their trade is in the report of the day they were entered.
+    carried_closed: tuple[tuple[str, int, Decimal], ...] = ()
 
 
 def write_daily_report(
@@ -146,8 +149,8 @@ def read_day(database: str | sessionmaker[Session], day: date) -> DayData:
 
 
 def load_day(session: Session, day: date) -> DayData:
-    start = datetime.combine(day, time(0), EXCHANGE_TZ)
-    found_today = (DoctorFinding.found_at >= start, DoctorFinding.found_at < start + timedelta(days=1))
+    start, end = exchange_day(day)
+    found_today = (DoctorFinding.found_at >= start, DoctorFinding.found_at < end)
     findings = tuple(
         FindingLine(f.found_at, f.severity, f.type, f.subject, f.action, f.outcome)
         for f in session.scalars(select(DoctorFinding).where(*found_today).order_by(DoctorFinding.found_at))
@@ -177,7 +180,15 @@ def load_day(session: Session, day: date) -> DayData:
     trades = tuple(
         _trade(row, symbol, orders_by_position[row.position_id], fills_by_order) for row, symbol in positions
     )
-    return DayData(day, cycle_record(cycle), trades, scans, findings)
+    carried_closed = tuple(
+        (symbol, row.position_id, row.realized_pnl)
+        for row, symbol in session.execute(
+            select(PositionRow, Security.symbol).join(Security, PositionRow.security_id == Security.security_id)
+            .where(PositionRow.cycle_id != cycle_id, PositionRow.status == "closed", PositionRow.exit_time >= start,
+                   PositionRow.exit_time < end).order_by(PositionRow.exit_time, PositionRow.position_id)
+        )
+    )  # fmt: skip
+    return DayData(day, cycle_record(cycle), trades, scans, findings, carried_closed)
 
 
 def _trade(row: PositionRow, symbol: str, orders: list[Order], fills_by_order: dict[int, list[Fill]]) -> Trade:
@@ -224,7 +235,10 @@ def render_markdown(
         halted = f" — {_cell(cycle.halt_reason)}" if cycle.halt_reason else ""
         lines += [f"Cycle {cycle.cycle_id}: phase **{cycle.phase}**, state **{cycle.cycle_state}**{halted}. "
                   "Times are exchange time (America/New_York).", ""]  # fmt: skip
-    closed = [t for t in data.trades if t.closed]
+    end = exchange_day(data.day)[1]
+    # Closed by this day's end: one kept overnight and closed on a later day counts there (counts_in_day).
+    closed = [t for t in data.trades if t.closed and (t.exit_time is None or t.exit_time < end)]
+    carried = sum((realized for _, _, realized in data.carried_closed), ZERO)
     wins = [t for t in closed if t.realized_pnl > 0]
     losses = [t for t in closed if t.realized_pnl < 0]
     best = max(wins, key=lambda t: t.realized_pnl, default=None)
@@ -236,7 +250,10 @@ def render_markdown(
         + (f", {len(closed) - len(wins) - len(losses)} even)" if len(wins) + len(losses) < len(closed) else ")")
         + (f", {len(data.trades) - len(closed)} still open" if len(closed) < len(data.trades) else ""),
         f"- **Win rate:** {rate}",
-        f"- **Realized P&L:** {_money(sum((t.realized_pnl for t in closed), ZERO))}",
+        f"- **Realized P&L:** {_money(sum((t.realized_pnl for t in closed), carried))}"
+        + (f" (with {_money(carried)} from {len(data.carried_closed)} kept from an earlier day and closed today: "
+           + ", ".join(f"{_cell(symbol)} #{pid} {_money(pnl)}" for symbol, pid, pnl in data.carried_closed) + ")"
+           if data.carried_closed else ""),
         f"- **Largest win:** {_money(best.realized_pnl) + f' ({best.symbol})' if best else '—'}",
         f"- **Largest loss:** {_money(worst.realized_pnl) + f' ({worst.symbol})' if worst else '—'}",
         f"- **Max drawdown:** {_money(-drawdown) if drawdown else _money(ZERO)} (intraday realized curve)",

@@ -317,3 +317,27 @@ def test_a_trade_closed_at_its_entry_price_is_counted_as_even(tmp_path: Path) ->
 
 def minute_prices_with_nvda(symbol: str, start: datetime, end: datetime) -> list[tuple[datetime, Decimal]]:
     return [(start, D("90"))] if symbol == "NVDA" else minute_prices(symbol, start, end)
+
+
+def test_a_trade_kept_overnight_counts_in_the_report_of_the_day_it_closed(tmp_path: Path) -> None:
+    """Its loss went into the entry day's realized P&L, and the next day's report, the day the stop sold at the open
+    (good till cancelled), said nothing of it."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'overnight.db'}"
+    next_day = DAY + timedelta(days=1)
+    overnight = Planned("MSFT", D("50"), D("400.00"), D("396.00"), D("408.00"), at(15, 0), "stop_loss", D("390.00"),
+                        at(9, 30, 5, day=next_day))  # fmt: skip
+    with day_writer(url) as (writer, cycle):
+        record_trade(writer, cycle.cycle_id, WINNER)
+        kept = record_trade(writer, cycle.cycle_id, overnight)
+        writer.get_or_create_cycle(next_day, at=at(9, 15, day=next_day)).get()
+    engine = read_only_engine(url)
+    try:
+        entered = write_daily_report(sessionmaker(engine), DAY, tmp_path / "reports").read_text()
+        closed = write_daily_report(sessionmaker(engine), next_day, tmp_path / "reports").read_text()
+    finally:
+        engine.dispose()
+
+    assert "**Trades:** 1 closed (1 won, 0 lost), 1 still open" in entered
+    assert "**Realized P&L:** +$600.00\n" in entered  # the winner's alone
+    assert (f"**Realized P&L:** -$500.00 (with -$500.00 from 1 kept from an earlier day and closed today: "
+            f"MSFT #{kept} -$500.00)") in closed
