@@ -87,6 +87,15 @@ class _Refused:
     simple: bool  # one row, not an OCO's two (withdrawn together, _withdraw_oco)
 
 
+class PairLegs(m.Message):
+    """Time to read again the take-profits of OCOs whose stop leg still has no broker id (_pair_legs_later)."""
+
+
+# An OCO acknowledged without its stop leg: its take-profit is read again this often, this many times, until the leg
+# is paired; then the doctor's pass pairs it (catalyst.domain.reconcile), and says so.
+PAIR_LEGS_EVERY_S, PAIR_LEGS_TRIES = 5.0, 60
+
+
 class CheckExecutions(m.Message):
     """The grace period is over: fetch executions over REST if the order still has fewer than the broker said."""
 
@@ -210,6 +219,9 @@ class OrderRouter(pykka.ThreadingActor):
         # being sent is never retired as "never sent" (_on_RetireUnsent).
         self._sending: set[int] = set()
         self._refused: dict[int, _Refused] = {}  # by the submit's first row (an OCO's take-profit)
+        # OCOs (by take-profit id) acknowledged without their stop leg, and how many times read again since
+        self._unpaired: dict[int, int] = {}
+        self._pair_timer: Delayed | None = None
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -220,6 +232,8 @@ class OrderRouter(pykka.ThreadingActor):
         for timer, _, _ in self._grace_timers.values():
             timer.cancel()
         self._grace_timers.clear()
+        if self._pair_timer is not None:
+            self._pair_timer.cancel()
         for timer in self._market_checks.values():
             timer.cancel()
         self._market_checks.clear()
@@ -625,9 +639,19 @@ class OrderRouter(pykka.ThreadingActor):
         group.commit(self.writer)
 
     def _on_VerifyOrders(self, msg: m.VerifyOrders) -> None:
-        known = [(t.order_id, t.broker_id) for t in map(self.by_order.get, msg.order_ids) if t and t.broker_id]
+        known: dict[int, str] = {}
+        for tracked in map(self.by_order.get, msg.order_ids):
+            if tracked is not None and tracked.broker_id is None and tracked.role == "stop_loss":
+                # An OCO's stop leg acknowledged without its id (an answer read un-nested): only its take-profit, read
+                # by id and nested, names it, and that report pairs it. Asked of the leg (a lone leg, a flatten's
+                # cancel), it was dropped here: nothing was read, and the leg's cancel could never be sent.
+                tracked = self.by_order.get(oco_take_profit_id(tracked.order_id))
+                if tracked is None or tracked.role != "take_profit":
+                    continue
+            if tracked is not None and tracked.broker_id:
+                known[tracked.order_id] = tracked.broker_id
         if known:
-            self._general.tell(Verify(orders=tuple(known), reply_to=self.actor_ref))
+            self._general.tell(Verify(orders=tuple(known.items()), reply_to=self.actor_ref))
 
     def _on_ReadBrokerPosition(self, msg: m.ReadBrokerPosition) -> None:
         self._general.tell(ReadPosition(symbol=msg.symbol, reply_to=msg.reply_to))
@@ -678,9 +702,40 @@ class OrderRouter(pykka.ThreadingActor):
                 # An OCO answered without its stop leg (a reply read un-nested): the leg's row has no broker id, so
                 # its fill could find no order. Its take-profit, read by id and nested, names it (_learn_broker_id).
                 first = rows[0]
-                group.then(lambda _: (
-                    log.warning(f"order {first.label} acknowledged without its stop leg: asking the broker for it"),
-                    self._on_VerifyOrders(m.VerifyOrders(order_ids=(first.order_id,)))))
+                group.then(lambda _: self._pair_legs(first))
+
+    def _pair_legs(self, take_profit: Tracked) -> None:
+        """Read the take-profit again by id, nested, until a report of it pairs its stop leg (_learn_broker_id): a
+        single read that fails left the leg unpaired, its fill "not ours" to every catch-up."""
+        if not self._leg_unpaired(take_profit.order_id):
+            return  # a stream event with the legs paired it while the acknowledgement committed
+        log.warning(f"order {take_profit.label} acknowledged without its stop leg: asking the broker for it")
+        self._unpaired.setdefault(take_profit.order_id, 0)
+        self._on_VerifyOrders(m.VerifyOrders(order_ids=(take_profit.order_id,)))
+        self._pair_legs_later()
+
+    def _leg_unpaired(self, take_profit_id: int) -> bool:
+        leg = self.by_order.get(oco_stop_leg_id(take_profit_id))
+        return leg is not None and leg.role == "stop_loss" and leg.broker_id is None
+
+    def _pair_legs_later(self) -> None:
+        if self._pair_timer is None and self._unpaired:
+            self._pair_timer = tell_later(self.actor_ref, PAIR_LEGS_EVERY_S, PairLegs())
+
+    def _on_PairLegs(self, msg: PairLegs) -> None:
+        self._pair_timer = None
+        for take_profit_id, tries in list(self._unpaired.items()):
+            tracked = self.by_order.get(take_profit_id)
+            if tracked is None or not self._leg_unpaired(take_profit_id):
+                del self._unpaired[take_profit_id]
+            elif tries >= PAIR_LEGS_TRIES:
+                del self._unpaired[take_profit_id]
+                log.error(f"order {tracked.label} its stop leg o-{oco_stop_leg_id(take_profit_id)} still has no broker "
+                          f"id after {tries} reads: the doctor's pass pairs it")
+            else:
+                self._unpaired[take_profit_id] = tries + 1
+                self._on_VerifyOrders(m.VerifyOrders(order_ids=(take_profit_id,)))
+        self._pair_legs_later()
 
     def _send_again_later(self, rows: list[Tracked], why: str, retry_after_s: float | None,
                           maybe_placed: bool) -> None:
@@ -888,9 +943,10 @@ class OrderRouter(pykka.ThreadingActor):
                 log.info(f"order {leg.label} broker id {report.legs[0].broker_id} learned from {source} (its "
                          f"take-profit's leg)")
                 # What the leg has done meanwhile (filled, its events lost) is in the same report: planned now, as a
-                # verify's reports are only the take-profits'. Its fill events held unmatched follow.
+                # verify's reports are only the take-profits'. Its fill events held unmatched follow, and a cancel
+                # asked of it meanwhile (a lone leg, a flatten) goes now that it can.
                 self._plan_report(leg, report.legs[0], report.legs[0].updated_at, None, group)
-                group.then(lambda _: self._replay_unmatched(leg))
+                group.then(lambda _: self._after_acknowledged(leg))
 
     def _record_broker_id(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> StoreCall:
         tracked.broker_id = report.broker_id

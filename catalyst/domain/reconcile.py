@@ -21,7 +21,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from catalyst.domain.money import ZERO
-from catalyst.domain.orders import ORDER_MACHINE, CatchUpKind, OrderStatus, plan_catch_up, status_from_broker
+from catalyst.domain.orders import (ORDER_MACHINE, CatchUpKind, OrderStatus, oco_take_profit_id, plan_catch_up,
+                                     status_from_broker)
 from catalyst.domain.positions import exit_side
 
 
@@ -285,8 +286,10 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
     def at_broker(order: LocalOrder) -> BrokerOrder | None:
         return by_id.get(order.broker_id or "") or by_cid.get(order.client_order_id)
 
+    seen_of = {order.order_id: at_broker(order) for order in local.orders}
+    _pair_stop_legs(local.orders, broker.orders, seen_of)
     for order in local.orders:
-        seen = at_broker(order)
+        seen = seen_of[order.order_id]
         if seen is not None:
             matched[seen.broker_id] = order
         _order(diff, order, seen, order.order_id in local.acknowledged_during_pass)
@@ -328,6 +331,24 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
                {by_id[i].symbol: other for i, other in others.items()})
     _protection(diff, local, broker, set(others))
     return diff.findings
+
+
+def _pair_stop_legs(orders: tuple[LocalOrder, ...], at_broker: tuple[BrokerOrder, ...],
+                    seen_of: dict[int, BrokerOrder | None]) -> None:
+    """An OCO's stop row with no broker id is the stop leg of the broker order its take-profit row matched. Alpaca
+    makes up a leg's client_order_id, so only its parent names it; a stop row acknowledged without it (an answer read
+    un-nested, the router's re-reads failing) matched nothing: its fill was no one's, and the position it closed an
+    unexplained phantom (a halt). Matched, the row's outcome is settled from the leg (OUTCOME_UNKNOWN's heal gives the
+    row its id) and the leg's fills are its MISSING_FILLs."""
+    by_row = {o.order_id: o for o in orders}
+    for order in orders:
+        take_profit = by_row.get(oco_take_profit_id(order.order_id))
+        if (order.role != "stop_loss" or order.broker_id is not None or seen_of[order.order_id] is not None
+                or take_profit is None or take_profit.role != "take_profit"):
+            continue
+        parent = seen_of[take_profit.order_id]
+        if parent is not None:
+            seen_of[order.order_id] = next((o for o in at_broker if o.parent_id == parent.broker_id), None)
 
 
 def _order(diff: _Diff, order: LocalOrder, seen: BrokerOrder | None, acknowledged_since: bool = False) -> None:
