@@ -466,6 +466,12 @@ class OrderRouter(pykka.ThreadingActor):
             self._replay_unmatched(tracked)
         for order_id in msg.order_ids:
             self._send_if_never_acknowledged(self.by_order.get(order_id))
+            tracked = self.by_order.get(order_id)
+            if (tracked is not None and tracked.role == "take_profit" and tracked.broker_id
+                    and self._leg_unpaired(order_id) and order_id not in self._unpaired):
+                # Restored with its stop leg unpaired (killed before a read paired it): the start's catch-up lists
+                # today's orders only, and this OCO (good till cancelled) may be an earlier day's.
+                self._pair_legs(tracked)
         if handed_over:
             told = self._tell_recorded_since_the_book(msg)
             self._tell_moved_since_the_book(msg, told)

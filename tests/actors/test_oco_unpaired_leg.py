@@ -15,12 +15,14 @@ patching the adapter's read by id for a while: an outage of the one endpoint, as
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from actors.doctor import DoctorActor
+from actors.order_router import PAIR_LEGS_EVERY_S
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.errors import ServerError
 from catalyst.domain.reconcile import DoctorSettings
@@ -123,3 +125,26 @@ def test_a_leg_whose_stream_events_name_no_legs_is_paired_and_its_fill_recorded(
     assert stop_leg(trading).status == "filled"
     time.sleep(0.2)
     assert not [o for o in trading.broker_view()["orders"] if o["status"] in ("new", "accepted", "held")]
+
+
+def test_a_restart_on_a_later_day_pairs_a_leg_left_unpaired(trading: Trading,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed before any read paired the leg, started the next morning: the start's catch-up lists that day's orders
+    only, and the OCO (good till cancelled) is the day before's. The rebuilt position's registration reads it."""
+    down = reads_by_id_down(monkeypatch)
+    settle_oco_by_lookup_with_its_read_failing(trading, down, faults_after="")
+    down[0] = True  # still failing when the daemon stops
+    assert stop_leg(trading).alpaca_order_id is None
+    trading.stop()
+    down[0] = False
+    trading.exchange.advance(timedelta(hours=23, minutes=46))  # Tuesday 09:31
+    with logged_lines("actors.order_router", "WARNING") as router:
+        trading.start()
+        paired = trading.wait_for(lambda: (leg := stop_leg(trading)).alpaca_order_id and leg, "the leg paired",
+                                  timeout=PAIR_LEGS_EVERY_S * 2)
+    assert any("acknowledged without its stop leg: asking the broker for it" in line for line in router)
+    trading.trade("AAPL", "146.50")  # through the stop at 147
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                "the stop's fill recorded and the position closed", timeout=20)
+    assert position.realized_pnl == Decimal("-345.00")
+    assert len(trading.writer.fills_for_order(paired.order_id).get()) == 1
