@@ -440,3 +440,23 @@ def test_orders_of_an_earlier_database_that_are_done_are_only_reported_and_hand_
 def test_without_our_own_instance_id_no_order_is_taken_for_another_daemons():
     findings = run(LocalView(), BrokerView(orders=(border("b-8", "new", "sell", cid="cat-0th3r000-5", type="limit"),)))
     assert kinds(findings) == [T.ORPHAN_ORDER]
+
+
+def test_an_unpaired_stop_row_matches_the_leg_of_its_take_profits_broker_order():
+    # Acknowledged without its leg (a look-up reads un-nested), the stop row has no broker id, and Alpaca made up the
+    # leg's client_order_id. Its fill was no one's: the position it closed an unexplained phantom, a halt.
+    rows = (order(1, "filled", "b-1", "entry", "buy", filled="100", position_id=3),
+            order(5, "accepted", "b-tp", "take_profit", "sell", position_id=3),
+            order(6, "created", None, "stop_loss", "sell", position_id=3))
+    broker = BrokerView(orders=(border(status="filled", filled="100"),
+                                border("b-tp", "canceled", "sell", cid="cat-x-5", type="limit"),
+                                border("b-sl", "filled", "sell", filled="100", cid="made-up", type="stop", parent="b-tp")),
+                        fills=(BrokerFill("b-1", D(100), D(100), D("150"), OLD),
+                               BrokerFill("b-sl", D(100), D(100), D("147"), OLD)))
+    findings = run(LocalView(orders=rows, positions=(position(),),
+                             execution_keys=frozenset({execution_key("b-1", D(100))})), broker)
+    by_kind = {f.type: f for f in findings}
+    assert by_kind[T.OUTCOME_UNKNOWN].order_id == 6 and by_kind[T.OUTCOME_UNKNOWN].broker_ids == ("b-sl",)
+    assert by_kind[T.MISSING_FILL].broker_ids == ("b-sl",)
+    assert T.PHANTOM_POSITION not in by_kind and T.ORPHAN_ORDER not in by_kind
+    assert all(f.policy is not Policy.HALT for f in findings)
