@@ -314,7 +314,13 @@ class PositionActor(pykka.ThreadingActor):
         nothing here: the router's EntryFillCommitted (or, if it could not, a plain OrderUpdated) follows."""
         if self.position.is_terminal or msg.order_id != self.entry_order_id:
             return None
-        return self._entry_fill_writes(msg.execution)[1]
+        plan = self._entry_fill_writes(msg.execution)[1]
+        if plan.protection_at is not None and self._unprotected_qty() > 0:
+            # Shares bare now (pieces waiting for an OCO on its way, a stop cancelled by hand): the plan's OCO covers
+            # them too, and the answer or timer that protects them could come between this plan and its commit,
+            # covering them twice. The usual way instead (commit, then told): this actor decides both in turn.
+            return None
+        return plan
 
     def _apply_execution(self, role: str, execution: m.Execution,
                          committed: m.EntryFillCommitted | None = None) -> None:
@@ -541,9 +547,15 @@ class PositionActor(pykka.ThreadingActor):
                    and view.status is OrderStatus.CREATED for take_profit, sent_at in self._sent_at.items())
 
     def _arm_coalesce_timer(self) -> None:
+        """CheckProtection once the youngest OCO on its way has waited PROTECTION_COALESCE_S: the wait ends then,
+        however many pieces came meanwhile (re-armed 1 s after each, the first piece waited close to 2 s)."""
         if self._coalesce_timer:
             self._coalesce_timer.cancel()
-        self._coalesce_timer = tell_later(self.actor_ref, PROTECTION_COALESCE_S, m.CheckProtection())
+        youngest = max((sent_at for take_profit, sent_at in self._sent_at.items()
+                        if (view := self.orders.get(take_profit)) is not None and view.status is OrderStatus.CREATED),
+                       default=time.monotonic())
+        wait_s = max(youngest + PROTECTION_COALESCE_S - time.monotonic(), 0.0) + 0.01
+        self._coalesce_timer = tell_later(self.actor_ref, wait_s, m.CheckProtection())
 
     def _lone_legs(self) -> tuple[int, ...]:
         """Working legs of OCO pairs whose other leg has ended.
@@ -644,6 +656,7 @@ class PositionActor(pykka.ThreadingActor):
             self._cancel(working, reason=reason)
             return
         self.flattening, self.flatten_reason, self.flatten_since = True, reason, self.clock.now()
+        self._unprotected_pieces = []  # the exit takes them; shares it leaves are protected from the average
         self._kept_overnight = False  # a new flatten (the next open's): its own cancels, its own exit
         self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
                      f"{reason}; cancelling {len(working)} working orders before the market exit")

@@ -99,6 +99,39 @@ def test_an_answered_oco_does_not_hold_the_next_piece(rig: Rig) -> None:
     assert second.take_profit.quantity == Decimal(30)
 
 
+def test_no_fast_path_plan_while_pieces_wait_so_an_answer_between_plan_and_commit_cannot_protect_them_twice(
+        rig: Rig) -> None:
+    # The router's fast path asks the owner's plan, then commits it. A plan made while pieces waited covered them
+    # too; the in-flight OCO's answer, told between the plan and its commit, protected them as well: 130 of 100
+    # shares under stops (a review's case). The owner answers None while shares are bare: commit, then told.
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    piece(rig, 40, 40, "50.00")
+    first = wait_for(lambda: rig.told(m.SubmitProtection), "the first piece's OCO")[0]
+    piece(rig, 70, 30, "50.00")
+    last = m.Execution(key="b-entry:100", qty=Decimal(30), price=Decimal("50"), at=T0)
+    assert rig.position.ask(m.PrepareEntryFill(order_id=rig.entry.order_id, execution=last)) is None
+    acknowledge(rig, first)  # the answer comes while the router commits the execution
+    rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100", last)  # then the owner is told
+    state = rig.settled()
+    assert state["qty"] == "100" and state["protected"] == "100"
+    assert [s.take_profit.quantity for s in rig.told(m.SubmitProtection)] == [Decimal(40), Decimal(30), Decimal(30)]
+
+
+def test_the_wait_ends_a_second_after_the_oco_was_sent_however_many_pieces_come(rig: Rig) -> None:
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    piece(rig, 40, 40, "50.00")
+    wait_for(lambda: rig.told(m.SubmitProtection), "the first piece's OCO")  # never answered (a 429, a lost reply)
+    rig.settled()
+    held_at = time.monotonic()
+    piece(rig, 50, 10, "50.00")
+    rig.settled()
+    time.sleep(PROTECTION_COALESCE_S * 0.8)
+    piece(rig, 60, 10, "50.00")  # re-armed the timer for a full second before: the first piece waited ~1.8 s
+    second = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the held pieces' OCO", timeout=5)[0]
+    assert time.monotonic() - held_at < PROTECTION_COALESCE_S * 1.3
+    assert second.take_profit.quantity == Decimal(20)
+
+
 # --- the whole actor system against the emulator, Alpaca's wash-trade check on -----------------------------------
 
 @pytest.fixture
