@@ -20,11 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_day
 from catalyst.domain.money import ZERO
+from catalyst.domain.positions import day_pnl, realized_in_day
 from catalyst.errors import CatalystError
 from catalyst.report_charts import (
     ENTRY_ROLES, Trade, TradeFill, max_drawdown, pnl_chart_png, pnl_curve, trade_chart_png,
 )  # fmt: skip
 from catalyst.store.db import check_database_file, describe_database, is_sqlite
+from catalyst.store.cycle_ops import day_positions_query, day_rows, fills_query
 from catalyst.store.errors import StoreError
 from catalyst.store.models import DoctorFinding, Fill, Order, ScanResult, Security, TradingCycle
 from catalyst.store.models import Position as PositionRow
@@ -57,9 +59,11 @@ class DayData:
     trades: tuple[Trade, ...]
     scans: tuple[ScanResultRecord, ...]
     findings: tuple[FindingLine, ...]
-    # Positions kept from an earlier day that closed on this one, (symbol, position id, realized): their P&L is this
-    # day's (catalyst.domain.positions.counts_in_day); their trade is in the report of the day they were entered.
-    carried_closed: tuple[tuple[str, int, Decimal], ...] = ()
+    # What the day realized (catalyst.domain.positions.day_pnl): its own trades' exits during it, and those of
+    # positions kept from an earlier day, each (symbol, position id, realized during the day) in `carried`; their
+    # trades are in the report of the day they were entered.
+    realized: Decimal = ZERO
+    carried: tuple[tuple[str, int, Decimal], ...] = ()
 
 
 def write_daily_report(
@@ -180,15 +184,15 @@ def load_day(session: Session, day: date) -> DayData:
     trades = tuple(
         _trade(row, symbol, orders_by_position[row.position_id], fills_by_order) for row, symbol in positions
     )
-    carried_closed = tuple(
-        (symbol, row.position_id, row.realized_pnl)
-        for row, symbol in session.execute(
-            select(PositionRow, Security.symbol).join(Security, PositionRow.security_id == Security.security_id)
-            .where(PositionRow.cycle_id != cycle_id, PositionRow.status == "closed", PositionRow.exit_time >= start,
-                   PositionRow.exit_time < end).order_by(PositionRow.exit_time, PositionRow.position_id)
-        )
-    )  # fmt: skip
-    return DayData(day, cycle_record(cycle), trades, scans, findings, carried_closed)
+    held = session.execute(day_positions_query(cycle_id, start, end)).all()
+    rows = day_rows(held, session.execute(fills_query([p.position_id for p in held])).all())
+    realized = day_pnl(rows, cycle_id, (start, end))[0]
+    symbols = dict(session.execute(
+        select(PositionRow.position_id, Security.symbol).join(Security, PositionRow.security_id == Security.security_id)
+        .where(PositionRow.position_id.in_([p.position_id for p in held]))).all())  # fmt: skip
+    carried = tuple((symbols[p.position_id], p.position_id, pnl) for p, row in zip(held, rows)
+                    if p.cycle_id != cycle_id and (pnl := realized_in_day(row, cycle_id, (start, end))))
+    return DayData(day, cycle_record(cycle), trades, scans, findings, realized, carried)
 
 
 def _trade(row: PositionRow, symbol: str, orders: list[Order], fills_by_order: dict[int, list[Fill]]) -> Trade:
@@ -236,9 +240,9 @@ def render_markdown(
         lines += [f"Cycle {cycle.cycle_id}: phase **{cycle.phase}**, state **{cycle.cycle_state}**{halted}. "
                   "Times are exchange time (America/New_York).", ""]  # fmt: skip
     end = exchange_day(data.day)[1]
-    # Closed by this day's end: one kept overnight and closed on a later day counts there (counts_in_day).
+    # Closed by this day's end: one kept overnight and closed on a later day counts there (realized_in_day).
     closed = [t for t in data.trades if t.closed and (t.exit_time is None or t.exit_time < end)]
-    carried = sum((realized for _, _, realized in data.carried_closed), ZERO)
+    carried = sum((pnl for _, _, pnl in data.carried), ZERO)
     wins = [t for t in closed if t.realized_pnl > 0]
     losses = [t for t in closed if t.realized_pnl < 0]
     best = max(wins, key=lambda t: t.realized_pnl, default=None)
@@ -250,10 +254,10 @@ def render_markdown(
         + (f", {len(closed) - len(wins) - len(losses)} even)" if len(wins) + len(losses) < len(closed) else ")")
         + (f", {len(data.trades) - len(closed)} still open" if len(closed) < len(data.trades) else ""),
         f"- **Win rate:** {rate}",
-        f"- **Realized P&L:** {_money(sum((t.realized_pnl for t in closed), carried))}"
-        + (f" (with {_money(carried)} from {len(data.carried_closed)} kept from an earlier day and closed today: "
-           + ", ".join(f"{_cell(symbol)} #{pid} {_money(pnl)}" for symbol, pid, pnl in data.carried_closed) + ")"
-           if data.carried_closed else ""),
+        f"- **Realized P&L:** {_money(data.realized)}"
+        + (f" (with {_money(carried)} from {len(data.carried)} kept from an earlier day: "
+           + ", ".join(f"{_cell(symbol)} #{pid} {_money(pnl)}" for symbol, pid, pnl in data.carried) + ")"
+           if data.carried else ""),
         f"- **Largest win:** {_money(best.realized_pnl) + f' ({best.symbol})' if best else '—'}",
         f"- **Largest loss:** {_money(worst.realized_pnl) + f' ({worst.symbol})' if worst else '—'}",
         f"- **Max drawdown:** {_money(-drawdown) if drawdown else _money(ZERO)} (intraday realized curve)",

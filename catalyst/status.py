@@ -12,7 +12,7 @@ from typing import Any
 
 from catalyst.config import Config, sqlite_path
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_day
-from catalyst.domain.positions import DayPosition, counts_in_day, day_pnl
+from catalyst.domain.positions import DayPosition, day_pnl, realized_in_day
 from catalyst.errors import DatabaseError
 from catalyst.instance import InstanceLock, emergency_path
 from catalyst.runtime import sim_database_url
@@ -131,19 +131,20 @@ def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[
     today_id = cycle["cycle_id"] if cycle else -1
     day = exchange_day(date.fromisoformat(cycle["date"])) if cycle else None
     start, end = (_stored(at) for at in day) if day else ("", "")
-    # Today's positions, those kept from an earlier day and closed today (their P&L is today's), and any still open
-    # from an earlier day (kept overnight under their stops): "no positions today" over shares held since yesterday
-    # hid them from the operator.
+    # Today's positions, those kept from an earlier day that traded or closed today (what they realized today is
+    # today's P&L), and any still open from an earlier day (kept overnight under their stops): "no positions today"
+    # over shares held since yesterday hid them from the operator.
     positions = conn.execute(
         "SELECT p.*, s.symbol FROM positions p JOIN securities s USING (security_id) "
         "WHERE p.cycle_id = ? OR p.status = 'open' OR (p.status = 'closed' AND p.exit_time >= ? AND p.exit_time < ?) "
-        "ORDER BY p.position_id", (today_id, start, end)).fetchall()
-    rows = [DayPosition(p["cycle_id"], p["status"], Decimal(p["realized_pnl"]), Decimal(p["unrealized_pnl"]),
-                        _utc(p["exit_time"])) for p in positions]
+        "OR p.position_id IN (SELECT o.position_id FROM fills f JOIN orders o USING (order_id) "
+        "WHERE f.occurred_at >= ? AND f.occurred_at < ?) ORDER BY p.position_id",
+        (today_id, start, end, start, end)).fetchall()
+    rows = _day_rows(conn, positions)
     realized, unrealized = day_pnl(rows, today_id, day) if day else (Decimal(0), Decimal(0))
     carried = [p for p in positions if p["cycle_id"] != today_id and p["status"] == "open"]
-    closed_today = [p for p, row in zip(positions, rows)
-                    if p["cycle_id"] != today_id and day and row.status == "closed" and counts_in_day(row, today_id, day)]
+    closed_today = [(p, realized_in_day(row, today_id, day)) for p, row in zip(positions, rows)
+                    if day and p["cycle_id"] != today_id and p["status"] == "closed"]
     if cycle is None:
         out.append("no trading cycle yet")
     else:
@@ -165,8 +166,8 @@ def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[
         out.append("(no positions today)")
     out.append(f"realized {realized:+.2f}  unrealized {unrealized:+.2f}")
     if closed_today:
-        out.append(f"* {len(closed_today)} kept from an earlier day closed today, realized "
-                   f"{sum((Decimal(p['realized_pnl']) for p in closed_today), Decimal(0)):+.2f}, in the day's P&L")
+        out.append(f"* {len(closed_today)} kept from an earlier day closed today, realized today "
+                   f"{sum((pnl for _, pnl in closed_today), Decimal(0)):+.2f}, in the day's P&L")
     if carried:
         held = sum((Decimal(p["unrealized_pnl"]) for p in carried), Decimal(0))
         out.append(f"* {len(carried)} open from an earlier day (kept overnight), unrealized {held:+.2f}, not in the "
@@ -197,6 +198,21 @@ def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[
         except (OSError, ValueError):
             out.append(f"(daemon snapshot {snapshot} unreadable)")
     return out
+
+
+def _day_rows(conn: sqlite3.Connection, positions: list[sqlite3.Row]) -> list[DayPosition]:
+    """The positions as the day's P&L reads them, each with its recorded executions (catalyst.store.cycle_ops's
+    reading, in the sqlite3 shell's terms: status reads the file as it is, without the daemon's engine)."""
+    ids = [p["position_id"] for p in positions]
+    fills: dict[int, list[tuple[datetime, str, Decimal, Decimal]]] = {i: [] for i in ids}
+    for f in conn.execute(
+            "SELECT o.position_id, f.occurred_at, f.side, f.qty, f.price FROM fills f JOIN orders o USING (order_id) "
+            f"WHERE o.position_id IN ({','.join('?' * len(ids))}) ORDER BY f.occurred_at, f.fill_id", ids):
+        at = _utc(f["occurred_at"])
+        if at is not None:
+            fills[f["position_id"]].append((at, f["side"], Decimal(f["qty"]), Decimal(f["price"])))
+    return [DayPosition(p["cycle_id"], p["side"], p["status"], Decimal(p["realized_pnl"]), Decimal(p["unrealized_pnl"]),
+                        _utc(p["exit_time"]), tuple(fills[p["position_id"]])) for p in positions]
 
 
 def _stored(at: datetime) -> str:

@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from catalyst.domain.errors import ExitExceedsPosition, IllegalTransition, InvalidQuantity
+from catalyst.domain.errors import DomainError, ExitExceedsPosition, IllegalTransition, InvalidQuantity
 from catalyst.domain.machine import StateMachine
 from catalyst.domain.money import MONEY_CONTEXT, ZERO, positive, to_tick, weighted_average
 
@@ -216,35 +216,56 @@ def exits_from_fill(side: PositionSide, planned_entry: Decimal, stop: Decimal, t
     return new_stop, new_target
 
 
+
 @dataclass(frozen=True)
 class DayPosition:
-    """What a day's P&L reads of a positions row."""
+    """What a day's P&L reads of a positions row and its recorded executions."""
 
     cycle_id: int
+    side: str  # long | short
     status: str
     realized_pnl: Decimal
     unrealized_pnl: Decimal
-    exit_time: datetime | None  # timezone-aware
+    exit_time: datetime | None = None  # timezone-aware; set once closed
+    fills: tuple[tuple[datetime, str, Decimal, Decimal], ...] = ()  # (occurred_at, order side, qty, price), in order
 
 
-def counts_in_day(position: DayPosition, cycle_id: int, day: tuple[datetime, datetime]) -> bool:
-    """Whether `position` belongs in the P&L of the day [start, end) whose cycle is `cycle_id`: one of that day's own,
-    unless it closed on a later day; or one kept from an earlier day that closed on this one. A gain or loss is the
-    day's it is realized on: a stop (good till cancelled) that sells yesterday's shares at today's open is today's
-    loss, for today's daily loss limit, status and report; yesterday's figure was written at its close, with those
-    shares' unrealized P&L then."""
+def realized_in_day(position: DayPosition, cycle_id: int, day: tuple[datetime, datetime]) -> Decimal:
+    """The part of `position`'s realized P&L its exits made during the day [start, end): a gain or loss is the day's
+    it is realized on. A position kept overnight whose stop (good till cancelled) sells at the next open is that
+    day's loss, for its daily loss limit, status and report; a piece sold the day before was that day's, and is not
+    counted again. Its realized P&L at each bound is its recorded executions before it, replayed; at the end, the
+    row's own figure when every execution is before it (the usual case, a day's own trade). A book that cannot be
+    replayed, or none recorded, counts the row's figure on the day it closed, or its own day while open."""
     start, end = day
-    closed_at = position.exit_time if position.status == PositionStatus.CLOSED else None
-    if position.cycle_id == cycle_id:
-        return closed_at is None or closed_at < end
-    return closed_at is not None and start <= closed_at < end
+
+    def on_its_day() -> Decimal:
+        closed_at = position.exit_time if position.status == PositionStatus.CLOSED else None
+        on_day = start <= closed_at < end if closed_at is not None else position.cycle_id == cycle_id
+        return position.realized_pnl if on_day else ZERO
+
+    def realized_before(cutoff: datetime) -> Decimal | None:
+        book = [(side, qty, price) for at, side, qty, price in position.fills if at < cutoff]
+        if not book:
+            return ZERO
+        try:
+            return replay_fills(Position("day", PositionSide(position.side)), book).realized_pnl
+        except DomainError:
+            return None
+
+    if not position.fills:
+        return on_its_day()
+    at_start = realized_before(start)
+    at_end = position.realized_pnl if all(at < end for at, *_ in position.fills) else realized_before(end)
+    if at_start is None or at_end is None:
+        return on_its_day()
+    return at_end - at_start
 
 
 def day_pnl(positions: Sequence[DayPosition], cycle_id: int, day: tuple[datetime, datetime]) -> tuple[Decimal, Decimal]:
-    """(realized, unrealized) of the day: realized over the positions that count in it (counts_in_day), unrealized
-    over the day's own still open."""
-    counted = [p for p in positions if counts_in_day(p, cycle_id, day)]
-    realized = sum((p.realized_pnl for p in counted), ZERO)
-    unrealized = sum((p.unrealized_pnl for p in counted if p.cycle_id == cycle_id and p.status == PositionStatus.OPEN),
+    """(realized, unrealized) of the day whose cycle is `cycle_id`: what every position realized during it
+    (realized_in_day), and the unrealized P&L of the day's own positions still open."""
+    realized = sum((realized_in_day(p, cycle_id, day) for p in positions), ZERO)
+    unrealized = sum((p.unrealized_pnl for p in positions if p.cycle_id == cycle_id and p.status == PositionStatus.OPEN),
                      ZERO)
     return realized, unrealized

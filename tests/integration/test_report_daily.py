@@ -339,5 +339,43 @@ def test_a_trade_kept_overnight_counts_in_the_report_of_the_day_it_closed(tmp_pa
 
     assert "**Trades:** 1 closed (1 won, 0 lost), 1 still open" in entered
     assert "**Realized P&L:** +$600.00\n" in entered  # the winner's alone
-    assert (f"**Realized P&L:** -$500.00 (with -$500.00 from 1 kept from an earlier day and closed today: "
-            f"MSFT #{kept} -$500.00)") in closed
+    assert f"**Realized P&L:** -$500.00 (with -$500.00 from 1 kept from an earlier day: MSFT #{kept} -$500.00)" in closed
+
+
+def test_a_piece_sold_the_day_before_is_not_counted_again_the_day_the_rest_is_sold(tmp_path: Path) -> None:
+    """One OCO's target sold 10 of 20 on the entry day (+60), the other 10 were kept overnight and their stop sold
+    them at the next open (-50). The next day counted the position's whole realized P&L, +10: the +60 twice."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'pieces.db'}"
+    next_day = DAY + timedelta(days=1)
+    with day_writer(url) as (writer, cycle):
+        entry = writer.create_order(cycle_id=cycle.cycle_id, symbol="NVDA", role="entry", side="buy",
+                                    order_type="market", quantity=D("20"), at=at(10, 0)).get()
+        writer.record_fill(execution_id="e1", order_id=entry.order_id, symbol="NVDA", side="buy", qty=D("20"),
+                           price=D("100"), occurred_at=at(10, 0), source="stream").get()  # fmt: skip
+        position = writer.open_position_for_entry(entry.order_id, D("20"), D("100"), at(10, 0), D("95"), D("106")).get()
+        target, stop = writer.create_orders([
+            NewOrder(cycle.cycle_id, "NVDA", "take_profit", "sell", "limit", D("10"), limit_price=D("106"),
+                     position_id=position.position_id, parent_order_id=entry.order_id),
+            NewOrder(cycle.cycle_id, "NVDA", "stop_loss", "sell", "stop", D("10"), stop_price=D("95"),
+                     position_id=position.position_id, parent_order_id=entry.order_id),
+        ], at=at(10, 0)).get()  # fmt: skip
+        writer.record_fill(execution_id="e2", order_id=target.order_id, symbol="NVDA", side="sell", qty=D("10"),
+                           price=D("106"), occurred_at=at(11, 0), source="stream").get()  # fmt: skip
+        writer.update_position(position.position_id, quantity=D("10"), realized_pnl=D("60")).get()
+        writer.mark_open_position(position.position_id, D("99"), D("-10")).get()
+        assert writer.cycle_pnl(cycle.cycle_id).get() == (D("60"), D("-10"))  # the entry day, as its close wrote it
+        tomorrow = writer.get_or_create_cycle(next_day, at=at(9, 15, day=next_day)).get()
+        writer.record_fill(execution_id="e3", order_id=stop.order_id, symbol="NVDA", side="sell", qty=D("10"),
+                           price=D("95"), occurred_at=at(9, 30, 5, day=next_day), source="stream").get()  # fmt: skip
+        writer.close_position(position.position_id, D("100.50"), D("10"), at(9, 30, 5, day=next_day)).get()
+
+        assert writer.cycle_pnl(tomorrow.cycle_id).get() == (D("-50"), D(0))  # the daily loss limit's input
+        assert writer.cycle_pnl(cycle.cycle_id).get() == (D("60"), D(0))  # the entry day keeps its own +60 only
+    engine = read_only_engine(url)
+    try:
+        closed = write_daily_report(sessionmaker(engine), next_day, tmp_path / "reports").read_text()
+        entered = write_daily_report(sessionmaker(engine), DAY, tmp_path / "reports").read_text()
+    finally:
+        engine.dispose()
+    assert f"**Realized P&L:** -$50.00 (with -$50.00 from 1 kept from an earlier day: NVDA #{position.position_id}" in closed
+    assert "**Realized P&L:** +$60.00\n" in entered

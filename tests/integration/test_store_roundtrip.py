@@ -319,7 +319,7 @@ def test_a_loss_realized_on_the_day_after_entry_is_that_days(run: StoreOnLoop, t
     (row,) = [line for line in lines if line.startswith(f"AMD#p-{kept.position_id}* ")]
     assert row.split()[1] == "closed"
     assert not [line for line in lines if line.startswith(f"NVDA#p-{sold.position_id}")]  # yesterday's own day
-    assert "* 1 kept from an earlier day closed today, realized -50.00, in the day's P&L" in lines
+    assert "* 1 kept from an earlier day closed today, realized today -50.00, in the day's P&L" in lines
 
 
 def test_catalyst_status_says_whether_a_daemon_runs_and_whose_snapshot_it_shows(run: StoreOnLoop,
