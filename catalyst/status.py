@@ -77,6 +77,11 @@ def status_text(config: Config, simulation: bool = False) -> str:
     running, said = daemon_line(path)
     if not path.exists() and running:
         return f"{said}; starting up: its database {path} is not created yet"
+    if path.is_dir():
+        raise DatabaseError(f"{path}: a directory, not a database file (check daemon.database_url)")
+    if path.is_file() and path.stat().st_size == 0:  # SQLite's own answer would be "no such table: orders"
+        raise DatabaseError(f"{path}: an empty file, no database yet (run `catalyst db upgrade` or start the "
+                            f"daemon){hint}")
     warnings = _database_warnings(url)
     with _open(path, hint) as conn:
         try:
