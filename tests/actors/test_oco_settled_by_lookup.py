@@ -15,6 +15,16 @@ from tests.actors.conftest import logged_lines
 from tests.actors.test_trade_scenarios import broker_working_stop_qty, legs, position_of
 
 
+def open_with_an_oco_settled_by_lookup(trading, faults: str = "reply_lost=1.0,drop=1.0") -> None:
+    """AAPL bought and its OCO placed with every submit's answer lost (`faults`): settled by a look-up by
+    client_order_id, which answers without the legs."""
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.exchange.set_faults(faults)
+    trading.open(trading.plan())
+    trading.wait_for(lambda: any(o.role == "take_profit" and o.alpaca_order_id for o in legs(trading)),
+                     "the OCO to be settled by its look-up", timeout=40)
+
+
 def _through_the_stop_leg(trading) -> None:
     assert broker_working_stop_qty(trading) == Decimal("100")  # placed once, at the broker
     stop_row = next(o for o in legs(trading) if o.role == "stop_loss")
@@ -32,13 +42,9 @@ def _through_the_stop_leg(trading) -> None:
 
 @pytest.mark.parametrize("faults", ["reply_lost=1.0", "reply_lost=1.0,drop=1.0"])
 def test_an_oco_settled_by_lookup_learns_its_stop_legs_id_and_records_the_stops_fill(trading, faults):
-    trading.exchange.set_price("AAPL", "149.95")
     # Every submit is placed and its answer lost: settled by look-up. In the second case the stream's events are lost
     # too (a reconnect's gap): nothing but the look-up tells the router about the OCO's legs.
-    trading.exchange.set_faults(faults)
-    trading.open(trading.plan())
-    trading.wait_for(lambda: any(o.role == "take_profit" and o.alpaca_order_id for o in legs(trading)),
-                     "the OCO to be settled by its look-up", timeout=40)
+    open_with_an_oco_settled_by_lookup(trading, faults)
     trading.exchange.set_faults("")
     _through_the_stop_leg(trading)
 
@@ -52,12 +58,8 @@ def test_an_oco_acknowledged_without_its_stop_leg_asks_the_broker_for_it(trading
         return self._read(f"order cid={client_order_id}",
                           lambda: order_report(self._orders.get_order_by_client_id(client_order_id)), priority)
     monkeypatch.setattr(AlpacaBroker, "get_order_by_client_id", lookup_un_nested)
-    trading.exchange.set_price("AAPL", "149.95")
-    trading.exchange.set_faults("reply_lost=1.0,drop=1.0")
     with logged_lines("actors.order_router", "WARNING") as warnings:
-        trading.open(trading.plan())
-        trading.wait_for(lambda: any(o.role == "take_profit" and o.alpaca_order_id for o in legs(trading)),
-                         "the OCO to be settled by its look-up", timeout=40)
+        open_with_an_oco_settled_by_lookup(trading)
         trading.exchange.set_faults("")
         _through_the_stop_leg(trading)
     assert any("acknowledged without its stop leg: asking the broker for it" in line for line in warnings)

@@ -28,6 +28,7 @@ from catalyst.broker.errors import ServerError
 from catalyst.domain.reconcile import DoctorSettings
 from catalyst.sim import engine as sim_engine
 from tests.actors.conftest import Trading, logged_lines
+from tests.actors.test_oco_settled_by_lookup import open_with_an_oco_settled_by_lookup
 from tests.actors.test_trade_scenarios import broker_working_stop_qty, legs, position_of
 
 
@@ -48,12 +49,8 @@ def reads_by_id_down(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 def settle_oco_by_lookup_with_its_read_failing(trading: Trading, down: list[bool], faults_after: str) -> None:
     """The OCO's reply lost: settled by its look-up (un-nested), its re-read by id and the router's first verify
     failing; then reads by id work again."""
-    trading.exchange.set_price("AAPL", "149.95")
-    trading.exchange.set_faults("reply_lost=1.0,drop=1.0")
     with logged_lines("actors.broker_worker", "WARNING") as broker:
-        trading.open(trading.plan())
-        trading.wait_for(lambda: any(o.role == "take_profit" and o.alpaca_order_id for o in legs(trading)),
-                         "the OCO to be settled by its look-up", timeout=40)
+        open_with_an_oco_settled_by_lookup(trading)
         trading.exchange.set_faults(faults_after)
         trading.wait_for(lambda: any("broker verify" in line for line in broker), "the first verify to fail")
     down[0] = False

@@ -6,25 +6,21 @@ wire before the first answer: with Alpaca refusing an OCO while the entry works 
 was refused (chaos, seed 201: seven refused OCOs, fourteen calls); a thin stock's entry split into many small OCOs.
 
 The position actor is driven message by message as the router would (tests/actors/test_position_flatten.py's Rig,
-the real DbWriter on a SQLite file); the last test runs the whole actor system against the emulator.
+the real DbWriter on a SQLite file); the catch-up case runs the whole actor system against the emulator
+(tests/actors/test_wash_trade.py).
 """
 
 from __future__ import annotations
 
 import time
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 from actors import messages as m
 from actors.position import PROTECTION_COALESCE_S, PositionActor
 from catalyst.domain.orders import OrderStatus
 from catalyst.sim.clock import SimClock
-from tests.actors.conftest import START, Trading, exchange_at
 from tests.actors.test_position_flatten import T0, Rig, wait_for
-from tests.actors.test_trade_scenarios import broker_working_stop_qty, legs, position_of, protected_qty
 
 
 def piece(rig: Rig, cum: int, qty: int, price: str, status: OrderStatus = OrderStatus.PARTIAL_FILL) -> None:
@@ -130,30 +126,3 @@ def test_the_wait_ends_a_second_after_the_oco_was_sent_however_many_pieces_come(
     second = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the held pieces' OCO", timeout=5)[0]
     assert time.monotonic() - held_at < PROTECTION_COALESCE_S * 1.3
     assert second.take_profit.quantity == Decimal(20)
-
-
-# --- the whole actor system against the emulator, Alpaca's wash-trade check on -----------------------------------
-
-@pytest.fixture
-def strict(tmp_path: Path) -> Iterator[Trading]:
-    with exchange_at(START, wash_trade_check="strict") as exchange:
-        harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}").start()
-        yield harness
-        harness.stop()
-
-
-def test_a_restarts_catch_up_of_several_pieces_sends_one_oco_not_one_per_piece(strict: Trading) -> None:
-    trading = strict
-    trading.open(trading.plan(qty="800", stop="48.00", target="55.00"))  # rests: no trade in AAPL yet
-    trading.wait_for(lambda: (rows := trading.all_orders()) and rows[0].alpaca_order_id, "the entry acknowledged")
-    trading.stop()
-    for _ in range(3):  # 25% participation, 200 a minute: three pieces while the daemon is down, 200 still to buy
-        trading.trade("AAPL", "50.00", volume=800)
-    trading.start()  # the catch-up records the three pieces at once
-
-    trading.wait_for(lambda: protected_qty(trading) == Decimal("600"), "the 600 bought to be protected")
-    entry = next(o for o in trading.all_orders() if o.role == "entry")
-    refused = [o for o in legs(trading) if o.status == "rejected"]
-    assert entry.status == "cancelled" and entry.filled_qty == Decimal("600")
-    assert position_of(trading).quantity == Decimal("600") and broker_working_stop_qty(trading) == Decimal("600")
-    assert len(refused) <= 2 and all("wash trade" in (o.rejection_reason or "") for o in refused)  # one OCO at most

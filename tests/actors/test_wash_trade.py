@@ -53,6 +53,24 @@ def test_a_partly_filled_entry_whose_oco_is_refused_as_a_wash_trade_is_cut_short
     assert len(said) == 1 and "cancelling the entry's rest, then protecting its 200 shares" in said[0]
 
 
+def test_a_restarts_catch_up_of_several_pieces_sends_one_oco_not_one_per_piece(trading: Trading) -> None:
+    # Pieces filled while an OCO is on its way wait for its answer (actors.position.PROTECTION_COALESCE_S): before,
+    # one OCO per piece went out before the first refusal came back (chaos, seed 200: seven, all refused).
+    trading.open(trading.plan(qty="800", stop="48.00", target="55.00"))  # rests: no trade in AAPL yet
+    trading.wait_for(lambda: (rows := trading.all_orders()) and rows[0].alpaca_order_id, "the entry acknowledged")
+    trading.stop()
+    for _ in range(3):  # 25% participation, 200 a minute: three pieces while the daemon is down, 200 still to buy
+        trading.trade("AAPL", "50.00", volume=800)
+    trading.start()  # the catch-up records the three pieces at once
+
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("600"), "the 600 bought to be protected")
+    entry = next(o for o in trading.all_orders() if o.role == "entry")
+    refused = [o for o in legs(trading) if o.status == "rejected"]
+    assert entry.status == "cancelled" and entry.filled_qty == Decimal("600")
+    assert position_of(trading).quantity == Decimal("600") and broker_working_stop_qty(trading) == Decimal("600")
+    assert len(refused) <= 2 and all("wash trade" in (o.rejection_reason or "") for o in refused)  # one OCO at most
+
+
 # --- the position actor alone, driven message by message as the router would (tests/actors/test_position_flatten.py)
 
 WASH = "rejected[wash_trade] HTTP 403 code 40310000: potential wash trade detected. use complex orders"

@@ -254,16 +254,21 @@ def test_missing_database_is_named_and_not_created(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
+def bought_20_nvda_at_100(writer: Any, cycle: Any, stop: Decimal, target: Decimal) -> tuple[Any, Any]:
+    """An entry for 20 NVDA, its fill at 100.00 at 10:00 and its open position: (entry row, position row)."""
+    entry = writer.create_order(
+        cycle_id=cycle.cycle_id, symbol="NVDA", role="entry", side="buy", order_type="market",
+        quantity=D("20"), planned_stop_loss=stop, planned_take_profit=target, at=at(9, 59),
+    ).get()  # fmt: skip
+    writer.record_fill(execution_id="e1", order_id=entry.order_id, symbol="NVDA", side="buy", qty=D("20"),
+                       price=D("100"), occurred_at=at(10, 0), source="stream").get()  # fmt: skip
+    return entry, writer.open_position_for_entry(entry.order_id, D("20"), D("100"), at(10, 0), stop, target).get()
+
+
 def test_partial_take_profit_then_flatten_shows_both_exits_and_two_curve_steps(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'partial.db'}"
     with day_writer(url) as (writer, cycle):
-        entry = writer.create_order(
-            cycle_id=cycle.cycle_id, symbol="NVDA", role="entry", side="buy", order_type="market",
-            quantity=D("20"), planned_stop_loss=D("95"), planned_take_profit=D("110"), at=at(9, 59),
-        ).get()  # fmt: skip
-        writer.record_fill(execution_id="e1", order_id=entry.order_id, symbol="NVDA", side="buy", qty=D("20"),
-                           price=D("100"), occurred_at=at(10, 0), source="stream").get()  # fmt: skip
-        position = writer.open_position_for_entry(entry.order_id, D("20"), D("100"), at(10, 0), D("95"), D("110")).get()
+        entry, position = bought_20_nvda_at_100(writer, cycle, stop=D("95"), target=D("110"))
         tp, flatten = writer.create_orders([
             NewOrder(cycle.cycle_id, "NVDA", "take_profit", "sell", "limit", D("20"), limit_price=D("110"),
                      position_id=position.position_id, parent_order_id=entry.order_id),
@@ -319,6 +324,15 @@ def minute_prices_with_nvda(symbol: str, start: datetime, end: datetime) -> list
     return [(start, D("90"))] if symbol == "NVDA" else minute_prices(symbol, start, end)
 
 
+def reports_of(url: str, folder: Path, *days: date) -> list[str]:
+    """The daily reports of `days`, read through a read-only engine as `catalyst report` does."""
+    engine = read_only_engine(url)
+    try:
+        return [write_daily_report(sessionmaker(engine), day, folder).read_text() for day in days]
+    finally:
+        engine.dispose()
+
+
 def test_a_trade_kept_overnight_counts_in_the_report_of_the_day_it_closed(tmp_path: Path) -> None:
     """Its loss went into the entry day's realized P&L, and the next day's report, the day the stop sold at the open
     (good till cancelled), said nothing of it."""
@@ -330,12 +344,7 @@ def test_a_trade_kept_overnight_counts_in_the_report_of_the_day_it_closed(tmp_pa
         record_trade(writer, cycle.cycle_id, WINNER)
         kept = record_trade(writer, cycle.cycle_id, overnight)
         writer.get_or_create_cycle(next_day, at=at(9, 15, day=next_day)).get()
-    engine = read_only_engine(url)
-    try:
-        entered = write_daily_report(sessionmaker(engine), DAY, tmp_path / "reports").read_text()
-        closed = write_daily_report(sessionmaker(engine), next_day, tmp_path / "reports").read_text()
-    finally:
-        engine.dispose()
+    entered, closed = reports_of(url, tmp_path / "reports", DAY, next_day)
 
     assert "**Trades:** 1 closed (1 won, 0 lost), 1 still open" in entered
     assert "**Realized P&L:** +$600.00\n" in entered  # the winner's alone
@@ -348,11 +357,7 @@ def test_a_piece_sold_the_day_before_is_not_counted_again_the_day_the_rest_is_so
     url = f"sqlite+aiosqlite:///{tmp_path / 'pieces.db'}"
     next_day = DAY + timedelta(days=1)
     with day_writer(url) as (writer, cycle):
-        entry = writer.create_order(cycle_id=cycle.cycle_id, symbol="NVDA", role="entry", side="buy",
-                                    order_type="market", quantity=D("20"), at=at(10, 0)).get()
-        writer.record_fill(execution_id="e1", order_id=entry.order_id, symbol="NVDA", side="buy", qty=D("20"),
-                           price=D("100"), occurred_at=at(10, 0), source="stream").get()  # fmt: skip
-        position = writer.open_position_for_entry(entry.order_id, D("20"), D("100"), at(10, 0), D("95"), D("106")).get()
+        entry, position = bought_20_nvda_at_100(writer, cycle, stop=D("95"), target=D("106"))
         target, stop = writer.create_orders([
             NewOrder(cycle.cycle_id, "NVDA", "take_profit", "sell", "limit", D("10"), limit_price=D("106"),
                      position_id=position.position_id, parent_order_id=entry.order_id),
@@ -371,11 +376,6 @@ def test_a_piece_sold_the_day_before_is_not_counted_again_the_day_the_rest_is_so
 
         assert writer.cycle_pnl(tomorrow.cycle_id).get() == (D("-50"), D(0))  # the daily loss limit's input
         assert writer.cycle_pnl(cycle.cycle_id).get() == (D("60"), D(0))  # the entry day keeps its own +60 only
-    engine = read_only_engine(url)
-    try:
-        closed = write_daily_report(sessionmaker(engine), next_day, tmp_path / "reports").read_text()
-        entered = write_daily_report(sessionmaker(engine), DAY, tmp_path / "reports").read_text()
-    finally:
-        engine.dispose()
+    entered, closed = reports_of(url, tmp_path / "reports", DAY, next_day)
     assert f"**Realized P&L:** -$50.00 (with -$50.00 from 1 kept from an earlier day: NVDA #{position.position_id}" in closed
     assert "**Realized P&L:** +$60.00\n" in entered
