@@ -141,7 +141,8 @@ class _LogFile:
 
     def write(self, message: Any) -> None:
         try:
-            self._write(str(message))
+            # loguru's Message as it came, not str(message): a time rotation ("1 day", "00:00") reads its `.record`.
+            self._write(message)
         except Exception as exc:  # noqa: BLE001 - a log line must never take its caller down
             if self.failing is None:
                 self.failing = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
