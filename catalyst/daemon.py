@@ -885,7 +885,10 @@ def run_daemon(args: argparse.Namespace) -> int:
 def run_sim(args: argparse.Namespace) -> int:
     config, secrets = prepare(args)
     database_url = sim_database_url(config)
-    if not embedded_exchange(config) and sqlite_path(database_url) == config.database_path:
+    daemon_database = config.database_path
+    # Resolved: a symlink naming the daemon's database is the daemon's database.
+    if (not embedded_exchange(config) and daemon_database is not None
+            and sqlite_path(database_url).resolve() == daemon_database.resolve()):
         # The simulation's database is emptied at every run: never the daemon's own, holding its orders.
         raise ConfigError(f"{config.source}: daemon.database_url is {config.database_path}, the file `catalyst sim` "
                           "empties at every run: give the daemon's database another name")

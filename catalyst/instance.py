@@ -17,6 +17,7 @@ PROBED_FOR_S = 1.0  # how long a start waits out another command's look at the l
 def emergency_path(database_path: Path) -> Path:
     """`<db>.emergency`: an operator's emergency stop under way, kept until the daemon is flat and stops (beside the
     lock and pid files, read by the daemon at start and by `catalyst status`)."""
+    database_path = database_path.resolve()  # one database, one marker, whatever symlink or `..` names it
     return database_path.with_name(database_path.name + ".emergency")
 
 
@@ -24,6 +25,9 @@ class InstanceLock:
     """`<db>.lock` held for the daemon's life; `<db>.pid` says who holds it, for `catalyst stop` and the error."""
 
     def __init__(self, database_path: Path) -> None:
+        # Beside the real file: a symlink or a `..` path to a locked database took a lock of its own, and two
+        # daemons ran on one database.
+        database_path = database_path.resolve()
         self.lock_path = database_path.with_name(database_path.name + ".lock")
         self.pid_path = database_path.with_name(database_path.name + ".pid")
         self._lock = FileLock(str(self.lock_path), timeout=0)

@@ -121,6 +121,21 @@ def test_catalyst_sim_refuses_a_daemon_database_named_as_its_own_and_leaves_it_w
     assert all((tmp_path / "var" / f"sim.db{s}").read_bytes() == b"the paper daemon's orders" for s in ("", "-wal"))
 
 
+def test_catalyst_sim_refuses_a_daemon_database_that_is_a_symlink_to_its_own(capsys, tmp_path, monkeypatch):
+    # The daemon's var/orders.db a symlink to var/sim.db: the names differed, and `catalyst sim` emptied the file.
+    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
+    monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "sim.db").write_bytes(b"the paper daemon's orders")
+    (tmp_path / "var" / "orders.db").symlink_to("sim.db")
+    config = tmp_path / "config.toml"
+    # Absolute: a relative path is resolved already (catalyst.config._resolve_paths).
+    config.write_text(f'[broker]\nmode = "paper"\n[daemon]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path}/var/orders.db"\n')
+    assert main(["sim", "--config", str(config)]) == 2
+    assert "the file `catalyst sim` empties at every run" in capsys.readouterr().err
+    assert (tmp_path / "var" / "sim.db").read_bytes() == b"the paper daemon's orders"
+
+
 @pytest.mark.parametrize("command", ["run", "sim"])
 def test_a_stop_while_the_daemons_modules_load_is_a_clean_exit(command, tmp_path):
     # Loading the daemon's modules takes most of a second, before its own handlers: a TERM then killed the process

@@ -67,3 +67,26 @@ def _expect_refused(database) -> None:
         _failures.append("a second daemon was let in")
     except AlreadyRunning:
         pass
+
+
+def test_a_second_lock_through_a_symlink_or_dotdot_path_to_a_locked_database_is_refused(tmp_path):
+    """Config A's database_url named var/catalyst.db, config B's an absolute path to a symlink of that file: each took
+    its own lock beside the path as written, and two daemons ran on one database."""
+    from catalyst.errors import AlreadyRunning
+    from catalyst.instance import emergency_path
+
+    (tmp_path / "var").mkdir()
+    (tmp_path / "other").mkdir()
+    database = tmp_path / "var" / "catalyst.db"
+    database.touch()
+    symlink = tmp_path / "other" / "catalyst.db"
+    symlink.symlink_to(database)
+    held = InstanceLock(database).acquire("daemon")
+    try:
+        for other_name in (symlink, tmp_path / "other" / ".." / "var" / "catalyst.db"):
+            with pytest.raises(AlreadyRunning):
+                InstanceLock(other_name).acquire("daemon")
+            assert InstanceLock(other_name).holder() is not None  # `catalyst status` / `stop` find it too
+            assert emergency_path(other_name) == emergency_path(database)  # and its emergency stop
+    finally:
+        held.release()
