@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 from catalyst.sim.clock import MAX_SPEED
 from catalyst.errors import CatalystError, DatabaseError, StopDuringStartup, UsageError
-from catalyst.logs import to_log_file_only
+from catalyst.logs import redact, to_log_file_only
 from catalyst.sim.wash_trade import WASH_TRADE_CHECKS
 from catalyst.store.errors import StoreError, storage_fault
 
@@ -241,7 +241,7 @@ def _exit_with(line: str, code: int) -> int:
     """`line` on stderr, and as the last line of the log file when the command logs to one (a daemon's exit)."""
     to_log_file_only("INFO" if code == 0 else "CRITICAL", f"system exiting with code {code}: {line}")
     try:
-        print(line, file=sys.stderr)
+        print(redact(line), file=sys.stderr)  # as the log's lines: an error may quote a URL with the keys in it
     except OSError:  # stderr is the pipe that broke (`catalyst run 2>&1 | tee`): the log file has the line
         pass
     return code
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "disk, then run again", DatabaseError.exit_code)
         _exit_with(f"catalyst: internal error: {type(exc).__name__}: {exc}", 1)
         if os.environ.get("CATALYST_TRACEBACK"):
-            traceback.print_exc()
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
         else:
             print("catalyst: set CATALYST_TRACEBACK=1 to see where", file=sys.stderr)
         return 1

@@ -38,7 +38,7 @@ from catalyst.errors import (
     UsageError,
 )
 from catalyst.instance import InstanceLock, emergency_path
-from catalyst.logs import LogFileError, setup_logging
+from catalyst.logs import LogFileError, keep_secrets_out, setup_logging
 from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
 from catalyst.store.errors import DAMAGED_ADVICE, is_damage, storage_fault
@@ -148,9 +148,11 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Any]:
     """Load and check everything a run needs before any actor starts."""
     # The database, its WAL, logs, snapshots and reports may name positions and P&L: owner-only, whatever the umask.
     os.umask(0o077)
-    config = _load(args)
     env_file = getattr(args, "env_file", None)
     secrets = load_secrets({**os.environ, **read_env_file(env_file)} if env_file else None)
+    # Before the config: an error naming a URL with the keys in it (--broker-url) is printed without them.
+    keep_secrets_out(secrets.values())
+    config = _load(args)
     _setup_logging(args, config, secrets)
     _check_reports_dir(args, config.daemon.reports_dir)
     if getattr(args, "simulation", False):

@@ -30,6 +30,12 @@ class LogFileError(ValueError):
     """The log file cannot be set up as configured; the message names the config key (logging.file/rotation)."""
 
 
+def keep_secrets_out(secrets: Iterable[str]) -> None:
+    """The strings `redact` replaces from now on: in every log line, and in every line the command line prints."""
+    global _secrets
+    _secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
+
+
 def redact(text: str) -> str:
     """Replace every configured secret in `text`."""
     for secret in _secrets:
@@ -204,8 +210,7 @@ def setup_logging(
     secrets: Iterable[str] = (),
 ) -> None:
     """(Re)configure every sink. Called at start and on SIGHUP (which reopens the log file)."""
-    global _secrets
-    _secrets = tuple(sorted((s for s in secrets if s), key=len, reverse=True))
+    keep_secrets_out(secrets)
     global _log_file
     logger.remove()
     if _log_file is not None:  # SIGHUP: the old file is closed, the new one opened below

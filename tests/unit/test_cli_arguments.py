@@ -159,3 +159,26 @@ def test_a_stop_while_the_daemons_modules_load_is_a_clean_exit(command, tmp_path
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, (done.returncode, done.stderr)
     assert done.stderr.strip() == "catalyst: stopped by SIGTERM during start-up"
+
+
+@pytest.mark.parametrize("where", ["http://127.0.0.1:9", "ftp://127.0.0.1:9"])  # unreachable; not a URL we take
+def test_a_broker_url_with_the_keys_in_it_never_reaches_stderr(where, tmp_path):
+    # The log line was redacted, but the final `catalyst: error: … unreachable at https://KEY:SECRET@…` was not.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///catalyst.db"\n[broker]\nstartup_wait_s = 0\n')
+    scheme, _, host = where.partition("://")
+    done = subprocess.run(  # a process of its own: `catalyst run` installs signal handlers and narrows the umask
+        [sys.executable, "-m", "catalyst.cli", "run", "--config", str(config),
+         "--broker-url", f"{scheme}://PKLEAKED:SECRETLEAKED@{host}"],
+        capture_output=True, text=True, timeout=50, cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "APCA_API_KEY_ID": "PKLEAKED", "APCA_API_SECRET_KEY": "SECRETLEAKED"},
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].startswith("catalyst: error: "), done.stderr
+    assert "LEAKED" not in done.stderr, done.stderr
+    assert f"{scheme}://***:***@{host}" in done.stderr.strip().splitlines()[-1]
