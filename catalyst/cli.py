@@ -152,8 +152,9 @@ def _cmd_db_downgrade(args: argparse.Namespace) -> int:
 def _migrating(config: Any, what: str, migrate: Callable[[], str]) -> str:
     """Under the daemon's instance lock: a migration may rebuild a table, which must not happen under a running
     daemon's feet (the daemon upgrades the database itself at every start)."""
-    from catalyst.instance import InstanceLock
+    from catalyst.instance import InstanceLock, owner_only_files
 
+    owner_only_files()  # as the daemon's: the database and its -wal/-shm this creates
     lock = InstanceLock(config.database_path).acquire(what) if config.database_path else None
     try:
         return migrate()

@@ -37,7 +37,7 @@ from catalyst.errors import (
     AccountCannotTrade, ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, StopDuringStartup,
     UsageError,
 )
-from catalyst.instance import InstanceLock, emergency_path
+from catalyst.instance import InstanceLock, emergency_path, owner_only_files
 from catalyst.logs import LogFileError, keep_secrets_out, setup_logging
 from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
@@ -146,8 +146,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def prepare(args: argparse.Namespace) -> tuple[Config, Any]:
     """Load and check everything a run needs before any actor starts."""
-    # The database, its WAL, logs, snapshots and reports may name positions and P&L: owner-only, whatever the umask.
-    os.umask(0o077)
+    owner_only_files()
     env_file = getattr(args, "env_file", None)
     secrets = load_secrets({**os.environ, **read_env_file(env_file)} if env_file else None)
     # Before the config: an error naming a URL with the keys in it (--broker-url) is printed without them.

@@ -14,6 +14,12 @@ from catalyst.errors import AlreadyRunning, DatabaseError
 PROBED_FOR_S = 1.0  # how long a start waits out another command's look at the lock
 
 
+def owner_only_files() -> None:
+    """Every file this process creates from now on readable by its owner only, whatever the umask it started with:
+    the database, its WAL, logs, snapshots and reports may name positions and P&L."""
+    os.umask(0o077)
+
+
 def emergency_path(database_path: Path) -> Path:
     """`<db>.emergency`: an operator's emergency stop under way, kept until the daemon is flat and stops (beside the
     lock and pid files, read by the daemon at start and by `catalyst status`)."""

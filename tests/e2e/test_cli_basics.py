@@ -179,3 +179,17 @@ def test_a_broken_output_pipe_is_a_failure_for_anything_but_a_reader():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.strip() == "catalyst: error: its output pipe broke (Broken pipe): nothing reads it"
+
+
+def test_db_upgrade_creates_owner_only_files_whatever_the_umask(tmp_path):
+    # Only the daemon narrowed the umask: `catalyst db upgrade` created the database (and its -wal/-shm) 0644.
+    import os
+
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///var/c.db"\n')
+    done = subprocess.run([sys.executable, "-m", "catalyst.cli", "db", "upgrade", "--config", str(config)],
+                          capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.umask(0o022))
+    assert done.returncode == 0, done.stderr
+    made = list((tmp_path / "var").iterdir())
+    assert tmp_path / "var" / "c.db" in made
+    assert {path.name: oct(path.stat().st_mode & 0o777) for path in made} == {path.name: "0o600" for path in made}
