@@ -128,6 +128,9 @@ def read_env_file(path: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the environment file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # never the bytes themselves: they may be a key
+        raise ConfigError(f"{path}: environment file is not UTF-8 text (byte {exc.start + 1} is not); save it as "
+                          "UTF-8") from None
     if mode & 0o077:
         raise UsageError(f"{path}: environment file has mode {mode:04o}, others could read the keys; "
                          f"run `chmod 600 {path}`")

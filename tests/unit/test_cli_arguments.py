@@ -182,3 +182,16 @@ def test_a_broker_url_with_the_keys_in_it_never_reaches_stderr(where, tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("catalyst: error: "), done.stderr
     assert "LEAKED" not in done.stderr, done.stderr
     assert f"{scheme}://***:***@{host}" in done.stderr.strip().splitlines()[-1]
+
+
+def test_an_env_file_that_is_not_utf8_is_one_line_naming_it(capsys, tmp_path, monkeypatch):
+    # It was `catalyst: internal error: UnicodeDecodeError: …`, exit 1.
+    monkeypatch.chdir(tmp_path)
+    env_file = tmp_path / "keys.env"
+    env_file.write_bytes(b"APCA_API_KEY_ID=PK\xe9\xff\nAPCA_API_SECRET_KEY=abc\n")
+    env_file.chmod(0o600)
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    assert main(["run", "--config", str(config), "--env-file", str(env_file)]) == 2
+    assert capsys.readouterr().err.strip() == (f"catalyst: error: {env_file}: environment file is not UTF-8 text "
+                                               "(byte 19 is not); save it as UTF-8")
