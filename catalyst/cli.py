@@ -163,26 +163,30 @@ def _migrating(config: Any, what: str, migrate: Callable[[], str]) -> str:
             lock.release()
 
 
-def _stop_while_importing() -> None:
+def _catch_signals_while_importing(args: argparse.Namespace) -> None:
     """TERM or INT while the daemon's modules load (most of a second): a supervisor's stop then is a clean exit 0
-    with its line, as during the rest of start-up, not death by the default action. The daemon's own handlers
-    replace these (catalyst.daemon.Signals)."""
+    with its line, as during the rest of start-up, not death by the default action. HUP, USR1 and USR2 then are
+    remembered in `args.signals_while_importing`, not death without a word either: the daemon's own handlers, which
+    replace these (catalyst.daemon.Signals), act on them once it is up; an emergency stop (USR2) is never lost."""
     def stop(signum: int, _frame: Any) -> None:
         raise StopDuringStartup(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    args.signals_while_importing = remembered = []
+    for kept in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(kept, lambda signum, _frame: remembered.append(signum))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    _stop_while_importing()
+    _catch_signals_while_importing(args)
     from catalyst.daemon import run_daemon
 
     return run_daemon(args)
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    _stop_while_importing()
+    _catch_signals_while_importing(args)
     from catalyst.daemon import run_sim
 
     return run_sim(args)

@@ -704,12 +704,16 @@ class Signals:
         self.reload_requested = False
         self.emergency_requested = False
 
-    def install(self) -> Signals:
+    def install(self, while_importing: list[int] | None = None) -> Signals:
+        """`while_importing`: the HUP/USR1/USR2 the command line's handlers kept before these (catalyst.cli), acted
+        on as if they came now. Read after these are installed: a signal is then either in it or handled here."""
+        handlers = {signal.SIGHUP: self._reopen, signal.SIGUSR1: self._dump, signal.SIGUSR2: self._emergency}
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        signal.signal(signal.SIGHUP, self._reopen)
-        signal.signal(signal.SIGUSR1, self._dump)
-        signal.signal(signal.SIGUSR2, self._emergency)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in while_importing or ():
+            handlers[signum](signum, None)
         return self
 
     def running(self, daemon: Daemon) -> None:
@@ -752,7 +756,7 @@ class Signals:
 
 def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Callable[[], Endpoint], database_url: str,
            days: int | None, what: str) -> Daemon:
-    signals = Signals(threading.Event()).install()
+    signals = Signals(threading.Event()).install(getattr(args, "signals_while_importing", None))
     # Before any thread of ours starts (they inherit it); every thread already running is moved too.
     placement = cpu.apply(config.daemon.cpu)
     (log.info if placement.as_asked else log.warning)(f"system runs {placement}")

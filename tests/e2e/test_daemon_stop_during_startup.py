@@ -53,3 +53,32 @@ def test_a_stop_while_waiting_for_the_emulator_exits_0_and_frees_the_database_lo
     again.wait_for(r"emulator at .* not answering .* retrying in", timeout=60)
     again.send(signal.SIGTERM)
     assert again.wait_exit(timeout=30) == 0
+
+
+def caught(pid: int, sig: signal.Signals) -> bool:
+    """Whether process `pid` has a handler of its own for `sig` (SigCgt in /proc/PID/status: bit signum-1)."""
+    with open(f"/proc/{pid}/status") as status:
+        mask = next(line.split()[1] for line in status if line.startswith("SigCgt:"))
+    return bool(int(mask, 16) >> (sig - 1) & 1)
+
+
+def test_an_emergency_stop_sent_right_after_the_start_is_taken_once_the_daemon_is_up(tmp_path, spawner, e2e):
+    # USR2 (and HUP) in the first second, while the daemon's modules load, killed it by the default action: no
+    # line, exit 140, and the emergency stop asked was lost.
+    config = e2e.write_config(tmp_path, 'mode = "emulator"\n')  # the built-in exchange, in the process, loopback
+    daemon = e2e.start_daemon(spawner, config, None)
+    # The command line's first handlers (TERM, installed as the daemon's modules start loading): right then.
+    e2e.wait_until(lambda: daemon.process.poll() is not None or caught(daemon.pid, signal.SIGTERM), 30,
+                   "the command line's signal handlers")
+    assert "system catalyst run" not in daemon.stderr()  # still importing: the daemon's own handlers are not in yet
+
+    daemon.send(signal.SIGUSR2)
+    daemon.send(signal.SIGHUP)
+
+    daemon.wait_for(r"system emergency stop \(operator: catalyst stop --emergency\): no new entry", timeout=60)
+    daemon.wait_for(r"system SIGHUP: log files reopened", timeout=30)
+    # Remembered across a restart until done (the built-in exchange's database: var/sim.db).
+    assert (tmp_path / "var" / "sim.db.emergency").exists() or "emergency stop done" in daemon.stderr()
+    rc = daemon.wait_exit(timeout=150)  # flat at once; it waits up to 120 s for the day's report, then stops
+    assert rc == 0, daemon.stderr()[-3000:]
+    assert "system emergency stop done" in daemon.stderr()
