@@ -63,7 +63,10 @@ class DaemonSettings(Section):
     @classmethod
     def _sqlite_file(cls, value: str) -> str:
         path = sqlite_path(value)
-        if path is None or str(path) in ("", ":memory:"):  # the orders must outlive the process
+        named = value.partition(":///")[2].split("?", 1)[0]
+        # The orders must outlive the process; an empty name or a folder's (Path("") is ".") failed only when opened,
+        # as a "disk I/O error" on the config's folder.
+        if path is None or named in ("", ":memory:") or named.endswith("/"):
             raise ValueError('must name an SQLite file: "sqlite+aiosqlite:///PATH"')
         return value
 
@@ -85,6 +88,15 @@ class LoggingSettings(Section):
     file: Path | None = None
     rotation: str = "50 MB"
     retention: int = Field(default=10, ge=1)
+
+    @field_validator("rotation")
+    @classmethod
+    def _rotation_above_zero(cls, value: str) -> str:
+        # loguru takes "0 MB" and rotates at every line: with `retention` files kept, only that many lines survive.
+        if re.fullmatch(r"\s*0*\.?0*\s*[kmgt]?i?b\s*", value, flags=re.IGNORECASE):
+            raise ValueError(f"{value!r} rotates the log at every line: give a size above 0 or a time, e.g. \"50 MB\" "
+                             "or \"1 day\"")
+        return value
 
 
 # Alpaca's live trading and trade-stream host (alpaca.common.enums.BaseURL: TRADING_LIVE, TRADING_STREAM_LIVE).

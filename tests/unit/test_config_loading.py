@@ -52,6 +52,11 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
         ('[daemon]\ndatabase_url = "postgresql://x/y"\n',
          "daemon.database_url: must name an SQLite file: \"sqlite+aiosqlite:///PATH\" (got 'postgresql://x/y')"),
         ('[daemon]\ndatabase_url = "sqlite+aiosqlite:///:memory:"\n', "daemon.database_url: must name an SQLite file"),
+        # No file named, or a folder: accepted, then "disk I/O error" on the config's folder at the first open.
+        ('[daemon]\ndatabase_url = "sqlite+aiosqlite:///"\n', "daemon.database_url: must name an SQLite file"),
+        ('[daemon]\ndatabase_url = "sqlite+aiosqlite:///var/"\n', "daemon.database_url: must name an SQLite file"),
+        # loguru takes it and rotates at every line: with retention 10, the last 11 lines were all a log kept.
+        ('[logging]\nrotation = "0 MB"\n', "logging.rotation: '0 MB' rotates the log at every line"),
         ('[exchange]\nspeed = nan\n', "exchange.speed: Input should be a finite number"),
         ('[exchange]\nspeed = 1e9\n', "exchange.speed: Input should be less than or equal to 10000"),
         ('[daemon]\ncpu = "fast"\n', 'daemon.cpu: must be "auto", "all" or a CPU number (0, 1, ...) (got \'fast\')'),
