@@ -284,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if fault is not None:  # the disk under the database (full, read-only, failing), wherever it was met
             return _exit_with(f"catalyst: error: the database's disk failed: {fault}; free disk space or repair the "
                               "disk, then run again", DatabaseError.exit_code)
-        _exit_with(f"catalyst: internal error: {type(exc).__name__}: {exc}", 1)
+        # One line, whatever the text: SQLAlchemy's errors add the SQL, its parameters and a link on lines of their own.
+        _exit_with(f"catalyst: internal error: {type(exc).__name__}: {' '.join(str(exc).split())}", 1)
         if os.environ.get("CATALYST_TRACEBACK"):
             print(redact(traceback.format_exc()), end="", file=sys.stderr)
         else:

@@ -195,3 +195,21 @@ def test_an_env_file_that_is_not_utf8_is_one_line_naming_it(capsys, tmp_path, mo
     assert main(["run", "--config", str(config), "--env-file", str(env_file)]) == 2
     assert capsys.readouterr().err.strip() == (f"catalyst: error: {env_file}: environment file is not UTF-8 text "
                                                "(byte 19 is not); save it as UTF-8")
+
+
+def test_the_last_resort_error_line_is_one_line_whatever_the_exceptions_text(capsys, monkeypatch):
+    """SQLAlchemy's errors carry the SQL, its parameters and a link on lines of their own: the exit line was 4 lines."""
+    import sqlalchemy.exc
+
+    import catalyst.sim.cli
+
+    def fails(_args):
+        raise sqlalchemy.exc.OperationalError("INSERT INTO t VALUES (?)", (1,), Exception("database is locked"))
+
+    monkeypatch.setattr(catalyst.sim.cli, "run_exchange", fails)
+
+    assert main(["exchange", "--port", "0"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("catalyst: internal error: OperationalError: (builtins.Exception) database is locked "
+                             "[SQL: INSERT INTO t VALUES (?)] [parameters: (1,)]")
+    assert err[1:] == ["catalyst: set CATALYST_TRACEBACK=1 to see where"]
