@@ -36,8 +36,8 @@ from sqlalchemy.engine import make_url
 
 from actors.inbox import PeekableInbox
 from catalyst.store.batch import CallOutcome, StoreCall
-from catalyst.store.db import make_engine
-from catalyst.store.errors import storage_fault, storage_fault_code
+from catalyst.store.db import make_engine, past_a_held_lock
+from catalyst.store.errors import DatabaseLockedError, storage_fault, storage_fault_code
 from catalyst.store.migrate import upgrade
 from catalyst.store.repository import Store, runs_plain, utc_now
 from catalyst.store.reserve import DiskReserve
@@ -172,8 +172,10 @@ class DbWriter(pykka.ThreadingActor):
         loop, store = self._loop, self._store
         run = (lambda coroutine: run_to_end(loop, coroutine)) if runs_plain(calls) else loop.run_until_complete
         if not waiting:
-            return self._on_the_reserve_if_full(lambda: run(getattr(store, method)(*args, **kwargs)), calls)
-        mine, *theirs = self._on_the_reserve_if_full(lambda: run(store.batch(calls)), calls)
+            return self._on_the_reserve_if_full(
+                lambda: self._past_a_held_lock(lambda: run(getattr(store, method)(*args, **kwargs))), calls)
+        mine, *theirs = self._on_the_reserve_if_full(lambda: self._past_a_held_lock(lambda: run(store.batch(calls))),
+                                                     calls)
         # The commit is on disk (or failed for all): only now may any caller see its outcome.
         for envelope, outcome in zip(waiting, theirs):
             if envelope.reply_to is None:
@@ -187,6 +189,30 @@ class DbWriter(pykka.ThreadingActor):
                 self._note_storage_fault(error)
                 envelope.reply_to.set_exception(exc_info=(type(error), error, error.__traceback__))
         return mine.unwrap()
+
+    def _past_a_held_lock(self, attempt: Callable[[], T]) -> T:
+        """`attempt()`, waiting out a lock another program holds on the database (past_a_held_lock). A lock held past
+        the wait is a storage fault: a lone call raises DatabaseLockedError, a batch gives it to each of its calls (as
+        a refused commit does), and the daemon stops on it as on a disk that refuses writes (Daemon.check_actors)."""
+        last: list[Any] = []
+
+        def remembered() -> T:
+            last.clear()
+            last.append(attempt())
+            return last[0]  # type: ignore[no-any-return]
+
+        stopping = self.health.fault is not None  # the daemon stops on it: no second wait to hold its stop up
+        try:
+            return past_a_held_lock(remembered, str(make_url(self._database_url).database), refused=_commit_refused,
+                                    wait_s=0 if stopping else None)
+        except DatabaseLockedError as locked:
+            if not stopping and self._loop is not None and self._store is not None:
+                # The daemon stops on it now: its last writes (a stop's) fail at once rather than each after SQLite's
+                # busy timeout, which would outlast the stop's bound.
+                run_to_end(self._loop, self._store._plain_sqlite3()).execute("PRAGMA busy_timeout = 0")
+            if last and isinstance(last[0], list):  # a batch refused at its BEGIN each time: nothing of it written
+                return [CallOutcome(error=locked) for _ in last[0]]  # type: ignore[return-value]
+            raise
 
     def _on_the_reserve_if_full(self, attempt: Callable[[], T], calls: list[StoreCall]) -> T:
         """`attempt()`; if the disk refused it for want of space and nothing of it was written, once only: give the

@@ -41,7 +41,7 @@ from catalyst.instance import InstanceLock, emergency_path, owner_only_files
 from catalyst.logs import LogFileError, keep_secrets_out, setup_logging
 from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
-from catalyst.store.errors import DAMAGED_ADVICE, is_damage, storage_fault
+from catalyst.store.errors import DAMAGED_ADVICE, is_damage, is_held_lock, storage_fault
 from catalyst.store.reserve import MB, free_bytes
 
 log = logger.bind(actor="system")
@@ -431,9 +431,10 @@ class Daemon:
         system = next((part for part in self.parts if hasattr(part, "storage")), None)
         fault = system.storage.fault if system is not None else None
         if fault is not None:
+            cause = "the other program's lock is gone" if is_held_lock(fault) else "the disk is fixed"
             log.critical(f"system stopping: the database refused a write ({fault}); nothing more can be recorded, "
                          "so no order can be sent. Stops already at the broker stay; a fill not yet recorded is "
-                         "protected by the catch-up of the restart once the disk is fixed")
+                         f"protected by the catch-up of the restart once {cause}")
             raise DatabaseError(self._storage_failed(fault))
         reserve_used = system.storage.reserve_used if system is not None else None
         if reserve_used is not None:
@@ -503,6 +504,10 @@ class Daemon:
                    f"broker; {self._shares_without_a_stop()}); ")
         if is_damage(fault):  # the file itself, not the disk's space: a restart would rebuild from the damage
             return stopped + f"the database file is damaged: {DAMAGED_ADVICE}"
+        if is_held_lock(fault):  # not the disk: another program's lock (a sqlite3 shell left inside a transaction)
+            return stopped + ("close the program holding it (a sqlite3 shell left inside a transaction: end it with "
+                              "ROLLBACK or quit it), then restart: it rebuilds every position from the database and "
+                              "catches up with the broker")
         return stopped + ("free disk space or repair the disk, then restart: it rebuilds every position from the "
                           "database and catches up with the broker")
 

@@ -3,22 +3,73 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from loguru import logger
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from catalyst.store.errors import NotADatabaseError
+from catalyst.store.errors import HELD_LOCK, DatabaseLockedError, NotADatabaseError, is_busy
 from catalyst.store.inline_sqlite import connect_inline
 
 DEFAULT_SQLITE_DRIVER = "sqlite+aiosqlite"
 SQLITE_HEADER = b"SQLite format 3\x00"
 SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
-BUSY_TIMEOUT_MS = 5000
+BUSY_TIMEOUT_MS = 5000  # SQLite's own wait for a lock, per statement (a checkpoint, a backup's moment), said nowhere
+# How long in all a write waits for a lock another program holds on the database (a trader's `sqlite3` shell left
+# inside a transaction, a backup) before the daemon stops on it as on a disk that refuses writes (exit 3). Nothing is
+# written meanwhile, so no order is sent and a fill's stop waits: short, but past a backup's moment (README).
+LOCK_WAIT_S = 30.0
+LOCK_RETRY_PAUSE_S = 0.05  # between attempts (SQLite's busy timeout already waited within each)
+T = TypeVar("T")
+
+
+def _nothing_refused(_result: Any) -> BaseException | None:
+    return None
+
+
+def past_a_held_lock(attempt: Callable[[], T], database: str, *, refused: Callable[[T], BaseException | None] =
+                     _nothing_refused, actor: str = "writer", wait_s: float | None = None) -> T:
+    """`attempt()`, made again while another program holds the lock it needs (SQLITE_BUSY, raised or, for a batch,
+    what `refused(result)` finds), up to LOCK_WAIT_S in all; the wait is said on one WARNING line and its end on one
+    INFO line. Past it (or `wait_s`), DatabaseLockedError (a storage fault: the daemon stops on it, exit 3). Made again
+    only because a refused lock means nothing of the attempt was written: SQLite takes the write lock at a
+    transaction's first write, refuses that write, and the transaction is rolled back (Store.batch refuses a whole
+    batch so)."""
+    started = time.monotonic()
+    bound_s = LOCK_WAIT_S if wait_s is None else wait_s
+    said = False
+    while True:
+        try:
+            result = attempt()
+        except Exception as error:
+            if not is_busy(error):
+                raise
+            busy: BaseException | None = error
+        else:
+            busy = refused(result)
+            if busy is None or not is_busy(busy):
+                if said:
+                    logger.bind(actor=actor).info(f"{actor} database {database} is free again after "
+                                                  f"{time.monotonic() - started:.1f} s: writing what waited")
+                return result
+        waited = time.monotonic() - started
+        if waited >= bound_s:
+            raise DatabaseLockedError(database, f"database is locked: {HELD_LOCK} for longer than Catalyst waits "
+                                                f"({LOCK_WAIT_S:g} s)") from busy
+        if not said:
+            said = True
+            logger.bind(actor=actor).warning(
+                f"{actor} database {database} is locked: another program holds a lock on it (a sqlite3 shell left "
+                f"inside a transaction?); waiting up to {LOCK_WAIT_S:g} s for it, writing nothing meanwhile (so no "
+                "order is sent), then stopping")
+        time.sleep(LOCK_RETRY_PAUSE_S)
 
 
 def _json_default(value: Any) -> Any:

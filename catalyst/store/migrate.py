@@ -18,7 +18,8 @@ from sqlalchemy import Connection, create_engine, inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from catalyst.store.db import check_database_file, describe_database, holds_data, is_sqlite, make_engine, sqlite_file
+from catalyst.store.db import (check_database_file, describe_database, holds_data, is_sqlite, make_engine,
+                               past_a_held_lock, sqlite_file)
 from catalyst.store.errors import (
     DAMAGED_ADVICE,
     DatabaseFileError,
@@ -244,9 +245,13 @@ def _with_read_only_connection(database_url: str, work: Callable[[Connection], N
         return
     read_only = f"{path.absolute().as_uri()}?mode=ro"
     engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(read_only, uri=True), poolclass=NullPool)
-    try:
+
+    def attempt() -> None:
         with engine.connect() as connection:
             work(connection)
+
+    try:
+        past_a_held_lock(attempt, describe_database(database_url), actor="system")  # a lock that blocks readers too
     except DBAPIError as error:
         raise _file_error(database_url, error) from error
     finally:
@@ -266,7 +271,7 @@ def _with_connection(database_url: str, work: Callable[[Connection], T]) -> T:
             await engine.dispose()
 
     try:
-        return asyncio.run(run())
+        return past_a_held_lock(lambda: asyncio.run(run()), describe_database(database_url), actor="system")
     except StoreError:
         raise
     except DBAPIError as error:

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from catalyst.store.batch import CallOutcome, StoreCall, unwrap_all
 from catalyst.store import cycle_ops, doctor_ops, order_ops, position_ops, queries, raw_sql, recovery_ops, security_ops
-from catalyst.store.errors import ConstraintViolationError
+from catalyst.store.errors import ConstraintViolationError, is_busy
 from catalyst.store.records import (
     CycleRecord, FillRecord, LiveBook, NewFinding, NewOrder, NewScanResult, OrderProgress,
     OrderRecord, PositionRecord, ScanResultRecord, SecurityRecord,
@@ -158,7 +158,12 @@ class Store:
         reports = all(one.method in REPORT_METHODS for one in calls)
         try:
             return await self._batch_transaction(calls, isolated=False, plain=plain, reports=reports)
-        except _CallFailed:
+        except _CallFailed as failed:
+            if is_busy(failed.__cause__):
+                # Another program's lock, refused at this transaction's first write: nothing of it was written, and
+                # each call run again would wait for the lock again. All refused, as when a COMMIT is (the DbWriter
+                # waits the lock out and makes them again: catalyst.store.db.past_a_held_lock).
+                return [CallOutcome(error=failed.__cause__) for _ in calls]
             return await self._batch_transaction(calls, isolated=True, plain=plain, reports=reports)
 
     async def together(self, calls: Sequence[StoreCall]) -> list[Any]:

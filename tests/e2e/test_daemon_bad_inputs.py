@@ -84,7 +84,11 @@ def test_a_database_locked_by_another_process_is_one_line_exit_3_and_its_rows_su
         holder.wait(timeout=30)
 
     assert done.returncode == 3, done.stderr[-2000:]
-    assert error_lines(done.stderr) == [f"catalyst: error: {db}: cannot use the database (database is locked)"]
+    assert error_lines(done.stderr) == [f"catalyst: error: {db}: database is locked: another program held a lock on it "
+                                        "for longer than Catalyst waits (30 s): close the program holding it (a sqlite3 "
+                                        "shell left inside a transaction: end it with ROLLBACK or quit it), then start "
+                                        "again"]
+    assert "another program holds a lock on it" in done.stderr  # the wait was said before it ended
     assert [tuple(r) for r in e2e.db_rows(db, "SELECT x FROM keep")] == [("precious",)]
 
 
