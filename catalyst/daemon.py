@@ -34,8 +34,8 @@ from catalyst import collector, cpu
 from catalyst.config import (KEY_ID_ENV, SECRET_KEY_ENV, BrokerSettings, Config, describe_validation_error, load_config,
                              load_secrets, sqlite_path)
 from catalyst.errors import (
-    AccountCannotTrade, ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, StopDuringStartup,
-    UsageError,
+    AccountCannotTrade, ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, KeysRefused,
+    StopDuringStartup, UsageError,
 )
 from catalyst.instance import InstanceLock, emergency_path, owner_only_files
 from catalyst.logs import LogFileError, keep_secrets_out, setup_logging
@@ -242,7 +242,8 @@ class Daemon:
                 with attempt:
                     account = self.broker.account()
         except AuthError as exc:
-            raise BrokerUnavailable(f"the broker refused our keys: {exc}") from None
+            raise KeysRefused(f"the broker refused our keys: {exc}; set APCA_API_KEY_ID and APCA_API_SECRET_KEY to "
+                              f"this account's keys ({self.endpoint.mode}), then start again") from None
         except (BrokerError, RetryError) as exc:
             raise BrokerUnavailable(f"broker unreachable at {where} for {self.config.broker.startup_wait_s:.0f} s: "
                                     f"{exc}") from None

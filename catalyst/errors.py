@@ -24,6 +24,12 @@ class AccountCannotTrade(UsageError):
     before a restart helps, so it ends as a usage error does (exit 2, which the unit file does not restart)."""
 
 
+class KeysRefused(UsageError):
+    """The broker refused our API keys (wrong, revoked, or paper keys for live): a human must fix them before a restart
+    helps, so it ends as a usage error does (exit 2, which the supervisor configs do not restart); exit 4 is left to a
+    broker that does not answer, which a restart may outlast."""
+
+
 class ConfigError(UsageError):
     """config.toml (or an environment override) is missing, unreadable or invalid."""
 
