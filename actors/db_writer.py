@@ -102,6 +102,7 @@ class DbWriter(pykka.ThreadingActor):
             well, said = reserve.set_aside()
             (log.info if well else log.warning)(f"writer {said}")
         self._database_url = database_url
+        self._database_name = str(make_url(database_url).database)  # named by a held lock's lines (not parsed per write)
         self._clock = clock
         self._synchronous = synchronous
         self._defer_report_sync = defer_report_sync
@@ -203,7 +204,7 @@ class DbWriter(pykka.ThreadingActor):
 
         stopping = self.health.fault is not None  # the daemon stops on it: no second wait to hold its stop up
         try:
-            return past_a_held_lock(remembered, str(make_url(self._database_url).database), refused=_commit_refused,
+            return past_a_held_lock(remembered, self._database_name, refused=_commit_refused,
                                     wait_s=0 if stopping else None)
         except DatabaseLockedError as locked:
             if not stopping and self._loop is not None and self._store is not None:

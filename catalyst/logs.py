@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 from loguru import logger
 
-from catalyst.store.errors import storage_fault
+from catalyst.store.errors import is_held_lock, storage_fault
 
 # loguru appends the newline (and any exception) itself to a string format.
 TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {level:<7} {extra[actor]:<12} | {message}"
@@ -113,7 +113,8 @@ class _InterceptHandler(logging.Handler):
             # pykka logs each actor a failing disk kills ("Unhandled exception in DoctorActor …") and each write it
             # refused ("Exception returned from DbWriter … to caller") with a 100-line traceback that says nothing
             # beyond SQLite's few words; the writer and the daemon say what it means (Daemon.check_actors).
-            exc_info, message = None, f"{message.rstrip(': ')}: {fault} (the database's disk failed)"
+            cause = "another program held the database's lock" if is_held_lock(fault) else "the database's disk failed"
+            exc_info, message = None, f"{message.rstrip(': ')}: {fault} ({cause})"
         logger.opt(exception=exc_info).bind(actor=_actor_of(record.name)).log(level, message)
 
 

@@ -98,6 +98,22 @@ def test_an_actor_killed_by_a_full_disk_is_one_log_line_without_a_traceback(tmp_
     assert "Traceback" in lines[1] and "ZeroDivisionError: division by zero" in lines[1]  # a bug keeps its traceback
 
 
+def test_an_actor_killed_by_a_lock_held_past_the_wait_blames_the_lock_not_the_disk():
+    from catalyst.store.errors import HELD_LOCK, DatabaseLockedError
+
+    lines: list[str] = []
+    logger.remove()
+    logger.add(lambda message: lines.append(str(message)), format="{message}", level="INFO")
+    try:
+        locked = DatabaseLockedError("var/catalyst.db", f"database is locked: {HELD_LOCK} for longer than Catalyst waits")
+        logs._InterceptHandler().emit(logging.getLogger("pykka").makeRecord(
+            "pykka", logging.ERROR, __file__, 1, "Unhandled exception in DoctorActor (urn:1):", (),
+            (type(locked), locked, None)))
+    finally:
+        logger.remove()
+    assert lines[0].endswith("(another program held the database's lock)\n") and "Traceback" not in lines[0]
+
+
 def test_the_command_line_names_a_failing_disk_in_one_line_and_exits_3(tmp_path, monkeypatch, capsys):
     refused = read_only_error(tmp_path / "ro.db")
 
