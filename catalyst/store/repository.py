@@ -164,7 +164,10 @@ class Store:
                 # each call run again would wait for the lock again. All refused, as when a COMMIT is (the DbWriter
                 # waits the lock out and makes them again: catalyst.store.db.past_a_held_lock).
                 return [CallOutcome(error=failed.__cause__) for _ in calls]
+        try:
             return await self._batch_transaction(calls, isolated=True, plain=plain, reports=reports)
+        except _CallFailed as failed:  # only for a lock (_one): rolled back, nothing of it written
+            return [CallOutcome(error=failed.__cause__) for _ in calls]
 
     async def together(self, calls: Sequence[StoreCall]) -> list[Any]:
         """The calls in order, all or none: their values, or the first one's exception with none of them written.
@@ -251,7 +254,18 @@ class Store:
             except Exception as error:
                 raise _CallFailed from error
         if isinstance(session, raw_sql.PlainTransaction):
-            return await self._one_in_savepoint(session.raw, method, one)
+            outcome = await self._one_in_savepoint(session.raw, method, one)
+        else:
+            outcome = await self._one_nested(session, method, one)
+        if outcome.error is not None and is_busy(outcome.error):
+            # Another program's lock, met in the savepoint pass (a transaction that has read is refused at once, with
+            # no busy wait): as one call's own failure, the others would commit without it, and its write (a fill's
+            # update) would be lost with nothing to say so. The whole batch is refused instead, and made again whole.
+            raise _CallFailed from outcome.error
+        return outcome
+
+    @staticmethod
+    async def _one_nested(session: AsyncSession, method: Any, one: StoreCall) -> CallOutcome:
         try:
             async with session.begin_nested():
                 return CallOutcome(value=await method(*one.args, **one.kwargs))

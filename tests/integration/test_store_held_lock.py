@@ -70,6 +70,26 @@ def test_a_lock_released_within_the_wait_is_waited_out_said_once_and_every_write
         ref.stop()
 
 
+def test_a_group_with_a_failing_call_is_made_again_whole_when_the_lock_refuses_its_savepoint_pass(
+        tmp_path: Path, short_waits: None) -> None:
+    # The group's first pass fails on its own call (an unknown scan result), so it runs again with a savepoint per
+    # call; there a transaction that has read is refused the lock at once (no busy wait). That refusal was one call's
+    # own outcome: the group committed without it, and the fill's update was lost with no wait and no word (a review).
+    db = tmp_path / "catalyst.db"
+    ref = DbWriter.start(f"sqlite+aiosqlite:///{db}")
+    try:
+        writer = ref.proxy()
+        shell = hold_lock(db)
+        threading.Timer(0.6, shell.rollback).start()  # gone well within the wait
+        outcomes = writer.batch([call("set_scan_status", 987654, "done"),
+                                 call("record_trade_update", "fill", {"n": 1})]).get(timeout=10)
+        assert type(outcomes[0].error).__name__ == "RecordNotFoundError" and outcomes[1].error is None
+        assert trade_updates(db) == 1 and ref.proxy().health.get().fault is None
+        shell.close()
+    finally:
+        ref.stop()
+
+
 def test_a_lock_held_past_the_wait_is_a_storage_fault_naming_the_file_with_nothing_half_written(
         tmp_path: Path, short_waits: None, lines: list[tuple[str, str]]) -> None:
     db = tmp_path / "catalyst.db"
