@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 from catalyst.sim.clock import MAX_SPEED
 from catalyst.errors import CatalystError, DatabaseError, StopDuringStartup, UsageError
-from catalyst.logs import redact, to_log_file_only
+from catalyst.logs import keep_secrets_out, redact, to_log_file_only
 from catalyst.sim.wash_trade import WASH_TRADE_CHECKS
 from catalyst.store.errors import StoreError, storage_fault
 
@@ -258,6 +258,10 @@ READERS = ("tail", "status")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = None
+    # Every command's lines are redacted, not only the daemon's (which adds an --env-file's keys): `status`, `stop`,
+    # `tail` and `db` quote a bad config value as it is, and a broker URL may hold the keys. (catalyst.config's
+    # KEY_ID_ENV and SECRET_KEY_ENV, named here: importing it, and pydantic, would slow every command's start.)
+    keep_secrets_out(os.environ.get(name, "").strip() for name in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"))
     try:
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)

@@ -213,3 +213,16 @@ def test_the_last_resort_error_line_is_one_line_whatever_the_exceptions_text(cap
     assert err[0].startswith("catalyst: internal error: OperationalError: (builtins.Exception) database is locked "
                              "[SQL: INSERT INTO t VALUES (?)] [parameters: (1,)]")
     assert err[1:] == ["catalyst: set CATALYST_TRACEBACK=1 to see where"]
+
+
+@pytest.mark.parametrize("command", [["status"], ["stop"], ["tail"], ["db", "upgrade"]])
+def test_every_command_keeps_the_keys_out_of_what_it_prints(command, capsys, tmp_path, monkeypatch):
+    # Only `run` and `sim` registered the keys for redaction: the others quoted a bad broker URL holding them as is.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("APCA_API_KEY_ID", "PKTESTKEYID12345678")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "SeCrEtKeY0000000001234")
+    monkeypatch.setenv("CATALYST_BROKER__URL", "ftp://PKTESTKEYID12345678:SeCrEtKeY0000000001234@host")
+    (tmp_path / "config.toml").write_text("")
+    assert main([*command, "--config", str(tmp_path / "config.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "ftp://***:***@host" in err and "PKTESTKEYID" not in err and "SeCrEt" not in err
