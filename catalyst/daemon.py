@@ -776,6 +776,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         endpoint = open_ep()
     except BaseException:
         if lock:
+            _remember_an_early_emergency(signals, database_url)
             lock.release()
         raise
     daemon = Daemon(config, endpoint, database_url, days=days, stop_event=signals.stop_event)
@@ -822,9 +823,26 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         if daemon.emergency_done and marker is not None:
             marker.unlink(missing_ok=True)  # only now: a stop that did not go through leaves it for the restart
         if lock:
+            _remember_an_early_emergency(signals, database_url)
             lock.release()
         watchdog.cancel()
     return daemon
+
+
+def _remember_an_early_emergency(signals: Signals, database_url: str) -> None:
+    """An emergency stop (USR2) asked during a start that then failed (a broker unreachable: exit 4, restarted) was a
+    flag in memory only, and the next start traded: it is written to `<db>.emergency`, as one under way is, so the
+    next start goes on with it. Not once the daemon was up (its own stop keeps or removes the marker)."""
+    marker = emergency_marker(database_url)
+    if not signals.emergency_requested or signals.daemon is not None or marker is None or marker.exists():
+        return
+    try:
+        marker.write_text(OPERATOR_EMERGENCY)
+        log.critical(f"system emergency stop asked during a start that failed: kept in {marker}, the next start goes "
+                     "on with it (no new entry, every position flattened)")
+    except OSError as exc:
+        log.error(f"system emergency stop asked during a start that failed, and not remembered ({marker}: "
+                  f"{exc.strerror or exc}): send it again once the daemon is up")
 
 
 def _stop_leftover_actors() -> None:

@@ -82,3 +82,20 @@ def test_an_emergency_stop_sent_right_after_the_start_is_taken_once_the_daemon_i
     rc = daemon.wait_exit(timeout=150)  # flat at once; it waits up to 120 s for the day's report, then stops
     assert rc == 0, daemon.stderr()[-3000:]
     assert "system emergency stop done" in daemon.stderr()
+
+
+def test_an_emergency_stop_asked_during_a_start_that_fails_is_kept_for_the_next_start(tmp_path, spawner, e2e):
+    # A flag in memory only: the start failed (no broker: exit 4, which supervisors restart) and the next start
+    # traded as if nothing had been asked (a review). It is written to `<db>.emergency`, as one under way is.
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///var/catalyst.db"\n'
+                      f'[broker]\nmode = "emulator"\nurl = "{NOBODY}"\nstartup_wait_s = 3\n')
+    daemon = spawner.spawn("daemon", ["run", "--config", str(config)], cwd=tmp_path)
+    daemon.wait_for(r"emulator at .* not answering .* retrying in", timeout=60)
+
+    daemon.send(signal.SIGUSR2)
+
+    assert daemon.wait_exit(timeout=30) == 4, daemon.stderr()[-3000:]
+    marker = tmp_path / "var" / "catalyst.db.emergency"
+    assert marker.exists() and marker.read_text().strip()
+    assert "emergency stop asked during a start that failed: kept in" in daemon.stderr()
