@@ -329,7 +329,12 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{_source_of(exc, path)}: {describe_validation_error(exc)}") from None
     except SettingsError as exc:
         raise ConfigError(_unparsable_environment(exc, path)) from None
-    return _resolve_paths(config)
+    except RuntimeError as exc:  # Path.resolve() on a symlink loop: an internal error, restarted forever
+        raise ConfigError(f"{path}: {exc}") from None
+    try:
+        return _resolve_paths(config)
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: a path it names cannot be resolved: {exc}") from None
 
 
 def _environment_names() -> dict[str, str]:

@@ -20,10 +20,19 @@ def owner_only_files() -> None:
     os.umask(0o077)
 
 
+def real_path(database_path: Path) -> Path:
+    """The database's real file, whatever symlink or `..` names it; a symlink loop is a database problem in one
+    line (Path.resolve raises RuntimeError, an internal error the supervisor would restart forever)."""
+    try:
+        return database_path.resolve()
+    except RuntimeError as exc:
+        raise DatabaseError(f"{database_path}: cannot be opened: {exc}") from None
+
+
 def emergency_path(database_path: Path) -> Path:
     """`<db>.emergency`: an operator's emergency stop under way, kept until the daemon is flat and stops (beside the
     lock and pid files, read by the daemon at start and by `catalyst status`)."""
-    database_path = database_path.resolve()  # one database, one marker, whatever symlink or `..` names it
+    database_path = real_path(database_path)  # one database, one marker, whatever symlink or `..` names it
     return database_path.with_name(database_path.name + ".emergency")
 
 
@@ -33,7 +42,7 @@ class InstanceLock:
     def __init__(self, database_path: Path) -> None:
         # Beside the real file: a symlink or a `..` path to a locked database took a lock of its own, and two
         # daemons ran on one database.
-        database_path = database_path.resolve()
+        database_path = real_path(database_path)
         self.lock_path = database_path.with_name(database_path.name + ".lock")
         self.pid_path = database_path.with_name(database_path.name + ".pid")
         self._lock = FileLock(str(self.lock_path), timeout=0)

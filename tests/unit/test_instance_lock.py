@@ -90,3 +90,21 @@ def test_a_second_lock_through_a_symlink_or_dotdot_path_to_a_locked_database_is_
             assert emergency_path(other_name) == emergency_path(database)  # and its emergency stop
     finally:
         held.release()
+
+
+def test_a_database_path_in_a_symlink_loop_is_one_line_not_an_internal_error(tmp_path):
+    # Path.resolve() raised RuntimeError: `catalyst: internal error`, exit 1, restarted forever by a supervisor.
+    from catalyst.config import load_config
+    from catalyst.errors import ConfigError, DatabaseError
+    from catalyst.instance import InstanceLock
+
+    (tmp_path / "a.db").symlink_to(tmp_path / "b.db")
+    (tmp_path / "b.db").symlink_to(tmp_path / "a.db")
+    with pytest.raises(DatabaseError) as absolute:
+        InstanceLock(tmp_path / "a.db")
+    assert str(absolute.value) == f"{tmp_path / 'a.db'}: cannot be opened: Symlink loop from '{tmp_path / 'a.db'}'"
+    config = tmp_path / "config.toml"
+    config.write_text('[daemon]\ndatabase_url = "sqlite+aiosqlite:///a.db"\n')
+    with pytest.raises(ConfigError) as relative:
+        load_config(config)
+    assert str(relative.value).startswith(f"{config}: a path it names cannot be resolved: Symlink loop from")
