@@ -543,17 +543,19 @@ class PositionActor(pykka.ThreadingActor):
         if not self._entry_working():
             return False
         now = time.monotonic()
-        return any(now - sent_at < PROTECTION_COALESCE_S and (view := self.orders.get(take_profit)) is not None
-                   and view.status is OrderStatus.CREATED for take_profit, sent_at in self._sent_at.items())
+        return any(now - sent_at < PROTECTION_COALESCE_S for sent_at in self._in_flight_sent_at())
+
+    def _in_flight_sent_at(self) -> list[float]:
+        """When each OCO still on its way (rows counted, no broker answer yet) was counted (time.monotonic())."""
+        return [sent_at for take_profit, sent_at in self._sent_at.items()
+                if (view := self.orders.get(take_profit)) is not None and view.status is OrderStatus.CREATED]
 
     def _arm_coalesce_timer(self) -> None:
         """CheckProtection once the youngest OCO on its way has waited PROTECTION_COALESCE_S: the wait ends then,
         however many pieces came meanwhile (re-armed 1 s after each, the first piece waited close to 2 s)."""
         if self._coalesce_timer:
             self._coalesce_timer.cancel()
-        youngest = max((sent_at for take_profit, sent_at in self._sent_at.items()
-                        if (view := self.orders.get(take_profit)) is not None and view.status is OrderStatus.CREATED),
-                       default=time.monotonic())
+        youngest = max(self._in_flight_sent_at(), default=time.monotonic())
         wait_s = max(youngest + PROTECTION_COALESCE_S - time.monotonic(), 0.0) + 0.01
         self._coalesce_timer = tell_later(self.actor_ref, wait_s, m.CheckProtection())
 
