@@ -730,6 +730,7 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _on_PairLegs(self, msg: PairLegs) -> None:
         self._pair_timer = None
+        again = []
         for take_profit_id, tries in list(self._unpaired.items()):
             tracked = self.by_order.get(take_profit_id)
             if tracked is None or not self._leg_unpaired(take_profit_id):
@@ -740,7 +741,9 @@ class OrderRouter(pykka.ThreadingActor):
                           f"id after {tries} reads: the doctor's pass pairs it")
             else:
                 self._unpaired[take_profit_id] = tries + 1
-                self._on_VerifyOrders(m.VerifyOrders(order_ids=(take_profit_id,)))
+                again.append(take_profit_id)
+        if again:
+            self._on_VerifyOrders(m.VerifyOrders(order_ids=tuple(again)))  # one worker's errand for them all
         self._pair_legs_later()
 
     def _send_again_later(self, rows: list[Tracked], why: str, retry_after_s: float | None,
