@@ -184,7 +184,7 @@ def load_day(session: Session, day: date) -> DayData:
     trades = tuple(
         _trade(row, symbol, orders_by_position[row.position_id], fills_by_order) for row, symbol in positions
     )
-    held = session.execute(day_positions_query(cycle_id, start, end)).all()
+    held = session.execute(day_positions_query(cycle_id, start)).all()
     rows = day_rows(held, session.execute(fills_query([p.position_id for p in held])).all())
     realized = day_pnl(rows, cycle_id, (start, end))[0]
     symbols = dict(session.execute(

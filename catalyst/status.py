@@ -135,16 +135,14 @@ def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[
     cycle = conn.execute("SELECT * FROM trading_cycles ORDER BY date DESC LIMIT 1").fetchone()
     today_id = cycle["cycle_id"] if cycle else -1
     day = exchange_day(date.fromisoformat(cycle["date"])) if cycle else None
-    start, end = (_stored(at) for at in day) if day else ("", "")
-    # Today's positions, those kept from an earlier day that traded or closed today (what they realized today is
-    # today's P&L), and any still open from an earlier day (kept overnight under their stops): "no positions today"
-    # over shares held since yesterday hid them from the operator.
+    start = _stored(day[0]) if day else ""
+    # Today's positions, those kept from an earlier day and closed today (what they realized today is today's P&L),
+    # and any still open from an earlier day (kept overnight under their stops): "no positions today" over shares
+    # held since yesterday hid them from the operator (catalyst.store.cycle_ops.day_positions_query's reading).
     positions = conn.execute(
         "SELECT p.*, s.symbol FROM positions p JOIN securities s USING (security_id) "
-        "WHERE p.cycle_id = ? OR p.status = 'open' OR (p.status = 'closed' AND p.exit_time >= ? AND p.exit_time < ?) "
-        "OR p.position_id IN (SELECT o.position_id FROM fills f JOIN orders o USING (order_id) "
-        "WHERE f.occurred_at >= ? AND f.occurred_at < ?) ORDER BY p.position_id",
-        (today_id, start, end, start, end)).fetchall()
+        "WHERE p.cycle_id = ? OR p.status = 'open' OR p.exit_time >= ? ORDER BY p.position_id",
+        (today_id, start)).fetchall()
     rows = _day_rows(conn, positions)
     realized, unrealized = day_pnl(rows, today_id, day) if day else (Decimal(0), Decimal(0))
     carried = [p for p in positions if p["cycle_id"] != today_id and p["status"] == "open"]

@@ -6,7 +6,7 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.domain.cycle import exchange_day
@@ -14,14 +14,13 @@ from catalyst.domain.positions import DayPosition, day_pnl
 from catalyst.store.models import Fill, Order, Position, TradingCycle
 
 
-def day_positions_query(cycle_id: int, start: Any, end: Any) -> Any:
-    """The positions whose P&L a day can hold: its own, and any with an execution or its close during it."""
-    traded = select(Order.position_id).join(Fill, Fill.order_id == Order.order_id).where(
-        Order.position_id.is_not(None), Fill.occurred_at >= start, Fill.occurred_at < end)
+def day_positions_query(cycle_id: int, start: Any) -> Any:
+    """The positions whose P&L a day can hold: its own, and any open at its start (still open, or closed since), as
+    only those can have an exit during it. Not a search of the executions by time (no index: the daily loss limit
+    reads this at every cycle tick)."""
     return select(Position.position_id, Position.cycle_id, Position.side, Position.status, Position.realized_pnl,
                   Position.unrealized_pnl, Position.exit_time).where(or_(
-        Position.cycle_id == cycle_id, Position.position_id.in_(traded),
-        and_(Position.status == "closed", Position.exit_time >= start, Position.exit_time < end)))
+        Position.cycle_id == cycle_id, Position.status == "open", Position.exit_time >= start))
 
 
 def fills_query(position_ids: list[int]) -> Any:
@@ -45,6 +44,6 @@ async def cycle_pnl(session: AsyncSession, cycle_id: int) -> tuple[Decimal, Deci
     if day is None:
         return Decimal(0), Decimal(0)
     start, end = exchange_day(day)
-    positions = (await session.execute(day_positions_query(cycle_id, start, end))).all()
+    positions = (await session.execute(day_positions_query(cycle_id, start))).all()
     fills = (await session.execute(fills_query([p.position_id for p in positions]))).all()
     return day_pnl(day_rows(positions, fills), cycle_id, (start, end))
