@@ -184,6 +184,7 @@ class Daemon:
     emergency_broker_asked: float = 0.0  # monotonic: the broker is asked what it holds at most every 10 s
     emergency_resumed: str | None = None  # the reason in `<db>.emergency` found at start: a stop to go on with
     emergency_done: bool = False  # flat and stopping: `_serve` removes the marker once the stop went through
+    fault_at_stop: str | None = None  # a write the database refused while the daemon stopped (stop)
     disk_low: bool = False  # the last check_disk_room found less than LOW_DISK_MB free
 
     def start(self) -> Daemon:
@@ -644,6 +645,8 @@ class Daemon:
             log.warning(f"system SIGHUP: {', '.join(waiting)} changed; that takes a restart")
 
     def stop(self) -> None:
+        system = next((part for part in self.parts if hasattr(part, "storage")), None)
+        before = system.storage.fault if system is not None else None
         for part in reversed(self.parts):
             name = type(part).__name__ if hasattr(part, "refs") else part.actor_class.__name__
             log.info(f"system stopping {name}")  # one line each, so the reverse order can be read in the log
@@ -652,6 +655,11 @@ class Daemon:
             except Exception as exc:
                 log.warning(f"system stopping {type(part).__name__}: {type(exc).__name__}: {exc}")
         self.parts.clear()
+        # A write refused during the stop itself (a TERM while another program held the lock, a disk filling up): the
+        # main loop that says so has ended, and the stop would read as clean, exit 0 (a review). One refused before
+        # the stop was said by the loop (check_actors) already.
+        after = system.storage.fault if system is not None else None
+        self.fault_at_stop = after if before is None else None
 
 
 def _live_position_states(system: Any) -> list[tuple[Any, Any]] | str:
@@ -817,6 +825,8 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
     finally:
         watchdog = _shutdown_watchdog(daemon.config.daemon.shutdown_timeout_s)
         daemon.stop()
+        # Said before the broker's connection closes: the line names the shares no stop covers.
+        refused = daemon._storage_failed(daemon.fault_at_stop) if daemon.fault_at_stop is not None else None
         _stop_leftover_actors()
         endpoint.close()
         marker = emergency_marker(database_url)
@@ -826,6 +836,8 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
             _remember_an_early_emergency(signals, database_url)
             lock.release()
         watchdog.cancel()
+    if refused is not None:  # reached only by a stop that was otherwise clean
+        raise DatabaseError(refused)
     return daemon
 
 

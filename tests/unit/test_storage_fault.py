@@ -125,3 +125,34 @@ def test_the_command_line_names_a_failing_disk_in_one_line_and_exits_3(tmp_path,
     err = capsys.readouterr().err
     assert err == ("catalyst: error: the database's disk failed: attempt to write a readonly database; free disk "
                    "space or repair the disk, then run again\n")
+
+
+def test_a_write_refused_while_the_daemon_stops_is_kept_for_its_exit_not_taken_for_a_clean_stop():
+    # A TERM while another program held the lock: the writes of the stop were refused, and the daemon said
+    # "stopped cleanly" and exited 0 (a review). One refused before the stop was said by the main loop already.
+    from catalyst.daemon import Daemon
+
+    class Storage:
+        fault: str | None = None
+
+    class System:  # the part that owns the writer's StorageHealth; `refs` marks a system, stopped by stop()
+        refs = ()
+
+        def __init__(self, refused_at_stop: str | None, before: str | None = None) -> None:
+            self.storage, self.refused_at_stop = Storage(), refused_at_stop
+            self.storage.fault = before
+
+        def stop(self) -> None:
+            self.storage.fault = self.storage.fault or self.refused_at_stop
+
+    locked = "database is locked: another program held a lock on it for longer than Catalyst waits (30 s)"
+    daemon = Daemon.__new__(Daemon)
+    daemon.parts = [System(locked)]
+    daemon.stop()
+    assert daemon.fault_at_stop == locked
+    daemon.parts = [System(None, before=locked)]
+    daemon.stop()
+    assert daemon.fault_at_stop is None
+    daemon.parts = [System(None)]
+    daemon.stop()
+    assert daemon.fault_at_stop is None
