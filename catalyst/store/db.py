@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from loguru import logger
+from tenacity import RetryCallState, Retrying, retry_if_exception, retry_if_result, stop_after_delay, wait_fixed
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -41,35 +42,47 @@ def past_a_held_lock(attempt: Callable[[], T], database: str, *, refused: Callab
     INFO line. Past it (or `wait_s`), DatabaseLockedError (a storage fault: the daemon stops on it, exit 3). Made again
     only because a refused lock means nothing of the attempt was written: SQLite takes the write lock at a
     transaction's first write, refuses that write, and the transaction is rolled back (Store.batch refuses a whole
-    batch so)."""
+    batch so). The first attempt is a plain call (every write of the daemon's makes it); tenacity waits out the rest."""
     started = time.monotonic()
-    bound_s = LOCK_WAIT_S if wait_s is None else wait_s
-    said = False
-    while True:
-        try:
-            result = attempt()
-        except Exception as error:
-            if not is_busy(error):
-                raise
-            busy: BaseException | None = error
-        else:
-            busy = refused(result)
-            if busy is None or not is_busy(busy):
-                if said:
-                    logger.bind(actor=actor).info(f"{actor} database {database} is free again after "
-                                                  f"{time.monotonic() - started:.1f} s: writing what waited")
-                return result
-        waited = time.monotonic() - started
-        if waited >= bound_s:
-            raise DatabaseLockedError(database, f"database is locked: {HELD_LOCK} for longer than Catalyst waits "
-                                                f"({LOCK_WAIT_S:g} s)") from busy
-        if not said:
-            said = True
-            logger.bind(actor=actor).warning(
-                f"{actor} database {database} is locked: another program holds a lock on it (a sqlite3 shell left "
+
+    def lock_refused(result: T) -> bool:
+        return is_busy(refused(result))
+
+    def locked(busy: BaseException | None) -> DatabaseLockedError:
+        error = DatabaseLockedError(database, f"database is locked: {HELD_LOCK} for longer than Catalyst waits "
+                                              f"({LOCK_WAIT_S:g} s)")
+        error.__cause__ = busy
+        return error
+
+    try:
+        result = attempt()
+    except Exception as error:
+        if not is_busy(error):
+            raise
+        busy: BaseException | None = error
+    else:
+        busy = refused(result)
+        if not is_busy(busy):
+            return result
+    remaining_s = (LOCK_WAIT_S if wait_s is None else wait_s) - (time.monotonic() - started)
+    if remaining_s <= 0:
+        raise locked(busy)
+    log = logger.bind(actor=actor)
+    log.warning(f"{actor} database {database} is locked: another program holds a lock on it (a sqlite3 shell left "
                 f"inside a transaction?); waiting up to {LOCK_WAIT_S:g} s for it, writing nothing meanwhile (so no "
                 "order is sent), then stopping")
-        time.sleep(LOCK_RETRY_PAUSE_S)
+
+    def held_too_long(state: RetryCallState) -> T:
+        outcome = state.outcome
+        assert outcome is not None  # called once an attempt has ended
+        raise locked(outcome.exception() if outcome.failed else refused(outcome.result()))
+
+    result = Retrying(retry=retry_if_exception(is_busy) | retry_if_result(lock_refused),
+                      wait=wait_fixed(LOCK_RETRY_PAUSE_S), stop=stop_after_delay(remaining_s),
+                      retry_error_callback=held_too_long)(attempt)
+    log.info(f"{actor} database {database} is free again after {time.monotonic() - started:.1f} s: writing what "
+             "waited")
+    return result
 
 
 def _json_default(value: Any) -> Any:
