@@ -37,7 +37,7 @@ from catalyst.errors import (
     AccountCannotTrade, ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, KeysRefused,
     StopDuringStartup, UsageError,
 )
-from catalyst.instance import InstanceLock, emergency_path, owner_only_files
+from catalyst.instance import InstanceLock, emergency_path, owner_only_files, real_path
 from catalyst.logs import LogFileError, keep_secrets_out, setup_logging
 from catalyst.runtime import Endpoint, embedded_exchange, open_endpoint, sim_database_url
 from catalyst.status import write_state_snapshot
@@ -339,10 +339,8 @@ class Daemon:
             log.warning("system emergency stop not remembered across a restart: the database is not an SQLite file, "
                         "so there is no <db>.emergency beside it")
         elif not resumed:
-            try:
-                marker.write_text(reason)
-            except OSError as exc:  # said, and the stop goes on: only a restart before it is done would forget it
-                log.error(f"system emergency stop not remembered across a restart ({marker}: {exc.strerror or exc})")
+            # Said if it fails, and the stop goes on: only a restart before it is done would forget it.
+            _keep_emergency(marker, reason, "emergency stop not remembered across a restart")
         log.critical(f"system emergency stop ({reason}){' resumed after a restart' if resumed else ''}: no new "
                      "entry, every position is flattened, then the daemon stops; start it again to trade")
         self.emergency_flat_since, self.emergency_said = None, ""
@@ -430,7 +428,7 @@ class Daemon:
         which rebuilds every position from the database (protection stays at the broker meanwhile). First, raise
         DatabaseError if the disk under the database refused a write (the writer's StorageHealth): the actors whose
         writes fail die of it one by one, and the cause, not the first actor to die, is what the operator must read."""
-        system = next((part for part in self.parts if hasattr(part, "storage")), None)
+        system = self._trading_system()
         fault = system.storage.fault if system is not None else None
         if fault is not None:
             cause = "the other program's lock is gone" if is_held_lock(fault) else "the disk is fixed"
@@ -644,8 +642,12 @@ class Daemon:
         if waiting:
             log.warning(f"system SIGHUP: {', '.join(waiting)} changed; that takes a restart")
 
+    def _trading_system(self) -> Any:
+        """The part that owns the writer's StorageHealth (TradingSystem), if started."""
+        return next((part for part in self.parts if hasattr(part, "storage")), None)
+
     def stop(self) -> None:
-        system = next((part for part in self.parts if hasattr(part, "storage")), None)
+        system = self._trading_system()
         before = system.storage.fault if system is not None else None
         for part in reversed(self.parts):
             name = type(part).__name__ if hasattr(part, "refs") else part.actor_class.__name__
@@ -848,13 +850,20 @@ def _remember_an_early_emergency(signals: Signals, database_url: str) -> None:
     marker = emergency_marker(database_url)
     if not signals.emergency_requested or signals.daemon is not None or marker is None or marker.exists():
         return
-    try:
-        marker.write_text(OPERATOR_EMERGENCY)
+    if _keep_emergency(marker, OPERATOR_EMERGENCY, "emergency stop asked during a start that failed, and not "
+                       "remembered (send it again once the daemon is up)"):
         log.critical(f"system emergency stop asked during a start that failed: kept in {marker}, the next start goes "
                      "on with it (no new entry, every position flattened)")
+
+
+def _keep_emergency(marker: Path, reason: str, unkept: str) -> bool:
+    """`<db>.emergency` written with its reason; False, said on an ERROR line starting `unkept`, if it cannot be."""
+    try:
+        marker.write_text(reason)
+        return True
     except OSError as exc:
-        log.error(f"system emergency stop asked during a start that failed, and not remembered ({marker}: "
-                  f"{exc.strerror or exc}): send it again once the daemon is up")
+        log.error(f"system {unkept} ({marker}: {exc.strerror or exc})")
+        return False
 
 
 def _stop_leftover_actors() -> None:
@@ -932,7 +941,7 @@ def run_sim(args: argparse.Namespace) -> int:
     daemon_database = config.database_path
     # Resolved: a symlink naming the daemon's database is the daemon's database.
     if (not embedded_exchange(config) and daemon_database is not None
-            and sqlite_path(database_url).resolve() == daemon_database.resolve()):
+            and real_path(sqlite_path(database_url)) == real_path(daemon_database)):
         # The simulation's database is emptied at every run: never the daemon's own, holding its orders.
         raise ConfigError(f"{config.source}: daemon.database_url is {config.database_path}, the file `catalyst sim` "
                           "empties at every run: give the daemon's database another name")
