@@ -254,6 +254,8 @@ class PositionActor(pykka.ThreadingActor):
         if msg.cancel_asked:  # by this actor, or by the one it was rebuilt from: not a cancel made by hand
             self._cancels_asked.add(msg.order_id)
         view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
+        exit_just_filled = (msg.role == "flatten" and msg.status is OrderStatus.FILLED and self.exit_sent
+                            and msg.order_id == self.exit_order_id and view.status is not OrderStatus.FILLED)
         view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
         view.acknowledged = view.acknowledged or msg.status in ACKNOWLEDGED
         if msg.execution is not None:
@@ -268,6 +270,8 @@ class PositionActor(pykka.ThreadingActor):
                 # Shares whose fill was planned while protection waited for the entry's cancel (the router's plan,
                 # then this cancel, then the fill's commit): no OCO came with them. A no-op when one did.
                 self._protect()
+        elif exit_just_filled:
+            self._exit_filled()
         elif (msg.role == "flatten" and msg.status in EXIT_FAILED and self.exit_sent
               and msg.order_id == self.exit_order_id):
             # Unfilled, or partly: an exit cancelled at the close or expired with shares left (a thin stock at
@@ -721,6 +725,18 @@ class PositionActor(pykka.ThreadingActor):
                        f"recorded execution after {ENTRY_FILLS_WAIT_S:.0f} s: exiting the {self.position.quantity} "
                        f"recorded; those {arriving} are left to the doctor's pass (check them at the broker)")
         return True
+
+    def _exit_filled(self) -> None:
+        """The market exit filled all it was sent for. Shares left beyond what it sold are entry shares recorded
+        after it was sent (their fill event lost, brought by a catch-up while it worked, after the flatten gave up
+        waiting for them): the flatten goes on with an exit of those, never leaving them with neither a stop nor an
+        exit (a review: they sat bare until a restart)."""
+        if self.position.status is not PositionStatus.OPEN or self.position.quantity - self._leaving() <= 0:
+            return  # the usual case: the exit's execution closes (or will close) the position
+        self.exit_sent = False
+        self.log.warning(f"position {self.label} market exit o-{self.exit_order_id} filled, yet "
+                         f"{self.position.quantity - self._leaving()} shares remain (entry shares recorded after it "
+                         "was sent): the flatten goes on with an exit of those")
 
     def _exit_failed(self, msg: m.OrderUpdated) -> None:
         """The market exit ended unfilled or partly filled (rejected, cancelled, expired): the shares left are protected

@@ -410,3 +410,26 @@ def test_an_earlier_exits_late_execution_does_not_fail_the_exit_now_working(rig:
     state = rig.settled()
     assert (state["qty"], state["flattening"]) == ("30", "emergency: operator again")
     assert len(rig.told(m.SubmitProtection)) == 2  # no OCO beside the working exit
+
+
+def test_entry_shares_recorded_while_a_gave_up_exit_works_get_an_exit_of_their_own(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flatten gave up waiting for the entry's lost executions and sold the 50 recorded; the other 50 were then
+    recorded while that exit worked (a thin stock), and it filled. They were left with neither a stop nor an exit,
+    and neither the doctor's CheckProtection nor the cycle's next flatten moved them (found by a review)."""
+    monkeypatch.setattr(position_module, "ENTRY_FILLS_WAIT_S", 0.3)
+    monkeypatch.setattr(position_module, "FLATTEN_RECHECK_S", 0.1)
+    flatten_with_entry_shares_unrecorded(rig)
+    (first,) = wait_for(lambda: rig.told(m.PlaceExit), "the recorded shares' exit, once it gave up waiting")
+    assert first.qty == Decimal(50)
+    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
+    rig.update(999, "flatten", OrderStatus.ACCEPTED)
+    rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
+               m.Execution(key="b-entry:100", qty=Decimal(50), price=Decimal("50"), at=T0))
+    rig.update(999, "flatten", OrderStatus.FILLED, "50",
+               m.Execution(key="b-x:50", qty=Decimal(50), price=Decimal("49"), at=T0))
+    exits = wait_for(lambda: rig.told(m.PlaceExit)[1:], "an exit of the shares recorded while the first worked")
+    assert [e.qty for e in exits] == [Decimal(50)]
+    rig.update(999, "flatten", OrderStatus.FILLED, "50")  # the same report again (a REST read): no third exit
+    rig.settled()
+    assert [e.qty for e in rig.told(m.PlaceExit)] == [Decimal(50), Decimal(50)]
