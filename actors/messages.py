@@ -276,6 +276,24 @@ class PositionCrashed(Message):
     owner: Any = None  # the actor that crashed: a live actor under its entry is another one, not rebuilt beside
 
 
+class StaleBook(Message):
+    """To a position actor rebuilt after a crash, from the router: the book it was rebuilt from was read before the
+    router committed rows of its position (an entry fill with its OCO, planned by the actor that crashed). Rebuilt on
+    that book it would protect those shares a second time; it hands the position over to be read again."""
+
+    detail: str
+
+
+class RebuildFromDatabase(Message):
+    """A position actor handing its position over to the supervisor to be rebuilt from what the database holds now
+    (StaleBook)."""
+
+    entry_order_id: int
+    subject: str
+    detail: str
+    handed_over_by: Any
+
+
 class LateEntryShares(Message):
     """Entry shares recorded after their position closed (their fill event lost, brought by a catch-up or the
     doctor): at the broker with no stop, and no actor left to sell them. The supervisor rebuilds the position from

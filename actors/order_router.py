@@ -454,6 +454,8 @@ class OrderRouter(pykka.ThreadingActor):
     def _on_Register(self, msg: m.Register) -> None:
         # Tracked already: routed to the actor this one replaces (a crash), or seen before it registered (a start).
         handed_over = any(order_id in self.by_order for order_id in msg.order_ids)
+        if handed_over and self._rebuilt_from_a_stale_book(msg):
+            return
         for order_id in msg.order_ids:
             tracked = self.by_order.get(order_id)
             if tracked is None:
@@ -465,7 +467,8 @@ class OrderRouter(pykka.ThreadingActor):
             tracked.owner = msg.owner
             self._replay_unmatched(tracked)
         for order_id in msg.order_ids:
-            self._send_if_never_acknowledged(self.by_order.get(order_id))
+            if order_id not in self._sending:  # a submit under way (sent for the actor this one replaces) answers
+                self._send_if_never_acknowledged(self.by_order.get(order_id))
             tracked = self.by_order.get(order_id)
             if (tracked is not None and tracked.role == "take_profit" and tracked.broker_id
                     and self._leg_unpaired(order_id) and order_id not in self._unpaired):
@@ -480,6 +483,29 @@ class OrderRouter(pykka.ThreadingActor):
             # connection covers today only, and a fill older than that would be waited for until a doctor pass.
             self._catch_up(msg.executions_missing_since,
                            why=f"executions missing at a rebuild: {msg.executions_missing}")
+
+    def _rebuilt_from_a_stale_book(self, msg: m.Register) -> bool:
+        """A position actor rebuilt after a crash whose book lacks rows of its position the database holds: the
+        supervisor read it while this router's commit of the crashed actor's plan for an entry fill (the execution,
+        the position row, its OCO rows) waited at the writer. Told the execution, the rebuilt actor would protect
+        those shares a second time beside the OCO already sent (a review: 200 of 100 shares under stops). It is told
+        to hand the position over to be rebuilt from the database as it is now; the orders stay with the actor it
+        replaced until then (whatever reaches them meanwhile is read from the database by the next one).
+        Only for a rebuild in place of a live owner: at a start the rows seen before registering have none."""
+        replaced = [t for order_id in msg.order_ids if (t := self.by_order.get(order_id)) is not None
+                    and t.owner is not None and t.owner.actor_urn != msg.owner.actor_urn]
+        entry = next((t for t in replaced if t.role == "entry"), None)
+        if entry is None:
+            return False
+        book = self.writer.position_book(entry.order_id).get()
+        missing = sorted({o.order_id for o in book.orders} - set(msg.order_ids)) if book is not None else []
+        if not missing:
+            return False
+        detail = f"{', '.join(f'o-{i}' for i in missing)} of its entry o-{entry.order_id} were committed"
+        log.warning(f"router position of entry {entry.label} rebuilt from a book read before {detail}: told to be "
+                    "rebuilt again")
+        _tell(msg.owner, m.StaleBook(detail=detail))
+        return True
 
     def _tell_recorded_since_the_book(self, msg: m.Register) -> set[int]:
         """Executions recorded after the new owner's book was read were told to the actor it replaces (or to none):

@@ -219,6 +219,8 @@ class PositionActor(pykka.ThreadingActor):
             self._protect()
         elif isinstance(message, m.KeepOvernight):
             self._keep_overnight()
+        elif isinstance(message, m.StaleBook):
+            self._hand_over_stale_book(message.detail)
         return None
 
     def state(self) -> dict[str, Any]:
@@ -863,6 +865,19 @@ class PositionActor(pykka.ThreadingActor):
         self._finished = self._handed_over = True
         self.system.tell(m.LateEntryShares(entry_order_id=self.entry_order_id, subject=f"position {self.label}",
                                            qty=execution.qty, handed_over_by=self.actor_ref))
+        self.stop()
+
+    def _hand_over_stale_book(self, detail: str) -> None:
+        """Rebuilt from a book read before the router committed rows of this position (m.StaleBook): executions
+        told now would be protected again beside the OCO already sent for them. Handed over to be rebuilt from the
+        database as it is now, which holds those rows."""
+        if self._handed_over:
+            return
+        self.log.warning(f"position {self.label} was rebuilt from a book read before {detail}: handing it over to be "
+                         "rebuilt from the database as it is now")
+        self._finished = self._handed_over = True
+        self.system.tell(m.RebuildFromDatabase(entry_order_id=self.entry_order_id, subject=f"position {self.label}",
+                                               detail=detail, handed_over_by=self.actor_ref))
         self.stop()
 
     def _sell_late_entry_shares(self, restored: Any) -> None:

@@ -95,6 +95,11 @@ class Supervisor(pykka.ThreadingActor):
             self._rebuild(message)
         elif isinstance(message, m.LateEntryShares):
             self._rebuild_for_late_shares(message)
+        elif isinstance(message, m.RebuildFromDatabase):
+            self._rebuild_in_place_of(message.entry_order_id, message.handed_over_by, message.subject,
+                                      f"was rebuilt from a book read before {message.detail}",
+                                      if_not="its orders at the broker stay in place; the doctor will report it, and "
+                                             "a restart rebuilds it from the database")
         elif isinstance(message, _Adopt):
             self.live[message.ref.actor_urn] = message.ref
         elif isinstance(message, m.PositionEntry):

@@ -1,0 +1,96 @@
+"""A position actor rebuilt from a book read before the router committed the crashed actor's plan for an entry fill.
+
+The router asks the position actor for the writes an entry fill calls for (the position row, its OCO rows) and commits
+them with the execution. An actor that crashes right after answering is rebuilt by the supervisor from a book it
+reads at the writer; when that read came before the router's commit, the book lacks the fill and the OCO rows the
+router then sent. Told the execution, the rebuilt actor protected the same shares again: 200 of 100 under stops
+(found by a review). It now hands the position over to be rebuilt from the database as it is, which holds them."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pykka
+import pytest
+
+from actors import messages as m
+from actors.broker_worker import SubmitOco, SubmitOrder
+from actors.db_writer import DbWriter
+from actors.order_router import OrderRouter, RouterSettings
+from actors.position import PositionActor
+from actors.system import Restored, Supervisor, plan_from_entry
+from catalyst.broker.reports import OrderReport, TradeUpdateReport
+from catalyst.domain.positions import PositionSide
+from catalyst.sim.clock import SimClock
+from tests.actors.test_write_path_router import T0, FixedClock, Recorded, wait_for
+
+
+def report(row: Any, broker_id: str, status: str, filled: int) -> OrderReport:
+    return OrderReport(
+        broker_id=broker_id, client_order_id=row.client_order_id, symbol="AAPL", side=row.side, type="market",
+        order_class="simple", tif="day", qty=row.quantity, filled_qty=Decimal(filled),
+        filled_avg_price=Decimal("50") if filled else None, limit_price=None, stop_price=None, status=status,
+        created_at=T0, updated_at=T0, submitted_at=T0, filled_at=None, canceled_at=None)
+
+
+def test_an_actor_rebuilt_from_a_book_read_before_the_routers_commit_is_rebuilt_again_not_protecting_twice(
+        tmp_path: Path, recording_actor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    writer = writer_ref.proxy()
+    protect, general = recording_actor(), recording_actor()
+    router = OrderRouter.start(writer, Recorded(protect), Recorded(general), FixedClock(), RouterSettings())
+    supervisor_ref: list[Any] = []
+
+    def make_position(plan: m.TradePlan, restored: Any = None) -> Any:
+        return PositionActor.start(plan, router, writer, supervisor_ref[0], SimClock(T0, 0), restored)
+
+    supervisor_ref.append(Supervisor.start(writer, make_position))
+    cycle_id = writer.get_or_create_cycle(date(2024, 3, 4), at=T0).get().cycle_id
+    plan = m.TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal(100), stop_loss=Decimal("48"),
+                       take_profit=Decimal("55"), cycle_id=cycle_id)
+    books: list[Any] = []
+    real_prepare = PositionActor._prepare_entry_fill
+
+    def prepare_then_book_read(self: PositionActor, msg: m.PrepareEntryFill) -> Any:
+        answer = real_prepare(self, msg)
+        books.append(self.writer.position_book(self.entry_order_id).get())  # the supervisor's read, before the commit
+        return answer
+
+    monkeypatch.setattr(PositionActor, "_prepare_entry_fill", prepare_then_book_read)
+    first = make_position(plan)
+
+    def ocos() -> list[SubmitOco]:
+        return [x for x in protect.proxy().received().get() if isinstance(x, SubmitOco)]
+
+    try:
+        entry = wait_for(lambda: [x for x in general.proxy().received().get() if isinstance(x, SubmitOrder)],
+                         "the entry's submit")[0].row
+        router.tell(m.SubmitResult(order_ids=(entry.order_id,), report=report(entry, "b-e", "new", 0)))
+        router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(
+            event="fill", order=report(entry, "b-e", "filled", 100), at=T0, execution_id="x1",
+            price=Decimal("50"), qty=Decimal(100))))
+        wait_for(ocos, "the OCO the router sent with the fill's commit")
+        assert books and books[0].position is None, "the book read before the commit"
+        first.stop()  # it crashed a moment after answering
+        monkeypatch.setattr(PositionActor, "_prepare_entry_fill", real_prepare)
+        stale = make_position(plan_from_entry(books[0].entry), restored=Restored.from_book(books[0]))
+
+        def fresh() -> Any:
+            alive = [r for r in pykka.ActorRegistry.get_by_class(PositionActor) if r.actor_urn != stale.actor_urn]
+            return alive[0] if alive else None
+
+        rebuilt = wait_for(fresh, "the position rebuilt from the database as it is now")
+        state = wait_for(lambda: (s := rebuilt.proxy().state().get())["protected"] == "100" and s, "its state")
+        assert state["qty"] == "100" and state["status"] == "open"
+        time.sleep(0.3)  # anything the stale actor or the rebuilt one would still send
+        assert not stale.is_alive()
+        assert [(o.take_profit.quantity, o.stop_loss.quantity) for o in ocos()] == [(Decimal(100), Decimal(100))]
+        assert rebuilt.proxy().state().get()["protected"] == "100"
+    finally:
+        for ref in (*pykka.ActorRegistry.get_by_class(PositionActor), supervisor_ref[0], router, writer_ref):
+            if ref.is_alive():
+                ref.stop()
