@@ -179,6 +179,15 @@ class PositionActor(pykka.ThreadingActor):
             self.router.tell(m.PlaceEntry(owner=self.actor_ref, plan=self.plan))
 
     def on_stop(self) -> None:
+        if self._unprotected_pieces and not self._finished and not self._handed_over:
+            # The daemon stopping while pieces wait for an OCO in flight: their own OCO now, or they would have no
+            # row at all while it is down (the router, stopped after the positions, still sends it; unsent, the next
+            # start sends the rows it finds created).
+            try:
+                self._protect(coalesce=False)
+            except Exception as exc:  # noqa: BLE001 - the stop goes on; the next start protects them from its book
+                self.log.error(f"position {self.label} could not protect {self._unprotected_qty()} shares while "
+                               f"stopping: {type(exc).__name__}: {exc}; the next start protects them")
         for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer, self._entry_cancel_timer,
                       self._coalesce_timer):
             if timer:
@@ -522,7 +531,7 @@ class PositionActor(pykka.ThreadingActor):
         entry = self.orders.get(self.entry_order_id) if self.entry_order_id is not None else None
         return entry is not None and entry.working
 
-    def _protect(self) -> None:
+    def _protect(self, coalesce: bool = True) -> None:
         if self.flattening or self.position.status is not PositionStatus.OPEN or self._asking_broker:
             return
         if self._protect_after_entry and self._entry_working():
@@ -530,7 +539,7 @@ class PositionActor(pykka.ThreadingActor):
         if self._lone_legs():
             self._expect_lone_legs_to_end()
         missing = self._unprotected_qty()
-        if missing > 0 and self._waits_for_protection_in_flight():
+        if missing > 0 and coalesce and self._waits_for_protection_in_flight():
             self._arm_coalesce_timer()  # its answer (or the timer) protects them, with the pieces that follow
         elif missing > 0:
             # Pieces that waited for an OCO in flight: from their own prices. Otherwise the whole position's missing

@@ -126,3 +126,16 @@ def test_the_wait_ends_a_second_after_the_oco_was_sent_however_many_pieces_come(
     second = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the held pieces' OCO", timeout=5)[0]
     assert time.monotonic() - held_at < PROTECTION_COALESCE_S * 1.3
     assert second.take_profit.quantity == Decimal(20)
+
+
+def test_pieces_waiting_when_the_daemon_stops_get_their_oco_before_the_actor_stops(rig: Rig) -> None:
+    """A stop (TERM) within the wait cancelled the timer: the waiting piece had no OCO row at all while the daemon was
+    down, nothing at the broker (found by a review). Its OCO is made as the actor stops."""
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    piece(rig, 40, 40, "50.00")
+    wait_for(lambda: rig.told(m.SubmitProtection), "the first piece's OCO")
+    piece(rig, 70, 30, "50.00")
+    rig.settled()
+    assert sum(s.stop_loss.quantity for s in rig.told(m.SubmitProtection)) == Decimal(40)  # the second one waits
+    rig.position.stop()
+    assert [s.stop_loss.quantity for s in rig.told(m.SubmitProtection)] == [Decimal(40), Decimal(30)]
