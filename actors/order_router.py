@@ -996,13 +996,18 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _acknowledge(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> None:
         acknowledgement = self._record_broker_id(tracked, report, group)  # the move below only logs created → submitted
-        if tracked.status is OrderStatus.CREATED:
+        was_created = tracked.status is OrderStatus.CREATED
+        if was_created:
             self._move(tracked, OrderStatus.SUBMITTED, broker_status=report.status, group=group, write=False)
         self._acknowledging = (group, acknowledgement)  # a move the report calls for joins this write (_move)
         try:
             self._apply_report(report, at=report.updated_at, execution=None, tracked=tracked, group=group)
         finally:
             self._acknowledging = None
+        if was_created and tracked.status is OrderStatus.SUBMITTED:
+            # Answered `new` or `pending_new` (submitted): the report moved nothing further, so nothing told the owner,
+            # which saw the order `created` still: an OCO on its way, holding the pieces that follow for a second.
+            group.then(lambda _: self._tell_owner(tracked, None))
         group.then(lambda _: self._after_acknowledged(tracked))
 
     def _after_acknowledged(self, tracked: Tracked) -> None:
