@@ -31,7 +31,7 @@ from catalyst.domain.orders import OrderStatus, oco_stop_leg_id, oco_take_profit
 from catalyst.domain.positions import Position, PositionSide, PositionStatus
 from catalyst.domain.reconcile import (
     BrokerFill, BrokerView, DoctorSettings, Finding, FindingType, LocalOrder,
-    LocalPosition, LocalView, Policy, execution_key, reconcile,
+    LocalPosition, LocalView, Policy, execution_key, reconcile, signed_qty,
 )  # fmt: skip
 from catalyst.store.batch import call
 from catalyst.store.doctor_ops import ADOPTED_ENTRY_ROLE, AdoptedFill, BrokerOrderRow
@@ -339,9 +339,14 @@ class DoctorActor(pykka.ThreadingActor):
 
     def _closed_holding(self, positions: list[Any], broker_positions: list[Any],
                         now: datetime) -> tuple[LocalPosition, ...]:
-        """Closed positions still holding shares by their recorded fills, for symbols the broker holds and no open
-        position of ours does: the only place such shares can come from (LocalView.closed_holding)."""
-        unexplained = {p.symbol for p in broker_positions if p.qty} - {p.symbol for p in positions}
+        """Closed positions still holding shares by their recorded fills, for symbols the broker holds more or less
+        of than our open positions do (none, or one opened after the closed one): the only place such shares can
+        come from (LocalView.closed_holding)."""
+        ours: dict[str, Decimal] = {}
+        for p in positions:
+            ours[p.symbol] = ours.get(p.symbol, Decimal(0)) + signed_qty(p.side, p.quantity)
+        unexplained = {p.symbol for p in broker_positions
+                       if p.qty and signed_qty(p.side, p.qty) != ours.get(p.symbol, Decimal(0))}
         if not unexplained:
             return ()
         since = now - timedelta(seconds=self.settings.lookback_s)

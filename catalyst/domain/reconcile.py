@@ -249,8 +249,10 @@ STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
 UNACKNOWLEDGED = frozenset({"pending_new", "pending_review"})
 
 
-def _signed(side: str, qty: Decimal) -> Decimal:
+def signed_qty(side: str, qty: Decimal) -> Decimal:
+    """Shares bought or held long count up, sold or held short down."""
     return qty if side in ("buy", "long") else -qty
+
 
 
 @dataclass
@@ -409,7 +411,7 @@ def _fills(diff: _Diff, local: LocalView, broker: BrokerView, matched: dict[str,
         key = execution_key(fill.broker_order_id, fill.cum_qty)
         if order is not None and key not in local.execution_keys:
             if not _unlinked_entry(order):  # those shares are counted from the entry's filled_qty (_positions)
-                missing[order.symbol] += _signed(order.side, fill.qty)
+                missing[order.symbol] += signed_qty(order.side, fill.qty)
             if order.order_id in late or key in local.recorded_since:
                 continue  # the router is applying (or has applied) it: not missing, and the next pass judges it
             diff.add(_T.MISSING_FILL, f"order {order.label}", f"filled {order.filled_qty}",
@@ -441,7 +443,7 @@ def _late_shares_of(local: LocalView, symbol: str, held: Decimal, own_shares: De
     ours alone: every one bought by our own orders, none moved by hand or by another daemon. Its late entry shares,
     then; anything less exact is not this case (and halts)."""
     late = [p for p in local.closed_holding if p.symbol == symbol]
-    if (len(late) != 1 or _signed(late[0].side, late[0].qty) != held or own_shares != held or hand
+    if (len(late) != 1 or signed_qty(late[0].side, late[0].qty) != held or own_shares != held or hand
             or symbol in other_traders):
         return None
     return late[0]
@@ -468,13 +470,13 @@ def _own_shares(matched: dict[str, LocalOrder], by_id: dict[str, BrokerOrder]) -
         seen = by_id[broker_id]
         if seen.filled_qty:
             shares, latest = own.get(order.symbol, (ZERO, order.updated_at))
-            own[order.symbol] = (shares + _signed(seen.side, seen.filled_qty), max(latest, order.updated_at))
+            own[order.symbol] = (shares + signed_qty(seen.side, seen.filled_qty), max(latest, order.updated_at))
     return own
 
 
 def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
     orders = {o.broker_id: o for o in broker.orders}
-    return sum((_signed(orders[i].side, orders[i].filled_qty) for i in ids), ZERO)
+    return sum((signed_qty(orders[i].side, orders[i].filled_qty) for i in ids), ZERO)
 
 
 def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
@@ -483,14 +485,14 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
     held: dict[str, Decimal] = defaultdict(lambda: ZERO)
     first: dict[str, LocalPosition] = {}
     for position in local.positions:
-        held[position.symbol] += _signed(position.side, position.qty)
+        held[position.symbol] += signed_qty(position.side, position.qty)
         first.setdefault(position.symbol, position)
-    at_broker = {p.symbol: _signed(p.side, p.qty) for p in broker.positions if p.qty != 0}
+    at_broker = {p.symbol: signed_qty(p.side, p.qty) for p in broker.positions if p.qty != 0}
     for order in local.orders:
         # An entry whose fills are recorded but whose position row a crash prevented is being rebuilt by its
         # position actor: the broker's shares are ours. Adopting them as an orphan would book them twice.
         if _unlinked_entry(order) and order.symbol in at_broker and order.symbol not in first:
-            held[order.symbol] += _signed(order.side, order.filled_qty)
+            held[order.symbol] += signed_qty(order.side, order.filled_qty)
     for symbol in sorted(set(held) | set(at_broker)):
         ours, theirs = held[symbol] + missing[symbol], at_broker.get(symbol, ZERO)
         if ours == theirs:
@@ -527,6 +529,19 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
                           f"{other_traders[symbol]}): its shares are not ours to adopt")
             diff.add(_T.ORPHAN_POSITION, f"position {symbol}", 0, theirs, symbol=symbol, broker_ids=tuple(hand),
                      explained=explained, reason=reason)
+            continue
+        own_shares, latest = own.get(symbol, (ZERO, diff.now))
+        late = _late_shares_of(local, symbol, theirs - ours, own_shares - ours, hand, other_traders)
+        if late is not None:
+            # Beside our open position in the symbol, the broker holds exactly the late entry shares of one closed
+            # before it (recorded after it closed): settled by that position's own exit, or rebuilt to sell them, as
+            # with none open. Halting over them stopped entries until an operator resumed (a review).
+            if not _being_sold(local.orders, late, theirs - ours) and diff.old(latest):
+                diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{late.position_id}", 0, theirs - ours,
+                         symbol=symbol, position_id=late.position_id, action="rebuild and sell",
+                         reason=f"{symbol}: broker holds {theirs}, {ours} of them open position "
+                                f"#p-{first[symbol].position_id}'s and {theirs - ours} the entry shares of closed "
+                                f"position #p-{late.position_id} recorded after it closed: rebuilt to sell them")
             continue
         position = first[symbol]
         common = dict(symbol=symbol, position_id=position.position_id, broker_ids=tuple(hand))

@@ -453,3 +453,31 @@ def test_the_doctor_leaves_late_shares_to_a_live_actor_and_halts_after_three_reb
     assert doctor._rebuild_to_sell(finding) == "halted"
     assert rebuilt == [1] * LATE_SHARE_REBUILDS and doctor.halted
     assert doctor.halt_reason == "AAPL: broker holds 300, …; rebuilt 3 times and still not sold: check AAPL at the broker"
+
+
+def test_the_doctor_looks_for_late_shares_wherever_the_broker_holds_other_than_our_open_positions() -> None:
+    """Also beside an open position of the symbol (one opened after the closed one): read only where none was open,
+    such shares made the doctor halt entries over a quantity mismatch (found by a review)."""
+    from types import SimpleNamespace
+
+    from actors.doctor import DoctorActor
+
+    asked: list[list[str]] = []
+
+    class Writer:
+        def closed_positions_holding_shares(self, symbols: list[str], since: Any) -> Any:
+            asked.append(symbols)
+            return SimpleNamespace(get=lambda: [])
+
+    doctor = DoctorActor(writer=Writer(), broker=None, router=None, supervisor=None, clock=None)
+    ours = [SimpleNamespace(symbol="AAPL", side="long", quantity=Decimal(100)),
+            SimpleNamespace(symbol="MSFT", side="long", quantity=Decimal(50)),
+            SimpleNamespace(symbol="NVDA", side="short", quantity=Decimal(20))]
+    broker = [SimpleNamespace(symbol="AAPL", side="long", qty=Decimal(140)),
+              SimpleNamespace(symbol="MSFT", side="long", qty=Decimal(50)),
+              SimpleNamespace(symbol="NVDA", side="short", qty=Decimal(20)),
+              SimpleNamespace(symbol="TSLA", side="long", qty=Decimal(10))]
+    doctor._closed_holding(ours, broker, T0)
+    assert asked == [["AAPL", "TSLA"]]
+    doctor._closed_holding(ours, broker[1:3], T0)  # the broker holds what our open positions do: nothing to read
+    assert asked == [["AAPL", "TSLA"]]

@@ -460,3 +460,49 @@ def test_an_unpaired_stop_row_matches_the_leg_of_its_take_profits_broker_order()
     assert by_kind[T.MISSING_FILL].broker_ids == ("b-sl",)
     assert T.PHANTOM_POSITION not in by_kind and T.ORPHAN_ORDER not in by_kind
     assert all(f.policy is not Policy.HALT for f in findings)
+
+
+def late_shares_beside_an_open_position(exit_status: str | None) -> tuple[LocalView, BrokerView]:
+    """Position 7 (closed): entry 100, its stop sold 60, its other 40 entry shares recorded after it closed, and
+    `exit_status` its own market exit for them (None: none). Position 8 (open, opened after 7 closed): 100 under
+    its stop. The broker holds 140."""
+    exits = (order(3, exit_status, "b-3", "flatten", "sell", qty="40", position_id=7),) if exit_status else ()
+    local = LocalView(
+        orders=(order(1, "filled", "b-1", qty="100", filled="100", position_id=7),
+                order(2, "filled", "b-2", "stop_loss", "sell", qty="60", filled="60", position_id=7), *exits,
+                order(4, "filled", "b-4", qty="100", filled="100", position_id=8),
+                order(5, "accepted", "b-5", "stop_loss", "sell", qty="100", position_id=8)),
+        positions=(position("100", position_id=8),),
+        execution_keys=frozenset({execution_key("b-1", D(100)), execution_key("b-2", D(60)),
+                                  execution_key("b-4", D(100))}),
+        closed_holding=(position("40", position_id=7),))
+    broker_exits = (border("b-3", exit_status, "sell", "40", cid="cat-x-3"),) if exit_status else ()
+    broker = BrokerView(
+        orders=(border("b-1", "filled", qty="100", filled="100", cid="cat-x-1"),
+                border("b-2", "filled", "sell", "60", "60", cid="cat-x-2", type="stop"), *broker_exits,
+                border("b-4", "filled", qty="100", filled="100", cid="cat-x-4"),
+                stop("100", broker_id="b-5", cid="cat-x-5")),
+        positions=(BrokerPosition("AAPL", "long", D(140)),),
+        fills=(BrokerFill("b-1", D(100), D(100), D("50"), OLD), BrokerFill("b-2", D(60), D(60), D("48"), OLD),
+               BrokerFill("b-4", D(100), D(100), D("50"), OLD)))
+    return local, broker
+
+
+def test_late_shares_being_sold_by_their_own_exit_beside_an_open_position_of_the_symbol_do_not_halt():
+    """Found by a review: the exemption held only with no open position in the symbol, so a position opened after
+    the closed one made the broker's 140 a quantity mismatch, and entries halted until an operator resumed."""
+    assert run(*late_shares_beside_an_open_position("accepted")) == []
+
+
+def test_late_shares_left_unsold_beside_an_open_position_of_the_symbol_are_rebuilt_to_sell_not_halted():
+    (finding,) = run(*late_shares_beside_an_open_position(None))
+    assert (finding.type, finding.position_id, finding.broker_value) == (T.ORPHAN_POSITION, 7, "40")
+    assert finding.policy is not Policy.HALT
+    assert "closed position #p-7 recorded after it closed: rebuilt to sell them" in finding.reason
+
+
+def test_shares_beyond_an_open_position_that_are_not_one_closed_positions_late_shares_still_halt():
+    local, broker = late_shares_beside_an_open_position("accepted")
+    broker = BrokerView(orders=broker.orders, positions=(BrokerPosition("AAPL", "long", D(150)),), fills=broker.fills)
+    findings = run(local, broker)
+    assert [(f.type, f.policy) for f in findings] == [(T.POSITION_QTY_MISMATCH, Policy.HALT)]
