@@ -329,9 +329,9 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
     # Another daemon's fills are not hand trades to attach or adopt: its shares are its own, so a difference they
     # make stays unexplained here, and halts (adopting them would protect the same shares twice).
     missing, orphan_moves = _fills(diff, local, broker, matched, orphan_ids - set(others), by_id)
-    _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id),
-               {by_id[i].symbol: other for i, other in others.items()})
-    _protection(diff, local, broker, set(others))
+    late_beside_open = _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id),
+                                  {by_id[i].symbol: other for i, other in others.items()})
+    _protection(diff, local, broker, set(others), late_beside_open)
     return diff.findings
 
 
@@ -481,7 +481,10 @@ def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
 
 def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
                orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]],
-               other_traders: dict[str, str]) -> None:
+               other_traders: dict[str, str]) -> dict[str, Decimal]:
+    """Position findings; returns the late entry shares of closed positions found beside an open position of their
+    symbol (shares, per symbol): not the open position's, so its protection is judged without them."""
+    late_beside_open: dict[str, Decimal] = {}
     held: dict[str, Decimal] = defaultdict(lambda: ZERO)
     first: dict[str, LocalPosition] = {}
     for position in local.positions:
@@ -536,6 +539,7 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
             # Beside our open position in the symbol, the broker holds exactly the late entry shares of one closed
             # before it (recorded after it closed): settled by that position's own exit, or rebuilt to sell them, as
             # with none open. Halting over them stopped entries until an operator resumed (a review).
+            late_beside_open[symbol] = abs(theirs - ours)
             if not _being_sold(local.orders, late, theirs - ours) and diff.old(latest):
                 diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{late.position_id}", 0, theirs - ours,
                          symbol=symbol, position_id=late.position_id, action="rebuild and sell",
@@ -553,6 +557,7 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
             reason += f" (another catalyst daemon, database {other_traders[symbol]}, trades it too)"
         kind = _T.PHANTOM_POSITION if symbol not in at_broker else _T.POSITION_QTY_MISMATCH
         diff.add(kind, subject, ours, theirs, explained=reduces, reason=reason, **common)
+    return late_beside_open
 
 
 def working_stop_qty(orders: tuple[BrokerOrder, ...], symbol: str, exit_side: str,
@@ -587,9 +592,11 @@ def uncovered_at_broker(broker: BrokerView) -> tuple[Uncovered, ...]:
     return tuple(found)
 
 
-def _protection(diff: _Diff, local: LocalView, broker: BrokerView, not_ours: set[str]) -> None:
-    """`not_ours`: another daemon's orders, which protect its shares, not ours."""
-    at_broker = {p.symbol: p.qty for p in broker.positions}
+def _protection(diff: _Diff, local: LocalView, broker: BrokerView, not_ours: set[str],
+                late_beside_open: dict[str, Decimal]) -> None:
+    """`not_ours`: another daemon's orders, which protect its shares, not ours. `late_beside_open`: shares the broker
+    holds for a closed position beside the open ones (_positions), which the open ones' stops do not cover."""
+    at_broker = {p.symbol: p.qty - late_beside_open.get(p.symbol, ZERO) for p in broker.positions}
     for symbol in sorted({p.symbol for p in local.positions}):
         positions = [p for p in local.positions if p.symbol == symbol]
         qty = sum((p.qty for p in positions), ZERO)
