@@ -497,8 +497,13 @@ class OrderRouter(pykka.ThreadingActor):
         entry = next((t for t in replaced if t.role == "entry"), None)
         if entry is None:
             return False
+        # Only rows this router tracks for the replaced actor: rows the rebuilt actor wrote itself since its book was
+        # read (its restore protecting bare shares) are in the database too, and are not what its book missed.
+        previous = {t.owner.actor_urn for t in replaced}
         book = self.writer.position_book(entry.order_id).get()
-        missing = sorted({o.order_id for o in book.orders} - set(msg.order_ids)) if book is not None else []
+        missing = sorted(o.order_id for o in (book.orders if book is not None else ())
+                         if o.order_id not in msg.order_ids and (t := self.by_order.get(o.order_id)) is not None
+                         and t.owner is not None and t.owner.actor_urn in previous)
         if not missing:
             return False
         detail = f"{', '.join(f'o-{i}' for i in missing)} of its entry o-{entry.order_id} were committed"

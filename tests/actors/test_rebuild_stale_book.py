@@ -21,7 +21,7 @@ from actors import messages as m
 from actors.broker_worker import SubmitOco, SubmitOrder
 from actors.db_writer import DbWriter
 from actors.order_router import OrderRouter, RouterSettings
-from actors.position import PositionActor
+from actors.position import CheckLoneLegs, PositionActor
 from actors.system import Restored, Supervisor, plan_from_entry
 from catalyst.broker.reports import OrderReport, TradeUpdateReport
 from catalyst.domain.positions import PositionSide
@@ -90,6 +90,65 @@ def test_an_actor_rebuilt_from_a_book_read_before_the_routers_commit_is_rebuilt_
         assert not stale.is_alive()
         assert [(o.take_profit.quantity, o.stop_loss.quantity) for o in ocos()] == [(Decimal(100), Decimal(100))]
         assert rebuilt.proxy().state().get()["protected"] == "100"
+    finally:
+        for ref in (*pykka.ActorRegistry.get_by_class(PositionActor), supervisor_ref[0], router, writer_ref):
+            if ref.is_alive():
+                ref.stop()
+
+
+def test_a_rebuild_from_a_current_book_whose_restore_protects_bare_pieces_is_not_called_stale(
+        tmp_path: Path, recording_actor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its restore writes an OCO for the piece that waited: rows the database holds and its book lacks, yet its own,
+    not a commit it missed. Taken for one (a review of the first version), every such rebuild was made twice, and
+    three used up a position's rebuilds."""
+    writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    writer = writer_ref.proxy()
+    protect, general = recording_actor(), recording_actor()
+    router = OrderRouter.start(writer, Recorded(protect), Recorded(general), FixedClock(), RouterSettings())
+    supervisor_ref: list[Any] = []
+    started: list[Any] = []
+
+    def make_position(plan: m.TradePlan, restored: Any = None) -> Any:
+        started.append(PositionActor.start(plan, router, writer, supervisor_ref[0], SimClock(T0, 0), restored))
+        return started[-1]
+
+    supervisor_ref.append(Supervisor.start(writer, make_position))
+    cycle_id = writer.get_or_create_cycle(date(2024, 3, 4), at=T0).get().cycle_id
+    first = make_position(m.TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal(100),
+                                      stop_loss=Decimal("48"), take_profit=Decimal("55"), cycle_id=cycle_id))
+
+    def ocos() -> list[SubmitOco]:
+        return [x for x in protect.proxy().received().get() if isinstance(x, SubmitOco)]
+
+    def piece(cum: int, qty: int, execution_id: str) -> None:
+        router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(
+            event="partial_fill", order=report(entry, "b-e", "partially_filled", cum), at=T0,
+            execution_id=execution_id, price=Decimal("50"), qty=Decimal(qty))))
+
+    try:
+        entry = wait_for(lambda: [x for x in general.proxy().received().get() if isinstance(x, SubmitOrder)],
+                         "the entry's submit")[0].row
+        router.tell(m.SubmitResult(order_ids=(entry.order_id,), report=report(entry, "b-e", "new", 0)))
+        piece(40, 40, "x1")
+        wait_for(ocos, "the first piece's OCO")
+        piece(70, 30, "x2")
+        wait_for(lambda: first.proxy().state().get()["qty"] == "70", "the second piece, waiting for the first's OCO")
+        real_register = OrderRouter._on_Register
+
+        def busy_register(self: OrderRouter, msg: m.Register) -> None:
+            time.sleep(0.3)  # the router busy with other messages ahead of it: the restore's OCO is committed first
+            real_register(self, msg)
+
+        monkeypatch.setattr(OrderRouter, "_on_Register", busy_register)
+        monkeypatch.setattr(PositionActor, "_check_lone_legs", lambda self: 1 / 0)
+        first.tell(CheckLoneLegs())  # it crashes within the wait; the supervisor rebuilds it from the database
+        wait_for(lambda: len(started) >= 2, "the rebuild")
+        monkeypatch.setattr(PositionActor, "_check_lone_legs", lambda self: None)
+        wait_for(lambda: len(ocos()) >= 2, "the waiting piece's OCO, sent by the rebuilt actor")
+        time.sleep(0.6)
+        assert supervisor_ref[0].proxy().rebuilds.get() == {entry.order_id: 1}
+        assert len(started) == 2 and started[1].is_alive()
+        assert [o.stop_loss.quantity for o in ocos()] == [Decimal(40), Decimal(30)]
     finally:
         for ref in (*pykka.ActorRegistry.get_by_class(PositionActor), supervisor_ref[0], router, writer_ref):
             if ref.is_alive():
