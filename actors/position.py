@@ -127,6 +127,7 @@ class PositionActor(pykka.ThreadingActor):
         self.flatten_since: datetime | None = None  # exchange time the flatten began (the doctor's stuck test)
         self.exit_sent = False
         self.exit_order_id: int | None = None  # the market exit now working: only its ending fails the flatten
+        self._exits_gone_on_from: set[int] = set()  # exits filled with shares left, each followed by one more exit
         self._waiting_for_exit_fills = False  # said once: a flatten found its exits filled at the broker
         self._waiting_for_entry_fills = Decimal(0)  # said once per quantity: a flatten waits for entry executions
         self._entry_fills_waited_since: float | None = None  # time.monotonic() the flatten began waiting for them
@@ -265,8 +266,6 @@ class PositionActor(pykka.ThreadingActor):
         if msg.cancel_asked:  # by this actor, or by the one it was rebuilt from: not a cancel made by hand
             self._cancels_asked.add(msg.order_id)
         view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
-        exit_just_filled = (msg.role == "flatten" and msg.status is OrderStatus.FILLED and self.exit_sent
-                            and msg.order_id == self.exit_order_id and view.status is not OrderStatus.FILLED)
         view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
         view.acknowledged = view.acknowledged or msg.status in ACKNOWLEDGED
         if msg.execution is not None:
@@ -281,8 +280,6 @@ class PositionActor(pykka.ThreadingActor):
                 # Shares whose fill was planned while protection waited for the entry's cancel (the router's plan,
                 # then this cancel, then the fill's commit): no OCO came with them. A no-op when one did.
                 self._protect()
-        elif exit_just_filled:
-            self._exit_filled()
         elif (msg.role == "flatten" and msg.status in EXIT_FAILED and self.exit_sent
               and msg.order_id == self.exit_order_id):
             # Unfilled, or partly: an exit cancelled at the close or expired with shares left (a thin stock at
@@ -687,6 +684,8 @@ class PositionActor(pykka.ThreadingActor):
         self._exit_when_clear()
 
     def _exit_when_clear(self) -> None:
+        if self.exit_sent:
+            self._go_on_after_a_filled_exit()
         if not self.flattening or self.exit_sent or self.position.status is not PositionStatus.OPEN:
             return
         if any(v.working for v in self.orders.values()):
@@ -737,15 +736,22 @@ class PositionActor(pykka.ThreadingActor):
                        f"recorded; those {arriving} are left to the doctor's pass (check them at the broker)")
         return True
 
-    def _exit_filled(self) -> None:
-        """The market exit filled all it was sent for. Shares left beyond what it sold are entry shares recorded
-        after it was sent (their fill event lost, brought by a catch-up while it worked, after the flatten gave up
-        waiting for them): the flatten goes on with an exit of those, never leaving them with neither a stop nor an
-        exit (a review: they sat bare until a restart)."""
-        if self.position.status is not PositionStatus.OPEN or self.position.quantity - self._leaving() <= 0:
+    def _go_on_after_a_filled_exit(self) -> None:
+        """The market exit filled all it was sent for, and shares remain beyond what it sold (its executions counted
+        as leaving until they come): entry shares recorded after it was sent (their fill event lost, brought by a
+        catch-up while it worked, after the flatten gave up waiting for them). The flatten goes on with an exit of
+        those, never leaving them with neither a stop nor an exit (a review: they sat bare until a restart). Judged on
+        the state, whichever came first (the exit's status, its execution, the entry's); once per exit, as the next
+        exit's row is not known here until the router has created it."""
+        exit_id = self.exit_order_id
+        view = self.orders.get(exit_id) if exit_id is not None else None
+        if (view is None or view.status is not OrderStatus.FILLED or exit_id in self._exits_gone_on_from
+                or not self.flattening or self.position.status is not PositionStatus.OPEN
+                or self.position.quantity - self._leaving() <= 0):
             return  # the usual case: the exit's execution closes (or will close) the position
+        self._exits_gone_on_from.add(exit_id)
         self.exit_sent = False
-        self.log.warning(f"position {self.label} market exit o-{self.exit_order_id} filled, yet "
+        self.log.warning(f"position {self.label} market exit o-{exit_id} filled, yet "
                          f"{self.position.quantity - self._leaving()} shares remain (entry shares recorded after it "
                          "was sent): the flatten goes on with an exit of those")
 

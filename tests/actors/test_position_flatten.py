@@ -433,3 +433,24 @@ def test_entry_shares_recorded_while_a_gave_up_exit_works_get_an_exit_of_their_o
     rig.update(999, "flatten", OrderStatus.FILLED, "50")  # the same report again (a REST read): no third exit
     rig.settled()
     assert [e.qty for e in rig.told(m.PlaceExit)] == [Decimal(50), Decimal(50)]
+
+
+def test_entry_shares_recorded_between_a_gave_up_exits_filled_status_and_its_execution_get_an_exit(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same, with the exit's `filled` ahead of its execution (its status read by REST): a first version judged it
+    on that status alone, when the late shares were not recorded yet, and never again (a review)."""
+    monkeypatch.setattr(position_module, "ENTRY_FILLS_WAIT_S", 0.3)
+    monkeypatch.setattr(position_module, "FLATTEN_RECHECK_S", 0.1)
+    flatten_with_entry_shares_unrecorded(rig)
+    (first,) = wait_for(lambda: rig.told(m.PlaceExit), "the recorded shares' exit, once it gave up waiting")
+    assert first.qty == Decimal(50)
+    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
+    rig.update(999, "flatten", OrderStatus.ACCEPTED)
+    rig.update(999, "flatten", OrderStatus.FILLED, "50")  # its status read by REST: filled, its execution to come
+    rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
+               m.Execution(key="b-entry:100", qty=Decimal(50), price=Decimal("50"), at=T0))
+    rig.update(999, "flatten", OrderStatus.FILLED, "50",
+               m.Execution(key="b-x:50", qty=Decimal(50), price=Decimal("49"), at=T0))
+    state = rig.settled()
+    assert state["qty"] == "50" and state["status"] == "open"
+    assert [e.qty for e in rig.told(m.PlaceExit)] == [Decimal(50), Decimal(50)]
