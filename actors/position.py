@@ -45,6 +45,7 @@ LONE_LEG_GRACE_S = 2.0
 # one of them, and a thin stock's entry split into dozens of small OCOs, each a call of the 200 a minute. Past this,
 # they are protected without waiting: an answer lost or held back (a 429) never holds them longer.
 PROTECTION_COALESCE_S = 1.0
+STOP_WRITE_S = 5.0  # how long a position actor stopping waits for the database to write its waiting pieces' OCO
 # Wall seconds a flatten holds its market exit for entry shares the broker reports bought and we have no execution
 # for (the router's catch-up brings them in seconds). Past it, the recorded shares go and those are left to the
 # doctor: a catch-up that cannot find them must not keep every share of the position without a stop.
@@ -184,11 +185,14 @@ class PositionActor(pykka.ThreadingActor):
             # The daemon stopping while pieces wait for an OCO in flight: their own OCO now, or they would have no
             # row at all while it is down (the router, stopped after the positions, still sends it; unsent, the next
             # start sends the rows it finds created).
-            try:
-                self._protect(coalesce=False)
+            bare = self._unprotected_qty()
+            try:  # bounded: a database another program holds locked must not hold up the daemon's stop
+                self._protect(coalesce=False, write_timeout_s=STOP_WRITE_S)
             except Exception as exc:  # noqa: BLE001 - the stop goes on; the next start protects them from its book
-                self.log.error(f"position {self.label} could not protect {self._unprotected_qty()} shares while "
-                               f"stopping: {type(exc).__name__}: {exc}; the next start protects them")
+                why = (f"the database did not answer within {STOP_WRITE_S:g} s" if isinstance(exc, pykka.Timeout)
+                       else f"{type(exc).__name__}: {exc}")
+                self.log.error(f"position {self.label} could not protect {bare} shares while stopping ({why}); the "
+                               "next start protects them")
         for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer, self._entry_cancel_timer,
                       self._coalesce_timer):
             if timer:
@@ -528,7 +532,7 @@ class PositionActor(pykka.ThreadingActor):
         entry = self.orders.get(self.entry_order_id) if self.entry_order_id is not None else None
         return entry is not None and entry.working
 
-    def _protect(self, coalesce: bool = True) -> None:
+    def _protect(self, coalesce: bool = True, write_timeout_s: float | None = None) -> None:
         if self.flattening or self.position.status is not PositionStatus.OPEN or self._asking_broker:
             return
         if self._protect_after_entry and self._entry_working():
@@ -547,7 +551,8 @@ class PositionActor(pykka.ThreadingActor):
                      else self.position.avg_entry_price)
             self._unprotected_pieces = []
             exits = self._exits_at(price)
-            self._submit_protection(self.writer.create_orders(self._protection_orders(missing, *exits)).get())
+            self._submit_protection(self.writer.create_orders(self._protection_orders(missing, *exits))
+                                    .get(timeout=write_timeout_s))
 
     def _waits_for_protection_in_flight(self) -> bool:
         """The entry still works and an OCO of this position is on its way to the broker, sent less than

@@ -267,16 +267,14 @@ class TradingSystem:
                 pass
         with self._positions_lock:
             positions, self._positions = self._positions, []
-        for ref in positions:
+        for ref in [*positions, *reversed(self.refs)]:
             try:
                 ref.stop(block=True, timeout=timeout)
             except pykka.ActorDeadError:  # closed, or crashed, meanwhile
                 pass
-        for ref in reversed(self.refs):
-            try:
-                ref.stop(block=True, timeout=timeout)
-            except pykka.ActorDeadError:
-                pass
+            except pykka.Timeout:  # the rest still stop: a router or writer left running would hold the process
+                log.warning(f"system {ref.actor_class.__name__} did not stop within {timeout:g} s: going on with "
+                            "the others")
         self.refs.clear()
         log.info("system stopped")
 

@@ -16,10 +16,16 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from actors import messages as m
+from actors import position as position_module
 from actors.position import PROTECTION_COALESCE_S, PositionActor
+from actors.system import TradingSystem
 from catalyst.domain.orders import OrderStatus
 from catalyst.sim.clock import SimClock
+from catalyst.store.repository import Store
+from tests.actors.conftest import logged_lines
 from tests.actors.test_position_flatten import T0, Rig, wait_for
 
 
@@ -139,3 +145,32 @@ def test_pieces_waiting_when_the_daemon_stops_get_their_oco_before_the_actor_sto
     assert sum(s.stop_loss.quantity for s in rig.told(m.SubmitProtection)) == Decimal(40)  # the second one waits
     rig.position.stop()
     assert [s.stop_loss.quantity for s in rig.told(m.SubmitProtection)] == [Decimal(40), Decimal(30)]
+
+
+def test_a_stop_while_the_database_does_not_answer_still_stops_every_actor(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The waiting pieces' OCO waits for the database at most STOP_WRITE_S; an actor that outlasts the system's stop
+    timeout no longer leaves the router and the rest running (a review: another program holding the database locked
+    made the writer wait, pykka.Timeout escaped TradingSystem.stop, and nothing after the positions was stopped)."""
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    piece(rig, 40, 40, "50.00")
+    wait_for(lambda: rig.told(m.SubmitProtection), "the first piece's OCO")
+    piece(rig, 70, 30, "50.00")
+    label = rig.settled()["position"]
+    real = Store.create_orders
+
+    async def locked_create_orders(self: Store, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(2.0)  # another program holds the database locked: the writer waits
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "create_orders", locked_create_orders)
+    monkeypatch.setattr(position_module, "STOP_WRITE_S", 0.3)
+    system = TradingSystem("sqlite+aiosqlite:///unused.db", broker_factory=None, stream_factory=None, clock=None)
+    system._positions, system.refs = [rig.position], [rig.writer_ref, rig.system, rig.router]
+    with logged_lines("actors.position", "ERROR") as errors, logged_lines("actors.system", "WARNING") as warnings:
+        system.stop(timeout=0.6)  # the writer, busy with the write, outlasts it
+    assert not rig.position.is_alive() and not rig.router.is_alive() and not rig.system.is_alive()
+    assert errors == [f"position {label} could not protect 30 shares while stopping (the database did "
+                      "not answer within 0.3 s); the next start protects them"]
+    assert warnings == ["system DbWriter did not stop within 0.6 s: going on with the others"]
+    wait_for(lambda: not rig.writer_ref.is_alive(), "the writer, once its write is done")
