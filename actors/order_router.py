@@ -58,6 +58,7 @@ STILL_WORKING = frozenset({OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderSta
 REFUSED_BACKOFF_MAX_S = 15.0  # wall seconds between sends of a submit the broker keeps refusing (unless it names a
 # later reset)
 REFUSED_RESET_MAX_S = 60.0  # Alpaca's budget is per minute: a reset named further off is waited for a minute only
+STALE_BOOK_UNSENT = "not sent: decided on a stale book by a rebuilt position actor"
 
 
 class ApplyRoutineUpdates(m.Message):
@@ -218,6 +219,9 @@ class OrderRouter(pykka.ThreadingActor):
         # Order ids whose submit is in a pool's line or at a worker, its result not yet in: never aged out, so a row
         # being sent is never retired as "never sent" (_on_RetireUnsent).
         self._sending: set[int] = set()
+        # Position actors told their book was stale (_rebuilt_from_a_stale_book): what they ask sent before they hear
+        # it was decided on that book, and is not sent.
+        self._stale_owners: set[str] = set()
         self._refused: dict[int, _Refused] = {}  # by the submit's first row (an OCO's take-profit)
         # OCOs (by take-profit id) acknowledged without their stop leg, and how many times read again since
         self._unpaired: dict[int, int] = {}
@@ -428,7 +432,23 @@ class OrderRouter(pykka.ThreadingActor):
         self._to_general(SubmitOrder(row=row, reply_to=self.actor_ref))
 
     def _on_SubmitProtection(self, msg: m.SubmitProtection) -> None:
+        if self._decided_on_a_stale_book(msg.owner, f"OCO o-{msg.take_profit.order_id}+o-{msg.stop_loss.order_id}"):
+            group = WriteGroup()
+            for row in (msg.take_profit, msg.stop_loss):  # never sent: cancelled, so no start sends them either
+                self._move(self._track(row, msg.owner), OrderStatus.CANCELLED, broker_status=None, group=group,
+                           reason=STALE_BOOK_UNSENT)
+            group.commit(self.writer)
+            return
         self._log_protection(*self._send_protection(msg.take_profit, msg.stop_loss, msg.owner))
+
+    def _decided_on_a_stale_book(self, owner: Any, what: str) -> bool:
+        """A rebuilt actor's order decided before it heard its book was stale: after a crash, the position's rows the
+        book lacked (an exit the router created for the actor it replaced, say) would be doubled by it."""
+        if owner is None or owner.actor_urn not in self._stale_owners:
+            return False
+        log.warning(f"router {what} not sent: asked by a position actor rebuilt from a stale book, which is being "
+                    "rebuilt from the database")
+        return True
 
     def _send_protection(self, take_profit: Any, stop_loss: Any, owner: Any) -> tuple[Tracked, Tracked, Any, Any]:
         tp, sl = self._track(take_profit, owner), self._track(stop_loss, owner)
@@ -442,6 +462,8 @@ class OrderRouter(pykka.ThreadingActor):
                  f"tp={take_profit.limit_price} sl={stop_loss.stop_price}")
 
     def _on_PlaceExit(self, msg: m.PlaceExit) -> None:
+        if self._decided_on_a_stale_book(msg.owner, f"market exit of {msg.qty} {msg.symbol}"):
+            return
         row = self.writer.create_order(
             cycle_id=msg.cycle_id, symbol=msg.symbol, role="flatten", side=str(msg.side), order_type="market",
             time_in_force="day", quantity=msg.qty, position_id=msg.position_id,
@@ -509,6 +531,7 @@ class OrderRouter(pykka.ThreadingActor):
         detail = f"{', '.join(f'o-{i}' for i in missing)} of its entry o-{entry.order_id} were committed"
         log.warning(f"router position of entry {entry.label} rebuilt from a book read before {detail}: told to be "
                     "rebuilt again")
+        self._stale_owners.add(msg.owner.actor_urn)
         _tell(msg.owner, m.StaleBook(detail=detail))
         return True
 

@@ -20,7 +20,7 @@ import pytest
 from actors import messages as m
 from actors.broker_worker import SubmitOco, SubmitOrder
 from actors.db_writer import DbWriter
-from actors.order_router import OrderRouter, RouterSettings
+from actors.order_router import STALE_BOOK_UNSENT, OrderRouter, RouterSettings
 from actors.position import CheckLoneLegs, PositionActor
 from actors.system import Restored, Supervisor, plan_from_entry
 from catalyst.broker.reports import OrderReport, TradeUpdateReport
@@ -149,6 +149,84 @@ def test_a_rebuild_from_a_current_book_whose_restore_protects_bare_pieces_is_not
         assert supervisor_ref[0].proxy().rebuilds.get() == {entry.order_id: 1}
         assert len(started) == 2 and started[1].is_alive()
         assert [o.stop_loss.quantity for o in ocos()] == [Decimal(40), Decimal(30)]
+    finally:
+        for ref in (*pykka.ActorRegistry.get_by_class(PositionActor), supervisor_ref[0], router, writer_ref):
+            if ref.is_alive():
+                ref.stop()
+
+
+def test_a_rebuild_from_a_book_read_before_the_exit_row_sends_no_oco_beside_the_exit(
+        tmp_path: Path, recording_actor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crashed actor told the router its flatten's market exit, and the book was read before the router created
+    the exit's row: the rebuilt actor saw its shares bare and wrote an OCO for them, which the router sent beside the
+    exit selling the same shares (a review of the stale-book check: it came after the rebuilt actor had acted). What
+    an actor told its book is stale asked before it heard so is not sent; its rows end cancelled."""
+    writer_ref = DbWriter.start(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
+    writer = writer_ref.proxy()
+    protect, general = recording_actor(), recording_actor()
+    router = OrderRouter.start(writer, Recorded(protect), Recorded(general), FixedClock(), RouterSettings())
+    supervisor_ref: list[Any] = []
+
+    def make_position(plan: m.TradePlan, restored: Any = None) -> Any:
+        return PositionActor.start(plan, router, writer, supervisor_ref[0], SimClock(T0, 0), restored)
+
+    supervisor_ref.append(Supervisor.start(writer, make_position))
+    cycle_id = writer.get_or_create_cycle(date(2024, 3, 4), at=T0).get().cycle_id
+    plan = m.TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal(100), stop_loss=Decimal("48"),
+                       take_profit=Decimal("55"), cycle_id=cycle_id)
+    books: list[Any] = []
+    real_exit_when_clear = PositionActor._exit_when_clear
+    real_place_exit = OrderRouter._on_PlaceExit
+
+    def exit_then_book_read(self: PositionActor) -> None:
+        sent = self.exit_sent
+        real_exit_when_clear(self)
+        if self.exit_sent and not sent and not books:  # the supervisor's read, before the router creates the row
+            books.append(self.writer.position_book(self.entry_order_id).get())
+
+    def busy_place_exit(self: OrderRouter, msg: m.PlaceExit) -> None:
+        time.sleep(0.3)
+        real_place_exit(self, msg)
+
+    monkeypatch.setattr(PositionActor, "_exit_when_clear", exit_then_book_read)
+    monkeypatch.setattr(OrderRouter, "_on_PlaceExit", busy_place_exit)
+    first = make_position(plan)
+
+    def ocos() -> list[SubmitOco]:
+        return [x for x in protect.proxy().received().get() if isinstance(x, SubmitOco)]
+
+    def exits() -> list[SubmitOrder]:
+        return [x for x in protect.proxy().received().get() if isinstance(x, SubmitOrder)]
+
+    try:
+        entry = wait_for(lambda: [x for x in general.proxy().received().get() if isinstance(x, SubmitOrder)],
+                         "the entry's submit")[0].row
+        router.tell(m.SubmitResult(order_ids=(entry.order_id,), report=report(entry, "b-e", "new", 0)))
+        router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(
+            event="fill", order=report(entry, "b-e", "filled", 100), at=T0, execution_id="x1",
+            price=Decimal("50"), qty=Decimal(100))))
+        oco = wait_for(ocos, "the OCO sent with the fill")[0]
+        # The OCO refused (the price ran through the stop): the position flattens at market.
+        router.tell(m.SubmitResult(order_ids=(oco.take_profit.order_id, oco.stop_loss.order_id),
+                                   rejected="stop price would trigger immediately"))
+        wait_for(lambda: books, "the book read after PlaceExit, before the exit row")
+        first.stop()  # crashed a moment after telling PlaceExit
+        monkeypatch.setattr(PositionActor, "_exit_when_clear", real_exit_when_clear)
+        assert not any(o.role == "flatten" for o in books[0].orders)
+        stale = make_position(plan_from_entry(books[0].entry), restored=Restored.from_book(books[0]))
+        wait_for(exits, "the market exit's submit")
+        time.sleep(1.0)
+        assert not stale.is_alive(), "told StaleBook"
+        assert [(e.row.role, e.row.quantity) for e in exits()] == [("flatten", Decimal(100))]
+        # Only the first, rejected OCO: none for the shares the market exit is selling.
+        assert [o.stop_loss.quantity for o in ocos()] == [Decimal(100)]
+        rebuilt = [r for r in pykka.ActorRegistry.get_by_class(PositionActor) if r.actor_urn != stale.actor_urn]
+        assert len(rebuilt) == 1
+        state = rebuilt[0].proxy().state().get()
+        assert state["flattening"] and state["qty"] == "100", state
+        unsent = [o for o in writer.position_book(entry.order_id).get().orders
+                  if o.order_id > oco.stop_loss.order_id and o.role != "flatten"]
+        assert unsent and {(o.status, o.cancel_reason) for o in unsent} == {("cancelled", STALE_BOOK_UNSENT)}
     finally:
         for ref in (*pykka.ActorRegistry.get_by_class(PositionActor), supervisor_ref[0], router, writer_ref):
             if ref.is_alive():
