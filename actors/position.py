@@ -750,7 +750,9 @@ class PositionActor(pykka.ThreadingActor):
         exit's row is not known here until the router has created it."""
         exit_id = self.exit_order_id
         view = self.orders.get(exit_id) if exit_id is not None else None
-        if (view is None or view.status is not OrderStatus.FILLED or exit_id in self._exits_gone_on_from
+        # A `filled` saying no quantity (a malformed report) tells nothing of what it sold: nothing is sent on it.
+        if (view is None or view.status is not OrderStatus.FILLED or view.filled_qty <= 0
+                or exit_id in self._exits_gone_on_from
                 or not self.flattening or self.position.status is not PositionStatus.OPEN
                 or self.position.quantity - self._leaving() <= 0):
             return  # the usual case: the exit's execution closes (or will close) the position

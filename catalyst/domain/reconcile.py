@@ -481,10 +481,11 @@ def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
 
 def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
                orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]],
-               other_traders: dict[str, str]) -> dict[str, Decimal]:
-    """Position findings; returns the late entry shares of closed positions found beside an open position of their
-    symbol (shares, per symbol): not the open position's, so its protection is judged without them."""
-    late_beside_open: dict[str, Decimal] = {}
+               other_traders: dict[str, str]) -> dict[str, LocalPosition]:
+    """Position findings; returns the closed positions whose late entry shares were found beside an open position of
+    their symbol (per symbol): not the open position's shares, nor are its stops theirs, so the open position's
+    protection is judged without both."""
+    late_beside_open: dict[str, LocalPosition] = {}
     held: dict[str, Decimal] = defaultdict(lambda: ZERO)
     first: dict[str, LocalPosition] = {}
     for position in local.positions:
@@ -539,7 +540,7 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
             # Beside our open position in the symbol, the broker holds exactly the late entry shares of one closed
             # before it (recorded after it closed): settled by that position's own exit, or rebuilt to sell them, as
             # with none open. Halting over them stopped entries until an operator resumed (a review).
-            late_beside_open[symbol] = abs(theirs - ours)
+            late_beside_open[symbol] = late
             if not _being_sold(local.orders, late, theirs - ours) and diff.old(latest):
                 diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{late.position_id}", 0, theirs - ours,
                          symbol=symbol, position_id=late.position_id, action="rebuild and sell",
@@ -593,16 +594,21 @@ def uncovered_at_broker(broker: BrokerView) -> tuple[Uncovered, ...]:
 
 
 def _protection(diff: _Diff, local: LocalView, broker: BrokerView, not_ours: set[str],
-                late_beside_open: dict[str, Decimal]) -> None:
-    """`not_ours`: another daemon's orders, which protect its shares, not ours. `late_beside_open`: shares the broker
-    holds for a closed position beside the open ones (_positions), which the open ones' stops do not cover."""
-    at_broker = {p.symbol: p.qty - late_beside_open.get(p.symbol, ZERO) for p in broker.positions}
+                late_beside_open: dict[str, LocalPosition]) -> None:
+    """`not_ours`: another daemon's orders, which protect its shares, not ours. `late_beside_open`: closed positions
+    whose late shares the broker holds beside the open ones (_positions): neither their shares nor their own orders
+    (an OCO its rebuilt actor placed for them) are the open positions'."""
+    at_broker = {p.symbol: p.qty - (late.qty if (late := late_beside_open.get(p.symbol)) else ZERO)
+                 for p in broker.positions}
     for symbol in sorted({p.symbol for p in local.positions}):
         positions = [p for p in local.positions if p.symbol == symbol]
         qty = sum((p.qty for p in positions), ZERO)
         if symbol not in at_broker or at_broker[symbol] != qty:
             continue  # a position finding comes first; protecting a quantity we are unsure of could oversell
-        working = working_stop_qty(broker.orders, symbol, exit_side(positions[0].side), not_ours)
+        late = late_beside_open.get(symbol)
+        theirs = {o.broker_id for o in local.orders if late is not None and o.position_id == late.position_id
+                  and o.broker_id is not None}
+        working = working_stop_qty(broker.orders, symbol, exit_side(positions[0].side), not_ours | theirs)
         ids = {p.position_id for p in positions}
         # Stops created locally but not yet at the broker are on their way: not missing, just in flight.
         in_flight = sum((o.qty for o in (*local.orders, *local.placed_during_pass)

@@ -522,3 +522,32 @@ def test_an_open_positions_missing_stop_is_found_beside_late_shares_of_a_closed_
                         positions=broker.positions, fills=broker.fills)
     missing = [f for f in run(local, broker) if f.type is T.MISSING_PROTECTION]
     assert [(f.position_id, f.db_value, f.broker_value) for f in missing] == [(8, "100", "0")]
+
+
+def late_shares_under_their_own_oco_beside_an_open_position(open_stop_qty: str) -> tuple[LocalView, BrokerView]:
+    """Closed position 7's market exit for its 40 late shares expired, and its rebuilt actor protected them with an
+    OCO of its own (rows under position 7), beside open position 8 whose stop covers `open_stop_qty`."""
+    local, broker = late_shares_beside_an_open_position("expired")
+    local = LocalView(orders=(*(order(5, "accepted", "b-5", "stop_loss", "sell", qty=open_stop_qty, position_id=8)
+                                if o.order_id == 5 else o for o in local.orders),
+                              order(20, "accepted", "b-20", "take_profit", "sell", qty="40", position_id=7),
+                              order(21, "accepted", "b-21", "stop_loss", "sell", qty="40", position_id=7)),
+                      positions=local.positions, execution_keys=local.execution_keys,
+                      closed_holding=local.closed_holding)
+    broker = BrokerView(orders=(*(border("b-5", "held", "sell", open_stop_qty, cid="cat-x-5", type="stop")
+                                  if o.broker_id == "b-5" else o for o in broker.orders),
+                                border("b-20", "new", "sell", "40", cid="cat-x-20", type="limit"),
+                                border("b-21", "held", "sell", "40", cid="cat-x-21", type="stop", parent="b-20")),
+                        positions=broker.positions, fills=broker.fills)
+    return local, broker
+
+
+@pytest.mark.parametrize(("open_stop_qty", "expected"), [("100", []), ("60", [(8, "100", "60")])])
+def test_a_closed_positions_own_stop_over_its_late_shares_is_not_counted_for_the_open_position(
+        open_stop_qty, expected):
+    """Counted, it made a fully protected open position look over-protected (140 of 100), and one 40 short look
+    covered (a review)."""
+    findings = run(*late_shares_under_their_own_oco_beside_an_open_position(open_stop_qty))
+    assert [f for f in findings if f.type is T.EXCESS_PROTECTION] == []
+    assert [(f.position_id, f.db_value, f.broker_value) for f in findings
+            if f.type is T.MISSING_PROTECTION] == expected
