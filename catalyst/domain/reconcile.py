@@ -598,7 +598,8 @@ def _protection(diff: _Diff, local: LocalView, broker: BrokerView, not_ours: set
     """`not_ours`: another daemon's orders, which protect its shares, not ours. `late_beside_open`: closed positions
     whose late shares the broker holds beside the open ones (_positions): neither their shares nor their own orders
     (an OCO its rebuilt actor placed for them) are the open positions'."""
-    at_broker = {p.symbol: p.qty - (late.qty if (late := late_beside_open.get(p.symbol)) else ZERO)
+    at_broker = {p.symbol: abs(signed_qty(p.side, p.qty) - (signed_qty(late.side, late.qty)
+                                                             if (late := late_beside_open.get(p.symbol)) else ZERO))
                  for p in broker.positions}
     for symbol in sorted({p.symbol for p in local.positions}):
         positions = [p for p in local.positions if p.symbol == symbol]
@@ -608,6 +609,7 @@ def _protection(diff: _Diff, local: LocalView, broker: BrokerView, not_ours: set
         late = late_beside_open.get(symbol)
         theirs = {o.broker_id for o in local.orders if late is not None and o.position_id == late.position_id
                   and o.broker_id is not None}
+        theirs |= {o.broker_id for o in broker.orders if o.parent_id is not None and o.parent_id in theirs}
         working = working_stop_qty(broker.orders, symbol, exit_side(positions[0].side), not_ours | theirs)
         ids = {p.position_id for p in positions}
         # Stops created locally but not yet at the broker are on their way: not missing, just in flight.
