@@ -205,6 +205,10 @@ class PositionActor(pykka.ThreadingActor):
                                                error=str(exception_value), owner=self.actor_ref))
 
     def on_receive(self, message: Any) -> Any:
+        if self._handed_over:
+            # Handed over to be rebuilt (late entry shares, a stale book): the next actor reads the database, and
+            # what this one would decide now (a flatten's cancels and exit, an OCO) would be on what it no longer owns.
+            return None
         if isinstance(message, m.OrderUpdated):
             self._on_order_updated(message)
         elif isinstance(message, m.PrepareEntryFill):

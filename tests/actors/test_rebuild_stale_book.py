@@ -24,8 +24,10 @@ from actors.order_router import STALE_BOOK_UNSENT, OrderRouter, RouterSettings
 from actors.position import CheckLoneLegs, PositionActor
 from actors.system import Restored, Supervisor, plan_from_entry
 from catalyst.broker.reports import OrderReport, TradeUpdateReport
+from catalyst.domain.orders import OrderStatus
 from catalyst.domain.positions import PositionSide
 from catalyst.sim.clock import SimClock
+from tests.actors.test_position_flatten import Rig
 from tests.actors.test_write_path_router import T0, FixedClock, Recorded, wait_for
 
 
@@ -231,3 +233,22 @@ def test_a_rebuild_from_a_book_read_before_the_exit_row_sends_no_oco_beside_the_
         for ref in (*pykka.ActorRegistry.get_by_class(PositionActor), supervisor_ref[0], router, writer_ref):
             if ref.is_alive():
                 ref.stop()
+
+
+def test_an_actor_that_handed_its_position_over_acts_on_nothing_queued_behind(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flatten or a protection check already in its mailbox went on after the hand-over: cancels and a market exit
+    decided on a book it no longer owned, beside the actor rebuilt from the database (a review)."""
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
+               m.Execution(key="b-entry:100", qty=Decimal(100), price=Decimal("50"), at=T0))
+    wait_for(lambda: rig.told(m.SubmitProtection), "the OCO")
+    rig.settled()
+    told_before = len(rig.router.proxy().received().get())
+    monkeypatch.setattr(PositionActor, "stop", lambda self, *a, **k: None)  # what is queued behind the hand-over
+    rig.position.tell(m.StaleBook(detail="o-9 of its entry o-1 were committed"))
+    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+    rig.position.tell(m.CheckProtection())
+    rig.settled()
+    assert rig.router.proxy().received().get()[told_before:] == []
+    assert [type(x).__name__ for x in rig.system.proxy().received().get()][-1] == "RebuildFromDatabase"
