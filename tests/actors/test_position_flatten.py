@@ -412,11 +412,9 @@ def test_an_earlier_exits_late_execution_does_not_fail_the_exit_now_working(rig:
     assert len(rig.told(m.SubmitProtection)) == 2  # no OCO beside the working exit
 
 
-def test_entry_shares_recorded_while_a_gave_up_exit_works_get_an_exit_of_their_own(
-        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The flatten gave up waiting for the entry's lost executions and sold the 50 recorded; the other 50 were then
-    recorded while that exit worked (a thin stock), and it filled. They were left with neither a stop nor an exit,
-    and neither the doctor's CheckProtection nor the cycle's next flatten moved them (found by a review)."""
+def exit_sent_after_giving_up_on_the_entrys_last_50(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flatten that gave up waiting for the entry's last 50 executions: its market exit (o-999) sells the 50
+    recorded, and is working."""
     monkeypatch.setattr(position_module, "ENTRY_FILLS_WAIT_S", 0.3)
     monkeypatch.setattr(position_module, "FLATTEN_RECHECK_S", 0.1)
     flatten_with_entry_shares_unrecorded(rig)
@@ -424,6 +422,14 @@ def test_entry_shares_recorded_while_a_gave_up_exit_works_get_an_exit_of_their_o
     assert first.qty == Decimal(50)
     rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
     rig.update(999, "flatten", OrderStatus.ACCEPTED)
+
+
+def test_entry_shares_recorded_while_a_gave_up_exit_works_get_an_exit_of_their_own(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flatten gave up waiting for the entry's lost executions and sold the 50 recorded; the other 50 were then
+    recorded while that exit worked (a thin stock), and it filled. They were left with neither a stop nor an exit,
+    and neither the doctor's CheckProtection nor the cycle's next flatten moved them (found by a review)."""
+    exit_sent_after_giving_up_on_the_entrys_last_50(rig, monkeypatch)
     rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
                m.Execution(key="b-entry:100", qty=Decimal(50), price=Decimal("50"), at=T0))
     rig.update(999, "flatten", OrderStatus.FILLED, "50",
@@ -439,13 +445,7 @@ def test_entry_shares_recorded_between_a_gave_up_exits_filled_status_and_its_exe
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same, with the exit's `filled` ahead of its execution (its status read by REST): a first version judged it
     on that status alone, when the late shares were not recorded yet, and never again (a review)."""
-    monkeypatch.setattr(position_module, "ENTRY_FILLS_WAIT_S", 0.3)
-    monkeypatch.setattr(position_module, "FLATTEN_RECHECK_S", 0.1)
-    flatten_with_entry_shares_unrecorded(rig)
-    (first,) = wait_for(lambda: rig.told(m.PlaceExit), "the recorded shares' exit, once it gave up waiting")
-    assert first.qty == Decimal(50)
-    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
-    rig.update(999, "flatten", OrderStatus.ACCEPTED)
+    exit_sent_after_giving_up_on_the_entrys_last_50(rig, monkeypatch)
     rig.update(999, "flatten", OrderStatus.FILLED, "50")  # its status read by REST: filled, its execution to come
     rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
                m.Execution(key="b-entry:100", qty=Decimal(50), price=Decimal("50"), at=T0))
