@@ -83,6 +83,7 @@ class Supervisor(pykka.ThreadingActor):
         self.live: dict[str, Any] = {}  # actor urn -> ActorRef
         self.by_entry: dict[int, Any] = {}  # entry order id -> the position's ActorRef
         self.rebuilds: dict[int, int] = {}
+        self.stale_rebuilds: dict[int, int] = {}  # rebuilt again, its book read too early (m.RebuildFromDatabase)
         self.finished: list[m.PositionFinished] = []
         self.stopping = False  # the system is stopping: nothing is rebuilt (the next start rebuilds from the database)
 
@@ -96,10 +97,12 @@ class Supervisor(pykka.ThreadingActor):
         elif isinstance(message, m.LateEntryShares):
             self._rebuild_for_late_shares(message)
         elif isinstance(message, m.RebuildFromDatabase):
+            # The rebuild of a crash whose book came too early: not one of the position's crashes (MAX_REBUILDS),
+            # counted on its own so that it cannot go round for ever either.
             self._rebuild_in_place_of(message.entry_order_id, message.handed_over_by, message.subject,
                                       f"was rebuilt from a book read before {message.detail}",
                                       if_not="its orders at the broker stay in place; the doctor will report it, and "
-                                             "a restart rebuilds it from the database")
+                                             "a restart rebuilds it from the database", counts=self.stale_rebuilds)
         elif isinstance(message, _Adopt):
             self.live[message.ref.actor_urn] = message.ref
         elif isinstance(message, m.PositionEntry):
@@ -141,7 +144,8 @@ class Supervisor(pykka.ThreadingActor):
                                   if_not="if its position is closed, those shares are at the broker with no stop; the "
                                          "doctor's pass reports them")
 
-    def _rebuild_in_place_of(self, entry_order_id: int, leaving: Any, subject: str, why: str, if_not: str) -> None:
+    def _rebuild_in_place_of(self, entry_order_id: int, leaving: Any, subject: str, why: str, if_not: str,
+                             counts: dict[int, int] | None = None) -> None:
         """The position of `entry_order_id` rebuilt from the database in place of `leaving`, its actor that crashed or
         hands it over (None: not known). Not beside another live actor: a rebuild already made (the router can find
         a crashing actor dead, and tell of its late shares, before its on_failure tells of the crash: pykka marks it
@@ -150,8 +154,9 @@ class Supervisor(pykka.ThreadingActor):
         if live is not None and live.is_alive() and (leaving is None or live.actor_urn != leaving.actor_urn):
             log.info(f"system {subject} {why}; its position has a live actor (rebuilt already): not rebuilt again")
             return
-        count = self.rebuilds.get(entry_order_id, 0) + 1
-        self.rebuilds[entry_order_id] = count
+        counts = self.rebuilds if counts is None else counts
+        count = counts.get(entry_order_id, 0) + 1
+        counts[entry_order_id] = count
         if count > MAX_REBUILDS:
             log.critical(f"system {subject} {why}; rebuilt {count - 1} times already, not again: {if_not}")
             return

@@ -125,6 +125,9 @@ def test_an_actor_rebuilt_from_a_book_read_before_the_routers_commit_is_rebuilt_
     assert not stale.is_alive()
     assert [(o.take_profit.quantity, o.stop_loss.quantity) for o in live.ocos()] == [(Decimal(100), Decimal(100))]
     assert rebuilt.proxy().state().get()["protected"] == "100"
+    # Not one of the position's crashes: those keep their own count (MAX_REBUILDS), a review found this one took one.
+    assert live.supervisor.proxy().rebuilds.get() == {}
+    assert live.supervisor.proxy().stale_rebuilds.get() == {books[0].entry.order_id: 1}
 
 
 def test_a_rebuild_from_a_current_book_whose_restore_protects_bare_pieces_is_not_called_stale(

@@ -142,6 +142,28 @@ def test_an_actor_left_running_after_the_stop_is_named_and_stopped_so_the_proces
     assert len(lines) == 1
 
 
+def test_an_actor_that_does_not_stop_in_time_does_not_cut_the_rest_of_the_stop_short(monkeypatch) -> None:
+    """A write waiting out another program's lock outlasted the last guard's 10 s, and its pykka.Timeout escaped the
+    daemon's final steps (the lock released, the emergency marker settled, the watchdog cancelled): exit 1 as an
+    internal error (a review)."""
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="INFO")
+
+    def too_slow(**_: Any) -> None:
+        raise pykka.Timeout("10 seconds")
+
+    monkeypatch.setattr(pykka.ActorRegistry, "stop_all", too_slow)
+    left = Fragile.start()
+    try:
+        daemon_module._stop_leftover_actors()
+    finally:
+        logger.remove(sink)
+        left.stop()
+    assert lines[-1] == ("WARNING", "system actors still running 10 s after being asked to stop (Fragile); the process "
+                                    "exits without them")
+
+
 def test_a_storage_fault_with_no_broker_to_ask_tells_the_operator_to_check_there(tmp_path) -> None:
     """Start-up can meet the full disk before the broker is connected: the exit line still says where to look."""
     daemon = Daemon(SimpleNamespace(), SimpleNamespace(), f"sqlite+aiosqlite:///{tmp_path}/c.db")  # type: ignore[arg-type]
