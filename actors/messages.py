@@ -294,6 +294,15 @@ class RebuildFromDatabase(Message):
     handed_over_by: Any
 
 
+class ForSuccessor(Message):
+    """A flatten or a close of the day told to a position actor that had handed its position over to be rebuilt (late
+    shares, a stale book): the supervisor passes it to the actor rebuilt in its place, which may not have been listed
+    among the live ones when the cycle told them."""
+
+    entry_order_id: int
+    message: Any
+
+
 class LateEntryShares(Message):
     """Entry shares recorded after their position closed (their fill event lost, brought by a catch-up or the
     doctor): at the broker with no stop, and no actor left to sell them. The supervisor rebuilds the position from

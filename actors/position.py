@@ -208,6 +208,9 @@ class PositionActor(pykka.ThreadingActor):
         if self._handed_over:
             # Handed over to be rebuilt (late entry shares, a stale book): the next actor reads the database, and
             # what this one would decide now (a flatten's cancels and exit, an OCO) would be on what it no longer owns.
+            # The cycle's word (a flatten, the close) is not in the database: it goes to the next actor.
+            if isinstance(message, m.Flatten | m.KeepOvernight) and self.entry_order_id is not None:
+                self.system.tell(m.ForSuccessor(entry_order_id=self.entry_order_id, message=message))
             return None
         if isinstance(message, m.OrderUpdated):
             self._on_order_updated(message)

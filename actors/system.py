@@ -96,6 +96,8 @@ class Supervisor(pykka.ThreadingActor):
             self._rebuild(message)
         elif isinstance(message, m.LateEntryShares):
             self._rebuild_for_late_shares(message)
+        elif isinstance(message, m.ForSuccessor):
+            self._pass_to_successor(message)
         elif isinstance(message, m.RebuildFromDatabase):
             # The rebuild of a crash whose book came too early: not one of the position's crashes (MAX_REBUILDS),
             # counted on its own so that it cannot go round for ever either.
@@ -166,6 +168,16 @@ class Supervisor(pykka.ThreadingActor):
             self.restore(entry_order_id)
         except Exception as exc:  # noqa: BLE001 - the supervisor must outlive one rebuild (a disk refusing reads)
             log.error(f"system {subject} could not be rebuilt: {type(exc).__name__}: {exc}; {if_not}")
+
+    def _pass_to_successor(self, msg: m.ForSuccessor) -> None:
+        """Told after the hand-over it follows (the same actor told both, in order): the rebuild is made by now."""
+        successor = self.by_entry.get(msg.entry_order_id)
+        if successor is None or not successor.is_alive():
+            log.warning(f"system entry o-{msg.entry_order_id} {type(msg.message).__name__} reached its position after "
+                        "it was handed over, and no actor was rebuilt in its place: the cycle's retry or the next "
+                        "start asks again")
+            return
+        successor.tell(msg.message)
 
     def live_count(self) -> int:
         return sum(1 for ref in self.live.values() if ref.is_alive())

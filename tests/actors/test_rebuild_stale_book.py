@@ -209,7 +209,8 @@ def test_a_rebuild_from_a_book_read_before_the_exit_row_sends_no_oco_beside_the_
 def test_an_actor_that_handed_its_position_over_acts_on_nothing_queued_behind(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """A flatten or a protection check already in its mailbox went on after the hand-over: cancels and a market exit
-    decided on a book it no longer owned, beside the actor rebuilt from the database (a review)."""
+    decided on a book it no longer owned, beside the actor rebuilt from the database (a review). The cycle's word (a
+    flatten, the close) goes to the supervisor for the actor rebuilt in its place."""
     rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
     rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
                m.Execution(key="b-entry:100", qty=Decimal(100), price=Decimal("50"), at=T0))
@@ -220,6 +221,27 @@ def test_an_actor_that_handed_its_position_over_acts_on_nothing_queued_behind(
     rig.position.tell(m.StaleBook(detail="o-9 of its entry o-1 were committed"))
     rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
     rig.position.tell(m.CheckProtection())
+    rig.position.tell(m.KeepOvernight())
     rig.settled()
     assert rig.router.proxy().received().get()[told_before:] == []
-    assert [type(x).__name__ for x in rig.system.proxy().received().get()][-1] == "RebuildFromDatabase"
+    told = rig.system.proxy().received().get()
+    rebuild = [i for i, x in enumerate(told) if isinstance(x, m.RebuildFromDatabase)]
+    assert rebuild and [type(x.message).__name__ for x in told[rebuild[0]:] if isinstance(x, m.ForSuccessor)] == [
+        "Flatten", "KeepOvernight"]
+    assert all(x.entry_order_id == rig.entry.order_id for x in told if isinstance(x, m.ForSuccessor))
+
+
+def test_the_supervisor_passes_the_cycles_word_to_the_actor_rebuilt_in_place_of_the_one_it_reached(
+        live: RouterRig, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = live.position(live.plan)
+    entry = live.entry_acknowledged()
+    live.fill(entry, 100, 100, "x1")
+    wait_for(live.ocos, "the OCO")
+    wait_for(lambda: first.proxy().state().get()["status"] == "open", "the position open")
+    live.supervisor.proxy().by_entry.get()[entry.order_id] = first  # as a supervisor-made actor is listed
+    monkeypatch.setattr(PositionActor, "stop", lambda self, *a, **k: None)  # the flatten is queued behind the hand-over
+    first.tell(m.StaleBook(detail="o-9 of its entry o-1 were committed"))
+    first.tell(m.Flatten(reason="end of day", scheduled=True))
+    successor = wait_for(lambda: live.others_than(first), "the actor rebuilt in its place")[0]
+    wait_for(lambda: successor.proxy().state().get()["flattening"] == "end of day", "the flatten passed on to it")
+    assert first.proxy().state().get()["flattening"] is None  # the one handed over did nothing with it
