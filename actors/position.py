@@ -907,6 +907,13 @@ class PositionActor(pykka.ThreadingActor):
         self._finished = self._handed_over = True
         self.system.tell(m.RebuildFromDatabase(entry_order_id=self.entry_order_id, subject=f"position {self.label}",
                                                detail=detail, handed_over_by=self.actor_ref))
+        # A flatten this actor had begun lives in its memory only (its exit, asked on the stale book, is not sent):
+        # the actor rebuilt in its place takes it up, and the close, if it came, after it.
+        if self.flattening and self.entry_order_id is not None:
+            self.system.tell(m.ForSuccessor(entry_order_id=self.entry_order_id,
+                                            message=m.Flatten(reason=self.flatten_reason)))
+            if self._kept_overnight:
+                self.system.tell(m.ForSuccessor(entry_order_id=self.entry_order_id, message=m.KeepOvernight()))
         self.stop()
 
     def _sell_late_entry_shares(self, restored: Any) -> None:

@@ -245,3 +245,19 @@ def test_the_supervisor_passes_the_cycles_word_to_the_actor_rebuilt_in_place_of_
     successor = wait_for(lambda: live.others_than(first), "the actor rebuilt in its place")[0]
     wait_for(lambda: successor.proxy().state().get()["flattening"] == "end of day", "the flatten passed on to it")
     assert first.proxy().state().get()["flattening"] is None  # the one handed over did nothing with it
+
+
+def test_a_flatten_begun_before_the_stale_book_is_taken_up_by_the_actor_rebuilt_in_its_place(
+        live: RouterRig) -> None:
+    """The cycle's flatten reached the rebuilt actor before the router's StaleBook: it began (its OCO's cancels went
+    out), lived in that actor's memory only, and the actor read from the database in its place was not flattening
+    (a review)."""
+    first = live.position(live.plan)
+    live.fill(live.entry_acknowledged(), 100, 100, "x1")
+    wait_for(live.ocos, "the OCO")
+    wait_for(lambda: first.proxy().state().get()["status"] == "open", "the position open")
+    live.supervisor.proxy().by_entry.get()[first.proxy().entry_order_id.get()] = first  # as the supervisor lists it
+    first.tell(m.Flatten(reason="end of day", scheduled=True))  # handled: its cancels go out
+    first.tell(m.StaleBook(detail="o-9 of its entry o-1 were committed"))
+    successor = wait_for(lambda: live.others_than(first), "the actor rebuilt in its place")[0]
+    wait_for(lambda: successor.proxy().state().get()["flattening"] == "end of day", "the flatten taken up")
