@@ -129,6 +129,7 @@ class PositionActor(pykka.ThreadingActor):
         self.exit_sent = False
         self.exit_order_id: int | None = None  # the market exit now working: only its ending fails the flatten
         self._exits_gone_on_from: set[int] = set()  # exits filled with shares left, each followed by one more exit
+        self._exit_row_pending = False  # a market exit asked of the router whose row it has not named yet
         self._waiting_for_exit_fills = False  # said once: a flatten found its exits filled at the broker
         self._waiting_for_entry_fills = Decimal(0)  # said once per quantity: a flatten waits for entry executions
         self._entry_fills_waited_since: float | None = None  # time.monotonic() the flatten began waiting for them
@@ -267,6 +268,14 @@ class PositionActor(pykka.ThreadingActor):
                               f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
             elif role == "flatten":
                 self.exit_order_id = order_id
+                self._exit_row_pending = False
+                if self._kept_overnight and self.flattening:
+                    # The close came after this exit was asked and before its row was named (_keep_overnight): it
+                    # would wait for the next open beside the stops put back, and the broker refuses the second.
+                    self.log.warning(f"position {self.label} market exit o-{order_id} named after the close: "
+                                     "cancelling it, the shares are kept under stops overnight")
+                    self._cancel((order_id,), reason=OVERNIGHT_CANCEL)
+                    self._start_flatten_timer()
 
     def _on_order_updated(self, msg: m.OrderUpdated, committed: m.EntryFillCommitted | None = None) -> None:
         """An order of ours moved. `committed`: the router already committed this entry execution together with the
@@ -729,6 +738,7 @@ class PositionActor(pykka.ThreadingActor):
         self.exit_sent = True
         self.log.info(f"position {self.label} every other order has ended: market exit of {remaining}"
                       + (f" ({leaving} already sold by its exits at the broker)" if leaving else ""))
+        self._exit_row_pending = True
         self.router.tell(m.PlaceExit(
             owner=self.actor_ref, position_id=self.position_id, cycle_id=self.plan.cycle_id, symbol=self.plan.symbol,
             side=self.position.exit_side, qty=remaining, reason=self.flatten_reason,
@@ -765,6 +775,17 @@ class PositionActor(pykka.ThreadingActor):
             return  # the usual case: the exit's execution closes (or will close) the position
         self._exits_gone_on_from.add(exit_id)
         self.exit_sent = False
+        if self._kept_overnight:
+            # The close came while it worked (its cancel lost the race to its fill): a market exit now would wait for
+            # the next open with no stop under the shares. They are protected, and flattened at the open.
+            self.flattening = False
+            if self._flatten_timer:
+                self._flatten_timer.cancel()
+            self.log.warning(f"position {self.label} market exit o-{exit_id} filled after the close, yet "
+                             f"{self.position.quantity - self._leaving()} shares remain (entry shares recorded after "
+                             "it was sent): protected overnight, flattened at the next open")
+            self._protect()
+            return
         self.log.warning(f"position {self.label} market exit o-{exit_id} filled, yet "
                          f"{self.position.quantity - self._leaving()} shares remain (entry shares recorded after it "
                          "was sent): the flatten goes on with an exit of those")
@@ -812,6 +833,8 @@ class PositionActor(pykka.ThreadingActor):
             self._cancel(exits, reason=OVERNIGHT_CANCEL)
             self._start_flatten_timer()  # a cancel that fails (an outcome unknown) is asked again
             return
+        if self._exit_row_pending:
+            return  # asked, its row not named yet: cancelled once it is (_on_orders_created), then protected
         self.flattening, self.exit_sent = False, False
         if self._flatten_timer:
             self._flatten_timer.cancel()
@@ -908,12 +931,11 @@ class PositionActor(pykka.ThreadingActor):
         self.system.tell(m.RebuildFromDatabase(entry_order_id=self.entry_order_id, subject=f"position {self.label}",
                                                detail=detail, handed_over_by=self.actor_ref))
         # A flatten this actor had begun lives in its memory only (its exit, asked on the stale book, is not sent):
-        # the actor rebuilt in its place takes it up, and the close, if it came, after it.
+        # the actor rebuilt in its place takes it up. Kept overnight, the close is what it carries instead: a flatten
+        # passed on then would take the successor's stops off for the night.
         if self.flattening and self.entry_order_id is not None:
-            self.system.tell(m.ForSuccessor(entry_order_id=self.entry_order_id,
-                                            message=m.Flatten(reason=self.flatten_reason)))
-            if self._kept_overnight:
-                self.system.tell(m.ForSuccessor(entry_order_id=self.entry_order_id, message=m.KeepOvernight()))
+            self.system.tell(m.ForSuccessor(entry_order_id=self.entry_order_id, message=m.KeepOvernight()
+                                            if self._kept_overnight else m.Flatten(reason=self.flatten_reason)))
         self.stop()
 
     def _sell_late_entry_shares(self, restored: Any) -> None:

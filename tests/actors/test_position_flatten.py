@@ -454,3 +454,37 @@ def test_entry_shares_recorded_between_a_gave_up_exits_filled_status_and_its_exe
     state = rig.settled()
     assert state["qty"] == "50" and state["status"] == "open"
     assert [e.qty for e in rig.told(m.PlaceExit)] == [Decimal(50), Decimal(50)]
+
+
+def test_an_exit_that_fills_after_the_close_with_shares_left_has_them_protected_not_sent_to_market(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The close came while the exit worked and its cancel lost the race to its fill: a market exit for the shares
+    left would wait for the next open with no stop under them (a review of the go-on)."""
+    exit_sent_after_giving_up_on_the_entrys_last_50(rig, monkeypatch)
+    rig.update(rig.entry.order_id, "entry", OrderStatus.FILLED, "100",
+               m.Execution(key="b-entry:100", qty=Decimal(50), price=Decimal("50"), at=T0))
+    rig.position.tell(m.KeepOvernight())
+    rig.update(999, "flatten", OrderStatus.FILLED, "50",
+               m.Execution(key="b-x:50", qty=Decimal(50), price=Decimal("49"), at=T0))
+    state = rig.settled()
+    assert [e.qty for e in rig.told(m.PlaceExit)] == [Decimal(50)]
+    assert [p.stop_loss.quantity for p in rig.told(m.SubmitProtection)][1:] == [Decimal(50)]
+    assert (state["qty"], state["flattening"]) == ("50", None)
+
+
+def test_the_close_between_a_market_exit_asked_and_its_row_named_cancels_that_exit(rig: Rig) -> None:
+    """The close found no exit working yet (asked, its row not named): the shares were protected again and the exit,
+    named next, was left to wait for the next open beside them (a review)."""
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    rig.position.tell(m.KeepOvernight())
+    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
+    rig.update(999, "flatten", OrderStatus.ACCEPTED)
+    rig.settled()
+    assert 999 in {i for c in rig.told(m.CancelOrders) for i in c.order_ids}
+    assert len(rig.told(m.SubmitProtection)) == 1  # not yet: the exit holds the shares until it ends
+    rig.update(999, "flatten", OrderStatus.CANCELLED)
+    wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the shares protected once the exit ended")

@@ -261,3 +261,20 @@ def test_a_flatten_begun_before_the_stale_book_is_taken_up_by_the_actor_rebuilt_
     first.tell(m.StaleBook(detail="o-9 of its entry o-1 were committed"))
     successor = wait_for(lambda: live.others_than(first), "the actor rebuilt in its place")[0]
     wait_for(lambda: successor.proxy().state().get()["flattening"] == "end of day", "the flatten taken up")
+
+
+def test_an_actor_kept_overnight_passes_on_the_close_not_its_flatten(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flatten passed on then would take the successor's stops off for the night (a review): the close is what
+    such an actor carries."""
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
+    rig.position.tell(m.KeepOvernight())  # its exit's cancel asked
+    monkeypatch.setattr(PositionActor, "stop", lambda self, *a, **k: None)
+    rig.position.tell(m.StaleBook(detail="o-9 of its entry o-1 were committed"))
+    rig.settled()
+    passed = [x.message for x in rig.system.proxy().received().get() if isinstance(x, m.ForSuccessor)]
+    assert [type(x).__name__ for x in passed] == ["KeepOvernight"]
