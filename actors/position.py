@@ -269,7 +269,7 @@ class PositionActor(pykka.ThreadingActor):
             elif role == "flatten":
                 self.exit_order_id = order_id
                 self._exit_row_pending = False
-                if self._kept_overnight and self.flattening:
+                if self._kept_overnight:
                     # The close came after this exit was asked and before its row was named (_keep_overnight): it
                     # would wait for the next open beside the stops put back, and the broker refuses the second.
                     self.log.warning(f"position {self.label} market exit o-{order_id} named after the close: "
@@ -834,6 +834,7 @@ class PositionActor(pykka.ThreadingActor):
             self._start_flatten_timer()  # a cancel that fails (an outcome unknown) is asked again
             return
         if self._exit_row_pending:
+            self._start_flatten_timer()  # not waited for past a recheck (_check_flatten)
             return  # asked, its row not named yet: cancelled once it is (_on_orders_created), then protected
         self.flattening, self.exit_sent = False, False
         if self._flatten_timer:
@@ -858,6 +859,15 @@ class PositionActor(pykka.ThreadingActor):
         if not self.flattening or (self.exit_sent and not self._kept_overnight):
             return
         if not working:
+            if self._kept_overnight and self._exit_row_pending:
+                # Its exit's row still not named a recheck after the close (the router could not create it): the
+                # shares go under stops now; the row, if it is named after all, is cancelled then.
+                self._exit_row_pending = False
+                self.flattening, self.exit_sent = False, False
+                self.log.warning(f"position {self.label} its market exit was asked and never named: kept under stops "
+                                 "overnight without waiting for it")
+                self._protect()
+                return
             if self._kept_overnight:
                 return
             if self._arriving() > 0 and self.entry_order_id is not None:

@@ -488,3 +488,20 @@ def test_the_close_between_a_market_exit_asked_and_its_row_named_cancels_that_ex
     assert len(rig.told(m.SubmitProtection)) == 1  # not yet: the exit holds the shares until it ends
     rig.update(999, "flatten", OrderStatus.CANCELLED)
     wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the shares protected once the exit ended")
+
+
+def test_an_exit_asked_before_the_close_and_never_named_does_not_keep_the_shares_from_their_stops(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The router could not create its row (a write refused): the close waits for it one recheck, then protects."""
+    monkeypatch.setattr(position_module, "FLATTEN_RECHECK_S", 0.1)
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    rig.position.tell(m.KeepOvernight())
+    wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the shares protected after a recheck")
+    rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))  # named after all: cancelled, not left for the open
+    rig.settled()
+    assert 999 in {i for c in rig.told(m.CancelOrders) for i in c.order_ids}
+    assert len(rig.told(m.SubmitProtection)) == 2
