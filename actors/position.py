@@ -856,7 +856,10 @@ class PositionActor(pykka.ThreadingActor):
         else:
             working = tuple(i for i, v in self.orders.items() if v.working and v.role != "flatten")
             reason = f"flatten: {self.flatten_reason}"
-        if not self.flattening or (self.exit_sent and not self._kept_overnight):
+        # Kept overnight, a working exit is cancelled again at each recheck even once its shares are under stops (an
+        # exit named after they were put back): a cancel lost would leave it to sell at the open beside them.
+        if (not self.flattening and not (self._kept_overnight and working)) or (
+                self.exit_sent and not self._kept_overnight):
             return
         if not working:
             if self._kept_overnight and self._exit_row_pending:
