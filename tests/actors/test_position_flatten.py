@@ -472,14 +472,20 @@ def test_an_exit_that_fills_after_the_close_with_shares_left_has_them_protected_
     assert (state["qty"], state["flattening"]) == ("50", None)
 
 
-def test_the_close_between_a_market_exit_asked_and_its_row_named_cancels_that_exit(rig: Rig) -> None:
-    """The close found no exit working yet (asked, its row not named): the shares were protected again and the exit,
-    named next, was left to wait for the next open beside them (a review)."""
+def exit_asked_at_the_end_of_the_day(rig: Rig) -> None:
+    """A protected position flattened at the end of the day: its OCO cancelled, its market exit asked of the router,
+    whose row is not named yet."""
     tp, sl = rig.open_and_protect()
     rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
     rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
     rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
     wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+
+
+def test_the_close_between_a_market_exit_asked_and_its_row_named_cancels_that_exit(rig: Rig) -> None:
+    """The close found no exit working yet (asked, its row not named): the shares were protected again and the exit,
+    named next, was left to wait for the next open beside them (a review)."""
+    exit_asked_at_the_end_of_the_day(rig)
     rig.position.tell(m.KeepOvernight())
     rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
     rig.update(999, "flatten", OrderStatus.ACCEPTED)
@@ -494,11 +500,7 @@ def test_an_exit_asked_before_the_close_and_never_named_does_not_keep_the_shares
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """The router could not create its row (a write refused): the close waits for it one recheck, then protects."""
     monkeypatch.setattr(position_module, "FLATTEN_RECHECK_S", 0.1)
-    tp, sl = rig.open_and_protect()
-    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
-    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
-    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
-    wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    exit_asked_at_the_end_of_the_day(rig)
     rig.position.tell(m.KeepOvernight())
     wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the shares protected after a recheck")
     rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))  # named after all: cancelled, not left for the open

@@ -29,7 +29,7 @@ from catalyst.broker.reports import OrderReport, TradeUpdateReport
 from catalyst.domain.orders import OrderStatus
 from catalyst.domain.positions import PositionSide
 from catalyst.sim.clock import SimClock
-from tests.actors.test_position_flatten import Rig
+from tests.actors.test_position_flatten import Rig, exit_asked_at_the_end_of_the_day
 from tests.actors.test_write_path_router import T0, FixedClock, Recorded, wait_for
 
 
@@ -266,11 +266,7 @@ def test_a_flatten_begun_before_the_stale_book_is_taken_up_by_the_actor_rebuilt_
 def test_an_actor_kept_overnight_passes_on_the_close_not_its_flatten(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """A flatten passed on then would take the successor's stops off for the night (a review): the close is what
     such an actor carries."""
-    tp, sl = rig.open_and_protect()
-    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
-    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
-    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
-    wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    exit_asked_at_the_end_of_the_day(rig)
     rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
     rig.position.tell(m.KeepOvernight())  # its exit's cancel asked
     monkeypatch.setattr(PositionActor, "stop", lambda self, *a, **k: None)
