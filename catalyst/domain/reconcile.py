@@ -457,6 +457,16 @@ def _being_sold(orders: tuple[LocalOrder, ...], late: LocalPosition, held: Decim
     return selling == abs(held)
 
 
+def _settle_late_shares(diff: _Diff, local: LocalView, symbol: str, late: LocalPosition, shares: Decimal,
+                        latest: datetime, reason: str) -> None:
+    """Closed position `late`'s entry shares recorded after it closed, `shares` (signed) at the broker. Its own market
+    exit for them working (queued for the open if the market is closed), its fill settles them: "flatten it by hand"
+    would sell them twice. None working once its orders have settled: rebuilt to sell them."""
+    if not _being_sold(local.orders, late, shares) and diff.old(latest):
+        diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{late.position_id}", 0, shares, symbol=symbol,
+                 position_id=late.position_id, action="rebuild and sell", reason=reason)
+
+
 def _unlinked_entry(order: LocalOrder) -> bool:
     """An entry the broker filled (filled_qty > 0) that has no position row yet: a crash came in between."""
     return order.role == "entry" and order.position_id is None and order.filled_qty > 0
@@ -503,18 +513,13 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
             continue  # equal, or made equal by the missing fills the MISSING_FILL findings apply
         hand = orphan_moves.get(symbol, [])
         explained = ours + _hand_shares(broker, hand) == theirs
+        own_shares, latest = own.get(symbol, (ZERO, diff.now))
         if symbol not in first:
-            own_shares, latest = own.get(symbol, (ZERO, diff.now))
             late = _late_shares_of(local, symbol, theirs, own_shares, hand, other_traders)
-            if late is not None and _being_sold(local.orders, late, theirs):
-                # Entry shares recorded after their position closed, its market exit for them working (queued for
-                # the open if the market is closed): its fill settles them. "Flatten it by hand" would sell them twice.
-                continue
-            if late is not None and diff.old(latest):
-                diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{late.position_id}", 0, theirs, symbol=symbol,
-                         position_id=late.position_id, action="rebuild and sell",
-                         reason=f"{symbol}: broker holds {theirs}, the entry shares of closed position "
-                                f"#p-{late.position_id} recorded after it closed: rebuilt to sell them")
+            if late is not None:
+                _settle_late_shares(diff, local, symbol, late, theirs, latest,
+                                    f"{symbol}: broker holds {theirs}, the entry shares of closed position "
+                                    f"#p-{late.position_id} recorded after it closed: rebuilt to sell them")
                 continue
             if own_shares:
                 # Shares our own orders bought are never adopted: that would book them a second time. Usually a
@@ -534,17 +539,14 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
             diff.add(_T.ORPHAN_POSITION, f"position {symbol}", 0, theirs, symbol=symbol, broker_ids=tuple(hand),
                      explained=explained, reason=reason)
             continue
-        own_shares, latest = own.get(symbol, (ZERO, diff.now))
         late = _late_shares_of(local, symbol, theirs - ours, own_shares - ours, hand, other_traders)
         if late is not None:
             # Beside our open position in the symbol, the broker holds exactly the late entry shares of one closed
             # before it (recorded after it closed): settled by that position's own exit, or rebuilt to sell them, as
             # with none open. Halting over them stopped entries until an operator resumed (a review).
             late_beside_open[symbol] = late
-            if not _being_sold(local.orders, late, theirs - ours) and diff.old(latest):
-                diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{late.position_id}", 0, theirs - ours,
-                         symbol=symbol, position_id=late.position_id, action="rebuild and sell",
-                         reason=f"{symbol}: broker holds {theirs}, {ours} of them open position "
+            _settle_late_shares(diff, local, symbol, late, theirs - ours, latest,
+                                f"{symbol}: broker holds {theirs}, {ours} of them open position "
                                 f"#p-{first[symbol].position_id}'s and {theirs - ours} the entry shares of closed "
                                 f"position #p-{late.position_id} recorded after it closed: rebuilt to sell them")
             continue
