@@ -778,13 +778,10 @@ class PositionActor(pykka.ThreadingActor):
         if self._kept_overnight:
             # The close came while it worked (its cancel lost the race to its fill): a market exit now would wait for
             # the next open with no stop under the shares. They are protected, and flattened at the open.
-            self.flattening = False
-            if self._flatten_timer:
-                self._flatten_timer.cancel()
             self.log.warning(f"position {self.label} market exit o-{exit_id} filled after the close, yet "
                              f"{self.position.quantity - self._leaving()} shares remain (entry shares recorded after "
                              "it was sent): protected overnight, flattened at the next open")
-            self._protect()
+            self._under_stops_overnight()
             return
         self.log.warning(f"position {self.label} market exit o-{exit_id} filled, yet "
                          f"{self.position.quantity - self._leaving()} shares remain (entry shares recorded after it "
@@ -836,6 +833,11 @@ class PositionActor(pykka.ThreadingActor):
         if self._exit_row_pending:
             self._start_flatten_timer()  # not waited for past a recheck (_check_flatten)
             return  # asked, its row not named yet: cancelled once it is (_on_orders_created), then protected
+        self._under_stops_overnight()
+
+    def _under_stops_overnight(self) -> None:
+        """Kept overnight with no exit of its own working: the flatten ends for the day, the shares go under stops
+        until the next open's flatten."""
         self.flattening, self.exit_sent = False, False
         if self._flatten_timer:
             self._flatten_timer.cancel()
@@ -866,10 +868,9 @@ class PositionActor(pykka.ThreadingActor):
                 # Its exit's row still not named a recheck after the close (the router could not create it): the
                 # shares go under stops now; the row, if it is named after all, is cancelled then.
                 self._exit_row_pending = False
-                self.flattening, self.exit_sent = False, False
                 self.log.warning(f"position {self.label} its market exit was asked and never named: kept under stops "
                                  "overnight without waiting for it")
-                self._protect()
+                self._under_stops_overnight()
                 return
             if self._kept_overnight:
                 return
