@@ -89,6 +89,10 @@ class CheckEntryCancel(m.Message):
     """The entry's rest was asked to be cancelled so its shares can be protected: is it gone yet?"""
 
 
+class RetryProtection(m.Message):
+    """Protection the broker refused while the market is closed: time to ask for it again."""
+
+
 @dataclass
 class OrderView:
     role: str
@@ -135,6 +139,11 @@ class PositionActor(pykka.ThreadingActor):
         self._entry_fills_waited_since: float | None = None  # time.monotonic() the flatten began waiting for them
         self._gave_up_on_entry_fills = False  # said once: past ENTRY_FILLS_WAIT_S, the recorded shares went
         self._kept_overnight = False  # the market closed while flattening (KeepOvernight): its exit was cancelled
+        # The market is closed until the next flatten (told KeepOvernight, or rebuilt while it is closed): a market
+        # exit sent now would wait for the open with no stop under the shares, so none is sent of this actor's accord.
+        self._market_closed = False
+        self._refused_overnight: set[int] = set()  # OCO pairs (by take-profit id) refused while the market is closed
+        self._protection_held = False  # refused while closed: not asked again until RetryProtection
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
         self._lone_timer: Delayed | None = None
@@ -239,7 +248,11 @@ class PositionActor(pykka.ThreadingActor):
             self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref))
         elif isinstance(message, m.CheckProtection):
             self._protect()
+        elif isinstance(message, RetryProtection):
+            self._protection_held = False
+            self._protect()
         elif isinstance(message, m.KeepOvernight):
+            self._market_closed = True
             self._keep_overnight()
         elif isinstance(message, m.StaleBook):
             self._hand_over_stale_book(message.detail)
@@ -323,6 +336,9 @@ class PositionActor(pykka.ThreadingActor):
             elif (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
                     and WASH_TRADE in (msg.reason or "") and self._on_wash_trade_refusal(msg)):
                 pass
+            elif (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
+                    and self._market_closed):
+                self._protection_refused_overnight(msg)
             elif msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss"):
                 # Usually a stop already through the market; whatever the reason, a market exit instead. Its other
                 # leg's rejection comes next, and with no order left working the exit goes (_exit_when_clear below).
@@ -527,6 +543,27 @@ class PositionActor(pykka.ThreadingActor):
         self._protect()
         return True
 
+    def _protection_refused_overnight(self, msg: m.OrderUpdated) -> None:
+        """Protection refused while the market is closed. The day's answer, a market exit, would wait for the next
+        open with no stop either (a review: it took the refusal as a stop already through the market). The OCO is
+        asked for again after growing waits, not at once (a lasting refusal would loop as fast as the broker
+        answers); the next open's flatten sells the shares."""
+        pair = next((p for p in self.pairs if msg.order_id in (p.take_profit, p.stop_loss)), None)
+        key = pair.take_profit if pair is not None else msg.order_id
+        if key in self._refused_overnight:
+            return  # its other leg, refused with it
+        self._refused_overnight.add(key)
+        self._protection_rejections += 1
+        wait_s = min(PROTECT_RETRY_FIRST_S * 2 ** (self._protection_rejections - 1), PROTECT_RETRY_MAX_S)
+        self.log.critical(f"position {self.label} protection refused while the market is closed "
+                          f"({msg.reason or 'no reason given'}): {pair.qty if pair else self.position.quantity} "
+                          f"shares without a stop; no market exit, which would wait for the open; asking again in "
+                          f"{wait_s:g} s; protect them by hand at the broker if this lasts")
+        self._protection_held = True
+        if self._retry_timer:
+            self._retry_timer.cancel()
+        self._retry_timer = tell_later(self.actor_ref, wait_s, RetryProtection())
+
     def _ask_entry_cancel(self) -> None:
         """Asked again every few seconds until the entry has ended: a cancel lost to a 5xx or a timeout is not
         retried by the router, and the shares wait for it without a stop."""
@@ -549,7 +586,8 @@ class PositionActor(pykka.ThreadingActor):
         return entry is not None and entry.working
 
     def _protect(self, coalesce: bool = True, write_timeout_s: float | None = None) -> None:
-        if self.flattening or self.position.status is not PositionStatus.OPEN or self._asking_broker:
+        if (self.flattening or self.position.status is not PositionStatus.OPEN or self._asking_broker
+                or self._protection_held):
             return
         if self._protect_after_entry and self._entry_working():
             return
@@ -693,6 +731,8 @@ class PositionActor(pykka.ThreadingActor):
         self.flattening, self.flatten_reason, self.flatten_since = True, reason, self.clock.now()
         self._unprotected_pieces = []  # the exit takes them; shares it leaves are protected from the average
         self._kept_overnight = False  # a new flatten (the next open's): its own cancels, its own exit
+        self._market_closed = False  # the cycle flattens only while the market is open (at its end, at the next open)
+        self._protection_held = False  # refused overnight: the flatten takes the shares instead
         self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
                      f"{reason}; cancelling {len(working)} working orders before the market exit")
         # The market exit waits until every other order of the position has ended. Sent beside the cancels, it
@@ -819,8 +859,8 @@ class PositionActor(pykka.ThreadingActor):
         no stop under the shares meanwhile: it is cancelled, and once it has ended unfilled the shares are protected
         again (_exit_failed). A flatten still waiting for its stops' cancels stops there: the shares are protected
         anew as those end. The next open flattens the position (the cycle's carried-position flatten)."""
-        if not self.flattening or self.position.status is not PositionStatus.OPEN:
-            return
+        if not self.flattening or self.position.status is not PositionStatus.OPEN or self._kept_overnight:
+            return  # kept already: told again by the cycle after a rebuild that kept it (Restored.market_closed)
         self._kept_overnight = True
         exits = self._working_exits()
         self.log.warning(f"position {self.label} the market closed before its flatten ended ({self.flatten_reason}): "
@@ -965,8 +1005,10 @@ class PositionActor(pykka.ThreadingActor):
             return
         self._asking_broker = True
         self.log.warning(f"position {self.label} its row is closed but its recorded fills hold "
-                         f"{self.position.quantity} more shares (entry executions recorded after the close): a market "
-                         f"{self.position.exit_side} of them once the broker says it holds them")
+                         f"{self.position.quantity} more shares (entry executions recorded after the close): "
+                         + (f"under stops overnight (the market is closed)" if self._market_closed
+                            else f"a market {self.position.exit_side} of them")
+                         + " once the broker says it holds them")
         self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref))
 
     def _on_broker_position(self, msg: m.BrokerPositionRead) -> None:
@@ -993,6 +1035,13 @@ class PositionActor(pykka.ThreadingActor):
                                            f"{others}, so at most {max(theirs, Decimal(0))} can be these (sold by "
                                            "hand?)")
         self._asking_broker = False
+        if self._market_closed:
+            # Sold now, they would wait for the next open with no stop: under stops overnight instead, and the next
+            # open's flatten of positions carried over sells them.
+            self.log.warning(f"position {self.label} the market is closed: its {late} late entry shares go under "
+                             "stops overnight, sold at the next open")
+            self._protect()
+            return
         self._flatten("entry shares recorded after the position closed")
 
     def _leave_late_shares(self, why: str) -> None:
@@ -1118,6 +1167,11 @@ class PositionActor(pykka.ThreadingActor):
             self.exit_order_id = exits[-1]
             self.flatten_reason = f"resumed after a restart: its market exit {', '.join(f'o-{i}' for i in exits)} works"
         self.router.tell(self._register(restored.orders, recorded, restored.executions))
+        if restored.market_closed:
+            # Rebuilt while the market is closed (a crash after the close, late shares, a start before the open): the
+            # cycle told the actor this replaces, not this one. A resumed exit is cancelled, as at the close.
+            self._market_closed = True
+            self._keep_overnight()
         leaving = self._leaving() if self.position.status is PositionStatus.OPEN else Decimal(0)
         self.log.info(f"position {self.label} restored {self.position.status} qty={self.position.quantity} "
                       f"protected={self.protected_qty()}"

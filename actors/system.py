@@ -56,9 +56,12 @@ class Restored:
     executions: tuple[str, ...]  # the execution ids of those fills
     position_row: Any = None  # the positions row as committed (PositionRecord), if there is one
     last_fill_at: Any = None  # when the last recorded execution happened
+    # Rebuilt while the market is closed (MarketHours): a market exit sent now would wait for the next open with no
+    # stop under the shares, so the actor keeps them under stops instead (PositionActor._restore).
+    market_closed: bool = False
 
     @classmethod
-    def from_book(cls, book: Any) -> Restored:
+    def from_book(cls, book: Any, market_closed: bool = False) -> Restored:
         roles = {o.order_id: o.role for o in book.orders}
         pairs = tuple(
             (o.order_id, oco_stop_leg_id(o.order_id), o.quantity) for o in book.orders
@@ -70,16 +73,21 @@ class Restored:
         for f in mine:
             recorded[f.order_id] = recorded.get(f.order_id, Decimal(0)) + f.qty
         return cls(book.entry.order_id, book.entry.position_id, book.orders, pairs, fills, tuple(recorded.items()),
-                   tuple(f.execution_id for f in mine), book.position, mine[-1].occurred_at if mine else None)
+                   tuple(f.execution_id for f in mine), book.position, mine[-1].occurred_at if mine else None,
+                   market_closed)
 
 
 class Supervisor(pykka.ThreadingActor):
     """Keeps the registry of live position actors and rebuilds crashed ones."""
 
-    def __init__(self, writer: Any, make_position: Callable[..., Any]) -> None:
+    def __init__(self, writer: Any, make_position: Callable[..., Any],
+                 market_closed: Callable[[], bool] | None = None) -> None:
         super().__init__()
         self.writer = writer
         self.make_position = make_position
+        # Asked at each rebuild: the cycle tells live actors of the close (KeepOvernight), not one rebuilt after it
+        # (a crash, late shares) or before the open. None (tests, the benchmarks): the market counts as open.
+        self.market_closed = market_closed
         self.live: dict[str, Any] = {}  # actor urn -> ActorRef
         self.by_entry: dict[int, Any] = {}  # entry order id -> the position's ActorRef
         self.rebuilds: dict[int, int] = {}
@@ -129,7 +137,8 @@ class Supervisor(pykka.ThreadingActor):
         if book is None:
             log.error(f"system cannot restore entry o-{entry_order_id}: not in the database")
             return None
-        ref = self.make_position(plan_from_entry(book.entry), restored=Restored.from_book(book))
+        closed = self.market_closed() if self.market_closed is not None else False
+        ref = self.make_position(plan_from_entry(book.entry), restored=Restored.from_book(book, market_closed=closed))
         self.live[ref.actor_urn] = ref
         self.by_entry[entry_order_id] = ref
         return ref
@@ -201,6 +210,7 @@ class TradingSystem:
     defer_report_sync: bool = True
     router_settings: Any = None
     disk_reserve_mb: int = 0  # space set aside beside the database for a write a full disk refuses (DiskReserve)
+    market_closed: Callable[[], bool] | None = None  # asked at each position rebuild (catalyst.hooks.MarketHours)
     refs: list[Any] = field(default_factory=list)
     storage: StorageHealth = field(default_factory=StorageHealth)  # the writer's word on the disk (Daemon reads it)
     # Every position actor this system started, so stop() ends them even if the supervisor that knows them is gone:
@@ -220,7 +230,7 @@ class TradingSystem:
             protect = self._pool("protect", self.protect_workers or settings.protection_workers)
             general = self._pool("general", self.general_workers or settings.general_workers)
             # The supervisor before the router, which tells it of entry shares recorded after their position closed.
-            self.supervisor_ref = Supervisor.start(self.writer, self._make_position)
+            self.supervisor_ref = Supervisor.start(self.writer, self._make_position, self.market_closed)
             self.refs.append(self.supervisor_ref)
             self.supervisor = self.supervisor_ref.proxy()
             self.router = OrderRouter.start(self.writer, protect, general, self.clock, settings=self.router_settings,

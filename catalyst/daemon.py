@@ -191,7 +191,7 @@ class Daemon:
         from actors.cycle import CycleActor
         from actors.system import TradingSystem, alpaca_factories
         from catalyst.broker.ratelimit import RateLimiter
-        from catalyst.hooks import CycleHooks
+        from catalyst.hooks import CycleHooks, MarketHours, TradingCalendar
         from catalyst.store.errors import DatabaseFileError
 
         ep = self.endpoint
@@ -205,11 +205,12 @@ class Daemon:
         )
         self.broker = broker_factory("daemon")
         self._check_broker()
+        hours = MarketHours(TradingCalendar(broker_factory("calendar")), self.config.cycle.schedule(), ep.clock)
         self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
                                     synchronous=self.config.daemon.sqlite_synchronous,
                                     defer_report_sync=self.config.daemon.sqlite_defer_report_sync,
                                     router_settings=self.config.router,
-                                    disk_reserve_mb=self.config.daemon.disk_reserve_mb)
+                                    disk_reserve_mb=self.config.daemon.disk_reserve_mb, market_closed=hours.closed)
         self.parts.append(self.system)  # before it starts: a stop during start-up then stops what it started
         try:
             self.system.start()

@@ -19,7 +19,7 @@ from loguru import logger
 from actors.messages import TradePlan
 from catalyst.broker.errors import BrokerError
 from catalyst.domain import risk
-from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
+from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time, market_open
 from catalyst.domain.money import to_tick
 from catalyst.domain.positions import PositionSide
 from catalyst.domain.scanning import suggested_exits
@@ -71,6 +71,30 @@ class TradingCalendar:
                 d = day + timedelta(days=offset)
                 self._sessions[d] = sessions.get(d)
         return self._sessions[day]
+
+
+class MarketHours:
+    """Whether the market is closed now (before the bell, after the close, a day it does not trade): asked when a
+    position actor is rebuilt (actors.system.Supervisor), as the cycle only tells the actors live at the close. A
+    market exit sent while it is closed waits for the next open with no stop under the shares."""
+
+    def __init__(self, calendar: TradingCalendar, schedule: Any, clock: Any) -> None:
+        self.calendar, self.schedule, self.clock = calendar, schedule, clock
+
+    def closed(self) -> bool:
+        now = self.clock.now()
+        try:
+            close = self.calendar.session_close(now.astimezone(EXCHANGE_TZ).date())
+        except Exception as exc:  # noqa: BLE001 - a rebuild must not fail on the calendar
+            # Unknown: taken as closed. Shares kept under stops are flattened by the cycle's next flatten; an exit
+            # sent into a closed market leaves them bare until the open.
+            why = str(exc) if isinstance(exc, BrokerError) else f"{type(exc).__name__}: {exc}"
+            log.warning(f"cycle cannot read the broker's calendar ({why}): a position rebuilt "
+                        "now keeps its shares under stops, as if the market were closed")
+            return True
+        if close is None:
+            return True
+        return not market_open(self.schedule, now, close)
 
 
 class CycleHooks:

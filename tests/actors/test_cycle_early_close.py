@@ -17,7 +17,8 @@ from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.cycle import PhaseSchedule
 from catalyst.domain.positions import PositionSide
-from catalyst.hooks import TradingCalendar
+from catalyst.broker.errors import ServerError
+from catalyst.hooks import MarketHours, TradingCalendar
 from catalyst.sim.market import EXCHANGE_TZ
 from catalyst.sim.server import EmbeddedExchange
 from tests.actors.conftest import exchange_at
@@ -82,3 +83,40 @@ def test_on_a_half_day_positions_are_flattened_before_the_1300_close(trading) ->
         logger.remove(sink)
     assert f"cycle {HALF_DAY} early close at 13:00: positions are flattened at 12:55" in lines
     assert any(line.startswith(f"cycle {HALF_DAY} flattening 1 live positions: end of day") for line in lines)
+
+
+class _At:
+    def __init__(self, now: datetime) -> None:
+        self.moment = now
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+@pytest.mark.parametrize("moment, closed", [
+    (MIDDAY, False),
+    (datetime(2026, 11, 27, 13, 1, tzinfo=EXCHANGE_TZ), True),  # after the half day's close, before 16:00
+    (datetime(2026, 11, 28, 12, 0, tzinfo=EXCHANGE_TZ), True),  # a Saturday
+    (datetime(2026, 11, 30, 9, 0, tzinfo=EXCHANGE_TZ), True),  # Monday, before the bell
+    (datetime(2026, 11, 30, 15, 59, tzinfo=EXCHANGE_TZ), False),
+    (datetime(2026, 11, 30, 16, 0, tzinfo=EXCHANGE_TZ), True),
+], ids=["half-day-midday", "half-day-after-1300", "saturday", "before-the-bell", "1559", "1600"])
+def test_market_hours_for_a_rebuild_follow_the_broker_calendar(trading, moment: datetime, closed: bool) -> None:
+    hours = MarketHours(broker_calendar(trading), PhaseSchedule(), _At(moment))
+    assert hours.closed() is closed
+
+
+def test_market_hours_taken_as_closed_when_the_calendar_cannot_be_read() -> None:
+    class Unreadable:
+        def session_close(self, day: date) -> None:
+            raise ServerError("calendar 2026-11-30..2026-12-07: HTTP 503")
+
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="WARNING")
+    try:
+        assert MarketHours(Unreadable(), PhaseSchedule(), _At(datetime(2026, 11, 30, 11, 0, tzinfo=EXCHANGE_TZ))
+                           ).closed() is True
+    finally:
+        logger.remove(sink)
+    assert lines == ["cycle cannot read the broker's calendar (server error: calendar 2026-11-30..2026-12-07: "
+                     "HTTP 503): a position rebuilt now keeps its shares under stops, as if the market were closed"]

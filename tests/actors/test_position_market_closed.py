@@ -1,0 +1,229 @@
+"""While the market is closed a position actor sends no market exit of its own accord: it would wait for the next open
+with no stop under the shares. Its shares go under stops instead, and the next open's flatten sells them.
+
+Three ways one used to go out after the close, found by reviews: an actor rebuilt after the close (a crash, late
+entry shares) was never told of it (the cycle tells the actors live at the close); a late-shares seller asking the
+broker what it holds ignored the close; and protection refused after the close was taken, as in the day, for a stop
+already through the market. The position actor is driven as the router would drive it, with the real DbWriter on a
+SQLite file (tests/actors/test_position_flatten.py's rig)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from actors import messages as m
+from actors import position as position_module
+from actors.position import OVERNIGHT_CANCEL, PositionActor
+from actors.system import Restored, Supervisor
+from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.ratelimit import RateLimiter
+from catalyst.domain.cycle import PhaseSchedule
+from catalyst.domain.orders import OrderStatus
+from catalyst.hooks import MarketHours, TradingCalendar
+from catalyst.sim.clock import SimClock
+from tests.actors.conftest import Trading, logged_lines
+from tests.actors.test_late_entry_shares import asked_the_broker, rebuilt_with_late_shares
+from tests.actors.test_position_flatten import T0, Rig, killed_with_the_entry_filled, wait_for
+from tests.actors.test_trade_scenarios import protected_qty
+
+EXIT_ID = 90
+
+
+def killed_while_its_exit_works(rig: Rig) -> Any:
+    """What a rebuild finds after a crash while kept overnight whose exit cancel was lost: the position's OCO
+    cancelled, its market exit accepted (queued for the next open). The book."""
+    writer, entry = rig.writer, rig.entry
+    position, tp, sl = killed_with_the_entry_filled(rig)
+    for leg in (tp, sl):
+        writer.update_order_status(leg.order_id, "cancelled", "canceled", Decimal(0), None).get()
+    exit_row = writer.create_order(cycle_id=entry.cycle_id, symbol="AAPL", role="flatten", side="sell",
+                                   order_type="market", time_in_force="day", quantity=Decimal(100),
+                                   position_id=position.position_id).get()
+    writer.mark_submitted(exit_row.order_id, "b-exit", "accepted").get()
+    writer.update_order_status(exit_row.order_id, "accepted", "accepted", Decimal(0), None).get()
+    rig.exit_id = exit_row.order_id
+    return writer.position_book(entry.order_id).get()
+
+
+def rebuilt(rig: Rig, book: Any, market_closed: bool) -> Any:
+    actor = PositionActor.start(rig.plan, rig.router, rig.writer, rig.system, SimClock(T0, 0),
+                                restored=Restored.from_book(book, market_closed=market_closed))
+    rig.position = actor  # stopped by the rig
+    return actor
+
+
+def test_an_actor_rebuilt_after_the_close_cancels_its_resumed_exit_and_protects_the_shares(rig: Rig) -> None:
+    actor = rebuilt(rig, killed_while_its_exit_works(rig), market_closed=True)
+    cancel = wait_for(lambda: [c for c in rig.told(m.CancelOrders) if rig.exit_id in c.order_ids], "the exit's cancel")
+    assert cancel[0].reason == OVERNIGHT_CANCEL
+    assert not rig.told(m.SubmitProtection)  # the exit still holds the shares: an OCO now would be refused
+
+    actor.tell(m.OrderUpdated(order_id=rig.exit_id, role="flatten", status=OrderStatus.CANCELLED,
+                              filled_qty=Decimal(0)))
+    protection = wait_for(lambda: rig.told(m.SubmitProtection), "the shares under stops")[0]
+    assert protection.stop_loss.quantity == Decimal(100)
+    state = rig.settled()
+    assert state["status"] == "open" and state["flattening"] is None
+    assert not rig.told(m.PlaceExit)
+
+
+def test_an_actor_rebuilt_while_the_market_is_open_still_waits_for_its_exit(rig: Rig) -> None:
+    rebuilt(rig, killed_while_its_exit_works(rig), market_closed=False)
+    state = rig.settled()
+    time.sleep(0.2)
+    assert state["flattening"].startswith("resumed after a restart")
+    assert not rig.told(m.CancelOrders) and not rig.told(m.SubmitProtection)
+
+
+def test_late_shares_found_after_the_close_go_under_stops_and_are_sold_at_the_next_open(rig: Rig) -> None:
+    book, actor = rebuilt_with_late_shares(rig, market_closed=True)
+    asked_the_broker(rig, actor)
+    actor.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
+    protection = wait_for(lambda: [p for p in rig.told(m.SubmitProtection) if p.owner == actor], "their stops")[0]
+    assert (protection.stop_loss.quantity, protection.stop_loss.position_id) == (Decimal(40), book.position.position_id)
+    assert not rig.told(m.PlaceExit)
+
+    tp, sl = protection.take_profit.order_id, protection.stop_loss.order_id
+    actor.tell(m.OrderUpdated(order_id=tp, role="take_profit", status=OrderStatus.ACCEPTED, filled_qty=Decimal(0)))
+    actor.tell(m.OrderUpdated(order_id=sl, role="stop_loss", status=OrderStatus.ACCEPTED, filled_qty=Decimal(0)))
+    actor.tell(m.Flatten(reason="carried over from an earlier day", scheduled=True))  # the next open
+    wait_for(lambda: [c for c in rig.told(m.CancelOrders) if set(c.order_ids) == {tp, sl}], "their stops cancelled")
+    actor.tell(m.OrderUpdated(order_id=tp, role="take_profit", status=OrderStatus.CANCELLED, filled_qty=Decimal(0)))
+    actor.tell(m.OrderUpdated(order_id=sl, role="stop_loss", status=OrderStatus.CANCELLED, filled_qty=Decimal(0)))
+    exit_ = wait_for(lambda: [x for x in rig.told(m.PlaceExit) if x.owner == actor], "the market exit")[0]
+    assert (exit_.qty, exit_.side) == (Decimal(40), "sell")
+
+
+def test_the_close_reaching_a_late_shares_seller_while_it_asks_the_broker_keeps_them_under_stops(rig: Rig) -> None:
+    _, actor = rebuilt_with_late_shares(rig)  # rebuilt while the market was open
+    asked_the_broker(rig, actor)
+    actor.tell(m.KeepOvernight())  # the close, before the broker's answer
+    actor.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
+    protection = wait_for(lambda: [p for p in rig.told(m.SubmitProtection) if p.owner == actor], "their stops")[0]
+    assert protection.stop_loss.quantity == Decimal(40)
+    actor.proxy().state().get()  # answered once every message told before it is handled
+    assert not rig.told(m.PlaceExit)
+
+
+def refused_after_the_close(rig: Rig, second_leg: OrderStatus) -> Any:
+    """Open and protected, told of the close (nothing to keep: not flattening), then its OCO replaced (a leg
+    cancelled by hand) and the new OCO refused: its stop rejected, its take-profit `second_leg`. The new OCO."""
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.KeepOvernight())
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    again = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the shares protected again")[0]
+    rig.update(again.stop_loss.order_id, "stop_loss", OrderStatus.REJECTED)
+    rig.update(again.take_profit.order_id, "take_profit", second_leg)
+    return again
+
+
+@pytest.mark.parametrize("second_leg", [OrderStatus.REJECTED, OrderStatus.CANCELLED])
+def test_protection_refused_after_the_close_is_asked_again_later_never_sold_at_market(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch, second_leg: OrderStatus) -> None:
+    monkeypatch.setattr(position_module, "PROTECT_RETRY_FIRST_S", 0.5)
+    with logged_lines("actors.position", "CRITICAL") as critical:
+        refused_after_the_close(rig, second_leg)
+        rig.settled()
+        assert len(rig.told(m.SubmitProtection)) == 2  # not asked again at once, for either leg's report
+        third = wait_for(lambda: rig.told(m.SubmitProtection)[2:], "the OCO asked again after the wait")[0]
+    assert third.stop_loss.quantity == Decimal(100)
+    assert not rig.told(m.PlaceExit) and rig.settled()["flattening"] is None
+    assert len(critical) == 1 and "protection refused while the market is closed" in critical[0]
+    assert "100 shares without a stop; no market exit" in critical[0] and "asking again in 0.5 s" in critical[0]
+
+
+def test_protection_refused_in_the_day_is_still_a_market_exit(rig: Rig) -> None:
+    protection = rig.fill_entry()
+    rig.update(protection.stop_loss.order_id, "stop_loss", OrderStatus.REJECTED)
+    rig.update(protection.take_profit.order_id, "take_profit", OrderStatus.REJECTED)
+    assert wait_for(lambda: rig.told(m.PlaceExit), "the market exit")[0].qty == Decimal(100)
+
+
+def test_the_next_opens_flatten_sells_shares_whose_protection_was_refused_overnight(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(position_module, "PROTECT_RETRY_FIRST_S", 60.0)
+    refused_after_the_close(rig, OrderStatus.REJECTED)
+    rig.position.tell(m.Flatten(reason="carried over from an earlier day", scheduled=True))
+    exit_ = wait_for(lambda: rig.told(m.PlaceExit), "the market exit")[0]
+    assert exit_.qty == Decimal(100)
+
+
+class _Made:
+    def __init__(self) -> None:
+        self.restored: list[Any] = []
+
+    def __call__(self, plan: Any, restored: Any = None) -> Any:
+        self.restored.append(restored)
+        return _Ref()
+
+
+class _Ref:
+    actor_urn = "urn:made"
+
+    def is_alive(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("closed", [True, False])
+def test_the_supervisor_rebuilds_a_crashed_position_knowing_whether_the_market_is_closed(
+        rig: Rig, closed: bool) -> None:
+    killed_with_the_entry_filled(rig)
+    made = _Made()
+    asked: list[bool] = []
+
+    def market_closed() -> bool:
+        asked.append(closed)
+        return closed
+
+    supervisor = Supervisor.start(rig.writer, made, market_closed)
+    try:
+        supervisor.tell(m.PositionCrashed(key="AAPL#p-1", entry_order_id=rig.entry.order_id, error="boom",
+                                          owner=None))
+        wait_for(lambda: made.restored, "the rebuild")
+    finally:
+        supervisor.stop()
+    assert asked == [closed] and made.restored[0].market_closed is closed
+
+
+@pytest.fixture
+def trading_with_market_hours(exchange, tmp_path) -> Any:
+    """The actor system as the daemon wires it: a rebuild asks the broker's calendar (through alpaca-py) whether the
+    market is closed, on the exchange's clock."""
+    harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
+    calendar = TradingCalendar(AlpacaBroker(harness.key, "secret", trading_url=exchange.base_url,
+                                            limiter=RateLimiter(0), name="calendar"))
+    harness.system_options["market_closed"] = MarketHours(calendar, PhaseSchedule(), exchange.clock).closed
+    yield harness.start()
+    harness.stop()
+
+
+def test_a_position_crashing_after_the_close_with_its_exit_queued_is_rebuilt_under_stops(
+        trading_with_market_hours) -> None:
+    trading = trading_with_market_hours
+    trading.exchange.set_price("AAPL", "149.95")
+    ref = trading.open(trading.plan())
+    trading.wait_for(lambda: protected_qty(trading) == Decimal(100), "protection")
+    trading.exchange.advance(timedelta(hours=6, minutes=20))  # 16:05: closed
+    ref.tell(m.Flatten(reason="flattened by hand after the close"))  # its exit is queued for the next open
+    exit_row = trading.wait_for(lambda: [o for o in trading.all_orders() if o.role == "flatten"
+                                         and o.status in ("submitted", "accepted")], "the exit at the broker")[0]
+
+    entry = trading.all_orders()[0]
+    bogus = m.Execution(key="bogus:1", qty=Decimal("999"), price=Decimal("1"), at=entry.updated_at)
+    ref.tell(m.OrderUpdated(order_id=entry.order_id + 1, role="take_profit", status=OrderStatus.FILLED,
+                            filled_qty=Decimal("999"), execution=bogus))  # crashes it: an exit larger than it holds
+    trading.wait_for(lambda: not ref.is_alive(), "the poisoned actor to die")
+
+    trading.wait_for(lambda: protected_qty(trading) == Decimal(100), "the rebuilt actor's stops", timeout=30)
+    assert trading.writer.get_order(exit_row.order_id).get().status == "cancelled"
+    at_broker = trading.broker_view()
+    assert [o["status"] for o in at_broker["orders"] if o["id"] == exit_row.alpaca_order_id] == ["canceled"]
+    assert [(p["symbol"], Decimal(p["qty"])) for p in at_broker["positions"]] == [("AAPL", Decimal(100))]
+    stops = [o for o in at_broker["orders"] if o["type"] == "stop" and o["status"] in ("new", "accepted", "held")]
+    assert sum(Decimal(o["qty"]) for o in stops) == Decimal(100)
