@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 import pykka
 from loguru import logger
@@ -32,8 +32,10 @@ SIBLING_GRACE_S = 30.0  # exchange seconds to wait for an OCO sibling's cancel e
 # Wall seconds before a flatten still waiting on its cancels asks the broker again. A backstop only: a cancel the
 # broker refuses or whose reply is lost is verified by the router at once.
 FLATTEN_RECHECK_S = 2.0
-# Wall seconds before protecting again when the broker rejected both the stop and the market exit: 2, 4, 8 … 60.
+# Wall seconds before protecting again when the broker rejected both the stop and the market exit, or the stop while
+# the market is closed: 2, 4, 8 … 60.
 PROTECT_RETRY_FIRST_S, PROTECT_RETRY_MAX_S = 2.0, 60.0
+PROTECT_RETRY_SAID_EVERY = 60  # past the first few, a refusal that lasts is said (CRITICAL) once in so many tries
 OVERNIGHT_CANCEL = "the market closed before it filled; kept under stops overnight"
 # Wall seconds an OCO leg may stay working alone (its sibling ended unfilled) before the broker is asked about it: in
 # the normal case the broker cancelled the sibling because this leg filled, and that fill's event is a moment behind.
@@ -63,6 +65,12 @@ ACKNOWLEDGED = (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED)  # at the broker, w
 # A broker refusal that means the shares are not there to sell: a market exit would sell short (broker.errors).
 NO_SHARES_AVAILABLE = f"rejected[{RejectReason.INSUFFICIENT_QTY}]"
 WASH_TRADE = f"rejected[{RejectReason.WASH_TRADE}]"
+
+
+def protect_retry_wait_s(rejections: int) -> float:
+    """The wait before the `rejections`-th try: its exponent capped, as a refusal can last all night (2.0 * 2 ** 1024
+    overflows a float, which crashed the actor after some 17 hours: a review)."""
+    return min(PROTECT_RETRY_FIRST_S * 2 ** min(max(rejections - 1, 0), 16), PROTECT_RETRY_MAX_S)
 
 
 class CheckSiblings(m.Message):
@@ -115,7 +123,7 @@ class OcoPair:
 
 class PositionActor(pykka.ThreadingActor):
     def __init__(self, plan: m.TradePlan, router: Any, writer: Any, system: Any, clock: Any,
-                 restored: Any = None) -> None:
+                 restored: Any = None, market_closed: Callable[[], bool] | None = None) -> None:
         super().__init__()
         self.plan, self.router, self.writer, self.system, self.clock = plan, router, writer, system, clock
         self.position = Position(symbol=plan.symbol, side=plan.side)
@@ -139,9 +147,11 @@ class PositionActor(pykka.ThreadingActor):
         self._entry_fills_waited_since: float | None = None  # time.monotonic() the flatten began waiting for them
         self._gave_up_on_entry_fills = False  # said once: past ENTRY_FILLS_WAIT_S, the recorded shares went
         self._kept_overnight = False  # the market closed while flattening (KeepOvernight): its exit was cancelled
-        # The market is closed until the next flatten (told KeepOvernight, or rebuilt while it is closed): a market
-        # exit sent now would wait for the open with no stop under the shares, so none is sent of this actor's accord.
-        self._market_closed = False
+        # Whether the market is closed now (catalyst.hooks.MarketHours: the broker's calendar), asked before a market
+        # exit of this actor's own accord, which would wait for the open with no stop under the shares. Asked at the
+        # moment, not latched: an answer kept from a rebuild would last into the day. None: the cycle's word only.
+        self.market_closed = market_closed
+        self._told_closed = False  # KeepOvernight came, and no flatten (the cycle's, at the open) since
         self._refused_overnight: set[int] = set()  # OCO pairs (by take-profit id) refused while the market is closed
         self._protection_held = False  # refused while closed: not asked again until RetryProtection
         self._flatten_timer: Delayed | None = None
@@ -252,7 +262,7 @@ class PositionActor(pykka.ThreadingActor):
             self._protection_held = False
             self._protect()
         elif isinstance(message, m.KeepOvernight):
-            self._market_closed = True
+            self._told_closed = True
             self._keep_overnight()
         elif isinstance(message, m.StaleBook):
             self._hand_over_stale_book(message.detail)
@@ -337,7 +347,7 @@ class PositionActor(pykka.ThreadingActor):
                     and WASH_TRADE in (msg.reason or "") and self._on_wash_trade_refusal(msg)):
                 pass
             elif (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
-                    and self._market_closed):
+                    and self._market_is_closed()):
                 self._protection_refused_overnight(msg)
             elif msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss"):
                 # Usually a stop already through the market; whatever the reason, a market exit instead. Its other
@@ -554,11 +564,16 @@ class PositionActor(pykka.ThreadingActor):
             return  # its other leg, refused with it
         self._refused_overnight.add(key)
         self._protection_rejections += 1
-        wait_s = min(PROTECT_RETRY_FIRST_S * 2 ** (self._protection_rejections - 1), PROTECT_RETRY_MAX_S)
-        self.log.critical(f"position {self.label} protection refused while the market is closed "
-                          f"({msg.reason or 'no reason given'}): {pair.qty if pair else self.position.quantity} "
-                          f"shares without a stop; no market exit, which would wait for the open; asking again in "
-                          f"{wait_s:g} s; protect them by hand at the broker if this lasts")
+        tries = self._protection_rejections
+        wait_s = protect_retry_wait_s(tries)
+        said = (tries == 1 or protect_retry_wait_s(tries - 1) < PROTECT_RETRY_MAX_S
+                or tries % PROTECT_RETRY_SAID_EVERY == 0)
+        self.log.log("CRITICAL" if said else "DEBUG",
+                     f"position {self.label} protection refused while the market is closed "
+                     f"({msg.reason or 'no reason given'}{f', {tries} times in a row' if tries > 1 else ''}): "
+                     f"{pair.qty if pair else self.position.quantity} shares without a stop; no market exit, which "
+                     f"would wait for the open; asking again in {wait_s:g} s; protect them by hand at the broker if "
+                     "this lasts")
         self._protection_held = True
         if self._retry_timer:
             self._retry_timer.cancel()
@@ -728,10 +743,18 @@ class PositionActor(pykka.ThreadingActor):
             self._flatten_when_open = reason
             self._cancel(working, reason=reason)
             return
+        if not scheduled and self._market_is_closed():
+            # Asked while the market is closed (the doctor's flatten policy, an emergency stop's last resort): its stops
+            # cancelled and its exit queued for the open, the shares would be bare all night. The cycle's own flattens
+            # come while it is open, and its next open's flatten of what earlier days left takes this position.
+            self.log.warning(f"position {self.label} {reason}: the market is closed, and a market exit would wait for "
+                             "the open with no stop under the shares; kept under stops, flattened at the next open")
+            self._protect()
+            return
         self.flattening, self.flatten_reason, self.flatten_since = True, reason, self.clock.now()
         self._unprotected_pieces = []  # the exit takes them; shares it leaves are protected from the average
         self._kept_overnight = False  # a new flatten (the next open's): its own cancels, its own exit
-        self._market_closed = False  # the cycle flattens only while the market is open (at its end, at the next open)
+        self._told_closed = False  # the cycle's flattens come while the market is open (at its end, at the next open)
         self._protection_held = False  # refused overnight: the flatten takes the shares instead
         self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
                      f"{reason}; cancelling {len(working)} working orders before the market exit")
@@ -834,7 +857,7 @@ class PositionActor(pykka.ThreadingActor):
         once, which would place and reject a stop and an exit as fast as the broker answers."""
         self.flattening, self.exit_sent = False, False
         if msg.status is OrderStatus.REJECTED and self._protection_rejections:
-            wait_s = min(PROTECT_RETRY_FIRST_S * 2 ** (self._protection_rejections - 1), PROTECT_RETRY_MAX_S)
+            wait_s = protect_retry_wait_s(self._protection_rejections)
             self.log.critical(f"position {self.label} the broker rejects both its stop and its market exit "
                               f"({msg.reason or 'no reason given'}): {self.position.quantity} shares without a stop; "
                               f"trying again in {wait_s:.0f} s; protect them by hand at the broker if this lasts")
@@ -874,6 +897,9 @@ class PositionActor(pykka.ThreadingActor):
             self._start_flatten_timer()  # not waited for past a recheck (_check_flatten)
             return  # asked, its row not named yet: cancelled once it is (_on_orders_created), then protected
         self._under_stops_overnight()
+
+    def _market_is_closed(self) -> bool:
+        return self.market_closed() if self.market_closed is not None else self._told_closed
 
     def _under_stops_overnight(self) -> None:
         """Kept overnight with no exit of its own working: the flatten ends for the day, the shares go under stops
@@ -1005,10 +1031,9 @@ class PositionActor(pykka.ThreadingActor):
             return
         self._asking_broker = True
         self.log.warning(f"position {self.label} its row is closed but its recorded fills hold "
-                         f"{self.position.quantity} more shares (entry executions recorded after the close): "
-                         + (f"under stops overnight (the market is closed)" if self._market_closed
-                            else f"a market {self.position.exit_side} of them")
-                         + " once the broker says it holds them")
+                         f"{self.position.quantity} more shares (entry executions recorded after the close): a market "
+                         f"{self.position.exit_side} of them once the broker says it holds them (under stops until "
+                         "the next open if the market is closed)")
         self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref))
 
     def _on_broker_position(self, msg: m.BrokerPositionRead) -> None:
@@ -1035,7 +1060,7 @@ class PositionActor(pykka.ThreadingActor):
                                            f"{others}, so at most {max(theirs, Decimal(0))} can be these (sold by "
                                            "hand?)")
         self._asking_broker = False
-        if self._market_closed:
+        if self._market_is_closed():
             # Sold now, they would wait for the next open with no stop: under stops overnight instead, and the next
             # open's flatten of positions carried over sells them.
             self.log.warning(f"position {self.label} the market is closed: its {late} late entry shares go under "
@@ -1167,10 +1192,9 @@ class PositionActor(pykka.ThreadingActor):
             self.exit_order_id = exits[-1]
             self.flatten_reason = f"resumed after a restart: its market exit {', '.join(f'o-{i}' for i in exits)} works"
         self.router.tell(self._register(restored.orders, recorded, restored.executions))
-        if restored.market_closed:
-            # Rebuilt while the market is closed (a crash after the close, late shares, a start before the open): the
-            # cycle told the actor this replaces, not this one. A resumed exit is cancelled, as at the close.
-            self._market_closed = True
+        if self.flattening and self._market_is_closed():
+            # Rebuilt while the market is closed (a crash after the close, a start before the open) with its exit
+            # working: the cycle told the actor this replaces of the close, not this one. Cancelled, as at the close.
             self._keep_overnight()
         leaving = self._leaving() if self.position.status is PositionStatus.OPEN else Decimal(0)
         self.log.info(f"position {self.label} restored {self.position.status} qty={self.position.quantity} "

@@ -56,12 +56,9 @@ class Restored:
     executions: tuple[str, ...]  # the execution ids of those fills
     position_row: Any = None  # the positions row as committed (PositionRecord), if there is one
     last_fill_at: Any = None  # when the last recorded execution happened
-    # Rebuilt while the market is closed (MarketHours): a market exit sent now would wait for the next open with no
-    # stop under the shares, so the actor keeps them under stops instead (PositionActor._restore).
-    market_closed: bool = False
 
     @classmethod
-    def from_book(cls, book: Any, market_closed: bool = False) -> Restored:
+    def from_book(cls, book: Any) -> Restored:
         roles = {o.order_id: o.role for o in book.orders}
         pairs = tuple(
             (o.order_id, oco_stop_leg_id(o.order_id), o.quantity) for o in book.orders
@@ -73,21 +70,16 @@ class Restored:
         for f in mine:
             recorded[f.order_id] = recorded.get(f.order_id, Decimal(0)) + f.qty
         return cls(book.entry.order_id, book.entry.position_id, book.orders, pairs, fills, tuple(recorded.items()),
-                   tuple(f.execution_id for f in mine), book.position, mine[-1].occurred_at if mine else None,
-                   market_closed)
+                   tuple(f.execution_id for f in mine), book.position, mine[-1].occurred_at if mine else None)
 
 
 class Supervisor(pykka.ThreadingActor):
     """Keeps the registry of live position actors and rebuilds crashed ones."""
 
-    def __init__(self, writer: Any, make_position: Callable[..., Any],
-                 market_closed: Callable[[], bool] | None = None) -> None:
+    def __init__(self, writer: Any, make_position: Callable[..., Any]) -> None:
         super().__init__()
         self.writer = writer
         self.make_position = make_position
-        # Asked at each rebuild: the cycle tells live actors of the close (KeepOvernight), not one rebuilt after it
-        # (a crash, late shares) or before the open. None (tests, the benchmarks): the market counts as open.
-        self.market_closed = market_closed
         self.live: dict[str, Any] = {}  # actor urn -> ActorRef
         self.by_entry: dict[int, Any] = {}  # entry order id -> the position's ActorRef
         self.rebuilds: dict[int, int] = {}
@@ -137,8 +129,7 @@ class Supervisor(pykka.ThreadingActor):
         if book is None:
             log.error(f"system cannot restore entry o-{entry_order_id}: not in the database")
             return None
-        closed = self.market_closed() if self.market_closed is not None else False
-        ref = self.make_position(plan_from_entry(book.entry), restored=Restored.from_book(book, market_closed=closed))
+        ref = self.make_position(plan_from_entry(book.entry), restored=Restored.from_book(book))
         self.live[ref.actor_urn] = ref
         self.by_entry[entry_order_id] = ref
         return ref
@@ -210,7 +201,9 @@ class TradingSystem:
     defer_report_sync: bool = True
     router_settings: Any = None
     disk_reserve_mb: int = 0  # space set aside beside the database for a write a full disk refuses (DiskReserve)
-    market_closed: Callable[[], bool] | None = None  # asked at each position rebuild (catalyst.hooks.MarketHours)
+    # Whether the market is closed now (catalyst.hooks.MarketHours), for the position actors to ask before a market
+    # exit of their own accord; None (tests, the benchmarks): only the cycle's KeepOvernight says so.
+    market_closed: Callable[[], bool] | None = None
     refs: list[Any] = field(default_factory=list)
     storage: StorageHealth = field(default_factory=StorageHealth)  # the writer's word on the disk (Daemon reads it)
     # Every position actor this system started, so stop() ends them even if the supervisor that knows them is gone:
@@ -230,7 +223,7 @@ class TradingSystem:
             protect = self._pool("protect", self.protect_workers or settings.protection_workers)
             general = self._pool("general", self.general_workers or settings.general_workers)
             # The supervisor before the router, which tells it of entry shares recorded after their position closed.
-            self.supervisor_ref = Supervisor.start(self.writer, self._make_position, self.market_closed)
+            self.supervisor_ref = Supervisor.start(self.writer, self._make_position)
             self.refs.append(self.supervisor_ref)
             self.supervisor = self.supervisor_ref.proxy()
             self.router = OrderRouter.start(self.writer, protect, general, self.clock, settings=self.router_settings,
@@ -262,7 +255,8 @@ class TradingSystem:
         return pool
 
     def _make_position(self, plan: m.TradePlan, restored: Any = None) -> Any:
-        ref = PositionActor.start(plan, self.router, self.writer, self.supervisor_ref, self.clock, restored)
+        ref = PositionActor.start(plan, self.router, self.writer, self.supervisor_ref, self.clock, restored,
+                                  market_closed=self.market_closed)
         with self._positions_lock:  # the supervisor's thread (rebuilds) and the cycle's (new trades) both start them
             self._positions.append(ref)
             if len(self._positions) >= 2 * self._positions_kept:  # closed ones let go now and then, not every time

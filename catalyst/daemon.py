@@ -206,6 +206,7 @@ class Daemon:
         self.broker = broker_factory("daemon")
         self._check_broker()
         hours = MarketHours(TradingCalendar(broker_factory("calendar")), self.config.cycle.schedule(), ep.clock)
+        hours.closed()  # the week's calendar read here, not by the first position actor that asks
         self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
                                     synchronous=self.config.daemon.sqlite_synchronous,
                                     defer_report_sync=self.config.daemon.sqlite_defer_report_sync,

@@ -5,6 +5,7 @@ Kept out of the cycle actor so it stays a thin state machine, and so each hook c
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -74,27 +75,42 @@ class TradingCalendar:
 
 
 class MarketHours:
-    """Whether the market is closed now (before the bell, after the close, a day it does not trade): asked when a
-    position actor is rebuilt (actors.system.Supervisor), as the cycle only tells the actors live at the close. A
-    market exit sent while it is closed waits for the next open with no stop under the shares."""
+    """Whether the market is closed now (before the bell, after the close, a day it does not trade), for a position
+    actor about to send a market exit of its own accord (a refused stop, late entry shares, a rebuild with its exit
+    working): sent while closed, it waits for the next open with no stop under the shares. The cycle tells only the
+    actors live at the close (KeepOvernight), not one rebuilt after it or before the open. Position actors ask from
+    their own threads; the calendar is read once a week, and a read that fails is not tried again for
+    CALENDAR_RETRY_S, the configured schedule on weekdays answering meanwhile (a review: taken as closed, a refused
+    stop in the day got no market exit until 15:55)."""
+
+    CALENDAR_RETRY_S = 60.0
 
     def __init__(self, calendar: TradingCalendar, schedule: Any, clock: Any) -> None:
         self.calendar, self.schedule, self.clock = calendar, schedule, clock
+        self._lock = threading.Lock()
+        self._failed_at: float | None = None  # time.monotonic() of the last failed read
 
     def closed(self) -> bool:
         now = self.clock.now()
+        day = now.astimezone(EXCHANGE_TZ).date()
+        with self._lock:
+            close = self._close_of(day)
+        return close is None or not market_open(self.schedule, now, close)
+
+    def _close_of(self, day: date) -> dt_time | None:
+        fallback = self.schedule.closed_at if day.weekday() < 5 else None  # a holiday or a half day is not known
+        if self._failed_at is not None and time.monotonic() - self._failed_at < self.CALENDAR_RETRY_S:
+            return fallback
         try:
-            close = self.calendar.session_close(now.astimezone(EXCHANGE_TZ).date())
-        except Exception as exc:  # noqa: BLE001 - a rebuild must not fail on the calendar
-            # Unknown: taken as closed. Shares kept under stops are flattened by the cycle's next flatten; an exit
-            # sent into a closed market leaves them bare until the open.
+            close = self.calendar.session_close(day)
+        except Exception as exc:  # noqa: BLE001 - a position's decision must not fail on the calendar
+            self._failed_at = time.monotonic()
             why = str(exc) if isinstance(exc, BrokerError) else f"{type(exc).__name__}: {exc}"
-            log.warning(f"cycle cannot read the broker's calendar ({why}): a position rebuilt "
-                        "now keeps its shares under stops, as if the market were closed")
-            return True
-        if close is None:
-            return True
-        return not market_open(self.schedule, now, close)
+            log.warning(f"cycle cannot read the broker's calendar ({why}): market hours are the configured schedule's "
+                        f"on weekdays for the next {self.CALENDAR_RETRY_S:g} s (a holiday or a half day unknown)")
+            return fallback
+        self._failed_at = None
+        return close
 
 
 class CycleHooks:

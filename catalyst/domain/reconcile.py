@@ -449,20 +449,25 @@ def _late_shares_of(local: LocalView, symbol: str, held: Decimal, own_shares: De
     return late[0]
 
 
-def _being_sold(orders: tuple[LocalOrder, ...], late: LocalPosition, held: Decimal) -> bool:
-    """The position's own working market exits (`flatten` rows) are for exactly the `held` shares (signed)."""
+def _in_hand(orders: tuple[LocalOrder, ...], late: LocalPosition, held: Decimal) -> bool:
+    """The position's own working market exits (`flatten` rows) are for exactly the `held` shares (signed), or its own
+    working stops are: kept under stops while the market is closed, their actor sells them at the next open (a
+    closed position with an exit order working gets one at a restart too, recovery_ops)."""
     side = "sell" if held > 0 else "buy"
-    selling = sum((o.qty - o.filled_qty for o in orders if o.position_id == late.position_id and o.role == "flatten"
-                   and o.side == side and o.status not in ORDER_MACHINE.terminal), ZERO)
-    return selling == abs(held)
+
+    def working(role: str) -> Decimal:
+        return sum((o.qty - o.filled_qty for o in orders if o.position_id == late.position_id and o.role == role
+                    and o.side == side and o.status not in ORDER_MACHINE.terminal), ZERO)
+
+    return abs(held) in (working("flatten"), working("stop_loss"))
 
 
 def _settle_late_shares(diff: _Diff, local: LocalView, symbol: str, late: LocalPosition, shares: Decimal,
                         latest: datetime, reason: str) -> None:
     """Closed position `late`'s entry shares recorded after it closed, `shares` (signed) at the broker. Its own market
-    exit for them working (queued for the open if the market is closed), its fill settles them: "flatten it by hand"
-    would sell them twice. None working once its orders have settled: rebuilt to sell them."""
-    if not _being_sold(local.orders, late, shares) and diff.old(latest):
+    exit for them working, or its own stops (the market closed), they are in hand: "flatten it by hand" would sell
+    them twice. Neither once its orders have settled: rebuilt to sell them."""
+    if not _in_hand(local.orders, late, shares) and diff.old(latest):
         diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{late.position_id}", 0, shares, symbol=symbol,
                  position_id=late.position_id, action="rebuild and sell", reason=reason)
 

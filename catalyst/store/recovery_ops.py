@@ -43,7 +43,7 @@ async def position_book(session: AsyncSession, entry_order_id: int) -> PositionB
 
 async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
     """Entries still working without a position, entries that filled before a crash let their position row be
-    written, plus the entries of open positions."""
+    written, the entries of open positions, and those of closed positions with an exit order still working."""
     pending = await session.scalars(
         select(Order.order_id).where(Order.role == "entry", Order.position_id.is_(None),
                                      Order.status.notin_(TERMINAL_ORDER_STATUSES))
@@ -59,4 +59,14 @@ async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
         select(Order.order_id).join(Position, Position.position_id == Order.position_id)
         .where(Order.role == "entry", Position.status == "open")
     )
-    return sorted({*pending, *opened})
+    # A closed position with an exit order of its own working at the broker: late entry shares kept under stops
+    # overnight (their sale waits for the next open, by their actor), or a leg whose cancel never came. Without an
+    # actor after a restart, the shares would wait under a stop that is good till cancelled, sold by nothing (a
+    # review). Only orders the broker has: a row still `created` would be sent again by the router for a position
+    # that may hold nothing.
+    still_working = (select(Order.position_id).join(Position, Position.position_id == Order.position_id)
+                     .where(Position.status == "closed", Order.role.in_(("take_profit", "stop_loss", "flatten")),
+                            Order.status.notin_(TERMINAL_ORDER_STATUSES), Order.alpaca_order_id.is_not(None)))
+    kept = await session.scalars(
+        select(Order.order_id).where(Order.role == "entry", Order.position_id.in_(still_working)))
+    return sorted({*pending, *opened, *kept})

@@ -106,17 +106,27 @@ def test_market_hours_for_a_rebuild_follow_the_broker_calendar(trading, moment: 
     assert hours.closed() is closed
 
 
-def test_market_hours_taken_as_closed_when_the_calendar_cannot_be_read() -> None:
+def test_market_hours_follow_the_configured_schedule_on_weekdays_while_the_calendar_cannot_be_read() -> None:
     class Unreadable:
+        reads = 0
+
         def session_close(self, day: date) -> None:
+            self.reads += 1
             raise ServerError("calendar 2026-11-30..2026-12-07: HTTP 503")
 
+    calendar, clock = Unreadable(), _At(datetime(2026, 11, 30, 11, 0, tzinfo=EXCHANGE_TZ))  # a Monday
+    hours = MarketHours(calendar, PhaseSchedule(), clock)
     lines: list[str] = []
     sink = logger.add(lambda message: lines.append(message.record["message"]), level="WARNING")
     try:
-        assert MarketHours(Unreadable(), PhaseSchedule(), _At(datetime(2026, 11, 30, 11, 0, tzinfo=EXCHANGE_TZ))
-                           ).closed() is True
+        assert hours.closed() is False  # taken as closed, a stop refused in the day waited for 15:55 (a review)
+        clock.moment = datetime(2026, 11, 30, 16, 30, tzinfo=EXCHANGE_TZ)
+        assert hours.closed() is True
+        clock.moment = datetime(2026, 12, 5, 11, 0, tzinfo=EXCHANGE_TZ)  # a Saturday
+        assert hours.closed() is True
     finally:
         logger.remove(sink)
-    assert lines == ["cycle cannot read the broker's calendar (server error: calendar 2026-11-30..2026-12-07: "
-                     "HTTP 503): a position rebuilt now keeps its shares under stops, as if the market were closed"]
+    assert calendar.reads == 1  # not asked again for a minute: each position deciding would wait on it
+    assert lines == ["cycle cannot read the broker's calendar (server error: calendar 2026-11-30..2026-12-07: HTTP "
+                     "503): market hours are the configured schedule's on weekdays for the next 60 s (a holiday or a "
+                     "half day unknown)"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 import pykka
 import pytest
@@ -122,9 +122,9 @@ def test_a_closed_actor_told_of_a_late_entry_execution_hands_the_position_over_w
     assert not [x for x in received if isinstance(x, m.PositionFinished)]  # its rebuilt successor says that
 
 
-def rebuilt_with_late_shares(rig: Rig, market_closed: bool = False) -> tuple[Any, Any]:
+def rebuilt_with_late_shares(rig: Rig, market_closed: Callable[[], bool] | None = None) -> tuple[Any, Any]:
     """The book a rebuild reads after the stop closed 60 and the entry's other 40 were recorded late, and the actor
-    rebuilt from it (the rig's router a recorder), `market_closed` as the supervisor found it. (book, actor)"""
+    rebuilt from it (the rig's router a recorder; `market_closed`: the daemon's MarketHours.closed). (book, actor)"""
     closed_by_its_stop_with_the_entry_working(rig)
     rig.position.stop()
     # The rows as the router would have left them: the entry filled 100, the stop 60, the take-profit cancelled.
@@ -143,7 +143,7 @@ def rebuilt_with_late_shares(rig: Rig, market_closed: bool = False) -> tuple[Any
     book = rig.writer.position_book(rig.entry.order_id).get()
     assert book.position.status == "closed"
     rebuilt = PositionActor.start(rig.plan, rig.router, rig.writer, rig.system, SimClock(T0, 0),
-                                  Restored.from_book(book, market_closed=market_closed))
+                                  Restored.from_book(book), market_closed=market_closed)
     rig.rebuilt = rebuilt  # stopped by the rig's teardown if a test fails first
     return book, rebuilt
 

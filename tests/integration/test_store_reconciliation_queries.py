@@ -147,6 +147,29 @@ def test_restart_book_lists_live_entries_and_gathers_each_trade(book: Book) -> N
     assert book.run(book.store.position_book(99999)) is None
 
 
+def test_restart_book_lists_a_closed_position_whose_exit_order_still_works(book: Book) -> None:
+    """Late entry shares kept under stops overnight (their position's row closed): an actor must own them after a
+    restart, to sell them at the open. A closed position whose orders have all ended needs none."""
+    def closed(symbol: str, stop_status: str) -> int:
+        entry = book.order(symbol, at=T0)
+        position = book.run(book.store.open_position_for_entry(entry.order_id, Decimal(1), Decimal("5"), T0))
+        stop = book.order(symbol, at=T0, role="stop_loss", position_id=position.position_id,
+                          parent_order_id=entry.order_id)
+        book.run(book.store.mark_submitted(stop.order_id, f"alp-{symbol}-stop", "new", T0))
+        book.status(stop, stop_status, T0)
+        book.run(book.store.close_position(position.position_id, Decimal("6"), Decimal("1"), T0))
+        return entry.order_id
+
+    kept = closed("KEPT", "accepted")
+    closed("DONE", "cancelled")
+    unsent = book.order("UNSENT", at=T0)
+    position = book.run(book.store.open_position_for_entry(unsent.order_id, Decimal(1), Decimal("5"), T0))
+    book.order("UNSENT", at=T0, role="stop_loss", position_id=position.position_id, parent_order_id=unsent.order_id)
+    book.run(book.store.close_position(position.position_id, Decimal("6"), Decimal("1"), T0))  # its stop `created`
+
+    assert book.run(book.store.live_entry_ids()) == [kept]
+
+
 
 def test_closed_positions_whose_recorded_fills_still_hold_shares(book: Book) -> None:
     def closed_with_fills(symbol: str, bought: list[str], sold: list[str], closed_at: datetime = T0) -> int:

@@ -305,11 +305,16 @@ def test_shares_our_own_orders_filled_with_no_position_row_long_after_halt_and_a
     ("flatten", "188", "cancelled", 3, "rebuild and sell"),
     ("flatten", "188", "accepted", 9, "rebuild and sell"),
     ("exit", "188", "accepted", 3, "rebuild and sell"),
-], ids=["covered", "short-of-them", "exit-ended", "another-positions-exit", "a-hand-exit"])
+    ("stop_loss", "188", "accepted", 3, None),
+    ("stop_loss", "100", "accepted", 3, "rebuild and sell"),
+    ("stop_loss", "188", "cancelled", 3, "rebuild and sell"),
+], ids=["covered", "short-of-them", "exit-ended", "another-positions-exit", "a-hand-exit", "under-its-own-stop",
+        "its-stop-short-of-them", "its-stop-ended"])
 def test_late_shares_whose_own_market_exit_works_are_being_sold(role, exit_qty, exit_status, exit_position, expected):
     # Entry shares recorded after their position (3) closed: the rebuilt position's market exit for them works
-    # (queued for the open, say). Halting with "flatten it by hand" would have the operator sell them a second time.
-    # Only that position's own market exit (a `flatten` row) for exactly those shares counts; else it is rebuilt.
+    # (queued for the open, say), or its stop does (kept under stops while the market is closed, sold at the open).
+    # Halting with "flatten it by hand" would have the operator sell them a second time. Only that position's own
+    # market exit (a `flatten` row) or stop for exactly those shares counts; else it is rebuilt.
     local = LocalView(orders=(order(status="filled", qty="188", filled="188", position_id=3),
                               order(order_id=2, broker_id="b-2", role=role, side="sell", qty=exit_qty,
                                     status=exit_status, position_id=exit_position)),
