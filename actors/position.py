@@ -36,6 +36,8 @@ FLATTEN_RECHECK_S = 2.0
 # the market is closed: 2, 4, 8 … 60.
 PROTECT_RETRY_FIRST_S, PROTECT_RETRY_MAX_S = 2.0, 60.0
 PROTECT_RETRY_SAID_EVERY = 60  # past the first few, a refusal that lasts is said (CRITICAL) once in so many tries
+# Exchange seconds between looks at the market hours for a flatten asked while the market was closed (_flatten).
+MARKET_OPEN_RECHECK_S = 60.0
 OVERNIGHT_CANCEL = "the market closed before it filled; kept under stops overnight"
 # Wall seconds an OCO leg may stay working alone (its sibling ended unfilled) before the broker is asked about it: in
 # the normal case the broker cancelled the sibling because this leg filled, and that fill's event is a moment behind.
@@ -101,6 +103,10 @@ class RetryProtection(m.Message):
     """Protection the broker refused while the market is closed: time to ask for it again."""
 
 
+class CheckMarketOpen(m.Message):
+    """A flatten asked while the market was closed waits for it to open: has it?"""
+
+
 @dataclass
 class OrderView:
     role: str
@@ -154,6 +160,8 @@ class PositionActor(pykka.ThreadingActor):
         self._told_closed = False  # KeepOvernight came, and no flatten (the cycle's, at the open) since
         self._refused_overnight: set[int] = set()  # OCO pairs (by take-profit id) refused while the market is closed
         self._protection_held = False  # refused while closed: not asked again until RetryProtection
+        self._flatten_when_market_opens: str | None = None  # a flatten asked while closed, done once it opens
+        self._market_timer: Delayed | None = None
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
         self._lone_timer: Delayed | None = None
@@ -214,7 +222,7 @@ class PositionActor(pykka.ThreadingActor):
                 self.log.error(f"position {self.label} could not protect {bare} shares while stopping ({why}); the "
                                "next start protects them")
         for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer, self._entry_cancel_timer,
-                      self._coalesce_timer):
+                      self._coalesce_timer, self._market_timer):
             if timer:
                 timer.cancel()
 
@@ -258,6 +266,8 @@ class PositionActor(pykka.ThreadingActor):
             self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref))
         elif isinstance(message, m.CheckProtection):
             self._protect()
+        elif isinstance(message, CheckMarketOpen):
+            self._check_market_open()
         elif isinstance(message, RetryProtection):
             self._protection_held = False
             self._protect()
@@ -347,7 +357,7 @@ class PositionActor(pykka.ThreadingActor):
                     and WASH_TRADE in (msg.reason or "") and self._on_wash_trade_refusal(msg)):
                 pass
             elif (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
-                    and self._market_is_closed()):
+                    and not self.flattening and self._market_is_closed()):
                 self._protection_refused_overnight(msg)
             elif msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss"):
                 # Usually a stop already through the market; whatever the reason, a market exit instead. Its other
@@ -745,12 +755,17 @@ class PositionActor(pykka.ThreadingActor):
             return
         if not scheduled and self._market_is_closed():
             # Asked while the market is closed (the doctor's flatten policy, an emergency stop's last resort): its stops
-            # cancelled and its exit queued for the open, the shares would be bare all night. The cycle's own flattens
-            # come while it is open, and its next open's flatten of what earlier days left takes this position.
-            self.log.warning(f"position {self.label} {reason}: the market is closed, and a market exit would wait for "
-                             "the open with no stop under the shares; kept under stops, flattened at the next open")
+            # cancelled and its exit queued for the open, the shares would be bare all night. Done once it opens (a
+            # review: left to the cycle's flatten of earlier days' positions, one adopted before the open was kept all
+            # day), or by the cycle's own flatten first.
+            if self._flatten_when_market_opens is None:
+                self.log.warning(f"position {self.label} {reason}: the market is closed, and a market exit would wait "
+                                 "for the open with no stop under the shares; kept under stops, flattened when it opens")
+            self._flatten_when_market_opens = reason
+            self._arm_market_timer()
             self._protect()
             return
+        self._flatten_when_market_opens = None
         self.flattening, self.flatten_reason, self.flatten_since = True, reason, self.clock.now()
         self._unprotected_pieces = []  # the exit takes them; shares it leaves are protected from the average
         self._kept_overnight = False  # a new flatten (the next open's): its own cancels, its own exit
@@ -860,10 +875,10 @@ class PositionActor(pykka.ThreadingActor):
             wait_s = protect_retry_wait_s(self._protection_rejections)
             self.log.critical(f"position {self.label} the broker rejects both its stop and its market exit "
                               f"({msg.reason or 'no reason given'}): {self.position.quantity} shares without a stop; "
-                              f"trying again in {wait_s:.0f} s; protect them by hand at the broker if this lasts")
+                              f"trying again in {wait_s:g} s; protect them by hand at the broker if this lasts")
             if self._retry_timer:
                 self._retry_timer.cancel()
-            self._retry_timer = tell_later(self.actor_ref, wait_s, m.CheckProtection())
+            self._retry_timer = tell_later(self.actor_ref, wait_s, RetryProtection())  # ends a hold too
             return
         level = "WARNING" if self._kept_overnight else "ERROR"  # cancelled on purpose at the close, or a failure
         # Not flattened again by itself: the position does not know the close, and a flatten retried after it would
@@ -897,6 +912,21 @@ class PositionActor(pykka.ThreadingActor):
             self._start_flatten_timer()  # not waited for past a recheck (_check_flatten)
             return  # asked, its row not named yet: cancelled once it is (_on_orders_created), then protected
         self._under_stops_overnight()
+
+    def _arm_market_timer(self) -> None:
+        if self._market_timer:
+            self._market_timer.cancel()
+        self._market_timer = tell_later(self.actor_ref, wall_seconds(self.clock, MARKET_OPEN_RECHECK_S),
+                                        CheckMarketOpen())
+
+    def _check_market_open(self) -> None:
+        reason = self._flatten_when_market_opens
+        if reason is None or self.flattening or self.position.status is not PositionStatus.OPEN:
+            return
+        if self._market_is_closed():
+            self._arm_market_timer()
+            return
+        self._flatten(f"{reason} (asked while the market was closed)")
 
     def _market_is_closed(self) -> bool:
         return self.market_closed() if self.market_closed is not None else self._told_closed
@@ -1041,6 +1071,19 @@ class PositionActor(pykka.ThreadingActor):
             return
         self._late_share_reads += 1
         if msg.error is not None:
+            late = self.position.quantity - self._leaving()
+            if self.protected_qty() >= late:
+                # Under stops of their own (kept overnight, this actor restored at a start): not given up on, which
+                # would cancel those stops with the position's orders (a review); asked again, less often, for as long.
+                reads = self._late_share_reads
+                wait_s = min(LATE_SHARES_RETRY_S * 2 ** min(reads - 1, 4), PROTECT_RETRY_MAX_S)
+                said = reads <= LATE_SHARES_READS or reads % PROTECT_RETRY_SAID_EVERY == 0
+                self.log.log("WARNING" if said else "DEBUG",
+                             f"position {self.label} could not read the broker's {self.plan.symbol} position "
+                             f"({msg.error}; {reads} times): asking again in {wait_s:g} s; its {late} late shares "
+                             "stay under their stops meanwhile")
+                self._retry_timer = tell_later(self.actor_ref, wait_s, CheckLateShares())
+                return
             if self._late_share_reads < LATE_SHARES_READS:
                 self.log.warning(f"position {self.label} could not read the broker's {self.plan.symbol} position "
                                  f"({msg.error}): asking again in {LATE_SHARES_RETRY_S:g} s; its "

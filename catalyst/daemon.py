@@ -178,6 +178,7 @@ class Daemon:
     reload_requested: bool = False
     full_disk_since: float | None = None  # monotonic time the writer first wrote on the disk reserve's space
     emergency_flatten: Any = None  # the cycle's answer to the operator's emergency stop, once asked
+    calendar: Any = None  # the broker's TradingCalendar, once started: the cycle's and the position actors'
     emergency_requested: bool = False  # set by USR2's handler; the main loop asks the cycle (no pykka in a handler)
     emergency_flat_since: float | None = None  # monotonic: no live position and none at the broker since then
     emergency_said: str = ""  # what the wait for flat last said, so it is said once, not every 0.2 s
@@ -205,7 +206,8 @@ class Daemon:
         )
         self.broker = broker_factory("daemon")
         self._check_broker()
-        hours = MarketHours(TradingCalendar(broker_factory("calendar")), self.config.cycle.schedule(), ep.clock)
+        self.calendar = TradingCalendar(self.broker)  # the cycle's, and the position actors' (MarketHours)
+        hours = MarketHours(self.calendar, ep.clock)
         hours.closed()  # the week's calendar read here, not by the first position actor that asks
         self.system = TradingSystem(self.database_url, broker_factory, stream_factory, ep.clock,
                                     synchronous=self.config.daemon.sqlite_synchronous,

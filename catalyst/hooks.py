@@ -20,7 +20,7 @@ from loguru import logger
 from actors.messages import TradePlan
 from catalyst.broker.errors import BrokerError
 from catalyst.domain import risk
-from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time, market_open
+from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.money import to_tick
 from catalyst.domain.positions import PositionSide
 from catalyst.domain.scanning import suggested_exits
@@ -65,6 +65,13 @@ class TradingCalendar:
         session = self._session(day)
         return session.close.astimezone(EXCHANGE_TZ).time() if session is not None else None
 
+    def session_hours(self, day: date) -> tuple[dt_time, dt_time] | None:
+        """When the market opens and closes on `day`, exchange time; None if it does not open."""
+        session = self._session(day)
+        if session is None:
+            return None
+        return session.open.astimezone(EXCHANGE_TZ).time(), session.close.astimezone(EXCHANGE_TZ).time()
+
     def _session(self, day: date) -> Any:
         if day not in self._sessions:
             sessions = {s.day: s for s in self.broker.calendar(day, day + timedelta(days=7))}
@@ -75,42 +82,49 @@ class TradingCalendar:
 
 
 class MarketHours:
-    """Whether the market is closed now (before the bell, after the close, a day it does not trade), for a position
-    actor about to send a market exit of its own accord (a refused stop, late entry shares, a rebuild with its exit
-    working): sent while closed, it waits for the next open with no stop under the shares. The cycle tells only the
-    actors live at the close (KeepOvernight), not one rebuilt after it or before the open. Position actors ask from
-    their own threads; the calendar is read once a week, and a read that fails is not tried again for
-    CALENDAR_RETRY_S, the configured schedule on weekdays answering meanwhile (a review: taken as closed, a refused
-    stop in the day got no market exit until 15:55)."""
+    """Whether the market is closed now (before the open, after the close, a day it does not trade, by the broker's
+    calendar), for a position actor about to send a market exit of its own accord (a refused stop, late entry shares,
+    a rebuild with its exit working, a flatten the cycle did not schedule): sent while closed, it waits for the next
+    open with no stop under the shares. The cycle tells only the actors live at the close (KeepOvernight), not one
+    rebuilt after it or before the open.
+
+    Position actors ask from their own threads. The calendar is the cycle's (read a week at a time as the cycle starts
+    each day), so an actor seldom reads it; one that must, reads it alone: the others meanwhile, and everyone for
+    CALENDAR_RETRY_S after a read that failed, get the regular session on weekdays (a review: taken as closed, a refused
+    stop in the day got no market exit until 15:55; a slow read held every deciding actor)."""
 
     CALENDAR_RETRY_S = 60.0
+    REGULAR_SESSION = (dt_time(9, 30), dt_time(16, 0))
 
-    def __init__(self, calendar: TradingCalendar, schedule: Any, clock: Any) -> None:
-        self.calendar, self.schedule, self.clock = calendar, schedule, clock
-        self._lock = threading.Lock()
+    def __init__(self, calendar: TradingCalendar, clock: Any) -> None:
+        self.calendar, self.clock = calendar, clock
+        self._reading = threading.Lock()
         self._failed_at: float | None = None  # time.monotonic() of the last failed read
 
     def closed(self) -> bool:
-        now = self.clock.now()
-        day = now.astimezone(EXCHANGE_TZ).date()
-        with self._lock:
-            close = self._close_of(day)
-        return close is None or not market_open(self.schedule, now, close)
+        now = self.clock.now().astimezone(EXCHANGE_TZ)
+        hours = self._hours_of(now.date())
+        return hours is None or not hours[0] <= now.time() < hours[1]
 
-    def _close_of(self, day: date) -> dt_time | None:
-        fallback = self.schedule.closed_at if day.weekday() < 5 else None  # a holiday or a half day is not known
+    def _hours_of(self, day: date) -> tuple[dt_time, dt_time] | None:
+        regular = self.REGULAR_SESSION if day.weekday() < 5 else None  # a holiday or a half day is not known
         if self._failed_at is not None and time.monotonic() - self._failed_at < self.CALENDAR_RETRY_S:
-            return fallback
+            return regular
+        if not self._reading.acquire(blocking=False):
+            return regular  # another actor is reading it (a read of the week is cached; a slow one holds that actor)
         try:
-            close = self.calendar.session_close(day)
+            hours = self.calendar.session_hours(day)
         except Exception as exc:  # noqa: BLE001 - a position's decision must not fail on the calendar
             self._failed_at = time.monotonic()
             why = str(exc) if isinstance(exc, BrokerError) else f"{type(exc).__name__}: {exc}"
-            log.warning(f"cycle cannot read the broker's calendar ({why}): market hours are the configured schedule's "
-                        f"on weekdays for the next {self.CALENDAR_RETRY_S:g} s (a holiday or a half day unknown)")
-            return fallback
+            log.warning(f"cycle cannot read the broker's calendar ({why}): market hours are the regular session's "
+                        f"(09:30-16:00 on weekdays) for the next {self.CALENDAR_RETRY_S:g} s (a holiday or a half "
+                        "day unknown)")
+            return regular
+        finally:
+            self._reading.release()
         self._failed_at = None
-        return close
+        return hours
 
 
 class CycleHooks:
@@ -132,7 +146,8 @@ class CycleHooks:
                                         self.endpoint.clock, self.config.doctor, clock_limit_s).proxy()
         daemon.parts.extend([self.scanner.actor_ref, self.doctor.actor_ref])
         daemon.reconnect_listeners.append(self.doctor.actor_ref)
-        self.calendar = TradingCalendar(self.broker)
+        # The daemon's, which the position actors' MarketHours reads too: the cycle keeps it filled.
+        self.calendar = daemon.calendar if daemon.calendar is not None else TradingCalendar(self.broker)
         self.doctor.run_pass(reason="start-up").get()
 
     def as_dict(self) -> dict[str, Callable[..., Any]]:

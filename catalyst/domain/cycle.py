@@ -140,10 +140,9 @@ def flatten_due(schedule: PhaseSchedule, now: datetime) -> bool:
     return exchange_time(now) >= schedule.flatten_at
 
 
-def market_open(schedule: PhaseSchedule, now: datetime, close: time | None = None) -> bool:
-    """True between the bell (`evaluating_at`) and the close (`close`, the day's own from the broker's calendar, if
-    earlier than the schedule's): a market exit sent now can fill today."""
-    return schedule.evaluating_at <= exchange_time(now) < min(close or schedule.closed_at, schedule.closed_at)
+def market_open(schedule: PhaseSchedule, now: datetime) -> bool:
+    """True between the bell (`evaluating_at`) and the close: a market exit sent now can fill today."""
+    return schedule.evaluating_at <= exchange_time(now) < schedule.closed_at
 
 
 FLATTEN_RETRY_WAITS: tuple[timedelta, ...] = (

@@ -4,6 +4,8 @@ day's stops would have expired at 13:00."""
 
 from __future__ import annotations
 
+import threading
+import time as time_module
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Iterator
@@ -98,11 +100,12 @@ class _At:
     (datetime(2026, 11, 27, 13, 1, tzinfo=EXCHANGE_TZ), True),  # after the half day's close, before 16:00
     (datetime(2026, 11, 28, 12, 0, tzinfo=EXCHANGE_TZ), True),  # a Saturday
     (datetime(2026, 11, 30, 9, 0, tzinfo=EXCHANGE_TZ), True),  # Monday, before the bell
+    (datetime(2026, 11, 30, 9, 31, tzinfo=EXCHANGE_TZ), False),  # the bell, not the schedule's evaluating_at (a review)
     (datetime(2026, 11, 30, 15, 59, tzinfo=EXCHANGE_TZ), False),
     (datetime(2026, 11, 30, 16, 0, tzinfo=EXCHANGE_TZ), True),
-], ids=["half-day-midday", "half-day-after-1300", "saturday", "before-the-bell", "1559", "1600"])
+], ids=["half-day-midday", "half-day-after-1300", "saturday", "before-the-bell", "0931", "1559", "1600"])
 def test_market_hours_for_a_rebuild_follow_the_broker_calendar(trading, moment: datetime, closed: bool) -> None:
-    hours = MarketHours(broker_calendar(trading), PhaseSchedule(), _At(moment))
+    hours = MarketHours(broker_calendar(trading), _At(moment))
     assert hours.closed() is closed
 
 
@@ -110,12 +113,12 @@ def test_market_hours_follow_the_configured_schedule_on_weekdays_while_the_calen
     class Unreadable:
         reads = 0
 
-        def session_close(self, day: date) -> None:
+        def session_hours(self, day: date) -> None:
             self.reads += 1
             raise ServerError("calendar 2026-11-30..2026-12-07: HTTP 503")
 
     calendar, clock = Unreadable(), _At(datetime(2026, 11, 30, 11, 0, tzinfo=EXCHANGE_TZ))  # a Monday
-    hours = MarketHours(calendar, PhaseSchedule(), clock)
+    hours = MarketHours(calendar, clock)
     lines: list[str] = []
     sink = logger.add(lambda message: lines.append(message.record["message"]), level="WARNING")
     try:
@@ -128,5 +131,28 @@ def test_market_hours_follow_the_configured_schedule_on_weekdays_while_the_calen
         logger.remove(sink)
     assert calendar.reads == 1  # not asked again for a minute: each position deciding would wait on it
     assert lines == ["cycle cannot read the broker's calendar (server error: calendar 2026-11-30..2026-12-07: HTTP "
-                     "503): market hours are the configured schedule's on weekdays for the next 60 s (a holiday or a "
-                     "half day unknown)"]
+                     "503): market hours are the regular session's (09:30-16:00 on weekdays) for the next 60 s (a "
+                     "holiday or a half day unknown)"]
+
+
+def test_market_hours_do_not_wait_on_a_calendar_read_another_actor_is_making() -> None:
+    release, reading = threading.Event(), threading.Event()
+
+    class Slow:
+        def session_hours(self, day: date) -> tuple[time, time]:
+            reading.set()
+            release.wait(10)
+            return time(9, 30), time(13, 0)
+
+    hours = MarketHours(Slow(), _At(datetime(2026, 11, 27, 14, 0, tzinfo=EXCHANGE_TZ)))  # the half day, 14:00
+    first = threading.Thread(target=hours.closed)
+    first.start()
+    try:
+        assert reading.wait(5)
+        started = time_module.monotonic()
+        assert hours.closed() is False  # the regular session's answer, at once (a review: every actor waited)
+        assert time_module.monotonic() - started < 1
+    finally:
+        release.set()
+        first.join(5)
+    assert hours.closed() is True  # read: the half day closed at 13:00
