@@ -167,9 +167,11 @@ class CycleActor(pykka.ThreadingActor):
         if schedule is not self.schedule:
             log.info(f"cycle {today} early close at {schedule.closed_at:%H:%M}: positions are flattened at "
                      f"{schedule.flatten_at:%H:%M}")
-        if phase in (CyclePhase.EVALUATING, CyclePhase.TRADING, CyclePhase.MONITORING):
+        if phase in (CyclePhase.EVALUATING, CyclePhase.TRADING, CyclePhase.MONITORING) and market_open(schedule, now):
             # Resumed past the moment entering evaluating flattens what earlier days left: the market is open, so
-            # do it now rather than leave those positions to the end-of-day flatten.
+            # do it now rather than leave those positions to the end-of-day flatten. Not once it has closed (the
+            # phase as the daemon left it): the stops cancelled for an exit that waits for the next open, put back
+            # only by the close's KeepOvernight a moment later (a review).
             self._flatten_carried(self.today)
         if (phase in (CyclePhase.CLOSED, CyclePhase.COMPLETED) and cycle.cycle_state == "emergency_stopped"
                 and market_open(schedule, now) and self.system.supervisor.live_count().get()):

@@ -274,6 +274,8 @@ class PositionCrashed(Message):
     entry_order_id: int
     error: str
     owner: Any = None  # the actor that crashed: a live actor under its entry is another one, not rebuilt beside
+    # What the actor rebuilt in its place is told first (a Flatten put off until the market opens): in no database.
+    for_successor: Any = None
 
 
 class StaleBook(Message):

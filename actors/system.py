@@ -135,9 +135,12 @@ class Supervisor(pykka.ThreadingActor):
         return ref
 
     def _rebuild(self, msg: m.PositionCrashed) -> None:
-        self._rebuild_in_place_of(msg.entry_order_id, msg.owner, f"position {msg.key}", f"crashed ({msg.error})",
-                                  if_not="its broker-side protection stays in place; the doctor will report it, and a "
-                                         "restart rebuilds it from the database")
+        rebuilt = self._rebuild_in_place_of(msg.entry_order_id, msg.owner, f"position {msg.key}",
+                                            f"crashed ({msg.error})",
+                                            if_not="its broker-side protection stays in place; the doctor will report "
+                                                   "it, and a restart rebuilds it from the database")
+        if rebuilt is not None and msg.for_successor is not None:
+            rebuilt.tell(msg.for_successor)
 
     def _rebuild_for_late_shares(self, msg: m.LateEntryShares) -> None:
         self._rebuild_in_place_of(msg.entry_order_id, msg.handed_over_by, msg.subject,
@@ -147,27 +150,29 @@ class Supervisor(pykka.ThreadingActor):
                                          "doctor's pass reports them")
 
     def _rebuild_in_place_of(self, entry_order_id: int, leaving: Any, subject: str, why: str, if_not: str,
-                             counts: dict[int, int] | None = None) -> None:
+                             counts: dict[int, int] | None = None) -> Any:
         """The position of `entry_order_id` rebuilt from the database in place of `leaving`, its actor that crashed or
         hands it over (None: not known). Not beside another live actor: a rebuild already made (the router can find
         a crashing actor dead, and tell of its late shares, before its on_failure tells of the crash: pykka marks it
-        stopped first); two would each sell and protect the same shares. At most MAX_REBUILDS times a position."""
+        stopped first); two would each sell and protect the same shares. At most MAX_REBUILDS times a position.
+        The actor now in its place (rebuilt, or the live one), None if there is none."""
         live = self.by_entry.get(entry_order_id)
         if live is not None and live.is_alive() and (leaving is None or live.actor_urn != leaving.actor_urn):
             log.info(f"system {subject} {why}; its position has a live actor (rebuilt already): not rebuilt again")
-            return
+            return live
         counts = self.rebuilds if counts is None else counts
         count = counts.get(entry_order_id, 0) + 1
         counts[entry_order_id] = count
         if count > MAX_REBUILDS:
             log.critical(f"system {subject} {why}; rebuilt {count - 1} times already, not again: {if_not}")
-            return
+            return None
         log.warning(f"system {subject} {why}: rebuilding it from the database (#{count})")
         self.by_entry.pop(entry_order_id, None)  # the actor leaving: never handed out again
         try:
-            self.restore(entry_order_id)
+            return self.restore(entry_order_id)
         except Exception as exc:  # noqa: BLE001 - the supervisor must outlive one rebuild (a disk refusing reads)
             log.error(f"system {subject} could not be rebuilt: {type(exc).__name__}: {exc}; {if_not}")
+            return None
 
     def _pass_to_successor(self, msg: m.ForSuccessor) -> None:
         """Told after the hand-over it follows (the same actor told both, in order): the rebuild is made by now."""

@@ -67,10 +67,13 @@ class TradingCalendar:
 
     def session_hours(self, day: date) -> tuple[dt_time, dt_time] | None:
         """When the market opens and closes on `day`, exchange time; None if it does not open."""
-        session = self._session(day)
-        if session is None:
-            return None
-        return session.open.astimezone(EXCHANGE_TZ).time(), session.close.astimezone(EXCHANGE_TZ).time()
+        return _hours(self._session(day))
+
+    def known_session_hours(self, day: date) -> tuple[bool, tuple[dt_time, dt_time] | None]:
+        """(True, session_hours(day)) if the week holding `day` has been read, else (False, None): no broker call."""
+        if day not in self._sessions:
+            return False, None
+        return True, _hours(self._sessions[day])
 
     def _session(self, day: date) -> Any:
         if day not in self._sessions:
@@ -79,6 +82,12 @@ class TradingCalendar:
                 d = day + timedelta(days=offset)
                 self._sessions[d] = sessions.get(d)
         return self._sessions[day]
+
+
+def _hours(session: Any) -> tuple[dt_time, dt_time] | None:
+    if session is None:
+        return None
+    return session.open.astimezone(EXCHANGE_TZ).time(), session.close.astimezone(EXCHANGE_TZ).time()
 
 
 class MarketHours:
@@ -91,7 +100,8 @@ class MarketHours:
     Position actors ask from their own threads. The calendar is the cycle's (read a week at a time as the cycle starts
     each day), so an actor seldom reads it; one that must, reads it alone: the others meanwhile, and everyone for
     CALENDAR_RETRY_S after a read that failed, get the regular session on weekdays (a review: taken as closed, a refused
-    stop in the day got no market exit until 15:55; a slow read held every deciding actor)."""
+    stop in the day got no market exit until 15:55; a slow read held every deciding actor). A day already read is
+    answered from the calendar without the lock (a third review: a lookup another actor held gave a guess)."""
 
     CALENDAR_RETRY_S = 60.0
     REGULAR_SESSION = (dt_time(9, 30), dt_time(16, 0))
@@ -107,6 +117,9 @@ class MarketHours:
         return hours is None or not hours[0] <= now.time() < hours[1]
 
     def _hours_of(self, day: date) -> tuple[dt_time, dt_time] | None:
+        known, hours = self.calendar.known_session_hours(day)
+        if known:
+            return hours  # read already (the usual case): no lock, so no actor ever gets a guess for a known day
         regular = self.REGULAR_SESSION if day.weekday() < 5 else None  # a holiday or a half day is not known
         if self._failed_at is not None and time.monotonic() - self._failed_at < self.CALENDAR_RETRY_S:
             return regular

@@ -113,6 +113,9 @@ def test_market_hours_follow_the_configured_schedule_on_weekdays_while_the_calen
     class Unreadable:
         reads = 0
 
+        def known_session_hours(self, day: date) -> tuple[bool, None]:
+            return False, None
+
         def session_hours(self, day: date) -> None:
             self.reads += 1
             raise ServerError("calendar 2026-11-30..2026-12-07: HTTP 503")
@@ -139,6 +142,9 @@ def test_market_hours_do_not_wait_on_a_calendar_read_another_actor_is_making() -
     release, reading = threading.Event(), threading.Event()
 
     class Slow:
+        def known_session_hours(self, day: date) -> tuple[bool, None]:
+            return False, None
+
         def session_hours(self, day: date) -> tuple[time, time]:
             reading.set()
             release.wait(10)
@@ -156,3 +162,14 @@ def test_market_hours_do_not_wait_on_a_calendar_read_another_actor_is_making() -
         release.set()
         first.join(5)
     assert hours.closed() is True  # read: the half day closed at 13:00
+
+
+def test_market_hours_answer_a_day_already_read_even_while_another_actor_holds_the_read(trading) -> None:
+    """A third review: every lookup took the read's lock, and one that found it held (another actor's lookup of the
+    cached week, paused by the GIL) got the regular session's guess: 'open' at 14:00 on a half day, and a flatten
+    asked then cancelled the stops for an exit queued until Monday."""
+    calendar = broker_calendar(trading)
+    calendar.session_hours(HALF_DAY)  # the week read, as the daemon's start reads it
+    hours = MarketHours(calendar, _At(datetime(2026, 11, 27, 14, 0, tzinfo=EXCHANGE_TZ)))
+    with hours._reading:  # another actor inside a read
+        assert hours.closed() is True

@@ -185,6 +185,29 @@ def test_a_restart_of_a_day_already_trading_flattens_a_position_carried_from_an_
     assert working_stops(trading) == []
 
 
+def test_a_restart_after_the_close_of_a_day_left_trading_keeps_a_carried_position_under_its_stops(
+        trading, start_cycle):
+    # The day's row says `monitoring` (the daemon stopped during the day) and it starts again after the close: a
+    # position from an earlier day is kept under its stops, not flattened (its stops cancelled for an exit queued
+    # until the next open, put back a moment later by the close's KeepOvernight).
+    trading.exchange.set_price("AAPL", "50.00")
+    trading.exchange.advance(timedelta(minutes=40))  # 09:40 on the first day
+    yesterday = persisted_phase(trading, "monitoring")
+    trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
+                           take_profit=Decimal("55.00"), cycle_id=yesterday))
+    first_stop = trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker")[0]
+    trading.exchange.advance(timedelta(days=1, hours=6, minutes=30))  # 16:10 the next day
+    today = trading.writer.get_or_create_cycle(DAY + timedelta(days=1)).get()
+    trading.writer.set_cycle_phase(today.cycle_id, "monitoring", trading.exchange.clock.now()).get()
+
+    cycle = start_cycle(Hooks(trading))
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] in ("closed", "completed"), "the day closed")
+
+    assert [o["id"] for o in working_stops(trading)] == [first_stop["id"]]  # never cancelled
+    assert not [o for o in trading.all_orders() if o.role == "flatten"]
+    assert trading.broker_view()["positions"]
+
+
 def test_a_restart_of_a_day_already_closed_with_a_position_kept_overnight_completes_it(trading, start_cycle):
     # Found by chaos (seed 51): killed after it closed the day, a position kept under its stops, the daemon started
     # again in `closed` and never completed the day: when it closed lived in memory only, so the settling it waits

@@ -19,7 +19,7 @@ import pytest
 from actors import messages as m
 from actors import position as position_module
 from actors.position import OVERNIGHT_CANCEL, PositionActor
-from actors.system import Restored
+from actors.system import Restored, Supervisor
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.orders import OrderStatus
@@ -308,3 +308,50 @@ def test_late_shares_under_their_own_stops_are_not_given_up_on_when_the_broker_c
     state = restarted.proxy().state().get()
     assert restarted.is_alive() and state["protected"] == "40"
     assert not [c for c in rig.told(m.CancelOrders) if protection.stop_loss.order_id in c.order_ids]
+
+
+def deferred_at_night(rig: Rig) -> Any:
+    """Open under its OCO, the market closed, a doctor's flatten put off until it opens. The actor."""
+    hours = Hours(closed=True)
+    _, tp, sl = killed_with_the_entry_filled(rig)
+    rig.writer.update_order_status(rig.entry.order_id, "filled", "filled", Decimal(100), Decimal("50")).get()
+    actor = rebuilt(rig, rig.writer.position_book(rig.entry.order_id).get(), hours)
+    actor.tell(m.Flatten(reason="doctor: orphan_position position AAPL"))
+    rig.settled()
+    return actor
+
+
+def test_a_flatten_put_off_until_the_open_goes_to_the_actor_rebuilt_from_a_stale_book(rig: Rig) -> None:
+    actor = deferred_at_night(rig)
+    actor.tell(m.StaleBook(detail="the router's commit of o-9"))
+    passed = wait_for(lambda: [x for x in rig.system.proxy().received().get() if isinstance(x, m.ForSuccessor)],
+                      "the flatten passed on")
+    assert passed[0].message == m.Flatten(reason="doctor: orphan_position position AAPL")
+
+
+def test_a_flatten_put_off_until_the_open_goes_to_the_actor_rebuilt_after_a_crash(rig: Rig) -> None:
+    actor = deferred_at_night(rig)
+    actor.tell(m.OrderUpdated(order_id=rig.entry.order_id + 1, role="take_profit", status=OrderStatus.FILLED,
+                              filled_qty=Decimal(999), execution=m.Execution(key="bogus:1", qty=Decimal(999),
+                                                                             price=Decimal(1), at=T0)))
+    crashed = wait_for(lambda: [x for x in rig.system.proxy().received().get() if isinstance(x, m.PositionCrashed)],
+                       "the crash told")
+    assert crashed[0].for_successor == m.Flatten(reason="doctor: orphan_position position AAPL")
+
+
+def test_the_supervisor_tells_the_rebuilt_actor_what_the_crashed_one_passed_on(rig: Rig, recording_actor: Any) -> None:
+    killed_with_the_entry_filled(rig)
+    made: list[Any] = []
+
+    def make_position(plan: Any, restored: Any = None) -> Any:
+        made.append(recording_actor())
+        return made[-1]
+
+    supervisor = Supervisor.start(rig.writer, make_position)
+    try:
+        supervisor.tell(m.PositionCrashed(key="AAPL#p-1", entry_order_id=rig.entry.order_id, error="boom",
+                                          for_successor=m.Flatten(reason="doctor: put off")))
+        wait_for(lambda: made and made[0].proxy().received().get(), "the rebuilt actor told")
+        assert made[0].proxy().received().get() == [m.Flatten(reason="doctor: put off")]
+    finally:
+        supervisor.stop()
