@@ -36,6 +36,9 @@ FLATTEN_RECHECK_S = 2.0
 # the market is closed: 2, 4, 8 … 60.
 PROTECT_RETRY_FIRST_S, PROTECT_RETRY_MAX_S = 2.0, 60.0
 PROTECT_RETRY_SAID_EVERY = 60  # past the first few, a refusal that lasts is said (CRITICAL) once in so many tries
+# While the market is closed a refusal lasts (a stop already through the last price stays so until the open): asked
+# again at most every 10 minutes, said once an hour, not two rejected rows a minute all weekend.
+PROTECT_RETRY_OVERNIGHT_MAX_S, PROTECT_RETRY_OVERNIGHT_SAID_EVERY = 600.0, 6
 # Exchange seconds between looks at the market hours for a flatten asked while the market was closed (_flatten).
 MARKET_OPEN_RECHECK_S = 60.0
 OVERNIGHT_CANCEL = "the market closed before it filled; kept under stops overnight"
@@ -69,10 +72,12 @@ NO_SHARES_AVAILABLE = f"rejected[{RejectReason.INSUFFICIENT_QTY}]"
 WASH_TRADE = f"rejected[{RejectReason.WASH_TRADE}]"
 
 
-def protect_retry_wait_s(rejections: int) -> float:
-    """The wait before the `rejections`-th try: its exponent capped, as a refusal can last all night (2.0 * 2 ** 1024
-    overflows a float, which crashed the actor after some 17 hours: a review)."""
-    return min(PROTECT_RETRY_FIRST_S * 2 ** min(max(rejections - 1, 0), 16), PROTECT_RETRY_MAX_S)
+def protect_retry_wait_s(rejections: int, longest_s: float | None = None) -> float:
+    """The wait before the `rejections`-th try, at most `longest_s` (PROTECT_RETRY_MAX_S): its exponent capped, as a
+    refusal can last all night (2.0 * 2 ** 1024 overflows a float, which crashed the actor after some 17 hours: a
+    review)."""
+    longest = PROTECT_RETRY_MAX_S if longest_s is None else longest_s
+    return min(PROTECT_RETRY_FIRST_S * 2 ** min(max(rejections - 1, 0), 16), longest)
 
 
 class CheckSiblings(m.Message):
@@ -170,6 +175,7 @@ class PositionActor(pykka.ThreadingActor):
         # Rebuilt for entry shares recorded after the close: asking the broker whether it holds them (nothing is sent
         # meanwhile), and how many times it has been asked.
         self._asking_broker = False
+        self._selling_late_shares = False  # rebuilt to sell entry shares recorded after its row closed
         self._late_fills_waited_since: float | None = None  # time.monotonic() a closed position began waiting for them
         self._late_share_reads = 0
         self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
@@ -575,11 +581,21 @@ class PositionActor(pykka.ThreadingActor):
         if key in self._refused_overnight:
             return  # its other leg, refused with it
         self._refused_overnight.add(key)
+        if self._selling_late_shares:
+            # Late entry shares whose stop is refused (their trade stopped out: the last price is through it): bare
+            # either way until the open. A market sell queued for the open settles them there whatever becomes of
+            # this actor (a restart finds it working), where retried stops left them to an actor (a review).
+            self.log.error(f"position {self.label} protection for its late entry shares refused while the market is "
+                           f"closed ({msg.reason or 'no reason given'}): {self.position.quantity} shares without a "
+                           "stop until the open; a market sell of them queued for the open instead")
+            self._flatten("late entry shares, their stops refused while the market is closed", scheduled=True)
+            return
         self._protection_rejections += 1
         tries = self._protection_rejections
-        wait_s = protect_retry_wait_s(tries)
-        said = (tries == 1 or protect_retry_wait_s(tries - 1) < PROTECT_RETRY_MAX_S
-                or tries % PROTECT_RETRY_SAID_EVERY == 0)
+        longest = PROTECT_RETRY_OVERNIGHT_MAX_S
+        wait_s = protect_retry_wait_s(tries, longest)
+        said = (tries == 1 or protect_retry_wait_s(tries - 1, longest) < longest
+                or tries % PROTECT_RETRY_OVERNIGHT_SAID_EVERY == 0)
         self.log.log("CRITICAL" if said else "DEBUG",
                      f"position {self.label} protection refused while the market is closed "
                      f"({msg.reason or 'no reason given'}{f', {tries} times in a row' if tries > 1 else ''}): "
@@ -1065,7 +1081,7 @@ class PositionActor(pykka.ThreadingActor):
         row = restored.position_row
         if row is None or row.status != "closed" or self.position.status is not PositionStatus.OPEN:
             return
-        self._asking_broker = True
+        self._asking_broker = self._selling_late_shares = True
         self.log.warning(f"position {self.label} its row is closed but its recorded fills hold "
                          f"{self.position.quantity} more shares (entry executions recorded after the close): a market "
                          f"{self.position.exit_side} of them once the broker says it holds them (under stops until "

@@ -15,7 +15,7 @@ from catalyst.store.models import (
     ORDER_ROLES, ORDER_SIDES, ORDER_STATUSES, ORDER_TYPES, WORKING_ORDER_STATUSES, Fill, Order, Position, Security,
 )  # fmt: skip
 from catalyst.store.order_ops import find_orders, order_with_symbol, raw_instance_id
-from catalyst.store.position_ops import find_positions, open_position_for_entry
+from catalyst.store.position_ops import exit_working_at_broker, find_positions, open_position_for_entry
 from catalyst.store.records import OrderRecord, PositionRecord
 from catalyst.store.security_ops import ensure_security_row
 
@@ -81,12 +81,15 @@ async def execution_keys(session: AsyncSession, order_ids: Sequence[int]) -> lis
 
 async def closed_positions_holding_shares(session: AsyncSession, symbols: Sequence[str],
                                           closed_since: datetime) -> list[PositionRecord]:
-    """Positions of `symbols` closed since `closed_since` whose recorded fills still hold shares: entry executions
-    recorded after the close (their fill event lost), not sold. Each record's `quantity` is the shares they hold."""
+    """Positions of `symbols` closed since `closed_since`, or with an exit order of their own still working at the
+    broker (late shares kept under stops over a weekend, a review: past the look-back they halted entries), whose
+    recorded fills still hold shares: entry executions recorded after the close (their fill event lost), not sold.
+    Each record's `quantity` is the shares they hold."""
     if not symbols:
         return []
     closed = await find_positions(session, Position.status == "closed", Security.symbol.in_(list(symbols)),
-                                  Position.exit_time >= checks.utc("closed_since", closed_since))
+                                  or_(Position.exit_time >= checks.utc("closed_since", closed_since),
+                                      exit_working_at_broker()))
     held: dict[int, Decimal] = {p.position_id: Decimal(0) for p in closed}
     rows = await session.execute(select(Order.position_id, Order.role, Fill.qty)
                                  .join(Fill, Fill.order_id == Order.order_id).where(Order.position_id.in_(list(held))))

@@ -9,11 +9,12 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import aliased
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.store import checks, raw_sql
 from catalyst.store.errors import InvalidValueError, RecordNotFoundError
-from catalyst.store.models import POSITION_STATUSES, Position, Security
+from catalyst.store.models import POSITION_STATUSES, TERMINAL_ORDER_STATUSES, Order, Position, Security
 from catalyst.store.order_ops import create_orders
 from catalyst.store.records import NewOrder, OrderRecord, PositionRecord, position_record
 
@@ -147,6 +148,18 @@ async def close_position(
     row.unrealized_pnl = Decimal(0)
     row.updated_at = at
     return await position_with_symbol(session, row)
+
+
+def exit_working_at_broker() -> Any:
+    """A condition on Position: an exit order of its own (a stop, a target, a market exit) works at the broker. Of a
+    closed position: late entry shares kept under their stops overnight (sold at the next open by its actor), or a
+    leg whose cancel never came. A row still `created` does not count: nothing of it is at the broker."""
+    exit_order = aliased(Order)  # the outer query may select orders too: only Position is correlated
+    return (select(exit_order.order_id)
+            .where(exit_order.position_id == Position.position_id,
+                   exit_order.role.in_(("take_profit", "stop_loss", "flatten")),
+                   exit_order.status.notin_(TERMINAL_ORDER_STATUSES), exit_order.alpaca_order_id.is_not(None))
+            .correlate(Position).exists())
 
 
 async def find_positions(session: AsyncSession, *conditions: Any) -> list[PositionRecord]:

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.store.models import TERMINAL_ORDER_STATUSES, Fill, Order, Position
 from catalyst.store.order_ops import find_orders
-from catalyst.store.position_ops import find_positions
+from catalyst.store.position_ops import exit_working_at_broker, find_positions
 from catalyst.store.records import FillRecord, OrderRecord, PositionRecord, fill_record
 
 
@@ -62,11 +62,8 @@ async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
     # A closed position with an exit order of its own working at the broker: late entry shares kept under stops
     # overnight (their sale waits for the next open, by their actor), or a leg whose cancel never came. Without an
     # actor after a restart, the shares would wait under a stop that is good till cancelled, sold by nothing (a
-    # review). Only orders the broker has: a row still `created` would be sent again by the router for a position
-    # that may hold nothing.
-    still_working = (select(Order.position_id).join(Position, Position.position_id == Order.position_id)
-                     .where(Position.status == "closed", Order.role.in_(("take_profit", "stop_loss", "flatten")),
-                            Order.status.notin_(TERMINAL_ORDER_STATUSES), Order.alpaca_order_id.is_not(None)))
+    # review).
     kept = await session.scalars(
-        select(Order.order_id).where(Order.role == "entry", Order.position_id.in_(still_working)))
+        select(Order.order_id).join(Position, Position.position_id == Order.position_id)
+        .where(Order.role == "entry", Position.status == "closed", exit_working_at_broker()))
     return sorted({*pending, *opened, *kept})

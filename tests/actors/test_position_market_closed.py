@@ -192,13 +192,14 @@ def test_a_stop_refused_in_the_day_after_a_night_rebuild_is_a_market_exit(rig: R
 def test_the_wait_between_refused_protections_grows_to_a_minute_and_stays_there(tries: int, wait_s: float) -> None:
     # A refusal that lasts all night: 2.0 * 2 ** 1024 overflowed, and the actor crashed about 17 hours in.
     assert position_module.protect_retry_wait_s(tries) == wait_s
+    assert position_module.protect_retry_wait_s(tries, 600.0) == min(2.0 * 2 ** min(tries - 1, 16), 600.0)
 
 
 def test_a_refusal_that_lasts_is_said_now_and_then_not_every_minute(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(position_module, "PROTECT_RETRY_FIRST_S", 0.001)
-    monkeypatch.setattr(position_module, "PROTECT_RETRY_MAX_S", 0.001)
-    monkeypatch.setattr(position_module, "PROTECT_RETRY_SAID_EVERY", 5)
+    monkeypatch.setattr(position_module, "PROTECT_RETRY_OVERNIGHT_MAX_S", 0.001)
+    monkeypatch.setattr(position_module, "PROTECT_RETRY_OVERNIGHT_SAID_EVERY", 5)
     take_profit, stop_loss = rig.open_and_protect()
     rig.position.tell(m.KeepOvernight())
     with logged_lines("actors.position", "CRITICAL") as critical:
@@ -355,3 +356,23 @@ def test_the_supervisor_tells_the_rebuilt_actor_what_the_crashed_one_passed_on(r
         assert made[0].proxy().received().get() == [m.Flatten(reason="doctor: put off")]
     finally:
         supervisor.stop()
+
+
+def test_late_shares_whose_stops_are_refused_at_night_get_a_market_sell_queued_for_the_open(rig: Rig) -> None:
+    """A review: late shares of a trade that stopped out have a stop through the last price, refused until the open;
+    retried, they waited on their actor all night (a restart found no order of theirs working). Bare either way, a
+    market sell queued for the open settles them there."""
+    book, actor = rebuilt_with_late_shares(rig, Hours(closed=True))
+    asked_the_broker(rig, actor)
+    actor.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
+    protection = wait_for(lambda: [p for p in rig.told(m.SubmitProtection) if p.owner == actor], "their stops")[0]
+    with logged_lines("actors.position", "ERROR") as errors:
+        for leg in (protection.stop_loss, protection.take_profit):
+            actor.tell(m.OrderUpdated(order_id=leg.order_id, role=leg.role, status=OrderStatus.REJECTED,
+                                      filled_qty=Decimal(0), reason="rejected[other]: stop price through the market"))
+        exit_ = wait_for(lambda: [x for x in rig.told(m.PlaceExit) if x.owner == actor], "the market sell")[0]
+    assert (exit_.qty, exit_.side, exit_.position_id) == (Decimal(40), "sell", book.position.position_id)
+    assert [p for p in rig.told(m.SubmitProtection) if p.owner == actor] == [protection]  # not asked again
+    assert errors == [f"position AAPL#p-{book.position.position_id} protection for its late entry shares refused "
+                      "while the market is closed (rejected[other]: stop price through the market): 40 shares without "
+                      "a stop until the open; a market sell of them queued for the open instead"]

@@ -194,3 +194,27 @@ def test_closed_positions_whose_recorded_fills_still_hold_shares(book: Book) -> 
 
     assert [(p.position_id, p.symbol, p.quantity) for p in found] == [(late, "LATE", Decimal("40.0"))]
     assert book.run(book.store.closed_positions_holding_shares([], T0)) == []
+
+
+def test_closed_positions_holding_shares_under_their_own_stops_are_found_past_the_look_back(book: Book) -> None:
+    """Late shares kept under their stops from a Friday close to Monday's open: past the doctor's 24 h look-back they
+    were no closed position's, and halted entries as shares of ours with no position (a review)."""
+    def closed_on_friday(symbol: str, stop_status: str) -> int:
+        entry = book.order(symbol, at=T0)
+        position = book.run(book.store.open_position_for_entry(entry.order_id, Decimal(100), Decimal("5"), T0))
+        book.run(book.store.record_fill(execution_id=f"{symbol}-e", order_id=entry.order_id, symbol=symbol,
+                                        side="buy", qty=Decimal(100), price=Decimal("5"), occurred_at=T0,
+                                        source="stream"))
+        book.run(book.store.close_position(position.position_id, Decimal("5"), Decimal(0), T0))
+        stop = book.order(symbol, at=T0, role="stop_loss", position_id=position.position_id,
+                          parent_order_id=entry.order_id)
+        book.run(book.store.mark_submitted(stop.order_id, f"alp-{symbol}-stop", "new", T0))
+        book.status(stop, stop_status, T0)
+        return position.position_id
+
+    kept = closed_on_friday("KEPT", "accepted")
+    closed_on_friday("GONE", "cancelled")
+
+    found = book.run(book.store.closed_positions_holding_shares(["KEPT", "GONE"], T0 + timedelta(days=2)))
+
+    assert [(p.position_id, p.quantity) for p in found] == [(kept, Decimal(100))]
