@@ -289,7 +289,9 @@ class DoctorActor(pykka.ThreadingActor):
     def _gather(self, pass_id: str, now: datetime) -> tuple[_Pass, LocalView, BrokerView]:
         floor = now - timedelta(seconds=self.settings.lookback_s)
         working = self.writer.working_orders().get() + self.writer.orders_with_unknown_outcome().get()
-        after = min([o.created_at for o in working] + [floor]) - timedelta(seconds=self.settings.list_margin_s)
+        kept = self.writer.oldest_entry_kept_after_close().get()  # late shares of a closed position, kept
+        after = min([o.created_at for o in working] + [floor] + ([kept] if kept is not None else [])) - timedelta(
+            seconds=self.settings.list_margin_s)
         # Our rows from further back than the broker's listing: a row is created before its order is sent, so an
         # order the broker lists as submitted just after `after` can have a row created just before it (seen at
         # 720x, where those milliseconds are seconds): read alike, it looked placed by hand, an ORPHAN_ORDER.

@@ -1257,9 +1257,12 @@ class PositionActor(pykka.ThreadingActor):
             self.exit_order_id = exits[-1]
             self.flatten_reason = f"resumed after a restart: its market exit {', '.join(f'o-{i}' for i in exits)} works"
         self.router.tell(self._register(restored.orders, recorded, restored.executions))
-        if self.flattening and self._market_is_closed():
+        late_shares = row is not None and row.status == "closed"
+        if self.flattening and not late_shares and self._market_is_closed():
             # Rebuilt while the market is closed (a crash after the close, a start before the open) with its exit
             # working: the cycle told the actor this replaces of the close, not this one. Cancelled, as at the close.
+            # Not late entry shares' sale: queued for the open when their stops were refused, it is what settles them
+            # (a review: cancelled at each restart, refused stops, queued again, and a kill in between left none).
             self._keep_overnight()
         leaving = self._leaving() if self.position.status is PositionStatus.OPEN else Decimal(0)
         self.log.info(f"position {self.label} restored {self.position.status} qty={self.position.quantity} "

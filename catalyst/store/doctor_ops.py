@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.store import checks, raw_sql
@@ -96,6 +96,17 @@ async def closed_positions_holding_shares(session: AsyncSession, symbols: Sequen
     for position_id, role, qty in rows.all():
         held[position_id] += qty if role in ("entry", "adopted") else -qty
     return [replace(p, quantity=held[p.position_id]) for p in closed if held[p.position_id] > 0]
+
+
+async def oldest_entry_kept_after_close(session: AsyncSession) -> datetime | None:
+    """When the oldest entry of a closed position with an exit order working at the broker was created (late entry
+    shares kept under stops or with a sale queued, over a weekend, say): the doctor lists the broker's orders from
+    there, or those shares look bought by no order of ours once the entry is older than its look-back (a review: a
+    halt every pass from Saturday on)."""
+    oldest = await session.scalar(
+        select(func.min(Order.created_at)).join(Position, Position.position_id == Order.position_id)
+        .where(Order.role == "entry", Position.status == "closed", exit_working_at_broker()))
+    return checks.utc("created_at", oldest) if oldest is not None else None
 
 
 async def adopt_order(session: AsyncSession, spec: BrokerOrderRow, at: datetime) -> OrderRecord:

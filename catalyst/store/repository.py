@@ -500,6 +500,9 @@ class Store:
         """The recorded execution keys of these orders."""
         return await self._transaction(doctor_ops.execution_keys, list(order_ids))
 
+    async def oldest_entry_kept_after_close(self) -> datetime | None:
+        return await self._transaction(doctor_ops.oldest_entry_kept_after_close)
+
     async def closed_positions_holding_shares(self, symbols: Sequence[str],
                                               closed_since: datetime) -> list[PositionRecord]:
         return await self._transaction(doctor_ops.closed_positions_holding_shares, list(symbols), closed_since)

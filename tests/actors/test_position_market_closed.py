@@ -376,3 +376,34 @@ def test_late_shares_whose_stops_are_refused_at_night_get_a_market_sell_queued_f
     assert errors == [f"position AAPL#p-{book.position.position_id} protection for its late entry shares refused "
                       "while the market is closed (rejected[other]: stop price through the market): 40 shares without "
                       "a stop until the open; a market sell of them queued for the open instead"]
+
+
+def test_a_restart_at_night_keeps_the_sale_queued_for_late_shares_whose_stops_were_refused(rig: Rig) -> None:
+    """A review: restored while closed, the queued sale was cancelled like any resumed exit, the stops tried again and
+    refused, the sale queued again; a kill in between left the shares with neither, and no actor at the next start."""
+    book, actor = rebuilt_with_late_shares(rig, Hours(closed=True))
+    asked_the_broker(rig, actor)
+    actor.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
+    protection = wait_for(lambda: [p for p in rig.told(m.SubmitProtection) if p.owner == actor], "their stops")[0]
+    for leg in (protection.stop_loss, protection.take_profit):
+        actor.tell(m.OrderUpdated(order_id=leg.order_id, role=leg.role, status=OrderStatus.REJECTED,
+                                  filled_qty=Decimal(0)))
+    wait_for(lambda: [x for x in rig.told(m.PlaceExit) if x.owner == actor], "the sale queued for the open")
+    for leg in (protection.stop_loss, protection.take_profit):
+        rig.writer.update_order_status(leg.order_id, "rejected", "rejected", Decimal(0), None).get()
+    sale = rig.writer.create_order(cycle_id=rig.entry.cycle_id, symbol="AAPL", role="flatten", side="sell",
+                                   order_type="market", time_in_force="day", quantity=Decimal(40),
+                                   position_id=book.position.position_id).get()
+    rig.writer.mark_submitted(sale.order_id, "b-sale", "accepted").get()
+    actor.stop()
+
+    restarted = PositionActor.start(rig.plan, rig.router, rig.writer, rig.system, SimClock(T0, 0),
+                                    Restored.from_book(rig.writer.position_book(rig.entry.order_id).get()),
+                                    market_closed=Hours(closed=True))
+    rig.rebuilt = restarted
+    asked_the_broker(rig, restarted)
+    restarted.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
+    state = restarted.proxy().state().get()
+    assert state["flattening"].startswith("resumed after a restart")
+    assert not [c for c in rig.told(m.CancelOrders) if sale.order_id in c.order_ids]
+    assert [p for p in rig.told(m.SubmitProtection) if p.owner == restarted] == []
