@@ -7,7 +7,7 @@ actor system, the real DoctorActor, alpaca-py against the emulator."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Iterator
 
