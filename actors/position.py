@@ -1094,16 +1094,18 @@ class PositionActor(pykka.ThreadingActor):
         self._late_share_reads += 1
         if msg.error is not None:
             late = self.position.quantity - self._leaving()
-            if self.protected_qty() >= late:
-                # Under stops of their own (kept overnight, this actor restored at a start): not given up on, which
-                # would cancel those stops with the position's orders (a review); asked again, less often, for as long.
+            selling = self.exit_sent and bool(self._working_exits())
+            if self.protected_qty() >= late or selling:
+                # Under stops of their own (kept overnight, this actor restored at a start), or their sale queued for
+                # the open (their stops refused): not given up on, which would cancel those orders with the position's
+                # others (two reviews); asked again, less often, for as long.
                 reads = self._late_share_reads
                 wait_s = min(LATE_SHARES_RETRY_S * 2 ** min(reads - 1, 4), PROTECT_RETRY_MAX_S)
                 said = reads <= LATE_SHARES_READS or reads % PROTECT_RETRY_SAID_EVERY == 0
                 self.log.log("WARNING" if said else "DEBUG",
                              f"position {self.label} could not read the broker's {self.plan.symbol} position "
                              f"({msg.error}; {reads} times): asking again in {wait_s:g} s; its {late} late shares "
-                             "stay under their stops meanwhile")
+                             + ("keep their sale queued" if selling else "stay under their stops") + " meanwhile")
                 self._retry_timer = tell_later(self.actor_ref, wait_s, CheckLateShares())
                 return
             if self._late_share_reads < LATE_SHARES_READS:
@@ -1125,6 +1127,8 @@ class PositionActor(pykka.ThreadingActor):
                                            f"{others}, so at most {max(theirs, Decimal(0))} can be these (sold by "
                                            "hand?)")
         self._asking_broker = False
+        if self.exit_sent:
+            return  # their sale works already (queued for the open, kept by a restart): the broker holds them for it
         if self._market_is_closed():
             # Sold now, they would wait for the next open with no stop: under stops overnight instead, and the next
             # open's flatten of positions carried over sells them.

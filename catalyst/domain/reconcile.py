@@ -330,7 +330,8 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
     # make stays unexplained here, and halts (adopting them would protect the same shares twice).
     missing, orphan_moves = _fills(diff, local, broker, matched, orphan_ids - set(others), by_id)
     late_beside_open = _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id),
-                                  {by_id[i].symbol: other for i, other in others.items()})
+                                  {by_id[i].symbol: other for i, other in others.items()},
+                                  _filled_by_order(matched, by_id))
     _protection(diff, local, broker, set(others), late_beside_open)
     return diff.findings
 
@@ -437,16 +438,24 @@ def _other_instances(orphans: list[BrokerOrder], ours: str) -> dict[str, str]:
     return others
 
 
-def _late_shares_of(local: LocalView, symbol: str, held: Decimal, own_shares: Decimal, hand: list[str],
+def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Decimal,
+                    filled: list[tuple[LocalOrder, Decimal]], hand: list[str],
                     other_traders: dict[str, str]) -> LocalPosition | None:
-    """The one closed position whose recorded fills hold exactly the broker's `held` shares (signed), when those are
-    ours alone: every one bought by our own orders, none moved by hand or by another daemon. Its late entry shares,
-    then; anything less exact is not this case (and halts)."""
+    """The one closed position whose recorded fills hold exactly `held` shares (signed) of the broker's `at_broker`
+    (the rest our open positions'), when those are ours alone: every one bought by our own orders, none moved by hand
+    or by another daemon. Its late entry shares, then; anything less exact is not this case (and halts).
+
+    Our orders counted: that position's, the open positions' (`held` is beside them) and those of no position yet (an
+    entry filled, unrecorded); not those of other closed positions, whose shares are settled: the listing's window
+    can hold such a position's exit and not its entry (one carried from the day before and flattened at the open:
+    a review found a halt)."""
     late = [p for p in local.closed_holding if p.symbol == symbol]
-    if (len(late) != 1 or signed_qty(late[0].side, late[0].qty) != held or own_shares != held or hand
-            or symbol in other_traders):
+    if len(late) != 1 or signed_qty(late[0].side, late[0].qty) != held or hand or symbol in other_traders:
         return None
-    return late[0]
+    counted = {late[0].position_id} | {p.position_id for p in local.positions}
+    own = sum((qty for order, qty in filled if order.symbol == symbol
+               and (order.position_id is None or order.position_id in counted)), ZERO)
+    return late[0] if own == at_broker else None
 
 
 def _in_hand(orders: tuple[LocalOrder, ...], late: LocalPosition, held: Decimal) -> bool:
@@ -489,6 +498,12 @@ def _own_shares(matched: dict[str, LocalOrder], by_id: dict[str, BrokerOrder]) -
     return own
 
 
+def _filled_by_order(matched: dict[str, LocalOrder], by_id: dict[str, BrokerOrder]) -> list[tuple[LocalOrder, Decimal]]:
+    """Each of our orders (matched to a row) with the signed shares the broker filled for it."""
+    return [(order, signed_qty(by_id[broker_id].side, by_id[broker_id].filled_qty))
+            for broker_id, order in matched.items() if by_id[broker_id].filled_qty]
+
+
 def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
     orders = {o.broker_id: o for o in broker.orders}
     return sum((signed_qty(orders[i].side, orders[i].filled_qty) for i in ids), ZERO)
@@ -496,7 +511,7 @@ def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
 
 def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
                orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]],
-               other_traders: dict[str, str]) -> dict[str, LocalPosition]:
+               other_traders: dict[str, str], filled: list[tuple[LocalOrder, Decimal]]) -> dict[str, LocalPosition]:
     """Position findings; returns the closed positions whose late entry shares were found beside an open position of
     their symbol (per symbol): not the open position's shares, nor are its stops theirs, so the open position's
     protection is judged without both."""
@@ -520,7 +535,7 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         explained = ours + _hand_shares(broker, hand) == theirs
         own_shares, latest = own.get(symbol, (ZERO, diff.now))
         if symbol not in first:
-            late = _late_shares_of(local, symbol, theirs, own_shares, hand, other_traders)
+            late = _late_shares_of(local, symbol, theirs, theirs, filled, hand, other_traders)
             if late is not None:
                 _settle_late_shares(diff, local, symbol, late, theirs, latest,
                                     f"{symbol}: broker holds {theirs}, the entry shares of closed position "
@@ -544,7 +559,7 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
             diff.add(_T.ORPHAN_POSITION, f"position {symbol}", 0, theirs, symbol=symbol, broker_ids=tuple(hand),
                      explained=explained, reason=reason)
             continue
-        late = _late_shares_of(local, symbol, theirs - ours, own_shares - ours, hand, other_traders)
+        late = _late_shares_of(local, symbol, theirs - ours, theirs, filled, hand, other_traders)
         if late is not None:
             # Beside our open position in the symbol, the broker holds exactly the late entry shares of one closed
             # before it (recorded after it closed): settled by that position's own exit, or rebuilt to sell them, as

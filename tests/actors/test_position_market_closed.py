@@ -378,9 +378,9 @@ def test_late_shares_whose_stops_are_refused_at_night_get_a_market_sell_queued_f
                       "a stop until the open; a market sell of them queued for the open instead"]
 
 
-def test_a_restart_at_night_keeps_the_sale_queued_for_late_shares_whose_stops_were_refused(rig: Rig) -> None:
-    """A review: restored while closed, the queued sale was cancelled like any resumed exit, the stops tried again and
-    refused, the sale queued again; a kill in between left the shares with neither, and no actor at the next start."""
+def restarted_at_night_with_the_sale_queued(rig: Rig) -> tuple[Any, Any]:
+    """Late shares whose stops were refused at night, their sale queued for the open; the daemon restarted, the actor
+    restored while the market is still closed. (the restored actor, the sale's row)"""
     book, actor = rebuilt_with_late_shares(rig, Hours(closed=True))
     asked_the_broker(rig, actor)
     actor.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
@@ -396,14 +396,34 @@ def test_a_restart_at_night_keeps_the_sale_queued_for_late_shares_whose_stops_we
                                    position_id=book.position.position_id).get()
     rig.writer.mark_submitted(sale.order_id, "b-sale", "accepted").get()
     actor.stop()
-
     restarted = PositionActor.start(rig.plan, rig.router, rig.writer, rig.system, SimClock(T0, 0),
                                     Restored.from_book(rig.writer.position_book(rig.entry.order_id).get()),
                                     market_closed=Hours(closed=True))
     rig.rebuilt = restarted
     asked_the_broker(rig, restarted)
-    restarted.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
-    state = restarted.proxy().state().get()
+    return restarted, sale
+
+
+def test_a_restart_at_night_keeps_the_sale_queued_for_late_shares_whose_stops_were_refused(rig: Rig) -> None:
+    """A review: restored while closed, the queued sale was cancelled like any resumed exit, the stops tried again and
+    refused, the sale queued again; a kill in between left the shares with neither, and no actor at the next start."""
+    restarted, sale = restarted_at_night_with_the_sale_queued(rig)
+    with logged_lines("actors.position", "WARNING") as warnings:
+        restarted.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
+        state = restarted.proxy().state().get()
     assert state["flattening"].startswith("resumed after a restart")
     assert not [c for c in rig.told(m.CancelOrders) if sale.order_id in c.order_ids]
     assert [p for p in rig.told(m.SubmitProtection) if p.owner == restarted] == []
+    assert not [w for w in warnings if "go under stops" in w]  # the sale holds them: no stop is placed
+
+
+def test_a_sale_kept_by_a_restart_at_night_is_not_given_up_when_the_broker_cannot_be_read(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: five failed reads gave the late shares up, cancelling their kept sale: no stop, no exit, no actor."""
+    monkeypatch.setattr(position_module, "LATE_SHARES_RETRY_S", 0.01)
+    restarted, sale = restarted_at_night_with_the_sale_queued(rig)
+    for _ in range(8):
+        restarted.tell(m.BrokerPositionRead(symbol="AAPL", error="HTTP 503"))
+    state = restarted.proxy().state().get()
+    assert restarted.is_alive() and state["flattening"].startswith("resumed after a restart")
+    assert not [c for c in rig.told(m.CancelOrders) if sale.order_id in c.order_ids]
