@@ -148,6 +148,17 @@ class Trading:
         return self.exchange.account_snapshot(self.key)
 
 
+def with_market_hours(harness: Trading) -> Trading:
+    """The actor system as the daemon wires it: its position actors ask the broker's calendar (through alpaca-py)
+    whether the market is closed, on the exchange's clock."""
+    from catalyst.hooks import MarketHours, TradingCalendar
+
+    calendar = TradingCalendar(AlpacaBroker(harness.key, "secret", trading_url=harness.exchange.base_url,
+                                            limiter=RateLimiter(0), name="calendar"))
+    harness.system_options["market_closed"] = MarketHours(calendar, harness.exchange.clock).closed
+    return harness
+
+
 @pytest.fixture
 def trading(exchange: EmbeddedExchange, tmp_path) -> Iterator[Trading]:
     harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}").start()

@@ -16,10 +16,8 @@ import pytest
 from actors.db_writer import DbWriter
 from actors.order_router import execution_key
 from catalyst.broker.adapter import AlpacaBroker
-from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.cycle import EXCHANGE_TZ
-from catalyst.hooks import MarketHours, TradingCalendar
-from tests.actors.conftest import CountingBroker, CountingLimiter, Trading, exchange_at
+from tests.actors.conftest import CountingBroker, CountingLimiter, Trading, exchange_at, with_market_hours
 from tests.actors.test_doctor_heals import doctor_on
 from tests.actors.test_late_entry_shares import bought_500_with_300_unrecorded, stopped_out
 from tests.actors.test_trade_scenarios import protected_qty
@@ -35,11 +33,7 @@ def exchange() -> Iterator[object]:
 
 @pytest.fixture
 def trading(exchange, tmp_path) -> Iterator[Trading]:
-    """The actor system as the daemon wires it, with its market hours from the broker's calendar."""
-    harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
-    calendar = TradingCalendar(AlpacaBroker(harness.key, "secret", trading_url=exchange.base_url,
-                                            limiter=RateLimiter(0), name="calendar"))
-    harness.system_options["market_closed"] = MarketHours(calendar, exchange.clock).closed
+    harness = with_market_hours(Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}"))
     yield harness.start()
     harness.stop()
 

@@ -20,14 +20,12 @@ from actors import messages as m
 from actors import position as position_module
 from actors.position import OVERNIGHT_CANCEL, PositionActor
 from actors.system import Restored, Supervisor
-from catalyst.broker.adapter import AlpacaBroker
-from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.orders import OrderStatus
-from catalyst.hooks import MarketHours, TradingCalendar
 from catalyst.sim.clock import SimClock
-from tests.actors.conftest import Trading, logged_lines
+from tests.actors.conftest import Trading, logged_lines, with_market_hours
 from tests.actors.test_late_entry_shares import asked_the_broker, rebuilt_with_late_shares
 from tests.actors.test_position_flatten import T0, Rig, killed_with_the_entry_filled, wait_for
+from tests.actors.test_position_overnight import killed_while_its_market_exit_works
 from tests.actors.test_trade_scenarios import protected_qty
 
 EXIT_ID = 90
@@ -36,17 +34,9 @@ EXIT_ID = 90
 def killed_while_its_exit_works(rig: Rig) -> Any:
     """What a rebuild finds after a crash while kept overnight whose exit cancel was lost: the position's OCO
     cancelled, its market exit accepted (queued for the next open). The book."""
-    writer, entry = rig.writer, rig.entry
-    position, tp, sl = killed_with_the_entry_filled(rig)
-    for leg in (tp, sl):
-        writer.update_order_status(leg.order_id, "cancelled", "canceled", Decimal(0), None).get()
-    exit_row = writer.create_order(cycle_id=entry.cycle_id, symbol="AAPL", role="flatten", side="sell",
-                                   order_type="market", time_in_force="day", quantity=Decimal(100),
-                                   position_id=position.position_id).get()
-    writer.mark_submitted(exit_row.order_id, "b-exit", "accepted").get()
-    writer.update_order_status(exit_row.order_id, "accepted", "accepted", Decimal(0), None).get()
+    _, exit_row = killed_while_its_market_exit_works(rig)
     rig.exit_id = exit_row.order_id
-    return writer.position_book(entry.order_id).get()
+    return rig.writer.position_book(rig.entry.order_id).get()
 
 
 class Hours:
@@ -90,11 +80,18 @@ def test_an_actor_rebuilt_while_the_market_is_open_still_waits_for_its_exit(rig:
     assert not rig.told(m.CancelOrders) and not rig.told(m.SubmitProtection)
 
 
-def test_late_shares_found_after_the_close_go_under_stops_and_are_sold_at_the_next_open(rig: Rig) -> None:
+def late_shares_found_at_night(rig: Rig) -> tuple[Any, Any, Any]:
+    """A closed position's 40 late entry shares, its actor rebuilt while the market is closed and the broker saying
+    it holds them: their OCO asked for. (book, actor, its SubmitProtection)"""
     book, actor = rebuilt_with_late_shares(rig, Hours(closed=True))
     asked_the_broker(rig, actor)
     actor.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
     protection = wait_for(lambda: [p for p in rig.told(m.SubmitProtection) if p.owner == actor], "their stops")[0]
+    return book, actor, protection
+
+
+def test_late_shares_found_after_the_close_go_under_stops_and_are_sold_at_the_next_open(rig: Rig) -> None:
+    book, actor, protection = late_shares_found_at_night(rig)
     assert (protection.stop_loss.quantity, protection.stop_loss.position_id) == (Decimal(40), book.position.position_id)
     assert not rig.told(m.PlaceExit)
 
@@ -219,10 +216,7 @@ def test_a_refusal_that_lasts_is_said_now_and_then_not_every_minute(
 def trading_with_market_hours(exchange, tmp_path) -> Any:
     """The actor system as the daemon wires it: a rebuild asks the broker's calendar (through alpaca-py) whether the
     market is closed, on the exchange's clock."""
-    harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}")
-    calendar = TradingCalendar(AlpacaBroker(harness.key, "secret", trading_url=exchange.base_url,
-                                            limiter=RateLimiter(0), name="calendar"))
-    harness.system_options["market_closed"] = MarketHours(calendar, exchange.clock).closed
+    harness = with_market_hours(Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}"))
     yield harness.start()
     harness.stop()
 
@@ -289,10 +283,7 @@ def test_late_shares_under_their_own_stops_are_not_given_up_on_when_the_broker_c
     """Restored at a start with their stops (kept overnight): giving up after five failed reads cancelled those stops
     with the position's orders, and left the shares bare (a review)."""
     monkeypatch.setattr(position_module, "LATE_SHARES_RETRY_S", 0.01)
-    book, actor = rebuilt_with_late_shares(rig, Hours(closed=True))
-    asked_the_broker(rig, actor)
-    actor.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
-    protection = wait_for(lambda: [p for p in rig.told(m.SubmitProtection) if p.owner == actor], "their stops")[0]
+    book, actor, protection = late_shares_found_at_night(rig)
     for leg in (protection.take_profit, protection.stop_loss):
         actor.tell(m.OrderUpdated(order_id=leg.order_id, role=leg.role, status=OrderStatus.ACCEPTED,
                                   filled_qty=Decimal(0)))
@@ -362,10 +353,7 @@ def test_late_shares_whose_stops_are_refused_at_night_get_a_market_sell_queued_f
     """A review: late shares of a trade that stopped out have a stop through the last price, refused until the open;
     retried, they waited on their actor all night (a restart found no order of theirs working). Bare either way, a
     market sell queued for the open settles them there."""
-    book, actor = rebuilt_with_late_shares(rig, Hours(closed=True))
-    asked_the_broker(rig, actor)
-    actor.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
-    protection = wait_for(lambda: [p for p in rig.told(m.SubmitProtection) if p.owner == actor], "their stops")[0]
+    book, actor, protection = late_shares_found_at_night(rig)
     with logged_lines("actors.position", "ERROR") as errors:
         for leg in (protection.stop_loss, protection.take_profit):
             actor.tell(m.OrderUpdated(order_id=leg.order_id, role=leg.role, status=OrderStatus.REJECTED,
@@ -381,10 +369,7 @@ def test_late_shares_whose_stops_are_refused_at_night_get_a_market_sell_queued_f
 def restarted_at_night_with_the_sale_queued(rig: Rig) -> tuple[Any, Any]:
     """Late shares whose stops were refused at night, their sale queued for the open; the daemon restarted, the actor
     restored while the market is still closed. (the restored actor, the sale's row)"""
-    book, actor = rebuilt_with_late_shares(rig, Hours(closed=True))
-    asked_the_broker(rig, actor)
-    actor.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
-    protection = wait_for(lambda: [p for p in rig.told(m.SubmitProtection) if p.owner == actor], "their stops")[0]
+    book, actor, protection = late_shares_found_at_night(rig)
     for leg in (protection.stop_loss, protection.take_profit):
         actor.tell(m.OrderUpdated(order_id=leg.order_id, role=leg.role, status=OrderStatus.REJECTED,
                                   filled_qty=Decimal(0)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
+from typing import Any
 
 from actors import messages as m
 from actors.position import PositionActor
@@ -60,7 +61,9 @@ def test_a_flatten_still_cancelling_its_stops_at_the_close_keeps_them_and_sends_
     assert not rig.told(m.PlaceExit)
 
 
-def test_a_restart_while_the_market_exit_works_waits_for_it_instead_of_protecting(rig: Rig) -> None:
+def killed_while_its_market_exit_works(rig: Rig) -> tuple[Any, Any]:
+    """What a restart finds after a kill while the position's market exit worked (queued for the next open, say): its
+    OCO cancelled, its exit accepted. (position row, exit row)"""
     writer, entry = rig.writer, rig.entry
     position, tp, sl = killed_with_the_entry_filled(rig)
     for leg in (tp, sl):
@@ -70,6 +73,12 @@ def test_a_restart_while_the_market_exit_works_waits_for_it_instead_of_protectin
                                    position_id=position.position_id).get()
     writer.mark_submitted(exit_row.order_id, "b-exit", "accepted").get()
     writer.update_order_status(exit_row.order_id, "accepted", "accepted", Decimal(0), None).get()
+    return position, exit_row
+
+
+def test_a_restart_while_the_market_exit_works_waits_for_it_instead_of_protecting(rig: Rig) -> None:
+    writer, entry = rig.writer, rig.entry
+    position, exit_row = killed_while_its_market_exit_works(rig)
 
     restored = Restored.from_book(writer.position_book(entry.order_id).get())
     actor = PositionActor.start(rig.plan, rig.router, writer, rig.system, SimClock(T0, 0), restored=restored)
