@@ -176,6 +176,9 @@ class PositionActor(pykka.ThreadingActor):
         # meanwhile), and how many times it has been asked.
         self._asking_broker = False
         self._selling_late_shares = False  # rebuilt to sell entry shares recorded after its row closed
+        # That sale queued for the open while the market is closed (their stops refused, or kept by a restart): what
+        # settles them; the close's KeepOvernight leaves it be (a review: cancelled, stops refused, queued again).
+        self._sale_stands_overnight = False
         self._late_fills_waited_since: float | None = None  # time.monotonic() a closed position began waiting for them
         self._late_share_reads = 0
         self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
@@ -589,6 +592,7 @@ class PositionActor(pykka.ThreadingActor):
                            f"closed ({msg.reason or 'no reason given'}): {self.position.quantity} shares without a "
                            "stop until the open; a market sell of them queued for the open instead")
             self._flatten("late entry shares, their stops refused while the market is closed", scheduled=True)
+            self._sale_stands_overnight = True
             return
         self._protection_rejections += 1
         tries = self._protection_rejections
@@ -629,9 +633,12 @@ class PositionActor(pykka.ThreadingActor):
         return entry is not None and entry.working
 
     def _protect(self, coalesce: bool = True, write_timeout_s: float | None = None) -> None:
-        if (self.flattening or self.position.status is not PositionStatus.OPEN or self._asking_broker
-                or self._protection_held):
+        if self.flattening or self.position.status is not PositionStatus.OPEN or self._asking_broker:
             return
+        if self._protection_held:
+            if self._market_is_closed():
+                return  # refused while closed: asked again at RetryProtection
+            self._protection_held = False  # the market has opened: a stop now may be taken (a review: held 10 min)
         if self._protect_after_entry and self._entry_working():
             return
         if self._lone_legs():
@@ -787,6 +794,7 @@ class PositionActor(pykka.ThreadingActor):
         self.flattening, self.flatten_reason, self.flatten_since = True, reason, self.clock.now()
         self._unprotected_pieces = []  # the exit takes them; shares it leaves are protected from the average
         self._kept_overnight = False  # a new flatten (the next open's): its own cancels, its own exit
+        self._sale_stands_overnight = False
         self._told_closed = False  # the cycle's flattens come while the market is open (at its end, at the next open)
         self._protection_held = False  # refused overnight: the flatten takes the shares instead
         self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
@@ -915,8 +923,9 @@ class PositionActor(pykka.ThreadingActor):
         no stop under the shares meanwhile: it is cancelled, and once it has ended unfilled the shares are protected
         again (_exit_failed). A flatten still waiting for its stops' cancels stops there: the shares are protected
         anew as those end. The next open flattens the position (the cycle's carried-position flatten)."""
-        if not self.flattening or self.position.status is not PositionStatus.OPEN or self._kept_overnight:
-            return  # kept already: told again by the cycle after a rebuild that kept it (Restored.market_closed)
+        if (not self.flattening or self.position.status is not PositionStatus.OPEN or self._kept_overnight
+                or self._sale_stands_overnight):
+            return  # kept already (told again by the cycle after a rebuild that kept it), or late shares' sale
         self._kept_overnight = True
         exits = self._working_exits()
         self.log.warning(f"position {self.label} the market closed before its flatten ended ({self.flatten_reason}): "
@@ -1261,13 +1270,15 @@ class PositionActor(pykka.ThreadingActor):
             self.exit_order_id = exits[-1]
             self.flatten_reason = f"resumed after a restart: its market exit {', '.join(f'o-{i}' for i in exits)} works"
         self.router.tell(self._register(restored.orders, recorded, restored.executions))
-        late_shares = row is not None and row.status == "closed"
-        if self.flattening and not late_shares and self._market_is_closed():
-            # Rebuilt while the market is closed (a crash after the close, a start before the open) with its exit
-            # working: the cycle told the actor this replaces of the close, not this one. Cancelled, as at the close.
-            # Not late entry shares' sale: queued for the open when their stops were refused, it is what settles them
-            # (a review: cancelled at each restart, refused stops, queued again, and a kill in between left none).
-            self._keep_overnight()
+        if self.flattening and self._market_is_closed():
+            if row is not None and row.status == "closed":
+                # Late entry shares' sale: queued for the open when their stops were refused, it is what settles them
+                # (a review: cancelled at each restart, stops refused, queued again; a kill in between left neither).
+                self._sale_stands_overnight = True
+            else:
+                # Rebuilt while the market is closed (a crash after the close, a start before the open) with its exit
+                # working: the cycle told the actor this replaces of the close, not this one. Cancelled, as then.
+                self._keep_overnight()
         leaving = self._leaving() if self.position.status is PositionStatus.OPEN else Decimal(0)
         self.log.info(f"position {self.label} restored {self.position.status} qty={self.position.quantity} "
                       f"protected={self.protected_qty()}"

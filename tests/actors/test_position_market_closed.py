@@ -412,3 +412,34 @@ def test_a_sale_kept_by_a_restart_at_night_is_not_given_up_when_the_broker_canno
     state = restarted.proxy().state().get()
     assert restarted.is_alive() and state["flattening"].startswith("resumed after a restart")
     assert not [c for c in rig.told(m.CancelOrders) if sale.order_id in c.order_ids]
+
+
+def test_the_closes_keep_overnight_leaves_the_sale_a_restart_kept_for_late_shares(rig: Rig) -> None:
+    """A review: the cycle resumed in `closed` tells every live actor KeepOvernight, which cancelled the sale the
+    restart had kept: stops refused again, the sale queued again, and a kill in between left neither."""
+    restarted, sale = restarted_at_night_with_the_sale_queued(rig)
+    restarted.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
+    restarted.tell(m.KeepOvernight())
+    state = restarted.proxy().state().get()
+    assert state["flattening"].startswith("resumed after a restart")
+    assert not [c for c in rig.told(m.CancelOrders) if sale.order_id in c.order_ids]
+
+
+def test_protection_held_after_a_refusal_at_night_is_asked_for_at_once_when_the_market_opens(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: the hold lasted until the retry, up to 10 minutes past the bell, the doctor's CheckProtection ignored
+    meanwhile (a position of today's cycle is not flattened at the open)."""
+    monkeypatch.setattr(position_module, "PROTECT_RETRY_FIRST_S", 600.0)
+    hours = Hours(closed=True)
+    _, tp, sl = killed_with_the_entry_filled(rig)
+    rig.writer.update_order_status(rig.entry.order_id, "filled", "filled", Decimal(100), Decimal("50")).get()
+    actor = rebuilt(rig, rig.writer.position_book(rig.entry.order_id).get(), hours)
+    for leg in (sl, tp):
+        actor.tell(m.OrderUpdated(order_id=leg.order_id, role=leg.role, status=OrderStatus.REJECTED,
+                                  filled_qty=Decimal(0)))
+    actor.tell(m.CheckProtection())
+    rig.settled()
+    assert rig.told(m.SubmitProtection) == []  # held while closed
+    hours.closed = False  # the bell
+    actor.tell(m.CheckProtection())  # the doctor's heal
+    assert wait_for(lambda: rig.told(m.SubmitProtection), "the OCO asked for")[0].stop_loss.quantity == Decimal(100)
