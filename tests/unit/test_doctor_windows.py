@@ -18,8 +18,12 @@ def answer(value: Any) -> Any:
 
 
 class Writer:
-    def __init__(self) -> None:
+    def __init__(self, kept_since: datetime | None = None) -> None:
         self.since: list[datetime] = []
+        self.kept_since = kept_since
+
+    def oldest_entry_kept_after_close(self) -> Any:
+        return answer(self.kept_since)
 
     def working_orders(self) -> Any:
         return answer([])
@@ -67,3 +71,16 @@ def test_our_orders_are_read_from_further_back_than_the_brokers_are_listed():
     listed_after = NOW - timedelta(seconds=3600 + 300)
     assert broker.after == [listed_after, listed_after]
     assert writer.since == [listed_after - timedelta(seconds=300)] * 2  # the snapshot and the read after the broker
+
+
+def test_the_broker_is_listed_back_to_the_entry_of_late_shares_kept_under_their_stops():
+    # A review: over a weekend the entry that bought a closed position's late shares (kept under its own stops)
+    # fell out of the listing, and the shares looked bought by no order of ours: a halt every pass from Saturday.
+    friday = NOW - timedelta(days=2)
+    writer, broker = Writer(kept_since=friday), Broker()
+    settings = DoctorSettings(lookback_s=3600, list_margin_s=300)
+    doctor = DoctorActor(writer, broker, router=None, supervisor=None, clock=None, settings=settings)
+
+    doctor._gather("pass-1", NOW)
+
+    assert broker.after == [friday - timedelta(seconds=300)] * 2
