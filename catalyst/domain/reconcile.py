@@ -438,7 +438,7 @@ def _other_instances(orphans: list[BrokerOrder], ours: str) -> dict[str, str]:
     return others
 
 
-def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Decimal,
+def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Decimal, beyond_open: Decimal,
                     filled: list[tuple[LocalOrder, Decimal]], hand: list[str],
                     other_traders: dict[str, str]) -> LocalPosition | None:
     """The one closed position whose recorded fills hold exactly `held` shares (signed) of the broker's `at_broker`
@@ -451,6 +451,11 @@ def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Dec
     a review found a halt)."""
     late = [p for p in local.closed_holding if p.symbol == symbol]
     if len(late) != 1 or signed_qty(late[0].side, late[0].qty) != held or hand or symbol in other_traders:
+        return None
+    # `held` is net of fills the broker reports and we lack; what it holds beyond our open positions must still be
+    # on the late shares' side and no more of them (a review: their sale and their stop both filled unrecorded, the
+    # account short 300, was settled as the late 300).
+    if not ZERO < signed_qty(late[0].side, beyond_open) <= late[0].qty:
         return None
     counted = {late[0].position_id} | {p.position_id for p in local.positions}
     own = sum((qty for order, qty in filled if order.symbol == symbol
@@ -537,7 +542,8 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         if symbol not in first:
             # Net of fills the broker reports and we lack (a sale of them filling with its event lost: a review found a
             # halt here, where beside an open position the same was only the missing fill), as beside one.
-            late = _late_shares_of(local, symbol, theirs - ours, theirs, filled, hand, other_traders)
+            late = _late_shares_of(local, symbol, theirs - ours, theirs, theirs - held[symbol], filled, hand,
+                                   other_traders)
             if late is not None:
                 _settle_late_shares(diff, local, symbol, late, theirs - ours, latest,
                                     f"{symbol}: broker holds {theirs}, the entry shares of closed position "
@@ -561,7 +567,8 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
             diff.add(_T.ORPHAN_POSITION, f"position {symbol}", 0, theirs, symbol=symbol, broker_ids=tuple(hand),
                      explained=explained, reason=reason)
             continue
-        late = _late_shares_of(local, symbol, theirs - ours, theirs, filled, hand, other_traders)
+        late = _late_shares_of(local, symbol, theirs - ours, theirs, theirs - held[symbol], filled, hand,
+                               other_traders)
         if late is not None:
             # Beside our open position in the symbol, the broker holds exactly the late entry shares of one closed
             # before it (recorded after it closed): settled by that position's own exit, or rebuilt to sell them, as

@@ -648,3 +648,28 @@ def test_late_shares_whose_sale_fills_with_its_event_lost_are_the_missing_fill_n
     found = run(local, broker)
     assert T.MISSING_FILL in kinds(found)
     assert [f.action for f in found if f.type is T.ORPHAN_POSITION] == []
+
+
+@pytest.mark.parametrize("second", ["stop_loss", "flatten"], ids=["sale-and-stop", "two-sales"])
+def test_late_shares_sold_twice_leaving_the_broker_short_halt(second):
+    # From a review: netted of the fills we lack, late shares whose sale and stop (or two sales) both filled with
+    # their events lost, the account now short 300, looked like the late 300: settled, or rebuilt to sell a third
+    # time, where they must halt.
+    local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
+                              order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3),
+                              order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3),
+                              order(5, "accepted", "b-5", second, "sell", "300", "0", position_id=3)),
+                      execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200))}),
+                      closed_holding=(position("300"),))
+    broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
+                                border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
+                                border("b-4", "filled", "sell", "300", "300", cid="cat-x-4"),
+                                border("b-5", "filled", "sell", "300", "300", cid="cat-x-5",
+                                       type="stop" if second == "stop_loss" else "market")),
+                        positions=(BrokerPosition("AAPL", "short", D(300)),),
+                        fills=(BrokerFill("b-1", D(500), D(500), D("50"), OLD),
+                               BrokerFill("b-2", D(200), D(200), D("48"), OLD),
+                               BrokerFill("b-4", D(300), D(300), D("51"), OLD),
+                               BrokerFill("b-5", D(300), D(300), D("47"), OLD)))
+
+    assert [f.action for f in run(local, broker) if f.type is T.ORPHAN_POSITION] == ["halt entries"]
