@@ -32,10 +32,9 @@ SIBLING_GRACE_S = 30.0  # exchange seconds to wait for an OCO sibling's cancel e
 # Wall seconds before a flatten still waiting on its cancels asks the broker again. A backstop only: a cancel the
 # broker refuses or whose reply is lost is verified by the router at once.
 FLATTEN_RECHECK_S = 2.0
-# Wall seconds before protecting again when the broker rejected both the stop and the market exit, or the stop while
-# the market is closed: 2, 4, 8 … 60.
+# Wall seconds before protecting again when the broker rejected both the stop and the market exit: 2, 4, 8 … 60.
 PROTECT_RETRY_FIRST_S, PROTECT_RETRY_MAX_S = 2.0, 60.0
-PROTECT_RETRY_SAID_EVERY = 60  # past the first few, a refusal that lasts is said (CRITICAL) once in so many tries
+PROTECT_RETRY_SAID_EVERY = 60  # past the first few, a failure that lasts (late shares' broker reads) is said hourly
 # While the market is closed a refusal lasts (a stop already through the last price stays so until the open): asked
 # again at most every 10 minutes, said once an hour, not two rejected rows a minute all weekend.
 PROTECT_RETRY_OVERNIGHT_MAX_S, PROTECT_RETRY_OVERNIGHT_SAID_EVERY = 600.0, 6
