@@ -328,10 +328,10 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
             diff.add(_T.ORPHAN_ORDER, subject, None, shown, symbol=order.symbol, broker_ids=(order.broker_id,))
     # Another daemon's fills are not hand trades to attach or adopt: its shares are its own, so a difference they
     # make stays unexplained here, and halts (adopting them would protect the same shares twice).
-    missing, orphan_moves = _fills(diff, local, broker, matched, orphan_ids - set(others), by_id)
+    missing, orphan_moves, missing_by_position = _fills(diff, local, broker, matched, orphan_ids - set(others), by_id)
     late_beside_open = _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id),
                                   {by_id[i].symbol: other for i, other in others.items()},
-                                  _filled_by_order(matched, by_id))
+                                  _filled_by_order(matched, by_id), missing_by_position)
     _protection(diff, local, broker, set(others), late_beside_open)
     return diff.findings
 
@@ -401,10 +401,13 @@ def _order(diff: _Diff, order: LocalOrder, seen: BrokerOrder | None, acknowledge
 
 
 def _fills(diff: _Diff, local: LocalView, broker: BrokerView, matched: dict[str, LocalOrder],
-           orphan_ids: set[str], by_id: dict[str, BrokerOrder]) -> tuple[dict[str, Decimal], dict[str, list[str]]]:
+           orphan_ids: set[str], by_id: dict[str, BrokerOrder],
+           ) -> tuple[dict[str, Decimal], dict[str, list[str]], dict[int, Decimal]]:
     """MISSING_FILL per unrecorded execution of a known order. Returns the signed shares those missing fills
-    move per symbol, and the hand-placed orders that moved shares per symbol."""
+    move per symbol, the hand-placed orders that moved shares per symbol, and the missing fills' signed shares per
+    position."""
     missing: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    missing_by_position: dict[int, Decimal] = defaultdict(lambda: ZERO)
     orphan_moves: dict[str, list[str]] = defaultdict(list)
     late = {o.order_id for o in local.placed_during_pass}
     for fill in broker.fills:
@@ -413,6 +416,8 @@ def _fills(diff: _Diff, local: LocalView, broker: BrokerView, matched: dict[str,
         if order is not None and key not in local.execution_keys:
             if not _unlinked_entry(order):  # those shares are counted from the entry's filled_qty (_positions)
                 missing[order.symbol] += signed_qty(order.side, fill.qty)
+                if order.position_id is not None:
+                    missing_by_position[order.position_id] += signed_qty(order.side, fill.qty)
             if order.order_id in late or key in local.recorded_since:
                 continue  # the router is applying (or has applied) it: not missing, and the next pass judges it
             diff.add(_T.MISSING_FILL, f"order {order.label}", f"filled {order.filled_qty}",
@@ -422,7 +427,7 @@ def _fills(diff: _Diff, local: LocalView, broker: BrokerView, matched: dict[str,
             hand = by_id[fill.broker_order_id]
             if fill.broker_order_id not in orphan_moves[hand.symbol]:
                 orphan_moves[hand.symbol].append(fill.broker_order_id)
-    return missing, orphan_moves
+    return missing, orphan_moves, missing_by_position
 
 
 def _other_instances(orphans: list[BrokerOrder], ours: str) -> dict[str, str]:
@@ -438,8 +443,8 @@ def _other_instances(orphans: list[BrokerOrder], ours: str) -> dict[str, str]:
     return others
 
 
-def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Decimal, beyond_open: Decimal,
-                    filled: list[tuple[LocalOrder, Decimal]], hand: list[str],
+def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Decimal,
+                    missing_by_position: dict[int, Decimal], filled: list[tuple[LocalOrder, Decimal]], hand: list[str],
                     other_traders: dict[str, str]) -> LocalPosition | None:
     """The one closed position whose recorded fills hold exactly `held` shares (signed) of the broker's `at_broker`
     (the rest our open positions'), when those are ours alone: every one bought by our own orders, none moved by hand
@@ -452,10 +457,11 @@ def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Dec
     late = [p for p in local.closed_holding if p.symbol == symbol]
     if len(late) != 1 or signed_qty(late[0].side, late[0].qty) != held or hand or symbol in other_traders:
         return None
-    # `held` is net of fills the broker reports and we lack; what it holds beyond our open positions must still be
-    # on the late shares' side and no more of them (a review: their sale and their stop both filled unrecorded, the
-    # account short 300, was settled as the late 300).
-    if not ZERO < signed_qty(late[0].side, beyond_open) <= late[0].qty:
+    # `held` is net of fills the broker reports and we lack; the late shares with their own such fills must still be
+    # on their side and no more of them (a review: their sale and their stop both filled unrecorded, the account
+    # short 300, was settled as the late 300; another position's missing fills are that position's, a later review).
+    with_missing = signed_qty(late[0].side, late[0].qty) + missing_by_position.get(late[0].position_id, ZERO)
+    if not ZERO < signed_qty(late[0].side, with_missing) <= late[0].qty:
         return None
     counted = {late[0].position_id} | {p.position_id for p in local.positions}
     own = sum((qty for order, qty in filled if order.symbol == symbol
@@ -463,25 +469,29 @@ def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Dec
     return late[0] if own == at_broker else None
 
 
-def _in_hand(orders: tuple[LocalOrder, ...], late: LocalPosition, held: Decimal) -> bool:
-    """The position's own working market exits (`flatten` rows) are for exactly the `held` shares (signed), or its own
-    working stops are: kept under stops while the market is closed, their actor sells them at the next open (a
-    closed position with an exit order working gets one at a restart too, recovery_ops)."""
+def _in_hand(orders: tuple[LocalOrder, ...], broker: BrokerView, late: LocalPosition, held: Decimal) -> bool:
+    """The position's own market exits (`flatten` rows) and stops, working at the broker, are for exactly the `held`
+    shares (signed): their sale (queued for the open if the market is closed), or their stops while it is closed
+    (their actor sells them at the next open; a closed position with an exit order working gets one at a restart too,
+    recovery_ops). As the broker has them, not as our rows say (a review: a stop cancelled at the broker, its event
+    lost, counted); together, not each (a sale and a stop both working for the same shares would sell them twice)."""
     side = "sell" if held > 0 else "buy"
+    at_broker = {o.broker_id: o for o in broker.orders}
+    working = ZERO
+    for order in orders:
+        seen = at_broker.get(order.broker_id) if order.broker_id else None
+        if (order.position_id == late.position_id and order.role in ("flatten", "stop_loss") and order.side == side
+                and seen is not None and seen.status in WORKING_BROKER):
+            working += seen.qty - seen.filled_qty
+    return working == abs(held)
 
-    def working(role: str) -> Decimal:
-        return sum((o.qty - o.filled_qty for o in orders if o.position_id == late.position_id and o.role == role
-                    and o.side == side and o.status not in ORDER_MACHINE.terminal), ZERO)
 
-    return abs(held) in (working("flatten"), working("stop_loss"))
-
-
-def _settle_late_shares(diff: _Diff, local: LocalView, symbol: str, late: LocalPosition, shares: Decimal,
-                        latest: datetime, reason: str) -> None:
-    """Closed position `late`'s entry shares recorded after it closed, `shares` (signed) at the broker. Its own market
-    exit for them working, or its own stops (the market closed), they are in hand: "flatten it by hand" would sell
-    them twice. Neither once its orders have settled: rebuilt to sell them."""
-    if not _in_hand(local.orders, late, shares) and diff.old(latest):
+def _settle_late_shares(diff: _Diff, local: LocalView, broker: BrokerView, symbol: str, late: LocalPosition,
+                        shares: Decimal, latest: datetime, reason: str) -> None:
+    """Closed position `late`'s entry shares recorded after it closed, `shares` (signed) of them at the broker (its own
+    fills we lack taken off). Its own market exit for them working, or its own stops (the market closed), they are in
+    hand: "flatten it by hand" would sell them twice. Neither once its orders have settled: rebuilt to sell them."""
+    if not _in_hand(local.orders, broker, late, shares) and diff.old(latest):
         diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{late.position_id}", 0, shares, symbol=symbol,
                  position_id=late.position_id, action="rebuild and sell", reason=reason)
 
@@ -516,7 +526,8 @@ def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
 
 def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
                orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]],
-               other_traders: dict[str, str], filled: list[tuple[LocalOrder, Decimal]]) -> dict[str, LocalPosition]:
+               other_traders: dict[str, str], filled: list[tuple[LocalOrder, Decimal]],
+               missing_by_position: dict[int, Decimal]) -> dict[str, LocalPosition]:
     """Position findings; returns the closed positions whose late entry shares were found beside an open position of
     their symbol (per symbol): not the open position's shares, nor are its stops theirs, so the open position's
     protection is judged without both."""
@@ -542,10 +553,11 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         if symbol not in first:
             # Net of fills the broker reports and we lack (a sale of them filling with its event lost: a review found a
             # halt here, where beside an open position the same was only the missing fill), as beside one.
-            late = _late_shares_of(local, symbol, theirs - ours, theirs, theirs - held[symbol], filled, hand,
+            late = _late_shares_of(local, symbol, theirs - ours, theirs, missing_by_position, filled, hand,
                                    other_traders)
             if late is not None:
-                _settle_late_shares(diff, local, symbol, late, theirs - ours, latest,
+                _settle_late_shares(diff, local, broker, symbol, late,
+                                    theirs - ours + missing_by_position.get(late.position_id, ZERO), latest,
                                     f"{symbol}: broker holds {theirs}, the entry shares of closed position "
                                     f"#p-{late.position_id} recorded after it closed: rebuilt to sell them")
                 continue
@@ -567,14 +579,15 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
             diff.add(_T.ORPHAN_POSITION, f"position {symbol}", 0, theirs, symbol=symbol, broker_ids=tuple(hand),
                      explained=explained, reason=reason)
             continue
-        late = _late_shares_of(local, symbol, theirs - ours, theirs, theirs - held[symbol], filled, hand,
+        late = _late_shares_of(local, symbol, theirs - ours, theirs, missing_by_position, filled, hand,
                                other_traders)
         if late is not None:
             # Beside our open position in the symbol, the broker holds exactly the late entry shares of one closed
             # before it (recorded after it closed): settled by that position's own exit, or rebuilt to sell them, as
             # with none open. Halting over them stopped entries until an operator resumed (a review).
             late_beside_open[symbol] = late
-            _settle_late_shares(diff, local, symbol, late, theirs - ours, latest,
+            _settle_late_shares(diff, local, broker, symbol, late,
+                                theirs - ours + missing_by_position.get(late.position_id, ZERO), latest,
                                 f"{symbol}: broker holds {theirs}, {ours} of them open position "
                                 f"#p-{first[symbol].position_id}'s and {theirs - ours} the entry shares of closed "
                                 f"position #p-{late.position_id} recorded after it closed: rebuilt to sell them")
