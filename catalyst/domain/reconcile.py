@@ -331,7 +331,7 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
     missing, orphan_moves, missing_by_position = _fills(diff, local, broker, matched, orphan_ids - set(others), by_id)
     late_beside_open = _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id),
                                   {by_id[i].symbol: other for i, other in others.items()},
-                                  _filled_by_order(matched, by_id), missing_by_position)
+                                  _OursAtBroker(_filled_by_order(matched, by_id), missing_by_position, seen_of))
     _protection(diff, local, broker, set(others), late_beside_open)
     return diff.findings
 
@@ -443,9 +443,17 @@ def _other_instances(orphans: list[BrokerOrder], ours: str) -> dict[str, str]:
     return others
 
 
-def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Decimal,
-                    missing_by_position: dict[int, Decimal], filled: list[tuple[LocalOrder, Decimal]], hand: list[str],
-                    other_traders: dict[str, str]) -> LocalPosition | None:
+@dataclass(frozen=True)
+class _OursAtBroker:
+    """Our orders as the broker has them, for judging late entry shares."""
+
+    filled: list[tuple[LocalOrder, Decimal]]  # each order matched to the broker's, with the signed shares it filled
+    missing_by_position: dict[int, Decimal]  # per position, the signed shares of fills the broker reports, we lack
+    seen_of: dict[int, BrokerOrder | None]  # per order id, the broker's order (by id, client id or OCO leg)
+
+
+def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Decimal, ours: _OursAtBroker,
+                    hand: list[str], other_traders: dict[str, str]) -> LocalPosition | None:
     """The one closed position whose recorded fills hold exactly `held` shares (signed) of the broker's `at_broker`
     (the rest our open positions'), when those are ours alone: every one bought by our own orders, none moved by hand
     or by another daemon. Its late entry shares, then; anything less exact is not this case (and halts).
@@ -460,38 +468,45 @@ def _late_shares_of(local: LocalView, symbol: str, held: Decimal, at_broker: Dec
     # `held` is net of fills the broker reports and we lack; the late shares with their own such fills must still be
     # on their side and no more of them (a review: their sale and their stop both filled unrecorded, the account
     # short 300, was settled as the late 300; another position's missing fills are that position's, a later review).
-    with_missing = signed_qty(late[0].side, late[0].qty) + missing_by_position.get(late[0].position_id, ZERO)
+    with_missing = signed_qty(late[0].side, late[0].qty) + ours.missing_by_position.get(late[0].position_id, ZERO)
     if not ZERO < signed_qty(late[0].side, with_missing) <= late[0].qty:
         return None
+    # Nor may an open position beside them be sold past nothing by its own missing fills (a review: its sale and stop
+    # both filled unrecorded, the account short, was taken for the late shares beside a short-sold open position).
+    for position in local.positions:
+        moved = ours.missing_by_position.get(position.position_id, ZERO)
+        if position.symbol == symbol and signed_qty(position.side, signed_qty(position.side, position.qty) + moved) < 0:
+            return None
     counted = {late[0].position_id} | {p.position_id for p in local.positions}
-    own = sum((qty for order, qty in filled if order.symbol == symbol
+    own = sum((qty for order, qty in ours.filled if order.symbol == symbol
                and (order.position_id is None or order.position_id in counted)), ZERO)
     return late[0] if own == at_broker else None
 
 
-def _in_hand(orders: tuple[LocalOrder, ...], broker: BrokerView, late: LocalPosition, held: Decimal) -> bool:
+def _in_hand(orders: tuple[LocalOrder, ...], seen_of: dict[int, BrokerOrder | None], late: LocalPosition,
+             held: Decimal) -> bool:
     """The position's own market exits (`flatten` rows) and stops, working at the broker, are for exactly the `held`
     shares (signed): their sale (queued for the open if the market is closed), or their stops while it is closed
     (their actor sells them at the next open; a closed position with an exit order working gets one at a restart too,
     recovery_ops). As the broker has them, not as our rows say (a review: a stop cancelled at the broker, its event
-    lost, counted); together, not each (a sale and a stop both working for the same shares would sell them twice)."""
+    lost, counted); together, not each (a sale and a stop both working for the same shares would sell them twice).
+    Matched as everywhere here: by id, by client id, an OCO's stop leg by its take-profit (a review)."""
     side = "sell" if held > 0 else "buy"
-    at_broker = {o.broker_id: o for o in broker.orders}
     working = ZERO
     for order in orders:
-        seen = at_broker.get(order.broker_id) if order.broker_id else None
+        seen = seen_of.get(order.order_id)
         if (order.position_id == late.position_id and order.role in ("flatten", "stop_loss") and order.side == side
                 and seen is not None and seen.status in WORKING_BROKER):
             working += seen.qty - seen.filled_qty
     return working == abs(held)
 
 
-def _settle_late_shares(diff: _Diff, local: LocalView, broker: BrokerView, symbol: str, late: LocalPosition,
+def _settle_late_shares(diff: _Diff, local: LocalView, ours: _OursAtBroker, symbol: str, late: LocalPosition,
                         shares: Decimal, latest: datetime, reason: str) -> None:
     """Closed position `late`'s entry shares recorded after it closed, `shares` (signed) of them at the broker (its own
     fills we lack taken off). Its own market exit for them working, or its own stops (the market closed), they are in
     hand: "flatten it by hand" would sell them twice. Neither once its orders have settled: rebuilt to sell them."""
-    if not _in_hand(local.orders, broker, late, shares) and diff.old(latest):
+    if not _in_hand(local.orders, ours.seen_of, late, shares) and diff.old(latest):
         diff.add(_T.ORPHAN_POSITION, f"position {symbol}#p-{late.position_id}", 0, shares, symbol=symbol,
                  position_id=late.position_id, action="rebuild and sell", reason=reason)
 
@@ -526,8 +541,7 @@ def _hand_shares(broker: BrokerView, ids: list[str]) -> Decimal:
 
 def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[str, Decimal],
                orphan_moves: dict[str, list[str]], own: dict[str, tuple[Decimal, datetime]],
-               other_traders: dict[str, str], filled: list[tuple[LocalOrder, Decimal]],
-               missing_by_position: dict[int, Decimal]) -> dict[str, LocalPosition]:
+               other_traders: dict[str, str], ours_at_broker: _OursAtBroker) -> dict[str, LocalPosition]:
     """Position findings; returns the closed positions whose late entry shares were found beside an open position of
     their symbol (per symbol): not the open position's shares, nor are its stops theirs, so the open position's
     protection is judged without both."""
@@ -553,11 +567,11 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         if symbol not in first:
             # Net of fills the broker reports and we lack (a sale of them filling with its event lost: a review found a
             # halt here, where beside an open position the same was only the missing fill), as beside one.
-            late = _late_shares_of(local, symbol, theirs - ours, theirs, missing_by_position, filled, hand,
-                                   other_traders)
+            late = _late_shares_of(local, symbol, theirs - ours, theirs, ours_at_broker, hand, other_traders)
             if late is not None:
-                _settle_late_shares(diff, local, broker, symbol, late,
-                                    theirs - ours + missing_by_position.get(late.position_id, ZERO), latest,
+                _settle_late_shares(diff, local, ours_at_broker, symbol, late,
+                                    theirs - ours + ours_at_broker.missing_by_position.get(late.position_id, ZERO),
+                                    latest,
                                     f"{symbol}: broker holds {theirs}, the entry shares of closed position "
                                     f"#p-{late.position_id} recorded after it closed: rebuilt to sell them")
                 continue
@@ -579,15 +593,15 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
             diff.add(_T.ORPHAN_POSITION, f"position {symbol}", 0, theirs, symbol=symbol, broker_ids=tuple(hand),
                      explained=explained, reason=reason)
             continue
-        late = _late_shares_of(local, symbol, theirs - ours, theirs, missing_by_position, filled, hand,
-                               other_traders)
+        late = _late_shares_of(local, symbol, theirs - ours, theirs, ours_at_broker, hand, other_traders)
         if late is not None:
             # Beside our open position in the symbol, the broker holds exactly the late entry shares of one closed
             # before it (recorded after it closed): settled by that position's own exit, or rebuilt to sell them, as
             # with none open. Halting over them stopped entries until an operator resumed (a review).
             late_beside_open[symbol] = late
-            _settle_late_shares(diff, local, broker, symbol, late,
-                                theirs - ours + missing_by_position.get(late.position_id, ZERO), latest,
+            _settle_late_shares(diff, local, ours_at_broker, symbol, late,
+                                theirs - ours + ours_at_broker.missing_by_position.get(late.position_id, ZERO),
+                                latest,
                                 f"{symbol}: broker holds {theirs}, {ours} of them open position "
                                 f"#p-{first[symbol].position_id}'s and {theirs - ours} the entry shares of closed "
                                 f"position #p-{late.position_id} recorded after it closed: rebuilt to sell them")
