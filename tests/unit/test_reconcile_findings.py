@@ -608,23 +608,31 @@ def test_closed_positions_stop_leg_without_its_broker_id_is_still_not_counted_fo
             if f.type is T.MISSING_PROTECTION] == [(8, "100", "60")]
 
 
+def closed_3_with_300_late(orders=(), broker_orders=(), fills=(), keys=(), holds=("long", "300")):
+    """Closed position 3: its entry bought 500, its stop sold the 200 recorded, the other 300 recorded after the
+    close (late entry shares). `orders`, `broker_orders`, `fills` and execution `keys` are added to that; the broker
+    holds `holds`. (local, broker)"""
+    local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
+                              order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3), *orders),
+                      execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200)), *keys}),
+                      closed_holding=(position("300"),))
+    broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
+                                border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
+                                *broker_orders),
+                        positions=(BrokerPosition("AAPL", holds[0], D(holds[1])),),
+                        fills=(BrokerFill("b-1", D(500), D(500), D("50"), OLD),
+                               BrokerFill("b-2", D(200), D(200), D("48"), OLD), *fills))
+    return local, broker
+
+
 def test_late_shares_are_judged_without_another_closed_positions_exit_whose_entry_the_listing_misses():
     # From a review: Thursday's 100, carried over, flattened at Friday's open (its exit in the doctor's window, its
     # entry before it); Friday's entry bought 500, its stop sold the 200 recorded, the other 300 recorded after the
     # close. All of ours in the window add up to 200, not the broker's 300: it halted instead of selling them.
-    local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
-                              order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3),
-                              order(4, "filled", "b-4", "flatten", "sell", "100", "100", position_id=9)),
-                      execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200)),
-                                                execution_key("b-4", D(100))}),
-                      closed_holding=(position("300"),))
-    broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
-                                border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
-                                border("b-4", "filled", "sell", "100", "100", cid="cat-x-4")),
-                        positions=(BrokerPosition("AAPL", "long", D(300)),),
-                        fills=(BrokerFill("b-1", D(500), D(500), D("50"), OLD),
-                               BrokerFill("b-2", D(200), D(200), D("48"), OLD),
-                               BrokerFill("b-4", D(100), D(100), D("51"), OLD)))
+    local, broker = closed_3_with_300_late(
+        orders=(order(4, "filled", "b-4", "flatten", "sell", "100", "100", position_id=9),),
+        broker_orders=(border("b-4", "filled", "sell", "100", "100", cid="cat-x-4"),),
+        fills=(BrokerFill("b-4", D(100), D(100), D("51"), OLD),), keys=(execution_key("b-4", D(100)),))
 
     assert [f.action for f in run(local, broker) if f.type is T.ORPHAN_POSITION] == ["rebuild and sell"]
 
@@ -632,18 +640,10 @@ def test_late_shares_are_judged_without_another_closed_positions_exit_whose_entr
 def test_late_shares_whose_sale_fills_with_its_event_lost_are_the_missing_fill_not_a_halt():
     # From a review: closed position 3 holds 300 late shares; their sale, queued overnight, filled 100 at the open
     # with its event lost. The broker holds 200: the missing fill explains it, as it does beside an open position.
-    local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
-                              order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3),
-                              order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3)),
-                      execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200))}),
-                      closed_holding=(position("300"),))
-    broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
-                                border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
-                                border("b-4", "partially_filled", "sell", "300", "100", cid="cat-x-4")),
-                        positions=(BrokerPosition("AAPL", "long", D(200)),),
-                        fills=(BrokerFill("b-1", D(500), D(500), D("50"), OLD),
-                               BrokerFill("b-2", D(200), D(200), D("48"), OLD),
-                               BrokerFill("b-4", D(100), D(100), D("51"), OLD)))
+    local, broker = closed_3_with_300_late(
+        orders=(order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3),),
+        broker_orders=(border("b-4", "partially_filled", "sell", "300", "100", cid="cat-x-4"),),
+        fills=(BrokerFill("b-4", D(100), D(100), D("51"), OLD),), holds=("long", "200"))
 
     found = run(local, broker)
     assert T.MISSING_FILL in kinds(found)
@@ -655,22 +655,14 @@ def test_late_shares_sold_twice_leaving_the_broker_short_halt(second):
     # From a review: netted of the fills we lack, late shares whose sale and stop (or two sales) both filled with
     # their events lost, the account now short 300, looked like the late 300: settled, or rebuilt to sell a third
     # time, where they must halt.
-    local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
-                              order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3),
-                              order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3),
-                              order(5, "accepted", "b-5", second, "sell", "300", "0", position_id=3)),
-                      execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200))}),
-                      closed_holding=(position("300"),))
-    broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
-                                border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
-                                border("b-4", "filled", "sell", "300", "300", cid="cat-x-4"),
-                                border("b-5", "filled", "sell", "300", "300", cid="cat-x-5",
-                                       type="stop" if second == "stop_loss" else "market")),
-                        positions=(BrokerPosition("AAPL", "short", D(300)),),
-                        fills=(BrokerFill("b-1", D(500), D(500), D("50"), OLD),
-                               BrokerFill("b-2", D(200), D(200), D("48"), OLD),
-                               BrokerFill("b-4", D(300), D(300), D("51"), OLD),
-                               BrokerFill("b-5", D(300), D(300), D("47"), OLD)))
+    local, broker = closed_3_with_300_late(
+        orders=(order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3),
+                order(5, "accepted", "b-5", second, "sell", "300", "0", position_id=3)),
+        broker_orders=(border("b-4", "filled", "sell", "300", "300", cid="cat-x-4"),
+                       border("b-5", "filled", "sell", "300", "300", cid="cat-x-5",
+                              type="stop" if second == "stop_loss" else "market")),
+        fills=(BrokerFill("b-4", D(300), D(300), D("51"), OLD), BrokerFill("b-5", D(300), D(300), D("47"), OLD)),
+        holds=("short", "300"))
 
     assert [f.action for f in run(local, broker) if f.type is T.ORPHAN_POSITION] == ["halt entries"]
 
@@ -729,25 +721,16 @@ def late_300_sold_twice(new_entry_filled: str, open_beside: bool = False):
     the broker with their events lost: the late position is oversold by 300. Beside it, our entry 6 (no position
     yet, nothing recorded) filled `new_entry_filled` at the broker with its event lost too."""
     n = D(new_entry_filled)
-    local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
-                              order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3),
-                              order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3),
-                              order(5, "accepted", "b-5", "stop_loss", "sell", "300", "0", position_id=3),
-                              order(6, "accepted", "b-6", "entry", "buy", new_entry_filled, "0")),
-                      execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200))}),
-                      closed_holding=(position("300"),))
-    broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
-                                border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
-                                border("b-4", "filled", "sell", "300", "300", cid="cat-x-4"),
-                                border("b-5", "filled", "sell", "300", "300", cid="cat-x-5", type="stop"),
-                                border("b-6", "filled", "buy", new_entry_filled, new_entry_filled, cid="cat-x-6")),
-                        positions=(BrokerPosition("AAPL", "long", D(300) - D(600) + n),),
-                        fills=(BrokerFill("b-1", D(500), D(500), D("50"), OLD),
-                               BrokerFill("b-2", D(200), D(200), D("48"), OLD),
-                               BrokerFill("b-4", D(300), D(300), D("51"), OLD),
-                               BrokerFill("b-5", D(300), D(300), D("47"), OLD),
-                               BrokerFill("b-6", n, n, D("52"), OLD)))
-    return local, broker
+    return closed_3_with_300_late(
+        orders=(order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3),
+                order(5, "accepted", "b-5", "stop_loss", "sell", "300", "0", position_id=3),
+                order(6, "accepted", "b-6", "entry", "buy", new_entry_filled, "0")),
+        broker_orders=(border("b-4", "filled", "sell", "300", "300", cid="cat-x-4"),
+                       border("b-5", "filled", "sell", "300", "300", cid="cat-x-5", type="stop"),
+                       border("b-6", "filled", "buy", new_entry_filled, new_entry_filled, cid="cat-x-6")),
+        fills=(BrokerFill("b-4", D(300), D(300), D("51"), OLD), BrokerFill("b-5", D(300), D(300), D("47"), OLD),
+               BrokerFill("b-6", n, n, D("52"), OLD)),
+        holds=("long", str(D(300) - D(600) + n)))
 
 
 def test_late_shares_sold_twice_halt_even_when_another_entrys_missing_fill_makes_up_the_count():
@@ -760,71 +743,51 @@ def test_late_shares_sold_twice_halt_even_when_another_entrys_missing_fill_makes
 def test_late_shares_beside_a_new_entry_filled_unrecorded_are_settled_not_halted():
     """Clean: late 300 (its sale working, not filled) and our new entry 6 filled 100 with its event lost; broker 400.
     Every share is explained by our own fills."""
-    local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
-                              order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3),
-                              order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3),
-                              order(6, "accepted", "b-6", "entry", "buy", "100", "0")),
-                      execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200))}),
-                      closed_holding=(position("300"),))
-    broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
-                                border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
-                                border("b-4", "accepted", "sell", "300", "0", cid="cat-x-4"),
-                                border("b-6", "filled", "buy", "100", "100", cid="cat-x-6")),
-                        positions=(BrokerPosition("AAPL", "long", D(400)),),
-                        fills=(BrokerFill("b-1", D(500), D(500), D("50"), OLD),
-                               BrokerFill("b-2", D(200), D(200), D("48"), OLD),
-                               BrokerFill("b-6", D(100), D(100), D("52"), OLD)))
+    local, broker = closed_3_with_300_late(
+        orders=(order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3),
+                order(6, "accepted", "b-6", "entry", "buy", "100", "0")),
+        broker_orders=(border("b-4", "accepted", "sell", "300", "0", cid="cat-x-4"),
+                       border("b-6", "filled", "buy", "100", "100", cid="cat-x-6")),
+        fills=(BrokerFill("b-6", D(100), D(100), D("52"), OLD),), holds=("long", "400"))
+
     findings = run(local, broker)
     assert [f for f in findings if f.policy is Policy.HALT] == []
 
 
 def test_late_shares_with_both_their_sale_and_their_stop_working_are_reported():
     """Late 300 with a flatten for 300 AND a stop for 300 working at the broker (600 of exits for 300 shares: the
-    state whose double fill the eighth review found). The doctor reports nothing."""
-    local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
-                              order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3),
-                              order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3),
-                              order(5, "accepted", "b-5", "stop_loss", "sell", "300", "0", position_id=3)),
-                      execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200))}),
-                      closed_holding=(position("300"),))
-    broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
-                                border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
-                                border("b-4", "accepted", "sell", "300", "0", cid="cat-x-4"),
-                                stop("300", "new", "b-5", "cat-x-5")),
-                        positions=(BrokerPosition("AAPL", "long", D(300)),),
-                        fills=(BrokerFill("b-1", D(500), D(500), D("50"), OLD),
-                               BrokerFill("b-2", D(200), D(200), D("48"), OLD)))
+    state whose double fill the eighth review found): not in hand, reported."""
+    local, broker = closed_3_with_300_late(
+        orders=(order(4, "accepted", "b-4", "flatten", "sell", "300", "0", position_id=3),
+                order(5, "accepted", "b-5", "stop_loss", "sell", "300", "0", position_id=3)),
+        broker_orders=(border("b-4", "accepted", "sell", "300", "0", cid="cat-x-4"),
+                       stop("300", "new", "b-5", "cat-x-5")))
     findings = run(local, broker)
     assert findings != [], "600 shares of exits working for 300 late shares: nothing reported"
 
 
 def test_late_shares_whose_stop_the_broker_cancelled_are_not_in_hand_by_their_stale_row():
     """Late 300 kept under their own stop; the broker cancelled it (event lost; the row still `accepted`). The
-    shares are bare; the doctor says only ORDER_STATUS_MISMATCH (heal), no position finding this pass."""
-    local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
-                              order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3),
-                              order(5, "accepted", "b-5", "stop_loss", "sell", "300", "0", position_id=3)),
-                      execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200))}),
-                      closed_holding=(position("300"),))
-    broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
-                                border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
-                                stop("300", "canceled", "b-5", "cat-x-5")),
-                        positions=(BrokerPosition("AAPL", "long", D(300)),),
-                        fills=(BrokerFill("b-1", D(500), D(500), D("50"), OLD),
-                               BrokerFill("b-2", D(200), D(200), D("48"), OLD)))
+    shares are bare: judged as the broker has the stop, they get a finding this pass."""
+    local, broker = closed_3_with_300_late(
+        orders=(order(5, "accepted", "b-5", "stop_loss", "sell", "300", "0", position_id=3),),
+        broker_orders=(stop("300", "canceled", "b-5", "cat-x-5"),))
     findings = run(local, broker)
     assert T.ORPHAN_POSITION in [f.type for f in findings] or T.MISSING_PROTECTION in [f.type for f in findings]
 
 
 # From a tenth review of the late-shares judgement.
-def test_an_open_position_sold_twice_unrecorded_beside_late_shares_being_sold_halts():
-    """Closed 7: 40 late shares, its flatten for 40 working. Open 8: 100, its stop AND its flatten both sold 100 at the
-    broker, events lost. The broker is SHORT 60; 7's working sale of 40 will take it to short 100: a halt (the
-    first version judging late shares with their own missing fills only halted nothing)."""
+@pytest.mark.parametrize("sale_working", [True, False], ids=["their-sale-working", "no-sale"])
+def test_an_open_position_sold_twice_unrecorded_beside_late_shares_halts(sale_working):
+    """Closed 7: 40 late shares, with or without their flatten for 40 working. Open 8: 100, its stop AND its flatten
+    both sold 100 at the broker, events lost. The broker is SHORT 60 (7's sale of 40 would take it to short 100): a
+    halt, not the late shares settled or rebuilt to sell (the first version judging late shares with their own
+    missing fills only halted nothing)."""
+    sale = (order(3, "accepted", "b-3", "flatten", "sell", qty="40", position_id=7),) if sale_working else ()
+    sale_at_broker = (border("b-3", "accepted", "sell", "40", cid="cat-x-3"),) if sale_working else ()
     local = LocalView(
         orders=(order(1, "filled", "b-1", qty="100", filled="100", position_id=7),
-                order(2, "filled", "b-2", "stop_loss", "sell", qty="60", filled="60", position_id=7),
-                order(3, "accepted", "b-3", "flatten", "sell", qty="40", position_id=7),
+                order(2, "filled", "b-2", "stop_loss", "sell", qty="60", filled="60", position_id=7), *sale,
                 order(4, "filled", "b-4", qty="100", filled="100", position_id=8),
                 order(5, "accepted", "b-5", "stop_loss", "sell", qty="100", position_id=8),
                 order(6, "accepted", "b-6", "flatten", "sell", qty="100", position_id=8)),
@@ -834,8 +797,7 @@ def test_an_open_position_sold_twice_unrecorded_beside_late_shares_being_sold_ha
         closed_holding=(position("40", position_id=7),))
     broker = BrokerView(
         orders=(border("b-1", "filled", qty="100", filled="100", cid="cat-x-1"),
-                border("b-2", "filled", "sell", "60", "60", cid="cat-x-2", type="stop"),
-                border("b-3", "accepted", "sell", "40", cid="cat-x-3"),
+                border("b-2", "filled", "sell", "60", "60", cid="cat-x-2", type="stop"), *sale_at_broker,
                 border("b-4", "filled", qty="100", filled="100", cid="cat-x-4"),
                 border("b-5", "filled", "sell", "100", "100", cid="cat-x-5", type="stop"),
                 border("b-6", "filled", "sell", "100", "100", cid="cat-x-6")),
@@ -844,53 +806,14 @@ def test_an_open_position_sold_twice_unrecorded_beside_late_shares_being_sold_ha
                BrokerFill("b-4", D(100), D(100), D("50"), OLD), BrokerFill("b-5", D(100), D(100), D("47"), OLD),
                BrokerFill("b-6", D(100), D(100), D("47"), OLD)))
     findings = run(local, broker)
-    assert any(f.policy is Policy.HALT for f in findings), "account short 60 with a late sale of 40 working: no halt"
-
-
-def test_an_open_position_sold_twice_unrecorded_beside_late_shares_halts_rather_than_rebuilding_to_sell():
-    local = LocalView(
-        orders=(order(1, "filled", "b-1", qty="100", filled="100", position_id=7),
-                order(2, "filled", "b-2", "stop_loss", "sell", qty="60", filled="60", position_id=7),
-                order(4, "filled", "b-4", qty="100", filled="100", position_id=8),
-                order(5, "accepted", "b-5", "stop_loss", "sell", qty="100", position_id=8),
-                order(6, "accepted", "b-6", "flatten", "sell", qty="100", position_id=8)),
-        positions=(position("100", position_id=8),),
-        execution_keys=frozenset({execution_key("b-1", D(100)), execution_key("b-2", D(60)),
-                                  execution_key("b-4", D(100))}),
-        closed_holding=(position("40", position_id=7),))
-    broker = BrokerView(
-        orders=(border("b-1", "filled", qty="100", filled="100", cid="cat-x-1"),
-                border("b-2", "filled", "sell", "60", "60", cid="cat-x-2", type="stop"),
-                border("b-4", "filled", qty="100", filled="100", cid="cat-x-4"),
-                border("b-5", "filled", "sell", "100", "100", cid="cat-x-5", type="stop"),
-                border("b-6", "filled", "sell", "100", "100", cid="cat-x-6")),
-        positions=(BrokerPosition("AAPL", "short", D(60)),),
-        fills=(BrokerFill("b-1", D(100), D(100), D("50"), OLD), BrokerFill("b-2", D(60), D(60), D("48"), OLD),
-               BrokerFill("b-4", D(100), D(100), D("50"), OLD), BrokerFill("b-5", D(100), D(100), D("47"), OLD),
-               BrokerFill("b-6", D(100), D(100), D("47"), OLD)))
-    findings = run(local, broker)
-    assert any(f.policy is Policy.HALT for f in findings), "account short 60: rebuilt to sell 40 instead of a halt"
-
-
-def _late_300(extra_local, extra_broker):
-    local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
-                              order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3),
-                              *extra_local),
-                      execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200))}),
-                      closed_holding=(position("300"),))
-    broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
-                                border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
-                                *extra_broker),
-                        positions=(BrokerPosition("AAPL", "long", D(300)),),
-                        fills=(BrokerFill("b-1", D(500), D(500), D("50"), OLD),
-                               BrokerFill("b-2", D(200), D(200), D("48"), OLD)))
-    return local, broker
+    assert any(f.policy is Policy.HALT for f in findings), "account short 60: no halt"
 
 
 def test_late_shares_whose_sale_works_at_the_broker_with_its_submit_answer_lost_are_in_hand():
     """Late 300; their flatten (row o-4, outcome unknown, no broker id yet) is working at the broker (found by cid)."""
-    local, broker = _late_300([order(4, "created", None, "flatten", "sell", "300", "0", position_id=3, unknown=True)],
-                              [border("b-4", "accepted", "sell", "300", "0", cid="cat-x-4")])
+    local, broker = closed_3_with_300_late(
+        orders=(order(4, "created", None, "flatten", "sell", "300", "0", position_id=3, unknown=True),),
+        broker_orders=(border("b-4", "accepted", "sell", "300", "0", cid="cat-x-4"),))
     findings = run(local, broker)
     assert [f.action for f in findings if f.type is T.ORPHAN_POSITION] == []
 
@@ -898,10 +821,11 @@ def test_late_shares_whose_sale_works_at_the_broker_with_its_submit_answer_lost_
 def test_late_shares_under_an_oco_whose_stop_row_lacks_its_broker_id_are_in_hand():
     """Market closed: late 300 under their OCO (take-profit o-4 = b-4; stop leg b-5 `held`, nested under b-4, its row
     o-5 acknowledged without the leg's id). Paired with the leg as everywhere here (_pair_stop_legs): in hand."""
-    local, broker = _late_300([order(4, "accepted", "b-4", "take_profit", "sell", "300", "0", position_id=3),
-                               order(5, "accepted", None, "stop_loss", "sell", "300", "0", position_id=3)],
-                              [border("b-4", "new", "sell", "300", "0", cid="cat-x-4", type="limit"),
-                               border("b-5", "held", "sell", "300", "0", cid="made-up", type="stop", parent="b-4")])
+    local, broker = closed_3_with_300_late(
+        orders=(order(4, "accepted", "b-4", "take_profit", "sell", "300", "0", position_id=3),
+                order(5, "accepted", None, "stop_loss", "sell", "300", "0", position_id=3)),
+        broker_orders=(border("b-4", "new", "sell", "300", "0", cid="cat-x-4", type="limit"),
+                       border("b-5", "held", "sell", "300", "0", cid="made-up", type="stop", parent="b-4")))
     findings = run(local, broker)
     assert [f.action for f in findings if f.type is T.ORPHAN_POSITION] == []
 
