@@ -608,14 +608,14 @@ def test_closed_positions_stop_leg_without_its_broker_id_is_still_not_counted_fo
             if f.type is T.MISSING_PROTECTION] == [(8, "100", "60")]
 
 
-def closed_3_with_300_late(orders=(), broker_orders=(), fills=(), keys=(), holds=("long", "300")):
+def closed_3_with_300_late(orders=(), broker_orders=(), fills=(), keys=(), holds=("long", "300"), still_held="300"):
     """Closed position 3: its entry bought 500, its stop sold the 200 recorded, the other 300 recorded after the
     close (late entry shares). `orders`, `broker_orders`, `fills` and execution `keys` are added to that; the broker
-    holds `holds`. (local, broker)"""
+    holds `holds`, our records `still_held` of the late shares. (local, broker)"""
     local = LocalView(orders=(order(status="filled", qty="500", filled="500", position_id=3),
                               order(2, "filled", "b-2", "stop_loss", "sell", "200", "200", position_id=3), *orders),
                       execution_keys=frozenset({execution_key("b-1", D(500)), execution_key("b-2", D(200)), *keys}),
-                      closed_holding=(position("300"),))
+                      closed_holding=(position(still_held),))
     broker = BrokerView(orders=(border(status="filled", qty="500", filled="500"),
                                 border("b-2", "filled", "sell", "200", "200", cid="cat-x-2", type="stop"),
                                 *broker_orders),
@@ -847,3 +847,18 @@ def test_short_late_shares_with_their_buy_to_cover_working_are_in_hand():
                                BrokerFill("b-4", D(150), D(50), D("48"), OLD)))
     findings = run(local, broker)
     assert [f for f in findings if f.type is T.ORPHAN_POSITION or f.policy is Policy.HALT] == []
+
+
+def test_late_shares_under_an_oco_whose_take_profit_filled_in_part_are_in_hand():
+    """Late 300 under their OCO; its take-profit (b-4) sold 100 of them, recorded, the broker holding 200 and the stop
+    leg resized to the 200 the take-profit left, as the emulator does (whether Alpaca resizes it is not verified):
+    the pair protects exactly the late shares left, in hand, neither rebuilt to sell them again nor a halt."""
+    local, broker = closed_3_with_300_late(
+        orders=(order(4, "partial_fill", "b-4", "take_profit", "sell", "300", "100", position_id=3),
+                order(5, "accepted", "b-5", "stop_loss", "sell", "300", "0", position_id=3)),
+        broker_orders=(border("b-4", "partially_filled", "sell", "300", "100", cid="cat-x-4", type="limit"),
+                       border("b-5", "held", "sell", "200", "0", cid="made-up", type="stop", parent="b-4")),
+        fills=(BrokerFill("b-4", D(100), D(100), D("52"), OLD),), keys=(execution_key("b-4", D(100)),),
+        holds=("long", "200"), still_held="200")
+    findings = run(local, broker)
+    assert [f.action for f in findings if f.type is T.ORPHAN_POSITION or f.policy is Policy.HALT] == []
