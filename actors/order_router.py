@@ -124,10 +124,33 @@ class Tracked:
     # execution not in `keys` is certainly new (the fast path of an entry fill relies on it).
     keys_complete: bool = False
     market: bool = False  # a market order: it fills at once in the session, so a long silence is suspicious
+    # Every share up to `recorded_to` is in recorded executions (counted from what it had filled when tracked); a
+    # piece recorded past a gap waits in `ahead` (shares before it → cumulative after it) until the gap is filled.
+    # A gap is an earlier piece's event lost while a later one arrived (a review: the lost piece waited for the
+    # doctor's pass, its shares without a stop or its exit's position left open meanwhile).
+    recorded_to: Decimal = Decimal(0)
+    ahead: dict[Decimal, Decimal] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
         return f"{self.symbol}#o-{self.order_id}"
+
+    def piece_recorded(self, cum: Decimal, qty: Decimal) -> None:
+        """An execution of `qty` leaving `cum` filled is in the database (new, or known already)."""
+        before = cum - qty
+        if cum <= self.recorded_to:
+            return
+        if before <= self.recorded_to:
+            self.recorded_to = cum
+        else:
+            self.ahead[before] = max(cum, self.ahead.get(before, cum))
+        while self.ahead and (lowest := min(self.ahead)) <= self.recorded_to:
+            self.recorded_to = max(self.recorded_to, self.ahead.pop(lowest))
+
+    @property
+    def pieces_missing(self) -> bool:
+        """Shares before a recorded piece that no recorded piece accounts for."""
+        return bool(self.ahead)
 
 
 class TradeStreamState(NamedTuple):
@@ -1063,7 +1086,8 @@ class OrderRouter(pykka.ThreadingActor):
         owner_writes = False  # the owner's writes for this execution share its commit, and tell the owner
         tracked.reported_filled_qty = max(tracked.reported_filled_qty, report.filled_qty)
         if execution is not None:
-            recorded = self._plan_execution(tracked, execution, "stream", group)
+            recorded = self._plan_execution(tracked, execution, "stream", group,
+                                            missing_since=report.submitted_at - timedelta(minutes=1))
             group.then(lambda values: fresh.__setitem__(0, recorded(values)))
             owner_writes = self._plan_owner_writes(tracked, execution, fresh)
         if execution is None and report.filled_qty > tracked.filled_qty:
@@ -1161,8 +1185,10 @@ class OrderRouter(pykka.ThreadingActor):
         return True
 
     def _plan_execution(self, tracked: Tracked, fill: FillReport, source: str,
-                        group: WriteGroup) -> Any:
-        """Queue the execution's exactly-once insert; the returned callback logs it and gives the fresh Execution."""
+                        group: WriteGroup, missing_since: datetime | None = None) -> Any:
+        """Queue the execution's exactly-once insert; the returned callback logs it and gives the fresh Execution.
+        With `missing_since`, an earlier piece found missing once it is recorded is asked of the broker after the
+        grace period (its event may be only behind this one) by the executions since then."""
         cum = fill.cum_qty if fill.cum_qty is not None else tracked.filled_qty + fill.qty
         key = execution_key(fill.broker_order_id, cum)
         if key in tracked.keys:
@@ -1177,6 +1203,10 @@ class OrderRouter(pykka.ThreadingActor):
 
         def recorded(values: list[Any]) -> m.Execution | None:
             tracked.keys.add(key)
+            if fill.cum_qty is not None:
+                tracked.piece_recorded(cum, fill.qty)
+                if missing_since is not None and tracked.pieces_missing:
+                    self._expect_executions(tracked, cum, since=missing_since)
             if not values[index]:
                 return None  # known already (a restart's catch-up, a duplicate event): no second execution
             tracked.filled_qty = max(tracked.filled_qty, cum)
@@ -1276,6 +1306,9 @@ class OrderRouter(pykka.ThreadingActor):
         _, expected, since = pending
         if tracked.filled_qty < expected:
             self._catch_up(since, why=f"{tracked.label} missing executions ({tracked.filled_qty} of {expected})")
+        elif tracked.pieces_missing:
+            self._catch_up(since, why=f"{tracked.label} missing executions (shares {tracked.recorded_to}–"
+                                      f"{min(tracked.ahead)} of the {expected} filled have none)")
 
     def _tell_owner(self, tracked: Tracked, execution: m.Execution | None, reason: str | None = None,
                     committed: tuple[m.EntryFillPlan, tuple[Any, ...]] | None = None) -> None:
@@ -1315,6 +1348,8 @@ class OrderRouter(pykka.ThreadingActor):
             order_id=row.order_id, client_order_id=row.client_order_id, role=row.role, symbol=row.symbol,
             side=row.side, qty=row.quantity, status=OrderStatus(row.status), filled_qty=row.filled_qty,
             broker_id=row.alpaca_order_id, owner=owner, market=row.order_type == "market",
+            # A row read back may say more filled than its executions hold: that gap is the start's catch-up's.
+            recorded_to=row.filled_qty,
         )
         self.by_order[tracked.order_id] = tracked
         self.by_cid[tracked.client_order_id] = tracked

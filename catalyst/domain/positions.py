@@ -86,6 +86,12 @@ class Position:
     avg_exit_price: Decimal | None = None
     entry_filled_qty: Decimal = ZERO
     exit_filled_qty: Decimal = ZERO
+    # What the entry fills cost and the exit fills brought, exactly (qty × price summed): at the close the realized
+    # P&L is their difference. Realized piece by piece against the average entry price alone, a repeating average
+    # (three lots at 50, 49.98 and 49.97) left -894.9999999999999999999999990 for a trade the fills say lost 895.00
+    # (a review). 0 for a position made from a row's average (the doctor's marks), which never closes here.
+    entry_cost: Decimal = ZERO
+    exit_proceeds: Decimal = ZERO
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "side", PositionSide(self.side))
@@ -135,6 +141,7 @@ class Position:
             quantity=_CTX.add(self.quantity, qty),
             avg_entry_price=weighted_average(self.avg_entry_price or ZERO, self.quantity, price, qty),
             entry_filled_qty=_CTX.add(self.entry_filled_qty, qty),
+            entry_cost=_CTX.add(self.entry_cost, _CTX.multiply(qty, price)),
         )
 
     def _reduce(self, qty: Decimal, price: Decimal) -> Position:
@@ -144,15 +151,21 @@ class Position:
             raise ExitExceedsPosition(self.symbol, self.quantity, qty)
         remaining = _CTX.subtract(self.quantity, qty)
         status = self.status
+        proceeds = _CTX.add(self.exit_proceeds, _CTX.multiply(qty, price))
+        realized = _CTX.add(self.realized_pnl, _CTX.multiply(self._pnl_per_share(price), qty))
         if remaining == 0:
             status = POSITION_MACHINE.check(status, PositionStatus.CLOSED, self.symbol)
+            if self.entry_cost:  # every entry share costed: sells minus buys, to the cent the fills say
+                realized = (_CTX.subtract(proceeds, self.entry_cost) if self.side is PositionSide.LONG
+                            else _CTX.subtract(self.entry_cost, proceeds))
         return replace(
             self,
             status=status,
             quantity=remaining,
-            realized_pnl=_CTX.add(self.realized_pnl, _CTX.multiply(self._pnl_per_share(price), qty)),
+            realized_pnl=realized,
             avg_exit_price=weighted_average(self.avg_exit_price or ZERO, self.exit_filled_qty, price, qty),
             exit_filled_qty=_CTX.add(self.exit_filled_qty, qty),
+            exit_proceeds=proceeds,
         )
 
     def _pnl_per_share(self, price: Decimal) -> Decimal:

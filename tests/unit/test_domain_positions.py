@@ -219,8 +219,12 @@ def test_random_fills_keep_quantity_and_pnl_consistent(side, sequence):
         assert Fraction(position.quantity) == held
         # Every accepted fill leaves the position open with shares, or closed with none.
         assert position.status == (PositionStatus.OPEN if position.quantity > 0 else PositionStatus.CLOSED)
-    # Realized P&L is the sum of each exit fill's own amount, and matches exact arithmetic to 1e-12.
-    assert position.realized_pnl == realized
+    # Realized P&L is the sum of each exit fill's own amount while shares are held, and matches exact arithmetic to
+    # 1e-12; once closed it is exactly what the fills say (sells minus buys), with no average's rounding left.
+    if position.status is PositionStatus.CLOSED:
+        assert Fraction(position.realized_pnl) == exact_realized
+    else:
+        assert position.realized_pnl == realized
     assert abs(Fraction(position.realized_pnl) - exact_realized) < Fraction(1, 10**12)
     if position.avg_entry_price is not None:
         assert abs(Fraction(position.avg_entry_price) - avg) < Fraction(1, 10**18)
@@ -273,3 +277,16 @@ def test_a_book_selling_more_than_it_bought_is_still_refused():
     with pytest.raises(ExitExceedsPosition):
         replay_fills(Position("AAPL", PositionSide.LONG), [(BUY, D("60"), D("50")), (SELL, D("60"), D("48")),
                                                           (SELL, D("10"), D("48"))])
+
+
+@pytest.mark.parametrize("side, entry, exit_", [(PositionSide.LONG, OrderSide.BUY, OrderSide.SELL),
+                                                (PositionSide.SHORT, OrderSide.SELL, OrderSide.BUY)])
+def test_realized_pnl_at_the_close_is_the_fills_to_the_cent_whatever_the_average(side, entry, exit_):
+    # From a review: three lots whose average repeats (149.95 / 3), sold in two pieces. Realized against the rounded
+    # average alone the close read -894.9999999999999999999999990, where the fills say -895.00.
+    position = replay_fills(Position("AAPL", side), [(entry, D(100), D("50")), (entry, D(100), D("49.98")),
+                                                     (entry, D(100), D("49.97")), (exit_, D(100), D("47")),
+                                                     (exit_, D(200), D("47"))])
+    assert position.status is PositionStatus.CLOSED
+    assert position.realized_pnl == (D("-895.00") if side is PositionSide.LONG else D("895.00"))
+    assert str(position.realized_pnl) == ("-895.00" if side is PositionSide.LONG else "895.00")
