@@ -237,6 +237,13 @@ class Flatten(Message):
     scheduled: bool = False  # the day's planned flatten before the close: news, not a warning
 
 
+class WithdrawEntry(Message):
+    """The daemon is stopping gracefully: cancel the rest of the entry still working at the broker (its fills while
+    the daemon is down would have no stop until it starts again); the shares bought keep their stops."""
+
+    reason: str
+
+
 class KeepOvernight(Message):
     """The market has closed: a position still flattening stops it and keeps its shares under stops overnight (an exit
     that has not filled by the close cannot fill before the next open); the next open flattens it."""

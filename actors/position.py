@@ -188,6 +188,7 @@ class PositionActor(pykka.ThreadingActor):
         # Protection refused as a potential wash trade while the entry still worked: the entry's rest is being
         # cancelled, and its shares are protected once it has ended (an OCO before that is refused the same way).
         self._protect_after_entry = False
+        self._entry_withdrawn: str | None = None  # why the entry's rest is being cancelled, the daemon stopping
         self._entry_cancel_timer: Delayed | None = None
         self._wash_refused: set[int] = set()  # OCO pairs (by take-profit id) refused as a potential wash trade
         self._reprotected_after_wash = False  # once: a refusal that came after the entry had ended
@@ -281,6 +282,8 @@ class PositionActor(pykka.ThreadingActor):
         elif isinstance(message, RetryProtection):
             self._protection_held = False
             self._protect()
+        elif isinstance(message, m.WithdrawEntry):
+            self._withdraw_entry(message.reason)
         elif isinstance(message, m.KeepOvernight):
             self._told_closed = True
             self._keep_overnight()
@@ -610,20 +613,37 @@ class PositionActor(pykka.ThreadingActor):
             self._retry_timer.cancel()
         self._retry_timer = tell_later(self.actor_ref, wait_s, RetryProtection())
 
+    def _withdraw_entry(self, reason: str) -> None:
+        """The daemon stopping: the entry's rest cancelled, so nothing fills while no one is here to protect it (a
+        review: a TERM while a limit entry had filled 283 of 1,789 left the other 1,506, filled a moment later, with
+        no stop until a restart). Pieces filling meanwhile are protected as ever; a pending position whose entry ends
+        unfilled is cancelled."""
+        if self.entry_order_id is None or not self._entry_working() or self.position.is_terminal:
+            return
+        entry = self.orders[self.entry_order_id]
+        self.log.info(f"position {self.label} {reason}: cancelling the rest of its entry o-{self.entry_order_id} "
+                      f"({entry.filled_qty} of {self.plan.qty} filled, {self.protected_qty()} under stops)")
+        self._entry_withdrawn = reason
+        self._ask_entry_cancel()
+
     def _ask_entry_cancel(self) -> None:
         """Asked again every few seconds until the entry has ended: a cancel lost to a 5xx or a timeout is not
         retried by the router, and the shares wait for it without a stop."""
         assert self.entry_order_id is not None
-        self._cancel((self.entry_order_id,), reason="its protection was refused as a potential wash trade")
+        self._cancel((self.entry_order_id,), reason=self._entry_withdrawn if self._entry_withdrawn and not
+                     self._protect_after_entry else "its protection was refused as a potential wash trade")
         if self._entry_cancel_timer:
             self._entry_cancel_timer.cancel()
         self._entry_cancel_timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckEntryCancel())
 
     def _check_entry_cancel(self) -> None:
-        if not self._protect_after_entry or not self._entry_working() or self.position.is_terminal:
+        if (not (self._protect_after_entry or self._entry_withdrawn) or not self._entry_working()
+                or self.position.is_terminal):
             return
+        waiting = (f"{self.position.quantity} shares wait for their stop" if self._protect_after_entry
+                   else self._entry_withdrawn)
         self.log.warning(f"position {self.label} entry o-{self.entry_order_id} still works after its cancel was "
-                         f"asked ({self.position.quantity} shares wait for their stop): asking the broker again")
+                         f"asked ({waiting}): asking the broker again")
         self.router.tell(m.VerifyOrders(order_ids=(self.entry_order_id,)))
         self._ask_entry_cancel()
 

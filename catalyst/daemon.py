@@ -28,11 +28,12 @@ import pykka
 from loguru import logger
 from pydantic import ValidationError
 
-from actors.messages import Flatten
+from actors.messages import Flatten, WithdrawEntry
 from actors.refs import BUSY, GONE, Answers, tell_if_alive
 from catalyst import collector, cpu
 from catalyst.config import (KEY_ID_ENV, SECRET_KEY_ENV, BrokerSettings, Config, describe_validation_error, load_config,
                              load_secrets, sqlite_path)
+from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
 from catalyst.errors import (
     AccountCannotTrade, ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, KeysRefused,
     StopDuringStartup, UsageError,
@@ -55,6 +56,10 @@ EMERGENCY_ANSWER_S = 0.5  # the main loop runs every 0.2 s: a busy actor is aske
 # On a full disk, once the reserve's space recorded what was in flight: how long the daemon waits (wall seconds) for
 # every filled share to be under a working stop before it stops anyway, naming what is not.
 RESERVE_DRAIN_S = 30.0
+# A graceful stop waits this long at most (and half of daemon.shutdown_timeout_s at most) for the entries still
+# working to be cancelled and the shares they bought to be under stops.
+WITHDRAW_WAIT_S = 10.0
+WITHDRAW_POLL_S = 0.2
 # Below this much free space under the database the operator is warned (once, and told when it is back above): a
 # trading day writes a few MB, so this is hours of warning before the disk reserve has to be given back.
 LOW_DISK_MB = 100
@@ -381,6 +386,10 @@ class Daemon:
                 return  # not a broker call every 0.2 s of the main loop: the rate limit is the positions' too
             self.emergency_broker_asked = now
             held = self._held_at_broker()
+            if held is None:
+                # Unknown is not flat (a review: one 429 on this read ended the stop, exit 0 and its marker gone, with
+                # an order still working at the broker): asked again in EMERGENCY_BROKER_EVERY_S.
+                return
             if held:  # an adopted or rebuilt position's actor may come; the doctor adopts what is ours
                 marker = emergency_marker(self.database_url)
                 self._say_once(f"system emergency stop waiting: no position actor is left, but the broker holds "
@@ -404,17 +413,19 @@ class Daemon:
             self.emergency_said = line
             log.warning(line)
 
-    def _held_at_broker(self) -> str:
-        """The shares and working orders the broker still has, in a few words; "" when none (or when it cannot be
-        asked: the position actors, all ended, are the record then)."""
+    def _held_at_broker(self) -> str | None:
+        """The shares and working orders the broker still has, in a few words; "" when none, None when it cannot be
+        asked (said once per kind of failure)."""
         from catalyst.broker.errors import BrokerError
 
         try:
             positions = [p for p in self.broker.positions() if p.qty]
             working = self.broker.list_orders(status="open")
         except BrokerError as exc:
-            log.warning(f"system emergency stop: the broker could not be asked what it holds ({exc})")
-            return ""
+            self._say_once(f"system emergency stop waiting: the broker could not be asked what it holds "
+                           f"({type(exc).__name__}); asking again every {EMERGENCY_BROKER_EVERY_S:g} s, it stops once "
+                           f"the broker says it holds nothing ({exc})")
+            return None
         held = [f"{p.symbol} {p.qty}" for p in positions] + [f"{len(working)} working orders"] * bool(working)
         return ", ".join(held)
 
@@ -646,14 +657,48 @@ class Daemon:
         if waiting:
             log.warning(f"system SIGHUP: {', '.join(waiting)} changed; that takes a restart")
 
+    def _withdraw_working_entries(self, system: Any) -> None:
+        """A graceful stop leaves the stops at the broker, but an entry still working there would go on filling with
+        no one to protect what it buys until the next start (a review: a TERM while a limit entry had filled 283 of
+        1,789 shares left 1,506 without a stop). Each is cancelled; the stop waits, within its bound, until each has
+        ended and every share bought is under a working stop, and names any that has not."""
+        states = _live_position_states(system)
+        if isinstance(states, str):
+            log.warning(f"system stopping: the entries still working could not be listed ({states}); any of them "
+                        "that fills while the daemon is down has no stop until it starts again")
+            return
+        told = set()
+        for ref, state in states:
+            if state is not BUSY and _entry_working(state):
+                tell_if_alive(ref, WithdrawEntry(reason="the daemon is stopping"))
+                told.add(state["position"])
+        if not told:
+            return
+        bound_s = _withdrawal_bound_s(self.config.daemon.shutdown_timeout_s)
+        log.info(f"system stopping: cancelling the rest of {len(told)} working entr{'ies' if len(told) > 1 else 'y'} "
+                 f"({', '.join(sorted(told))}); waiting up to {bound_s:g} s for each to end with its shares under stops")
+        deadline = time.monotonic() + bound_s
+        while waiting := _not_settled_for_stop(_live_position_states(system), told):
+            if time.monotonic() >= deadline:
+                log.warning(f"system stopping with {', '.join(waiting)} not settled after {bound_s:g} s (an entry "
+                            "still working at the broker, or shares not yet under a stop): what it fills while the "
+                            "daemon is down has no stop until it starts again, which protects it")
+                return
+            time.sleep(WITHDRAW_POLL_S)
+        log.info("system stopping: every working entry ended, every share bought is under a working stop")
+
     def _trading_system(self) -> Any:
         """The part that owns the writer's StorageHealth (TradingSystem), if started."""
         return next((part for part in self.parts if hasattr(part, "storage")), None)
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
+        """Every part in reverse order. `graceful` (a TERM, the days done): once the cycle has stopped (no entry
+        opens after it), the entries still working at the broker are cancelled first (_withdraw_working_entries)."""
         system = self._trading_system()
         before = system.storage.fault if system is not None else None
         for part in reversed(self.parts):
+            if graceful and part is system and before is None:
+                self._withdraw_working_entries(system)
             name = type(part).__name__ if hasattr(part, "refs") else part.actor_class.__name__
             log.info(f"system stopping {name}")  # one line each, so the reverse order can be read in the log
             try:
@@ -666,6 +711,32 @@ class Daemon:
         # the stop was said by the loop (check_actors) already.
         after = system.storage.fault if system is not None else None
         self.fault_at_stop = after if before is None else None
+
+
+def _withdrawal_bound_s(shutdown_timeout_s: float) -> float:
+    """Inside the stop's own bound (daemon.shutdown_timeout_s), with room for the rest of the stop."""
+    return min(WITHDRAW_WAIT_S, shutdown_timeout_s / 2)
+
+
+def _entry_working(state: dict[str, Any]) -> bool:
+    return any(view.partition(":")[0] == "entry" and OrderStatus(view.partition(":")[2]) not in ORDER_MACHINE.terminal
+               for view in (state.get("orders") or {}).values())
+
+
+def _not_settled_for_stop(states: list[tuple[Any, Any]] | str, told: set[str]) -> list[str]:
+    """Of the positions `told` to withdraw their entry: those whose entry still works, or whose shares bought are
+    not all under a working stop yet (the OCO of a piece that filled as the cancel went out), or that do not answer.
+    A position that has ended is gone from the live ones."""
+    if isinstance(states, str):
+        return [] if states.endswith("(gone)") else [states]
+    waiting = []
+    for _, state in states:
+        if state is BUSY:
+            waiting.append(_busy("position actor"))
+        elif state["position"] in told and (_entry_working(state) or (
+                not state.get("flattening") and Decimal(state["protected"]) < Decimal(state["qty"]))):
+            waiting.append(state["position"])
+    return waiting
 
 
 def _live_position_states(system: Any) -> list[tuple[Any, Any]] | str:
@@ -794,6 +865,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
             lock.release()
         raise
     daemon = Daemon(config, endpoint, database_url, days=days, stop_event=signals.stop_event)
+    served = False  # until the main loop ends on its stop event: a stop on an error is not graceful
     try:
         if endpoint.exchange is not None and db_path is not None:
             _wipe(db_path)
@@ -820,6 +892,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
                 last_table = time.monotonic()
                 daemon.log_state_table()
                 daemon.check_disk_room()
+        served = True
     except StopDuringStartup as stop:
         log.info(f"system {stop} during start-up: stopping what has started (protection stays at the broker)")
         raise
@@ -830,7 +903,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         raise DatabaseError(daemon._storage_failed(fault)) from None
     finally:
         watchdog = _shutdown_watchdog(daemon.config.daemon.shutdown_timeout_s)
-        daemon.stop()
+        daemon.stop(graceful=served)
         # Said before the broker's connection closes: the line names the shares no stop covers.
         refused = daemon._storage_failed(daemon.fault_at_stop) if daemon.fault_at_stop is not None else None
         _stop_leftover_actors()
