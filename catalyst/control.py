@@ -12,6 +12,9 @@ from catalyst.instance import InstanceLock
 from catalyst.runtime import sim_database_url
 
 
+EMERGENCY_EXIT_WAIT_S = 5.0  # a daemon already flat exits at once; one flattening is followed in its log
+
+
 class NotRunning(CatalystError):
     exit_code = 6
 
@@ -42,15 +45,20 @@ def stop_daemon(config: Config, emergency: bool, wait_s: float = 60.0) -> int:
         raise NotRunning(f"no running catalyst daemon for {config.source}")
     pid, what = found
     os.kill(pid, signal.SIGUSR2 if emergency else signal.SIGTERM)
-    deadline = time.monotonic() + wait_s
+    # An emergency stop may take the rest of the day (or until the next open): its exit is not waited for long.
+    deadline = time.monotonic() + (min(wait_s, EMERGENCY_EXIT_WAIT_S) if emergency else wait_s)
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     if emergency:
         # The daemon flattens everything and then exits by itself; a position the market will not take out now
         # (closed) keeps it running until it can, so not having exited yet is no error.
         if _alive(pid):
-            print(f"emergency stop under way in pid {pid} ({what}): entries cancelled, positions flattening; it stops "
-                  "by itself once no position is left (`catalyst tail -f` to follow)")
+            # Not "flattening": after the close the positions are kept under their stops until the next open (a
+            # review: said, after a minute's wait, of positions the daemon's own log kept overnight).
+            print(f"emergency stop asked of pid {pid} ({what}): no new entry; it cancels the working entries and "
+                  "flattens every position (while the market is closed, at the next open: kept under their stops "
+                  "until then), and stops by itself once the broker holds nothing (`catalyst tail -f` to follow, "
+                  "`catalyst status` for what is left)")
         else:
             print(f"pid {pid} ({what}) stopped after the emergency stop; `catalyst status` shows what is left (its "
                   "last lines in the log say whether it was flat)")

@@ -168,6 +168,11 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Any]:
         raise UsageError(f"broker.mode = {config.broker.mode} needs APCA_API_KEY_ID and APCA_API_SECRET_KEY in the environment")
     if config.broker.mode == "live" and not (config.broker.live_confirmed and getattr(args, "i_mean_live", False)):
         raise UsageError("broker.mode = live needs broker.live_confirmed = true in the config AND --i-mean-live")
+    if embedded_exchange(config) and secrets.present:
+        # An operator moving to paper who forgot the mode would believe the day's trades were at Alpaca (a review).
+        log.warning(f"system broker.mode = emulator in {config.source}: the keys in the environment "
+                    f"({KEY_ID_ENV}, {SECRET_KEY_ENV}) are not used, the day trades at the built-in exchange; set "
+                    "broker.mode = \"paper\" to trade on Alpaca's paper account")
     return config, secrets
 
 
@@ -972,6 +977,13 @@ def _check_database_before_the_broker(database_url: str) -> None:
     path = sqlite_path(database_url)
     if path is not None and path.is_dir():
         raise DatabaseError(f"{path}: is a directory, not a database file")
+    if path is not None and path.exists() and not os.access(path, os.W_OK):
+        # Met otherwise at the first write, after the broker's wait and a doctor pass, as a disk fault whose advice
+        # (free disk space) was wrong (a review).
+        mode = path.stat()
+        raise DatabaseError(f"{path}: this user (uid {os.getuid()}) may not write the database file (mode "
+                            f"{mode.st_mode & 0o777:o}, owner uid {mode.st_uid}): run the daemon as its owner, or give "
+                            "it the file (chown, or chmod u+w)")
     try:
         verify(database_url)
     except DatabaseFileError as exc:

@@ -66,6 +66,15 @@ def _database_warnings(url: str) -> list[str]:
 
 
 def status_text(config: Config, simulation: bool = False) -> str:
+    try:
+        return _status_text(config, simulation)
+    except PermissionError as exc:
+        # The daemon's folder is its user's alone (UMask=0077 under systemd): another user meets this on any file.
+        raise DatabaseError(f"{exc.filename or 'the database folder'}: permission denied: run `catalyst status` as "
+                            "the daemon's user (or one who may read its database folder)") from None
+
+
+def _status_text(config: Config, simulation: bool = False) -> str:
     url = sim_database_url(config) if simulation else config.daemon.database_url
     path = sqlite_path(url)
     if path is None:
@@ -194,6 +203,8 @@ def _render(conn: sqlite3.Connection, path: Path, running: bool = True) -> list[
     if snapshot.exists():
         try:
             state = json.loads(snapshot.read_text())
+            if not isinstance(state, dict) or not isinstance(state.get("positions", []), list):
+                raise ValueError("not a snapshot")  # a hand-edited or foreign file: said unreadable, not a traceback
             out.append("")
             out.append(f"daemon snapshot at {state.get('at')}: phase {state.get('phase')}, "
                        f"{len(state.get('positions', []))} live position actors, halted: {state.get('halted') or 'no'}"

@@ -226,3 +226,27 @@ def test_every_command_keeps_the_keys_out_of_what_it_prints(command, capsys, tmp
     assert main([*command, "--config", str(tmp_path / "config.toml")]) == 2
     err = capsys.readouterr().err
     assert "ftp://***:***@host" in err and "PKTESTKEYID" not in err and "SeCrEt" not in err
+
+
+def test_a_database_file_this_user_may_not_write_is_refused_at_start_naming_owner_and_mode(tmp_path, monkeypatch):
+    # From a review: a database made read-only by its mode passed the start-up read, and the first write failed after
+    # the broker's wait and a doctor pass, advising to free disk space. This suite runs as root, whom no mode stops:
+    # the kernel's answer to another user is given by os.access.
+    import os
+
+    from catalyst import daemon as daemon_module
+    from catalyst.errors import DatabaseError
+    from catalyst.store.migrate import upgrade
+
+    database = tmp_path / "catalyst.db"
+    upgrade(f"sqlite+aiosqlite:///{database}")
+    database.chmod(0o444)
+    real_access = os.access
+    monkeypatch.setattr(daemon_module.os, "access",
+                        lambda path, mode: False if (path, mode) == (database, os.W_OK) else real_access(path, mode))
+
+    with pytest.raises(DatabaseError) as refused:
+        daemon_module._check_database_before_the_broker(f"sqlite+aiosqlite:///{database}")
+    assert str(refused.value) == (f"{database}: this user (uid {os.getuid()}) may not write the database file (mode "
+                                  f"444, owner uid {database.stat().st_uid}): run the daemon as its owner, or give it "
+                                  "the file (chown, or chmod u+w)")

@@ -60,3 +60,27 @@ def test_the_process_holding_the_lock_is_the_one_stopped(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_an_emergency_stop_not_done_at_once_is_not_waited_for_a_minute_nor_said_to_be_flattening(tmp_path, capsys):
+    # From a review: after the close `catalyst stop --emergency` waited 60 s and then said "positions flattening" of
+    # positions the daemon keeps under their stops until the next open.
+    config = config_for(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; from pathlib import Path; from catalyst.instance import "
+         f"InstanceLock; held = InstanceLock(Path({str(tmp_path / 'catalyst.db')!r})).acquire('catalyst run'); "
+         "signal.signal(signal.SIGUSR2, lambda *_: None); print('held', flush=True); time.sleep(60)"],
+        cwd=PROJECT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        assert stop_daemon(config, emergency=True) == 0
+        assert time.monotonic() - started < 30
+        said = capsys.readouterr().out
+        assert f"emergency stop asked of pid {holder.pid}" in said and "flattening" not in said
+        assert "while the market is closed, at the next open" in said
+        assert holder.poll() is None  # USR2 asks; the daemon stops by itself once flat
+    finally:
+        holder.kill()
+        holder.wait()
