@@ -69,6 +69,7 @@ class CycleActor(pykka.ThreadingActor):
         self.writer, self.system, self.clock, self.schedule, self.hooks = writer, system, clock, schedule, hooks
         self.today: DayState | None = None
         self._too_short: set[date] = set()  # days whose early close leaves no room for the schedule (said once)
+        self._said_not_trading: set[date] = set()
         self._outage_since: datetime | None = None  # the first tick a broker step failed, in a run of failures
         self._emergency_waiting: str | None = None  # an emergency stop asked before the day could be read
         self._outage_loud = False
@@ -154,6 +155,10 @@ class CycleActor(pykka.ThreadingActor):
         if self.today is not None and self.today.day == today:
             return self.today
         if not self.hooks["is_trading_day"](today):
+            if today not in self._said_not_trading:  # once a day: a weekend's log said only `phase=idle` (a review)
+                self._said_not_trading.add(today)
+                log.info(f"cycle {today:%A %Y-%m-%d} is not a trading day (a weekend or a market holiday): nothing "
+                         "is traded until the next session")
             self._skip(now, "not a trading day")
             return None
         schedule = self._schedule_for(today)
@@ -209,7 +214,11 @@ class CycleActor(pykka.ThreadingActor):
 
     def _enter(self, day: DayState, phase: CyclePhase, now: datetime) -> None:
         CYCLE_MACHINE.check(day.phase, phase, f"cycle {day.day}")
-        if phase is CyclePhase.SCANNING:
+        if phase is CyclePhase.SCANNING and phase_due(day.schedule, now) is CyclePhase.CLOSED:
+            # A first start after the close goes idle → scanning → closed: a scan then reads a day that is over (a
+            # review: "universe 50, 4 candidates" and their ranking at 16:38), spending the broker's rate budget.
+            log.info(f"cycle {day.day} #{day.cycle_id} started after the close: no scan, nothing traded today")
+        elif phase is CyclePhase.SCANNING:
             day.candidates = self.hooks["scan"](day.cycle_id, now)
         elif phase is CyclePhase.EVALUATING:
             self._flatten_carried(day)  # the market is open: an exit fills now

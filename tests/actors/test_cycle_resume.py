@@ -18,7 +18,7 @@ from catalyst.domain.cycle import PhaseSchedule
 from catalyst.domain.positions import PositionSide
 from catalyst.sim.market import EXCHANGE_TZ
 from catalyst.sim.server import EmbeddedExchange
-from tests.actors.conftest import exchange_at
+from tests.actors.conftest import exchange_at, logged_lines
 
 DAY = date(2024, 3, 4)
 PRE_MARKET = datetime(2024, 3, 4, 9, 0, tzinfo=EXCHANGE_TZ)  # idle until scanning at 09:15
@@ -287,3 +287,33 @@ def test_an_emergency_stop_asked_before_the_first_tick_reads_the_day_and_flatten
     trading.wait_for(lambda: not trading.broker_view()["positions"], "the position flattened", timeout=30)
     assert [o.status for o in trading.all_orders() if o.role == "flatten"] == ["filled"]
     assert trading.writer.get_cycle(DAY).get().cycle_state == "emergency_stopped"
+
+
+def test_a_first_start_after_the_close_does_not_scan_the_day_that_is_over(trading, start_cycle):
+    # From a review: started for the first time at 16:38, the day went idle → scanning → closed, and the scan read
+    # the day's gappers and ranked them for nothing.
+    trading.exchange.advance(timedelta(hours=7, minutes=38))  # 16:38
+    hooks = Hooks(trading)
+    with logged_lines("actors.cycle", "INFO") as lines:
+        cycle = start_cycle(hooks)
+        trading.wait_for(lambda: cycle.proxy().state().get()["phase"] in ("closed", "completed"), "the day closed")
+    assert hooks.scans == []
+    assert f"cycle {DAY} #1 started after the close: no scan, nothing traded today" in lines
+
+
+def test_a_day_that_is_not_a_trading_day_is_said_once(trading, start_cycle):
+    hooks = Hooks(trading)
+    with logged_lines("actors.cycle", "INFO") as lines:
+        cycle = CycleActor.start(trading.writer, trading.system, trading.exchange.clock, PhaseSchedule(),
+                                 {**hooks.as_dict(), "is_trading_day": lambda day: False})
+        try:
+            trading.exchange.advance(timedelta(minutes=20))  # ticks go by
+            cycle.proxy().state().get()
+            trading.exchange.advance(timedelta(minutes=20))
+            cycle.proxy().state().get()
+        finally:
+            cycle.stop()
+    said = [line for line in lines if "is not a trading day" in line]
+    assert said == ["cycle Monday 2024-03-04 is not a trading day (a weekend or a market holiday): nothing is traded "
+                    "until the next session"]
+    assert hooks.scans == []
