@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,36 +46,38 @@ def test_a_pid_file_left_by_a_killed_daemon_does_not_get_its_pid_signalled(tmp_p
         bystander.wait()
 
 
-def test_the_process_holding_the_lock_is_the_one_stopped(tmp_path):
-    config = config_for(tmp_path)
+@contextmanager
+def holding_the_lock(tmp_path: Path, ignoring_usr2: bool = False) -> Iterator[subprocess.Popen]:
+    """A process holding the database's instance lock, as a running daemon does (USR2 ignored, if asked, as a daemon
+    that takes it and stays up)."""
+    ignore = "signal.signal(signal.SIGUSR2, lambda *_: None); " if ignoring_usr2 else ""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from catalyst.instance import InstanceLock; "
-         f"held = InstanceLock(Path({str(tmp_path / 'catalyst.db')!r})).acquire('catalyst run'); print('held', flush=True); "
-         "time.sleep(60)"],
+        [sys.executable, "-c", "import signal, time; from pathlib import Path; from catalyst.instance import "
+         f"InstanceLock; held = InstanceLock(Path({str(tmp_path / 'catalyst.db')!r})).acquire('catalyst run'); "
+         f"{ignore}print('held', flush=True); time.sleep(60)"],
         cwd=PROJECT, stdout=subprocess.PIPE, text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        assert running_daemon(config) == (holder.pid, "catalyst run")
-        assert stop_daemon(config, emergency=False, wait_s=10) == 0
-        assert holder.wait(5) != 0  # SIGTERM's default action: it was this process that got it
+        yield holder
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_process_holding_the_lock_is_the_one_stopped(tmp_path):
+    config = config_for(tmp_path)
+    with holding_the_lock(tmp_path) as holder:
+        assert running_daemon(config) == (holder.pid, "catalyst run")
+        assert stop_daemon(config, emergency=False, wait_s=10) == 0
+        assert holder.wait(5) != 0  # SIGTERM's default action: it was this process that got it
 
 
 def test_an_emergency_stop_not_done_at_once_is_not_waited_for_a_minute_nor_said_to_be_flattening(tmp_path, capsys):
     # From a review: after the close `catalyst stop --emergency` waited 60 s and then said "positions flattening" of
     # positions the daemon keeps under their stops until the next open.
     config = config_for(tmp_path)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import signal, time; from pathlib import Path; from catalyst.instance import "
-         f"InstanceLock; held = InstanceLock(Path({str(tmp_path / 'catalyst.db')!r})).acquire('catalyst run'); "
-         "signal.signal(signal.SIGUSR2, lambda *_: None); print('held', flush=True); time.sleep(60)"],
-        cwd=PROJECT, stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with holding_the_lock(tmp_path, ignoring_usr2=True) as holder:
         started = time.monotonic()
         assert stop_daemon(config, emergency=True) == 0
         assert time.monotonic() - started < 30
@@ -81,6 +85,3 @@ def test_an_emergency_stop_not_done_at_once_is_not_waited_for_a_minute_nor_said_
         assert f"emergency stop asked of pid {holder.pid}" in said and "flattening" not in said
         assert "while the market is closed, at the next open" in said
         assert holder.poll() is None  # USR2 asks; the daemon stops by itself once flat
-    finally:
-        holder.kill()
-        holder.wait()
