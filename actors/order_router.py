@@ -42,12 +42,13 @@ from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.orders import (CatchUpKind, OrderStatus, oco_stop_leg_id, oco_take_profit_id, plan_catch_up,
                                     status_from_broker)
 from catalyst.domain.positions import entry_side
-from catalyst.domain.reconcile import catalyst_instance
+from catalyst.domain.reconcile import catalyst_instance, execution_cum, execution_key
 from catalyst.store.batch import StoreCall, WriteGroup, call, commit_together
 from catalyst.store.records import OrderProgress
 
 log = logger.bind(actor="router")
 MAX_UNMATCHED = 10_000
+GAP_LOOKS_MAX = 6  # catch-ups for an order's pieces found missing below a recorded one, then the doctor's
 TOGETHER = (m.TradeUpdateReceived, m.SubmitResult)  # decided one by one, committed together when waiting together
 MAX_TOGETHER = 128  # bounds one commit's size and the wait of the first update in it
 ROUTINE_EVENTS = frozenset({"new", "pending_new", "accepted"})  # acknowledgements only: no shares, no end
@@ -200,10 +201,6 @@ def _yield_cpu() -> None:
         os.sched_yield()
 
 
-def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
-    return f"{broker_order_id}:{cum_qty.normalize():f}"
-
-
 class OrderRouter(pykka.ThreadingActor):
     def __init__(self, writer: Any, protect: BrokerPool, general: BrokerPool, clock: Any,
                  settings: RouterSettings | None = None, supervisor: Any = None) -> None:
@@ -211,6 +208,7 @@ class OrderRouter(pykka.ThreadingActor):
         self.settings = settings or RouterSettings()
         self.supervisor = supervisor  # told of entry shares recorded after their position's actor stopped
         self._grace_timers: dict[int, tuple[Delayed, Decimal, datetime]] = {}
+        self._gap_looks: dict[int, int] = {}  # order id -> catch-ups asked so far for pieces still missing
         self._market_checks: dict[int, Delayed] = {}  # market orders acknowledged and not yet seen filled
         self._market_looks: set[int] = set()  # market orders that look has asked for, while they still work
         self.writer = writer
@@ -1307,8 +1305,23 @@ class OrderRouter(pykka.ThreadingActor):
         if tracked.filled_qty < expected:
             self._catch_up(since, why=f"{tracked.label} missing executions ({tracked.filled_qty} of {expected})")
         elif tracked.pieces_missing:
+            looks = self._gap_looks.get(msg.order_id, 0) + 1
             self._catch_up(since, why=f"{tracked.label} missing executions (shares {tracked.recorded_to}–"
                                       f"{min(tracked.ahead)} of the {expected} filled have none)")
+            # Looked again after 4, 8 … 60 s while it stays: the catch-up may fail (a 5xx) or find the broker's
+            # activities behind its fill, and when the last piece is the one that arrived no later event asks again
+            # (a review). Then the doctor's passes.
+            if looks <= GAP_LOOKS_MAX:
+                self._gap_looks[msg.order_id] = looks
+                wait_s = min(self.settings.missing_execution_grace_s * 2 ** looks, MARKET_FILL_CHECK_MAX_S)
+                self._grace_timers[msg.order_id] = (tell_later(self.actor_ref, wait_s,
+                                                               CheckExecutions(order_id=msg.order_id)), expected, since)
+            else:
+                self._gap_looks.pop(msg.order_id, None)
+                log.warning(f"order {tracked.label} executions for shares {tracked.recorded_to}–{min(tracked.ahead)} "
+                            f"still missing after {GAP_LOOKS_MAX} catch-ups: left to the doctor's passes")
+        else:
+            self._gap_looks.pop(msg.order_id, None)
 
     def _tell_owner(self, tracked: Tracked, execution: m.Execution | None, reason: str | None = None,
                     committed: tuple[m.EntryFillPlan, tuple[Any, ...]] | None = None) -> None:
@@ -1348,9 +1361,13 @@ class OrderRouter(pykka.ThreadingActor):
             order_id=row.order_id, client_order_id=row.client_order_id, role=row.role, symbol=row.symbol,
             side=row.side, qty=row.quantity, status=OrderStatus(row.status), filled_qty=row.filled_qty,
             broker_id=row.alpaca_order_id, owner=owner, market=row.order_type == "market",
-            # A row read back may say more filled than its executions hold: that gap is the start's catch-up's.
-            recorded_to=row.filled_qty,
         )
+        if row.filled_qty:
+            # Read back: which shares its recorded executions cover. Not the row's filled_qty, which may lag them (a
+            # partial_fill report after another writes nothing) or lead them (a piece's event lost): a review.
+            for fill in self.writer.fills_for_order(row.order_id).get():
+                if (cum := execution_cum(fill.execution_id)) is not None:
+                    tracked.piece_recorded(cum, fill.qty)
         self.by_order[tracked.order_id] = tracked
         self.by_cid[tracked.client_order_id] = tracked
         if tracked.broker_id:

@@ -630,10 +630,14 @@ class PositionActor(pykka.ThreadingActor):
         """Asked again every few seconds until the entry has ended: a cancel lost to a 5xx or a timeout is not
         retried by the router, and the shares wait for it without a stop."""
         assert self.entry_order_id is not None
-        self._cancel((self.entry_order_id,), reason=self._entry_withdrawn if self._entry_withdrawn and not
-                     self._protect_after_entry else "its protection was refused as a potential wash trade")
+        stopping = self._entry_withdrawn is not None and not self._protect_after_entry
+        self._cancel((self.entry_order_id,), reason=self._entry_withdrawn if stopping
+                     else "its protection was refused as a potential wash trade")
         if self._entry_cancel_timer:
             self._entry_cancel_timer.cancel()
+        if stopping:
+            return  # asked once: a cancel asked again would queue behind one hanging on a broker outage, and hold up
+            # the workers' own stop past the daemon's bound (a review: 30 s, exit 1)
         self._entry_cancel_timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckEntryCancel())
 
     def _check_entry_cancel(self) -> None:

@@ -56,9 +56,9 @@ EMERGENCY_ANSWER_S = 0.5  # the main loop runs every 0.2 s: a busy actor is aske
 # On a full disk, once the reserve's space recorded what was in flight: how long the daemon waits (wall seconds) for
 # every filled share to be under a working stop before it stops anyway, naming what is not.
 RESERVE_DRAIN_S = 30.0
-# A graceful stop waits this long at most (and half of daemon.shutdown_timeout_s at most) for the entries still
-# working to be cancelled and the shares they bought to be under stops.
-WITHDRAW_WAIT_S = 10.0
+# A graceful stop waits this long at most (and a quarter of daemon.shutdown_timeout_s at most) for the entries still
+# working to be cancelled and the shares they bought to be under stops: a cancel at Alpaca takes well under a second.
+WITHDRAW_WAIT_S = 5.0
 WITHDRAW_POLL_S = 0.2
 # Below this much free space under the database the operator is warned (once, and told when it is back above): a
 # trading day writes a few MB, so this is hours of warning before the disk reserve has to be given back.
@@ -196,6 +196,7 @@ class Daemon:
     emergency_resumed: str | None = None  # the reason in `<db>.emergency` found at start: a stop to go on with
     emergency_done: bool = False  # flat and stopping: `_serve` removes the marker once the stop went through
     fault_at_stop: str | None = None  # a write the database refused while the daemon stopped (stop)
+    _said_withdrawing: bool = False  # a graceful stop waits for entries being cancelled: said once
     disk_low: bool = False  # the last check_disk_room found less than LOW_DISK_MB free
 
     def start(self) -> Daemon:
@@ -665,32 +666,36 @@ class Daemon:
     def _withdraw_working_entries(self, system: Any) -> None:
         """A graceful stop leaves the stops at the broker, but an entry still working there would go on filling with
         no one to protect what it buys until the next start (a review: a TERM while a limit entry had filled 283 of
-        1,789 shares left 1,506 without a stop). Each is cancelled; the stop waits, within its bound, until each has
-        ended and every share bought is under a working stop, and names any that has not."""
-        states = _live_position_states(system)
-        if isinstance(states, str):
-            log.warning(f"system stopping: the entries still working could not be listed ({states}); any of them "
-                        "that fills while the daemon is down has no stop until it starts again")
-            return
-        told = set()
-        for ref, state in states:
-            if state is not BUSY and _entry_working(state):
-                tell_if_alive(ref, WithdrawEntry(reason="the daemon is stopping"))
-                told.add(state["position"])
-        if not told:
-            return
+        1,789 shares left 1,506 without a stop). Every live position is told to cancel its entry's rest (a position
+        without one does nothing: telling each, a busy one is not left out); the stop waits, within its bound, until
+        each has no entry working and its shares bought under a working stop, and names any that has not."""
         bound_s = _withdrawal_bound_s(self.config.daemon.shutdown_timeout_s)
-        log.info(f"system stopping: cancelling the rest of {len(told)} working entr{'ies' if len(told) > 1 else 'y'} "
-                 f"({', '.join(sorted(told))}); waiting up to {bound_s:g} s for each to end with its shares under stops")
         deadline = time.monotonic() + bound_s
-        while waiting := _not_settled_for_stop(_live_position_states(system), told):
+        refs = Answers(min(STATE_ANSWER_S, bound_s)).answer(system.supervisor.live_refs())
+        if refs is BUSY or refs is GONE:
+            log.warning("system stopping: the live positions could not be listed (the position supervisor is "
+                        f"{'busy' if refs is BUSY else 'gone'}); an entry of theirs still working that fills while the "
+                        "daemon is down has no stop until it starts again")
+            return
+        told = {ref.actor_urn for ref in refs if tell_if_alive(ref, WithdrawEntry(reason="the daemon is stopping"))}
+        while True:
+            left_s = deadline - time.monotonic()
+            states = _live_position_states(system, within_s=max(min(STATE_ANSWER_S, left_s), 0.001))
+            waiting = _not_settled_for_stop(states, told)
+            if not waiting:
+                break
             if time.monotonic() >= deadline:
                 log.warning(f"system stopping with {', '.join(waiting)} not settled after {bound_s:g} s (an entry "
                             "still working at the broker, or shares not yet under a stop): what it fills while the "
                             "daemon is down has no stop until it starts again, which protects it")
                 return
+            if not self._said_withdrawing:
+                self._said_withdrawing = True
+                log.info(f"system stopping: the rest of every working entry cancelled; waiting up to {bound_s:g} s "
+                         f"for {', '.join(waiting)} to have no entry working and every share bought under a stop")
             time.sleep(WITHDRAW_POLL_S)
-        log.info("system stopping: every working entry ended, every share bought is under a working stop")
+        if self._said_withdrawing:
+            log.info("system stopping: every working entry ended, every share bought is under a working stop")
 
     def _trading_system(self) -> Any:
         """The part that owns the writer's StorageHealth (TradingSystem), if started."""
@@ -719,8 +724,10 @@ class Daemon:
 
 
 def _withdrawal_bound_s(shutdown_timeout_s: float) -> float:
-    """Inside the stop's own bound (daemon.shutdown_timeout_s), with room for the rest of the stop."""
-    return min(WITHDRAW_WAIT_S, shutdown_timeout_s / 2)
+    """Inside the stop's own bound (daemon.shutdown_timeout_s), with room for the rest of the stop: in a broker
+    outage a cancel hangs for broker.timeout_s, and the workers' stop waits for it (a review: 10 s here took the stop
+    to 20.2 s, the watchdog's exit 1)."""
+    return min(WITHDRAW_WAIT_S, shutdown_timeout_s / 4)
 
 
 def _entry_working(state: dict[str, Any]) -> bool:
@@ -729,24 +736,27 @@ def _entry_working(state: dict[str, Any]) -> bool:
 
 
 def _not_settled_for_stop(states: list[tuple[Any, Any]] | str, told: set[str]) -> list[str]:
-    """Of the positions `told` to withdraw their entry: those whose entry still works, or whose shares bought are
-    not all under a working stop yet (the OCO of a piece that filled as the cancel went out), or that do not answer.
-    A position that has ended is gone from the live ones."""
+    """Of the positions `told` (their actors' urns: a label changes from o-N to p-N with the first fill, a review) to
+    withdraw their entry: those whose entry still works, or whose shares bought are not all under a working stop yet
+    (the OCO of a piece that filled as the cancel went out), or that do not answer. A position that has ended is gone
+    from the live ones."""
     if isinstance(states, str):
         return [] if states.endswith("(gone)") else [states]
     waiting = []
-    for _, state in states:
+    for ref, state in states:
+        if ref.actor_urn not in told:
+            continue
         if state is BUSY:
             waiting.append(_busy("position actor"))
-        elif state["position"] in told and (_entry_working(state) or (
-                not state.get("flattening") and Decimal(state["protected"]) < Decimal(state["qty"]))):
+        elif _entry_working(state) or (not state.get("flattening")
+                                       and Decimal(state["protected"]) < Decimal(state["qty"])):
             waiting.append(state["position"])
     return waiting
 
 
-def _live_position_states(system: Any) -> list[tuple[Any, Any]] | str:
+def _live_position_states(system: Any, within_s: float = STATE_ANSWER_S) -> list[tuple[Any, Any]] | str:
     """(ref, state or BUSY) of every live position; a phrase instead if the supervisor does not say which are live."""
-    asked = Answers(STATE_ANSWER_S)
+    asked = Answers(within_s)
     try:
         refs = asked.answer(system.supervisor.live_refs())
     except Exception:  # noqa: BLE001 - a supervisor gone: the exit line asks the broker instead

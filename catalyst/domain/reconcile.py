@@ -243,6 +243,14 @@ def execution_key(broker_order_id: str, cum_qty: Decimal) -> str:
     return f"{broker_order_id}:{cum_qty.normalize():f}"
 
 
+def execution_cum(key: str) -> Decimal | None:
+    """The cumulative quantity an execution key (execution_key) names; None for a key not of that form."""
+    try:
+        return Decimal(key.rpartition(":")[2])
+    except ArithmeticError:
+        return None
+
+
 WORKING_BROKER = frozenset({"new", "accepted", "held", "partially_filled", "pending_new", "pending_replace",
                             "accepted_for_bidding", "calculated", "stopped", "suspended", "done_for_day"})
 STOP_TYPES = frozenset({"stop", "stop_limit", "trailing_stop"})
