@@ -104,6 +104,12 @@ class CheckExecutions(m.Message):
     order_id: int
 
 
+class CheckGap(m.Message):
+    """Look again at an order whose recorded pieces still leave shares below one of them without an execution."""
+
+    order_id: int
+
+
 @dataclass
 class Tracked:
     order_id: int
@@ -208,7 +214,10 @@ class OrderRouter(pykka.ThreadingActor):
         self.settings = settings or RouterSettings()
         self.supervisor = supervisor  # told of entry shares recorded after their position's actor stopped
         self._grace_timers: dict[int, tuple[Delayed, Decimal, datetime]] = {}
-        self._gap_looks: dict[int, int] = {}  # order id -> catch-ups asked so far for pieces still missing
+        # Order id -> (timer, catch-ups asked so far) for pieces still missing after a catch-up: a timer of its own,
+        # so a fill reported meanwhile still gets the grace period, not this one's longer wait (a review).
+        self._gap_looks: dict[int, tuple[Delayed, int]] = {}
+        self._gap_since: dict[int, datetime] = {}  # the moment those catch-ups read from
         self._market_checks: dict[int, Delayed] = {}  # market orders acknowledged and not yet seen filled
         self._market_looks: set[int] = set()  # market orders that look has asked for, while they still work
         self.writer = writer
@@ -257,6 +266,10 @@ class OrderRouter(pykka.ThreadingActor):
         for timer, _, _ in self._grace_timers.values():
             timer.cancel()
         self._grace_timers.clear()
+        for timer, _ in self._gap_looks.values():
+            timer.cancel()
+        self._gap_looks.clear()
+        self._gap_since.clear()
         if self._pair_timer is not None:
             self._pair_timer.cancel()
         for timer in self._market_checks.values():
@@ -1201,13 +1214,15 @@ class OrderRouter(pykka.ThreadingActor):
 
         def recorded(values: list[Any]) -> m.Execution | None:
             tracked.keys.add(key)
+            # Known already or new, it is recorded: a known one raises it too, or a row read back lagging its
+            # executions was caught up every grace period forever (a review).
+            tracked.filled_qty = max(tracked.filled_qty, cum)
             if fill.cum_qty is not None:
                 tracked.piece_recorded(cum, fill.qty)
                 if missing_since is not None and tracked.pieces_missing:
                     self._expect_executions(tracked, cum, since=missing_since)
             if not values[index]:
                 return None  # known already (a restart's catch-up, a duplicate event): no second execution
-            tracked.filled_qty = max(tracked.filled_qty, cum)
             log.info(f"order {tracked.label} execution {fill.qty} @ {fill.price} (cum {cum}) via {source}")
             return m.Execution(key=key, qty=fill.qty, price=fill.price, at=fill.at)
 
@@ -1305,23 +1320,40 @@ class OrderRouter(pykka.ThreadingActor):
         if tracked.filled_qty < expected:
             self._catch_up(since, why=f"{tracked.label} missing executions ({tracked.filled_qty} of {expected})")
         elif tracked.pieces_missing:
-            looks = self._gap_looks.get(msg.order_id, 0) + 1
             self._catch_up(since, why=f"{tracked.label} missing executions (shares {tracked.recorded_to}–"
                                       f"{min(tracked.ahead)} of the {expected} filled have none)")
-            # Looked again after 4, 8 … 60 s while it stays: the catch-up may fail (a 5xx) or find the broker's
-            # activities behind its fill, and when the last piece is the one that arrived no later event asks again
-            # (a review). Then the doctor's passes.
-            if looks <= GAP_LOOKS_MAX:
-                self._gap_looks[msg.order_id] = looks
-                wait_s = min(self.settings.missing_execution_grace_s * 2 ** looks, MARKET_FILL_CHECK_MAX_S)
-                self._grace_timers[msg.order_id] = (tell_later(self.actor_ref, wait_s,
-                                                               CheckExecutions(order_id=msg.order_id)), expected, since)
-            else:
-                self._gap_looks.pop(msg.order_id, None)
-                log.warning(f"order {tracked.label} executions for shares {tracked.recorded_to}–{min(tracked.ahead)} "
-                            f"still missing after {GAP_LOOKS_MAX} catch-ups: left to the doctor's passes")
         else:
-            self._gap_looks.pop(msg.order_id, None)
+            return
+        if msg.order_id not in self._gap_looks:
+            self._look_at_gap_later(tracked, since, looks=1)
+
+    def _look_at_gap_later(self, tracked: Tracked, since: datetime, looks: int) -> None:
+        """Asked again after 4, 8 … 60 s while pieces stay missing: a catch-up may fail (a 5xx) or find the broker's
+        activities behind its fill, and when the last piece is the one whose event came, no later event asks again
+        (a review). After GAP_LOOKS_MAX catch-ups, the doctor's passes."""
+        wait_s = min(self.settings.missing_execution_grace_s * 2 ** looks, MARKET_FILL_CHECK_MAX_S)
+        self._gap_since[tracked.order_id] = since
+        self._gap_looks[tracked.order_id] = (tell_later(self.actor_ref, wait_s, CheckGap(order_id=tracked.order_id)),
+                                             looks)
+
+    def _on_CheckGap(self, msg: CheckGap) -> None:
+        looked = self._gap_looks.pop(msg.order_id, None)
+        since = self._gap_since.pop(msg.order_id, None)
+        tracked = self.by_order.get(msg.order_id)
+        if looked is None or since is None or tracked is None:
+            return
+        if not tracked.pieces_missing and tracked.filled_qty >= tracked.reported_filled_qty:
+            return
+        looks = looked[1]
+        filled = max(tracked.filled_qty, tracked.reported_filled_qty)
+        missing = (f"shares {tracked.recorded_to}–{min(tracked.ahead)} of the {filled} filled have none"
+                   if tracked.pieces_missing else f"{tracked.filled_qty} of {filled}")
+        if looks >= GAP_LOOKS_MAX:
+            log.warning(f"order {tracked.label} executions still missing after {looks} catch-ups ({missing}): left to "
+                        "the doctor's passes")
+            return
+        self._catch_up(since, why=f"{tracked.label} executions still missing ({missing})")
+        self._look_at_gap_later(tracked, since, looks + 1)
 
     def _tell_owner(self, tracked: Tracked, execution: m.Execution | None, reason: str | None = None,
                     committed: tuple[m.EntryFillPlan, tuple[Any, ...]] | None = None) -> None:
@@ -1368,6 +1400,7 @@ class OrderRouter(pykka.ThreadingActor):
             for fill in self.writer.fills_for_order(row.order_id).get():
                 if (cum := execution_cum(fill.execution_id)) is not None:
                     tracked.piece_recorded(cum, fill.qty)
+                    tracked.filled_qty = max(tracked.filled_qty, cum)
         self.by_order[tracked.order_id] = tracked
         self.by_cid[tracked.client_order_id] = tracked
         if tracked.broker_id:

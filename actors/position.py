@@ -294,7 +294,8 @@ class PositionActor(pykka.ThreadingActor):
     def state(self) -> dict[str, Any]:
         """For the state table and SIGUSR1 dumps."""
         return {
-            "position": self.label, "cycle_id": self.plan.cycle_id, "status": str(self.position.status),
+            "position": self.label, "entry": self.entry_order_id, "cycle_id": self.plan.cycle_id,
+            "status": str(self.position.status),
             "qty": str(self.position.quantity),
             "avg": str(self.position.avg_entry_price), "protected": str(self.protected_qty()),
             "orders": {i: f"{v.role}:{v.status}" for i, v in self.orders.items()},

@@ -60,6 +60,7 @@ RESERVE_DRAIN_S = 30.0
 # working to be cancelled and the shares they bought to be under stops: a cancel at Alpaca takes well under a second.
 WITHDRAW_WAIT_S = 5.0
 WITHDRAW_POLL_S = 0.2
+WITHDRAW_LOOK_MIN_S = 0.2
 # Below this much free space under the database the operator is warned (once, and told when it is back above): a
 # trading day writes a few MB, so this is hours of warning before the disk reserve has to be given back.
 LOW_DISK_MB = 100
@@ -666,9 +667,10 @@ class Daemon:
     def _withdraw_working_entries(self, system: Any) -> None:
         """A graceful stop leaves the stops at the broker, but an entry still working there would go on filling with
         no one to protect what it buys until the next start (a review: a TERM while a limit entry had filled 283 of
-        1,789 shares left 1,506 without a stop). Every live position is told to cancel its entry's rest (a position
-        without one does nothing: telling each, a busy one is not left out); the stop waits, within its bound, until
-        each has no entry working and its shares bought under a working stop, and names any that has not."""
+        1,789 shares left 1,506 without a stop). Every live position is asked to cancel its entry's rest (one without
+        a working entry does nothing: asking each, a busy one is not left out), and any found later with an entry
+        working not yet asked (an actor rebuilt after a crash) is asked then. The stop waits, within its bound, until
+        each entry seen working has ended with the shares it bought under a working stop, and names any that has not."""
         bound_s = _withdrawal_bound_s(self.config.daemon.shutdown_timeout_s)
         deadline = time.monotonic() + bound_s
         refs = Answers(min(STATE_ANSWER_S, bound_s)).answer(system.supervisor.live_refs())
@@ -677,23 +679,22 @@ class Daemon:
                         f"{'busy' if refs is BUSY else 'gone'}); an entry of theirs still working that fills while the "
                         "daemon is down has no stop until it starts again")
             return
-        told = {ref.actor_urn for ref in refs if tell_if_alive(ref, WithdrawEntry(reason="the daemon is stopping"))}
-        while True:
-            left_s = deadline - time.monotonic()
-            states = _live_position_states(system, within_s=max(min(STATE_ANSWER_S, left_s), 0.001))
-            waiting = _not_settled_for_stop(states, told)
-            if not waiting:
-                break
+        asked = {ref.actor_urn for ref in refs if tell_if_alive(ref, WithdrawEntry(reason=STOP_WITHDRAWAL))}
+        withdrawal = _Withdrawal(asked)
+        waiting = withdrawal.look(_live_position_states(system, within_s=_look_window_s(deadline)))
+        while waiting:
             if time.monotonic() >= deadline:
                 log.warning(f"system stopping with {', '.join(waiting)} not settled after {bound_s:g} s (an entry "
-                            "still working at the broker, or shares not yet under a stop): what it fills while the "
-                            "daemon is down has no stop until it starts again, which protects it")
+                            "still working at the broker, or shares it bought not yet under a stop): what it fills "
+                            "while the daemon is down has no stop until it starts again, which protects it")
                 return
             if not self._said_withdrawing:
                 self._said_withdrawing = True
-                log.info(f"system stopping: the rest of every working entry cancelled; waiting up to {bound_s:g} s "
-                         f"for {', '.join(waiting)} to have no entry working and every share bought under a stop")
+                log.info(f"system stopping: asked every position to cancel the rest of its working entry; waiting up "
+                         f"to {bound_s:g} s for {', '.join(waiting)} to have no entry working and every share bought "
+                         "under a stop")
             time.sleep(WITHDRAW_POLL_S)
+            waiting = withdrawal.look(_live_position_states(system, within_s=_look_window_s(deadline)))
         if self._said_withdrawing:
             log.info("system stopping: every working entry ended, every share bought is under a working stop")
 
@@ -735,23 +736,46 @@ def _entry_working(state: dict[str, Any]) -> bool:
                for view in (state.get("orders") or {}).values())
 
 
-def _not_settled_for_stop(states: list[tuple[Any, Any]] | str, told: set[str]) -> list[str]:
-    """Of the positions `told` (their actors' urns: a label changes from o-N to p-N with the first fill, a review) to
-    withdraw their entry: those whose entry still works, or whose shares bought are not all under a working stop yet
-    (the OCO of a piece that filled as the cancel went out), or that do not answer. A position that has ended is gone
-    from the live ones."""
-    if isinstance(states, str):
-        return [] if states.endswith("(gone)") else [states]
-    waiting = []
-    for ref, state in states:
-        if ref.actor_urn not in told:
-            continue
-        if state is BUSY:
-            waiting.append(_busy("position actor"))
-        elif _entry_working(state) or (not state.get("flattening")
-                                       and Decimal(state["protected"]) < Decimal(state["qty"])):
-            waiting.append(state["position"])
-    return waiting
+STOP_WITHDRAWAL = "the daemon is stopping"
+
+
+def _look_window_s(deadline: float) -> float:
+    """How long a look at the positions may wait for their answers: what is left of the bound, at least enough for an
+    actor with messages queued to answer (a review: a last look of 1 ms named every position "busy")."""
+    return max(min(STATE_ANSWER_S, deadline - time.monotonic()), WITHDRAW_LOOK_MIN_S)
+
+
+class _Withdrawal:
+    """The entries a stopping daemon asked to be cancelled, by entry order id: a position's label changes from o-N to
+    p-N with its first fill and its actor with a rebuild, its entry does neither (two reviews)."""
+
+    def __init__(self, asked_actors: set[str]) -> None:
+        self.asked_actors = asked_actors
+        self.seen_working: set[int] = set()
+
+    def look(self, states: list[tuple[Any, Any]] | str) -> list[str]:
+        """The positions not settled yet: an entry working; shares an entry seen working bought not all under a
+        working stop (the OCO of a piece that filled as the cancel went out), unless flattening; or no answer from
+        an actor asked. An actor with an entry working not asked yet is asked now."""
+        if isinstance(states, str):
+            return [] if states.endswith("(gone)") else [states]
+        waiting = []
+        for ref, state in states:
+            if state is BUSY:
+                if ref.actor_urn in self.asked_actors:
+                    waiting.append("a position actor that does not answer")
+                continue
+            entry = state.get("entry")
+            if _entry_working(state):
+                if ref.actor_urn not in self.asked_actors:  # rebuilt after a crash, say: a new actor
+                    self.asked_actors.add(ref.actor_urn)
+                    tell_if_alive(ref, WithdrawEntry(reason=STOP_WITHDRAWAL))
+                self.seen_working.add(entry)
+                waiting.append(state["position"])
+            elif (entry in self.seen_working and not state.get("flattening")
+                  and Decimal(state["protected"]) < Decimal(state["qty"])):
+                waiting.append(state["position"])
+        return waiting
 
 
 def _live_position_states(system: Any, within_s: float = STATE_ANSWER_S) -> list[tuple[Any, Any]] | str:

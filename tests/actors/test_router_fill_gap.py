@@ -137,4 +137,6 @@ def test_a_gap_whose_catch_up_failed_is_asked_again_before_the_doctor(trading):
         time.sleep(8)
         trading.exchange.set_faults("")
         wait_for(lambda: (p := position_of(trading)) is not None and p.status == "closed", "closed", timeout=30)
-    assert len([line for line in lines if "missing executions (shares 0–40 of the 100 filled have none)" in line]) >= 2
+    assert [line.partition(": ")[2] for line in lines if line.startswith("router catching up over REST")][:2] == [
+        "AAPL#o-2 missing executions (shares 0–40 of the 100 filled have none)",
+        "AAPL#o-2 executions still missing (shares 0–40 of the 100 filled have none)"]

@@ -39,7 +39,7 @@ def test_a_graceful_stop_cancels_the_entries_still_filling_and_every_share_at_th
         daemon.send(signal.SIGTERM)
         assert daemon.wait_exit(timeout=60) == 0, daemon.stderr()[-3000:]
         log = daemon.stderr()
-        assert "system stopping: the rest of every working entry cancelled; waiting up to 5 s for" in log, log[-3000:]
+        assert "system stopping: asked every position to cancel the rest of its working entry; waiting up to 5 s for" in log, log[-3000:]
         assert "every working entry ended, every share bought is under a working stop" in log, log[-3000:]
 
         stopped_at = clock(exchange)

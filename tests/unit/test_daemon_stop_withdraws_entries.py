@@ -1,20 +1,35 @@
 """What a graceful stop waits for once it has asked the positions to cancel the rest of their working entries
-(catalyst.daemon._withdraw_working_entries; end to end in tests/e2e/test_stop_with_a_working_entry.py)."""
+(catalyst.daemon._withdraw_working_entries; through the actors in tests/actors/test_stop_withdraws_entries.py, end
+to end in tests/e2e/test_stop_with_a_working_entry.py)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from typing import Any
 
+import pykka
+
+from actors.messages import WithdrawEntry
 from actors.refs import BUSY
-from catalyst.daemon import _entry_working, _not_settled_for_stop, _withdrawal_bound_s
-
-TOLD = SimpleNamespace(actor_urn="urn:told")
-NOT_TOLD = SimpleNamespace(actor_urn="urn:started-after")
+from catalyst.daemon import _entry_working, _Withdrawal, _withdrawal_bound_s
 
 
-def state(label="AAPL#p-1", entry="partial_fill", qty="283", protected="283", flattening=None):
-    return {"position": label, "qty": qty, "protected": protected, "flattening": flattening,
-            "orders": {1: f"entry:{entry}", 2: "take_profit:accepted", 3: "stop_loss:accepted"}}
+class Told(pykka.ThreadingActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.told: list[Any] = []
+
+    def on_receive(self, message: Any) -> None:
+        self.told.append(message)
+
+
+def state(label="AAPL#p-1", entry_id=1, entry="partial_fill", qty="283", protected="283", flattening=None):
+    return {"position": label, "entry": entry_id, "qty": qty, "protected": protected, "flattening": flattening,
+            "orders": {entry_id: f"entry:{entry}", 2: "take_profit:accepted", 3: "stop_loss:accepted"}}
+
+
+def looks(*rounds: list[tuple[Any, Any]], asked: set[str]) -> list[list[str]]:
+    withdrawal = _Withdrawal(asked)
+    return [withdrawal.look(states) for states in rounds]
 
 
 def test_an_entry_is_working_until_its_order_has_ended():
@@ -22,27 +37,59 @@ def test_an_entry_is_working_until_its_order_has_ended():
     assert [_entry_working(state(entry=s)) for s in ("filled", "cancelled", "rejected", "expired")] == [False] * 4
 
 
-def test_a_told_position_waits_while_its_entry_works_or_its_shares_are_not_all_under_a_stop():
-    told = {TOLD.actor_urn}
-    assert _not_settled_for_stop([(TOLD, state())], told) == ["AAPL#p-1"]  # the cancel not yet answered
-    assert _not_settled_for_stop([(TOLD, state(entry="cancelled", qty="400"))], told) == ["AAPL#p-1"]  # a last OCO
-    assert _not_settled_for_stop([(TOLD, state(entry="cancelled"))], told) == []
-    # Flattening (its stops cancelled for a market exit): nothing more to wait for here.
-    assert _not_settled_for_stop([(TOLD, state(entry="cancelled", protected="0", flattening="15:55"))], told) == []
+def test_a_position_is_waited_for_while_its_entry_works_then_until_what_it_bought_is_under_stops():
+    actor = Told.start()
+    try:
+        asked = {actor.actor_urn}
+        assert looks([(actor, state())], [(actor, state(entry="cancelled", qty="400"))],  # a last OCO on its way
+                     [(actor, state(entry="cancelled", qty="400", protected="400"))], asked=asked) == [
+            ["AAPL#p-1"], ["AAPL#p-1"], []]
+        # Flattening (its stops cancelled for a market exit): nothing more to wait for here.
+        assert looks([(actor, state())], [(actor, state(entry="cancelled", protected="0", flattening="15:55"))],
+                     asked=asked) == [["AAPL#p-1"], []]
+    finally:
+        actor.stop()
 
 
-def test_a_position_whose_label_changed_with_its_first_fill_is_still_waited_for():
-    # From a review: told while pending (AAPL#o-1), its entry filled 200 as the cancel went out (AAPL#p-1 now, no
+def test_a_position_renamed_by_its_first_fill_is_still_waited_for():
+    # From a review: asked while pending (AAPL#o-1), its entry filled 200 as the cancel was refused (AAPL#p-1, no
     # stop yet): matched by label, it counted as settled and the stop went on with the entry still filling.
-    assert _not_settled_for_stop([(TOLD, state(protected="0", qty="200"))], {TOLD.actor_urn}) == ["AAPL#p-1"]
+    actor = Told.start()
+    try:
+        assert looks([(actor, state(label="AAPL#o-1", qty="0", protected="0"))],
+                     [(actor, state(label="AAPL#p-1", entry="cancelled", qty="200", protected="0"))],
+                     asked={actor.actor_urn}) == [["AAPL#o-1"], ["AAPL#p-1"]]
+    finally:
+        actor.stop()
 
 
-def test_positions_not_told_are_not_waited_for_and_a_told_one_that_does_not_answer_is():
-    told = {TOLD.actor_urn}
-    assert _not_settled_for_stop([(NOT_TOLD, state(label="MSFT#p-2", protected="0"))], told) == []
-    assert _not_settled_for_stop([(TOLD, BUSY)], told) != []
-    assert _not_settled_for_stop([(NOT_TOLD, BUSY)], told) == []
-    assert _not_settled_for_stop("the position supervisor (gone)", told) == []
+def test_a_position_with_no_entry_working_is_not_waited_for_even_with_shares_bare():
+    # From a review: a position kept overnight whose protection was refused held the stop for its whole bound, named
+    # as "an entry still working" though nothing of it could fill.
+    actor = Told.start()
+    try:
+        assert looks([(actor, state(entry="filled", protected="0"))], asked={actor.actor_urn}) == [[]]
+    finally:
+        actor.stop()
+
+
+def test_an_actor_with_an_entry_working_not_asked_yet_is_asked_and_waited_for():
+    # From a review: an actor rebuilt after a crash is a new actor, neither asked nor waited for.
+    rebuilt = Told.start()
+    try:
+        assert looks([(rebuilt, state())], asked=set()) == [["AAPL#p-1"]]
+        assert [type(message) for message in rebuilt.proxy().told.get()] == [WithdrawEntry]
+    finally:
+        rebuilt.stop()
+
+
+def test_an_asked_actor_that_does_not_answer_is_waited_for_and_one_gone_is_not():
+    actor = Told.start()
+    try:
+        assert looks([(actor, BUSY)], asked={actor.actor_urn}) == [["a position actor that does not answer"]]
+        assert looks("the position supervisor (gone)", asked={actor.actor_urn}) == [[]]
+    finally:
+        actor.stop()
 
 
 def test_the_wait_stays_inside_the_stops_own_bound():
