@@ -313,6 +313,8 @@ class PositionActor(pykka.ThreadingActor):
                 self.system.tell(m.PositionEntry(entry_order_id=order_id, owner=self.actor_ref))
                 self.log.info(f"position {self.label} pending {self.plan.side} {self.plan.qty} "
                               f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
+                if self._entry_withdrawn is not None:  # the daemon began stopping before its row was named
+                    self._ask_entry_cancel()
             elif role == "flatten":
                 self.exit_order_id = order_id
                 self._exit_row_pending = False
@@ -619,7 +621,15 @@ class PositionActor(pykka.ThreadingActor):
         review: a TERM while a limit entry had filled 283 of 1,789 left the other 1,506, filled a moment later, with
         no stop until a restart). Pieces filling meanwhile are protected as ever; a pending position whose entry ends
         unfilled is cancelled."""
-        if self.entry_order_id is None or not self._entry_working() or self.position.is_terminal:
+        if self.position.is_terminal:
+            return
+        if self.entry_order_id is None:
+            # Its entry's row is still being made (the router busy): cancelled as soon as it is named (a review: the
+            # request was dropped here, and the entry, created a moment later, went to the broker after the stop).
+            self._entry_withdrawn = reason
+            self.log.info(f"position {self.label} {reason}: its entry, not yet named, is cancelled once it is")
+            return
+        if not self._entry_working():
             return
         entry = self.orders[self.entry_order_id]
         self.log.info(f"position {self.label} {reason}: cancelling the rest of its entry o-{self.entry_order_id} "

@@ -751,12 +751,13 @@ class _Withdrawal:
 
     def __init__(self, asked_actors: set[str]) -> None:
         self.asked_actors = asked_actors
-        self.seen_working: set[int] = set()
+        self.seen_working: set[int | str] = set()  # entry order ids, or actor urns for an entry not yet named
 
     def look(self, states: list[tuple[Any, Any]] | str) -> list[str]:
-        """The positions not settled yet: an entry working; shares an entry seen working bought not all under a
-        working stop (the OCO of a piece that filled as the cancel went out), unless flattening; or no answer from
-        an actor asked. An actor with an entry working not asked yet is asked now."""
+        """The positions not settled yet: an entry working, or still being made (pending, its row not yet named);
+        shares an entry seen working bought not all under a working stop (the OCO of a piece that filled as the
+        cancel went out), unless flattening; or no answer from an actor asked. An actor with an entry working not
+        asked yet is asked now."""
         if isinstance(states, str):
             return [] if states.endswith("(gone)") else [states]
         waiting = []
@@ -765,8 +766,10 @@ class _Withdrawal:
                 if ref.actor_urn in self.asked_actors:
                     waiting.append("a position actor that does not answer")
                 continue
-            entry = state.get("entry")
-            if _entry_working(state):
+            # An entry is followed by its order id; without one (a row not yet named), by its actor.
+            entry = state.get("entry") or ref.actor_urn
+            being_made = state.get("entry") is None and state.get("status") == "pending"  # cancelled once named
+            if being_made or _entry_working(state):
                 if ref.actor_urn not in self.asked_actors:  # rebuilt after a crash, say: a new actor
                     self.asked_actors.add(ref.actor_urn)
                     tell_if_alive(ref, WithdrawEntry(reason=STOP_WITHDRAWAL))

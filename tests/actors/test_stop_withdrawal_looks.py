@@ -23,7 +23,8 @@ class Position(pykka.ThreadingActor):
 
     def state(self):
         time.sleep(self.work_s)
-        return {"position": self.label, "qty": self.qty, "protected": self.protected, "flattening": None,
+        return {"position": self.label, "entry": 1 if self.entry else None, "status": "open", "qty": self.qty,
+                "protected": self.protected, "flattening": None,
                 "orders": {1: f"entry:{self.entry}"} if self.entry else {}}
 
     def on_receive(self, message):

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 import pykka
 
+from actors import messages as m
+from actors.order_router import OrderRouter
 from catalyst.daemon import Daemon
 from tests.actors.conftest import logged_lines, wait_for
 from tests.actors.test_trade_scenarios import position_of, protected_qty
@@ -71,7 +73,7 @@ class Slow(pykka.ThreadingActor):
     def state(self):
         time.sleep(self.delay_s)
         return {"position": self.label, "qty": "100", "protected": "100", "flattening": None,
-                "orders": {1: f"entry:{self.entry}"}}
+                "orders": {1: f"entry:{self.entry}"}, "entry": 1, "status": "open"}
 
     def on_receive(self, message):
         self.told.append(type(message).__name__)
@@ -138,3 +140,30 @@ def test_a_graceful_stop_in_a_broker_outage_stays_inside_the_watchdog(exchange, 
     exchange.set_price("AAPL", "50.10")
     took, lines = _stop_duration(exchange, tmp_path, graceful=True, name="b")
     assert took < 20.0, f"the stop took {took:.1f} s: past daemon.shutdown_timeout_s = 20 the watchdog exits 1"
+
+
+class HoldRouter(m.Message):
+    seconds: float
+
+
+def test_an_entry_named_after_the_stop_asked_is_cancelled_once_named(trading, monkeypatch):
+    # From a review: the router busy (a burst of fills at the open) as the cycle's last position starts, its
+    # PlaceEntry waits in the router's mailbox and the stop's WithdrawEntry reaches the position first, its entry not
+    # yet named. The request was dropped and the stop went on at once; the entry, created a moment later, went to
+    # the broker and worked there with no one to protect what it filled.
+    monkeypatch.setattr(OrderRouter, "_on_HoldRouter", lambda self, msg: time.sleep(msg.seconds), raising=False)
+    trading.exchange.set_price("AAPL", "50.10")
+    trading.system.router.tell(HoldRouter(seconds=1.5))
+    actor = trading.open(trading.plan(qty="500", stop="48.00", target="55.00", order_type="limit",
+                                      limit_price=Decimal("50.00")))
+    wait_for(lambda: actor in trading.system.supervisor.live_refs().get(), "the position adopted")
+
+    with logged_lines("catalyst.daemon", "INFO") as lines:
+        stopping_daemon()._withdraw_working_entries(trading.system)
+
+    (entry,) = wait_for(lambda: [o for o in trading.all_orders() if o.role == "entry" and o.status == "cancelled"],
+                        "the entry ended")
+    at_broker = [o["status"] for o in trading.broker_view()["orders"] if o["client_order_id"] == entry.client_order_id]
+    assert at_broker in ([], ["canceled"])  # taken back before it was sent, or cancelled at the broker
+    assert any("to have no entry working" in line and "AAPL#o-" in line for line in lines), lines
+    assert lines[-1] == "system stopping: every working entry ended, every share bought is under a working stop"

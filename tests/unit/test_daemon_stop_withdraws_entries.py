@@ -95,3 +95,27 @@ def test_an_asked_actor_that_does_not_answer_is_waited_for_and_one_gone_is_not()
 def test_the_wait_stays_inside_the_stops_own_bound():
     assert _withdrawal_bound_s(20.0) == 5.0
     assert _withdrawal_bound_s(8.0) == 2.0
+
+
+def test_positions_without_an_entry_id_are_followed_each_by_its_own_actor():
+    # From a review: a state without an entry id (None) gave every such position the key None, so one position's
+    # entry seen working held up another's bare shares, which had no entry working at all.
+    a, b = Told.start(), Told.start()
+    try:
+        assert looks([(a, state(entry_id=None)), (b, state("MSFT#p-2", entry_id=None, entry="filled", protected="0"))],
+                     [(a, state(entry_id=None, entry="cancelled")),
+                      (b, state("MSFT#p-2", entry_id=None, entry="filled", protected="0"))],
+                     asked={a.actor_urn, b.actor_urn}) == [["AAPL#p-1"], []]
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_pending_position_whose_entry_is_not_yet_named_is_waited_for():
+    actor = Told.start()
+    try:
+        pending = {"position": "AAPL#o-?", "entry": None, "status": "pending", "qty": "0", "protected": "0",
+                   "flattening": None, "orders": {}}
+        assert looks([(actor, pending)], asked={actor.actor_urn}) == [["AAPL#o-?"]]
+    finally:
+        actor.stop()
