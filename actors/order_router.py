@@ -22,6 +22,7 @@ Invariants it keeps:
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -48,6 +49,7 @@ from catalyst.store.records import OrderProgress
 
 log = logger.bind(actor="router")
 MAX_UNMATCHED = 10_000
+CANCEL_IN_FLIGHT_S = 15.0  # past this a cancel with no answer (a worker gone) may be sent again
 GAP_LOOKS_MAX = 6  # catch-ups for an order's pieces found missing below a recorded one, then the doctor's
 TOGETHER = (m.TradeUpdateReceived, m.SubmitResult)  # decided one by one, committed together when waiting together
 MAX_TOGETHER = 128  # bounds one commit's size and the wait of the first update in it
@@ -209,9 +211,14 @@ def _yield_cpu() -> None:
 
 class OrderRouter(pykka.ThreadingActor):
     def __init__(self, writer: Any, protect: BrokerPool, general: BrokerPool, clock: Any,
-                 settings: RouterSettings | None = None, supervisor: Any = None) -> None:
+                 settings: RouterSettings | None = None, supervisor: Any = None,
+                 entries_closed: threading.Event | None = None) -> None:
         super().__init__()
         self.settings = settings or RouterSettings()
+        self.entries_closed = entries_closed or threading.Event()  # the daemon stopping: no entry is sent
+        # Cancels sent and not yet answered (order id -> when): asked again meanwhile, one would queue behind the first
+        # at a broker that hangs, and hold up the workers' stop (a review).
+        self._cancelling: dict[int, float] = {}
         self.supervisor = supervisor  # told of entry shares recorded after their position's actor stopped
         self._grace_timers: dict[int, tuple[Delayed, Decimal, datetime]] = {}
         # Order id -> (timer, catch-ups asked so far) for pieces still missing after a catch-up: a timer of its own,
@@ -463,6 +470,9 @@ class OrderRouter(pykka.ThreadingActor):
         tracked.keys_complete = True
         _tell(msg.owner, m.OrdersCreated(roles={"entry": row.order_id}))
         log.info(f"order {tracked.label} created entry {tracked.side} {plan.qty} {plan.order_type} cid={row.client_order_id}")
+        if self.entries_closed.is_set():
+            self._end_withdrawn([tracked], "the daemon is stopping")
+            return
         self._to_general(SubmitOrder(row=row, reply_to=self.actor_ref))
 
     def _on_SubmitProtection(self, msg: m.SubmitProtection) -> None:
@@ -655,6 +665,10 @@ class OrderRouter(pykka.ThreadingActor):
                     continue
                 tracked.pending_cancel = True  # cancelled as soon as the broker acknowledges it
                 continue
+            sent = self._cancelling.get(tracked.order_id)
+            if sent is not None and time.monotonic() - sent < CANCEL_IN_FLIGHT_S:
+                continue  # the one sent is still unanswered: its answer says whether to ask again
+            self._cancelling[tracked.order_id] = time.monotonic()
             log.info(f"order {tracked.label} cancel requested ({msg.reason})")
             self._protect.tell(Cancel(order_id=tracked.order_id, broker_id=tracked.broker_id, reply_to=self.actor_ref))
 
@@ -897,6 +911,7 @@ class OrderRouter(pykka.ThreadingActor):
             del self._refused[msg.order_id]
 
     def _on_CancelResult(self, msg: m.CancelResult) -> None:
+        self._cancelling.pop(msg.order_id, None)
         tracked = self.by_order.get(msg.order_id)
         if tracked is not None and not msg.ok:
             if msg.ended:  # the usual case: the OCO sibling of a leg cancelled first went with it

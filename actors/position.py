@@ -32,6 +32,7 @@ SIBLING_GRACE_S = 30.0  # exchange seconds to wait for an OCO sibling's cancel e
 # Wall seconds before a flatten still waiting on its cancels asks the broker again. A backstop only: a cancel the
 # broker refuses or whose reply is lost is verified by the router at once.
 FLATTEN_RECHECK_S = 2.0
+STOP_CANCEL_RECHECK_S = 1.0  # the daemon stopping: its entry's cancel asked again this often within the stop's wait
 # Wall seconds before protecting again when the broker rejected both the stop and the market exit: 2, 4, 8 … 60.
 PROTECT_RETRY_FIRST_S, PROTECT_RETRY_MAX_S = 2.0, 60.0
 PROTECT_RETRY_SAID_EVERY = 60  # past the first few, a failure that lasts (late shares' broker reads) is said hourly
@@ -298,6 +299,7 @@ class PositionActor(pykka.ThreadingActor):
             "status": str(self.position.status),
             "qty": str(self.position.quantity),
             "avg": str(self.position.avg_entry_price), "protected": str(self.protected_qty()),
+            "protected_at_broker": str(self.protected_qty(acknowledged=True)),
             "orders": {i: f"{v.role}:{v.status}" for i, v in self.orders.items()},
             "flattening": self.flatten_reason if self.flattening else None,
             "flattening_since": self.flatten_since.isoformat() if self.flattening and self.flatten_since else None,
@@ -506,11 +508,14 @@ class PositionActor(pykka.ThreadingActor):
 
     # --- protection -------------------------------------------------------------------------------------------
 
-    def protected_qty(self) -> Decimal:
+    def protected_qty(self, acknowledged: bool = False) -> Decimal:
+        """Shares under working OCOs; `acknowledged`: only those the broker has answered (not an OCO created and on
+        its way, which a broker outage may never deliver)."""
         total = Decimal(0)
         for pair in self.pairs:
             stop, target = self.orders.get(pair.stop_loss), self.orders.get(pair.take_profit)
-            if stop and target and stop.working and target.working:
+            if stop and target and stop.working and target.working and (
+                    not acknowledged or stop.acknowledged or target.acknowledged):
                 total += pair.qty - stop.filled_qty - target.filled_qty
         return total
 
@@ -646,19 +651,20 @@ class PositionActor(pykka.ThreadingActor):
                      else "its protection was refused as a potential wash trade")
         if self._entry_cancel_timer:
             self._entry_cancel_timer.cancel()
-        if stopping:
-            return  # asked once: a cancel asked again would queue behind one hanging on a broker outage, and hold up
-            # the workers' own stop past the daemon's bound (a review: 30 s, exit 1)
-        self._entry_cancel_timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckEntryCancel())
+        # While stopping, asked again every second within the stop's wait: a cancel refused (a 503) is sent again,
+        # one still unanswered is not (the router's _cancelling), so none queues behind one a broker outage hangs.
+        self._entry_cancel_timer = tell_later(self.actor_ref, STOP_CANCEL_RECHECK_S if stopping else FLATTEN_RECHECK_S,
+                                              CheckEntryCancel())
 
     def _check_entry_cancel(self) -> None:
         if (not (self._protect_after_entry or self._entry_withdrawn) or not self._entry_working()
                 or self.position.is_terminal):
             return
-        waiting = (f"{self.position.quantity} shares wait for their stop" if self._protect_after_entry
-                   else self._entry_withdrawn)
+        if self._entry_withdrawn is not None and not self._protect_after_entry:
+            self._ask_entry_cancel()  # the daemon stopping: no read queued behind a broker that may hang
+            return
         self.log.warning(f"position {self.label} entry o-{self.entry_order_id} still works after its cancel was "
-                         f"asked ({waiting}): asking the broker again")
+                         f"asked ({self.position.quantity} shares wait for their stop): asking the broker again")
         self.router.tell(m.VerifyOrders(order_ids=(self.entry_order_id,)))
         self._ask_entry_cancel()
 

@@ -211,6 +211,9 @@ class TradingSystem:
     market_closed: Callable[[], bool] | None = None
     refs: list[Any] = field(default_factory=list)
     storage: StorageHealth = field(default_factory=StorageHealth)  # the writer's word on the disk (Daemon reads it)
+    # Set as the daemon begins to stop: the router sends no entry from then on, whatever is already in its mailbox (a
+    # review: a TERM as the cycle opened its positions sent every entry after the signal).
+    entries_closed: threading.Event = field(default_factory=threading.Event)
     # Every position actor this system started, so stop() ends them even if the supervisor that knows them is gone:
     # one left running is a thread that keeps the process from exiting after it said it stopped.
     _positions: list[Any] = field(default_factory=list, init=False, repr=False)
@@ -232,7 +235,7 @@ class TradingSystem:
             self.refs.append(self.supervisor_ref)
             self.supervisor = self.supervisor_ref.proxy()
             self.router = OrderRouter.start(self.writer, protect, general, self.clock, settings=self.router_settings,
-                                            supervisor=self.supervisor_ref)
+                                            supervisor=self.supervisor_ref, entries_closed=self.entries_closed)
             self.refs.append(self.router)
             for entry_id in self.writer.live_entry_ids().get():
                 self.supervisor.restore(entry_id).get()

@@ -706,6 +706,8 @@ class Daemon:
         """Every part in reverse order. `graceful` (a TERM, the days done): once the cycle has stopped (no entry
         opens after it), the entries still working at the broker are cancelled first (_withdraw_working_entries)."""
         system = self._trading_system()
+        if system is not None:
+            system.entries_closed.set()  # first: an entry the router has not sent yet is never sent
         before = system.storage.fault if system is not None else None
         for part in reversed(self.parts):
             if graceful and part is system and before is None:
@@ -776,7 +778,7 @@ class _Withdrawal:
                 self.seen_working.add(entry)
                 waiting.append(state["position"])
             elif (entry in self.seen_working and not state.get("flattening")
-                  and Decimal(state["protected"]) < Decimal(state["qty"])):
+                  and Decimal(state.get("protected_at_broker", state["protected"])) < Decimal(state["qty"])):
                 waiting.append(state["position"])
         return waiting
 

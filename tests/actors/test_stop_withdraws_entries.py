@@ -167,3 +167,38 @@ def test_an_entry_named_after_the_stop_asked_is_cancelled_once_named(trading, mo
     assert at_broker in ([], ["canceled"])  # taken back before it was sent, or cancelled at the broker
     assert any("to have no entry working" in line and "AAPL#o-" in line for line in lines), lines
     assert lines[-1] == "system stopping: every working entry ended, every share bought is under a working stop"
+
+
+def test_an_entry_the_router_has_not_sent_when_the_stop_begins_is_never_sent(trading):
+    # From an end-to-end review: a TERM as the cycle opened its positions sent every entry after the signal (their
+    # PlaceEntry already in the router's mailbox), three positions opened after the operator asked to stop.
+    trading.exchange.set_price("AAPL", "50.10")
+    trading.system.entries_closed.set()  # Daemon.stop's first step
+    actor = trading.open(trading.plan(qty="500", stop="48.00", target="55.00", order_type="limit",
+                                      limit_price=Decimal("50.00")))
+
+    (entry,) = wait_for(lambda: [o for o in trading.all_orders() if o.role == "entry" and o.status == "cancelled"],
+                        "the entry withdrawn")
+    assert entry.alpaca_order_id is None and entry.submit_attempts == 0
+    assert entry.cancel_reason == "the daemon is stopping; withdrawn before it was sent"
+    assert trading.broker_view()["orders"] == []
+    wait_for(lambda: not actor.is_alive(), "the pending position to end")
+
+
+def test_a_cancel_the_broker_refuses_during_the_stop_is_asked_again_within_its_wait(trading):
+    # From an end-to-end review: asked once, one 503 left the entry working and filling after an exit 0.
+    trading.exchange.set_price("AAPL", "50.10")
+    trading.open(trading.plan(qty="500", stop="48.00", target="55.00", order_type="limit",
+                              limit_price=Decimal("50.00")))
+    wait_for(lambda: [o for o in trading.all_orders() if o.role == "entry" and o.alpaca_order_id], "the entry sent")
+    trading.trade("AAPL", "49.90", volume=800)  # 200 of 500
+    wait_for(lambda: protected_qty(trading) == 200, "200 protected")
+    trading.exchange.set_faults("http_5xx=1.0")
+    threading.Timer(1.2, lambda: trading.exchange.set_faults("")).start()  # the broker back within the wait
+
+    with logged_lines("catalyst.daemon", "INFO") as lines:
+        stopping_daemon()._withdraw_working_entries(trading.system)
+
+    entry = next(o for o in trading.broker_view()["orders"] if o["side"] == "buy" and o["type"] == "limit")
+    assert entry["status"] == "canceled"
+    assert lines[-1] == "system stopping: every working entry ended, every share bought is under a working stop"

@@ -119,3 +119,15 @@ def test_a_pending_position_whose_entry_is_not_yet_named_is_waited_for():
         assert looks([(actor, pending)], asked={actor.actor_urn}) == [["AAPL#o-?"]]
     finally:
         actor.stop()
+
+
+def test_shares_under_an_oco_the_broker_has_not_answered_are_not_yet_under_a_stop():
+    # From an end-to-end review: in a broker outage a piece's OCO, created and on its way, counted as protection; the
+    # stop ended without naming the 981 shares it left bare.
+    actor = Told.start()
+    try:
+        on_its_way = {**state(entry="cancelled", qty="981"), "protected": "981", "protected_at_broker": "0"}
+        assert looks([(actor, state())], [(actor, on_its_way)], asked={actor.actor_urn}) == [["AAPL#p-1"],
+                                                                                            ["AAPL#p-1"]]
+    finally:
+        actor.stop()
