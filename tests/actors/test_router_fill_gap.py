@@ -75,8 +75,9 @@ def test_a_take_profit_piece_whose_event_is_lost_closes_the_position_once_the_re
     assert position.realized_pnl == proceeds  # from the actual fills, both pieces of the exit
 
 
-# From a review of the first version.
-def test_a_restart_between_pieces_then_the_next_piece_does_not_start_a_spurious_catch_up(trading):
+def restarted_with_400_of_500_bought(trading) -> Trading:
+    """A limit entry for 500 fills 200 and 200 more, each piece protected; the system stops, and a new one on the same
+    database and account is returned, not started."""
     trading.exchange.set_price("AAPL", "50.10")
     trading.open(trading.plan(qty="500", stop="48.00", target="55.00", order_type="limit",
                               limit_price=Decimal("50.00")))
@@ -89,6 +90,12 @@ def test_a_restart_between_pieces_then_the_next_piece_does_not_start_a_spurious_
     trading.stop()
     again = Trading(trading.exchange, trading.db_url)
     again.key = key
+    return again
+
+
+# From a review of the first version.
+def test_a_restart_between_pieces_then_the_next_piece_does_not_start_a_spurious_catch_up(trading):
+    again = restarted_with_400_of_500_bought(trading)
     again.start()
     try:
         wait_for(lambda: position_of(again) is not None and protected_qty(again) == 400, "restored")

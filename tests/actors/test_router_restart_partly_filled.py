@@ -5,26 +5,13 @@ the executions cover, every catch-up listed the order at 400 and started another
 from __future__ import annotations
 
 import time
-from decimal import Decimal
-
-from tests.actors.conftest import Trading, logged_lines, wait_for
+from tests.actors.conftest import logged_lines, wait_for
+from tests.actors.test_router_fill_gap import restarted_with_400_of_500_bought
 from tests.actors.test_trade_scenarios import position_of, protected_qty
 
 
 def test_a_restart_with_an_entry_partly_filled_in_two_pieces_does_not_catch_up_every_grace_period(trading):
-    trading.exchange.set_price("AAPL", "50.10")
-    trading.open(trading.plan(qty="500", stop="48.00", target="55.00", order_type="limit",
-                              limit_price=Decimal("50.00")))
-    wait_for(lambda: [o for o in trading.all_orders() if o.role == "entry" and o.alpaca_order_id], "the entry sent")
-    trading.trade("AAPL", "49.90", volume=800)
-    trading.trade("AAPL", "49.90", volume=800)
-    wait_for(lambda: (p := position_of(trading)) is not None and p.quantity == 400 and protected_qty(trading) == 400,
-             "400 bought and protected")
-    (entry,) = [o for o in trading.all_orders() if o.role == "entry"]
-    key = trading.key
-    trading.stop()
-    again = Trading(trading.exchange, trading.db_url)
-    again.key = key
+    again = restarted_with_400_of_500_bought(trading)
     with logged_lines("actors.order_router", "INFO") as lines:
         again.start()
         try:
