@@ -133,7 +133,7 @@ class Tracked:
     # execution not in `keys` is certainly new (the fast path of an entry fill relies on it).
     keys_complete: bool = False
     market: bool = False  # a market order: it fills at once in the session, so a long silence is suspicious
-    # Every share up to `recorded_to` is in recorded executions (counted from what it had filled when tracked); a
+    # Every share up to `recorded_to` is in recorded executions (a row read back has its executions read, _track); a
     # piece recorded past a gap waits in `ahead` (shares before it → cumulative after it) until the gap is filled.
     # A gap is an earlier piece's event lost while a later one arrived (a review: the lost piece waited for the
     # doctor's pass, its shares without a stop or its exit's position left open meanwhile).
@@ -221,10 +221,9 @@ class OrderRouter(pykka.ThreadingActor):
         self._cancelling: dict[int, float] = {}
         self.supervisor = supervisor  # told of entry shares recorded after their position's actor stopped
         self._grace_timers: dict[int, tuple[Delayed, Decimal, datetime]] = {}
-        # Order id -> (timer, catch-ups asked so far) for pieces still missing after a catch-up: a timer of its own,
-        # so a fill reported meanwhile still gets the grace period, not this one's longer wait (a review).
-        self._gap_looks: dict[int, tuple[Delayed, int]] = {}
-        self._gap_since: dict[int, datetime] = {}  # the moment those catch-ups read from
+        # Order id -> (timer, catch-ups asked so far, the moment they read from) for pieces still missing after a
+        # catch-up: a timer of its own, so a fill reported meanwhile still gets the grace period (a review).
+        self._gap_looks: dict[int, tuple[Delayed, int, datetime]] = {}
         self._market_checks: dict[int, Delayed] = {}  # market orders acknowledged and not yet seen filled
         self._market_looks: set[int] = set()  # market orders that look has asked for, while they still work
         self.writer = writer
@@ -273,10 +272,9 @@ class OrderRouter(pykka.ThreadingActor):
         for timer, _, _ in self._grace_timers.values():
             timer.cancel()
         self._grace_timers.clear()
-        for timer, _ in self._gap_looks.values():
+        for timer, _, _ in self._gap_looks.values():
             timer.cancel()
         self._gap_looks.clear()
-        self._gap_since.clear()
         if self._pair_timer is not None:
             self._pair_timer.cancel()
         for timer in self._market_checks.values():
@@ -1347,19 +1345,17 @@ class OrderRouter(pykka.ThreadingActor):
         activities behind its fill, and when the last piece is the one whose event came, no later event asks again
         (a review). After GAP_LOOKS_MAX catch-ups, the doctor's passes."""
         wait_s = min(self.settings.missing_execution_grace_s * 2 ** looks, MARKET_FILL_CHECK_MAX_S)
-        self._gap_since[tracked.order_id] = since
         self._gap_looks[tracked.order_id] = (tell_later(self.actor_ref, wait_s, CheckGap(order_id=tracked.order_id)),
-                                             looks)
+                                             looks, since)
 
     def _on_CheckGap(self, msg: CheckGap) -> None:
         looked = self._gap_looks.pop(msg.order_id, None)
-        since = self._gap_since.pop(msg.order_id, None)
         tracked = self.by_order.get(msg.order_id)
-        if looked is None or since is None or tracked is None:
+        if looked is None or tracked is None:
             return
         if not tracked.pieces_missing and tracked.filled_qty >= tracked.reported_filled_qty:
             return
-        looks = looked[1]
+        _, looks, since = looked
         filled = max(tracked.filled_qty, tracked.reported_filled_qty)
         missing = (f"shares {tracked.recorded_to}–{min(tracked.ahead)} of the {filled} filled have none"
                    if tracked.pieces_missing else f"{tracked.filled_qty} of {filled}")
