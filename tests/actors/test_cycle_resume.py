@@ -303,14 +303,17 @@ def test_a_first_start_after_the_close_does_not_scan_the_day_that_is_over(tradin
 
 def test_a_day_that_is_not_a_trading_day_is_said_once(trading, start_cycle):
     hooks = Hooks(trading)
+    ticks: list[date] = []
+
+    def is_trading_day(day: date) -> bool:
+        ticks.append(day)
+        return False
+
     with logged_lines("actors.cycle", "INFO") as lines:
         cycle = CycleActor.start(trading.writer, trading.system, trading.exchange.clock, PhaseSchedule(),
-                                 {**hooks.as_dict(), "is_trading_day": lambda day: False})
+                                 {**hooks.as_dict(), "is_trading_day": is_trading_day})
         try:
-            trading.exchange.advance(timedelta(minutes=20))  # ticks go by
-            cycle.proxy().state().get()
-            trading.exchange.advance(timedelta(minutes=20))
-            cycle.proxy().state().get()
+            trading.wait_for(lambda: len(ticks) >= 3, "three ticks of the cycle on the day")
         finally:
             cycle.stop()
     said = [line for line in lines if "is not a trading day" in line]

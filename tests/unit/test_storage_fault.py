@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,7 @@ def test_a_write_refused_while_the_daemon_stops_is_kept_for_its_exit_not_taken_f
         def __init__(self, refused_at_stop: str | None, before: str | None = None) -> None:
             self.storage, self.refused_at_stop = Storage(), refused_at_stop
             self.storage.fault = before
+            self.entries_closed = threading.Event()  # set as the stop begins (TradingSystem's)
 
         def stop(self) -> None:
             self.storage.fault = self.storage.fault or self.refused_at_stop
