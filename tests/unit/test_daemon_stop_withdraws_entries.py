@@ -6,20 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pykka
-
 from actors.messages import WithdrawEntry
 from actors.refs import BUSY
 from catalyst.daemon import _entry_working, _Withdrawal, _withdrawal_bound_s
+from tests.actors.conftest import RecordingActor
 
 
-class Told(pykka.ThreadingActor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.told: list[Any] = []
-
-    def on_receive(self, message: Any) -> None:
-        self.told.append(message)
+Told = RecordingActor  # a position actor that keeps what the stop tells it
 
 
 def state(label="AAPL#p-1", entry_id=1, entry="partial_fill", qty="283", protected="283", flattening=None):
@@ -78,7 +71,7 @@ def test_an_actor_with_an_entry_working_not_asked_yet_is_asked_and_waited_for():
     rebuilt = Told.start()
     try:
         assert looks([(rebuilt, state())], asked=set()) == [["AAPL#p-1"]]
-        assert [type(message) for message in rebuilt.proxy().told.get()] == [WithdrawEntry]
+        assert [type(message) for message in rebuilt.proxy().received().get()] == [WithdrawEntry]
     finally:
         rebuilt.stop()
 
