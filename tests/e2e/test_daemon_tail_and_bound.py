@@ -26,8 +26,9 @@ def test_tail_follow_filters_by_actor_and_keeps_reading_across_a_rotation(tmp_pa
 
     assert tail.wait_exit(timeout=30) == 0
     shown = tail.stdout().splitlines()
-    assert shown == ["14:35:00.123   cycle      cycle idle → scanning", "14:35:00.123   cycle      cycle scanning → evaluating",
-                     "14:35:00.123   cycle      cycle evaluating → trading"]
+    assert shown == ["2024-03-04 14:35:00.123   cycle      cycle idle → scanning",
+                     "2024-03-04 14:35:00.123   cycle      cycle scanning → evaluating",
+                     "2024-03-04 14:35:00.123   cycle      cycle evaluating → trading"]
 
 
 def test_a_stop_that_overruns_shutdown_timeout_exits_1_with_one_line(tmp_path, spawner, e2e):
