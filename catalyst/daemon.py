@@ -1092,6 +1092,12 @@ def run_sim(args: argparse.Namespace) -> int:
 def _wipe(path: Path) -> None:
     """The embedded exchange's accounts are new every run, so the simulation's database is too (under the lock), and
     an emergency stop a killed run left under way (its positions were at an exchange that is gone)."""
-    for suffix in ("", "-wal", "-shm", ".emergency"):
+    for suffix in ("-wal", "-shm", ".emergency"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
+    try:
+        # Emptied, not removed: the instance lock holds this very file (InstanceLock._hold_database_file), and a
+        # new file in its place would be unguarded. An empty file is a valid new database.
+        os.truncate(path, 0)
+    except OSError:
+        path.unlink(missing_ok=True)
     log.info(f"system simulation database {path} starts empty (the embedded exchange's accounts are new too)")

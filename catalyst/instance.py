@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -45,7 +47,9 @@ class InstanceLock:
         database_path = real_path(database_path)
         self.lock_path = database_path.with_name(database_path.name + ".lock")
         self.pid_path = database_path.with_name(database_path.name + ".pid")
+        self.database_path = database_path
         self._lock = FileLock(str(self.lock_path), timeout=0)
+        self._database_fd: int | None = None
 
     def acquire(self, what: str) -> InstanceLock:
         try:
@@ -68,7 +72,39 @@ class InstanceLock:
             self._lock.release()
             raise DatabaseError(f"{self.pid_path}: cannot write the pid file: {exc.strerror or exc}; free disk "
                                 "space or repair the disk, then start again") from None
+        try:
+            self._hold_database_file()
+        except BaseException:
+            self.release()
+            raise
         return self
+
+    def _hold_database_file(self) -> None:
+        """A lock on the database file itself too: a hard link names the same file under another name, whose
+        `<name>.lock` is another file, and a second daemon ran on one database through it (a review).
+
+        flock, not fcntl: SQLite's own locks are fcntl (POSIX) locks, which flock neither sees nor disturbs on Linux.
+        The descriptor stays open until release, after the process's SQLite connections have closed: closing any
+        descriptor of the file drops every POSIX lock this process holds on it, SQLite's included."""
+        if self.database_path.is_dir():
+            return  # refused at start-up as "is a directory", a clearer line than one from here
+        try:
+            # Created if missing (empty is a valid new database): a hard link made to it later is covered too.
+            fd = os.open(self.database_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise DatabaseError(f"{self.database_path}: cannot open the database file: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(f"another catalyst daemon holds {self.database_path} under another name (a hard "
+                                 "link to the same file); stop it first (`catalyst stop` with its config)") from None
+        except OSError as exc:  # a filesystem without flock: the `.lock` file beside it still guards its own name
+            os.close(fd)
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise DatabaseError(f"{self.database_path}: cannot lock the database file: {exc.strerror}") from None
+            return
+        self._database_fd = fd
 
     def holder(self) -> dict | None:
         """Who holds the lock now, from `<db>.pid`; None when nobody does. The lock decides, not the pid file: a
@@ -84,6 +120,9 @@ class InstanceLock:
         return None
 
     def release(self) -> None:
+        if self._database_fd is not None:
+            os.close(self._database_fd)
+            self._database_fd = None
         if self._lock.is_locked:
             self.pid_path.unlink(missing_ok=True)
             self._lock.release()

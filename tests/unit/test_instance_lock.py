@@ -108,3 +108,67 @@ def test_a_database_path_in_a_symlink_loop_is_one_line_not_an_internal_error(tmp
     with pytest.raises(ConfigError) as relative:
         load_config(config)
     assert str(relative.value).startswith(f"{config}: a path it names cannot be resolved: Symlink loop from")
+
+
+def test_a_second_daemon_through_a_hard_link_to_a_locked_database_is_refused(tmp_path):
+    """From a review: a hard link names the same file under another name, whose `<name>.lock` is another file, and a
+    second daemon ran on one database through it. Held here by another process, as a running daemon does."""
+    import os
+
+    from catalyst.errors import AlreadyRunning
+    from tests.unit.test_control_stop import holding_the_lock
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "catalyst.db").touch()
+    link = tmp_path / "elsewhere" / "same.db"
+    os.link(tmp_path / "catalyst.db", link)
+    with holding_the_lock(tmp_path):
+        with pytest.raises(AlreadyRunning) as refused:
+            InstanceLock(link).acquire("daemon")
+        assert str(refused.value) == (f"another catalyst daemon holds {link} under another name (a hard link to the "
+                                      "same file); stop it first (`catalyst stop` with its config)")
+        assert not (tmp_path / "elsewhere" / "same.db.pid").exists()  # the refused one let its own lock go
+        assert InstanceLock(tmp_path / "elsewhere" / "other.db").acquire("daemon").release() is None  # others may
+    again = InstanceLock(link).acquire("daemon")  # the holder gone: taken at once, the file created if it was not
+    again.release()
+
+
+def test_a_missing_database_file_is_created_empty_under_the_lock_and_a_link_made_later_is_covered(tmp_path):
+    import os
+
+    from catalyst.errors import AlreadyRunning
+
+    database = tmp_path / "catalyst.db"
+    held = InstanceLock(database).acquire("daemon")
+    try:
+        assert database.is_file() and database.stat().st_size == 0  # an empty file is a valid new database
+        assert database.stat().st_mode & 0o777 == 0o600
+        os.link(database, tmp_path / "later.db")
+        with pytest.raises(AlreadyRunning):
+            InstanceLock(tmp_path / "later.db").acquire("daemon")
+    finally:
+        held.release()
+
+
+def test_the_simulations_wipe_empties_the_locked_file_instead_of_replacing_it(tmp_path):
+    """The embedded exchange's run starts from an empty database: removed and made anew, the file under the lock
+    would have been another one, and a hard link to the new file unguarded."""
+    import os
+
+    from catalyst.daemon import _wipe
+    from catalyst.errors import AlreadyRunning
+
+    database = tmp_path / "catalyst.db"
+    database.write_bytes(b"SQLite format 3\x00" + b"x" * 100)
+    (tmp_path / "catalyst.db-wal").write_bytes(b"wal")
+    held = InstanceLock(database).acquire("daemon")
+    try:
+        inode = database.stat().st_ino
+        _wipe(database)
+        assert database.stat().st_ino == inode and database.stat().st_size == 0
+        assert not (tmp_path / "catalyst.db-wal").exists()
+        os.link(database, tmp_path / "linked.db")
+        with pytest.raises(AlreadyRunning):
+            InstanceLock(tmp_path / "linked.db").acquire("daemon")
+    finally:
+        held.release()
