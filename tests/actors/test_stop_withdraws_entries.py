@@ -202,3 +202,29 @@ def test_a_cancel_the_broker_refuses_during_the_stop_is_asked_again_within_its_w
     entry = next(o for o in trading.broker_view()["orders"] if o["side"] == "buy" and o["type"] == "limit")
     assert entry["status"] == "canceled"
     assert lines[-1] == "system stopping: every working entry ended, every share bought is under a working stop"
+
+
+def test_a_cancel_whose_event_is_lost_ends_the_wait_at_the_next_ask_without_a_false_warning(trading):
+    """A review saw a lost `canceled` event hold the stop's wait for its whole 5 s and name an entry that had ended.
+    The cancel asked again a second later meets the broker's "already canceled" (422), read at once as the order's
+    end: the wait ends then, and nothing is named."""
+    trading.exchange.set_price("AAPL", "50.10")
+    trading.open(trading.plan(qty="500", stop="48.00", target="55.00", order_type="limit",
+                              limit_price=Decimal("50.00")))
+    wait_for(lambda: [o for o in trading.all_orders() if o.role == "entry" and o.alpaca_order_id], "the entry sent")
+    trading.trade("AAPL", "49.90", volume=800)  # 200 of the 500 fill, and go under their OCO
+    wait_for(lambda: protected_qty(trading) == 200, "the first 200 under their stop")
+    trading.exchange.set_faults("drop=1.0")  # from here every stream event is lost, the cancel's too
+    try:
+        with logged_lines("catalyst.daemon", "INFO") as lines:
+            started = time.monotonic()
+            stopping_daemon()._withdraw_working_entries(trading.system)
+            took_s = time.monotonic() - started
+    finally:
+        trading.exchange.set_faults("")
+    entry = next(o for o in trading.all_orders() if o.role == "entry")
+    assert entry.status == "cancelled" and entry.filled_qty == 200
+    assert [o["status"] for o in trading.broker_view()["orders"] if o["type"] == "limit" and o["side"] == "buy"] == \
+        ["canceled"]
+    assert lines[-1] == "system stopping: every working entry ended, every share bought is under a working stop"
+    assert took_s < 4.0, (took_s, lines)  # the second ask's answer, not the 5 s bound
