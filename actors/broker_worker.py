@@ -12,6 +12,7 @@ two entries sent 10 s (40 exchange minutes) late, after the day's emergency stop
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
@@ -107,10 +108,14 @@ class BrokerPool:
         self._jobs: deque[Job] = deque()
         self._idle: list[Any] = []  # refs of the workers waiting for a job
         self.workers: list[Any] = []
+        self.names: dict[str, str] = {}  # worker urn → its name (protect-0), for the log
+        self._closes_at: float | None = None  # time.monotonic() past which no job is taken (the system stopping)
+        self._taken: dict[str, Job] = {}  # worker urn → the job it took last and is on (until it takes again)
 
-    def add(self, worker: Any) -> None:
+    def add(self, worker: Any, name: str = "") -> None:
         with self._lock:
             self.workers.append(worker)
+            self.names[worker.actor_urn] = name or worker.actor_urn
             self._idle.append(worker)
 
     def tell(self, job: Job) -> None:
@@ -124,11 +129,32 @@ class BrokerPool:
     def take(self, worker: Any) -> Job | None:
         """The next job, or None: the worker is idle until told _TakeJobs again."""
         with self._lock:
-            if self._jobs:
-                return self._jobs.popleft()
+            if self._jobs and (self._closes_at is None or time.monotonic() < self._closes_at):
+                job = self._taken[worker.actor_urn] = self._jobs.popleft()
+                return job
+            self._taken.pop(worker.actor_urn, None)
             if worker not in self._idle:
                 self._idle.append(worker)
             return None
+
+    def close_at(self, deadline: float) -> None:
+        """The system stopping: jobs are still taken until `deadline` (time.monotonic()), so what the router has
+        asked for (an OCO for the last fill, say) goes out while the router is there to record its answer; none
+        after it. A broker that has stopped answering then holds the stop only for the calls already on the wire:
+        a line of cancels each hanging broker.timeout_s took a stop past its bound (a review)."""
+        with self._lock:
+            self._closes_at = deadline
+
+    def on_the_wire(self, worker: Any) -> str:
+        """The job `worker` took and has not finished (the stop's line about a call it does not wait for)."""
+        with self._lock:
+            job = self._taken.get(worker.actor_urn)
+        return f"{type(job).__name__}{_job_orders(job)}" if job is not None else "its last job"
+
+    def left_in_line(self) -> list[str]:
+        """What was never sent: each job's kind and orders (their rows are durable; the next start sends them)."""
+        with self._lock:
+            return [f"{type(job).__name__}{_job_orders(job)}" for job in self._jobs]
 
     def withdraw(self, order_id: int) -> bool:
         """Take back the submit of simple order `order_id` if no worker has taken it yet: True means it will never
@@ -142,11 +168,16 @@ class BrokerPool:
 
 
 class BrokerWorker(pykka.ThreadingActor):
+    # A call the broker never answers (an outage) may outlive the stop's bound: the process must still exit. What the
+    # call did is found again at the next start, as for a kill: its row was committed before it was sent.
+    use_daemon_thread = True
+
     def __init__(self, broker: Any, name: str, pool: BrokerPool | None = None) -> None:
         super().__init__()
         self.broker = broker
         self.name = name
         self.pool = pool
+
 
     def on_receive(self, message: Any) -> None:
         if isinstance(message, _TakeJobs):

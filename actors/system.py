@@ -8,6 +8,7 @@ loses nothing and its shares stay protected.
 from __future__ import annotations
 
 import threading
+import time
 
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -28,6 +29,8 @@ from catalyst.router_settings import RouterSettings
 from catalyst.store.reserve import DiskReserve
 
 log = logger.bind(actor="system")
+BROKER_DRAIN_S = 5.0  # the daemon passes a quarter of daemon.shutdown_timeout_s when that is less
+WORKER_STOP_GRACE_S = 0.5  # past the drain: a worker between two jobs answers its stop in well under this
 MAX_REBUILDS = 3  # per position; a position that keeps crashing is left to the doctor, loudly
 
 
@@ -206,6 +209,8 @@ class TradingSystem:
     defer_report_sync: bool = True
     router_settings: Any = None
     disk_reserve_mb: int = 0  # space set aside beside the database for a write a full disk refuses (DiskReserve)
+    # How long a stop lets the broker workers finish what the router asked of them (see _stop_broker_workers).
+    broker_drain_s: float = BROKER_DRAIN_S
     # Whether the market is closed now (catalyst.hooks.MarketHours), for the position actors to ask before a market
     # exit of their own accord; None (tests, the benchmarks): only the cycle's KeepOvernight says so.
     market_closed: Callable[[], bool] | None = None
@@ -219,6 +224,7 @@ class TradingSystem:
     _positions: list[Any] = field(default_factory=list, init=False, repr=False)
     _positions_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _positions_kept: int = field(default=16, init=False, repr=False)
+    _pools: list[BrokerPool] = field(default_factory=list, init=False, repr=False)
 
     def start(self) -> TradingSystem:
         try:
@@ -230,6 +236,7 @@ class TradingSystem:
             settings = self.router_settings or RouterSettings()
             protect = self._pool("protect", self.protect_workers or settings.protection_workers)
             general = self._pool("general", self.general_workers or settings.general_workers)
+            self._pools = [protect, general]
             # The supervisor before the router, which tells it of entry shares recorded after their position closed.
             self.supervisor_ref = Supervisor.start(self.writer, self._make_position)
             self.refs.append(self.supervisor_ref)
@@ -259,7 +266,7 @@ class TradingSystem:
         for i in range(size):
             ref = BrokerWorker.start(self.broker_factory(f"{name}-{i}"), f"{name}-{i}", pool)
             self.refs.append(ref)
-            pool.add(ref)
+            pool.add(ref, f"{name}-{i}")
         return pool
 
     def _make_position(self, plan: m.TradePlan, restored: Any = None) -> Any:
@@ -296,16 +303,50 @@ class TradingSystem:
                 pass
         with self._positions_lock:
             positions, self._positions = self._positions, []
-        for ref in [*positions, *reversed(self.refs)]:
-            try:
-                ref.stop(block=True, timeout=timeout)
-            except pykka.ActorDeadError:  # closed, or crashed, meanwhile
-                pass
-            except pykka.Timeout:  # the rest still stop: a router or writer left running would hold the process
-                log.warning(f"system {ref.actor_class.__name__} did not stop within {timeout:g} s: going on with "
-                            "the others")
+        _stop_each(positions, timeout)
+        left = self._stop_broker_workers()  # before the router: it records the answers to the calls they finish
+        _stop_each([ref for ref in reversed(self.refs) if ref.actor_urn not in left], timeout)
         self.refs.clear()
+        self._pools.clear()
         log.info("system stopped")
+
+    def _stop_broker_workers(self) -> set[str]:
+        """The workers finish what the router asked of them within broker_drain_s, then stop; the ones still waiting
+        for the broker after it are left behind (daemon threads: the process exits all the same), named with their
+        calls. Before, each worker's stop waited for its whole line, every call in an outage hanging broker.timeout_s,
+        and a graceful stop ran past its bound (daemon.shutdown_timeout_s, exit 1)."""
+        deadline = time.monotonic() + self.broker_drain_s
+        for pool in self._pools:
+            pool.close_at(deadline)
+        stopping = [(pool, ref, ref.stop(block=False)) for pool in self._pools for ref in pool.workers]
+        left: set[str] = set()  # actor urns
+        for pool, ref, stopped in stopping:
+            try:
+                stopped.get(timeout=max(deadline - time.monotonic(), 0) + WORKER_STOP_GRACE_S)
+            except pykka.ActorDeadError:
+                pass
+            except pykka.Timeout:
+                left.add(ref.actor_urn)
+                log.warning(f"system stopping: broker worker {pool.names[ref.actor_urn]} still waits for the broker "
+                            f"after {self.broker_drain_s:g} s ({pool.on_the_wire(ref)}); left behind: what the call did "
+                            "is read at the next start")
+        unsent = [job for pool in self._pools for job in pool.left_in_line()]
+        if unsent:
+            log.warning(f"system stopping with {len(unsent)} broker call(s) not sent ({', '.join(unsent[:8])}"
+                        f"{', …' if len(unsent) > 8 else ''}): their rows are kept, and the next start sends or asks "
+                        "again")
+        return left
+
+
+def _stop_each(refs: list[Any], timeout: float) -> None:
+    for ref in refs:
+        try:
+            ref.stop(block=True, timeout=timeout)
+        except pykka.ActorDeadError:  # closed, or crashed, meanwhile
+            pass
+        except pykka.Timeout:  # the rest still stop: a router or writer left running would hold the process
+            log.warning(f"system {ref.actor_class.__name__} did not stop within {timeout:g} s: going on with the "
+                        "others")
 
 
 class _Adopt(m.Message):

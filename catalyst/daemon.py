@@ -225,7 +225,8 @@ class Daemon:
                                     synchronous=self.config.daemon.sqlite_synchronous,
                                     defer_report_sync=self.config.daemon.sqlite_defer_report_sync,
                                     router_settings=self.config.router,
-                                    disk_reserve_mb=self.config.daemon.disk_reserve_mb, market_closed=hours.closed)
+                                    disk_reserve_mb=self.config.daemon.disk_reserve_mb, market_closed=hours.closed,
+                                    broker_drain_s=_withdrawal_bound_s(self.config.daemon.shutdown_timeout_s))
         self.parts.append(self.system)  # before it starts: a stop during start-up then stops what it started
         try:
             self.system.start()
@@ -991,7 +992,9 @@ def _stop_leftover_actors() -> None:
     """The last guard of the process's exit: an actor thread still running after the daemon's stop (a part that lost
     track of it) would keep the process alive after it said it stopped, and a supervisor never restarts a daemon
     that has not exited. Stopped here, and named, so the leak is seen and fixed."""
-    left = [ref for ref in pykka.ActorRegistry.get_all() if ref.is_alive()]
+    # Not a broker worker the stop left waiting for a broker that does not answer: on a daemon thread, it does not
+    # hold the exit, and waiting for it here would take the stop past its bound (TradingSystem._stop_broker_workers).
+    left = [ref for ref in pykka.ActorRegistry.get_all() if ref.is_alive() and not ref.actor_class.use_daemon_thread]
     if not left:
         return
     names = ", ".join(sorted({ref.actor_class.__name__ for ref in left}))
