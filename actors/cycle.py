@@ -165,6 +165,7 @@ class CycleActor(pykka.ThreadingActor):
         if schedule is None:
             self._skip(now, "the session is too short for the schedule")
             return None
+        self._complete_earlier_days(today, now)
         cycle = self.writer.get_or_create_cycle(today).get()
         phase = CyclePhase(cycle.phase)
         self.today = DayState(today, cycle.cycle_id, phase, halted=cycle.halt_reason, schedule=schedule)
@@ -241,6 +242,8 @@ class CycleActor(pykka.ThreadingActor):
             allowed, why = False, f"past {day.schedule.monitoring_at:%H:%M}, the end of the entry window (resumed late?)"
         if day.halted or not allowed:
             log.warning(f"cycle {day.day} no new entries: {day.halted or why}")
+            if not day.halted:  # on the day's row, so its report says why the day did not trade (a review)
+                self.writer.set_cycle_state(day.cycle_id, "halted", why).get()
             return
         plans = self.hooks["approve"](day.cycle_id, day.candidates, now)
         for plan in plans:
@@ -387,6 +390,26 @@ class CycleActor(pykka.ThreadingActor):
         if "day_completed" in self.hooks:
             self.hooks["day_completed"](day.day, path)
         self._skip(now, "day completed")
+
+    def _complete_earlier_days(self, today: date, now: datetime) -> None:
+        """Earlier days the daemon was not running to finish (down over their close: a machine off overnight, a
+        service stopped in the afternoon): each is completed now, with its P&L and its report, and said as a WARNING.
+        They stayed in their phase for good, with no report and their P&L in no figure (a review)."""
+        for cycle in self.writer.unfinished_cycles_before(today).get():
+            phase = CyclePhase(cycle.phase)
+            for step in (*(CYCLE_MACHINE.path(phase, CyclePhase.CLOSED) or ()), CyclePhase.COMPLETED):
+                self.writer.set_cycle_phase(cycle.cycle_id, str(CYCLE_MACHINE.check(phase, step, f"cycle {cycle.date}")),
+                                            now).get()
+                phase = step
+            realized, unrealized = self.hooks["daily_pnl"](cycle.cycle_id)
+            self.writer.set_daily_pnl(cycle.cycle_id, realized + unrealized, now).get()
+            try:
+                path = self.hooks["write_report"](cycle.date)
+            except Exception as exc:  # as _finish_day: a report failure must not undo the day
+                log.error(f"cycle {cycle.date} report not written: {type(exc).__name__}: {exc}")
+                path = None
+            log.warning(f"cycle {cycle.date} #{cycle.cycle_id} was left {cycle.phase}: the daemon was not running at "
+                        f"its close. Completed now: P&L {realized + unrealized:+.2f}; report {path}")
 
     def _skip(self, now: datetime, why: str) -> None:
         skip_to = self.hooks.get("skip_to")

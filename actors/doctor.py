@@ -184,6 +184,10 @@ class DoctorActor(pykka.ThreadingActor):
         """The cycle asks before approving an entry: False once a finding's policy halted entries."""
         return not self.halted
 
+    def why_halted(self) -> str | None:
+        """The halt's reason while entries are halted, for the cycle's line and its row (the report's)."""
+        return self.halt_reason if self.halted else None
+
     def resume(self, why: str) -> None:
         """A human looked at the halt reason: allow entries again."""
         log.warning(f"doctor entries allowed again ({why}); was halted: {self.halt_reason}")
@@ -229,6 +233,11 @@ class DoctorActor(pykka.ThreadingActor):
                 reported[line] = outcome
         if not dry_run:
             self._reported = reported
+            if self.halted and "halted" not in outcomes:
+                # What halted entries is gone (another daemon's orders cancelled, the shares sold): each cause is found
+                # again by every pass while it lasts, and halts again. Held for the process's life, one Monday event
+                # refused every later day's entries with a reason no longer true (a review).
+                self.resume(f"pass #{number} no longer finds what halted them")
             if batch[0] or batch[1]:
                 self.router.tell(m.CatchUpResult(orders=tuple(batch[0]), fills=tuple(batch[1]), since=gathered.after,
                                                  from_doctor=True))

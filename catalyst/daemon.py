@@ -34,6 +34,7 @@ from catalyst import collector, cpu
 from catalyst.config import (KEY_ID_ENV, SECRET_KEY_ENV, BrokerSettings, Config, describe_validation_error, load_config,
                              load_secrets, sqlite_path)
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
+from catalyst.domain.cycle import ACTIVE_PHASES, CyclePhase
 from catalyst.errors import (
     AccountCannotTrade, ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, KeysRefused,
     StopDuringStartup, UsageError,
@@ -196,6 +197,8 @@ class Daemon:
     emergency_broker_asked: float = 0.0  # monotonic: the broker is asked what it holds at most every 10 s
     emergency_resumed: str | None = None  # the reason in `<db>.emergency` found at start: a stop to go on with
     emergency_done: bool = False  # flat and stopping: `_serve` removes the marker once the stop went through
+    emergency_reason: str = ""  # the operator's emergency stop under way, for a day that begins before it is done
+    emergency_day_closing: bool = False  # a day begun after the stop was asked: told to close, once
     fault_at_stop: str | None = None  # a write the database refused while the daemon stopped (stop)
     _said_withdrawing: bool = False  # a graceful stop waits for entries being cancelled: said once
     disk_low: bool = False  # the last check_disk_room found less than LOW_DISK_MB free
@@ -361,6 +364,7 @@ class Daemon:
         log.critical(f"system emergency stop ({reason}){' resumed after a restart' if resumed else ''}: no new "
                      "entry, every position is flattened, then the daemon stops; start it again to trade")
         self.emergency_flat_since, self.emergency_said = None, ""
+        self.emergency_reason, self.emergency_day_closing = reason, False
         try:
             self.emergency_flatten = self.cycle.ask(EmergencyStop(reason=reason), block=False)
         except pykka.ActorDeadError:  # the main loop's actor check stops the daemon on it (exit 1) at once
@@ -405,9 +409,19 @@ class Daemon:
                                f"emergency stop, `catalyst stop` and remove {marker})")
                 return
             self.emergency_flat_since = now
-        reported = self._day_reported()
-        if reported is None:
+        phase = self._cycle_phase()
+        if phase is None:
             return  # the cycle is busy (writing the report, a doctor pass): not counted against the wait
+        if phase in ACTIVE_PHASES and not self.emergency_day_closing:
+            # A day that began after the stop was asked (asked at night, flat at the next open once the positions kept
+            # overnight were sold): closed as the stop closes an active day, with the stop on its row and its report.
+            # It was left in its phase for good, and its P&L in no report (a review).
+            from actors.cycle import EmergencyStop
+
+            self.emergency_day_closing = True
+            log.info("system emergency stop: flat; the day begun since is closed too, with its report, before stopping")
+            tell_if_alive(self.cycle, EmergencyStop(reason=self.emergency_reason or OPERATOR_EMERGENCY))
+        reported = phase not in ACTIVE_PHASES and phase is not CyclePhase.CLOSED
         if not reported and now - self.emergency_flat_since < EMERGENCY_REPORT_WAIT_S:
             self._say_once("system emergency stop: flat; waiting for the day's report before stopping")
             return
@@ -437,14 +451,14 @@ class Daemon:
         held = [f"{p.symbol} {p.qty}" for p in positions] + [f"{len(working)} working orders"] * bool(working)
         return ", ".join(held)
 
-    def _day_reported(self) -> bool | None:
-        """Whether the cycle has no closed day waiting for its report (the emergency stop closes the day; its report
-        comes at the cycle's next tick); None while it is too busy to say."""
+    def _cycle_phase(self) -> CyclePhase | None:
+        """The cycle's day's phase (idle when it has none): a closed day waits for its report (the emergency stop
+        closes the day; its report comes at the cycle's next tick); None while the cycle is too busy to say."""
         try:
             state = Answers(EMERGENCY_ANSWER_S).answer(self.cycle.proxy().state())
         except pykka.ActorDeadError:
             return None  # the actor check stops the daemon on it
-        return state.get("phase") != "closed" if isinstance(state, dict) else None
+        return CyclePhase(state.get("phase", "idle")) if isinstance(state, dict) else None
 
     def check_actors(self) -> None:
         """Raise ActorDied if one of the daemon's actors died: exiting lets the supervisor restart the daemon,

@@ -299,6 +299,9 @@ class CycleHooks:
             return False, f"{reserve_used}; the daemon stops once every filled share is under a stop"
         allowed = answer_of("doctor", self.doctor.entries_allowed(), 30)
         ok, why = allowed if isinstance(allowed, tuple) else (bool(allowed), "the doctor halted new entries")
+        if not ok and not isinstance(allowed, tuple):
+            reason = answer_of("doctor", self.doctor.why_halted(), 30)
+            why += f": {reason}" if reason else ""
         return (ok, why) if not ok else self.trade_stream_ready()
 
     def trade_stream_ready(self) -> tuple[bool, str]:

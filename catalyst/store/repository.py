@@ -299,6 +299,9 @@ class Store:
     async def get_cycle(self, day: date) -> CycleRecord | None:
         return await self._transaction(security_ops.get_cycle, day)
 
+    async def unfinished_cycles_before(self, day: date) -> list[CycleRecord]:
+        return await self._transaction(security_ops.unfinished_cycles_before, day)
+
     async def set_cycle_phase(self, cycle_id: int, phase: str, at: datetime | None = None) -> CycleRecord:
         return await self._transaction(security_ops.set_cycle_phase, cycle_id, phase, self._at(at))
 

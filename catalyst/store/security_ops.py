@@ -61,6 +61,13 @@ async def get_cycle(session: AsyncSession, day: date) -> CycleRecord | None:
     return None if row is None else cycle_record(row)
 
 
+async def unfinished_cycles_before(session: AsyncSession, day: date) -> list[CycleRecord]:
+    """Earlier days not completed, oldest first: the daemon was not running at their close."""
+    rows = await session.scalars(select(TradingCycle).where(TradingCycle.date < day, TradingCycle.phase != "completed")
+                                 .order_by(TradingCycle.date))
+    return [cycle_record(row) for row in rows]
+
+
 async def cycle_row(session: AsyncSession, cycle_id: int) -> TradingCycle:
     row = await session.get(TradingCycle, cycle_id)
     if row is None:

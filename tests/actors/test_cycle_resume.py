@@ -320,3 +320,67 @@ def test_a_day_that_is_not_a_trading_day_is_said_once(trading, start_cycle):
     assert said == ["cycle Monday 2024-03-04 is not a trading day (a weekend or a market holiday): nothing is traded "
                     "until the next session"]
     assert hooks.scans == []
+
+
+class ReportingHooks(Hooks):
+    """Hooks whose report writing is recorded, as the daemon's writes `reports/<day>/index.md`."""
+
+    def __init__(self, trading: Any) -> None:
+        super().__init__(trading)
+        self.reports: list[date] = []
+
+    def as_dict(self) -> dict[str, Callable[..., Any]]:
+        return {**super().as_dict(), "write_report": self.write_report}
+
+    def write_report(self, day: date) -> str:
+        self.reports.append(day)
+        return f"reports/{day}/index.md"
+
+
+def test_a_day_whose_close_the_daemon_missed_is_completed_at_the_next_start_with_its_pnl_and_report(trading,
+                                                                                                     start_cycle):
+    """From a review: a daemon down from the afternoon to the next morning left the day `monitoring` for good, its
+    daily_pnl 0, no report, and what it realized in no figure; nothing in the log said so."""
+    trading.exchange.set_price("AAPL", "50.00")
+    trading.exchange.advance(timedelta(minutes=40))  # 09:40 on Monday
+    monday = persisted_phase(trading, "monitoring")
+    trading.open(TradePlan(symbol="AAPL", side=PositionSide.LONG, qty=Decimal("100"), stop_loss=Decimal("48.00"),
+                           take_profit=Decimal("55.00"), cycle_id=monday))
+    trading.wait_for(lambda: working_stops(trading), "the position's stop at the broker")
+    trading.trade("AAPL", "55.20")  # the take-profit fills while the daemon is up; then it is stopped
+    trading.wait_for(lambda: not trading.broker_view()["positions"], "the take-profit to fill")
+    realized = trading.wait_for(lambda: trading.writer.cycle_pnl(monday).get()[0], "Monday's realized P&L")
+    trading.exchange.advance(timedelta(hours=23))  # Tuesday 08:41: the daemon starts again before the scan
+
+    hooks = ReportingHooks(trading)
+    with logged_lines("actors.cycle", "WARNING") as lines:
+        cycle = start_cycle(hooks)
+        trading.wait_for(lambda: cycle.proxy().state().get()["day"] == str(DAY + timedelta(days=1)), "Tuesday")
+    row = trading.writer.get_cycle(DAY).get()
+    assert (row.phase, row.daily_pnl) == ("completed", realized) and realized > 0
+    assert hooks.reports == [DAY]
+    assert lines == [f"cycle 2024-03-04 #{monday} was left monitoring: the daemon was not running at its close. "
+                     f"Completed now: P&L {realized:+.2f}; report reports/2024-03-04/index.md"]
+    assert trading.writer.get_cycle(DAY + timedelta(days=1)).get().phase == "idle"  # today's goes on as ever
+
+
+class HaltedHooks(Hooks):
+    def as_dict(self) -> dict[str, Callable[..., Any]]:
+        return {**super().as_dict(),
+                "entries_allowed": lambda: (False, "the doctor halted new entries: order AAPL#o-3: database "
+                                                   "cancelled, broker held")}
+
+
+def test_entries_refused_at_the_trading_phase_are_on_the_days_row_with_the_reason(trading, start_cycle):
+    """From a review: the report of a day the doctor's halt kept from trading said `state active`, 0 trades, and
+    nothing of why."""
+    trading.exchange.set_price("AAPL", "50.00")
+    cycle = start_cycle(HaltedHooks(trading))
+    trading.wait_for(lambda: trading.writer.get_cycle(DAY).get(), "the day's cycle row (idle)")
+    trading.exchange.advance(TO_THE_BELL + timedelta(minutes=4))  # 09:36: trading is due
+
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "trading", "the trading phase")
+    row = trading.writer.get_cycle(DAY).get()
+    assert (row.cycle_state, row.halt_reason) == (
+        "halted", "the doctor halted new entries: order AAPL#o-3: database cancelled, broker held")
+    assert entries(trading) == []

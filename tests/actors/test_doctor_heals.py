@@ -185,6 +185,27 @@ def test_a_conflict_halts_new_entries_and_says_why(trading, doctor):
     assert saved[1:] == ("cancelled", "held", "halt entries", "halted")
 
 
+def test_a_halt_is_lifted_by_the_first_pass_that_no_longer_finds_its_cause(trading, doctor, by_hand):
+    """From a review: the halt lived as long as the process, so one Monday conflict refused every later day's entries,
+    each pass saying "entries HALTED" for a cause gone by then; only a restart lifted it."""
+    open_protected(trading)
+    stop = next(o for o in trading.all_orders() if o.role == "stop_loss")
+    trading.writer.update_order_status(stop.order_id, "cancelled", "canceled", Decimal(0), None).get()
+    assert doctor.run_pass(reason="test").get().outcomes == ("halted",)
+    assert doctor.run_pass(reason="test").get().outcomes == ("halted",)  # while the cause lasts, the halt does
+    assert not doctor.entries_allowed().get()
+
+    with logged_lines("actors.doctor", "WARNING") as said:
+        by_hand.cancel_order_by_id(stop.alpaca_order_id)  # the operator settles it: the broker agrees now
+        report = doctor.run_pass(reason="test").get()
+    assert "halted" not in report.outcomes and report.entries_allowed and doctor.entries_allowed().get()
+    assert doctor.why_halted().get() is None
+    lifted = [line for line in said if line.startswith("doctor entries allowed again")]
+    assert len(lifted) == 1 and f"(pass #{report.number} no longer finds what halted them); was halted: " in lifted[0]
+    assert f"AAPL#o-{stop.order_id}" in lifted[0]
+    protected(trading)  # its shares under a stop again (MISSING_PROTECTION's heal)
+
+
 def _findings(trading):
     path = trading.db_url.split("///", 1)[1]
     with sqlite3.connect(path) as db:

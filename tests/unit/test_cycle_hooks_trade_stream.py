@@ -28,7 +28,8 @@ def hooks_with(doctor_allows: bool, states: list[TradeStreamState]) -> tuple[Cyc
         return answer(states[min(len(asked), len(states)) - 1])
 
     hooks = object.__new__(CycleHooks)  # only the doctor and the router are needed here
-    hooks.doctor = SimpleNamespace(entries_allowed=lambda: answer(doctor_allows))
+    hooks.doctor = SimpleNamespace(entries_allowed=lambda: answer(doctor_allows),
+                                   why_halted=lambda: answer(None if doctor_allows else "ORDER_STATUS_CONFLICT o-3"))
     router = SimpleNamespace(trade_stream=trade_stream)
     hooks.daemon = SimpleNamespace(system=SimpleNamespace(router=SimpleNamespace(proxy=lambda: router),
                                                           storage=StorageHealth()),
@@ -75,11 +76,6 @@ def test_a_stream_that_never_logs_in_stops_entries_after_the_wait(monkeypatch: p
     assert asked[-1] - asked[0] >= 0.4
 
 
-def test_a_doctors_halt_is_its_own_reason_and_the_stream_is_not_asked() -> None:
-    hooks, asked = hooks_with(False, [LOGGED_IN])
-    assert hooks.entries_allowed() == (False, "the doctor halted new entries") and asked == []
-
-
 def test_no_entry_while_an_operators_emergency_stop_is_under_way() -> None:
     # Not only on the day it was asked: a daemon still waiting to be flat must not let the next morning's cycle trade.
     hooks, asked = hooks_with(True, [LOGGED_IN])
@@ -88,3 +84,10 @@ def test_no_entry_while_an_operators_emergency_stop_is_under_way() -> None:
     hooks.daemon.emergency_requested, hooks.daemon.emergency_flatten = False, object()  # under way
     assert hooks.entries_allowed() == (False, "the operator's emergency stop: the daemon stops once flat")
     assert asked == []
+
+
+def test_a_doctor_halt_refuses_entries_with_the_doctors_reason() -> None:
+    """From a review: the cycle's line said only "the doctor halted new entries", every day, with no reason."""
+    hooks, asked = hooks_with(False, [LOGGED_IN])
+    assert hooks.entries_allowed() == (False, "the doctor halted new entries: ORDER_STATUS_CONFLICT o-3")
+    assert asked == []  # the stream is not asked once the doctor refuses

@@ -38,7 +38,7 @@ def a_flat_daemon_waiting_on(broker: Broker) -> tuple[Daemon, Any]:
                     stop_event=threading.Event())
     daemon.broker = broker
     daemon.emergency_flatten = done(None)  # the cycle has asked every position to flatten
-    daemon.cycle = SimpleNamespace(proxy=lambda: SimpleNamespace(state=lambda: done({"phase": "done"})))
+    daemon.cycle = SimpleNamespace(proxy=lambda: SimpleNamespace(state=lambda: done({"phase": "completed"})))
     system = SimpleNamespace(supervisor=SimpleNamespace(live_count=lambda: done(0)))  # no position actor left
     return daemon, system
 
@@ -55,3 +55,50 @@ def test_an_emergency_stop_whose_broker_read_fails_waits_and_is_done_once_the_br
     daemon.emergency_broker_asked = 0.0  # the next ask is due
     daemon._stop_once_flat(system)
     assert daemon.stop_event.is_set() and daemon.emergency_done
+
+
+class Cycle(pykka.ThreadingActor):
+    """Stands in for the cycle actor: a day begun after the stop was asked, `evaluating` until told EmergencyStop,
+    which closes it (as CycleActor._emergency does for an active day); its report then completes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phase, self.told = "evaluating", []
+
+    def state(self) -> dict[str, Any]:
+        return {"phase": self.phase}
+
+    def on_receive(self, message: Any) -> None:
+        self.told.append(message)
+        self.phase = "closed"
+
+    def report_written(self) -> None:
+        self.phase = "completed"
+
+
+def test_a_day_begun_after_an_emergency_stop_asked_at_night_is_closed_with_its_report_before_the_stop_ends():
+    """From a review: asked at night with a position kept overnight, the stop sold it at the next open and exited at
+    once, leaving that day `evaluating` for good, with no report and the stop on no cycle row."""
+    from actors.cycle import EmergencyStop
+
+    broker = Broker()
+    broker.failing = False
+    daemon, system = a_flat_daemon_waiting_on(broker)
+    daemon.emergency_reason = "operator: catalyst stop --emergency"
+    cycle = Cycle.start()
+    daemon.cycle = cycle
+    try:
+        daemon._stop_once_flat(system)
+        assert not daemon.stop_event.is_set()
+        told = cycle.proxy().told.get()
+        assert [type(m) for m in told] == [EmergencyStop] and told[0].reason == "operator: catalyst stop --emergency"
+
+        daemon._stop_once_flat(system)  # closed, its report not written yet: waited for, not told again
+        assert not daemon.stop_event.is_set() and len(cycle.proxy().told.get()) == 1
+        assert daemon.emergency_said == "system emergency stop: flat; waiting for the day's report before stopping"
+
+        cycle.proxy().report_written().get()
+        daemon._stop_once_flat(system)
+        assert daemon.stop_event.is_set() and daemon.emergency_done
+    finally:
+        cycle.stop()
