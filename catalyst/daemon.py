@@ -927,7 +927,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
     served = False  # until the main loop ends on its stop event: a stop on an error is not graceful
     try:
         if endpoint.exchange is not None and db_path is not None:
-            _wipe(db_path)
+            _wipe(db_path, lock)
         marker = emergency_marker(database_url)
         if marker is not None and marker.exists():
             # Before start-up: the cycle's first tick must already find entries refused.
@@ -1090,8 +1090,8 @@ def run_sim(args: argparse.Namespace) -> int:
     database_url = sim_database_url(config)
     daemon_database = config.database_path
     # Resolved: a symlink naming the daemon's database is the daemon's database.
-    if (not embedded_exchange(config) and daemon_database is not None
-            and real_path(sqlite_path(database_url)) == real_path(daemon_database)):
+    if not embedded_exchange(config) and daemon_database is not None and _same_file(sqlite_path(database_url),
+                                                                                     daemon_database):
         # The simulation's database is emptied at every run: never the daemon's own, holding its orders.
         raise ConfigError(f"{config.source}: daemon.database_url is {config.database_path}, the file `catalyst sim` "
                           "empties at every run: give the daemon's database another name")
@@ -1106,15 +1106,23 @@ def run_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _wipe(path: Path) -> None:
+def _same_file(a: Path | None, b: Path) -> bool:
+    """One file under two names: a symlink, a `..` path or a hard link (which only the inode tells)."""
+    if a is None:
+        return False
+    try:
+        return real_path(a) == real_path(b) or os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet: not the same file
+        return False
+
+
+def _wipe(path: Path, lock: InstanceLock | None = None) -> None:
     """The embedded exchange's accounts are new every run, so the simulation's database is too (under the lock), and
     an emergency stop a killed run left under way (its positions were at an exchange that is gone)."""
-    for suffix in ("-wal", "-shm", ".emergency"):
+    for suffix in ("", "-wal", "-shm", ".emergency"):
+        # Removed, not emptied: a file with another name too (a hard link) keeps its data under that name (a review:
+        # truncating it emptied a daemon's database linked as the simulation's).
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    try:
-        # Emptied, not removed: the instance lock holds this very file (InstanceLock._hold_database_file), and a
-        # new file in its place would be unguarded. An empty file is a valid new database.
-        os.truncate(path, 0)
-    except OSError:
-        path.unlink(missing_ok=True)
+    if lock is not None:
+        lock.hold_database_file_again()  # the new file, not the one just removed, is the one a link must not reach
     log.info(f"system simulation database {path} starts empty (the embedded exchange's accounts are new too)")

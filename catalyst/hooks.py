@@ -343,4 +343,4 @@ class CycleHooks:
             return [(bar.start, bar.close) for bar in exchange.market.minute_bars(symbol, start, end)]
 
         return write_daily_report(self.daemon.database_url, day, self.config.daemon.reports_dir,
-                                  prices if exchange is not None else None)
+                                  prices if exchange is not None else None, own_database=True)

@@ -79,6 +79,14 @@ class InstanceLock:
             raise
         return self
 
+    def hold_database_file_again(self) -> None:
+        """After the database file was removed and is to be made anew (the simulation's wipe), before any connection
+        to it is open: the lock moves to the new file."""
+        if self._database_fd is not None:
+            os.close(self._database_fd)
+            self._database_fd = None
+        self._hold_database_file()
+
     def _hold_database_file(self) -> None:
         """A lock on the database file itself too: a hard link names the same file under another name, whose
         `<name>.lock` is another file, and a second daemon ran on one database through it (a review).

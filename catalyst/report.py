@@ -71,13 +71,15 @@ def write_daily_report(
     day: date,
     reports_dir: Path,
     market_prices: PriceSource | None = None,
+    own_database: bool = False,
 ) -> Path:
     """Write reports_dir/YYYY-MM-DD/index.md, pnl.png and one trade-<SYMBOL>-<id>.png per trade; return index.md.
 
     `database` is the daemon's URL (read through a plain synchronous engine with writes refused) or a
     session factory the caller keeps read-only. Files are 0600 in a 0700 folder: P&L is private.
+    `own_database`: called inside the daemon that writes the database (read_only_engine).
     """
-    data = read_day(database, day)
+    data = read_day(database, day, own_database)
     folder = _private_folder(Path(reports_dir), day.isoformat())
     curve, notes = pnl_curve(data.trades)
     _write_private(folder / "pnl.png", pnl_chart_png(day.isoformat(), curve))
@@ -100,8 +102,14 @@ def write_daily_report(
 
 # --- reading -------------------------------------------------------------------------------------------------
 
-def read_only_engine(database_url: str) -> Engine:
-    """A plain synchronous engine on the daemon's URL (`+aiosqlite` dropped) that refuses every write."""
+def read_only_engine(database_url: str, own_database: bool = False) -> Engine:
+    """A plain synchronous engine on the daemon's URL (`+aiosqlite` dropped) that refuses every write.
+
+    `own_database`: inside the daemon whose writer has the file open, the file's header is not read here. Opening and
+    closing the file outside SQLite drops every POSIX lock this process holds on it, the writer's SQLite locks
+    included, and in WAL mode SQLite does not take its shared lock again: another connection (an operator's sqlite3,
+    a backup) then took itself for the last one and removed the -wal with committed rows in it (a review). SQLite's
+    own connections share their locks on one file and are safe; the daemon checked its file at start."""
     parsed = make_url(database_url)
     backend, _, driver = parsed.drivername.partition("+")
     if driver in ASYNC_DRIVERS:
@@ -113,7 +121,8 @@ def read_only_engine(database_url: str) -> Engine:
         if not path.is_file():
             raise ReportError(f"database {path} does not exist: nothing to report")
         try:
-            check_database_file(parsed)
+            if not own_database:
+                check_database_file(parsed)
         except StoreError as error:
             raise ReportError(f"cannot read the database: {error}") from None
         # SQLite's read-only open: the main file is never written, not even by the checkpoint a last
@@ -133,14 +142,14 @@ def read_only_engine(database_url: str) -> Engine:
     return engine
 
 
-def read_day(database: str | sessionmaker[Session], day: date) -> DayData:
+def read_day(database: str | sessionmaker[Session], day: date, own_database: bool = False) -> DayData:
     """Everything the report shows for `day`, read in one session."""
     where = database if isinstance(database, str) else "the given session factory"
     try:
         if not isinstance(database, str):
             with database() as session:
                 return load_day(session, day)
-        engine = read_only_engine(database)
+        engine = read_only_engine(database, own_database)
         try:
             with Session(engine) as session:
                 return load_day(session, day)

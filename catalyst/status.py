@@ -84,7 +84,10 @@ def _status_text(config: Config, simulation: bool = False) -> str:
     hint = "; the simulation's is read with `catalyst status --sim`" if (
         not simulation and simulated is not None and simulated.exists()) else ""
     running, said = daemon_line(path)
-    if not path.exists() and running:
+    if running and (not path.exists() or (path.is_file() and path.stat().st_size == 0)):
+        # Empty too: the daemon's instance lock makes the file at once (instance.py), and its first start may wait
+        # minutes for the broker before it writes the schema (a review: "an empty file … run `catalyst db upgrade`",
+        # exit 3, of a daemon already running).
         return f"{said}; starting up: its database {path} is not created yet"
     if path.is_dir():
         raise DatabaseError(f"{path}: a directory, not a database file (check daemon.database_url)")

@@ -379,3 +379,40 @@ def test_a_piece_sold_the_day_before_is_not_counted_again_the_day_the_rest_is_so
     entered, closed = reports_of(url, tmp_path / "reports", DAY, next_day)
     assert f"**Realized P&L:** -$50.00 (with -$50.00 from 1 kept from an earlier day: NVDA #{position.position_id}" in closed
     assert "**Realized P&L:** +$60.00\n" in entered
+
+
+def _posix_locks_held_on(path: Path) -> list[str]:
+    """This process's POSIX (fcntl) locks on `path`, from /proc/locks: SQLite's own."""
+    inode = os.stat(path).st_ino
+    held = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields:  # a waiter's line
+            continue
+        if fields[1] == "POSIX" and fields[4] == str(os.getpid()) and fields[5].rsplit(":", 1)[1] == str(inode):
+            held.append(line)
+    return held
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads the kernel's lock table (Linux)")
+def test_the_daemons_own_report_leaves_its_writers_sqlite_locks_in_place(trading_day, tmp_path: Path) -> None:
+    """From a review: the daily report, written inside the daemon, opened and closed the database file to read its
+    header, which drops every POSIX lock the process holds on it: the writer's shared lock was gone after each day's
+    report, and another connection could then take itself for the last one and remove the -wal with committed rows."""
+    url, _ = trading_day
+    database = tmp_path / "catalyst.db"
+    ref = DbWriter.start(url)
+    writer = ref.proxy()
+    try:
+        writer.get_or_create_cycle(DAY + timedelta(days=1), at=at(9, 0, day=DAY + timedelta(days=1))).get()
+        before = _posix_locks_held_on(database)
+        assert before, "the writer's connection holds SQLite's shared lock (WAL)"
+
+        write_daily_report(url, DAY, tmp_path / "reports", own_database=True)
+        assert _posix_locks_held_on(database) == before
+
+        # What an outside reader must still do, and why the daemon does not: its file check drops those locks.
+        write_daily_report(url, DAY, tmp_path / "reports")
+        assert _posix_locks_held_on(database) != before
+    finally:
+        ref.stop()

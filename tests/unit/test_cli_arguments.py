@@ -136,6 +136,23 @@ def test_catalyst_sim_refuses_a_daemon_database_that_is_a_symlink_to_its_own(cap
     assert (tmp_path / "var" / "sim.db").read_bytes() == b"the paper daemon's orders"
 
 
+def test_catalyst_sim_refuses_a_daemon_database_that_is_a_hard_link_to_its_own(capsys, tmp_path, monkeypatch):
+    # From a review: a hard link is the same file under another name, which resolving paths does not see; the
+    # simulation's wipe then emptied the daemon's database (when it truncated the file it found).
+    import os
+
+    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
+    monkeypatch.delenv("APCA_API_SECRET_KEY", raising=False)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "orders.db").write_bytes(b"the paper daemon's orders")
+    os.link(tmp_path / "var" / "orders.db", tmp_path / "var" / "sim.db")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[broker]\nmode = "paper"\n[daemon]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path}/var/orders.db"\n')
+    assert main(["sim", "--config", str(config)]) == 2
+    assert "the file `catalyst sim` empties at every run" in capsys.readouterr().err
+    assert (tmp_path / "var" / "orders.db").read_bytes() == b"the paper daemon's orders"
+
+
 @pytest.mark.parametrize("command", ["run", "sim"])
 def test_a_stop_while_the_daemons_modules_load_is_a_clean_exit(command, tmp_path):
     # Loading the daemon's modules takes most of a second, before its own handlers: a TERM then killed the process

@@ -150,9 +150,10 @@ def test_a_missing_database_file_is_created_empty_under_the_lock_and_a_link_made
         held.release()
 
 
-def test_the_simulations_wipe_empties_the_locked_file_instead_of_replacing_it(tmp_path):
-    """The embedded exchange's run starts from an empty database: removed and made anew, the file under the lock
-    would have been another one, and a hard link to the new file unguarded."""
+def test_the_simulations_wipe_moves_the_lock_to_the_new_file_and_leaves_a_linked_name_whole(tmp_path):
+    """The embedded exchange's run starts from an empty database. Replaced, the file under the lock was the old one,
+    and a hard link to the new file was unguarded; emptied in place (truncated), a daemon's database linked as the
+    simulation's lost its data (a review). The file is removed and the lock taken again on the new one."""
     import os
 
     from catalyst.daemon import _wipe
@@ -161,14 +162,17 @@ def test_the_simulations_wipe_empties_the_locked_file_instead_of_replacing_it(tm
     database = tmp_path / "catalyst.db"
     database.write_bytes(b"SQLite format 3\x00" + b"x" * 100)
     (tmp_path / "catalyst.db-wal").write_bytes(b"wal")
+    os.link(database, tmp_path / "daemons.db")  # another name for the same file, as a daemon's database
     held = InstanceLock(database).acquire("daemon")
     try:
         inode = database.stat().st_ino
-        _wipe(database)
-        assert database.stat().st_ino == inode and database.stat().st_size == 0
+        _wipe(database, held)
+        assert database.stat().st_ino != inode and database.stat().st_size == 0
         assert not (tmp_path / "catalyst.db-wal").exists()
+        assert (tmp_path / "daemons.db").read_bytes().startswith(b"SQLite format 3")  # kept whole under its name
         os.link(database, tmp_path / "linked.db")
         with pytest.raises(AlreadyRunning):
             InstanceLock(tmp_path / "linked.db").acquire("daemon")
+        InstanceLock(tmp_path / "daemons.db").acquire("daemon").release()  # the old file is not ours any more
     finally:
         held.release()
