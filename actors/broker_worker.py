@@ -152,9 +152,11 @@ class BrokerPool:
         return f"{type(job).__name__}{_job_orders(job)}" if job is not None else "its last job"
 
     def left_in_line(self) -> list[str]:
-        """What was never sent: each job's kind and orders (their rows are durable; the next start sends them)."""
+        """The orders and cancels never sent, each once (their rows are durable; the next start sends or asks again).
+        Reads (Verify, CatchUp, ReadPosition) are left out: nothing waits on them past the stop."""
         with self._lock:
-            return [f"{type(job).__name__}{_job_orders(job)}" for job in self._jobs]
+            jobs = [job for job in self._jobs if isinstance(job, SubmitOrder | SubmitOco | Cancel)]
+        return list(dict.fromkeys(f"{type(job).__name__}{_job_orders(job)}" for job in jobs))
 
     def withdraw(self, order_id: int) -> bool:
         """Take back the submit of simple order `order_id` if no worker has taken it yet: True means it will never

@@ -64,6 +64,10 @@ class CycleActor(pykka.ThreadingActor):
     broker calendar's close, exchange time), skip_to(datetime) (simulation only: jump the exchange clock over
     nights) and day_completed(day, report_path)."""
 
+    # Left behind by a stop if still busy after its share of the bound (waiting on a broker that does not answer):
+    # a daemon thread does not hold the process's exit (catalyst.daemon.Daemon.stop).
+    use_daemon_thread = True
+
     def __init__(self, writer: Any, system: Any, clock: Any, schedule: PhaseSchedule, hooks: dict[str, Callable]) -> None:
         super().__init__()
         self.writer, self.system, self.clock, self.schedule, self.hooks = writer, system, clock, schedule, hooks

@@ -92,6 +92,10 @@ class PositionBusy(Exception):
 
 
 class DoctorActor(pykka.ThreadingActor):
+    # Left behind by a stop if still busy after its share of the bound (waiting on a broker that does not answer):
+    # a daemon thread does not hold the process's exit (catalyst.daemon.Daemon.stop).
+    use_daemon_thread = True
+
     def __init__(self, writer: Any, broker: Any, router: Any, supervisor: Any, clock: Any,
                  settings: DoctorSettings | None = None, clock_limit_s: float | None = None) -> None:
         super().__init__()

@@ -282,6 +282,12 @@ class OrderRouter(pykka.ThreadingActor):
         self._market_checks.clear()
         for waiting in self._refused.values():  # still `created`: the next start sends them
             waiting.timer.cancel()
+        if self._refused:
+            # Named: a submit refused (a 429, a 5xx before the broker acted) as the daemon stopped was in no stop line
+            # (a review: an OCO's retry cancelled here, its position's shares without a stop until the restart).
+            labels = ", ".join(self.by_order[i].label if i in self.by_order else f"o-{i}" for i in self._refused)
+            log.warning(f"router stopping with {len(self._refused)} submit(s) refused by the broker and waiting to be "
+                        f"sent again ({labels}): their rows are kept, and the next start sends them")
         self._refused.clear()
 
     # --- messages --------------------------------------------------------------------------------------------

@@ -70,6 +70,10 @@ class Candidate(BaseModel):
 class ScannerActor(pykka.ThreadingActor):
     """Runs scans when the cycle asks (`proxy.scan(cycle_id, now).get()`); never raises for a broker fault."""
 
+    # Left behind by a stop if still busy after its share of the bound (waiting on a broker that does not answer):
+    # a daemon thread does not hold the process's exit (catalyst.daemon.Daemon.stop).
+    use_daemon_thread = True
+
     def __init__(self, broker: MarketData, writer: Any, settings: ScannerSettings | None = None) -> None:
         super().__init__()
         self.broker = broker

@@ -320,21 +320,22 @@ class TradingSystem:
             pool.close_at(deadline)
         stopping = [(pool, ref, ref.stop(block=False)) for pool in self._pools for ref in pool.workers]
         left: set[str] = set()  # actor urns
+        waited_until = deadline + WORKER_STOP_GRACE_S  # one wait for them all: not a grace per worker left (a review)
         for pool, ref, stopped in stopping:
             try:
-                stopped.get(timeout=max(deadline - time.monotonic(), 0) + WORKER_STOP_GRACE_S)
+                stopped.get(timeout=max(waited_until - time.monotonic(), 0))
             except pykka.ActorDeadError:
                 pass
             except pykka.Timeout:
                 left.add(ref.actor_urn)
-                log.warning(f"system stopping: broker worker {pool.names[ref.actor_urn]} still waits for the broker "
+                # Busy, not necessarily waiting for an answer: the client may be sleeping out a 429's reset.
+                log.warning(f"system stopping: broker worker {pool.names[ref.actor_urn]} still busy with a broker call "
                             f"after {self.broker_drain_s:g} s ({pool.on_the_wire(ref)}); left behind: what the call did "
                             "is read at the next start")
         unsent = [job for pool in self._pools for job in pool.left_in_line()]
         if unsent:
-            log.warning(f"system stopping with {len(unsent)} broker call(s) not sent ({', '.join(unsent[:8])}"
-                        f"{', …' if len(unsent) > 8 else ''}): their rows are kept, and the next start sends or asks "
-                        "again")
+            log.warning(f"system stopping with {len(unsent)} order or cancel call(s) not sent ({', '.join(unsent)}): "
+                        "their rows are kept, and the next start sends or asks again")
         return left
 
 

@@ -146,3 +146,39 @@ def test_a_job_failing_unexpectedly_is_answered_outcome_unknown_and_the_worker_t
     assert sent == ["cat-test-1", "cat-test-2"]
     assert errors == ["broker worker protection-0: SubmitOrder for o-1 failed unexpectedly: "
                       "RuntimeError: a bug in the port"]
+
+
+def test_a_stop_waits_once_for_all_the_workers_a_hung_broker_holds_not_a_grace_each(recording_actor):
+    """From a review: each worker still busy after the drain's deadline added its own 0.5 s grace, so 32 hung
+    protection workers took a 5 s drain to 22 s. One wait for them all now; every hung one is named, and the
+    submits no worker took are named too, each once."""
+    import time
+
+    from actors.system import WORKER_STOP_GRACE_S, TradingSystem
+    from tests.actors.conftest import logged_lines
+
+    router = recording_actor()
+    release, sent = threading.Event(), []
+    pool = BrokerPool()
+    hang = {f"cat-test-{i}" for i in range(1, 7)}
+    for i in range(6):
+        pool.add(BrokerWorker.start(HangingBroker(hang, release, sent), f"protect-{i}", pool), f"protect-{i}")
+    for order_id in [*range(1, 7), 7, 7]:  # six hang, one on the wire each; o-7 is left in line, told twice
+        pool.tell(SubmitOrder(row=row(order_id, "entry", f"cat-test-{order_id}"), reply_to=router))
+    wait_for(lambda: len(sent) == 6, "every worker on a hung submit")
+    system = object.__new__(TradingSystem)  # the drain alone: the rest of the system is not what is tested
+    system._pools, system.broker_drain_s = [pool], 1.0
+    try:
+        with logged_lines("actors.system", "WARNING") as lines:
+            started = time.monotonic()
+            left = system._stop_broker_workers()
+            took_s = time.monotonic() - started
+    finally:
+        release.set()
+    assert len(left) == 6
+    assert took_s < 1.0 + WORKER_STOP_GRACE_S + 0.5, took_s  # was 1.0 + 6 × 0.5
+    busy = [line for line in lines if " still busy with a broker call after 1 s (SubmitOrder for o-" in line]
+    assert len(busy) == 6, lines
+    assert lines[-1] == ("system stopping with 1 order or cancel call(s) not sent (SubmitOrder for o-7): their rows "
+                         "are kept, and the next start sends or asks again")
+    assert "cat-test-7" not in sent

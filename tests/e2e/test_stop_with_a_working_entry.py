@@ -101,4 +101,4 @@ def test_a_graceful_stop_as_the_broker_stops_answering_exits_0_inside_its_bound(
     assert took_s < 20.0, (took_s, log[-3000:])
     assert "stop did not finish" not in log
     assert "system stopping with " in log and "not settled after 5 s" in log, log[-3000:]  # the entry is named
-    assert "still waits for the broker after 5 s" in log, log[-3000:]
+    assert "still busy with a broker call after " in log, log[-3000:]
