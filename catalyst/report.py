@@ -299,12 +299,26 @@ def render_markdown(
     lines += ["", "## Doctor findings", ""]
     if data.findings:
         lines += ["| Time | Severity | Type | Subject | Action | Outcome |", "|---|---|---|---|---|---|"]
-        for f in data.findings:
-            lines.append(f"| {_clock(f.found_at)} | {_cell(f.severity)} | {_cell(f.type)} | {_cell(f.subject)} "
+        for f, last, count in _once_each(data.findings):
+            when = _clock(f.found_at) if count == 1 else f"{_clock(f.found_at)}–{_clock(last)} ({count} passes)"
+            lines.append(f"| {when} | {_cell(f.severity)} | {_cell(f.type)} | {_cell(f.subject)} "
                          f"| {_cell(f.action or '—')} | {_cell(f.outcome or '—')} |")  # fmt: skip
     else:
         lines.append("No findings.")
     return "\n".join(lines) + "\n"
+
+
+def _once_each(findings: tuple[FindingLine, ...]) -> list[tuple[FindingLine, datetime, int]]:
+    """Each finding once, with when it was last found and by how many passes: the doctor records one every pass it
+    lasts (an ended order of another database, for 24 hours), and a day's report listed it 57 times (a review)."""
+    seen: dict[tuple, list] = {}
+    for f in findings:
+        key = (f.severity, f.type, f.subject, f.action, f.outcome)
+        if key in seen:
+            seen[key][1], seen[key][2] = f.found_at, seen[key][2] + 1
+        else:
+            seen[key] = [f, f.found_at, 1]
+    return [(f, last, count) for f, last, count in seen.values()]
 
 
 def _money(amount: Decimal) -> str:

@@ -416,3 +416,25 @@ def test_the_daemons_own_report_leaves_its_writers_sqlite_locks_in_place(trading
         assert _posix_locks_held_on(database) != before
     finally:
         ref.stop()
+
+
+def test_a_finding_every_pass_found_again_is_one_row_with_its_span_and_count(trading_day, tmp_path: Path) -> None:
+    """From a review: an ended order of another database is found by every pass for 24 hours, one row each, and a
+    day's report listed it 57 times."""
+    url, _ = trading_day
+    ref = DbWriter.start(url)
+    try:
+        ref.proxy().insert_findings([
+            NewFinding(at(11, 5 * i), f"pass-{i}", "ORPHAN_ORDER", "info", "order TINW#35c88d21", action="alert",
+                       outcome="alerted") for i in range(1, 4)] + [
+            NewFinding(at(11, 30), "pass-9", "ORPHAN_ORDER", "info", "order LUMT#0a1b2c3d", action="alert",
+                       outcome="alerted")]).get()  # fmt: skip
+    finally:
+        ref.stop()
+
+    report = write_daily_report(url, DAY, tmp_path / "reports").read_text()
+
+    assert report.count("TINW#35c88d21") == 1
+    assert "| 11:05:00–11:15:00 (3 passes) | info | ORPHAN_ORDER | order TINW#35c88d21 | alert | alerted |" in report
+    assert "| 11:30:00 | info | ORPHAN_ORDER | order LUMT#0a1b2c3d | alert | alerted |" in report
+    assert "| 10:40:00 | warning | ORDER_STATUS_MISMATCH |" in report  # a finding found once reads as before
