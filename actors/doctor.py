@@ -21,7 +21,7 @@ from loguru import logger
 
 from actors import messages as m
 from actors.refs import BUSY, Answers, Delayed, tell_if_alive, tell_later
-from catalyst.broker.errors import BrokerError
+from catalyst.broker.errors import BrokerError, NotFound
 from catalyst.broker.reports import FillReport, OrderReport, PositionReport, order_views, position_view
 from catalyst.clock import (
     CLOCK_READING_MAX_S, CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, FOLLOWING_BROKER, clock_skew_s, describe_skew, wall_seconds,
@@ -31,7 +31,7 @@ from catalyst.domain.orders import OrderStatus, oco_stop_leg_id, oco_take_profit
 from catalyst.domain.positions import Position, PositionSide, PositionStatus
 from catalyst.domain.reconcile import (
     BrokerFill, BrokerView, DoctorSettings, Finding, FindingType, LocalOrder,
-    LocalPosition, LocalView, Policy, execution_key, reconcile, signed_qty,
+    LocalPosition, LocalView, Policy, WORKING_BROKER, execution_key, reconcile, signed_qty,
 )  # fmt: skip
 from catalyst.store.batch import call
 from catalyst.store.doctor_ops import ADOPTED_ENTRY_ROLE, AdoptedFill, BrokerOrderRow
@@ -107,6 +107,8 @@ class DoctorActor(pykka.ThreadingActor):
         self._clock_said: str | None = None  # the level last said of the clock (None: within CLOCK_SKEW_WARN_S)
         self.halted = False
         self.halt_reason: str | None = None
+        self._halts_this_pass: list[tuple[str, tuple[str, ...]]] = []  # (reason, broker ids) of the pass under way
+        self._halting_orders: set[str] = set()  # broker ids of the orders behind the halt, read again before it lifts
         self._numbers = itertools.count(1)
         self._timer: Delayed | None = None
         self._last_pass_at: datetime | None = None
@@ -204,6 +206,7 @@ class DoctorActor(pykka.ThreadingActor):
         now = self.clock.now()
         self._last_pass_at = now
         pass_id = f"{now:%Y%m%dT%H%M%S}-{number}"
+        self._halts_this_pass = []
         try:
             gathered, local, broker = self._gather(pass_id, now)
             findings = self._judge(local, broker, now)
@@ -237,11 +240,9 @@ class DoctorActor(pykka.ThreadingActor):
                 reported[line] = outcome
         if not dry_run:
             self._reported = reported
-            if self.halted and "halted" not in outcomes:
-                # What halted entries is gone (another daemon's orders cancelled, the shares sold): each cause is found
-                # again by every pass while it lasts, and halts again. Held for the process's life, one Monday event
-                # refused every later day's entries with a reason no longer true (a review).
-                self.resume(f"pass #{number} no longer finds what halted them")
+            # What halted entries gone (another daemon's orders cancelled, the shares sold), the halt lifts: held for
+            # the process's life, one Monday event refused every later day's entries with a reason no longer true.
+            self._keep_or_lift_halt(number)
             if batch[0] or batch[1]:
                 self.router.tell(m.CatchUpResult(orders=tuple(batch[0]), fills=tuple(batch[1]), since=gathered.after,
                                                  from_doctor=True))
@@ -375,7 +376,7 @@ class DoctorActor(pykka.ThreadingActor):
             if finding.policy is Policy.ALERT:
                 return "alerted"
             if finding.policy is Policy.HALT:
-                self._halt(finding.reason or f"{finding.type} {finding.subject}")
+                self._halt(finding.reason or f"{finding.type} {finding.subject}", finding.broker_ids)
                 return "halted"
             if finding.type is _T.ORPHAN_POSITION and finding.position_id is not None:
                 return self._rebuild_to_sell(finding)
@@ -567,10 +568,35 @@ class DoctorActor(pykka.ThreadingActor):
         restored = self._position_ref(finding)
         return "healed" if restored is not None else "failed: the position could not be rebuilt"
 
-    def _halt(self, reason: str) -> None:
+    def _halt(self, reason: str, broker_ids: tuple[str, ...] = ()) -> None:
         if not self.halted:
             log.critical(f"doctor HALTS new entries: {reason}")
         self.halted, self.halt_reason = True, self.halt_reason or reason
+        self._halts_this_pass.append((reason, broker_ids))
+
+    def _keep_or_lift_halt(self, number: int) -> None:
+        """After a pass: a halt stands while its cause does. Each pass finds a cause again while it lasts, and the
+        reason said is this pass's (the first one's was kept after it had gone, a review). An order that halted is
+        also read by its id before the halt lifts: one older than the pass's window of orders (another daemon's
+        good-till-cancelled order) is not listed again, and was taken for gone (a review)."""
+        if self._halts_this_pass:
+            self.halt_reason = self._halts_this_pass[0][0]
+            self._halting_orders = {i for _, ids in self._halts_this_pass for i in ids}
+            return
+        if not self.halted:
+            return
+        for broker_id in sorted(self._halting_orders):
+            try:
+                status = self.broker.get_order(broker_id).status
+            except NotFound:
+                continue  # not at the broker at all: not a cause
+            except BrokerError as exc:
+                log.debug(f"doctor halt kept: order {broker_id[:8]} could not be read ({exc})")
+                return
+            if status in WORKING_BROKER:
+                return  # still there: the halt stands, with its reason
+        self._halting_orders = set()
+        self.resume(f"pass #{number} no longer finds what halted them")
 
     def _position_ref(self, finding: Finding) -> Any:
         """The live actor of the finding's position, rebuilt from the database when it has none."""

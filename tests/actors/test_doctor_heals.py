@@ -39,11 +39,11 @@ def trading(exchange, tmp_path) -> Iterator[Trading]:
 
 
 @contextmanager
-def doctor_on(trading, broker: Any) -> Iterator[Any]:
+def doctor_on(trading, broker: Any, **settings: Any) -> Iterator[Any]:
     """A DoctorActor over the trading system, talking to the broker through `broker`; stopped afterwards."""
     system = trading.system
     ref = DoctorActor.start(system.writer, broker, system.router, system.supervisor, trading.exchange.clock,
-                            DoctorSettings(stuck_after_s=60))
+                            DoctorSettings(stuck_after_s=60, **settings))
     try:
         yield ref.proxy()
     finally:
@@ -204,6 +204,65 @@ def test_a_halt_is_lifted_by_the_first_pass_that_no_longer_finds_its_cause(tradi
     assert len(lifted) == 1 and f"(pass #{report.number} no longer finds what halted them); was halted: " in lifted[0]
     assert f"AAPL#o-{stop.order_id}" in lifted[0]
     protected(trading)  # its shares under a stop again (MISSING_PROTECTION's heal)
+
+
+def test_a_halt_whose_order_left_the_passes_window_stands_until_that_order_has_ended(trading, doctor, by_hand):
+    """From a review: another daemon's good-till-cancelled order, older than the window of orders a pass lists, was
+    no longer found, and the halt lifted while the order still worked. The orders behind a halt are read by id."""
+    trading.exchange.set_price("MSFT", "400.00")
+    theirs = by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=5, side=OrderSide.BUY, limit_price=300,
+                                                    time_in_force=TimeInForce.GTC, client_order_id="cat-0th3r000-9"))
+    assert kinds(doctor.run_pass(reason="test").get()) == ["OTHER_INSTANCE"]
+    assert not doctor.entries_allowed().get()
+
+    trading.exchange.advance(timedelta(days=2))  # Wednesday: two days past the pass's 24 h window
+    with logged_lines("actors.doctor", "WARNING") as said:
+        report = doctor.run_pass(reason="test").get()
+    assert "OTHER_INSTANCE" not in kinds(report)  # not listed any more, yet still working
+    assert not doctor.entries_allowed().get() and not [line for line in said if "allowed again" in line]
+    assert "another catalyst daemon (database 0th3r000)" in doctor.why_halted().get()
+
+    by_hand.cancel_order_by_id(theirs.id)
+    doctor.run_pass(reason="test").get()
+    assert doctor.entries_allowed().get()
+
+
+def test_the_halts_reason_is_the_cause_found_now_not_the_first_one(trading, doctor, by_hand):
+    """From a review: the reason kept the first cause after it had gone (the cycle's line, the day's row and
+    `catalyst status` named a cancelled order while another one halted)."""
+    trading.exchange.set_price("MSFT", "400.00")
+
+    def theirs(database: str) -> Any:
+        return by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=5, side=OrderSide.BUY, limit_price=300,
+                                                      time_in_force=TimeInForce.GTC,
+                                                      client_order_id=f"cat-{database}-1"))
+
+    first = theirs("aaaaaa01")
+    doctor.run_pass(reason="test").get()
+    assert "(database aaaaaa01)" in doctor.why_halted().get()
+    theirs("bbbbbb02")
+    by_hand.cancel_order_by_id(first.id)
+    doctor.run_pass(reason="test").get()
+    assert "(database bbbbbb02)" in doctor.why_halted().get() and not doctor.entries_allowed().get()
+
+
+def test_a_halt_set_by_a_heal_that_fails_stands_while_its_cause_does(trading, doctor_broker, by_hand):
+    """From a review: with `ORPHAN_POSITION = "flatten"`, shares no reported fill explains halt entries from inside
+    the flatten, whose outcome is "failed": the halt was lifted in the same pass, every pass, and the cycle bought on
+    top of those shares."""
+    from alpaca.trading.requests import MarketOrderRequest
+
+    trading.exchange.set_price("MSFT", "400.00")
+    by_hand.submit_order(MarketOrderRequest(symbol="MSFT", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+    trading.wait_for(lambda: trading.broker_view()["positions"], "the shares bought by hand")
+    trading.exchange.advance(timedelta(days=2))  # their fill now older than the pass's window: nothing explains them
+    with doctor_on(trading, doctor_broker, policies={"ORPHAN_POSITION": "flatten"}) as doctor:
+        with logged_lines("actors.doctor", "WARNING") as said:
+            for _ in range(3):
+                report = doctor.run_pass(reason="test").get()
+                assert not report.entries_allowed and not doctor.entries_allowed().get(), report
+        assert not [line for line in said if "allowed again" in line], said
+        assert "broker holds 10 that no reported fill explains" in doctor.why_halted().get()
 
 
 def _findings(trading):

@@ -45,8 +45,12 @@ def test_a_graceful_stop_cancels_the_entries_still_filling_and_every_share_at_th
         daemon.send(signal.SIGTERM)
         assert daemon.wait_exit(timeout=60) == 0, daemon.stderr()[-3000:]
         log = daemon.stderr()
-        assert "system stopping: asked every position to cancel the rest of its working entry; waiting up to 5 s for" in log, log[-3000:]
-        assert "every working entry ended, every share bought is under a working stop" in log, log[-3000:]
+        assert "the daemon is stopping: cancelling the rest of its entry" in log, log[-3000:]
+        # The stop's own lines come when it had to wait: a cancel the broker took within milliseconds, before the
+        # stop's first look, leaves nothing to wait for (seen in CI).
+        if "system stopping: asked every position to cancel the rest of its working entry; waiting up to" in log:
+            assert "every working entry ended, every share bought is under a working stop" in log, log[-3000:]
+        assert "not settled after" not in log, log[-3000:]
 
         stopped_at = clock(exchange)
         pump.go()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -143,12 +144,14 @@ def test_a_write_refused_while_the_daemon_stops_is_kept_for_its_exit_not_taken_f
             self.storage, self.refused_at_stop = Storage(), refused_at_stop
             self.storage.fault = before
             self.entries_closed = threading.Event()  # set as the stop begins (TradingSystem's)
+            self.broker_drain_s = 5.0  # the workers' drain, given its share of the stop's bound (TradingSystem's)
 
         def stop(self) -> None:
             self.storage.fault = self.storage.fault or self.refused_at_stop
 
     locked = "database is locked: another program held a lock on it for longer than Catalyst waits (30 s)"
     daemon = Daemon.__new__(Daemon)
+    daemon.config = SimpleNamespace(daemon=SimpleNamespace(shutdown_timeout_s=20.0))
     daemon.parts = [System(locked)]
     daemon.stop()
     assert daemon.fault_at_stop == locked
