@@ -398,22 +398,31 @@ class CycleActor(pykka.ThreadingActor):
     def _complete_earlier_days(self, today: date, now: datetime) -> None:
         """Earlier days the daemon was not running to finish (down over their close: a machine off overnight, a
         service stopped in the afternoon): each is completed now, with its P&L and its report, and said as a WARNING.
-        They stayed in their phase for good, with no report and their P&L in no figure (a review)."""
+        They stayed in their phase for good, with no report and their P&L in no figure (a review).
+
+        Said first, and `completed` last, after the report: a restart in between completes the day again (it had
+        lost the report for good, a review). Its P&L is what it realized: its positions still open are worth now what
+        today's prices say, not what they were worth at its close, and are counted on the day they are sold."""
         for cycle in self.writer.unfinished_cycles_before(today).get():
+            realized, unrealized = self.hooks["daily_pnl"](cycle.cycle_id)
+            unvalued = (f" ({unrealized:+.2f} unrealized in positions still open not counted: their value at the "
+                        "close is not known)") if unrealized else ""
+            log.warning(f"cycle {cycle.date} #{cycle.cycle_id} was left {cycle.phase}: its close passed with the "
+                        f"daemon not running to finish it. Completing it now: P&L {realized:+.2f} realized{unvalued}")
             phase = CyclePhase(cycle.phase)
-            for step in (*(CYCLE_MACHINE.path(phase, CyclePhase.CLOSED) or ()), CyclePhase.COMPLETED):
+            for step in CYCLE_MACHINE.path(phase, CyclePhase.CLOSED) or ():
                 self.writer.set_cycle_phase(cycle.cycle_id, str(CYCLE_MACHINE.check(phase, step, f"cycle {cycle.date}")),
                                             now).get()
                 phase = step
-            realized, unrealized = self.hooks["daily_pnl"](cycle.cycle_id)
-            self.writer.set_daily_pnl(cycle.cycle_id, realized + unrealized, now).get()
+            self.writer.set_daily_pnl(cycle.cycle_id, realized, now).get()
             try:
                 path = self.hooks["write_report"](cycle.date)
             except Exception as exc:  # as _finish_day: a report failure must not undo the day
                 log.error(f"cycle {cycle.date} report not written: {type(exc).__name__}: {exc}")
                 path = None
-            log.warning(f"cycle {cycle.date} #{cycle.cycle_id} was left {cycle.phase}: the daemon was not running at "
-                        f"its close. Completed now: P&L {realized + unrealized:+.2f}; report {path}")
+            self.writer.set_cycle_phase(cycle.cycle_id, str(CYCLE_MACHINE.check(phase, CyclePhase.COMPLETED,
+                                                                                f"cycle {cycle.date}")), now).get()
+            log.info(f"cycle {cycle.date} #{cycle.cycle_id} completed late; report {path}")
 
     def _skip(self, now: datetime, why: str) -> None:
         skip_to = self.hooks.get("skip_to")

@@ -308,17 +308,25 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
+REPEAT_GAP = timedelta(minutes=15)  # three of the doctor's default passes: a longer silence starts a new row
+
+
 def _once_each(findings: tuple[FindingLine, ...]) -> list[tuple[FindingLine, datetime, int]]:
-    """Each finding once, with when it was last found and by how many passes: the doctor records one every pass it
-    lasts (an ended order of another database, for 24 hours), and a day's report listed it 57 times (a review)."""
-    seen: dict[tuple, list] = {}
+    """A finding only reported (alerted), found again by pass after pass, once, with when it was last found and by
+    how many passes: the doctor records it every pass it lasts (an ended order of another database, for 24 hours),
+    and a day's report listed it 57 times (a review). Each heal, halt or other action stays a row of its own, and a
+    silence longer than REPEAT_GAP starts a new row: two incidents an afternoon apart read as one that lasted it."""
+    rows: list[list] = []
+    open_runs: dict[tuple, list] = {}
     for f in findings:
         key = (f.severity, f.type, f.subject, f.action, f.outcome)
-        if key in seen:
-            seen[key][1], seen[key][2] = f.found_at, seen[key][2] + 1
-        else:
-            seen[key] = [f, f.found_at, 1]
-    return [(f, last, count) for f, last, count in seen.values()]
+        run = open_runs.get(key) if f.outcome == "alerted" else None
+        if run is not None and f.found_at - run[1] <= REPEAT_GAP:
+            run[1], run[2] = f.found_at, run[2] + 1
+            continue
+        rows.append([f, f.found_at, 1])
+        open_runs[key] = rows[-1]
+    return [(f, last, count) for f, last, count in rows]
 
 
 def _money(amount: Decimal) -> str:

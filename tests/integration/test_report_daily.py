@@ -438,3 +438,29 @@ def test_a_finding_every_pass_found_again_is_one_row_with_its_span_and_count(tra
     assert "| 11:05:00–11:15:00 (3 passes) | info | ORPHAN_ORDER | order TINW#35c88d21 | alert | alerted |" in report
     assert "| 11:30:00 | info | ORPHAN_ORDER | order LUMT#0a1b2c3d | alert | alerted |" in report
     assert "| 10:40:00 | warning | ORDER_STATUS_MISMATCH |" in report  # a finding found once reads as before
+
+
+def test_separate_incidents_and_each_heal_stay_rows_of_their_own(trading_day, tmp_path: Path) -> None:
+    """From a review of the grouping: two healed MISSING_PROTECTION an afternoon apart read as one row spanning
+    09:40–14:00, a position without a stop for 4 h 20 min."""
+    url, _ = trading_day
+    ref = DbWriter.start(url)
+    try:
+        ref.proxy().insert_findings([
+            NewFinding(at(9, 40), "pass-1", "MISSING_PROTECTION", "critical", "position AAPL#p-1",
+                       action="re-protect", outcome="healed"),
+            NewFinding(at(14, 0), "pass-9", "MISSING_PROTECTION", "critical", "position AAPL#p-1",
+                       action="re-protect", outcome="healed"),
+            NewFinding(at(11, 0), "pass-3", "ORPHAN_ORDER", "info", "order X#1", action="alert", outcome="alerted"),
+            NewFinding(at(11, 5), "pass-4", "ORPHAN_ORDER", "info", "order X#1", action="alert", outcome="alerted"),
+            NewFinding(at(13, 0), "pass-8", "ORPHAN_ORDER", "info", "order X#1", action="alert", outcome="alerted"),
+        ]).get()  # fmt: skip
+    finally:
+        ref.stop()
+
+    report = write_daily_report(url, DAY, tmp_path / "reports").read_text()
+
+    assert "| 09:40:00 | critical | MISSING_PROTECTION | position AAPL#p-1 | re-protect | healed |" in report
+    assert "| 14:00:00 | critical | MISSING_PROTECTION | position AAPL#p-1 | re-protect | healed |" in report
+    assert "| 11:00:00–11:05:00 (2 passes) | info | ORPHAN_ORDER | order X#1 | alert | alerted |" in report
+    assert "| 13:00:00 | info | ORPHAN_ORDER | order X#1 | alert | alerted |" in report  # after two hours' silence
