@@ -385,15 +385,18 @@ class CycleActor(pykka.ThreadingActor):
         realized, unrealized = self.hooks["daily_pnl"](day.cycle_id)
         self.writer.set_daily_pnl(day.cycle_id, realized + unrealized, now).get()
         self._persist(day, CyclePhase.COMPLETED)  # first, so the report shows the finished day as completed
-        try:
-            path = self.hooks["write_report"](day.day)
-        except Exception as exc:  # a report failure must not undo a finished trading day
-            log.error(f"cycle {day.day} report not written: {type(exc).__name__}: {exc}")
-            path = None
+        path = self._write_report(day.day)
         log.info(f"cycle {day.day} completed: P&L {realized + unrealized:+.2f}; report {path}")
         if "day_completed" in self.hooks:
             self.hooks["day_completed"](day.day, path)
         self._skip(now, "day completed")
+
+    def _write_report(self, day: date) -> Any:
+        try:
+            return self.hooks["write_report"](day)
+        except Exception as exc:  # a report failure must not undo a finished trading day
+            log.error(f"cycle {day} report not written: {type(exc).__name__}: {exc}")
+            return None
 
     def _complete_earlier_days(self, today: date, now: datetime) -> None:
         """Earlier days the daemon was not running to finish (down over their close: a machine off overnight, a
@@ -415,13 +418,11 @@ class CycleActor(pykka.ThreadingActor):
                                             now).get()
                 phase = step
             self.writer.set_daily_pnl(cycle.cycle_id, realized, now).get()
-            try:
-                path = self.hooks["write_report"](cycle.date)
-            except Exception as exc:  # as _finish_day: a report failure must not undo the day
-                log.error(f"cycle {cycle.date} report not written: {type(exc).__name__}: {exc}")
-                path = None
+            path = self._write_report(cycle.date)
             self.writer.set_cycle_phase(cycle.cycle_id, str(CYCLE_MACHINE.check(phase, CyclePhase.COMPLETED,
                                                                                 f"cycle {cycle.date}")), now).get()
+            if path is not None:  # again, now that its row says completed: the first one said `closed` (a review)
+                path = self._write_report(cycle.date)
             log.info(f"cycle {cycle.date} #{cycle.cycle_id} completed late; report {path}")
 
     def _skip(self, now: datetime, why: str) -> None:

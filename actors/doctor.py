@@ -581,21 +581,25 @@ class DoctorActor(pykka.ThreadingActor):
         good-till-cancelled order) is not listed again, and was taken for gone (a review)."""
         if self._halts_this_pass:
             self.halt_reason = self._halts_this_pass[0][0]
-            self._halting_orders = {i for _, ids in self._halts_this_pass for i in ids}
+            # Added to, not replaced: an old order found no more by the passes must not be forgotten because another
+            # cause halted meanwhile (a review); each leaves the set once read as ended.
+            self._halting_orders |= {i for _, ids in self._halts_this_pass for i in ids}
             return
         if not self.halted:
             return
         for broker_id in sorted(self._halting_orders):
             try:
-                status = self.broker.get_order(broker_id).status
+                report = self.broker.get_order(broker_id)
             except NotFound:
-                continue  # not at the broker at all: not a cause
+                self._halting_orders.discard(broker_id)  # not at the broker at all: not a cause
+                continue
             except BrokerError as exc:
                 log.debug(f"doctor halt kept: order {broker_id[:8]} could not be read ({exc})")
                 return
-            if status in WORKING_BROKER:
+            # Working as reconcile has it: the order or one of its legs (a filled entry's bracket stop still works).
+            if report.status in WORKING_BROKER or any(leg.status in WORKING_BROKER for leg in report.legs):
                 return  # still there: the halt stands, with its reason
-        self._halting_orders = set()
+            self._halting_orders.discard(broker_id)
         self.resume(f"pass #{number} no longer finds what halted them")
 
     def _position_ref(self, finding: Finding) -> Any:

@@ -343,4 +343,5 @@ class CycleHooks:
             return [(bar.start, bar.close) for bar in exchange.market.minute_bars(symbol, start, end)]
 
         return write_daily_report(self.daemon.database_url, day, self.config.daemon.reports_dir,
-                                  prices if exchange is not None else None, own_database=True)
+                                  prices if exchange is not None else None, own_database=True,
+                                  repeat_gap=timedelta(seconds=3 * self.config.doctor.interval_s))

@@ -42,6 +42,9 @@ class ReportError(CatalystError):
     """The report cannot be written: the database is missing or unreadable, or the folder is not writable."""
 
 
+REPEAT_GAP = timedelta(minutes=15)  # three of the doctor's default passes: a longer silence starts a new row
+
+
 @dataclass(frozen=True)
 class FindingLine:
     found_at: datetime
@@ -72,12 +75,14 @@ def write_daily_report(
     reports_dir: Path,
     market_prices: PriceSource | None = None,
     own_database: bool = False,
+    repeat_gap: timedelta = REPEAT_GAP,
 ) -> Path:
     """Write reports_dir/YYYY-MM-DD/index.md, pnl.png and one trade-<SYMBOL>-<id>.png per trade; return index.md.
 
     `database` is the daemon's URL (read through a plain synchronous engine with writes refused) or a
     session factory the caller keeps read-only. Files are 0600 in a 0700 folder: P&L is private.
-    `own_database`: called inside the daemon that writes the database (read_only_engine).
+    `own_database`: called inside the daemon that writes the database (read_only_engine). `repeat_gap`: a finding
+    found again within it is the same incident (three of the doctor's passes, doctor.interval_s).
     """
     data = read_day(database, day, own_database)
     folder = _private_folder(Path(reports_dir), day.isoformat())
@@ -95,7 +100,8 @@ def write_daily_report(
         _write_private(folder / name, trade_chart_png(trade, prices, title))
         charts[trade.position_id] = name
     index = folder / "index.md"
-    _write_private(index, render_markdown(data, curve, max_drawdown(curve), charts, notes).encode("utf-8"))
+    _write_private(index, render_markdown(data, curve, max_drawdown(curve), charts, notes,
+                                          repeat_gap).encode("utf-8"))
     logger.info(f"report {day.isoformat()}: {len(data.trades)} trades, {len(charts)} trade charts → {index}")
     return index
 
@@ -236,7 +242,7 @@ def _exit_reason(status: str, fills: tuple[TradeFill, ...]) -> str:
 
 def render_markdown(
     data: DayData, curve: Sequence[tuple[datetime, Decimal]], drawdown: Decimal, charts: dict[int, str],
-    notes: Sequence[str],
+    notes: Sequence[str], repeat_gap: timedelta = REPEAT_GAP,
 ) -> str:
     """The report a trader opens first: headline numbers, the trades, the scan, the doctor's findings."""
     day = data.day.isoformat()
@@ -299,7 +305,7 @@ def render_markdown(
     lines += ["", "## Doctor findings", ""]
     if data.findings:
         lines += ["| Time | Severity | Type | Subject | Action | Outcome |", "|---|---|---|---|---|---|"]
-        for f, last, count in _once_each(data.findings):
+        for f, last, count in _once_each(data.findings, repeat_gap):
             when = _clock(f.found_at) if count == 1 else f"{_clock(f.found_at)}–{_clock(last)} ({count} passes)"
             lines.append(f"| {when} | {_cell(f.severity)} | {_cell(f.type)} | {_cell(f.subject)} "
                          f"| {_cell(f.action or '—')} | {_cell(f.outcome or '—')} |")  # fmt: skip
@@ -308,20 +314,19 @@ def render_markdown(
     return "\n".join(lines) + "\n"
 
 
-REPEAT_GAP = timedelta(minutes=15)  # three of the doctor's default passes: a longer silence starts a new row
-
-
-def _once_each(findings: tuple[FindingLine, ...]) -> list[tuple[FindingLine, datetime, int]]:
-    """A finding only reported (alerted), found again by pass after pass, once, with when it was last found and by
-    how many passes: the doctor records it every pass it lasts (an ended order of another database, for 24 hours),
-    and a day's report listed it 57 times (a review). Each heal, halt or other action stays a row of its own, and a
-    silence longer than REPEAT_GAP starts a new row: two incidents an afternoon apart read as one that lasted it."""
+def _once_each(findings: tuple[FindingLine, ...],
+               repeat_gap: timedelta = REPEAT_GAP) -> list[tuple[FindingLine, datetime, int]]:
+    """A finding found again by pass after pass, once, with when it was last found and by how many passes: the
+    doctor records it every pass it lasts (an ended order of another database, for 24 hours; a halt standing), and a
+    day's report listed it 57 times (a review). Each heal stays a row of its own (a heal is an event: two a few
+    minutes apart are two incidents), and a silence longer than `repeat_gap` starts a new row: two incidents an
+    afternoon apart read as one that lasted it."""
     rows: list[list] = []
     open_runs: dict[tuple, list] = {}
     for f in findings:
         key = (f.severity, f.type, f.subject, f.action, f.outcome)
-        run = open_runs.get(key) if f.outcome == "alerted" else None
-        if run is not None and f.found_at - run[1] <= REPEAT_GAP:
+        run = open_runs.get(key) if f.outcome != "healed" else None
+        if run is not None and f.found_at - run[1] <= repeat_gap:
             run[1], run[2] = f.found_at, run[2] + 1
             continue
         rows.append([f, f.found_at, 1])

@@ -227,6 +227,29 @@ def test_a_halt_whose_order_left_the_passes_window_stands_until_that_order_has_e
     assert doctor.entries_allowed().get()
 
 
+def test_an_old_order_behind_a_halt_is_not_forgotten_when_another_cause_halts_and_ends(trading, doctor, by_hand):
+    """From a review: each halting pass replaced the orders behind the halt with its own, so an old order no pass
+    lists any more was dropped when another cause halted; once that one ended, the halt lifted."""
+    trading.exchange.set_price("MSFT", "400.00")
+
+    def theirs(database: str) -> Any:
+        return by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=5, side=OrderSide.BUY, limit_price=300,
+                                                      time_in_force=TimeInForce.GTC,
+                                                      client_order_id=f"cat-{database}-1"))
+
+    old = theirs("aaaaaa01")
+    doctor.run_pass(reason="test").get()
+    trading.exchange.advance(timedelta(days=2))  # `old` is past the window of orders a pass lists
+    recent = theirs("bbbbbb02")
+    assert kinds(doctor.run_pass(reason="test").get()) == ["OTHER_INSTANCE"]  # `recent` only
+    by_hand.cancel_order_by_id(recent.id)
+    doctor.run_pass(reason="test").get()
+    assert not doctor.entries_allowed().get()  # `old` still works
+    by_hand.cancel_order_by_id(old.id)
+    doctor.run_pass(reason="test").get()
+    assert doctor.entries_allowed().get()
+
+
 def test_the_halts_reason_is_the_cause_found_now_not_the_first_one(trading, doctor, by_hand):
     """From a review: the reason kept the first cause after it had gone (the cycle's line, the day's row and
     `catalyst status` named a cancelled order while another one halted)."""

@@ -464,3 +464,22 @@ def test_separate_incidents_and_each_heal_stay_rows_of_their_own(trading_day, tm
     assert "| 14:00:00 | critical | MISSING_PROTECTION | position AAPL#p-1 | re-protect | healed |" in report
     assert "| 11:00:00–11:05:00 (2 passes) | info | ORPHAN_ORDER | order X#1 | alert | alerted |" in report
     assert "| 13:00:00 | info | ORPHAN_ORDER | order X#1 | alert | alerted |" in report  # after two hours' silence
+
+
+def test_a_standing_halt_is_one_row_and_the_gap_follows_the_doctors_interval(trading_day, tmp_path: Path) -> None:
+    """From a review: grouping only alerts listed a standing halt once per pass again (288 rows a day at 300 s), and
+    a fixed 15-minute gap split a doctor running every 20 minutes into a row per pass."""
+    url, _ = trading_day
+    ref = DbWriter.start(url)
+    try:
+        ref.proxy().insert_findings([
+            NewFinding(at(11, 20 * i), f"pass-{i}", "OTHER_INSTANCE", "critical", "order DREN#ab12cd34",
+                       action="halt entries", outcome="halted") for i in range(3)]).get()  # fmt: skip
+    finally:
+        ref.stop()
+
+    every_20_minutes = write_daily_report(url, DAY, tmp_path / "a", repeat_gap=timedelta(hours=1)).read_text()
+    assert every_20_minutes.count("OTHER_INSTANCE") == 1
+    assert "| 11:00:00–11:40:00 (3 passes) | critical | OTHER_INSTANCE | order DREN#ab12cd34 |" in every_20_minutes
+    default_gap = write_daily_report(url, DAY, tmp_path / "b").read_text()
+    assert default_gap.count("OTHER_INSTANCE") == 3  # 20 minutes apart: past the default 15
