@@ -79,6 +79,8 @@ POSITION_ANSWER_S = 5.0  # a position actor answers its state at once unless som
 # Findings the daemon's own writes in flight can explain for a few milliseconds (a fill the router is recording, an
 # OCO acknowledged between two reads, a submit's answer waiting in the router's mailbox): each one, like a halt,
 # counts only if a second look a moment later sees it again. None of them is older than a pass can wait for.
+# How far back a start looks for the orders behind an earlier run's halts (_halts_from_before).
+HALTS_REMEMBERED = timedelta(days=30)
 LATE_SHARE_REBUILDS = 3  # a closed position rebuilt this often for its late entry shares, still holding them: halt
 CONFIRMED_ON_A_SECOND_LOOK = frozenset({_T.MISSING_FILL, _T.MISSING_PROTECTION, _T.OUTCOME_UNKNOWN})
 
@@ -109,6 +111,8 @@ class DoctorActor(pykka.ThreadingActor):
         self.halt_reason: str | None = None
         self._halts_this_pass: list[tuple[str, tuple[str, ...]]] = []  # (reason, broker ids) of the pass under way
         self._halting_orders: set[str] = set()  # broker ids of the orders behind the halt, read again before it lifts
+        # Until the first pass: how far back the halts of an earlier run are looked for (_halts_from_before).
+        self._before_restart: datetime | None = self.clock.now() - HALTS_REMEMBERED
         self._numbers = itertools.count(1)
         self._timer: Delayed | None = None
         self._last_pass_at: datetime | None = None
@@ -574,11 +578,31 @@ class DoctorActor(pykka.ThreadingActor):
         self.halted, self.halt_reason = True, self.halt_reason or reason
         self._halts_this_pass.append((reason, broker_ids))
 
+    def _halts_from_before(self) -> None:
+        """At the first pass of this process: the orders behind a halt of an earlier run (recorded with their
+        findings) are read by id, and one still working halts again. A pass lists orders from a window (24 h): after
+        a restart another daemon's older order was not seen at all, and entries went on beside it (a review)."""
+        since, self._before_restart = self._before_restart, None
+        for broker_id, reason in self.writer.orders_behind_halts_since(since).get().items():
+            if broker_id in self._halting_orders:
+                continue
+            try:
+                report = self.broker.get_order(broker_id)
+            except NotFound:
+                continue
+            except BrokerError as exc:  # unknown is not gone: halted until a pass can read it
+                report = None
+                log.warning(f"doctor order {broker_id[:8]} behind a halt before the restart could not be read ({exc})")
+            if report is None or _still_working(report):
+                self._halt(f"{reason} (found again from before the restart)", (broker_id,))
+
     def _keep_or_lift_halt(self, number: int) -> None:
         """After a pass: a halt stands while its cause does. Each pass finds a cause again while it lasts, and the
         reason said is this pass's (the first one's was kept after it had gone, a review). An order that halted is
         also read by its id before the halt lifts: one older than the pass's window of orders (another daemon's
         good-till-cancelled order) is not listed again, and was taken for gone (a review)."""
+        if self._before_restart is not None:
+            self._halts_from_before()
         if self._halts_this_pass:
             self.halt_reason = self._halts_this_pass[0][0]
             # Added to, not replaced: an old order found no more by the passes must not be forgotten because another
@@ -596,8 +620,7 @@ class DoctorActor(pykka.ThreadingActor):
             except BrokerError as exc:
                 log.debug(f"doctor halt kept: order {broker_id[:8]} could not be read ({exc})")
                 return
-            # Working as reconcile has it: the order or one of its legs (a filled entry's bracket stop still works).
-            if report.status in WORKING_BROKER or any(leg.status in WORKING_BROKER for leg in report.legs):
+            if _still_working(report):
                 return  # still there: the halt stands, with its reason
             self._halting_orders.discard(broker_id)
         self.resume(f"pass #{number} no longer finds what halted them")
@@ -670,10 +693,18 @@ def _local_order(row: Any) -> LocalOrder:
                       row.updated_at, row.outcome_unknown)
 
 
+def _still_working(report: OrderReport) -> bool:
+    """Working as reconcile has it: the order or one of its legs (a filled entry's bracket stop still works)."""
+    return report.status in WORKING_BROKER or any(leg.status in WORKING_BROKER for leg in report.legs)
+
+
 def _record(finding: Finding, at: datetime, pass_id: str, outcome: str) -> NewFinding:
+    details: dict[str, Any] = {"reason": finding.reason} if finding.reason else {}
+    if outcome == "halted" and finding.broker_ids:  # read again after a restart (DoctorActor._halts_from_before)
+        details["broker_ids"] = list(finding.broker_ids)
     return NewFinding(found_at=at, pass_id=pass_id, type=str(finding.type), severity=str(finding.severity),
                       subject=finding.subject, db_value=finding.db_value, broker_value=finding.broker_value,
-                      action=finding.action, outcome=outcome, details={"reason": finding.reason} if finding.reason else None)
+                      action=finding.action, outcome=outcome, details=details or None)
 
 
 def _cumulative(fills: list[FillReport]) -> dict[str, Decimal]:

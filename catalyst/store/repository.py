@@ -323,6 +323,9 @@ class Store:
     async def scan_results(self, cycle_id: int) -> list[ScanResultRecord]:
         return await self._transaction(security_ops.scan_results, cycle_id)
 
+    async def orders_behind_halts_since(self, since: datetime) -> dict[str, str]:
+        return await self._transaction(security_ops.orders_behind_halts_since, since)
+
     async def insert_findings(self, findings: Sequence[NewFinding]) -> list[int]:
         return await self._transaction(security_ops.insert_findings, findings)
 

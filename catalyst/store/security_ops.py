@@ -140,6 +140,19 @@ async def scan_results(session: AsyncSession, cycle_id: int) -> list[ScanResultR
     return [scan_result_record(row, symbol) for row, symbol in (await session.execute(query)).all()]
 
 
+async def orders_behind_halts_since(session: AsyncSession, since: datetime) -> dict[str, str]:
+    """Broker id → reason of the orders behind the doctor's halts found since `since` (newest reason kept)."""
+    rows = await session.scalars(select(DoctorFinding).where(DoctorFinding.found_at >= checks.utc("since", since),
+                                                             DoctorFinding.outcome == "halted")
+                                 .order_by(DoctorFinding.found_at))
+    behind: dict[str, str] = {}
+    for row in rows:
+        details = row.details if isinstance(row.details, dict) else {}
+        for broker_id in details.get("broker_ids") or ():
+            behind[str(broker_id)] = str(details.get("reason") or f"{row.type} {row.subject}")
+    return behind
+
+
 async def insert_findings(session: AsyncSession, findings: Sequence[NewFinding]) -> list[int]:
     rows = []
     for finding in findings:

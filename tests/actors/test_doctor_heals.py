@@ -250,6 +250,37 @@ def test_an_old_order_behind_a_halt_is_not_forgotten_when_another_cause_halts_an
     assert doctor.entries_allowed().get()
 
 
+def test_after_a_restart_an_old_order_behind_an_earlier_halt_halts_again(trading, doctor_broker, by_hand):
+    """From a review: the orders behind a halt lived in memory, and a pass lists orders from a 24 h window, so after
+    a restart another daemon's older working order was not seen at all: entries went on beside it. The halting
+    findings keep their orders' ids, and a new doctor's first pass reads them."""
+    trading.exchange.set_price("MSFT", "400.00")
+    theirs = by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=5, side=OrderSide.BUY, limit_price=300,
+                                                    time_in_force=TimeInForce.GTC, client_order_id="cat-0th3r000-9"))
+    with doctor_on(trading, doctor_broker) as first_run:
+        first_run.run_pass(reason="test").get()
+        assert not first_run.entries_allowed().get()
+    trading.exchange.advance(timedelta(days=2))  # the daemon restarts two days later: the order is out of the window
+
+    with doctor_on(trading, doctor_broker) as restarted:
+        with logged_lines("actors.doctor", "CRITICAL") as said:
+            report = restarted.run_pass(reason="start-up").get()
+        assert "OTHER_INSTANCE" not in kinds(report)  # not listed by the pass
+        assert not report.entries_allowed and not restarted.entries_allowed().get()
+        assert said == ["doctor HALTS new entries: another catalyst daemon (database 0th3r000) has working orders on "
+                        "this account: run one daemon per account; if none runs, they are an earlier database's "
+                        "orders: cancel them at the broker or go back to that database (found again from before the "
+                        "restart)"]
+        restarted.run_pass(reason="test").get()
+        assert not restarted.entries_allowed().get()  # stands while the order works
+        by_hand.cancel_order_by_id(theirs.id)
+        restarted.run_pass(reason="test").get()
+        assert restarted.entries_allowed().get()
+
+    with doctor_on(trading, doctor_broker) as once_more:  # a start after it ended: nothing halts
+        assert once_more.run_pass(reason="start-up").get().entries_allowed
+
+
 def test_the_halts_reason_is_the_cause_found_now_not_the_first_one(trading, doctor, by_hand):
     """From a review: the reason kept the first cause after it had gone (the cycle's line, the day's row and
     `catalyst status` named a cancelled order while another one halted)."""
