@@ -111,8 +111,7 @@ class DoctorActor(pykka.ThreadingActor):
         self.halt_reason: str | None = None
         self._halts_this_pass: list[tuple[str, tuple[str, ...]]] = []  # (reason, broker ids) of the pass under way
         self._halting_orders: set[str] = set()  # broker ids of the orders behind the halt, read again before it lifts
-        # Until the first pass: how far back the halts of an earlier run are looked for (_halts_from_before).
-        self._before_restart: datetime | None = self.clock.now() - HALTS_REMEMBERED
+        self._before_restart = True  # until the first pass has looked for an earlier run's halts (_halts_from_before)
         self._numbers = itertools.count(1)
         self._timer: Delayed | None = None
         self._last_pass_at: datetime | None = None
@@ -582,8 +581,10 @@ class DoctorActor(pykka.ThreadingActor):
         """At the first pass of this process: the orders behind a halt of an earlier run (recorded with their
         findings) are read by id, and one still working halts again. A pass lists orders from a window (24 h): after
         a restart another daemon's older order was not seen at all, and entries went on beside it (a review)."""
-        since, self._before_restart = self._before_restart, None
-        for broker_id, reason in self.writer.orders_behind_halts_since(since).get().items():
+        self._before_restart = False
+        assert self._last_pass_at is not None  # set as the pass began
+        earlier = self.writer.orders_behind_halts_since(self._last_pass_at - HALTS_REMEMBERED).get()
+        for broker_id, reason in earlier.items():
             if broker_id in self._halting_orders:
                 continue
             try:
@@ -601,7 +602,7 @@ class DoctorActor(pykka.ThreadingActor):
         reason said is this pass's (the first one's was kept after it had gone, a review). An order that halted is
         also read by its id before the halt lifts: one older than the pass's window of orders (another daemon's
         good-till-cancelled order) is not listed again, and was taken for gone (a review)."""
-        if self._before_restart is not None:
+        if self._before_restart:
             self._halts_from_before()
         if self._halts_this_pass:
             self.halt_reason = self._halts_this_pass[0][0]
