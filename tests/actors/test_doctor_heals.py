@@ -3,6 +3,7 @@ back (alpaca-py's TradingClient with the same key, the exchange's fault controls
 
 from __future__ import annotations
 
+import functools
 import math
 import sqlite3
 import threading
@@ -206,6 +207,12 @@ def test_a_halt_is_lifted_by_the_first_pass_that_no_longer_finds_its_cause(tradi
     protected(trading)  # its shares under a stop again (MISSING_PROTECTION's heal)
 
 
+def another_daemons_working_order(by_hand: TradingClient, database: str) -> Any:
+    """A good-till-cancelled buy far below the market, placed by another catalyst database (its id in the cid)."""
+    return by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=5, side=OrderSide.BUY, limit_price=300,
+                                                  time_in_force=TimeInForce.GTC, client_order_id=f"cat-{database}-1"))
+
+
 def test_a_halt_whose_order_left_the_passes_window_stands_until_that_order_has_ended(trading, doctor, by_hand):
     """From a review: another daemon's good-till-cancelled order, older than the window of orders a pass lists, was
     no longer found, and the halt lifted while the order still worked. The orders behind a halt are read by id."""
@@ -231,11 +238,7 @@ def test_an_old_order_behind_a_halt_is_not_forgotten_when_another_cause_halts_an
     """From a review: each halting pass replaced the orders behind the halt with its own, so an old order no pass
     lists any more was dropped when another cause halted; once that one ended, the halt lifted."""
     trading.exchange.set_price("MSFT", "400.00")
-
-    def theirs(database: str) -> Any:
-        return by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=5, side=OrderSide.BUY, limit_price=300,
-                                                      time_in_force=TimeInForce.GTC,
-                                                      client_order_id=f"cat-{database}-1"))
+    theirs = functools.partial(another_daemons_working_order, by_hand)
 
     old = theirs("aaaaaa01")
     doctor.run_pass(reason="test").get()
@@ -285,11 +288,7 @@ def test_the_halts_reason_is_the_cause_found_now_not_the_first_one(trading, doct
     """From a review: the reason kept the first cause after it had gone (the cycle's line, the day's row and
     `catalyst status` named a cancelled order while another one halted)."""
     trading.exchange.set_price("MSFT", "400.00")
-
-    def theirs(database: str) -> Any:
-        return by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=5, side=OrderSide.BUY, limit_price=300,
-                                                      time_in_force=TimeInForce.GTC,
-                                                      client_order_id=f"cat-{database}-1"))
+    theirs = functools.partial(another_daemons_working_order, by_hand)
 
     first = theirs("aaaaaa01")
     doctor.run_pass(reason="test").get()
