@@ -76,12 +76,12 @@ class _Pass:
 
 UNAVAILABLE_PASSES_BEFORE_ERROR = 3  # a broker failing this many passes in a row is an ERROR, before that a WARNING
 POSITION_ANSWER_S = 5.0  # a position actor answers its state at once unless something holds it
-# Findings the daemon's own writes in flight can explain for a few milliseconds (a fill the router is recording, an
-# OCO acknowledged between two reads, a submit's answer waiting in the router's mailbox): each one, like a halt,
-# counts only if a second look a moment later sees it again. None of them is older than a pass can wait for.
 # How far back a start looks for the orders behind an earlier run's halts (_halts_from_before).
 HALTS_REMEMBERED = timedelta(days=30)
 LATE_SHARE_REBUILDS = 3  # a closed position rebuilt this often for its late entry shares, still holding them: halt
+# Findings the daemon's own writes in flight can explain for a few milliseconds (a fill the router is recording, an
+# OCO acknowledged between two reads, a submit's answer waiting in the router's mailbox): each one, like a halt,
+# counts only if a second look a moment later sees it again. None of them is older than a pass can wait for.
 CONFIRMED_ON_A_SECOND_LOOK = frozenset({_T.MISSING_FILL, _T.MISSING_PROTECTION, _T.OUTCOME_UNKNOWN})
 
 
@@ -198,7 +198,7 @@ class DoctorActor(pykka.ThreadingActor):
         return self.halt_reason if self.halted else None
 
     def resume(self, why: str) -> None:
-        """A human looked at the halt reason: allow entries again."""
+        """Entries allowed again: no pass finds what halted them any more (_keep_or_lift_halt)."""
         log.warning(f"doctor entries allowed again ({why}); was halted: {self.halt_reason}")
         self.halted, self.halt_reason = False, None
 
