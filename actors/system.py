@@ -29,7 +29,7 @@ from catalyst.router_settings import RouterSettings
 from catalyst.store.reserve import DiskReserve
 
 log = logger.bind(actor="system")
-BROKER_DRAIN_S = 5.0  # the daemon passes a quarter of daemon.shutdown_timeout_s when that is less
+BROKER_DRAIN_S = 5.0  # at most; the daemon's stop gives less when less of its bound is left (catalyst.daemon._StopBudget)
 WORKER_STOP_GRACE_S = 0.5  # past the drain: a worker between two jobs answers its stop in well under this
 MAX_REBUILDS = 3  # per position; a position that keeps crashing is left to the doctor, loudly
 
