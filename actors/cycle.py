@@ -74,6 +74,7 @@ class CycleActor(pykka.ThreadingActor):
         self.today: DayState | None = None
         self._too_short: set[date] = set()  # days whose early close leaves no room for the schedule (said once)
         self._said_not_trading: set[date] = set()
+        self._earlier_days_done_on: date | None = None  # the last date earlier unfinished days were completed on
         self._outage_since: datetime | None = None  # the first tick a broker step failed, in a run of failures
         self._emergency_waiting: str | None = None  # an emergency stop asked before the day could be read
         self._outage_loud = False
@@ -158,6 +159,11 @@ class CycleActor(pykka.ThreadingActor):
         today = now.date()
         if self.today is not None and self.today.day == today:
             return self.today
+        if self._earlier_days_done_on != today:
+            # On any day, a weekend's or a holiday's too: a daemon started on Saturday after going down on Friday
+            # afternoon left Friday open, without its report, until Monday's first tick (a review).
+            self._complete_earlier_days(today, now)
+            self._earlier_days_done_on = today
         if not self.hooks["is_trading_day"](today):
             if today not in self._said_not_trading:  # once a day: a weekend's log said only `phase=idle` (a review)
                 self._said_not_trading.add(today)
@@ -169,7 +175,6 @@ class CycleActor(pykka.ThreadingActor):
         if schedule is None:
             self._skip(now, "the session is too short for the schedule")
             return None
-        self._complete_earlier_days(today, now)
         cycle = self.writer.get_or_create_cycle(today).get()
         phase = CyclePhase(cycle.phase)
         self.today = DayState(today, cycle.cycle_id, phase, halted=cycle.halt_reason, schedule=schedule)
@@ -410,8 +415,9 @@ class CycleActor(pykka.ThreadingActor):
             realized, unrealized = self.hooks["daily_pnl"](cycle.cycle_id)
             unvalued = (f" ({unrealized:+.2f} unrealized in positions still open not counted: their value at the "
                         "close is not known)") if unrealized else ""
-            log.warning(f"cycle {cycle.date} #{cycle.cycle_id} was left {cycle.phase}: its close passed with the "
-                        f"daemon not running to finish it. Completing it now: P&L {realized:+.2f} realized{unvalued}")
+            log.warning(f"cycle {cycle.date} #{cycle.cycle_id} was left {cycle.phase}: its close passed without the "
+                        "daemon finishing it (not running then, or its clock moved past it). Completing it now: P&L "
+                        f"{realized:+.2f} realized{unvalued}")
             phase = CyclePhase(cycle.phase)
             for step in CYCLE_MACHINE.path(phase, CyclePhase.CLOSED) or ():
                 self.writer.set_cycle_phase(cycle.cycle_id, str(CYCLE_MACHINE.check(phase, step, f"cycle {cycle.date}")),

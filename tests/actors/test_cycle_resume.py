@@ -363,9 +363,36 @@ def test_a_day_whose_close_the_daemon_missed_is_completed_at_the_next_start_with
     # `completed` only after the report: killed in between, the next start completes the day again (a review: the
     # report was lost for good when `completed` came first); then written again, to say `completed` (a review).
     assert hooks.reports == [DAY, DAY] and hooks.phases_at_report == ["closed", "completed"]
-    assert lines == [f"cycle 2024-03-04 #{monday} was left monitoring: its close passed with the daemon not running "
-                     f"to finish it. Completing it now: P&L {realized:+.2f} realized"]
+    assert lines == [f"cycle 2024-03-04 #{monday} was left monitoring: its close passed without the daemon finishing "
+                     f"it (not running then, or its clock moved past it). Completing it now: P&L {realized:+.2f} "
+                     "realized"]
     assert trading.writer.get_cycle(DAY + timedelta(days=1)).get().phase == "idle"  # today's goes on as ever
+
+
+def test_a_day_whose_close_the_daemon_missed_is_completed_at_a_start_on_a_day_without_trading(trading, start_cycle):
+    """From a review: a daemon down from Friday afternoon and started again on Saturday left Friday open, without its
+    report, until Monday's first tick: the whole weekend with no report of Friday's trades."""
+    trading.exchange.advance(timedelta(minutes=40))  # 09:40 on the first day
+    first_day = persisted_phase(trading, "monitoring")
+    trading.exchange.advance(timedelta(hours=23))  # the next day, not a trading day here (a Saturday, a holiday)
+
+    hooks = ReportingHooks(trading)
+    asked: list[date] = []
+
+    def is_trading_day(day: date) -> bool:
+        asked.append(day)
+        return False
+
+    cycle = CycleActor.start(trading.writer, trading.system, trading.exchange.clock, PhaseSchedule(),
+                             {**hooks.as_dict(), "is_trading_day": is_trading_day})
+    try:
+        trading.wait_for(lambda: len(asked) >= 2, "two ticks of the cycle on the day without trading")
+    finally:
+        cycle.stop()
+    assert trading.writer.get_cycle(DAY).get().phase == "completed"
+    assert trading.writer.get_cycle(DAY).get().cycle_id == first_day
+    assert hooks.reports == [DAY, DAY]  # once, and again once it says completed; not again at every tick
+    assert trading.writer.get_cycle(DAY + timedelta(days=1)).get() is None  # no row for a day without trading
 
 
 class HaltedHooks(Hooks):
