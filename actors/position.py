@@ -646,9 +646,9 @@ class PositionActor(pykka.ThreadingActor):
         """Asked again every few seconds until the entry has ended: a cancel lost to a 5xx or a timeout is not
         retried by the router, and the shares wait for it without a stop."""
         assert self.entry_order_id is not None
-        stopping = self._entry_withdrawn is not None and not self._protect_after_entry
-        self._cancel((self.entry_order_id,), reason=self._entry_withdrawn if stopping
-                     else "its protection was refused as a potential wash trade")
+        stopping = self._entry_withdrawn is not None  # on the wash-trade path too (a review: every 2 s, with a read)
+        self._cancel((self.entry_order_id,), reason="its protection was refused as a potential wash trade"
+                     if self._protect_after_entry else self._entry_withdrawn)
         if self._entry_cancel_timer:
             self._entry_cancel_timer.cancel()
         # While stopping, asked again every second within the stop's wait: a cancel refused (a 503) is sent again,
@@ -660,7 +660,7 @@ class PositionActor(pykka.ThreadingActor):
         if (not (self._protect_after_entry or self._entry_withdrawn) or not self._entry_working()
                 or self.position.is_terminal):
             return
-        if self._entry_withdrawn is not None and not self._protect_after_entry:
+        if self._entry_withdrawn is not None:
             self._ask_entry_cancel()  # the daemon stopping: no read queued behind a broker that may hang
             return
         self.log.warning(f"position {self.label} entry o-{self.entry_order_id} still works after its cancel was "

@@ -8,6 +8,7 @@ selling its shares at market. Now the entry's rest is cancelled and the shares i
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
@@ -15,7 +16,7 @@ from typing import Any, Iterator
 import pytest
 
 from actors import messages as m
-from actors.position import FLATTEN_RECHECK_S
+from actors.position import FLATTEN_RECHECK_S, STOP_CANCEL_RECHECK_S
 from catalyst.domain.orders import OrderStatus
 from catalyst.store.batch import unwrap_all
 from tests.actors.conftest import START, Trading, exchange_at, logged_lines
@@ -103,6 +104,25 @@ def test_an_entry_cancel_that_does_not_land_is_asked_again_until_the_entry_ends(
     rig.update(rig.entry.order_id, "entry", OrderStatus.CANCELLED, "40")
     again = wait_for(lambda: len(rig.told(m.SubmitProtection)) == 2 and rig.told(m.SubmitProtection)[1], "protection")
     assert again.take_profit.quantity == Decimal(40) and not rig.told(m.PlaceExit)
+
+
+def test_a_stop_while_the_entry_cancel_waits_asks_it_again_at_the_stops_pace_without_reads(rig: Rig) -> None:
+    # From a review: a position on the wash-trade path, the daemon stopping, asked its entry's cancel again every
+    # 2 s, each time with a read queued behind a broker that may be hanging, where the stop asks every second.
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    rig.update(rig.entry.order_id, "entry", OrderStatus.PARTIAL_FILL, "40",
+               m.Execution(key="b-entry:40", qty=Decimal(40), price=Decimal("50"), at=T0))
+    refuse_as_wash_trade(rig, wait_for(lambda: rig.told(m.SubmitProtection), "the first OCO")[0])
+    wait_for(lambda: entry_cancels(rig), "the wash-trade path's cancel")
+    rig.position.tell(m.WithdrawEntry(reason="the daemon is stopping"))
+    wait_for(lambda: len(entry_cancels(rig)) >= 2, "the stop's cancel")
+    asked_from = len(entry_cancels(rig))
+    reads_before = len(rig.told(m.VerifyOrders))
+
+    time.sleep(STOP_CANCEL_RECHECK_S * 2.5)
+    assert len(entry_cancels(rig)) - asked_from >= 2  # at the stop's pace: every second, not every 2 s
+    assert len(rig.told(m.VerifyOrders)) == reads_before  # and no read behind it
+    assert all(c.reason == "its protection was refused as a potential wash trade" for c in entry_cancels(rig))
 
 
 def test_a_refusal_handled_after_the_entry_filled_protects_again_once_and_then_exits(rig: Rig) -> None:
