@@ -34,6 +34,7 @@ from catalyst.broker.errors import (
     OutcomeUnknown,
     RateLimited,
     SubmitRefused,
+    refused_as_invalid,
 )
 from catalyst.broker.calls import Transport, harden, is_retryable_read_error
 from catalyst.broker.marketdata import MarketDataCalls
@@ -199,8 +200,14 @@ class AlpacaBroker(MarketDataCalls):
         def attempt_settled() -> OrderReport:
             try:
                 return attempt_once()
-            except DuplicateClientOrderId:
+            except DuplicateClientOrderId as duplicate:
                 found = self._lookup_after(cid, priority)
+                if found is None and "client_order_id" not in duplicate.message.lower():
+                    # Alpaca answers 40010001 to requests it refuses as invalid too ("qty must be > 0"), not only
+                    # to a second order with one client_order_id; no order has it, so nothing was placed. Taken for a
+                    # duplicate, a refused OCO was an outcome unknown, sent again and left to the doctor, its
+                    # shares without a stop meanwhile, where a refusal exits at once (a review).
+                    raise refused_as_invalid(duplicate) from duplicate
                 if found is None:
                     raise
                 logger.info("broker {} submit {} cid={} already placed → id={}", self.name, order.symbol, cid,

@@ -19,6 +19,8 @@ The tree (catch at the level whose recovery action you implement)::
     ├── OutcomeUnknown               a MUTATING request may have acted (read timeout, 5xx, reset after
     │                                sending): resolve ONLY by looking the order up by client_order_id
     ├── DuplicateClientOrderId       422 40010001: an order with this client_order_id already exists
+    │                                (Alpaca's code for other invalid requests too: submit_with_lookup
+    │                                reads one no order has, not naming the id, as Rejected)
     └── MalformedResponse            the broker answered something alpaca-py's models reject (`field`)
 """
 
@@ -258,6 +260,14 @@ def _classify_api_error(exc: APIError, *, mutating: bool, operation: str) -> Bro
             reason = RejectReason.INVALID_ORDER
         return Rejected(message, reason=reason, **kw)  # type: ignore[arg-type]
     return Rejected(message, reason=reason, **kw)  # type: ignore[arg-type]
+
+
+def refused_as_invalid(error: BrokerError) -> Rejected:
+    """`error`'s answer read as the broker refusing the request, as a 400/422 is: an invalid order unless it says
+    why (buying power, qty, ...)."""
+    reason = _reject_reason(error.message)
+    return Rejected(error.message, reason=RejectReason.INVALID_ORDER if reason is RejectReason.OTHER else reason,
+                    status=error.status, code=error.code, operation=error.operation)
 
 
 def api_error_fields(exc: APIError) -> tuple[int | None, int | None, str]:

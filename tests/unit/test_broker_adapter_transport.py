@@ -16,7 +16,9 @@ from loguru import logger
 from requests import PreparedRequest, Response
 
 from catalyst.broker.adapter import AlpacaBroker
-from catalyst.broker.errors import MalformedResponse, OutcomeUnknown, RateLimited, SubmitRefused
+from catalyst.broker.errors import (
+    DuplicateClientOrderId, MalformedResponse, OutcomeUnknown, RateLimited, Rejected, RejectReason, SubmitRefused,
+)
 from catalyst.broker.orders import NewOrder
 from catalyst.broker.ratelimit import RateLimiter
 
@@ -370,3 +372,27 @@ def test_an_asset_list_that_is_not_a_list_is_malformed_not_a_crash() -> None:
 
     with pytest.raises(MalformedResponse, match="assets: a list expected, got dict"):
         make_broker(network).tradable_symbols()
+
+
+def test_a_40010001_that_is_not_about_the_client_order_id_is_a_refusal_when_no_order_has_it() -> None:
+    # From a review: Alpaca answers 40010001 to invalid requests too, not only to a reused client_order_id. Taken
+    # for a duplicate, a refused OCO became an outcome unknown (sent again, left to the doctor, its shares bare).
+    network = FakeNetwork(lambda request, path, query: respond(
+        request, 422, {"code": 40010001, "message": "qty must be > 0"}) if request.method == "POST"
+        else respond(request, 404, {"code": 40410000, "message": "order not found"}))
+
+    with pytest.raises(Rejected) as refused:
+        make_broker(network).submit_with_lookup(buy("cat-10"))
+
+    assert refused.value.reason is RejectReason.INVALID_ORDER and "qty must be > 0" in str(refused.value)
+    assert network.count("POST", "/v2/orders") == 1 and network.count("GET", "/v2/orders") == 1  # looked up once
+
+
+def test_a_duplicate_client_order_id_nobody_has_stays_an_outcome_to_settle() -> None:
+    # The answer names the client_order_id yet the look-up finds no order (a broker slow to show it): not a refusal.
+    network = FakeNetwork(lambda request, path, query: respond(
+        request, 422, {"code": 40010001, "message": "client_order_id must be unique"}) if request.method == "POST"
+        else respond(request, 404, {"code": 40410000, "message": "order not found"}))
+
+    with pytest.raises(DuplicateClientOrderId):
+        make_broker(network).submit_with_lookup(buy("cat-11"))
