@@ -124,6 +124,17 @@ def day_trades_left(last_equity: Decimal | None, daytrade_count: int | None, ope
     return max(PDT_DAY_TRADES - daytrade_count - opened_today, 0)
 
 
+# Alpaca checks an opening market order against buying power at more than the last price: a buy at 2.5-4 % above
+# it, a short at 3 % above the ask ("Buying Power", Orders at Alpaca). Sized at the last price, an entry for all the
+# buying power left was refused, 403 insufficient buying power (a review): entries are sized to what the broker counts.
+MARKET_ORDER_MARKUP = Decimal("1.04")
+
+
+def _counted_by_broker(notional: Decimal) -> Decimal:
+    """What an opening market order of `notional` at the last price takes of buying power at the broker."""
+    return _CTX.multiply(notional, MARKET_ORDER_MARKUP)
+
+
 @dataclass(frozen=True)
 class Account:
     """The broker account now: equity, buying power left, today's P&L so far, and, on an account the pattern day
@@ -223,7 +234,7 @@ def size_position(
         return ZERO
     caps = [settings.max_position_notional, settings.max_total_notional]
     if buying_power is not None:
-        caps.append(_non_negative(buying_power, "buying power"))
+        caps.append(_CTX.divide(_non_negative(buying_power, "buying power"), MARKET_ORDER_MARKUP))
     qty, _ = _shares(risk_budget(equity, settings), risk_per_share, entry, *caps)
     return qty
 
@@ -270,7 +281,8 @@ def _decide(candidate: Candidate, room: _Room, settings: RiskSettings) -> Decisi
         return rejected(RejectionReason.DAY_TRADES)
     qty, binding = _shares(
         room.budget, risk_per_share, entry,
-        settings.max_position_notional, room.total_notional_left, room.buying_power_left,
+        settings.max_position_notional, room.total_notional_left,
+        _CTX.divide(room.buying_power_left, MARKET_ORDER_MARKUP),
     )  # fmt: skip
     if qty < settings.min_shares:
         return rejected(binding)
@@ -278,7 +290,7 @@ def _decide(candidate: Candidate, room: _Room, settings: RiskSettings) -> Decisi
     room.symbols.add(candidate.symbol)
     room.open_count += 1
     room.total_notional_left = _CTX.subtract(room.total_notional_left, notional)
-    room.buying_power_left = _CTX.subtract(room.buying_power_left, notional)
+    room.buying_power_left = _CTX.subtract(room.buying_power_left, _counted_by_broker(notional))
     if room.day_trades_left is not None:
         room.day_trades_left -= 1
     return Decision(candidate, True, APPROVED, qty=qty, **plan)

@@ -23,6 +23,9 @@ from catalyst.sim.orders import (
 )
 
 CENT = Decimal("0.01")
+# Alpaca's buying power check of an opening market order ("Buying Power", Orders at Alpaca): a buy's value is taken
+# 2.5-4 % above the last price (the top of that range here), a short's 3 % above the ask.
+MARKET_BUY_MARKUP, MARKET_SHORT_MARKUP = Decimal("1.04"), Decimal("1.03")
 
 EventSink = Callable[[str, dict[str, Any]], None]  # (key_id, trade_updates `data` payload)
 EXTENDED_OPEN, EXTENDED_CLOSE = timedelta(hours=-5, minutes=-30), timedelta(hours=4)  # 04:00 / 20:00 from 09:30 / 16:00
@@ -216,6 +219,9 @@ class Engine:
                 raise forbidden(f"insufficient qty available for order (requested: {spec.qty}, available: {max(available, ZERO)})")
             return ZERO
         last = self.price_of(spec.symbol)
+        if last is not None and spec.limit_price is None and spec.stop_price is None:
+            # As Alpaca values an opening market order: a buy up to 4 % above the last price, a short 3 % above it.
+            last = last * (MARKET_BUY_MARKUP if spec.side is Side.BUY else MARKET_SHORT_MARKUP)
         candidates = [p for p in (spec.limit_price, spec.stop_price, last) if p is not None]
         reference = max(candidates) if candidates else ZERO
         if spec.qty * reference > account.buying_power(self.price_of):

@@ -53,6 +53,15 @@ def test_insufficient_buying_power_is_403(trading):
     assert "buying power" in error.message
 
 
+def test_a_market_buy_is_checked_against_buying_power_above_the_last_price_as_alpaca_does(trading):
+    # Alpaca values an opening market buy 2.5-4 % above the last price: 1,000 AAPL at 100 with 100,000 of buying
+    # power is refused there, and was accepted here (a review: the daemon sized entries to all its buying power).
+    refused = api_error(lambda: trading.submit_order(buy("AAPL", 1000)))
+
+    assert (refused.status_code, refused.code) == (403, 40310000) and "buying power" in refused.message
+    assert trading.submit_order(buy("AAPL", 961)).status == OrderStatus.ACCEPTED  # 961 × 104 = 99,944
+
+
 def test_selling_more_than_the_long_position_is_403_insufficient_qty(trading):
     trading.submit_order(buy("AAPL", 10))
 

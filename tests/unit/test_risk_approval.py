@@ -53,8 +53,10 @@ def test_size_is_capped_by_max_position_notional() -> None:
     assert size_position(D("100000"), D("50"), D("48"), capped) == D("200")
 
 
-def test_size_is_capped_by_buying_power() -> None:
-    assert size_position(D("100000"), D("50"), D("48"), ROOMY, buying_power=D("5000")) == D("100")
+def test_size_is_capped_by_buying_power_as_the_broker_counts_a_market_buy() -> None:
+    # Alpaca values an opening market buy up to 4 % above the last price: 5,000 / (50 × 1.04) = 96.15 shares. Sized at
+    # the last price (100 shares), the entry was refused for buying power (a review).
+    assert size_position(D("100000"), D("50"), D("48"), ROOMY, buying_power=D("5000")) == D("96")
 
 
 def test_short_size_uses_the_stop_above_the_entry() -> None:
@@ -157,8 +159,8 @@ def test_buying_power_caps_then_rejects() -> None:
     first, second = approve([Candidate("AAPL", D("50"), D("48")), Candidate("TSLA", D("50"), D("48"))],
                             Book(), poor, ROOMY)
 
-    assert first.approved and first.qty == D("120")
-    assert second.reason == RejectionReason.BUYING_POWER
+    assert first.approved and first.qty == D("115")  # 6,000 / (50 × 1.04): what the broker counts, not 120
+    assert second.reason == RejectionReason.BUYING_POWER  # 20 left of the 6,000 as the broker counts the first
 
 
 def test_rejections_do_not_use_up_room() -> None:
