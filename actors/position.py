@@ -61,6 +61,9 @@ ENTRY_FILLS_WAIT_S = 30.0
 # apart, before they are left to the doctor.
 LATE_SHARES_READS = 5
 LATE_SHARES_RETRY_S = 5.0
+# Reads of a broker position that holds fewer shares than the late ones before they are left as sold by hand: Alpaca's
+# positions can lag its orders for several seconds after a fill (ALPACA.md §7), and late shares were just recorded.
+LATE_SHARES_LAG_READS = 3
 
 
 # A market exit that ends in one of these has failed, for the shares it left (_exit_failed). (FILLED can be announced
@@ -1172,9 +1175,15 @@ class PositionActor(pykka.ThreadingActor):
         theirs = (msg.qty - others) * sign  # what the broker holds beyond the open positions' shares, on our side
         late = self.position.quantity - self._leaving()  # with any recorded since the question (no OCO was placed)
         if theirs < late:
-            return self._leave_late_shares(f"the broker holds {msg.qty} {self.plan.symbol} and the open positions "
-                                           f"{others}, so at most {max(theirs, Decimal(0))} can be these (sold by "
-                                           "hand?)")
+            held = (f"the broker holds {msg.qty} {self.plan.symbol} and the open positions {others}, so at most "
+                    f"{max(theirs, Decimal(0))} can be these")
+            if self._late_share_reads < LATE_SHARES_LAG_READS:
+                # A review: a positions list behind the fill just recorded left these shares unsold, with no stop.
+                self.log.warning(f"position {self.label} {held} of its {late} late entry shares: the broker's positions "
+                                 f"can lag a fill; asking again in {LATE_SHARES_RETRY_S:g} s")
+                self._retry_timer = tell_later(self.actor_ref, LATE_SHARES_RETRY_S, CheckLateShares())
+                return
+            return self._leave_late_shares(f"{held} (sold by hand?)")
         self._asking_broker = False
         if self.exit_sent:
             return  # their sale works already (queued for the open, kept by a restart): the broker holds them for it

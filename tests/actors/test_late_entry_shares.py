@@ -169,13 +169,20 @@ def test_a_rebuild_whose_recorded_fills_hold_shares_its_closed_row_does_not_sell
     assert (row.status, row.quantity, row.realized_pnl) == ("closed", Decimal(0), Decimal("-200"))
 
 
+def answered_every_time(rig: Rig, actor: Any, qty: str, times: int) -> None:
+    """The broker's position read `times` times (the actor asking again after each answer), `qty` each time."""
+    for time_ in range(1, times + 1):
+        asked_the_broker(rig, actor, time_)
+        actor.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(qty)))
+
+
 @pytest.mark.parametrize("held", ["0", "30", "-40"], ids=["sold-by-hand", "partly-sold", "short-instead"])
-def test_late_shares_the_broker_does_not_hold_are_not_sold(rig: Rig, held: str) -> None:
+def test_late_shares_the_broker_does_not_hold_are_not_sold(rig: Rig, held: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # Sold by hand meanwhile (the doctor's halt over them says to): selling them again would leave the account short.
+    monkeypatch.setattr(position_module, "LATE_SHARES_RETRY_S", 0.05)
     book, rebuilt = rebuilt_with_late_shares(rig)
-    asked_the_broker(rig, rebuilt)
     with logged_lines("actors.position", "ERROR") as errors:
-        rebuilt.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(held)))
+        answered_every_time(rig, rebuilt, held, position_module.LATE_SHARES_LAG_READS)
         wait_for(lambda: not rebuilt.is_alive(), "the rebuilt actor to stop")
     assert not rig.told(m.PlaceExit) and not rig.told(m.SubmitProtection)[1:]
     assert errors == [f"position AAPL#p-{book.position.position_id} its 40 late entry shares are not sold: the broker "
@@ -191,10 +198,28 @@ def test_late_shares_count_only_what_the_broker_holds_beyond_the_other_open_posi
         time_in_force="day", quantity=Decimal(25), at=T0).get()
     rig.writer.open_position_for_entry(entry_order_id=other.order_id, quantity=Decimal(25), entry_price=Decimal(50),
                                        entry_time=T0, stop_loss=Decimal(48), take_profit=Decimal(55)).get()
-    asked_the_broker(rig, rebuilt)
-    rebuilt.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(50)))  # the other position's 25 and only 25 more
+    # The other position's 25 and only 25 more, every time the broker is asked.
+    answered_every_time(rig, rebuilt, "50", position_module.LATE_SHARES_LAG_READS)
     wait_for(lambda: not rebuilt.is_alive(), "the rebuilt actor to stop")
     assert not rig.told(m.PlaceExit)
+
+
+def test_late_shares_a_lagging_positions_list_does_not_show_yet_are_sold_once_it_does(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Alpaca's positions can lag its orders for several seconds after a fill (ALPACA.md §7): a review found the late
+    # shares, just recorded, left unsold and without a stop at the first answer that did not show them.
+    monkeypatch.setattr(position_module, "LATE_SHARES_RETRY_S", 0.05)
+    book, rebuilt = rebuilt_with_late_shares(rig)
+    with logged_lines("actors.position", "WARNING") as lines:
+        answered_every_time(rig, rebuilt, "0", 1)
+        asked_the_broker(rig, rebuilt, 2)
+    assert rebuilt.is_alive() and not rig.told(m.PlaceExit)
+    rebuilt.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
+    exit_ = wait_for(lambda: [x for x in rig.told(m.PlaceExit) if x.owner == rebuilt], "the market exit")[0]
+    assert exit_.qty == Decimal(40)
+    assert lines == [f"position AAPL#p-{book.position.position_id} the broker holds 0 AAPL and the open positions 0, "
+                     "so at most 0 can be these of its 40 late entry shares: the broker's positions can lag a fill; "
+                     "asking again in 0.05 s"]
 
 
 def test_a_broker_that_cannot_answer_is_asked_again(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -289,7 +314,7 @@ def test_nothing_is_rebuilt_while_the_system_stops(exchange, tmp_path):
             ref.stop()
 
 
-def test_late_shares_sold_by_hand_while_the_daemon_was_stopped_are_not_sold_again(trading):
+def test_late_shares_sold_by_hand_while_the_daemon_was_stopped_are_not_sold_again(trading, monkeypatch):
     # The operator saw the bare shares and sold them by hand while Catalyst was stopped; the restart's catch-up then
     # records the lost execution. Selling them again would leave the account 300 short. Found by a review.
     bought_500_with_300_unrecorded(trading)
@@ -300,6 +325,7 @@ def test_late_shares_sold_by_hand_while_the_daemon_was_stopped_are_not_sold_agai
     trading.trade("AAPL", "47.50", volume=2000)
     trading.wait_for(lambda: trading.broker_view()["positions"] == [], "the sale by hand")
 
+    monkeypatch.setattr(position_module, "LATE_SHARES_RETRY_S", 0.2)  # asked again as a lagging list is
     with logged_lines("actors.position", "ERROR") as errors:
         trading.start()
         trading.wait_for(lambda: errors, "the rebuilt position's word on its late shares")
@@ -314,14 +340,16 @@ def test_late_shares_sold_by_hand_while_the_daemon_was_stopped_are_not_sold_agai
 # --- from a second review ------------------------------------------------------------------------------------
 
 
-def test_a_flatten_asked_while_the_broker_is_asked_waits_for_its_answer(rig: Rig) -> None:
+def test_a_flatten_asked_while_the_broker_is_asked_waits_for_its_answer(rig: Rig,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # An end-of-day or emergency flatten arriving before the broker's answer sent an exit of shares maybe not there.
+    monkeypatch.setattr(position_module, "LATE_SHARES_RETRY_S", 0.05)
     _, rebuilt = rebuilt_with_late_shares(rig)
     asked_the_broker(rig, rebuilt)
     rebuilt.tell(m.Flatten(reason="end of day"))
     rebuilt.proxy().state().get()
     assert not rig.told(m.PlaceExit)
-    rebuilt.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(0)))  # sold by hand meanwhile
+    answered_every_time(rig, rebuilt, "0", position_module.LATE_SHARES_LAG_READS)  # sold by hand meanwhile
     wait_for(lambda: not rebuilt.is_alive(), "the rebuilt actor to stop")
     assert not rig.told(m.PlaceExit)
 
@@ -339,12 +367,14 @@ def test_an_entry_execution_while_the_broker_is_asked_places_no_oco_and_is_sold_
     assert exit_.qty == Decimal(60)
 
 
-def test_a_broker_holding_the_first_late_shares_but_not_the_later_ones_sells_none(rig: Rig) -> None:
+def test_a_broker_holding_the_first_late_shares_but_not_the_later_ones_sells_none(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(position_module, "LATE_SHARES_RETRY_S", 0.05)
     _, rebuilt = rebuilt_with_late_shares(rig)
     asked_the_broker(rig, rebuilt)
     rebuilt.tell(m.OrderUpdated(order_id=rig.entry.order_id, role="entry", status=OrderStatus.FILLED,
                                 filled_qty=Decimal(120), execution=execution("b-e:120", 20, "49")))
-    rebuilt.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
+    answered_every_time(rig, rebuilt, "40", position_module.LATE_SHARES_LAG_READS)  # still 40 once settled
     wait_for(lambda: not rebuilt.is_alive(), "the rebuilt actor to stop")
     assert not rig.told(m.PlaceExit)
 
