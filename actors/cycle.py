@@ -389,8 +389,13 @@ class CycleActor(pykka.ThreadingActor):
         self.hooks["doctor_pass"]("end of day")
         realized, unrealized = self.hooks["daily_pnl"](day.cycle_id)
         self.writer.set_daily_pnl(day.cycle_id, realized + unrealized, now).get()
-        self._persist(day, CyclePhase.COMPLETED)  # first, so the report shows the finished day as completed
+        # The report before `completed`, as for a day completed late: killed in between, the restart finishes the day
+        # again (a review: `completed` first, a kill during the report's second lost it for good, nothing said); then
+        # again once the row says completed, which the report shows.
         path = self._write_report(day.day)
+        self._persist(day, CyclePhase.COMPLETED)
+        if path is not None:
+            path = self._write_report(day.day)
         log.info(f"cycle {day.day} completed: P&L {realized + unrealized:+.2f}; report {path}")
         if "day_completed" in self.hooks:
             self.hooks["day_completed"](day.day, path)

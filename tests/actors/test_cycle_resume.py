@@ -395,6 +395,22 @@ def test_a_day_whose_close_the_daemon_missed_is_completed_at_a_start_on_a_day_wi
     assert trading.writer.get_cycle(DAY + timedelta(days=1)).get() is None  # no row for a day without trading
 
 
+def test_the_close_writes_the_days_report_before_its_row_says_completed(trading, start_cycle):
+    """From a review: `completed` was written before the report. Killed between the two (the report with its charts
+    takes about a second), the restart resumed a completed day and never wrote it, and nothing said so. Now a kill
+    between them leaves the row `closed`, and the restart finishes the day again."""
+    a_position_protected_then_the_close(trading)
+    persisted_phase(trading, "closed")  # the row a kill during the close's work leaves now
+
+    hooks = ReportingHooks(trading)
+    cycle = start_cycle(hooks)
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "closed", "the cycle to resume closed")
+    trading.exchange.advance(timedelta(minutes=10))
+    trading.wait_for(lambda: cycle.proxy().state().get()["phase"] == "completed", "the day to complete", timeout=15)
+
+    assert hooks.reports == [DAY, DAY] and hooks.phases_at_report == ["closed", "completed"]
+
+
 class HaltedHooks(Hooks):
     def as_dict(self) -> dict[str, Callable[..., Any]]:
         return {**super().as_dict(),
