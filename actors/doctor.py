@@ -26,7 +26,7 @@ from catalyst.broker.reports import FillReport, OrderReport, PositionReport, ord
 from catalyst.clock import (
     CLOCK_READING_MAX_S, CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, FOLLOWING_BROKER, clock_skew_s, describe_skew, wall_seconds,
 )
-from catalyst.domain.cycle import exchange_time
+from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.orders import OrderStatus, oco_stop_leg_id, oco_take_profit_id
 from catalyst.domain.positions import Position, PositionSide, PositionStatus
 from catalyst.domain.reconcile import (
@@ -535,7 +535,12 @@ class DoctorActor(pykka.ThreadingActor):
         stop, target = ((mark * (1 - pct), mark * (1 + target_pct)) if side == "buy"
                         else (mark * (1 + pct), mark * (1 - target_pct)))
         single = hand[0] if len(hand) == 1 else None
-        cycle_id = self.writer.get_or_create_cycle(self.clock.now().date()).get().cycle_id
+        # The day its shares were bought (exchange time), a trading day as fills are: not the day the doctor found
+        # them. A review found a Saturday's adoption making a trading day of the Saturday, completed "late" on Monday
+        # with a WARNING and a report of its own; and shares bought on Friday, adopted before Monday's first tick, kept
+        # all Monday as Monday's where shares carried from an earlier day are sold at the open.
+        bought_on = max(f.at for f in fills).astimezone(EXCHANGE_TZ).date()
+        cycle_id = self.writer.get_or_create_cycle(bought_on).get().cycle_id
         entry, position = self.writer.adopt_position(BrokerOrderRow(
             cycle_id=cycle_id, symbol=held.symbol, role=ADOPTED_ENTRY_ROLE, side=side, order_type="market",
             quantity=held.qty, alpaca_order_id=single.broker_id if single else None,

@@ -22,7 +22,7 @@ from actors.messages import StreamReconnected
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.domain.reconcile import DoctorSettings, FindingType as T
 from catalyst.router_settings import RouterSettings
-from tests.actors.conftest import CountingBroker, Trading, logged_lines
+from tests.actors.conftest import START, CountingBroker, Trading, logged_lines
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest
@@ -121,6 +121,23 @@ def test_a_hand_placed_order_is_an_orphan_and_its_fill_an_orphan_position_adopte
     assert adopted.entry_price == Decimal(str(filled.filled_avg_price))
     assert doctor.run_pass(reason="after").get().findings == ()
     assert doctor.entries_allowed().get()
+
+
+def test_shares_adopted_on_a_later_day_belong_to_the_day_they_were_bought(trading, doctor, by_hand):
+    # From a review: the doctor filed an adoption under the day it ran. On a Saturday that made a trading day of the
+    # Saturday (completed "late" on Monday with a WARNING and a report of its own); before Monday's first tick it
+    # made the shares Monday's, kept all day where shares from an earlier day are sold at the open.
+    trading.exchange.set_price("MSFT", "400.00")
+    by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=50, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
+                                           limit_price=401))  # fills at once, on Monday
+    trading.wait_for(lambda: any(p["symbol"] == "MSFT" for p in trading.broker_view()["positions"]), "the hand fill")
+    trading.exchange.advance(timedelta(hours=22))  # Tuesday 07:45: before the day's first tick
+
+    assert T.ORPHAN_POSITION in [f.type for f in doctor.run_pass(reason="test").get().findings]
+    adopted = trading.wait_for(lambda: position_of(trading, "MSFT"), "the adopted position")
+    monday = trading.writer.get_cycle(START.date()).get()
+    assert monday is not None and adopted.cycle_id == monday.cycle_id
+    assert trading.writer.get_cycle(START.date() + timedelta(days=1)).get() is None  # no row made for Tuesday
 
 
 def test_a_position_closed_by_hand_is_a_phantom_closed_with_the_brokers_real_fill_price(trading, doctor, by_hand):
