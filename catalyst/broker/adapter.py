@@ -365,11 +365,18 @@ class AlpacaBroker(MarketDataCalls):
     # ---- positions and fills -------------------------------------------------------------------
 
     def positions(self) -> list[PositionReport]:
-        return self._read("positions", lambda: [position_report(p) for p in self._trading.get_all_positions()])
+        def read() -> list[PositionReport]:
+            positions = self._orders.get_all_positions()  # raw JSON: see position_report
+            if not isinstance(positions, list):
+                raise MalformedResponse(f"positions: a list expected, got {type(positions).__name__}",
+                                        field="positions", operation="positions")
+            return [position_report(p) for p in positions]
+
+        return self._read("positions", read)
 
     def position(self, symbol: str) -> PositionReport | None:
         try:
-            return self._read(f"position {symbol}", lambda: position_report(self._trading.get_open_position(symbol)))
+            return self._read(f"position {symbol}", lambda: position_report(self._orders.get_open_position(symbol)))
         except NotFound:
             return None
 

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict
 
 from alpaca.trading.enums import OrderClass, OrderSide, OrderStatus, OrderType, TimeInForce
-from alpaca.trading.models import Calendar, Clock, Position, TradeAccount
+from alpaca.trading.models import Calendar, Clock, TradeAccount
 
 from catalyst.domain.reconcile import BrokerOrder, BrokerPosition
 
@@ -226,17 +226,44 @@ def _enum_field(raw: Mapping[str, Any], field: str, allowed_as: str | None = Non
     return text
 
 
-def position_report(position: Position) -> PositionReport:
-    qty = dec(position.qty) or Decimal(0)
+def position_report(raw: Mapping[str, Any]) -> PositionReport:
+    """From a position object as Alpaca sends it, read from the raw JSON as orders and assets are: alpaca-py's
+    Position model refuses one over an exchange or asset class value it does not know yet (its Asset model did:
+    issues #276, #340, #624), and one such position failed every read of the account's positions (the doctor's
+    passes, the emergency stop's check of what is still held). The fields read are checked here."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"position is {type(raw).__name__}, not an object")
+    symbol = raw.get("symbol")
+    if not isinstance(symbol, str) or not symbol:
+        raise ValueError("position has no symbol")
+    side = raw.get("side")
+    if side not in _POSITION_SIDES:
+        raise ValueError(f"position {symbol} side {side!r} is not long or short")
+
+    def number(field: str) -> Decimal | None:
+        try:
+            value = dec(raw.get(field))
+        except ArithmeticError:  # decimal.InvalidOperation: not a number at all
+            raise ValueError(f"position {symbol} {field} {raw.get(field)!r} is not a number") from None
+        if value is not None and not value.is_finite():
+            raise ValueError(f"position {symbol} {field} {raw.get(field)!r} is not a number")
+        return value
+
+    qty = number("qty")
+    if qty is None:
+        raise ValueError(f"position {symbol} has no qty")
     return PositionReport(
-        symbol=position.symbol,
-        side=_enum_text(position.side),
+        symbol=symbol,
+        side=str(side),
         qty=abs(qty),
-        avg_entry_price=dec(position.avg_entry_price) or Decimal(0),
-        market_value=dec(position.market_value),
-        unrealized_pl=dec(position.unrealized_pl),
-        current_price=dec(position.current_price),
+        avg_entry_price=number("avg_entry_price") or Decimal(0),
+        market_value=number("market_value"),
+        unrealized_pl=number("unrealized_pl"),
+        current_price=number("current_price"),
     )
+
+
+_POSITION_SIDES = frozenset({"long", "short"})
 
 
 def account_report(account: TradeAccount) -> AccountReport:

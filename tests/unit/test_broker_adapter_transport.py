@@ -396,3 +396,52 @@ def test_a_duplicate_client_order_id_nobody_has_stays_an_outcome_to_settle() -> 
 
     with pytest.raises(DuplicateClientOrderId):
         make_broker(network).submit_with_lookup(buy("cat-11"))
+
+
+def position_json(symbol: str = "AAPL", **extra: Any) -> dict[str, Any]:
+    """A position as Alpaca sends it (GET /v2/positions), every field alpaca-py's Position model has."""
+    return {"asset_id": str(uuid.uuid4()), "symbol": symbol, "exchange": "NASDAQ", "asset_class": "us_equity",
+            "asset_marginable": True, "avg_entry_price": "149.95", "qty": "100", "qty_available": "0", "side": "long",
+            "market_value": "15120", "cost_basis": "14995", "unrealized_pl": "125", "unrealized_plpc": "0.0083",
+            "unrealized_intraday_pl": "125", "unrealized_intraday_plpc": "0.0083", "current_price": "151.2",
+            "lastday_price": "149", "change_today": "0.0148", **extra}
+
+
+def test_a_position_on_an_exchange_alpaca_py_does_not_know_yet_is_still_read() -> None:
+    # From a review: positions went through alpaca-py's Position model, whose exchange and asset class enums refused
+    # a value they did not know yet (as its Asset model did: issues #276, #340, #624); one such position failed every
+    # read of the account's positions, the doctor's passes and the emergency stop's check among them.
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, [position_json("AAPL"),
+                                                                      position_json("NEWX", exchange="NEWEXCH")]))
+
+    positions = make_broker(network).positions()
+
+    assert [(p.symbol, p.side, p.qty, p.avg_entry_price, p.current_price) for p in positions] == [
+        ("AAPL", "long", Decimal(100), Decimal("149.95"), Decimal("151.2")),
+        ("NEWX", "long", Decimal(100), Decimal("149.95"), Decimal("151.2"))]
+
+
+def test_a_short_position_reads_its_quantity_unsigned_and_one_position_by_symbol_too() -> None:
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, position_json("TSLA", side="short", qty="-40")))
+
+    position = make_broker(network).position("TSLA")
+
+    assert position is not None and (position.side, position.qty) == ("short", Decimal(40))
+
+
+@pytest.mark.parametrize("field, value, named", [("qty", "lots", "qty 'lots' is not a number"),
+                                                 ("side", "flat", "side 'flat' is not long or short"),
+                                                 ("qty", None, "has no qty")])
+def test_a_position_answer_the_daemon_cannot_read_is_malformed_naming_the_field(field: str, value: Any,
+                                                                                 named: str) -> None:
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, [position_json(**{field: value})]))
+
+    with pytest.raises(MalformedResponse, match=named):
+        make_broker(network).positions()
+
+
+def test_a_positions_answer_that_is_not_a_list_is_malformed_not_a_crash() -> None:
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, {"message": "surprise"}))
+
+    with pytest.raises(MalformedResponse, match="positions: a list expected, got dict"):
+        make_broker(network).positions()
