@@ -528,6 +528,13 @@ class DoctorActor(pykka.ThreadingActor):
             self._halt(f"{held.symbol}: broker holds {held.qty} that no reported fill explains; not adopted "
                        f"(flatten it by hand, or restart once its fills are reported)")
             return None
+        if any(f.side != side for f in fills):
+            # Bought and partly sold by hand: the position would be rebuilt from the buys alone (its executions), for
+            # more shares than are held, and its stop refused for them (a review: adopted 30, rebuilt 50, no stop,
+            # then a halt over "database 50, broker 30" every pass). Not adopted: said, once a pass, as a halt.
+            self._halt(f"{held.symbol}: broker holds {held.qty} bought and sold by hand ({len(hand)} orders); not "
+                       "adopted, as one position cannot hold both sides' fills: protect or flatten it by hand")
+            return None
         executions = [AdoptedFill(execution_key(f.broker_order_id, got.cum[f.execution_id]), f.broker_order_id,
                                   f.qty, f.price, f.at) for f in fills if f.side == side]
         mark = held.current_price or held.avg_entry_price
@@ -539,7 +546,7 @@ class DoctorActor(pykka.ThreadingActor):
         # them. A review found a Saturday's adoption making a trading day of the Saturday, completed "late" on Monday
         # with a WARNING and a report of its own; and shares bought on Friday, adopted before Monday's first tick, kept
         # all Monday as Monday's where shares carried from an earlier day are sold at the open.
-        bought_on = max(f.at for f in fills).astimezone(EXCHANGE_TZ).date()
+        bought_on = max(f.at for f in fills if f.side == side).astimezone(EXCHANGE_TZ).date()
         cycle_id = self.writer.get_or_create_cycle(bought_on).get().cycle_id
         entry, position = self.writer.adopt_position(BrokerOrderRow(
             cycle_id=cycle_id, symbol=held.symbol, role=ADOPTED_ENTRY_ROLE, side=side, order_type="market",

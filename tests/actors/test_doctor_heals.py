@@ -140,6 +140,27 @@ def test_shares_adopted_on_a_later_day_belong_to_the_day_they_were_bought(tradin
     assert trading.writer.get_cycle(START.date() + timedelta(days=1)).get() is None  # no row made for Tuesday
 
 
+def test_shares_bought_and_partly_sold_by_hand_are_not_adopted_and_the_halt_says_why(trading, doctor, by_hand):
+    # From a review: bought 50 by hand, sold 20 by hand, the broker holding 30. The doctor adopted "30", the position
+    # was rebuilt from its recorded buys as 50, its stop for 50 refused (30 available), the 30 left with no stop and
+    # every pass halting over "database 50, broker 30, not explained by broker fills".
+    trading.exchange.set_price("MSFT", "400.00")
+    by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=50, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
+                                           limit_price=401))
+    by_hand.submit_order(LimitOrderRequest(symbol="MSFT", qty=20, side=OrderSide.SELL, time_in_force=TimeInForce.DAY,
+                                           limit_price=399))
+    trading.wait_for(lambda: [p["qty"] for p in trading.broker_view()["positions"] if p["symbol"] == "MSFT"] == ["30"],
+                     "the 30 held")
+
+    with logged_lines("actors.doctor", "CRITICAL") as lines:
+        report = doctor.run_pass(reason="test").get()
+    assert T.ORPHAN_POSITION in [f.type for f in report.findings]
+    assert position_of(trading, "MSFT") is None and not doctor.entries_allowed().get()
+    assert lines == ["doctor HALTS new entries: MSFT: broker holds 30 bought and sold by hand (2 orders); not adopted, "
+                     "as one position cannot hold both sides' fills: protect or flatten it by hand"]
+    assert [o["type"] for o in trading.broker_view()["orders"] if o["symbol"] == "MSFT"] == ["limit", "limit"]
+
+
 def test_a_position_closed_by_hand_is_a_phantom_closed_with_the_brokers_real_fill_price(trading, doctor, by_hand):
     open_protected(trading)
     trading.exchange.set_faults("drop=1.0")  # the daemon sees none of what follows
