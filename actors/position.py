@@ -184,6 +184,7 @@ class PositionActor(pykka.ThreadingActor):
         self._sale_stands_overnight = False
         self._late_fills_waited_since: float | None = None  # time.monotonic() a closed position began waiting for them
         self._late_share_reads = 0
+        self._late_shares_short_reads = 0  # answers showing fewer shares than the late ones (a list lagging a fill?)
         self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
         # Protections the broker rejected since one was last accepted: with the exit they fall back on rejected too,
         # the broker takes neither, and trying both again at once would loop as fast as it answers (_exit_failed).
@@ -1177,7 +1178,8 @@ class PositionActor(pykka.ThreadingActor):
         if theirs < late:
             held = (f"the broker holds {msg.qty} {self.plan.symbol} and the open positions {others}, so at most "
                     f"{max(theirs, Decimal(0))} can be these")
-            if self._late_share_reads < LATE_SHARES_LAG_READS:
+            self._late_shares_short_reads += 1  # its own count: reads that failed do not use up these (a review)
+            if self._late_shares_short_reads < LATE_SHARES_LAG_READS:
                 # A review: a positions list behind the fill just recorded left these shares unsold, with no stop.
                 self.log.warning(f"position {self.label} {held} of its {late} late entry shares: the broker's positions "
                                  f"can lag a fill; asking again in {LATE_SHARES_RETRY_S:g} s")

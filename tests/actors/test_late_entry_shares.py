@@ -191,6 +191,24 @@ def test_late_shares_the_broker_does_not_hold_are_not_sold(rig: Rig, held: str, 
     assert rig.writer.get_position(book.position.position_id).get().status == "closed"
 
 
+def test_reads_that_failed_do_not_use_up_the_reads_of_a_lagging_positions_list(rig: Rig,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # From a review: two reads failing (503s), then a first answer from a list still lagging the fill, left the late
+    # shares at once as sold by hand: the failed reads had used up the reads a lagging list is given.
+    monkeypatch.setattr(position_module, "LATE_SHARES_RETRY_S", 0.05)
+    _, rebuilt = rebuilt_with_late_shares(rig)
+    for time_ in (1, 2):
+        asked_the_broker(rig, rebuilt, time_)
+        rebuilt.tell(m.BrokerPositionRead(symbol="AAPL", error="HTTP 503"))
+    asked_the_broker(rig, rebuilt, 3)
+    rebuilt.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(0)))  # the first answer: a list still lagging
+    asked_the_broker(rig, rebuilt, 4)  # asked again, not left as sold by hand
+    assert rebuilt.is_alive()
+    rebuilt.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(40)))
+    exit_ = wait_for(lambda: [x for x in rig.told(m.PlaceExit) if x.owner == rebuilt], "the market exit")[0]
+    assert exit_.qty == Decimal(40)
+
+
 def test_late_shares_count_only_what_the_broker_holds_beyond_the_other_open_positions(rig: Rig) -> None:
     book, rebuilt = rebuilt_with_late_shares(rig)
     other = rig.writer.create_order(
