@@ -68,6 +68,7 @@ STOP_STEP_MIN_S = 0.5  # no step of the stop gets less, however little of the bo
 # trading day writes a few MB, so this is hours of warning before the disk reserve has to be given back.
 LOW_DISK_MB = 100
 POSITIONS_LAG_WINDOW = timedelta(minutes=2)  # exchange time: fills the broker's positions list may not show yet
+POSITIONS_LAG_GRACE_S, POSITIONS_LAG_RECHECK_S = 10.0, 2.0  # a holding a lagging list may show is said once it lasts
 
 
 def _busy(who: str) -> str:
@@ -198,6 +199,7 @@ class Daemon:
     emergency_flat_since: float | None = None  # monotonic: no live position and none at the broker since then
     emergency_said: str = ""  # what the wait for flat last said, so it is said once, not every 0.2 s
     emergency_broker_asked: float = 0.0  # monotonic: the broker is asked what it holds at most every 10 s
+    emergency_held_since: float | None = None  # monotonic: no actor left, yet the broker said it holds something
     emergency_resumed: str | None = None  # the reason in `<db>.emergency` found at start: a stop to go on with
     emergency_done: bool = False  # flat and stopping: `_serve` removes the marker once the stop went through
     emergency_reason: str = ""  # the operator's emergency stop under way, for a day that begins before it is done
@@ -393,7 +395,7 @@ class Daemon:
             return
         live = Answers(EMERGENCY_ANSWER_S).answer(system.supervisor.live_count())
         if live is BUSY or live is GONE or live:
-            self.emergency_flat_since = None
+            self.emergency_flat_since = self.emergency_held_since = None
             return
         now = time.monotonic()
         if self.emergency_flat_since is None:
@@ -406,12 +408,20 @@ class Daemon:
                 # an order still working at the broker): asked again in EMERGENCY_BROKER_EVERY_S.
                 return
             if held:  # an adopted or rebuilt position's actor may come; the doctor adopts what is ours
+                if self.emergency_held_since is None:
+                    self.emergency_held_since = now
+                if now - self.emergency_held_since < POSITIONS_LAG_GRACE_S:
+                    # Alpaca's positions list can lag its orders for several seconds after a fill (ALPACA.md §7), and
+                    # this first read comes right after the last exit filled: asked again soon, said only if it lasts
+                    # (a review: "the broker holds IRMT 256, …; close them at the broker" over shares just sold).
+                    self.emergency_broker_asked = now - EMERGENCY_BROKER_EVERY_S + POSITIONS_LAG_RECHECK_S
+                    return
                 marker = emergency_marker(self.database_url)
                 self._say_once(f"system emergency stop waiting: no position actor is left, but the broker holds "
                                f"{held}; it stops once they are gone (close them at the broker; or, to give up the "
                                f"emergency stop, `catalyst stop` and remove {marker})")
                 return
-            self.emergency_flat_since = now
+            self.emergency_flat_since, self.emergency_held_since = now, None
         phase = self._cycle_phase()
         if phase is None:
             return  # the cycle is busy (writing the report, a doctor pass): not counted against the wait

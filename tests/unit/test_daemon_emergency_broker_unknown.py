@@ -102,3 +102,43 @@ def test_a_day_begun_after_an_emergency_stop_asked_at_night_is_closed_with_its_r
         assert daemon.stop_event.is_set() and daemon.emergency_done
     finally:
         cycle.stop()
+
+
+class LaggingBroker(Broker):
+    """A positions list still showing shares the last exit has just sold, as Alpaca's can for several seconds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing, self.held = False, [SimpleNamespace(symbol="IRMT", qty=256)]
+
+    def positions(self) -> list[Any]:
+        return self.held
+
+
+def test_shares_a_lagging_positions_list_still_shows_are_asked_again_soon_not_said_to_be_closed_by_hand(monkeypatch):
+    # From a review (an emulator whose positions lag 3 s): "the broker holds IRMT 256, TINW 5555, LUMT 2083; … (close
+    # them at the broker …)" over shares already sold, where selling them by hand would have gone short; done 10 s late.
+    broker = LaggingBroker()
+    daemon, system = a_flat_daemon_waiting_on(broker)
+    clock = [1000.0]
+    monkeypatch.setattr("catalyst.daemon.time.monotonic", lambda: clock[0])
+
+    daemon._stop_once_flat(system)
+    assert daemon.emergency_said == "" and not daemon.stop_event.is_set()  # not said at the first read
+    clock[0] += 2.0  # asked again 2 s later, not 10
+    broker.held = []
+    daemon._stop_once_flat(system)
+    assert daemon.stop_event.is_set() and daemon.emergency_said == ""
+
+
+def test_shares_the_broker_still_holds_past_the_lag_are_said(monkeypatch):
+    broker = LaggingBroker()
+    daemon, system = a_flat_daemon_waiting_on(broker)
+    clock = [1000.0]
+    monkeypatch.setattr("catalyst.daemon.time.monotonic", lambda: clock[0])
+
+    for _ in range(6):  # 12 s of reads every 2 s
+        daemon._stop_once_flat(system)
+        clock[0] += 2.0
+    assert "no position actor is left, but the broker holds IRMT 256" in daemon.emergency_said
+    assert not daemon.stop_event.is_set()
