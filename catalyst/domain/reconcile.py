@@ -337,7 +337,7 @@ def reconcile(local: LocalView, broker: BrokerView, now: datetime, settings: Doc
     # Another daemon's fills are not hand trades to attach or adopt: its shares are its own, so a difference they
     # make stays unexplained here, and halts (adopting them would protect the same shares twice).
     missing, orphan_moves, missing_by_position = _fills(diff, local, broker, matched, orphan_ids - set(others), by_id)
-    late_beside_open = _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id),
+    late_beside_open = _positions(diff, local, broker, missing, orphan_moves, _own_shares(matched, by_id, broker.fills),
                                   {by_id[i].symbol: other for i, other in others.items()},
                                   _OursAtBroker(_filled_by_order(matched, by_id), missing_by_position, seen_of))
     _protection(diff, local, broker, set(others), late_beside_open)
@@ -524,15 +524,21 @@ def _unlinked_entry(order: LocalOrder) -> bool:
     return order.role == "entry" and order.position_id is None and order.filled_qty > 0
 
 
-def _own_shares(matched: dict[str, LocalOrder], by_id: dict[str, BrokerOrder]) -> dict[str, tuple[Decimal, datetime]]:
+def _own_shares(matched: dict[str, LocalOrder], by_id: dict[str, BrokerOrder],
+                fills: tuple[BrokerFill, ...]) -> dict[str, tuple[Decimal, datetime]]:
     """Per symbol: the signed shares the broker filled for orders that are ours (matched to a database row), and
-    the latest update of those rows."""
+    the latest update of those rows or fill of those orders at the broker (a fill whose event was lost leaves its
+    row as it was, often long before: a review found the lag of the positions list behind it halting entries)."""
+    filled_at: dict[str, datetime] = {}
+    for fill in fills:
+        filled_at[fill.broker_order_id] = max(fill.at, filled_at.get(fill.broker_order_id, fill.at))
     own: dict[str, tuple[Decimal, datetime]] = {}
     for broker_id, order in matched.items():
         seen = by_id[broker_id]
         if seen.filled_qty:
             shares, latest = own.get(order.symbol, (ZERO, order.updated_at))
-            own[order.symbol] = (shares + signed_qty(seen.side, seen.filled_qty), max(latest, order.updated_at))
+            at = max(latest, order.updated_at, filled_at.get(broker_id, order.updated_at))
+            own[order.symbol] = (shares + signed_qty(seen.side, seen.filled_qty), at)
     return own
 
 

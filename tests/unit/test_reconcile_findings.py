@@ -910,3 +910,21 @@ def test_shares_at_the_broker_no_order_of_ours_ever_traded_are_judged_at_once():
     # Not a lag: no order of ours in the symbol, so nothing says the positions list is behind.
     (finding,) = run(LocalView(), BrokerView(positions=(BrokerPosition("AAPL", "long", D(100)),)))
     assert finding.type is T.ORPHAN_POSITION
+
+
+@pytest.mark.parametrize("filled_at, halts", [(NOW - timedelta(seconds=3), False), (OLD, True)], ids=["fresh", "settled"])
+def test_a_stop_fill_whose_event_was_lost_judged_by_the_brokers_fill_time_not_the_rows(filled_at, halts):
+    # From a review (an emulator whose positions lag 3 s): the stop filled a moment ago, its event lost, so its row
+    # still says `accepted` as it did long before; the positions list still shows the 100 sold. Judged by the row's
+    # time, the lag halted entries ("database 0, broker 100, not explained by broker fills") for a whole pass.
+    local = LocalView(orders=(order(status="filled", filled="100", position_id=3, at=OLD),
+                              order(3, "accepted", "b-sl", "stop_loss", "sell", position_id=3, at=OLD)),
+                      positions=(position(),), execution_keys=frozenset({execution_key("b-1", D(100))}))
+    broker = BrokerView(orders=(border(status="filled", filled="100"),
+                                border("b-sl", "filled", "sell", filled="100", cid="cat-x-3", type="stop")),
+                        positions=(BrokerPosition("AAPL", "long", D(100)),),
+                        fills=(BrokerFill("b-sl", D(100), D(100), D("48"), filled_at),))
+
+    found = kinds(run(local, broker))
+    assert T.MISSING_FILL in found
+    assert (T.POSITION_QTY_MISMATCH in found or T.PHANTOM_POSITION in found) is halts
