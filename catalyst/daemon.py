@@ -582,11 +582,18 @@ class Daemon:
         view = BrokerView(orders=tuple(v for _, v in order_views(orders)),
                           positions=tuple(position_view(p) for p in positions))
         uncovered = uncovered_at_broker(view)
+        recent = self._recently_filled(broker, orders)
+        listed = {p.symbol for p in positions}
         for shares in uncovered:
-            log.critical(f"system position {shares.symbol} at the broker: {shares.describe()}; no order can be sent "
-                         "while the database refuses writes: protect it by hand at the broker, or fix the disk and "
-                         "restart")
-        unlisted = self._bought_but_not_listed(broker, orders, {p.symbol for p in positions})
+            sold = recent.get(shares.symbol, (Decimal(0), Decimal(0)))[1]
+            # Sold in the last minutes, the list may still show them: said, so no one sells them twice (a review).
+            lag = (f" (its orders sold {sold:f} in the last minutes, which the positions list may not show yet: check "
+                   "before selling)") if sold > 0 else ""
+            log.critical(f"system position {shares.symbol} at the broker: {shares.describe()}{lag}; no order can be "
+                         "sent while the database refuses writes: protect it by hand at the broker, or fix the disk "
+                         "and restart")
+        unlisted = {symbol: bought - sold for symbol, (bought, sold) in recent.items()
+                    if bought > sold and symbol not in listed}
         for symbol, qty in unlisted.items():
             log.critical(f"system position {symbol} at the broker: orders filled in the last minutes bought {qty:f} "
                          "shares its positions list does not show yet (it can lag a fill by several seconds); no order "
@@ -604,12 +611,11 @@ class Daemon:
             return f"every share of the {held} at the broker is under a working stop"
         return "NOT under a working stop at the broker: " + "; ".join(s.describe() for s in uncovered)
 
-    def _bought_but_not_listed(self, broker: Any, open_orders: list[Any], listed: set[str]) -> dict[str, Decimal]:
-        """Per symbol the positions list does not name: the shares orders bought, net of those they sold, in fills of the
-        last POSITIONS_LAG_WINDOW. Alpaca's positions list can lag its orders for several seconds after a fill
-        (ALPACA.md §7), and a disk fault is most often met by the fill's own commit: a review found the exit saying "no
-        position is held at the broker" over shares just bought with no stop. Net sales are left out: what was sold is
-        not held (a short opened by hand in that window would be missed)."""
+    def _recently_filled(self, broker: Any, open_orders: list[Any]) -> dict[str, tuple[Decimal, Decimal]]:
+        """Per symbol: (shares bought, shares sold) by orders whose fills came in the last POSITIONS_LAG_WINDOW.
+        Alpaca's positions list can lag its orders for several seconds after a fill (ALPACA.md §7), and a disk fault
+        is most often met by the fill's own commit: a review found the exit saying "no position is held at the broker"
+        over shares just bought with no stop, and "protect it by hand" over shares just sold."""
         from catalyst.broker.reports import order_views
 
         clock = getattr(getattr(self, "endpoint", None), "clock", None)
@@ -617,17 +623,18 @@ class Daemon:
         try:
             recent = broker.list_orders(status="closed", after=now - timedelta(days=1), nested=True)
         except Exception as exc:  # noqa: BLE001 - stopping goes on; the operator is told what could not be read
-            log.error(f"system could not read the broker's recent orders ({type(exc).__name__}: {exc}): shares just "
-                      "bought may be missing from its positions list; check the account's latest orders")
+            log.error(f"system could not read the broker's recent orders ({type(exc).__name__}: {exc}): its "
+                      "positions list may not show the latest fills; check the account's latest orders")
             recent = []
-        bought: dict[str, Decimal] = {}
+        moved: dict[str, tuple[Decimal, Decimal]] = {}
         for report, _ in order_views([*open_orders, *recent]):
             at = report.filled_at or report.updated_at
-            if report.symbol in listed or not report.filled_qty or at is None or now - at > POSITIONS_LAG_WINDOW:
+            if not report.filled_qty or at is None or now - at > POSITIONS_LAG_WINDOW:
                 continue
-            signed = report.filled_qty if report.side == "buy" else -report.filled_qty
-            bought[report.symbol] = bought.get(report.symbol, Decimal(0)) + signed
-        return {symbol: qty for symbol, qty in sorted(bought.items()) if qty > 0}
+            bought, sold = moved.get(report.symbol, (Decimal(0), Decimal(0)))
+            moved[report.symbol] = ((bought + report.filled_qty, sold) if report.side == "buy"
+                                    else (bought, sold + report.filled_qty))
+        return dict(sorted(moved.items()))
 
     def dump_state(self) -> None:
         """SIGUSR1: every thread's stack, then every actor's state. The stacks come first and always: an operator
