@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     exchange.add_argument("--wash-trade-check", choices=WASH_TRADE_CHECKS, default="alpaca",
                           help="Alpaca's wash-trade refusal: alpaca, its published table (complex orders exempt; the "
                                "default); strict, complex orders refused too, as some users report; off")
+    exchange.add_argument("--positions-lag-s", type=float, default=0.0,
+                          help="the positions endpoints answer as of this many wall seconds ago, as Alpaca's can lag "
+                               "its orders after a fill (default 0)")
     exchange.set_defaults(handler=_cmd_exchange)
     return parser
 

@@ -181,6 +181,8 @@ class ExchangeSettings(Section):
     # Alpaca's wash-trade refusal: "alpaca", its published table (complex orders exempt); "strict", OCOs refused
     # too, as some users report; "off" (catalyst/sim/wash_trade.py).
     wash_trade_check: WashTradeCheck = "alpaca"
+    # The positions endpoints answer as of this many wall seconds ago, as Alpaca's can lag its orders (0: live).
+    positions_lag_s: float = Field(default=0.0, ge=0, le=600)
 
     @field_validator("faults")
     @classmethod

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Callable
@@ -110,9 +112,36 @@ class Account:
     # 2026-07-06: None reports neither, as Alpaca does now; a number reports both, as Alpaca did before (set through
     # /sim/v1; reported only, never enforced).
     daytrade_count: int | None = None
+    # Alpaca's /v2/positions can lag /v2/orders for several seconds after a fill (ALPACA.md §7). With a lag, the
+    # positions endpoints answer as of this many WALL seconds ago (a broker's processing delay, whatever the clock's
+    # speed): every change of `positions` is kept with the moment it happened, and `lagged_positions` replays them.
+    positions_lag_s: float = 0.0
+    _history: deque[tuple[float, dict[str, SimPosition]]] = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
         self.id = uuid5(ACCOUNT_NAMESPACE, self.key_id)
+
+    def _remember_positions(self, before: dict[str, SimPosition]) -> None:
+        """Keeps the positions as they stood before a change, stamped with the change's moment."""
+        if self.positions_lag_s <= 0:
+            return
+        now = time.monotonic()
+        self._history.append((now, before))
+        horizon = now - self.positions_lag_s
+        while self._history and self._history[0][0] <= horizon:  # changes older than the lag are in the live state
+            self._history.popleft()
+
+    def lagged_positions(self) -> dict[str, SimPosition]:
+        """The positions as they stood `positions_lag_s` wall seconds ago (the live ones without a lag)."""
+        if self.positions_lag_s <= 0 or not self._history:
+            return self.positions
+        horizon = time.monotonic() - self.positions_lag_s
+        # Each entry is the state *before* the change stamped at its moment: the state at the horizon is the `before`
+        # of the first change after the horizon, or the live state if none came after it.
+        for moment, before in self._history:
+            if moment > horizon:
+                return before
+        return self.positions
 
     @property
     def may_trade(self) -> bool:
@@ -132,6 +161,7 @@ class Account:
         signed = qty if order.side is Side.BUY else -qty
         short_sale = order.side is Side.SELL and self.position_qty(order.symbol) <= ZERO
         self.cash -= signed * price
+        self._remember_positions({s: replace(p) for s, p in self.positions.items()})
         position = self.positions.get(order.symbol)
         if position is None:
             self.positions[order.symbol] = SimPosition(order.symbol, signed, price)
@@ -191,6 +221,7 @@ class Account:
         return equity - long_value + short_value - self.reserved()
 
     def to_json(self, price_of: PriceOf, starting_cash: Decimal) -> dict[str, object]:
+        # Not lagged: the daemon reads the account only to size entries (equity, buying power) before they are sent.
         long_value, short_value = self.market_values(price_of)
         equity = self.cash + long_value + short_value
         buying_power = self.buying_power(price_of)

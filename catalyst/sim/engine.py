@@ -56,8 +56,9 @@ class Submitted:
 
 class Engine:
     def __init__(self, market: Market, clock: Clock, *, starting_cash: Decimal, participation: Decimal,
-                 sink: EventSink, wash_trade_check: WashTradeCheck = "off") -> None:
+                 sink: EventSink, wash_trade_check: WashTradeCheck = "off", positions_lag_s: float = 0.0) -> None:
         self.market, self.clock = market, clock
+        self.positions_lag_s = positions_lag_s  # the positions endpoints answer as of this many wall seconds ago
         self.wash_trade_check = wash_trade_check
         self.starting_cash, self.participation = starting_cash, participation
         self.accounts: dict[str, Account] = {}
@@ -67,7 +68,7 @@ class Engine:
     # -- lookups --
     def account(self, key_id: str) -> Account:
         if key_id not in self.accounts:
-            self.accounts[key_id] = Account(key_id, self.starting_cash)
+            self.accounts[key_id] = Account(key_id, self.starting_cash, positions_lag_s=self.positions_lag_s)
         return self.accounts[key_id]
 
     def price_of(self, symbol: str) -> Decimal | None:

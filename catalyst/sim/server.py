@@ -82,6 +82,9 @@ class ExchangeConfig(BaseModel):
     # Alpaca's wash-trade protection (catalyst/sim/wash_trade.py): "alpaca", its published table (complex orders
     # exempt); "strict", complex orders refused too, as some users report; "off".
     wash_trade_check: WashTradeCheck = "alpaca"
+    # Alpaca's /v2/positions can lag /v2/orders for several seconds after a fill (ALPACA.md §7): the positions
+    # endpoints (GET /v2/positions and /v2/positions/{symbol}) answer as of this many WALL seconds ago (0: live).
+    positions_lag_s: float = Field(0.0, ge=0, le=600, allow_inf_nan=False)
     allow_non_loopback: bool = False
 
     @field_validator("start")
@@ -145,7 +148,8 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
     one_way_s = config.latency_ms / 1000
     hub = StreamHub(authenticate, lambda: state_box[0].faults, one_way_s)
     engine = Engine(market, clock, starting_cash=config.starting_cash, participation=config.participation,
-                    sink=hub.publish, wash_trade_check=config.wash_trade_check)
+                    sink=hub.publish, wash_trade_check=config.wash_trade_check,
+                    positions_lag_s=config.positions_lag_s)
     state = ExchangeState(clock, market, engine, hub, RateLimiter(config.rate_limit_per_minute),
                           FaultPlan.parse(config.faults, config.seed), config.seed)
     state_box.append(state)

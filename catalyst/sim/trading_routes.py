@@ -149,13 +149,13 @@ async def cancel_all_orders(request: web.Request) -> web.Response:
 # -- positions --
 async def list_positions(request: web.Request) -> web.Response:
     engine = _engine(request)
-    positions = engine.account(_key(request)).positions.values()
+    positions = engine.account(_key(request)).lagged_positions().values()
     return web.json_response([p.to_json(engine.price_of(p.symbol)) for p in positions])
 
 
 async def get_position(request: web.Request) -> web.Response:
     engine = _engine(request)
-    position = engine.account(_key(request)).positions.get(request.match_info["symbol"].upper())
+    position = engine.account(_key(request)).lagged_positions().get(request.match_info["symbol"].upper())
     if position is None:
         raise not_found("position does not exist")
     return web.json_response(position.to_json(engine.price_of(position.symbol)))

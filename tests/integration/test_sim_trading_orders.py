@@ -236,3 +236,20 @@ def test_extended_hours_market_order_is_an_invalid_combination(trading):
         trading.submit_order(market("AAPL", 1, OrderSide.BUY, extended_hours=True))
 
     assert (error.value.status_code, error.value.code) == (422, 42210000)
+
+
+def test_positions_can_be_made_to_lag_the_orders_as_alpacas_do(exchange_factory, poll):
+    # ALPACA.md §7: the orders and positions endpoints can disagree for several seconds right after a fill. The
+    # emulator's positions_lag_s lets tests meet that (a review found the daemon never had).
+    from alpaca.trading.client import TradingClient
+
+    exchange = exchange_factory(positions_lag_s=0.5)
+    client = TradingClient("PKLAG", "secret", paper=True, url_override=exchange.base_url)
+    order = client.submit_order(market("AAPL", 10, OrderSide.BUY))
+
+    assert client.get_order_by_id(order.id).status == OrderStatus.FILLED
+    assert client.get_all_positions() == []  # not yet: the list answers as of half a second ago
+    with pytest.raises(APIError):
+        client.get_open_position("AAPL")
+    shown = poll(lambda: client.get_all_positions(), "the position to show", timeout=5)
+    assert [(p.symbol, p.qty) for p in shown] == [("AAPL", "10")]
