@@ -301,21 +301,26 @@ def test_a_first_start_after_the_close_does_not_scan_the_day_that_is_over(tradin
     assert f"cycle {DAY} #1 started after the close: no scan, nothing traded today" in lines
 
 
-def test_a_day_that_is_not_a_trading_day_is_said_once(trading, start_cycle):
-    hooks = Hooks(trading)
-    ticks: list[date] = []
+def ticks_without_trading(trading, hooks: Hooks, ticks: int) -> None:
+    """A cycle run for `ticks` ticks on a day its calendar says is not a trading day, then stopped."""
+    asked: list[date] = []
 
     def is_trading_day(day: date) -> bool:
-        ticks.append(day)
+        asked.append(day)
         return False
 
+    cycle = CycleActor.start(trading.writer, trading.system, trading.exchange.clock, PhaseSchedule(),
+                             {**hooks.as_dict(), "is_trading_day": is_trading_day})
+    try:
+        trading.wait_for(lambda: len(asked) >= ticks, f"{ticks} ticks of the cycle on the day without trading")
+    finally:
+        cycle.stop()
+
+
+def test_a_day_that_is_not_a_trading_day_is_said_once(trading, start_cycle):
+    hooks = Hooks(trading)
     with logged_lines("actors.cycle", "INFO") as lines:
-        cycle = CycleActor.start(trading.writer, trading.system, trading.exchange.clock, PhaseSchedule(),
-                                 {**hooks.as_dict(), "is_trading_day": is_trading_day})
-        try:
-            trading.wait_for(lambda: len(ticks) >= 3, "three ticks of the cycle on the day")
-        finally:
-            cycle.stop()
+        ticks_without_trading(trading, hooks, 3)
     said = [line for line in lines if "is not a trading day" in line]
     assert said == ["cycle Monday 2024-03-04 is not a trading day (a weekend or a market holiday): nothing is traded "
                     "until the next session"]
@@ -377,18 +382,7 @@ def test_a_day_whose_close_the_daemon_missed_is_completed_at_a_start_on_a_day_wi
     trading.exchange.advance(timedelta(hours=23))  # the next day, not a trading day here (a Saturday, a holiday)
 
     hooks = ReportingHooks(trading)
-    asked: list[date] = []
-
-    def is_trading_day(day: date) -> bool:
-        asked.append(day)
-        return False
-
-    cycle = CycleActor.start(trading.writer, trading.system, trading.exchange.clock, PhaseSchedule(),
-                             {**hooks.as_dict(), "is_trading_day": is_trading_day})
-    try:
-        trading.wait_for(lambda: len(asked) >= 2, "two ticks of the cycle on the day without trading")
-    finally:
-        cycle.stop()
+    ticks_without_trading(trading, hooks, 2)
     assert trading.writer.get_cycle(DAY).get().phase == "completed"
     assert trading.writer.get_cycle(DAY).get().cycle_id == first_day
     assert hooks.reports == [DAY, DAY]  # once, and again once it says completed; not again at every tick

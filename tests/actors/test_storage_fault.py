@@ -99,16 +99,21 @@ def rest_an_entry(trading: Trading) -> None:
     assert trading.system is not None
 
 
-def test_shares_just_bought_that_a_lagging_positions_list_does_not_show_are_named(failing_disk, tmp_path):
-    """Alpaca's positions list can lag its orders for several seconds after a fill (ALPACA.md §7), and a disk fault is
-    most often met by the fill's own commit. A review (the daemon's positions read answering as a lagging list would)
-    found the exit saying "no position is held at the broker" over 10 MSFT bought with no stop, and no CRITICAL line."""
-    trading = failing_disk
+def a_fill_the_disk_refused(trading: Trading) -> None:
+    """10 MSFT bought at the broker by a resting limit entry whose fill the disk then refused to record."""
     rest_an_entry(trading)
     trading.system.writer_ref.proxy().refuse_writes().get()
     trading.trade("MSFT", "408.50")
     trading.wait_for(lambda: trading.system.storage.fault is not None, "the fill's commit to be refused")
     trading.wait_for(lambda: trading.broker_view()["positions"], "the shares bought at the broker")
+
+
+def test_shares_just_bought_that_a_lagging_positions_list_does_not_show_are_named(failing_disk, tmp_path):
+    """Alpaca's positions list can lag its orders for several seconds after a fill (ALPACA.md §7), and a disk fault is
+    most often met by the fill's own commit. A review (the daemon's positions read answering as a lagging list would)
+    found the exit saying "no position is held at the broker" over 10 MSFT bought with no stop, and no CRITICAL line."""
+    trading = failing_disk
+    a_fill_the_disk_refused(trading)
     daemon = daemon_over(trading, tmp_path)
     daemon.endpoint = SimpleNamespace(clock=trading.exchange.clock)
     daemon.broker.positions = lambda: []  # the emulator's list never lags: as Alpaca's would, right after the fill
@@ -167,11 +172,7 @@ def test_a_fill_the_disk_would_not_record_is_named_unprotected_when_the_daemon_s
     order). The daemon cannot close it, but it asks the broker which shares no working stop covers and names them, in
     a CRITICAL line and in its exit message, so the operator can protect them by hand until the disk is fixed."""
     trading = failing_disk
-    rest_an_entry(trading)
-    trading.system.writer_ref.proxy().refuse_writes().get()
-    trading.trade("MSFT", "408.50")
-    trading.wait_for(lambda: trading.system.storage.fault is not None, "the fill's commit to be refused")
-    trading.wait_for(lambda: trading.broker_view()["positions"], "the shares bought at the broker")
+    a_fill_the_disk_refused(trading)
     assert [o["symbol"] for o in trading.broker_view()["orders"]] == ["MSFT"], "an order with no row was sent"
 
     lines: list[tuple[str, str]] = []
