@@ -581,60 +581,38 @@ class Daemon:
             return "the broker could not be asked which shares have no stop: check every position there"
         view = BrokerView(orders=tuple(v for _, v in order_views(orders)),
                           positions=tuple(position_view(p) for p in positions))
-        uncovered = uncovered_at_broker(view)
-        recent = self._recently_filled(broker, orders)
-        listed = {p.symbol for p in positions}
+        recent = self._recent_fills(broker)
+        uncovered = uncovered_at_broker(view, recent)
         for shares in uncovered:
-            sold = recent.get(shares.symbol, (Decimal(0), Decimal(0)))[1]
-            # Sold in the last minutes, the list may still show them: said, so no one sells them twice (a review).
-            lag = (f" (its orders sold {sold:f} in the last minutes, which the positions list may not show yet: check "
-                   "before selling)") if sold > 0 else ""
-            log.critical(f"system position {shares.symbol} at the broker: {shares.describe()}{lag}; no order can be "
-                         "sent while the database refuses writes: protect it by hand at the broker, or fix the disk "
-                         "and restart")
-        unlisted = {symbol: bought - sold for symbol, (bought, sold) in recent.items()
-                    if bought > sold and symbol not in listed}
-        for symbol, qty in unlisted.items():
-            log.critical(f"system position {symbol} at the broker: orders filled in the last minutes bought {qty:f} "
-                         "shares its positions list does not show yet (it can lag a fill by several seconds); no order "
-                         "can be sent while the database refuses writes: check it and protect them by hand")
-        if unlisted:
-            bought = "; ".join(f"{symbol} {qty:f} bought" for symbol, qty in unlisted.items())
-            return ("shares just bought that the broker's positions list does not show yet, so under no stop the "
-                    f"daemon knows of: {bought}; check them at the broker"
-                    + (f"; and NOT under a working stop: {'; '.join(s.describe() for s in uncovered)}"
-                       if uncovered else ""))
-        if not positions:
+            log.critical(f"system position {shares.symbol} at the broker: {shares.describe()}; no order can be sent "
+                         "while the database refuses writes: " + ("check it, then " if shares.recent else "")
+                         + "protect it by hand at the broker, or fix the disk and restart")
+        if not uncovered and recent:
+            return ("every share at the broker is under a working stop, as its positions list shows them and with the "
+                    "fills of the last minutes it may not show yet")
+        if not uncovered and not positions:
             return "no position is held at the broker"
         if not uncovered:
             held = f"{len(positions)} positions" if len(positions) > 1 else "1 position"
             return f"every share of the {held} at the broker is under a working stop"
         return "NOT under a working stop at the broker: " + "; ".join(s.describe() for s in uncovered)
 
-    def _recently_filled(self, broker: Any, open_orders: list[Any]) -> dict[str, tuple[Decimal, Decimal]]:
-        """Per symbol: (shares bought, shares sold) by orders whose fills came in the last POSITIONS_LAG_WINDOW.
-        Alpaca's positions list can lag its orders for several seconds after a fill (ALPACA.md §7), and a disk fault
-        is most often met by the fill's own commit: a review found the exit saying "no position is held at the broker"
-        over shares just bought with no stop, and "protect it by hand" over shares just sold."""
-        from catalyst.broker.reports import order_views
-
+    def _recent_fills(self, broker: Any) -> dict[str, tuple[Decimal, Decimal]]:
+        """Per symbol: the shares (bought, sold) in fills of the last POSITIONS_LAG_WINDOW, by the fill's own time (an
+        order placed days ago, a GTC stop, may fill now), which a lagging positions list may not show yet."""
         clock = getattr(getattr(self, "endpoint", None), "clock", None)
         now = clock.now() if clock is not None else datetime.now(timezone.utc)
         try:
-            recent = broker.list_orders(status="closed", after=now - timedelta(days=1), nested=True)
+            fills = broker.fill_activities(after=now - POSITIONS_LAG_WINDOW)
         except Exception as exc:  # noqa: BLE001 - stopping goes on; the operator is told what could not be read
-            log.error(f"system could not read the broker's recent orders ({type(exc).__name__}: {exc}): its "
-                      "positions list may not show the latest fills; check the account's latest orders")
-            recent = []
+            log.error(f"system could not read the broker's latest fills ({type(exc).__name__}: {exc}): its positions "
+                      "list may not show them yet; check the account's latest orders too")
+            return {}
         moved: dict[str, tuple[Decimal, Decimal]] = {}
-        for report, _ in order_views([*open_orders, *recent]):
-            at = report.filled_at or report.updated_at
-            if not report.filled_qty or at is None or now - at > POSITIONS_LAG_WINDOW:
-                continue
-            bought, sold = moved.get(report.symbol, (Decimal(0), Decimal(0)))
-            moved[report.symbol] = ((bought + report.filled_qty, sold) if report.side == "buy"
-                                    else (bought, sold + report.filled_qty))
-        return dict(sorted(moved.items()))
+        for fill in fills:
+            bought, sold = moved.get(fill.symbol, (Decimal(0), Decimal(0)))
+            moved[fill.symbol] = (bought + fill.qty, sold) if fill.side == "buy" else (bought, sold + fill.qty)
+        return moved
 
     def dump_state(self) -> None:
         """SIGUSR1: every thread's stack, then every actor's state. The stacks come first and always: an operator

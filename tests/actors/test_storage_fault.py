@@ -17,7 +17,6 @@ from actors.db_writer import DbWriter
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.ratelimit import RateLimiter
 from catalyst.config import load_config
-from catalyst.broker.reports import PositionReport
 from catalyst.daemon import Daemon
 from catalyst.errors import DatabaseError
 from tests.actors.conftest import Trading
@@ -106,65 +105,6 @@ def a_fill_the_disk_refused(trading: Trading) -> None:
     trading.trade("MSFT", "408.50")
     trading.wait_for(lambda: trading.system.storage.fault is not None, "the fill's commit to be refused")
     trading.wait_for(lambda: trading.broker_view()["positions"], "the shares bought at the broker")
-
-
-def test_shares_just_bought_that_a_lagging_positions_list_does_not_show_are_named(failing_disk, tmp_path):
-    """Alpaca's positions list can lag its orders for several seconds after a fill (ALPACA.md §7), and a disk fault is
-    most often met by the fill's own commit. A review (the daemon's positions read answering as a lagging list would)
-    found the exit saying "no position is held at the broker" over 10 MSFT bought with no stop, and no CRITICAL line."""
-    trading = failing_disk
-    a_fill_the_disk_refused(trading)
-    daemon = daemon_over(trading, tmp_path)
-    daemon.endpoint = SimpleNamespace(clock=trading.exchange.clock)
-    daemon.broker.positions = lambda: []  # the emulator's list never lags: as Alpaca's would, right after the fill
-
-    lines: list[tuple[str, str]] = []
-    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
-                      level="INFO")
-    try:
-        with pytest.raises(DatabaseError) as stopped:
-            daemon.check_actors()
-    finally:
-        logger.remove(sink)
-    assert "no position is held" not in str(stopped.value)
-    assert ("shares just bought that the broker's positions list does not show yet, so under no stop the daemon "
-            "knows of: MSFT 10 bought; check them at the broker") in str(stopped.value)
-    assert [m for level, m in lines if level == "CRITICAL" and m.startswith("system position MSFT")] == [
-        "system position MSFT at the broker: orders filled in the last minutes bought 10 shares its positions list does "
-        "not show yet (it can lag a fill by several seconds); no order can be sent while the database refuses writes: "
-        "check it and protect them by hand"]
-
-
-def test_shares_just_sold_that_a_lagging_positions_list_still_shows_are_said_to_be_checked_before_selling(
-        failing_disk, tmp_path):
-    # From a review (an emulator whose positions lag 3 s): the stop sold the shares as the disk failed, the list still
-    # showed them, and the CRITICAL line said to protect them by hand: an operator selling them would have gone short.
-    trading = failing_disk
-    trading.exchange.set_price("AAPL", "149.95")
-    trading.open(trading.plan())
-    trading.wait_for(lambda: len(trading.broker_view()["orders"]) == 3, "the trade to be protected")
-    trading.system.writer_ref.proxy().refuse_writes().get()
-    trading.trade("AAPL", "147.00")  # through its stop (148.00): sold
-    trading.wait_for(lambda: not trading.broker_view()["positions"], "the stop's sale")
-    trading.wait_for(lambda: trading.system.storage.fault is not None, "the sale's commit to be refused")
-    daemon = daemon_over(trading, tmp_path)
-    daemon.endpoint = SimpleNamespace(clock=trading.exchange.clock)
-    daemon.broker.positions = lambda: [PositionReport(symbol="AAPL", side="long", qty=Decimal(100),
-                                                      avg_entry_price=Decimal("149.95"), market_value=None,
-                                                      unrealized_pl=None, current_price=None)]  # not caught up yet
-
-    lines: list[tuple[str, str]] = []
-    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
-                      level="INFO")
-    try:
-        with pytest.raises(DatabaseError):
-            daemon.check_actors()
-    finally:
-        logger.remove(sink)
-    assert [m for level, m in lines if level == "CRITICAL" and m.startswith("system position AAPL")] == [
-        "system position AAPL at the broker: AAPL 100 long, 0 under a working stop (its orders sold 100 in the last "
-        "minutes, which the positions list may not show yet: check before selling); no order can be sent while the "
-        "database refuses writes: protect it by hand at the broker, or fix the disk and restart"]
 
 
 def test_a_fill_the_disk_would_not_record_is_named_unprotected_when_the_daemon_stops(failing_disk, tmp_path):
