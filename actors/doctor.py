@@ -533,7 +533,9 @@ class DoctorActor(pykka.ThreadingActor):
             # more shares than are held, and its stop refused for them (a review: adopted 30, rebuilt 50, no stop,
             # then a halt over "database 50, broker 30" every pass). Not adopted: said, once a pass, as a halt.
             self._halt(f"{held.symbol}: broker holds {held.qty} bought and sold by hand ({len(hand)} orders); not "
-                       "adopted, as one position cannot hold both sides' fills: protect or flatten it by hand")
+                       "adopted, as one position cannot hold both sides' fills. Entries stay halted while the broker "
+                       "holds them: flatten them by hand (a stop placed by hand protects them, but does not lift the "
+                       "halt)")
             return None
         executions = [AdoptedFill(execution_key(f.broker_order_id, got.cum[f.execution_id]), f.broker_order_id,
                                   f.qty, f.price, f.at) for f in fills if f.side == side]

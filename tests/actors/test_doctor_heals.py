@@ -157,7 +157,8 @@ def test_shares_bought_and_partly_sold_by_hand_are_not_adopted_and_the_halt_says
     assert T.ORPHAN_POSITION in [f.type for f in report.findings]
     assert position_of(trading, "MSFT") is None and not doctor.entries_allowed().get()
     assert lines == ["doctor HALTS new entries: MSFT: broker holds 30 bought and sold by hand (2 orders); not adopted, "
-                     "as one position cannot hold both sides' fills: protect or flatten it by hand"]
+                     "as one position cannot hold both sides' fills. Entries stay halted while the broker holds them: "
+                     "flatten them by hand (a stop placed by hand protects them, but does not lift the halt)"]
     assert [o["type"] for o in trading.broker_view()["orders"] if o["symbol"] == "MSFT"] == ["limit", "limit"]
 
 
