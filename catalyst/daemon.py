@@ -67,7 +67,7 @@ STOP_STEP_MIN_S = 0.5  # no step of the stop gets less, however little of the bo
 # Below this much free space under the database the operator is warned (once, and told when it is back above): a
 # trading day writes a few MB, so this is hours of warning before the disk reserve has to be given back.
 LOW_DISK_MB = 100
-POSITIONS_LAG_WINDOW = timedelta(minutes=2)  # exchange time: fills the broker's positions list may not show yet
+POSITIONS_SETTLE_S = 10.0  # a disk-fault stop reads positions this long after the latest fill (the list can lag it)
 POSITIONS_LAG_GRACE_S, POSITIONS_LAG_RECHECK_S = 10.0, 2.0  # a holding a lagging list may show is said once it lasts
 
 
@@ -572,6 +572,7 @@ class Daemon:
         broker = getattr(self, "broker", None)
         if broker is None:
             return "which shares have no stop is for you to check at the broker"
+        self._let_the_positions_list_catch_up(broker)
         try:
             orders = broker.list_orders(status="open", nested=True)
             positions = broker.positions()
@@ -581,38 +582,40 @@ class Daemon:
             return "the broker could not be asked which shares have no stop: check every position there"
         view = BrokerView(orders=tuple(v for _, v in order_views(orders)),
                           positions=tuple(position_view(p) for p in positions))
-        recent = self._recent_fills(broker)
-        uncovered = uncovered_at_broker(view, recent)
+        uncovered = uncovered_at_broker(view)
         for shares in uncovered:
             log.critical(f"system position {shares.symbol} at the broker: {shares.describe()}; no order can be sent "
-                         "while the database refuses writes: " + ("check it, then " if shares.recent else "")
-                         + "protect it by hand at the broker, or fix the disk and restart")
-        if not uncovered and recent:
-            return ("every share at the broker is under a working stop, as its positions list shows them and with the "
-                    "fills of the last minutes it may not show yet")
-        if not uncovered and not positions:
+                         "while the database refuses writes: protect it by hand at the broker, or fix the disk and "
+                         "restart")
+        if not positions:
             return "no position is held at the broker"
         if not uncovered:
             held = f"{len(positions)} positions" if len(positions) > 1 else "1 position"
             return f"every share of the {held} at the broker is under a working stop"
         return "NOT under a working stop at the broker: " + "; ".join(s.describe() for s in uncovered)
 
-    def _recent_fills(self, broker: Any) -> dict[str, tuple[Decimal, Decimal]]:
-        """Per symbol: the shares (bought, sold) in fills of the last POSITIONS_LAG_WINDOW, by the fill's own time (an
-        order placed days ago, a GTC stop, may fill now), which a lagging positions list may not show yet."""
+    def _let_the_positions_list_catch_up(self, broker: Any) -> None:
+        """Alpaca's positions list can lag its orders for several seconds after a fill (ALPACA.md §7), and a disk fault
+        is most often met by a fill's own commit: read at once, the list said "no position is held at the broker"
+        over shares just bought with no stop, and "protect it by hand" over shares a stop had just sold (reviews).
+        So, when the latest fill is younger than POSITIONS_SETTLE_S (exchange time), wait out the rest of it first
+        (wall seconds, at most POSITIONS_SETTLE_S): the stop is on its way out anyway, and sends nothing meanwhile."""
         clock = getattr(getattr(self, "endpoint", None), "clock", None)
         now = clock.now() if clock is not None else datetime.now(timezone.utc)
         try:
-            fills = broker.fill_activities(after=now - POSITIONS_LAG_WINDOW)
+            fills = broker.fill_activities(after=now - timedelta(seconds=POSITIONS_SETTLE_S))
         except Exception as exc:  # noqa: BLE001 - stopping goes on; the operator is told what could not be read
             log.error(f"system could not read the broker's latest fills ({type(exc).__name__}: {exc}): its positions "
                       "list may not show them yet; check the account's latest orders too")
-            return {}
-        moved: dict[str, tuple[Decimal, Decimal]] = {}
-        for fill in fills:
-            bought, sold = moved.get(fill.symbol, (Decimal(0), Decimal(0)))
-            moved[fill.symbol] = (bought + fill.qty, sold) if fill.side == "buy" else (bought, sold + fill.qty)
-        return moved
+            return
+        if not fills:
+            return
+        latest = max(fill.at for fill in fills)
+        wait_s = min(POSITIONS_SETTLE_S - (now - latest).total_seconds(), POSITIONS_SETTLE_S)
+        if wait_s > 0:
+            log.info(f"system waiting {wait_s:.1f} s before asking which shares have no stop: the broker's positions "
+                     f"list can lag its fills by several seconds, and one came at {latest:%H:%M:%S}")
+            time.sleep(wait_s)
 
     def dump_state(self) -> None:
         """SIGUSR1: every thread's stack, then every actor's state. The stacks come first and always: an operator

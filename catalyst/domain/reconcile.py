@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -648,58 +647,26 @@ def working_stop_qty(orders: tuple[BrokerOrder, ...], symbol: str, exit_side: st
 
 @dataclass(frozen=True)
 class Uncovered:
-    """Shares held at the broker beyond what its working stops would close. With fills the positions list may not show
-    yet (`bought`, `sold` in the last minutes), `held` is the most on `side` of two readings: the list as it is
-    (`listed`, signed), and the list with those fills."""
+    """Shares held at the broker beyond what its working stops would close."""
 
     symbol: str
     side: str  # long or short
     held: Decimal
     covered: Decimal
-    listed: Decimal = ZERO
-    bought: Decimal = ZERO
-    sold: Decimal = ZERO
-
-    @property
-    def recent(self) -> bool:
-        return bool(self.bought or self.sold)
 
     def describe(self) -> str:
-        if not self.recent:
-            return f"{self.symbol} {self.held:f} {self.side}, {self.covered:f} under a working stop"
-        shows = f"{abs(self.listed):f} {'long' if self.listed > 0 else 'short'}" if self.listed else "none"
-        moved = " and ".join(f"{what} {qty:f}" for what, qty in (("bought", self.bought), ("sold", self.sold)) if qty)
-        return (f"{self.symbol} up to {self.held:f} {self.side}, {self.covered:f} under a working stop (its positions "
-                f"list shows {shows}; fills {moved} in the last minutes, which it may not show yet)")
+        return f"{self.symbol} {self.held:f} {self.side}, {self.covered:f} under a working stop"
 
 
-def uncovered_at_broker(broker: BrokerView,
-                        recent: Mapping[str, tuple[Decimal, Decimal]] | None = None) -> tuple[Uncovered, ...]:
+def uncovered_at_broker(broker: BrokerView) -> tuple[Uncovered, ...]:
     """Every position the broker holds whose shares its working stops do not all cover, whoever placed either: what
-    an operator must protect by hand when the daemon cannot send an order (its database refuses writes).
-
-    `recent`: per symbol, the shares (bought, sold) in fills of the last minutes. Alpaca's positions list can lag its
-    orders for several seconds after a fill (ALPACA.md §7), and a disk fault is most often met by a fill's own commit:
-    two readings are judged, the list as it is and the list with those fills, the worse said with what the fills were
-    (a review found "no position is held" over shares just bought, a short just opened, an entry's latest piece; and
-    "protect it by hand" over shares just sold, which it now says were sold)."""
-    moved = {symbol: pair for symbol, pair in (recent or {}).items() if any(pair)}
-    listed = {p.symbol: signed_qty(p.side, p.qty) for p in broker.positions if p.qty}
+    an operator must protect by hand when the daemon cannot send an order (its database refuses writes)."""
     found = []
-    for symbol in sorted(set(listed) | set(moved)):
-        shown = listed.get(symbol, ZERO)
-        bought, sold = moved.get(symbol, (ZERO, ZERO))
-        worst: Uncovered | None = None
-        for held in dict.fromkeys((shown, shown + bought - sold)):
-            if not held:
-                continue
-            side = "long" if held > 0 else "short"
-            covered = working_stop_qty(broker.orders, symbol, exit_side(side))
-            bare = abs(held) - covered
-            if bare > 0 and (worst is None or bare > worst.held - worst.covered):
-                worst = Uncovered(symbol, side, abs(held), covered, shown, bought, sold)
-        if worst is not None:
-            found.append(worst)
+    for position in sorted(broker.positions, key=lambda p: p.symbol):
+        held = abs(position.qty)
+        covered = working_stop_qty(broker.orders, position.symbol, exit_side(position.side))
+        if held and covered < held:
+            found.append(Uncovered(position.symbol, position.side, held, covered))
     return tuple(found)
 
 
