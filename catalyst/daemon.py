@@ -34,7 +34,7 @@ from catalyst import collector, cpu
 from catalyst.config import (KEY_ID_ENV, SECRET_KEY_ENV, BrokerSettings, Config, describe_validation_error, load_config,
                              load_secrets, sqlite_path)
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
-from catalyst.domain.cycle import ACTIVE_PHASES, CyclePhase
+from catalyst.domain.cycle import ACTIVE_PHASES, CyclePhase, exchange_time
 from catalyst.errors import (
     AccountCannotTrade, ActorDied, BrokerUnavailable, CatalystError, ConfigError, DatabaseError, KeysRefused,
     StopDuringStartup, UsageError,
@@ -614,7 +614,7 @@ class Daemon:
         wait_s = min(POSITIONS_SETTLE_S - (now - latest).total_seconds(), POSITIONS_SETTLE_S)
         if wait_s > 0:
             log.info(f"system waiting {wait_s:.1f} s before asking which shares have no stop: the broker's positions "
-                     f"list can lag its fills by several seconds, and one came at {latest:%H:%M:%S}")
+                     f"list can lag its fills by several seconds, and one came at {exchange_time(latest):%H:%M:%S}")
             time.sleep(wait_s)
 
     def dump_state(self) -> None:
