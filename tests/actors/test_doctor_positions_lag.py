@@ -11,7 +11,7 @@ import pytest
 
 from catalyst.domain.reconcile import FindingType as T
 from catalyst.sim.server import EmbeddedExchange
-from tests.actors.conftest import START, Trading, exchange_at
+from tests.actors.conftest import START, exchange_at
 from tests.actors.test_doctor_heals import doctor_on, position_of, protected
 
 LAG_S = 3.0
@@ -19,15 +19,9 @@ LAG_S = 3.0
 
 @pytest.fixture
 def exchange() -> Iterator[EmbeddedExchange]:
+    """The conftest's `trading` runs against this one."""
     with exchange_at(START, positions_lag_s=LAG_S) as ex:
         yield ex
-
-
-@pytest.fixture
-def trading(exchange, tmp_path) -> Iterator[Trading]:
-    harness = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}").start()
-    yield harness
-    harness.stop()
 
 
 @pytest.fixture
