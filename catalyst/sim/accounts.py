@@ -121,12 +121,13 @@ class Account:
     def __post_init__(self) -> None:
         self.id = uuid5(ACCOUNT_NAMESPACE, self.key_id)
 
-    def _remember_positions(self, before: dict[str, SimPosition]) -> None:
-        """Keeps the positions as they stood before a change, stamped with the change's moment."""
+    def _remember_positions(self) -> None:
+        """Keeps a copy of the positions as they stand before a change, stamped with the change's moment (none without
+        a lag: every fill would copy the whole book, on the benchmarks' path too)."""
         if self.positions_lag_s <= 0:
             return
         now = time.monotonic()
-        self._history.append((now, before))
+        self._history.append((now, {symbol: replace(p) for symbol, p in self.positions.items()}))
         horizon = now - self.positions_lag_s
         while self._history and self._history[0][0] <= horizon:  # changes older than the lag are in the live state
             self._history.popleft()
@@ -161,7 +162,7 @@ class Account:
         signed = qty if order.side is Side.BUY else -qty
         short_sale = order.side is Side.SELL and self.position_qty(order.symbol) <= ZERO
         self.cash -= signed * price
-        self._remember_positions({s: replace(p) for s, p in self.positions.items()})
+        self._remember_positions()
         position = self.positions.get(order.symbol)
         if position is None:
             self.positions[order.symbol] = SimPosition(order.symbol, signed, price)
