@@ -90,7 +90,7 @@ def catalyst_command() -> list[str]:
     script = Path(sys.executable).with_name("catalyst")
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from catalyst.cli import main; sys.exit(main())"]
+    return [sys.executable, "-c", "from catalyst.cli import run_command; run_command()"]
 
 
 def day_figures(folder: Path, done: subprocess.CompletedProcess[str], wall_s: float, asked: float,

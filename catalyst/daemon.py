@@ -780,8 +780,8 @@ class Daemon:
                     # instead of 10 s each out of the stop's bound (a review: 24.4 s, exit 1).
                     part.stop(block=True, timeout=budget.share(PART_STOP_WAIT_S))
             except pykka.Timeout:
-                log.warning(f"system stopping: {name} is still busy (waiting for the broker?); left behind, as after "
-                            "a kill: the next start's doctor pass reconciles what it was doing")
+                log.warning(f"system stopping: {name} is still busy (a broker call, or the day's report?); left "
+                            "behind, as after a kill: the next start's doctor pass reconciles what it was doing")
             except Exception as exc:
                 log.warning(f"system stopping {type(part).__name__}: {type(exc).__name__}: {exc}")
         self.parts.clear()

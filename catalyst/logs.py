@@ -202,6 +202,19 @@ def to_log_file_only(level: str, message: str) -> None:
         logger.bind(actor="system", _file_only=True).log(level, message)
 
 
+def close_sinks() -> None:
+    """Every sink removed (loguru waits for a line being written) and the log file closed, flushing it: for an exit
+    that skips Python's own shutdown (cli.run_command). A thread logging after this logs nothing."""
+    global _log_file
+    try:
+        logger.remove()
+    except OSError:  # the log file's last flush on a full disk: its lines reached stderr already
+        pass
+    if _log_file is not None:
+        _log_file.close()
+        _log_file = None
+
+
 def setup_logging(
     level: str = "INFO",
     fmt: str = "text",

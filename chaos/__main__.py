@@ -268,7 +268,7 @@ def fill_the_disk(disk: SmallDisk, exchange: ExchangeProcess, daemon: DaemonProc
     if daemon.output is not None:
         daemon.output.wait_closed(timeout_s=10)
     lines = daemon.output.lines if daemon.output else []
-    said = next((line for line in reversed(lines) if line.startswith("catalyst: ")), "(nothing)")
+    said = last_said(lines)
     stop = RESERVE_STOP_LINE.search(said)
     if code != STORAGE_FAULT_EXIT or stop is None:
         result.violations.append(Violation("exit", f"catalyst run (start #{daemon.starts}) on a disk just filled "
@@ -283,6 +283,17 @@ def fill_the_disk(disk: SmallDisk, exchange: ExchangeProcess, daemon: DaemonProc
     return True
 
 
+def last_said(lines: list[str]) -> str:
+    """The daemon's exit line (`catalyst: ...`), and after it what a crash printed (a fatal error, a C++ terminate):
+    a violation must say why the process really ended (exit -6 in CI was "terminate called without an active
+    exception", below a good exit line)."""
+    at = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].startswith("catalyst: ")), None)
+    if at is None:
+        return "(nothing)" if not lines else f"(no exit line; its last line: {lines[-1]})"
+    after = [line for line in lines[at + 1:] if line.strip()]
+    return lines[at] + (f" [then: {' | '.join(after[-3:])}]" if after else "")
+
+
 def stopped_by_itself(daemon: DaemonProcess, result: RunResult) -> bool:
     """True if the daemon is not running though the harness did not stop it. Only a start on a filling disk may do
     that, with exit 3 and the storage fault's line; anything else is a violation."""
@@ -293,7 +304,7 @@ def stopped_by_itself(daemon: DaemonProcess, result: RunResult) -> bool:
     if daemon.output is not None:
         daemon.output.wait_closed(timeout_s=10)  # its last line read
     lines = daemon.output.lines if daemon.output else []
-    said = next((line for line in reversed(lines) if line.startswith("catalyst: ")), "(nothing)")
+    said = last_said(lines)
     if capped and code == STORAGE_FAULT_EXIT and STORAGE_FAULT_LINE.search(said):
         result.disk_full_stops += 1
     else:

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from chaos.__main__ import ChaosSettings, RunResult, disk_fill_moments, disk_full_restarts, main
+from chaos.__main__ import (ChaosSettings, RunResult, disk_fill_moments, disk_full_restarts, last_said,
+                            main)
 from chaos.harness import SmallDisk
 from chaos.invariants import unprotected_at_broker
 
@@ -63,3 +64,13 @@ def test_a_run_line_says_how_many_filled_disks_met_no_write():
     assert result.line().endswith("; 2 disks filled under the running daemon, 1 stopped on the reserve with every "
                                   "share under a stop, 1 met no write (left running on the freed disk)")
     assert RunResult(seed=1, disk_fills=1, disk_fill_stops=1).line().endswith("with every share under a stop")
+
+
+def test_a_violation_names_what_a_crash_printed_after_the_exit_line():
+    # CI: exit -6 reported with only the good exit line above it; the C++ terminate below it was in no report.
+    lines = ["12:00 INFO system stopped", "catalyst: error: the disk is full", "",
+             "terminate called without an active exception"]
+    assert last_said(lines) == "catalyst: error: the disk is full [then: terminate called without an active exception]"
+    assert last_said(lines[:2]) == "catalyst: error: the disk is full"
+    assert last_said(["Fatal Python error: Aborted"]) == "(no exit line; its last line: Fatal Python error: Aborted)"
+    assert last_said([]) == "(nothing)"

@@ -161,7 +161,7 @@ def test_a_part_busy_on_a_hung_broker_call_gets_its_share_of_the_bound_and_is_le
             daemon.stop(graceful=True)
             took_s = time.monotonic() - started
         assert 1.9 <= took_s < 3.0, took_s  # a quarter of the 8 s bound, not 10 s
-        assert lines[-1] == ("system stopping: Busy is still busy (waiting for the broker?); left behind, as after a "
+        assert lines[-1] == ("system stopping: Busy is still busy (a broker call, or the day's report?); left behind, as after a "
                              "kill: the next start's doctor pass reconciles what it was doing")
     finally:
         release.set()
