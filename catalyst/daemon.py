@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from actors.messages import Flatten, WithdrawEntry
 from actors.refs import BUSY, GONE, Answers, tell_if_alive
-from catalyst import collector, cpu
+from catalyst import collector, cpu, stop_request
 from catalyst.config import (KEY_ID_ENV, SECRET_KEY_ENV, BrokerSettings, Config, describe_validation_error, load_config,
                              load_secrets, sqlite_path)
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
@@ -226,6 +226,7 @@ class Daemon:
         )
         self.broker = broker_factory("daemon")
         self._check_broker()
+        stop_request.checkpoint()
         self.calendar = TradingCalendar(self.broker)  # the cycle's, and the position actors' (MarketHours)
         hours = MarketHours(self.calendar, ep.clock)
         hours.closed()  # the week's calendar read here, not by the first position actor that asks
@@ -240,6 +241,7 @@ class Daemon:
             self.system.start()
         except DatabaseFileError as exc:  # corrupt, locked by another process, too new: exit 3, not "internal"
             raise DatabaseError(str(exc)) from None
+        stop_request.checkpoint()  # not a cycle (its first entries) for a daemon asked to stop
         self.hooks = CycleHooks(self, broker_factory)
         self.cycle = CycleActor.start(self.system.writer, self.system, ep.clock, self.config.cycle.schedule(),
                                       self.hooks.as_dict())
@@ -264,6 +266,7 @@ class Daemon:
                 retry=retry_if_exception(lambda exc: isinstance(exc, BrokerError) and not isinstance(exc, AuthError)),
                 wait=wait_exponential(multiplier=1, min=1, max=30),
                 stop=stop_after_delay(self.config.broker.startup_wait_s), before_sleep=before_sleep, reraise=True,
+                sleep=stop_request.pause,
             ):
                 with attempt:
                     account = self.broker.account()
@@ -316,7 +319,7 @@ class Daemon:
             measured: float = Retrying(retry=retry_if_result(lambda s: abs(s) > limit),
                                        wait=wait_exponential(multiplier=1, min=1, max=30),
                                        stop=stop_after_delay(self.config.broker.startup_wait_s),
-                                       before_sleep=before_sleep,
+                                       before_sleep=before_sleep, sleep=stop_request.pause,
                                        retry_error_callback=lambda state: state.outcome.result())(skew)
         except BrokerError as exc:  # it answered the account a moment ago: say so and go on, the schedule still runs
             log.warning(f"system could not read the broker's clock to compare with this machine's: {exc}")
@@ -915,6 +918,7 @@ class Signals:
         self.stop_event = stop_event
         self.daemon: Daemon | None = None
         self.unwinding = False  # a stop during start-up is under way: a second signal must not interrupt its cleanup
+        self.stopped_by: str | None = None  # the signal that stopped the daemon once up, said by the main loop
         self.reload_requested = False
         self.emergency_requested = False
 
@@ -922,6 +926,7 @@ class Signals:
         """`while_importing`: the HUP/USR1/USR2 the command line's handlers kept before these (catalyst.cli), acted
         on as if they came now. Read after these are installed: a signal is then either in it or handled here."""
         handlers = {signal.SIGHUP: self._reopen, signal.SIGUSR1: self._dump, signal.SIGUSR2: self._emergency}
+        stop_request.keep_discarded_stops_quiet()
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         for signum, handler in handlers.items():
@@ -937,15 +942,17 @@ class Signals:
         daemon.emergency_requested = daemon.emergency_requested or self.emergency_requested
 
     def _stop(self, signum: int, _frame: Any) -> None:
+        # No log line here: the main thread may be inside a log call (loguru refuses it, printing a traceback);
+        # whoever catches the exception says it, and once up the main loop does (`stopped_by`).
         name = signal.Signals(signum).name
         if self.daemon is None:
             if not self.unwinding:
                 self.unwinding = True
                 self.stop_event.set()
-                # No log line here: the main thread may be inside a log call; whoever catches it logs.
+                stop_request.ask(name)  # kept too: Python discards this exception inside a gc callback
                 raise StopDuringStartup(name)
             return
-        log.info(f"system {name}: graceful stop (protection stays at the broker)")
+        self.stopped_by = self.stopped_by or name
         self.stop_event.set()
 
     def _reopen(self, _signum: int, _frame: Any) -> None:
@@ -971,6 +978,7 @@ class Signals:
 def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Callable[[], Endpoint], database_url: str,
            days: int | None, what: str) -> Daemon:
     signals = Signals(threading.Event()).install(getattr(args, "signals_while_importing", None))
+    stop_request.checkpoint()  # a TERM while the modules loaded whose exception Python discarded
     # Before any thread of ours starts (they inherit it); every thread already running is moved too.
     placement = cpu.apply(config.daemon.cpu)
     (log.info if placement.as_asked else log.warning)(f"system runs {placement}")
@@ -997,6 +1005,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
             # Before start-up: the cycle's first tick must already find entries refused.
             daemon.emergency_resumed, daemon.emergency_requested = _read_reason(marker), True
         daemon.start()
+        stop_request.checkpoint()
         signals.running(daemon)
         # After start-up, as what it made lives as long as the process.
         log.info(f"system {collector.settle()}")
@@ -1015,6 +1024,8 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
                 last_table = time.monotonic()
                 daemon.log_state_table()
                 daemon.check_disk_room()
+        if signals.stopped_by is not None:
+            log.info(f"system {signals.stopped_by}: graceful stop (protection stays at the broker)")
         served = True
     except StopDuringStartup as stop:
         log.info(f"system {stop} during start-up: stopping what has started (protection stays at the broker)")

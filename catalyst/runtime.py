@@ -10,6 +10,7 @@ from typing import Any
 from alpaca.common.enums import BaseURL
 from loguru import logger
 
+from catalyst import stop_request
 from catalyst.clock import FollowedClock, WallClock
 from catalyst.config import Config
 from catalyst.errors import BrokerUnavailable, UsageError
@@ -87,7 +88,7 @@ def _follow(url: str, wait_s: float) -> FollowedClock:
 
     try:
         for attempt in Retrying(wait=wait_exponential(min=1, max=30), stop=stop_after_delay(wait_s),
-                                before_sleep=before_sleep, reraise=True):
+                                before_sleep=before_sleep, reraise=True, sleep=stop_request.pause):
             with attempt:
                 return FollowedClock(url)
     except Exception as exc:  # any failure to read its clock means we cannot follow it

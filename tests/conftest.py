@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pykka
 import pytest
 from loguru import logger
+
+from catalyst import stop_request
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -38,6 +41,14 @@ def _daemon_logs_to_pytest():
 def _stop_all_actors(_daemon_logs_to_pytest):
     yield
     pykka.ActorRegistry.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _no_stop_asked_for_the_next_test():
+    # A stop asked during start-up is remembered for the process (catalyst.stop_request): one test's is not the next's.
+    yield
+    stop_request.forget()
+    sys.unraisablehook = sys.__unraisablehook__
 
 
 @pytest.fixture

@@ -3,13 +3,17 @@ the test's own process must not be stopped)."""
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
+import time
+import weakref
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from catalyst import stop_request
 from catalyst.daemon import Signals
 from catalyst.errors import StopDuringStartup
 
@@ -35,13 +39,46 @@ def test_a_stop_during_start_up_unwinds_it_once_and_a_second_signal_leaves_the_c
     signals._stop(signal.SIGINT, None)  # while what started is being stopped: no second exception in its cleanup
 
 
-def test_after_start_up_a_stop_only_sets_the_event_the_main_loop_waits_on():
+def test_after_start_up_a_stop_only_sets_the_event_the_main_loop_waits_on(caplog):
     signals = Signals(threading.Event())
     signals.running(started_daemon())
 
     signals._stop(signal.SIGTERM, None)  # no exception: the main loop stops gracefully
+    signals._stop(signal.SIGINT, None)
 
     assert signals.stop_event.is_set()
+    # Named for the main loop's line, not logged here: the interrupted main thread may be inside a log call, which
+    # loguru refuses with a traceback on stderr.
+    assert signals.stopped_by == "SIGTERM" and caplog.records == []
+
+
+class Collected:
+    pass
+
+
+def test_a_stop_whose_exception_python_discarded_is_carried_by_the_next_checkpoint(capsys):
+    # Raised in a garbage-collection or weakref callback (SQLAlchemy's), the handler's exception is discarded by Python
+    # with an "Exception ignored" traceback, and start-up ran on to its end, entries included (a review).
+    signals = Signals(threading.Event())
+    stop_request.keep_discarded_stops_quiet()
+    thing = Collected()
+    watch = weakref.ref(thing, lambda _ref: signals._stop(signal.SIGTERM, None))
+    del thing
+    gc.collect()
+
+    assert watch() is None and signals.stop_event.is_set()
+    assert capsys.readouterr().err == ""  # nothing printed: the checkpoint carries it
+    with pytest.raises(StopDuringStartup, match="SIGTERM"):
+        stop_request.checkpoint()
+
+
+def test_a_start_up_wait_ends_as_soon_as_a_stop_is_asked():
+    # tenacity's sleep in the broker and clock waits (broker.startup_wait_s): not the rest of a 30 s backoff.
+    threading.Timer(0.2, stop_request.ask, args=("SIGTERM",)).start()
+    began = time.monotonic()
+    with pytest.raises(StopDuringStartup, match="SIGTERM"):
+        stop_request.pause(30)
+    assert time.monotonic() - began < 10
 
 
 def test_an_emergency_stop_and_a_reload_asked_during_start_up_apply_once_it_is_up():
