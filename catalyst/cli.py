@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from catalyst.sim.clock import MAX_SPEED
+from catalyst import stop_request
 from catalyst.errors import CatalystError, DatabaseError, StopDuringStartup, UsageError
 from catalyst.logs import close_sinks, keep_secrets_out, redact, to_log_file_only
 from catalyst.sim.wash_trade import WASH_TRADE_CHECKS
@@ -172,13 +173,12 @@ def _catch_signals_while_importing(args: argparse.Namespace) -> None:
     with its line, as during the rest of start-up, not death by the default action. HUP, USR1 and USR2 then are
     remembered in `args.signals_while_importing`, not death without a word either: the daemon's own handlers, which
     replace these (catalyst.daemon.Signals), act on them once it is up; an emergency stop (USR2) is never lost."""
-    from catalyst import stop_request
-
     stop_request.forget()
     stop_request.keep_discarded_stops_quiet()
 
     def stop(signum: int, _frame: Any) -> None:
-        if stop_request.asked() is None:  # once: a second TERM must not interrupt the unwinding (a traceback, exit 1)
+        # Once, and not while the exit is said: a second TERM must not interrupt the unwinding (a traceback, exit 1).
+        if stop_request.asked() is None and not stop_request.is_leaving():
             stop_request.ask(signal.Signals(signum).name)
             raise StopDuringStartup(signal.Signals(signum).name)
 
@@ -191,9 +191,16 @@ def _catch_signals_while_importing(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     _catch_signals_while_importing(args)
-    from catalyst.daemon import run_daemon
+    try:
+        from catalyst.daemon import run_daemon
 
-    return run_daemon(args)
+        return run_daemon(args)
+    except StopDuringStartup:
+        if signal.SIGUSR2 in args.signals_while_importing:  # USR2, then the stop, before the daemon's handlers
+            from catalyst.daemon import keep_an_emergency_asked_before_the_handlers
+
+            keep_an_emergency_asked_before_the_handlers(args)
+        raise
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
@@ -255,6 +262,7 @@ def _cmd_exchange(args: argparse.Namespace) -> int:
 
 def _exit_with(line: str, code: int) -> int:
     """`line` on stderr, and as the last line of the log file when the command logs to one (a daemon's exit)."""
+    stop_request.leaving()
     to_log_file_only("INFO" if code == 0 else "CRITICAL", f"system exiting with code {code}: {line}")
     try:
         print(redact(line), file=sys.stderr)  # as the log's lines: an error may quote a URL with the keys in it

@@ -944,16 +944,18 @@ class Signals:
     def _stop(self, signum: int, _frame: Any) -> None:
         # No log line here: the main thread may be inside a log call (loguru refuses it, printing a traceback);
         # whoever catches the exception says it, and once up the main loop does (`stopped_by`).
+        # No Event.set() once up either: the main loop may be inside the Event's own lock (stop_event.wait), and the
+        # handler, on the same thread, would wait for it forever. The loop polls `stopped_by` instead.
         name = signal.Signals(signum).name
         if self.daemon is None:
-            if not self.unwinding:
+            # Once (a second signal must not interrupt the unwinding), and not while the exit is being said.
+            if not self.unwinding and stop_request.asked() is None and not stop_request.is_leaving():
                 self.unwinding = True
-                self.stop_event.set()
+                self.stop_event.set()  # (nothing waits on it during start-up)
                 stop_request.ask(name)  # kept too: Python discards this exception inside a gc callback
                 raise StopDuringStartup(name)
             return
         self.stopped_by = self.stopped_by or name
-        self.stop_event.set()
 
     def _reopen(self, _signum: int, _frame: Any) -> None:
         # Handled by the main loop, not here: reconfiguring loguru inside a handler could meet its own sink lock.
@@ -1011,7 +1013,7 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
         log.info(f"system {collector.settle()}")
         daemon.check_disk_room()
         last_table = time.monotonic()
-        while not daemon.stop_event.wait(timeout=0.2):
+        while not _stop_seen(daemon, signals):
             if daemon.emergency_requested:
                 resumed, daemon.emergency_resumed = daemon.emergency_resumed, None
                 daemon.emergency_stop(resumed or OPERATOR_EMERGENCY, resumed=resumed is not None)
@@ -1024,8 +1026,10 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
                 last_table = time.monotonic()
                 daemon.log_state_table()
                 daemon.check_disk_room()
-        if signals.stopped_by is not None:
-            log.info(f"system {signals.stopped_by}: graceful stop (protection stays at the broker)")
+        asked = signals.stopped_by or stop_request.asked()  # the latter: one whose exception Python discarded
+        if asked is not None:
+            log.info(f"system {asked}: graceful stop (protection stays at the broker)")
+        daemon.stop_event.set()
         served = True
     except StopDuringStartup as stop:
         log.info(f"system {stop} during start-up: stopping what has started (protection stays at the broker)")
@@ -1054,6 +1058,15 @@ def _serve(args: argparse.Namespace, config: Config, secrets: Any, open_ep: Call
     return daemon
 
 
+def _stop_seen(daemon: Daemon, signals: Signals) -> bool:
+    """The main loop's wait: a stop signal (a plain flag, see Signals._stop) or the daemon's own stop (days done, an
+    emergency done), within 0.2 s. time.sleep, not stop_event.wait, for the handler's sake."""
+    if daemon.stop_event.is_set() or signals.stopped_by is not None:
+        return True
+    time.sleep(0.2)
+    return daemon.stop_event.is_set() or signals.stopped_by is not None
+
+
 def _remember_an_early_emergency(signals: Signals, database_url: str) -> None:
     """An emergency stop (USR2) asked during a start that then failed (a broker unreachable: exit 4, restarted) was a
     flag in memory only, and the next start traded: it is written to `<db>.emergency`, as one under way is, so the
@@ -1065,6 +1078,28 @@ def _remember_an_early_emergency(signals: Signals, database_url: str) -> None:
                        "remembered (send it again once the daemon is up)"):
         log.critical(f"system emergency stop asked during a start that failed: kept in {marker}, the next start goes "
                      "on with it (no new entry, every position flattened)")
+
+
+def keep_an_emergency_asked_before_the_handlers(args: argparse.Namespace) -> None:
+    """USR2, then TERM, while the modules loaded or the config was read: the stop ended the start before `_serve`,
+    whose cleanup keeps an early emergency for the next start (_remember_an_early_emergency), and the emergency was
+    lost without a word (a review). Kept here the same way, in `<db>.emergency`."""
+    try:
+        config = _load(args)
+    except CatalystError:  # a config it cannot read: the next start refuses it and says why, emergency or not
+        return
+    database_url = sim_database_url(config) if embedded_exchange(config) else config.daemon.database_url
+    marker = emergency_marker(database_url)
+    if marker is None or marker.exists():
+        return
+    try:
+        marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a first start stopped before making it
+    except OSError:
+        pass  # said by _keep_emergency's line
+    if _keep_emergency(marker, OPERATOR_EMERGENCY, "emergency stop asked during a start that was then stopped, and "
+                       "not remembered (send it again once the daemon is up)"):
+        print(f"catalyst: emergency stop asked during a start that was then stopped: kept in {marker}, the next "
+              "start goes on with it (no new entry, every position flattened)", file=sys.stderr)
 
 
 def _keep_emergency(marker: Path, reason: str, unkept: str) -> bool:

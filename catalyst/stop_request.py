@@ -4,36 +4,49 @@ The signal handler raises StopDuringStartup in the main thread wherever start-up
 discards an exception raised inside a garbage-collection or weakref callback (SQLAlchemy's, say): it printed
 "Exception ignored in ..." with a traceback, and start-up ran on to the end, its doctor pass and first entries
 included, every later TERM ignored as "already stopping", a broker wait (up to broker.startup_wait_s) too (a review).
-So the stop is also kept here, start-up's steps check it (`checkpoint`) and its waits end on it (`pause`)."""
+So the stop is also kept here, start-up's steps check it (`checkpoint`) and its waits end on it (`pause`).
+
+Plain module variables, no lock and no threading.Event: the handlers run on the main thread between two of its
+bytecodes, and one taking a lock the interrupted code holds (an Event's, inside its own `wait`) waits forever."""
 
 from __future__ import annotations
 
 import sys
-import threading
+import time
 from typing import Any
 
 from catalyst.errors import StopDuringStartup
 
+PAUSE_STEP_S = 0.1  # how soon a start-up wait sees a stop
+
 _asked: str | None = None
-_event = threading.Event()
+_leaving = False
 
 
 def ask(name: str) -> None:
-    """Called by the signal handlers (so: no lock, no log line)."""
+    """Called by the signal handlers."""
     global _asked
     _asked = name
-    _event.set()
+
+
+def leaving() -> None:
+    """The process is saying why it exits: a TERM from now on must not interrupt that (a traceback, exit 1)."""
+    global _leaving
+    _leaving = True
 
 
 def forget() -> None:
-    """A new start in this process (a test's daemon after another's): no stop asked yet."""
-    global _asked
-    _asked = None
-    _event.clear()
+    """A new start in this process (a test's daemon after another's): no stop asked yet, not leaving."""
+    global _asked, _leaving
+    _asked, _leaving = None, False
 
 
 def asked() -> str | None:
     return _asked
+
+
+def is_leaving() -> bool:
+    return _leaving
 
 
 def checkpoint() -> None:
@@ -43,18 +56,26 @@ def checkpoint() -> None:
 
 
 def pause(seconds: float) -> None:
-    """A start-up wait (tenacity's `sleep`) that a stop ends at once."""
-    if _event.wait(seconds):
+    """A start-up wait (tenacity's `sleep`) that a stop ends within PAUSE_STEP_S."""
+    deadline = time.monotonic() + seconds
+    while True:
         checkpoint()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, PAUSE_STEP_S))
 
 
 def keep_discarded_stops_quiet() -> None:
     """A StopDuringStartup Python had to discard (see above) prints nothing: the next checkpoint carries the stop.
-    Anything else discarded is printed as Python would."""
-    default = sys.__unraisablehook__
+    Anything else discarded goes to the hook there was before (Python's, or pytest's)."""
+    if getattr(sys.unraisablehook, "keeps_stops_quiet", False):
+        return
+    before = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:
         if not isinstance(unraisable.exc_value, StopDuringStartup):
-            default(unraisable)
+            before(unraisable)
 
+    hook.keeps_stops_quiet = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook

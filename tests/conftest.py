@@ -46,9 +46,11 @@ def _stop_all_actors(_daemon_logs_to_pytest):
 @pytest.fixture(autouse=True)
 def _no_stop_asked_for_the_next_test():
     # A stop asked during start-up is remembered for the process (catalyst.stop_request): one test's is not the next's.
+    # The hook put back is the one before the test (pytest's, which reports what Python discards), not Python's own.
+    hook = sys.unraisablehook
     yield
     stop_request.forget()
-    sys.unraisablehook = sys.__unraisablehook__
+    sys.unraisablehook = hook
 
 
 @pytest.fixture

@@ -121,3 +121,27 @@ def test_a_second_stop_right_after_the_first_still_exits_0_with_its_line(tmp_pat
         assert rc == 0, said
         assert err.rstrip().splitlines()[-1] == "catalyst: stopped by SIGTERM during start-up", said
         assert "Traceback" not in err and "Exception ignored" not in err, said
+
+
+def test_an_emergency_stop_then_a_stop_while_the_modules_load_keeps_the_emergency(tmp_path, spawner, e2e):
+    # USR2 and then TERM before the daemon's own handlers were installed: the stop ended the start before the part
+    # that keeps an early emergency, and the emergency was lost without a word (a review: 0.3 and 0.45 s).
+    config = config_for(tmp_path, f'mode = "paper"\nurl = "{NOBODY}"\n')
+    env = e2e.clean_env(APCA_API_KEY_ID="PKSTARTUP", APCA_API_SECRET_KEY="not-a-real-secret")
+    daemon = spawner.spawn("daemon", ["run", "--config", str(config)], env=env, cwd=tmp_path)
+    time.sleep(0.3)
+    daemon.send(signal.SIGUSR2)
+    time.sleep(0.15)
+    daemon.send(signal.SIGTERM)
+
+    rc = daemon.wait_exit(timeout=30)
+    err = daemon.stderr()
+    assert rc == 0, err[-3000:]
+    assert "Traceback" not in err
+    # A machine so slow that both came after the daemon's own handlers: the other path, which keeps it too.
+    if "system SIGTERM during start-up" in err:
+        assert "emergency stop asked during a start that failed: kept in" in err
+    else:
+        assert "emergency stop asked during a start that was then stopped: kept in" in err
+    marker = tmp_path / "var" / "catalyst.db.emergency"
+    assert marker.exists() and marker.read_text().strip() == "operator: catalyst stop --emergency"
