@@ -177,9 +177,7 @@ def _catch_signals_while_importing(args: argparse.Namespace) -> None:
     stop_request.keep_discarded_stops_quiet()
 
     def stop(signum: int, _frame: Any) -> None:
-        # Once, and not while the exit is said: a second TERM must not interrupt the unwinding (a traceback, exit 1).
-        if stop_request.asked() is None and not stop_request.is_leaving():
-            stop_request.ask(signal.Signals(signum).name)
+        if stop_request.first(signal.Signals(signum).name):
             raise StopDuringStartup(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)

@@ -917,7 +917,6 @@ class Signals:
     def __init__(self, stop_event: threading.Event) -> None:
         self.stop_event = stop_event
         self.daemon: Daemon | None = None
-        self.unwinding = False  # a stop during start-up is under way: a second signal must not interrupt its cleanup
         self.stopped_by: str | None = None  # the signal that stopped the daemon once up, said by the main loop
         self.reload_requested = False
         self.emergency_requested = False
@@ -948,11 +947,9 @@ class Signals:
         # handler, on the same thread, would wait for it forever. The loop looks at `stopped_by` after each wait.
         name = signal.Signals(signum).name
         if self.daemon is None:
-            # Once (a second signal must not interrupt the unwinding), and not while the exit is being said.
-            if not self.unwinding and stop_request.asked() is None and not stop_request.is_leaving():
-                self.unwinding = True
+            # Kept for the process too (stop_request): Python discards this exception inside a gc callback.
+            if stop_request.first(name):
                 self.stop_event.set()  # (nothing waits on it during start-up)
-                stop_request.ask(name)  # kept too: Python discards this exception inside a gc callback
                 raise StopDuringStartup(name)
             return
         self.stopped_by = self.stopped_by or name

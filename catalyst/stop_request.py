@@ -24,9 +24,18 @@ _leaving = False
 
 
 def ask(name: str) -> None:
-    """Called by the signal handlers."""
     global _asked
     _asked = name
+
+
+def first(name: str) -> bool:
+    """For the start-up handlers: True, the stop `name` kept, if it is the first asked and the exit is not already
+    being said; a second must not interrupt the unwinding, nor one the line saying why the process exits (a
+    traceback, exit 1)."""
+    if _asked is not None or _leaving:
+        return False
+    ask(name)
+    return True
 
 
 def leaving() -> None:
@@ -43,10 +52,6 @@ def forget() -> None:
 
 def asked() -> str | None:
     return _asked
-
-
-def is_leaving() -> bool:
-    return _leaving
 
 
 def checkpoint() -> None:
