@@ -7,6 +7,7 @@ entry still working; the broker filled the other 1,506 a moment later and they h
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from datetime import datetime, timedelta
@@ -104,5 +105,7 @@ def test_a_graceful_stop_as_the_broker_stops_answering_exits_0_inside_its_bound(
     assert code == 0, log[-3000:]
     assert took_s < 20.0, (took_s, log[-3000:])
     assert "stop did not finish" not in log
-    assert "system stopping with " in log and "not settled after 5 s" in log, log[-3000:]  # the entry is named
+    # The entry is named. Its wait is 5 s, or less when the doctor was in a broker call as the TERM came and its own
+    # share of the bound went first (CI: "after 3.7 s" behind "DoctorActor is still busy").
+    assert re.search(r"system stopping with \S+#p-\d+ not settled after [\d.]+ s", log), log[-3000:]
     assert "still busy with a broker call after " in log, log[-3000:]
