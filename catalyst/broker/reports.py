@@ -252,6 +252,10 @@ def position_report(raw: Mapping[str, Any]) -> PositionReport:
     qty = number("qty")
     if qty is None:
         raise ValueError(f"position {symbol} has no qty")
+    # Alpaca signs a short's qty; the side is what the daemon reads, and a sign that contradicts it means the answer
+    # cannot be trusted either way (netting late shares or flattening by the wrong side would double a position).
+    if (side == "long" and qty < 0) or (side == "short" and qty > 0):
+        raise ValueError(f"position {symbol} side {side} contradicts its qty {raw.get('qty')!r}")
     return PositionReport(
         symbol=symbol,
         side=str(side),

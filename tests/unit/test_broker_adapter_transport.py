@@ -431,7 +431,8 @@ def test_a_short_position_reads_its_quantity_unsigned_and_one_position_by_symbol
 
 @pytest.mark.parametrize("field, value, named", [("qty", "lots", "qty 'lots' is not a number"),
                                                  ("side", "flat", "side 'flat' is not long or short"),
-                                                 ("qty", None, "has no qty")])
+                                                 ("qty", None, "has no qty"),
+                                                 ("qty", "-100", "side long contradicts its qty '-100'")])
 def test_a_position_answer_the_daemon_cannot_read_is_malformed_naming_the_field(field: str, value: Any,
                                                                                  named: str) -> None:
     network = FakeNetwork(lambda request, p, q: respond(request, 200, [position_json(**{field: value})]))
