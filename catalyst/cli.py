@@ -15,6 +15,7 @@ from catalyst.sim.clock import MAX_SPEED
 from catalyst import stop_request
 from catalyst.errors import CatalystError, DatabaseError, StopDuringStartup, UsageError
 from catalyst.logs import close_sinks, keep_secrets_out, redact, to_log_file_only
+from catalyst.parent_tie import follow_parent_from_environment
 from catalyst.sim.wash_trade import WASH_TRADE_CHECKS
 from catalyst.store.errors import StoreError, storage_fault
 
@@ -281,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_secrets_out(os.environ.get(name, "").strip() for name in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"))
     try:
         args = build_parser().parse_args(argv)
+        said = follow_parent_from_environment()
+        if said:
+            print(f"catalyst: {said}", file=sys.stderr)
         return int(args.handler(args) or 0)
     except CatalystError as exc:
         return _exit_with(f"catalyst: error: {exc}", exc.exit_code)

@@ -24,6 +24,7 @@ from typing import Any
 import requests
 
 from catalyst.errors import DatabaseError
+from catalyst.parent_tie import tied
 
 COMMAND_ENV = "CATALYST_CHAOS_COMMAND"  # e.g. "/opt/catalyst/bin/catalyst" to test an installed build
 READY_LINE = re.compile(r"catalyst exchange ready at (http://\S+)")
@@ -137,8 +138,9 @@ class ExchangeProcess:
             command += ["--wash-trade-check", self.wash_trade_check]
         if self.participation != "0.25":
             command += ["--participation", self.participation]
+        # In a session of its own (a kill reaches it alone), tied to this harness (a killed harness leaves no exchange).
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        start_new_session=True)
+                                        env=tied(dict(os.environ)), start_new_session=True)
         self.output = LineLog(self.process.stdout, self.folder / "exchange.log")
         try:
             _, found = self.output.wait_for(READY_LINE, self.ready_timeout_s)
@@ -242,7 +244,7 @@ class DaemonProcess:
             database = f"{self.database_dir}/catalyst.db" if self.database_dir else "catalyst.db"
             self.config_path.write_text(CONFIG_TEMPLATE.format(database=database) + self.extra_config,
                                         encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CATALYST_")}
+        env = tied({k: v for k, v in os.environ.items() if not k.startswith("CATALYST_")})
         command = [*catalyst_command(), "run", "--broker-url", self.broker_url, "--config", str(self.config_path)]
         self.file_size_cap = file_size_cap
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+
+from catalyst.parent_tie import tied
 import requests
 
 CATALYST = [sys.executable, "-m", "catalyst.cli"]
@@ -30,7 +32,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "CATALYST_"))}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
-    return env
+    return tied(env)  # a suite killed from outside does not leave its daemons and exchanges running
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator, TypeVar
 import pytest
 import requests
 
+from catalyst.parent_tie import tied
+
 REPO = Path(__file__).resolve().parents[2]
 SIM_KEY = "CATALYST-SIM"  # the daemon's key id against an emulator when no APCA_* keys are set
 WORKING = ("new", "accepted", "held", "partially_filled", "pending_new")
@@ -33,7 +35,7 @@ def catalyst_command(*args: str) -> list[str]:
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "CATALYST_"))}
+    return tied({k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "CATALYST_"))})
 
 
 class Day:
