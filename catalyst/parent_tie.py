@@ -29,12 +29,28 @@ def follow_parent_from_environment() -> str | None:
         return f"{ENV}={wanted!r} is not a process id: ignored"
     if not sys.platform.startswith("linux"):
         return f"{ENV}: not on Linux ({sys.platform}): ignored"
+    harness = int(wanted)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
         return f"{ENV}: prctl refused ({os.strerror(ctypes.get_errno())}): ignored"
-    if os.getppid() != int(wanted):  # the harness died before the signal was armed: it will never come
+    if os.getppid() == harness:
+        return None
+    libc.prctl(_PR_SET_PDEATHSIG, 0, 0, 0, 0)  # not ours to follow: whoever started us is not that harness
+    if _gone(harness):  # the harness died before the signal was armed: it will never come
         os.kill(os.getpid(), signal.SIGTERM)
-    return None
+        return None
+    # Inherited through a process in between (a supervisord a test started): that one stops its children itself.
+    return f"{ENV}={harness} names a process that is not this one's parent: ignored"
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def tied(env: dict[str, str]) -> dict[str, str]:

@@ -27,12 +27,13 @@ CATALYST = [sys.executable, "-m", "catalyst.cli"]
 PROJECT = Path(__file__).resolve().parents[2]
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """The test's environment without keys or CATALYST_ overrides that could leak in from the shell."""
+def clean_env(tie: bool = True, **extra: str) -> dict[str, str]:
+    """The test's environment without keys or CATALYST_ overrides that could leak in from the shell; `tie`: for a
+    `catalyst` this process starts itself (catalyst/parent_tie.py), not one a program in between starts."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APCA_", "CATALYST_"))}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
-    return tied(env)  # a suite killed from outside does not leave its daemons and exchanges running
+    return tied(env) if tie else env  # a suite killed from outside does not leave its daemons and exchanges running
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

@@ -112,9 +112,23 @@ def test_the_tie_is_refused_in_one_line_when_its_value_is_not_a_process_id(monke
     assert follow_parent_from_environment() == f"{ENV}='me' is not a process id: ignored"
 
 
+FOLLOW = "import time; from catalyst.parent_tie import follow_parent_from_environment as f; print(f()); time.sleep(3)"
+
+
 def test_a_child_whose_harness_died_before_it_was_tied_stops_at_once():
     # The harness gone before the tie was armed: the parent is then another process, and the signal would never come.
-    script = "import time; from catalyst.parent_tie import follow_parent_from_environment as f; f(); time.sleep(30)"
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, ENV: "1"}, timeout=20)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=20)
+    done = subprocess.run([sys.executable, "-c", FOLLOW], env={**os.environ, ENV: str(gone.pid)}, timeout=20)
 
     assert done.returncode == -signal.SIGTERM
+
+
+def test_a_tie_inherited_through_a_process_in_between_is_ignored_in_one_line():
+    # A supervisord a test started passes its environment on: the daemon's parent is supervisord, not the harness,
+    # and must run (supervisord stops its children itself). The first version stopped it at once.
+    done = subprocess.run([sys.executable, "-c", FOLLOW], env={**os.environ, ENV: "1"}, capture_output=True,
+                          text=True, timeout=20)
+
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"{ENV}=1 names a process that is not this one's parent: ignored"

@@ -67,7 +67,7 @@ def test_supervisord_runs_restarts_after_kill_9_and_stops_with_exit_0(tmp_path, 
     log, db = tmp_path / "catalyst.log", tmp_path / "var" / "catalyst.db"
     pump = e2e.ClockPump(exchange)
     supervisord = subprocess.Popen([str(BIN / "supervisord"), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, env=e2e.clean_env(), cwd=tmp_path)
+                                   stderr=subprocess.DEVNULL, env=e2e.clean_env(tie=False), cwd=tmp_path)
     try:
         first = e2e.wait_until(lambda: running_pid(conf), 90, "supervisord to report catalyst RUNNING")  # after startsecs
         e2e.wait_until(lambda: log.exists() and "doctor pass #1 (start-up)" in log.read_text(), 60, "the start-up pass")
