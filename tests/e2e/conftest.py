@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import requests
 
 from catalyst.parent_tie import tied
-import requests
 
 CATALYST = [sys.executable, "-m", "catalyst.cli"]
 PROJECT = Path(__file__).resolve().parents[2]
