@@ -42,13 +42,6 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def harness_with(folder: Path, tie: str, *args: str) -> tuple[subprocess.Popen, int]:
     harness = subprocess.Popen([sys.executable, "-c", HARNESS, str(folder), tie, *args], stdout=subprocess.PIPE,
                                text=True)
@@ -75,15 +68,15 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a 
 
 
 @pytest.mark.parametrize("tie", ["tied", "untied"])
-def test_an_exchange_stops_when_the_harness_that_started_it_is_killed_and_only_if_tied(tmp_path, orphans, tie):
+def test_an_exchange_stops_when_the_harness_that_started_it_is_killed_and_only_if_tied(tmp_path, orphans, tie, e2e):
     harness, pid = harness_with(tmp_path, tie, "exchange", "--port", "0", "--speed", "60")
     orphans.append(pid)
-    wait(lambda: "ready at" in (tmp_path / "child.out").read_text(), 60, "the exchange's ready line")
+    e2e.wait_until(lambda: "ready at" in (tmp_path / "child.out").read_text(), 60, "the exchange's ready line")
 
     kill_harness(harness)
 
     if tie == "tied":
-        wait(lambda: not alive(pid), 15, f"the exchange (pid {pid}) to stop after its harness was killed")
+        e2e.wait_until(lambda: not alive(pid), 15, f"the exchange (pid {pid}) to stop after its harness was killed")
     else:  # the control: without the tie nothing stops it, which is what the test above would see if it broke
         time.sleep(2)
         assert alive(pid)
@@ -96,11 +89,11 @@ def test_a_daemon_whose_harness_is_killed_stops_gracefully_as_on_sigterm(tmp_pat
                                 exchange.url)
     orphans.append(pid)
     err = tmp_path / "daemon" / "child.err"
-    wait(lambda: re.search(r"doctor pass #1 \(start-up\)", err.read_text()), 60, "the daemon's start-up pass")
+    e2e.wait_until(lambda: re.search(r"doctor pass #1 \(start-up\)", err.read_text()), 60, "the daemon's start-up pass")
 
     kill_harness(harness)
 
-    wait(lambda: not alive(pid), 30, f"the daemon (pid {pid}) to stop after its harness was killed")
+    e2e.wait_until(lambda: not alive(pid), 30, f"the daemon (pid {pid}) to stop after its harness was killed")
     said = err.read_text()
     assert "SIGTERM: graceful stop" in said, said[-3000:]
     assert "system exiting with code 0" in said or "system stopped cleanly" in said, said[-3000:]
