@@ -194,12 +194,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from catalyst.daemon import run_daemon
 
         return run_daemon(args)
-    except StopDuringStartup:
+    except (StopDuringStartup, Exception) as exc:
+        stop = stop_request.carried_by(exc)
+        if stop is None:
+            raise
         if signal.SIGUSR2 in args.signals_while_importing:  # USR2, then the stop, before the daemon's handlers
             from catalyst.daemon import keep_an_emergency_asked_before_the_handlers
 
             keep_an_emergency_asked_before_the_handlers(args)
-        raise
+        raise stop from None
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:

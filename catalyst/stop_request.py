@@ -54,6 +54,26 @@ def asked() -> str | None:
     return _asked
 
 
+def carried_by(error: BaseException) -> StopDuringStartup | None:
+    """The stop asked during start-up that `error` is, or carries: a library whose code the handler's exception
+    interrupted may wrap it in an error of its own. pydantic-core building a model's schema when a TERM landed (the
+    modules loading) turned it into `SchemaError: ... validator: StopDuringStartup: SIGTERM`, text only, and the
+    daemon said "internal error" and exited 1 (CI), its emergency marker not kept. None for any other error, and for
+    every error when no stop was asked (a genuine failure is never taken for a stop)."""
+    if isinstance(error, StopDuringStartup):
+        return error
+    if _asked is None:
+        return None
+    seen: BaseException | None = error
+    for _ in range(32):  # a chain of causes is short; never loop on a strange one
+        if seen is None:
+            return None
+        if isinstance(seen, StopDuringStartup) or f"{StopDuringStartup.__name__}: " in str(seen):
+            return StopDuringStartup(_asked)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def checkpoint() -> None:
     """Between start-up's steps: unwind it now if a stop was asked and its exception did not get through."""
     if _asked is not None:

@@ -126,3 +126,49 @@ def test_an_emergency_stop_after_start_up_only_raises_the_flag_the_main_loop_act
     signals._emergency(signal.SIGUSR2, None)
 
     assert daemon.emergency_requested and daemon.cycle.told == [] and not signals.stop_event.is_set()
+
+
+def schema_error_as_pydantic_core_made_it() -> Exception:
+    # pydantic-core building a schema when the TERM's exception went through it keeps only its text (CI).
+    return RuntimeError('Error building "model" validator: SchemaError: Error building "enum" validator: '
+                        'StopDuringStartup: SIGTERM')
+
+
+def test_a_stop_a_library_wrapped_in_its_own_error_is_still_the_stop():
+    stop_request.first("SIGTERM")
+    chained = ValueError("while building")
+    chained.__cause__ = StopDuringStartup("SIGTERM")
+
+    for error in (schema_error_as_pydantic_core_made_it(), chained):
+        carried = stop_request.carried_by(error)
+        assert isinstance(carried, StopDuringStartup) and str(carried) == "SIGTERM"
+    assert stop_request.carried_by(ValueError("disk says no")) is None
+
+
+def test_a_genuine_error_is_never_taken_for_a_stop_when_none_was_asked():
+    assert stop_request.carried_by(schema_error_as_pydantic_core_made_it()) is None
+
+
+@pytest.fixture
+def signal_handlers_put_back():
+    kept = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
+                                                   signal.SIGUSR2)}
+    yield
+    for sig, handler in kept.items():
+        signal.signal(sig, handler)
+
+
+def test_catalyst_run_stopped_while_a_library_wrapped_the_stop_exits_0_with_its_line(monkeypatch, capsys, tmp_path,
+                                                                                     signal_handlers_put_back):
+    # The CI failure: "catalyst: internal error: SchemaError: ... StopDuringStartup: SIGTERM", exit 1.
+    import catalyst.daemon
+    from catalyst.cli import main
+
+    def run_daemon(args: Any) -> int:
+        stop_request.first("SIGTERM")  # as the start-up handler does, before raising through pydantic-core
+        raise schema_error_as_pydantic_core_made_it()
+
+    monkeypatch.setattr(catalyst.daemon, "run_daemon", run_daemon)
+
+    assert main(["run", "--config", str(tmp_path / "config.toml")]) == 0
+    assert capsys.readouterr().err.strip().splitlines() == ["catalyst: stopped by SIGTERM during start-up"]
