@@ -61,6 +61,12 @@ ENTRY_FILLS_WAIT_S = 30.0
 # apart, before they are left to the doctor.
 LATE_SHARES_READS = 5
 LATE_SHARES_RETRY_S = 5.0
+# Wall seconds between the OCO's tries after the broker refused it for want of free shares (NO_SHARES_AVAILABLE), one
+# wait a try: Alpaca's order entry can lag a fill by several seconds (ALPACA.md §7; Alpaca-API #276, a sell refused
+# for "insufficient qty" while its positions already showed the shares, up to 10 s), and a stop sent milliseconds after
+# the fill meets it. Past the last, the shares are left to the router's catch-up and the doctor's pass (their fills
+# recorded elsewhere, or sold by hand). An OCO is exit only: where the shares are really gone, a try is refused again.
+NO_SHARES_RETRY_S = (1.0, 2.0, 4.0, 8.0)
 # Reads of a broker position that holds fewer shares than the late ones before they are left as sold by hand: Alpaca's
 # positions can lag its orders for several seconds after a fill (ALPACA.md §7), and late shares were just recorded.
 LATE_SHARES_LAG_READS = 3
@@ -189,7 +195,8 @@ class PositionActor(pykka.ThreadingActor):
         # Protections the broker rejected since one was last accepted: with the exit they fall back on rejected too,
         # the broker takes neither, and trying both again at once would loop as fast as it answers (_exit_failed).
         self._protection_rejections = 0
-        self._said_no_shares: Decimal | None = None  # the quantity the broker last had no free shares for
+        self._refused_no_shares: set[int] = set()  # OCO pairs (by take-profit id) refused for want of free shares
+        self._no_shares_tries = 0  # such refusals since protection was last accepted (NO_SHARES_RETRY_S)
         # Protection refused as a potential wash trade while the entry still worked: the entry's rest is being
         # cancelled, and its shares are protected once it has ended (an OCO before that is refused the same way).
         self._protect_after_entry = False
@@ -365,16 +372,7 @@ class PositionActor(pykka.ThreadingActor):
         elif not self.position.is_terminal and self.position.status is PositionStatus.OPEN:
             if (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
                     and NO_SHARES_AVAILABLE in (msg.reason or "")):
-                # The broker has none of these shares free: they are sold already (an exit's fills not recorded yet,
-                # e.g. their stream events lost before a restart) or held by orders still working. A market exit
-                # would be refused for the same reason, or, the shares gone, sell short (seen in chaos, seed 153: a
-                # restart before a stop's last executions were recorded, the account ended 2,008 short). The router's
-                # catch-up and the doctor bring the record level with the broker.
-                if self._said_no_shares != self.position.quantity:  # once, not for each leg of each OCO
-                    self._said_no_shares = self.position.quantity
-                    self.log.warning(f"position {self.label} protection refused: the broker has none of its "
-                                     f"{self.position.quantity} shares free ({msg.reason}); not selling at market, "
-                                     "which could sell short: waiting for the fills the broker has and we lack")
+                self._protection_refused_no_shares(msg)
             elif (msg.status is OrderStatus.REJECTED and msg.role in ("take_profit", "stop_loss")
                     and WASH_TRADE in (msg.reason or "") and self._on_wash_trade_refusal(msg)):
                 pass
@@ -389,7 +387,7 @@ class PositionActor(pykka.ThreadingActor):
                 self._flatten(f"protection rejected ({msg.reason}): a market exit instead")
             else:
                 if msg.role in ("take_profit", "stop_loss") and msg.status in ACKNOWLEDGED:
-                    self._protection_rejections = 0
+                    self._protection_rejections = self._no_shares_tries = 0
                 if msg.status is OrderStatus.CANCELLED and msg.role in ("take_profit", "stop_loss"):
                     self._say_if_cancelled_elsewhere(msg.order_id)
                 self._protect()
@@ -587,6 +585,34 @@ class PositionActor(pykka.ThreadingActor):
                          f"ended since ({msg.reason}): protecting its {self.position.quantity} shares again, once")
         self._protect()
         return True
+
+    def _protection_refused_no_shares(self, msg: m.OrderUpdated) -> None:
+        """The broker has none of these shares free. Either its order entry has not caught up with the fill yet
+        (Alpaca's can lag it by seconds: the OCO is tried again, NO_SHARES_RETRY_S), or they are sold already (an
+        exit's fills not recorded yet, e.g. their stream events lost before a restart) or held by orders still
+        working. Never a market exit instead: it would be refused for the same reason or, the shares gone, sell short
+        (seen in chaos, seed 153: a restart before a stop's last executions were recorded, the account ended 2,008
+        short). The router's catch-up and the doctor bring the record level with the broker."""
+        pair = next((p for p in self.pairs if msg.order_id in (p.take_profit, p.stop_loss)), None)
+        key = pair.take_profit if pair is not None else msg.order_id
+        if key in self._refused_no_shares:
+            return  # its other leg, refused with it
+        self._refused_no_shares.add(key)
+        self._no_shares_tries += 1
+        shares = pair.qty if pair is not None else self.position.quantity
+        said = (f"position {self.label} protection refused: the broker has none of its {shares} shares free "
+                f"({msg.reason}); not selling at market, which could sell short")
+        if self._no_shares_tries > len(NO_SHARES_RETRY_S):
+            self.log.error(f"{said}; refused {self._no_shares_tries} times in {sum(NO_SHARES_RETRY_S):g} s, so not "
+                           "a lag of the broker's: without a stop until the fills the broker has and we lack are "
+                           f"recorded (the router's catch-up, the doctor's pass); check {self.plan.symbol} at the broker")
+            return
+        wait_s = NO_SHARES_RETRY_S[self._no_shares_tries - 1]
+        self.log.warning(f"{said}: its order entry can lag a fill, trying the OCO again in {wait_s:g} s "
+                         f"({self._no_shares_tries} of {len(NO_SHARES_RETRY_S)})")
+        if self._retry_timer:
+            self._retry_timer.cancel()
+        self._retry_timer = tell_later(self.actor_ref, wait_s, RetryProtection())
 
     def _protection_refused_overnight(self, msg: m.OrderUpdated) -> None:
         """Protection refused while the market is closed. The day's answer, a market exit, would wait for the next

@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     exchange.add_argument("--positions-lag-s", type=float, default=0.0,
                           help="the positions endpoints answer as of this many wall seconds ago, as Alpaca's can lag "
                                "its orders after a fill (default 0)")
+    exchange.add_argument("--exit-shares-lag-s", type=float, default=0.0,
+                          help="an exit order may sell only shares held this many wall seconds ago too, as Alpaca's "
+                               "order entry can lag a fill (default 0)")
     exchange.set_defaults(handler=_cmd_exchange)
     return parser
 

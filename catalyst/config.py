@@ -183,6 +183,8 @@ class ExchangeSettings(Section):
     wash_trade_check: WashTradeCheck = "alpaca"
     # The positions endpoints answer as of this many wall seconds ago, as Alpaca's can lag its orders (0: live).
     positions_lag_s: float = Field(default=0.0, ge=0, le=600)
+    # An exit may sell only shares held this many wall seconds ago too, as Alpaca's order entry can lag a fill (0: live).
+    exit_shares_lag_s: float = Field(default=0.0, ge=0, le=600)
 
     @field_validator("faults")
     @classmethod

@@ -73,6 +73,9 @@ class ChaosSettings(BaseModel):
     wash_trade_check: WashTradeCheck = "alpaca"
     # share of a minute bar's volume an order may take: lower, entries fill in more pieces over more minutes
     participation: Decimal = Field(default=Decimal("0.25"), gt=0, le=1)
+    # Alpaca's order entry lagging a fill (wall seconds; the emulator's exit_shares_lag_s): an OCO right after a fill
+    # is refused "insufficient qty", and tried again
+    exit_shares_lag_s: float = Field(default=0.0, ge=0, le=60)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -167,7 +170,8 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
     with ExchangeProcess(folder, seed=seed, speed=settings.speed, start_at=_at(settings, settings.opens_at),
                          faults=settings.faults, cash=str(settings.starting_cash),
                          latency_ms=settings.latency_ms, wash_trade_check=settings.wash_trade_check,
-                         participation=str(settings.participation)) as exchange:
+                         participation=str(settings.participation),
+                         exit_shares_lag_s=settings.exit_shares_lag_s) as exchange:
         disk = SmallDisk(folder / "daemon" / "disk") if settings.fill_disk else None
         daemon = DaemonProcess(folder / "daemon", exchange.url, database_dir="disk" if disk else "")
         disk_full = disk_full_restarts(settings, seed)
@@ -377,6 +381,8 @@ def _parser() -> argparse.ArgumentParser:
                              "the default); strict, OCOs refused too, as some users report; off")
     parser.add_argument("--participation", type=Decimal, help="share of a minute bar's volume an order may take "
                         "(default 0.25; lower: more partial fills)")
+    parser.add_argument("--exit-shares-lag-s", type=float, help="the emulator's order entry lagging a fill: an exit "
+                        "may sell only shares held this many wall seconds ago too (default 0)")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -387,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     given = {k: v for k, v in dict(runs=args.runs, kills=args.kills, seed=args.seed, faults=args.faults,
                                    speed=args.speed, latency_ms=args.latency_ms, disk_full=args.disk_full,
                                    fill_disk=args.fill_disk, wash_trade_check=args.wash_trade_check,
-                                   participation=args.participation).items()
+                                   participation=args.participation,
+                                   exit_shares_lag_s=args.exit_shares_lag_s).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -404,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     distance += f", {settings.fill_disk} moments filling the disk" if settings.fill_disk else ""
     distance += f", the wash-trade check {settings.wash_trade_check}" if settings.wash_trade_check != "alpaca" else ""
     distance += f", participation {settings.participation}" if settings.participation != Decimal("0.25") else ""
+    distance += f", exits lagging fills {settings.exit_shares_lag_s:g} s" if settings.exit_shares_lag_s else ""
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:

@@ -116,6 +116,10 @@ class Account:
     # positions endpoints answer as of this many WALL seconds ago (a broker's processing delay, whatever the clock's
     # speed): every change of `positions` is kept with the moment it happened, and `lagged_positions` replays them.
     positions_lag_s: float = 0.0
+    # Alpaca's order entry can lag a fill too (Alpaca-API #276: a sell refused for "insufficient qty" while the
+    # positions already showed the shares, for up to 10 s): an exit may sell only shares held both now and this many
+    # WALL seconds ago (`exit_qty`). Never more than the live position: a lag makes the broker stricter, not looser.
+    exit_shares_lag_s: float = 0.0
     _history: deque[tuple[float, dict[str, SimPosition]]] = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,19 +128,35 @@ class Account:
     def _remember_positions(self) -> None:
         """Keeps a copy of the positions as they stand before a change, stamped with the change's moment (none without
         a lag: every fill would copy the whole book, on the benchmarks' path too)."""
-        if self.positions_lag_s <= 0:
+        longest = max(self.positions_lag_s, self.exit_shares_lag_s)
+        if longest <= 0:
             return
         now = time.monotonic()
         self._history.append((now, {symbol: replace(p) for symbol, p in self.positions.items()}))
-        horizon = now - self.positions_lag_s
+        horizon = now - longest
         while self._history and self._history[0][0] <= horizon:  # changes older than the lag are in the live state
             self._history.popleft()
 
     def lagged_positions(self) -> dict[str, SimPosition]:
         """The positions as they stood `positions_lag_s` wall seconds ago (the live ones without a lag)."""
-        if self.positions_lag_s <= 0 or not self._history:
+        return self._positions_as_of(self.positions_lag_s)
+
+    def exit_qty(self, symbol: str) -> Decimal:
+        """The signed quantity an exit order may close: the live position's, no larger than it was
+        `exit_shares_lag_s` wall seconds ago on the same side (0 if it was flat or on the other side then)."""
+        live = self.position_qty(symbol)
+        if self.exit_shares_lag_s <= 0 or live == ZERO:
+            return live
+        then = self._positions_as_of(self.exit_shares_lag_s).get(symbol)
+        then_qty = then.qty if then is not None else ZERO
+        if (then_qty > ZERO) != (live > ZERO) or then_qty == ZERO:
+            return ZERO
+        return min(live, then_qty) if live > ZERO else max(live, then_qty)
+
+    def _positions_as_of(self, lag_s: float) -> dict[str, SimPosition]:
+        if lag_s <= 0 or not self._history:
             return self.positions
-        horizon = time.monotonic() - self.positions_lag_s
+        horizon = time.monotonic() - lag_s
         # Each entry is the state *before* the change stamped at its moment: the state at the horizon is the `before`
         # of the first change after the horizon, or the live state if none came after it.
         for moment, before in self._history:

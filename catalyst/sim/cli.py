@@ -91,7 +91,8 @@ def run_exchange(args: argparse.Namespace) -> int:
                   rate_limit_per_minute=args.rate_limit, faults=args.faults, latency_ms=args.latency_ms,
                   data_plan=getattr(args, "data_plan", "unlimited"),
                   wash_trade_check=getattr(args, "wash_trade_check", "alpaca"),
-                  participation=participation, positions_lag_s=getattr(args, "positions_lag_s", 0.0))
+                  participation=participation, positions_lag_s=getattr(args, "positions_lag_s", 0.0),
+                  exit_shares_lag_s=getattr(args, "exit_shares_lag_s", 0.0))
     if start is not None:
         fields["start"] = start
     try:

@@ -56,9 +56,11 @@ class Submitted:
 
 class Engine:
     def __init__(self, market: Market, clock: Clock, *, starting_cash: Decimal, participation: Decimal,
-                 sink: EventSink, wash_trade_check: WashTradeCheck = "off", positions_lag_s: float = 0.0) -> None:
+                 sink: EventSink, wash_trade_check: WashTradeCheck = "off", positions_lag_s: float = 0.0,
+                 exit_shares_lag_s: float = 0.0) -> None:
         self.market, self.clock = market, clock
         self.positions_lag_s = positions_lag_s  # the positions endpoints answer as of this many wall seconds ago
+        self.exit_shares_lag_s = exit_shares_lag_s  # an exit sells only shares held this many wall seconds ago too
         self.wash_trade_check = wash_trade_check
         self.starting_cash, self.participation = starting_cash, participation
         self.accounts: dict[str, Account] = {}
@@ -68,7 +70,8 @@ class Engine:
     # -- lookups --
     def account(self, key_id: str) -> Account:
         if key_id not in self.accounts:
-            self.accounts[key_id] = Account(key_id, self.starting_cash, positions_lag_s=self.positions_lag_s)
+            self.accounts[key_id] = Account(key_id, self.starting_cash, positions_lag_s=self.positions_lag_s,
+                                             exit_shares_lag_s=self.exit_shares_lag_s)
         return self.accounts[key_id]
 
     def price_of(self, symbol: str) -> Decimal | None:
@@ -199,7 +202,7 @@ class Engine:
             raise unprocessable("stop_loss.stop_price must be >= base_price + 0.01")
 
     def _require_exit(self, account: Account, spec: OrderSpec) -> None:
-        held = account.position_qty(spec.symbol)
+        held = account.exit_qty(spec.symbol)
         owned = held if spec.side is Side.SELL else -held
         available = owned - account.held_qty(spec.symbol, spec.side)
         if owned <= ZERO or spec.qty > available:
@@ -215,7 +218,7 @@ class Engine:
         position = account.position_qty(spec.symbol)
         closing = (position > 0 and spec.side is Side.SELL) or (position < 0 and spec.side is Side.BUY)
         if closing:
-            available = abs(position) - account.held_qty(spec.symbol, spec.side)
+            available = abs(account.exit_qty(spec.symbol)) - account.held_qty(spec.symbol, spec.side)
             if spec.qty > available:
                 raise forbidden(f"insufficient qty available for order (requested: {spec.qty}, available: {max(available, ZERO)})")
             return ZERO

@@ -85,6 +85,9 @@ class ExchangeConfig(BaseModel):
     # Alpaca's /v2/positions can lag /v2/orders for several seconds after a fill (ALPACA.md §7): the positions
     # endpoints (GET /v2/positions and /v2/positions/{symbol}) answer as of this many WALL seconds ago (0: live).
     positions_lag_s: float = Field(0.0, ge=0, le=600, allow_inf_nan=False)
+    # Alpaca's order entry can lag a fill as well (Alpaca-API #276): an exit order (a sell of a long, an OCO) may sell
+    # only shares held both now and this many WALL seconds ago, refused "insufficient qty available" otherwise (0: live).
+    exit_shares_lag_s: float = Field(0.0, ge=0, le=600, allow_inf_nan=False)
     allow_non_loopback: bool = False
 
     @field_validator("start")
@@ -149,7 +152,7 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
     hub = StreamHub(authenticate, lambda: state_box[0].faults, one_way_s)
     engine = Engine(market, clock, starting_cash=config.starting_cash, participation=config.participation,
                     sink=hub.publish, wash_trade_check=config.wash_trade_check,
-                    positions_lag_s=config.positions_lag_s)
+                    positions_lag_s=config.positions_lag_s, exit_shares_lag_s=config.exit_shares_lag_s)
     state = ExchangeState(clock, market, engine, hub, RateLimiter(config.rate_limit_per_minute),
                           FaultPlan.parse(config.faults, config.seed), config.seed)
     state_box.append(state)

@@ -214,3 +214,22 @@ def test_the_strict_wash_trade_check_refuses_an_oco_and_off_refuses_nothing(exch
     off.submit_order(limit(OrderSide.BUY, 5, 90))
     assert refusal(off, MarketOrderRequest(symbol="AAPL", qty=1, side=OrderSide.SELL,
                                            time_in_force=TimeInForce.DAY)) is None
+
+
+def test_an_exit_can_be_made_to_lag_the_fill_as_alpacas_order_entry_can(exchange_factory, poll):
+    """Alpaca-API #276: a sell refused for "insufficient qty" while the positions already showed the shares, for up to
+    10 s after the buy. With `exit_shares_lag_s` an exit may sell only shares held both now and that long ago; the
+    lag never lets it sell more than the live position."""
+    exchange = exchange_factory(exit_shares_lag_s=0.5)
+    client = TradingClient("PKEXITLAG", "secret", paper=True, url_override=exchange.base_url)
+    client.submit_order(MarketOrderRequest(symbol="AAPL", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+
+    assert refusal(client, oco_sell(10, 105, 95)) == (
+        403, 40310000, "insufficient qty available for order (requested: 10.0, available: 0)")
+    assert [(p.symbol, p.qty) for p in client.get_all_positions()] == [("AAPL", "10")]  # the positions are live
+    poll(lambda: refusal(client, oco_sell(10, 105, 95)) is None, "the OCO taken once the lag has passed", timeout=5)
+
+    client.cancel_orders()
+    client.submit_order(MarketOrderRequest(symbol="AAPL", qty=4, side=OrderSide.SELL, time_in_force=TimeInForce.DAY))
+    assert refusal(client, oco_sell(10, 105, 95)) == (  # 6 left: the 10 of half a second ago are not sellable
+        403, 40310000, "insufficient qty available for order (requested: 10.0, available: 6.0)")
