@@ -45,6 +45,13 @@ OVERNIGHT_CANCEL = "the market closed before it filled; kept under stops overnig
 # Wall seconds an OCO leg may stay working alone (its sibling ended unfilled) before the broker is asked about it: in
 # the normal case the broker cancelled the sibling because this leg filled, and that fill's event is a moment behind.
 LONE_LEG_GRACE_S = 2.0
+# A lone stop leg whose take-profit ended `replaced` is how Alpaca reports a triggered stop (alpaca-py #198: "if the
+# stop loss price is hit, the take profit order status changes to Replaced and the stop loss order status changes to
+# Filled"): the stop is executing, the one exit in flight. It is not cancelled after LONE_LEG_GRACE_S (a thin stock or
+# a halt can hold its fill longer; cancelled, the shares would be bare until a new stop, already through the market,
+# was refused and a market exit sent), but asked about by REST after each of these wall-second waits; past them it is
+# kept alone, the shares under it with no take-profit (a replace for another reason: a corporate action).
+TRIGGERED_STOP_LOOKS_S = (2.0, 4.0, 8.0, 16.0, 30.0)
 # Wall seconds an entry's new shares may wait for the OCO still on its way to the broker (rows committed, no answer
 # yet) while the entry keeps filling, to be protected with the shares that follow in one OCO once it is answered.
 # Pieces recorded together (a restart's catch-up, a burst of partial fills) otherwise sent one OCO each, all on the
@@ -179,6 +186,8 @@ class PositionActor(pykka.ThreadingActor):
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
         self._lone_timer: Delayed | None = None
+        self._triggered_stop_looks = 0  # REST looks at lone stops whose take-profit was replaced (TRIGGERED_STOP_LOOKS_S)
+        self._kept_lone_stops: set[int] = set()  # such stops still working past the looks: kept, never cancelled
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
         self._handed_over = False  # stopped for a rebuild: entry shares came after the close
         # Rebuilt for entry shares recorded after the close: asking the broker whether it holds them (nothing is sent
@@ -758,8 +767,13 @@ class PositionActor(pykka.ThreadingActor):
         new OCO for them would sell them twice (Alpaca refuses it while the lone leg holds them, and a refused
         protection flattens the position: a market sell of shares already sold). So they wait for the lone leg; one
         still working after LONE_LEG_GRACE_S is cancelled (_check_lone_legs) and its shares protected anew."""
-        return tuple(pair.take_profit if take_profit.working else pair.stop_loss
-                     for pair, take_profit, _ in self._broken_pairs())
+        return tuple(leg for pair, take_profit, _ in self._broken_pairs()
+                     if (leg := pair.take_profit if take_profit.working else pair.stop_loss) not in self._kept_lone_stops)
+
+    def _triggered_stops(self, lone: tuple[int, ...]) -> tuple[int, ...]:
+        """The lone legs that are stops whose take-profit ended `replaced`: triggered, by Alpaca's account of it."""
+        return tuple(pair.stop_loss for pair, take_profit, _ in self._broken_pairs()
+                     if pair.stop_loss in lone and take_profit.status is OrderStatus.REPLACED)
 
     def _held_by_lone_legs(self) -> Decimal:
         return sum((max(pair.qty - take_profit.filled_qty - stop_loss.filled_qty, Decimal(0))
@@ -787,12 +801,36 @@ class PositionActor(pykka.ThreadingActor):
         lone = self._lone_legs()
         if not lone or self.position.status is not PositionStatus.OPEN or self.flattening:
             return
-        named = ", ".join(f"o-{i}" for i in lone)
-        self.log.warning(f"position {self.label} OCO leg {named} still works alone after {LONE_LEG_GRACE_S:g}s: asking "
-                         f"the broker and cancelling it; its shares are protected anew once it has ended")
-        self.router.tell(m.VerifyOrders(order_ids=lone))
-        self._cancel(lone, reason="its OCO sibling ended: protection renewed")
-        self._lone_timer = tell_later(self.actor_ref, LONE_LEG_GRACE_S, CheckLoneLegs())
+        triggered = self._triggered_stops(lone)
+        wait_s = self._look_at_triggered_stops(triggered) if triggered else None
+        lone = tuple(i for i in lone if i not in triggered)
+        if lone:
+            named = ", ".join(f"o-{i}" for i in lone)
+            self.log.warning(f"position {self.label} OCO leg {named} still works alone after {LONE_LEG_GRACE_S:g}s: "
+                             "asking the broker and cancelling it; its shares are protected anew once it has ended")
+            self.router.tell(m.VerifyOrders(order_ids=lone))
+            self._cancel(lone, reason="its OCO sibling ended: protection renewed")
+            wait_s = LONE_LEG_GRACE_S
+        if wait_s is not None:
+            self._lone_timer = tell_later(self.actor_ref, wait_s, CheckLoneLegs())
+
+    def _look_at_triggered_stops(self, stops: tuple[int, ...]) -> float | None:
+        """Stops executing by the broker's account (TRIGGERED_STOP_LOOKS_S): asked about, not cancelled. The wait
+        before the next look, or None once they are kept alone."""
+        self._triggered_stop_looks += 1
+        looks, named = self._triggered_stop_looks, ", ".join(f"o-{i}" for i in stops)
+        if looks > len(TRIGGERED_STOP_LOOKS_S):
+            self._kept_lone_stops.update(stops)
+            waited_s = LONE_LEG_GRACE_S + sum(TRIGGERED_STOP_LOOKS_S)
+            self.log.warning(f"position {self.label} stop {named} still works {waited_s:g} s after its take-profit was "
+                             "replaced at the broker: kept alone, its shares stay under it with no take-profit")
+            return None
+        if looks == 1:
+            self.log.warning(f"position {self.label} stop {named} still works {LONE_LEG_GRACE_S:g} s after its "
+                             "take-profit was replaced at the broker, as Alpaca reports a triggered stop: kept, not "
+                             "cancelled (it is the exit in flight); asking the broker about it")
+        self.router.tell(m.VerifyOrders(order_ids=stops))
+        return TRIGGERED_STOP_LOOKS_S[looks - 1]
 
     def _say_if_cancelled_elsewhere(self, order_id: int) -> None:
         """An OCO whose legs, both seen working at the broker, both ended cancelled, neither filled nor asked by this

@@ -11,6 +11,7 @@ test_position_flatten.py's rig): what is under test is what the position asks of
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from actors import messages as m
 from actors import position as position_module
 from catalyst.domain.orders import OrderStatus
+from tests.actors.conftest import logged_lines
 from tests.actors.test_position_flatten import T0, Rig, wait_for
 
 
@@ -64,3 +66,47 @@ def test_a_leg_still_working_alone_after_the_grace_is_cancelled_and_the_shares_p
     renewed = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "a new OCO")
     assert renewed[0].take_profit.quantity == renewed[0].stop_loss.quantity == Decimal(100)
     assert rig.settled()["protected"] == "100"  # counted at once, so no third OCO is asked for the same shares
+
+
+def test_a_stop_whose_take_profit_was_replaced_is_asked_about_never_cancelled(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Alpaca reports a triggered stop by its take-profit turning `replaced` (alpaca-py #198). A review: after the grace
+    the stop, the one exit in flight, was cancelled; a halt holding its fill would have left the shares bare. Now the
+    broker is asked about it, and its fill closes the position; the stop is never cancelled, no second OCO sent."""
+    monkeypatch.setattr(position_module, "TRIGGERED_STOP_LOOKS_S", (0.2, 0.2, 0.2))
+    tp, sl = rig.open_and_protect()
+
+    rig.update(tp.order_id, "take_profit", OrderStatus.REPLACED)
+    wait_for(lambda: len([v for v in rig.told(m.VerifyOrders) if v.order_ids == (sl.order_id,)]) >= 3,
+             "the broker asked about the stop, again and again")
+    assert not rig.told(m.CancelOrders) and not rig.told(m.PlaceExit)
+    assert len(rig.told(m.SubmitProtection)) == 1 and rig.settled()["protected"] == "0"
+
+    rig.update(sl.order_id, "stop_loss", OrderStatus.FILLED, "100",
+               m.Execution(key="b-sl:100", qty=Decimal(100), price=Decimal("48"), at=T0))
+    wait_for(lambda: not rig.position.is_alive(), "the closed position's actor to stop")
+    assert not rig.told(m.CancelOrders) and not rig.told(m.PlaceExit) and len(rig.told(m.SubmitProtection)) == 1
+
+
+def test_a_stop_still_working_long_after_its_take_profit_was_replaced_is_kept_alone(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replace for another reason (a corporate action): the looks end, the stop stays, its shares under it; no OCO
+    beside it (it would sell them twice), and nothing asked again."""
+    monkeypatch.setattr(position_module, "TRIGGERED_STOP_LOOKS_S", (0.1, 0.1))
+    tp, sl = rig.open_and_protect()
+
+    with logged_lines("actors.position", "WARNING") as lines:
+        rig.update(tp.order_id, "take_profit", OrderStatus.REPLACED)
+        wait_for(lambda: any("kept alone" in line for line in lines), "the stop kept alone")
+    asked = len(rig.told(m.VerifyOrders))
+    rig.update(sl.order_id, "stop_loss", OrderStatus.ACCEPTED)  # the broker's answer: still working
+    time.sleep(0.6)  # past every wait above: nothing more comes of it
+    assert len(rig.told(m.VerifyOrders)) == asked == 2
+    assert not rig.told(m.CancelOrders) and not rig.told(m.PlaceExit) and len(rig.told(m.SubmitProtection)) == 1
+    assert rig.settled()["status"] == "open"
+    label = f"position AAPL#p-{rig.writer.get_order(rig.entry.order_id).get().position_id}"
+    assert [line for line in lines if "replaced" in line] == [
+        f"{label} stop o-{sl.order_id} still works 0.3 s after its take-profit was replaced at the broker, as Alpaca "
+        "reports a triggered stop: kept, not cancelled (it is the exit in flight); asking the broker about it",
+        f"{label} stop o-{sl.order_id} still works 0.5 s after its take-profit was replaced at the broker: kept alone, "
+        "its shares stay under it with no take-profit"]
