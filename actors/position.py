@@ -69,11 +69,14 @@ ENTRY_FILLS_WAIT_S = 30.0
 LATE_SHARES_READS = 5
 LATE_SHARES_RETRY_S = 5.0
 # Wall seconds between the OCO's tries after the broker refused it for want of free shares (NO_SHARES_AVAILABLE), one
-# wait a try: Alpaca's order entry can lag a fill by several seconds (ALPACA.md §7; Alpaca-API #276, a sell refused
-# for "insufficient qty" while its positions already showed the shares, up to 10 s), and a stop sent milliseconds after
-# the fill meets it. Past the last, the shares are left to the router's catch-up and the doctor's pass (their fills
-# recorded elsewhere, or sold by hand). An OCO is exit only: where the shares are really gone, a try is refused again.
+# wait a try, the last repeated: Alpaca's order entry can lag a fill by several seconds (ALPACA.md §7; Alpaca-API #276,
+# a sell refused for "insufficient qty" while its positions already showed the shares, up to 10 s), and a stop sent
+# milliseconds after the fill meets it. Tried for NO_SHARES_WINDOW_S after the first refusal or the entry's last
+# execution, whichever is later (an entry filling in pieces meets the lag at each); a refusal while a try waits adds
+# none. Past it, the shares are left to the router's catch-up and the doctor's pass (their fills recorded elsewhere, or
+# sold by hand). An OCO is exit only: where the shares are really gone, a try is refused again.
 NO_SHARES_RETRY_S = (1.0, 2.0, 4.0, 8.0)
+NO_SHARES_WINDOW_S = 15.0
 # Reads of a broker position that holds fewer shares than the late ones before they are left as sold by hand: Alpaca's
 # positions can lag its orders for several seconds after a fill (ALPACA.md §7), and late shares were just recorded.
 LATE_SHARES_LAG_READS = 3
@@ -122,6 +125,10 @@ class CheckEntryCancel(m.Message):
 
 class RetryProtection(m.Message):
     """Protection the broker refused while the market is closed: time to ask for it again."""
+
+
+class RetryRefusedForShares(m.Message):
+    """Protection the broker refused for want of free shares: time to try again (NO_SHARES_RETRY_S)."""
 
 
 class CheckMarketOpen(m.Message):
@@ -186,7 +193,8 @@ class PositionActor(pykka.ThreadingActor):
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
         self._lone_timer: Delayed | None = None
-        self._triggered_stop_looks = 0  # REST looks at lone stops whose take-profit was replaced (TRIGGERED_STOP_LOOKS_S)
+        # Lone stops whose take-profit was replaced: REST looks made at each, and when its next is due (time.monotonic()).
+        self._triggered_stop_looks: dict[int, tuple[int, float]] = {}
         self._kept_lone_stops: set[int] = set()  # such stops still working past the looks: kept, never cancelled
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
         self._handed_over = False  # stopped for a rebuild: entry shares came after the close
@@ -205,7 +213,12 @@ class PositionActor(pykka.ThreadingActor):
         # the broker takes neither, and trying both again at once would loop as fast as it answers (_exit_failed).
         self._protection_rejections = 0
         self._refused_no_shares: set[int] = set()  # OCO pairs (by take-profit id) refused for want of free shares
-        self._no_shares_tries = 0  # such refusals since protection was last accepted (NO_SHARES_RETRY_S)
+        # Since protection was last accepted: tries after such refusals, when the first came (time.monotonic()), and
+        # the try waiting (NO_SHARES_RETRY_S); the entry's last execution (time.monotonic()) moves the window on.
+        self._no_shares_tries = 0
+        self._no_shares_since: float | None = None
+        self._no_shares_timer: Delayed | None = None
+        self._entry_filled_at = 0.0
         # Protection refused as a potential wash trade while the entry still worked: the entry's rest is being
         # cancelled, and its shares are protected once it has ended (an OCO before that is refused the same way).
         self._protect_after_entry = False
@@ -252,7 +265,7 @@ class PositionActor(pykka.ThreadingActor):
                 self.log.error(f"position {self.label} could not protect {bare} shares while stopping ({why}); the "
                                "next start protects them")
         for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer, self._entry_cancel_timer,
-                      self._coalesce_timer, self._market_timer):
+                      self._coalesce_timer, self._market_timer, self._no_shares_timer):
             if timer:
                 timer.cancel()
 
@@ -302,6 +315,9 @@ class PositionActor(pykka.ThreadingActor):
             self._check_market_open()
         elif isinstance(message, RetryProtection):
             self._protection_held = False
+            self._protect()
+        elif isinstance(message, RetryRefusedForShares):
+            self._no_shares_timer = None
             self._protect()
         elif isinstance(message, m.WithdrawEntry):
             self._withdraw_entry(message.reason)
@@ -397,6 +413,7 @@ class PositionActor(pykka.ThreadingActor):
             else:
                 if msg.role in ("take_profit", "stop_loss") and msg.status in ACKNOWLEDGED:
                     self._protection_rejections = self._no_shares_tries = 0
+                    self._no_shares_since = None
                 if msg.status is OrderStatus.CANCELLED and msg.role in ("take_profit", "stop_loss"):
                     self._say_if_cancelled_elsewhere(msg.order_id)
                 self._protect()
@@ -424,6 +441,7 @@ class PositionActor(pykka.ThreadingActor):
         before = self.position
         protection: list[Any] = []
         if role == "entry":
+            self._entry_filled_at = time.monotonic()
             # The fill's position change and the OCO covering its shares: one commit, then the broker call.
             if committed is not None:  # what was committed is the plan answered then, whatever happened since
                 after = self._after_entry_fill(execution)  # the plan itself was made when the router asked
@@ -607,21 +625,31 @@ class PositionActor(pykka.ThreadingActor):
         if key in self._refused_no_shares:
             return  # its other leg, refused with it
         self._refused_no_shares.add(key)
-        self._no_shares_tries += 1
+        now = time.monotonic()
+        if self._no_shares_since is None:
+            self._no_shares_since = now
         shares = pair.qty if pair is not None else self.position.quantity
         said = (f"position {self.label} protection refused: the broker has none of its {shares} shares free "
                 f"({msg.reason}); not selling at market, which could sell short")
-        if self._no_shares_tries > len(NO_SHARES_RETRY_S):
-            self.log.error(f"{said}; refused {self._no_shares_tries} times in {sum(NO_SHARES_RETRY_S):g} s, so not "
-                           "a lag of the broker's: without a stop until the fills the broker has and we lack are "
+        if self._asking_broker:
+            # Rebuilt for late entry shares, the broker being asked what it holds: its answer decides (a sale, or
+            # stops overnight), and a try now would wait on it anyway (a review: a try here took that read's timer).
+            self.log.warning(f"{said}: the broker's answer about its late shares decides")
+            return
+        if self._no_shares_timer is not None:
+            self.log.debug(f"{said}: a try is already due")  # pieces' OCOs refused before it (a review)
+            return
+        waited_s = now - max(self._no_shares_since, self._entry_filled_at)
+        if waited_s >= NO_SHARES_WINDOW_S:
+            self.log.error(f"{said}; still refused {now - self._no_shares_since:.0f} s after the first refusal, so "
+                           "not a lag of the broker's: without a stop until the fills the broker has and we lack are "
                            f"recorded (the router's catch-up, the doctor's pass); check {self.plan.symbol} at the broker")
             return
-        wait_s = NO_SHARES_RETRY_S[self._no_shares_tries - 1]
+        self._no_shares_tries += 1
+        wait_s = NO_SHARES_RETRY_S[min(self._no_shares_tries, len(NO_SHARES_RETRY_S)) - 1]
         self.log.warning(f"{said}: its order entry can lag a fill, trying the OCO again in {wait_s:g} s "
-                         f"({self._no_shares_tries} of {len(NO_SHARES_RETRY_S)})")
-        if self._retry_timer:
-            self._retry_timer.cancel()
-        self._retry_timer = tell_later(self.actor_ref, wait_s, RetryProtection())
+                         f"(try {self._no_shares_tries}, for up to {NO_SHARES_WINDOW_S:g} s)")
+        self._no_shares_timer = tell_later(self.actor_ref, wait_s, RetryRefusedForShares())
 
     def _protection_refused_overnight(self, msg: m.OrderUpdated) -> None:
         """Protection refused while the market is closed. The day's answer, a market exit, would wait for the next
@@ -810,27 +838,37 @@ class PositionActor(pykka.ThreadingActor):
                              "asking the broker and cancelling it; its shares are protected anew once it has ended")
             self.router.tell(m.VerifyOrders(order_ids=lone))
             self._cancel(lone, reason="its OCO sibling ended: protection renewed")
-            wait_s = LONE_LEG_GRACE_S
+            wait_s = min(LONE_LEG_GRACE_S, wait_s) if wait_s is not None else LONE_LEG_GRACE_S
         if wait_s is not None:
             self._lone_timer = tell_later(self.actor_ref, wait_s, CheckLoneLegs())
 
     def _look_at_triggered_stops(self, stops: tuple[int, ...]) -> float | None:
-        """Stops executing by the broker's account (TRIGGERED_STOP_LOOKS_S): asked about, not cancelled. The wait
-        before the next look, or None once they are kept alone."""
-        self._triggered_stop_looks += 1
-        looks, named = self._triggered_stop_looks, ", ".join(f"o-{i}" for i in stops)
-        if looks > len(TRIGGERED_STOP_LOOKS_S):
-            self._kept_lone_stops.update(stops)
-            waited_s = LONE_LEG_GRACE_S + sum(TRIGGERED_STOP_LOOKS_S)
-            self.log.warning(f"position {self.label} stop {named} still works {waited_s:g} s after its take-profit was "
-                             "replaced at the broker: kept alone, its shares stay under it with no take-profit")
-            return None
-        if looks == 1:
-            self.log.warning(f"position {self.label} stop {named} still works {LONE_LEG_GRACE_S:g} s after its "
-                             "take-profit was replaced at the broker, as Alpaca reports a triggered stop: kept, not "
-                             "cancelled (it is the exit in flight); asking the broker about it")
-        self.router.tell(m.VerifyOrders(order_ids=stops))
-        return TRIGGERED_STOP_LOOKS_S[looks - 1]
+        """Stops executing by the broker's account (TRIGGERED_STOP_LOOKS_S): asked about, each at its own pace, not
+        cancelled. The wait before the next look due, or None once every one is kept alone."""
+        now, asked, waits = time.monotonic(), [], []
+        for stop in stops:
+            looks, due = self._triggered_stop_looks.get(stop, (0, now))
+            if now < due - 0.05:  # woken for another lone leg: this one's look is not due yet
+                waits.append(due - now)
+                continue
+            looks += 1
+            if looks > len(TRIGGERED_STOP_LOOKS_S):
+                self._kept_lone_stops.add(stop)
+                waited_s = LONE_LEG_GRACE_S + sum(TRIGGERED_STOP_LOOKS_S)
+                self.log.warning(f"position {self.label} stop o-{stop} still works {waited_s:g} s after its "
+                                 "take-profit was replaced at the broker: kept alone, its shares stay under it with "
+                                 "no take-profit")
+                continue
+            if looks == 1:
+                self.log.warning(f"position {self.label} stop o-{stop} still works {LONE_LEG_GRACE_S:g} s after its "
+                                 "take-profit was replaced at the broker, as Alpaca reports a triggered stop: kept, "
+                                 "not cancelled (it is the exit in flight); asking the broker about it")
+            asked.append(stop)
+            self._triggered_stop_looks[stop] = (looks, now + TRIGGERED_STOP_LOOKS_S[looks - 1])
+            waits.append(TRIGGERED_STOP_LOOKS_S[looks - 1])
+        if asked:
+            self.router.tell(m.VerifyOrders(order_ids=tuple(asked)))
+        return min(waits, default=None)
 
     def _say_if_cancelled_elsewhere(self, order_id: int) -> None:
         """An OCO whose legs, both seen working at the broker, both ended cancelled, neither filled nor asked by this

@@ -110,3 +110,22 @@ def test_a_stop_still_working_long_after_its_take_profit_was_replaced_is_kept_al
         "reports a triggered stop: kept, not cancelled (it is the exit in flight); asking the broker about it",
         f"{label} stop o-{sl.order_id} still works 0.5 s after its take-profit was replaced at the broker: kept alone, "
         "its shares stay under it with no take-profit"]
+
+
+def test_each_triggered_stop_gets_its_own_looks(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: the looks were counted per actor, so a second OCO's stop, its take-profit replaced after the first's
+    stop had been kept alone, was kept at once with no look at the broker (its fill event lost, never asked about)."""
+    monkeypatch.setattr(position_module, "TRIGGERED_STOP_LOOKS_S", (0.1,))
+    tp, sl = rig.open_and_protect()
+    with logged_lines("actors.position", "WARNING") as lines:
+        rig.update(tp.order_id, "take_profit", OrderStatus.REPLACED)
+        wait_for(lambda: any("kept alone" in line for line in lines), "the first stop kept alone")
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)  # taken off by hand: protected anew
+    renewed = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "a new OCO")[0]
+    tp2, sl2 = renewed.take_profit, renewed.stop_loss
+    rig.update(tp2.order_id, "take_profit", OrderStatus.ACCEPTED)
+    rig.update(sl2.order_id, "stop_loss", OrderStatus.ACCEPTED)
+
+    rig.update(tp2.order_id, "take_profit", OrderStatus.REPLACED)
+    wait_for(lambda: [v for v in rig.told(m.VerifyOrders) if v.order_ids == (sl2.order_id,)], "the second stop asked about")
+    assert not [c for c in rig.told(m.CancelOrders) if sl2.order_id in c.order_ids]
