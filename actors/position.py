@@ -219,6 +219,10 @@ class PositionActor(pykka.ThreadingActor):
         self._no_shares_since: float | None = None
         self._no_shares_timer: Delayed | None = None
         self._entry_filled_at = 0.0
+        # A flatten whose market exit the broker refused for shares its order entry had not caught up with yet: done
+        # again once their OCO is taken (the broker has them then), not left to the cycle's retry 30-60 s later, or
+        # never for a flatten the cycle did not ask (the doctor's, a full disk's).
+        self._flatten_after_lag: str | None = None
         # Protection refused as a potential wash trade while the entry still worked: the entry's rest is being
         # cancelled, and its shares are protected once it has ended (an OCO before that is refused the same way).
         self._protect_after_entry = False
@@ -414,6 +418,7 @@ class PositionActor(pykka.ThreadingActor):
                 if msg.role in ("take_profit", "stop_loss") and msg.status in ACKNOWLEDGED:
                     self._protection_rejections = self._no_shares_tries = 0
                     self._no_shares_since = None
+                    self._flatten_once_caught_up()
                 if msg.status is OrderStatus.CANCELLED and msg.role in ("take_profit", "stop_loss"):
                     self._say_if_cancelled_elsewhere(msg.order_id)
                 self._protect()
@@ -637,7 +642,7 @@ class PositionActor(pykka.ThreadingActor):
             self.log.warning(f"{said}: the broker's answer about its late shares decides")
             return
         if self._no_shares_timer is not None:
-            self.log.debug(f"{said}: a try is already due")  # pieces' OCOs refused before it (a review)
+            self.log.info(f"{said}: a try is already due")  # pieces' OCOs refused before it (a review)
             return
         waited_s = now - max(self._no_shares_since, self._entry_filled_at)
         if waited_s >= NO_SHARES_WINDOW_S:
@@ -1043,6 +1048,15 @@ class PositionActor(pykka.ThreadingActor):
         If their protection was rejected too, the broker takes neither: tried again after a growing wait, not at
         once, which would place and reject a stop and an exit as fast as the broker answers."""
         self.flattening, self.exit_sent = False, False
+        if (msg.status is OrderStatus.REJECTED and NO_SHARES_AVAILABLE in (msg.reason or "") and not self._kept_overnight
+                and time.monotonic() - self._entry_filled_at < NO_SHARES_WINDOW_S):
+            self._flatten_after_lag = self.flatten_reason
+            self.log.warning(f"position {self.label} market exit o-{msg.order_id} refused for shares bought "
+                             f"{time.monotonic() - self._entry_filled_at:.1f} s ago ({msg.reason}): the broker's order "
+                             "entry can lag a fill; under stops until their OCO is taken, then flattened again "
+                             f"({self.flatten_reason})")
+            self._protect()
+            return
         if msg.status is OrderStatus.REJECTED and self._protection_rejections:
             wait_s = protect_retry_wait_s(self._protection_rejections)
             self.log.critical(f"position {self.label} the broker rejects both its stop and its market exit "
@@ -1062,6 +1076,19 @@ class PositionActor(pykka.ThreadingActor):
                      f"({msg.reason or 'no reason given'}); protecting the {left} shares again"
                      f"{undone}")
         self._protect()
+
+    def _flatten_once_caught_up(self) -> None:
+        """A protection leg acknowledged: the broker has the shares now. A flatten its order-entry lag refused goes
+        again, once no leg of the position is still on its way (a cancel of a row without its broker id would wait)."""
+        if self._flatten_after_lag is None or self.flattening:
+            return
+        if self._told_closed:  # the close came meanwhile: kept under stops overnight, the next open's flatten sells
+            self._flatten_after_lag = None
+            return
+        if any(v.working and v.status is OrderStatus.CREATED for v in self.orders.values()):
+            return
+        reason, self._flatten_after_lag = self._flatten_after_lag, None
+        self._flatten(f"{reason} (again: the broker has caught up with the fill)")
 
     def _keep_overnight(self) -> None:
         """The market closed while this position was flattening (KeepOvernight). A market exit not filled by the close

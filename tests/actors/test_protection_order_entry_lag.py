@@ -32,12 +32,21 @@ def exchange() -> Iterator[EmbeddedExchange]:
         yield ex
 
 
+def lagging(trading, lag_s: float) -> None:
+    """The exchange's order entry lags fills by `lag_s` from now on, for this test alone (its accounts too)."""
+    engine = trading.exchange.state.engine
+    engine.exit_shares_lag_s = lag_s
+    for account in engine.accounts.values():
+        account.exit_shares_lag_s = lag_s
+
+
 def legs(trading) -> list:
     return [o for o in trading.all_orders() if o.role in ("stop_loss", "take_profit")]
 
 
 def test_an_oco_refused_for_shares_the_broker_has_not_caught_up_with_is_tried_again(trading, monkeypatch):
     monkeypatch.setattr(position_module, "NO_SHARES_RETRY_S", (0.3, 0.6, 1.2, 2.4))
+    lagging(trading, 1.5)  # longer than a loaded machine's pause between a fill and its OCO
     trading.exchange.set_price("AAPL", "149.95")
     with logged_lines("actors.position", "WARNING") as warnings:
         trading.open(trading.plan())
@@ -62,10 +71,7 @@ def test_refusals_that_outlast_the_tries_are_said_and_no_market_exit_is_sent(tra
     monkeypatch.setattr(position_module, "NO_SHARES_RETRY_S", (0.05, 0.1))
     monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.3)
     trading.exchange.set_price("AAPL", "149.95")
-    # An hour: the lag outlasts every try.
-    monkeypatch.setattr(trading.exchange.state.engine, "exit_shares_lag_s", 3600.0, raising=True)
-    for account in trading.exchange.state.engine.accounts.values():
-        account.exit_shares_lag_s = 3600.0
+    lagging(trading, 3600.0)  # the lag outlasts every try
     with logged_lines("actors.position", "ERROR") as errors:
         trading.open(trading.plan())
         trading.wait_for(lambda: errors, "the tries to end")
@@ -81,6 +87,28 @@ def test_refusals_that_outlast_the_tries_are_said_and_no_market_exit_is_sent(tra
                           "so not a lag of the broker's: without a stop until the fills the broker has and we lack are "
                           "recorded (the router's catch-up, the doctor's pass); check AAPL at the broker"), error
 
+
+
+def test_a_flatten_refused_for_shares_just_bought_goes_again_once_their_oco_is_taken(trading, monkeypatch):
+    """A review: a flatten asked within the lag after the fill (an emergency stop, the doctor's, a full disk's) had
+    its market exit refused; the shares went back under stops, and the flatten was left to the cycle's retry 30-60 s
+    later, or never for one the cycle did not ask. Now it goes again once their OCO is taken: flat at the broker."""
+    monkeypatch.setattr(position_module, "NO_SHARES_RETRY_S", (0.3, 0.6))
+    lagging(trading, 2.5)  # the flatten certainly asked within it
+    trading.exchange.set_price("AAPL", "149.95")
+    with logged_lines("actors.position", "WARNING") as warnings:
+        trading.open(trading.plan())
+        trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal(100), "the entry to fill")
+        trading.system.supervisor.live_refs().get()[0].tell(m.Flatten(reason="emergency: probe"))
+        trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed", "the position flat", timeout=20)
+
+    assert trading.broker_view()["positions"] == []
+    flattens = [o for o in trading.all_orders() if o.role == "flatten"]
+    assert [o.status for o in flattens] == ["rejected", "filled"]  # refused once for the lag, then sold: never twice
+    assert any("refused for shares bought" in line and "then flattened again (emergency: probe)" in line
+               for line in warnings), warnings
+    assert any("flattening 100: emergency: probe (again: the broker has caught up with the fill)" in line
+               for line in warnings), warnings
 
 @pytest.fixture
 def rig(tmp_path: Path, recording_actor: Any) -> Iterator[Rig]:
