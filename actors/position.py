@@ -193,7 +193,7 @@ class PositionActor(pykka.ThreadingActor):
         self._flatten_timer: Delayed | None = None
         self._timer: Delayed | None = None
         self._lone_timer: Delayed | None = None
-        # Lone stops whose take-profit was replaced: REST looks made at each, and when its next is due (time.monotonic()).
+        # Lone stops whose take-profit was replaced: REST looks made at each, and when its next is due (monotonic).
         self._triggered_stop_looks: dict[int, tuple[int, float]] = {}
         self._kept_lone_stops: set[int] = set()  # such stops still working past the looks: kept, never cancelled
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
@@ -648,7 +648,8 @@ class PositionActor(pykka.ThreadingActor):
         if waited_s >= NO_SHARES_WINDOW_S:
             self.log.error(f"{said}; still refused {now - self._no_shares_since:.0f} s after the first refusal, so "
                            "not a lag of the broker's: without a stop until the fills the broker has and we lack are "
-                           f"recorded (the router's catch-up, the doctor's pass); check {self.plan.symbol} at the broker")
+                           "recorded (the router's catch-up, the doctor's pass); check "
+                           f"{self.plan.symbol} at the broker")
             return
         self._no_shares_tries += 1
         wait_s = NO_SHARES_RETRY_S[min(self._no_shares_tries, len(NO_SHARES_RETRY_S)) - 1]
@@ -800,8 +801,8 @@ class PositionActor(pykka.ThreadingActor):
         new OCO for them would sell them twice (Alpaca refuses it while the lone leg holds them, and a refused
         protection flattens the position: a market sell of shares already sold). So they wait for the lone leg; one
         still working after LONE_LEG_GRACE_S is cancelled (_check_lone_legs) and its shares protected anew."""
-        return tuple(leg for pair, take_profit, _ in self._broken_pairs()
-                     if (leg := pair.take_profit if take_profit.working else pair.stop_loss) not in self._kept_lone_stops)
+        lone = (pair.take_profit if take_profit.working else pair.stop_loss for pair, take_profit, _ in self._broken_pairs())
+        return tuple(leg for leg in lone if leg not in self._kept_lone_stops)
 
     def _triggered_stops(self, lone: tuple[int, ...]) -> tuple[int, ...]:
         """The lone legs that are stops whose take-profit ended `replaced`: triggered, by Alpaca's account of it."""
@@ -1048,8 +1049,8 @@ class PositionActor(pykka.ThreadingActor):
         If their protection was rejected too, the broker takes neither: tried again after a growing wait, not at
         once, which would place and reject a stop and an exit as fast as the broker answers."""
         self.flattening, self.exit_sent = False, False
-        if (msg.status is OrderStatus.REJECTED and NO_SHARES_AVAILABLE in (msg.reason or "") and not self._kept_overnight
-                and time.monotonic() - self._entry_filled_at < NO_SHARES_WINDOW_S):
+        if (msg.status is OrderStatus.REJECTED and NO_SHARES_AVAILABLE in (msg.reason or "")
+                and not self._kept_overnight and time.monotonic() - self._entry_filled_at < NO_SHARES_WINDOW_S):
             self._flatten_after_lag = self.flatten_reason
             self.log.warning(f"position {self.label} market exit o-{msg.order_id} refused for shares bought "
                              f"{time.monotonic() - self._entry_filled_at:.1f} s ago ({msg.reason}): the broker's order "
