@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     exchange.add_argument("--exit-shares-lag-s", type=float, default=0.0,
                           help="an exit order may sell only shares held this many wall seconds ago too, as Alpaca's "
                                "order entry can lag a fill (default 0)")
+    exchange.add_argument("--trigger-replaces-take-profit", action="store_true",
+                          help="report a triggered OCO stop as Alpaca was seen to: its take-profit ends `replaced`, "
+                               "then the stop fills")
     exchange.set_defaults(handler=_cmd_exchange)
     return parser
 

@@ -185,6 +185,8 @@ class ExchangeSettings(Section):
     positions_lag_s: float = Field(default=0.0, ge=0, le=600)
     # An exit may sell only shares held this many wall seconds ago too, as Alpaca's order entry can lag a fill (0: live).
     exit_shares_lag_s: float = Field(default=0.0, ge=0, le=600)
+    # A triggered OCO stop reported as Alpaca was seen to: its take-profit ends `replaced`, then the stop fills.
+    trigger_replaces_take_profit: bool = False
 
     @field_validator("faults")
     @classmethod

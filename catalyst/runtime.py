@@ -125,7 +125,8 @@ def _embedded(config: Config, speed: float | None, seed: int | None) -> Endpoint
         ExchangeConfig(seed=seed, speed=speed, start=start, starting_cash=ex.starting_cash,
                        participation=ex.participation, rate_limit_per_minute=limit, faults=ex.faults,
                        data_plan=ex.data_plan, wash_trade_check=ex.wash_trade_check,
-                       positions_lag_s=ex.positions_lag_s, exit_shares_lag_s=ex.exit_shares_lag_s),
+                       positions_lag_s=ex.positions_lag_s, exit_shares_lag_s=ex.exit_shares_lag_s,
+                       trigger_replaces_take_profit=ex.trigger_replaces_take_profit),
         market, SimClock(start, speed),
     ).start()
     log.info(f"system embedded exchange at {exchange.base_url} ({type(market).__name__}, seed {seed}, "

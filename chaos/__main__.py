@@ -76,6 +76,8 @@ class ChaosSettings(BaseModel):
     # Alpaca's order entry lagging a fill (wall seconds; the emulator's exit_shares_lag_s): an OCO right after a fill
     # is refused "insufficient qty", and tried again
     exit_shares_lag_s: float = Field(default=0.0, ge=0, le=60)
+    # a triggered OCO stop reported as Alpaca was seen to: its take-profit `replaced`, then the stop fills
+    trigger_replaces_take_profit: bool = False
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -171,7 +173,8 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                          faults=settings.faults, cash=str(settings.starting_cash),
                          latency_ms=settings.latency_ms, wash_trade_check=settings.wash_trade_check,
                          participation=str(settings.participation),
-                         exit_shares_lag_s=settings.exit_shares_lag_s) as exchange:
+                         exit_shares_lag_s=settings.exit_shares_lag_s,
+                         trigger_replaces_take_profit=settings.trigger_replaces_take_profit) as exchange:
         disk = SmallDisk(folder / "daemon" / "disk") if settings.fill_disk else None
         daemon = DaemonProcess(folder / "daemon", exchange.url, database_dir="disk" if disk else "")
         disk_full = disk_full_restarts(settings, seed)
@@ -383,6 +386,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 0.25; lower: more partial fills)")
     parser.add_argument("--exit-shares-lag-s", type=float, help="the emulator's order entry lagging a fill: an exit "
                         "may sell only shares held this many wall seconds ago too (default 0)")
+    parser.add_argument("--trigger-replaces-take-profit", action="store_true", default=None,
+                        help="the emulator reports a triggered OCO stop as Alpaca was seen to: its take-profit "
+                             "`replaced`, then the stop fills")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -394,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    speed=args.speed, latency_ms=args.latency_ms, disk_full=args.disk_full,
                                    fill_disk=args.fill_disk, wash_trade_check=args.wash_trade_check,
                                    participation=args.participation,
-                                   exit_shares_lag_s=args.exit_shares_lag_s).items()
+                                   exit_shares_lag_s=args.exit_shares_lag_s,
+                                   trigger_replaces_take_profit=args.trigger_replaces_take_profit).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -412,6 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     distance += f", the wash-trade check {settings.wash_trade_check}" if settings.wash_trade_check != "alpaca" else ""
     distance += f", participation {settings.participation}" if settings.participation != Decimal("0.25") else ""
     distance += f", exits lagging fills {settings.exit_shares_lag_s:g} s" if settings.exit_shares_lag_s else ""
+    distance += ", triggered stops replace their take-profit" if settings.trigger_replaces_take_profit else ""
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:

@@ -120,6 +120,7 @@ class ExchangeProcess:
     wash_trade_check: str = "alpaca"  # off | alpaca | strict (catalyst/sim/wash_trade.py)
     participation: str = "0.25"
     exit_shares_lag_s: float = 0.0  # the emulator's order entry lagging a fill (wall seconds)
+    trigger_replaces_take_profit: bool = False  # a triggered OCO stop ends its take-profit `replaced`
     ready_timeout_s: float = 60.0
     process: subprocess.Popen[str] | None = None
     url: str = ""
@@ -141,6 +142,8 @@ class ExchangeProcess:
             command += ["--participation", self.participation]
         if self.exit_shares_lag_s:
             command += ["--exit-shares-lag-s", f"{self.exit_shares_lag_s:g}"]
+        if self.trigger_replaces_take_profit:
+            command += ["--trigger-replaces-take-profit"]
         # In a session of its own (a kill reaches it alone), tied to this harness (a killed harness leaves no exchange).
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         env=tied(dict(os.environ)), start_new_session=True)

@@ -92,7 +92,8 @@ def run_exchange(args: argparse.Namespace) -> int:
                   data_plan=getattr(args, "data_plan", "unlimited"),
                   wash_trade_check=getattr(args, "wash_trade_check", "alpaca"),
                   participation=participation, positions_lag_s=getattr(args, "positions_lag_s", 0.0),
-                  exit_shares_lag_s=getattr(args, "exit_shares_lag_s", 0.0))
+                  exit_shares_lag_s=getattr(args, "exit_shares_lag_s", 0.0),
+                  trigger_replaces_take_profit=getattr(args, "trigger_replaces_take_profit", False))
     if start is not None:
         fields["start"] = start
     try:

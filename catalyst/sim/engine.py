@@ -57,10 +57,11 @@ class Submitted:
 class Engine:
     def __init__(self, market: Market, clock: Clock, *, starting_cash: Decimal, participation: Decimal,
                  sink: EventSink, wash_trade_check: WashTradeCheck = "off", positions_lag_s: float = 0.0,
-                 exit_shares_lag_s: float = 0.0) -> None:
+                 exit_shares_lag_s: float = 0.0, trigger_replaces_take_profit: bool = False) -> None:
         self.market, self.clock = market, clock
         self.positions_lag_s = positions_lag_s  # the positions endpoints answer as of this many wall seconds ago
         self.exit_shares_lag_s = exit_shares_lag_s  # an exit sells only shares held this many wall seconds ago too
+        self.trigger_replaces_take_profit = trigger_replaces_take_profit  # oco.report_trigger
         self.wash_trade_check = wash_trade_check
         self.starting_cash, self.participation = starting_cash, participation
         self.accounts: dict[str, Account] = {}
@@ -340,7 +341,10 @@ class Engine:
             for order in eligible:
                 if not order.is_open:  # canceled by a sibling's fill earlier in this bar
                     continue
+                was_triggered = order.triggered
                 price = price_in_bar(order, bar, working_before_bar=order.working_since <= bar.start)
+                if order.triggered and not was_triggered and self.trigger_replaces_take_profit:
+                    oco.report_trigger(self, account, order)
                 if price is None:
                     continue
                 qty = executable_qty(order, cap, bar.start)

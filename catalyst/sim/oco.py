@@ -81,6 +81,17 @@ def exit_sibling(account: Account, order: SimOrder) -> SimOrder | None:
     return None
 
 
+def report_trigger(engine: Engine, account: Account, stop: SimOrder) -> None:
+    """A triggered OCO stop as Alpaca was reported to show it (alpaca-py #198: "if the stop loss price is hit, the take
+    profit order status changes to Replaced and the stop loss order status changes to Filled"): the take-profit ends
+    `replaced` at the trigger, and the stop fills as the bars allow (at once, or over minutes in a thin market)."""
+    if stop.parent_id is None:
+        return
+    parent = account.orders[stop.parent_id]
+    if parent.order_class is OrderClass.OCO and parent.is_open:
+        engine.finish(account, parent, Status.REPLACED, "replaced")
+
+
 def after_fill(engine: Engine, account: Account, order: SimOrder, qty: Decimal, at: datetime) -> None:
     if order.parent_id is None and order.leg_ids and order.order_class in (OrderClass.BRACKET, OrderClass.OTO):
         if order.status is Status.FILLED:

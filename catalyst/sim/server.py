@@ -88,6 +88,9 @@ class ExchangeConfig(BaseModel):
     # Alpaca's order entry can lag a fill as well (Alpaca-API #276): an exit order (a sell of a long, an OCO) may sell
     # only shares held both now and this many WALL seconds ago, refused "insufficient qty available" otherwise (0: live).
     exit_shares_lag_s: float = Field(0.0, ge=0, le=600, allow_inf_nan=False)
+    # A triggered OCO stop reported as Alpaca was seen to (alpaca-py #198): its take-profit ends `replaced` at the
+    # trigger, the stop fills after (off: the take-profit is cancelled once the stop has filled).
+    trigger_replaces_take_profit: bool = False
     allow_non_loopback: bool = False
 
     @field_validator("start")
@@ -152,7 +155,8 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
     hub = StreamHub(authenticate, lambda: state_box[0].faults, one_way_s)
     engine = Engine(market, clock, starting_cash=config.starting_cash, participation=config.participation,
                     sink=hub.publish, wash_trade_check=config.wash_trade_check,
-                    positions_lag_s=config.positions_lag_s, exit_shares_lag_s=config.exit_shares_lag_s)
+                    positions_lag_s=config.positions_lag_s, exit_shares_lag_s=config.exit_shares_lag_s,
+                    trigger_replaces_take_profit=config.trigger_replaces_take_profit)
     state = ExchangeState(clock, market, engine, hub, RateLimiter(config.rate_limit_per_minute),
                           FaultPlan.parse(config.faults, config.seed), config.seed)
     state_box.append(state)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderClass, OrderSide, OrderStatus, TimeInForce
 from alpaca.trading.requests import (
-    LimitOrderRequest, MarketOrderRequest, StopLossRequest, StopOrderRequest, TakeProfitRequest,
+    GetOrderByIdRequest, LimitOrderRequest, MarketOrderRequest, StopLossRequest, StopOrderRequest, TakeProfitRequest,
 )
 from pydantic import ValidationError
 
@@ -233,3 +235,21 @@ def test_an_exit_can_be_made_to_lag_the_fill_as_alpacas_order_entry_can(exchange
     client.submit_order(MarketOrderRequest(symbol="AAPL", qty=4, side=OrderSide.SELL, time_in_force=TimeInForce.DAY))
     assert refusal(client, oco_sell(10, 105, 95)) == (  # 6 left: the 10 of half a second ago are not sellable
         403, 40310000, "insufficient qty available for order (requested: 10.0, available: 6.0)")
+
+
+def test_a_triggered_oco_stop_can_be_reported_as_alpaca_was_seen_to(exchange_factory):
+    """alpaca-py #198: "if the stop loss price is hit, the take profit order status changes to Replaced and the stop
+    loss order status changes to Filled". With `trigger_replaces_take_profit` the emulator reports it so; without
+    it, the take-profit is cancelled once the stop has filled."""
+    for replaces, take_profit_ends in ((True, "replaced"), (False, "canceled")):
+        exchange = exchange_factory(trigger_replaces_take_profit=replaces)
+        client = TradingClient(f"PKTRIG{int(replaces)}", "secret", paper=True, url_override=exchange.base_url)
+        client.submit_order(MarketOrderRequest(symbol="AAPL", qty=10, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+        take_profit = client.submit_order(oco_sell(10, 105, 95))
+        exchange.set_price("AAPL", "94")
+        exchange.advance(timedelta(minutes=1))
+
+        answer = client.get_order_by_id(take_profit.id, filter=GetOrderByIdRequest(nested=True))
+        (stop,) = answer.legs
+        assert (answer.status.value, stop.status) == (take_profit_ends, OrderStatus.FILLED)
+        assert client.get_all_positions() == []
