@@ -595,8 +595,7 @@ class PositionActor(pykka.ThreadingActor):
         market exit would be refused alike while the entry works: its rest is cancelled instead, and its shares
         are protected once it has ended. False: not ours to handle (a second refusal after the entry ended, an
         order of someone else's): the usual way, a market exit."""
-        pair = next((p for p in self.pairs if msg.order_id in (p.take_profit, p.stop_loss)), None)
-        key = pair.take_profit if pair is not None else msg.order_id
+        _, key = self._pair_of(msg.order_id)
         if key in self._wash_refused:
             self._protect()  # its other leg, refused with it: the pair has ended (until now one leg "worked")
             return True
@@ -618,6 +617,12 @@ class PositionActor(pykka.ThreadingActor):
         self._protect()
         return True
 
+    def _pair_of(self, order_id: int) -> tuple[OcoPair | None, int]:
+        """The OCO pair `order_id` is a leg of, and the key its refusals are counted by (its take-profit's id, or the
+        order's own when it is in no pair): both legs of one OCO are refused together, and said once."""
+        pair = next((p for p in self.pairs if order_id in (p.take_profit, p.stop_loss)), None)
+        return pair, pair.take_profit if pair is not None else order_id
+
     def _protection_refused_no_shares(self, msg: m.OrderUpdated) -> None:
         """The broker has none of these shares free. Either its order entry has not caught up with the fill yet
         (Alpaca's can lag it by seconds: the OCO is tried again, NO_SHARES_RETRY_S), or they are sold already (an
@@ -625,8 +630,7 @@ class PositionActor(pykka.ThreadingActor):
         working. Never a market exit instead: it would be refused for the same reason or, the shares gone, sell short
         (seen in chaos, seed 153: a restart before a stop's last executions were recorded, the account ended 2,008
         short). The router's catch-up and the doctor bring the record level with the broker."""
-        pair = next((p for p in self.pairs if msg.order_id in (p.take_profit, p.stop_loss)), None)
-        key = pair.take_profit if pair is not None else msg.order_id
+        pair, key = self._pair_of(msg.order_id)
         if key in self._refused_no_shares:
             return  # its other leg, refused with it
         self._refused_no_shares.add(key)
@@ -662,8 +666,7 @@ class PositionActor(pykka.ThreadingActor):
         open with no stop either (a review: it took the refusal as a stop already through the market). The OCO is
         asked for again after growing waits, not at once (a lasting refusal would loop as fast as the broker
         answers); the next open's flatten sells the shares."""
-        pair = next((p for p in self.pairs if msg.order_id in (p.take_profit, p.stop_loss)), None)
-        key = pair.take_profit if pair is not None else msg.order_id
+        pair, key = self._pair_of(msg.order_id)
         if key in self._refused_overnight:
             return  # its other leg, refused with it
         self._refused_overnight.add(key)

@@ -7,8 +7,7 @@ emulator (alpaca-py, SQLite on disk)."""
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -109,13 +108,6 @@ def test_a_flatten_refused_for_shares_just_bought_goes_again_once_their_oco_is_t
                for line in warnings), warnings
     assert any("flattening 100: emergency: probe (again: the broker has caught up with the fill)" in line
                for line in warnings), warnings
-
-@pytest.fixture
-def rig(tmp_path: Path, recording_actor: Any) -> Iterator[Rig]:
-    made = Rig(tmp_path, recording_actor)
-    yield made
-    made.stop()
-
 
 def refuse(rig: Rig, protection: m.SubmitProtection) -> None:
     for leg in (protection.take_profit, protection.stop_loss):
