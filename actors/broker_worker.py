@@ -67,7 +67,15 @@ class ReadPosition(m.Message):
     reply_to: Any
 
 
-Job = SubmitOrder | SubmitOco | Cancel | Verify | CatchUp | ReadPosition
+class ReadReplacement(m.Message):
+    """The order that replaced one of ours, read by its broker id; the answer (m.OrderRead) goes to `reply_to`."""
+
+    replaced_order_id: int
+    broker_id: str
+    reply_to: Any
+
+
+Job = SubmitOrder | SubmitOco | Cancel | Verify | CatchUp | ReadPosition | ReadReplacement
 
 
 def submit_order_ids(submit: SubmitOrder | SubmitOco) -> tuple[int, ...]:
@@ -205,6 +213,10 @@ class BrokerWorker(pykka.ThreadingActor):
             elif isinstance(job, ReadPosition):  # its asker waits for an answer, with shares and no stop
                 tell_if_alive(job.reply_to, m.BrokerPositionRead(symbol=job.symbol,
                                                                  error=f"unexpected {type(exc).__name__}: {exc}"))
+            elif isinstance(job, ReadReplacement):  # its position waits to hear what its order became
+                tell_if_alive(job.reply_to, m.OrderRead(replaced_order_id=job.replaced_order_id,
+                                                        broker_id=job.broker_id,
+                                                        error=f"unexpected {type(exc).__name__}: {exc}"))
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, SubmitOrder):
@@ -219,6 +231,8 @@ class BrokerWorker(pykka.ThreadingActor):
             self._catch_up(message)
         elif isinstance(message, ReadPosition):
             self._read_position(message)
+        elif isinstance(message, ReadReplacement):
+            self._read_replacement(message)
 
     def _submit(self, msg: SubmitOrder) -> None:
         row = msg.row
@@ -294,6 +308,16 @@ class BrokerWorker(pykka.ThreadingActor):
             return
         qty = Decimal(0) if held is None else (held.qty if held.side == "long" else -held.qty)
         tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, qty=qty))
+
+    def _read_replacement(self, msg: ReadReplacement) -> None:
+        try:
+            report = self.broker.get_order(msg.broker_id, Priority.PROTECT)  # it may be a position's only stop now
+        except BrokerError as exc:
+            tell_if_alive(msg.reply_to, m.OrderRead(replaced_order_id=msg.replaced_order_id, broker_id=msg.broker_id,
+                                                    error=str(exc)))
+            return
+        tell_if_alive(msg.reply_to, m.OrderRead(replaced_order_id=msg.replaced_order_id, broker_id=msg.broker_id,
+                                                report=report))
 
     def _catch_up(self, msg: CatchUp) -> None:
         try:

@@ -167,6 +167,16 @@ class OrdersVerified(Message):
     missing: tuple[int, ...] = ()
 
 
+class OrderRead(Message):
+    """A broker order read by its id (REST) for the router: the one that replaced `replaced_order_id`. `report` is
+    None when it could not be read (`error` says why)."""
+
+    replaced_order_id: int
+    broker_id: str
+    report: Any = None  # OrderReport
+    error: str | None = None
+
+
 class CatchUpResult(Message):
     orders: tuple[OrderReport, ...]
     fills: tuple[FillReport, ...]
@@ -193,6 +203,18 @@ class OrderUpdated(Message):
     # Cancelled at Catalyst's request (the router sent the cancel): maybe asked by an actor since rebuilt, which must
     # not take it for a cancel made by hand at the broker.
     cancel_asked: bool = False
+
+
+class OrderReplaced(Message):
+    """One of the position's orders was replaced at the broker (Alpaca's PATCH: by hand in the dashboard, or another
+    program on the key): `replaced_order_id` ended `replaced`, and `new_order_id` (its row written, its broker id
+    known) now does its work, an OCO leg staying in its OCO. Told before any update of the new order."""
+
+    replaced_order_id: int
+    new_order_id: int
+    role: str
+    qty: Decimal
+    detail: str  # what changed, for the log line: "stop 147.00 → 146.00"
 
 
 class PrepareEntryFill(Message):

@@ -36,8 +36,8 @@ from actors import messages as m
 from actors.inbox import PeekableInbox
 from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
-from actors.broker_worker import (BrokerPool, Cancel, CatchUp, ReadPosition, SubmitOco, SubmitOrder, Verify,
-                                  submit_order_ids)
+from actors.broker_worker import (BrokerPool, Cancel, CatchUp, ReadPosition, ReadReplacement, SubmitOco, SubmitOrder,
+                                  Verify, submit_order_ids)
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.orders import (CatchUpKind, OrderStatus, oco_stop_leg_id, oco_take_profit_id, plan_catch_up,
@@ -45,6 +45,7 @@ from catalyst.domain.orders import (CatchUpKind, OrderStatus, oco_stop_leg_id, o
 from catalyst.domain.positions import entry_side
 from catalyst.domain.reconcile import catalyst_instance, execution_cum, execution_key
 from catalyst.store.batch import StoreCall, WriteGroup, call, commit_together
+from catalyst.store.order_ops import Replacement
 from catalyst.store.records import OrderProgress
 
 log = logger.bind(actor="router")
@@ -204,6 +205,14 @@ def _fill_on_its_heels(tracked: Tracked, report: OrderReport) -> bool:
     return reported in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED)
 
 
+def _what_changed(old: OrderReport, new: OrderReport) -> str:
+    """A replace's changes for the log line: "stop 147.00 → 146.00", or the new order's terms if none shows."""
+    changes = [f"{name} {before} → {after}" for name, before, after in (
+        ("qty", old.qty, new.qty), ("stop", old.stop_price, new.stop_price), ("limit", old.limit_price, new.limit_price),
+        ("tif", old.tif, new.tif)) if before != after]
+    return ", ".join(changes) or f"{new.type} {new.side} {new.qty}"
+
+
 def _yield_cpu() -> None:
     if hasattr(os, "sched_yield"):  # releases the GIL around the call
         os.sched_yield()
@@ -262,6 +271,9 @@ class OrderRouter(pykka.ThreadingActor):
         # OCOs (by take-profit id) acknowledged without their stop leg, and how many times read again since
         self._unpaired: dict[int, int] = {}
         self._pair_timer: Delayed | None = None
+        # Orders of ours replaced at the broker, by their replacement's broker id: (the replaced order, its report),
+        # while the replacement is being read (_follow_replacement); its events meanwhile wait in `unmatched`.
+        self._replacing: dict[str, tuple[Tracked, OrderReport]] = {}
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -1148,9 +1160,77 @@ class OrderRouter(pykka.ThreadingActor):
 
         def tell(_: list[Any]) -> None:
             if (advanced or fresh[0] is not None) and not owner_writes:
+                if advanced and tracked.status is OrderStatus.REPLACED and self._follow_replacement(tracked, report):
+                    return  # its owner hears of it with its replacement (_on_OrderRead)
                 self._tell_owner(tracked, fresh[0])
 
         group.then(tell)
+
+    # --- orders replaced at the broker -----------------------------------------------------------------------
+
+    def _follow_replacement(self, tracked: Tracked, report: OrderReport) -> bool:
+        """An order of ours ended `replaced`, naming the order that replaced it (Alpaca's PATCH: a stop moved by hand in
+        the dashboard, another program on the key). Spec §2.2: track the new order. It is read by its id and written
+        as a row of ours before its owner hears of either, so an OCO stays whole: told only that its leg ended, the
+        position took the other leg for a lone one and cancelled it (undoing the change), or, a take-profit replaced,
+        never saw the new one's fill and protected shares already sold. False when there is nothing to follow: no
+        replacement named (Alpaca's report of a triggered stop, alpaca-py #198) or one that is already another of
+        our orders. Not for an entry: its position is known by its entry's id (a replaced entry's new order is left to
+        the doctor, as an order placed by hand)."""
+        new_id = report.replaced_by
+        if tracked.role == "entry":
+            return False
+        if not new_id or new_id in self._replacing:
+            return bool(new_id)
+        known = self.by_broker.get(new_id)
+        if known is not None and known.role != tracked.role:
+            return False
+        self._replacing[new_id] = (tracked, report)
+        log.info(f"order {tracked.label} replaced at the broker by id={new_id}: reading the new order, to follow it")
+        self._protect.tell(ReadReplacement(replaced_order_id=tracked.order_id, broker_id=new_id,
+                                           reply_to=self.actor_ref))
+        return True
+
+    def _on_OrderRead(self, msg: m.OrderRead) -> None:
+        pending = self._replacing.get(msg.broker_id)
+        if pending is None:
+            return
+        tracked, old = pending
+        report: OrderReport | None = msg.report
+        problem = msg.error
+        if report is not None and (report.symbol != tracked.symbol or report.side != tracked.side or not report.qty):
+            problem = f"it is a {report.side} {report.qty} {report.symbol} order, not a {tracked.side} {tracked.symbol} one"
+        if problem is not None or report is None:
+            self._not_followed(tracked, msg.broker_id, problem or "not read")
+            return
+        new = Replacement(alpaca_order_id=report.broker_id, client_order_id=report.client_order_id,
+                          order_type=report.type, time_in_force=report.tif, quantity=report.qty,
+                          limit_price=report.limit_price, stop_price=report.stop_price)
+        group = WriteGroup()
+        group.add(call("record_replacement", tracked.order_id, new, at=self.clock.now()))
+        group.then(lambda values: self._hand_over_replacement(tracked, old, report, values[0]))
+        try:
+            group.commit(self.writer)
+        except Exception as exc:  # noqa: BLE001 - a write refused: the order is left as ended, as before
+            self._not_followed(tracked, msg.broker_id, f"its row could not be written ({type(exc).__name__}: {exc})")
+
+    def _hand_over_replacement(self, tracked: Tracked, old: OrderReport, report: OrderReport, row: Any) -> None:
+        self._replacing.pop(report.broker_id, None)
+        new = self.by_order.get(row.order_id) or self._track(row, owner=tracked.owner)
+        new.owner = new.owner or tracked.owner
+        detail = _what_changed(old, report)
+        log.info(f"order {tracked.label} replaced at the broker by {new.label} ({detail}): following it")
+        if tracked.owner is not None:
+            _tell(tracked.owner, m.OrderReplaced(replaced_order_id=tracked.order_id, new_order_id=new.order_id,
+                                                 role=new.role, qty=report.qty or new.qty, detail=detail))
+        self._apply_report(report, at=report.updated_at, execution=None, tracked=new)
+        self._replay_unmatched(new)
+
+    def _not_followed(self, tracked: Tracked, broker_id: str, why: str) -> None:
+        self._replacing.pop(broker_id, None)
+        log.warning(f"order {tracked.label} replaced at the broker by id={broker_id}, not followed: {why}; its "
+                    "position takes it as ended, and the doctor's pass looks at the new order")
+        self._tell_owner(tracked, None)
 
     def _plan_owner_writes(self, tracked: Tracked, fill: FillReport, fresh: list[m.Execution | None]) -> bool:
         """The hot path of an entry fill: ask the position actor for its writes (positions row, OCO rows) and commit
@@ -1446,10 +1526,15 @@ class OrderRouter(pykka.ThreadingActor):
                     f"router update {update.event} for {update.order.symbol} cid={update.order.client_order_id}: an "
                     f"order of another catalyst daemon (database {other}) on this account: recorded, not ours")
             return
-        log.warning(
-            f"router update {update.event} for unknown order {update.order.symbol} id={update.order.broker_id} "
-            f"cid={update.order.client_order_id}: recorded, held until its order is known"
-        )
+        replaced = self._replacing.get(update.order.broker_id)
+        if replaced is not None:  # being read (_follow_replacement): its row is written in a moment
+            log.info(f"router update {update.event} for {update.order.symbol} id={update.order.broker_id}, the order "
+                     f"that replaced {replaced[0].label}: held until its row is written")
+        else:
+            log.warning(
+                f"router update {update.event} for unknown order {update.order.symbol} id={update.order.broker_id} "
+                f"cid={update.order.client_order_id}: recorded, held until its order is known"
+            )
         if sum(len(v) for v in self.unmatched.values()) < MAX_UNMATCHED:
             self.unmatched.setdefault(update.order.broker_id, []).append(update)
 

@@ -297,6 +297,8 @@ class PositionActor(pykka.ThreadingActor):
             self._on_order_updated(message.update, committed=message)
         elif isinstance(message, m.OrdersCreated):
             self._on_orders_created(message)
+        elif isinstance(message, m.OrderReplaced):
+            self._on_order_replaced(message)
         elif isinstance(message, m.Flatten):
             self._flatten(message.reason, scheduled=message.scheduled)
         elif isinstance(message, CheckSiblings):
@@ -367,6 +369,36 @@ class PositionActor(pykka.ThreadingActor):
                                      "cancelling it, the shares are kept under stops overnight")
                     self._cancel((order_id,), reason=OVERNIGHT_CANCEL)
                     self._start_flatten_timer()
+
+    def _on_order_replaced(self, msg: m.OrderReplaced) -> None:
+        """One of its orders was replaced at the broker (by hand, say: a stop moved in Alpaca's dashboard): the new
+        order takes the old one's place, an OCO leg in its pair, so the pair stays whole and the shares stay under
+        it. Its own updates follow this message. While flattening, or once closed, the replacement is cancelled like
+        any order left working then: a stop moved mid-flatten would otherwise sell beside the market exit."""
+        old = self.orders.get(msg.replaced_order_id)
+        sold = old.filled_qty if old is not None else Decimal(0)
+        if old is not None:
+            old.status = OrderStatus.REPLACED
+        self.orders[msg.new_order_id] = OrderView(role=msg.role, status=OrderStatus.SUBMITTED, acknowledged=True)
+        for pair in self.pairs:
+            if msg.replaced_order_id in (pair.take_profit, pair.stop_loss):
+                if pair.take_profit == msg.replaced_order_id:
+                    pair.take_profit = msg.new_order_id
+                else:
+                    pair.stop_loss = msg.new_order_id
+                # The old leg's fills leave with it; a replace can only cover fewer shares than the pair had left.
+                pair.qty = min(pair.qty - sold, msg.qty)
+        self._triggered_stop_looks.pop(msg.replaced_order_id, None)
+        self._kept_lone_stops.discard(msg.replaced_order_id)
+        if self.exit_order_id == msg.replaced_order_id:
+            self.exit_order_id = msg.new_order_id
+        self.log.warning(f"position {self.label} its {msg.role.replace('_', '-')} o-{msg.replaced_order_id} was "
+                         f"replaced at the broker by o-{msg.new_order_id} ({msg.detail}): following it")
+        if self.position.status is not PositionStatus.OPEN or (self.flattening and not self.exit_sent) \
+                or msg.replaced_order_id in self._cancels_asked:
+            why = "its position is closed" if self.position.status is PositionStatus.CLOSED else (
+                f"flatten: {self.flatten_reason}" if self.flattening else "it replaced an order being cancelled")
+            self._cancel((msg.new_order_id,), reason=why)
 
     def _on_order_updated(self, msg: m.OrderUpdated, committed: m.EntryFillCommitted | None = None) -> None:
         """An order of ours moved. `committed`: the router already committed this entry execution together with the

@@ -23,7 +23,7 @@ from actors.db_writer import DbWriter, StorageHealth
 from actors.order_router import OrderRouter
 from actors.position import PositionActor
 from catalyst.config import sqlite_path
-from catalyst.domain.orders import oco_stop_leg_id
+from catalyst.domain.orders import oco_stop_leg_id, replacement_chain
 from catalyst.domain.positions import PositionSide
 from catalyst.router_settings import RouterSettings
 from catalyst.store.reserve import DiskReserve
@@ -63,16 +63,26 @@ class Restored:
     @classmethod
     def from_book(cls, book: Any) -> Restored:
         roles = {o.order_id: o.role for o in book.orders}
-        pairs = tuple(
-            (o.order_id, oco_stop_leg_id(o.order_id), o.quantity) for o in book.orders
-            if o.role == "take_profit" and roles.get(oco_stop_leg_id(o.order_id)) == "stop_loss"
-        )
+        by_id = {o.order_id: o for o in book.orders}
+        # Legs replaced at the broker (m.OrderReplaced): each OCO is its two rows made together, followed through
+        # their replacements; a replacement's row is never the start of a pair.
+        replaced_by = {o.order_id: o.replaced_by_order_id for o in book.orders if o.replaced_by_order_id in roles}
+        replacements = set(replaced_by.values())
+        pairs = []
+        for o in book.orders:
+            stop_id = oco_stop_leg_id(o.order_id)
+            if (o.role != "take_profit" or roles.get(stop_id) != "stop_loss" or o.order_id in replacements
+                    or stop_id in replacements):
+                continue
+            take_profits, stops = replacement_chain(o.order_id, replaced_by), replacement_chain(stop_id, replaced_by)
+            sold = sum((by_id[i].filled_qty for i in (*take_profits[:-1], *stops[:-1])), Decimal(0))
+            pairs.append((take_profits[-1], stops[-1], o.quantity - sold))
         mine = [f for f in book.fills if f.order_id in roles]
         fills = tuple((roles[f.order_id], f.qty, f.price) for f in mine)
         recorded: dict[int, Decimal] = {}
         for f in mine:
             recorded[f.order_id] = recorded.get(f.order_id, Decimal(0)) + f.qty
-        return cls(book.entry.order_id, book.entry.position_id, book.orders, pairs, fills, tuple(recorded.items()),
+        return cls(book.entry.order_id, book.entry.position_id, book.orders, tuple(pairs), fills, tuple(recorded.items()),
                    tuple(f.execution_id for f in mine), book.position, mine[-1].occurred_at if mine else None)
 
 

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chaos.harness import STORAGE_FAULT_EXIT, DaemonProcess, ExchangeProcess, HarnessError, SmallDisk
 from chaos.invariants import Report, Violation, check_files, check_mid_flight, read_database, unprotected_at_broker
+from catalyst.runtime import SIM_SECRET
 from catalyst.sim.faults import FaultPlan, FaultSpecError
 from catalyst.sim.market import EXCHANGE_TZ
 from catalyst.sim.wash_trade import WASH_TRADE_CHECKS, WashTradeCheck
@@ -78,6 +79,9 @@ class ChaosSettings(BaseModel):
     exit_shares_lag_s: float = Field(default=0.0, ge=0, le=60)
     # a triggered OCO stop reported as Alpaca was seen to: its take-profit `replaced`, then the stop fills
     trigger_replaces_take_profit: bool = False
+    # kill moments (never the last) just before which a trader moves every working stop by hand (Alpaca's PATCH): the
+    # kill lands while the daemon follows the replacements
+    move_stops: int = Field(default=0, ge=0)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -108,6 +112,8 @@ class RunResult:
     disk_fills: int = 0  # moments the disk under the running daemon was filled up
     disk_fill_stops: int = 0  # of those, the daemon stopped on its reserve, every share under a stop
     disk_fill_idle: int = 0  # of those, the daemon wrote nothing within FILL_PATIENCE_S (its day over): left running
+    stop_moves: int = 0  # moments a trader moved the working stops by hand
+    stops_moved: int = 0  # stops replaced at the broker then
 
     def line(self) -> str:
         checked = self.report.summary() if self.report else "not checked"
@@ -122,6 +128,7 @@ class RunResult:
                  f"reserve with every share under a stop" if self.disk_fills else "")
         disk += (f", {self.disk_fill_idle} met no write (left running on the freed disk)" if self.disk_fill_idle
                  else "")
+        disk += (f"; {self.stops_moved} stops moved by hand at {self.stop_moves} moments" if self.stop_moves else "")
         return (f"chaos run seed {self.seed}: {self.kills} kills, {len(self.violations)} violations, "
                 f"{self.wall_s:.0f} s; {checked}{mid_flight}{disk}")
 
@@ -155,6 +162,13 @@ def disk_fill_moments(settings: ChaosSettings, seed: int, restarts_on_a_filling_
     return set(random.Random(f"fill-disk-{seed}").sample(candidates, min(settings.fill_disk, len(candidates))))
 
 
+def stop_move_moments(settings: ChaosSettings, seed: int) -> set[int]:
+    """Indexes of the kill moments a trader moves the stops just before (`--move-stops`): never the last, from a
+    generator of their own."""
+    candidates = range(max(settings.kills - 1, 0))
+    return set(random.Random(f"move-stops-{seed}").sample(candidates, min(settings.move_stops, len(candidates))))
+
+
 def _wait_clock(exchange: ExchangeProcess, target: datetime, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while exchange.clock() < target:
@@ -180,6 +194,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
         disk_full = disk_full_restarts(settings, seed)
         fills = disk_fill_moments(settings, seed, disk_full)
         disk_rng = random.Random(f"disk-headroom-{seed}")
+        moves, move_rng = stop_move_moments(settings, seed), random.Random(f"stop-moves-{seed}")
         spared = 0  # kill moments the running daemon on a filling disk was left through
         try:
             if disk is not None:
@@ -188,6 +203,11 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
             for index, moment in enumerate(kill_moments(settings, rng)):
                 _wait_clock(exchange, moment, timeout_s=day_wall_s + 60)
                 time.sleep(rng.uniform(0, 0.5))  # off the clock poll's rhythm
+                if index in moves and daemon.running:
+                    result.stop_moves += 1
+                    result.stops_moved += exchange.move_stops(SIM_KEY_ID, SIM_SECRET,
+                                                              Decimal(str(round(move_rng.uniform(0.005, 0.02), 4))))
+                    time.sleep(move_rng.uniform(0, 0.3))  # the kill lands while the daemon follows them, or after
                 if disk is not None and index in fills and not stopped_by_itself(daemon, result) and daemon.running:
                     if not fill_the_disk(disk, exchange, daemon, result):
                         continue  # nothing written meanwhile: left running on the freed disk
@@ -389,6 +409,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--trigger-replaces-take-profit", action="store_true", default=None,
                         help="the emulator reports a triggered OCO stop as Alpaca was seen to: its take-profit "
                              "`replaced`, then the stop fills")
+    parser.add_argument("--move-stops", type=int, metavar="N",
+                        help="N kill moments (never the last) where a trader first moves every working stop by hand")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -401,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    fill_disk=args.fill_disk, wash_trade_check=args.wash_trade_check,
                                    participation=args.participation,
                                    exit_shares_lag_s=args.exit_shares_lag_s,
-                                   trigger_replaces_take_profit=args.trigger_replaces_take_profit).items()
+                                   trigger_replaces_take_profit=args.trigger_replaces_take_profit,
+                                   move_stops=args.move_stops).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -420,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     distance += f", participation {settings.participation}" if settings.participation != Decimal("0.25") else ""
     distance += f", exits lagging fills {settings.exit_shares_lag_s:g} s" if settings.exit_shares_lag_s else ""
     distance += ", triggered stops replace their take-profit" if settings.trigger_replaces_take_profit else ""
+    distance += f", stops moved by hand at {settings.move_stops} moments" if settings.move_stops else ""
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:

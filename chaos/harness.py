@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,34 @@ class ExchangeProcess:
 
     def snapshot(self, key_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"accounts/{key_id}/snapshot"))
+
+    # --- a trader at the dashboard: Alpaca's own trading API, on the daemon's account ------------------------------
+
+    def move_stops(self, key_id: str, secret: str, share: Decimal) -> int:
+        """Move every working stop at the broker `share` further from the market, as a trader does by hand in Alpaca's
+        dashboard (PATCH /v2/orders/{id}: the stop ends `replaced`, a new order takes its place). The number moved; a
+        replace the faults refuse (a 5xx, a lost reply) is a trader's click that did not take, and is not retried."""
+        headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}
+        try:
+            listed = requests.get(f"{self.url}/v2/orders", params={"status": "open", "nested": "true", "limit": 500},
+                                  headers=headers, timeout=5)
+        except requests.RequestException:
+            return 0
+        if listed.status_code != 200:
+            return 0
+        stops = [leg for order in listed.json() for leg in (order, *(order.get("legs") or ()))
+                 if leg.get("type") == "stop" and leg.get("status") in ("new", "held", "accepted")]
+        moved = 0
+        for stop in stops:
+            price = Decimal(str(stop["stop_price"]))
+            further = price * (1 - share) if stop["side"] == "sell" else price * (1 + share)
+            try:
+                answer = requests.patch(f"{self.url}/v2/orders/{stop['id']}", headers=headers, timeout=5,
+                                        json={"stop_price": str(further.quantize(Decimal("0.01")))})
+            except requests.RequestException:
+                continue
+            moved += answer.status_code == 200
+        return moved
 
 
 CONFIG_TEMPLATE = """# written by the chaos harness

@@ -22,6 +22,8 @@ Real-world quirks decided here:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -123,6 +125,16 @@ def oco_stop_leg_id(take_profit_order_id: int) -> int:
 def oco_take_profit_id(stop_loss_order_id: int) -> int:
     """The row id of an OCO's take-profit, given its stop-loss's (see oco_stop_leg_id)."""
     return stop_loss_order_id - 1
+
+
+def replacement_chain(order_id: int, replaced_by: Mapping[int, int]) -> list[int]:
+    """`order_id` and the orders that replaced it in turn (each row's replaced_by_order_id), the working one last.
+    An OCO leg replaced at the broker (a stop moved by hand) is paired through its chain: the replacement's row is
+    not next to its sibling's, so oco_stop_leg_id alone would lose the pair. Bounded: a cycle cannot loop."""
+    chain = [order_id]
+    while chain[-1] in replaced_by and len(chain) <= len(replaced_by):
+        chain.append(replaced_by[chain[-1]])
+    return chain
 
 
 def status_from_broker(alpaca_status: str, filled_qty: Decimal, qty: Decimal) -> OrderStatus:

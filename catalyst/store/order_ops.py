@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -298,3 +300,47 @@ async def find_orders(
 ) -> list[OrderRecord]:
     result = await session.execute(ORDERS_WITH_SYMBOL.where(*conditions).order_by(*order_by))
     return [order_record(row, symbol) for row, symbol in result.all()]
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """The broker's order that replaced one of ours (Alpaca's PATCH, by hand in the dashboard or by another program):
+    its ids and the fields the replace may have changed. Everything else is the replaced row's."""
+
+    alpaca_order_id: str
+    client_order_id: str
+    order_type: str
+    time_in_force: str
+    quantity: Decimal
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+
+
+async def record_replacement(session: AsyncSession, replaced_order_id: int, new: Replacement,
+                             at: datetime) -> OrderRecord:
+    """One transaction: the replacement's row (same role, position, parent and cycle as the row it replaces,
+    `submitted` with the broker's ids, its events move it on from there) and the replaced row's pointer to it
+    (spec §2.2: `replaced` points to the new order). Idempotent: a replacement already written (the doctor's, a
+    replay) is linked, not inserted twice."""
+    at = checks.utc("at", at)
+    old = await order_row(session, replaced_order_id)
+    row = await session.scalar(select(Order).where(Order.alpaca_order_id == new.alpaca_order_id))
+    if row is None:
+        row = Order(
+            client_order_id=new.client_order_id, alpaca_order_id=new.alpaca_order_id, cycle_id=old.cycle_id,
+            security_id=old.security_id, position_id=old.position_id, parent_order_id=old.parent_order_id,
+            role=old.role, side=old.side, order_type=checks.one_of("order type", new.order_type, ORDER_TYPES),
+            order_class=old.order_class, time_in_force=new.time_in_force,
+            quantity=checks.positive("order quantity", new.quantity),
+            limit_price=checks.optional_decimal("limit_price", new.limit_price),
+            stop_price=checks.optional_decimal("stop_price", new.stop_price),
+            planned_stop_loss=old.planned_stop_loss, planned_take_profit=old.planned_take_profit,
+            status="submitted", broker_status=None, filled_qty=Decimal(0), filled_avg_price=None, submitted_at=at,
+            created_at=at, updated_at=at, submit_attempts=0, outcome_unknown=False,
+        )
+        session.add(row)
+        await session.flush()
+    old.replaced_by_order_id = row.order_id
+    old.updated_at = at
+    await session.flush()
+    return await order_with_symbol(session, row)

@@ -513,6 +513,11 @@ class Store:
                                               closed_since: datetime) -> list[PositionRecord]:
         return await self._transaction(doctor_ops.closed_positions_holding_shares, list(symbols), closed_since)
 
+    async def record_replacement(self, replaced_order_id: int, new: order_ops.Replacement,
+                                 at: datetime | None = None) -> OrderRecord:
+        """The broker order that replaced one of ours, as a row of its own linked from the replaced one."""
+        return await self._transaction(order_ops.record_replacement, replaced_order_id, new, self._at(at))
+
     async def adopt_order(self, spec: doctor_ops.BrokerOrderRow, at: datetime | None = None) -> OrderRecord:
         """A broker order placed by hand, written as one of ours with the broker's ids."""
         return await self._transaction(doctor_ops.adopt_order, spec, self._at(at))

@@ -18,6 +18,7 @@ from catalyst.domain.orders import (
     CatchUpKind,
     OrderStatus,
     plan_catch_up,
+    replacement_chain,
     status_from_broker,
 )
 
@@ -244,3 +245,10 @@ def test_random_broker_reports_never_drive_an_order_through_an_illegal_step(repo
         if before in TERMINAL_ORDER_STATES:
             assert state == before
         assert plan.kind == CatchUpKind.SAME or reported != before
+
+
+def test_a_replacement_chain_follows_each_replace_to_the_working_order_and_cannot_loop():
+    assert replacement_chain(3, {}) == [3]
+    assert replacement_chain(3, {3: 6, 6: 9, 2: 7}) == [3, 6, 9]
+    assert replacement_chain(2, {3: 6, 6: 9, 2: 7}) == [2, 7]
+    assert len(replacement_chain(3, {3: 6, 6: 3})) == 3  # a bad database's cycle ends, never hangs

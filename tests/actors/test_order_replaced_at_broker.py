@@ -1,0 +1,170 @@
+"""An OCO leg replaced at the broker (Alpaca's PATCH: a trader moving the stop or the target in the dashboard, another
+program on the key) is followed (spec §2.2: `replaced` → track the new order). The old leg ends `replaced`, pointing to
+a row of its own for the new order, and the position keeps its OCO whole with the new leg in it.
+
+Before: told only that its leg ended, the position took the other leg for a lone one. A stop moved by hand was undone
+2 s later (the take-profit cancelled, which took the new stop with it, and a fresh OCO at the old stop). A target
+moved by hand was worse: its fill came as an unknown order's, the stop's OCO cancel looked like a cancel by hand, and
+the position, sure it still held 100 shares, sent OCO after OCO for shares already sold (each refused), its row open
+with the broker flat until the doctor's pass.
+
+The whole actor system through alpaca-py against the emulator on loopback, SQLite on disk; the replace is made
+through alpaca-py on the same account, as the dashboard would be."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from alpaca.trading.client import TradingClient
+from alpaca.trading.requests import ReplaceOrderRequest
+
+from actors import messages as m
+from actors import position as position_module
+from catalyst.domain.orders import OrderStatus
+from tests.actors.conftest import logged_lines, wait_for
+from tests.actors.test_protection_cancelled_elsewhere import legs, open_protected
+from tests.actors.test_trade_scenarios import position_of, protected_qty
+
+FOLLOWING = "was replaced at the broker by"
+
+
+def by_hand(trading) -> TradingClient:
+    client = TradingClient("k", "s", url_override=trading.exchange.base_url)
+    client._api_key = trading.key  # the same account, as the dashboard would be
+    return client
+
+
+def leg(trading, role: str, status: str | None = None) -> Any:
+    return next(o for o in legs(trading) if o.role == role and (status is None or o.status == status))
+
+
+def broker_orders(trading) -> list[dict]:
+    return [o for o in trading.broker_view()["orders"] if o["symbol"] == "AAPL"]
+
+
+@pytest.fixture(autouse=True)
+def quick_lone_legs(monkeypatch):
+    """A lone leg is cancelled 0.3 s after its sibling ended, not 2 s: the tests wait past it."""
+    monkeypatch.setattr(position_module, "LONE_LEG_GRACE_S", 0.3)
+
+
+def test_a_take_profit_moved_by_hand_is_followed_and_its_fill_closes_the_position(trading):
+    with logged_lines("actors.position", "WARNING") as warnings:
+        open_protected(trading)
+        target = leg(trading, "take_profit")
+        new = by_hand(trading).replace_order_by_id(target.alpaca_order_id, ReplaceOrderRequest(limit_price=152))
+        trading.wait_for(lambda: len(legs(trading)) == 3, "the new take-profit's row")
+        time.sleep(0.8)  # past the lone-leg grace: nothing is cancelled, nothing sent
+        assert [(o["type"], o["status"]) for o in broker_orders(trading)] == [
+            ("market", "filled"), ("limit", "replaced"), ("stop", "held"), ("limit", "new")]
+
+        trading.trade("AAPL", "152.50")  # through the new target (152), short of the old one (155)
+        position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                    "the new take-profit's fill closing the position")
+
+    assert position.realized_pnl == Decimal("205.00") and position.exit_price == Decimal("152")
+    rows = trading.all_orders()
+    assert [(o.order_id, o.role, o.status) for o in rows] == [
+        (1, "entry", "filled"), (2, "take_profit", "replaced"), (3, "stop_loss", "cancelled"),
+        (4, "take_profit", "filled")]
+    assert rows[1].replaced_by_order_id == 4
+    assert rows[3].alpaca_order_id == str(new.id) and rows[3].client_order_id == new.client_order_id
+    assert rows[3].limit_price == Decimal("152") and rows[3].position_id == rows[1].position_id
+    assert rows[3].parent_order_id == rows[1].parent_order_id
+    assert trading.broker_view()["positions"] == []
+    assert len(broker_orders(trading)) == 4  # no OCO sent for shares already sold
+    assert [w for w in warnings if FOLLOWING in w] == [
+        f"position AAPL#p-1 its take-profit o-2 {FOLLOWING} o-4 (limit 155 → 152): following it"]
+
+
+def test_a_stop_moved_by_hand_is_kept_and_its_fill_closes_the_position(trading):
+    open_protected(trading)
+    stop = leg(trading, "stop_loss")
+    by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
+    trading.wait_for(lambda: len(legs(trading)) == 3, "the new stop's row")
+    time.sleep(0.8)  # past the lone-leg grace
+    trading.trade("AAPL", "146.50")  # through the old stop (147), not the new one (146)
+    time.sleep(0.5)
+    assert position_of(trading).status == "open" and protected_qty(trading) == Decimal(100)
+    assert [(o["type"], o["status"], o["stop_price"]) for o in broker_orders(trading) if o["type"] == "stop"] == [
+        ("stop", "replaced", "147"), ("stop", "held", "146")]
+
+    trading.trade("AAPL", "145.50")
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                "the moved stop's fill closing the position")
+    assert position.realized_pnl == Decimal("-445.00")  # the stop's market order at the bar's price below it
+    assert [(o.role, o.status) for o in trading.all_orders()] == [
+        ("entry", "filled"), ("take_profit", "cancelled"), ("stop_loss", "replaced"), ("stop_loss", "filled")]
+    assert trading.broker_view()["positions"] == [] and len(broker_orders(trading)) == 4
+
+
+def test_a_restart_pairs_the_take_profit_with_the_stop_that_replaced_its_first(trading):
+    open_protected(trading)
+    stop = leg(trading, "stop_loss")
+    by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
+    trading.wait_for(lambda: len(legs(trading)) == 3 and leg(trading, "stop_loss", "accepted"), "the new stop's row")
+    trading.stop()
+    with logged_lines("actors.position", "INFO") as lines:
+        trading.start()
+        trading.wait_for(lambda: any("restored open" in line for line in lines), "the position rebuilt")
+        time.sleep(0.8)  # past the lone-leg grace
+    assert any("restored open qty=100 protected=100" in line for line in lines), lines
+    assert not [line for line in lines if "alone" in line or "cancel" in line], lines
+    assert [(o["type"], o["status"]) for o in broker_orders(trading)] == [
+        ("market", "filled"), ("limit", "new"), ("stop", "replaced"), ("stop", "held")]
+
+    trading.trade("AAPL", "145.50")
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                "the moved stop's fill closing the rebuilt position")
+    assert position.realized_pnl == Decimal("-395.00") and len(broker_orders(trading)) == 4  # at the moved stop
+
+
+def test_a_stop_moved_while_the_position_flattens_is_cancelled_before_the_market_exit(rig):
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.Flatten(reason="end of day"))
+    wait_for(lambda: rig.told(m.CancelOrders), "the flatten's cancels")
+    rig.position.tell(m.OrderReplaced(replaced_order_id=sl.order_id, new_order_id=77, role="stop_loss",
+                                      qty=Decimal(100), detail="stop 48 → 47"))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    cancels = wait_for(lambda: [c for c in rig.told(m.CancelOrders) if 77 in c.order_ids], "the new stop's cancel")
+    assert cancels[0].reason == "flatten: end of day"
+    time.sleep(0.2)
+    assert not rig.told(m.PlaceExit)  # the new stop still works: no market exit beside it
+    rig.update(77, "stop_loss", OrderStatus.CANCELLED)
+    placed = wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    assert placed[0].qty == Decimal(100)
+
+
+def test_a_replacement_that_cannot_be_read_leaves_the_leg_ended_and_the_shares_protected_anew(trading, monkeypatch):
+    """The new order's read fails (the broker down for it): the old leg is taken as ended, as before this was followed,
+    and said on one line; the lone take-profit is cancelled (which takes the new stop with it at the broker) and the
+    shares get an OCO of the position's own."""
+    from catalyst.broker.adapter import AlpacaBroker
+    from catalyst.broker.errors import TransientError
+
+    open_protected(trading)
+    stop = leg(trading, "stop_loss")
+    real_get_order = AlpacaBroker.get_order
+    ours = {o.alpaca_order_id for o in trading.all_orders()}
+
+    def get_order(self, broker_id, *args, **kwargs):
+        if broker_id not in ours:  # the new order: read before this test even knows its id
+            raise TransientError("503 from the broker", status=503, operation=f"order id={broker_id}")
+        return real_get_order(self, broker_id, *args, **kwargs)
+
+    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
+    with logged_lines("actors.order_router", "WARNING") as warnings:
+        moved = by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
+        said = trading.wait_for(lambda: [w for w in warnings if "not followed" in w], "the WARNING")
+    assert said == [f"order AAPL#o-3 replaced at the broker by id={moved.id}, not followed: transient error HTTP 503: "
+                    f"503 from the broker ({'order id=' + str(moved.id)}); its position takes it as ended, and the "
+                    "doctor's pass looks at the new order"], said
+    trading.wait_for(lambda: len(legs(trading)) == 4 and protected_qty(trading) == Decimal(100),
+                     "an OCO of the position's own for the 100 shares")
+    assert [(o.role, o.status) for o in legs(trading)][:2] == [("take_profit", "cancelled"), ("stop_loss", "replaced")]
+    held = [o for o in broker_orders(trading) if o["type"] == "stop" and o["status"] == "held"]
+    assert [(o["qty"], o["stop_price"]) for o in held] == [("100", "147")]
