@@ -274,6 +274,7 @@ class OrderRouter(pykka.ThreadingActor):
         # Orders of ours replaced at the broker, by their replacement's broker id: (the replaced order, its report),
         # while the replacement is being read (_follow_replacement); its events meanwhile wait in `unmatched`.
         self._replacing: dict[str, tuple[Tracked, OrderReport]] = {}
+        self._not_following: set[str] = set()  # replacements whose read or row failed: left to the doctor
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -1159,9 +1160,13 @@ class OrderRouter(pykka.ThreadingActor):
                                write=index == len(plan.path) - 1)
 
         def tell(_: list[Any]) -> None:
+            # Replaced, by an order not ours yet: its owner hears of it with its replacement (_on_OrderRead). Also
+            # when the row already said `replaced` (a kill between its status and its replacement's row; a restart's
+            # look at it), so what is left unfollowed is followed once a report names the new order.
+            if (tracked.status is OrderStatus.REPLACED and report.replaced_by and report.replaced_by not in self.by_broker
+                    and self._follow_replacement(tracked, report)):
+                return
             if (advanced or fresh[0] is not None) and not owner_writes:
-                if advanced and tracked.status is OrderStatus.REPLACED and self._follow_replacement(tracked, report):
-                    return  # its owner hears of it with its replacement (_on_OrderRead)
                 self._tell_owner(tracked, fresh[0])
 
         group.then(tell)
@@ -1178,13 +1183,12 @@ class OrderRouter(pykka.ThreadingActor):
         our orders. Not for an entry: its position is known by its entry's id (a replaced entry's new order is left to
         the doctor, as an order placed by hand)."""
         new_id = report.replaced_by
-        if tracked.role == "entry":
+        if tracked.role == "entry" or not new_id:
             return False
-        if not new_id or new_id in self._replacing:
-            return bool(new_id)
-        known = self.by_broker.get(new_id)
-        if known is not None and known.role != tracked.role:
-            return False
+        if new_id in self._replacing:
+            return True  # being read: a duplicate of the event
+        if new_id in self._not_following:
+            return False  # its read failed: taken as ended, told so once
         self._replacing[new_id] = (tracked, report)
         log.info(f"order {tracked.label} replaced at the broker by id={new_id}: reading the new order, to follow it")
         self._protect.tell(ReadReplacement(replaced_order_id=tracked.order_id, broker_id=new_id,
@@ -1228,6 +1232,8 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _not_followed(self, tracked: Tracked, broker_id: str, why: str) -> None:
         self._replacing.pop(broker_id, None)
+        if len(self._not_following) < MAX_UNMATCHED:
+            self._not_following.add(broker_id)
         log.warning(f"order {tracked.label} replaced at the broker by id={broker_id}, not followed: {why}; its "
                     "position takes it as ended, and the doctor's pass looks at the new order")
         self._tell_owner(tracked, None)

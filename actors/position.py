@@ -1486,6 +1486,13 @@ class PositionActor(pykka.ThreadingActor):
             self.exit_order_id = exits[-1]
             self.flatten_reason = f"resumed after a restart: its market exit {', '.join(f'o-{i}' for i in exits)} works"
         self.router.tell(self._register(restored.orders, recorded, restored.executions))
+        replaced = tuple(leg for pair, take_profit, stop_loss in self._broken_pairs()
+                         for leg, view in ((pair.take_profit, take_profit), (pair.stop_loss, stop_loss))
+                         if view.status is OrderStatus.REPLACED)
+        if replaced and self.position.status is PositionStatus.OPEN:
+            # A leg `replaced` with no replacement in the book: killed between its status and its replacement's row.
+            # The broker's report of it names the new order, which the router then follows (m.OrderReplaced).
+            self.router.tell(m.VerifyOrders(order_ids=replaced))
         if self.flattening and self._market_is_closed():
             if row is not None and row.status == "closed":
                 # Late entry shares' sale: queued for the open when their stops were refused, it is what settles them

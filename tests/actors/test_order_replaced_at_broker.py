@@ -168,3 +168,43 @@ def test_a_replacement_that_cannot_be_read_leaves_the_leg_ended_and_the_shares_p
     assert [(o.role, o.status) for o in legs(trading)][:2] == [("take_profit", "cancelled"), ("stop_loss", "replaced")]
     held = [o for o in broker_orders(trading) if o["type"] == "stop" and o["status"] == "held"]
     assert [(o["qty"], o["stop_price"]) for o in held] == [("100", "147")]
+
+
+def test_a_replacement_left_unfollowed_when_the_daemon_stopped_is_followed_after_the_restart(trading, monkeypatch):
+    """The stop's row says `replaced` with no replacement row (its read failed here; a kill between the two commits
+    does the same): the rebuilt position asks the broker about that leg, whose report names the new order, followed
+    then, before the lone-leg grace would cancel the take-profit."""
+    from catalyst.broker.adapter import AlpacaBroker
+    from catalyst.broker.errors import TransientError
+
+    monkeypatch.setattr(position_module, "LONE_LEG_GRACE_S", 60.0)  # the first daemon leaves the pair be
+    open_protected(trading)
+    stop = leg(trading, "stop_loss")
+    real_get_order = AlpacaBroker.get_order
+    ours = {o.alpaca_order_id for o in trading.all_orders()}
+
+    def get_order(self, broker_id, *args, **kwargs):
+        if broker_id not in ours:
+            raise TransientError("503 from the broker", status=503)
+        return real_get_order(self, broker_id, *args, **kwargs)
+
+    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
+    with logged_lines("actors.order_router", "WARNING") as warnings:
+        by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
+        trading.wait_for(lambda: [w for w in warnings if "not followed" in w], "the replacement left unfollowed")
+    assert len(legs(trading)) == 2 and leg(trading, "stop_loss").status == "replaced"
+    trading.stop()
+
+    monkeypatch.setattr(AlpacaBroker, "get_order", real_get_order)
+    monkeypatch.setattr(position_module, "LONE_LEG_GRACE_S", 1.0)
+    trading.start()
+    trading.wait_for(lambda: len(legs(trading)) == 3, "the replacement's row")
+    time.sleep(1.5)  # past the lone-leg grace
+    assert [(o["type"], o["status"]) for o in broker_orders(trading)] == [
+        ("market", "filled"), ("limit", "new"), ("stop", "replaced"), ("stop", "held")]
+    assert trading.all_orders()[2].replaced_by_order_id == 4
+
+    trading.trade("AAPL", "145.50")
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                "the moved stop's fill closing the rebuilt position")
+    assert position.realized_pnl == Decimal("-395.00") and len(broker_orders(trading)) == 4
