@@ -314,7 +314,7 @@ class BrokerWorker(pykka.ThreadingActor):
             report = self.broker.get_order(msg.broker_id, Priority.PROTECT)  # it may be a position's only stop now
         except BrokerError as exc:
             tell_if_alive(msg.reply_to, m.OrderRead(replaced_order_id=msg.replaced_order_id, broker_id=msg.broker_id,
-                                                    error=str(exc)))
+                                                    error=str(exc), not_found=isinstance(exc, NotFound)))
             return
         tell_if_alive(msg.reply_to, m.OrderRead(replaced_order_id=msg.replaced_order_id, broker_id=msg.broker_id,
                                                 report=report))

@@ -27,7 +27,7 @@ from catalyst.clock import (
     CLOCK_READING_MAX_S, CLOCK_SKEW_WARN_S, FIX_TIME_SYNC, FOLLOWING_BROKER, clock_skew_s, describe_skew, wall_seconds,
 )
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
-from catalyst.domain.orders import OrderStatus, oco_stop_leg_id, oco_take_profit_id
+from catalyst.domain.orders import ORDER_MACHINE, OrderStatus, oco_stop_leg_id, oco_take_profit_id
 from catalyst.domain.positions import Position, PositionSide, PositionStatus
 from catalyst.domain.reconcile import (
     BrokerFill, BrokerView, DoctorSettings, Finding, FindingType, LocalOrder,
@@ -78,6 +78,7 @@ UNAVAILABLE_PASSES_BEFORE_ERROR = 3  # a broker failing this many passes in a ro
 POSITION_ANSWER_S = 5.0  # a position actor answers its state at once unless something holds it
 # How far back a start looks for the orders behind an earlier run's halts (_halts_from_before).
 HALTS_REMEMBERED = timedelta(days=30)
+UNLISTED_READS = 20  # working rows of ours the broker's listing left out, read by id in one pass at most
 LATE_SHARE_REBUILDS = 3  # a closed position rebuilt this often for its late entry shares, still holding them: halt
 # Findings the daemon's own writes in flight can explain for a few milliseconds (a fill the router is recording, an
 # OCO acknowledged between two reads, a submit's answer waiting in the router's mailbox): each one, like a halt,
@@ -321,6 +322,7 @@ class DoctorActor(pykka.ThreadingActor):
         ]).get()
         keys = frozenset(key_list)
         reports = self.broker.list_orders(status="all", after=after, nested=True)
+        reports += self._read_unlisted(rows, reports)
         broker_positions = self.broker.positions()
         fills = self.broker.fill_activities(after=after)
         # The orders are read again AFTER the broker: every order we sent was committed before it was sent (the
@@ -355,6 +357,25 @@ class DoctorActor(pykka.ThreadingActor):
         gathered = _Pass(pass_id, after, {r.order_id: r for r in (*rows, *late)}, flat, fills,
                          {p.symbol: p for p in broker_positions}, cum)
         return gathered, local, broker
+
+    def _read_unlisted(self, rows: list[Any], reports: list[OrderReport]) -> list[OrderReport]:
+        """Working rows of ours with a broker id that the listing left out, read by id. A nested listing shows an
+        OCO's legs under their parent only, and a leg replaced at the broker (a stop moved by hand) is its parent's
+        leg no more: unread, it stayed working in the database for every pass, ORDER_NOT_AT_BROKER, while the orders
+        that replaced it sold the shares (chaos, seed 297). Read, its `replaced` status is healed and the router
+        follows the replacement."""
+        listed = {item.broker_id for item, _ in order_views(reports)}
+        unlisted = [r for r in rows if r.alpaca_order_id and r.alpaca_order_id not in listed
+                    and OrderStatus(r.status) not in ORDER_MACHINE.terminal]
+        found = []
+        for row in unlisted[:UNLISTED_READS]:
+            try:
+                found.append(self.broker.get_order(row.alpaca_order_id))
+            except NotFound:
+                continue  # ORDER_NOT_AT_BROKER says so
+            except BrokerError as exc:
+                log.debug(f"doctor order {row.symbol}#o-{row.order_id} not listed, and its read failed ({exc})")
+        return found
 
     def _closed_holding(self, positions: list[Any], broker_positions: list[Any],
                         now: datetime) -> tuple[LocalPosition, ...]:

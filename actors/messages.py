@@ -175,6 +175,7 @@ class OrderRead(Message):
     broker_id: str
     report: Any = None  # OrderReport
     error: str | None = None
+    not_found: bool = False  # the broker has no such order: reading it again would not help
 
 
 class CatchUpResult(Message):

@@ -63,6 +63,16 @@ REFUSED_BACKOFF_MAX_S = 15.0  # wall seconds between sends of a submit the broke
 # later reset)
 REFUSED_RESET_MAX_S = 60.0  # Alpaca's budget is per minute: a reset named further off is waited for a minute only
 STALE_BOOK_UNSENT = "not sent: decided on a stale book by a rebuilt position actor"
+# Wall seconds between reads of an order that replaced one of ours, while the broker fails them (its adapter has
+# retried each already). Its position hears nothing meanwhile, so the replaced leg still counts as working: no OCO and
+# no market exit for its shares, which the new order may hold or have sold. Past the last, it is taken as ended.
+REPLACEMENT_READ_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+class ReadReplacementAgain(m.Message):
+    """The wait after a failed read of an order that replaced one of ours is over (REPLACEMENT_READ_RETRY_S)."""
+
+    broker_id: str
 
 
 class ApplyRoutineUpdates(m.Message):
@@ -275,6 +285,7 @@ class OrderRouter(pykka.ThreadingActor):
         # while the replacement is being read (_follow_replacement); its events meanwhile wait in `unmatched`.
         self._replacing: dict[str, tuple[Tracked, OrderReport]] = {}
         self._not_following: set[str] = set()  # replacements whose read or row failed: left to the doctor
+        self._replacement_reads: dict[str, int] = {}  # failed reads of each replacement being followed
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -1191,9 +1202,17 @@ class OrderRouter(pykka.ThreadingActor):
             return False  # its read failed: taken as ended, told so once
         self._replacing[new_id] = (tracked, report)
         log.info(f"order {tracked.label} replaced at the broker by id={new_id}: reading the new order, to follow it")
-        self._protect.tell(ReadReplacement(replaced_order_id=tracked.order_id, broker_id=new_id,
-                                           reply_to=self.actor_ref))
+        self._read_replacement(tracked, new_id)
         return True
+
+    def _read_replacement(self, tracked: Tracked, broker_id: str) -> None:
+        self._protect.tell(ReadReplacement(replaced_order_id=tracked.order_id, broker_id=broker_id,
+                                           reply_to=self.actor_ref))
+
+    def _on_ReadReplacementAgain(self, msg: ReadReplacementAgain) -> None:
+        pending = self._replacing.get(msg.broker_id)
+        if pending is not None:
+            self._read_replacement(pending[0], msg.broker_id)
 
     def _on_OrderRead(self, msg: m.OrderRead) -> None:
         pending = self._replacing.get(msg.broker_id)
@@ -1204,6 +1223,16 @@ class OrderRouter(pykka.ThreadingActor):
         problem = msg.error
         if report is not None and (report.symbol != tracked.symbol or report.side != tracked.side or not report.qty):
             problem = f"it is a {report.side} {report.qty} {report.symbol} order, not a {tracked.side} {tracked.symbol} one"
+        failed = self._replacement_reads.get(msg.broker_id, 0)
+        if msg.error is not None and not msg.not_found and failed < len(REPLACEMENT_READ_RETRY_S):
+            wait_s = REPLACEMENT_READ_RETRY_S[failed]
+            self._replacement_reads[msg.broker_id] = failed + 1
+            log.log("WARNING" if failed == 0 else "INFO",
+                    f"order {tracked.label} its replacement id={msg.broker_id} could not be read ({msg.error}): "
+                    f"reading it again in {wait_s:g} s; its position sends nothing for those shares meanwhile")
+            tell_later(self.actor_ref, wait_s, ReadReplacementAgain(broker_id=msg.broker_id))
+            return
+        self._replacement_reads.pop(msg.broker_id, None)
         if problem is not None or report is None:
             self._not_followed(tracked, msg.broker_id, problem or "not read")
             return
@@ -1234,8 +1263,8 @@ class OrderRouter(pykka.ThreadingActor):
         self._replacing.pop(broker_id, None)
         if len(self._not_following) < MAX_UNMATCHED:
             self._not_following.add(broker_id)
-        log.warning(f"order {tracked.label} replaced at the broker by id={broker_id}, not followed: {why}; its "
-                    "position takes it as ended, and the doctor's pass looks at the new order")
+        log.error(f"order {tracked.label} replaced at the broker by id={broker_id}, not followed: {why}; its "
+                  "position takes it as ended, and the doctor's pass looks at the new order")
         self._tell_owner(tracked, None)
 
     def _plan_owner_writes(self, tracked: Tracked, fill: FillReport, fresh: list[m.Execution | None]) -> bool:

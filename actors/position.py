@@ -64,6 +64,12 @@ STOP_WRITE_S = 5.0  # how long a position actor stopping waits for the database 
 # for (the router's catch-up brings them in seconds). Past it, the recorded shares go and those are left to the
 # doctor: a catch-up that cannot find them must not keep every share of the position without a stop.
 ENTRY_FILLS_WAIT_S = 30.0
+# Wall seconds a rebuilt position waits for the replacement of an OCO leg its book has `replaced` with none after it (a
+# kill between the two commits): the router follows it once the broker's report of the leg names it, or says it
+# cannot (the position hears of the leg then). Meanwhile no OCO
+# and no market exit is sent for those shares: the replacement may hold them, or have sold them (chaos, seed 297: a
+# flatten sold 335 shares a moved stop had sold, and left the account short).
+REPLACEMENT_WAIT_S = 75.0  # past the router's reads of it (REPLACEMENT_READ_RETRY_S: a minute)
 # Late entry shares (_sell_late_entry_shares): the broker is asked what it holds this many times, LATE_SHARES_RETRY_S
 # apart, before they are left to the doctor.
 LATE_SHARES_READS = 5
@@ -196,6 +202,9 @@ class PositionActor(pykka.ThreadingActor):
         # Lone stops whose take-profit was replaced: REST looks made at each, and when its next is due (monotonic).
         self._triggered_stop_looks: dict[int, tuple[int, float]] = {}
         self._kept_lone_stops: set[int] = set()  # such stops still working past the looks: kept, never cancelled
+        # OCO legs restored `replaced` with no replacement in the book, and when the wait for it ends (monotonic)
+        self._awaited_replacements: dict[int, float] = {}
+        self._replacement_timer: Delayed | None = None
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
         self._handed_over = False  # stopped for a rebuild: entry shares came after the close
         # Rebuilt for entry shares recorded after the close: asking the broker whether it holds them (nothing is sent
@@ -269,7 +278,7 @@ class PositionActor(pykka.ThreadingActor):
                 self.log.error(f"position {self.label} could not protect {bare} shares while stopping ({why}); the "
                                "next start protects them")
         for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer, self._entry_cancel_timer,
-                      self._coalesce_timer, self._market_timer, self._no_shares_timer):
+                      self._coalesce_timer, self._market_timer, self._no_shares_timer, self._replacement_timer):
             if timer:
                 timer.cancel()
 
@@ -390,6 +399,7 @@ class PositionActor(pykka.ThreadingActor):
                 pair.qty = min(pair.qty - sold, msg.qty)
         self._triggered_stop_looks.pop(msg.replaced_order_id, None)
         self._kept_lone_stops.discard(msg.replaced_order_id)
+        self._awaited_replacements.pop(msg.replaced_order_id, None)
         if self.exit_order_id == msg.replaced_order_id:
             self.exit_order_id = msg.new_order_id
         self.log.warning(f"position {self.label} its {msg.role.replace('_', '-')} o-{msg.replaced_order_id} was "
@@ -408,6 +418,7 @@ class PositionActor(pykka.ThreadingActor):
             return
         if msg.cancel_asked:  # by this actor, or by the one it was rebuilt from: not a cancel made by hand
             self._cancels_asked.add(msg.order_id)
+        self._awaited_replacements.pop(msg.order_id, None)  # the router's word on it: not followed
         view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
         view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
         view.acknowledged = view.acknowledged or msg.status in ACKNOWLEDGED
@@ -789,6 +800,8 @@ class PositionActor(pykka.ThreadingActor):
             self._protection_held = False  # the market has opened: a stop now may be taken (a review: held 10 min)
         if self._protect_after_entry and self._entry_working():
             return
+        if self._awaiting_replacements():
+            return
         if self._lone_legs():
             self._expect_lone_legs_to_end()
         missing = self._unprotected_qty()
@@ -805,6 +818,17 @@ class PositionActor(pykka.ThreadingActor):
             exits = self._exits_at(price)
             self._submit_protection(self.writer.create_orders(self._protection_orders(missing, *exits))
                                     .get(timeout=write_timeout_s))
+
+    def _awaiting_replacements(self) -> bool:
+        """Legs restored `replaced` whose replacement is still being looked for (REPLACEMENT_WAIT_S); past the wait,
+        said once, they count as ended and their shares as the position's own again."""
+        now = time.monotonic()
+        for leg, until in list(self._awaited_replacements.items()):
+            if now >= until:
+                del self._awaited_replacements[leg]
+                self.log.warning(f"position {self.label} no replacement of o-{leg} found in {REPLACEMENT_WAIT_S:g} s: "
+                                 "taken as ended; its shares are the position's to protect or sell again")
+        return bool(self._awaited_replacements)
 
     def _waits_for_protection_in_flight(self) -> bool:
         """The entry still works and an OCO of this position is on its way to the broker, sent less than
@@ -1001,6 +1025,9 @@ class PositionActor(pykka.ThreadingActor):
         if not self.flattening or self.exit_sent or self.position.status is not PositionStatus.OPEN:
             return
         if any(v.working for v in self.orders.values()):
+            return
+        if self._awaiting_replacements():
+            self._start_flatten_timer()
             return
         arriving = self._arriving()
         if arriving == 0:
@@ -1486,13 +1513,19 @@ class PositionActor(pykka.ThreadingActor):
             self.exit_order_id = exits[-1]
             self.flatten_reason = f"resumed after a restart: its market exit {', '.join(f'o-{i}' for i in exits)} works"
         self.router.tell(self._register(restored.orders, recorded, restored.executions))
-        replaced = tuple(leg for pair, take_profit, stop_loss in self._broken_pairs()
-                         for leg, view in ((pair.take_profit, take_profit), (pair.stop_loss, stop_loss))
-                         if view.status is OrderStatus.REPLACED)
+        replaced = tuple(leg for pair in self.pairs for leg in (pair.take_profit, pair.stop_loss)
+                         if (view := self.orders.get(leg)) is not None and view.status is OrderStatus.REPLACED)
         if replaced and self.position.status is PositionStatus.OPEN:
-            # A leg `replaced` with no replacement in the book: killed between its status and its replacement's row.
-            # The broker's report of it names the new order, which the router then follows (m.OrderReplaced).
+            # A leg `replaced` with no replacement in the book (the pairs follow every replacement recorded): killed
+            # between its status and its replacement's row. The broker's report of it names the new order, which the
+            # router then follows (m.OrderReplaced); until then its shares get neither an OCO nor a market exit.
+            waits_until = time.monotonic() + REPLACEMENT_WAIT_S
+            self._awaited_replacements = {leg: waits_until for leg in replaced}
+            self.log.warning(f"position {self.label} its {', '.join(f'o-{i}' for i in replaced)} was replaced at the "
+                             f"broker before a restart, by an order not recorded yet: asking the broker, nothing sent "
+                             f"for those shares meanwhile (up to {REPLACEMENT_WAIT_S:g} s)")
             self.router.tell(m.VerifyOrders(order_ids=replaced))
+            self._replacement_timer = tell_later(self.actor_ref, REPLACEMENT_WAIT_S, m.CheckProtection())
         if self.flattening and self._market_is_closed():
             if row is not None and row.status == "closed":
                 # Late entry shares' sale: queued for the open when their stops were refused, it is what settles them

@@ -23,6 +23,7 @@ from alpaca.trading.client import TradingClient
 from alpaca.trading.requests import ReplaceOrderRequest
 
 from actors import messages as m
+from actors import order_router as router_module
 from actors import position as position_module
 from catalyst.domain.orders import OrderStatus
 from tests.actors.conftest import logged_lines, wait_for
@@ -140,12 +141,13 @@ def test_a_stop_moved_while_the_position_flattens_is_cancelled_before_the_market
 
 
 def test_a_replacement_that_cannot_be_read_leaves_the_leg_ended_and_the_shares_protected_anew(trading, monkeypatch):
-    """The new order's read fails (the broker down for it): the old leg is taken as ended, as before this was followed,
-    and said on one line; the lone take-profit is cancelled (which takes the new stop with it at the broker) and the
-    shares get an OCO of the position's own."""
+    """The new order's reads keep failing (the broker down for it): once they are spent, the old leg is taken as ended,
+    as before this was followed, and said on one line; the lone take-profit is cancelled (which takes the new stop
+    with it at the broker) and the shares get an OCO of the position's own."""
     from catalyst.broker.adapter import AlpacaBroker
     from catalyst.broker.errors import TransientError
 
+    monkeypatch.setattr(router_module, "REPLACEMENT_READ_RETRY_S", (0.1, 0.1))
     open_protected(trading)
     stop = leg(trading, "stop_loss")
     real_get_order = AlpacaBroker.get_order
@@ -178,6 +180,7 @@ def test_a_replacement_left_unfollowed_when_the_daemon_stopped_is_followed_after
     from catalyst.broker.errors import TransientError
 
     monkeypatch.setattr(position_module, "LONE_LEG_GRACE_S", 60.0)  # the first daemon leaves the pair be
+    monkeypatch.setattr(router_module, "REPLACEMENT_READ_RETRY_S", (0.1,))
     open_protected(trading)
     stop = leg(trading, "stop_loss")
     real_get_order = AlpacaBroker.get_order
@@ -208,3 +211,108 @@ def test_a_replacement_left_unfollowed_when_the_daemon_stopped_is_followed_after
     position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
                                 "the moved stop's fill closing the rebuilt position")
     assert position.realized_pnl == Decimal("-395.00") and len(broker_orders(trading)) == 4
+
+
+def test_while_a_replacement_cannot_be_read_its_position_sends_nothing_and_follows_it_once_read(trading, monkeypatch):
+    """The broker fails the new order's first reads: the router reads it again after a wait, and meanwhile the replaced
+    leg still counts as working, so the take-profit is not taken for a lone leg (0.3 s here) and no OCO goes out."""
+    from catalyst.broker.adapter import AlpacaBroker
+    from catalyst.broker.errors import TransientError
+
+    monkeypatch.setattr(router_module, "REPLACEMENT_READ_RETRY_S", (0.5, 0.5, 0.5))
+    open_protected(trading)
+    stop = leg(trading, "stop_loss")
+    real_get_order = AlpacaBroker.get_order
+    ours = {o.alpaca_order_id for o in trading.all_orders()}
+    failed: list[str] = []
+
+    def get_order(self, broker_id, *args, **kwargs):
+        if broker_id not in ours and len(failed) < 2:
+            failed.append(broker_id)
+            raise TransientError("503 from the broker", status=503)
+        return real_get_order(self, broker_id, *args, **kwargs)
+
+    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
+    with logged_lines("actors.order_router", "WARNING") as warnings:
+        by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
+        trading.wait_for(lambda: len(legs(trading)) == 3, "the replacement's row, at its third read", timeout=10)
+    assert len(failed) == 2
+    assert len([w for w in warnings if "could not be read" in w]) == 1  # the first; the next at INFO
+    time.sleep(0.5)
+    assert [(o["type"], o["status"]) for o in broker_orders(trading)] == [
+        ("market", "filled"), ("limit", "new"), ("stop", "replaced"), ("stop", "held")]
+    trading.trade("AAPL", "145.50")
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                "the moved stop's fill closing the position")
+    assert position.realized_pnl == Decimal("-395.00") and len(broker_orders(trading)) == 4
+
+
+def test_a_rebuilt_position_sells_nothing_while_its_moved_stop_is_looked_for_and_closes_on_its_fill(trading,
+                                                                                                    monkeypatch):
+    """Chaos, seed 297: the daemon was killed while it followed a moved stop (the old stop's row `replaced`, the new
+    one's not written), and the new stop filled while it was down. Rebuilt, the position took the old leg for ended,
+    its 335 shares for bare: an OCO (refused, none free), then its flatten's market exit sold them a second time and
+    left the account short. Now it asks the broker about the leg and sends nothing for those shares meanwhile; the
+    router follows the replacement, whose fill closes the position."""
+    from catalyst.broker.adapter import AlpacaBroker
+    from catalyst.broker.errors import TransientError
+
+    monkeypatch.setattr(router_module, "REPLACEMENT_READ_RETRY_S", (60.0,))  # still reading it when stopped
+    open_protected(trading)
+    stop = leg(trading, "stop_loss")
+    real_get_order = AlpacaBroker.get_order
+    ours = {o.alpaca_order_id for o in trading.all_orders()}
+
+    def get_order(self, broker_id, *args, **kwargs):
+        if broker_id not in ours:
+            raise TransientError("503 from the broker", status=503)
+        return real_get_order(self, broker_id, *args, **kwargs)
+
+    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
+    with logged_lines("actors.order_router", "WARNING") as warnings:
+        by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
+        trading.wait_for(lambda: [w for w in warnings if "could not be read" in w], "a failed read of the new stop")
+    assert leg(trading, "stop_loss").status == "replaced" and len(legs(trading)) == 2
+    trading.stop()
+    trading.trade("AAPL", "145.50")  # the moved stop fills while the daemon is down; the broker cancels the target
+    assert trading.broker_view()["positions"] == []
+
+    monkeypatch.setattr(AlpacaBroker, "get_order", real_get_order)
+    with logged_lines("actors.position", "INFO") as lines:
+        trading.start()
+        (actor,) = trading.wait_for(lambda: trading.system.supervisor.live_refs().get(), "the position rebuilt")
+        actor.tell(m.Flatten(reason="emergency: daily loss limit"))
+        position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                    "the moved stop's fill closing the rebuilt position")
+    assert position.realized_pnl == Decimal("-395.00")
+    assert trading.broker_view()["positions"] == []  # flat, not short
+    assert [(o.role, o.status) for o in trading.all_orders()] == [
+        ("entry", "filled"), ("take_profit", "cancelled"), ("stop_loss", "replaced"), ("stop_loss", "filled")]
+    assert any("was replaced at the broker before a restart, by an order not recorded yet" in line for line in lines)
+
+
+def test_a_stop_moved_while_the_daemon_was_down_is_found_by_the_doctor_and_followed(trading, doctor_broker):
+    """Moved while the daemon was down, the old stop's `replaced` reaches no stream, and no listing shows it: a
+    nested listing shows an OCO's legs under their parent only, and the old stop is its parent's leg no more. It stayed
+    working in the database for every doctor pass (ORDER_NOT_AT_BROKER) while the new one sold the shares (chaos,
+    seed 297). The doctor now reads such rows by id; the status it heals names the replacement, which is followed."""
+    from tests.actors.test_doctor_heals import doctor_on
+
+    open_protected(trading)
+    stop = leg(trading, "stop_loss")
+    trading.stop()
+    by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
+    trading.start()
+    time.sleep(0.5)  # the restart's catch-up: it does not bring the old stop
+    assert leg(trading, "stop_loss").status == "accepted" and len(legs(trading)) == 2
+    with doctor_on(trading, doctor_broker) as doctor:
+        found = doctor.run_pass(reason="test").get()
+    assert [f.type for f in found.findings] == ["ORDER_STATUS_MISMATCH"], found.findings
+    trading.wait_for(lambda: len(legs(trading)) == 3, "the replacement's row")
+    assert [(o.role, o.status) for o in legs(trading)] == [
+        ("take_profit", "accepted"), ("stop_loss", "replaced"), ("stop_loss", "accepted")]
+
+    trading.trade("AAPL", "145.50")
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                "the moved stop's fill closing the position")
+    assert position.realized_pnl == Decimal("-395.00") and trading.broker_view()["positions"] == []
