@@ -64,8 +64,9 @@ REFUSED_BACKOFF_MAX_S = 15.0  # wall seconds between sends of a submit the broke
 REFUSED_RESET_MAX_S = 60.0  # Alpaca's budget is per minute: a reset named further off is waited for a minute only
 STALE_BOOK_UNSENT = "not sent: decided on a stale book by a rebuilt position actor"
 # Wall seconds between reads of an order that replaced one of ours, while the broker fails them (its adapter has
-# retried each already). Its position hears nothing meanwhile, so the replaced leg still counts as working: no OCO and
-# no market exit for its shares, which the new order may hold or have sold. Past the last, it is taken as ended.
+# retried each already); the last is repeated for as long as they fail. Its position hears nothing meanwhile, so the
+# replaced leg still counts as working: no OCO and no market exit for its shares, which the new order may hold or
+# have sold (either would sell them twice). Only the broker's answer that there is no such order ends the wait.
 REPLACEMENT_READ_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
@@ -1174,9 +1175,16 @@ class OrderRouter(pykka.ThreadingActor):
             # Replaced, by an order not ours yet: its owner hears of it with its replacement (_on_OrderRead). Also
             # when the row already said `replaced` (a kill between its status and its replacement's row; a restart's
             # look at it), so what is left unfollowed is followed once a report names the new order.
-            if (tracked.status is OrderStatus.REPLACED and report.replaced_by and report.replaced_by not in self.by_broker
-                    and self._follow_replacement(tracked, report)):
-                return
+            if tracked.status is OrderStatus.REPLACED and report.status == "replaced":
+                if (report.replaced_by and report.replaced_by not in self.by_broker
+                        and self._follow_replacement(tracked, report)):
+                    return
+                if not advanced and fresh[0] is None and not owner_writes:
+                    # The broker's word on a leg a rebuilt position restored `replaced` and waits about (its
+                    # _awaited_replacements): replaced by no order to follow (Alpaca's triggered stop), or by one
+                    # already ours. Said, or the position would wait out its whole wait with nothing sent.
+                    self._tell_owner(tracked, None)
+                    return
             if (advanced or fresh[0] is not None) and not owner_writes:
                 self._tell_owner(tracked, fresh[0])
 
@@ -1224,12 +1232,14 @@ class OrderRouter(pykka.ThreadingActor):
         if report is not None and (report.symbol != tracked.symbol or report.side != tracked.side or not report.qty):
             problem = f"it is a {report.side} {report.qty} {report.symbol} order, not a {tracked.side} {tracked.symbol} one"
         failed = self._replacement_reads.get(msg.broker_id, 0)
-        if msg.error is not None and not msg.not_found and failed < len(REPLACEMENT_READ_RETRY_S):
-            wait_s = REPLACEMENT_READ_RETRY_S[failed]
+        if msg.error is not None and not msg.not_found:
+            wait_s = REPLACEMENT_READ_RETRY_S[min(failed, len(REPLACEMENT_READ_RETRY_S) - 1)]
             self._replacement_reads[msg.broker_id] = failed + 1
-            log.log("WARNING" if failed == 0 else "INFO",
-                    f"order {tracked.label} its replacement id={msg.broker_id} could not be read ({msg.error}): "
-                    f"reading it again in {wait_s:g} s; its position sends nothing for those shares meanwhile")
+            spent = failed + 1 == len(REPLACEMENT_READ_RETRY_S)
+            level = "WARNING" if failed == 0 else "ERROR" if spent else "INFO"
+            log.log(level, f"order {tracked.label} its replacement id={msg.broker_id} could not be read "
+                           f"({failed + 1} times: {msg.error}): reading it again in {wait_s:g} s; its position sends "
+                           "nothing for those shares until it is read")
             tell_later(self.actor_ref, wait_s, ReadReplacementAgain(broker_id=msg.broker_id))
             return
         self._replacement_reads.pop(msg.broker_id, None)

@@ -64,12 +64,14 @@ STOP_WRITE_S = 5.0  # how long a position actor stopping waits for the database 
 # for (the router's catch-up brings them in seconds). Past it, the recorded shares go and those are left to the
 # doctor: a catch-up that cannot find them must not keep every share of the position without a stop.
 ENTRY_FILLS_WAIT_S = 30.0
-# Wall seconds a rebuilt position waits for the replacement of an OCO leg its book has `replaced` with none after it (a
-# kill between the two commits): the router follows it once the broker's report of the leg names it, or says it
-# cannot (the position hears of the leg then). Meanwhile no OCO
-# and no market exit is sent for those shares: the replacement may hold them, or have sold them (chaos, seed 297: a
-# flatten sold 335 shares a moved stop had sold, and left the account short).
-REPLACEMENT_WAIT_S = 75.0  # past the router's reads of it (REPLACEMENT_READ_RETRY_S: a minute)
+# A rebuilt position whose book has an OCO leg `replaced` with no replacement after it (a kill between the two
+# commits) asks the broker about that leg this often (wall seconds) until the router answers: with the replacement to
+# follow (m.OrderReplaced), or with the leg as the broker has it (no order to follow: Alpaca's triggered stop).
+# Meanwhile no OCO and no market exit is sent for those shares: the replacement may hold them, or have sold them
+# (chaos, seed 297: a flatten sold 335 shares a moved stop had sold, and left the account short). Never given up on:
+# guessing either way can sell the shares twice, and a broker that cannot answer a read takes no order either.
+REPLACEMENT_ASK_S = 5.0
+REPLACEMENT_ASKS_SAID_EVERY = 12
 # Late entry shares (_sell_late_entry_shares): the broker is asked what it holds this many times, LATE_SHARES_RETRY_S
 # apart, before they are left to the doctor.
 LATE_SHARES_READS = 5
@@ -135,6 +137,10 @@ class RetryProtection(m.Message):
 
 class RetryRefusedForShares(m.Message):
     """Protection the broker refused for want of free shares: time to try again (NO_SHARES_RETRY_S)."""
+
+
+class AskAboutReplacements(m.Message):
+    """Legs restored `replaced` still wait for the router's word: ask the broker about them again."""
 
 
 class CheckMarketOpen(m.Message):
@@ -203,7 +209,8 @@ class PositionActor(pykka.ThreadingActor):
         self._triggered_stop_looks: dict[int, tuple[int, float]] = {}
         self._kept_lone_stops: set[int] = set()  # such stops still working past the looks: kept, never cancelled
         # OCO legs restored `replaced` with no replacement in the book, and when the wait for it ends (monotonic)
-        self._awaited_replacements: dict[int, float] = {}
+        self._awaited_replacements: set[int] = set()
+        self._replacement_asks = 0
         self._replacement_timer: Delayed | None = None
         self._finished = False  # told the system and asked to stop: messages still queued must not do it again
         self._handed_over = False  # stopped for a rebuild: entry shares came after the close
@@ -331,6 +338,8 @@ class PositionActor(pykka.ThreadingActor):
         elif isinstance(message, RetryProtection):
             self._protection_held = False
             self._protect()
+        elif isinstance(message, AskAboutReplacements):
+            self._ask_about_replacements()
         elif isinstance(message, RetryRefusedForShares):
             self._no_shares_timer = None
             self._protect()
@@ -392,14 +401,16 @@ class PositionActor(pykka.ThreadingActor):
         for pair in self.pairs:
             if msg.replaced_order_id in (pair.take_profit, pair.stop_loss):
                 if pair.take_profit == msg.replaced_order_id:
-                    pair.take_profit = msg.new_order_id
+                    pair.take_profit, other = msg.new_order_id, self.orders.get(pair.stop_loss)
                 else:
-                    pair.stop_loss = msg.new_order_id
-                # The old leg's fills leave with it; a replace can only cover fewer shares than the pair had left.
-                pair.qty = min(pair.qty - sold, msg.qty)
+                    pair.stop_loss, other = msg.new_order_id, self.orders.get(pair.take_profit)
+                # protected_qty counts a pair as its qty less both legs' fills: the old leg's fills leave with it, and
+                # the new order covers its own qty beyond what the other leg has sold already (an OCO's stop shrinks
+                # as its take-profit fills; a review: 40 counted of 70 held, OCO after OCO refused for the rest).
+                pair.qty = min(pair.qty - sold, msg.qty + (other.filled_qty if other is not None else Decimal(0)))
         self._triggered_stop_looks.pop(msg.replaced_order_id, None)
         self._kept_lone_stops.discard(msg.replaced_order_id)
-        self._awaited_replacements.pop(msg.replaced_order_id, None)
+        self._awaited_replacements.discard(msg.replaced_order_id)
         if self.exit_order_id == msg.replaced_order_id:
             self.exit_order_id = msg.new_order_id
         self.log.warning(f"position {self.label} its {msg.role.replace('_', '-')} o-{msg.replaced_order_id} was "
@@ -418,7 +429,7 @@ class PositionActor(pykka.ThreadingActor):
             return
         if msg.cancel_asked:  # by this actor, or by the one it was rebuilt from: not a cancel made by hand
             self._cancels_asked.add(msg.order_id)
-        self._awaited_replacements.pop(msg.order_id, None)  # the router's word on it: not followed
+        self._awaited_replacements.discard(msg.order_id)  # the router's word on it: no replacement to follow
         view = self.orders.setdefault(msg.order_id, OrderView(role=msg.role))
         view.status, view.filled_qty = msg.status, max(view.filled_qty, msg.filled_qty)
         view.acknowledged = view.acknowledged or msg.status in ACKNOWLEDGED
@@ -820,15 +831,22 @@ class PositionActor(pykka.ThreadingActor):
                                     .get(timeout=write_timeout_s))
 
     def _awaiting_replacements(self) -> bool:
-        """Legs restored `replaced` whose replacement is still being looked for (REPLACEMENT_WAIT_S); past the wait,
-        said once, they count as ended and their shares as the position's own again."""
-        now = time.monotonic()
-        for leg, until in list(self._awaited_replacements.items()):
-            if now >= until:
-                del self._awaited_replacements[leg]
-                self.log.warning(f"position {self.label} no replacement of o-{leg} found in {REPLACEMENT_WAIT_S:g} s: "
-                                 "taken as ended; its shares are the position's to protect or sell again")
+        """Legs restored `replaced` whose replacement the router has not answered about yet (REPLACEMENT_ASK_S)."""
         return bool(self._awaited_replacements)
+
+    def _ask_about_replacements(self) -> None:
+        self._replacement_timer = None
+        if not self._awaited_replacements or self.position.status is not PositionStatus.OPEN:
+            self._awaited_replacements.clear()
+            return
+        legs = tuple(sorted(self._awaited_replacements))
+        self._replacement_asks += 1
+        if self._replacement_asks % REPLACEMENT_ASKS_SAID_EVERY == 0:
+            self.log.warning(f"position {self.label} still no word from the broker on {', '.join(f'o-{i}' for i in legs)}"
+                             f", replaced before a restart ({self._replacement_asks} asks): nothing sent for those "
+                             "shares until it comes")
+        self.router.tell(m.VerifyOrders(order_ids=legs))
+        self._replacement_timer = tell_later(self.actor_ref, REPLACEMENT_ASK_S, AskAboutReplacements())
 
     def _waits_for_protection_in_flight(self) -> bool:
         """The entry still works and an OCO of this position is on its way to the broker, sent less than
@@ -1519,13 +1537,11 @@ class PositionActor(pykka.ThreadingActor):
             # A leg `replaced` with no replacement in the book (the pairs follow every replacement recorded): killed
             # between its status and its replacement's row. The broker's report of it names the new order, which the
             # router then follows (m.OrderReplaced); until then its shares get neither an OCO nor a market exit.
-            waits_until = time.monotonic() + REPLACEMENT_WAIT_S
-            self._awaited_replacements = {leg: waits_until for leg in replaced}
+            self._awaited_replacements = set(replaced)
             self.log.warning(f"position {self.label} its {', '.join(f'o-{i}' for i in replaced)} was replaced at the "
                              f"broker before a restart, by an order not recorded yet: asking the broker, nothing sent "
-                             f"for those shares meanwhile (up to {REPLACEMENT_WAIT_S:g} s)")
-            self.router.tell(m.VerifyOrders(order_ids=replaced))
-            self._replacement_timer = tell_later(self.actor_ref, REPLACEMENT_WAIT_S, m.CheckProtection())
+                             f"for those shares until it answers")
+            self._ask_about_replacements()
         if self.flattening and self._market_is_closed():
             if row is not None and row.status == "closed":
                 # Late entry shares' sale: queued for the open when their stops were refused, it is what settles them

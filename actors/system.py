@@ -76,7 +76,12 @@ class Restored:
                 continue
             take_profits, stops = replacement_chain(o.order_id, replaced_by), replacement_chain(stop_id, replaced_by)
             sold = sum((by_id[i].filled_qty for i in (*take_profits[:-1], *stops[:-1])), Decimal(0))
-            pairs.append((take_profits[-1], stops[-1], o.quantity - sold))
+            qty = o.quantity - sold
+            # A replacement covers its own qty beyond what the other leg has sold (PositionActor._on_order_replaced).
+            for chain, other in ((take_profits, stops[-1]), (stops, take_profits[-1])):
+                if len(chain) > 1:
+                    qty = min(qty, by_id[chain[-1]].quantity + by_id[other].filled_qty)
+            pairs.append((take_profits[-1], stops[-1], qty))
         mine = [f for f in book.fills if f.order_id in roles]
         fills = tuple((roles[f.order_id], f.qty, f.price) for f in mine)
         recorded: dict[int, Decimal] = {}
