@@ -75,7 +75,19 @@ class ReadReplacement(m.Message):
     reply_to: Any
 
 
-Job = SubmitOrder | SubmitOco | Cancel | Verify | CatchUp | ReadPosition | ReadReplacement
+class ReadFirstOrder(m.Message):
+    """The order first placed where `broker_id` now stands: its `replaces` followed back (an OCO's stop leg moved by
+    hand before the leg's id was recorded). The answer (m.FirstOrderRead) goes to `reply_to`."""
+
+    order_id: int  # our row of it
+    broker_id: str  # the order the current leg replaced
+    reply_to: Any
+
+
+FIRST_ORDER_READS = 20  # replacements followed back at most: a chain of hand moves is short
+
+
+Job = SubmitOrder | SubmitOco | Cancel | Verify | CatchUp | ReadPosition | ReadReplacement | ReadFirstOrder
 
 
 def submit_order_ids(submit: SubmitOrder | SubmitOco) -> tuple[int, ...]:
@@ -213,6 +225,9 @@ class BrokerWorker(pykka.ThreadingActor):
             elif isinstance(job, ReadPosition):  # its asker waits for an answer, with shares and no stop
                 tell_if_alive(job.reply_to, m.BrokerPositionRead(symbol=job.symbol,
                                                                  error=f"unexpected {type(exc).__name__}: {exc}"))
+            elif isinstance(job, ReadFirstOrder):  # its leg stays unpaired until answered
+                tell_if_alive(job.reply_to, m.FirstOrderRead(order_id=job.order_id,
+                                                             error=f"unexpected {type(exc).__name__}: {exc}"))
             elif isinstance(job, ReadReplacement):  # its position waits to hear what its order became
                 tell_if_alive(job.reply_to, m.OrderRead(replaced_order_id=job.replaced_order_id,
                                                         broker_id=job.broker_id,
@@ -233,6 +248,8 @@ class BrokerWorker(pykka.ThreadingActor):
             self._read_position(message)
         elif isinstance(message, ReadReplacement):
             self._read_replacement(message)
+        elif isinstance(message, ReadFirstOrder):
+            self._read_first_order(message)
 
     def _submit(self, msg: SubmitOrder) -> None:
         row = msg.row
@@ -311,13 +328,25 @@ class BrokerWorker(pykka.ThreadingActor):
 
     def _read_replacement(self, msg: ReadReplacement) -> None:
         try:
-            report = self.broker.get_order(msg.broker_id, Priority.PROTECT)  # it may be a position's only stop now
+            report = self.broker.get_order(msg.broker_id, priority=Priority.PROTECT)
         except BrokerError as exc:
             tell_if_alive(msg.reply_to, m.OrderRead(replaced_order_id=msg.replaced_order_id, broker_id=msg.broker_id,
                                                     error=str(exc), not_found=isinstance(exc, NotFound)))
             return
         tell_if_alive(msg.reply_to, m.OrderRead(replaced_order_id=msg.replaced_order_id, broker_id=msg.broker_id,
                                                 report=report))
+
+    def _read_first_order(self, msg: ReadFirstOrder) -> None:
+        try:
+            report = self.broker.get_order(msg.broker_id, priority=Priority.PROTECT)
+            for _ in range(FIRST_ORDER_READS):
+                if not report.replaces:
+                    break
+                report = self.broker.get_order(report.replaces, priority=Priority.PROTECT)
+        except BrokerError as exc:
+            tell_if_alive(msg.reply_to, m.FirstOrderRead(order_id=msg.order_id, error=str(exc)))
+            return
+        tell_if_alive(msg.reply_to, m.FirstOrderRead(order_id=msg.order_id, report=report))
 
     def _catch_up(self, msg: CatchUp) -> None:
         try:

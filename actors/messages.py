@@ -178,6 +178,15 @@ class OrderRead(Message):
     not_found: bool = False  # the broker has no such order: reading it again would not help
 
 
+class FirstOrderRead(Message):
+    """The order first placed as our row `order_id` (an OCO stop leg since replaced at the broker), read back through
+    its replacements for the router; `report` is None when it could not be read (`error` says why)."""
+
+    order_id: int
+    report: Any = None  # OrderReport
+    error: str | None = None
+
+
 class CatchUpResult(Message):
     orders: tuple[OrderReport, ...]
     fills: tuple[FillReport, ...]

@@ -36,8 +36,8 @@ from actors import messages as m
 from actors.inbox import PeekableInbox
 from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
-from actors.broker_worker import (BrokerPool, Cancel, CatchUp, ReadPosition, ReadReplacement, SubmitOco, SubmitOrder,
-                                  Verify, submit_order_ids)
+from actors.broker_worker import (BrokerPool, Cancel, CatchUp, ReadFirstOrder, ReadPosition, ReadReplacement, SubmitOco,
+                                  SubmitOrder, Verify, submit_order_ids)
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.orders import (CatchUpKind, OrderStatus, oco_stop_leg_id, oco_take_profit_id, plan_catch_up,
@@ -287,6 +287,7 @@ class OrderRouter(pykka.ThreadingActor):
         self._replacing: dict[str, tuple[Tracked, OrderReport]] = {}
         self._not_following: set[str] = set()  # replacements whose read or row failed: left to the doctor
         self._replacement_reads: dict[str, int] = {}  # failed reads of each replacement being followed
+        self._finding_first: set[int] = set()  # stop legs whose first order is being read back (_find_first_leg)
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -1080,6 +1081,9 @@ class OrderRouter(pykka.ThreadingActor):
                 row = self.writer.get_order(oco_stop_leg_id(tracked.order_id)).get()
                 leg = self._track(row, owner=None) if row is not None else None
             if leg is not None and leg.role == "stop_loss" and leg.broker_id is None:
+                if report.legs[0].replaces and report.legs[0].replaces not in self.by_broker:
+                    self._find_first_leg(leg, report.legs[0])
+                    return
                 self._record_broker_id(leg, report.legs[0], group)
                 log.info(f"order {leg.label} broker id {report.legs[0].broker_id} learned from {source} (its "
                          f"take-profit's leg)")
@@ -1088,6 +1092,35 @@ class OrderRouter(pykka.ThreadingActor):
                 # asked of it meanwhile (a lone leg, a flatten) goes now that it can.
                 self._plan_report(leg, report.legs[0], report.legs[0].updated_at, None, group)
                 group.then(lambda _: self._after_acknowledged(leg))
+
+    def _find_first_leg(self, leg: Tracked, current: OrderReport) -> None:
+        """The take-profit's stop leg now is a replacement (moved by hand before the leg's id was recorded): our row is
+        the leg first placed. Read back to it, recorded as the row's, and followed forward from there, so no order of
+        the chain is missing from the database (chaos with stops moved by hand: the row paired with the new leg, the
+        first one "lost")."""
+        if leg.order_id in self._finding_first:
+            return
+        self._finding_first.add(leg.order_id)
+        log.info(f"order {leg.label} its stop leg at the broker id={current.broker_id} replaced id={current.replaces}: "
+                 "reading back to the leg first placed")
+        self._protect.tell(ReadFirstOrder(order_id=leg.order_id, broker_id=current.replaces, reply_to=self.actor_ref))
+
+    def _on_FirstOrderRead(self, msg: m.FirstOrderRead) -> None:
+        self._finding_first.discard(msg.order_id)
+        leg = self.by_order.get(msg.order_id)
+        first: OrderReport | None = msg.report
+        if leg is None or leg.broker_id is not None:
+            return  # paired meanwhile
+        if first is None or first.broker_id in self.by_broker:
+            # Read again with its take-profit (_pair_legs_later), or by the doctor's pass.
+            log.warning(f"order {leg.label} its first stop leg could not be read back ({msg.error or 'already ours'})")
+            return
+        group = WriteGroup()
+        self._record_broker_id(leg, first, group)
+        log.info(f"order {leg.label} broker id {first.broker_id} learned by reading back from its replacement")
+        self._plan_report(leg, first, first.updated_at, None, group)  # `replaced`: followed on (_follow_replacement)
+        group.then(lambda _: self._after_acknowledged(leg))
+        group.commit(self.writer)
 
     def _record_broker_id(self, tracked: Tracked, report: OrderReport, group: WriteGroup) -> StoreCall:
         tracked.broker_id = report.broker_id

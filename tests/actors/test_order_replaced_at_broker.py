@@ -374,3 +374,33 @@ def test_the_doctor_counts_a_stop_once_after_its_take_profit_was_moved(trading, 
     time.sleep(0.5)
     with doctor_on(trading, doctor_broker) as doctor:
         assert doctor.run_pass(reason="test").get().findings == ()
+
+
+def test_a_stop_leg_moved_before_its_id_was_recorded_is_read_back_to_the_first_and_followed(trading, monkeypatch):
+    """Chaos with stops moved by hand (seed 298): an OCO's reply was lost, its stop leg not paired yet (only its
+    take-profit, read by id, names it), and the stop was moved by hand meanwhile. The take-profit's read then named the
+    new leg, and the row was paired with it: the leg first placed, now `replaced`, was in no row ("lost"). Now the
+    router reads back to the first leg, records it as the row's, and follows its replacement from there."""
+    from alpaca.trading.requests import GetOrderByIdRequest
+
+    from tests.actors.test_oco_unpaired_leg import reads_by_id_down, settle_oco_by_lookup_with_its_read_failing
+
+    down = reads_by_id_down(monkeypatch)
+    settle_oco_by_lookup_with_its_read_failing(trading, down, faults_after="drop=1.0")  # no stream event pairs it
+    down[0] = True  # the leg stays unpaired while it is moved
+    client = by_hand(trading)
+    target = leg(trading, "take_profit")
+    first_id = str(client.get_order_by_id(target.alpaca_order_id, GetOrderByIdRequest(nested=True)).legs[0].id)
+    assert leg(trading, "stop_loss").alpaca_order_id is None
+    moved = client.replace_order_by_id(first_id, ReplaceOrderRequest(stop_price=146))
+    down[0] = False
+    trading.wait_for(lambda: len(legs(trading)) == 3, "the moved stop's row", timeout=15)
+    first, new = legs(trading)[1:]
+    assert (first.alpaca_order_id, first.status, first.replaced_by_order_id) == (first_id, "replaced", new.order_id)
+    assert (new.alpaca_order_id, new.role, new.status) == (str(moved.id), "stop_loss", "accepted")
+
+    trading.exchange.set_faults("")
+    trading.trade("AAPL", "145.50")
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                "the moved stop's fill closing the position")
+    assert position.realized_pnl == Decimal("-395.00") and trading.broker_view()["positions"] == []
