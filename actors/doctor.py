@@ -339,7 +339,8 @@ class DoctorActor(pykka.ThreadingActor):
         unsent_first = {r.order_id for r in rows if r.alpaca_order_id is None}
         acknowledged = frozenset(r.order_id for r in reread if r.order_id in unsent_first and r.alpaca_order_id)
         recorded_since = frozenset(self.writer.execution_keys([r.order_id for r in rows]).get()) - keys
-        views = order_views(reports)
+        # Once per order: one read by id (_read_unlisted) may be an OCO whose leg was read by id too.
+        views = list({item.broker_id: (item, view) for item, view in reversed(order_views(reports))}.values())[::-1]
         flat = {item.broker_id: item for item, _ in views}
         cum = _cumulative(fills)
         local = LocalView(
@@ -367,10 +368,13 @@ class DoctorActor(pykka.ThreadingActor):
         listed = {item.broker_id for item, _ in order_views(reports)}
         unlisted = [r for r in rows if r.alpaca_order_id and r.alpaca_order_id not in listed
                     and OrderStatus(r.status) not in ORDER_MACHINE.terminal]
-        found = []
+        found: list[OrderReport] = []
         for row in unlisted[:UNLISTED_READS]:
+            if row.alpaca_order_id in listed:
+                continue  # the leg of an OCO read by id just before
             try:
                 found.append(self.broker.get_order(row.alpaca_order_id))
+                listed.update(item.broker_id for item, _ in order_views(found[-1:]))
             except NotFound:
                 continue  # ORDER_NOT_AT_BROKER says so
             except BrokerError as exc:
