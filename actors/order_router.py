@@ -835,6 +835,9 @@ class OrderRouter(pykka.ThreadingActor):
                         f"order {t.label} outcome unknown after submit: {msg.unknown}; the doctor settles it"))
         else:
             for tracked, report in zip(rows, [msg.report, *msg.report.legs]):
+                if tracked.role == "stop_loss" and report.replaces and report.replaces not in self.by_broker:
+                    self._find_first_leg(tracked, report)  # moved by hand before this answer (a look-up's) came
+                    continue
                 self._acknowledge(tracked, report, group)
             if len(rows) > 1 + len(msg.report.legs):
                 # An OCO answered without its stop leg (a reply read un-nested): the leg's row has no broker id, so

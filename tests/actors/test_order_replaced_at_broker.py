@@ -404,3 +404,41 @@ def test_a_stop_leg_moved_before_its_id_was_recorded_is_read_back_to_the_first_a
     position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
                                 "the moved stop's fill closing the position")
     assert position.realized_pnl == Decimal("-395.00") and trading.broker_view()["positions"] == []
+
+
+def test_a_stop_leg_moved_before_the_look_up_that_settles_its_oco_is_read_back_and_followed(trading, monkeypatch):
+    """Chaos with stops moved by hand (seed 298, again): the OCO's reply lost, the stop was moved before the look-up
+    by client_order_id settled it; the look-up's nested read named the new leg, and the acknowledgement paired the
+    row with it, the leg first placed in no row. The acknowledgement now reads back to the first leg too."""
+    from alpaca.trading.requests import GetOrderByIdRequest
+
+    from catalyst.broker.adapter import AlpacaBroker
+    from tests.actors.test_oco_settled_by_lookup import open_with_an_oco_settled_by_lookup
+
+    real_look_up = AlpacaBroker.get_order_by_client_id
+    moved: list[Any] = []
+
+    def look_up(self, client_order_id, *args, **kwargs):
+        take_profit = real_look_up(self, client_order_id, *args, **kwargs)
+        if take_profit is not None and take_profit.order_class == "oco" and not moved:  # the trader, just before
+            trading.exchange.set_faults("")  # the trader's own requests answered
+            client = by_hand(trading)
+            first = client.get_order_by_id(take_profit.broker_id, GetOrderByIdRequest(nested=True)).legs[0]
+            moved.append((str(first.id), client.replace_order_by_id(first.id, ReplaceOrderRequest(stop_price=146))))
+            return real_look_up(self, client_order_id, *args, **kwargs)
+        return take_profit
+
+    monkeypatch.setattr(AlpacaBroker, "get_order_by_client_id", look_up)
+    open_with_an_oco_settled_by_lookup(trading)  # replies lost, stream events dropped: only the look-up pairs it
+    ((first_id, new),) = moved
+    trading.wait_for(lambda: len(legs(trading)) == 3, "the moved stop's row", timeout=15)
+    first, replacement = legs(trading)[1:]
+    assert (first.alpaca_order_id, first.status, first.replaced_by_order_id) == (
+        first_id, "replaced", replacement.order_id)
+    assert (replacement.alpaca_order_id, replacement.role) == (str(new.id), "stop_loss")
+
+    trading.exchange.set_faults("")
+    trading.trade("AAPL", "145.50")
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                "the moved stop's fill closing the position")
+    assert position.realized_pnl == Decimal("-395.00") and trading.broker_view()["positions"] == []
