@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 from alpaca.trading.client import TradingClient
@@ -24,12 +24,15 @@ from alpaca.trading.requests import ReplaceOrderRequest
 from actors import messages as m
 from actors import order_router as router_module
 from actors import position as position_module
+from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.errors import NotFound, TransientError
 from catalyst.domain.orders import OrderStatus
 from tests.actors.conftest import logged_lines, wait_for
 from tests.actors.test_protection_cancelled_elsewhere import legs, open_protected
 from tests.actors.test_trade_scenarios import position_of, protected_qty
 
 FOLLOWING = "was replaced at the broker by"
+REAL_GET_ORDER = AlpacaBroker.get_order
 
 
 def by_hand(trading) -> TradingClient:
@@ -44,6 +47,42 @@ def leg(trading, role: str, status: str | None = None) -> Any:
 
 def broker_orders(trading) -> list[dict]:
     return [o for o in trading.broker_view()["orders"] if o["symbol"] == "AAPL"]
+
+
+def reads_of_new_orders_fail(trading, monkeypatch, error: Callable[[str], Exception],
+                             times: int | None = None) -> list[str]:
+    """The daemon's reads by id fail with `error(broker_id)` for every order the database does not hold now (a
+    replacement, read before the test even knows its id): `times` times, or until REAL_GET_ORDER is put back. The ids
+    of the reads that failed, in order."""
+    ours = {o.alpaca_order_id for o in trading.all_orders()}
+    failed: list[str] = []
+
+    def get_order(self, broker_id, *args, **kwargs):
+        if broker_id not in ours and (times is None or len(failed) < times):
+            failed.append(broker_id)
+            raise error(broker_id)
+        return REAL_GET_ORDER(self, broker_id, *args, **kwargs)
+
+    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
+    return failed
+
+
+def unavailable(_: str) -> Exception:
+    return TransientError("503 from the broker", status=503)
+
+
+def stopped_while_following_a_moved_stop(trading, monkeypatch) -> Any:
+    """Protected, the stop moved to 146 by hand, the daemon stopped while the new stop's reads fail (its row not
+    written: the old stop's row `replaced`, as a kill between the two commits leaves it). The old stop's row."""
+    open_protected(trading)
+    stop = leg(trading, "stop_loss")
+    reads_of_new_orders_fail(trading, monkeypatch, unavailable)
+    with logged_lines("actors.order_router", "WARNING") as warnings:
+        by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
+        trading.wait_for(lambda: [w for w in warnings if "could not be read" in w], "a failed read of the new stop")
+    assert len(legs(trading)) == 2 and leg(trading, "stop_loss").status == "replaced"
+    trading.stop()
+    return stop
 
 
 @pytest.fixture(autouse=True)
@@ -144,20 +183,10 @@ def test_a_replacement_the_broker_says_it_does_not_have_leaves_the_leg_ended_and
     """The broker answers the new order's read with 404 (no such order): the old leg is taken as ended, as before this
     was followed, and said on one ERROR line; the lone take-profit is cancelled (which takes the new stop with it at
     the broker) and the shares get an OCO of the position's own. (A read that fails otherwise is tried again, below.)"""
-    from catalyst.broker.adapter import AlpacaBroker
-    from catalyst.broker.errors import NotFound
-
     open_protected(trading)
     stop = leg(trading, "stop_loss")
-    real_get_order = AlpacaBroker.get_order
-    ours = {o.alpaca_order_id for o in trading.all_orders()}
-
-    def get_order(self, broker_id, *args, **kwargs):
-        if broker_id not in ours:  # the new order: read before this test even knows its id
-            raise NotFound("order not found", status=404, operation=f"order id={broker_id}")
-        return real_get_order(self, broker_id, *args, **kwargs)
-
-    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
+    reads_of_new_orders_fail(trading, monkeypatch,
+                             lambda broker_id: NotFound("order not found", status=404, operation=f"order id={broker_id}"))
     with logged_lines("actors.order_router", "WARNING") as warnings:
         moved = by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
         said = trading.wait_for(lambda: [w for w in warnings if "not followed" in w], "the WARNING")
@@ -175,29 +204,11 @@ def test_a_replacement_left_unfollowed_when_the_daemon_stopped_is_followed_after
     """The stop's row says `replaced` with no replacement row (the daemon stopped while its reads failed; a kill
     between the two commits does the same): the rebuilt position asks the broker about that leg, whose report names
     the new order, followed then, before the lone-leg grace would cancel the take-profit."""
-    from catalyst.broker.adapter import AlpacaBroker
-    from catalyst.broker.errors import TransientError
-
     monkeypatch.setattr(position_module, "LONE_LEG_GRACE_S", 60.0)  # the first daemon leaves the pair be
     monkeypatch.setattr(router_module, "REPLACEMENT_READ_RETRY_S", (0.1,))
-    open_protected(trading)
-    stop = leg(trading, "stop_loss")
-    real_get_order = AlpacaBroker.get_order
-    ours = {o.alpaca_order_id for o in trading.all_orders()}
+    stopped_while_following_a_moved_stop(trading, monkeypatch)
 
-    def get_order(self, broker_id, *args, **kwargs):
-        if broker_id not in ours:
-            raise TransientError("503 from the broker", status=503)
-        return real_get_order(self, broker_id, *args, **kwargs)
-
-    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
-    with logged_lines("actors.order_router", "WARNING") as warnings:
-        by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
-        trading.wait_for(lambda: [w for w in warnings if "could not be read" in w], "a failed read of the new stop")
-    assert len(legs(trading)) == 2 and leg(trading, "stop_loss").status == "replaced"
-    trading.stop()
-
-    monkeypatch.setattr(AlpacaBroker, "get_order", real_get_order)
+    monkeypatch.setattr(AlpacaBroker, "get_order", REAL_GET_ORDER)
     monkeypatch.setattr(position_module, "LONE_LEG_GRACE_S", 1.0)
     trading.start()
     trading.wait_for(lambda: len(legs(trading)) == 3, "the replacement's row")
@@ -215,23 +226,10 @@ def test_a_replacement_left_unfollowed_when_the_daemon_stopped_is_followed_after
 def test_while_a_replacement_cannot_be_read_its_position_sends_nothing_and_follows_it_once_read(trading, monkeypatch):
     """The broker fails the new order's first reads: the router reads it again after a wait, and meanwhile the replaced
     leg still counts as working, so the take-profit is not taken for a lone leg (0.3 s here) and no OCO goes out."""
-    from catalyst.broker.adapter import AlpacaBroker
-    from catalyst.broker.errors import TransientError
-
     monkeypatch.setattr(router_module, "REPLACEMENT_READ_RETRY_S", (0.5, 0.5, 0.5))
     open_protected(trading)
     stop = leg(trading, "stop_loss")
-    real_get_order = AlpacaBroker.get_order
-    ours = {o.alpaca_order_id for o in trading.all_orders()}
-    failed: list[str] = []
-
-    def get_order(self, broker_id, *args, **kwargs):
-        if broker_id not in ours and len(failed) < 2:
-            failed.append(broker_id)
-            raise TransientError("503 from the broker", status=503)
-        return real_get_order(self, broker_id, *args, **kwargs)
-
-    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
+    failed = reads_of_new_orders_fail(trading, monkeypatch, unavailable, times=2)
     with logged_lines("actors.order_router", "WARNING") as warnings:
         by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
         trading.wait_for(lambda: len(legs(trading)) == 3, "the replacement's row, at its third read", timeout=10)
@@ -253,30 +251,12 @@ def test_a_rebuilt_position_sells_nothing_while_its_moved_stop_is_looked_for_and
     its 335 shares for bare: an OCO (refused, none free), then its flatten's market exit sold them a second time and
     left the account short. Now it asks the broker about the leg and sends nothing for those shares meanwhile; the
     router follows the replacement, whose fill closes the position."""
-    from catalyst.broker.adapter import AlpacaBroker
-    from catalyst.broker.errors import TransientError
-
     monkeypatch.setattr(router_module, "REPLACEMENT_READ_RETRY_S", (60.0,))  # still reading it when stopped
-    open_protected(trading)
-    stop = leg(trading, "stop_loss")
-    real_get_order = AlpacaBroker.get_order
-    ours = {o.alpaca_order_id for o in trading.all_orders()}
-
-    def get_order(self, broker_id, *args, **kwargs):
-        if broker_id not in ours:
-            raise TransientError("503 from the broker", status=503)
-        return real_get_order(self, broker_id, *args, **kwargs)
-
-    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
-    with logged_lines("actors.order_router", "WARNING") as warnings:
-        by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
-        trading.wait_for(lambda: [w for w in warnings if "could not be read" in w], "a failed read of the new stop")
-    assert leg(trading, "stop_loss").status == "replaced" and len(legs(trading)) == 2
-    trading.stop()
+    stopped_while_following_a_moved_stop(trading, monkeypatch)
     trading.trade("AAPL", "145.50")  # the moved stop fills while the daemon is down; the broker cancels the target
     assert trading.broker_view()["positions"] == []
 
-    monkeypatch.setattr(AlpacaBroker, "get_order", real_get_order)
+    monkeypatch.setattr(AlpacaBroker, "get_order", REAL_GET_ORDER)
     with logged_lines("actors.position", "INFO") as lines:
         trading.start()
         (actor,) = trading.wait_for(lambda: trading.system.supervisor.live_refs().get(), "the position rebuilt")
@@ -321,26 +301,9 @@ def test_a_rebuilt_position_asks_again_until_the_broker_answers_about_its_replac
     """A review: the rebuilt position of the test above asked about its replaced leg once; that one read failing, its
     wait ran out and the flatten's market exit sold the shares the moved stop had sold (short 100). Now it asks again
     (every 5 s; 0.3 s here) until the router answers, and nothing is sent for those shares meanwhile."""
-    from catalyst.broker.adapter import AlpacaBroker
-    from catalyst.broker.errors import TransientError
-
     monkeypatch.setattr(router_module, "REPLACEMENT_READ_RETRY_S", (60.0,))
     monkeypatch.setattr(position_module, "REPLACEMENT_ASK_S", 0.3)
-    open_protected(trading)
-    stop = leg(trading, "stop_loss")
-    real_get_order = AlpacaBroker.get_order
-    ours = {o.alpaca_order_id for o in trading.all_orders()}
-
-    def get_order(self, broker_id, *args, **kwargs):
-        if broker_id not in ours:
-            raise TransientError("503 from the broker", status=503)
-        return real_get_order(self, broker_id, *args, **kwargs)
-
-    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
-    with logged_lines("actors.order_router", "WARNING") as warnings:
-        by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
-        trading.wait_for(lambda: [w for w in warnings if "could not be read" in w], "a failed read of the new stop")
-    trading.stop()
+    stop = stopped_while_following_a_moved_stop(trading, monkeypatch)
     trading.trade("AAPL", "145.50")  # the moved stop fills while the daemon is down
 
     failed: list[str] = []
@@ -348,8 +311,8 @@ def test_a_rebuilt_position_asks_again_until_the_broker_answers_about_its_replac
     def first_look_fails(self, broker_id, *args, **kwargs):
         if broker_id == stop.alpaca_order_id and len(failed) < 3:  # the rebuilt position's first looks at the leg
             failed.append(broker_id)
-            raise TransientError("503 from the broker", status=503)
-        return real_get_order(self, broker_id, *args, **kwargs)
+            raise unavailable(broker_id)
+        return REAL_GET_ORDER(self, broker_id, *args, **kwargs)
 
     monkeypatch.setattr(AlpacaBroker, "get_order", first_look_fails)
     trading.start()
@@ -412,7 +375,6 @@ def test_a_stop_leg_moved_before_the_look_up_that_settles_its_oco_is_read_back_a
     row with it, the leg first placed in no row. The acknowledgement now reads back to the first leg too."""
     from alpaca.trading.requests import GetOrderByIdRequest
 
-    from catalyst.broker.adapter import AlpacaBroker
     from tests.actors.test_oco_settled_by_lookup import open_with_an_oco_settled_by_lookup
 
     real_look_up = AlpacaBroker.get_order_by_client_id
