@@ -1115,8 +1115,11 @@ class OrderRouter(pykka.ThreadingActor):
         if leg is None or leg.broker_id is not None:
             return  # paired meanwhile
         if first is None or first.broker_id in self.by_broker:
-            # Read again with its take-profit (_pair_legs_later), or by the doctor's pass.
-            log.warning(f"order {leg.label} its first stop leg could not be read back ({msg.error or 'already ours'})")
+            # Its take-profit is read again (_on_PairLegs), which reads back again; past its tries, the doctor's pass.
+            log.warning(f"order {leg.label} its first stop leg could not be read back ({msg.error or 'already ours'}): "
+                        "reading its take-profit again")
+            self._unpaired.setdefault(oco_take_profit_id(leg.order_id), 0)
+            self._pair_legs_later()
             return
         group = WriteGroup()
         self._record_broker_id(leg, first, group)

@@ -369,10 +369,13 @@ def test_a_stop_leg_moved_before_its_id_was_recorded_is_read_back_to_the_first_a
     assert position.realized_pnl == Decimal("-395.00") and trading.broker_view()["positions"] == []
 
 
-def test_a_stop_leg_moved_before_the_look_up_that_settles_its_oco_is_read_back_and_followed(trading, monkeypatch):
+@pytest.mark.parametrize("first_read_back_fails", [False, True])
+def test_a_stop_leg_moved_before_the_look_up_that_settles_its_oco_is_read_back_and_followed(
+        trading, monkeypatch, first_read_back_fails):
     """Chaos with stops moved by hand (seed 298, again): the OCO's reply lost, the stop was moved before the look-up
     by client_order_id settled it; the look-up's nested read named the new leg, and the acknowledgement paired the
-    row with it, the leg first placed in no row. The acknowledgement now reads back to the first leg too."""
+    row with it, the leg first placed in no row. The acknowledgement now reads back to the first leg too; a read-back
+    that fails is made again with the take-profit's next read (every 5 s; 0.3 s here)."""
     from alpaca.trading.requests import GetOrderByIdRequest
 
     from tests.actors.test_oco_settled_by_lookup import open_with_an_oco_settled_by_lookup
@@ -391,6 +394,16 @@ def test_a_stop_leg_moved_before_the_look_up_that_settles_its_oco_is_read_back_a
         return take_profit
 
     monkeypatch.setattr(AlpacaBroker, "get_order_by_client_id", look_up)
+    monkeypatch.setattr(router_module, "PAIR_LEGS_EVERY_S", 0.3)
+    read_back: list[str] = []
+
+    def get_order(self, broker_id, *args, **kwargs):
+        if moved and broker_id == moved[0][0] and first_read_back_fails and not read_back:
+            read_back.append(broker_id)
+            raise unavailable(broker_id)
+        return REAL_GET_ORDER(self, broker_id, *args, **kwargs)
+
+    monkeypatch.setattr(AlpacaBroker, "get_order", get_order)
     open_with_an_oco_settled_by_lookup(trading)  # replies lost, stream events dropped: only the look-up pairs it
     ((first_id, new),) = moved
     trading.wait_for(lambda: len(legs(trading)) == 3, "the moved stop's row", timeout=15)
@@ -398,6 +411,7 @@ def test_a_stop_leg_moved_before_the_look_up_that_settles_its_oco_is_read_back_a
     assert (first.alpaca_order_id, first.status, first.replaced_by_order_id) == (
         first_id, "replaced", replacement.order_id)
     assert (replacement.alpaca_order_id, replacement.role) == (str(new.id), "stop_loss")
+    assert read_back == ([first_id] if first_read_back_fails else [])
 
     trading.exchange.set_faults("")
     trading.trade("AAPL", "145.50")
