@@ -208,7 +208,7 @@ class PositionActor(pykka.ThreadingActor):
         # Lone stops whose take-profit was replaced: REST looks made at each, and when its next is due (monotonic).
         self._triggered_stop_looks: dict[int, tuple[int, float]] = {}
         self._kept_lone_stops: set[int] = set()  # such stops still working past the looks: kept, never cancelled
-        # OCO legs restored `replaced` with no replacement in the book, and when the wait for it ends (monotonic)
+        # OCO legs restored `replaced` with no replacement in the book: the router has not answered about them yet
         self._awaited_replacements: set[int] = set()
         self._replacement_asks = 0
         self._replacement_timer: Delayed | None = None
