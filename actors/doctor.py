@@ -339,8 +339,11 @@ class DoctorActor(pykka.ThreadingActor):
         unsent_first = {r.order_id for r in rows if r.alpaca_order_id is None}
         acknowledged = frozenset(r.order_id for r in reread if r.order_id in unsent_first and r.alpaca_order_id)
         recorded_since = frozenset(self.writer.execution_keys([r.order_id for r in rows]).get()) - keys
-        # Once per order: one read by id (_read_unlisted) may be an OCO whose leg was read by id too.
-        views = list({item.broker_id: (item, view) for item, view in reversed(order_views(reports))}.values())[::-1]
+        views, viewed = [], set()
+        for item, view in order_views(reports):
+            if item.broker_id not in viewed:  # once per order: a leg read by id may also be in its OCO's read
+                viewed.add(item.broker_id)
+                views.append((item, view))
         flat = {item.broker_id: item for item, _ in views}
         cum = _cumulative(fills)
         local = LocalView(
