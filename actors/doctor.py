@@ -30,7 +30,7 @@ from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus, oco_stop_leg_id, oco_take_profit_id
 from catalyst.domain.positions import Position, PositionSide, PositionStatus
 from catalyst.domain.reconcile import (
-    BrokerFill, BrokerView, DoctorSettings, Finding, FindingType, LocalOrder,
+    BrokerFill, BrokerOrder, BrokerView, DoctorSettings, Finding, FindingType, LocalOrder,
     LocalPosition, LocalView, Policy, WORKING_BROKER, execution_key, reconcile, signed_qty,
 )  # fmt: skip
 from catalyst.store.batch import call
@@ -92,6 +92,21 @@ def needs_a_second_look(finding: Finding) -> bool:
 
 class PositionBusy(Exception):
     """A live position actor did not answer, and none that did is the finding's: it may be the one."""
+
+
+def once_per_order(views: list[tuple[OrderReport, BrokerOrder]]) -> list[tuple[OrderReport, BrokerOrder]]:
+    """Each broker order viewed once. A leg can be listed twice: under a take-profit replaced at the broker (moved by
+    hand: Alpaca may still list its legs) and under its replacement, or read by id beside its OCO's read by id
+    (_read_unlisted). Counted twice, its stop made every pass say EXCESS_PROTECTION (a review). The view under a
+    parent still working is kept; under a replaced parent only when it has no other (a triggered stop's take-profit
+    `replaced` by no order, alpaca-py #198, whose leg is the exit in flight)."""
+    replaced = {item.broker_id for item, _ in views if item.status == "replaced"}
+    kept: dict[str, tuple[OrderReport, BrokerOrder]] = {}
+    for item, view in views:
+        earlier = kept.get(item.broker_id)
+        if earlier is None or (earlier[1].parent_id in replaced and view.parent_id not in replaced):
+            kept[item.broker_id] = (item, view)
+    return list(kept.values())
 
 
 class DoctorActor(pykka.ThreadingActor):
@@ -339,11 +354,7 @@ class DoctorActor(pykka.ThreadingActor):
         unsent_first = {r.order_id for r in rows if r.alpaca_order_id is None}
         acknowledged = frozenset(r.order_id for r in reread if r.order_id in unsent_first and r.alpaca_order_id)
         recorded_since = frozenset(self.writer.execution_keys([r.order_id for r in rows]).get()) - keys
-        views, viewed = [], set()
-        for item, view in order_views(reports):
-            if item.broker_id not in viewed:  # once per order: a leg read by id may also be in its OCO's read
-                viewed.add(item.broker_id)
-                views.append((item, view))
+        views = once_per_order(order_views(reports))
         flat = {item.broker_id: item for item, _ in views}
         cum = _cumulative(fills)
         local = LocalView(

@@ -70,14 +70,11 @@ class PositionReport(Report):
 
 
 def order_views(reports: list[OrderReport]) -> list[tuple[OrderReport, BrokerOrder]]:
-    """Each order and each leg of it (an OCO's stop leg travels inside its take-profit), with reconciliation's view.
-    A take-profit replaced at the broker may still list its legs, which are its replacement's now: they are viewed
-    once, under the replacement (a review: the stop counted twice, every doctor pass said EXCESS_PROTECTION)."""
+    """Each order and each leg of it (an OCO's stop leg travels inside its take-profit), with reconciliation's view."""
     return [(item, BrokerOrder(item.broker_id, item.client_order_id, item.symbol, item.side, item.qty or Decimal(0),
                                item.filled_qty, item.status, item.type, parent))
             for report in reports
-            for item, parent in ((report, None), *((leg, report.broker_id) for leg in report.legs
-                                                   if report.status != "replaced"))]
+            for item, parent in ((report, None), *((leg, report.broker_id) for leg in report.legs))]
 
 
 def position_view(position: PositionReport) -> BrokerPosition:
