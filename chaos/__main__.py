@@ -151,8 +151,7 @@ def kill_moments(settings: ChaosSettings, rng: random.Random) -> list[datetime]:
 def disk_full_restarts(settings: ChaosSettings, seed: int) -> set[int]:
     """Indexes of the kills after which the daemon starts on a filling disk: never after the last, which must run
     the day to its end. Drawn from a generator of their own, so a seed's kill moments are those without the option."""
-    candidates = range(max(settings.kills - 1, 0))
-    return set(random.Random(f"disk-full-{seed}").sample(candidates, min(settings.disk_full, len(candidates))))
+    return _kill_indexes(settings, settings.disk_full, f"disk-full-{seed}")
 
 
 def disk_fill_moments(settings: ChaosSettings, seed: int, restarts_on_a_filling_disk: set[int]) -> set[int]:
@@ -165,8 +164,14 @@ def disk_fill_moments(settings: ChaosSettings, seed: int, restarts_on_a_filling_
 def stop_move_moments(settings: ChaosSettings, seed: int) -> set[int]:
     """Indexes of the kill moments a trader moves the stops just before (`--move-stops`): never the last, from a
     generator of their own."""
+    return _kill_indexes(settings, settings.move_stops, f"move-stops-{seed}")
+
+
+def _kill_indexes(settings: ChaosSettings, count: int, generator: str) -> set[int]:
+    """`count` kill moment indexes, never the last, drawn by a generator named `generator` of their own (so a seed's
+    kill moments stay those without the option)."""
     candidates = range(max(settings.kills - 1, 0))
-    return set(random.Random(f"move-stops-{seed}").sample(candidates, min(settings.move_stops, len(candidates))))
+    return set(random.Random(generator).sample(candidates, min(count, len(candidates))))
 
 
 def _wait_clock(exchange: ExchangeProcess, target: datetime, timeout_s: float) -> None:
