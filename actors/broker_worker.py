@@ -65,6 +65,7 @@ class CatchUp(m.Message):
 class ReadPosition(m.Message):
     symbol: str
     reply_to: Any
+    for_exit: bool = False  # echoed in the answer
 
 
 class ReadReplacement(m.Message):
@@ -223,7 +224,7 @@ class BrokerWorker(pykka.ThreadingActor):
                 tell_if_alive(job.reply_to, m.SubmitResult(order_ids=submit_order_ids(job),
                                                            unknown=f"unexpected {type(exc).__name__}: {exc}"))
             elif isinstance(job, ReadPosition):  # its asker waits for an answer, with shares and no stop
-                tell_if_alive(job.reply_to, m.BrokerPositionRead(symbol=job.symbol,
+                tell_if_alive(job.reply_to, m.BrokerPositionRead(symbol=job.symbol, for_exit=job.for_exit,
                                                                  error=f"unexpected {type(exc).__name__}: {exc}"))
             elif isinstance(job, ReadFirstOrder):  # its leg stays unpaired until answered
                 tell_if_alive(job.reply_to, m.FirstOrderRead(order_id=job.order_id,
@@ -319,12 +320,13 @@ class BrokerWorker(pykka.ThreadingActor):
 
     def _read_position(self, msg: ReadPosition) -> None:
         try:
-            held = self.broker.position(msg.symbol)
+            # A position waits on it with shares and no stop (a market exit's size, late entry shares' sale)
+            held = self.broker.position(msg.symbol, priority=Priority.PROTECT)
         except BrokerError as exc:
-            tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, error=str(exc)))
+            tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, error=str(exc), for_exit=msg.for_exit))
             return
         qty = Decimal(0) if held is None else (held.qty if held.side == "long" else -held.qty)
-        tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, qty=qty))
+        tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, qty=qty, for_exit=msg.for_exit))
 
     def _read_replacement(self, msg: ReadReplacement) -> None:
         try:

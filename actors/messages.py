@@ -84,6 +84,7 @@ class ReadBrokerPosition(Message):
 
     symbol: str
     reply_to: Any
+    for_exit: bool = False  # asked to size a market exit (else: whether late entry shares are there to sell)
 
 
 class BrokerPositionRead(Message):
@@ -93,6 +94,7 @@ class BrokerPositionRead(Message):
     symbol: str
     qty: Decimal = Decimal(0)
     error: str | None = None
+    for_exit: bool = False  # the question's
 
 
 class Register(Message):

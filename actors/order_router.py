@@ -792,7 +792,7 @@ class OrderRouter(pykka.ThreadingActor):
             self._general.tell(Verify(orders=tuple(known.items()), reply_to=self.actor_ref))
 
     def _on_ReadBrokerPosition(self, msg: m.ReadBrokerPosition) -> None:
-        self._general.tell(ReadPosition(symbol=msg.symbol, reply_to=msg.reply_to))
+        self._protect.tell(ReadPosition(symbol=msg.symbol, reply_to=msg.reply_to, for_exit=msg.for_exit))  # an exit or a sale waits on it
 
     def _to_general(self, submit: SubmitOrder) -> None:
         """An entry to a general worker."""

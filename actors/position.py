@@ -24,7 +24,8 @@ from catalyst.broker.errors import RejectReason
 from catalyst.clock import wall_seconds
 from catalyst.domain.money import lots_average
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
-from catalyst.domain.positions import Position, PositionSide, PositionStatus, exits_from_fill, replay_fills
+from catalyst.domain.positions import (Position, PositionSide, PositionStatus, exit_size, exits_from_fill,
+                                       held_at_broker, replay_fills)
 from catalyst.store.batch import call, unwrap_all
 from catalyst.store.records import NewOrder as NewOrderRow
 
@@ -88,6 +89,14 @@ NO_SHARES_WINDOW_S = 15.0
 # Reads of a broker position that holds fewer shares than the late ones before they are left as sold by hand: Alpaca's
 # positions can lag its orders for several seconds after a fill (ALPACA.md §7), and late shares were just recorded.
 LATE_SHARES_LAG_READS = 3
+# Before a market exit the broker is asked what it holds of the position's shares (_held_for_exit): shares sold outside
+# Catalyst while it runs (its OCO cancelled by hand, then a hand sale) are recorded nowhere here until the doctor's
+# pass, and an exit of them would sell short. A read that fails is made again, FLATTEN_RECHECK_S apart, this many times
+# in all before the exit goes for the shares recorded: a positions answer that cannot be read (one the adapter refuses
+# as malformed) must not hold bare shares from their exit for good.
+EXIT_READ_TRIES = 3
+EXIT_READ_ANSWER_S = 10.0  # a read not answered by then is made again
+EXIT_NONE_RECHECK_S = 30.0  # the broker holding none of the shares: asked again this often (wall seconds)
 
 
 # A market exit that ends in one of these has failed, for the shares it left (_exit_failed). (FILLED can be announced
@@ -224,6 +233,15 @@ class PositionActor(pykka.ThreadingActor):
         self._late_fills_waited_since: float | None = None  # time.monotonic() a closed position began waiting for them
         self._late_share_reads = 0
         self._late_shares_short_reads = 0  # answers showing fewer shares than the late ones (a list lagging a fill?)
+        # The broker's position read before a market exit (_held_for_exit): when it was asked (time.monotonic()), its
+        # answer kept for the exit, failed reads in a row, answers short of the shares within a fill's lag, whether
+        # "holds none" was said, and the shares the last exit left out as not at the broker.
+        self._exit_read_asked_at: float | None = None
+        self._exit_read_held: Decimal | None = None
+        self._exit_read_failures = 0
+        self._exit_lag_reads = 0
+        self._exit_none_said = False
+        self._exit_cut = Decimal(0)
         self._flatten_when_open: str | None = None  # a flatten asked while pending, for shares that fill anyway
         # Protections the broker rejected since one was last accepted: with the exit they fall back on rejected too,
         # the broker takes neither, and trying both again at once would loop as fast as it answers (_exit_failed).
@@ -326,7 +344,10 @@ class PositionActor(pykka.ThreadingActor):
         elif isinstance(message, CheckEntryCancel):
             self._check_entry_cancel()
         elif isinstance(message, m.BrokerPositionRead):
-            self._on_broker_position(message)
+            if message.for_exit:
+                self._on_exit_read(message)
+            else:
+                self._on_broker_position(message)
         elif isinstance(message, CheckLateEntryFills):
             self._finish_if_done()
         elif isinstance(message, CheckLateShares):
@@ -1026,6 +1047,9 @@ class PositionActor(pykka.ThreadingActor):
         self._sale_stands_overnight = False
         self._told_closed = False  # the cycle's flattens come while the market is open (at its end, at the next open)
         self._protection_held = False  # refused overnight: the flatten takes the shares instead
+        self._exit_read_asked_at, self._exit_read_held, self._exit_cut = None, None, Decimal(0)
+        self._exit_read_failures = self._exit_lag_reads = 0
+        self._exit_none_said = False
         self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
                      f"{reason}; cancelling {len(working)} working orders before the market exit")
         # The market exit waits until every other order of the position has ended. Sent beside the cancels, it
@@ -1071,14 +1095,98 @@ class PositionActor(pykka.ThreadingActor):
                 self.log.info(f"position {self.label} every other order has ended and its exits filled {leaving} at "
                               f"the broker: no market exit, waiting for their executions")
             return
+        held = self._held_for_exit()
+        if held is None:
+            return  # the broker is asked what it holds of the shares; the exit goes with its answer (_on_exit_read)
+        qty = exit_size(remaining, held)
+        if qty <= 0:
+            return  # the shares left changed while the broker was asked: it is asked again
+        self._exit_cut = remaining - qty
         self.exit_sent = True
-        self.log.info(f"position {self.label} every other order has ended: market exit of {remaining}"
+        self.log.info(f"position {self.label} every other order has ended: market exit of {qty}"
                       + (f" ({leaving} already sold by its exits at the broker)" if leaving else ""))
         self._exit_row_pending = True
         self.router.tell(m.PlaceExit(
             owner=self.actor_ref, position_id=self.position_id, cycle_id=self.plan.cycle_id, symbol=self.plan.symbol,
-            side=self.position.exit_side, qty=remaining, reason=self.flatten_reason,
+            side=self.position.exit_side, qty=qty, reason=self.flatten_reason,
         ))
+
+    def _held_for_exit(self) -> Decimal | None:
+        """What the broker holds of this position's shares, as its last answer said (used once), or None once asked
+        (an answer that does not come within EXIT_READ_ANSWER_S is asked for again at a flatten recheck)."""
+        held, self._exit_read_held = self._exit_read_held, None
+        if held is not None:
+            return held
+        now = time.monotonic()
+        if self._exit_read_asked_at is None or now - self._exit_read_asked_at >= EXIT_READ_ANSWER_S:
+            self._exit_read_asked_at = now
+            self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref, for_exit=True))
+        self._start_flatten_timer()
+        return None
+
+    def _on_exit_read(self, msg: m.BrokerPositionRead) -> None:
+        """The broker's position, read before a market exit (_held_for_exit). The exit sells the shares recorded, never
+        more than the broker holds of them: none held means sold outside Catalyst, and the doctor's pass records that
+        sale (its PHANTOM_POSITION heal), closing the position at the broker's prices."""
+        if self._exit_read_asked_at is None:
+            return  # a question that ended (a new flatten asks afresh)
+        self._exit_read_asked_at = None
+        if not self.flattening or self.exit_sent or self.position.status is not PositionStatus.OPEN:
+            return  # the close kept it under stops meanwhile, or it closed
+        recorded = self.position.quantity - self._leaving()
+        symbol = self.plan.symbol
+        if msg.error is not None:
+            self._exit_read_failures += 1
+            if self._exit_read_failures < EXIT_READ_TRIES:
+                self.log.warning(f"position {self.label} could not read the broker's {symbol} position before its "
+                                 f"market exit ({msg.error}): asking again in {FLATTEN_RECHECK_S:g} s")
+                self._start_flatten_timer()
+                return
+            self.log.warning(f"position {self.label} could not read the broker's {symbol} position "
+                             f"{self._exit_read_failures} times ({msg.error}): market exit of the {recorded} shares "
+                             "recorded without it")
+            self._exit_read_failures = 0
+            self._exit_read_held = recorded
+            self._exit_when_clear()
+            return
+        self._exit_read_failures = 0
+        others = self._others_at_broker()
+        held = held_at_broker(self.position.side, msg.qty, others)
+        said = f"it holds {msg.qty} {symbol}" + (f", the other open positions {others}" if others else "")
+        if held < recorded and time.monotonic() - self._entry_filled_at < NO_SHARES_WINDOW_S:
+            # Alpaca's positions can lag its orders for seconds after a fill (ALPACA.md §7): shares just bought may not
+            # be listed yet. Asked again until the window since the entry's last execution has passed.
+            self._exit_lag_reads += 1
+            self.log.log("WARNING" if self._exit_lag_reads == 1 else "DEBUG",
+                         f"position {self.label} the broker lists {max(held, Decimal(0))} of its {recorded} shares "
+                         f"({said}); its positions can lag a fill: asking again in {FLATTEN_RECHECK_S:g} s before the "
+                         "market exit")
+            self._start_flatten_timer()
+            return
+        if held <= 0:
+            opens = "short" if self.position.side is PositionSide.LONG else "long"
+            self.log.log("DEBUG" if self._exit_none_said else "ERROR",
+                         f"position {self.label} the broker holds none of its {recorded} shares ({said}): no market "
+                         f"exit, which would open a {opens} position; sold outside Catalyst? The doctor's pass records "
+                         f"such a sale and closes the position; asking the broker again every "
+                         f"{EXIT_NONE_RECHECK_S:g} s")
+            self._exit_none_said = True
+            if self._flatten_timer:
+                self._flatten_timer.cancel()
+            self._flatten_timer = tell_later(self.actor_ref, EXIT_NONE_RECHECK_S, CheckFlatten())
+            return
+        if held < recorded:
+            self.log.warning(f"position {self.label} the broker holds only {held} of its {recorded} shares ({said}): "
+                             f"a market exit of those {held}; the other {recorded - held} were sold outside Catalyst? "
+                             "left to the doctor's pass, which records such a sale")
+        self._exit_read_held = held
+        self._exit_when_clear()
+
+    def _others_at_broker(self) -> Decimal:
+        """The other open positions' shares of this symbol (signed): the broker nets them with this one's."""
+        return sum((p.quantity if p.side == "long" else -p.quantity
+                    for p in self.writer.open_positions_for_reconciliation().get()
+                    if p.symbol == self.plan.symbol and p.position_id != self.position_id), Decimal(0))
 
     def _done_waiting_for_entry_fills(self, arriving: Decimal) -> bool:
         now = time.monotonic()
@@ -1110,6 +1218,14 @@ class PositionActor(pykka.ThreadingActor):
                 or self.position.quantity - self._leaving() <= 0):
             return  # the usual case: the exit's execution closes (or will close) the position
         self._exits_gone_on_from.add(exit_id)
+        if self._exit_cut > 0:
+            # Sent for only what the broker held (_on_exit_read): the rest were sold outside Catalyst, and the doctor's
+            # pass records that sale. Not asked about again: a positions list read now can still show the shares this
+            # exit just sold (ALPACA.md §7), and an exit of those would sell short.
+            self.log.info(f"position {self.label} market exit o-{exit_id} filled; its other "
+                          f"{self.position.quantity - self._leaving()} shares, which the broker did not hold, are left "
+                          "to the doctor's pass")
+            return
         self.exit_sent = False
         if self._kept_overnight:
             # The close came while it worked (its cancel lost the race to its fill): a market exit now would wait for
@@ -1379,11 +1495,8 @@ class PositionActor(pykka.ThreadingActor):
                 return
             return self._leave_late_shares(f"the broker's position could not be read {self._late_share_reads} times "
                                            f"({msg.error})")
-        sign = Decimal(1) if self.position.side is PositionSide.LONG else Decimal(-1)
-        others = sum((p.quantity if p.side == "long" else -p.quantity
-                      for p in self.writer.open_positions_for_reconciliation().get()
-                      if p.symbol == self.plan.symbol and p.position_id != self.position_id), Decimal(0))
-        theirs = (msg.qty - others) * sign  # what the broker holds beyond the open positions' shares, on our side
+        others = self._others_at_broker()
+        theirs = held_at_broker(self.position.side, msg.qty, others)
         late = self.position.quantity - self._leaving()  # with any recorded since the question (no OCO was placed)
         if theirs < late:
             held = (f"the broker holds {msg.qty} {self.plan.symbol} and the open positions {others}, so at most "

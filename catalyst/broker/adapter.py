@@ -374,9 +374,10 @@ class AlpacaBroker(MarketDataCalls):
 
         return self._read("positions", read)
 
-    def position(self, symbol: str) -> PositionReport | None:
+    def position(self, symbol: str, priority: Priority = Priority.READ) -> PositionReport | None:
         try:
-            return self._read(f"position {symbol}", lambda: position_report(self._orders.get_open_position(symbol)))
+            return self._read(f"position {symbol}", lambda: position_report(self._orders.get_open_position(symbol)),
+                              priority)
         except NotFound:
             return None
 

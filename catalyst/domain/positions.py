@@ -208,6 +208,23 @@ def _applied(position: Position, fills: Sequence[tuple[OrderSide, Decimal, Decim
     return position
 
 
+def held_at_broker(side: PositionSide, broker_qty: Decimal, others: Decimal) -> Decimal:
+    """What the broker holds of a symbol on this position's side beyond the other open positions' shares.
+
+    `broker_qty` and `others` are signed (short negative): the broker nets every position of a symbol into one.
+    Zero or less means none of this position's shares are there: sold outside Catalyst (by hand, another program on
+    the key), and a market exit of them would open a position on the other side."""
+    sign = Decimal(1) if side is PositionSide.LONG else Decimal(-1)
+    return (broker_qty - others) * sign
+
+
+def exit_size(recorded: Decimal, held: Decimal) -> Decimal:
+    """A market exit's quantity: the shares recorded, never more than the broker holds of them (`held_at_broker`).
+
+    Alpaca refuses a sell larger than the shares held, but a sell with none held is a short sale it takes."""
+    return max(min(recorded, held), Decimal(0))
+
+
 def exits_from_fill(side: PositionSide, planned_entry: Decimal, stop: Decimal, target: Decimal,
                     fill: Decimal) -> tuple[Decimal, Decimal]:
     """The plan's stop and target, moved by the entry's slippage when it paid worse than the price risk sized the

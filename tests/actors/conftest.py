@@ -31,14 +31,22 @@ _keys = itertools.count(1)
 
 
 class RecordingActor(pykka.ThreadingActor):
-    """Stands in for a router, a broker worker, a position actor or the system: keeps every message it is told."""
+    """Stands in for a router, a broker worker, a position actor or the system: keeps every message it is told, and
+    answers those `answer` was given a maker for (its `reply_to` told what the maker returns, unless None)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.messages: list[Any] = []
+        self.makers: dict[type, Callable[[Any], Any]] = {}
+
+    def answer(self, kind: type, maker: Callable[[Any], Any]) -> None:
+        self.makers[kind] = maker
 
     def on_receive(self, message: Any) -> None:
         self.messages.append(message)
+        maker = self.makers.get(type(message))
+        if maker is not None and (reply := maker(message)) is not None:
+            message.reply_to.tell(reply)
 
     def received(self) -> list[Any]:
         return list(self.messages)

@@ -149,7 +149,8 @@ def rebuilt_with_late_shares(rig: Rig, market_closed: Callable[[], bool] | None 
 
 
 def asked_the_broker(rig: Rig, actor: Any, times: int = 1) -> None:
-    wait_for(lambda: len([x for x in rig.told(m.ReadBrokerPosition) if x.reply_to == actor]) >= times,
+    wait_for(lambda: len([x for x in rig.told(m.ReadBrokerPosition) if x.reply_to == actor and not x.for_exit])
+             >= times,
              f"the broker's position asked for ({times})")
 
 
@@ -402,7 +403,7 @@ def test_a_position_read_that_fails_unexpectedly_is_answered(recording_actor: An
     from actors.broker_worker import BrokerWorker, ReadPosition
 
     class Broken:
-        def position(self, symbol: str) -> Any:
+        def position(self, symbol: str, **_: Any) -> Any:
             raise ValueError("not a position")
 
     asker = recording_actor()

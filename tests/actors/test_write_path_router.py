@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from actors import messages as m
-from actors.broker_worker import CatchUp, SubmitOco, SubmitOrder, Verify
+from actors.broker_worker import CatchUp, ReadPosition, SubmitOco, SubmitOrder, Verify
 from actors.db_writer import DbWriter
 from actors.order_router import CheckExecutions, OrderRouter, RouterSettings
 from catalyst.broker.reports import OrderReport, TradeUpdateReport
@@ -75,13 +75,16 @@ def wait_for(predicate: Callable[[], T], what: str, timeout: float = 15.0) -> T:
 
 class Recorded:
     """A broker pool standing in for the router's two: each job goes straight to a recording actor, none is ever
-    waiting to be taken back."""
+    waiting to be taken back. A read of the broker's position before a market exit is answered as well: the broker
+    holds `held` (signed) of the symbol, plenty for a long by default."""
 
-    def __init__(self, ref: Any) -> None:
-        self.ref = ref
+    def __init__(self, ref: Any, held: Decimal = Decimal(1_000_000)) -> None:
+        self.ref, self.held = ref, held
 
     def tell(self, job: Any) -> None:
         self.ref.tell(job)
+        if isinstance(job, ReadPosition) and job.for_exit:
+            job.reply_to.tell(m.BrokerPositionRead(symbol=job.symbol, qty=self.held, for_exit=True))
 
     def withdraw(self, order_id: int) -> bool:
         return False

@@ -18,8 +18,10 @@ from catalyst.domain.positions import (
     PositionSide,
     PositionStatus,
     entry_side,
+    exit_size,
     exits_from_fill,
     exit_side,
+    held_at_broker,
     replay_fills,
 )
 
@@ -290,3 +292,24 @@ def test_realized_pnl_at_the_close_is_the_fills_to_the_cent_whatever_the_average
     assert position.status is PositionStatus.CLOSED
     assert position.realized_pnl == (D("-895.00") if side is PositionSide.LONG else D("895.00"))
     assert str(position.realized_pnl) == ("-895.00" if side is PositionSide.LONG else "895.00")
+
+
+@pytest.mark.parametrize("side, broker, others, held", [
+    (PositionSide.LONG, "100", "0", "100"),
+    (PositionSide.LONG, "150", "50", "100"),  # another open position's 50 netted in
+    (PositionSide.LONG, "50", "50", "0"),  # only the other position's shares: none of this one's
+    (PositionSide.LONG, "-20", "0", "-20"),  # short at the broker: less than none
+    (PositionSide.SHORT, "-100", "0", "100"),
+    (PositionSide.SHORT, "-130", "-30", "100"),
+    (PositionSide.SHORT, "0", "0", "0"),
+    (PositionSide.SHORT, "40", "0", "-40"),
+])
+def test_what_the_broker_holds_of_a_position_is_its_side_beyond_the_other_positions(side, broker, others, held):
+    assert held_at_broker(side, D(broker), D(others)) == D(held)
+
+
+@pytest.mark.parametrize("recorded, held, size", [
+    ("100", "100", "100"), ("100", "250", "100"), ("100", "60", "60"), ("100", "0", "0"), ("100", "-20", "0"),
+])
+def test_a_market_exit_never_sells_more_than_the_broker_holds_of_the_shares(recorded, held, size):
+    assert exit_size(D(recorded), D(held)) == D(size)

@@ -1,0 +1,121 @@
+"""The broker's position read before a market exit, its answers played message by message: a read that fails, a
+positions list lagging the entry's fill, and a broker that holds none of the shares. The position actor with the real
+DbWriter on a SQLite file, the router a recorder (tests/actors/test_position_flatten.py's rig); the whole flow against
+the emulator is tests/actors/test_flatten_after_hand_sale.py."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from actors import messages as m
+from actors import position as position_module
+from catalyst.domain.orders import OrderStatus
+from tests.actors.conftest import logged_lines
+from tests.actors.test_position_flatten import T0, Rig, wait_for
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(position_module, "FLATTEN_RECHECK_S", 0.05)
+    monkeypatch.setattr(position_module, "EXIT_NONE_RECHECK_S", 0.1)
+
+
+def exit_reads(rig: Rig) -> list[Any]:
+    return [x for x in rig.told(m.ReadBrokerPosition) if x.for_exit]
+
+
+def flattened_with_the_oco_ended(rig: Rig) -> None:
+    """Open with 100 and protected, flattened, its OCO's cancels confirmed: the broker's position is asked for."""
+    rig.broker_holds = None  # answered by the test
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    asked(rig, 1)
+
+
+def asked(rig: Rig, times: int) -> None:
+    wait_for(lambda: len(exit_reads(rig)) >= times, f"the broker's position asked for ({times})")
+
+
+def answer(rig: Rig, qty: str = "0", error: str | None = None) -> None:
+    rig.position.tell(m.BrokerPositionRead(symbol="AAPL", qty=Decimal(qty), error=error, for_exit=True))
+
+
+def test_a_read_that_fails_is_made_again_then_the_exit_goes_for_the_shares_recorded(rig: Rig) -> None:
+    with logged_lines("actors.position", "WARNING") as warnings:
+        flattened_with_the_oco_ended(rig)
+        for time_ in range(1, position_module.EXIT_READ_TRIES):
+            answer(rig, error="HTTP 503")
+            asked(rig, time_ + 1)
+            assert not rig.told(m.PlaceExit)
+        answer(rig, error="HTTP 503")
+        (exit_,) = wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    assert exit_.qty == Decimal(100)
+    assert warnings[-2:] == [
+        "position AAPL#p-1 could not read the broker's AAPL position before its market exit (HTTP 503): asking again "
+        "in 0.05 s",
+        "position AAPL#p-1 could not read the broker's AAPL position 3 times (HTTP 503): market exit of the 100 shares "
+        "recorded without it"]
+
+
+def test_a_positions_list_lagging_the_entrys_fill_is_read_again_before_the_exit(rig: Rig) -> None:
+    # The entry filled a moment ago (Rig.fill_entry): Alpaca's positions can lag a fill for seconds (ALPACA.md §7).
+    with logged_lines("actors.position", "WARNING") as warnings:
+        flattened_with_the_oco_ended(rig)
+        answer(rig, "0")
+        asked(rig, 2)
+        assert not rig.told(m.PlaceExit)
+        answer(rig, "100")
+        (exit_,) = wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    assert exit_.qty == Decimal(100)
+    assert [w for w in warnings if "the broker" in w] == [
+        "position AAPL#p-1 the broker lists 0 of its 100 shares (it holds 0 AAPL); its positions can lag a fill: "
+        "asking again in 0.05 s before the market exit"]  # no ERROR, nothing said sold outside Catalyst
+
+
+def test_none_held_sends_no_exit_and_asks_again_until_the_shares_are_there(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.0)  # the entry's fill long past
+    with logged_lines("actors.position", "ERROR") as errors:
+        flattened_with_the_oco_ended(rig)
+        answer(rig, "0")
+        asked(rig, 2)
+        answer(rig, "0")
+        asked(rig, 3)
+        assert not rig.told(m.PlaceExit)
+        answer(rig, "100")  # bought back by hand, say: the flatten sells them
+        (exit_,) = wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    assert exit_.qty == Decimal(100)
+    assert len(errors) == 1 and "the broker holds none of its 100 shares (it holds 0 AAPL)" in errors[0]  # said once
+
+
+def test_an_exit_cut_to_what_the_broker_held_leaves_the_rest_to_the_doctor(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.0)
+    with logged_lines("actors.position", "INFO") as lines:
+        flattened_with_the_oco_ended(rig)
+        answer(rig, "60")
+        (exit_,) = wait_for(lambda: rig.told(m.PlaceExit), "the market exit of 60")
+        assert exit_.qty == Decimal(60)
+        rig.position.tell(m.OrdersCreated(roles={"flatten": 999}))
+        rig.update(999, "flatten", OrderStatus.FILLED, "60",
+                   m.Execution(key="b-x:60", qty=Decimal(60), price=Decimal("49"), at=T0))
+        state = rig.settled()
+    # Not asked about again: a positions list can still show the 60 just sold, and an exit of them would sell short.
+    assert len(exit_reads(rig)) == 1 and len(rig.told(m.PlaceExit)) == 1
+    assert state["qty"] == "40" and state["status"] == "open"
+    assert ("position AAPL#p-1 market exit o-999 filled; its other 40 shares, which the broker did not hold, are left "
+            "to the doctor's pass") in lines
+
+
+def test_an_answer_after_the_close_kept_the_shares_under_stops_sends_nothing(rig: Rig) -> None:
+    flattened_with_the_oco_ended(rig)
+    rig.position.tell(m.KeepOvernight())
+    protection = wait_for(lambda: rig.told(m.SubmitProtection)[1:], "the shares protected again")
+    answer(rig, "100")
+    rig.settled()
+    assert not rig.told(m.PlaceExit) and protection[0].stop_loss.quantity == Decimal(100)
