@@ -8,17 +8,17 @@ actors, alpaca-py against the emulator on loopback, SQLite on disk."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
+from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
 from actors import messages as m
 from actors import position as position_module
 from tests.actors.conftest import logged_lines
-from tests.actors.test_doctor_heals import (by_hand, doctor, open_protected, position_of,  # noqa: F401 - fixtures
-                                            trading, working_stop_ids)
+from tests.actors.test_doctor_heals import doctor_on, open_protected, position_of, working_stop_ids
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +26,18 @@ def entry_long_ago(monkeypatch: pytest.MonkeyPatch) -> None:
     """A broker position short of the shares within this long of the entry's fill is read again (Alpaca's positions
     can lag a fill); these trades are minutes old when sold by hand, not seconds."""
     monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
+
+
+@pytest.fixture
+def doctor(trading, doctor_broker) -> Iterator[Any]:
+    with doctor_on(trading, doctor_broker) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def by_hand(trading) -> TradingClient:
+    """The dashboard: the same account's keys."""
+    return TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
 
 
 def sold_by_hand(trading: Any, by_hand: Any, qty: int) -> None:
