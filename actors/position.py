@@ -96,7 +96,9 @@ LATE_SHARES_LAG_READS = 3
 # as malformed) must not hold bare shares from their exit for good.
 EXIT_READ_TRIES = 3
 EXIT_READ_ANSWER_S = 10.0  # a read not answered by then is made again
-EXIT_NONE_RECHECK_S = 30.0  # the broker holding none of the shares: asked again this often (wall seconds)
+# Wall seconds: the broker holding none of the shares, asked again this often; and an exit cut to what the broker held,
+# the rest asked about again this long after its fill (a list read sooner can still show the shares it sold).
+EXIT_NONE_RECHECK_S = 30.0
 
 
 # A market exit that ends in one of these has failed, for the shares it left (_exit_failed). (FILLED can be announced
@@ -238,6 +240,8 @@ class PositionActor(pykka.ThreadingActor):
         # "holds none" was said, and the shares the last exit left out as not at the broker.
         self._exit_read_asked_at: float | None = None
         self._exit_read_held: Decimal | None = None
+        self._exit_last_held: Decimal | None = None  # the flatten's last answer read: failures never go past it
+        self._exit_read_not_before = 0.0  # time.monotonic(): no read before then
         self._exit_read_failures = 0
         self._exit_lag_reads = 0
         self._exit_none_said = False
@@ -1048,6 +1052,7 @@ class PositionActor(pykka.ThreadingActor):
         self._told_closed = False  # the cycle's flattens come while the market is open (at its end, at the next open)
         self._protection_held = False  # refused overnight: the flatten takes the shares instead
         self._exit_read_asked_at, self._exit_read_held, self._exit_cut = None, None, Decimal(0)
+        self._exit_last_held, self._exit_read_not_before = None, 0.0
         self._exit_read_failures = self._exit_lag_reads = 0
         self._exit_none_said = False
         self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
@@ -1100,7 +1105,8 @@ class PositionActor(pykka.ThreadingActor):
             return  # the broker is asked what it holds of the shares; the exit goes with its answer (_on_exit_read)
         qty = exit_size(remaining, held)
         if qty <= 0:
-            return  # the shares left changed while the broker was asked: it is asked again
+            self._start_flatten_timer()  # the shares left changed while the broker was asked: it is asked again
+            return
         self._exit_cut = remaining - qty
         self.exit_sent = True
         self.log.info(f"position {self.label} every other order has ended: market exit of {qty}"
@@ -1118,6 +1124,9 @@ class PositionActor(pykka.ThreadingActor):
         if held is not None:
             return held
         now = time.monotonic()
+        if now < self._exit_read_not_before:
+            self._start_flatten_timer(self._exit_read_not_before - now)
+            return None
         if self._exit_read_asked_at is None or now - self._exit_read_asked_at >= EXIT_READ_ANSWER_S:
             self._exit_read_asked_at = now
             self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref, for_exit=True))
@@ -1126,8 +1135,8 @@ class PositionActor(pykka.ThreadingActor):
 
     def _on_exit_read(self, msg: m.BrokerPositionRead) -> None:
         """The broker's position, read before a market exit (_held_for_exit). The exit sells the shares recorded, never
-        more than the broker holds of them: none held means sold outside Catalyst, and the doctor's pass records that
-        sale (its PHANTOM_POSITION heal), closing the position at the broker's prices."""
+        more than the broker holds of them: none held means sold outside Catalyst (the doctor's pass compares the
+        broker with the database, and records a hand sale it finds as the position's exit)."""
         if self._exit_read_asked_at is None:
             return  # a question that ended (a new flatten asks afresh)
         self._exit_read_asked_at = None
@@ -1142,45 +1151,56 @@ class PositionActor(pykka.ThreadingActor):
                                  f"market exit ({msg.error}): asking again in {FLATTEN_RECHECK_S:g} s")
                 self._start_flatten_timer()
                 return
-            self.log.warning(f"position {self.label} could not read the broker's {symbol} position "
-                             f"{self._exit_read_failures} times ({msg.error}): market exit of the {recorded} shares "
-                             "recorded without it")
+            tries, self._exit_read_failures = self._exit_read_failures, 0
+            if self._exit_last_held is None:
+                self.log.warning(f"position {self.label} could not read the broker's {symbol} position {tries} "
+                                 f"times ({msg.error}): market exit of the {recorded} shares recorded without it")
+                self._exit_read_held = recorded
+                self._exit_when_clear()
+                self._exit_read_held = None  # not kept for a later exit if this one did not go (a review)
+                return
+            # A read of this flatten said fewer were held (a review: failures after "holds none" sold the 100 short):
+            # never past that answer.
+            held, said = self._exit_last_held, (f"could not read it {tries} times ({msg.error}); its last answer, "
+                                                f"{max(self._exit_last_held, Decimal(0))} of them, stands")
+        else:
             self._exit_read_failures = 0
-            self._exit_read_held = recorded
-            self._exit_when_clear()
-            return
-        self._exit_read_failures = 0
-        others = self._others_at_broker()
-        held = held_at_broker(self.position.side, msg.qty, others)
-        said = f"it holds {msg.qty} {symbol}" + (f", the other open positions {others}" if others else "")
-        if held < recorded and time.monotonic() - self._entry_filled_at < NO_SHARES_WINDOW_S:
-            # Alpaca's positions can lag its orders for seconds after a fill (ALPACA.md §7): shares just bought may not
-            # be listed yet. Asked again until the window since the entry's last execution has passed.
-            self._exit_lag_reads += 1
-            self.log.log("WARNING" if self._exit_lag_reads == 1 else "DEBUG",
-                         f"position {self.label} the broker lists {max(held, Decimal(0))} of its {recorded} shares "
-                         f"({said}); its positions can lag a fill: asking again in {FLATTEN_RECHECK_S:g} s before the "
-                         "market exit")
-            self._start_flatten_timer()
-            return
+            others = self._others_at_broker()
+            held = self._exit_last_held = held_at_broker(self.position.side, msg.qty, others)
+            said = f"it holds {msg.qty} {symbol}" + (f", the other open positions {others}" if others else "")
+            if held < recorded and time.monotonic() - self._entry_filled_at < NO_SHARES_WINDOW_S:
+                # Alpaca's positions can lag its orders for seconds after a fill (ALPACA.md §7): shares just bought may
+                # not be listed yet. Asked again until the window since the entry's last execution has passed.
+                self._exit_lag_reads += 1
+                self.log.log("WARNING" if self._exit_lag_reads == 1 else "DEBUG",
+                             f"position {self.label} the broker lists {max(held, Decimal(0))} of its {recorded} "
+                             f"shares ({said}); its positions can lag a fill: asking again in {FLATTEN_RECHECK_S:g} s "
+                             "before the market exit")
+                self._start_flatten_timer()
+                return
+        if held < recorded and self._selling_late_shares:
+            # Entry shares recorded after the position closed, which the broker held a moment ago: gone since (sold by
+            # hand). Their row is closed, so no doctor's finding would ever settle them here (a review).
+            return self._leave_late_shares(f"the broker holds {max(held, Decimal(0))} of them now ({said}; sold by "
+                                           "hand?)")
         if held <= 0:
             opens = "short" if self.position.side is PositionSide.LONG else "long"
             self.log.log("DEBUG" if self._exit_none_said else "ERROR",
                          f"position {self.label} the broker holds none of its {recorded} shares ({said}): no market "
-                         f"exit, which would open a {opens} position; sold outside Catalyst? The doctor's pass records "
-                         f"such a sale and closes the position; asking the broker again every "
-                         f"{EXIT_NONE_RECHECK_S:g} s")
+                         f"exit, which would open a {opens} position; sold outside Catalyst? The doctor's pass "
+                         "compares the broker with the database and records such a sale as this position's exit; "
+                         f"asking the broker again every {EXIT_NONE_RECHECK_S:g} s")
             self._exit_none_said = True
-            if self._flatten_timer:
-                self._flatten_timer.cancel()
-            self._flatten_timer = tell_later(self.actor_ref, EXIT_NONE_RECHECK_S, CheckFlatten())
+            self._exit_read_not_before = time.monotonic() + EXIT_NONE_RECHECK_S
+            self._start_flatten_timer(EXIT_NONE_RECHECK_S)
             return
         if held < recorded:
             self.log.warning(f"position {self.label} the broker holds only {held} of its {recorded} shares ({said}): "
                              f"a market exit of those {held}; the other {recorded - held} were sold outside Catalyst? "
-                             "left to the doctor's pass, which records such a sale")
+                             f"asked about again {EXIT_NONE_RECHECK_S:g} s after that exit fills")
         self._exit_read_held = held
         self._exit_when_clear()
+        self._exit_read_held = None  # not kept for a later exit if this one did not go (a review)
 
     def _others_at_broker(self) -> Decimal:
         """The other open positions' shares of this symbol (signed): the broker nets them with this one's."""
@@ -1218,15 +1238,9 @@ class PositionActor(pykka.ThreadingActor):
                 or self.position.quantity - self._leaving() <= 0):
             return  # the usual case: the exit's execution closes (or will close) the position
         self._exits_gone_on_from.add(exit_id)
-        if self._exit_cut > 0:
-            # Sent for only what the broker held (_on_exit_read): the rest were sold outside Catalyst, and the doctor's
-            # pass records that sale. Not asked about again: a positions list read now can still show the shares this
-            # exit just sold (ALPACA.md §7), and an exit of those would sell short.
-            self.log.info(f"position {self.label} market exit o-{exit_id} filled; its other "
-                          f"{self.position.quantity - self._leaving()} shares, which the broker did not hold, are left "
-                          "to the doctor's pass")
-            return
         self.exit_sent = False
+        if self._exit_last_held is not None:
+            self._exit_last_held -= view.filled_qty  # what the last answer leaves once this exit sold its part
         if self._kept_overnight:
             # The close came while it worked (its cancel lost the race to its fill): a market exit now would wait for
             # the next open with no stop under the shares. They are protected, and flattened at the open.
@@ -1234,6 +1248,17 @@ class PositionActor(pykka.ThreadingActor):
                              f"{self.position.quantity - self._leaving()} shares remain (entry shares recorded after "
                              "it was sent): protected overnight, flattened at the next open")
             self._under_stops_overnight()
+            return
+        if self._exit_cut > 0:
+            # Sent for only what the broker held (_on_exit_read). The rest are asked about again, but not at once: a
+            # positions list read now can still show the shares this exit just sold (ALPACA.md §7), and an exit of
+            # those would sell short. Usually gone (sold outside Catalyst), they can be ours after all (a list behind
+            # another position's exit, or a rebuilt actor's entry fill): never left with no stop and no exit (a review).
+            self._exit_cut = Decimal(0)
+            self._exit_read_not_before = time.monotonic() + EXIT_NONE_RECHECK_S
+            self.log.info(f"position {self.label} market exit o-{exit_id} filled; its other "
+                          f"{self.position.quantity - self._leaving()} shares, which the broker did not hold, are "
+                          f"asked about again in {EXIT_NONE_RECHECK_S:g} s")
             return
         self.log.warning(f"position {self.label} market exit o-{exit_id} filled, yet "
                          f"{self.position.quantity - self._leaving()} shares remain (entry shares recorded after it "
@@ -1339,10 +1364,11 @@ class PositionActor(pykka.ThreadingActor):
     def _working_exits(self) -> tuple[int, ...]:
         return tuple(i for i, v in self.orders.items() if v.working and v.role == "flatten")
 
-    def _start_flatten_timer(self) -> None:
+    def _start_flatten_timer(self, delay_s: float | None = None) -> None:
         if self._flatten_timer:
             self._flatten_timer.cancel()
-        self._flatten_timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckFlatten())
+        self._flatten_timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S if delay_s is None else delay_s,
+                                         CheckFlatten())
 
     def _check_flatten(self) -> None:
         if self._kept_overnight:  # the market exit being cancelled at the close (_keep_overnight)

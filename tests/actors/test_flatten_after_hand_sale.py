@@ -71,8 +71,9 @@ def test_shares_sold_by_hand_are_not_sold_again_by_a_flatten(trading, doctor, by
         flatten(trading)
         said = trading.wait_for(lambda: errors, "the position's ERROR")
     assert said == ["position AAPL#p-1 the broker holds none of its 100 shares (it holds 0 AAPL): no market exit, "
-                    "which would open a short position; sold outside Catalyst? The doctor's pass records such a sale "
-                    "and closes the position; asking the broker again every 30 s"]
+                    "which would open a short position; sold outside Catalyst? The doctor's pass compares the broker "
+                    "with the database and records such a sale as this position's exit; asking the broker again "
+                    "every 30 s"]
     assert not [o for o in trading.all_orders() if o.role == "flatten"]
     assert broker_qty(trading) == 0  # not short
 
@@ -94,8 +95,7 @@ def test_a_flatten_after_part_was_sold_by_hand_sells_only_what_the_broker_holds(
     assert [o.quantity for o in trading.all_orders() if o.role == "flatten"] == [Decimal(60)]
     assert broker_qty(trading) == 0  # not short
     assert ("position AAPL#p-1 the broker holds only 60 of its 100 shares (it holds 60 AAPL): a market exit of those "
-            "60; the other 40 were sold outside Catalyst? left to the doctor's pass, which records such a sale"
-            in warnings)
+            "60; the other 40 were sold outside Catalyst? asked about again 30 s after that exit fills" in warnings)
 
     closed = closed_by_the_doctor(trading, doctor)
     assert closed.quantity == 0 and closed.realized_pnl == (Decimal("151.00") - Decimal("149.95")) * 100
