@@ -97,6 +97,16 @@ class BrokerPositionRead(Message):
     for_exit: bool = False  # the question's
 
 
+class FilledOutside(Message):
+    """An order Catalyst did not place (by hand in the dashboard, another program on the key) filled in the symbol of
+    the position told: its shares may be gone, and the broker's positions list can take seconds to show it."""
+
+    symbol: str
+    side: str
+    qty: Decimal
+    broker_id: str
+
+
 class Register(Message):
     """A rebuilt position actor claims its orders after a restart."""
 

@@ -1619,8 +1619,22 @@ class OrderRouter(pykka.ThreadingActor):
                 f"router update {update.event} for unknown order {update.order.symbol} id={update.order.broker_id} "
                 f"cid={update.order.client_order_id}: recorded, held until its order is known"
             )
+            if other is None and update.event in ("fill", "partial_fill") and update.qty:
+                self._tell_filled_outside(update)
         if sum(len(v) for v in self.unmatched.values()) < MAX_UNMATCHED:
             self.unmatched.setdefault(update.order.broker_id, []).append(update)
+
+    def _tell_filled_outside(self, update: TradeUpdateReport) -> None:
+        """A fill of an order no catalyst daemon placed (its client_order_id is not one of ours): the live positions
+        in its symbol hear of it, so a market exit waits for the broker's positions to show that sale (ALPACA.md §7)
+        before it reads them (PositionActor._held_for_exit); sized from a list that still shows those shares, it
+        would sell them again, short."""
+        order = update.order
+        owners = {t.owner.actor_urn: t.owner for t in self.by_order.values()
+                  if t.symbol == order.symbol and t.owner is not None}
+        notice = m.FilledOutside(symbol=order.symbol, side=order.side, qty=update.qty, broker_id=order.broker_id)
+        for owner in owners.values():
+            tell_if_alive(owner, notice)
 
     def _our_instance(self) -> str:
         if self._instance is None:

@@ -99,6 +99,10 @@ EXIT_READ_ANSWER_S = 10.0  # a read not answered by then is made again
 # Wall seconds: the broker holding none of the shares, asked again this often; and an exit cut to what the broker held,
 # the rest asked about again this long after its fill (a list read sooner can still show the shares it sold).
 EXIT_NONE_RECHECK_S = 30.0
+# Wall seconds after a fill of an order Catalyst did not place, on the exit side of the position's symbol (a hand sale,
+# FilledOutside), before a market exit reads the broker's positions: until then the list can still show the shares that
+# sale took (ALPACA.md §7: several seconds; Alpaca-API #276: up to 10 s), and an exit sized by it would sell them short.
+OUTSIDE_FILL_SETTLE_S = 15.0
 
 
 # A market exit that ends in one of these has failed, for the shares it left (_exit_failed). (FILLED can be announced
@@ -242,6 +246,8 @@ class PositionActor(pykka.ThreadingActor):
         self._exit_read_held: Decimal | None = None
         self._exit_last_held: Decimal | None = None  # the flatten's last answer read: failures never go past it
         self._exit_read_not_before = 0.0  # time.monotonic(): no read before then
+        self._outside_fill_at = float("-inf")  # time.monotonic() of the last exit-side fill Catalyst did not place
+        self._outside_fills_said: set[str] = set()  # their broker ids, each said once
         self._exit_read_failures = 0
         self._exit_lag_reads = 0
         self._exit_none_said = False
@@ -352,6 +358,8 @@ class PositionActor(pykka.ThreadingActor):
                 self._on_exit_read(message)
             else:
                 self._on_broker_position(message)
+        elif isinstance(message, m.FilledOutside):
+            self._on_filled_outside(message)
         elif isinstance(message, CheckLateEntryFills):
             self._finish_if_done()
         elif isinstance(message, CheckLateShares):
@@ -1124,8 +1132,9 @@ class PositionActor(pykka.ThreadingActor):
         if held is not None:
             return held
         now = time.monotonic()
-        if now < self._exit_read_not_before:
-            self._start_flatten_timer(self._exit_read_not_before - now)
+        not_before = max(self._exit_read_not_before, self._outside_fill_at + OUTSIDE_FILL_SETTLE_S)
+        if now < not_before:
+            self._start_flatten_timer(not_before - now)
             return None
         if self._exit_read_asked_at is None or now - self._exit_read_asked_at >= EXIT_READ_ANSWER_S:
             self._exit_read_asked_at = now
@@ -1137,11 +1146,16 @@ class PositionActor(pykka.ThreadingActor):
         """The broker's position, read before a market exit (_held_for_exit). The exit sells the shares recorded, never
         more than the broker holds of them: none held means sold outside Catalyst (the doctor's pass compares the
         broker with the database, and records a hand sale it finds as the position's exit)."""
-        if self._exit_read_asked_at is None:
+        asked_at = self._exit_read_asked_at
+        if asked_at is None:
             return  # a question that ended (a new flatten asks afresh)
         self._exit_read_asked_at = None
         if not self.flattening or self.exit_sent or self.position.status is not PositionStatus.OPEN:
             return  # the close kept it under stops meanwhile, or it closed
+        if self._outside_fill_at + OUTSIDE_FILL_SETTLE_S > asked_at:
+            # A sale outside Catalyst came while this was asked (or just before): the answer can predate it.
+            self._start_flatten_timer(self._outside_fill_at + OUTSIDE_FILL_SETTLE_S - time.monotonic())
+            return
         recorded = self.position.quantity - self._leaving()
         symbol = self.plan.symbol
         if msg.error is not None:
@@ -1201,6 +1215,21 @@ class PositionActor(pykka.ThreadingActor):
         self._exit_read_held = held
         self._exit_when_clear()
         self._exit_read_held = None  # not kept for a later exit if this one did not go (a review)
+
+    def _on_filled_outside(self, msg: m.FilledOutside) -> None:
+        """An order Catalyst did not place filled in this symbol (the router's FilledOutside). On the exit side, it may
+        have sold this position's shares: the next market exit reads the broker's positions only once they can show
+        that (OUTSIDE_FILL_SETTLE_S). Said once per order."""
+        if msg.side != self.position.exit_side or self.position.is_terminal:
+            return
+        self._outside_fill_at = time.monotonic()
+        if msg.broker_id in self._outside_fills_said:
+            return
+        self._outside_fills_said.add(msg.broker_id)
+        self.log.warning(f"position {self.label} an order Catalyst did not place ({msg.broker_id[:8]}) {msg.side} "
+                         f"{msg.qty} {msg.symbol} at the broker: this position's shares may have been sold outside "
+                         f"Catalyst; a market exit of it reads the broker's position {OUTSIDE_FILL_SETTLE_S:g} s after "
+                         "that at the earliest")
 
     def _others_at_broker(self) -> Decimal:
         """The other open positions' shares of this symbol (signed): the broker nets them with this one's."""

@@ -172,3 +172,29 @@ def test_an_answer_after_the_close_kept_the_shares_under_stops_sends_nothing(rig
     answer(rig, "100")
     rig.settled()
     assert not rig.told(m.PlaceExit) and protection[0].stop_loss.quantity == Decimal(100)
+
+
+def test_an_answer_asked_before_a_sale_outside_catalyst_is_not_used(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hand sale's fill while the read was on its way: the broker's list may still show the shares it sold. The
+    answer is set aside and the broker asked again once the list can show the sale (OUTSIDE_FILL_SETTLE_S)."""
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.0)
+    monkeypatch.setattr(position_module, "OUTSIDE_FILL_SETTLE_S", 0.3)
+    flattened_with_the_oco_ended(rig)
+    rig.position.tell(m.FilledOutside(symbol="AAPL", side="buy", qty=Decimal(5), broker_id="hand-buy"))  # not ours
+    rig.position.tell(m.FilledOutside(symbol="AAPL", side="sell", qty=Decimal(100), broker_id="hand-sell"))
+    answer(rig, "100")  # read before the sale reached the list
+    rig.settled()
+    assert not rig.told(m.PlaceExit)
+    asked(rig, 2)
+    answer(rig, "0")
+    rig.settled()
+    assert not rig.told(m.PlaceExit)
+
+
+def test_a_buy_outside_catalyst_does_not_hold_a_long_positions_exit(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(position_module, "OUTSIDE_FILL_SETTLE_S", 60.0)
+    flattened_with_the_oco_ended(rig)
+    rig.position.tell(m.FilledOutside(symbol="AAPL", side="buy", qty=Decimal(5), broker_id="hand-buy"))
+    answer(rig, "105")
+    (exit_,) = wait_for(lambda: rig.told(m.PlaceExit), "the market exit")
+    assert exit_.qty == Decimal(100)

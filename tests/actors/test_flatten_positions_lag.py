@@ -13,10 +13,11 @@ import pytest
 from alpaca.trading.client import TradingClient
 
 from actors import messages as m
+from actors import position as position_module
 from catalyst.sim.server import EmbeddedExchange
 from tests.actors.conftest import START, exchange_at, logged_lines
 from tests.actors.test_doctor_heals import position_of, protected
-from tests.actors.test_flatten_after_hand_sale import broker_qty, flatten
+from tests.actors.test_flatten_after_hand_sale import broker_qty, flatten, sold_by_hand
 
 LAG_S = 2.0
 
@@ -59,3 +60,27 @@ def lagging_positions(trading) -> list:
     """The broker's positions as a client reads them (lagged), not the exchange's own view."""
     client = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
     return [{"symbol": p.symbol} for p in client.get_all_positions()]
+
+
+def test_a_flatten_just_after_a_hand_sale_waits_for_the_list_to_show_it(trading, monkeypatch):
+    """The OCO cancelled and the 100 sold by hand a moment before the flatten: the lagging list still shows them. Read
+    at once, it sized an exit of 100, a short sale. The sale's fill (an order Catalyst did not place) puts the read off
+    until the list can show it."""
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)  # the entry long past
+    monkeypatch.setattr(position_module, "OUTSIDE_FILL_SETTLE_S", LAG_S + 1.5)
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan())
+    protected(trading)
+    trading.wait_for(lambda: any(p["symbol"] == "AAPL" for p in lagging_positions(trading)), "the list to catch up",
+                     timeout=LAG_S + 10)
+    by_hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+    with logged_lines("actors.position", "WARNING") as warnings:
+        sold_by_hand(trading, by_hand, 100)
+        assert any(p["symbol"] == "AAPL" for p in lagging_positions(trading))  # the list still shows the 100
+        flatten(trading)
+        trading.wait_for(lambda: [w for w in warnings if "holds none" in w], "the broker's word: none held",
+                         timeout=LAG_S + 15)
+    assert not [o for o in trading.all_orders() if o.role == "flatten"]
+    assert broker_qty(trading) == 0  # not short
+    said = [w for w in warnings if "did not place" in w]
+    assert len(said) == 1 and said[0].startswith("position AAPL#p-1 an order Catalyst did not place (")
