@@ -105,6 +105,7 @@ class FilledOutside(Message):
     side: str
     qty: Decimal
     broker_id: str
+    seconds_ago: float = 0.0  # wall seconds since the router heard of it (told again to an actor rebuilt since)
 
 
 class Register(Message):

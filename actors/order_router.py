@@ -68,6 +68,10 @@ STALE_BOOK_UNSENT = "not sent: decided on a stale book by a rebuilt position act
 # replaced leg still counts as working: no OCO and no market exit for its shares, which the new order may hold or
 # have sold (either would sell them twice). Only the broker's answer that there is no such order ends the wait.
 REPLACEMENT_READ_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+# A fill of an order no catalyst daemon placed: told again to a position actor rebuilt within this many wall seconds of
+# hearing of it, and taken from a catch-up's fills when within this many exchange seconds of now (_recent_outside).
+FILLED_OUTSIDE_RETOLD_S = 60.0
+FILLED_OUTSIDE_RECENT_S = 60.0
 
 
 class ReadReplacementAgain(m.Message):
@@ -256,6 +260,9 @@ class OrderRouter(pykka.ThreadingActor):
         self.unmatched: dict[str, list[TradeUpdateReport]] = {}
         self._instance: str | None = None  # this database's id (client ids `cat-<id>-<n>`), read when first needed
         self._others_seen: set[str] = set()  # broker ids of another daemon's orders already named in the log
+        # Per symbol, the last fill of an order no catalyst daemon placed and when it was heard of (time.monotonic()):
+        # told again to a position actor rebuilt just after it (_on_Register).
+        self._filled_outside: dict[str, tuple[float, m.FilledOutside]] = {}
         self.last_update_at: datetime | None = None
         self.stream_connections = 0
         self.stream_refusals = 0  # refused logins since the last connection: the first is news, the rest retries
@@ -571,6 +578,7 @@ class OrderRouter(pykka.ThreadingActor):
                 # Restored with its stop leg unpaired (killed before a read paired it): the start's catch-up lists
                 # today's orders only, and this OCO (good till cancelled) may be an earlier day's.
                 self._pair_legs(tracked)
+        self._tell_recent_fill_outside(msg)
         if handed_over:
             told = self._tell_recorded_since_the_book(msg)
             self._tell_moved_since_the_book(msg, told)
@@ -1037,6 +1045,10 @@ class OrderRouter(pykka.ThreadingActor):
         new = ours = 0
         for fill in sorted(msg.fills, key=lambda f: (f.at, f.cum_qty or 0)):
             tracked = self.by_broker.get(fill.broker_order_id) or self._lookup_row(fill.client_order_id, fill.broker_order_id)
+            if tracked is None and self._recent_outside(fill):
+                # A sale by hand while the stream was down: as if its fill event had come (_keep_unmatched).
+                self._tell_filled_outside(m.FilledOutside(symbol=fill.symbol, side=fill.side, qty=fill.qty,
+                                                          broker_id=fill.broker_order_id))
             if tracked is not None:
                 ours += 1
                 group = WriteGroup()
@@ -1620,21 +1632,37 @@ class OrderRouter(pykka.ThreadingActor):
                 f"cid={update.order.client_order_id}: recorded, held until its order is known"
             )
             if other is None and update.event in ("fill", "partial_fill") and update.qty:
-                self._tell_filled_outside(update)
+                self._tell_filled_outside(m.FilledOutside(symbol=update.order.symbol, side=update.order.side,
+                                                          qty=update.qty, broker_id=update.order.broker_id))
         if sum(len(v) for v in self.unmatched.values()) < MAX_UNMATCHED:
             self.unmatched.setdefault(update.order.broker_id, []).append(update)
 
-    def _tell_filled_outside(self, update: TradeUpdateReport) -> None:
+    def _tell_filled_outside(self, notice: m.FilledOutside) -> None:
         """A fill of an order no catalyst daemon placed (its client_order_id is not one of ours): the live positions
         in its symbol hear of it, so a market exit waits for the broker's positions to show that sale (ALPACA.md §7)
         before it reads them (PositionActor._held_for_exit); sized from a list that still shows those shares, it
         would sell them again, short."""
-        order = update.order
+        self._filled_outside[notice.symbol] = (time.monotonic(), notice)
         owners = {t.owner.actor_urn: t.owner for t in self.by_order.values()
-                  if t.symbol == order.symbol and t.owner is not None}
-        notice = m.FilledOutside(symbol=order.symbol, side=order.side, qty=update.qty, broker_id=order.broker_id)
+                  if t.symbol == notice.symbol and t.owner is not None}
         for owner in owners.values():
             tell_if_alive(owner, notice)
+
+    def _tell_recent_fill_outside(self, msg: m.Register) -> None:
+        """A position actor rebuilt (a crash, a restart's rebuild) a moment after a fill outside Catalyst in its
+        symbol is told of it again: the actor it replaces knew, and the positions list may not show it yet."""
+        symbols = {t.symbol for i in msg.order_ids if (t := self.by_order.get(i)) is not None}
+        for symbol in symbols:
+            heard_at, notice = self._filled_outside.get(symbol, (None, None))
+            if heard_at is not None and (ago := time.monotonic() - heard_at) < FILLED_OUTSIDE_RETOLD_S:
+                tell_if_alive(msg.owner, notice.model_copy(update={"seconds_ago": ago}))
+
+    def _recent_outside(self, fill: FillReport) -> bool:
+        """A fill a catch-up lists, of an order no catalyst daemon placed (a FILL activity names none: taken as not
+        placed by one), within FILLED_OUTSIDE_RECENT_S exchange seconds: the positions list may not show it yet."""
+        if fill.client_order_id is not None and catalyst_instance(fill.client_order_id) is not None:
+            return False
+        return (self.clock.now() - fill.at).total_seconds() <= FILLED_OUTSIDE_RECENT_S
 
     def _our_instance(self) -> str:
         if self._instance is None:

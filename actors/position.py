@@ -99,10 +99,14 @@ EXIT_READ_ANSWER_S = 10.0  # a read not answered by then is made again
 # Wall seconds: the broker holding none of the shares, asked again this often; and an exit cut to what the broker held,
 # the rest asked about again this long after its fill (a list read sooner can still show the shares it sold).
 EXIT_NONE_RECHECK_S = 30.0
-# Wall seconds after a fill of an order Catalyst did not place, on the exit side of the position's symbol (a hand sale,
-# FilledOutside), before a market exit reads the broker's positions: until then the list can still show the shares that
-# sale took (ALPACA.md §7: several seconds; Alpaca-API #276: up to 10 s), and an exit sized by it would sell them short.
-OUTSIDE_FILL_SETTLE_S = 15.0
+# Wall seconds after a fill before a market exit reads the broker's positions, where the list can still show shares
+# that fill sold and an exit sized by it would sell them again, short (ALPACA.md §7: several seconds; Alpaca-API #276: up
+# to 10 s): a fill of an order Catalyst did not place on the exit side of the position's symbol (a hand sale,
+# FilledOutside), and this position's own exit that filled with shares left (_go_on_after_a_filled_exit). Fills outside
+# Catalyst that keep coming put the read off at most OUTSIDE_FILLS_MAX_WAITS of these past the first (another program
+# trading the symbol must not keep shares with no stop from their exit for good).
+POSITIONS_SETTLE_S = 15.0
+OUTSIDE_FILLS_MAX_WAITS = 2
 
 
 # A market exit that ends in one of these has failed, for the shares it left (_exit_failed). (FILLED can be announced
@@ -246,8 +250,11 @@ class PositionActor(pykka.ThreadingActor):
         self._exit_read_held: Decimal | None = None
         self._exit_last_held: Decimal | None = None  # the flatten's last answer read: failures never go past it
         self._exit_read_not_before = 0.0  # time.monotonic(): no read before then
-        self._outside_fill_at = float("-inf")  # time.monotonic() of the last exit-side fill Catalyst did not place
+        # Exit-side fills Catalyst did not place since the last exit read taken (time.monotonic()): the first, the last
+        self._outside_first_at: float | None = None
+        self._outside_fill_at = float("-inf")
         self._outside_fills_said: set[str] = set()  # their broker ids, each said once
+        self._restored_at = float("-inf")  # time.monotonic() of a rebuild: its entry's last fill may be a moment ago
         self._exit_read_failures = 0
         self._exit_lag_reads = 0
         self._exit_none_said = False
@@ -1132,7 +1139,7 @@ class PositionActor(pykka.ThreadingActor):
         if held is not None:
             return held
         now = time.monotonic()
-        not_before = max(self._exit_read_not_before, self._outside_fill_at + OUTSIDE_FILL_SETTLE_S)
+        not_before = max(self._exit_read_not_before, self._outside_settled_at())
         if now < not_before:
             self._start_flatten_timer(not_before - now)
             return None
@@ -1152,10 +1159,11 @@ class PositionActor(pykka.ThreadingActor):
         self._exit_read_asked_at = None
         if not self.flattening or self.exit_sent or self.position.status is not PositionStatus.OPEN:
             return  # the close kept it under stops meanwhile, or it closed
-        if self._outside_fill_at + OUTSIDE_FILL_SETTLE_S > asked_at:
+        if self._outside_settled_at() > asked_at:
             # A sale outside Catalyst came while this was asked (or just before): the answer can predate it.
-            self._start_flatten_timer(self._outside_fill_at + OUTSIDE_FILL_SETTLE_S - time.monotonic())
+            self._start_flatten_timer(self._outside_settled_at() - time.monotonic())
             return
+        self._outside_first_at = None  # an answer taken: later fills outside put the next read off afresh
         recorded = self.position.quantity - self._leaving()
         symbol = self.plan.symbol
         if msg.error is not None:
@@ -1180,9 +1188,10 @@ class PositionActor(pykka.ThreadingActor):
         else:
             self._exit_read_failures = 0
             others = self._others_at_broker()
-            held = self._exit_last_held = held_at_broker(self.position.side, msg.qty, others)
+            held = held_at_broker(self.position.side, msg.qty, others)
             said = f"it holds {msg.qty} {symbol}" + (f", the other open positions {others}" if others else "")
-            if held < recorded and time.monotonic() - self._entry_filled_at < NO_SHARES_WINDOW_S:
+            last_fill_at = max(self._entry_filled_at, self._restored_at)
+            if held < recorded and time.monotonic() - last_fill_at < NO_SHARES_WINDOW_S:
                 # Alpaca's positions can lag its orders for seconds after a fill (ALPACA.md §7): shares just bought may
                 # not be listed yet. Asked again until the window since the entry's last execution has passed.
                 self._exit_lag_reads += 1
@@ -1191,7 +1200,8 @@ class PositionActor(pykka.ThreadingActor):
                              f"shares ({said}); its positions can lag a fill: asking again in {FLATTEN_RECHECK_S:g} s "
                              "before the market exit")
                 self._start_flatten_timer()
-                return
+                return  # not the flatten's last word (a review: failures after it called the shares sold outside)
+            self._exit_last_held = held
         if held < recorded and self._selling_late_shares:
             # Entry shares recorded after the position closed, which the broker held a moment ago: gone since (sold by
             # hand). Their row is closed, so no doctor's finding would ever settle them here (a review).
@@ -1217,19 +1227,31 @@ class PositionActor(pykka.ThreadingActor):
         self._exit_read_held = None  # not kept for a later exit if this one did not go (a review)
 
     def _on_filled_outside(self, msg: m.FilledOutside) -> None:
-        """An order Catalyst did not place filled in this symbol (the router's FilledOutside). On the exit side, it may
+        """An order Catalyst has no row of filled in this symbol (the router's FilledOutside). On the exit side, it may
         have sold this position's shares: the next market exit reads the broker's positions only once they can show
-        that (OUTSIDE_FILL_SETTLE_S). Said once per order."""
+        that (_outside_settled_at). Said once per order."""
         if msg.side != self.position.exit_side or self.position.is_terminal:
             return
-        self._outside_fill_at = time.monotonic()
+        at = time.monotonic() - msg.seconds_ago
+        self._outside_fill_at = max(self._outside_fill_at, at)
+        if self._outside_first_at is None:
+            self._outside_first_at = at
         if msg.broker_id in self._outside_fills_said:
             return
         self._outside_fills_said.add(msg.broker_id)
-        self.log.warning(f"position {self.label} an order Catalyst did not place ({msg.broker_id[:8]}) {msg.side} "
-                         f"{msg.qty} {msg.symbol} at the broker: this position's shares may have been sold outside "
-                         f"Catalyst; a market exit of it reads the broker's position {OUTSIDE_FILL_SETTLE_S:g} s after "
-                         "that at the earliest")
+        self.log.warning(f"position {self.label} an order Catalyst has no row of ({msg.broker_id[:8]}) filled "
+                         f"{msg.side} {msg.qty} {msg.symbol} at the broker: placed by hand, this position's shares may "
+                         f"be gone; a market exit of it reads the broker's position {POSITIONS_SETTLE_S:g} s after that "
+                         "at the earliest")
+
+    def _outside_settled_at(self) -> float:
+        """When the broker's positions list can show the fills outside Catalyst heard of since the last exit read taken
+        (time.monotonic(); -inf if none): POSITIONS_SETTLE_S after the last, capped at OUTSIDE_FILLS_MAX_WAITS more
+        past the first."""
+        if self._outside_first_at is None:
+            return float("-inf")
+        last = min(self._outside_fill_at, self._outside_first_at + OUTSIDE_FILLS_MAX_WAITS * POSITIONS_SETTLE_S)
+        return last + POSITIONS_SETTLE_S
 
     def _others_at_broker(self) -> Decimal:
         """The other open positions' shares of this symbol (signed): the broker nets them with this one's."""
@@ -1289,9 +1311,14 @@ class PositionActor(pykka.ThreadingActor):
                           f"{self.position.quantity - self._leaving()} shares, which the broker did not hold, are "
                           f"asked about again in {EXIT_NONE_RECHECK_S:g} s")
             return
+        # The broker's positions read once they can show this exit's fill: read sooner, a list still showing what it
+        # sold sizes the next exit past the shares really there (a review: after a restart, a cut exit is not known
+        # for one, and its rest was sold short).
+        self._exit_read_not_before = time.monotonic() + POSITIONS_SETTLE_S
         self.log.warning(f"position {self.label} market exit o-{exit_id} filled, yet "
                          f"{self.position.quantity - self._leaving()} shares remain (entry shares recorded after it "
-                         "was sent): the flatten goes on with an exit of those")
+                         "was sent?): the flatten goes on with an exit of those once the broker's positions can show "
+                         f"this one's fill ({POSITIONS_SETTLE_S:g} s)")
 
     def _exit_failed(self, msg: m.OrderUpdated) -> None:
         """The market exit ended unfilled or partly filled (rejected, cancelled, expired): the shares left are protected
@@ -1651,6 +1678,7 @@ class PositionActor(pykka.ThreadingActor):
 
     def _restore(self, restored: Any) -> None:
         """Rebuild from the database after a restart or a crash: replay the recorded fills, re-register orders."""
+        self._restored_at = time.monotonic()  # its entry's last fill may be a moment ago: the positions list can lag
         self.entry_order_id = restored.entry_order_id
         self.position_id = restored.position_id
         row = restored.position_row

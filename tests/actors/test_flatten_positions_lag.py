@@ -14,6 +14,7 @@ from alpaca.trading.client import TradingClient
 
 from actors import messages as m
 from actors import position as position_module
+from catalyst.domain.orders import OrderStatus
 from catalyst.sim.server import EmbeddedExchange
 from tests.actors.conftest import START, exchange_at, logged_lines
 from tests.actors.test_doctor_heals import position_of, protected
@@ -67,7 +68,7 @@ def test_a_flatten_just_after_a_hand_sale_waits_for_the_list_to_show_it(trading,
     at once, it sized an exit of 100, a short sale. The sale's fill (an order Catalyst did not place) puts the read off
     until the list can show it."""
     monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)  # the entry long past
-    monkeypatch.setattr(position_module, "OUTSIDE_FILL_SETTLE_S", LAG_S + 1.5)
+    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", LAG_S + 1.5)
     trading.exchange.set_price("AAPL", "149.95")
     trading.open(trading.plan())
     protected(trading)
@@ -82,5 +83,57 @@ def test_a_flatten_just_after_a_hand_sale_waits_for_the_list_to_show_it(trading,
                          timeout=LAG_S + 15)
     assert not [o for o in trading.all_orders() if o.role == "flatten"]
     assert broker_qty(trading) == 0  # not short
-    said = [w for w in warnings if "did not place" in w]
-    assert len(said) == 1 and said[0].startswith("position AAPL#p-1 an order Catalyst did not place (")
+    said = [w for w in warnings if "has no row of" in w]
+    assert len(said) == 1 and said[0].startswith("position AAPL#p-1 an order Catalyst has no row of (")
+    assert said[0].endswith("filled sell 100 AAPL at the broker: placed by hand, this position's shares may be gone; "
+                            "a market exit of it reads the broker's position 3.5 s after that at the earliest")
+
+
+def test_an_actor_rebuilt_just_after_a_hand_sale_hears_of_it_again_from_the_router(trading, monkeypatch):
+    """A review: the position actor crashed (rebuilt from the database) a moment after a hand sale it had heard of.
+    The rebuilt actor knew nothing of it, read the lagging list at once and sold the 100 again, short. The router
+    tells the actor registering the sale again, with how long ago it heard of it."""
+    import pykka
+
+    from actors.position import PositionActor
+
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
+    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", LAG_S + 1.5)
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan())
+    protected(trading)
+    trading.wait_for(lambda: any(p["symbol"] == "AAPL" for p in lagging_positions(trading)), "the list to catch up",
+                     timeout=LAG_S + 10)
+    by_hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+    (first,) = trading.system.supervisor.live_refs().get()
+    with logged_lines("actors.position", "WARNING") as warnings:
+        sold_by_hand(trading, by_hand, 100)
+        trading.wait_for(lambda: [w for w in warnings if "has no row of" in w], "the sale heard of")
+        entry = trading.all_orders()[0]
+        bogus = m.Execution(key="bogus:1", qty=Decimal("999"), price=Decimal("1"), at=entry.updated_at)
+        first.tell(m.OrderUpdated(order_id=entry.order_id + 1, role="take_profit", status=OrderStatus.FILLED,
+                                  filled_qty=Decimal("999"), execution=bogus))  # an exit too large: a crash
+        rebuilt = trading.wait_for(lambda: [r for r in pykka.ActorRegistry.get_by_class(PositionActor)
+                                            if r.is_alive() and r is not first], "the rebuilt actor")[0]
+        rebuilt.tell(m.Flatten(reason="end of day", scheduled=True))
+        trading.wait_for(lambda: [w for w in warnings if "holds none" in w], "the broker's word: none held",
+                         timeout=LAG_S + 15)
+    assert not [o for o in trading.all_orders() if o.role == "flatten"]
+    assert broker_qty(trading) == 0  # not short
+    assert len([w for w in warnings if "has no row of" in w]) == 2  # the first actor, then the rebuilt one
+
+
+def test_a_hand_sale_the_stream_missed_is_heard_of_from_the_reconnects_catch_up(trading):
+    """The trade stream down while the 100 were sold by hand: the reconnect's catch-up lists that fill (a FILL
+    activity names no client_order_id), and the position hears of it as from the stream."""
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.open(trading.plan())
+    protected(trading)
+    by_hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+    with logged_lines("actors.position", "WARNING") as warnings:
+        trading.exchange.set_faults("drop=1.0")  # the daemon sees none of what follows
+        sold_by_hand(trading, by_hand, 100)
+        trading.exchange.set_faults("")
+        trading.exchange.drop_stream_connections()
+        said = trading.wait_for(lambda: [w for w in warnings if "has no row of" in w], "the sale heard of")
+    assert len(said) == 1 and "filled sell 100 AAPL at the broker" in said[0]

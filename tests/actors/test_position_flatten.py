@@ -430,6 +430,7 @@ def exit_sent_after_giving_up_on_the_entrys_last_50(rig: Rig, monkeypatch: pytes
     recorded, and is working."""
     monkeypatch.setattr(position_module, "ENTRY_FILLS_WAIT_S", 0.3)
     monkeypatch.setattr(position_module, "FLATTEN_RECHECK_S", 0.1)
+    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", 0.2)  # the next exit's read, once this one's fill shows
     flatten_with_entry_shares_unrecorded(rig)
     (first,) = wait_for(lambda: rig.told(m.PlaceExit), "the recorded shares' exit, once it gave up waiting")
     assert first.qty == Decimal(50)
