@@ -1233,9 +1233,9 @@ class PositionActor(pykka.ThreadingActor):
         if msg.side != self.position.exit_side or self.position.is_terminal:
             return
         at = time.monotonic() - msg.seconds_ago
+        if self._outside_first_at is None or self._outside_settled_at() <= at:
+            self._outside_first_at = at  # a new run of them: the last one's put-off has passed (its cap counts anew)
         self._outside_fill_at = max(self._outside_fill_at, at)
-        if self._outside_first_at is None:
-            self._outside_first_at = at
         if msg.broker_id in self._outside_fills_said:
             return
         self._outside_fills_said.add(msg.broker_id)

@@ -288,3 +288,19 @@ def test_a_rebuilt_actor_told_of_a_recent_sale_outside_catalyst_puts_its_read_of
     assert not rig.told(m.PlaceExit)
     asked(rig, 2)  # about 0.5 s later, not 1 s
     answer(rig, "60")
+
+
+def test_a_sale_outside_catalyst_long_after_an_earlier_one_puts_the_read_off_in_full(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cap on the put-off counts from the first of a run of such fills, not from one heard of hours before."""
+    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", 0.5)
+    rig.broker_holds = None
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.FilledOutside(symbol="AAPL", side="sell", qty=Decimal(1), broker_id="morning", seconds_ago=60))
+    rig.position.tell(m.FilledOutside(symbol="AAPL", side="sell", qty=Decimal(1), broker_id="now"))
+    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    rig.settled()
+    assert not exit_reads(rig)  # put off for the fill just now
+    asked(rig, 1)
