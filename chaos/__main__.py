@@ -82,6 +82,9 @@ class ChaosSettings(BaseModel):
     # kill moments (never the last) just before which a trader moves every working stop by hand (Alpaca's PATCH): the
     # kill lands while the daemon follows the replacements
     move_stops: int = Field(default=0, ge=0)
+    # kill moments (never the last) just before which a trader sells a position by hand (its OCO cancelled first),
+    # and one more a moment before the day's flatten with no kill: the daemon must never sell those shares again
+    sell_by_hand: int = Field(default=0, ge=0)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -114,6 +117,8 @@ class RunResult:
     disk_fill_idle: int = 0  # of those, the daemon wrote nothing within FILL_PATIENCE_S (its day over): left running
     stop_moves: int = 0  # moments a trader moved the working stops by hand
     stops_moved: int = 0  # stops replaced at the broker then
+    hand_sales: int = 0  # moments a trader sold a position by hand
+    shares_sold_by_hand: int = 0
 
     def line(self) -> str:
         checked = self.report.summary() if self.report else "not checked"
@@ -129,6 +134,8 @@ class RunResult:
         disk += (f", {self.disk_fill_idle} met no write (left running on the freed disk)" if self.disk_fill_idle
                  else "")
         disk += (f"; {self.stops_moved} stops moved by hand at {self.stop_moves} moments" if self.stop_moves else "")
+        disk += (f"; {self.shares_sold_by_hand} shares sold by hand at {self.hand_sales} moments" if self.hand_sales
+                 else "")
         return (f"chaos run seed {self.seed}: {self.kills} kills, {len(self.violations)} violations, "
                 f"{self.wall_s:.0f} s; {checked}{mid_flight}{disk}")
 
@@ -167,6 +174,15 @@ def stop_move_moments(settings: ChaosSettings, seed: int) -> set[int]:
     return _kill_indexes(settings, settings.move_stops, f"move-stops-{seed}")
 
 
+def hand_sale_moments(settings: ChaosSettings, seed: int) -> set[int]:
+    """Indexes of the kill moments a trader sells a position by hand just before (`--sell-by-hand`): never the last,
+    from a generator of their own."""
+    return _kill_indexes(settings, settings.sell_by_hand, f"sell-by-hand-{seed}")
+
+
+HAND_SALE_BEFORE_FLATTEN = "15:54:30"  # exchange time of the option's sale with no kill: the daemon flattens at 15:55
+
+
 def _kill_indexes(settings: ChaosSettings, count: int, generator: str) -> set[int]:
     """`count` kill moment indexes, never the last, drawn by a generator named `generator` of their own (so a seed's
     kill moments stay those without the option)."""
@@ -200,14 +216,23 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
         fills = disk_fill_moments(settings, seed, disk_full)
         disk_rng = random.Random(f"disk-headroom-{seed}")
         moves, move_rng = stop_move_moments(settings, seed), random.Random(f"stop-moves-{seed}")
+        sales, sale_rng = hand_sale_moments(settings, seed), random.Random(f"hand-sales-{seed}")
+        sale_before_flatten = _at(settings, HAND_SALE_BEFORE_FLATTEN) if settings.sell_by_hand else None
         spared = 0  # kill moments the running daemon on a filling disk was left through
         try:
             if disk is not None:
                 disk.mount()
             daemon.start()
             for index, moment in enumerate(kill_moments(settings, rng)):
+                if sale_before_flatten is not None and moment > sale_before_flatten:
+                    _wait_clock(exchange, sale_before_flatten, timeout_s=day_wall_s + 60)
+                    sell_by_hand(exchange, daemon, result)
+                    sale_before_flatten = None
                 _wait_clock(exchange, moment, timeout_s=day_wall_s + 60)
                 time.sleep(rng.uniform(0, 0.5))  # off the clock poll's rhythm
+                if index in sales and daemon.running:
+                    sell_by_hand(exchange, daemon, result)
+                    time.sleep(sale_rng.uniform(0, 2.0))  # the kill lands while the daemon reacts, or after
                 if index in moves and daemon.running:
                     result.stop_moves += 1
                     result.stops_moved += exchange.move_stops(SIM_KEY_ID, SIM_SECRET,
@@ -237,6 +262,9 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
             stopped_by_itself(daemon, result)
             if not daemon.running:  # stopped by a refused write since the last kill
                 daemon.start()
+            if sale_before_flatten is not None:
+                _wait_clock(exchange, sale_before_flatten, timeout_s=day_wall_s + 60)
+                sell_by_hand(exchange, daemon, result)
             daemon.wait_for(DAY_DONE, timeout_s=day_wall_s + 120)
             result.violations += settle(exchange, daemon, settings)
         except HarnessError as exc:
@@ -256,6 +284,13 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                 disk.unmount()
     result.wall_s = time.monotonic() - began
     return result
+
+
+def sell_by_hand(exchange: ExchangeProcess, daemon: DaemonProcess, result: RunResult) -> None:
+    if not daemon.running:
+        return
+    result.hand_sales += 1
+    result.shares_sold_by_hand += exchange.sell_by_hand(SIM_KEY_ID, SIM_SECRET)
 
 
 def start_on_a_filling_disk(daemon: DaemonProcess, result: RunResult, rng: random.Random) -> None:
@@ -416,6 +451,9 @@ def _parser() -> argparse.ArgumentParser:
                              "`replaced`, then the stop fills")
     parser.add_argument("--move-stops", type=int, metavar="N",
                         help="N kill moments (never the last) where a trader first moves every working stop by hand")
+    parser.add_argument("--sell-by-hand", type=int, metavar="N",
+                        help="N kill moments (never the last) where a trader first sells a position by hand (its "
+                             "orders cancelled), and one more just before the day's flatten with no kill")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -429,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    participation=args.participation,
                                    exit_shares_lag_s=args.exit_shares_lag_s,
                                    trigger_replaces_take_profit=args.trigger_replaces_take_profit,
-                                   move_stops=args.move_stops).items()
+                                   move_stops=args.move_stops, sell_by_hand=args.sell_by_hand).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -449,6 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     distance += f", exits lagging fills {settings.exit_shares_lag_s:g} s" if settings.exit_shares_lag_s else ""
     distance += ", triggered stops replace their take-profit" if settings.trigger_replaces_take_profit else ""
     distance += f", stops moved by hand at {settings.move_stops} moments" if settings.move_stops else ""
+    distance += (f", positions sold by hand at {settings.sell_by_hand} moments and before the flatten"
+                 if settings.sell_by_hand else "")
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:

@@ -225,6 +225,28 @@ class ExchangeProcess:
             moved += answer.status_code == 200
         return moved
 
+    def sell_by_hand(self, key_id: str, secret: str) -> int:
+        """Sell the account's largest position by hand, as a trader does in the dashboard: its symbol's working orders
+        cancelled (the daemon's OCO among them), then a market order for all of it (a buy for a short). The shares sold
+        (0: nothing held, or a click the faults or the broker refused, not retried)."""
+        headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}
+        try:
+            held = requests.get(f"{self.url}/v2/positions", headers=headers, timeout=5)
+            if held.status_code != 200 or not held.json():
+                return 0
+            position = max(held.json(), key=lambda p: abs(Decimal(str(p["qty"]))))
+            symbol, qty = position["symbol"], Decimal(str(position["qty"]))
+            listed = requests.get(f"{self.url}/v2/orders", headers=headers, timeout=5,
+                                  params={"status": "open", "symbols": symbol, "limit": 500})
+            for order in listed.json() if listed.status_code == 200 else ():
+                requests.delete(f"{self.url}/v2/orders/{order['id']}", headers=headers, timeout=5)
+            sold = requests.post(f"{self.url}/v2/orders", headers=headers, timeout=5, json={
+                "symbol": symbol, "qty": str(abs(qty)), "side": "sell" if qty > 0 else "buy", "type": "market",
+                "time_in_force": "day"})
+        except (requests.RequestException, ValueError, KeyError):
+            return 0
+        return int(abs(qty)) if sold.status_code == 200 else 0
+
 
 CONFIG_TEMPLATE = """# written by the chaos harness
 [daemon]
