@@ -1,0 +1,36 @@
+"""Chaos's trader selling a position by hand (`python -m chaos --sell-by-hand N`): the harness's sale against the
+emulator, and where its moments fall. The daemon's side of a hand sale is tests/actors/test_flatten_after_hand_sale.py."""
+
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+from chaos.__main__ import ChaosSettings, hand_sale_moments, kill_moments, stop_move_moments
+from chaos.harness import ExchangeProcess
+from tests.actors.test_doctor_heals import open_protected, position_of, working_stop_ids
+from tests.actors.test_flatten_after_hand_sale import broker_qty
+
+
+def test_the_harness_sells_the_largest_position_by_hand_its_orders_cancelled_first(trading):
+    open_protected(trading)
+    exchange = SimpleNamespace(url=trading.exchange.base_url.rstrip("/"))
+
+    sold = ExchangeProcess.sell_by_hand(exchange, trading.key, "secret")
+
+    assert sold == 100
+    trading.wait_for(lambda: broker_qty(trading) == 0, "the hand sale filled")
+    assert not working_stop_ids(trading)
+    assert position_of(trading).status == "open"  # the daemon learns of it from the doctor's pass
+    assert ExchangeProcess.sell_by_hand(exchange, trading.key, "secret") == 0  # nothing left to sell
+
+
+def test_hand_sale_moments_are_never_the_last_kill_and_leave_the_others_alone():
+    plain = ChaosSettings(kills=12, seed=5)
+    selling = ChaosSettings(kills=12, seed=5, sell_by_hand=3, move_stops=2)
+    chosen = hand_sale_moments(selling, 5)
+
+    assert len(chosen) == 3 and max(chosen) < 11
+    assert hand_sale_moments(plain, 5) == set()
+    assert stop_move_moments(selling, 5) == stop_move_moments(ChaosSettings(kills=12, seed=5, move_stops=2), 5)
+    assert kill_moments(plain, random.Random(5)) == kill_moments(selling, random.Random(5))
