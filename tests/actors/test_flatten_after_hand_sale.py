@@ -8,17 +8,17 @@ actors, alpaca-py against the emulator on loopback, SQLite on disk."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
 from actors import messages as m
 from actors import position as position_module
 from tests.actors.conftest import logged_lines
-from tests.actors.test_doctor_heals import doctor_on, open_protected, position_of, working_stop_ids
+from tests.actors import test_doctor_heals as doctor_heals
+from tests.actors.test_doctor_heals import open_protected, position_of, working_stop_ids
 
 
 @pytest.fixture(autouse=True)
@@ -28,16 +28,7 @@ def entry_long_ago(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
 
 
-@pytest.fixture
-def doctor(trading, doctor_broker) -> Iterator[Any]:
-    with doctor_on(trading, doctor_broker) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def by_hand(trading) -> TradingClient:
-    """The dashboard: the same account's keys."""
-    return TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+doctor, by_hand = doctor_heals.doctor, doctor_heals.by_hand  # fixtures: a doctor over `trading`, the dashboard
 
 
 def sold_by_hand(trading: Any, by_hand: Any, qty: int) -> None:

@@ -63,11 +63,10 @@ def lagging_positions(trading) -> list:
     return [{"symbol": p.symbol} for p in client.get_all_positions()]
 
 
-def test_a_flatten_just_after_a_hand_sale_waits_for_the_list_to_show_it(trading, monkeypatch):
-    """The OCO cancelled and the 100 sold by hand a moment before the flatten: the lagging list still shows them. Read
-    at once, it sized an exit of 100, a short sale. The sale's fill (an order Catalyst did not place) puts the read off
-    until the list can show it."""
-    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)  # the entry long past
+def long_protected_with_the_list_caught_up(trading, monkeypatch) -> TradingClient:
+    """100 AAPL bought and protected, the entry long past and the lagging list showing them; the settle time after a
+    sale outside Catalyst longer than the list's lag. The dashboard's client."""
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
     monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", LAG_S + 1.5)
     trading.exchange.set_price("AAPL", "149.95")
     trading.open(trading.plan())
@@ -75,6 +74,14 @@ def test_a_flatten_just_after_a_hand_sale_waits_for_the_list_to_show_it(trading,
     trading.wait_for(lambda: any(p["symbol"] == "AAPL" for p in lagging_positions(trading)), "the list to catch up",
                      timeout=LAG_S + 10)
     by_hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+    return by_hand
+
+
+def test_a_flatten_just_after_a_hand_sale_waits_for_the_list_to_show_it(trading, monkeypatch):
+    """The OCO cancelled and the 100 sold by hand a moment before the flatten: the lagging list still shows them. Read
+    at once, it sized an exit of 100, a short sale. The sale's fill (an order Catalyst did not place) puts the read off
+    until the list can show it."""
+    by_hand = long_protected_with_the_list_caught_up(trading, monkeypatch)
     with logged_lines("actors.position", "WARNING") as warnings:
         sold_by_hand(trading, by_hand, 100)
         assert any(p["symbol"] == "AAPL" for p in lagging_positions(trading))  # the list still shows the 100
@@ -97,14 +104,7 @@ def test_an_actor_rebuilt_just_after_a_hand_sale_hears_of_it_again_from_the_rout
 
     from actors.position import PositionActor
 
-    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
-    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", LAG_S + 1.5)
-    trading.exchange.set_price("AAPL", "149.95")
-    trading.open(trading.plan())
-    protected(trading)
-    trading.wait_for(lambda: any(p["symbol"] == "AAPL" for p in lagging_positions(trading)), "the list to catch up",
-                     timeout=LAG_S + 10)
-    by_hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+    by_hand = long_protected_with_the_list_caught_up(trading, monkeypatch)
     (first,) = trading.system.supervisor.live_refs().get()
     with logged_lines("actors.position", "WARNING") as warnings:
         sold_by_hand(trading, by_hand, 100)
