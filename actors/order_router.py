@@ -800,7 +800,8 @@ class OrderRouter(pykka.ThreadingActor):
             self._general.tell(Verify(orders=tuple(known.items()), reply_to=self.actor_ref))
 
     def _on_ReadBrokerPosition(self, msg: m.ReadBrokerPosition) -> None:
-        self._protect.tell(ReadPosition(symbol=msg.symbol, reply_to=msg.reply_to, for_exit=msg.for_exit))  # an exit or a sale waits on it
+        # On a protection worker: a market exit, or late entry shares' sale, waits on the answer with no stop
+        self._protect.tell(ReadPosition(symbol=msg.symbol, reply_to=msg.reply_to, for_exit=msg.for_exit))
 
     def _to_general(self, submit: SubmitOrder) -> None:
         """An entry to a general worker."""

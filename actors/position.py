@@ -100,8 +100,8 @@ EXIT_READ_ANSWER_S = 10.0  # a read not answered by then is made again
 # the rest asked about again this long after its fill (a list read sooner can still show the shares it sold).
 EXIT_NONE_RECHECK_S = 30.0
 # Wall seconds after a fill before a market exit reads the broker's positions, where the list can still show shares
-# that fill sold and an exit sized by it would sell them again, short (ALPACA.md §7: several seconds; Alpaca-API #276: up
-# to 10 s): a fill of an order Catalyst did not place on the exit side of the position's symbol (a hand sale,
+# that fill sold and an exit sized by it would sell them again, short (ALPACA.md §7: several seconds; Alpaca-API #276:
+# up to 10 s): a fill of an order Catalyst did not place on the exit side of the position's symbol (a hand sale,
 # FilledOutside), and this position's own exit that filled with shares left (_go_on_after_a_filled_exit). Fills outside
 # Catalyst that keep coming put the read off at most OUTSIDE_FILLS_MAX_WAITS of these past the first (another program
 # trading the symbol must not keep shares with no stop from their exit for good).

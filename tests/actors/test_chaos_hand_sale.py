@@ -1,5 +1,5 @@
 """Chaos's trader selling a position by hand (`python -m chaos --sell-by-hand N`): the harness's sale against the
-emulator, and where its moments fall. The daemon's side of a hand sale is tests/actors/test_flatten_after_hand_sale.py."""
+emulator, and where its moments fall. The daemon's side of a hand sale: tests/actors/test_flatten_after_hand_sale.py."""
 
 from __future__ import annotations
 
