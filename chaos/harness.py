@@ -225,10 +225,11 @@ class ExchangeProcess:
             moved += answer.status_code == 200
         return moved
 
-    def sell_by_hand(self, key_id: str, secret: str) -> int:
+    def sell_by_hand(self, key_id: str, secret: str, tries: int = 5) -> int:
         """Sell the account's largest position by hand, as a trader does in the dashboard: its symbol's working orders
-        cancelled (the daemon's OCO among them), then a market order for all of it (a buy for a short). The shares sold
-        (0: nothing held, or a click the faults or the broker refused, not retried)."""
+        cancelled (the daemon's OCO among them), then a market order for all of it (a buy for a short). A sale refused
+        because the daemon's new OCO took the shares first is clicked again, up to `tries` times. The shares sold (0:
+        nothing held, or every click refused, or one the faults answered with an error, not retried)."""
         headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}
         try:
             held = requests.get(f"{self.url}/v2/positions", headers=headers, timeout=5)
@@ -236,13 +237,16 @@ class ExchangeProcess:
                 return 0
             position = max(held.json(), key=lambda p: abs(Decimal(str(p["qty"]))))
             symbol, qty = position["symbol"], Decimal(str(position["qty"]))
-            listed = requests.get(f"{self.url}/v2/orders", headers=headers, timeout=5,
-                                  params={"status": "open", "symbols": symbol, "limit": 500})
-            for order in listed.json() if listed.status_code == 200 else ():
-                requests.delete(f"{self.url}/v2/orders/{order['id']}", headers=headers, timeout=5)
-            sold = requests.post(f"{self.url}/v2/orders", headers=headers, timeout=5, json={
-                "symbol": symbol, "qty": str(abs(qty)), "side": "sell" if qty > 0 else "buy", "type": "market",
-                "time_in_force": "day"})
+            for _ in range(tries):
+                listed = requests.get(f"{self.url}/v2/orders", headers=headers, timeout=5,
+                                      params={"status": "open", "symbols": symbol, "limit": 500})
+                for order in listed.json() if listed.status_code == 200 else ():
+                    requests.delete(f"{self.url}/v2/orders/{order['id']}", headers=headers, timeout=5)
+                sold = requests.post(f"{self.url}/v2/orders", headers=headers, timeout=5, json={
+                    "symbol": symbol, "qty": str(abs(qty)), "side": "sell" if qty > 0 else "buy", "type": "market",
+                    "time_in_force": "day"})
+                if sold.status_code != 403:
+                    break
         except (requests.RequestException, ValueError, KeyError):
             return 0
         return int(abs(qty)) if sold.status_code == 200 else 0

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from alpaca.common.exceptions import APIError
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
@@ -28,15 +29,26 @@ def entry_long_ago(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
 
 
+HAND_SALE_TRIES = 10
 doctor, by_hand = doctor_heals.doctor, doctor_heals.by_hand  # fixtures: a doctor over `trading`, the dashboard
 
 
 def sold_by_hand(trading: Any, by_hand: Any, qty: int) -> None:
     """The OCO cancelled in the dashboard, then `qty` sold at market by hand: the daemon's new OCO for its 100 is
-    refused for want of shares (the broker holds 100 - qty, none of them free once it is)."""
-    by_hand.cancel_order_by_id(working_stop_ids(trading)[0])  # an OCO's legs go together
-    trading.wait_for(lambda: not working_stop_ids(trading), "the OCO cancelled")
-    by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=qty, side=OrderSide.SELL, time_in_force=TimeInForce.DAY))
+    refused for want of shares (the broker holds 100 - qty, none of them free once it is). The daemon puts its stop
+    back the moment it hears of the cancel; where that OCO took the shares first (a busy machine: seen in CI), the sale
+    is refused, and the trader cancels and sells again."""
+    for _ in range(HAND_SALE_TRIES):
+        for stop_id in working_stop_ids(trading):
+            by_hand.cancel_order_by_id(stop_id)  # an OCO's legs go together
+        try:
+            by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=qty, side=OrderSide.SELL,
+                                                    time_in_force=TimeInForce.DAY))
+            break
+        except APIError as refused:
+            assert refused.status_code == 403, refused  # insufficient qty: the daemon's new OCO holds them
+    else:
+        raise AssertionError(f"the hand sale was refused {HAND_SALE_TRIES} times")
     trading.wait_for(lambda: broker_qty(trading) == Decimal(100 - qty), "the hand sale filled")
 
 
