@@ -253,6 +253,10 @@ class PositionActor(pykka.ThreadingActor):
         # Exit-side fills Catalyst did not place since the last exit read taken (time.monotonic()): the first, the last
         self._outside_first_at: float | None = None
         self._outside_fill_at = float("-inf")
+        # When this flatten's exit read was first put off or set aside for them (time.monotonic()): the cap on the
+        # whole wait, however the fills fall around the reads (a review: one inside each read's round trip began a new
+        # run each time, and the answer was set aside for as long as they came)
+        self._outside_wait_began: float | None = None
         self._outside_fills_said: set[str] = set()  # their broker ids, each said once
         self._restored_at = float("-inf")  # time.monotonic() of a rebuild: its entry's last fill may be a moment ago
         self._exit_read_failures = 0
@@ -1067,7 +1071,7 @@ class PositionActor(pykka.ThreadingActor):
         self._told_closed = False  # the cycle's flattens come while the market is open (at its end, at the next open)
         self._protection_held = False  # refused overnight: the flatten takes the shares instead
         self._exit_read_asked_at, self._exit_read_held, self._exit_cut = None, None, Decimal(0)
-        self._exit_last_held, self._exit_read_not_before = None, 0.0
+        self._exit_last_held, self._exit_read_not_before, self._outside_wait_began = None, 0.0, None
         self._exit_read_failures = self._exit_lag_reads = 0
         self._exit_none_said = False
         self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
@@ -1139,6 +1143,8 @@ class PositionActor(pykka.ThreadingActor):
         if held is not None:
             return held
         now = time.monotonic()
+        if self._outside_settled_at() > now and self._outside_wait_began is None:
+            self._outside_wait_began = now
         not_before = max(self._exit_read_not_before, self._outside_settled_at())
         if now < not_before:
             self._start_flatten_timer(not_before - now)
@@ -1161,9 +1167,11 @@ class PositionActor(pykka.ThreadingActor):
             return  # the close kept it under stops meanwhile, or it closed
         if self._outside_settled_at() > asked_at:
             # A sale outside Catalyst came while this was asked (or just before): the answer can predate it.
+            if self._outside_wait_began is None:
+                self._outside_wait_began = asked_at
             self._start_flatten_timer(self._outside_settled_at() - time.monotonic())
             return
-        self._outside_first_at = None  # an answer taken: later fills outside put the next read off afresh
+        self._outside_first_at = self._outside_wait_began = None  # an answer taken: later fills put the next off afresh
         recorded = self.position.quantity - self._leaving()
         symbol = self.plan.symbol
         if msg.error is not None:
@@ -1251,6 +1259,8 @@ class PositionActor(pykka.ThreadingActor):
         if self._outside_first_at is None:
             return float("-inf")
         last = min(self._outside_fill_at, self._outside_first_at + OUTSIDE_FILLS_MAX_WAITS * POSITIONS_SETTLE_S)
+        if self._outside_wait_began is not None:
+            last = min(last, self._outside_wait_began + OUTSIDE_FILLS_MAX_WAITS * POSITIONS_SETTLE_S)
         return last + POSITIONS_SETTLE_S
 
     def _others_at_broker(self) -> Decimal:

@@ -304,3 +304,28 @@ def test_a_sale_outside_catalyst_long_after_an_earlier_one_puts_the_read_off_in_
     rig.settled()
     assert not exit_reads(rig)  # put off for the fill just now
     asked(rig, 1)
+
+
+def test_fills_outside_catalyst_inside_every_reads_round_trip_set_its_answer_aside_only_so_long(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: a sliced sale by another program filling inside each read's round trip began a new run of put-offs
+    each time, and every answer was set aside for as long as the fills came, the shares with no stop. The whole wait
+    is capped from when the exit's read was first put off."""
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.0)
+    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", 0.3)
+    rig.broker_holds = None
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.FilledOutside(symbol="AAPL", side="sell", qty=Decimal(1), broker_id="slice-0"))
+    started = time.monotonic()
+    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    answered = 0
+    while not rig.told(m.PlaceExit) and time.monotonic() - started < 5.0:
+        if len(exit_reads(rig)) > answered:
+            answered += 1
+            rig.position.tell(m.FilledOutside(symbol="AAPL", side="sell", qty=Decimal(1), broker_id=f"slice-{answered}"))
+            answer(rig, "100")  # asked before that fill: set aside, until the cap
+        time.sleep(0.02)
+    assert rig.told(m.PlaceExit), f"every answer set aside ({answered} reads)"
+    assert time.monotonic() - started < (position_module.OUTSIDE_FILLS_MAX_WAITS + 1) * 0.3 + 1.0
