@@ -241,20 +241,27 @@ def test_a_rebuild_while_a_cut_exit_works_reads_the_rest_only_once_the_list_can_
     assert not rig.told(m.PlaceExit)
 
 
+def flattened_after_a_fill_outside(rig: Rig, monkeypatch: pytest.MonkeyPatch, broker_id: str) -> float:
+    """Protected, a sale outside Catalyst heard of (`broker_id`), then flattened and its OCO's cancels confirmed; the
+    settle time 0.3 s, the broker's answers the test's. When the flatten was asked (time.monotonic())."""
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.0)
+    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", 0.3)
+    rig.broker_holds = None
+    tp, sl = rig.open_and_protect()
+    rig.position.tell(m.FilledOutside(symbol="AAPL", side="sell", qty=Decimal(1), broker_id=broker_id))
+    started = time.monotonic()
+    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
+    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    return started
+
+
 def test_fills_outside_catalyst_that_keep_coming_put_the_exit_off_only_so_long(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """A review: a hand limit sell filling in pieces, or another program trading the symbol, each fill moving the read
     off again, kept shares with no stop from their exit for good. The put-off ends OUTSIDE_FILLS_MAX_WAITS settle
     times past the first fill."""
-    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.0)
-    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", 0.3)
-    rig.broker_holds = None
-    tp, sl = rig.open_and_protect()
-    rig.position.tell(m.FilledOutside(symbol="AAPL", side="sell", qty=Decimal(1), broker_id="hand-limit"))
-    started = time.monotonic()
-    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
-    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
-    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    started = flattened_after_a_fill_outside(rig, monkeypatch, "hand-limit")
     while not exit_reads(rig) and time.monotonic() - started < 5.0:
         rig.position.tell(m.FilledOutside(symbol="AAPL", side="sell", qty=Decimal(1), broker_id="hand-limit"))
         time.sleep(0.1)
@@ -311,15 +318,7 @@ def test_fills_outside_catalyst_inside_every_reads_round_trip_set_its_answer_asi
     """A review: a sliced sale by another program filling inside each read's round trip began a new run of put-offs
     each time, and every answer was set aside for as long as the fills came, the shares with no stop. The whole wait
     is capped from when the exit's read was first put off."""
-    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.0)
-    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", 0.3)
-    rig.broker_holds = None
-    tp, sl = rig.open_and_protect()
-    rig.position.tell(m.FilledOutside(symbol="AAPL", side="sell", qty=Decimal(1), broker_id="slice-0"))
-    started = time.monotonic()
-    rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
-    rig.update(tp.order_id, "take_profit", OrderStatus.CANCELLED)
-    rig.update(sl.order_id, "stop_loss", OrderStatus.CANCELLED)
+    started = flattened_after_a_fill_outside(rig, monkeypatch, "slice-0")
     answered = 0
     while not rig.told(m.PlaceExit) and time.monotonic() - started < 5.0:
         if len(exit_reads(rig)) > answered:
