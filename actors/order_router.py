@@ -1251,10 +1251,10 @@ class OrderRouter(pykka.ThreadingActor):
         position took the other leg for a lone one and cancelled it (undoing the change), or, a take-profit replaced,
         never saw the new one's fill and protected shares already sold. False when there is nothing to follow: no
         replacement named (Alpaca's report of a triggered stop, alpaca-py #198) or one that is already another of
-        our orders. Not for an entry: its position is known by its entry's id (a replaced entry's new order is left to
-        the doctor, as an order placed by hand)."""
+        our orders. An entry's too (a limit entry moved by hand): its fills are its position's, protected at once, not
+        shares of an order placed by hand, bare until the doctor's pass."""
         new_id = report.replaced_by
-        if tracked.role == "entry" or not new_id:
+        if not new_id:
             return False
         if new_id in self._replacing:
             return True  # being read: a duplicate of the event

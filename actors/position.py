@@ -193,7 +193,8 @@ class PositionActor(pykka.ThreadingActor):
         self.plan, self.router, self.writer, self.system, self.clock = plan, router, writer, system, clock
         self.position = Position(symbol=plan.symbol, side=plan.side)
         self.position_id: int | None = None
-        self.entry_order_id: int | None = None
+        self.entry_order_id: int | None = None  # its first entry's: the position's key, whatever replaced that entry
+        self.entries: list[int] = []  # its entry and the orders that replaced it at the broker, the working one last
         # (price, stop, target): the stop and target planned for an entry at that price; an entry paying worse gets
         # them moved by the difference (exits_from_fill). The plan's sized price; after a rebuild, the first fill's.
         self.exits_basis: tuple[Decimal, Decimal, Decimal] | None = (
@@ -416,6 +417,7 @@ class PositionActor(pykka.ThreadingActor):
             self.orders[order_id] = OrderView(role=role)
             if role == "entry":
                 self.entry_order_id = order_id
+                self.entries = [order_id]
                 self.system.tell(m.PositionEntry(entry_order_id=order_id, owner=self.actor_ref))
                 self.log.info(f"position {self.label} pending {self.plan.side} {self.plan.qty} "
                               f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
@@ -442,6 +444,9 @@ class PositionActor(pykka.ThreadingActor):
         if old is not None:
             old.status = OrderStatus.REPLACED
         self.orders[msg.new_order_id] = OrderView(role=msg.role, status=OrderStatus.SUBMITTED, acknowledged=True)
+        if msg.role == "entry":
+            self._entry_replaced(msg, sold)
+            return
         for pair in self.pairs:
             if msg.replaced_order_id in (pair.take_profit, pair.stop_loss):
                 if pair.take_profit == msg.replaced_order_id:
@@ -529,7 +534,7 @@ class PositionActor(pykka.ThreadingActor):
     def _prepare_entry_fill(self, msg: m.PrepareEntryFill) -> m.EntryFillPlan | None:
         """The writes an entry execution calls for, for the router to commit with the execution itself. Changes
         nothing here: the router's EntryFillCommitted (or, if it could not, a plain OrderUpdated) follows."""
-        if self.position.is_terminal or msg.order_id != self.entry_order_id:
+        if self.position.is_terminal or msg.order_id not in self.entries:
             return None
         plan = self._entry_fill_writes(msg.execution)[1]
         if plan.protection_at is not None and self._unprotected_qty() > 0:
@@ -615,10 +620,12 @@ class PositionActor(pykka.ThreadingActor):
                    or (after.quantity < self.plan.qty and self._waits_for_protection_in_flight()))
         orders = self._protection_orders(missing, stop, target) if missing > 0 and not holding else []
         if self.position_id is None:
+            # Its replacements' rows are linked too (a limit entry moved by hand); none usually: the call as ever.
+            more = {"replacements": tuple(self.entries[1:])} if len(self.entries) > 1 else {}
             return after, m.EntryFillPlan(calls=(call(
                 "open_position_with_orders", entry_order_id=self.entry_order_id, quantity=after.quantity,
                 entry_price=after.avg_entry_price, entry_time=execution.at, stop_loss=stop,
-                take_profit=target, orders=orders,
+                take_profit=target, orders=orders, **more,
             ),), protection_at=0 if orders else None)
         calls = [call("update_position", self.position_id, quantity=after.quantity,
                       entry_price=after.avg_entry_price, realized_pnl=after.realized_pnl)]
@@ -632,11 +639,42 @@ class PositionActor(pykka.ThreadingActor):
         if msg.status is OrderStatus.REJECTED:
             self.position = self.position.fail()
             self.log.warning(f"position {self.label} pending → failed: entry rejected ({msg.reason})")
-        elif msg.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED) and msg.filled_qty == 0:
+        elif (msg.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED, OrderStatus.REPLACED)
+              and msg.order_id == self.working_entry_id and self._entry_filled() == 0):
             # Only an entry that never filled cancels the position: a cancel event can overtake a fill event,
-            # and the cumulative filled_qty on the order is the truth either way.
+            # and the cumulative filled_qty on the order is the truth either way. Replaced and told so (not told
+            # m.OrderReplaced): the router could not follow the new order, which is the doctor's, as one placed by hand.
             self.position = self.position.cancel()
-            self.log.info(f"position {self.label} pending → cancelled: entry {msg.status} unfilled")
+            self.log.info(f"position {self.label} pending → cancelled: entry {msg.status} unfilled"
+                          + (", by an order not followed (the doctor's pass looks at it)"
+                             if msg.status is OrderStatus.REPLACED else ""))
+
+    def _entry_replaced(self, msg: m.OrderReplaced, filled: Decimal) -> None:
+        """Its entry replaced at the broker (a limit moved in the dashboard, say): the new order is its entry now, and
+        its fills are this position's, protected as every entry fill is. Not followed, they were an order placed by
+        hand's: bare until the doctor's pass. The plan's shares become those filled plus the new order's."""
+        if msg.new_order_id not in self.entries:
+            self.entries.append(msg.new_order_id)
+        self.system.tell(m.PositionEntry(entry_order_id=msg.new_order_id, owner=self.actor_ref))
+        self.plan = self.plan.model_copy(update={"qty": self._entry_filled() + msg.qty})
+        self.log.warning(f"position {self.label} its entry o-{msg.replaced_order_id} was replaced at the broker by "
+                         f"o-{msg.new_order_id} ({msg.detail}; {filled} filled before): following it, its fills are "
+                         "this position's")
+        if self.position.is_terminal or self.flattening or msg.replaced_order_id in self._cancels_asked \
+                or self._entry_withdrawn is not None or self._protect_after_entry:
+            why = (f"its position is {self.position.status}" if self.position.is_terminal
+                   else f"flatten: {self.flatten_reason}" if self.flattening
+                   else self._entry_withdrawn or "it replaced an entry being cancelled")
+            self.log.info(f"position {self.label} cancelling its entry o-{msg.new_order_id}: {why}")
+            self._cancel((msg.new_order_id,), reason=why)
+
+    @property
+    def working_entry_id(self) -> int | None:
+        """The entry order working for this position now: its first, or the last that replaced it at the broker."""
+        return self.entries[-1] if self.entries else self.entry_order_id
+
+    def _entry_filled(self) -> Decimal:
+        return sum((self.orders[i].filled_qty for i in self.entries if i in self.orders), Decimal(0))
 
     # --- protection -------------------------------------------------------------------------------------------
 
@@ -667,8 +705,8 @@ class PositionActor(pykka.ThreadingActor):
         """Entry shares the broker reports filled whose executions have not reached the position yet: a fill event
         lost, the order's status read by REST (a cancel answered "already filled"). The router's catch-up brings
         them."""
-        entry = self.orders.get(self.entry_order_id) if self.entry_order_id is not None else None
-        return max(entry.filled_qty - entry.applied_qty, Decimal(0)) if entry is not None else Decimal(0)
+        return sum((max(entry.filled_qty - entry.applied_qty, Decimal(0)) for i in self.entries
+                    if (entry := self.orders.get(i)) is not None), Decimal(0))
 
     def _leaving(self) -> Decimal:
         """Shares our exit orders have filled at the broker whose executions have not reached the position yet."""
@@ -810,18 +848,17 @@ class PositionActor(pykka.ThreadingActor):
             return
         if not self._entry_working():
             return
-        entry = self.orders[self.entry_order_id]
-        self.log.info(f"position {self.label} {reason}: cancelling the rest of its entry o-{self.entry_order_id} "
-                      f"({entry.filled_qty} of {self.plan.qty} filled, {self.protected_qty()} under stops)")
+        self.log.info(f"position {self.label} {reason}: cancelling the rest of its entry o-{self.working_entry_id} "
+                      f"({self._entry_filled()} of {self.plan.qty} filled, {self.protected_qty()} under stops)")
         self._entry_withdrawn = reason
         self._ask_entry_cancel()
 
     def _ask_entry_cancel(self) -> None:
         """Asked again every few seconds until the entry has ended: a cancel lost to a 5xx or a timeout is not
         retried by the router, and the shares wait for it without a stop."""
-        assert self.entry_order_id is not None
+        assert self.working_entry_id is not None
         stopping = self._entry_withdrawn is not None  # on the wash-trade path too (a review: every 2 s, with a read)
-        self._cancel((self.entry_order_id,), reason="its protection was refused as a potential wash trade"
+        self._cancel((self.working_entry_id,), reason="its protection was refused as a potential wash trade"
                      if self._protect_after_entry else self._entry_withdrawn)
         if self._entry_cancel_timer:
             self._entry_cancel_timer.cancel()
@@ -837,13 +874,13 @@ class PositionActor(pykka.ThreadingActor):
         if self._entry_withdrawn is not None:
             self._ask_entry_cancel()  # the daemon stopping: no read queued behind a broker that may hang
             return
-        self.log.warning(f"position {self.label} entry o-{self.entry_order_id} still works after its cancel was "
+        self.log.warning(f"position {self.label} entry o-{self.working_entry_id} still works after its cancel was "
                          f"asked ({self.position.quantity} shares wait for their stop): asking the broker again")
-        self.router.tell(m.VerifyOrders(order_ids=(self.entry_order_id,)))
+        self.router.tell(m.VerifyOrders(order_ids=(self.working_entry_id,)))
         self._ask_entry_cancel()
 
     def _entry_working(self) -> bool:
-        entry = self.orders.get(self.entry_order_id) if self.entry_order_id is not None else None
+        entry = self.orders.get(self.working_entry_id) if self.working_entry_id is not None else None
         return entry is not None and entry.working
 
     def _protect(self, coalesce: bool = True, write_timeout_s: float | None = None) -> None:
@@ -1459,9 +1496,9 @@ class PositionActor(pykka.ThreadingActor):
                 return
             if self._kept_overnight:
                 return
-            if self._arriving() > 0 and self.entry_order_id is not None:
+            if self._arriving() > 0 and self.entries:
                 # The entry's missing executions: its report, read again, restarts the router's catch-up.
-                self.router.tell(m.VerifyOrders(order_ids=(self.entry_order_id,)))
+                self.router.tell(m.VerifyOrders(order_ids=tuple(self.entries)))
             self._exit_when_clear()  # the exit goes now if nothing is left to wait for (a backstop for a missed step)
             return
         self.log.warning(f"position {self.label} flatten still waiting for {working} to end: asking the broker again")
@@ -1472,12 +1509,12 @@ class PositionActor(pykka.ThreadingActor):
     # --- closing ----------------------------------------------------------------------------------------------
 
     def _after_close(self) -> None:
-        if self._entry_working() and self.entry_order_id not in self._cancels_asked:
+        if self._entry_working() and self.working_entry_id not in self._cancels_asked:
             # The trade is over, and the entry's rest could still buy: a limit the falling price made marketable, or
             # one that has filled already and whose event is late or lost. Not left for the siblings' grace.
-            self.log.info(f"position {self.label} closed while its entry o-{self.entry_order_id} still works: "
+            self.log.info(f"position {self.label} closed while its entry o-{self.working_entry_id} still works: "
                           "cancelling its rest")
-            self._cancel((self.entry_order_id,), reason="position closed")
+            self._cancel((self.working_entry_id,), reason="position closed")
         working = tuple(i for i, v in self.orders.items() if v.working)
         if working:
             self._timer = tell_later(self.actor_ref, wall_seconds(self.clock, SIBLING_GRACE_S), CheckSiblings())
@@ -1644,7 +1681,7 @@ class PositionActor(pykka.ThreadingActor):
                            f"have no recorded execution after {ENTRY_FILLS_WAIT_S:.0f} s: left to the doctor's pass "
                            "(check them at the broker)")
             return False
-        self.router.tell(m.VerifyOrders(order_ids=(self.entry_order_id,)))
+        self.router.tell(m.VerifyOrders(order_ids=tuple(self.entries)))
         if self._timer:
             self._timer.cancel()
         self._timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckLateEntryFills())
@@ -1690,6 +1727,7 @@ class PositionActor(pykka.ThreadingActor):
         """Rebuild from the database after a restart or a crash: replay the recorded fills, re-register orders."""
         self._restored_at = time.monotonic()  # its entry's last fill may be a moment ago: the positions list can lag
         self.entry_order_id = restored.entry_order_id
+        self.entries = [e.order_id for e in restored.entries] or [restored.entry_order_id]
         self.position_id = restored.position_id
         row = restored.position_row
         first_fill = next((price for role, _, price in restored.fills if role == "entry"), None)
@@ -1723,7 +1761,7 @@ class PositionActor(pykka.ThreadingActor):
             self.position_id = self.writer.open_position_for_entry(
                 entry_order_id=self.entry_order_id, quantity=self.position.quantity,
                 entry_price=self.position.avg_entry_price, entry_time=self.clock.now(),
-                stop_loss=stop, take_profit=target,
+                stop_loss=stop, take_profit=target, replacements=tuple(self.entries[1:]),
             ).get().position_id
             if first_fill is not None:
                 self.exits_basis = (first_fill, stop, target)  # as the row-exists branch above measures

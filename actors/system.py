@@ -34,11 +34,15 @@ WORKER_STOP_GRACE_S = 0.5  # past the drain: a worker between two jobs answers i
 MAX_REBUILDS = 3  # per position; a position that keeps crashing is left to the doctor, loudly
 
 
-def plan_from_entry(entry: Any) -> m.TradePlan:
-    """The trade plan a pending entry was placed with: it is all on the entry order row."""
+def plan_from_entry(entry: Any, entries: tuple[Any, ...] = ()) -> m.TradePlan:
+    """The trade plan a pending entry was placed with: it is all on the entry order row. `entries`: the entry rows of
+    its chain, first to working, when the entry was replaced at the broker (a limit moved by hand): the working one's
+    shares and price, beside those the replaced ones filled."""
+    last = entries[-1] if entries else entry
+    qty = last.quantity + sum((e.filled_qty for e in entries[:-1]), Decimal(0))
     return m.TradePlan(
         symbol=entry.symbol, side=PositionSide.LONG if entry.side == "buy" else PositionSide.SHORT,
-        qty=entry.quantity, order_type=entry.order_type, limit_price=entry.limit_price,
+        qty=qty, order_type=last.order_type, limit_price=last.limit_price,
         stop_loss=entry.planned_stop_loss, take_profit=entry.planned_take_profit, cycle_id=entry.cycle_id,
         entry_price=entry.planned_entry_price,
     )
@@ -59,6 +63,7 @@ class Restored:
     executions: tuple[str, ...]  # the execution ids of those fills
     position_row: Any = None  # the positions row as committed (PositionRecord), if there is one
     last_fill_at: Any = None  # when the last recorded execution happened
+    entries: tuple[Any, ...] = ()  # its entry rows, first to working (more than one: replaced at the broker)
 
     @classmethod
     def from_book(cls, book: Any) -> Restored:
@@ -87,8 +92,11 @@ class Restored:
         recorded: dict[int, Decimal] = {}
         for f in mine:
             recorded[f.order_id] = recorded.get(f.order_id, Decimal(0)) + f.qty
-        return cls(book.entry.order_id, book.entry.position_id, book.orders, tuple(pairs), fills, tuple(recorded.items()),
-                   tuple(f.execution_id for f in mine), book.position, mine[-1].occurred_at if mine else None)
+        entries = tuple(by_id[i] for i in replacement_chain(book.entry.order_id, replaced_by)
+                        if by_id.get(i) is not None and by_id[i].role == "entry")
+        return cls(book.entry.order_id, book.position.position_id if book.position else book.entry.position_id,
+                   book.orders, tuple(pairs), fills, tuple(recorded.items()), tuple(f.execution_id for f in mine),
+                   book.position, mine[-1].occurred_at if mine else None, entries)
 
 
 class Supervisor(pykka.ThreadingActor):
@@ -147,9 +155,15 @@ class Supervisor(pykka.ThreadingActor):
         if book is None:
             log.error(f"system cannot restore entry o-{entry_order_id}: not in the database")
             return None
-        ref = self.make_position(plan_from_entry(book.entry), restored=Restored.from_book(book))
+        owner = self.by_entry.get(book.entry.order_id)  # asked by an entry that replaced the position's first
+        if owner is not None and owner.is_alive():
+            log.warning(f"system entry o-{book.entry.order_id} has a live position actor: not rebuilt beside it")
+            return owner
+        restored = Restored.from_book(book)
+        ref = self.make_position(plan_from_entry(book.entry, restored.entries), restored=restored)
         self.live[ref.actor_urn] = ref
-        self.by_entry[entry_order_id] = ref
+        for order_id in {entry_order_id, *restored.entries}:
+            self.by_entry[order_id] = ref
         return ref
 
     def _rebuild(self, msg: m.PositionCrashed) -> None:

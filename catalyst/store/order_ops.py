@@ -320,7 +320,8 @@ async def record_replacement(session: AsyncSession, replaced_order_id: int, new:
                              at: datetime) -> OrderRecord:
     """One transaction: the replacement's row (same role, position, parent and cycle as the row it replaces,
     `submitted` with the broker's ids, its events move it on from there) and the replaced row's pointer to it
-    (spec §2.2: `replaced` points to the new order). Idempotent: a replacement already written (the doctor's, a
+    (spec §2.2: `replaced` points to the new order). An entry's replacement names the position's first entry as its
+    parent: a position is known by that entry (recovery_ops.position_book), whichever of its entries works now. Idempotent: a replacement already written (the doctor's, a
     replay) is linked, not inserted twice."""
     at = checks.utc("at", at)
     old = await order_row(session, replaced_order_id)
@@ -328,7 +329,8 @@ async def record_replacement(session: AsyncSession, replaced_order_id: int, new:
     if row is None:
         row = Order(
             client_order_id=new.client_order_id, alpaca_order_id=new.alpaca_order_id, cycle_id=old.cycle_id,
-            security_id=old.security_id, position_id=old.position_id, parent_order_id=old.parent_order_id,
+            security_id=old.security_id, position_id=old.position_id,
+            parent_order_id=(old.parent_order_id or old.order_id) if old.role == "entry" else old.parent_order_id,
             role=old.role, side=old.side, order_type=checks.one_of("order type", new.order_type, ORDER_TYPES),
             order_class=old.order_class, time_in_force=new.time_in_force,
             quantity=checks.positive("order quantity", new.quantity),

@@ -45,8 +45,10 @@ async def open_position_for_entry(
     entry_time: datetime,
     stop_loss: Any = None,
     take_profit: Any = None,
+    replacements: Sequence[int] = (),
 ) -> PositionRecord:
-    """Spec §1.3 steps 7-8 in one transaction: create the open position and link its entry order.
+    """Spec §1.3 steps 7-8 in one transaction: create the open position and link its entry order, and the orders
+    that replaced it at the broker (`replacements`: a limit entry moved by hand; their fills are the position's).
 
     Idempotent: an entry already linked returns its position unchanged, so a replayed first fill
     (restart, REST catch-up after a stream gap) never creates a second position. The position returned is built
@@ -80,6 +82,10 @@ async def open_position_for_entry(
     raw_sql.execute(raw, "open_position_for_entry",
                     "UPDATE orders SET position_id = ?, updated_at = MAX(updated_at, ?) WHERE order_id = ?",
                     (stored["position_id"], at, entry_order_id))
+    for replacement in replacements:
+        raw_sql.execute(raw, "open_position_for_entry",
+                        "UPDATE orders SET position_id = ? WHERE order_id = ? AND role = 'entry' AND position_id IS NULL",
+                        (stored["position_id"], replacement))
     return POSITION_READER.written({**stored, "exit_price": None, "exit_time": None}, symbol)
 
 
@@ -93,10 +99,11 @@ async def open_position_with_orders(
     take_profit: Any,
     orders: Sequence[NewOrder],
     created_at: datetime,
+    replacements: Sequence[int] = (),
 ) -> tuple[PositionRecord, list[OrderRecord]]:
     """The position opened by its first entry fill and its first protection rows, which belong to it: one commit."""
     position = await open_position_for_entry(
-        session, entry_order_id, quantity, entry_price, entry_time, stop_loss, take_profit)
+        session, entry_order_id, quantity, entry_price, entry_time, stop_loss, take_profit, replacements)
     owned = [replace(order, position_id=position.position_id) for order in orders]
     security = (position.symbol, position.security_id)
     return position, (await create_orders(session, owned, created_at, security) if owned else [])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from catalyst.store.models import TERMINAL_ORDER_STATUSES, Fill, Order, Position
@@ -21,18 +21,28 @@ class PositionBook:
     fills: tuple[FillRecord, ...]  # every recorded execution of those orders, in the order they happened
 
 
+# A position is known by its first entry: an entry that replaced it at the broker (a limit moved by hand, followed:
+# order_ops.record_replacement) names that first entry as its parent.
+ENTRY_KEY = func.coalesce(Order.parent_order_id, Order.order_id)
+
+
 async def position_book(session: AsyncSession, entry_order_id: int) -> PositionBook | None:
-    entries = await find_orders(session, Order.order_id == entry_order_id, Order.role == "entry")
+    """The book of the position whose entry, or an entry that replaced it, is `entry_order_id`; `entry` is the first
+    of its entries, the position's key."""
+    key = await session.scalar(select(ENTRY_KEY).where(Order.order_id == entry_order_id, Order.role == "entry"))
+    entries = await find_orders(session, Order.order_id == key, Order.role == "entry") if key is not None else []
     if not entries:
         return None
     entry = entries[0]
     position = None
-    orders = [entry]
-    if entry.position_id is not None:
-        found = await find_positions(session, Position.position_id == entry.position_id)
+    orders = [entry, *await find_orders(session, Order.parent_order_id == entry.order_id, Order.role == "entry")]
+    chain = {o.order_id for o in orders}
+    position_id = next((o.position_id for o in orders if o.position_id is not None), None)
+    if position_id is not None:
+        found = await find_positions(session, Position.position_id == position_id)
         position = found[0] if found else None
-        orders += [o for o in await find_orders(session, Order.position_id == entry.position_id)
-                   if o.order_id != entry.order_id]
+        orders += [o for o in await find_orders(session, Order.position_id == position_id)
+                   if o.order_id not in chain]
     orders.sort(key=lambda o: o.order_id)
     ids = [o.order_id for o in orders]
     rows = await session.scalars(
@@ -45,18 +55,18 @@ async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
     """Entries still working without a position, entries that filled before a crash let their position row be
     written, the entries of open positions, and those of closed positions with an exit order still working."""
     pending = await session.scalars(
-        select(Order.order_id).where(Order.role == "entry", Order.position_id.is_(None),
+        select(ENTRY_KEY).where(Order.role == "entry", Order.position_id.is_(None),
                                      Order.status.notin_(TERMINAL_ORDER_STATUSES))
     )
     # A kill between the entry's fill commit and the position row leaves a filled entry with no position: it
     # must be rebuilt from its recorded fills, or the doctor would see an orphan and book the shares twice.
     unlinked = (await session.execute(
-        select(Order.order_id, Order.filled_qty).where(Order.role == "entry", Order.position_id.is_(None),
+        select(ENTRY_KEY, Order.filled_qty).where(Order.role == "entry", Order.position_id.is_(None),
                                                        Order.status.in_(TERMINAL_ORDER_STATUSES))
     )).all()
     pending = [*pending, *(order_id for order_id, filled in unlinked if filled and filled > 0)]
     opened = await session.scalars(
-        select(Order.order_id).join(Position, Position.position_id == Order.position_id)
+        select(ENTRY_KEY).join(Position, Position.position_id == Order.position_id)
         .where(Order.role == "entry", Position.status == "open")
     )
     # A closed position with an exit order of its own working at the broker: late entry shares kept under stops
@@ -64,6 +74,6 @@ async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
     # actor after a restart, the shares would wait under a stop that is good till cancelled, sold by nothing (a
     # review).
     kept = await session.scalars(
-        select(Order.order_id).join(Position, Position.position_id == Order.position_id)
+        select(ENTRY_KEY).join(Position, Position.position_id == Order.position_id)
         .where(Order.role == "entry", Position.status == "closed", exit_working_at_broker()))
     return sorted({*pending, *opened, *kept})

@@ -408,10 +408,11 @@ class Store:
         entry_time: datetime | None = None,
         stop_loss: Decimal | None = None,
         take_profit: Decimal | None = None,
+        replacements: Sequence[int] = (),
     ) -> PositionRecord:
         return await self._transaction(
             position_ops.open_position_for_entry,
-            entry_order_id, quantity, entry_price, self._at(entry_time), stop_loss, take_profit,
+            entry_order_id, quantity, entry_price, self._at(entry_time), stop_loss, take_profit, tuple(replacements),
         )  # fmt: skip
 
     async def open_position_with_orders(
@@ -424,11 +425,13 @@ class Store:
         take_profit: Decimal | None,
         orders: Sequence[NewOrder],
         at: datetime | None = None,
+        replacements: Sequence[int] = (),
     ) -> tuple[PositionRecord, list[OrderRecord]]:
         """open_position_for_entry and its first protection rows (their position_id filled in), one transaction."""
         return await self._transaction(
             position_ops.open_position_with_orders,
             entry_order_id, quantity, entry_price, entry_time, stop_loss, take_profit, list(orders), self._at(at),
+            tuple(replacements),
         )  # fmt: skip
 
     async def update_position(self, position_id: int, at: datetime | None = None, **changes: Any) -> PositionRecord:
