@@ -162,7 +162,7 @@ class Supervisor(pykka.ThreadingActor):
         restored = Restored.from_book(book)
         ref = self.make_position(plan_from_entry(book.entry, restored.entries), restored=restored)
         self.live[ref.actor_urn] = ref
-        for order_id in {entry_order_id, *restored.entries}:
+        for order_id in {entry_order_id, *(entry.order_id for entry in restored.entries)}:
             self.by_entry[order_id] = ref
         return ref
 

@@ -117,6 +117,8 @@ def test_a_restart_after_a_moved_entry_filled_rebuilds_one_position_from_both_en
         (actor,) = trading.wait_for(lambda: trading.system.supervisor.live_refs().get(), "the position rebuilt")
         time.sleep(0.5)
     assert actor.proxy().entries.get() == [1, 2]
+    handed_out = trading.system.supervisor.by_entry.get()  # a late fill of either entry finds this actor
+    assert {order_id: ref.actor_urn for order_id, ref in handed_out.items()} == {1: actor.actor_urn, 2: actor.actor_urn}
     assert [line for line in lines if "restored" in line] == [
         "position AAPL#p-1 restored open qty=100 protected=100"]
     assert len(trading.all_orders()) == 4 and stops_at_broker(trading) == ["100"]

@@ -13,6 +13,7 @@ through alpaca-py on the same account, as the dashboard would be."""
 
 from __future__ import annotations
 
+import threading
 import time
 from decimal import Decimal
 from typing import Any, Callable
@@ -256,11 +257,20 @@ def test_a_rebuilt_position_sells_nothing_while_its_moved_stop_is_looked_for_and
     trading.trade("AAPL", "145.50")  # the moved stop fills while the daemon is down; the broker cancels the target
     assert trading.broker_view()["positions"] == []
 
-    monkeypatch.setattr(AlpacaBroker, "get_order", REAL_GET_ORDER)
+    flatten_told = threading.Event()
+
+    def read_once_the_flatten_is_told(self, broker_id, *args, **kwargs):
+        # The restart's catch-up can follow the replacement and close the position before the test holds its actor;
+        # the reads wait (bounded) until the flatten is told, so it is told while the position still waits.
+        flatten_told.wait(10)
+        return REAL_GET_ORDER(self, broker_id, *args, **kwargs)
+
+    monkeypatch.setattr(AlpacaBroker, "get_order", read_once_the_flatten_is_told)
     with logged_lines("actors.position", "INFO") as lines:
         trading.start()
         (actor,) = trading.wait_for(lambda: trading.system.supervisor.live_refs().get(), "the position rebuilt")
         actor.tell(m.Flatten(reason="emergency: daily loss limit"))
+        flatten_told.set()
         position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
                                     "the moved stop's fill closing the rebuilt position")
     assert position.realized_pnl == Decimal("-395.00")
