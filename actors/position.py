@@ -444,6 +444,7 @@ class PositionActor(pykka.ThreadingActor):
         if old is not None:
             old.status = OrderStatus.REPLACED
         self.orders[msg.new_order_id] = OrderView(role=msg.role, status=OrderStatus.SUBMITTED, acknowledged=True)
+        self._awaited_replacements.discard(msg.replaced_order_id)
         if msg.role == "entry":
             self._entry_replaced(msg, sold)
             return
@@ -459,7 +460,6 @@ class PositionActor(pykka.ThreadingActor):
                 pair.qty = min(pair.qty - sold, msg.qty + (other.filled_qty if other is not None else Decimal(0)))
         self._triggered_stop_looks.pop(msg.replaced_order_id, None)
         self._kept_lone_stops.discard(msg.replaced_order_id)
-        self._awaited_replacements.discard(msg.replaced_order_id)
         if self.exit_order_id == msg.replaced_order_id:
             self.exit_order_id = msg.new_order_id
         self.log.warning(f"position {self.label} its {msg.role.replace('_', '-')} o-{msg.replaced_order_id} was "
@@ -912,12 +912,14 @@ class PositionActor(pykka.ThreadingActor):
                                     .get(timeout=write_timeout_s))
 
     def _awaiting_replacements(self) -> bool:
-        """Legs restored `replaced` whose replacement the router has not answered about yet (REPLACEMENT_ASK_S)."""
-        return bool(self._awaited_replacements)
+        """Legs restored `replaced` whose replacement the router has not answered about yet (REPLACEMENT_ASK_S). An
+        entry awaited holds nothing back: the shares recorded are protected or sold as ever, and the new entry's fills,
+        once followed, are this position's (or, closed by then, its late entry shares)."""
+        return any(order_id not in self.entries for order_id in self._awaited_replacements)
 
     def _ask_about_replacements(self) -> None:
         self._replacement_timer = None
-        if not self._awaited_replacements or self.position.status is not PositionStatus.OPEN:
+        if not self._awaited_replacements or self.position.is_terminal:
             self._awaited_replacements.clear()
             return
         legs = tuple(sorted(self._awaited_replacements))
@@ -1786,6 +1788,18 @@ class PositionActor(pykka.ThreadingActor):
                              f"broker before a restart, by an order not recorded yet: asking the broker, nothing sent "
                              f"for those shares until it answers")
             self._ask_about_replacements()
+        entry = self.orders.get(self.working_entry_id)
+        if entry is not None and entry.status is OrderStatus.REPLACED and not self.position.is_terminal:
+            # Its working entry `replaced` with no replacement in the book (killed between the two commits, a limit
+            # moved by hand): the new order works at the broker, in no row. Asked about as a leg is; the router
+            # follows it (m.OrderReplaced: its fills this position's) or says it cannot (a pending position ends).
+            self._awaited_replacements.add(self.working_entry_id)
+            self.log.warning(f"position {self.label} its entry o-{self.working_entry_id} was replaced at the broker "
+                             "before a restart, by an order not recorded yet: asking the broker, to follow it")
+            if self._replacement_timer is None:
+                self._ask_about_replacements()
+            else:  # its legs asked about already: this one too, now
+                self.router.tell(m.VerifyOrders(order_ids=(self.working_entry_id,)))
         if self.flattening and self._market_is_closed():
             if row is not None and row.status == "closed":
                 # Late entry shares' sale: queued for the open when their stops were refused, it is what settles them

@@ -326,6 +326,11 @@ async def record_replacement(session: AsyncSession, replaced_order_id: int, new:
     at = checks.utc("at", at)
     old = await order_row(session, replaced_order_id)
     row = await session.scalar(select(Order).where(Order.alpaca_order_id == new.alpaca_order_id))
+    if row is not None and (row.role != old.role or row.position_id not in (None, old.position_id)):
+        # The broker's order is another position's already (the doctor adopted its fill as shares placed by hand):
+        # linked, its fills would be counted by both positions.
+        raise ValueError(f"the broker's order {new.alpaca_order_id} is order o-{row.order_id} already ({row.role} of "
+                         f"position p-{row.position_id}), not a replacement of o-{old.order_id}")
     if row is None:
         row = Order(
             client_order_id=new.client_order_id, alpaca_order_id=new.alpaca_order_id, cycle_id=old.cycle_id,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from catalyst.store.models import TERMINAL_ORDER_STATUSES, Fill, Order, Position
+from catalyst.store.models import TERMINAL_ORDER_STATUSES, Fill, Order, Position, TradingCycle
 from catalyst.store.order_ops import find_orders
 from catalyst.store.position_ops import exit_working_at_broker, find_positions
 from catalyst.store.records import FillRecord, OrderRecord, PositionRecord, fill_record
@@ -53,7 +53,7 @@ async def position_book(session: AsyncSession, entry_order_id: int) -> PositionB
 
 async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
     """Entries still working without a position, entries that filled before a crash let their position row be
-    written, the entries of open positions, and those of closed positions with an exit order still working."""
+    written, entries replaced at the broker whose replacement has no row yet, the entries of open positions, and those of closed positions with an exit order still working."""
     pending = await session.scalars(
         select(ENTRY_KEY).where(Order.role == "entry", Order.position_id.is_(None),
                                      Order.status.notin_(TERMINAL_ORDER_STATUSES))
@@ -65,6 +65,16 @@ async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
                                                        Order.status.in_(TERMINAL_ORDER_STATUSES))
     )).all()
     pending = [*pending, *(order_id for order_id, filled in unlinked if filled and filled > 0)]
+    # A kill between an entry's `replaced` and its replacement's row (a limit moved by hand, being followed): the new
+    # order works at the broker, known to no row. Its position is rebuilt, asks the broker about the entry and follows
+    # the replacement (PositionActor._restore); without it the new order's fill held shares with no stop. Only on a
+    # day not completed: a day order's replacement has ended with its day (and before entries were followed, one the
+    # doctor adopted would be counted twice).
+    awaiting = await session.scalars(
+        select(ENTRY_KEY).join(TradingCycle, TradingCycle.cycle_id == Order.cycle_id)
+        .where(Order.role == "entry", Order.position_id.is_(None), Order.status == "replaced",
+               Order.replaced_by_order_id.is_(None), TradingCycle.phase != "completed"))
+    pending = [*pending, *awaiting]
     opened = await session.scalars(
         select(ENTRY_KEY).join(Position, Position.position_id == Order.position_id)
         .where(Order.role == "entry", Position.status == "open")

@@ -218,3 +218,38 @@ def test_closed_positions_holding_shares_under_their_own_stops_are_found_past_th
     found = book.run(book.store.closed_positions_holding_shares(["KEPT", "GONE"], T0 + timedelta(days=2)))
 
     assert [(p.position_id, p.quantity) for p in found] == [(kept, Decimal(100))]
+
+
+def test_an_entry_replaced_with_no_replacement_row_is_rebuilt_until_its_day_is_completed(book: Book) -> None:
+    """A kill between a moved entry's `replaced` and its replacement's row: its position must be rebuilt to follow the
+    new order (nothing else knows of it); on a completed day the new order, a day order, has ended."""
+    moved = book.submitted("MOVE", at=T0)
+    book.status(moved, "replaced", T0)
+    cancelled = book.submitted("GONE", at=T0)
+    book.status(cancelled, "cancelled", T0)
+    assert book.run(book.store.live_entry_ids()) == [moved.order_id]
+
+    book.run(book.store.set_cycle_phase(book.cycle_id, "completed", at=T0))
+    assert book.run(book.store.live_entry_ids()) == []
+
+
+def test_a_replacement_is_never_linked_to_another_positions_order(book: Book) -> None:
+    """The broker's new order written already as another position's (the doctor adopted its fill): linking it would
+    count its shares in both positions. Refused, and nothing is changed."""
+    from catalyst.store.doctor_ops import ADOPTED_ENTRY_ROLE, AdoptedFill, BrokerOrderRow
+    from catalyst.store.order_ops import Replacement
+
+    moved = book.submitted("MOVE", at=T0)
+    book.status(moved, "replaced", T0)
+    adopted, position = book.run(book.store.adopt_position(BrokerOrderRow(
+        cycle_id=book.cycle_id, symbol="MOVE", role=ADOPTED_ENTRY_ROLE, side="buy", order_type="market",
+        quantity=Decimal(10), alpaca_order_id="alp-new", client_order_id="by-hand", status="filled",
+        filled_qty=Decimal(10), filled_avg_price=Decimal("10.5")),
+        [AdoptedFill("alp-new:10", "alp-new", Decimal(10), Decimal("10.5"), T0)], at=T0))
+    new = Replacement(alpaca_order_id="alp-new", client_order_id="by-hand", order_type="limit", time_in_force="day",
+                      quantity=Decimal(10), limit_price=Decimal("10.5"), stop_price=None)
+
+    with pytest.raises(ValueError, match=rf"is order o-{adopted.order_id} already \(entry of position "
+                                         rf"p-{position.position_id}\), not a replacement of o-{moved.order_id}"):
+        book.run(book.store.record_replacement(moved.order_id, new, at=T0))
+    assert book.run(book.store.position_book(moved.order_id)).orders[0].replaced_by_order_id is None
