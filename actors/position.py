@@ -847,6 +847,11 @@ class PositionActor(pykka.ThreadingActor):
             self.log.info(f"position {self.label} {reason}: its entry, not yet named, is cancelled once it is")
             return
         if not self._entry_working():
+            if self.working_entry_id in self._awaited_replacements:
+                # Replaced before a restart by an order not followed yet: cancelled once it is (_entry_replaced).
+                self._entry_withdrawn = reason
+                self.log.info(f"position {self.label} {reason}: its entry o-{self.working_entry_id} was replaced by an "
+                              "order not followed yet, cancelled once it is")
             return
         self.log.info(f"position {self.label} {reason}: cancelling the rest of its entry o-{self.working_entry_id} "
                       f"({self._entry_filled()} of {self.plan.qty} filled, {self.protected_qty()} under stops)")

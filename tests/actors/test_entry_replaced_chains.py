@@ -4,6 +4,7 @@ and a kill while one is followed. Each asserts the database and the emulator's v
 
 from __future__ import annotations
 
+import threading
 import time
 from decimal import Decimal
 
@@ -265,6 +266,34 @@ def test_an_entry_moved_as_the_daemon_is_killed_is_followed_after_the_restart(tr
     trading.trade("AAPL", "149.40")
     time.sleep(0.5)
     assert trading.broker_view()["positions"] == []
+
+
+def test_an_entry_moved_as_the_daemon_is_killed_and_withdrawn_before_it_is_followed_is_cancelled_once_it_is(
+        trading, monkeypatch):
+    """The daemon's graceful stop reaches the rebuilt position before the broker's answer: nothing to cancel yet, so
+    the new order is cancelled as soon as it is followed, not left working with no one to protect its fill."""
+    from catalyst.broker.adapter import AlpacaBroker
+    from tests.actors.test_order_replaced_at_broker import REAL_GET_ORDER
+
+    killed_while_following_a_moved_entry(trading, monkeypatch)
+    withdrawn = threading.Event()
+
+    def read_once_withdrawn(self, broker_id, *args, **kwargs):
+        withdrawn.wait(10)  # the broker's answer held (bounded) until the withdrawal is told
+        return REAL_GET_ORDER(self, broker_id, *args, **kwargs)
+
+    monkeypatch.setattr(AlpacaBroker, "get_order", read_once_withdrawn)
+    with logged_lines("actors.position", "INFO") as lines:
+        trading.start()
+        (actor,) = trading.wait_for(lambda: trading.system.supervisor.live_refs().get(), "the position rebuilt")
+        actor.tell(m.WithdrawEntry(reason="the daemon is stopping"))
+        withdrawn.set()
+        trading.wait_for(lambda: len(entries(trading)) == 2 and entries(trading)[1][1] == "cancelled",
+                         "the new entry followed and cancelled")
+    assert "position AAPL#o-1 the daemon is stopping: its entry o-1 was replaced by an order not followed yet, " \
+           "cancelled once it is" in lines
+    assert not [o for o in trading.broker_view()["orders"] if o["status"] in ("new", "accepted")]
+    trading.wait_for(lambda: not trading.system.supervisor.live_refs().get(), "the cancelled position's actor gone")
 
 
 def test_an_entry_moved_as_the_daemon_is_killed_and_filled_while_it_was_down_is_protected_at_the_restart(
