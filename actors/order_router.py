@@ -1289,9 +1289,10 @@ class OrderRouter(pykka.ThreadingActor):
             self._replacement_reads[msg.broker_id] = failed + 1
             spent = failed + 1 == len(REPLACEMENT_READ_RETRY_S)
             level = "WARNING" if failed == 0 else "ERROR" if spent else "INFO"
+            holds = ("its fills wait until it is read" if tracked.role == "entry"
+                     else "its position sends nothing for those shares until it is read")
             log.log(level, f"order {tracked.label} its replacement id={msg.broker_id} could not be read "
-                           f"({failed + 1} times: {msg.error}): reading it again in {wait_s:g} s; its position sends "
-                           "nothing for those shares until it is read")
+                           f"({failed + 1} times: {msg.error}): reading it again in {wait_s:g} s; {holds}")
             tell_later(self.actor_ref, wait_s, ReadReplacementAgain(broker_id=msg.broker_id))
             return
         self._replacement_reads.pop(msg.broker_id, None)

@@ -240,6 +240,7 @@ def killed_while_following_a_moved_entry(trading, monkeypatch):
     with logged_lines("actors.order_router", "WARNING") as warnings:
         replace(trading, entry.order_id, limit_price=149.50)
         trading.wait_for(lambda: [w for w in warnings if "could not be read" in w], "a failed read of the new entry")
+    assert [w for w in warnings if "could not be read" in w][0].endswith("; its fills wait until it is read")
     assert entries(trading) == [(1, "replaced", Decimal("0"), None, None, None)]
     trading.stop()
     monkeypatch.setattr(AlpacaBroker, "get_order", REAL_GET_ORDER)
