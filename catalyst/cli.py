@@ -184,7 +184,7 @@ def _catch_signals_while_importing(args: argparse.Namespace) -> None:
     stop_request.keep_discarded_stops_quiet()
 
     def stop(signum: int, _frame: Any) -> None:
-        if stop_request.first(signal.Signals(signum).name):
+        if stop_request.first(signal.Signals(signum).name) and not stop_request.held():
             raise StopDuringStartup(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)
@@ -197,7 +197,8 @@ def _catch_signals_while_importing(args: argparse.Namespace) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     _catch_signals_while_importing(args)
     try:
-        from catalyst.daemon import run_daemon
+        with stop_request.while_importing():
+            from catalyst.daemon import run_daemon
 
         return run_daemon(args)
     except (StopDuringStartup, Exception) as exc:
@@ -213,7 +214,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_sim(args: argparse.Namespace) -> int:
     _catch_signals_while_importing(args)
-    from catalyst.daemon import run_sim
+    with stop_request.while_importing():
+        from catalyst.daemon import run_sim
 
     return run_sim(args)
 

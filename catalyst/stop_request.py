@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from catalyst.errors import StopDuringStartup
@@ -21,6 +23,7 @@ PAUSE_STEP_S = 0.1  # how soon a start-up wait sees a stop
 
 _asked: str | None = None
 _leaving = False
+_held = False
 
 
 def ask(name: str) -> None:
@@ -46,8 +49,8 @@ def leaving() -> None:
 
 def forget() -> None:
     """A new start in this process (a test's daemon after another's): no stop asked yet, not leaving."""
-    global _asked, _leaving
-    _asked, _leaving = None, False
+    global _asked, _leaving, _held
+    _asked, _leaving, _held = None, False, False
 
 
 def asked() -> str | None:
@@ -72,6 +75,27 @@ def carried_by(error: BaseException) -> StopDuringStartup | None:
             return StopDuringStartup(_asked)
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def held() -> bool:
+    """True while a stop must be kept, not raised: the daemon's modules are being imported (`while_importing`)."""
+    return _held
+
+
+@contextmanager
+def while_importing() -> Iterator[None]:
+    """The daemon's modules imported with a stop asked meanwhile kept, then raised once they are in. An exception
+    raised inside an import leaves half-made modules behind (Python drops the module it interrupted, not the
+    packages that had imported part of it): the start's cleanup, which imports the daemon's module again to keep an
+    emergency asked before the stop, then failed on them (`AttributeError: module 'sqlalchemy.sql' has no attribute
+    'base'`, exit 1, the emergency lost: CI). Held at most as long as the import takes (under a second)."""
+    global _held
+    _held = True
+    try:
+        yield
+    finally:
+        _held = False
+    checkpoint()
 
 
 def checkpoint() -> None:

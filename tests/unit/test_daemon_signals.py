@@ -172,3 +172,45 @@ def test_catalyst_run_stopped_while_a_library_wrapped_the_stop_exits_0_with_its_
 
     assert main(["run", "--config", str(tmp_path / "config.toml")]) == 0
     assert capsys.readouterr().err.strip().splitlines() == ["catalyst: stopped by SIGTERM during start-up"]
+
+
+def test_a_stop_while_the_daemons_modules_import_is_held_until_they_are_in(monkeypatch, capsys, tmp_path,
+                                                                           signal_handlers_put_back):
+    # CI: a TERM raised inside the import of the daemon's modules left half-made ones behind (Python drops the module
+    # it interrupted, not the packages holding part of it); the cleanup, importing the daemon's module again to keep
+    # the emergency asked just before, failed on them: "internal error: AttributeError: module 'sqlalchemy.sql' has
+    # no attribute 'base'", exit 1, the emergency lost. The stop is now held until the import is done.
+    import types
+
+    import catalyst.daemon as daemon_module
+    from catalyst.cli import main
+
+    raised_inside: list[str] = []
+
+    class Importing(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            if name != "run_daemon":
+                return getattr(daemon_module, name)
+            signal.getsignal(signal.SIGUSR2)(signal.SIGUSR2, None)  # an emergency stop, then a stop, mid-import
+            try:
+                signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+            except StopDuringStartup:
+                raised_inside.append("the import")
+                raise
+            return lambda args: pytest.fail("the start went on past a stop")
+
+    monkeypatch.setitem(sys.modules, "catalyst.daemon", Importing("catalyst.daemon"))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[daemon]\ndatabase_url = "sqlite+aiosqlite:///{tmp_path}/var/catalyst.db"\n'
+                      '[broker]\nmode = "paper"\nurl = "http://127.0.0.1:9"\n')
+    monkeypatch.setenv("APCA_API_KEY_ID", "PKSTARTUP")
+    monkeypatch.setenv("APCA_API_SECRET_KEY", "not-a-real-secret")
+
+    assert main(["run", "--config", str(config)]) == 0
+    assert raised_inside == []
+    marker = tmp_path / "var" / "catalyst.db.emergency"
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"catalyst: emergency stop asked during a start that was then stopped: kept in {marker}, the next start goes "
+        "on with it (no new entry, every position flattened)",
+        "catalyst: stopped by SIGTERM during start-up"]
+    assert marker.read_text() == daemon_module.OPERATOR_EMERGENCY
