@@ -8,6 +8,7 @@ import threading
 import time
 from decimal import Decimal
 
+import pytest
 from alpaca.trading.requests import ReplaceOrderRequest
 
 from actors import messages as m
@@ -118,24 +119,13 @@ def test_a_partly_filled_entry_whose_rest_was_cut_protects_every_share(trading):
 
 # --- 3. the entry withdrawn while its replacement is followed ------------------------------------------------------
 
-def test_an_entry_withdrawn_as_it_is_moved_leaves_nothing_working(trading):
+@pytest.mark.parametrize("told", [m.WithdrawEntry(reason="the daemon is stopping"),
+                                   m.Flatten(reason="the cycle's end")], ids=["withdrawn", "flattened"])
+def test_an_entry_withdrawn_or_flattened_as_it_is_moved_leaves_nothing_working(trading, told):
     entry = resting_entry(trading)
     (actor,) = trading.system.supervisor.live_refs().get()
     replace(trading, entry.order_id, limit_price=149.50)
-    actor.tell(m.WithdrawEntry(reason="the daemon is stopping"))
-    time.sleep(3.0)
-    working = [o for o in trading.broker_view()["orders"] if o["status"] in ("new", "accepted", "held")]
-    assert working == []
-    trading.trade("AAPL", "149.40")
-    time.sleep(1.0)
-    assert trading.broker_view()["positions"] == []
-
-
-def test_a_flatten_of_a_pending_position_as_its_entry_is_moved_leaves_nothing_working(trading):
-    entry = resting_entry(trading)
-    (actor,) = trading.system.supervisor.live_refs().get()
-    replace(trading, entry.order_id, limit_price=149.50)
-    actor.tell(m.Flatten(reason="the cycle's end"))
+    actor.tell(told)
     time.sleep(3.0)
     working = [o for o in trading.broker_view()["orders"] if o["status"] in ("new", "accepted", "held")]
     assert working == []
@@ -199,7 +189,8 @@ def test_the_doctor_finds_nothing_wrong_with_a_moved_entry_resting(trading, doct
     assert [o["status"] for o in trading.broker_view()["orders"] if o["status"] in ("new", "accepted")] == ["new"]
 
 
-def test_the_doctor_finds_nothing_wrong_with_a_partly_filled_entry_moved(trading, doctor_broker):
+def test_the_doctor_finds_nothing_wrong_with_a_partly_filled_entry_moved_then_filled_and_closed(trading,
+                                                                                                doctor_broker):
     entry = resting_entry(trading)
     trading.trade("AAPL", "147.90", volume=160)  # 40 of 100 at 148
     trading.wait_for(lambda: protected_qty(trading) == Decimal("40"), "the first 40 protected")
@@ -208,15 +199,6 @@ def test_the_doctor_finds_nothing_wrong_with_a_partly_filled_entry_moved(trading
     trading.wait_for(lambda: len(entries(trading)) == 2, "the new entry's row")
     time.sleep(1.0)
     assert doctor_findings(trading, doctor_broker) == []
-
-
-def test_the_doctor_finds_nothing_wrong_with_a_moved_entry_filled_and_closed(trading, doctor_broker):
-    entry = resting_entry(trading)
-    trading.trade("AAPL", "147.90", volume=160)  # 40 of 100 at 148
-    trading.wait_for(lambda: protected_qty(trading) == Decimal("40"), "the first 40 protected")
-    trading.exchange.set_price("AAPL", "149.95")
-    replace(trading, entry.order_id, limit_price=149.50)
-    trading.wait_for(lambda: len(entries(trading)) == 2, "the new entry's row")
     trading.trade("AAPL", "149.40")
     trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "100 protected")
     time.sleep(1.0)
