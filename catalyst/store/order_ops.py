@@ -321,8 +321,9 @@ async def record_replacement(session: AsyncSession, replaced_order_id: int, new:
     """One transaction: the replacement's row (same role, position, parent and cycle as the row it replaces,
     `submitted` with the broker's ids, its events move it on from there) and the replaced row's pointer to it
     (spec §2.2: `replaced` points to the new order). An entry's replacement names the position's first entry as its
-    parent: a position is known by that entry (recovery_ops.position_book), whichever of its entries works now. Idempotent: a replacement already written (the doctor's, a
-    replay) is linked, not inserted twice."""
+    parent: a position is known by that entry (recovery_ops.position_book), whichever of its entries works now.
+    Idempotent: a replacement already written (the doctor's, a replay) is linked, not inserted twice; one that is
+    another position's order is refused (ValueError)."""
     at = checks.utc("at", at)
     old = await order_row(session, replaced_order_id)
     row = await session.scalar(select(Order).where(Order.alpaca_order_id == new.alpaca_order_id))

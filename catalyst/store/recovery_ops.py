@@ -53,16 +53,17 @@ async def position_book(session: AsyncSession, entry_order_id: int) -> PositionB
 
 async def entry_order_ids_of_live_positions(session: AsyncSession) -> list[int]:
     """Entries still working without a position, entries that filled before a crash let their position row be
-    written, entries replaced at the broker whose replacement has no row yet, the entries of open positions, and those of closed positions with an exit order still working."""
+    written, entries replaced at the broker whose replacement has no row yet, the entries of open positions, and
+    those of closed positions with an exit order still working; each position by its first entry (ENTRY_KEY)."""
     pending = await session.scalars(
         select(ENTRY_KEY).where(Order.role == "entry", Order.position_id.is_(None),
-                                     Order.status.notin_(TERMINAL_ORDER_STATUSES))
+                                Order.status.notin_(TERMINAL_ORDER_STATUSES))
     )
     # A kill between the entry's fill commit and the position row leaves a filled entry with no position: it
     # must be rebuilt from its recorded fills, or the doctor would see an orphan and book the shares twice.
     unlinked = (await session.execute(
         select(ENTRY_KEY, Order.filled_qty).where(Order.role == "entry", Order.position_id.is_(None),
-                                                       Order.status.in_(TERMINAL_ORDER_STATUSES))
+                                                  Order.status.in_(TERMINAL_ORDER_STATUSES))
     )).all()
     pending = [*pending, *(order_id for order_id, filled in unlinked if filled and filled > 0)]
     # A kill between an entry's `replaced` and its replacement's row (a limit moved by hand, being followed): the new
