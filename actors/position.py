@@ -1792,7 +1792,6 @@ class PositionActor(pykka.ThreadingActor):
             self.log.warning(f"position {self.label} its {', '.join(f'o-{i}' for i in replaced)} was replaced at the "
                              f"broker before a restart, by an order not recorded yet: asking the broker, nothing sent "
                              f"for those shares until it answers")
-            self._ask_about_replacements()
         entry = self.orders.get(self.working_entry_id)
         if entry is not None and entry.status is OrderStatus.REPLACED and not self.position.is_terminal:
             # Its working entry `replaced` with no replacement in the book (killed between the two commits, a limit
@@ -1801,10 +1800,8 @@ class PositionActor(pykka.ThreadingActor):
             self._awaited_replacements.add(self.working_entry_id)
             self.log.warning(f"position {self.label} its entry o-{self.working_entry_id} was replaced at the broker "
                              "before a restart, by an order not recorded yet: asking the broker, to follow it")
-            if self._replacement_timer is None:
-                self._ask_about_replacements()
-            else:  # its legs asked about already: this one too, now
-                self.router.tell(m.VerifyOrders(order_ids=(self.working_entry_id,)))
+        if self._awaited_replacements:
+            self._ask_about_replacements()  # legs and entry in one question, then every REPLACEMENT_ASK_S
         if self.flattening and self._market_is_closed():
             if row is not None and row.status == "closed":
                 # Late entry shares' sale: queued for the open when their stops were refused, it is what settles them
