@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+# Under xdist (`make test`), on one worker: the shared `trading_day` runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("trading_day")
+
 OPEN_AT_BROKER = {"new", "accepted", "pending_new", "held", "partially_filled"}
 
 

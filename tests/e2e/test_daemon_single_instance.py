@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+# Under xdist (`make test`), on one worker: the shared `trading_day` runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("trading_day")
+
 
 def test_a_second_daemon_on_the_same_database_exits_5_naming_the_running_one(trading_day):
     facts = trading_day.facts

@@ -6,6 +6,10 @@ import signal
 from pathlib import Path
 
 import psutil
+import pytest
+
+# Under xdist (`make test`), on one worker: the shared `trading_day` runs once, not once per worker.
+pytestmark = pytest.mark.xdist_group("trading_day")
 
 
 def daemon_outputs(folder: Path) -> list[Path]:

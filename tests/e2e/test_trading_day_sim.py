@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+# Under xdist (`make test`), on one worker: its module-scoped simulated day is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("trading_day_sim")
+
 REPO = Path(__file__).resolve().parents[2]
 SATURDAY, MONDAY = "2026-11-21", "2026-11-23"  # seed 7's synthetic Monday has a gapper with FDA news (DREN)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

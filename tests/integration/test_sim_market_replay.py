@@ -12,6 +12,9 @@ import pytest
 
 from catalyst.sim.csv_replay import DailyCsvMarket, MarketDataError, MinuteCsvMarket
 
+# Under xdist (`make test`), on one worker: its module-scoped market is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("sim_market_replay")
+
 ET = ZoneInfo("America/New_York")
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

@@ -32,6 +32,9 @@ from catalyst.sim.clock import SimClock
 from catalyst.sim.market_routes import add_market_data_routes
 from catalyst.sim.synthetic import SyntheticMarket
 
+# Under xdist (`make test`), on one worker: its module-scoped market is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("sim_market_routes")
+
 ET = ZoneInfo("America/New_York")
 DAY = date(2026, 3, 2)
 NOW = datetime(2026, 3, 2, 10, 15, 30, tzinfo=ET)

@@ -13,6 +13,9 @@ from catalyst.sim.calendar import trading_sessions
 from catalyst.sim.synthetic import SyntheticMarket
 from catalyst.sim.synthetic_plans import Pattern
 
+# Under xdist (`make test`), on one worker: its module-scoped market is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("sim_synthetic")
+
 ET = ZoneInfo("America/New_York")
 START = date(2026, 3, 2)
 
