@@ -382,7 +382,8 @@ def test_a_piece_sold_the_day_before_is_not_counted_again_the_day_the_rest_is_so
 
 
 def _posix_locks_held_on(path: Path) -> list[str]:
-    """This process's POSIX (fcntl) locks on `path`, from /proc/locks: SQLite's own."""
+    """This process's POSIX (fcntl) locks on `path`, from /proc/locks: SQLite's own. Without the line's ordinal, which
+    moves with every other process's locks (the other test workers' databases)."""
     inode = os.stat(path).st_ino
     held = []
     for line in Path("/proc/locks").read_text().splitlines():
@@ -390,7 +391,7 @@ def _posix_locks_held_on(path: Path) -> list[str]:
         if "->" in fields:  # a waiter's line
             continue
         if fields[1] == "POSIX" and fields[4] == str(os.getpid()) and fields[5].rsplit(":", 1)[1] == str(inode):
-            held.append(line)
+            held.append(" ".join(fields[1:]))
     return held
 
 
