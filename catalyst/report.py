@@ -102,7 +102,9 @@ def write_daily_report(
     index = folder / "index.md"
     _write_private(index, render_markdown(data, curve, max_drawdown(curve), charts, notes,
                                           repeat_gap).encode("utf-8"))
-    logger.info(f"report {day.isoformat()}: {len(data.trades)} trades, {len(charts)} trade charts → {index}")
+    # The phase tells apart the day's two writings (cycle: once before `completed`, once after), which read alike.
+    phase = f" (cycle {data.cycle.phase})" if data.cycle is not None else ""
+    logger.info(f"report {day.isoformat()}{phase}: {len(data.trades)} trades, {len(charts)} trade charts → {index}")
     return index
 
 

@@ -210,6 +210,27 @@ def test_rerun_replaces_the_report_and_keeps_modes(trading_day, tmp_path: Path) 
     assert stat.S_IMODE(second.parent.stat().st_mode) == 0o700
 
 
+def test_the_report_line_names_the_cycles_phase_so_the_days_two_writings_read_apart(tmp_path: Path, caplog) -> None:
+    """The cycle writes a day's report before `completed` and again after (a kill between them must not lose it):
+    the operator tailing the log saw the same line twice. Each now says the phase its report shows."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}"
+    with day_writer(url) as (writer, cycle):
+        record_trade(writer, cycle.cycle_id, WINNER)
+        writer.set_cycle_phase(cycle.cycle_id, "closed", at=at(16, 0)).get()
+        caplog.set_level("INFO")
+        write_daily_report(url, DAY, tmp_path / "reports", own_database=True)
+        writer.set_cycle_phase(cycle.cycle_id, "completed", at=at(16, 1)).get()
+        write_daily_report(url, DAY, tmp_path / "reports", own_database=True)
+    write_daily_report(url, DAY + timedelta(days=1), tmp_path / "reports")
+
+    index = tmp_path / "reports"
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("report ")] == [
+        f"report 2024-03-04 (cycle closed): 1 trades, 1 trade charts → {index / '2024-03-04' / 'index.md'}",
+        f"report 2024-03-04 (cycle completed): 1 trades, 1 trade charts → {index / '2024-03-04' / 'index.md'}",
+        f"report 2024-03-05: 0 trades, 0 trade charts → {index / '2024-03-05' / 'index.md'}",
+    ]
+
+
 def test_day_without_a_cycle_still_gets_a_report(trading_day, tmp_path: Path) -> None:
     url, _ = trading_day
 
