@@ -41,8 +41,13 @@ def trading(exchange, tmp_path) -> Iterator[Trading]:
 
 @contextmanager
 def doctor_on(trading, broker: Any, **settings: Any) -> Iterator[Any]:
-    """A DoctorActor over the trading system, talking to the broker through `broker`; stopped afterwards."""
+    """A DoctorActor over the trading system, talking to the broker through `broker`; stopped afterwards.
+
+    Its passes are the tests' own (`run_pass`): with the default interval (300 s of exchange time), a test that moves
+    the clock on by hours let the doctor's periodic pass run between the move and the test's pass, and take the
+    finding the test's pass looked for (seen once, the tests on 8 workers on 2 CPUs)."""
     system = trading.system
+    settings.setdefault("interval_s", 30 * 86_400)
     ref = DoctorActor.start(system.writer, broker, system.router, system.supervisor, trading.exchange.clock,
                             DoctorSettings(stuck_after_s=60, **settings))
     try:
