@@ -74,9 +74,8 @@ def test_an_emergency_stop_sent_right_after_the_start_is_taken_once_the_daemon_i
     # line, exit 140, and the emergency stop asked was lost.
     config = e2e.write_config(tmp_path, 'mode = "emulator"\n')  # the built-in exchange, in the process, loopback
     daemon = e2e.start_daemon(spawner, config, None)
-    # The command line's first handlers (TERM, installed as the daemon's modules start loading): right then.
-    e2e.wait_until(lambda: daemon.process.poll() is not None or caught(daemon.pid, signal.SIGTERM), 30,
-                   "the command line's signal handlers")
+    # The command line's first handlers (installed as the daemon's modules start loading): right then.
+    handlers_in(daemon, e2e)
     assert "system catalyst run" not in daemon.stderr()  # still importing: the daemon's own handlers are not in yet
 
     daemon.send(signal.SIGUSR2)
@@ -114,7 +113,7 @@ def test_a_second_stop_right_after_the_first_still_exits_0_with_its_line(tmp_pat
     # modules loaded (the first handler had no "already stopping"). Moments from the modules' loading to the broker
     # wait, gaps from half a millisecond to ten. Counted from the command line's first handlers: before them Python
     # itself is still starting, and a TERM takes the default action (the Left of RELIABILITY), which a busy machine
-    # (the tests on 4 workers) stretched past a moment counted from the spawn.
+    # (the tests on 8 workers) stretched past a moment counted from the spawn.
     config = config_for(tmp_path, f'mode = "paper"\nurl = "{NOBODY}"\n')
     env = e2e.clean_env(APCA_API_KEY_ID="PKSTARTUP", APCA_API_SECRET_KEY="not-a-real-secret")
     for n, (after_s, gap_s) in enumerate([(0.2, 0.0005), (0.5, 0.002), (0.8, 0.005), (1.1, 0.01), (0.4, 0.001),
