@@ -40,8 +40,8 @@ from actors.broker_worker import (BrokerPool, Cancel, CatchUp, ReadFirstOrder, R
                                   SubmitOrder, Verify, submit_order_ids)
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
-from catalyst.domain.orders import (CatchUpKind, OrderStatus, oco_stop_leg_id, oco_take_profit_id, plan_catch_up,
-                                    status_from_broker)
+from catalyst.domain.orders import (OPEN_ORDER_STATUSES, CatchUpKind, OrderStatus, oco_stop_leg_id,
+                                    oco_take_profit_id, plan_catch_up, status_from_broker)
 from catalyst.domain.positions import entry_side
 from catalyst.domain.reconcile import catalyst_instance, execution_cum, execution_key
 from catalyst.store.batch import StoreCall, WriteGroup, call, commit_together
@@ -295,6 +295,8 @@ class OrderRouter(pykka.ThreadingActor):
         self._not_following: set[str] = set()  # replacements whose read or row failed: left to the doctor
         self._replacement_reads: dict[str, int] = {}  # failed reads of each replacement being followed
         self._finding_first: set[int] = set()  # stop legs whose first order is being read back (_find_first_leg)
+        # Broker ids of orders held unmatched as probably our OCO stop leg not named yet -> that leg's order id
+        self._suspected_legs: dict[str, int] = {}
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -1170,6 +1172,8 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _after_acknowledged(self, tracked: Tracked) -> None:
         self._replay_unmatched(tracked)
+        if tracked.role == "stop_loss" and self._suspected_legs:
+            self._settle_suspected_legs(tracked)
         self._check_market_fill_later(tracked, self.settings.market_fill_check_s)
         if tracked.pending_cancel:
             tracked.pending_cancel = False
@@ -1613,6 +1617,14 @@ class OrderRouter(pykka.ThreadingActor):
         return self._track(row, owner=None) if row is not None else None
 
     def _keep_unmatched(self, update: TradeUpdateReport) -> None:
+        if update.order.broker_id in self.by_broker:
+            # Its order's id was learned by an update after it in the same commit (an OCO's stop leg, named by its
+            # take-profit's report in the batch that also brought the leg's fill): applied now, as the order's own,
+            # not held nor said to be an order placed by hand (a review: the daemon's own stop was said to be).
+            log.debug(f"router update {update.event} for {self.by_broker[update.order.broker_id].label}: its broker "
+                      "id was learned just after it: applied now")
+            self.actor_ref.tell(m.TradeUpdateReceived(update=update))
+            return
         other = catalyst_instance(update.order.client_order_id)
         if other is not None and other != self._our_instance():
             # Another daemon's order (another database on this account): it will never be ours, so it is not held
@@ -1628,16 +1640,54 @@ class OrderRouter(pykka.ThreadingActor):
         if replaced is not None:  # being read (_follow_replacement): its row is written in a moment
             log.info(f"router update {update.event} for {update.order.symbol} id={update.order.broker_id}, the order "
                      f"that replaced {replaced[0].label}: held until its row is written")
-        else:
-            log.warning(
-                f"router update {update.event} for unknown order {update.order.symbol} id={update.order.broker_id} "
-                f"cid={update.order.client_order_id}: recorded, held until its order is known"
-            )
-            if other is None and update.event in ("fill", "partial_fill") and update.qty:
+        elif (leg := self._stop_leg_not_named(update.order)) is not None:
+            log.info(f"router update {update.event} for {update.order.symbol} id={update.order.broker_id}: an OCO stop "
+                     f"leg the broker has not named to us yet, probably {leg.label}'s (its OCO's answer is not in): "
+                     "recorded, held until its order is known")
+            if len(self._suspected_legs) < MAX_UNMATCHED:
+                self._suspected_legs[update.order.broker_id] = leg.order_id
+            if update.event in ("fill", "partial_fill") and update.qty:
+                # Told all the same: if it is that leg, its fill sold this position's shares, which the broker's
+                # positions list may not show yet (a market exit must not read them meanwhile).
                 self._tell_filled_outside(m.FilledOutside(symbol=update.order.symbol, side=update.order.side,
-                                                          qty=update.qty, broker_id=update.order.broker_id))
+                                                          qty=update.qty, broker_id=update.order.broker_id,
+                                                          own_leg=leg.label))
+        else:
+            self._say_placed_elsewhere(update)
         if sum(len(v) for v in self.unmatched.values()) < MAX_UNMATCHED:
             self.unmatched.setdefault(update.order.broker_id, []).append(update)
+
+    def _say_placed_elsewhere(self, update: TradeUpdateReport) -> None:
+        log.warning(
+            f"router update {update.event} for unknown order {update.order.symbol} id={update.order.broker_id} "
+            f"cid={update.order.client_order_id}: recorded, held until its order is known"
+        )
+        if catalyst_instance(update.order.client_order_id) is None and update.event in ("fill", "partial_fill") \
+                and update.qty:
+            self._tell_filled_outside(m.FilledOutside(symbol=update.order.symbol, side=update.order.side,
+                                                      qty=update.qty, broker_id=update.order.broker_id))
+
+    def _stop_leg_not_named(self, order: OrderReport) -> Tracked | None:
+        """Our OCO stop leg in `order`'s symbol and side that still has no broker id, when `order` could be it: an OCO
+        stop leg whose client_order_id is no catalyst daemon's (Alpaca makes a leg's up). Its events can come before
+        the OCO's submit answer names it (a stop placed through the market fills at once; an answer slow or lost)."""
+        if order.order_class != "oco" or order.type not in ("stop", "stop_limit") \
+                or catalyst_instance(order.client_order_id) is not None:
+            return None
+        return next((t for t in self.by_order.values()
+                     if t.role == "stop_loss" and t.broker_id is None and t.symbol == order.symbol
+                     and t.side == order.side and t.status in OPEN_ORDER_STATUSES), None)
+
+    def _settle_suspected_legs(self, leg: Tracked) -> None:
+        """`leg` is paired with its broker id: an update held as probably its own (_keep_unmatched) whose order is
+        another was placed outside Catalyst after all, and is said so now."""
+        for broker_id, order_id in list(self._suspected_legs.items()):
+            if order_id != leg.order_id:
+                continue
+            del self._suspected_legs[broker_id]
+            if broker_id != leg.broker_id:
+                for update in self.unmatched.get(broker_id, []):
+                    self._say_placed_elsewhere(update)
 
     def _tell_filled_outside(self, notice: m.FilledOutside) -> None:
         """A fill of an order no catalyst daemon placed (its client_order_id is not one of ours): the live positions

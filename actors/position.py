@@ -258,7 +258,7 @@ class PositionActor(pykka.ThreadingActor):
         # whole wait, however the fills fall around the reads (a review: one inside each read's round trip began a new
         # run each time, and the answer was set aside for as long as they came)
         self._outside_wait_began: float | None = None
-        self._outside_fills_said: set[str] = set()  # their broker ids, each said once
+        self._outside_fills_said: set[tuple[str, str | None]] = set()  # (broker id, own_leg): each said once
         self._restored_at = float("-inf")  # time.monotonic() of a rebuild: its entry's last fill may be a moment ago
         self._exit_read_failures = 0
         self._exit_lag_reads = 0
@@ -1288,9 +1288,16 @@ class PositionActor(pykka.ThreadingActor):
         if self._outside_first_at is None or self._outside_settled_at() <= at:
             self._outside_first_at = at  # a new run of them: the last one's put-off has passed (its cap counts anew)
         self._outside_fill_at = max(self._outside_fill_at, at)
-        if msg.broker_id in self._outside_fills_said:
+        said_as = (msg.broker_id, msg.own_leg)
+        if said_as in self._outside_fills_said:
             return
-        self._outside_fills_said.add(msg.broker_id)
+        self._outside_fills_said.add(said_as)
+        if msg.own_leg is not None:
+            self.log.info(f"position {self.label} an OCO stop leg not named to us yet ({msg.broker_id[:8]}), probably "
+                          f"our own {msg.own_leg}, filled {msg.side} {msg.qty} {msg.symbol} at the broker: this "
+                          "position's shares may be sold; a market exit of it reads the broker's position "
+                          f"{POSITIONS_SETTLE_S:g} s after that at the earliest")
+            return
         self.log.warning(f"position {self.label} an order Catalyst has no row of ({msg.broker_id[:8]}) filled "
                          f"{msg.side} {msg.qty} {msg.symbol} at the broker: placed by hand, this position's shares may "
                          f"be gone; a market exit of it reads the broker's position {POSITIONS_SETTLE_S:g} s after that "
