@@ -1684,8 +1684,10 @@ class OrderRouter(pykka.ThreadingActor):
         for broker_id, order_id in list(self._suspected_legs.items()):
             if order_id != leg.order_id:
                 continue
+            if broker_id not in self.by_broker and (broker_id in self._replacing or leg.status is OrderStatus.REPLACED):
+                continue  # the leg was moved by hand (paired with the leg first placed): this may be its replacement
             del self._suspected_legs[broker_id]
-            if broker_id != leg.broker_id:
+            if broker_id != leg.broker_id and broker_id not in self.by_broker:
                 for update in self.unmatched.get(broker_id, []):
                     self._say_placed_elsewhere(update)
 
