@@ -1620,7 +1620,7 @@ class OrderRouter(pykka.ThreadingActor):
         if update.order.broker_id in self.by_broker:
             # Its order's id was learned by an update after it in the same commit (an OCO's stop leg, named by its
             # take-profit's report in the batch that also brought the leg's fill): applied now, as the order's own,
-            # not held nor said to be an order placed by hand (a review: the daemon's own stop was said to be).
+            # not held nor said to be an order placed by hand (before, the daemon's own stop was said to be).
             log.debug(f"router update {update.event} for {self.by_broker[update.order.broker_id].label}: its broker "
                       "id was learned just after it: applied now")
             self.actor_ref.tell(m.TradeUpdateReceived(update=update))
@@ -1670,7 +1670,7 @@ class OrderRouter(pykka.ThreadingActor):
     def _stop_leg_not_named(self, order: OrderReport) -> Tracked | None:
         """Our OCO stop leg in `order`'s symbol and side that still has no broker id, when `order` could be it: an OCO
         stop leg whose client_order_id is no catalyst daemon's (Alpaca makes a leg's up). Its events can come before
-        the OCO's submit answer names it (a stop placed through the market fills at once; an answer slow or lost)."""
+        the OCO's submit answer names it (the answer slow or lost while the price runs through the stop)."""
         if order.order_class != "oco" or order.type not in ("stop", "stop_limit") \
                 or catalyst_instance(order.client_order_id) is not None:
             return None

@@ -1,7 +1,7 @@
-"""An OCO's stop leg whose events come before the OCO's submit answer names it (a stop placed through the market
-triggers at once; an answer slow or lost). Its client_order_id is one Alpaca made up, so the router cannot know it
-for ours until a report names it: it must not call the daemon's own stop an order placed by hand (a review found it
-did, a WARNING from the router and from the position, even when the report naming it came in the same commit)."""
+"""An OCO's stop leg whose events come before the OCO's submit answer names it (the answer slow or lost while the
+price runs through the stop). Its client_order_id is one Alpaca made up, so the router cannot know it for ours until
+a report names it: it must not call the daemon's own stop an order placed by hand (found this stop: a WARNING from
+the router and from the position, even when the report naming the leg came in the same commit)."""
 
 from __future__ import annotations
 
