@@ -106,7 +106,7 @@ class FilledOutside(Message):
     qty: Decimal
     broker_id: str
     seconds_ago: float = 0.0  # wall seconds since the router heard of it (told again to an actor rebuilt since)
-    # An OCO stop leg not named to us yet, probably this position's own (its label): not said placed by hand
+    # The order of ours it probably is (an OCO stop leg not named yet) or replaces (its label): not placed by hand
     own_leg: str | None = None
 
 

@@ -1640,22 +1640,32 @@ class OrderRouter(pykka.ThreadingActor):
         if replaced is not None:  # being read (_follow_replacement): its row is written in a moment
             log.info(f"router update {update.event} for {update.order.symbol} id={update.order.broker_id}, the order "
                      f"that replaced {replaced[0].label}: held until its row is written")
+        elif (ours := self.by_broker.get(update.order.replaces or "")) is not None:
+            # A replacement of ours (moved at the broker) whose own events came before the `replaced` of the order it
+            # replaces (a restart's moment, a reordered stream): followed with that event (_follow_replacement).
+            log.info(f"router update {update.event} for {update.order.symbol} id={update.order.broker_id}, the order "
+                     f"that replaces {ours.label} at the broker: recorded, held until it is followed")
+            self._tell_own_fill_not_named(update, ours)
         elif (leg := self._stop_leg_not_named(update.order)) is not None:
             log.info(f"router update {update.event} for {update.order.symbol} id={update.order.broker_id}: an OCO stop "
                      f"leg the broker has not named to us yet, probably {leg.label}'s (its OCO's answer is not in): "
                      "recorded, held until its order is known")
             if len(self._suspected_legs) < MAX_UNMATCHED:
                 self._suspected_legs[update.order.broker_id] = leg.order_id
-            if update.event in ("fill", "partial_fill") and update.qty:
-                # Told all the same: if it is that leg, its fill sold this position's shares, which the broker's
-                # positions list may not show yet (a market exit must not read them meanwhile).
-                self._tell_filled_outside(m.FilledOutside(symbol=update.order.symbol, side=update.order.side,
-                                                          qty=update.qty, broker_id=update.order.broker_id,
-                                                          own_leg=leg.label))
+            self._tell_own_fill_not_named(update, leg)
         else:
             self._say_placed_elsewhere(update)
         if sum(len(v) for v in self.unmatched.values()) < MAX_UNMATCHED:
             self.unmatched.setdefault(update.order.broker_id, []).append(update)
+
+    def _tell_own_fill_not_named(self, update: TradeUpdateReport, ours: Tracked) -> None:
+        """A fill of an order that is probably `ours` (or replaces it) before any row of ours names it: its position is
+        told all the same, since that fill sold its shares and the broker's positions list may not show it yet (a
+        market exit must not read them meanwhile); told as probably its own, not as an order placed by hand."""
+        if update.event in ("fill", "partial_fill") and update.qty:
+            self._tell_filled_outside(m.FilledOutside(symbol=update.order.symbol, side=update.order.side,
+                                                      qty=update.qty, broker_id=update.order.broker_id,
+                                                      own_leg=ours.label))
 
     def _say_placed_elsewhere(self, update: TradeUpdateReport) -> None:
         log.warning(

@@ -1293,10 +1293,10 @@ class PositionActor(pykka.ThreadingActor):
             return
         self._outside_fills_said.add(said_as)
         if msg.own_leg is not None:
-            self.log.info(f"position {self.label} an OCO stop leg not named to us yet ({msg.broker_id[:8]}), probably "
-                          f"our own {msg.own_leg}, filled {msg.side} {msg.qty} {msg.symbol} at the broker: this "
-                          "position's shares may be sold; a market exit of it reads the broker's position "
-                          f"{POSITIONS_SETTLE_S:g} s after that at the earliest")
+            self.log.info(f"position {self.label} an order not recorded yet ({msg.broker_id[:8]}), probably our own "
+                          f"{msg.own_leg} (an OCO leg not named yet, or its replacement), filled {msg.side} {msg.qty} "
+                          f"{msg.symbol} at the broker: this position's shares may be sold; a market exit of it reads "
+                          f"the broker's position {POSITIONS_SETTLE_S:g} s after that at the earliest")
             return
         self.log.warning(f"position {self.label} an order Catalyst has no row of ({msg.broker_id[:8]}) filled "
                          f"{msg.side} {msg.qty} {msg.symbol} at the broker: placed by hand, this position's shares may "

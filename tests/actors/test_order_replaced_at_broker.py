@@ -428,3 +428,24 @@ def test_a_stop_leg_moved_before_the_look_up_that_settles_its_oco_is_read_back_a
     position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
                                 "the moved stop's fill closing the position")
     assert position.realized_pnl == Decimal("-395.00") and trading.broker_view()["positions"] == []
+
+
+def test_a_replacements_event_before_the_replaced_one_is_held_as_ours_not_called_unknown(trading):
+    # Seen in chaos (a restart's moment): the new stop's `new` came before the old stop's `replaced`, and the router
+    # called it an unknown order (WARNING) until the `replaced` had it followed. The order names the one it replaces.
+    open_protected(trading)
+    stop = leg(trading, "stop_loss")
+    with logged_lines("actors.order_router", "INFO") as lines:
+        trading.exchange.set_faults("reorder=1.0")  # the `replaced` held back behind the `new` that follows it
+        by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
+        trading.wait_for(lambda: len(legs(trading)) == 3, "the new stop's row")
+        trading.exchange.set_faults("")
+    new_stop = leg(trading, "stop_loss", "accepted") or leg(trading, "stop_loss", "submitted")
+    held = [line for line in lines if f"the order that replaces {stop.symbol}#o-{stop.order_id} at the broker" in line]
+    assert held and f"id={new_stop.alpaca_order_id}" in held[0]
+    assert not [line for line in lines if "unknown order" in line]
+    trading.trade("AAPL", "145.50")
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                "the moved stop's fill closing the position")
+    assert position.realized_pnl == Decimal("-395.00")  # the moved stop's fill at 146
+    assert trading.broker_view()["positions"] == []
