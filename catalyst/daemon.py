@@ -168,6 +168,11 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Any]:
     config = _load(args)
     _setup_logging(args, config, secrets)
     _check_reports_dir(args, config.daemon.reports_dir)
+    if config.risk.allow_short:
+        # A review: the option reads as "trade shorts", yet the scanner ranks long setups only (bull flags, gappers).
+        log.warning(f"system risk.allow_short = true in {config.source}: the scanner finds long setups only, so no "
+                    "short is entered; a short position on the account (placed by hand, adopted by the doctor) is "
+                    "protected and managed like a long either way")
     if getattr(args, "simulation", False):
         return config, secrets  # `catalyst sim` trades at its own embedded exchange, whatever the config's broker
     if config.broker.mode in ("paper", "live") and not secrets.present:

@@ -48,6 +48,7 @@ class PersistedCandidate:
     stop: Decimal
     scan_id: int
     pattern_stop: bool = False  # its stop is a bull flag's low, not a percentage of its price
+    side: PositionSide = PositionSide.LONG  # the shipped scanner ranks long setups only
 
 
 class TradingCalendar:
@@ -209,7 +210,7 @@ class CycleHooks:
             if not getattr(candidate, "pattern_stop", False):
                 stop = suggested_exits(trade.price, None, self.config.scanner)[0]
             priced.append(risk.Candidate(symbol=candidate.symbol, entry=trade.price, stop=stop,
-                                         scan_id=candidate.scan_id))
+                                         side=getattr(candidate, "side", PositionSide.LONG), scan_id=candidate.scan_id))
             moves.append(f"{candidate.symbol} {candidate.price} → {trade.price}"
                          + (f" (stop {candidate.stop} → {stop})" if stop != candidate.stop else ""))
         log.info(f"cycle priced {len(priced)} candidates at their latest trade: {', '.join(moves) or 'none'}"
@@ -259,7 +260,7 @@ class CycleHooks:
             if decision.approved:
                 log.info(f"cycle approve {decision.symbol} qty={decision.qty} entry≈{decision.entry} "
                          f"stop={to_tick(decision.stop)} target={to_tick(decision.target)} R={decision.risk_per_share}")
-                plans.append(TradePlan(symbol=decision.symbol, side=PositionSide.LONG, qty=decision.qty,
+                plans.append(TradePlan(symbol=decision.symbol, side=decision.candidate.side, qty=decision.qty,
                                        stop_loss=to_tick(decision.stop), take_profit=to_tick(decision.target),
                                        cycle_id=cycle_id, scan_id=scan_id, entry_price=decision.entry))
             else:

@@ -35,7 +35,7 @@ class RiskSettings(BaseModel):
     default_stop_pct: Decimal = Field(default=Decimal("2"), gt=0, lt=100)
     reward_risk: Decimal = Field(default=Decimal("2.0"), gt=0)  # target = entry + reward_risk × R
     min_shares: int = Field(default=1, ge=1)
-    allow_short: bool = False  # the scanner looks for long setups
+    allow_short: bool = False  # the gate for short candidates; the shipped scanner finds long setups only
 
 
 class RejectionReason(StrEnum):

@@ -162,3 +162,19 @@ def test_a_percent_daily_loss_limit_holds_at_every_tick_not_only_at_approval(tra
 
     assert hooks.loss_limit_breached(Decimal("-600"), Decimal("0"))
     assert not hooks.loss_limit_breached(Decimal("-400"), Decimal("0"))
+
+
+def test_a_short_candidate_is_approved_as_a_short_with_its_stop_above(trading):
+    # A review: the approval wrote every plan long, so a short candidate (none is ranked by the shipped scanner, which
+    # finds long setups only) would have been entered as a long with its stop above its price and target below.
+    from catalyst.domain.positions import PositionSide
+    from catalyst.hooks import PersistedCandidate
+
+    hooks = hooks_for(trading)
+    hooks.config = SimpleNamespace(risk=SETTINGS.model_copy(update={"allow_short": True}), scanner=ScannerSettings())
+    trading.exchange.set_price("AAPL", "150.00")
+    candidate = PersistedCandidate("AAPL", Decimal("150.00"), Decimal("153.00"), None, pattern_stop=True,
+                                   side=PositionSide.SHORT)
+    (plan,) = hooks.approve(trading.cycle_id(), [candidate], SCANNED)
+    assert plan.side is PositionSide.SHORT
+    assert plan.stop_loss == Decimal("153.00") and plan.take_profit < Decimal("150.00") < plan.stop_loss

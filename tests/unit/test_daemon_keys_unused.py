@@ -40,3 +40,13 @@ def test_no_keys_or_an_emulator_of_its_own_url_says_nothing(tmp_path, monkeypatc
     external = '[broker]\nmode = "emulator"\nurl = "http://127.0.0.1:1"\n'  # there the keys are the account's
     assert not [line for line in warnings_of_prepare(tmp_path, monkeypatch, external, keys=True)
                 if "are not used" in line]
+
+
+def test_allow_short_is_said_to_enter_no_short_with_the_shipped_scanner(tmp_path, monkeypatch):
+    # A review: `risk.allow_short = true` read as "trade shorts", yet the scanner ranks long setups only.
+    said = warnings_of_prepare(tmp_path, monkeypatch, "[risk]\nallow_short = true\n", keys=False)
+    assert [line for line in said if "allow_short" in line] == [
+        f"system risk.allow_short = true in {tmp_path / 'config.toml'}: the scanner finds long setups only, so no "
+        "short is entered; a short position on the account (placed by hand, adopted by the doctor) is protected and "
+        "managed like a long either way"]
+    assert not [line for line in warnings_of_prepare(tmp_path, monkeypatch, "", keys=False) if "allow_short" in line]
