@@ -83,6 +83,7 @@ LATE_SHARE_REBUILDS = 3  # a closed position rebuilt this often for its late ent
 # Findings the daemon's own writes in flight can explain for a few milliseconds (a fill the router is recording, an
 # OCO acknowledged between two reads, a submit's answer waiting in the router's mailbox): each one, like a halt,
 # counts only if a second look a moment later sees it again. None of them is older than a pass can wait for.
+ASKED_PASS_GAP_S = 30.0  # wall seconds between passes the positions ask for (PassWanted)
 CONFIRMED_ON_A_SECOND_LOOK = frozenset({_T.MISSING_FILL, _T.MISSING_PROTECTION, _T.OUTCOME_UNKNOWN})
 
 
@@ -107,6 +108,12 @@ def once_per_order(views: list[tuple[OrderReport, BrokerOrder]]) -> list[tuple[O
         if earlier is None or (earlier[1].parent_id in replaced and view.parent_id not in replaced):
             kept[item.broker_id] = (item, view)
     return list(kept.values())
+
+
+class _AskedPassDue(m.Message):
+    """A pass a position asked for, due now that ASKED_PASS_GAP_S has passed since the last one asked."""
+
+    reason: str
 
 
 class DoctorActor(pykka.ThreadingActor):
@@ -143,6 +150,8 @@ class DoctorActor(pykka.ThreadingActor):
         # run of them means nothing has been reconciled for a while, which the operator must hear as an ERROR.
         self._unavailable_in_row = 0
         self._reconciled_at: datetime | None = None
+        self._asked_pass_at = float("-inf")  # time.monotonic() of the last pass a position asked for (PassWanted)
+        self._asked_pass_due: Delayed | None = None  # one asked too soon after it, due once the gap has passed
 
     # --- lifecycle and messages -------------------------------------------------------------------------------
 
@@ -151,8 +160,9 @@ class DoctorActor(pykka.ThreadingActor):
         self._schedule()
 
     def on_stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._asked_pass_due):
+            if timer is not None:
+                timer.cancel()
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Tick):
@@ -163,7 +173,25 @@ class DoctorActor(pykka.ThreadingActor):
             self._schedule()
         elif isinstance(message, m.StreamReconnected):
             self.run_pass(reason=f"stream reconnected #{message.count}")
+        elif isinstance(message, m.PassWanted):
+            self._pass_wanted(message.reason)
+        elif isinstance(message, _AskedPassDue):
+            self._asked_pass_due = None
+            self._pass_wanted(message.reason)
         return None
+
+    def _pass_wanted(self, reason: str) -> None:
+        """A pass asked for by a position, at most one each ASKED_PASS_GAP_S (wall seconds: each costs broker calls
+        out of the account's 200 a minute); one asked sooner runs once that gap has passed, for all asked meanwhile."""
+        if self._asked_pass_due is not None:
+            return  # one is due already: it covers this one too
+        now = time.monotonic()
+        wait_s = self._asked_pass_at + ASKED_PASS_GAP_S - now
+        if wait_s > 0:
+            self._asked_pass_due = tell_later(self.actor_ref, wait_s, _AskedPassDue(reason=reason))
+            return
+        self._asked_pass_at = now
+        self.run_pass(reason=f"asked: {reason}")
 
     def check_clock(self) -> None:
         """This machine's clock against the broker's, again each periodic pass: start-up compared them once, but a

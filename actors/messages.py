@@ -308,6 +308,13 @@ class StreamReconnected(Message):
     count: int = 0
 
 
+class PassWanted(Message):
+    """A position left shares to the doctor's pass (a stop the broker refuses for shares it no longer holds, an exit
+    with none held): a pass now rather than at the next periodic one, minutes away (at most one asked a while)."""
+
+    reason: str
+
+
 # --- to the system --------------------------------------------------------------------------------------------
 
 class PositionFinished(Message):

@@ -188,9 +188,12 @@ class OcoPair:
 
 class PositionActor(pykka.ThreadingActor):
     def __init__(self, plan: m.TradePlan, router: Any, writer: Any, system: Any, clock: Any,
-                 restored: Any = None, market_closed: Callable[[], bool] | None = None) -> None:
+                 restored: Any = None, market_closed: Callable[[], bool] | None = None,
+                 ask_doctor: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self.plan, self.router, self.writer, self.system, self.clock = plan, router, writer, system, clock
+        # Asks the doctor for a pass now (TradingSystem._ask_doctor), when shares are left to one; None: no doctor
+        self._ask_doctor = ask_doctor
         self.position = Position(symbol=plan.symbol, side=plan.side)
         self.position_id: int | None = None
         self.entry_order_id: int | None = None  # its first entry's: the position's key, whatever replaced that entry
@@ -786,10 +789,11 @@ class PositionActor(pykka.ThreadingActor):
             return
         waited_s = now - max(self._no_shares_since, self._entry_filled_at)
         if waited_s >= NO_SHARES_WINDOW_S:
+            asked = self._doctor_pass_wanted(f"{self.label} protection refused for want of free shares")
             self.log.error(f"{said}; still refused {now - self._no_shares_since:.0f} s after the first refusal, so "
                            "not a lag of the broker's: without a stop until the fills the broker has and we lack are "
-                           "recorded (the router's catch-up, the doctor's pass); check "
-                           f"{self.plan.symbol} at the broker")
+                           "recorded (the router's catch-up, the doctor's pass" + (", asked for now" if asked else "")
+                           + f"); check {self.plan.symbol} at the broker")
             return
         self._no_shares_tries += 1
         wait_s = NO_SHARES_RETRY_S[min(self._no_shares_tries, len(NO_SHARES_RETRY_S)) - 1]
@@ -1261,6 +1265,8 @@ class PositionActor(pykka.ThreadingActor):
                                            "hand?)")
         if held <= 0:
             opens = "short" if self.position.side is PositionSide.LONG else "long"
+            if not self._exit_none_said:
+                self._doctor_pass_wanted(f"{self.label} flattening, the broker holding none of its shares")
             self.log.log("DEBUG" if self._exit_none_said else "ERROR",
                          f"position {self.label} the broker holds none of its {recorded} shares ({said}): no market "
                          f"exit, which would open a {opens} position; sold outside Catalyst? The doctor's pass "
@@ -1302,6 +1308,14 @@ class PositionActor(pykka.ThreadingActor):
                          f"{msg.side} {msg.qty} {msg.symbol} at the broker: placed by hand, this position's shares may "
                          f"be gone; a market exit of it reads the broker's position {POSITIONS_SETTLE_S:g} s after that "
                          "at the earliest")
+
+    def _doctor_pass_wanted(self, reason: str) -> bool:
+        """Shares left to the doctor's pass (its heals write a sale by hand as this position's exit): one asked for
+        now, not at the next periodic pass, minutes away. False: no doctor to ask (tests, the benchmarks)."""
+        if self._ask_doctor is None:
+            return False
+        self._ask_doctor(reason)
+        return True
 
     def _outside_settled_at(self) -> float:
         """When the broker's positions list can show the fills outside Catalyst heard of since the last exit read taken

@@ -22,6 +22,7 @@ from actors.broker_worker import BrokerPool, BrokerWorker
 from actors.db_writer import DbWriter, StorageHealth
 from actors.order_router import OrderRouter
 from actors.position import PositionActor
+from actors.refs import tell_if_alive
 from catalyst.config import sqlite_path
 from catalyst.domain.orders import oco_stop_leg_id, replacement_chain
 from catalyst.domain.positions import PositionSide
@@ -243,6 +244,9 @@ class TradingSystem:
     # Whether the market is closed now (catalyst.hooks.MarketHours), for the position actors to ask before a market
     # exit of their own accord; None (tests, the benchmarks): only the cycle's KeepOvernight says so.
     market_closed: Callable[[], bool] | None = None
+    # The doctor (filled in once it has started, after this system): a position that leaves shares to its pass asks
+    # for one now (m.PassWanted). Empty (tests, the benchmarks): the periodic passes alone.
+    doctor_listeners: list[Any] = field(default_factory=list)
     refs: list[Any] = field(default_factory=list)
     storage: StorageHealth = field(default_factory=StorageHealth)  # the writer's word on the disk (Daemon reads it)
     # Set as the daemon begins to stop: the router sends no entry from then on, whatever is already in its mailbox (a
@@ -300,13 +304,17 @@ class TradingSystem:
 
     def _make_position(self, plan: m.TradePlan, restored: Any = None) -> Any:
         ref = PositionActor.start(plan, self.router, self.writer, self.supervisor_ref, self.clock, restored,
-                                  market_closed=self.market_closed)
+                                  market_closed=self.market_closed, ask_doctor=self._ask_doctor)
         with self._positions_lock:  # the supervisor's thread (rebuilds) and the cycle's (new trades) both start them
             self._positions.append(ref)
             if len(self._positions) >= 2 * self._positions_kept:  # closed ones let go now and then, not every time
                 self._positions = [known for known in self._positions if known.is_alive()]
                 self._positions_kept = max(len(self._positions), 16)
         return ref
+
+    def _ask_doctor(self, reason: str) -> None:
+        for doctor in list(self.doctor_listeners):
+            tell_if_alive(doctor, m.PassWanted(reason=reason))
 
     def open_position(self, plan: m.TradePlan) -> Any:
         """Start a position actor for a new trade (the cycle's job; tests and `catalyst trade` call it too)."""

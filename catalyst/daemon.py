@@ -223,7 +223,7 @@ class Daemon:
         ep = self.endpoint
         accelerated = ep.simulated and ep.clock.speed > 1
         limiter = RateLimiter(0 if accelerated else self.config.broker.rate_limit_per_minute)
-        self.reconnect_listeners: list[Any] = []
+        self.reconnect_listeners: list[Any] = []  # the doctor, once started (CycleHooks): also asked by positions
         broker_factory, stream_factory = alpaca_factories(
             ep.key_id, ep.secret, ep.trading_url, ep.stream_url, paper=ep.paper, data_url=ep.data_url,
             data_feed=self.config.broker.data_feed,
@@ -240,7 +240,8 @@ class Daemon:
                                     defer_report_sync=self.config.daemon.sqlite_defer_report_sync,
                                     router_settings=self.config.router,
                                     disk_reserve_mb=self.config.daemon.disk_reserve_mb, market_closed=hours.closed,
-                                    broker_drain_s=_withdrawal_bound_s(self.config.daemon.shutdown_timeout_s))
+                                    broker_drain_s=_withdrawal_bound_s(self.config.daemon.shutdown_timeout_s),
+                                    doctor_listeners=self.reconnect_listeners)
         self.parts.append(self.system)  # before it starts: a stop during start-up then stops what it started
         try:
             self.system.start()

@@ -19,8 +19,9 @@ from loguru import logger
 
 from actors.doctor import DoctorActor
 from actors.position import PositionActor
-from actors.messages import StreamReconnected
+from actors.messages import PassWanted, StreamReconnected
 from catalyst.broker.adapter import AlpacaBroker
+from catalyst.broker.ratelimit import RateLimiter
 from catalyst.domain.reconcile import DoctorSettings, FindingType as T
 from catalyst.router_settings import RouterSettings
 from tests.actors.conftest import START, CountingBroker, Trading, logged_lines
@@ -187,6 +188,61 @@ def test_a_position_closed_by_hand_is_a_phantom_closed_with_the_brokers_real_fil
     assert working_stop_ids(trading) == []  # nothing re-protected a position that no longer exists
 
 
+def sell_part_by_hand(trading, by_hand, qty: int) -> Any:
+    """A trader cancels the OCO (the daemon puts it back at once, so it is clicked again) and sells `qty` by hand."""
+    for _ in range(50):
+        by_hand.cancel_order_by_id(working_stop_ids(trading)[0]) if working_stop_ids(trading) else None
+        try:
+            return by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=qty, side=OrderSide.SELL,
+                                                           time_in_force=TimeInForce.DAY))
+        except APIError:  # the daemon's OCO, put back, holds the shares: clicked again
+            continue
+    pytest.fail("the hand sale never went through")
+
+
+def test_a_position_that_leaves_its_bare_shares_to_the_doctor_asks_for_a_pass_at_once(exchange, tmp_path,
+                                                                                    monkeypatch):
+    # The position partly sold by hand below: the doctor's periodic pass is minutes away (here: never), so the position
+    # that gives up on its refused OCO asks for one, and the rest of its shares are under a stop within seconds.
+    from actors import position as position_module
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
+    doctors: list[Any] = []
+    trading = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}",
+                      router_settings=RouterSettings(unknown_resends=0), doctor_listeners=doctors).start()
+    try:
+        broker = AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, timeout_s=5.0,
+                              limiter=RateLimiter(0), name="doctor")
+        with doctor_on(trading, broker) as doctor, logged_lines("actors.doctor", "INFO") as said:
+            doctors.append(doctor.actor_ref)
+            open_protected(trading)
+            trading.exchange.set_price("AAPL", "151.00")
+            sell_part_by_hand(trading, TradingClient(trading.key, "secret", paper=True,
+                                                     url_override=trading.exchange.base_url), 40)
+            position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal(60) and p,
+                                        "the hand sale written as the position's exit by an asked pass")
+            protected(trading, "60")
+        assert position.status == "open"
+        assert any(line.startswith("doctor pass #") and "asked: AAPL#p-1 protection refused for want of free shares"
+                   in line for line in said), said
+    finally:
+        trading.stop()
+
+
+def test_passes_asked_for_run_one_at_once_and_one_for_all_asked_within_the_gap(trading, doctor_broker, monkeypatch):
+    # Each pass costs broker calls out of the account's 200 a minute: several positions giving up at once must not
+    # each run one.
+    from actors import doctor as doctor_module
+    monkeypatch.setattr(doctor_module, "ASKED_PASS_GAP_S", 1.0)
+    with doctor_on(trading, doctor_broker) as doctor, logged_lines("actors.doctor", "INFO") as said:
+        for i in range(3):
+            doctor.actor_ref.tell(PassWanted(reason=f"position {i}"))
+        asked = lambda: [line for line in said if line.startswith("doctor pass #") and "(asked: " in line]  # noqa: E731
+        trading.wait_for(lambda: len(asked()) == 2, "a pass at once and one after the gap", timeout=10)
+        time.sleep(1.5)
+        assert len(asked()) == 2, asked()
+    assert "(asked: position 0)" in asked()[0] and "(asked: position 1)" in asked()[1]
+
+
 def test_a_position_partly_sold_by_hand_is_reduced_by_that_sale_and_its_rest_protected(trading, doctor, by_hand,
                                                                                         monkeypatch):
     # A trader takes part of the profit by hand: cancels the OCO (the daemon puts it back at once, so the sale is
@@ -198,16 +254,7 @@ def test_a_position_partly_sold_by_hand_is_reduced_by_that_sale_and_its_rest_pro
     monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)  # its refused OCO given up on at once
     open_protected(trading)
     trading.exchange.set_price("AAPL", "151.00")
-    for _ in range(50):
-        by_hand.cancel_order_by_id(working_stop_ids(trading)[0]) if working_stop_ids(trading) else None
-        try:
-            sale = by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=40, side=OrderSide.SELL,
-                                                           time_in_force=TimeInForce.DAY))
-            break
-        except APIError:  # the daemon's OCO, put back, holds the shares: clicked again
-            continue
-    else:
-        pytest.fail("the hand sale never went through")
+    sale = sell_part_by_hand(trading, by_hand, 40)
     trading.wait_for(lambda: any(Decimal(p["qty"]) == 60 for p in trading.broker_view()["positions"]), "60 left")
     trading.wait_for(lambda: broker_working_stop_qty(trading) == 0, "the daemon's new OCO refused")
     time.sleep(1.0)  # the refused OCO given up on (its window patched to 0.5 s)
