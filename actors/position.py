@@ -189,7 +189,7 @@ class OcoPair:
 class PositionActor(pykka.ThreadingActor):
     def __init__(self, plan: m.TradePlan, router: Any, writer: Any, system: Any, clock: Any,
                  restored: Any = None, market_closed: Callable[[], bool] | None = None,
-                 ask_doctor: Callable[[str], None] | None = None) -> None:
+                 ask_doctor: Callable[[str], bool] | None = None) -> None:
         super().__init__()
         self.plan, self.router, self.writer, self.system, self.clock = plan, router, writer, system, clock
         # Asks the doctor for a pass now (TradingSystem._ask_doctor), when shares are left to one; None: no doctor
@@ -1312,10 +1312,7 @@ class PositionActor(pykka.ThreadingActor):
     def _doctor_pass_wanted(self, reason: str) -> bool:
         """Shares left to the doctor's pass (its heals write a sale by hand as this position's exit): one asked for
         now, not at the next periodic pass, minutes away. False: no doctor to ask (tests, the benchmarks)."""
-        if self._ask_doctor is None:
-            return False
-        self._ask_doctor(reason)
-        return True
+        return self._ask_doctor is not None and self._ask_doctor(reason)
 
     def _outside_settled_at(self) -> float:
         """When the broker's positions list can show the fills outside Catalyst heard of since the last exit read taken

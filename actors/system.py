@@ -312,9 +312,10 @@ class TradingSystem:
                 self._positions_kept = max(len(self._positions), 16)
         return ref
 
-    def _ask_doctor(self, reason: str) -> None:
-        for doctor in list(self.doctor_listeners):
-            tell_if_alive(doctor, m.PassWanted(reason=reason))
+    def _ask_doctor(self, reason: str) -> bool:
+        """False: no doctor to ask (tests, the benchmarks; or it has stopped)."""
+        asked = [tell_if_alive(doctor, m.PassWanted(reason=reason)) for doctor in list(self.doctor_listeners)]
+        return any(asked)
 
     def open_position(self, plan: m.TradePlan) -> Any:
         """Start a position actor for a new trade (the cycle's job; tests and `catalyst trade` call it too)."""
