@@ -168,6 +168,25 @@ def test_a_position_closed_by_hand_is_a_phantom_closed_from_the_hand_orders_fill
     assert phantom.broker_ids == ("b-9",) and phantom.position_id == 3
 
 
+@pytest.mark.parametrize("cid, heals", [("hand-1", True), ("cat-0th3r000-4", False)], ids=["by-hand", "other-daemon"])
+def test_a_position_partly_sold_by_hand_is_healed_from_that_sale_but_not_from_another_daemons(cid, heals):
+    # Healed by default since the thirty-seventh session (its shares left bare for good under a halt before). Another
+    # catalyst daemon's sale on the account is its own database's exit, never ours too: that still halts.
+    sale = border("b-9", "filled", "sell", "40", "40", cid=cid)
+    local = LocalView(orders=(order(status="filled", filled="100", position_id=3),), positions=(position(),),
+                      execution_keys=frozenset({execution_key("b-1", D(100))}), instance_id="x")
+    findings = run(local, BrokerView(orders=(border(status="filled", filled="100"), sale),
+                                     positions=(BrokerPosition("AAPL", "long", D(60)),),
+                                     fills=(BrokerFill("b-1", D(100), D(100), D(150), OLD),
+                                            BrokerFill("b-9", D(40), D(40), D(152), OLD))))
+    mismatch = next(f for f in findings if f.type is T.POSITION_QTY_MISMATCH)
+    assert (mismatch.db_value, mismatch.broker_value) == ("100", "60")
+    if heals:
+        assert mismatch.policy is Policy.HEAL and mismatch.action == "apply fills" and mismatch.broker_ids == ("b-9",)
+    else:
+        assert mismatch.policy is Policy.HALT and "another catalyst daemon, database 0th3r000" in mismatch.reason
+
+
 def test_a_phantom_no_broker_fill_explains_halts_entries():
     (finding,) = run(LocalView(positions=(position(),)), BrokerView())
     assert finding.type is T.PHANTOM_POSITION and finding.policy is Policy.HALT and finding.reason
