@@ -80,10 +80,10 @@ POSITION_ANSWER_S = 5.0  # a position actor answers its state at once unless som
 HALTS_REMEMBERED = timedelta(days=30)
 UNLISTED_READS = 20  # working rows of ours the broker's listing left out, read by id in one pass at most
 LATE_SHARE_REBUILDS = 3  # a closed position rebuilt this often for its late entry shares, still holding them: halt
+ASKED_PASS_GAP_S = 30.0  # wall seconds between passes the positions ask for (PassWanted)
 # Findings the daemon's own writes in flight can explain for a few milliseconds (a fill the router is recording, an
 # OCO acknowledged between two reads, a submit's answer waiting in the router's mailbox): each one, like a halt,
 # counts only if a second look a moment later sees it again. None of them is older than a pass can wait for.
-ASKED_PASS_GAP_S = 30.0  # wall seconds between passes the positions ask for (PassWanted)
 CONFIRMED_ON_A_SECOND_LOOK = frozenset({_T.MISSING_FILL, _T.MISSING_PROTECTION, _T.OUTCOME_UNKNOWN})
 
 
