@@ -85,6 +85,9 @@ class ChaosSettings(BaseModel):
     # kill moments (never the last) just before which a trader sells a position by hand (its OCO cancelled first),
     # and one more a moment before the day's flatten with no kill: the daemon must never sell those shares again
     sell_by_hand: int = Field(default=0, ge=0)
+    # the share of the position each of those hand sales sells (1: all of it; less: a trader taking part of the profit,
+    # which the daemon must protect the rest of once the doctor has written the sale as the position's exit)
+    hand_sale_share: Decimal = Field(default=Decimal("1"), gt=0, le=1)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -226,12 +229,12 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
             for index, moment in enumerate(kill_moments(settings, rng)):
                 if sale_before_flatten is not None and moment > sale_before_flatten:
                     _wait_clock(exchange, sale_before_flatten, timeout_s=day_wall_s + 60)
-                    sell_by_hand(exchange, daemon, result)
+                    sell_by_hand(exchange, daemon, result, settings)
                     sale_before_flatten = None
                 _wait_clock(exchange, moment, timeout_s=day_wall_s + 60)
                 time.sleep(rng.uniform(0, 0.5))  # off the clock poll's rhythm
                 if index in sales and daemon.running:
-                    sell_by_hand(exchange, daemon, result)
+                    sell_by_hand(exchange, daemon, result, settings)
                     time.sleep(sale_rng.uniform(0, 2.0))  # the kill lands while the daemon reacts, or after
                 if index in moves and daemon.running:
                     result.stop_moves += 1
@@ -264,7 +267,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                 daemon.start()
             if sale_before_flatten is not None:
                 _wait_clock(exchange, sale_before_flatten, timeout_s=day_wall_s + 60)
-                sell_by_hand(exchange, daemon, result)
+                sell_by_hand(exchange, daemon, result, settings)
             daemon.wait_for(DAY_DONE, timeout_s=day_wall_s + 120)
             result.violations += settle(exchange, daemon, settings)
         except HarnessError as exc:
@@ -286,11 +289,11 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
     return result
 
 
-def sell_by_hand(exchange: ExchangeProcess, daemon: DaemonProcess, result: RunResult) -> None:
+def sell_by_hand(exchange: ExchangeProcess, daemon: DaemonProcess, result: RunResult, settings: ChaosSettings) -> None:
     if not daemon.running:
         return
     result.hand_sales += 1
-    result.shares_sold_by_hand += exchange.sell_by_hand(SIM_KEY_ID, SIM_SECRET)
+    result.shares_sold_by_hand += exchange.sell_by_hand(SIM_KEY_ID, SIM_SECRET, share=settings.hand_sale_share)
 
 
 def start_on_a_filling_disk(daemon: DaemonProcess, result: RunResult, rng: random.Random) -> None:
@@ -454,6 +457,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sell-by-hand", type=int, metavar="N",
                         help="N kill moments (never the last) where a trader first sells a position by hand (its "
                              "orders cancelled), and one more just before the day's flatten with no kill")
+    parser.add_argument("--hand-sale-share", type=Decimal, metavar="F",
+                        help="the share of the position each hand sale sells (default 1: all of it; 0.4: a trader "
+                             "taking part of the profit)")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -467,7 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    participation=args.participation,
                                    exit_shares_lag_s=args.exit_shares_lag_s,
                                    trigger_replaces_take_profit=args.trigger_replaces_take_profit,
-                                   move_stops=args.move_stops, sell_by_hand=args.sell_by_hand).items()
+                                   move_stops=args.move_stops, sell_by_hand=args.sell_by_hand,
+                                   hand_sale_share=args.hand_sale_share).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -488,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     distance += ", triggered stops replace their take-profit" if settings.trigger_replaces_take_profit else ""
     distance += f", stops moved by hand at {settings.move_stops} moments" if settings.move_stops else ""
     distance += (f", positions sold by hand at {settings.sell_by_hand} moments and before the flatten"
+                 + (f" ({settings.hand_sale_share:f} of each)" if settings.hand_sale_share < 1 else "")
                  if settings.sell_by_hand else "")
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -225,18 +225,21 @@ class ExchangeProcess:
             moved += answer.status_code == 200
         return moved
 
-    def sell_by_hand(self, key_id: str, secret: str, tries: int = 5) -> int:
+    def sell_by_hand(self, key_id: str, secret: str, tries: int = 5, share: Decimal = Decimal(1)) -> int:
         """Sell the account's largest position by hand, as a trader does in the dashboard: its symbol's working orders
-        cancelled (the daemon's OCO among them), then a market order for all of it (a buy for a short). A sale refused
-        because the daemon's new OCO took the shares first is clicked again, up to `tries` times. The shares sold (0:
-        nothing held, or every click refused, or one the faults answered with an error, not retried)."""
+        cancelled (the daemon's OCO among them), then a market order for all of it, or for `share` of it (at least one
+        share; a buy for a short). A sale refused because the daemon's new OCO took the shares first is clicked again,
+        up to `tries` times. The shares sold (0: nothing held, or every click refused, or one the faults answered with
+        an error, not retried)."""
         headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}
         try:
             held = requests.get(f"{self.url}/v2/positions", headers=headers, timeout=5)
             if held.status_code != 200 or not held.json():
                 return 0
             position = max(held.json(), key=lambda p: abs(Decimal(str(p["qty"]))))
-            symbol, qty = position["symbol"], Decimal(str(position["qty"]))
+            symbol, held_qty = position["symbol"], Decimal(str(position["qty"]))
+            part = max(Decimal(1), (abs(held_qty) * share).to_integral_value(ROUND_FLOOR))
+            qty = held_qty if share >= 1 else part.copy_sign(held_qty)
             for _ in range(tries):
                 listed = requests.get(f"{self.url}/v2/orders", headers=headers, timeout=5,
                                       params={"status": "open", "symbols": symbol, "limit": 500})

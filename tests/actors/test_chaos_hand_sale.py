@@ -25,6 +25,19 @@ def test_the_harness_sells_the_largest_position_by_hand_its_orders_cancelled_fir
     assert ExchangeProcess.sell_by_hand(exchange, trading.key, "secret") == 0  # nothing left to sell
 
 
+def test_the_harness_sells_a_share_of_the_position_by_hand_with_hand_sale_share(trading):
+    from decimal import Decimal
+
+    open_protected(trading)
+    exchange = SimpleNamespace(url=trading.exchange.base_url.rstrip("/"))
+
+    sold = ExchangeProcess.sell_by_hand(exchange, trading.key, "secret", share=Decimal("0.4"))
+
+    assert sold == 40
+    trading.wait_for(lambda: broker_qty(trading) == 60, "the hand sale of 40 filled")
+    assert ChaosSettings(hand_sale_share=Decimal("0.4")).hand_sale_share == Decimal("0.4")
+
+
 def test_hand_sale_moments_are_never_the_last_kill_and_leave_the_others_alone():
     plain = ChaosSettings(kills=12, seed=5)
     selling = ChaosSettings(kills=12, seed=5, sell_by_hand=3, move_stops=2)
