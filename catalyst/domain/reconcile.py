@@ -562,9 +562,11 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
     late_beside_open: dict[str, LocalPosition] = {}
     held: dict[str, Decimal] = defaultdict(lambda: ZERO)
     first: dict[str, LocalPosition] = {}
+    open_in: dict[str, int] = defaultdict(int)
     for position in local.positions:
         held[position.symbol] += signed_qty(position.side, position.qty)
         first.setdefault(position.symbol, position)
+        open_in[position.symbol] += 1
     at_broker = {p.symbol: signed_qty(p.side, p.qty) for p in broker.positions if p.qty != 0}
     for order in local.orders:
         # An entry whose fills are recorded but whose position row a crash prevented is being rebuilt by its
@@ -628,8 +630,11 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         position = first[symbol]
         common = dict(symbol=symbol, position_id=position.position_id, broker_ids=tuple(hand))
         subject = f"position {symbol}#p-{position.position_id}"
-        # Only hand orders that reduce our position can be attached to it (an exit by hand); anything else halts.
-        reduces = explained and abs(theirs) < abs(ours) and (theirs == 0 or (theirs > 0) == (ours > 0))
+        # Only hand orders that reduce our position can be attached to it (an exit by hand); anything else halts. Not
+        # with two open positions in the symbol (an adoption beside one): which one the hand sold is not known, and a
+        # sale larger than the first's shares attached to it would sell more than it holds.
+        reduces = (explained and abs(theirs) < abs(ours) and (theirs == 0 or (theirs > 0) == (ours > 0))
+                   and open_in[symbol] == 1)
         reason = "" if reduces else f"{subject}: database {ours}, broker {theirs}, not explained by broker fills"
         if not reduces and symbol in other_traders:
             reason += f" (another catalyst daemon, database {other_traders[symbol]}, trades it too)"

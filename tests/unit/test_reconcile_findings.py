@@ -187,6 +187,25 @@ def test_a_position_partly_sold_by_hand_is_healed_from_that_sale_but_not_from_an
         assert mismatch.policy is Policy.HALT and "another catalyst daemon, database 0th3r000" in mismatch.reason
 
 
+@pytest.mark.parametrize("sold, kind", [("120", T.POSITION_QTY_MISMATCH), ("150", T.PHANTOM_POSITION)])
+def test_a_hand_sale_beside_two_open_positions_of_the_symbol_halts_and_is_attached_to_neither(sold, kind):
+    # Which of the two the hand sold is not known, and attached to the first (100 shares) a sale of 120 or 150 would
+    # be an exit of more than it holds.
+    entries = (order(status="filled", filled="100", position_id=3),
+               order(2, "filled", "b-2", filled="50", qty="50", position_id=4))
+    local = LocalView(orders=entries, positions=(position("100"), position("50", position_id=4)),
+                      execution_keys=frozenset({execution_key("b-1", D(100)), execution_key("b-2", D(50))}))
+    hand = border("b-9", "filled", "sell", sold, sold, cid="hand-1")
+    left = 150 - int(sold)
+    findings = run(local, BrokerView(
+        orders=(border(status="filled", filled="100"), border("b-2", "filled", filled="50", qty="50"), hand),
+        positions=(BrokerPosition("AAPL", "long", D(left)),) if left else (),
+        fills=(BrokerFill("b-1", D(100), D(100), D(150), OLD), BrokerFill("b-2", D(50), D(50), D(150), OLD),
+               BrokerFill("b-9", D(sold), D(sold), D(152), OLD))))
+    found = next(f for f in findings if f.type is kind)
+    assert found.policy is Policy.HALT and (found.db_value, found.broker_value) == ("150", str(left))
+
+
 def test_a_phantom_no_broker_fill_explains_halts_entries():
     (finding,) = run(LocalView(positions=(position(),)), BrokerView())
     assert finding.type is T.PHANTOM_POSITION and finding.policy is Policy.HALT and finding.reason
