@@ -630,11 +630,15 @@ def _positions(diff: _Diff, local: LocalView, broker: BrokerView, missing: dict[
         position = first[symbol]
         common = dict(symbol=symbol, position_id=position.position_id, broker_ids=tuple(hand))
         subject = f"position {symbol}#p-{position.position_id}"
-        # Only hand orders that reduce our position can be attached to it (an exit by hand); anything else halts. Not
-        # with two open positions in the symbol (an adoption beside one): which one the hand sold is not known, and a
-        # sale larger than the first's shares attached to it would sell more than it holds.
+        # Only hand orders that reduce our position can be attached to it (an exit by hand); anything else halts.
+        # Each of them, not only their sum: a hand buy beside a larger hand sale of a long position nets to a
+        # reduction, but written as an exit its fill is applied as a sale (a review: the position actor crashed on
+        # "exit fill exceeds the held" at every rebuild, its shares bare). Not with two open positions in the symbol
+        # (an adoption beside one): which one the hand sold is not known, and a sale larger than the first's shares
+        # attached to it would sell more than it holds.
+        by_side = {o.broker_id: o.side for o in broker.orders}
         reduces = (explained and abs(theirs) < abs(ours) and (theirs == 0 or (theirs > 0) == (ours > 0))
-                   and open_in[symbol] == 1)
+                   and all(by_side[i] == exit_side(position.side) for i in hand) and open_in[symbol] == 1)
         reason = "" if reduces else f"{subject}: database {ours}, broker {theirs}, not explained by broker fills"
         if not reduces and symbol in other_traders:
             reason += f" (another catalyst daemon, database {other_traders[symbol]}, trades it too)"

@@ -206,6 +206,22 @@ def test_a_hand_sale_beside_two_open_positions_of_the_symbol_halts_and_is_attach
     assert found.policy is Policy.HALT and (found.db_value, found.broker_value) == ("150", str(left))
 
 
+def test_a_hand_buy_beside_a_larger_hand_sale_is_never_written_as_an_exit():
+    # From a review: bought 40 by hand, then sold 80 by hand: net they reduce the 100 long to 60, but the buy
+    # written as an exit had its fill applied as a sale (40 past the 20 left: the position actor crashed).
+    buy = border("b-8", "filled", "buy", "40", "40", cid="hand-1")
+    sale = border("b-9", "filled", "sell", "80", "80", cid="hand-2")
+    local = LocalView(orders=(order(status="filled", filled="100", position_id=3),), positions=(position(),),
+                      execution_keys=frozenset({execution_key("b-1", D(100))}), instance_id="x")
+    findings = run(local, BrokerView(orders=(border(status="filled", filled="100"), buy, sale),
+                                     positions=(BrokerPosition("AAPL", "long", D(60)),),
+                                     fills=(BrokerFill("b-1", D(100), D(100), D(150), OLD),
+                                            BrokerFill("b-8", D(40), D(40), D(151), OLD),
+                                            BrokerFill("b-9", D(80), D(80), D(152), OLD))))
+    mismatch = next(f for f in findings if f.type is T.POSITION_QTY_MISMATCH)
+    assert mismatch.policy is Policy.HALT and "not explained" in mismatch.reason
+
+
 def test_a_phantom_no_broker_fill_explains_halts_entries():
     (finding,) = run(LocalView(positions=(position(),)), BrokerView())
     assert finding.type is T.PHANTOM_POSITION and finding.policy is Policy.HALT and finding.reason
