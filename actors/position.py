@@ -770,6 +770,17 @@ class PositionActor(pykka.ThreadingActor):
         (seen in chaos, seed 153: a restart before a stop's last executions were recorded, the account ended 2,008
         short). The router's catch-up and the doctor bring the record level with the broker."""
         pair, key = self._pair_of(msg.order_id)
+        if pair is not None and pair.qty > self.position.quantity and not self._asking_broker:
+            # Sized before an exit's fill made the position smaller (hand sales the doctor writes as its exits are
+            # applied one at a time): refused for shares no longer its own, which says nothing of those it holds now.
+            # Given up on, its shares stayed bare (a review: two hand sales, the OCO for the 80 between them refused).
+            self._refused_no_shares.add(key)
+            if self._no_shares_timer is None:
+                self.log.info(f"position {self.label} protection for {pair.qty} refused for want of free shares "
+                              f"({msg.reason}); {self.position.quantity} held now: protected again in "
+                              f"{NO_SHARES_RETRY_S[0]:g} s")
+                self._no_shares_timer = tell_later(self.actor_ref, NO_SHARES_RETRY_S[0], RetryRefusedForShares())
+            return
         if key in self._refused_no_shares:
             return  # its other leg, refused with it
         self._refused_no_shares.add(key)

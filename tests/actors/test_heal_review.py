@@ -12,14 +12,14 @@ from alpaca.common.exceptions import APIError
 from alpaca.trading.enums import OrderSide, TimeInForce
 from alpaca.trading.requests import MarketOrderRequest
 
+from catalyst.domain.positions import PositionSide
 from catalyst.domain.reconcile import FindingType as T
 from tests.actors.test_doctor_heals import (broker_working_stop_qty, by_hand, doctor, open_protected,  # noqa: F401
                                             position_of, protected, sell_part_by_hand, trading, working_stop_ids)
 
 
 def broker_qty(trading, symbol="AAPL") -> Decimal:
-    return sum((Decimal(p["qty"]) * (1 if p.get("side", "long") == "long" else -1)
-                for p in trading.broker_view()["positions"] if p["symbol"] == symbol), Decimal(0))
+    return sum((Decimal(p["qty"]) for p in trading.broker_view()["positions"] if p["symbol"] == symbol), Decimal(0))
 
 
 def hand_market(trading, by_hand, side: OrderSide, qty: int, symbol="AAPL") -> Any:
@@ -65,3 +65,80 @@ def test_a_hand_buy_then_a_larger_hand_sale_is_not_written_as_two_exits(trading,
     position = position_of(trading)
     assert (position.status, position.quantity, position.realized_pnl) == ("open", 100, 0)
     assert broker_qty(trading) == 60
+
+
+def settle_refused_oco() -> None:
+    time.sleep(1.0)  # the daemon's OCO for the 100, refused for want of shares, given up on (window patched to 0.5 s)
+
+
+@pytest.fixture
+def short_window(monkeypatch):
+    from actors import position as position_module
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
+
+
+def exits(trading):
+    return [(o.side, o.quantity, o.status, o.filled_qty) for o in trading.all_orders() if o.role == "exit"]
+
+
+def test_a_short_position_partly_covered_by_hand_is_reduced_and_its_rest_protected(trading, doctor, by_hand,
+                                                                                   short_window):
+    open_protected(trading, side=PositionSide.SHORT, stop="153.00", target="145.00")
+    trading.exchange.set_price("AAPL", "149.00")
+    cover = hand_market(trading, by_hand, OrderSide.BUY, 40)
+    trading.wait_for(lambda: broker_qty(trading) == -60, "60 short left")
+    settle_refused_oco()
+    report = doctor.run_pass(reason="test").get()
+    mismatch = next(f for f in report.findings if f.type is T.POSITION_QTY_MISMATCH)
+    assert (mismatch.db_value, mismatch.broker_value, mismatch.policy) == ("-100", "-60", "heal")
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "the cover applied")
+    protected(trading, "60")
+    price = Decimal(str(by_hand.get_order_by_id(cover.id).filled_avg_price))
+    assert position.status == "open" and position.realized_pnl == (Decimal("149.95") - price) * 40
+    assert exits(trading) == [("buy", 40, "filled", 40)]
+    assert broker_qty(trading) == -60 and doctor.entries_allowed().get()
+
+
+def test_two_hand_sales_before_one_pass_are_both_its_exits(trading, doctor, by_hand, short_window):
+    open_protected(trading)
+    trading.exchange.set_price("AAPL", "151.00")
+    sales = [sell_part_by_hand(trading, by_hand, 20)]
+    trading.wait_for(lambda: broker_qty(trading) == 80, "80 left")
+    sales.append(sell_part_by_hand(trading, by_hand, 20))
+    trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+    settle_refused_oco()
+    doctor.run_pass(reason="test").get()
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "both sales applied")
+    protected(trading, "60")
+    paid = sum((Decimal(str(by_hand.get_order_by_id(s.id).filled_avg_price)) - Decimal("149.95")) * 20 for s in sales)
+    assert position.status == "open" and position.realized_pnl == paid
+    assert sorted(exits(trading)) == [("sell", 20, "filled", 20)] * 2
+    assert broker_qty(trading) == 60
+    assert not [f for f in doctor.run_pass(reason="test").get().findings if f.type is not T.ORPHAN_ORDER]
+
+
+def test_a_hand_sale_then_the_traders_own_stop_for_the_rest(trading, doctor, by_hand, short_window):
+    from alpaca.trading.requests import StopOrderRequest
+    open_protected(trading)
+    trading.exchange.set_price("AAPL", "151.00")
+    sell_part_by_hand(trading, by_hand, 40)
+    trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+    settle_refused_oco()
+    hand_stop = by_hand.submit_order(StopOrderRequest(symbol="AAPL", qty=60, side=OrderSide.SELL,
+                                                      time_in_force=TimeInForce.GTC, stop_price=146))
+    report = doctor.run_pass(reason="test").get()
+    assert next(f for f in report.findings if f.type is T.POSITION_QTY_MISMATCH).policy == "heal"
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "the sale applied")
+    time.sleep(2.0)  # the position's own OCO for its 60 tried (refused: the trader's stop holds them)
+    assert exits(trading) == [("sell", 40, "filled", 40)]
+    assert broker_working_stop_qty(trading) == 60  # the trader's stop, alone: never two stops for the same 60 shares
+    assert by_hand.get_order_by_id(hand_stop.id).status.value in ("new", "accepted")
+    assert position.status == "open" and broker_qty(trading) == 60
+    later = doctor.run_pass(reason="test").get()
+    assert [f.type for f in later.findings] == [T.ORPHAN_ORDER], later.findings  # the trader's stop
+    # the trader's stop fills: written as the rest's exit, the position closed, the account flat
+    trading.trade("AAPL", "145.50")
+    trading.wait_for(lambda: broker_qty(trading) == 0, "the hand stop filled")
+    doctor.run_pass(reason="test").get()
+    closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "closed")
+    assert closed.quantity == 0 and broker_qty(trading) == 0
