@@ -142,3 +142,115 @@ def test_a_hand_sale_then_the_traders_own_stop_for_the_rest(trading, doctor, by_
     doctor.run_pass(reason="test").get()
     closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "closed")
     assert closed.quantity == 0 and broker_qty(trading) == 0
+
+
+def test_a_hand_sale_and_the_take_profits_partial_fill_both_reduce_it(trading, doctor, by_hand, short_window):
+    open_protected(trading)
+    trading.trade("AAPL", "155.10", volume=120)  # the take-profit fills a part of its 100 (a thin print)
+    take_profit = trading.wait_for(lambda: next((o for o in trading.all_orders() if o.role == "take_profit"
+                                                 and o.filled_qty > 0), None), "the take-profit's partial fill")
+    part = take_profit.filled_qty
+    assert 0 < part < 100, part
+    trading.wait_for(lambda: position_of(trading).quantity == 100 - part, "its fill applied")
+    trading.exchange.set_price("AAPL", "154.00")
+    sale = sell_part_by_hand(trading, by_hand, 40)
+    trading.wait_for(lambda: broker_qty(trading) == 60 - part, "the rest after both")
+    settle_refused_oco()
+    doctor.run_pass(reason="test").get()
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 - part and p, "healed")
+    protected(trading, str(60 - part))
+    price = Decimal(str(by_hand.get_order_by_id(sale.id).filled_avg_price))
+    tp_fills = trading.writer.fills_for_order(next(o.order_id for o in trading.all_orders()
+                                                   if o.role == "take_profit" and o.filled_qty)).get()
+    assert sum(f.qty for f in tp_fills) == part
+    assert position.realized_pnl == sum((f.price - Decimal("149.95")) * f.qty for f in tp_fills) \
+        + (price - Decimal("149.95")) * 40
+    assert exits(trading) == [("sell", 40, "filled", 40)]
+    assert broker_qty(trading) == 60 - part and doctor.entries_allowed().get()
+
+
+def test_the_take_profits_lost_fill_and_a_hand_sale_at_once_are_each_counted_once(trading, doctor, by_hand):
+    open_protected(trading)
+    trading.exchange.set_faults("drop=1.0")  # the daemon hears nothing of what follows
+    trading.trade("AAPL", "155.10", volume=120)
+    part = trading.wait_for(lambda: 100 - broker_qty(trading), "the take-profit's partial fill, unheard")
+    for stop in working_stop_ids(trading):
+        by_hand.cancel_order_by_id(stop)
+    trading.exchange.set_price("AAPL", "154.00")
+    sale = hand_market(trading, by_hand, OrderSide.SELL, 40)
+    trading.wait_for(lambda: broker_qty(trading) == 60 - part, "the rest after both")
+    trading.exchange.set_faults("")
+    assert position_of(trading).quantity == 100
+    report = doctor.run_pass(reason="test").get()
+    assert T.MISSING_FILL in [f.type for f in report.findings]
+    mismatch = next(f for f in report.findings if f.type is T.POSITION_QTY_MISMATCH)
+    assert mismatch.policy == "heal" and mismatch.broker_ids == (str(sale.id),)
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 - part and p, "healed")
+    protected(trading, str(60 - part))
+    price = Decimal(str(by_hand.get_order_by_id(sale.id).filled_avg_price))
+    tp_fills = trading.writer.fills_for_order(next(o.order_id for o in trading.all_orders()
+                                                   if o.role == "take_profit" and o.filled_qty)).get()
+    assert sum(f.qty for f in tp_fills) == part
+    assert position.realized_pnl == sum((f.price - Decimal("149.95")) * f.qty for f in tp_fills) \
+        + (price - Decimal("149.95")) * 40
+    assert exits(trading) == [("sell", 40, "filled", 40)]
+    take_profit = next(o for o in trading.all_orders() if o.role == "take_profit" and o.filled_qty)
+    assert take_profit.filled_qty == part
+    assert broker_qty(trading) == 60 - part
+
+
+def test_a_hand_sale_healed_by_the_doctor_of_the_daemon_started_again(trading, doctor_broker, by_hand, short_window):
+    from tests.actors.test_doctor_heals import doctor_on
+    open_protected(trading)
+    trading.exchange.set_price("AAPL", "151.00")
+    sale = sell_part_by_hand(trading, by_hand, 40)
+    trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+    trading.stop()
+    trading.start()
+    settle_refused_oco()  # the rebuilt position's OCO for its 100, refused
+    with doctor_on(trading, doctor_broker) as doctor:
+        report = doctor.run_pass(reason="test").get()
+        assert next(f for f in report.findings if f.type is T.POSITION_QTY_MISMATCH).policy == "heal"
+        position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "healed")
+        protected(trading, "60")
+        assert doctor.entries_allowed().get()
+        assert not [f for f in doctor.run_pass(reason="test").get().findings if f.type is not T.ORPHAN_ORDER]
+    price = Decimal(str(by_hand.get_order_by_id(sale.id).filled_avg_price))
+    assert position.status == "open" and position.realized_pnl == (price - Decimal("149.95")) * 40
+    assert exits(trading) == [("sell", 40, "filled", 40)]
+    assert broker_qty(trading) == 60
+
+
+def test_a_flatten_meeting_the_doctors_heal_of_a_hand_sale_ends_flat(trading, doctor, by_hand, short_window):
+    from actors import messages as m
+    open_protected(trading)
+    trading.exchange.set_price("AAPL", "151.00")
+    sell_part_by_hand(trading, by_hand, 40)
+    trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+    settle_refused_oco()
+    (actor,) = trading.system.supervisor.live_refs().get()
+    actor.tell(m.Flatten(reason="end of day", scheduled=True))
+    doctor.run_pass(reason="test").get()  # the hand sale written as its exit while the flatten goes on
+    closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "closed",
+                              timeout=60)
+    assert [o.quantity for o in trading.all_orders() if o.role == "flatten"] == [60]
+    assert closed.quantity == 0 and closed.realized_pnl == (Decimal("151.00") - Decimal("149.95")) * 100
+    time.sleep(1.0)
+    assert broker_qty(trading) == 0 and not working_stop_ids(trading)
+
+
+def test_an_asked_pass_due_when_the_doctor_stops_never_runs(trading, doctor_broker, monkeypatch):
+    from actors import doctor as doctor_module
+    from actors.messages import PassWanted
+    from tests.actors.conftest import logged_lines
+    from tests.actors.test_doctor_heals import doctor_on
+    monkeypatch.setattr(doctor_module, "ASKED_PASS_GAP_S", 1.0)
+    with logged_lines("actors.doctor", "INFO") as said, logged_lines("pykka", "WARNING") as pykka_said:
+        with doctor_on(trading, doctor_broker) as doctor:
+            for i in range(20):
+                doctor.actor_ref.tell(PassWanted(reason=f"position {i}"))
+            trading.wait_for(lambda: any("(asked: position 0)" in line for line in said), "the first asked pass")
+        time.sleep(1.5)
+    asked = [line for line in said if line.startswith("doctor pass #")]
+    assert len(asked) == 1, asked
+    assert pykka_said == []
