@@ -86,6 +86,9 @@ LATE_SHARES_RETRY_S = 5.0
 # sold by hand). An OCO is exit only: where the shares are really gone, a try is refused again.
 NO_SHARES_RETRY_S = (1.0, 2.0, 4.0, 8.0)
 NO_SHARES_WINDOW_S = 15.0
+# Wall seconds: shares left to the doctor's pass, it is asked for one at once, again no sooner than this (the periodic
+# pass's own interval at the shipped speed): see _doctor_pass_wanted.
+DOCTOR_ASKED_AGAIN_S = 300.0
 # Reads of a broker position that holds fewer shares than the late ones before they are left as sold by hand: Alpaca's
 # positions can lag its orders for several seconds after a fill (ALPACA.md §7), and late shares were just recorded.
 LATE_SHARES_LAG_READS = 3
@@ -194,6 +197,7 @@ class PositionActor(pykka.ThreadingActor):
         self.plan, self.router, self.writer, self.system, self.clock = plan, router, writer, system, clock
         # Asks the doctor for a pass now (TradingSystem._ask_doctor), when shares are left to one; None: no doctor
         self._ask_doctor = ask_doctor
+        self._doctor_asked_at = float("-inf")  # time.monotonic() it last asked
         self.position = Position(symbol=plan.symbol, side=plan.side)
         self.position_id: int | None = None
         self.entry_order_id: int | None = None  # its first entry's: the position's key, whatever replaced that entry
@@ -1322,8 +1326,15 @@ class PositionActor(pykka.ThreadingActor):
 
     def _doctor_pass_wanted(self, reason: str) -> bool:
         """Shares left to the doctor's pass (its heals write a sale by hand as this position's exit): one asked for
-        now, not at the next periodic pass, minutes away. False: no doctor to ask (tests, the benchmarks)."""
-        return self._ask_doctor is not None and self._ask_doctor(reason)
+        now, not at the next periodic pass, minutes away. Once each DOCTOR_ASKED_AGAIN_S: a pass that cannot settle
+        it (a hand order still working holds the shares: a review) re-protects, the broker refuses, the position
+        gives up again, and asking each time would loop at the doctor's gap all day. False: not asked (no doctor:
+        tests, the benchmarks; or asked less than that long ago)."""
+        now = time.monotonic()
+        if self._ask_doctor is None or now - self._doctor_asked_at < DOCTOR_ASKED_AGAIN_S:
+            return False
+        self._doctor_asked_at = now
+        return self._ask_doctor(reason)
 
     def _outside_settled_at(self) -> float:
         """When the broker's positions list can show the fills outside Catalyst heard of since the last exit read taken

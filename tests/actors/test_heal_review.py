@@ -254,3 +254,55 @@ def test_an_asked_pass_due_when_the_doctor_stops_never_runs(trading, doctor_brok
     asked = [line for line in said if line.startswith("doctor pass #")]
     assert len(asked) == 1, asked
     assert pykka_said == []
+
+
+def test_shares_a_working_hand_order_holds_ask_the_doctor_once_not_at_every_refusal(exchange, tmp_path, monkeypatch):
+    # From the review: the trader sells all 100 with a limit order that fills 40 and works on for the 60. The heal
+    # writes it as the position's exit; each pass then finds the 60 without a stop and has the position protect them;
+    # the broker refuses (the hand order holds them), the position gives up and asked the doctor again: a pass and a
+    # refused OCO every doctor's gap, all day. It asks once each DOCTOR_ASKED_AGAIN_S now.
+    from alpaca.trading.client import TradingClient
+    from alpaca.trading.requests import LimitOrderRequest
+
+    from actors import doctor as doctor_module
+    from actors import position as position_module
+    from catalyst.broker.adapter import AlpacaBroker
+    from catalyst.broker.ratelimit import RateLimiter
+    from catalyst.router_settings import RouterSettings
+    from tests.actors.conftest import Trading, logged_lines
+    from tests.actors.test_doctor_heals import doctor_on
+
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.3)
+    monkeypatch.setattr(doctor_module, "ASKED_PASS_GAP_S", 0.2)
+    monkeypatch.setattr(position_module, "DOCTOR_ASKED_AGAIN_S", 60.0)
+    doctors: list[Any] = []
+    trading = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}",
+                      router_settings=RouterSettings(unknown_resends=0), doctor_listeners=doctors).start()
+    try:
+        hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+        broker = AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, timeout_s=5.0,
+                              limiter=RateLimiter(0), name="doctor")
+        with doctor_on(trading, broker) as doctor, logged_lines("actors.doctor", "INFO") as said:
+            doctors.append(doctor.actor_ref)
+            open_protected(trading)
+            for _ in range(50):
+                for stop in working_stop_ids(trading)[:1]:
+                    hand.cancel_order_by_id(stop)
+                try:
+                    hand.submit_order(LimitOrderRequest(symbol="AAPL", qty=100, side=OrderSide.SELL, limit_price=150,
+                                                        time_in_force=TimeInForce.DAY))
+                    break
+                except APIError:
+                    continue
+            trading.trade("AAPL", "151.00", volume=160)  # a quarter of the minute's volume: 40 of the 100
+            trading.wait_for(lambda: broker_qty(trading) == 60, "40 sold by the hand limit, 60 held by it")
+            trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal(60),
+                             "the hand order written as the position's exit by an asked pass")
+            time.sleep(3.0)  # unbounded, the position would have asked a dozen times by now
+            asked = [line for line in said if line.startswith("doctor pass #") and "(asked: " in line]
+        assert len(asked) == 1, asked
+        assert broker_qty(trading) == 60 and position_of(trading).status == "open"
+        exits = [o for o in trading.all_orders() if o.role == "exit"]
+        assert [(o.status, o.filled_qty) for o in exits] == [("partial_fill", Decimal(40))]
+    finally:
+        trading.stop()
