@@ -144,6 +144,21 @@ def test_a_hand_sale_then_the_traders_own_stop_for_the_rest(trading, doctor, by_
     assert closed.quantity == 0 and broker_qty(trading) == 0
 
 
+def healed_beside_the_take_profits_part(trading, by_hand, sale: Any, part: Decimal) -> None:
+    """After the pass: the position holds what is left after the take-profit's `part` and the hand sale of 40, under a
+    stop; its realized P&L is both sales'; the hand sale is its one exit row; the broker agrees."""
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 - part and p, "healed")
+    protected(trading, str(60 - part))
+    price = Decimal(str(by_hand.get_order_by_id(sale.id).filled_avg_price))
+    tp_fills = trading.writer.fills_for_order(next(o.order_id for o in trading.all_orders()
+                                                   if o.role == "take_profit" and o.filled_qty)).get()
+    assert sum(f.qty for f in tp_fills) == part
+    assert position.realized_pnl == sum((f.price - Decimal("149.95")) * f.qty for f in tp_fills) \
+        + (price - Decimal("149.95")) * 40
+    assert exits(trading) == [("sell", 40, "filled", 40)]
+    assert broker_qty(trading) == 60 - part
+
+
 def test_a_hand_sale_and_the_take_profits_partial_fill_both_reduce_it(trading, doctor, by_hand, short_window):
     open_protected(trading)
     trading.trade("AAPL", "155.10", volume=120)  # the take-profit fills a part of its 100 (a thin print)
@@ -157,16 +172,8 @@ def test_a_hand_sale_and_the_take_profits_partial_fill_both_reduce_it(trading, d
     trading.wait_for(lambda: broker_qty(trading) == 60 - part, "the rest after both")
     settle_refused_oco()
     doctor.run_pass(reason="test").get()
-    position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 - part and p, "healed")
-    protected(trading, str(60 - part))
-    price = Decimal(str(by_hand.get_order_by_id(sale.id).filled_avg_price))
-    tp_fills = trading.writer.fills_for_order(next(o.order_id for o in trading.all_orders()
-                                                   if o.role == "take_profit" and o.filled_qty)).get()
-    assert sum(f.qty for f in tp_fills) == part
-    assert position.realized_pnl == sum((f.price - Decimal("149.95")) * f.qty for f in tp_fills) \
-        + (price - Decimal("149.95")) * 40
-    assert exits(trading) == [("sell", 40, "filled", 40)]
-    assert broker_qty(trading) == 60 - part and doctor.entries_allowed().get()
+    healed_beside_the_take_profits_part(trading, by_hand, sale, part)
+    assert doctor.entries_allowed().get()
 
 
 def test_the_take_profits_lost_fill_and_a_hand_sale_at_once_are_each_counted_once(trading, doctor, by_hand):
@@ -185,18 +192,9 @@ def test_the_take_profits_lost_fill_and_a_hand_sale_at_once_are_each_counted_onc
     assert T.MISSING_FILL in [f.type for f in report.findings]
     mismatch = next(f for f in report.findings if f.type is T.POSITION_QTY_MISMATCH)
     assert mismatch.policy == "heal" and mismatch.broker_ids == (str(sale.id),)
-    position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 - part and p, "healed")
-    protected(trading, str(60 - part))
-    price = Decimal(str(by_hand.get_order_by_id(sale.id).filled_avg_price))
-    tp_fills = trading.writer.fills_for_order(next(o.order_id for o in trading.all_orders()
-                                                   if o.role == "take_profit" and o.filled_qty)).get()
-    assert sum(f.qty for f in tp_fills) == part
-    assert position.realized_pnl == sum((f.price - Decimal("149.95")) * f.qty for f in tp_fills) \
-        + (price - Decimal("149.95")) * 40
-    assert exits(trading) == [("sell", 40, "filled", 40)]
+    healed_beside_the_take_profits_part(trading, by_hand, sale, part)
     take_profit = next(o for o in trading.all_orders() if o.role == "take_profit" and o.filled_qty)
     assert take_profit.filled_qty == part
-    assert broker_qty(trading) == 60 - part
 
 
 def test_a_hand_sale_healed_by_the_doctor_of_the_daemon_started_again(trading, doctor_broker, by_hand, short_window):
