@@ -832,6 +832,9 @@ class OrderRouter(pykka.ThreadingActor):
         if msg.rejected is not None:  # both legs of an OCO in the same commit
             for tracked in rows:
                 self._move(tracked, OrderStatus.REJECTED, broker_status="rejected", reason=msg.rejected, group=group)
+                if tracked.role == "stop_loss" and self._suspected_legs:
+                    # No leg of it will ever be named: what was held as probably its own was placed outside Catalyst.
+                    group.then(lambda _, leg=tracked: self._settle_suspected_legs(leg))
         elif msg.report is None:
             for tracked in rows:
                 group.add(call("set_outcome_unknown", tracked.order_id, True))
@@ -1689,8 +1692,8 @@ class OrderRouter(pykka.ThreadingActor):
                      and t.side == order.side and t.status in OPEN_ORDER_STATUSES), None)
 
     def _settle_suspected_legs(self, leg: Tracked) -> None:
-        """`leg` is paired with its broker id: an update held as probably its own (_keep_unmatched) whose order is
-        another was placed outside Catalyst after all, and is said so now."""
+        """`leg` is paired with its broker id, or its OCO was rejected (no id ever): an update held as probably its own
+        (_keep_unmatched) whose order is another was placed outside Catalyst after all, and is said so now."""
         for broker_id, order_id in list(self._suspected_legs.items()):
             if order_id != leg.order_id:
                 continue

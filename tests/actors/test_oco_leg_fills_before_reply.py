@@ -127,3 +127,43 @@ def test_an_oco_stop_placed_by_hand_is_said_so_once_our_own_leg_is_named(held_ro
     assert any(n == "actors.order_router" and level == "WARNING" and f"unknown order AAPL id={hand_stop['id']}" in t
                for n, level, t in after)
     assert any(n == "actors.position" and level == "WARNING" and "placed by hand" in t for n, level, t in after)
+
+
+def test_a_stop_held_as_probably_ours_is_said_placed_by_hand_once_our_oco_is_rejected(held_routine, monkeypatch):
+    # Our OCO's submit waits (a slow connection); meanwhile a trader's own OCO stop fills (probably ours, then), and the
+    # price runs through our stop too, so the broker rejects our OCO: no leg of ours will ever be named, and the
+    # trader's stop is said placed by hand.
+    trading = held_routine
+    by_hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+    trading.exchange.set_price("AAPL", "149.95")
+    by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=50, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
+                                            client_order_id="trader-buy-2"))
+    about_to_send, release = threading.Event(), threading.Event()
+    real_submit = AlpacaBroker.submit_order
+
+    def hold_then_submit(self, order, *args, **kwargs):
+        if order.order_class == "oco":
+            about_to_send.set()
+            release.wait(30)
+        return real_submit(self, order, *args, **kwargs)
+
+    monkeypatch.setattr(AlpacaBroker, "submit_order", hold_then_submit)
+    with lines_at("INFO") as lines:
+        trading.open(trading.plan())
+        trading.wait_for(about_to_send.is_set, "our OCO about to be sent, held")
+        by_hand.submit_order(LimitOrderRequest(
+            symbol="AAPL", qty=50, side=OrderSide.SELL, time_in_force=TimeInForce.DAY, order_class=OrderClass.OCO,
+            take_profit=TakeProfitRequest(limit_price=160), stop_loss=StopLossRequest(stop_price=148.50),
+            client_order_id="trader-oco-2"))
+        trading.trade("AAPL", "146.90")  # through the trader's stop (148.50), and through ours (147) before it is sent
+        trading.wait_for(lambda: any("probably AAPL#o-3's" in text for _, _, text in lines),
+                         "the trader's stop fill held as probably our leg's")
+        assert not [t for n, _, t in lines if n.startswith("actors.") and "placed by hand" in t]
+        release.set()
+        trading.wait_for(lambda: any(o.role == "stop_loss" and o.status == "rejected" for o in legs(trading)),
+                         "our OCO rejected (its stop through the market)")
+        trading.wait_for(lambda: any(n == "actors.position" and level == "WARNING" and "placed by hand" in t
+                                     for n, level, t in lines), "the trader's stop said placed by hand", timeout=15)
+    hand_stop = next(o for o in trading.broker_view()["orders"] if o["type"] == "stop" and o["status"] == "filled")
+    assert any(n == "actors.order_router" and level == "WARNING" and f"unknown order AAPL id={hand_stop['id']}" in t
+               for n, level, t in lines)
