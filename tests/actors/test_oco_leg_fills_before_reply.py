@@ -65,6 +65,21 @@ def lines_at(level: str) -> Iterator[list[tuple[str, str, str]]]:
         logger.remove(sink)
 
 
+def trader_holding_50_more(trading) -> TradingClient:
+    """AAPL at 149.95, and a trader (the same key, by hand) who has bought 50 shares of it beside the daemon's."""
+    by_hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+    trading.exchange.set_price("AAPL", "149.95")
+    by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=50, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+    return by_hand
+
+
+def traders_oco_with_stop_at_148_50(by_hand: TradingClient):
+    """The trader's own OCO on those 50: its stop (148.50) above the daemon's (147)."""
+    return by_hand.submit_order(LimitOrderRequest(
+        symbol="AAPL", qty=50, side=OrderSide.SELL, time_in_force=TimeInForce.DAY, order_class=OrderClass.OCO,
+        take_profit=TakeProfitRequest(limit_price=160), stop_loss=StopLossRequest(stop_price=148.50)))
+
+
 def test_our_stop_leg_filling_before_the_ocos_answer_is_applied_as_ours_not_said_placed_by_hand(held_routine,
                                                                                               monkeypatch):
     trading = held_routine
@@ -94,17 +109,11 @@ def test_an_oco_stop_placed_by_hand_is_said_so_once_our_own_leg_is_named(held_ro
     # A trader's own OCO on the same shares' symbol: its stop fills while our OCO's answer is held, so it could be our
     # leg and is said to be probably ours; once our answer names our leg (another order), it is said placed by hand.
     trading = held_routine
-    by_hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
-    trading.exchange.set_price("AAPL", "149.95")
-    by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=50, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
-                                            client_order_id="trader-buy-1"))
+    by_hand = trader_holding_50_more(trading)
     with oco_answer_held(monkeypatch) as (placed, release), lines_at("INFO") as lines:
         trading.open(trading.plan())
         trading.wait_for(placed.is_set, "the OCO placed at the exchange, its answer held")
-        hand_oco = by_hand.submit_order(LimitOrderRequest(
-            symbol="AAPL", qty=50, side=OrderSide.SELL, time_in_force=TimeInForce.DAY, order_class=OrderClass.OCO,
-            take_profit=TakeProfitRequest(limit_price=160), stop_loss=StopLossRequest(stop_price=148.50),
-            client_order_id="trader-oco-1"))
+        hand_oco = traders_oco_with_stop_at_148_50(by_hand)
         trading.trade("AAPL", "148.00")  # through the trader's stop at 148.50, not ours at 147
         trading.wait_for(lambda: any("probably AAPL#o-3's" in text for _, _, text in lines),
                          "the trader's stop fill held as probably our leg's")
@@ -112,8 +121,7 @@ def test_an_oco_stop_placed_by_hand_is_said_so_once_our_own_leg_is_named(held_ro
         release.set()
         trading.wait_for(lambda: any("placed by hand" in text for _, _, text in lines),
                          "the trader's stop said placed by hand once our leg is named", timeout=15)
-    hand_stop = next(o for o in trading.broker_view()["orders"] if o["client_order_id"] != "trader-oco-1"
-                     and o["type"] == "stop" and o["status"] == "filled")
+    hand_stop = next(o for o in trading.broker_view()["orders"] if o["type"] == "stop" and o["status"] == "filled")
     assert hand_stop["id"] != next(o for o in legs(trading) if o.role == "stop_loss").alpaca_order_id
     assert str(hand_oco.id) != hand_stop["id"]  # the stop is the OCO's leg, its id Alpaca's
     assert not [t for n, level, t in before_release if n.startswith("actors.") and "placed by hand" in t]
@@ -134,10 +142,7 @@ def test_a_stop_held_as_probably_ours_is_said_placed_by_hand_once_our_oco_is_rej
     # price runs through our stop too, so the broker rejects our OCO: no leg of ours will ever be named, and the
     # trader's stop is said placed by hand.
     trading = held_routine
-    by_hand = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
-    trading.exchange.set_price("AAPL", "149.95")
-    by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=50, side=OrderSide.BUY, time_in_force=TimeInForce.DAY,
-                                            client_order_id="trader-buy-2"))
+    by_hand = trader_holding_50_more(trading)
     about_to_send, release = threading.Event(), threading.Event()
     real_submit = AlpacaBroker.submit_order
 
@@ -151,10 +156,7 @@ def test_a_stop_held_as_probably_ours_is_said_placed_by_hand_once_our_oco_is_rej
     with lines_at("INFO") as lines:
         trading.open(trading.plan())
         trading.wait_for(about_to_send.is_set, "our OCO about to be sent, held")
-        by_hand.submit_order(LimitOrderRequest(
-            symbol="AAPL", qty=50, side=OrderSide.SELL, time_in_force=TimeInForce.DAY, order_class=OrderClass.OCO,
-            take_profit=TakeProfitRequest(limit_price=160), stop_loss=StopLossRequest(stop_price=148.50),
-            client_order_id="trader-oco-2"))
+        traders_oco_with_stop_at_148_50(by_hand)
         trading.trade("AAPL", "146.90")  # through the trader's stop (148.50), and through ours (147) before it is sent
         trading.wait_for(lambda: any("probably AAPL#o-3's" in text for _, _, text in lines),
                          "the trader's stop fill held as probably our leg's")
