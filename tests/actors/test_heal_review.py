@@ -67,6 +67,15 @@ def test_a_hand_buy_then_a_larger_hand_sale_is_not_written_as_two_exits(trading,
     assert broker_qty(trading) == 60
 
 
+def protected_then_40_sold_by_hand(trading, by_hand) -> Any:
+    """AAPL 100 open and protected, then 40 of them sold by hand at 151 (60 left at the broker): the hand sale."""
+    open_protected(trading)
+    trading.exchange.set_price("AAPL", "151.00")
+    sale = sell_part_by_hand(trading, by_hand, 40)
+    trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+    return sale
+
+
 def settle_refused_oco() -> None:
     time.sleep(1.0)  # the daemon's OCO for the 100, refused for want of shares, given up on (window patched to 0.5 s)
 
@@ -119,10 +128,7 @@ def test_two_hand_sales_before_one_pass_are_both_its_exits(trading, doctor, by_h
 
 def test_a_hand_sale_then_the_traders_own_stop_for_the_rest(trading, doctor, by_hand, short_window):
     from alpaca.trading.requests import StopOrderRequest
-    open_protected(trading)
-    trading.exchange.set_price("AAPL", "151.00")
-    sell_part_by_hand(trading, by_hand, 40)
-    trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+    protected_then_40_sold_by_hand(trading, by_hand)
     settle_refused_oco()
     hand_stop = by_hand.submit_order(StopOrderRequest(symbol="AAPL", qty=60, side=OrderSide.SELL,
                                                       time_in_force=TimeInForce.GTC, stop_price=146))
@@ -199,10 +205,7 @@ def test_the_take_profits_lost_fill_and_a_hand_sale_at_once_are_each_counted_onc
 
 def test_a_hand_sale_healed_by_the_doctor_of_the_daemon_started_again(trading, doctor_broker, by_hand, short_window):
     from tests.actors.test_doctor_heals import doctor_on
-    open_protected(trading)
-    trading.exchange.set_price("AAPL", "151.00")
-    sale = sell_part_by_hand(trading, by_hand, 40)
-    trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+    sale = protected_then_40_sold_by_hand(trading, by_hand)
     trading.stop()
     trading.start()
     settle_refused_oco()  # the rebuilt position's OCO for its 100, refused
@@ -221,10 +224,7 @@ def test_a_hand_sale_healed_by_the_doctor_of_the_daemon_started_again(trading, d
 
 def test_a_flatten_meeting_the_doctors_heal_of_a_hand_sale_ends_flat(trading, doctor, by_hand, short_window):
     from actors import messages as m
-    open_protected(trading)
-    trading.exchange.set_price("AAPL", "151.00")
-    sell_part_by_hand(trading, by_hand, 40)
-    trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+    protected_then_40_sold_by_hand(trading, by_hand)
     settle_refused_oco()
     (actor,) = trading.system.supervisor.live_refs().get()
     actor.tell(m.Flatten(reason="end of day", scheduled=True))
