@@ -258,12 +258,19 @@ class Daemon:
         """Wait for the broker with backoff (a supervisor restart loop helps nobody); refused keys fail at once."""
         from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-        from catalyst.broker.errors import AuthError, BrokerError
+        from catalyst.broker.errors import AuthError, BrokerError, MalformedResponse
 
         where = self.endpoint.trading_url or "Alpaca"
 
+        def what_failed(exc: BaseException | None) -> str:
+            # An answer that cannot be read came from a broker that answers: not "unreachable" (a proxy's page, an
+            # account field in a form the daemon does not read), though it is waited out the same way.
+            if isinstance(exc, MalformedResponse):
+                return f"broker at {where} answers the account read with what the daemon cannot read"
+            return f"broker unreachable at {where}"
+
         def before_sleep(state: Any) -> None:
-            log.warning(f"system broker unreachable at {where} ({state.outcome.exception()}); "
+            log.warning(f"system {what_failed(state.outcome.exception())} ({state.outcome.exception()}); "
                         f"retrying in {state.next_action.sleep:.0f} s")
 
         try:
@@ -280,7 +287,7 @@ class Daemon:
             raise KeysRefused(f"the broker refused our keys: {exc}; set APCA_API_KEY_ID and APCA_API_SECRET_KEY to "
                               f"this account's keys ({self.endpoint.mode}), then start again") from None
         except (BrokerError, RetryError) as exc:
-            raise BrokerUnavailable(f"broker unreachable at {where} for {self.config.broker.startup_wait_s:.0f} s: "
+            raise BrokerUnavailable(f"{what_failed(exc)} for {self.config.broker.startup_wait_s:.0f} s: "
                                     f"{exc}") from None
         log.info(f"system broker {self.endpoint.mode} account {account.account_number} status {account.status} "
                  f"equity {account.equity} buying power {account.buying_power}")

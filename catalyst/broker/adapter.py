@@ -117,7 +117,7 @@ class AlpacaBroker(MarketDataCalls):
     # ---- account, clock, calendar --------------------------------------------------------------
 
     def account(self) -> AccountReport:
-        return self._read("account", lambda: account_report(self._trading.get_account()))
+        return self._read("account", lambda: account_report(self._orders.get_account()))  # raw JSON: see account_report
 
     def clock(self) -> ClockReport:
         return self._read("clock", lambda: clock_report(self._trading.get_clock()))

@@ -7,10 +7,10 @@ from decimal import Decimal
 from typing import Any, Mapping
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from alpaca.trading.enums import OrderClass, OrderSide, OrderStatus, OrderType, TimeInForce
-from alpaca.trading.models import Calendar, Clock, TradeAccount
+from alpaca.trading.models import Calendar, Clock
 
 from catalyst.domain.reconcile import BrokerOrder, BrokerPosition
 
@@ -145,10 +145,6 @@ def dec(value: object) -> Decimal | None:
     return Decimal(str(value))
 
 
-def _enum_text(value: object) -> str:
-    return str(getattr(value, "value", value)) if value is not None else ""
-
-
 # The values alpaca-py's Order model accepts for these fields; an order payload with any other is refused as its
 # model would refuse it (MalformedResponse for a REST answer, a one-line error for a stream message).
 _ORDER_ENUMS = {
@@ -270,23 +266,68 @@ def position_report(raw: Mapping[str, Any]) -> PositionReport:
 _POSITION_SIDES = frozenset({"long", "short"})
 
 
-def account_report(account: TradeAccount) -> AccountReport:
+_OPTIONAL_FLAG: TypeAdapter[bool | None] = TypeAdapter(bool | None)
+_OPTIONAL_COUNT: TypeAdapter[int | None] = TypeAdapter(int | None)
+
+
+def account_report(raw: Mapping[str, Any]) -> AccountReport:
+    """From the account object as Alpaca sends it (GET /v2/account), read from the raw JSON as positions are:
+    alpaca-py's TradeAccount model has refused real answers (its issue #216: an account still onboarding, with a null
+    account_number and no balances; #436: an enum value it did not know yet), which stopped the daemon's start (taken
+    for an unreachable broker for broker.startup_wait_s) and every approval. Only the fields read are checked; a
+    status this code does not know is kept as text, and only ACTIVE trades (AccountReport.why_no_orders)."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"account is {type(raw).__name__}, not an object")
+    account_id = raw.get("id")
+    if not isinstance(account_id, str) or not account_id:
+        raise ValueError("account has no id")
+    status = raw.get("status")
+    if not isinstance(status, str) or not status:
+        raise ValueError(f"account status {status!r} is not a status")
+
+    def number(field: str) -> Decimal | None:
+        value = raw.get(field)
+        if isinstance(value, bool):
+            raise ValueError(f"account {field} {value!r} is not a number")
+        try:
+            amount = dec(value)
+        except ArithmeticError:  # decimal.InvalidOperation: not a number at all
+            raise ValueError(f"account {field} {value!r} is not a number") from None
+        if amount is not None and not amount.is_finite():
+            raise ValueError(f"account {field} {value!r} is not a number")
+        return amount
+
+    def read(field: str, kind: TypeAdapter[Any], what: str) -> Any:
+        # pydantic's lax reading, as alpaca-py's model read these ("false" is false, "2" is 2): nothing it accepted
+        # is refused here, and nothing it refused is read as something else
+        try:
+            return kind.validate_python(raw.get(field))
+        except ValidationError:
+            raise ValueError(f"account {field} {raw.get(field)!r} is not {what}") from None
+
+    def flag(field: str) -> bool | None:
+        return read(field, _OPTIONAL_FLAG, "true or false")
+
+    day_trades = read("daytrade_count", _OPTIONAL_COUNT, "a whole number")
+    number_text = raw.get("account_number")
+    currency = raw.get("currency")
     return AccountReport(
-        account_id=str(account.id),
-        account_number=account.account_number,
-        status=_enum_text(account.status),
-        currency=account.currency,
-        cash=dec(account.cash),
-        equity=dec(account.equity),
-        last_equity=dec(account.last_equity),
-        buying_power=dec(account.buying_power),
-        long_market_value=dec(account.long_market_value),
-        short_market_value=dec(account.short_market_value),
-        trading_blocked=bool(account.trading_blocked),
-        account_blocked=bool(account.account_blocked),
-        shorting_enabled=account.shorting_enabled,
-        trade_suspended_by_user=bool(account.trade_suspended_by_user),
-        daytrade_count=account.daytrade_count,
+        account_id=account_id,
+        # null while the account is onboarding (#216): the id names it in the daemon's lines instead
+        account_number=number_text if isinstance(number_text, str) and number_text else account_id,
+        status=status,
+        currency=currency if isinstance(currency, str) else None,
+        cash=number("cash"),
+        equity=number("equity"),
+        last_equity=number("last_equity"),
+        buying_power=number("buying_power"),
+        long_market_value=number("long_market_value"),
+        short_market_value=number("short_market_value"),
+        trading_blocked=bool(flag("trading_blocked")),
+        account_blocked=bool(flag("account_blocked")),
+        shorting_enabled=flag("shorting_enabled"),
+        trade_suspended_by_user=bool(flag("trade_suspended_by_user")),
+        daytrade_count=day_trades,
     )
 
 

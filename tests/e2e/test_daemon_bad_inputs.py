@@ -110,7 +110,14 @@ def test_an_unreachable_broker_is_retried_with_backoff_then_one_line_and_exit_4(
     assert done.stderr.count("system exiting with code") == 0
 
 
-def test_an_account_that_may_not_trade_is_refused_in_one_line_exit_2_before_any_order(tmp_path, spawner, e2e):
+@pytest.mark.parametrize("restriction, why", [
+    ({"trading_blocked": True}, "trading_blocked: the account may not place orders"),
+    # A status alpaca-py's TradeAccount model does not know: its refusal of the answer was taken for an unreachable
+    # broker, waited out for broker.startup_wait_s and said as "broker unreachable" (the account is read raw now).
+    ({"status": "ACTIVE_RESTRICTED"}, "status ACTIVE_RESTRICTED: only an ACTIVE account trades"),
+])
+def test_an_account_that_may_not_trade_is_refused_in_one_line_exit_2_before_any_order(tmp_path, spawner, e2e,
+                                                                                       restriction, why):
     """Alpaca answers every order of a blocked, suspended or inactive account with a 403: rather than a day of
     rejected entries, the daemon refuses to start, naming why (exit 2: a human must settle it with Alpaca)."""
     import requests
@@ -118,9 +125,9 @@ def test_an_account_that_may_not_trade_is_refused_in_one_line_exit_2_before_any_
     from catalyst.runtime import SIM_KEY_ID
 
     exchange = e2e.start_exchange(spawner, speed=0)
-    said = requests.put(f"{exchange.url}/sim/v1/accounts/{SIM_KEY_ID}/restrictions", json={"trading_blocked": True},
+    said = requests.put(f"{exchange.url}/sim/v1/accounts/{SIM_KEY_ID}/restrictions", json=restriction,
                         timeout=5).json()
-    assert said["trading_blocked"] is True and said["status"] == "ACTIVE"
+    assert all(said[name] == value for name, value in restriction.items())
     config = e2e.write_config(tmp_path)
 
     done = run(e2e, config, "--broker-url", exchange.url)
@@ -128,8 +135,9 @@ def test_an_account_that_may_not_trade_is_refused_in_one_line_exit_2_before_any_
     assert done.returncode == 2, done.stderr[-2000:]
     (line,) = error_lines(done.stderr)
     assert line.startswith("catalyst: error: the broker account SIM") and line.endswith(
-        " cannot place orders (trading_blocked: the account may not place orders); no entry, stop or exit would be "
+        f" cannot place orders ({why}); no entry, stop or exit would be "
         "accepted, and stops already at the broker stay: settle it with Alpaca, then start again")
+    assert "unreachable" not in done.stderr
     snapshot = requests.get(f"{exchange.url}/sim/v1/accounts/{SIM_KEY_ID}/snapshot", timeout=5).json()
     assert snapshot["orders"] == []
     assert "Traceback" not in done.stderr

@@ -446,3 +446,81 @@ def test_a_positions_answer_that_is_not_a_list_is_malformed_not_a_crash() -> Non
 
     with pytest.raises(MalformedResponse, match="positions: a list expected, got dict"):
         make_broker(network).positions()
+
+
+def account_json(**extra: Any) -> dict[str, Any]:
+    """An account as Alpaca sends it (GET /v2/account), every field alpaca-py's TradeAccount model requires."""
+    return {"id": "904837e3-3b76-47ec-b432-046db621571b", "account_number": "PA3X0000001", "status": "ACTIVE",
+            "crypto_status": "ACTIVE", "currency": "USD", "buying_power": "200000", "regt_buying_power": "200000",
+            "non_marginable_buying_power": "100000", "cash": "100000", "accrued_fees": "0",
+            "pending_transfer_in": "0", "pending_transfer_out": "0", "portfolio_value": "100000",
+            "pattern_day_trader": False, "trading_blocked": False, "transfers_blocked": False,
+            "account_blocked": False, "created_at": "2026-01-05T15:00:00Z", "trade_suspended_by_user": False,
+            "multiplier": "2", "shorting_enabled": True, "equity": "100000", "last_equity": "99000.5",
+            "long_market_value": "0", "short_market_value": "0", "initial_margin": "0", "maintenance_margin": "0",
+            "last_maintenance_margin": "0", "sma": "0", "daytrade_count": 0, **extra}
+
+
+def test_an_account_alpaca_py_refuses_is_still_read_and_says_why_it_cannot_trade() -> None:
+    # alpaca-py's issue #216: the answer for an account still onboarding (through OAuth) has a null account_number and
+    # no balances, and its TradeAccount model refused it; the daemon's start took that for an unreachable broker and
+    # waited broker.startup_wait_s (300 s) to say so, where the account's own status says why it cannot trade.
+    onboarding = {"account_number": None, "buying_power": "0", "crypto_status": "INACTIVE", "currency": "USD",
+                  "daytrading_buying_power": "0", "effective_buying_power": "0", "id": "8e2c-onboarding",
+                  "non_marginable_buying_power": "0", "regt_buying_power": "0", "status": "ONBOARDING"}
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, onboarding))
+
+    account = make_broker(network).account()
+
+    assert (account.account_number, account.status, account.equity, account.trading_blocked) == (
+        "8e2c-onboarding", "ONBOARDING", None, False)
+    assert account.why_no_orders() == "status ONBOARDING: only an ACTIVE account trades"
+    assert network.count("GET", "/v2/account") == 1  # read at once, not retried as a transient failure
+
+
+def test_an_account_status_alpaca_py_does_not_know_yet_is_read_as_text() -> None:
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, account_json(status="ACTIVE_LIMITED",
+                                                                                   crypto_status="PENDING_KYC")))
+
+    account = make_broker(network).account()
+
+    assert (account.status, account.equity, account.last_equity, account.buying_power, account.daytrade_count) == (
+        "ACTIVE_LIMITED", Decimal("100000"), Decimal("99000.5"), Decimal("200000"), 0)
+    assert account.why_no_orders() == "status ACTIVE_LIMITED: only an ACTIVE account trades"
+
+
+def test_an_active_account_reads_its_money_exactly_and_may_trade() -> None:
+    # Flags and counts read as alpaca-py's model read them, text included: nothing it accepted is refused now.
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, account_json(
+        equity="100000.17", cash=1234.5, trading_blocked="false", daytrade_count="2")))
+
+    account = make_broker(network).account()
+
+    assert (account.account_number, account.equity, account.cash, account.shorting_enabled,
+            account.trading_blocked, account.daytrade_count) == (
+        "PA3X0000001", Decimal("100000.17"), Decimal("1234.5"), True, False, 2)
+    assert account.why_no_orders() is None
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("equity", "lots", "account equity 'lots' is not a number"),
+    ("buying_power", "NaN", "account buying_power 'NaN' is not a number"),
+    ("cash", True, "account cash True is not a number"),
+    ("trading_blocked", "maybe", "account trading_blocked 'maybe' is not true or false"),
+    ("daytrade_count", "two", "account daytrade_count 'two' is not a whole number"),
+    ("status", None, "account status None is not a status"),
+    ("id", "", "account has no id"),
+])
+def test_an_account_answer_the_daemon_cannot_read_is_malformed_naming_the_field(field: str, value: Any,
+                                                                                named: str) -> None:
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, account_json(**{field: value})))
+
+    with pytest.raises(MalformedResponse, match=named):
+        make_broker(network).account()
+
+
+def test_an_account_answer_that_is_not_an_object_is_malformed_not_a_crash() -> None:
+    network = FakeNetwork(lambda request, p, q: respond(request, 200, ["surprise"]))
+
+    with pytest.raises(MalformedResponse, match="account is list, not an object"):
+        make_broker(network).account()

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from catalyst.broker.errors import AuthError
+from catalyst.broker.errors import AuthError, MalformedResponse
 from catalyst.config import load_config
 from catalyst.daemon import Daemon
 from catalyst.errors import (
@@ -70,3 +70,23 @@ def test_api_keys_the_broker_refuses_end_as_a_usage_error_not_as_an_unreachable_
     assert str(refused.value) == ("the broker refused our keys: not authorized (needs a human) HTTP 401: unauthorized. "
                                   "(get_account); set APCA_API_KEY_ID and APCA_API_SECRET_KEY to this account's keys "
                                   "(paper), then start again")
+
+
+def test_an_account_answer_that_cannot_be_read_is_not_called_an_unreachable_broker(tmp_path: Path) -> None:
+    """Waited out as an outage is (a proxy's page may pass), then exit 4, but said as what it is: the broker answered."""
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("[broker]\nstartup_wait_s = 0\n")
+
+    class GarblingBroker:
+        def account(self) -> None:
+            raise MalformedResponse("account equity 'lots' is not a number", operation="account")
+
+    endpoint = SimpleNamespace(trading_url="https://paper-api.alpaca.markets", mode="paper")
+    daemon = Daemon(load_config(config_file), endpoint, "sqlite:///unused.db")  # type: ignore[arg-type]
+    daemon.broker = GarblingBroker()
+    with pytest.raises(BrokerUnavailable) as unavailable:
+        daemon._check_broker()
+    assert unavailable.value.exit_code == 4
+    assert str(unavailable.value) == (
+        "broker at https://paper-api.alpaca.markets answers the account read with what the daemon cannot read for 0 s: "
+        "malformed broker response: account equity 'lots' is not a number (account)")
