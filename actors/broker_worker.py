@@ -66,6 +66,7 @@ class ReadPosition(m.Message):
     symbol: str
     reply_to: Any
     for_exit: bool = False  # echoed in the answer
+    for_protection: bool = False  # echoed in the answer
 
 
 class ReadReplacement(m.Message):
@@ -225,6 +226,7 @@ class BrokerWorker(pykka.ThreadingActor):
                                                            unknown=f"unexpected {type(exc).__name__}: {exc}"))
             elif isinstance(job, ReadPosition):  # its asker waits for an answer, with shares and no stop
                 tell_if_alive(job.reply_to, m.BrokerPositionRead(symbol=job.symbol, for_exit=job.for_exit,
+                                                                 for_protection=job.for_protection,
                                                                  error=f"unexpected {type(exc).__name__}: {exc}"))
             elif isinstance(job, ReadFirstOrder):  # its leg stays unpaired until answered
                 tell_if_alive(job.reply_to, m.FirstOrderRead(order_id=job.order_id,
@@ -323,10 +325,12 @@ class BrokerWorker(pykka.ThreadingActor):
             # A position waits on it with shares and no stop (a market exit's size, late entry shares' sale)
             held = self.broker.position(msg.symbol, priority=Priority.PROTECT)
         except BrokerError as exc:
-            tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, error=str(exc), for_exit=msg.for_exit))
+            tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, error=str(exc), for_exit=msg.for_exit,
+                                                             for_protection=msg.for_protection))
             return
         qty = Decimal(0) if held is None else (held.qty if held.side == "long" else -held.qty)
-        tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, qty=qty, for_exit=msg.for_exit))
+        tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, qty=qty, for_exit=msg.for_exit,
+                                                         for_protection=msg.for_protection))
 
     def _read_replacement(self, msg: ReadReplacement) -> None:
         try:

@@ -85,6 +85,7 @@ class ReadBrokerPosition(Message):
     symbol: str
     reply_to: Any
     for_exit: bool = False  # asked to size a market exit (else: whether late entry shares are there to sell)
+    for_protection: bool = False  # asked to protect what is held, protection refused for want of shares
 
 
 class BrokerPositionRead(Message):
@@ -95,6 +96,7 @@ class BrokerPositionRead(Message):
     qty: Decimal = Decimal(0)
     error: str | None = None
     for_exit: bool = False  # the question's
+    for_protection: bool = False  # the question's
 
 
 class FilledOutside(Message):

@@ -803,7 +803,8 @@ class OrderRouter(pykka.ThreadingActor):
 
     def _on_ReadBrokerPosition(self, msg: m.ReadBrokerPosition) -> None:
         # On a protection worker: a market exit, or late entry shares' sale, waits on the answer with no stop
-        self._protect.tell(ReadPosition(symbol=msg.symbol, reply_to=msg.reply_to, for_exit=msg.for_exit))
+        self._protect.tell(ReadPosition(symbol=msg.symbol, reply_to=msg.reply_to, for_exit=msg.for_exit,
+                                        for_protection=msg.for_protection))
 
     def _to_general(self, submit: SubmitOrder) -> None:
         """An entry to a general worker."""

@@ -281,6 +281,11 @@ class PositionActor(pykka.ThreadingActor):
         self._no_shares_tries = 0
         self._no_shares_since: float | None = None
         self._no_shares_timer: Delayed | None = None
+        # Protection given up on for want of shares (past NO_SHARES_WINDOW_S): the broker is asked once what it holds,
+        # and fewer than recorded (a partial sale by hand) are protected at that number until an execution changes the
+        # position (the doctor's heal writes the sale as its exit) or a restart: _on_protection_read.
+        self._held_read_asked = False
+        self._protect_cap: Decimal | None = None
         self._entry_filled_at = 0.0
         # A flatten whose market exit the broker refused for shares its order entry had not caught up with yet: done
         # again once their OCO is taken (the broker has them then), not left to the cycle's retry 30-60 s later, or
@@ -373,7 +378,9 @@ class PositionActor(pykka.ThreadingActor):
         elif isinstance(message, CheckEntryCancel):
             self._check_entry_cancel()
         elif isinstance(message, m.BrokerPositionRead):
-            if message.for_exit:
+            if message.for_protection:
+                self._on_protection_read(message)
+            elif message.for_exit:
                 self._on_exit_read(message)
             else:
                 self._on_broker_position(message)
@@ -527,7 +534,7 @@ class PositionActor(pykka.ThreadingActor):
             else:
                 if msg.role in ("take_profit", "stop_loss") and msg.status in ACKNOWLEDGED:
                     self._protection_rejections = self._no_shares_tries = 0
-                    self._no_shares_since = None
+                    self._no_shares_since, self._held_read_asked = None, False
                     self._flatten_once_caught_up()
                 if msg.status is OrderStatus.CANCELLED and msg.role in ("take_profit", "stop_loss"):
                     self._say_if_cancelled_elsewhere(msg.order_id)
@@ -555,6 +562,7 @@ class PositionActor(pykka.ThreadingActor):
                          committed: m.EntryFillCommitted | None = None) -> None:
         before = self.position
         protection: list[Any] = []
+        self._protect_cap = None  # what the broker held no longer measures the shares: protected as recorded again
         if role == "entry":
             self._entry_filled_at = time.monotonic()
             # The fill's position change and the OCO covering its shares: one commit, then the broker call.
@@ -705,8 +713,12 @@ class PositionActor(pykka.ThreadingActor):
         """Shares of `quantity` with no working stop that may be protected now. Shares an exit order has filled at
         the broker are leaving even before their execution reaches us: a submit reply saying "filled" (a take-profit
         marketable when sent) overtakes the fill's execution, and protecting those shares again would sell them
-        twice. Shares a lone OCO leg holds wait for it (_lone_legs)."""
-        return quantity - self._leaving() - self.protected_qty() - self._held_by_lone_legs()
+        twice. Shares a lone OCO leg holds wait for it (_lone_legs). Never more than the broker said it holds of
+        them after protection was refused for want of shares (_protect_cap)."""
+        present = quantity - self._leaving()
+        if self._protect_cap is not None:
+            present = min(present, self._protect_cap)
+        return present - self.protected_qty() - self._held_by_lone_legs()
 
     def _arriving(self) -> Decimal:
         """Entry shares the broker reports filled whose executions have not reached the position yet: a fill event
@@ -805,10 +817,16 @@ class PositionActor(pykka.ThreadingActor):
         waited_s = now - max(self._no_shares_since, self._entry_filled_at)
         if waited_s >= NO_SHARES_WINDOW_S:
             asked = self._doctor_pass_wanted(f"{self.label} protection refused for want of free shares")
+            reading = not self._held_read_asked and self._protect_cap is None
             self.log.error(f"{said}; still refused {now - self._no_shares_since:.0f} s after the first refusal, so "
                            "not a lag of the broker's: without a stop until the fills the broker has and we lack are "
                            "recorded (the router's catch-up, the doctor's pass" + (", asked for now" if asked else "")
-                           + f"); check {self.plan.symbol} at the broker")
+                           + ")" + ("; asking the broker what it holds, to protect those" if reading else "")
+                           + f"; check {self.plan.symbol} at the broker")
+            if reading:
+                self._held_read_asked = True  # once until protection is taken again: a read a refusal answers loops
+                self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref,
+                                                      for_protection=True))
             return
         self._no_shares_tries += 1
         wait_s = NO_SHARES_RETRY_S[min(self._no_shares_tries, len(NO_SHARES_RETRY_S)) - 1]
@@ -1298,6 +1316,32 @@ class PositionActor(pykka.ThreadingActor):
         self._exit_read_held = held
         self._exit_when_clear()
         self._exit_read_held = None  # not kept for a later exit if this one did not go (a review)
+
+    def _on_protection_read(self, msg: m.BrokerPositionRead) -> None:
+        """The broker's position, read once protection was given up on for want of shares (a partial sale by hand
+        takes some; the doctor's pass writes it as this position's exit, if one explains it). Meanwhile the shares it
+        still holds are protected at that number: a halt over a sale no fill explains left them bare until an operator
+        came (two open positions of the symbol, a hand round trip earlier the same day). Never more than recorded, and
+        never past an execution or a restart: those measure the shares afresh (_apply_execution)."""
+        if self.position.status is not PositionStatus.OPEN or self.flattening or self._protect_cap is not None:
+            return
+        recorded = self.position.quantity - self._leaving()
+        if msg.error is not None:
+            self.log.warning(f"position {self.label} could not read the broker's {self.plan.symbol} position to "
+                             f"protect what it holds ({msg.error}): its {recorded} shares wait for the doctor's pass")
+            return
+        others = self._others_at_broker()
+        held = held_at_broker(self.position.side, msg.qty, others)
+        said = f"it holds {msg.qty} {self.plan.symbol}" + (f", the other open positions {others}" if others else "")
+        if held >= recorded or held <= 0:
+            self.log.info(f"position {self.label} the broker's position read for protection ({said}) leaves no smaller "
+                          f"number to protect than its {recorded} shares: left to the doctor's pass")
+            return
+        self._protect_cap = held
+        self.log.warning(f"position {self.label} the broker holds {held} of its {recorded} shares ({said}): those {held} "
+                         f"protected now; the other {recorded - held}, sold outside Catalyst?, left to the doctor's "
+                         "pass")
+        self._protect(coalesce=False)
 
     def _on_filled_outside(self, msg: m.FilledOutside) -> None:
         """An order Catalyst has no row of filled in this symbol (the router's FilledOutside). On the exit side, it may

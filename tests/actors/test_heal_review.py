@@ -14,6 +14,7 @@ from alpaca.trading.requests import MarketOrderRequest
 
 from catalyst.domain.positions import PositionSide
 from catalyst.domain.reconcile import FindingType as T
+from tests.actors.conftest import logged_lines
 from tests.actors.test_doctor_heals import (broker_working_stop_qty, by_hand, doctor, open_protected,  # noqa: F401
                                             position_of, protected, sell_part_by_hand, trading, working_stop_ids)
 
@@ -304,3 +305,55 @@ def test_shares_a_working_hand_order_holds_ask_the_doctor_once_not_at_every_refu
         assert [(o.status, o.filled_qty) for o in exits] == [("partial_fill", Decimal(40))]
     finally:
         trading.stop()
+
+
+def test_shares_left_by_a_hand_sale_are_protected_before_any_pass(trading, by_hand, short_window):
+    # No doctor here: its pass may be minutes away, or halt (a sale no fill explains). Once its OCO for the 100 has
+    # been refused past the window, the position asks the broker what it holds and protects those 60 meanwhile.
+    protected_then_40_sold_by_hand(trading, by_hand)
+    with logged_lines("actors.position", "WARNING") as said:
+        protected(trading, "60")
+    position = position_of(trading)
+    assert (position.status, position.quantity) == ("open", 100)  # the sale is the doctor's to write as an exit
+    assert any("the broker holds 60 of its 100 shares (it holds 60 AAPL): those 60 protected now; the other 40, sold "
+               "outside Catalyst?, left to the doctor's pass" in line for line in said), said
+    working = trading.wait_for(lambda: len(legs := sorted((o.role, o.quantity) for o in trading.all_orders()
+                                                          if o.role in ("stop_loss", "take_profit")
+                                                          and o.status in ("submitted", "accepted")
+                                                          and o.alpaca_order_id)) == 2 and legs,
+                               "both legs acknowledged")
+    assert working == [("stop_loss", 60), ("take_profit", 60)]
+    time.sleep(1.5)  # nothing more is sent for the other 40: the cap holds until an execution changes the position
+    assert broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
+
+
+def test_a_halt_over_a_hand_sale_no_fill_explains_leaves_what_the_broker_holds_under_a_stop(trading, doctor, by_hand,
+                                                                                           short_window):
+    # Bought 40 by hand on top, then sold 80: the doctor halts (the buy is no exit of a long position). The 60 the
+    # broker holds had no stop until an operator came; the position now protects them itself.
+    open_protected(trading)
+    trading.exchange.set_price("AAPL", "151.00")
+    hand_market(trading, by_hand, OrderSide.BUY, 40)
+    trading.wait_for(lambda: broker_qty(trading) == 140, "140 held")
+    sell_part_by_hand(trading, by_hand, 80)
+    trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+    protected(trading, "60")
+    report = doctor.run_pass(reason="test").get()
+    mismatch = next(f for f in report.findings if f.type is T.POSITION_QTY_MISMATCH)
+    assert mismatch.policy == "halt" and not doctor.entries_allowed().get()
+    time.sleep(1.0)
+    assert broker_working_stop_qty(trading) == 60 and broker_qty(trading) == 60
+    assert (position_of(trading).status, position_of(trading).quantity) == ("open", 100)
+
+
+def test_the_heal_after_the_rest_is_protected_keeps_one_oco_for_it(trading, doctor, by_hand, short_window):
+    sale = protected_then_40_sold_by_hand(trading, by_hand)
+    protected(trading, "60")
+    first = working_stop_ids(trading)
+    doctor.run_pass(reason="test").get()
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "the sale applied")
+    time.sleep(1.0)
+    assert working_stop_ids(trading) == first and broker_working_stop_qty(trading) == 60  # not sent again
+    price = Decimal(str(by_hand.get_order_by_id(sale.id).filled_avg_price))
+    assert position.status == "open" and position.realized_pnl == (price - Decimal("149.95")) * 40
+    assert exits(trading) == [("sell", 40, "filled", 40)]

@@ -84,7 +84,8 @@ def test_refusals_that_outlast_the_tries_are_said_and_no_market_exit_is_sent(tra
                             "insufficient qty available for order (requested: 100.0, available: 0)"), error
     assert error.endswith("not selling at market, which could sell short; still refused 0 s after the first refusal, "
                           "so not a lag of the broker's: without a stop until the fills the broker has and we lack are "
-                          "recorded (the router's catch-up, the doctor's pass); check AAPL at the broker"), error
+                          "recorded (the router's catch-up, the doctor's pass); asking the broker what it holds, to "
+                          "protect those; check AAPL at the broker"), error
 
 
 
