@@ -551,7 +551,7 @@ class PositionActor(pykka.ThreadingActor):
         if self.position.is_terminal or msg.order_id not in self.entries:
             return None
         plan = self._entry_fill_writes(msg.execution)[1]
-        if plan.protection_at is not None and self._unprotected_qty() > 0:
+        if plan.protection_at is not None and self._unprotected_qty(capped=False) > 0:  # its OCO is sized uncapped
             # Shares bare now (pieces waiting for an OCO on its way, a stop cancelled by hand): the plan's OCO covers
             # them too, and the answer or timer that protects them could come between this plan and its commit,
             # covering them twice. The usual way instead (commit, then told): this actor decides both in turn.
@@ -704,19 +704,20 @@ class PositionActor(pykka.ThreadingActor):
                 total += pair.qty - stop.filled_qty - target.filled_qty
         return total
 
-    def _unprotected_qty(self) -> Decimal:
+    def _unprotected_qty(self, capped: bool = True) -> Decimal:
         if self.position.status is not PositionStatus.OPEN:
             return Decimal(0)
-        return self._unprotected_of(self.position.quantity)
+        return self._unprotected_of(self.position.quantity, capped=capped)
 
-    def _unprotected_of(self, quantity: Decimal) -> Decimal:
+    def _unprotected_of(self, quantity: Decimal, capped: bool = False) -> Decimal:
         """Shares of `quantity` with no working stop that may be protected now. Shares an exit order has filled at
         the broker are leaving even before their execution reaches us: a submit reply saying "filled" (a take-profit
         marketable when sent) overtakes the fill's execution, and protecting those shares again would sell them
-        twice. Shares a lone OCO leg holds wait for it (_lone_legs). Never more than the broker said it holds of
-        them after protection was refused for want of shares (_protect_cap)."""
+        twice. Shares a lone OCO leg holds wait for it (_lone_legs). `capped`: the position as it stands, never more
+        than the broker said it holds of it after protection was refused for want of shares (_protect_cap); a
+        quantity after an execution is not capped, as that execution ends the cap (_apply_execution)."""
         present = quantity - self._leaving()
-        if self._protect_cap is not None:
+        if capped and self._protect_cap is not None:
             present = min(present, self._protect_cap)
         return present - self.protected_qty() - self._held_by_lone_legs()
 
