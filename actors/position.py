@@ -71,8 +71,16 @@ ENTRY_FILLS_WAIT_S = 30.0
 # Meanwhile no OCO and no market exit is sent for those shares: the replacement may hold them, or have sold them
 # (chaos, seed 297: a flatten sold 335 shares a moved stop had sold, and left the account short). Never given up on:
 # guessing either way can sell the shares twice, and a broker that cannot answer a read takes no order either.
+# The first REPLACEMENT_ASKS_SAID_EVERY asks (a minute) come REPLACEMENT_ASK_S apart, then twice as far apart each time
+# up to PROTECT_RETRY_MAX_S: a broker that cannot answer for minutes is asked once a minute, not 12 times (each ask is
+# a read of the account's 200 a minute, spent for as long as the answer does not come).
 REPLACEMENT_ASK_S = 5.0
 REPLACEMENT_ASKS_SAID_EVERY = 12
+
+
+def replacement_ask_wait_s(asks: int) -> float:
+    """Wall seconds from ask number `asks` (1, 2, ...) to the next."""
+    return min(REPLACEMENT_ASK_S * 2 ** max(asks - REPLACEMENT_ASKS_SAID_EVERY, 0), PROTECT_RETRY_MAX_S)
 # Late entry shares (_sell_late_entry_shares): the broker is asked what it holds this many times, LATE_SHARES_RETRY_S
 # apart, before they are left to the doctor.
 LATE_SHARES_READS = 5
@@ -967,12 +975,13 @@ class PositionActor(pykka.ThreadingActor):
             return
         legs = tuple(sorted(self._awaited_replacements))
         self._replacement_asks += 1
+        wait_s = replacement_ask_wait_s(self._replacement_asks)
         if self._replacement_asks % REPLACEMENT_ASKS_SAID_EVERY == 0:
             self.log.warning(f"position {self.label} still no word from the broker on {', '.join(f'o-{i}' for i in legs)}"
-                             f", replaced before a restart ({self._replacement_asks} asks): nothing sent for those "
-                             "shares until it comes")
+                             f", replaced before a restart ({self._replacement_asks} asks; the next in {wait_s:g} s): "
+                             "nothing sent for those shares until it comes")
         self.router.tell(m.VerifyOrders(order_ids=legs))
-        self._replacement_timer = tell_later(self.actor_ref, REPLACEMENT_ASK_S, AskAboutReplacements())
+        self._replacement_timer = tell_later(self.actor_ref, wait_s, AskAboutReplacements())
 
     def _waits_for_protection_in_flight(self) -> bool:
         """The entry still works and an OCO of this position is on its way to the broker, sent less than
