@@ -117,6 +117,10 @@ def test_an_oco_stop_placed_by_hand_is_said_so_once_our_own_leg_is_named(held_ro
         trading.trade("AAPL", "148.00")  # through the trader's stop at 148.50, not ours at 147
         trading.wait_for(lambda: any("probably AAPL#o-3's" in text for _, _, text in lines),
                          "the trader's stop fill held as probably our leg's")
+        # The position hears of it from the router a moment after the router's line (a fresh-clone CI once took the
+        # snapshot between the two).
+        trading.wait_for(lambda: any(n == "actors.position" and "probably our own AAPL#o-3" in text
+                                     for n, _, text in lines), "the position told of it")
         before_release = list(lines)
         release.set()
         trading.wait_for(lambda: any("placed by hand" in text for _, _, text in lines),
