@@ -1,0 +1,258 @@
+"""A review of the capped protection (actors/position.py `_protect_cap`, `_on_protection_read`): a position whose OCO
+is refused for want of shares past NO_SHARES_WINDOW_S asks the broker what it holds and protects that many. End to
+end against the emulator; the broker's view asserted."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from alpaca.trading.enums import OrderSide, TimeInForce
+from alpaca.trading.requests import LimitOrderRequest
+
+from actors import messages as m
+from catalyst.domain.positions import PositionSide
+from catalyst.domain.reconcile import FindingType as T
+from tests.actors.conftest import logged_lines
+from tests.actors.test_doctor_heals import (broker_working_stop_qty, by_hand, doctor, open_protected,  # noqa: F401
+                                            position_of, protected, sell_part_by_hand, trading, working_stop_ids)
+from tests.actors.test_heal_review import (broker_qty, exits, hand_market, protected_then_40_sold_by_hand,  # noqa: F401
+                                           short_window)
+
+
+def legs_acknowledged(trading) -> list[tuple[str, Decimal]]:
+    return trading.wait_for(lambda: len(legs := sorted((o.role, o.quantity) for o in trading.all_orders()
+                                                       if o.role in ("stop_loss", "take_profit")
+                                                       and o.status in ("submitted", "accepted")
+                                                       and o.alpaca_order_id)) == 2 and legs,
+                            "both legs acknowledged")
+
+
+def capped_at_60(trading, by_hand) -> Any:
+    """AAPL 100 protected, 40 sold by hand; the position's OCO for the 100 refused past the window and the 60 the
+    broker holds protected by a capped OCO (no doctor yet). The hand sale."""
+    sale = protected_then_40_sold_by_hand(trading, by_hand)
+    protected(trading, "60")
+    assert legs_acknowledged(trading) == [("stop_loss", 60), ("take_profit", 60)]
+    return sale
+
+
+def test_a_second_hand_sale_while_capped_has_what_is_left_protected(trading, by_hand, short_window):
+    # The trader sells 20 more by hand while the capped OCO works: its OCO for 60 is refused in turn. 40 are held.
+    capped_at_60(trading, by_hand)
+    with logged_lines("actors.position", "INFO") as said:
+        sell_part_by_hand(trading, by_hand, 20)
+        trading.wait_for(lambda: broker_qty(trading) == 40, "40 left")
+        try:
+            protected(trading, "40")
+        finally:
+            print("\n".join(said))
+    time.sleep(1.0)
+    assert broker_working_stop_qty(trading) == 40 and len(working_stop_ids(trading)) == 1 and broker_qty(trading) == 40
+
+
+def test_a_hand_round_trip_while_capped_is_protected_in_full_at_the_doctors_word(trading, doctor, by_hand,
+                                                                               short_window):
+    # Sold 40 by hand, capped at 60; then the trader buys the 40 back by hand. The broker holds the 100 recorded: the
+    # doctor finds 40 of them without a stop (MISSING_PROTECTION) and has the position protect them.
+    capped_at_60(trading, by_hand)
+    hand_market(trading, by_hand, OrderSide.BUY, 40)
+    trading.wait_for(lambda: broker_qty(trading) == 100, "100 held again")
+    protected(trading, "60")  # the capped OCO put back after the hand buy's cancel
+    time.sleep(1.0)
+    report = doctor.run_pass(reason="test").get()
+    assert T.MISSING_PROTECTION in [f.type for f in report.findings], report.findings
+    protected(trading, "100")
+    assert broker_qty(trading) == 100 and position_of(trading).quantity == 100
+
+
+def test_the_capped_ocos_stop_filling_before_the_pass_sells_nothing_short(trading, doctor, by_hand, short_window):
+    sale = capped_at_60(trading, by_hand)
+    with logged_lines("actors.position", "INFO") as said:
+        trading.trade("AAPL", "146.50")  # through the capped OCO's stop at 147: its 60 sold
+        trading.wait_for(lambda: broker_qty(trading) == 0, "the stop's 60 sold")
+        trading.wait_for(lambda: position_of(trading).quantity == 40, "the stop's fill applied")
+        time.sleep(3.0)  # the position's OCO for its 40 recorded: refused (none held), given up on
+    print("\n".join(said))
+    assert broker_qty(trading) == 0 and working_stop_ids(trading) == []
+    assert [line for line in said if "those" in line and "protected now" in line] == []
+    doctor.run_pass(reason="test").get()
+    closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "closed")
+    time.sleep(1.0)
+    price = Decimal(str(by_hand.get_order_by_id(sale.id).filled_avg_price))
+    stop_fills = trading.writer.fills_for_order(next(o.order_id for o in trading.all_orders()
+                                                     if o.role == "stop_loss" and o.filled_qty)).get()
+    assert sum(f.qty for f in stop_fills) == 60
+    assert closed.realized_pnl == (price - Decimal("149.95")) * 40 + sum((f.price - Decimal("149.95")) * f.qty
+                                                                           for f in stop_fills)
+    assert exits(trading) == [("sell", 40, "filled", 40)]
+    assert broker_qty(trading) == 0 and working_stop_ids(trading) == []
+
+
+def test_the_capped_ocos_take_profit_filling_before_the_pass_sells_nothing_short(trading, doctor, by_hand,
+                                                                                 short_window):
+    capped_at_60(trading, by_hand)
+    trading.trade("AAPL", "155.50", volume=100_000)  # through the target at 155: the 60 sold
+    trading.wait_for(lambda: broker_qty(trading) == 0, "the take-profit's 60 sold")
+    trading.wait_for(lambda: position_of(trading).quantity == 40, "its fill applied")
+    time.sleep(3.0)
+    assert broker_qty(trading) == 0 and working_stop_ids(trading) == []
+    doctor.run_pass(reason="test").get()
+    trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "closed")
+    assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 0
+
+
+def test_a_restart_while_capped_keeps_one_oco_for_the_60(trading, doctor_broker, by_hand, short_window):
+    from tests.actors.test_doctor_heals import doctor_on
+    capped_at_60(trading, by_hand)
+    first = working_stop_ids(trading)
+    trading.stop()
+    with logged_lines("actors.position", "INFO") as said:
+        trading.start()
+        time.sleep(4.0)  # the rebuilt position's OCO for the other 40: refused (the 60 are held by the OCO)
+    print("\n".join(said))
+    assert working_stop_ids(trading) == first and broker_working_stop_qty(trading) == 60 and broker_qty(trading) == 60
+    with doctor_on(trading, doctor_broker) as doctor:
+        doctor.run_pass(reason="test").get()
+        trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "healed")
+        time.sleep(1.0)
+        assert working_stop_ids(trading) == first and broker_working_stop_qty(trading) == 60
+        assert doctor.entries_allowed().get()
+    assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 60
+
+
+def test_a_flatten_while_capped_sells_the_60_and_the_heal_closes_it(trading, doctor, by_hand, short_window):
+    capped_at_60(trading, by_hand)
+    (actor,) = trading.system.supervisor.live_refs().get()
+    actor.tell(m.Flatten(reason="end of day", scheduled=True))
+    trading.wait_for(lambda: broker_qty(trading) == 0, "the flatten's exit filled")
+    doctor.run_pass(reason="test").get()
+    closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "closed",
+                              timeout=60)
+    assert [o.quantity for o in trading.all_orders() if o.role == "flatten"] == [60]
+    assert closed.quantity == 0
+    time.sleep(1.0)
+    assert broker_qty(trading) == 0 and not working_stop_ids(trading)
+
+
+def test_the_heal_just_as_the_window_ends_leaves_one_oco_for_the_60(trading, doctor, by_hand, short_window):
+    protected_then_40_sold_by_hand(trading, by_hand)
+    time.sleep(0.6)
+    doctor.run_pass(reason="test").get()
+    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "the sale applied")
+    protected(trading, "60")
+    time.sleep(3.0)
+    assert broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
+    assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 60
+
+
+def test_a_short_partly_covered_by_hand_has_the_rest_protected_before_any_pass(trading, by_hand, short_window):
+    open_protected(trading, side=PositionSide.SHORT, stop="153.00", target="145.00")
+    trading.exchange.set_price("AAPL", "149.00")
+    hand_market(trading, by_hand, OrderSide.BUY, 40)
+    trading.wait_for(lambda: broker_qty(trading) == -60, "60 short left")
+    protected(trading, "60")
+    time.sleep(1.0)
+    assert broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
+    assert broker_qty(trading) == -60
+    assert [(o["side"], o["qty"]) for o in trading.broker_view()["orders"]
+            if o["type"] == "stop" and o["status"] in ("new", "held", "accepted")] == [("buy", "60")]
+
+
+@pytest.mark.xfail(strict=True, reason="not mended: the read takes the broker's qty (100, unchanged while a hand "
+                   "order holds 40), not what is free; the 100 stay bare until the hand order fills and the doctor "
+                   "writes it, or is cancelled")
+def test_a_hand_limit_holding_40_leaves_the_60_free_protected(trading, by_hand, short_window):
+    # The trader's limit sell for 40 works (not filled): the broker still holds 100, 60 of them free.
+    open_protected(trading)
+    for _ in range(50):
+        for stop in working_stop_ids(trading)[:1]:
+            by_hand.cancel_order_by_id(stop)
+        try:
+            by_hand.submit_order(LimitOrderRequest(symbol="AAPL", qty=40, side=OrderSide.SELL, limit_price=170,
+                                                   time_in_force=TimeInForce.DAY))
+            break
+        except Exception:
+            continue
+    with logged_lines("actors.position", "INFO") as said:
+        time.sleep(3.0)
+    print("\n".join(said))
+    assert broker_qty(trading) == 100
+    assert broker_working_stop_qty(trading) == 60, [line for line in said if "protect" in line]
+
+
+def test_two_positions_of_the_symbol_one_partly_sold_by_hand(trading, by_hand, short_window):
+    # Two limit entries resting, filled by one print: neither's OCO in the way of the other's buy (a wash trade).
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
+    trading.wait_for(lambda: len([o for o in trading.all_orders() if o.role == "entry"
+                                  and o.status in ("submitted", "accepted")]) == 2, "both entries resting")
+    trading.trade("AAPL", "149.90", volume=100_000)
+    protected(trading, "200")
+    legs = lambda: [o for o in trading.all_orders() if o.role in ("stop_loss", "take_profit")  # noqa: E731
+                    and o.status in ("submitted", "accepted") and o.alpaca_order_id]
+    trading.wait_for(lambda: len(legs()) == 4, "both OCOs acknowledged")
+    trading.exchange.set_price("AAPL", "151.00")
+    with logged_lines("actors.position", "INFO") as said:
+        sell_part_by_hand(trading, by_hand, 40)
+        trading.wait_for(lambda: broker_qty(trading) == 160, "160 left")
+        time.sleep(4.0)
+    print("\n".join(line for line in said if "protect" in line or "holds" in line))
+    assert broker_qty(trading) == 160
+    stops = sorted(Decimal(o["qty"]) for o in trading.broker_view()["orders"]
+                   if o["type"] == "stop" and o["status"] in ("new", "held", "accepted"))
+    assert sum(stops) <= 160, stops
+    assert sum(stops) == 160, stops
+
+
+def test_two_positions_of_the_symbol_both_refused_after_a_hand_sale(trading, by_hand, short_window):
+    # Both OCOs cancelled by hand and 40 sold: each position, reading the broker, nets the other's recorded 100 out.
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
+    trading.wait_for(lambda: len([o for o in trading.all_orders() if o.role == "entry"
+                                  and o.status in ("submitted", "accepted")]) == 2, "both entries resting")
+    trading.trade("AAPL", "149.90", volume=100_000)
+    protected(trading, "200")
+    trading.exchange.set_price("AAPL", "151.00")
+    from alpaca.trading.requests import MarketOrderRequest
+    with logged_lines("actors.position", "INFO") as said:
+        for _ in range(100):
+            for stop in working_stop_ids(trading):
+                try:
+                    by_hand.cancel_order_by_id(stop)
+                except Exception:
+                    pass
+            if broker_working_stop_qty(trading) > 0:
+                continue
+            try:
+                by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=40, side=OrderSide.SELL,
+                                                        time_in_force=TimeInForce.DAY))
+                break
+            except Exception:
+                continue
+        trading.wait_for(lambda: broker_qty(trading) == 160, "160 left")
+        time.sleep(5.0)
+    print("\n".join(line for line in said if "holds" in line))
+    stops = sorted(Decimal(o["qty"]) for o in trading.broker_view()["orders"]
+                   if o["type"] == "stop" and o["status"] in ("new", "held", "accepted"))
+    assert broker_qty(trading) == 160
+    assert sum(stops) == 160, stops
+
+
+@pytest.mark.xfail(strict=True, reason="not mended: a list lagging past the window reads the 100 and no read follows "
+                   "(_held_read_asked) until an OCO is taken; only with a lag longer than NO_SHARES_WINDOW_S (15 s)")
+def test_a_positions_list_lagging_the_hand_sale_past_the_window(trading, by_hand, short_window):
+    # The broker's positions list shows the 100 for 3 s after the hand sale (the window patched to 0.5 s).
+    open_protected(trading)
+    for account in trading.exchange.state.engine.accounts.values():
+        account.positions_lag_s = 3.0
+    trading.exchange.set_price("AAPL", "151.00")
+    with logged_lines("actors.position", "INFO") as said:
+        sell_part_by_hand(trading, by_hand, 40)
+        time.sleep(6.0)
+    print("\n".join(line for line in said if "holds" in line or "read for protection" in line))
+    assert broker_working_stop_qty(trading) == 60
