@@ -169,6 +169,11 @@ class RetryRefusedForShares(m.Message):
     """Protection the broker refused for want of free shares: time to try again (NO_SHARES_RETRY_S)."""
 
 
+class CoalesceEnded(m.Message):
+    """The wait for an OCO on its way has ended (PROTECTION_COALESCE_S): protect the pieces that waited for it. Not
+    the doctor's m.CheckProtection, which also says the broker holds the shares recorded (_protect_cap)."""
+
+
 class AskAboutReplacements(m.Message):
     """Legs restored `replaced` still wait for the router's word: ask the broker about them again."""
 
@@ -399,6 +404,11 @@ class PositionActor(pykka.ThreadingActor):
         elif isinstance(message, CheckLateShares):
             self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref))
         elif isinstance(message, m.CheckProtection):
+            # The doctor's: it finds protection missing only where the broker holds the shares recorded, so a cap
+            # set by an earlier read (a hand sale since bought back) no longer measures them.
+            self._protect_cap = None
+            self._protect()
+        elif isinstance(message, CoalesceEnded):
             self._protect()
         elif isinstance(message, CheckMarketOpen):
             self._check_market_open()
@@ -826,7 +836,7 @@ class PositionActor(pykka.ThreadingActor):
         waited_s = now - max(self._no_shares_since, self._entry_filled_at)
         if waited_s >= NO_SHARES_WINDOW_S:
             asked = self._doctor_pass_wanted(f"{self.label} protection refused for want of free shares")
-            reading = not self._held_read_asked and self._protect_cap is None
+            reading = not self._held_read_asked  # a capped OCO refused in turn (a second hand sale): asked again
             self.log.error(f"{said}; still refused {now - self._no_shares_since:.0f} s after the first refusal, so "
                            "not a lag of the broker's: without a stop until the fills the broker has and we lack are "
                            "recorded (the router's catch-up, the doctor's pass" + (", asked for now" if asked else "")
@@ -1003,7 +1013,7 @@ class PositionActor(pykka.ThreadingActor):
             self._coalesce_timer.cancel()
         youngest = max(self._in_flight_sent_at(), default=time.monotonic())
         wait_s = max(youngest + PROTECTION_COALESCE_S - time.monotonic(), 0.0) + 0.01
-        self._coalesce_timer = tell_later(self.actor_ref, wait_s, m.CheckProtection())
+        self._coalesce_timer = tell_later(self.actor_ref, wait_s, CoalesceEnded())
 
     def _lone_legs(self) -> tuple[int, ...]:
         """Working legs of OCO pairs whose other leg has ended.
@@ -1333,9 +1343,11 @@ class PositionActor(pykka.ThreadingActor):
         still holds are protected at that number: a halt over a sale no fill explains left them bare until an operator
         came (two open positions of the symbol, a hand round trip earlier the same day). Never more than recorded, and
         never past an execution or a restart: those measure the shares afresh (_apply_execution)."""
-        if self.position.status is not PositionStatus.OPEN or self.flattening or self._protect_cap is not None:
+        if self.position.status is not PositionStatus.OPEN or self.flattening:
             return
         recorded = self.position.quantity - self._leaving()
+        # What the last read found, if one capped it: only fewer than that caps anew (a second hand sale).
+        limit = recorded if self._protect_cap is None else min(recorded, self._protect_cap)
         if msg.error is not None:
             self.log.warning(f"position {self.label} could not read the broker's {self.plan.symbol} position to "
                              f"protect what it holds ({msg.error}): its {recorded} shares wait for the doctor's pass")
@@ -1343,9 +1355,9 @@ class PositionActor(pykka.ThreadingActor):
         others = self._others_at_broker()
         held = held_at_broker(self.position.side, msg.qty, others)
         said = f"it holds {msg.qty} {self.plan.symbol}" + (f", the other open positions {others}" if others else "")
-        if held >= recorded or held <= 0:
+        if held >= limit or held <= 0:
             self.log.info(f"position {self.label} the broker's position read for protection ({said}) leaves no smaller "
-                          f"number to protect than its {recorded} shares: left to the doctor's pass")
+                          f"number to protect than its {limit} shares: left to the doctor's pass")
             return
         self._protect_cap = held
         self.log.warning(f"position {self.label} the broker holds {held} of its {recorded} shares ({said}): those {held} "
