@@ -256,3 +256,19 @@ def test_a_positions_list_lagging_the_hand_sale_past_the_window(trading, by_hand
         time.sleep(6.0)
     print("\n".join(line for line in said if "holds" in line or "read for protection" in line))
     assert broker_working_stop_qty(trading) == 60
+
+
+def test_after_a_restart_the_read_does_not_say_it_protects_shares_already_under_the_capped_oco(trading, by_hand,
+                                                                                             short_window):
+    capped_at_60(trading, by_hand)
+    first = working_stop_ids(trading)
+    trading.stop()
+    with logged_lines("actors.position", "WARNING") as said:
+        trading.start()
+        trading.wait_for(lambda: any("the broker holds 60 of its 100 shares" in line for line in said),
+                         "the rebuilt position's read")
+        time.sleep(1.0)
+    assert working_stop_ids(trading) == first  # nothing sent for them: the restored OCO covers the 60
+    (line,) = [line for line in said if "the broker holds 60 of its 100 shares" in line]
+    assert "protected now" not in line, line
+    assert "under its working stop already" in line, line
