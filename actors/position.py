@@ -1360,9 +1360,10 @@ class PositionActor(pykka.ThreadingActor):
                           f"number to protect than its {limit} shares: left to the doctor's pass")
             return
         self._protect_cap = held
+        # After a restart (the cap is not kept) or an OCO's partial fill, a working OCO may cover them already.
+        covered = "protected now" if self._unprotected_qty() > 0 else "under its working stop already"
         self.log.warning(f"position {self.label} the broker holds {held} of its {recorded} shares ({said}): those {held} "
-                         f"protected now; the other {recorded - held}, sold outside Catalyst?, left to the doctor's "
-                         "pass")
+                         f"{covered}; the other {recorded - held}, sold outside Catalyst?, left to the doctor's pass")
         self._protect(coalesce=False)
 
     def _on_filled_outside(self, msg: m.FilledOutside) -> None:
