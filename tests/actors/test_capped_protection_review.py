@@ -272,3 +272,23 @@ def test_after_a_restart_the_read_does_not_say_it_protects_shares_already_under_
     (line,) = [line for line in said if "the broker holds 60 of its 100 shares" in line]
     assert "protected now" not in line, line
     assert "under its working stop already" in line, line
+
+
+def test_the_capped_take_profits_partial_fill_then_the_heal(trading, doctor, by_hand, short_window):
+    capped_at_60(trading, by_hand)
+    with logged_lines("actors.position", "INFO") as said:
+        trading.trade("AAPL", "155.10", volume=120)  # the capped take-profit fills a part of its 60
+        take_profit = trading.wait_for(lambda: next((o for o in trading.all_orders() if o.role == "take_profit"
+                                                     and o.filled_qty > 0), None), "a partial fill")
+        part = take_profit.filled_qty
+        assert 0 < part < 60, part
+        trading.wait_for(lambda: position_of(trading).quantity == 100 - part, "its fill applied")
+        time.sleep(3.0)
+    print("\n".join(line for line in said if "holds" in line or "refused" in line))
+    assert broker_qty(trading) == 60 - part and broker_working_stop_qty(trading) == 60 - part
+    assert len(working_stop_ids(trading)) == 1
+    doctor.run_pass(reason="test").get()
+    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 - part, "healed")
+    time.sleep(1.0)
+    assert broker_working_stop_qty(trading) == 60 - part and len(working_stop_ids(trading)) == 1
+    assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 60 - part
