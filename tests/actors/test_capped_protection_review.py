@@ -78,6 +78,8 @@ def test_the_capped_ocos_stop_filling_before_the_pass_sells_nothing_short(tradin
     print("\n".join(said))
     assert broker_qty(trading) == 0 and working_stop_ids(trading) == []
     assert [line for line in said if "those" in line and "protected now" in line] == []
+    assert any("the broker holds none of its 40 shares (it holds 0 AAPL)" in line for line in said), said
+    assert not [line for line in said if "leaves no smaller number to protect" in line and "holds 0 AAPL" in line]
     doctor.run_pass(reason="test").get()
     closed = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p, "closed")
     time.sleep(1.0)
