@@ -1355,7 +1355,11 @@ class PositionActor(pykka.ThreadingActor):
         others = self._others_at_broker()
         held = held_at_broker(self.position.side, msg.qty, others)
         said = f"it holds {msg.qty} {self.plan.symbol}" + (f", the other open positions {others}" if others else "")
-        if held >= limit or held <= 0:
+        if held <= 0:
+            self.log.info(f"position {self.label} the broker holds none of its {limit} shares ({said}): nothing to "
+                          "protect; left to the doctor's pass")
+            return
+        if held >= limit:
             self.log.info(f"position {self.label} the broker's position read for protection ({said}) leaves no smaller "
                           f"number to protect than its {limit} shares: left to the doctor's pass")
             return
