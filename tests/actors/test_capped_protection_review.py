@@ -294,3 +294,36 @@ def test_the_capped_take_profits_partial_fill_then_the_heal(trading, doctor, by_
     time.sleep(1.0)
     assert broker_working_stop_qty(trading) == 60 - part and len(working_stop_ids(trading)) == 1
     assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 60 - part
+
+
+@pytest.mark.xfail(strict=True, reason="not mended: each position nets the other's recorded 100 out of the 80 held "
+                   "(held_at_broker) and protects none; the 80 stay bare until the doctor's pass")
+def test_two_positions_of_the_symbol_with_more_than_one_position_sold_by_hand(trading, by_hand, short_window):
+    # 120 of the 200 sold by hand: each position nets the other's recorded 100 out of the 80 held and finds none.
+    trading.exchange.set_price("AAPL", "150.00")
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
+    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
+    trading.wait_for(lambda: len([o for o in trading.all_orders() if o.role == "entry"
+                                  and o.status in ("submitted", "accepted")]) == 2, "both entries resting")
+    trading.trade("AAPL", "149.90", volume=100_000)
+    protected(trading, "200")
+    trading.exchange.set_price("AAPL", "151.00")
+    from alpaca.trading.requests import MarketOrderRequest
+    with logged_lines("actors.position", "INFO") as said:
+        for _ in range(200):
+            for stop in working_stop_ids(trading):
+                try:
+                    by_hand.cancel_order_by_id(stop)
+                except Exception:
+                    pass
+            try:
+                by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=120, side=OrderSide.SELL,
+                                                        time_in_force=TimeInForce.DAY))
+                break
+            except Exception:
+                continue
+        trading.wait_for(lambda: broker_qty(trading) == 80, "80 left")
+        time.sleep(5.0)
+    print("\n".join(line for line in said if "holds" in line))
+    assert broker_qty(trading) == 80
+    assert broker_working_stop_qty(trading) == 80, [line for line in said if "holds" in line]
