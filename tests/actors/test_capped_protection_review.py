@@ -327,3 +327,18 @@ def test_two_positions_of_the_symbol_with_more_than_one_position_sold_by_hand(tr
     print("\n".join(line for line in said if "holds" in line))
     assert broker_qty(trading) == 80
     assert broker_working_stop_qty(trading) == 80, [line for line in said if "holds" in line]
+
+
+def test_the_heal_while_the_capped_oco_is_on_its_way_leaves_one_oco_for_the_60(trading, doctor, by_hand,
+                                                                               short_window):
+    with logged_lines("actors.position", "WARNING") as said:
+        protected_then_40_sold_by_hand(trading, by_hand)
+        trading.wait_for(lambda: any("the broker holds 60 of its 100 shares" in line for line in said),
+                         "the capped OCO decided", timeout=10)
+        doctor.run_pass(reason="test").get()  # at once: the capped OCO on its way or just acknowledged
+    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "the sale applied")
+    protected(trading, "60")
+    time.sleep(3.0)
+    assert broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
+    assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 60
+    assert not [f for f in doctor.run_pass(reason="test").get().findings if f.type is not T.ORPHAN_ORDER]
