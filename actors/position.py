@@ -118,6 +118,9 @@ EXIT_NONE_RECHECK_S = 30.0
 # trading the symbol must not keep shares with no stop from their exit for good).
 POSITIONS_SETTLE_S = 15.0
 OUTSIDE_FILLS_MAX_WAITS = 2
+# Reads of the broker's position, POSITIONS_SETTLE_S apart, after protection was given up on for want of shares,
+# while the list shows every recorded share (_on_protection_read): it can lag the hand sale that took them.
+PROTECTION_READS = 3
 
 
 # A market exit that ends in one of these has failed, for the shares it left (_exit_failed). (FILLED can be announced
@@ -167,6 +170,10 @@ class RetryProtection(m.Message):
 
 class RetryRefusedForShares(m.Message):
     """Protection the broker refused for want of free shares: time to try again (NO_SHARES_RETRY_S)."""
+
+
+class ReadHeldForProtection(m.Message):
+    """Ask the broker again what it holds, for protection (its positions list can lag a hand sale)."""
 
 
 class CoalesceEnded(m.Message):
@@ -298,6 +305,8 @@ class PositionActor(pykka.ThreadingActor):
         # and fewer than recorded (a partial sale by hand) are protected at that number until an execution changes the
         # position (the doctor's heal writes the sale as its exit) or a restart: _on_protection_read.
         self._held_read_asked = False
+        self._held_reads = 0  # of this give-up: a list showing every share may lag the sale (PROTECTION_READS)
+        self._held_read_timer: Delayed | None = None
         self._protect_cap: Decimal | None = None
         self._entry_filled_at = 0.0
         # A flatten whose market exit the broker refused for shares its order entry had not caught up with yet: done
@@ -350,7 +359,8 @@ class PositionActor(pykka.ThreadingActor):
                 self.log.error(f"position {self.label} could not protect {bare} shares while stopping ({why}); the "
                                "next start protects them")
         for timer in (self._timer, self._flatten_timer, self._lone_timer, self._retry_timer, self._entry_cancel_timer,
-                      self._coalesce_timer, self._market_timer, self._no_shares_timer, self._replacement_timer):
+                      self._coalesce_timer, self._market_timer, self._no_shares_timer, self._replacement_timer,
+                      self._held_read_timer):
             if timer:
                 timer.cancel()
 
@@ -410,6 +420,8 @@ class PositionActor(pykka.ThreadingActor):
             self._protect()
         elif isinstance(message, CoalesceEnded):
             self._protect()
+        elif isinstance(message, ReadHeldForProtection):
+            self._read_held_for_protection(again=True)
         elif isinstance(message, CheckMarketOpen):
             self._check_market_open()
         elif isinstance(message, RetryProtection):
@@ -552,7 +564,7 @@ class PositionActor(pykka.ThreadingActor):
             else:
                 if msg.role in ("take_profit", "stop_loss") and msg.status in ACKNOWLEDGED:
                     self._protection_rejections = self._no_shares_tries = 0
-                    self._no_shares_since, self._held_read_asked = None, False
+                    self._no_shares_since, self._held_read_asked, self._held_reads = None, False, 0
                     self._flatten_once_caught_up()
                 if msg.status is OrderStatus.CANCELLED and msg.role in ("take_profit", "stop_loss"):
                     self._say_if_cancelled_elsewhere(msg.order_id)
@@ -844,8 +856,7 @@ class PositionActor(pykka.ThreadingActor):
                            + f"; check {self.plan.symbol} at the broker")
             if reading:
                 self._held_read_asked = True  # once until protection is taken again: a read a refusal answers loops
-                self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref,
-                                                      for_protection=True))
+                self._read_held_for_protection()
             return
         self._no_shares_tries += 1
         wait_s = NO_SHARES_RETRY_S[min(self._no_shares_tries, len(NO_SHARES_RETRY_S)) - 1]
@@ -1007,7 +1018,7 @@ class PositionActor(pykka.ThreadingActor):
                 if (view := self.orders.get(take_profit)) is not None and view.status is OrderStatus.CREATED]
 
     def _arm_coalesce_timer(self) -> None:
-        """CheckProtection once the youngest OCO on its way has waited PROTECTION_COALESCE_S: the wait ends then,
+        """CoalesceEnded once the youngest OCO on its way has waited PROTECTION_COALESCE_S: the wait ends then,
         however many pieces came meanwhile (re-armed 1 s after each, the first piece waited close to 2 s)."""
         if self._coalesce_timer:
             self._coalesce_timer.cancel()
@@ -1337,6 +1348,17 @@ class PositionActor(pykka.ThreadingActor):
         self._exit_when_clear()
         self._exit_read_held = None  # not kept for a later exit if this one did not go (a review)
 
+    def _read_held_for_protection(self, again: bool = False) -> None:
+        """`again`: a later read (ReadHeldForProtection), skipped if the shares were protected meanwhile (the doctor's
+        heal, an OCO taken) or are being sold. The first is asked as the refused OCO's legs are still being answered,
+        when its other leg may not read as refused yet."""
+        self._held_read_timer = None
+        if again and (self.position.status is not PositionStatus.OPEN or self.flattening
+                      or self._unprotected_qty() <= 0):
+            return
+        self._held_reads += 1
+        self.router.tell(m.ReadBrokerPosition(symbol=self.plan.symbol, reply_to=self.actor_ref, for_protection=True))
+
     def _on_protection_read(self, msg: m.BrokerPositionRead) -> None:
         """The broker's position, read once protection was given up on for want of shares (a partial sale by hand
         takes some; the doctor's pass writes it as this position's exit, if one explains it). Meanwhile the shares it
@@ -1360,8 +1382,15 @@ class PositionActor(pykka.ThreadingActor):
                           "protect; left to the doctor's pass")
             return
         if held >= limit:
+            # Alpaca's positions list can lag a sale by seconds (ALPACA.md §7): asked again POSITIONS_SETTLE_S apart,
+            # PROTECTION_READS in all; a hand order still working that holds the shares reads this way every time.
+            again = self._held_reads < PROTECTION_READS
             self.log.info(f"position {self.label} the broker's position read for protection ({said}) leaves no smaller "
-                          f"number to protect than its {limit} shares: left to the doctor's pass")
+                          f"number to protect than its {limit} shares: "
+                          + (f"its positions can lag a sale, asking again in {POSITIONS_SETTLE_S:g} s" if again
+                             else "left to the doctor's pass"))
+            if again:
+                self._held_read_timer = tell_later(self.actor_ref, POSITIONS_SETTLE_S, ReadHeldForProtection())
             return
         self._protect_cap = held
         # After a restart (the cap is not kept) or an OCO's partial fill, a working OCO may cover them already.
