@@ -329,8 +329,9 @@ class BrokerWorker(pykka.ThreadingActor):
                                                              for_protection=msg.for_protection))
             return
         qty = Decimal(0) if held is None else (held.qty if held.side == "long" else -held.qty)
-        tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, qty=qty, for_exit=msg.for_exit,
-                                                         for_protection=msg.for_protection))
+        available = Decimal(0) if held is None else held.qty_available
+        tell_if_alive(msg.reply_to, m.BrokerPositionRead(symbol=msg.symbol, qty=qty, available=available,
+                                                         for_exit=msg.for_exit, for_protection=msg.for_protection))
 
     def _read_replacement(self, msg: ReadReplacement) -> None:
         try:

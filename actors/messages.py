@@ -94,6 +94,7 @@ class BrokerPositionRead(Message):
 
     symbol: str
     qty: Decimal = Decimal(0)
+    available: Decimal | None = None  # of them, not promised to open orders closing them (unsigned; None: not said)
     error: str | None = None
     for_exit: bool = False  # the question's
     for_protection: bool = False  # the question's

@@ -1376,14 +1376,21 @@ class PositionActor(pykka.ThreadingActor):
             return
         others = self._others_at_broker()
         held = held_at_broker(self.position.side, msg.qty, others)
-        said = f"it holds {msg.qty} {self.plan.symbol}" + (f", the other open positions {others}" if others else "")
-        if held <= 0:
-            self.log.info(f"position {self.label} the broker holds none of its {limit} shares ({said}): nothing to "
-                          "protect; left to the doctor's pass")
+        # Shares an open order Catalyst did not place holds (a hand limit sell still working) cannot take a stop
+        # either: Alpaca's qty_available leaves out every order's promised shares, this position's own stops included.
+        present = held if msg.available is None else min(held, msg.available + self.protected_qty())
+        said = f"it holds {msg.qty} {self.plan.symbol}"
+        if msg.available is not None and msg.available < abs(msg.qty):
+            said += f", {msg.available} of them not promised to open orders"
+        if others:
+            said += f", the other open positions {others}"
+        if present <= 0:
+            self.log.info(f"position {self.label} the broker holds none of its {limit} shares free ({said}): nothing "
+                          "to protect; left to the doctor's pass")
             return
-        if held >= limit:
+        if present >= limit:
             # Alpaca's positions list can lag a sale by seconds (ALPACA.md §7): asked again POSITIONS_SETTLE_S apart,
-            # PROTECTION_READS in all; a hand order still working that holds the shares reads this way every time.
+            # PROTECTION_READS in all.
             again = self._held_reads < PROTECTION_READS
             self.log.info(f"position {self.label} the broker's position read for protection ({said}) leaves no smaller "
                           f"number to protect than its {limit} shares: "
@@ -1392,11 +1399,14 @@ class PositionActor(pykka.ThreadingActor):
             if again:
                 self._held_read_timer = tell_later(self.actor_ref, POSITIONS_SETTLE_S, ReadHeldForProtection())
             return
-        self._protect_cap = held
+        self._protect_cap = present
         # After a restart (the cap is not kept) or an OCO's partial fill, a working OCO may cover them already.
         covered = "protected now" if self._unprotected_qty() > 0 else "under its working stop already"
-        self.log.warning(f"position {self.label} the broker holds {held} of its {recorded} shares ({said}): those {held} "
-                         f"{covered}; the other {recorded - held}, sold outside Catalyst?, left to the doctor's pass")
+        gone = ("sold outside Catalyst?" if present == held
+                else "held by an open order Catalyst did not place, or sold outside it?")
+        self.log.warning(f"position {self.label} the broker holds {present} of its {recorded} shares free ({said}): "
+                         f"those {present} {covered}; the other {recorded - present}, {gone}, left to the doctor's "
+                         "pass")
         self._protect(coalesce=False)
 
     def _on_filled_outside(self, msg: m.FilledOutside) -> None:

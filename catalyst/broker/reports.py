@@ -67,6 +67,8 @@ class PositionReport(Report):
     market_value: Decimal | None
     unrealized_pl: Decimal | None
     current_price: Decimal | None
+    # Shares not promised to open orders that would close it (Alpaca's qty_available, unsigned); None if not sent.
+    qty_available: Decimal | None = None
 
 
 def order_views(reports: list[OrderReport]) -> list[tuple[OrderReport, BrokerOrder]]:
@@ -260,6 +262,7 @@ def position_report(raw: Mapping[str, Any]) -> PositionReport:
         market_value=number("market_value"),
         unrealized_pl=number("unrealized_pl"),
         current_price=number("current_price"),
+        qty_available=abs(available) if (available := number("qty_available")) is not None else None,
     )
 
 

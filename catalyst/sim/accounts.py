@@ -22,8 +22,11 @@ class SimPosition:
     qty: Decimal  # signed: negative is short
     avg_entry_price: Decimal
 
-    def to_json(self, price: Decimal | None) -> dict[str, object]:
+    def to_json(self, price: Decimal | None, held: Decimal = ZERO) -> dict[str, object]:
+        """`held`: shares promised to open orders that would close this position (Account.held_qty): Alpaca's
+        qty_available is the position's quantity without them, signed as the quantity is."""
         current = price if price is not None else self.avg_entry_price
+        free = max(abs(self.qty) - held, ZERO)
         cost_basis = self.qty * self.avg_entry_price
         market_value = self.qty * current
         unrealized = market_value - cost_basis
@@ -36,7 +39,7 @@ class SimPosition:
             "asset_marginable": True,
             "avg_entry_price": money(self.avg_entry_price),
             "qty": money(self.qty),
-            "qty_available": money(self.qty),
+            "qty_available": money(free if self.qty > 0 else -free),
             "side": "long" if self.qty > 0 else "short",
             "market_value": money(market_value),
             "cost_basis": money(cost_basis),
@@ -206,6 +209,10 @@ class Account:
                     order.filled_qty, order.remaining, order.status, short_sale)
         self.fills.append(fill)
         return fill
+
+    def position_json(self, position: SimPosition, price: Decimal | None) -> dict[str, object]:
+        """A position as /v2/positions answers it, its qty_available net of this account's open orders closing it."""
+        return position.to_json(price, self.held_qty(position.symbol, Side.SELL if position.qty > 0 else Side.BUY))
 
     def held_qty(self, symbol: str, side: Side) -> Decimal:
         """Shares already promised to open orders on `side`; an exit pair counts once."""

@@ -149,16 +149,18 @@ async def cancel_all_orders(request: web.Request) -> web.Response:
 # -- positions --
 async def list_positions(request: web.Request) -> web.Response:
     engine = _engine(request)
-    positions = engine.account(_key(request)).lagged_positions().values()
-    return web.json_response([p.to_json(engine.price_of(p.symbol)) for p in positions])
+    account = engine.account(_key(request))
+    return web.json_response([account.position_json(p, engine.price_of(p.symbol))
+                              for p in account.lagged_positions().values()])
 
 
 async def get_position(request: web.Request) -> web.Response:
     engine = _engine(request)
-    position = engine.account(_key(request)).lagged_positions().get(request.match_info["symbol"].upper())
+    account = engine.account(_key(request))
+    position = account.lagged_positions().get(request.match_info["symbol"].upper())
     if position is None:
         raise not_found("position does not exist")
-    return web.json_response(position.to_json(engine.price_of(position.symbol)))
+    return web.json_response(account.position_json(position, engine.price_of(position.symbol)))
 
 
 async def close_position(request: web.Request) -> web.Response:

@@ -315,7 +315,7 @@ def test_shares_left_by_a_hand_sale_are_protected_before_any_pass(trading, by_ha
         protected(trading, "60")
     position = position_of(trading)
     assert (position.status, position.quantity) == ("open", 100)  # the sale is the doctor's to write as an exit
-    assert any("the broker holds 60 of its 100 shares (it holds 60 AAPL): those 60 protected now; the other 40, sold "
+    assert any("the broker holds 60 of its 100 shares free (it holds 60 AAPL): those 60 protected now; the other 40, sold "
                "outside Catalyst?, left to the doctor's pass" in line for line in said), said
     working = trading.wait_for(lambda: len(legs := sorted((o.role, o.quantity) for o in trading.all_orders()
                                                           if o.role in ("stop_loss", "take_profit")

@@ -28,6 +28,22 @@ def test_position_values_follow_the_market(exchange, trading):
     assert Decimal(account.long_market_value) == 1040 and Decimal(account.equity) == Decimal("100040")
 
 
+def test_qty_available_leaves_out_the_shares_open_orders_would_close(exchange, trading):
+    # As Alpaca's: "qty_available: total number of shares available minus open orders". The daemon protects no more
+    # than this when its OCO is refused for want of shares (a hand limit sell still working holds some).
+    trading.submit_order(buy("AAPL", 100))
+    assert trading.get_open_position("AAPL").qty_available == "100"
+    trading.submit_order(LimitOrderRequest(symbol="AAPL", qty=40, side=OrderSide.SELL, limit_price=500,
+                                           time_in_force=TimeInForce.DAY))
+    assert (trading.get_open_position("AAPL").qty, trading.get_open_position("AAPL").qty_available) == ("100", "60")
+    assert [p.qty_available for p in trading.get_all_positions()] == ["60"]
+
+    trading.submit_order(MarketOrderRequest(symbol="MSFT", qty=50, side=OrderSide.SELL, time_in_force=TimeInForce.DAY))
+    trading.submit_order(LimitOrderRequest(symbol="MSFT", qty=20, side=OrderSide.BUY, limit_price=1,
+                                           time_in_force=TimeInForce.DAY))
+    assert (trading.get_open_position("MSFT").qty, trading.get_open_position("MSFT").qty_available) == ("-50", "-30")
+
+
 def test_close_position_by_qty_and_by_percentage_answers_orders(trading):
     trading.submit_order(buy("AAPL", 10))
 
