@@ -835,7 +835,7 @@ class PositionActor(pykka.ThreadingActor):
         if self._no_shares_since is None:
             self._no_shares_since = now
         shares = pair.qty if pair is not None else self.position.quantity
-        said = (f"position {self.label} protection refused: the broker has none of its {shares} shares free "
+        said = (f"position {self.label} protection refused: the broker has too few of its {shares} shares free "
                 f"({msg.reason}); not selling at market, which could sell short")
         if self._asking_broker:
             # Rebuilt for late entry shares, the broker being asked what it holds: its answer decides (a sale, or

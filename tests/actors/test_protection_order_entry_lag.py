@@ -80,7 +80,7 @@ def test_refusals_that_outlast_the_tries_are_said_and_no_market_exit_is_sent(tra
     assert not [o for o in trading.all_orders() if o.role == "flatten"]
     (error,) = errors
     assert error.startswith(f"position AAPL#p-{position_of(trading).position_id} protection refused: the broker has "
-                            "none of its 100 shares free (rejected[insufficient_qty] HTTP 403 code 40310000: "
+                            "too few of its 100 shares free (rejected[insufficient_qty] HTTP 403 code 40310000: "
                             "insufficient qty available for order (requested: 100.0, available: 0)"), error
     assert error.endswith("not selling at market, which could sell short; still refused 0 s after the first refusal, "
                           "so not a lag of the broker's: without a stop until the fills the broker has and we lack are "
