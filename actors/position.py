@@ -81,6 +81,8 @@ REPLACEMENT_ASKS_SAID_EVERY = 12
 def replacement_ask_wait_s(asks: int) -> float:
     """Wall seconds from ask number `asks` (1, 2, ...) to the next."""
     return min(REPLACEMENT_ASK_S * 2 ** max(asks - REPLACEMENT_ASKS_SAID_EVERY, 0), PROTECT_RETRY_MAX_S)
+
+
 # Late entry shares (_sell_late_entry_shares): the broker is asked what it holds this many times, LATE_SHARES_RETRY_S
 # apart, before they are left to the doctor.
 LATE_SHARES_READS = 5
@@ -301,9 +303,11 @@ class PositionActor(pykka.ThreadingActor):
         self._no_shares_tries = 0
         self._no_shares_since: float | None = None
         self._no_shares_timer: Delayed | None = None
-        # Protection given up on for want of shares (past NO_SHARES_WINDOW_S): the broker is asked once what it holds,
-        # and fewer than recorded (a partial sale by hand) are protected at that number until an execution changes the
-        # position (the doctor's heal writes the sale as its exit) or a restart: _on_protection_read.
+        # Protection given up on for want of shares (past NO_SHARES_WINDOW_S): the broker is asked what it holds free
+        # (again while its list shows every share, PROTECTION_READS in all), and fewer than recorded (a partial sale by
+        # hand, a hand order holding some) are protected at that number until an execution changes the position (the
+        # doctor's heal writes the sale as its exit), the doctor finds every share held, or a restart:
+        # _on_protection_read.
         self._held_read_asked = False
         self._held_reads = 0  # of this give-up: a list showing every share may lag the sale (PROTECTION_READS)
         self._held_read_timer: Delayed | None = None
@@ -1362,7 +1366,7 @@ class PositionActor(pykka.ThreadingActor):
     def _on_protection_read(self, msg: m.BrokerPositionRead) -> None:
         """The broker's position, read once protection was given up on for want of shares (a partial sale by hand
         takes some; the doctor's pass writes it as this position's exit, if one explains it). Meanwhile the shares it
-        still holds are protected at that number: a halt over a sale no fill explains left them bare until an operator
+        still holds free are protected at that number: a halt over a sale no fill explains left them bare until an operator
         came (two open positions of the symbol, a hand round trip earlier the same day). Never more than recorded, and
         never past an execution or a restart: those measure the shares afresh (_apply_execution)."""
         if self.position.status is not PositionStatus.OPEN or self.flattening:
