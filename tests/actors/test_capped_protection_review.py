@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from alpaca.trading.enums import OrderSide, TimeInForce
-from alpaca.trading.requests import LimitOrderRequest
+from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
 from actors import messages as m
 from catalyst.domain.positions import PositionSide
@@ -57,13 +57,9 @@ def capped_at_60(trading, by_hand) -> Any:
 def test_a_second_hand_sale_while_capped_has_what_is_left_protected(trading, by_hand, short_window):
     # The trader sells 20 more by hand while the capped OCO works: its OCO for 60 is refused in turn. 40 are held.
     capped_at_60(trading, by_hand)
-    with logged_lines("actors.position", "INFO") as said:
-        sell_part_by_hand(trading, by_hand, 20)
-        trading.wait_for(lambda: broker_qty(trading) == 40, "40 left")
-        try:
-            protected(trading, "40")
-        finally:
-            print("\n".join(said))
+    sell_part_by_hand(trading, by_hand, 20)
+    trading.wait_for(lambda: broker_qty(trading) == 40, "40 left")
+    protected(trading, "40")
     time.sleep(1.0)
     assert broker_working_stop_qty(trading) == 40 and len(working_stop_ids(trading)) == 1 and broker_qty(trading) == 40
 
@@ -90,7 +86,6 @@ def test_the_capped_ocos_stop_filling_before_the_pass_sells_nothing_short(tradin
         trading.wait_for(lambda: broker_qty(trading) == 0, "the stop's 60 sold")
         trading.wait_for(lambda: position_of(trading).quantity == 40, "the stop's fill applied")
         time.sleep(3.0)  # the position's OCO for its 40 recorded: refused (none held), given up on
-    print("\n".join(said))
     assert broker_qty(trading) == 0 and working_stop_ids(trading) == []
     assert [line for line in said if "those" in line and "protected now" in line] == []
     assert any("the broker holds none of its 40 shares free (it holds 0 AAPL)" in line for line in said), said
@@ -126,10 +121,8 @@ def test_a_restart_while_capped_keeps_one_oco_for_the_60(trading, doctor_broker,
     capped_at_60(trading, by_hand)
     first = working_stop_ids(trading)
     trading.stop()
-    with logged_lines("actors.position", "INFO") as said:
-        trading.start()
-        time.sleep(4.0)  # the rebuilt position's OCO for the other 40: refused (the 60 are held by the OCO)
-    print("\n".join(said))
+    trading.start()
+    time.sleep(4.0)  # the rebuilt position's OCO for the other 40: refused (the 60 are held by the OCO)
     assert working_stop_ids(trading) == first and broker_working_stop_qty(trading) == 60 and broker_qty(trading) == 60
     with doctor_on(trading, doctor_broker) as doctor:
         doctor.run_pass(reason="test").get()
@@ -191,8 +184,9 @@ def test_a_hand_limit_holding_40_leaves_the_60_free_protected(trading, by_hand, 
                "outside it?, left to the doctor's pass" in line for line in said), said
 
 
-def test_two_positions_of_the_symbol_one_partly_sold_by_hand(trading, by_hand, short_window):
-    # Two limit entries resting, filled by one print: neither's OCO in the way of the other's buy (a wash trade).
+def two_positions_protected(trading) -> None:
+    """Two AAPL positions of 100, each under its own OCO: two limit entries resting, filled by one print (neither's
+    OCO in the way of the other's buy, a wash trade)."""
     trading.exchange.set_price("AAPL", "150.00")
     trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
     trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
@@ -200,55 +194,51 @@ def test_two_positions_of_the_symbol_one_partly_sold_by_hand(trading, by_hand, s
                                   and o.status in ("submitted", "accepted")]) == 2, "both entries resting")
     trading.trade("AAPL", "149.90", volume=100_000)
     protected(trading, "200")
-    legs = lambda: [o for o in trading.all_orders() if o.role in ("stop_loss", "take_profit")  # noqa: E731
-                    and o.status in ("submitted", "accepted") and o.alpaca_order_id]
-    trading.wait_for(lambda: len(legs()) == 4, "both OCOs acknowledged")
+    trading.wait_for(lambda: len([o for o in trading.all_orders() if o.role in ("stop_loss", "take_profit")
+                                  and o.status in ("submitted", "accepted") and o.alpaca_order_id]) == 4,
+                     "both OCOs acknowledged")
     trading.exchange.set_price("AAPL", "151.00")
-    with logged_lines("actors.position", "INFO") as said:
-        sell_part_by_hand(trading, by_hand, 40)
-        trading.wait_for(lambda: broker_qty(trading) == 160, "160 left")
-        time.sleep(4.0)
-    print("\n".join(line for line in said if "protect" in line or "holds" in line))
-    assert broker_qty(trading) == 160
-    stops = sorted(Decimal(o["qty"]) for o in trading.broker_view()["orders"]
-                   if o["type"] == "stop" and o["status"] in ("new", "held", "accepted"))
-    assert sum(stops) <= 160, stops
-    assert sum(stops) == 160, stops
+
+
+def both_ocos_cancelled_and_sold_by_hand(trading, by_hand, qty: int) -> None:
+    """The trader cancels every stop (clicked again while the positions put theirs back) and sells `qty` by hand."""
+    for _ in range(200):
+        for stop in working_stop_ids(trading):
+            try:
+                by_hand.cancel_order_by_id(stop)
+            except Exception:
+                pass
+        if broker_working_stop_qty(trading) > 0:
+            continue
+        try:
+            by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=qty, side=OrderSide.SELL,
+                                                    time_in_force=TimeInForce.DAY))
+            return
+        except Exception:
+            continue
+    pytest.fail("the hand sale never went through")
+
+
+def working_stops_at_broker(trading) -> list[Decimal]:
+    return sorted(Decimal(o["qty"]) for o in trading.broker_view()["orders"]
+                  if o["type"] == "stop" and o["status"] in ("new", "held", "accepted"))
+
+
+def test_two_positions_of_the_symbol_one_partly_sold_by_hand(trading, by_hand, short_window):
+    two_positions_protected(trading)
+    sell_part_by_hand(trading, by_hand, 40)  # one OCO cancelled: that position's 40 sold
+    trading.wait_for(lambda: broker_qty(trading) == 160, "160 left")
+    time.sleep(4.0)
+    assert broker_qty(trading) == 160 and sum(working_stops_at_broker(trading)) == 160, working_stops_at_broker(trading)
 
 
 def test_two_positions_of_the_symbol_both_refused_after_a_hand_sale(trading, by_hand, short_window):
-    # Both OCOs cancelled by hand and 40 sold: each position, reading the broker, nets the other's recorded 100 out.
-    trading.exchange.set_price("AAPL", "150.00")
-    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
-    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
-    trading.wait_for(lambda: len([o for o in trading.all_orders() if o.role == "entry"
-                                  and o.status in ("submitted", "accepted")]) == 2, "both entries resting")
-    trading.trade("AAPL", "149.90", volume=100_000)
-    protected(trading, "200")
-    trading.exchange.set_price("AAPL", "151.00")
-    from alpaca.trading.requests import MarketOrderRequest
-    with logged_lines("actors.position", "INFO") as said:
-        for _ in range(100):
-            for stop in working_stop_ids(trading):
-                try:
-                    by_hand.cancel_order_by_id(stop)
-                except Exception:
-                    pass
-            if broker_working_stop_qty(trading) > 0:
-                continue
-            try:
-                by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=40, side=OrderSide.SELL,
-                                                        time_in_force=TimeInForce.DAY))
-                break
-            except Exception:
-                continue
-        trading.wait_for(lambda: broker_qty(trading) == 160, "160 left")
-        time.sleep(5.0)
-    print("\n".join(line for line in said if "holds" in line))
-    stops = sorted(Decimal(o["qty"]) for o in trading.broker_view()["orders"]
-                   if o["type"] == "stop" and o["status"] in ("new", "held", "accepted"))
-    assert broker_qty(trading) == 160
-    assert sum(stops) == 160, stops
+    # Both OCOs cancelled by hand and 40 sold: each position reads the broker, net of the other's recorded 100.
+    two_positions_protected(trading)
+    both_ocos_cancelled_and_sold_by_hand(trading, by_hand, 40)
+    trading.wait_for(lambda: broker_qty(trading) == 160, "160 left")
+    time.sleep(5.0)
+    assert broker_qty(trading) == 160 and sum(working_stops_at_broker(trading)) == 160, working_stops_at_broker(trading)
 
 
 def test_a_positions_list_lagging_the_hand_sale_past_the_window(trading, by_hand, short_window, monkeypatch):
@@ -307,15 +297,13 @@ def test_after_a_restart_the_read_does_not_say_it_protects_shares_already_under_
 
 def test_the_capped_take_profits_partial_fill_then_the_heal(trading, doctor, by_hand, short_window):
     capped_at_60(trading, by_hand)
-    with logged_lines("actors.position", "INFO") as said:
-        trading.trade("AAPL", "155.10", volume=120)  # the capped take-profit fills a part of its 60
-        take_profit = trading.wait_for(lambda: next((o for o in trading.all_orders() if o.role == "take_profit"
-                                                     and o.filled_qty > 0), None), "a partial fill")
-        part = take_profit.filled_qty
-        assert 0 < part < 60, part
-        trading.wait_for(lambda: position_of(trading).quantity == 100 - part, "its fill applied")
-        time.sleep(3.0)
-    print("\n".join(line for line in said if "holds" in line or "refused" in line))
+    trading.trade("AAPL", "155.10", volume=120)  # the capped take-profit fills a part of its 60
+    take_profit = trading.wait_for(lambda: next((o for o in trading.all_orders() if o.role == "take_profit"
+                                                 and o.filled_qty > 0), None), "a partial fill")
+    part = take_profit.filled_qty
+    assert 0 < part < 60, part
+    trading.wait_for(lambda: position_of(trading).quantity == 100 - part, "its fill applied")
+    time.sleep(3.0)
     assert broker_qty(trading) == 60 - part and broker_working_stop_qty(trading) == 60 - part
     assert len(working_stop_ids(trading)) == 1
     doctor.run_pass(reason="test").get()
@@ -329,33 +317,11 @@ def test_the_capped_take_profits_partial_fill_then_the_heal(trading, doctor, by_
                    "(held_at_broker) and protects none; the 80 stay bare until the doctor's pass")
 def test_two_positions_of_the_symbol_with_more_than_one_position_sold_by_hand(trading, by_hand, short_window):
     # 120 of the 200 sold by hand: each position nets the other's recorded 100 out of the 80 held and finds none.
-    trading.exchange.set_price("AAPL", "150.00")
-    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
-    trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.95")))
-    trading.wait_for(lambda: len([o for o in trading.all_orders() if o.role == "entry"
-                                  and o.status in ("submitted", "accepted")]) == 2, "both entries resting")
-    trading.trade("AAPL", "149.90", volume=100_000)
-    protected(trading, "200")
-    trading.exchange.set_price("AAPL", "151.00")
-    from alpaca.trading.requests import MarketOrderRequest
-    with logged_lines("actors.position", "INFO") as said:
-        for _ in range(200):
-            for stop in working_stop_ids(trading):
-                try:
-                    by_hand.cancel_order_by_id(stop)
-                except Exception:
-                    pass
-            try:
-                by_hand.submit_order(MarketOrderRequest(symbol="AAPL", qty=120, side=OrderSide.SELL,
-                                                        time_in_force=TimeInForce.DAY))
-                break
-            except Exception:
-                continue
-        trading.wait_for(lambda: broker_qty(trading) == 80, "80 left")
-        time.sleep(5.0)
-    print("\n".join(line for line in said if "holds" in line))
-    assert broker_qty(trading) == 80
-    assert broker_working_stop_qty(trading) == 80, [line for line in said if "holds" in line]
+    two_positions_protected(trading)
+    both_ocos_cancelled_and_sold_by_hand(trading, by_hand, 120)
+    trading.wait_for(lambda: broker_qty(trading) == 80, "80 left")
+    time.sleep(5.0)
+    assert broker_qty(trading) == 80 and broker_working_stop_qty(trading) == 80
 
 
 def test_the_heal_while_the_capped_oco_is_on_its_way_leaves_one_oco_for_the_60(trading, doctor, by_hand,
