@@ -224,6 +224,19 @@ def _enum_field(raw: Mapping[str, Any], field: str, allowed_as: str | None = Non
     return text
 
 
+def _number_field(raw: Mapping[str, Any], field: str, subject: str) -> Decimal | None:
+    """A money or quantity field of a raw broker object as an exact Decimal (None if absent or empty); anything that
+    is not a finite number (a word, NaN, a JSON true) is refused naming `subject` and the field."""
+    value = raw.get(field)
+    try:
+        amount = None if isinstance(value, bool) else dec(value)
+    except ArithmeticError:  # decimal.InvalidOperation: not a number at all
+        amount = Decimal("NaN")
+    if isinstance(value, bool) or (amount is not None and not amount.is_finite()):
+        raise ValueError(f"{subject} {field} {value!r} is not a number")
+    return amount
+
+
 def position_report(raw: Mapping[str, Any]) -> PositionReport:
     """From a position object as Alpaca sends it, read from the raw JSON as orders and assets are: alpaca-py's
     Position model refuses one over an exchange or asset class value it does not know yet (its Asset model did:
@@ -239,13 +252,7 @@ def position_report(raw: Mapping[str, Any]) -> PositionReport:
         raise ValueError(f"position {symbol} side {side!r} is not long or short")
 
     def number(field: str) -> Decimal | None:
-        try:
-            value = dec(raw.get(field))
-        except ArithmeticError:  # decimal.InvalidOperation: not a number at all
-            raise ValueError(f"position {symbol} {field} {raw.get(field)!r} is not a number") from None
-        if value is not None and not value.is_finite():
-            raise ValueError(f"position {symbol} {field} {raw.get(field)!r} is not a number")
-        return value
+        return _number_field(raw, field, f"position {symbol}")
 
     qty = number("qty")
     if qty is None:
@@ -289,16 +296,7 @@ def account_report(raw: Mapping[str, Any]) -> AccountReport:
         raise ValueError(f"account status {status!r} is not a status")
 
     def number(field: str) -> Decimal | None:
-        value = raw.get(field)
-        if isinstance(value, bool):
-            raise ValueError(f"account {field} {value!r} is not a number")
-        try:
-            amount = dec(value)
-        except ArithmeticError:  # decimal.InvalidOperation: not a number at all
-            raise ValueError(f"account {field} {value!r} is not a number") from None
-        if amount is not None and not amount.is_finite():
-            raise ValueError(f"account {field} {value!r} is not a number")
-        return amount
+        return _number_field(raw, field, "account")
 
     def read(field: str, kind: TypeAdapter[Any], what: str) -> Any:
         # pydantic's lax reading, as alpaca-py's model read these ("false" is false, "2" is 2): nothing it accepted

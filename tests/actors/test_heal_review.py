@@ -47,16 +47,21 @@ def test_shares_bought_by_hand_on_top_of_a_position_halt_and_are_never_its_exit(
     assert position_of(trading).quantity == 100 and position_of(trading).status == "open"
 
 
-def test_a_hand_buy_then_a_larger_hand_sale_is_not_written_as_two_exits(trading, doctor, by_hand, monkeypatch):
-    # Net, the two hand orders reduce the position by 40 (+40 - 80): the buy is no exit of a long position.
-    from actors import position as position_module
-    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
+def bought_40_then_sold_80_by_hand(trading, by_hand) -> None:
+    """AAPL 100 open and protected; the trader buys 40 more by hand, then sells 80 at 151: the broker holds 60."""
     open_protected(trading)
     trading.exchange.set_price("AAPL", "151.00")
     hand_market(trading, by_hand, OrderSide.BUY, 40)
     trading.wait_for(lambda: broker_qty(trading) == 140, "140 held")
     sell_part_by_hand(trading, by_hand, 80)
     trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+
+
+def test_a_hand_buy_then_a_larger_hand_sale_is_not_written_as_two_exits(trading, doctor, by_hand, monkeypatch):
+    # Net, the two hand orders reduce the position by 40 (+40 - 80): the buy is no exit of a long position.
+    from actors import position as position_module
+    monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
+    bought_40_then_sold_80_by_hand(trading, by_hand)
     time.sleep(1.0)
     report = doctor.run_pass(reason="test").get()
     mismatch = next(f for f in report.findings if f.type is T.POSITION_QTY_MISMATCH)
@@ -331,12 +336,7 @@ def test_a_halt_over_a_hand_sale_no_fill_explains_leaves_what_the_broker_holds_u
                                                                                            short_window):
     # Bought 40 by hand on top, then sold 80: the doctor halts (the buy is no exit of a long position). The 60 the
     # broker holds had no stop until an operator came; the position now protects them itself.
-    open_protected(trading)
-    trading.exchange.set_price("AAPL", "151.00")
-    hand_market(trading, by_hand, OrderSide.BUY, 40)
-    trading.wait_for(lambda: broker_qty(trading) == 140, "140 held")
-    sell_part_by_hand(trading, by_hand, 80)
-    trading.wait_for(lambda: broker_qty(trading) == 60, "60 left")
+    bought_40_then_sold_80_by_hand(trading, by_hand)
     protected(trading, "60")
     report = doctor.run_pass(reason="test").get()
     mismatch = next(f for f in report.findings if f.type is T.POSITION_QTY_MISMATCH)
