@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from alpaca.trading.enums import OrderSide, TimeInForce
-from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+from alpaca.trading.requests import MarketOrderRequest
 
 from actors import messages as m
 from catalyst.domain.positions import PositionSide
@@ -18,8 +18,8 @@ from catalyst.domain.reconcile import FindingType as T
 from tests.actors.conftest import logged_lines
 from tests.actors.test_doctor_heals import (broker_working_stop_qty, by_hand, doctor, open_protected,  # noqa: F401
                                             position_of, protected, sell_part_by_hand, trading, working_stop_ids)
-from tests.actors.test_heal_review import (broker_qty, exits, hand_market, protected_then_40_sold_by_hand,  # noqa: F401
-                                           short_window)
+from tests.actors.test_heal_review import (broker_qty, exits, hand_limit_sell, hand_market,  # noqa: F401
+                                           protected_then_40_sold_by_hand, short_window)
 
 
 def legs_acknowledged(trading) -> list[tuple[str, Decimal]]:
@@ -31,18 +31,8 @@ def legs_acknowledged(trading) -> list[tuple[str, Decimal]]:
 
 
 def hand_limit_holding_40(trading, by_hand) -> None:
-    """The trader cancels the OCO (clicked again while the daemon puts it back) and places a limit sell for 40 at 170,
-    far above the price: it works, holding 40 of the 100 the broker still holds."""
-    for _ in range(50):
-        for stop in working_stop_ids(trading)[:1]:
-            by_hand.cancel_order_by_id(stop)
-        try:
-            by_hand.submit_order(LimitOrderRequest(symbol="AAPL", qty=40, side=OrderSide.SELL, limit_price=170,
-                                                   time_in_force=TimeInForce.DAY))
-            return
-        except Exception:
-            continue
-    pytest.fail("the hand limit order never went through")
+    """A limit sell for 40 at 170, far above the price: it works, holding 40 of the 100 the broker still holds."""
+    hand_limit_sell(trading, by_hand, 40, 170)
 
 
 def capped_at_60(trading, by_hand) -> Any:

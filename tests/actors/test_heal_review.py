@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from alpaca.common.exceptions import APIError
 from alpaca.trading.enums import OrderSide, TimeInForce
-from alpaca.trading.requests import MarketOrderRequest
+from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
 from catalyst.domain.positions import PositionSide
 from catalyst.domain.reconcile import FindingType as T
@@ -45,6 +45,19 @@ def test_shares_bought_by_hand_on_top_of_a_position_halt_and_are_never_its_exit(
     assert mismatch.policy == "halt" and not doctor.entries_allowed().get()
     assert [o for o in trading.all_orders() if o.role == "exit"] == []
     assert position_of(trading).quantity == 100 and position_of(trading).status == "open"
+
+
+def hand_limit_sell(trading, by_hand, qty: int, limit_price: float, symbol="AAPL") -> Any:
+    """A limit sell by hand; the daemon's OCO in the way (shares held) is cancelled and it clicked again."""
+    for _ in range(50):
+        for stop in working_stop_ids(trading, symbol)[:1]:
+            by_hand.cancel_order_by_id(stop)
+        try:
+            return by_hand.submit_order(LimitOrderRequest(symbol=symbol, qty=qty, side=OrderSide.SELL,
+                                                          limit_price=limit_price, time_in_force=TimeInForce.DAY))
+        except APIError:
+            continue
+    pytest.fail("the hand limit order never went through")
 
 
 def bought_40_then_sold_80_by_hand(trading, by_hand) -> None:
@@ -266,7 +279,6 @@ def test_shares_a_working_hand_order_holds_ask_the_doctor_once_not_at_every_refu
     # the broker refuses (the hand order holds them), the position gives up and asked the doctor again: a pass and a
     # refused OCO every doctor's gap, all day. It asks once each DOCTOR_ASKED_AGAIN_S now.
     from alpaca.trading.client import TradingClient
-    from alpaca.trading.requests import LimitOrderRequest
 
     from actors import doctor as doctor_module
     from actors import position as position_module
@@ -289,15 +301,7 @@ def test_shares_a_working_hand_order_holds_ask_the_doctor_once_not_at_every_refu
         with doctor_on(trading, broker) as doctor, logged_lines("actors.doctor", "INFO") as said:
             doctors.append(doctor.actor_ref)
             open_protected(trading)
-            for _ in range(50):
-                for stop in working_stop_ids(trading)[:1]:
-                    hand.cancel_order_by_id(stop)
-                try:
-                    hand.submit_order(LimitOrderRequest(symbol="AAPL", qty=100, side=OrderSide.SELL, limit_price=150,
-                                                        time_in_force=TimeInForce.DAY))
-                    break
-                except APIError:
-                    continue
+            hand_limit_sell(trading, hand, 100, 150)
             trading.trade("AAPL", "151.00", volume=160)  # a quarter of the minute's volume: 40 of the 100
             trading.wait_for(lambda: broker_qty(trading) == 60, "40 sold by the hand limit, 60 held by it")
             trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal(60),
