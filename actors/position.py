@@ -1380,9 +1380,17 @@ class PositionActor(pykka.ThreadingActor):
             return
         others = self._others_at_broker()
         held = held_at_broker(self.position.side, msg.qty, others)
-        # Shares an open order Catalyst did not place holds (a hand limit sell still working) cannot take a stop
-        # either: Alpaca's qty_available leaves out every order's promised shares, this position's own stops included.
-        present = held if msg.available is None else min(held, msg.available + self.protected_qty())
+        # Shares an open order holds (a hand limit sell still working, another position's OCO) cannot take a stop:
+        # Alpaca's qty_available leaves out every open order's promised shares, this position's own stops included.
+        # With it, the other open positions of the symbol are not netted out by what they record: those under their
+        # own stops are out of it already, and bare ones (more than one position's shares sold by hand, each
+        # position reading none of its own once their records were netted out: a review) are better under this
+        # position's stop than under none. Without it (not reported), their recorded shares are netted out.
+        if msg.available is None:
+            present = held
+        else:
+            present = min(held_at_broker(self.position.side, msg.qty, Decimal(0)),
+                          msg.available + self.protected_qty())
         said = f"it holds {msg.qty} {self.plan.symbol}"
         if msg.available is not None and msg.available < abs(msg.qty):
             said += f", {msg.available} of them not promised to open orders"
