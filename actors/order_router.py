@@ -850,6 +850,17 @@ class OrderRouter(pykka.ThreadingActor):
                         f"order {t.label} outcome unknown after submit: {msg.unknown}; the doctor settles it"))
         else:
             for tracked, report in zip(rows, [msg.report, *msg.report.legs]):
+                named = self.by_broker.get(report.broker_id)
+                if (tracked.broker_id is not None and tracked.broker_id != report.broker_id) or (
+                        named is not None and named is not tracked):
+                    # A late answer (a look-up's, after a submit that timed out) names the leg as it is now: its
+                    # replacement, moved by hand once the stream had named our leg, and followed by a row of its own.
+                    # Each row keeps its own order (chaos, seed 352: the replacement's id given to the replaced row,
+                    # refused by the database as a second row with it, and pointing at the wrong row in memory).
+                    log.info(f"order {tracked.label} its submit's answer names id={report.broker_id}, "
+                             + (f"{named.label}'s" if named is not None else "not its")
+                             + f" (its own is id={tracked.broker_id}): kept as it is")
+                    continue
                 if tracked.role == "stop_loss" and report.replaces and report.replaces not in self.by_broker:
                     self._find_first_leg(tracked, report)  # moved by hand before this answer (a look-up's) came
                     continue

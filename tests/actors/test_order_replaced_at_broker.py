@@ -449,3 +449,43 @@ def test_a_replacements_event_before_the_replaced_one_is_held_as_ours_not_called
                                 "the moved stop's fill closing the position")
     assert position.realized_pnl == Decimal("-395.00")  # the moved stop's fill at 146
     assert trading.broker_view()["positions"] == []
+
+
+def test_an_ocos_late_answer_naming_its_moved_leg_keeps_each_row_its_own_order(trading, monkeypatch):
+    """Chaos, seed 352: an OCO's submit timed out, the stream named both legs meanwhile and the trader moved the stop
+    (followed: o-3 replaced by o-4); the submit's look-up by client_order_id then answered with the OCO as it stood,
+    its stop leg the replacement. The router gave o-3 the replacement's broker id: the database refused it (UNIQUE,
+    `router failed handling SubmitResult`, ERROR), and in memory the replacement's id pointed at o-3. Now a row
+    named already keeps its order, and the answer's other order is left to the row that follows it."""
+    placed, release = threading.Event(), threading.Event()
+    real_submit = AlpacaBroker.submit_order
+    answered = threading.Event()
+
+    def submit_answered_late_by_look_up(self, order, *args, **kwargs):
+        report = real_submit(self, order, *args, **kwargs)
+        if order.order_class == "oco" and not placed.is_set():
+            placed.set()
+            release.wait(30)
+            report = self.get_order_by_client_id(order.client_order_id) or report
+            answered.set()
+        return report
+
+    monkeypatch.setattr(AlpacaBroker, "submit_order", submit_answered_late_by_look_up)
+    trading.exchange.set_price("AAPL", "149.95")
+    with logged_lines("actors.order_router", "ERROR") as errors:
+        trading.open(trading.plan())
+        trading.wait_for(placed.is_set, "the OCO placed at the exchange, its answer held")
+        stop = trading.wait_for(lambda: (o := leg(trading, "stop_loss")).alpaca_order_id and o, "the leg named")
+        by_hand(trading).replace_order_by_id(stop.alpaca_order_id, ReplaceOrderRequest(stop_price=146))
+        trading.wait_for(lambda: len(legs(trading)) == 3, "the moved stop followed")
+        release.set()
+        trading.wait_for(answered.is_set, "the late answer")
+        time.sleep(1.0)  # the router applies it
+        assert errors == []
+    first, moved = leg(trading, "stop_loss", "replaced"), leg(trading, "stop_loss", "accepted")
+    assert first.alpaca_order_id == stop.alpaca_order_id and moved.alpaca_order_id != stop.alpaca_order_id
+    trading.trade("AAPL", "145.50")  # through the moved stop: its fill is the replacement's row's
+    position = trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed" and p,
+                                "the moved stop's fill closing the position")
+    assert position.realized_pnl == Decimal("-395.00") and trading.broker_view()["positions"] == []
+    assert [o.status for o in legs(trading)] == ["cancelled", "replaced", "filled"]
