@@ -38,6 +38,21 @@ def test_the_harness_sells_a_share_of_the_position_by_hand_with_hand_sale_share(
     assert ChaosSettings(hand_sale_share=Decimal("0.4")).hand_sale_share == Decimal("0.4")
 
 
+def test_the_harness_sells_nothing_by_hand_once_the_market_has_closed(trading):
+    # Chaos, seed 355: a sale at a kill moment after the close was queued for the next open (`accepted`), holding 4
+    # shares overnight: a trader's working order, which the checker at rest counted as lost and its shares unprotected.
+    import requests
+
+    open_protected(trading)
+    exchange = SimpleNamespace(url=trading.exchange.base_url.rstrip("/"))
+    after_close = trading.exchange.clock.now().replace(hour=21, minute=5)  # 16:05 in New York, UTC
+    requests.post(f"{exchange.url}/sim/v1/clock/jump", json={"timestamp": after_close.isoformat()},
+                  timeout=5).raise_for_status()
+
+    assert ExchangeProcess.sell_by_hand(exchange, trading.key, "secret") == 0
+    assert broker_qty(trading) == 100 and len(working_stop_ids(trading)) == 1  # nothing sold, nothing cancelled
+
+
 def test_hand_sale_moments_are_never_the_last_kill_and_leave_the_others_alone():
     plain = ChaosSettings(kills=12, seed=5)
     selling = ChaosSettings(kills=12, seed=5, sell_by_hand=3, move_stops=2)
