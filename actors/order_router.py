@@ -852,7 +852,7 @@ class OrderRouter(pykka.ThreadingActor):
             for tracked, report in zip(rows, [msg.report, *msg.report.legs]):
                 named = self.by_broker.get(report.broker_id)
                 if (tracked.broker_id is not None and tracked.broker_id != report.broker_id) or (
-                        named is not None and named is not tracked):
+                        named is not None and named.order_id != tracked.order_id):
                     # A late answer (a look-up's, after a submit that timed out) names the leg as it is now: its
                     # replacement, moved by hand once the stream had named our leg, and followed by a row of its own.
                     # Each row keeps its own order (chaos, seed 352: the replacement's id given to the replaced row,
