@@ -231,15 +231,21 @@ def test_two_positions_of_the_symbol_both_refused_after_a_hand_sale(trading, by_
     assert broker_qty(trading) == 160 and sum(working_stops_at_broker(trading)) == 160, working_stops_at_broker(trading)
 
 
+def protected_with_a_lagging_list(trading, monkeypatch, lag_s: float, settle_s: float) -> None:
+    """AAPL 100 open and protected at 151; the broker's positions list answers as of `lag_s` wall seconds ago, and the
+    position reads it again `settle_s` apart (POSITIONS_SETTLE_S)."""
+    from actors import position as position_module
+    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", settle_s)
+    open_protected(trading)
+    for account in trading.exchange.state.engine.accounts.values():
+        account.positions_lag_s = lag_s
+    trading.exchange.set_price("AAPL", "151.00")
+
+
 def test_a_positions_list_lagging_the_hand_sale_past_the_window(trading, by_hand, short_window, monkeypatch):
     # The broker's positions list shows the 100 for 3 s after the hand sale (the window patched to 0.5 s): the first
     # read finds every share, and the position reads again POSITIONS_SETTLE_S later (1.5 s here) until it sees the 60.
-    from actors import position as position_module
-    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", 1.5)
-    open_protected(trading)
-    for account in trading.exchange.state.engine.accounts.values():
-        account.positions_lag_s = 3.0
-    trading.exchange.set_price("AAPL", "151.00")
+    protected_with_a_lagging_list(trading, monkeypatch, lag_s=3.0, settle_s=1.5)
     with logged_lines("actors.position", "INFO") as said:
         sell_part_by_hand(trading, by_hand, 40)
         protected(trading, "60")
@@ -252,12 +258,7 @@ def test_a_positions_list_lagging_the_hand_sale_past_the_window(trading, by_hand
 def test_a_list_that_keeps_showing_every_share_is_read_three_times_then_left(trading, by_hand, short_window,
                                                                              monkeypatch):
     # A positions list lagging the hand sale longer than the reads: each finds every share.
-    from actors import position as position_module
-    monkeypatch.setattr(position_module, "POSITIONS_SETTLE_S", 0.3)
-    open_protected(trading)
-    for account in trading.exchange.state.engine.accounts.values():
-        account.positions_lag_s = 60.0
-    trading.exchange.set_price("AAPL", "151.00")
+    protected_with_a_lagging_list(trading, monkeypatch, lag_s=60.0, settle_s=0.3)
     with logged_lines("actors.position", "INFO") as said:
         sell_part_by_hand(trading, by_hand, 40)
         trading.wait_for(lambda: any("left to the doctor's pass" in line and "read for protection" in line
