@@ -111,6 +111,17 @@ class FilledOutside(Message):
     seconds_ago: float = 0.0  # wall seconds since the router heard of it (told again to an actor rebuilt since)
     # The order of ours it probably is (an OCO stop leg not named yet) or replaces (its label): not placed by hand
     own_leg: str | None = None
+    execution_id: str | None = None  # the fill's, so a stream's duplicate is counted once
+
+
+class OrderOutsideEnded(Message):
+    """An order Catalyst did not place ended without filling in full (canceled, expired) in the symbol of the position
+    told: shares it held on the exit side may be free for a stop again."""
+
+    symbol: str
+    side: str
+    broker_id: str
+    event: str
 
 
 class Register(Message):

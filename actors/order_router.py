@@ -72,6 +72,9 @@ REPLACEMENT_READ_RETRY_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 # hearing of it, and taken from a catch-up's fills when within this many exchange seconds of now (_recent_outside).
 FILLED_OUTSIDE_RETOLD_S = 60.0
 FILLED_OUTSIDE_RECENT_S = 60.0
+# An order Catalyst did not place ended with these events: the shares it held are free (a replaced one's replacement
+# may hold fewer). Its positions hear of it (OrderOutsideEnded).
+ORDER_OUTSIDE_ENDED = frozenset({"canceled", "expired", "replaced"})
 
 
 class ReadReplacementAgain(m.Message):
@@ -1687,10 +1690,19 @@ class OrderRouter(pykka.ThreadingActor):
             f"router update {update.event} for unknown order {update.order.symbol} id={update.order.broker_id} "
             f"cid={update.order.client_order_id}: recorded, held until its order is known"
         )
-        if catalyst_instance(update.order.client_order_id) is None and update.event in ("fill", "partial_fill") \
-                and update.qty:
+        if catalyst_instance(update.order.client_order_id) is not None:
+            return
+        if update.event in ("fill", "partial_fill") and update.qty:
             self._tell_filled_outside(m.FilledOutside(symbol=update.order.symbol, side=update.order.side,
-                                                      qty=update.qty, broker_id=update.order.broker_id))
+                                                      qty=update.qty, broker_id=update.order.broker_id,
+                                                      execution_id=update.execution_id))
+        elif update.event in ORDER_OUTSIDE_ENDED:
+            # A hand order that held shares (a limit sell still working) let go of them: a position that protected
+            # only the shares left free beside it may protect the rest now, not at the doctor's next pass.
+            ended = m.OrderOutsideEnded(symbol=update.order.symbol, side=update.order.side,
+                                        broker_id=update.order.broker_id, event=update.event)
+            for owner in self._owners_in(update.order.symbol):
+                tell_if_alive(owner, ended)
 
     def _stop_leg_not_named(self, order: OrderReport) -> Tracked | None:
         """Our OCO stop leg in `order`'s symbol and side that still has no broker id, when `order` could be it: an OCO
@@ -1722,10 +1734,13 @@ class OrderRouter(pykka.ThreadingActor):
         before it reads them (PositionActor._held_for_exit); sized from a list that still shows those shares, it
         would sell them again, short."""
         self._filled_outside[notice.symbol] = (time.monotonic(), notice)
-        owners = {t.owner.actor_urn: t.owner for t in self.by_order.values()
-                  if t.symbol == notice.symbol and t.owner is not None}
-        for owner in owners.values():
+        for owner in self._owners_in(notice.symbol):
             tell_if_alive(owner, notice)
+
+    def _owners_in(self, symbol: str) -> list[Any]:
+        """The live position actors with an order in `symbol`, each once."""
+        return list({t.owner.actor_urn: t.owner for t in self.by_order.values()
+                     if t.symbol == symbol and t.owner is not None}.values())
 
     def _tell_recent_fill_outside(self, msg: m.Register) -> None:
         """A position actor rebuilt (a crash, a restart's rebuild) a moment after a fill outside Catalyst in its

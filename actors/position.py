@@ -20,7 +20,7 @@ from loguru import logger
 
 from actors import messages as m
 from actors.refs import Delayed, tell_later
-from catalyst.broker.errors import RejectReason
+from catalyst.broker.errors import RejectReason, shares_available_in
 from catalyst.clock import wall_seconds
 from catalyst.domain.money import lots_average
 from catalyst.domain.orders import ORDER_MACHINE, OrderStatus
@@ -312,6 +312,11 @@ class PositionActor(pykka.ThreadingActor):
         self._held_reads = 0  # of this give-up: a list showing every share may lag the sale (PROTECTION_READS)
         self._held_read_timer: Delayed | None = None
         self._protect_cap: Decimal | None = None
+        # Fills on the exit side of orders Catalyst did not place (a hand sale), heard since this position's own last
+        # execution, by execution id: a refusal for want of shares they explain caps protection at once
+        # (_cap_at_refusal), and the capped OCO goes when the refused pair's other leg is answered too.
+        self._sold_outside: dict[str, Decimal] = {}
+        self._capped_at_refusal: int | None = None
         self._entry_filled_at = 0.0
         # A flatten whose market exit the broker refused for shares its order entry had not caught up with yet: done
         # again once their OCO is taken (the broker has them then), not left to the cycle's retry 30-60 s later, or
@@ -413,6 +418,8 @@ class PositionActor(pykka.ThreadingActor):
                 self._on_broker_position(message)
         elif isinstance(message, m.FilledOutside):
             self._on_filled_outside(message)
+        elif isinstance(message, m.OrderOutsideEnded):
+            self._on_order_outside_ended(message)
         elif isinstance(message, CheckLateEntryFills):
             self._finish_if_done()
         elif isinstance(message, CheckLateShares):
@@ -597,6 +604,7 @@ class PositionActor(pykka.ThreadingActor):
         before = self.position
         protection: list[Any] = []
         self._protect_cap = None  # what the broker held no longer measures the shares: protected as recorded again
+        self._sold_outside.clear()
         if role == "entry":
             self._entry_filled_at = time.monotonic()
             # The fill's position change and the OCO covering its shares: one commit, then the broker call.
@@ -833,6 +841,9 @@ class PositionActor(pykka.ThreadingActor):
                 self._no_shares_timer = tell_later(self.actor_ref, NO_SHARES_RETRY_S[0], RetryRefusedForShares())
             return
         if key in self._refused_no_shares:
+            if self._capped_at_refusal == key:  # its other leg: the pair has ended, the capped OCO goes now
+                self._capped_at_refusal = None
+                self._protect(coalesce=False)
             return  # its other leg, refused with it
         self._refused_no_shares.add(key)
         now = time.monotonic()
@@ -848,6 +859,8 @@ class PositionActor(pykka.ThreadingActor):
             return
         if self._no_shares_timer is not None:
             self.log.info(f"{said}: a try is already due")  # pieces' OCOs refused before it (a review)
+            return
+        if self._cap_at_refusal(msg, key, shares):
             return
         waited_s = now - max(self._no_shares_since, self._entry_filled_at)
         if waited_s >= NO_SHARES_WINDOW_S:
@@ -867,6 +880,55 @@ class PositionActor(pykka.ThreadingActor):
         self.log.warning(f"{said}: its order entry can lag a fill, trying the OCO again in {wait_s:g} s "
                          f"(try {self._no_shares_tries}, for up to {NO_SHARES_WINDOW_S:g} s)")
         self._no_shares_timer = tell_later(self.actor_ref, wait_s, RetryRefusedForShares())
+
+    def _cap_at_refusal(self, msg: m.OrderUpdated, key: int, shares: Decimal) -> bool:
+        """A refusal for want of shares that sales outside Catalyst heard on the stream explain (the refusal names the
+        shares free, and those sales cover the rest): the shares free are protected now, capped as a read of the broker
+        would (_on_protection_read). Without this they waited the NO_SHARES_WINDOW_S kept for order entry's lag, then
+        a read of a positions list that can lag the sale by as long again. Where the sales do not explain it (order
+        entry behind our own fill, a hand order still working), the window and the read decide as before."""
+        available = shares_available_in(msg.reason)
+        sold = sum(self._sold_outside.values(), Decimal(0))
+        if available is None or sold <= 0 or shares - available > sold:
+            return False
+        recorded = self.position.quantity - self._leaving()
+        limit = recorded if self._protect_cap is None else min(recorded, self._protect_cap)
+        present = min(limit, max(available, Decimal(0)) + self.protected_qty())
+        if present <= 0 or present >= limit:
+            return False
+        self._protect_cap = present
+        asked = self._doctor_pass_wanted(f"{self.label} shares sold outside Catalyst")
+        # After a restart (the cap is not kept) a working OCO may cover them already.
+        covered = "protected now" if present > self.protected_qty() else "under its working stop already"
+        self.log.warning(f"position {self.label} protection for {shares} refused: the broker has {available} free "
+                         f"({msg.reason}), {sold} {self.plan.symbol} having been sold outside Catalyst since this "
+                         f"position's last fill: {present} {covered}; the other {recorded - present} left to the "
+                         "doctor's pass, which writes such a sale as this position's exit"
+                         + (" (asked for now)" if asked else ""))
+        pair, _ = self._pair_of(msg.order_id)
+        if pair is not None and any((v := self.orders.get(leg)) is not None and v.working
+                                    for leg in (pair.take_profit, pair.stop_loss)):
+            self._capped_at_refusal = key  # its other leg still reads as working: it would count as a lone leg
+        else:
+            self._protect(coalesce=False)
+        return True
+
+    def _on_order_outside_ended(self, msg: m.OrderOutsideEnded) -> None:
+        """An order Catalyst did not place ended in this position's symbol on its exit side (the trader cancelled a
+        hand limit sell): shares it held may be free. Protection capped or given up on beside it is tried again as
+        recorded; a refusal then caps it anew (_cap_at_refusal). Before, the cap stayed until the doctor's next pass."""
+        if (msg.side != self.position.exit_side or self.position.status is not PositionStatus.OPEN
+                or self.flattening or self._no_shares_timer is not None):
+            return
+        if self._protect_cap is None and not self._held_read_asked:
+            return  # nothing held back: its protection was never cut short by shares held elsewhere
+        if self._unprotected_qty(capped=False) <= 0:
+            return
+        self.log.info(f"position {self.label} an order Catalyst has no row of ({msg.broker_id[:8]}) ended {msg.event} "
+                      f"at the broker: shares it held may be free, protecting every recorded share again")
+        self._protect_cap = None
+        self._no_shares_since, self._held_read_asked, self._held_reads = None, False, 0
+        self._protect(coalesce=False)
 
     def _protection_refused_overnight(self, msg: m.OrderUpdated) -> None:
         """Protection refused while the market is closed. The day's answer, a market exit, would wait for the next
@@ -1431,6 +1493,8 @@ class PositionActor(pykka.ThreadingActor):
         if self._outside_first_at is None or self._outside_settled_at() <= at:
             self._outside_first_at = at  # a new run of them: the last one's put-off has passed (its cap counts anew)
         self._outside_fill_at = max(self._outside_fill_at, at)
+        if msg.own_leg is None:
+            self._sold_outside[msg.execution_id or f"{msg.broker_id}#{len(self._sold_outside)}"] = msg.qty
         said_as = (msg.broker_id, msg.own_leg)
         if said_as in self._outside_fills_said:
             return

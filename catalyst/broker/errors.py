@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from decimal import Decimal
 from enum import StrEnum
 from typing import Iterable
 
@@ -107,6 +108,18 @@ class Rejected(PermanentError):
 
     def __str__(self) -> str:
         return super().__str__().replace("rejected", f"rejected[{self.reason}]", 1)
+
+
+# Alpaca's refusal of a sell for want of shares names how many are free: "insufficient qty available for order
+# (requested: 100, available: 60)" (its JSON body carries them as `available` too; the message is what reaches a
+# row's reason). Order entry's own count at that moment: shares held less those every open order promises.
+_AVAILABLE_IN_MESSAGE = re.compile(r"\bavailable:\s*(-?\d+(?:\.\d+)?)")
+
+
+def shares_available_in(reason: str | None) -> Decimal | None:
+    """The free shares a refusal for want of shares names (see _AVAILABLE_IN_MESSAGE), or None if it names none."""
+    found = _AVAILABLE_IN_MESSAGE.search(reason or "")
+    return Decimal(found.group(1)) if found else None
 
 
 def is_not_cancelable(exc: BaseException) -> bool:

@@ -19,7 +19,7 @@ from tests.actors.conftest import logged_lines
 from tests.actors.test_doctor_heals import (broker_working_stop_qty, by_hand, doctor, open_protected,  # noqa: F401
                                             position_of, protected, sell_part_by_hand, trading, working_stop_ids)
 from tests.actors.test_heal_review import (broker_qty, exits, hand_limit_sell, hand_market,  # noqa: F401
-                                           protected_then_40_sold_by_hand, short_window)
+                                           protected_then_40_sold_by_hand, refusal_names_no_count, short_window)
 
 
 def legs_acknowledged(trading) -> list[tuple[str, Decimal]]:
@@ -242,7 +242,8 @@ def protected_with_a_lagging_list(trading, monkeypatch, lag_s: float, settle_s: 
     trading.exchange.set_price("AAPL", "151.00")
 
 
-def test_a_positions_list_lagging_the_hand_sale_past_the_window(trading, by_hand, short_window, monkeypatch):
+def test_a_positions_list_lagging_the_hand_sale_past_the_window(trading, by_hand, short_window, monkeypatch,
+                                                                refusal_names_no_count):
     # The broker's positions list shows the 100 for 3 s after the hand sale (the window patched to 0.5 s): the first
     # read finds every share, and the position reads again POSITIONS_SETTLE_S later (1.5 s here) until it sees the 60.
     protected_with_a_lagging_list(trading, monkeypatch, lag_s=3.0, settle_s=1.5)
@@ -256,7 +257,7 @@ def test_a_positions_list_lagging_the_hand_sale_past_the_window(trading, by_hand
 
 
 def test_a_list_that_keeps_showing_every_share_is_read_three_times_then_left(trading, by_hand, short_window,
-                                                                             monkeypatch):
+                                                                             monkeypatch, refusal_names_no_count):
     # A positions list lagging the hand sale longer than the reads: each finds every share.
     protected_with_a_lagging_list(trading, monkeypatch, lag_s=60.0, settle_s=0.3)
     with logged_lines("actors.position", "INFO") as said:
@@ -270,8 +271,8 @@ def test_a_list_that_keeps_showing_every_share_is_read_three_times_then_left(tra
     assert broker_working_stop_qty(trading) == 0 and broker_qty(trading) == 60  # live; its list shows 100 a minute
 
 
-def test_after_a_restart_the_read_does_not_say_it_protects_shares_already_under_the_capped_oco(trading, by_hand,
-                                                                                             short_window):
+def test_after_a_restart_the_read_does_not_say_it_protects_shares_already_under_the_capped_oco(
+        trading, by_hand, short_window, refusal_names_no_count):
     capped_at_60(trading, by_hand)
     first = working_stop_ids(trading)
     trading.stop()
@@ -316,7 +317,7 @@ def test_two_positions_of_the_symbol_with_more_than_one_position_sold_by_hand(tr
 
 
 def test_the_heal_while_the_capped_oco_is_on_its_way_leaves_one_oco_for_the_60(trading, doctor, by_hand,
-                                                                               short_window):
+                                                                               short_window, refusal_names_no_count):
     with logged_lines("actors.position", "WARNING") as said:
         protected_then_40_sold_by_hand(trading, by_hand)
         trading.wait_for(lambda: any("the broker holds 60 of its 100 shares" in line for line in said),

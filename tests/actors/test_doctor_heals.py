@@ -206,6 +206,8 @@ def test_a_position_that_leaves_its_bare_shares_to_the_doctor_asks_for_a_pass_at
     # that gives up on its refused OCO asks for one, and the rest of its shares are under a stop within seconds.
     from actors import position as position_module
     monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
+    # The refusal names no free count: the position gives up past the window (a refusal it can cap at asks too).
+    monkeypatch.setattr(position_module, "shares_available_in", lambda reason: None)
     doctors: list[Any] = []
     trading = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}",
                       router_settings=RouterSettings(unknown_resends=0), doctor_listeners=doctors).start()

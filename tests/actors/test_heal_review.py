@@ -105,6 +105,14 @@ def short_window(monkeypatch):
     monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
 
 
+@pytest.fixture
+def refusal_names_no_count(monkeypatch):
+    """The broker's refusal for want of shares names no free count (its wording is Alpaca's to change): the position
+    cannot cap protection at the refusal (_cap_at_refusal), and waits out the window, then reads the broker."""
+    from actors import position as position_module
+    monkeypatch.setattr(position_module, "shares_available_in", lambda reason: None)
+
+
 def exits(trading):
     return [(o.side, o.quantity, o.status, o.filled_qty) for o in trading.all_orders() if o.role == "exit"]
 
@@ -145,7 +153,10 @@ def test_two_hand_sales_before_one_pass_are_both_its_exits(trading, doctor, by_h
     assert not [f for f in doctor.run_pass(reason="test").get().findings if f.type is not T.ORPHAN_ORDER]
 
 
-def test_a_hand_sale_then_the_traders_own_stop_for_the_rest(trading, doctor, by_hand, short_window):
+def test_a_hand_sale_then_the_traders_own_stop_for_the_rest(trading, doctor, by_hand, short_window,
+                                                           refusal_names_no_count):
+    # The trader's stop placed while the position's OCO is still refused (not capped at the refusal: it names no
+    # count). Capped at the refusal, the position's stop would be there first and the trader's refused.
     from alpaca.trading.requests import StopOrderRequest
     protected_then_40_sold_by_hand(trading, by_hand)
     settle_refused_oco()
@@ -316,7 +327,8 @@ def test_shares_a_working_hand_order_holds_ask_the_doctor_once_not_at_every_refu
         trading.stop()
 
 
-def test_shares_left_by_a_hand_sale_are_protected_before_any_pass(trading, by_hand, short_window):
+def test_shares_left_by_a_hand_sale_are_protected_before_any_pass(trading, by_hand, short_window,
+                                                                  refusal_names_no_count):
     # No doctor here: its pass may be minutes away, or halt (a sale no fill explains). Once its OCO for the 100 has
     # been refused past the window, the position asks the broker what it holds and protects those 60 meanwhile.
     protected_then_40_sold_by_hand(trading, by_hand)
