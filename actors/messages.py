@@ -111,7 +111,9 @@ class FilledOutside(Message):
     seconds_ago: float = 0.0  # wall seconds since the router heard of it (told again to an actor rebuilt since)
     # The order of ours it probably is (an OCO stop leg not named yet) or replaces (its label): not placed by hand
     own_leg: str | None = None
-    execution_id: str | None = None  # the fill's, so a stream's duplicate is counted once
+    # Its key (the order and its cumulative shares: order_router.outside_fill_key), so a stream's duplicate, or a
+    # catch-up's listing of a fill the stream told, is counted once
+    execution_id: str | None = None
 
 
 class OrderOutsideEnded(Message):

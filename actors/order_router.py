@@ -77,6 +77,15 @@ FILLED_OUTSIDE_RECENT_S = 60.0
 ORDER_OUTSIDE_ENDED = frozenset({"canceled", "expired", "replaced"})
 
 
+def outside_fill_key(broker_id: str, cum_qty: Decimal | None, execution_id: str | None) -> str | None:
+    """The key a fill of an order Catalyst did not place is told by (m.FilledOutside.execution_id): its order and the
+    shares filled with it, as the router keys its own executions (execution_key), the same whether the stream's event
+    or a catch-up's FILL activity brought it (their ids differ: the activity's is `<time>::<id>`). Before, the
+    catch-up's came with none, and a sale the stream had told was counted twice (40 sold by hand said as 80). The
+    source's own id where the cumulative quantity is not known."""
+    return execution_key(broker_id, cum_qty) if cum_qty else execution_id
+
+
 class ReadReplacementAgain(m.Message):
     """The wait after a failed read of an order that replaced one of ours is over (REPLACEMENT_READ_RETRY_S)."""
 
@@ -1068,8 +1077,13 @@ class OrderRouter(pykka.ThreadingActor):
             tracked = self.by_broker.get(fill.broker_order_id) or self._lookup_row(fill.client_order_id, fill.broker_order_id)
             if tracked is None and self._recent_outside(fill):
                 # A sale by hand while the stream was down: as if its fill event had come (_keep_unmatched).
+                # Keyed as the stream's event of it is (outside_fill_key): a sale the stream told already is the same
+                # sale, not one more (a position counts what was sold outside Catalyst: PositionActor._cap_at_refusal).
                 self._tell_filled_outside(m.FilledOutside(symbol=fill.symbol, side=fill.side, qty=fill.qty,
-                                                          broker_id=fill.broker_order_id))
+                                                          broker_id=fill.broker_order_id,
+                                                          execution_id=outside_fill_key(fill.broker_order_id,
+                                                                                        fill.cum_qty,
+                                                                                        fill.execution_id)))
             if tracked is not None:
                 ours += 1
                 group = WriteGroup()
@@ -1695,7 +1709,9 @@ class OrderRouter(pykka.ThreadingActor):
         if update.event in ("fill", "partial_fill") and update.qty:
             self._tell_filled_outside(m.FilledOutside(symbol=update.order.symbol, side=update.order.side,
                                                       qty=update.qty, broker_id=update.order.broker_id,
-                                                      execution_id=update.execution_id))
+                                                      execution_id=outside_fill_key(update.order.broker_id,
+                                                                                    update.order.filled_qty,
+                                                                                    update.execution_id)))
         elif update.event in ORDER_OUTSIDE_ENDED:
             # A hand order that held shares (a limit sell still working) let go of them: a position that protected
             # only the shares left free beside it may protect the rest now, not at the doctor's next pass.
