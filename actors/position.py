@@ -317,6 +317,9 @@ class PositionActor(pykka.ThreadingActor):
         # (_cap_at_refusal), and the capped OCO goes when the refused pair's other leg is answered too.
         self._sold_outside: dict[str, Decimal] = {}
         self._capped_at_refusal: int | None = None
+        # OCO pairs (by take-profit id) tried because an order Catalyst did not place ended (_on_order_outside_ended):
+        # a refusal of one names the shares that order let go of free, and caps protection at once (_cap_at_refusal).
+        self._tried_after_outside_end: set[int] = set()
         self._entry_filled_at = 0.0
         # A flatten whose market exit the broker refused for shares its order entry had not caught up with yet: done
         # again once their OCO is taken (the broker has them then), not left to the cycle's retry 30-60 s later, or
@@ -889,7 +892,15 @@ class PositionActor(pykka.ThreadingActor):
         entry behind our own fill, a hand order still working), the window and the read decide as before."""
         available = shares_available_in(msg.reason)
         sold = sum(self._sold_outside.values(), Decimal(0))
-        if available is None or sold <= 0 or shares - available > sold:
+        sold_explains = available is not None and sold > 0 and shares - available <= sold
+        # The OCO tried because an order Catalyst did not place ended: refused, what it names free is what that order
+        # let go of, other such orders holding the rest (one of two hand limits cancelled, a hand order replaced by
+        # the trader). Not order entry's lag, unless a fill of this position's came within its window. Before, 15 s
+        # of tries said as that lag, then an ERROR that the shares had no stop, the shares let go of bare meanwhile.
+        after_end = (key in self._tried_after_outside_end
+                     and time.monotonic() - self._entry_filled_at >= NO_SHARES_WINDOW_S)
+        self._tried_after_outside_end.discard(key)
+        if available is None or not (sold_explains or after_end):
             return False
         recorded = self.position.quantity - self._leaving()
         limit = recorded if self._protect_cap is None else min(recorded, self._protect_cap)
@@ -897,14 +908,21 @@ class PositionActor(pykka.ThreadingActor):
         if present <= 0 or present >= limit:
             return False
         self._protect_cap = present
-        asked = self._doctor_pass_wanted(f"{self.label} shares sold outside Catalyst")
+        asked = self._doctor_pass_wanted(f"{self.label} shares sold outside Catalyst" if sold_explains
+                                         else f"{self.label} shares held by orders Catalyst did not place")
         # After a restart (the cap is not kept) a working OCO may cover them already.
         covered = "protected now" if present > self.protected_qty() else "under its working stop already"
-        self.log.warning(f"position {self.label} protection for {shares} refused: the broker has {available} free "
-                         f"({msg.reason}), {sold} {self.plan.symbol} having been sold outside Catalyst since this "
-                         f"position's last fill: {present} {covered}; the other {recorded - present} left to the "
-                         "doctor's pass, which writes such a sale as this position's exit"
-                         + (" (asked for now)" if asked else ""))
+        if sold_explains:
+            self.log.warning(f"position {self.label} protection for {shares} refused: the broker has {available} free "
+                             f"({msg.reason}), {sold} {self.plan.symbol} having been sold outside Catalyst since this "
+                             f"position's last fill: {present} {covered}; the other {recorded - present} left to the "
+                             "doctor's pass, which writes such a sale as this position's exit"
+                             + (" (asked for now)" if asked else ""))
+        else:
+            self.log.warning(f"position {self.label} protection for {shares} refused after an order Catalyst did not "
+                             f"place ended: the broker has {available} free ({msg.reason}): {present} {covered}; the "
+                             f"other {recorded - present}, held by other orders Catalyst did not place, or sold outside "
+                             "it?, left to the doctor's pass" + (" (asked for now)" if asked else ""))
         pair, _ = self._pair_of(msg.order_id)
         if pair is not None and any((v := self.orders.get(leg)) is not None and v.working
                                     for leg in (pair.take_profit, pair.stop_loss)):
@@ -916,7 +934,8 @@ class PositionActor(pykka.ThreadingActor):
     def _on_order_outside_ended(self, msg: m.OrderOutsideEnded) -> None:
         """An order Catalyst did not place ended in this position's symbol on its exit side (the trader cancelled a
         hand limit sell): shares it held may be free. Protection capped or given up on beside it is tried again as
-        recorded; a refusal then caps it anew (_cap_at_refusal). Before, the cap stayed until the doctor's next pass."""
+        recorded; a refusal of that OCO then caps it anew at once at the shares it names free (_cap_at_refusal). Before, the
+        cap stayed until the doctor's next pass."""
         if (msg.side != self.position.exit_side or self.position.status is not PositionStatus.OPEN
                 or self.flattening or self._no_shares_timer is not None):
             return
@@ -928,7 +947,9 @@ class PositionActor(pykka.ThreadingActor):
                       f"at the broker: shares it held may be free, protecting every recorded share again")
         self._protect_cap = None
         self._no_shares_since, self._held_read_asked, self._held_reads = None, False, 0
+        sent = len(self.pairs)
         self._protect(coalesce=False)
+        self._tried_after_outside_end = {pair.take_profit for pair in self.pairs[sent:]}
 
     def _protection_refused_overnight(self, msg: m.OrderUpdated) -> None:
         """Protection refused while the market is closed. The day's answer, a market exit, would wait for the next
