@@ -908,20 +908,23 @@ class PositionActor(pykka.ThreadingActor):
         if present <= 0 or present >= limit:
             return False
         self._protect_cap = present
-        asked = self._doctor_pass_wanted(f"{self.label} shares sold outside Catalyst" if sold_explains
+        # A short's exit side buys: a hand cover was bought, not sold (a review: said as sold).
+        moved = "sold" if str(self.position.exit_side) == "sell" else "bought"
+        asked = self._doctor_pass_wanted(f"{self.label} shares {moved} outside Catalyst" if sold_explains
                                          else f"{self.label} shares held by orders Catalyst did not place")
         # After a restart (the cap is not kept) a working OCO may cover them already.
         covered = "protected now" if present > self.protected_qty() else "under its working stop already"
         if sold_explains:
             self.log.warning(f"position {self.label} protection for {shares} refused: the broker has {available} free "
-                             f"({msg.reason}), {sold} {self.plan.symbol} having been sold outside Catalyst since this "
-                             f"position's last fill: {present} {covered}; the other {recorded - present} left to the "
-                             "doctor's pass, which writes such a sale as this position's exit"
+                             f"({msg.reason}), {sold} {self.plan.symbol} having been {moved} outside Catalyst since "
+                             f"this position's last fill: {present} {covered}; the other {recorded - present} left to "
+                             f"the doctor's pass, which writes such a {'sale' if moved == 'sold' else 'purchase'} as "
+                             "this position's exit"
                              + (" (asked for now)" if asked else ""))
         else:
             self.log.warning(f"position {self.label} protection for {shares} refused after an order Catalyst did not "
                              f"place ended: the broker has {available} free ({msg.reason}): {present} {covered}; the "
-                             f"other {recorded - present}, held by other orders Catalyst did not place, or sold outside "
+                             f"other {recorded - present}, held by other orders Catalyst did not place, or {moved} outside "
                              "it?, left to the doctor's pass" + (" (asked for now)" if asked else ""))
         pair, _ = self._pair_of(msg.order_id)
         if pair is not None and any((v := self.orders.get(leg)) is not None and v.working

@@ -86,3 +86,19 @@ def test_a_hand_sale_heard_on_the_stream_and_again_from_a_catch_up_is_counted_on
     assert len(capped) == 2 and all("40 AAPL having been sold outside Catalyst" in line for line in capped), capped
     time.sleep(1.0)
     assert broker_qty(trading) == 60 and broker_working_stop_qty(trading) == 50 and len(working_stop_ids(trading)) == 1
+
+
+def test_a_short_partly_covered_by_hand_is_protected_at_the_refusal_and_said_as_bought(trading, by_hand):
+    # A short of 100; the trader buys 40 back by hand. The position's buy OCO for 100 is refused naming 60 free: the 60
+    # protected at once (the shipped window), by one buy stop, and the WARNING says the 40 were bought, not sold.
+    open_protected(trading, side=PositionSide.SHORT, stop="153.00", target="145.00")
+    trading.exchange.set_price("AAPL", "149.00")
+    with logged_lines("actors.position", "INFO") as said:
+        hand_market(trading, by_hand, OrderSide.BUY, 40)
+        trading.wait_for(lambda: broker_working_stop_qty(trading) == 60, "the 60 protected", timeout=8.0)
+    (capped,) = [line for line in said if "outside Catalyst since this position's last fill" in line]
+    assert "40 AAPL having been bought outside Catalyst" in capped, capped
+    time.sleep(1.0)
+    assert broker_qty(trading) == -60 and len(working_stop_ids(trading)) == 1
+    assert [(o["side"], Decimal(o["qty"])) for o in trading.broker_view()["orders"]
+            if o["type"] == "stop" and o["status"] in ("new", "held", "accepted")] == [("buy", 60)]
