@@ -924,8 +924,8 @@ class PositionActor(pykka.ThreadingActor):
         else:
             self.log.warning(f"position {self.label} protection for {shares} refused after an order Catalyst did not "
                              f"place ended: the broker has {available} free ({msg.reason}): {present} {covered}; the "
-                             f"other {recorded - present}, held by other orders Catalyst did not place, or {moved} outside "
-                             "it?, left to the doctor's pass" + (" (asked for now)" if asked else ""))
+                             f"other {recorded - present}, held by other orders Catalyst did not place, or {moved} "
+                             "outside it?, left to the doctor's pass" + (" (asked for now)" if asked else ""))
         pair, _ = self._pair_of(msg.order_id)
         if pair is not None and any((v := self.orders.get(leg)) is not None and v.working
                                     for leg in (pair.take_profit, pair.stop_loss)):
@@ -937,8 +937,8 @@ class PositionActor(pykka.ThreadingActor):
     def _on_order_outside_ended(self, msg: m.OrderOutsideEnded) -> None:
         """An order Catalyst did not place ended in this position's symbol on its exit side (the trader cancelled a
         hand limit sell): shares it held may be free. Protection capped or given up on beside it is tried again as
-        recorded; a refusal of that OCO then caps it anew at once at the shares it names free (_cap_at_refusal). Before, the
-        cap stayed until the doctor's next pass."""
+        recorded; a refusal of that OCO then caps it anew at once at the shares it names free (_cap_at_refusal).
+        Before, the cap stayed until the doctor's next pass."""
         if (msg.side != self.position.exit_side or self.position.status is not PositionStatus.OPEN
                 or self.flattening or self._no_shares_timer is not None):
             return
