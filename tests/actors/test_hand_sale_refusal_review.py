@@ -14,7 +14,7 @@ from actors import position as position_module
 from catalyst.domain.positions import PositionSide
 from tests.actors.conftest import logged_lines
 from tests.actors.test_capped_protection_review import legs_acknowledged
-from tests.actors.test_doctor_heals import (broker_working_stop_qty, by_hand, open_protected,  # noqa: F401
+from tests.actors.test_doctor_heals import (broker_working_stop_qty, by_hand, doctor, open_protected,  # noqa: F401
                                             position_of, protected, sell_part_by_hand, trading, working_stop_ids)
 from tests.actors.test_heal_review import (broker_qty, hand_limit_sell, hand_market,  # noqa: F401
                                            protected_then_40_sold_by_hand)
@@ -102,3 +102,73 @@ def test_a_short_partly_covered_by_hand_is_protected_at_the_refusal_and_said_as_
     assert broker_qty(trading) == -60 and len(working_stop_ids(trading)) == 1
     assert [(o["side"], Decimal(o["qty"])) for o in trading.broker_view()["orders"]
             if o["type"] == "stop" and o["status"] in ("new", "held", "accepted")] == [("buy", 60)]
+
+
+def test_a_hand_sale_whose_stream_events_come_twice_is_counted_once(trading, by_hand):
+    # The emulator sends every stream event twice: the hand sale's fill is told twice, one execution.
+    open_protected(trading)
+    trading.exchange.set_price("AAPL", "151.00")
+    with logged_lines("actors.position", "INFO") as said:
+        trading.exchange.set_faults("duplicate=1.0")
+        sell_part_by_hand(trading, by_hand, 40)
+        trading.wait_for(lambda: broker_working_stop_qty(trading) == 60, "the 60 protected", timeout=8.0)
+        trading.exchange.set_faults("")
+    (capped,) = [line for line in said if "having been sold outside Catalyst" in line]
+    assert "40 AAPL having been sold outside Catalyst" in capped, capped
+    time.sleep(1.0)
+    assert broker_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
+
+
+def test_a_hand_limit_placed_and_cancelled_beside_a_sale_cap_ends_at_the_60_with_no_loop(trading, by_hand):
+    # 40 sold by hand (60 capped at the refusal), then a hand limit for 10 (the 50 left free capped), then cancelled:
+    # the position tries the 50 it lacks, is refused naming 10 free, and protects those: one try for the end, not a
+    # loop of OCOs, and never a stop beside the ones working for the same shares.
+    protected_then_40_sold_by_hand(trading, by_hand)
+    protected(trading, "60")
+    hand = hand_limit_sell(trading, by_hand, 10, 170)
+    protected(trading, "50")
+    legs_acknowledged(trading)
+    refused_before = len([o for o in trading.all_orders() if o.role == "stop_loss" and o.status == "rejected"])
+    with logged_lines("actors.position", "INFO") as said:
+        by_hand.cancel_order_by_id(hand.id)
+        trading.wait_for(lambda: broker_working_stop_qty(trading) == 60, "the 10 let go of protected", timeout=8.0)
+        time.sleep(2.0)
+    refused = [o.quantity for o in trading.all_orders() if o.role == "stop_loss" and o.status == "rejected"]
+    assert refused[refused_before:] == [50], refused
+    assert len([line for line in said if "ended canceled at the broker" in line]) == 1, said
+    assert broker_qty(trading) == 60 and broker_working_stop_qty(trading) == 60
+    assert sorted(Decimal(o["qty"]) for o in trading.broker_view()["orders"]
+                  if o["type"] == "stop" and o["status"] in ("new", "held", "accepted")) == [10, 50]
+
+
+def test_the_heal_as_the_capped_oco_goes_leaves_one_oco_for_the_60(trading, doctor, by_hand):
+    # The doctor's pass (here the test's) lands as the OCO capped at the refusal is on its way: the sale written as the
+    # position's exit, and one OCO for the 60, not a second beside it.
+    from catalyst.domain.reconcile import FindingType as T
+    from tests.actors.test_heal_review import exits
+    with logged_lines("actors.position", "WARNING") as said:
+        protected_then_40_sold_by_hand(trading, by_hand)
+        trading.wait_for(lambda: any("having been sold outside Catalyst" in line for line in said), "capped",
+                         timeout=8.0)
+        doctor.run_pass(reason="test").get()
+    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "the sale applied")
+    protected(trading, "60")
+    time.sleep(2.0)
+    assert broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
+    assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 60
+    assert not [f for f in doctor.run_pass(reason="test").get().findings if f.type is not T.ORPHAN_ORDER]
+
+
+def test_two_positions_of_the_symbol_both_refused_after_a_hand_sale_never_protect_more_than_held(trading, by_hand):
+    # Both OCOs cancelled by hand and 40 sold (the shipped window): each position is told of the sale and may cap at
+    # its refusal. Watched throughout: the stops at the broker never cover more than it holds; all 160 are covered.
+    from tests.actors.test_capped_protection_review import (both_ocos_cancelled_and_sold_by_hand,
+                                                            two_positions_protected)
+    two_positions_protected(trading)
+    both_ocos_cancelled_and_sold_by_hand(trading, by_hand, 40)
+    deadline, seen = time.monotonic() + 8.0, []
+    while time.monotonic() < deadline:
+        seen.append((broker_qty(trading), broker_working_stop_qty(trading)))
+        time.sleep(0.1)
+    assert all(stops <= held for held, stops in seen), seen
+    assert seen[-1] == (160, 160), seen[-1]
