@@ -72,6 +72,21 @@ def test_a_hand_limit_replaced_by_the_trader_is_not_said_to_leave_the_shares_bar
     assert broker_qty(trading) == 100 and broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
 
 
+def test_a_hand_limit_replaced_by_a_smaller_one_has_the_shares_let_go_of_protected_at_once(trading, by_hand,
+                                                                                           monkeypatch):
+    # The trader's replacement holds 15 of the 40 the hand limit held: the 25 it let go of go under a stop at once.
+    (hand,) = capped_beside_hand_limits(trading, by_hand, monkeypatch, 40)
+    with logged_lines("actors.position", "INFO") as said:
+        by_hand.replace_order_by_id(hand.id, ReplaceOrderRequest(qty=15))
+        trading.wait_for(lambda: broker_working_stop_qty(trading) == 85, "the 25 let go of protected",
+                         timeout=BEFORE_THE_WINDOW_S)
+    assert any("refused after an order Catalyst did not place ended: the broker has 25" in line and
+               "85.0 protected now; the other 15.0, held by other orders Catalyst did not place" in line
+               for line in said), said
+    time.sleep(1.0)
+    assert broker_qty(trading) == 100 and broker_working_stop_qty(trading) == 85 and len(working_stop_ids(trading)) == 2
+
+
 def test_a_hand_sale_heard_on_the_stream_and_again_from_a_catch_up_is_counted_once(trading, by_hand):
     # The reconnect's catch-up lists the hand sale the stream already told (a FILL activity's id is not the stream's
     # execution id): it is the same 40, not 80 more. Then a hand limit holding 10 of the 60 refuses the OCO put back.
