@@ -312,9 +312,9 @@ class PositionActor(pykka.ThreadingActor):
         self._held_reads = 0  # of this give-up: a list showing every share may lag the sale (PROTECTION_READS)
         self._held_read_timer: Delayed | None = None
         self._protect_cap: Decimal | None = None
-        # Fills on the exit side of orders Catalyst did not place (a hand sale), heard since this position's own last
-        # execution, by execution id: a refusal for want of shares they explain caps protection at once
-        # (_cap_at_refusal), and the capped OCO goes when the refused pair's other leg is answered too.
+        # Fills on the exit side of orders Catalyst did not place (a hand sale), heard since this position's last entry
+        # execution and not written as its exit yet, by key: a refusal for want of shares they explain caps protection
+        # at once (_cap_at_refusal), and the capped OCO goes when the refused pair's other leg is answered too.
         self._sold_outside: dict[str, Decimal] = {}
         self._capped_at_refusal: int | None = None
         # OCO pairs (by take-profit id) tried because an order Catalyst did not place ended (_on_order_outside_ended):
@@ -607,7 +607,12 @@ class PositionActor(pykka.ThreadingActor):
         before = self.position
         protection: list[Any] = []
         self._protect_cap = None  # what the broker held no longer measures the shares: protected as recorded again
-        self._sold_outside.clear()
+        # An entry fill may be behind in order entry (a refusal then is its lag, not the sales counted): counted afresh.
+        # The doctor's exit writes a sale outside Catalyst as this position's (keyed as the router told it): that sale
+        # leaves the tally, all of it if it was not told so. The position's own stop or target filling records none of
+        # them (a review: forgotten then, a refusal they explain went the window's way, an ERROR after 15 s of tries).
+        if role == "entry" or (role == "exit" and self._sold_outside.pop(execution.key, None) is None):
+            self._sold_outside.clear()
         if role == "entry":
             self._entry_filled_at = time.monotonic()
             # The fill's position change and the OCO covering its shares: one commit, then the broker call.

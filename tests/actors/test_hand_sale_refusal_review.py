@@ -187,3 +187,27 @@ def test_two_positions_of_the_symbol_both_refused_after_a_hand_sale_never_protec
         time.sleep(0.1)
     assert all(stops <= held for held, stops in seen), seen
     assert seen[-1] == (160, 160), seen[-1]
+
+
+def test_the_capped_take_profits_partial_fill_does_not_forget_the_hand_sale(trading, by_hand):
+    # Capped at the refusal (40 sold by hand); the capped take-profit then fills part of its 60. Its own fill records
+    # nothing of the hand sale: the OCO the position tries for the 40 is refused as before, and the same sale explains
+    # it at once. Before, the tally went with the fill: the window's tries said as order entry's lag (shipped 15 s),
+    # then an ERROR that the shares had no stop, and a read.
+    protected_then_40_sold_by_hand(trading, by_hand)
+    protected(trading, "60")
+    legs_acknowledged(trading)
+    with logged_lines("actors.position", "INFO") as said:
+        trading.trade("AAPL", "155.10", volume=120)  # the capped take-profit fills a part of its 60
+        position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity < 100 and p, "its fill applied")
+        part = 100 - position.quantity
+        trading.wait_for(lambda: any("under its working stop already" in line for line in said),
+                         "the refusal explained by the hand sale", timeout=8.0)
+    assert 0 < part < 60, part
+    assert not [line for line in said if "order entry can lag a fill" in line or "still refused" in line], said
+    (recapped,) = [line for line in said if "under its working stop already" in line]
+    assert f"40 AAPL having been sold outside Catalyst since this position's last fill: {60 - part}" in recapped, \
+        recapped
+    time.sleep(1.0)
+    assert broker_qty(trading) == 60 - part and broker_working_stop_qty(trading) == 60 - part
+    assert len(working_stop_ids(trading)) == 1
