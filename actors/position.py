@@ -890,11 +890,12 @@ class PositionActor(pykka.ThreadingActor):
         self._no_shares_timer = tell_later(self.actor_ref, wait_s, RetryRefusedForShares())
 
     def _cap_at_refusal(self, msg: m.OrderUpdated, key: int, shares: Decimal) -> bool:
-        """A refusal for want of shares that sales outside Catalyst heard on the stream explain (the refusal names the
-        shares free, and those sales cover the rest): the shares free are protected now, capped as a read of the broker
-        would (_on_protection_read). Without this they waited the NO_SHARES_WINDOW_S kept for order entry's lag, then
-        a read of a positions list that can lag the sale by as long again. Where the sales do not explain it (order
-        entry behind our own fill, a hand order still working), the window and the read decide as before."""
+        """A refusal for want of shares that sales outside Catalyst explain (heard on the stream or listed by a
+        catch-up; the refusal names the shares free, and those sales cover the rest): the shares free are protected
+        now, capped as a read of the broker would (_on_protection_read). Without this they waited the
+        NO_SHARES_WINDOW_S kept for order entry's lag, then a read of a positions list that can lag the sale by as long
+        again. Where the sales do not explain it (order entry behind our own fill, a hand order still working), the
+        window and the read decide as before."""
         available = shares_available_in(msg.reason)
         sold = sum(self._sold_outside.values(), Decimal(0))
         sold_explains = available is not None and sold > 0 and shares - available <= sold
@@ -922,9 +923,9 @@ class PositionActor(pykka.ThreadingActor):
         if sold_explains:
             self.log.warning(f"position {self.label} protection for {shares} refused: the broker has {available} free "
                              f"({msg.reason}), {sold} {self.plan.symbol} having been {moved} outside Catalyst since "
-                             f"this position's last fill: {present} {covered}; the other {recorded - present} left to "
-                             f"the doctor's pass, which writes such a {'sale' if moved == 'sold' else 'purchase'} as "
-                             "this position's exit"
+                             f"this position's last entry fill: {present} {covered}; the other {recorded - present} "
+                             f"left to the doctor's pass, which writes such a "
+                             f"{'sale' if moved == 'sold' else 'purchase'} as this position's exit"
                              + (" (asked for now)" if asked else ""))
         else:
             self.log.warning(f"position {self.label} protection for {shares} refused after an order Catalyst did not "

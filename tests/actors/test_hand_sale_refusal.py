@@ -44,7 +44,7 @@ def test_shares_left_by_a_hand_sale_are_protected_at_the_refusal_not_after_the_w
     assert legs_acknowledged(trading) == [("stop_loss", 60), ("take_profit", 60)]
     (capped,) = [line for line in said if "having been sold outside Catalyst" in line]
     assert ("protection for 100 refused: the broker has 60" in capped and "40 AAPL having been sold outside Catalyst "
-            "since this position's last fill: 60.0 protected now; the other 40.0 left to the doctor's pass" in capped), capped
+            "since this position's last entry fill: 60.0 protected now; the other 40.0 left to the doctor's pass" in capped), capped
     assert not [line for line in said if "read for protection" in line or "after the first refusal" in line], said
     position = position_of(trading)
     assert (position.status, position.quantity) == ("open", 100)  # the sale is the doctor's to write as an exit

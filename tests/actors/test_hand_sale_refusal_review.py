@@ -111,7 +111,7 @@ def test_a_short_partly_covered_by_hand_is_protected_at_the_refusal_and_said_as_
     with logged_lines("actors.position", "INFO") as said:
         hand_market(trading, by_hand, OrderSide.BUY, 40)
         trading.wait_for(lambda: broker_working_stop_qty(trading) == 60, "the 60 protected", timeout=8.0)
-    (capped,) = [line for line in said if "outside Catalyst since this position's last fill" in line]
+    (capped,) = [line for line in said if "outside Catalyst since this position's last entry fill" in line]
     assert "40 AAPL having been bought outside Catalyst" in capped, capped
     time.sleep(1.0)
     assert broker_qty(trading) == -60 and len(working_stop_ids(trading)) == 1
@@ -206,7 +206,7 @@ def test_the_capped_take_profits_partial_fill_does_not_forget_the_hand_sale(trad
     assert 0 < part < 60, part
     assert not [line for line in said if "order entry can lag a fill" in line or "still refused" in line], said
     (recapped,) = [line for line in said if "under its working stop already" in line]
-    assert f"40 AAPL having been sold outside Catalyst since this position's last fill: {60 - part}" in recapped, \
+    assert f"40 AAPL having been sold outside Catalyst since this position's last entry fill: {60 - part}" in recapped, \
         recapped
     time.sleep(1.0)
     assert broker_qty(trading) == 60 - part and broker_working_stop_qty(trading) == 60 - part
