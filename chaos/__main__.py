@@ -88,6 +88,10 @@ class ChaosSettings(BaseModel):
     # the share of the position each of those hand sales sells (1: all of it; less: a trader taking part of the profit,
     # which the daemon must protect the rest of once the doctor has written the sale as the position's exit)
     hand_sale_share: Decimal = Field(default=Decimal("1"), gt=0, le=1)
+    # kill moments (never the last) just before which a trader places a limit order for 40 % of the largest position
+    # beyond its price (its OCO cancelled first: the daemon protects the shares left free) and cancels it 0-2 s later
+    # (the daemon protects the shares it let go of; some may have sold)
+    hold_by_hand: int = Field(default=0, ge=0)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -122,6 +126,8 @@ class RunResult:
     stops_moved: int = 0  # stops replaced at the broker then
     hand_sales: int = 0  # moments a trader sold a position by hand
     shares_sold_by_hand: int = 0
+    hand_holds: int = 0  # moments a trader placed, then cancelled, a limit order on a position by hand
+    shares_held_by_hand: int = 0
 
     def line(self) -> str:
         checked = self.report.summary() if self.report else "not checked"
@@ -139,6 +145,8 @@ class RunResult:
         disk += (f"; {self.stops_moved} stops moved by hand at {self.stop_moves} moments" if self.stop_moves else "")
         disk += (f"; {self.shares_sold_by_hand} shares sold by hand at {self.hand_sales} moments" if self.hand_sales
                  else "")
+        disk += (f"; {self.shares_held_by_hand} shares held by a hand limit order at {self.hand_holds} moments"
+                 if self.hand_holds else "")
         return (f"chaos run seed {self.seed}: {self.kills} kills, {len(self.violations)} violations, "
                 f"{self.wall_s:.0f} s; {checked}{mid_flight}{disk}")
 
@@ -183,6 +191,12 @@ def hand_sale_moments(settings: ChaosSettings, seed: int) -> set[int]:
     return _kill_indexes(settings, settings.sell_by_hand, f"sell-by-hand-{seed}")
 
 
+def hand_hold_moments(settings: ChaosSettings, seed: int) -> set[int]:
+    """Indexes of the kill moments a trader places and cancels a limit order just before (`--hold-by-hand`)."""
+    return _kill_indexes(settings, settings.hold_by_hand, f"hold-by-hand-{seed}")
+
+
+HAND_HOLD_SHARE = Decimal("0.4")
 HAND_SALE_BEFORE_FLATTEN = "15:54:30"  # exchange time of the option's sale with no kill: the daemon flattens at 15:55
 
 
@@ -220,6 +234,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
         disk_rng = random.Random(f"disk-headroom-{seed}")
         moves, move_rng = stop_move_moments(settings, seed), random.Random(f"stop-moves-{seed}")
         sales, sale_rng = hand_sale_moments(settings, seed), random.Random(f"hand-sales-{seed}")
+        holds, hold_rng = hand_hold_moments(settings, seed), random.Random(f"hand-holds-{seed}")
         sale_before_flatten = _at(settings, HAND_SALE_BEFORE_FLATTEN) if settings.sell_by_hand else None
         spared = 0  # kill moments the running daemon on a filling disk was left through
         try:
@@ -236,6 +251,11 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                 if index in sales and daemon.running:
                     sell_by_hand(exchange, daemon, result, settings)
                     time.sleep(sale_rng.uniform(0, 2.0))  # the kill lands while the daemon reacts, or after
+                if index in holds and daemon.running:
+                    result.hand_holds += 1
+                    result.shares_held_by_hand += exchange.hold_by_hand(SIM_KEY_ID, SIM_SECRET, HAND_HOLD_SHARE,
+                                                                        hold_s=hold_rng.uniform(0, 2.0))
+                    time.sleep(hold_rng.uniform(0, 1.0))  # the kill lands while the daemon protects them, or after
                 if index in moves and daemon.running:
                     result.stop_moves += 1
                     result.stops_moved += exchange.move_stops(SIM_KEY_ID, SIM_SECRET,
@@ -460,6 +480,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hand-sale-share", type=Decimal, metavar="F",
                         help="the share of the position each hand sale sells (default 1: all of it; 0.4: a trader "
                              "taking part of the profit)")
+    parser.add_argument("--hold-by-hand", type=int, metavar="N",
+                        help="N kill moments (never the last) where a trader first places a limit order for 40%% of "
+                             "a position beyond its price (its orders cancelled), and cancels it 0-2 s later")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -474,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    exit_shares_lag_s=args.exit_shares_lag_s,
                                    trigger_replaces_take_profit=args.trigger_replaces_take_profit,
                                    move_stops=args.move_stops, sell_by_hand=args.sell_by_hand,
-                                   hand_sale_share=args.hand_sale_share).items()
+                                   hand_sale_share=args.hand_sale_share, hold_by_hand=args.hold_by_hand).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -497,6 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     distance += (f", positions sold by hand at {settings.sell_by_hand} moments and before the flatten"
                  + (f" ({settings.hand_sale_share:f} of each)" if settings.hand_sale_share < 1 else "")
                  if settings.sell_by_hand else "")
+    distance += (f", limit orders placed and cancelled by hand at {settings.hold_by_hand} moments"
+                 if settings.hold_by_hand else "")
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:

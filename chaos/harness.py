@@ -126,6 +126,9 @@ class ExchangeProcess:
     process: subprocess.Popen[str] | None = None
     url: str = ""
     output: LineLog | None = None
+    # A trader's limit orders that ended unfilled (hold_by_hand): nothing of the daemon's, nothing it must record, so
+    # left out of the snapshots the checker reads (it would count them `lost`).
+    hand_limits: set[str] = field(default_factory=set)
 
     def start(self) -> ExchangeProcess:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -195,7 +198,13 @@ class ExchangeProcess:
         return int(self._call("POST", "streams/drop")["dropped"])
 
     def snapshot(self, key_id: str) -> dict[str, Any]:
-        return dict(self._call("GET", f"accounts/{key_id}/snapshot"))
+        snapshot = dict(self._call("GET", f"accounts/{key_id}/snapshot"))
+        snapshot["orders"] = [o for o in snapshot.get("orders") or () if not self._ended_unfilled_by_hand(o)]
+        return snapshot
+
+    def _ended_unfilled_by_hand(self, order: dict[str, Any]) -> bool:
+        return (str(order.get("id")) in self.hand_limits and Decimal(str(order.get("filled_qty") or 0)) == 0
+                and order.get("status") in ("canceled", "expired"))
 
     # --- a trader at the dashboard: Alpaca's own trading API, on the daemon's account ------------------------------
 
@@ -224,6 +233,61 @@ class ExchangeProcess:
                 continue
             moved += answer.status_code == 200
         return moved
+
+    def hold_by_hand(self, key_id: str, secret: str, share: Decimal, hold_s: float, tries: int = 5) -> int:
+        """A trader's limit order on the account's largest position, as placed in the dashboard: its symbol's working
+        orders cancelled (the daemon's OCO among them), then a limit sell (a buy for a short) for `share` of it 0.2 %
+        beyond the price, where it rests and may fill in part; `hold_s` wall seconds later the trader cancels it. The
+        shares it held (0: the market closed, nothing held, or the order not placed). Only while the market is open,
+        and always cancelled: a trader's order left working is one the checker at rest cannot judge."""
+        headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}
+        placed: dict[str, Any] | None = None
+        try:
+            clock = requests.get(f"{self.url}/v2/clock", headers=headers, timeout=5)
+            if clock.status_code != 200 or clock.json().get("is_open") is not True:
+                return 0
+            held = requests.get(f"{self.url}/v2/positions", headers=headers, timeout=5)
+            if held.status_code != 200 or not held.json():
+                return 0
+            position = max(held.json(), key=lambda p: abs(Decimal(str(p["qty"]))))
+            symbol, held_qty = position["symbol"], Decimal(str(position["qty"]))
+            qty = max(Decimal(1), (abs(held_qty) * share).to_integral_value(ROUND_FLOOR))
+            side = "sell" if held_qty > 0 else "buy"
+            price = Decimal(str(position["current_price"])) * (Decimal("1.002") if side == "sell" else Decimal("0.998"))
+            for _ in range(tries):
+                listed = requests.get(f"{self.url}/v2/orders", headers=headers, timeout=5,
+                                      params={"status": "open", "symbols": symbol, "limit": 500})
+                for order in listed.json() if listed.status_code == 200 else ():
+                    requests.delete(f"{self.url}/v2/orders/{order['id']}", headers=headers, timeout=5)
+                answer = requests.post(f"{self.url}/v2/orders", headers=headers, timeout=5, json={
+                    "symbol": symbol, "qty": str(qty), "side": side, "type": "limit", "time_in_force": "day",
+                    "limit_price": str(price.quantize(Decimal("0.01")))})
+                if answer.status_code == 200:
+                    placed = answer.json()
+                    break
+                if answer.status_code != 403:
+                    return 0
+        except (requests.RequestException, ValueError, KeyError):
+            return 0
+        if placed is None:
+            return 0
+        time.sleep(hold_s)
+        self._cancel_by_hand(headers, str(placed["id"]))
+        return int(qty)
+
+    def _cancel_by_hand(self, headers: dict[str, str], order_id: str, tries: int = 20) -> None:
+        """Cancel a trader's order until the broker shows it ended (the faults fail some requests, or lose replies)."""
+        for _ in range(tries):
+            try:
+                requests.delete(f"{self.url}/v2/orders/{order_id}", headers=headers, timeout=5)
+                state = requests.get(f"{self.url}/v2/orders/{order_id}", headers=headers, timeout=5)
+                if state.status_code == 200 and state.json().get("status") in ("canceled", "filled", "expired"):
+                    self.hand_limits.add(order_id)
+                    return
+            except (requests.RequestException, ValueError):
+                pass
+            time.sleep(0.1)
+        raise HarnessError(f"a trader's limit order {order_id} could not be cancelled in {tries} tries")
 
     def sell_by_hand(self, key_id: str, secret: str, tries: int = 5, share: Decimal = Decimal(1)) -> int:
         """Sell the account's largest position by hand, as a trader does in the dashboard: its symbol's working orders

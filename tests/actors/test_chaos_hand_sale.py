@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 from types import SimpleNamespace
 
-from chaos.__main__ import ChaosSettings, hand_sale_moments, kill_moments, stop_move_moments
+from chaos.__main__ import ChaosSettings, hand_hold_moments, hand_sale_moments, kill_moments, stop_move_moments
 from chaos.harness import ExchangeProcess
-from tests.actors.test_doctor_heals import open_protected, position_of, working_stop_ids
+from tests.actors.test_doctor_heals import open_protected, position_of, protected, working_stop_ids
 from tests.actors.test_flatten_after_hand_sale import broker_qty
 
 
@@ -53,6 +53,29 @@ def test_the_harness_sells_nothing_by_hand_once_the_market_has_closed(trading):
     assert broker_qty(trading) == 100 and len(working_stop_ids(trading)) == 1  # nothing sold, nothing cancelled
 
 
+def test_the_harness_holds_shares_by_a_hand_limit_then_cancels_it_and_the_checker_does_not_see_it(trading, tmp_path):
+    # `--hold-by-hand`: the trader's limit sell for 40, 0.2 % above the price, rests (no print reaches it here); the
+    # daemon's OCO cancelled to place it. Cancelled a second later: the daemon protects all 100 again, and the snapshot
+    # the checker reads leaves out the trader's order that ended unfilled (else counted `lost` at rest).
+    from decimal import Decimal
+
+    open_protected(trading)
+    exchange = ExchangeProcess(tmp_path, url=trading.exchange.base_url.rstrip("/"))
+    exchange._call = lambda method, path: trading.broker_view()  # the snapshot's source, here the test's own view
+
+    held = ExchangeProcess.hold_by_hand(exchange, trading.key, "secret", Decimal("0.4"), hold_s=1.0)
+
+    assert held == 40
+    (hand,) = exchange.hand_limits
+    everything = trading.broker_view()["orders"]
+    assert next(o for o in everything if str(o["id"]) == hand)["status"] == "canceled"
+    protected(trading, "100")
+    assert broker_qty(trading) == 100 and len(working_stop_ids(trading)) == 1
+    checked, everything = exchange.snapshot(trading.key)["orders"], trading.broker_view()["orders"]
+    assert hand not in {str(o["id"]) for o in checked}
+    assert [o["id"] for o in checked] == [o["id"] for o in everything if str(o["id"]) != hand]
+
+
 def test_hand_sale_moments_are_never_the_last_kill_and_leave_the_others_alone():
     plain = ChaosSettings(kills=12, seed=5)
     selling = ChaosSettings(kills=12, seed=5, sell_by_hand=3, move_stops=2)
@@ -62,3 +85,6 @@ def test_hand_sale_moments_are_never_the_last_kill_and_leave_the_others_alone():
     assert hand_sale_moments(plain, 5) == set()
     assert stop_move_moments(selling, 5) == stop_move_moments(ChaosSettings(kills=12, seed=5, move_stops=2), 5)
     assert kill_moments(plain, random.Random(5)) == kill_moments(selling, random.Random(5))
+    holding = ChaosSettings(kills=12, seed=5, sell_by_hand=3, hold_by_hand=2)
+    assert len(hand_hold_moments(holding, 5)) == 2 and max(hand_hold_moments(holding, 5)) < 11
+    assert hand_sale_moments(holding, 5) == chosen and hand_hold_moments(plain, 5) == set()
