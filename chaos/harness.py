@@ -243,22 +243,14 @@ class ExchangeProcess:
         headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}
         placed: dict[str, Any] | None = None
         try:
-            clock = requests.get(f"{self.url}/v2/clock", headers=headers, timeout=5)
-            if clock.status_code != 200 or clock.json().get("is_open") is not True:
+            if (position := self._largest_position_while_open(headers)) is None:
                 return 0
-            held = requests.get(f"{self.url}/v2/positions", headers=headers, timeout=5)
-            if held.status_code != 200 or not held.json():
-                return 0
-            position = max(held.json(), key=lambda p: abs(Decimal(str(p["qty"]))))
             symbol, held_qty = position["symbol"], Decimal(str(position["qty"]))
             qty = max(Decimal(1), (abs(held_qty) * share).to_integral_value(ROUND_FLOOR))
             side = "sell" if held_qty > 0 else "buy"
             price = Decimal(str(position["current_price"])) * (Decimal("1.002") if side == "sell" else Decimal("0.998"))
             for _ in range(tries):
-                listed = requests.get(f"{self.url}/v2/orders", headers=headers, timeout=5,
-                                      params={"status": "open", "symbols": symbol, "limit": 500})
-                for order in listed.json() if listed.status_code == 200 else ():
-                    requests.delete(f"{self.url}/v2/orders/{order['id']}", headers=headers, timeout=5)
+                self._cancel_every_order_in(symbol, headers)
                 answer = requests.post(f"{self.url}/v2/orders", headers=headers, timeout=5, json={
                     "symbol": symbol, "qty": str(qty), "side": side, "type": "limit", "time_in_force": "day",
                     "limit_price": str(price.quantize(Decimal("0.01")))})
@@ -274,6 +266,26 @@ class ExchangeProcess:
         time.sleep(hold_s)
         self._cancel_by_hand(headers, str(placed["id"]))
         return int(qty)
+
+    def _largest_position_while_open(self, headers: dict[str, str]) -> dict[str, Any] | None:
+        """The account's largest position as /v2/positions lists it; None if none, or if the market is closed: an
+        order a trader places after the close is queued for the next open, holding its shares overnight unfilled, a
+        trader's working order the checker at rest cannot judge (it counted the order `lost` and the shares it holds
+        `unprotected`: chaos, seed 355, a hand sale at a kill moment at 16:05)."""
+        clock = requests.get(f"{self.url}/v2/clock", headers=headers, timeout=5)
+        if clock.status_code != 200 or clock.json().get("is_open") is not True:
+            return None
+        held = requests.get(f"{self.url}/v2/positions", headers=headers, timeout=5)
+        if held.status_code != 200 or not held.json():
+            return None
+        return max(held.json(), key=lambda p: abs(Decimal(str(p["qty"]))))
+
+    def _cancel_every_order_in(self, symbol: str, headers: dict[str, str]) -> None:
+        """A trader's clicks on every working order of `symbol` (the daemon's OCO among them); not checked."""
+        listed = requests.get(f"{self.url}/v2/orders", headers=headers, timeout=5,
+                              params={"status": "open", "symbols": symbol, "limit": 500})
+        for order in listed.json() if listed.status_code == 200 else ():
+            requests.delete(f"{self.url}/v2/orders/{order['id']}", headers=headers, timeout=5)
 
     def _cancel_by_hand(self, headers: dict[str, str], order_id: str, tries: int = 20) -> None:
         """Cancel a trader's order until the broker shows it ended (the faults fail some requests, or lose replies)."""
@@ -297,24 +309,13 @@ class ExchangeProcess:
         faults answered with an error, not retried)."""
         headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}
         try:
-            # Only while the market is open: a market sale placed after the close is queued for the next open, holding
-            # its shares overnight unfilled, a trader's working order the checker at rest cannot judge (it counted the
-            # order `lost` and the shares it holds `unprotected`: chaos, seed 355, a kill moment at 16:05).
-            clock = requests.get(f"{self.url}/v2/clock", headers=headers, timeout=5)
-            if clock.status_code != 200 or clock.json().get("is_open") is not True:
+            if (position := self._largest_position_while_open(headers)) is None:
                 return 0
-            held = requests.get(f"{self.url}/v2/positions", headers=headers, timeout=5)
-            if held.status_code != 200 or not held.json():
-                return 0
-            position = max(held.json(), key=lambda p: abs(Decimal(str(p["qty"]))))
             symbol, held_qty = position["symbol"], Decimal(str(position["qty"]))
             part = max(Decimal(1), (abs(held_qty) * share).to_integral_value(ROUND_FLOOR))
             qty = held_qty if share >= 1 else part.copy_sign(held_qty)
             for _ in range(tries):
-                listed = requests.get(f"{self.url}/v2/orders", headers=headers, timeout=5,
-                                      params={"status": "open", "symbols": symbol, "limit": 500})
-                for order in listed.json() if listed.status_code == 200 else ():
-                    requests.delete(f"{self.url}/v2/orders/{order['id']}", headers=headers, timeout=5)
+                self._cancel_every_order_in(symbol, headers)
                 sold = requests.post(f"{self.url}/v2/orders", headers=headers, timeout=5, json={
                     "symbol": symbol, "qty": str(abs(qty)), "side": "sell" if qty > 0 else "buy", "type": "market",
                     "time_in_force": "day"})

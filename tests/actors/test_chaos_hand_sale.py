@@ -4,7 +4,6 @@ emulator, and where its moments fall. The daemon's side of a hand sale: tests/ac
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 
 from chaos.__main__ import ChaosSettings, hand_hold_moments, hand_sale_moments, kill_moments, stop_move_moments
 from chaos.harness import ExchangeProcess
@@ -12,9 +11,14 @@ from tests.actors.test_doctor_heals import open_protected, position_of, protecte
 from tests.actors.test_flatten_after_hand_sale import broker_qty
 
 
-def test_the_harness_sells_the_largest_position_by_hand_its_orders_cancelled_first(trading):
+def unstarted(trading, folder) -> ExchangeProcess:
+    """The harness's exchange handle on the test's own emulator (its trader's calls go to `trading`'s)."""
+    return ExchangeProcess(folder, url=trading.exchange.base_url.rstrip("/"))
+
+
+def test_the_harness_sells_the_largest_position_by_hand_its_orders_cancelled_first(trading, tmp_path):
     open_protected(trading)
-    exchange = SimpleNamespace(url=trading.exchange.base_url.rstrip("/"))
+    exchange = unstarted(trading, tmp_path)
 
     sold = ExchangeProcess.sell_by_hand(exchange, trading.key, "secret")
 
@@ -25,11 +29,11 @@ def test_the_harness_sells_the_largest_position_by_hand_its_orders_cancelled_fir
     assert ExchangeProcess.sell_by_hand(exchange, trading.key, "secret") == 0  # nothing left to sell
 
 
-def test_the_harness_sells_a_share_of_the_position_by_hand_with_hand_sale_share(trading):
+def test_the_harness_sells_a_share_of_the_position_by_hand_with_hand_sale_share(trading, tmp_path):
     from decimal import Decimal
 
     open_protected(trading)
-    exchange = SimpleNamespace(url=trading.exchange.base_url.rstrip("/"))
+    exchange = unstarted(trading, tmp_path)
 
     sold = ExchangeProcess.sell_by_hand(exchange, trading.key, "secret", share=Decimal("0.4"))
 
@@ -38,13 +42,13 @@ def test_the_harness_sells_a_share_of_the_position_by_hand_with_hand_sale_share(
     assert ChaosSettings(hand_sale_share=Decimal("0.4")).hand_sale_share == Decimal("0.4")
 
 
-def test_the_harness_sells_nothing_by_hand_once_the_market_has_closed(trading):
+def test_the_harness_sells_nothing_by_hand_once_the_market_has_closed(trading, tmp_path):
     # Chaos, seed 355: a sale at a kill moment after the close was queued for the next open (`accepted`), holding 4
     # shares overnight: a trader's working order, which the checker at rest counted as lost and its shares unprotected.
     import requests
 
     open_protected(trading)
-    exchange = SimpleNamespace(url=trading.exchange.base_url.rstrip("/"))
+    exchange = unstarted(trading, tmp_path)
     after_close = trading.exchange.clock.now().replace(hour=21, minute=5)  # 16:05 in New York, UTC
     requests.post(f"{exchange.url}/sim/v1/clock/jump", json={"timestamp": after_close.isoformat()},
                   timeout=5).raise_for_status()
@@ -60,7 +64,7 @@ def test_the_harness_holds_shares_by_a_hand_limit_then_cancels_it_and_the_checke
     from decimal import Decimal
 
     open_protected(trading)
-    exchange = ExchangeProcess(tmp_path, url=trading.exchange.base_url.rstrip("/"))
+    exchange = unstarted(trading, tmp_path)
     exchange._call = lambda method, path: trading.broker_view()  # the snapshot's source, here the test's own view
 
     held = ExchangeProcess.hold_by_hand(exchange, trading.key, "secret", Decimal("0.4"), hold_s=1.0)
