@@ -208,6 +208,15 @@ def test_a_position_that_leaves_its_bare_shares_to_the_doctor_asks_for_a_pass_at
     monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
     # The refusal names no free count: the position gives up past the window (a refusal it can cap at asks too).
     monkeypatch.setattr(position_module, "shares_available_in", lambda reason: None)
+    position, said = a_partial_hand_sale_healed_by_an_asked_pass(exchange, tmp_path, timeout=20.0)
+    assert position.status == "open"
+    assert any(line.startswith("doctor pass #") and "asked: AAPL#p-1 protection refused for want of free shares"
+               in line for line in said), said
+
+
+def a_partial_hand_sale_healed_by_an_asked_pass(exchange, tmp_path, timeout: float) -> tuple[Any, list[str]]:
+    """AAPL 100 protected, the doctor's periodic pass never due, 40 sold by hand: once the position has asked for a
+    pass, written the sale as its exit (within `timeout` s) and protected the 60, its row and the doctor's lines."""
     doctors: list[Any] = []
     trading = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}",
                       router_settings=RouterSettings(unknown_resends=0), doctor_listeners=doctors).start()
@@ -221,11 +230,12 @@ def test_a_position_that_leaves_its_bare_shares_to_the_doctor_asks_for_a_pass_at
             sell_part_by_hand(trading, TradingClient(trading.key, "secret", paper=True,
                                                      url_override=trading.exchange.base_url), 40)
             position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal(60) and p,
-                                        "the hand sale written as the position's exit by an asked pass")
+                                        "the hand sale written as the position's exit by an asked pass",
+                                        timeout=timeout)
             protected(trading, "60")
-        assert position.status == "open"
-        assert any(line.startswith("doctor pass #") and "asked: AAPL#p-1 protection refused for want of free shares"
-                   in line for line in said), said
+            time.sleep(1.0)  # nothing more is sent for them
+            assert len(working_stop_ids(trading)) == 1 and broker_working_stop_qty(trading) == 60
+        return position, list(said)
     finally:
         trading.stop()
 

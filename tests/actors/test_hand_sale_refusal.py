@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
-from typing import Any
-
-from alpaca.trading.client import TradingClient
 
 from actors import position as position_module
 from catalyst.broker.errors import shares_available_in
-from catalyst.router_settings import RouterSettings
-from tests.actors.conftest import Trading, logged_lines
+from tests.actors.conftest import logged_lines
 from tests.actors.test_capped_protection_review import hand_limit_holding_40, legs_acknowledged
-from tests.actors.test_doctor_heals import (AlpacaBroker, RateLimiter, broker_working_stop_qty,  # noqa: F401
-                                            by_hand, doctor_on, open_protected, position_of, protected, sell_part_by_hand, trading,
-                                            working_stop_ids)
+from tests.actors.test_doctor_heals import (a_partial_hand_sale_healed_by_an_asked_pass,  # noqa: F401
+                                            broker_working_stop_qty, by_hand, open_protected, position_of, protected,
+                                            sell_part_by_hand, trading, working_stop_ids)
 from tests.actors.test_heal_review import broker_qty, hand_limit_sell, protected_then_40_sold_by_hand
 
 # Well inside NO_SHARES_WINDOW_S (15 s, not patched here): a wait this long cannot be the window's end.
@@ -53,28 +49,10 @@ def test_shares_left_by_a_hand_sale_are_protected_at_the_refusal_not_after_the_w
 
 
 def test_the_capped_position_asks_the_doctor_which_writes_the_sale_as_its_exit(exchange, tmp_path):
-    doctors: list[Any] = []
-    trading = Trading(exchange, f"sqlite+aiosqlite:///{tmp_path / 'catalyst.db'}",
-                      router_settings=RouterSettings(unknown_resends=0), doctor_listeners=doctors).start()
-    try:
-        broker = AlpacaBroker(trading.key, "secret", trading_url=trading.exchange.base_url, timeout_s=5.0,
-                              limiter=RateLimiter(0), name="doctor")
-        with doctor_on(trading, broker) as doctor, logged_lines("actors.doctor", "INFO") as said:
-            doctors.append(doctor.actor_ref)
-            open_protected(trading)
-            trading.exchange.set_price("AAPL", "151.00")
-            sell_part_by_hand(trading, TradingClient(trading.key, "secret", paper=True,
-                                                     url_override=trading.exchange.base_url), 40)
-            position = trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == Decimal(60) and p,
-                                        "the hand sale written as the position's exit", timeout=BEFORE_THE_WINDOW_S)
-            protected(trading, "60")
-        assert position.status == "open" and broker_qty(trading) == 60
-        assert any(line.startswith("doctor pass #") and "asked: AAPL#p-1 shares sold outside Catalyst" in line
-                   for line in said), said
-        time.sleep(1.0)
-        assert len(working_stop_ids(trading)) == 1
-    finally:
-        trading.stop()
+    position, said = a_partial_hand_sale_healed_by_an_asked_pass(exchange, tmp_path, timeout=BEFORE_THE_WINDOW_S)
+    assert position.status == "open"
+    assert any(line.startswith("doctor pass #") and "asked: AAPL#p-1 shares sold outside Catalyst" in line
+               for line in said), said
 
 
 def test_a_refusal_a_hand_sale_explains_only_in_part_waits_for_the_window_and_the_read(trading, by_hand,
