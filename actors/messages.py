@@ -117,8 +117,8 @@ class FilledOutside(Message):
 
 
 class OrderOutsideEnded(Message):
-    """An order Catalyst did not place ended without filling in full (canceled, expired) in the symbol of the position
-    told: shares it held on the exit side may be free for a stop again."""
+    """An order Catalyst did not place ended without filling in full (canceled, expired, or replaced by the trader) in
+    the symbol of the position told: shares it held on the exit side may be free for a stop again."""
 
     symbol: str
     side: str

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
@@ -241,7 +242,7 @@ class ExchangeProcess:
         shares it held (0: the market closed, nothing held, or the order not placed). Only while the market is open,
         and always cancelled: a trader's order left working is one the checker at rest cannot judge."""
         headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}
-        placed: dict[str, Any] | None = None
+        placed: str | None = None  # the order's broker id
         try:
             if (position := self._largest_position_while_open(headers)) is None:
                 return 0
@@ -249,23 +250,44 @@ class ExchangeProcess:
             qty = max(Decimal(1), (abs(held_qty) * share).to_integral_value(ROUND_FLOOR))
             side = "sell" if held_qty > 0 else "buy"
             price = Decimal(str(position["current_price"])) * (Decimal("1.002") if side == "sell" else Decimal("0.998"))
-            for _ in range(tries):
+        except (requests.RequestException, ValueError, KeyError):
+            return 0
+        for _ in range(tries):
+            # A client id of the trader's own: a submit whose answer the faults lost may have placed the order, and
+            # it is looked up by that id and cancelled like any other (left working, the checker would count it).
+            cid = f"hand-{uuid.uuid4().hex[:16]}"
+            try:
                 self._cancel_every_order_in(symbol, headers)
                 answer = requests.post(f"{self.url}/v2/orders", headers=headers, timeout=5, json={
                     "symbol": symbol, "qty": str(qty), "side": side, "type": "limit", "time_in_force": "day",
-                    "limit_price": str(price.quantize(Decimal("0.01")))})
-                if answer.status_code == 200:
-                    placed = answer.json()
-                    break
-                if answer.status_code != 403:
-                    return 0
-        except (requests.RequestException, ValueError, KeyError):
-            return 0
+                    "limit_price": str(price.quantize(Decimal("0.01"))), "client_order_id": cid})
+                if answer.status_code == 403:
+                    continue  # the daemon's new OCO took the shares first: clicked again
+                placed = str(answer.json()["id"]) if answer.status_code == 200 else None
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            placed = placed or self._placed_by_hand(headers, cid)
+            break
         if placed is None:
             return 0
         time.sleep(hold_s)
-        self._cancel_by_hand(headers, str(placed["id"]))
+        self._cancel_by_hand(headers, placed)
         return int(qty)
+
+    def _placed_by_hand(self, headers: dict[str, str], cid: str, tries: int = 20) -> str | None:
+        """The broker id of the trader's order with client id `cid`, or None once the broker says it has none."""
+        for _ in range(tries):
+            try:
+                found = requests.get(f"{self.url}/v2/orders:by_client_order_id", headers=headers, timeout=5,
+                                     params={"client_order_id": cid})
+                if found.status_code == 200:
+                    return str(found.json()["id"])
+                if found.status_code == 404:
+                    return None
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+        raise HarnessError(f"a trader's limit order cid={cid}: the broker never said whether it has it")
 
     def _largest_position_while_open(self, headers: dict[str, str]) -> dict[str, Any] | None:
         """The account's largest position as /v2/positions lists it; None if none, or if the market is closed: an
@@ -281,11 +303,15 @@ class ExchangeProcess:
         return max(held.json(), key=lambda p: abs(Decimal(str(p["qty"]))))
 
     def _cancel_every_order_in(self, symbol: str, headers: dict[str, str]) -> None:
-        """A trader's clicks on every working order of `symbol` (the daemon's OCO among them); not checked."""
+        """A trader's clicks on every working order of `symbol` (the daemon's OCO among them); not checked: one the
+        faults answer with an error (a lost reply closes the connection) is a click that may not have taken."""
         listed = requests.get(f"{self.url}/v2/orders", headers=headers, timeout=5,
                               params={"status": "open", "symbols": symbol, "limit": 500})
         for order in listed.json() if listed.status_code == 200 else ():
-            requests.delete(f"{self.url}/v2/orders/{order['id']}", headers=headers, timeout=5)
+            try:
+                requests.delete(f"{self.url}/v2/orders/{order['id']}", headers=headers, timeout=5)
+            except requests.RequestException:
+                continue
 
     def _cancel_by_hand(self, headers: dict[str, str], order_id: str, tries: int = 20) -> None:
         """Cancel a trader's order until the broker shows it ended (the faults fail some requests, or lose replies)."""

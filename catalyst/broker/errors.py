@@ -110,9 +110,10 @@ class Rejected(PermanentError):
         return super().__str__().replace("rejected", f"rejected[{self.reason}]", 1)
 
 
-# Alpaca's refusal of a sell for want of shares names how many are free: "insufficient qty available for order
-# (requested: 100, available: 60)" (its JSON body carries them as `available` too; the message is what reaches a
-# row's reason). Order entry's own count at that moment: shares held less those every open order promises.
+# Alpaca's refusal of a sell for want of shares names how many are free in its message, which is what reaches a row's
+# reason: "insufficient qty available for order (requested: 100, available: 60)" (the wording is Alpaca's to change:
+# a message without it names no count). Order entry's own count at that moment: shares held less those every open
+# order promises.
 _AVAILABLE_IN_MESSAGE = re.compile(r"\bavailable:\s*(-?\d+(?:\.\d+)?)")
 
 

@@ -80,6 +80,28 @@ def test_the_harness_holds_shares_by_a_hand_limit_then_cancels_it_and_the_checke
     assert [o["id"] for o in checked] == [o["id"] for o in everything if str(o["id"]) != hand]
 
 
+def test_a_hand_limit_whose_submit_answer_is_lost_is_found_by_its_client_id_and_cancelled(trading, tmp_path):
+    # Chaos runs with lost replies: the trader's order placed but its answer lost was left working (the checker at rest
+    # would count it lost, its shares unprotected). Looked up by the trader's own client id, it is cancelled as any.
+    from decimal import Decimal
+
+    open_protected(trading)
+    exchange = unstarted(trading, tmp_path)
+    trading.exchange.set_faults("reply_lost=1.0")
+    try:
+        held = ExchangeProcess.hold_by_hand(exchange, trading.key, "secret", Decimal("0.4"), hold_s=0.2)
+    finally:
+        trading.exchange.set_faults("")
+
+    assert held == 40
+    (hand,) = exchange.hand_limits
+    order = next(o for o in trading.broker_view()["orders"] if str(o["id"]) == hand)
+    assert order["status"] == "canceled" and order["client_order_id"].startswith("hand-")
+    assert not [o for o in trading.broker_view()["orders"] if o["client_order_id"].startswith("hand-")
+                and o["status"] not in ("canceled", "filled")]
+    protected(trading, "100")
+
+
 def test_hand_sale_moments_are_never_the_last_kill_and_leave_the_others_alone():
     plain = ChaosSettings(kills=12, seed=5)
     selling = ChaosSettings(kills=12, seed=5, sell_by_hand=3, move_stops=2)
