@@ -44,6 +44,15 @@ def capped_at_60(trading, by_hand) -> Any:
     return sale
 
 
+def healed_to_one_oco_for_the_60(trading, settle_s: float) -> None:
+    """The hand sale of 40 written as the position's exit: 60 held, under one stop, and still so `settle_s` later."""
+    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "the sale applied")
+    protected(trading, "60")
+    time.sleep(settle_s)
+    assert broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
+    assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 60
+
+
 def test_a_second_hand_sale_while_capped_has_what_is_left_protected(trading, by_hand, short_window):
     # The trader sells 20 more by hand while the capped OCO works: its OCO for 60 is refused in turn. 40 are held.
     capped_at_60(trading, by_hand)
@@ -141,11 +150,7 @@ def test_the_heal_just_as_the_window_ends_leaves_one_oco_for_the_60(trading, doc
     protected_then_40_sold_by_hand(trading, by_hand)
     time.sleep(0.6)
     doctor.run_pass(reason="test").get()
-    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "the sale applied")
-    protected(trading, "60")
-    time.sleep(3.0)
-    assert broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
-    assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 60
+    healed_to_one_oco_for_the_60(trading, settle_s=3.0)
 
 
 def test_a_short_partly_covered_by_hand_has_the_rest_protected_before_any_pass(trading, by_hand, short_window):
@@ -323,9 +328,5 @@ def test_the_heal_while_the_capped_oco_is_on_its_way_leaves_one_oco_for_the_60(t
         trading.wait_for(lambda: any("the broker holds 60 of its 100 shares" in line for line in said),
                          "the capped OCO decided", timeout=10)
         doctor.run_pass(reason="test").get()  # at once: the capped OCO on its way or just acknowledged
-    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "the sale applied")
-    protected(trading, "60")
-    time.sleep(3.0)
-    assert broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
-    assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 60
+    healed_to_one_oco_for_the_60(trading, settle_s=3.0)
     assert not [f for f in doctor.run_pass(reason="test").get().findings if f.type is not T.ORPHAN_ORDER]

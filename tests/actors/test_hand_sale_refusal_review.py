@@ -13,7 +13,7 @@ from alpaca.trading.requests import ReplaceOrderRequest
 from actors import position as position_module
 from catalyst.domain.positions import PositionSide
 from tests.actors.conftest import logged_lines
-from tests.actors.test_capped_protection_review import legs_acknowledged
+from tests.actors.test_capped_protection_review import healed_to_one_oco_for_the_60, legs_acknowledged
 from tests.actors.test_doctor_heals import (broker_working_stop_qty, by_hand, doctor, open_protected,  # noqa: F401
                                             position_of, protected, sell_part_by_hand, trading, working_stop_ids)
 from tests.actors.test_heal_review import (broker_qty, hand_limit_sell, hand_market,  # noqa: F401
@@ -160,17 +160,12 @@ def test_the_heal_as_the_capped_oco_goes_leaves_one_oco_for_the_60(trading, doct
     # The doctor's pass (here the test's) lands as the OCO capped at the refusal is on its way: the sale written as the
     # position's exit, and one OCO for the 60, not a second beside it.
     from catalyst.domain.reconcile import FindingType as T
-    from tests.actors.test_heal_review import exits
     with logged_lines("actors.position", "WARNING") as said:
         protected_then_40_sold_by_hand(trading, by_hand)
         trading.wait_for(lambda: any("having been sold outside Catalyst" in line for line in said), "capped",
                          timeout=8.0)
         doctor.run_pass(reason="test").get()
-    trading.wait_for(lambda: (p := position_of(trading)) and p.quantity == 60 and p, "the sale applied")
-    protected(trading, "60")
-    time.sleep(2.0)
-    assert broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
-    assert exits(trading) == [("sell", 40, "filled", 40)] and broker_qty(trading) == 60
+    healed_to_one_oco_for_the_60(trading, settle_s=2.0)
     assert not [f for f in doctor.run_pass(reason="test").get().findings if f.type is not T.ORPHAN_ORDER]
 
 
