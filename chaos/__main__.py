@@ -30,7 +30,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chaos.harness import STORAGE_FAULT_EXIT, DaemonProcess, ExchangeProcess, HarnessError, SmallDisk
+from chaos.harness import STORAGE_FAULT_EXIT, DaemonProcess, ExchangeProcess, HandHolds, HarnessError, SmallDisk
 from chaos.invariants import Report, Violation, check_files, check_mid_flight, read_database, unprotected_at_broker
 from catalyst.runtime import SIM_SECRET
 from catalyst.sim.faults import FaultPlan, FaultSpecError
@@ -89,9 +89,12 @@ class ChaosSettings(BaseModel):
     # which the daemon must protect the rest of once the doctor has written the sale as the position's exit)
     hand_sale_share: Decimal = Field(default=Decimal("1"), gt=0, le=1)
     # kill moments (never the last) just before which a trader places a limit order for 40 % of the largest position
-    # beyond its price (its OCO cancelled first: the daemon protects the shares left free) and cancels it 0-2 s later
-    # (the daemon protects the shares it let go of; some may have sold)
+    # beyond its price (its OCO cancelled first: the daemon protects the shares left free) and cancels it up to
+    # hand_hold_s wall seconds later, the kill and restart going on meanwhile (the daemon protects the shares it let
+    # go of; some may have sold). Held past the 15 s a refusal is retried for, the daemon caps protection at the free
+    # shares and must protect the rest when the order ends. Every hold ends by 15:50, before the day's flatten.
     hold_by_hand: int = Field(default=0, ge=0)
+    hand_hold_s: float = Field(default=2.0, gt=0, le=600)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -197,6 +200,7 @@ def hand_hold_moments(settings: ChaosSettings, seed: int) -> set[int]:
 
 
 HAND_HOLD_SHARE = Decimal("0.4")
+HAND_HOLDS_END_BY = "15:50"  # exchange time every hand limit order is cancelled by: the daemon flattens at 15:55
 HAND_SALE_BEFORE_FLATTEN = "15:54:30"  # exchange time of the option's sale with no kill: the daemon flattens at 15:55
 
 
@@ -235,6 +239,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
         moves, move_rng = stop_move_moments(settings, seed), random.Random(f"stop-moves-{seed}")
         sales, sale_rng = hand_sale_moments(settings, seed), random.Random(f"hand-sales-{seed}")
         holds, hold_rng = hand_hold_moments(settings, seed), random.Random(f"hand-holds-{seed}")
+        hand_holds = HandHolds(exchange, SIM_KEY_ID, SIM_SECRET)
         sale_before_flatten = _at(settings, HAND_SALE_BEFORE_FLATTEN) if settings.sell_by_hand else None
         spared = 0  # kill moments the running daemon on a filling disk was left through
         try:
@@ -253,8 +258,8 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                     time.sleep(sale_rng.uniform(0, 2.0))  # the kill lands while the daemon reacts, or after
                 if index in holds and daemon.running:
                     result.hand_holds += 1
-                    result.shares_held_by_hand += exchange.hold_by_hand(SIM_KEY_ID, SIM_SECRET, HAND_HOLD_SHARE,
-                                                                        hold_s=hold_rng.uniform(0, 2.0))
+                    result.shares_held_by_hand += hand_holds.place(
+                        HAND_HOLD_SHARE, hold_s=hand_hold_s(settings, moment, hold_rng.uniform(0, settings.hand_hold_s)))
                     time.sleep(hold_rng.uniform(0, 1.0))  # the kill lands while the daemon protects them, or after
                 if index in moves and daemon.running:
                     result.stop_moves += 1
@@ -282,6 +287,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                     result.violations.append(Violation("restart", str(exc)))
                     daemon.stop()
                     daemon.start()
+            hand_holds.finish()
             stopped_by_itself(daemon, result)
             if not daemon.running:  # stopped by a refused write since the last kill
                 daemon.start()
@@ -293,6 +299,10 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
         except HarnessError as exc:
             result.violations.append(Violation("harness", str(exc)))
         finally:
+            try:
+                hand_holds.finish()  # no trader's order left working under the checker at rest
+            except HarnessError as exc:
+                result.violations.append(Violation("harness", str(exc)))
             code = daemon.stop()
             if code not in (0, None):
                 result.violations.append(Violation("exit", f"catalyst run exited {code} on SIGTERM"))
@@ -307,6 +317,14 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                 disk.unmount()
     result.wall_s = time.monotonic() - began
     return result
+
+
+def hand_hold_s(settings: ChaosSettings, now: datetime, drawn_s: float) -> float:
+    """Wall seconds a hand limit order placed at exchange time `now` rests: `drawn_s`, cut to end by
+    HAND_HOLDS_END_BY (an order still holding shares at the flatten leaves them for the next day, the trader's doing,
+    not the daemon's)."""
+    left_s = (_at(settings, HAND_HOLDS_END_BY) - now).total_seconds() / settings.speed
+    return max(0.0, min(drawn_s, left_s))
 
 
 def sell_by_hand(exchange: ExchangeProcess, daemon: DaemonProcess, result: RunResult, settings: ChaosSettings) -> None:
@@ -482,7 +500,11 @@ def _parser() -> argparse.ArgumentParser:
                              "taking part of the profit)")
     parser.add_argument("--hold-by-hand", type=int, metavar="N",
                         help="N kill moments (never the last) where a trader first places a limit order for 40%% of "
-                             "a position beyond its price (its orders cancelled), and cancels it 0-2 s later")
+                             "a position beyond its price (its orders cancelled), and cancels it up to --hand-hold-s "
+                             "seconds later while the kill and restart go on")
+    parser.add_argument("--hand-hold-s", type=float, metavar="S",
+                        help="the most wall seconds each of those limit orders rests (default 2; past 15 s the "
+                             "daemon caps protection at the free shares; every one ends by 15:50)")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -497,7 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    exit_shares_lag_s=args.exit_shares_lag_s,
                                    trigger_replaces_take_profit=args.trigger_replaces_take_profit,
                                    move_stops=args.move_stops, sell_by_hand=args.sell_by_hand,
-                                   hand_sale_share=args.hand_sale_share, hold_by_hand=args.hold_by_hand).items()
+                                   hand_sale_share=args.hand_sale_share, hold_by_hand=args.hold_by_hand,
+                                   hand_hold_s=args.hand_hold_s).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -521,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  + (f" ({settings.hand_sale_share:f} of each)" if settings.hand_sale_share < 1 else "")
                  if settings.sell_by_hand else "")
     distance += (f", limit orders placed and cancelled by hand at {settings.hold_by_hand} moments"
+                 + (f" (each resting up to {settings.hand_hold_s:g} s)" if settings.hand_hold_s != 2.0 else "")
                  if settings.hold_by_hand else "")
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)

@@ -236,22 +236,33 @@ class ExchangeProcess:
         return moved
 
     def hold_by_hand(self, key_id: str, secret: str, share: Decimal, hold_s: float, tries: int = 5) -> int:
+        """A trader's limit order on the account's largest position (`place_hand_hold`), cancelled `hold_s` wall
+        seconds later (`cancel_hand_hold`). The shares it held (0: none placed)."""
+        placed = self.place_hand_hold(key_id, secret, share, tries)
+        if placed is None:
+            return 0
+        time.sleep(hold_s)
+        self.cancel_hand_hold(key_id, secret, placed[0])
+        return placed[1]
+
+    def place_hand_hold(self, key_id: str, secret: str, share: Decimal,
+                        tries: int = 5) -> tuple[str, int] | None:
         """A trader's limit order on the account's largest position, as placed in the dashboard: its symbol's working
         orders cancelled (the daemon's OCO among them), then a limit sell (a buy for a short) for `share` of it 0.2 %
-        beyond the price, where it rests and may fill in part; `hold_s` wall seconds later the trader cancels it. The
-        shares it held (0: the market closed, nothing held, or the order not placed). Only while the market is open,
-        and always cancelled: a trader's order left working is one the checker at rest cannot judge."""
+        beyond the price, where it rests and may fill in part. Its broker id and the shares it holds; None if the
+        market is closed, nothing is held, or the order was not placed. Only while the market is open; the caller
+        must cancel it (`cancel_hand_hold`): a trader's order left working is one the checker at rest cannot judge."""
         headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}
         placed: str | None = None  # the order's broker id
         try:
             if (position := self._largest_position_while_open(headers)) is None:
-                return 0
+                return None
             symbol, held_qty = position["symbol"], Decimal(str(position["qty"]))
             qty = max(Decimal(1), (abs(held_qty) * share).to_integral_value(ROUND_FLOOR))
             side = "sell" if held_qty > 0 else "buy"
             price = Decimal(str(position["current_price"])) * (Decimal("1.002") if side == "sell" else Decimal("0.998"))
         except (requests.RequestException, ValueError, KeyError):
-            return 0
+            return None
         for _ in range(tries):
             # A client id of the trader's own: a submit whose answer the faults lost may have placed the order, and
             # it is looked up by that id and cancelled like any other (left working, the checker would count it).
@@ -268,11 +279,11 @@ class ExchangeProcess:
                 pass
             placed = placed or self._placed_by_hand(headers, cid)
             break
-        if placed is None:
-            return 0
-        time.sleep(hold_s)
-        self._cancel_by_hand(headers, placed)
-        return int(qty)
+        return None if placed is None else (placed, int(qty))
+
+    def cancel_hand_hold(self, key_id: str, secret: str, order_id: str) -> None:
+        """The trader cancels the limit order `place_hand_hold` placed, until the broker shows it ended."""
+        self._cancel_by_hand({"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}, order_id)
 
     def _placed_by_hand(self, headers: dict[str, str], cid: str, tries: int = 20) -> str | None:
         """The broker id of the trader's order with client id `cid`, or None once the broker says it has none."""
@@ -350,6 +361,42 @@ class ExchangeProcess:
         except (requests.RequestException, ValueError, KeyError):
             return 0
         return int(abs(qty)) if sold.status_code == 200 else 0
+
+
+class HandHolds:
+    """A trader's limit orders resting while the run goes on (the daemon killed and restarted under them), each
+    cancelled by a thread of its own at its time. `finish` waits for every cancel and raises the first failure."""
+
+    def __init__(self, exchange: ExchangeProcess, key_id: str, secret: str) -> None:
+        self._exchange, self._key_id, self._secret = exchange, key_id, secret
+        self._threads: list[threading.Thread] = []
+        self._failures: list[HarnessError] = []
+
+    def place(self, share: Decimal, hold_s: float) -> int:
+        """Place one (`ExchangeProcess.place_hand_hold`) and have it cancelled `hold_s` wall seconds later; the shares
+        it holds (0: none placed)."""
+        placed = self._exchange.place_hand_hold(self._key_id, self._secret, share)
+        if placed is None:
+            return 0
+        thread = threading.Thread(target=self._cancel_later, args=(placed[0], hold_s), daemon=True,
+                                  name=f"hand-hold-{placed[0][:8]}")
+        self._threads.append(thread)
+        thread.start()
+        return placed[1]
+
+    def _cancel_later(self, order_id: str, hold_s: float) -> None:
+        time.sleep(hold_s)
+        try:
+            self._exchange.cancel_hand_hold(self._key_id, self._secret, order_id)
+        except HarnessError as exc:
+            self._failures.append(exc)
+
+    def finish(self) -> None:
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        if self._failures:
+            raise self._failures[0]
 
 
 CONFIG_TEMPLATE = """# written by the chaos harness

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import random
 
-from chaos.__main__ import ChaosSettings, hand_hold_moments, hand_sale_moments, kill_moments, stop_move_moments
-from chaos.harness import ExchangeProcess
+from chaos.__main__ import (ChaosSettings, _at, hand_hold_moments, hand_hold_s, hand_sale_moments, kill_moments,
+                            stop_move_moments)
+from chaos.harness import ExchangeProcess, HandHolds, HarnessError
 from tests.actors.test_doctor_heals import open_protected, position_of, protected, working_stop_ids
 from tests.actors.test_flatten_after_hand_sale import broker_qty
 
@@ -100,6 +101,55 @@ def test_a_hand_limit_whose_submit_answer_is_lost_is_found_by_its_client_id_and_
     assert not [o for o in trading.broker_view()["orders"] if o["client_order_id"].startswith("hand-")
                 and o["status"] not in ("canceled", "filled")]
     protected(trading, "100")
+
+
+def test_hand_holds_rest_while_the_run_goes_on_and_finish_leaves_none_working(trading, tmp_path):
+    # `--hand-hold-s`: the run goes on (the daemon killed, restarted) while the trader's order rests; `finish`, before
+    # the checker at rest, waits for every cancel.
+    from decimal import Decimal
+
+    open_protected(trading)
+    holds = HandHolds(unstarted(trading, tmp_path), trading.key, "secret")
+
+    assert holds.place(Decimal("0.4"), hold_s=1.5) == 40
+    (hand,) = [o for o in trading.broker_view()["orders"] if o["client_order_id"].startswith("hand-")]
+    assert hand["status"] not in ("canceled", "filled", "expired")  # placed, and left resting: place did not wait
+    holds.finish()
+
+    assert next(o for o in trading.broker_view()["orders"] if o["id"] == hand["id"])["status"] == "canceled"
+    protected(trading, "100")
+
+
+def test_a_cancel_that_never_takes_is_raised_by_finish(trading, tmp_path, monkeypatch):
+    from decimal import Decimal
+
+    open_protected(trading)
+    exchange = unstarted(trading, tmp_path)
+    holds = HandHolds(exchange, trading.key, "secret")
+    real_cancel = exchange.cancel_hand_hold
+
+    def refused(key_id, secret, order_id):
+        raise HarnessError(f"a trader's limit order {order_id} could not be cancelled in 20 tries")
+
+    monkeypatch.setattr(exchange, "cancel_hand_hold", refused)
+    assert holds.place(Decimal("0.4"), hold_s=0.0) == 40
+    try:
+        holds.finish()
+    except HarnessError as exc:
+        assert "could not be cancelled" in str(exc)
+    else:
+        raise AssertionError("finish passed over a trader's order left working")
+    finally:
+        (hand,) = [o for o in trading.broker_view()["orders"] if o["client_order_id"].startswith("hand-")]
+        real_cancel(trading.key, "secret", str(hand["id"]))
+
+
+def test_a_hold_ends_by_15_50_however_long_it_was_drawn():
+    settings = ChaosSettings(speed=240.0)
+
+    assert hand_hold_s(settings, _at(settings, "10:00"), 30.0) == 30.0
+    assert hand_hold_s(settings, _at(settings, "15:49"), 30.0) == 0.25  # the 60 exchange seconds left, at 240x
+    assert hand_hold_s(settings, _at(settings, "15:52"), 30.0) == 0.0
 
 
 def test_hand_sale_moments_are_never_the_last_kill_and_leave_the_others_alone():
