@@ -30,7 +30,8 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chaos.harness import STORAGE_FAULT_EXIT, DaemonProcess, ExchangeProcess, HandHolds, HarnessError, SmallDisk
+from chaos.harness import (STORAGE_FAULT_EXIT, BrokerOutage, DaemonProcess, ExchangeProcess, HandHolds, HarnessError,
+                           SmallDisk)
 from chaos.invariants import Report, Violation, check_files, check_mid_flight, read_database, unprotected_at_broker
 from catalyst.runtime import SIM_SECRET
 from catalyst.sim.faults import FaultPlan, FaultSpecError
@@ -95,6 +96,11 @@ class ChaosSettings(BaseModel):
     # shares and must protect the rest when the order ends. Every hold ends by 15:50, before the day's flatten.
     hold_by_hand: int = Field(default=0, ge=0)
     hand_hold_s: float = Field(default=2.0, gt=0, le=600)
+    # kill moments (never the last) just before which the broker's API goes down (the emulator's `down` fault: REST
+    # answers 503, the stream refuses connections, orders keep working and filling) for up to outage_s wall seconds,
+    # the kill and restart going on meanwhile; every outage ends by 15:50, before the day's flatten
+    outage: int = Field(default=0, ge=0)
+    outage_s: float = Field(default=10.0, gt=0, le=120)
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -131,6 +137,8 @@ class RunResult:
     shares_sold_by_hand: int = 0
     hand_holds: int = 0  # moments a trader placed, then cancelled, a limit order on a position by hand
     shares_held_by_hand: int = 0
+    outages: int = 0  # moments the broker's API went down
+    outage_wall_s: float = 0.0  # their wall seconds, all told
 
     def line(self) -> str:
         checked = self.report.summary() if self.report else "not checked"
@@ -150,6 +158,7 @@ class RunResult:
                  else "")
         disk += (f"; {self.shares_held_by_hand} shares held by a hand limit order at {self.hand_holds} moments"
                  if self.hand_holds else "")
+        disk += (f"; the broker down {self.outages} times, {self.outage_wall_s:.0f} s in all" if self.outages else "")
         return (f"chaos run seed {self.seed}: {self.kills} kills, {len(self.violations)} violations, "
                 f"{self.wall_s:.0f} s; {checked}{mid_flight}{disk}")
 
@@ -199,8 +208,13 @@ def hand_hold_moments(settings: ChaosSettings, seed: int) -> set[int]:
     return _kill_indexes(settings, settings.hold_by_hand, f"hold-by-hand-{seed}")
 
 
+def outage_moments(settings: ChaosSettings, seed: int) -> set[int]:
+    """Indexes of the kill moments the broker's API goes down just before (`--outage`)."""
+    return _kill_indexes(settings, settings.outage, f"outage-{seed}")
+
+
 HAND_HOLD_SHARE = Decimal("0.4")
-HAND_HOLDS_END_BY = "15:50"  # exchange time every hand limit order is cancelled by: the daemon flattens at 15:55
+QUIET_BEFORE_FLATTEN = "15:50"  # exchange time every hand limit order is cancelled by: the daemon flattens at 15:55
 HAND_SALE_BEFORE_FLATTEN = "15:54:30"  # exchange time of the option's sale with no kill: the daemon flattens at 15:55
 
 
@@ -240,6 +254,8 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
         sales, sale_rng = hand_sale_moments(settings, seed), random.Random(f"hand-sales-{seed}")
         holds, hold_rng = hand_hold_moments(settings, seed), random.Random(f"hand-holds-{seed}")
         hand_holds = HandHolds(exchange, SIM_KEY_ID, SIM_SECRET)
+        outages, outage_rng = outage_moments(settings, seed), random.Random(f"outages-{seed}")
+        outage = BrokerOutage(exchange, settings.faults)
         sale_before_flatten = _at(settings, HAND_SALE_BEFORE_FLATTEN) if settings.sell_by_hand else None
         spared = 0  # kill moments the running daemon on a filling disk was left through
         try:
@@ -259,8 +275,15 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                 if index in holds and daemon.running:
                     result.hand_holds += 1
                     result.shares_held_by_hand += hand_holds.place(
-                        HAND_HOLD_SHARE, hold_s=hand_hold_s(settings, moment, hold_rng.uniform(0, settings.hand_hold_s)))
+                        HAND_HOLD_SHARE, hold_s=until_the_flatten_s(settings, moment, hold_rng.uniform(0, settings.hand_hold_s)))
                     time.sleep(hold_rng.uniform(0, 1.0))  # the kill lands while the daemon protects them, or after
+                if index in outages and daemon.running:
+                    wall_s = until_the_flatten_s(settings, moment, outage_rng.uniform(1.0, settings.outage_s))
+                    if wall_s > 0:
+                        result.outages += 1
+                        result.outage_wall_s += wall_s
+                        outage.begin(wall_s)
+                        time.sleep(outage_rng.uniform(0, min(wall_s, 2.0)))  # the kill lands in it: a restart too
                 if index in moves and daemon.running:
                     result.stop_moves += 1
                     result.stops_moved += exchange.move_stops(SIM_KEY_ID, SIM_SECRET,
@@ -288,6 +311,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                     daemon.stop()
                     daemon.start()
             hand_holds.finish()
+            outage.finish()
             stopped_by_itself(daemon, result)
             if not daemon.running:  # stopped by a refused write since the last kill
                 daemon.start()
@@ -301,6 +325,10 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
         finally:
             try:
                 hand_holds.finish()  # no trader's order left working under the checker at rest
+            except HarnessError as exc:
+                result.violations.append(Violation("harness", str(exc)))
+            try:
+                outage.finish()  # the broker back before the daemon's stop and the checker's reads
             except HarnessError as exc:
                 result.violations.append(Violation("harness", str(exc)))
             code = daemon.stop()
@@ -319,11 +347,11 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
     return result
 
 
-def hand_hold_s(settings: ChaosSettings, now: datetime, drawn_s: float) -> float:
-    """Wall seconds a hand limit order placed at exchange time `now` rests: `drawn_s`, cut to end by
-    HAND_HOLDS_END_BY (an order still holding shares at the flatten leaves them for the next day, the trader's doing,
-    not the daemon's)."""
-    left_s = (_at(settings, HAND_HOLDS_END_BY) - now).total_seconds() / settings.speed
+def until_the_flatten_s(settings: ChaosSettings, now: datetime, drawn_s: float) -> float:
+    """Wall seconds a hand limit order placed, or an outage begun, at exchange time `now` lasts: `drawn_s`, cut to
+    end by QUIET_BEFORE_FLATTEN (an order still holding shares at the flatten, or a broker down through it, leaves shares
+    for the next day: the trader's or the broker's doing, not the daemon's)."""
+    left_s = (_at(settings, QUIET_BEFORE_FLATTEN) - now).total_seconds() / settings.speed
     return max(0.0, min(drawn_s, left_s))
 
 
@@ -505,6 +533,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hand-hold-s", type=float, metavar="S",
                         help="the most wall seconds each of those limit orders rests (default 2; past 15 s the "
                              "daemon caps protection at the free shares; every one ends by 15:50)")
+    parser.add_argument("--outage", type=int, metavar="N",
+                        help="N kill moments (never the last) where the broker's API first goes down (REST 503, the "
+                             "stream refused; orders keep working) for up to --outage-s seconds, the kill and restart "
+                             "going on meanwhile")
+    parser.add_argument("--outage-s", type=float, metavar="S",
+                        help="the most wall seconds each outage lasts (default 10; every one ends by 15:50)")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -520,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    trigger_replaces_take_profit=args.trigger_replaces_take_profit,
                                    move_stops=args.move_stops, sell_by_hand=args.sell_by_hand,
                                    hand_sale_share=args.hand_sale_share, hold_by_hand=args.hold_by_hand,
-                                   hand_hold_s=args.hand_hold_s).items()
+                                   hand_hold_s=args.hand_hold_s, outage=args.outage,
+                                   outage_s=args.outage_s).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -546,6 +581,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     distance += (f", limit orders placed and cancelled by hand at {settings.hold_by_hand} moments"
                  + (f" (each resting up to {settings.hand_hold_s:g} s)" if settings.hand_hold_s != 2.0 else "")
                  if settings.hold_by_hand else "")
+    distance += (f", the broker down at {settings.outage} moments (up to {settings.outage_s:g} s each)"
+                 if settings.outage else "")
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:

@@ -399,6 +399,41 @@ class HandHolds:
             raise self._failures[0]
 
 
+class BrokerOutage:
+    """The broker's API down for a while (the emulator's `down` fault on top of the run's own faults, every stream
+    connection dropped at its start), ended by a thread of its own while the run goes on. One at a time: a new one
+    first waits for the last to end."""
+
+    def __init__(self, exchange: ExchangeProcess, faults: str) -> None:
+        self._exchange, self._faults = exchange, faults
+        self._thread: threading.Thread | None = None
+        self._failure: HarnessError | None = None
+
+    def begin(self, wall_s: float) -> None:
+        self.finish()
+        self._exchange.set_faults(",".join(item for item in (self._faults, "down=1") if item))
+        self._exchange.drop_streams()
+        self._thread = threading.Thread(target=self._end_later, args=(wall_s,), daemon=True, name="broker-outage")
+        self._thread.start()
+
+    def _end_later(self, wall_s: float) -> None:
+        time.sleep(wall_s)
+        try:
+            self._exchange.set_faults(self._faults)
+        except (HarnessError, requests.RequestException) as exc:
+            self._failure = HarnessError(f"the broker's outage could not be ended: {exc}")
+
+    def finish(self) -> None:
+        """Wait for the outage under way to end; raise if the broker could not be brought back."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            self._exchange.set_faults(self._faults)  # once more: a checker must not read a broker left down
+            raise failure
+
+
 CONFIG_TEMPLATE = """# written by the chaos harness
 [daemon]
 database_url = "sqlite+aiosqlite:///{database}"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 # share-of-calls faults (0..1), and knobs that are not shares
 RATES = ("http_5xx", "submit_5xx", "submit_429", "timeout", "reply_lost", "drop", "duplicate", "delay", "reorder",
-         "disconnect", "burst_429")
+         "disconnect", "burst_429", "down")
 KNOBS = {"hang_s": 30.0, "delay_s": 0.5, "burst_s": 5.0}
 
 
@@ -26,6 +26,9 @@ class FaultPlan:
     carried out but its answer is a 5xx or a hang. `drop`/`duplicate`/`delay`/`reorder`: stream events lost, sent
     twice, sent `delay_s` late, or held back behind the next one. `disconnect`: the stream is closed after an event.
     `burst_429`: a call starts `burst_s` (real) seconds of 429 answers for that key, their Reset header naming its end.
+    `down`: the broker unreachable (an outage of Alpaca's API, not of its matching): a REST call answers 503, a stream
+    connection is refused before its upgrade, and an event closes the connection it was for, undelivered. Orders keep
+    working meanwhile: stops trigger and fill, and the client learns of it only once back, over REST.
 
     Each fault draws from its own generator seeded from (seed, name), so one fault's rate does not shift
     another's sequence, and the same spec and seed replay the same faults for the same call order.

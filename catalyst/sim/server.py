@@ -163,7 +163,11 @@ def build_app(config: ExchangeConfig, market: Market, clock: Any) -> tuple[web.A
 
     @web.middleware
     async def alpaca_edge(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        if request.path.startswith("/sim/") or request.path == "/stream":
+        if request.path.startswith("/sim/"):
+            return await handler(request)
+        if state.faults.hits("down"):
+            return _error(503, {"code": 50310000, "message": "service unavailable (injected outage)"})
+        if request.path == "/stream":
             return await handler(request)
         if not one_way_s:
             return await broker_answer(request, handler)

@@ -128,6 +128,11 @@ class StreamHub:
             return
         text = json.dumps({"stream": "trade_updates", "data": data})
         plan = self._faults()
+        if plan.hits("down"):
+            logger.debug("fault: broker down, {} event for {} undelivered and its connection closed",
+                         data.get("event"), key_id)
+            connection.put(_CLOSE)
+            return
         if plan.hits("drop"):
             logger.debug("fault: dropped {} event for {}", data.get("event"), key_id)
             return

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from chaos.__main__ import (ChaosSettings, _at, hand_hold_moments, hand_hold_s, hand_sale_moments, kill_moments,
-                            stop_move_moments)
+from chaos.__main__ import (ChaosSettings, _at, hand_hold_moments, hand_sale_moments, kill_moments, outage_moments,
+                            stop_move_moments, until_the_flatten_s)
 from chaos.harness import ExchangeProcess, HandHolds, HarnessError
 from tests.actors.test_doctor_heals import open_protected, position_of, protected, working_stop_ids
 from tests.actors.test_flatten_after_hand_sale import broker_qty
@@ -147,9 +147,9 @@ def test_a_cancel_that_never_takes_is_raised_by_finish(trading, tmp_path, monkey
 def test_a_hold_ends_by_15_50_however_long_it_was_drawn():
     settings = ChaosSettings(speed=240.0)
 
-    assert hand_hold_s(settings, _at(settings, "10:00"), 30.0) == 30.0
-    assert hand_hold_s(settings, _at(settings, "15:49"), 30.0) == 0.25  # the 60 exchange seconds left, at 240x
-    assert hand_hold_s(settings, _at(settings, "15:52"), 30.0) == 0.0
+    assert until_the_flatten_s(settings, _at(settings, "10:00"), 30.0) == 30.0
+    assert until_the_flatten_s(settings, _at(settings, "15:49"), 30.0) == 0.25  # the 60 exchange seconds left, at 240x
+    assert until_the_flatten_s(settings, _at(settings, "15:52"), 30.0) == 0.0
 
 
 def test_hand_sale_moments_are_never_the_last_kill_and_leave_the_others_alone():
@@ -164,3 +164,7 @@ def test_hand_sale_moments_are_never_the_last_kill_and_leave_the_others_alone():
     holding = ChaosSettings(kills=12, seed=5, sell_by_hand=3, hold_by_hand=2)
     assert len(hand_hold_moments(holding, 5)) == 2 and max(hand_hold_moments(holding, 5)) < 11
     assert hand_sale_moments(holding, 5) == chosen and hand_hold_moments(plain, 5) == set()
+    down = ChaosSettings(kills=12, seed=5, sell_by_hand=3, outage=2)
+    assert len(outage_moments(down, 5)) == 2 and max(outage_moments(down, 5)) < 11
+    assert hand_sale_moments(down, 5) == chosen and outage_moments(plain, 5) == set()
+    assert kill_moments(plain, random.Random(5)) == kill_moments(down, random.Random(5))

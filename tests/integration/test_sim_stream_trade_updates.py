@@ -6,8 +6,11 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 
-from alpaca.trading.enums import OrderSide, TimeInForce
+import pytest
+from alpaca.common.exceptions import APIError
+from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
 from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 KEY, SECRET = "PKTESTKEY", "test-secret"
@@ -121,3 +124,27 @@ def test_stream_faults_duplicate_and_drop_events(exchange, trading, stream_recor
     recorder.wait_for("fill", marker.id)
     assert recorder.events(doubled.id) == ["new", "new", "fill", "fill"]
     assert recorder.events(dropped.id) == []
+
+
+def test_an_outage_refuses_rest_and_the_stream_while_orders_keep_working(exchange, trading, stream_recorder, poll):
+    # `down=1` (chaos's `--outage`): Alpaca's API unreachable, its matching not. An order working before fills meanwhile;
+    # its event is not delivered (the connection it was for is closed), and the client finds the fill over REST once back.
+    recorder = stream_recorder()
+    resting = trading.submit_order(LimitOrderRequest(symbol="AAPL", qty=5, side=OrderSide.BUY, limit_price=99,
+                                                     time_in_force=TimeInForce.DAY))
+    recorder.wait_for("new", resting.id)
+    exchange.set_faults("down=1")
+
+    with pytest.raises(APIError) as refused:
+        trading.get_order_by_id(resting.id)
+    with pytest.raises(InvalidStatus) as upgrade:
+        connect(exchange.stream_url, open_timeout=5)
+    exchange.set_price("AAPL", "98")
+    exchange.advance(timedelta(minutes=1))
+    poll(lambda: not exchange.stream_connected(KEY), "the fill's event to close the stream")
+    exchange.set_faults("")
+
+    assert refused.value.status_code == 503 and upgrade.value.response.status_code == 503
+    assert trading.get_order_by_id(resting.id).status == OrderStatus.FILLED
+    poll(lambda: exchange.stream_connected(KEY), "alpaca-py to reconnect by itself once the broker is back")
+    assert recorder.events(resting.id) == ["new"]

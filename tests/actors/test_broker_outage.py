@@ -1,0 +1,47 @@
+"""The broker's API down while its orders keep working (the emulator's `down` fault, chaos's `--outage`): what
+filled meanwhile is learned once it is back, over REST, and every share ends protected or sold."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from chaos.harness import BrokerOutage
+from tests.actors.test_chaos_hand_sale import unstarted
+from tests.actors.test_doctor_heals import open_protected
+from tests.actors.test_trade_scenarios import broker_working_stop_qty, legs, position_of, protected_qty, wait_closed
+
+
+def test_a_stop_filled_while_the_broker_is_down_closes_the_position_once_it_is_back(trading, tmp_path):
+    open_protected(trading)
+    outage = BrokerOutage(unstarted(trading, tmp_path), "")
+
+    outage.begin(2.0)
+    trading.trade("AAPL", "146.50")  # the stop triggers and fills at the broker; its event goes nowhere
+    assert position_of(trading).status == "open"  # nothing heard yet
+    outage.finish()
+
+    position = wait_closed(trading)
+    stop = next(o for o in legs(trading) if o.role == "stop_loss")
+    take_profit = next(o for o in legs(trading) if o.role == "take_profit")
+    assert stop.status == "filled" and take_profit.status == "cancelled"
+    assert position.realized_pnl == (stop.filled_avg_price - Decimal("149.95")) * 100 < 0
+    assert all(Decimal(p["qty"]) == 0 for p in trading.broker_view()["positions"])
+    assert [o["side"] for o in trading.broker_view()["orders"] if o["status"] == "filled"] == ["buy", "sell"]
+
+
+def test_entry_shares_filled_while_the_broker_is_down_are_protected_once_it_is_back(trading, tmp_path):
+    trading.exchange.set_price("AAPL", "50.00", volume=800)  # 25% participation: 200 shares a minute
+    trading.open(trading.plan(qty="500", stop="48.00", target="55.00"))
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("200"), "the first 200 protected")
+    outage = BrokerOutage(unstarted(trading, tmp_path), "")
+
+    outage.begin(2.0)
+    for _ in range(3):  # as in test_partial_entry_fills_…: the rest of the 500 bought in these minutes
+        trading.trade("AAPL", "50.00", volume=800)  # while the daemon hears nothing
+    outage.finish()
+
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("500"), "all 500 protected once the broker is back")
+    assert position_of(trading).quantity == Decimal("500")
+    assert broker_working_stop_qty(trading) == Decimal("500")
+    held = sum(Decimal(p["qty"]) for p in trading.broker_view()["positions"] if p["symbol"] == "AAPL")
+    assert held == Decimal("500")
