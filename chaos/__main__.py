@@ -96,6 +96,9 @@ class ChaosSettings(BaseModel):
     # shares and must protect the rest when the order ends. Every hold ends by 15:50, before the day's flatten.
     hold_by_hand: int = Field(default=0, ge=0)
     hand_hold_s: float = Field(default=2.0, gt=0, le=600)
+    # how far beyond the price those limit orders rest (0.002: 0.2 %, where moves often fill them in part; 0.02 keeps
+    # most of them resting, holding their shares for as long as they are held)
+    hand_hold_beyond: Decimal = Field(default=Decimal("0.002"), gt=0, lt=Decimal("0.5"))
     # kill moments (never the last) just before which the broker's API goes down (the emulator's `down` fault: REST
     # answers 503, the stream refuses connections, orders keep working and filling) for up to outage_s wall seconds,
     # the kill and restart going on meanwhile; every outage ends by 15:50, before the day's flatten
@@ -253,7 +256,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
         moves, move_rng = stop_move_moments(settings, seed), random.Random(f"stop-moves-{seed}")
         sales, sale_rng = hand_sale_moments(settings, seed), random.Random(f"hand-sales-{seed}")
         holds, hold_rng = hand_hold_moments(settings, seed), random.Random(f"hand-holds-{seed}")
-        hand_holds = HandHolds(exchange, SIM_KEY_ID, SIM_SECRET)
+        hand_holds = HandHolds(exchange, SIM_KEY_ID, SIM_SECRET, beyond=settings.hand_hold_beyond)
         outages, outage_rng = outage_moments(settings, seed), random.Random(f"outages-{seed}")
         outage = BrokerOutage(exchange, settings.faults)
         sale_before_flatten = _at(settings, HAND_SALE_BEFORE_FLATTEN) if settings.sell_by_hand else None
@@ -533,6 +536,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hand-hold-s", type=float, metavar="S",
                         help="the most wall seconds each of those limit orders rests (default 2; past 15 s the "
                              "daemon caps protection at the free shares; every one ends by 15:50)")
+    parser.add_argument("--hand-hold-beyond", type=Decimal, metavar="F",
+                        help="how far beyond the price those limit orders rest (default 0.002: 0.2 %%; 0.02 keeps "
+                             "most from filling)")
     parser.add_argument("--outage", type=int, metavar="N",
                         help="N kill moments (never the last) where the broker's API first goes down (REST 503, the "
                              "stream refused; orders keep working) for up to --outage-s seconds, the kill and restart "
@@ -554,7 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    trigger_replaces_take_profit=args.trigger_replaces_take_profit,
                                    move_stops=args.move_stops, sell_by_hand=args.sell_by_hand,
                                    hand_sale_share=args.hand_sale_share, hold_by_hand=args.hold_by_hand,
-                                   hand_hold_s=args.hand_hold_s, outage=args.outage,
+                                   hand_hold_s=args.hand_hold_s, hand_hold_beyond=args.hand_hold_beyond,
+                                   outage=args.outage,
                                    outage_s=args.outage_s).items()
              if v is not None}
     try:
@@ -580,6 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  if settings.sell_by_hand else "")
     distance += (f", limit orders placed and cancelled by hand at {settings.hold_by_hand} moments"
                  + (f" (each resting up to {settings.hand_hold_s:g} s)" if settings.hand_hold_s != 2.0 else "")
+                 + (f" ({settings.hand_hold_beyond:f} beyond the price)"
+                    if settings.hand_hold_beyond != Decimal("0.002") else "")
                  if settings.hold_by_hand else "")
     distance += (f", the broker down at {settings.outage} moments (up to {settings.outage_s:g} s each)"
                  if settings.outage else "")

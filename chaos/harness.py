@@ -235,21 +235,22 @@ class ExchangeProcess:
             moved += answer.status_code == 200
         return moved
 
-    def hold_by_hand(self, key_id: str, secret: str, share: Decimal, hold_s: float, tries: int = 5) -> int:
+    def hold_by_hand(self, key_id: str, secret: str, share: Decimal, hold_s: float, tries: int = 5,
+                     beyond: Decimal = Decimal("0.002")) -> int:
         """A trader's limit order on the account's largest position (`place_hand_hold`), cancelled `hold_s` wall
         seconds later (`cancel_hand_hold`). The shares it held (0: none placed)."""
-        placed = self.place_hand_hold(key_id, secret, share, tries)
+        placed = self.place_hand_hold(key_id, secret, share, tries, beyond)
         if placed is None:
             return 0
         time.sleep(hold_s)
         self.cancel_hand_hold(key_id, secret, placed[0])
         return placed[1]
 
-    def place_hand_hold(self, key_id: str, secret: str, share: Decimal,
-                        tries: int = 5) -> tuple[str, int] | None:
+    def place_hand_hold(self, key_id: str, secret: str, share: Decimal, tries: int = 5,
+                        beyond: Decimal = Decimal("0.002")) -> tuple[str, int] | None:
         """A trader's limit order on the account's largest position, as placed in the dashboard: its symbol's working
-        orders cancelled (the daemon's OCO among them), then a limit sell (a buy for a short) for `share` of it 0.2 %
-        beyond the price, where it rests and may fill in part. Its broker id and the shares it holds; None if the
+        orders cancelled (the daemon's OCO among them), then a limit sell (a buy for a short) for `share` of it `beyond`
+        the price (0.002: 0.2 %), where it rests and may fill in part. Its broker id and the shares it holds; None if the
         market is closed, nothing is held, or the order was not placed. Only while the market is open; the caller
         must cancel it (`cancel_hand_hold`): a trader's order left working is one the checker at rest cannot judge."""
         headers = {"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret}
@@ -260,7 +261,7 @@ class ExchangeProcess:
             symbol, held_qty = position["symbol"], Decimal(str(position["qty"]))
             qty = max(Decimal(1), (abs(held_qty) * share).to_integral_value(ROUND_FLOOR))
             side = "sell" if held_qty > 0 else "buy"
-            price = Decimal(str(position["current_price"])) * (Decimal("1.002") if side == "sell" else Decimal("0.998"))
+            price = Decimal(str(position["current_price"])) * (1 + beyond if side == "sell" else 1 - beyond)
         except (requests.RequestException, ValueError, KeyError):
             return None
         for _ in range(tries):
@@ -367,15 +368,15 @@ class HandHolds:
     """A trader's limit orders resting while the run goes on (the daemon killed and restarted under them), each
     cancelled by a thread of its own at its time. `finish` waits for every cancel and raises the first failure."""
 
-    def __init__(self, exchange: ExchangeProcess, key_id: str, secret: str) -> None:
-        self._exchange, self._key_id, self._secret = exchange, key_id, secret
+    def __init__(self, exchange: ExchangeProcess, key_id: str, secret: str, beyond: Decimal = Decimal("0.002")) -> None:
+        self._exchange, self._key_id, self._secret, self._beyond = exchange, key_id, secret, beyond
         self._threads: list[threading.Thread] = []
         self._failures: list[HarnessError] = []
 
     def place(self, share: Decimal, hold_s: float) -> int:
         """Place one (`ExchangeProcess.place_hand_hold`) and have it cancelled `hold_s` wall seconds later; the shares
         it holds (0: none placed)."""
-        placed = self._exchange.place_hand_hold(self._key_id, self._secret, share)
+        placed = self._exchange.place_hand_hold(self._key_id, self._secret, share, beyond=self._beyond)
         if placed is None:
             return 0
         thread = threading.Thread(target=self._cancel_later, args=(placed[0], hold_s), daemon=True,

@@ -109,11 +109,12 @@ def test_hand_holds_rest_while_the_run_goes_on_and_finish_leaves_none_working(tr
     from decimal import Decimal
 
     open_protected(trading)
-    holds = HandHolds(unstarted(trading, tmp_path), trading.key, "secret")
+    holds = HandHolds(unstarted(trading, tmp_path), trading.key, "secret", beyond=Decimal("0.02"))
 
     assert holds.place(Decimal("0.4"), hold_s=1.5) == 40
     (hand,) = [o for o in trading.broker_view()["orders"] if o["client_order_id"].startswith("hand-")]
     assert hand["status"] not in ("canceled", "filled", "expired")  # placed, and left resting: place did not wait
+    assert Decimal(str(hand["limit_price"])) == Decimal("152.95")  # `--hand-hold-beyond 0.02`: 149.95 + 2 %
     holds.finish()
 
     assert next(o for o in trading.broker_view()["orders"] if o["id"] == hand["id"])["status"] == "canceled"
