@@ -26,7 +26,8 @@ from actors import messages as m
 from actors.refs import tell_if_alive
 from pydantic import ValidationError
 
-from catalyst.broker.errors import BrokerError, NotFound, PermanentError, SubmitRefused, is_not_cancelable
+from catalyst.broker.errors import (BrokerError, LookupFailedToo, NotFound, PermanentError, SubmitRefused,
+                                    is_not_cancelable)
 from catalyst.broker.orders import NewOrder
 from catalyst.broker.reports import OrderReport
 from catalyst.broker.ratelimit import Priority
@@ -297,6 +298,8 @@ class BrokerWorker(pykka.ThreadingActor):
             return m.SubmitResult(order_ids=order_ids, rejected=f"invalid order: {exc.errors()[0]['msg']}")
         except SubmitRefused as exc:
             return m.SubmitResult(order_ids=order_ids, refused=str(exc), retry_after_s=exc.retry_after_s)
+        except LookupFailedToo as exc:
+            return m.SubmitResult(order_ids=order_ids, unknown=str(exc), unanswered=True)
         except BrokerError as exc:
             return m.SubmitResult(order_ids=order_ids, unknown=str(exc))
 

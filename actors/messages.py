@@ -180,6 +180,9 @@ class SubmitResult(Message):
     report: OrderReport | None = None
     rejected: str | None = None
     unknown: str | None = None  # outcome still unknown after the lookup budget: the doctor settles it
+    # ... and the look-up by client_order_id failed too: the broker answered nothing (an outage), so no answer of
+    # its says whether the order is there; a stop or an exit is sent again until one comes
+    unanswered: bool = False
     # Every attempt refused before the broker acted (429s, a refused connection, the rate budget): nothing placed;
     # the router sends it again with the same client_order_id, after `retry_after_s` if the broker named a reset.
     refused: str | None = None

@@ -117,6 +117,9 @@ class _Refused:
     tries: int  # sends that went unanswered so far
     never_placed: bool  # no submit of the row may have reached the broker: a cancel can simply withdraw it
     simple: bool  # one row, not an OCO's two (withdrawn together, _withdraw_oco)
+    # Of those tries, the ones whose outcome was unknown with the look-up failing too (the broker answered nothing):
+    # not counted against router.unknown_resends, which bounds sends the broker answered without settling them
+    unanswered: int = 0
 
 
 class PairLegs(m.Message):
@@ -674,7 +677,8 @@ class OrderRouter(pykka.ThreadingActor):
             self._send_if_never_acknowledged(tracked, why=msg.reason)
 
     def _send_if_never_acknowledged(self, tracked: Tracked | None,
-                                    why: str = "created but never acknowledged before a restart") -> None:
+                                    why: str = "created but never acknowledged before a restart",
+                                    level: str = "WARNING") -> None:
         """A row still `created` after a restart was committed but its submission never acknowledged: the crash
         came between the two (or, `why` says, its submit ended with its outcome unknown and the broker does not have
         it). Send it now with the SAME client_order_id: if the first attempt did reach the broker, Alpaca refuses
@@ -696,10 +700,10 @@ class OrderRouter(pykka.ThreadingActor):
             if leg is None or leg.role != "stop_loss":
                 log.error(f"order {tracked.label} take-profit without its stop-loss row; left for the doctor")
                 return
-            log.warning(f"order {tracked.label} OCO {why}: sending it now")
+            log.log(level, f"order {tracked.label} OCO {why}: sending it now")
             self._to_protection(SubmitOco(take_profit=row, stop_loss=leg, reply_to=self.actor_ref), row.order_id)
             return
-        log.warning(f"order {tracked.label} {tracked.role} {why}: sending it now")
+        log.log(level, f"order {tracked.label} {tracked.role} {why}: sending it now")
         if tracked.role == "entry":
             self._to_general(SubmitOrder(row=row, reply_to=self.actor_ref))
         else:
@@ -852,9 +856,14 @@ class OrderRouter(pykka.ThreadingActor):
             for tracked in rows:
                 group.add(call("set_outcome_unknown", tracked.order_id, True))
             earlier = self._refused.get(msg.order_ids[0])
-            if rows and rows[0].role != "entry" and (earlier.tries if earlier else 0) < self.settings.unknown_resends:
+            counted = earlier.tries - earlier.unanswered if earlier else 0
+            # A broker that answered nothing, not even the look-up (an outage), says nothing of the order: a stop or
+            # an exit is sent again until it answers. Before, three sends 1, 2 and 4 s apart, then the doctor's pass
+            # (stuck_after_s, then up to its interval): after a broker outage of a minute, a fill's shares stayed
+            # without a stop for minutes, and a flatten's exit waited while the close came.
+            if rows and rows[0].role != "entry" and (msg.unanswered or counted < self.settings.unknown_resends):
                 group.then(lambda _: self._send_again_later(rows, f"outcome unknown after submit: {msg.unknown}",
-                                                            None, maybe_placed=True))
+                                                            None, maybe_placed=True, unanswered=msg.unanswered))
             else:
                 self._stop_waiting(msg.order_ids[0])
                 for tracked in rows:
@@ -920,7 +929,7 @@ class OrderRouter(pykka.ThreadingActor):
         self._pair_legs_later()
 
     def _send_again_later(self, rows: list[Tracked], why: str, retry_after_s: float | None,
-                          maybe_placed: bool) -> None:
+                          maybe_placed: bool, unanswered: bool = False) -> None:
         """A submit that did not get its answer goes again with the same client_order_id, after 1, 2, 4 … 15 s.
 
         Refused before the broker acted (every attempt a 429, a refused connection, our own rate budget): nothing
@@ -929,8 +938,9 @@ class OrderRouter(pykka.ThreadingActor):
         or an exit keeps going until placed; an entry only while young enough (router.entry_resend_max_age_s), after
         which the doctor asks the broker for it and retires it.
 
-        Its outcome unknown (`maybe_placed`: a stop or an exit only, router.unknown_resends times): if a first
-        attempt did land, the broker refuses the same id as a duplicate and the worker's look-up answers with it."""
+        Its outcome unknown (`maybe_placed`: a stop or an exit only, router.unknown_resends times, and for as long as
+        the broker answers nothing, `unanswered`): if a first attempt did land, the broker refuses the same id as a
+        duplicate and the worker's look-up answers with it."""
         if not rows:
             return
         first = rows[0]
@@ -940,15 +950,24 @@ class OrderRouter(pykka.ThreadingActor):
         if retry_after_s is not None:
             delay_s = max(delay_s, min(retry_after_s, REFUSED_RESET_MAX_S))
         never_placed = (earlier.never_placed if earlier is not None else not first.resent) and not maybe_placed
+        silent = (earlier.unanswered if earlier is not None else 0) + unanswered
         self._refused[first.order_id] = _Refused(
             timer=tell_later(self.actor_ref, delay_s, ResendRefused(order_id=first.order_id)), tries=tries,
-            never_placed=never_placed, simple=len(rows) == 1)
+            never_placed=never_placed, simple=len(rows) == 1, unanswered=silent)
         what = "OCO" if len(rows) > 1 else first.role
-        outcome = (f"(try {tries} of {self.settings.unknown_resends}; a duplicate is refused, then looked up)"
-                   if maybe_placed else f"(refusal {tries})")
-        log.warning(f"order {'+'.join(t.label for t in rows)} {what} {why}: "
-                    f"{'' if maybe_placed else 'nothing placed; '}sending it again with the same client_order_id in "
-                    f"{delay_s:.1f}s {outcome}")
+        if unanswered:
+            outcome = (f"(the broker answered nothing {silent}x: sent until it answers; a duplicate is refused, then "
+                       "looked up)")
+        elif maybe_placed:
+            outcome = (f"(try {tries - silent} of {self.settings.unknown_resends}; a duplicate is refused, then "
+                       "looked up)")
+        else:
+            outcome = f"(refusal {tries})"
+        # Once a minute or so through an outage (the waits reach REFUSED_BACKOFF_MAX_S), not at every send.
+        level = "DEBUG" if unanswered and silent > 1 and tries % 4 else "WARNING"
+        log.log(level, f"order {'+'.join(t.label for t in rows)} {what} {why}: "
+                       f"{'' if maybe_placed else 'nothing placed; '}sending it again with the same client_order_id "
+                       f"in {delay_s:.1f}s {outcome}")
 
     def _stop_waiting(self, order_id: int) -> None:
         """A refused submit waiting to go again never will: withdrawn or retired."""
@@ -977,7 +996,10 @@ class OrderRouter(pykka.ThreadingActor):
             group.commit(self.writer)
             return
         tracked.resent = False  # each refused submit placed nothing: this is not a second resend
-        self._send_if_never_acknowledged(tracked, why=f"unanswered {waiting.tries}x")
+        # Through an outage the resends' own line says so once a minute or so (_send_again_later); each send is DEBUG.
+        quiet = waiting.unanswered > 1 and waiting.tries % 4
+        self._send_if_never_acknowledged(tracked, why=f"unanswered {waiting.tries}x",
+                                         level="DEBUG" if quiet else "WARNING")
         if not tracked.resent:  # not sent: an entry too old now, or an OCO without its stop-loss row
             del self._refused[msg.order_id]
 

@@ -29,6 +29,7 @@ from catalyst.broker.errors import (
     ConnectionFailed,
     DuplicateClientOrderId,
     InvalidRequest,
+    LookupFailedToo,
     MalformedResponse,
     NotFound,
     OutcomeUnknown,
@@ -217,7 +218,7 @@ class AlpacaBroker(MarketDataCalls):
                 try:
                     found = self._lookup_after(cid, priority)
                 except BrokerError as lookup_error:
-                    raise OutcomeUnknown(f"{unknown.message}; lookup failed too: {lookup_error}",
+                    raise LookupFailedToo(f"{unknown.message}; lookup failed too: {lookup_error}",
                                          status=unknown.status, code=unknown.code,
                                          operation=unknown.operation) from lookup_error
                 if found is not None:

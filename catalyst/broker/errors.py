@@ -17,7 +17,8 @@ The tree (catch at the level whose recovery action you implement)::
     │   └── SubmitRefused            every attempt of a submit refused before the broker acted (429,
     │                                connection refused, our own rate budget): nothing placed
     ├── OutcomeUnknown               a MUTATING request may have acted (read timeout, 5xx, reset after
-    │                                sending): resolve ONLY by looking the order up by client_order_id
+    │   │                            sending): resolve ONLY by looking the order up by client_order_id
+    │   └── LookupFailedToo          ... and that look-up failed as well: the broker answered nothing
     ├── DuplicateClientOrderId       422 40010001: an order with this client_order_id already exists
     │                                (Alpaca's code for other invalid requests too: submit_with_lookup
     │                                reads one no order has, not naming the id, as Rejected)
@@ -177,6 +178,11 @@ class SubmitRefused(TransientError):
 
 class OutcomeUnknown(BrokerError):
     kind = "outcome unknown (look up by client_order_id)"
+
+
+class LookupFailedToo(OutcomeUnknown):
+    """A submit's outcome unknown whose look-up by client_order_id failed as well: nothing of the broker's was heard
+    (an outage), unlike a look-up that answered "no such order" (a request that may still land)."""
 
 
 class DuplicateClientOrderId(BrokerError):

@@ -989,7 +989,10 @@ def test_an_oco_whose_submit_never_reached_the_broker_is_sent_again_with_its_cli
     trading.exchange.set_price("AAPL", "150.00")
     trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
     trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
-    trading.exchange.set_faults("http_5xx=1")  # every REST call refused with 503, before it acts
+    # Every order submit refused with 503, before it acts; look-ups answer (no such order). A broker answering
+    # nothing at all is the router's to keep sending to (test_submit_refused.py); one that answers "not there" after
+    # its resends is the doctor's.
+    trading.exchange.set_faults("submit_5xx=1")
     trading.trade("AAPL", "148.50")  # the entry fills: its event comes by the stream, which stays up
 
     def legs_unknown():
@@ -1025,7 +1028,7 @@ def test_a_flatten_waiting_on_an_oco_that_never_reached_the_broker_ends_with_one
     trading.exchange.set_price("AAPL", "150.00")
     trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
     trading.wait_for(lambda: (o := trading.all_orders()) and o[0].status in ("submitted", "accepted"), "the entry resting")
-    trading.exchange.set_faults("http_5xx=1")
+    trading.exchange.set_faults("submit_5xx=1")  # look-ups answer "not there": left to the doctor
     trading.trade("AAPL", "148.50")
     trading.wait_for(lambda: sum(1 for o in trading.all_orders() if o.outcome_unknown) == 2,
                      "the OCO's submit to end with its outcome unknown", timeout=60)

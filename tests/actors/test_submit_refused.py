@@ -238,3 +238,44 @@ def test_after_its_unknown_resends_a_stop_is_left_to_the_doctor(trading, router_
     assert all(o.outcome_unknown and o.status == "created" for o in legs(trading))
     time.sleep(2.0)
     assert [o for o in trading.broker_view()["orders"] if o["side"] == "sell"] == []  # nothing more from the router
+
+
+def test_an_oco_sent_while_the_broker_answers_nothing_goes_once_it_is_back_without_the_doctor(trading, router_lines):
+    """Every REST call a 503 (the stream still up: the fill is heard), the look-ups too: nothing of the broker's says
+    whether the OCO is there. Before, three sends 1, 2 and 4 s apart, then the doctor's pass minutes later; now it is
+    sent again until the broker answers, and placed once it does: one OCO, its rows the same."""
+    fill_a_resting_entry_under(trading, "http_5xx=1")
+
+    (first,) = trading.wait_for(lambda: unknown_lines(router_lines), "the OCO's outcome to be unknown", timeout=30)
+    assert "lookup failed too" in first
+    assert first.endswith("(the broker answered nothing 1x: sent until it answers; a duplicate is refused, then "
+                          "looked up)")
+    time.sleep(15.0)  # past the three answered-unknown sends of before (1, 2 and 4 s apart, each its own attempts)
+    assert not any("the doctor settles it" in line for line in router_lines)
+    assert all(o.outcome_unknown and o.status == "created" for o in legs(trading))
+    said = len(unknown_lines(router_lines))
+    trading.exchange.set_faults("")
+
+    acked = trading.wait_for(lambda: (rows := legs(trading)) and all(o.alpaca_order_id for o in rows) and rows,
+                             "both legs acknowledged once the broker answers, without the doctor", timeout=30)
+    assert len(acked) == 2 and all(not o.outcome_unknown for o in acked)
+    sells = [o for o in trading.broker_view()["orders"] if o["side"] == "sell"]
+    assert len(sells) == 2 and {o["type"] for o in sells} == {"limit", "stop"}
+    assert {o["client_order_id"] for o in sells} >= {min(acked, key=lambda o: o.order_id).client_order_id}
+    assert said <= 4  # through the outage its resends are said about once a minute at INFO and above, not each one
+
+
+def test_an_entry_whose_broker_answers_nothing_is_still_left_to_the_doctor(trading, router_lines):
+    # A market buy that may land late must never go twice: only stops and exits are sent until the broker answers.
+    trading.exchange.set_price("AAPL", "149.95")
+    trading.exchange.set_faults("http_5xx=1")
+    trading.open(trading.plan())
+
+    trading.wait_for(lambda: any("the doctor settles it" in line for line in router_lines),
+                     "the entry left to the doctor", timeout=60)
+    time.sleep(3.0)
+    trading.exchange.set_faults("")
+    (entry,) = trading.all_orders()
+    assert entry.role == "entry" and entry.status == "created" and entry.outcome_unknown
+    assert not any("sending it again" in line for line in unknown_lines(router_lines))
+    assert trading.broker_view()["orders"] == []
