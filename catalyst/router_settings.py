@@ -41,7 +41,8 @@ class RouterSettings(BaseModel):
     # failing too) is sent again by the router, with the same client_order_id (so a first attempt that did land
     # makes the broker refuse it as a duplicate, and the look-up that follows answers), 1, 2, 4 … s apart, before it
     # is left to the doctor's look-up after doctor.stuck_after_s: a few seconds of a failing broker then cost a
-    # stop a few seconds, not minutes. An entry is never sent again this way. 0: left to the doctor at once.
+    # stop a few seconds, not minutes. An entry is never sent again this way. 0: left to the doctor at once. A send
+    # the broker answered nothing to (its look-up failing too: an outage) is not counted: it goes on until it answers.
     unknown_resends: int = Field(default=3, ge=0, le=20)
     protection_workers: int = Field(default=8, ge=1, le=32)
     general_workers: int = Field(default=2, ge=1, le=32)
