@@ -104,6 +104,9 @@ class ChaosSettings(BaseModel):
     # the kill and restart going on meanwhile; every outage ends by 15:50, before the day's flatten
     outage: int = Field(default=0, ge=0)
     outage_s: float = Field(default=10.0, gt=0, le=120)
+    # the outage of REST alone (`http_5xx=1`): the stream stays up, so fills are heard while every submit, cancel and
+    # look-up fails (the daemon's stops then go again until the broker answers), instead of the whole API down
+    outage_rest_only: bool = False
     day: str = "2026-03-02"  # a Monday; the synthetic market has catalysts on it for most seeds
     opens_at: str = "08:55"  # exchange time the emulator starts at (before the 09:15 scan)
     busy_share: float = Field(default=0.4, ge=0, le=1)  # share of kills in 09:33-10:30, where entries happen
@@ -258,7 +261,7 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
         holds, hold_rng = hand_hold_moments(settings, seed), random.Random(f"hand-holds-{seed}")
         hand_holds = HandHolds(exchange, SIM_KEY_ID, SIM_SECRET, beyond=settings.hand_hold_beyond)
         outages, outage_rng = outage_moments(settings, seed), random.Random(f"outages-{seed}")
-        outage = BrokerOutage(exchange, settings.faults)
+        outage = BrokerOutage(exchange, settings.faults, "http_5xx=1" if settings.outage_rest_only else "down=1")
         sale_before_flatten = _at(settings, HAND_SALE_BEFORE_FLATTEN) if settings.sell_by_hand else None
         spared = 0  # kill moments the running daemon on a filling disk was left through
         try:
@@ -545,6 +548,9 @@ def _parser() -> argparse.ArgumentParser:
                              "going on meanwhile")
     parser.add_argument("--outage-s", type=float, metavar="S",
                         help="the most wall seconds each outage lasts (default 10; every one ends by 15:50)")
+    parser.add_argument("--outage-rest-only", action="store_true", default=None,
+                        help="the outages fail REST alone (every call a 503) while the stream stays up: fills are "
+                             "heard that no stop can be sent for")
     parser.add_argument("--short", action="store_true", help="the CI run: 1 day at 720x with 4 kills")
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep logs and databases in DIR (default: a temp dir)")
     return parser
@@ -562,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    hand_sale_share=args.hand_sale_share, hold_by_hand=args.hold_by_hand,
                                    hand_hold_s=args.hand_hold_s, hand_hold_beyond=args.hand_hold_beyond,
                                    outage=args.outage,
-                                   outage_s=args.outage_s).items()
+                                   outage_s=args.outage_s, outage_rest_only=args.outage_rest_only).items()
              if v is not None}
     try:
         FaultPlan.parse(given.get("faults", DEFAULT_FAULTS))
@@ -590,8 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  + (f" ({settings.hand_hold_beyond:f} beyond the price)"
                     if settings.hand_hold_beyond != Decimal("0.002") else "")
                  if settings.hold_by_hand else "")
-    distance += (f", the broker down at {settings.outage} moments (up to {settings.outage_s:g} s each)"
-                 if settings.outage else "")
+    distance += (f", the broker's {'REST' if settings.outage_rest_only else 'API'} down at {settings.outage} moments "
+                 f"(up to {settings.outage_s:g} s each)" if settings.outage else "")
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:

@@ -402,18 +402,19 @@ class HandHolds:
 
 class BrokerOutage:
     """The broker's API down for a while (the emulator's `down` fault on top of the run's own faults, every stream
-    connection dropped at its start), ended by a thread of its own while the run goes on. One at a time: a new one
-    first waits for the last to end."""
+    connection dropped at its start; or `http_5xx=1`, REST alone), ended by a thread of its own while the run goes on.
+    One at a time: a new one first waits for the last to end."""
 
-    def __init__(self, exchange: ExchangeProcess, faults: str) -> None:
-        self._exchange, self._faults = exchange, faults
+    def __init__(self, exchange: ExchangeProcess, faults: str, fault: str = "down=1") -> None:
+        self._exchange, self._faults, self._fault = exchange, faults, fault
         self._thread: threading.Thread | None = None
         self._failure: HarnessError | None = None
 
     def begin(self, wall_s: float) -> None:
         self.finish()
-        self._exchange.set_faults(",".join(item for item in (self._faults, "down=1") if item))
-        self._exchange.drop_streams()
+        self._exchange.set_faults(",".join(item for item in (self._faults, self._fault) if item))
+        if self._fault.startswith("down"):
+            self._exchange.drop_streams()
         self._thread = threading.Thread(target=self._end_later, args=(wall_s,), daemon=True, name="broker-outage")
         self._thread.start()
 

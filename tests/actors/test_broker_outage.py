@@ -45,3 +45,22 @@ def test_entry_shares_filled_while_the_broker_is_down_are_protected_once_it_is_b
     assert broker_working_stop_qty(trading) == Decimal("500")
     held = sum(Decimal(p["qty"]) for p in trading.broker_view()["positions"] if p["symbol"] == "AAPL")
     assert held == Decimal("500")
+
+
+def test_a_rest_outage_leaves_the_stream_up_and_ends_with_the_runs_own_faults(trading, tmp_path):
+    # `--outage-rest-only`: fills are heard while every REST call fails; its end puts back the run's own faults.
+    import pytest
+    from alpaca.common.exceptions import APIError
+    from alpaca.trading.client import TradingClient
+
+    client = TradingClient(trading.key, "secret", paper=True, url_override=trading.exchange.base_url)
+    outage = BrokerOutage(unstarted(trading, tmp_path), "duplicate=0.5", "http_5xx=1")
+
+    outage.begin(1.0)
+    with pytest.raises(APIError):
+        client.get_account()
+    assert trading.exchange.stream_connected(trading.key)  # not dropped: the stream stays up
+    outage.finish()
+
+    assert client.get_account().status is not None
+    assert trading.exchange.state.faults.spec == "duplicate=0.5"
