@@ -280,8 +280,9 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                     time.sleep(sale_rng.uniform(0, 2.0))  # the kill lands while the daemon reacts, or after
                 if index in holds and daemon.running:
                     result.hand_holds += 1
+                    drawn_s = hold_rng.uniform(0, settings.hand_hold_s)
                     result.shares_held_by_hand += hand_holds.place(
-                        HAND_HOLD_SHARE, hold_s=until_the_flatten_s(settings, moment, hold_rng.uniform(0, settings.hand_hold_s)))
+                        HAND_HOLD_SHARE, hold_s=until_the_flatten_s(settings, moment, drawn_s))
                     time.sleep(hold_rng.uniform(0, 1.0))  # the kill lands while the daemon protects them, or after
                 if index in outages and daemon.running:
                     wall_s = until_the_flatten_s(settings, moment, outage_rng.uniform(1.0, settings.outage_s))
@@ -289,7 +290,8 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
                         result.outages += 1
                         result.outage_wall_s += wall_s
                         outage.begin(wall_s)
-                        time.sleep(outage_rng.uniform(0, min(wall_s, 2.0)))  # the kill lands in it: a restart too
+                        # The kill lands anywhere in it (its restart waits for the broker), the daemon up before it.
+                        time.sleep(outage_rng.uniform(0, wall_s))
                 if index in moves and daemon.running:
                     result.stop_moves += 1
                     result.stops_moved += exchange.move_stops(SIM_KEY_ID, SIM_SECRET,
@@ -355,8 +357,8 @@ def run_once(settings: ChaosSettings, seed: int, folder: Path, say=print) -> Run
 
 def until_the_flatten_s(settings: ChaosSettings, now: datetime, drawn_s: float) -> float:
     """Wall seconds a hand limit order placed, or an outage begun, at exchange time `now` lasts: `drawn_s`, cut to
-    end by QUIET_BEFORE_FLATTEN (an order still holding shares at the flatten, or a broker down through it, leaves shares
-    for the next day: the trader's or the broker's doing, not the daemon's)."""
+    end by QUIET_BEFORE_FLATTEN (an order still holding shares at the flatten, or a broker down through it, leaves
+    shares for the next day: the trader's or the broker's doing, not the daemon's)."""
     left_s = (_at(settings, QUIET_BEFORE_FLATTEN) - now).total_seconds() / settings.speed
     return max(0.0, min(drawn_s, left_s))
 
@@ -596,8 +598,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                  + (f" ({settings.hand_hold_beyond:f} beyond the price)"
                     if settings.hand_hold_beyond != Decimal("0.002") else "")
                  if settings.hold_by_hand else "")
-    distance += (f", the broker's {'REST' if settings.outage_rest_only else 'API'} down at {settings.outage} moments "
-                 f"(up to {settings.outage_s:g} s each)" if settings.outage else "")
+    down = "REST" if settings.outage_rest_only else "API"
+    distance += (f", the broker's {down} down at {settings.outage} moments (up to {settings.outage_s:g} s each)"
+                 if settings.outage else "")
     print(f"chaos: {settings.runs} run(s), {settings.kills} kills each, seed {settings.seed}, speed {settings.speed:g}x, "
           f"faults {settings.faults or 'none'}{distance}", flush=True)
     if args.keep:
