@@ -138,6 +138,13 @@ class CycleActor(pykka.ThreadingActor):
         if day is None:
             return
         self._retry_undone_flattens(day, now)  # on a completed day too: an emergency stop completes it early
+        if (day.phase in (CyclePhase.CLOSED, CyclePhase.COMPLETED) and day.flatten_reason and not day.overnight_told
+                and phase_due(day.schedule, now) is CyclePhase.CLOSED):
+            # An emergency stop closed the day before the market did, so entering `closed` at the close, which
+            # tells the positions KeepOvernight, never comes. A flatten of it still under way then (its stops'
+            # cancels or its exit held up by a broker outage) would send its market exit after the close, queued
+            # for the next open with the stops already cancelled: the shares bare all night. The close keeps them.
+            self._keep_overnight(day)
         if day.phase is CyclePhase.COMPLETED:
             return
         due = phase_due(day.schedule, now)
