@@ -362,9 +362,9 @@ class BrokerWorker(pykka.ThreadingActor):
         try:
             orders = self.broker.list_orders(status="all", after=msg.since, nested=True)
             fills = self.broker.fill_activities(after=msg.since)
-        except BrokerError as exc:
-            log.warning(f"broker catch-up since {exchange_time(msg.since):%H:%M:%S} failed: {exc}; the doctor retries")
-            tell_if_alive(msg.reply_to, m.CatchUpResult(orders=(), fills=(), since=msg.since))
+        except BrokerError as exc:  # the router says so, and asks again (OrderRouter._catch_up_later)
+            log.debug(f"broker catch-up since {exchange_time(msg.since):%H:%M:%S} failed: {exc}")
+            tell_if_alive(msg.reply_to, m.CatchUpResult(orders=(), fills=(), since=msg.since, failed=str(exc)))
             return
         flat = []
         for order in orders:

@@ -226,6 +226,7 @@ class CatchUpResult(Message):
     fills: tuple[FillReport, ...]
     since: datetime
     from_doctor: bool = False  # the doctor's healing batch, not the answer to the router's own CatchUp
+    failed: str | None = None  # why the broker could not be read (nothing in it): the router asks again
 
 
 # --- to a position actor -------------------------------------------------------------------------------------

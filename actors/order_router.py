@@ -126,6 +126,12 @@ class PairLegs(m.Message):
     """Time to read again the take-profits of OCOs whose stop leg still has no broker id (_pair_legs_later)."""
 
 
+class CatchUpAgain(m.Message):
+    """The wait after a catch-up the broker did not answer is over (_catch_up_later)."""
+
+    since: datetime
+
+
 # An OCO acknowledged without its stop leg: its take-profit is read again this often, this many times, until the leg
 # is paired; then the doctor's pass pairs it (catalyst.domain.reconcile), and says so.
 PAIR_LEGS_EVERY_S, PAIR_LEGS_TRIES = 5.0, 60
@@ -284,6 +290,8 @@ class OrderRouter(pykka.ThreadingActor):
         self.stream_refused: str | None = None  # why the latest login was refused, until the stream logs in
         self.catching_up = False  # our own CatchUp is with the broker worker, its result not back yet
         self._catch_up_after: tuple[datetime, str] | None = None  # one asked meanwhile: run once that result is in
+        self._catch_up_failures = 0  # catch-ups in a row the broker did not answer
+        self._catch_up_timer: tuple[Any, datetime] | None = None  # the next try after such a failure, and its since
         self._asked_owners: set[Any] = set()  # owners asked for an entry fill's writes, not yet told the outcome
         self._owner_groups: list[tuple[WriteGroup, Any]] = []  # their writes, for the message being planned
         self._routine: list[m.TradeUpdateReceived] = []  # acknowledgement-only updates set aside (_park_routine)
@@ -327,6 +335,8 @@ class OrderRouter(pykka.ThreadingActor):
         self._gap_looks.clear()
         if self._pair_timer is not None:
             self._pair_timer.cancel()
+        if self._catch_up_timer is not None:
+            self._catch_up_timer[0].cancel()
         for timer in self._market_checks.values():
             timer.cancel()
         self._market_checks.clear()
@@ -1076,6 +1086,10 @@ class OrderRouter(pykka.ThreadingActor):
                 first_since, first_why = self._catch_up_after
                 self._catch_up_after = (min(since, first_since), first_why.removesuffix(" and more") + " and more")
             return
+        if self._catch_up_timer is not None:  # a failed one waiting to be asked again: this one covers it
+            timer, failed_since = self._catch_up_timer
+            timer.cancel()
+            self._catch_up_timer, since = None, min(since, failed_since)
         self.catching_up = True
         when = (f"{exchange_time(since):%H:%M:%S}" if self.clock.now() - since < timedelta(hours=12)
                 else f"{since.astimezone(EXCHANGE_TZ):%Y-%m-%d %H:%M:%S}")  # a rebuild may ask for days back
@@ -1092,6 +1106,10 @@ class OrderRouter(pykka.ThreadingActor):
     def _on_CatchUpResult(self, msg: m.CatchUpResult) -> None:
         if not msg.from_doctor:  # the doctor's healing batch is not the answer to ours, which may still be reading
             self.catching_up = False
+            if msg.failed is not None:
+                self._catch_up_later(msg.since, msg.failed)
+                return
+            self._catch_up_failures = 0
         self._learn_broker_ids(msg.orders)
         # Executions first (positions need their shares), then statuses; one commit each (not the hot path).
         new = ours = 0
@@ -1124,6 +1142,27 @@ class OrderRouter(pykka.ThreadingActor):
         if not self.catching_up and self._catch_up_after is not None:
             (since, why), self._catch_up_after = self._catch_up_after, None
             self._catch_up(since, why=f"asked while the last one ran: {why}")
+
+    def _catch_up_later(self, since: datetime, failed: str) -> None:
+        """A catch-up the broker did not answer (a REST outage the stream's reconnect came in) is asked again, 1, 2, 4,
+        8, then every 15 s until one is answered, from the earliest moment any asked for. Before, it was dropped and
+        the fills it was for waited for the doctor's next pass, up to its interval after the broker was back."""
+        self._catch_up_failures += 1
+        failures = self._catch_up_failures
+        if self._catch_up_after is not None:  # asked while this one ran: the next try covers it
+            since, self._catch_up_after = min(since, self._catch_up_after[0]), None
+        delay_s = min(2.0 ** (failures - 1), REFUSED_BACKOFF_MAX_S)
+        # Once a minute or so through an outage (the waits reach REFUSED_BACKOFF_MAX_S), not at every try.
+        log.log("WARNING" if failures == 1 or failures % 4 == 0 else "DEBUG",
+                f"router catch-up since {exchange_time(since):%H:%M:%S} failed ({failed}): asking the broker again in "
+                f"{delay_s:g} s (failure {failures}; until it answers)")
+        self._catch_up_timer = (tell_later(self.actor_ref, delay_s, CatchUpAgain(since=since)), since)
+
+    def _on_CatchUpAgain(self, msg: CatchUpAgain) -> None:
+        if self._catch_up_timer is None or self._catch_up_timer[1] != msg.since:
+            return  # a catch-up asked meanwhile covered it
+        self._catch_up_timer = None
+        self._catch_up(msg.since, why=f"the last one failed ({self._catch_up_failures}x)")
 
     def _learn_broker_ids(self, reports: tuple[OrderReport, ...]) -> None:
         """Rows a crash left without their broker id get it first, so the fills (which name only the broker id)

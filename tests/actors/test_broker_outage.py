@@ -64,3 +64,24 @@ def test_a_rest_outage_leaves_the_stream_up_and_ends_with_the_runs_own_faults(tr
 
     assert client.get_account().status is not None
     assert trading.exchange.state.faults.spec == "duplicate=0.5"
+
+
+def test_a_catch_up_the_broker_did_not_answer_is_asked_again_until_it_is(trading, router_lines):
+    """REST down while the stream reconnects (an outage of REST alone): the reconnect's catch-up fails. Before, it
+    was dropped, and an entry whose fill event was lost waited for the doctor's next pass, minutes after the broker
+    was back; now the router asks again (1, 2, 4 … 15 s) until the broker answers, and the fill is protected."""
+    import time
+
+    from tests.actors.test_submit_refused import fill_a_resting_entry_under
+
+    fill_a_resting_entry_under(trading, "http_5xx=1,drop=1")  # the entry fills; its event lost, REST refused
+    trading.exchange.drop_stream_connections()  # alpaca-py reconnects at once (the stream is up): a catch-up
+    time.sleep(4.0)  # reconnected, its catch-up refused
+    assert position_of(trading) is None or position_of(trading).quantity == 0  # nothing heard of the fill yet
+    trading.exchange.set_faults("")
+
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "the fill found and protected", timeout=30)
+    failed = [line for line in router_lines if "catch-up since" in line and "failed" in line]
+    assert failed[0].endswith("asking the broker again in 1 s (failure 1; until it answers)")
+    assert any("the last one failed" in line for line in router_lines)
+    assert broker_working_stop_qty(trading) == Decimal("100")
