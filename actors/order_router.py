@@ -956,7 +956,9 @@ class OrderRouter(pykka.ThreadingActor):
         first = rows[0]
         earlier = self._refused.pop(first.order_id, None)
         tries = earlier.tries + 1 if earlier is not None else 1
-        delay_s = min(2.0 ** (tries - 1), REFUSED_BACKOFF_MAX_S)
+        # The exponent capped: a broker that answers nothing is sent to for as long as it lasts, and 2.0 ** 1024 (the
+        # 1,025th send, some 4 h into an outage) overflows a float, which dropped the result and the resends with it.
+        delay_s = min(2.0 ** min(tries - 1, 30), REFUSED_BACKOFF_MAX_S)
         if retry_after_s is not None:
             delay_s = max(delay_s, min(retry_after_s, REFUSED_RESET_MAX_S))
         never_placed = (earlier.never_placed if earlier is not None else not first.resent) and not maybe_placed

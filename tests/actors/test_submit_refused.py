@@ -279,3 +279,32 @@ def test_an_entry_whose_broker_answers_nothing_is_still_left_to_the_doctor(tradi
     assert entry.role == "entry" and entry.status == "created" and entry.outcome_unknown
     assert not any("sending it again" in line for line in unknown_lines(router_lines))
     assert trading.broker_view()["orders"] == []
+
+
+def test_a_stop_sent_through_an_outage_of_hours_still_goes_once_the_broker_answers(trading, router_lines):
+    """Its waits grow 1, 2, 4, 8, then 15 s: the 1,025th send comes some 4 h 15 min into an outage (a night's
+    maintenance, say). Its wait, 2.0 ** 1024, overflowed a float: the result was dropped ("router failed handling
+    SubmitResult: OverflowError"), and the OCO, out of the router's waits, was never sent again."""
+    errors: list[str] = []
+    said: list[str] = []  # each send through an outage is said at DEBUG
+    sinks = [logger.add(lambda message: errors.append(message.record["message"]), level="ERROR"),
+             logger.add(lambda message: said.append(message.record["message"]), level="DEBUG",
+                        filter=lambda record: record["name"] == "actors.order_router")]
+    try:
+        fill_a_resting_entry_under(trading, "http_5xx=1")
+        trading.wait_for(lambda: unknown_lines(router_lines), "the OCO's outcome to be unknown", timeout=30)
+        take_profit = min(legs(trading), key=lambda o: o.order_id)
+        # Hours of sends in a moment: the router's count of them as it would stand after 4 h 15 min.
+        waiting = trading.system.router.proxy()._actor._refused[take_profit.order_id]
+        waiting.tries = waiting.unanswered = 1024
+        trading.wait_for(lambda: errors or any("answered nothing 1025x" in line for line in said),
+                         "the next send's answer", timeout=30)
+        trading.exchange.set_faults("")
+        acked = trading.wait_for(lambda: (rows := legs(trading)) and all(o.alpaca_order_id for o in rows) and rows,
+                                 "both legs acknowledged once the broker answers", timeout=40)
+    finally:
+        for sink in sinks:
+            logger.remove(sink)
+    assert errors == []
+    assert len(acked) == 2
+    assert len([o for o in trading.broker_view()["orders"] if o["side"] == "sell"]) == 2
