@@ -26,6 +26,7 @@ from actors import messages as m
 from actors.refs import tell_if_alive
 from pydantic import ValidationError
 
+from catalyst.broker.calls import failures_quiet
 from catalyst.broker.errors import (BrokerError, LookupFailedToo, NotFound, PermanentError, SubmitRefused,
                                     is_not_cancelable)
 from catalyst.broker.orders import NewOrder
@@ -39,12 +40,14 @@ log = logger.bind(actor="broker")
 class SubmitOrder(m.Message):
     row: Any
     reply_to: Any
+    quiet: bool = False  # a resend through a broker outage its router says nothing of: its calls' failures are DEBUG
 
 
 class SubmitOco(m.Message):
     take_profit: Any
     stop_loss: Any
     reply_to: Any
+    quiet: bool = False  # as SubmitOrder's
 
 
 class Cancel(m.Message):
@@ -261,17 +264,17 @@ class BrokerWorker(pykka.ThreadingActor):
         self._send((row.order_id,), lambda: NewOrder(
             symbol=row.symbol, side=row.side, qty=row.quantity, type=row.order_type, tif=row.time_in_force,
             limit_price=row.limit_price, stop_price=row.stop_price, client_order_id=row.client_order_id,
-        ), priority, msg.reply_to)
+        ), priority, msg.reply_to, msg.quiet)
 
     def _submit_oco(self, msg: SubmitOco) -> None:
         tp, sl = msg.take_profit, msg.stop_loss
         self._send((tp.order_id, sl.order_id), lambda: NewOrder.oco_exit(
             symbol=tp.symbol, side=tp.side, qty=tp.quantity, take_profit_limit=tp.limit_price,
             stop_price=sl.stop_price, client_order_id=tp.client_order_id, tif=tp.time_in_force,
-        ), Priority.PROTECT, msg.reply_to)
+        ), Priority.PROTECT, msg.reply_to, msg.quiet)
 
     def _send(self, order_ids: tuple[int, ...], make_order: Callable[[], NewOrder], priority: Priority,
-              reply_to: Any) -> None:
+              reply_to: Any, quiet: bool = False) -> None:
         """Submit, tell the router, and only then log the broker's answer: the acknowledgement (and, for a stop, the
         end of the wait for protection) is not held up by a log line."""
         sent: list[NewOrder] = []
@@ -280,7 +283,8 @@ class BrokerWorker(pykka.ThreadingActor):
             sent.append(make_order())  # built inside _result: a row alpaca-py cannot express is refused, not sent
             return self.broker.submit_with_lookup(sent[0], priority=priority, announce=False)
 
-        result = self._result(order_ids, submit)
+        with failures_quiet(quiet):
+            result = self._result(order_ids, submit)
         tell_if_alive(reply_to, result)  # a router stopped first (shutdown): the row is resent at the next start
         if result.report is not None:
             try:  # answered already: a failure here must not answer the submit a second time (_survive)

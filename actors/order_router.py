@@ -705,19 +705,23 @@ class OrderRouter(pykka.ThreadingActor):
                             "asks the broker for it and retires it if absent")
                 return
         tracked.resent = True
+        # A send not said is not said by its broker calls' failures either: through an outage each send's dozen calls
+        # (three submits, nine look-ups, each a 503) were a WARNING line apiece, every 15 s, for as long as it lasted.
+        quiet = level == "DEBUG"
         if tracked.role == "take_profit":
             leg = self.writer.get_order(oco_stop_leg_id(tracked.order_id)).get()
             if leg is None or leg.role != "stop_loss":
                 log.error(f"order {tracked.label} take-profit without its stop-loss row; left for the doctor")
                 return
             log.log(level, f"order {tracked.label} OCO {why}: sending it now")
-            self._to_protection(SubmitOco(take_profit=row, stop_loss=leg, reply_to=self.actor_ref), row.order_id)
+            self._to_protection(SubmitOco(take_profit=row, stop_loss=leg, reply_to=self.actor_ref, quiet=quiet),
+                                row.order_id)
             return
         log.log(level, f"order {tracked.label} {tracked.role} {why}: sending it now")
         if tracked.role == "entry":
             self._to_general(SubmitOrder(row=row, reply_to=self.actor_ref))
         else:
-            self._to_protection(SubmitOrder(row=row, reply_to=self.actor_ref), row.order_id)
+            self._to_protection(SubmitOrder(row=row, reply_to=self.actor_ref, quiet=quiet), row.order_id)
 
     def _on_CancelOrders(self, msg: m.CancelOrders) -> None:
         for order_id in msg.order_ids:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, TypeVar
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from loguru import logger
 from requests import PreparedRequest, Response, Session
@@ -20,6 +22,21 @@ from catalyst.broker.session import LeanSession
 
 T = TypeVar("T")
 Transport = Callable[[PreparedRequest, Any], Response]  # (request, timeout) -> response
+
+# Set while a caller that says the outcome itself makes its calls (quietly): their failures are DEBUG lines.
+_failures_quiet: ContextVar[bool] = ContextVar("broker_call_failures_quiet", default=False)
+
+
+@contextmanager
+def failures_quiet(quiet: bool = True) -> Iterator[None]:
+    """The calls made inside log their failures and retries at DEBUG: a submit sent again every 15 s through a
+    broker outage made a dozen WARNING lines each time, for as long as it lasted, where its router says it about
+    once a minute (OrderRouter._send_again_later)."""
+    token = _failures_quiet.set(quiet)
+    try:
+        yield
+    finally:
+        _failures_quiet.reset(token)
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -106,7 +123,7 @@ class BrokerCalls:
             if not isinstance(error, NotFound):
                 # "not cancelable" answers a cancel of an order that already ended (an OCO's sibling, cancelled with
                 # the leg cancelled first): the caller reads its status; nothing went wrong.
-                level = "INFO" if is_not_cancelable(error) else "WARNING"
+                level = "DEBUG" if _failures_quiet.get() else "INFO" if is_not_cancelable(error) else "WARNING"
                 logger.log(level, "broker {} {} → {}", self.name, operation, error)
             raise error from exc
 
@@ -125,8 +142,9 @@ class BrokerCalls:
             retry=retry_if_exception(is_retryable_read_error),
             wait=self._wait_for,
             reraise=True,
-            before_sleep=lambda s: logger.info(
-                "broker {} {} retry {} after {}", self.name, operation, s.attempt_number, s.outcome.exception()
+            before_sleep=lambda s: logger.log(
+                "DEBUG" if _failures_quiet.get() else "INFO", "broker {} {} retry {} after {}", self.name, operation,
+                s.attempt_number, s.outcome.exception()
             ),
         )
         for attempt in retrying:

@@ -308,3 +308,24 @@ def test_a_stop_sent_through_an_outage_of_hours_still_goes_once_the_broker_answe
     assert errors == []
     assert len(acked) == 2
     assert len([o for o in trading.broker_view()["orders"] if o["side"] == "sell"]) == 2
+
+
+def test_a_stop_sent_through_a_long_outage_is_said_about_once_a_minute_not_at_every_call(trading, router_lines):
+    """Sent until the broker answers, 15 s apart: each send is three submits and nine look-ups, every one a 503, and
+    each was a WARNING line of the broker's calls (some 40 a minute for one stop, for as long as the outage lasts)
+    while the router's own lines said it about once a minute. The sends it does not say, their calls do not either."""
+    fill_a_resting_entry_under(trading, "http_5xx=1")
+    trading.wait_for(lambda: unknown_lines(router_lines), "the OCO's outcome to be unknown", timeout=30)
+    time.sleep(16.0)  # the waits between sends have grown to 15 s
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(message.record["message"]), level="WARNING",
+                      filter=lambda record: record["name"].startswith(("actors.", "catalyst.broker")))
+    try:
+        time.sleep(45.0)  # two sends or three (each takes its worker some seconds), one said: every fourth is
+    finally:
+        logger.remove(sink)
+    trading.exchange.set_faults("")
+    assert len(lines) <= 16, "\n".join(lines)  # one send said: its twelve calls, and the router's two lines
+    acked = trading.wait_for(lambda: (rows := legs(trading)) and all(o.alpaca_order_id for o in rows) and rows,
+                             "both legs acknowledged once the broker answers", timeout=40)
+    assert len(acked) == 2
