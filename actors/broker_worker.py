@@ -64,6 +64,7 @@ class Verify(m.Message):
 class CatchUp(m.Message):
     since: datetime
     reply_to: Any
+    quiet: bool = False  # asked again through an outage its router says nothing of: its calls' failures are DEBUG
 
 
 class ReadPosition(m.Message):
@@ -364,8 +365,9 @@ class BrokerWorker(pykka.ThreadingActor):
 
     def _catch_up(self, msg: CatchUp) -> None:
         try:
-            orders = self.broker.list_orders(status="all", after=msg.since, nested=True)
-            fills = self.broker.fill_activities(after=msg.since)
+            with failures_quiet(msg.quiet):
+                orders = self.broker.list_orders(status="all", after=msg.since, nested=True)
+                fills = self.broker.fill_activities(after=msg.since)
         except BrokerError as exc:  # the router says so, and asks again (OrderRouter._catch_up_later)
             log.debug(f"broker catch-up since {exchange_time(msg.since):%H:%M:%S} failed: {exc}")
             tell_if_alive(msg.reply_to, m.CatchUpResult(orders=(), fills=(), since=msg.since, failed=str(exc)))

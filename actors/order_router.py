@@ -1082,7 +1082,7 @@ class OrderRouter(pykka.ThreadingActor):
             return TradeStreamState(False, "it has not logged in yet")
         return TradeStreamState(True, f"logged in, connection #{self.stream_connections}")
 
-    def _catch_up(self, since: datetime, why: str, force: bool = False) -> None:
+    def _catch_up(self, since: datetime, why: str, force: bool = False, quiet: bool = False) -> None:
         if self.catching_up and not force:
             # The one in flight may have read the broker before this fill happened: run again once it is back, from
             # the earliest moment asked (dropping it left an entry's shares without their stop until a doctor pass).
@@ -1099,8 +1099,8 @@ class OrderRouter(pykka.ThreadingActor):
         self.catching_up = True
         when = (f"{exchange_time(since):%H:%M:%S}" if self.clock.now() - since < timedelta(hours=12)
                 else f"{since.astimezone(EXCHANGE_TZ):%Y-%m-%d %H:%M:%S}")  # a rebuild may ask for days back
-        log.info(f"router catching up over REST since {when}: {why}")
-        self._general.tell(CatchUp(since=since, reply_to=self.actor_ref))
+        log.log("DEBUG" if quiet else "INFO", f"router catching up over REST since {when}: {why}")
+        self._general.tell(CatchUp(since=since, reply_to=self.actor_ref, quiet=quiet))
 
     def _on_StreamLoginFailed(self, msg: m.StreamLoginFailed) -> None:
         self.stream_refusals += 1
@@ -1157,18 +1157,24 @@ class OrderRouter(pykka.ThreadingActor):
         failures = self._catch_up_failures
         if self._catch_up_after is not None:  # asked while this one ran: the next try covers it
             since, self._catch_up_after = min(since, self._catch_up_after[0]), None
-        delay_s = min(2.0 ** (failures - 1), REFUSED_BACKOFF_MAX_S)
+        delay_s = min(2.0 ** min(failures - 1, 30), REFUSED_BACKOFF_MAX_S)  # capped: 2.0 ** 1024 overflows
         # Once a minute or so through an outage (the waits reach REFUSED_BACKOFF_MAX_S), not at every try.
-        log.log("WARNING" if failures == 1 or failures % 4 == 0 else "DEBUG",
+        log.log("WARNING" if self._catch_up_said(failures) else "DEBUG",
                 f"router catch-up since {exchange_time(since):%H:%M:%S} failed ({failed}): asking the broker again in "
                 f"{delay_s:g} s (failure {failures}; until it answers)")
         self._catch_up_timer = (tell_later(self.actor_ref, delay_s, CatchUpAgain(since=since)), since)
+
+    @staticmethod
+    def _catch_up_said(failures: int) -> bool:
+        return failures == 1 or failures % 4 == 0
 
     def _on_CatchUpAgain(self, msg: CatchUpAgain) -> None:
         if self._catch_up_timer is None or self._catch_up_timer[1] != msg.since:
             return  # a catch-up asked meanwhile covered it
         self._catch_up_timer = None
-        self._catch_up(msg.since, why=f"the last one failed ({self._catch_up_failures}x)")
+        # The try after a failure said at DEBUG is itself quiet, its broker calls' failures too (as resends are).
+        self._catch_up(msg.since, why=f"the last one failed ({self._catch_up_failures}x)",
+                       quiet=not self._catch_up_said(self._catch_up_failures))
 
     def _learn_broker_ids(self, reports: tuple[OrderReport, ...]) -> None:
         """Rows a crash left without their broker id get it first, so the fills (which name only the broker id)

@@ -85,3 +85,39 @@ def test_a_catch_up_the_broker_did_not_answer_is_asked_again_until_it_is(trading
     assert failed[0].endswith("asking the broker again in 1 s (failure 1; until it answers)")
     assert any("the last one failed" in line for line in router_lines)
     assert broker_working_stop_qty(trading) == Decimal("100")
+
+
+def test_a_catch_up_failing_for_hours_is_still_asked_again_and_said_about_once_a_minute(trading, router_lines):
+    # Its waits grow as a resend's do (2.0 ** 1024 overflows at the 1,025th); the tries said at DEBUG are quiet,
+    # their broker calls' failures too.
+    from loguru import logger
+
+    from tests.actors.test_submit_refused import fill_a_resting_entry_under
+
+    errors: list[str] = []
+    warned: list[str] = []
+    routed: list[str] = []  # the router's lines, DEBUG ones too
+    sinks = [logger.add(lambda message: errors.append(message.record["message"]), level="ERROR"),
+             logger.add(lambda message: warned.append(message.record["message"]), level="WARNING",
+                        filter=lambda record: record["name"].startswith(("actors", "catalyst.broker"))),
+             logger.add(lambda message: routed.append(message.record["message"]), level="DEBUG",
+                        filter=lambda record: record["name"] == "actors.order_router")]
+    try:
+        fill_a_resting_entry_under(trading, "http_5xx=1,drop=1")
+        router = trading.system.router.proxy()._actor
+        router._catch_up_failures = 1024  # hours of failures in a moment
+        trading.exchange.drop_stream_connections()
+        trading.wait_for(lambda: any("failure 1025" in line for line in routed) or errors,
+                         "the 1,025th failure", timeout=30)
+        said = len(warned)
+        trading.wait_for(lambda: any("failure 1026" in line for line in routed) or errors,
+                         "the 1,026th failure, 15 s later", timeout=40)
+        quiet_meanwhile = len(warned) - said  # that try's calls, and its failure's line
+        trading.exchange.set_faults("")
+        trading.wait_for(lambda: protected_qty(trading) == Decimal("100"), "the fill found and protected", timeout=40)
+    finally:
+        for sink in sinks:
+            logger.remove(sink)
+    assert errors == []
+    assert quiet_meanwhile == 0  # the try after an unsaid failure (1,025 is not a 4th) says nothing, nor its end
+    assert broker_working_stop_qty(trading) == Decimal("100")
