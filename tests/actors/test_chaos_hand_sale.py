@@ -88,9 +88,12 @@ def test_a_hand_limit_whose_submit_answer_is_lost_is_found_by_its_client_id_and_
 
     open_protected(trading)
     exchange = unstarted(trading, tmp_path)
-    trading.exchange.set_faults("reply_lost=1.0")
+    # Lost replies hang 0.2 s, not 30: a trader's cancel click whose reply hung left the daemon seconds to protect the
+    # shares again before the limit order's submit, refused then (403), five clicks in a row on a loaded machine (a
+    # fresh-clone CI beside a chaos run). The trader clicks again up to 20 times, as chaos's does after a 403.
+    trading.exchange.set_faults("reply_lost=1.0,hang_s=0.2")
     try:
-        held = ExchangeProcess.hold_by_hand(exchange, trading.key, "secret", Decimal("0.4"), hold_s=0.2)
+        held = ExchangeProcess.hold_by_hand(exchange, trading.key, "secret", Decimal("0.4"), hold_s=0.2, tries=20)
     finally:
         trading.exchange.set_faults("")
 
