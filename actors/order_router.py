@@ -1157,6 +1157,10 @@ class OrderRouter(pykka.ThreadingActor):
         failures = self._catch_up_failures
         if self._catch_up_after is not None:  # asked while this one ran: the next try covers it
             since, self._catch_up_after = min(since, self._catch_up_after[0]), None
+        if self._catch_up_timer is not None:  # a forced one (a reconnect's) failed beside it: one try covers both
+            timer, waiting_since = self._catch_up_timer
+            timer.cancel()
+            since = min(since, waiting_since)
         delay_s = min(2.0 ** min(failures - 1, 30), REFUSED_BACKOFF_MAX_S)  # capped: 2.0 ** 1024 overflows
         # Once a minute or so through an outage (the waits reach REFUSED_BACKOFF_MAX_S), not at every try.
         log.log("WARNING" if self._catch_up_said(failures) else "DEBUG",

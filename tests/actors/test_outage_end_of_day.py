@@ -115,6 +115,14 @@ def back_after_the_close(trading: Trading, lines: list[tuple[str, str]], kept: b
     time.sleep(6)  # a flatten timer's recheck or two (FLATTEN_RECHECK_S) once the broker answers
 
 
+def down_over_the_flatten(trading: Trading, lines: list[tuple[str, str]]) -> None:
+    """From 15:30: the broker down at 15:54:30, and the 15:55 flatten's cancels of the OCO asked again unanswered."""
+    trading.exchange.advance(timedelta(minutes=4, seconds=30))  # 15:54:30
+    down(trading)
+    trading.exchange.advance(timedelta(minutes=1))  # 15:55:30: the flatten is due, its cancels go nowhere
+    trading.wait_for(lambda: said(lines, "flatten still waiting for (2, 3) to end"), "the cancels retried")
+
+
 def flatten_rows(trading: Trading) -> list[Any]:
     return [o for o in trading.all_orders() if o.role == "flatten"]
 
@@ -122,10 +130,7 @@ def flatten_rows(trading: Trading) -> list[Any]:
 def test_an_outage_over_the_flatten_that_ends_before_the_close_flattens_once(trading, lines) -> None:
     cycle = open_under_oco(trading)
     try:
-        trading.exchange.advance(timedelta(minutes=4, seconds=30))  # 15:54:30
-        down(trading)
-        trading.exchange.advance(timedelta(minutes=1))  # 15:55:30: the flatten is due, its cancels go nowhere
-        trading.wait_for(lambda: said(lines, "flatten still waiting for (2, 3) to end"), "the cancels retried")
+        down_over_the_flatten(trading, lines)
         trading.exchange.advance(timedelta(minutes=1))  # 15:56:30
         trading.exchange.set_faults("")
         trading.wait_for(lambda: held(trading) == 0, "flattened once the broker is back", timeout=60)
@@ -142,10 +147,7 @@ def test_an_outage_over_the_flatten_that_ends_before_the_close_flattens_once(tra
 def test_an_outage_over_the_flatten_and_the_close_keeps_the_shares_under_their_stops(trading, lines) -> None:
     cycle = open_under_oco(trading)
     try:
-        trading.exchange.advance(timedelta(minutes=4, seconds=30))  # 15:54:30
-        down(trading)
-        trading.exchange.advance(timedelta(minutes=1))  # 15:55:30: the flatten is due, its cancels go nowhere
-        trading.wait_for(lambda: said(lines, "flatten still waiting for (2, 3) to end"), "the cancels retried")
+        down_over_the_flatten(trading, lines)
         back_after_the_close(trading, lines)
     finally:
         cycle.stop()
