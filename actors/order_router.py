@@ -126,6 +126,12 @@ class PairLegs(m.Message):
     """Time to read again the take-profits of OCOs whose stop leg still has no broker id (_pair_legs_later)."""
 
 
+def said_through_an_outage(tries: int) -> bool:
+    """Whether the `tries`-th failed try of a resend or a catch-up is said at WARNING: the first, then every fourth,
+    about once a minute once the waits reach REFUSED_BACKOFF_MAX_S, not at every try for as long as an outage lasts."""
+    return tries == 1 or tries % 4 == 0
+
+
 class CatchUpAgain(m.Message):
     """The wait after a catch-up the broker did not answer is over (_catch_up_later)."""
 
@@ -979,8 +985,7 @@ class OrderRouter(pykka.ThreadingActor):
                        "looked up)")
         else:
             outcome = f"(refusal {tries})"
-        # Once a minute or so through an outage (the waits reach REFUSED_BACKOFF_MAX_S), not at every send.
-        level = "DEBUG" if unanswered and silent > 1 and tries % 4 else "WARNING"
+        level = "DEBUG" if unanswered and silent > 1 and not said_through_an_outage(tries) else "WARNING"
         log.log(level, f"order {'+'.join(t.label for t in rows)} {what} {why}: "
                        f"{'' if maybe_placed else 'nothing placed; '}sending it again with the same client_order_id "
                        f"in {delay_s:.1f}s {outcome}")
@@ -1012,8 +1017,8 @@ class OrderRouter(pykka.ThreadingActor):
             group.commit(self.writer)
             return
         tracked.resent = False  # each refused submit placed nothing: this is not a second resend
-        # Through an outage the resends' own line says so once a minute or so (_send_again_later); each send is DEBUG.
-        quiet = waiting.unanswered > 1 and waiting.tries % 4
+        # Through an outage the resends' own line says so (_send_again_later); the sends between are DEBUG.
+        quiet = waiting.unanswered > 1 and not said_through_an_outage(waiting.tries)
         self._send_if_never_acknowledged(tracked, why=f"unanswered {waiting.tries}x",
                                          level="DEBUG" if quiet else "WARNING")
         if not tracked.resent:  # not sent: an entry too old now, or an OCO without its stop-loss row
@@ -1162,15 +1167,10 @@ class OrderRouter(pykka.ThreadingActor):
             timer.cancel()
             since = min(since, waiting_since)
         delay_s = min(2.0 ** min(failures - 1, 30), REFUSED_BACKOFF_MAX_S)  # capped: 2.0 ** 1024 overflows
-        # Once a minute or so through an outage (the waits reach REFUSED_BACKOFF_MAX_S), not at every try.
-        log.log("WARNING" if self._catch_up_said(failures) else "DEBUG",
+        log.log("WARNING" if said_through_an_outage(failures) else "DEBUG",
                 f"router catch-up since {exchange_time(since):%H:%M:%S} failed ({failed}): asking the broker again in "
                 f"{delay_s:g} s (failure {failures}; until it answers)")
         self._catch_up_timer = (tell_later(self.actor_ref, delay_s, CatchUpAgain(since=since)), since)
-
-    @staticmethod
-    def _catch_up_said(failures: int) -> bool:
-        return failures == 1 or failures % 4 == 0
 
     def _on_CatchUpAgain(self, msg: CatchUpAgain) -> None:
         if self._catch_up_timer is None or self._catch_up_timer[1] != msg.since:
@@ -1178,7 +1178,7 @@ class OrderRouter(pykka.ThreadingActor):
         self._catch_up_timer = None
         # The try after a failure said at DEBUG is itself quiet, its broker calls' failures too (as resends are).
         self._catch_up(msg.since, why=f"the last one failed ({self._catch_up_failures}x)",
-                       quiet=not self._catch_up_said(self._catch_up_failures))
+                       quiet=not said_through_an_outage(self._catch_up_failures))
 
     def _learn_broker_ids(self, reports: tuple[OrderReport, ...]) -> None:
         """Rows a crash left without their broker id get it first, so the fills (which name only the broker id)
