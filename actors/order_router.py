@@ -872,6 +872,16 @@ class OrderRouter(pykka.ThreadingActor):
                 if tracked.role == "stop_loss" and self._suspected_legs:
                     # No leg of it will ever be named: what was held as probably its own was placed outside Catalyst.
                     group.then(lambda _, leg=tracked: self._settle_suspected_legs(leg))
+        elif msg.report is None and rows and rows[0].broker_id:
+            # The stream named the order while its submit's answer was being lost (a reply lost after the broker
+            # acted, then the look-up failing): it was placed, so nothing about it is unknown. Flagged (a review),
+            # its rows stayed `outcome_unknown` for good, each doctor pass asking after an order already in hand.
+            self._stop_waiting(msg.order_ids[0])
+            first = rows[0]
+            log.info(f"order {first.label} its submit ended with no answer ({msg.unknown}), but the stream had named "
+                     f"it id={first.broker_id}: placed")
+            if len(rows) > 1 and self._leg_unpaired(first.order_id):
+                group.then(lambda _: self._pair_legs(first))
         elif msg.report is None:
             for tracked in rows:
                 group.add(call("set_outcome_unknown", tracked.order_id, True))

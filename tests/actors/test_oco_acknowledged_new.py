@@ -12,11 +12,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from actors import messages as m
 from actors.order_router import RouterSettings
 from actors.position import PROTECTION_COALESCE_S
+from catalyst.broker.reports import TradeUpdateReport
+from tests.actors.conftest import logged_lines
 from tests.actors.test_rebuild_stale_book import RouterRig, report
-from tests.actors.test_write_path_router import wait_for
+from tests.actors.test_write_path_router import T0, wait_for
 
 
 def test_an_oco_answered_new_is_acknowledged_for_its_position_and_holds_no_piece(
@@ -37,5 +41,36 @@ def test_an_oco_answered_new_is_acknowledged_for_its_position_and_holds_no_piece
         wait_for(lambda: live.ocos()[1:], "the second piece's OCO", timeout=5)
         assert time.monotonic() - started < PROTECTION_COALESCE_S / 2
         assert [o.stop_loss.quantity for o in live.ocos()] == [Decimal(40), Decimal(30)]
+    finally:
+        live.stop()
+
+
+@pytest.mark.parametrize("unanswered", [True, False])
+def test_an_oco_the_stream_named_before_its_submit_ended_unknown_is_placed_not_unknown(
+        tmp_path: Path, recording_actor: Any, unanswered: bool) -> None:
+    # A reply lost after the broker acted: the stream's `new` names the OCO, then the submit ends with no answer (its
+    # look-up failing too, or finding nothing yet). Before, both rows were flagged `outcome_unknown` for good, and a
+    # resend was planned for an order already in hand (a review).
+    live = RouterRig(tmp_path, recording_actor, RouterSettings(routine_update_wait_s=0))
+    try:
+        live.position(live.plan)
+        live.fill(live.entry_acknowledged(), 100, 100, "x1")
+        oco = wait_for(live.ocos, "the fill's OCO")[0]
+        tp, sl = oco.take_profit, oco.stop_loss
+        live.router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(event="new", at=T0, order=report(
+            tp, "b-tp", "new", 0, "limit", legs=(report(sl, "b-sl", "held", 0, "stop"),)))))
+        wait_for(lambda: live.writer.get_order(sl.order_id).get().alpaca_order_id == "b-sl",
+                 "the stream's event to name both legs")
+        with logged_lines("actors.order_router", "INFO") as lines:
+            live.router.tell(m.SubmitResult(order_ids=(tp.order_id, sl.order_id), unanswered=unanswered,
+                                            unknown="submit AAPL: 503; lookup failed too: 503"))
+            wait_for(lambda: any("but the stream had named it id=b-tp: placed" in line for line in lines),
+                     "the router to say the OCO was placed")
+            time.sleep(1.5)  # past the first resend's wait
+        rows = [live.writer.get_order(o.order_id).get() for o in (tp, sl)]
+        assert [(r.alpaca_order_id, r.outcome_unknown) for r in rows] == [("b-tp", False), ("b-sl", False)]
+        assert live.writer.orders_with_unknown_outcome().get() == []
+        assert len(live.ocos()) == 1
+        assert not any("outcome unknown" in line for line in lines)
     finally:
         live.stop()
