@@ -189,6 +189,9 @@ class AlpacaBroker(MarketDataCalls):
         """
         cid = order.client_order_id
         may_have_acted = [False]  # an attempt whose request the broker may have acted on
+        # While every such attempt's look-up failed too, the broker has said nothing about the order.
+        unanswered: list[LookupFailedToo | None] = [None]
+        answered = [False]
 
         def attempt_once() -> OrderReport:
             try:
@@ -196,6 +199,8 @@ class AlpacaBroker(MarketDataCalls):
             except BrokerError as error:
                 if not isinstance(error, _REFUSED_BEFORE_ACTING):  # a broker that read the request, or may have
                     may_have_acted[0] = True
+                    if not isinstance(error, (OutcomeUnknown, MalformedResponse)):  # settled by the look-up below
+                        answered[0] = True
                 raise
 
         def attempt_settled() -> OrderReport:
@@ -218,9 +223,11 @@ class AlpacaBroker(MarketDataCalls):
                 try:
                     found = self._lookup_after(cid, priority)
                 except BrokerError as lookup_error:
-                    raise LookupFailedToo(f"{unknown.message}; lookup failed too: {lookup_error}",
-                                         status=unknown.status, code=unknown.code,
-                                         operation=unknown.operation) from lookup_error
+                    unanswered[0] = LookupFailedToo(f"{unknown.message}; lookup failed too: {lookup_error}",
+                                                    status=unknown.status, code=unknown.code,
+                                                    operation=unknown.operation)
+                    raise unanswered[0] from lookup_error
+                answered[0] = True
                 if found is not None:
                     logger.info("broker {} submit {} cid={} outcome settled by lookup → {} id={}", self.name,
                                 order.symbol, cid, found.status, found.broker_id)
@@ -240,6 +247,11 @@ class AlpacaBroker(MarketDataCalls):
                 with attempt:
                     return attempt_settled()
         except _REFUSED_BEFORE_ACTING as refused:
+            if may_have_acted[0] and unanswered[0] is not None and not answered[0]:
+                # 503s whose look-ups failed, then a refused connection (an outage under way): still nothing heard of
+                # the order. Raised as the refusal, it counted against the caller's few resends for an answered one.
+                raise LookupFailedToo(f"{unanswered[0].message}; then {refused.message}", status=unanswered[0].status,
+                                      code=unanswered[0].code, operation=unanswered[0].operation) from refused
             if may_have_acted[0]:
                 raise
             raise SubmitRefused(refused.message, retry_after_s=getattr(refused, "retry_after_s", None),

@@ -17,7 +17,8 @@ from requests import PreparedRequest, Response
 
 from catalyst.broker.adapter import AlpacaBroker
 from catalyst.broker.errors import (
-    DuplicateClientOrderId, MalformedResponse, OutcomeUnknown, RateLimited, Rejected, RejectReason, SubmitRefused,
+    ConnectionFailed, DuplicateClientOrderId, LookupFailedToo, MalformedResponse, OutcomeUnknown, RateLimited, Rejected,
+    RejectReason, SubmitRefused,
 )
 from catalyst.broker.orders import NewOrder
 from catalyst.broker.ratelimit import RateLimiter
@@ -128,6 +129,45 @@ def test_a_submit_whose_first_attempt_may_have_acted_is_not_reported_as_never_pl
         make_broker(network).submit_with_lookup(buy("cat-503"))
 
     assert not isinstance(raised.value, SubmitRefused) and network.count("POST", "/v2/orders") == 3
+
+
+def test_a_submit_met_by_503s_it_could_not_look_up_then_a_refused_connection_is_unanswered() -> None:
+    """An outage under way: 503s whose look-ups fail too, then the connection refused. The broker said nothing about
+    the order, so the caller sends it again until it answers; raised as the refusal, it counted against the few
+    resends an answered submit gets (a review)."""
+    answers = iter(["503", "503", "refused"])
+
+    def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
+        if request.method == "GET":
+            return respond(request, 503, {"code": 50010000, "message": "down"})
+        if next(answers) == "refused":
+            raise requests.exceptions.ConnectionError("NewConnectionError: [Errno 111] Connection refused")
+        return respond(request, 503, {"code": 50010000, "message": "down"})
+
+    network = FakeNetwork(route)
+    with pytest.raises(LookupFailedToo) as raised:
+        make_broker(network).submit_with_lookup(buy("cat-down"))
+
+    assert network.count("POST", "/v2/orders") == 3
+    assert "lookup failed too" in str(raised.value) and "Connection refused" in str(raised.value)
+
+
+def test_a_submit_whose_look_up_was_answered_then_refused_a_connection_is_not_unanswered() -> None:
+    """The broker answered the look-up ("no such order"): the refused connection after it is raised as it was."""
+    answers = iter(["503", "refused", "refused"])
+
+    def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
+        if request.method == "GET":
+            return respond(request, 404, {"code": 40410000, "message": "order not found"})
+        if next(answers) == "refused":
+            raise requests.exceptions.ConnectionError("NewConnectionError: [Errno 111] Connection refused")
+        return respond(request, 503, {"code": 50010000, "message": "down"})
+
+    network = FakeNetwork(route)
+    with pytest.raises(ConnectionFailed) as raised:
+        make_broker(network).submit_with_lookup(buy("cat-seen"))
+
+    assert not isinstance(raised.value, (SubmitRefused, LookupFailedToo))
 
 
 def test_a_read_that_meets_a_503_is_retried_and_succeeds() -> None:
