@@ -53,6 +53,7 @@ class DayState:
     overnight_told: bool = False  # the live positions were told KeepOvernight (once a day)
     halted: str | None = None
     closed_at: datetime | None = None
+    said_flatten_outlasts: bool = False  # the day kept open past its settle for an emergency's flatten (once)
     schedule: PhaseSchedule = field(default_factory=PhaseSchedule)  # the configured one, moved for an early close
 
 
@@ -388,6 +389,17 @@ class CycleActor(pykka.ThreadingActor):
         live = self.system.supervisor.live_count().get()
         settled = day.closed_at is not None and now - day.closed_at >= SETTLE_AFTER_CLOSE
         if live and not settled:
+            return
+        if live and market_open(day.schedule, now):
+            # An emergency stop closed the day early, and its flatten is still under way (the stops' cancels, or the
+            # exit, held up by a broker outage). Completed now, the day said ERROR "still live after the close" with
+            # the market open and the flatten working, then left it to the close all the same: it completes once
+            # they are flat, or at the close, which keeps them under their stops (_keep_overnight).
+            if not day.said_flatten_outlasts:
+                day.said_flatten_outlasts = True
+                log.warning(f"cycle {day.day} {live} positions still flattening "
+                            f"{(now - day.closed_at).total_seconds() / 60:.0f} minutes after the day closed ({day.halted or day.flatten_reason}): the day completes once they are flat, "
+                            "or at the market's close with them kept under their stops")
             return
         if live and day.kept_overnight:
             log.warning(f"cycle {day.day} {live} positions kept overnight under their stops; completing the day")
