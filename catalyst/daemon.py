@@ -259,6 +259,7 @@ class Daemon:
         from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
         from catalyst.broker.errors import AuthError, BrokerError, MalformedResponse
+        from catalyst.clock import wall_seconds
 
         where = self.endpoint.trading_url or "Alpaca"
 
@@ -273,11 +274,14 @@ class Daemon:
             log.warning(f"system {what_failed(state.outcome.exception())} ({state.outcome.exception()}); "
                         f"retrying in {state.next_action.sleep:.0f} s")
 
+        # At most 30 s between tries, on the exchange's clock, and at least 1 s on the wall: against an emulator at
+        # 240x, 30 wall seconds were two exchange hours, and a restart inside a broker outage missed the entry window.
+        longest_s = max(1.0, wall_seconds(self.endpoint.clock, 30))
         try:
             for attempt in Retrying(
                 # tenacity has no negation of a retry condition: refused keys must not be retried.
                 retry=retry_if_exception(lambda exc: isinstance(exc, BrokerError) and not isinstance(exc, AuthError)),
-                wait=wait_exponential(multiplier=1, min=1, max=30),
+                wait=wait_exponential(multiplier=1, min=1, max=longest_s),
                 stop=stop_after_delay(self.config.broker.startup_wait_s), before_sleep=before_sleep, reraise=True,
                 sleep=stop_request.pause,
             ):
