@@ -38,6 +38,7 @@ from actors.refs import Delayed, tell_if_alive, tell_later
 from catalyst.router_settings import RouterSettings
 from actors.broker_worker import (BrokerPool, Cancel, CatchUp, ReadFirstOrder, ReadPosition, ReadReplacement, SubmitOco,
                                   SubmitOrder, Verify, submit_order_ids)
+from catalyst.broker.calls import said_through_an_outage
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
 from catalyst.domain.orders import (OPEN_ORDER_STATUSES, CatchUpKind, OrderStatus, oco_stop_leg_id,
@@ -124,12 +125,6 @@ class _Refused:
 
 class PairLegs(m.Message):
     """Time to read again the take-profits of OCOs whose stop leg still has no broker id (_pair_legs_later)."""
-
-
-def said_through_an_outage(tries: int) -> bool:
-    """Whether the `tries`-th failed try of a resend or a catch-up is said at WARNING: the first, then every fourth,
-    about once a minute once the waits reach REFUSED_BACKOFF_MAX_S, not at every try for as long as an outage lasts."""
-    return tries == 1 or tries % 4 == 0
 
 
 class CatchUpAgain(m.Message):

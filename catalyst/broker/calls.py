@@ -39,6 +39,14 @@ def failures_quiet(quiet: bool = True) -> Iterator[None]:
         _failures_quiet.reset(token)
 
 
+def said_through_an_outage(tries: int, every: int = 4) -> bool:
+    """Whether the `tries`-th failed try of something asked again until the broker answers is said at WARNING: the
+    first, then every `every`-th, not at every try for as long as an outage lasts. Every fourth is about once a minute
+    for a resend or a catch-up, once their waits reach OrderRouter's REFUSED_BACKOFF_MAX_S (15 s); a caller asking at
+    another pace says how many tries make a minute. The tries not said make their calls quietly (failures_quiet)."""
+    return tries == 1 or tries % every == 0
+
+
 class _TimeoutAdapter(HTTPAdapter):
     """alpaca-py calls `session.request` with NO timeout, so a hung broker would hang the daemon
     forever; this transport adapter supplies one to every request that does not set its own.
