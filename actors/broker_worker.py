@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from catalyst.broker.calls import failures_quiet
 from catalyst.broker.errors import (BrokerError, LookupFailedToo, NotFound, PermanentError, SubmitRefused,
-                                    is_not_cancelable)
+                                    answered_nothing, is_not_cancelable)
 from catalyst.broker.orders import NewOrder
 from catalyst.broker.reports import OrderReport
 from catalyst.broker.ratelimit import Priority
@@ -54,11 +54,13 @@ class Cancel(m.Message):
     order_id: int
     broker_id: str
     reply_to: Any
+    quiet: bool = False  # m.CancelOrders': its call's failure is DEBUG
 
 
 class Verify(m.Message):
     orders: tuple[tuple[int, str], ...]  # (order id, broker id)
     reply_to: Any
+    quiet: bool = False  # m.VerifyOrders': its calls' failures are DEBUG, and so is a read the broker did not answer
 
 
 class CatchUp(m.Message):
@@ -310,22 +312,26 @@ class BrokerWorker(pykka.ThreadingActor):
 
     def _cancel(self, msg: Cancel) -> None:
         try:
-            self.broker.cancel_order(msg.broker_id)
+            with failures_quiet(msg.quiet):
+                self.broker.cancel_order(msg.broker_id)
             tell_if_alive(msg.reply_to, m.CancelResult(order_id=msg.order_id, ok=True))
         except BrokerError as exc:
             # 422 "order is not cancelable" typically means it already filled or was canceled: verify by REST.
             tell_if_alive(msg.reply_to, m.CancelResult(order_id=msg.order_id, ok=False, detail=str(exc),
-                                                       ended=is_not_cancelable(exc)))
+                                                       ended=is_not_cancelable(exc),
+                                                       unanswered=answered_nothing(exc), quiet=msg.quiet))
 
     def _verify(self, msg: Verify) -> None:
         reports, missing = [], []
         for order_id, broker_id in msg.orders:
             try:
-                reports.append(self.broker.get_order(broker_id))
+                with failures_quiet(msg.quiet):
+                    reports.append(self.broker.get_order(broker_id))
             except NotFound:
                 missing.append(order_id)
             except BrokerError as exc:
-                log.warning(f"broker verify o-{order_id} failed: {exc}")
+                log.log("DEBUG" if msg.quiet and answered_nothing(exc) else "WARNING",
+                        f"broker verify o-{order_id} failed: {exc}")
         tell_if_alive(msg.reply_to, m.OrdersVerified(reports=tuple(reports), missing=tuple(missing)))
 
     def _read_position(self, msg: ReadPosition) -> None:

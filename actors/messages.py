@@ -71,12 +71,16 @@ class PlaceExit(Message):
 class CancelOrders(Message):
     order_ids: tuple[int, ...]
     reason: str
+    # Asked again by a flatten's recheck its position does not say (said about once a minute through an outage): the
+    # broker not answering these cancels is a DEBUG line, of the router's and of their calls'
+    quiet: bool = False
 
 
 class VerifyOrders(Message):
     """Ask the broker (REST) for these orders' truth: an OCO sibling's cancel may come with no event."""
 
     order_ids: tuple[int, ...]
+    quiet: bool = False  # as CancelOrders'
 
 
 class ReadBrokerPosition(Message):
@@ -194,6 +198,8 @@ class CancelResult(Message):
     ok: bool
     detail: str = ""
     ended: bool = False  # refused as not cancelable: the order had already ended (filled, or cancelled with its OCO)
+    unanswered: bool = False  # the broker gave no answer (a 5xx, a connection refused or lost): an outage
+    quiet: bool = False  # the Cancel's, echoed
 
 
 class OrdersVerified(Message):

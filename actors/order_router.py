@@ -740,8 +740,9 @@ class OrderRouter(pykka.ThreadingActor):
             if sent is not None and time.monotonic() - sent < CANCEL_IN_FLIGHT_S:
                 continue  # the one sent is still unanswered: its answer says whether to ask again
             self._cancelling[tracked.order_id] = time.monotonic()
-            log.info(f"order {tracked.label} cancel requested ({msg.reason})")
-            self._protect.tell(Cancel(order_id=tracked.order_id, broker_id=tracked.broker_id, reply_to=self.actor_ref))
+            log.log("DEBUG" if msg.quiet else "INFO", f"order {tracked.label} cancel requested ({msg.reason})")
+            self._protect.tell(Cancel(order_id=tracked.order_id, broker_id=tracked.broker_id, reply_to=self.actor_ref,
+                                      quiet=msg.quiet))
 
     def _withdraw(self, tracked: Tracked, reason: str) -> bool:
         """An order still waiting in a pool's line for a free worker is taken back before it is ever sent: its row
@@ -830,7 +831,7 @@ class OrderRouter(pykka.ThreadingActor):
             if tracked is not None and tracked.broker_id:
                 known[tracked.order_id] = tracked.broker_id
         if known:
-            self._general.tell(Verify(orders=tuple(known.items()), reply_to=self.actor_ref))
+            self._general.tell(Verify(orders=tuple(known.items()), reply_to=self.actor_ref, quiet=msg.quiet))
 
     def _on_ReadBrokerPosition(self, msg: m.ReadBrokerPosition) -> None:
         # On a protection worker: a market exit, or late entry shares' sale, waits on the answer with no stop
@@ -1033,12 +1034,16 @@ class OrderRouter(pykka.ThreadingActor):
         self._cancelling.pop(msg.order_id, None)
         tracked = self.by_order.get(msg.order_id)
         if tracked is not None and not msg.ok:
+            # The broker down under a flatten's recheck its position does not say: the position says the wait about
+            # once a minute (PositionActor._check_flatten). A cancel the broker answered and refused is said each time.
+            quiet = msg.quiet and msg.unanswered
             if msg.ended:  # the usual case: the OCO sibling of a leg cancelled first went with it
                 log.info(f"order {tracked.label} cancel not needed, it had already ended at the broker: reading its "
                          f"status ({msg.detail})")
             else:
-                log.warning(f"order {tracked.label} cancel not accepted: {msg.detail}")
-            self._general.tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref))
+                log.log("DEBUG" if quiet else "WARNING", f"order {tracked.label} cancel not accepted: {msg.detail}")
+            self._general.tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref,
+                                      quiet=quiet))
 
     def _on_OrdersVerified(self, msg: m.OrdersVerified) -> None:
         for report in msg.reports:

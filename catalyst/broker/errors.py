@@ -185,6 +185,12 @@ class LookupFailedToo(OutcomeUnknown):
     (an outage), unlike a look-up that answered "no such order" (a request that may still land)."""
 
 
+def answered_nothing(exc: BaseException) -> bool:
+    """The broker gave no answer to the request (a 5xx, a connection refused, lost or timed out): an outage, which
+    passes, unlike an answer refusing it (a 4xx), which a caller asking again meets again."""
+    return isinstance(exc, ServerError | ConnectionFailed | ReadInterrupted | OutcomeUnknown)
+
+
 class DuplicateClientOrderId(BrokerError):
     kind = "duplicate client_order_id"
 
