@@ -20,6 +20,7 @@ from loguru import logger
 
 from actors import messages as m
 from actors.refs import Delayed, tell_later
+from catalyst.broker.calls import said_through_an_outage
 from catalyst.broker.errors import RejectReason, shares_available_in
 from catalyst.clock import wall_seconds
 from catalyst.domain.money import lots_average
@@ -33,6 +34,10 @@ SIBLING_GRACE_S = 30.0  # exchange seconds to wait for an OCO sibling's cancel e
 # Wall seconds before a flatten still waiting on its cancels asks the broker again. A backstop only: a cancel the
 # broker refuses or whose reply is lost is verified by the router at once.
 FLATTEN_RECHECK_S = 2.0
+# A flatten's wait is said at its first recheck, then about once a minute; the rechecks between, and the failures of
+# their cancels and reads the broker does not answer, are DEBUG lines. Through an outage each recheck was some 25
+# WARNING lines (its own, its cancels' and its reads', each failed call's), every 2 s for as long as it lasted.
+FLATTEN_RECHECKS_SAID_EVERY = round(60 / FLATTEN_RECHECK_S)
 STOP_CANCEL_RECHECK_S = 1.0  # the daemon stopping: its entry's cancel asked again this often within the stop's wait
 # Wall seconds before protecting again when the broker rejected both the stop and the market exit: 2, 4, 8 … 60.
 PROTECT_RETRY_FIRST_S, PROTECT_RETRY_MAX_S = 2.0, 60.0
@@ -252,6 +257,8 @@ class PositionActor(pykka.ThreadingActor):
         self._flatten_when_market_opens: str | None = None  # a flatten asked while closed, done once it opens
         self._market_timer: Delayed | None = None
         self._flatten_timer: Delayed | None = None
+        self._flatten_asks = 0  # rechecks in a row that found orders still working and asked the broker again
+        self._flatten_asked_since = 0.0  # time.monotonic() of the first of them
         self._timer: Delayed | None = None
         self._lone_timer: Delayed | None = None
         # Lone stops whose take-profit was replaced: REST looks made at each, and when its next is due (monotonic).
@@ -1222,9 +1229,9 @@ class PositionActor(pykka.ThreadingActor):
                              f"were cancelled at the broker, not by Catalyst (by hand, or before a restart): "
                              f"protecting the shares again; to manage a position by hand, stop Catalyst first")
 
-    def _cancel(self, order_ids: tuple[int, ...], reason: str) -> None:
+    def _cancel(self, order_ids: tuple[int, ...], reason: str, quiet: bool = False) -> None:
         self._cancels_asked.update(order_ids)
-        self.router.tell(m.CancelOrders(order_ids=order_ids, reason=reason))
+        self.router.tell(m.CancelOrders(order_ids=order_ids, reason=reason, quiet=quiet))
 
     def _submit_protection(self, rows: list[Any]) -> None:
         """Rows committed: count them as protection at once (so no second OCO is asked for the same shares) and
@@ -1280,7 +1287,7 @@ class PositionActor(pykka.ThreadingActor):
         self._protection_held = False  # refused overnight: the flatten takes the shares instead
         self._exit_read_asked_at, self._exit_read_held, self._exit_cut = None, None, Decimal(0)
         self._exit_last_held, self._exit_read_not_before, self._outside_wait_began = None, 0.0, None
-        self._exit_read_failures = self._exit_lag_reads = 0
+        self._exit_read_failures = self._exit_lag_reads = self._flatten_asks = 0
         self._exit_none_said = False
         self.log.log("INFO" if scheduled else "WARNING", f"position {self.label} flattening {self.position.quantity}: "
                      f"{reason}; cancelling {len(working)} working orders before the market exit")
@@ -1749,6 +1756,7 @@ class PositionActor(pykka.ThreadingActor):
                 self.exit_sent and not self._kept_overnight):
             return
         if not working:
+            self._flatten_asks = 0
             if self._kept_overnight and self._exit_row_pending:
                 # Its exit's row still not named a recheck after the close (the router could not create it): the
                 # shares go under stops now; the row, if it is named after all, is cancelled then.
@@ -1764,9 +1772,18 @@ class PositionActor(pykka.ThreadingActor):
                 self.router.tell(m.VerifyOrders(order_ids=tuple(self.entries)))
             self._exit_when_clear()  # the exit goes now if nothing is left to wait for (a backstop for a missed step)
             return
-        self.log.warning(f"position {self.label} flatten still waiting for {working} to end: asking the broker again")
-        self.router.tell(m.VerifyOrders(order_ids=working))
-        self._cancel(working, reason=reason)
+        self._flatten_asks += 1
+        if self._flatten_asks == 1:
+            self._flatten_asked_since = time.monotonic()
+        said = said_through_an_outage(self._flatten_asks, every=FLATTEN_RECHECKS_SAID_EVERY)
+        asked = (f" (asked {self._flatten_asks} times in {time.monotonic() - self._flatten_asked_since:.0f} s)"
+                 if self._flatten_asks > 1 else "")
+        self.log.log("WARNING" if said else "DEBUG",
+                     f"position {self.label} flatten still waiting for {working} to end: asking the broker again{asked}")
+        # Where the broker answers nothing, this line says the wait about once a minute: the cancels and reads of the
+        # rechecks between would each say it again, every FLATTEN_RECHECK_S, for as long as the outage lasts
+        self.router.tell(m.VerifyOrders(order_ids=working, quiet=not said))
+        self._cancel(working, reason=reason, quiet=not said)
         self._start_flatten_timer()
 
     # --- closing ----------------------------------------------------------------------------------------------

@@ -208,3 +208,72 @@ def test_an_emergency_flatten_the_outage_holds_up_past_the_close_keeps_the_share
     assert held(trading) == 100 and stop_qty(trading) == 100
     assert flatten_rows(trading) == []
     assert said(lines, "the market closed before its flatten ended (emergency: daily loss limit")
+
+
+def about_the_legs(trading: Trading) -> Any:
+    """Whether a line is about the flatten's wait on its OCO's legs: the position's, the router's and the broker
+    worker's (each names the leg's row) and the broker calls' (each names the leg's broker id)."""
+    legs = [o for o in trading.all_orders() if o.role in ("take_profit", "stop_loss")]
+    names = ["flatten still waiting"] + [f"o-{o.order_id} " for o in legs] + [str(o.alpaca_order_id) for o in legs]
+    return lambda line: any(name in line for name in names)
+
+
+def test_an_outage_over_the_flatten_is_said_about_once_a_minute_not_at_every_recheck(trading, lines) -> None:
+    """Each recheck (FLATTEN_RECHECK_S) cancelled both legs and read them again, every call a 503: some 25 lines at
+    WARNING every 2 s for as long as the outage lasted (the position's, the router's `cancel not accepted` for each
+    leg, and each failed call's, three a read). The first recheck is said, then about once a minute; those between
+    are DEBUG lines, and their cancels and reads still go."""
+    cycle = open_under_oco(trading)
+    heard: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: heard.append((message.record["level"].name, message.record["message"])),
+                      level="DEBUG", filter=lambda record: record["name"].startswith(("actors.", "catalyst.broker")))
+    try:
+        down_over_the_flatten(trading, lines)
+        rechecks = lambda: [i for i, (_, line) in enumerate(heard) if "flatten still waiting for (2, 3)" in line]
+        # From the third recheck to the twelfth: 20 s of rechecks, none of them said, the first one's calls long over.
+        trading.wait_for(lambda: len(rechecks()) >= 12, "twelve rechecks", timeout=60)
+        window = heard[rechecks()[2]:rechecks()[11]]
+        trading.exchange.set_faults("")
+        trading.wait_for(lambda: held(trading) == 0, "flattened once the broker is back", timeout=60)
+        trading.wait_for(lambda: [o.status for o in flatten_rows(trading)] == ["filled"], "the exit's row filled")
+    finally:
+        logger.remove(sink)
+        cycle.stop()
+    legs = about_the_legs(trading)
+    assert [(level, line) for level, line in window if legs(line) and level != "DEBUG"] == []
+    quiet = [line for level, line in window if level == "DEBUG"]
+    assert len([line for line in quiet if "flatten still waiting for (2, 3)" in line]) == 9
+    assert len([line for line in quiet if "cancel not accepted: outcome unknown" in line and "503" in line]) >= 16
+    assert len([line for line in quiet if legs(line) and " cancel id=" in line and "503" in line]) >= 16
+    assert len([line for line in quiet if "broker verify o-" in line and "503" in line]) >= 16
+    assert [o["status"] for o in trading.broker_view()["orders"] if o["side"] == "sell" and o["type"] == "market"] \
+        == ["filled"]
+    assert stop_qty(trading) == 0
+
+
+def test_a_cancel_the_broker_answers_with_a_refusal_is_said_at_every_recheck(trading, lines) -> None:
+    """Not an outage: the broker answers each cancel of the legs, and refuses it (not as an order already ended).
+    No broker down to wait out quietly: said at WARNING each time, at the rechecks not said as well."""
+    from catalyst.sim.orders import ExchangeError
+
+    cycle = open_under_oco(trading)
+    engine = trading.exchange.state.engine
+    cancel = engine.cancel
+
+    def refuse(key_id: str, order_id: str) -> None:
+        raise ExchangeError(403, 40310000, "trading is suspended for this account")
+
+    engine.cancel = refuse
+    try:
+        trading.exchange.advance(timedelta(minutes=5, seconds=30))  # 15:55:30: the flatten is due
+        # the flatten's cancels and three rechecks', both legs each time: the second and the third are not said
+        refused = trading.wait_for(lambda: (found := said(lines, "cancel not accepted")) and len(found) >= 8 and found,
+                                   "the cancels refused at three rechecks", timeout=30)
+        engine.cancel = cancel
+        trading.wait_for(lambda: held(trading) == 0, "flattened once the cancels are taken", timeout=30)
+    finally:
+        engine.cancel = cancel
+        cycle.stop()
+    assert {level for level, _ in refused} == {"WARNING"}
+    assert all("trading is suspended for this account" in line for _, line in refused)
+    assert [o.status for o in flatten_rows(trading)] == ["filled"]

@@ -165,6 +165,31 @@ def test_the_days_scheduled_flatten_is_logged_as_news_and_any_other_as_a_warning
                               "market exit")]
 
 
+def test_a_flatten_still_waiting_says_so_at_its_first_recheck_then_about_once_a_minute(rig: Rig) -> None:
+    """Through a broker outage the legs never end, and the flatten asks again every FLATTEN_RECHECK_S: that was a
+    WARNING line each time, for as long as it lasted. The rechecks between those said ask as before, quietly."""
+    tp, sl = rig.open_and_protect()
+    every = position_module.FLATTEN_RECHECKS_SAID_EVERY
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="DEBUG", filter=lambda record: "flatten still waiting" in record["message"])
+    try:
+        rig.position.tell(m.Flatten(reason="end of day", scheduled=True))
+        for _ in range(2 * every):  # two minutes of rechecks, in a moment
+            rig.position.tell(position_module.CheckFlatten())
+        rig.settled()
+    finally:
+        logger.remove(sink)
+    said = [1, every, 2 * every]
+    assert every * position_module.FLATTEN_RECHECK_S == 60
+    assert [n for n, (level, _) in enumerate(lines[:2 * every], 1) if level == "WARNING"] == said
+    assert lines[every - 1][1].startswith(f"position AAPL#p-1 flatten still waiting for ({tp.order_id}, {sl.order_id}) "
+                                          f"to end: asking the broker again (asked {every} times in ")
+    cancels = rig.told(m.CancelOrders)[1:]  # after the flatten's own
+    assert len(cancels) >= 2 * every and [n for n, c in enumerate(cancels[:2 * every], 1) if not c.quiet] == said
+    assert [n for n, v in enumerate(rig.told(m.VerifyOrders)[:2 * every], 1) if not v.quiet] == said
+
+
 def test_a_stop_that_fills_instead_of_cancelling_leaves_nothing_to_exit(rig: Rig) -> None:
     tp, sl = rig.open_and_protect()
     rig.position.tell(m.Flatten(reason="end of day"))
