@@ -1042,8 +1042,10 @@ class OrderRouter(pykka.ThreadingActor):
                          f"status ({msg.detail})")
             else:
                 log.log("DEBUG" if quiet else "WARNING", f"order {tracked.label} cancel not accepted: {msg.detail}")
+            # Its read, where the broker answered nothing, says nothing this line has not said (its failed calls were
+            # three WARNING lines a read, at every cancel an outage refused).
             self._general.tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref,
-                                      quiet=quiet))
+                                      quiet=msg.unanswered))
 
     def _on_OrdersVerified(self, msg: m.OrdersVerified) -> None:
         for report in msg.reports:

@@ -1780,9 +1780,11 @@ class PositionActor(pykka.ThreadingActor):
                  if self._flatten_asks > 1 else "")
         self.log.log("WARNING" if said else "DEBUG",
                      f"position {self.label} flatten still waiting for {working} to end: asking the broker again{asked}")
-        # Where the broker answers nothing, this line says the wait about once a minute: the cancels and reads of the
-        # rechecks between would each say it again, every FLATTEN_RECHECK_S, for as long as the outage lasts
-        self.router.tell(m.VerifyOrders(order_ids=working, quiet=not said))
+        # Where the broker answers nothing, this line says the wait about once a minute: the cancels of the rechecks
+        # between would each say it again, every FLATTEN_RECHECK_S, for as long as the outage lasts. The reads never
+        # say it: a said recheck's cancels say what the broker answered, and its reads' failed calls (three a read)
+        # were another 16 WARNING lines with nothing to add.
+        self.router.tell(m.VerifyOrders(order_ids=working, quiet=True))
         self._cancel(working, reason=reason, quiet=not said)
         self._start_flatten_timer()
 

@@ -233,6 +233,7 @@ def test_an_outage_over_the_flatten_is_said_about_once_a_minute_not_at_every_rec
         # From the third recheck to the twelfth: 20 s of rechecks, none of them said, the first one's calls long over.
         trading.wait_for(lambda: len(rechecks()) >= 12, "twelve rechecks", timeout=60)
         window = heard[rechecks()[2]:rechecks()[11]]
+        first = heard[rechecks()[0]:rechecks()[1]]  # a said recheck
         trading.exchange.set_faults("")
         trading.wait_for(lambda: held(trading) == 0, "flattened once the broker is back", timeout=60)
         trading.wait_for(lambda: [o.status for o in flatten_rows(trading)] == ["filled"], "the exit's row filled")
@@ -241,6 +242,9 @@ def test_an_outage_over_the_flatten_is_said_about_once_a_minute_not_at_every_rec
         cycle.stop()
     legs = about_the_legs(trading)
     assert [(level, line) for level, line in window if legs(line) and level != "DEBUG"] == []
+    # Said: the position's line, and each leg's cancel refused (the router's line and its call's); not their reads'.
+    loud = [line for level, line in first if legs(line) and level not in ("DEBUG", "INFO")]
+    assert len(loud) == 5 and sum("cancel not accepted" in line for line in loud) == 2, loud
     quiet = [line for level, line in window if level == "DEBUG"]
     assert len([line for line in quiet if "flatten still waiting for (2, 3)" in line]) == 9
     assert len([line for line in quiet if "cancel not accepted: outcome unknown" in line and "503" in line]) >= 16

@@ -187,7 +187,7 @@ def test_a_flatten_still_waiting_says_so_at_its_first_recheck_then_about_once_a_
                                           f"to end: asking the broker again (asked {every} times in ")
     cancels = rig.told(m.CancelOrders)[1:]  # after the flatten's own
     assert len(cancels) >= 2 * every and [n for n, c in enumerate(cancels[:2 * every], 1) if not c.quiet] == said
-    assert [n for n, v in enumerate(rig.told(m.VerifyOrders)[:2 * every], 1) if not v.quiet] == said
+    assert not [v for v in rig.told(m.VerifyOrders)[:2 * every] if not v.quiet]  # the cancels say the broker's answer
 
 
 def test_a_stop_that_fills_instead_of_cancelling_leaves_nothing_to_exit(rig: Rig) -> None:
