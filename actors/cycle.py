@@ -397,9 +397,9 @@ class CycleActor(pykka.ThreadingActor):
             # they are flat, or at the close, which keeps them under their stops (_keep_overnight).
             if not day.said_flatten_outlasts:
                 day.said_flatten_outlasts = True
-                log.warning(f"cycle {day.day} {live} positions still flattening "
-                            f"{(now - day.closed_at).total_seconds() / 60:.0f} minutes after the day closed ({day.halted or day.flatten_reason}): the day completes once they are flat, "
-                            "or at the market's close with them kept under their stops")
+                log.warning(f"cycle {day.day} {live} positions still flattening after the day closed early "
+                            f"({day.halted or day.flatten_reason}): the day completes once they are flat, or at the "
+                            "market's close with them kept under their stops")
             return
         if live and day.kept_overnight:
             log.warning(f"cycle {day.day} {live} positions kept overnight under their stops; completing the day")

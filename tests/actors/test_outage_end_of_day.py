@@ -194,7 +194,7 @@ def test_an_emergency_flatten_the_outage_holds_up_past_the_close_keeps_the_share
                          timeout=30)
         if settled:
             trading.exchange.jump_to(datetime(2024, 3, 4, 15, 50, tzinfo=EXCHANGE_TZ))
-            trading.wait_for(lambda: said(lines, "1 positions still flattening 15 minutes after the day closed"),
+            trading.wait_for(lambda: said(lines, "1 positions still flattening after the day closed early (daily loss limit"),
                              "the day to say it waits for the flatten")
             assert cycle.proxy().state().get()["phase"] == "closed"
         back_after_the_close(trading, lines, kept=False)
