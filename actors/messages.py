@@ -130,6 +130,17 @@ class OrderOutsideEnded(Message):
     event: str
 
 
+class OrderOutsideWorking(Message):
+    """An order Catalyst did not place (a trader's limit sell in the dashboard, another program on the key) works in
+    the symbol of the position told, holding `qty` shares on its side: the broker does not count them free for a
+    stop. 0 once it holds none (filled, ended): told again at each change, so the last word is what it holds now."""
+
+    symbol: str
+    side: str
+    broker_id: str
+    qty: Decimal  # shares it has still to fill
+
+
 class Register(Message):
     """A rebuilt position actor claims its orders after a restart."""
 

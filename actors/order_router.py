@@ -41,6 +41,7 @@ from actors.broker_worker import (BrokerPool, Cancel, CatchUp, ReadFirstOrder, R
 from catalyst.broker.calls import said_through_an_outage
 from catalyst.broker.reports import FillReport, OrderReport, TradeUpdateReport
 from catalyst.domain.cycle import EXCHANGE_TZ, exchange_time
+from catalyst.domain.errors import UnknownBrokerStatus
 from catalyst.domain.orders import (OPEN_ORDER_STATUSES, CatchUpKind, OrderStatus, oco_stop_leg_id,
                                     oco_take_profit_id, plan_catch_up, status_from_broker)
 from catalyst.domain.positions import entry_side
@@ -76,6 +77,27 @@ FILLED_OUTSIDE_RECENT_S = 60.0
 # An order Catalyst did not place ended with these events: the shares it held are free (a replaced one's replacement
 # may hold fewer). Its positions hear of it (OrderOutsideEnded).
 ORDER_OUTSIDE_ENDED = frozenset({"canceled", "expired", "replaced"})
+
+
+class WorkingOutside(NamedTuple):
+    """An order Catalyst did not place, still working: the shares it holds on its side are not free for a stop."""
+
+    symbol: str
+    side: str
+    qty: Decimal  # still to fill
+
+
+def outside_holds(order: OrderReport) -> Decimal | None:
+    """The shares an order Catalyst did not place holds now, by its report: what it has still to fill while it works;
+    0 once it holds none (filled, ended, or an OCO's stop leg `held` while its take-profit, counted, holds the same
+    shares); None for a status the router does not know."""
+    try:
+        status = status_from_broker(order.status, order.filled_qty, order.qty or order.filled_qty)
+    except UnknownBrokerStatus:
+        return None
+    if status not in OPEN_ORDER_STATUSES or order.status == "held":
+        return Decimal(0)
+    return max((order.qty or Decimal(0)) - order.filled_qty, Decimal(0))
 
 
 def outside_fill_key(broker_id: str, cum_qty: Decimal | None, execution_id: str | None) -> str | None:
@@ -321,6 +343,13 @@ class OrderRouter(pykka.ThreadingActor):
         self._finding_first: set[int] = set()  # stop legs whose first order is being read back (_find_first_leg)
         # Broker ids of orders held unmatched as probably our OCO stop leg not named yet -> that leg's order id
         self._suspected_legs: dict[str, int] = {}
+        # Orders no catalyst daemon placed (a trader's limit sell, another program on the key) still working, by broker
+        # id, as their stream events and the catch-ups' lists tell them: its positions hear what each holds
+        # (OrderOutsideWorking), so a refusal of an OCO for want of shares that they explain is capped at once
+        # (PositionActor._cap_at_refusal). Those seen ended too, so that a list read before they ended does not bring
+        # them back (an ordered set, oldest first).
+        self._working_outside: dict[str, WorkingOutside] = {}
+        self._outside_ended: dict[str, None] = {}
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -534,6 +563,7 @@ class OrderRouter(pykka.ThreadingActor):
         tracked = self._track(row, msg.owner)
         tracked.keys_complete = True
         _tell(msg.owner, m.OrdersCreated(roles={"entry": row.order_id}))
+        self._tell_working_outside(msg.owner, {plan.symbol})
         log.info(f"order {tracked.label} created entry {tracked.side} {plan.qty} {plan.order_type} cid={row.client_order_id}")
         if self.entries_closed.is_set():
             self._end_withdrawn([tracked], "the daemon is stopping")
@@ -606,7 +636,9 @@ class OrderRouter(pykka.ThreadingActor):
                 # Restored with its stop leg unpaired (killed before a read paired it): the start's catch-up lists
                 # today's orders only, and this OCO (good till cancelled) may be an earlier day's.
                 self._pair_legs(tracked)
-        self._tell_recent_fill_outside(msg)
+        symbols = {t.symbol for i in msg.order_ids if (t := self.by_order.get(i)) is not None}
+        self._tell_recent_fill_outside(msg.owner, symbols)
+        self._tell_working_outside(msg.owner, symbols)
         if handed_over:
             told = self._tell_recorded_since_the_book(msg)
             self._tell_moved_since_the_book(msg, told)
@@ -1157,6 +1189,8 @@ class OrderRouter(pykka.ThreadingActor):
         for report in msg.orders:
             if self._find(report) is not None:
                 self._apply_report(report, at=report.updated_at, execution=None)
+            elif self._placed_outside(report):
+                self._note_outside(report, listed=True)
         # How many were news: after a crash the operator's question is whether any fill was missed, not how many the
         # broker listed (all of the day's, most recorded long ago).
         log.info(f"router catch-up applied {len(msg.fills)} fills ({new} new, {ours - new} recorded already, "
@@ -1795,6 +1829,7 @@ class OrderRouter(pykka.ThreadingActor):
         )
         if catalyst_instance(update.order.client_order_id) is not None:
             return
+        self._note_outside(update.order)  # first: an end told below finds it no longer holding shares
         if update.event in ("fill", "partial_fill") and update.qty:
             self._tell_filled_outside(m.FilledOutside(symbol=update.order.symbol, side=update.order.side,
                                                       qty=update.qty, broker_id=update.order.broker_id,
@@ -1847,14 +1882,73 @@ class OrderRouter(pykka.ThreadingActor):
         return list({t.owner.actor_urn: t.owner for t in self.by_order.values()
                      if t.symbol == symbol and t.owner is not None}.values())
 
-    def _tell_recent_fill_outside(self, msg: m.Register) -> None:
+    def _tell_recent_fill_outside(self, owner: Any, symbols: set[str]) -> None:
         """A position actor rebuilt (a crash, a restart's rebuild) a moment after a fill outside Catalyst in its
         symbol is told of it again: the actor it replaces knew, and the positions list may not show it yet."""
-        symbols = {t.symbol for i in msg.order_ids if (t := self.by_order.get(i)) is not None}
         for symbol in symbols:
             heard_at, notice = self._filled_outside.get(symbol, (None, None))
             if heard_at is not None and (ago := time.monotonic() - heard_at) < FILLED_OUTSIDE_RETOLD_S:
-                tell_if_alive(msg.owner, notice.model_copy(update={"seconds_ago": ago}))
+                tell_if_alive(owner, notice.model_copy(update={"seconds_ago": ago}))
+
+    def _tell_working_outside(self, owner: Any, symbols: set[str]) -> None:
+        """A position actor started (its entry placed) or rebuilt is told the orders Catalyst did not place working in
+        its symbols: heard of before it was, they are not told again until they change."""
+        for broker_id, order in list(self._working_outside.items()):
+            if order.symbol in symbols:
+                tell_if_alive(owner, m.OrderOutsideWorking(symbol=order.symbol, side=order.side, broker_id=broker_id,
+                                                           qty=order.qty))
+
+    def _placed_outside(self, order: OrderReport) -> bool:
+        """An order the router found no row of, in a list of the broker's: placed by no catalyst daemon, and not one of
+        ours it cannot name yet (a replacement being followed, an OCO stop leg whose broker id is not known yet), as
+        _keep_unmatched tells them apart for a stream event."""
+        return (catalyst_instance(order.client_order_id) is None and order.broker_id not in self._replacing
+                and order.broker_id not in self._suspected_legs and (order.replaces or "") not in self.by_broker
+                and self._stop_leg_not_named(order) is None)
+
+    def _note_outside(self, order: OrderReport, listed: bool = False) -> None:
+        """What an order no catalyst daemon placed holds now (outside_holds), from its stream event or, `listed`, a
+        list of the broker's (a catch-up's): the positions in its symbol are told when that changes. When a list shows
+        ended an order they were told works (its events lost: an outage), they are told it ended too, as its own event
+        would have told them (_say_placed_elsewhere)."""
+        broker_id = order.broker_id
+        if broker_id in self._outside_ended:
+            return  # a list read before it ended
+        holds = outside_holds(order)
+        if holds is None:
+            return
+        known = self._working_outside.get(broker_id)
+        if known is not None:
+            holds = min(holds, known.qty)  # an order only ever holds fewer: a list read before its last fill
+            if holds == known.qty:
+                return
+        if holds > 0:
+            if known is None and len(self._working_outside) >= MAX_UNMATCHED:
+                return
+            self._working_outside[broker_id] = WorkingOutside(order.symbol, order.side, holds)
+            if listed and known is None:
+                log.info(f"router an order Catalyst did not place works at the broker: {order.symbol} {order.side} "
+                         f"{holds} left to fill, id={broker_id} cid={order.client_order_id}: its positions told")
+        else:
+            ended = order.status != "held"  # not an OCO's stop leg parked: the order has ended
+            if ended:
+                if len(self._outside_ended) >= MAX_UNMATCHED:
+                    del self._outside_ended[next(iter(self._outside_ended))]
+                self._outside_ended[broker_id] = None
+            if known is None:
+                return
+            del self._working_outside[broker_id]
+        notice = m.OrderOutsideWorking(symbol=order.symbol, side=order.side, broker_id=broker_id, qty=holds)
+        owners = self._owners_in(order.symbol)
+        for owner in owners:
+            tell_if_alive(owner, notice)
+        if listed and known is not None and holds <= 0 and order.status in ORDER_OUTSIDE_ENDED:
+            log.info(f"router an order Catalyst did not place ended {order.status} at the broker (a list's word, its "
+                     f"event not heard): {order.symbol} id={broker_id}: its positions told")
+            ended_notice = m.OrderOutsideEnded(symbol=order.symbol, side=order.side, broker_id=broker_id,
+                                               event=order.status)
+            for owner in owners:
+                tell_if_alive(owner, ended_notice)
 
     def _recent_outside(self, fill: FillReport) -> bool:
         """A fill a catch-up lists, of an order no catalyst daemon placed (a FILL activity names none: taken as not

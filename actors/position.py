@@ -327,6 +327,10 @@ class PositionActor(pykka.ThreadingActor):
         # OCO pairs (by take-profit id) tried because an order Catalyst did not place ended (_on_order_outside_ended):
         # a refusal of one names the shares that order let go of free, and caps protection at once (_cap_at_refusal).
         self._tried_after_outside_end: set[int] = set()
+        # Orders Catalyst did not place working in this symbol (a trader's limit sell), as the router hears of them:
+        # broker id -> (side, shares still to fill). Those on the exit side hold shares the broker does not count free
+        # for a stop: a refusal for want of shares they explain caps protection at once (_cap_at_refusal).
+        self._working_outside: dict[str, tuple[str, Decimal]] = {}
         self._entry_filled_at = 0.0
         # A flatten whose market exit the broker refused for shares its order entry had not caught up with yet: done
         # again once their OCO is taken (the broker has them then), not left to the cycle's retry 30-60 s later, or
@@ -430,6 +434,11 @@ class PositionActor(pykka.ThreadingActor):
             self._on_filled_outside(message)
         elif isinstance(message, m.OrderOutsideEnded):
             self._on_order_outside_ended(message)
+        elif isinstance(message, m.OrderOutsideWorking):
+            if message.qty > 0:
+                self._working_outside[message.broker_id] = (message.side, message.qty)
+            else:
+                self._working_outside.pop(message.broker_id, None)
         elif isinstance(message, CheckLateEntryFills):
             self._finish_if_done()
         elif isinstance(message, CheckLateShares):
@@ -898,10 +907,11 @@ class PositionActor(pykka.ThreadingActor):
 
     def _cap_at_refusal(self, msg: m.OrderUpdated, key: int, shares: Decimal) -> bool:
         """A refusal for want of shares that sales outside Catalyst explain (heard on the stream or listed by a
-        catch-up; the refusal names the shares free, and those sales cover the rest): the shares free are protected
-        now, capped as a read of the broker would (_on_protection_read). Without this they waited the
+        catch-up; the refusal names the shares free, and those sales cover the rest), or orders Catalyst did not place
+        still working on the exit side (a trader's limit sell holding some), with such sales or alone: the shares free
+        are protected now, capped as a read of the broker would (_on_protection_read). Without this they waited the
         NO_SHARES_WINDOW_S kept for order entry's lag, then a read of a positions list that can lag the sale by as long
-        again. Where the sales do not explain it (order entry behind our own fill, a hand order still working), the
+        again. Where neither explains it (order entry behind our own fill, an order the router has not heard of), the
         window and the read decide as before."""
         available = shares_available_in(msg.reason)
         sold = sum(self._sold_outside.values(), Decimal(0))
@@ -910,10 +920,16 @@ class PositionActor(pykka.ThreadingActor):
         # let go of, other such orders holding the rest (one of two hand limits cancelled, a hand order replaced by
         # the trader). Not order entry's lag, unless a fill of this position's came within its window. Before, 15 s
         # of tries said as that lag, then an ERROR that the shares had no stop, the shares let go of bare meanwhile.
-        after_end = (key in self._tried_after_outside_end
-                     and time.monotonic() - self._entry_filled_at >= NO_SHARES_WINDOW_S)
+        lag_over = time.monotonic() - self._entry_filled_at >= NO_SHARES_WINDOW_S
+        after_end = key in self._tried_after_outside_end and lag_over
         self._tried_after_outside_end.discard(key)
-        if available is None or not (sold_explains or after_end):
+        # Orders Catalyst did not place working on the exit side hold the shares missing (with those sold outside):
+        # not order entry's lag either, unless a fill of this position's came within its window. Before, the window's
+        # tries and a read, the shares free bare meanwhile, and again at each restart for as long as the order worked.
+        holding = self._held_by_outside_orders()
+        held = sum((qty for _, qty in holding), Decimal(0))
+        held_explains = available is not None and held > 0 and lag_over and shares - available <= sold + held
+        if available is None or not (sold_explains or after_end or held_explains):
             return False
         recorded = self.position.quantity - self._leaving()
         limit = recorded if self._protect_cap is None else min(recorded, self._protect_cap)
@@ -925,6 +941,7 @@ class PositionActor(pykka.ThreadingActor):
         moved = "sold" if str(self.position.exit_side) == "sell" else "bought"
         asked = self._doctor_pass_wanted(f"{self.label} shares {moved} outside Catalyst" if sold_explains
                                          else f"{self.label} shares held by orders Catalyst did not place")
+        asked_said = " (asked for now)" if asked else ""
         # After a restart (the cap is not kept) a working OCO may cover them already.
         covered = "protected now" if present > self.protected_qty() else "under its working stop already"
         if sold_explains:
@@ -932,13 +949,19 @@ class PositionActor(pykka.ThreadingActor):
                              f"({msg.reason}), {sold} {self.plan.symbol} having been {moved} outside Catalyst since "
                              f"this position's last entry fill: {present} {covered}; the other {recorded - present} "
                              f"left to the doctor's pass, which writes such a "
-                             f"{'sale' if moved == 'sold' else 'purchase'} as this position's exit"
-                             + (" (asked for now)" if asked else ""))
-        else:
+                             f"{'sale' if moved == 'sold' else 'purchase'} as this position's exit{asked_said}")
+        elif after_end:
             self.log.warning(f"position {self.label} protection for {shares} refused after an order Catalyst did not "
                              f"place ended: the broker has {available} free ({msg.reason}): {present} {covered}; the "
                              f"other {recorded - present}, held by other orders Catalyst did not place, or {moved} "
-                             "outside it?, left to the doctor's pass" + (" (asked for now)" if asked else ""))
+                             f"outside it?, left to the doctor's pass{asked_said}")
+        else:
+            orders = ", ".join(f"{broker_id[:8]} {qty}" for broker_id, qty in holding)
+            also = f", and {sold} {moved} outside Catalyst since this position's last entry fill" if sold > 0 else ""
+            self.log.warning(f"position {self.label} protection for {shares} refused: the broker has {available} free "
+                             f"({msg.reason}), {held} {self.plan.symbol} being held by working orders Catalyst did "
+                             f"not place ({orders}){also}: {present} {covered}; the other {recorded - present} left "
+                             f"to the doctor's pass{asked_said}")
         pair, _ = self._pair_of(msg.order_id)
         if pair is not None and any((v := self.orders.get(leg)) is not None and v.working
                                     for leg in (pair.take_profit, pair.stop_loss)):
@@ -946,6 +969,13 @@ class PositionActor(pykka.ThreadingActor):
         else:
             self._protect(coalesce=False)
         return True
+
+    def _held_by_outside_orders(self) -> list[tuple[str, Decimal]]:
+        """The orders Catalyst did not place working on this position's exit side, as the router last told them:
+        (broker id, shares still to fill)."""
+        side = str(self.position.exit_side)
+        return [(broker_id, qty) for broker_id, (their_side, qty) in self._working_outside.items()
+                if their_side == side]
 
     def _on_order_outside_ended(self, msg: m.OrderOutsideEnded) -> None:
         """An order Catalyst did not place ended in this position's symbol on its exit side (the trader cancelled a

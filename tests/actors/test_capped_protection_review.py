@@ -166,9 +166,11 @@ def test_a_short_partly_covered_by_hand_has_the_rest_protected_before_any_pass(t
             if o["type"] == "stop" and o["status"] in ("new", "held", "accepted")] == [("buy", "60")]
 
 
-def test_a_hand_limit_holding_40_leaves_the_60_free_protected(trading, by_hand, short_window):
+def test_a_hand_limit_holding_40_leaves_the_60_free_protected(trading, by_hand, short_window, refusal_names_no_count):
     # The trader's limit sell for 40 works (not filled): the broker still holds 100, 60 of them free. Before the read
     # took Alpaca's qty_available, it saw 100 and the 100 stayed bare until the hand order filled or was cancelled.
+    # The refusal names no free count here, so the read decides (one naming it is capped at once beside the hand
+    # order the router heard of: test_hand_order_working_refusal.py).
     open_protected(trading)
     with logged_lines("actors.position", "WARNING") as said:
         hand_limit_holding_40(trading, by_hand)

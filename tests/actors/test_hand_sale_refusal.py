@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
+from typing import Any
 
 from actors import position as position_module
 from catalyst.broker.errors import shares_available_in
 from tests.actors.conftest import logged_lines
-from tests.actors.test_capped_protection_review import hand_limit_holding_40, legs_acknowledged
+from tests.actors.test_capped_protection_review import legs_acknowledged
 from tests.actors.test_doctor_heals import (a_partial_hand_sale_healed_by_an_asked_pass,  # noqa: F401
                                             broker_working_stop_qty, by_hand, open_protected, position_of, protected,
                                             sell_part_by_hand, trading, working_stop_ids)
@@ -55,19 +56,29 @@ def test_the_capped_position_asks_the_doctor_which_writes_the_sale_as_its_exit(e
                for line in said), said
 
 
-def test_a_refusal_a_hand_sale_explains_only_in_part_waits_for_the_window_and_the_read(trading, by_hand,
-                                                                                       monkeypatch):
-    # 10 sold by hand (capped at the refusal: 90 protected), then a hand limit sell holding 40 of the 90: the OCO for
-    # the 90 is refused with 50 free, and 10 sold outside explain only 10 of the 40 missing. Not capped at the refusal:
-    # past the window (patched short) the position reads the broker and protects the 50 free.
+def ten_sold_then_a_hand_limit_holding_40(trading, by_hand, monkeypatch) -> tuple[Any, list[str]]:
+    """AAPL 100 protected; 10 sold by hand (capped at the refusal: 90 protected), then a hand limit sell holding 40 of
+    the 90: the position's OCO for the 90 is refused with 50 free, and the 50 protected (the window patched short: the
+    entry's fill is older than it). The hand order, and what the position logged from its placing on."""
     monkeypatch.setattr(position_module, "NO_SHARES_WINDOW_S", 0.5)
     open_protected(trading)
     trading.exchange.set_price("AAPL", "151.00")
     sell_part_by_hand(trading, by_hand, 10)
     protected(trading, "90")
     with logged_lines("actors.position", "INFO") as said:
-        hand_limit_holding_40(trading, by_hand)
+        hand = hand_limit_sell(trading, by_hand, 40, 170)
         protected(trading, "50")
+    return hand, said
+
+
+def test_a_refusal_a_hand_sale_explains_only_in_part_waits_for_the_window_and_the_read(trading, by_hand,
+                                                                                       monkeypatch):
+    # The hand limit's events never reach the router (lost): 10 sold outside explain only 10 of the 40 missing. Not
+    # capped at the refusal: past the window the position reads the broker and protects the 50 free. (Heard of, the
+    # hand order explains the rest: test_hand_order_working_refusal.py.)
+    from actors.order_router import OrderRouter
+    monkeypatch.setattr(OrderRouter, "_note_outside", lambda self, order, listed=False: None)
+    _, said = ten_sold_then_a_hand_limit_holding_40(trading, by_hand, monkeypatch)
     assert any("the broker holds 50 of its 100 shares free" in line for line in said), said
     assert not [line for line in said if "having been sold outside Catalyst" in line], said
     time.sleep(1.0)
