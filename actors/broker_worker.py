@@ -67,6 +67,9 @@ class CatchUp(m.Message):
     since: datetime
     reply_to: Any
     quiet: bool = False  # asked again through an outage its router says nothing of: its calls' failures are DEBUG
+    # Also every order working at the broker, however old (`since` lists those placed after it only): a start's, so
+    # a trader's order placed on an earlier day (good till cancelled) is known too
+    working: bool = False
 
 
 class ReadPosition(m.Message):
@@ -374,6 +377,7 @@ class BrokerWorker(pykka.ThreadingActor):
             with failures_quiet(msg.quiet):
                 orders = self.broker.list_orders(status="all", after=msg.since, nested=True)
                 fills = self.broker.fill_activities(after=msg.since)
+                working = self.broker.list_orders(status="open", nested=True) if msg.working else None
         except BrokerError as exc:  # the router says so, and asks again (OrderRouter._catch_up_later)
             log.debug(f"broker catch-up since {exchange_time(msg.since):%H:%M:%S} failed: {exc}")
             tell_if_alive(msg.reply_to, m.CatchUpResult(orders=(), fills=(), since=msg.since, failed=str(exc)))
@@ -382,4 +386,5 @@ class BrokerWorker(pykka.ThreadingActor):
         for order in orders:
             flat.append(order)
             flat.extend(order.legs)
-        tell_if_alive(msg.reply_to, m.CatchUpResult(orders=tuple(flat), fills=tuple(fills), since=msg.since))
+        tell_if_alive(msg.reply_to, m.CatchUpResult(orders=tuple(flat), fills=tuple(fills), since=msg.since,
+                                                    working=None if working is None else tuple(working)))

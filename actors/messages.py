@@ -242,6 +242,8 @@ class CatchUpResult(Message):
     orders: tuple[OrderReport, ...]
     fills: tuple[FillReport, ...]
     since: datetime
+    # Every order working at the broker however old (legs inside their parents); None: the CatchUp did not ask
+    working: tuple[OrderReport, ...] | None = None
     from_doctor: bool = False  # the doctor's healing batch, not the answer to the router's own CatchUp
     failed: str | None = None  # why the broker could not be read (nothing in it): the router asks again
 

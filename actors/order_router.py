@@ -350,6 +350,9 @@ class OrderRouter(pykka.ThreadingActor):
         # them back (an ordered set, oldest first).
         self._working_outside: dict[str, WorkingOutside] = {}
         self._outside_ended: dict[str, None] = {}
+        # Whether a catch-up has listed every order working at the broker: asked of each until one has, the start's
+        # (its list of the day's orders leaves out a trader's order placed on an earlier day, good till cancelled).
+        self._working_listed = False
 
     def on_stop(self) -> None:
         if self._routine:  # recorded before the writer stops (it stops after the router)
@@ -1149,7 +1152,7 @@ class OrderRouter(pykka.ThreadingActor):
         when = (f"{exchange_time(since):%H:%M:%S}" if self.clock.now() - since < timedelta(hours=12)
                 else f"{since.astimezone(EXCHANGE_TZ):%Y-%m-%d %H:%M:%S}")  # a rebuild may ask for days back
         log.log("DEBUG" if quiet else "INFO", f"router catching up over REST since {when}: {why}")
-        self._general.tell(CatchUp(since=since, reply_to=self.actor_ref, quiet=quiet))
+        self._general.tell(CatchUp(since=since, reply_to=self.actor_ref, quiet=quiet, working=not self._working_listed))
 
     def _on_StreamLoginFailed(self, msg: m.StreamLoginFailed) -> None:
         self.stream_refusals += 1
@@ -1191,6 +1194,14 @@ class OrderRouter(pykka.ThreadingActor):
                 self._apply_report(report, at=report.updated_at, execution=None)
             elif self._placed_outside(report):
                 self._note_outside(report, listed=True)
+        if msg.working is not None:
+            self._working_listed = True
+            for report in msg.working:
+                if catalyst_instance(report.client_order_id) is not None:
+                    continue  # ours (or another daemon's), and its legs with it
+                for order in (report, *report.legs):
+                    if self._find(order) is None and self._placed_outside(order):
+                        self._note_outside(order, listed=True)
         # How many were news: after a crash the operator's question is whether any fill was missed, not how many the
         # broker listed (all of the day's, most recorded long ago).
         log.info(f"router catch-up applied {len(msg.fills)} fills ({new} new, {ours - new} recorded already, "

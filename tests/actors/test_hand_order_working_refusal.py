@@ -7,6 +7,7 @@ that began the wait again. End to end against the emulator with the shipped wind
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 from alpaca.trading.enums import OrderSide, TimeInForce
@@ -25,7 +26,7 @@ BEFORE_THE_WINDOW_S = 8.0
 HELD_OUTSIDE = "being held by working orders Catalyst did not place"
 
 
-def capped_beside_a_hand_limit_placed_while_down(trading, by_hand) -> tuple:
+def capped_beside_a_hand_limit_placed_while_down(trading, by_hand, tif: TimeInForce = TimeInForce.DAY) -> tuple:
     """AAPL 100 protected; the daemon stopped, the trader cancels its OCO and places a limit sell for 40 at 170 (it
     works, nothing sold); the daemon started again on the same database. Its position's OCO for the 100 is refused
     (60 free), and the 60 are protected at that refusal. The hand order, and the position's WARNINGs."""
@@ -34,7 +35,7 @@ def capped_beside_a_hand_limit_placed_while_down(trading, by_hand) -> tuple:
     trading.stop()
     by_hand.cancel_order_by_id(working_stop_ids(trading)[0])
     hand = by_hand.submit_order(LimitOrderRequest(symbol="AAPL", qty=40, side=OrderSide.SELL, limit_price=170,
-                                                  time_in_force=TimeInForce.DAY))
+                                                  time_in_force=tif))
     assert broker_working_stop_qty(trading) == 0
     with logged_lines("actors.position", "WARNING") as said:
         trading.start()
@@ -74,6 +75,28 @@ def test_after_a_restart_a_hand_limit_placed_before_it_has_the_60_protected_at_t
     assert not [line for line in said if "order entry can lag a fill" in line or "after the first refusal" in line]
     time.sleep(1.5)
     assert broker_qty(trading) == 100 and broker_working_stop_qty(trading) == 60 and len(working_stop_ids(trading)) == 1
+
+
+def test_a_hand_limit_placed_on_an_earlier_day_is_known_at_a_start(trading, by_hand):
+    # The trader's limit sell is good till cancelled, placed the day before: the start's catch-up lists that day's
+    # orders only, and it is known from the start's list of every order working. The rebuilt position tries the 40
+    # its cap left (a cap is not kept across a restart): refused, capped at once beside the OCO for the 60 still
+    # working, not after the window's tries.
+    hand, _ = capped_beside_a_hand_limit_placed_while_down(trading, by_hand, tif=TimeInForce.GTC)
+    first = working_stop_ids(trading)
+    trading.stop()
+    trading.exchange.advance(timedelta(days=1))  # Tuesday 09:45: the hand order still works, and the capped OCO
+    with logged_lines("actors.position", "WARNING") as said:
+        trading.start()
+        trading.wait_for(lambda: [line for line in said if HELD_OUTSIDE in line], "the refusal capped",
+                         timeout=BEFORE_THE_WINDOW_S)
+    (capped,) = [line for line in said if HELD_OUTSIDE in line]
+    assert f"40 AAPL {HELD_OUTSIDE} ({str(hand.id)[:8]} 40): 60.0 under its working stop already" in capped, capped
+    # Its first OCO may go out before the start's catch-up is in: refused then, it is tried once more a second later.
+    assert len([line for line in said if "order entry can lag a fill" in line]) <= 1, said
+    assert not [line for line in said if "after the first refusal" in line], said
+    time.sleep(1.0)
+    assert working_stop_ids(trading) == first and broker_working_stop_qty(trading) == 60 and broker_qty(trading) == 100
 
 
 def test_the_hand_limit_cancelled_afterwards_has_every_share_protected_again(trading, by_hand):
