@@ -193,8 +193,10 @@ def test_an_entry_resent_at_a_restart_refused_then_cancelled_is_not_sent_but_lef
                                   and row.outcome_unknown and row, "the entry marked for the doctor", timeout=20)
         trading.exchange.set_faults("")
         assert marked.status == "created" and marked.alpaca_order_id is None
-        assert f"order AAPL#o-{entry.order_id} entry cancelled while it waited to be sent again: not sent; the doctor " \
-               "asks the broker for it by its client_order_id" in lines
+        # Said once the mark is committed: the row can be read a moment before the line is written.
+        trading.wait_for(lambda: f"order AAPL#o-{entry.order_id} entry cancelled while it waited to be sent again: "
+                         "not sent; the doctor asks the broker for it by its client_order_id" in lines,
+                         "the router to say it left the entry to the doctor", timeout=5)
         time.sleep(2.5)  # past the wait the refusal had set: nothing is sent late
         assert trading.broker_view()["orders"] == []
     finally:

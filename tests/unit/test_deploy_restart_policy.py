@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from catalyst.broker.errors import AuthError, MalformedResponse
+from catalyst.clock import WallClock
 from catalyst.config import load_config
 from catalyst.daemon import Daemon
 from catalyst.errors import (
@@ -61,7 +62,7 @@ def test_api_keys_the_broker_refuses_end_as_a_usage_error_not_as_an_unreachable_
         def account(self) -> None:
             raise AuthError("unauthorized.", status=401, operation="get_account")
 
-    endpoint = SimpleNamespace(trading_url="https://paper-api.alpaca.markets", mode="paper")
+    endpoint = SimpleNamespace(trading_url="https://paper-api.alpaca.markets", mode="paper", clock=WallClock())
     daemon = Daemon(load_config(config_file), endpoint, "sqlite:///unused.db")  # type: ignore[arg-type]
     daemon.broker = RefusingBroker()
     with pytest.raises(KeysRefused) as refused:
@@ -81,7 +82,7 @@ def test_an_account_answer_that_cannot_be_read_is_not_called_an_unreachable_brok
         def account(self) -> None:
             raise MalformedResponse("account equity 'lots' is not a number", operation="account")
 
-    endpoint = SimpleNamespace(trading_url="https://paper-api.alpaca.markets", mode="paper")
+    endpoint = SimpleNamespace(trading_url="https://paper-api.alpaca.markets", mode="paper", clock=WallClock())
     daemon = Daemon(load_config(config_file), endpoint, "sqlite:///unused.db")  # type: ignore[arg-type]
     daemon.broker = GarblingBroker()
     with pytest.raises(BrokerUnavailable) as unavailable:
