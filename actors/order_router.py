@@ -911,6 +911,9 @@ class OrderRouter(pykka.ThreadingActor):
             first = rows[0]
             log.info(f"order {first.label} its submit ended with no answer ({msg.unknown}), but the stream had named "
                      f"it id={first.broker_id}: placed")
+            # Acknowledged as an answer would be: a cancel asked while the submit was in flight waits for this (a
+            # pending entry's, an emergency's flatten: the entry stayed working at the broker, free to buy).
+            group.then(lambda _: self._after_acknowledged(first))
             if len(rows) > 1 and self._leg_unpaired(first.order_id):
                 group.then(lambda _: self._pair_legs(first))
         elif msg.report is None:

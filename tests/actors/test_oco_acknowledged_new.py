@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from actors import messages as m
+from actors.broker_worker import Cancel, SubmitOrder
 from actors.order_router import RouterSettings
 from actors.position import PROTECTION_COALESCE_S
 from catalyst.broker.reports import TradeUpdateReport
@@ -72,5 +73,31 @@ def test_an_oco_the_stream_named_before_its_submit_ended_unknown_is_placed_not_u
         assert live.writer.orders_with_unknown_outcome().get() == []
         assert len(live.ocos()) == 1
         assert not any("outcome unknown" in line for line in lines)
+    finally:
+        live.stop()
+
+
+def test_a_cancel_asked_while_the_submit_was_in_flight_goes_once_the_stream_named_the_order_it_ended_unknown(
+        tmp_path: Path, recording_actor: Any) -> None:
+    # An emergency stop's flatten cancels a pending position's limit entry while its submit is in flight (held as
+    # pending: the broker has not named it). The stream names it, then the submit ends with no answer (an outage).
+    # Taken as placed, it was not taken as acknowledged: the cancel held for the acknowledgement never went, and the
+    # entry stayed working at the broker, free to buy after the position stood down.
+    live = RouterRig(tmp_path, recording_actor, RouterSettings(routine_update_wait_s=0))
+    try:
+        actor = live.position(live.plan.model_copy(update={"order_type": "limit", "limit_price": Decimal("50")}))
+        entry = wait_for(lambda: [x for x in live.general.proxy().received().get() if isinstance(x, SubmitOrder)],
+                         "the entry's submit")[0].row
+        actor.tell(m.Flatten(reason="emergency: daily loss limit"))
+        time.sleep(0.3)  # the cancel reaches the router, which holds it until the broker names the entry
+        live.router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(event="new", at=T0, order=report(
+            entry, "b-e", "new", 0, "limit"))))
+        wait_for(lambda: live.writer.get_order(entry.order_id).get().alpaca_order_id == "b-e",
+                 "the stream's event to name the entry")
+        live.router.tell(m.SubmitResult(order_ids=(entry.order_id,), unanswered=True,
+                                        unknown="submit AAPL: 503; lookup failed too: 503"))
+        cancels = wait_for(lambda: [x for x in live.protect.proxy().received().get() if isinstance(x, Cancel)],
+                           "the entry's cancel sent", timeout=3)
+        assert [(c.order_id, c.broker_id) for c in cancels] == [(entry.order_id, "b-e")]
     finally:
         live.stop()
