@@ -1259,6 +1259,11 @@ class OrderRouter(pykka.ThreadingActor):
         if report.broker_id and tracked.broker_id is None and report.client_order_id == tracked.client_order_id:
             self._record_broker_id(tracked, report, group)
             log.info(f"order {tracked.label} broker id {report.broker_id} learned from {source}")
+            if tracked.order_id not in self._sending:
+                # No answer of a submit is coming to acknowledge it (the last one ended with none, in an outage): this
+                # is its acknowledgement. A cancel held for one goes now (a pending entry's, an emergency's flatten:
+                # it stayed working at the broker, free to buy, the id clearing the doctor's flag).
+                group.then(lambda _: self._after_acknowledged(tracked))
         # The stop leg is paired even when the take-profit knew its id already: an acknowledgement that came without
         # the legs (a look-up by client_order_id reads un-nested) left only the leg without one.
         if tracked.role == "take_profit" and report.legs and tracked.broker_id == report.broker_id \

@@ -101,3 +101,29 @@ def test_a_cancel_asked_while_the_submit_was_in_flight_goes_once_the_stream_name
         assert [(c.order_id, c.broker_id) for c in cancels] == [(entry.order_id, "b-e")]
     finally:
         live.stop()
+
+
+def test_a_cancel_asked_while_the_submit_was_in_flight_goes_once_the_stream_names_the_order_after_it_ended_unknown(
+        tmp_path: Path, recording_actor: Any) -> None:
+    # The other order of the two: the submit ends with no answer first (its entry left to the doctor), and the
+    # broker names the order afterwards (the stream back after the outage). Its broker id learned, the cancel held
+    # for it never went: the doctor found nothing to settle (the id clears the flag), the entry working all day.
+    live = RouterRig(tmp_path, recording_actor, RouterSettings(routine_update_wait_s=0))
+    try:
+        actor = live.position(live.plan.model_copy(update={"order_type": "limit", "limit_price": Decimal("50")}))
+        entry = wait_for(lambda: [x for x in live.general.proxy().received().get() if isinstance(x, SubmitOrder)],
+                         "the entry's submit")[0].row
+        actor.tell(m.Flatten(reason="emergency: daily loss limit"))
+        time.sleep(0.3)  # the cancel reaches the router, which holds it until the broker names the entry
+        live.router.tell(m.SubmitResult(order_ids=(entry.order_id,), unanswered=True,
+                                        unknown="submit AAPL: 503; lookup failed too: 503"))
+        wait_for(lambda: live.writer.get_order(entry.order_id).get().outcome_unknown, "the entry flagged")
+        live.router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(event="new", at=T0, order=report(
+            entry, "b-e", "new", 0, "limit"))))
+        wait_for(lambda: live.writer.get_order(entry.order_id).get().alpaca_order_id == "b-e",
+                 "the stream's event to name the entry")
+        cancels = wait_for(lambda: [x for x in live.protect.proxy().received().get() if isinstance(x, Cancel)],
+                           "the entry's cancel sent", timeout=3)
+        assert [(c.order_id, c.broker_id) for c in cancels] == [(entry.order_id, "b-e")]
+    finally:
+        live.stop()
