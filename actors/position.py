@@ -1295,6 +1295,8 @@ class PositionActor(pykka.ThreadingActor):
                               f"anyway are flattened)")
             self._flatten_when_open = reason
             self._cancel(working, reason=reason)
+            self._flatten_asks = 0
+            self._start_flatten_timer()  # a cancel an outage refused is asked again (_check_flatten)
             return
         if not scheduled and self._market_is_closed():
             # Asked while the market is closed (the doctor's flatten policy, an emergency stop's last resort): its stops
@@ -1774,19 +1776,27 @@ class PositionActor(pykka.ThreadingActor):
                                          CheckFlatten())
 
     def _check_flatten(self) -> None:
+        # A pending position's flatten is its entry's cancel. One refused by an outage was never asked again: the
+        # entry worked on at the broker after the outage, free to buy once the price came through its limit.
+        pending = self._flatten_when_open is not None and self.position.status is PositionStatus.PENDING
         if self._kept_overnight:  # the market exit being cancelled at the close (_keep_overnight)
             working = self._working_exits()
             reason = OVERNIGHT_CANCEL
+        elif pending:
+            working = tuple(i for i, v in self.orders.items() if v.working)
+            reason = str(self._flatten_when_open)
         else:
             working = tuple(i for i, v in self.orders.items() if v.working and v.role != "flatten")
             reason = f"flatten: {self.flatten_reason}"
         # Kept overnight, a working exit is cancelled again at each recheck even once its shares are under stops (an
         # exit named after they were put back): a cancel lost would leave it to sell at the open beside them.
-        if (not self.flattening and not (self._kept_overnight and working)) or (
+        if (not self.flattening and not pending and not (self._kept_overnight and working)) or (
                 self.exit_sent and not self._kept_overnight):
             return
         if not working:
             self._flatten_asks = 0
+            if pending:
+                return  # its entry ended: the position with it
             if self._kept_overnight and self._exit_row_pending:
                 # Its exit's row still not named a recheck after the close (the router could not create it): the
                 # shares go under stops now; the row, if it is named after all, is cancelled then.

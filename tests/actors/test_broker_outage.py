@@ -121,3 +121,27 @@ def test_a_catch_up_failing_for_hours_is_still_asked_again_and_said_about_once_a
     assert errors == []
     assert quiet_meanwhile == 0  # the try after an unsaid failure (1,025 is not a 4th) says nothing, nor its end
     assert broker_working_stop_qty(trading) == Decimal("100")
+
+
+def test_a_pending_positions_flatten_whose_entry_cancel_an_outage_refused_asks_again_once_it_is_back(
+        trading, router_lines):
+    """An emergency stop's flatten of a position whose limit entry still rests: its one cancel met a 503 and was
+    never asked again (the router does not, and only a flatten under way rechecked), so after the outage the entry
+    worked on at the broker, free to buy once the price came through its limit."""
+    from actors import messages as m
+
+    trading.exchange.set_price("AAPL", "150.00")
+    actor = trading.open(trading.plan(order_type="limit", limit_price=Decimal("149.00")))
+    trading.wait_for(lambda: (o := trading.all_orders()) and o[0].alpaca_order_id and o[0].status == "accepted",
+                     "the entry resting")
+    trading.exchange.set_faults("http_5xx=1")  # REST down, the stream up
+    actor.tell(m.Flatten(reason="emergency: daily loss limit"))
+    trading.wait_for(lambda: any("cancel not accepted" in line for line in router_lines), "the cancel refused",
+                     timeout=30)
+    trading.exchange.set_faults("")
+
+    trading.wait_for(lambda: [o["status"] for o in trading.broker_view()["orders"]] == ["canceled"],
+                     "the entry cancelled at the broker once it is back", timeout=20)
+    trading.wait_for(lambda: not actor.is_alive(), "the position done with its entry")
+    trading.trade("AAPL", "148.50")  # through its old limit: nothing buys
+    assert trading.broker_view()["positions"] == []
