@@ -497,6 +497,11 @@ class PositionActor(pykka.ThreadingActor):
                               f"stop={self.plan.stop_loss} target={self.plan.take_profit}")
                 if self._entry_withdrawn is not None:  # the daemon began stopping before its row was named
                     self._ask_entry_cancel()
+                elif self._flatten_when_open is not None:
+                    # Flattened before its row was named (an emergency stop as it opened): the flatten's cancel was of
+                    # nothing, and the entry went to the broker all the same, free to buy.
+                    self._cancel((order_id,), reason=self._flatten_when_open)
+                    self._start_flatten_timer()
             elif role == "flatten":
                 self.exit_order_id = order_id
                 self._exit_row_pending = False

@@ -190,6 +190,17 @@ def test_a_flatten_still_waiting_says_so_at_its_first_recheck_then_about_once_a_
     assert not [v for v in rig.told(m.VerifyOrders)[:2 * every] if not v.quiet]  # the cancels say the broker's answer
 
 
+def test_a_flatten_asked_before_the_entrys_row_is_named_cancels_the_entry_once_it_is(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An emergency stop as the position opened, its entry's row not made yet (the router busy): the flatten's
+    cancel was of nothing, and the entry, named a moment later, went to the broker, free to buy."""
+    monkeypatch.setattr(position_module, "FLATTEN_RECHECK_S", 600.0)  # the cancel at the naming, not a recheck's
+    rig.position.tell(m.Flatten(reason="emergency: daily loss limit"))
+    rig.position.tell(m.OrdersCreated(roles={"entry": rig.entry.order_id}))
+    rig.settled()
+    assert [c.order_ids for c in rig.told(m.CancelOrders) if c.order_ids] == [(rig.entry.order_id,)]
+
+
 def test_a_stop_that_fills_instead_of_cancelling_leaves_nothing_to_exit(rig: Rig) -> None:
     tp, sl = rig.open_and_protect()
     rig.position.tell(m.Flatten(reason="end of day"))
