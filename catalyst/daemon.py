@@ -258,6 +258,7 @@ class Daemon:
         """Wait for the broker with backoff (a supervisor restart loop helps nobody); refused keys fail at once."""
         from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+        from catalyst.broker.calls import said_through_an_outage
         from catalyst.broker.errors import AuthError, BrokerError, MalformedResponse
         from catalyst.clock import wall_seconds
 
@@ -271,8 +272,10 @@ class Daemon:
             return f"broker unreachable at {where}"
 
         def before_sleep(state: Any) -> None:
-            log.warning(f"system {what_failed(state.outcome.exception())} ({state.outcome.exception()}); "
-                        f"retrying in {state.next_action.sleep:.0f} s")
+            # About twice a minute at WARNING, the tries between at INFO: at 240x the tries are a wall second apart.
+            said = said_through_an_outage(state.attempt_number, every=max(1, round(30 / longest_s)))
+            log.log("WARNING" if said else "INFO", f"system {what_failed(state.outcome.exception())} "
+                    f"({state.outcome.exception()}); retrying in {state.next_action.sleep:.0f} s")
 
         # At most 30 s between tries, on the exchange's clock, and at least 1 s on the wall: against an emulator at
         # 240x, 30 wall seconds were two exchange hours, and a restart inside a broker outage missed the entry window.

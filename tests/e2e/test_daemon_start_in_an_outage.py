@@ -25,6 +25,9 @@ def test_a_start_inside_a_broker_outage_at_240x_asks_again_every_wall_second_and
         e2e.wait_until(lambda: len(WAITS.findall(daemon.stderr())) >= 4 or daemon.process.poll() is not None, 30,
                        "four tries refused by the outage")
         assert WAITS.findall(daemon.stderr())[:4] == ["1", "1", "1", "1"], daemon.stderr()[-3000:]
+        # A wall second apart, they are said at WARNING about twice a minute: the first, then every 30th.
+        levels = [line.split()[2] for line in daemon.stderr().splitlines() if WAITS.search(line)]
+        assert levels[:4] == ["WARNING", "INFO", "INFO", "INFO"], levels
         requests.put(f"{exchange.url}/sim/v1/faults", json={"spec": ""}, timeout=5).raise_for_status()
         daemon.wait_for(r"system broker \S+ account \S+ status", timeout=10)
     finally:
