@@ -77,12 +77,15 @@ def test_an_oco_the_stream_named_before_its_submit_ended_unknown_is_placed_not_u
         live.stop()
 
 
-def test_a_cancel_asked_while_the_submit_was_in_flight_goes_once_the_stream_named_the_order_it_ended_unknown(
-        tmp_path: Path, recording_actor: Any) -> None:
+@pytest.mark.parametrize("named_first", [True, False], ids=["named-then-unknown", "unknown-then-named"])
+def test_a_cancel_asked_while_the_submit_was_in_flight_goes_once_the_broker_names_the_order(
+        tmp_path: Path, recording_actor: Any, named_first: bool) -> None:
     # A cancel of a limit entry whose submit is in flight (an emergency stop's flatten) is held until the broker names
-    # it. The stream names it, then the submit ends with no answer (an outage). Taken as placed, it was not taken as
-    # acknowledged: the cancel held for the acknowledgement never went, and the entry stayed working at the broker,
-    # free to buy after its position stood down (unless its position asked again).
+    # it. named-then-unknown: the stream names it, then the submit ends with no answer (an outage); taken as placed,
+    # it was not taken as acknowledged, so the cancel held for the acknowledgement never went. unknown-then-named:
+    # the submit ends with no answer first (the entry left to the doctor), and the stream names the order after the
+    # outage; its broker id learned, the held cancel never went, and the doctor found nothing to settle (the id
+    # clears the flag). Either way the entry stayed working at the broker, free to buy after its position stood down.
     live = RouterRig(tmp_path, recording_actor, RouterSettings(routine_update_wait_s=0))
     try:
         live.position(live.plan.model_copy(update={"order_type": "limit", "limit_price": Decimal("50")}))
@@ -92,40 +95,24 @@ def test_a_cancel_asked_while_the_submit_was_in_flight_goes_once_the_stream_name
         live.router.tell(m.CancelOrders(order_ids=(entry.order_id,), reason="emergency: daily loss limit"))
         wait_for(lambda: live.router.proxy().by_order.get()[entry.order_id].pending_cancel,
                  "the router to hold the cancel until the broker names the entry")
-        live.router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(event="new", at=T0, order=report(
-            entry, "b-e", "new", 0, "limit"))))
-        wait_for(lambda: live.writer.get_order(entry.order_id).get().alpaca_order_id == "b-e",
-                 "the stream's event to name the entry")
-        live.router.tell(m.SubmitResult(order_ids=(entry.order_id,), unanswered=True,
-                                        unknown="submit AAPL: 503; lookup failed too: 503"))
-        cancels = wait_for(lambda: [x for x in live.protect.proxy().received().get() if isinstance(x, Cancel)],
-                           "the entry's cancel sent", timeout=1)
-        assert [(c.order_id, c.broker_id) for c in cancels] == [(entry.order_id, "b-e")]
-    finally:
-        live.stop()
 
+        def named() -> None:
+            live.router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(event="new", at=T0, order=report(
+                entry, "b-e", "new", 0, "limit"))))
+            wait_for(lambda: live.writer.get_order(entry.order_id).get().alpaca_order_id == "b-e",
+                     "the stream's event to name the entry")
 
-def test_a_cancel_asked_while_the_submit_was_in_flight_goes_once_the_stream_names_the_order_after_it_ended_unknown(
-        tmp_path: Path, recording_actor: Any) -> None:
-    # The other order of the two: the submit ends with no answer first (its entry left to the doctor), and the
-    # broker names the order afterwards (the stream back after the outage). Its broker id learned, the cancel held
-    # for it never went: the doctor found nothing to settle (the id clears the flag), the entry working all day.
-    live = RouterRig(tmp_path, recording_actor, RouterSettings(routine_update_wait_s=0))
-    try:
-        live.position(live.plan.model_copy(update={"order_type": "limit", "limit_price": Decimal("50")}))
-        entry = wait_for(lambda: [x for x in live.general.proxy().received().get() if isinstance(x, SubmitOrder)],
-                         "the entry's submit")[0].row
-        # Asked of the router as its position's flatten asks it: the router's own promise, not the position's rechecks
-        live.router.tell(m.CancelOrders(order_ids=(entry.order_id,), reason="emergency: daily loss limit"))
-        wait_for(lambda: live.router.proxy().by_order.get()[entry.order_id].pending_cancel,
-                 "the router to hold the cancel until the broker names the entry")
-        live.router.tell(m.SubmitResult(order_ids=(entry.order_id,), unanswered=True,
-                                        unknown="submit AAPL: 503; lookup failed too: 503"))
-        wait_for(lambda: live.writer.get_order(entry.order_id).get().outcome_unknown, "the entry flagged")
-        live.router.tell(m.TradeUpdateReceived(update=TradeUpdateReport(event="new", at=T0, order=report(
-            entry, "b-e", "new", 0, "limit"))))
-        wait_for(lambda: live.writer.get_order(entry.order_id).get().alpaca_order_id == "b-e",
-                 "the stream's event to name the entry")
+        def ended_unknown() -> None:
+            live.router.tell(m.SubmitResult(order_ids=(entry.order_id,), unanswered=True,
+                                            unknown="submit AAPL: 503; lookup failed too: 503"))
+
+        if named_first:
+            named()
+            ended_unknown()
+        else:
+            ended_unknown()
+            wait_for(lambda: live.writer.get_order(entry.order_id).get().outcome_unknown, "the entry flagged")
+            named()
         cancels = wait_for(lambda: [x for x in live.protect.proxy().received().get() if isinstance(x, Cancel)],
                            "the entry's cancel sent", timeout=1)
         assert [(c.order_id, c.broker_id) for c in cancels] == [(entry.order_id, "b-e")]

@@ -131,20 +131,26 @@ def test_a_submit_whose_first_attempt_may_have_acted_is_not_reported_as_never_pl
     assert not isinstance(raised.value, SubmitRefused) and network.count("POST", "/v2/orders") == 3
 
 
-def test_a_submit_met_by_503s_it_could_not_look_up_then_a_refused_connection_is_unanswered() -> None:
-    """An outage under way: 503s whose look-ups fail too, then the connection refused. The broker said nothing about
-    the order, so the caller sends it again until it answers; raised as the refusal, it counted against the few
-    resends an answered submit gets (a review)."""
-    answers = iter(["503", "503", "refused"])
+def outage_network(submits: list[str], lookup_status: int) -> FakeNetwork:
+    """Submits answered in turn by `submits` ("503", or "refused": the connection refused before the request left);
+    every look-up by `lookup_status` (503: failed too; 404: "no such order", an answer)."""
+    answers = iter(submits)
 
     def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
         if request.method == "GET":
-            return respond(request, 503, {"code": 50010000, "message": "down"})
+            return respond(request, lookup_status, {"code": lookup_status * 100000 + 10000, "message": "lookup"})
         if next(answers) == "refused":
             raise requests.exceptions.ConnectionError("NewConnectionError: [Errno 111] Connection refused")
         return respond(request, 503, {"code": 50010000, "message": "down"})
 
-    network = FakeNetwork(route)
+    return FakeNetwork(route)
+
+
+def test_a_submit_met_by_503s_it_could_not_look_up_then_a_refused_connection_is_unanswered() -> None:
+    """An outage under way: 503s whose look-ups fail too, then the connection refused. The broker said nothing about
+    the order, so the caller sends it again until it answers; raised as the refusal, it counted against the few
+    resends an answered submit gets (a review)."""
+    network = outage_network(["503", "503", "refused"], lookup_status=503)
     with pytest.raises(LookupFailedToo) as raised:
         make_broker(network).submit_with_lookup(buy("cat-down"))
 
@@ -154,16 +160,7 @@ def test_a_submit_met_by_503s_it_could_not_look_up_then_a_refused_connection_is_
 
 def test_a_submit_whose_look_up_was_answered_then_refused_a_connection_is_not_unanswered() -> None:
     """The broker answered the look-up ("no such order"): the refused connection after it is raised as it was."""
-    answers = iter(["503", "refused", "refused"])
-
-    def route(request: PreparedRequest, path: str, query: dict[str, list[str]]) -> Response:
-        if request.method == "GET":
-            return respond(request, 404, {"code": 40410000, "message": "order not found"})
-        if next(answers) == "refused":
-            raise requests.exceptions.ConnectionError("NewConnectionError: [Errno 111] Connection refused")
-        return respond(request, 503, {"code": 50010000, "message": "down"})
-
-    network = FakeNetwork(route)
+    network = outage_network(["503", "refused", "refused"], lookup_status=404)
     with pytest.raises(ConnectionFailed) as raised:
         make_broker(network).submit_with_lookup(buy("cat-seen"))
 
