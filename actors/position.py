@@ -260,6 +260,7 @@ class PositionActor(pykka.ThreadingActor):
         self._flatten_asks = 0  # rechecks in a row that found orders still working and asked the broker again
         self._flatten_asked_since = 0.0  # time.monotonic() of the first of them
         self._timer: Delayed | None = None
+        self._sibling_asks = 0  # closed: checks in a row that found its orders still working and asked the broker
         self._lone_timer: Delayed | None = None
         # Lone stops whose take-profit was replaced: REST looks made at each, and when its next is due (monotonic).
         self._triggered_stop_looks: dict[int, tuple[int, float]] = {}
@@ -1850,9 +1851,20 @@ class PositionActor(pykka.ThreadingActor):
         working = tuple(i for i, v in self.orders.items() if v.working)
         if not working:
             return
-        self.log.info(f"position {self.label} closed; no cancel event yet for {working}: asking the broker")
-        self.router.tell(m.VerifyOrders(order_ids=working))
-        self._cancel(working, reason="position closed")
+        # Asked again every FLATTEN_RECHECK_S until they have ended: these cancels, and the close's of its entry's
+        # rest, were asked once here and never again, so one an outage refused left the order working at the broker
+        # after it (a limit entry, free to buy for a trade that was over; a leg, to sell shares no longer held). The
+        # router does not retry a cancel. Said once a minute through an outage, as a flatten's wait is.
+        self._sibling_asks += 1
+        said = said_through_an_outage(self._sibling_asks, every=FLATTEN_RECHECKS_SAID_EVERY)
+        if self._sibling_asks == 1:
+            self.log.info(f"position {self.label} closed; no cancel event yet for {working}: asking the broker")
+        else:
+            self.log.log("WARNING" if said else "DEBUG", f"position {self.label} closed; {working} still working "
+                         f"after {self._sibling_asks - 1} asks: asking the broker again")
+        self.router.tell(m.VerifyOrders(order_ids=working, quiet=self._sibling_asks > 1))
+        self._cancel(working, reason="position closed", quiet=not said)
+        self._timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckSiblings())
 
     def _finish_if_done(self) -> None:
         # stop() takes effect after the messages already queued (an OCO sibling's cancel beside the exit fill, a

@@ -145,3 +145,26 @@ def test_a_pending_positions_flatten_whose_entry_cancel_an_outage_refused_asks_a
     trading.wait_for(lambda: not actor.is_alive(), "the position done with its entry")
     trading.trade("AAPL", "148.50")  # through its old limit: nothing buys
     assert trading.broker_view()["positions"] == []
+
+
+def test_a_closed_positions_entry_whose_cancels_an_outage_refused_is_asked_again_once_it_is_back(
+        trading, router_lines):
+    """Its take-profit sold the 200 shares bought while the rest of its limit entry still rested, REST down: the
+    close's cancel of that rest, and the siblings' check's one more, each met a 503, and none was asked again. After
+    the outage the entry worked on at the broker, free to buy 300 shares for a trade that was over."""
+    trading.exchange.set_price("AAPL", "50.00", volume=800)  # 25% participation: 200 of the 500 a minute
+    actor = trading.open(trading.plan(qty="500", stop="48.00", target="55.00", order_type="limit",
+                                      limit_price=Decimal("50.00")))
+    trading.wait_for(lambda: protected_qty(trading) == Decimal("200"), "the first 200 protected")
+    trading.exchange.set_faults("http_5xx=1")  # REST down, the stream up: the take-profit's fill is heard
+    trading.trade("AAPL", "55.50", volume=100_000)  # through the target at 55: the 200 sold
+    trading.wait_for(lambda: (p := position_of(trading)) and p.status == "closed", "the position closed")
+    trading.wait_for(lambda: sum("cancel not accepted" in line for line in router_lines) >= 2,
+                     "the close's cancel and the siblings' check's both refused", timeout=30)
+    trading.exchange.set_faults("")
+
+    trading.wait_for(lambda: [o["status"] for o in trading.broker_view()["orders"] if o["side"] == "buy"]
+                     == ["canceled"], "the entry's rest cancelled at the broker once it is back", timeout=20)
+    trading.wait_for(lambda: not actor.is_alive(), "the position done with its entry")
+    trading.trade("AAPL", "49.00", volume=8000)  # through its old limit: nothing buys
+    assert all(Decimal(p["qty"]) == 0 for p in trading.broker_view()["positions"])
