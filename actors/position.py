@@ -38,6 +38,8 @@ FLATTEN_RECHECK_S = 2.0
 # their cancels and reads the broker does not answer, are DEBUG lines. Through an outage each recheck was some 25
 # WARNING lines (its own, its cancels' and its reads', each failed call's), every 2 s for as long as it lasted.
 FLATTEN_RECHECKS_SAID_EVERY = round(60 / FLATTEN_RECHECK_S)
+# Wall seconds: the longest wait between a closed position's asks that its orders still working end (_check_siblings).
+SIBLINGS_ASKED_AGAIN_MAX_S = 60.0
 STOP_CANCEL_RECHECK_S = 1.0  # the daemon stopping: its entry's cancel asked again this often within the stop's wait
 # Wall seconds before protecting again when the broker rejected both the stop and the market exit: 2, 4, 8 … 60.
 PROTECT_RETRY_FIRST_S, PROTECT_RETRY_MAX_S = 2.0, 60.0
@@ -1855,16 +1857,20 @@ class PositionActor(pykka.ThreadingActor):
         # rest, were asked once here and never again, so one an outage refused left the order working at the broker
         # after it (a limit entry, free to buy for a trade that was over; a leg, to sell shares no longer held). The
         # router does not retry a cancel. Said once a minute through an outage, as a flatten's wait is.
+        # The waits double from FLATTEN_RECHECK_S to a minute: an order the broker no longer knows (its cancel and
+        # read each a 404, nothing ever ends it here) would otherwise spend two calls of the account's 200 a minute
+        # every 2 s for as long as the daemon runs; the doctor's pass names such an order.
         self._sibling_asks += 1
-        said = said_through_an_outage(self._sibling_asks, every=FLATTEN_RECHECKS_SAID_EVERY)
+        wait_s = min(FLATTEN_RECHECK_S * 2.0 ** min(self._sibling_asks - 1, 10), SIBLINGS_ASKED_AGAIN_MAX_S)
+        said = self._sibling_asks == 2 or wait_s >= SIBLINGS_ASKED_AGAIN_MAX_S
         if self._sibling_asks == 1:
             self.log.info(f"position {self.label} closed; no cancel event yet for {working}: asking the broker")
         else:
             self.log.log("WARNING" if said else "DEBUG", f"position {self.label} closed; {working} still working "
-                         f"after {self._sibling_asks - 1} asks: asking the broker again")
+                         f"after {self._sibling_asks - 1} asks: asking the broker again, then in {wait_s:.0f} s")
         self.router.tell(m.VerifyOrders(order_ids=working, quiet=self._sibling_asks > 1))
-        self._cancel(working, reason="position closed", quiet=not said)
-        self._timer = tell_later(self.actor_ref, FLATTEN_RECHECK_S, CheckSiblings())
+        self._cancel(working, reason="position closed", quiet=self._sibling_asks > 1 and not said)
+        self._timer = tell_later(self.actor_ref, wait_s, CheckSiblings())
 
     def _finish_if_done(self) -> None:
         # stop() takes effect after the messages already queued (an OCO sibling's cancel beside the exit fill, a

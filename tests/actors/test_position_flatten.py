@@ -565,3 +565,38 @@ def test_an_exit_asked_before_the_close_and_never_named_does_not_keep_the_shares
     time.sleep(0.3)  # rechecks, with nothing working any more
     rig.settled()
     assert len(rig.told(m.CancelOrders)) == asked and not rig.told(m.PlaceExit)[1:]
+
+
+def test_a_closed_positions_order_still_working_is_asked_about_again_ever_less_often(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its take-profit sold the shares; its stop leg still reads as working. Asked again until it ends (a cancel an
+    outage refused was asked once more, then never), the waits doubling from 2 s to a minute: an order the broker no
+    longer knows would otherwise cost two calls every 2 s for as long as the daemon runs."""
+    tp, sl = rig.open_and_protect()
+    timers: list[tuple[float, str]] = []
+
+    class NoTimer:
+        def cancel(self) -> None:
+            pass
+
+    monkeypatch.setattr(position_module, "tell_later",
+                        lambda ref, delay, message: timers.append((delay, type(message).__name__)) or NoTimer())
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda message: lines.append((message.record["level"].name, message.record["message"])),
+                      level="DEBUG", filter=lambda record: "still working after" in record["message"])
+    try:
+        rig.update(tp.order_id, "take_profit", OrderStatus.FILLED, "100",
+                   m.Execution(key="b-tp:100", qty=Decimal(100), price=Decimal("55"), at=T0))
+        wait_for(lambda: rig.settled()["status"] == "closed", "the position closed")
+        for _ in range(9):  # the close's check, then eight more
+            rig.position.tell(position_module.CheckSiblings())
+        rig.settled()
+    finally:
+        logger.remove(sink)
+    waits = [delay for delay, name in timers if name == "CheckSiblings"][1:]  # after the close's grace
+    assert waits == [2, 4, 8, 16, 32, 60, 60, 60, 60]
+    assert [level for level, _ in lines] == ["WARNING", "DEBUG", "DEBUG", "DEBUG", "WARNING", "WARNING", "WARNING",
+                                             "WARNING"]
+    cancels = [c for c in rig.told(m.CancelOrders) if c.reason == "position closed"]
+    assert [c.order_ids for c in cancels] == [(sl.order_id,)] * 9
+    assert [c.quiet for c in cancels] == [False, False, True, True, True, False, False, False, False]
