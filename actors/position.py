@@ -1853,13 +1853,12 @@ class PositionActor(pykka.ThreadingActor):
         working = tuple(i for i, v in self.orders.items() if v.working)
         if not working:
             return
-        # Asked again every FLATTEN_RECHECK_S until they have ended: these cancels, and the close's of its entry's
-        # rest, were asked once here and never again, so one an outage refused left the order working at the broker
-        # after it (a limit entry, free to buy for a trade that was over; a leg, to sell shares no longer held). The
-        # router does not retry a cancel. Said once a minute through an outage, as a flatten's wait is.
-        # The waits double from FLATTEN_RECHECK_S to a minute: an order the broker no longer knows (its cancel and
-        # read each a 404, nothing ever ends it here) would otherwise spend two calls of the account's 200 a minute
-        # every 2 s for as long as the daemon runs; the doctor's pass names such an order.
+        # Asked again until they have ended: these cancels, and the close's of its entry's rest, were asked once here
+        # and never again, so one an outage refused left the order working at the broker after it (a limit entry,
+        # free to buy for a trade that was over; a leg, to sell shares no longer held). The router does not retry a
+        # cancel. The waits double from FLATTEN_RECHECK_S to a minute, said at the second ask and then once a minute:
+        # an order the broker no longer knows (its cancel and read each a 404, nothing ever ends it here) would
+        # otherwise spend two calls of the account's 200 a minute every 2 s for as long as the daemon runs.
         self._sibling_asks += 1
         wait_s = min(FLATTEN_RECHECK_S * 2.0 ** min(self._sibling_asks - 1, 10), SIBLINGS_ASKED_AGAIN_MAX_S)
         said = self._sibling_asks == 2 or wait_s >= SIBLINGS_ASKED_AGAIN_MAX_S
