@@ -1081,9 +1081,13 @@ class OrderRouter(pykka.ThreadingActor):
             else:
                 log.log("DEBUG" if quiet else "WARNING", f"order {tracked.label} cancel not accepted: {msg.detail}")
             # Its read, where the broker answered nothing, says nothing this line has not said (its failed calls were
-            # three WARNING lines a read, at every cancel an outage refused).
-            self._general.tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref,
-                                      quiet=msg.unanswered))
+            # three WARNING lines a read, at every cancel an outage refused). A recheck's quiet cancel is not read
+            # again here: its position reads the same orders beside it (VerifyOrders), and through an outage the two
+            # reads a leg, three tries each, kept the two general workers nearly busy for one flattening position,
+            # a catch-up queued behind them.
+            if not quiet:
+                self._general.tell(Verify(orders=((tracked.order_id, tracked.broker_id),), reply_to=self.actor_ref,
+                                          quiet=msg.unanswered))
 
     def _on_OrdersVerified(self, msg: m.OrdersVerified) -> None:
         for report in msg.reports:

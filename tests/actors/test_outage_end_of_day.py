@@ -249,7 +249,8 @@ def test_an_outage_over_the_flatten_is_said_about_once_a_minute_not_at_every_rec
     assert len([line for line in quiet if "flatten still waiting for (2, 3)" in line]) == 9
     assert len([line for line in quiet if "cancel not accepted: outcome unknown" in line and "503" in line]) >= 16
     assert len([line for line in quiet if legs(line) and " cancel id=" in line and "503" in line]) >= 16
-    assert len([line for line in quiet if "broker verify o-" in line and "503" in line]) >= 16
+    # Two reads a recheck, its own of the two legs: not the router's again after each leg's cancel failed (36 then)
+    assert 16 <= len([line for line in quiet if "broker verify o-" in line and "503" in line]) <= 20
     assert [o["status"] for o in trading.broker_view()["orders"] if o["side"] == "sell" and o["type"] == "market"] \
         == ["filled"]
     assert stop_qty(trading) == 0
